@@ -1,0 +1,243 @@
+//! Replies and their encoding.
+//!
+//! A [`Frame`] is protocol-neutral: the same value encodes to RESP2 or RESP3 depending on what the
+//! connection negotiated with `HELLO`. RESP3-only types degrade the way Redis degrades them
+//! (maps become flat arrays, doubles become bulk strings, booleans become integers, nulls become
+//! `$-1`/`*-1`).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The protocol version a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// One reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// `+OK`-style status; static so that common replies never allocate.
+    Simple(&'static str),
+    /// A status built at run time (e.g. `TYPE`'s reply).
+    SimpleOwned(String),
+    /// An error line without the leading `-`, e.g. `ERR syntax error`.
+    Error(String),
+    /// A static error line, for the hot error replies.
+    StaticError(&'static str),
+    Integer(i64),
+    Bulk(Bytes),
+    /// The null bulk string (`$-1` / `_`).
+    Null,
+    /// The null array (`*-1` / `_`), e.g. a WATCH-aborted EXEC.
+    NullArray,
+    Array(Vec<Frame>),
+    /// A map: RESP3 `%`, RESP2 flat array of key, value, ...
+    Map(Vec<(Frame, Frame)>),
+    /// RESP3 `,` double, RESP2 bulk string.
+    Double(f64),
+    /// RESP3 `#`, RESP2 integer 1/0.
+    Bool(bool),
+    /// RESP3 verbatim string `=` (txt), RESP2 bulk string.
+    Verbatim(Bytes),
+}
+
+impl Frame {
+    pub const OK: Frame = Frame::Simple("OK");
+
+    pub fn bulk(data: impl Into<Bytes>) -> Frame {
+        Frame::Bulk(data.into())
+    }
+
+    /// Copies `data` into a new bulk reply.
+    pub fn bulk_from_slice(data: &[u8]) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(data))
+    }
+
+    pub fn error(msg: impl Into<String>) -> Frame {
+        Frame::Error(msg.into())
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Frame::Error(_) | Frame::StaticError(_))
+    }
+
+    /// The error text, if this is an error reply.
+    pub fn error_text(&self) -> Option<&str> {
+        match self {
+            Frame::Error(s) => Some(s),
+            Frame::StaticError(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Appends the encoding of `self` to `out`.
+    pub fn encode(&self, proto: Protocol, out: &mut BytesMut) {
+        match self {
+            Frame::Simple(s) => line(out, b'+', s.as_bytes()),
+            Frame::SimpleOwned(s) => line(out, b'+', s.as_bytes()),
+            Frame::Error(s) => line(out, b'-', s.as_bytes()),
+            Frame::StaticError(s) => line(out, b'-', s.as_bytes()),
+            Frame::Integer(i) => int_line(out, b':', *i),
+            Frame::Bulk(b) => bulk(out, b),
+            Frame::Null => match proto {
+                Protocol::Resp2 => out.put_slice(b"$-1\r\n"),
+                Protocol::Resp3 => out.put_slice(b"_\r\n"),
+            },
+            Frame::NullArray => match proto {
+                Protocol::Resp2 => out.put_slice(b"*-1\r\n"),
+                Protocol::Resp3 => out.put_slice(b"_\r\n"),
+            },
+            Frame::Array(items) => {
+                int_line(out, b'*', items.len() as i64);
+                for item in items {
+                    item.encode(proto, out);
+                }
+            }
+            Frame::Map(pairs) => {
+                match proto {
+                    Protocol::Resp2 => int_line(out, b'*', 2 * pairs.len() as i64),
+                    Protocol::Resp3 => int_line(out, b'%', pairs.len() as i64),
+                }
+                for (k, v) in pairs {
+                    k.encode(proto, out);
+                    v.encode(proto, out);
+                }
+            }
+            Frame::Double(d) => {
+                let text = format_double(*d);
+                match proto {
+                    Protocol::Resp2 => bulk(out, text.as_bytes()),
+                    Protocol::Resp3 => line(out, b',', text.as_bytes()),
+                }
+            }
+            Frame::Bool(b) => match proto {
+                Protocol::Resp2 => int_line(out, b':', i64::from(*b)),
+                Protocol::Resp3 => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            },
+            Frame::Verbatim(b) => match proto {
+                Protocol::Resp2 => bulk(out, b),
+                Protocol::Resp3 => {
+                    int_line(out, b'=', b.len() as i64 + 4);
+                    out.put_slice(b"txt:");
+                    out.put_slice(b);
+                    out.put_slice(b"\r\n");
+                }
+            },
+        }
+    }
+}
+
+/// Formats a double the way Redis does for replies (`17.5`, `3`, `inf`, `-inf`).
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        if d > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else if d.is_nan() {
+        "nan".into()
+    } else {
+        let s = format!("{d}");
+        s
+    }
+}
+
+fn line(out: &mut BytesMut, prefix: u8, body: &[u8]) {
+    out.reserve(body.len() + 3);
+    out.put_u8(prefix);
+    out.put_slice(body);
+    out.put_slice(b"\r\n");
+}
+
+fn int_line(out: &mut BytesMut, prefix: u8, n: i64) {
+    let mut buf = itoa_buf(n);
+    let digits = buf.as_str();
+    out.reserve(digits.len() + 3);
+    out.put_u8(prefix);
+    out.put_slice(digits.as_bytes());
+    out.put_slice(b"\r\n");
+    buf.clear();
+}
+
+fn bulk(out: &mut BytesMut, data: &[u8]) {
+    int_line(out, b'$', data.len() as i64);
+    out.reserve(data.len() + 2);
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// A stack buffer holding the decimal digits of an i64 (no heap allocation).
+struct ItoaBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and '-' are ever written.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or("0")
+    }
+    fn clear(&mut self) {
+        self.start = self.bytes.len();
+    }
+}
+
+fn itoa_buf(n: i64) -> ItoaBuf {
+    let mut bytes = [0u8; 20];
+    let mut pos = bytes.len();
+    let negative = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        pos -= 1;
+        bytes[pos] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if negative {
+        pos -= 1;
+        bytes[pos] = b'-';
+    }
+    ItoaBuf { bytes, start: pos }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(f: &Frame, p: Protocol) -> String {
+        let mut out = BytesMut::new();
+        f.encode(p, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn resp2_and_resp3_encodings() {
+        assert_eq!(enc(&Frame::OK, Protocol::Resp2), "+OK\r\n");
+        assert_eq!(enc(&Frame::Integer(-42), Protocol::Resp2), ":-42\r\n");
+        assert_eq!(
+            enc(&Frame::Integer(i64::MIN), Protocol::Resp2),
+            ":-9223372036854775808\r\n"
+        );
+        assert_eq!(enc(&Frame::Null, Protocol::Resp2), "$-1\r\n");
+        assert_eq!(enc(&Frame::Null, Protocol::Resp3), "_\r\n");
+        assert_eq!(enc(&Frame::NullArray, Protocol::Resp2), "*-1\r\n");
+        assert_eq!(enc(&Frame::bulk("hi"), Protocol::Resp2), "$2\r\nhi\r\n");
+        let map = Frame::Map(vec![(Frame::bulk("a"), Frame::Integer(1))]);
+        assert_eq!(enc(&map, Protocol::Resp2), "*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(enc(&map, Protocol::Resp3), "%1\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(enc(&Frame::Double(1.5), Protocol::Resp2), "$3\r\n1.5\r\n");
+        assert_eq!(enc(&Frame::Double(1.5), Protocol::Resp3), ",1.5\r\n");
+        assert_eq!(enc(&Frame::Bool(true), Protocol::Resp3), "#t\r\n");
+        assert_eq!(enc(&Frame::Bool(false), Protocol::Resp2), ":0\r\n");
+        assert_eq!(enc(&Frame::error("ERR x"), Protocol::Resp2), "-ERR x\r\n");
+        assert_eq!(
+            enc(&Frame::Verbatim("ab".into()), Protocol::Resp3),
+            "=6\r\ntxt:ab\r\n"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! A shard's keyspace and the commands that run on it.
+//!
+//! This crate owns the data model and Redis's command semantics for one shard: parsing a
+//! command's arguments, applying it to the [`Keyspace`], and producing the exact reply Redis
+//! would give. It also owns the key → shard function ([`slot::shard_for_key`]) and the command
+//! table, because everything that routes or replays commands must agree on them.
+//!
+//! It must never do I/O, know about other shards, or read the clock: time comes in as an
+//! argument (`now`, Unix milliseconds), so replay is deterministic. A write that changed the
+//! keyspace is reported as the command to log, with relative times made absolute, through
+//! [`Store::take_log`] — the shard decides what to do with it.
+
+pub mod command;
+pub mod glob;
+pub mod keyspace;
+pub mod reply;
+pub mod slot;
+mod store;
+
+pub use keyspace::{Keyspace, Value, NO_EXPIRY_CHECK};
+pub use store::{Store, StoreStats};

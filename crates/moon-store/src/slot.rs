@@ -1,0 +1,67 @@
+//! Key → slot → shard: the one place that decides which shard owns a key (SPEC §1).
+//!
+//! The slot is Redis Cluster's: CRC16-XMODEM of the key, or of its hash tag (the part between
+//! the first `{` and the next `}` when non-empty), modulo 16384. The owning shard is
+//! `slot % shards`. The server, replay and `moon-cli` all call [`shard_for_key`].
+
+/// Number of hash slots.
+pub const SLOTS: u16 = 16384;
+
+/// CRC16-XMODEM (poly 0x1021, init 0), as used by Redis Cluster.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The part of the key that is hashed: its hash tag when it has a non-empty one.
+fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// The Redis Cluster slot of `key`.
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key)) % SLOTS
+}
+
+/// The shard that owns `key` when there are `shards` shards.
+pub fn shard_for_key(key: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    key_slot(key) as usize % shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_redis_cluster_slots() {
+        // Values from `redis-cli CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % SLOTS);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(shard_for_key(b"foo", 1), 0);
+        assert_eq!(shard_for_key(b"foo", 2), 12182 % 2);
+    }
+}

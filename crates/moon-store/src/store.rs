@@ -1,0 +1,823 @@
+//! Command execution against one shard's keyspace.
+
+use bytes::{Bytes, BytesMut};
+use moon_proto::Frame;
+
+use crate::command::{self, CommandSpec};
+use crate::glob::glob_match;
+use crate::keyspace::{Keyspace, Value};
+use crate::reply::{self, err};
+
+/// Counters reported by INFO.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreStats {
+    pub keys: u64,
+    pub expires: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub expired_keys: u64,
+}
+
+/// One shard's keyspace plus what executing commands against it needs.
+pub struct Store {
+    ks: Keyspace,
+    hits: u64,
+    misses: u64,
+    /// `proto-max-bulk-len`: APPEND and SETRANGE refuse to grow a string beyond it.
+    max_string_len: usize,
+    /// When true, every write that changed the keyspace is recorded in `log`.
+    record_writes: bool,
+    log: Vec<Vec<Bytes>>,
+    random_seed: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(512 * 1024 * 1024)
+    }
+}
+
+/// Parses a Redis integer argument strictly (like `string2ll`).
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = if b[0] == b'-' {
+        (true, &b[1..])
+    } else {
+        (false, b)
+    };
+    if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) || (neg && digits == b"0") {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?
+        } else {
+            v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?
+        };
+    }
+    Some(v)
+}
+
+fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let v: f64 = s.parse().ok()?;
+    if v.is_nan() {
+        return None;
+    }
+    Some(v)
+}
+
+fn int_bytes(v: i64) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Expiry argument forms of SET and GETEX.
+#[derive(Clone, Copy, PartialEq)]
+enum Expiry {
+    Keep,
+    None,
+    At(u64),
+    Persist,
+}
+
+impl Store {
+    pub fn new(max_string_len: usize) -> Self {
+        Store {
+            ks: Keyspace::default(),
+            hits: 0,
+            misses: 0,
+            max_string_len,
+            record_writes: false,
+            log: Vec::new(),
+            random_seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// Turns recording of writes for the AOF on or off.
+    pub fn set_record_writes(&mut self, on: bool) {
+        self.record_writes = on;
+    }
+
+    pub fn set_max_string_len(&mut self, len: usize) {
+        self.max_string_len = len;
+    }
+
+    /// Takes the writes recorded since the last call, in execution order.
+    pub fn take_log(&mut self) -> Vec<Vec<Bytes>> {
+        std::mem::take(&mut self.log)
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.ks
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            keys: self.ks.len() as u64,
+            expires: self.ks.expires_count() as u64,
+            keyspace_hits: self.hits,
+            keyspace_misses: self.misses,
+            expired_keys: self.ks.expired_keys,
+        }
+    }
+
+    /// Active expiry: reclaims up to `budget` keys whose deadline has passed.
+    pub fn expire_cycle(&mut self, now: u64, budget: usize) -> usize {
+        self.ks.expire_cycle(now, budget)
+    }
+
+    fn log_args(&mut self, args: &[Bytes]) {
+        if self.record_writes {
+            self.log.push(args.to_vec());
+        }
+    }
+
+    fn log_cmd(&mut self, parts: &[&[u8]]) {
+        if self.record_writes {
+            self.log
+                .push(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
+        }
+    }
+
+    fn log_set(&mut self, key: &[u8], value: &Bytes, expire_at: u64) {
+        if self.record_writes {
+            let mut cmd = vec![
+                Bytes::from_static(b"SET"),
+                Bytes::copy_from_slice(key),
+                value.clone(),
+            ];
+            if expire_at != 0 {
+                cmd.push(Bytes::from_static(b"PXAT"));
+                cmd.push(Bytes::from(expire_at.to_string()));
+            }
+            self.log.push(cmd);
+        }
+    }
+
+    fn log_del(&mut self, key: &[u8]) {
+        self.log_cmd(&[b"DEL", key]);
+    }
+
+    fn get_str(&mut self, key: &[u8], now: u64) -> Result<Option<Bytes>, Frame> {
+        match self.ks.get(key, now) {
+            Some(e) => match &e.value {
+                Value::Str(b) => {
+                    self.hits += 1;
+                    Ok(Some(b.clone()))
+                }
+            },
+            None => {
+                self.misses += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Executes one command. `now` is Unix time in milliseconds; pass
+    /// [`crate::NO_EXPIRY_CHECK`] while replaying a log.
+    pub fn execute(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let Some(name) = args.first() else {
+            return reply::unknown_command(args);
+        };
+        let Some(spec) = command::lookup(name) else {
+            return reply::unknown_command(args);
+        };
+        if !spec.arity_ok(args.len()) {
+            return reply::wrong_arity(spec.name);
+        }
+        self.execute_spec(spec, args, now)
+    }
+
+    /// Executes a command already looked up and arity-checked.
+    pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+        match spec.name {
+            "get" => match self.get_str(&args[1], now) {
+                Ok(Some(v)) => Frame::Bulk(v),
+                Ok(None) => Frame::Null,
+                Err(e) => e,
+            },
+            "set" => self.set(args, now),
+            "setnx" => {
+                if self.ks.contains(&args[1], now) {
+                    Frame::Integer(0)
+                } else {
+                    self.put(&args[1], &args[2], 0);
+                    self.log_args(args);
+                    Frame::Integer(1)
+                }
+            }
+            "setex" | "psetex" => {
+                let Some(t) = parse_i64(&args[2]) else {
+                    return err(reply::NOT_INTEGER);
+                };
+                let ms = if spec.name == "setex" {
+                    t.checked_mul(1000)
+                } else {
+                    Some(t)
+                };
+                match ms
+                    .filter(|&m| t > 0 && m > 0)
+                    .and_then(|m| (now as i64).checked_add(m))
+                {
+                    Some(at) => {
+                        let at = at as u64;
+                        let v = self.put(&args[1], &args[3], at);
+                        self.log_set(&args[1], &v, at);
+                        Frame::OK
+                    }
+                    None => reply::invalid_expire(spec.name),
+                }
+            }
+            "getset" => {
+                let old = match self.get_str(&args[1], now) {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                };
+                self.put(&args[1], &args[2], 0);
+                self.log_cmd(&[b"SET", &args[1], &args[2]]);
+                old.map_or(Frame::Null, Frame::Bulk)
+            }
+            "getdel" => match self.get_str(&args[1], now) {
+                Ok(Some(v)) => {
+                    self.ks.remove(&args[1]);
+                    self.log_del(&args[1]);
+                    Frame::Bulk(v)
+                }
+                Ok(None) => Frame::Null,
+                Err(e) => e,
+            },
+            "getex" => self.getex(args, now),
+            "mget" => Frame::Array(
+                args[1..]
+                    .iter()
+                    .map(|k| match self.get_str(k, now) {
+                        Ok(Some(v)) => Frame::Bulk(v),
+                        _ => Frame::Null,
+                    })
+                    .collect(),
+            ),
+            "mset" => {
+                if args.len() % 2 == 0 {
+                    return reply::wrong_arity(spec.name);
+                }
+                for pair in args[1..].chunks(2) {
+                    self.put(&pair[0], &pair[1], 0);
+                }
+                self.log_args(args);
+                Frame::OK
+            }
+            "msetnx" => {
+                if args.len() % 2 == 0 {
+                    return reply::wrong_arity(spec.name);
+                }
+                if args[1..].chunks(2).any(|p| self.ks.contains(&p[0], now)) {
+                    return Frame::Integer(0);
+                }
+                for pair in args[1..].chunks(2) {
+                    self.put(&pair[0], &pair[1], 0);
+                }
+                self.log_args(args);
+                Frame::Integer(1)
+            }
+            "incr" => self.incr_by(args, 1, now),
+            "decr" => self.incr_by(args, -1, now),
+            "incrby" | "decrby" => match parse_i64(&args[2]) {
+                Some(d) if spec.name == "incrby" => self.incr_by(args, d, now),
+                Some(d) => match d.checked_neg() {
+                    Some(n) => self.incr_by(args, n, now),
+                    None => err(reply::OVERFLOW),
+                },
+                None => err(reply::NOT_INTEGER),
+            },
+            "incrbyfloat" => self.incr_by_float(args, now),
+            "append" => self.append(args, now),
+            "strlen" => match self.get_str(&args[1], now) {
+                Ok(v) => Frame::Integer(v.map_or(0, |v| v.len() as i64)),
+                Err(e) => e,
+            },
+            "getrange" | "substr" => self.getrange(args, now),
+            "setrange" => self.setrange(args, now),
+            "del" | "unlink" => {
+                let mut n = 0;
+                for k in &args[1..] {
+                    // An expired key counts as absent, and is not logged.
+                    if self.ks.contains(k, now) {
+                        self.ks.remove(k);
+                        self.log_del(k);
+                        n += 1;
+                    }
+                }
+                Frame::Integer(n)
+            }
+            "exists" | "touch" => Frame::Integer(
+                args[1..]
+                    .iter()
+                    .filter(|k| self.ks.contains(k, now))
+                    .count() as i64,
+            ),
+            "type" => match self.ks.get(&args[1], now) {
+                Some(e) => Frame::Simple(e.value.type_name()),
+                None => Frame::Simple("none"),
+            },
+            "expire" | "pexpire" | "expireat" | "pexpireat" => self.expire(spec.name, args, now),
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => match self.ks.get(&args[1], now) {
+                None => Frame::Integer(-2),
+                Some(e) if e.expire_at == 0 => Frame::Integer(-1),
+                Some(e) => {
+                    let at = e.expire_at;
+                    let left = at.saturating_sub(now) as i64;
+                    Frame::Integer(match spec.name {
+                        "ttl" => (left + 500) / 1000,
+                        "pttl" => left,
+                        "expiretime" => (at / 1000) as i64,
+                        _ => at as i64,
+                    })
+                }
+            },
+            "persist" => match self.ks.get(&args[1], now) {
+                Some(e) if e.expire_at != 0 => {
+                    self.ks.set_expire(&args[1], 0);
+                    self.log_args(args);
+                    Frame::Integer(1)
+                }
+                _ => Frame::Integer(0),
+            },
+            "rename" | "renamenx" => self.rename(spec.name == "renamenx", args, now),
+            "keys" => {
+                let pattern = &args[1];
+                let all = pattern.as_ref() == b"*";
+                Frame::Array(
+                    self.ks
+                        .keys(now, |k| all || glob_match(pattern, k))
+                        .into_iter()
+                        .map(Frame::Bulk)
+                        .collect(),
+                )
+            }
+            "scan" => self.scan(args, now),
+            "dbsize" => Frame::Integer(self.ks.len() as i64),
+            "flushdb" | "flushall" => {
+                if args.len() > 2
+                    || (args.len() == 2 && !eq(&args[1], "async") && !eq(&args[1], "sync"))
+                {
+                    return err(reply::SYNTAX);
+                }
+                self.ks.clear();
+                self.log_cmd(&[b"FLUSHALL"]);
+                Frame::OK
+            }
+            "randomkey" => {
+                self.random_seed = self.random_seed.wrapping_add(now | 1);
+                match self.ks.random_key(now, self.random_seed) {
+                    Some(k) => Frame::Bulk(k),
+                    None => Frame::Null,
+                }
+            }
+            _ => reply::unknown_command(args),
+        }
+    }
+
+    /// Stores a copy of `value` (never a slice of a request buffer) and returns it.
+    fn put(&mut self, key: &[u8], value: &[u8], expire_at: u64) -> Bytes {
+        let v = Bytes::copy_from_slice(value);
+        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        v
+    }
+
+    /// Parses an expiry option value into an absolute deadline.
+    fn deadline(
+        name: &str,
+        unit_ms: i64,
+        absolute: bool,
+        arg: &[u8],
+        now: u64,
+    ) -> Result<u64, Frame> {
+        let Some(t) = parse_i64(arg) else {
+            return Err(err(reply::NOT_INTEGER));
+        };
+        if t <= 0 {
+            return Err(reply::invalid_expire(name));
+        }
+        let ms = t
+            .checked_mul(unit_ms)
+            .ok_or_else(|| reply::invalid_expire(name))?;
+        let at = if absolute {
+            Some(ms)
+        } else {
+            (now as i64).checked_add(ms)
+        };
+        at.map(|a| a as u64)
+            .ok_or_else(|| reply::invalid_expire(name))
+    }
+
+    fn set(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let (mut nx, mut xx, mut get) = (false, false, false);
+        let mut expiry = Expiry::None;
+        let mut i = 3;
+        while i < args.len() {
+            let a = &args[i];
+            let has_next = i + 1 < args.len();
+            if eq(a, "nx") && !xx {
+                nx = true;
+            } else if eq(a, "xx") && !nx {
+                xx = true;
+            } else if eq(a, "get") {
+                get = true;
+            } else if eq(a, "keepttl") && expiry == Expiry::None {
+                expiry = Expiry::Keep;
+            } else if (eq(a, "ex") || eq(a, "px") || eq(a, "exat") || eq(a, "pxat"))
+                && expiry == Expiry::None
+                && has_next
+            {
+                let unit = if eq(a, "ex") || eq(a, "exat") {
+                    1000
+                } else {
+                    1
+                };
+                let absolute = eq(a, "exat") || eq(a, "pxat");
+                match Self::deadline("set", unit, absolute, &args[i + 1], now) {
+                    Ok(at) => expiry = Expiry::At(at),
+                    Err(e) => return e,
+                }
+                i += 1;
+            } else {
+                return err(reply::SYNTAX);
+            }
+            i += 1;
+        }
+        let key = &args[1];
+        let old = if get {
+            match self.get_str(key, now) {
+                Ok(v) => v,
+                Err(e) => return e,
+            }
+        } else {
+            None
+        };
+        let exists = if get {
+            old.is_some()
+        } else {
+            self.ks.contains(key, now)
+        };
+        if (nx && exists) || (xx && !exists) {
+            return if get {
+                old.map_or(Frame::Null, Frame::Bulk)
+            } else {
+                Frame::Null
+            };
+        }
+        let expire_at = match expiry {
+            Expiry::At(at) => at,
+            Expiry::Keep => self.ks.get(key, now).map_or(0, |e| e.expire_at),
+            _ => 0,
+        };
+        let v = self.put(key, &args[2], expire_at);
+        self.log_set(key, &v, expire_at);
+        if get {
+            old.map_or(Frame::Null, Frame::Bulk)
+        } else {
+            Frame::OK
+        }
+    }
+
+    fn getex(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let mut expiry = Expiry::Keep;
+        let mut i = 2;
+        while i < args.len() {
+            let a = &args[i];
+            if eq(a, "persist") && expiry == Expiry::Keep {
+                expiry = Expiry::Persist;
+            } else if (eq(a, "ex") || eq(a, "px") || eq(a, "exat") || eq(a, "pxat"))
+                && expiry == Expiry::Keep
+                && i + 1 < args.len()
+            {
+                let unit = if eq(a, "ex") || eq(a, "exat") {
+                    1000
+                } else {
+                    1
+                };
+                let absolute = eq(a, "exat") || eq(a, "pxat");
+                match Self::deadline("getex", unit, absolute, &args[i + 1], now) {
+                    Ok(at) => expiry = Expiry::At(at),
+                    Err(e) => return e,
+                }
+                i += 1;
+            } else {
+                return err(reply::SYNTAX);
+            }
+            i += 1;
+        }
+        let key = &args[1];
+        let v = match self.get_str(key, now) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Frame::Null,
+            Err(e) => return e,
+        };
+        match expiry {
+            Expiry::At(at) if now != 0 && at <= now => {
+                self.ks.remove(key);
+                self.log_del(key);
+            }
+            Expiry::At(at) => {
+                self.ks.set_expire(key, at);
+                self.log_cmd(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+            }
+            Expiry::Persist => {
+                if self.ks.get(key, now).is_some_and(|e| e.expire_at != 0) {
+                    self.ks.set_expire(key, 0);
+                    self.log_cmd(&[b"PERSIST", key]);
+                }
+            }
+            _ => {}
+        }
+        Frame::Bulk(v)
+    }
+
+    fn incr_by(&mut self, args: &[Bytes], delta: i64, now: u64) -> Frame {
+        let key = &args[1];
+        let (cur, expire_at) = match self.ks.get(key, now) {
+            Some(e) => match &e.value {
+                Value::Str(b) => match parse_i64(b) {
+                    Some(v) => (v, e.expire_at),
+                    None => return err(reply::NOT_INTEGER),
+                },
+            },
+            None => (0, 0),
+        };
+        let Some(new) = cur.checked_add(delta) else {
+            return err(reply::OVERFLOW);
+        };
+        let v = int_bytes(new);
+        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        if self.record_writes {
+            // Logged as the resulting value: replay is then independent of what INCR saw.
+            self.log_set(key, &v, expire_at);
+        }
+        Frame::Integer(new)
+    }
+
+    fn incr_by_float(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let key = &args[1];
+        let Some(delta) = parse_f64(&args[2]) else {
+            return err(reply::NOT_FLOAT);
+        };
+        let (cur, expire_at) = match self.ks.get(key, now) {
+            Some(e) => match &e.value {
+                Value::Str(b) => match parse_f64(b) {
+                    Some(v) => (v, e.expire_at),
+                    None => return err(reply::NOT_FLOAT),
+                },
+            },
+            None => (0.0, 0),
+        };
+        let new = cur + delta;
+        if !new.is_finite() {
+            return err(reply::NAN_OR_INF);
+        }
+        let v = Bytes::from(moon_proto::frame::format_double(new));
+        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        self.log_set(key, &v, expire_at);
+        Frame::Bulk(v)
+    }
+
+    fn append(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let key = &args[1];
+        let max = self.max_string_len;
+        match self.ks.get_mut(key, now) {
+            Some(e) => match &mut e.value {
+                Value::Str(b) => {
+                    if b.len() + args[2].len() > max {
+                        return err(reply::STRING_TOO_BIG);
+                    }
+                    let mut m = BytesMut::with_capacity(b.len() + args[2].len());
+                    m.extend_from_slice(b);
+                    m.extend_from_slice(&args[2]);
+                    *b = m.freeze();
+                    let n = b.len();
+                    self.log_args(args);
+                    Frame::Integer(n as i64)
+                }
+            },
+            None => {
+                self.put(key, &args[2], 0);
+                self.log_args(args);
+                Frame::Integer(args[2].len() as i64)
+            }
+        }
+    }
+
+    fn getrange(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let (Some(mut start), Some(mut end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
+            return err(reply::NOT_INTEGER);
+        };
+        let v = match self.get_str(&args[1], now) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Frame::bulk(Bytes::new()),
+            Err(e) => return e,
+        };
+        let len = v.len() as i64;
+        if start < 0 && end < 0 && start > end {
+            return Frame::bulk(Bytes::new());
+        }
+        if start < 0 {
+            start += len;
+        }
+        if end < 0 {
+            end += len;
+        }
+        start = start.max(0);
+        end = end.max(0);
+        if end >= len {
+            end = len - 1;
+        }
+        if len == 0 || start > end {
+            return Frame::bulk(Bytes::new());
+        }
+        Frame::Bulk(v.slice(start as usize..=end as usize))
+    }
+
+    fn setrange(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let Some(offset) = parse_i64(&args[2]) else {
+            return err(reply::NOT_INTEGER);
+        };
+        if offset < 0 {
+            return err(reply::OFFSET_RANGE);
+        }
+        let offset = offset as usize;
+        let value = &args[3];
+        let existing = match self.get_str(&args[1], now) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if value.is_empty() {
+            return Frame::Integer(existing.map_or(0, |v| v.len() as i64));
+        }
+        if offset.saturating_add(value.len()) > self.max_string_len {
+            return err(reply::STRING_TOO_BIG);
+        }
+        let old = existing.unwrap_or_default();
+        let new_len = old.len().max(offset + value.len());
+        let mut m = BytesMut::zeroed(new_len);
+        m[..old.len()].copy_from_slice(&old);
+        m[offset..offset + value.len()].copy_from_slice(value);
+        let expire_at = self.ks.get(&args[1], now).map_or(0, |e| e.expire_at);
+        self.ks.insert(&args[1], Value::Str(m.freeze()), expire_at);
+        self.log_args(args);
+        Frame::Integer(new_len as i64)
+    }
+
+    fn expire(&mut self, name: &str, args: &[Bytes], now: u64) -> Frame {
+        let Some(t) = parse_i64(&args[2]) else {
+            return err(reply::NOT_INTEGER);
+        };
+        let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+        for opt in &args[3..] {
+            if eq(opt, "nx") {
+                nx = true;
+            } else if eq(opt, "xx") {
+                xx = true;
+            } else if eq(opt, "gt") {
+                gt = true;
+            } else if eq(opt, "lt") {
+                lt = true;
+            } else {
+                return Frame::Error(format!("ERR Unsupported option {}", reply::lossy(opt, 64)));
+            }
+        }
+        if nx && (xx || gt || lt) {
+            return Frame::StaticError(
+                "ERR NX and XX, GT or LT options at the same time are not compatible",
+            );
+        }
+        if gt && lt {
+            return Frame::StaticError("ERR GT and LT options at the same time are not compatible");
+        }
+        let unit = if name == "expire" || name == "expireat" {
+            1000
+        } else {
+            1
+        };
+        let absolute = name.ends_with("at");
+        let Some(ms) = t.checked_mul(unit) else {
+            return reply::invalid_expire(name);
+        };
+        let at = if absolute {
+            Some(ms)
+        } else {
+            (now as i64).checked_add(ms)
+        };
+        let Some(at) = at else {
+            return reply::invalid_expire(name);
+        };
+        let key = &args[1];
+        let Some(current) = self.ks.get(key, now).map(|e| e.expire_at) else {
+            return Frame::Integer(0);
+        };
+        // For GT/LT a key without a deadline counts as an infinite one.
+        let cur_inf = current == 0;
+        if (nx && !cur_inf)
+            || (xx && cur_inf)
+            || (gt && (cur_inf || at <= current as i64))
+            || (lt && !cur_inf && at >= current as i64)
+        {
+            return Frame::Integer(0);
+        }
+        if at <= now as i64 && now != 0 {
+            self.ks.remove(key);
+            self.log_del(key);
+        } else {
+            let at = at.max(1) as u64;
+            self.ks.set_expire(key, at);
+            self.log_cmd(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+        }
+        Frame::Integer(1)
+    }
+
+    fn rename(&mut self, nx: bool, args: &[Bytes], now: u64) -> Frame {
+        let (src, dst) = (&args[1], &args[2]);
+        if !self.ks.contains(src, now) {
+            return err(reply::NO_SUCH_KEY);
+        }
+        if src == dst {
+            return if nx { Frame::Integer(0) } else { Frame::OK };
+        }
+        if nx && self.ks.contains(dst, now) {
+            return Frame::Integer(0);
+        }
+        let Some(entry) = self.ks.remove(src) else {
+            return err(reply::NO_SUCH_KEY);
+        };
+        self.ks.insert(dst, entry.value, entry.expire_at);
+        self.log_args(args);
+        if nx {
+            Frame::Integer(1)
+        } else {
+            Frame::OK
+        }
+    }
+
+    /// Shard-local SCAN: `SCAN <bound> [MATCH p] [COUNT n] [TYPE t]`, where `bound` 0 starts a
+    /// scan of this shard. Replies `[next_bound, [keys]]`, next_bound 0 when this shard is done.
+    /// The router turns bounds into the client's cursors.
+    fn scan(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let Some(bound) = std::str::from_utf8(&args[1])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return err(reply::INVALID_CURSOR);
+        };
+        let mut pattern: Option<&[u8]> = None;
+        let mut count = 10usize;
+        let mut type_filter: Option<&[u8]> = None;
+        let mut i = 2;
+        while i < args.len() {
+            if i + 1 >= args.len() {
+                return err(reply::SYNTAX);
+            }
+            let v = &args[i + 1];
+            if eq(&args[i], "match") {
+                pattern = Some(v);
+            } else if eq(&args[i], "count") {
+                match parse_i64(v) {
+                    Some(c) if c >= 1 => count = c as usize,
+                    Some(_) => return err(reply::SYNTAX),
+                    None => return err(reply::NOT_INTEGER),
+                }
+            } else if eq(&args[i], "type") {
+                type_filter = Some(v);
+            } else {
+                return err(reply::SYNTAX);
+            }
+            i += 2;
+        }
+        let pos = if bound == 0 {
+            None
+        } else {
+            Some(bound as usize)
+        };
+        let (keys, next) = self.ks.scan(pos, count, now, |k, v| {
+            pattern.is_none_or(|p| p == b"*" || glob_match(p, k))
+                && type_filter.is_none_or(|t| eq(t, v.type_name()))
+        });
+        Frame::Array(vec![
+            Frame::bulk(next.to_string()),
+            Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+use super::*;
+
+fn run(store: &mut Store, now: u64, line: &str) -> Frame {
+    let args: Vec<Bytes> = line
+        .split_whitespace()
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect();
+    store.execute(&args, now)
+}
+
+fn text(f: &Frame) -> String {
+    match f {
+        Frame::Simple(s) => format!("+{s}"),
+        Frame::Error(e) => format!("-{e}"),
+        Frame::StaticError(e) => format!("-{e}"),
+        Frame::Integer(i) => format!(":{i}"),
+        Frame::Bulk(b) => format!("${}", String::from_utf8_lossy(b)),
+        Frame::Null => "(nil)".into(),
+        Frame::Array(items) => format!(
+            "[{}]",
+            items.iter().map(text).collect::<Vec<_>>().join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+const T: u64 = 1_700_000_000_000;
+
+#[test]
+fn set_get_and_options() {
+    let mut s = Store::default();
+    assert_eq!(text(&run(&mut s, T, "SET k v")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "GET k")), "$v");
+    assert_eq!(text(&run(&mut s, T, "SET k w NX")), "(nil)");
+    assert_eq!(text(&run(&mut s, T, "SET k w XX GET")), "$v");
+    assert_eq!(text(&run(&mut s, T, "SET nokey w XX")), "(nil)");
+    assert_eq!(text(&run(&mut s, T, "SET k x EX 10")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "TTL k")), ":10");
+    assert_eq!(text(&run(&mut s, T, "SET k y KEEPTTL")), "+OK");
+    assert_eq!(text(&run(&mut s, T + 1000, "PTTL k")), ":9000");
+    assert_eq!(text(&run(&mut s, T, "SET k y PXAT 1700000005000")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "PEXPIRETIME k")), ":1700000005000");
+    assert_eq!(text(&run(&mut s, T, "EXPIRETIME k")), ":1700000005");
+    assert_eq!(
+        text(&run(&mut s, T + 5000, "GET k")),
+        "(nil)",
+        "expired at its deadline"
+    );
+    assert_eq!(text(&run(&mut s, T, "SET k v EXAT 1700000010")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "PERSIST k")), ":1");
+    assert_eq!(text(&run(&mut s, T, "TTL k")), ":-1");
+    assert_eq!(text(&run(&mut s, T, "TTL missing")), ":-2");
+    assert_eq!(text(&run(&mut s, T, "SETNX k z")), ":0");
+    assert_eq!(text(&run(&mut s, T, "SETNX k2 z")), ":1");
+    assert_eq!(text(&run(&mut s, T, "SETEX k3 5 v")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "PSETEX k4 500 v")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "PTTL k4")), ":500");
+    assert_eq!(text(&run(&mut s, T, "GETSET k2 n")), "$z");
+    assert_eq!(text(&run(&mut s, T, "GETDEL k2")), "$n");
+    assert_eq!(text(&run(&mut s, T, "EXISTS k2")), ":0");
+    assert_eq!(text(&run(&mut s, T, "GETEX k EX 100")), "$v");
+    assert_eq!(text(&run(&mut s, T, "TTL k")), ":100");
+    assert_eq!(text(&run(&mut s, T, "GETEX k PERSIST")), "$v");
+    assert_eq!(text(&run(&mut s, T, "TTL k")), ":-1");
+}
+
+#[test]
+fn numbers_and_strings() {
+    let mut s = Store::default();
+    assert_eq!(text(&run(&mut s, T, "INCR n")), ":1");
+    assert_eq!(text(&run(&mut s, T, "INCRBY n 41")), ":42");
+    assert_eq!(text(&run(&mut s, T, "DECR n")), ":41");
+    assert_eq!(text(&run(&mut s, T, "DECRBY n 50")), ":-9");
+    assert_eq!(text(&run(&mut s, T, "INCRBYFLOAT f 10.5")), "$10.5");
+    assert_eq!(text(&run(&mut s, T, "INCRBYFLOAT f 0.5")), "$11");
+    assert_eq!(text(&run(&mut s, T, "SET big 9223372036854775807")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "APPEND a hello")), ":5");
+    assert_eq!(text(&run(&mut s, T, "APPEND a _world")), ":11");
+    assert_eq!(text(&run(&mut s, T, "STRLEN a")), ":11");
+    assert_eq!(text(&run(&mut s, T, "GETRANGE a 0 4")), "$hello");
+    assert_eq!(text(&run(&mut s, T, "GETRANGE a -5 -1")), "$world");
+    assert_eq!(text(&run(&mut s, T, "GETRANGE a 100 200")), "$");
+    assert_eq!(text(&run(&mut s, T, "SETRANGE a 6 WORLD")), ":11");
+    assert_eq!(text(&run(&mut s, T, "GET a")), "$hello_WORLD");
+    assert_eq!(text(&run(&mut s, T, "SETRANGE z 2 x")), ":3");
+    assert_eq!(run(&mut s, T, "GET z"), Frame::bulk(&b"\0\0x"[..]));
+    assert_eq!(text(&run(&mut s, T, "MSET m1 a m2 b")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "MGET m1 nope m2")), "[$a, (nil), $b]");
+    assert_eq!(text(&run(&mut s, T, "MSETNX m1 x m3 y")), ":0");
+    assert_eq!(text(&run(&mut s, T, "MSETNX m3 x m4 y")), ":1");
+}
+
+#[test]
+fn keys_commands() {
+    let mut s = Store::default();
+    run(&mut s, T, "MSET a 1 b 2 c 3");
+    assert_eq!(text(&run(&mut s, T, "DEL a nope")), ":1");
+    assert_eq!(text(&run(&mut s, T, "UNLINK b")), ":1");
+    assert_eq!(text(&run(&mut s, T, "EXISTS c c nope")), ":2");
+    assert_eq!(text(&run(&mut s, T, "TOUCH c")), ":1");
+    assert_eq!(text(&run(&mut s, T, "TYPE c")), "+string");
+    assert_eq!(text(&run(&mut s, T, "TYPE nope")), "+none");
+    assert_eq!(text(&run(&mut s, T, "RENAME c d")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "GET d")), "$3");
+    assert_eq!(text(&run(&mut s, T, "SET e 5")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "RENAMENX d e")), ":0");
+    assert_eq!(text(&run(&mut s, T, "RENAMENX d f")), ":1");
+    assert_eq!(text(&run(&mut s, T, "EXPIRE f 100")), ":1");
+    assert_eq!(text(&run(&mut s, T, "EXPIRE f 200 NX")), ":0");
+    assert_eq!(text(&run(&mut s, T, "EXPIRE f 200 GT")), ":1");
+    assert_eq!(text(&run(&mut s, T, "EXPIRE f 100 GT")), ":0");
+    assert_eq!(text(&run(&mut s, T, "PEXPIRE f 100 LT")), ":1");
+    assert_eq!(text(&run(&mut s, T, "PTTL f")), ":100");
+    assert_eq!(text(&run(&mut s, T, "EXPIREAT e 1")), ":1");
+    assert_eq!(
+        text(&run(&mut s, T, "EXISTS e")),
+        ":0",
+        "a deadline in the past deletes"
+    );
+    assert_eq!(text(&run(&mut s, T, "PEXPIREAT nope 1")), ":0");
+    run(&mut s, T, "MSET user:1 a user:2 b other c");
+    let mut keys = match run(&mut s, T, "KEYS user:*") {
+        Frame::Array(a) => a.into_iter().map(|f| text(&f)).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    keys.sort();
+    assert_eq!(keys, vec!["$user:1", "$user:2"]);
+    assert_eq!(text(&run(&mut s, T, "DBSIZE")), ":4");
+    assert!(matches!(run(&mut s, T, "RANDOMKEY"), Frame::Bulk(_)));
+    assert_eq!(text(&run(&mut s, T, "FLUSHALL")), "+OK");
+    assert_eq!(text(&run(&mut s, T, "DBSIZE")), ":0");
+    assert_eq!(text(&run(&mut s, T, "RANDOMKEY")), "(nil)");
+}
+
+#[test]
+fn shard_local_scan_visits_everything() {
+    let mut s = Store::default();
+    for i in 0..50 {
+        run(&mut s, T, &format!("SET key:{i} v"));
+    }
+    let mut bound = "0".to_string();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let Frame::Array(parts) = run(&mut s, T, &format!("SCAN {bound} MATCH key:* COUNT 7"))
+        else {
+            panic!()
+        };
+        let (Frame::Bulk(next), Frame::Array(keys)) = (&parts[0], &parts[1]) else {
+            panic!()
+        };
+        for k in keys {
+            seen.insert(text(k));
+        }
+        bound = String::from_utf8(next.to_vec()).unwrap();
+        if bound == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 50);
+}
+
+#[test]
+fn writes_are_logged_with_absolute_times() {
+    let mut s = Store::default();
+    s.set_record_writes(true);
+    run(&mut s, T, "SET a 1 EX 10");
+    run(&mut s, T, "GET a");
+    run(&mut s, T, "SETNX a 2");
+    run(&mut s, T, "INCR a");
+    run(&mut s, T, "EXPIRE a 5");
+    run(&mut s, T, "DEL nope");
+    run(&mut s, T, "DEL a");
+    let log: Vec<String> = s
+        .take_log()
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            "SET a 1 PXAT 1700000010000",
+            "SET a 2 PXAT 1700000010000",
+            "PEXPIREAT a 1700000005000",
+            "DEL a"
+        ]
+    );
+}
+
+/// The exact error replies, as Redis 7 gives them.
+#[test]
+fn error_replies() {
+    let mut s = Store::default();
+    run(&mut s, T, "SET str abc");
+    run(&mut s, T, "SET max 9223372036854775807");
+    let cases = [
+        "GET",
+        "SET k",
+        "NOSUCHCMD a b",
+        "SET k v EX 0",
+        "SET k v EX abc",
+        "SET k v NX XX",
+        "SET k v EX 10 PX 10",
+        "SET k v FOO",
+        "INCR str",
+        "INCR max",
+        "INCRBY k abc",
+        "INCRBYFLOAT str 1",
+        "INCRBYFLOAT k abc",
+        "SETEX k -1 v",
+        "GETEX str FOO",
+        "MSET a",
+        "RENAME nope x",
+        "SETRANGE str -1 x",
+        "SETRANGE str 536870911 xx",
+        "EXPIRE str 10 NX XX",
+        "EXPIRE str 10 GT LT",
+        "EXPIRE str 10 FOO",
+        "EXPIRE str 9223372036854775807",
+        "SCAN abc",
+        "SCAN 0 COUNT 0",
+        "FLUSHALL foo",
+    ];
+    let out: Vec<String> = cases
+        .iter()
+        .map(|c| format!("{c} => {}", text(&run(&mut s, T, c))))
+        .collect();
+    insta::assert_snapshot!(out.join("\n"));
+}
