@@ -1,1 +1,125 @@
-fn main() {}
+//! `moon-server`: parses the configuration and runs the server.
+//!
+//! Exit codes: 0 after a clean shutdown or a successful `--check-config`, 2 for a bad
+//! configuration, 1 for any other failure to start.
+
+mod admin;
+mod config;
+mod conn;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::Config;
+
+/// Moon: a Redis-compatible, sharded, durable in-memory key-value server.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML). Flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print it, and exit (0 if valid, 2 if not).
+    #[arg(long)]
+    check_config: bool,
+    /// Address to listen on.
+    #[arg(long)]
+    bind: Option<String>,
+    /// TCP port (0 = any free port).
+    #[arg(long)]
+    port: Option<String>,
+    /// Number of shards (default: number of CPUs).
+    #[arg(long)]
+    shards: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    dir: Option<String>,
+    /// yes | no
+    #[arg(long)]
+    appendonly: Option<String>,
+    /// always | everysec | no
+    #[arg(long)]
+    appendfsync: Option<String>,
+    /// Password required from clients.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Largest argument size, e.g. 512mb.
+    #[arg(long)]
+    proto_max_bulk_len: Option<String>,
+    /// Maximum number of client connections.
+    #[arg(long)]
+    maxclients: Option<String>,
+    /// debug | verbose | notice | warning
+    #[arg(long)]
+    loglevel: Option<String>,
+    /// yes | no: pin each shard to a CPU.
+    #[arg(long)]
+    pin_cpus: Option<String>,
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        config
+            .apply_toml(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        config.config_file = Some(path.clone());
+    }
+    let flags = [
+        ("bind", &args.bind),
+        ("port", &args.port),
+        ("shards", &args.shards),
+        ("dir", &args.dir),
+        ("appendonly", &args.appendonly),
+        ("appendfsync", &args.appendfsync),
+        ("requirepass", &args.requirepass),
+        ("proto-max-bulk-len", &args.proto_max_bulk_len),
+        ("maxclients", &args.maxclients),
+        ("loglevel", &args.loglevel),
+        ("pin-cpus", &args.pin_cpus),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            config.set(key, v).map_err(|e| format!("--{key}: {e}"))?;
+        }
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("moon-server: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("configuration OK");
+        for (key, _) in config::KEYS {
+            let value = config.get(key).unwrap_or_default();
+            let shown = if *key == "requirepass" && !value.is_empty() {
+                "(set)".to_string()
+            } else {
+                value
+            };
+            println!("{key} = {shown}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    server::init_logging(&config.loglevel);
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("moon-server: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

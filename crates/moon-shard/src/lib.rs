@@ -1,1 +1,17 @@
-//! placeholder
+//! Shards: one glommio executor per shard, pinned to a CPU, and the messages between them.
+//!
+//! This crate owns the thread-per-core runtime. [`start`] spawns one executor per shard, each
+//! pinned to its CPU, joins them in a full mesh of glommio shared channels and hands every
+//! executor its [`Shard`]: the shard's [`moon_store::Store`] (owned by that thread alone, never
+//! locked) plus the senders to every other shard. A command for a key owned elsewhere travels
+//! as part of a [`Shard::run_batch`] message — all commands of one pipeline bound for the same
+//! shard go in one message — and its replies come back in one message.
+//!
+//! It must never share mutable state between shards or block an executor: a shard's data is
+//! touched only by its own thread, and the only way to reach another shard is a message.
+
+mod runtime;
+mod shard;
+
+pub use runtime::{now_ms, start, ShardSetConfig};
+pub use shard::{join_all, Shard, ShardCounters};

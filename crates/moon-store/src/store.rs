@@ -186,6 +186,34 @@ impl Store {
         }
     }
 
+    /// Whether `key` exists (and has not expired).
+    pub fn keyspace_contains(&mut self, key: &[u8], now: u64) -> bool {
+        self.ks.contains(key, now)
+    }
+
+    /// Parses an integer argument the way every command does.
+    pub fn parse_int(b: &[u8]) -> Option<i64> {
+        parse_i64(b)
+    }
+
+    /// Removes `key` and returns its value and deadline (the source half of a cross-shard
+    /// RENAME). Logged as a DEL.
+    pub fn take_entry(&mut self, key: &[u8], now: u64) -> Option<(Value, u64)> {
+        self.ks.get(key, now)?;
+        let entry = self.ks.remove(key)?;
+        self.log_del(key);
+        Some((entry.value, entry.expire_at))
+    }
+
+    /// Stores `value` under `key` with deadline `expire_at` (the destination half of a
+    /// cross-shard RENAME). Logged as a SET with an absolute deadline.
+    pub fn put_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        let Value::Str(v) = &value;
+        let v = v.clone();
+        self.ks.insert(key, value, expire_at);
+        self.log_set(key, &v, expire_at);
+    }
+
     /// Executes one command. `now` is Unix time in milliseconds; pass
     /// [`crate::NO_EXPIRY_CHECK`] while replaying a log.
     pub fn execute(&mut self, args: &[Bytes], now: u64) -> Frame {

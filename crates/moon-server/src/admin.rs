@@ -1,0 +1,725 @@
+//! Commands the connection answers itself (PING, AUTH, HELLO, CLIENT, COMMAND, CONFIG, INFO,
+//! TIME, SHUTDOWN...) and the key commands that need more than one shard round trip
+//! (RENAME and MSETNX across shards, SCAN, RANDOMKEY).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use moon_proto::{Frame, Protocol};
+use moon_shard::{now_ms, Shard};
+use moon_store::command::{CommandSpec, COMMANDS};
+use moon_store::glob::glob_match;
+use moon_store::reply::{self, err};
+use moon_store::slot::shard_for_key;
+use moon_store::StoreStats;
+
+use crate::config::{self, Mutability};
+use crate::conn::{Session, CLIENTS};
+
+/// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a connection-level command. `None` means "send nothing" (SHUTDOWN).
+pub async fn connection_command(
+    session: &mut Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Option<Frame> {
+    Some(match spec.name {
+        "ping" => match args.len() {
+            1 => Frame::Simple("PONG"),
+            2 => Frame::Bulk(args[1].clone()),
+            _ => reply::wrong_arity("ping"),
+        },
+        "echo" => Frame::Bulk(args[1].clone()),
+        "quit" => {
+            session.quit = true;
+            Frame::OK
+        }
+        "select" => match moon_store::Store::parse_int(&args[1]) {
+            Some(0) => Frame::OK,
+            Some(_) => err("ERR DB index is out of range"),
+            None => err(reply::NOT_INTEGER),
+        },
+        "auth" => auth(session, args),
+        "hello" => hello(session, args),
+        "time" => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            Frame::Array(vec![
+                Frame::bulk((us / 1_000_000).to_string()),
+                Frame::bulk((us % 1_000_000).to_string()),
+            ])
+        }
+        "client" => client(session, args).await,
+        "command" => command(args),
+        "config" => config_cmd(session, args),
+        "info" => info(session, args).await,
+        "shutdown" => {
+            for a in &args[1..] {
+                if !["nosave", "save", "now", "force", "abort"]
+                    .iter()
+                    .any(|o| eq(a, o))
+                {
+                    return Some(err(reply::SYNTAX));
+                }
+            }
+            if args[1..].iter().any(|a| eq(a, "abort")) {
+                return Some(err("ERR There is no shutdown in progress."));
+            }
+            tracing::info!(client = session.info.id, "User requested shutdown...");
+            session.ctx.shared.request_shutdown();
+            session.quit = true;
+            return None;
+        }
+        _ => reply::unknown_command(args),
+    })
+}
+
+fn auth(session: &mut Session, args: &[Bytes]) -> Frame {
+    let (user, pass) = match args.len() {
+        2 => (None, &args[1]),
+        3 => (Some(&args[1]), &args[2]),
+        _ => return err(reply::SYNTAX),
+    };
+    match check_password(session, user, pass) {
+        Ok(()) => Frame::OK,
+        Err(e) => e,
+    }
+}
+
+fn check_password(session: &mut Session, user: Option<&Bytes>, pass: &[u8]) -> Result<(), Frame> {
+    let Some(required) = session.requirepass.clone() else {
+        if user.is_none() {
+            return Err(err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"));
+        }
+        // With no password configured, the default user accepts any password.
+        if user.is_some_and(|u| u.as_ref() == b"default") {
+            session.authenticated = true;
+            return Ok(());
+        }
+        return Err(err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ));
+    };
+    let user_ok = user.is_none_or(|u| u.as_ref() == b"default");
+    if user_ok && constant_time_eq(pass, required.as_bytes()) {
+        session.authenticated = true;
+        Ok(())
+    } else {
+        Err(err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
+    let mut proto = session.proto;
+    let mut i = 1;
+    if args.len() > 1 {
+        match moon_store::Store::parse_int(&args[1]) {
+            Some(2) => proto = Protocol::Resp2,
+            Some(3) => proto = Protocol::Resp3,
+            Some(_) => return err("NOPROTO unsupported protocol version"),
+            None => {
+                return Frame::StaticError("ERR Protocol version is not an integer or out of range")
+            }
+        }
+        i = 2;
+    }
+    let mut setname = None;
+    while i < args.len() {
+        if eq(&args[i], "auth") && i + 2 < args.len() {
+            if let Err(e) = check_password(session, Some(&args[i + 1]), &args[i + 2]) {
+                return e;
+            }
+            i += 3;
+        } else if eq(&args[i], "setname") && i + 1 < args.len() {
+            setname = Some(args[i + 1].clone());
+            i += 2;
+        } else {
+            return Frame::Error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                reply::lossy(&args[i], 64)
+            ));
+        }
+    }
+    if !session.authenticated {
+        return Frame::StaticError("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(name) = setname {
+        if let Err(e) = set_client_name(session, &name) {
+            return e;
+        }
+    }
+    session.proto = proto;
+    session
+        .info
+        .resp
+        .set(if proto == Protocol::Resp3 { 3 } else { 2 });
+    Frame::Map(vec![
+        (Frame::bulk("server"), Frame::bulk("redis")),
+        (Frame::bulk("version"), Frame::bulk(REDIS_COMPAT_VERSION)),
+        (
+            Frame::bulk("proto"),
+            Frame::Integer(if proto == Protocol::Resp3 { 3 } else { 2 }),
+        ),
+        (Frame::bulk("id"), Frame::Integer(session.info.id as i64)),
+        (Frame::bulk("mode"), Frame::bulk("standalone")),
+        (Frame::bulk("role"), Frame::bulk("master")),
+        (Frame::bulk("modules"), Frame::Array(Vec::new())),
+    ])
+}
+
+fn set_client_name(session: &Session, name: &[u8]) -> Result<(), Frame> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err(err(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    *session.info.name.borrow_mut() = text(name);
+    Ok(())
+}
+
+async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
+    let sub = &args[1];
+    if eq(sub, "setname") && args.len() == 3 {
+        match set_client_name(session, &args[2]) {
+            Ok(()) => Frame::OK,
+            Err(e) => e,
+        }
+    } else if eq(sub, "getname") && args.len() == 2 {
+        let name = session.info.name.borrow();
+        if name.is_empty() {
+            Frame::Null
+        } else {
+            Frame::bulk(name.clone())
+        }
+    } else if eq(sub, "id") && args.len() == 2 {
+        Frame::Integer(session.info.id as i64)
+    } else if eq(sub, "info") && args.len() == 2 {
+        Frame::Verbatim(Bytes::from(format!("{}\n", session.info.line())))
+    } else if eq(sub, "list") {
+        let per_shard = session
+            .ctx
+            .shard
+            .call_all(|_s: &Shard| {
+                CLIENTS.with(|c| {
+                    c.borrow()
+                        .values()
+                        .map(|i| (i.id, i.line()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await;
+        let mut lines: Vec<(u64, String)> = per_shard.into_iter().flatten().flatten().collect();
+        lines.sort();
+        let mut out = String::new();
+        for (_, l) in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        Frame::Verbatim(Bytes::from(out))
+    } else if eq(sub, "setinfo") && args.len() == 4 {
+        let value = text(&args[3]);
+        if eq(&args[2], "lib-name") {
+            *session.info.lib_name.borrow_mut() = value;
+        } else if eq(&args[2], "lib-ver") {
+            *session.info.lib_ver.borrow_mut() = value;
+        } else {
+            return Frame::Error(format!(
+                "ERR Unrecognized option '{}'",
+                reply::lossy(&args[2], 64)
+            ));
+        }
+        Frame::OK
+    } else if eq(sub, "help") {
+        Frame::Array(
+            [
+                "CLIENT <subcommand>",
+                "ID",
+                "INFO",
+                "LIST",
+                "GETNAME",
+                "SETNAME <name>",
+                "SETINFO <option> <value>",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(s))
+            .collect(),
+        )
+    } else {
+        reply::unknown_subcommand(sub, "client")
+    }
+}
+
+fn command_info(c: &CommandSpec) -> Frame {
+    Frame::Array(vec![
+        Frame::bulk(c.name),
+        Frame::Integer(i64::from(c.arity)),
+        Frame::Array(c.flags.iter().map(|f| Frame::Simple(f)).collect()),
+        Frame::Integer(i64::from(c.first_key)),
+        Frame::Integer(i64::from(c.last_key)),
+        Frame::Integer(i64::from(c.step)),
+        Frame::Array(Vec::new()),
+        Frame::Array(Vec::new()),
+        Frame::Array(Vec::new()),
+        Frame::Array(Vec::new()),
+    ])
+}
+
+fn command_doc(c: &CommandSpec) -> Frame {
+    let group = if c.first_key == 0 && c.step == 0 {
+        "server"
+    } else {
+        "generic"
+    };
+    Frame::Map(vec![
+        (
+            Frame::bulk("summary"),
+            Frame::bulk(format!(
+                "Redis-compatible {} command",
+                c.name.to_ascii_uppercase()
+            )),
+        ),
+        (Frame::bulk("since"), Frame::bulk("1.0.0")),
+        (Frame::bulk("group"), Frame::bulk(group)),
+    ])
+}
+
+fn command(args: &[Bytes]) -> Frame {
+    let Some(sub) = args.get(1) else {
+        return Frame::Array(COMMANDS.iter().map(command_info).collect());
+    };
+    let named = |a: &Bytes| moon_store::command::lookup(a);
+    if eq(sub, "count") {
+        Frame::Integer(COMMANDS.len() as i64)
+    } else if eq(sub, "info") {
+        if args.len() == 2 {
+            return Frame::Array(COMMANDS.iter().map(command_info).collect());
+        }
+        Frame::Array(
+            args[2..]
+                .iter()
+                .map(|a| named(a).map_or(Frame::Null, command_info))
+                .collect(),
+        )
+    } else if eq(sub, "docs") {
+        let list: Vec<&CommandSpec> = if args.len() == 2 {
+            COMMANDS.iter().collect()
+        } else {
+            args[2..].iter().filter_map(named).collect()
+        };
+        Frame::Map(
+            list.into_iter()
+                .map(|c| (Frame::bulk(c.name), command_doc(c)))
+                .collect(),
+        )
+    } else if eq(sub, "list") {
+        Frame::Array(COMMANDS.iter().map(|c| Frame::bulk(c.name)).collect())
+    } else if eq(sub, "help") {
+        Frame::Array(
+            [
+                "COMMAND",
+                "COUNT",
+                "INFO [<command-name> ...]",
+                "DOCS [<command-name> ...]",
+                "LIST",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(s))
+            .collect(),
+        )
+    } else {
+        reply::unknown_subcommand(sub, "command")
+    }
+}
+
+fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
+    let sub = &args[1];
+    let shared = session.ctx.shared.clone();
+    if eq(sub, "get") {
+        if args.len() < 3 {
+            return reply::wrong_arity("config|get");
+        }
+        let config = shared.config();
+        let mut pairs = Vec::new();
+        // Options Redis tools ask for, which Moon answers with fixed values.
+        let fixed = [
+            ("save", ""),
+            ("databases", "1"),
+            ("maxmemory", "0"),
+            ("cluster-enabled", "no"),
+        ];
+        for pattern in &args[2..] {
+            let p = pattern.to_ascii_lowercase();
+            for (key, _) in config::KEYS {
+                if glob_match(&p, key.as_bytes())
+                    && !pairs.iter().any(|(k, _): &(String, String)| k == key)
+                {
+                    pairs.push((key.to_string(), config.get(key).unwrap_or_default()));
+                }
+            }
+            for (key, value) in fixed {
+                if glob_match(&p, key.as_bytes()) && !pairs.iter().any(|(k, _)| k == key) {
+                    pairs.push((key.to_string(), value.to_string()));
+                }
+            }
+        }
+        Frame::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Frame::bulk(k), Frame::bulk(v)))
+                .collect(),
+        )
+    } else if eq(sub, "set") {
+        if args.len() < 4 || args.len() % 2 != 0 {
+            return reply::wrong_arity("config|set");
+        }
+        let mut candidate = shared.config();
+        for pair in args[2..].chunks(2) {
+            let key = text(&pair[0]).to_ascii_lowercase();
+            let Some((_, mutability)) = config::KEYS.iter().find(|(k, _)| *k == key) else {
+                return Frame::Error(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                    reply::lossy(&pair[0], 64)
+                ));
+            };
+            if *mutability == Mutability::Startup {
+                return Frame::Error(format!("ERR CONFIG SET failed (possibly related to argument '{key}') - can't set immutable config"));
+            }
+            if let Err(e) = candidate.set(&key, &text(&pair[1])) {
+                return Frame::Error(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{key}') - {}",
+                    e.message
+                ));
+            }
+        }
+        shared.update_config(|c| *c = candidate);
+        Frame::OK
+    } else if eq(sub, "resetstat") && args.len() == 2 {
+        Frame::OK
+    } else if eq(sub, "help") {
+        Frame::Array(
+            [
+                "CONFIG <subcommand>",
+                "GET <pattern>",
+                "SET <directive> <value>",
+                "RESETSTAT",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(s))
+            .collect(),
+        )
+    } else {
+        reply::unknown_subcommand(sub, "config")
+    }
+}
+
+/// One shard's numbers for INFO.
+#[derive(Clone, Copy, Default)]
+struct ShardInfo {
+    store: StoreStats,
+    commands: u64,
+    connections: u64,
+    rejected: u64,
+    input: u64,
+    output: u64,
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", b / 1024.0 / 1024.0 / 1024.0)
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}M", b / 1024.0 / 1024.0)
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .map(|a| text(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let per_shard = session
+        .ctx
+        .shard
+        .call_all(|s: &Shard| {
+            let c = &s.counters;
+            ShardInfo {
+                store: s.store().stats(),
+                commands: c.commands_processed.get(),
+                connections: c.connections_received.get(),
+                rejected: c.rejected_connections.get(),
+                input: c.net_input_bytes.get(),
+                output: c.net_output_bytes.get(),
+            }
+        })
+        .await;
+    let mut t = ShardInfo::default();
+    for s in per_shard.iter().flatten() {
+        t.store.keys += s.store.keys;
+        t.store.expires += s.store.expires;
+        t.store.keyspace_hits += s.store.keyspace_hits;
+        t.store.keyspace_misses += s.store.keyspace_misses;
+        t.store.expired_keys += s.store.expired_keys;
+        t.commands += s.commands;
+        t.connections += s.connections;
+        t.rejected += s.rejected;
+        t.input += s.input;
+        t.output += s.output;
+    }
+    let shared = &session.ctx.shared;
+    let config = shared.config();
+    let uptime = shared.started.elapsed().as_secs();
+    let mut out = String::new();
+    let _ = |_: ()| ();
+    if want("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nmoon_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nshards:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            shared.port.load(Ordering::Relaxed),
+            uptime / 86400,
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            session.ctx.shard.count(),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            shared.connected_clients.load(Ordering::Relaxed),
+            config.maxclients
+        );
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let _ = write!(out, "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n", human(rss), human(rss));
+    }
+    if want("persistence") {
+        let _ = write!(out, "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_fsync:{}\r\nrdb_bgsave_in_progress:0\r\n\r\n", u8::from(config.appendonly), config.appendfsync.as_str());
+    }
+    if want("stats") {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.keyspace_hits, t.store.keyspace_misses
+        );
+    }
+    if want("replication") {
+        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        if t.store.keys > 0 {
+            let _ = write!(
+                out,
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                t.store.keys, t.store.expires
+            );
+        }
+        out.push_str("\r\n");
+    }
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    Frame::Verbatim(Bytes::from(out))
+}
+
+/// Key commands that need their own cross-shard logic (their keys are on several shards, or
+/// they walk shards one after the other).
+pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Frame {
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    match spec.name {
+        "rename" | "renamenx" => {
+            let nx = spec.name == "renamenx";
+            let (src, dst) = (args[1].clone(), args[2].clone());
+            let (s_src, s_dst) = (shard_for_key(&src, n), shard_for_key(&dst, n));
+            if nx {
+                let dst2 = dst.clone();
+                let exists = shard
+                    .call_on(s_dst, move |s| s.store().keyspace_contains(&dst2, now_ms()))
+                    .await;
+                if exists == Some(true) {
+                    // Redis checks the source first.
+                    let src2 = src.clone();
+                    let src_exists = shard
+                        .call_on(s_src, move |s| s.store().keyspace_contains(&src2, now_ms()))
+                        .await;
+                    return if src_exists == Some(true) {
+                        Frame::Integer(0)
+                    } else {
+                        err(reply::NO_SUCH_KEY)
+                    };
+                }
+            }
+            let src2 = src.clone();
+            let Some(Some((value, expire_at))) = shard
+                .call_on(s_src, move |s| s.store().take_entry(&src2, now_ms()))
+                .await
+            else {
+                return err(reply::NO_SUCH_KEY);
+            };
+            if shard
+                .call_on(s_dst, move |s| s.store().put_entry(&dst, value, expire_at))
+                .await
+                .is_none()
+            {
+                return err("ERR shard unavailable (server shutting down)");
+            }
+            if nx {
+                Frame::Integer(1)
+            } else {
+                Frame::OK
+            }
+        }
+        "msetnx" => {
+            if args.len() % 2 == 0 {
+                return reply::wrong_arity("msetnx");
+            }
+            let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+            for pair in args[1..].chunks(2) {
+                per_shard[shard_for_key(&pair[0], n)].extend(pair.iter().cloned());
+            }
+            let checks: Vec<_> = per_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, kv)| !kv.is_empty())
+                .map(|(s, kv)| {
+                    let mut cmd = vec![Bytes::from_static(b"EXISTS")];
+                    cmd.extend(kv.iter().step_by(2).cloned());
+                    shard.run_batch(s, vec![cmd])
+                })
+                .collect();
+            let existing: i64 = moon_shard::join_all(checks)
+                .await
+                .into_iter()
+                .flatten()
+                .map(|f| if let Frame::Integer(i) = f { i } else { 1 })
+                .sum();
+            if existing > 0 {
+                return Frame::Integer(0);
+            }
+            let sets: Vec<_> = per_shard
+                .into_iter()
+                .enumerate()
+                .filter(|(_, kv)| !kv.is_empty())
+                .map(|(s, kv)| {
+                    let mut cmd = vec![Bytes::from_static(b"MSET")];
+                    cmd.extend(kv);
+                    shard.run_batch(s, vec![cmd])
+                })
+                .collect();
+            let results = moon_shard::join_all(sets).await;
+            match results.into_iter().flatten().find(|f| f.is_error()) {
+                Some(e) => e,
+                None => Frame::Integer(1),
+            }
+        }
+        "scan" => scan(&shard, args).await,
+        "randomkey" => {
+            let start = (now_ms() as usize) % n;
+            for i in 0..n {
+                let s = (start + i) % n;
+                let mut r = shard
+                    .run_batch(s, vec![vec![Bytes::from_static(b"RANDOMKEY")]])
+                    .await;
+                if let Some(f @ Frame::Bulk(_)) = r.pop() {
+                    return f;
+                }
+            }
+            Frame::Null
+        }
+        _ => reply::unknown_command(args),
+    }
+}
+
+/// Bits of a SCAN cursor that name the shard; the rest is that shard's position bound.
+const SHARD_BITS: u32 = 10;
+
+/// SCAN across shards: the cursor is `bound << 10 | shard`; shards are walked in order, each
+/// from its top position down (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply
+/// cursor 0 means every shard was walked.
+async fn scan(shard: &Shard, args: &[Bytes]) -> Frame {
+    let n = shard.count();
+    let Some(cursor) = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return err(reply::INVALID_CURSOR);
+    };
+    let target = (cursor & ((1 << SHARD_BITS) - 1)) as usize;
+    if target >= n {
+        return Frame::Array(vec![Frame::bulk("0"), Frame::Array(Vec::new())]);
+    }
+    let bound = cursor >> SHARD_BITS;
+    let mut cmd = vec![Bytes::from_static(b"SCAN"), Bytes::from(bound.to_string())];
+    cmd.extend(args[2..].iter().cloned());
+    let reply = shard
+        .run_batch(target, vec![cmd])
+        .await
+        .pop()
+        .unwrap_or(Frame::Null);
+    let Frame::Array(mut parts) = reply else {
+        return reply;
+    };
+    let keys = parts.pop().unwrap_or(Frame::Array(Vec::new()));
+    let next_bound = match parts.pop() {
+        Some(Frame::Bulk(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let next = if next_bound > 0 {
+        (next_bound << SHARD_BITS) | target as u64
+    } else if target + 1 < n {
+        (target + 1) as u64
+    } else {
+        0
+    };
+    Frame::Array(vec![Frame::bulk(next.to_string()), keys])
+}

@@ -1,0 +1,308 @@
+//! Configuration: defaults, `moon.toml`, command-line flags and `CONFIG SET` all go through
+//! [`Config::set`], so every source validates a value the same way and a bad value is always
+//! reported with the key's name and what is allowed.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    EverySec,
+    No,
+}
+
+impl FsyncPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::EverySec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub shards: usize,
+    pub dir: PathBuf,
+    pub appendonly: bool,
+    pub appendfsync: FsyncPolicy,
+    pub requirepass: Option<String>,
+    pub proto_max_bulk_len: u64,
+    pub maxclients: u64,
+    pub loglevel: String,
+    pub pin_cpus: bool,
+    /// The file the configuration was read from, if any (INFO `config_file`).
+    pub config_file: Option<PathBuf>,
+}
+
+/// How a key may be changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    /// Only at startup (file or flag).
+    Startup,
+    /// Also at run time with CONFIG SET.
+    Runtime,
+}
+
+/// Every key, in the order `CONFIG GET *` lists them.
+pub const KEYS: &[(&str, Mutability)] = &[
+    ("bind", Mutability::Startup),
+    ("port", Mutability::Startup),
+    ("shards", Mutability::Startup),
+    ("dir", Mutability::Startup),
+    ("appendonly", Mutability::Startup),
+    ("appendfsync", Mutability::Runtime),
+    ("requirepass", Mutability::Runtime),
+    ("proto-max-bulk-len", Mutability::Runtime),
+    ("maxclients", Mutability::Runtime),
+    ("loglevel", Mutability::Runtime),
+    ("pin-cpus", Mutability::Startup),
+];
+
+/// A refused value: the key, the value and what would have been accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+fn bad(key: &str, value: &str, allowed: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: format!("invalid value for '{key}': '{value}' (allowed: {allowed})"),
+    }
+}
+
+fn yes_no(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(bad(key, value, "yes, no")),
+    }
+}
+
+/// Parses `512mb`, `64k`, `1gb`, `1048576` like Redis's memory-size options.
+fn parse_size(value: &str) -> Option<u64> {
+    let v = value.to_ascii_lowercase();
+    let (digits, mult) = [
+        ("gb", 1u64 << 30),
+        ("g", 1_000_000_000),
+        ("mb", 1 << 20),
+        ("m", 1_000_000),
+        ("kb", 1 << 10),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| v.strip_suffix(suffix).map(|d| (d.to_string(), *m)))
+    .unwrap_or((v.clone(), 1));
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6379,
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dir: PathBuf::from("moon-data"),
+            appendonly: true,
+            appendfsync: FsyncPolicy::EverySec,
+            requirepass: None,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            maxclients: 10000,
+            loglevel: "notice".into(),
+            pin_cpus: true,
+            config_file: None,
+        }
+    }
+}
+
+pub const MAX_SHARDS: usize = 256;
+
+impl Config {
+    /// Sets one key from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let key = key.to_ascii_lowercase();
+        match key.as_str() {
+            "bind" => {
+                self.bind = value.parse().map_err(|_| {
+                    bad(
+                        &key,
+                        value,
+                        "an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0",
+                    )
+                })?
+            }
+            "port" => {
+                self.port = value
+                    .parse()
+                    .map_err(|_| bad(&key, value, "0-65535, 0 = any free port"))?
+            }
+            "shards" => {
+                self.shards = match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_SHARDS).contains(&n) => n,
+                    _ => return Err(bad(&key, value, &format!("1-{MAX_SHARDS}"))),
+                }
+            }
+            "dir" => {
+                if value.is_empty() {
+                    return Err(bad(&key, value, "a directory path"));
+                }
+                self.dir = PathBuf::from(value)
+            }
+            "appendonly" => self.appendonly = yes_no(&key, value)?,
+            "appendfsync" => {
+                self.appendfsync = match value.to_ascii_lowercase().as_str() {
+                    "always" => FsyncPolicy::Always,
+                    "everysec" => FsyncPolicy::EverySec,
+                    "no" => FsyncPolicy::No,
+                    _ => return Err(bad(&key, value, "always, everysec, no")),
+                }
+            }
+            "requirepass" => {
+                self.requirepass = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.to_string())
+                }
+            }
+            "proto-max-bulk-len" => {
+                self.proto_max_bulk_len = match parse_size(value) {
+                    Some(n) if (1024 * 1024..=(1u64 << 32)).contains(&n) => n,
+                    _ => return Err(bad(&key, value, "a size from 1mb to 4gb, e.g. 512mb")),
+                }
+            }
+            "maxclients" => {
+                self.maxclients = match value.parse::<u64>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(bad(&key, value, "an integer >= 1")),
+                }
+            }
+            "loglevel" => {
+                let v = value.to_ascii_lowercase();
+                if ![
+                    "debug", "verbose", "notice", "warning", "trace", "info", "warn", "error",
+                ]
+                .contains(&v.as_str())
+                {
+                    return Err(bad(&key, value, "debug, verbose, notice, warning"));
+                }
+                self.loglevel = v;
+            }
+            "pin-cpus" => self.pin_cpus = yes_no(&key, value)?,
+            _ => {
+                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(ConfigError {
+                    key: key.clone(),
+                    message: format!(
+                        "unknown config key '{key}' (known keys: {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The text form of a key's value, as CONFIG GET shows it.
+    pub fn get(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "bind" => self.bind.to_string(),
+            "port" => self.port.to_string(),
+            "shards" => self.shards.to_string(),
+            "dir" => self.dir.display().to_string(),
+            "appendonly" => if self.appendonly { "yes" } else { "no" }.into(),
+            "appendfsync" => self.appendfsync.as_str().into(),
+            "requirepass" => self.requirepass.clone().unwrap_or_default(),
+            "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
+            "maxclients" => self.maxclients.to_string(),
+            "loglevel" => self.loglevel.clone(),
+            "pin-cpus" => if self.pin_cpus { "yes" } else { "no" }.into(),
+            _ => return None,
+        })
+    }
+
+    /// Applies a TOML document. Keys are checked before any is applied to nothing but `self`.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: String::new(),
+            message: format!("not valid TOML: {}", e.message()),
+        })?;
+        for (key, value) in &table {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                other => return Err(ConfigError { key: key.clone(), message: format!("invalid value for '{key}': {other} (expected a string, integer or boolean)") }),
+            };
+            self.set(key, &text)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_errors() {
+        let mut c = Config::default();
+        c.apply_toml("port = 7000\nappendonly = false\nappendfsync = \"always\"\nshards = 2\n")
+            .unwrap();
+        assert_eq!(
+            (c.port, c.appendonly, c.appendfsync, c.shards),
+            (7000, false, FsyncPolicy::Always, 2)
+        );
+        assert_eq!(
+            c.apply_toml("appendfsync = \"sometimes\"")
+                .unwrap_err()
+                .message,
+            "invalid value for 'appendfsync': 'sometimes' (allowed: always, everysec, no)"
+        );
+        assert_eq!(
+            c.apply_toml("shards = 0").unwrap_err().message,
+            "invalid value for 'shards': '0' (allowed: 1-256)"
+        );
+        assert!(c
+            .apply_toml("nope = 1")
+            .unwrap_err()
+            .message
+            .starts_with("unknown config key 'nope' (known keys: bind, port"));
+        assert!(c
+            .apply_toml("port = [1]")
+            .unwrap_err()
+            .message
+            .contains("'port'"));
+        assert!(c
+            .apply_toml("port = ")
+            .unwrap_err()
+            .message
+            .starts_with("not valid TOML"));
+        c.set("proto-max-bulk-len", "64mb").unwrap();
+        assert_eq!(c.proto_max_bulk_len, 64 << 20);
+    }
+
+    #[test]
+    fn checked_in_moon_toml_is_valid_and_matches_defaults() {
+        let text = include_str!("../../../moon.toml");
+        let mut c = Config::default();
+        c.apply_toml(text).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.port, c.bind, c.appendonly, c.appendfsync),
+            (d.port, d.bind, d.appendonly, d.appendfsync)
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! One client connection: read, parse every complete request, route, reply in order.
+//!
+//! A read may hold a whole pipeline. Its commands are planned in order into one batch per
+//! shard ([`Plan`]); multi-key commands are split into per-shard parts whose replies are merged
+//! back. A batch goes to its shard in one message (the local shard runs it in place), all
+//! shards work concurrently, and the replies are written in request order. Commands that act
+//! on the connection or need several round trips (AUTH, INFO, a RENAME across shards...) are
+//! barriers: everything planned before them is executed first, so their effect is ordered
+//! exactly as the client sent it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use moon_proto::{Frame, Limits, Protocol, RequestParser};
+use moon_shard::{join_all, ShardCounters};
+use moon_store::command::{self, CommandSpec, Merge, Route};
+use moon_store::reply;
+use moon_store::slot::shard_for_key;
+
+use crate::admin;
+use crate::server::ShardServer;
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What CLIENT LIST shows about a connection. Lives in its shard's registry.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub name: RefCell<String>,
+    pub lib_name: RefCell<String>,
+    pub lib_ver: RefCell<String>,
+    pub created: Instant,
+    pub last_active: Cell<Instant>,
+    pub last_cmd: Cell<&'static str>,
+    pub resp: Cell<u8>,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
+    pub fn line(&self) -> String {
+        let now = Instant::now();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.name.borrow(),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(self.last_active.get()).as_secs(),
+            self.last_cmd.get(),
+            self.resp.get(),
+            self.lib_name.borrow(),
+            self.lib_ver.borrow(),
+        )
+    }
+}
+
+thread_local! {
+    /// This shard's connections, for CLIENT LIST (read on this thread by a fan-out call).
+    pub static CLIENTS: RefCell<BTreeMap<u64, Rc<ClientInfo>>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Per-connection state that commands can change.
+pub struct Session {
+    pub ctx: Rc<ShardServer>,
+    pub info: Rc<ClientInfo>,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    pub quit: bool,
+    /// Copy of the runtime-changeable settings, refreshed when the config version moves.
+    config_version: u64,
+    pub requirepass: Option<String>,
+    max_bulk_len: usize,
+}
+
+impl Session {
+    fn refresh_config(&mut self, parser: &mut RequestParser) {
+        let v = self.ctx.shared.config_version();
+        if v != self.config_version {
+            let c = self.ctx.shared.config();
+            self.config_version = v;
+            self.requirepass = c.requirepass.clone();
+            self.max_bulk_len = c.proto_max_bulk_len as usize;
+            parser.set_limits(Limits {
+                max_bulk_len: self.max_bulk_len,
+                ..Limits::default()
+            });
+        }
+    }
+}
+
+/// Serves one connection until the client leaves, sends a malformed request, or the server
+/// shuts down.
+pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
+    let shared = ctx.shared.clone();
+    let config = shared.config();
+    let counters = &ctx.shard.counters;
+    if shared.connected_clients.fetch_add(1, Ordering::AcqRel) >= config.maxclients {
+        shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
+        ShardCounters::add(&counters.rejected_connections, 1);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let info = Rc::new(ClientInfo {
+        id,
+        addr: stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        laddr: stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        name: RefCell::new(String::new()),
+        lib_name: RefCell::new(String::new()),
+        lib_ver: RefCell::new(String::new()),
+        created: now,
+        last_active: Cell::new(now),
+        last_cmd: Cell::new("NULL"),
+        resp: Cell::new(2),
+    });
+    CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
+    ShardCounters::add(&counters.connections_received, 1);
+    ShardCounters::add(&counters.connected_clients, 1);
+
+    let mut session = Session {
+        ctx: ctx.clone(),
+        info,
+        proto: Protocol::Resp2,
+        authenticated: config.requirepass.is_none(),
+        quit: false,
+        config_version: u64::MAX,
+        requirepass: None,
+        max_bulk_len: 0,
+    };
+    let mut parser = RequestParser::default();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut cmds: Vec<Vec<Bytes>> = Vec::new();
+
+    loop {
+        let start = rbuf.len();
+        rbuf.resize(start + READ_CHUNK, 0);
+        let read = async { Some(stream.read(&mut rbuf[start..]).await) };
+        let stop = async {
+            // Resolves only when the server starts shutting down (the semaphore is closed).
+            let _ = ctx.stopping.acquire(1).await;
+            None
+        };
+        let n = match futures_lite::future::or(read, stop).await {
+            Some(Ok(n)) if n > 0 => n,
+            Some(Ok(_)) => break,
+            Some(Err(e)) => {
+                tracing::debug!(client = session.info.id, "read failed: {e}");
+                break;
+            }
+            None => break,
+        };
+        rbuf.truncate(start + n);
+        ShardCounters::add(&counters.net_input_bytes, n as u64);
+        session.refresh_config(&mut parser);
+
+        let mut protocol_error = None;
+        loop {
+            match parser.next_request(&mut rbuf) {
+                Ok(Some(req)) => cmds.push(req),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !cmds.is_empty() {
+            session.info.last_active.set(Instant::now());
+            process(&mut session, std::mem::take(&mut cmds), &mut wbuf).await;
+        }
+        if let Some(e) = &protocol_error {
+            tracing::debug!(client = session.info.id, "closing connection: {e}");
+            Frame::Error(format!("ERR {e}")).encode(session.proto, &mut wbuf);
+        }
+        if !wbuf.is_empty() {
+            ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
+            if stream.write_all(&wbuf).await.is_err() {
+                break;
+            }
+            wbuf.clear();
+        }
+        if protocol_error.is_some() || session.quit {
+            break;
+        }
+        // Do not let one huge buffer stick to an idle connection.
+        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+            rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+    let _ = stream.close().await;
+    CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
+    shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
+    ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
+}
+
+/// Where the reply of one request comes from.
+enum Slot {
+    Ready(Frame),
+    /// Reply `idx` of the batch sent to `shard`.
+    One {
+        shard: usize,
+        idx: usize,
+    },
+    /// Several parts merged; for `Merge::KeyOrder`, `key_parts[i]` is the part holding key i.
+    Merged {
+        parts: Vec<(usize, usize)>,
+        merge: Merge,
+        key_parts: Vec<usize>,
+    },
+}
+
+/// The commands of a pipeline since the last barrier, grouped per shard.
+struct Plan {
+    batches: Vec<Vec<Vec<Bytes>>>,
+    slots: Vec<Slot>,
+}
+
+impl Plan {
+    fn new(shards: usize) -> Plan {
+        Plan {
+            batches: vec![Vec::new(); shards],
+            slots: Vec::new(),
+        }
+    }
+
+    fn ready(&mut self, f: Frame) {
+        self.slots.push(Slot::Ready(f));
+    }
+
+    fn one(&mut self, shard: usize, args: Vec<Bytes>) {
+        let idx = self.batches[shard].len();
+        self.batches[shard].push(args);
+        self.slots.push(Slot::One { shard, idx });
+    }
+
+    /// Splits a multi-key command into one part per owning shard.
+    fn split(&mut self, args: Vec<Bytes>, step: usize, merge: Merge) {
+        let n = self.batches.len();
+        let groups = args[1..].chunks(step);
+        let first = shard_for_key(&args[1], n);
+        if groups.clone().all(|g| shard_for_key(&g[0], n) == first) {
+            return self.one(first, args);
+        }
+        // part index per shard, in order of first appearance
+        let mut part_of_shard: Vec<Option<usize>> = vec![None; n];
+        let mut parts_args: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        let mut key_parts = Vec::new();
+        for g in groups {
+            let s = shard_for_key(&g[0], n);
+            let p = *part_of_shard[s].get_or_insert_with(|| {
+                parts_args.push((s, vec![args[0].clone()]));
+                parts_args.len() - 1
+            });
+            parts_args[p].1.extend(g.iter().cloned());
+            key_parts.push(p);
+        }
+        let mut parts = Vec::with_capacity(parts_args.len());
+        for (s, a) in parts_args {
+            parts.push((s, self.batches[s].len()));
+            self.batches[s].push(a);
+        }
+        self.slots.push(Slot::Merged {
+            parts,
+            merge,
+            key_parts,
+        });
+    }
+
+    /// Runs the same command on every shard.
+    fn all(&mut self, args: Vec<Bytes>, merge: Merge) {
+        let n = self.batches.len();
+        let mut parts = Vec::with_capacity(n);
+        for s in 0..n {
+            parts.push((s, self.batches[s].len()));
+            self.batches[s].push(args.clone());
+        }
+        self.slots.push(Slot::Merged {
+            parts,
+            merge,
+            key_parts: Vec::new(),
+        });
+    }
+
+    /// Executes everything planned and appends the replies, in order, to `out`.
+    async fn flush(&mut self, session: &Session, out: &mut BytesMut) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let shard = &session.ctx.shard;
+        let mut targets = Vec::new();
+        let mut futures = Vec::new();
+        for (s, batch) in self.batches.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                targets.push(s);
+                futures.push(shard.run_batch(s, std::mem::take(batch)));
+            }
+        }
+        let results = join_all(futures).await;
+        let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
+        for (s, r) in targets.into_iter().zip(results) {
+            replies[s] = r;
+        }
+        let mut take = |s: usize, i: usize| {
+            replies
+                .get_mut(s)
+                .and_then(|v| v.get_mut(i))
+                .map(|f| std::mem::replace(f, Frame::Null))
+                .unwrap_or(Frame::Null)
+        };
+        for slot in self.slots.drain(..) {
+            let frame = match slot {
+                Slot::Ready(f) => f,
+                Slot::One { shard, idx } => take(shard, idx),
+                Slot::Merged {
+                    parts,
+                    merge,
+                    key_parts,
+                } => {
+                    let frames: Vec<Frame> = parts.iter().map(|&(s, i)| take(s, i)).collect();
+                    merge_replies(frames, merge, &key_parts)
+                }
+            };
+            frame.encode(session.proto, out);
+        }
+    }
+}
+
+pub fn merge_replies(frames: Vec<Frame>, merge: Merge, key_parts: &[usize]) -> Frame {
+    if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        return e.clone();
+    }
+    match merge {
+        Merge::Sum => Frame::Integer(
+            frames
+                .iter()
+                .map(|f| if let Frame::Integer(i) = f { *i } else { 0 })
+                .sum(),
+        ),
+        Merge::Ok => Frame::OK,
+        Merge::Concat => Frame::Array(
+            frames
+                .into_iter()
+                .flat_map(|f| {
+                    if let Frame::Array(a) = f {
+                        a
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+        ),
+        Merge::KeyOrder => {
+            let mut iters: Vec<_> = frames
+                .into_iter()
+                .map(|f| {
+                    if let Frame::Array(a) = f {
+                        a.into_iter()
+                    } else {
+                        Vec::new().into_iter()
+                    }
+                })
+                .collect();
+            Frame::Array(
+                key_parts
+                    .iter()
+                    .map(|&p| {
+                        iters
+                            .get_mut(p)
+                            .and_then(|it| it.next())
+                            .unwrap_or(Frame::Null)
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn noauth() -> Frame {
+    Frame::StaticError("NOAUTH Authentication required.")
+}
+
+/// Plans and executes one read's worth of requests, appending replies to `out` in order.
+async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
+    let shards = session.ctx.shard.count();
+    let mut plan = Plan::new(shards);
+    ShardCounters::add(
+        &session.ctx.shard.counters.commands_processed,
+        cmds.len() as u64,
+    );
+    for args in cmds {
+        let Some(spec) = command::lookup(&args[0]) else {
+            plan.ready(reply::unknown_command(&args));
+            continue;
+        };
+        session.info.last_cmd.set(spec.name);
+        if !spec.arity_ok(args.len()) {
+            plan.ready(reply::wrong_arity(spec.name));
+            continue;
+        }
+        if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
+            plan.ready(noauth());
+            continue;
+        }
+        match spec.route {
+            Route::SingleKey => plan.one(shard_for_key(&args[1], shards), args),
+            Route::MultiKey { step, merge } => {
+                if (args.len() - 1) % step != 0 {
+                    plan.ready(reply::wrong_arity(spec.name));
+                } else {
+                    plan.split(args, step, merge)
+                }
+            }
+            Route::AllShards(merge) => plan.all(args, merge),
+            Route::Special => {
+                if let Some(shard) = single_shard(spec, &args, shards) {
+                    plan.one(shard, args);
+                } else {
+                    plan.flush(session, out).await;
+                    let f = admin::special(session, spec, &args).await;
+                    f.encode(session.proto, out);
+                }
+            }
+            Route::Connection => {
+                plan.flush(session, out).await;
+                let f = admin::connection_command(session, spec, &args).await;
+                if let Some(f) = f {
+                    f.encode(session.proto, out);
+                }
+                if session.quit {
+                    break;
+                }
+            }
+        }
+    }
+    plan.flush(session, out).await;
+}
+
+/// For RENAME/RENAMENX/MSETNX whose keys all live on one shard: that shard.
+fn single_shard(spec: &CommandSpec, args: &[Bytes], shards: usize) -> Option<usize> {
+    let keys: Vec<&Bytes> = match spec.name {
+        "rename" | "renamenx" => vec![&args[1], &args[2]],
+        "msetnx" => {
+            if args.len() % 2 == 0 {
+                return Some(0); // wrong arity: any shard gives the same error
+            }
+            args[1..].iter().step_by(2).collect()
+        }
+        _ => return None,
+    };
+    let first = shard_for_key(keys[0], shards);
+    keys.iter()
+        .all(|k| shard_for_key(k, shards) == first)
+        .then_some(first)
+}

@@ -1,0 +1,331 @@
+//! Startup and shutdown.
+//!
+//! Order matters and is the same every time:
+//! 1. start one executor per shard (each would replay its own log here, in parallel);
+//! 2. once every shard is ready, bind one listening socket per shard on the same port with
+//!    `SO_REUSEPORT` (the kernel spreads connections over shards) and hand each shard its own;
+//!    only now does the port accept connections, and "Ready to accept connections" is logged;
+//! 3. the main thread waits for SIGTERM/SIGINT (a client's SHUTDOWN raises SIGTERM too);
+//! 4. on a signal every shard stops accepting, lets each connection finish the batch it is
+//!    executing, and keeps answering other shards' messages until all shards have drained.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use glommio::net::TcpListener;
+use glommio::sync::{Gate, Semaphore};
+use moon_shard::{Shard, ShardSetConfig};
+use nix::sys::signal::{SigSet, Signal};
+use socket2::{Domain, Socket, Type};
+
+use crate::config::Config;
+use crate::conn;
+
+/// A failure to start or run, with the process exit code it maps to.
+#[derive(Debug)]
+pub struct ServerError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ServerError {
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+    fn fatal(message: impl Into<String>) -> Self {
+        ServerError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// State every shard's connections share. Written rarely (config changes, connects); the
+/// per-command path reads only the version counter.
+pub struct Shared {
+    config: RwLock<Config>,
+    config_version: AtomicU64,
+    pub started: Instant,
+    pub port: AtomicU64,
+    pub next_client_id: AtomicU64,
+    pub connected_clients: AtomicU64,
+    drained_shards: AtomicUsize,
+}
+
+impl Shared {
+    pub fn config(&self) -> Config {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Acquire)
+    }
+
+    /// Applies `f` to the configuration; bumps the version so connections pick it up.
+    pub fn update_config<R>(&self, f: impl FnOnce(&mut Config) -> R) -> R {
+        let mut guard = match self.config.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        self.config_version.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Asks the process to shut down cleanly, exactly as SIGTERM does.
+    pub fn request_shutdown(&self) {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
+    }
+}
+
+/// One shard's server-side context, shared by its connections.
+pub struct ShardServer {
+    pub shard: Rc<Shard>,
+    pub shared: Arc<Shared>,
+    /// Closed when the server shuts down: connections finish their batch and leave.
+    pub stopping: Semaphore,
+}
+
+pub fn init_logging(level: &str) {
+    let filter = match level {
+        "debug" | "verbose" => "debug",
+        "trace" => "trace",
+        "warning" | "warn" => "warn",
+        "error" => "error",
+        _ => "info",
+    };
+    let env = tracing_subscriber::EnvFilter::try_from_env("MOON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+/// Binds `n` listening sockets on the same address with SO_REUSEPORT. With port 0 the first
+/// socket picks a free port and the others join it.
+fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(Vec<RawFd>, SocketAddr)> {
+    let mut fds = Vec::with_capacity(n);
+    let mut actual = addr;
+    for _ in 0..n {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&actual.into())?;
+        sock.listen(1024)?;
+        if actual.port() == 0 {
+            if let Some(a) = sock.local_addr()?.as_socket() {
+                actual = a;
+            }
+        }
+        fds.push(sock.into_raw_fd());
+    }
+    Ok((fds, actual))
+}
+
+type Slots<T> = Arc<Mutex<Vec<Option<T>>>>;
+
+fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
+    slots
+        .lock()
+        .ok()
+        .and_then(|mut v| v.get_mut(id).and_then(Option::take))
+}
+
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let shards = config.shards;
+    tracing::info!(
+        "Moon {} starting: {} shards, dir {}, appendonly {}, appendfsync {}",
+        env!("CARGO_PKG_VERSION"),
+        shards,
+        config.dir.display(),
+        if config.appendonly { "yes" } else { "no" },
+        config.appendfsync.as_str()
+    );
+    let shared = Arc::new(Shared {
+        config: RwLock::new(config.clone()),
+        config_version: AtomicU64::new(0),
+        started: Instant::now(),
+        port: AtomicU64::new(u64::from(config.port)),
+        next_client_id: AtomicU64::new(1),
+        connected_clients: AtomicU64::new(0),
+        drained_shards: AtomicUsize::new(0),
+    });
+
+    // Signals are taken synchronously by the main thread; every other thread inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| ServerError::fatal(format!("cannot block signals: {e}")))?;
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    let mut listener_txs = Vec::new();
+    let mut stop_txs = Vec::new();
+    let listener_rxs: Slots<oneshot::Receiver<Option<RawFd>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop_rxs: Slots<oneshot::Receiver<()>> = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..shards {
+        let (ltx, lrx) = oneshot::channel();
+        let (stx, srx) = oneshot::channel();
+        listener_txs.push(ltx);
+        stop_txs.push(stx);
+        if let (Ok(mut l), Ok(mut s)) = (listener_rxs.lock(), stop_rxs.lock()) {
+            l.push(Some(lrx));
+            s.push(Some(srx));
+        }
+    }
+
+    let set_config = ShardSetConfig {
+        shards,
+        pin: config.pin_cpus,
+        max_string_len: config.proto_max_bulk_len as usize,
+    };
+    let shard_shared = shared.clone();
+    let runtime = std::thread::Builder::new()
+        .name("moon-shards".into())
+        .spawn(move || {
+            moon_shard::start(set_config, move |shard| {
+                let shared = shard_shared.clone();
+                let ready_tx = ready_tx.clone();
+                let listener_rx = take_slot(&listener_rxs, shard.id());
+                let stop_rx = take_slot(&stop_rxs, shard.id());
+                async move { shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await }
+            })
+        })
+        .map_err(|e| ServerError::fatal(format!("cannot start the shard runtime: {e}")))?;
+
+    // Wait until every shard is ready to serve.
+    for _ in 0..shards {
+        if ready_rx.recv().is_err() {
+            return Err(join_runtime(runtime)
+                .err()
+                .unwrap_or_else(|| ServerError::fatal("a shard failed to start")));
+        }
+    }
+
+    let addr = SocketAddr::new(config.bind, config.port);
+    let (fds, actual) = match bind_listeners(addr, shards) {
+        Ok(x) => x,
+        Err(e) => {
+            drop(listener_txs);
+            let _ = join_runtime(runtime);
+            return Err(ServerError::fatal(format!("cannot listen on {addr}: {e}")));
+        }
+    };
+    shared
+        .port
+        .store(u64::from(actual.port()), Ordering::Release);
+    shared.update_config(|c| c.port = actual.port());
+    for (tx, fd) in listener_txs.into_iter().zip(fds) {
+        let _ = tx.send(Some(fd));
+    }
+    tracing::info!("Ready to accept connections on {actual}");
+
+    let signal = signals
+        .wait()
+        .map_err(|e| ServerError::fatal(format!("waiting for signals failed: {e}")))?;
+    tracing::info!(
+        "Received {signal:?}, shutting down: no new connections, finishing in-flight requests"
+    );
+    for tx in stop_txs {
+        let _ = tx.send(());
+    }
+    join_runtime(runtime)?;
+    tracing::info!("Moon is now ready to exit, bye bye...");
+    Ok(())
+}
+
+fn join_runtime(
+    runtime: std::thread::JoinHandle<anyhow::Result<Vec<Result<(), ServerError>>>>,
+) -> Result<(), ServerError> {
+    match runtime.join() {
+        Ok(Ok(results)) => results.into_iter().collect(),
+        Ok(Err(e)) => Err(ServerError::fatal(format!("{e:#}"))),
+        Err(_) => Err(ServerError::fatal("the shard runtime panicked")),
+    }
+}
+
+async fn shard_main(
+    shard: Rc<Shard>,
+    shared: Arc<Shared>,
+    ready_tx: std::sync::mpsc::Sender<usize>,
+    listener_rx: Option<oneshot::Receiver<Option<RawFd>>>,
+    stop_rx: Option<oneshot::Receiver<()>>,
+) -> Result<(), ServerError> {
+    let id = shard.id();
+    let _ = ready_tx.send(id);
+    drop(ready_tx);
+    let Some(Ok(Some(fd))) = (match listener_rx {
+        Some(rx) => Some(rx.await),
+        None => None,
+    }) else {
+        return Ok(()); // startup was abandoned
+    };
+    // SAFETY: `fd` is a listening socket created by `bind_listeners` and handed to this shard
+    // alone; ownership moves into the listener.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let ctx = Rc::new(ShardServer {
+        shard: shard.clone(),
+        shared: shared.clone(),
+        stopping: Semaphore::new(0),
+    });
+    let gate = Gate::new();
+    let mut stop_rx = stop_rx;
+    loop {
+        enum Event {
+            Conn(glommio::Result<glommio::net::TcpStream, ()>),
+            Stop,
+        }
+        let stop = async {
+            match stop_rx.as_mut() {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+            Event::Stop
+        };
+        let accept = async { Event::Conn(listener.accept().await) };
+        match futures_lite::future::or(stop, accept).await {
+            Event::Stop => break,
+            Event::Conn(Ok(stream)) => {
+                let ctx = ctx.clone();
+                match gate.spawn(async move { conn::serve(ctx, stream).await }) {
+                    // Detached: a dropped task handle would cancel the connection.
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(_) => break,
+                }
+            }
+            Event::Conn(Err(e)) => {
+                tracing::warn!(shard = id, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    ctx.stopping.close();
+    let _ = gate.close().await;
+    // Keep serving other shards' messages until every shard's connections are gone.
+    shared.drained_shards.fetch_add(1, Ordering::AcqRel);
+    while shared.drained_shards.load(Ordering::Acquire) < shard.count() {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Spawning the shard executors.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::shard::{Message, Shard};
+
+/// What the runtime needs to know to start the shards.
+#[derive(Clone, Debug)]
+pub struct ShardSetConfig {
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i % cpus`. Off in tests that run many servers on a small machine.
+    pub pin: bool,
+    /// `proto-max-bulk-len`, the largest string a command may build.
+    pub max_string_len: usize,
+}
+
+/// Capacity of each shard-to-shard channel, in messages (each message is a whole batch).
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+}
+
+/// Starts one executor per shard and runs `main(shard)` on each; returns when all have
+/// returned, with their results in shard order. The cross-shard message loops run for as long
+/// as `main` runs on that shard, so `main` must not return while other shards may still send
+/// to it (see the server's shutdown sequence).
+pub fn start<G, F, T>(config: ShardSetConfig, main: G) -> anyhow::Result<Vec<T>>
+where
+    G: Fn(Rc<Shard>) -> F + Send + Clone + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mesh = MeshBuilder::<Message, _>::full(config.shards, CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(config.shards);
+    for id in 0..config.shards {
+        let placement = if config.pin {
+            Placement::Fixed(id % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let mesh = mesh.clone();
+        let main = main.clone();
+        let config = config.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .spawn(move || async move {
+                let shard = Shard::join(id, &config, mesh).await;
+                main(shard).await
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    let mut results = Vec::with_capacity(handles.len());
+    for (id, h) in handles.into_iter().enumerate() {
+        results.push(
+            h.join()
+                .map_err(|e| anyhow::anyhow!("shard {id} failed: {e}"))?,
+        );
+    }
+    Ok(results)
+}

@@ -1,0 +1,222 @@
+//! One shard: its store, its counters, and its links to the other shards.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use moon_proto::Frame;
+use moon_store::Store;
+
+use crate::runtime::{now_ms, ShardSetConfig};
+
+type AnyBox = Box<dyn Any + Send>;
+
+/// What one shard asks of another.
+pub(crate) enum Message {
+    /// Execute these commands in order and send back their replies.
+    Batch {
+        cmds: Vec<Vec<Bytes>>,
+        reply: oneshot::Sender<Vec<Frame>>,
+    },
+    /// Run this function on the shard's thread (administrative fan-out: INFO, CLIENT LIST...).
+    Call {
+        f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
+        reply: oneshot::Sender<AnyBox>,
+    },
+}
+
+/// Counters a shard keeps about itself (INFO). Plain cells: only the shard's thread writes them.
+#[derive(Default, Debug)]
+pub struct ShardCounters {
+    pub commands_processed: Cell<u64>,
+    pub connections_received: Cell<u64>,
+    pub connected_clients: Cell<u64>,
+    pub rejected_connections: Cell<u64>,
+    pub net_input_bytes: Cell<u64>,
+    pub net_output_bytes: Cell<u64>,
+    pub cross_shard_batches: Cell<u64>,
+}
+
+impl ShardCounters {
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get().wrapping_add(n));
+    }
+}
+
+pub struct Shard {
+    id: usize,
+    count: usize,
+    store: RefCell<Store>,
+    senders: Option<Senders<Message>>,
+    pub counters: ShardCounters,
+}
+
+const SHARD_GONE: &str = "ERR shard unavailable (server shutting down)";
+
+impl Shard {
+    /// Joins the mesh, starts the message loops and active expiry, and returns the shard.
+    pub(crate) async fn join(
+        id: usize,
+        config: &ShardSetConfig,
+        mesh: MeshBuilder<Message, Full>,
+    ) -> Rc<Shard> {
+        let (senders, receivers) = if config.shards > 1 {
+            match mesh.join().await {
+                Ok((s, r)) => (Some(s), Some(r)),
+                Err(e) => {
+                    tracing::error!(shard = id, "cannot join the shard mesh: {e}");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let shard = Rc::new(Shard {
+            id,
+            count: config.shards,
+            store: RefCell::new(Store::new(config.max_string_len)),
+            senders,
+            counters: ShardCounters::default(),
+        });
+        if let Some(mut receivers) = receivers {
+            for (_peer, rx) in receivers.streams() {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    while let Some(msg) = rx.recv().await {
+                        shard.handle(msg);
+                    }
+                })
+                .detach();
+            }
+        }
+        let weak = Rc::downgrade(&shard);
+        glommio::spawn_local(async move {
+            // Active expiry: reclaim keys whose deadline passed without anyone reading them.
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                let Some(shard) = weak.upgrade() else { break };
+                while shard.store.borrow_mut().expire_cycle(now_ms(), 1000) == 1000 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+        })
+        .detach();
+        shard
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Number of shards in the set.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Direct access to this shard's store, for work on its own thread.
+    pub fn store(&self) -> std::cell::RefMut<'_, Store> {
+        self.store.borrow_mut()
+    }
+
+    fn handle(&self, msg: Message) {
+        match msg {
+            Message::Batch { cmds, reply } => {
+                let frames = self.run_local(&cmds);
+                let _ = reply.send(frames);
+            }
+            Message::Call { f, reply } => {
+                let _ = reply.send(f(self));
+            }
+        }
+    }
+
+    /// Executes `cmds` on this shard, in order.
+    pub fn run_local(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+        let now = now_ms();
+        let mut store = self.store.borrow_mut();
+        cmds.iter().map(|args| store.execute(args, now)).collect()
+    }
+
+    /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
+    /// order. One message each way, whatever the number of commands.
+    pub async fn run_batch(&self, target: usize, cmds: Vec<Vec<Bytes>>) -> Vec<Frame> {
+        if target == self.id {
+            return self.run_local(&cmds);
+        }
+        let n = cmds.len();
+        let (tx, rx) = oneshot::channel();
+        ShardCounters::add(&self.counters.cross_shard_batches, 1);
+        if !self.send(target, Message::Batch { cmds, reply: tx }).await {
+            return vec![Frame::StaticError(SHARD_GONE); n];
+        }
+        rx.await
+            .unwrap_or_else(|_| vec![Frame::StaticError(SHARD_GONE); n])
+    }
+
+    /// Runs `f` on shard `target`'s thread and returns its result; `None` if that shard is gone.
+    pub async fn call_on<R, F>(&self, target: usize, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Shard) -> R + Send + 'static,
+    {
+        if target == self.id {
+            return Some(f(self));
+        }
+        let (tx, rx) = oneshot::channel();
+        let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
+            Box::new(move |s| Box::new(f(s)) as AnyBox);
+        if !self.send(target, Message::Call { f, reply: tx }).await {
+            return None;
+        }
+        rx.await
+            .ok()
+            .and_then(|b| b.downcast::<R>().ok())
+            .map(|b| *b)
+    }
+
+    /// Runs `f` on every shard (concurrently) and returns the results in shard order.
+    pub async fn call_all<R, F>(&self, f: F) -> Vec<Option<R>>
+    where
+        R: Send + 'static,
+        F: Fn(&Shard) -> R + Send + Clone + 'static,
+    {
+        let futures: Vec<_> = (0..self.count)
+            .map(|t| self.call_on(t, f.clone()))
+            .collect();
+        join_all(futures).await
+    }
+
+    async fn send(&self, target: usize, msg: Message) -> bool {
+        match &self.senders {
+            Some(s) => s.send_to(target, msg).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Awaits all futures concurrently, keeping their order.
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Box::pin(f)).collect();
+    let mut out: Vec<Option<F::Output>> = (0..futures.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futures.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
