@@ -390,7 +390,7 @@ fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 .collect(),
         )
     } else if eq(sub, "set") {
-        if args.len() < 4 || args.len() % 2 != 0 {
+        if args.len() < 4 || !args.len().is_multiple_of(2) {
             return reply::wrong_arity("config|set");
         }
         let mut candidate = shared.config();
@@ -617,7 +617,7 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             }
         }
         "msetnx" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return reply::wrong_arity("msetnx");
             }
             let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];

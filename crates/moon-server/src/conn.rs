@@ -459,7 +459,7 @@ fn single_shard(spec: &CommandSpec, args: &[Bytes], shards: usize) -> Option<usi
     let keys: Vec<&Bytes> = match spec.name {
         "rename" | "renamenx" => vec![&args[1], &args[2]],
         "msetnx" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return Some(0); // wrong arity: any shard gives the same error
             }
             args[1..].iter().step_by(2).collect()

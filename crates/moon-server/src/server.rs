@@ -117,9 +117,16 @@ pub fn init_logging(level: &str) {
 
 /// Binds `n` listening sockets on the same address with SO_REUSEPORT. With port 0 the first
 /// socket picks a free port and the others join it.
+/// A plain (non-reuseport) probe bind comes first: SO_REUSEPORT would otherwise let a second
+/// server (of the same user) silently share the port with this one.
 fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(Vec<RawFd>, SocketAddr)> {
     let mut fds = Vec::with_capacity(n);
-    let mut actual = addr;
+    let mut actual = {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+        probe.local_addr()?.as_socket().unwrap_or(addr)
+    };
     for _ in 0..n {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         sock.set_reuse_address(true)?;

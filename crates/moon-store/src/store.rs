@@ -298,7 +298,7 @@ impl Store {
                     .collect(),
             ),
             "mset" => {
-                if args.len() % 2 == 0 {
+                if args.len().is_multiple_of(2) {
                     return reply::wrong_arity(spec.name);
                 }
                 for pair in args[1..].chunks(2) {
@@ -308,7 +308,7 @@ impl Store {
                 Frame::OK
             }
             "msetnx" => {
-                if args.len() % 2 == 0 {
+                if args.len().is_multiple_of(2) {
                     return reply::wrong_arity(spec.name);
                 }
                 if args[1..].chunks(2).any(|p| self.ks.contains(&p[0], now)) {
@@ -563,11 +563,9 @@ impl Store {
                 self.ks.set_expire(key, at);
                 self.log_cmd(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
             }
-            Expiry::Persist => {
-                if self.ks.get(key, now).is_some_and(|e| e.expire_at != 0) {
-                    self.ks.set_expire(key, 0);
-                    self.log_cmd(&[b"PERSIST", key]);
-                }
+            Expiry::Persist if self.ks.get(key, now).is_some_and(|e| e.expire_at != 0) => {
+                self.ks.set_expire(key, 0);
+                self.log_cmd(&[b"PERSIST", key]);
             }
             _ => {}
         }

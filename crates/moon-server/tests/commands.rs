@@ -1,0 +1,806 @@
+//! Every string and key command of the foundation issue, against the real binary with two
+//! shards, through the `redis` crate.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use redis::{Commands, Value};
+
+fn server() -> MoonServer {
+    MoonServer::start(2, &[])
+}
+
+#[test]
+fn strings() {
+    let s = server();
+    let mut c = s.client();
+    let _: () = c.set("k", "v").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    assert_eq!(c.get::<_, Option<String>>("missing").unwrap(), None);
+    // SET options
+    let r: Option<String> = redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+    let r: Option<String> = redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .arg("XX")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r.as_deref(), Some("v"));
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("x")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    let ttl: i64 = c.ttl("k").unwrap();
+    assert!((99..=100).contains(&ttl), "{ttl}");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("y")
+        .arg("KEEPTTL")
+        .query(&mut c)
+        .unwrap();
+    assert!(c.pttl::<_, i64>("k").unwrap() > 90_000);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("y")
+        .arg("PX")
+        .arg(100_000)
+        .query(&mut c)
+        .unwrap();
+    assert!(c.pttl::<_, i64>("k").unwrap() > 90_000);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("y")
+        .arg("EXAT")
+        .arg(4_000_000_000u64)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("EXPIRETIME")
+            .arg("k")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        4_000_000_000
+    );
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("y")
+        .arg("PXAT")
+        .arg(4_000_000_000_123u64)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("PEXPIRETIME")
+            .arg("k")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        4_000_000_000_123
+    );
+    // SETNX SETEX PSETEX GETSET GETDEL GETEX
+    assert_eq!(
+        redis::cmd("SETNX")
+            .arg("k")
+            .arg("z")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        redis::cmd("SETNX")
+            .arg("k2")
+            .arg("z")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    let _: () = redis::cmd("SETEX")
+        .arg("se")
+        .arg(50)
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert!((49..=50).contains(&c.ttl::<_, i64>("se").unwrap()));
+    let _: () = redis::cmd("PSETEX")
+        .arg("pse")
+        .arg(50_000)
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert!(c.pttl::<_, i64>("pse").unwrap() > 40_000);
+    assert_eq!(
+        redis::cmd("GETSET")
+            .arg("k2")
+            .arg("n")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "z"
+    );
+    assert_eq!(
+        redis::cmd("GETDEL")
+            .arg("k2")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "n"
+    );
+    assert_eq!(c.exists::<_, i64>("k2").unwrap(), 0);
+    let _: () = c.set("gx", "v").unwrap();
+    assert_eq!(
+        redis::cmd("GETEX")
+            .arg("gx")
+            .arg("EX")
+            .arg(30)
+            .query::<String>(&mut c)
+            .unwrap(),
+        "v"
+    );
+    assert!((29..=30).contains(&c.ttl::<_, i64>("gx").unwrap()));
+    assert_eq!(
+        redis::cmd("GETEX")
+            .arg("gx")
+            .arg("PERSIST")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "v"
+    );
+    assert_eq!(c.ttl::<_, i64>("gx").unwrap(), -1);
+    // Counters
+    assert_eq!(c.incr::<_, _, i64>("n", 1).unwrap(), 1);
+    assert_eq!(redis::cmd("INCR").arg("n").query::<i64>(&mut c).unwrap(), 2);
+    assert_eq!(
+        redis::cmd("INCRBY")
+            .arg("n")
+            .arg(40)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        42
+    );
+    assert_eq!(
+        redis::cmd("DECR").arg("n").query::<i64>(&mut c).unwrap(),
+        41
+    );
+    assert_eq!(
+        redis::cmd("DECRBY")
+            .arg("n")
+            .arg(50)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        -9
+    );
+    assert_eq!(
+        redis::cmd("INCRBYFLOAT")
+            .arg("f")
+            .arg("10.5")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "10.5"
+    );
+    assert_eq!(
+        redis::cmd("INCRBYFLOAT")
+            .arg("f")
+            .arg("-0.25")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "10.25"
+    );
+    // APPEND STRLEN GETRANGE SETRANGE
+    assert_eq!(
+        redis::cmd("APPEND")
+            .arg("s")
+            .arg("Hello")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        redis::cmd("APPEND")
+            .arg("s")
+            .arg(" World")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        11
+    );
+    assert_eq!(
+        redis::cmd("STRLEN").arg("s").query::<i64>(&mut c).unwrap(),
+        11
+    );
+    assert_eq!(
+        redis::cmd("GETRANGE")
+            .arg("s")
+            .arg(0)
+            .arg(4)
+            .query::<String>(&mut c)
+            .unwrap(),
+        "Hello"
+    );
+    assert_eq!(
+        redis::cmd("GETRANGE")
+            .arg("s")
+            .arg(-5)
+            .arg(-1)
+            .query::<String>(&mut c)
+            .unwrap(),
+        "World"
+    );
+    assert_eq!(
+        redis::cmd("SETRANGE")
+            .arg("s")
+            .arg(6)
+            .arg("Redis")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        11
+    );
+    assert_eq!(c.get::<_, String>("s").unwrap(), "Hello Redis");
+    // Binary-safe values
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let _: () = c.set("bin", &bin).unwrap();
+    assert_eq!(c.get::<_, Vec<u8>>("bin").unwrap(), bin);
+}
+
+#[test]
+fn error_replies_are_redis_words() {
+    let s = server();
+    let mut c = s.client();
+    let _: () = c.set("str", "abc").unwrap();
+    assert_eq!(
+        expect_err(&mut c, &["INCR", "str"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["SET", "k", "v", "NX", "XX"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["NOPE", "x"]),
+        "ERR unknown command 'NOPE', with args beginning with: 'x' "
+    );
+    assert_eq!(
+        expect_err(&mut c, &["SET", "k", "v", "EX", "0"]),
+        "ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["RENAME", "nope", "x"]),
+        "ERR no such key"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["MSET", "a", "1", "b"]),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["SELECT", "1"]),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["INCRBYFLOAT", "str", "1"]),
+        "ERR value is not a valid float"
+    );
+    // The connection is still fine after errors.
+    assert_eq!(c.get::<_, String>("str").unwrap(), "abc");
+}
+
+#[test]
+fn key_commands_and_expiry() {
+    let s = server();
+    let mut c = s.client();
+    let _: () = redis::cmd("MSET")
+        .arg("a")
+        .arg(1)
+        .arg("b")
+        .arg(2)
+        .arg("c")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(c.del::<_, i64>(&["a", "nope"]).unwrap(), 1);
+    assert_eq!(
+        redis::cmd("UNLINK").arg("b").query::<i64>(&mut c).unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("EXISTS")
+            .arg("c")
+            .arg("c")
+            .arg("nope")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        redis::cmd("TOUCH")
+            .arg("c")
+            .arg("nope")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("TYPE").arg("c").query::<String>(&mut c).unwrap(),
+        "string"
+    );
+    assert_eq!(
+        redis::cmd("TYPE")
+            .arg("nope")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "none"
+    );
+    assert_eq!(
+        redis::cmd("EXPIRE")
+            .arg("c")
+            .arg(100)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("EXPIRE")
+            .arg("c")
+            .arg(200)
+            .arg("NX")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        redis::cmd("PEXPIRE")
+            .arg("c")
+            .arg(200_000)
+            .arg("GT")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert!(c.ttl::<_, i64>("c").unwrap() > 190);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1000;
+    assert_eq!(
+        redis::cmd("EXPIREAT")
+            .arg("c")
+            .arg(at)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("EXPIRETIME")
+            .arg("c")
+            .query::<u64>(&mut c)
+            .unwrap(),
+        at
+    );
+    assert_eq!(
+        redis::cmd("PEXPIREAT")
+            .arg("c")
+            .arg(at * 1000 + 5)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("PEXPIRETIME")
+            .arg("c")
+            .query::<u64>(&mut c)
+            .unwrap(),
+        at * 1000 + 5
+    );
+    assert_eq!(
+        redis::cmd("PERSIST").arg("c").query::<i64>(&mut c).unwrap(),
+        1
+    );
+    assert_eq!(redis::cmd("TTL").arg("c").query::<i64>(&mut c).unwrap(), -1);
+    assert_eq!(
+        redis::cmd("PTTL").arg("nope").query::<i64>(&mut c).unwrap(),
+        -2
+    );
+    // An expire in the past deletes.
+    assert_eq!(
+        redis::cmd("EXPIREAT")
+            .arg("c")
+            .arg(1)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.exists::<_, i64>("c").unwrap(), 0);
+    // Lazy expiry: a key read after its deadline is gone.
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(30)
+        .query(&mut c)
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || c
+        .get::<_, Option<String>>("short")
+        .unwrap()
+        .is_none()));
+}
+
+#[test]
+fn active_expiry_reclaims_keys_nobody_reads() {
+    let s = server();
+    let mut c = s.client();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("vol:{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(50)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = c.set("stays", "v").unwrap();
+    // DBSIZE counts stored entries without touching them; only active expiry can lower it.
+    assert!(
+        eventually(Duration::from_secs(10), || redis::cmd("DBSIZE")
+            .query::<i64>(&mut c)
+            .unwrap()
+            == 1),
+        "expired keys were not reclaimed"
+    );
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(info.contains("expired_keys:200"), "{info}");
+}
+
+#[test]
+fn rename_keys_scan_randomkey_flush_across_shards() {
+    let s = server();
+    let mut c = s.client();
+    let ks = keys_on_different_shards(2);
+    let (k0, k1) = (&ks[0], &ks[1]);
+    let _: () = redis::cmd("SET")
+        .arg(k0)
+        .arg("v0")
+        .arg("EX")
+        .arg(500)
+        .query(&mut c)
+        .unwrap();
+    // RENAME to a key on the other shard keeps value and TTL.
+    let _: () = redis::cmd("RENAME").arg(k0).arg(k1).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, Option<String>>(k0).unwrap(), None);
+    assert_eq!(c.get::<_, String>(k1).unwrap(), "v0");
+    assert!(c.ttl::<_, i64>(k1).unwrap() > 400);
+    let _: () = c.set(k0, "other").unwrap();
+    assert_eq!(
+        redis::cmd("RENAMENX")
+            .arg(k1)
+            .arg(k0)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    let _: () = c.del(k0).unwrap();
+    assert_eq!(
+        redis::cmd("RENAMENX")
+            .arg(k1)
+            .arg(k0)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.get::<_, String>(k0).unwrap(), "v0");
+    assert_eq!(expect_err(&mut c, &["RENAME", k1, k0]), "ERR no such key");
+
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let mut expected = HashSet::new();
+    for i in 0..300 {
+        let k = format!("scan:{i}");
+        let _: () = c.set(&k, i).unwrap();
+        expected.insert(k);
+    }
+    let _: () = c.set("other", 1).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 301);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("scan:*").query(&mut c).unwrap();
+    keys.sort();
+    let mut exp_sorted: Vec<String> = expected.iter().cloned().collect();
+    exp_sorted.sort();
+    assert_eq!(keys, exp_sorted);
+    // SCAN walks both shards with a cursor that ends at 0.
+    let mut cursor = 0u64;
+    let mut seen = HashSet::new();
+    let mut calls = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("scan:*")
+            .arg("COUNT")
+            .arg(25)
+            .query(&mut c)
+            .unwrap();
+        seen.extend(batch);
+        calls += 1;
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+        assert!(calls < 1000);
+    }
+    assert_eq!(seen, expected);
+    let typed: (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("TYPE")
+        .arg("hash")
+        .query(&mut c)
+        .unwrap();
+    assert!(typed.1.is_empty());
+    let rk: String = redis::cmd("RANDOMKEY").query(&mut c).unwrap();
+    assert!(rk == "other" || expected.contains(&rk));
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
+    assert_eq!(
+        redis::cmd("RANDOMKEY")
+            .query::<Option<String>>(&mut c)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn multi_key_commands_span_shards() {
+    let s = server();
+    let mut c = s.client();
+    let keys: Vec<String> = (0..20).map(|i| format!("m:{i}")).collect();
+    let shards: HashSet<usize> = keys.iter().map(|k| slot_shard(k.as_bytes(), 2)).collect();
+    assert_eq!(shards.len(), 2, "the keys must span both shards");
+    let mut mset = redis::cmd("MSET");
+    for (i, k) in keys.iter().enumerate() {
+        mset.arg(k).arg(format!("v{i}"));
+    }
+    let _: () = mset.query(&mut c).unwrap();
+    let mut query: Vec<String> = keys.clone();
+    query.insert(3, "missing".into());
+    let got: Vec<Option<String>> = redis::cmd("MGET").arg(&query).query(&mut c).unwrap();
+    let mut want: Vec<Option<String>> = (0..20).map(|i| Some(format!("v{i}"))).collect();
+    want.insert(3, None);
+    assert_eq!(got, want, "MGET keeps the order of the keys");
+    assert_eq!(
+        redis::cmd("EXISTS")
+            .arg(&query)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        20
+    );
+    assert_eq!(
+        redis::cmd("TOUCH")
+            .arg(&keys[..5])
+            .query::<i64>(&mut c)
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        redis::cmd("DEL")
+            .arg(&keys[..10])
+            .arg("missing")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        redis::cmd("UNLINK")
+            .arg(&keys[10..])
+            .query::<i64>(&mut c)
+            .unwrap(),
+        10
+    );
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
+    // MSETNX: all or nothing across shards.
+    let ks = keys_on_different_shards(2);
+    assert_eq!(
+        redis::cmd("MSETNX")
+            .arg(&ks[0])
+            .arg("a")
+            .arg(&ks[1])
+            .arg("b")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("MSETNX")
+            .arg(&ks[0])
+            .arg("x")
+            .arg("fresh")
+            .arg("y")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.get::<_, Option<String>>("fresh").unwrap(), None);
+    assert_eq!(c.get::<_, String>(&ks[0]).unwrap(), "a");
+}
+
+#[test]
+fn server_commands() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+    assert_eq!(
+        redis::cmd("PING")
+            .arg("hi")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        redis::cmd("ECHO")
+            .arg("hello")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "hello"
+    );
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut c).unwrap();
+    assert!(secs > 1_600_000_000 && micros < 1_000_000);
+    // CLIENT
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("tester")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("CLIENT")
+            .arg("GETNAME")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "tester"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["CLIENT", "SETNAME", "bad name"]),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+    let mut other = s.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("other")
+        .query(&mut other)
+        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        list.contains(&format!("id={id} "))
+            && list.contains("name=tester")
+            && list.contains("name=other"),
+        "{list}"
+    );
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(info.starts_with(&format!("id={id} ")), "{info}");
+    // COMMAND
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert!(count >= 50);
+    let info: Vec<Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("get")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[1], Value::Nil);
+    match &info[0] {
+        Value::Array(fields) => {
+            assert_eq!(fields[0], Value::BulkString(b"get".to_vec()));
+            assert_eq!(fields[1], Value::Int(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    let docs: Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .arg("set")
+        .query(&mut c)
+        .unwrap();
+    assert!(matches!(docs, Value::Array(_) | Value::Map(_)), "{docs:?}");
+    // CONFIG
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(cfg, vec!["appendonly", "yes", "appendfsync", "everysec"]);
+    let port: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("port")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        port[1],
+        s.addr.port().to_string(),
+        "CONFIG GET port shows the port actually bound"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(500)
+        .query(&mut c)
+        .unwrap();
+    let mc: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(mc[1], "500");
+    assert_eq!(expect_err(&mut c, &["CONFIG", "SET", "appendfsync", "sometimes"]), "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - invalid value for 'appendfsync': 'sometimes' (allowed: always, everysec, no)");
+    assert_eq!(
+        expect_err(&mut c, &["CONFIG", "SET", "port", "1"]),
+        "ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["CONFIG", "SET", "nosuch", "1"]),
+        "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"
+    );
+    // INFO with Redis's field names
+    let _: () = c.set("x", 1).unwrap();
+    let _: Option<String> = c.get("x").unwrap();
+    let _: Option<String> = c.get("missing").unwrap();
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    for field in [
+        "redis_version:",
+        "tcp_port:",
+        "uptime_in_seconds:",
+        "connected_clients:2",
+        "used_memory:",
+        "total_commands_processed:",
+        "total_connections_received:",
+        "keyspace_hits:1",
+        "keyspace_misses:1",
+        "db0:keys=1,expires=0",
+        "aof_enabled:1",
+        "# Keyspace",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}: {info}");
+    }
+    let only: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    assert!(
+        only.starts_with("# Keyspace") && !only.contains("# Server"),
+        "{only}"
+    );
+    // QUIT closes this connection only.
+    let _: () = redis::cmd("QUIT").query(&mut other).unwrap();
+    assert!(redis::cmd("PING").query::<String>(&mut other).is_err());
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+}
+
+#[test]
+fn hello_switches_to_resp3() {
+    let s = server();
+    let client = redis::Client::open(format!("{}?protocol=resp3", s.url())).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let hello: Value = redis::cmd("HELLO").arg(3).query(&mut c).unwrap();
+    let Value::Map(fields) = hello else {
+        panic!("HELLO 3 must reply with a map: {hello:?}")
+    };
+    assert!(fields.contains(&(Value::BulkString(b"proto".to_vec()), Value::Int(3))));
+    // RESP3 null for a missing key.
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("nope")
+            .query::<Value>(&mut c)
+            .unwrap(),
+        Value::Nil
+    );
+    let _: () = c.set("k", "v").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    let mut raw = s.client();
+    assert_eq!(
+        expect_err(&mut raw, &["HELLO", "4"]),
+        "NOPROTO unsupported protocol version"
+    );
+}

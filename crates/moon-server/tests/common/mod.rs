@@ -1,0 +1,242 @@
+//! Test harness: starts the real `moon-server` binary on an ephemeral port in a temp dir and
+//! hands out real clients (the `redis` crate).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_moon-server");
+
+pub struct MoonServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    /// Keeps the temp dir alive for servers that own it.
+    _tmp: Option<tempfile::TempDir>,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl MoonServer {
+    /// Starts a server with `shards` shards in a fresh temp dir.
+    pub fn start(shards: usize, extra: &[&str]) -> MoonServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, shards, extra).expect("server starts");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `dir` (which may hold data from an earlier run). Returns the logs
+    /// as the error if it exits before it is ready.
+    pub fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Result<MoonServer, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--port",
+            "0",
+            "--pin-cpus",
+            "no",
+            "--shards",
+            &shards.to_string(),
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (stream, tx) in [
+            (
+                Box::new(stdout) as Box<dyn std::io::Read + Send>,
+                Some(tx.clone()),
+            ),
+            (Box::new(stderr), None),
+        ] {
+            let logs = logs.clone();
+            let done_tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let (Some(tx), Some(pos)) =
+                        (&tx, line.find("Ready to accept connections on "))
+                    {
+                        let addr = line[pos + "Ready to accept connections on ".len()..]
+                            .trim()
+                            .to_string();
+                        let _ = tx.send(Some(addr));
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+                if let Some(tx) = done_tx {
+                    let _ = tx.send(None); // stdout closed: the process is gone
+                }
+            });
+        }
+        drop(tx);
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(addr)) => Ok(MoonServer {
+                child: Some(child),
+                addr: addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+                dir: dir.to_path_buf(),
+                _tmp: None,
+                logs,
+            }),
+            _ => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                // Let the reader threads finish collecting what the process printed.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && Arc::strong_count(&logs) > 1 {
+                    std::thread::yield_now();
+                }
+                Err(format!(
+                    "server did not become ready (status {status:?}); logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                ))
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connect")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().expect("wait")
+    }
+
+    /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for MoonServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server error as Redis prints it: `CODE detail`.
+pub fn err_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(c), Some(d)) => format!("{c} {d}"),
+        (Some(c), None) => c.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs a command given as words and returns the error text it fails with.
+pub fn expect_err(con: &mut redis::Connection, words: &[&str]) -> String {
+    let mut c = redis::cmd(words[0]);
+    for w in &words[1..] {
+        c.arg(*w);
+    }
+    match c.query::<redis::Value>(con) {
+        Ok(v) => panic!("{words:?} succeeded with {v:?}"),
+        Err(e) => err_text(&e),
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes. For states the server reaches by itself
+/// (active expiry), where there is nothing to wait on but the state.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Two keys owned by different shards (with 2 shards): "a" and the first "k<i>" on the other.
+pub fn keys_on_different_shards(n: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut shards_seen = Vec::new();
+    for i in 0.. {
+        let k = format!("key:{i}");
+        let s = slot_shard(k.as_bytes(), n);
+        if !shards_seen.contains(&s) {
+            shards_seen.push(s);
+            out.push(k);
+        }
+        if out.len() == n {
+            break;
+        }
+    }
+    out
+}
+
+/// The same function as SPEC §1, written independently here so the test does not trust the
+/// server's implementation.
+pub fn slot_shard(key: &[u8], shards: usize) -> usize {
+    let mut k = key;
+    if let Some(o) = key.iter().position(|&b| b == b'{') {
+        if let Some(l) = key[o + 1..].iter().position(|&b| b == b'}') {
+            if l > 0 {
+                k = &key[o + 1..o + 1 + l];
+            }
+        }
+    }
+    let mut crc: u16 = 0;
+    for &b in k {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    (crc % 16384) as usize % shards
+}

@@ -1,0 +1,263 @@
+//! The wire: pipelines, malformed input, inline commands, AUTH, connection limits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+fn raw(s: &MoonServer) -> TcpStream {
+    let t = TcpStream::connect(s.addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    t
+}
+
+/// Reads until `want` bytes arrived or the peer closed.
+fn read_n(t: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < want {
+        match t.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+#[test]
+fn pipeline_of_1000_commands_replies_in_order() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..500 {
+        p.cmd("SET").arg(format!("p:{i}")).arg(i);
+        p.cmd("INCR").arg(format!("p:{i}"));
+    }
+    let replies: Vec<redis::Value> = p.query(&mut c).unwrap();
+    assert_eq!(replies.len(), 1000);
+    for i in 0..500 {
+        assert_eq!(replies[2 * i], redis::Value::Okay);
+        assert_eq!(replies[2 * i + 1], redis::Value::Int(i as i64 + 1));
+    }
+    // Mixed pipeline: single-key, multi-key across shards, connection commands and errors.
+    let mut p = redis::pipe();
+    p.cmd("MGET").arg("p:0").arg("p:1").arg("p:2");
+    p.cmd("PING");
+    p.cmd("DEL").arg("p:0").arg("p:1");
+    p.cmd("EXISTS").arg("p:0").arg("p:1").arg("p:2");
+    p.cmd("DBSIZE");
+    let (mget, pong, del, exists, dbsize): (Vec<i64>, String, i64, i64, i64) =
+        p.query(&mut c).unwrap();
+    assert_eq!(
+        (mget, pong.as_str(), del, exists, dbsize),
+        (vec![1, 2, 3], "PONG", 2, 1, 498)
+    );
+}
+
+#[test]
+fn pipeline_sent_byte_by_byte_gives_same_replies() {
+    let s = MoonServer::start(2, &[]);
+    let mut t = raw(&s);
+    t.set_nodelay(true).unwrap();
+    let req =
+        b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$2\r\nhi\r\nGET a\r\n*2\r\n$4\r\nECHO\r\n$3\r\nx\ny\r\n";
+    for b in req.iter() {
+        t.write_all(&[*b]).unwrap();
+    }
+    let want = b"+OK\r\n$2\r\nhi\r\n$3\r\nx\ny\r\n";
+    assert_eq!(read_n(&mut t, want.len()), want.to_vec());
+}
+
+#[test]
+fn inline_commands_like_telnet() {
+    let s = MoonServer::start(2, &[]);
+    let mut t = raw(&s);
+    t.write_all(b"SET greeting \"hello world\"\r\nGET greeting\nPING\r\n")
+        .unwrap();
+    let want = b"+OK\r\n$11\r\nhello world\r\n+PONG\r\n";
+    assert_eq!(read_n(&mut t, want.len()), want.to_vec());
+}
+
+#[test]
+fn malformed_request_closes_only_that_connection() {
+    let s = MoonServer::start(2, &[]);
+    let mut good = s.client();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut good)
+        .unwrap();
+    for (bad, reply) in [
+        (
+            &b"*1\r\n$abc\r\n"[..],
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*x\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*2\r\n:1\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*99999999\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$999999999999\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"SET \"unterminated\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+    ] {
+        let mut t = raw(&s);
+        // A valid command first: its reply arrives before the error.
+        t.write_all(b"PING\r\n").unwrap();
+        t.write_all(bad).unwrap();
+        let got = read_n(&mut t, usize::MAX);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!("+PONG\r\n{reply}"),
+            "for {:?}",
+            String::from_utf8_lossy(bad)
+        );
+        // The other connection keeps working.
+        assert_eq!(
+            redis::cmd("GET")
+                .arg("k")
+                .query::<String>(&mut good)
+                .unwrap(),
+            "v"
+        );
+    }
+    // An oversized inline request (no newline within 64 KB).
+    let mut t = raw(&s);
+    t.write_all(&vec![b'a'; 70 * 1024]).unwrap();
+    let got = read_n(&mut t, usize::MAX);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR Protocol error: too big inline request\r\n"
+    );
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("k")
+            .query::<String>(&mut good)
+            .unwrap(),
+        "v"
+    );
+}
+
+#[test]
+fn proto_max_bulk_len_is_enforced() {
+    let s = MoonServer::start(1, &["--proto-max-bulk-len", "1mb"]);
+    let mut c = s.client();
+    let ok = vec![b'x'; 1024 * 1024];
+    let _: () = redis::cmd("SET").arg("big").arg(&ok).query(&mut c).unwrap();
+    assert_eq!(
+        redis::cmd("STRLEN")
+            .arg("big")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1024 * 1024
+    );
+    let mut t = raw(&s);
+    t.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", 1024 * 1024 + 1).as_bytes())
+        .unwrap();
+    let got = read_n(&mut t, usize::MAX);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR Protocol error: invalid bulk length\r\n"
+    );
+}
+
+#[test]
+fn auth_with_requirepass() {
+    let s = MoonServer::start(2, &["--requirepass", "s3cret"]);
+    let mut c = s.client();
+    assert_eq!(
+        expect_err(&mut c, &["GET", "k"]),
+        "NOAUTH Authentication required."
+    );
+    assert_eq!(
+        expect_err(&mut c, &["PING"]),
+        "NOAUTH Authentication required."
+    );
+    assert_eq!(
+        expect_err(&mut c, &["AUTH", "wrong"]),
+        "WRONGPASS invalid username-password pair or user is disabled."
+    );
+    assert_eq!(
+        expect_err(&mut c, &["AUTH", "someone", "s3cret"]),
+        "WRONGPASS invalid username-password pair or user is disabled."
+    );
+    let _: () = redis::cmd("AUTH").arg("s3cret").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    // A client given the password in its URL authenticates by itself.
+    let url = format!("redis://:s3cret@{}/", s.addr);
+    let mut c2 = redis::Client::open(url).unwrap().get_connection().unwrap();
+    assert_eq!(
+        redis::cmd("GET").arg("k").query::<String>(&mut c2).unwrap(),
+        "v"
+    );
+    // HELLO ... AUTH
+    let mut c3 = s.client();
+    let _: redis::Value = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("default")
+        .arg("s3cret")
+        .query(&mut c3)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("GET").arg("k").query::<String>(&mut c3).unwrap(),
+        "v"
+    );
+    // CONFIG SET requirepass applies to new connections.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    let mut c4 = s.client();
+    assert_eq!(
+        redis::cmd("GET").arg("k").query::<String>(&mut c4).unwrap(),
+        "v"
+    );
+    // Without a password configured, AUTH says so.
+    assert_eq!(
+        expect_err(&mut c4, &["AUTH", "x"]),
+        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+    );
+}
+
+#[test]
+fn maxclients_refuses_extra_connections() {
+    let s = MoonServer::start(1, &["--maxclients", "2"]);
+    let mut a = s.client();
+    let mut b = s.client();
+    let _: () = redis::cmd("PING").query(&mut a).unwrap();
+    let _: () = redis::cmd("PING").query(&mut b).unwrap();
+    let mut t = raw(&s);
+    let got = read_n(&mut t, usize::MAX);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR max number of clients reached\r\n"
+    );
+    drop(b);
+    // Once a slot frees up, connections are accepted again.
+    assert!(eventually(Duration::from_secs(10), || {
+        redis::Client::open(s.url())
+            .unwrap()
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }));
+    assert_eq!(redis::cmd("PING").query::<String>(&mut a).unwrap(), "PONG");
+}
