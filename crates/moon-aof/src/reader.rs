@@ -1,0 +1,393 @@
+//! Reading a log: records in order, and what the end of the file means.
+//!
+//! The end of a log is one of:
+//! - **clean**: the last record ends exactly at the end of the file;
+//! - **zero-filled**: a header of zeros (pre-allocated or padded space) — the log ends there;
+//! - **torn tail**: the last record is cut short or its checksum is wrong, and nothing valid
+//!   follows. The write that produced it was never acknowledged (a reply waits for the whole
+//!   write), so dropping it loses nothing acknowledged. Replay stops there and the file is
+//!   truncated to the last good record.
+//!
+//! A bad record (wrong checksum, impossible length, zero or non-increasing LSN) **followed by a
+//! valid record** is corruption: bytes inside acknowledged history changed. Replay refuses it.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::record::{decode_command, HEADER_LEN, MAX_PAYLOAD, OVERHEAD, TRAILER_LEN};
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    Clean,
+    /// Zeros from `offset` on.
+    ZeroFilled {
+        offset: u64,
+        bytes: u64,
+    },
+    /// An incomplete or unverifiable last record from `offset` on.
+    TornTail {
+        offset: u64,
+        bytes: u64,
+    },
+}
+
+/// A bad record with valid records after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// The result of a scan that did not find corruption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Bytes of complete, valid records from the start of the file.
+    pub valid_len: u64,
+    pub records: u64,
+    pub last_lsn: u64,
+    pub end: End,
+}
+
+fn u64_at(d: &[u8], p: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[p..p + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn u32_at(d: &[u8], p: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&d[p..p + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// Checks the record at `p`: returns its total length if it is complete and its checksum holds.
+fn valid_at(d: &[u8], p: usize) -> Option<usize> {
+    if d.len() - p < OVERHEAD {
+        return None;
+    }
+    let len = u32_at(d, p + 8) as usize;
+    if len > MAX_PAYLOAD || d.len() - p - OVERHEAD < len {
+        return None;
+    }
+    let end = p + HEADER_LEN + len;
+    let crc = u32_at(d, end);
+    (crc32fast::hash(&d[p..end]) == crc).then_some(len + OVERHEAD)
+}
+
+/// Whether a valid record with an LSN above `last_lsn` starts anywhere after `from`.
+/// Only runs when a bad record was found, to tell corruption from a torn tail.
+fn valid_record_after(d: &[u8], from: usize, last_lsn: u64) -> Option<usize> {
+    let mut p = from;
+    while p + OVERHEAD <= d.len() {
+        let lsn = u64_at(d, p);
+        if lsn > last_lsn && lsn - last_lsn <= (1 << 32) && valid_at(d, p).is_some() {
+            return Some(p);
+        }
+        p += 1;
+    }
+    None
+}
+
+/// Walks the records of `data`, calling `on_record(lsn, payload, offset)` for each valid one in
+/// order. Stops at the end of the log (see the module docs). An error returned by `on_record`
+/// stops the scan and is returned as `Err(Err(e))`; corruption as `Err(Ok(c))`.
+pub fn scan<E>(
+    data: &[u8],
+    mut on_record: impl FnMut(u64, &[u8], u64) -> Result<(), E>,
+) -> Result<ScanEnd, Result<Corruption, E>> {
+    let mut p = 0usize;
+    let mut last_lsn = 0u64;
+    let mut records = 0u64;
+    loop {
+        let rest = data.len() - p;
+        let done = |end: End| ScanEnd {
+            valid_len: p as u64,
+            records,
+            last_lsn,
+            end,
+        };
+        if rest == 0 {
+            return Ok(done(End::Clean));
+        }
+        let problem: String;
+        if data[p..].iter().all(|&b| b == 0) {
+            return Ok(done(End::ZeroFilled {
+                offset: p as u64,
+                bytes: rest as u64,
+            }));
+        }
+        if rest >= HEADER_LEN && u64_at(data, p) == 0 {
+            problem = "zero LSN".into();
+        } else if rest < OVERHEAD {
+            problem = "record cut short".into();
+        } else {
+            let lsn = u64_at(data, p);
+            match valid_at(data, p) {
+                Some(total) if lsn > last_lsn => {
+                    on_record(
+                        lsn,
+                        &data[p + HEADER_LEN..p + total - TRAILER_LEN],
+                        p as u64,
+                    )
+                    .map_err(Err)?;
+                    last_lsn = lsn;
+                    records += 1;
+                    p += total;
+                    continue;
+                }
+                Some(_) => problem = format!("LSN {lsn} does not follow LSN {last_lsn}"),
+                None => {
+                    let len = u32_at(data, p + 8) as usize;
+                    problem = if len > MAX_PAYLOAD || rest - OVERHEAD < len {
+                        "record cut short or length field damaged".into()
+                    } else {
+                        "checksum mismatch".into()
+                    };
+                }
+            }
+        }
+        return match valid_record_after(data, p + 1, last_lsn) {
+            Some(next) => Err(Ok(Corruption {
+                offset: p as u64,
+                reason: format!("{problem}; a valid record follows at offset {next}"),
+            })),
+            None => Ok(done(End::TornTail {
+                offset: p as u64,
+                bytes: rest as u64,
+            })),
+        };
+    }
+}
+
+/// What replaying one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub records: u64,
+    /// Bytes of valid records (the file's size after any truncation).
+    pub bytes: u64,
+    pub last_lsn: u64,
+    pub elapsed_ms: u128,
+    /// Set when a torn tail or zero padding was cut off: (offset, bytes dropped).
+    pub truncated: Option<(u64, u64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AofError {
+    #[error("cannot read AOF file {file}: {source}")]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("AOF file {file} is corrupt at offset {offset} ({reason}); refusing to start to avoid data loss. Inspect it with `moon-cli check-aof --dir <dir>` (add --fix to truncate). See docs/runbooks/aof-corruption.md")]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// Replays one log file: every record's command goes to `apply` in order. A torn tail or zero
+/// padding is cut off the file (the caller logs the report's `truncated`); corruption is an
+/// error and the file is left untouched. A missing file is an empty log.
+pub fn replay_file(
+    path: &Path,
+    mut apply: impl FnMut(u64, Vec<Bytes>),
+) -> Result<ReplayReport, AofError> {
+    let started = Instant::now();
+    let io = |source| AofError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let result = scan(&data, |lsn, payload, offset| {
+        match decode_command(payload) {
+            Some(cmd) => {
+                apply(lsn, cmd);
+                Ok(())
+            }
+            None => Err(offset),
+        }
+    });
+    let end = match result {
+        Ok(end) => end,
+        Err(Ok(c)) => {
+            return Err(AofError::Corrupt {
+                file: path.to_path_buf(),
+                offset: c.offset,
+                reason: c.reason,
+            })
+        }
+        Err(Err(offset)) => {
+            return Err(AofError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                reason: "the payload is not a RESP command".into(),
+            })
+        }
+    };
+    let truncated = match end.end {
+        End::Clean => None,
+        End::ZeroFilled { offset, bytes } | End::TornTail { offset, bytes } => {
+            let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+            f.set_len(offset).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Some((offset, bytes))
+        }
+    };
+    Ok(ReplayReport {
+        records: end.records,
+        bytes: end.valid_len,
+        last_lsn: end.last_lsn,
+        elapsed_ms: started.elapsed().as_millis(),
+        truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::append_command_record;
+
+    fn log(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        for lsn in 1..=n {
+            let args = vec![
+                Bytes::from("SET"),
+                Bytes::from(format!("key{lsn}")),
+                Bytes::from(vec![b'v'; lsn as usize * 3]),
+            ];
+            append_command_record(lsn, &args, &mut out);
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    fn count(data: &[u8]) -> Result<ScanEnd, Corruption> {
+        scan::<()>(data, |_, _, _| Ok(())).map_err(|e| e.unwrap_or_else(|_| unreachable!()))
+    }
+
+    #[test]
+    fn truncated_at_every_offset_replays_exactly_the_complete_records() {
+        let (data, ends) = log(6);
+        let dir = tempfile::tempdir().unwrap();
+        for cut in 0..=data.len() {
+            let complete = ends.iter().filter(|&&e| e <= cut).count();
+            let valid_len = ends
+                .iter()
+                .copied()
+                .filter(|&e| e <= cut)
+                .max()
+                .unwrap_or(0);
+            let path = dir.path().join("t.aof");
+            std::fs::write(&path, &data[..cut]).unwrap();
+            let mut seen = Vec::new();
+            let r = replay_file(&path, |lsn, cmd| seen.push((lsn, cmd))).unwrap();
+            assert_eq!(r.records as usize, complete, "cut at {cut}");
+            assert_eq!(seen.len(), complete);
+            assert!(seen
+                .iter()
+                .enumerate()
+                .all(|(i, (lsn, c))| *lsn == i as u64 + 1 && c[1] == format!("key{}", i + 1)));
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len() as usize,
+                valid_len,
+                "file truncated to the complete records (cut {cut})"
+            );
+            assert_eq!(r.truncated.is_some(), cut != valid_len);
+        }
+    }
+
+    #[test]
+    fn flipped_bit_in_a_middle_record_is_corruption_with_offset() {
+        let (mut data, ends) = log(5);
+        let victim_start = ends[1];
+        data[victim_start + 14] ^= 0x04; // inside record 3's payload
+        match count(&data) {
+            Err(c) => {
+                assert_eq!(c.offset as usize, victim_start);
+                assert!(c.reason.contains("checksum mismatch"), "{}", c.reason);
+            }
+            Ok(end) => panic!("not detected: {end:?}"),
+        }
+        // A damaged length field in the middle is corruption too.
+        let (mut data, ends) = log(5);
+        data[ends[1] + 9] = 0x7f;
+        assert_eq!(count(&data).unwrap_err().offset as usize, ends[1]);
+        // So is a zeroed header in the middle.
+        let (mut data, ends) = log(5);
+        data[ends[1]..ends[1] + 12].fill(0);
+        assert_eq!(count(&data).unwrap_err().offset as usize, ends[1]);
+        // replay_file names the file and leaves it untouched.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.aof");
+        std::fs::write(&path, &data).unwrap();
+        let err = replay_file(&path, |_, _| {}).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains(&format!("offset {}", ends[1]))
+                && err.contains("moon-cli check-aof"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn bad_checksum_on_the_last_record_is_a_torn_tail() {
+        let (mut data, ends) = log(4);
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        let end = count(&data).unwrap();
+        assert_eq!(end.records, 3);
+        assert_eq!(
+            end.end,
+            End::TornTail {
+                offset: ends[2] as u64,
+                bytes: (ends[3] - ends[2]) as u64
+            }
+        );
+    }
+
+    #[test]
+    fn zero_filled_tail_is_the_end_of_the_log() {
+        let (mut data, ends) = log(3);
+        data.extend(vec![0u8; 4096]);
+        let end = count(&data).unwrap();
+        assert_eq!(end.records, 3);
+        assert_eq!(
+            end.end,
+            End::ZeroFilled {
+                offset: ends[2] as u64,
+                bytes: 4096
+            }
+        );
+        // A few zero bytes (less than a header) too.
+        let (mut data, _) = log(3);
+        data.extend([0u8; 5]);
+        assert!(matches!(count(&data).unwrap().end, End::ZeroFilled { .. }));
+    }
+
+    #[test]
+    fn lsns_must_increase() {
+        let mut data = Vec::new();
+        append_command_record(5, &[Bytes::from("PING")], &mut data);
+        append_command_record(5, &[Bytes::from("PING")], &mut data);
+        append_command_record(6, &[Bytes::from("PING")], &mut data);
+        assert!(count(&data).unwrap_err().reason.contains("does not follow"));
+    }
+
+    #[test]
+    fn missing_file_is_an_empty_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = replay_file(&dir.path().join("nope"), |_, _| {}).unwrap();
+        assert_eq!((r.records, r.bytes, r.truncated), (0, 0, None));
+    }
+}

@@ -1,0 +1,518 @@
+//! The group-commit writer of one shard's log.
+//!
+//! Durability reasoning, step by step:
+//! 1. A shard executes a turn's commands against its keyspace; each write that changed it is
+//!    appended by [`AofWriter::append`] to `pending` with the next LSN (memory only).
+//! 2. The commands' replies are held until [`AofWriter::wait`] says the shard's log is safe up
+//!    to the LSN the shard had reached when those commands ran — which also covers reads that
+//!    saw another client's not-yet-safe write.
+//! 3. The flusher task takes *all* of `pending` (everything appended since its last round, from
+//!    any number of connections), writes it with one `write` at the end of the file, and under
+//!    `always` calls `fdatasync` once. While it waits on the kernel, new commands keep executing
+//!    and filling the next `pending`: that is the group commit.
+//! 4. Only then are the waiters up to that LSN released, under `always` after fdatasync, in
+//!    the other modes after the write (the kernel has the bytes: a SIGKILL cannot lose them).
+//! 5. Any write or fsync error is sticky: every waiter gets the error instead of success, the
+//!    shard refuses further writes (MISCONF), and a failed fsync is never retried, because after
+//!    a failed fsync the kernel may have dropped the dirty pages and a retry that "succeeds"
+//!    proves nothing.
+//!
+//! `everysec` adds a timer that fdatasyncs at least once a second when something was written
+//! since the last fsync.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::io::{BufferedFile, OpenOptions};
+
+use crate::record::append_command_record;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    EverySec,
+    No,
+}
+
+impl FsyncPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::EverySec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+/// Test seam: make the Nth write or fsync of every writer fail with EIO, to prove that a
+/// failure never becomes a success reply. Set by the server from `MOON_AOF_FAULT`
+/// (`write:N` or `fsync:N`); never set in production.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub fail_write_at: Option<u64>,
+    pub fail_fsync_at: Option<u64>,
+}
+
+impl FaultPlan {
+    /// Parses `write:N` / `fsync:N`; anything else means no fault.
+    pub fn parse(spec: &str) -> FaultPlan {
+        let mut plan = FaultPlan::default();
+        if let Some((kind, n)) = spec.split_once(':') {
+            if let Ok(n) = n.trim().parse::<u64>() {
+                match kind.trim() {
+                    "write" => plan.fail_write_at = Some(n),
+                    "fsync" => plan.fail_fsync_at = Some(n),
+                    _ => {}
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// What INFO persistence reports about one shard's log.
+#[derive(Clone, Debug, Default)]
+pub struct AofStatus {
+    /// The last LSN assigned.
+    pub lsn: u64,
+    /// The last LSN known to be on stable storage (fdatasync returned).
+    pub durable_lsn: u64,
+    /// Size of the incr file.
+    pub file_size: u64,
+    pub last_write_ok: bool,
+    pub last_fsync_ok: bool,
+    /// The error that stopped writes, if any (strerror text).
+    pub error: Option<String>,
+    pub writes: u64,
+    pub fsyncs: u64,
+}
+
+/// A single-waiter wake-up flag for the flusher.
+#[derive(Default)]
+struct Kick {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Kick {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+    fn wait(&self) -> KickWait<'_> {
+        KickWait(self)
+    }
+}
+
+struct KickWait<'a>(&'a Kick);
+
+impl Future for KickWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    file: BufferedFile,
+    policy: Cell<FsyncPolicy>,
+    pending: RefCell<Vec<u8>>,
+    /// LSN of the last record in `pending` (or written, when `pending` is empty).
+    last_assigned: Cell<u64>,
+    written_lsn: Cell<u64>,
+    durable_lsn: Cell<u64>,
+    file_len: Cell<u64>,
+    error: RefCell<Option<String>>,
+    last_write_ok: Cell<bool>,
+    last_fsync_ok: Cell<bool>,
+    waiters: RefCell<VecDeque<(u64, oneshot::Sender<Result<(), String>>)>>,
+    kick: Kick,
+    fault: FaultPlan,
+    writes: Cell<u64>,
+    fsyncs: Cell<u64>,
+    closed: Cell<bool>,
+}
+
+/// One shard's log writer. Cheap to clone (shared handle); lives on one executor.
+#[derive(Clone)]
+pub struct AofWriter {
+    inner: Rc<Inner>,
+}
+
+/// strerror-style text for an I/O error, as Redis prints it in MISCONF.
+fn describe(e: &std::io::Error) -> String {
+    // std renders an OS error as "<strerror> (os error N)"; Redis prints strerror alone.
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(cut)) => text[..cut].to_string(),
+        _ => text,
+    }
+}
+
+fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
+    match e {
+        glommio::GlommioError::IoError(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+impl AofWriter {
+    /// Opens (creating if needed) the incr file at `path` for appending after `file_len` bytes,
+    /// continuing after `last_lsn`, and starts the flusher (and, for everysec, the fsync timer)
+    /// on the current executor.
+    pub async fn open(
+        path: &Path,
+        last_lsn: u64,
+        policy: FsyncPolicy,
+        fault: FaultPlan,
+    ) -> std::io::Result<AofWriter> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .buffered_open(path)
+            .await
+            .map_err(glommio_io)?;
+        let file_len = file.file_size().await.map_err(glommio_io)?;
+        let inner = Rc::new(Inner {
+            path: path.to_path_buf(),
+            file,
+            policy: Cell::new(policy),
+            pending: RefCell::new(Vec::with_capacity(64 * 1024)),
+            last_assigned: Cell::new(last_lsn),
+            written_lsn: Cell::new(last_lsn),
+            durable_lsn: Cell::new(last_lsn),
+            file_len: Cell::new(file_len),
+            error: RefCell::new(None),
+            last_write_ok: Cell::new(true),
+            last_fsync_ok: Cell::new(true),
+            waiters: RefCell::new(VecDeque::new()),
+            kick: Kick::default(),
+            fault,
+            writes: Cell::new(0),
+            fsyncs: Cell::new(0),
+            closed: Cell::new(false),
+        });
+        let flusher = inner.clone();
+        glommio::spawn_local(async move { flusher.flush_loop().await }).detach();
+        let weak = Rc::downgrade(&inner);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.closed.get() {
+                    break;
+                }
+                if inner.policy.get() == FsyncPolicy::EverySec {
+                    inner.fsync_written().await;
+                }
+            }
+        })
+        .detach();
+        Ok(AofWriter { inner })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The error that stopped this log, if any. Writes must be refused while it is set.
+    pub fn error(&self) -> Option<String> {
+        self.inner.error.borrow().clone()
+    }
+
+    pub fn set_policy(&self, policy: FsyncPolicy) {
+        self.inner.policy.set(policy);
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.inner.policy.get()
+    }
+
+    /// Assigns the next LSN to `args` and queues its record. Returns the LSN.
+    pub fn append(&self, args: &[Bytes]) -> u64 {
+        let lsn = self.inner.last_assigned.get() + 1;
+        self.inner.last_assigned.set(lsn);
+        append_command_record(lsn, args, &mut self.inner.pending.borrow_mut());
+        self.inner.kick.notify();
+        lsn
+    }
+
+    /// The last LSN handed out.
+    pub fn last_assigned(&self) -> u64 {
+        self.inner.last_assigned.get()
+    }
+
+    /// Resolves once the log is safe up to `lsn` under the current policy, or with the error
+    /// that prevented it.
+    pub async fn wait(&self, lsn: u64) -> Result<(), String> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        if self.inner.satisfied(lsn) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.waiters.borrow_mut().push_back((lsn, tx));
+        rx.await
+            .unwrap_or_else(|_| Err("the AOF writer stopped".into()))
+    }
+
+    pub fn status(&self) -> AofStatus {
+        let i = &self.inner;
+        AofStatus {
+            lsn: i.last_assigned.get(),
+            durable_lsn: i.durable_lsn.get(),
+            file_size: i.file_len.get(),
+            last_write_ok: i.last_write_ok.get(),
+            last_fsync_ok: i.last_fsync_ok.get(),
+            error: i.error.borrow().clone(),
+            writes: i.writes.get(),
+            fsyncs: i.fsyncs.get(),
+        }
+    }
+
+    /// Writes and fsyncs everything appended so far (clean shutdown), then stops the tasks.
+    pub async fn close(&self) -> Result<(), String> {
+        let last = self.last_assigned();
+        let r = self.wait(last).await;
+        if r.is_ok() && self.error().is_none() {
+            self.inner.fsync_written().await;
+        }
+        self.inner.closed.set(true);
+        self.inner.kick.notify();
+        match self.error() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+}
+
+impl Inner {
+    fn satisfied(&self, lsn: u64) -> bool {
+        match self.policy.get() {
+            FsyncPolicy::Always => self.durable_lsn.get() >= lsn,
+            _ => self.written_lsn.get() >= lsn,
+        }
+    }
+
+    fn fail(&self, what: &str, e: &std::io::Error) {
+        let text = describe(e);
+        tracing::error!(file = %self.path.display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
+        *self.error.borrow_mut() = Some(text);
+        self.release();
+    }
+
+    /// Answers every waiter that can be answered: satisfied ones with Ok, all with the error
+    /// once there is one.
+    fn release(&self) {
+        let error = self.error.borrow().clone();
+        let mut waiters = self.waiters.borrow_mut();
+        while let Some((lsn, _)) = waiters.front() {
+            let outcome = match &error {
+                Some(e) => Err(e.clone()),
+                None if self.satisfied(*lsn) => Ok(()),
+                None => break,
+            };
+            if let Some((_, tx)) = waiters.pop_front() {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+
+    /// Writes all of `buf` at the end of the file with one write. A short write on a regular
+    /// file means the disk is full (or a file-size limit hit): it is reported as ENOSPC, which
+    /// makes the log's error sticky — the partial record it left is a torn tail that replay
+    /// drops, and none of its commands was acknowledged.
+    async fn write_all(&self, buf: Vec<u8>) -> std::io::Result<()> {
+        let n = self.writes.get() + 1;
+        self.writes.set(n);
+        if self.fault.fail_write_at == Some(n) {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
+        }
+        let pos = self.file_len.get();
+        let len = buf.len();
+        let written = self.file.write_at(buf, pos).await.map_err(glommio_io)?;
+        self.file_len.set(pos + written as u64);
+        if written < len {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
+        Ok(())
+    }
+
+    async fn fdatasync(&self) -> std::io::Result<()> {
+        let n = self.fsyncs.get() + 1;
+        self.fsyncs.set(n);
+        if self.fault.fail_fsync_at == Some(n) {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
+        }
+        self.file.fdatasync().await.map_err(glommio_io)
+    }
+
+    /// fdatasync of everything written so far (the everysec timer and close).
+    async fn fsync_written(&self) {
+        if self.error.borrow().is_some() {
+            return;
+        }
+        let upto = self.written_lsn.get();
+        if upto <= self.durable_lsn.get() {
+            return;
+        }
+        match self.fdatasync().await {
+            Ok(()) => {
+                self.last_fsync_ok.set(true);
+                if upto > self.durable_lsn.get() {
+                    self.durable_lsn.set(upto);
+                }
+                self.release();
+            }
+            Err(e) => {
+                self.last_fsync_ok.set(false);
+                self.fail("fsync", &e);
+            }
+        }
+    }
+
+    async fn flush_loop(self: Rc<Self>) {
+        loop {
+            if self.pending.borrow().is_empty() {
+                if self.closed.get() {
+                    return;
+                }
+                self.kick.wait().await;
+                continue;
+            }
+            let buf = std::mem::replace(
+                &mut *self.pending.borrow_mut(),
+                Vec::with_capacity(64 * 1024),
+            );
+            let upto = self.last_assigned.get();
+            if self.error.borrow().is_some() {
+                // Records of commands that ran before the failure was known: never acknowledged.
+                self.release();
+                continue;
+            }
+            if let Err(e) = self.write_all(buf).await {
+                self.last_write_ok.set(false);
+                self.fail("write", &e);
+                continue;
+            }
+            self.last_write_ok.set(true);
+            self.written_lsn.set(upto);
+            if self.policy.get() == FsyncPolicy::Always {
+                match self.fdatasync().await {
+                    Ok(()) => {
+                        self.last_fsync_ok.set(true);
+                        self.durable_lsn.set(upto);
+                    }
+                    Err(e) => {
+                        self.last_fsync_ok.set(false);
+                        self.fail("fsync", &e);
+                        continue;
+                    }
+                }
+            }
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::replay_file;
+
+    fn run<T>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor")
+            .run(f)
+    }
+
+    fn cmd(i: u64) -> Vec<Bytes> {
+        vec![
+            Bytes::from("SET"),
+            Bytes::from(format!("k{i}")),
+            Bytes::from("v"),
+        ]
+    }
+
+    #[test]
+    fn group_commit_writes_then_releases_in_every_mode() {
+        for policy in [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("incr.aof");
+            let p = path.clone();
+            let status = run(async move {
+                let w = AofWriter::open(&p, 10, policy, FaultPlan::default())
+                    .await
+                    .unwrap();
+                let lsns: Vec<u64> = (0..100).map(|i| w.append(&cmd(i))).collect();
+                assert_eq!(lsns.first(), Some(&11));
+                w.wait(110).await.unwrap();
+                // The reply may leave now: the kernel has every byte.
+                let len = std::fs::metadata(&p).unwrap().len();
+                assert_eq!(len, w.status().file_size);
+                let st = w.status();
+                w.close().await.unwrap();
+                st
+            });
+            assert_eq!(status.lsn, 110);
+            if policy == FsyncPolicy::Always {
+                assert_eq!(status.durable_lsn, 110);
+            }
+            assert!(
+                status.writes < 100,
+                "{policy:?}: 100 appends in one turn took {} writes",
+                status.writes
+            );
+            let mut seen = Vec::new();
+            let r = replay_file(&path, |lsn, _| seen.push(lsn)).unwrap();
+            assert_eq!(seen, (11..=110).collect::<Vec<_>>());
+            assert_eq!(r.truncated, None);
+        }
+    }
+
+    #[test]
+    fn failed_write_or_fsync_never_reports_success_and_is_sticky() {
+        for (fault, policy) in [
+            ("write:2", FsyncPolicy::EverySec),
+            ("fsync:2", FsyncPolicy::Always),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("incr.aof");
+            run(async move {
+                let w = AofWriter::open(&p, 0, policy, FaultPlan::parse(fault))
+                    .await
+                    .unwrap();
+                let a = w.append(&cmd(1));
+                w.wait(a).await.unwrap();
+                let b = w.append(&cmd(2));
+                let err = w.wait(b).await.unwrap_err();
+                assert_eq!(err, "Input/output error", "{fault}");
+                assert_eq!(w.error().as_deref(), Some("Input/output error"));
+                // Sticky: a later record is never acknowledged, and the fsync is not retried.
+                let c = w.append(&cmd(3));
+                assert!(w.wait(c).await.is_err());
+                let st = w.status();
+                assert!(!(st.last_write_ok && st.last_fsync_ok));
+                assert!(st.durable_lsn < b);
+            });
+        }
+    }
+}
