@@ -128,6 +128,9 @@ impl Future for KickWait<'_> {
     }
 }
 
+/// A reply held until the log is safe up to its LSN.
+type Waiter = (u64, oneshot::Sender<Result<(), String>>);
+
 struct Inner {
     path: PathBuf,
     file: BufferedFile,
@@ -141,7 +144,7 @@ struct Inner {
     error: RefCell<Option<String>>,
     last_write_ok: Cell<bool>,
     last_fsync_ok: Cell<bool>,
-    waiters: RefCell<VecDeque<(u64, oneshot::Sender<Result<(), String>>)>>,
+    waiters: RefCell<VecDeque<Waiter>>,
     kick: Kick,
     fault: FaultPlan,
     writes: Cell<u64>,
