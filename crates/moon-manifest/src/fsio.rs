@@ -1,0 +1,42 @@
+//! Crash-safe file operations: the only way this crate changes a directory's contents.
+//!
+//! A manifest is replaced by writing `<name>.tmp`, fsyncing it, renaming it over `<name>` and
+//! fsyncing the directory: after a crash the directory holds the old manifest or the new one,
+//! never a mix, and once `write_atomic` returns the new one survives power loss.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// Suffix of a manifest being written; one left behind by a crash is removed at load.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `contents` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a manifest path has a parent directory"))?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(TEMP_SUFFIX);
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
