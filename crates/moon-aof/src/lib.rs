@@ -17,5 +17,5 @@ pub mod record;
 pub mod writer;
 
 pub use reader::{replay_file, AofError, ReplayReport};
-pub use record::{append_command_record, decode_command, encode_command};
+pub use record::{append_command_record, append_group_record, decode_payload, encode_command};
 pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy};

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::record::{decode_command, HEADER_LEN, MAX_PAYLOAD, OVERHEAD, TRAILER_LEN};
+use crate::record::{decode_payload, HEADER_LEN, MAX_PAYLOAD, OVERHEAD, TRAILER_LEN};
 
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,12 +190,12 @@ pub enum AofError {
     },
 }
 
-/// Replays one log file: every record's command goes to `apply` in order. A torn tail or zero
+/// Replays one log file: every record's commands (one, or a group's) go to `apply` in order. A torn tail or zero
 /// padding is cut off the file (the caller logs the report's `truncated`); corruption is an
 /// error and the file is left untouched. A missing file is an empty log.
 pub fn replay_file(
     path: &Path,
-    mut apply: impl FnMut(u64, Vec<Bytes>),
+    mut apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
     let started = Instant::now();
     let io = |source| AofError::Io {
@@ -208,7 +208,7 @@ pub fn replay_file(
         Err(e) => return Err(io(e)),
     };
     let result = scan(&data, |lsn, payload, offset| {
-        match decode_command(payload) {
+        match decode_payload(payload) {
             Some(cmd) => {
                 apply(lsn, cmd);
                 Ok(())
@@ -229,7 +229,7 @@ pub fn replay_file(
             return Err(AofError::Corrupt {
                 file: path.to_path_buf(),
                 offset,
-                reason: "the payload is not a RESP command".into(),
+                reason: "the payload is neither a RESP command nor a MULTI/EXEC group".into(),
             })
         }
     };
@@ -296,7 +296,7 @@ mod tests {
             assert!(seen
                 .iter()
                 .enumerate()
-                .all(|(i, (lsn, c))| *lsn == i as u64 + 1 && c[1] == format!("key{}", i + 1)));
+                .all(|(i, (lsn, c))| *lsn == i as u64 + 1 && c[0][1] == format!("key{}", i + 1)));
             assert_eq!(
                 std::fs::metadata(&path).unwrap().len() as usize,
                 valid_len,

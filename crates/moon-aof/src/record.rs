@@ -1,7 +1,12 @@
 //! The record: `[u64 lsn][u32 len][len bytes payload][u32 crc32(header ++ payload)]`.
 //!
-//! The payload of a plain record is one command as a RESP array of bulk strings — the same
-//! bytes a client sends — so a log can be read with any RESP tool once unframed.
+//! Payload kinds (docs/FORMATS.md):
+//! - **command**: one command as a RESP array of bulk strings — the same bytes a client sends;
+//! - **group**: `MULTI`, then two or more commands, then `EXEC`, all RESP arrays, in one record —
+//!   what one command that made several changes logged (e.g. `DEL a b` on one shard), so that a
+//!   torn tail drops the whole group and replay never applies part of it.
+//!
+//! Either way a log can be read with any RESP tool once unframed.
 
 use bytes::Bytes;
 use moon_proto::RequestParser;
@@ -49,22 +54,54 @@ pub fn append_command_record(lsn: u64, args: &[Bytes], out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Decodes a plain record's payload back into a command. `None` if it is not exactly one
-/// RESP array of bulk strings.
-pub fn decode_command(payload: &[u8]) -> Option<Vec<Bytes>> {
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+/// Appends one framed record holding `cmds`: a command payload for one, a group for more.
+pub fn append_group_record(lsn: u64, cmds: &[Vec<Bytes>], out: &mut Vec<u8>) {
+    if let [one] = cmds {
+        return append_command_record(lsn, one, out);
+    }
+    let start = out.len();
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(MULTI);
+    for c in cmds {
+        encode_command(c, out);
+    }
+    out.extend_from_slice(EXEC);
+    let len = (out.len() - start - HEADER_LEN) as u32;
+    out[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes a payload into the commands to apply, in order. `None` if it is neither one
+/// command nor a well-formed group.
+pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
     let mut buf = bytes::BytesMut::from(payload);
-    let mut parser = RequestParser::new(moon_proto::Limits {
-        max_bulk_len: MAX_PAYLOAD,
-        ..Default::default()
-    });
-    if payload.first() != Some(&b'*') {
-        return None;
+    let mut parser = RequestParser::new(moon_proto::Limits { max_bulk_len: MAX_PAYLOAD, ..Default::default() });
+    let mut cmds = Vec::new();
+    while !buf.is_empty() {
+        if buf[0] != b'*' {
+            return None;
+        }
+        match parser.next_request(&mut buf).ok()? {
+            Some(cmd) if !cmd.is_empty() => cmds.push(cmd),
+            _ => return None,
+        }
     }
-    let cmd = parser.next_request(&mut buf).ok()??;
-    if !buf.is_empty() || cmd.is_empty() {
-        return None;
+    let is = |c: &Vec<Bytes>, name: &[u8]| c.len() == 1 && c[0].eq_ignore_ascii_case(name);
+    let inner_ok = |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
+    match cmds.len() {
+        1 if !is(&cmds[0], b"MULTI") && !is(&cmds[0], b"EXEC") => Some(cmds),
+        n if n >= 3 && is(&cmds[0], b"MULTI") && is(&cmds[n - 1], b"EXEC") && inner_ok(&cmds[1..n - 1]) => {
+            cmds.pop();
+            cmds.remove(0);
+            Some(cmds)
+        }
+        _ => None,
     }
-    Some(cmd)
 }
 
 #[cfg(test)]
@@ -88,16 +125,28 @@ mod tests {
             &a[12 + payload.len()..],
             &crc32fast::hash(&a[..12 + payload.len()]).to_le_bytes()
         );
-        assert_eq!(decode_command(&payload), Some(args));
-        assert_eq!(
-            decode_command(b"*1\r\n$1\r\na\r\nxx"),
-            None,
-            "trailing bytes"
-        );
-        assert_eq!(
-            decode_command(b"PING\r\n"),
-            None,
-            "inline form is not a record payload"
-        );
+        assert_eq!(decode_payload(&payload), Some(vec![args]));
+        assert_eq!(decode_payload(b"*1\r\n$1\r\na\r\nxx"), None, "trailing bytes");
+        assert_eq!(decode_payload(b"PING\r\n"), None, "inline form is not a record payload");
+    }
+
+    #[test]
+    fn a_group_is_one_record_and_decodes_to_its_commands() {
+        let a = vec![Bytes::from("DEL"), Bytes::from("a")];
+        let b = vec![Bytes::from("DEL"), Bytes::from("b")];
+        let mut out = Vec::new();
+        append_group_record(3, &[a.clone(), b.clone()], &mut out);
+        let payload = &out[HEADER_LEN..out.len() - TRAILER_LEN];
+        assert!(payload.starts_with(MULTI) && payload.ends_with(EXEC));
+        assert_eq!(decode_payload(payload), Some(vec![a.clone(), b]));
+        let mut single = Vec::new();
+        append_group_record(3, std::slice::from_ref(&a), &mut single);
+        let mut plain = Vec::new();
+        append_command_record(3, &a, &mut plain);
+        assert_eq!(single, plain, "a group of one is a plain command record");
+        // Malformed groups are refused.
+        for bad in [&b"*1\r\n$5\r\nMULTI\r\n"[..], b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n", b""] {
+            assert_eq!(decode_payload(bad), None);
+        }
     }
 }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::io::{BufferedFile, OpenOptions};
 
-use crate::record::append_command_record;
+use crate::record::append_group_record;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -247,11 +247,12 @@ impl AofWriter {
         self.inner.policy.get()
     }
 
-    /// Assigns the next LSN to `args` and queues its record. Returns the LSN.
-    pub fn append(&self, args: &[Bytes]) -> u64 {
+    /// Assigns the next LSN to what one command changed (`cmds`: one command, or several that
+    /// must be applied together) and queues it as one record. Returns the LSN.
+    pub fn append(&self, cmds: &[Vec<Bytes>]) -> u64 {
         let lsn = self.inner.last_assigned.get() + 1;
         self.inner.last_assigned.set(lsn);
-        append_command_record(lsn, args, &mut self.inner.pending.borrow_mut());
+        append_group_record(lsn, cmds, &mut self.inner.pending.borrow_mut());
         self.inner.kick.notify();
         lsn
     }
@@ -465,7 +466,7 @@ mod tests {
                 let w = AofWriter::open(&p, 10, policy, FaultPlan::default())
                     .await
                     .unwrap();
-                let lsns: Vec<u64> = (0..100).map(|i| w.append(&cmd(i))).collect();
+                let lsns: Vec<u64> = (0..100).map(|i| w.append(&[cmd(i)])).collect();
                 assert_eq!(lsns.first(), Some(&11));
                 w.wait(110).await.unwrap();
                 // The reply may leave now: the kernel has every byte.
@@ -503,14 +504,14 @@ mod tests {
                 let w = AofWriter::open(&p, 0, policy, FaultPlan::parse(fault))
                     .await
                     .unwrap();
-                let a = w.append(&cmd(1));
+                let a = w.append(&[cmd(1)]);
                 w.wait(a).await.unwrap();
-                let b = w.append(&cmd(2));
+                let b = w.append(&[cmd(2)]);
                 let err = w.wait(b).await.unwrap_err();
                 assert_eq!(err, "Input/output error", "{fault}");
                 assert_eq!(w.error().as_deref(), Some("Input/output error"));
                 // Sticky: a later record is never acknowledged, and the fsync is not retried.
-                let c = w.append(&cmd(3));
+                let c = w.append(&[cmd(3)]);
                 assert!(w.wait(c).await.is_err());
                 let st = w.status();
                 assert!(!(st.last_write_ok && st.last_fsync_ok));

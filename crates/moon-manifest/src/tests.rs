@@ -85,10 +85,12 @@ fn replay_shard0(dir: &Path) -> Vec<Vec<String>> {
     };
     let mut cmds = Vec::new();
     let mut lsns = Vec::new();
-    moon_aof::replay_file(&m.incr_path(dir, 0), |lsn, c: Vec<Bytes>| {
+    moon_aof::replay_file(&m.incr_path(dir, 0), |lsn, group: Vec<Vec<Bytes>>| {
         lsns.push(lsn);
+        assert_eq!(group.len(), 1, "migration writes one command per record");
         cmds.push(
-            c.iter()
+            group[0]
+                .iter()
                 .map(|a| String::from_utf8_lossy(a).to_string())
                 .collect(),
         );
