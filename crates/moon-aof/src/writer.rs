@@ -257,6 +257,11 @@ impl AofWriter {
         lsn
     }
 
+    /// Whether the log is already safe up to `lsn` (a reply could leave without waiting).
+    pub fn is_safe(&self, lsn: u64) -> bool {
+        self.inner.satisfied(lsn)
+    }
+
     /// The last LSN handed out.
     pub fn last_assigned(&self) -> u64 {
         self.inner.last_assigned.get()

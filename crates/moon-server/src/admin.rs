@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use moon_aof::AofStatus;
 use moon_proto::{Frame, Protocol};
 use moon_shard::{now_ms, Shard};
 use moon_store::command::{CommandSpec, COMMANDS};
@@ -14,7 +15,7 @@ use moon_store::reply::{self, err};
 use moon_store::slot::shard_for_key;
 use moon_store::StoreStats;
 
-use crate::config::{self, Mutability};
+use crate::config::{self, Config, Mutability};
 use crate::conn::{Session, CLIENTS};
 
 /// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
@@ -63,7 +64,7 @@ pub async fn connection_command(
         }
         "client" => client(session, args).await,
         "command" => command(args),
-        "config" => config_cmd(session, args),
+        "config" => config_cmd(session, args).await,
         "info" => info(session, args).await,
         "shutdown" => {
             for a in &args[1..] {
@@ -352,7 +353,7 @@ fn command(args: &[Bytes]) -> Frame {
     }
 }
 
-fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
+async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
     let sub = &args[1];
     let shared = session.ctx.shared.clone();
     if eq(sub, "get") {
@@ -412,7 +413,18 @@ fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 ));
             }
         }
+        let policy = candidate.appendfsync;
         shared.update_config(|c| *c = candidate);
+        // Every shard's writer follows the new fsync policy from its next round.
+        session
+            .ctx
+            .shard
+            .call_all(move |s: &Shard| {
+                if let Some(w) = s.aof() {
+                    w.set_policy(policy);
+                }
+            })
+            .await;
         Frame::OK
     } else if eq(sub, "resetstat") && args.len() == 2 {
         Frame::OK
@@ -434,7 +446,7 @@ fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
 }
 
 /// One shard's numbers for INFO.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct ShardInfo {
     store: StoreStats,
     commands: u64,
@@ -442,6 +454,7 @@ struct ShardInfo {
     rejected: u64,
     input: u64,
     output: u64,
+    aof: Option<AofStatus>,
 }
 
 fn rss_bytes() -> u64 {
@@ -490,6 +503,7 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 rejected: c.rejected_connections.get(),
                 input: c.net_input_bytes.get(),
                 output: c.net_output_bytes.get(),
+                aof: s.aof().map(|w| w.status()),
             }
         })
         .await;
@@ -539,7 +553,7 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         let _ = write!(out, "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n", human(rss), human(rss));
     }
     if want("persistence") {
-        let _ = write!(out, "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_fsync:{}\r\nrdb_bgsave_in_progress:0\r\n\r\n", u8::from(config.appendonly), config.appendfsync.as_str());
+        persistence_section(&mut out, &config, &per_shard);
     }
     if want("stats") {
         let _ = write!(
@@ -578,37 +592,36 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             let nx = spec.name == "renamenx";
             let (src, dst) = (args[1].clone(), args[2].clone());
             let (s_src, s_dst) = (shard_for_key(&src, n), shard_for_key(&dst, n));
-            if nx {
-                let dst2 = dst.clone();
-                let exists = shard
-                    .call_on(s_dst, move |s| s.store().keyspace_contains(&dst2, now_ms()))
-                    .await;
-                if exists == Some(true) {
-                    // Redis checks the source first.
-                    let src2 = src.clone();
-                    let src_exists = shard
-                        .call_on(s_src, move |s| s.store().keyspace_contains(&src2, now_ms()))
-                        .await;
-                    return if src_exists == Some(true) {
-                        Frame::Integer(0)
-                    } else {
-                        err(reply::NO_SUCH_KEY)
-                    };
-                }
+            if s_src == s_dst {
+                return one_reply(shard.run_batch(s_src, vec![args.to_vec()]).await);
             }
+            // Across shards: read the source, write the destination, delete the source, each
+            // an ordinary logged command, each durable before the next. Not isolated and not
+            // atomic yet (the transactions issue): a crash between the last two steps keeps
+            // both keys, never neither.
             let src2 = src.clone();
             let Some(Some((value, expire_at))) = shard
-                .call_on(s_src, move |s| s.store().take_entry(&src2, now_ms()))
+                .call_on(s_src, move |s| s.store().peek_entry(&src2, now_ms()))
                 .await
             else {
                 return err(reply::NO_SUCH_KEY);
             };
-            if shard
-                .call_on(s_dst, move |s| s.store().put_entry(&dst, value, expire_at))
-                .await
-                .is_none()
-            {
-                return err("ERR shard unavailable (server shutting down)");
+            let mut set = vec![Bytes::from_static(b"SET"), dst, value];
+            if nx {
+                set.push(Bytes::from_static(b"NX"));
+            }
+            if expire_at != 0 {
+                set.push(Bytes::from_static(b"PXAT"));
+                set.push(Bytes::from(expire_at.to_string()));
+            }
+            match one_reply(shard.run_batch(s_dst, vec![set]).await) {
+                Frame::Null => return Frame::Integer(0),
+                f @ (Frame::Error(_) | Frame::StaticError(_)) => return f,
+                _ => {}
+            }
+            let del = vec![Bytes::from_static(b"DEL"), src];
+            if let f @ (Frame::Error(_) | Frame::StaticError(_)) = one_reply(shard.run_batch(s_src, vec![del]).await) {
+                return f;
             }
             if nx {
                 Frame::Integer(1)
@@ -722,4 +735,44 @@ async fn scan(shard: &Shard, args: &[Bytes]) -> Frame {
         0
     };
     Frame::Array(vec![Frame::bulk(next.to_string()), keys])
+}
+
+/// The single reply of a one-command batch.
+fn one_reply(mut frames: Vec<Frame>) -> Frame {
+    frames.pop().unwrap_or(Frame::StaticError("ERR shard unavailable (server shutting down)"))
+}
+
+/// INFO persistence: Redis's fields for the whole server, then one line per shard's log.
+fn persistence_section(out: &mut String, config: &Config, per_shard: &[Option<ShardInfo>]) {
+    let logs: Vec<&AofStatus> = per_shard.iter().flatten().filter_map(|s| s.aof.as_ref()).collect();
+    let write_ok = logs.iter().all(|a| a.last_write_ok && a.error.is_none());
+    let fsync_ok = logs.iter().all(|a| a.last_fsync_ok);
+    let size: u64 = logs.iter().map(|a| a.file_size).sum();
+    let _ = write!(
+        out,
+        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_layout:{}\r\naof_fsync:{}\r\naof_writers:{}\r\naof_last_write_status:{}\r\naof_last_fsync_status:{}\r\naof_current_size:{size}\r\nrdb_bgsave_in_progress:0\r\naof_rewrite_in_progress:0\r\n",
+        u8::from(config.appendonly),
+        if config.appendonly { "per-shard" } else { "none" },
+        config.appendfsync.as_str(),
+        logs.len(),
+        if write_ok { "ok" } else { "err" },
+        if fsync_ok { "ok" } else { "err" },
+    );
+    for (i, s) in per_shard.iter().enumerate() {
+        if let Some(a) = s.as_ref().and_then(|s| s.aof.as_ref()) {
+            let _ = write!(
+                out,
+                "aof_shard{i}:lsn={},durable_lsn={},incr_size={},write_status={},fsync_status={}\r\n",
+                a.lsn,
+                a.durable_lsn,
+                a.file_size,
+                if a.last_write_ok { "ok" } else { "err" },
+                if a.last_fsync_ok { "ok" } else { "err" },
+            );
+        }
+    }
+    if let Some(e) = logs.iter().find_map(|a| a.error.as_ref()) {
+        let _ = write!(out, "aof_last_error:{e}\r\n");
+    }
+    out.push_str("\r\n");
 }

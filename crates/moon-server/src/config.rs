@@ -5,22 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    Always,
-    EverySec,
-    No,
-}
-
-impl FsyncPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::EverySec => "everysec",
-            FsyncPolicy::No => "no",
-        }
-    }
-}
+pub use moon_aof::FsyncPolicy;
 
 #[derive(Clone, Debug)]
 pub struct Config {

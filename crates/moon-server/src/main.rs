@@ -6,6 +6,7 @@
 mod admin;
 mod config;
 mod conn;
+mod persistence;
 mod server;
 
 use std::path::PathBuf;

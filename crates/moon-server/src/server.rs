@@ -1,7 +1,8 @@
 //! Startup and shutdown.
 //!
 //! Order matters and is the same every time:
-//! 1. start one executor per shard (each would replay its own log here, in parallel);
+//! 1. lock the data directory and check its manifest ([`crate::persistence::open`]), then
+//!    start one executor per shard, each replaying its own log, all in parallel;
 //! 2. once every shard is ready, bind one listening socket per shard on the same port with
 //!    `SO_REUSEPORT` (the kernel spreads connections over shards) and hand each shard its own;
 //!    only now does the port accept connections, and "Ready to accept connections" is logged;
@@ -163,6 +164,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         if config.appendonly { "yes" } else { "no" },
         config.appendfsync.as_str()
     );
+    // Held until `run` returns: the data directory's lock and layout.
+    let data_dir = if config.appendonly {
+        Some(Arc::new(crate::persistence::open(&config)?))
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
         config_version: AtomicU64::new(0),
@@ -181,7 +188,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .thread_block()
         .map_err(|e| ServerError::fatal(format!("cannot block signals: {e}")))?;
 
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, ServerError>>();
     let mut listener_txs = Vec::new();
     let mut stop_txs = Vec::new();
     let listener_rxs: Slots<oneshot::Receiver<Option<RawFd>>> = Arc::new(Mutex::new(Vec::new()));
@@ -203,6 +210,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         max_string_len: config.proto_max_bulk_len as usize,
     };
     let shard_shared = shared.clone();
+    let shard_data = data_dir.clone();
+    let policy = config.appendfsync;
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {
@@ -211,18 +220,40 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 let ready_tx = ready_tx.clone();
                 let listener_rx = take_slot(&listener_rxs, shard.id());
                 let stop_rx = take_slot(&stop_rxs, shard.id());
-                async move { shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await }
+                let data = shard_data.clone();
+                async move {
+                    let started = match &data {
+                        Some(data) => crate::persistence::start_shard(&shard, data, policy).await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = started {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                    shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
+                }
             })
         })
         .map_err(|e| ServerError::fatal(format!("cannot start the shard runtime: {e}")))?;
 
-    // Wait until every shard is ready to serve.
+    // Wait until every shard has replayed its log and is ready to serve.
     for _ in 0..shards {
-        if ready_rx.recv().is_err() {
-            return Err(join_runtime(runtime)
-                .err()
-                .unwrap_or_else(|| ServerError::fatal("a shard failed to start")));
-        }
+        let failure = match ready_rx.recv() {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => ServerError::fatal("a shard failed to start"),
+        };
+        drop(listener_txs); // the other shards give up waiting for a listener
+        let _ = join_runtime(runtime);
+        return Err(failure);
+    }
+    if config.appendonly {
+        tracing::info!(
+            "AOF enabled (PerShard, {shards} writers, fsync: {})",
+            config.appendfsync.as_str()
+        );
+    } else {
+        tracing::info!("AOF disabled (appendonly no): nothing is persisted");
     }
 
     let addr = SocketAddr::new(config.bind, config.port);
@@ -270,12 +301,12 @@ fn join_runtime(
 async fn shard_main(
     shard: Rc<Shard>,
     shared: Arc<Shared>,
-    ready_tx: std::sync::mpsc::Sender<usize>,
+    ready_tx: std::sync::mpsc::Sender<Result<usize, ServerError>>,
     listener_rx: Option<oneshot::Receiver<Option<RawFd>>>,
     stop_rx: Option<oneshot::Receiver<()>>,
 ) -> Result<(), ServerError> {
     let id = shard.id();
-    let _ = ready_tx.send(id);
+    let _ = ready_tx.send(Ok(id));
     drop(ready_tx);
     let Some(Ok(Some(fd))) = (match listener_rx {
         Some(rx) => Some(rx.await),
@@ -333,6 +364,12 @@ async fn shard_main(
     shared.drained_shards.fetch_add(1, Ordering::AcqRel);
     while shared.drained_shards.load(Ordering::Acquire) < shard.count() {
         glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    // Nothing can write any more: flush and fsync the log one last time.
+    if let Some(aof) = shard.aof() {
+        if let Err(e) = aof.close().await {
+            tracing::error!(shard = id, "closing the AOF failed: {e}");
+        }
     }
     Ok(())
 }

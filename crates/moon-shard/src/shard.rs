@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
+use moon_aof::{AofError, AofWriter, ReplayReport};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use moon_proto::Frame;
 use moon_store::Store;
@@ -51,7 +52,25 @@ pub struct Shard {
     count: usize,
     store: RefCell<Store>,
     senders: Option<Senders<Message>>,
+    /// This shard's log; `None` with `appendonly no` (and while replaying).
+    aof: RefCell<Option<AofWriter>>,
     pub counters: ShardCounters,
+}
+
+/// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
+/// safe up to `lsn` (see [`Shard::run_local`]).
+struct Held {
+    frames: Vec<Frame>,
+    writer: AofWriter,
+    lsn: u64,
+    /// Indices of the commands that logged a record: their replies become MISCONF errors if
+    /// the log cannot be made safe.
+    wrote: Vec<usize>,
+}
+
+/// Redis's reply to a write while the AOF is failing.
+fn misconf(cause: &str) -> Frame {
+    Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
 }
 
 const SHARD_GONE: &str = "ERR shard unavailable (server shutting down)";
@@ -79,6 +98,7 @@ impl Shard {
             count: config.shards,
             store: RefCell::new(Store::new(config.max_string_len)),
             senders,
+            aof: RefCell::new(None),
             counters: ShardCounters::default(),
         });
         if let Some(mut receivers) = receivers {
@@ -121,30 +141,108 @@ impl Shard {
         self.store.borrow_mut()
     }
 
+    /// Replays a log file into the store (startup, before any connection). Commands run
+    /// with [`moon_store::NO_EXPIRY_CHECK`] so that a key whose deadline has passed since is
+    /// still set, then expired normally; nothing is logged again.
+    pub fn replay(&self, path: &std::path::Path) -> Result<ReplayReport, AofError> {
+        let mut store = self.store.borrow_mut();
+        store.set_record_writes(false);
+        moon_aof::replay_file(path, |_lsn, group| {
+            for cmd in group {
+                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+            }
+        })
+    }
+
+    /// Starts logging every write to `writer`. From now on a reply leaves only once its
+    /// record is safe under the writer's fsync policy.
+    pub fn attach_aof(&self, writer: AofWriter) {
+        self.store.borrow_mut().set_record_writes(true);
+        *self.aof.borrow_mut() = Some(writer);
+    }
+
+    /// This shard's log writer, if persistence is on.
+    pub fn aof(&self) -> Option<AofWriter> {
+        self.aof.borrow().clone()
+    }
+
     fn handle(&self, msg: Message) {
         match msg {
-            Message::Batch { cmds, reply } => {
-                let frames = self.run_local(&cmds);
-                let _ = reply.send(frames);
-            }
+            Message::Batch { cmds, reply } => match self.execute(&cmds) {
+                Ok(frames) => {
+                    let _ = reply.send(frames);
+                }
+                Err(held) => {
+                    // Later messages keep executing while this batch's record is written.
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(settle(held).await);
+                    })
+                    .detach();
+                }
+            },
             Message::Call { f, reply } => {
                 let _ = reply.send(f(self));
             }
         }
     }
 
-    /// Executes `cmds` on this shard, in order.
-    pub fn run_local(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+    /// Executes `cmds` on this shard, in order, and returns their replies once they may leave.
+    ///
+    /// The durability path (SPEC §5): each command that changed the keyspace appends one
+    /// record (its logged form) to the shard's writer in the same turn, with the next LSN. The
+    /// replies are then held until the writer reports the log safe up to the shard's latest
+    /// LSN — written to the kernel, and under `always` fdatasynced. Waiting for the latest LSN,
+    /// not just this batch's own records, also covers a read that saw another client's write
+    /// whose record is still on its way. While the log is failing, writes are refused with
+    /// MISCONF before they execute, and reads keep working.
+    pub async fn run_local(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+        match self.execute(cmds) {
+            Ok(frames) => frames,
+            Err(held) => settle(held).await,
+        }
+    }
+
+    /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
+    fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
         let now = now_ms();
         let mut store = self.store.borrow_mut();
-        cmds.iter().map(|args| store.execute(args, now)).collect()
+        let aof = self.aof.borrow();
+        let Some(writer) = aof.as_ref() else {
+            return Ok(cmds.iter().map(|args| store.execute(args, now)).collect());
+        };
+        let failing = writer.error();
+        let mut wrote = Vec::new();
+        let mut frames = Vec::with_capacity(cmds.len());
+        for (i, args) in cmds.iter().enumerate() {
+            if let Some(cause) = &failing {
+                let is_write = args
+                    .first()
+                    .and_then(|name| moon_store::command::lookup(name))
+                    .is_some_and(|spec| spec.is_write());
+                if is_write {
+                    frames.push(misconf(cause));
+                    continue;
+                }
+            }
+            frames.push(store.execute(args, now));
+            if !store.logged().is_empty() {
+                writer.append(store.logged());
+                store.clear_log();
+                wrote.push(i);
+            }
+        }
+        let lsn = writer.last_assigned();
+        if failing.is_none() && writer.is_safe(lsn) {
+            return Ok(frames);
+        }
+        Err(Held { frames, writer: writer.clone(), lsn, wrote })
     }
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
     /// order. One message each way, whatever the number of commands.
     pub async fn run_batch(&self, target: usize, cmds: Vec<Vec<Bytes>>) -> Vec<Frame> {
         if target == self.id {
-            return self.run_local(&cmds);
+            return self.run_local(&cmds).await;
         }
         let n = cmds.len();
         let (tx, rx) = oneshot::channel();
@@ -157,6 +255,7 @@ impl Shard {
     }
 
     /// Runs `f` on shard `target`'s thread and returns its result; `None` if that shard is gone.
+    /// `f` must only read the store: writes go through [`Shard::run_batch`], which logs them.
     pub async fn call_on<R, F>(&self, target: usize, f: F) -> Option<R>
     where
         R: Send + 'static,
@@ -195,6 +294,19 @@ impl Shard {
             None => false,
         }
     }
+}
+
+/// Waits until the held replies may leave. If the log could not be made safe, every command
+/// that logged a record gets MISCONF instead of its reply: a failed write or fsync never
+/// becomes a success reply. Reads in the batch keep their replies.
+async fn settle(held: Held) -> Vec<Frame> {
+    let Held { mut frames, writer, lsn, wrote } = held;
+    if let Err(cause) = writer.wait(lsn).await {
+        for i in wrote {
+            frames[i] = misconf(&cause);
+        }
+    }
+    frames
 }
 
 /// Awaits all futures concurrently, keeping their order.

@@ -120,6 +120,15 @@ impl Store {
         std::mem::take(&mut self.log)
     }
 
+    /// The writes recorded since the last [`Store::clear_log`] (without giving up the buffer).
+    pub fn logged(&self) -> &[Vec<Bytes>] {
+        &self.log
+    }
+
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+
     pub fn keyspace(&self) -> &Keyspace {
         &self.ks
     }
@@ -196,22 +205,12 @@ impl Store {
         parse_i64(b)
     }
 
-    /// Removes `key` and returns its value and deadline (the source half of a cross-shard
-    /// RENAME). Logged as a DEL.
-    pub fn take_entry(&mut self, key: &[u8], now: u64) -> Option<(Value, u64)> {
-        self.ks.get(key, now)?;
-        let entry = self.ks.remove(key)?;
-        self.log_del(key);
-        Some((entry.value, entry.expire_at))
-    }
-
-    /// Stores `value` under `key` with deadline `expire_at` (the destination half of a
-    /// cross-shard RENAME). Logged as a SET with an absolute deadline.
-    pub fn put_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        let Value::Str(v) = &value;
-        let v = v.clone();
-        self.ks.insert(key, value, expire_at);
-        self.log_set(key, &v, expire_at);
+    /// `key`'s value and absolute deadline (0: none), if it exists — the read half of a
+    /// cross-shard RENAME, which then writes with ordinary, logged commands.
+    pub fn peek_entry(&mut self, key: &[u8], now: u64) -> Option<(Bytes, u64)> {
+        let e = self.ks.get(key, now)?;
+        let Value::Str(v) = &e.value;
+        Some((v.clone(), e.expire_at))
     }
 
     /// Executes one command. `now` is Unix time in milliseconds; pass

@@ -1,0 +1,167 @@
+//! Opening the data directory: lock, manifest, layout, and each shard's replay.
+//!
+//! On the main thread, before any shard starts ([`open`]): the directory is locked (two
+//! servers must never share it), its manifest is read and checked against the configured
+//! shard count, a fresh directory gets the per-shard layout, and a legacy top-level one is
+//! migrated (one shard) or refused (several). Then on every shard's own executor, all at once
+//! ([`start_shard`]): the shard replays its base and incr files into its keyspace and opens its
+//! writer with LSNs resuming above the highest seen. Only when every shard has done so does the
+//! port open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use moon_aof::{AofWriter, FaultPlan, FsyncPolicy};
+use moon_manifest::{Manifest, ManifestError, Migrated, PerShard};
+use moon_shard::Shard;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::Config;
+use crate::server::ServerError;
+
+/// The lock file inside the data directory.
+pub const LOCK_FILE: &str = "moon.lock";
+
+/// An opened, locked data directory. The lock lasts as long as this value.
+pub struct DataDir {
+    pub dir: PathBuf,
+    pub manifest: PerShard,
+    pub fault: FaultPlan,
+    _lock: Flock<File>,
+}
+
+fn fatal(code: u8, message: String) -> ServerError {
+    ServerError { code, message }
+}
+
+fn from_manifest(e: ManifestError) -> ServerError {
+    let code = match e {
+        ManifestError::Io { .. } => 1,
+        // Corrupt manifest, shard-count change, legacy multi-shard: SPEC §4, exit 2.
+        _ => 2,
+    };
+    fatal(code, e.to_string())
+}
+
+/// Takes an exclusive, non-blocking `flock` on `<dir>/moon.lock` and writes our pid into it.
+fn lock(dir: &Path) -> Result<Flock<File>, ServerError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fatal(1, format!("cannot open lock file {}: {e}", path.display())))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let _ = locked.set_len(0);
+            let _ = locked.rewind();
+            let _ = writeln!(locked, "{}", std::process::id());
+            Ok(locked)
+        }
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(fatal(
+                1,
+                format!(
+                    "data directory {} is in use by another moon-server (pid {}, lock file {}); refusing to start: two servers must never share a data directory",
+                    dir.display(),
+                    holder.trim(),
+                    path.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// Opens the data directory for `config.shards` shards (see the module docs).
+pub fn open(config: &Config) -> Result<DataDir, ServerError> {
+    let dir = config.dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| fatal(1, format!("cannot create data directory {}: {e}", dir.display())))?;
+    let lock = lock(&dir)?;
+    let manifest = match moon_manifest::load(&dir).map_err(from_manifest)? {
+        None => create_layout(&dir, config.shards)?,
+        Some(Manifest::V1(_)) if config.shards == 1 => {
+            match moon_manifest::migrate_v1_to_v2(&dir).map_err(from_manifest)? {
+                Migrated::Done { records, dropped_tail_bytes } => tracing::info!(
+                    "migrated the legacy top-level AOF in {} to the per-shard layout: {records} records{}",
+                    moon_manifest::aof_dir(&dir).display(),
+                    if dropped_tail_bytes > 0 { format!(", {dropped_tail_bytes} bytes of an incomplete tail dropped") } else { String::new() }
+                ),
+                other => tracing::info!("migration: {other:?}"),
+            }
+            match moon_manifest::load(&dir).map_err(from_manifest)? {
+                Some(Manifest::V2(m)) => m,
+                _ => return Err(fatal(1, format!("migration of {} did not produce a per-shard manifest", dir.display()))),
+            }
+        }
+        Some(Manifest::V1(_)) => {
+            return Err(from_manifest(ManifestError::LegacyMultiShard {
+                aof_dir: moon_manifest::aof_dir(&dir),
+                data_dir: dir.clone(),
+                shards: config.shards,
+            }))
+        }
+        Some(Manifest::V2(m)) => {
+            m.verify_shard_count(config.shards).map_err(from_manifest)?;
+            moon_manifest::remove_leftovers(&dir);
+            m
+        }
+    };
+    for i in 0..manifest.shards() {
+        let d = PerShard::shard_dir(&dir, i);
+        std::fs::create_dir_all(&d).map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
+    }
+    let fault = std::env::var("MOON_AOF_FAULT").map(|s| FaultPlan::parse(&s)).unwrap_or_default();
+    if fault != FaultPlan::default() {
+        tracing::warn!("MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)");
+    }
+    Ok(DataDir { dir, manifest, fault, _lock: lock })
+}
+
+/// A fresh directory: shard directories first, then the manifest, which makes the layout real.
+fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
+    let manifest = PerShard::fresh(shards);
+    for i in 0..shards {
+        let d = PerShard::shard_dir(dir, i);
+        std::fs::create_dir_all(&d).map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
+    }
+    let path = moon_manifest::manifest_path(dir);
+    moon_manifest::fsio::write_atomic(&path, manifest.render().as_bytes())
+        .map_err(|e| fatal(1, format!("cannot write manifest {}: {e}", path.display())))?;
+    tracing::info!("created a per-shard AOF layout with {shards} shards in {}", moon_manifest::aof_dir(dir).display());
+    Ok(manifest)
+}
+
+/// On shard `shard`'s executor: replay its base and incr, then attach its writer.
+pub async fn start_shard(shard: &Shard, data: &DataDir, policy: FsyncPolicy) -> Result<(), ServerError> {
+    let i = shard.id();
+    let m = &data.manifest;
+    let mut last_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
+    let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
+    for path in [m.base_path(&data.dir, i), m.incr_path(&data.dir, i)] {
+        let report = shard.replay(&path).map_err(|e| fatal(1, e.to_string()))?;
+        if let Some((offset, dropped)) = report.truncated {
+            tracing::warn!(
+                shard = i,
+                "AOF {} ended with a torn or zero-filled tail at offset {offset}: dropped {dropped} bytes (never acknowledged) and truncated the file",
+                path.display()
+            );
+        }
+        records += report.records;
+        bytes += report.bytes;
+        ms += report.elapsed_ms;
+        last_lsn = last_lsn.max(report.last_lsn);
+    }
+    tracing::info!(shard = i, "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})");
+    let incr = m.incr_path(&data.dir, i);
+    let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)
+        .await
+        .map_err(|e| fatal(1, format!("cannot open AOF {}: {e}", incr.display())))?;
+    shard.attach_aof(writer);
+    Ok(())
+}
