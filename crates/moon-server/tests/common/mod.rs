@@ -34,7 +34,18 @@ impl MoonServer {
     /// Starts a server on `dir` (which may hold data from an earlier run). Returns the logs
     /// as the error if it exits before it is ready.
     pub fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Result<MoonServer, String> {
+        Self::start_with_env(dir, shards, extra, &[])
+    }
+
+    /// [`MoonServer::start_in`] with extra environment variables (e.g. `MOON_AOF_FAULT`).
+    pub fn start_with_env(
+        dir: &Path,
+        shards: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<MoonServer, String> {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.args([
             "--port",
             "0",
@@ -162,6 +173,38 @@ impl Drop for MoonServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs the server on `dir` expecting it to refuse to start: returns its exit code and
+/// everything it printed. Panics if it is still running after 60 s.
+pub fn run_expecting_exit(dir: &Path, shards: usize, extra: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--pin-cpus", "no", "--shards", &shards.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// A server error as Redis prints it: `CODE detail`.
