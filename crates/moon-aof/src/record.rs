@@ -80,7 +80,10 @@ pub fn append_group_record(lsn: u64, cmds: &[Vec<Bytes>], out: &mut Vec<u8>) {
 /// command nor a well-formed group.
 pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
     let mut buf = bytes::BytesMut::from(payload);
-    let mut parser = RequestParser::new(moon_proto::Limits { max_bulk_len: MAX_PAYLOAD, ..Default::default() });
+    let mut parser = RequestParser::new(moon_proto::Limits {
+        max_bulk_len: MAX_PAYLOAD,
+        ..Default::default()
+    });
     let mut cmds = Vec::new();
     while !buf.is_empty() {
         if buf[0] != b'*' {
@@ -95,7 +98,11 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
     let inner_ok = |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
     match cmds.len() {
         1 if !is(&cmds[0], b"MULTI") && !is(&cmds[0], b"EXEC") => Some(cmds),
-        n if n >= 3 && is(&cmds[0], b"MULTI") && is(&cmds[n - 1], b"EXEC") && inner_ok(&cmds[1..n - 1]) => {
+        n if n >= 3
+            && is(&cmds[0], b"MULTI")
+            && is(&cmds[n - 1], b"EXEC")
+            && inner_ok(&cmds[1..n - 1]) =>
+        {
             cmds.pop();
             cmds.remove(0);
             Some(cmds)
@@ -126,8 +133,16 @@ mod tests {
             &crc32fast::hash(&a[..12 + payload.len()]).to_le_bytes()
         );
         assert_eq!(decode_payload(&payload), Some(vec![args]));
-        assert_eq!(decode_payload(b"*1\r\n$1\r\na\r\nxx"), None, "trailing bytes");
-        assert_eq!(decode_payload(b"PING\r\n"), None, "inline form is not a record payload");
+        assert_eq!(
+            decode_payload(b"*1\r\n$1\r\na\r\nxx"),
+            None,
+            "trailing bytes"
+        );
+        assert_eq!(
+            decode_payload(b"PING\r\n"),
+            None,
+            "inline form is not a record payload"
+        );
     }
 
     #[test]
@@ -145,7 +160,11 @@ mod tests {
         append_command_record(3, &a, &mut plain);
         assert_eq!(single, plain, "a group of one is a plain command record");
         // Malformed groups are refused.
-        for bad in [&b"*1\r\n$5\r\nMULTI\r\n"[..], b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n", b""] {
+        for bad in [
+            &b"*1\r\n$5\r\nMULTI\r\n"[..],
+            b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n",
+            b"",
+        ] {
             assert_eq!(decode_payload(bad), None);
         }
     }

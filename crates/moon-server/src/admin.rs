@@ -620,7 +620,9 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
                 _ => {}
             }
             let del = vec![Bytes::from_static(b"DEL"), src];
-            if let f @ (Frame::Error(_) | Frame::StaticError(_)) = one_reply(shard.run_batch(s_src, vec![del]).await) {
+            if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
+                one_reply(shard.run_batch(s_src, vec![del]).await)
+            {
                 return f;
             }
             if nx {
@@ -739,12 +741,18 @@ async fn scan(shard: &Shard, args: &[Bytes]) -> Frame {
 
 /// The single reply of a one-command batch.
 fn one_reply(mut frames: Vec<Frame>) -> Frame {
-    frames.pop().unwrap_or(Frame::StaticError("ERR shard unavailable (server shutting down)"))
+    frames.pop().unwrap_or(Frame::StaticError(
+        "ERR shard unavailable (server shutting down)",
+    ))
 }
 
 /// INFO persistence: Redis's fields for the whole server, then one line per shard's log.
 fn persistence_section(out: &mut String, config: &Config, per_shard: &[Option<ShardInfo>]) {
-    let logs: Vec<&AofStatus> = per_shard.iter().flatten().filter_map(|s| s.aof.as_ref()).collect();
+    let logs: Vec<&AofStatus> = per_shard
+        .iter()
+        .flatten()
+        .filter_map(|s| s.aof.as_ref())
+        .collect();
     let write_ok = logs.iter().all(|a| a.last_write_ok && a.error.is_none());
     let fsync_ok = logs.iter().all(|a| a.last_fsync_ok);
     let size: u64 = logs.iter().map(|a| a.file_size).sum();

@@ -80,8 +80,12 @@ fn lock(dir: &Path) -> Result<Flock<File>, ServerError> {
 /// Opens the data directory for `config.shards` shards (see the module docs).
 pub fn open(config: &Config) -> Result<DataDir, ServerError> {
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| fatal(1, format!("cannot create data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        fatal(
+            1,
+            format!("cannot create data directory {}: {e}", dir.display()),
+        )
+    })?;
     let lock = lock(&dir)?;
     let manifest = match moon_manifest::load(&dir).map_err(from_manifest)? {
         None => create_layout(&dir, config.shards)?,
@@ -96,7 +100,15 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
             }
             match moon_manifest::load(&dir).map_err(from_manifest)? {
                 Some(Manifest::V2(m)) => m,
-                _ => return Err(fatal(1, format!("migration of {} did not produce a per-shard manifest", dir.display()))),
+                _ => {
+                    return Err(fatal(
+                        1,
+                        format!(
+                            "migration of {} did not produce a per-shard manifest",
+                            dir.display()
+                        ),
+                    ))
+                }
             }
         }
         Some(Manifest::V1(_)) => {
@@ -114,13 +126,23 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
     };
     for i in 0..manifest.shards() {
         let d = PerShard::shard_dir(&dir, i);
-        std::fs::create_dir_all(&d).map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
+        std::fs::create_dir_all(&d)
+            .map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
     }
-    let fault = std::env::var("MOON_AOF_FAULT").map(|s| FaultPlan::parse(&s)).unwrap_or_default();
+    let fault = std::env::var("MOON_AOF_FAULT")
+        .map(|s| FaultPlan::parse(&s))
+        .unwrap_or_default();
     if fault != FaultPlan::default() {
-        tracing::warn!("MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)");
+        tracing::warn!(
+            "MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)"
+        );
     }
-    Ok(DataDir { dir, manifest, fault, _lock: lock })
+    Ok(DataDir {
+        dir,
+        manifest,
+        fault,
+        _lock: lock,
+    })
 }
 
 /// A fresh directory: shard directories first, then the manifest, which makes the layout real.
@@ -128,17 +150,25 @@ fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
     let manifest = PerShard::fresh(shards);
     for i in 0..shards {
         let d = PerShard::shard_dir(dir, i);
-        std::fs::create_dir_all(&d).map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
+        std::fs::create_dir_all(&d)
+            .map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
     }
     let path = moon_manifest::manifest_path(dir);
     moon_manifest::fsio::write_atomic(&path, manifest.render().as_bytes())
         .map_err(|e| fatal(1, format!("cannot write manifest {}: {e}", path.display())))?;
-    tracing::info!("created a per-shard AOF layout with {shards} shards in {}", moon_manifest::aof_dir(dir).display());
+    tracing::info!(
+        "created a per-shard AOF layout with {shards} shards in {}",
+        moon_manifest::aof_dir(dir).display()
+    );
     Ok(manifest)
 }
 
 /// On shard `shard`'s executor: replay its base and incr, then attach its writer.
-pub async fn start_shard(shard: &Shard, data: &DataDir, policy: FsyncPolicy) -> Result<(), ServerError> {
+pub async fn start_shard(
+    shard: &Shard,
+    data: &DataDir,
+    policy: FsyncPolicy,
+) -> Result<(), ServerError> {
     let i = shard.id();
     let m = &data.manifest;
     let mut last_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
@@ -157,7 +187,10 @@ pub async fn start_shard(shard: &Shard, data: &DataDir, policy: FsyncPolicy) -> 
         ms += report.elapsed_ms;
         last_lsn = last_lsn.max(report.last_lsn);
     }
-    tracing::info!(shard = i, "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})");
+    tracing::info!(
+        shard = i,
+        "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})"
+    );
     let incr = m.incr_path(&data.dir, i);
     let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)
         .await

@@ -66,8 +66,15 @@ fn writer(url: String, id: usize, cycle: usize, progress: mpsc::Sender<()>) -> A
 
 /// One kill cycle: start (or restart) on `dir`, let the writers run until `acks` writes were
 /// acknowledged, SIGKILL, and return what was acknowledged.
-fn kill_cycle(dir: &std::path::Path, shards: usize, fsync: &str, cycle: usize, acks: usize) -> Vec<Acked> {
-    let mut server = MoonServer::start_in(dir, shards, &["--appendfsync", fsync]).expect("server starts");
+fn kill_cycle(
+    dir: &std::path::Path,
+    shards: usize,
+    fsync: &str,
+    cycle: usize,
+    acks: usize,
+) -> Vec<Acked> {
+    let mut server =
+        MoonServer::start_in(dir, shards, &["--appendfsync", fsync]).expect("server starts");
     let (tx, rx) = mpsc::channel();
     let handles: Vec<_> = (0..WRITERS)
         .map(|id| {
@@ -84,16 +91,26 @@ fn kill_cycle(dir: &std::path::Path, shards: usize, fsync: &str, cycle: usize, a
     // Writers are mid-flight now: some requests are executing, some records being written.
     server.kill();
     drop(rx);
-    handles.into_iter().map(|h| h.join().expect("writer thread")).collect()
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("writer thread"))
+        .collect()
 }
 
 fn check_everything_acknowledged_survived(shards: usize, fsync: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mut all: Vec<Acked> = Vec::new();
     for cycle in 0..2 {
-        all.extend(kill_cycle(tmp.path(), shards, fsync, cycle, 300 + 150 * cycle));
+        all.extend(kill_cycle(
+            tmp.path(),
+            shards,
+            fsync,
+            cycle,
+            300 + 150 * cycle,
+        ));
     }
-    let server = MoonServer::start_in(tmp.path(), shards, &["--appendfsync", fsync]).expect("restart");
+    let server =
+        MoonServer::start_in(tmp.path(), shards, &["--appendfsync", fsync]).expect("restart");
     let mut con = server.client();
     let (mut sets, mut msets, mut lost) = (0, 0, Vec::new());
     for a in &all {
@@ -109,21 +126,35 @@ fn check_everything_acknowledged_survived(shards: usize, fsync: &str) {
             for (k, v) in pairs {
                 let got: Option<String> = con.get(k).unwrap();
                 if got.as_deref() != Some(v.as_str()) {
-                    lost.push(format!("MSET part {k} (shard {}): {got:?}", slot_shard(k.as_bytes(), shards)));
+                    lost.push(format!(
+                        "MSET part {k} (shard {}): {got:?}",
+                        slot_shard(k.as_bytes(), shards)
+                    ));
                 }
             }
         }
     }
     for c in 0..COUNTERS {
         let name = format!("ctr:{c}");
-        let acked: i64 = all.iter().map(|a| a.incrs.get(&name).copied().unwrap_or(0)).sum();
-        let in_flight = all.iter().filter(|a| a.in_flight_incr.as_deref() == Some(name.as_str())).count() as i64;
+        let acked: i64 = all
+            .iter()
+            .map(|a| a.incrs.get(&name).copied().unwrap_or(0))
+            .sum();
+        let in_flight = all
+            .iter()
+            .filter(|a| a.in_flight_incr.as_deref() == Some(name.as_str()))
+            .count() as i64;
         let got: i64 = con.get::<_, Option<i64>>(&name).unwrap().unwrap_or(0);
         if got < acked || got > acked + in_flight {
-            lost.push(format!("{name}: {got}, acknowledged {acked}, in flight {in_flight}"));
+            lost.push(format!(
+                "{name}: {got}, acknowledged {acked}, in flight {in_flight}"
+            ));
         }
     }
-    assert!(sets > 100 && msets > 20, "too little load to prove anything: {sets} sets, {msets} msets");
+    assert!(
+        sets > 100 && msets > 20,
+        "too little load to prove anything: {sets} sets, {msets} msets"
+    );
     assert!(lost.is_empty(), "shards={shards} fsync={fsync}: {} acknowledged writes lost of {sets} SETs and {msets} MSETs:\n{}", lost.len(), lost.join("\n"));
 }
 
@@ -205,7 +236,9 @@ fn replay_rebuilds_the_same_keyspace() {
             .collect::<Vec<_>>()
     };
     let before = dump(&mut con);
-    assert!(before.iter().any(|(k, v, _)| k == "s" && v.as_deref() == Some("Jello world")));
+    assert!(before
+        .iter()
+        .any(|(k, v, _)| k == "s" && v.as_deref() == Some("Jello world")));
     assert!(!before.iter().any(|(k, _, _)| k == "short" || k == "gone"));
     server.kill();
     let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
@@ -219,7 +252,10 @@ fn appendonly_no_persists_nothing() {
     let mut server = MoonServer::start_in(tmp.path(), 2, &["--appendonly", "no"]).unwrap();
     let mut con = server.client();
     let _: () = con.set("k", "v").unwrap();
-    let info: String = redis::cmd("INFO").arg("persistence").query(&mut con).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
     assert!(info.contains("aof_enabled:0"), "{info}");
     server.kill();
     assert!(!tmp.path().join("appendonlydir").exists());

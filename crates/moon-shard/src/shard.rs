@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use moon_aof::{AofError, AofWriter, ReplayReport};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use moon_aof::{AofError, AofWriter, ReplayReport};
 use moon_proto::Frame;
 use moon_store::Store;
 
@@ -235,7 +235,12 @@ impl Shard {
         if failing.is_none() && writer.is_safe(lsn) {
             return Ok(frames);
         }
-        Err(Held { frames, writer: writer.clone(), lsn, wrote })
+        Err(Held {
+            frames,
+            writer: writer.clone(),
+            lsn,
+            wrote,
+        })
     }
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
@@ -300,7 +305,12 @@ impl Shard {
 /// that logged a record gets MISCONF instead of its reply: a failed write or fsync never
 /// becomes a success reply. Reads in the batch keep their replies.
 async fn settle(held: Held) -> Vec<Frame> {
-    let Held { mut frames, writer, lsn, wrote } = held;
+    let Held {
+        mut frames,
+        writer,
+        lsn,
+        wrote,
+    } = held;
     if let Err(cause) = writer.wait(lsn).await {
         for i in wrote {
             frames[i] = misconf(&cause);

@@ -179,7 +179,14 @@ impl Drop for MoonServer {
 /// everything it printed. Panics if it is still running after 60 s.
 pub fn run_expecting_exit(dir: &Path, shards: usize, extra: &[&str]) -> (i32, String) {
     let mut child = Command::new(BIN)
-        .args(["--port", "0", "--pin-cpus", "no", "--shards", &shards.to_string()])
+        .args([
+            "--port",
+            "0",
+            "--pin-cpus",
+            "no",
+            "--shards",
+            &shards.to_string(),
+        ])
         .arg("--dir")
         .arg(dir)
         .args(extra)

@@ -1,0 +1,291 @@
+//! Startup against what is on disk (SPEC §3, §4) and AOF failures (SPEC §5), against the
+//! real binary.
+
+mod common;
+
+use common::{err_text, run_expecting_exit, MoonServer};
+use redis::Commands;
+
+fn resp(cmd: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", cmd.len()).into_bytes();
+    for a in cmd {
+        out.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+    }
+    out
+}
+
+/// A legacy top-level (v1) directory whose one plain-RESP log sets `legacy:<i>` = `<i>`.
+fn legacy_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let aof = tmp.path().join("appendonlydir");
+    std::fs::create_dir_all(&aof).unwrap();
+    std::fs::write(
+        aof.join("moon.aof.manifest"),
+        "seq 1\nbase moon.aof.1.base.rdb\nincr moon.aof.1.incr.aof\n",
+    )
+    .unwrap();
+    let mut log = resp(&["SELECT", "0"]);
+    for i in 0..20 {
+        log.extend(resp(&["SET", &format!("legacy:{i}"), &i.to_string()]));
+    }
+    std::fs::write(aof.join("moon.aof.1.incr.aof"), log).unwrap();
+    tmp
+}
+
+fn incr_file(dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
+    dir.join(format!("appendonlydir/shard-{shard}/moon.aof.1.incr.aof"))
+}
+
+#[test]
+fn a_fresh_directory_gets_the_per_shard_layout_and_logs_it() {
+    let server = MoonServer::start(2, &["--appendfsync", "always"]);
+    let manifest =
+        std::fs::read_to_string(server.dir.join("appendonlydir/moon.aof.manifest")).unwrap();
+    assert_eq!(
+        manifest,
+        "version 2\nseq 1\nshards 2\nshard 0 max_lsn 0\nshard 1 max_lsn 0\n"
+    );
+    let logs = server.log_text();
+    assert!(
+        logs.contains("AOF enabled (PerShard, 2 writers, fsync: always)"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("shard 0 replayed 0 records, 0 bytes in"),
+        "{logs}"
+    );
+    assert!(logs.contains("shard 1 replayed 0 records"), "{logs}");
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_is_refused() {
+    let server = MoonServer::start(1, &[]);
+    let (code, out) = run_expecting_exit(&server.dir, 1, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is in use by another moon-server")
+            && out.contains(&format!("pid {}", server.pid())),
+        "{out}"
+    );
+    // The first server is unaffected.
+    let pong: String = redis::cmd("PING").query(&mut server.client()).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn a_changed_shard_count_is_refused_with_the_spec_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let _: () = server.client().set("k", "v").unwrap();
+    server.terminate();
+    let (code, out) = run_expecting_exit(tmp.path(), 4, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("ERR shard count changed (manifest=2, config=4); refusing to start to avoid data loss. See docs/runbooks/shard-count-change.md"), "{out}");
+    // Nothing was touched: the right count still starts and has the data.
+    let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    assert_eq!(server.client().get::<_, String>("k").unwrap(), "v");
+}
+
+#[test]
+fn a_legacy_directory_is_migrated_with_one_shard_and_refused_with_more() {
+    let tmp = legacy_dir();
+    let (code, out) = run_expecting_exit(tmp.path(), 2, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("legacy top-level AOF")
+            && out.contains(&format!(
+                "moon-cli migrate-aof --dir {} --shards 2",
+                tmp.path().display()
+            ))
+            && out.contains("docs/runbooks/multi-shard-aof.md"),
+        "{out}"
+    );
+    assert!(
+        tmp.path()
+            .join("appendonlydir/moon.aof.1.incr.aof")
+            .exists(),
+        "refusal changed nothing"
+    );
+
+    let mut server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    assert!(
+        server
+            .log_text()
+            .contains("migrated the legacy top-level AOF"),
+        "{}",
+        server.log_text()
+    );
+    let mut con = server.client();
+    for i in 0..20 {
+        assert_eq!(con.get::<_, i64>(format!("legacy:{i}")).unwrap(), i);
+    }
+    let _: () = con.set("after", "migration").unwrap();
+    server.kill();
+    assert!(!tmp
+        .path()
+        .join("appendonlydir/moon.aof.1.incr.aof")
+        .exists());
+    let server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    let mut con = server.client();
+    assert_eq!(con.get::<_, String>("after").unwrap(), "migration");
+    assert_eq!(con.get::<_, i64>("legacy:19").unwrap(), 19);
+    // LSNs resumed above the migrated records.
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    assert!(info.contains("aof_shard0:lsn=21,"), "{info}");
+}
+
+#[test]
+fn a_corrupt_manifest_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    server.terminate();
+    let manifest = tmp.path().join("appendonlydir/moon.aof.manifest");
+    std::fs::write(&manifest, "version 2\nseq 1\nshards 2\nshard 0 max_lsn 0\n").unwrap();
+    let (code, out) = run_expecting_exit(tmp.path(), 2, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&manifest.display().to_string())
+            && out.contains("is corrupt")
+            && out.contains("inspect manually before deleting"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        "version 2\nseq 1\nshards 2\nshard 0 max_lsn 0\n",
+        "never overwritten"
+    );
+}
+
+#[test]
+fn a_torn_tail_is_dropped_and_a_corrupt_middle_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    let mut con = server.client();
+    for i in 0..10 {
+        let _: () = con.set(format!("k{i}"), i).unwrap();
+    }
+    server.kill();
+    let incr = incr_file(tmp.path(), 0);
+    let good = std::fs::read(&incr).unwrap();
+    // Torn tail: half of a record.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0, 40, 0]);
+    std::fs::write(&incr, &torn).unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    let logs = server.log_text();
+    assert!(
+        logs.contains(&format!("at offset {}: dropped 10 bytes", good.len())),
+        "{logs}"
+    );
+    assert_eq!(server.client().get::<_, i64>("k9").unwrap(), 9);
+    server.terminate();
+    assert_eq!(
+        std::fs::read(&incr).unwrap(),
+        good,
+        "truncated to the last good record"
+    );
+    // Corruption: a flipped byte in the third record, with good records after it.
+    let mut bad = good.clone();
+    let record = good.len() / 10;
+    bad[2 * record + 20] ^= 0x20;
+    std::fs::write(&incr, &bad).unwrap();
+    let (code, out) = run_expecting_exit(tmp.path(), 1, &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&incr.display().to_string())
+            && out.contains(&format!("corrupt at offset {}", 2 * record))
+            && out.contains("moon-cli check-aof"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&incr).unwrap(),
+        bad,
+        "a corrupt log is never truncated at startup"
+    );
+}
+
+/// A failed fsync under `always`: the write that needed it is not acknowledged, later writes
+/// are refused with MISCONF, reads keep working, INFO says so, and after a restart every
+/// acknowledged write is there.
+#[test]
+fn a_failed_fsync_is_never_a_success_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_with_env(
+        tmp.path(),
+        1,
+        &["--appendfsync", "always"],
+        &[("MOON_AOF_FAULT", "fsync:3")],
+    )
+    .unwrap();
+    let mut con = server.client();
+    let _: () = con.set("a", "1").unwrap();
+    let _: () = con.set("b", "2").unwrap();
+    let e = con.set::<_, _, ()>("c", "3").unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "MISCONF Errors writing to the AOF file: Input/output error"
+    );
+    let e = con.incr::<_, _, i64>("a", 1).unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "MISCONF Errors writing to the AOF file: Input/output error"
+    );
+    assert_eq!(
+        con.get::<_, String>("a").unwrap(),
+        "1",
+        "reads keep working and the refused INCR did not run"
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        info.contains("aof_last_write_status:err")
+            && info.contains("aof_last_fsync_status:err")
+            && info.contains("fsync_status=err"),
+        "{info}"
+    );
+    server.kill();
+    let server = MoonServer::start_in(tmp.path(), 1, &["--appendfsync", "always"]).unwrap();
+    let mut con = server.client();
+    assert_eq!(con.get::<_, String>("a").unwrap(), "1");
+    assert_eq!(con.get::<_, String>("b").unwrap(), "2");
+}
+
+/// A failed write under `everysec` (each shard's second write fails): the write that hit it
+/// gets MISCONF, so do all later writes on that shard, and reads keep working.
+#[test]
+fn a_failed_write_is_never_a_success_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server =
+        MoonServer::start_with_env(tmp.path(), 2, &[], &[("MOON_AOF_FAULT", "write:2")]).unwrap();
+    let mut con = server.client();
+    let keys = common::keys_on_different_shards(2);
+    let (k0, k1) = (&keys[0], &keys[1]);
+    // First write on each shard succeeds; the second write on each shard fails.
+    let _: () = con.set(k0, "1").unwrap();
+    let _: () = con.set(k1, "1").unwrap();
+    let e = con.set::<_, _, ()>(k0, "2").unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "MISCONF Errors writing to the AOF file: Input/output error"
+    );
+    let e = con.set::<_, _, ()>(k0, "3").unwrap_err();
+    assert!(err_text(&e).starts_with("MISCONF"), "{e}");
+    let e = con.set::<_, _, ()>(k1, "2").unwrap_err();
+    assert!(err_text(&e).starts_with("MISCONF"), "{e}");
+    let v: Vec<Option<String>> = con.mget(&[k0, k1]).unwrap();
+    assert_eq!(v.len(), 2);
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        info.contains("aof_last_write_status:err")
+            && info.contains("aof_last_error:Input/output error"),
+        "{info}"
+    );
+}
