@@ -145,8 +145,39 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
     })
 }
 
+/// Whether `appendonlydir/` (or a directory in it) holds a non-empty file: log data without a
+/// manifest. Empty shard directories are what a crash during [`create_layout`] leaves.
+fn holds_data(aof_dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(aof_dir).ok()?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(found) = holds_data(&p) {
+                return Some(found);
+            }
+        } else if e.metadata().map_or(true, |m| m.len() > 0) {
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// A fresh directory: shard directories first, then the manifest, which makes the layout real.
+/// Refused if log files are there without a manifest: replaying them under a guessed layout
+/// could serve the wrong data, and ignoring them would hide it.
 fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
+    let aof = moon_manifest::aof_dir(dir);
+    if let Some(file) = holds_data(&aof) {
+        return Err(fatal(
+            2,
+            format!(
+                "{} holds AOF data ({}) but no manifest {}; refusing to start: inspect manually before deleting anything. See docs/runbooks/aof-corruption.md",
+                aof.display(),
+                file.display(),
+                moon_manifest::MANIFEST_NAME
+            ),
+        ));
+    }
     let manifest = PerShard::fresh(shards);
     for i in 0..shards {
         let d = PerShard::shard_dir(dir, i);

@@ -160,6 +160,22 @@ fn a_corrupt_manifest_is_refused() {
 }
 
 #[test]
+fn logs_without_a_manifest_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let _: () = server.client().set("k", "v").unwrap();
+    server.terminate();
+    std::fs::remove_file(tmp.path().join("appendonlydir/moon.aof.manifest")).unwrap();
+    let (code, out) = run_expecting_exit(tmp.path(), 2, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("holds AOF data") && out.contains("but no manifest"),
+        "{out}"
+    );
+    assert!(!tmp.path().join("appendonlydir/moon.aof.manifest").exists());
+}
+
+#[test]
 fn a_torn_tail_is_dropped_and_a_corrupt_middle_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
