@@ -1,7 +1,45 @@
-//! Project automation: `cargo xtask crash-matrix`, `cargo xtask bench`.
+//! Project automation, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
+//!
+//! - `crash-matrix`: kill -9 the real release server under load in every configuration and
+//!   prove that nothing acknowledged is lost ([`crash_matrix`]).
+//! - `bench`: Moon against Redis 7 on the same machine, same settings ([`bench`]).
+//!
+//! Both drive the real `moon-server` binary through a real client, as a user would; neither
+//! reaches into the server's crates.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod crash_matrix;
+mod server;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Moon project automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// SIGKILL the server under load in every configuration; check every acknowledged write.
+    CrashMatrix(crash_matrix::Args),
+    /// Benchmark Moon against redis-server with redis-benchmark.
+    Bench(bench::Args),
+}
 
 fn main() {
-    let task = std::env::args().nth(1).unwrap_or_default();
-    eprintln!("xtask: unknown task '{task}' (crash-matrix and bench are planned)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::CrashMatrix(args) => crash_matrix::run(args),
+        Task::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::exit(2);
+        }
+    }
 }

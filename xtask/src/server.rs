@@ -1,0 +1,132 @@
+//! Building and running the real `moon-server` binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// `cargo build --release -p moon-server`; returns the binary's path.
+pub fn build_release() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building moon-server (release)...");
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-p", "moon-server"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p moon-server failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    Ok(target.join("release").join("moon-server"))
+}
+
+/// A running server whose output goes to a log file.
+pub struct Server {
+    child: Child,
+    pub addr: Option<SocketAddr>,
+    ready: mpsc::Receiver<SocketAddr>,
+}
+
+impl Server {
+    /// Spawns `bin` with `args`, appending its output to `log`. Does not wait for readiness.
+    pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Server> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().context("stdout")?;
+        let err = child.stderr.take().context("stderr")?;
+        for (stream, tx) in [
+            (Box::new(out) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(err), None),
+        ] {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = writeln!(file, "{line}");
+                    if let (Some(tx), Some(pos)) =
+                        (&tx, line.find("Ready to accept connections on "))
+                    {
+                        if let Ok(addr) = line[pos + 31..].trim().parse() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Server {
+            child,
+            addr: None,
+            ready: rx,
+        })
+    }
+
+    /// Waits until the server logs that it accepts connections.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<SocketAddr> {
+        match self.ready.recv_timeout(timeout) {
+            Ok(addr) => {
+                self.addr = Some(addr);
+                Ok(addr)
+            }
+            Err(_) => {
+                let status = self.child.try_wait().ok().flatten();
+                bail!("the server did not become ready within {timeout:?} (exit status {status:?})")
+            }
+        }
+    }
+
+    /// Whether it became ready (without waiting).
+    pub fn is_ready(&mut self) -> bool {
+        if self.addr.is_none() {
+            if let Ok(a) = self.ready.try_recv() {
+                self.addr = Some(a);
+            }
+        }
+        self.addr.is_some()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> anyhow::Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the server exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
