@@ -1,9 +1,73 @@
-//! `moon-cli`: the operator's tool for Moon data directories (migrate-aof, check-aof,
-//! manifest show). It works offline, on files, and never on a directory a server has locked.
+//! `moon-cli`: the operator's tool for Moon data directories.
+//!
+//! - `check-aof --dir D [--fix]`: verify the manifest and every record of every shard;
+//!   report torn tails and corruption with file and offset; `--fix` truncates, only after
+//!   printing what it will drop.
+//! - `manifest show --dir D`: the layout, seq, shards, LSNs and files, readable.
+//!
+//! It works offline, on files: it takes the data directory's lock first and refuses a
+//! directory a running server holds. Exit codes: 0 healthy (or fixed), 1 problems found and
+//! left alone, 2 could not run (usage, lock, unreadable or corrupt manifest).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod lock;
+mod show;
+
+#[derive(Parser)]
+#[command(
+    name = "moon-cli",
+    version,
+    about = "Moon operator tool: inspect and repair data directories"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify the manifest and every record of every shard's logs.
+    CheckAof {
+        /// The data directory (`dir` in moon.toml).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Truncate each damaged log at its first bad record, after printing what is dropped.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Inspect the manifest.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print the layout, seq, shards, LSNs and files.
+    Show {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
 
 fn main() {
-    eprintln!(
-        "moon-cli: no subcommands yet (migrate-aof, check-aof and manifest show are planned)"
-    );
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckAof { dir, fix } => check::run(&dir, fix),
+        Command::Manifest {
+            command: ManifestCommand::Show { dir },
+        } => show::run(&dir),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("moon-cli: {e:#}");
+            std::process::exit(2);
+        }
+    }
 }

@@ -332,5 +332,11 @@ fn read(path: &Path) -> Result<Option<Manifest>, ManifestError> {
 
 /// Whether `data_dir` holds a legacy top-level (v1) layout. Reads only; never changes anything.
 pub fn is_legacy(data_dir: &Path) -> bool {
-    matches!(read(&manifest_path(data_dir)), Ok(Some(Manifest::V1(_))))
+    matches!(peek(data_dir), Ok(Some(Manifest::V1(_))))
+}
+
+/// Reads `data_dir`'s manifest without changing anything (not even a stale temp file): for
+/// tools that inspect.
+pub fn peek(data_dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+    read(&manifest_path(data_dir))
 }

@@ -1,0 +1,179 @@
+//! `moon-cli` as an operator runs it: the real binary on real directories.
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use moon_manifest::PerShard;
+
+const BIN: &str = env!("CARGO_BIN_EXE_moon-cli");
+
+fn run(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run moon-cli");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        text.replace(&dir.display().to_string(), "<dir>"),
+    )
+}
+
+/// A v2 directory with two shards; shard 1's incr holds `n` records. Returns its incr path
+/// and the end offset of each record.
+fn v2_dir(n: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<usize>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = PerShard {
+        seq: 1,
+        max_lsn: vec![0, 0],
+    };
+    for i in 0..2 {
+        std::fs::create_dir_all(PerShard::shard_dir(tmp.path(), i)).unwrap();
+    }
+    std::fs::write(moon_manifest::manifest_path(tmp.path()), m.render()).unwrap();
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    for lsn in 1..=n {
+        moon_aof::append_command_record(
+            lsn,
+            &[
+                Bytes::from("SET"),
+                Bytes::from(format!("k{lsn}")),
+                Bytes::from("v"),
+            ],
+            &mut data,
+        );
+        ends.push(data.len());
+    }
+    let incr = m.incr_path(tmp.path(), 1);
+    std::fs::write(&incr, &data).unwrap();
+    (tmp, incr, ends)
+}
+
+#[test]
+fn a_healthy_directory_checks_clean() {
+    let (tmp, _, _) = v2_dir(5);
+    let (code, out) = run(&["check-aof"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    insta::assert_snapshot!(out, @r"
+    manifest <dir>/appendonlydir/moon.aof.manifest: ok (v2, seq 1, 2 shards)
+    shard 0: <dir>/appendonlydir/shard-0/moon.aof.1.base.rdb: absent (empty)
+    shard 0: <dir>/appendonlydir/shard-0/moon.aof.1.incr.aof: absent (empty)
+    shard 1: <dir>/appendonlydir/shard-1/moon.aof.1.base.rdb: absent (empty)
+    shard 1: <dir>/appendonlydir/shard-1/moon.aof.1.incr.aof: ok, 5 records, last LSN 5, 220 bytes
+    ");
+}
+
+#[test]
+fn a_torn_tail_is_reported_and_fixed_only_with_fix() {
+    let (tmp, incr, ends) = v2_dir(5);
+    let full = std::fs::read(&incr).unwrap();
+    std::fs::write(&incr, &full[..full.len() - 3]).unwrap();
+    let (code, out) = run(&["check-aof"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("4 good records (last LSN 4), then a torn tail (an unacknowledged write cut short) at offset {}: {} bytes", ends[3], full.len() - 3 - ends[3])), "{out}");
+    assert_eq!(
+        std::fs::metadata(&incr).unwrap().len() as usize,
+        full.len() - 3,
+        "no change without --fix"
+    );
+    let (code, out) = run(&["check-aof", "--fix"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("--fix: truncating to {} bytes", ends[3])),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&incr).unwrap(), &full[..ends[3]]);
+}
+
+#[test]
+fn corruption_is_reported_with_file_and_offset_and_truncated_only_with_fix() {
+    let (tmp, incr, ends) = v2_dir(6);
+    let mut data = std::fs::read(&incr).unwrap();
+    data[ends[1] + 14] ^= 0x01;
+    std::fs::write(&incr, &data).unwrap();
+    let (code, out) = run(&["check-aof"], tmp.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("shard 1: <dir>/appendonlydir/shard-1/moon.aof.1.incr.aof: CORRUPT at offset {}: checksum mismatch", ends[1])), "{out}");
+    assert!(
+        out.contains(&format!(
+            "2 good records before it; bytes {}..{}",
+            ends[1],
+            data.len()
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&incr).unwrap(),
+        data,
+        "nothing changed without --fix"
+    );
+    let (code, out) = run(&["check-aof", "--fix"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    let printed = out.find("would be dropped").unwrap();
+    let truncated = out.find("--fix: truncating").unwrap();
+    assert!(
+        printed < truncated,
+        "what is dropped is printed before truncating: {out}"
+    );
+    assert_eq!(std::fs::read(&incr).unwrap(), &data[..ends[1]]);
+}
+
+#[test]
+fn a_locked_directory_is_refused() {
+    let (tmp, incr, _) = v2_dir(2);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(tmp.path().join("moon.lock"))
+        .unwrap();
+    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    std::fs::write(&incr, b"garbage").unwrap();
+    let (code, out) = run(&["check-aof", "--fix"], tmp.path());
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("is in use") && out.contains("stop the server first"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&incr).unwrap(), b"garbage");
+}
+
+#[test]
+fn a_corrupt_manifest_is_reported() {
+    let (tmp, _, _) = v2_dir(1);
+    std::fs::write(
+        moon_manifest::manifest_path(tmp.path()),
+        "version 2\nshards 2\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["check-aof"], tmp.path());
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("is corrupt (line 2: expected `seq`, found `shards`)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn manifest_show_is_readable() {
+    let (tmp, _, _) = v2_dir(3);
+    let (code, out) = run(&["manifest", "show"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    insta::assert_snapshot!(out, @r"
+    manifest: <dir>/appendonlydir/moon.aof.manifest
+    layout:   per-shard (v2)
+    seq:      1
+    shards:   2
+    max LSN:  0 (over all shards)
+    shard 0: max_lsn 0          base shard-0/moon.aof.1.base.rdb (absent)  incr shard-0/moon.aof.1.incr.aof (absent)
+    shard 1: max_lsn 0          base shard-1/moon.aof.1.base.rdb (absent)  incr shard-1/moon.aof.1.incr.aof (132 bytes)
+    ");
+}
