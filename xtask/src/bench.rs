@@ -1,8 +1,607 @@
-//! `cargo xtask bench` (filled in by the benchmark work).
+//! `cargo xtask bench`: Moon against Redis 7 on the same machine, taken the same way.
+//!
+//! Both servers run on loopback with the same persistence settings and a fresh data directory;
+//! `redis-benchmark` (Debian's redis-tools) drives each in alternation — Moon, Redis, Moon,
+//! Redis, … for `--rounds` rounds — and each row reports the median throughput and p50/p99
+//! latency over rounds, and the Moon/Redis throughput ratio. Then recovery time (process start
+//! to first PONG on a directory holding N writes) and memory (RSS growth for 1M keys of 16-byte
+//! keys and 32-byte values). The results replace the generated part of `docs/BENCHMARKS.md`.
+//!
+//! Benchmarks are never part of the test suite.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::server::{build_release, root, Server};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Rounds of A/B alternation per configuration (medians are taken over rounds).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Requests per unpipelined redis-benchmark test (pipelined tests use 10x).
+    #[arg(long, default_value_t = 100_000)]
+    requests: u64,
+    /// Writes in the data directory for the recovery measurement.
+    #[arg(long, default_value_t = 5_000_000)]
+    recovery_writes: u64,
+    /// Persistence settings, comma separated: off (appendonly no), no, everysec, always.
+    #[arg(long, default_value = "off,no,everysec,always")]
+    fsync: String,
+    /// Skip the recovery and memory measurements.
+    #[arg(long)]
+    throughput_only: bool,
+    /// Do not rewrite docs/BENCHMARKS.md (print only).
+    #[arg(long)]
+    no_write: bool,
+    /// Use this moon-server binary instead of building one.
+    #[arg(long)]
+    bin: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<bool> {
-    anyhow::bail!("bench is not written yet")
+const TESTS: &str = "set,get,incr,mset";
+const CLIENTS: u32 = 50;
+
+/// One server under test.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Target {
+    Moon(usize),
+    Redis,
+}
+
+impl Target {
+    fn label(self) -> String {
+        match self {
+            Target::Moon(s) => format!("moon shards={s}"),
+            Target::Redis => "redis 7".into(),
+        }
+    }
+}
+
+enum Running {
+    Moon(Server),
+    Redis(Child),
+}
+
+impl Running {
+    fn stop(self) {
+        match self {
+            Running::Moon(s) => {
+                let _ = s.terminate();
+            }
+            Running::Redis(mut c) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let _ = c.wait();
+            }
+        }
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Moon(s) => s.pid(),
+            Running::Redis(c) => c.id(),
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls with PING until the reply is PONG (Redis answers -LOADING while it loads).
+fn wait_pong(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(c) = redis::Client::open(format!("redis://{addr}/")) {
+            if let Ok(mut con) = c.get_connection_with_timeout(Duration::from_millis(200)) {
+                if let Ok(r) = redis::cmd("PING").query::<String>(&mut con) {
+                    if r == "PONG" {
+                        return Ok(started.elapsed());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!("no PONG from {addr} within {timeout:?}")
+}
+
+fn start(
+    target: Target,
+    bin: &Path,
+    fsync: Option<&str>,
+    dir: &Path,
+    log: &Path,
+) -> anyhow::Result<(Running, SocketAddr)> {
+    std::fs::create_dir_all(dir)?;
+    match target {
+        Target::Moon(shards) => {
+            let mut args: Vec<String> = vec![
+                "--port".into(),
+                "0".into(),
+                "--shards".into(),
+                shards.to_string(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ];
+            match fsync {
+                Some(p) => args.extend([
+                    "--appendonly".into(),
+                    "yes".into(),
+                    "--appendfsync".into(),
+                    p.into(),
+                ]),
+                None => args.extend(["--appendonly".into(), "no".into()]),
+            }
+            let mut s = Server::spawn(bin, &args, log)?;
+            let addr = s.wait_ready(Duration::from_secs(600))?;
+            Ok((Running::Moon(s), addr))
+        }
+        Target::Redis => {
+            let port = free_port()?;
+            let mut args: Vec<String> = vec![
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+                "--save".into(),
+                "".into(),
+                "--daemonize".into(),
+                "no".into(),
+                "--aof-use-rdb-preamble".into(),
+                "no".into(),
+                "--auto-aof-rewrite-percentage".into(),
+                "0".into(),
+                "--logfile".into(),
+                log.display().to_string(),
+            ];
+            match fsync {
+                Some(p) => args.extend([
+                    "--appendonly".into(),
+                    "yes".into(),
+                    "--appendfsync".into(),
+                    p.into(),
+                ]),
+                None => args.extend(["--appendonly".into(), "no".into()]),
+            }
+            let child = Command::new("redis-server")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting redis-server")?;
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            wait_pong(addr, Duration::from_secs(600))?;
+            Ok((Running::Redis(child), addr))
+        }
+    }
+}
+
+/// One redis-benchmark result line.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn redis_benchmark(
+    addr: SocketAddr,
+    pipeline: u32,
+    requests: u64,
+) -> anyhow::Result<BTreeMap<String, Sample>> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args([
+            "-c",
+            &CLIENTS.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-P",
+            &pipeline.to_string(),
+        ])
+        .args(["-r", "1000000", "-d", "32", "-t", TESTS, "--csv", "-q"])
+        .output()
+        .context("running redis-benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').map(|s| s.trim_matches('"')).collect();
+        if f.len() >= 7 {
+            let num = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+            rows.insert(
+                f[0].to_string(),
+                Sample {
+                    rps: num(1),
+                    p50: num(4),
+                    p99: num(6),
+                },
+            );
+        }
+    }
+    if rows.is_empty() {
+        bail!("could not read redis-benchmark's output: {text}");
+    }
+    Ok(rows)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Loads keys `key:%012d` (16 bytes) with 32-byte values, pipelined.
+fn load_keys(addr: SocketAddr, n: u64, offset: u64) -> anyhow::Result<()> {
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    let value = "v".repeat(32);
+    let mut i = 0;
+    while i < n {
+        let mut p = redis::pipe();
+        for j in i..(i + 1000).min(n) {
+            p.cmd("SET")
+                .arg(format!("key:{:012}", j + offset))
+                .arg(&value)
+                .ignore();
+        }
+        p.query::<()>(&mut con)?;
+        i += 1000;
+    }
+    Ok(())
+}
+
+fn tool_version(cmd: &str) -> String {
+    Command::new(cmd)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "not found".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs ({cpu}), {mem} GiB RAM, Linux {}",
+        kernel.trim()
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let bin = match args.bin {
+        Some(b) => b,
+        None => build_release()?,
+    };
+    let have_redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    let have_bench = Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have_bench {
+        bail!("redis-benchmark not found: install Debian's redis-tools (apt-get install redis-tools redis-server)");
+    }
+    if !have_redis {
+        eprintln!("redis-server not found: install it with `apt-get install redis-server` to compare; benchmarking Moon alone");
+    }
+    let mut targets = vec![Target::Moon(1), Target::Moon(2)];
+    if have_redis {
+        targets.push(Target::Redis);
+    }
+    let work = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+        .join("bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let policies: Vec<String> = args
+        .fsync
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+
+    // (policy, pipeline, test) -> target -> samples
+    type Key = (String, u32, String);
+    let mut samples: BTreeMap<Key, BTreeMap<Target, Vec<Sample>>> = BTreeMap::new();
+    for policy in &policies {
+        // "off" is `appendonly no`; the others are appendfsync policies with the AOF on.
+        let fsync = (policy != "off").then_some(policy.as_str());
+        for round in 0..args.rounds {
+            for &target in &targets {
+                for pipeline in [1u32, 16] {
+                    let requests = if pipeline == 1 {
+                        args.requests
+                    } else {
+                        args.requests * 10
+                    };
+                    let dir = work.join(format!(
+                        "{}-{policy}-{round}-{pipeline}",
+                        target.label().replace([' ', '='], "_")
+                    ));
+                    let log = work.join("server.log");
+                    let (running, addr) = start(target, &bin, fsync, &dir, &log)?;
+                    let rows = redis_benchmark(addr, pipeline, requests);
+                    running.stop();
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let rows = rows?;
+                    eprintln!(
+                        "appendfsync {policy:<8} round {round} {:<14} -P {pipeline:<2}: {}",
+                        target.label(),
+                        rows.iter()
+                            .map(|(t, s)| format!("{t} {:.0}", s.rps))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    for (test, s) in rows {
+                        samples
+                            .entry((policy.clone(), pipeline, test))
+                            .or_default()
+                            .entry(target)
+                            .or_default()
+                            .push(s);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Generated by `cargo xtask bench --rounds {} --requests {}` on {}.\n",
+        args.rounds,
+        args.requests,
+        chrono_like_now()
+    );
+    let _ = writeln!(report, "- machine: {}", machine());
+    let _ = writeln!(
+        report,
+        "- moon-server: release build of this commit ({})",
+        bin.display()
+    );
+    let _ = writeln!(
+        report,
+        "- {}; {}",
+        tool_version("redis-server"),
+        tool_version("redis-benchmark")
+    );
+    let _ = writeln!(
+        report,
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 -t {TESTS} --csv` on loopback, N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds\n",
+        args.requests,
+        args.requests * 10,
+        args.rounds
+    );
+    let _ = writeln!(
+        report,
+        "### Throughput (requests/s, median) and latency (ms, median of p50 / p99)\n"
+    );
+    let _ = writeln!(report, "| appendfsync | pipeline | test | moon 1 shard | moon 2 shards | redis 7 | moon2 / redis | moon1 / redis | p50 / p99 moon2 | p50 / p99 redis |");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|");
+    for ((policy, pipeline, test), by_target) in &samples {
+        let med = |t: Target| -> Option<Sample> {
+            by_target.get(&t).map(|v| Sample {
+                rps: median(v.iter().map(|s| s.rps).collect()),
+                p50: median(v.iter().map(|s| s.p50).collect()),
+                p99: median(v.iter().map(|s| s.p99).collect()),
+            })
+        };
+        let (m1, m2, r) = (
+            med(Target::Moon(1)),
+            med(Target::Moon(2)),
+            med(Target::Redis),
+        );
+        let rps = |s: Option<Sample>| s.map_or("-".into(), |s| format!("{:.0}", s.rps));
+        let ratio = |a: Option<Sample>, b: Option<Sample>| match (a, b) {
+            (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}x", a.rps / b.rps),
+            _ => "-".into(),
+        };
+        let lat =
+            |s: Option<Sample>| s.map_or("-".into(), |s| format!("{:.3} / {:.3}", s.p50, s.p99));
+        let _ = writeln!(
+            report,
+            "| {policy} | {pipeline} | {test} | {} | {} | {} | {} | {} | {} | {} |",
+            rps(m1),
+            rps(m2),
+            rps(r),
+            ratio(m2, r),
+            ratio(m1, r),
+            lat(m2),
+            lat(r)
+        );
+    }
+
+    if !args.throughput_only {
+        let _ = writeln!(
+            report,
+            "\n### Recovery: process start to first PONG, {} writes in the data directory\n",
+            args.recovery_writes
+        );
+        let _ = writeln!(
+            report,
+            "| server | load (writes) | AOF bytes | start → PONG |\n|---|---|---|---|"
+        );
+        for &target in &targets {
+            let dir = work.join(format!(
+                "recovery-{}",
+                target.label().replace([' ', '='], "_")
+            ));
+            let log = work.join("recovery.log");
+            let (running, addr) = start(target, &bin, Some("everysec"), &dir, &log)?;
+            let status = Command::new("redis-benchmark")
+                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+                .args([
+                    "-c",
+                    "50",
+                    "-n",
+                    &args.recovery_writes.to_string(),
+                    "-P",
+                    "64",
+                    "-r",
+                    "1000000",
+                    "-d",
+                    "32",
+                    "-t",
+                    "set",
+                    "-q",
+                ])
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("loading the recovery data failed");
+            }
+            running.stop();
+            let bytes = dir_size(&dir);
+            let started = Instant::now();
+            let (running, addr) = start(target, &bin, Some("everysec"), &dir, &log)?;
+            let t = wait_pong(addr, Duration::from_secs(900))?.max(started.elapsed());
+            running.stop();
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "recovery {}: {:.2}s for {bytes} bytes",
+                target.label(),
+                t.as_secs_f64()
+            );
+            let _ = writeln!(
+                report,
+                "| {} | {} | {bytes} | {:.2} s |",
+                target.label(),
+                args.recovery_writes,
+                t.as_secs_f64()
+            );
+        }
+
+        let _ = writeln!(
+            report,
+            "\n### Memory: 1,000,000 keys (16-byte keys, 32-byte values), appendonly no\n"
+        );
+        let _ = writeln!(
+            report,
+            "| server | RSS before | RSS after | bytes per key |\n|---|---|---|---|"
+        );
+        for &target in &targets {
+            let dir = work.join(format!(
+                "memory-{}",
+                target.label().replace([' ', '='], "_")
+            ));
+            let log = work.join("memory.log");
+            let (running, addr) = start(target, &bin, None, &dir, &log)?;
+            let before = rss_kb(running.pid());
+            load_keys(addr, 1_000_000, 0)?;
+            let after = rss_kb(running.pid());
+            running.stop();
+            let _ = std::fs::remove_dir_all(&dir);
+            let per_key = (after.saturating_sub(before) * 1024) as f64 / 1_000_000.0;
+            eprintln!(
+                "memory {}: {before} kB -> {after} kB, {per_key:.0} bytes/key",
+                target.label()
+            );
+            let _ = writeln!(
+                report,
+                "| {} | {} MiB | {} MiB | {per_key:.0} |",
+                target.label(),
+                before / 1024,
+                after / 1024
+            );
+        }
+    }
+
+    println!("\n{report}");
+    std::fs::write(work.join("report.md"), &report)?;
+    if !args.no_write {
+        let doc = root().join("docs/BENCHMARKS.md");
+        let old = std::fs::read_to_string(&doc).unwrap_or_default();
+        let (start_m, end_m) = ("<!-- bench:start -->", "<!-- bench:end -->");
+        let new = match (old.find(start_m), old.find(end_m)) {
+            (Some(a), Some(b)) if a < b => {
+                format!("{}{start_m}\n{report}\n{}", &old[..a], &old[b..])
+            }
+            _ => format!("{old}\n{start_m}\n{report}\n{end_m}\n"),
+        };
+        std::fs::write(&doc, new)?;
+        eprintln!("wrote {}", doc.display());
+    }
+    Ok(true)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            total += if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            };
+        }
+    }
+    total
+}
+
+/// UTC date and time from `date`, to stamp the report.
+fn chrono_like_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -104,6 +104,10 @@ impl Server {
         self.addr.is_some()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL and reap.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -305,3 +305,40 @@ fn a_failed_write_is_never_a_success_reply() {
         "{info}"
     );
 }
+
+/// `CONFIG SET appendfsync always` reaches every shard's writer: the next write's reply comes
+/// only after its record is fdatasynced (INFO: durable LSN = LSN on every shard).
+#[test]
+fn config_set_appendfsync_reaches_every_writer() {
+    let server = MoonServer::start(2, &["--appendfsync", "no"]);
+    let mut con = server.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query(&mut con)
+        .unwrap();
+    let keys = common::keys_on_different_shards(2);
+    for k in &keys {
+        let _: () = con.set(k, "v").unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    assert!(info.contains("aof_fsync:always"), "{info}");
+    for shard in 0..2 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&format!("aof_shard{shard}:")))
+            .unwrap();
+        let field = |name: &str| {
+            line.split([':', ','])
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(field("lsn"), "1", "{line}");
+        assert_eq!(field("durable_lsn"), "1", "{line}");
+    }
+}
