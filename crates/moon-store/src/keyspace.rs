@@ -12,6 +12,8 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use indexmap::map::raw_entry_v1::RawEntryMut;
+use indexmap::map::RawEntryApiV1;
 use indexmap::IndexMap;
 
 /// A value. Only strings exist so far; the enum is where other types will go.
@@ -67,37 +69,42 @@ impl Keyspace {
         now != NO_EXPIRY_CHECK && entry.expire_at != 0 && entry.expire_at <= now
     }
 
-    /// Removes `key` if its deadline has passed. Returns true when it was removed.
-    fn expire_if_needed(&mut self, key: &[u8], now: u64) -> bool {
-        let expired = match self.map.get(key) {
-            Some(e) => Self::is_expired(e, now),
-            None => false,
-        };
-        if expired {
-            self.remove(key);
+    /// The position of `key` if it is live; an expired key is removed on the way (lazy
+    /// expiry). One hash lookup.
+    fn live_index(&mut self, key: &[u8], now: u64) -> Option<usize> {
+        let idx = self.map.get_index_of(key)?;
+        if Self::is_expired(&self.map[idx], now) {
+            if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
+                if entry.expire_at != 0 {
+                    self.deadlines.remove(&(entry.expire_at, stored));
+                }
+            }
             self.expired_keys += 1;
+            return None;
         }
-        expired
+        Some(idx)
     }
 
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.expire_if_needed(key, now);
-        self.map.get(key)
+        let idx = self.live_index(key, now)?;
+        Some(&self.map[idx])
     }
 
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
-        self.expire_if_needed(key, now);
-        self.map.get_mut(key)
+        let idx = self.live_index(key, now)?;
+        Some(&mut self.map[idx])
     }
 
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
-        self.get(key, now).is_some()
+        self.live_index(key, now).is_some()
     }
 
-    /// Inserts or replaces `key` with a copy of it. `expire_at` 0 = no expiry.
+    /// Inserts or replaces `key` with a copy of it. `expire_at` 0 = no expiry. The key is
+    /// hashed once, whether it is new or not.
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        match self.map.get_mut(key) {
-            Some(entry) => {
+        match self.map.raw_entry_mut_v1().from_key(key) {
+            RawEntryMut::Occupied(mut o) => {
+                let entry = o.get_mut();
                 let old = entry.expire_at;
                 entry.value = value;
                 entry.expire_at = expire_at;
@@ -105,12 +112,12 @@ impl Keyspace {
                     self.move_deadline(key, old, expire_at);
                 }
             }
-            None => {
+            RawEntryMut::Vacant(v) => {
                 let key = Bytes::copy_from_slice(key);
                 if expire_at != 0 {
                     self.deadlines.insert((expire_at, key.clone()));
                 }
-                self.map.insert(key, Entry { value, expire_at });
+                v.insert(key, Entry { value, expire_at });
             }
         }
     }

@@ -494,10 +494,11 @@ impl Store {
         } else {
             None
         };
+        // Existence matters only for NX/XX (a plain SET needs no lookup before its insert).
         let exists = if get {
             old.is_some()
         } else {
-            self.ks.contains(key, now)
+            (nx || xx) && self.ks.contains(key, now)
         };
         if (nx && exists) || (xx && !exists) {
             return if get {
