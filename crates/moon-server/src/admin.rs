@@ -593,7 +593,11 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             let (src, dst) = (args[1].clone(), args[2].clone());
             let (s_src, s_dst) = (shard_for_key(&src, n), shard_for_key(&dst, n));
             if s_src == s_dst {
-                return one_reply(shard.run_batch(s_src, vec![args.to_vec()]).await);
+                return one_reply(
+                    shard
+                        .run_batch_in(session.tx, s_src, vec![args.to_vec()])
+                        .await,
+                );
             }
             // Across shards: read the source, write the destination, delete the source, each
             // an ordinary logged command, each durable before the next. Not isolated and not
@@ -614,14 +618,14 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
                 set.push(Bytes::from_static(b"PXAT"));
                 set.push(Bytes::from(expire_at.to_string()));
             }
-            match one_reply(shard.run_batch(s_dst, vec![set]).await) {
+            match one_reply(shard.run_batch_in(session.tx, s_dst, vec![set]).await) {
                 Frame::Null => return Frame::Integer(0),
                 f @ (Frame::Error(_) | Frame::StaticError(_)) => return f,
                 _ => {}
             }
             let del = vec![Bytes::from_static(b"DEL"), src];
             if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
-                one_reply(shard.run_batch(s_src, vec![del]).await)
+                one_reply(shard.run_batch_in(session.tx, s_src, vec![del]).await)
             {
                 return f;
             }
@@ -646,7 +650,7 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
                 .map(|(s, kv)| {
                     let mut cmd = vec![Bytes::from_static(b"EXISTS")];
                     cmd.extend(kv.iter().step_by(2).cloned());
-                    shard.run_batch(s, vec![cmd])
+                    shard.run_batch_in(session.tx, s, vec![cmd])
                 })
                 .collect();
             let existing: i64 = moon_shard::join_all(checks)
@@ -665,7 +669,7 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
                 .map(|(s, kv)| {
                     let mut cmd = vec![Bytes::from_static(b"MSET")];
                     cmd.extend(kv);
-                    shard.run_batch(s, vec![cmd])
+                    shard.run_batch_in(session.tx, s, vec![cmd])
                 })
                 .collect();
             let results = moon_shard::join_all(sets).await;
@@ -674,13 +678,13 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
                 None => Frame::Integer(1),
             }
         }
-        "scan" => scan(&shard, args).await,
+        "scan" => scan(&shard, session.tx, args).await,
         "randomkey" => {
             let start = (now_ms() as usize) % n;
             for i in 0..n {
                 let s = (start + i) % n;
                 let mut r = shard
-                    .run_batch(s, vec![vec![Bytes::from_static(b"RANDOMKEY")]])
+                    .run_batch_in(session.tx, s, vec![vec![Bytes::from_static(b"RANDOMKEY")]])
                     .await;
                 if let Some(f @ Frame::Bulk(_)) = r.pop() {
                     return f;
@@ -698,7 +702,7 @@ const SHARD_BITS: u32 = 10;
 /// SCAN across shards: the cursor is `bound << 10 | shard`; shards are walked in order, each
 /// from its top position down (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply
 /// cursor 0 means every shard was walked.
-async fn scan(shard: &Shard, args: &[Bytes]) -> Frame {
+async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::TxId>, args: &[Bytes]) -> Frame {
     let n = shard.count();
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()
@@ -714,7 +718,7 @@ async fn scan(shard: &Shard, args: &[Bytes]) -> Frame {
     let mut cmd = vec![Bytes::from_static(b"SCAN"), Bytes::from(bound.to_string())];
     cmd.extend(args[2..].iter().cloned());
     let reply = shard
-        .run_batch(target, vec![cmd])
+        .run_batch_in(tx, target, vec![cmd])
         .await
         .pop()
         .unwrap_or(Frame::Null);

@@ -78,6 +78,11 @@ pub struct Session {
     config_version: u64,
     pub requirepass: Option<String>,
     max_bulk_len: usize,
+    /// MULTI/WATCH state.
+    pub multi: crate::txn::TxState,
+    /// Set while this connection's commands run inside a cross-shard transaction: batches go
+    /// to the locked shards as transaction steps.
+    pub tx: Option<moon_shard::TxId>,
 }
 
 impl Session {
@@ -144,6 +149,8 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         config_version: u64::MAX,
         requirepass: None,
         max_bulk_len: 0,
+        multi: crate::txn::TxState::default(),
+        tx: None,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -209,6 +216,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         }
     }
     let _ = stream.close().await;
+    crate::txn::unwatch_all(&mut session).await;
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
@@ -313,7 +321,7 @@ impl Plan {
         for (s, batch) in self.batches.iter_mut().enumerate() {
             if !batch.is_empty() {
                 targets.push(s);
-                futures.push(shard.run_batch(s, std::mem::take(batch)));
+                futures.push(shard.run_batch_in(session.tx, s, std::mem::take(batch)));
             }
         }
         let results = join_all(futures).await;
@@ -401,7 +409,7 @@ fn noauth() -> Frame {
 }
 
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
-async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
+pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
     let mut plan = Plan::new(shards);
     ShardCounters::add(
@@ -411,22 +419,80 @@ async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMu
     for args in cmds {
         let Some(spec) = command::lookup(&args[0]) else {
             plan.ready(reply::unknown_command(&args));
+            // Inside MULTI a refused command makes EXEC fail (EXECABORT), as in Redis.
+            session.multi.failed |= session.multi.queued.is_some();
             continue;
         };
         session.info.last_cmd.set(spec.name);
         if !spec.arity_ok(args.len()) {
             plan.ready(reply::wrong_arity(spec.name));
+            session.multi.failed |= session.multi.queued.is_some();
             continue;
         }
         if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
             plan.ready(noauth());
             continue;
         }
+        if let Some(queued) = session.multi.queued.as_mut() {
+            // Inside MULTI: queue, except the commands that control the transaction.
+            match spec.name {
+                "exec" => {
+                    plan.flush(session, out).await;
+                    crate::txn::exec(session, out).await;
+                }
+                "discard" => {
+                    session.multi.queued = None;
+                    session.multi.failed = false;
+                    plan.flush(session, out).await;
+                    crate::txn::unwatch_all(session).await;
+                    plan.ready(Frame::OK);
+                }
+                "multi" => plan.ready(Frame::StaticError("ERR MULTI calls can not be nested")),
+                "watch" => plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed")),
+                _ => {
+                    queued.push(args);
+                    plan.ready(Frame::Simple("QUEUED"));
+                }
+            }
+            continue;
+        }
+        match spec.name {
+            "multi" => {
+                session.multi.queued = Some(Vec::new());
+                plan.ready(Frame::OK);
+                continue;
+            }
+            "exec" => {
+                plan.ready(Frame::StaticError("ERR EXEC without MULTI"));
+                continue;
+            }
+            "discard" => {
+                plan.ready(Frame::StaticError("ERR DISCARD without MULTI"));
+                continue;
+            }
+            "watch" | "unwatch" => {
+                plan.flush(session, out).await;
+                let f = if spec.name == "watch" {
+                    crate::txn::watch(session, &args[1..]).await
+                } else {
+                    crate::txn::unwatch_all(session).await;
+                    Frame::OK
+                };
+                f.encode(session.proto, out);
+                continue;
+            }
+            _ => {}
+        }
         match spec.route {
             Route::SingleKey => plan.one(shard_for_key(&args[1], shards), args),
             Route::MultiKey { step, merge } => {
                 if (args.len() - 1) % step != 0 {
                     plan.ready(reply::wrong_arity(spec.name));
+                } else if session.tx.is_none() && spans_shards(&args, step, shards) {
+                    // Keys on several shards: an implicit transaction, so that no client sees
+                    // (or recovers) part of it.
+                    plan.flush(session, out).await;
+                    crate::txn::run(session, vec![args], Vec::new(), false, out).await;
                 } else {
                     plan.split(args, step, merge)
                 }
@@ -435,6 +501,11 @@ async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMu
             Route::Special => {
                 if let Some(shard) = single_shard(spec, &args, shards) {
                     plan.one(shard, args);
+                } else if session.tx.is_none()
+                    && matches!(spec.name, "rename" | "renamenx" | "msetnx")
+                {
+                    plan.flush(session, out).await;
+                    crate::txn::run(session, vec![args], Vec::new(), false, out).await;
                 } else {
                     plan.flush(session, out).await;
                     let f = admin::special(session, spec, &args).await;
@@ -454,6 +525,15 @@ async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMu
         }
     }
     plan.flush(session, out).await;
+}
+
+/// Whether a multi-key command's keys live on more than one shard.
+fn spans_shards(args: &[Bytes], step: usize, shards: usize) -> bool {
+    let mut keys = args[1..].iter().step_by(step);
+    let Some(first) = keys.next().map(|k| shard_for_key(k, shards)) else {
+        return false;
+    };
+    keys.any(|k| shard_for_key(k, shards) != first)
 }
 
 /// For RENAME/RENAMENX/MSETNX whose keys all live on one shard: that shard.

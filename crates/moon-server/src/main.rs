@@ -8,6 +8,7 @@ mod config;
 mod conn;
 mod persistence;
 mod server;
+mod txn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -28,6 +28,8 @@ pub struct DataDir {
     pub dir: PathBuf,
     pub manifest: PerShard,
     pub fault: FaultPlan,
+    /// Cross-shard transactions whose every part is in the logs (recovery's first pass).
+    pub complete_txs: std::collections::HashSet<String>,
     _lock: Flock<File>,
 }
 
@@ -137,12 +139,51 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
             "MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)"
         );
     }
+    let complete_txs = scan_transactions(&dir, &manifest)?;
     Ok(DataDir {
         dir,
         manifest,
         fault,
+        complete_txs,
         _lock: lock,
     })
+}
+
+/// Recovery's first pass, every shard's files at once: which cross-shard transactions have all
+/// their parts logged. Only those are applied by the replay (see `moon_shard::txn`).
+fn scan_transactions(
+    dir: &Path,
+    m: &PerShard,
+) -> Result<std::collections::HashSet<String>, ServerError> {
+    type Parts = Vec<(String, Vec<usize>)>;
+    let per_shard: Vec<std::io::Result<Parts>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..m.shards())
+            .map(|i| {
+                let files = [m.base_path(dir, i), m.incr_path(dir, i)];
+                scope.spawn(move || -> std::io::Result<Parts> {
+                    let mut parts = Vec::new();
+                    for f in &files {
+                        parts.extend(moon_shard::txn::transaction_parts(f)?);
+                    }
+                    Ok(parts)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("scan thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(per_shard.len());
+    for r in per_shard {
+        all.push(
+            r.map_err(|e| fatal(1, format!("cannot read the AOF in {}: {e}", dir.display())))?,
+        );
+    }
+    Ok(moon_shard::txn::complete_transactions(&all))
 }
 
 /// Whether `appendonlydir/` (or a directory in it) holds a non-empty file: log data without a
@@ -205,7 +246,16 @@ pub async fn start_shard(
     let mut last_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
     let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
     for path in [m.base_path(&data.dir, i), m.incr_path(&data.dir, i)] {
-        let report = shard.replay(&path).map_err(|e| fatal(1, e.to_string()))?;
+        let (report, skipped) = shard
+            .replay(&path, &data.complete_txs)
+            .map_err(|e| fatal(1, e.to_string()))?;
+        if skipped > 0 {
+            tracing::warn!(
+                shard = i,
+                "AOF {}: skipped {skipped} part(s) of cross-shard transactions whose other parts never reached their logs (never acknowledged)",
+                path.display()
+            );
+        }
         if let Some((offset, dropped)) = report.truncated {
             tracing::warn!(
                 shard = i,

@@ -215,7 +215,7 @@ fn replay_rebuilds_the_same_keyspace() {
         &["GETDEL", "n2"],
         &["SETNX", "nx", "1"],
         &["GETEX", "nx", "EX", "5000"],
-        &["SET", "short", "1", "PX", "1"],
+        &["SET", "short", "1", "PXAT", "1"],
     ];
     for cmd in script {
         let mut c = redis::cmd(cmd[0]);

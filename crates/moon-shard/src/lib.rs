@@ -12,6 +12,8 @@
 
 mod runtime;
 mod shard;
+pub mod txn;
 
 pub use runtime::{now_ms, start, ShardSetConfig};
 pub use shard::{join_all, Shard, ShardCounters};
+pub use txn::TxId;

@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -9,7 +10,9 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use moon_aof::{AofError, AofWriter, ReplayReport};
 use moon_proto::Frame;
-use moon_store::Store;
+use moon_store::{Store, WatchToken};
+
+use crate::txn::{Deferred, TxId};
 
 use crate::runtime::{now_ms, ShardSetConfig};
 
@@ -26,6 +29,31 @@ pub(crate) enum Message {
     Call {
         f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
         reply: oneshot::Sender<AnyBox>,
+    },
+    /// Run these commands as one atomic unit (a single-shard MULTI/EXEC); `None` back if a
+    /// watched key changed. See [`crate::txn`].
+    Atomic {
+        cmds: Vec<Vec<Bytes>>,
+        watches: Vec<(Bytes, WatchToken)>,
+        reply: oneshot::Sender<Option<Vec<Frame>>>,
+    },
+    /// Cross-shard transaction steps (see [`crate::txn`]).
+    TxLock {
+        txid: TxId,
+        reply: oneshot::Sender<()>,
+    },
+    TxExec {
+        txid: TxId,
+        cmds: Vec<Vec<Bytes>>,
+        reply: oneshot::Sender<Vec<Frame>>,
+    },
+    TxCommit {
+        txid: TxId,
+        writers: Vec<usize>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    TxUnlock {
+        txid: TxId,
     },
 }
 
@@ -55,21 +83,31 @@ pub struct Shard {
     /// This shard's log; `None` with `appendonly no` (and while replaying).
     aof: RefCell<Option<AofWriter>>,
     pub counters: ShardCounters,
+    /// The cross-shard transaction holding this shard, if any: while set, nothing else
+    /// executes here (see [`crate::txn`]).
+    pub(crate) lock_holder: Cell<Option<TxId>>,
+    /// Work that arrived while the shard was locked, in arrival order.
+    pub(crate) deferred: RefCell<std::collections::VecDeque<Deferred>>,
+    /// Effects of the holding transaction, logged as one record at its commit.
+    pub(crate) tx_effects: RefCell<Vec<Vec<Bytes>>>,
+    /// For unique transaction ids: this process's start time and a counter.
+    pub(crate) boot_ms: u64,
+    pub(crate) tx_counter: Cell<u64>,
 }
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
 /// safe up to `lsn` (see [`Shard::run_local`]).
-struct Held {
-    frames: Vec<Frame>,
-    writer: AofWriter,
-    lsn: u64,
+pub(crate) struct Held {
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) writer: AofWriter,
+    pub(crate) lsn: u64,
     /// Indices of the commands that logged a record: their replies become MISCONF errors if
     /// the log cannot be made safe.
-    wrote: Vec<usize>,
+    pub(crate) wrote: Vec<usize>,
 }
 
 /// Redis's reply to a write while the AOF is failing.
-fn misconf(cause: &str) -> Frame {
+pub(crate) fn misconf(cause: &str) -> Frame {
     Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
 }
 
@@ -100,13 +138,18 @@ impl Shard {
             senders,
             aof: RefCell::new(None),
             counters: ShardCounters::default(),
+            lock_holder: Cell::new(None),
+            deferred: RefCell::new(std::collections::VecDeque::new()),
+            tx_effects: RefCell::new(Vec::new()),
+            boot_ms: now_ms(),
+            tx_counter: Cell::new(0),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     while let Some(msg) = rx.recv().await {
-                        shard.handle(msg);
+                        Shard::handle(&shard, msg);
                     }
                 })
                 .detach();
@@ -144,14 +187,38 @@ impl Shard {
     /// Replays a log file into the store (startup, before any connection). Commands run
     /// with [`moon_store::NO_EXPIRY_CHECK`] so that a key whose deadline has passed since is
     /// still set, then expired normally; nothing is logged again.
-    pub fn replay(&self, path: &std::path::Path) -> Result<ReplayReport, AofError> {
+    ///
+    /// A cross-shard transaction part (`MOON.TXPART <txid> <shards>`) is applied only if
+    /// `complete` holds its id — that is, every shard it names logged its part; otherwise the
+    /// transaction never finished committing (and was never acknowledged) and is skipped here
+    /// as on every other shard. Returns the report and the number of parts skipped.
+    pub fn replay(
+        &self,
+        path: &std::path::Path,
+        complete: &HashSet<String>,
+    ) -> Result<(ReplayReport, u64), AofError> {
         let mut store = self.store.borrow_mut();
         store.set_record_writes(false);
-        moon_aof::replay_file(path, |_lsn, group| {
-            for cmd in group {
+        let mut skipped = 0;
+        let report = moon_aof::replay_file(path, |_lsn, group| {
+            let mut cmds = group.into_iter().peekable();
+            if let Some(first) = cmds.peek() {
+                if first[0].eq_ignore_ascii_case(crate::txn::TXPART.as_bytes()) {
+                    let whole = first.get(1).is_some_and(|id| {
+                        std::str::from_utf8(id).is_ok_and(|id| complete.contains(id))
+                    });
+                    if !whole {
+                        skipped += 1;
+                        return;
+                    }
+                    cmds.next();
+                }
+            }
+            for cmd in cmds {
                 store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
             }
-        })
+        })?;
+        Ok((report, skipped))
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
@@ -166,7 +233,20 @@ impl Shard {
         self.aof.borrow().clone()
     }
 
-    fn handle(&self, msg: Message) {
+    pub(crate) fn handle(self: &Rc<Self>, msg: Message) {
+        if let Some(holder) = self.lock_holder.get() {
+            let for_holder = match &msg {
+                Message::TxExec { txid, .. }
+                | Message::TxCommit { txid, .. }
+                | Message::TxUnlock { txid } => *txid == holder,
+                Message::Call { .. } => true, // reads of counters and stats, never keyspace writes
+                _ => false,
+            };
+            if !for_holder {
+                self.deferred.borrow_mut().push_back(Deferred::Msg(msg));
+                return;
+            }
+        }
         match msg {
             Message::Batch { cmds, reply } => match self.execute(&cmds) {
                 Ok(frames) => {
@@ -183,6 +263,43 @@ impl Shard {
             Message::Call { f, reply } => {
                 let _ = reply.send(f(self));
             }
+            Message::Atomic {
+                cmds,
+                watches,
+                reply,
+            } => match self.execute_atomic(&cmds, &watches) {
+                None => {
+                    let _ = reply.send(None);
+                }
+                Some(Ok(frames)) => {
+                    let _ = reply.send(Some(frames));
+                }
+                Some(Err(held)) => {
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(Some(settle(held).await));
+                    })
+                    .detach();
+                }
+            },
+            Message::TxLock { txid, reply } => {
+                self.lock_holder.set(Some(txid));
+                let _ = reply.send(());
+            }
+            Message::TxExec { cmds, reply, .. } => {
+                let _ = reply.send(self.tx_exec_here(&cmds));
+            }
+            Message::TxCommit {
+                txid,
+                writers,
+                reply,
+            } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(shard.tx_commit_here(txid, &writers).await);
+                })
+                .detach();
+            }
+            Message::TxUnlock { txid } => self.unlock_here(txid),
         }
     }
 
@@ -196,6 +313,7 @@ impl Shard {
     /// whose record is still on its way. While the log is failing, writes are refused with
     /// MISCONF before they execute, and reads keep working.
     pub async fn run_local(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+        self.wait_unlocked().await;
         match self.execute(cmds) {
             Ok(frames) => frames,
             Err(held) => settle(held).await,
@@ -203,7 +321,7 @@ impl Shard {
     }
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
-    fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
+    pub(crate) fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
         let now = now_ms();
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
@@ -212,25 +330,10 @@ impl Shard {
         };
         let failing = writer.error();
         let mut wrote = Vec::new();
-        let mut frames = Vec::with_capacity(cmds.len());
-        for (i, args) in cmds.iter().enumerate() {
-            if let Some(cause) = &failing {
-                let is_write = args
-                    .first()
-                    .and_then(|name| moon_store::command::lookup(name))
-                    .is_some_and(|spec| spec.is_write());
-                if is_write {
-                    frames.push(misconf(cause));
-                    continue;
-                }
-            }
-            frames.push(store.execute(args, now));
-            if !store.logged().is_empty() {
-                writer.append(store.logged());
-                store.clear_log();
-                wrote.push(i);
-            }
-        }
+        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |i, effects| {
+            writer.append(effects);
+            wrote.push(i);
+        });
         let lsn = writer.last_assigned();
         if failing.is_none() && writer.is_safe(lsn) {
             return Ok(frames);
@@ -241,6 +344,11 @@ impl Shard {
             lsn,
             wrote,
         })
+    }
+
+    /// The store and the log writer together, for [`crate::txn`].
+    pub(crate) fn parts(&self) -> (std::cell::RefMut<'_, Store>, Option<AofWriter>) {
+        (self.store.borrow_mut(), self.aof.borrow().clone())
     }
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
@@ -293,7 +401,7 @@ impl Shard {
         join_all(futures).await
     }
 
-    async fn send(&self, target: usize, msg: Message) -> bool {
+    pub(crate) async fn send(&self, target: usize, msg: Message) -> bool {
         match &self.senders {
             Some(s) => s.send_to(target, msg).await.is_ok(),
             None => false,
@@ -301,10 +409,41 @@ impl Shard {
     }
 }
 
+/// Runs `cmds` against `store` in order. While the log is failing (`failing`), write commands
+/// are refused with MISCONF before they execute. After each command that changed the keyspace,
+/// `on_effects(index, effects)` receives what it logged.
+pub(crate) fn run_cmds(
+    store: &mut Store,
+    cmds: &[Vec<Bytes>],
+    now: u64,
+    failing: Option<&str>,
+    mut on_effects: impl FnMut(usize, &[Vec<Bytes>]),
+) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(cmds.len());
+    for (i, args) in cmds.iter().enumerate() {
+        if let Some(cause) = failing {
+            let is_write = args
+                .first()
+                .and_then(|name| moon_store::command::lookup(name))
+                .is_some_and(|spec| spec.is_write());
+            if is_write {
+                frames.push(misconf(cause));
+                continue;
+            }
+        }
+        frames.push(store.execute(args, now));
+        if !store.logged().is_empty() {
+            on_effects(i, store.logged());
+            store.clear_log();
+        }
+    }
+    frames
+}
+
 /// Waits until the held replies may leave. If the log could not be made safe, every command
 /// that logged a record gets MISCONF instead of its reply: a failed write or fsync never
 /// becomes a success reply. Reads in the batch keep their replies.
-async fn settle(held: Held) -> Vec<Frame> {
+pub(crate) async fn settle(held: Held) -> Vec<Frame> {
     let Held {
         mut frames,
         writer,

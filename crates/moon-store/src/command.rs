@@ -67,6 +67,8 @@ const R: &[&str] = &["readonly"];
 const RF: &[&str] = &["readonly", "fast"];
 const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
 const ADMIN: &[&str] = &["admin", "noscript", "loading", "stale"];
+const TXN: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const TXN_SKIP: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 
 macro_rules! cmd {
     ($name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:expr) => {
@@ -209,6 +211,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("info", -1, ADMIN, 0, 0, 0, Connection),
     cmd!("time", 1, CONN, 0, 0, 0, Connection),
     cmd!("shutdown", -1, ADMIN, 0, 0, 0, Connection),
+    // Transactions (handled by the connection: queueing, then the EXEC coordinator)
+    cmd!("multi", 1, TXN, 0, 0, 0, Connection),
+    cmd!("exec", 1, TXN_SKIP, 0, 0, 0, Connection),
+    cmd!("discard", 1, TXN, 0, 0, 0, Connection),
+    cmd!("watch", -2, TXN, 1, -1, 1, Connection),
+    cmd!("unwatch", 1, TXN, 0, 0, 0, Connection),
 ];
 
 /// Finds a command by name, case-insensitively, without allocating.

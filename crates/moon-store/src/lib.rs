@@ -18,4 +18,4 @@ pub mod slot;
 mod store;
 
 pub use keyspace::{Keyspace, Value, NO_EXPIRY_CHECK};
-pub use store::{Store, StoreStats};
+pub use store::{Store, StoreStats, WatchToken};

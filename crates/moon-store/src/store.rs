@@ -1,5 +1,7 @@
 //! Command execution against one shard's keyspace.
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use moon_proto::Frame;
 
@@ -29,6 +31,17 @@ pub struct Store {
     record_writes: bool,
     log: Vec<Vec<Bytes>>,
     random_seed: u64,
+    /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
+    /// `watch_clock` whenever a command changes it, so EXEC can tell.
+    watched: HashMap<Bytes, (u32, u64)>,
+    watch_clock: u64,
+}
+
+/// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchToken {
+    version: u64,
+    existed: bool,
 }
 
 impl Default for Store {
@@ -103,6 +116,8 @@ impl Store {
             record_writes: false,
             log: Vec::new(),
             random_seed: 0x9E37_79B9_7F4A_7C15,
+            watched: HashMap::new(),
+            watch_clock: 0,
         }
     }
 
@@ -148,13 +163,83 @@ impl Store {
         self.ks.expire_cycle(now, budget)
     }
 
+    /// Starts watching `key` (WATCH): returns what EXEC will compare against.
+    pub fn watch(&mut self, key: &[u8], now: u64) -> WatchToken {
+        let existed = self.ks.contains(key, now);
+        let slot = self
+            .watched
+            .entry(Bytes::copy_from_slice(key))
+            .or_insert((0, 0));
+        slot.0 += 1;
+        WatchToken {
+            version: slot.1,
+            existed,
+        }
+    }
+
+    /// Stops one watcher of `key` (UNWATCH, EXEC, DISCARD, a closed connection).
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(slot) = self.watched.get_mut(key) {
+            slot.0 -= 1;
+            if slot.0 == 0 {
+                self.watched.remove(key);
+            }
+        }
+    }
+
+    /// Whether `key` is as WATCH saw it: not changed by any command, and not expired (or
+    /// created) since.
+    pub fn watch_intact(&mut self, key: &[u8], token: WatchToken, now: u64) -> bool {
+        let version = self.watched.get(key).map_or(u64::MAX, |s| s.1);
+        version == token.version && self.ks.contains(key, now) == token.existed
+    }
+
+    /// Marks the keys a logged effect changes as modified, for WATCH. Every change to the
+    /// keyspace passes through one of the `log_*` functions, so this sees them all.
+    fn touch(&mut self, parts: &[&[u8]]) {
+        if self.watched.is_empty() || parts.is_empty() {
+            return;
+        }
+        self.watch_clock += 1;
+        let clock = self.watch_clock;
+        if parts[0].eq_ignore_ascii_case(b"FLUSHALL") || parts[0].eq_ignore_ascii_case(b"FLUSHDB") {
+            for slot in self.watched.values_mut() {
+                slot.1 = clock;
+            }
+            return;
+        }
+        let Some(spec) = crate::command::lookup(parts[0]) else {
+            return;
+        };
+        if spec.first_key <= 0 {
+            return;
+        }
+        let last = if spec.last_key < 0 {
+            parts.len() as i32 + spec.last_key
+        } else {
+            spec.last_key
+        };
+        let mut i = spec.first_key;
+        while i <= last && (i as usize) < parts.len() {
+            if let Some(slot) = self.watched.get_mut(parts[i as usize]) {
+                slot.1 = clock;
+            }
+            i += spec.step.max(1);
+        }
+    }
+
     fn log_args(&mut self, args: &[Bytes]) {
+        if !self.watched.is_empty() {
+            let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+            self.touch(&parts);
+        }
         if self.record_writes {
             self.log.push(args.to_vec());
         }
     }
 
     fn log_cmd(&mut self, parts: &[&[u8]]) {
+        self.touch(parts);
         if self.record_writes {
             self.log
                 .push(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
@@ -162,6 +247,7 @@ impl Store {
     }
 
     fn log_set(&mut self, key: &[u8], value: &Bytes, expire_at: u64) {
+        self.touch(&[b"SET", key]);
         if self.record_writes {
             let mut cmd = vec![
                 Bytes::from_static(b"SET"),

@@ -1,0 +1,215 @@
+//! MULTI/EXEC/DISCARD/WATCH/UNWATCH on a connection, and the coordinator that runs a
+//! transaction — an EXEC, or one multi-key command whose keys span shards — across shards.
+//!
+//! The protocol between shards (locks taken in ascending shard order, execution under the
+//! locks, one logged part per shard, commit, unlock) lives in `moon_shard::txn`; the design and
+//! why each crash instant is safe are in `docs/TRANSACTIONS.md`. This module decides which
+//! shards take part and builds Redis's replies.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use moon_proto::Frame;
+use moon_shard::{join_all, now_ms};
+use moon_store::command::{self, Route};
+use moon_store::slot::shard_for_key;
+use moon_store::WatchToken;
+
+use crate::conn::Session;
+
+/// A connection's transaction state.
+#[derive(Default)]
+pub struct TxState {
+    /// Commands queued since MULTI; `None` outside MULTI.
+    pub queued: Option<Vec<Vec<Bytes>>>,
+    /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
+    pub failed: bool,
+    /// WATCHed keys: key, its shard, what WATCH saw.
+    pub watches: Vec<(Bytes, usize, WatchToken)>,
+}
+
+/// The shards a command touches: `Some(list)` (possibly empty for connection commands), or
+/// `None` if it needs every shard.
+fn shards_of(args: &[Bytes], shards: usize) -> Option<Vec<usize>> {
+    let spec = command::lookup(&args[0])?;
+    match spec.route {
+        Route::Connection => Some(Vec::new()),
+        Route::SingleKey => Some(vec![shard_for_key(&args[1], shards)]),
+        Route::MultiKey { step, .. } => Some(
+            args[1..]
+                .iter()
+                .step_by(step)
+                .map(|k| shard_for_key(k, shards))
+                .collect(),
+        ),
+        Route::AllShards(_) => None,
+        Route::Special => match spec.name {
+            "rename" | "renamenx" => Some(vec![
+                shard_for_key(&args[1], shards),
+                shard_for_key(&args[2], shards),
+            ]),
+            "msetnx" => Some(
+                args[1..]
+                    .iter()
+                    .step_by(2)
+                    .map(|k| shard_for_key(k, shards))
+                    .collect(),
+            ),
+            _ => None,
+        },
+    }
+}
+
+/// Whether a command can run inside a single-shard atomic batch (the shard's store executes
+/// it by itself: no connection state, no multi-step cross-shard logic).
+fn runs_in_store(args: &[Bytes]) -> bool {
+    command::lookup(&args[0]).is_some_and(|s| matches!(s.route, Route::SingleKey | Route::MultiKey { .. } | Route::Special if !matches!(s.name, "scan" | "randomkey")))
+}
+
+/// WATCH: remembers what each key looks like now, on its shard.
+pub async fn watch(session: &mut Session, keys: &[Bytes]) -> Frame {
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    for key in keys {
+        let s = shard_for_key(key, n);
+        let k = key.clone();
+        let token = shard
+            .call_on(s, move |sh| sh.store().watch(&k, now_ms()))
+            .await;
+        match token {
+            Some(t) => session.multi.watches.push((key.clone(), s, t)),
+            None => return Frame::StaticError("ERR shard unavailable (server shutting down)"),
+        }
+    }
+    Frame::OK
+}
+
+/// UNWATCH (also after EXEC and DISCARD, and when the connection closes).
+pub async fn unwatch_all(session: &mut Session) {
+    let watches = std::mem::take(&mut session.multi.watches);
+    if watches.is_empty() {
+        return;
+    }
+    let shard = session.ctx.shard.clone();
+    let calls: Vec<_> = watches
+        .into_iter()
+        .map(|(k, s, _)| shard.call_on(s, move |sh| sh.store().unwatch(&k)))
+        .collect();
+    join_all(calls).await;
+}
+
+/// EXEC: runs the queued commands as one transaction and appends the reply to `out`.
+pub async fn exec(session: &mut Session, out: &mut BytesMut) {
+    let queued = session.multi.queued.take().unwrap_or_default();
+    if std::mem::take(&mut session.multi.failed) {
+        unwatch_all(session).await;
+        Frame::StaticError("EXECABORT Transaction discarded because of previous errors.")
+            .encode(session.proto, out);
+        return;
+    }
+    let watches = std::mem::take(&mut session.multi.watches);
+    run(session, queued, watches, true, out).await;
+}
+
+/// Runs `cmds` atomically and in isolation, appending the reply to `out`: with `wrap`, the
+/// EXEC reply (an array of their replies, or a null array if a watched key changed);
+/// without, the single command's own reply (an implicit transaction).
+pub async fn run(
+    session: &mut Session,
+    cmds: Vec<Vec<Bytes>>,
+    watches: Vec<(Bytes, usize, WatchToken)>,
+    wrap: bool,
+    out: &mut BytesMut,
+) {
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let count = cmds.len();
+    let mut all = false;
+    let mut participants: Vec<usize> = watches.iter().map(|w| w.1).collect();
+    for c in &cmds {
+        match shards_of(c, n) {
+            Some(list) => participants.extend(list),
+            None => all = true,
+        }
+    }
+    if all {
+        participants = (0..n).collect();
+    }
+    participants.sort_unstable();
+    participants.dedup();
+
+    // One shard and only commands its store runs by itself: an atomic batch, no locks.
+    if participants.len() == 1 && cmds.iter().all(|c| runs_in_store(c)) {
+        let target = participants[0];
+        let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
+        let result = shard.run_atomic(target, cmds, tokens).await;
+        unwatch(session, watches).await;
+        let frame = match result {
+            None => Frame::NullArray,
+            Some(frames) if wrap => Frame::Array(frames),
+            Some(mut frames) => frames.pop().unwrap_or(Frame::Null),
+        };
+        frame.encode(session.proto, out);
+        return;
+    }
+
+    // Across shards: lock in ascending order, check watches, execute, commit, unlock.
+    let txid = shard.new_txid();
+    for &p in &participants {
+        shard.tx_lock(p, txid).await;
+    }
+    let mut intact = true;
+    for (k, s, t) in &watches {
+        let (k, t) = (k.clone(), *t);
+        intact &= shard
+            .call_on(*s, move |sh| sh.store().watch_intact(&k, t, now_ms()))
+            .await
+            == Some(true);
+    }
+    let mut inner = BytesMut::new();
+    let mut committed: Result<(), String> = Ok(());
+    if intact {
+        session.tx = Some(txid);
+        Box::pin(crate::conn::process(session, cmds, &mut inner)).await;
+        session.tx = None;
+        let changed = join_all(
+            participants
+                .iter()
+                .map(|&p| shard.call_on(p, |sh| sh.tx_has_effects()))
+                .collect(),
+        )
+        .await;
+        let writers: Vec<usize> = participants
+            .iter()
+            .zip(changed)
+            .filter(|(_, c)| *c == Some(true))
+            .map(|(p, _)| *p)
+            .collect();
+        let commits = join_all(
+            participants
+                .iter()
+                .map(|&p| shard.tx_commit(p, txid, writers.clone()))
+                .collect(),
+        )
+        .await;
+        committed = commits.into_iter().collect();
+    }
+    for &p in &participants {
+        shard.tx_unlock(p, txid).await;
+    }
+    unwatch(session, watches).await;
+    if !intact {
+        Frame::NullArray.encode(session.proto, out);
+    } else if let Err(cause) = committed {
+        Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+            .encode(session.proto, out);
+    } else if wrap {
+        out.put_slice(format!("*{count}\r\n").as_bytes());
+        out.put_slice(&inner);
+    } else {
+        out.put_slice(&inner);
+    }
+}
+
+async fn unwatch(session: &mut Session, watches: Vec<(Bytes, usize, WatchToken)>) {
+    session.multi.watches = watches;
+    unwatch_all(session).await;
+}
