@@ -316,18 +316,23 @@ impl Plan {
             return;
         }
         let shard = &session.ctx.shard;
-        let mut targets = Vec::new();
-        let mut futures = Vec::new();
-        for (s, batch) in self.batches.iter_mut().enumerate() {
-            if !batch.is_empty() {
-                targets.push(s);
-                futures.push(shard.run_batch_in(session.tx, s, std::mem::take(batch)));
-            }
-        }
-        let results = join_all(futures).await;
         let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
-        for (s, r) in targets.into_iter().zip(results) {
-            replies[s] = r;
+        let busy: Vec<usize> = (0..self.batches.len())
+            .filter(|&s| !self.batches[s].is_empty())
+            .collect();
+        if let [only] = busy[..] {
+            // The common case (an unpipelined command, or a pipeline for one shard): no
+            // fan-out machinery.
+            let batch = std::mem::take(&mut self.batches[only]);
+            replies[only] = shard.run_batch_in(session.tx, only, batch).await;
+        } else {
+            let futures: Vec<_> = busy
+                .iter()
+                .map(|&s| shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s])))
+                .collect();
+            for (s, r) in busy.iter().zip(join_all(futures).await) {
+                replies[*s] = r;
+            }
         }
         let mut take = |s: usize, i: usize| {
             replies
