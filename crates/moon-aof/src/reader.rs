@@ -190,12 +190,29 @@ pub enum AofError {
     },
 }
 
-/// Replays one log file: every record's commands (one, or a group's) go to `apply` in order. A torn tail or zero
-/// padding is cut off the file (the caller logs the report's `truncated`); corruption is an
-/// error and the file is left untouched. A missing file is an empty log.
+/// Replays one log file: every record's commands (one, or a group's) go to `apply` in order. A
+/// torn tail or zero padding is cut off the file (the caller logs the report's `truncated`);
+/// corruption is an error and the file is left untouched. A missing file is an empty log.
 pub fn replay_file(
     path: &Path,
+    apply: impl FnMut(u64, Vec<Vec<Bytes>>),
+) -> Result<ReplayReport, AofError> {
+    replay(path, apply, true)
+}
+
+/// [`replay_file`] for tools that must not change the file: a torn tail is reported in
+/// `truncated` but left in place.
+pub fn replay_readonly(
+    path: &Path,
+    apply: impl FnMut(u64, Vec<Vec<Bytes>>),
+) -> Result<ReplayReport, AofError> {
+    replay(path, apply, false)
+}
+
+fn replay(
+    path: &Path,
     mut apply: impl FnMut(u64, Vec<Vec<Bytes>>),
+    truncate: bool,
 ) -> Result<ReplayReport, AofError> {
     let started = Instant::now();
     let io = |source| AofError::Io {
@@ -235,6 +252,9 @@ pub fn replay_file(
     };
     let truncated = match end.end {
         End::Clean => None,
+        End::ZeroFilled { offset, bytes } | End::TornTail { offset, bytes } if !truncate => {
+            Some((offset, bytes))
+        }
         End::ZeroFilled { offset, bytes } | End::TornTail { offset, bytes } => {
             let f = OpenOptions::new().write(true).open(path).map_err(io)?;
             f.set_len(offset).map_err(io)?;

@@ -4,6 +4,8 @@
 //!   report torn tails and corruption with file and offset; `--fix` truncates, only after
 //!   printing what it will drop.
 //! - `manifest show --dir D`: the layout, seq, shards, LSNs and files, readable.
+//! - `migrate-aof --dir D --shards N [--dry-run]`: legacy (v1) or differently sharded (v2)
+//!   directory → per-shard layout with N shards, switched atomically (see [`migrate`]).
 //!
 //! It works offline, on files: it takes the data directory's lock first and refuses a
 //! directory a running server holds. Exit codes: 0 healthy (or fixed), 1 problems found and
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod lock;
+mod migrate;
 mod show;
 
 #[derive(Parser)]
@@ -30,6 +33,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Turn a legacy top-level (v1) directory, or a per-shard one with another shard count,
+    /// into a per-shard directory with `--shards` shards (offline; atomic switch).
+    MigrateAof {
+        /// The data directory (`dir` in moon.toml).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The shard count the server will run with.
+        #[arg(long)]
+        shards: usize,
+        /// Print the plan (keys per shard) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify the manifest and every record of every shard's logs.
     CheckAof {
         /// The data directory (`dir` in moon.toml).
@@ -59,6 +75,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckAof { dir, fix } => check::run(&dir, fix),
+        Command::MigrateAof {
+            dir,
+            shards,
+            dry_run,
+        } => migrate::run(&dir, shards, dry_run),
         Command::Manifest {
             command: ManifestCommand::Show { dir },
         } => show::run(&dir),

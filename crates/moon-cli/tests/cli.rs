@@ -177,3 +177,122 @@ fn manifest_show_is_readable() {
     shard 1: max_lsn 0          base shard-1/moon.aof.1.base.rdb (absent)  incr shard-1/moon.aof.1.incr.aof (132 bytes)
     ");
 }
+
+fn resp(cmd: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", cmd.len()).into_bytes();
+    for a in cmd {
+        out.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+    }
+    out
+}
+
+/// Every key of a v2 layout, by replaying each shard's files: key -> (value, shard).
+fn read_layout(dir: &Path) -> std::collections::BTreeMap<String, (String, usize)> {
+    let Some(moon_manifest::Manifest::V2(m)) = moon_manifest::peek(dir).unwrap() else {
+        panic!("not v2")
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..m.shards() {
+        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
+            moon_aof::replay_file(&path, |_, group| {
+                for c in group {
+                    assert_eq!(&c[0][..], b"SET", "{c:?}");
+                    let k = String::from_utf8_lossy(&c[1]).to_string();
+                    assert_eq!(
+                        moon_store::slot::shard_for_key(&c[1], m.shards()),
+                        i,
+                        "{k} is in the wrong shard"
+                    );
+                    out.insert(k, (String::from_utf8_lossy(&c[2]).to_string(), i));
+                }
+            })
+            .unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn migrate_aof_turns_a_legacy_log_into_n_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aof = moon_manifest::aof_dir(tmp.path());
+    std::fs::create_dir_all(&aof).unwrap();
+    std::fs::write(
+        aof.join("moon.aof.manifest"),
+        "seq 4\nincr moon.aof.4.incr.aof\n",
+    )
+    .unwrap();
+    let mut log = resp(&["SELECT", "0"]);
+    for i in 0..50 {
+        log.extend(resp(&["SET", &format!("k{i}"), &format!("v{i}")]));
+    }
+    log.extend(resp(&["MULTI"]));
+    log.extend(resp(&["DEL", "k0", "k1"]));
+    log.extend(resp(&["MSET", "k2", "two", "k3", "three"]));
+    log.extend(resp(&["EXEC"]));
+    log.extend(resp(&["SET", "gone", "x", "PXAT", "1"]));
+    log.extend(resp(&["MULTI"]));
+    log.extend(resp(&["SET", "k4", "never"])); // unfinished MULTI: dropped
+    std::fs::write(aof.join("moon.aof.4.incr.aof"), &log).unwrap();
+    let before = std::fs::read(aof.join("moon.aof.4.incr.aof")).unwrap();
+
+    let (code, out) = run(&["migrate-aof", "--shards", "3", "--dry-run"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("target: per-shard (v2) layout, 3 shards, seq 5")
+            && out.contains("--dry-run: nothing written"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(aof.join("moon.aof.4.incr.aof")).unwrap(),
+        before,
+        "dry run changed nothing"
+    );
+    assert!(moon_manifest::is_legacy(tmp.path()));
+
+    let (code, out) = run(&["migrate-aof", "--shards", "3"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    let keys = read_layout(tmp.path());
+    assert_eq!(keys.len(), 48, "{keys:?}");
+    assert_eq!(keys["k2"].0, "two");
+    assert_eq!(keys["k4"].0, "v4", "the unfinished MULTI was dropped");
+    assert!(!keys.contains_key("k0") && !keys.contains_key("gone"));
+    assert!(
+        keys.values().any(|(_, s)| *s == 2),
+        "keys spread over the shards"
+    );
+    assert!(
+        !aof.join("moon.aof.4.incr.aof").exists(),
+        "old log removed after the switch"
+    );
+    let manifest = std::fs::read_to_string(aof.join("moon.aof.manifest")).unwrap();
+    assert!(
+        manifest.starts_with("version 2\nseq 5\nshards 3\n"),
+        "{manifest}"
+    );
+    // LSNs continue above the old log's 53 applied commands.
+    for line in manifest.lines().filter(|l| l.starts_with("shard ")) {
+        let lsn: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(lsn >= 53, "{manifest}");
+    }
+
+    // Reshard the result, then back: nothing lost either way.
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    let two = read_layout(tmp.path());
+    assert_eq!(
+        two.iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+        keys.iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !PerShard::shard_dir(tmp.path(), 2).exists(),
+        "the third shard's directory is gone"
+    );
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+}

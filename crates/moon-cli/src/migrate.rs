@@ -1,0 +1,263 @@
+//! `moon-cli migrate-aof --dir D --shards N`: a legacy top-level (v1) directory, or a per-shard
+//! (v2) directory with another shard count, becomes a v2 directory with N shards.
+//!
+//! How: every command of the old logs is replayed, in log order, into one in-memory keyspace
+//! (a v1 log interleaves every shard's commands in the order the old server executed them; a
+//! v2 layout keeps each key's whole history in one shard's log, and its cross-shard
+//! transactions are applied only when complete, exactly as the server's recovery does). The
+//! result is written as one snapshot base file per new shard, each key in the shard that owns
+//! it under N (SPEC §1), expired keys left out. Replaying to the final state rather than
+//! rerouting commands one by one keeps every multi-key command whole by construction and
+//! needs no cross-shard records in the new logs.
+//!
+//! The switch is the manifest: new files are written under the next `seq`, beside the old ones
+//! (`shard-<i>/moon.aof.<seq+1>.base.rdb`), fsynced, and only then is the v2 manifest written
+//! atomically. A kill before that leaves the old manifest, which names only old files; after
+//! it, the new layout is complete. Old files are deleted last. Running it again is safe: the
+//! stray new files of an interrupted run are overwritten, and a directory already at N shards
+//! is left alone.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use moon_manifest::{Manifest, PerShard};
+use moon_proto::{Limits, RequestParser};
+use moon_store::slot::shard_for_key;
+use moon_store::{Store, Value, NO_EXPIRY_CHECK};
+
+/// Replays a plain-RESP (v1) log into `store`. Returns the number of commands applied.
+fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if data.starts_with(b"REDIS") {
+        bail!(
+            "{} is an RDB file: not supported yet (only AOF-format bases)",
+            path.display()
+        );
+    }
+    let mut buf = BytesMut::from(&data[..]);
+    let mut parser = RequestParser::new(Limits {
+        max_bulk_len: usize::MAX >> 1,
+        ..Limits::default()
+    });
+    let mut multi: Option<Vec<Vec<Bytes>>> = None;
+    let mut applied = 0;
+    loop {
+        let offset = data.len() - buf.len();
+        if buf.first().is_some_and(|&b| b != b'*') {
+            bail!("{} is not a RESP log at offset {offset}", path.display());
+        }
+        let cmd = match parser.next_request(&mut buf) {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => {
+                if !buf.is_empty() {
+                    eprintln!(
+                        "{}: dropping an incomplete last command ({} bytes at offset {offset})",
+                        path.display(),
+                        buf.len()
+                    );
+                }
+                break;
+            }
+            Err(e) => bail!("{} is damaged at offset {offset}: {e}", path.display()),
+        };
+        let name = cmd[0].to_ascii_uppercase();
+        match &name[..] {
+            b"SELECT" => {}
+            b"MULTI" => multi = Some(Vec::new()),
+            b"EXEC" => {
+                for c in multi.take().unwrap_or_default() {
+                    store.execute(&c, NO_EXPIRY_CHECK);
+                    applied += 1;
+                }
+            }
+            _ => match &mut multi {
+                Some(q) => q.push(cmd),
+                None => {
+                    store.execute(&cmd, NO_EXPIRY_CHECK);
+                    applied += 1;
+                }
+            },
+        }
+    }
+    if multi.is_some() {
+        eprintln!(
+            "{}: dropping an unfinished MULTI at the end of the log",
+            path.display()
+        );
+    }
+    Ok(applied)
+}
+
+/// Replays a v2 layout into `store`, as the server's recovery does. Returns (records, max LSN).
+fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, u64)> {
+    let mut parts = Vec::new();
+    for i in 0..m.shards() {
+        let mut p = moon_shard::txn::transaction_parts(&m.base_path(dir, i))?;
+        p.extend(moon_shard::txn::transaction_parts(&m.incr_path(dir, i))?);
+        parts.push(p);
+    }
+    let complete: HashSet<String> = moon_shard::txn::complete_transactions(&parts);
+    let (mut records, mut max_lsn) = (0u64, m.global_max_lsn());
+    for i in 0..m.shards() {
+        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
+            let report = moon_aof::reader::replay_readonly(&path, |_lsn, group| {
+                let mut cmds = group.into_iter().peekable();
+                if let Some(first) = cmds.peek() {
+                    if first[0].eq_ignore_ascii_case(moon_shard::txn::TXPART.as_bytes()) {
+                        let whole = first.get(1).is_some_and(|id| {
+                            std::str::from_utf8(id).is_ok_and(|id| complete.contains(id))
+                        });
+                        if !whole {
+                            return;
+                        }
+                        cmds.next();
+                    }
+                }
+                for c in cmds {
+                    store.execute(&c, NO_EXPIRY_CHECK);
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            records += report.records;
+            max_lsn = max_lsn.max(report.last_lsn);
+        }
+    }
+    Ok((records, max_lsn))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+}
+
+pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
+    if shards == 0 || shards > moon_manifest::manifest::MAX_SHARDS {
+        bail!(
+            "--shards must be between 1 and {}",
+            moon_manifest::manifest::MAX_SHARDS
+        );
+    }
+    let _lock = crate::lock::lock(dir)?;
+    let aof = moon_manifest::aof_dir(dir);
+    let manifest = moon_manifest::peek(dir)
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("no manifest in {}: nothing to migrate", aof.display()))?;
+    let mut store = Store::default();
+    let (source, old_seq, first_lsn) = match &manifest {
+        Manifest::V1(m) => {
+            let mut n = 0;
+            for name in m.base.iter().chain(std::iter::once(&m.incr)) {
+                n += load_plain(&aof.join(name), &mut store)?;
+            }
+            (
+                format!("legacy top-level (v1) log, {n} commands"),
+                m.seq,
+                n + 1,
+            )
+        }
+        Manifest::V2(m) => {
+            if m.shards() == shards {
+                println!(
+                    "{} already has the per-shard layout with {shards} shards: nothing to do",
+                    aof.display()
+                );
+                return Ok(0);
+            }
+            let (records, max_lsn) = load_v2(dir, m, &mut store)?;
+            (
+                format!(
+                    "per-shard (v2) layout with {} shards, {records} records",
+                    m.shards()
+                ),
+                m.seq,
+                max_lsn + 1,
+            )
+        }
+    };
+    let now = now_ms();
+    let mut per_shard: Vec<Vec<(&Bytes, &Bytes, u64)>> = vec![Vec::new(); shards];
+    for (key, entry) in store.keyspace().iter() {
+        if entry.expire_at != 0 && entry.expire_at <= now {
+            continue;
+        }
+        let Value::Str(v) = &entry.value;
+        per_shard[shard_for_key(key, shards)].push((key, v, entry.expire_at));
+    }
+    let new_seq = old_seq + 1;
+    println!("source: {source}");
+    println!(
+        "target: per-shard (v2) layout, {shards} shards, seq {new_seq}, LSNs from {first_lsn}"
+    );
+    for (i, keys) in per_shard.iter().enumerate() {
+        println!("  shard {i}: {} keys", keys.len());
+    }
+    if dry_run {
+        println!("--dry-run: nothing written");
+        return Ok(0);
+    }
+
+    // Build the new files beside the old ones (the old manifest does not name them).
+    let mut new = PerShard {
+        seq: new_seq,
+        max_lsn: vec![0; shards],
+    };
+    for (i, keys) in per_shard.iter().enumerate() {
+        let shard_dir = PerShard::shard_dir(dir, i);
+        std::fs::create_dir_all(&shard_dir)?;
+        let path = new.base_path(dir, i);
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let mut lsn = first_lsn;
+        let mut buf = Vec::new();
+        for (key, value, at) in keys {
+            let mut cmd = vec![Bytes::from_static(b"SET"), (*key).clone(), (*value).clone()];
+            if *at != 0 {
+                cmd.push(Bytes::from_static(b"PXAT"));
+                cmd.push(Bytes::from(at.to_string()));
+            }
+            buf.clear();
+            moon_aof::append_command_record(lsn, &cmd, &mut buf);
+            out.write_all(&buf)?;
+            lsn += 1;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        moon_manifest::fsio::fsync_dir(&shard_dir)?;
+        new.max_lsn[i] = lsn - 1;
+        // A stray incr of an interrupted earlier run must not be replayed after this base.
+        let _ = std::fs::remove_file(new.incr_path(dir, i));
+    }
+    moon_manifest::fsio::fsync_dir(&aof)?;
+    // The commit point.
+    moon_manifest::fsio::write_atomic(&moon_manifest::manifest_path(dir), new.render().as_bytes())?;
+    println!(
+        "committed: {} now holds the per-shard layout with {shards} shards",
+        aof.display()
+    );
+
+    // Old files go only now.
+    match &manifest {
+        Manifest::V1(_) => moon_manifest::remove_leftovers(dir),
+        Manifest::V2(old) => {
+            for i in 0..old.shards() {
+                let _ = std::fs::remove_file(old.base_path(dir, i));
+                let _ = std::fs::remove_file(old.incr_path(dir, i));
+            }
+            for i in shards..old.shards() {
+                let _ = std::fs::remove_dir_all(PerShard::shard_dir(dir, i));
+            }
+        }
+    }
+    moon_manifest::fsio::fsync_dir(&aof)?;
+    Ok(0)
+}
