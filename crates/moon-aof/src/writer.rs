@@ -132,8 +132,16 @@ impl Future for KickWait<'_> {
 type Waiter = (u64, oneshot::Sender<Result<(), String>>);
 
 struct Inner {
-    path: PathBuf,
-    file: BufferedFile,
+    path: RefCell<PathBuf>,
+    /// The incr file; replaced when a rewrite switches to the next one (see [`AofWriter::reopen`]).
+    file: RefCell<Rc<BufferedFile>>,
+    /// While set, the flusher starts no new round (a rewrite is switching files); records
+    /// keep accumulating in `pending` and their replies wait.
+    paused: Cell<bool>,
+    /// A write/fsync round is in flight.
+    in_round: Cell<bool>,
+    /// Woken when a round ends (for [`AofWriter::pause`]).
+    round_done: Kick,
     policy: Cell<FsyncPolicy>,
     pending: RefCell<Vec<u8>>,
     /// LSN of the last record in `pending` (or written, when `pending` is empty).
@@ -193,8 +201,11 @@ impl AofWriter {
             .map_err(glommio_io)?;
         let file_len = file.file_size().await.map_err(glommio_io)?;
         let inner = Rc::new(Inner {
-            path: path.to_path_buf(),
-            file,
+            path: RefCell::new(path.to_path_buf()),
+            file: RefCell::new(Rc::new(file)),
+            paused: Cell::new(false),
+            in_round: Cell::new(false),
+            round_done: Kick::default(),
             policy: Cell::new(policy),
             pending: RefCell::new(Vec::with_capacity(64 * 1024)),
             last_assigned: Cell::new(last_lsn),
@@ -230,8 +241,72 @@ impl AofWriter {
         Ok(AofWriter { inner })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    pub fn path(&self) -> PathBuf {
+        self.inner.path.borrow().clone()
+    }
+
+    /// Takes `n` LSNs for records that will not go through this log (a rewrite's new base):
+    /// returns the first and last. Later appends continue above them.
+    pub fn reserve(&self, n: u64) -> (u64, u64) {
+        let i = &self.inner;
+        let before = i.last_assigned.get();
+        let last = before + n;
+        i.last_assigned.set(last);
+        // Nothing of ours is waiting to be written: the reserved numbers count as safe, or
+        // replies waiting for the latest LSN would wait for records that never come.
+        if i.pending.borrow().is_empty() && !i.in_round.get() && i.written_lsn.get() == before {
+            i.written_lsn.set(last);
+            if i.durable_lsn.get() == before {
+                i.durable_lsn.set(last);
+            }
+        }
+        (before + 1, last)
+    }
+
+    /// The incr file's current length (a record boundary once no round is in flight).
+    pub fn file_len(&self) -> u64 {
+        self.inner.file_len.get()
+    }
+
+    /// Stops starting write rounds and waits for the one in flight: afterwards the file holds
+    /// exactly the records up to [`AofWriter::status`]`.lsn` minus what is still pending.
+    pub async fn pause(&self) {
+        self.inner.paused.set(true);
+        while self.inner.in_round.get() {
+            self.inner.round_done.wait().await;
+        }
+    }
+
+    /// Marks the log failed (sticky, as a failed write): writes are refused from now on.
+    pub fn fail_with(&self, what: &str, e: &std::io::Error) {
+        self.inner.last_write_ok.set(false);
+        self.inner.fail(what, e);
+    }
+
+    /// Resumes writing (after [`AofWriter::pause`]).
+    pub fn resume(&self) {
+        self.inner.paused.set(false);
+        self.inner.kick.notify();
+    }
+
+    /// While paused: continues the log in the file at `path` (a rewrite's new incr, already
+    /// holding and having fsynced every written record the new base does not cover).
+    pub async fn reopen(&self, path: &Path) -> std::io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .buffered_open(path)
+            .await
+            .map_err(glommio_io)?;
+        let len = file.file_size().await.map_err(glommio_io)?;
+        let i = &self.inner;
+        *i.file.borrow_mut() = Rc::new(file);
+        *i.path.borrow_mut() = path.to_path_buf();
+        i.file_len.set(len);
+        if i.error.borrow().is_none() {
+            i.durable_lsn.set(i.written_lsn.get());
+        }
+        Ok(())
     }
 
     /// The error that stopped this log, if any. Writes must be refused while it is set.
@@ -322,7 +397,7 @@ impl Inner {
 
     fn fail(&self, what: &str, e: &std::io::Error) {
         let text = describe(e);
-        tracing::error!(file = %self.path.display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
+        tracing::error!(file = %self.path.borrow().display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
         *self.error.borrow_mut() = Some(text);
         self.release();
     }
@@ -356,7 +431,8 @@ impl Inner {
         }
         let pos = self.file_len.get();
         let len = buf.len();
-        let written = self.file.write_at(buf, pos).await.map_err(glommio_io)?;
+        let file = self.file.borrow().clone();
+        let written = file.write_at(buf, pos).await.map_err(glommio_io)?;
         self.file_len.set(pos + written as u64);
         if written < len {
             return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
@@ -370,7 +446,8 @@ impl Inner {
         if self.fault.fail_fsync_at == Some(n) {
             return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
         }
-        self.file.fdatasync().await.map_err(glommio_io)
+        let file = self.file.borrow().clone();
+        file.fdatasync().await.map_err(glommio_io)
     }
 
     /// fdatasync of everything written so far (the everysec timer and close).
@@ -399,13 +476,23 @@ impl Inner {
 
     async fn flush_loop(self: Rc<Self>) {
         loop {
-            if self.pending.borrow().is_empty() {
-                if self.closed.get() {
+            if self.pending.borrow().is_empty() || self.paused.get() {
+                if self.closed.get() && !self.paused.get() {
                     return;
                 }
                 self.kick.wait().await;
                 continue;
             }
+            self.in_round.set(true);
+            self.round().await;
+            self.in_round.set(false);
+            self.round_done.notify();
+        }
+    }
+
+    /// One group-commit round: everything pending, one write, (under `always`) one fdatasync.
+    async fn round(&self) {
+        {
             let buf = std::mem::replace(
                 &mut *self.pending.borrow_mut(),
                 Vec::with_capacity(64 * 1024),
@@ -414,12 +501,12 @@ impl Inner {
             if self.error.borrow().is_some() {
                 // Records of commands that ran before the failure was known: never acknowledged.
                 self.release();
-                continue;
+                return;
             }
             if let Err(e) = self.write_all(buf).await {
                 self.last_write_ok.set(false);
                 self.fail("write", &e);
-                continue;
+                return;
             }
             self.last_write_ok.set(true);
             self.written_lsn.set(upto);
@@ -432,9 +519,17 @@ impl Inner {
                     Err(e) => {
                         self.last_fsync_ok.set(false);
                         self.fail("fsync", &e);
-                        continue;
+                        return;
                     }
                 }
+            }
+            // Nothing pending: every LSN handed out is written, or was reserved for a base.
+            if self.pending.borrow().is_empty() {
+                let last = self.last_assigned.get();
+                if self.durable_lsn.get() == upto && self.policy.get() == FsyncPolicy::Always {
+                    self.durable_lsn.set(last);
+                }
+                self.written_lsn.set(last);
             }
             self.release();
         }

@@ -122,6 +122,16 @@ pub async fn run(
     let shard = session.ctx.shard.clone();
     let n = shard.count();
     let count = cmds.len();
+    // Which commands write where (decided before they run: no extra round trip afterwards).
+    let cmds_meta: Vec<(bool, Option<Vec<usize>>)> = cmds
+        .iter()
+        .map(|c| {
+            (
+                command::lookup(&c[0]).is_some_and(|s| s.is_write()),
+                shards_of(c, n),
+            )
+        })
+        .collect();
     let mut all = false;
     let mut participants: Vec<usize> = watches.iter().map(|w| w.1).collect();
     for c in &cmds {
@@ -170,19 +180,7 @@ pub async fn run(
         session.tx = Some(txid);
         Box::pin(crate::conn::process(session, cmds, &mut inner)).await;
         session.tx = None;
-        let changed = join_all(
-            participants
-                .iter()
-                .map(|&p| shard.call_on(p, |sh| sh.tx_has_effects()))
-                .collect(),
-        )
-        .await;
-        let writers: Vec<usize> = participants
-            .iter()
-            .zip(changed)
-            .filter(|(_, c)| *c == Some(true))
-            .map(|(p, _)| *p)
-            .collect();
+        let writers = writers_of(&cmds_meta, &participants);
         let commits = join_all(
             participants
                 .iter()
@@ -207,6 +205,22 @@ pub async fn run(
     } else {
         out.put_slice(&inner);
     }
+}
+
+/// The shards a transaction's write commands may change (each logs a part at commit).
+fn writers_of(meta: &[(bool, Option<Vec<usize>>)], participants: &[usize]) -> Vec<usize> {
+    let mut w: Vec<usize> = Vec::new();
+    for (is_write, shards) in meta {
+        if *is_write {
+            match shards {
+                Some(list) => w.extend(list),
+                None => w.extend(participants),
+            }
+        }
+    }
+    w.sort_unstable();
+    w.dedup();
+    w
 }
 
 async fn unwatch(session: &mut Session, watches: Vec<(Bytes, usize, WatchToken)>) {

@@ -17,6 +17,9 @@ use crate::txn::{Deferred, TxId};
 use crate::runtime::{now_ms, ShardSetConfig};
 
 type AnyBox = Box<dyn Any + Send>;
+type AsyncCall = Box<
+    dyn FnOnce(Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = AnyBox>>> + Send,
+>;
 
 /// What one shard asks of another.
 pub(crate) enum Message {
@@ -28,6 +31,11 @@ pub(crate) enum Message {
     /// Run this function on the shard's thread (administrative fan-out: INFO, CLIENT LIST...).
     Call {
         f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
+        reply: oneshot::Sender<AnyBox>,
+    },
+    /// Run this async function on the shard's thread (BGREWRITEAOF steps).
+    CallAsync {
+        f: AsyncCall,
         reply: oneshot::Sender<AnyBox>,
     },
     /// Run these commands as one atomic unit (a single-shard MULTI/EXEC); `None` back if a
@@ -93,6 +101,8 @@ pub struct Shard {
     /// For unique transaction ids: this process's start time and a counter.
     pub(crate) boot_ms: u64,
     pub(crate) tx_counter: Cell<u64>,
+    /// A BGREWRITEAOF in progress on this shard (see [`crate::rewrite`]).
+    pub(crate) rewrite: RefCell<Option<crate::rewrite::Cut>>,
 }
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
@@ -143,6 +153,7 @@ impl Shard {
             tx_effects: RefCell::new(Vec::new()),
             boot_ms: now_ms(),
             tx_counter: Cell::new(0),
+            rewrite: RefCell::new(None),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
@@ -239,7 +250,8 @@ impl Shard {
                 Message::TxExec { txid, .. }
                 | Message::TxCommit { txid, .. }
                 | Message::TxUnlock { txid } => *txid == holder,
-                Message::Call { .. } => true, // reads of counters and stats, never keyspace writes
+                // Reads of counters and stats, and rewrite steps: never keyspace writes.
+                Message::Call { .. } | Message::CallAsync { .. } => true,
                 _ => false,
             };
             if !for_holder {
@@ -262,6 +274,13 @@ impl Shard {
             },
             Message::Call { f, reply } => {
                 let _ = reply.send(f(self));
+            }
+            Message::CallAsync { f, reply } => {
+                let fut = f(self.clone());
+                glommio::spawn_local(async move {
+                    let _ = reply.send(fut.await);
+                })
+                .detach();
             }
             Message::Atomic {
                 cmds,
@@ -381,6 +400,29 @@ impl Shard {
         let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
             Box::new(move |s| Box::new(f(s)) as AnyBox);
         if !self.send(target, Message::Call { f, reply: tx }).await {
+            return None;
+        }
+        rx.await
+            .ok()
+            .and_then(|b| b.downcast::<R>().ok())
+            .map(|b| *b)
+    }
+
+    /// Runs the async function `f` on shard `target`'s thread and returns its result; `None`
+    /// if that shard is gone.
+    pub async fn call_on_async<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return Some(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let f: AsyncCall =
+            Box::new(move |s| Box::pin(async move { Box::new(f(s).await) as AnyBox }));
+        if !self.send(target, Message::CallAsync { f, reply: tx }).await {
             return None;
         }
         rx.await

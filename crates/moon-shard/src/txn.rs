@@ -177,14 +177,17 @@ impl Shard {
         })
     }
 
-    /// Step 3 on this shard: logs the buffered effects as one record and waits until the log
-    /// is safe up to the shard's latest LSN (which also covers what the transaction read).
+    /// Step 3 on this shard: logs the buffered effects as one record (a `MOON.TXPART` group when
+    /// two or more shards are `writers`; this shard logs one whenever it is named, even with
+    /// no effects) and waits until the log is safe up to the shard's latest LSN (which also
+    /// covers what the transaction read).
     pub(crate) async fn tx_commit_here(&self, txid: TxId, writers: &[usize]) -> Result<(), String> {
         let effects = std::mem::take(&mut *self.tx_effects.borrow_mut());
         let Some(writer) = self.parts().1 else {
             return Ok(());
         };
-        if effects.is_empty() {
+        let named = writers.contains(&self.id());
+        if effects.is_empty() && !(named && writers.len() >= 2) {
             // A read-only part: wait for what it may have read, but a failing log does not
             // make a read fail (reads keep working, as outside transactions).
             let _ = writer.wait(writer.last_assigned()).await;
@@ -206,11 +209,6 @@ impl Shard {
             }
         }
         writer.wait(writer.last_assigned()).await
-    }
-
-    /// Whether the holding transaction changed anything on this shard.
-    pub fn tx_has_effects(&self) -> bool {
-        !self.tx_effects.borrow().is_empty()
     }
 
     /// Single-shard MULTI/EXEC: `None` if a watched key changed (nothing ran); otherwise the
@@ -332,7 +330,8 @@ impl Shard {
             .unwrap_or_else(|_| vec![Frame::StaticError(GONE); n])
     }
 
-    /// Step 3 on `target`. `writers`: the shards whose part changed something.
+    /// Step 3 on `target`. `writers`: the shards that may have changed something (each logs a
+    /// part, even an empty one, so that recovery finds every part it names).
     pub async fn tx_commit(
         self: &Rc<Self>,
         target: usize,

@@ -1,0 +1,199 @@
+//! BGREWRITEAOF, one shard's part. The coordinator (in the server) drives every shard through
+//! the same steps and owns the manifest; here is what each step does to this shard's files.
+//!
+//! 1. [`Shard::rewrite_cut`] — under a lock on every shard (so no cross-shard transaction is
+//!    half before and half after the cut): copy the live keyspace and reserve one LSN per key
+//!    for the new base. Later records get LSNs above the reserved ones and keep going to the
+//!    current incr file.
+//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy as
+//!    `SET key value [PXAT ms]` records to the next seq's base file and fdatasync it.
+//! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
+//!    records written since the cut (LSN above the reserved range) from the current incr to the
+//!    next seq's incr file, fsync it. The old files are still complete and still named by the
+//!    manifest, so a crash here loses nothing.
+//! 4. (coordinator) write the manifest with the next seq: the commit point.
+//! 5. [`Shard::rewrite_switch`] — the writer continues in the new incr and resumes; held
+//!    replies go out once their records are in it.
+//!
+//! [`Shard::rewrite_abort`] undoes 1–3 for this shard if another step failed anywhere.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::io::OpenOptions;
+
+use crate::runtime::now_ms;
+use crate::shard::Shard;
+
+/// What the cut left for the next steps.
+pub(crate) struct Cut {
+    snapshot: Vec<(Bytes, Bytes, u64)>,
+    first_lsn: u64,
+    last_lsn: u64,
+    /// The incr file's length at the cut: records after it are the tail to carry over.
+    tail_from: u64,
+}
+
+fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
+    match e {
+        glommio::GlommioError::IoError(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+impl Shard {
+    /// Step 1. Returns (keys, last reserved LSN), or `None` without an AOF.
+    pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
+        let writer = self.aof()?;
+        let now = now_ms();
+        let snapshot: Vec<(Bytes, Bytes, u64)> = self
+            .store()
+            .keyspace()
+            .iter()
+            .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
+            .map(|(k, e)| {
+                let moon_store::Value::Str(v) = &e.value;
+                (k.clone(), v.clone(), e.expire_at)
+            })
+            .collect();
+        let keys = snapshot.len() as u64;
+        let tail_from = writer.file_len();
+        let (first_lsn, last_lsn) = writer.reserve(keys);
+        *self.rewrite.borrow_mut() = Some(Cut {
+            snapshot,
+            first_lsn,
+            last_lsn,
+            tail_from,
+        });
+        Some((keys, last_lsn))
+    }
+
+    /// Step 2: writes the base to `path`. Returns its size in bytes.
+    pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<u64, String> {
+        let (snapshot, first) = match self.rewrite.borrow_mut().as_mut() {
+            Some(cut) => (std::mem::take(&mut cut.snapshot), cut.first_lsn),
+            None => return Err("no rewrite in progress on this shard".into()),
+        };
+        let describe = |e: std::io::Error| format!("writing {}: {e}", path.display());
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| describe(glommio_io(e)))?;
+        let mut pos = 0u64;
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut cmd: Vec<Bytes> = Vec::with_capacity(5);
+        for (lsn, (key, value, at)) in (first..).zip(snapshot) {
+            cmd.clear();
+            cmd.extend([Bytes::from_static(b"SET"), key, value]);
+            if at != 0 {
+                cmd.push(Bytes::from_static(b"PXAT"));
+                cmd.push(Bytes::from(at.to_string()));
+            }
+            moon_aof::append_command_record(lsn, &cmd, &mut buf);
+            if buf.len() >= 1 << 20 {
+                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(1 << 20));
+                pos += file
+                    .write_at(chunk, pos)
+                    .await
+                    .map_err(|e| describe(glommio_io(e)))? as u64;
+            }
+        }
+        if !buf.is_empty() {
+            pos += file
+                .write_at(buf, pos)
+                .await
+                .map_err(|e| describe(glommio_io(e)))? as u64;
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| describe(glommio_io(e)))?;
+        let _ = file.close().await;
+        fsync_dir(&path).map_err(describe)?;
+        Ok(pos)
+    }
+
+    /// Step 3: pauses the writer and carries the records written since the cut into
+    /// `new_incr`, fsynced.
+    pub async fn rewrite_prepare(&self, new_incr: PathBuf) -> Result<(), String> {
+        let writer = self.aof().ok_or("AOF disabled")?;
+        let (tail_from, last) = match self.rewrite.borrow().as_ref() {
+            Some(cut) => (cut.tail_from, cut.last_lsn),
+            None => return Err("no rewrite in progress on this shard".into()),
+        };
+        writer.pause().await;
+        if let Some(e) = writer.error() {
+            return Err(format!("the AOF is failing: {e}"));
+        }
+        let old = writer.path();
+        let describe =
+            |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+        let mut data = Vec::new();
+        let mut f = std::fs::File::open(&old).map_err(|e| describe("reading", &old, e))?;
+        f.seek(SeekFrom::Start(tail_from))
+            .map_err(|e| describe("reading", &old, e))?;
+        f.read_to_end(&mut data)
+            .map_err(|e| describe("reading", &old, e))?;
+        let mut out = Vec::with_capacity(data.len());
+        let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
+            if lsn > last {
+                moon_aof::record::encode_record(lsn, payload, &mut out);
+            }
+            Ok(())
+        });
+        match scanned {
+            Ok(end) if end.end == moon_aof::reader::End::Clean => {}
+            other => {
+                return Err(format!(
+                    "the tail of {} is not clean: {other:?}",
+                    old.display()
+                ))
+            }
+        }
+        let mut nf =
+            std::fs::File::create(&new_incr).map_err(|e| describe("creating", &new_incr, e))?;
+        nf.write_all(&out)
+            .map_err(|e| describe("writing", &new_incr, e))?;
+        nf.sync_all()
+            .map_err(|e| describe("fsyncing", &new_incr, e))?;
+        fsync_dir(&new_incr).map_err(|e| describe("fsyncing the directory of", &new_incr, e))?;
+        Ok(())
+    }
+
+    /// Step 5: after the manifest names the new files, continue the log in `new_incr`.
+    pub async fn rewrite_switch(&self, new_incr: PathBuf) -> Result<(), String> {
+        let writer = self.aof().ok_or("AOF disabled")?;
+        self.rewrite.borrow_mut().take();
+        let result = writer.reopen(&new_incr).await;
+        match result {
+            Ok(()) => {
+                writer.resume();
+                Ok(())
+            }
+            Err(e) => {
+                // The manifest already names the new file: the log cannot go on elsewhere.
+                writer.fail_with("reopen", &e);
+                writer.resume();
+                Err(format!("reopening {}: {e}", new_incr.display()))
+            }
+        }
+    }
+
+    /// Undoes this shard's part of a rewrite that failed before its commit.
+    pub fn rewrite_abort(&self) {
+        self.rewrite.borrow_mut().take();
+        if let Some(w) = self.aof() {
+            w.resume();
+        }
+    }
+}
