@@ -416,6 +416,14 @@ fn noauth() -> Frame {
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
 pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
+    if cmds.len() > 1 && session.tx.is_none() && pipeline_needs_transaction(session, &cmds, shards)
+    {
+        // A pipeline with commands that span shards: one transaction for all of it — one set
+        // of locks and one commit instead of one per command. Running a client's consecutive
+        // commands together, with nobody in between, is a valid order for them.
+        crate::txn::run(session, cmds, Vec::new(), false, out).await;
+        return;
+    }
     let mut plan = Plan::new(shards);
     ShardCounters::add(
         &session.ctx.shard.counters.commands_processed,
@@ -530,6 +538,40 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
         }
     }
     plan.flush(session, out).await;
+}
+
+/// Whether a pipeline (outside MULTI) holds a command that spans shards and nothing that
+/// manages transactions itself.
+fn pipeline_needs_transaction(session: &Session, cmds: &[Vec<Bytes>], shards: usize) -> bool {
+    if shards < 2 || session.multi.queued.is_some() || !session.authenticated {
+        return false;
+    }
+    let mut spans = false;
+    for args in cmds {
+        let Some(spec) = command::lookup(&args[0]) else {
+            continue;
+        };
+        if matches!(
+            spec.name,
+            "multi" | "exec" | "discard" | "watch" | "unwatch"
+        ) {
+            return false;
+        }
+        if !spec.arity_ok(args.len()) {
+            continue;
+        }
+        spans |= match spec.route {
+            Route::MultiKey { step, .. } => {
+                (args.len() - 1) % step == 0 && spans_shards(args, step, shards)
+            }
+            Route::Special => {
+                matches!(spec.name, "rename" | "renamenx" | "msetnx")
+                    && single_shard(spec, args, shards).is_none()
+            }
+            _ => false,
+        };
+    }
+    spans
 }
 
 /// Whether a multi-key command's keys live on more than one shard.

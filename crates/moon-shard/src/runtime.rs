@@ -21,6 +21,12 @@ pub struct ShardSetConfig {
 
 /// Capacity of each shard-to-shard channel, in messages (each message is a whole batch).
 const CHANNEL_CAPACITY: usize = 1024;
+/// How long an idle executor busy-polls before it sleeps. A cross-shard message to a sleeping
+/// shard costs a wake-up (eventfd + scheduler) on the critical path of every cross-shard
+/// batch and transaction step; spinning briefly keeps a busy shard awake between messages.
+/// Measured on the 2-CPU bench machine: cross-shard MSET 4.2k -> 11k req/s unpipelined with
+/// 100 µs; 500 µs starved the load generator (SET/GET -20 %).
+const SPIN_US: u64 = 100;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -53,6 +59,7 @@ where
         let config = config.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
+            .spin_before_park(std::time::Duration::from_micros(SPIN_US))
             .spawn(move || async move {
                 let shard = Shard::join(id, &config, mesh).await;
                 main(shard).await
