@@ -66,6 +66,10 @@ pub async fn connection_command(
         "command" => command(args),
         "config" => config_cmd(session, args).await,
         "info" => info(session, args).await,
+        "bgrewriteaof" => match crate::rewrite::start(&session.ctx.shard, &session.ctx.shared) {
+            Ok(status) => Frame::Simple(status),
+            Err(e) => Frame::StaticError(e),
+        },
         "shutdown" => {
             for a in &args[1..] {
                 if !["nosave", "save", "now", "force", "abort"]
@@ -553,7 +557,7 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         let _ = write!(out, "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n", human(rss), human(rss));
     }
     if want("persistence") {
-        persistence_section(&mut out, &config, &per_shard);
+        persistence_section(&mut out, &config, &per_shard, &shared.rewrite);
     }
     if want("stats") {
         let _ = write!(
@@ -751,7 +755,12 @@ fn one_reply(mut frames: Vec<Frame>) -> Frame {
 }
 
 /// INFO persistence: Redis's fields for the whole server, then one line per shard's log.
-fn persistence_section(out: &mut String, config: &Config, per_shard: &[Option<ShardInfo>]) {
+fn persistence_section(
+    out: &mut String,
+    config: &Config,
+    per_shard: &[Option<ShardInfo>],
+    rewrite: &crate::rewrite::RewriteState,
+) {
     let logs: Vec<&AofStatus> = per_shard
         .iter()
         .flatten()
@@ -759,16 +768,21 @@ fn persistence_section(out: &mut String, config: &Config, per_shard: &[Option<Sh
         .collect();
     let write_ok = logs.iter().all(|a| a.last_write_ok && a.error.is_none());
     let fsync_ok = logs.iter().all(|a| a.last_fsync_ok);
-    let size: u64 = logs.iter().map(|a| a.file_size).sum();
+    let rw = rewrite.stats();
+    let (base_size, current_size) = rewrite.sizes();
     let _ = write!(
         out,
-        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_layout:{}\r\naof_fsync:{}\r\naof_writers:{}\r\naof_last_write_status:{}\r\naof_last_fsync_status:{}\r\naof_current_size:{size}\r\nrdb_bgsave_in_progress:0\r\naof_rewrite_in_progress:0\r\n",
+        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_layout:{}\r\naof_fsync:{}\r\naof_writers:{}\r\naof_last_write_status:{}\r\naof_last_fsync_status:{}\r\naof_current_size:{current_size}\r\naof_base_size:{base_size}\r\nrdb_bgsave_in_progress:0\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:{}\r\naof_last_rewrite_time_sec:{}\r\naof_rewrites:{}\r\n",
         u8::from(config.appendonly),
         if config.appendonly { "per-shard" } else { "none" },
         config.appendfsync.as_str(),
         logs.len(),
         if write_ok { "ok" } else { "err" },
         if fsync_ok { "ok" } else { "err" },
+        u8::from(rewrite.in_progress()),
+        if rw.last_ok { "ok" } else { "err" },
+        if rw.last_duration_ms < 0 { -1 } else { rw.last_duration_ms / 1000 },
+        rw.rewrites,
     );
     for (i, s) in per_shard.iter().enumerate() {
         if let Some(a) = s.as_ref().and_then(|s| s.aof.as_ref()) {

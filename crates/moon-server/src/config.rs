@@ -20,6 +20,11 @@ pub struct Config {
     pub maxclients: u64,
     pub loglevel: String,
     pub pin_cpus: bool,
+    /// Rewrite the AOF automatically when it grew by this percentage over its size after the
+    /// last rewrite (or at startup); 0 = never.
+    pub auto_aof_rewrite_percentage: u64,
+    /// ... and is at least this big.
+    pub auto_aof_rewrite_min_size: u64,
     /// The file the configuration was read from, if any (INFO `config_file`).
     pub config_file: Option<PathBuf>,
 }
@@ -46,6 +51,8 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("maxclients", Mutability::Runtime),
     ("loglevel", Mutability::Runtime),
     ("pin-cpus", Mutability::Startup),
+    ("auto-aof-rewrite-percentage", Mutability::Runtime),
+    ("auto-aof-rewrite-min-size", Mutability::Runtime),
 ];
 
 /// A refused value: the key, the value and what would have been accepted.
@@ -108,6 +115,8 @@ impl Default for Config {
             maxclients: 10000,
             loglevel: "notice".into(),
             pin_cpus: true,
+            auto_aof_rewrite_percentage: 100,
+            auto_aof_rewrite_min_size: 64 * 1024 * 1024,
             config_file: None,
         }
     }
@@ -186,6 +195,18 @@ impl Config {
                 self.loglevel = v;
             }
             "pin-cpus" => self.pin_cpus = yes_no(&key, value)?,
+            "auto-aof-rewrite-percentage" => {
+                self.auto_aof_rewrite_percentage = match value.parse::<u64>() {
+                    Ok(n) if n <= 1_000_000 => n,
+                    _ => return Err(bad(&key, value, "an integer percentage >= 0 (0 = never)")),
+                }
+            }
+            "auto-aof-rewrite-min-size" => {
+                self.auto_aof_rewrite_min_size = match parse_size(value) {
+                    Some(n) => n,
+                    _ => return Err(bad(&key, value, "a size, e.g. 64mb")),
+                }
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(ConfigError {
@@ -213,6 +234,8 @@ impl Config {
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "maxclients" => self.maxclients.to_string(),
             "loglevel" => self.loglevel.clone(),
+            "auto-aof-rewrite-percentage" => self.auto_aof_rewrite_percentage.to_string(),
+            "auto-aof-rewrite-min-size" => self.auto_aof_rewrite_min_size.to_string(),
             "pin-cpus" => if self.pin_cpus { "yes" } else { "no" }.into(),
             _ => return None,
         })

@@ -7,6 +7,7 @@ mod admin;
 mod config;
 mod conn;
 mod persistence;
+mod rewrite;
 mod server;
 mod txn;
 
@@ -60,6 +61,12 @@ struct Args {
     /// yes | no: pin each shard to a CPU.
     #[arg(long)]
     pin_cpus: Option<String>,
+    /// Automatic BGREWRITEAOF after this much growth, in percent (0 = never).
+    #[arg(long)]
+    auto_aof_rewrite_percentage: Option<String>,
+    /// ... once the AOF is at least this big, e.g. 64mb.
+    #[arg(long)]
+    auto_aof_rewrite_min_size: Option<String>,
 }
 
 fn load_config(args: &Args) -> Result<Config, String> {
@@ -84,6 +91,11 @@ fn load_config(args: &Args) -> Result<Config, String> {
         ("maxclients", &args.maxclients),
         ("loglevel", &args.loglevel),
         ("pin-cpus", &args.pin_cpus),
+        (
+            "auto-aof-rewrite-percentage",
+            &args.auto_aof_rewrite_percentage,
+        ),
+        ("auto-aof-rewrite-min-size", &args.auto_aof_rewrite_min_size),
     ];
     for (key, value) in flags {
         if let Some(v) = value {

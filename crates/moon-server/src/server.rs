@@ -62,6 +62,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicU64,
     drained_shards: AtomicUsize,
+    /// BGREWRITEAOF state (see `rewrite.rs`).
+    pub rewrite: crate::rewrite::RewriteState,
 }
 
 impl Shared {
@@ -178,6 +180,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),
         drained_shards: AtomicUsize::new(0),
+        rewrite: crate::rewrite::RewriteState::new(
+            data_dir
+                .as_ref()
+                .map(|d| (d.dir.clone(), d.manifest.clone())),
+        ),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
@@ -323,6 +330,9 @@ async fn shard_main(
         stopping: Semaphore::new(0),
     });
     let gate = Gate::new();
+    if id == 0 {
+        crate::rewrite::start_auto_rewrite(shard.clone(), shared.clone());
+    }
     let mut stop_rx = stop_rx;
     loop {
         enum Event {

@@ -211,6 +211,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("info", -1, ADMIN, 0, 0, 0, Connection),
     cmd!("time", 1, CONN, 0, 0, 0, Connection),
     cmd!("shutdown", -1, ADMIN, 0, 0, 0, Connection),
+    cmd!("bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
     // Transactions (handled by the connection: queueing, then the EXEC coordinator)
     cmd!("multi", 1, TXN, 0, 0, 0, Connection),
     cmd!("exec", 1, TXN_SKIP, 0, 0, 0, Connection),

@@ -1,0 +1,274 @@
+//! BGREWRITEAOF: the coordinator. Every shard compacts its own log into a new base (its live
+//! keys as `SET ... [PXAT]` records) and a fresh incr, under the next manifest `seq`; the switch
+//! is the manifest write. The per-shard steps and why each is safe are in
+//! `moon_shard::rewrite`; the order here is:
+//!
+//! 1. lock every shard (ascending, like a transaction) and cut: copy each keyspace and reserve
+//!    its LSNs; unlock. No cross-shard transaction straddles the cut.
+//! 2. every shard writes its new base in the background, fsynced; serving continues.
+//! 3. every shard pauses its writer and carries the records logged since the cut into its new
+//!    incr, fsynced. Replies of writes arriving now wait.
+//! 4. the new manifest is written atomically — the commit point. Before it, the old files are
+//!    complete and named; after it, the new ones are.
+//! 5. every writer continues in its new incr and resumes; then the old files are deleted.
+//!
+//! Any failure before step 4 deletes the new files and resumes the writers: the old layout
+//! goes on as if nothing happened, and `aof_last_bgrewrite_status` says `err`.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moon_manifest::PerShard;
+use moon_shard::{join_all, Shard};
+
+use crate::server::Shared;
+
+/// What INFO reports and what the next rewrite starts from.
+#[derive(Clone, Debug)]
+pub struct RewriteStats {
+    pub last_ok: bool,
+    pub rewrites: u64,
+    /// AOF size after the last rewrite, or at startup (auto-rewrite's reference).
+    pub base_size: u64,
+    pub last_duration_ms: i64,
+}
+
+pub struct RewriteState {
+    in_progress: AtomicBool,
+    layout: Mutex<Option<(PathBuf, PerShard)>>,
+    stats: Mutex<RewriteStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn layout_size(dir: &std::path::Path, m: &PerShard) -> u64 {
+    (0..m.shards())
+        .flat_map(|i| [m.base_path(dir, i), m.incr_path(dir, i)])
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|md| md.len())
+        .sum()
+}
+
+impl RewriteState {
+    pub fn new(layout: Option<(PathBuf, PerShard)>) -> RewriteState {
+        let base_size = layout.as_ref().map_or(0, |(d, m)| layout_size(d, m));
+        RewriteState {
+            in_progress: AtomicBool::new(false),
+            layout: Mutex::new(layout),
+            stats: Mutex::new(RewriteStats {
+                last_ok: true,
+                rewrites: 0,
+                base_size,
+                last_duration_ms: -1,
+            }),
+        }
+    }
+
+    pub fn in_progress(&self) -> bool {
+        self.in_progress.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> RewriteStats {
+        lock(&self.stats).clone()
+    }
+
+    /// (size of every base file, size of every base and incr file) of the current layout.
+    pub fn sizes(&self) -> (u64, u64) {
+        match lock(&self.layout).as_ref() {
+            Some((dir, m)) => {
+                let base = (0..m.shards())
+                    .filter_map(|i| std::fs::metadata(m.base_path(dir, i)).ok())
+                    .map(|md| md.len())
+                    .sum();
+                (base, layout_size(dir, m))
+            }
+            None => (0, 0),
+        }
+    }
+}
+
+/// BGREWRITEAOF: starts a rewrite in the background; Redis's replies.
+pub fn start(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<&'static str, &'static str> {
+    if lock(&shared.rewrite.layout).is_none() {
+        return Err("ERR AOF is disabled (appendonly no): there is nothing to rewrite");
+    }
+    if shared.rewrite.in_progress.swap(true, Ordering::AcqRel) {
+        return Err("ERR Background append only file rewriting already in progress");
+    }
+    let (shard, shared) = (shard.clone(), shared.clone());
+    glommio::spawn_local(async move {
+        let started = Instant::now();
+        let result = run(&shard, &shared).await;
+        let mut stats = lock(&shared.rewrite.stats);
+        stats.last_ok = result.is_ok();
+        stats.last_duration_ms = started.elapsed().as_millis() as i64;
+        match result {
+            Ok(size) => {
+                stats.rewrites += 1;
+                stats.base_size = size;
+                tracing::info!(
+                    "Background AOF rewrite finished successfully ({size} bytes, {} ms)",
+                    stats.last_duration_ms
+                );
+            }
+            Err(e) => tracing::error!("Background AOF rewrite failed: {e}"),
+        }
+        drop(stats);
+        shared.rewrite.in_progress.store(false, Ordering::Release);
+    })
+    .detach();
+    Ok("Background append only file rewriting started")
+}
+
+/// The rewrite itself. Returns the new layout's size.
+async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
+    let (dir, old) = lock(&shared.rewrite.layout).clone().ok_or("AOF disabled")?;
+    let n = old.shards();
+    let mut new = PerShard {
+        seq: old.seq + 1,
+        max_lsn: vec![0; n],
+    };
+    tracing::info!(
+        "Background AOF rewrite started (seq {} -> {})",
+        old.seq,
+        new.seq
+    );
+
+    // 1. The cut, under every shard's lock.
+    let txid = shard.new_txid();
+    for p in 0..n {
+        shard.tx_lock(p, txid).await;
+    }
+    let cuts = join_all(
+        (0..n)
+            .map(|p| shard.call_on(p, |s| s.rewrite_cut()))
+            .collect(),
+    )
+    .await;
+    for p in 0..n {
+        shard.tx_unlock(p, txid).await;
+    }
+    for (p, cut) in cuts.iter().enumerate() {
+        match cut {
+            Some(Some((_, last))) => new.max_lsn[p] = *last,
+            _ => return Err(abort(shard, &dir, &new, format!("shard {p} could not cut")).await),
+        }
+    }
+
+    // 2. The bases, in the background of every shard.
+    let bases = join_all(
+        (0..n)
+            .map(|p| {
+                let path = new.base_path(&dir, p);
+                shard.call_on_async(p, move |s| async move { s.rewrite_write_base(path).await })
+            })
+            .collect(),
+    )
+    .await;
+    if let Some(e) = first_error(bases) {
+        return Err(abort(shard, &dir, &new, e).await);
+    }
+
+    // 3. Pause every writer and carry each tail into the new incr.
+    let prepared = join_all(
+        (0..n)
+            .map(|p| {
+                let path = new.incr_path(&dir, p);
+                shard.call_on_async(p, move |s| async move { s.rewrite_prepare(path).await })
+            })
+            .collect(),
+    )
+    .await;
+    if let Some(e) = first_error(prepared) {
+        return Err(abort(shard, &dir, &new, e).await);
+    }
+
+    // 4. The commit point.
+    let manifest = moon_manifest::manifest_path(&dir);
+    if let Err(e) = moon_manifest::fsio::write_atomic(&manifest, new.render().as_bytes()) {
+        return Err(abort(
+            shard,
+            &dir,
+            &new,
+            format!("writing {}: {e}", manifest.display()),
+        )
+        .await);
+    }
+    *lock(&shared.rewrite.layout) = Some((dir.clone(), new.clone()));
+
+    // 5. Continue in the new files; the old ones go.
+    let switched = join_all(
+        (0..n)
+            .map(|p| {
+                let path = new.incr_path(&dir, p);
+                shard.call_on_async(p, move |s| async move { s.rewrite_switch(path).await })
+            })
+            .collect(),
+    )
+    .await;
+    for i in 0..n {
+        let _ = std::fs::remove_file(old.base_path(&dir, i));
+        let _ = std::fs::remove_file(old.incr_path(&dir, i));
+    }
+    if let Some(e) = first_error(switched) {
+        return Err(format!("after the commit: {e}"));
+    }
+    Ok(layout_size(&dir, &new))
+}
+
+fn first_error<T>(results: Vec<Option<Result<T, String>>>) -> Option<String> {
+    results.into_iter().enumerate().find_map(|(p, r)| match r {
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(format!("shard {p}: {e}")),
+        None => Some(format!("shard {p} is gone")),
+    })
+}
+
+/// Undoes a rewrite that failed before its commit: writers resume, new files go.
+async fn abort(shard: &Rc<Shard>, dir: &std::path::Path, new: &PerShard, cause: String) -> String {
+    join_all(
+        (0..new.shards())
+            .map(|p| shard.call_on(p, |s| s.rewrite_abort()))
+            .collect(),
+    )
+    .await;
+    for i in 0..new.shards() {
+        let _ = std::fs::remove_file(new.base_path(dir, i));
+        let _ = std::fs::remove_file(new.incr_path(dir, i));
+    }
+    cause
+}
+
+/// Automatic rewrites (`auto-aof-rewrite-percentage`, `auto-aof-rewrite-min-size`), checked
+/// once a second on shard 0.
+pub fn start_auto_rewrite(shard: Rc<Shard>, shared: Arc<Shared>) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let config = shared.config();
+            if !config.appendonly
+                || config.auto_aof_rewrite_percentage == 0
+                || shared.rewrite.in_progress()
+            {
+                continue;
+            }
+            let (_, size) = shared.rewrite.sizes();
+            let base = shared.rewrite.stats().base_size;
+            let grown =
+                size.saturating_sub(base) * 100 >= base.max(1) * config.auto_aof_rewrite_percentage;
+            if size >= config.auto_aof_rewrite_min_size && grown {
+                tracing::info!(
+                    "Starting automatic rewriting of AOF on {}% growth",
+                    (size.saturating_sub(base) * 100) / base.max(1)
+                );
+                let _ = start(&shard, &shared);
+            }
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,201 @@
+//! BGREWRITEAOF against the real binary: the log is compacted per shard, nothing is lost —
+//! also when the server is SIGKILLed while rewrites run under load — and the automatic
+//! trigger fires.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{eventually, expect_err, MoonServer};
+use redis::Commands;
+
+fn info_field(con: &mut redis::Connection, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg("persistence").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn rewrites_done(con: &mut redis::Connection) -> u64 {
+    info_field(con, "aof_rewrites").parse().unwrap_or(0)
+}
+
+#[test]
+fn bgrewriteaof_compacts_every_shard_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 2, &["--appendfsync", "always"]).unwrap();
+    let mut con = server.client();
+    for round in 0..5 {
+        let pairs: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("k{i}"), format!("v{round}-{i}")))
+            .collect();
+        for (k, v) in &pairs {
+            let _: () = con.set(k, v).unwrap();
+        }
+    }
+    let _: () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("x")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = con.del(&["k0", "k1"]).unwrap();
+    let before = std::fs::metadata(tmp.path().join("appendonlydir/shard-0/moon.aof.1.incr.aof"))
+        .unwrap()
+        .len();
+    let started: String = redis::cmd("BGREWRITEAOF").query(&mut con).unwrap();
+    assert_eq!(started, "Background append only file rewriting started");
+    assert!(
+        eventually(Duration::from_secs(30), || rewrites_done(&mut con) == 1),
+        "the rewrite finished"
+    );
+    assert_eq!(info_field(&mut con, "aof_last_bgrewrite_status"), "ok");
+    let manifest =
+        std::fs::read_to_string(tmp.path().join("appendonlydir/moon.aof.manifest")).unwrap();
+    assert!(
+        manifest.starts_with("version 2\nseq 2\nshards 2\n"),
+        "{manifest}"
+    );
+    assert!(
+        !tmp.path()
+            .join("appendonlydir/shard-0/moon.aof.1.incr.aof")
+            .exists(),
+        "old files removed"
+    );
+    let base = std::fs::metadata(tmp.path().join("appendonlydir/shard-0/moon.aof.2.base.rdb"))
+        .unwrap()
+        .len();
+    assert!(
+        base < before / 2,
+        "compacted: base {base} bytes vs {before} before"
+    );
+    // Writes after the rewrite go to the new incr.
+    let _: () = con.set("after", "rewrite").unwrap();
+    server.kill();
+    let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let mut con = server.client();
+    assert_eq!(con.get::<_, String>("k199").unwrap(), "v4-199");
+    assert_eq!(con.get::<_, Option<String>>("k0").unwrap(), None);
+    assert_eq!(con.get::<_, String>("after").unwrap(), "rewrite");
+    let ttl: i64 = con.ttl("ttl").unwrap();
+    assert!(ttl > 900 && ttl <= 1000, "{ttl}");
+    assert_eq!(
+        redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(),
+        198 + 2
+    );
+}
+
+#[test]
+fn a_second_bgrewriteaof_is_refused_while_one_runs() {
+    let server = MoonServer::start(2, &[]);
+    let mut con = server.client();
+    let mut p = redis::pipe();
+    p.cmd("BGREWRITEAOF").cmd("BGREWRITEAOF");
+    let r: redis::RedisResult<Vec<String>> = p.query(&mut con);
+    let e = r.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Background append only file rewriting already in progress"),
+        "{e}"
+    );
+    let off = MoonServer::start(1, &["--appendonly", "no"]);
+    assert!(expect_err(&mut off.client(), &["BGREWRITEAOF"]).contains("AOF is disabled"));
+}
+
+#[test]
+fn sigkill_during_rewrites_under_load_loses_nothing() {
+    for shards in [1, 2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut server = MoonServer::start_in(tmp.path(), shards, &[]).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (url, tx) = (server.url(), tx.clone());
+                thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    let Ok(mut con) = redis::Client::open(url).and_then(|c| c.get_connection())
+                    else {
+                        return acked;
+                    };
+                    for i in 0.. {
+                        let k = format!("w{w}:{i}");
+                        if con.set::<_, _, ()>(&k, i).is_err() || tx.send(()).is_err() {
+                            break;
+                        }
+                        acked.push(k);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut admin = server.client();
+        let mut started = 0;
+        for n in 0..3000 {
+            if rx.recv().is_err() {
+                break;
+            }
+            if n % 300 == 0
+                && redis::cmd("BGREWRITEAOF")
+                    .query::<String>(&mut admin)
+                    .is_ok()
+            {
+                started += 1;
+            }
+        }
+        server.kill();
+        drop(rx);
+        let acked: Vec<String> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert!(started >= 2, "rewrites ran during the load ({started})");
+        let server = MoonServer::start_in(tmp.path(), shards, &[]).unwrap();
+        let mut con = server.client();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| !con.exists::<_, bool>(k.as_str()).unwrap())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "shards={shards}: {} of {} acknowledged writes lost: {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
+
+#[test]
+fn the_aof_is_rewritten_automatically_on_growth() {
+    let server = MoonServer::start(
+        2,
+        &[
+            "--auto-aof-rewrite-min-size",
+            "64kb",
+            "--auto-aof-rewrite-percentage",
+            "100",
+        ],
+    );
+    let mut con = server.client();
+    for i in 0..3000 {
+        let _: () = con.set(format!("key{}", i % 50), "x".repeat(40)).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || rewrites_done(&mut con) >= 1),
+        "an automatic rewrite ran"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("Starting automatic rewriting of AOF"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 50);
+}
