@@ -34,9 +34,12 @@ pub struct Args {
     /// Persistence settings, comma separated: off (appendonly no), no, everysec, always.
     #[arg(long, default_value = "off,no,everysec,always")]
     fsync: String,
-    /// Skip the recovery and memory measurements.
+    /// Skip the recovery, memory, transaction and rewrite measurements.
     #[arg(long)]
     throughput_only: bool,
+    /// Skip the redis-benchmark throughput table (run only the other measurements).
+    #[arg(long)]
+    skip_throughput: bool,
     /// Do not rewrite docs/BENCHMARKS.md (print only).
     #[arg(long)]
     no_write: bool,
@@ -132,6 +135,9 @@ fn start(
                 shards.to_string(),
                 "--dir".into(),
                 dir.display().to_string(),
+                // Like Redis below: no automatic rewrite, so both logs hold every command.
+                "--auto-aof-rewrite-percentage".into(),
+                "0".into(),
             ];
             match fsync {
                 Some(p) => args.extend([
@@ -378,6 +384,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     // (policy, pipeline, test) -> target -> samples
     type Key = (String, u32, String);
     let mut samples: BTreeMap<Key, BTreeMap<Target, Vec<Sample>>> = BTreeMap::new();
+    let policies: Vec<String> = if args.skip_throughput {
+        Vec::new()
+    } else {
+        policies
+    };
     for policy in &policies {
         // "off" is `appendonly no`; the others are appendfsync policies with the AOF on.
         let fsync = (policy != "off").then_some(policy.as_str());
@@ -581,6 +592,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
+    if !args.throughput_only {
+        transactions_section(&mut report, &targets, &bin, &work)?;
+        rewrite_latency_section(&mut report, &bin, &work)?;
+    }
+
     println!("\n{report}");
     std::fs::write(work.join("report.md"), &report)?;
     if !args.no_write {
@@ -621,4 +637,146 @@ fn chrono_like_now() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// Two keys on one shard (hash tag) and two on different shards, for `shards` shards.
+fn tx_keys(shards: usize, t: usize) -> ([String; 2], [String; 2]) {
+    let same = [format!("{{t{t}}}:a"), format!("{{t{t}}}:b")];
+    let first = format!("x{t}:0");
+    let s0 = moon_store::slot::shard_for_key(first.as_bytes(), shards.max(2));
+    let other = (1..)
+        .map(|i| format!("x{t}:{i}"))
+        .find(|k| moon_store::slot::shard_for_key(k.as_bytes(), shards.max(2)) != s0)
+        .unwrap_or_default();
+    (same, [first, other])
+}
+
+/// MULTI/EXEC throughput: 16 connections, each `MULTI; INCRBY a 1; INCRBY b 1; EXEC` in a
+/// loop, with both keys on one shard, then on two shards.
+fn transactions_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    const THREADS: usize = 16;
+    const PER_THREAD: usize = 3000;
+    let _ = writeln!(report, "\n### MULTI/EXEC: {THREADS} connections x {PER_THREAD} transactions of 2 INCRBYs, appendfsync everysec\n");
+    let _ = writeln!(
+        report,
+        "| server | keys on one shard (tx/s) | keys on two shards (tx/s) |\n|---|---|---|"
+    );
+    for &target in targets {
+        let dir = work.join(format!("tx-{}", target.label().replace([' ', '='], "_")));
+        let (running, addr) = start(target, bin, Some("everysec"), &dir, &work.join("tx.log"))?;
+        let shards = match target {
+            Target::Moon(s) => s,
+            Target::Redis => 1,
+        };
+        let mut rates = Vec::new();
+        for cross in [false, true] {
+            let started = Instant::now();
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let url = format!("redis://{addr}/");
+                    let (same, split) = tx_keys(shards, t);
+                    let keys = if cross { split } else { same };
+                    std::thread::spawn(move || -> anyhow::Result<()> {
+                        let mut con = redis::Client::open(url)?.get_connection()?;
+                        for _ in 0..PER_THREAD {
+                            redis::pipe()
+                                .atomic()
+                                .cmd("INCRBY")
+                                .arg(&keys[0])
+                                .arg(1)
+                                .cmd("INCRBY")
+                                .arg(&keys[1])
+                                .arg(1)
+                                .query::<()>(&mut con)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+            }
+            rates.push((THREADS * PER_THREAD) as f64 / started.elapsed().as_secs_f64());
+        }
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!(
+            "transactions {}: {:.0} / {:.0} tx/s",
+            target.label(),
+            rates[0],
+            rates[1]
+        );
+        let cross = if matches!(target, Target::Moon(1) | Target::Redis) {
+            "(one shard)".to_string()
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            report,
+            "| {} | {:.0} | {:.0} {cross} |",
+            target.label(),
+            rates[0],
+            rates[1]
+        );
+    }
+    Ok(())
+}
+
+/// p50/p99 of SET/GET on a 1,000,000-key Moon shard before and during a BGREWRITEAOF.
+fn rewrite_latency_section(report: &mut String, bin: &Path, work: &Path) -> anyhow::Result<()> {
+    let dir = work.join("rewrite-latency");
+    let (running, addr) = start(
+        Target::Moon(1),
+        bin,
+        Some("everysec"),
+        &dir,
+        &work.join("rewrite.log"),
+    )?;
+    load_keys(addr, 1_000_000, 0)?;
+    let before = redis_benchmark_tests(addr, 1, 200_000, "set,get")?;
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    let started = Instant::now();
+    redis::cmd("BGREWRITEAOF").query::<String>(&mut con)?;
+    let during = redis_benchmark_tests(addr, 1, 200_000, "set,get")?;
+    let mut took = None;
+    while started.elapsed() < Duration::from_secs(600) {
+        let info: String = redis::cmd("INFO").arg("persistence").query(&mut con)?;
+        if info.contains("aof_rewrite_in_progress:0") {
+            took = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = writeln!(
+        report,
+        "\n### Serving during BGREWRITEAOF of a 1,000,000-key shard (Moon, 1 shard, everysec)\n"
+    );
+    let _ = writeln!(
+        report,
+        "The rewrite took {:.2} s from BGREWRITEAOF to `aof_rewrite_in_progress:0` (the second run starts with it; it is over before that run ends). `redis-benchmark -c 50 -n 200000 -r 1000000 -d 32 -t set,get`:\n",
+        took.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    let _ = writeln!(
+        report,
+        "| test | before: req/s, p50 / p99 ms | during: req/s, p50 / p99 ms |\n|---|---|---|"
+    );
+    for (test, b) in &before {
+        if let Some(d) = during.get(test) {
+            let _ = writeln!(
+                report,
+                "| {test} | {:.0}, {:.3} / {:.3} | {:.0}, {:.3} / {:.3} |",
+                b.rps, b.p50, b.p99, d.rps, d.p50, d.p99
+            );
+        }
+    }
+    eprintln!("rewrite latency: took {took:?}");
+    Ok(())
 }
