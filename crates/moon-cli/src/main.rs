@@ -5,7 +5,8 @@
 //!   printing what it will drop.
 //! - `manifest show --dir D`: the layout, seq, shards, LSNs and files, readable.
 //! - `migrate-aof --dir D --shards N [--dry-run]`: legacy (v1) or differently sharded (v2)
-//!   directory → per-shard layout with N shards, switched atomically (see [`migrate`]).
+//!   directory → per-shard layout with N shards, switched atomically (see [`migrate`]);
+//!   with `--from-redis REDIS_DIR`, a Redis 7 multi-part AOF directory is imported.
 //!
 //! It works offline, on files: it takes the data directory's lock first and refuses a
 //! directory a running server holds. Exit codes: 0 healthy (or fixed), 1 problems found and
@@ -39,6 +40,10 @@ enum Command {
         /// The data directory (`dir` in moon.toml).
         #[arg(long)]
         dir: PathBuf,
+        /// Import a Redis 7 AOF directory (its `dir`, or its appendonlydir) into `--dir`
+        /// instead (AOF-format base only: `aof-use-rdb-preamble no`).
+        #[arg(long)]
+        from_redis: Option<PathBuf>,
         /// The shard count the server will run with.
         #[arg(long)]
         shards: usize,
@@ -77,6 +82,13 @@ fn main() {
         Command::CheckAof { dir, fix } => check::run(&dir, fix),
         Command::MigrateAof {
             dir,
+            from_redis: Some(redis),
+            shards,
+            dry_run,
+        } => migrate::run_from_redis(&redis, &dir, shards, dry_run),
+        Command::MigrateAof {
+            dir,
+            from_redis: None,
             shards,
             dry_run,
         } => migrate::run(&dir, shards, dry_run),

@@ -138,13 +138,112 @@ fn now_ms() -> u64 {
         .map_or(1, |d| d.as_millis() as u64)
 }
 
-pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
+/// A Redis 7 multi-part AOF directory: its manifest's `file <name> seq <n> type <b|h|i>` lines,
+/// in order. History files (`h`) are not part of the data set and are skipped.
+fn redis_files(redis_dir: &Path) -> anyhow::Result<(std::path::PathBuf, Vec<(String, char)>)> {
+    let aof = if redis_dir.join("appendonlydir").is_dir() {
+        redis_dir.join("appendonlydir")
+    } else {
+        redis_dir.to_path_buf()
+    };
+    let manifest = std::fs::read_dir(&aof)
+        .with_context(|| format!("reading {}", aof.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "manifest"))
+        .with_context(|| format!("no Redis AOF manifest (*.manifest) in {}", aof.display()))?;
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let mut files = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let field = |k: &str| {
+            w.iter()
+                .position(|x| *x == k)
+                .and_then(|i| w.get(i + 1))
+                .copied()
+        };
+        let (Some(name), Some(kind)) = (field("file"), field("type")) else {
+            bail!(
+                "{} line {}: not a Redis 7 manifest line: {line}",
+                manifest.display(),
+                n + 1
+            );
+        };
+        if name.contains('/') || name.starts_with('"') {
+            bail!(
+                "{} line {}: unsupported file name {name}",
+                manifest.display(),
+                n + 1
+            );
+        }
+        match kind {
+            "b" | "i" => files.push((name.to_string(), kind.chars().next().unwrap_or('i'))),
+            "h" => {}
+            other => bail!(
+                "{} line {}: unknown file type {other}",
+                manifest.display(),
+                n + 1
+            ),
+        }
+    }
+    // The base comes first, then the incr files in manifest order (Redis writes them by seq).
+    files.sort_by_key(|(_, k)| *k != 'b');
+    Ok((aof, files))
+}
+
+/// `--from-redis`: imports a Redis 7 AOF directory into a new Moon data directory.
+pub fn run_from_redis(
+    redis_dir: &Path,
+    dir: &Path,
+    shards: usize,
+    dry_run: bool,
+) -> anyhow::Result<i32> {
+    check_shards(shards)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = crate::lock::lock(dir)?;
+    if moon_manifest::manifest_path(dir).exists() {
+        bail!("{} already holds a Moon data directory; refusing to overwrite it (import into an empty directory)", dir.display());
+    }
+    let (aof, files) = redis_files(redis_dir)?;
+    let mut store = Store::default();
+    let mut n = 0;
+    for (name, kind) in &files {
+        let path = aof.join(name);
+        if *kind == 'b'
+            && (name.ends_with(".rdb")
+                || std::fs::read(&path)
+                    .map(|d| d.starts_with(b"REDIS"))
+                    .unwrap_or(false))
+        {
+            bail!("{}: an RDB base (aof-use-rdb-preamble yes) is not supported yet; in Redis, set `aof-use-rdb-preamble no` and run BGREWRITEAOF, then import again", path.display());
+        }
+        n += load_plain(&path, &mut store)?;
+    }
+    let source = format!(
+        "Redis 7 AOF in {} ({} files, {n} commands)",
+        aof.display(),
+        files.len()
+    );
+    write_layout(dir, &store, shards, dry_run, source, None, 0, n + 1)
+}
+
+fn check_shards(shards: usize) -> anyhow::Result<()> {
     if shards == 0 || shards > moon_manifest::manifest::MAX_SHARDS {
         bail!(
             "--shards must be between 1 and {}",
             moon_manifest::manifest::MAX_SHARDS
         );
     }
+    Ok(())
+}
+
+pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
+    check_shards(shards)?;
     let _lock = crate::lock::lock(dir)?;
     let aof = moon_manifest::aof_dir(dir);
     let manifest = moon_manifest::peek(dir)
@@ -182,6 +281,33 @@ pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
             )
         }
     };
+    write_layout(
+        dir,
+        &store,
+        shards,
+        dry_run,
+        source,
+        Some(&manifest),
+        old_seq,
+        first_lsn,
+    )
+}
+
+/// Writes `store` as a v2 layout with `shards` shards under seq `old_seq + 1` (see the module
+/// docs for the order), then removes the files of `old` if any.
+#[allow(clippy::too_many_arguments)]
+fn write_layout(
+    dir: &Path,
+    store: &Store,
+    shards: usize,
+    dry_run: bool,
+    source: String,
+    old: Option<&Manifest>,
+    old_seq: u64,
+    first_lsn: u64,
+) -> anyhow::Result<i32> {
+    let aof = moon_manifest::aof_dir(dir);
+    let manifest = old;
     let now = now_ms();
     let mut per_shard: Vec<Vec<(&Bytes, &Bytes, u64)>> = vec![Vec::new(); shards];
     for (key, entry) in store.keyspace().iter() {
@@ -246,9 +372,10 @@ pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
     );
 
     // Old files go only now.
-    match &manifest {
-        Manifest::V1(_) => moon_manifest::remove_leftovers(dir),
-        Manifest::V2(old) => {
+    match manifest {
+        None => {}
+        Some(Manifest::V1(_)) => moon_manifest::remove_leftovers(dir),
+        Some(Manifest::V2(old)) => {
             for i in 0..old.shards() {
                 let _ = std::fs::remove_file(old.base_path(dir, i));
                 let _ = std::fs::remove_file(old.incr_path(dir, i));

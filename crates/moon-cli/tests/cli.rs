@@ -198,6 +198,13 @@ fn read_layout(dir: &Path) -> std::collections::BTreeMap<String, (String, usize)
                 for c in group {
                     assert_eq!(&c[0][..], b"SET", "{c:?}");
                     let k = String::from_utf8_lossy(&c[1]).to_string();
+                    if c.len() == 5 {
+                        assert_eq!(&c[3][..], b"PXAT");
+                        out.insert(
+                            format!("{k}#pxat"),
+                            (String::from_utf8_lossy(&c[4]).to_string(), i),
+                        );
+                    }
                     assert_eq!(
                         moon_store::slot::shard_for_key(&c[1], m.shards()),
                         i,
@@ -295,4 +302,71 @@ fn migrate_aof_turns_a_legacy_log_into_n_shards() {
     let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to do"), "{out}");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn migrate_aof_imports_a_redis7_aof_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("moon");
+    let out = Command::new(BIN)
+        .args(["migrate-aof", "--shards", "2", "--from-redis"])
+        .arg(fixture("redis7-aof-base"))
+        .arg("--dir")
+        .arg(&target)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let keys = read_layout(&target);
+    // SET key:1..20, SET ttl:1 EX, INCR counter; rewrite; MSET after:1 after:2, DEL key:1 key:2,
+    // INCRBY counter 41, MULTI SET tx:1 SET tx:2 EXEC, EXPIRE key:3.
+    assert_eq!(keys["counter"].0, "42");
+    assert_eq!(keys["after:2"].0, "b");
+    assert_eq!(keys["tx:1"].0, "x");
+    assert_eq!(keys["key:20"].0, "value-20");
+    assert!(!keys.contains_key("key:1") && !keys.contains_key("key:2"));
+    assert!(
+        keys.contains_key("key:3#pxat") && keys.contains_key("ttl:1#pxat"),
+        "deadlines kept"
+    );
+    assert_eq!(keys.keys().filter(|k| !k.ends_with("#pxat")).count(), 24);
+    // The fixture is untouched, and a second import into the same directory is refused.
+    let again = Command::new(BIN)
+        .args(["migrate-aof", "--shards", "2", "--from-redis"])
+        .arg(fixture("redis7-aof-base"))
+        .arg("--dir")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn migrate_aof_refuses_a_redis_rdb_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate-aof", "--shards", "2", "--from-redis"])
+        .arg(fixture("redis7-rdb-base"))
+        .arg("--dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not supported yet") && err.contains("aof-use-rdb-preamble no"),
+        "{err}"
+    );
+    assert!(
+        !moon_manifest::manifest_path(tmp.path()).exists(),
+        "nothing written"
+    );
 }
