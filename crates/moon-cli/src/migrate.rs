@@ -28,6 +28,27 @@ use moon_proto::{Limits, RequestParser};
 use moon_store::slot::shard_for_key;
 use moon_store::{Store, Value, NO_EXPIRY_CHECK};
 
+/// A progress bar over `total` bytes of `path`, shown only on a terminal and for logs large
+/// enough to take a while (indicatif: a maintained crate that handles terminal width, rate and
+/// ETA, rather than hand-written escape codes).
+fn progress(path: &Path, total: u64) -> Option<indicatif::ProgressBar> {
+    if total < 16 << 20 || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    );
+    Some(bar)
+}
+
 /// Replays a plain-RESP (v1) log into `store`. Returns the number of commands applied.
 fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     let data = match std::fs::read(path) {
@@ -48,8 +69,14 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     });
     let mut multi: Option<Vec<Vec<Bytes>>> = None;
     let mut applied = 0;
+    let bar = progress(path, data.len() as u64);
     loop {
         let offset = data.len() - buf.len();
+        if let Some(bar) = &bar {
+            if applied % 65536 == 0 {
+                bar.set_position(offset as u64);
+            }
+        }
         if buf.first().is_some_and(|&b| b != b'*') {
             bail!("{} is not a RESP log at offset {offset}", path.display());
         }
@@ -107,7 +134,21 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
     let (mut records, mut max_lsn) = (0u64, m.global_max_lsn());
     for i in 0..m.shards() {
         for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
+            let size = std::fs::metadata(&path).map_or(0, |md| md.len());
+            // The reader hands out records, not offsets: a spinner with the count.
+            let bar = progress(&path, size).map(|b| {
+                b.set_style(indicatif::ProgressStyle::default_spinner());
+                b
+            });
+            let mut applied = 0u64;
             let report = moon_aof::reader::replay_readonly(&path, |_lsn, group| {
+                applied += 1;
+                if let Some(bar) = &bar {
+                    if applied % 65536 == 0 {
+                        bar.set_message(format!("{}: {applied} records", path.display()));
+                        bar.tick();
+                    }
+                }
                 let mut cmds = group.into_iter().peekable();
                 if let Some(first) = cmds.peek() {
                     if first[0].eq_ignore_ascii_case(moon_shard::txn::TXPART.as_bytes()) {
@@ -125,6 +166,9 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
                 }
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             records += report.records;
             max_lsn = max_lsn.max(report.last_lsn);
         }

@@ -340,3 +340,32 @@ pub fn is_legacy(data_dir: &Path) -> bool {
 pub fn peek(data_dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     read(&manifest_path(data_dir))
 }
+
+impl PerShard {
+    /// Removes the log files of other seqs from the shard directories — what an interrupted
+    /// rewrite or migration left: files of the previous seq after the new manifest committed,
+    /// or of the next seq before it did. Only `moon.aof.<n>.base.rdb` / `.incr.aof` with
+    /// `n != seq` are touched. Returns the files removed.
+    pub fn remove_other_seqs(&self, data_dir: &Path) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for i in 0..self.shards() {
+            let Ok(entries) = std::fs::read_dir(Self::shard_dir(data_dir, i)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let seq = name
+                    .strip_prefix("moon.aof.")
+                    .and_then(|r| {
+                        r.strip_suffix(".base.rdb")
+                            .or_else(|| r.strip_suffix(".incr.aof"))
+                    })
+                    .and_then(|n| n.parse::<u64>().ok());
+                if seq.is_some_and(|n| n != self.seq) && std::fs::remove_file(e.path()).is_ok() {
+                    removed.push(e.path());
+                }
+            }
+        }
+        removed
+    }
+}

@@ -419,3 +419,41 @@ fn an_rdb_base_or_garbage_is_refused_and_nothing_changes() {
         assert_eq!(snapshot(dir.path()), before);
     }
 }
+
+#[test]
+fn files_of_other_seqs_are_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = PerShard {
+        seq: 3,
+        max_lsn: vec![0, 0],
+    };
+    for i in 0..2 {
+        std::fs::create_dir_all(PerShard::shard_dir(dir.path(), i)).unwrap();
+        for name in [
+            "moon.aof.2.base.rdb",
+            "moon.aof.2.incr.aof",
+            "moon.aof.3.base.rdb",
+            "moon.aof.3.incr.aof",
+            "moon.aof.4.base.rdb",
+            "notes.txt",
+            "moon.aof.x.incr.aof",
+        ] {
+            std::fs::write(PerShard::shard_dir(dir.path(), i).join(name), "x").unwrap();
+        }
+    }
+    let removed = m.remove_other_seqs(dir.path());
+    assert_eq!(removed.len(), 6);
+    let left: Vec<String> = snapshot(dir.path())
+        .into_keys()
+        .filter(|k| k.contains("shard-0/") && !k.ends_with('/'))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "appendonlydir/shard-0/moon.aof.3.base.rdb",
+            "appendonlydir/shard-0/moon.aof.3.incr.aof",
+            "appendonlydir/shard-0/moon.aof.x.incr.aof",
+            "appendonlydir/shard-0/notes.txt"
+        ]
+    );
+}

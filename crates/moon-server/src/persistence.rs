@@ -123,6 +123,9 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
         Some(Manifest::V2(m)) => {
             m.verify_shard_count(config.shards).map_err(from_manifest)?;
             moon_manifest::remove_leftovers(&dir);
+            for f in m.remove_other_seqs(&dir) {
+                tracing::info!(file = %f.display(), "removed a file of another seq (left by an interrupted rewrite or migration)");
+            }
             m
         }
     };
