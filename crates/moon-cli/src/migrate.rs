@@ -73,7 +73,7 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     loop {
         let offset = data.len() - buf.len();
         if let Some(bar) = &bar {
-            if applied % 65536 == 0 {
+            if applied.is_multiple_of(65536) {
                 bar.set_position(offset as u64);
             }
         }
@@ -136,15 +136,14 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
         for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
             let size = std::fs::metadata(&path).map_or(0, |md| md.len());
             // The reader hands out records, not offsets: a spinner with the count.
-            let bar = progress(&path, size).map(|b| {
+            let bar = progress(&path, size).inspect(|b| {
                 b.set_style(indicatif::ProgressStyle::default_spinner());
-                b
             });
             let mut applied = 0u64;
             let report = moon_aof::reader::replay_readonly(&path, |_lsn, group| {
                 applied += 1;
                 if let Some(bar) = &bar {
-                    if applied % 65536 == 0 {
+                    if applied.is_multiple_of(65536) {
                         bar.set_message(format!("{}: {applied} records", path.display()));
                         bar.tick();
                     }
