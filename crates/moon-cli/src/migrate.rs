@@ -68,7 +68,7 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
         ..Limits::default()
     });
     let mut multi: Option<Vec<Vec<Bytes>>> = None;
-    let mut applied = 0;
+    let mut applied: u64 = 0;
     let bar = progress(path, data.len() as u64);
     loop {
         let offset = data.len() - buf.len();
