@@ -183,6 +183,18 @@ fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
     }
 }
 
+/// Opens (creating if needed) an incr file for appending: the file and its current length.
+async fn open_incr(path: &Path) -> std::io::Result<(BufferedFile, u64)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .buffered_open(path)
+        .await
+        .map_err(glommio_io)?;
+    let len = file.file_size().await.map_err(glommio_io)?;
+    Ok((file, len))
+}
+
 impl AofWriter {
     /// Opens (creating if needed) the incr file at `path` for appending after `file_len` bytes,
     /// continuing after `last_lsn`, and starts the flusher (and, for everysec, the fsync timer)
@@ -193,13 +205,7 @@ impl AofWriter {
         policy: FsyncPolicy,
         fault: FaultPlan,
     ) -> std::io::Result<AofWriter> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .buffered_open(path)
-            .await
-            .map_err(glommio_io)?;
-        let file_len = file.file_size().await.map_err(glommio_io)?;
+        let (file, file_len) = open_incr(path).await?;
         let inner = Rc::new(Inner {
             path: RefCell::new(path.to_path_buf()),
             file: RefCell::new(Rc::new(file)),
@@ -292,13 +298,7 @@ impl AofWriter {
     /// While paused: continues the log in the file at `path` (a rewrite's new incr, already
     /// holding and having fsynced every written record the new base does not cover).
     pub async fn reopen(&self, path: &Path) -> std::io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .buffered_open(path)
-            .await
-            .map_err(glommio_io)?;
-        let len = file.file_size().await.map_err(glommio_io)?;
+        let (file, len) = open_incr(path).await?;
         let i = &self.inner;
         *i.file.borrow_mut() = Rc::new(file);
         *i.path.borrow_mut() = path.to_path_buf();

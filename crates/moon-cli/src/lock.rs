@@ -1,35 +1,25 @@
-//! The data directory's lock: the same `flock` on `<dir>/moon.lock` the server takes, so a
-//! tool and a server never work on one directory at the same time.
+//! The data directory's lock (`moon_manifest::lock`): the one the server takes, so a tool and
+//! a server never work on one directory at the same time.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use nix::fcntl::{Flock, FlockArg};
+use anyhow::bail;
+use moon_manifest::lock::{lock_data_dir, LockError};
+use nix::fcntl::Flock;
 
 /// Locks `dir` for the life of the returned value; fails if a server (or another tool) holds it.
 pub fn lock(dir: &Path) -> anyhow::Result<Flock<File>> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let path = dir.join("moon.lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match lock_data_dir(dir) {
         Ok(l) => Ok(l),
-        Err(_) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "{} is in use (lock {} held by pid {}); stop the server first: moon-cli works offline",
-                dir.display(),
-                path.display(),
-                holder.trim()
-            )
-        }
+        Err(LockError::Held { path, holder }) => bail!(
+            "{} is in use (lock {} held by pid {holder}); stop the server first: moon-cli works offline",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => Err(e.into()),
     }
 }

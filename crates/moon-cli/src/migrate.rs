@@ -148,19 +148,7 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
                         bar.tick();
                     }
                 }
-                let mut cmds = group.into_iter().peekable();
-                if let Some(first) = cmds.peek() {
-                    if first[0].eq_ignore_ascii_case(moon_shard::txn::TXPART.as_bytes()) {
-                        let whole = first.get(1).is_some_and(|id| {
-                            std::str::from_utf8(id).is_ok_and(|id| complete.contains(id))
-                        });
-                        if !whole {
-                            return;
-                        }
-                        cmds.next();
-                    }
-                }
-                for c in cmds {
+                for c in moon_shard::txn::applicable(group, &complete).unwrap_or_default() {
                     store.execute(&c, NO_EXPIRY_CHECK);
                 }
             })

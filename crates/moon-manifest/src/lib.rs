@@ -13,6 +13,7 @@
 //! manifest that stops referring to it is durable.
 
 pub mod fsio;
+pub mod lock;
 pub mod manifest;
 pub mod migrate;
 

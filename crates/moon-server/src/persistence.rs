@@ -8,20 +8,17 @@
 //! writer with LSNs resuming above the highest seen. Only when every shard has done so does the
 //! port open.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use moon_aof::{AofWriter, FaultPlan, FsyncPolicy};
+use moon_manifest::lock::LockError;
 use moon_manifest::{Manifest, ManifestError, Migrated, PerShard};
 use moon_shard::Shard;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::config::Config;
 use crate::server::ServerError;
-
-/// The lock file inside the data directory.
-pub const LOCK_FILE: &str = "moon.lock";
 
 /// An opened, locked data directory. The lock lasts as long as this value.
 pub struct DataDir {
@@ -46,36 +43,20 @@ fn from_manifest(e: ManifestError) -> ServerError {
     fatal(code, e.to_string())
 }
 
-/// Takes an exclusive, non-blocking `flock` on `<dir>/moon.lock` and writes our pid into it.
+/// Takes the data directory's lock (`moon_manifest::lock`): a second server on the same
+/// directory stops here.
 fn lock(dir: &Path) -> Result<Flock<File>, ServerError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| fatal(1, format!("cannot open lock file {}: {e}", path.display())))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut locked) => {
-            let _ = locked.set_len(0);
-            let _ = locked.rewind();
-            let _ = writeln!(locked, "{}", std::process::id());
-            Ok(locked)
-        }
-        Err((mut file, _)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            Err(fatal(
-                1,
-                format!(
-                    "data directory {} is in use by another moon-server (pid {}, lock file {}); refusing to start: two servers must never share a data directory",
-                    dir.display(),
-                    holder.trim(),
-                    path.display()
-                ),
-            ))
-        }
+    match moon_manifest::lock::lock_data_dir(dir) {
+        Ok(l) => Ok(l),
+        Err(LockError::Held { path, holder }) => Err(fatal(
+            1,
+            format!(
+                "data directory {} is in use by another moon-server (pid {holder}, lock file {}); refusing to start: two servers must never share a data directory",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(e) => Err(fatal(1, e.to_string())),
     }
 }
 

@@ -161,28 +161,20 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     }
 
     // 2. The bases, in the background of every shard.
-    let bases = join_all(
-        (0..n)
-            .map(|p| {
-                let path = new.base_path(&dir, p);
-                shard.call_on_async(p, move |s| async move { s.rewrite_write_base(path).await })
-            })
-            .collect(),
-    )
+    let bases = on_every_shard(shard, n, |p| {
+        let path = new.base_path(&dir, p);
+        move |s: Rc<Shard>| async move { s.rewrite_write_base(path).await }
+    })
     .await;
     if let Some(e) = first_error(bases) {
         return Err(abort(shard, &dir, &new, e).await);
     }
 
     // 3. Pause every writer and carry each tail into the new incr.
-    let prepared = join_all(
-        (0..n)
-            .map(|p| {
-                let path = new.incr_path(&dir, p);
-                shard.call_on_async(p, move |s| async move { s.rewrite_prepare(path).await })
-            })
-            .collect(),
-    )
+    let prepared = on_every_shard(shard, n, |p| {
+        let path = new.incr_path(&dir, p);
+        move |s: Rc<Shard>| async move { s.rewrite_prepare(path).await }
+    })
     .await;
     if let Some(e) = first_error(prepared) {
         return Err(abort(shard, &dir, &new, e).await);
@@ -202,14 +194,10 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     *lock(&shared.rewrite.layout) = Some((dir.clone(), new.clone()));
 
     // 5. Continue in the new files; the old ones go.
-    let switched = join_all(
-        (0..n)
-            .map(|p| {
-                let path = new.incr_path(&dir, p);
-                shard.call_on_async(p, move |s| async move { s.rewrite_switch(path).await })
-            })
-            .collect(),
-    )
+    let switched = on_every_shard(shard, n, |p| {
+        let path = new.incr_path(&dir, p);
+        move |s: Rc<Shard>| async move { s.rewrite_switch(path).await }
+    })
     .await;
     for i in 0..n {
         let _ = std::fs::remove_file(old.base_path(&dir, i));
@@ -219,6 +207,20 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
         return Err(format!("after the commit: {e}"));
     }
     Ok(layout_size(&dir, &new))
+}
+
+/// Runs the async step `make(p)` on every shard `p` at once; results in shard order.
+async fn on_every_shard<F, Fut, T>(
+    shard: &Rc<Shard>,
+    n: usize,
+    make: impl Fn(usize) -> F,
+) -> Vec<Option<Result<T, String>>>
+where
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + 'static,
+    T: Send + 'static,
+{
+    join_all((0..n).map(|p| shard.call_on_async(p, make(p))).collect()).await
 }
 
 fn first_error<T>(results: Vec<Option<Result<T, String>>>) -> Option<String> {

@@ -212,21 +212,13 @@ impl Shard {
         store.set_record_writes(false);
         let mut skipped = 0;
         let report = moon_aof::replay_file(path, |_lsn, group| {
-            let mut cmds = group.into_iter().peekable();
-            if let Some(first) = cmds.peek() {
-                if first[0].eq_ignore_ascii_case(crate::txn::TXPART.as_bytes()) {
-                    let whole = first.get(1).is_some_and(|id| {
-                        std::str::from_utf8(id).is_ok_and(|id| complete.contains(id))
-                    });
-                    if !whole {
-                        skipped += 1;
-                        return;
+            match crate::txn::applicable(group, complete) {
+                Some(cmds) => {
+                    for cmd in cmds {
+                        store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
                     }
-                    cmds.next();
                 }
-            }
-            for cmd in cmds {
-                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+                None => skipped += 1,
             }
         })?;
         Ok((report, skipped))

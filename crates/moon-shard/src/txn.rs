@@ -108,6 +108,25 @@ pub fn complete_transactions(
         .collect()
 }
 
+/// Recovery, second pass: the commands of one record that replay applies — `None` for a
+/// transaction part whose transaction is not in `complete` (skip it) — with the
+/// `MOON.TXPART` header removed.
+pub fn applicable(
+    group: Vec<Vec<Bytes>>,
+    complete: &std::collections::HashSet<String>,
+) -> Option<Vec<Vec<Bytes>>> {
+    let is_part = group
+        .first()
+        .is_some_and(|first| first[0].eq_ignore_ascii_case(TXPART.as_bytes()));
+    if !is_part {
+        return Some(group);
+    }
+    let whole = group[0]
+        .get(1)
+        .is_some_and(|id| std::str::from_utf8(id).is_ok_and(|id| complete.contains(id)));
+    whole.then(|| group.into_iter().skip(1).collect())
+}
+
 /// Work that reached a locked shard.
 pub(crate) enum Deferred {
     /// A message from another shard, handled as if it arrived now.

@@ -44,21 +44,8 @@ impl MoonServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<MoonServer, String> {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = server_command(dir, shards, extra);
         cmd.envs(env.iter().copied());
-        cmd.args([
-            "--port",
-            "0",
-            "--pin-cpus",
-            "no",
-            "--shards",
-            &shards.to_string(),
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -175,25 +162,30 @@ impl Drop for MoonServer {
     }
 }
 
+/// The server's command line for tests: an ephemeral port, no CPU pinning (many servers share
+/// a small machine), output captured.
+fn server_command(dir: &Path, shards: usize, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--port",
+        "0",
+        "--pin-cpus",
+        "no",
+        "--shards",
+        &shards.to_string(),
+    ])
+    .arg("--dir")
+    .arg(dir)
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
 /// Runs the server on `dir` expecting it to refuse to start: returns its exit code and
 /// everything it printed. Panics if it is still running after 60 s.
 pub fn run_expecting_exit(dir: &Path, shards: usize, extra: &[&str]) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "--port",
-            "0",
-            "--pin-cpus",
-            "no",
-            "--shards",
-            &shards.to_string(),
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = server_command(dir, shards, extra).spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(_)) = child.try_wait() {
