@@ -40,7 +40,8 @@ pub struct Args {
     /// A reduced matrix that finishes in well under 3 minutes (what CI runs).
     #[arg(long)]
     quick: bool,
-    /// Kill cycles per configuration (default: 10, about 10 minutes in all; 3 with --quick).
+    /// Kill cycles per configuration (default: 20, about 10 minutes in all on a 2-CPU machine;
+    /// 3 with --quick).
     #[arg(long)]
     cycles: Option<usize>,
     /// Seed for kill instants and key choice; the same seed repeats the same schedule.
@@ -459,7 +460,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    let cycles = args.cycles.unwrap_or(if args.quick { 3 } else { 10 });
+    let cycles = args.cycles.unwrap_or(if args.quick { 3 } else { 20 });
     let (shard_counts, policies, modes): (&[usize], &[&'static str], &[Mode]) = if args.quick {
         (
             &[1, 2],
