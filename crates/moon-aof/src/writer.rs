@@ -23,6 +23,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -181,6 +182,25 @@ fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
         glommio::GlommioError::IoError(e) => e,
         other => std::io::Error::other(other.to_string()),
     }
+}
+
+/// Writes `buf` at `pos`, continuing after short writes; returns the bytes written (fewer than
+/// `buf.len()` only when the file system stops accepting bytes).
+fn pwrite_all(fd: std::os::fd::RawFd, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    // SAFETY: `fd` belongs to a BufferedFile this writer keeps open for the whole call.
+    let file = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    let mut done = 0;
+    while done < buf.len() {
+        match std::os::unix::fs::FileExt::write_at(&*file, &buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Opens (creating if needed) an incr file for appending: the file and its current length.
@@ -432,7 +452,14 @@ impl Inner {
         let pos = self.file_len.get();
         let len = buf.len();
         let file = self.file.borrow().clone();
-        let written = file.write_at(buf, pos).await.map_err(glommio_io)?;
+        // A synchronous pwrite: it only copies into the page cache (microseconds), and doing it
+        // here saves the reactor round trip an io_uring write costs every waiting reply. The
+        // slow part — fdatasync — stays asynchronous.
+        let written = pwrite_all(file.as_raw_fd(), &buf, pos);
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => return Err(e),
+        };
         self.file_len.set(pos + written as u64);
         if written < len {
             return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
