@@ -761,7 +761,7 @@ fn rewrite_latency_section(report: &mut String, bin: &Path, work: &Path) -> anyh
     );
     let _ = writeln!(
         report,
-        "The rewrite took {:.2} s from BGREWRITEAOF to `aof_rewrite_in_progress:0` (the second run starts with it; it is over before that run ends). `redis-benchmark -c 50 -n 200000 -r 1000000 -d 32 -t set,get`:\n",
+        "The rewrite took {:.2} s from BGREWRITEAOF to `aof_rewrite_in_progress:0` (the second benchmark run starts right after the command and lasts about as long as the rewrite). `redis-benchmark -c 50 -n 200000 -r 1000000 -d 32 -t set,get`:\n",
         took.map_or(f64::NAN, |d| d.as_secs_f64())
     );
     let _ = writeln!(
