@@ -58,6 +58,14 @@ enum Target {
 }
 
 impl Target {
+    /// A scratch data directory for this target and purpose under `work`.
+    fn dir(self, work: &Path, purpose: &str) -> PathBuf {
+        work.join(format!(
+            "{}-{purpose}",
+            self.label().replace([' ', '='], "_")
+        ))
+    }
+
     fn label(self) -> String {
         match self {
             Target::Moon(s) => format!("moon shards={s}"),
@@ -400,10 +408,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     } else {
                         args.requests * 10
                     };
-                    let dir = work.join(format!(
-                        "{}-{policy}-{round}-{pipeline}",
-                        target.label().replace([' ', '='], "_")
-                    ));
+                    let dir = target.dir(&work, &format!("{policy}-{round}-{pipeline}"));
                     let log = work.join("server.log");
                     let (running, addr) = start(target, &bin, fsync, &dir, &log)?;
                     let rows = redis_benchmark(addr, pipeline, requests);
@@ -508,10 +513,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             "| server | load (writes) | AOF bytes | start → PONG |\n|---|---|---|---|"
         );
         for &target in &targets {
-            let dir = work.join(format!(
-                "recovery-{}",
-                target.label().replace([' ', '='], "_")
-            ));
+            let dir = target.dir(&work, "recovery");
             let log = work.join("recovery.log");
             let (running, addr) = start(target, &bin, Some("everysec"), &dir, &log)?;
             let status = Command::new("redis-benchmark")
@@ -566,10 +568,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             "| server | RSS before | RSS after | bytes per key |\n|---|---|---|---|"
         );
         for &target in &targets {
-            let dir = work.join(format!(
-                "memory-{}",
-                target.label().replace([' ', '='], "_")
-            ));
+            let dir = target.dir(&work, "memory");
             let log = work.join("memory.log");
             let (running, addr) = start(target, &bin, None, &dir, &log)?;
             let before = rss_kb(running.pid());
@@ -667,7 +666,7 @@ fn transactions_section(
         "| server | keys on one shard (tx/s) | keys on two shards (tx/s) |\n|---|---|---|"
     );
     for &target in targets {
-        let dir = work.join(format!("tx-{}", target.label().replace([' ', '='], "_")));
+        let dir = target.dir(work, "tx");
         let (running, addr) = start(target, bin, Some("everysec"), &dir, &work.join("tx.log"))?;
         let shards = match target {
             Target::Moon(s) => s,
