@@ -222,12 +222,26 @@ pub static COMMANDS: &[CommandSpec] = &[
 
 /// Finds a command by name, case-insensitively, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    // Every request looks its command up: lower-case the name on the stack and binary-search
+    // a by-name index built once, instead of comparing against every entry.
+    static BY_NAME: std::sync::OnceLock<Vec<&'static CommandSpec>> = std::sync::OnceLock::new();
     if name.len() > 16 {
         return None;
     }
-    COMMANDS
-        .iter()
-        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+    let mut buf = [0u8; 16];
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let key = &buf[..name.len()];
+    let index = BY_NAME.get_or_init(|| {
+        let mut v: Vec<&'static CommandSpec> = COMMANDS.iter().collect();
+        v.sort_by_key(|c| c.name);
+        v
+    });
+    index
+        .binary_search_by(|c| c.name.as_bytes().cmp(key))
+        .ok()
+        .map(|i| index[i])
 }
 
 #[cfg(test)]
@@ -236,5 +250,30 @@ mod tests {
     fn lookup_is_case_insensitive() {
         assert_eq!(super::lookup(b"GeT").map(|c| c.name), Some("get"));
         assert!(super::lookup(b"nope").is_none());
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_found_in_any_case_and_nothing_else() {
+        for c in COMMANDS {
+            assert_eq!(lookup(c.name.as_bytes()).map(|f| f.name), Some(c.name));
+            assert_eq!(
+                lookup(c.name.to_ascii_uppercase().as_bytes()).map(|f| f.name),
+                Some(c.name)
+            );
+        }
+        for missing in [
+            &b""[..],
+            b"nosuch",
+            b"sett",
+            b"ge",
+            b"averyveryverylongcommandname",
+        ] {
+            assert!(lookup(missing).is_none());
+        }
     }
 }
