@@ -102,6 +102,20 @@ impl Running {
     }
 }
 
+/// The persistence flags, the same for both servers (both spell them alike): `None` is
+/// `appendonly no`.
+fn persistence_args(fsync: Option<&str>) -> Vec<String> {
+    match fsync {
+        Some(p) => vec![
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            p.into(),
+        ],
+        None => vec!["--appendonly".into(), "no".into()],
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -147,15 +161,7 @@ fn start(
                 "--auto-aof-rewrite-percentage".into(),
                 "0".into(),
             ];
-            match fsync {
-                Some(p) => args.extend([
-                    "--appendonly".into(),
-                    "yes".into(),
-                    "--appendfsync".into(),
-                    p.into(),
-                ]),
-                None => args.extend(["--appendonly".into(), "no".into()]),
-            }
+            args.extend(persistence_args(fsync));
             let mut s = Server::spawn(bin, &args, log)?;
             let addr = s.wait_ready(Duration::from_secs(600))?;
             Ok((Running::Moon(s), addr))
@@ -180,15 +186,7 @@ fn start(
                 "--logfile".into(),
                 log.display().to_string(),
             ];
-            match fsync {
-                Some(p) => args.extend([
-                    "--appendonly".into(),
-                    "yes".into(),
-                    "--appendfsync".into(),
-                    p.into(),
-                ]),
-                None => args.extend(["--appendonly".into(), "no".into()]),
-            }
+            args.extend(persistence_args(fsync));
             let child = Command::new("redis-server")
                 .args(&args)
                 .stdout(Stdio::null())

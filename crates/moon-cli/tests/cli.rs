@@ -310,17 +310,22 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// `moon-cli migrate-aof --shards 2 --from-redis <fixture> --dir <target>`.
+fn import(name: &str, target: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["migrate-aof", "--shards", "2", "--from-redis"])
+        .arg(fixture(name))
+        .arg("--dir")
+        .arg(target)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn migrate_aof_imports_a_redis7_aof_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("moon");
-    let out = Command::new(BIN)
-        .args(["migrate-aof", "--shards", "2", "--from-redis"])
-        .arg(fixture("redis7-aof-base"))
-        .arg("--dir")
-        .arg(&target)
-        .output()
-        .unwrap();
+    let out = import("redis7-aof-base", &target);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
@@ -338,13 +343,7 @@ fn migrate_aof_imports_a_redis7_aof_directory() {
     );
     assert_eq!(keys.keys().filter(|k| !k.ends_with("#pxat")).count(), 24);
     // The fixture is untouched, and a second import into the same directory is refused.
-    let again = Command::new(BIN)
-        .args(["migrate-aof", "--shards", "2", "--from-redis"])
-        .arg(fixture("redis7-aof-base"))
-        .arg("--dir")
-        .arg(&target)
-        .output()
-        .unwrap();
+    let again = import("redis7-aof-base", &target);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 }
@@ -352,13 +351,7 @@ fn migrate_aof_imports_a_redis7_aof_directory() {
 #[test]
 fn migrate_aof_refuses_a_redis_rdb_base() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["migrate-aof", "--shards", "2", "--from-redis"])
-        .arg(fixture("redis7-rdb-base"))
-        .arg("--dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    let out = import("redis7-rdb-base", tmp.path());
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
