@@ -608,8 +608,9 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             // atomic yet (the transactions issue): a crash between the last two steps keeps
             // both keys, never neither.
             let src2 = src.clone();
+            let now = session.tx.map_or_else(now_ms, |tx| tx.now);
             let Some(Some((value, expire_at))) = shard
-                .call_on(s_src, move |s| s.store().peek_entry(&src2, now_ms()))
+                .call_on(s_src, move |s| s.store().peek_entry(&src2, now))
                 .await
             else {
                 return err(reply::NO_SUCH_KEY);
@@ -706,7 +707,7 @@ const SHARD_BITS: u32 = 10;
 /// SCAN across shards: the cursor is `bound << 10 | shard`; shards are walked in order, each
 /// from its top position down (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply
 /// cursor 0 means every shard was walked.
-async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::TxId>, args: &[Bytes]) -> Frame {
+async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::Tx>, args: &[Bytes]) -> Frame {
     let n = shard.count();
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()

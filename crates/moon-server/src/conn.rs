@@ -82,7 +82,7 @@ pub struct Session {
     pub multi: crate::txn::TxState,
     /// Set while this connection's commands run inside a cross-shard transaction: batches go
     /// to the locked shards as transaction steps.
-    pub tx: Option<moon_shard::TxId>,
+    pub tx: Option<moon_shard::Tx>,
 }
 
 impl Session {

@@ -166,18 +166,24 @@ pub async fn run(
     for &p in &participants {
         shard.tx_lock(p, txid).await;
     }
+    // One clock for the whole transaction, read once every shard is held: nothing that ran
+    // before it on those shards saw a later time.
+    let tx = moon_shard::Tx {
+        id: txid,
+        now: now_ms(),
+    };
     let mut intact = true;
     for (k, s, t) in &watches {
         let (k, t) = (k.clone(), *t);
         intact &= shard
-            .call_on(*s, move |sh| sh.store().watch_intact(&k, t, now_ms()))
+            .call_on(*s, move |sh| sh.store().watch_intact(&k, t, tx.now))
             .await
             == Some(true);
     }
     let mut inner = BytesMut::new();
     let mut committed: Result<(), String> = Ok(());
     if intact {
-        session.tx = Some(txid);
+        session.tx = Some(tx);
         Box::pin(crate::conn::process(session, cmds, &mut inner)).await;
         session.tx = None;
         let writers = writers_of(&cmds_meta, &participants);

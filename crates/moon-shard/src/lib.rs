@@ -15,6 +15,9 @@ mod runtime;
 mod shard;
 pub mod txn;
 
+#[cfg(test)]
+mod replay_check;
+
 pub use runtime::{now_ms, start, ShardSetConfig};
 pub use shard::{join_all, Shard, ShardCounters};
-pub use txn::TxId;
+pub use txn::{Tx, TxId};

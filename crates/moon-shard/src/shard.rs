@@ -12,7 +12,7 @@ use moon_aof::{AofError, AofWriter, ReplayReport};
 use moon_proto::Frame;
 use moon_store::{Store, WatchToken};
 
-use crate::txn::{Deferred, TxId};
+use crate::txn::{Deferred, Tx, TxId};
 
 use crate::runtime::{now_ms, ShardSetConfig};
 
@@ -51,7 +51,7 @@ pub(crate) enum Message {
         reply: oneshot::Sender<()>,
     },
     TxExec {
-        txid: TxId,
+        tx: Tx,
         cmds: Vec<Vec<Bytes>>,
         reply: oneshot::Sender<Vec<Frame>>,
     },
@@ -172,13 +172,34 @@ impl Shard {
             loop {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 let Some(shard) = weak.upgrade() else { break };
-                while shard.store.borrow_mut().expire_cycle(now_ms(), 1000) == 1000 {
+                while shard.expire_active(1000) == 1000 {
                     glommio::yield_if_needed().await;
                 }
             }
         })
         .detach();
         shard
+    }
+
+    /// One round of active expiry: removes up to `budget` keys whose deadline passed and logs
+    /// each removal as a `DEL` (replay runs without expiry; see `docs/ARCHITECTURE.md`). Does
+    /// nothing while a transaction holds the shard: its commands must see the keyspace as it
+    /// was at the transaction's `now`. Returns how many keys were removed.
+    fn expire_active(&self, budget: usize) -> usize {
+        if self.lock_holder.get().is_some() {
+            return 0;
+        }
+        let mut store = self.store.borrow_mut();
+        let removed = store.expire_cycle(now_ms(), budget);
+        if !store.logged().is_empty() {
+            if let Some(writer) = self.aof.borrow().as_ref() {
+                // Nobody waits for these records: a reply that depends on one waits for the
+                // shard's latest LSN anyway.
+                writer.append(store.logged());
+            }
+            store.clear_log();
+        }
+        removed
     }
 
     pub fn id(&self) -> usize {
@@ -208,20 +229,7 @@ impl Shard {
         path: &std::path::Path,
         complete: &HashSet<String>,
     ) -> Result<(ReplayReport, u64), AofError> {
-        let mut store = self.store.borrow_mut();
-        store.set_record_writes(false);
-        let mut skipped = 0;
-        let report = moon_aof::replay_file(path, |_lsn, group| {
-            match crate::txn::applicable(group, complete) {
-                Some(cmds) => {
-                    for cmd in cmds {
-                        store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
-                    }
-                }
-                None => skipped += 1,
-            }
-        })?;
-        Ok((report, skipped))
+        crate::txn::replay_log(&mut self.store.borrow_mut(), path, complete)
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
@@ -239,7 +247,10 @@ impl Shard {
     pub(crate) fn handle(self: &Rc<Self>, msg: Message) {
         if let Some(holder) = self.lock_holder.get() {
             let for_holder = match &msg {
-                Message::TxExec { txid, .. }
+                Message::TxExec {
+                    tx: Tx { id: txid, .. },
+                    ..
+                }
                 | Message::TxCommit { txid, .. }
                 | Message::TxUnlock { txid } => *txid == holder,
                 // Reads of counters and stats, and rewrite steps: never keyspace writes.
@@ -296,8 +307,8 @@ impl Shard {
                 self.lock_holder.set(Some(txid));
                 let _ = reply.send(());
             }
-            Message::TxExec { cmds, reply, .. } => {
-                let _ = reply.send(self.tx_exec_here(&cmds));
+            Message::TxExec { tx, cmds, reply } => {
+                let _ = reply.send(self.tx_exec_here(tx, &cmds));
             }
             Message::TxCommit {
                 txid,
@@ -341,10 +352,18 @@ impl Shard {
         };
         let failing = writer.error();
         let mut wrote = Vec::new();
-        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |i, effects| {
-            writer.append(effects);
-            wrote.push(i);
-        });
+        let frames = run_cmds(
+            &mut store,
+            cmds,
+            now,
+            failing.as_deref(),
+            |i, is_write, effects| {
+                writer.append(effects);
+                if is_write {
+                    wrote.push(i);
+                }
+            },
+        );
         let lsn = writer.last_assigned();
         if failing.is_none() && writer.is_safe(lsn) {
             return Ok(frames);
@@ -445,29 +464,33 @@ impl Shard {
 
 /// Runs `cmds` against `store` in order. While the log is failing (`failing`), write commands
 /// are refused with MISCONF before they execute. After each command that changed the keyspace,
-/// `on_effects(index, effects)` receives what it logged.
+/// `on_effects(index, is_write, effects)` receives what it logged (a read logs only the keys
+/// it found expired).
 pub(crate) fn run_cmds(
     store: &mut Store,
     cmds: &[Vec<Bytes>],
     now: u64,
     failing: Option<&str>,
-    mut on_effects: impl FnMut(usize, &[Vec<Bytes>]),
+    mut on_effects: impl FnMut(usize, bool, &[Vec<Bytes>]),
 ) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(cmds.len());
     for (i, args) in cmds.iter().enumerate() {
-        if let Some(cause) = failing {
-            let is_write = args
-                .first()
-                .and_then(|name| moon_store::command::lookup(name))
-                .is_some_and(|spec| spec.is_write());
-            if is_write {
-                frames.push(misconf(cause));
-                continue;
-            }
+        let spec = args
+            .first()
+            .and_then(|name| moon_store::command::lookup(name))
+            .filter(|spec| spec.arity_ok(args.len()));
+        let Some(spec) = spec else {
+            frames.push(store.execute(args, now));
+            continue;
+        };
+        let is_write = spec.is_write();
+        if let (Some(cause), true) = (failing, is_write) {
+            frames.push(misconf(cause));
+            continue;
         }
-        frames.push(store.execute(args, now));
+        frames.push(store.execute_spec(spec, args, now));
         if !store.logged().is_empty() {
-            on_effects(i, store.logged());
+            on_effects(i, is_write, store.logged());
             store.clear_log();
         }
     }

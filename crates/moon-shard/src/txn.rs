@@ -54,11 +54,25 @@ impl std::fmt::Display for TxId {
     }
 }
 
+/// A running cross-shard transaction, as its steps carry it: its id, and its clock — the one
+/// `now` that every command it runs sees, on every shard (taken once all its shards are
+/// locked, so it is never earlier than anything that ran before it there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tx {
+    pub id: TxId,
+    pub now: u64,
+}
+
 /// The name of the header command of a cross-shard transaction part in the log.
 pub const TXPART: &str = "MOON.TXPART";
 
-/// The first bytes of a transaction part's payload: `MULTI` then `MOON.TXPART`.
-const TXPART_PREFIX: &[u8] = b"*1\r\n$5\r\nMULTI\r\n*3\r\n$11\r\nMOON.TXPART\r\n";
+/// The first bytes of a transaction part's payload: `MULTI` then `MOON.TXPART` (a part with
+/// effects), or the `MOON.TXPART` header alone (a part that changed nothing on its shard: a
+/// one-command record is never wrapped in MULTI/EXEC).
+const TXPART_PREFIXES: [&[u8]; 2] = [
+    b"*1\r\n$5\r\nMULTI\r\n*3\r\n$11\r\nMOON.TXPART\r\n",
+    b"*3\r\n$11\r\nMOON.TXPART\r\n",
+];
 
 /// Recovery, first pass: the transaction parts in one log file, as (txid, shards it names).
 /// Reads only; a damaged file yields what precedes the damage (replay reports the damage).
@@ -70,7 +84,7 @@ pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<(String,
     };
     let mut parts = Vec::new();
     let _ = moon_aof::reader::scan::<()>(&data, |_lsn, payload, _offset| {
-        if payload.starts_with(TXPART_PREFIX) {
+        if TXPART_PREFIXES.iter().any(|p| payload.starts_with(p)) {
             if let Some(header) =
                 moon_aof::decode_payload(payload).and_then(|g| g.into_iter().next())
             {
@@ -125,6 +139,58 @@ pub fn applicable(
         .get(1)
         .is_some_and(|id| std::str::from_utf8(id).is_ok_and(|id| complete.contains(id)));
     whole.then(|| group.into_iter().skip(1).collect())
+}
+
+/// Replays the log file at `path` into `store` — what [`Shard::replay`] does at startup, as a
+/// function of the store alone so that the model-based checker runs the very same code.
+///
+/// Records are applied with expiry off ([`moon_store::NO_EXPIRY_CHECK`]) and without logging
+/// anything again: every expiration that happened while serving is in the log as a deletion
+/// at the place it happened, so the store goes through exactly the states its clients saw.
+/// The string length limit is lifted while replaying: what was accepted once must replay even
+/// if `proto-max-bulk-len` is lower now. Returns the report and the number of transaction
+/// parts skipped (see [`applicable`]).
+pub fn replay_log(
+    store: &mut moon_store::Store,
+    path: &std::path::Path,
+    complete: &std::collections::HashSet<String>,
+) -> Result<(moon_aof::ReplayReport, u64), moon_aof::AofError> {
+    store.set_record_writes(false);
+    let limit = store.max_string_len();
+    store.set_max_string_len(usize::MAX);
+    let mut skipped = 0;
+    let report = moon_aof::replay_file(path, |_lsn, group| match applicable(group, complete) {
+        Some(cmds) => {
+            for cmd in cmds {
+                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+            }
+        }
+        None => skipped += 1,
+    });
+    store.set_max_string_len(limit);
+    Ok((report?, skipped))
+}
+
+/// The record one shard logs for its part of a transaction: its effects, headed by
+/// `MOON.TXPART <txid> <writers>` when two or more shards write (recovery then applies it only
+/// if every named shard logged its part).
+pub(crate) fn part_record(
+    txid: &str,
+    writers: &[usize],
+    effects: Vec<Vec<Bytes>>,
+) -> Vec<Vec<Bytes>> {
+    if writers.len() < 2 {
+        return effects;
+    }
+    let shards: Vec<String> = writers.iter().map(|w| w.to_string()).collect();
+    let mut group = Vec::with_capacity(effects.len() + 1);
+    group.push(vec![
+        Bytes::from_static(TXPART.as_bytes()),
+        Bytes::from(txid.to_string()),
+        Bytes::from(shards.join(",")),
+    ]);
+    group.extend(effects);
+    group
 }
 
 /// Work that reached a locked shard.
@@ -186,12 +252,13 @@ impl Shard {
         }
     }
 
-    /// Step 2 on this shard: runs `cmds`, buffering their effects for the commit.
-    pub(crate) fn tx_exec_here(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+    /// Step 2 on this shard: runs `cmds` at the transaction's time, buffering their effects
+    /// for the commit.
+    pub(crate) fn tx_exec_here(&self, tx: Tx, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
         let (mut store, writer) = self.parts();
         let failing = writer.as_ref().and_then(|w| w.error());
         let mut effects = self.tx_effects.borrow_mut();
-        run_cmds(&mut store, cmds, now_ms(), failing.as_deref(), |_, e| {
+        run_cmds(&mut store, cmds, tx.now, failing.as_deref(), |_, _, e| {
             effects.extend(e.iter().cloned())
         })
     }
@@ -212,21 +279,7 @@ impl Shard {
             let _ = writer.wait(writer.last_assigned()).await;
             return Ok(());
         }
-        {
-            if writers.len() >= 2 {
-                let shards: Vec<String> = writers.iter().map(|w| w.to_string()).collect();
-                let mut group = Vec::with_capacity(effects.len() + 1);
-                group.push(vec![
-                    Bytes::from_static(TXPART.as_bytes()),
-                    Bytes::from(txid.to_string()),
-                    Bytes::from(shards.join(",")),
-                ]);
-                group.extend(effects);
-                writer.append(&group);
-            } else {
-                writer.append(&effects);
-            }
-        }
+        writer.append(&part_record(&txid.to_string(), writers, effects));
         writer.wait(writer.last_assigned()).await
     }
 
@@ -245,9 +298,11 @@ impl Shard {
         let failing = writer.as_ref().and_then(|w| w.error());
         let mut effects: Vec<Vec<Bytes>> = Vec::new();
         let mut wrote = Vec::new();
-        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |i, e| {
+        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |i, w, e| {
             effects.extend(e.iter().cloned());
-            wrote.push(i);
+            if w {
+                wrote.push(i);
+            }
         });
         let Some(writer) = writer else {
             return Some(Ok(frames));
@@ -320,29 +375,19 @@ impl Shard {
         }
     }
 
-    /// Step 2: runs `cmds` on `target` (locked by `txid`).
+    /// Step 2: runs `cmds` on `target` (locked by `tx`).
     pub async fn tx_exec(
         self: &Rc<Self>,
         target: usize,
-        txid: TxId,
+        tx: Tx,
         cmds: Vec<Vec<Bytes>>,
     ) -> Vec<Frame> {
         if target == self.id() {
-            return self.tx_exec_here(&cmds);
+            return self.tx_exec_here(tx, &cmds);
         }
         let n = cmds.len();
-        let (tx, rx) = oneshot::channel();
-        if !self
-            .send(
-                target,
-                Message::TxExec {
-                    txid,
-                    cmds,
-                    reply: tx,
-                },
-            )
-            .await
-        {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(target, Message::TxExec { tx, cmds, reply }).await {
             return vec![Frame::StaticError(GONE); n];
         }
         rx.await
@@ -389,12 +434,12 @@ impl Shard {
     /// A batch inside transaction `tx` (locked shards) or, without one, an ordinary batch.
     pub async fn run_batch_in(
         self: &Rc<Self>,
-        tx: Option<TxId>,
+        tx: Option<Tx>,
         target: usize,
         cmds: Vec<Vec<Bytes>>,
     ) -> Vec<Frame> {
         match tx {
-            Some(txid) => self.tx_exec(target, txid, cmds).await,
+            Some(tx) => self.tx_exec(target, tx, cmds).await,
             None => self.run_batch(target, cmds).await,
         }
     }

@@ -45,11 +45,17 @@ pub struct Keyspace {
     deadlines: BTreeSet<(u64, Bytes)>,
     /// Keys removed because their deadline passed (INFO `expired_keys`).
     pub expired_keys: u64,
+    /// Keys removed by expiry (lazy or active) that the store has not yet logged. Replay runs
+    /// without expiry, so every removal by time must reach the log as a deletion, in order
+    /// with the writes around it: [`Keyspace::take_expired`] hands them over.
+    expired: Vec<Bytes>,
 }
 
-/// `now` value that disables expiry, used while replaying a log: a key whose deadline passed
-/// during the downtime must still exist while later records of the log are applied, as it did
-/// when they were first executed; active expiry reclaims it once serving starts.
+/// `now` value that disables expiry, used while replaying a log. Every expiration that
+/// happened while serving is in the log as a deletion, at the place where it happened, so a
+/// key whose deadline had passed but that nobody had touched yet is still there when the
+/// records after it are applied, exactly as when they first ran; active expiry reclaims it once
+/// serving starts.
 pub const NO_EXPIRY_CHECK: u64 = 0;
 
 impl Keyspace {
@@ -76,8 +82,9 @@ impl Keyspace {
         if Self::is_expired(&self.map[idx], now) {
             if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
                 if entry.expire_at != 0 {
-                    self.deadlines.remove(&(entry.expire_at, stored));
+                    self.deadlines.remove(&(entry.expire_at, stored.clone()));
                 }
+                self.expired.push(stored);
             }
             self.expired_keys += 1;
             return None;
@@ -97,6 +104,23 @@ impl Keyspace {
 
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
         self.live_index(key, now).is_some()
+    }
+
+    /// `key`'s entry if it is live at `now`, without removing an expired one: for readers
+    /// outside command execution (WATCH, the read half of a cross-shard RENAME), which must
+    /// not change the keyspace.
+    pub fn peek(&self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| !Self::is_expired(e, now))
+    }
+
+    /// The keys removed by expiry since the last call, in the order they were removed.
+    pub fn take_expired(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether an expiry removal is waiting to be logged.
+    pub fn has_expired(&self) -> bool {
+        !self.expired.is_empty()
     }
 
     /// Inserts or replaces `key` with a copy of it. `expire_at` 0 = no expiry. The key is
@@ -159,6 +183,7 @@ impl Keyspace {
         Some(entry)
     }
 
+    /// Removes every key. Expirations not yet taken stay queued: they happened before.
     pub fn clear(&mut self) {
         self.map = Map::default();
         self.deadlines.clear();
@@ -177,6 +202,7 @@ impl Keyspace {
             }
             self.deadlines.pop_first();
             self.map.swap_remove(&key);
+            self.expired.push(key);
             self.expired_keys += 1;
             removed += 1;
         }
@@ -199,6 +225,7 @@ impl Keyspace {
             if Self::is_expired(entry, now) {
                 let key = key.clone();
                 self.remove(&key);
+                self.expired.push(key);
                 self.expired_keys += 1;
                 continue;
             }

@@ -130,6 +130,10 @@ impl Store {
         self.max_string_len = len;
     }
 
+    pub fn max_string_len(&self) -> usize {
+        self.max_string_len
+    }
+
     /// Takes the writes recorded since the last call, in execution order.
     pub fn take_log(&mut self) -> Vec<Vec<Bytes>> {
         std::mem::take(&mut self.log)
@@ -158,14 +162,17 @@ impl Store {
         }
     }
 
-    /// Active expiry: reclaims up to `budget` keys whose deadline has passed.
+    /// Active expiry: reclaims up to `budget` keys whose deadline has passed; each removal is
+    /// logged as a `DEL` (see [`Store::logged`]).
     pub fn expire_cycle(&mut self, now: u64, budget: usize) -> usize {
-        self.ks.expire_cycle(now, budget)
+        let n = self.ks.expire_cycle(now, budget);
+        self.log_expired();
+        n
     }
 
     /// Starts watching `key` (WATCH): returns what EXEC will compare against.
     pub fn watch(&mut self, key: &[u8], now: u64) -> WatchToken {
-        let existed = self.ks.contains(key, now);
+        let existed = self.ks.peek(key, now).is_some();
         let slot = self
             .watched
             .entry(Bytes::copy_from_slice(key))
@@ -191,7 +198,7 @@ impl Store {
     /// created) since.
     pub fn watch_intact(&mut self, key: &[u8], token: WatchToken, now: u64) -> bool {
         let version = self.watched.get(key).map_or(u64::MAX, |s| s.1);
-        version == token.version && self.ks.contains(key, now) == token.existed
+        version == token.version && self.ks.peek(key, now).is_some() == token.existed
     }
 
     /// Marks the keys a logged effect changes as modified, for WATCH. Every change to the
@@ -228,7 +235,23 @@ impl Store {
         }
     }
 
+    /// Logs the keyspace's expirations since the last record as `DEL`s, so that each sits in
+    /// the log exactly where it happened: before the write that follows it. Every `log_*`
+    /// function calls this first, and [`Store::execute`] once more at the end (a read may
+    /// expire a key too). Replay runs without expiry and gets every removal from the log.
+    fn log_expired(&mut self) {
+        if !self.ks.has_expired() {
+            return;
+        }
+        for key in self.ks.take_expired() {
+            if self.record_writes {
+                self.log.push(vec![Bytes::from_static(b"DEL"), key]);
+            }
+        }
+    }
+
     fn log_args(&mut self, args: &[Bytes]) {
+        self.log_expired();
         if !self.watched.is_empty() {
             let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
             self.touch(&parts);
@@ -239,6 +262,7 @@ impl Store {
     }
 
     fn log_cmd(&mut self, parts: &[&[u8]]) {
+        self.log_expired();
         self.touch(parts);
         if self.record_writes {
             self.log
@@ -247,6 +271,7 @@ impl Store {
     }
 
     fn log_set(&mut self, key: &[u8], value: &Bytes, expire_at: u64) {
+        self.log_expired();
         self.touch(&[b"SET", key]);
         if self.record_writes {
             let mut cmd = vec![
@@ -293,8 +318,8 @@ impl Store {
 
     /// `key`'s value and absolute deadline (0: none), if it exists — the read half of a
     /// cross-shard RENAME, which then writes with ordinary, logged commands.
-    pub fn peek_entry(&mut self, key: &[u8], now: u64) -> Option<(Bytes, u64)> {
-        let e = self.ks.get(key, now)?;
+    pub fn peek_entry(&self, key: &[u8], now: u64) -> Option<(Bytes, u64)> {
+        let e = self.ks.peek(key, now)?;
         let Value::Str(v) = &e.value;
         Some((v.clone(), e.expire_at))
     }
@@ -314,8 +339,15 @@ impl Store {
         self.execute_spec(spec, args, now)
     }
 
-    /// Executes a command already looked up and arity-checked.
+    /// Executes a command already looked up and arity-checked. Whatever it changed, including
+    /// keys it found expired, is in [`Store::logged`] afterwards.
     pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+        let reply = self.dispatch(spec, args, now);
+        self.log_expired();
+        reply
+    }
+
+    fn dispatch(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         match spec.name {
             "get" => match self.get_str(&args[1], now) {
                 Ok(Some(v)) => Frame::Bulk(v),
@@ -674,10 +706,8 @@ impl Store {
         };
         let v = int_bytes(new);
         self.ks.insert(key, Value::Str(v.clone()), expire_at);
-        if self.record_writes {
-            // Logged as the resulting value: replay is then independent of what INCR saw.
-            self.log_set(key, &v, expire_at);
-        }
+        // Logged as the resulting value: replay is then independent of what INCR saw.
+        self.log_set(key, &v, expire_at);
         Frame::Integer(new)
     }
 
