@@ -27,10 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redis::Commands;
 
+use crate::model::ModelClient;
 use crate::server::{build_release, root, Server};
 
 /// Concurrent client connections per cycle.
 pub const CONNECTIONS: usize = 8;
+/// Model-checked connections per cycle, besides those ([`crate::model`]).
+pub const MODEL_CONNECTIONS: usize = 4;
 const COUNTERS: usize = 16;
 const ACCOUNTS: usize = 8;
 const START_BALANCE: i64 = 1000;
@@ -53,16 +56,16 @@ pub struct Args {
 }
 
 /// xorshift64*: small, seedable, good enough for choosing instants.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -116,6 +119,9 @@ struct Row {
     partial_in_flight: u64,
     killed_in_replay: u64,
     rewrites: u64,
+    /// Model clients: write commands acknowledged, keys read back different from the model.
+    model_acknowledged: u64,
+    model_wrong: u64,
     failures: Vec<String>,
 }
 
@@ -215,6 +221,24 @@ fn server_args(cfg: &Config, dir: &Path) -> Vec<String> {
     .map(|s| s.to_string())
     .chain(std::iter::once(dir.display().to_string()))
     .collect()
+}
+
+/// Reads back every model client's keys (see [`crate::model`]); adds what differs.
+fn verify_models(
+    addr: std::net::SocketAddr,
+    models: &mut [ModelClient],
+    row: &mut Row,
+) -> anyhow::Result<()> {
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    for m in models {
+        for f in m.verify(&mut con)? {
+            row.model_wrong += 1;
+            if row.failures.len() < 20 {
+                row.failures.push(format!("model: {f}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads back everything expected; adds to the row's recovered/lost/torn counts.
@@ -342,6 +366,9 @@ fn run_config(
     let log = dir.join("server.log");
     let mut exp = Expected::default();
     let mut row = Row::default();
+    let mut models: Vec<ModelClient> = (0..MODEL_CONNECTIONS)
+        .map(|i| ModelClient::new(i, rng.next()))
+        .collect();
     for cycle in 0..cycles {
         let mut server = Server::spawn(bin, &server_args(cfg, &data), &log)?;
         let addr = server
@@ -361,7 +388,8 @@ fn run_config(
             redis::cmd("MSET").arg(&accounts).query::<()>(&mut con)?;
         }
         verify(addr, &exp, &mut row, false)?;
-        if row.lost > 0 || row.torn > 0 {
+        verify_models(addr, &mut models, &mut row)?;
+        if row.lost > 0 || row.torn > 0 || row.model_wrong > 0 {
             server.kill();
             break;
         }
@@ -375,6 +403,13 @@ fn run_config(
                     stop.clone(),
                 );
                 std::thread::spawn(move || client(url, tag, seed, stop))
+            })
+            .collect();
+        let model_handles: Vec<_> = models
+            .drain(..)
+            .map(|m| {
+                let (url, stop) = (format!("redis://{addr}/"), stop.clone());
+                std::thread::spawn(move || m.run(&url, stop))
             })
             .collect();
         let rewriter = (cfg.mode == Mode::Rewrite).then(|| {
@@ -423,6 +458,12 @@ fn run_config(
             exp.transfers_acked += l.transfers;
             exp.transfers_in_flight += i64::from(l.in_flight_transfer);
         }
+        for h in model_handles {
+            models.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("model client thread panicked"))?,
+            );
+        }
         if cfg.mode == Mode::Restart {
             // Kill the next start at a random instant: during its replay, or just after.
             let mut s = Server::spawn(bin, &server_args(cfg, &data), &log)?;
@@ -439,9 +480,16 @@ fn run_config(
         .wait_ready(Duration::from_secs(120))
         .with_context(|| format!("{}: final start (see {})", cfg.name(), log.display()))?;
     verify(addr, &exp, &mut row, true)?;
+    verify_models(addr, &mut models, &mut row)?;
     server.terminate()?;
     row.acknowledged = exp.acknowledged;
-    if row.lost == 0 && row.torn == 0 {
+    row.model_acknowledged = models.iter().map(|m| m.acknowledged).sum();
+    for m in &models {
+        for mismatch in &m.mismatches {
+            eprintln!("    note: reply differs from the model: {mismatch}");
+        }
+    }
+    if row.lost == 0 && row.torn == 0 && row.model_wrong == 0 {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(row)
@@ -486,7 +534,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | starts killed in replay | rewrites started |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -499,21 +547,24 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 let t = Instant::now();
                 let row = run_config(&bin, &cfg, cycles, &mut rng, &work)?;
                 eprintln!(
-                    "{:<40} {} cycles, {} acknowledged, {} lost, {} torn ({:.1}s)",
+                    "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong ({:.1}s)",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
                     row.lost,
                     row.torn,
+                    row.model_acknowledged,
+                    row.model_wrong,
                     t.elapsed().as_secs_f64()
                 );
                 for f in &row.failures {
                     eprintln!("    {f}");
                 }
-                ok &= row.lost == 0 && row.torn == 0 && row.cycles == cycles;
+                ok &=
+                    row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -521,6 +572,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.lost,
                     row.torn,
                     row.partial_in_flight,
+                    row.model_acknowledged,
+                    row.model_wrong,
                     row.killed_in_replay,
                     row.rewrites
                 );

@@ -1,0 +1,625 @@
+//! The model-based workload of the crash matrix: random commands over keys with short TTLs,
+//! checked against a model built from the replies.
+//!
+//! Each model client owns a few keys nobody else touches, so its model is sequential. It sends
+//! every write command Moon has — conditional ones (SETNX, SET NX/XX/GET, MSETNX, RENAMENX),
+//! read-modify-writes (APPEND, SETRANGE, INCR family, INCRBYFLOAT, GETSET, GETDEL, GETEX),
+//! deadlines (PEXPIREAT, PERSIST, SET PXAT/KEEPTTL), RENAME, DEL, MSET across shards and
+//! MULTI/EXEC — with deadlines a few hundred milliseconds ahead, so keys expire between
+//! commands all the time.
+//!
+//! The model ([`apply`]) is a tiny interpreter of those commands over `key → (value, deadline)`.
+//! The server runs a command at some instant between sending and the reply; the model runs it
+//! at both ends. If both give the same state, that is the new state; if they differ (a deadline
+//! fell inside the window), the one whose predicted reply matches the real reply wins; if that
+//! does not decide, the keys involved become unknown until a command overwrites them or a
+//! restart shows them. The command in flight when the server died makes its keys unknown too.
+//!
+//! After a restart every known key must read back exactly as the model says — value and
+//! deadline (`PEXPIRETIME`) — unless its deadline is too close to the moment of reading to
+//! tell. A difference is an acknowledged write lost or replayed differently from how it ran.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::crash_matrix::Rng;
+
+/// Keys per model client.
+const KEYS: usize = 24;
+
+/// What the model knows of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Value (`None`: absent) and absolute deadline in Unix ms (0: none).
+    Known(Option<String>, u64),
+    Unknown,
+}
+
+/// A reply, as far as the model cares.
+#[derive(Clone, Debug, PartialEq)]
+enum Reply {
+    Ok,
+    Nil,
+    Int(i64),
+    Bulk(String),
+    Err,
+    Array(Vec<Reply>),
+}
+
+fn reply_of(v: &Value) -> Reply {
+    match v {
+        Value::Okay => Reply::Ok,
+        Value::SimpleString(s) if s == "OK" => Reply::Ok,
+        Value::SimpleString(s) => Reply::Bulk(s.clone()),
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Int(*i),
+        Value::BulkString(b) => Reply::Bulk(String::from_utf8_lossy(b).into_owned()),
+        Value::Array(items) => Reply::Array(items.iter().map(reply_of).collect()),
+        Value::Double(d) => Reply::Bulk(format_float(*d)),
+        _ => Reply::Err,
+    }
+}
+
+fn format_float(f: f64) -> String {
+    format!("{f}")
+}
+
+type State = HashMap<String, (Option<String>, u64)>;
+
+/// An integer as Redis reads one: no sign but a leading `-`, no leading zeros, no spaces.
+fn strict_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.len() > 1 && digits.starts_with('0'))
+        && s != "-0";
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+/// The live value of `key` at `now` (expired = absent).
+fn live(st: &State, key: &str, now: u64) -> Option<(String, u64)> {
+    match st.get(key) {
+        Some((Some(v), d)) if *d == 0 || *d > now => Some((v.clone(), *d)),
+        _ => None,
+    }
+}
+
+fn put(st: &mut State, key: &str, v: Option<String>, d: u64) {
+    st.insert(key.to_string(), (v, if d == 0 { 0 } else { d }));
+}
+
+/// Runs `cmd` on `st` at `now` as Redis would; returns the reply it would give.
+fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
+    let a = |i: usize| cmd[i].as_str();
+    let int = strict_int;
+    match cmd[0].as_str() {
+        "SET" => {
+            let (k, v) = (a(1), a(2));
+            let opts: Vec<&str> = cmd[3..].iter().map(String::as_str).collect();
+            let old = live(st, k, now);
+            let (nx, xx, get) = (
+                opts.contains(&"NX"),
+                opts.contains(&"XX"),
+                opts.contains(&"GET"),
+            );
+            let old_reply = || old.clone().map_or(Reply::Nil, |(v, _)| Reply::Bulk(v));
+            if (nx && old.is_some()) || (xx && old.is_none()) {
+                return if get { old_reply() } else { Reply::Nil };
+            }
+            let d = match opts.iter().position(|o| *o == "PXAT") {
+                Some(i) => opts[i + 1].parse().unwrap_or(0),
+                None if opts.contains(&"KEEPTTL") => old.as_ref().map_or(0, |o| o.1),
+                None => 0,
+            };
+            let r = if get { old_reply() } else { Reply::Ok };
+            put(st, k, Some(v.to_string()), d);
+            r
+        }
+        "SETNX" => match live(st, a(1), now) {
+            Some(_) => Reply::Int(0),
+            None => {
+                put(st, a(1), Some(a(2).to_string()), 0);
+                Reply::Int(1)
+            }
+        },
+        "GETSET" => {
+            let old = live(st, a(1), now);
+            put(st, a(1), Some(a(2).to_string()), 0);
+            old.map_or(Reply::Nil, |(v, _)| Reply::Bulk(v))
+        }
+        "GETDEL" => {
+            let old = live(st, a(1), now);
+            put(st, a(1), None, 0);
+            old.map_or(Reply::Nil, |(v, _)| Reply::Bulk(v))
+        }
+        "GETEX" => match live(st, a(1), now) {
+            None => {
+                put(st, a(1), None, 0);
+                Reply::Nil
+            }
+            Some((v, d)) => {
+                let d = match a(2) {
+                    "PERSIST" => 0,
+                    _ => a(3).parse().unwrap_or(d),
+                };
+                if d != 0 && d <= now {
+                    put(st, a(1), None, 0);
+                } else {
+                    put(st, a(1), Some(v.clone()), d);
+                }
+                Reply::Bulk(v)
+            }
+        },
+        "MSET" => {
+            for p in cmd[1..].chunks(2) {
+                put(st, &p[0], Some(p[1].clone()), 0);
+            }
+            Reply::Ok
+        }
+        "MSETNX" => {
+            if cmd[1..].chunks(2).any(|p| live(st, &p[0], now).is_some()) {
+                return Reply::Int(0);
+            }
+            for p in cmd[1..].chunks(2) {
+                put(st, &p[0], Some(p[1].clone()), 0);
+            }
+            Reply::Int(1)
+        }
+        "INCRBY" | "DECRBY" | "INCR" | "DECR" => {
+            let delta = match cmd[0].as_str() {
+                "INCR" => 1,
+                "DECR" => -1,
+                "INCRBY" => int(a(2)).unwrap_or(0),
+                _ => -int(a(2)).unwrap_or(0),
+            };
+            let (cur, d) = match live(st, a(1), now) {
+                Some((v, d)) => match int(&v) {
+                    Some(n) => (n, d),
+                    None => return Reply::Err,
+                },
+                None => (0, 0),
+            };
+            let Some(n) = cur.checked_add(delta) else {
+                return Reply::Err;
+            };
+            put(st, a(1), Some(n.to_string()), d);
+            Reply::Int(n)
+        }
+        "INCRBYFLOAT" => {
+            let (cur, d) = match live(st, a(1), now) {
+                Some((v, d)) => match v.parse::<f64>() {
+                    Ok(n) if !v.is_empty() && v.trim() == v => (n, d),
+                    _ => return Reply::Err,
+                },
+                None => (0.0, 0),
+            };
+            let n = cur + a(2).parse::<f64>().unwrap_or(0.0);
+            let s = format_float(n);
+            put(st, a(1), Some(s.clone()), d);
+            Reply::Bulk(s)
+        }
+        "APPEND" => {
+            let (mut v, d) = live(st, a(1), now).unwrap_or_default();
+            v.push_str(a(2));
+            let n = v.len() as i64;
+            put(st, a(1), Some(v), d);
+            Reply::Int(n)
+        }
+        "SETRANGE" => {
+            let off: usize = a(2).parse().unwrap_or(0);
+            let (v, d) = live(st, a(1), now).unwrap_or_default();
+            let mut bytes = v.into_bytes();
+            let val = a(3).as_bytes();
+            if bytes.len() < off + val.len() {
+                bytes.resize(off + val.len(), 0);
+            }
+            bytes[off..off + val.len()].copy_from_slice(val);
+            let n = bytes.len() as i64;
+            put(
+                st,
+                a(1),
+                Some(String::from_utf8_lossy(&bytes).into_owned()),
+                d,
+            );
+            Reply::Int(n)
+        }
+        "DEL" => {
+            let mut n = 0;
+            for k in &cmd[1..] {
+                if live(st, k, now).is_some() {
+                    n += 1;
+                }
+                put(st, k, None, 0);
+            }
+            Reply::Int(n)
+        }
+        "PEXPIREAT" => match live(st, a(1), now) {
+            None => {
+                put(st, a(1), None, 0);
+                Reply::Int(0)
+            }
+            Some((v, _)) => {
+                let d: u64 = a(2).parse().unwrap_or(0);
+                if d <= now {
+                    put(st, a(1), None, 0);
+                } else {
+                    put(st, a(1), Some(v), d);
+                }
+                Reply::Int(1)
+            }
+        },
+        "PERSIST" => match live(st, a(1), now) {
+            Some((v, d)) if d != 0 => {
+                put(st, a(1), Some(v), 0);
+                Reply::Int(1)
+            }
+            Some(_) => Reply::Int(0),
+            None => {
+                put(st, a(1), None, 0);
+                Reply::Int(0)
+            }
+        },
+        "RENAME" | "RENAMENX" => {
+            let nx = cmd[0] == "RENAMENX";
+            let Some((v, d)) = live(st, a(1), now) else {
+                put(st, a(1), None, 0);
+                return Reply::Err;
+            };
+            if a(1) == a(2) {
+                return if nx { Reply::Int(0) } else { Reply::Ok };
+            }
+            if nx && live(st, a(2), now).is_some() {
+                return Reply::Int(0);
+            }
+            put(st, a(1), None, 0);
+            put(st, a(2), Some(v), d);
+            if nx {
+                Reply::Int(1)
+            } else {
+                Reply::Ok
+            }
+        }
+        _ => Reply::Err,
+    }
+}
+
+/// The keys a command touches (all arguments that name one of this client's keys).
+fn keys_of<'a>(cmds: &'a [Vec<String>], mine: &'a [String]) -> impl Iterator<Item = &'a String> {
+    cmds.iter()
+        .flat_map(|c| c[1..].iter())
+        .filter(|a| mine.contains(a))
+}
+
+/// One model client: its keys and what it knows of them. Lives across kill cycles.
+pub struct ModelClient {
+    keys: Vec<String>,
+    state: HashMap<String, Slot>,
+    rng: Rng,
+    counter: u64,
+    /// Write commands acknowledged (whatever their outcome).
+    pub acknowledged: u64,
+    /// Replies that matched neither end of their window (a semantic difference, not a loss).
+    pub mismatches: Vec<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ModelClient {
+    pub fn new(id: usize, seed: u64) -> ModelClient {
+        let keys: Vec<String> = (0..KEYS).map(|j| format!("mk:{id}:{j}")).collect();
+        let state = keys
+            .iter()
+            .map(|k| (k.clone(), Slot::Known(None, 0)))
+            .collect();
+        ModelClient {
+            keys,
+            state,
+            rng: Rng(seed | 1),
+            counter: 0,
+            acknowledged: 0,
+            mismatches: Vec::new(),
+        }
+    }
+
+    fn key(&mut self) -> String {
+        self.keys[self.rng.below(KEYS as u64) as usize].clone()
+    }
+
+    fn value(&mut self) -> String {
+        self.counter += 1;
+        match self.rng.below(4) {
+            0 => self.rng.below(100).to_string(),
+            1 => "1.5".to_string(),
+            _ => format!("v{}", self.counter),
+        }
+    }
+
+    fn deadline(&mut self) -> u64 {
+        now_ms() + 10 + self.rng.below(250)
+    }
+
+    /// One random command (or a MULTI/EXEC of several).
+    fn command(&mut self) -> Vec<Vec<String>> {
+        let s = |x: &str| x.to_string();
+        let (k, v) = (self.key(), self.value());
+        let one = match self.rng.below(22) {
+            0..=2 => {
+                let mut c = vec![s("SET"), k, v];
+                match self.rng.below(4) {
+                    0 => c.push(s("NX")),
+                    1 => c.push(s("XX")),
+                    _ => {}
+                }
+                if self.rng.below(3) == 0 {
+                    c.push(s("GET"));
+                }
+                match self.rng.below(3) {
+                    0 => c.extend([s("PXAT"), self.deadline().to_string()]),
+                    1 => c.push(s("KEEPTTL")),
+                    _ => {}
+                }
+                c
+            }
+            3 => vec![s("SETNX"), k, v],
+            4 => vec![s("GETSET"), k, v],
+            5 => vec![s("GETDEL"), k],
+            6 => match self.rng.below(2) {
+                0 => vec![s("GETEX"), k, s("PERSIST")],
+                _ => vec![s("GETEX"), k, s("PXAT"), self.deadline().to_string()],
+            },
+            7 => {
+                let (k2, v2) = (self.key(), self.value());
+                if k2 == k {
+                    vec![s("MSET"), k, v]
+                } else {
+                    vec![s("MSET"), k, v, k2, v2]
+                }
+            }
+            8 => {
+                let (k2, v2) = (self.key(), self.value());
+                if k2 == k {
+                    vec![s("MSETNX"), k, v]
+                } else {
+                    vec![s("MSETNX"), k, v, k2, v2]
+                }
+            }
+            9 => vec![s("INCR"), k],
+            10 => vec![s("INCRBY"), k, (self.rng.below(9) as i64 - 4).to_string()],
+            11 => vec![s("DECR"), k],
+            12 => vec![s("INCRBYFLOAT"), k, s("1.5")],
+            13 => vec![s("APPEND"), k, v],
+            14 => vec![s("SETRANGE"), k, self.rng.below(6).to_string(), v],
+            15 => vec![s("DEL"), k, self.key()],
+            16..=17 => vec![s("PEXPIREAT"), k, self.deadline().to_string()],
+            18 => vec![s("PERSIST"), k],
+            19 => vec![s("RENAME"), k, self.key()],
+            20 => vec![s("RENAMENX"), k, self.key()],
+            _ => {
+                // MULTI/EXEC of commands that cannot fail, usually across shards.
+                let n = 2 + self.rng.below(3) as usize;
+                return (0..n)
+                    .map(|_| {
+                        let (k, v) = (self.key(), self.value());
+                        match self.rng.below(4) {
+                            0 => vec![s("SET"), k, v, s("PXAT"), self.deadline().to_string()],
+                            1 => vec![s("APPEND"), k, v],
+                            2 => vec![s("SETNX"), k, v],
+                            _ => vec![s("GETDEL"), k],
+                        }
+                    })
+                    .collect();
+            }
+        };
+        vec![one]
+    }
+
+    /// Sends one command (or transaction). `false` when the connection died.
+    fn step(&mut self, con: &mut redis::Connection) -> bool {
+        let cmds = self.command();
+        let before: Vec<(String, Slot)> = keys_of(&cmds, &self.keys)
+            .map(|k| (k.clone(), self.state[k].clone()))
+            .collect();
+        let t0 = now_ms();
+        let result = if cmds.len() == 1 {
+            let c = &cmds[0];
+            redis::cmd(&c[0]).arg(&c[1..]).query::<Value>(con)
+        } else {
+            let mut p = redis::pipe();
+            p.atomic();
+            for c in &cmds {
+                p.cmd(&c[0]).arg(&c[1..]);
+            }
+            p.query::<Value>(con)
+        };
+        let t1 = now_ms();
+        let actual = match result {
+            Ok(v) => reply_of(&v),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                // In flight at the kill: it may or may not have happened.
+                for (k, _) in before {
+                    self.state.insert(k, Slot::Unknown);
+                }
+                return false;
+            }
+            Err(_) => Reply::Err,
+        };
+        self.acknowledged += 1;
+        if before.iter().any(|(_, s)| *s == Slot::Unknown) {
+            // The outcome may depend on what we do not know: learn nothing, except that an
+            // unconditional overwrite makes its keys known again.
+            self.forget_or_overwrite(&cmds, t1);
+            return true;
+        }
+        let known: State = before
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Known(v, d) => Some((k.clone(), (v.clone(), *d))),
+                Slot::Unknown => None,
+            })
+            .collect();
+        let run = |now: u64| {
+            let mut st = known.clone();
+            let replies: Vec<Reply> = cmds.iter().map(|c| apply(&mut st, c, now)).collect();
+            let reply = if cmds.len() == 1 {
+                replies.into_iter().next().unwrap_or(Reply::Err)
+            } else {
+                Reply::Array(replies)
+            };
+            (st, reply)
+        };
+        let (early, late) = (run(t0), run(t1));
+        // The state whose predicted reply is the real one; both (no deadline in the window
+        // mattered) only if they agree; neither: the model cannot follow, so it forgets.
+        let chosen = match (early.1 == actual, late.1 == actual) {
+            (true, true) if early.0 == late.0 => Some(early.0),
+            (true, false) => Some(early.0),
+            (false, true) => Some(late.0),
+            _ => None,
+        };
+        if early.1 != actual && late.1 != actual && self.mismatches.len() < 10 {
+            self.mismatches.push(format!(
+                "{cmds:?} replied {actual:?}, model expected {:?} or {:?} from {before:?}",
+                early.1, late.1
+            ));
+        }
+        match chosen {
+            Some(st) => {
+                for (k, (v, d)) in st {
+                    self.state.insert(k, Slot::Known(v, d));
+                }
+            }
+            None => {
+                for (k, _) in before {
+                    self.state.insert(k, Slot::Unknown);
+                }
+            }
+        }
+        true
+    }
+
+    /// After a command over unknown keys: unconditional overwrites (SET without options, MSET,
+    /// DEL) make their keys known; anything else leaves every key it touched unknown.
+    fn forget_or_overwrite(&mut self, cmds: &[Vec<String>], _now: u64) {
+        for c in cmds {
+            let overwrite = match c[0].as_str() {
+                "SET" => c.len() == 3,
+                "MSET" | "DEL" => true,
+                _ => false,
+            };
+            if overwrite {
+                let mut st = State::new();
+                apply(&mut st, c, 0);
+                for (k, (v, d)) in st {
+                    self.state.insert(k, Slot::Known(v, d));
+                }
+            } else {
+                for k in c[1..].iter().filter(|a| self.keys.contains(a)) {
+                    self.state.insert(k.clone(), Slot::Unknown);
+                }
+            }
+        }
+    }
+
+    /// Drives the server until it dies or `stop` is set.
+    pub fn run(mut self, url: &str, stop: Arc<AtomicBool>) -> ModelClient {
+        let Ok(mut con) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+            return self;
+        };
+        let _ = con.set_read_timeout(Some(Duration::from_secs(30)));
+        while !stop.load(Ordering::Relaxed) {
+            if !self.step(&mut con) {
+                break;
+            }
+        }
+        self
+    }
+
+    /// Checks every known key against the server; returns the differences. Then learns the
+    /// server's state of every key (it is the truth from here on).
+    pub fn verify(&mut self, con: &mut redis::Connection) -> anyhow::Result<Vec<String>> {
+        let mut failures = Vec::new();
+        for k in self.keys.clone() {
+            let t0 = now_ms();
+            let v: Option<String> = redis::cmd("GET").arg(&k).query(con)?;
+            let exp: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(con)?;
+            let t1 = now_ms();
+            let got_deadline = if exp > 0 { exp as u64 } else { 0 };
+            if let Slot::Known(want, d) = &self.state[&k] {
+                let near = *d != 0 && *d > t0.saturating_sub(50) && *d <= t1 + 50;
+                let want_now = if *d != 0 && *d <= t0 {
+                    None
+                } else {
+                    want.clone()
+                };
+                let want_deadline = if want_now.is_some() { *d } else { 0 };
+                if !near && (v != want_now || got_deadline != want_deadline) {
+                    failures.push(format!(
+                        "{k}: expected {want_now:?} (deadline {want_deadline}), found {v:?} (deadline {got_deadline})"
+                    ));
+                }
+            }
+            self.state.insert(k, Slot::Known(v, got_deadline));
+        }
+        Ok(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn the_model_follows_redis_semantics_across_expiry() {
+        let mut st = State::new();
+        assert_eq!(
+            apply(&mut st, &c(&["SET", "k", "a", "PXAT", "100"]), 50),
+            Reply::Ok
+        );
+        assert_eq!(apply(&mut st, &c(&["SETNX", "k", "b"]), 99), Reply::Int(0));
+        assert_eq!(apply(&mut st, &c(&["SETNX", "k", "b"]), 100), Reply::Int(1));
+        assert_eq!(
+            apply(&mut st, &c(&["APPEND", "k", "c"]), 101),
+            Reply::Int(2)
+        );
+        assert_eq!(apply(&mut st, &c(&["GET_UNKNOWN"]), 0), Reply::Err);
+        assert_eq!(st["k"], (Some("bc".into()), 0));
+        assert_eq!(apply(&mut st, &c(&["INCR", "n"]), 0), Reply::Int(1));
+        assert_eq!(
+            apply(&mut st, &c(&["INCRBYFLOAT", "n", "1.5"]), 0),
+            Reply::Bulk("2.5".into())
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["RENAMENX", "n", "k"]), 0),
+            Reply::Int(0)
+        );
+        assert_eq!(apply(&mut st, &c(&["RENAME", "n", "m"]), 0), Reply::Ok);
+        assert_eq!(st["n"], (None, 0));
+        assert_eq!(
+            apply(&mut st, &c(&["SETRANGE", "z", "2", "ab"]), 0),
+            Reply::Int(4)
+        );
+        assert_eq!(apply(&mut st, &c(&["SET", "lz", "063"]), 0), Reply::Ok);
+        assert_eq!(
+            apply(&mut st, &c(&["INCR", "lz"]), 0),
+            Reply::Err,
+            "leading zero"
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["PEXPIREAT", "m", "10"]), 20),
+            Reply::Int(1)
+        );
+        assert_eq!(st["m"], (None, 0), "a deadline in the past deletes");
+    }
+}
