@@ -28,6 +28,7 @@ use anyhow::{bail, Context};
 use redis::Commands;
 
 use crate::model::ModelClient;
+use crate::powerfs::{CutMode, PowerLossFs};
 use crate::server::{build_release, root, Server};
 
 /// Concurrent client connections per cycle.
@@ -53,6 +54,24 @@ pub struct Args {
     /// Use this moon-server binary instead of building one.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Power loss instead of process death: the data directory lives on the power-loss FUSE
+    /// file system ([`crate::powerfs`]); after each kill everything not fsynced is thrown
+    /// away (or a random prefix of it kept, torn), then the server restarts on what is left.
+    /// Runs `always` (nothing acknowledged may be lost) and `everysec` (what was acknowledged
+    /// more than 2 s before the cut may not be lost); nothing may ever be torn.
+    #[arg(long)]
+    power_loss: bool,
+}
+
+/// How much acknowledged work a power cut may take under `everysec`: the last second's
+/// writes, plus the fsync in flight, plus slack for a loaded machine.
+const EVERYSEC_WINDOW: Duration = Duration::from_secs(2);
+
+fn cut_mode(rng: &mut Rng) -> CutMode {
+    match rng.below(2) {
+        0 => CutMode::DiscardUnsynced,
+        _ => CutMode::KeepPrefix { seed: rng.next() },
+    }
 }
 
 /// xorshift64*: small, seedable, good enough for choosing instants.
@@ -82,6 +101,7 @@ struct Config {
     shards: usize,
     fsync: &'static str,
     mode: Mode,
+    power_loss: bool,
 }
 
 impl Config {
@@ -91,7 +111,20 @@ impl Config {
             Mode::Restart => "during-restart",
             Mode::Rewrite => "during-rewrite",
         };
-        format!("shards={} fsync={} {mode}", self.shards, self.fsync)
+        let kill = if self.power_loss {
+            "power-cut"
+        } else {
+            "kill-9"
+        };
+        format!("shards={} fsync={} {mode} {kill}", self.shards, self.fsync)
+    }
+
+    /// How long before a power cut an acknowledgement may be and still be lost.
+    fn loss_window(&self) -> Duration {
+        match self.fsync {
+            "always" => Duration::ZERO,
+            _ => EVERYSEC_WINDOW,
+        }
     }
 }
 
@@ -106,6 +139,55 @@ struct Expected {
     transfers_acked: i64,
     transfers_in_flight: i64,
     acknowledged: u64,
+    /// When the accounts were created, and whether that MSET is known to be durable (a power
+    /// cut within the fsync window may take it back whole: then the accounts sum to 0).
+    accounts_created: Option<Instant>,
+    accounts_durable: bool,
+}
+
+impl Expected {
+    /// Takes in what one client saw acknowledged. What was acknowledged after
+    /// `durable_before` (within a power cut's window) need not have survived: it is checked
+    /// like work in flight — whole or absent, within the counters' bounds.
+    fn add(&mut self, l: ClientLog, durable_before: Instant) {
+        let durable = |t: &Instant| *t <= durable_before;
+        self.accounts_durable |= self.accounts_created.is_some_and(|t| durable(&t));
+        self.acknowledged +=
+            (l.sets.len() + l.msets.len() + l.incrs.len() + l.transfers.len()) as u64;
+        self.sets.extend(
+            l.sets
+                .into_iter()
+                .filter(|s| durable(&s.2))
+                .map(|(k, v, _)| (k, v)),
+        );
+        for (pairs, t) in l.msets {
+            if durable(&t) {
+                self.msets.push(pairs);
+            } else {
+                self.msets_in_flight.push(pairs);
+            }
+        }
+        for (k, t) in l.incrs {
+            let map = if durable(&t) {
+                &mut self.incr_acked
+            } else {
+                &mut self.incr_in_flight
+            };
+            *map.entry(k).or_default() += 1;
+        }
+        if let Some(k) = l.in_flight_incr {
+            *self.incr_in_flight.entry(k).or_default() += 1;
+        }
+        self.msets_in_flight.extend(l.in_flight_mset);
+        for t in l.transfers {
+            if durable(&t) {
+                self.transfers_acked += 1;
+            } else {
+                self.transfers_in_flight += 1;
+            }
+        }
+        self.transfers_in_flight += i64::from(l.in_flight_transfer);
+    }
 }
 
 /// One configuration's row.
@@ -122,18 +204,22 @@ struct Row {
     /// Model clients: write commands acknowledged, keys read back different from the model.
     model_acknowledged: u64,
     model_wrong: u64,
+    /// Power cuts made, and the unsynced bytes they threw away.
+    cuts: u64,
+    bytes_cut: u64,
     failures: Vec<String>,
 }
 
-/// What one connection did until the server died.
+/// What one connection did until the server died, with the instant of each acknowledgement
+/// (a power cut may take back what was acknowledged within the fsync policy's window).
 #[derive(Default)]
 struct ClientLog {
-    sets: Vec<(String, String)>,
-    msets: Vec<Vec<(String, String)>>,
-    incrs: HashMap<String, i64>,
+    sets: Vec<(String, String, Instant)>,
+    msets: Vec<(Vec<(String, String)>, Instant)>,
+    incrs: Vec<(String, Instant)>,
     in_flight_incr: Option<String>,
     in_flight_mset: Option<Vec<(String, String)>>,
-    transfers: i64,
+    transfers: Vec<Instant>,
     in_flight_transfer: bool,
 }
 
@@ -166,7 +252,7 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
                     .arg("transfers")
                     .query::<redis::Value>(&mut con)
                     .map(|_| {
-                        log.transfers += 1;
+                        log.transfers.push(Instant::now());
                         log.in_flight_transfer = false;
                     })
             }
@@ -175,13 +261,14 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
                     format!("s:{tag}:{i}"),
                     format!("v:{tag}:{i}:{}", rng.next()),
                 );
-                con.set::<_, _, ()>(&k, &v).map(|()| log.sets.push((k, v)))
+                con.set::<_, _, ()>(&k, &v)
+                    .map(|()| log.sets.push((k, v, Instant::now())))
             }
             2 => {
                 let c = format!("ctr:{}", rng.below(COUNTERS as u64));
                 log.in_flight_incr = Some(c.clone());
                 con.incr::<_, _, i64>(&c, 1).map(|_| {
-                    *log.incrs.entry(c).or_default() += 1;
+                    log.incrs.push((c, Instant::now()));
                     log.in_flight_incr = None;
                 })
             }
@@ -191,7 +278,7 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
                     .collect();
                 log.in_flight_mset = Some(pairs.clone());
                 con.mset::<_, _, ()>(&pairs).map(|()| {
-                    log.msets.push(pairs);
+                    log.msets.push((pairs, Instant::now()));
                     log.in_flight_mset = None;
                 })
             }
@@ -301,7 +388,10 @@ fn verify(
     let accounts: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct:{i}")).collect();
     let balances: Vec<Option<i64>> = con.mget(&accounts)?;
     let sum: i64 = balances.iter().map(|b| b.unwrap_or(0)).sum();
-    if sum != START_BALANCE * ACCOUNTS as i64 {
+    // Accounts whose creation a power cut may have taken back are recreated each cycle (with
+    // every transfer since, all of which sum to 0) until their creation is durable.
+    let lost_creation = !exp.accounts_durable && sum == 0;
+    if sum != START_BALANCE * ACCOUNTS as i64 && !lost_creation {
         torn += 1;
         row.failures.push(format!(
             "accounts sum to {sum}, not {}: a transfer was recovered in part ({balances:?})",
@@ -358,11 +448,17 @@ fn run_config(
     cycles: usize,
     rng: &mut Rng,
     work: &Path,
+    power: Option<&PowerLossFs>,
 ) -> anyhow::Result<Row> {
     let dir = work.join(cfg.name().replace([' ', '='], "_"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let data = dir.join("data");
+    // Under power loss the data lives on the mounted power-loss file system.
+    let data = match power {
+        Some(fs) => fs.mountpoint().join(cfg.name().replace([' ', '='], "_")),
+        None => dir.join("data"),
+    };
+    let _ = std::fs::remove_dir_all(&data);
     let log = dir.join("server.log");
     let mut exp = Expected::default();
     let mut row = Row::default();
@@ -380,18 +476,19 @@ fn run_config(
                     log.display()
                 )
             })?;
-        if cycle == 0 {
-            let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
-            let accounts: Vec<(String, i64)> = (0..ACCOUNTS)
-                .map(|i| (format!("acct:{i}"), START_BALANCE))
-                .collect();
-            redis::cmd("MSET").arg(&accounts).query::<()>(&mut con)?;
-        }
         verify(addr, &exp, &mut row, false)?;
         verify_models(addr, &mut models, &mut row)?;
         if row.lost > 0 || row.torn > 0 || row.model_wrong > 0 {
             server.kill();
             break;
+        }
+        if !exp.accounts_durable {
+            let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+            let accounts: Vec<(String, i64)> = (0..ACCOUNTS)
+                .map(|i| (format!("acct:{i}"), START_BALANCE))
+                .collect();
+            redis::cmd("MSET").arg(&accounts).query::<()>(&mut con)?;
+            exp.accounts_created = Some(Instant::now());
         }
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..CONNECTIONS)
@@ -430,39 +527,43 @@ fn run_config(
                 started
             })
         });
-        // The kill instant is the point of the exercise: random, under load.
-        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        // The kill instant is the point of the exercise: random, under load. A power cut under
+        // a lazy policy may take the last window's acknowledgements, so those cycles run well
+        // past the window: what came before it must survive.
+        let window = if power.is_some() {
+            cfg.loss_window()
+        } else {
+            Duration::ZERO
+        };
+        std::thread::sleep(window + Duration::from_millis(100 + rng.below(400)) + window / 2);
         server.kill();
+        let killed_at = Instant::now();
         stop.store(true, Ordering::Relaxed);
         if let Some(r) = rewriter {
             row.rewrites += r
                 .join()
                 .map_err(|_| anyhow::anyhow!("rewriter thread panicked"))?;
         }
+        // What must have survived: everything acknowledged, except — after a power cut under
+        // a lazy fsync policy — what was acknowledged within the policy's window before it.
+        let durable_before = killed_at - power.map_or(Duration::ZERO, |_| cfg.loss_window());
         for h in handles {
             let l = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
-            exp.acknowledged +=
-                (l.sets.len() + l.msets.len()) as u64 + l.incrs.values().sum::<i64>() as u64;
-            exp.sets.extend(l.sets);
-            exp.msets.extend(l.msets);
-            for (k, n) in l.incrs {
-                *exp.incr_acked.entry(k).or_default() += n;
-            }
-            if let Some(k) = l.in_flight_incr {
-                *exp.incr_in_flight.entry(k).or_default() += 1;
-            }
-            exp.msets_in_flight.extend(l.in_flight_mset);
-            exp.acknowledged += l.transfers as u64;
-            exp.transfers_acked += l.transfers;
-            exp.transfers_in_flight += i64::from(l.in_flight_transfer);
+            exp.add(l, durable_before);
         }
         for h in model_handles {
-            models.push(
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("model client thread panicked"))?,
-            );
+            let mut m = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("model client thread panicked"))?;
+            m.forget_acknowledged_after(durable_before);
+            models.push(m);
+        }
+        if let Some(fs) = power {
+            let stats = fs.cut(cut_mode(rng));
+            row.cuts += 1;
+            row.bytes_cut += stats.bytes_discarded;
         }
         if cfg.mode == Mode::Restart {
             // Kill the next start at a random instant: during its replay, or just after.
@@ -472,6 +573,13 @@ fn run_config(
                 row.killed_in_replay += 1;
             }
             s.kill();
+            if let Some(fs) = power {
+                // The power goes again, during the replay (which may have truncated a torn
+                // tail) or just after.
+                let stats = fs.cut(cut_mode(rng));
+                row.cuts += 1;
+                row.bytes_cut += stats.bytes_discarded;
+            }
         }
         row.cycles += 1;
     }
@@ -491,6 +599,7 @@ fn run_config(
     }
     if row.lost == 0 && row.torn == 0 && row.model_wrong == 0 {
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&data);
     }
     Ok(row)
 }
@@ -509,7 +618,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let cycles = args.cycles.unwrap_or(if args.quick { 3 } else { 20 });
-    let (shard_counts, policies, modes): (&[usize], &[&'static str], &[Mode]) = if args.quick {
+    let (shard_counts, mut policies, modes): (&[usize], &[&'static str], &[Mode]) = if args.quick {
         (
             &[1, 2],
             &["always", "everysec"],
@@ -527,14 +636,27 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         .unwrap_or_else(|_| root().join("target"))
         .join("crash-matrix");
     std::fs::create_dir_all(&work)?;
+    let power = if args.power_loss {
+        // `no` promises nothing across a power cut: only the two policies that do.
+        policies = &["always", "everysec"];
+        crate::powerfs::available()
+            .map_err(|e| anyhow::anyhow!("--power-loss needs the power-loss file system: {e}"))?;
+        let mnt = work.join("powerfs-mnt");
+        crate::powerfs::detach_stale(&mnt);
+        std::fs::create_dir_all(&mnt)?;
+        Some(PowerLossFs::mount(&mnt)?)
+    } else {
+        None
+    };
     println!("crash matrix: seed {seed}, {cycles} cycles per configuration, {CONNECTIONS} connections, binary {}", bin.display());
     println!(
-        "(reproduce: cargo xtask crash-matrix{} --cycles {cycles} --seed {seed})",
-        if args.quick { " --quick" } else { "" }
+        "(reproduce: cargo xtask crash-matrix{}{} --cycles {cycles} --seed {seed})",
+        if args.quick { " --quick" } else { "" },
+        if args.power_loss { " --power-loss" } else { "" }
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -543,9 +665,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     shards,
                     fsync,
                     mode,
+                    power_loss: power.is_some(),
                 };
                 let t = Instant::now();
-                let row = run_config(&bin, &cfg, cycles, &mut rng, &work)?;
+                let row = run_config(&bin, &cfg, cycles, &mut rng, &work, power.as_ref())?;
                 eprintln!(
                     "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong ({:.1}s)",
                     cfg.name(),
@@ -564,7 +687,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -575,7 +698,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.model_acknowledged,
                     row.model_wrong,
                     row.killed_in_replay,
-                    row.rewrites
+                    row.rewrites,
+                    row.cuts,
+                    row.bytes_cut
                 );
             }
         }

@@ -304,6 +304,8 @@ pub struct ModelClient {
     pub acknowledged: u64,
     /// Replies that matched neither end of their window (a semantic difference, not a loss).
     pub mismatches: Vec<String>,
+    /// When each key was last changed by an acknowledged command.
+    last_ack: HashMap<String, std::time::Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -326,6 +328,7 @@ impl ModelClient {
             counter: 0,
             acknowledged: 0,
             mismatches: Vec::new(),
+            last_ack: HashMap::new(),
         }
     }
 
@@ -452,6 +455,10 @@ impl ModelClient {
             Err(_) => Reply::Err,
         };
         self.acknowledged += 1;
+        let acked_at = std::time::Instant::now();
+        for (k, _) in &before {
+            self.last_ack.insert(k.clone(), acked_at);
+        }
         if before.iter().any(|(_, s)| *s == Slot::Unknown) {
             // The outcome may depend on what we do not know: learn nothing, except that an
             // unconditional overwrite makes its keys known again.
@@ -524,6 +531,16 @@ impl ModelClient {
                 for k in c[1..].iter().filter(|a| self.keys.contains(a)) {
                     self.state.insert(k.clone(), Slot::Unknown);
                 }
+            }
+        }
+    }
+
+    /// After a power cut: keys changed by a command acknowledged after `durable_before` (within
+    /// the fsync policy's window) may have lost that change, so they become unknown.
+    pub fn forget_acknowledged_after(&mut self, durable_before: std::time::Instant) {
+        for (k, t) in &self.last_ack {
+            if *t > durable_before {
+                self.state.insert(k.clone(), Slot::Unknown);
             }
         }
     }

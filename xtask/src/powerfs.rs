@@ -105,6 +105,11 @@ impl PowerLossFs {
         lock(&self.state).cut(mode)
     }
 
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
     /// Unmounts (also on Drop).
     pub fn unmount(mut self) {
         self.shutdown();
@@ -128,6 +133,12 @@ impl Drop for PowerLossFs {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Detaches a mount left at `mountpoint` by a run that was killed before it could unmount
+/// (its FUSE thread died with it; the stale mount answers ENOTCONN). Nothing if none.
+pub fn detach_stale(mountpoint: &Path) {
+    let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Whether this machine can mount it (root, /dev/fuse present) — tests and the crash matrix

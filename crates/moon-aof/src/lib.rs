@@ -16,6 +16,6 @@ pub mod reader;
 pub mod record;
 pub mod writer;
 
-pub use reader::{replay_file, AofError, ReplayReport};
+pub use reader::{replay_file, replay_file_until, AofError, ReplayReport};
 pub use record::{append_command_record, append_group_record, decode_payload, encode_command};
 pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy};

@@ -173,6 +173,9 @@ pub struct ReplayReport {
     pub elapsed_ms: u128,
     /// Set when a torn tail or zero padding was cut off: (offset, bytes dropped).
     pub truncated: Option<(u64, u64)>,
+    /// Set when replay stopped at the caller's `stop_lsn` (see [`replay_file_until`]): the
+    /// offset of that record and the bytes from there to the end, cut off the file.
+    pub stopped: Option<(u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,21 +200,43 @@ pub fn replay_file(
     path: &Path,
     apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
-    replay(path, apply, true)
+    replay(path, apply, None, true)
 }
 
-/// [`replay_file`] for tools that must not change the file: a torn tail is reported in
-/// `truncated` but left in place.
-pub fn replay_readonly(
+/// [`replay_file`] that also ends the log before the record with LSN `stop_lsn` (if any):
+/// that record and everything after it are not applied and are cut off the file
+/// ([`ReplayReport::stopped`]). Recovery uses it to end a shard's log at a cross-shard
+/// transaction that cannot be applied whole (see `moon_shard::txn::recovery_plan`).
+pub fn replay_file_until(
     path: &Path,
+    stop_lsn: Option<u64>,
     apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
-    replay(path, apply, false)
+    replay(path, apply, stop_lsn, true)
+}
+
+/// [`replay_file_until`] for tools that must not change the file: a torn tail or a stop is
+/// reported but left in place.
+pub fn replay_readonly(
+    path: &Path,
+    stop_lsn: Option<u64>,
+    apply: impl FnMut(u64, Vec<Vec<Bytes>>),
+) -> Result<ReplayReport, AofError> {
+    replay(path, apply, stop_lsn, false)
+}
+
+/// Why a replay's scan ended early.
+enum Halt {
+    /// A valid record whose payload does not decode, at this offset.
+    Undecodable(u64),
+    /// The caller's stop LSN, at this offset.
+    Stop(u64),
 }
 
 fn replay(
     path: &Path,
     mut apply: impl FnMut(u64, Vec<Vec<Bytes>>),
+    stop_lsn: Option<u64>,
     truncate: bool,
 ) -> Result<ReplayReport, AofError> {
     let started = Instant::now();
@@ -224,17 +249,39 @@ fn replay(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(e)),
     };
+    let (mut records, mut last_lsn) = (0u64, 0u64);
     let result = scan(&data, |lsn, payload, offset| {
+        if stop_lsn.is_some_and(|stop| lsn >= stop) {
+            return Err(Halt::Stop(offset));
+        }
         match decode_payload(payload) {
             Some(cmd) => {
                 apply(lsn, cmd);
+                records += 1;
+                last_lsn = lsn;
                 Ok(())
             }
-            None => Err(offset),
+            None => Err(Halt::Undecodable(offset)),
         }
     });
     let end = match result {
         Ok(end) => end,
+        Err(Err(Halt::Stop(offset))) => {
+            let bytes = data.len() as u64 - offset;
+            if truncate {
+                let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+                f.set_len(offset).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
+            return Ok(ReplayReport {
+                records,
+                bytes: offset,
+                last_lsn,
+                elapsed_ms: started.elapsed().as_millis(),
+                truncated: None,
+                stopped: Some((offset, bytes)),
+            });
+        }
         Err(Ok(c)) => {
             return Err(AofError::Corrupt {
                 file: path.to_path_buf(),
@@ -242,7 +289,7 @@ fn replay(
                 reason: c.reason,
             })
         }
-        Err(Err(offset)) => {
+        Err(Err(Halt::Undecodable(offset))) => {
             return Err(AofError::Corrupt {
                 file: path.to_path_buf(),
                 offset,
@@ -268,6 +315,7 @@ fn replay(
         last_lsn: end.last_lsn,
         elapsed_ms: started.elapsed().as_millis(),
         truncated,
+        stopped: None,
     })
 }
 

@@ -17,7 +17,6 @@
 //! stray new files of an interrupted run are overwritten, and a directory already at N shards
 //! is left alone.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -130,7 +129,7 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
         p.extend(moon_shard::txn::transaction_parts(&m.incr_path(dir, i))?);
         parts.push(p);
     }
-    let complete: HashSet<String> = moon_shard::txn::complete_transactions(&parts);
+    let plan = moon_shard::txn::recovery_plan(&parts);
     let (mut records, mut max_lsn) = (0u64, m.global_max_lsn());
     for i in 0..m.shards() {
         for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
@@ -140,7 +139,8 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
                 b.set_style(indicatif::ProgressStyle::default_spinner());
             });
             let mut applied = 0u64;
-            let report = moon_aof::reader::replay_readonly(&path, |_lsn, group| {
+            let stop = plan.stop_at[i];
+            let report = moon_aof::reader::replay_readonly(&path, stop, |_lsn, group| {
                 applied += 1;
                 if let Some(bar) = &bar {
                     if applied.is_multiple_of(65536) {
@@ -148,7 +148,7 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
                         bar.tick();
                     }
                 }
-                for c in moon_shard::txn::applicable(group, &complete).unwrap_or_default() {
+                for c in moon_shard::txn::applicable(group, &plan.complete).unwrap_or_default() {
                     store.execute(&c, NO_EXPIRY_CHECK);
                 }
             })
@@ -235,7 +235,8 @@ pub fn run_from_redis(
     dry_run: bool,
 ) -> anyhow::Result<i32> {
     check_shards(shards)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    moon_manifest::fsio::create_dir_all_durable(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let _lock = crate::lock::lock(dir)?;
     if moon_manifest::manifest_path(dir).exists() {
         bail!("{} already holds a Moon data directory; refusing to overwrite it (import into an empty directory)", dir.display());
@@ -368,7 +369,7 @@ fn write_layout(
     };
     for (i, keys) in per_shard.iter().enumerate() {
         let shard_dir = PerShard::shard_dir(dir, i);
-        std::fs::create_dir_all(&shard_dir)?;
+        moon_manifest::fsio::create_dir_all_durable(&shard_dir)?;
         let path = new.base_path(dir, i);
         let mut out = std::io::BufWriter::with_capacity(
             1 << 20,

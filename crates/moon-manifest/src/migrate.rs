@@ -186,7 +186,7 @@ fn build_shard(
     out: &Path,
     hook: &mut dyn FnMut(Step) -> Inject,
 ) -> Result<(u64, u64), ManifestError> {
-    std::fs::create_dir_all(tmp_dir).map_err(io_err("cannot create", tmp_dir))?;
+    crate::fsio::create_dir_all_durable(tmp_dir).map_err(io_err("cannot create", tmp_dir))?;
     let file = File::create(out).map_err(io_err("cannot create", out))?;
     let mut w = Conversion {
         out: BufWriter::with_capacity(1 << 20, file),

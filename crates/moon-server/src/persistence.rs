@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use moon_aof::{AofWriter, FaultPlan, FsyncPolicy};
 use moon_manifest::lock::LockError;
 use moon_manifest::{Manifest, ManifestError, Migrated, PerShard};
+use moon_shard::txn::RecoveryPlan;
 use moon_shard::Shard;
 use nix::fcntl::Flock;
 
@@ -25,8 +26,8 @@ pub struct DataDir {
     pub dir: PathBuf,
     pub manifest: PerShard,
     pub fault: FaultPlan,
-    /// Cross-shard transactions whose every part is in the logs (recovery's first pass).
-    pub complete_txs: std::collections::HashSet<String>,
+    /// Which transactions recovery applies and where each shard's log ends (first pass).
+    pub recovery: RecoveryPlan,
     _lock: Flock<File>,
 }
 
@@ -63,7 +64,7 @@ fn lock(dir: &Path) -> Result<Flock<File>, ServerError> {
 /// Opens the data directory for `config.shards` shards (see the module docs).
 pub fn open(config: &Config) -> Result<DataDir, ServerError> {
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| {
+    moon_manifest::fsio::create_dir_all_durable(&dir).map_err(|e| {
         fatal(
             1,
             format!("cannot create data directory {}: {e}", dir.display()),
@@ -112,7 +113,7 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
     };
     for i in 0..manifest.shards() {
         let d = PerShard::shard_dir(&dir, i);
-        std::fs::create_dir_all(&d)
+        moon_manifest::fsio::create_dir_all_durable(&d)
             .map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
     }
     let fault = std::env::var("MOON_AOF_FAULT")
@@ -123,23 +124,20 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
             "MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)"
         );
     }
-    let complete_txs = scan_transactions(&dir, &manifest)?;
+    let recovery = scan_transactions(&dir, &manifest)?;
     Ok(DataDir {
         dir,
         manifest,
         fault,
-        complete_txs,
+        recovery,
         _lock: lock,
     })
 }
 
 /// Recovery's first pass, every shard's files at once: which cross-shard transactions have all
 /// their parts logged. Only those are applied by the replay (see `moon_shard::txn`).
-fn scan_transactions(
-    dir: &Path,
-    m: &PerShard,
-) -> Result<std::collections::HashSet<String>, ServerError> {
-    type Parts = Vec<(String, Vec<usize>)>;
+fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerError> {
+    type Parts = Vec<moon_shard::txn::Part>;
     let per_shard: Vec<std::io::Result<Parts>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..m.shards())
             .map(|i| {
@@ -167,7 +165,16 @@ fn scan_transactions(
             r.map_err(|e| fatal(1, format!("cannot read the AOF in {}: {e}", dir.display())))?,
         );
     }
-    Ok(moon_shard::txn::complete_transactions(&all))
+    let plan = moon_shard::txn::recovery_plan(&all);
+    for (i, stop) in plan.stop_at.iter().enumerate() {
+        if let Some(lsn) = stop {
+            tracing::warn!(
+                shard = i,
+                "shard {i}'s log ends at LSN {lsn}: a cross-shard transaction there lost its part on another shard (power loss under appendfsync everysec/no); it and the records after it will be dropped"
+            );
+        }
+    }
+    Ok(plan)
 }
 
 /// Whether `appendonlydir/` (or a directory in it) holds a non-empty file: log data without a
@@ -206,7 +213,7 @@ fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
     let manifest = PerShard::fresh(shards);
     for i in 0..shards {
         let d = PerShard::shard_dir(dir, i);
-        std::fs::create_dir_all(&d)
+        moon_manifest::fsio::create_dir_all_durable(&d)
             .map_err(|e| fatal(1, format!("cannot create {}: {e}", d.display())))?;
     }
     let path = moon_manifest::manifest_path(dir);
@@ -231,12 +238,19 @@ pub async fn start_shard(
     let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
     for path in [m.base_path(&data.dir, i), m.incr_path(&data.dir, i)] {
         let (report, skipped) = shard
-            .replay(&path, &data.complete_txs)
+            .replay(&path, &data.recovery)
             .map_err(|e| fatal(1, e.to_string()))?;
         if skipped > 0 {
             tracing::warn!(
                 shard = i,
                 "AOF {}: skipped {skipped} part(s) of cross-shard transactions whose other parts never reached their logs (never acknowledged)",
+                path.display()
+            );
+        }
+        if let Some((offset, dropped)) = report.stopped {
+            tracing::warn!(
+                shard = i,
+                "AOF {}: dropped {dropped} bytes from offset {offset} (a cross-shard transaction that cannot be applied whole, and what followed it) and truncated the file",
                 path.display()
             );
         }

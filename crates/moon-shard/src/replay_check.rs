@@ -13,8 +13,6 @@
 //! **Rule for every new write command or data type:** add it to [`command`] below. A command
 //! that is not generated here is not proven to replay exactly.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use moon_store::slot::shard_for_key;
 use moon_store::Store;
@@ -342,12 +340,13 @@ fn replay(live: &Live) -> Vec<Store> {
         .iter()
         .map(|p| crate::txn::transaction_parts(p).expect("parts"))
         .collect();
-    let complete: HashSet<String> = crate::txn::complete_transactions(&parts);
+    let plan = crate::txn::recovery_plan(&parts);
+    assert!(plan.stop_at.iter().all(Option::is_none), "nothing was lost");
     paths
         .iter()
         .map(|p| {
             let mut s = Store::default();
-            let (report, skipped) = replay_log(&mut s, p, &complete).expect("replay");
+            let (report, skipped) = replay_log(&mut s, p, &plan.complete, None).expect("replay");
             assert_eq!(report.truncated, None, "a whole log has no torn tail");
             assert_eq!(skipped, 0, "every transaction here committed");
             s

@@ -2,7 +2,6 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -216,20 +215,18 @@ impl Shard {
         self.store.borrow_mut()
     }
 
-    /// Replays a log file into the store (startup, before any connection). Commands run
-    /// with [`moon_store::NO_EXPIRY_CHECK`] so that a key whose deadline has passed since is
-    /// still set, then expired normally; nothing is logged again.
-    ///
-    /// A cross-shard transaction part (`MOON.TXPART <txid> <shards>`) is applied only if
-    /// `complete` holds its id — that is, every shard it names logged its part; otherwise the
-    /// transaction never finished committing (and was never acknowledged) and is skipped here
-    /// as on every other shard. Returns the report and the number of parts skipped.
+    /// Replays a log file into the store (startup, before any connection), as
+    /// [`crate::txn::replay_log`] describes: expiry off (every expiration is in the log),
+    /// nothing logged again, a cross-shard transaction part applied only if its transaction is
+    /// in `plan.complete`, and the log ended at `plan.stop_at[shard]`. Returns the report and
+    /// the number of parts skipped.
     pub fn replay(
         &self,
         path: &std::path::Path,
-        complete: &HashSet<String>,
+        plan: &crate::txn::RecoveryPlan,
     ) -> Result<(ReplayReport, u64), AofError> {
-        crate::txn::replay_log(&mut self.store.borrow_mut(), path, complete)
+        let stop = plan.stop_at.get(self.id).copied().flatten();
+        crate::txn::replay_log(&mut self.store.borrow_mut(), path, &plan.complete, stop)
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its

@@ -74,16 +74,25 @@ const TXPART_PREFIXES: [&[u8]; 2] = [
     b"*3\r\n$11\r\nMOON.TXPART\r\n",
 ];
 
-/// Recovery, first pass: the transaction parts in one log file, as (txid, shards it names).
-/// Reads only; a damaged file yields what precedes the damage (replay reports the damage).
-pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<(String, Vec<usize>)>> {
+/// One cross-shard transaction part found in a log at recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub lsn: u64,
+    pub id: String,
+    /// The shards that logged a part of the same transaction.
+    pub shards: Vec<usize>,
+}
+
+/// Recovery, first pass: the transaction parts in one log file, in log order. Reads only; a
+/// damaged file yields what precedes the damage (replay reports the damage).
+pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut parts = Vec::new();
-    let _ = moon_aof::reader::scan::<()>(&data, |_lsn, payload, _offset| {
+    let _ = moon_aof::reader::scan::<()>(&data, |lsn, payload, _offset| {
         if TXPART_PREFIXES.iter().any(|p| payload.starts_with(p)) {
             if let Some(header) =
                 moon_aof::decode_payload(payload).and_then(|g| g.into_iter().next())
@@ -93,7 +102,11 @@ pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<(String,
                         .split(',')
                         .filter_map(|s| s.parse().ok())
                         .collect();
-                    parts.push((String::from_utf8_lossy(id).into_owned(), shards));
+                    parts.push(Part {
+                        lsn,
+                        id: String::from_utf8_lossy(id).into_owned(),
+                        shards,
+                    });
                 }
             }
         }
@@ -102,24 +115,68 @@ pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<(String,
     Ok(parts)
 }
 
-/// Recovery: from every shard's transaction parts, the ids whose every named shard has its part.
-pub fn complete_transactions(
-    per_shard: &[Vec<(String, Vec<usize>)>],
-) -> std::collections::HashSet<String> {
-    let mut seen: std::collections::HashMap<&str, (&[usize], Vec<usize>)> =
-        std::collections::HashMap::new();
-    for (shard, parts) in per_shard.iter().enumerate() {
-        for (id, named) in parts {
-            seen.entry(id.as_str())
-                .or_insert((named.as_slice(), Vec::new()))
-                .1
-                .push(shard);
+/// What recovery replays of every shard's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    /// Transactions whose every part lies in the replayed prefix of its shard: applied.
+    pub complete: std::collections::HashSet<String>,
+    /// Per shard: the LSN at which its log ends — the first part of a transaction that cannot
+    /// be applied whole — or `None` to replay all of it.
+    pub stop_at: Vec<Option<u64>>,
+}
+
+/// Recovery: from every shard's transaction parts (in log order), which transactions to
+/// apply and where each shard's log must end.
+///
+/// A transaction is applied only if every shard it names has its part. One that is missing a
+/// part was cut short — by a crash before its commit finished, or by a power cut that took
+/// the part from one shard's unsynced tail while another shard's part had reached its disk
+/// (`everysec`/`no` fsync each log on its own schedule). In the second case records after
+/// the surviving part may depend on it (an INCRBY is logged as the SET of its result, read
+/// from a state that included the transaction), so a shard's log ends **at** its first part
+/// of a transaction that cannot be applied: what follows is dropped with it, as a torn tail
+/// is. Ending one shard's log early can make another transaction incomplete in turn, so the
+/// ends are moved back until nothing changes. The result is a consistent cut: every shard
+/// replays a prefix of its log, and every transaction is in it on all its shards or on none.
+/// After a SIGKILL (nothing fsynced is lost) and under `always`, an incomplete part is
+/// always the last record of its shard: its shards stay locked until every part is durable.
+pub fn recovery_plan(per_shard: &[Vec<Part>]) -> RecoveryPlan {
+    use std::collections::{HashMap, HashSet};
+    let n = per_shard.len();
+    let mut stop_at: Vec<Option<u64>> = vec![None; n];
+    let kept = |stop: Option<u64>, p: &Part| stop.is_none_or(|s| p.lsn < s);
+    loop {
+        let mut have: HashMap<&str, HashSet<usize>> = HashMap::new();
+        for (shard, parts) in per_shard.iter().enumerate() {
+            for p in parts.iter().filter(|p| kept(stop_at[shard], p)) {
+                have.entry(p.id.as_str()).or_default().insert(shard);
+            }
+        }
+        let whole = |p: &Part| {
+            have.get(p.id.as_str())
+                .is_some_and(|got| p.shards.iter().all(|s| got.contains(s)))
+        };
+        let mut changed = false;
+        for (shard, parts) in per_shard.iter().enumerate() {
+            let first_broken = parts
+                .iter()
+                .take_while(|p| kept(stop_at[shard], p))
+                .find(|p| !whole(p));
+            if let Some(p) = first_broken {
+                stop_at[shard] = Some(p.lsn);
+                changed = true;
+            }
+        }
+        if !changed {
+            let complete = per_shard
+                .iter()
+                .flatten()
+                .filter(|p| whole(p))
+                .map(|p| p.id.clone())
+                .collect();
+            return RecoveryPlan { complete, stop_at };
         }
     }
-    seen.into_iter()
-        .filter(|(_, (named, have))| named.iter().all(|n| have.contains(n)))
-        .map(|(id, _)| id.to_string())
-        .collect()
 }
 
 /// Recovery, second pass: the commands of one record that replay applies — `None` for a
@@ -141,7 +198,8 @@ pub fn applicable(
     whole.then(|| group.into_iter().skip(1).collect())
 }
 
-/// Replays the log file at `path` into `store` — what [`Shard::replay`] does at startup, as a
+/// Replays the log file at `path` into `store`, ending it at `stop_at` (see [`recovery_plan`])
+/// — what [`Shard::replay`] does at startup, as a
 /// function of the store alone so that the model-based checker runs the very same code.
 ///
 /// Records are applied with expiry off ([`moon_store::NO_EXPIRY_CHECK`]) and without logging
@@ -154,18 +212,21 @@ pub fn replay_log(
     store: &mut moon_store::Store,
     path: &std::path::Path,
     complete: &std::collections::HashSet<String>,
+    stop_at: Option<u64>,
 ) -> Result<(moon_aof::ReplayReport, u64), moon_aof::AofError> {
     store.set_record_writes(false);
     let limit = store.max_string_len();
     store.set_max_string_len(usize::MAX);
     let mut skipped = 0;
-    let report = moon_aof::replay_file(path, |_lsn, group| match applicable(group, complete) {
-        Some(cmds) => {
-            for cmd in cmds {
-                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+    let report = moon_aof::replay_file_until(path, stop_at, |_lsn, group| {
+        match applicable(group, complete) {
+            Some(cmds) => {
+                for cmd in cmds {
+                    store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+                }
             }
+            None => skipped += 1,
         }
-        None => skipped += 1,
     });
     store.set_max_string_len(limit);
     Ok((report?, skipped))
@@ -442,5 +503,51 @@ impl Shard {
             Some(tx) => self.tx_exec(target, tx, cmds).await,
             None => self.run_batch(target, cmds).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::{recovery_plan, Part};
+
+    fn part(lsn: u64, id: &str, shards: &[usize]) -> Part {
+        Part {
+            lsn,
+            id: id.to_string(),
+            shards: shards.to_vec(),
+        }
+    }
+
+    #[test]
+    fn whole_transactions_are_applied_and_nothing_is_cut() {
+        let plan = recovery_plan(&[vec![part(3, "t1", &[0, 1])], vec![part(7, "t1", &[0, 1])]]);
+        assert!(plan.complete.contains("t1"));
+        assert_eq!(plan.stop_at, vec![None, None]);
+    }
+
+    #[test]
+    fn a_shard_ends_at_a_transaction_whose_other_part_was_lost() {
+        // Power cut under everysec: shard 1 lost its tail with t2's part; shard 0 kept t2's
+        // part and records after it (which may depend on it).
+        let plan = recovery_plan(&[
+            vec![part(3, "t1", &[0, 1]), part(9, "t2", &[0, 1])],
+            vec![part(4, "t1", &[0, 1])],
+        ]);
+        assert!(plan.complete.contains("t1"));
+        assert!(!plan.complete.contains("t2"));
+        assert_eq!(plan.stop_at, vec![Some(9), None]);
+    }
+
+    #[test]
+    fn ending_one_log_early_cascades_to_the_transactions_after_it() {
+        // t2 (shards 0, 1) lost its part on shard 1; t3 (shards 0, 2) comes after it on shard
+        // 0, so it is cut there and must not be applied on shard 2 either.
+        let plan = recovery_plan(&[
+            vec![part(5, "t2", &[0, 1]), part(8, "t3", &[0, 2])],
+            vec![],
+            vec![part(2, "t3", &[0, 2]), part(6, "t4", &[2, 1])],
+        ]);
+        assert_eq!(plan.stop_at, vec![Some(5), None, Some(2)]);
+        assert!(plan.complete.is_empty());
     }
 }
