@@ -128,6 +128,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     server::init_logging(&config.loglevel);
+    // Crash-only: a panic on any thread (a shard executor above all) ends the process at once
+    // instead of leaving a port open with a dead shard behind it. Every acknowledged write is
+    // already in the log; recovery is what the log is for.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("panic: {info}; exiting (recovery replays the log at the next start)");
+        std::process::exit(101);
+    }));
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -29,7 +29,11 @@ pub struct TxState {
 /// The shards a command touches: `Some(list)` (possibly empty for connection commands), or
 /// `None` if it needs every shard.
 fn shards_of(args: &[Bytes], shards: usize) -> Option<Vec<usize>> {
-    let spec = command::lookup(&args[0])?;
+    let spec = command::lookup(args.first()?)?;
+    if !spec.arity_ok(args.len()) {
+        // Answered with its arity error when it runs; it touches no shard.
+        return Some(Vec::new());
+    }
     match spec.route {
         Route::Connection => Some(Vec::new()),
         Route::SingleKey => Some(vec![shard_for_key(&args[1], shards)]),
@@ -127,7 +131,9 @@ pub async fn run(
         .iter()
         .map(|c| {
             (
-                command::lookup(&c[0]).is_some_and(|s| s.is_write()),
+                c.first()
+                    .and_then(|name| command::lookup(name))
+                    .is_some_and(|s| s.is_write() && s.arity_ok(c.len())),
                 shards_of(c, n),
             )
         })

@@ -261,3 +261,30 @@ fn maxclients_refuses_extra_connections() {
     }));
     assert_eq!(redis::cmd("PING").query::<String>(&mut a).unwrap(), "PONG");
 }
+
+/// A cross-shard command followed by a malformed one in the same pipeline: the pipeline runs
+/// as one transaction, and the malformed command must get its arity error there, not take a
+/// shard down (it used to panic a shard's executor while routing, after which every command
+/// touching that shard hung).
+#[test]
+fn a_malformed_command_in_a_cross_shard_pipeline_gets_its_error_and_the_server_keeps_serving() {
+    let s = MoonServer::start(2, &[]);
+    let mut t = raw(&s);
+    t.write_all(
+        b"*7\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\nc\r\n$1\r\n3\r\n*1\r\n$3\r\nGET\r\n",
+    )
+    .unwrap();
+    let want = "+OK\r\n-ERR wrong number of arguments for 'get' command\r\n";
+    let got = read_n(&mut t, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    let mut c = s.client();
+    let _: () = redis::cmd("MSET")
+        .arg(&["a", "x", "b", "y", "c", "z"])
+        .query(&mut c)
+        .expect("MSET across both shards still works");
+    let v: Vec<String> = redis::cmd("MGET")
+        .arg(&["a", "b", "c"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, ["x", "y", "z"]);
+}
