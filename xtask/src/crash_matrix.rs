@@ -705,6 +705,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
     }
+    if let Some(fs) = power {
+        fs.unmount();
+    }
     println!("\n{table}");
     println!(
         "total {:.0}s; {}",

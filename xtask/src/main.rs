@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod crash_matrix;
 mod model;
-#[allow(dead_code)]
 mod powerfs;
 mod server;
 
