@@ -237,6 +237,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                         let _ = ready_tx.send(Err(e));
                         return Ok(());
                     }
+                    shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }
             })

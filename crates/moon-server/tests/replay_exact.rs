@@ -185,3 +185,52 @@ fn conditional_writes_on_expired_keys_survive_kill_two_shards() {
 fn conditional_writes_on_expired_keys_survive_kill_four_shards() {
     exact_after_kill(4);
 }
+
+/// Keys whose deadline passed while the server was down: active expiry must not reclaim them
+/// before the shard's log is attached (such a removal would not be logged, and a SETNX made
+/// afterwards would replay against the stale key). The log is made long enough that replay
+/// outlasts one active-expiry period.
+#[test]
+fn keys_expired_during_downtime_are_reclaimed_only_once_logged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = MoonServer::start_in(tmp.path(), 1, &[]).expect("start");
+    server.terminate();
+    let incr = tmp.path().join("appendonlydir/shard-0/moon.aof.1.incr.aof");
+    let mut log = std::fs::read(&incr).expect("incr");
+    let mut lsn = 1_000_000;
+    for i in 0..300_000u32 {
+        lsn += 1;
+        let args = [
+            bytes::Bytes::from("SET"),
+            bytes::Bytes::from(format!("filler:{i}")),
+            bytes::Bytes::from("v"),
+        ];
+        moon_aof::append_command_record(lsn, &args, &mut log);
+    }
+    let past = [
+        bytes::Bytes::from("SET"),
+        bytes::Bytes::from("stale"),
+        bytes::Bytes::from("old"),
+        bytes::Bytes::from("PXAT"),
+        bytes::Bytes::from("1000"),
+    ];
+    moon_aof::append_command_record(lsn + 1, &past, &mut log);
+    std::fs::write(&incr, log).expect("write incr");
+
+    let mut server =
+        MoonServer::start_in(tmp.path(), 1, &["--appendfsync", "always"]).expect("restart");
+    let mut con = server.client();
+    let set: i64 = redis::cmd("SETNX")
+        .arg("stale")
+        .arg("new")
+        .query(&mut con)
+        .expect("SETNX");
+    assert_eq!(set, 1);
+    server.kill();
+    let server = MoonServer::start_in(tmp.path(), 1, &[]).expect("restart after kill");
+    let v: Option<String> = redis::cmd("GET")
+        .arg("stale")
+        .query(&mut server.client())
+        .expect("GET");
+    assert_eq!(v.as_deref(), Some("new"));
+}

@@ -102,6 +102,10 @@ pub struct Shard {
     pub(crate) tx_counter: Cell<u64>,
     /// A BGREWRITEAOF in progress on this shard (see [`crate::rewrite`]).
     pub(crate) rewrite: RefCell<Option<crate::rewrite::Cut>>,
+    /// Active expiry runs only once the shard serves ([`Shard::start_serving`]): before, its
+    /// removals could not be logged (the log is not attached yet), and a key reclaimed but
+    /// not logged would come back at the next replay under the writes made after it.
+    serving: Cell<bool>,
 }
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
@@ -153,6 +157,7 @@ impl Shard {
             boot_ms: now_ms(),
             tx_counter: Cell::new(0),
             rewrite: RefCell::new(None),
+            serving: Cell::new(false),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
@@ -185,7 +190,7 @@ impl Shard {
     /// nothing while a transaction holds the shard: its commands must see the keyspace as it
     /// was at the transaction's `now`. Returns how many keys were removed.
     fn expire_active(&self, budget: usize) -> usize {
-        if self.lock_holder.get().is_some() {
+        if !self.serving.get() || self.lock_holder.get().is_some() {
             return 0;
         }
         let mut store = self.store.borrow_mut();
@@ -227,6 +232,12 @@ impl Shard {
     ) -> Result<(ReplayReport, u64), AofError> {
         let stop = plan.stop_at.get(self.id).copied().flatten();
         crate::txn::replay_log(&mut self.store.borrow_mut(), path, &plan.complete, stop)
+    }
+
+    /// Marks the shard as serving: replay is done and its log (if any) attached, so active
+    /// expiry may start reclaiming keys — each removal now reaches the log.
+    pub fn start_serving(&self) {
+        self.serving.set(true);
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
