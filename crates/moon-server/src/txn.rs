@@ -186,13 +186,27 @@ pub async fn run(
             .await
             == Some(true);
     }
-    let mut inner = BytesMut::new();
-    let mut committed: Result<(), String> = Ok(());
+    let writers = writers_of(&cmds_meta, &participants);
+    // A shard whose log is failing would refuse its writes (MISCONF) while the others commit
+    // theirs: refuse the whole transaction before anything runs.
+    let mut failing = None;
     if intact {
+        for &w in &writers {
+            let error = shard
+                .call_on(w, |s| s.aof().and_then(|a| a.error()))
+                .await
+                .flatten();
+            failing = failing.or(error);
+        }
+    }
+    let mut inner = BytesMut::new();
+    let mut refused = Vec::new();
+    if failing.is_some() {
+        refused = cmds;
+    } else if intact {
         session.tx = Some(tx);
         Box::pin(crate::conn::process(session, cmds, &mut inner)).await;
         session.tx = None;
-        let writers = writers_of(&cmds_meta, &participants);
         let commits = join_all(
             participants
                 .iter()
@@ -200,7 +214,16 @@ pub async fn run(
                 .collect(),
         )
         .await;
-        committed = commits.into_iter().collect();
+        if let Some(Err(cause)) = commits.into_iter().find(Result::is_err) {
+            // Some parts are durable and one is not, and the effects are in memory on every
+            // shard. Unlocking would let later records depend on a transaction that recovery
+            // must drop. Crash-only: stop now, shards still locked, so the incomplete parts are
+            // the last records of their logs and recovery drops exactly this transaction.
+            tracing::error!(
+                "cross-shard transaction {txid}: a part could not be logged ({cause}); exiting so that recovery drops it on every shard (docs/TRANSACTIONS.md)"
+            );
+            std::process::exit(1);
+        }
     }
     for &p in &participants {
         shard.tx_unlock(p, txid).await;
@@ -208,9 +231,18 @@ pub async fn run(
     unwatch(session, watches).await;
     if !intact {
         Frame::NullArray.encode(session.proto, out);
-    } else if let Err(cause) = committed {
-        Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-            .encode(session.proto, out);
+    } else if let Some(cause) = failing {
+        if wrap || count == 1 {
+            Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+                .encode(session.proto, out);
+        } else {
+            // A pipeline run as one implicit transaction: run its commands one by one
+            // instead, so each gets its own reply — reads keep working, a cross-shard write
+            // is refused as above.
+            for c in refused {
+                Box::pin(crate::conn::process(session, vec![c], out)).await;
+            }
+        }
     } else if wrap {
         out.put_slice(format!("*{count}\r\n").as_bytes());
         out.put_slice(&inner);

@@ -334,9 +334,18 @@ impl Shard {
             return Ok(());
         };
         let named = writers.contains(&self.id());
-        if effects.is_empty() && !(named && writers.len() >= 2) {
-            // A read-only part: wait for what it may have read, but a failing log does not
-            // make a read fail (reads keep working, as outside transactions).
+        if !named {
+            // A read-only part: its only effects are keys it found expired, logged like any
+            // read's (not part of the transaction). Wait for what it may have read, but a
+            // failing log does not make a read fail (reads keep working, as outside
+            // transactions).
+            if !effects.is_empty() {
+                writer.append(&effects);
+            }
+            let _ = writer.wait(writer.last_assigned()).await;
+            return Ok(());
+        }
+        if effects.is_empty() && writers.len() < 2 {
             let _ = writer.wait(writer.last_assigned()).await;
             return Ok(());
         }
