@@ -250,9 +250,14 @@ fn replay(
         Err(e) => return Err(io(e)),
     };
     let (mut records, mut last_lsn) = (0u64, 0u64);
+    let mut stop_offset = None;
     let result = scan(&data, |lsn, payload, offset| {
         if stop_lsn.is_some_and(|stop| lsn >= stop) {
-            return Err(Halt::Stop(offset));
+            // Keep scanning without applying: the dropped records' LSNs were handed out
+            // (some maybe acknowledged under everysec) and must never be reused.
+            stop_offset.get_or_insert(offset);
+            last_lsn = lsn;
+            return Ok(());
         }
         match decode_payload(payload) {
             Some(cmd) => {
@@ -264,6 +269,11 @@ fn replay(
             None => Err(Halt::Undecodable(offset)),
         }
     });
+    let result = match (result, stop_offset) {
+        // Damage after the end recovery chose is dropped with it.
+        (Ok(_) | Err(Ok(_)), Some(offset)) => Err(Err(Halt::Stop(offset))),
+        (r, _) => r,
+    };
     let end = match result {
         Ok(end) => end,
         Err(Err(Halt::Stop(offset))) => {
@@ -341,6 +351,33 @@ mod tests {
 
     fn count(data: &[u8]) -> Result<ScanEnd, Corruption> {
         scan::<()>(data, |_, _, _| Ok(())).map_err(|e| e.unwrap_or_else(|_| unreachable!()))
+    }
+
+    #[test]
+    fn a_stop_lsn_ends_the_log_there_and_keeps_counting_lsns() {
+        let (data, ends) = log(6);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incr.aof");
+        std::fs::write(&path, &data).unwrap();
+        let mut applied = Vec::new();
+        let report = replay_file_until(&path, Some(4), |lsn, _| applied.push(lsn)).unwrap();
+        assert_eq!(applied, [1, 2, 3]);
+        assert_eq!(
+            report.stopped,
+            Some((ends[2] as u64, (data.len() - ends[2]) as u64))
+        );
+        assert_eq!(
+            report.last_lsn, 6,
+            "dropped LSNs are never handed out again"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), ends[2] as u64);
+        // Damage after the stop goes with it instead of refusing to start.
+        let mut damaged = data.clone();
+        let at = ends[4] + 13;
+        damaged[at] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        let report = replay_file_until(&path, Some(4), |_, _| {}).unwrap();
+        assert_eq!(report.stopped.map(|s| s.0), Some(ends[2] as u64));
     }
 
     #[test]

@@ -206,21 +206,18 @@ fn pwrite_all(fd: std::os::fd::RawFd, buf: &[u8], pos: u64) -> std::io::Result<u
 }
 
 /// Opens (creating if needed) an incr file for appending: the file and its current length.
-/// A file it creates is fsynced into its directory before anything is written to it: records
-/// fdatasynced into a file whose directory entry is not durable would vanish with it on power
-/// loss.
+/// Its directory is fsynced before anything is written to it — records fdatasynced into a
+/// file whose directory entry is not durable would vanish with it on power loss — also when
+/// the file exists: a run that died before that fsync may have created it.
 async fn open_incr(path: &Path) -> std::io::Result<(BufferedFile, u64)> {
-    let existed = path.exists();
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .buffered_open(path)
         .await
         .map_err(glommio_io)?;
-    if !existed {
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
     }
     let len = file.file_size().await.map_err(glommio_io)?;
     Ok((file, len))

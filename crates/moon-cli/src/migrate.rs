@@ -242,7 +242,8 @@ pub fn run_from_redis(
         bail!("{} already holds a Moon data directory; refusing to overwrite it (import into an empty directory)", dir.display());
     }
     let (aof, files) = redis_files(redis_dir)?;
-    let mut store = Store::default();
+    // Records were accepted once: replay them whatever their size (as the server does).
+    let mut store = Store::new(usize::MAX);
     let mut n = 0;
     for (name, kind) in &files {
         let path = aof.join(name);
@@ -281,7 +282,8 @@ pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
     let manifest = moon_manifest::peek(dir)
         .map_err(anyhow::Error::msg)?
         .with_context(|| format!("no manifest in {}: nothing to migrate", aof.display()))?;
-    let mut store = Store::default();
+    // Records were accepted once: replay them whatever their size (as the server does).
+    let mut store = Store::new(usize::MAX);
     let (source, old_seq, first_lsn) = match &manifest {
         Manifest::V1(m) => {
             let mut n = 0;
@@ -390,10 +392,11 @@ fn write_layout(
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        moon_manifest::fsio::fsync_dir(&shard_dir)?;
         new.max_lsn[i] = lsn - 1;
-        // A stray incr of an interrupted earlier run must not be replayed after this base.
+        // A stray incr of an interrupted earlier run must not be replayed after this base:
+        // removed before the directory fsync, so a power cut cannot bring it back.
         let _ = std::fs::remove_file(new.incr_path(dir, i));
+        moon_manifest::fsio::fsync_dir(&shard_dir)?;
     }
     moon_manifest::fsio::fsync_dir(&aof)?;
     // The commit point.

@@ -16,19 +16,19 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `create_dir_all` that survives power loss: every directory it creates is fsynced into its
-/// parent before it returns (a directory entry is durable only once its parent is fsynced),
-/// so files created inside afterwards cannot vanish with their directory.
+/// `create_dir_all` that survives power loss: `dir` and every directory above it are fsynced
+/// into their parents before it returns (a directory entry is durable only once its parent is
+/// fsynced), so files created inside afterwards cannot vanish with their directory. Existing
+/// directories are fsynced too: one created by a run that died before its fsync may not be
+/// durable yet. Used at startup and by offline tools, where a few fsyncs cost nothing.
 pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_all_durable(parent)?;
+        if parent != Path::new("/") {
+            create_dir_all_durable(parent)?;
+        }
     }
     match std::fs::create_dir(dir) {
         Ok(()) => {}
-        // Created meanwhile by someone else: still make sure the entry is durable.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
         Err(e) => return Err(e),
     }

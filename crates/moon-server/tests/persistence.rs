@@ -370,9 +370,7 @@ fn a_cross_shard_write_is_refused_whole_while_one_log_fails() {
         std::io::Write::write_all(&mut t, &p.get_packed_pipeline()).unwrap();
         let mut parser = redis::Parser::new();
         let mut r = std::io::BufReader::new(t);
-        (0..2)
-            .map(|_| parser.parse_value(&mut r).map_err(Into::into))
-            .collect()
+        (0..2).map(|_| parser.parse_value(&mut r)).collect()
     };
     let texts: Vec<String> = replies.iter().map(|r| format!("{r:?}")).collect();
     assert!(texts[0].contains("MISCONF"), "{texts:?}");
