@@ -342,8 +342,17 @@ impl AofWriter {
         self.inner.error.borrow().clone()
     }
 
+    /// Changes the fsync policy at once. Tightening to `always` fsyncs what was written
+    /// under the old policy right away: a waiter now needs it durable, and no timer or round
+    /// might come to do it (nothing pending). Loosening answers the waiters that were only
+    /// waiting for an fsync.
     pub fn set_policy(&self, policy: FsyncPolicy) {
-        self.inner.policy.set(policy);
+        let before = self.inner.policy.replace(policy);
+        if policy == FsyncPolicy::Always && before != FsyncPolicy::Always {
+            let inner = self.inner.clone();
+            glommio::spawn_local(async move { inner.fsync_written().await }).detach();
+        }
+        self.inner.release();
     }
 
     pub fn policy(&self) -> FsyncPolicy {

@@ -425,3 +425,65 @@ fn a_failed_cross_shard_commit_stops_the_server_and_recovery_drops_it_everywhere
     let v: Vec<Option<String>> = server.client().mget(&[k0, k1]).unwrap();
     assert_eq!(v, [Some("1".into()), Some("1".into())]);
 }
+
+/// `CONFIG SET appendfsync always` after writes made under `everysec`: a reply waiting for
+/// them must get them fsynced, not wait for a timer that no longer runs (it used to hang, and
+/// SIGTERM with it). Every direction, under load, then a clean shutdown.
+#[test]
+fn changing_appendfsync_in_every_direction_under_load_never_hangs() {
+    let mut server = MoonServer::start(2, &[]);
+    let mut con = server.client();
+    con.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _: () = con.set("a", "1").unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query(&mut con)
+        .unwrap();
+    let v: String = con
+        .get("a")
+        .expect("GET answers after tightening to always");
+    assert_eq!(v, "1");
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    for line in info.lines().filter(|l| l.starts_with("aof_shard")) {
+        let field = |name: &str| {
+            line.split([':', ','])
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(field("lsn"), field("durable_lsn"), "{line}");
+    }
+
+    let url = server.url();
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        for i in 0..3000 {
+            let _: () = c
+                .set(format!("load:{i}"), i)
+                .expect("every write is answered");
+        }
+    });
+    for policy in [
+        "no", "always", "everysec", "always", "no", "everysec", "no", "always",
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg(policy)
+            .query(&mut con)
+            .unwrap();
+        let _: () = con.set("probe", policy).expect("a write is answered");
+        let got: String = con.get("probe").expect("a read is answered");
+        assert_eq!(got, policy);
+    }
+    writer.join().expect("the writer got every reply");
+    assert!(server.terminate().success(), "SIGTERM completes");
+}
