@@ -38,6 +38,54 @@ pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// How [`commit_atomic`] failed: before the rename (the old file is in place, untouched: undo
+/// freely) or after it was issued (the new file may be the one in place, durable or not:
+/// nothing it names may be deleted).
+#[derive(Debug)]
+pub enum CommitError {
+    BeforeRename(std::io::Error),
+    AfterRename(std::io::Error),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::BeforeRename(e) => write!(f, "{e}"),
+            CommitError::AfterRename(e) => write!(f, "after the rename: {e}"),
+        }
+    }
+}
+
+/// [`write_atomic`] for a commit point (a rewrite's or migration's manifest): tells whether it
+/// failed before or after the rename was issued.
+pub fn commit_atomic(path: &Path, contents: &[u8]) -> Result<(), CommitError> {
+    let dir = path.parent().ok_or_else(|| {
+        CommitError::BeforeRename(std::io::Error::other(
+            "a manifest path has a parent directory",
+        ))
+    })?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(TEMP_SUFFIX);
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CommitError::BeforeRename(e));
+    }
+    // Once the rename is issued there is no going back: even a failed rename may have
+    // happened (EIO), and a failed directory fsync leaves either name durable.
+    std::fs::rename(&tmp, path).map_err(CommitError::AfterRename)?;
+    fsync_dir(dir).map_err(CommitError::AfterRename)
+}
+
 /// Writes `contents` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path

@@ -104,9 +104,20 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
         }
         Some(Manifest::V2(m)) => {
             m.verify_shard_count(config.shards).map_err(from_manifest)?;
-            moon_manifest::remove_leftovers(&dir);
-            for f in m.remove_other_seqs(&dir) {
-                tracing::info!(file = %f.display(), "removed a file of another seq (left by an interrupted rewrite or migration)");
+            // Files of other seqs are removed only once these replayed whole
+            // (`remove_unreferenced`): until then they may be all that is left.
+            // A base holds the shard's records up to its max_lsn (a rewrite's or migration's
+            // snapshot); without one, the incr must start at or below it (an in-place v1
+            // migration keeps every record in the incr).
+            for i in 0..m.shards() {
+                let (base, incr) = (m.base_path(&dir, i), m.incr_path(&dir, i));
+                let max_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
+                if max_lsn > 0
+                    && !base.exists()
+                    && first_lsn(&incr).is_none_or(|first| first > max_lsn)
+                {
+                    return Err(missing_base(&base, "is missing"));
+                }
             }
             m
         }
@@ -226,6 +237,34 @@ fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
     Ok(manifest)
 }
 
+/// The LSN of a log file's first record, if it has one.
+fn first_lsn(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut header = [0u8; 8];
+    File::open(path).ok()?.read_exact(&mut header).ok()?;
+    Some(u64::from_le_bytes(header)).filter(|&lsn| lsn > 0)
+}
+
+fn missing_base(base: &Path, what: &str) -> ServerError {
+    fatal(
+        2,
+        format!(
+            "AOF base {} named by the manifest {what}; refusing to start: the data it held would be lost. See docs/runbooks/missing-aof-file.md",
+            base.display()
+        ),
+    )
+}
+
+/// After every shard replayed its files whole: removes what no manifest names any more —
+/// files of other seqs left by an interrupted rewrite or migration, temp files of an
+/// interrupted v1 → v2 migration.
+pub fn remove_unreferenced(data: &DataDir) {
+    moon_manifest::remove_leftovers(&data.dir);
+    for f in data.manifest.remove_other_seqs(&data.dir) {
+        tracing::info!(file = %f.display(), "removed a file of another seq (left by an interrupted rewrite or migration)");
+    }
+}
+
 /// On shard `shard`'s executor: replay its base and incr, then attach its writer.
 pub async fn start_shard(
     shard: &Shard,
@@ -236,10 +275,27 @@ pub async fn start_shard(
     let m = &data.manifest;
     let mut last_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
     let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
-    for path in [m.base_path(&data.dir, i), m.incr_path(&data.dir, i)] {
+    let base_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
+    for (path, is_base) in [
+        (m.base_path(&data.dir, i), true),
+        (m.incr_path(&data.dir, i), false),
+    ] {
         let (report, skipped) = shard
-            .replay(&path, &data.recovery)
+            .replay(&path, &data.recovery, !is_base)
             .map_err(|e| fatal(1, e.to_string()))?;
+        // A base was complete and fsynced before the manifest named it: one that is torn, or
+        // whose records stop before the manifest's max_lsn (they run up to it), lost data.
+        let short =
+            report.truncated.is_some() || (report.records > 0 && report.last_lsn < base_lsn);
+        if is_base && short {
+            return Err(missing_base(
+                &path,
+                &format!(
+                    "ends at LSN {} (offset {}), before the manifest's max_lsn {base_lsn}",
+                    report.last_lsn, report.bytes
+                ),
+            ));
+        }
         if skipped > 0 {
             tracing::warn!(
                 shard = i,

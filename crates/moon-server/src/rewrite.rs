@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use moon_manifest::fsio::CommitError;
 use moon_manifest::PerShard;
 use moon_shard::{join_all, Shard};
 
@@ -182,14 +183,56 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 4. The commit point.
     let manifest = moon_manifest::manifest_path(&dir);
-    if let Err(e) = moon_manifest::fsio::write_atomic(&manifest, new.render().as_bytes()) {
-        return Err(abort(
-            shard,
-            &dir,
-            &new,
-            format!("writing {}: {e}", manifest.display()),
-        )
-        .await);
+    let mut committed = moon_manifest::fsio::commit_atomic(&manifest, new.render().as_bytes());
+    if committed.is_ok() && std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("after-rename") {
+        // Fault seam for tests: the directory fsync after the rename "fails".
+        committed = Err(CommitError::AfterRename(std::io::Error::from_raw_os_error(
+            nix::libc::EIO,
+        )));
+    }
+    match committed {
+        Ok(()) => {}
+        Err(CommitError::BeforeRename(e)) => {
+            return Err(abort(
+                shard,
+                &dir,
+                &new,
+                format!("writing {}: {e}", manifest.display()),
+            )
+            .await)
+        }
+        Err(CommitError::AfterRename(e)) => {
+            // The manifest on disk may name the old files or the new ones, whichever survives
+            // a crash: both sets stay, complete, and no write is accepted in either (every
+            // log fails: MISCONF) until a restart reads whichever manifest is there.
+            let cause = format!(
+                "committing {}: {e}; both the old and the new files are kept, writes are refused until a restart",
+                manifest.display()
+            );
+            tracing::error!("BGREWRITEAOF: {cause}");
+            let why = cause.clone();
+            join_all(
+                (0..n)
+                    .map(|p| {
+                        let why = why.clone();
+                        shard.call_on(p, move |s| {
+                            if let Some(w) = s.aof() {
+                                w.fail_with("manifest commit", &std::io::Error::other(why));
+                            }
+                        })
+                    })
+                    .collect(),
+            )
+            .await;
+            // Writers resume only to answer what they hold with that error.
+            join_all(
+                (0..n)
+                    .map(|p| shard.call_on(p, |s| s.rewrite_abort()))
+                    .collect(),
+            )
+            .await;
+            return Err(cause);
+        }
     }
     *lock(&shared.rewrite.layout) = Some((dir.clone(), new.clone()));
 

@@ -255,6 +255,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let _ = join_runtime(runtime);
         return Err(failure);
     }
+    if let Some(data) = &data_dir {
+        crate::persistence::remove_unreferenced(data);
+    }
     if config.appendonly {
         tracing::info!(
             "AOF enabled (PerShard, {shards} writers, fsync: {})",

@@ -199,3 +199,101 @@ fn the_aof_is_rewritten_automatically_on_growth() {
     );
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 50);
 }
+
+/// The directory fsync after the manifest's rename fails (fault seam): the rename cannot be
+/// undone, so no file either manifest names is deleted, every shard refuses writes until a
+/// restart, and the restart — on whichever manifest is there — has every acknowledged write.
+#[test]
+fn a_failure_after_the_manifest_rename_keeps_every_file_and_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_with_env(
+        tmp.path(),
+        2,
+        &["--appendfsync", "always"],
+        &[("MOON_REWRITE_FAULT", "after-rename")],
+    )
+    .unwrap();
+    let mut con = server.client();
+    for i in 0..100 {
+        let _: () = con.set(format!("k{i}"), i).unwrap();
+    }
+    let _: String = redis::cmd("BGREWRITEAOF").query(&mut con).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || info_field(
+            &mut con,
+            "aof_last_bgrewrite_status"
+        ) == "err"),
+        "the rewrite reports its failure"
+    );
+    for shard in 0..2 {
+        for seq in [1, 2] {
+            let incr = tmp.path().join(format!(
+                "appendonlydir/shard-{shard}/moon.aof.{seq}.incr.aof"
+            ));
+            assert!(incr.exists(), "{} was kept", incr.display());
+        }
+    }
+    let e = expect_err(&mut con, &["SET", "k0", "after"]);
+    assert!(e.starts_with("MISCONF"), "{e}");
+    let v: i64 = con.get("k1").expect("reads keep working");
+    assert_eq!(v, 1);
+    server.kill();
+    let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let mut con = server.client();
+    for i in 0..100 {
+        let v: i64 = con.get(format!("k{i}")).unwrap();
+        assert_eq!(v, i);
+    }
+}
+
+/// A base file the manifest names is missing, or ends before the manifest's max_lsn: startup
+/// refuses (exit 2, runbook) instead of replaying without it, and deletes nothing — not even
+/// files of other seqs, which may be the only other copy.
+#[test]
+fn a_missing_or_short_base_refuses_startup_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    let mut con = server.client();
+    for i in 0..50 {
+        let _: () = con.set(format!("k{i}"), i).unwrap();
+    }
+    let _: String = redis::cmd("BGREWRITEAOF").query(&mut con).unwrap();
+    assert!(eventually(Duration::from_secs(30), || rewrites_done(
+        &mut con
+    ) == 1));
+    server.terminate();
+    let shard = tmp.path().join("appendonlydir/shard-0");
+    let base = shard.join("moon.aof.2.base.rdb");
+    let bytes = std::fs::read(&base).unwrap();
+    let other_seq = shard.join("moon.aof.1.incr.aof");
+    std::fs::write(&other_seq, b"an older generation").unwrap();
+
+    std::fs::write(&base, &bytes[..bytes.len() - 5]).unwrap();
+    let (code, text) = common::run_expecting_exit(tmp.path(), 1, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("before the manifest's max_lsn")
+            && text.contains("docs/runbooks/missing-aof-file.md"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&base).unwrap().len(),
+        bytes.len() - 5,
+        "a short base is not truncated further"
+    );
+
+    std::fs::remove_file(&base).unwrap();
+    let (code, text) = common::run_expecting_exit(tmp.path(), 1, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is missing"), "{text}");
+    assert!(other_seq.exists(), "files of other seqs are kept");
+
+    std::fs::write(&base, &bytes).unwrap();
+    let server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    let v: i64 = server.client().get("k49").unwrap();
+    assert_eq!(v, 49);
+    assert!(
+        !other_seq.exists(),
+        "removed once the named files replayed whole"
+    );
+}

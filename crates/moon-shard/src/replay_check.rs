@@ -346,7 +346,8 @@ fn replay(live: &Live) -> Vec<Store> {
         .iter()
         .map(|p| {
             let mut s = Store::default();
-            let (report, skipped) = replay_log(&mut s, p, &plan.complete, None).expect("replay");
+            let (report, skipped) =
+                replay_log(&mut s, p, &plan.complete, None, true).expect("replay");
             assert_eq!(report.truncated, None, "a whole log has no torn tail");
             assert_eq!(skipped, 0, "every transaction here committed");
             s

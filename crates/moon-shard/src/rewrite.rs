@@ -49,6 +49,31 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Writes all of `chunk` at `pos`, however many writes that takes (a write may be short);
+/// returns its length. A write of nothing is an error: the disk is full.
+async fn write_fully(
+    file: &glommio::io::BufferedFile,
+    chunk: Vec<u8>,
+    pos: u64,
+) -> std::io::Result<u64> {
+    let len = chunk.len();
+    let mut done = file
+        .write_at(chunk.clone(), pos)
+        .await
+        .map_err(glommio_io)?;
+    while done < len {
+        let n = file
+            .write_at(chunk[done..].to_vec(), pos + done as u64)
+            .await
+            .map_err(glommio_io)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        done += n;
+    }
+    Ok(len as u64)
+}
+
 impl Shard {
     /// Step 1. Returns (keys, last reserved LSN), or `None` without an AOF.
     pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
@@ -103,17 +128,11 @@ impl Shard {
             moon_aof::append_command_record(lsn, &cmd, &mut buf);
             if buf.len() >= 1 << 20 {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(1 << 20));
-                pos += file
-                    .write_at(chunk, pos)
-                    .await
-                    .map_err(|e| describe(glommio_io(e)))? as u64;
+                pos += write_fully(&file, chunk, pos).await.map_err(describe)?;
             }
         }
         if !buf.is_empty() {
-            pos += file
-                .write_at(buf, pos)
-                .await
-                .map_err(|e| describe(glommio_io(e)))? as u64;
+            pos += write_fully(&file, buf, pos).await.map_err(describe)?;
         }
         file.fdatasync()
             .await

@@ -225,13 +225,16 @@ impl Shard {
     /// nothing logged again, a cross-shard transaction part applied only if its transaction is
     /// in `plan.complete`, and the log ended at `plan.stop_at[shard]`. Returns the report and
     /// the number of parts skipped.
+    /// `may_truncate`: whether a torn tail may be cut off (an incr's; a base is never torn).
     pub fn replay(
         &self,
         path: &std::path::Path,
         plan: &crate::txn::RecoveryPlan,
+        may_truncate: bool,
     ) -> Result<(ReplayReport, u64), AofError> {
         let stop = plan.stop_at.get(self.id).copied().flatten();
-        crate::txn::replay_log(&mut self.store.borrow_mut(), path, &plan.complete, stop)
+        let mut store = self.store.borrow_mut();
+        crate::txn::replay_log(&mut store, path, &plan.complete, stop, may_truncate)
     }
 
     /// Marks the shard as serving: replay is done and its log (if any) attached, so active

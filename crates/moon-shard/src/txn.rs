@@ -215,21 +215,25 @@ pub fn replay_log(
     path: &std::path::Path,
     complete: &std::collections::HashSet<String>,
     stop_at: Option<u64>,
+    may_truncate: bool,
 ) -> Result<(moon_aof::ReplayReport, u64), moon_aof::AofError> {
     store.set_record_writes(false);
     let limit = store.max_string_len();
     store.set_max_string_len(usize::MAX);
     let mut skipped = 0;
-    let report = moon_aof::replay_file_until(path, stop_at, |_lsn, group| {
-        match applicable(group, complete) {
-            Some(cmds) => {
-                for cmd in cmds {
-                    store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
-                }
+    let apply = |_lsn, group| match applicable(group, complete) {
+        Some(cmds) => {
+            for cmd in cmds {
+                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
             }
-            None => skipped += 1,
         }
-    });
+        None => skipped += 1,
+    };
+    let report = if may_truncate {
+        moon_aof::replay_file_until(path, stop_at, apply)
+    } else {
+        moon_aof::reader::replay_readonly(path, stop_at, apply)
+    };
     store.set_max_string_len(limit);
     Ok((report?, skipped))
 }
