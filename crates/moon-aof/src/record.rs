@@ -15,8 +15,23 @@ pub const HEADER_LEN: usize = 12;
 pub const TRAILER_LEN: usize = 4;
 /// Framing bytes around a payload.
 pub const OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
-/// The largest payload a reader accepts (a sanity bound on an untrusted length field).
+/// The largest payload a reader accepts (a sanity bound on an untrusted length field), and so
+/// the largest record a writer may produce: a request whose record could be larger is refused
+/// before it runs ([`encoded_len`]).
 pub const MAX_PAYLOAD: usize = 1 << 31;
+
+/// The payload size of a record holding `cmds` (a command, or a group with its MULTI/EXEC and
+/// a transaction part's header), computed without encoding: what the server checks a request
+/// against [`MAX_PAYLOAD`] with before running it.
+pub fn encoded_len<'a>(cmds: impl IntoIterator<Item = &'a [Bytes]>) -> usize {
+    // `*<n>\r\n` and `$<len>\r\n...\r\n`: at most 20 digits each, plus the delimiters.
+    let group = 15 + 14 + 64;
+    cmds.into_iter().fold(group, |total, cmd| {
+        cmd.iter().fold(total.saturating_add(23), |t, a| {
+            t.saturating_add(a.len() + 25)
+        })
+    })
+}
 
 /// Appends one framed record to `out`.
 pub fn encode_record(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {

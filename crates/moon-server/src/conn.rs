@@ -409,6 +409,39 @@ pub fn merge_replies(frames: Vec<Frame>, merge: Merge, key_parts: &[usize]) -> F
     }
 }
 
+/// The largest record one request may produce: the log format's bound
+/// (`moon_aof::record::MAX_PAYLOAD`). `MOON_MAX_RECORD_BYTES` lowers it (a test seam).
+pub fn max_record() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("MOON_MAX_RECORD_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(moon_aof::record::MAX_PAYLOAD)
+            .min(moon_aof::record::MAX_PAYLOAD)
+    })
+}
+
+/// The size of the one record the write commands among `cmds` would be logged as, if they ran
+/// together (a command, a MULTI/EXEC, a transaction's part). Effects are never larger than
+/// the commands, but for a RENAME across shards (logged as the value's SET).
+pub fn record_size(cmds: &[Vec<Bytes>]) -> usize {
+    let writes = cmds.iter().filter(|c| {
+        c.first()
+            .and_then(|n| command::lookup(n))
+            .is_some_and(|s| s.is_write())
+    });
+    moon_aof::record::encoded_len(writes.map(|c| c.as_slice()))
+}
+
+/// A write refused before it runs: it could not be replayed from a record that large.
+pub fn too_large_to_log(size: usize) -> Frame {
+    Frame::Error(format!(
+        "ERR request too large to log: its record would take {size} bytes, more than the {} an AOF record can hold",
+        max_record()
+    ))
+}
+
 fn noauth() -> Frame {
     Frame::StaticError("NOAUTH Authentication required.")
 }
@@ -416,7 +449,10 @@ fn noauth() -> Frame {
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
 pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
-    if cmds.len() > 1 && session.tx.is_none() && pipeline_needs_transaction(session, &cmds, shards)
+    if cmds.len() > 1
+        && session.tx.is_none()
+        && pipeline_needs_transaction(session, &cmds, shards)
+        && record_size(&cmds) <= max_record()
     {
         // A pipeline with commands that span shards: one transaction for all of it — one set
         // of locks and one commit instead of one per command. Running a client's consecutive
@@ -445,6 +481,14 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
         if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
             plan.ready(noauth());
             continue;
+        }
+        if spec.is_write() {
+            let size = record_size(std::slice::from_ref(&args));
+            if size > max_record() {
+                plan.ready(too_large_to_log(size));
+                session.multi.failed |= session.multi.queued.is_some();
+                continue;
+            }
         }
         if let Some(queued) = session.multi.queued.as_mut() {
             // Inside MULTI: queue, except the commands that control the transaction.

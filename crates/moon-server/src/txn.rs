@@ -109,6 +109,16 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut) {
             .encode(session.proto, out);
         return;
     }
+    let size = crate::conn::record_size(&queued);
+    if size > crate::conn::max_record() {
+        unwatch_all(session).await;
+        Frame::Error(format!(
+            "EXECABORT Transaction discarded because its effects would take {size} bytes in one AOF record, more than {}",
+            crate::conn::max_record()
+        ))
+        .encode(session.proto, out);
+        return;
+    }
     let watches = std::mem::take(&mut session.multi.watches);
     run(session, queued, watches, true, out).await;
 }

@@ -487,3 +487,72 @@ fn changing_appendfsync_in_every_direction_under_load_never_hangs() {
     writer.join().expect("the writer got every reply");
     assert!(server.terminate().success(), "SIGTERM completes");
 }
+
+/// A request whose record would exceed what the log format can hold is refused before it
+/// runs, with a clear error; a MULTI likewise (EXECABORT); a pipeline too large to log as one
+/// transaction runs command by command instead. `MOON_MAX_RECORD_BYTES` lowers the bound
+/// (2 GiB: `moon_aof::record::MAX_PAYLOAD`) so the test need not send gigabytes.
+#[test]
+fn a_request_too_large_for_one_record_is_refused_before_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_with_env(
+        tmp.path(),
+        2,
+        &["--appendfsync", "always"],
+        &[("MOON_MAX_RECORD_BYTES", "4096")],
+    )
+    .unwrap();
+    let mut con = server.client();
+    let (big, bigger) = ("x".repeat(2000), "y".repeat(2500));
+    let _: () = con.set("small", &big).unwrap();
+    let e = con
+        .mset::<_, _, ()>(&[("a", &big), ("b", &bigger)])
+        .unwrap_err();
+    assert!(
+        err_text(&e).starts_with("ERR request too large to log"),
+        "{e}"
+    );
+    // MULTI/EXEC on the wire: the EXEC reply is the error.
+    let mut t = std::net::TcpStream::connect(server.addr).unwrap();
+    let packed = redis::pipe()
+        .cmd("MULTI")
+        .set("a", &big)
+        .set("b", &bigger)
+        .cmd("EXEC")
+        .get_packed_pipeline();
+    std::io::Write::write_all(&mut t, &packed).unwrap();
+    let mut r = std::io::BufReader::new(t);
+    let mut parser = redis::Parser::new();
+    let replies: Vec<String> = (0..4)
+        .map(|_| format!("{:?}", parser.parse_value(&mut r)))
+        .collect();
+    assert!(
+        replies[1].contains("QUEUED") && replies[2].contains("QUEUED"),
+        "{replies:?}"
+    );
+    assert!(replies[3].contains("EXECABORT"), "{replies:?}");
+    let v: Vec<Option<String>> = con.mget(&["a", "b"]).unwrap();
+    assert_eq!(v, [None, None], "nothing of either ran");
+
+    let keys = common::keys_on_different_shards(2);
+    let replies: Vec<redis::Value> = redis::pipe()
+        .mset(&[(&keys[0], "1"), (&keys[1], "2")])
+        .set("c", &big)
+        .set("d", &bigger)
+        .query(&mut con)
+        .expect("each command of the pipeline answered on its own");
+    assert_eq!(replies.len(), 3);
+    server.kill();
+    let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let mut con = server.client();
+    let got: Vec<Option<String>> = con.mget(&["c", "d", &keys[0], &keys[1]]).unwrap();
+    assert_eq!(
+        got,
+        [
+            Some(big.clone()),
+            Some(bigger.clone()),
+            Some("1".into()),
+            Some("2".into())
+        ]
+    );
+}
