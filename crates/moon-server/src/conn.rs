@@ -554,6 +554,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
                     plan.split(args, step, merge)
                 }
             }
+            Route::AllShards(_) if spec.is_write() && shards > 1 && session.tx.is_none() => {
+                // FLUSHALL/FLUSHDB: every shard or none, also after a crash — a transaction
+                // over all shards (one part per shard).
+                plan.flush(session, out).await;
+                crate::txn::run(session, vec![args], Vec::new(), false, out).await;
+            }
             Route::AllShards(merge) => plan.all(args, merge),
             Route::Special => {
                 if let Some(shard) = single_shard(spec, &args, shards) {

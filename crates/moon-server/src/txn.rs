@@ -76,7 +76,7 @@ pub async fn watch(session: &mut Session, keys: &[Bytes]) -> Frame {
         let s = shard_for_key(key, n);
         let k = key.clone();
         let token = shard
-            .call_on(s, move |sh| sh.store().watch(&k, now_ms()))
+            .call_on_unlocked(s, move |sh| sh.store().watch(&k, now_ms()))
             .await;
         match token {
             Some(t) => session.multi.watches.push((key.clone(), s, t)),

@@ -407,3 +407,35 @@ fn recovery_skips_a_transaction_missing_a_part() {
         "the log is truncated at the incomplete part"
     );
 }
+
+/// FLUSHALL across shards is a transaction: one part per shard in the logs (so a crash leaves
+/// every shard flushed or none), and kill -9 after it brings back an empty keyspace.
+#[test]
+fn flushall_across_shards_is_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = MoonServer::start_in(tmp.path(), 2, &["--appendfsync", "always"]).unwrap();
+    let mut con = server.client();
+    let keys = keys_on_different_shards(2);
+    for k in &keys {
+        let _: () = con.set(k, "v").unwrap();
+    }
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    let _: () = con.set("after", "1").unwrap();
+    server.kill();
+    for shard in 0..2 {
+        let log = std::fs::read(
+            tmp.path()
+                .join(format!("appendonlydir/shard-{shard}/moon.aof.1.incr.aof")),
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&log);
+        let part = text
+            .find("MOON.TXPART")
+            .expect("FLUSHALL logged as a transaction part");
+        assert!(text[part..].contains("FLUSHALL"), "shard {shard}: {text}");
+    }
+    let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let mut con = server.client();
+    let n: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(n, 1, "only the key written after FLUSHALL");
+}

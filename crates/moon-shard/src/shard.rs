@@ -32,6 +32,12 @@ pub(crate) enum Message {
         f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
         reply: oneshot::Sender<AnyBox>,
     },
+    /// Like `Call`, but deferred while a transaction holds the shard, as a batch is: for
+    /// reads that must not see a transaction's uncommitted effects (WATCH).
+    CallUnlocked {
+        f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
+        reply: oneshot::Sender<AnyBox>,
+    },
     /// Run this async function on the shard's thread (BGREWRITEAOF steps).
     CallAsync {
         f: AsyncCall,
@@ -97,8 +103,8 @@ pub struct Shard {
     pub(crate) deferred: RefCell<std::collections::VecDeque<Deferred>>,
     /// Effects of the holding transaction, logged as one record at its commit.
     pub(crate) tx_effects: RefCell<Vec<Vec<Bytes>>>,
-    /// For unique transaction ids: this process's start time and a counter.
-    pub(crate) boot_ms: u64,
+    /// For unique transaction ids: a random id of this run and a counter.
+    pub(crate) boot_id: u64,
     pub(crate) tx_counter: Cell<u64>,
     /// A BGREWRITEAOF in progress on this shard (see [`crate::rewrite`]).
     pub(crate) rewrite: RefCell<Option<crate::rewrite::Cut>>,
@@ -117,6 +123,16 @@ pub(crate) struct Held {
     /// Indices of the commands that logged a record: their replies become MISCONF errors if
     /// the log cannot be made safe.
     pub(crate) wrote: Vec<usize>,
+}
+
+/// 64 random bits (from the OS, through std's hasher seeding) that name this process's
+/// transactions: unlike a start time, they do not repeat when the clock steps back, so a
+/// transaction id of one run never matches another run's at recovery.
+fn random_boot_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
 }
 
 /// Redis's reply to a write while the AOF is failing.
@@ -154,7 +170,7 @@ impl Shard {
             lock_holder: Cell::new(None),
             deferred: RefCell::new(std::collections::VecDeque::new()),
             tx_effects: RefCell::new(Vec::new()),
-            boot_ms: now_ms(),
+            boot_id: random_boot_id(),
             tx_counter: Cell::new(0),
             rewrite: RefCell::new(None),
             serving: Cell::new(false),
@@ -286,7 +302,7 @@ impl Shard {
                     .detach();
                 }
             },
-            Message::Call { f, reply } => {
+            Message::Call { f, reply } | Message::CallUnlocked { f, reply } => {
                 let _ = reply.send(f(self));
             }
             Message::CallAsync { f, reply } => {
@@ -422,6 +438,32 @@ impl Shard {
         let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
             Box::new(move |s| Box::new(f(s)) as AnyBox);
         if !self.send(target, Message::Call { f, reply: tx }).await {
+            return None;
+        }
+        rx.await
+            .ok()
+            .and_then(|b| b.downcast::<R>().ok())
+            .map(|b| *b)
+    }
+
+    /// [`Shard::call_on`] that waits while a transaction holds `target`: `f` sees only
+    /// committed state (WATCH reads a key under the same rules as a transaction).
+    pub async fn call_on_unlocked<R, F>(&self, target: usize, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Shard) -> R + Send + 'static,
+    {
+        if target == self.id {
+            self.wait_unlocked().await;
+            return Some(f(self));
+        }
+        let (tx, rx) = oneshot::channel();
+        let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
+            Box::new(move |s| Box::new(f(s)) as AnyBox);
+        if !self
+            .send(target, Message::CallUnlocked { f, reply: tx })
+            .await
+        {
             return None;
         }
         rx.await

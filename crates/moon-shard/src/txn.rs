@@ -39,18 +39,18 @@ use moon_store::WatchToken;
 use crate::runtime::now_ms;
 use crate::shard::{run_cmds, settle, Held, Message, Shard};
 
-/// A transaction's identity: unique across shards and restarts (the boot time is part of it),
-/// so recovery can match the parts of one transaction in different shards' logs.
+/// A transaction's identity: unique across shards and restarts (a random id of the run is part
+/// of it), so recovery can match the parts of one transaction in different shards' logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TxId {
-    boot_ms: u64,
+    boot: u64,
     shard: u32,
     n: u64,
 }
 
 impl std::fmt::Display for TxId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}-{}", self.boot_ms, self.shard, self.n)
+        write!(f, "{:x}-{}-{}", self.boot, self.shard, self.n)
     }
 }
 
@@ -278,7 +278,7 @@ impl Shard {
         let n = self.tx_counter.get() + 1;
         self.tx_counter.set(n);
         TxId {
-            boot_ms: self.boot_ms,
+            boot: self.boot_id,
             shard: self.id() as u32,
             n,
         }
