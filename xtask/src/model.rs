@@ -110,7 +110,8 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             if (nx && old.is_some()) || (xx && old.is_none()) {
                 return if get { old_reply() } else { Reply::Nil };
             }
-            let d = match opts.iter().position(|o| *o == "PXAT") {
+            let d = match opts.iter().position(|o| *o == "PXAT" || *o == "PX") {
+                Some(i) if opts[i] == "PX" => now + opts[i + 1].parse::<u64>().unwrap_or(0),
                 Some(i) => opts[i + 1].parse().unwrap_or(0),
                 None if opts.contains(&"KEEPTTL") => old.as_ref().map_or(0, |o| o.1),
                 None => 0,
@@ -118,6 +119,12 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             let r = if get { old_reply() } else { Reply::Ok };
             put(st, k, Some(v.to_string()), d);
             r
+        }
+        "SETEX" | "PSETEX" => {
+            let unit = if cmd[0] == "SETEX" { 1000 } else { 1 };
+            let d = now + a(2).parse::<u64>().unwrap_or(0) * unit;
+            put(st, a(1), Some(a(3).to_string()), d);
+            Reply::Ok
         }
         "SETNX" => match live(st, a(1), now) {
             Some(_) => Reply::Int(0),
@@ -227,7 +234,7 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             );
             Reply::Int(n)
         }
-        "DEL" => {
+        "DEL" | "UNLINK" => {
             let mut n = 0;
             for k in &cmd[1..] {
                 if live(st, k, now).is_some() {
@@ -237,13 +244,14 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             }
             Reply::Int(n)
         }
-        "PEXPIREAT" => match live(st, a(1), now) {
+        "PEXPIREAT" | "PEXPIRE" => match live(st, a(1), now) {
             None => {
                 put(st, a(1), None, 0);
                 Reply::Int(0)
             }
             Some((v, _)) => {
-                let d: u64 = a(2).parse().unwrap_or(0);
+                let n: u64 = a(2).parse().unwrap_or(0);
+                let d = if cmd[0] == "PEXPIRE" { now + n } else { n };
                 if d <= now {
                     put(st, a(1), None, 0);
                 } else {
@@ -395,13 +403,35 @@ impl ModelClient {
                 }
             }
             9 => vec![s("INCR"), k],
-            10 => vec![s("INCRBY"), k, (self.rng.below(9) as i64 - 4).to_string()],
+            10 => {
+                let by = (self.rng.below(9) as i64 - 4).to_string();
+                match self.rng.below(2) {
+                    0 => vec![s("INCRBY"), k, by],
+                    _ => vec![s("DECRBY"), k, by],
+                }
+            }
             11 => vec![s("DECR"), k],
             12 => vec![s("INCRBYFLOAT"), k, s("1.5")],
             13 => vec![s("APPEND"), k, v],
             14 => vec![s("SETRANGE"), k, self.rng.below(6).to_string(), v],
-            15 => vec![s("DEL"), k, self.key()],
-            16..=17 => vec![s("PEXPIREAT"), k, self.deadline().to_string()],
+            15 => match self.rng.below(2) {
+                0 => vec![s("DEL"), k, self.key()],
+                _ => vec![s("UNLINK"), k, self.key()],
+            },
+            16 => vec![s("PEXPIREAT"), k, self.deadline().to_string()],
+            17 => match self.rng.below(4) {
+                // Relative deadlines: the model learns where the server put them.
+                0 => vec![s("PEXPIRE"), k, (10 + self.rng.below(250)).to_string()],
+                1 => vec![s("PSETEX"), k, (10 + self.rng.below(250)).to_string(), v],
+                2 => vec![s("SETEX"), k, s("1"), v],
+                _ => vec![
+                    s("SET"),
+                    k,
+                    v,
+                    s("PX"),
+                    (10 + self.rng.below(250)).to_string(),
+                ],
+            },
             18 => vec![s("PERSIST"), k],
             19 => vec![s("RENAME"), k, self.key()],
             20 => vec![s("RENAMENX"), k, self.key()],
@@ -487,6 +517,8 @@ impl ModelClient {
         // mattered) only if they agree; neither: the model cannot follow, so it forgets.
         let chosen = match (early.1 == actual, late.1 == actual) {
             (true, true) if early.0 == late.0 => Some(early.0),
+            // A relative deadline lands between the two ends: ask where it is.
+            (true, true) => self.learn_deadlines(con, &early.0, late.0),
             (true, false) => Some(early.0),
             (false, true) => Some(late.0),
             _ => None,
@@ -510,6 +542,32 @@ impl ModelClient {
             }
         }
         true
+    }
+
+    /// `early` and `late` agree on every value and differ only in deadlines set relative to
+    /// the server's clock: the deadlines are read back (`PEXPIRETIME`) and must lie between
+    /// the two. `None` (the keys become unknown) if anything else differs.
+    fn learn_deadlines(
+        &self,
+        con: &mut redis::Connection,
+        early: &State,
+        mut late: State,
+    ) -> Option<State> {
+        for (k, (v, d_late)) in late.iter_mut() {
+            let (v_early, d_early) = early.get(k)?;
+            if v != v_early {
+                return None;
+            }
+            if d_early != d_late {
+                let at: i64 = redis::cmd("PEXPIRETIME").arg(k).query(con).ok()?;
+                let at = u64::try_from(at).ok()?;
+                if at < (*d_early).min(*d_late) || at > (*d_early).max(*d_late) {
+                    return None;
+                }
+                *d_late = at;
+            }
+        }
+        Some(late)
     }
 
     /// After a command over unknown keys: unconditional overwrites (SET without options, MSET,
