@@ -327,6 +327,7 @@ pub async fn start_shard(
         "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})"
     );
     let incr = m.incr_path(&data.dir, i);
+    shard.set_log_files(m.base_path(&data.dir, i), incr.clone());
     let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)
         .await
         .map_err(|e| fatal(1, format!("cannot open AOF {}: {e}", incr.display())))?;

@@ -238,8 +238,8 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 5. Continue in the new files; the old ones go.
     let switched = on_every_shard(shard, n, |p| {
-        let path = new.incr_path(&dir, p);
-        move |s: Rc<Shard>| async move { s.rewrite_switch(path).await }
+        let (base, incr) = (new.base_path(&dir, p), new.incr_path(&dir, p));
+        move |s: Rc<Shard>| async move { s.rewrite_switch(base, incr).await }
     })
     .await;
     for i in 0..n {

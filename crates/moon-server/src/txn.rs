@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use moon_proto::Frame;
+use moon_shard::txn::CommitFailure;
 use moon_shard::{join_all, now_ms};
 use moon_store::command::{self, Route};
 use moon_store::slot::shard_for_key;
@@ -224,7 +225,11 @@ pub async fn run(
                 .collect(),
         )
         .await;
-        if let Some(Err(cause)) = commits.into_iter().find(Result::is_err) {
+        let failures: Vec<CommitFailure> = commits.into_iter().filter_map(Result::err).collect();
+        if let Some(CommitFailure::Part(cause)) = failures
+            .iter()
+            .find(|f| matches!(f, CommitFailure::Part(_)))
+        {
             // Some parts are durable and one is not, and the effects are in memory on every
             // shard. Unlocking would let later records depend on a transaction that recovery
             // must drop. Crash-only: stop now, shards still locked, so the incomplete parts are
@@ -234,6 +239,11 @@ pub async fn run(
             );
             std::process::exit(1);
         }
+        // Only reads failed: their log could not make safe what they read.
+        if let Some(CommitFailure::Read(cause)) = failures.into_iter().next() {
+            failing = Some(cause);
+            inner.clear();
+        }
     }
     for &p in &participants {
         shard.tx_unlock(p, txid).await;
@@ -242,9 +252,14 @@ pub async fn run(
     if !intact {
         Frame::NullArray.encode(session.proto, out);
     } else if let Some(cause) = failing {
+        let error = Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"));
         if wrap || count == 1 {
-            Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-                .encode(session.proto, out);
+            error.encode(session.proto, out);
+        } else if refused.is_empty() {
+            // It ran, and what its reads saw could not be made safe: one error per request.
+            for _ in 0..count {
+                error.encode(session.proto, out);
+            }
         } else {
             // A pipeline run as one implicit transaction: run its commands one by one
             // instead, so each gets its own reply — reads keep working, a cross-shard write

@@ -190,9 +190,10 @@ impl Shard {
     }
 
     /// Step 5: after the manifest names the new files, continue the log in `new_incr`.
-    pub async fn rewrite_switch(&self, new_incr: PathBuf) -> Result<(), String> {
+    pub async fn rewrite_switch(&self, new_base: PathBuf, new_incr: PathBuf) -> Result<(), String> {
         let writer = self.aof().ok_or("AOF disabled")?;
         self.rewrite.borrow_mut().take();
+        self.set_log_files(new_base, new_incr.clone());
         let result = writer.reopen(&new_incr).await;
         match result {
             Ok(()) => {

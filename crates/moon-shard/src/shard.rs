@@ -63,7 +63,7 @@ pub(crate) enum Message {
     TxCommit {
         txid: TxId,
         writers: Vec<usize>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), crate::txn::CommitFailure>>,
     },
     TxUnlock {
         txid: TxId,
@@ -103,6 +103,9 @@ pub struct Shard {
     pub(crate) deferred: RefCell<std::collections::VecDeque<Deferred>>,
     /// Effects of the holding transaction, logged as one record at its commit.
     pub(crate) tx_effects: RefCell<Vec<Vec<Bytes>>>,
+    /// Whether the holding transaction ran a step here while the log was healthy: its reads
+    /// may then have seen records not yet safe, and must wait for them at the commit.
+    pub(crate) tx_read_unsafe: Cell<bool>,
     /// For unique transaction ids: a random id of this run and a counter.
     pub(crate) boot_id: u64,
     pub(crate) tx_counter: Cell<u64>,
@@ -112,6 +115,10 @@ pub struct Shard {
     /// removals could not be logged (the log is not attached yet), and a key reclaimed but
     /// not logged would come back at the next replay under the writes made after it.
     serving: Cell<bool>,
+    /// This shard's base and incr files (set once replayed), and whether its keyspace was
+    /// rebuilt from them after its log failed ([`Shard::back_to_the_log`]).
+    log_files: RefCell<Option<(std::path::PathBuf, std::path::PathBuf)>>,
+    reloaded: Cell<bool>,
 }
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
@@ -120,9 +127,6 @@ pub(crate) struct Held {
     pub(crate) frames: Vec<Frame>,
     pub(crate) writer: AofWriter,
     pub(crate) lsn: u64,
-    /// Indices of the commands that logged a record: their replies become MISCONF errors if
-    /// the log cannot be made safe.
-    pub(crate) wrote: Vec<usize>,
 }
 
 /// 64 random bits (from the OS, through std's hasher seeding) that name this process's
@@ -170,10 +174,13 @@ impl Shard {
             lock_holder: Cell::new(None),
             deferred: RefCell::new(std::collections::VecDeque::new()),
             tx_effects: RefCell::new(Vec::new()),
+            tx_read_unsafe: Cell::new(false),
             boot_id: random_boot_id(),
             tx_counter: Cell::new(0),
             rewrite: RefCell::new(None),
             serving: Cell::new(false),
+            log_files: RefCell::new(None),
+            reloaded: Cell::new(false),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
@@ -257,6 +264,50 @@ impl Shard {
     /// expiry may start reclaiming keys — each removal now reaches the log.
     pub fn start_serving(&self) {
         self.serving.set(true);
+    }
+
+    /// The files [`Shard::back_to_the_log`] rebuilds the keyspace from if the log fails.
+    pub fn set_log_files(&self, base: std::path::PathBuf, incr: std::path::PathBuf) {
+        *self.log_files.borrow_mut() = Some((base, incr));
+    }
+
+    /// Once this shard's log has failed, its keyspace may hold writes the log lacks (they ran,
+    /// then their record could not be written; their clients got MISCONF). Reads must never
+    /// return those: the first time anything runs after the failure, the keyspace is rebuilt
+    /// from what the files hold — the base, and the incr up to the failed round — exactly as
+    /// a restart would. Writes stay refused until a restart; reads answer from this state.
+    pub(crate) fn back_to_the_log(&self) {
+        if self.reloaded.get() || self.aof().and_then(|w| w.error()).is_none() {
+            return;
+        }
+        self.reloaded.set(true);
+        let Some((base, incr)) = self.log_files.borrow().clone() else {
+            return;
+        };
+        let mut fresh = Store::new(self.store.borrow().max_string_len());
+        // Every transaction part in these files committed: a commit that fails stops the
+        // process (the coordinator), so no part of an unfinished one was written here.
+        let mut complete = std::collections::HashSet::new();
+        for f in [&base, &incr] {
+            if let Ok(parts) = crate::txn::transaction_parts(f) {
+                complete.extend(parts.into_iter().map(|p| p.id));
+            }
+        }
+        for f in [&base, &incr] {
+            if let Err(e) = crate::txn::replay_log(&mut fresh, f, &complete, None, false) {
+                tracing::error!(
+                    shard = self.id,
+                    "rebuilding the keyspace from {}: {e}",
+                    f.display()
+                );
+            }
+        }
+        fresh.set_record_writes(true);
+        self.store.borrow_mut().replace_keyspace(fresh);
+        tracing::warn!(
+            shard = self.id,
+            "the AOF failed: keyspace rebuilt from what the log holds; reads answer from it, writes are refused (MISCONF) until a restart"
+        );
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
@@ -371,6 +422,7 @@ impl Shard {
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
     pub(crate) fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
+        self.back_to_the_log();
         let now = now_ms();
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
@@ -378,28 +430,25 @@ impl Shard {
             return Ok(cmds.iter().map(|args| store.execute(args, now)).collect());
         };
         let failing = writer.error();
-        let mut wrote = Vec::new();
         let frames = run_cmds(
             &mut store,
             cmds,
             now,
             failing.as_deref(),
-            |i, is_write, effects| {
+            |_, _, effects| {
                 writer.append(effects);
-                if is_write {
-                    wrote.push(i);
-                }
             },
         );
         let lsn = writer.last_assigned();
-        if failing.is_none() && writer.is_safe(lsn) {
+        // With a failed log, writes were refused and reads ran on the rebuilt keyspace: all
+        // of it is in the log, nothing to wait for.
+        if failing.is_some() || writer.is_safe(lsn) {
             return Ok(frames);
         }
         Err(Held {
             frames,
             writer: writer.clone(),
             lsn,
-            wrote,
         })
     }
 
@@ -550,19 +599,18 @@ pub(crate) fn run_cmds(
     frames
 }
 
-/// Waits until the held replies may leave. If the log could not be made safe, every command
-/// that logged a record gets MISCONF instead of its reply: a failed write or fsync never
-/// becomes a success reply. Reads in the batch keep their replies.
+/// Waits until the held replies may leave. If the log could not be made safe, every reply of
+/// the batch becomes MISCONF: a failed write or fsync never becomes a success reply, and a
+/// read held with it may have seen a write the log lacks.
 pub(crate) async fn settle(held: Held) -> Vec<Frame> {
     let Held {
         mut frames,
         writer,
         lsn,
-        wrote,
     } = held;
     if let Err(cause) = writer.wait(lsn).await {
-        for i in wrote {
-            frames[i] = misconf(&cause);
+        for f in frames.iter_mut() {
+            *f = misconf(&cause);
         }
     }
     frames

@@ -260,6 +260,17 @@ pub(crate) fn part_record(
     group
 }
 
+/// Why a participant's commit step failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// A part that holds none of the transaction's writes: its log failed before what it
+    /// read was safe. Nothing of the transaction is at stake there; the reply is an error.
+    Read(String),
+    /// A part with the transaction's writes (or its shard is gone): it may be missing from the
+    /// log while other parts are durable.
+    Part(String),
+}
+
 /// Work that reached a locked shard.
 pub(crate) enum Deferred {
     /// A message from another shard, handled as if it arrived now.
@@ -301,6 +312,7 @@ impl Shard {
         }
         self.lock_holder.set(None);
         self.tx_effects.borrow_mut().clear();
+        self.tx_read_unsafe.set(false);
         while self.lock_holder.get().is_none() {
             let Some(next) = self.deferred.borrow_mut().pop_front() else {
                 break;
@@ -322,8 +334,12 @@ impl Shard {
     /// Step 2 on this shard: runs `cmds` at the transaction's time, buffering their effects
     /// for the commit.
     pub(crate) fn tx_exec_here(&self, tx: Tx, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+        self.back_to_the_log();
         let (mut store, writer) = self.parts();
         let failing = writer.as_ref().and_then(|w| w.error());
+        if failing.is_none() {
+            self.tx_read_unsafe.set(true);
+        }
         let mut effects = self.tx_effects.borrow_mut();
         run_cmds(&mut store, cmds, tx.now, failing.as_deref(), |_, _, e| {
             effects.extend(e.iter().cloned())
@@ -334,29 +350,40 @@ impl Shard {
     /// two or more shards are `writers`; this shard logs one whenever it is named, even with
     /// no effects) and waits until the log is safe up to the shard's latest LSN (which also
     /// covers what the transaction read).
-    pub(crate) async fn tx_commit_here(&self, txid: TxId, writers: &[usize]) -> Result<(), String> {
+    pub(crate) async fn tx_commit_here(
+        &self,
+        txid: TxId,
+        writers: &[usize],
+    ) -> Result<(), CommitFailure> {
         let effects = std::mem::take(&mut *self.tx_effects.borrow_mut());
+        let read_unsafe = self.tx_read_unsafe.replace(false);
         let Some(writer) = self.parts().1 else {
             return Ok(());
+        };
+        // A part that reads only: if every step of it ran on the rebuilt keyspace of a failed
+        // log, what it read is all in the log and nothing needs to wait.
+        let wait_read = |r: Result<(), String>| match r {
+            Err(_) if !read_unsafe => Ok(()),
+            r => r.map_err(CommitFailure::Read),
         };
         let named = writers.contains(&self.id());
         if !named {
             // A read-only part: its only effects are keys it found expired, logged like any
-            // read's (not part of the transaction). Wait for what it may have read, but a
-            // failing log does not make a read fail (reads keep working, as outside
-            // transactions).
+            // read's (not part of the transaction). It waits for what it may have read; if
+            // the log fails, what it read may not be in it (`CommitFailure::Read`).
             if !effects.is_empty() {
                 writer.append(&effects);
             }
-            let _ = writer.wait(writer.last_assigned()).await;
-            return Ok(());
+            return wait_read(writer.wait(writer.last_assigned()).await);
         }
         if effects.is_empty() && writers.len() < 2 {
-            let _ = writer.wait(writer.last_assigned()).await;
-            return Ok(());
+            return wait_read(writer.wait(writer.last_assigned()).await);
         }
         writer.append(&part_record(&txid.to_string(), writers, effects));
-        writer.wait(writer.last_assigned()).await
+        writer
+            .wait(writer.last_assigned())
+            .await
+            .map_err(CommitFailure::Part)
     }
 
     /// Single-shard MULTI/EXEC: `None` if a watched key changed (nothing ran); otherwise the
@@ -366,6 +393,7 @@ impl Shard {
         cmds: &[Vec<Bytes>],
         watches: &[(Bytes, WatchToken)],
     ) -> Option<Result<Vec<Frame>, Held>> {
+        self.back_to_the_log();
         let now = now_ms();
         let (mut store, writer) = self.parts();
         if !watches.iter().all(|(k, t)| store.watch_intact(k, *t, now)) {
@@ -373,12 +401,8 @@ impl Shard {
         }
         let failing = writer.as_ref().and_then(|w| w.error());
         let mut effects: Vec<Vec<Bytes>> = Vec::new();
-        let mut wrote = Vec::new();
-        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |i, w, e| {
+        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |_, _, e| {
             effects.extend(e.iter().cloned());
-            if w {
-                wrote.push(i);
-            }
         });
         let Some(writer) = writer else {
             return Some(Ok(frames));
@@ -387,14 +411,13 @@ impl Shard {
             writer.append(&effects);
         }
         let lsn = writer.last_assigned();
-        if failing.is_none() && writer.is_safe(lsn) {
+        if failing.is_some() || writer.is_safe(lsn) {
             return Some(Ok(frames));
         }
         Some(Err(Held {
             frames,
             writer,
             lsn,
-            wrote,
         }))
     }
 
@@ -477,7 +500,7 @@ impl Shard {
         target: usize,
         txid: TxId,
         writers: Vec<usize>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommitFailure> {
         if target == self.id() {
             return self.tx_commit_here(txid, &writers).await;
         }
@@ -493,9 +516,10 @@ impl Shard {
             )
             .await
         {
-            return Err(GONE.into());
+            return Err(CommitFailure::Part(GONE.into()));
         }
-        rx.await.unwrap_or_else(|_| Err(GONE.into()))
+        rx.await
+            .unwrap_or_else(|_| Err(CommitFailure::Part(GONE.into())))
     }
 
     /// Step 4 on `target`.

@@ -152,6 +152,17 @@ impl Store {
         &self.ks
     }
 
+    /// Takes `other`'s keyspace in place of this one (a shard whose log failed goes back to
+    /// what its log holds). Every WATCHed key counts as modified.
+    pub fn replace_keyspace(&mut self, other: Store) {
+        self.ks = other.ks;
+        self.log.clear();
+        self.watch_clock += 1;
+        for slot in self.watched.values_mut() {
+            slot.1 = self.watch_clock;
+        }
+    }
+
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             keys: self.ks.len() as u64,
