@@ -103,6 +103,9 @@ pub struct Shard {
     pub(crate) deferred: RefCell<std::collections::VecDeque<Deferred>>,
     /// Effects of the holding transaction, logged as one record at its commit.
     pub(crate) tx_effects: RefCell<Vec<Vec<Bytes>>>,
+    /// A local task woken from the deferred queue has the shard until it ran (see
+    /// [`Shard::wait_unlocked`]): nothing else deferred runs meanwhile.
+    pub(crate) handoff: Cell<bool>,
     /// Whether the holding transaction ran a step here while the log was healthy: its reads
     /// may then have seen records not yet safe, and must wait for them at the commit.
     pub(crate) tx_read_unsafe: Cell<bool>,
@@ -175,6 +178,7 @@ impl Shard {
             deferred: RefCell::new(std::collections::VecDeque::new()),
             tx_effects: RefCell::new(Vec::new()),
             tx_read_unsafe: Cell::new(false),
+            handoff: Cell::new(false),
             boot_id: random_boot_id(),
             tx_counter: Cell::new(0),
             rewrite: RefCell::new(None),
@@ -323,6 +327,13 @@ impl Shard {
     }
 
     pub(crate) fn handle(self: &Rc<Self>, msg: Message) {
+        let passes =
+            |msg: &Message| matches!(msg, Message::Call { .. } | Message::CallAsync { .. });
+        if self.handoff.get() && self.lock_holder.get().is_none() && !passes(&msg) {
+            // A woken local task goes first.
+            self.deferred.borrow_mut().push_back(Deferred::Msg(msg));
+            return;
+        }
         if let Some(holder) = self.lock_holder.get() {
             let for_holder = match &msg {
                 Message::TxExec {
@@ -412,9 +423,11 @@ impl Shard {
     /// not just this batch's own records, also covers a read that saw another client's write
     /// whose record is still on its way. While the log is failing, writes are refused with
     /// MISCONF before they execute, and reads keep working.
-    pub async fn run_local(&self, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
-        self.wait_unlocked().await;
-        match self.execute(cmds) {
+    pub async fn run_local(self: &Rc<Self>, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+        let turn = self.wait_unlocked().await;
+        let executed = self.execute(cmds);
+        drop(turn);
+        match executed {
             Ok(frames) => frames,
             Err(held) => settle(held).await,
         }
@@ -459,7 +472,7 @@ impl Shard {
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
     /// order. One message each way, whatever the number of commands.
-    pub async fn run_batch(&self, target: usize, cmds: Vec<Vec<Bytes>>) -> Vec<Frame> {
+    pub async fn run_batch(self: &Rc<Self>, target: usize, cmds: Vec<Vec<Bytes>>) -> Vec<Frame> {
         if target == self.id {
             return self.run_local(&cmds).await;
         }
@@ -497,13 +510,13 @@ impl Shard {
 
     /// [`Shard::call_on`] that waits while a transaction holds `target`: `f` sees only
     /// committed state (WATCH reads a key under the same rules as a transaction).
-    pub async fn call_on_unlocked<R, F>(&self, target: usize, f: F) -> Option<R>
+    pub async fn call_on_unlocked<R, F>(self: &Rc<Self>, target: usize, f: F) -> Option<R>
     where
         R: Send + 'static,
         F: FnOnce(&Shard) -> R + Send + 'static,
     {
         if target == self.id {
-            self.wait_unlocked().await;
+            let _turn = self.wait_unlocked().await;
             return Some(f(self));
         }
         let (tx, rx) = oneshot::channel();

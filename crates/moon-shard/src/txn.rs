@@ -271,6 +271,19 @@ pub enum CommitFailure {
     Part(String),
 }
 
+/// A local task's turn on a shard it waited for: while held, nothing deferred runs; dropping
+/// it (once the task has executed) lets the rest of the queue go.
+pub(crate) struct Turn(Option<Rc<Shard>>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(shard) = self.0.take() {
+            shard.handoff.set(false);
+            shard.drain();
+        }
+    }
+}
+
 /// Work that reached a locked shard.
 pub(crate) enum Deferred {
     /// A message from another shard, handled as if it arrived now.
@@ -295,17 +308,23 @@ impl Shard {
         }
     }
 
-    /// Resolves once no transaction holds this shard.
-    pub(crate) async fn wait_unlocked(&self) {
-        while self.lock_holder.get().is_some() {
+    /// Resolves once no transaction holds this shard and it is this task's turn. A task that
+    /// had to wait is woken in its place in the deferred queue and holds the shard (the
+    /// returned [`Turn`]) until it has run: nothing queued after it — another transaction's
+    /// lock above all — goes first, so a stream of transactions cannot starve it.
+    pub(crate) async fn wait_unlocked(self: &Rc<Self>) -> Turn {
+        let mut turn = Turn(None);
+        while self.lock_holder.get().is_some() || (self.handoff.get() && turn.0.is_none()) {
             let (tx, rx) = oneshot::channel();
             self.deferred.borrow_mut().push_back(Deferred::Wake(tx));
-            let _ = rx.await;
+            if rx.await.is_ok() {
+                turn.0 = Some(self.clone());
+            }
         }
+        turn
     }
 
-    /// Releases the lock held by `txid` and runs what was deferred, in order, until the queue
-    /// is empty or another transaction takes the lock.
+    /// Releases the lock held by `txid` and runs what was deferred (see [`Shard::drain`]).
     pub(crate) fn unlock_here(self: &Rc<Self>, txid: TxId) {
         if self.lock_holder.get() != Some(txid) {
             return;
@@ -313,14 +332,22 @@ impl Shard {
         self.lock_holder.set(None);
         self.tx_effects.borrow_mut().clear();
         self.tx_read_unsafe.set(false);
-        while self.lock_holder.get().is_none() {
+        self.drain();
+    }
+
+    /// Runs what was deferred, in order, until the queue is empty, another transaction takes
+    /// the lock, or a waiting local task is handed the shard (it drains again once it ran).
+    pub(crate) fn drain(self: &Rc<Self>) {
+        while self.lock_holder.get().is_none() && !self.handoff.get() {
             let Some(next) = self.deferred.borrow_mut().pop_front() else {
                 break;
             };
             match next {
                 Deferred::Msg(m) => Shard::handle(self, m),
                 Deferred::Wake(w) => {
-                    let _ = w.send(());
+                    if w.send(()).is_ok() {
+                        self.handoff.set(true);
+                    }
                 }
                 Deferred::Lock(id, w) => {
                     if w.send(()).is_ok() {
@@ -429,8 +456,10 @@ impl Shard {
         watches: Vec<(Bytes, WatchToken)>,
     ) -> Option<Vec<Frame>> {
         if target == self.id() {
-            self.wait_unlocked().await;
-            return match self.execute_atomic(&cmds, &watches)? {
+            let turn = self.wait_unlocked().await;
+            let executed = self.execute_atomic(&cmds, &watches);
+            drop(turn);
+            return match executed? {
                 Ok(frames) => Some(frames),
                 Err(held) => Some(settle(held).await),
             };
@@ -457,7 +486,7 @@ impl Shard {
     /// Step 1: takes `target`'s lock for `txid` (waits while another transaction holds it).
     pub async fn tx_lock(self: &Rc<Self>, target: usize, txid: TxId) {
         if target == self.id() {
-            if self.lock_holder.get().is_none() {
+            if self.lock_holder.get().is_none() && !self.handoff.get() {
                 self.lock_holder.set(Some(txid));
                 return;
             }
@@ -588,5 +617,57 @@ mod recovery_tests {
         ]);
         assert_eq!(plan.stop_at, vec![Some(5), None, Some(2)]);
         assert!(plan.complete.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod fairness_tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+
+    use crate::{start, ShardSetConfig};
+
+    /// A local batch waiting for a locked shard runs before a transaction that asked for the
+    /// lock after it: woken, it keeps its place instead of queueing again behind every lock
+    /// that arrived meanwhile (which could starve it forever).
+    #[test]
+    fn a_woken_local_task_keeps_its_place_in_the_lock_queue() {
+        let config = ShardSetConfig {
+            shards: 1,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let orders = start(config, |shard| async move {
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let first = shard.new_txid();
+            shard.tx_lock(0, first).await;
+            let batch = {
+                let (shard, order) = (shard.clone(), order.clone());
+                glommio::spawn_local(async move {
+                    let set = vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")];
+                    shard.run_local(&[set]).await;
+                    order.borrow_mut().push("batch");
+                })
+            };
+            futures_lite::future::yield_now().await;
+            let second = {
+                let (shard, order) = (shard.clone(), order.clone());
+                glommio::spawn_local(async move {
+                    let txid = shard.new_txid();
+                    shard.tx_lock(0, txid).await;
+                    order.borrow_mut().push("transaction");
+                    shard.tx_unlock(0, txid).await;
+                })
+            };
+            futures_lite::future::yield_now().await;
+            shard.tx_unlock(0, first).await;
+            batch.await;
+            second.await;
+            order.take()
+        })
+        .expect("runtime");
+        assert_eq!(orders[0], ["batch", "transaction"]);
     }
 }
