@@ -54,6 +54,9 @@ pub struct Args {
     /// Use this moon-server binary instead of building one.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// The moon-cli binary for `during-migrate` (default: `moon-cli` beside the server).
+    #[arg(long)]
+    cli: Option<PathBuf>,
     /// Power loss instead of process death: the data directory lives on the power-loss FUSE
     /// file system ([`crate::powerfs`]); after each kill everything not fsynced is thrown
     /// away (or a random prefix of it kept, torn), then the server restarts on what is left.
@@ -95,6 +98,9 @@ enum Mode {
     Restart,
     /// BGREWRITEAOF issued again and again during the load, so kills land inside rewrites.
     Rewrite,
+    /// After each kill, `moon-cli migrate-aof` reshards the directory (N <-> N+1 shards) and
+    /// is itself killed at a random instant: the directory must be wholly old or wholly new.
+    Migrate,
 }
 
 struct Config {
@@ -110,6 +116,7 @@ impl Config {
             Mode::Plain => "plain",
             Mode::Restart => "during-restart",
             Mode::Rewrite => "during-rewrite",
+            Mode::Migrate => "during-migrate",
         };
         let kill = if self.power_loss {
             "power-cut"
@@ -207,6 +214,9 @@ struct Row {
     /// Power cuts made, and the unsynced bytes they threw away.
     cuts: u64,
     bytes_cut: u64,
+    /// `moon-cli migrate-aof` runs started, and how many were killed before they finished.
+    migrations: u64,
+    migrations_killed: u64,
     failures: Vec<String>,
 }
 
@@ -290,7 +300,7 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
     log
 }
 
-fn server_args(cfg: &Config, dir: &Path) -> Vec<String> {
+fn server_args(cfg: &Config, shards: usize, dir: &Path) -> Vec<String> {
     [
         "--port",
         "0",
@@ -299,7 +309,7 @@ fn server_args(cfg: &Config, dir: &Path) -> Vec<String> {
         "--pin-cpus",
         "no",
         "--shards",
-        &cfg.shards.to_string(),
+        &shards.to_string(),
         "--appendfsync",
         cfg.fsync,
         "--dir",
@@ -442,8 +452,70 @@ fn verify(
     Ok(())
 }
 
+/// The shard count the manifest in `data` names (what a migration left: old or new).
+fn manifest_shards(data: &Path) -> anyhow::Result<usize> {
+    let path = data.join("appendonlydir/moon.aof.manifest");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("shards ")?.trim().parse().ok())
+        .with_context(|| format!("{} names no shard count", path.display()))
+}
+
+/// Mode `during-migrate`: reshard `data` to `to` shards with moon-cli, killed at a random
+/// instant (or not). Returns whether it was killed.
+fn migrate_killed(
+    cli: &Path,
+    data: &Path,
+    to: usize,
+    log: &Path,
+    rng: &mut Rng,
+) -> anyhow::Result<bool> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut child = std::process::Command::new(cli)
+        .args(["migrate-aof", "--dir"])
+        .arg(data)
+        .args(["--shards", &to.to_string()])
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", cli.display()))?;
+    // A random instant within what a migration of this data takes here (tens of ms).
+    let deadline = Instant::now() + Duration::from_millis(rng.below(30));
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(
+                status.success(),
+                "moon-cli migrate-aof failed: {status} (see {})",
+                log.display()
+            );
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match child.try_wait()? {
+        Some(status) => {
+            anyhow::ensure!(
+                status.success(),
+                "moon-cli migrate-aof failed: {status} (see {})",
+                log.display()
+            );
+            Ok(false)
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(true)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_config(
     bin: &Path,
+    cli: &Path,
     cfg: &Config,
     cycles: usize,
     rng: &mut Rng,
@@ -462,11 +534,12 @@ fn run_config(
     let log = dir.join("server.log");
     let mut exp = Expected::default();
     let mut row = Row::default();
+    let mut shards = cfg.shards;
     let mut models: Vec<ModelClient> = (0..MODEL_CONNECTIONS)
         .map(|i| ModelClient::new(i, rng.next()))
         .collect();
     for cycle in 0..cycles {
-        let mut server = Server::spawn(bin, &server_args(cfg, &data), &log)?;
+        let mut server = Server::spawn(bin, &server_args(cfg, shards, &data), &log)?;
         let addr = server
             .wait_ready(Duration::from_secs(120))
             .with_context(|| {
@@ -567,7 +640,7 @@ fn run_config(
         }
         if cfg.mode == Mode::Restart {
             // Kill the next start at a random instant: during its replay, or just after.
-            let mut s = Server::spawn(bin, &server_args(cfg, &data), &log)?;
+            let mut s = Server::spawn(bin, &server_args(cfg, shards, &data), &log)?;
             std::thread::sleep(Duration::from_millis(rng.below(40)));
             if !s.is_ready() {
                 row.killed_in_replay += 1;
@@ -581,9 +654,36 @@ fn run_config(
                 row.bytes_cut += stats.bytes_discarded;
             }
         }
+        if cfg.mode == Mode::Migrate {
+            let to = if shards == cfg.shards {
+                cfg.shards + 1
+            } else {
+                cfg.shards
+            };
+            row.migrations += 1;
+            if migrate_killed(cli, &data, to, &log, rng)? {
+                row.migrations_killed += 1;
+            }
+            if let Some(fs) = power {
+                let stats = fs.cut(cut_mode(rng));
+                row.cuts += 1;
+                row.bytes_cut += stats.bytes_discarded;
+            }
+            // Wholly old or wholly new: the manifest names one layout, and the server must
+            // start on it with that shard count and hold everything.
+            let now = manifest_shards(&data)?;
+            if now != shards && now != to {
+                row.failures.push(format!(
+                    "after a migration {shards} -> {to} the manifest names {now} shards"
+                ));
+                row.torn += 1;
+                break;
+            }
+            shards = now;
+        }
         row.cycles += 1;
     }
-    let mut server = Server::spawn(bin, &server_args(cfg, &data), &log)?;
+    let mut server = Server::spawn(bin, &server_args(cfg, shards, &data), &log)?;
     let addr = server
         .wait_ready(Duration::from_secs(120))
         .with_context(|| format!("{}: final start (see {})", cfg.name(), log.display()))?;
@@ -612,6 +712,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if !bin.exists() {
         bail!("{} does not exist", bin.display());
     }
+    let cli = args.cli.unwrap_or_else(|| bin.with_file_name("moon-cli"));
+    if !cli.exists() {
+        bail!(
+            "{} does not exist (during-migrate needs moon-cli; pass --cli)",
+            cli.display()
+        );
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -622,13 +729,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         (
             &[1, 2],
             &["always", "everysec"],
-            &[Mode::Plain, Mode::Restart, Mode::Rewrite],
+            &[Mode::Plain, Mode::Restart, Mode::Rewrite, Mode::Migrate],
         )
     } else {
         (
             &[1, 2, 4],
             &["always", "everysec", "no"],
-            &[Mode::Plain, Mode::Restart, Mode::Rewrite],
+            &[Mode::Plain, Mode::Restart, Mode::Rewrite, Mode::Migrate],
         )
     };
     let work = std::env::var("CARGO_TARGET_DIR")
@@ -656,7 +763,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -668,7 +775,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     power_loss: power.is_some(),
                 };
                 let t = Instant::now();
-                let row = run_config(&bin, &cfg, cycles, &mut rng, &work, power.as_ref())?;
+                let row = run_config(&bin, &cli, &cfg, cycles, &mut rng, &work, power.as_ref())?;
                 eprintln!(
                     "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong ({:.1}s)",
                     cfg.name(),
@@ -687,7 +794,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -700,7 +807,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.killed_in_replay,
                     row.rewrites,
                     row.cuts,
-                    row.bytes_cut
+                    row.bytes_cut,
+                    row.migrations,
+                    row.migrations_killed
                 );
             }
         }

@@ -15,17 +15,18 @@ pub fn root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
-/// `cargo build --release -p moon-server`; returns the binary's path.
+/// `cargo build --release -p moon-server -p moon-cli`; returns the server binary's path
+/// (`moon-cli` is beside it).
 pub fn build_release() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building moon-server (release)...");
+    eprintln!("building moon-server and moon-cli (release)...");
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["build", "--release", "-p", "moon-server"])
+        .args(["build", "--release", "-p", "moon-server", "-p", "moon-cli"])
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build --release -p moon-server failed");
+        bail!("cargo build --release -p moon-server -p moon-cli failed");
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
