@@ -135,7 +135,7 @@ pub(crate) struct Held {
 /// 64 random bits (from the OS, through std's hasher seeding) that name this process's
 /// transactions: unlike a start time, they do not repeat when the clock steps back, so a
 /// transaction id of one run never matches another run's at recovery.
-fn random_boot_id() -> u64 {
+pub(crate) fn random_boot_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());

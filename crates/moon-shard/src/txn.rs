@@ -670,4 +670,47 @@ mod fairness_tests {
         .expect("runtime");
         assert_eq!(orders[0], ["batch", "transaction"]);
     }
+
+    /// WATCH reads through `call_on_unlocked`: while a transaction holds the shard, the read
+    /// waits for its unlock instead of seeing its uncommitted effects.
+    #[test]
+    fn a_read_for_watch_waits_for_the_holding_transaction() {
+        use std::sync::{Arc, Mutex};
+        let config = ShardSetConfig {
+            shards: 1,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let orders = start(config, |shard| async move {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let txid = shard.new_txid();
+            shard.tx_lock(0, txid).await;
+            let watch = {
+                let (shard, order) = (shard.clone(), order.clone());
+                glommio::spawn_local(async move {
+                    let o = order.clone();
+                    shard
+                        .call_on_unlocked(0, move |_| o.lock().unwrap().push("watch read"))
+                        .await;
+                })
+            };
+            futures_lite::future::yield_now().await;
+            order.lock().unwrap().push("unlock");
+            shard.tx_unlock(0, txid).await;
+            watch.await;
+            let v = order.lock().unwrap().clone();
+            v
+        })
+        .expect("runtime");
+        assert_eq!(orders[0], ["unlock", "watch read"]);
+    }
+
+    /// Transaction ids of two runs differ even when they start in the same millisecond (or
+    /// the clock stepped back): the per-run part is random, not the start time.
+    #[test]
+    fn two_runs_never_share_transaction_ids() {
+        let a = crate::shard::random_boot_id();
+        let b = crate::shard::random_boot_id();
+        assert_ne!(a, b);
+    }
 }
