@@ -409,6 +409,13 @@ pub fn merge_replies(frames: Vec<Frame>, merge: Merge, key_parts: &[usize]) -> F
     }
 }
 
+/// `MOON_PANIC_ON=<command>`: panic when that command is processed (tests of crash-only).
+fn panic_seam() -> Option<&'static str> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::env::var("MOON_PANIC_ON").ok())
+        .as_deref()
+}
+
 /// The largest record one request may produce: the log format's bound
 /// (`moon_aof::record::MAX_PAYLOAD`). `MOON_MAX_RECORD_BYTES` lowers it (a test seam).
 pub fn max_record() -> usize {
@@ -473,6 +480,10 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
             continue;
         };
         session.info.last_cmd.set(spec.name);
+        if panic_seam().is_some_and(|name| name == spec.name) {
+            // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
+            panic!("MOON_PANIC_ON: injected panic in {}", spec.name);
+        }
         if !spec.arity_ok(args.len()) {
             plan.ready(reply::wrong_arity(spec.name));
             session.multi.failed |= session.multi.queued.is_some();

@@ -288,3 +288,26 @@ fn a_malformed_command_in_a_cross_shard_pipeline_gets_its_error_and_the_server_k
         .unwrap();
     assert_eq!(v, ["x", "y", "z"]);
 }
+
+/// A panic on a shard's thread (injected with the `MOON_PANIC_ON` test seam) stops the whole
+/// process at once, non-zero, with the panic in its log — never a port left open with a dead
+/// shard behind it.
+#[test]
+fn a_panic_on_a_shard_stops_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s =
+        MoonServer::start_with_env(tmp.path(), 2, &[], &[("MOON_PANIC_ON", "echo")]).unwrap();
+    let mut c = s.client();
+    let _: () = redis::Commands::set(&mut c, "k", "v").unwrap();
+    let r = redis::cmd("ECHO").arg("boom").query::<String>(&mut c);
+    assert!(r.is_err(), "no reply from a panicking shard");
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("the process exits");
+    assert_eq!(status.code(), Some(101));
+    assert!(s.log_text().contains("injected panic"), "{}", s.log_text());
+    // Nothing acknowledged was lost.
+    let s = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
+    let v: String = redis::Commands::get(&mut s.client(), "k").unwrap();
+    assert_eq!(v, "v");
+}
