@@ -86,27 +86,10 @@ pub fn commit_atomic(path: &Path, contents: &[u8]) -> Result<(), CommitError> {
     fsync_dir(dir).map_err(CommitError::AfterRename)
 }
 
-/// Writes `contents` to `path` atomically and durably.
+/// Writes `contents` to `path` atomically and durably ([`commit_atomic`] for callers that do
+/// not need to know on which side of the rename it failed).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("a manifest path has a parent directory"))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(TEMP_SUFFIX);
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    commit_atomic(path, contents).map_err(|e| match e {
+        CommitError::BeforeRename(e) | CommitError::AfterRename(e) => e,
+    })
 }
