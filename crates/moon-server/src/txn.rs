@@ -210,9 +210,41 @@ pub async fn run(
             failing = failing.or(error);
         }
     }
+    // A RENAME across shards is logged as the SET of the value it moves, which its arguments
+    // do not show: bound the record by the value as it is now (under the locks) plus all the
+    // transaction's earlier writes could add to it.
+    let mut too_large = None;
+    if intact && failing.is_none() {
+        let mut bound = crate::conn::record_size(&cmds);
+        let mut written_before = 0usize;
+        for c in &cmds {
+            let spec = c.first().and_then(|name| command::lookup(name));
+            let cross_rename = spec.is_some_and(|s| matches!(s.name, "rename" | "renamenx"))
+                && c.len() == 3
+                && shard_for_key(&c[1], n) != shard_for_key(&c[2], n);
+            if cross_rename {
+                let src = c[1].clone();
+                let len = shard
+                    .call_on(shard_for_key(&src, n), move |sh| {
+                        sh.store()
+                            .peek_entry(&src, tx.now)
+                            .map_or(0, |(v, _)| v.len())
+                    })
+                    .await
+                    .unwrap_or(0);
+                bound = bound.saturating_add(len + written_before + c[2].len() + 64);
+            }
+            if spec.is_some_and(|s| s.is_write()) {
+                written_before += c.iter().map(|a| a.len()).sum::<usize>();
+            }
+        }
+        if bound > crate::conn::max_record() {
+            too_large = Some(bound);
+        }
+    }
     let mut inner = BytesMut::new();
     let mut refused = Vec::new();
-    if failing.is_some() {
+    if failing.is_some() || too_large.is_some() {
         refused = cmds;
     } else if intact {
         session.tx = Some(tx);
@@ -251,6 +283,20 @@ pub async fn run(
     unwatch(session, watches).await;
     if !intact {
         Frame::NullArray.encode(session.proto, out);
+    } else if let Some(size) = too_large {
+        if wrap {
+            Frame::Error(format!(
+                "EXECABORT Transaction discarded because its effects could take {size} bytes in one AOF record, more than {}",
+                crate::conn::max_record()
+            ))
+            .encode(session.proto, out);
+        } else if count == 1 {
+            crate::conn::too_large_to_log(size).encode(session.proto, out);
+        } else {
+            for c in refused {
+                Box::pin(crate::conn::process(session, vec![c], out)).await;
+            }
+        }
     } else if let Some(cause) = failing {
         let error = Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"));
         if wrap || count == 1 {

@@ -532,7 +532,32 @@ fn a_request_too_large_for_one_record_is_refused_before_it_runs() {
     let v: Vec<Option<String>> = con.mget(&["a", "b"]).unwrap();
     assert_eq!(v, [None, None], "nothing of either ran");
 
+    // A RENAME across shards logs the value it moves, which its arguments do not show.
     let keys = common::keys_on_different_shards(2);
+    let _: () = con.set(&keys[0], &bigger).unwrap();
+    let mut t = std::net::TcpStream::connect(server.addr).unwrap();
+    let packed = redis::pipe()
+        .cmd("MULTI")
+        .cmd("RENAME")
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .set("e", &big)
+        .cmd("EXEC")
+        .get_packed_pipeline();
+    std::io::Write::write_all(&mut t, &packed).unwrap();
+    let mut r = std::io::BufReader::new(t);
+    let replies: Vec<String> = (0..4)
+        .map(|_| format!("{:?}", parser.parse_value(&mut r)))
+        .collect();
+    assert!(replies[3].contains("EXECABORT"), "{replies:?}");
+    let moved: Option<String> = con.get(&keys[1]).unwrap();
+    assert_eq!(moved, None, "the RENAME did not run");
+    let _: () = redis::cmd("RENAME")
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .query(&mut con)
+        .expect("alone it fits");
+    let _: () = con.del(&keys[1]).unwrap();
     let replies: Vec<redis::Value> = redis::pipe()
         .mset(&[(&keys[0], "1"), (&keys[1], "2")])
         .set("c", &big)
