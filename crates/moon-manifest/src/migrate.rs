@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use moon_proto::{Limits, RequestParser};
 
-use crate::fsio::{fsync_dir, write_atomic};
+use crate::fsio::{commit_atomic, fsync_dir, CommitError};
 use crate::manifest::{
     aof_dir, io_err, load, manifest_path, Manifest, ManifestError, PerShard, TopLevel,
 };
@@ -49,6 +49,8 @@ pub(crate) enum Step {
     BuildMidway,
     RenameShard,
     WriteManifest,
+    /// After the manifest's rename: its directory fsync (a failure there cannot be undone).
+    CommitFsync,
     RemoveOld,
 }
 
@@ -141,10 +143,23 @@ pub(crate) fn migrate_with(
     };
     let manifest = manifest_path(data_dir);
     let written = check(hook, Step::WriteManifest)
-        .and_then(|()| write_atomic(&manifest, v2.render().as_bytes()))
-        .map_err(io_err("cannot write manifest", &manifest));
-    if let Err(e) = written {
-        return Err(rollback(e, &[&final_dir], &aof));
+        .map_err(CommitError::BeforeRename)
+        .and_then(|()| commit_atomic(&manifest, v2.render().as_bytes()))
+        .and_then(|()| check(hook, Step::CommitFsync).map_err(CommitError::AfterRename));
+    match written {
+        Ok(()) => {}
+        Err(CommitError::BeforeRename(e)) => {
+            return Err(rollback(
+                io_err("cannot write manifest", &manifest)(e),
+                &[&final_dir],
+                &aof,
+            ))
+        }
+        // Once the rename is issued there is no rollback: the manifest on disk may already
+        // name the new layout. Both layouts stay; the next start reads whichever it finds.
+        Err(CommitError::AfterRename(e)) => {
+            return Err(io_err("cannot commit manifest", &manifest)(e))
+        }
     }
     tracing::info!(dir = %aof.display(), records, "migrated the legacy top-level AOF to the per-shard layout (1 shard)");
     // Step 4: only unreferenced files remain to go.

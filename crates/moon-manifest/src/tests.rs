@@ -278,13 +278,31 @@ fn migration_moves_files_and_rewrites_the_manifest() {
     );
 }
 
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     Step::Build,
     Step::BuildMidway,
     Step::RenameShard,
     Step::WriteManifest,
+    Step::CommitFsync,
     Step::RemoveOld,
 ];
+
+/// The directory fsync after the manifest's rename fails: there is no rollback (the manifest
+/// on disk may already be the new one), so the new layout stays complete and loads.
+#[test]
+fn a_failure_after_the_manifest_rename_is_not_rolled_back() {
+    let (dir, expected) = v1_dir();
+    let r = migrate_with(dir.path(), &mut |s| {
+        if s == Step::CommitFsync {
+            Inject::Fail
+        } else {
+            Inject::Proceed
+        }
+    });
+    assert!(r.is_err(), "{r:?}");
+    assert!(matches!(load(dir.path()).unwrap(), Some(Manifest::V2(_))));
+    assert_eq!(replay_shard0(dir.path()), expected);
+}
 
 #[test]
 fn a_failure_at_any_step_before_the_commit_leaves_the_directory_exactly_as_before() {
