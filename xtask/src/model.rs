@@ -314,6 +314,8 @@ pub struct ModelClient {
     pub mismatches: Vec<String>,
     /// When each key was last changed by an acknowledged command.
     last_ack: HashMap<String, std::time::Instant>,
+    /// The last few acknowledged commands on each key, with their replies (for diagnostics).
+    history: HashMap<String, std::collections::VecDeque<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -337,6 +339,7 @@ impl ModelClient {
             acknowledged: 0,
             mismatches: Vec::new(),
             last_ack: HashMap::new(),
+            history: HashMap::new(),
         }
     }
 
@@ -524,10 +527,21 @@ impl ModelClient {
             _ => None,
         };
         if early.1 != actual && late.1 != actual && self.mismatches.len() < 10 {
+            let history: Vec<_> = before
+                .iter()
+                .map(|(k, _)| (k, self.history.get(k)))
+                .collect();
             self.mismatches.push(format!(
-                "{cmds:?} replied {actual:?}, model expected {:?} or {:?} from {before:?}",
+                "{cmds:?} at {t0}..{t1} replied {actual:?}, model expected {:?} or {:?} from {before:?}; before that: {history:?}",
                 early.1, late.1
             ));
+        }
+        for (k, _) in &before {
+            let h = self.history.entry(k.clone()).or_default();
+            if h.len() == 6 {
+                h.pop_front();
+            }
+            h.push_back(format!("{cmds:?} at {t0}..{t1} -> {actual:?}"));
         }
         match chosen {
             Some(st) => {
@@ -627,6 +641,14 @@ impl ModelClient {
             let exp: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(con)?;
             let t1 = now_ms();
             let got_deadline = if exp > 0 { exp as u64 } else { 0 };
+            // GET and PEXPIRETIME are two commands: a key may expire between them (-2 after a
+            // value). Learn only a state read whole and not about to change.
+            let torn_read = exp == -2 && v.is_some();
+            let learned = if torn_read || (got_deadline != 0 && got_deadline <= t1 + 50) {
+                Slot::Unknown
+            } else {
+                Slot::Known(v.clone(), got_deadline)
+            };
             if let Slot::Known(want, d) = &self.state[&k] {
                 let near = *d != 0 && *d > t0.saturating_sub(50) && *d <= t1 + 50;
                 let want_now = if *d != 0 && *d <= t0 {
@@ -641,7 +663,7 @@ impl ModelClient {
                     ));
                 }
             }
-            self.state.insert(k, Slot::Known(v, got_deadline));
+            self.state.insert(k, learned);
         }
         Ok(failures)
     }
