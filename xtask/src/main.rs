@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod crash_matrix;
+mod fuzz;
 mod model;
 mod powerfs;
 mod server;
@@ -28,6 +29,8 @@ enum Task {
     CrashMatrix(crash_matrix::Args),
     /// Benchmark Moon against redis-server with redis-benchmark.
     Bench(bench::Args),
+    /// Fuzz the parsers and every command's argument handling (stable toolchain).
+    Fuzz(fuzz::Args),
 }
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
     let result = match cli.task {
         Task::CrashMatrix(args) => crash_matrix::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(true) => {}

@@ -1,0 +1,337 @@
+//! `cargo xtask fuzz [--seconds N] [--seed S] [--target T]`: fuzzing on the stable toolchain.
+//!
+//! No coverage guidance (that needs nightly and a C toolchain): each target mixes purely random
+//! input with mutations of valid input — bytes flipped, cut, duplicated, spliced — which is
+//! what finds the parser paths that matter. Every input runs under `catch_unwind`; a panic is
+//! a failure, and the input that caused it is written to `target/fuzz-failures/` and printed,
+//! to become a regression test.
+//!
+//! Targets: `resp` (the request parser, fed in random chunk sizes), `commands` (every command
+//! of the table with random arities and hostile arguments — huge, negative, overflowing
+//! numbers, binary and empty strings — executed against a store with a moving clock, and the
+//! log it produces replayed), `aof` (the record reader over damaged logs), `manifest` (the
+//! manifest parser).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::crash_matrix::Rng;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How long each target runs.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Seed; the same seed repeats the same inputs.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run only this target (resp, commands, aof, manifest).
+    #[arg(long)]
+    target: Option<String>,
+}
+
+/// A target generates its input from the RNG, records it ([`input`]), then runs it.
+type Target = fn(&mut Rng);
+
+thread_local! {
+    static LAST_INPUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records the input about to run, so a panic can report it.
+fn input(bytes: &[u8]) {
+    LAST_INPUT.with(|l| *l.borrow_mut() = bytes.to_vec());
+}
+
+const TARGETS: &[(&str, Target)] = &[
+    ("resp", fuzz_resp),
+    ("commands", fuzz_commands),
+    ("aof", fuzz_aof),
+    ("manifest", fuzz_manifest),
+];
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!("fuzz: seed {seed}, {} s per target", args.seconds);
+    // Panics are caught and reported here, once, with their input.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut ok = true;
+    for (name, target) in TARGETS {
+        if args.target.as_deref().is_some_and(|t| t != *name) {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let (runs, failure) = fuzz_target(*target, seed ^ crc(name.as_bytes()), deadline);
+        match failure {
+            None => println!("{name:<10} {runs} inputs, no panic"),
+            Some((case, what, input)) => {
+                ok = false;
+                let dir = crate::server::root().join("target/fuzz-failures");
+                let _ = std::fs::create_dir_all(&dir);
+                let file = dir.join(format!("{name}-{case:x}.bin"));
+                let _ = std::fs::write(&file, &input);
+                println!(
+                    "{name:<10} PANIC after {runs} inputs: {what}\n  case seed {case:#x}, input saved to {}",
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Runs `target` on fresh cases until `deadline` or the first panic: (cases run, the failing
+/// case's seed, panic message and input).
+fn fuzz_target(
+    target: Target,
+    seed: u64,
+    deadline: Instant,
+) -> (u64, Option<(u64, String, Vec<u8>)>) {
+    let mut rng = Rng(seed | 1);
+    let mut runs = 0u64;
+    while Instant::now() < deadline {
+        let case_seed = rng.next();
+        let outcome = catch_unwind(AssertUnwindSafe(|| target(&mut Rng(case_seed | 1))));
+        runs += 1;
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let input = LAST_INPUT.with(|l| l.borrow().clone());
+            return (runs, Some((case_seed, what, input)));
+        }
+    }
+    (runs, None)
+}
+
+fn crc(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A mutation of `seed_input`: random bytes flipped, inserted, removed, cut or duplicated.
+fn mutate(rng: &mut Rng, seed_input: &[u8]) -> Vec<u8> {
+    let mut v = seed_input.to_vec();
+    for _ in 0..1 + rng.below(8) {
+        let at = rng.below(v.len() as u64 + 1) as usize;
+        match rng.below(6) {
+            0 if at < v.len() => v[at] ^= 1 << rng.below(8),
+            1 => v.insert(at, rng.next() as u8),
+            2 if at < v.len() => {
+                v.remove(at);
+            }
+            3 => v.truncate(at),
+            4 if at < v.len() => {
+                let end = (at + rng.below(16) as usize).min(v.len());
+                let piece = v[at..end].to_vec();
+                v.splice(at..at, piece);
+            }
+            _ => {
+                let digits = [
+                    "-1",
+                    "0",
+                    "99999999999999999999",
+                    "-9223372036854775808",
+                    "4294967296",
+                ];
+                let d = digits[rng.below(digits.len() as u64) as usize];
+                v.splice(at..at, d.bytes());
+            }
+        }
+    }
+    v
+}
+
+fn random_bytes(rng: &mut Rng, max: u64) -> Vec<u8> {
+    (0..rng.below(max)).map(|_| rng.next() as u8).collect()
+}
+
+/// A hostile argument.
+fn arg(rng: &mut Rng) -> Bytes {
+    const SPECIAL: &[&str] = &[
+        "",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "00",
+        "+1",
+        " 1",
+        "1.5",
+        "-1.5",
+        "inf",
+        "-inf",
+        "nan",
+        "1e308",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "4294967296",
+        "k",
+        "key",
+        "{tag}k",
+        "NX",
+        "XX",
+        "GT",
+        "LT",
+        "GET",
+        "EX",
+        "PX",
+        "EXAT",
+        "PXAT",
+        "KEEPTTL",
+        "PERSIST",
+        "MATCH",
+        "COUNT",
+        "TYPE",
+        "*",
+        "?",
+        "[",
+        "\\",
+        "ASYNC",
+        "SYNC",
+        "WITHSCORES",
+    ];
+    match rng.below(4) {
+        0 => Bytes::from(random_bytes(rng, 24)),
+        1 => Bytes::from((rng.next() as i64 >> rng.below(64)).to_string()),
+        _ => Bytes::from_static(SPECIAL[rng.below(SPECIAL.len() as u64) as usize].as_bytes()),
+    }
+}
+
+fn fuzz_resp(rng: &mut Rng) {
+    const VALID: &[u8] =
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*0\r\n\r\n";
+    let data = if rng.below(3) == 0 {
+        random_bytes(rng, 256)
+    } else {
+        mutate(rng, VALID)
+    };
+    input(&data);
+    let mut parser = moon_proto::RequestParser::new(moon_proto::Limits {
+        max_bulk_len: 64,
+        max_multibulk_len: 16,
+        max_inline_len: 64,
+    });
+    let mut buf = BytesMut::new();
+    let mut rest = &data[..];
+    // Fed in random chunks, as reads arrive.
+    while !rest.is_empty() {
+        let n = (1 + rng.below(rest.len() as u64)) as usize;
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match parser.next_request(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn fuzz_commands(rng: &mut Rng) {
+    let commands = moon_store::command::COMMANDS;
+    let mut store = moon_store::Store::new(1 << 16);
+    store.set_record_writes(true);
+    let mut now = 1_700_000_000_000u64;
+    let mut trace = Vec::new();
+    let mut log = Vec::new();
+    for _ in 0..1 + rng.below(24) {
+        let spec = &commands[rng.below(commands.len() as u64) as usize];
+        let argc = match rng.below(4) {
+            0 => rng.below(8) as usize,
+            _ => spec.arity.unsigned_abs() as usize + rng.below(4) as usize,
+        };
+        let mut cmd = vec![Bytes::from_static(spec.name.as_bytes())];
+        cmd.extend((1..argc.max(1)).map(|_| arg(rng)));
+        trace.extend_from_slice(format!("{cmd:?}\n").as_bytes());
+        input(&trace);
+        now += rng.below(2000);
+        let _ = store.execute(&cmd, now);
+        log.extend(store.take_log());
+    }
+    // What was logged must replay without a panic, with expiry off.
+    let mut replayed = moon_store::Store::new(usize::MAX);
+    for cmd in &log {
+        let _ = replayed.execute(cmd, moon_store::NO_EXPIRY_CHECK);
+    }
+}
+
+fn fuzz_aof(rng: &mut Rng) {
+    let mut valid = Vec::new();
+    for lsn in 1..=1 + rng.below(6) {
+        let cmd = vec![Bytes::from("SET"), Bytes::from(format!("k{lsn}")), arg(rng)];
+        if rng.below(3) == 0 {
+            let header = vec![
+                Bytes::from("MOON.TXPART"),
+                Bytes::from("1-0-1"),
+                Bytes::from("0,1"),
+            ];
+            moon_aof::append_group_record(lsn, &[header, cmd], &mut valid);
+        } else {
+            moon_aof::append_command_record(lsn, &cmd, &mut valid);
+        }
+    }
+    let data = match rng.below(4) {
+        0 => random_bytes(rng, 128),
+        _ => mutate(rng, &valid),
+    };
+    input(&data);
+    let _ = moon_aof::reader::scan::<()>(&data, |_lsn, payload, _offset| {
+        let _ = moon_aof::decode_payload(payload);
+        Ok(())
+    });
+}
+
+fn fuzz_manifest(rng: &mut Rng) {
+    const VALID: &[&[u8]] = &[
+        b"version 2\nseq 3\nshards 2\nshard 0 max_lsn 10\nshard 1 max_lsn 0\n",
+        b"seq 1\nbase moon.aof.1.base.rdb\nincr moon.aof.1.incr.aof\n",
+    ];
+    let text = match rng.below(4) {
+        0 => random_bytes(rng, 96),
+        n => mutate(rng, VALID[(n % 2) as usize]),
+    };
+    input(&text);
+    let _ = moon_manifest::Manifest::parse(&String::from_utf8_lossy(&text));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explodes(rng: &mut Rng) {
+        let n = rng.below(4);
+        input(format!("case {n}").as_bytes());
+        assert!(n != 3, "exploded");
+    }
+
+    #[test]
+    fn a_panicking_target_is_reported_with_its_input() {
+        let (_, failure) = fuzz_target(explodes, 7, Instant::now() + Duration::from_secs(5));
+        let (_, what, input) = failure.expect("the panic is found");
+        assert!(what.contains("exploded"), "{what}");
+        assert_eq!(input, b"case 3");
+    }
+
+    #[test]
+    fn every_target_runs_clean_briefly() {
+        for (name, target) in TARGETS {
+            let (runs, failure) =
+                fuzz_target(*target, 1, Instant::now() + Duration::from_millis(200));
+            assert!(failure.is_none(), "{name}: {failure:?}");
+            assert!(runs > 0);
+        }
+    }
+}
