@@ -49,7 +49,12 @@ const TARGETS: &[(&str, Target)] = &[
     ("commands", fuzz_commands),
     ("aof", fuzz_aof),
     ("manifest", fuzz_manifest),
+    ("config", fuzz_config),
 ];
+
+/// The `moon-server` binary the `config` target runs (`--check-config`): the config parser
+/// lives in the server binary, so this target goes through a process per input.
+static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(|| {
@@ -57,6 +62,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
+    if args.target.as_deref().is_none_or(|t| t == "config") {
+        let bin = crate::server::build_release()?;
+        let _ = SERVER.set(bin);
+    }
     println!("fuzz: seed {seed}, {} s per target", args.seconds);
     // Panics are caught and reported here, once, with their input.
     std::panic::set_hook(Box::new(|_| {}));
@@ -305,6 +314,39 @@ fn fuzz_manifest(rng: &mut Rng) {
     };
     input(&text);
     let _ = moon_manifest::Manifest::parse(&String::from_utf8_lossy(&text));
+}
+
+fn fuzz_config(rng: &mut Rng) {
+    const VALID: &[u8] = b"bind = \"127.0.0.1\"\nport = 6379\ndir = \"moon-data\"\nappendonly = \"yes\"\nappendfsync = \"everysec\"\nrequirepass = \"\"\nproto-max-bulk-len = \"512mb\"\nmaxclients = 10000\nloglevel = \"notice\"\npin-cpus = \"yes\"\nshards = 2\nauto-aof-rewrite-percentage = 100\nauto-aof-rewrite-min-size = \"64mb\"\n";
+    let text = match rng.below(5) {
+        0 => random_bytes(rng, 128),
+        _ => mutate(rng, VALID),
+    };
+    input(&text);
+    let Some(bin) = SERVER.get() else {
+        return;
+    };
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("moon.toml");
+    if std::fs::write(&path, &text).is_err() {
+        return;
+    }
+    let Ok(out) = std::process::Command::new(bin)
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+    else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A bad file is refused with exit 2 and a message; anything else is a bug.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(2)) && !stderr.contains("panicked"),
+        "moon-server --check-config exited {:?}: {stderr}",
+        out.status.code()
+    );
 }
 
 #[cfg(test)]
