@@ -27,6 +27,12 @@ use crate::admin;
 use crate::server::ShardServer;
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Commands executed per step of a pipeline. Their replies are written out (waiting for the
+/// client to read them) once they pass [`REPLY_FLUSH`] before the next step runs, so a client
+/// that pipelines without reading holds at most one step of replies in the server: its socket
+/// fills, the write waits, and nothing more is read from it (backpressure).
+const PIPELINE_STEP: usize = 64;
+const REPLY_FLUSH: usize = 256 * 1024;
 
 /// What CLIENT LIST shows about a connection. Lives in its shard's registry.
 pub struct ClientInfo {
@@ -192,9 +198,26 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
                 }
             }
         }
+        let mut write_failed = false;
         if !cmds.is_empty() {
             session.info.last_active.set(Instant::now());
-            process(&mut session, std::mem::take(&mut cmds), &mut wbuf).await;
+            let mut pending = std::mem::take(&mut cmds);
+            while !pending.is_empty() && !session.quit {
+                let rest = pending.split_off(pending.len().min(PIPELINE_STEP));
+                process(&mut session, pending, &mut wbuf).await;
+                pending = rest;
+                if wbuf.len() >= REPLY_FLUSH && !pending.is_empty() {
+                    ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
+                    if stream.write_all(&wbuf).await.is_err() {
+                        write_failed = true;
+                        break;
+                    }
+                    wbuf.clear();
+                }
+            }
+        }
+        if write_failed {
+            break;
         }
         if let Some(e) = &protocol_error {
             tracing::debug!(client = session.info.id, "closing connection: {e}");

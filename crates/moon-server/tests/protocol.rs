@@ -311,3 +311,44 @@ fn a_panic_on_a_shard_stops_the_process() {
     let v: String = redis::Commands::get(&mut s.client(), "k").unwrap();
     assert_eq!(v, "v");
 }
+
+/// The server's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A client that pipelines 2,000 GETs of a 1 MB value and reads nothing: the server stops
+/// reading it once a step of replies is pending (backpressure) instead of building 2 GB of
+/// replies, and other clients keep being served.
+#[test]
+fn a_client_that_never_reads_cannot_exhaust_the_server() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let _: () = redis::Commands::set(&mut c, "big", vec![b'x'; 1 << 20]).unwrap();
+    let before = rss_bytes(s.pid());
+    let mut hog = raw(&s);
+    let pipeline: Vec<u8> = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
+    hog.write_all(&pipeline).unwrap();
+    // Watch the server for a while as it works through what it can: its memory stays bounded.
+    let mut peak = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(rss_bytes(s.pid()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        peak < before + (300 << 20),
+        "RSS grew from {} MB to {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG", "other clients are served");
+    let n: usize = redis::cmd("STRLEN").arg("big").query(&mut c).unwrap();
+    assert_eq!(n, 1 << 20);
+}
