@@ -18,6 +18,11 @@ pub struct Config {
     pub requirepass: Option<String>,
     pub proto_max_bulk_len: u64,
     pub maxclients: u64,
+    /// Close a client idle for this many seconds; 0 = never.
+    pub timeout: u64,
+    /// Close a client whose unparsed input passes this many bytes (a request being sent that
+    /// large, or a flood of them).
+    pub client_query_buffer_limit: u64,
     pub loglevel: String,
     pub pin_cpus: bool,
     /// Rewrite the AOF automatically when it grew by this percentage over its size after the
@@ -49,6 +54,8 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("requirepass", Mutability::Runtime),
     ("proto-max-bulk-len", Mutability::Runtime),
     ("maxclients", Mutability::Runtime),
+    ("timeout", Mutability::Runtime),
+    ("client-query-buffer-limit", Mutability::Runtime),
     ("loglevel", Mutability::Runtime),
     ("pin-cpus", Mutability::Startup),
     ("auto-aof-rewrite-percentage", Mutability::Runtime),
@@ -113,6 +120,8 @@ impl Default for Config {
             requirepass: None,
             proto_max_bulk_len: 512 * 1024 * 1024,
             maxclients: 10000,
+            timeout: 0,
+            client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
             pin_cpus: true,
             auto_aof_rewrite_percentage: 100,
@@ -183,6 +192,18 @@ impl Config {
                     _ => return Err(bad(&key, value, "an integer >= 1")),
                 }
             }
+            "timeout" => {
+                self.timeout = match value.parse::<u64>() {
+                    Ok(n) if n <= 100 * 365 * 24 * 3600 => n,
+                    _ => return Err(bad(&key, value, "seconds >= 0 (0 = never)")),
+                }
+            }
+            "client-query-buffer-limit" => {
+                self.client_query_buffer_limit = match parse_size(value) {
+                    Some(n) if (1024 * 1024..=(1u64 << 32)).contains(&n) => n,
+                    _ => return Err(bad(&key, value, "a size from 1mb to 4gb, e.g. 1gb")),
+                }
+            }
             "loglevel" => {
                 let v = value.to_ascii_lowercase();
                 if ![
@@ -233,6 +254,8 @@ impl Config {
             "requirepass" => self.requirepass.clone().unwrap_or_default(),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "maxclients" => self.maxclients.to_string(),
+            "timeout" => self.timeout.to_string(),
+            "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
             "loglevel" => self.loglevel.clone(),
             "auto-aof-rewrite-percentage" => self.auto_aof_rewrite_percentage.to_string(),
             "auto-aof-rewrite-min-size" => self.auto_aof_rewrite_min_size.to_string(),

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -84,6 +84,9 @@ pub struct Session {
     config_version: u64,
     pub requirepass: Option<String>,
     max_bulk_len: usize,
+    /// `timeout` (None = never) and `client-query-buffer-limit`.
+    idle_timeout: Option<Duration>,
+    query_buffer_limit: usize,
     /// MULTI/WATCH state.
     pub multi: crate::txn::TxState,
     /// Set while this connection's commands run inside a cross-shard transaction: batches go
@@ -99,6 +102,8 @@ impl Session {
             self.config_version = v;
             self.requirepass = c.requirepass.clone();
             self.max_bulk_len = c.proto_max_bulk_len as usize;
+            self.idle_timeout = (c.timeout > 0).then(|| Duration::from_secs(c.timeout));
+            self.query_buffer_limit = c.client_query_buffer_limit as usize;
             parser.set_limits(Limits {
                 max_bulk_len: self.max_bulk_len,
                 ..Limits::default()
@@ -155,6 +160,8 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         config_version: u64::MAX,
         requirepass: None,
         max_bulk_len: 0,
+        idle_timeout: None,
+        query_buffer_limit: usize::MAX,
         multi: crate::txn::TxState::default(),
         tx: None,
     };
@@ -163,6 +170,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut cmds: Vec<Vec<Bytes>> = Vec::new();
+    session.refresh_config(&mut parser);
 
     loop {
         // Read into a scratch buffer zeroed once per connection, then append what arrived:
@@ -174,6 +182,16 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
             let _ = ctx.stopping.acquire(1).await;
             None
         };
+        let idle = session.idle_timeout;
+        let idle = async move {
+            match idle {
+                Some(d) => glommio::timer::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            tracing::debug!("closing an idle client (timeout)");
+            None
+        };
+        let stop = futures_lite::future::or(stop, idle);
         let n = match futures_lite::future::or(read, stop).await {
             Some(Ok(n)) if n > 0 => n,
             Some(Ok(_)) => break,
@@ -186,6 +204,15 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         rbuf.extend_from_slice(&scratch[..n]);
         ShardCounters::add(&counters.net_input_bytes, n as u64);
         session.refresh_config(&mut parser);
+        if rbuf.len() > session.query_buffer_limit {
+            tracing::warn!(
+                client = session.info.id,
+                "closing a client that reached the query buffer limit ({} bytes > client-query-buffer-limit {})",
+                rbuf.len(),
+                session.query_buffer_limit
+            );
+            break;
+        }
 
         let mut protocol_error = None;
         loop {

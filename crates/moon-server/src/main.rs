@@ -55,6 +55,12 @@ struct Args {
     /// Maximum number of client connections.
     #[arg(long)]
     maxclients: Option<String>,
+    /// Close clients idle for this many seconds (0 = never).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Close a client whose unparsed input passes this size, e.g. 1gb.
+    #[arg(long)]
+    client_query_buffer_limit: Option<String>,
     /// debug | verbose | notice | warning
     #[arg(long)]
     loglevel: Option<String>,
@@ -89,6 +95,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
         ("requirepass", &args.requirepass),
         ("proto-max-bulk-len", &args.proto_max_bulk_len),
         ("maxclients", &args.maxclients),
+        ("timeout", &args.timeout),
+        ("client-query-buffer-limit", &args.client_query_buffer_limit),
         ("loglevel", &args.loglevel),
         ("pin-cpus", &args.pin_cpus),
         (

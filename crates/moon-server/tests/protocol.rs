@@ -352,3 +352,57 @@ fn a_client_that_never_reads_cannot_exhaust_the_server() {
     let n: usize = redis::cmd("STRLEN").arg("big").query(&mut c).unwrap();
     assert_eq!(n, 1 << 20);
 }
+
+/// `timeout`: a client idle longer than it is disconnected; an active one is not.
+/// (The test waits for time to pass over the timeout: that is what it tests.)
+#[test]
+fn idle_clients_are_closed_after_timeout() {
+    let s = MoonServer::start(1, &["--timeout", "1"]);
+    let mut idle = raw(&s);
+    let mut active = s.client();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        let pong: String = redis::cmd("PING").query(&mut active).unwrap();
+        assert_eq!(pong, "PONG", "an active client stays connected");
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap_or(0),
+        0,
+        "the idle client was closed"
+    );
+    let v: String = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("timeout")
+        .query::<Vec<String>>(&mut active)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(v, "1");
+}
+
+/// `client-query-buffer-limit`: a request that grows past it closes that connection (the
+/// server does not buffer it further); other clients keep being served.
+#[test]
+fn a_query_larger_than_the_buffer_limit_closes_the_connection() {
+    let s = MoonServer::start(
+        1,
+        &[
+            "--client-query-buffer-limit",
+            "1mb",
+            "--proto-max-bulk-len",
+            "4mb",
+        ],
+    );
+    let mut t = raw(&s);
+    // One SET whose value (2 MB, under proto-max-bulk-len) is more than the buffer may hold.
+    let _ = t.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2097152\r\n");
+    let _ = t.write_all(&vec![b'x'; 2 << 20]);
+    let mut buf = [0u8; 64];
+    assert_eq!(t.read(&mut buf).unwrap_or(0), 0, "closed without a reply");
+    let mut c = s.client();
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let k: Option<String> = redis::Commands::get(&mut c, "k").unwrap();
+    assert_eq!(k, None);
+}
