@@ -27,9 +27,15 @@ pub struct Args {
     /// Seed; the same seed repeats the same inputs.
     #[arg(long)]
     seed: Option<u64>,
-    /// Run only this target (resp, commands, aof, manifest).
+    /// Run only this target (resp, commands, aof, manifest, config).
     #[arg(long)]
     target: Option<String>,
+    /// Instead: drive the real server (2 shards) from many connections with random valid and
+    /// malformed frames, cross-shard pipelines, MULTI/EXEC/WATCH in random orders and clients
+    /// that disconnect mid-request; then every shard must answer, the log must show no panic,
+    /// and the process must still be running.
+    #[arg(long)]
+    network: bool,
 }
 
 /// A target generates its input from the RNG, records it ([`input`]), then runs it.
@@ -62,6 +68,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
+    if args.network {
+        return network(seed, args.seconds);
+    }
     if args.target.as_deref().is_none_or(|t| t == "config") {
         let bin = crate::server::build_release()?;
         let _ = SERVER.set(bin);
@@ -347,6 +356,170 @@ fn fuzz_config(rng: &mut Rng) {
         "moon-server --check-config exited {:?}: {stderr}",
         out.status.code()
     );
+}
+
+/// `--network`: the real server under hostile connections (see [`Args::network`]).
+fn network(seed: u64, seconds: u64) -> anyhow::Result<bool> {
+    use std::io::{Read, Write};
+    let bin = crate::server::build_release()?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("server.log");
+    let args: Vec<String> = [
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--pin-cpus",
+        "no",
+        "--shards",
+        "2",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(std::iter::once(
+        dir.path().join("data").display().to_string(),
+    ))
+    .collect();
+    let mut server = crate::server::Server::spawn(&bin, &args, &log)?;
+    let addr = server.wait_ready(Duration::from_secs(60))?;
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb << 10)
+    };
+    let rss_before = rss(server.pid());
+    println!("fuzz --network: seed {seed}, {seconds} s, 8 connections, server {addr}");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..8u64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut rng = Rng((seed ^ w.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+                let mut sent = 0u64;
+                while Instant::now() < deadline {
+                    let Ok(mut con) = std::net::TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    let _ = con.set_read_timeout(Some(Duration::from_millis(200)));
+                    for _ in 0..1 + rng.below(20) {
+                        let frame = network_frame(&mut rng);
+                        // Sometimes only part of it, then gone.
+                        let cut = if rng.below(20) == 0 {
+                            rng.below(frame.len() as u64 + 1) as usize
+                        } else {
+                            frame.len()
+                        };
+                        if con.write_all(&frame[..cut]).is_err() || cut < frame.len() {
+                            break;
+                        }
+                        sent += 1;
+                        if rng.below(3) == 0 {
+                            let mut buf = [0u8; 4096];
+                            let _ = con.read(&mut buf);
+                        }
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: u64 = workers.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    // Every shard must still answer: connections land on shards by hash, so open many; and a
+    // cross-shard MSET/MGET needs both.
+    let mut ok = true;
+    for _ in 0..16 {
+        let pong = redis::Client::open(format!("redis://{addr}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                redis::cmd("MSET")
+                    .arg(&["a", "1", "b", "2", "c", "3"])
+                    .query::<()>(&mut c)?;
+                redis::cmd("PING").query::<String>(&mut c)
+            });
+        if pong.as_deref().ok() != Some("PONG") {
+            println!("a shard did not answer after the fuzzing: {pong:?}");
+            ok = false;
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if text.contains("panic") {
+        println!("the server log shows a panic (see {})", log.display());
+        ok = false;
+    }
+    let alive = server.is_ready()
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid() as i32), None).is_ok();
+    if !alive {
+        println!("the server is gone");
+        ok = false;
+    }
+    // Connections are gone: what they held must be gone too (the keys they wrote are small).
+    let rss_after = rss(server.pid());
+    if rss_after > rss_before + (256 << 20) {
+        println!(
+            "memory did not come back: RSS {} MB before, {} MB after",
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        ok = false;
+    }
+    if ok {
+        server.terminate()?;
+        println!(
+            "network    {sent} frames from 8 connections, the server kept serving (RSS {} -> {} MB)",
+            rss_before >> 20,
+            rss_after >> 20
+        );
+    } else {
+        // Keep the log for a look.
+        let keep = crate::server::root().join("target/fuzz-failures/network-server.log");
+        let _ = std::fs::create_dir_all(keep.parent().unwrap_or(dir.path()));
+        let _ = std::fs::copy(&log, &keep);
+        println!("server log kept at {}", keep.display());
+    }
+    Ok(ok)
+}
+
+/// One frame for the network fuzzer: a valid command with hostile arguments (often touching
+/// keys on both shards), a transaction control command, or malformed bytes.
+fn network_frame(rng: &mut Rng) -> Vec<u8> {
+    let mut cmd: Vec<Bytes> = match rng.below(10) {
+        0 => vec![Bytes::from_static(b"MULTI")],
+        1 => vec![Bytes::from_static(b"EXEC")],
+        2 => vec![Bytes::from_static(b"WATCH"), arg(rng), arg(rng)],
+        3 => {
+            let mut c = vec![Bytes::from_static(b"MSET")];
+            for _ in 0..1 + rng.below(4) {
+                c.extend([arg(rng), arg(rng)]);
+            }
+            c
+        }
+        4 => return mutate(rng, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+        _ => {
+            let commands = moon_store::command::COMMANDS;
+            let spec = &commands[rng.below(commands.len() as u64) as usize];
+            // Never stop the server or flood it with rewrites from here.
+            if matches!(spec.name, "shutdown" | "bgrewriteaof" | "quit" | "debug") {
+                return b"PING\r\n".to_vec();
+            }
+            let argc = spec.arity.unsigned_abs() as usize + rng.below(3) as usize;
+            let mut c = vec![Bytes::from_static(spec.name.as_bytes())];
+            c.extend((1..argc.max(1)).map(|_| arg(rng)));
+            c
+        }
+    };
+    if rng.below(10) == 0 {
+        cmd.truncate(1 + rng.below(cmd.len() as u64) as usize);
+    }
+    let mut out = Vec::new();
+    moon_aof::encode_command(&cmd, &mut out);
+    out
 }
 
 #[cfg(test)]
