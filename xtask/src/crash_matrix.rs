@@ -301,23 +301,7 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
 }
 
 fn server_args(cfg: &Config, shards: usize, dir: &Path) -> Vec<String> {
-    [
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--pin-cpus",
-        "no",
-        "--shards",
-        &shards.to_string(),
-        "--appendfsync",
-        cfg.fsync,
-        "--dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(std::iter::once(dir.display().to_string()))
-    .collect()
+    crate::server::test_server_args(shards, cfg.fsync, dir)
 }
 
 /// Reads back every model client's keys (see [`crate::model`]); adds what differs.

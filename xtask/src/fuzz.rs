@@ -364,25 +364,7 @@ fn network(seed: u64, seconds: u64) -> anyhow::Result<bool> {
     let bin = crate::server::build_release()?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("server.log");
-    let args: Vec<String> = [
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--pin-cpus",
-        "no",
-        "--shards",
-        "2",
-        "--appendfsync",
-        "everysec",
-        "--dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(std::iter::once(
-        dir.path().join("data").display().to_string(),
-    ))
-    .collect();
+    let args = crate::server::test_server_args(2, "everysec", &dir.path().join("data"));
     let mut server = crate::server::Server::spawn(&bin, &args, &log)?;
     let addr = server.wait_ready(Duration::from_secs(60))?;
     let rss = |pid: u32| -> u64 {

@@ -34,6 +34,30 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
     Ok(target.join("release").join("moon-server"))
 }
 
+/// Flags for a server under test: any free port on loopback, unpinned (tests share the
+/// CPUs with their load), `shards` shards, the fsync policy, the data directory.
+pub fn test_server_args(shards: usize, fsync: &str, dir: &Path) -> Vec<String> {
+    let shards = shards.to_string();
+    let flags = [
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--pin-cpus",
+        "no",
+        "--shards",
+        &shards,
+        "--appendfsync",
+        fsync,
+        "--dir",
+    ];
+    flags
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once(dir.display().to_string()))
+        .collect()
+}
+
 /// A running server whose output goes to a log file.
 pub struct Server {
     child: Child,
