@@ -586,8 +586,9 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     Frame::Verbatim(Bytes::from(out))
 }
 
-/// Key commands that need their own cross-shard logic (their keys are on several shards, or
-/// they walk shards one after the other).
+/// Key commands that need their own cross-shard logic: RENAME and MSETNX whose keys are on
+/// several shards (run inside the transaction that holds them), SCAN and RANDOMKEY (which walk
+/// the shards one after the other).
 pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Frame {
     let shard = session.ctx.shard.clone();
     let n = shard.count();
@@ -596,17 +597,8 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             let nx = spec.name == "renamenx";
             let (src, dst) = (args[1].clone(), args[2].clone());
             let (s_src, s_dst) = (shard_for_key(&src, n), shard_for_key(&dst, n));
-            if s_src == s_dst {
-                return one_reply(
-                    shard
-                        .run_batch_in(session.tx, s_src, vec![args.to_vec()])
-                        .await,
-                );
-            }
-            // Across shards: read the source, write the destination, delete the source, each
-            // an ordinary logged command, each durable before the next. Not isolated and not
-            // atomic yet (the transactions issue): a crash between the last two steps keeps
-            // both keys, never neither.
+            // Inside the transaction that holds both shards: read the source, write the
+            // destination, delete the source; the transaction makes the three one.
             let src2 = src.clone();
             let now = session.tx.map_or_else(now_ms, |tx| tx.now);
             let Some(Some((value, expire_at))) = shard
@@ -641,9 +633,6 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             }
         }
         "msetnx" => {
-            if args.len().is_multiple_of(2) {
-                return reply::wrong_arity("msetnx");
-            }
             let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
             for pair in args[1..].chunks(2) {
                 per_shard[shard_for_key(&pair[0], n)].extend(pair.iter().cloned());

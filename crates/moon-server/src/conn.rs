@@ -19,11 +19,11 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use moon_proto::{Frame, Limits, Protocol, RequestParser};
 use moon_shard::{join_all, ShardCounters};
-use moon_store::command::{self, CommandSpec, Merge, Route};
-use moon_store::reply;
+use moon_store::command::{Merge, Spread};
 use moon_store::slot::shard_for_key;
 
 use crate::admin;
+use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Refused, Target};
 use crate::server::ShardServer;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -169,7 +169,8 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut cmds: Vec<Vec<Bytes>> = Vec::new();
+    let mut cmds: Vec<Parsed> = Vec::new();
+    let shards = ctx.shard.count();
     session.refresh_config(&mut parser);
 
     loop {
@@ -217,7 +218,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         let mut protocol_error = None;
         loop {
             match parser.next_request(&mut rbuf) {
-                Ok(Some(req)) => cmds.push(req),
+                Ok(Some(req)) => cmds.push(crate::dispatch::parse(req, shards)),
                 Ok(None) => break,
                 Err(e) => {
                     protocol_error = Some(e);
@@ -466,50 +467,17 @@ fn panic_seam() -> Option<&'static str> {
         .as_deref()
 }
 
-/// The largest record one request may produce: the log format's bound
-/// (`moon_aof::record::MAX_PAYLOAD`). `MOON_MAX_RECORD_BYTES` lowers it (a test seam).
-pub fn max_record() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::env::var("MOON_MAX_RECORD_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(moon_aof::record::MAX_PAYLOAD)
-            .min(moon_aof::record::MAX_PAYLOAD)
-    })
-}
-
-/// The size of the one record the write commands among `cmds` would be logged as, if they ran
-/// together (a command, a MULTI/EXEC, a transaction's part). Effects are never larger than
-/// the commands, but for a RENAME across shards (logged as the value's SET).
-pub fn record_size(cmds: &[Vec<Bytes>]) -> usize {
-    let writes = cmds.iter().filter(|c| {
-        c.first()
-            .and_then(|n| command::lookup(n))
-            .is_some_and(|s| s.is_write())
-    });
-    moon_aof::record::encoded_len(writes.map(|c| c.as_slice()))
-}
-
-/// A write refused before it runs: it could not be replayed from a record that large.
-pub fn too_large_to_log(size: usize) -> Frame {
-    Frame::Error(format!(
-        "ERR request too large to log: its record would take {size} bytes, more than the {} an AOF record can hold",
-        max_record()
-    ))
-}
-
 fn noauth() -> Frame {
     Frame::StaticError("NOAUTH Authentication required.")
 }
 
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
-pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut BytesMut) {
+pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
     if cmds.len() > 1
         && session.tx.is_none()
-        && pipeline_needs_transaction(session, &cmds, shards)
-        && record_size(&cmds) <= max_record()
+        && pipeline_needs_transaction(session, &cmds)
+        && record_size(cmds.iter().flatten().map(|r| r.args.as_slice())) <= max_record()
     {
         // A pipeline with commands that span shards: one transaction for all of it — one set
         // of locks and one commit instead of one per command. Running a client's consecutive
@@ -522,29 +490,28 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
         &session.ctx.shard.counters.commands_processed,
         cmds.len() as u64,
     );
-    for args in cmds {
-        let Some(spec) = command::lookup(&args[0]) else {
-            plan.ready(reply::unknown_command(&args));
-            // Inside MULTI a refused command makes EXEC fail (EXECABORT), as in Redis.
-            session.multi.failed |= session.multi.queued.is_some();
-            continue;
+    for parsed in cmds {
+        let req = match parsed {
+            Ok(req) => req,
+            Err(Refused(error)) => {
+                plan.ready(error);
+                // Inside MULTI a refused command makes EXEC fail (EXECABORT), as in Redis.
+                session.multi.failed |= session.multi.queued.is_some();
+                continue;
+            }
         };
+        let spec = req.spec;
         session.info.last_cmd.set(spec.name);
         if panic_seam().is_some_and(|name| name == spec.name) {
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
             panic!("MOON_PANIC_ON: injected panic in {}", spec.name);
-        }
-        if !spec.arity_ok(args.len()) {
-            plan.ready(reply::wrong_arity(spec.name));
-            session.multi.failed |= session.multi.queued.is_some();
-            continue;
         }
         if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
             plan.ready(noauth());
             continue;
         }
         if spec.is_write() {
-            let size = record_size(std::slice::from_ref(&args));
+            let size = record_size([req.args.as_slice()]);
             if size > max_record() {
                 plan.ready(too_large_to_log(size));
                 session.multi.failed |= session.multi.queued.is_some();
@@ -568,146 +535,85 @@ pub async fn process(session: &mut Session, cmds: Vec<Vec<Bytes>>, out: &mut Byt
                 "multi" => plan.ready(Frame::StaticError("ERR MULTI calls can not be nested")),
                 "watch" => plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed")),
                 _ => {
-                    queued.push(args);
+                    queued.push(req);
                     plan.ready(Frame::Simple("QUEUED"));
                 }
             }
             continue;
         }
-        match spec.name {
-            "multi" => {
-                session.multi.queued = Some(Vec::new());
-                plan.ready(Frame::OK);
-                continue;
-            }
-            "exec" => {
-                plan.ready(Frame::StaticError("ERR EXEC without MULTI"));
-                continue;
-            }
-            "discard" => {
-                plan.ready(Frame::StaticError("ERR DISCARD without MULTI"));
-                continue;
-            }
-            "watch" | "unwatch" => {
+        match req.target {
+            Target::Shard(shard) => plan.one(shard, req.args),
+            Target::Shards(_) if session.tx.is_none() => {
+                // Keys on several shards: an implicit transaction, so that no client sees (or
+                // recovers) part of it.
                 plan.flush(session, out).await;
-                let f = if spec.name == "watch" {
-                    crate::txn::watch(session, &args[1..]).await
-                } else {
-                    crate::txn::unwatch_all(session).await;
-                    Frame::OK
-                };
-                f.encode(session.proto, out);
-                continue;
+                crate::txn::run(session, vec![Ok(req)], Vec::new(), false, out).await;
             }
-            _ => {}
-        }
-        match spec.route {
-            Route::SingleKey => plan.one(shard_for_key(&args[1], shards), args),
-            Route::MultiKey { step, merge } => {
-                if (args.len() - 1) % step != 0 {
-                    plan.ready(reply::wrong_arity(spec.name));
-                } else if session.tx.is_none() && spans_shards(&args, step, shards) {
-                    // Keys on several shards: an implicit transaction, so that no client sees
-                    // (or recovers) part of it.
+            Target::Shards(_) => match req.spread() {
+                Spread::Split(merge) => plan.split(req.args, spec.step.max(1) as usize, merge),
+                Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
-                    crate::txn::run(session, vec![args], Vec::new(), false, out).await;
-                } else {
-                    plan.split(args, step, merge)
+                    let f = admin::special(session, spec, &req.args).await;
+                    f.encode(session.proto, out);
                 }
-            }
-            Route::AllShards(_) if spec.is_write() && shards > 1 && session.tx.is_none() => {
+            },
+            Target::All(_) if spec.is_write() && shards > 1 && session.tx.is_none() => {
                 // FLUSHALL/FLUSHDB: every shard or none, also after a crash — a transaction
                 // over all shards (one part per shard).
                 plan.flush(session, out).await;
-                crate::txn::run(session, vec![args], Vec::new(), false, out).await;
+                crate::txn::run(session, vec![Ok(req)], Vec::new(), false, out).await;
             }
-            Route::AllShards(merge) => plan.all(args, merge),
-            Route::Special => {
-                if let Some(shard) = single_shard(spec, &args, shards) {
-                    plan.one(shard, args);
-                } else if session.tx.is_none()
-                    && matches!(spec.name, "rename" | "renamenx" | "msetnx")
-                {
-                    plan.flush(session, out).await;
-                    crate::txn::run(session, vec![args], Vec::new(), false, out).await;
-                } else {
-                    plan.flush(session, out).await;
-                    let f = admin::special(session, spec, &args).await;
-                    f.encode(session.proto, out);
-                }
-            }
-            Route::Connection => {
+            Target::All(merge) => plan.all(req.args, merge),
+            Target::Server => {
                 plan.flush(session, out).await;
-                let f = admin::connection_command(session, spec, &args).await;
-                if let Some(f) = f {
-                    f.encode(session.proto, out);
-                }
-                if session.quit {
-                    break;
-                }
+                let f = admin::special(session, spec, &req.args).await;
+                f.encode(session.proto, out);
             }
+            Target::Connection => match spec.name {
+                "multi" => {
+                    session.multi.queued = Some(Vec::new());
+                    plan.ready(Frame::OK);
+                }
+                "exec" => plan.ready(Frame::StaticError("ERR EXEC without MULTI")),
+                "discard" => plan.ready(Frame::StaticError("ERR DISCARD without MULTI")),
+                _ => {
+                    plan.flush(session, out).await;
+                    let f = match spec.name {
+                        "watch" => Some(crate::txn::watch(session, &req.args[1..]).await),
+                        "unwatch" => {
+                            crate::txn::unwatch_all(session).await;
+                            Some(Frame::OK)
+                        }
+                        _ => admin::connection_command(session, spec, &req.args).await,
+                    };
+                    if let Some(f) = f {
+                        f.encode(session.proto, out);
+                    }
+                    if session.quit {
+                        break;
+                    }
+                }
+            },
         }
     }
     plan.flush(session, out).await;
 }
 
-/// Whether a pipeline (outside MULTI) holds a command that spans shards and nothing that
+/// Whether a pipeline (outside MULTI) holds a command whose keys span shards and nothing that
 /// manages transactions itself.
-fn pipeline_needs_transaction(session: &Session, cmds: &[Vec<Bytes>], shards: usize) -> bool {
-    if shards < 2 || session.multi.queued.is_some() || !session.authenticated {
+fn pipeline_needs_transaction(session: &Session, cmds: &[Parsed]) -> bool {
+    if session.multi.queued.is_some() || !session.authenticated {
         return false;
     }
     let mut spans = false;
-    for args in cmds {
-        let Some(spec) = command::lookup(&args[0]) else {
-            continue;
-        };
+    for req in cmds.iter().flatten() {
         if matches!(
-            spec.name,
+            req.spec.name,
             "multi" | "exec" | "discard" | "watch" | "unwatch"
         ) {
             return false;
         }
-        if !spec.arity_ok(args.len()) {
-            continue;
-        }
-        spans |= match spec.route {
-            Route::MultiKey { step, .. } => {
-                (args.len() - 1) % step == 0 && spans_shards(args, step, shards)
-            }
-            Route::Special => {
-                matches!(spec.name, "rename" | "renamenx" | "msetnx")
-                    && single_shard(spec, args, shards).is_none()
-            }
-            _ => false,
-        };
+        spans |= matches!(req.target, Target::Shards(_));
     }
     spans
-}
-
-/// Whether a multi-key command's keys live on more than one shard.
-fn spans_shards(args: &[Bytes], step: usize, shards: usize) -> bool {
-    let mut keys = args[1..].iter().step_by(step);
-    let Some(first) = keys.next().map(|k| shard_for_key(k, shards)) else {
-        return false;
-    };
-    keys.any(|k| shard_for_key(k, shards) != first)
-}
-
-/// For RENAME/RENAMENX/MSETNX whose keys all live on one shard: that shard.
-fn single_shard(spec: &CommandSpec, args: &[Bytes], shards: usize) -> Option<usize> {
-    let keys: Vec<&Bytes> = match spec.name {
-        "rename" | "renamenx" => vec![&args[1], &args[2]],
-        "msetnx" => {
-            if args.len().is_multiple_of(2) {
-                return Some(0); // wrong arity: any shard gives the same error
-            }
-            args[1..].iter().step_by(2).collect()
-        }
-        _ => return None,
-    };
-    let first = shard_for_key(keys[0], shards);
-    keys.iter()
-        .all(|k| shard_for_key(k, shards) == first)
-        .then_some(first)
 }

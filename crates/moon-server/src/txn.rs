@@ -10,63 +10,22 @@ use bytes::{BufMut, Bytes, BytesMut};
 use moon_proto::Frame;
 use moon_shard::txn::CommitFailure;
 use moon_shard::{join_all, now_ms};
-use moon_store::command::{self, Route};
+use moon_store::command::Spread;
 use moon_store::slot::shard_for_key;
 use moon_store::WatchToken;
 
 use crate::conn::Session;
+use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Request, Target};
 
 /// A connection's transaction state.
 #[derive(Default)]
 pub struct TxState {
     /// Commands queued since MULTI; `None` outside MULTI.
-    pub queued: Option<Vec<Vec<Bytes>>>,
+    pub queued: Option<Vec<Request>>,
     /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
     pub failed: bool,
     /// WATCHed keys: key, its shard, what WATCH saw.
     pub watches: Vec<(Bytes, usize, WatchToken)>,
-}
-
-/// The shards a command touches: `Some(list)` (possibly empty for connection commands), or
-/// `None` if it needs every shard.
-fn shards_of(args: &[Bytes], shards: usize) -> Option<Vec<usize>> {
-    let spec = command::lookup(args.first()?)?;
-    if !spec.arity_ok(args.len()) {
-        // Answered with its arity error when it runs; it touches no shard.
-        return Some(Vec::new());
-    }
-    match spec.route {
-        Route::Connection => Some(Vec::new()),
-        Route::SingleKey => Some(vec![shard_for_key(&args[1], shards)]),
-        Route::MultiKey { step, .. } => Some(
-            args[1..]
-                .iter()
-                .step_by(step)
-                .map(|k| shard_for_key(k, shards))
-                .collect(),
-        ),
-        Route::AllShards(_) => None,
-        Route::Special => match spec.name {
-            "rename" | "renamenx" => Some(vec![
-                shard_for_key(&args[1], shards),
-                shard_for_key(&args[2], shards),
-            ]),
-            "msetnx" => Some(
-                args[1..]
-                    .iter()
-                    .step_by(2)
-                    .map(|k| shard_for_key(k, shards))
-                    .collect(),
-            ),
-            _ => None,
-        },
-    }
-}
-
-/// Whether a command can run inside a single-shard atomic batch (the shard's store executes
-/// it by itself: no connection state, no multi-step cross-shard logic).
-fn runs_in_store(args: &[Bytes]) -> bool {
-    command::lookup(&args[0]).is_some_and(|s| matches!(s.route, Route::SingleKey | Route::MultiKey { .. } | Route::Special if !matches!(s.name, "scan" | "randomkey")))
 }
 
 /// WATCH: remembers what each key looks like now, on its shard.
@@ -110,18 +69,25 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut) {
             .encode(session.proto, out);
         return;
     }
-    let size = crate::conn::record_size(&queued);
-    if size > crate::conn::max_record() {
+    let size = record_size(queued.iter().map(|r| r.args.as_slice()));
+    if size > max_record() {
         unwatch_all(session).await;
         Frame::Error(format!(
             "EXECABORT Transaction discarded because its effects would take {size} bytes in one AOF record, more than {}",
-            crate::conn::max_record()
+            max_record()
         ))
         .encode(session.proto, out);
         return;
     }
     let watches = std::mem::take(&mut session.multi.watches);
-    run(session, queued, watches, true, out).await;
+    run(
+        session,
+        queued.into_iter().map(Ok).collect(),
+        watches,
+        true,
+        out,
+    )
+    .await;
 }
 
 /// Runs `cmds` atomically and in isolation, appending the reply to `out`: with `wrap`, the
@@ -129,7 +95,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut) {
 /// without, the single command's own reply (an implicit transaction).
 pub async fn run(
     session: &mut Session,
-    cmds: Vec<Vec<Bytes>>,
+    cmds: Vec<Parsed>,
     watches: Vec<(Bytes, usize, WatchToken)>,
     wrap: bool,
     out: &mut BytesMut,
@@ -138,34 +104,31 @@ pub async fn run(
     let n = shard.count();
     let count = cmds.len();
     // Which commands write where (decided before they run: no extra round trip afterwards).
+    // A refused request touches no shard.
     let cmds_meta: Vec<(bool, Option<Vec<usize>>)> = cmds
         .iter()
-        .map(|c| {
-            (
-                c.first()
-                    .and_then(|name| command::lookup(name))
-                    .is_some_and(|s| s.is_write() && s.arity_ok(c.len())),
-                shards_of(c, n),
-            )
+        .map(|c| match c {
+            Ok(req) => (req.is_write(), req.shards()),
+            Err(_) => (false, Some(Vec::new())),
         })
         .collect();
-    let mut all = false;
     let mut participants: Vec<usize> = watches.iter().map(|w| w.1).collect();
-    for c in &cmds {
-        match shards_of(c, n) {
-            Some(list) => participants.extend(list),
-            None => all = true,
-        }
-    }
-    if all {
+    if cmds_meta.iter().any(|(_, shards)| shards.is_none()) {
         participants = (0..n).collect();
+    } else {
+        participants.extend(cmds_meta.iter().flat_map(|(_, s)| s.iter().flatten()));
     }
     participants.sort_unstable();
     participants.dedup();
 
     // One shard and only commands its store runs by itself: an atomic batch, no locks.
-    if participants.len() == 1 && cmds.iter().all(|c| runs_in_store(c)) {
+    if participants.len() == 1
+        && cmds
+            .iter()
+            .all(|c| c.as_ref().is_ok_and(Request::runs_in_store))
+    {
         let target = participants[0];
+        let cmds = cmds.into_iter().flatten().map(|r| r.args).collect();
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
         let result = shard.run_atomic(target, cmds, tokens).await;
         unwatch(session, watches).await;
@@ -215,15 +178,14 @@ pub async fn run(
     // transaction's earlier writes could add to it.
     let mut too_large = None;
     if intact && failing.is_none() {
-        let mut bound = crate::conn::record_size(&cmds);
+        let mut bound = record_size(cmds.iter().flatten().map(|r| r.args.as_slice()));
         let mut written_before = 0usize;
-        for c in &cmds {
-            let spec = c.first().and_then(|name| command::lookup(name));
-            let cross_rename = spec.is_some_and(|s| matches!(s.name, "rename" | "renamenx"))
-                && c.len() == 3
-                && shard_for_key(&c[1], n) != shard_for_key(&c[2], n);
+        for req in cmds.iter().flatten() {
+            let cross_rename = matches!(req.target, Target::Shards(_))
+                && req.spread() == Spread::Coordinated
+                && matches!(req.spec.name, "rename" | "renamenx");
             if cross_rename {
-                let src = c[1].clone();
+                let src = req.args[1].clone();
                 let len = shard
                     .call_on(shard_for_key(&src, n), move |sh| {
                         sh.store()
@@ -232,13 +194,13 @@ pub async fn run(
                     })
                     .await
                     .unwrap_or(0);
-                bound = bound.saturating_add(len + written_before + c[2].len() + 64);
+                bound = bound.saturating_add(len + written_before + req.args[2].len() + 64);
             }
-            if spec.is_some_and(|s| s.is_write()) {
-                written_before += c.iter().map(|a| a.len()).sum::<usize>();
+            if req.is_write() {
+                written_before += req.args.iter().map(|a| a.len()).sum::<usize>();
             }
         }
-        if bound > crate::conn::max_record() {
+        if bound > max_record() {
             too_large = Some(bound);
         }
     }
@@ -287,11 +249,11 @@ pub async fn run(
         if wrap {
             Frame::Error(format!(
                 "EXECABORT Transaction discarded because its effects could take {size} bytes in one AOF record, more than {}",
-                crate::conn::max_record()
+                max_record()
             ))
             .encode(session.proto, out);
         } else if count == 1 {
-            crate::conn::too_large_to_log(size).encode(session.proto, out);
+            too_large_to_log(size).encode(session.proto, out);
         } else {
             for c in refused {
                 Box::pin(crate::conn::process(session, vec![c], out)).await;

@@ -175,15 +175,7 @@ fn shards_of(c: &[Bytes], n: usize) -> Option<Vec<usize>> {
     if spec.first_key <= 0 {
         return None;
     }
-    let last = if spec.last_key < 0 {
-        c.len() as i32 + spec.last_key
-    } else {
-        spec.last_key
-    };
-    let keys = (spec.first_key..=last)
-        .step_by(spec.step.max(1) as usize)
-        .filter_map(|i| c.get(i as usize));
-    let mut s: Vec<usize> = keys.map(|k| shard_for_key(k, n)).collect();
+    let mut s: Vec<usize> = spec.keys(c).map(|k| shard_for_key(k, n)).collect();
     s.sort_unstable();
     s.dedup();
     Some(s)
@@ -283,9 +275,9 @@ fn split(c: &[Bytes], n: usize) -> Vec<(usize, Vec<Bytes>)> {
         return vec![(0, c.to_vec())];
     };
     match spec.route {
-        moon_store::command::Route::MultiKey { step, .. } => {
+        moon_store::command::Route::Keys(moon_store::command::Spread::Split(_)) => {
             let mut parts: Vec<Vec<Bytes>> = vec![vec![c[0].clone()]; n];
-            for chunk in c[1..].chunks(step) {
+            for chunk in c[1..].chunks(spec.step.max(1) as usize) {
                 parts[shard_for_key(&chunk[0], n)].extend(chunk.iter().cloned());
             }
             parts
@@ -313,8 +305,12 @@ enum Route {
 }
 
 fn route(c: &[Bytes], n: usize) -> Route {
-    let multi_key = moon_store::command::lookup(&c[0])
-        .is_some_and(|s| matches!(s.route, moon_store::command::Route::MultiKey { .. }));
+    let multi_key = moon_store::command::lookup(&c[0]).is_some_and(|s| {
+        matches!(
+            s.route,
+            moon_store::command::Route::Keys(moon_store::command::Spread::Split(_))
+        )
+    });
     match shards_of(c, n) {
         None => Route::Everywhere,
         Some(s) if s.len() == 1 => Route::Batch(s[0]),

@@ -593,7 +593,7 @@ pub(crate) fn run_cmds(
         let spec = args
             .first()
             .and_then(|name| moon_store::command::lookup(name))
-            .filter(|spec| spec.arity_ok(args.len()));
+            .filter(|spec| spec.args_ok(args.len()));
         let Some(spec) = spec else {
             frames.push(store.execute(args, now));
             continue;

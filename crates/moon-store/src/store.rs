@@ -229,20 +229,10 @@ impl Store {
         let Some(spec) = crate::command::lookup(parts[0]) else {
             return;
         };
-        if spec.first_key <= 0 {
-            return;
-        }
-        let last = if spec.last_key < 0 {
-            parts.len() as i32 + spec.last_key
-        } else {
-            spec.last_key
-        };
-        let mut i = spec.first_key;
-        while i <= last && (i as usize) < parts.len() {
-            if let Some(slot) = self.watched.get_mut(parts[i as usize]) {
+        for key in spec.keys(parts) {
+            if let Some(slot) = self.watched.get_mut(*key) {
                 slot.1 = clock;
             }
-            i += spec.step.max(1);
         }
     }
 
@@ -344,7 +334,7 @@ impl Store {
         let Some(spec) = command::lookup(name) else {
             return reply::unknown_command(args);
         };
-        if !spec.arity_ok(args.len()) {
+        if !spec.args_ok(args.len()) {
             return reply::wrong_arity(spec.name);
         }
         self.execute_spec(spec, args, now)

@@ -1,0 +1,185 @@
+//! A request, parsed once: its command looked up in the table, its arguments checked, its
+//! target decided from the table's key positions.
+//!
+//! Every frame a client sends becomes a [`Request`] or a refusal (the error reply Redis gives)
+//! here, before any command of its pipeline is grouped, routed or queued in MULTI. Downstream
+//! — the pipeline planner in `conn`, the transaction coordinator in `txn` — read `target` and
+//! never look at argument positions again, so a malformed command cannot reach the code that
+//! assumes a well-formed one (the way a pipeline's `GET` without a key once panicked a shard).
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_store::command::{self, CommandSpec, Merge, Route, Spread};
+use moon_store::reply;
+use moon_store::slot::shard_for_key;
+
+/// A well-formed request.
+pub struct Request {
+    pub spec: &'static CommandSpec,
+    pub args: Vec<Bytes>,
+    pub target: Target,
+}
+
+/// Where a request runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// On the connection (PING, CONFIG, MULTI, WATCH, ...).
+    Connection,
+    /// In the store of this shard, which owns every key it names.
+    Shard(usize),
+    /// Its keys live on these shards (ascending, at least two): atomically, as a transaction.
+    Shards(Vec<usize>),
+    /// On every shard (KEYS, DBSIZE, FLUSHALL, ...), replies merged.
+    All(Merge),
+    /// Walking the shards (SCAN, RANDOMKEY).
+    Server,
+}
+
+/// A request refused before it runs, with its error reply. Inside MULTI it makes EXEC fail.
+pub struct Refused(pub Frame);
+
+pub type Parsed = Result<Request, Refused>;
+
+impl Request {
+    /// The shards it touches: a list (empty for the connection's own commands), or `None`
+    /// for every shard.
+    pub fn shards(&self) -> Option<Vec<usize>> {
+        match &self.target {
+            Target::Connection => Some(Vec::new()),
+            Target::Shard(s) => Some(vec![*s]),
+            Target::Shards(list) => Some(list.clone()),
+            Target::All(_) | Target::Server => None,
+        }
+    }
+
+    /// Whether a shard's store runs it by itself (no connection state, no walk of shards).
+    pub fn runs_in_store(&self) -> bool {
+        matches!(self.target, Target::Shard(_) | Target::Shards(_))
+    }
+
+    pub fn is_write(&self) -> bool {
+        self.spec.is_write()
+    }
+
+    /// How it runs inside a transaction that holds all its shards.
+    pub fn spread(&self) -> Spread {
+        match self.spec.route {
+            Route::Keys(spread) => spread,
+            _ => Spread::One,
+        }
+    }
+}
+
+/// Parses one request of a client: an unknown command and wrong arguments are refused here,
+/// with Redis's replies. (Authentication and the size of what a write would log are checked
+/// when it is its turn to run, in Redis's order.)
+pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
+    let Some(spec) = args.first().and_then(|name| command::lookup(name)) else {
+        return Err(Refused(reply::unknown_command(&args)));
+    };
+    if !spec.args_ok(args.len()) {
+        return Err(Refused(reply::wrong_arity(spec.name)));
+    }
+    let target = match spec.route {
+        Route::Connection => Target::Connection,
+        Route::AllShards(merge) => Target::All(merge),
+        Route::Server => Target::Server,
+        Route::Keys(_) => {
+            let mut owners: Vec<usize> =
+                spec.keys(&args).map(|k| shard_for_key(k, shards)).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            match owners[..] {
+                [one] => Target::Shard(one),
+                // Every keyed command has a key (its arity says so); shard 0 answers otherwise.
+                [] => Target::Shard(0),
+                _ => Target::Shards(owners),
+            }
+        }
+    };
+    Ok(Request { spec, args, target })
+}
+
+/// The largest record one request may produce: the log format's bound
+/// (`moon_aof::record::MAX_PAYLOAD`). `MOON_MAX_RECORD_BYTES` lowers it (a test seam).
+pub fn max_record() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("MOON_MAX_RECORD_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(moon_aof::record::MAX_PAYLOAD)
+            .min(moon_aof::record::MAX_PAYLOAD)
+    })
+}
+
+/// The size of the one record the write commands among `cmds` would be logged as, if they ran
+/// together (a command, a MULTI/EXEC, a transaction's part). Effects are never larger than
+/// the commands, but for a RENAME across shards (logged as the value's SET).
+pub fn record_size<'a>(cmds: impl IntoIterator<Item = &'a [Bytes]>) -> usize {
+    let writes = cmds.into_iter().filter(|c| {
+        c.first()
+            .and_then(|n| command::lookup(n))
+            .is_some_and(|s| s.is_write())
+    });
+    moon_aof::record::encoded_len(writes)
+}
+
+/// A write refused before it runs: it could not be replayed from a record that large.
+pub fn too_large_to_log(size: usize) -> Frame {
+    Frame::Error(format!(
+        "ERR request too large to log: its record would take {size} bytes, more than the {} an AOF record can hold",
+        max_record()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(words: &str, shards: usize) -> Parsed {
+        parse(
+            words
+                .split(' ')
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect(),
+            shards,
+        )
+    }
+
+    fn target(words: &str, shards: usize) -> Target {
+        match req(words, shards) {
+            Ok(r) => r.target,
+            Err(Refused(f)) => panic!("{words}: refused with {f:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_before_routing() {
+        for bad in [
+            "GET",
+            "MSET a 1 b",
+            "MSETNX a 1 b",
+            "RENAME a",
+            "NOSUCH x",
+            "SET k",
+        ] {
+            assert!(req(bad, 4).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn targets_follow_the_key_positions() {
+        // Keys a and b live on different shards of 2 (the crash matrix relies on it too).
+        let (a, b) = (shard_for_key(b"a", 2), shard_for_key(b"b", 2));
+        assert_ne!(a, b);
+        assert_eq!(target("GET a", 2), Target::Shard(a));
+        assert_eq!(target("MSET a 1 a 2", 2), Target::Shard(a));
+        assert_eq!(target("MSET a 1 b 2", 2), Target::Shards(vec![0, 1]));
+        assert_eq!(target("RENAME a b", 2), Target::Shards(vec![0, 1]));
+        assert_eq!(target("RENAME a b", 1), Target::Shard(0));
+        assert_eq!(target("DBSIZE", 2), Target::All(Merge::Sum));
+        assert_eq!(target("SCAN 0", 2), Target::Server);
+        assert_eq!(target("WATCH a b", 2), Target::Connection);
+    }
+}
