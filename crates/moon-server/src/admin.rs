@@ -367,12 +367,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let config = shared.config();
         let mut pairs = Vec::new();
         // Options Redis tools ask for, which Moon answers with fixed values.
-        let fixed = [
-            ("save", ""),
-            ("databases", "1"),
-            ("maxmemory", "0"),
-            ("cluster-enabled", "no"),
-        ];
+        let fixed = [("save", ""), ("databases", "1"), ("cluster-enabled", "no")];
         for pattern in &args[2..] {
             let p = pattern.to_ascii_lowercase();
             for (key, _) in config::KEYS {
@@ -418,8 +413,10 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
             }
         }
         let policy = candidate.appendfsync;
+        let memory = candidate.memory_limit();
         shared.update_config(|c| *c = candidate);
-        // Every shard's writer follows the new fsync policy from its next round.
+        // Every shard's writer follows the new fsync policy from its next round, and its
+        // store the new memory limit from its next command.
         session
             .ctx
             .shard
@@ -427,6 +424,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 if let Some(w) = s.aof() {
                     w.set_policy(policy);
                 }
+                s.store().set_memory_limit(memory);
             })
             .await;
         Frame::OK
@@ -518,6 +516,8 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.store.keyspace_hits += s.store.keyspace_hits;
         t.store.keyspace_misses += s.store.keyspace_misses;
         t.store.expired_keys += s.store.expired_keys;
+        t.store.evicted_keys += s.store.evicted_keys;
+        t.store.used_memory += s.store.used_memory;
         t.commands += s.commands;
         t.connections += s.connections;
         t.rejected += s.rejected;
@@ -553,8 +553,29 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         );
     }
     if want("memory") {
+        // used_memory is the keyspaces' own account (keys, values, a fixed overhead per key),
+        // the figure maxmemory is compared with; used_memory_rss is what the process holds.
         let rss = rss_bytes();
-        let _ = write!(out, "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n", human(rss), human(rss));
+        let used = t.store.used_memory;
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\n",
+            human(used),
+            human(rss),
+            config.maxmemory,
+            human(config.maxmemory),
+            config.maxmemory_policy.as_str(),
+            config.maxmemory_samples,
+        );
+        for (i, s) in per_shard.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let _ = write!(
+                out,
+                "shard{i}_used_memory:{}\r\nshard{i}_maxmemory:{}\r\n",
+                s.store.used_memory, s.store.maxmemory
+            );
+        }
+        out.push_str("\r\n");
     }
     if want("persistence") {
         persistence_section(&mut out, &config, &per_shard, &shared.rewrite);
@@ -562,8 +583,8 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
-            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.keyspace_hits, t.store.keyspace_misses
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses
         );
     }
     if want("replication") {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use moon_aof::FsyncPolicy;
+use moon_store::{EvictionPolicy, MemoryLimit};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -18,6 +19,10 @@ pub struct Config {
     pub requirepass: Option<String>,
     pub proto_max_bulk_len: u64,
     pub maxclients: u64,
+    /// Bytes the keyspaces may hold together (0 = no limit), split evenly across shards.
+    pub maxmemory: u64,
+    pub maxmemory_policy: EvictionPolicy,
+    pub maxmemory_samples: u64,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
@@ -54,6 +59,9 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("requirepass", Mutability::Runtime),
     ("proto-max-bulk-len", Mutability::Runtime),
     ("maxclients", Mutability::Runtime),
+    ("maxmemory", Mutability::Runtime),
+    ("maxmemory-policy", Mutability::Runtime),
+    ("maxmemory-samples", Mutability::Runtime),
     ("timeout", Mutability::Runtime),
     ("client-query-buffer-limit", Mutability::Runtime),
     ("loglevel", Mutability::Runtime),
@@ -120,6 +128,9 @@ impl Default for Config {
             requirepass: None,
             proto_max_bulk_len: 512 * 1024 * 1024,
             maxclients: 10000,
+            maxmemory: 0,
+            maxmemory_policy: EvictionPolicy::NoEviction,
+            maxmemory_samples: 5,
             timeout: 0,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
@@ -134,6 +145,20 @@ impl Default for Config {
 pub const MAX_SHARDS: usize = 256;
 
 impl Config {
+    /// One shard's share of `maxmemory` (every shard gets the same), with the policy.
+    pub fn memory_limit(&self) -> MemoryLimit {
+        let max = if self.maxmemory == 0 {
+            0
+        } else {
+            (self.maxmemory / self.shards.max(1) as u64).max(1) as usize
+        };
+        MemoryLimit {
+            max,
+            policy: self.maxmemory_policy,
+            samples: self.maxmemory_samples as usize,
+        }
+    }
+
     /// Sets one key from its text form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let key = key.to_ascii_lowercase();
@@ -190,6 +215,28 @@ impl Config {
                 self.maxclients = match value.parse::<u64>() {
                     Ok(n) if n >= 1 => n,
                     _ => return Err(bad(&key, value, "an integer >= 1")),
+                }
+            }
+            "maxmemory" => {
+                self.maxmemory = match parse_size(value) {
+                    Some(n) => n,
+                    _ => return Err(bad(&key, value, "a size, e.g. 4gb; 0 = no limit")),
+                }
+            }
+            "maxmemory-policy" => {
+                self.maxmemory_policy = match EvictionPolicy::parse(value) {
+                    Some(p) => p,
+                    None => {
+                        let names: Vec<&str> =
+                            EvictionPolicy::ALL.iter().map(|p| p.as_str()).collect();
+                        return Err(bad(&key, value, &names.join(", ")));
+                    }
+                }
+            }
+            "maxmemory-samples" => {
+                self.maxmemory_samples = match value.parse::<u64>() {
+                    Ok(n) if (1..=64).contains(&n) => n,
+                    _ => return Err(bad(&key, value, "1-64")),
                 }
             }
             "timeout" => {
@@ -254,6 +301,9 @@ impl Config {
             "requirepass" => self.requirepass.clone().unwrap_or_default(),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "maxclients" => self.maxclients.to_string(),
+            "maxmemory" => self.maxmemory.to_string(),
+            "maxmemory-policy" => self.maxmemory_policy.as_str().into(),
+            "maxmemory-samples" => self.maxmemory_samples.to_string(),
             "timeout" => self.timeout.to_string(),
             "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
             "loglevel" => self.loglevel.clone(),

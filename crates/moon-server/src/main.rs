@@ -56,6 +56,16 @@ struct Args {
     /// Maximum number of client connections.
     #[arg(long)]
     maxclients: Option<String>,
+    /// Memory the keyspaces may hold, e.g. 4gb (0 = no limit).
+    #[arg(long)]
+    maxmemory: Option<String>,
+    /// noeviction | allkeys-lru | allkeys-lfu | allkeys-random | volatile-lru | volatile-lfu |
+    /// volatile-random | volatile-ttl
+    #[arg(long)]
+    maxmemory_policy: Option<String>,
+    /// Keys sampled to choose one to evict (1-64).
+    #[arg(long)]
+    maxmemory_samples: Option<String>,
     /// Close clients idle for this many seconds (0 = never).
     #[arg(long)]
     timeout: Option<String>,
@@ -96,6 +106,9 @@ fn load_config(args: &Args) -> Result<Config, String> {
         ("requirepass", &args.requirepass),
         ("proto-max-bulk-len", &args.proto_max_bulk_len),
         ("maxclients", &args.maxclients),
+        ("maxmemory", &args.maxmemory),
+        ("maxmemory-policy", &args.maxmemory_policy),
+        ("maxmemory-samples", &args.maxmemory_samples),
         ("timeout", &args.timeout),
         ("client-query-buffer-limit", &args.client_query_buffer_limit),
         ("loglevel", &args.loglevel),

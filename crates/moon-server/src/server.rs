@@ -219,6 +219,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let shard_shared = shared.clone();
     let shard_data = data_dir.clone();
     let policy = config.appendfsync;
+    let memory = config.memory_limit();
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {
@@ -237,6 +238,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                         let _ = ready_tx.send(Err(e));
                         return Ok(());
                     }
+                    // Only now: replay evicts nothing by itself (every eviction is in the log).
+                    shard.store().set_memory_limit(memory);
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

@@ -21,6 +21,24 @@ use proptest::prelude::*;
 use crate::shard::run_cmds;
 use crate::txn::{part_record, replay_log};
 
+/// No limit (half the cases), or a `maxmemory` share of a few keys under any policy, so keys
+/// are evicted all the time and every eviction must reach the log.
+fn memory_limit() -> impl Strategy<Value = moon_store::MemoryLimit> {
+    prop_oneof![
+        Just(moon_store::MemoryLimit::default()),
+        (
+            150usize..700,
+            prop::sample::select(&moon_store::EvictionPolicy::ALL[..]),
+            1usize..6
+        )
+            .prop_map(|(max, policy, samples)| moon_store::MemoryLimit {
+                max,
+                policy,
+                samples
+            }),
+    ]
+}
+
 /// A fixed epoch so failures are reproducible.
 const T0: u64 = 1_700_000_000_000;
 
@@ -190,11 +208,12 @@ struct Live {
 }
 
 impl Live {
-    fn new(n: usize) -> Live {
+    fn new(n: usize, memory: moon_store::MemoryLimit) -> Live {
         let stores = (0..n)
             .map(|_| {
                 let mut s = Store::default();
                 s.set_record_writes(true);
+                s.set_memory_limit(memory);
                 s
             })
             .collect();
@@ -362,8 +381,9 @@ fn dump(s: &Store) -> Vec<(Bytes, String, u64)> {
     v
 }
 
-fn check(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut live = Live::new(shards);
+/// Runs `ops` live, replays the logs, compares. Returns the keys evicted live.
+fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u64, TestCaseError> {
+    let mut live = Live::new(shards, memory);
     let mut now = T0;
     for op in ops {
         match op {
@@ -396,7 +416,7 @@ fn check(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     for (i, (a, b)) in live.stores.iter().zip(&replayed).enumerate() {
         prop_assert_eq!(dump(a), dump(b), "shard {} differs after replay", i);
     }
-    Ok(())
+    Ok(live.stores.iter().map(|s| s.stats().evicted_keys).sum())
 }
 
 proptest! {
@@ -405,9 +425,10 @@ proptest! {
     #[test]
     fn replay_rebuilds_exactly_what_clients_saw(
         shards in 1usize..=3,
+        memory in memory_limit(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        check(shards, &ops)?;
+        check(shards, memory, &ops)?;
     }
 }
 
@@ -422,7 +443,46 @@ fn setnx_and_append_on_expired_keys_replay_as_they_ran() {
         Op::Cmd(cmd(&["SETNX", "a", "new"])),
         Op::Cmd(cmd(&["APPEND", "b", "XYZ"])),
     ];
-    check(1, &ops).expect("replay matches");
+    check(1, moon_store::MemoryLimit::default(), &ops).expect("replay matches");
+}
+
+/// Keys evicted under `maxmemory` (every policy, single commands and transactions, with keys
+/// expiring around them) are in the log where they went.
+#[test]
+fn evictions_replay_as_they_ran() {
+    for policy in moon_store::EvictionPolicy::ALL {
+        let mut ops = Vec::new();
+        for (i, k) in KEYS.iter().cycle().take(30).enumerate() {
+            let v = "x".repeat(i * 7 % 40);
+            let ttl = match i % 4 {
+                0 => Some("150"),
+                1 | 2 => Some("5000"),
+                _ => None,
+            };
+            match ttl {
+                Some(ms) => ops.push(Op::Cmd(cmd(&["SET", k, &v, "PX", ms]))),
+                None => ops.push(Op::Cmd(cmd(&["SET", k, &v]))),
+            }
+            ops.push(Op::Cmd(cmd(&["GET", KEYS[i % 2]])));
+            ops.push(Op::Multi(vec![cmd(&[
+                "APPEND",
+                KEYS[(i + 1) % KEYS.len()],
+                "yy",
+            ])]));
+            ops.push(Op::Advance(40));
+        }
+        let limit = moon_store::MemoryLimit {
+            max: 250,
+            policy,
+            samples: 3,
+        };
+        let evicted = check(2, limit, &ops).expect("replay matches");
+        if policy == moon_store::EvictionPolicy::NoEviction {
+            assert_eq!(evicted, 0);
+        } else {
+            assert!(evicted > 0, "{policy:?} evicted nothing");
+        }
+    }
 }
 
 /// Found by the checker: a transaction whose write on one shard changed nothing there (SETNX
@@ -439,5 +499,5 @@ fn a_transaction_part_without_effects_still_counts_at_recovery() {
         Op::Cmd(cmd(&["SET", b, "exists"])),
         Op::Multi(vec![cmd(&["SET", a, "1"]), cmd(&["SETNX", b, "x"])]),
     ];
-    check(2, &ops).expect("replay matches");
+    check(2, moon_store::MemoryLimit::default(), &ops).expect("replay matches");
 }

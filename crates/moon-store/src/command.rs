@@ -70,6 +70,11 @@ impl CommandSpec {
         self.flags.contains(&"write")
     }
 
+    /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
+    pub fn may_grow_memory(&self) -> bool {
+        self.flags.contains(&"denyoom")
+    }
+
     /// Whether `argc` arguments are well formed for this command: its arity, and for a key
     /// range that repeats (MSET's key-value pairs), a whole number of repetitions. A request
     /// that passes has every key position [`CommandSpec::keys`] names.

@@ -28,6 +28,13 @@ impl Value {
             Value::Str(_) => "string",
         }
     }
+
+    /// The bytes this value holds, for the memory account (O(1)).
+    pub fn mem_size(&self) -> usize {
+        match self {
+            Value::Str(b) => b.len(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +42,19 @@ pub struct Entry {
     pub value: Value,
     /// Absolute deadline in Unix milliseconds; 0 = no expiry.
     pub expire_at: u64,
+    /// When a command last read or wrote it (Unix ms; LRU), and Redis's logarithmic access
+    /// counter (LFU). Neither is logged: after a restart every key starts fresh, as in Redis.
+    access_ms: u64,
+    freq: u8,
+}
+
+/// What one key costs beyond its key and value bytes: the map's slot and index, the entry, the
+/// two buffers' headers. Measured roughly from RSS per key of small strings; a constant keeps
+/// the account exact and cheap.
+pub const ENTRY_OVERHEAD: usize = 96;
+
+fn entry_size(key: &[u8], value: &Value) -> usize {
+    key.len() + value.mem_size() + ENTRY_OVERHEAD
 }
 
 type Map = IndexMap<Bytes, Entry, foldhash::fast::RandomState>;
@@ -45,10 +65,18 @@ pub struct Keyspace {
     deadlines: BTreeSet<(u64, Bytes)>,
     /// Keys removed because their deadline passed (INFO `expired_keys`).
     pub expired_keys: u64,
-    /// Keys removed by expiry (lazy or active) that the store has not yet logged. Replay runs
-    /// without expiry, so every removal by time must reach the log as a deletion, in order
-    /// with the writes around it: [`Keyspace::take_expired`] hands them over.
+    /// Keys removed to make room under `maxmemory` (INFO `evicted_keys`).
+    pub evicted_keys: u64,
+    /// Keys removed by expiry (lazy or active) or eviction that the store has not yet logged.
+    /// Replay runs without either, so every such removal must reach the log as a deletion, in
+    /// order with the writes around it: [`Keyspace::take_expired`] hands them over.
     expired: Vec<Bytes>,
+    /// Bytes held, as [`entry_size`] counts them.
+    used: usize,
+    /// State of the generator that samples keys for eviction and rolls LFU counters.
+    rng: u64,
+    /// The time of the command running now (Unix ms), for the access time of what it writes.
+    clock: u64,
 }
 
 /// `now` value that disables expiry, used while replaying a log. Every expiration that
@@ -71,6 +99,41 @@ impl Keyspace {
         self.deadlines.len()
     }
 
+    /// Bytes held by keys and values, with a fixed overhead per key (see `crate::evict`).
+    pub fn used_memory(&self) -> usize {
+        self.used
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: the choice of a victim needs spread, not secrecy; what it chose is logged.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The time of the command about to run (not while replaying): what it reads or writes is
+    /// accessed at this time, for LRU and LFU.
+    pub fn set_clock(&mut self, now: u64) {
+        if now != NO_EXPIRY_CHECK {
+            self.clock = now;
+        }
+    }
+
+    /// Records an access to the entry at `idx` for LRU and LFU.
+    fn touch_index(&mut self, idx: usize, now: u64) {
+        if now == NO_EXPIRY_CHECK {
+            return;
+        }
+        let random = self.next_random();
+        if let Some((_, e)) = self.map.get_index_mut(idx) {
+            let idle = now.saturating_sub(e.access_ms);
+            e.freq = crate::evict::lfu_increment(crate::evict::lfu_decayed(e.freq, idle), random);
+            e.access_ms = now;
+        }
+    }
+
     fn is_expired(entry: &Entry, now: u64) -> bool {
         now != NO_EXPIRY_CHECK && entry.expire_at != 0 && entry.expire_at <= now
     }
@@ -81,6 +144,7 @@ impl Keyspace {
         let idx = self.map.get_index_of(key)?;
         if Self::is_expired(&self.map[idx], now) {
             if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
+                self.used -= entry_size(&stored, &entry.value);
                 if entry.expire_at != 0 {
                     self.deadlines.remove(&(entry.expire_at, stored.clone()));
                 }
@@ -89,6 +153,7 @@ impl Keyspace {
             self.expired_keys += 1;
             return None;
         }
+        self.touch_index(idx, now);
         Some(idx)
     }
 
@@ -97,9 +162,20 @@ impl Keyspace {
         Some(&self.map[idx])
     }
 
-    pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+    /// Changes a live key's value in place; the memory account follows the change.
+    pub fn modify<R>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        f: impl FnOnce(&mut Value) -> R,
+    ) -> Option<R> {
         let idx = self.live_index(key, now)?;
-        Some(&mut self.map[idx])
+        let entry = &mut self.map[idx];
+        let before = entry.value.mem_size();
+        let result = f(&mut entry.value);
+        let after = entry.value.mem_size();
+        self.used = self.used - before + after;
+        Some(result)
     }
 
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
@@ -130,7 +206,9 @@ impl Keyspace {
             RawEntryMut::Occupied(mut o) => {
                 let entry = o.get_mut();
                 let old = entry.expire_at;
+                self.used = self.used - entry.value.mem_size() + value.mem_size();
                 entry.value = value;
+                entry.access_ms = self.clock;
                 entry.expire_at = expire_at;
                 if old != expire_at {
                     self.move_deadline(key, old, expire_at);
@@ -141,7 +219,16 @@ impl Keyspace {
                 if expire_at != 0 {
                     self.deadlines.insert((expire_at, key.clone()));
                 }
-                v.insert(key, Entry { value, expire_at });
+                self.used += entry_size(&key, &value);
+                v.insert(
+                    key,
+                    Entry {
+                        value,
+                        expire_at,
+                        access_ms: self.clock,
+                        freq: 5,
+                    },
+                );
             }
         }
     }
@@ -177,6 +264,7 @@ impl Keyspace {
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (stored, entry) = self.map.swap_remove_entry(key)?;
+        self.used -= entry_size(&stored, &entry.value);
         if entry.expire_at != 0 {
             self.deadlines.remove(&(entry.expire_at, stored));
         }
@@ -187,6 +275,7 @@ impl Keyspace {
     pub fn clear(&mut self) {
         self.map = Map::default();
         self.deadlines.clear();
+        self.used = 0;
     }
 
     /// Active expiry: removes up to `budget` keys whose deadline is at or before `now`.
@@ -201,7 +290,9 @@ impl Keyspace {
                 break;
             }
             self.deadlines.pop_first();
-            self.map.swap_remove(&key);
+            if let Some((stored, entry)) = self.map.swap_remove_entry(&key) {
+                self.used -= entry_size(&stored, &entry.value);
+            }
             self.expired.push(key);
             self.expired_keys += 1;
             removed += 1;
@@ -232,6 +323,97 @@ impl Keyspace {
             return Some(key.clone());
         }
         self.map.first().map(|(k, _)| k.clone())
+    }
+
+    /// Removes one key to make room, chosen by `limit.policy`, and queues it for the log like
+    /// an expired key. A sampled key found expired goes first (as expired). Returns false if
+    /// the policy allows no key to go.
+    pub fn evict_one(&mut self, limit: &crate::evict::MemoryLimit, now: u64) -> bool {
+        use crate::evict::{lfu_decayed, EvictionPolicy as P};
+        if self.map.is_empty() || limit.policy == P::NoEviction {
+            return false;
+        }
+        if limit.policy.volatile_only() && self.deadlines.is_empty() {
+            return false;
+        }
+        let samples = limit.samples.clamp(1, 64);
+        let mut candidates: Vec<usize> = Vec::with_capacity(samples);
+        match limit.policy {
+            P::VolatileTtl => {}
+            P::AllKeysRandom | P::AllKeysLru | P::AllKeysLfu => {
+                let n = if limit.policy == P::AllKeysRandom {
+                    1
+                } else {
+                    samples
+                };
+                for _ in 0..n {
+                    candidates.push((self.next_random() % self.map.len() as u64) as usize);
+                }
+            }
+            _ => {
+                // Keys with a TTL: sample the whole map and keep those; if they are too rare to
+                // be met that way, take the ones whose deadlines come first.
+                let want = if limit.policy == P::VolatileRandom {
+                    1
+                } else {
+                    samples
+                };
+                for _ in 0..want * 8 {
+                    let i = (self.next_random() % self.map.len() as u64) as usize;
+                    if self.map.get_index(i).is_some_and(|(_, e)| e.expire_at != 0) {
+                        candidates.push(i);
+                        if candidates.len() == want {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            for (_, key) in self.deadlines.iter().take(samples) {
+                if let Some(i) = self.map.get_index_of(key) {
+                    candidates.push(i);
+                }
+            }
+            if limit.policy == P::VolatileTtl {
+                candidates.truncate(1);
+            }
+        }
+        let score = |e: &Entry| -> (u64, u64) {
+            match limit.policy {
+                P::AllKeysLfu | P::VolatileLfu => (
+                    u64::from(lfu_decayed(e.freq, now.saturating_sub(e.access_ms))),
+                    e.access_ms,
+                ),
+                _ => (e.access_ms, 0),
+            }
+        };
+        let Some(victim) = candidates
+            .into_iter()
+            .filter_map(|i| self.map.get_index(i).map(|(_, e)| (i, score(e))))
+            .min_by_key(|&(_, s)| s)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let expired = self
+            .map
+            .get_index(victim)
+            .is_some_and(|(_, e)| Self::is_expired(e, now));
+        let Some((stored, entry)) = self.map.swap_remove_index(victim) else {
+            return false;
+        };
+        self.used -= entry_size(&stored, &entry.value);
+        if entry.expire_at != 0 {
+            self.deadlines.remove(&(entry.expire_at, stored.clone()));
+        }
+        self.expired.push(stored);
+        if expired {
+            self.expired_keys += 1;
+        } else {
+            self.evicted_keys += 1;
+        }
+        true
     }
 
     /// One step of SCAN over this keyspace.

@@ -11,11 +11,13 @@
 //! [`Store::take_log`] — the shard decides what to do with it.
 
 pub mod command;
+pub mod evict;
 pub mod glob;
 pub mod keyspace;
 pub mod reply;
 pub mod slot;
 mod store;
 
+pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, Value, NO_EXPIRY_CHECK};
 pub use store::{Store, StoreStats, WatchToken};

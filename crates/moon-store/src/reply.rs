@@ -13,6 +13,7 @@ pub const NO_SUCH_KEY: &str = "ERR no such key";
 pub const OFFSET_RANGE: &str = "ERR offset is out of range";
 pub const STRING_TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 pub const INVALID_CURSOR: &str = "ERR invalid cursor";
+pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 pub fn wrong_arity(name: &str) -> Frame {
     Frame::Error(format!(

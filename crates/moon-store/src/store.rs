@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use moon_proto::Frame;
 
 use crate::command::{self, CommandSpec};
+use crate::evict::MemoryLimit;
 use crate::glob::glob_match;
 use crate::keyspace::{Keyspace, Value};
 use crate::reply::{self, err};
@@ -18,6 +19,10 @@ pub struct StoreStats {
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
     pub expired_keys: u64,
+    pub evicted_keys: u64,
+    /// The keyspace's memory account (see `crate::evict`).
+    pub used_memory: u64,
+    pub maxmemory: u64,
 }
 
 /// One shard's keyspace plus what executing commands against it needs.
@@ -35,6 +40,7 @@ pub struct Store {
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
     watched: HashMap<Bytes, (u32, u64)>,
     watch_clock: u64,
+    memory_limit: MemoryLimit,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -118,6 +124,7 @@ impl Store {
             random_seed: 0x9E37_79B9_7F4A_7C15,
             watched: HashMap::new(),
             watch_clock: 0,
+            memory_limit: MemoryLimit::default(),
         }
     }
 
@@ -170,7 +177,31 @@ impl Store {
             keyspace_hits: self.hits,
             keyspace_misses: self.misses,
             expired_keys: self.ks.expired_keys,
+            evicted_keys: self.ks.evicted_keys,
+            used_memory: self.ks.used_memory() as u64,
+            maxmemory: self.memory_limit.max as u64,
         }
+    }
+
+    /// This shard's share of `maxmemory` and the eviction policy. Never set while replaying:
+    /// replay evicts nothing by itself, every eviction is in the log.
+    pub fn set_memory_limit(&mut self, limit: MemoryLimit) {
+        self.memory_limit = limit;
+    }
+
+    /// Before a command that may grow memory: removes keys as the policy allows until the
+    /// keyspace is within its limit. False if it is still over (the command gets OOM).
+    fn make_room(&mut self, now: u64) -> bool {
+        let limit = self.memory_limit;
+        if limit.max == 0 {
+            return true;
+        }
+        while self.ks.used_memory() > limit.max {
+            if !self.ks.evict_one(&limit, now) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Active expiry: reclaims up to `budget` keys whose deadline has passed; each removal is
@@ -343,6 +374,11 @@ impl Store {
     /// Executes a command already looked up and arity-checked. Whatever it changed, including
     /// keys it found expired, is in [`Store::logged`] afterwards.
     pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+        self.ks.set_clock(now);
+        if self.memory_limit.max != 0 && spec.may_grow_memory() && !self.make_room(now) {
+            self.log_expired();
+            return err(reply::OOM);
+        }
         let reply = self.dispatch(spec, args, now);
         self.log_expired();
         reply
@@ -739,21 +775,24 @@ impl Store {
     fn append(&mut self, args: &[Bytes], now: u64) -> Frame {
         let key = &args[1];
         let max = self.max_string_len;
-        match self.ks.get_mut(key, now) {
-            Some(e) => match &mut e.value {
-                Value::Str(b) => {
-                    if b.len() + args[2].len() > max {
-                        return err(reply::STRING_TOO_BIG);
-                    }
-                    let mut m = BytesMut::with_capacity(b.len() + args[2].len());
-                    m.extend_from_slice(b);
-                    m.extend_from_slice(&args[2]);
-                    *b = m.freeze();
-                    let n = b.len();
-                    self.log_args(args);
-                    Frame::Integer(n as i64)
+        let appended = self.ks.modify(key, now, |value| match value {
+            Value::Str(b) => {
+                if b.len() + args[2].len() > max {
+                    return Err(err(reply::STRING_TOO_BIG));
                 }
-            },
+                let mut m = BytesMut::with_capacity(b.len() + args[2].len());
+                m.extend_from_slice(b);
+                m.extend_from_slice(&args[2]);
+                *b = m.freeze();
+                Ok(b.len())
+            }
+        });
+        match appended {
+            Some(Ok(n)) => {
+                self.log_args(args);
+                Frame::Integer(n as i64)
+            }
+            Some(Err(e)) => e,
             None => {
                 self.put(key, &args[2], 0);
                 self.log_args(args);

@@ -231,3 +231,82 @@ fn error_replies() {
         .collect();
     insta::assert_snapshot!(out.join("\n"));
 }
+
+/// A store limited to about `keys` small keys ("kN" -> "v") under `policy`.
+fn limited(policy: crate::EvictionPolicy, keys: usize) -> Store {
+    let mut s = Store::default();
+    s.set_record_writes(true);
+    s.set_memory_limit(crate::MemoryLimit {
+        max: keys * (crate::keyspace::ENTRY_OVERHEAD + 5),
+        policy,
+        samples: 64,
+    });
+    s
+}
+
+#[test]
+fn noeviction_refuses_writes_over_maxmemory_but_reads_and_deletes_work() {
+    let mut s = limited(crate::EvictionPolicy::NoEviction, 3);
+    for i in 0..4 {
+        assert_eq!(text(&run(&mut s, T, &format!("SET k{i} v"))), "+OK");
+    }
+    // Now over the limit: a write that may grow memory is refused, nothing is logged.
+    s.take_log();
+    assert_eq!(
+        text(&run(&mut s, T, "SET k9 v")),
+        "-OOM command not allowed when used memory > 'maxmemory'."
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "APPEND k0 x")),
+        "-OOM command not allowed when used memory > 'maxmemory'."
+    );
+    assert!(s.take_log().is_empty());
+    assert_eq!(text(&run(&mut s, T, "GET k0")), "$v");
+    assert_eq!(text(&run(&mut s, T, "DEL k0 k1")), ":2");
+    assert_eq!(text(&run(&mut s, T, "SET k9 v")), "+OK");
+    assert_eq!(s.stats().evicted_keys, 0);
+}
+
+#[test]
+fn allkeys_lru_evicts_the_key_read_longest_ago_and_logs_it() {
+    let mut s = limited(crate::EvictionPolicy::AllKeysLru, 3);
+    for i in 0..3 {
+        run(&mut s, T + i, &format!("SET k{i} v"));
+    }
+    // k0 was written first but read last: k1 is now the least recently used.
+    run(&mut s, T + 10, "GET k0");
+    run(&mut s, T + 11, "GET k2");
+    s.take_log();
+    run(&mut s, T + 20, "SET k3 v"); // 4 keys: over by one
+    run(&mut s, T + 21, "SET k4 v"); // makes room first
+    let log: Vec<String> = s
+        .take_log()
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.concat()).into_owned())
+        .collect();
+    assert_eq!(log, ["SETk3v", "DELk1", "SETk4v"]);
+    assert_eq!(text(&run(&mut s, T + 30, "EXISTS k1")), ":0");
+    assert_eq!(s.stats().evicted_keys, 1);
+}
+
+#[test]
+fn volatile_ttl_evicts_the_nearest_deadline_and_volatile_policies_spare_keys_without_ttl() {
+    let mut s = limited(crate::EvictionPolicy::VolatileTtl, 3);
+    run(&mut s, T, "SET far v PX 90000");
+    run(&mut s, T, "SET near v PX 50000");
+    run(&mut s, T, "SET keep v");
+    run(&mut s, T, "SET k3 v");
+    run(&mut s, T, "SET k4 v");
+    assert_eq!(text(&run(&mut s, T, "EXISTS near")), ":0");
+    assert_eq!(text(&run(&mut s, T, "EXISTS far keep k3 k4")), ":4");
+
+    let mut s = limited(crate::EvictionPolicy::VolatileLru, 2);
+    for i in 0..3 {
+        run(&mut s, T, &format!("SET k{i} v"));
+    }
+    assert_eq!(
+        text(&run(&mut s, T, "SET k9 v")),
+        "-OOM command not allowed when used memory > 'maxmemory'.",
+        "no key with a TTL: nothing may go"
+    );
+}

@@ -1,0 +1,201 @@
+//! `maxmemory` against the real binary: the durable default refuses writes with Redis's OOM
+//! error while reads and deletes keep working; an eviction policy makes room instead, and a
+//! SIGKILL + restart recovers exactly the keyspace the clients last saw (evictions are logged
+//! as deletions).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{err_text, MoonServer};
+use redis::Commands;
+
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}:\n{info}"))
+        .trim()
+        .to_string()
+}
+
+/// Every key with its value (the whole keyspace, read with KEYS + GET).
+fn everything(con: &mut redis::Connection) -> BTreeMap<String, String> {
+    let keys: Vec<String> = con.keys("*").expect("KEYS");
+    keys.into_iter()
+        .map(|k| {
+            let v: String = con.get(&k).expect("GET");
+            (k, v)
+        })
+        .collect()
+}
+
+#[test]
+fn noeviction_refuses_writes_with_oom_while_reads_and_deletes_work() {
+    let s = MoonServer::start(2, &["--maxmemory", "1mb"]);
+    let mut con = s.client();
+    let value = "x".repeat(10_000);
+    let mut written = Vec::new();
+    let mut refused = None;
+    for i in 0..1000 {
+        let key = format!("k{i}");
+        match con.set::<_, _, ()>(&key, &value) {
+            Ok(()) => written.push(key),
+            Err(e) => {
+                refused = Some(err_text(&e));
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused.as_deref(),
+        Some(OOM),
+        "writes past 1 MB must be refused"
+    );
+    assert!(
+        (50..200).contains(&written.len()),
+        "about 1 MB of 10 KB values fit, got {}",
+        written.len()
+    );
+    // Reads keep working; commands that cannot grow memory too.
+    let v: String = con.get(&written[0]).expect("GET over maxmemory");
+    assert_eq!(v.len(), value.len());
+    let n: i64 = con.del(&written[..40]).expect("DEL over maxmemory");
+    assert_eq!(n, 40);
+    // Room again.
+    let () = con.set("after-delete", "v").expect("SET after DEL");
+
+    assert_eq!(info_field(&mut con, "memory", "maxmemory"), "1048576");
+    assert_eq!(
+        info_field(&mut con, "memory", "maxmemory_policy"),
+        "noeviction"
+    );
+    let used: u64 = info_field(&mut con, "memory", "used_memory")
+        .parse()
+        .expect("number");
+    let shard0: u64 = info_field(&mut con, "memory", "shard0_used_memory")
+        .parse()
+        .expect("number");
+    let shard1: u64 = info_field(&mut con, "memory", "shard1_used_memory")
+        .parse()
+        .expect("number");
+    assert_eq!(used, shard0 + shard1);
+    assert!(used > 500_000 && used <= 1_100_000, "used_memory {used}");
+    assert_eq!(info_field(&mut con, "memory", "shard0_maxmemory"), "524288");
+    assert_eq!(info_field(&mut con, "stats", "evicted_keys"), "0");
+}
+
+#[test]
+fn config_set_maxmemory_applies_at_once_and_lifting_it_lets_writes_in() {
+    let s = MoonServer::start(1, &[]);
+    let mut con = s.client();
+    for i in 0..20 {
+        let () = con.set(format!("k{i}"), "y".repeat(10_000)).expect("SET");
+    }
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("100kb")
+        .query(&mut con)
+        .expect("CONFIG SET maxmemory");
+    let e = con
+        .set::<_, _, ()>("more", "z")
+        .expect_err("over the new limit");
+    assert_eq!(err_text(&e), OOM);
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-random")
+        .query(&mut con)
+        .expect("CONFIG SET maxmemory-policy");
+    let () = con.set("more", "z").expect("room is made now");
+    let evicted: u64 = info_field(&mut con, "stats", "evicted_keys")
+        .parse()
+        .expect("number");
+    assert!(evicted >= 10, "evicted {evicted}");
+    let bad = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("lru")
+        .query::<()>(&mut con)
+        .expect_err("unknown policy");
+    assert!(err_text(&bad).contains("allkeys-lru"), "{}", err_text(&bad));
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut con)
+        .expect("lift the limit");
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query(&mut con)
+        .expect("CONFIG GET");
+    assert!(
+        policy
+            .windows(2)
+            .any(|w| w == ["maxmemory-policy", "allkeys-random"]),
+        "{policy:?}"
+    );
+}
+
+#[test]
+fn evictions_are_logged_so_a_restart_after_sigkill_recovers_the_same_keyspace() {
+    for policy in ["allkeys-lru", "allkeys-lfu", "volatile-ttl"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = [
+            "--maxmemory",
+            "200kb",
+            "--maxmemory-policy",
+            policy,
+            "--appendfsync",
+            "always",
+        ];
+        let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("start");
+        let mut con = s.client();
+        for i in 0..300 {
+            let key = format!("key:{i}");
+            let value = format!("{i}:{}", "v".repeat(2000));
+            // Under volatile-ttl only keys with a TTL may go: keep the others well under the limit.
+            let persistent = if policy == "volatile-ttl" {
+                i % 10 == 1
+            } else {
+                i % 2 == 1
+            };
+            if !persistent {
+                let () = con.set_ex(&key, &value, 3600 + i).expect("SETEX");
+            } else {
+                let () = con.set(&key, &value).expect("SET");
+            }
+            // Reads move keys up the LRU/LFU order.
+            let _: Option<String> = con.get(format!("key:{}", i / 2)).expect("GET");
+        }
+        let before = everything(&mut con);
+        let evicted: u64 = info_field(&mut con, "stats", "evicted_keys")
+            .parse()
+            .expect("number");
+        assert!(evicted > 100, "{policy}: evicted {evicted}");
+        assert!(before.len() < 200, "{policy}: {} keys left", before.len());
+        if policy == "volatile-ttl" {
+            let index = |k: &String| k[4..].parse::<u64>().expect("key:N");
+            let persistent = before.keys().filter(|k| index(k) % 10 == 1).count();
+            assert_eq!(
+                persistent, 30,
+                "{policy}: keys without a TTL are never evicted"
+            );
+            // The nearest deadlines went first: the keys with a TTL left are the last written.
+            let oldest_volatile = before.keys().map(index).filter(|i| i % 10 != 1).min();
+            assert!(oldest_volatile > Some(150), "{policy}: {oldest_volatile:?}");
+        }
+        s.kill();
+        let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
+        let mut con = s.client();
+        assert_eq!(
+            everything(&mut con),
+            before,
+            "{policy}: the keyspace after restart"
+        );
+    }
+}
