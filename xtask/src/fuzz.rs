@@ -8,9 +8,13 @@
 //!
 //! Targets: `resp` (the request parser, fed in random chunk sizes), `commands` (every command
 //! of the table with random arities and hostile arguments — huge, negative, overflowing
-//! numbers, binary and empty strings — executed against a store with a moving clock, and the
-//! log it produces replayed), `aof` (the record reader over damaged logs), `manifest` (the
-//! manifest parser).
+//! numbers, binary and empty strings — executed against a store with a moving clock, half the
+//! time under a tiny maxmemory with a random eviction policy; the log it produces is replayed
+//! and must rebuild the same keyspace), `aof` (the record reader over damaged logs),
+//! `manifest` (the manifest parser), `config` (moon.toml through `moon-server --check-config`).
+//!
+//! A case that failed once is kept in `xtask/fuzz-regressions.txt` (target and case seed) and
+//! runs in `cargo test` from then on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -94,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 let file = dir.join(format!("{name}-{case:x}.bin"));
                 let _ = std::fs::write(&file, &input);
                 println!(
-                    "{name:<10} PANIC after {runs} inputs: {what}\n  case seed {case:#x}, input saved to {}",
+                    "{name:<10} PANIC after {runs} inputs: {what}\n  case seed {case:#x}, input saved to {}\n  once fixed, keep it: add the line `{name} {case:#x}` to xtask/fuzz-regressions.txt",
                     file.display()
                 );
             }
@@ -262,6 +266,15 @@ fn fuzz_commands(rng: &mut Rng) {
     let commands = moon_store::command::COMMANDS;
     let mut store = moon_store::Store::new(1 << 16);
     store.set_record_writes(true);
+    // Half the cases under a tight maxmemory and a random policy: evictions on every write.
+    if rng.below(2) == 0 {
+        let policies = moon_store::EvictionPolicy::ALL;
+        store.set_memory_limit(moon_store::MemoryLimit {
+            max: 1 + rng.below(2000) as usize,
+            policy: policies[rng.below(policies.len() as u64) as usize],
+            samples: 1 + rng.below(8) as usize,
+        });
+    }
     let mut now = 1_700_000_000_000u64;
     let mut trace = Vec::new();
     let mut log = Vec::new();
@@ -279,11 +292,25 @@ fn fuzz_commands(rng: &mut Rng) {
         let _ = store.execute(&cmd, now);
         log.extend(store.take_log());
     }
-    // What was logged must replay without a panic, with expiry off.
+    // What was logged must replay without a panic, with expiry off, into the same keyspace
+    // (expired-but-present keys included): the exact-replay oracle, under hostile arguments.
     let mut replayed = moon_store::Store::new(usize::MAX);
     for cmd in &log {
         let _ = replayed.execute(cmd, moon_store::NO_EXPIRY_CHECK);
     }
+    let dump = |s: &moon_store::Store| {
+        let mut v: Vec<_> = s
+            .keyspace()
+            .iter()
+            .map(|(k, e)| (k.clone(), format!("{:?}", e.value), e.expire_at))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        dump(&store) == dump(&replayed),
+        "replay differs from execution"
+    );
 }
 
 fn fuzz_aof(rng: &mut Rng) {
@@ -506,9 +533,56 @@ fn network_frame(rng: &mut Rng) -> Vec<u8> {
     out
 }
 
+/// The cases kept in `xtask/fuzz-regressions.txt`: (target, case seed), one per line,
+/// `#` comments.
+fn regressions(text: &str) -> Result<Vec<(Target, &str, u64)>, String> {
+    let mut cases = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(seed), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("not `<target> <case seed>`: {line}"));
+        };
+        let target = TARGETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| format!("unknown target {name}"))?;
+        let seed = u64::from_str_radix(seed.trim_start_matches("0x"), 16)
+            .map_err(|e| format!("bad seed {seed}: {e}"))?;
+        cases.push((target, name, seed));
+    }
+    Ok(cases)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_cases_are_read_by_target_and_seed() {
+        let cases =
+            regressions("# found X\ncommands 0x1f  # comment\n\nresp 2a\n").expect("parses");
+        let got: Vec<(&str, u64)> = cases.iter().map(|(_, n, s)| (*n, *s)).collect();
+        assert_eq!(got, [("commands", 0x1f), ("resp", 0x2a)]);
+        assert!(regressions("nosuch 0x1").is_err());
+        assert!(regressions("resp").is_err());
+        assert!(regressions("resp 0xzz").is_err());
+    }
+
+    /// Every case a fuzzer once failed on runs again, exactly as it was generated.
+    #[test]
+    fn kept_fuzz_cases_run_clean() {
+        let text = include_str!("../fuzz-regressions.txt");
+        let cases = regressions(text).expect("xtask/fuzz-regressions.txt parses");
+        for (target, name, seed) in cases {
+            let outcome = catch_unwind(AssertUnwindSafe(|| target(&mut Rng(seed | 1))));
+            assert!(outcome.is_ok(), "{name} {seed:#x} fails again");
+        }
+    }
 
     fn explodes(rng: &mut Rng) {
         let n = rng.below(4);
