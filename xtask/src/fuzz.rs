@@ -83,6 +83,16 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     // Panics are caught and reported here, once, with their input.
     std::panic::set_hook(Box::new(|_| {}));
     let mut ok = true;
+    // The kept cases first: a bug found once must stay fixed.
+    let kept = regressions(include_str!("../fuzz-regressions.txt")).map_err(anyhow::Error::msg)?;
+    for (target, name, seed) in kept {
+        if args.target.as_deref().is_none_or(|t| t == name)
+            && catch_unwind(AssertUnwindSafe(|| target(&mut Rng(seed | 1)))).is_err()
+        {
+            println!("{name:<10} kept case {seed:#x} (xtask/fuzz-regressions.txt) FAILS again");
+            ok = false;
+        }
+    }
     for (name, target) in TARGETS {
         if args.target.as_deref().is_some_and(|t| t != *name) {
             continue;
