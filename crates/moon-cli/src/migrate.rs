@@ -343,13 +343,12 @@ fn write_layout(
     let aof = moon_manifest::aof_dir(dir);
     let manifest = old;
     let now = now_ms();
-    let mut per_shard: Vec<Vec<(&Bytes, &Bytes, u64)>> = vec![Vec::new(); shards];
+    let mut per_shard: Vec<Vec<(&Bytes, &Value, u64)>> = vec![Vec::new(); shards];
     for (key, entry) in store.keyspace().iter() {
         if entry.expire_at != 0 && entry.expire_at <= now {
             continue;
         }
-        let Value::Str(v) = &entry.value;
-        per_shard[shard_for_key(key, shards)].push((key, v, entry.expire_at));
+        per_shard[shard_for_key(key, shards)].push((key, &entry.value, entry.expire_at));
     }
     let new_seq = old_seq + 1;
     println!("source: {source}");
@@ -380,13 +379,13 @@ fn write_layout(
         let mut lsn = first_lsn;
         let mut buf = Vec::new();
         for (key, value, at) in keys {
-            let mut cmd = vec![Bytes::from_static(b"SET"), (*key).clone(), (*value).clone()];
-            if *at != 0 {
-                cmd.push(Bytes::from_static(b"PXAT"));
-                cmd.push(Bytes::from(at.to_string()));
-            }
+            // One record per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT).
+            let cmds = value.rewrite_commands(key, *at, 512);
             buf.clear();
-            moon_aof::append_command_record(lsn, &cmd, &mut buf);
+            match &cmds[..] {
+                [one] => moon_aof::append_command_record(lsn, one, &mut buf),
+                _ => moon_aof::append_group_record(lsn, &cmds, &mut buf),
+            }
             out.write_all(&buf)?;
             lsn += 1;
         }

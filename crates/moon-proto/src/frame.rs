@@ -35,6 +35,11 @@ pub enum Frame {
     Array(Vec<Frame>),
     /// A map: RESP3 `%`, RESP2 flat array of key, value, ...
     Map(Vec<(Frame, Frame)>),
+    /// A set: RESP3 `~`, RESP2 array (SMEMBERS, SINTER, ...).
+    Set(Vec<Frame>),
+    /// Pairs: RESP3 an array of two-element arrays, RESP2 one flat array (HRANDFIELD ...
+    /// WITHVALUES).
+    Pairs(Vec<(Frame, Frame)>),
     /// RESP3 `,` double, RESP2 bulk string.
     Double(f64),
     /// RESP3 `#`, RESP2 integer 1/0.
@@ -101,6 +106,28 @@ impl Frame {
                     Protocol::Resp3 => int_line(out, b'%', pairs.len() as i64),
                 }
                 for (k, v) in pairs {
+                    k.encode(proto, out);
+                    v.encode(proto, out);
+                }
+            }
+            Frame::Set(items) => {
+                match proto {
+                    Protocol::Resp2 => int_line(out, b'*', items.len() as i64),
+                    Protocol::Resp3 => int_line(out, b'~', items.len() as i64),
+                }
+                for item in items {
+                    item.encode(proto, out);
+                }
+            }
+            Frame::Pairs(pairs) => {
+                match proto {
+                    Protocol::Resp2 => int_line(out, b'*', 2 * pairs.len() as i64),
+                    Protocol::Resp3 => int_line(out, b'*', pairs.len() as i64),
+                }
+                for (k, v) in pairs {
+                    if proto == Protocol::Resp3 {
+                        out.put_slice(b"*2\r\n");
+                    }
                     k.encode(proto, out);
                     v.encode(proto, out);
                 }

@@ -12,7 +12,6 @@ use moon_shard::{now_ms, Shard};
 use moon_store::command::{CommandSpec, COMMANDS};
 use moon_store::glob::glob_match;
 use moon_store::reply::{self, err};
-use moon_store::slot::shard_for_key;
 use moon_store::StoreStats;
 
 use crate::config::{self, Config, Mutability};
@@ -607,92 +606,11 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     Frame::Verbatim(Bytes::from(out))
 }
 
-/// Key commands that need their own cross-shard logic: RENAME and MSETNX whose keys are on
-/// several shards (run inside the transaction that holds them), SCAN and RANDOMKEY (which walk
-/// the shards one after the other).
+/// SCAN and RANDOMKEY, which walk the shards one after the other.
 pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Frame {
     let shard = session.ctx.shard.clone();
     let n = shard.count();
     match spec.name {
-        "rename" | "renamenx" => {
-            let nx = spec.name == "renamenx";
-            let (src, dst) = (args[1].clone(), args[2].clone());
-            let (s_src, s_dst) = (shard_for_key(&src, n), shard_for_key(&dst, n));
-            // Inside the transaction that holds both shards: read the source, write the
-            // destination, delete the source; the transaction makes the three one.
-            let src2 = src.clone();
-            let now = session.tx.map_or_else(now_ms, |tx| tx.now);
-            let Some(Some((value, expire_at))) = shard
-                .call_on(s_src, move |s| s.store().peek_entry(&src2, now))
-                .await
-            else {
-                return err(reply::NO_SUCH_KEY);
-            };
-            let mut set = vec![Bytes::from_static(b"SET"), dst, value];
-            if nx {
-                set.push(Bytes::from_static(b"NX"));
-            }
-            if expire_at != 0 {
-                set.push(Bytes::from_static(b"PXAT"));
-                set.push(Bytes::from(expire_at.to_string()));
-            }
-            match one_reply(shard.run_batch_in(session.tx, s_dst, vec![set]).await) {
-                Frame::Null => return Frame::Integer(0),
-                f @ (Frame::Error(_) | Frame::StaticError(_)) => return f,
-                _ => {}
-            }
-            let del = vec![Bytes::from_static(b"DEL"), src];
-            if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
-                one_reply(shard.run_batch_in(session.tx, s_src, vec![del]).await)
-            {
-                return f;
-            }
-            if nx {
-                Frame::Integer(1)
-            } else {
-                Frame::OK
-            }
-        }
-        "msetnx" => {
-            let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-            for pair in args[1..].chunks(2) {
-                per_shard[shard_for_key(&pair[0], n)].extend(pair.iter().cloned());
-            }
-            let checks: Vec<_> = per_shard
-                .iter()
-                .enumerate()
-                .filter(|(_, kv)| !kv.is_empty())
-                .map(|(s, kv)| {
-                    let mut cmd = vec![Bytes::from_static(b"EXISTS")];
-                    cmd.extend(kv.iter().step_by(2).cloned());
-                    shard.run_batch_in(session.tx, s, vec![cmd])
-                })
-                .collect();
-            let existing: i64 = moon_shard::join_all(checks)
-                .await
-                .into_iter()
-                .flatten()
-                .map(|f| if let Frame::Integer(i) = f { i } else { 1 })
-                .sum();
-            if existing > 0 {
-                return Frame::Integer(0);
-            }
-            let sets: Vec<_> = per_shard
-                .into_iter()
-                .enumerate()
-                .filter(|(_, kv)| !kv.is_empty())
-                .map(|(s, kv)| {
-                    let mut cmd = vec![Bytes::from_static(b"MSET")];
-                    cmd.extend(kv);
-                    shard.run_batch_in(session.tx, s, vec![cmd])
-                })
-                .collect();
-            let results = moon_shard::join_all(sets).await;
-            match results.into_iter().flatten().find(|f| f.is_error()) {
-                Some(e) => e,
-                None => Frame::Integer(1),
-            }
-        }
         "scan" => scan(&shard, session.tx, args).await,
         "randomkey" => {
             let start = (now_ms() as usize) % n;
@@ -756,13 +674,6 @@ async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::Tx>, args: &[By
         0
     };
     Frame::Array(vec![Frame::bulk(next.to_string()), keys])
-}
-
-/// The single reply of a one-command batch.
-fn one_reply(mut frames: Vec<Frame>) -> Frame {
-    frames.pop().unwrap_or(Frame::StaticError(
-        "ERR shard unavailable (server shutting down)",
-    ))
 }
 
 /// INFO persistence: Redis's fields for the whole server, then one line per shard's log.

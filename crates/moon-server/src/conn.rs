@@ -553,7 +553,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 Spread::Split(merge) => plan.split(req.args, spec.step.max(1) as usize, merge),
                 Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
-                    let f = admin::special(session, spec, &req.args).await;
+                    let f = crate::cross::run(session, spec, &req.args).await;
                     f.encode(session.proto, out);
                 }
             },

@@ -6,6 +6,7 @@
 mod admin;
 mod config;
 mod conn;
+mod cross;
 mod dispatch;
 mod persistence;
 mod rewrite;

@@ -190,7 +190,7 @@ pub async fn run(
                     .call_on(shard_for_key(&src, n), move |sh| {
                         sh.store()
                             .peek_entry(&src, tx.now)
-                            .map_or(0, |(v, _)| v.len())
+                            .map_or(0, |(v, _)| v.mem_size())
                     })
                     .await
                     .unwrap_or(0);

@@ -5,8 +5,9 @@
 //!    half before and half after the cut): copy the live keyspace and reserve one LSN per key
 //!    for the new base. Later records get LSNs above the reserved ones and keep going to the
 //!    current incr file.
-//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy as
-//!    `SET key value [PXAT ms]` records to the next seq's base file and fdatasync it.
+//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy, one
+//!    record per key (`SET key value [PXAT ms]`, or a group of `HSET`/`SADD` chunks and a
+//!    `PEXPIREAT`), to the next seq's base file and fdatasync it.
 //! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
 //!    records written since the cut (LSN above the reserved range) from the current incr to the
 //!    next seq's incr file, fsync it. The old files are still complete and still named by the
@@ -26,9 +27,12 @@ use glommio::io::OpenOptions;
 use crate::runtime::now_ms;
 use crate::shard::Shard;
 
+/// Fields or members per HSET/SADD in a rewritten base.
+const REWRITE_CHUNK: usize = 512;
+
 /// What the cut left for the next steps.
 pub(crate) struct Cut {
-    snapshot: Vec<(Bytes, Bytes, u64)>,
+    snapshot: Vec<(Bytes, moon_store::Value, u64)>,
     first_lsn: u64,
     last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.
@@ -79,15 +83,12 @@ impl Shard {
     pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
         let writer = self.aof()?;
         let now = now_ms();
-        let snapshot: Vec<(Bytes, Bytes, u64)> = self
+        let snapshot: Vec<(Bytes, moon_store::Value, u64)> = self
             .store()
             .keyspace()
             .iter()
             .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
-            .map(|(k, e)| {
-                let moon_store::Value::Str(v) = &e.value;
-                (k.clone(), v.clone(), e.expire_at)
-            })
+            .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
             .collect();
         let keys = snapshot.len() as u64;
         let tail_from = writer.file_len();
@@ -117,15 +118,14 @@ impl Shard {
             .map_err(|e| describe(glommio_io(e)))?;
         let mut pos = 0u64;
         let mut buf = Vec::with_capacity(1 << 20);
-        let mut cmd: Vec<Bytes> = Vec::with_capacity(5);
         for (lsn, (key, value, at)) in (first..).zip(snapshot) {
-            cmd.clear();
-            cmd.extend([Bytes::from_static(b"SET"), key, value]);
-            if at != 0 {
-                cmd.push(Bytes::from_static(b"PXAT"));
-                cmd.push(Bytes::from(at.to_string()));
+            // One record per key (one LSN was reserved per key): a string's SET, or a hash's
+            // or set's HSET/SADD chunks and its PEXPIREAT, replayed together.
+            let cmds = value.rewrite_commands(&key, at, REWRITE_CHUNK);
+            match &cmds[..] {
+                [one] => moon_aof::append_command_record(lsn, one, &mut buf),
+                _ => moon_aof::append_group_record(lsn, &cmds, &mut buf),
             }
-            moon_aof::append_command_record(lsn, &cmd, &mut buf);
             if buf.len() >= 1 << 20 {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(1 << 20));
                 pos += write_fully(&file, chunk, pos).await.map_err(describe)?;

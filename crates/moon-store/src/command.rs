@@ -55,6 +55,37 @@ pub struct CommandSpec {
     pub last_key: i32,
     pub step: i32,
     pub route: Route,
+    /// The family it belongs to: which store module runs it, and COMMAND DOCS's `group`.
+    pub group: Group,
+    /// For commands whose keys follow a count (SINTERCARD numkeys key ...): the count's
+    /// position; 0 = keys come from first/last/step.
+    pub numkeys_at: usize,
+}
+
+/// A command's family (Redis's command groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    String,
+    Generic,
+    Hash,
+    Set,
+    Connection,
+    Server,
+    Transactions,
+}
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::String => "string",
+            Group::Generic => "generic",
+            Group::Hash => "hash",
+            Group::Set => "set",
+            Group::Connection => "connection",
+            Group::Server => "server",
+            Group::Transactions => "transactions",
+        }
+    }
 }
 
 impl CommandSpec {
@@ -92,7 +123,20 @@ impl CommandSpec {
 
     /// The key arguments of a request that passed [`CommandSpec::args_ok`], in order: the one
     /// place key positions are read from the table (routing, WATCH invalidation, replay checks).
-    pub fn keys<'a, T>(&self, args: &'a [T]) -> impl Iterator<Item = &'a T> {
+    pub fn keys<'a, T: AsRef<[u8]>>(&self, args: &'a [T]) -> impl Iterator<Item = &'a T> {
+        if self.numkeys_at > 0 {
+            // A count the command itself will refuse (not a number, 0, more than the
+            // arguments) names no key here; the command answers its own error.
+            let n = args
+                .get(self.numkeys_at)
+                .and_then(|n| crate::store::parse_i64(n.as_ref()))
+                .filter(|&n| n > 0 && (n as usize) < args.len() - self.numkeys_at)
+                .unwrap_or(0) as usize;
+            let from = self.numkeys_at + 1;
+            return args[from.min(args.len())..(from + n).min(args.len())]
+                .iter()
+                .step_by(1);
+        }
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
             args.len() as i64 + i64::from(self.last_key)
@@ -123,7 +167,7 @@ const TXN: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 const TXN_SKIP: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 
 macro_rules! cmd {
-    ($name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:expr) => {
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:expr) => {
         CommandSpec {
             name: $name,
             arity: $arity,
@@ -132,6 +176,21 @@ macro_rules! cmd {
             last_key: $last,
             step: $step,
             route: $route,
+            group: Group::$group,
+            numkeys_at: 0,
+        }
+    };
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, numkeys at $at:expr, $route:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: 0,
+            last_key: 0,
+            step: 0,
+            route: $route,
+            group: Group::$group,
+            numkeys_at: $at,
         }
     };
 }
@@ -142,15 +201,15 @@ const SPECIAL_KEYS: Route = Keys(Spread::Coordinated);
 
 pub static COMMANDS: &[CommandSpec] = &[
     // Strings
-    cmd!("get", 2, RF, 1, 1, 1, ONE),
-    cmd!("set", -3, W, 1, 1, 1, ONE),
-    cmd!("setnx", 3, WF, 1, 1, 1, ONE),
-    cmd!("setex", 4, W, 1, 1, 1, ONE),
-    cmd!("psetex", 4, W, 1, 1, 1, ONE),
-    cmd!("getset", 3, WF, 1, 1, 1, ONE),
-    cmd!("getdel", 2, WNOOMF, 1, 1, 1, ONE),
-    cmd!("getex", -2, WNOOMF, 1, 1, 1, ONE),
-    cmd!(
+    cmd!(String: "get", 2, RF, 1, 1, 1, ONE),
+    cmd!(String: "set", -3, W, 1, 1, 1, ONE),
+    cmd!(String: "setnx", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "setex", 4, W, 1, 1, 1, ONE),
+    cmd!(String: "psetex", 4, W, 1, 1, 1, ONE),
+    cmd!(String: "getset", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "getdel", 2, WNOOMF, 1, 1, 1, ONE),
+    cmd!(String: "getex", -2, WNOOMF, 1, 1, 1, ONE),
+    cmd!(String:
         "mget",
         -2,
         RF,
@@ -159,21 +218,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         Keys(Spread::Split(Merge::KeyOrder))
     ),
-    cmd!("mset", -3, W, 1, -1, 2, Keys(Spread::Split(Merge::Ok))),
-    cmd!("msetnx", -3, W, 1, -1, 2, SPECIAL_KEYS),
-    cmd!("incr", 2, WF, 1, 1, 1, ONE),
-    cmd!("decr", 2, WF, 1, 1, 1, ONE),
-    cmd!("incrby", 3, WF, 1, 1, 1, ONE),
-    cmd!("decrby", 3, WF, 1, 1, 1, ONE),
-    cmd!("incrbyfloat", 3, WF, 1, 1, 1, ONE),
-    cmd!("append", 3, WF, 1, 1, 1, ONE),
-    cmd!("strlen", 2, RF, 1, 1, 1, ONE),
-    cmd!("getrange", 4, R, 1, 1, 1, ONE),
-    cmd!("substr", 4, R, 1, 1, 1, ONE),
-    cmd!("setrange", 4, W, 1, 1, 1, ONE),
+    cmd!(String: "mset", -3, W, 1, -1, 2, Keys(Spread::Split(Merge::Ok))),
+    cmd!(String: "msetnx", -3, W, 1, -1, 2, SPECIAL_KEYS),
+    cmd!(String: "incr", 2, WF, 1, 1, 1, ONE),
+    cmd!(String: "decr", 2, WF, 1, 1, 1, ONE),
+    cmd!(String: "incrby", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "decrby", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "incrbyfloat", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "append", 3, WF, 1, 1, 1, ONE),
+    cmd!(String: "strlen", 2, RF, 1, 1, 1, ONE),
+    cmd!(String: "getrange", 4, R, 1, 1, 1, ONE),
+    cmd!(String: "substr", 4, R, 1, 1, 1, ONE),
+    cmd!(String: "setrange", 4, W, 1, 1, 1, ONE),
     // Keys
-    cmd!("del", -2, WNOOM, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!(
+    cmd!(Generic: "del", -2, WNOOM, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
+    cmd!(Generic:
         "unlink",
         -2,
         WNOOMF,
@@ -182,46 +241,83 @@ pub static COMMANDS: &[CommandSpec] = &[
         1,
         Keys(Spread::Split(Merge::Sum))
     ),
-    cmd!("exists", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!("touch", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!("type", 2, RF, 1, 1, 1, ONE),
-    cmd!("expire", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!("pexpire", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!("expireat", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!("pexpireat", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!("ttl", 2, RF, 1, 1, 1, ONE),
-    cmd!("pttl", 2, RF, 1, 1, 1, ONE),
-    cmd!("expiretime", 2, RF, 1, 1, 1, ONE),
-    cmd!("pexpiretime", 2, RF, 1, 1, 1, ONE),
-    cmd!("persist", 2, WNOOMF, 1, 1, 1, ONE),
-    cmd!("rename", 3, WNOOM, 1, 2, 1, SPECIAL_KEYS),
-    cmd!("renamenx", 3, WNOOMF, 1, 2, 1, SPECIAL_KEYS),
-    cmd!("keys", 2, R, 0, 0, 0, AllShards(Merge::Concat)),
-    cmd!("scan", -2, R, 0, 0, 0, Server),
-    cmd!("dbsize", 1, RF, 0, 0, 0, AllShards(Merge::Sum)),
-    cmd!("flushdb", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
-    cmd!("flushall", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
-    cmd!("randomkey", 1, R, 0, 0, 0, Server),
+    cmd!(Generic: "exists", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
+    cmd!(Generic: "touch", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
+    cmd!(Generic: "type", 2, RF, 1, 1, 1, ONE),
+    cmd!(Generic: "expire", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Generic: "pexpire", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Generic: "expireat", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Generic: "pexpireat", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Generic: "ttl", 2, RF, 1, 1, 1, ONE),
+    cmd!(Generic: "pttl", 2, RF, 1, 1, 1, ONE),
+    cmd!(Generic: "expiretime", 2, RF, 1, 1, 1, ONE),
+    cmd!(Generic: "pexpiretime", 2, RF, 1, 1, 1, ONE),
+    cmd!(Generic: "persist", 2, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Generic: "rename", 3, WNOOM, 1, 2, 1, SPECIAL_KEYS),
+    cmd!(Generic: "renamenx", 3, WNOOMF, 1, 2, 1, SPECIAL_KEYS),
+    cmd!(Generic: "keys", 2, R, 0, 0, 0, AllShards(Merge::Concat)),
+    cmd!(Generic: "scan", -2, R, 0, 0, 0, Server),
+    cmd!(Generic: "dbsize", 1, RF, 0, 0, 0, AllShards(Merge::Sum)),
+    cmd!(Generic: "flushdb", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
+    cmd!(Generic: "flushall", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
+    cmd!(Generic: "randomkey", 1, R, 0, 0, 0, Server),
     // Connection and server
-    cmd!("ping", -1, CONN, 0, 0, 0, Connection),
-    cmd!("echo", 2, CONN, 0, 0, 0, Connection),
-    cmd!("quit", -1, CONN, 0, 0, 0, Connection),
-    cmd!("hello", -1, CONN, 0, 0, 0, Connection),
-    cmd!("auth", -2, CONN, 0, 0, 0, Connection),
-    cmd!("select", 2, CONN, 0, 0, 0, Connection),
-    cmd!("client", -2, ADMIN, 0, 0, 0, Connection),
-    cmd!("command", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!("config", -2, ADMIN, 0, 0, 0, Connection),
-    cmd!("info", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!("time", 1, CONN, 0, 0, 0, Connection),
-    cmd!("shutdown", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!("bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
+    // Hashes
+    cmd!(Hash: "hset", -4, WF, 1, 1, 1, ONE),
+    cmd!(Hash: "hsetnx", 4, WF, 1, 1, 1, ONE),
+    cmd!(Hash: "hmset", -4, WF, 1, 1, 1, ONE),
+    cmd!(Hash: "hget", 3, RF, 1, 1, 1, ONE),
+    cmd!(Hash: "hmget", -3, RF, 1, 1, 1, ONE),
+    cmd!(Hash: "hgetall", 2, R, 1, 1, 1, ONE),
+    cmd!(Hash: "hdel", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Hash: "hexists", 3, RF, 1, 1, 1, ONE),
+    cmd!(Hash: "hlen", 2, RF, 1, 1, 1, ONE),
+    cmd!(Hash: "hstrlen", 3, RF, 1, 1, 1, ONE),
+    cmd!(Hash: "hkeys", 2, R, 1, 1, 1, ONE),
+    cmd!(Hash: "hvals", 2, R, 1, 1, 1, ONE),
+    cmd!(Hash: "hincrby", 4, WF, 1, 1, 1, ONE),
+    cmd!(Hash: "hincrbyfloat", 4, WF, 1, 1, 1, ONE),
+    cmd!(Hash: "hrandfield", -2, R, 1, 1, 1, ONE),
+    cmd!(Hash: "hscan", -3, R, 1, 1, 1, ONE),
+    // Sets
+    cmd!(Set: "sadd", -3, WF, 1, 1, 1, ONE),
+    cmd!(Set: "srem", -3, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Set: "sismember", 3, RF, 1, 1, 1, ONE),
+    cmd!(Set: "smismember", -3, RF, 1, 1, 1, ONE),
+    cmd!(Set: "smembers", 2, R, 1, 1, 1, ONE),
+    cmd!(Set: "scard", 2, RF, 1, 1, 1, ONE),
+    cmd!(Set: "spop", -2, WNOOMF, 1, 1, 1, ONE),
+    cmd!(Set: "srandmember", -2, R, 1, 1, 1, ONE),
+    cmd!(Set: "smove", 4, WF, 1, 2, 1, SPECIAL_KEYS),
+    cmd!(Set: "sinter", -2, R, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sintercard", -3, R, numkeys at 1, SPECIAL_KEYS),
+    cmd!(Set: "sinterstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sunion", -2, R, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sunionstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sdiff", -2, R, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sdiffstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
+    cmd!(Set: "sscan", -3, R, 1, 1, 1, ONE),
+    // Generic (typed)
+    cmd!(Generic: "object", -2, R, 2, 2, 1, ONE),
+    cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "quit", -1, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "hello", -1, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "auth", -2, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "select", 2, CONN, 0, 0, 0, Connection),
+    cmd!(Connection: "client", -2, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "command", -1, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "config", -2, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "info", -1, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "time", 1, CONN, 0, 0, 0, Connection),
+    cmd!(Server: "shutdown", -1, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
     // Transactions (handled by the connection: queueing, then the EXEC coordinator)
-    cmd!("multi", 1, TXN, 0, 0, 0, Connection),
-    cmd!("exec", 1, TXN_SKIP, 0, 0, 0, Connection),
-    cmd!("discard", 1, TXN, 0, 0, 0, Connection),
-    cmd!("watch", -2, TXN, 1, -1, 1, Connection),
-    cmd!("unwatch", 1, TXN, 0, 0, 0, Connection),
+    cmd!(Transactions: "multi", 1, TXN, 0, 0, 0, Connection),
+    cmd!(Transactions: "exec", 1, TXN_SKIP, 0, 0, 0, Connection),
+    cmd!(Transactions: "discard", 1, TXN, 0, 0, 0, Connection),
+    cmd!(Transactions: "watch", -2, TXN, 1, -1, 1, Connection),
+    cmd!(Transactions: "unwatch", 1, TXN, 0, 0, 0, Connection),
 ];
 
 /// Finds a command by name, case-insensitively, without allocating.

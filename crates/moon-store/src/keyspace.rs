@@ -16,26 +16,7 @@ use indexmap::map::raw_entry_v1::RawEntryMut;
 use indexmap::map::RawEntryApiV1;
 use indexmap::IndexMap;
 
-/// A value. Only strings exist so far; the enum is where other types will go.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Str(Bytes),
-}
-
-impl Value {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "string",
-        }
-    }
-
-    /// The bytes this value holds, for the memory account (O(1)).
-    pub fn mem_size(&self) -> usize {
-        match self {
-            Value::Str(b) => b.len(),
-        }
-    }
-}
+pub use crate::value::Value;
 
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -46,6 +27,18 @@ pub struct Entry {
     /// counter (LFU). Neither is logged: after a restart every key starts fresh, as in Redis.
     access_ms: u64,
     freq: u8,
+}
+
+impl Entry {
+    /// When a command last read or wrote it (Unix ms), for OBJECT IDLETIME.
+    pub fn access_ms(&self) -> u64 {
+        self.access_ms
+    }
+
+    /// The LFU counter, for OBJECT FREQ.
+    pub fn freq(&self) -> u8 {
+        self.freq
+    }
 }
 
 /// What one key costs beyond its key and value bytes: the map's slot and index, the entry, the

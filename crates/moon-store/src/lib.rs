@@ -17,7 +17,10 @@ pub mod keyspace;
 pub mod reply;
 pub mod slot;
 mod store;
+pub mod value;
 
 pub use evict::{EvictionPolicy, MemoryLimit};
-pub use keyspace::{Keyspace, Value, NO_EXPIRY_CHECK};
+pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
+pub use store::set::{sintercard_args, SetOp};
 pub use store::{Store, StoreStats, WatchToken};
+pub use value::{Encodings, Value};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use moon_proto::Frame;
 
-use crate::command::{self, CommandSpec};
+use crate::command::{self, CommandSpec, Group};
 use crate::evict::MemoryLimit;
 use crate::glob::glob_match;
 use crate::keyspace::{Keyspace, Value};
@@ -41,6 +41,8 @@ pub struct Store {
     watched: HashMap<Bytes, (u32, u64)>,
     watch_clock: u64,
     memory_limit: MemoryLimit,
+    /// Thresholds of the compact encodings of hashes and sets.
+    encodings: crate::value::Encodings,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -125,6 +127,7 @@ impl Store {
             watched: HashMap::new(),
             watch_clock: 0,
             memory_limit: MemoryLimit::default(),
+            encodings: crate::value::Encodings::default(),
         }
     }
 
@@ -187,6 +190,66 @@ impl Store {
     /// replay evicts nothing by itself, every eviction is in the log.
     pub fn set_memory_limit(&mut self, limit: MemoryLimit) {
         self.memory_limit = limit;
+    }
+
+    /// The thresholds of the compact encodings (`hash-max-listpack-*`, `set-max-*`).
+    pub fn set_encodings(&mut self, encodings: crate::value::Encodings) {
+        self.encodings = encodings;
+    }
+
+    /// A fresh seed for a random choice (RANDOMKEY, SPOP, ...). A choice changes nothing by
+    /// itself; one that changes the keyspace is logged as its effect.
+    fn next_seed(&mut self, now: u64) -> u64 {
+        self.random_seed = self
+            .random_seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(now | 1);
+        self.random_seed
+    }
+
+    /// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ|HELP.
+    fn object(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let sub = &args[1];
+        if eq(sub, "help") && args.len() == 2 {
+            return Frame::Array(
+                [
+                    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "ENCODING <key>",
+                    "    Return the kind of internal representation used in order to store the value",
+                    "    associated with a <key>.",
+                    "FREQ <key>",
+                    "    Return the access frequency index of the <key>. The returned integer is",
+                    "    proportional to the logarithm of the recent access frequency of the key.",
+                    "IDLETIME <key>",
+                    "    Return the idle time of the <key>, that is the approximated number of",
+                    "    seconds elapsed since the last access to the key.",
+                    "REFCOUNT <key>",
+                    "    Return the number of references of the value associated with the specified",
+                    "    <key>.",
+                    "HELP",
+                    "    Print this help.",
+                ]
+                .iter()
+                .map(|l| Frame::Simple(l))
+                .collect(),
+            );
+        }
+        let known = ["encoding", "refcount", "idletime", "freq"];
+        if args.len() != 3 || !known.iter().any(|k| eq(sub, k)) {
+            return reply::unknown_subcommand(sub, "object");
+        }
+        let Some(entry) = self.ks.peek(&args[2], now) else {
+            return Frame::Null;
+        };
+        if eq(sub, "encoding") {
+            Frame::bulk(entry.value.encoding())
+        } else if eq(sub, "refcount") {
+            Frame::Integer(1)
+        } else if eq(sub, "idletime") {
+            Frame::Integer((now.saturating_sub(entry.access_ms()) / 1000) as i64)
+        } else {
+            Frame::Integer(i64::from(entry.freq()))
+        }
     }
 
     /// Before a command that may grow memory: removes keys as the policy allows until the
@@ -330,6 +393,10 @@ impl Store {
                     self.hits += 1;
                     Ok(Some(b.clone()))
                 }
+                _ => {
+                    self.hits += 1;
+                    Err(err(reply::WRONGTYPE))
+                }
             },
             None => {
                 self.misses += 1;
@@ -349,11 +416,16 @@ impl Store {
     }
 
     /// `key`'s value and absolute deadline (0: none), if it exists — the read half of a
-    /// cross-shard RENAME, which then writes with ordinary, logged commands.
-    pub fn peek_entry(&self, key: &[u8], now: u64) -> Option<(Bytes, u64)> {
+    /// cross-shard RENAME, which then writes the value's rewrite form with ordinary, logged
+    /// commands.
+    pub fn peek_entry(&self, key: &[u8], now: u64) -> Option<(Value, u64)> {
         let e = self.ks.peek(key, now)?;
-        let Value::Str(v) = &e.value;
-        Some((v.clone(), e.expire_at))
+        Some((e.value.clone(), e.expire_at))
+    }
+
+    /// The type of `key`'s value, without changing anything (no lazy expiry).
+    pub fn type_at(&self, key: &[u8], now: u64) -> Option<&'static str> {
+        self.ks.peek(key, now).map(|e| e.value.type_name())
     }
 
     /// Executes one command. `now` is Unix time in milliseconds; pass
@@ -385,6 +457,11 @@ impl Store {
     }
 
     fn dispatch(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+        match spec.group {
+            Group::Hash => return self.hash_command(spec, args, now),
+            Group::Set => return self.set_command(spec, args, now),
+            _ => {}
+        }
         match spec.name {
             "get" => match self.get_str(&args[1], now) {
                 Ok(Some(v)) => Frame::Bulk(v),
@@ -561,9 +638,10 @@ impl Store {
                 self.log_cmd(&[b"FLUSHALL"]);
                 Frame::OK
             }
+            "object" => self.object(args, now),
             "randomkey" => {
-                self.random_seed = self.random_seed.wrapping_add(now | 1);
-                match self.ks.random_key(now, self.random_seed) {
+                let seed = self.next_seed(now);
+                match self.ks.random_key(now, seed) {
                     Some(k) => Frame::Bulk(k),
                     None => Frame::Null,
                 }
@@ -735,6 +813,7 @@ impl Store {
                     Some(v) => (v, e.expire_at),
                     None => return err(reply::NOT_INTEGER),
                 },
+                _ => return err(reply::WRONGTYPE),
             },
             None => (0, 0),
         };
@@ -759,6 +838,7 @@ impl Store {
                     Some(v) => (v, e.expire_at),
                     None => return err(reply::NOT_FLOAT),
                 },
+                _ => return err(reply::WRONGTYPE),
             },
             None => (0.0, 0),
         };
@@ -786,6 +866,7 @@ impl Store {
                 *b = m.freeze();
                 Ok(b.len())
             }
+            _ => Err(err(reply::WRONGTYPE)),
         });
         match appended {
             Some(Ok(n)) => {
@@ -1000,6 +1081,116 @@ impl Store {
         ])
     }
 }
+
+/// Options of HSCAN/SSCAN: `cursor [MATCH pattern] [COUNT n] [NOVALUES]`.
+struct ScanOpts<'a> {
+    cursor: u64,
+    pattern: Option<&'a [u8]>,
+    count: usize,
+    no_values: bool,
+}
+
+fn scan_args<'a>(
+    cursor: &[u8],
+    rest: &'a [Bytes],
+    novalues_ok: bool,
+) -> Result<ScanOpts<'a>, Frame> {
+    let cursor = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| err(reply::INVALID_CURSOR))?;
+    let mut opts = ScanOpts {
+        cursor,
+        pattern: None,
+        count: 10,
+        no_values: false,
+    };
+    let mut i = 0;
+    while i < rest.len() {
+        let a = &rest[i];
+        if novalues_ok && eq(a, "novalues") {
+            opts.no_values = true;
+            i += 1;
+            continue;
+        }
+        let Some(v) = rest.get(i + 1) else {
+            return Err(err(reply::SYNTAX));
+        };
+        if eq(a, "match") {
+            opts.pattern = Some(v).filter(|p| p.as_ref() != b"*").map(|p| &p[..]);
+        } else if eq(a, "count") {
+            match parse_i64(v) {
+                Some(c) if c >= 1 => opts.count = c as usize,
+                Some(_) => return Err(err(reply::SYNTAX)),
+                None => return Err(err(reply::NOT_INTEGER)),
+            }
+        } else {
+            return Err(err(reply::SYNTAX));
+        }
+        i += 2;
+    }
+    Ok(opts)
+}
+
+/// The positions one step of a field/member SCAN visits, and the next cursor (0 = done). A
+/// compact value is returned whole, as Redis does. A table is walked downwards from the
+/// cursor, which is the exclusive bound of what is left: a removal moves the last entry into
+/// the removed slot, which is always in the visited region or the removed entry itself, so
+/// everything present throughout is returned (see `Keyspace::scan`).
+fn scan_positions(
+    len: usize,
+    compact: bool,
+    cursor: u64,
+    count: usize,
+) -> (std::ops::Range<usize>, u64) {
+    if compact {
+        return (0..len, 0);
+    }
+    let hi = if cursor == 0 {
+        len
+    } else {
+        (cursor as usize).min(len)
+    };
+    let lo = hi.saturating_sub(count);
+    (lo..hi, lo as u64)
+}
+
+fn scan_reply(next: u64, items: Vec<Frame>) -> Frame {
+    Frame::Array(vec![Frame::bulk(next.to_string()), Frame::Array(items)])
+}
+
+/// Random positions among `len` for HRANDFIELD/SRANDMEMBER/SPOP: one (no count), up to
+/// `count` distinct ones (positive), or `-count` with repetition (negative).
+fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
+    let mut next = || {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as usize
+    };
+    if len == 0 {
+        return Vec::new();
+    }
+    match count {
+        None => vec![next() % len],
+        Some(c) if c < 0 => (0..c.unsigned_abs()).map(|_| next() % len).collect(),
+        Some(c) if c as u64 >= len as u64 => (0..len).collect(),
+        Some(c) => {
+            // Partial Fisher-Yates over the positions.
+            let c = c as usize;
+            let mut all: Vec<usize> = (0..len).collect();
+            for i in 0..c {
+                let j = i + next() % (len - i);
+                all.swap(i, j);
+            }
+            all.truncate(c);
+            all
+        }
+    }
+}
+
+mod hash;
+pub mod set;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,212 @@
+//! Key commands whose keys live on several shards and that cannot simply be split into one
+//! part per shard (RENAME, MSETNX, SMOVE, the set algebra): the server runs them with reads
+//! and ordinary commands on each shard, inside the transaction that holds all their shards
+//! (`txn::run` sets `session.tx` before they get here), so the steps are one atomic, isolated
+//! change and each step is logged as the ordinary command it is.
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_shard::join_all;
+use moon_store::command::CommandSpec;
+use moon_store::reply::{self, err};
+use moon_store::slot::shard_for_key;
+use moon_store::{sintercard_args, SetOp};
+
+use crate::conn::Session;
+
+/// Fields or members per command when a value moves to another shard.
+const MOVE_CHUNK: usize = 512;
+
+fn one_reply(mut frames: Vec<Frame>) -> Frame {
+    frames.pop().unwrap_or(Frame::StaticError(
+        "ERR shard unavailable (server shutting down)",
+    ))
+}
+
+fn first_error(frames: &[Frame]) -> Option<Frame> {
+    frames.iter().find(|f| f.is_error()).cloned()
+}
+
+pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Frame {
+    let Some(tx) = session.tx else {
+        // Only reached inside a transaction; refuse rather than run it unprotected.
+        return err("ERR internal error: a cross-shard command outside its transaction");
+    };
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let on = |k: &Bytes| shard_for_key(k, n);
+    match spec.name {
+        "rename" | "renamenx" => {
+            let nx = spec.name == "renamenx";
+            let (src, dst) = (args[1].clone(), args[2].clone());
+            let k = src.clone();
+            let Some(Some((value, expire_at))) = shard
+                .call_on(on(&src), move |s| s.store().peek_entry(&k, tx.now))
+                .await
+            else {
+                return err(reply::NO_SUCH_KEY);
+            };
+            if nx {
+                let k = dst.clone();
+                let exists = shard
+                    .call_on(on(&dst), move |s| s.store().type_at(&k, tx.now).is_some())
+                    .await
+                    .unwrap_or(true);
+                if exists {
+                    return Frame::Integer(0);
+                }
+            }
+            // The destination is rebuilt from the value's rewrite form, then the source goes.
+            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
+            cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
+            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
+            if let Some(e) = first_error(&replies) {
+                return e;
+            }
+            let del = vec![Bytes::from_static(b"DEL"), src.clone()];
+            if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
+                one_reply(shard.run_batch_in(Some(tx), on(&src), vec![del]).await)
+            {
+                return f;
+            }
+            if nx {
+                Frame::Integer(1)
+            } else {
+                Frame::OK
+            }
+        }
+        "msetnx" => {
+            let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+            for pair in args[1..].chunks(2) {
+                per_shard[on(&pair[0])].extend(pair.iter().cloned());
+            }
+            let checks: Vec<_> = per_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, kv)| !kv.is_empty())
+                .map(|(s, kv)| {
+                    let mut cmd = vec![Bytes::from_static(b"EXISTS")];
+                    cmd.extend(kv.iter().step_by(2).cloned());
+                    shard.run_batch_in(Some(tx), s, vec![cmd])
+                })
+                .collect();
+            let existing: i64 = join_all(checks)
+                .await
+                .into_iter()
+                .flatten()
+                .map(|f| if let Frame::Integer(i) = f { i } else { 1 })
+                .sum();
+            if existing > 0 {
+                return Frame::Integer(0);
+            }
+            let sets: Vec<_> = per_shard
+                .into_iter()
+                .enumerate()
+                .filter(|(_, kv)| !kv.is_empty())
+                .map(|(s, kv)| {
+                    let mut cmd = vec![Bytes::from_static(b"MSET")];
+                    cmd.extend(kv);
+                    shard.run_batch_in(Some(tx), s, vec![cmd])
+                })
+                .collect();
+            let results = join_all(sets).await;
+            match results.into_iter().flatten().find(|f| f.is_error()) {
+                Some(e) => e,
+                None => Frame::Integer(1),
+            }
+        }
+        "smove" => {
+            let (src, dst, member) = (args[1].clone(), args[2].clone(), args[3].clone());
+            let (k1, k2) = (src.clone(), dst.clone());
+            let src_type = shard
+                .call_on(on(&src), move |s| s.store().type_at(&k1, tx.now))
+                .await
+                .flatten();
+            let dst_type = shard
+                .call_on(on(&dst), move |s| s.store().type_at(&k2, tx.now))
+                .await
+                .flatten();
+            match (src_type, dst_type) {
+                (None, _) => return Frame::Integer(0),
+                (Some("set"), None | Some("set")) => {}
+                _ => return err(reply::WRONGTYPE),
+            }
+            let srem = vec![Bytes::from_static(b"SREM"), src, member.clone()];
+            match one_reply(shard.run_batch_in(Some(tx), on(&args[1]), vec![srem]).await) {
+                Frame::Integer(1) => {}
+                Frame::Integer(_) => return Frame::Integer(0),
+                other => return other,
+            }
+            let sadd = vec![Bytes::from_static(b"SADD"), dst, member];
+            match one_reply(shard.run_batch_in(Some(tx), on(&args[2]), vec![sadd]).await) {
+                f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
+                _ => Frame::Integer(1),
+            }
+        }
+        "sinter" | "sunion" | "sdiff" => {
+            match members_of(session, SetOp::of(spec.name), &args[1..]).await {
+                Ok(members) => Frame::Set(members.into_iter().map(Frame::Bulk).collect()),
+                Err(e) => e,
+            }
+        }
+        "sintercard" => {
+            let (count, limit) = match sintercard_args(args) {
+                Ok(v) => v,
+                Err(e) => return e,
+            };
+            match members_of(session, SetOp::Inter, &args[2..2 + count]).await {
+                Ok(m) if limit > 0 => Frame::Integer(m.len().min(limit) as i64),
+                Ok(m) => Frame::Integer(m.len() as i64),
+                Err(e) => e,
+            }
+        }
+        "sinterstore" | "sunionstore" | "sdiffstore" => {
+            let members = match members_of(session, SetOp::of(spec.name), &args[2..]).await {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
+            let dst = args[1].clone();
+            let count = members.len();
+            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
+            for part in members.chunks(MOVE_CHUNK) {
+                let mut sadd = vec![Bytes::from_static(b"SADD"), dst.clone()];
+                sadd.extend(part.iter().cloned());
+                cmds.push(sadd);
+            }
+            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
+            first_error(&replies).unwrap_or(Frame::Integer(count as i64))
+        }
+        _ => reply::unknown_command(args),
+    }
+}
+
+/// The members of each key's set, read on its shard, combined in key order the way Redis
+/// combines them (a wrong type is an error; an intersection with a missing key is empty).
+async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<Bytes>, Frame> {
+    let Some(tx) = session.tx else {
+        return Err(err(
+            "ERR internal error: a cross-shard command outside its transaction",
+        ));
+    };
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let reads: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let k = k.clone();
+            shard.call_on(shard_for_key(&k, n), move |s| {
+                s.store().set_members(&k, tx.now)
+            })
+        })
+        .collect();
+    let mut sets = Vec::with_capacity(keys.len());
+    for read in join_all(reads).await {
+        match read {
+            Some(Ok(None)) if op == SetOp::Inter => return Ok(Vec::new()),
+            Some(Ok(members)) => sets.push(members),
+            Some(Err(e)) => return Err(e),
+            None => return Err(err("ERR shard unavailable (server shutting down)")),
+        }
+    }
+    Ok(op.apply(sets))
+}

@@ -1,0 +1,518 @@
+//! What a key holds: a string, a hash or a set, each in a compact form while small and a hash
+//! table once it grows (Redis's listpack/intset idea), and the commands that rebuild a value
+//! from nothing (its *rewrite form*, used by BGREWRITEAOF and by moves across shards).
+//!
+//! Every value keeps the byte count the memory account needs, so `mem_size` is O(1). The
+//! compact forms are plain vectors searched linearly: below the thresholds (128 entries, 64-byte
+//! fields by default) that is as fast as hashing and far smaller. A value never converts back to
+//! its compact form, as in Redis.
+
+use std::fmt;
+
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+
+type FastHash = foldhash::fast::RandomState;
+
+/// Thresholds of the compact encodings (`hash-max-listpack-*`, `set-max-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encodings {
+    pub hash_max_listpack_entries: usize,
+    pub hash_max_listpack_value: usize,
+    pub set_max_intset_entries: usize,
+    pub set_max_listpack_entries: usize,
+    pub set_max_listpack_value: usize,
+}
+
+impl Default for Encodings {
+    fn default() -> Self {
+        Encodings {
+            hash_max_listpack_entries: 128,
+            hash_max_listpack_value: 64,
+            set_max_intset_entries: 512,
+            set_max_listpack_entries: 128,
+            set_max_listpack_value: 64,
+        }
+    }
+}
+
+/// Bytes counted per field or member beyond its own bytes.
+const ITEM_OVERHEAD: usize = 16;
+
+#[derive(Clone, PartialEq)]
+pub enum Value {
+    Str(Bytes),
+    Hash(Hash),
+    Set(Set),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+        }
+    }
+
+    /// The bytes this value holds, for the memory account (O(1)).
+    pub fn mem_size(&self) -> usize {
+        match self {
+            Value::Str(b) => b.len(),
+            Value::Hash(h) => h.bytes,
+            Value::Set(s) => s.bytes,
+        }
+    }
+
+    /// `OBJECT ENCODING`'s answer, in Redis's names.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(b) => {
+                if b.len() <= 20 && crate::store::parse_i64(b).is_some() {
+                    "int"
+                } else if b.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            Value::Hash(h) => match h.items {
+                HashItems::Compact(_) => "listpack",
+                HashItems::Table(_) => "hashtable",
+            },
+            Value::Set(s) => match s.items {
+                SetItems::Ints(_) => "intset",
+                SetItems::Compact(_) => "listpack",
+                SetItems::Table(_) => "hashtable",
+            },
+        }
+    }
+
+    /// A canonical text of the value (fields and members sorted), for comparing keyspaces in
+    /// tests and checkers: two values are the same iff their canonical texts are.
+    pub fn canonical(&self) -> String {
+        match self {
+            Value::Str(b) => format!("string:{b:?}"),
+            Value::Hash(h) => {
+                let mut v: Vec<_> = h.iter().collect();
+                v.sort();
+                format!("hash:{v:?}")
+            }
+            Value::Set(s) => {
+                let mut v: Vec<Bytes> = s.members();
+                v.sort();
+                format!("set:{v:?}")
+            }
+        }
+    }
+
+    /// The commands that rebuild this value under `key` in an empty place, `PEXPIREAT` last:
+    /// one `SET`, or `HSET`/`SADD` chunks of at most `chunk` fields or members.
+    pub fn rewrite_commands(&self, key: &Bytes, expire_at: u64, chunk: usize) -> Vec<Vec<Bytes>> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::new();
+        match self {
+            Value::Str(v) => {
+                let mut cmd = vec![Bytes::from_static(b"SET"), key.clone(), v.clone()];
+                if expire_at != 0 {
+                    cmd.push(Bytes::from_static(b"PXAT"));
+                    cmd.push(Bytes::from(expire_at.to_string()));
+                }
+                return vec![cmd];
+            }
+            Value::Hash(h) => {
+                let pairs: Vec<(Bytes, Bytes)> =
+                    h.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+                for part in pairs.chunks(chunk) {
+                    let mut cmd = vec![Bytes::from_static(b"HSET"), key.clone()];
+                    for (f, v) in part {
+                        cmd.push(f.clone());
+                        cmd.push(v.clone());
+                    }
+                    out.push(cmd);
+                }
+            }
+            Value::Set(s) => {
+                for part in s.members().chunks(chunk) {
+                    let mut cmd = vec![Bytes::from_static(b"SADD"), key.clone()];
+                    cmd.extend(part.iter().cloned());
+                    out.push(cmd);
+                }
+            }
+        }
+        if expire_at != 0 {
+            out.push(vec![
+                Bytes::from_static(b"PEXPIREAT"),
+                key.clone(),
+                Bytes::from(expire_at.to_string()),
+            ]);
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hashes
+
+#[derive(Clone)]
+enum HashItems {
+    /// Insertion order, searched linearly.
+    Compact(Vec<(Bytes, Bytes)>),
+    Table(IndexMap<Bytes, Bytes, FastHash>),
+}
+
+/// A hash: field → value.
+#[derive(Clone)]
+pub struct Hash {
+    items: HashItems,
+    bytes: usize,
+}
+
+impl PartialEq for Hash {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(f, v)| other.get(f) == Some(v))
+    }
+}
+
+impl Default for Hash {
+    fn default() -> Self {
+        Hash {
+            items: HashItems::Compact(Vec::new()),
+            bytes: 0,
+        }
+    }
+}
+
+fn item_size(a: &[u8], b: &[u8]) -> usize {
+    a.len() + b.len() + ITEM_OVERHEAD
+}
+
+impl Hash {
+    pub fn len(&self) -> usize {
+        match &self.items {
+            HashItems::Compact(v) => v.len(),
+            HashItems::Table(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, field: &[u8]) -> Option<&Bytes> {
+        match &self.items {
+            HashItems::Compact(v) => v.iter().find(|(f, _)| f == field).map(|(_, v)| v),
+            HashItems::Table(m) => m.get(field),
+        }
+    }
+
+    /// Sets `field`; true if it is new.
+    pub fn set(&mut self, field: &[u8], value: &[u8], enc: &Encodings) -> bool {
+        let too_big =
+            field.len() > enc.hash_max_listpack_value || value.len() > enc.hash_max_listpack_value;
+        if let HashItems::Compact(v) = &mut self.items {
+            if too_big
+                || v.len() >= enc.hash_max_listpack_entries && !v.iter().any(|(f, _)| f == field)
+            {
+                let map: IndexMap<Bytes, Bytes, FastHash> = std::mem::take(v).into_iter().collect();
+                self.items = HashItems::Table(map);
+            }
+        }
+        let value = Bytes::copy_from_slice(value);
+        match &mut self.items {
+            HashItems::Compact(v) => {
+                if let Some(slot) = v.iter_mut().find(|(f, _)| f == field) {
+                    self.bytes = self.bytes - slot.1.len() + value.len();
+                    slot.1 = value;
+                    false
+                } else {
+                    self.bytes += item_size(field, &value);
+                    v.push((Bytes::copy_from_slice(field), value));
+                    true
+                }
+            }
+            HashItems::Table(m) => match m.get_mut(field) {
+                Some(old) => {
+                    self.bytes = self.bytes - old.len() + value.len();
+                    *old = value;
+                    false
+                }
+                None => {
+                    self.bytes += item_size(field, &value);
+                    m.insert(Bytes::copy_from_slice(field), value);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Removes `field`; true if it was there.
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        let removed = match &mut self.items {
+            HashItems::Compact(v) => v.iter().position(|(f, _)| f == field).map(|i| v.remove(i)),
+            HashItems::Table(m) => m.swap_remove_entry(field),
+        };
+        match removed {
+            Some((f, v)) => {
+                self.bytes -= item_size(&f, &v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&Bytes, &Bytes)> + '_> {
+        match &self.items {
+            HashItems::Compact(v) => Box::new(v.iter().map(|(f, v)| (f, v))),
+            HashItems::Table(m) => Box::new(m.iter()),
+        }
+    }
+
+    /// The entry at position `i` (0..len), for random picks and SCAN.
+    pub fn at(&self, i: usize) -> Option<(&Bytes, &Bytes)> {
+        match &self.items {
+            HashItems::Compact(v) => v.get(i).map(|(f, v)| (f, v)),
+            HashItems::Table(m) => m.get_index(i),
+        }
+    }
+
+    pub fn is_compact(&self) -> bool {
+        matches!(self.items, HashItems::Compact(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sets
+
+#[derive(Clone)]
+enum SetItems {
+    /// Every member an integer in canonical form: sorted, deduplicated.
+    Ints(Vec<i64>),
+    /// Insertion order, searched linearly.
+    Compact(Vec<Bytes>),
+    Table(IndexSet<Bytes, FastHash>),
+}
+
+/// A set of byte strings.
+#[derive(Clone)]
+pub struct Set {
+    items: SetItems,
+    bytes: usize,
+}
+
+impl PartialEq for Set {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.members().iter().all(|m| other.contains(m))
+    }
+}
+
+impl Default for Set {
+    fn default() -> Self {
+        Set {
+            items: SetItems::Ints(Vec::new()),
+            bytes: 0,
+        }
+    }
+}
+
+/// A member as an intset holds it: an integer whose text is exactly its canonical form.
+fn as_int(m: &[u8]) -> Option<i64> {
+    crate::store::parse_i64(m)
+}
+
+impl Set {
+    pub fn len(&self) -> usize {
+        match &self.items {
+            SetItems::Ints(v) => v.len(),
+            SetItems::Compact(v) => v.len(),
+            SetItems::Table(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, m: &[u8]) -> bool {
+        match &self.items {
+            SetItems::Ints(v) => as_int(m).is_some_and(|i| v.binary_search(&i).is_ok()),
+            SetItems::Compact(v) => v.iter().any(|x| x == m),
+            SetItems::Table(s) => s.contains(m),
+        }
+    }
+
+    /// Adds `m`; true if it is new.
+    pub fn insert(&mut self, m: &[u8], enc: &Encodings) -> bool {
+        if self.contains(m) {
+            return false;
+        }
+        let len = self.len();
+        match &mut self.items {
+            SetItems::Ints(v) => match as_int(m) {
+                Some(i) if len < enc.set_max_intset_entries => {
+                    let at = v.binary_search(&i).unwrap_or_else(|at| at);
+                    v.insert(at, i);
+                }
+                _ => {
+                    let members: Vec<Bytes> =
+                        v.iter().map(|i| Bytes::from(i.to_string())).collect();
+                    let compact = len < enc.set_max_listpack_entries
+                        && m.len() <= enc.set_max_listpack_value
+                        && members.len() < enc.set_max_listpack_entries;
+                    self.items = if compact {
+                        SetItems::Compact(members)
+                    } else {
+                        SetItems::Table(members.into_iter().collect())
+                    };
+                    return self.insert_new(m, enc);
+                }
+            },
+            _ => return self.insert_new(m, enc),
+        }
+        self.bytes += m.len() + ITEM_OVERHEAD;
+        true
+    }
+
+    /// Adds a member known to be absent to a compact or table set.
+    fn insert_new(&mut self, m: &[u8], enc: &Encodings) -> bool {
+        if let SetItems::Compact(v) = &mut self.items {
+            if v.len() >= enc.set_max_listpack_entries || m.len() > enc.set_max_listpack_value {
+                self.items = SetItems::Table(std::mem::take(v).into_iter().collect());
+            }
+        }
+        match &mut self.items {
+            SetItems::Compact(v) => v.push(Bytes::copy_from_slice(m)),
+            SetItems::Table(s) => {
+                s.insert(Bytes::copy_from_slice(m));
+            }
+            SetItems::Ints(_) => return false,
+        }
+        self.bytes += m.len() + ITEM_OVERHEAD;
+        true
+    }
+
+    /// Removes `m`; true if it was there.
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        let removed = match &mut self.items {
+            SetItems::Ints(v) => match as_int(m).map(|i| v.binary_search(&i)) {
+                Some(Ok(at)) => {
+                    v.remove(at);
+                    true
+                }
+                _ => false,
+            },
+            SetItems::Compact(v) => match v.iter().position(|x| x == m) {
+                Some(at) => {
+                    v.remove(at);
+                    true
+                }
+                None => false,
+            },
+            SetItems::Table(s) => s.swap_remove(m),
+        };
+        if removed {
+            self.bytes -= m.len() + ITEM_OVERHEAD;
+        }
+        removed
+    }
+
+    /// The member at position `i` (0..len), for random picks and SCAN.
+    pub fn at(&self, i: usize) -> Option<Bytes> {
+        match &self.items {
+            SetItems::Ints(v) => v.get(i).map(|n| Bytes::from(n.to_string())),
+            SetItems::Compact(v) => v.get(i).cloned(),
+            SetItems::Table(s) => s.get_index(i).cloned(),
+        }
+    }
+
+    pub fn members(&self) -> Vec<Bytes> {
+        match &self.items {
+            SetItems::Ints(v) => v.iter().map(|n| Bytes::from(n.to_string())).collect(),
+            SetItems::Compact(v) => v.clone(),
+            SetItems::Table(s) => s.iter().cloned().collect(),
+        }
+    }
+
+    pub fn is_compact(&self) -> bool {
+        !matches!(self.items, SetItems::Table(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_convert_to_a_table_past_the_thresholds_and_keep_their_byte_count() {
+        let enc = Encodings {
+            hash_max_listpack_entries: 2,
+            ..Encodings::default()
+        };
+        let mut h = Hash::default();
+        assert!(h.set(b"a", b"1", &enc));
+        assert!(!h.set(b"a", b"22", &enc));
+        assert!(h.set(b"b", b"3", &enc));
+        assert_eq!(Value::Hash(h.clone()).encoding(), "listpack");
+        assert!(h.set(b"c", b"4", &enc));
+        assert_eq!(Value::Hash(h.clone()).encoding(), "hashtable");
+        assert_eq!(h.bytes, 3 * (2 + ITEM_OVERHEAD) + 1);
+        assert!(h.remove(b"a") && !h.remove(b"a"));
+        assert_eq!(h.bytes, 2 * (2 + ITEM_OVERHEAD));
+        let mut long = Hash::default();
+        long.set(b"f", &[b'x'; 65], &enc);
+        assert!(!long.is_compact(), "a value over hash-max-listpack-value");
+    }
+
+    #[test]
+    fn sets_go_from_intset_to_listpack_to_hashtable() {
+        let enc = Encodings {
+            set_max_intset_entries: 3,
+            set_max_listpack_entries: 4,
+            ..Encodings::default()
+        };
+        let mut s = Set::default();
+        for m in ["3", "1", "2"] {
+            assert!(s.insert(m.as_bytes(), &enc));
+        }
+        assert!(!s.insert(b"2", &enc));
+        assert_eq!(Value::Set(s.clone()).encoding(), "intset");
+        assert_eq!(s.members(), ["1", "2", "3"]);
+        assert!(!s.contains(b"01"), "not the canonical form of 1");
+        assert!(s.insert(b"x", &enc));
+        assert_eq!(Value::Set(s.clone()).encoding(), "listpack");
+        assert!(s.contains(b"1") && s.contains(b"x"));
+        assert!(s.insert(b"y", &enc));
+        assert_eq!(Value::Set(s.clone()).encoding(), "hashtable");
+        assert_eq!(s.len(), 5);
+        assert!(s.remove(b"1") && s.remove(b"x"));
+        assert_eq!(s.bytes, 3 * (1 + ITEM_OVERHEAD));
+        let mut ints = Set::default();
+        for i in 0..4 {
+            ints.insert(i.to_string().as_bytes(), &enc);
+        }
+        assert_eq!(
+            Value::Set(ints).encoding(),
+            "listpack",
+            "past set-max-intset-entries"
+        );
+    }
+
+    #[test]
+    fn rewrite_forms_rebuild_the_value() {
+        let enc = Encodings::default();
+        let mut h = Hash::default();
+        for i in 0..5 {
+            h.set(format!("f{i}").as_bytes(), b"v", &enc);
+        }
+        let cmds = Value::Hash(h).rewrite_commands(&Bytes::from("k"), 77, 2);
+        assert_eq!(cmds.len(), 4, "3 HSET chunks and PEXPIREAT");
+        assert_eq!(cmds[3][0], "PEXPIREAT");
+        assert_eq!(cmds[2].len(), 4, "HSET k f4 v");
+    }
+}
