@@ -493,8 +493,14 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
     for parsed in cmds {
         let req = match parsed {
             Ok(req) => req,
-            Err(Refused(error)) => {
-                plan.ready(error);
+            Err(Refused {
+                after_auth: true, ..
+            }) if !session.authenticated => {
+                plan.ready(noauth());
+                continue;
+            }
+            Err(Refused { reply, .. }) => {
+                plan.ready(reply);
                 // Inside MULTI a refused command makes EXEC fail (EXECABORT), as in Redis.
                 session.multi.failed |= session.multi.queued.is_some();
                 continue;

@@ -36,7 +36,21 @@ pub enum Target {
 }
 
 /// A request refused before it runs, with its error reply. Inside MULTI it makes EXEC fail.
-pub struct Refused(pub Frame);
+pub struct Refused {
+    pub reply: Frame,
+    /// Refused for a reason Redis finds only after authentication (MSET's key without a
+    /// value passes Redis's arity check): an unauthenticated client gets NOAUTH instead.
+    pub after_auth: bool,
+}
+
+impl Refused {
+    fn now(reply: Frame) -> Refused {
+        Refused {
+            reply,
+            after_auth: false,
+        }
+    }
+}
 
 pub type Parsed = Result<Request, Refused>;
 
@@ -75,10 +89,16 @@ impl Request {
 /// when it is its turn to run, in Redis's order.)
 pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
     let Some(spec) = args.first().and_then(|name| command::lookup(name)) else {
-        return Err(Refused(reply::unknown_command(&args)));
+        return Err(Refused::now(reply::unknown_command(&args)));
     };
+    if !spec.arity_ok(args.len()) {
+        return Err(Refused::now(reply::wrong_arity(spec.name)));
+    }
     if !spec.args_ok(args.len()) {
-        return Err(Refused(reply::wrong_arity(spec.name)));
+        return Err(Refused {
+            reply: reply::wrong_arity(spec.name),
+            after_auth: true,
+        });
     }
     let target = match spec.route {
         Route::Connection => Target::Connection,
@@ -101,15 +121,18 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
 }
 
 /// The largest record one request may produce: the log format's bound
-/// (`moon_aof::record::MAX_PAYLOAD`). `MOON_MAX_RECORD_BYTES` lowers it (a test seam).
+/// (`moon_aof::record::MAX_PAYLOAD`) less room for the evictions logged with it (at most
+/// `EVICTION_BATCH` bytes of keys; see `moon_store::Store`). `MOON_MAX_RECORD_BYTES` lowers
+/// it (a test seam).
 pub fn max_record() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let bound = moon_aof::record::MAX_PAYLOAD - 2 * moon_store::store_eviction_batch_bytes();
     *MAX.get_or_init(|| {
         std::env::var("MOON_MAX_RECORD_BYTES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(moon_aof::record::MAX_PAYLOAD)
-            .min(moon_aof::record::MAX_PAYLOAD)
+            .unwrap_or(bound)
+            .min(bound)
     })
 }
 
@@ -150,7 +173,7 @@ mod tests {
     fn target(words: &str, shards: usize) -> Target {
         match req(words, shards) {
             Ok(r) => r.target,
-            Err(Refused(f)) => panic!("{words}: refused with {f:?}"),
+            Err(r) => panic!("{words}: refused with {:?}", r.reply),
         }
     }
 

@@ -120,6 +120,22 @@ pub async fn run(
     }
     participants.sort_unstable();
     participants.dedup();
+    // The shards where a command that may grow memory runs: each makes room under maxmemory
+    // once, before anything runs, or the whole transaction is refused with OOM (as Redis
+    // checks EXEC, never a command halfway through it).
+    let grows: Vec<usize> = if session.ctx.shared.config().maxmemory == 0 {
+        Vec::new()
+    } else {
+        let mut g: Vec<usize> = cmds
+            .iter()
+            .flatten()
+            .filter(|r| r.spec.may_grow_memory())
+            .flat_map(|r| r.shards().unwrap_or_else(|| participants.clone()))
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    };
 
     // One shard and only commands its store runs by itself: an atomic batch, no locks.
     if participants.len() == 1
@@ -128,6 +144,18 @@ pub async fn run(
             .all(|c| c.as_ref().is_ok_and(Request::runs_in_store))
     {
         let target = participants[0];
+        if !grows.is_empty() {
+            let now = now_ms();
+            let room = shard
+                .call_on_unlocked(target, move |s| s.make_room(now))
+                .await
+                .unwrap_or(false);
+            if !room {
+                unwatch(session, watches).await;
+                oom().encode(session.proto, out);
+                return;
+            }
+        }
         let cmds = cmds.into_iter().flatten().map(|r| r.args).collect();
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
         let result = shard.run_atomic(target, cmds, tokens).await;
@@ -204,9 +232,18 @@ pub async fn run(
             too_large = Some(bound);
         }
     }
+    let mut out_of_memory = false;
+    if intact && failing.is_none() && too_large.is_none() {
+        for &g in &grows {
+            out_of_memory |= !shard
+                .call_on(g, move |s| s.make_room(tx.now))
+                .await
+                .unwrap_or(false);
+        }
+    }
     let mut inner = BytesMut::new();
     let mut refused = Vec::new();
-    if failing.is_some() || too_large.is_some() {
+    if failing.is_some() || too_large.is_some() || out_of_memory {
         refused = cmds;
     } else if intact {
         session.tx = Some(tx);
@@ -245,6 +282,16 @@ pub async fn run(
     unwatch(session, watches).await;
     if !intact {
         Frame::NullArray.encode(session.proto, out);
+    } else if out_of_memory {
+        if wrap || count == 1 {
+            oom().encode(session.proto, out);
+        } else {
+            // A pipeline run as one implicit transaction: each command on its own instead —
+            // reads and deletions keep working, writes get their own OOM.
+            for c in refused {
+                Box::pin(crate::conn::process(session, vec![c], out)).await;
+            }
+        }
     } else if let Some(size) = too_large {
         if wrap {
             Frame::Error(format!(
@@ -282,6 +329,10 @@ pub async fn run(
     } else {
         out.put_slice(&inner);
     }
+}
+
+fn oom() -> Frame {
+    Frame::StaticError(moon_store::reply::OOM)
 }
 
 /// The shards a transaction's write commands may change (each logs a part at commit).

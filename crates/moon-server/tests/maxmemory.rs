@@ -199,3 +199,79 @@ fn evictions_are_logged_so_a_restart_after_sigkill_recovers_the_same_keyspace() 
         );
     }
 }
+
+/// Writes across shards are all or nothing under maxmemory too: when one of their shards is
+/// over its share, the whole command (or EXEC) is refused and nothing of it stays, also after
+/// a restart; commands that cannot grow memory (RENAME, DEL) keep working.
+#[test]
+fn a_write_across_shards_is_refused_whole_when_one_shard_is_over_its_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--maxmemory", "400kb", "--appendfsync", "always"];
+    let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("start");
+    let mut con = s.client();
+    let keys = common::keys_on_different_shards(2);
+    let (a, b) = (&keys[0], &keys[1]);
+    // Fill b's shard only ({b}... keys live with b) until it refuses.
+    let mut filled = 0;
+    loop {
+        let r: redis::RedisResult<()> = con.set(format!("{{{b}}}:{filled}"), "f".repeat(10_000));
+        match r {
+            Ok(()) => filled += 1,
+            Err(e) => {
+                assert_eq!(err_text(&e), OOM);
+                break;
+            }
+        }
+        assert!(filled < 100, "b's shard never filled up");
+    }
+    let e = redis::cmd("MSET")
+        .arg(&[a.as_str(), "1", b.as_str(), "2"])
+        .query::<()>(&mut con)
+        .expect_err("MSET across shards");
+    assert_eq!(err_text(&e), OOM);
+    let e = redis::cmd("MSETNX")
+        .arg(&[a.as_str(), "1", b.as_str(), "2"])
+        .query::<i64>(&mut con)
+        .expect_err("MSETNX across shards");
+    assert_eq!(err_text(&e), OOM);
+    let () = redis::cmd("MULTI").query(&mut con).expect("MULTI");
+    let queued: String = redis::cmd("SET")
+        .arg(a)
+        .arg("1")
+        .query(&mut con)
+        .expect("SET queued");
+    assert_eq!(queued, "QUEUED");
+    let _: String = redis::cmd("SET")
+        .arg(b)
+        .arg("2")
+        .query(&mut con)
+        .expect("SET queued");
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut con)
+        .expect_err("EXEC touching a full shard");
+    assert_eq!(err_text(&e), OOM, "EXEC is refused whole");
+    let got: Option<String> = con.get(a).expect("GET");
+    assert_eq!(
+        got, None,
+        "nothing of the refused writes stayed on a's shard"
+    );
+
+    // RENAME cannot grow memory: it works even into the full shard.
+    let src = (0..)
+        .map(|i| format!("src{i}"))
+        .find(|k| common::slot_shard(k.as_bytes(), 2) == common::slot_shard(a.as_bytes(), 2))
+        .expect("a key on a's shard");
+    let () = con.set(&src, "moved").expect("SET on a's shard");
+    let dst = format!("{{{b}}}:renamed");
+    let () = con.rename(&src, &dst).expect("RENAME into the full shard");
+    let moved: String = con.get(&dst).expect("GET");
+    assert_eq!(moved, "moved");
+
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
+    let mut con = s.client();
+    let got: Option<String> = con.get(a).expect("GET after restart");
+    assert_eq!(got, None);
+    let moved: String = con.get(&dst).expect("GET after restart");
+    assert_eq!(moved, "moved");
+}

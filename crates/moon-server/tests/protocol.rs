@@ -188,6 +188,16 @@ fn auth_with_requirepass() {
         expect_err(&mut c, &["PING"]),
         "NOAUTH Authentication required."
     );
+    // Redis's order: unknown command and arity first, then authentication, then what only
+    // the command itself would find (MSET's key without a value).
+    assert_eq!(
+        expect_err(&mut c, &["MSET", "a", "1", "b"]),
+        "NOAUTH Authentication required."
+    );
+    assert_eq!(
+        expect_err(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
     assert_eq!(
         expect_err(&mut c, &["AUTH", "wrong"]),
         "WRONGPASS invalid username-password pair or user is disabled."

@@ -233,6 +233,23 @@ impl Shard {
         removed
     }
 
+    /// Before a transaction whose commands may grow memory runs here: evicts what the policy
+    /// allows until the keyspace is within its share of `maxmemory`, logging each eviction as
+    /// a `DEL` (before the transaction's records). False: over the limit, the transaction must
+    /// be refused whole with OOM. Call it while holding the shard (a transaction's lock, or
+    /// through `call_on_unlocked`), never in the middle of another transaction.
+    pub fn make_room(&self, now: u64) -> bool {
+        let mut store = self.store.borrow_mut();
+        let ok = store.make_room_now(now);
+        if !store.logged().is_empty() {
+            if let Some(writer) = self.aof.borrow().as_ref() {
+                writer.append(store.logged());
+            }
+            store.clear_log();
+        }
+        ok
+    }
+
     pub fn id(&self) -> usize {
         self.id
     }

@@ -23,4 +23,9 @@ pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use store::set::{sintercard_args, SetOp};
 pub use store::{Store, StoreStats, WatchToken};
+
+/// The most bytes of keys one command may evict before it runs (its record carries them).
+pub fn store_eviction_batch_bytes() -> usize {
+    store::EVICTION_BATCH.1
+}
 pub use value::{Encodings, Value};

@@ -11,6 +11,10 @@ use crate::glob::glob_match;
 use crate::keyspace::{Keyspace, Value};
 use crate::reply::{self, err};
 
+/// At most this many keys, or this many bytes of keys and values, are evicted before one
+/// command (see `Store::make_room`).
+pub const EVICTION_BATCH: (usize, usize) = (1024, 16 << 20);
+
 /// Counters reported by INFO.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreStats {
@@ -43,6 +47,9 @@ pub struct Store {
     memory_limit: MemoryLimit,
     /// Thresholds of the compact encodings of hashes and sets.
     encodings: crate::value::Encodings,
+    /// Off while a transaction's commands run: its room was made once, before it started
+    /// ([`Store::make_room_now`]), as Redis checks EXEC and not the commands inside it.
+    memory_checks: bool,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -128,6 +135,7 @@ impl Store {
             watch_clock: 0,
             memory_limit: MemoryLimit::default(),
             encodings: crate::value::Encodings::default(),
+            memory_checks: true,
         }
     }
 
@@ -252,17 +260,43 @@ impl Store {
         }
     }
 
+    /// Before a transaction that may grow memory: makes room as for one command, with the
+    /// removals in [`Store::logged`] (to be logged before the transaction's own records).
+    /// False: the transaction must be refused with OOM.
+    pub fn make_room_now(&mut self, now: u64) -> bool {
+        self.ks.set_clock(now);
+        let ok = self.make_room(now);
+        self.log_expired();
+        ok
+    }
+
+    /// Turns the per-command memory check off while a transaction runs, and back on.
+    pub fn set_memory_checks(&mut self, on: bool) {
+        self.memory_checks = on;
+    }
+
     /// Before a command that may grow memory: removes keys as the policy allows until the
-    /// keyspace is within its limit. False if it is still over (the command gets OOM).
+    /// keyspace is within its limit. False if it is still over (the command gets OOM) —
+    /// unless it made progress and stopped at [`EVICTION_BATCH`]: then the command runs, and the
+    /// next ones go on evicting (Redis's eviction also works in slices). The bound keeps one
+    /// command from evicting a whole keyspace at once, which would stall the shard and put
+    /// every removal into that one command's record.
     fn make_room(&mut self, now: u64) -> bool {
         let limit = self.memory_limit;
         if limit.max == 0 {
             return true;
         }
+        let (mut keys, mut bytes) = (0usize, 0usize);
         while self.ks.used_memory() > limit.max {
+            if keys >= EVICTION_BATCH.0 || bytes >= EVICTION_BATCH.1 {
+                return true;
+            }
+            let before = self.ks.used_memory();
             if !self.ks.evict_one(&limit, now) {
                 return false;
             }
+            keys += 1;
+            bytes += before.saturating_sub(self.ks.used_memory());
         }
         true
     }
@@ -447,7 +481,11 @@ impl Store {
     /// keys it found expired, is in [`Store::logged`] afterwards.
     pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         self.ks.set_clock(now);
-        if self.memory_limit.max != 0 && spec.may_grow_memory() && !self.make_room(now) {
+        if self.memory_limit.max != 0
+            && self.memory_checks
+            && spec.may_grow_memory()
+            && !self.make_room(now)
+        {
             self.log_expired();
             return err(reply::OOM);
         }

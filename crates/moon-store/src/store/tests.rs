@@ -310,3 +310,30 @@ fn volatile_ttl_evicts_the_nearest_deadline_and_volatile_policies_spare_keys_wit
         "no key with a TTL: nothing may go"
     );
 }
+
+#[test]
+fn one_command_evicts_a_bounded_batch_and_the_next_ones_go_on() {
+    let mut s = limited(crate::EvictionPolicy::AllKeysRandom, 20_000);
+    for i in 0..20_000 {
+        run(&mut s, T, &format!("SET k{i} v"));
+    }
+    s.take_log();
+    s.set_memory_limit(crate::MemoryLimit {
+        max: 1,
+        policy: crate::EvictionPolicy::AllKeysRandom,
+        samples: 5,
+    });
+    let before = s.stats().evicted_keys as usize;
+    assert_eq!(
+        text(&run(&mut s, T, "SET new v")),
+        "+OK",
+        "progress was made: it runs"
+    );
+    let dels = s.take_log().iter().filter(|c| c[0] == "DEL").count();
+    assert_eq!(dels, super::EVICTION_BATCH.0);
+    run(&mut s, T, "SET new2 v");
+    assert_eq!(
+        s.stats().evicted_keys as usize - before,
+        2 * super::EVICTION_BATCH.0
+    );
+}
