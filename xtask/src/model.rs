@@ -8,6 +8,11 @@
 //! MULTI/EXEC — with deadlines a few hundred milliseconds ahead, so keys expire between
 //! commands all the time.
 //!
+//! Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
+//! and set keys (`sk:`: SADD, SREM, SPOP of everything, SMOVE, SINTERSTORE/SUNIONSTORE/
+//! SDIFFSTORE, all across shards), with deadlines, PERSIST, RENAME and DEL on them too; a hash
+//! or set is modelled as its canonical text.
+//!
 //! The model ([`apply`]) is a tiny interpreter of those commands over `key → (value, deadline)`.
 //! The server runs a command at some instant between sending and the reply; the model runs it
 //! at both ends. If both give the same state, that is the new state; if they differ (a deadline
@@ -28,8 +33,9 @@ use redis::Value;
 
 use crate::crash_matrix::Rng;
 
-/// Keys per model client.
+/// String keys per model client; it also owns [`TYPED_KEYS`] hash keys and as many set keys.
 const KEYS: usize = 24;
+const TYPED_KEYS: usize = 6;
 
 /// What the model knows of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,7 +297,172 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
                 Reply::Ok
             }
         }
+        "HSET" | "HSETNX" | "HDEL" | "HINCRBY" => {
+            let (mut h, d) = live(st, a(1), now).map_or((Map::new(), 0), |(v, d)| (hash_of(&v), d));
+            let reply = match cmd[0].as_str() {
+                "HSET" => Reply::Int(
+                    cmd[2..]
+                        .chunks(2)
+                        .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
+                        .count() as i64,
+                ),
+                "HSETNX" if h.contains_key(a(2)) => Reply::Int(0),
+                "HSETNX" => {
+                    h.insert(a(2).to_string(), a(3).to_string());
+                    Reply::Int(1)
+                }
+                "HDEL" => {
+                    Reply::Int(cmd[2..].iter().filter(|f| h.remove(*f).is_some()).count() as i64)
+                }
+                _ => {
+                    let cur = match h.get(a(2)) {
+                        None => 0,
+                        Some(v) => match int(v) {
+                            Some(n) => n,
+                            None => return Reply::Err,
+                        },
+                    };
+                    let Some(n) = cur.checked_add(int(a(3)).unwrap_or(0)) else {
+                        return Reply::Err;
+                    };
+                    h.insert(a(2).to_string(), n.to_string());
+                    Reply::Int(n)
+                }
+            };
+            match hash_text(&h) {
+                Some(t) => put(st, a(1), Some(t), d),
+                None => put(st, a(1), None, 0),
+            }
+            reply
+        }
+        "SADD" | "SREM" | "SPOP" => {
+            let (mut set, d) =
+                live(st, a(1), now).map_or((Members::new(), 0), |(v, d)| (set_of(&v), d));
+            let reply = match cmd[0].as_str() {
+                "SADD" => {
+                    Reply::Int(cmd[2..].iter().filter(|m| set.insert((*m).clone())).count() as i64)
+                }
+                "SREM" => Reply::Int(cmd[2..].iter().filter(|m| set.remove(*m)).count() as i64),
+                _ => Reply::Array(
+                    std::mem::take(&mut set)
+                        .into_iter()
+                        .map(Reply::Bulk)
+                        .collect(),
+                ),
+            };
+            match set_text(&set) {
+                Some(t) => put(st, a(1), Some(t), d),
+                None => put(st, a(1), None, 0),
+            }
+            reply
+        }
+        "SMOVE" => {
+            let Some((src, d_src)) = live(st, a(1), now) else {
+                put(st, a(1), None, 0);
+                return Reply::Int(0);
+            };
+            let mut from = set_of(&src);
+            if !from.contains(a(3)) {
+                return Reply::Int(0);
+            }
+            if a(1) == a(2) {
+                return Reply::Int(1);
+            }
+            from.remove(a(3));
+            let (to, d_dst) =
+                live(st, a(2), now).map_or((Members::new(), 0), |(v, d)| (set_of(&v), d));
+            let mut to = to;
+            to.insert(a(3).to_string());
+            match set_text(&from) {
+                Some(t) => put(st, a(1), Some(t), d_src),
+                None => put(st, a(1), None, 0),
+            }
+            put(st, a(2), set_text(&to), d_dst);
+            Reply::Int(1)
+        }
+        "SINTERSTORE" | "SUNIONSTORE" | "SDIFFSTORE" => {
+            let sets: Vec<Option<Members>> = cmd[2..]
+                .iter()
+                .map(|k| live(st, k, now).map(|(v, _)| set_of(&v)))
+                .collect();
+            let mut iter = sets.into_iter();
+            let first = iter.next().flatten();
+            let result: Members = match cmd[0].as_str() {
+                "SINTERSTORE" => {
+                    let mut acc = first;
+                    for s in iter {
+                        acc = match (acc, s) {
+                            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+                            _ => None,
+                        };
+                    }
+                    acc.unwrap_or_default()
+                }
+                "SUNIONSTORE" => {
+                    let mut acc = first.unwrap_or_default();
+                    for s in iter.flatten() {
+                        acc.extend(s);
+                    }
+                    acc
+                }
+                _ => {
+                    let mut acc = first.unwrap_or_default();
+                    for s in iter.flatten() {
+                        acc.retain(|m| !s.contains(m));
+                    }
+                    acc
+                }
+            };
+            let n = result.len() as i64;
+            put(st, a(1), set_text(&result), 0);
+            Reply::Int(n)
+        }
         _ => Reply::Err,
+    }
+}
+
+type Map = std::collections::BTreeMap<String, String>;
+type Members = std::collections::BTreeSet<String>;
+
+// A hash or set is modelled as its canonical text (fields or members sorted), so the model's
+// state stays `key -> (text, deadline)` for every type.
+
+fn hash_of(text: &str) -> Map {
+    text.split(';')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect()
+}
+
+fn hash_text(h: &Map) -> Option<String> {
+    (!h.is_empty()).then(|| {
+        h.iter()
+            .map(|(f, v)| format!("{f}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    })
+}
+
+fn set_of(text: &str) -> Members {
+    text.split(';')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn set_text(s: &Members) -> Option<String> {
+    (!s.is_empty()).then(|| s.iter().cloned().collect::<Vec<_>>().join(";"))
+}
+
+/// Replies whose order is not defined (SPOP's members) in sorted order.
+fn normalize(cmds: &[Vec<String>], reply: Reply) -> Reply {
+    match reply {
+        Reply::Array(mut items) if cmds.len() == 1 && cmds[0][0] == "SPOP" => {
+            items.sort_by_key(|r| format!("{r:?}"));
+            Reply::Array(items)
+        }
+        other => other,
     }
 }
 
@@ -326,7 +497,9 @@ fn now_ms() -> u64 {
 
 impl ModelClient {
     pub fn new(id: usize, seed: u64) -> ModelClient {
-        let keys: Vec<String> = (0..KEYS).map(|j| format!("mk:{id}:{j}")).collect();
+        let mut keys: Vec<String> = (0..KEYS).map(|j| format!("mk:{id}:{j}")).collect();
+        keys.extend((0..TYPED_KEYS).map(|j| format!("hk:{id}:{j}")));
+        keys.extend((0..TYPED_KEYS).map(|j| format!("sk:{id}:{j}")));
         let state = keys
             .iter()
             .map(|k| (k.clone(), Slot::Known(None, 0)))
@@ -347,6 +520,79 @@ impl ModelClient {
         self.keys[self.rng.below(KEYS as u64) as usize].clone()
     }
 
+    /// A hash key (`hk:`) or a set key (`sk:`) of this client.
+    fn typed_key(&mut self, prefix: &str) -> String {
+        let j = self.rng.below(TYPED_KEYS as u64) as usize;
+        let base = if prefix == "hk" {
+            KEYS
+        } else {
+            KEYS + TYPED_KEYS
+        };
+        self.keys[base + j].clone()
+    }
+
+    /// A hash or set command, or a generic one on a hash or set key.
+    fn typed_command(&mut self) -> Vec<String> {
+        let s = |x: &str| x.to_string();
+        let field = |rng: &mut Rng| format!("f{}", rng.below(4));
+        let member = |rng: &mut Rng| match rng.below(3) {
+            0 => rng.below(5).to_string(),
+            _ => format!("m{}", rng.below(5)),
+        };
+        let h = self.typed_key("hk");
+        let sk = self.typed_key("sk");
+        match self.rng.below(16) {
+            0..=2 => {
+                let mut c = vec![s("HSET"), h];
+                for _ in 0..1 + self.rng.below(2) {
+                    let (f, v) = (field(&mut self.rng), self.value());
+                    c.extend([f, v]);
+                }
+                c
+            }
+            3 => vec![s("HSETNX"), h, field(&mut self.rng), self.value()],
+            4 => vec![s("HDEL"), h, field(&mut self.rng), field(&mut self.rng)],
+            5 => vec![
+                s("HINCRBY"),
+                h,
+                field(&mut self.rng),
+                (self.rng.below(7) as i64 - 3).to_string(),
+            ],
+            6..=7 => {
+                let mut c = vec![s("SADD"), sk];
+                for _ in 0..1 + self.rng.below(3) {
+                    c.push(member(&mut self.rng));
+                }
+                c
+            }
+            8 => vec![s("SREM"), sk, member(&mut self.rng), member(&mut self.rng)],
+            // A count past the size pops everything: what it pops is then known.
+            9 => vec![s("SPOP"), sk, s("100")],
+            10 => vec![s("SMOVE"), sk, self.typed_key("sk"), member(&mut self.rng)],
+            11 => {
+                let op = ["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"][self.rng.below(3) as usize];
+                vec![s(op), sk, self.typed_key("sk"), self.typed_key("sk")]
+            }
+            12 => {
+                let k = if self.rng.below(2) == 0 { h } else { sk };
+                vec![s("PEXPIREAT"), k, self.deadline().to_string()]
+            }
+            13 => {
+                let k = if self.rng.below(2) == 0 { h } else { sk };
+                vec![s("PERSIST"), k]
+            }
+            14 => {
+                // Within one type: a RENAME across shards moves the value's rewrite form.
+                if self.rng.below(2) == 0 {
+                    vec![s("RENAME"), h, self.typed_key("hk")]
+                } else {
+                    vec![s("RENAME"), sk, self.typed_key("sk")]
+                }
+            }
+            _ => vec![s("DEL"), h, sk],
+        }
+    }
+
     fn value(&mut self) -> String {
         self.counter += 1;
         match self.rng.below(4) {
@@ -363,6 +609,9 @@ impl ModelClient {
     /// One random command (or a MULTI/EXEC of several).
     fn command(&mut self) -> Vec<Vec<String>> {
         let s = |x: &str| x.to_string();
+        if self.rng.below(10) < 3 {
+            return vec![self.typed_command()];
+        }
         let (k, v) = (self.key(), self.value());
         let one = match self.rng.below(22) {
             0..=2 => {
@@ -444,10 +693,12 @@ impl ModelClient {
                 return (0..n)
                     .map(|_| {
                         let (k, v) = (self.key(), self.value());
-                        match self.rng.below(4) {
+                        match self.rng.below(6) {
                             0 => vec![s("SET"), k, v, s("PXAT"), self.deadline().to_string()],
                             1 => vec![s("APPEND"), k, v],
                             2 => vec![s("SETNX"), k, v],
+                            3 => vec![s("HSET"), self.typed_key("hk"), s("f0"), v],
+                            4 => vec![s("SADD"), self.typed_key("sk"), v],
                             _ => vec![s("GETDEL"), k],
                         }
                     })
@@ -477,7 +728,7 @@ impl ModelClient {
         };
         let t1 = now_ms();
         let actual = match result {
-            Ok(v) => reply_of(&v),
+            Ok(v) => normalize(&cmds, reply_of(&v)),
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 // In flight at the kill: it may or may not have happened.
                 for (k, _) in before {
@@ -637,7 +888,16 @@ impl ModelClient {
         let mut failures = Vec::new();
         for k in self.keys.clone() {
             let t0 = now_ms();
-            let v: Option<String> = redis::cmd("GET").arg(&k).query(con)?;
+            let v: Option<String> = if k.starts_with("hk:") {
+                let h: std::collections::BTreeMap<String, String> =
+                    redis::cmd("HGETALL").arg(&k).query(con)?;
+                hash_text(&h)
+            } else if k.starts_with("sk:") {
+                let m: Members = redis::cmd("SMEMBERS").arg(&k).query(con)?;
+                set_text(&m)
+            } else {
+                redis::cmd("GET").arg(&k).query(con)?
+            };
             let exp: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(con)?;
             let t1 = now_ms();
             let got_deadline = if exp > 0 { exp as u64 } else { 0 };
@@ -718,5 +978,63 @@ mod tests {
             Reply::Int(1)
         );
         assert_eq!(st["m"], (None, 0), "a deadline in the past deletes");
+    }
+
+    #[test]
+    fn the_model_follows_hashes_and_sets() {
+        let mut st = State::new();
+        assert_eq!(
+            apply(&mut st, &c(&["HSET", "h", "f", "1", "g", "x"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["HINCRBY", "h", "f", "2"]), 0),
+            Reply::Int(3)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["HINCRBY", "h", "g", "2"]), 0),
+            Reply::Err
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["HSETNX", "h", "f", "9"]), 0),
+            Reply::Int(0)
+        );
+        assert_eq!(st["h"], (Some("f=3;g=x".into()), 0));
+        assert_eq!(
+            apply(&mut st, &c(&["HDEL", "h", "f", "g"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(st["h"], (None, 0), "an empty hash is gone");
+        assert_eq!(
+            apply(&mut st, &c(&["SADD", "a", "1", "2", "x"]), 0),
+            Reply::Int(3)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["SADD", "b", "2", "y"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["SINTERSTORE", "c", "a", "b"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["SINTERSTORE", "d", "a", "nosuch"]), 0),
+            Reply::Int(0)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["SDIFFSTORE", "d", "a", "b"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(st["d"], (Some("1;x".into()), 0));
+        assert_eq!(
+            apply(&mut st, &c(&["SMOVE", "c", "b", "2"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(st["c"], (None, 0));
+        assert_eq!(
+            apply(&mut st, &c(&["SPOP", "b", "100"]), 0),
+            Reply::Array(vec![Reply::Bulk("2".into()), Reply::Bulk("y".into())])
+        );
+        assert_eq!(st["b"], (None, 0));
     }
 }

@@ -169,6 +169,73 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         )
             .prop_map(|(c, k)| cmd(&[c, &k])),
         Just(cmd(&["RANDOMKEY"])),
+        typed_command(),
+    ]
+}
+
+fn field() -> impl Strategy<Value = String> {
+    prop::sample::select(&["f1", "f2", "f3"][..]).prop_map(str::to_string)
+}
+
+/// Members: integers (the intset form) and words (the listpack form).
+fn member() -> impl Strategy<Value = String> {
+    prop::sample::select(&["1", "2", "-7", "x", "y"][..]).prop_map(str::to_string)
+}
+
+/// Hash and set writes (on the same keys as strings, so WRONGTYPE happens too), and reads.
+fn typed_command() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        (
+            prop::sample::select(&["HSET", "HMSET"][..]),
+            key(),
+            field(),
+            value(),
+            prop::option::of((field(), value()))
+        )
+            .prop_map(|(c, k, f, v, more)| {
+                let mut c = cmd(&[c, &k, &f, &v]);
+                if let Some((f, v)) = more {
+                    c.extend([f, v]);
+                }
+                c
+            }),
+        (key(), field(), value()).prop_map(|(k, f, v)| cmd(&["HSETNX", &k, &f, &v])),
+        (key(), field(), field()).prop_map(|(k, f, g)| cmd(&["HDEL", &k, &f, &g])),
+        (key(), field(), -3i64..4).prop_map(|(k, f, n)| cmd(&["HINCRBY", &k, &f, &n.to_string()])),
+        (key(), field()).prop_map(|(k, f)| cmd(&["HINCRBYFLOAT", &k, &f, "1.5"])),
+        (key(), member(), prop::option::of(member())).prop_map(|(k, m, n)| {
+            let mut c = cmd(&["SADD", &k, &m]);
+            c.extend(n);
+            c
+        }),
+        (key(), member(), member()).prop_map(|(k, m, n)| cmd(&["SREM", &k, &m, &n])),
+        (key(), prop::option::of(0u32..4)).prop_map(|(k, n)| {
+            let mut c = cmd(&["SPOP", &k]);
+            c.extend(n.map(|n| n.to_string()));
+            c
+        }),
+        (key(), key(), member()).prop_map(|(a, b, m)| cmd(&["SMOVE", &a, &b, &m])),
+        (
+            prop::sample::select(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"][..]),
+            key(),
+            key(),
+            key()
+        )
+            .prop_map(|(c, d, a, b)| cmd(&[c, &d, &a, &b])),
+        (
+            prop::sample::select(
+                &[
+                    "HGETALL",
+                    "HLEN",
+                    "SMEMBERS",
+                    "SCARD",
+                    "HRANDFIELD",
+                    "SRANDMEMBER"
+                ][..]
+            ),
+            key()
+        )
+            .prop_map(|(c, k)| cmd(&[c, &k])),
     ]
 }
 
