@@ -23,7 +23,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use moon_manifest::{Manifest, PerShard};
-use moon_proto::{Limits, RequestParser};
+use moon_proto::{Frame, Limits, RequestParser};
 use moon_store::slot::shard_for_key;
 use moon_store::{Store, Value, NO_EXPIRY_CHECK};
 
@@ -68,6 +68,7 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     });
     let mut multi: Option<Vec<Vec<Bytes>>> = None;
     let mut applied: u64 = 0;
+    let mut db: u64 = 0;
     let bar = progress(path, data.len() as u64);
     loop {
         let offset = data.len() - buf.len();
@@ -95,18 +96,24 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
         };
         let name = cmd[0].to_ascii_uppercase();
         match &name[..] {
-            b"SELECT" => {}
+            b"SELECT" => {
+                db = cmd
+                    .get(1)
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(u64::MAX);
+            }
             b"MULTI" => multi = Some(Vec::new()),
             b"EXEC" => {
                 for c in multi.take().unwrap_or_default() {
-                    store.execute(&c, NO_EXPIRY_CHECK);
+                    import(store, &c, db, applied, path, offset)?;
                     applied += 1;
                 }
             }
             _ => match &mut multi {
                 Some(q) => q.push(cmd),
                 None => {
-                    store.execute(&cmd, NO_EXPIRY_CHECK);
+                    import(store, &cmd, db, applied, path, offset)?;
                     applied += 1;
                 }
             },
@@ -119,6 +126,47 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
         );
     }
     Ok(applied)
+}
+
+/// Applies one command of a Redis log. Nothing is dropped silently: a command Moon does not
+/// have, one it refuses, or one for a database other than 0 stops the import with how many
+/// commands went in and the first that could not.
+fn import(
+    store: &mut Store,
+    cmd: &[Bytes],
+    db: u64,
+    applied: u64,
+    path: &Path,
+    offset: usize,
+) -> anyhow::Result<()> {
+    let shown = || {
+        cmd.iter()
+            .take(4)
+            .map(|a| String::from_utf8_lossy(&a[..a.len().min(64)]).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if db != 0 {
+        bail!(
+            "{}: stopped after {applied} commands: `{}` (offset {offset}) writes to database {db}; Moon has one database (0) so far, and importing it into 0 would mix keyspaces",
+            path.display(),
+            shown()
+        );
+    }
+    let reply = store.execute(cmd, NO_EXPIRY_CHECK);
+    let refused = match &reply {
+        Frame::Error(e) => Some(e.as_str()),
+        Frame::StaticError(e) => Some(*e),
+        _ => None,
+    };
+    if let Some(e) = refused {
+        bail!(
+            "{}: stopped after {applied} commands: `{}` (offset {offset}) cannot be imported: {e}",
+            path.display(),
+            shown()
+        );
+    }
+    Ok(())
 }
 
 /// Replays a v2 layout into `store`, as the server's recovery does. Returns (records, max LSN).

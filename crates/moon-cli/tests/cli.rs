@@ -363,3 +363,95 @@ fn migrate_aof_refuses_a_redis_rdb_base() {
         "nothing written"
     );
 }
+
+/// The keyspace a v2 layout holds, replayed into a store the way the server recovers it.
+fn replay_layout(dir: &Path) -> moon_store::Store {
+    let Some(moon_manifest::Manifest::V2(m)) = moon_manifest::peek(dir).unwrap() else {
+        panic!("not v2")
+    };
+    let mut store = moon_store::Store::default();
+    for i in 0..m.shards() {
+        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
+            moon_aof::replay_file(&path, |_, group| {
+                for c in group {
+                    let key_shard = moon_store::slot::shard_for_key(&c[1], m.shards());
+                    assert_eq!(key_shard, i, "{c:?} is in the wrong shard");
+                    store.execute(&c, moon_store::NO_EXPIRY_CHECK);
+                }
+            })
+            .unwrap();
+        }
+    }
+    store
+}
+
+fn query(store: &mut moon_store::Store, words: &[&str]) -> String {
+    let args: Vec<bytes::Bytes> = words
+        .iter()
+        .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    store
+        .execute(&args, 1_800_000_000_000)
+        .encode(moon_proto::Protocol::Resp2, &mut out);
+    String::from_utf8_lossy(&out).replace("\r\n", " ")
+}
+
+#[test]
+fn migrate_aof_imports_hashes_and_sets_from_redis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("moon");
+    let out = import("redis7-hash-set", &target);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let mut s = replay_layout(&target);
+    // See fixtures/README.md for what Redis ran.
+    assert_eq!(query(&mut s, &["HGET", "user:1", "visits"]), "$1 5 ");
+    assert_eq!(query(&mut s, &["HLEN", "user:1"]), ":3 ");
+    assert_ne!(
+        query(&mut s, &["PEXPIRETIME", "user:1"]),
+        ":-1 ",
+        "its TTL came along"
+    );
+    assert_eq!(query(&mut s, &["EXISTS", "user:2"]), ":0 ");
+    assert_eq!(query(&mut s, &["HGET", "user:3", "a"]), "$3 1.5 ");
+    for m in ["3", "rust", "42", "redis"] {
+        assert_eq!(
+            query(&mut s, &["SISMEMBER", "tags", m]),
+            ":1 ",
+            "tags has {m}"
+        );
+    }
+    assert_eq!(query(&mut s, &["SCARD", "tags"]), ":4 ");
+    assert_eq!(query(&mut s, &["SCARD", "all"]), ":4 ");
+    assert_eq!(
+        query(&mut s, &["SMEMBERS", "later"]),
+        "*1 $1 x ",
+        "SPOP was logged as SREM"
+    );
+    assert_eq!(query(&mut s, &["SMEMBERS", "ints"]), "*2 $1 1 $1 3 ");
+    assert_eq!(query(&mut s, &["GET", "plain"]), "$1 v ");
+}
+
+#[test]
+fn migrate_aof_stops_at_the_first_command_it_cannot_import() {
+    for (fixture, offending, applied) in [
+        ("redis7-list", "LPUSH mylist x", "stopped after 1 commands"),
+        ("redis7-db1", "SET other v", "writes to database 1"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("moon");
+        let out = import(fixture, &target);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{fixture}: {err}");
+        assert!(
+            err.contains(offending) && err.contains(applied),
+            "{fixture}: {err}"
+        );
+        assert!(
+            !moon_manifest::manifest_path(&target).exists(),
+            "{fixture}: nothing written"
+        );
+    }
+}

@@ -381,6 +381,14 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                     pairs.push((key.to_string(), value.to_string()));
                 }
             }
+            // An old name asked for by itself answers under that name, as in Redis.
+            let name = String::from_utf8_lossy(&p).into_owned();
+            let canonical = config::canonical_key(&name);
+            if canonical != name && !pairs.iter().any(|(k, _)| *k == name) {
+                if let Some(v) = config.get(&canonical) {
+                    pairs.push((name, v));
+                }
+            }
         }
         Frame::Map(
             pairs
@@ -394,7 +402,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         let mut candidate = shared.config();
         for pair in args[2..].chunks(2) {
-            let key = text(&pair[0]).to_ascii_lowercase();
+            let key = config::canonical_key(&text(&pair[0]).to_ascii_lowercase());
             let Some((_, mutability)) = config::KEYS.iter().find(|(k, _)| *k == key) else {
                 return Frame::Error(format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
@@ -413,6 +421,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         let policy = candidate.appendfsync;
         let memory = candidate.memory_limit();
+        let encodings = candidate.encodings;
         shared.update_config(|c| *c = candidate);
         // Every shard's writer follows the new fsync policy from its next round, and its
         // store the new memory limit from its next command.
@@ -424,6 +433,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                     w.set_policy(policy);
                 }
                 s.store().set_memory_limit(memory);
+                s.store().set_encodings(encodings);
             })
             .await;
         Frame::OK

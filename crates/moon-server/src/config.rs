@@ -23,6 +23,8 @@ pub struct Config {
     pub maxmemory: u64,
     pub maxmemory_policy: EvictionPolicy,
     pub maxmemory_samples: u64,
+    /// Thresholds of the compact encodings of hashes and sets.
+    pub encodings: moon_store::Encodings,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
@@ -62,6 +64,11 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("maxmemory", Mutability::Runtime),
     ("maxmemory-policy", Mutability::Runtime),
     ("maxmemory-samples", Mutability::Runtime),
+    ("hash-max-listpack-entries", Mutability::Runtime),
+    ("hash-max-listpack-value", Mutability::Runtime),
+    ("set-max-intset-entries", Mutability::Runtime),
+    ("set-max-listpack-entries", Mutability::Runtime),
+    ("set-max-listpack-value", Mutability::Runtime),
     ("timeout", Mutability::Runtime),
     ("client-query-buffer-limit", Mutability::Runtime),
     ("loglevel", Mutability::Runtime),
@@ -131,6 +138,7 @@ impl Default for Config {
             maxmemory: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
+            encodings: moon_store::Encodings::default(),
             timeout: 0,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
@@ -143,6 +151,15 @@ impl Default for Config {
 }
 
 pub const MAX_SHARDS: usize = 256;
+
+/// Redis's older names of a key (`hash-max-ziplist-*` before 7.0), as Redis still accepts.
+pub fn canonical_key(key: &str) -> String {
+    match key {
+        "hash-max-ziplist-entries" => "hash-max-listpack-entries".into(),
+        "hash-max-ziplist-value" => "hash-max-listpack-value".into(),
+        other => other.to_string(),
+    }
+}
 
 impl Config {
     /// One shard's share of `maxmemory` (every shard gets the same), with the policy.
@@ -161,8 +178,23 @@ impl Config {
 
     /// Sets one key from its text form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let key = key.to_ascii_lowercase();
+        let key = canonical_key(&key.to_ascii_lowercase());
+        let threshold = |value: &str| -> Result<usize, ConfigError> {
+            match value.parse::<u64>() {
+                Ok(n) if n <= 1 << 30 => Ok(n as usize),
+                _ => Err(bad(&key, value, "an integer from 0 to 1073741824")),
+            }
+        };
         match key.as_str() {
+            "hash-max-listpack-entries" => {
+                self.encodings.hash_max_listpack_entries = threshold(value)?
+            }
+            "hash-max-listpack-value" => self.encodings.hash_max_listpack_value = threshold(value)?,
+            "set-max-intset-entries" => self.encodings.set_max_intset_entries = threshold(value)?,
+            "set-max-listpack-entries" => {
+                self.encodings.set_max_listpack_entries = threshold(value)?
+            }
+            "set-max-listpack-value" => self.encodings.set_max_listpack_value = threshold(value)?,
             "bind" => {
                 self.bind = value.parse().map_err(|_| {
                     bad(
@@ -304,6 +336,11 @@ impl Config {
             "maxmemory" => self.maxmemory.to_string(),
             "maxmemory-policy" => self.maxmemory_policy.as_str().into(),
             "maxmemory-samples" => self.maxmemory_samples.to_string(),
+            "hash-max-listpack-entries" => self.encodings.hash_max_listpack_entries.to_string(),
+            "hash-max-listpack-value" => self.encodings.hash_max_listpack_value.to_string(),
+            "set-max-intset-entries" => self.encodings.set_max_intset_entries.to_string(),
+            "set-max-listpack-entries" => self.encodings.set_max_listpack_entries.to_string(),
+            "set-max-listpack-value" => self.encodings.set_max_listpack_value.to_string(),
             "timeout" => self.timeout.to_string(),
             "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
             "loglevel" => self.loglevel.clone(),

@@ -220,6 +220,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let shard_data = data_dir.clone();
     let policy = config.appendfsync;
     let memory = config.memory_limit();
+    let encodings = config.encodings;
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {
@@ -240,6 +241,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     }
                     // Only now: replay evicts nothing by itself (every eviction is in the log).
                     shard.store().set_memory_limit(memory);
+                    shard.store().set_encodings(encodings);
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

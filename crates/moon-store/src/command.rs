@@ -299,6 +299,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Set: "sscan", -3, R, 1, 1, 1, ONE),
     // Generic (typed)
     cmd!(Generic: "object", -2, R, 2, 2, 1, ONE),
+    cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "quit", -1, CONN, 0, 0, 0, Connection),

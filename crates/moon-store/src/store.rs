@@ -677,6 +677,20 @@ impl Store {
                 Frame::OK
             }
             "object" => self.object(args, now),
+            "memory" => {
+                // MEMORY USAGE key [SAMPLES n]: the key's share of the memory account.
+                if eq(&args[1], "usage") && (args.len() == 3 || args.len() == 5) {
+                    match self.ks.peek(&args[2], now) {
+                        Some(e) => Frame::Integer(
+                            (args[2].len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD)
+                                as i64,
+                        ),
+                        None => Frame::Null,
+                    }
+                } else {
+                    reply::unknown_subcommand(&args[1], "memory")
+                }
+            }
             "randomkey" => {
                 let seed = self.next_seed(now);
                 match self.ks.random_key(now, seed) {
