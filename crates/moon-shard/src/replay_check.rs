@@ -203,6 +203,35 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
         (key(), field(), field()).prop_map(|(k, f, g)| cmd(&["HDEL", &k, &f, &g])),
         (key(), field(), -3i64..4).prop_map(|(k, f, n)| cmd(&["HINCRBY", &k, &f, &n.to_string()])),
         (key(), field()).prop_map(|(k, f)| cmd(&["HINCRBYFLOAT", &k, &f, "1.5"])),
+        // Field deadlines, short next to the clock steps (fields expire lazily and actively).
+        (
+            prop::sample::select(&["HPEXPIRE", "HPEXPIREAT", "HEXPIRE"][..]),
+            key(),
+            ttl(),
+            prop::sample::select(&["", "NX", "XX", "GT", "LT"][..]),
+            field(),
+            prop::option::of(field())
+        )
+            .prop_map(|(c, k, t, cond, f, g)| {
+                let n = match c {
+                    "HPEXPIRE" => t,
+                    "HEXPIRE" => 1 + t / 1000,
+                    _ => T0 + t * 20,
+                };
+                let mut v = cmd(&[c, &k, &n.to_string()]);
+                if !cond.is_empty() {
+                    v.push(cond.to_string());
+                }
+                v.extend([
+                    "FIELDS".to_string(),
+                    if g.is_some() { "2" } else { "1" }.to_string(),
+                    f,
+                ]);
+                v.extend(g);
+                v
+            }),
+        (key(), field()).prop_map(|(k, f)| cmd(&["HPERSIST", &k, "FIELDS", "1", &f])),
+        (key(), field()).prop_map(|(k, f)| cmd(&["HTTL", &k, "FIELDS", "1", &f])),
         (key(), member(), prop::option::of(member())).prop_map(|(k, m, n)| {
             let mut c = cmd(&["SADD", &k, &m]);
             c.extend(n);

@@ -46,6 +46,14 @@ impl Entry {
 /// the account exact and cheap.
 pub const ENTRY_OVERHEAD: usize = 96;
 
+/// The nearest field deadline of a hash value.
+fn field_deadline(value: &Value) -> Option<u64> {
+    match value {
+        Value::Hash(h) => h.next_deadline(),
+        _ => None,
+    }
+}
+
 fn entry_size(key: &[u8], value: &Value) -> usize {
     key.len() + value.mem_size() + ENTRY_OVERHEAD
 }
@@ -63,13 +71,25 @@ pub struct Keyspace {
     /// Keys removed by expiry (lazy or active) or eviction that the store has not yet logged.
     /// Replay runs without either, so every such removal must reach the log as a deletion, in
     /// order with the writes around it: [`Keyspace::take_expired`] hands them over.
-    expired: Vec<Bytes>,
+    expired: Vec<Removal>,
+    /// Hashes with field deadlines, by their nearest one, so active expiry reclaims fields
+    /// without scanning every hash. An entry may be stale (the key since removed, renamed or
+    /// given a later deadline): it is checked against the hash when its time comes.
+    field_deadlines: BTreeSet<(u64, Bytes)>,
     /// Bytes held, as [`entry_size`] counts them.
     used: usize,
     /// State of the generator that samples keys for eviction and rolls LFU counters.
     rng: u64,
     /// The time of the command running now (Unix ms), for the access time of what it writes.
     clock: u64,
+}
+
+/// A removal that happened by itself (a deadline passed, or maxmemory evicted) and must reach
+/// the log: a whole key (`DEL key`) or one field of a hash (`HDEL key field`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    Key(Bytes),
+    Field(Bytes, Bytes),
 }
 
 /// `now` value that disables expiry, used while replaying a log. Every expiration that
@@ -132,7 +152,8 @@ impl Keyspace {
     }
 
     /// The position of `key` if it is live; an expired key is removed on the way (lazy
-    /// expiry). One hash lookup.
+    /// expiry), and so are a hash's expired fields (the key too if none is left). One hash
+    /// lookup.
     fn live_index(&mut self, key: &[u8], now: u64) -> Option<usize> {
         let idx = self.map.get_index_of(key)?;
         if Self::is_expired(&self.map[idx], now) {
@@ -141,13 +162,52 @@ impl Keyspace {
                 if entry.expire_at != 0 {
                     self.deadlines.remove(&(entry.expire_at, stored.clone()));
                 }
-                self.expired.push(stored);
+                self.expired.push(Removal::Key(stored));
             }
             self.expired_keys += 1;
             return None;
         }
+        if now != NO_EXPIRY_CHECK {
+            if let Value::Hash(h) = &self.map[idx].value {
+                if h.next_deadline().is_some_and(|d| d <= now) {
+                    return self.expire_fields(idx, now, usize::MAX).then_some(idx);
+                }
+            }
+        }
         self.touch_index(idx, now);
         Some(idx)
+    }
+
+    /// Removes the due fields of the hash at `idx` (at most `budget`), queueing each for the
+    /// log; removes the key if no field is left. True if the key is still there.
+    fn expire_fields(&mut self, idx: usize, now: u64, budget: usize) -> bool {
+        let Some((key, entry)) = self.map.get_index_mut(idx) else {
+            return false;
+        };
+        let Value::Hash(h) = &mut entry.value else {
+            return true;
+        };
+        let before = h.mem_size();
+        let due = h.take_expired(now, budget);
+        let (after, empty, next) = (h.mem_size(), h.is_empty(), h.next_deadline());
+        let key = key.clone();
+        self.used = self.used - before + after;
+        for f in due {
+            self.expired.push(Removal::Field(key.clone(), f));
+        }
+        if empty {
+            if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
+                self.used -= entry_size(&stored, &entry.value);
+                if entry.expire_at != 0 {
+                    self.deadlines.remove(&(entry.expire_at, stored));
+                }
+            }
+            return false;
+        }
+        if let Some(d) = next {
+            self.field_deadlines.insert((d, key));
+        }
+        true
     }
 
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
@@ -165,9 +225,17 @@ impl Keyspace {
         let idx = self.live_index(key, now)?;
         let entry = &mut self.map[idx];
         let before = entry.value.mem_size();
+        let deadline_before = field_deadline(&entry.value);
         let result = f(&mut entry.value);
         let after = entry.value.mem_size();
+        let deadline_after = field_deadline(&entry.value);
         self.used = self.used - before + after;
+        if deadline_after.is_some() && deadline_after != deadline_before {
+            if let (Some(d), Some((stored, _))) = (deadline_after, self.map.get_index(idx)) {
+                let stored = stored.clone();
+                self.field_deadlines.insert((d, stored));
+            }
+        }
         Some(result)
     }
 
@@ -182,8 +250,8 @@ impl Keyspace {
         self.map.get(key).filter(|e| !Self::is_expired(e, now))
     }
 
-    /// The keys removed by expiry since the last call, in the order they were removed.
-    pub fn take_expired(&mut self) -> Vec<Bytes> {
+    /// The removals by expiry or eviction since the last call, in the order they happened.
+    pub fn take_expired(&mut self) -> Vec<Removal> {
         std::mem::take(&mut self.expired)
     }
 
@@ -195,6 +263,17 @@ impl Keyspace {
     /// Inserts or replaces `key` with a copy of it. `expire_at` 0 = no expiry. The key is
     /// hashed once, whether it is new or not.
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        let fields_due = field_deadline(&value);
+        self.insert_entry(key, value, expire_at);
+        if let Some(d) = fields_due {
+            if let Some((stored, _)) = self.map.get_key_value(key) {
+                let stored = stored.clone();
+                self.field_deadlines.insert((d, stored));
+            }
+        }
+    }
+
+    fn insert_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
         match self.map.raw_entry_mut_v1().from_key(key) {
             RawEntryMut::Occupied(mut o) => {
                 let entry = o.get_mut();
@@ -268,12 +347,43 @@ impl Keyspace {
     pub fn clear(&mut self) {
         self.map = Map::default();
         self.deadlines.clear();
+        self.field_deadlines.clear();
         self.used = 0;
     }
 
-    /// Active expiry: removes up to `budget` keys whose deadline is at or before `now`.
-    /// Returns how many were removed.
+    /// Active expiry: removes up to `budget` keys whose deadline is at or before `now`, then
+    /// up to what is left of `budget` hash fields whose deadline passed. Returns how many keys
+    /// and fields were removed.
     pub fn expire_cycle(&mut self, now: u64, budget: usize) -> usize {
+        let mut removed = self.expire_key_cycle(now, budget);
+        while removed < budget {
+            let Some((deadline, key)) = self.field_deadlines.first().cloned() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            self.field_deadlines.pop_first();
+            let Some(idx) = self.map.get_index_of(&key) else {
+                continue; // stale: the key is gone
+            };
+            let due = match &self.map[idx].value {
+                Value::Hash(h) => h.next_deadline() == Some(deadline),
+                _ => false,
+            };
+            if !due {
+                continue; // stale: another entry holds its current deadline
+            }
+            let before = self.expired.len();
+            if !self.expire_fields(idx, now, budget - removed) && self.expired.len() == before {
+                break;
+            }
+            removed += self.expired.len() - before;
+        }
+        removed
+    }
+
+    fn expire_key_cycle(&mut self, now: u64, budget: usize) -> usize {
         let mut removed = 0;
         while removed < budget {
             let Some((deadline, key)) = self.deadlines.first().cloned() else {
@@ -286,7 +396,7 @@ impl Keyspace {
             if let Some((stored, entry)) = self.map.swap_remove_entry(&key) {
                 self.used -= entry_size(&stored, &entry.value);
             }
-            self.expired.push(key);
+            self.expired.push(Removal::Key(key));
             self.expired_keys += 1;
             removed += 1;
         }
@@ -309,7 +419,7 @@ impl Keyspace {
             if Self::is_expired(entry, now) {
                 let key = key.clone();
                 self.remove(&key);
-                self.expired.push(key);
+                self.expired.push(Removal::Key(key));
                 self.expired_keys += 1;
                 continue;
             }
@@ -400,7 +510,7 @@ impl Keyspace {
         if entry.expire_at != 0 {
             self.deadlines.remove(&(entry.expire_at, stored.clone()));
         }
-        self.expired.push(stored);
+        self.expired.push(Removal::Key(stored));
         if expired {
             self.expired_keys += 1;
         } else {

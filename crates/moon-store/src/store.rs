@@ -8,7 +8,7 @@ use moon_proto::Frame;
 use crate::command::{self, CommandSpec, Group};
 use crate::evict::MemoryLimit;
 use crate::glob::glob_match;
-use crate::keyspace::{Keyspace, Value};
+use crate::keyspace::{Keyspace, Removal, Value};
 use crate::reply::{self, err};
 
 /// At most this many keys, or this many bytes of keys and values, are evicted before one
@@ -372,9 +372,17 @@ impl Store {
         if !self.ks.has_expired() {
             return;
         }
-        for key in self.ks.take_expired() {
+        for removal in self.ks.take_expired() {
+            let cmd = match removal {
+                Removal::Key(key) => vec![Bytes::from_static(b"DEL"), key],
+                // A field that expired changes its hash: WATCH sees it.
+                Removal::Field(key, field) => {
+                    self.touch(&[b"HDEL", &key]);
+                    vec![Bytes::from_static(b"HDEL"), key, field]
+                }
+            };
             if self.record_writes {
-                self.log.push(vec![Bytes::from_static(b"DEL"), key]);
+                self.log.push(cmd);
             }
         }
     }

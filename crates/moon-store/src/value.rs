@@ -77,6 +77,7 @@ impl Value {
                 }
             }
             Value::Hash(h) => match h.items {
+                HashItems::Compact(_) if h.ttls.is_some() => "listpackex",
                 HashItems::Compact(_) => "listpack",
                 HashItems::Table(_) => "hashtable",
             },
@@ -94,7 +95,7 @@ impl Value {
         match self {
             Value::Str(b) => format!("string:{b:?}"),
             Value::Hash(h) => {
-                let mut v: Vec<_> = h.iter().collect();
+                let mut v: Vec<_> = h.iter().map(|(f, v)| (f, v, h.field_deadline(f))).collect();
                 v.sort();
                 format!("hash:{v:?}")
             }
@@ -130,6 +131,19 @@ impl Value {
                         cmd.push(v.clone());
                     }
                     out.push(cmd);
+                }
+                for (at, fields) in h.deadlines() {
+                    for part in fields.chunks(chunk) {
+                        let mut cmd = vec![
+                            Bytes::from_static(b"HPEXPIREAT"),
+                            key.clone(),
+                            Bytes::from(at.to_string()),
+                            Bytes::from_static(b"FIELDS"),
+                            Bytes::from(part.len().to_string()),
+                        ];
+                        cmd.extend(part.iter().cloned());
+                        out.push(cmd);
+                    }
                 }
             }
             Value::Set(s) => {
@@ -167,16 +181,31 @@ enum HashItems {
     Table(IndexMap<Bytes, Bytes, FastHash>),
 }
 
-/// A hash: field → value.
+/// Per-field deadlines of a hash (Redis 7.4's field TTLs): by field, and ordered, so the next
+/// one to pass is known at once.
+#[derive(Clone, Default)]
+struct FieldTtls {
+    by_field: std::collections::HashMap<Bytes, u64, FastHash>,
+    order: std::collections::BTreeSet<(u64, Bytes)>,
+}
+
+/// Bytes counted per field deadline.
+const TTL_OVERHEAD: usize = 24;
+
+/// A hash: field → value, and optional per-field deadlines (absolute Unix ms).
 #[derive(Clone)]
 pub struct Hash {
     items: HashItems,
     bytes: usize,
+    ttls: Option<Box<FieldTtls>>,
 }
 
 impl PartialEq for Hash {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(f, v)| other.get(f) == Some(v))
+        self.len() == other.len()
+            && self.iter().all(|(f, v)| {
+                other.get(f) == Some(v) && other.field_deadline(f) == self.field_deadline(f)
+            })
     }
 }
 
@@ -185,6 +214,7 @@ impl Default for Hash {
         Hash {
             items: HashItems::Compact(Vec::new()),
             bytes: 0,
+            ttls: None,
         }
     }
 }
@@ -205,6 +235,11 @@ impl Hash {
         self.len() == 0
     }
 
+    /// The bytes it holds, for the memory account.
+    pub fn mem_size(&self) -> usize {
+        self.bytes
+    }
+
     pub fn get(&self, field: &[u8]) -> Option<&Bytes> {
         match &self.items {
             HashItems::Compact(v) => v.iter().find(|(f, _)| f == field).map(|(_, v)| v),
@@ -212,8 +247,14 @@ impl Hash {
         }
     }
 
-    /// Sets `field`; true if it is new.
+    /// Sets `field` and clears its deadline (as HSET does); true if it is new.
     pub fn set(&mut self, field: &[u8], value: &[u8], enc: &Encodings) -> bool {
+        self.persist(field);
+        self.set_keep_ttl(field, value, enc)
+    }
+
+    /// Sets `field`, keeping its deadline (as HINCRBY does); true if it is new.
+    pub fn set_keep_ttl(&mut self, field: &[u8], value: &[u8], enc: &Encodings) -> bool {
         let too_big =
             field.len() > enc.hash_max_listpack_value || value.len() > enc.hash_max_listpack_value;
         if let HashItems::Compact(v) = &mut self.items {
@@ -252,8 +293,9 @@ impl Hash {
         }
     }
 
-    /// Removes `field`; true if it was there.
+    /// Removes `field` (and its deadline); true if it was there.
     pub fn remove(&mut self, field: &[u8]) -> bool {
+        self.persist(field);
         let removed = match &mut self.items {
             HashItems::Compact(v) => v.iter().position(|(f, _)| f == field).map(|i| v.remove(i)),
             HashItems::Table(m) => m.swap_remove_entry(field),
@@ -284,6 +326,82 @@ impl Hash {
 
     pub fn is_compact(&self) -> bool {
         matches!(self.items, HashItems::Compact(_))
+    }
+
+    /// `field`'s deadline, if it has one.
+    pub fn field_deadline(&self, field: &[u8]) -> Option<u64> {
+        self.ttls.as_ref()?.by_field.get(field).copied()
+    }
+
+    /// Gives an existing `field` a deadline; false if there is no such field.
+    pub fn set_field_deadline(&mut self, field: &[u8], at: u64) -> bool {
+        let Some((stored, _)) = self.entry(field) else {
+            return false;
+        };
+        let stored = stored.clone();
+        self.persist(field);
+        let ttls = self.ttls.get_or_insert_with(Default::default);
+        ttls.by_field.insert(stored.clone(), at);
+        ttls.order.insert((at, stored));
+        self.bytes += TTL_OVERHEAD;
+        true
+    }
+
+    /// Removes `field`'s deadline; true if it had one.
+    pub fn persist(&mut self, field: &[u8]) -> bool {
+        let Some(ttls) = self.ttls.as_mut() else {
+            return false;
+        };
+        let Some((stored, at)) = ttls.by_field.remove_entry(field) else {
+            return false;
+        };
+        ttls.order.remove(&(at, stored));
+        self.bytes -= TTL_OVERHEAD;
+        if ttls.by_field.is_empty() {
+            self.ttls = None;
+        }
+        true
+    }
+
+    /// The nearest field deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.ttls.as_ref()?.order.first().map(|(at, _)| *at)
+    }
+
+    /// Removes the fields whose deadline is at or before `now` (up to `budget`) and returns
+    /// them, in deadline order.
+    pub fn take_expired(&mut self, now: u64, budget: usize) -> Vec<Bytes> {
+        let mut due = Vec::new();
+        while due.len() < budget {
+            match self.ttls.as_ref().and_then(|t| t.order.first()) {
+                Some((at, f)) if *at <= now => due.push(f.clone()),
+                _ => break,
+            }
+            let f = due.last().cloned().unwrap_or_default();
+            self.remove(&f);
+        }
+        due
+    }
+
+    /// Every field with a deadline, grouped by deadline (for the rewrite form).
+    pub fn deadlines(&self) -> Vec<(u64, Vec<Bytes>)> {
+        let mut out: Vec<(u64, Vec<Bytes>)> = Vec::new();
+        if let Some(t) = &self.ttls {
+            for (at, f) in &t.order {
+                match out.last_mut() {
+                    Some((last, fields)) if last == at => fields.push(f.clone()),
+                    _ => out.push((*at, vec![f.clone()])),
+                }
+            }
+        }
+        out
+    }
+
+    fn entry(&self, field: &[u8]) -> Option<(&Bytes, &Bytes)> {
+        match &self.items {
+            HashItems::Compact(v) => v.iter().find(|(f, _)| f == field).map(|(f, v)| (f, v)),
+            HashItems::Table(m) => m.get_key_value(field),
+        }
     }
 }
 

@@ -12,6 +12,31 @@ use crate::command::CommandSpec;
 use crate::reply::{self, err};
 use crate::value::{Hash, Value};
 
+/// The fields of `... FIELDS numfields field ...`, `FIELDS` at `at - 1`: checked as Redis
+/// checks them (the keyword, a count >= 1, exactly that many fields).
+fn fields_arg<'a>(
+    args: &'a [Bytes],
+    at: usize,
+    count_error: &'static str,
+) -> Result<&'a [Bytes], Frame> {
+    if !args.get(at - 1).is_some_and(|a| eq(a, "fields")) {
+        return Err(err(
+            "ERR Mandatory argument FIELDS is missing or not at the right position",
+        ));
+    }
+    let n = args
+        .get(at)
+        .and_then(|n| parse_i64(n))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| err(count_error))?;
+    if n as u64 != (args.len() - at - 1) as u64 {
+        return Err(err(
+            "ERR The `numfields` parameter must match the number of arguments",
+        ));
+    }
+    Ok(&args[at + 1..])
+}
+
 impl Store {
     /// The hash at `key`: `Ok(None)` if there is none, WRONGTYPE if it holds another type.
     fn hash(&mut self, key: &[u8], now: u64) -> Result<Option<&Hash>, Frame> {
@@ -114,6 +139,9 @@ impl Store {
             "hincrbyfloat" => self.hincrbyfloat(args, now),
             "hrandfield" => self.hrandfield(args, now),
             "hscan" => self.hscan(args, now),
+            "hexpire" | "hpexpire" | "hexpireat" | "hpexpireat" => self.hexpire(spec, args, now),
+            "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => self.httl(spec, args, now),
+            "hpersist" => self.hpersist(args, now),
             _ => Ok(reply::unknown_command(args)),
         };
         result.unwrap_or_else(|e| e)
@@ -177,10 +205,11 @@ impl Store {
             .checked_add(delta)
             .ok_or_else(|| err(reply::OVERFLOW))?;
         let text = new.to_string();
+        // It keeps the field's deadline (HSET clears one): logged as HSET, then HPEXPIREAT.
         self.hash_write(&args[1], now, true, |h, enc| {
-            h.set(&args[2], text.as_bytes(), enc)
+            h.set_keep_ttl(&args[2], text.as_bytes(), enc)
         })?;
-        self.log_cmd(&[b"HSET", &args[1], &args[2], text.as_bytes()]);
+        self.log_field_write(&args[1], &args[2], text.as_bytes(), now);
         Ok(Frame::Integer(new))
     }
 
@@ -197,11 +226,207 @@ impl Store {
             return Err(err(reply::NAN_OR_INF));
         }
         let text = moon_proto::frame::format_double(new);
+        // It keeps the field's deadline (HSET clears one): logged as HSET, then HPEXPIREAT.
         self.hash_write(&args[1], now, true, |h, enc| {
-            h.set(&args[2], text.as_bytes(), enc)
+            h.set_keep_ttl(&args[2], text.as_bytes(), enc)
         })?;
-        self.log_cmd(&[b"HSET", &args[1], &args[2], text.as_bytes()]);
+        self.log_field_write(&args[1], &args[2], text.as_bytes(), now);
         Ok(Frame::Bulk(Bytes::from(text)))
+    }
+
+    /// Logs a field's new value that kept its deadline: `HSET` (which clears a deadline in
+    /// replay) followed by `HPEXPIREAT` of the deadline it kept.
+    fn log_field_write(&mut self, key: &[u8], field: &[u8], value: &[u8], now: u64) {
+        self.log_cmd(&[b"HSET", key, field, value]);
+        let deadline = self.ks.peek(key, now).and_then(|e| match &e.value {
+            Value::Hash(h) => h.field_deadline(field),
+            _ => None,
+        });
+        if let Some(at) = deadline {
+            self.log_cmd(&[
+                b"HPEXPIREAT",
+                key,
+                at.to_string().as_bytes(),
+                b"FIELDS",
+                b"1",
+                field,
+            ]);
+        }
+    }
+
+    /// HEXPIRE/HPEXPIRE/HEXPIREAT/HPEXPIREAT key time [NX|XX|GT|LT] FIELDS n field...: per
+    /// field -2 (no such field), 0 (condition not met), 1 (deadline set), 2 (deleted: the time
+    /// has passed). Logged as `HPEXPIREAT` of the fields it set and `HDEL` of those it deleted.
+    fn hexpire(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        let exists = self.hash(&args[1], now)?.is_some();
+        let t = parse_i64(&args[2]).ok_or_else(|| err(reply::NOT_INTEGER))?;
+        if t < 0 {
+            return Err(err("ERR invalid expire time, must be >= 0"));
+        }
+        const MAX_MS: i64 = (0x0000_FFFF_FFFF_FFFFu64 >> 2) as i64;
+        let bad_time = || {
+            Frame::Error(format!(
+                "ERR invalid expire time in '{}' command",
+                spec.name
+            ))
+        };
+        let seconds = matches!(spec.name, "hexpire" | "hexpireat");
+        let ms = if seconds {
+            if t > MAX_MS / 1000 {
+                return Err(bad_time());
+            }
+            t * 1000
+        } else {
+            t
+        };
+        let base = if spec.name.ends_with("at") {
+            0
+        } else {
+            now as i64
+        };
+        if ms > MAX_MS - base {
+            return Err(bad_time());
+        }
+        let at = (ms + base) as u64;
+        let cond = args.get(3).map(|a| a.to_ascii_uppercase());
+        let (cond, fields_at) = match cond.as_deref() {
+            Some(b"NX") | Some(b"XX") | Some(b"GT") | Some(b"LT") => (cond, 5),
+            _ => (None, 4),
+        };
+        let fields = fields_arg(
+            args,
+            fields_at,
+            "ERR Parameter `numFields` should be greater than 0",
+        )?;
+        if !exists {
+            return Ok(Frame::Array(
+                fields.iter().map(|_| Frame::Integer(-2)).collect(),
+            ));
+        }
+        let past = now != crate::NO_EXPIRY_CHECK && at <= now;
+        let results = self
+            .hash_write(&args[1], now, false, |h, _| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        if h.get(f).is_none() {
+                            return -2;
+                        }
+                        let current = h.field_deadline(f);
+                        let met = match cond.as_deref() {
+                            Some(b"NX") => current.is_none(),
+                            Some(b"XX") => current.is_some(),
+                            Some(b"GT") => current.is_some_and(|c| at > c),
+                            Some(b"LT") => current.is_none_or(|c| at < c),
+                            _ => true,
+                        };
+                        if !met {
+                            0
+                        } else if past {
+                            h.remove(f);
+                            2
+                        } else {
+                            h.set_field_deadline(f, at);
+                            1
+                        }
+                    })
+                    .collect::<Vec<i64>>()
+            })?
+            .unwrap_or_default();
+        let pick = |code: i64| -> Vec<&[u8]> {
+            fields
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| **r == code)
+                .map(|(f, _)| &f[..])
+                .collect()
+        };
+        let (set, deleted) = (pick(1), pick(2));
+        if !deleted.is_empty() {
+            let mut cmd: Vec<&[u8]> = vec![b"HDEL", &args[1]];
+            cmd.extend(deleted);
+            self.log_cmd(&cmd);
+        }
+        if !set.is_empty() {
+            let (at, n) = (at.to_string(), set.len().to_string());
+            let mut cmd: Vec<&[u8]> = vec![
+                b"HPEXPIREAT",
+                &args[1],
+                at.as_bytes(),
+                b"FIELDS",
+                n.as_bytes(),
+            ];
+            cmd.extend(set);
+            self.log_cmd(&cmd);
+        }
+        Ok(Frame::Array(
+            results.into_iter().map(Frame::Integer).collect(),
+        ))
+    }
+
+    /// HTTL/HPTTL/HEXPIRETIME/HPEXPIRETIME key FIELDS n field...: per field -2 (no such
+    /// field), -1 (no deadline), or the time left / the deadline.
+    fn httl(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        let h = self.hash(&args[1], now)?.cloned();
+        let fields = fields_arg(args, 3, "ERR Number of fields must be a positive integer")?;
+        let answer = |f: &Bytes| -> i64 {
+            let Some(h) = &h else { return -2 };
+            if h.get(f).is_none() {
+                return -2;
+            }
+            let Some(at) = h.field_deadline(f) else {
+                return -1;
+            };
+            let at = at as i64;
+            match spec.name {
+                "httl" => (at + 999 - now as i64) / 1000,
+                "hpttl" => at - now as i64,
+                "hexpiretime" => (at + 999) / 1000,
+                _ => at,
+            }
+        };
+        Ok(Frame::Array(
+            fields.iter().map(|f| Frame::Integer(answer(f))).collect(),
+        ))
+    }
+
+    /// HPERSIST key FIELDS n field...: per field -2 (no such field), -1 (no deadline), 1
+    /// (deadline removed). Logged as HPERSIST of the fields it changed.
+    fn hpersist(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        let exists = self.hash(&args[1], now)?.is_some();
+        let fields = fields_arg(args, 3, "ERR Number of fields must be a positive integer")?;
+        if !exists {
+            return Ok(Frame::Array(
+                fields.iter().map(|_| Frame::Integer(-2)).collect(),
+            ));
+        }
+        let results = self
+            .hash_write(&args[1], now, false, |h, _| {
+                fields
+                    .iter()
+                    .map(|f| match (h.get(f).is_some(), h.persist(f)) {
+                        (false, _) => -2,
+                        (true, false) => -1,
+                        (true, true) => 1,
+                    })
+                    .collect::<Vec<i64>>()
+            })?
+            .unwrap_or_default();
+        let changed: Vec<&[u8]> = fields
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| **r == 1)
+            .map(|(f, _)| &f[..])
+            .collect();
+        if !changed.is_empty() {
+            let n = changed.len().to_string();
+            let mut cmd: Vec<&[u8]> = vec![b"HPERSIST", &args[1], b"FIELDS", n.as_bytes()];
+            cmd.extend(changed);
+            self.log_cmd(&cmd);
+        }
+        Ok(Frame::Array(
+            results.into_iter().map(Frame::Integer).collect(),
+        ))
     }
 
     /// HRANDFIELD key [count [WITHVALUES]]: a read; what it picked changes nothing.

@@ -337,3 +337,109 @@ fn one_command_evicts_a_bounded_batch_and_the_next_ones_go_on() {
         2 * super::EVICTION_BATCH.0
     );
 }
+
+#[test]
+fn hash_field_deadlines_answer_as_redis_7_4_and_expiry_is_logged() {
+    let mut s = Store::default();
+    s.set_record_writes(true);
+    run(&mut s, T, "HSET h a 1 b 2 c 3");
+    assert_eq!(
+        text(&run(&mut s, T, "HPEXPIRE h 100 FIELDS 2 a nosuch")),
+        "[:1, :-2]"
+    );
+    assert_eq!(text(&run(&mut s, T, "HTTL h FIELDS 2 a b")), "[:1, :-1]");
+    assert_eq!(text(&run(&mut s, T + 40, "HPTTL h FIELDS 1 a")), "[:60]");
+    assert_eq!(
+        text(&run(&mut s, T, "HPEXPIRETIME h FIELDS 1 a")),
+        format!("[:{}]", T + 100)
+    );
+    assert_eq!(text(&run(&mut s, T, "HTTL nosuch FIELDS 1 a")), "[:-2]");
+    // Conditions: NX only without a deadline, XX only with one, GT/LT against it (none =
+    // forever).
+    assert_eq!(
+        text(&run(&mut s, T, "HPEXPIRE h 500 NX FIELDS 2 a b")),
+        "[:0, :1]"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HPEXPIRE h 50 XX FIELDS 2 a c")),
+        "[:1, :0]"
+    );
+    assert_eq!(text(&run(&mut s, T, "HPEXPIRE h 10 GT FIELDS 1 a")), "[:0]");
+    assert_eq!(
+        text(&run(&mut s, T, "HPEXPIRE h 10 LT FIELDS 2 a c")),
+        "[:1, :1]"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HPERSIST h FIELDS 3 c c2 b")),
+        "[:1, :-2, :1]"
+    );
+    s.take_log();
+    // HINCRBY keeps a deadline, HSET clears it.
+    run(&mut s, T, "HPEXPIRE h 5000 FIELDS 1 c");
+    run(&mut s, T, "HINCRBY h c 1");
+    assert_eq!(text(&run(&mut s, T, "HPTTL h FIELDS 1 c")), "[:5000]");
+    run(&mut s, T, "HSET h c 9");
+    assert_eq!(text(&run(&mut s, T, "HPTTL h FIELDS 1 c")), "[:-1]");
+    s.take_log();
+    // a's deadline (T + 10) passes: a read removes it and the removal is logged.
+    assert_eq!(text(&run(&mut s, T + 10, "HGET h a")), "(nil)");
+    let log: Vec<String> = s
+        .take_log()
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.join(&b' ')).into_owned())
+        .collect();
+    assert_eq!(log, ["HDEL h a"]);
+    // A time already passed deletes the field (2); the last field takes the key with it.
+    assert_eq!(
+        text(&run(&mut s, T + 10, "HPEXPIRE h 0 FIELDS 2 b c")),
+        "[:2, :2]"
+    );
+    assert_eq!(text(&run(&mut s, T + 10, "EXISTS h")), ":0");
+    // Errors, in Redis's words.
+    run(&mut s, T, "HSET e f v");
+    assert_eq!(
+        text(&run(&mut s, T, "HEXPIRE e 10 FIELD 1 f")),
+        "-ERR Mandatory argument FIELDS is missing or not at the right position"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HEXPIRE e 10 FIELDS 2 f")),
+        "-ERR The `numfields` parameter must match the number of arguments"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HEXPIRE e 10 FIELDS 0 f")),
+        "-ERR Parameter `numFields` should be greater than 0"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HEXPIRE e -1 FIELDS 1 f")),
+        "-ERR invalid expire time, must be >= 0"
+    );
+    assert_eq!(
+        text(&run(&mut s, T, "HTTL e FIELDS x f")),
+        "-ERR Number of fields must be a positive integer"
+    );
+    run(&mut s, T, "SET str v");
+    assert_eq!(
+        text(&run(&mut s, T, "HTTL str FIELDS 1 f")),
+        format!("-{}", reply::WRONGTYPE)
+    );
+}
+
+#[test]
+fn active_expiry_reclaims_hash_fields_without_reading_them() {
+    let mut s = Store::default();
+    s.set_record_writes(true);
+    for i in 0..50 {
+        run(&mut s, T, &format!("HSET h{i} a 1 b 2"));
+        run(&mut s, T, &format!("HPEXPIRE h{i} 100 FIELDS 1 a"));
+    }
+    run(&mut s, T, "HSET gone only 1");
+    run(&mut s, T, "HPEXPIRE gone 100 FIELDS 1 only");
+    s.take_log();
+    assert_eq!(s.expire_cycle(T + 99, 1000), 0);
+    assert_eq!(s.expire_cycle(T + 100, 1000), 51);
+    let log = s.take_log();
+    assert_eq!(log.len(), 51);
+    assert!(log.iter().all(|c| c[0] == "HDEL"));
+    assert_eq!(text(&run(&mut s, T + 200, "HLEN h7")), ":1");
+    assert_eq!(text(&run(&mut s, T + 200, "EXISTS gone")), ":0");
+}
