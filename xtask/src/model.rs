@@ -86,10 +86,17 @@ fn strict_int(s: &str) -> Option<i64> {
     canonical.then(|| s.parse().ok()).flatten()
 }
 
-/// The live value of `key` at `now` (expired = absent).
+/// The live value of `key` at `now` (expired = absent). A hash (text `f=v@d;...`; string
+/// values never hold `=` or `@`) keeps only its live fields, and is absent without any.
 fn live(st: &State, key: &str, now: u64) -> Option<(String, u64)> {
     match st.get(key) {
-        Some((Some(v), d)) if *d == 0 || *d > now => Some((v.clone(), *d)),
+        Some((Some(v), d)) if *d == 0 || *d > now => {
+            if v.contains('=') && v.contains('@') {
+                hash_text(&live_fields(hash_of(v), now)).map(|t| (t, *d))
+            } else {
+                Some((v.clone(), *d))
+            }
+        }
         _ => None,
     }
 }
@@ -297,35 +304,80 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
                 Reply::Ok
             }
         }
-        "HSET" | "HSETNX" | "HDEL" | "HINCRBY" => {
-            let (mut h, d) = live(st, a(1), now).map_or((Map::new(), 0), |(v, d)| (hash_of(&v), d));
+        "HSET" | "HSETNX" | "HDEL" | "HINCRBY" | "HPEXPIREAT" | "HPERSIST" => {
+            let (mut h, d) = live(st, a(1), now)
+                .map_or((Map::new(), 0), |(v, d)| (live_fields(hash_of(&v), now), d));
+            if h.is_empty() && matches!(cmd[0].as_str(), "HPEXPIREAT" | "HPERSIST") {
+                put(st, a(1), None, 0);
+                let first_field = if cmd[0] == "HPEXPIREAT" { 5 } else { 4 };
+                return Reply::Array(
+                    cmd[first_field.min(cmd.len())..]
+                        .iter()
+                        .map(|_| Reply::Int(-2))
+                        .collect(),
+                );
+            }
             let reply = match cmd[0].as_str() {
                 "HSET" => Reply::Int(
                     cmd[2..]
                         .chunks(2)
-                        .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
+                        .filter(|p| h.insert(p[0].clone(), (p[1].clone(), 0)).is_none())
                         .count() as i64,
                 ),
                 "HSETNX" if h.contains_key(a(2)) => Reply::Int(0),
                 "HSETNX" => {
-                    h.insert(a(2).to_string(), a(3).to_string());
+                    h.insert(a(2).to_string(), (a(3).to_string(), 0));
                     Reply::Int(1)
                 }
                 "HDEL" => {
                     Reply::Int(cmd[2..].iter().filter(|f| h.remove(*f).is_some()).count() as i64)
                 }
+                "HPEXPIREAT" => {
+                    // HPEXPIREAT key at FIELDS n field...
+                    let at: u64 = a(2).parse().unwrap_or(0);
+                    Reply::Array(
+                        cmd[5..]
+                            .iter()
+                            .map(|f| match h.get_mut(f) {
+                                None => Reply::Int(-2),
+                                Some(_) if at <= now => {
+                                    h.remove(f);
+                                    Reply::Int(2)
+                                }
+                                Some(slot) => {
+                                    slot.1 = at;
+                                    Reply::Int(1)
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+                "HPERSIST" => Reply::Array(
+                    cmd[4..]
+                        .iter()
+                        .map(|f| match h.get_mut(f) {
+                            None => Reply::Int(-2),
+                            Some(slot) if slot.1 == 0 => Reply::Int(-1),
+                            Some(slot) => {
+                                slot.1 = 0;
+                                Reply::Int(1)
+                            }
+                        })
+                        .collect(),
+                ),
                 _ => {
-                    let cur = match h.get(a(2)) {
-                        None => 0,
-                        Some(v) => match int(v) {
-                            Some(n) => n,
+                    let (cur, fd) = match h.get(a(2)) {
+                        None => (0, 0),
+                        Some((v, fd)) => match int(v) {
+                            Some(n) => (n, *fd),
                             None => return Reply::Err,
                         },
                     };
                     let Some(n) = cur.checked_add(int(a(3)).unwrap_or(0)) else {
                         return Reply::Err;
                     };
-                    h.insert(a(2).to_string(), n.to_string());
+                    // HINCRBY keeps the field's deadline.
+                    h.insert(a(2).to_string(), (n.to_string(), fd));
                     Reply::Int(n)
                 }
             };
@@ -421,27 +473,37 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
     }
 }
 
-type Map = std::collections::BTreeMap<String, String>;
+type Map = std::collections::BTreeMap<String, (String, u64)>;
 type Members = std::collections::BTreeSet<String>;
 
 // A hash or set is modelled as its canonical text (fields or members sorted), so the model's
 // state stays `key -> (text, deadline)` for every type.
 
+/// A hash's canonical text: `field=value@deadline` (0: none), sorted by field.
 fn hash_of(text: &str) -> Map {
     text.split(';')
         .filter(|p| !p.is_empty())
         .filter_map(|p| p.split_once('='))
-        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .map(|(f, rest)| {
+            let (v, d) = rest.rsplit_once('@').unwrap_or((rest, "0"));
+            (f.to_string(), (v.to_string(), d.parse().unwrap_or(0)))
+        })
         .collect()
 }
 
 fn hash_text(h: &Map) -> Option<String> {
     (!h.is_empty()).then(|| {
         h.iter()
-            .map(|(f, v)| format!("{f}={v}"))
+            .map(|(f, (v, d))| format!("{f}={v}@{d}"))
             .collect::<Vec<_>>()
             .join(";")
     })
+}
+
+/// The fields still live at `now`.
+fn live_fields(mut h: Map, now: u64) -> Map {
+    h.retain(|_, (_, d)| *d == 0 || *d > now);
+    h
 }
 
 fn set_of(text: &str) -> Members {
@@ -550,7 +612,18 @@ impl ModelClient {
                 }
                 c
             }
-            3 => vec![s("HSETNX"), h, field(&mut self.rng), self.value()],
+            3 => match self.rng.below(3) {
+                0 => vec![s("HSETNX"), h, field(&mut self.rng), self.value()],
+                1 => vec![
+                    s("HPEXPIREAT"),
+                    h,
+                    self.deadline().to_string(),
+                    s("FIELDS"),
+                    s("1"),
+                    field(&mut self.rng),
+                ],
+                _ => vec![s("HPERSIST"), h, s("FIELDS"), s("1"), field(&mut self.rng)],
+            },
             4 => vec![s("HDEL"), h, field(&mut self.rng), field(&mut self.rng)],
             5 => vec![
                 s("HINCRBY"),
@@ -888,10 +961,30 @@ impl ModelClient {
         let mut failures = Vec::new();
         for k in self.keys.clone() {
             let t0 = now_ms();
+            let mut field_near = false;
             let v: Option<String> = if k.starts_with("hk:") {
                 let h: std::collections::BTreeMap<String, String> =
                     redis::cmd("HGETALL").arg(&k).query(con)?;
-                hash_text(&h)
+                let mut with_deadlines = Map::new();
+                for (f, v) in h {
+                    let at: Vec<i64> = redis::cmd("HPEXPIRETIME")
+                        .arg(&k)
+                        .arg("FIELDS")
+                        .arg(1)
+                        .arg(&f)
+                        .query(con)?;
+                    let at = at.first().copied().unwrap_or(-2);
+                    with_deadlines.insert(f, (v, u64::try_from(at).unwrap_or(0)));
+                }
+                // What the model expects, at the time of this read.
+                if let Slot::Known(Some(text), _) = &self.state[&k] {
+                    let now = now_ms();
+                    field_near = hash_of(text)
+                        .values()
+                        .chain(with_deadlines.values())
+                        .any(|(_, d)| *d != 0 && *d > t0.saturating_sub(50) && *d <= now + 50);
+                }
+                hash_text(&with_deadlines)
             } else if k.starts_with("sk:") {
                 let m: Members = redis::cmd("SMEMBERS").arg(&k).query(con)?;
                 set_text(&m)
@@ -903,7 +996,7 @@ impl ModelClient {
             let got_deadline = if exp > 0 { exp as u64 } else { 0 };
             // GET and PEXPIRETIME are two commands: a key may expire between them (-2 after a
             // value). Learn only a state read whole and not about to change.
-            let torn_read = exp == -2 && v.is_some();
+            let torn_read = (exp == -2 && v.is_some()) || field_near;
             let learned = if torn_read || (got_deadline != 0 && got_deadline <= t1 + 50) {
                 Slot::Unknown
             } else {
@@ -913,11 +1006,15 @@ impl ModelClient {
                 let near = *d != 0 && *d > t0.saturating_sub(50) && *d <= t1 + 50;
                 let want_now = if *d != 0 && *d <= t0 {
                     None
+                } else if k.starts_with("hk:") {
+                    // Fields whose deadline passed are gone.
+                    want.as_deref()
+                        .and_then(|t| hash_text(&live_fields(hash_of(t), t0)))
                 } else {
                     want.clone()
                 };
                 let want_deadline = if want_now.is_some() { *d } else { 0 };
-                if !near && (v != want_now || got_deadline != want_deadline) {
+                if !near && !field_near && (v != want_now || got_deadline != want_deadline) {
                     failures.push(format!(
                         "{k}: expected {want_now:?} (deadline {want_deadline}), found {v:?} (deadline {got_deadline})"
                     ));
@@ -999,7 +1096,49 @@ mod tests {
             apply(&mut st, &c(&["HSETNX", "h", "f", "9"]), 0),
             Reply::Int(0)
         );
-        assert_eq!(st["h"], (Some("f=3;g=x".into()), 0));
+        assert_eq!(st["h"], (Some("f=3@0;g=x@0".into()), 0));
+        // Field deadlines: HINCRBY keeps one, a passed one deletes, HPERSIST clears.
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["HPEXPIREAT", "h", "500", "FIELDS", "1", "f"]),
+                100
+            ),
+            Reply::Array(vec![Reply::Int(1)])
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["HINCRBY", "h", "f", "1"]), 100),
+            Reply::Int(4)
+        );
+        assert_eq!(st["h"], (Some("f=4@500;g=x@0".into()), 0));
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["HPERSIST", "h", "FIELDS", "2", "f", "g"]),
+                100
+            ),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(-1)])
+        );
+        apply(
+            &mut st,
+            &c(&["HPEXPIREAT", "h", "500", "FIELDS", "1", "f"]),
+            100,
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["HSETNX", "h", "f", "new"]), 500),
+            Reply::Int(1),
+            "the field expired at 500"
+        );
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["HPEXPIREAT", "h", "10", "FIELDS", "2", "f", "nope"]),
+                500
+            ),
+            Reply::Array(vec![Reply::Int(2), Reply::Int(-2)])
+        );
+        assert_eq!(st["h"], (Some("g=x@0".into()), 0));
+        apply(&mut st, &c(&["HSET", "h", "f", "3"]), 0);
         assert_eq!(
             apply(&mut st, &c(&["HDEL", "h", "f", "g"]), 0),
             Reply::Int(2)

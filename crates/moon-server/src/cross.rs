@@ -173,6 +173,11 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 sadd.extend(part.iter().cloned());
                 cmds.push(sadd);
             }
+            // The result is logged as these commands: it must fit in one record.
+            let size = crate::dispatch::record_size(cmds.iter().map(|c| c.as_slice()));
+            if size > crate::dispatch::max_record() {
+                return crate::dispatch::too_large_to_log(size);
+            }
             let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
@@ -180,8 +185,8 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
     }
 }
 
-/// The members of each key's set, read on its shard, combined in key order the way Redis
-/// combines them (a wrong type is an error; an intersection with a missing key is empty).
+/// The members of each key's set, read on its shard, combined the way Redis combines them (a
+/// wrong type anywhere is an error; an intersection with a missing key is empty).
 async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<Bytes>, Frame> {
     let Some(tx) = session.tx else {
         return Err(err(
@@ -202,7 +207,6 @@ async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<
     let mut sets = Vec::with_capacity(keys.len());
     for read in join_all(reads).await {
         match read {
-            Some(Ok(None)) if op == SetOp::Inter => return Ok(Vec::new()),
             Some(Ok(members)) => sets.push(members),
             Some(Err(e)) => return Err(e),
             None => return Err(err("ERR shard unavailable (server shutting down)")),

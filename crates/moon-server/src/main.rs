@@ -67,6 +67,21 @@ struct Args {
     /// Keys sampled to choose one to evict (1-64).
     #[arg(long)]
     maxmemory_samples: Option<String>,
+    /// Entries of a hash kept compact (listpack).
+    #[arg(long)]
+    hash_max_listpack_entries: Option<String>,
+    /// Largest field or value of a compact hash, in bytes.
+    #[arg(long)]
+    hash_max_listpack_value: Option<String>,
+    /// Members of a set of integers kept compact (intset).
+    #[arg(long)]
+    set_max_intset_entries: Option<String>,
+    /// Members of a set kept compact (listpack).
+    #[arg(long)]
+    set_max_listpack_entries: Option<String>,
+    /// Largest member of a compact set, in bytes.
+    #[arg(long)]
+    set_max_listpack_value: Option<String>,
     /// Close clients idle for this many seconds (0 = never).
     #[arg(long)]
     timeout: Option<String>,
@@ -87,17 +102,9 @@ struct Args {
     auto_aof_rewrite_min_size: Option<String>,
 }
 
-fn load_config(args: &Args) -> Result<Config, String> {
-    let mut config = Config::default();
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        config
-            .apply_toml(&text)
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
-        config.config_file = Some(path.clone());
-    }
-    let flags = [
+/// Every config key's flag, with what was given for it.
+fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
+    vec![
         ("bind", &args.bind),
         ("port", &args.port),
         ("shards", &args.shards),
@@ -110,6 +117,11 @@ fn load_config(args: &Args) -> Result<Config, String> {
         ("maxmemory", &args.maxmemory),
         ("maxmemory-policy", &args.maxmemory_policy),
         ("maxmemory-samples", &args.maxmemory_samples),
+        ("hash-max-listpack-entries", &args.hash_max_listpack_entries),
+        ("hash-max-listpack-value", &args.hash_max_listpack_value),
+        ("set-max-intset-entries", &args.set_max_intset_entries),
+        ("set-max-listpack-entries", &args.set_max_listpack_entries),
+        ("set-max-listpack-value", &args.set_max_listpack_value),
         ("timeout", &args.timeout),
         ("client-query-buffer-limit", &args.client_query_buffer_limit),
         ("loglevel", &args.loglevel),
@@ -119,7 +131,20 @@ fn load_config(args: &Args) -> Result<Config, String> {
             &args.auto_aof_rewrite_percentage,
         ),
         ("auto-aof-rewrite-min-size", &args.auto_aof_rewrite_min_size),
-    ];
+    ]
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        config
+            .apply_toml(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        config.config_file = Some(path.clone());
+    }
+    let flags = flags(args);
     for (key, value) in flags {
         if let Some(v) = value {
             config.set(key, v).map_err(|e| format!("--{key}: {e}"))?;
@@ -167,5 +192,21 @@ fn main() -> ExitCode {
             eprintln!("moon-server: {e:#}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// Every key of the configuration can be given as a flag, and no flag is unknown to it.
+    #[test]
+    fn every_config_key_has_a_flag() {
+        let args = super::Args::parse_from(["moon-server"]);
+        let mut flagged: Vec<&str> = super::flags(&args).iter().map(|(k, _)| *k).collect();
+        let mut keys: Vec<&str> = super::config::KEYS.iter().map(|(k, _)| *k).collect();
+        flagged.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(flagged, keys);
     }
 }

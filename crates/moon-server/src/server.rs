@@ -231,6 +231,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 let stop_rx = take_slot(&stop_rxs, shard.id());
                 let data = shard_data.clone();
                 async move {
+                    // Values rebuilt by replay take the configured encodings too.
+                    shard.store().set_encodings(encodings);
                     let started = match &data {
                         Some(data) => crate::persistence::start_shard(&shard, data, policy).await,
                         None => Ok(()),
@@ -241,7 +243,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     }
                     // Only now: replay evicts nothing by itself (every eviction is in the log).
                     shard.store().set_memory_limit(memory);
-                    shard.store().set_encodings(encodings);
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

@@ -349,3 +349,85 @@ fn hashes_and_sets_survive_sigkill_bgrewriteaof_and_renames_across_shards() {
         "replayed from the rewritten base"
     );
 }
+
+/// Review findings, each a test: a client-chosen count never sizes an allocation; SINTER
+/// checks every key's type before it gives up on a missing one (one shard and across
+/// shards); a cross-shard *STORE whose result cannot fit in one record is refused before it
+/// changes anything; configured encodings hold for values rebuilt at startup.
+#[test]
+fn hostile_counts_wrongtype_order_record_bounds_and_encodings_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--hash-max-listpack-entries", "4"];
+    let env = [("MOON_MAX_RECORD_BYTES", "4096")];
+    let mut s = MoonServer::start_with_env(dir.path(), 2, &args, &env).expect("start");
+    let mut c = s.client();
+    cmd::<i64>(&mut c, &["HSET", "h", "f", "v"]);
+    cmd::<i64>(&mut c, &["SADD", "s", "m"]);
+    for words in [
+        ["HRANDFIELD", "h", "-4611686018427387903"],
+        ["SRANDMEMBER", "s", "-1000000000000"],
+    ] {
+        assert_eq!(
+            expect_err(&mut c, &words),
+            "ERR value is out of range",
+            "{words:?}"
+        );
+    }
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["SRANDMEMBER", "s", "-3"]),
+        ["m", "m", "m"]
+    );
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
+
+    cmd::<()>(&mut c, &["SET", "str", "x"]);
+    let k = keys_on_different_shards(2);
+    let other = k
+        .iter()
+        .find(|key| common::slot_shard(key.as_bytes(), 2) != common::slot_shard(b"str", 2))
+        .expect("a key on the other shard")
+        .clone();
+    for (missing, dst) in [("nosuch", "dst"), (other.as_str(), "dst")] {
+        cmd::<i64>(&mut c, &["SADD", dst, "keep"]);
+        assert_eq!(expect_err(&mut c, &["SINTER", missing, "str"]), WRONGTYPE);
+        assert_eq!(
+            expect_err(&mut c, &["SINTERCARD", "2", missing, "str"]),
+            WRONGTYPE
+        );
+        assert_eq!(
+            expect_err(&mut c, &["SINTERSTORE", dst, missing, "str"]),
+            WRONGTYPE
+        );
+        assert_eq!(
+            cmd::<i64>(&mut c, &["SCARD", dst]),
+            1,
+            "the destination is kept"
+        );
+    }
+
+    // Two 3 KB sets on different shards: their union does not fit in a 4 KB record.
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    for (key, tag) in [(a, "a"), (b, "b")] {
+        for i in 0..3 {
+            cmd::<i64>(
+                &mut c,
+                &["SADD", key, &format!("{tag}{i}-{}", "x".repeat(1000))],
+            );
+        }
+    }
+    let e = expect_err(&mut c, &["SUNIONSTORE", "union", a, b]);
+    assert!(e.starts_with("ERR request too large to log"), "{e}");
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "union"]), 0);
+
+    for f in ["a", "b", "c", "d", "e"] {
+        cmd::<i64>(&mut c, &["HSET", "wide", f, "1"]);
+    }
+    assert_eq!(encoding(&mut c, "wide"), "hashtable");
+    s.kill();
+    let s = MoonServer::start_with_env(dir.path(), 2, &args, &env).expect("restart");
+    let mut c = s.client();
+    assert_eq!(
+        encoding(&mut c, "wide"),
+        "hashtable",
+        "replay used the configured thresholds"
+    );
+}

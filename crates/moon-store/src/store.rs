@@ -200,6 +200,10 @@ impl Store {
         self.memory_limit = limit;
     }
 
+    pub fn encodings(&self) -> crate::value::Encodings {
+        self.encodings
+    }
+
     /// The thresholds of the compact encodings (`hash-max-listpack-*`, `set-max-*`).
     pub fn set_encodings(&mut self, encodings: crate::value::Encodings) {
         self.encodings = encodings;
@@ -243,8 +247,24 @@ impl Store {
             );
         }
         let known = ["encoding", "refcount", "idletime", "freq"];
-        if args.len() != 3 || !known.iter().any(|k| eq(sub, k)) {
+        let Some(name) = known.iter().find(|k| eq(sub, k)) else {
             return reply::unknown_subcommand(sub, "object");
+        };
+        if args.len() != 3 {
+            return reply::wrong_arity(&format!("object|{name}"));
+        }
+        let lfu = matches!(
+            self.memory_limit.policy,
+            crate::EvictionPolicy::AllKeysLfu | crate::EvictionPolicy::VolatileLfu
+        );
+        const SWITCHING: &str = "Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+        if *name == "freq" && !lfu {
+            return Frame::Error(format!("ERR An LFU maxmemory policy is not selected, access frequency not tracked. {SWITCHING}"));
+        }
+        if *name == "idletime" && lfu {
+            return Frame::Error(format!(
+                "ERR An LRU maxmemory policy is selected, idle time not tracked. {SWITCHING}"
+            ));
         }
         let Some(entry) = self.ks.peek(&args[2], now) else {
             return Frame::Null;
@@ -687,7 +707,11 @@ impl Store {
             "object" => self.object(args, now),
             "memory" => {
                 // MEMORY USAGE key [SAMPLES n]: the key's share of the memory account.
-                if eq(&args[1], "usage") && (args.len() == 3 || args.len() == 5) {
+                let samples_ok = args.len() == 3
+                    || (args.len() == 5
+                        && eq(&args[3], "samples")
+                        && parse_i64(&args[4]).is_some());
+                if eq(&args[1], "usage") && samples_ok {
                     match self.ks.peek(&args[2], now) {
                         Some(e) => Frame::Integer(
                             (args[2].len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD)
@@ -1226,17 +1250,33 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        (*seed >> 33) as usize
+        (*seed >> 16) as usize
     };
     if len == 0 {
         return Vec::new();
     }
     match count {
         None => vec![next() % len],
-        Some(c) if c < 0 => (0..c.unsigned_abs()).map(|_| next() % len).collect(),
+        // Callers bound |count| by MAX_RANDOM_REPEATS first: this is the reply's size.
+        Some(c) if c < 0 => (0..c.unsigned_abs().min(MAX_RANDOM_REPEATS))
+            .map(|_| next() % len)
+            .collect(),
         Some(c) if c as u64 >= len as u64 => (0..len).collect(),
+        Some(c) if (c as usize).saturating_mul(4) < len => {
+            // Few out of many: draw until distinct, without touching every position.
+            let c = c as usize;
+            let mut seen = std::collections::HashSet::with_capacity(c);
+            let mut out = Vec::with_capacity(c);
+            while out.len() < c {
+                let i = next() % len;
+                if seen.insert(i) {
+                    out.push(i);
+                }
+            }
+            out
+        }
         Some(c) => {
-            // Partial Fisher-Yates over the positions.
+            // Most of them: a partial Fisher-Yates over the positions.
             let c = c as usize;
             let mut all: Vec<usize> = (0..len).collect();
             for i in 0..c {
@@ -1248,6 +1288,11 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
         }
     }
 }
+
+/// The most picks a negative count (repeats allowed) may ask of HRANDFIELD/SRANDMEMBER: the
+/// reply is built whole, so its size is bounded (Redis streams it; a larger count is refused
+/// here with Redis's out-of-range error).
+pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 mod hash;
 pub mod set;

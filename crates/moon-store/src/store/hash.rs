@@ -440,7 +440,7 @@ impl Store {
             Some(a) if eq(a, "withvalues") && args.len() == 4 => true,
             Some(_) => return Err(err(reply::SYNTAX)),
         };
-        if count.is_some_and(|c| c.unsigned_abs() > (i64::MAX / 2) as u64) {
+        if count.is_some_and(|c| c < 0 && c.unsigned_abs() > super::MAX_RANDOM_REPEATS) {
             return Err(err("ERR value is out of range"));
         }
         let mut seed = self.next_seed(now);

@@ -69,7 +69,7 @@ impl SetOp {
 
 /// SINTERCARD's arguments: `numkeys key ... [LIMIT n]` → (number of keys, limit; 0 = none).
 pub fn sintercard_args(args: &[Bytes]) -> Result<(usize, usize), Frame> {
-    let n = parse_i64(&args[1]).ok_or_else(|| err(reply::NOT_INTEGER))?;
+    let n = parse_i64(&args[1]).unwrap_or(0);
     if n <= 0 {
         return Err(err("ERR numkeys should be greater than 0"));
     }
@@ -252,7 +252,7 @@ impl Store {
             None => None,
             Some(c) => Some(parse_i64(c).ok_or_else(|| err(reply::NOT_INTEGER))?),
         };
-        if count.is_some_and(|c| c.unsigned_abs() > (i64::MAX / 2) as u64) {
+        if count.is_some_and(|c| c < 0 && c.unsigned_abs() > super::MAX_RANDOM_REPEATS) {
             return Err(err("ERR value is out of range"));
         }
         let mut seed = self.next_seed(now);
@@ -293,16 +293,16 @@ impl Store {
         Ok(Frame::Integer(1))
     }
 
-    /// The members of each key, combined. Keys are looked at in order, as Redis does: a
-    /// wrong type is an error, and for an intersection a missing key ends it (empty) at once.
+    /// The members of each key, combined: a wrong type anywhere is an error; an intersection
+    /// with a missing key is empty.
     fn combine(&mut self, op: SetOp, keys: &[Bytes], now: u64) -> Result<Vec<Bytes>, Frame> {
+        // Every key's type first, as Redis checks them, then the members.
+        for k in keys {
+            self.set_ref(k, now)?;
+        }
         let mut sets = Vec::with_capacity(keys.len());
         for k in keys {
-            let members = self.set_ref(k, now)?.map(Set::members);
-            if members.is_none() && op == SetOp::Inter {
-                return Ok(Vec::new());
-            }
-            sets.push(members);
+            sets.push(self.set_ref(k, now)?.map(Set::members));
         }
         Ok(op.apply(sets))
     }
