@@ -80,8 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let _ = SERVER.set(bin);
     }
     println!("fuzz: seed {seed}, {} s per target", args.seconds);
-    // Panics are caught and reported here, once, with their input.
+    // Panics are caught and reported here, once, with their input; an abort names its case.
     std::panic::set_hook(Box::new(|_| {}));
+    install_abort_report();
     let mut ok = true;
     // The kept cases first: a bug found once must stay fixed.
     let kept = regressions(include_str!("../fuzz-regressions.txt")).map_err(anyhow::Error::msg)?;
@@ -117,6 +118,37 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// The case running now, for the abort handler: an allocation failure aborts the process
+/// instead of panicking, and must still name its case.
+static CURRENT_CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// On SIGABRT (an allocation failure, a double panic): prints the running case's seed, with
+/// only async-signal-safe calls, then lets the abort proceed.
+extern "C" fn report_abort(_: nix::libc::c_int) {
+    let case = CURRENT_CASE.load(std::sync::atomic::Ordering::Relaxed);
+    let mut buf = *b"\nfuzz: ABORTED in case seed 0x0000000000000000 (add it to xtask/fuzz-regressions.txt once fixed)\n";
+    let digits = b"0123456789abcdef";
+    let start = 30;
+    for i in 0..16 {
+        buf[start + i] = digits[((case >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // SAFETY: write(2) on stderr is async-signal-safe; the buffer lives on this stack.
+    unsafe {
+        nix::libc::write(2, buf.as_ptr().cast(), buf.len());
+    }
+}
+
+fn install_abort_report() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(report_abort),
+        SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only reads an atomic and calls write(2).
+    let _ = unsafe { sigaction(Signal::SIGABRT, &action) };
+}
+
 /// Runs `target` on fresh cases until `deadline` or the first panic: (cases run, the failing
 /// case's seed, panic message and input).
 fn fuzz_target(
@@ -128,6 +160,7 @@ fn fuzz_target(
     let mut runs = 0u64;
     while Instant::now() < deadline {
         let case_seed = rng.next();
+        CURRENT_CASE.store(case_seed, std::sync::atomic::Ordering::Relaxed);
         let outcome = catch_unwind(AssertUnwindSafe(|| target(&mut Rng(case_seed | 1))));
         runs += 1;
         if let Err(panic) = outcome {
