@@ -284,6 +284,21 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
                 Reply::Int(0)
             }
         },
+        "COPY" => {
+            if a(1) == a(2) {
+                return Reply::Err;
+            }
+            let Some((v, d)) = live(st, a(1), now) else {
+                put(st, a(1), None, 0);
+                return Reply::Int(0);
+            };
+            let replace = cmd.len() > 3;
+            if !replace && live(st, a(2), now).is_some() {
+                return Reply::Int(0);
+            }
+            put(st, a(2), Some(v), d);
+            Reply::Int(1)
+        }
         "RENAME" | "RENAMENX" => {
             let nx = cmd[0] == "RENAMENX";
             let Some((v, d)) = live(st, a(1), now) else {
@@ -660,6 +675,14 @@ impl ModelClient {
                     vec![s("RENAME"), h, self.typed_key("hk")]
                 } else {
                     vec![s("RENAME"), sk, self.typed_key("sk")]
+                }
+            }
+            15 if self.rng.below(2) == 0 => {
+                // COPY within a type, usually across shards: the value's rewrite form.
+                if self.rng.below(2) == 0 {
+                    vec![s("COPY"), h, self.typed_key("hk"), s("REPLACE")]
+                } else {
+                    vec![s("COPY"), sk, self.typed_key("sk")]
                 }
             }
             _ => vec![s("DEL"), h, sk],

@@ -75,6 +75,34 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 Frame::OK
             }
         }
+        "copy" => {
+            let replace = match moon_store::copy_options(args) {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let (src, dst) = (args[1].clone(), args[2].clone());
+            let k = src.clone();
+            let Some(Some((value, expire_at))) = shard
+                .call_on(on(&src), move |s| s.store().peek_entry(&k, tx.now))
+                .await
+            else {
+                return Frame::Integer(0);
+            };
+            if !replace {
+                let k = dst.clone();
+                let exists = shard
+                    .call_on(on(&dst), move |s| s.store().type_at(&k, tx.now).is_some())
+                    .await
+                    .unwrap_or(true);
+                if exists {
+                    return Frame::Integer(0);
+                }
+            }
+            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
+            cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
+            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
+            first_error(&replies).unwrap_or(Frame::Integer(1))
+        }
         "msetnx" => {
             let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
             for pair in args[1..].chunks(2) {

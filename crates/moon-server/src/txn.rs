@@ -201,7 +201,7 @@ pub async fn run(
             failing = failing.or(error);
         }
     }
-    // A RENAME across shards is logged as the SET of the value it moves, which its arguments
+    // A RENAME or COPY across shards is logged as the value's rewrite form, which its arguments
     // do not show: bound the record by the value as it is now (under the locks) plus all the
     // transaction's earlier writes could add to it.
     let mut too_large = None;
@@ -211,7 +211,7 @@ pub async fn run(
         for req in cmds.iter().flatten() {
             let cross_rename = matches!(req.target, Target::Shards(_))
                 && req.spread() == Spread::Coordinated
-                && matches!(req.spec.name, "rename" | "renamenx");
+                && matches!(req.spec.name, "rename" | "renamenx" | "copy");
             if cross_rename {
                 let src = req.args[1].clone();
                 let len = shard

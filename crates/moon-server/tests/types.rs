@@ -431,3 +431,54 @@ fn hostile_counts_wrongtype_order_record_bounds_and_encodings_after_restart() {
         "replay used the configured thresholds"
     );
 }
+
+#[test]
+fn copy_works_for_every_type_on_one_shard_and_across_shards() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    cmd::<i64>(&mut c, &["HSET", a, "f", "1"]);
+    assert_eq!(
+        cmd::<Vec<i64>>(&mut c, &["HPEXPIRE", a, "100000", "FIELDS", "1", "f"]),
+        [1]
+    );
+    cmd::<i64>(&mut c, &["PEXPIRE", a, "500000"]);
+    // Across shards, then on one shard ({a} keys live with a).
+    let same = format!("{{{a}}}:copy");
+    for dst in [b, same.as_str()] {
+        assert_eq!(cmd::<i64>(&mut c, &["COPY", a, dst]), 1);
+        assert_eq!(
+            cmd::<i64>(&mut c, &["COPY", a, dst]),
+            0,
+            "exists, no REPLACE"
+        );
+        assert_eq!(cmd::<i64>(&mut c, &["COPY", a, dst, "REPLACE"]), 1);
+        assert_eq!(cmd::<String>(&mut c, &["TYPE", dst]), "hash");
+        let ttl: i64 = cmd(&mut c, &["PTTL", dst]);
+        assert!(ttl > 400_000, "the key's TTL came along: {ttl}");
+        let field_ttl: Vec<i64> = cmd(&mut c, &["HPTTL", dst, "FIELDS", "1", "f"]);
+        assert!(
+            field_ttl[0] > 90_000,
+            "the field's TTL came along: {field_ttl:?}"
+        );
+    }
+    assert_eq!(cmd::<i64>(&mut c, &["COPY", "nosuch", b]), 0);
+    assert_eq!(
+        expect_err(&mut c, &["COPY", a, a]),
+        "ERR source and destination objects are the same"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["COPY", a, b, "DB", "3"]),
+        "ERR DB index is out of range"
+    );
+    let info: String = cmd(&mut c, &["INFO", "everything"]);
+    for field in [
+        "cluster_enabled:0",
+        "used_cpu_user:",
+        "arch_bits:64",
+        "role:master",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}");
+    }
+}

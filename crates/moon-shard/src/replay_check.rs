@@ -231,6 +231,13 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
                 v
             }),
         (key(), field()).prop_map(|(k, f)| cmd(&["HPERSIST", &k, "FIELDS", "1", &f])),
+        (key(), key(), any::<bool>()).prop_map(|(a, b, replace)| {
+            let mut c = cmd(&["COPY", &a, &b]);
+            if replace {
+                c.push("REPLACE".into());
+            }
+            c
+        }),
         (key(), field()).prop_map(|(k, f)| cmd(&["HTTL", &k, "FIELDS", "1", &f])),
         (key(), member(), prop::option::of(member())).prop_map(|(k, m, n)| {
             let mut c = cmd(&["SADD", &k, &m]);

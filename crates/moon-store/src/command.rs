@@ -308,6 +308,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Set: "sscan", -3, R, 1, 1, 1, ONE),
     // Generic (typed)
     cmd!(Generic: "object", -2, R, 2, 2, 1, ONE),
+    cmd!(Generic: "copy", -3, W, 1, 2, 1, SPECIAL_KEYS),
     cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),

@@ -21,6 +21,7 @@ pub mod value;
 
 pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
+pub use store::keys::copy_options;
 pub use store::set::{sintercard_args, SetOp};
 pub use store::{Store, StoreStats, WatchToken};
 

@@ -605,7 +605,7 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
 pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 mod hash;
-mod keys;
+pub mod keys;
 pub mod set;
 mod string;
 

@@ -9,6 +9,28 @@ use crate::command::CommandSpec;
 use crate::glob::glob_match;
 use crate::reply::{self, err};
 
+/// COPY's options: `[DB db] [REPLACE]` → whether to replace. Only database 0 exists so far.
+pub fn copy_options(args: &[Bytes]) -> Result<bool, Frame> {
+    let mut replace = false;
+    let mut i = 3;
+    while i < args.len() {
+        if eq(&args[i], "replace") {
+            replace = true;
+        } else if eq(&args[i], "db") && i + 1 < args.len() {
+            match parse_i64(&args[i + 1]) {
+                Some(0) => {}
+                Some(_) => return Err(err("ERR DB index is out of range")),
+                None => return Err(err(reply::NOT_INTEGER)),
+            }
+            i += 1;
+        } else {
+            return Err(err(reply::SYNTAX));
+        }
+        i += 1;
+    }
+    Ok(replace)
+}
+
 impl Store {
     pub(super) fn keys_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         match spec.name {
@@ -107,8 +129,31 @@ impl Store {
                     None => Frame::Null,
                 }
             }
+            "copy" => self.copy(args, now),
             _ => reply::unknown_command(args),
         }
+    }
+
+    /// COPY source destination [DB db] [REPLACE], both keys on this shard. Logged as sent.
+    fn copy(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let replace = match copy_options(args) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let (src, dst) = (&args[1], &args[2]);
+        if src == dst {
+            return err("ERR source and destination objects are the same");
+        }
+        let Some(entry) = self.ks.get(src, now) else {
+            return Frame::Integer(0);
+        };
+        let (value, expire_at) = (entry.value.clone(), entry.expire_at);
+        if !replace && self.ks.contains(dst, now) {
+            return Frame::Integer(0);
+        }
+        self.ks.insert(dst, value, expire_at);
+        self.log_args(args);
+        Frame::Integer(1)
     }
 
     fn expire(&mut self, name: &str, args: &[Bytes], now: u64) -> Frame {
