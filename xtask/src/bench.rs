@@ -219,8 +219,23 @@ fn redis_benchmark(
     for (tests, n) in [
         ("set,get,incr", requests),
         ("mset", (requests / 5).max(1000)),
+        // Hashes and sets: HSET/SADD build `myhash`/`myset` (one key each: one shard), then
+        // HGET/SISMEMBER read them at random fields/members.
+        ("hset,sadd", requests),
     ] {
         rows.extend(redis_benchmark_tests(addr, pipeline, n, tests)?);
+    }
+    for command in [
+        "HGET myhash element:__rand_int__",
+        "SISMEMBER myset element:__rand_int__",
+    ] {
+        let named = redis_benchmark_tests(addr, pipeline, requests, command)?;
+        // The row is named by the command alone (redis-benchmark names it by the whole line).
+        rows.extend(
+            named
+                .into_values()
+                .map(|v| (command.split(' ').next().unwrap_or(command).to_string(), v)),
+        );
     }
     Ok(rows)
 }
@@ -241,7 +256,13 @@ fn redis_benchmark_tests(
             "-P",
             &pipeline.to_string(),
         ])
-        .args(["-r", "1000000", "-d", "32", "-t", tests, "--csv", "-q"])
+        .args(["-r", "1000000", "-d", "32", "--csv", "-q"])
+        .args(if tests.contains(' ') {
+            // A command of its own: its words go last.
+            tests.split(' ').map(str::to_string).collect::<Vec<_>>()
+        } else {
+            vec!["-t".to_string(), tests.to_string()]
+        })
         .output()
         .context("running redis-benchmark")?;
     if !out.status.success() {
@@ -308,6 +329,68 @@ fn load_keys(addr: SocketAddr, n: u64, offset: u64) -> anyhow::Result<()> {
         }
         p.query::<()>(&mut con)?;
         i += 1000;
+    }
+    Ok(())
+}
+
+/// Loads `n` small hashes `user:%09d` of `fields` fields (`f0`.. → 8-byte values), pipelined.
+fn load_hashes(addr: SocketAddr, n: u64, fields: usize) -> anyhow::Result<()> {
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    let mut i = 0;
+    while i < n {
+        let mut p = redis::pipe();
+        for j in i..(i + 1000).min(n) {
+            let c = p.cmd("HSET").arg(format!("user:{j:09}"));
+            for f in 0..fields {
+                c.arg(format!("f{f}")).arg("value-01");
+            }
+            c.ignore();
+        }
+        p.query::<()>(&mut con)?;
+        i += 1000;
+    }
+    Ok(())
+}
+
+/// Memory per field of 1,000,000 small hashes (compact encodings on both sides).
+fn hash_memory_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    const HASHES: u64 = 1_000_000;
+    const FIELDS: usize = 5;
+    let _ = writeln!(
+        report,
+        "\n### Memory: {HASHES} hashes of {FIELDS} fields (2-byte fields, 8-byte values), appendonly no\n"
+    );
+    let _ = writeln!(
+        report,
+        "| server | RSS before | RSS after | bytes per hash | bytes per field |\n|---|---|---|---|---|"
+    );
+    for &target in targets {
+        let dir = target.dir(work, "hash-memory");
+        let log = work.join("hash-memory.log");
+        let (running, addr) = start(target, bin, None, &dir, &log)?;
+        let before = rss_kb(running.pid());
+        load_hashes(addr, HASHES, FIELDS)?;
+        let after = rss_kb(running.pid());
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        let per_hash = (after.saturating_sub(before) * 1024) as f64 / HASHES as f64;
+        eprintln!(
+            "hash memory {}: {before} kB -> {after} kB, {per_hash:.0} bytes/hash",
+            target.label()
+        );
+        let _ = writeln!(
+            report,
+            "| {} | {} MiB | {} MiB | {per_hash:.0} | {:.0} |",
+            target.label(),
+            before / 1024,
+            after / 1024,
+            per_hash / FIELDS as f64
+        );
     }
     Ok(())
 }
@@ -456,7 +539,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         report,
-        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 -t set,get,incr --csv`, then the same with `-t mset` and N/5, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds\n",
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 -t set,get,incr --csv`, then the same with `-t mset` and N/5, `-t hset,sadd`, and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds\n",
         args.requests,
         args.requests * 10,
         args.rounds
@@ -587,6 +670,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 after / 1024
             );
         }
+    }
+
+    if !args.throughput_only {
+        hash_memory_section(&mut report, &targets, &bin, &work)?;
     }
 
     if !args.throughput_only {
