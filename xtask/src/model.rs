@@ -8,7 +8,8 @@
 //! MULTI/EXEC — with deadlines a few hundred milliseconds ahead, so keys expire between
 //! commands all the time.
 //!
-//! Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
+//! Odd clients work in database 1 (SELECT), so replay of writes logged under `MOON.DB` is
+//! checked too. Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
 //! and set keys (`sk:`: SADD, SREM, SPOP of everything, SMOVE, SINTERSTORE/SUNIONSTORE/
 //! SDIFFSTORE, all across shards), with deadlines, PERSIST, RENAME and DEL on them too; a hash
 //! or set is modelled as its canonical text.
@@ -552,6 +553,9 @@ fn keys_of<'a>(cmds: &'a [Vec<String>], mine: &'a [String]) -> impl Iterator<Ite
 
 /// One model client: its keys and what it knows of them. Lives across kill cycles.
 pub struct ModelClient {
+    /// The database this client works in: odd clients use database 1, so every kill cycle
+    /// also replays writes logged under `MOON.DB`.
+    db: u32,
     keys: Vec<String>,
     state: HashMap<String, Slot>,
     rng: Rng,
@@ -582,6 +586,7 @@ impl ModelClient {
             .map(|k| (k.clone(), Slot::Known(None, 0)))
             .collect();
         ModelClient {
+            db: (id % 2) as u32,
             keys,
             state,
             rng: Rng(seed | 1),
@@ -970,6 +975,13 @@ impl ModelClient {
             return self;
         };
         let _ = con.set_read_timeout(Some(Duration::from_secs(30)));
+        if redis::cmd("SELECT")
+            .arg(self.db)
+            .query::<()>(&mut con)
+            .is_err()
+        {
+            return self;
+        }
         while !stop.load(Ordering::Relaxed) {
             if !self.step(&mut con) {
                 break;
@@ -981,6 +993,13 @@ impl ModelClient {
     /// Checks every known key against the server; returns the differences. Then learns the
     /// server's state of every key (it is the truth from here on).
     pub fn verify(&mut self, con: &mut redis::Connection) -> anyhow::Result<Vec<String>> {
+        redis::cmd("SELECT").arg(self.db).query::<()>(con)?;
+        let failures = self.verify_selected(con);
+        redis::cmd("SELECT").arg(0).query::<()>(con)?;
+        failures
+    }
+
+    fn verify_selected(&mut self, con: &mut redis::Connection) -> anyhow::Result<Vec<String>> {
         let mut failures = Vec::new();
         for k in self.keys.clone() {
             let t0 = now_ms();

@@ -128,9 +128,9 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     Ok(applied)
 }
 
-/// Applies one command of a Redis log. Nothing is dropped silently: a command Moon does not
-/// have, one it refuses, or one for a database other than 0 stops the import with how many
-/// commands went in and the first that could not.
+/// Applies one command of a Redis log, in the database the log last SELECTed. Nothing is
+/// dropped silently: a command Moon does not have or one it refuses stops the import with how
+/// many commands went in and the first that could not.
 fn import(
     store: &mut Store,
     cmd: &[Bytes],
@@ -146,12 +146,21 @@ fn import(
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // Redis's SELECT lasts until the next one; Moon's MOON.DB covers the next command only.
     if db != 0 {
-        bail!(
-            "{}: stopped after {applied} commands: `{}` (offset {offset}) writes to database {db}; Moon has one database (0) so far, and importing it into 0 would mix keyspaces",
-            path.display(),
-            shown()
-        );
+        let selected = usize::try_from(db).is_ok_and(|d| {
+            !store
+                .execute(&moon_store::select_db(d), NO_EXPIRY_CHECK)
+                .is_error()
+        });
+        if !selected {
+            bail!(
+                "{}: stopped after {applied} commands: `{}` (offset {offset}) writes to database {db}, more than Moon holds ({})",
+                path.display(),
+                shown(),
+                moon_store::MAX_DATABASES
+            );
+        }
     }
     let reply = store.execute(cmd, NO_EXPIRY_CHECK);
     let refused = match &reply {
@@ -391,12 +400,17 @@ fn write_layout(
     let aof = moon_manifest::aof_dir(dir);
     let manifest = old;
     let now = now_ms();
-    let mut per_shard: Vec<Vec<(&Bytes, &Value, u64)>> = vec![Vec::new(); shards];
-    for (key, entry) in store.keyspace().iter() {
-        if entry.expire_at != 0 && entry.expire_at <= now {
+    let mut per_shard: Vec<Vec<(usize, &Bytes, &Value, u64)>> = vec![Vec::new(); shards];
+    for db in 0..store.databases() {
+        let Some(ks) = store.keyspace_of(db) else {
             continue;
+        };
+        for (key, entry) in ks.iter() {
+            if entry.expire_at != 0 && entry.expire_at <= now {
+                continue;
+            }
+            per_shard[shard_for_key(key, shards)].push((db, key, &entry.value, entry.expire_at));
         }
-        per_shard[shard_for_key(key, shards)].push((key, &entry.value, entry.expire_at));
     }
     let new_seq = old_seq + 1;
     println!("source: {source}");
@@ -426,9 +440,10 @@ fn write_layout(
         );
         let mut lsn = first_lsn;
         let mut buf = Vec::new();
-        for (key, value, at) in keys {
-            // One record per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT).
-            let cmds = value.rewrite_commands(key, *at, 512);
+        for (db, key, value, at) in keys {
+            // One record per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT),
+            // each command after MOON.DB outside database 0.
+            let cmds = moon_store::in_db(*db, value.rewrite_commands(key, *at, 512));
             buf.clear();
             match &cmds[..] {
                 [one] => moon_aof::append_command_record(lsn, one, &mut buf),

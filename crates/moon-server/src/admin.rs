@@ -46,10 +46,16 @@ pub async fn connection_command(
             Frame::OK
         }
         "select" => match moon_store::Store::parse_int(&args[1]) {
-            Some(0) => Frame::OK,
+            Some(db) if db >= 0 && (db as u64) < session.ctx.shared.config().databases => {
+                session.db = db as usize;
+                session.info.db.set(db as usize);
+                Frame::OK
+            }
             Some(_) => err("ERR DB index is out of range"),
             None => err(reply::NOT_INTEGER),
         },
+        // Only shards run it, right before a command of a batch; never a client.
+        "moon.db" => reply::unknown_command(args),
         "auth" => auth(session, args),
         "hello" => hello(session, args),
         "time" => {
@@ -366,7 +372,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let config = shared.config();
         let mut pairs = Vec::new();
         // Options Redis tools ask for, which Moon answers with fixed values.
-        let fixed = [("save", ""), ("databases", "1"), ("cluster-enabled", "no")];
+        let fixed = [("save", ""), ("cluster-enabled", "no")];
         for pattern in &args[2..] {
             let p = pattern.to_ascii_lowercase();
             for (key, _) in config::KEYS {
@@ -460,6 +466,8 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
 #[derive(Clone, Default)]
 struct ShardInfo {
     store: StoreStats,
+    /// (database, keys, keys with a deadline) of each non-empty database.
+    dbs: Vec<(usize, u64, u64)>,
     commands: u64,
     connections: u64,
     rejected: u64,
@@ -518,8 +526,10 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         .shard
         .call_all(|s: &Shard| {
             let c = &s.counters;
+            let store = s.store();
             ShardInfo {
-                store: s.store().stats(),
+                store: store.stats(),
+                dbs: store.db_stats(),
                 commands: c.commands_processed.get(),
                 connections: c.connections_received.get(),
                 rejected: c.rejected_connections.get(),
@@ -622,12 +632,16 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
-        if t.store.keys > 0 {
-            let _ = write!(
-                out,
-                "db0:keys={},expires={},avg_ttl=0\r\n",
-                t.store.keys, t.store.expires
-            );
+        let mut dbs: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
+        for s in per_shard.iter().flatten() {
+            for &(db, keys, expires) in &s.dbs {
+                let e = dbs.entry(db).or_default();
+                e.0 += keys;
+                e.1 += expires;
+            }
+        }
+        for (db, (keys, expires)) in dbs {
+            let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
         out.push_str("\r\n");
     }
@@ -642,14 +656,14 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
     let shard = session.ctx.shard.clone();
     let n = shard.count();
     match spec.name {
-        "scan" => scan(&shard, session.tx, args).await,
+        "scan" => scan(&shard, session.tx, session.db, args).await,
         "randomkey" => {
             let start = (now_ms() as usize) % n;
             for i in 0..n {
                 let s = (start + i) % n;
-                let mut r = shard
-                    .run_batch_in(session.tx, s, vec![vec![Bytes::from_static(b"RANDOMKEY")]])
-                    .await;
+                let cmds =
+                    moon_store::in_db(session.db, vec![vec![Bytes::from_static(b"RANDOMKEY")]]);
+                let mut r = shard.run_batch_in(session.tx, s, cmds).await;
                 if let Some(f @ Frame::Bulk(_)) = r.pop() {
                     return f;
                 }
@@ -666,7 +680,12 @@ const SHARD_BITS: u32 = 10;
 /// SCAN across shards: the cursor is `bound << 10 | shard`; shards are walked in order, each
 /// from its top position down (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply
 /// cursor 0 means every shard was walked.
-async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::Tx>, args: &[Bytes]) -> Frame {
+async fn scan(
+    shard: &std::rc::Rc<Shard>,
+    tx: Option<moon_shard::Tx>,
+    db: usize,
+    args: &[Bytes],
+) -> Frame {
     let n = shard.count();
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()
@@ -682,7 +701,7 @@ async fn scan(shard: &std::rc::Rc<Shard>, tx: Option<moon_shard::Tx>, args: &[By
     let mut cmd = vec![Bytes::from_static(b"SCAN"), Bytes::from(bound.to_string())];
     cmd.extend(args[2..].iter().cloned());
     let reply = shard
-        .run_batch_in(tx, target, vec![cmd])
+        .run_batch_in(tx, target, moon_store::in_db(db, vec![cmd]))
         .await
         .pop()
         .unwrap_or(Frame::Null);

@@ -19,6 +19,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     pub proto_max_bulk_len: u64,
     pub maxclients: u64,
+    /// Databases clients may SELECT (0 .. databases-1).
+    pub databases: u64,
     /// Bytes the keyspaces may hold together (0 = no limit), split evenly across shards.
     pub maxmemory: u64,
     pub maxmemory_policy: EvictionPolicy,
@@ -61,6 +63,7 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("requirepass", Mutability::Runtime),
     ("proto-max-bulk-len", Mutability::Runtime),
     ("maxclients", Mutability::Runtime),
+    ("databases", Mutability::Startup),
     ("maxmemory", Mutability::Runtime),
     ("maxmemory-policy", Mutability::Runtime),
     ("maxmemory-samples", Mutability::Runtime),
@@ -135,6 +138,7 @@ impl Default for Config {
             requirepass: None,
             proto_max_bulk_len: 512 * 1024 * 1024,
             maxclients: 10000,
+            databases: 16,
             maxmemory: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
@@ -249,6 +253,18 @@ impl Config {
                     _ => return Err(bad(&key, value, "an integer >= 1")),
                 }
             }
+            "databases" => {
+                self.databases = match value.parse::<u64>() {
+                    Ok(n) if (1..=moon_store::MAX_DATABASES as u64).contains(&n) => n,
+                    _ => {
+                        return Err(bad(
+                            &key,
+                            value,
+                            &format!("1-{}", moon_store::MAX_DATABASES),
+                        ))
+                    }
+                }
+            }
             "maxmemory" => {
                 self.maxmemory = match parse_size(value) {
                     Some(n) => n,
@@ -333,6 +349,7 @@ impl Config {
             "requirepass" => self.requirepass.clone().unwrap_or_default(),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "maxclients" => self.maxclients.to_string(),
+            "databases" => self.databases.to_string(),
             "maxmemory" => self.maxmemory.to_string(),
             "maxmemory-policy" => self.maxmemory_policy.as_str().into(),
             "maxmemory-samples" => self.maxmemory_samples.to_string(),

@@ -46,6 +46,7 @@ pub struct ClientInfo {
     pub last_active: Cell<Instant>,
     pub last_cmd: Cell<&'static str>,
     pub resp: Cell<u8>,
+    pub db: Cell<usize>,
 }
 
 impl ClientInfo {
@@ -53,13 +54,14 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = Instant::now();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             self.name.borrow(),
             now.duration_since(self.created).as_secs(),
             now.duration_since(self.last_active.get()).as_secs(),
+            self.db.get(),
             self.last_cmd.get(),
             self.resp.get(),
             self.lib_name.borrow(),
@@ -80,6 +82,8 @@ pub struct Session {
     pub proto: Protocol,
     pub authenticated: bool,
     pub quit: bool,
+    /// The selected database (SELECT).
+    pub db: usize,
     /// Copy of the runtime-changeable settings, refreshed when the config version moves.
     config_version: u64,
     pub requirepass: Option<String>,
@@ -146,6 +150,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         last_active: Cell::new(now),
         last_cmd: Cell::new("NULL"),
         resp: Cell::new(2),
+        db: Cell::new(0),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     ShardCounters::add(&counters.connections_received, 1);
@@ -157,6 +162,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         proto: Protocol::Resp2,
         authenticated: config.requirepass.is_none(),
         quit: false,
+        db: 0,
         config_version: u64::MAX,
         requirepass: None,
         max_bulk_len: 0,
@@ -293,6 +299,8 @@ enum Slot {
 struct Plan {
     batches: Vec<Vec<Vec<Bytes>>>,
     slots: Vec<Slot>,
+    /// The database the commands being planned run in (the session's, at planning time).
+    db: usize,
 }
 
 impl Plan {
@@ -300,6 +308,7 @@ impl Plan {
         Plan {
             batches: vec![Vec::new(); shards],
             slots: Vec::new(),
+            db: 0,
         }
     }
 
@@ -307,9 +316,18 @@ impl Plan {
         self.slots.push(Slot::Ready(f));
     }
 
-    fn one(&mut self, shard: usize, args: Vec<Bytes>) {
-        let idx = self.batches[shard].len();
+    /// Appends a command to `shard`'s batch (after `MOON.DB` outside database 0); returns
+    /// the index of its reply.
+    fn push(&mut self, shard: usize, args: Vec<Bytes>) -> usize {
+        if self.db != 0 {
+            self.batches[shard].push(moon_store::select_db(self.db));
+        }
         self.batches[shard].push(args);
+        self.batches[shard].len() - 1
+    }
+
+    fn one(&mut self, shard: usize, args: Vec<Bytes>) {
+        let idx = self.push(shard, args);
         self.slots.push(Slot::One { shard, idx });
     }
 
@@ -336,8 +354,8 @@ impl Plan {
         }
         let mut parts = Vec::with_capacity(parts_args.len());
         for (s, a) in parts_args {
-            parts.push((s, self.batches[s].len()));
-            self.batches[s].push(a);
+            let idx = self.push(s, a);
+            parts.push((s, idx));
         }
         self.slots.push(Slot::Merged {
             parts,
@@ -351,8 +369,8 @@ impl Plan {
         let n = self.batches.len();
         let mut parts = Vec::with_capacity(n);
         for s in 0..n {
-            parts.push((s, self.batches[s].len()));
-            self.batches[s].push(args.clone());
+            let idx = self.push(s, args.clone());
+            parts.push((s, idx));
         }
         self.slots.push(Slot::Merged {
             parts,
@@ -507,6 +525,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             }
         };
         let spec = req.spec;
+        plan.db = session.db;
         session.info.last_cmd.set(spec.name);
         if panic_seam().is_some_and(|name| name == spec.name) {
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.

@@ -35,13 +35,20 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
     let shard = session.ctx.shard.clone();
     let n = shard.count();
     let on = |k: &Bytes| shard_for_key(k, n);
+    // Everything runs in the session's database: reads select it, commands carry it.
+    let db = session.db;
+    let in_db = |cmds: Vec<Vec<Bytes>>| moon_store::in_db(db, cmds);
     match spec.name {
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";
             let (src, dst) = (args[1].clone(), args[2].clone());
             let k = src.clone();
             let Some(Some((value, expire_at))) = shard
-                .call_on(on(&src), move |s| s.store().peek_entry(&k, tx.now))
+                .call_on(on(&src), move |s| {
+                    s.store()
+                        .in_db(db, |st| st.peek_entry(&k, tx.now))
+                        .flatten()
+                })
                 .await
             else {
                 return err(reply::NO_SUCH_KEY);
@@ -49,7 +56,12 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if nx {
                 let k = dst.clone();
                 let exists = shard
-                    .call_on(on(&dst), move |s| s.store().type_at(&k, tx.now).is_some())
+                    .call_on(on(&dst), move |s| {
+                        s.store()
+                            .in_db(db, |st| st.type_at(&k, tx.now))
+                            .flatten()
+                            .is_some()
+                    })
                     .await
                     .unwrap_or(true);
                 if exists {
@@ -59,14 +71,16 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             // The destination is rebuilt from the value's rewrite form, then the source goes.
             let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
             cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
-            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
+            let replies = shard.run_batch_in(Some(tx), on(&dst), in_db(cmds)).await;
             if let Some(e) = first_error(&replies) {
                 return e;
             }
             let del = vec![Bytes::from_static(b"DEL"), src.clone()];
-            if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
-                one_reply(shard.run_batch_in(Some(tx), on(&src), vec![del]).await)
-            {
+            if let f @ (Frame::Error(_) | Frame::StaticError(_)) = one_reply(
+                shard
+                    .run_batch_in(Some(tx), on(&src), in_db(vec![del]))
+                    .await,
+            ) {
                 return f;
             }
             if nx {
@@ -76,14 +90,20 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
         }
         "copy" => {
-            let replace = match moon_store::copy_options(args) {
+            let databases = session.ctx.shared.config().databases as usize;
+            let (replace, target) = match moon_store::copy_options(args, databases) {
                 Ok(r) => r,
                 Err(e) => return e,
             };
+            let target = target.unwrap_or(db);
             let (src, dst) = (args[1].clone(), args[2].clone());
             let k = src.clone();
             let Some(Some((value, expire_at))) = shard
-                .call_on(on(&src), move |s| s.store().peek_entry(&k, tx.now))
+                .call_on(on(&src), move |s| {
+                    s.store()
+                        .in_db(db, |st| st.peek_entry(&k, tx.now))
+                        .flatten()
+                })
                 .await
             else {
                 return Frame::Integer(0);
@@ -91,7 +111,12 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if !replace {
                 let k = dst.clone();
                 let exists = shard
-                    .call_on(on(&dst), move |s| s.store().type_at(&k, tx.now).is_some())
+                    .call_on(on(&dst), move |s| {
+                        s.store()
+                            .in_db(target, |st| st.type_at(&k, tx.now))
+                            .flatten()
+                            .is_some()
+                    })
                     .await
                     .unwrap_or(true);
                 if exists {
@@ -100,6 +125,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
             let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
             cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
+            let cmds = moon_store::in_db(target, cmds);
             let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
             first_error(&replies).unwrap_or(Frame::Integer(1))
         }
@@ -115,14 +141,19 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 .map(|(s, kv)| {
                     let mut cmd = vec![Bytes::from_static(b"EXISTS")];
                     cmd.extend(kv.iter().step_by(2).cloned());
-                    shard.run_batch_in(Some(tx), s, vec![cmd])
+                    shard.run_batch_in(Some(tx), s, in_db(vec![cmd]))
                 })
                 .collect();
             let existing: i64 = join_all(checks)
                 .await
                 .into_iter()
                 .flatten()
-                .map(|f| if let Frame::Integer(i) = f { i } else { 1 })
+                .map(|f| match f {
+                    Frame::Integer(i) => i,
+                    // The OK of a MOON.DB before the EXISTS.
+                    Frame::Simple(_) => 0,
+                    _ => 1,
+                })
                 .sum();
             if existing > 0 {
                 return Frame::Integer(0);
@@ -134,7 +165,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 .map(|(s, kv)| {
                     let mut cmd = vec![Bytes::from_static(b"MSET")];
                     cmd.extend(kv);
-                    shard.run_batch_in(Some(tx), s, vec![cmd])
+                    shard.run_batch_in(Some(tx), s, in_db(vec![cmd]))
                 })
                 .collect();
             let results = join_all(sets).await;
@@ -147,11 +178,15 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             let (src, dst, member) = (args[1].clone(), args[2].clone(), args[3].clone());
             let (k1, k2) = (src.clone(), dst.clone());
             let src_type = shard
-                .call_on(on(&src), move |s| s.store().type_at(&k1, tx.now))
+                .call_on(on(&src), move |s| {
+                    s.store().in_db(db, |st| st.type_at(&k1, tx.now)).flatten()
+                })
                 .await
                 .flatten();
             let dst_type = shard
-                .call_on(on(&dst), move |s| s.store().type_at(&k2, tx.now))
+                .call_on(on(&dst), move |s| {
+                    s.store().in_db(db, |st| st.type_at(&k2, tx.now)).flatten()
+                })
                 .await
                 .flatten();
             match (src_type, dst_type) {
@@ -160,13 +195,21 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 _ => return err(reply::WRONGTYPE),
             }
             let srem = vec![Bytes::from_static(b"SREM"), src, member.clone()];
-            match one_reply(shard.run_batch_in(Some(tx), on(&args[1]), vec![srem]).await) {
+            match one_reply(
+                shard
+                    .run_batch_in(Some(tx), on(&args[1]), in_db(vec![srem]))
+                    .await,
+            ) {
                 Frame::Integer(1) => {}
                 Frame::Integer(_) => return Frame::Integer(0),
                 other => return other,
             }
             let sadd = vec![Bytes::from_static(b"SADD"), dst, member];
-            match one_reply(shard.run_batch_in(Some(tx), on(&args[2]), vec![sadd]).await) {
+            match one_reply(
+                shard
+                    .run_batch_in(Some(tx), on(&args[2]), in_db(vec![sadd]))
+                    .await,
+            ) {
                 f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
                 _ => Frame::Integer(1),
             }
@@ -206,7 +249,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if size > crate::dispatch::max_record() {
                 return crate::dispatch::too_large_to_log(size);
             }
-            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
+            let replies = shard.run_batch_in(Some(tx), on(&dst), in_db(cmds)).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
         _ => reply::unknown_command(args),
@@ -227,8 +270,11 @@ async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<
         .iter()
         .map(|k| {
             let k = k.clone();
+            let db = session.db;
             shard.call_on(shard_for_key(&k, n), move |s| {
-                s.store().set_members(&k, tx.now)
+                s.store()
+                    .in_db(db, |st| st.set_members(&k, tx.now))
+                    .unwrap_or(Ok(None))
             })
         })
         .collect();

@@ -57,6 +57,9 @@ struct Args {
     /// Maximum number of client connections.
     #[arg(long)]
     maxclients: Option<String>,
+    /// Databases clients may SELECT.
+    #[arg(long)]
+    databases: Option<String>,
     /// Memory the keyspaces may hold, e.g. 4gb (0 = no limit).
     #[arg(long)]
     maxmemory: Option<String>,
@@ -114,6 +117,7 @@ fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
         ("requirepass", &args.requirepass),
         ("proto-max-bulk-len", &args.proto_max_bulk_len),
         ("maxclients", &args.maxclients),
+        ("databases", &args.databases),
         ("maxmemory", &args.maxmemory),
         ("maxmemory-policy", &args.maxmemory_policy),
         ("maxmemory-samples", &args.maxmemory_samples),

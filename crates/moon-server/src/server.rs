@@ -221,6 +221,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let policy = config.appendfsync;
     let memory = config.memory_limit();
     let encodings = config.encodings;
+    let databases = config.databases as usize;
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {
@@ -233,6 +234,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 async move {
                     // Values rebuilt by replay take the configured encodings too.
                     shard.store().set_encodings(encodings);
+                    shard.store().set_databases(databases);
                     let started = match &data {
                         Some(data) => crate::persistence::start_shard(&shard, data, policy).await,
                         None => Ok(()),

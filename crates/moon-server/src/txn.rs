@@ -35,9 +35,13 @@ pub async fn watch(session: &mut Session, keys: &[Bytes]) -> Frame {
     for key in keys {
         let s = shard_for_key(key, n);
         let k = key.clone();
+        let db = session.db;
         let token = shard
-            .call_on_unlocked(s, move |sh| sh.store().watch(&k, now_ms()))
-            .await;
+            .call_on_unlocked(s, move |sh| {
+                sh.store().in_db(db, |st| st.watch(&k, now_ms()))
+            })
+            .await
+            .flatten();
         match token {
             Some(t) => session.multi.watches.push((key.clone(), s, t)),
             None => return Frame::StaticError("ERR shard unavailable (server shutting down)"),
@@ -55,7 +59,7 @@ pub async fn unwatch_all(session: &mut Session) {
     let shard = session.ctx.shard.clone();
     let calls: Vec<_> = watches
         .into_iter()
-        .map(|(k, s, _)| shard.call_on(s, move |sh| sh.store().unwatch(&k)))
+        .map(|(k, s, t)| shard.call_on(s, move |sh| sh.store().unwatch(&k, t)))
         .collect();
     join_all(calls).await;
 }
@@ -156,9 +160,18 @@ pub async fn run(
                 return;
             }
         }
-        let cmds = cmds.into_iter().flatten().map(|r| r.args).collect();
+        let db = session.db;
+        let cmds = moon_store::in_db(db, cmds.into_iter().flatten().map(|r| r.args).collect());
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
         let result = shard.run_atomic(target, cmds, tokens).await;
+        // Each command's reply, without the OKs of the MOON.DB before them.
+        let result = result.map(|frames| {
+            if db == 0 {
+                frames
+            } else {
+                frames.into_iter().skip(1).step_by(2).collect()
+            }
+        });
         unwatch(session, watches).await;
         let frame = match result {
             None => Frame::NullArray,
@@ -214,10 +227,12 @@ pub async fn run(
                 && matches!(req.spec.name, "rename" | "renamenx" | "copy");
             if cross_rename {
                 let src = req.args[1].clone();
+                let db = session.db;
                 let len = shard
                     .call_on(shard_for_key(&src, n), move |sh| {
                         sh.store()
-                            .peek_entry(&src, tx.now)
+                            .in_db(db, |st| st.peek_entry(&src, tx.now))
+                            .flatten()
                             .map_or(0, |(v, _)| v.mem_size())
                     })
                     .await

@@ -283,7 +283,7 @@ fn error_replies_are_redis_words() {
         "ERR wrong number of arguments for 'mset' command"
     );
     assert_eq!(
-        expect_err(&mut c, &["SELECT", "1"]),
+        expect_err(&mut c, &["SELECT", "16"]),
         "ERR DB index is out of range"
     );
     assert_eq!(

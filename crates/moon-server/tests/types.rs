@@ -469,7 +469,7 @@ fn copy_works_for_every_type_on_one_shard_and_across_shards() {
         "ERR source and destination objects are the same"
     );
     assert_eq!(
-        expect_err(&mut c, &["COPY", a, b, "DB", "3"]),
+        expect_err(&mut c, &["COPY", a, b, "DB", "16"]),
         "ERR DB index is out of range"
     );
     let info: String = cmd(&mut c, &["INFO", "everything"]);

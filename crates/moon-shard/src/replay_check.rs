@@ -52,6 +52,8 @@ enum Op {
     Cmd(Vec<String>),
     /// MULTI/EXEC: one record on one shard, a transaction part per shard otherwise.
     Multi(Vec<Vec<String>>),
+    /// One command in another database (`MOON.DB n` before each part, as the router sends it).
+    InDb(usize, Vec<String>),
     /// The clock moves.
     Advance(u64),
     /// One round of active expiry on every shard, with this budget.
@@ -278,6 +280,12 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => command().prop_map(Op::Cmd),
+        2 => (1usize..3, command()).prop_map(|(db, c)| Op::InDb(db, c)),
+        1 => (0usize..3, 0usize..3, key(), key()).prop_map(|(a, b, k, d)| match a {
+            0 => Op::Cmd(cmd(&["MOVE", &k, &(b + 1).to_string()])),
+            1 => Op::Cmd(cmd(&["SWAPDB", &a.to_string(), &b.to_string()])),
+            _ => Op::Cmd(cmd(&["COPY", &k, &d, "DB", &b.to_string()])),
+        }),
         1 => prop::collection::vec(command(), 1..5).prop_map(Op::Multi),
         3 => (1u64..300).prop_map(Op::Advance),
         1 => (1usize..4).prop_map(Op::ActiveExpiry),
@@ -315,6 +323,7 @@ impl Live {
         let stores = (0..n)
             .map(|_| {
                 let mut s = Store::default();
+                s.set_databases(3);
                 s.set_record_writes(true);
                 s.set_memory_limit(memory);
                 s
@@ -350,6 +359,10 @@ impl Live {
     /// multi-key commands), effects logged at the end as one record per shard — a plain
     /// group on one shard, `MOON.TXPART` parts across shards.
     fn transaction(&mut self, cmds: &[Vec<Bytes>], now: u64) {
+        self.transaction_in(0, cmds, now)
+    }
+
+    fn transaction_in(&mut self, db: usize, cmds: &[Vec<Bytes>], now: u64) {
         let n = self.stores.len();
         let mut effects: Vec<Vec<Vec<Bytes>>> = vec![Vec::new(); n];
         let mut writers = Vec::new();
@@ -359,7 +372,8 @@ impl Live {
                 if is_write {
                     writers.push(shard);
                 }
-                run_cmds(&mut self.stores[shard], &[part], now, None, |_, _, e| {
+                let part = moon_store::in_db(db, vec![part]);
+                run_cmds(&mut self.stores[shard], &part, now, None, |_, _, e| {
                     effects[shard].extend(e.iter().cloned())
                 });
             }
@@ -473,12 +487,15 @@ fn replay(live: &Live) -> Vec<Store> {
         .collect()
 }
 
-/// A keyspace as sorted (key, value, deadline) — expired-but-present keys included.
-fn dump(s: &Store) -> Vec<(Bytes, String, u64)> {
-    let mut v: Vec<_> = s
-        .keyspace()
-        .iter()
-        .map(|(k, e)| (k.clone(), format!("{:?}", e.value), e.expire_at))
+/// Every database's keyspace as sorted (database, key, value, deadline) — expired-but-present
+/// keys included.
+fn dump(s: &Store) -> Vec<(usize, Bytes, String, u64)> {
+    let mut v: Vec<_> = (0..s.databases())
+        .filter_map(|db| s.keyspace_of(db).map(|ks| (db, ks)))
+        .flat_map(|(db, ks)| {
+            ks.iter()
+                .map(move |(k, e)| (db, k.clone(), format!("{:?}", e.value), e.expire_at))
+        })
         .collect();
     v.sort();
     v
@@ -502,6 +519,19 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
                         }
                     }
                     Route::Transaction => live.transaction(&[c], now),
+                    Route::NotHere => {}
+                }
+            }
+            Op::InDb(db, c) => {
+                let c = bytes_of(c);
+                match route(&c, shards) {
+                    Route::Batch(s) => live.batch(s, &moon_store::in_db(*db, vec![c]), now),
+                    Route::Everywhere => {
+                        for s in 0..shards {
+                            live.batch(s, &moon_store::in_db(*db, vec![c.clone()]), now);
+                        }
+                    }
+                    Route::Transaction => live.transaction_in(*db, &[c], now),
                     Route::NotHere => {}
                 }
             }

@@ -32,7 +32,8 @@ const REWRITE_CHUNK: usize = 512;
 
 /// What the cut left for the next steps.
 pub(crate) struct Cut {
-    snapshot: Vec<(Bytes, moon_store::Value, u64)>,
+    /// (database, key, value, deadline) of every live key.
+    snapshot: Vec<(usize, Bytes, moon_store::Value, u64)>,
     first_lsn: u64,
     last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.
@@ -83,13 +84,16 @@ impl Shard {
     pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
         let writer = self.aof()?;
         let now = now_ms();
-        let snapshot: Vec<(Bytes, moon_store::Value, u64)> = self
-            .store()
-            .keyspace()
-            .iter()
-            .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
-            .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
+        let store = self.store();
+        let snapshot: Vec<(usize, Bytes, moon_store::Value, u64)> = (0..store.databases())
+            .filter_map(|db| store.keyspace_of(db).map(|ks| (db, ks)))
+            .flat_map(|(db, ks)| {
+                ks.iter()
+                    .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
+                    .map(move |(k, e)| (db, k.clone(), e.value.clone(), e.expire_at))
+            })
             .collect();
+        drop(store);
         let keys = snapshot.len() as u64;
         let tail_from = writer.file_len();
         let (first_lsn, last_lsn) = writer.reserve(keys);
@@ -118,10 +122,11 @@ impl Shard {
             .map_err(|e| describe(glommio_io(e)))?;
         let mut pos = 0u64;
         let mut buf = Vec::with_capacity(1 << 20);
-        for (lsn, (key, value, at)) in (first..).zip(snapshot) {
+        for (lsn, (db, key, value, at)) in (first..).zip(snapshot) {
             // One record per key (one LSN was reserved per key): a string's SET, or a hash's
-            // or set's HSET/SADD chunks and its PEXPIREAT, replayed together.
-            let cmds = value.rewrite_commands(&key, at, REWRITE_CHUNK);
+            // or set's HSET/SADD chunks and its PEXPIREAT, replayed together; each after its
+            // MOON.DB outside database 0.
+            let cmds = moon_store::in_db(db, value.rewrite_commands(&key, at, REWRITE_CHUNK));
             match &cmds[..] {
                 [one] => moon_aof::append_command_record(lsn, one, &mut buf),
                 _ => moon_aof::append_group_record(lsn, &cmds, &mut buf),

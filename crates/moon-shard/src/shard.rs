@@ -307,6 +307,7 @@ impl Shard {
         };
         let mut fresh = Store::new(self.store.borrow().max_string_len());
         fresh.set_encodings(self.store.borrow().encodings());
+        fresh.set_databases(self.store.borrow().databases());
         // Every transaction part in these files committed: a commit that fails stops the
         // process (the coordinator), so no part of an unfinished one was written here.
         let mut complete = std::collections::HashSet::new();

@@ -309,6 +309,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     // Generic (typed)
     cmd!(Generic: "object", -2, R, 2, 2, 1, ONE),
     cmd!(Generic: "copy", -3, W, 1, 2, 1, SPECIAL_KEYS),
+    cmd!(Generic: "move", 3, WF, 1, 1, 1, ONE),
+    cmd!(Generic: "swapdb", 3, WNOOMF, 0, 0, 0, AllShards(Merge::Ok)),
+    // The database of the command that follows it, in a shard's batch and in the log; the
+    // server refuses it from clients.
+    cmd!(Server: "moon.db", 2, &["noscript", "fast"], 0, 0, 0, Connection),
     cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),

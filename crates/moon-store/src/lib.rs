@@ -23,10 +23,31 @@ pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use store::keys::copy_options;
 pub use store::set::{sintercard_args, SetOp};
-pub use store::{Store, StoreStats, WatchToken};
+pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
 
 /// The most bytes of keys one command may evict before it runs (its record carries them).
 pub fn store_eviction_batch_bytes() -> usize {
     store::EVICTION_BATCH.1
 }
 pub use value::{Encodings, Value};
+
+/// `MOON.DB db`: the database of the command right after it, in a shard's batch and in the log.
+pub fn select_db(db: usize) -> Vec<bytes::Bytes> {
+    vec![
+        bytes::Bytes::from_static(b"MOON.DB"),
+        bytes::Bytes::from(db.to_string()),
+    ]
+}
+
+/// `cmds` as they run in database `db`: each after its own `MOON.DB db` (none in database 0).
+pub fn in_db(db: usize, cmds: Vec<Vec<bytes::Bytes>>) -> Vec<Vec<bytes::Bytes>> {
+    if db == 0 {
+        return cmds;
+    }
+    let mut out = Vec::with_capacity(cmds.len() * 2);
+    for c in cmds {
+        out.push(select_db(db));
+        out.push(c);
+    }
+    out
+}

@@ -34,9 +34,22 @@ pub struct StoreStats {
     pub maxmemory: u64,
 }
 
-/// One shard's keyspace plus what executing commands against it needs.
+/// The most databases a store holds (`databases` is at most this).
+pub const MAX_DATABASES: usize = 1024;
+
+/// One shard's keyspaces (one per database) plus what executing commands against them needs.
+///
+/// Databases: `ks` is the keyspace of the database `db` that the command now running uses;
+/// `dbs[db]` is an empty placeholder meanwhile and every other `dbs[i]` holds database `i`.
+/// Selecting swaps them (O(1)). A command runs in database 0 unless `MOON.DB n` immediately
+/// precedes it — in a batch from the router and in the log alike (each effect in database
+/// n > 0 is logged after its own `MOON.DB n`), so a record means the same wherever it is cut.
 pub struct Store {
     ks: Keyspace,
+    db: usize,
+    dbs: Vec<Keyspace>,
+    /// `MOON.DB` ran: the next command runs in `db`, then database 0 is selected again.
+    db_pending: bool,
     hits: u64,
     misses: u64,
     /// `proto-max-bulk-len`: APPEND and SETRANGE refuse to grow a string beyond it.
@@ -47,6 +60,7 @@ pub struct Store {
     random_seed: u64,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
+    /// Keyed by database (two bytes, big-endian) and key.
     watched: HashMap<Bytes, (u32, u64)>,
     watch_clock: u64,
     memory_limit: MemoryLimit,
@@ -62,6 +76,8 @@ pub struct Store {
 pub struct WatchToken {
     version: u64,
     existed: bool,
+    /// The database the key was watched in.
+    db: u16,
 }
 
 impl Default for Store {
@@ -130,6 +146,9 @@ impl Store {
     pub fn new(max_string_len: usize) -> Self {
         Store {
             ks: Keyspace::default(),
+            db: 0,
+            dbs: vec![Keyspace::default()],
+            db_pending: false,
             hits: 0,
             misses: 0,
             max_string_len,
@@ -171,32 +190,116 @@ impl Store {
         self.log.clear();
     }
 
+    /// The keyspace of database 0.
     pub fn keyspace(&self) -> &Keyspace {
-        &self.ks
+        self.keyspace_of(0).unwrap_or(&self.ks)
+    }
+
+    /// The keyspace of database `db`, if the store has it.
+    pub fn keyspace_of(&self, db: usize) -> Option<&Keyspace> {
+        if db == self.db {
+            Some(&self.ks)
+        } else {
+            self.dbs.get(db)
+        }
+    }
+
+    /// How many databases the store holds (grown by `MOON.DB`, at least `databases`).
+    pub fn databases(&self) -> usize {
+        self.dbs.len()
+    }
+
+    /// Makes room for `n` databases (`databases` at startup).
+    pub fn set_databases(&mut self, n: usize) {
+        let n = n.clamp(1, MAX_DATABASES);
+        if self.dbs.len() < n {
+            self.dbs.resize_with(n, Keyspace::default);
+        }
+    }
+
+    /// Selects database `db` for what runs next; false if it is out of range.
+    pub fn select(&mut self, db: usize) -> bool {
+        if db >= MAX_DATABASES {
+            return false;
+        }
+        if db == self.db {
+            return true;
+        }
+        if db >= self.dbs.len() {
+            self.dbs.resize_with(db + 1, Keyspace::default);
+        }
+        std::mem::swap(&mut self.ks, &mut self.dbs[self.db]);
+        std::mem::swap(&mut self.ks, &mut self.dbs[db]);
+        self.db = db;
+        true
+    }
+
+    /// Runs `f` with database `db` selected, then database 0 again. `None`: out of range.
+    pub fn in_db<R>(&mut self, db: usize, f: impl FnOnce(&mut Store) -> R) -> Option<R> {
+        if !self.select(db) {
+            return None;
+        }
+        let r = f(self);
+        self.select(0);
+        Some(r)
+    }
+
+    /// Swaps two databases (SWAPDB).
+    fn swap_dbs(&mut self, a: usize, b: usize) {
+        let cur = self.db;
+        self.select(0);
+        self.select(a.max(b)); // both exist
+        self.select(0);
+        if a != b {
+            self.dbs.swap(a, b);
+        }
+        self.select(cur);
+    }
+
+    /// Bytes held by every database's keyspace (see `crate::evict`).
+    fn used_memory(&self) -> usize {
+        self.ks.used_memory()
+            + self
+                .dbs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.db)
+                .map(|(_, k)| k.used_memory())
+                .sum::<usize>()
     }
 
     /// Takes `other`'s keyspace in place of this one (a shard whose log failed goes back to
     /// what its log holds). Every WATCHed key counts as modified.
-    pub fn replace_keyspace(&mut self, other: Store) {
+    pub fn replace_keyspace(&mut self, mut other: Store) {
+        other.select(0);
+        self.select(0);
         self.ks = other.ks;
+        self.dbs = other.dbs;
         self.log.clear();
-        self.watch_clock += 1;
-        for slot in self.watched.values_mut() {
-            slot.1 = self.watch_clock;
-        }
+        self.touch_dbs(&[]);
     }
 
     pub fn stats(&self) -> StoreStats {
+        let all = || (0..self.dbs.len()).filter_map(|d| self.keyspace_of(d));
         StoreStats {
-            keys: self.ks.len() as u64,
-            expires: self.ks.expires_count() as u64,
+            keys: all().map(|k| k.len() as u64).sum(),
+            expires: all().map(|k| k.expires_count() as u64).sum(),
             keyspace_hits: self.hits,
             keyspace_misses: self.misses,
-            expired_keys: self.ks.expired_keys,
-            evicted_keys: self.ks.evicted_keys,
-            used_memory: self.ks.used_memory() as u64,
+            expired_keys: all().map(|k| k.expired_keys).sum(),
+            evicted_keys: all().map(|k| k.evicted_keys).sum(),
+            used_memory: self.used_memory() as u64,
             maxmemory: self.memory_limit.max as u64,
         }
+    }
+
+    /// (database, keys, keys with a deadline) of every database holding keys (INFO keyspace).
+    pub fn db_stats(&self) -> Vec<(usize, u64, u64)> {
+        (0..self.dbs.len())
+            .filter_map(|d| self.keyspace_of(d).map(|k| (d, k)))
+            .filter(|(_, k)| !k.is_empty())
+            .map(|(d, k)| (d, k.len() as u64, k.expires_count() as u64))
+            .collect()
     }
 
     /// This shard's share of `maxmemory` and the eviction policy. Never set while replaying:
@@ -251,48 +354,77 @@ impl Store {
             return true;
         }
         let (mut keys, mut bytes) = (0usize, 0usize);
-        while self.ks.used_memory() > limit.max {
+        let home = self.db;
+        let mut db = home;
+        let mut tried = 0;
+        let mut exhausted = false;
+        while self.used_memory() > limit.max {
             if keys >= EVICTION_BATCH.0 || bytes >= EVICTION_BATCH.1 {
-                return true;
+                break;
             }
-            let before = self.ks.used_memory();
-            if !self.ks.evict_one(&limit, now) {
-                return false;
+            let before = self.used_memory();
+            if self.ks.evict_one(&limit, now) {
+                keys += 1;
+                bytes += before.saturating_sub(self.used_memory());
+                continue;
             }
-            keys += 1;
-            bytes += before.saturating_sub(self.ks.used_memory());
+            // Nothing more may go here: the next database (its evictions logged under it).
+            tried += 1;
+            if tried >= self.dbs.len() {
+                exhausted = true;
+                break;
+            }
+            self.log_expired();
+            db = (db + 1) % self.dbs.len();
+            self.select(db);
         }
-        true
+        self.log_expired();
+        self.select(home);
+        self.used_memory() <= limit.max || (keys > 0 && !exhausted)
     }
 
     /// Active expiry: reclaims up to `budget` keys whose deadline has passed; each removal is
     /// logged as a `DEL` (see [`Store::logged`]).
     pub fn expire_cycle(&mut self, now: u64, budget: usize) -> usize {
-        let n = self.ks.expire_cycle(now, budget);
-        self.log_expired();
+        let mut n = 0;
+        for db in 0..self.dbs.len() {
+            if n >= budget {
+                break;
+            }
+            self.select(db);
+            n += self.ks.expire_cycle(now, budget - n);
+            self.log_expired();
+        }
+        self.select(0);
         n
     }
 
-    /// Starts watching `key` (WATCH): returns what EXEC will compare against.
+    /// `key` in the selected database, as WATCH versions are kept.
+    fn watch_key(&self, key: &[u8]) -> Vec<u8> {
+        watch_key_in(self.db, key)
+    }
+
+    /// Starts watching `key` in the selected database (WATCH): returns what EXEC will compare
+    /// against.
     pub fn watch(&mut self, key: &[u8], now: u64) -> WatchToken {
         let existed = self.ks.peek(key, now).is_some();
-        let slot = self
-            .watched
-            .entry(Bytes::copy_from_slice(key))
-            .or_insert((0, 0));
+        let wk = self.watch_key(key);
+        let slot = self.watched.entry(Bytes::from(wk)).or_insert((0, 0));
         slot.0 += 1;
         WatchToken {
             version: slot.1,
             existed,
+            db: self.db as u16,
         }
     }
 
     /// Stops one watcher of `key` (UNWATCH, EXEC, DISCARD, a closed connection).
-    pub fn unwatch(&mut self, key: &[u8]) {
-        if let Some(slot) = self.watched.get_mut(key) {
+    pub fn unwatch(&mut self, key: &[u8], token: WatchToken) {
+        let wk = watch_key_in(token.db as usize, key);
+        if let Some(slot) = self.watched.get_mut(&wk[..]) {
             slot.0 -= 1;
             if slot.0 == 0 {
-                self.watched.remove(key);
+                self.watched.remove(&wk[..]);
             }
         }
     }
@@ -300,8 +432,25 @@ impl Store {
     /// Whether `key` is as WATCH saw it: not changed by any command, and not expired (or
     /// created) since.
     pub fn watch_intact(&mut self, key: &[u8], token: WatchToken, now: u64) -> bool {
-        let version = self.watched.get(key).map_or(u64::MAX, |s| s.1);
-        version == token.version && self.ks.peek(key, now).is_some() == token.existed
+        let wk = watch_key_in(token.db as usize, key);
+        let version = self.watched.get(&wk[..]).map_or(u64::MAX, |s| s.1);
+        let exists = self
+            .keyspace_of(token.db as usize)
+            .is_some_and(|k| k.peek(key, now).is_some());
+        version == token.version && exists == token.existed
+    }
+
+    /// Every watched key of databases `dbs` (all if empty) counts as modified (FLUSHDB,
+    /// FLUSHALL, SWAPDB).
+    fn touch_dbs(&mut self, dbs: &[usize]) {
+        self.watch_clock += 1;
+        let clock = self.watch_clock;
+        for (k, slot) in self.watched.iter_mut() {
+            let db = u16::from_be_bytes([k[0], k[1]]) as usize;
+            if dbs.is_empty() || dbs.contains(&db) {
+                slot.1 = clock;
+            }
+        }
     }
 
     /// Marks the keys a logged effect changes as modified, for WATCH. Every change to the
@@ -310,19 +459,21 @@ impl Store {
         if self.watched.is_empty() || parts.is_empty() {
             return;
         }
+        if parts[0].eq_ignore_ascii_case(b"FLUSHALL") || parts[0].eq_ignore_ascii_case(b"SWAPDB") {
+            // SWAPDB changes both databases' keys; for simplicity every watcher sees it.
+            return self.touch_dbs(&[]);
+        }
+        if parts[0].eq_ignore_ascii_case(b"FLUSHDB") {
+            return self.touch_dbs(&[self.db]);
+        }
         self.watch_clock += 1;
         let clock = self.watch_clock;
-        if parts[0].eq_ignore_ascii_case(b"FLUSHALL") || parts[0].eq_ignore_ascii_case(b"FLUSHDB") {
-            for slot in self.watched.values_mut() {
-                slot.1 = clock;
-            }
-            return;
-        }
         let Some(spec) = crate::command::lookup(parts[0]) else {
             return;
         };
         for key in spec.keys(parts) {
-            if let Some(slot) = self.watched.get_mut(*key) {
+            let wk = self.watch_key(key);
+            if let Some(slot) = self.watched.get_mut(&wk[..]) {
                 slot.1 = clock;
             }
         }
@@ -346,9 +497,20 @@ impl Store {
                 }
             };
             if self.record_writes {
-                self.log.push(cmd);
+                self.push_log(cmd);
             }
         }
+    }
+
+    /// Appends one effect to the log, after `MOON.DB n` if it happened in database n > 0.
+    fn push_log(&mut self, cmd: Vec<Bytes>) {
+        if self.db != 0 {
+            self.log.push(vec![
+                Bytes::from_static(b"MOON.DB"),
+                Bytes::from(self.db.to_string()),
+            ]);
+        }
+        self.log.push(cmd);
     }
 
     fn log_args(&mut self, args: &[Bytes]) {
@@ -358,7 +520,7 @@ impl Store {
             self.touch(&parts);
         }
         if self.record_writes {
-            self.log.push(args.to_vec());
+            self.push_log(args.to_vec());
         }
     }
 
@@ -366,8 +528,7 @@ impl Store {
         self.log_expired();
         self.touch(parts);
         if self.record_writes {
-            self.log
-                .push(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
+            self.push_log(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
         }
     }
 
@@ -384,7 +545,7 @@ impl Store {
                 cmd.push(Bytes::from_static(b"PXAT"));
                 cmd.push(Bytes::from(expire_at.to_string()));
             }
-            self.log.push(cmd);
+            self.push_log(cmd);
         }
     }
 
@@ -452,6 +613,25 @@ impl Store {
     /// Executes a command already looked up and arity-checked. Whatever it changed, including
     /// keys it found expired, is in [`Store::logged`] afterwards.
     pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+        if spec.name == "moon.db" {
+            // The next command runs in that database (the router's batches and the log).
+            let db = parse_i64(&args[1]).filter(|&d| d >= 0).map(|d| d as usize);
+            return match db {
+                Some(db) if self.select(db) => {
+                    self.db_pending = true;
+                    Frame::OK
+                }
+                _ => err("ERR DB index is out of range"),
+            };
+        }
+        let reply = self.execute_in_db(spec, args, now);
+        if std::mem::take(&mut self.db_pending) {
+            self.select(0);
+        }
+        reply
+    }
+
+    fn execute_in_db(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         self.ks.set_clock(now);
         if self.memory_limit.max != 0
             && self.memory_checks
@@ -474,6 +654,14 @@ impl Store {
             _ => self.keys_command(spec, args, now),
         }
     }
+}
+
+/// A key of database `db`, as WATCH versions are kept: two bytes of database, then the key.
+fn watch_key_in(db: usize, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.extend_from_slice(&(db as u16).to_be_bytes());
+    k.extend_from_slice(key);
+    k
 }
 
 /// Options of HSCAN/SSCAN: `cursor [MATCH pattern] [COUNT n] [NOVALUES]`.

@@ -9,16 +9,18 @@ use crate::command::CommandSpec;
 use crate::glob::glob_match;
 use crate::reply::{self, err};
 
-/// COPY's options: `[DB db] [REPLACE]` → whether to replace. Only database 0 exists so far.
-pub fn copy_options(args: &[Bytes]) -> Result<bool, Frame> {
+/// COPY's options: `[DB db] [REPLACE]` → (whether to replace, the target database if given),
+/// with `databases` databases.
+pub fn copy_options(args: &[Bytes], databases: usize) -> Result<(bool, Option<usize>), Frame> {
     let mut replace = false;
+    let mut db = None;
     let mut i = 3;
     while i < args.len() {
         if eq(&args[i], "replace") {
             replace = true;
         } else if eq(&args[i], "db") && i + 1 < args.len() {
             match parse_i64(&args[i + 1]) {
-                Some(0) => {}
+                Some(d) if d >= 0 && (d as usize) < databases => db = Some(d as usize),
                 Some(_) => return Err(err("ERR DB index is out of range")),
                 None => return Err(err(reply::NOT_INTEGER)),
             }
@@ -28,7 +30,7 @@ pub fn copy_options(args: &[Bytes]) -> Result<bool, Frame> {
         }
         i += 1;
     }
-    Ok(replace)
+    Ok((replace, db))
 }
 
 impl Store {
@@ -99,8 +101,33 @@ impl Store {
                 {
                     return err(reply::SYNTAX);
                 }
-                self.ks.clear();
-                self.log_cmd(&[b"FLUSHALL"]);
+                if spec.name == "flushall" {
+                    for db in 0..self.databases() {
+                        self.in_db(db, |s| s.ks.clear());
+                    }
+                    self.log_cmd(&[b"FLUSHALL"]);
+                } else {
+                    self.ks.clear();
+                    self.log_cmd(&[b"FLUSHDB"]);
+                }
+                Frame::OK
+            }
+            "move" => self.move_key(args, now),
+            "swapdb" => {
+                let limit = self.db_limit(now);
+                let db = |a: &Bytes, which: &str| -> Result<usize, Frame> {
+                    match parse_i64(a) {
+                        Some(d) if d >= 0 && (d as usize) < limit => Ok(d as usize),
+                        Some(_) => Err(err("ERR DB index is out of range")),
+                        None => Err(Frame::Error(format!("ERR invalid {which} DB index"))),
+                    }
+                };
+                let (a, b) = match (db(&args[1], "first"), db(&args[2], "second")) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => return e,
+                };
+                self.swap_dbs(a, b);
+                self.log_args(args);
                 Frame::OK
             }
             "object" => self.object(args, now),
@@ -136,22 +163,82 @@ impl Store {
 
     /// COPY source destination [DB db] [REPLACE], both keys on this shard. Logged as sent.
     fn copy(&mut self, args: &[Bytes], now: u64) -> Frame {
-        let replace = match copy_options(args) {
+        let (replace, target) = match copy_options(args, self.db_limit(now)) {
             Ok(r) => r,
             Err(e) => return e,
         };
+        let here = self.db;
+        let target = target.unwrap_or(here);
         let (src, dst) = (&args[1], &args[2]);
-        if src == dst {
+        if src == dst && target == here {
             return err("ERR source and destination objects are the same");
         }
         let Some(entry) = self.ks.get(src, now) else {
             return Frame::Integer(0);
         };
         let (value, expire_at) = (entry.value.clone(), entry.expire_at);
-        if !replace && self.ks.contains(dst, now) {
+        let copied = self.beside(target, |s| {
+            if !replace && s.ks.contains(dst, now) {
+                return false;
+            }
+            s.ks.insert(dst, value, expire_at);
+            s.touch(&[b"DEL", dst]);
+            true
+        });
+        if !copied {
             return Frame::Integer(0);
         }
-        self.ks.insert(dst, value, expire_at);
+        self.log_args(args);
+        Frame::Integer(1)
+    }
+
+    /// The databases a command may name: `databases` while serving; any a log names while
+    /// replaying (what ran once must replay even if `databases` was lowered since).
+    fn db_limit(&self, now: u64) -> usize {
+        if now == crate::NO_EXPIRY_CHECK {
+            crate::MAX_DATABASES
+        } else {
+            self.databases()
+        }
+    }
+
+    /// Runs `f` in database `db`, then back in the one selected now (whose effects are
+    /// logged by the caller); `f` must log nothing itself.
+    fn beside<R>(&mut self, db: usize, f: impl FnOnce(&mut Store) -> R) -> R {
+        let here = self.db;
+        self.select(db);
+        let r = f(self);
+        // What `f` found expired there is logged under that database.
+        self.log_expired();
+        self.select(here);
+        r
+    }
+
+    /// MOVE key db: to another database of this shard, unless the key is there already.
+    fn move_key(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let target = match parse_i64(&args[2]) {
+            Some(d) if d >= 0 && (d as usize) < self.db_limit(now) => d as usize,
+            Some(_) => return err("ERR DB index is out of range"),
+            None => return err(reply::NOT_INTEGER),
+        };
+        if target == self.db {
+            return err("ERR source and destination objects are the same");
+        }
+        let key = &args[1];
+        if !self.ks.contains(key, now) {
+            return Frame::Integer(0);
+        }
+        let taken = self.beside(target, |s| !s.ks.contains(key, now));
+        if !taken {
+            return Frame::Integer(0);
+        }
+        let Some(entry) = self.ks.remove(key) else {
+            return Frame::Integer(0);
+        };
+        self.beside(target, |s| {
+            s.ks.insert(key, entry.value, entry.expire_at);
+            s.touch(&[b"DEL", key]);
+        });
         self.log_args(args);
         Frame::Integer(1)
     }
