@@ -288,7 +288,7 @@ fn command_info(c: &CommandSpec) -> Frame {
         Frame::Integer(i64::from(c.first_key)),
         Frame::Integer(i64::from(c.last_key)),
         Frame::Integer(i64::from(c.step)),
-        Frame::Array(Vec::new()),
+        Frame::Array(c.acl_categories().into_iter().map(Frame::Simple).collect()),
         Frame::Array(Vec::new()),
         Frame::Array(Vec::new()),
         Frame::Array(Vec::new()),
@@ -296,11 +296,7 @@ fn command_info(c: &CommandSpec) -> Frame {
 }
 
 fn command_doc(c: &CommandSpec) -> Frame {
-    let group = if c.first_key == 0 && c.step == 0 {
-        "server"
-    } else {
-        "generic"
-    };
+    let group = c.group.as_str();
     Frame::Map(vec![
         (
             Frame::bulk("summary"),
@@ -315,15 +311,32 @@ fn command_doc(c: &CommandSpec) -> Frame {
 }
 
 fn command(args: &[Bytes]) -> Frame {
+    let public = || COMMANDS.iter().filter(|c| c.is_public());
     let Some(sub) = args.get(1) else {
-        return Frame::Array(COMMANDS.iter().map(command_info).collect());
+        return Frame::Array(public().map(command_info).collect());
     };
-    let named = |a: &Bytes| moon_store::command::lookup(a);
+    let named = |a: &Bytes| moon_store::command::lookup(a).filter(|c| c.is_public());
     if eq(sub, "count") {
-        Frame::Integer(COMMANDS.len() as i64)
+        Frame::Integer(public().count() as i64)
+    } else if eq(sub, "getkeys") {
+        if args.len() < 3 {
+            return reply::wrong_arity("command|getkeys");
+        }
+        let Some(spec) = named(&args[2]) else {
+            return err("ERR Invalid command specified");
+        };
+        let request = &args[2..];
+        if !spec.args_ok(request.len()) {
+            return err("ERR Invalid arguments specified for command");
+        }
+        let keys: Vec<Frame> = spec.keys(request).map(|k| Frame::Bulk(k.clone())).collect();
+        if keys.is_empty() {
+            return err("ERR The command has no key arguments");
+        }
+        Frame::Array(keys)
     } else if eq(sub, "info") {
         if args.len() == 2 {
-            return Frame::Array(COMMANDS.iter().map(command_info).collect());
+            return Frame::Array(public().map(command_info).collect());
         }
         Frame::Array(
             args[2..]
@@ -333,7 +346,7 @@ fn command(args: &[Bytes]) -> Frame {
         )
     } else if eq(sub, "docs") {
         let list: Vec<&CommandSpec> = if args.len() == 2 {
-            COMMANDS.iter().collect()
+            public().collect()
         } else {
             args[2..].iter().filter_map(named).collect()
         };
@@ -343,7 +356,7 @@ fn command(args: &[Bytes]) -> Frame {
                 .collect(),
         )
     } else if eq(sub, "list") {
-        Frame::Array(COMMANDS.iter().map(|c| Frame::bulk(c.name)).collect())
+        Frame::Array(public().map(|c| Frame::bulk(c.name)).collect())
     } else if eq(sub, "help") {
         Frame::Array(
             [
@@ -351,6 +364,7 @@ fn command(args: &[Bytes]) -> Frame {
                 "COUNT",
                 "INFO [<command-name> ...]",
                 "DOCS [<command-name> ...]",
+                "GETKEYS <full-command>",
                 "LIST",
             ]
             .iter()

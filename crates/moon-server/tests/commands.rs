@@ -699,9 +699,42 @@ fn server_commands() {
         Value::Array(fields) => {
             assert_eq!(fields[0], Value::BulkString(b"get".to_vec()));
             assert_eq!(fields[1], Value::Int(2));
+            assert_eq!(
+                fields[6],
+                Value::Array(
+                    ["@string", "@read", "@fast"]
+                        .iter()
+                        .map(|c| Value::SimpleString(c.to_string()))
+                        .collect()
+                ),
+                "ACL categories"
+            );
         }
         other => panic!("{other:?}"),
     }
+    // Key positions from the table, as routing reads them; Moon's internal commands stay hidden.
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg(&["GETKEYS", "MSET", "a", "1", "b", "2"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, ["a", "b"]);
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg(&["GETKEYS", "SINTERCARD", "2", "x", "y", "LIMIT", "1"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, ["x", "y"]);
+    assert_eq!(
+        expect_err(&mut c, &["COMMAND", "GETKEYS", "PING"]),
+        "ERR The command has no key arguments"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["COMMAND", "GETKEYS", "MSET", "a"]),
+        "ERR Invalid arguments specified for command"
+    );
+    let names: Vec<String> = redis::cmd("COMMAND").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        names.contains(&"hexpire".to_string()) && !names.iter().any(|n| n.starts_with("moon."))
+    );
     let docs: Value = redis::cmd("COMMAND")
         .arg("DOCS")
         .arg("set")

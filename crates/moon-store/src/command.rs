@@ -101,6 +101,39 @@ impl CommandSpec {
         self.flags.contains(&"write")
     }
 
+    /// Redis's ACL categories, derived from the group and the flags declared above.
+    pub fn acl_categories(&self) -> Vec<&'static str> {
+        let mut c = vec![match self.group {
+            Group::String => "@string",
+            Group::Generic => "@keyspace",
+            Group::Hash => "@hash",
+            Group::Set => "@set",
+            Group::Connection => "@connection",
+            Group::Server => "@admin",
+            Group::Transactions => "@transaction",
+        }];
+        if self.is_write() {
+            c.push("@write");
+        }
+        if self.flags.contains(&"readonly") {
+            c.push("@read");
+        }
+        if self.flags.contains(&"admin") {
+            c.push("@dangerous");
+        }
+        c.push(if self.flags.contains(&"fast") {
+            "@fast"
+        } else {
+            "@slow"
+        });
+        c
+    }
+
+    /// Whether clients see it (COMMAND lists it): everything but Moon's internal commands.
+    pub fn is_public(&self) -> bool {
+        !self.name.starts_with("moon.")
+    }
+
     /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
     pub fn may_grow_memory(&self) -> bool {
         self.flags.contains(&"denyoom")
