@@ -309,6 +309,7 @@ fn fuzz_commands(rng: &mut Rng) {
     let commands = moon_store::command::COMMANDS;
     let mut store = moon_store::Store::new(1 << 16);
     store.set_record_writes(true);
+    store.set_databases(4);
     // Half the cases under a tight maxmemory and a random policy: evictions on every write.
     if rng.below(2) == 0 {
         let policies = moon_store::EvictionPolicy::ALL;
@@ -341,11 +342,14 @@ fn fuzz_commands(rng: &mut Rng) {
     for cmd in &log {
         let _ = replayed.execute(cmd, moon_store::NO_EXPIRY_CHECK);
     }
+    // Every database, empty ones left out (replay creates only those its log names).
     let dump = |s: &moon_store::Store| {
-        let mut v: Vec<_> = s
-            .keyspace()
-            .iter()
-            .map(|(k, e)| (k.clone(), format!("{:?}", e.value), e.expire_at))
+        let mut v: Vec<_> = (0..s.databases())
+            .filter_map(|db| s.keyspace_of(db).map(|ks| (db, ks)))
+            .flat_map(|(db, ks)| {
+                ks.iter()
+                    .map(move |(k, e)| (db, k.clone(), format!("{:?}", e.value), e.expire_at))
+            })
             .collect();
         v.sort();
         v

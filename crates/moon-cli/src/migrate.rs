@@ -179,7 +179,7 @@ fn import(
 }
 
 /// Replays a v2 layout into `store`, as the server's recovery does. Returns (records, max LSN).
-fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, u64)> {
+fn load_v2(dir: &Path, m: &PerShard, merged: &mut Store) -> anyhow::Result<(u64, u64)> {
     let mut parts = Vec::new();
     for i in 0..m.shards() {
         let mut p = moon_shard::txn::transaction_parts(&m.base_path(dir, i))?;
@@ -189,6 +189,11 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
     let plan = moon_shard::txn::recovery_plan(&parts);
     let (mut records, mut max_lsn) = (0u64, m.global_max_lsn());
     for i in 0..m.shards() {
+        // Each shard's log into a store of its own, as that shard recovers it: a SWAPDB or
+        // FLUSHDB in one shard's log must not act on keys another shard replayed. Keys are
+        // disjoint across shards, so the stores then merge without conflict.
+        let mut one = Store::new(usize::MAX);
+        let store = &mut one;
         for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
             let size = std::fs::metadata(&path).map_or(0, |md| md.len());
             // The reader hands out records, not offsets: a spinner with the count.
@@ -215,6 +220,21 @@ fn load_v2(dir: &Path, m: &PerShard, store: &mut Store) -> anyhow::Result<(u64, 
             }
             records += report.records;
             max_lsn = max_lsn.max(report.last_lsn);
+        }
+        for db in 0..one.databases() {
+            let entries: Vec<_> = one
+                .keyspace_of(db)
+                .map(|ks| {
+                    ks.iter()
+                        .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
+                        .collect()
+                })
+                .unwrap_or_default();
+            merged.in_db(db, |s| {
+                for (k, v, at) in entries {
+                    s.restore_entry(&k, v, at);
+                }
+            });
         }
     }
     Ok((records, max_lsn))

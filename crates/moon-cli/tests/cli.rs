@@ -473,3 +473,56 @@ fn migrate_aof_imports_every_selected_database_into_the_same_number() {
     assert_eq!(query(&mut s, &["MOON.DB", "1"]), "+OK ");
     assert_eq!(query(&mut s, &["GET", "other"]), "$1 v ", "in database 1");
 }
+
+/// Review finding: resharding replays each shard's log on its own. A SWAPDB (or FLUSHDB) is in
+/// every shard's log; replayed into one shared keyspace, each copy acted on the keys other
+/// shards had replayed, and the keys ended up in the wrong database.
+#[test]
+fn migrate_aof_replays_each_shard_alone_so_swapdb_moves_every_key_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // a lives on shard 0, b on shard 1 (of 2).
+    let pick = |shard: usize| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| moon_store::slot::shard_for_key(k.as_bytes(), 2) == shard)
+            .unwrap()
+    };
+    let (a, b) = (pick(0), pick(1));
+    let m = PerShard {
+        seq: 1,
+        max_lsn: vec![0, 0],
+    };
+    let c = |words: &[&str]| -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    };
+    for (shard, key) in [(0, &a), (1, &b)] {
+        let shard_dir = PerShard::shard_dir(dir, shard);
+        std::fs::create_dir_all(&shard_dir).unwrap();
+        let mut log = Vec::new();
+        moon_aof::append_group_record(1, &[c(&["MOON.DB", "1"]), c(&["SET", key, "v"])], &mut log);
+        moon_aof::append_command_record(2, &c(&["SWAPDB", "1", "2"]), &mut log);
+        std::fs::write(m.incr_path(dir, shard), log).unwrap();
+    }
+    std::fs::write(moon_manifest::manifest_path(dir), m.render()).unwrap();
+    let (code, out) = run(&["migrate-aof", "--shards", "3"], dir);
+    assert_eq!(code, 0, "{out}");
+    let mut s = replay_layout(dir);
+    for key in [&a, &b] {
+        assert_eq!(query(&mut s, &["MOON.DB", "2"]), "+OK ");
+        assert_eq!(
+            query(&mut s, &["GET", key]),
+            "$1 v ",
+            "{key} is in database 2"
+        );
+        assert_eq!(query(&mut s, &["MOON.DB", "1"]), "+OK ");
+        assert_eq!(
+            query(&mut s, &["EXISTS", key]),
+            ":0 ",
+            "{key} left database 1"
+        );
+    }
+}

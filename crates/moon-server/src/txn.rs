@@ -221,13 +221,17 @@ pub async fn run(
     if intact && failing.is_none() {
         let mut bound = record_size(cmds.iter().flatten().map(|r| r.args.as_slice()));
         let mut written_before = 0usize;
+        // The database each command runs in: SELECT inside MULTI changes it for what follows.
+        let mut db = session.db;
         for req in cmds.iter().flatten() {
+            if req.spec.name == "select" {
+                db = moon_store::Store::parse_int(&req.args[1]).map_or(db, |d| d.max(0) as usize);
+            }
             let cross_rename = matches!(req.target, Target::Shards(_))
                 && req.spread() == Spread::Coordinated
                 && matches!(req.spec.name, "rename" | "renamenx" | "copy");
             if cross_rename {
                 let src = req.args[1].clone();
-                let db = session.db;
                 let len = shard
                     .call_on(shard_for_key(&src, n), move |sh| {
                         sh.store()

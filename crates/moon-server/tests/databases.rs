@@ -170,8 +170,19 @@ fn every_database_survives_sigkill_and_bgrewriteaof() {
     cmd::<()>(&mut c, &["SELECT", "1"]);
     cmd::<i64>(&mut c, &["MOVE", "n", "4"]);
     cmd::<()>(&mut c, &["SWAPDB", "15", "6"]);
+    // With the selected database (1) itself: its clients see database 0's keys now.
+    cmd::<()>(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["HGET", "h", "f"]),
+        0,
+        "database 0's hash"
+    );
     let before = snapshot(&mut c);
     assert!(before.iter().any(|l| l.starts_with("6 ")), "{before:?}");
+    assert!(
+        before.iter().any(|l| l.starts_with("0 h hash")),
+        "{before:?}"
+    );
     s.kill();
     let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
     let mut c = s.client();

@@ -634,3 +634,61 @@ fn a_transaction_part_without_effects_still_counts_at_recovery() {
     ];
     check(2, moon_store::MemoryLimit::default(), &ops).expect("replay matches");
 }
+
+/// Review finding: with the log failing, a write in database 1 is refused (MISCONF) after its
+/// MOON.DB ran; the next batch — another client's, in database 0 — must still run in 0.
+#[test]
+fn a_refused_write_does_not_leave_its_database_selected() {
+    let mut store = Store::default();
+    store.set_databases(4);
+    let c = |words: &[&str]| bytes_of(&cmd(words));
+    run_cmds(
+        &mut store,
+        &[c(&["SET", "k", "zero"])],
+        T0,
+        None,
+        |_, _, _| {},
+    );
+    let frames = run_cmds(
+        &mut store,
+        &[c(&["MOON.DB", "1"]), c(&["SET", "k", "one"])],
+        T0,
+        Some("disk full"),
+        |_, _, _| {},
+    );
+    assert!(frames[1].is_error(), "refused: {frames:?}");
+    let frames = run_cmds(
+        &mut store,
+        &[c(&["GET", "k"])],
+        T0,
+        Some("disk full"),
+        |_, _, _| {},
+    );
+    assert_eq!(frames, [moon_proto::Frame::Bulk(Bytes::from("zero"))]);
+}
+
+/// Review finding: SWAPDB with the selected database (0) swaps its keys too.
+#[test]
+fn swapdb_with_the_selected_database_swaps_both() {
+    let mut s = Store::default();
+    s.set_databases(4);
+    let c = |words: &[&str]| bytes_of(&cmd(words));
+    s.execute(&c(&["SET", "a", "x"]), T0);
+    s.execute(&c(&["MOON.DB", "1"]), T0);
+    s.execute(&c(&["SET", "b", "y"]), T0);
+    s.execute(&c(&["SWAPDB", "0", "1"]), T0);
+    assert_eq!(
+        s.execute(&c(&["GET", "b"]), T0),
+        moon_proto::Frame::Bulk(Bytes::from("y"))
+    );
+    assert_eq!(
+        s.execute(&c(&["EXISTS", "a"]), T0),
+        moon_proto::Frame::Integer(0)
+    );
+    s.execute(&c(&["MOON.DB", "1"]), T0);
+    assert_eq!(
+        s.execute(&c(&["GET", "a"]), T0),
+        moon_proto::Frame::Bulk(Bytes::from("x"))
+    );
+    assert_eq!(s.stats().keys, 2, "nothing hidden");
+}

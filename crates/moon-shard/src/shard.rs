@@ -620,6 +620,8 @@ pub(crate) fn run_cmds(
         let is_write = spec.is_write();
         if let (Some(cause), true) = (failing, is_write) {
             frames.push(misconf(cause));
+            // A MOON.DB before it must not carry over to what follows.
+            store.drop_pending_db();
             continue;
         }
         frames.push(store.execute_spec(spec, args, now));
@@ -628,6 +630,8 @@ pub(crate) fn run_cmds(
             store.clear_log();
         }
     }
+    // A batch never leaves its shard in another database.
+    store.drop_pending_db();
     frames
 }
 

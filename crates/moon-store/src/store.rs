@@ -50,6 +50,8 @@ pub struct Store {
     dbs: Vec<Keyspace>,
     /// `MOON.DB` ran: the next command runs in `db`, then database 0 is selected again.
     db_pending: bool,
+    /// `databases`: what commands may name while serving (replay may name more).
+    configured_dbs: usize,
     hits: u64,
     misses: u64,
     /// `proto-max-bulk-len`: APPEND and SETRANGE refuse to grow a string beyond it.
@@ -149,6 +151,7 @@ impl Store {
             db: 0,
             dbs: vec![Keyspace::default()],
             db_pending: false,
+            configured_dbs: 1,
             hits: 0,
             misses: 0,
             max_string_len,
@@ -209,9 +212,15 @@ impl Store {
         self.dbs.len()
     }
 
+    /// `databases` as configured.
+    pub fn configured_databases(&self) -> usize {
+        self.configured_dbs
+    }
+
     /// Makes room for `n` databases (`databases` at startup).
     pub fn set_databases(&mut self, n: usize) {
         let n = n.clamp(1, MAX_DATABASES);
+        self.configured_dbs = n;
         if self.dbs.len() < n {
             self.dbs.resize_with(n, Keyspace::default);
         }
@@ -244,16 +253,30 @@ impl Store {
         Some(r)
     }
 
-    /// Swaps two databases (SWAPDB).
+    /// Swaps two databases (SWAPDB). The selected database keeps its number: its clients see
+    /// the other one's keys from now on, as in Redis.
     fn swap_dbs(&mut self, a: usize, b: usize) {
-        let cur = self.db;
-        self.select(0);
-        self.select(a.max(b)); // both exist
-        self.select(0);
-        if a != b {
-            self.dbs.swap(a, b);
+        let needed = a.max(b) + 1;
+        if self.dbs.len() < needed {
+            self.dbs.resize_with(needed, Keyspace::default);
         }
-        self.select(cur);
+        // Put the selected keyspace back in its slot, swap the slots, take the slot again.
+        std::mem::swap(&mut self.ks, &mut self.dbs[self.db]);
+        self.dbs.swap(a, b);
+        std::mem::swap(&mut self.ks, &mut self.dbs[self.db]);
+    }
+
+    /// Back in database 0 if a `MOON.DB` is still pending: its command was refused before it
+    /// ran (MISCONF), and nothing after it may run in that database.
+    pub fn drop_pending_db(&mut self) {
+        if std::mem::take(&mut self.db_pending) {
+            self.select(0);
+        }
+    }
+
+    /// Puts an entry as it is into the selected database (merging replayed keyspaces).
+    pub fn restore_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        self.ks.insert(key, value, expire_at);
     }
 
     /// Bytes held by every database's keyspace (see `crate::evict`).
@@ -355,7 +378,12 @@ impl Store {
         }
         let (mut keys, mut bytes) = (0usize, 0usize);
         let home = self.db;
-        let mut db = home;
+        // Start where the memory is: the database holding the most (sampling every database
+        // at once, as Redis's eviction pool does, is left for later).
+        let mut db = (0..self.dbs.len())
+            .max_by_key(|&d| self.keyspace_of(d).map_or(0, |k| k.used_memory()))
+            .unwrap_or(home);
+        self.select(db);
         let mut tried = 0;
         let mut exhausted = false;
         while self.used_memory() > limit.max {
@@ -598,16 +626,18 @@ impl Store {
     /// Executes one command. `now` is Unix time in milliseconds; pass
     /// [`crate::NO_EXPIRY_CHECK`] while replaying a log.
     pub fn execute(&mut self, args: &[Bytes], now: u64) -> Frame {
-        let Some(name) = args.first() else {
-            return reply::unknown_command(args);
-        };
-        let Some(spec) = command::lookup(name) else {
-            return reply::unknown_command(args);
-        };
-        if !spec.args_ok(args.len()) {
-            return reply::wrong_arity(spec.name);
+        let spec = args.first().and_then(|name| command::lookup(name));
+        match spec {
+            Some(spec) if spec.args_ok(args.len()) => self.execute_spec(spec, args, now),
+            refused => {
+                // A refused command still ends the database a MOON.DB selected for it.
+                self.drop_pending_db();
+                match refused {
+                    Some(spec) => reply::wrong_arity(spec.name),
+                    None => reply::unknown_command(args),
+                }
+            }
         }
-        self.execute_spec(spec, args, now)
     }
 
     /// Executes a command already looked up and arity-checked. Whatever it changed, including

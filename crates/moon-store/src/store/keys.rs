@@ -178,6 +178,7 @@ impl Store {
         };
         let (value, expire_at) = (entry.value.clone(), entry.expire_at);
         let copied = self.beside(target, |s| {
+            s.ks.set_clock(now);
             if !replace && s.ks.contains(dst, now) {
                 return false;
             }
@@ -198,7 +199,7 @@ impl Store {
         if now == crate::NO_EXPIRY_CHECK {
             crate::MAX_DATABASES
         } else {
-            self.databases()
+            self.configured_databases()
         }
     }
 
@@ -236,6 +237,7 @@ impl Store {
             return Frame::Integer(0);
         };
         self.beside(target, |s| {
+            s.ks.set_clock(now);
             s.ks.insert(key, entry.value, entry.expire_at);
             s.touch(&[b"DEL", key]);
         });
