@@ -613,14 +613,36 @@ impl Store {
     /// `key`'s value and absolute deadline (0: none), if it exists — the read half of a
     /// cross-shard RENAME, which then writes the value's rewrite form with ordinary, logged
     /// commands.
+    /// A hash's fields whose deadline passed are left out, and a hash with none left counts
+    /// as absent — as any command would find it.
     pub fn peek_entry(&self, key: &[u8], now: u64) -> Option<(Value, u64)> {
         let e = self.ks.peek(key, now)?;
-        Some((e.value.clone(), e.expire_at))
+        let mut value = e.value.clone();
+        if let Value::Hash(h) = &mut value {
+            if now != crate::NO_EXPIRY_CHECK && h.next_deadline().is_some_and(|d| d <= now) {
+                h.take_expired(now, usize::MAX);
+                if h.is_empty() {
+                    return None;
+                }
+            }
+        }
+        Some((value, e.expire_at))
     }
 
-    /// The type of `key`'s value, without changing anything (no lazy expiry).
+    /// The type of `key`'s value, without changing anything (no lazy expiry); a hash whose
+    /// fields have all expired counts as absent.
     pub fn type_at(&self, key: &[u8], now: u64) -> Option<&'static str> {
-        self.ks.peek(key, now).map(|e| e.value.type_name())
+        let e = self.ks.peek(key, now)?;
+        if let Value::Hash(h) = &e.value {
+            let all_expired = now != crate::NO_EXPIRY_CHECK
+                && h.next_deadline().is_some_and(|d| d <= now)
+                && h.iter()
+                    .all(|(f, _)| h.field_deadline(f).is_some_and(|d| d <= now));
+            if all_expired {
+                return None;
+            }
+        }
+        Some(e.value.type_name())
     }
 
     /// Executes one command. `now` is Unix time in milliseconds; pass

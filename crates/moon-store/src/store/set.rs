@@ -108,6 +108,9 @@ impl Store {
     /// The members of the set at `key` without changing anything (no lazy expiry): the read
     /// half of a set command across shards. `Ok(None)`: no such key.
     pub fn set_members(&self, key: &[u8], now: u64) -> Result<Option<Vec<Bytes>>, Frame> {
+        if self.type_at(key, now).is_none() {
+            return Ok(None);
+        }
         match self.ks.peek(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::Set(s)) => Ok(Some(s.members())),

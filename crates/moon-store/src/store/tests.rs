@@ -443,3 +443,24 @@ fn active_expiry_reclaims_hash_fields_without_reading_them() {
     assert_eq!(text(&run(&mut s, T + 200, "HLEN h7")), ":1");
     assert_eq!(text(&run(&mut s, T + 200, "EXISTS gone")), ":0");
 }
+
+/// Found by the crash matrix's model: a cross-shard COPY read a hash whose fields had all
+/// expired (unnoticed yet) as present, replaced the destination and answered 1. The reads
+/// that serve cross-shard commands see such a hash as absent, as a command would.
+#[test]
+fn cross_shard_reads_see_a_hash_whose_fields_all_expired_as_absent() {
+    let mut s = Store::default();
+    run(&mut s, T, "HSET h a 1 b 2");
+    run(&mut s, T, "HPEXPIRE h 100 FIELDS 1 a");
+    let (v, _) = s.peek_entry(b"h", T + 100).expect("b is live");
+    assert_eq!(v.canonical(), "hash:[(b\"b\", b\"2\", None)]");
+    run(&mut s, T, "HPEXPIRE h 100 FIELDS 1 b");
+    assert!(s.peek_entry(b"h", T + 100).is_none());
+    assert_eq!(s.type_at(b"h", T + 100), None);
+    assert_eq!(s.type_at(b"h", T + 99), Some("hash"));
+    assert_eq!(
+        s.set_members(b"h", T + 100).ok(),
+        Some(None),
+        "absent, not WRONGTYPE"
+    );
+}
