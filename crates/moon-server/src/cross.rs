@@ -42,37 +42,14 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";
             let (src, dst) = (args[1].clone(), args[2].clone());
-            let k = src.clone();
-            let Some(Some((value, expire_at))) = shard
-                .call_on(on(&src), move |s| {
-                    s.store()
-                        .in_db(db, |st| st.peek_entry(&k, tx.now))
-                        .flatten()
-                })
-                .await
-            else {
+            let Some((value, expire_at)) = value_at(session, &src, db).await else {
                 return err(reply::NO_SUCH_KEY);
             };
-            if nx {
-                let k = dst.clone();
-                let exists = shard
-                    .call_on(on(&dst), move |s| {
-                        s.store()
-                            .in_db(db, |st| st.type_at(&k, tx.now))
-                            .flatten()
-                            .is_some()
-                    })
-                    .await
-                    .unwrap_or(true);
-                if exists {
-                    return Frame::Integer(0);
-                }
+            if nx && exists_at(session, &dst, db).await {
+                return Frame::Integer(0);
             }
             // The destination is rebuilt from the value's rewrite form, then the source goes.
-            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
-            cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
-            let replies = shard.run_batch_in(Some(tx), on(&dst), in_db(cmds)).await;
-            if let Some(e) = first_error(&replies) {
+            if let Some(e) = rebuild_at(session, &dst, db, &value, expire_at).await {
                 return e;
             }
             let del = vec![Bytes::from_static(b"DEL"), src.clone()];
@@ -97,37 +74,15 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             };
             let target = target.unwrap_or(db);
             let (src, dst) = (args[1].clone(), args[2].clone());
-            let k = src.clone();
-            let Some(Some((value, expire_at))) = shard
-                .call_on(on(&src), move |s| {
-                    s.store()
-                        .in_db(db, |st| st.peek_entry(&k, tx.now))
-                        .flatten()
-                })
-                .await
-            else {
+            let Some((value, expire_at)) = value_at(session, &src, db).await else {
                 return Frame::Integer(0);
             };
-            if !replace {
-                let k = dst.clone();
-                let exists = shard
-                    .call_on(on(&dst), move |s| {
-                        s.store()
-                            .in_db(target, |st| st.type_at(&k, tx.now))
-                            .flatten()
-                            .is_some()
-                    })
-                    .await
-                    .unwrap_or(true);
-                if exists {
-                    return Frame::Integer(0);
-                }
+            if !replace && exists_at(session, &dst, target).await {
+                return Frame::Integer(0);
             }
-            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
-            cmds.extend(value.rewrite_commands(&dst, expire_at, MOVE_CHUNK));
-            let cmds = moon_store::in_db(target, cmds);
-            let replies = shard.run_batch_in(Some(tx), on(&dst), cmds).await;
-            first_error(&replies).unwrap_or(Frame::Integer(1))
+            rebuild_at(session, &dst, target, &value, expire_at)
+                .await
+                .unwrap_or(Frame::Integer(1))
         }
         "msetnx" => {
             let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
@@ -254,6 +209,61 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         }
         _ => reply::unknown_command(args),
     }
+}
+
+/// `key`'s value and deadline in database `db` (read on its shard, under the transaction's
+/// locks), if it exists.
+async fn value_at(session: &Session, key: &Bytes, db: usize) -> Option<(moon_store::Value, u64)> {
+    let (shard, tx) = (session.ctx.shard.clone(), session.tx?);
+    let k = key.clone();
+    shard
+        .call_on(shard_for_key(key, shard.count()), move |s| {
+            s.store()
+                .in_db(db, |st| st.peek_entry(&k, tx.now))
+                .flatten()
+        })
+        .await
+        .flatten()
+}
+
+/// Whether `key` exists in database `db` (on its shard, under the transaction's locks).
+async fn exists_at(session: &Session, key: &Bytes, db: usize) -> bool {
+    let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
+        return true;
+    };
+    let k = key.clone();
+    shard
+        .call_on(shard_for_key(key, shard.count()), move |s| {
+            s.store()
+                .in_db(db, |st| st.type_at(&k, tx.now))
+                .flatten()
+                .is_some()
+        })
+        .await
+        .unwrap_or(true)
+}
+
+/// Replaces `key` in database `db` with `value` (its rewrite form, after a DEL), on its shard
+/// inside the transaction. The first error, if any.
+async fn rebuild_at(
+    session: &Session,
+    key: &Bytes,
+    db: usize,
+    value: &moon_store::Value,
+    expire_at: u64,
+) -> Option<Frame> {
+    let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
+        return Some(err(
+            "ERR internal error: a cross-shard command outside its transaction",
+        ));
+    };
+    let mut cmds = vec![vec![Bytes::from_static(b"DEL"), key.clone()]];
+    cmds.extend(value.rewrite_commands(key, expire_at, MOVE_CHUNK));
+    let target = shard_for_key(key, shard.count());
+    let replies = shard
+        .run_batch_in(Some(tx), target, moon_store::in_db(db, cmds))
+        .await;
+    first_error(&replies)
 }
 
 /// The members of each key's set, read on its shard, combined the way Redis combines them (a

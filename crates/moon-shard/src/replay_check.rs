@@ -487,20 +487,6 @@ fn replay(live: &Live) -> Vec<Store> {
         .collect()
 }
 
-/// Every database's keyspace as sorted (database, key, value, deadline) — expired-but-present
-/// keys included.
-fn dump(s: &Store) -> Vec<(usize, Bytes, String, u64)> {
-    let mut v: Vec<_> = (0..s.databases())
-        .filter_map(|db| s.keyspace_of(db).map(|ks| (db, ks)))
-        .flat_map(|(db, ks)| {
-            ks.iter()
-                .map(move |(k, e)| (db, k.clone(), format!("{:?}", e.value), e.expire_at))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Runs `ops` live, replays the logs, compares. Returns the keys evicted live.
 fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u64, TestCaseError> {
     let mut live = Live::new(shards, memory);
@@ -547,7 +533,12 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
     }
     let replayed = replay(&live);
     for (i, (a, b)) in live.stores.iter().zip(&replayed).enumerate() {
-        prop_assert_eq!(dump(a), dump(b), "shard {} differs after replay", i);
+        prop_assert_eq!(
+            a.canonical_dump(),
+            b.canonical_dump(),
+            "shard {} differs after replay",
+            i
+        );
     }
     Ok(live.stores.iter().map(|s| s.stats().evicted_keys).sum())
 }

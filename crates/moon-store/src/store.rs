@@ -316,6 +316,20 @@ impl Store {
         }
     }
 
+    /// Every database's entries as sorted (database, key, canonical value, deadline), expired
+    /// but present ones included: what the replay checkers compare.
+    pub fn canonical_dump(&self) -> Vec<(usize, Bytes, String, u64)> {
+        let mut v: Vec<_> = (0..self.dbs.len())
+            .filter_map(|db| self.keyspace_of(db).map(|ks| (db, ks)))
+            .flat_map(|(db, ks)| {
+                ks.iter()
+                    .map(move |(k, e)| (db, k.clone(), e.value.canonical(), e.expire_at))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// (database, keys, keys with a deadline) of every database holding keys (INFO keyspace).
     pub fn db_stats(&self) -> Vec<(usize, u64, u64)> {
         (0..self.dbs.len())

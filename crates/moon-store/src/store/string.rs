@@ -12,7 +12,23 @@ use crate::command::CommandSpec;
 use crate::keyspace::Value;
 use crate::reply::{self, err};
 
+/// EX, PX, EXAT or PXAT (SET's and GETEX's deadline options).
+fn is_expiry_option(a: &[u8]) -> bool {
+    ["ex", "px", "exat", "pxat"].iter().any(|o| eq(a, o))
+}
+
 impl Store {
+    /// The absolute deadline an EX/PX/EXAT/PXAT `option` with `value` names.
+    fn expiry_option(cmd: &str, option: &[u8], value: &[u8], now: u64) -> Result<u64, Frame> {
+        let unit = if eq(option, "ex") || eq(option, "exat") {
+            1000
+        } else {
+            1
+        };
+        let absolute = eq(option, "exat") || eq(option, "pxat");
+        Self::deadline(cmd, unit, absolute, value, now)
+    }
+
     pub(super) fn string_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         match spec.name {
             "get" => match self.get_str(&args[1], now) {
@@ -173,17 +189,8 @@ impl Store {
                 get = true;
             } else if eq(a, "keepttl") && expiry == Expiry::None {
                 expiry = Expiry::Keep;
-            } else if (eq(a, "ex") || eq(a, "px") || eq(a, "exat") || eq(a, "pxat"))
-                && expiry == Expiry::None
-                && has_next
-            {
-                let unit = if eq(a, "ex") || eq(a, "exat") {
-                    1000
-                } else {
-                    1
-                };
-                let absolute = eq(a, "exat") || eq(a, "pxat");
-                match Self::deadline("set", unit, absolute, &args[i + 1], now) {
+            } else if is_expiry_option(a) && expiry == Expiry::None && has_next {
+                match Self::expiry_option("set", a, &args[i + 1], now) {
                     Ok(at) => expiry = Expiry::At(at),
                     Err(e) => return e,
                 }
@@ -236,17 +243,8 @@ impl Store {
             let a = &args[i];
             if eq(a, "persist") && expiry == Expiry::Keep {
                 expiry = Expiry::Persist;
-            } else if (eq(a, "ex") || eq(a, "px") || eq(a, "exat") || eq(a, "pxat"))
-                && expiry == Expiry::Keep
-                && i + 1 < args.len()
-            {
-                let unit = if eq(a, "ex") || eq(a, "exat") {
-                    1000
-                } else {
-                    1
-                };
-                let absolute = eq(a, "exat") || eq(a, "pxat");
-                match Self::deadline("getex", unit, absolute, &args[i + 1], now) {
+            } else if is_expiry_option(a) && expiry == Expiry::Keep && i + 1 < args.len() {
+                match Self::expiry_option("getex", a, &args[i + 1], now) {
                     Ok(at) => expiry = Expiry::At(at),
                     Err(e) => return e,
                 }
