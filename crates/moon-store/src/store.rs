@@ -544,6 +544,45 @@ impl Store {
         }
     }
 
+    /// Changes the collection (hash, set) at `key` — created empty first if `create` — keeping
+    /// the memory account, and removes the key if the collection ends up empty. `Ok(None)`:
+    /// no such key; WRONGTYPE if it holds another type.
+    fn collection_write<C: crate::value::Collection, R>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: bool,
+        f: impl FnOnce(&mut C, &crate::value::Encodings) -> R,
+    ) -> Result<Option<R>, Frame> {
+        let exists = match self.ks.modify(key, now, |v| C::of(v).is_some()) {
+            Some(true) => true,
+            Some(false) => return Err(err(reply::WRONGTYPE)),
+            None => false,
+        };
+        if !exists {
+            if !create {
+                return Ok(None);
+            }
+            self.ks.insert(key, C::default().wrap(), 0);
+        }
+        let enc = self.encodings;
+        let (result, empty) = self
+            .ks
+            .modify(key, now, |v| match C::of(v) {
+                Some(c) => {
+                    let r = f(c, &enc);
+                    let empty = c.is_empty();
+                    (Some(r), empty)
+                }
+                None => (None, false),
+            })
+            .unwrap_or((None, false));
+        if empty {
+            self.ks.remove(key);
+        }
+        Ok(result)
+    }
+
     /// Appends one effect to the log, after `MOON.DB n` if it happened in database n > 0.
     fn push_log(&mut self, cmd: Vec<Bytes>) {
         if self.db != 0 {

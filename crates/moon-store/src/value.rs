@@ -171,6 +171,45 @@ impl fmt::Debug for Value {
     }
 }
 
+/// A type whose values are collections (a hash, a set): what the store's one typed-write
+/// helper needs to find, create and drop them.
+pub trait Collection: Default {
+    /// The value as this type, or `None` for another type.
+    fn of(value: &mut Value) -> Option<&mut Self>;
+    fn wrap(self) -> Value;
+    fn is_empty(&self) -> bool;
+}
+
+impl Collection for Hash {
+    fn of(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::Hash(self)
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Collection for Set {
+    fn of(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::Set(self)
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hashes
 

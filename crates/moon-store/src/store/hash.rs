@@ -47,8 +47,7 @@ impl Store {
         }
     }
 
-    /// Changes the hash at `key` (created empty first if `create`), keeping the memory account
-    /// and removing the key if the hash ends up empty. `Ok(None)`: no such hash.
+    /// Changes the hash at `key` (see `Store::collection_write`).
     fn hash_write<R>(
         &mut self,
         key: &[u8],
@@ -56,27 +55,7 @@ impl Store {
         create: bool,
         f: impl FnOnce(&mut Hash, &crate::value::Encodings) -> R,
     ) -> Result<Option<R>, Frame> {
-        match self.ks.get(key, now).map(|e| &e.value) {
-            Some(Value::Hash(_)) => {}
-            Some(_) => return Err(err(reply::WRONGTYPE)),
-            None if create => self.ks.insert(key, Value::Hash(Hash::default()), 0),
-            None => return Ok(None),
-        }
-        let enc = self.encodings;
-        let (result, empty) = self
-            .ks
-            .modify(key, now, |v| match v {
-                Value::Hash(h) => {
-                    let r = f(h, &enc);
-                    (Some(r), h.is_empty())
-                }
-                _ => (None, false),
-            })
-            .unwrap_or((None, false));
-        if empty {
-            self.ks.remove(key);
-        }
-        Ok(result)
+        self.collection_write(key, now, create, f)
     }
 
     pub(super) fn hash_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {

@@ -118,8 +118,7 @@ impl Store {
         }
     }
 
-    /// Changes the set at `key` (created empty first if `create`), keeping the memory account
-    /// and removing the key if the set ends up empty. `Ok(None)`: no such set.
+    /// Changes the set at `key` (see `Store::collection_write`).
     fn set_write<R>(
         &mut self,
         key: &[u8],
@@ -127,27 +126,7 @@ impl Store {
         create: bool,
         f: impl FnOnce(&mut Set, &crate::value::Encodings) -> R,
     ) -> Result<Option<R>, Frame> {
-        match self.ks.get(key, now).map(|e| &e.value) {
-            Some(Value::Set(_)) => {}
-            Some(_) => return Err(err(reply::WRONGTYPE)),
-            None if create => self.ks.insert(key, Value::Set(Set::default()), 0),
-            None => return Ok(None),
-        }
-        let enc = self.encodings;
-        let (result, empty) = self
-            .ks
-            .modify(key, now, |v| match v {
-                Value::Set(s) => {
-                    let r = f(s, &enc);
-                    (Some(r), s.is_empty())
-                }
-                _ => (None, false),
-            })
-            .unwrap_or((None, false));
-        if empty {
-            self.ks.remove(key);
-        }
-        Ok(result)
+        self.collection_write(key, now, create, f)
     }
 
     pub(super) fn set_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
