@@ -25,19 +25,25 @@ pub struct Entry {
     pub expire_at: u64,
     /// When a command last read or wrote it (Unix ms; LRU), and Redis's logarithmic access
     /// counter (LFU). Neither is logged: after a restart every key starts fresh, as in Redis.
-    access_ms: u64,
-    freq: u8,
+    /// Bits 0-55: `access_ms`; bits 56-63: the LFU counter (one word for both).
+    access: u64,
 }
+
+const ACCESS_MS: u64 = (1 << 56) - 1;
 
 impl Entry {
     /// When a command last read or wrote it (Unix ms), for OBJECT IDLETIME.
     pub fn access_ms(&self) -> u64 {
-        self.access_ms
+        self.access & ACCESS_MS
     }
 
     /// The LFU counter, for OBJECT FREQ.
     pub fn freq(&self) -> u8 {
-        self.freq
+        (self.access >> 56) as u8
+    }
+
+    fn set_access(&mut self, ms: u64, freq: u8) {
+        self.access = (ms & ACCESS_MS) | (u64::from(freq) << 56);
     }
 }
 
@@ -141,9 +147,10 @@ impl Keyspace {
         }
         let random = self.next_random();
         if let Some((_, e)) = self.map.get_index_mut(idx) {
-            let idle = now.saturating_sub(e.access_ms);
-            e.freq = crate::evict::lfu_increment(crate::evict::lfu_decayed(e.freq, idle), random);
-            e.access_ms = now;
+            let idle = now.saturating_sub(e.access_ms());
+            let freq =
+                crate::evict::lfu_increment(crate::evict::lfu_decayed(e.freq(), idle), random);
+            e.set_access(now, freq);
         }
     }
 
@@ -280,7 +287,8 @@ impl Keyspace {
                 let old = entry.expire_at;
                 self.used = self.used - entry.value.mem_size() + value.mem_size();
                 entry.value = value;
-                entry.access_ms = self.clock;
+                let freq = entry.freq();
+                entry.set_access(self.clock, freq);
                 entry.expire_at = expire_at;
                 if old != expire_at {
                     self.move_deadline(key, old, expire_at);
@@ -297,8 +305,7 @@ impl Keyspace {
                     Entry {
                         value,
                         expire_at,
-                        access_ms: self.clock,
-                        freq: 5,
+                        access: (self.clock & ACCESS_MS) | (5 << 56),
                     },
                 );
             }
@@ -485,10 +492,10 @@ impl Keyspace {
         let score = |e: &Entry| -> (u64, u64) {
             match limit.policy {
                 P::AllKeysLfu | P::VolatileLfu => (
-                    u64::from(lfu_decayed(e.freq, now.saturating_sub(e.access_ms))),
-                    e.access_ms,
+                    u64::from(lfu_decayed(e.freq(), now.saturating_sub(e.access_ms()))),
+                    e.access_ms(),
                 ),
-                _ => (e.access_ms, 0),
+                _ => (e.access_ms(), 0),
             }
         };
         let Some(victim) = candidates

@@ -39,11 +39,13 @@ impl Default for Encodings {
 /// Bytes counted per field or member beyond its own bytes.
 const ITEM_OVERHEAD: usize = 16;
 
+/// Hashes and sets are boxed so that a `Value` stays as small as a string's `Bytes` plus a
+/// tag: every key pays for the largest variant.
 #[derive(Clone, PartialEq)]
 pub enum Value {
     Str(Bytes),
-    Hash(Hash),
-    Set(Set),
+    Hash(Box<Hash>),
+    Set(Box<Set>),
 }
 
 impl Value {
@@ -188,7 +190,7 @@ impl Collection for Hash {
         }
     }
     fn wrap(self) -> Value {
-        Value::Hash(self)
+        Value::Hash(Box::new(self))
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -203,7 +205,7 @@ impl Collection for Set {
         }
     }
     fn wrap(self) -> Value {
-        Value::Set(self)
+        Value::Set(Box::new(self))
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -615,9 +617,9 @@ mod tests {
         assert!(h.set(b"a", b"1", &enc));
         assert!(!h.set(b"a", b"22", &enc));
         assert!(h.set(b"b", b"3", &enc));
-        assert_eq!(Value::Hash(h.clone()).encoding(), "listpack");
+        assert_eq!(h.clone().wrap().encoding(), "listpack");
         assert!(h.set(b"c", b"4", &enc));
-        assert_eq!(Value::Hash(h.clone()).encoding(), "hashtable");
+        assert_eq!(h.clone().wrap().encoding(), "hashtable");
         assert_eq!(h.bytes, 3 * (2 + ITEM_OVERHEAD) + 1);
         assert!(h.remove(b"a") && !h.remove(b"a"));
         assert_eq!(h.bytes, 2 * (2 + ITEM_OVERHEAD));
@@ -638,14 +640,14 @@ mod tests {
             assert!(s.insert(m.as_bytes(), &enc));
         }
         assert!(!s.insert(b"2", &enc));
-        assert_eq!(Value::Set(s.clone()).encoding(), "intset");
+        assert_eq!(s.clone().wrap().encoding(), "intset");
         assert_eq!(s.members(), ["1", "2", "3"]);
         assert!(!s.contains(b"01"), "not the canonical form of 1");
         assert!(s.insert(b"x", &enc));
-        assert_eq!(Value::Set(s.clone()).encoding(), "listpack");
+        assert_eq!(s.clone().wrap().encoding(), "listpack");
         assert!(s.contains(b"1") && s.contains(b"x"));
         assert!(s.insert(b"y", &enc));
-        assert_eq!(Value::Set(s.clone()).encoding(), "hashtable");
+        assert_eq!(s.clone().wrap().encoding(), "hashtable");
         assert_eq!(s.len(), 5);
         assert!(s.remove(b"1") && s.remove(b"x"));
         assert_eq!(s.bytes, 3 * (1 + ITEM_OVERHEAD));
@@ -654,7 +656,7 @@ mod tests {
             ints.insert(i.to_string().as_bytes(), &enc);
         }
         assert_eq!(
-            Value::Set(ints).encoding(),
+            ints.wrap().encoding(),
             "listpack",
             "past set-max-intset-entries"
         );
@@ -667,7 +669,7 @@ mod tests {
         for i in 0..5 {
             h.set(format!("f{i}").as_bytes(), b"v", &enc);
         }
-        let cmds = Value::Hash(h).rewrite_commands(&Bytes::from("k"), 77, 2);
+        let cmds = h.wrap().rewrite_commands(&Bytes::from("k"), 77, 2);
         assert_eq!(cmds.len(), 4, "3 HSET chunks and PEXPIREAT");
         assert_eq!(cmds[3][0], "PEXPIREAT");
         assert_eq!(cmds[2].len(), 4, "HSET k f4 v");
