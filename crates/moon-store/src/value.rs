@@ -97,7 +97,16 @@ impl Value {
         match self {
             Value::Str(b) => format!("string:{b:?}"),
             Value::Hash(h) => {
-                let mut v: Vec<_> = h.iter().map(|(f, v)| (f, v, h.field_deadline(f))).collect();
+                let mut v: Vec<_> = h
+                    .iter()
+                    .map(|(f, v)| {
+                        (
+                            Bytes::copy_from_slice(f),
+                            Bytes::copy_from_slice(v),
+                            h.field_deadline(f),
+                        )
+                    })
+                    .collect();
                 v.sort();
                 format!("hash:{v:?}")
             }
@@ -124,8 +133,10 @@ impl Value {
                 return vec![cmd];
             }
             Value::Hash(h) => {
-                let pairs: Vec<(Bytes, Bytes)> =
-                    h.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+                let pairs: Vec<(Bytes, Bytes)> = h
+                    .iter()
+                    .map(|(f, v)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
+                    .collect();
                 for part in pairs.chunks(chunk) {
                     let mut cmd = vec![Bytes::from_static(b"HSET"), key.clone()];
                     for (f, v) in part {
@@ -213,12 +224,105 @@ impl Collection for Set {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Packed pairs: a small hash in one buffer
+
+/// Field-value pairs back to back in one buffer, each string after its length (4 bytes, little
+/// endian) — Redis's listpack idea: a small hash is one allocation with 8 bytes of overhead per
+/// field, searched linearly.
+#[derive(Clone, Default)]
+struct PackedPairs {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// One pair's place in the buffer: where the pair starts, where its value's length sits, where
+/// the pair ends.
+struct PairAt {
+    start: usize,
+    value_at: usize,
+    end: usize,
+}
+
+fn read_len(buf: &[u8], at: usize) -> usize {
+    let mut n = [0u8; 4];
+    n.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(n) as usize
+}
+
+fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s);
+}
+
+impl PackedPairs {
+    /// Every pair: (field, value, where it is).
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8], PairAt)> + '_ {
+        let buf = &self.buf;
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= buf.len() {
+                return None;
+            }
+            let start = pos;
+            let flen = read_len(buf, pos);
+            let field = &buf[pos + 4..pos + 4 + flen];
+            let value_at = pos + 4 + flen;
+            let vlen = read_len(buf, value_at);
+            let value = &buf[value_at + 4..value_at + 4 + vlen];
+            pos = value_at + 4 + vlen;
+            Some((
+                field,
+                value,
+                PairAt {
+                    start,
+                    value_at,
+                    end: pos,
+                },
+            ))
+        })
+    }
+
+    fn find(&self, field: &[u8]) -> Option<(&[u8], PairAt)> {
+        self.pairs()
+            .find(|(f, _, _)| *f == field)
+            .map(|(_, v, at)| (v, at))
+    }
+
+    /// Sets `field`; the old value's length if it was there.
+    fn set(&mut self, field: &[u8], value: &[u8]) -> Option<usize> {
+        let found = self.find(field).map(|(v, at)| (v.len(), at));
+        match found {
+            Some((old, at)) => {
+                let mut new = Vec::with_capacity(4 + value.len());
+                push_str(&mut new, value);
+                self.buf.splice(at.value_at..at.end, new);
+                Some(old)
+            }
+            None => {
+                push_str(&mut self.buf, field);
+                push_str(&mut self.buf, value);
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes `field`; its value's length if it was there.
+    fn remove(&mut self, field: &[u8]) -> Option<usize> {
+        let (old, at) = self.find(field).map(|(v, at)| (v.len(), at))?;
+        self.buf.drain(at.start..at.end);
+        self.len -= 1;
+        Some(old)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hashes
 
 #[derive(Clone)]
 enum HashItems {
-    /// Insertion order, searched linearly.
-    Compact(Vec<(Bytes, Bytes)>),
+    /// Insertion order, in one buffer, searched linearly.
+    Compact(PackedPairs),
     Table(IndexMap<Bytes, Bytes, FastHash>),
 }
 
@@ -253,7 +357,7 @@ impl PartialEq for Hash {
 impl Default for Hash {
     fn default() -> Self {
         Hash {
-            items: HashItems::Compact(Vec::new()),
+            items: HashItems::Compact(PackedPairs::default()),
             bytes: 0,
             ttls: None,
         }
@@ -267,7 +371,7 @@ fn item_size(a: &[u8], b: &[u8]) -> usize {
 impl Hash {
     pub fn len(&self) -> usize {
         match &self.items {
-            HashItems::Compact(v) => v.len(),
+            HashItems::Compact(p) => p.len,
             HashItems::Table(m) => m.len(),
         }
     }
@@ -281,10 +385,10 @@ impl Hash {
         self.bytes
     }
 
-    pub fn get(&self, field: &[u8]) -> Option<&Bytes> {
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match &self.items {
-            HashItems::Compact(v) => v.iter().find(|(f, _)| f == field).map(|(_, v)| v),
-            HashItems::Table(m) => m.get(field),
+            HashItems::Compact(p) => p.find(field).map(|(v, _)| v),
+            HashItems::Table(m) => m.get(field).map(|v| &v[..]),
         }
     }
 
@@ -298,39 +402,38 @@ impl Hash {
     pub fn set_keep_ttl(&mut self, field: &[u8], value: &[u8], enc: &Encodings) -> bool {
         let too_big =
             field.len() > enc.hash_max_listpack_value || value.len() > enc.hash_max_listpack_value;
-        if let HashItems::Compact(v) = &mut self.items {
-            if too_big
-                || v.len() >= enc.hash_max_listpack_entries && !v.iter().any(|(f, _)| f == field)
-            {
-                let map: IndexMap<Bytes, Bytes, FastHash> = std::mem::take(v).into_iter().collect();
+        if let HashItems::Compact(p) = &self.items {
+            if too_big || p.len >= enc.hash_max_listpack_entries && p.find(field).is_none() {
+                let map: IndexMap<Bytes, Bytes, FastHash> = p
+                    .pairs()
+                    .map(|(f, v, _)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
+                    .collect();
                 self.items = HashItems::Table(map);
             }
         }
-        let value = Bytes::copy_from_slice(value);
-        match &mut self.items {
-            HashItems::Compact(v) => {
-                if let Some(slot) = v.iter_mut().find(|(f, _)| f == field) {
-                    self.bytes = self.bytes - slot.1.len() + value.len();
-                    slot.1 = value;
-                    false
-                } else {
-                    self.bytes += item_size(field, &value);
-                    v.push((Bytes::copy_from_slice(field), value));
-                    true
-                }
-            }
+        let old = match &mut self.items {
+            HashItems::Compact(p) => p.set(field, value),
             HashItems::Table(m) => match m.get_mut(field) {
                 Some(old) => {
-                    self.bytes = self.bytes - old.len() + value.len();
-                    *old = value;
-                    false
+                    let n = old.len();
+                    *old = Bytes::copy_from_slice(value);
+                    Some(n)
                 }
                 None => {
-                    self.bytes += item_size(field, &value);
-                    m.insert(Bytes::copy_from_slice(field), value);
-                    true
+                    m.insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
+                    None
                 }
             },
+        };
+        match old {
+            Some(n) => {
+                self.bytes = self.bytes - n + value.len();
+                false
+            }
+            None => {
+                self.bytes += item_size(field, value);
+                true
+            }
         }
     }
 
@@ -338,30 +441,30 @@ impl Hash {
     pub fn remove(&mut self, field: &[u8]) -> bool {
         self.persist(field);
         let removed = match &mut self.items {
-            HashItems::Compact(v) => v.iter().position(|(f, _)| f == field).map(|i| v.remove(i)),
-            HashItems::Table(m) => m.swap_remove_entry(field),
+            HashItems::Compact(p) => p.remove(field),
+            HashItems::Table(m) => m.swap_remove(field).map(|v| v.len()),
         };
         match removed {
-            Some((f, v)) => {
-                self.bytes -= item_size(&f, &v);
+            Some(n) => {
+                self.bytes -= field.len() + n + ITEM_OVERHEAD;
                 true
             }
             None => false,
         }
     }
 
-    pub fn iter(&self) -> Box<dyn Iterator<Item = (&Bytes, &Bytes)> + '_> {
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
         match &self.items {
-            HashItems::Compact(v) => Box::new(v.iter().map(|(f, v)| (f, v))),
-            HashItems::Table(m) => Box::new(m.iter()),
+            HashItems::Compact(p) => Box::new(p.pairs().map(|(f, v, _)| (f, v))),
+            HashItems::Table(m) => Box::new(m.iter().map(|(f, v)| (&f[..], &v[..]))),
         }
     }
 
     /// The entry at position `i` (0..len), for random picks and SCAN.
-    pub fn at(&self, i: usize) -> Option<(&Bytes, &Bytes)> {
+    pub fn at(&self, i: usize) -> Option<(&[u8], &[u8])> {
         match &self.items {
-            HashItems::Compact(v) => v.get(i).map(|(f, v)| (f, v)),
-            HashItems::Table(m) => m.get_index(i),
+            HashItems::Compact(p) => p.pairs().nth(i).map(|(f, v, _)| (f, v)),
+            HashItems::Table(m) => m.get_index(i).map(|(f, v)| (&f[..], &v[..])),
         }
     }
 
@@ -376,10 +479,10 @@ impl Hash {
 
     /// Gives an existing `field` a deadline; false if there is no such field.
     pub fn set_field_deadline(&mut self, field: &[u8], at: u64) -> bool {
-        let Some((stored, _)) = self.entry(field) else {
+        if self.get(field).is_none() {
             return false;
-        };
-        let stored = stored.clone();
+        }
+        let stored = Bytes::copy_from_slice(field);
         self.persist(field);
         let ttls = self.ttls.get_or_insert_with(Default::default);
         ttls.by_field.insert(stored.clone(), at);
@@ -436,13 +539,6 @@ impl Hash {
             }
         }
         out
-    }
-
-    fn entry(&self, field: &[u8]) -> Option<(&Bytes, &Bytes)> {
-        match &self.items {
-            HashItems::Compact(v) => v.iter().find(|(f, _)| f == field).map(|(f, v)| (f, v)),
-            HashItems::Table(m) => m.get_key_value(field),
-        }
     }
 }
 
@@ -626,6 +722,45 @@ mod tests {
         let mut long = Hash::default();
         long.set(b"f", &[b'x'; 65], &enc);
         assert!(!long.is_compact(), "a value over hash-max-listpack-value");
+    }
+
+    #[test]
+    fn a_packed_hash_keeps_every_field_through_replaces_and_removes() {
+        let enc = Encodings::default();
+        let mut h = Hash::default();
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..200u32 {
+            let f = format!("f{}", i % 37);
+            let v = "x".repeat((i as usize * 7) % 50);
+            if i % 5 == 4 {
+                assert_eq!(h.remove(f.as_bytes()), model.remove(&f).is_some());
+            } else {
+                assert_eq!(
+                    h.set(f.as_bytes(), v.as_bytes(), &enc),
+                    model.insert(f, v).is_none()
+                );
+            }
+            assert_eq!(h.len(), model.len());
+        }
+        assert!(h.is_compact(), "37 fields of < 50 bytes stay compact");
+        for (f, v) in &model {
+            assert_eq!(h.get(f.as_bytes()), Some(v.as_bytes()));
+        }
+        let listed: std::collections::BTreeMap<String, String> = h
+            .iter()
+            .map(|(f, v)| {
+                (
+                    String::from_utf8_lossy(f).into(),
+                    String::from_utf8_lossy(v).into(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, model);
+        let expected: usize = model
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + ITEM_OVERHEAD)
+            .sum();
+        assert_eq!(h.bytes, expected, "the memory account follows");
     }
 
     #[test]

@@ -37,6 +37,10 @@ fn fields_arg<'a>(
     Ok(&args[at + 1..])
 }
 
+fn bulk(b: &[u8]) -> Frame {
+    Frame::Bulk(Bytes::copy_from_slice(b))
+}
+
 impl Store {
     /// The hash at `key`: `Ok(None)` if there is none, WRONGTYPE if it holds another type.
     fn hash(&mut self, key: &[u8], now: u64) -> Result<Option<&Hash>, Frame> {
@@ -65,7 +69,7 @@ impl Store {
             "hsetnx" => self.hsetnx(args, now),
             "hget" => self.hash(key, now).map(|h| {
                 h.and_then(|h| h.get(&args[2]))
-                    .cloned()
+                    .map(Bytes::copy_from_slice)
                     .map_or(Frame::Null, Frame::Bulk)
             }),
             "hmget" => self.hash(key, now).map(|h| {
@@ -74,7 +78,7 @@ impl Store {
                         .iter()
                         .map(|f| {
                             h.and_then(|h| h.get(f))
-                                .cloned()
+                                .map(Bytes::copy_from_slice)
                                 .map_or(Frame::Null, Frame::Bulk)
                         })
                         .collect(),
@@ -82,12 +86,8 @@ impl Store {
             }),
             "hgetall" => self.hash(key, now).map(|h| {
                 Frame::Map(
-                    h.map(|h| {
-                        h.iter()
-                            .map(|(f, v)| (Frame::Bulk(f.clone()), Frame::Bulk(v.clone())))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                    h.map(|h| h.iter().map(|(f, v)| (bulk(f), bulk(v))).collect())
+                        .unwrap_or_default(),
                 )
             }),
             "hkeys" | "hvals" => self.hash(key, now).map(|h| {
@@ -95,7 +95,7 @@ impl Store {
                 Frame::Array(
                     h.map(|h| {
                         h.iter()
-                            .map(|(f, v)| Frame::Bulk(if keys { f.clone() } else { v.clone() }))
+                            .map(|(f, v)| bulk(if keys { f } else { v }))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -436,17 +436,13 @@ impl Store {
             return Ok(picks
                 .first()
                 .and_then(|&i| h.at(i))
-                .map_or(Frame::Null, |(f, _)| Frame::Bulk(f.clone())));
+                .map_or(Frame::Null, |(f, _)| bulk(f)));
         };
         let entries = picks.into_iter().filter_map(|i| h.at(i));
         Ok(if with_values {
-            Frame::Pairs(
-                entries
-                    .map(|(f, v)| (Frame::Bulk(f.clone()), Frame::Bulk(v.clone())))
-                    .collect(),
-            )
+            Frame::Pairs(entries.map(|(f, v)| (bulk(f), bulk(v))).collect())
         } else {
-            Frame::Array(entries.map(|(f, _)| Frame::Bulk(f.clone())).collect())
+            Frame::Array(entries.map(|(f, _)| bulk(f)).collect())
         })
     }
 
@@ -460,9 +456,9 @@ impl Store {
         let mut out = Vec::new();
         for (f, v) in positions.filter_map(|i| h.at(i)) {
             if opts.pattern.is_none_or(|p| crate::glob::glob_match(p, f)) {
-                out.push(Frame::Bulk(f.clone()));
+                out.push(bulk(f));
                 if !opts.no_values {
-                    out.push(Frame::Bulk(v.clone()));
+                    out.push(bulk(v));
                 }
             }
         }
