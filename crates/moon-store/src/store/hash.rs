@@ -438,7 +438,20 @@ impl Store {
                 .and_then(|&i| h.at(i))
                 .map_or(Frame::Null, |(f, _)| bulk(f)));
         };
-        let entries = picks.into_iter().filter_map(|i| h.at(i));
+        // A compact hash finds position i by walking its buffer: walk it once when picks
+        // repeat (a negative count may ask for millions).
+        let all: Vec<(&[u8], &[u8])> = if h.is_compact() {
+            h.iter().collect()
+        } else {
+            Vec::new()
+        };
+        let entries = picks.into_iter().filter_map(|i| {
+            if h.is_compact() {
+                all.get(i).copied()
+            } else {
+                h.at(i)
+            }
+        });
         Ok(if with_values {
             Frame::Pairs(entries.map(|(f, v)| (bulk(f), bulk(v))).collect())
         } else {
@@ -454,7 +467,13 @@ impl Store {
         let (positions, next) =
             super::scan_positions(h.len(), h.is_compact(), opts.cursor, opts.count);
         let mut out = Vec::new();
-        for (f, v) in positions.filter_map(|i| h.at(i)) {
+        // A compact hash is returned whole: walk its buffer once, not once per position.
+        let entries: Box<dyn Iterator<Item = (&[u8], &[u8])>> = if h.is_compact() {
+            Box::new(h.iter())
+        } else {
+            Box::new(positions.filter_map(|i| h.at(i)))
+        };
+        for (f, v) in entries {
             if opts.pattern.is_none_or(|p| crate::glob::glob_match(p, f)) {
                 out.push(bulk(f));
                 if !opts.no_values {
