@@ -46,6 +46,8 @@ pub enum Frame {
     Bool(bool),
     /// RESP3 verbatim string `=` (txt), RESP2 bulk string.
     Verbatim(Bytes),
+    /// Out-of-band data (pub/sub messages, invalidations): RESP3 push `>`, RESP2 array.
+    Push(Vec<Frame>),
 }
 
 impl Frame {
@@ -96,6 +98,15 @@ impl Frame {
             },
             Frame::Array(items) => {
                 int_line(out, b'*', items.len() as i64);
+                for item in items {
+                    item.encode(proto, out);
+                }
+            }
+            Frame::Push(items) => {
+                match proto {
+                    Protocol::Resp2 => int_line(out, b'*', items.len() as i64),
+                    Protocol::Resp3 => int_line(out, b'>', items.len() as i64),
+                }
                 for item in items {
                     item.encode(proto, out);
                 }

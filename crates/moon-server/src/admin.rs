@@ -35,11 +35,20 @@ pub async fn connection_command(
     args: &[Bytes],
 ) -> Option<Frame> {
     Some(match spec.name {
+        // A RESP2 subscriber's PING answers as a message would: ["pong", text].
+        "ping" if session.proto == Protocol::Resp2 && session.subs.any() => match args.len() {
+            1 | 2 => Frame::Array(vec![
+                Frame::bulk("pong"),
+                Frame::Bulk(args.get(1).cloned().unwrap_or_default()),
+            ]),
+            _ => reply::wrong_arity("ping"),
+        },
         "ping" => match args.len() {
             1 => Frame::Simple("PONG"),
             2 => Frame::Bulk(args[1].clone()),
             _ => reply::wrong_arity("ping"),
         },
+        "pubsub" => crate::pubsub::pubsub_command(session, args).await,
         "echo" => Frame::Bulk(args[1].clone()),
         "quit" => {
             session.quit = true;
@@ -260,6 +269,18 @@ async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             ));
         }
         Frame::OK
+    } else if eq(sub, "reply") && args.len() == 3 {
+        // OFF and SKIP answer nothing; the connection drops what follows (`conn`).
+        session.reply = if eq(&args[2], "on") {
+            crate::conn::ReplyMode::On
+        } else if eq(&args[2], "off") {
+            crate::conn::ReplyMode::Off
+        } else if eq(&args[2], "skip") {
+            crate::conn::ReplyMode::SkipNext
+        } else {
+            return err(reply::SYNTAX);
+        };
+        Frame::OK
     } else if eq(sub, "help") {
         Frame::Array(
             [
@@ -442,6 +463,8 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let policy = candidate.appendfsync;
         let memory = candidate.memory_limit();
         let encodings = candidate.encodings;
+        let notify = candidate.notify_keyspace_events;
+        let pubsub_limit = candidate.output_limits[2];
         shared.update_config(|c| *c = candidate);
         // Every shard's writer follows the new fsync policy from its next round, and its
         // store the new memory limit from its next command.
@@ -454,6 +477,8 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 }
                 s.store().set_memory_limit(memory);
                 s.store().set_encodings(encodings);
+                crate::pubsub::set_notify(s, notify);
+                crate::pubsub::set_limit(pubsub_limit);
             })
             .await;
         Frame::OK
@@ -488,6 +513,8 @@ struct ShardInfo {
     input: u64,
     output: u64,
     aof: Option<AofStatus>,
+    /// Clients closed for passing their output buffer limit.
+    output_limit_closed: u64,
 }
 
 /// The process's CPU time (user, system) in seconds, from getrusage.
@@ -550,6 +577,7 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 input: c.net_input_bytes.get(),
                 output: c.net_output_bytes.get(),
                 aof: s.aof().map(|w| w.status()),
+                output_limit_closed: crate::pubsub::disconnections(),
             }
         })
         .await;
@@ -567,6 +595,7 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.rejected += s.rejected;
         t.input += s.input;
         t.output += s.output;
+        t.output_limit_closed += s.output_limit_closed;
     }
     let shared = &session.ctx.shared;
     let config = shared.config();
@@ -627,8 +656,8 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
-            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\r\n",
+            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed
         );
     }
     if want("replication") {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub use moon_aof::FsyncPolicy;
 use moon_store::{EvictionPolicy, MemoryLimit};
 
+use crate::pubsub::OutputLimit;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind: IpAddr,
@@ -41,7 +43,16 @@ pub struct Config {
     pub auto_aof_rewrite_min_size: u64,
     /// The file the configuration was read from, if any (INFO `config_file`).
     pub config_file: Option<PathBuf>,
+    /// `client-output-buffer-limit` for normal clients, replicas and pub/sub subscribers.
+    /// Moon enforces the pub/sub class: a normal client's replies are bounded by backpressure
+    /// (nothing more is read from it while they wait), and there are no replicas.
+    pub output_limits: [OutputLimit; 3],
+    /// `notify-keyspace-events`, as Redis's flag characters (canonical order).
+    pub notify_keyspace_events: moon_store::NotifyFlags,
 }
+
+/// The classes of `client-output-buffer-limit`, in the order Redis lists them.
+const OUTPUT_CLASSES: [&str; 3] = ["normal", "slave", "pubsub"];
 
 /// How a key may be changed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -78,6 +89,8 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("pin-cpus", Mutability::Startup),
     ("auto-aof-rewrite-percentage", Mutability::Runtime),
     ("auto-aof-rewrite-min-size", Mutability::Runtime),
+    ("client-output-buffer-limit", Mutability::Runtime),
+    ("notify-keyspace-events", Mutability::Runtime),
 ];
 
 /// A refused value: the key, the value and what would have been accepted.
@@ -150,6 +163,20 @@ impl Default for Config {
             auto_aof_rewrite_percentage: 100,
             auto_aof_rewrite_min_size: 64 * 1024 * 1024,
             config_file: None,
+            output_limits: [
+                OutputLimit {
+                    hard: 0,
+                    soft: 0,
+                    soft_seconds: 0,
+                },
+                OutputLimit {
+                    hard: 256 << 20,
+                    soft: 64 << 20,
+                    soft_seconds: 60,
+                },
+                OutputLimit::PUBSUB,
+            ],
+            notify_keyspace_events: moon_store::NotifyFlags::default(),
         }
     }
 }
@@ -323,6 +350,44 @@ impl Config {
                     _ => return Err(bad(&key, value, "a size, e.g. 64mb")),
                 }
             }
+            "client-output-buffer-limit" => {
+                // `<class> <hard> <soft> <soft seconds>`, one or more classes.
+                let words: Vec<&str> = value.split_whitespace().collect();
+                let allowed = "<class> <hard> <soft> <soft-seconds> ..., class normal, replica or pubsub, sizes like 32mb";
+                if words.is_empty() || !words.len().is_multiple_of(4) {
+                    return Err(bad(&key, value, allowed));
+                }
+                let mut limits = self.output_limits;
+                for w in words.chunks(4) {
+                    let class = match w[0].to_ascii_lowercase().as_str() {
+                        "normal" => 0,
+                        "slave" | "replica" => 1,
+                        "pubsub" => 2,
+                        _ => return Err(bad(&key, value, allowed)),
+                    };
+                    let (Some(hard), Some(soft), Ok(secs)) =
+                        (parse_size(w[1]), parse_size(w[2]), w[3].parse::<u64>())
+                    else {
+                        return Err(bad(&key, value, allowed));
+                    };
+                    limits[class] = OutputLimit {
+                        hard,
+                        soft,
+                        soft_seconds: secs,
+                    };
+                }
+                self.output_limits = limits;
+            }
+            "notify-keyspace-events" => {
+                self.notify_keyspace_events =
+                    moon_store::NotifyFlags::parse(value).ok_or_else(|| {
+                        bad(
+                            &key,
+                            value,
+                            "a string of the characters A g $ l s h z x e t m d n K E, or empty",
+                        )
+                    })?
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(ConfigError {
@@ -364,6 +429,13 @@ impl Config {
             "auto-aof-rewrite-percentage" => self.auto_aof_rewrite_percentage.to_string(),
             "auto-aof-rewrite-min-size" => self.auto_aof_rewrite_min_size.to_string(),
             "pin-cpus" => if self.pin_cpus { "yes" } else { "no" }.into(),
+            "client-output-buffer-limit" => OUTPUT_CLASSES
+                .iter()
+                .zip(self.output_limits)
+                .map(|(class, l)| format!("{class} {} {} {}", l.hard, l.soft, l.soft_seconds))
+                .collect::<Vec<_>>()
+                .join(" "),
+            "notify-keyspace-events" => self.notify_keyspace_events.to_string(),
             _ => return None,
         })
     }

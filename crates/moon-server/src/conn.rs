@@ -47,6 +47,12 @@ pub struct ClientInfo {
     pub last_cmd: Cell<&'static str>,
     pub resp: Cell<u8>,
     pub db: Cell<usize>,
+    /// Channel and pattern subscriptions, for CLIENT LIST's `sub=` / `psub=` / `ssub=`.
+    pub sub_counts: Cell<(usize, usize, usize)>,
+    /// What other connections produced for this client (pub/sub messages, invalidations).
+    pub out: crate::pubsub::Outbox,
+    /// The shard serving the connection (CLIENT LIST's last field, Moon's own).
+    pub shard: usize,
 }
 
 impl ClientInfo {
@@ -54,18 +60,23 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = Instant::now();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} shard={}",
             self.id,
             self.addr,
             self.laddr,
             self.name.borrow(),
             now.duration_since(self.created).as_secs(),
             now.duration_since(self.last_active.get()).as_secs(),
+            if self.sub_counts.get() == (0, 0, 0) { "N" } else { "P" },
             self.db.get(),
+            self.sub_counts.get().0,
+            self.sub_counts.get().1,
+            self.sub_counts.get().2,
             self.last_cmd.get(),
             self.resp.get(),
             self.lib_name.borrow(),
             self.lib_ver.borrow(),
+            self.shard,
         )
     }
 }
@@ -96,6 +107,31 @@ pub struct Session {
     /// Set while this connection's commands run inside a cross-shard transaction: batches go
     /// to the locked shards as transaction steps.
     pub tx: Option<moon_shard::Tx>,
+    /// Channels, patterns and shard channels this connection subscribed to.
+    pub subs: crate::pubsub::Subscriptions,
+    /// CLIENT REPLY.
+    pub reply: ReplyMode,
+}
+
+/// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
+/// sent whatever the mode, as Redis sends them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// The next command's reply is not sent.
+    SkipNext,
+}
+
+impl Session {
+    /// After a (un)subscribe: CLIENT LIST's counts.
+    pub fn note_subscriptions(&self) {
+        self.info.sub_counts.set((
+            self.subs.channels.len(),
+            self.subs.patterns.len(),
+            self.subs.shard_channels.len(),
+        ));
+    }
 }
 
 impl Session {
@@ -151,6 +187,9 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         last_cmd: Cell::new("NULL"),
         resp: Cell::new(2),
         db: Cell::new(0),
+        sub_counts: Cell::new((0, 0, 0)),
+        out: crate::pubsub::Outbox::default(),
+        shard: ctx.shard.id(),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     ShardCounters::add(&counters.connections_received, 1);
@@ -170,6 +209,8 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         query_buffer_limit: usize::MAX,
         multi: crate::txn::TxState::default(),
         tx: None,
+        subs: crate::pubsub::Subscriptions::default(),
+        reply: ReplyMode::On,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -180,33 +221,57 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
     session.refresh_config(&mut parser);
 
     loop {
-        // Read into a scratch buffer zeroed once per connection, then append what arrived:
-        // copying the few bytes of a typical request is cheaper than zeroing a fresh 16 KB
-        // region of `rbuf` before every read.
-        let read = async { Some(stream.read(&mut scratch[..]).await) };
+        // Wait for the client's next bytes, or for something pushed to it (a subscriber's
+        // messages), or for shutdown. Dropping an unfinished read loses nothing: glommio
+        // reads a socket only once it is ready, synchronously.
+        enum Event {
+            Read(std::io::Result<usize>),
+            Pushed,
+            Stop,
+        }
+        let out = &session.info.out;
+        let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
+        let pushed = async {
+            out.ready().await;
+            Event::Pushed
+        };
         let stop = async {
             // Resolves only when the server starts shutting down (the semaphore is closed).
             let _ = ctx.stopping.acquire(1).await;
-            None
+            Event::Stop
         };
-        let idle = session.idle_timeout;
+        // Redis never times out a subscriber: it waits for messages, not requests.
+        let idle = session.idle_timeout.filter(|_| !session.subs.any());
         let idle = async move {
             match idle {
                 Some(d) => glommio::timer::sleep(d).await,
                 None => std::future::pending::<()>().await,
             }
             tracing::debug!("closing an idle client (timeout)");
-            None
+            Event::Stop
         };
-        let stop = futures_lite::future::or(stop, idle);
-        let n = match futures_lite::future::or(read, stop).await {
-            Some(Ok(n)) if n > 0 => n,
-            Some(Ok(_)) => break,
-            Some(Err(e)) => {
+        let event = futures_lite::future::or(
+            futures_lite::future::or(read, pushed),
+            futures_lite::future::or(stop, idle),
+        )
+        .await;
+        let n = match event {
+            Event::Read(Ok(n)) if n > 0 => n,
+            Event::Read(Ok(_)) | Event::Stop => break,
+            Event::Read(Err(e)) => {
                 tracing::debug!(client = session.info.id, "read failed: {e}");
                 break;
             }
-            None => break,
+            Event::Pushed => {
+                if out.is_closing() {
+                    break;
+                }
+                out.drain_into(&mut wbuf);
+                if !write_out(&mut stream, &mut wbuf, out, counters).await {
+                    break;
+                }
+                continue;
+            }
         };
         rbuf.extend_from_slice(&scratch[..n]);
         ShardCounters::add(&counters.net_input_bytes, n as u64);
@@ -235,34 +300,36 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         let mut write_failed = false;
         if !cmds.is_empty() {
             session.info.last_active.set(Instant::now());
+            // Messages that arrived before these commands go out before their replies.
+            session.info.out.drain_into(&mut wbuf);
             let mut pending = std::mem::take(&mut cmds);
             while !pending.is_empty() && !session.quit {
                 let rest = pending.split_off(pending.len().min(PIPELINE_STEP));
-                process(&mut session, pending, &mut wbuf).await;
+                if session.reply != ReplyMode::On || pending.iter().any(is_client_reply) {
+                    process_silenceable(&mut session, pending, &mut wbuf).await;
+                } else {
+                    process(&mut session, pending, &mut wbuf).await;
+                }
                 pending = rest;
                 if wbuf.len() >= REPLY_FLUSH && !pending.is_empty() {
-                    ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
-                    if stream.write_all(&wbuf).await.is_err() {
+                    session.info.out.drain_into(&mut wbuf);
+                    if !write_out(&mut stream, &mut wbuf, &session.info.out, counters).await {
                         write_failed = true;
                         break;
                     }
-                    wbuf.clear();
                 }
             }
         }
-        if write_failed {
+        if write_failed || session.info.out.is_closing() {
             break;
         }
         if let Some(e) = &protocol_error {
             tracing::debug!(client = session.info.id, "closing connection: {e}");
             Frame::Error(format!("ERR {e}")).encode(session.proto, &mut wbuf);
         }
-        if !wbuf.is_empty() {
-            ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
-            if stream.write_all(&wbuf).await.is_err() {
-                break;
-            }
-            wbuf.clear();
+        session.info.out.drain_into(&mut wbuf);
+        if !write_out(&mut stream, &mut wbuf, &session.info.out, counters).await {
+            break;
         }
         if protocol_error.is_some() || session.quit {
             break;
@@ -274,9 +341,33 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
     }
     let _ = stream.close().await;
     crate::txn::unwatch_all(&mut session).await;
+    crate::pubsub::forget_all(&mut session);
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
+}
+
+/// Writes `wbuf` to the client and clears it; false if the connection must close (the write
+/// failed, or the client passed its output limit while the write waited for it to read).
+async fn write_out(
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    out: &crate::pubsub::Outbox,
+    counters: &ShardCounters,
+) -> bool {
+    if wbuf.is_empty() {
+        return !out.is_closing();
+    }
+    ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
+    out.set_in_flight(wbuf.len());
+    let written = futures_lite::future::or(async { stream.write_all(wbuf).await.is_ok() }, async {
+        out.closed().await;
+        false
+    })
+    .await;
+    out.set_in_flight(0);
+    wbuf.clear();
+    written && !out.is_closing()
 }
 
 /// Where the reply of one request comes from.
@@ -287,6 +378,8 @@ enum Slot {
         shard: usize,
         idx: usize,
     },
+    /// The receiver count of publication `idx` of the plan's publications.
+    Published(usize),
     /// Several parts merged; for `Merge::KeyOrder`, `key_parts[i]` is the part holding key i.
     Merged {
         parts: Vec<(usize, usize)>,
@@ -301,6 +394,8 @@ struct Plan {
     slots: Vec<Slot>,
     /// The database the commands being planned run in (the session's, at planning time).
     db: usize,
+    /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
+    publishes: Vec<crate::pubsub::Publication>,
 }
 
 impl Plan {
@@ -309,7 +404,17 @@ impl Plan {
             batches: vec![Vec::new(); shards],
             slots: Vec::new(),
             db: 0,
+            publishes: Vec::new(),
         }
+    }
+
+    fn publish(&mut self, kind: crate::pubsub::Kind, args: &[Bytes]) {
+        self.publishes.push(crate::pubsub::Publication {
+            kind,
+            channel: args[1].clone(),
+            message: args[2].clone(),
+        });
+        self.slots.push(Slot::Published(self.publishes.len() - 1));
     }
 
     fn ready(&mut self, f: Frame) {
@@ -389,20 +494,33 @@ impl Plan {
         let busy: Vec<usize> = (0..self.batches.len())
             .filter(|&s| !self.batches[s].is_empty())
             .collect();
-        if let [only] = busy[..] {
-            // The common case (an unpipelined command, or a pipeline for one shard): no
-            // fan-out machinery.
-            let batch = std::mem::take(&mut self.batches[only]);
-            replies[only] = shard.run_batch_in(session.tx, only, batch).await;
-        } else {
-            let futures: Vec<_> = busy
-                .iter()
-                .map(|&s| shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s])))
-                .collect();
-            for (s, r) in busy.iter().zip(join_all(futures).await) {
-                replies[*s] = r;
+        let publishes = std::mem::take(&mut self.publishes);
+        let publish = async {
+            if publishes.is_empty() {
+                Vec::new()
+            } else {
+                crate::pubsub::publish(shard, publishes).await
             }
-        }
+        };
+        let batches = async {
+            if let [only] = busy[..] {
+                // The common case (an unpipelined command, or a pipeline for one shard): no
+                // fan-out machinery.
+                let batch = std::mem::take(&mut self.batches[only]);
+                replies[only] = shard.run_batch_in(session.tx, only, batch).await;
+            } else if !busy.is_empty() {
+                let futures: Vec<_> = busy
+                    .iter()
+                    .map(|&s| {
+                        shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s]))
+                    })
+                    .collect();
+                for (s, r) in busy.iter().zip(join_all(futures).await) {
+                    replies[*s] = r;
+                }
+            }
+        };
+        let (counts, ()) = futures_lite::future::zip(publish, batches).await;
         let mut take = |s: usize, i: usize| {
             replies
                 .get_mut(s)
@@ -414,6 +532,7 @@ impl Plan {
             let frame = match slot {
                 Slot::Ready(f) => f,
                 Slot::One { shard, idx } => take(shard, idx),
+                Slot::Published(i) => Frame::Integer(counts.get(i).copied().unwrap_or(0)),
                 Slot::Merged {
                     parts,
                     merge,
@@ -531,8 +650,15 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
             panic!("MOON_PANIC_ON: injected panic in {}", spec.name);
         }
-        if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
+        if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
             plan.ready(noauth());
+            continue;
+        }
+        if session.proto == Protocol::Resp2
+            && session.subs.any()
+            && !crate::pubsub::allowed_while_subscribed(spec.name)
+        {
+            plan.ready(crate::pubsub::not_allowed_while_subscribed(spec.name));
             continue;
         }
         if spec.is_write() {
@@ -556,6 +682,11 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.flush(session, out).await;
                     crate::txn::unwatch_all(session).await;
                     plan.ready(Frame::OK);
+                }
+                "reset" => {
+                    plan.flush(session, out).await;
+                    reset(session).await;
+                    plan.ready(Frame::Simple("RESET"));
                 }
                 "multi" => plan.ready(Frame::StaticError("ERR MULTI calls can not be nested")),
                 "watch" => plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed")),
@@ -601,6 +732,30 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 }
                 "exec" => plan.ready(Frame::StaticError("ERR EXEC without MULTI")),
                 "discard" => plan.ready(Frame::StaticError("ERR DISCARD without MULTI")),
+                "publish" => plan.publish(crate::pubsub::Kind::Channel, &req.args),
+                "spublish" => plan.publish(crate::pubsub::Kind::Shard, &req.args),
+                "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+                | "sunsubscribe" => {
+                    plan.flush(session, out).await;
+                    let replies = if spec.name.contains("unsub") {
+                        crate::pubsub::unsubscribe(session, spec.name, &req.args[1..])
+                    } else {
+                        crate::pubsub::subscribe(session, spec.name, &req.args[1..])
+                    };
+                    session.note_subscriptions();
+                    for f in replies {
+                        if session.reply == ReplyMode::On {
+                            f.encode(session.proto, out);
+                        } else {
+                            session.info.out.push(&f, session.proto);
+                        }
+                    }
+                }
+                "reset" => {
+                    plan.flush(session, out).await;
+                    reset(session).await;
+                    Frame::Simple("RESET").encode(session.proto, out);
+                }
                 _ => {
                     plan.flush(session, out).await;
                     let f = match spec.name {
@@ -622,6 +777,52 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
     }
     plan.flush(session, out).await;
+}
+
+fn is_client_reply(p: &Parsed) -> bool {
+    p.as_ref().is_ok_and(|r| {
+        r.spec.name == "client"
+            && r.args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"reply"))
+    })
+}
+
+/// [`process`] one command at a time, dropping the replies CLIENT REPLY OFF / SKIP silence.
+/// Pub/sub confirmations go through the outbox meanwhile, so they are sent in order.
+async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
+    for cmd in cmds {
+        let skip_this = session.reply == ReplyMode::SkipNext;
+        let mut reply = BytesMut::new();
+        process(session, vec![cmd], &mut reply).await;
+        if skip_this && session.reply == ReplyMode::SkipNext {
+            session.reply = ReplyMode::On;
+        }
+        if !(skip_this || session.reply != ReplyMode::On) {
+            session.info.out.drain_into(out);
+            out.extend_from_slice(&reply);
+        }
+        session.info.out.drain_into(out);
+        if session.quit {
+            break;
+        }
+    }
+}
+
+/// RESET: the connection's state as a new connection has it.
+async fn reset(session: &mut Session) {
+    session.multi.queued = None;
+    session.multi.failed = false;
+    crate::txn::unwatch_all(session).await;
+    crate::pubsub::forget_all(session);
+    session.note_subscriptions();
+    session.db = 0;
+    session.info.db.set(0);
+    session.proto = Protocol::Resp2;
+    session.info.resp.set(2);
+    session.info.name.borrow_mut().clear();
+    session.reply = ReplyMode::On;
+    session.authenticated = session.requirepass.is_none();
 }
 
 /// Whether a pipeline (outside MULTI) holds a command whose keys span shards and nothing that

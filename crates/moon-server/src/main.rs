@@ -9,6 +9,7 @@ mod conn;
 mod cross;
 mod dispatch;
 mod persistence;
+mod pubsub;
 mod rewrite;
 mod server;
 mod txn;
@@ -103,6 +104,13 @@ struct Args {
     /// ... once the AOF is at least this big, e.g. 64mb.
     #[arg(long)]
     auto_aof_rewrite_min_size: Option<String>,
+    /// Output limits, e.g. "pubsub 32mb 8mb 60": a subscriber past the hard limit, or past
+    /// the soft one for that many seconds, is disconnected.
+    #[arg(long)]
+    client_output_buffer_limit: Option<String>,
+    /// Keyspace notifications, Redis's flags (e.g. KEA); empty = off.
+    #[arg(long)]
+    notify_keyspace_events: Option<String>,
 }
 
 /// Every config key's flag, with what was given for it.
@@ -135,6 +143,11 @@ fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
             &args.auto_aof_rewrite_percentage,
         ),
         ("auto-aof-rewrite-min-size", &args.auto_aof_rewrite_min_size),
+        (
+            "client-output-buffer-limit",
+            &args.client_output_buffer_limit,
+        ),
+        ("notify-keyspace-events", &args.notify_keyspace_events),
     ]
 }
 

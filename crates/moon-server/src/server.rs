@@ -222,6 +222,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let memory = config.memory_limit();
     let encodings = config.encodings;
     let databases = config.databases as usize;
+    let notify = config.notify_keyspace_events;
+    let pubsub_limit = config.output_limits[2];
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {
@@ -245,6 +247,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     }
                     // Only now: replay evicts nothing by itself (every eviction is in the log).
                     shard.store().set_memory_limit(memory);
+                    crate::pubsub::set_notify(&shard, notify);
+                    crate::pubsub::set_limit(pubsub_limit);
+                    shard.set_event_sink(crate::pubsub::event_sink(Rc::downgrade(&shard)));
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

@@ -9,7 +9,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use moon_aof::{AofError, AofWriter, ReplayReport};
 use moon_proto::Frame;
-use moon_store::{Store, WatchToken};
+use moon_store::{KeyEvent, Store, WatchToken};
 
 use crate::txn::{Deferred, Tx, TxId};
 
@@ -122,7 +122,18 @@ pub struct Shard {
     /// rebuilt from them after its log failed ([`Shard::back_to_the_log`]).
     log_files: RefCell<Option<(std::path::PathBuf, std::path::PathBuf)>>,
     reloaded: Cell<bool>,
+    /// Keyspace events waiting for their records to be safe, in the order they happened:
+    /// (the shard's latest LSN when they were taken, the events).
+    events: RefCell<std::collections::VecDeque<(u64, Vec<KeyEvent>)>>,
+    events_waker: Cell<Option<std::task::Waker>>,
+    /// Where safe events go (the server's pub/sub); none: they are dropped.
+    event_sink: RefCell<Option<EventSink>>,
 }
+
+/// Receives a batch of keyspace events whose records are safe, on the shard's thread; the
+/// next batch waits until the returned future is done (events keep their order).
+pub type EventSink =
+    Rc<dyn Fn(Vec<KeyEvent>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
 /// safe up to `lsn` (see [`Shard::run_local`]).
@@ -185,6 +196,9 @@ impl Shard {
             serving: Cell::new(false),
             log_files: RefCell::new(None),
             reloaded: Cell::new(false),
+            events: RefCell::new(std::collections::VecDeque::new()),
+            events_waker: Cell::new(None),
+            event_sink: RefCell::new(None),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
@@ -197,6 +211,40 @@ impl Shard {
                 .detach();
             }
         }
+        let weak = Rc::downgrade(&shard);
+        glommio::spawn_local(async move {
+            // Keyspace events leave in order, each batch once the log holds its records: a
+            // subscriber never hears of a write that a crash could still take back.
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    let Some(shard) = weak.upgrade() else {
+                        return std::task::Poll::Ready(None);
+                    };
+                    let next = shard.events.borrow_mut().pop_front();
+                    match next {
+                        Some(item) => std::task::Poll::Ready(Some(item)),
+                        None => {
+                            shard.events_waker.set(Some(cx.waker().clone()));
+                            std::task::Poll::Pending
+                        }
+                    }
+                })
+                .await;
+                let Some((lsn, events)) = next else { break };
+                let Some(shard) = weak.upgrade() else { break };
+                if let Some(writer) = shard.aof() {
+                    if writer.wait(lsn).await.is_err() {
+                        continue;
+                    }
+                }
+                let sink = shard.event_sink.borrow().clone();
+                drop(shard);
+                if let Some(sink) = sink {
+                    sink(events).await;
+                }
+            }
+        })
+        .detach();
         let weak = Rc::downgrade(&shard);
         glommio::spawn_local(async move {
             // Active expiry: reclaim keys whose deadline passed without anyone reading them.
@@ -230,6 +278,7 @@ impl Shard {
             }
             store.clear_log();
         }
+        self.queue_events(&mut store);
         removed
     }
 
@@ -247,11 +296,33 @@ impl Shard {
             }
             store.clear_log();
         }
+        self.queue_events(&mut store);
         ok
     }
 
     pub fn id(&self) -> usize {
         self.id
+    }
+
+    /// Where this shard's keyspace events go once their records are safe.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        *self.event_sink.borrow_mut() = Some(sink);
+    }
+
+    /// Takes the store's keyspace events (after their effects were appended to the log) and
+    /// queues them behind the shard's latest LSN. Inside a cross-shard transaction they stay
+    /// in the store until its commit appended the transaction's record.
+    pub(crate) fn queue_events(&self, store: &mut Store) {
+        if !store.has_events() || self.lock_holder.get().is_some() {
+            return;
+        }
+        let lsn = self.aof.borrow().as_ref().map_or(0, |w| w.last_assigned());
+        self.events
+            .borrow_mut()
+            .push_back((lsn, store.take_events()));
+        if let Some(w) = self.events_waker.take() {
+            w.wake();
+        }
     }
 
     /// Number of shards in the set.
@@ -459,7 +530,10 @@ impl Shard {
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
         let Some(writer) = aof.as_ref() else {
-            return Ok(cmds.iter().map(|args| store.execute(args, now)).collect());
+            let frames = cmds.iter().map(|args| store.execute(args, now)).collect();
+            drop(aof);
+            self.queue_events(&mut store);
+            return Ok(frames);
         };
         let failing = writer.error();
         let frames = run_cmds(
@@ -472,6 +546,12 @@ impl Shard {
             },
         );
         let lsn = writer.last_assigned();
+        drop(aof);
+        self.queue_events(&mut store);
+        let aof = self.aof.borrow();
+        let Some(writer) = aof.as_ref() else {
+            return Ok(frames);
+        };
         // With a failed log, writes were refused and reads ran on the rebuilt keyspace: all
         // of it is in the log, nothing to wait for.
         if failing.is_some() || writer.is_safe(lsn) {

@@ -332,6 +332,8 @@ impl Shard {
         self.lock_holder.set(None);
         self.tx_effects.borrow_mut().clear();
         self.tx_read_unsafe.set(false);
+        // The transaction's keyspace events: its record (if any) was appended at the commit.
+        self.queue_events(&mut self.store());
         self.drain();
     }
 
@@ -439,11 +441,13 @@ impl Shard {
         });
         store.set_memory_checks(true);
         let Some(writer) = writer else {
+            self.queue_events(&mut store);
             return Some(Ok(frames));
         };
         if !effects.is_empty() {
             writer.append(&effects);
         }
+        self.queue_events(&mut store);
         let lsn = writer.last_assigned();
         if failing.is_some() || writer.is_safe(lsn) {
             return Some(Ok(frames));

@@ -72,6 +72,7 @@ pub enum Group {
     Connection,
     Server,
     Transactions,
+    Pubsub,
 }
 
 impl Group {
@@ -84,6 +85,7 @@ impl Group {
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
+            Group::Pubsub => "pubsub",
         }
     }
 }
@@ -111,6 +113,7 @@ impl CommandSpec {
             Group::Connection => "@connection",
             Group::Server => "@admin",
             Group::Transactions => "@transaction",
+            Group::Pubsub => "@pubsub",
         }];
         if self.is_write() {
             c.push("@write");
@@ -197,6 +200,8 @@ const RF: &[&str] = &["readonly", "fast"];
 const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
 const ADMIN: &[&str] = &["admin", "noscript", "loading", "stale"];
 const TXN: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+const PUBLISH: &[&str] = &["pubsub", "loading", "stale", "fast", "may_replicate"];
 const TXN_SKIP: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 
 macro_rules! cmd {
@@ -361,6 +366,17 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Server: "time", 1, CONN, 0, 0, 0, Connection),
     cmd!(Server: "shutdown", -1, ADMIN, 0, 0, 0, Connection),
     cmd!(Server: "bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
+    cmd!(Connection: "reset", 1, CONN, 0, 0, 0, Connection),
+    // Pub/sub (handled by the connection: subscriptions live with it, PUBLISH fans out)
+    cmd!(Pubsub: "subscribe", -2, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "unsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "psubscribe", -2, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "punsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "ssubscribe", -2, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "sunsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
+    cmd!(Pubsub: "publish", 3, PUBLISH, 0, 0, 0, Connection),
+    cmd!(Pubsub: "spublish", 3, PUBLISH, 0, 0, 0, Connection),
+    cmd!(Pubsub: "pubsub", -2, &["pubsub", "loading", "stale"], 0, 0, 0, Connection),
     // Transactions (handled by the connection: queueing, then the EXEC coordinator)
     cmd!(Transactions: "multi", 1, TXN, 0, 0, 0, Connection),
     cmd!(Transactions: "exec", 1, TXN_SKIP, 0, 0, 0, Connection),

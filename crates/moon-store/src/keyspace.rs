@@ -88,13 +88,19 @@ pub struct Keyspace {
     rng: u64,
     /// The time of the command running now (Unix ms), for the access time of what it writes.
     clock: u64,
+    /// Keys created since the last [`Keyspace::take_created`], collected only while `Some`
+    /// (keyspace notifications of class `n`).
+    created: Option<Vec<Bytes>>,
 }
 
 /// A removal that happened by itself (a deadline passed, or maxmemory evicted) and must reach
 /// the log: a whole key (`DEL key`) or one field of a hash (`HDEL key field`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removal {
+    /// A key whose deadline passed.
     Key(Bytes),
+    /// A key evicted under `maxmemory`.
+    Evicted(Bytes),
     Field(Bytes, Bytes),
 }
 
@@ -262,6 +268,21 @@ impl Keyspace {
         std::mem::take(&mut self.expired)
     }
 
+    /// Starts (or stops) collecting the keys created, for [`Keyspace::take_created`].
+    pub fn track_created(&mut self, on: bool) {
+        if on != self.created.is_some() {
+            self.created = on.then(Vec::new);
+        }
+    }
+
+    /// The keys created since the last call (empty unless tracking).
+    pub fn take_created(&mut self) -> Vec<Bytes> {
+        match self.created.as_mut() {
+            Some(c) if !c.is_empty() => std::mem::take(c),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether an expiry removal is waiting to be logged.
     pub fn has_expired(&self) -> bool {
         !self.expired.is_empty()
@@ -296,6 +317,9 @@ impl Keyspace {
             }
             RawEntryMut::Vacant(v) => {
                 let key = Bytes::copy_from_slice(key);
+                if let Some(created) = self.created.as_mut() {
+                    created.push(key.clone());
+                }
                 if expire_at != 0 {
                     self.deadlines.insert((expire_at, key.clone()));
                 }
@@ -517,10 +541,11 @@ impl Keyspace {
         if entry.expire_at != 0 {
             self.deadlines.remove(&(entry.expire_at, stored.clone()));
         }
-        self.expired.push(Removal::Key(stored));
         if expired {
+            self.expired.push(Removal::Key(stored));
             self.expired_keys += 1;
         } else {
+            self.expired.push(Removal::Evicted(stored));
             self.evicted_keys += 1;
         }
         true

@@ -14,6 +14,7 @@ pub mod command;
 pub mod evict;
 pub mod glob;
 pub mod keyspace;
+pub mod notify;
 pub mod reply;
 pub mod slot;
 mod store;
@@ -21,6 +22,7 @@ pub mod value;
 
 pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
+pub use notify::{KeyEvent, NotifyFlags};
 pub use store::keys::copy_options;
 pub use store::set::{sintercard_args, SetOp};
 pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};

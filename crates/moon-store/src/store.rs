@@ -14,6 +14,7 @@ use moon_proto::Frame;
 use crate::command::{self, CommandSpec, Group};
 use crate::evict::MemoryLimit;
 use crate::keyspace::{Keyspace, Removal, Value};
+use crate::notify::{class, KeyEvent, NotifyFlags};
 use crate::reply::{self, err};
 
 /// At most this many keys, or this many bytes of keys and values, are evicted before one
@@ -71,6 +72,16 @@ pub struct Store {
     /// Off while a transaction's commands run: its room was made once, before it started
     /// ([`Store::make_room_now`]), as Redis checks EXEC and not the commands inside it.
     memory_checks: bool,
+    /// `notify-keyspace-events`, and the events of the commands run since the last
+    /// [`Store::take_events`] (collected only while some are on).
+    notify: NotifyFlags,
+    events: Vec<KeyEvent>,
+    /// The client command running now (names the events of its effects), and where its
+    /// events start in `events`.
+    current: &'static str,
+    events_mark: usize,
+    /// Collections a command emptied (and so removed): a `del` event each after its own.
+    emptied: Vec<Bytes>,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -163,6 +174,95 @@ impl Store {
             memory_limit: MemoryLimit::default(),
             encodings: crate::value::Encodings::default(),
             memory_checks: true,
+            notify: NotifyFlags::default(),
+            events: Vec::new(),
+            current: "",
+            events_mark: 0,
+            emptied: Vec::new(),
+        }
+    }
+
+    /// Turns keyspace notifications on or off (`notify-keyspace-events`).
+    pub fn set_notify(&mut self, flags: NotifyFlags) {
+        self.notify = flags;
+        if flags.is_off() {
+            self.events.clear();
+        }
+    }
+
+    /// The keyspace events since the last call, in the order they happened.
+    pub fn take_events(&mut self) -> Vec<KeyEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn event(&mut self, class: u16, event: &'static str, db: usize, key: Bytes) {
+        if !self.notify.wants(class) {
+            return;
+        }
+        let e = KeyEvent {
+            class,
+            event,
+            db,
+            key,
+        };
+        // A value written in chunks (a copied hash's HSETs) is one event.
+        if self.events.len() > self.events_mark && self.events.last() == Some(&e) {
+            return;
+        }
+        self.events.push(e);
+    }
+
+    /// Names the events of one logged effect (see [`crate::notify`]): keys created first,
+    /// then the effect's own.
+    fn note_effect(&mut self, parts: &[&[u8]]) {
+        if self.notify.is_off() || parts.is_empty() {
+            return;
+        }
+        let db = self.db;
+        for key in self.ks.take_created() {
+            self.event(class::NEW, "new", db, key);
+        }
+        let owned: Vec<Bytes> = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        if let Some(list) = crate::notify::keyed_events(&owned) {
+            for (mut class, mut event, i, in_db) in list {
+                // A *STORE whose result is empty removed its destination.
+                if event.ends_with("store") && !owned.get(i).is_some_and(|k| self.ks.contains(k, 0))
+                {
+                    (class, event) = (class::GENERIC, "del");
+                }
+                if let Some(key) = owned.get(i) {
+                    self.event(class, event, in_db.unwrap_or(db), key.clone());
+                }
+            }
+            return;
+        }
+        let Some((class, event)) = crate::notify::effect_event(self.current, parts[0]) else {
+            return;
+        };
+        let Some(spec) = crate::command::lookup(parts[0]) else {
+            return;
+        };
+        for key in spec.keys(&owned) {
+            self.event(class, event, db, key.clone());
+        }
+        // SET with a deadline: a `set` and an `expire`, as Redis sends them.
+        let with_deadline = parts[0].eq_ignore_ascii_case(b"SET")
+            && parts.iter().any(|p| p.eq_ignore_ascii_case(b"PXAT"))
+            && matches!(self.current, "set" | "setex" | "psetex");
+        if with_deadline {
+            self.event(class::GENERIC, "expire", db, owned[1].clone());
+        }
+    }
+
+    /// After a command: a `del` for each collection it emptied.
+    fn note_emptied(&mut self) {
+        let db = self.db;
+        for key in std::mem::take(&mut self.emptied) {
+            self.event(class::GENERIC, "del", db, key);
         }
     }
 
@@ -530,8 +630,16 @@ impl Store {
             return;
         }
         for removal in self.ks.take_expired() {
+            if !self.notify.is_off() {
+                let db = self.db;
+                match &removal {
+                    Removal::Key(k) => self.event(class::EXPIRED, "expired", db, k.clone()),
+                    Removal::Evicted(k) => self.event(class::EVICTED, "evicted", db, k.clone()),
+                    Removal::Field(k, _) => self.event(class::HASH, "hexpired", db, k.clone()),
+                }
+            }
             let cmd = match removal {
-                Removal::Key(key) => vec![Bytes::from_static(b"DEL"), key],
+                Removal::Key(key) | Removal::Evicted(key) => vec![Bytes::from_static(b"DEL"), key],
                 // A field that expired changes its hash: WATCH sees it.
                 Removal::Field(key, field) => {
                     self.touch(&[b"HDEL", &key]);
@@ -579,6 +687,9 @@ impl Store {
             .unwrap_or((None, false));
         if empty {
             self.ks.remove(key);
+            if !self.notify.is_off() {
+                self.emptied.push(Bytes::copy_from_slice(key));
+            }
         }
         Ok(result)
     }
@@ -596,9 +707,10 @@ impl Store {
 
     fn log_args(&mut self, args: &[Bytes]) {
         self.log_expired();
-        if !self.watched.is_empty() {
+        if !self.watched.is_empty() || !self.notify.is_off() {
             let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
             self.touch(&parts);
+            self.note_effect(&parts);
         }
         if self.record_writes {
             self.push_log(args.to_vec());
@@ -608,6 +720,7 @@ impl Store {
     fn log_cmd(&mut self, parts: &[&[u8]]) {
         self.log_expired();
         self.touch(parts);
+        self.note_effect(parts);
         if self.record_writes {
             self.push_log(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
         }
@@ -616,6 +729,10 @@ impl Store {
     fn log_set(&mut self, key: &[u8], value: &Bytes, expire_at: u64) {
         self.log_expired();
         self.touch(&[b"SET", key]);
+        if !self.notify.is_off() {
+            let pxat: &[u8] = if expire_at != 0 { b"PXAT" } else { b"" };
+            self.note_effect(&[b"SET", key, value, pxat]);
+        }
         if self.record_writes {
             let mut cmd = vec![
                 Bytes::from_static(b"SET"),
@@ -738,6 +855,9 @@ impl Store {
 
     fn execute_in_db(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         self.ks.set_clock(now);
+        self.current = spec.name;
+        self.events_mark = self.events.len();
+        self.ks.track_created(self.notify.wants(class::NEW));
         if self.memory_limit.max != 0
             && self.memory_checks
             && spec.may_grow_memory()
@@ -748,6 +868,10 @@ impl Store {
         }
         let reply = self.dispatch(spec, args, now);
         self.log_expired();
+        if !self.notify.is_off() {
+            self.note_emptied();
+            self.ks.take_created();
+        }
         reply
     }
 

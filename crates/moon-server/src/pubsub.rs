@@ -1,0 +1,643 @@
+//! Pub/sub: who is subscribed to what on this shard, delivery to them, and the fan-out of a
+//! publication to every shard.
+//!
+//! A connection lives on one shard, and so do its subscriptions: each shard keeps a registry
+//! of its own connections' channels, patterns and shard channels (thread-local, never shared,
+//! never locked). A PUBLISH is delivered on the publisher's shard at once and sent to every
+//! other shard in one message per batch of publications (a pipeline's PUBLISHes, or the
+//! keyspace events of one shard's batch); each shard delivers to its own subscribers and
+//! answers how many received it. Messages from one shard to another travel in order on one
+//! channel, and a publisher waits for its counts before it publishes again, so every
+//! subscriber sees one publisher's messages in the order they were sent.
+//!
+//! Delivery never waits for a subscriber: a message is appended to the subscriber's
+//! [`Outbox`], which its own connection task writes to the socket. A subscriber that does not
+//! read lets its outbox grow up to `client-output-buffer-limit pubsub` — past the hard limit
+//! at once, past the soft limit for longer than its seconds — and is then disconnected, with
+//! the event logged. Nothing else ever grows with a slow subscriber.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexSet;
+use moon_proto::{Frame, Protocol};
+use moon_shard::{join_all, Shard};
+use moon_store::glob::glob_match;
+use moon_store::reply;
+
+use crate::conn::{ClientInfo, Session};
+
+/// The channel namespace a publication is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// PUBLISH / SUBSCRIBE, and PSUBSCRIBE patterns.
+    Channel,
+    /// SPUBLISH / SSUBSCRIBE: shard channels (no patterns).
+    Shard,
+}
+
+/// One message for one channel.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    pub kind: Kind,
+    pub channel: Bytes,
+    pub message: Bytes,
+}
+
+/// `client-output-buffer-limit` for one class of clients: bytes (0 = none) and seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_seconds: u64,
+}
+
+impl OutputLimit {
+    /// Redis's default for pub/sub clients: `32mb 8mb 60`.
+    pub const PUBSUB: OutputLimit = OutputLimit {
+        hard: 32 << 20,
+        soft: 8 << 20,
+        soft_seconds: 60,
+    };
+}
+
+/// What a connection's task has to write that others produced for it: pub/sub messages and
+/// invalidations. Only its own shard's thread touches it.
+#[derive(Default)]
+pub struct Outbox {
+    buf: RefCell<BytesMut>,
+    waker: Cell<Option<Waker>>,
+    /// Bytes taken out and being written to the socket right now (they still count against
+    /// the limit: the client has not read them).
+    in_flight: Cell<usize>,
+    over_soft_since: Cell<Option<Instant>>,
+    /// Set when the client passed its output limit: its connection closes.
+    closing: Cell<bool>,
+}
+
+impl Outbox {
+    /// Appends `frame`, encoded for `proto`, and wakes the connection's task. Past the output
+    /// limit the client is marked for disconnection and its pending output dropped.
+    fn push_encoded(&self, bytes: &[u8], limit: OutputLimit, who: &ClientInfo) {
+        if self.closing.get() {
+            return;
+        }
+        let pending = {
+            let mut buf = self.buf.borrow_mut();
+            buf.extend_from_slice(bytes);
+            buf.len() + self.in_flight.get()
+        } as u64;
+        let over_hard = limit.hard > 0 && pending > limit.hard;
+        let mut over_soft = false;
+        if limit.soft > 0 && pending > limit.soft {
+            let since = *self.over_soft_since.get().get_or_insert_with(Instant::now);
+            self.over_soft_since.set(Some(since));
+            over_soft = since.elapsed().as_secs() >= limit.soft_seconds;
+        } else {
+            self.over_soft_since.set(None);
+        }
+        if over_hard || over_soft {
+            tracing::warn!(
+                client = who.id,
+                addr = %who.addr,
+                "closing a client that overcame its output buffer limit (client-output-buffer-limit pubsub {} {} {}): {pending} bytes waiting",
+                limit.hard,
+                limit.soft,
+                limit.soft_seconds
+            );
+            REGISTRY.with(|r| {
+                let r = r.borrow();
+                r.disconnections.set(r.disconnections.get() + 1);
+            });
+            self.closing.set(true);
+            *self.buf.borrow_mut() = BytesMut::new();
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Appends a frame the connection itself produced for the client (e.g. an invalidation
+    /// for its own write), no limit applied.
+    pub fn push(&self, frame: &Frame, proto: Protocol) {
+        frame.encode(proto, &mut self.buf.borrow_mut());
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once there is something to write, or the client must be closed.
+    pub async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing.get() || !self.buf.borrow().is_empty() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once the client must be closed (its output limit was passed).
+    pub async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing.get() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Moves what is waiting to the end of `out`.
+    pub fn drain_into(&self, out: &mut BytesMut) {
+        let mut buf = self.buf.borrow_mut();
+        if !buf.is_empty() {
+            out.extend_from_slice(&buf);
+            buf.clear();
+        }
+    }
+
+    /// Marks `n` bytes as being written (0 when the write is done).
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(n);
+        if n == 0 && self.buf.borrow().is_empty() {
+            self.over_soft_since.set(None);
+        }
+    }
+}
+
+type Subscribers = BTreeMap<u64, Rc<ClientInfo>>;
+
+/// This shard's subscriptions.
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<Bytes, Subscribers>,
+    patterns: HashMap<Bytes, Subscribers>,
+    shard_channels: HashMap<Bytes, Subscribers>,
+    limit: Cell<Option<OutputLimit>>,
+    disconnections: Cell<u64>,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+/// Sets this shard's `client-output-buffer-limit pubsub` (at startup and on CONFIG SET).
+pub fn set_limit(limit: OutputLimit) {
+    REGISTRY.with(|r| r.borrow().limit.set(Some(limit)));
+}
+
+/// Clients this shard disconnected for their output limit (INFO).
+pub fn disconnections() -> u64 {
+    REGISTRY.with(|r| r.borrow().disconnections.get())
+}
+
+/// One connection's subscriptions (its half of the registry).
+#[derive(Default)]
+pub struct Subscriptions {
+    pub channels: IndexSet<Bytes>,
+    pub patterns: IndexSet<Bytes>,
+    pub shard_channels: IndexSet<Bytes>,
+}
+
+impl Subscriptions {
+    /// Any subscription at all: RESP2 clients are then in the subscribed context.
+    pub fn any(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+    }
+
+    /// Redis's count in (un)subscribe replies: channels and patterns together.
+    fn count(&self) -> i64 {
+        (self.channels.len() + self.patterns.len()) as i64
+    }
+}
+
+/// The three kinds of subscription, as (un)subscribe commands name them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Channel,
+    Pattern,
+    ShardChannel,
+}
+
+impl Space {
+    fn of(name: &str) -> Space {
+        match name {
+            "psubscribe" | "punsubscribe" => Space::Pattern,
+            "ssubscribe" | "sunsubscribe" => Space::ShardChannel,
+            _ => Space::Channel,
+        }
+    }
+
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Space::Channel => ("subscribe", "unsubscribe"),
+            Space::Pattern => ("psubscribe", "punsubscribe"),
+            Space::ShardChannel => ("ssubscribe", "sunsubscribe"),
+        }
+    }
+
+    fn mine(self, subs: &mut Subscriptions) -> &mut IndexSet<Bytes> {
+        match self {
+            Space::Channel => &mut subs.channels,
+            Space::Pattern => &mut subs.patterns,
+            Space::ShardChannel => &mut subs.shard_channels,
+        }
+    }
+
+    fn count(self, subs: &Subscriptions) -> i64 {
+        match self {
+            Space::ShardChannel => subs.shard_channels.len() as i64,
+            _ => subs.count(),
+        }
+    }
+}
+
+fn registry_map(r: &mut Registry, space: Space) -> &mut HashMap<Bytes, Subscribers> {
+    match space {
+        Space::Channel => &mut r.channels,
+        Space::Pattern => &mut r.patterns,
+        Space::ShardChannel => &mut r.shard_channels,
+    }
+}
+
+fn confirmation(word: &'static str, name: Option<&Bytes>, count: i64) -> Frame {
+    Frame::Push(vec![
+        Frame::bulk(word),
+        name.map_or(Frame::Null, |n| Frame::Bulk(n.clone())),
+        Frame::Integer(count),
+    ])
+}
+
+/// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: one confirmation per name.
+pub fn subscribe(session: &mut Session, name: &str, names: &[Bytes]) -> Vec<Frame> {
+    let space = Space::of(name);
+    let (word, _) = space.words();
+    let id = session.info.id;
+    let mut replies = Vec::with_capacity(names.len());
+    for n in names {
+        if space.mine(&mut session.subs).insert(n.clone()) {
+            REGISTRY.with(|r| {
+                registry_map(&mut r.borrow_mut(), space)
+                    .entry(n.clone())
+                    .or_default()
+                    .insert(id, session.info.clone());
+            });
+        }
+        replies.push(confirmation(word, Some(n), space.count(&session.subs)));
+    }
+    replies
+}
+
+/// UNSUBSCRIBE / PUNSUBSCRIBE / SUNSUBSCRIBE: one confirmation per name (every subscription of
+/// that kind without names; a single one with no name when there is none).
+pub fn unsubscribe(session: &mut Session, name: &str, names: &[Bytes]) -> Vec<Frame> {
+    let space = Space::of(name);
+    let (_, word) = space.words();
+    let names: Vec<Bytes> = if names.is_empty() {
+        space.mine(&mut session.subs).iter().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        return vec![confirmation(word, None, space.count(&session.subs))];
+    }
+    names
+        .iter()
+        .map(|n| {
+            if space.mine(&mut session.subs).shift_remove(n) {
+                forget(space, n, session.info.id);
+            }
+            confirmation(word, Some(n), space.count(&session.subs))
+        })
+        .collect()
+}
+
+fn forget(space: Space, name: &Bytes, id: u64) {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let map = registry_map(&mut r, space);
+        if let Some(subs) = map.get_mut(name) {
+            subs.remove(&id);
+            if subs.is_empty() {
+                map.remove(name);
+            }
+        }
+    });
+}
+
+/// Drops every subscription of the connection (RESET, disconnect).
+pub fn forget_all(session: &mut Session) {
+    let subs = std::mem::take(&mut session.subs);
+    let id = session.info.id;
+    for (space, names) in [
+        (Space::Channel, subs.channels),
+        (Space::Pattern, subs.patterns),
+        (Space::ShardChannel, subs.shard_channels),
+    ] {
+        for n in &names {
+            forget(space, n, id);
+        }
+    }
+}
+
+/// A message's encodings, made once per protocol however many subscribers get it.
+struct Encoded {
+    frame: Frame,
+    bytes: [Option<BytesMut>; 2],
+}
+
+impl Encoded {
+    fn new(frame: Frame) -> Encoded {
+        Encoded {
+            frame,
+            bytes: [None, None],
+        }
+    }
+
+    fn send_to(&mut self, info: &ClientInfo, limit: OutputLimit) {
+        let proto = if info.resp.get() == 3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        };
+        let slot = &mut self.bytes[usize::from(proto == Protocol::Resp3)];
+        let frame = &self.frame;
+        let bytes = slot.get_or_insert_with(|| {
+            let mut b = BytesMut::new();
+            frame.encode(proto, &mut b);
+            b
+        });
+        info.out.push_encoded(bytes, limit, info);
+    }
+}
+
+/// Delivers publications to this shard's subscribers; returns how many received each.
+pub fn deliver_here(pubs: &[Publication]) -> Vec<i64> {
+    REGISTRY.with(|r| {
+        let r = r.borrow();
+        let limit = r.limit.get().unwrap_or(OutputLimit::PUBSUB);
+        pubs.iter()
+            .map(|p| {
+                let mut receivers = 0i64;
+                let exact = match p.kind {
+                    Kind::Channel => &r.channels,
+                    Kind::Shard => &r.shard_channels,
+                };
+                if let Some(subs) = exact.get(&p.channel) {
+                    let word = match p.kind {
+                        Kind::Channel => "message",
+                        Kind::Shard => "smessage",
+                    };
+                    let mut msg = Encoded::new(Frame::Push(vec![
+                        Frame::bulk(word),
+                        Frame::Bulk(p.channel.clone()),
+                        Frame::Bulk(p.message.clone()),
+                    ]));
+                    for info in subs.values() {
+                        msg.send_to(info, limit);
+                        receivers += 1;
+                    }
+                }
+                if p.kind == Kind::Channel {
+                    for (pattern, subs) in &r.patterns {
+                        if !glob_match(pattern, &p.channel) {
+                            continue;
+                        }
+                        let mut msg = Encoded::new(Frame::Push(vec![
+                            Frame::bulk("pmessage"),
+                            Frame::Bulk(pattern.clone()),
+                            Frame::Bulk(p.channel.clone()),
+                            Frame::Bulk(p.message.clone()),
+                        ]));
+                        for info in subs.values() {
+                            msg.send_to(info, limit);
+                            receivers += 1;
+                        }
+                    }
+                }
+                receivers
+            })
+            .collect()
+    })
+}
+
+/// Delivers publications on every shard — this one at once, each other one in a single
+/// message — and returns how many subscribers received each, across all shards.
+pub async fn publish(shard: &Shard, pubs: Vec<Publication>) -> Vec<i64> {
+    let mut totals = deliver_here(&pubs);
+    if shard.count() == 1 {
+        return totals;
+    }
+    let pubs = std::sync::Arc::new(pubs);
+    let calls: Vec<_> = (0..shard.count())
+        .filter(|&s| s != shard.id())
+        .map(|s| {
+            let pubs = pubs.clone();
+            shard.call_on(s, move |_| deliver_here(&pubs))
+        })
+        .collect();
+    for counts in join_all(calls).await.into_iter().flatten() {
+        for (t, c) in totals.iter_mut().zip(counts) {
+            *t += c;
+        }
+    }
+    totals
+}
+
+/// This shard's view for PUBSUB: the names of one space with their subscriber counts.
+fn counts_here(
+    space: Space,
+    names: Option<&[Bytes]>,
+    pattern: Option<&Bytes>,
+) -> Vec<(Bytes, i64)> {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let map = registry_map(&mut r, space);
+        match names {
+            Some(names) => names
+                .iter()
+                .map(|n| (n.clone(), map.get(n).map_or(0, |s| s.len() as i64)))
+                .collect(),
+            None => map
+                .iter()
+                .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n)))
+                .map(|(n, s)| (n.clone(), s.len() as i64))
+                .collect(),
+        }
+    })
+}
+
+/// PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARDCHANNELS / SHARDNUMSUB / HELP, over every shard.
+pub async fn pubsub_command(session: &Session, args: &[Bytes]) -> Frame {
+    let sub = args[1].to_ascii_lowercase();
+    let shard = &session.ctx.shard;
+    let gather = |space: Space, names: Option<Vec<Bytes>>, pattern: Option<Bytes>| {
+        shard.call_all(move |_: &Shard| counts_here(space, names.as_deref(), pattern.as_ref()))
+    };
+    match (&sub[..], args.len()) {
+        (b"channels" | b"shardchannels", 2 | 3) => {
+            let space = if sub == b"channels" {
+                Space::Channel
+            } else {
+                Space::ShardChannel
+            };
+            let per_shard = gather(space, None, args.get(2).cloned()).await;
+            let mut names: Vec<Bytes> = per_shard
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|(n, _)| n)
+                .collect();
+            names.sort();
+            names.dedup();
+            Frame::Array(names.into_iter().map(Frame::Bulk).collect())
+        }
+        (b"numsub" | b"shardnumsub", _) => {
+            let space = if sub == b"numsub" {
+                Space::Channel
+            } else {
+                Space::ShardChannel
+            };
+            let names = args[2..].to_vec();
+            let per_shard = gather(space, Some(names.clone()), None).await;
+            let mut totals = vec![0i64; names.len()];
+            for counts in per_shard.into_iter().flatten() {
+                for (t, (_, c)) in totals.iter_mut().zip(counts) {
+                    *t += c;
+                }
+            }
+            Frame::Array(
+                names
+                    .into_iter()
+                    .zip(totals)
+                    .flat_map(|(n, c)| [Frame::Bulk(n), Frame::Integer(c)])
+                    .collect(),
+            )
+        }
+        (b"numpat", 2) => {
+            let per_shard = gather(Space::Pattern, None, None).await;
+            let mut names: Vec<Bytes> = per_shard
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|(n, _)| n)
+                .collect();
+            names.sort();
+            names.dedup();
+            Frame::Integer(names.len() as i64)
+        }
+        (b"help", 2) => Frame::Array(
+            [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
+                "HELP",
+                "    Print this help.",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(s))
+            .collect(),
+        ),
+        _ => reply::unknown_subcommand(&args[1], "pubsub"),
+    }
+}
+
+/// Whether a RESP2 client with subscriptions may run `name` (Redis's subscribed context).
+pub fn allowed_while_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "ssubscribe"
+            | "psubscribe"
+            | "unsubscribe"
+            | "sunsubscribe"
+            | "punsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
+}
+
+/// The error a RESP2 subscriber gets for any other command.
+pub fn not_allowed_while_subscribed(name: &str) -> Frame {
+    Frame::Error(format!(
+        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    ))
+}
+
+thread_local! {
+    /// `notify-keyspace-events` as this shard last heard it: which channels events go to.
+    static NOTIFY: Cell<moon_store::NotifyFlags> = Cell::new(moon_store::NotifyFlags::default());
+}
+
+/// Applies `notify-keyspace-events` on this shard (its store names events, this publishes).
+pub fn set_notify(shard: &Shard, flags: moon_store::NotifyFlags) {
+    NOTIFY.with(|n| n.set(flags));
+    shard.store().set_notify(flags);
+}
+
+/// The channel messages of keyspace events: `__keyspace@<db>__:<key>` → event and
+/// `__keyevent@<db>__:<event>` → key, each as the flags ask, in Redis's order.
+fn publications_of(
+    events: &[moon_store::KeyEvent],
+    flags: moon_store::NotifyFlags,
+) -> Vec<Publication> {
+    let mut pubs = Vec::with_capacity(events.len() * 2);
+    for e in events {
+        if flags.keyspace() {
+            let mut channel = format!("__keyspace@{}__:", e.db).into_bytes();
+            channel.extend_from_slice(&e.key);
+            pubs.push(Publication {
+                kind: Kind::Channel,
+                channel: Bytes::from(channel),
+                message: Bytes::from_static(e.event.as_bytes()),
+            });
+        }
+        if flags.keyevent() {
+            pubs.push(Publication {
+                kind: Kind::Channel,
+                channel: Bytes::from(format!("__keyevent@{}__:{}", e.db, e.event)),
+                message: e.key.clone(),
+            });
+        }
+    }
+    pubs
+}
+
+/// The shard's event sink: publishes its keyspace events on every shard, in order.
+pub fn event_sink(shard: std::rc::Weak<Shard>) -> moon_shard::EventSink {
+    Rc::new(move |events| {
+        let shard = shard.clone();
+        Box::pin(async move {
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
+            let pubs = publications_of(&events, NOTIFY.with(|n| n.get()));
+            if !pubs.is_empty() {
+                publish(&shard, pubs).await;
+            }
+        })
+    })
+}

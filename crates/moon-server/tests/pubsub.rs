@@ -1,0 +1,407 @@
+//! Pub/sub against the real binary with a real client: subscribers on every shard (RESP2 and
+//! RESP3), patterns, shard channels, the subscribed context, ordering per publisher, slow
+//! subscribers cut off at their output limit, and keyspace notifications (writes,
+//! expirations, evictions) delivered through the same path.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{eventually, expect_err, MoonServer};
+use redis::{PushKind, Value};
+
+fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
+    redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
+}
+
+/// The shard serving a connection (CLIENT INFO's `shard=`).
+fn shard_of(con: &mut redis::Connection) -> usize {
+    let info: String = cmd(con, &["CLIENT", "INFO"]);
+    info.split_whitespace()
+        .find_map(|f| f.strip_prefix("shard="))
+        .and_then(|n| n.parse().ok())
+        .expect("CLIENT INFO has shard=")
+}
+
+/// Connections until there is one on each of `shards` shards (the kernel spreads them).
+fn one_per_shard(s: &MoonServer, shards: usize) -> Vec<redis::Connection> {
+    let mut found: Vec<Option<redis::Connection>> = (0..shards).map(|_| None).collect();
+    for _ in 0..200 {
+        let mut c = s.client();
+        let i = shard_of(&mut c);
+        if found[i].is_none() {
+            found[i] = Some(c);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("200 connections never reached every shard");
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A RESP2 subscriber's next message as (kind, pattern or "", channel, payload).
+fn next_msg(p: &mut redis::PubSub<'_>) -> (String, String, String) {
+    let m = p.get_message().expect("a message within the read timeout");
+    let pattern: Option<String> = m.get_pattern().ok();
+    (
+        pattern.unwrap_or_default(),
+        m.get_channel_name().to_string(),
+        m.get_payload::<String>().expect("payload"),
+    )
+}
+
+#[test]
+fn resp2_subscribers_on_every_shard_get_every_publication() {
+    let s = MoonServer::start(2, &[]);
+    let mut subs = one_per_shard(&s, 2);
+    let mut publishers = one_per_shard(&s, 2);
+    let mut ps: Vec<redis::PubSub<'_>> = subs.iter_mut().map(|c| c.as_pubsub()).collect();
+    for p in ps.iter_mut() {
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        p.subscribe("news").unwrap();
+        p.psubscribe("n*").unwrap();
+    }
+    // From each shard: 2 subscribers x (channel + pattern) = 4 receivers.
+    for (i, publisher) in publishers.iter_mut().enumerate() {
+        let n: i64 = cmd(publisher, &["PUBLISH", "news", &format!("from-{i}")]);
+        assert_eq!(n, 4, "receivers across both shards");
+    }
+    assert_eq!(
+        cmd::<i64>(&mut publishers[0], &["PUBLISH", "other", "x"]),
+        0
+    );
+    for p in ps.iter_mut() {
+        for i in 0..2 {
+            let mut got = vec![next_msg(p), next_msg(p)];
+            got.sort();
+            assert_eq!(
+                got,
+                vec![
+                    (String::new(), "news".into(), format!("from-{i}")),
+                    ("n*".into(), "news".into(), format!("from-{i}")),
+                ]
+            );
+        }
+    }
+    // Introspection sees both shards' subscriptions.
+    let numsub: Vec<Value> = cmd(&mut publishers[0], &["PUBSUB", "NUMSUB", "news", "none"]);
+    assert_eq!(
+        numsub.iter().map(text).collect::<Vec<_>>(),
+        ["news", "2", "none", "0"]
+    );
+    assert_eq!(
+        cmd::<Vec<String>>(&mut publishers[1], &["PUBSUB", "CHANNELS"]),
+        ["news"]
+    );
+    assert_eq!(cmd::<i64>(&mut publishers[1], &["PUBSUB", "NUMPAT"]), 1);
+    // Unsubscribing everywhere leaves no receiver.
+    for p in ps.iter_mut() {
+        p.unsubscribe("news").unwrap();
+        p.punsubscribe("n*").unwrap();
+    }
+    drop(ps);
+    assert_eq!(
+        cmd::<i64>(&mut publishers[0], &["PUBLISH", "news", "late"]),
+        0
+    );
+    assert_eq!(
+        cmd::<Vec<String>>(&mut publishers[0], &["PUBSUB", "CHANNELS"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn one_publishers_messages_arrive_in_order_on_every_shard() {
+    let s = MoonServer::start(2, &[]);
+    let mut subs = one_per_shard(&s, 2);
+    let mut ps: Vec<redis::PubSub<'_>> = subs.iter_mut().map(|c| c.as_pubsub()).collect();
+    for p in ps.iter_mut() {
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        p.subscribe("seq").unwrap();
+    }
+    // Two publishers (one per shard), each pipelining its sequence.
+    let mut publishers = one_per_shard(&s, 2);
+    for (i, publisher) in publishers.iter_mut().enumerate() {
+        let mut pipe = redis::pipe();
+        for n in 0..500 {
+            pipe.cmd("PUBLISH").arg("seq").arg(format!("{i}:{n}"));
+        }
+        let counts: Vec<i64> = pipe.query(publisher).unwrap();
+        assert!(counts.iter().all(|&c| c == 2), "every publish reached both");
+    }
+    for p in ps.iter_mut() {
+        let mut next = [0usize; 2];
+        for _ in 0..1000 {
+            let (_, _, payload) = next_msg(p);
+            let (who, n) = payload.split_once(':').unwrap();
+            let who: usize = who.parse().unwrap();
+            assert_eq!(
+                n.parse::<usize>().unwrap(),
+                next[who],
+                "publisher {who} out of order"
+            );
+            next[who] += 1;
+        }
+    }
+}
+
+#[test]
+fn resp3_subscribers_get_pushes_and_keep_running_commands() {
+    let s = MoonServer::start(2, &[]);
+    let url = format!("{}?protocol=resp3", s.url());
+    let client = redis::Client::open(url).unwrap();
+    let mut found = Vec::new();
+    let mut shards_seen = [false; 2];
+    while found.len() < 2 {
+        let mut c = client.get_connection().unwrap();
+        let sh = shard_of(&mut c);
+        if !shards_seen[sh] {
+            shards_seen[sh] = true;
+            found.push(c);
+        }
+    }
+    let mut rxs = Vec::new();
+    for c in found.iter_mut() {
+        let (tx, rx) = mpsc::channel();
+        c.set_push_sender(tx);
+        c.subscribe_resp3("chat").unwrap();
+        redis::cmd("SSUBSCRIBE")
+            .arg("room")
+            .set_no_response(true)
+            .exec(c)
+            .unwrap();
+        rxs.push(rx);
+    }
+    let mut publisher = s.client();
+    assert_eq!(cmd::<i64>(&mut publisher, &["PUBLISH", "chat", "hi"]), 2);
+    assert_eq!(cmd::<i64>(&mut publisher, &["SPUBLISH", "room", "yo"]), 2);
+    assert_eq!(
+        cmd::<Vec<Value>>(&mut publisher, &["PUBSUB", "SHARDNUMSUB", "room"])
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>(),
+        ["room", "2"]
+    );
+    for (c, rx) in found.iter_mut().zip(&rxs) {
+        // Normal commands keep working on a RESP3 subscriber; pushes that arrived before
+        // this reply are delivered before it.
+        assert_eq!(cmd::<String>(c, &["SET", "k", "v"]), "OK");
+        assert_eq!(cmd::<String>(c, &["GET", "k"]), "v");
+        let pushes: Vec<redis::PushInfo> = rx.try_iter().collect();
+        let kinds: Vec<(PushKind, Vec<String>)> = pushes
+            .into_iter()
+            .map(|p| (p.kind, p.data.iter().map(text).collect()))
+            .collect();
+        assert!(kinds.contains(&(PushKind::Subscribe, vec!["chat".into(), "1".into()])));
+        assert!(kinds.contains(&(PushKind::SSubscribe, vec!["room".into(), "1".into()])));
+        assert!(
+            kinds.contains(&(PushKind::Message, vec!["chat".into(), "hi".into()])),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&(PushKind::SMessage, vec!["room".into(), "yo".into()])),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn resp2_subscribed_context_allows_only_pubsub_commands() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    // SUBSCRIBE sent as a plain command: its confirmation is its reply.
+    let confirm: Vec<Value> = cmd(&mut c, &["SUBSCRIBE", "a"]);
+    assert_eq!(
+        confirm.iter().map(text).collect::<Vec<_>>(),
+        ["subscribe", "a", "1"]
+    );
+    let e = expect_err(&mut c, &["GET", "k"]);
+    assert_eq!(
+        e,
+        "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    );
+    // PING answers as a message; RESET leaves the subscribed context.
+    let pong: Vec<String> = cmd(&mut c, &["PING"]);
+    assert_eq!(pong, ["pong", ""]);
+    assert_eq!(cmd::<String>(&mut c, &["RESET"]), "RESET");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "k"]), None);
+    let mut other = s.client();
+    assert_eq!(
+        cmd::<i64>(&mut other, &["PUBLISH", "a", "x"]),
+        0,
+        "RESET unsubscribed"
+    );
+}
+
+/// A subscriber that never reads is disconnected once its pending output passes the hard
+/// limit; the publisher and everyone else keep working, and the server says why.
+#[test]
+fn a_subscriber_that_never_reads_is_cut_off_at_its_output_limit() {
+    let s = MoonServer::start(2, &["--client-output-buffer-limit", "pubsub 1mb 256kb 60"]);
+    // A raw socket that subscribes and then never reads again.
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+        .unwrap();
+    let mut confirm = [0u8; 64];
+    let n = slow.read(&mut confirm).unwrap();
+    assert!(confirm[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+    let mut publisher = s.client();
+    let payload = "x".repeat(64 * 1024);
+    // The kernel's socket buffers take a few MB; past them the server holds the rest, up to
+    // 1 MB, then disconnects the subscriber: PUBLISH then counts no receiver.
+    let mut sent = 0;
+    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
+        sent += 1;
+        assert!(sent < 10_000, "the slow subscriber was never disconnected");
+    }
+    assert!(eventually(Duration::from_secs(10), || s
+        .log_text()
+        .contains(
+            "closing a client that overcame its output buffer limit"
+        )));
+    let info: String = cmd(&mut publisher, &["INFO", "stats"]);
+    assert!(
+        info.contains("client_output_buffer_limit_disconnections:1"),
+        "{info}"
+    );
+    assert_eq!(cmd::<String>(&mut publisher, &["PING"]), "PONG");
+}
+
+#[test]
+fn client_output_buffer_limit_is_a_config_key() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let get = |c: &mut redis::Connection| -> String {
+        let v: Vec<String> = cmd(c, &["CONFIG", "GET", "client-output-buffer-limit"]);
+        v[1].clone()
+    };
+    assert_eq!(
+        get(&mut c),
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+    );
+    let _: String = cmd(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 2mb 1mb 5",
+        ],
+    );
+    assert!(get(&mut c).ends_with("pubsub 2097152 1048576 5"));
+    let e = expect_err(
+        &mut c,
+        &["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1"],
+    );
+    assert!(e.contains("client-output-buffer-limit"), "{e}");
+}
+
+/// Keyspace events for writes, expirations and evictions, from a key on any shard to a
+/// subscriber on any shard, in the order they happened.
+#[test]
+fn keyspace_notifications_reach_subscribers_on_every_shard() {
+    let s = MoonServer::start(2, &["--notify-keyspace-events", "KEA"]);
+    let mut subs = one_per_shard(&s, 2);
+    let mut ps: Vec<redis::PubSub<'_>> = subs.iter_mut().map(|c| c.as_pubsub()).collect();
+    for p in ps.iter_mut() {
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        p.psubscribe("__key*__:*").unwrap();
+    }
+    let mut c = s.client();
+    let _: String = cmd(&mut c, &["SET", "foo", "bar", "PX", "200"]);
+    let _: i64 = cmd(&mut c, &["HSET", "h", "f", "v"]);
+    let _: i64 = cmd(&mut c, &["HDEL", "h", "f"]);
+    let _: i64 = cmd(&mut c, &["INCR", "n"]);
+    let _: String = cmd(&mut c, &["SELECT", "3"]);
+    let _: i64 = cmd(&mut c, &["SADD", "s", "m"]);
+    let expected = [
+        ("__keyspace@0__:foo", "set"),
+        ("__keyevent@0__:set", "foo"),
+        ("__keyspace@0__:foo", "expire"),
+        ("__keyevent@0__:expire", "foo"),
+        ("__keyspace@0__:h", "hset"),
+        ("__keyevent@0__:hset", "h"),
+        ("__keyspace@0__:h", "hdel"),
+        ("__keyevent@0__:hdel", "h"),
+        ("__keyspace@0__:h", "del"),
+        ("__keyevent@0__:del", "h"),
+        ("__keyspace@0__:n", "incrby"),
+        ("__keyevent@0__:incrby", "n"),
+        ("__keyspace@3__:s", "sadd"),
+        ("__keyevent@3__:sadd", "s"),
+        // Removed by active expiry, announced when it is actually removed.
+        ("__keyspace@0__:foo", "expired"),
+        ("__keyevent@0__:expired", "foo"),
+    ];
+    for p in ps.iter_mut() {
+        // Events of different keys come from different shards: compare per key, in order.
+        let got: Vec<(String, String)> = (0..expected.len())
+            .map(|_| {
+                let (_, ch, payload) = next_msg(p);
+                (ch, payload)
+            })
+            .collect();
+        for key in ["foo", "h", "n", "s"] {
+            let of = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+                v.into_iter()
+                    .filter(|(ch, payload)| ch.ends_with(&format!(":{key}")) || payload == key)
+                    .collect()
+            };
+            let want = of(expected
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect());
+            assert_eq!(of(got.clone()), want, "events of {key}");
+        }
+    }
+}
+
+#[test]
+fn keyspace_notifications_for_evictions_and_class_masks() {
+    let s = MoonServer::start(
+        1,
+        &[
+            "--maxmemory-policy",
+            "allkeys-random",
+            "--notify-keyspace-events",
+            "Ee",
+        ],
+    );
+    let mut sub = s.client();
+    let mut p = sub.as_pubsub();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    p.psubscribe("__keyevent@0__:*").unwrap();
+    let mut c = s.client();
+    // Only evictions are on: writes publish nothing.
+    let _: String = cmd(&mut c, &["SET", "victim", "v"]);
+    let _: String = cmd(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    let _: Result<String, _> = redis::cmd("SET")
+        .arg("next")
+        .arg("v")
+        .query::<String>(&mut c);
+    let (_, ch, payload) = next_msg(&mut p);
+    assert_eq!(
+        (ch.as_str(), payload.as_str()),
+        ("__keyevent@0__:evicted", "victim")
+    );
+    // CONFIG GET shows the flags in Redis's canonical form.
+    let _: String = cmd(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+    let v: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "notify-keyspace-events"]);
+    assert_eq!(v[1], "AK");
+    let e = expect_err(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Q"]);
+    assert!(e.contains("notify-keyspace-events"), "{e}");
+}
