@@ -64,7 +64,7 @@ pub async fn connection_command(
             None => err(reply::NOT_INTEGER),
         },
         // Only shards run it, right before a command of a batch; never a client.
-        "moon.db" => reply::unknown_command(args),
+        "moon.db" | "moon.track" => reply::unknown_command(args),
         "auth" => auth(session, args),
         "hello" => hello(session, args),
         "time" => {
@@ -269,6 +269,14 @@ async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             ));
         }
         Frame::OK
+    } else if eq(sub, "tracking") && args.len() >= 3 {
+        crate::tracking::tracking_command(session, args).await
+    } else if eq(sub, "caching") && args.len() == 3 {
+        crate::tracking::caching_command(session, args)
+    } else if eq(sub, "getredir") && args.len() == 2 {
+        crate::tracking::getredir(session)
+    } else if eq(sub, "trackinginfo") && args.len() == 2 {
+        crate::tracking::trackinginfo(session)
     } else if eq(sub, "reply") && args.len() == 3 {
         // OFF and SKIP answer nothing; the connection drops what follows (`conn`).
         session.reply = if eq(&args[2], "on") {

@@ -53,6 +53,8 @@ pub struct ClientInfo {
     pub out: crate::pubsub::Outbox,
     /// The shard serving the connection (CLIENT LIST's last field, Moon's own).
     pub shard: usize,
+    /// CLIENT TRACKING settings; `None` = off.
+    pub tracking: RefCell<Option<crate::tracking::TrackingState>>,
 }
 
 impl ClientInfo {
@@ -111,6 +113,8 @@ pub struct Session {
     pub subs: crate::pubsub::Subscriptions,
     /// CLIENT REPLY.
     pub reply: ReplyMode,
+    /// CLIENT CACHING YES/NO: applies to the next command (OPTIN / OPTOUT tracking).
+    pub caching: Option<bool>,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
@@ -190,6 +194,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         sub_counts: Cell::new((0, 0, 0)),
         out: crate::pubsub::Outbox::default(),
         shard: ctx.shard.id(),
+        tracking: RefCell::new(None),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     ShardCounters::add(&counters.connections_received, 1);
@@ -211,6 +216,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         tx: None,
         subs: crate::pubsub::Subscriptions::default(),
         reply: ReplyMode::On,
+        caching: None,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -342,6 +348,7 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
     let _ = stream.close().await;
     crate::txn::unwatch_all(&mut session).await;
     crate::pubsub::forget_all(&mut session);
+    tracking_off(&session).await;
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
@@ -396,6 +403,8 @@ struct Plan {
     db: usize,
     /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
     publishes: Vec<crate::pubsub::Publication>,
+    /// The tracking reader (`MOON.TRACK`) of the command being planned, if any.
+    track: Option<Bytes>,
 }
 
 impl Plan {
@@ -405,6 +414,7 @@ impl Plan {
             slots: Vec::new(),
             db: 0,
             publishes: Vec::new(),
+            track: None,
         }
     }
 
@@ -426,6 +436,9 @@ impl Plan {
     fn push(&mut self, shard: usize, args: Vec<Bytes>) -> usize {
         if self.db != 0 {
             self.batches[shard].push(moon_store::select_db(self.db));
+        }
+        if let Some(reader) = &self.track {
+            self.batches[shard].push(vec![Bytes::from_static(b"MOON.TRACK"), reader.clone()]);
         }
         self.batches[shard].push(args);
         self.batches[shard].len() - 1
@@ -645,6 +658,18 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         };
         let spec = req.spec;
         plan.db = session.db;
+        plan.track = None;
+        if session.info.tracking.borrow().is_some() && req.runs_in_store() {
+            plan.track = crate::tracking::reader_for(
+                session,
+                spec.flags.contains(&"readonly"),
+                spec.is_write(),
+            );
+        }
+        if spec.name != "client" {
+            // CLIENT CACHING applies to the one command after it.
+            session.caching = None;
+        }
         session.info.last_cmd.set(spec.name);
         if panic_seam().is_some_and(|name| name == spec.name) {
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
@@ -809,6 +834,18 @@ async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut
     }
 }
 
+/// Forgets the connection's tracked keys on every shard (TRACKING OFF, RESET, disconnect).
+async fn tracking_off(session: &Session) {
+    if session.info.tracking.borrow_mut().take().is_some() {
+        let id = session.info.id;
+        session
+            .ctx
+            .shard
+            .call_all(move |s: &moon_shard::Shard| s.store().forget_tracking(id))
+            .await;
+    }
+}
+
 /// RESET: the connection's state as a new connection has it.
 async fn reset(session: &mut Session) {
     session.multi.queued = None;
@@ -816,6 +853,8 @@ async fn reset(session: &mut Session) {
     crate::txn::unwatch_all(session).await;
     crate::pubsub::forget_all(session);
     session.note_subscriptions();
+    tracking_off(session).await;
+    session.caching = None;
     session.db = 0;
     session.info.db.set(0);
     session.proto = Protocol::Resp2;

@@ -12,6 +12,7 @@ mod persistence;
 mod pubsub;
 mod rewrite;
 mod server;
+mod tracking;
 mod txn;
 
 use std::path::PathBuf;

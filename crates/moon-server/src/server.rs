@@ -250,6 +250,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     crate::pubsub::set_notify(&shard, notify);
                     crate::pubsub::set_limit(pubsub_limit);
                     shard.set_event_sink(crate::pubsub::event_sink(Rc::downgrade(&shard)));
+                    shard.set_invalidation_sink(crate::tracking::invalidation_sink(Rc::downgrade(
+                        &shard,
+                    )));
+                    crate::tracking::init(&shard);
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

@@ -405,3 +405,142 @@ fn keyspace_notifications_for_evictions_and_class_masks() {
     let e = expect_err(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Q"]);
     assert!(e.contains("notify-keyspace-events"), "{e}");
 }
+
+/// A RESP3 connection on `shard`, with its pushes going to the returned receiver.
+fn resp3_on(s: &MoonServer, shard: usize) -> (redis::Connection, mpsc::Receiver<redis::PushInfo>) {
+    let client = redis::Client::open(format!("{}?protocol=resp3", s.url())).unwrap();
+    for _ in 0..200 {
+        let mut c = client.get_connection().unwrap();
+        if shard_of(&mut c) == shard {
+            let (tx, rx) = mpsc::channel();
+            c.set_push_sender(tx);
+            return (c, rx);
+        }
+    }
+    panic!("no connection landed on shard {shard}");
+}
+
+/// The keys of the invalidation pushes received so far (pumping the connection with PING
+/// until `want` keys arrived or 10 s passed); `None` stands for a flush.
+fn invalidated(
+    c: &mut redis::Connection,
+    rx: &mpsc::Receiver<redis::PushInfo>,
+    want: usize,
+) -> Vec<Option<String>> {
+    let mut keys = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        let _: String = cmd(c, &["PING"]);
+        for p in rx.try_iter() {
+            if p.kind == PushKind::Invalidate {
+                match p.data.first() {
+                    Some(Value::Array(ks)) => keys.extend(ks.iter().map(|k| Some(text(k)))),
+                    _ => keys.push(None),
+                }
+            }
+        }
+        keys.len() >= want
+    });
+    keys.sort();
+    keys
+}
+
+#[test]
+fn tracking_invalidates_keys_read_on_any_shard() {
+    let s = MoonServer::start(2, &[]);
+    let keys = common::keys_on_different_shards(2);
+    let (a, b) = (&keys[0], &keys[1]);
+    for home in 0..2 {
+        let (mut reader, rx) = resp3_on(&s, home);
+        let _: String = cmd(&mut reader, &["CLIENT", "TRACKING", "ON"]);
+        assert_eq!(cmd::<i64>(&mut reader, &["CLIENT", "GETREDIR"]), 0);
+        let _: Vec<Option<String>> = cmd(&mut reader, &["MGET", a, b]);
+        let mut writer = s.client();
+        let _: String = cmd(&mut writer, &["MSET", a, "1", b, "2"]);
+        assert_eq!(
+            invalidated(&mut reader, &rx, 2),
+            [Some(a.clone()), Some(b.clone())],
+            "reader on shard {home}"
+        );
+        // One-shot: a second write of keys not read again tells nothing; a read re-arms.
+        let _: String = cmd(&mut writer, &["MSET", a, "3", b, "4"]);
+        let _: Option<String> = cmd(&mut reader, &["GET", a]);
+        let _: i64 = cmd(&mut writer, &["DEL", a]);
+        assert_eq!(invalidated(&mut reader, &rx, 1), [Some(a.clone())]);
+        // Expiry invalidates too, and FLUSHALL invalidates everything (null).
+        let _: String = cmd(&mut writer, &["SET", b, "v", "PX", "100"]);
+        let _: Option<String> = cmd(&mut reader, &["GET", b]);
+        assert_eq!(invalidated(&mut reader, &rx, 1), [Some(b.clone())]);
+        let _: Option<String> = cmd(&mut reader, &["GET", a]);
+        let _: String = cmd(&mut writer, &["FLUSHALL"]);
+        assert_eq!(invalidated(&mut reader, &rx, 1), [None]);
+        let _: String = cmd(&mut reader, &["CLIENT", "TRACKING", "OFF"]);
+        assert_eq!(cmd::<i64>(&mut reader, &["CLIENT", "GETREDIR"]), -1);
+    }
+}
+
+#[test]
+fn tracking_bcast_optin_noloop_and_redirect() {
+    let s = MoonServer::start(2, &[]);
+    let mut writer = s.client();
+    // BCAST with a prefix: told of any matching key's change, no read needed.
+    let (mut b, brx) = resp3_on(&s, 1);
+    let _: String = cmd(
+        &mut b,
+        &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:"],
+    );
+    let _: String = cmd(&mut writer, &["SET", "user:1", "x"]);
+    let _: String = cmd(&mut writer, &["SET", "order:1", "x"]);
+    let _: String = cmd(&mut writer, &["SET", "user:2", "x"]);
+    assert_eq!(
+        invalidated(&mut b, &brx, 2),
+        [Some("user:1".into()), Some("user:2".into())]
+    );
+    // OPTIN: only the read right after CLIENT CACHING YES is tracked.
+    let (mut o, orx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut o, &["CLIENT", "TRACKING", "ON", "OPTIN"]);
+    let _: Option<String> = cmd(&mut o, &["GET", "k1"]);
+    let _: String = cmd(&mut o, &["CLIENT", "CACHING", "YES"]);
+    let _: Option<String> = cmd(&mut o, &["GET", "k2"]);
+    let _: String = cmd(&mut writer, &["MSET", "k1", "1", "k2", "2"]);
+    assert_eq!(invalidated(&mut o, &orx, 1), [Some("k2".into())]);
+    // NOLOOP: the client's own write does not invalidate its own read.
+    let _: String = cmd(&mut o, &["CLIENT", "TRACKING", "ON", "NOLOOP"]);
+    let _: Option<String> = cmd(&mut o, &["GET", "k3"]);
+    let _: String = cmd(&mut o, &["SET", "k3", "mine"]);
+    let _: Option<String> = cmd(&mut o, &["GET", "k4"]);
+    let _: String = cmd(&mut writer, &["SET", "k4", "theirs"]);
+    assert_eq!(invalidated(&mut o, &orx, 1), [Some("k4".into())]);
+    // REDIRECT to a RESP2 subscriber of __redis__:invalidate on another shard.
+    let mut target = one_per_shard(&s, 2).remove(1);
+    let target_id: i64 = cmd(&mut target, &["CLIENT", "ID"]);
+    let mut sub = target.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sub.subscribe("__redis__:invalidate").unwrap();
+    let (mut r, _rrx) = resp3_on(&s, 0);
+    let _: String = cmd(
+        &mut r,
+        &[
+            "CLIENT",
+            "TRACKING",
+            "ON",
+            "REDIRECT",
+            &target_id.to_string(),
+        ],
+    );
+    assert_eq!(cmd::<i64>(&mut r, &["CLIENT", "GETREDIR"]), target_id);
+    let _: Option<String> = cmd(&mut r, &["GET", "watched"]);
+    let _: String = cmd(&mut writer, &["SET", "watched", "1"]);
+    let m = sub.get_message().expect("invalidation message");
+    assert_eq!(m.get_channel_name(), "__redis__:invalidate");
+    assert_eq!(m.get_payload::<Vec<String>>().unwrap(), ["watched"]);
+    // Redis's errors.
+    let e = expect_err(&mut r, &["CLIENT", "TRACKING", "ON", "PREFIX", "x"]);
+    assert_eq!(e, "ERR PREFIX option requires BCAST mode to be enabled");
+    let e = expect_err(&mut r, &["CLIENT", "TRACKING", "ON", "REDIRECT", "999999"]);
+    assert_eq!(e, "ERR The client ID you want redirect to does not exist");
+    let e = expect_err(&mut writer, &["CLIENT", "CACHING", "YES"]);
+    assert!(
+        e.starts_with("ERR CLIENT CACHING can be called only"),
+        "{e}"
+    );
+}

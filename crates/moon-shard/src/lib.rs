@@ -19,5 +19,5 @@ pub mod txn;
 mod replay_check;
 
 pub use runtime::{now_ms, start, ShardSetConfig};
-pub use shard::{join_all, EventSink, Shard, ShardCounters};
+pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters};
 pub use txn::{Tx, TxId};

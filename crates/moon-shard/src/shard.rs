@@ -128,7 +128,14 @@ pub struct Shard {
     events_waker: Cell<Option<std::task::Waker>>,
     /// Where safe events go (the server's pub/sub); none: they are dropped.
     event_sink: RefCell<Option<EventSink>>,
+    /// Where invalidations for tracking clients go (at once: telling a client early that a
+    /// key changed is always safe).
+    invalidation_sink: RefCell<Option<InvalidationSink>>,
 }
+
+/// Receives invalidations owed to tracking clients, on the shard's thread; must not block or
+/// touch the store (it runs while the store is borrowed).
+pub type InvalidationSink = Rc<dyn Fn(Vec<moon_store::tracking::Invalidation>)>;
 
 /// Receives a batch of keyspace events whose records are safe, on the shard's thread; the
 /// next batch waits until the returned future is done (events keep their order).
@@ -199,6 +206,7 @@ impl Shard {
             events: RefCell::new(std::collections::VecDeque::new()),
             events_waker: Cell::new(None),
             event_sink: RefCell::new(None),
+            invalidation_sink: RefCell::new(None),
         });
         if let Some(mut receivers) = receivers {
             for (_peer, rx) in receivers.streams() {
@@ -304,6 +312,11 @@ impl Shard {
         self.id
     }
 
+    /// Where this shard's invalidations for tracking clients go.
+    pub fn set_invalidation_sink(&self, sink: InvalidationSink) {
+        *self.invalidation_sink.borrow_mut() = Some(sink);
+    }
+
     /// Where this shard's keyspace events go once their records are safe.
     pub fn set_event_sink(&self, sink: EventSink) {
         *self.event_sink.borrow_mut() = Some(sink);
@@ -313,7 +326,16 @@ impl Shard {
     /// queues them behind the shard's latest LSN. Inside a cross-shard transaction they stay
     /// in the store until its commit appended the transaction's record.
     pub(crate) fn queue_events(&self, store: &mut Store) {
-        if !store.has_events() || self.lock_holder.get().is_some() {
+        if self.lock_holder.get().is_some() {
+            return;
+        }
+        if store.has_invalidations() {
+            let owed = store.take_invalidations();
+            if let Some(sink) = self.invalidation_sink.borrow().as_ref() {
+                sink(owed);
+            }
+        }
+        if !store.has_events() {
             return;
         }
         let lsn = self.aof.borrow().as_ref().map_or(0, |w| w.last_assigned());

@@ -352,6 +352,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     // The database of the command that follows it, in a shard's batch and in the log; the
     // server refuses it from clients.
     cmd!(Server: "moon.db", 2, &["noscript", "fast"], 0, 0, 0, Connection),
+    // The tracking client (CLIENT TRACKING) whose command follows it in a shard's batch;
+    // never logged, refused from clients.
+    cmd!(Server: "moon.track", 2, &["noscript", "fast"], 0, 0, 0, Connection),
     cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod reply;
 pub mod slot;
 mod store;
+pub mod tracking;
 pub mod value;
 
 pub use evict::{EvictionPolicy, MemoryLimit};

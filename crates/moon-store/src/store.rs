@@ -16,6 +16,7 @@ use crate::evict::MemoryLimit;
 use crate::keyspace::{Keyspace, Removal, Value};
 use crate::notify::{class, KeyEvent, NotifyFlags};
 use crate::reply::{self, err};
+use crate::tracking::{Invalidation, Reader, Tracking};
 
 /// At most this many keys, or this many bytes of keys and values, are evicted before one
 /// command (see `Store::make_room`).
@@ -82,6 +83,11 @@ pub struct Store {
     events_mark: usize,
     /// Collections a command emptied (and so removed): a `del` event each after its own.
     emptied: Vec<Bytes>,
+    /// CLIENT TRACKING: who read what here, and the reader `MOON.TRACK` named for the next
+    /// command (its keys are remembered if it reads; it is the writer if it writes).
+    tracking: Tracking,
+    track_next: Option<Reader>,
+    writer: Option<u64>,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -179,7 +185,29 @@ impl Store {
             current: "",
             events_mark: 0,
             emptied: Vec::new(),
+            tracking: Tracking::default(),
+            track_next: None,
+            writer: None,
         }
+    }
+
+    /// Invalidations owed to tracking clients since the last call.
+    pub fn take_invalidations(&mut self) -> Vec<Invalidation> {
+        self.tracking.take_pending()
+    }
+
+    pub fn has_invalidations(&self) -> bool {
+        self.tracking.has_pending()
+    }
+
+    /// CLIENT TRACKING ON BCAST: `reader` hears of every change of a key under `prefixes`.
+    pub fn track_broadcast(&mut self, reader: Reader, prefixes: Vec<Bytes>) {
+        self.tracking.broadcast(reader, prefixes);
+    }
+
+    /// CLIENT TRACKING OFF, or the client left.
+    pub fn forget_tracking(&mut self, client: u64) {
+        self.tracking.forget(client);
     }
 
     /// Turns keyspace notifications on or off (`notify-keyspace-events`).
@@ -369,6 +397,7 @@ impl Store {
     /// Back in database 0 if a `MOON.DB` is still pending: its command was refused before it
     /// ran (MISCONF), and nothing after it may run in that database.
     pub fn drop_pending_db(&mut self) {
+        self.track_next = None;
         if std::mem::take(&mut self.db_pending) {
             self.select(0);
         }
@@ -598,6 +627,9 @@ impl Store {
     /// Marks the keys a logged effect changes as modified, for WATCH. Every change to the
     /// keyspace passes through one of the `log_*` functions, so this sees them all.
     fn touch(&mut self, parts: &[&[u8]]) {
+        if !self.tracking.is_empty() && !parts.is_empty() {
+            self.invalidate(parts);
+        }
         if self.watched.is_empty() || parts.is_empty() {
             return;
         }
@@ -621,6 +653,24 @@ impl Store {
         }
     }
 
+    /// The keys an effect changes are owed to their tracking readers.
+    fn invalidate(&mut self, parts: &[&[u8]]) {
+        let name = parts[0];
+        if ["FLUSHALL", "FLUSHDB", "SWAPDB"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            return self.tracking.flushed();
+        }
+        let Some(spec) = crate::command::lookup(name) else {
+            return;
+        };
+        let keys: Vec<&[u8]> = spec.keys(parts).copied().collect();
+        for key in keys {
+            self.tracking.changed(key, self.writer);
+        }
+    }
+
     /// Logs the keyspace's expirations since the last record as `DEL`s, so that each sits in
     /// the log exactly where it happened: before the write that follows it. Every `log_*`
     /// function calls this first, and [`Store::execute`] once more at the end (a read may
@@ -636,6 +686,13 @@ impl Store {
                     Removal::Key(k) => self.event(class::EXPIRED, "expired", db, k.clone()),
                     Removal::Evicted(k) => self.event(class::EVICTED, "evicted", db, k.clone()),
                     Removal::Field(k, _) => self.event(class::HASH, "hexpired", db, k.clone()),
+                }
+            }
+            if !self.tracking.is_empty() {
+                match &removal {
+                    Removal::Key(k) | Removal::Evicted(k) | Removal::Field(k, _) => {
+                        self.tracking.changed(k, None)
+                    }
                 }
             }
             let cmd = match removal {
@@ -707,7 +764,7 @@ impl Store {
 
     fn log_args(&mut self, args: &[Bytes]) {
         self.log_expired();
-        if !self.watched.is_empty() || !self.notify.is_off() {
+        if !self.watched.is_empty() || !self.notify.is_off() || !self.tracking.is_empty() {
             let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
             self.touch(&parts);
             self.note_effect(&parts);
@@ -846,7 +903,22 @@ impl Store {
                 _ => err("ERR DB index is out of range"),
             };
         }
+        if spec.name == "moon.track" {
+            // The next command is a tracking client's (see `crate::tracking`).
+            self.track_next = Reader::decode(&args[1]);
+            return Frame::OK;
+        }
+        let reader = self.track_next.take();
+        self.writer = reader.map(|r| r.client);
         let reply = self.execute_in_db(spec, args, now);
+        self.writer = None;
+        if let Some(reader) = reader {
+            if spec.flags.contains(&"readonly") && !reply.is_error() {
+                for key in spec.keys(args) {
+                    self.tracking.remember(reader, key);
+                }
+            }
+        }
         if std::mem::take(&mut self.db_pending) {
             self.select(0);
         }

@@ -1,0 +1,355 @@
+//! Client-side caching on the connection side: CLIENT TRACKING / CACHING / GETREDIR /
+//! TRACKINGINFO, which commands carry `MOON.TRACK` to their key's shard, and delivery of the
+//! invalidations shards send back (see `moon_store::tracking` for the table itself).
+//!
+//! An invalidation goes to the tracking client's own shard, then to the client itself (a
+//! RESP3 push `invalidate`) or to its REDIRECT client, which may live on any shard: a RESP3
+//! redirect target gets the push, a RESP2 one gets a `__redis__:invalidate` message if it is
+//! subscribed (Redis's rules). Invalidations are sent as soon as the change ran: telling a
+//! client early that a key changed is always safe.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use moon_proto::{Frame, Protocol};
+use moon_shard::Shard;
+use moon_store::reply::{self, err};
+use moon_store::tracking::{Invalidation, Reader};
+
+use crate::conn::{ClientInfo, Session, CLIENTS};
+
+/// A connection's CLIENT TRACKING settings (in its [`ClientInfo`], where deliveries look).
+#[derive(Clone, Debug, Default)]
+pub struct TrackingState {
+    pub redirect: Option<u64>,
+    pub bcast: bool,
+    pub prefixes: Vec<Bytes>,
+    pub optin: bool,
+    pub optout: bool,
+    pub noloop: bool,
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// The reader a command of this connection names with `MOON.TRACK`, if any: reads are
+/// remembered (outside BCAST, as OPTIN/OPTOUT and CLIENT CACHING say); writes name their
+/// client under NOLOOP.
+pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<Bytes> {
+    let t = session.info.tracking.borrow();
+    let t = t.as_ref()?;
+    let track_read = is_read
+        && !t.bcast
+        && if t.optin {
+            session.caching == Some(true)
+        } else if t.optout {
+            session.caching != Some(false)
+        } else {
+            true
+        };
+    (track_read || (is_write && t.noloop)).then(|| {
+        Reader {
+            client: session.info.id,
+            shard: session.info.shard,
+            noloop: t.noloop,
+        }
+        .encode()
+    })
+}
+
+/// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP].
+pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
+    let on = if eq(&args[2], "on") {
+        true
+    } else if eq(&args[2], "off") {
+        false
+    } else {
+        return err(reply::SYNTAX);
+    };
+    let mut t = TrackingState::default();
+    let mut i = 3;
+    while i < args.len() {
+        let a = &args[i];
+        if eq(a, "redirect") && i + 1 < args.len() {
+            let Some(id) = moon_store::Store::parse_int(&args[i + 1]) else {
+                return err(reply::NOT_INTEGER);
+            };
+            t.redirect = Some(id as u64);
+            i += 1;
+        } else if eq(a, "prefix") && i + 1 < args.len() {
+            t.prefixes.push(args[i + 1].clone());
+            i += 1;
+        } else if eq(a, "bcast") {
+            t.bcast = true;
+        } else if eq(a, "optin") {
+            t.optin = true;
+        } else if eq(a, "optout") {
+            t.optout = true;
+        } else if eq(a, "noloop") {
+            t.noloop = true;
+        } else {
+            return err(reply::SYNTAX);
+        }
+        i += 1;
+    }
+    let id = session.info.id;
+    let shard = session.ctx.shard.clone();
+    if !on {
+        *session.info.tracking.borrow_mut() = None;
+        session.caching = None;
+        shard
+            .call_all(move |s: &Shard| s.store().forget_tracking(id))
+            .await;
+        return Frame::OK;
+    }
+    if !t.prefixes.is_empty() && !t.bcast {
+        return err("ERR PREFIX option requires BCAST mode to be enabled");
+    }
+    if t.optin && t.optout {
+        return err("ERR You can't use OPTIN and OPTOUT at the same time");
+    }
+    if t.bcast && (t.optin || t.optout) {
+        return err("ERR OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if let Some(target) = t.redirect {
+        if target == id {
+            return err("ERR You can't redirect to yourself");
+        }
+        let exists = shard
+            .call_all(move |_: &Shard| CLIENTS.with(|c| c.borrow().contains_key(&target)))
+            .await;
+        if !exists.into_iter().flatten().any(|e| e) {
+            return err("ERR The client ID you want redirect to does not exist");
+        }
+    }
+    // A new mode replaces the old one everywhere.
+    shard
+        .call_all(move |s: &Shard| s.store().forget_tracking(id))
+        .await;
+    if t.bcast {
+        let reader = Reader {
+            client: id,
+            shard: session.info.shard,
+            noloop: t.noloop,
+        };
+        let prefixes = t.prefixes.clone();
+        shard
+            .call_all(move |s: &Shard| s.store().track_broadcast(reader, prefixes.clone()))
+            .await;
+    }
+    *session.info.tracking.borrow_mut() = Some(t);
+    Frame::OK
+}
+
+/// CLIENT CACHING YES|NO: whether the next command's reads are tracked (OPTIN / OPTOUT).
+pub fn caching_command(session: &mut Session, args: &[Bytes]) -> Frame {
+    let yes = if eq(&args[2], "yes") {
+        true
+    } else if eq(&args[2], "no") {
+        false
+    } else {
+        return err(reply::SYNTAX);
+    };
+    let (optin, optout) = match session.info.tracking.borrow().as_ref() {
+        Some(t) => (t.optin, t.optout),
+        None => (false, false),
+    };
+    if !optin && !optout {
+        return err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
+    }
+    if yes && !optin {
+        return err("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
+    }
+    if !yes && !optout {
+        return err("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
+    }
+    session.caching = Some(yes);
+    Frame::OK
+}
+
+/// CLIENT GETREDIR: -1 not tracking, 0 tracking without redirect, else the target's id.
+pub fn getredir(session: &Session) -> Frame {
+    Frame::Integer(match session.info.tracking.borrow().as_ref() {
+        None => -1,
+        Some(t) => t.redirect.map_or(0, |r| r as i64),
+    })
+}
+
+/// CLIENT TRACKINGINFO.
+pub fn trackinginfo(session: &Session) -> Frame {
+    let t = session.info.tracking.borrow();
+    let mut flags = Vec::new();
+    let (redirect, prefixes) = match t.as_ref() {
+        None => {
+            flags.push("off");
+            (-1, Vec::new())
+        }
+        Some(t) => {
+            flags.push("on");
+            if t.bcast {
+                flags.push("bcast");
+            }
+            if t.optin {
+                flags.push("optin");
+                if session.caching == Some(true) {
+                    flags.push("caching-yes");
+                }
+            }
+            if t.optout {
+                flags.push("optout");
+                if session.caching == Some(false) {
+                    flags.push("caching-no");
+                }
+            }
+            if t.noloop {
+                flags.push("noloop");
+            }
+            (t.redirect.map_or(0, |r| r as i64), t.prefixes.clone())
+        }
+    };
+    Frame::Map(vec![
+        (
+            Frame::bulk("flags"),
+            Frame::Set(flags.into_iter().map(Frame::bulk).collect()),
+        ),
+        (Frame::bulk("redirect"), Frame::Integer(redirect)),
+        (
+            Frame::bulk("prefixes"),
+            Frame::Array(prefixes.into_iter().map(Frame::Bulk).collect()),
+        ),
+    ])
+}
+
+/// The shard's invalidation sink: each invalidation goes to its reader's shard.
+pub fn invalidation_sink(shard: std::rc::Weak<Shard>) -> moon_shard::InvalidationSink {
+    Rc::new(move |owed: Vec<Invalidation>| {
+        let Some(me) = shard.upgrade() else {
+            return;
+        };
+        let mut per_shard: Vec<Vec<Invalidation>> = vec![Vec::new(); me.count()];
+        for inv in owed {
+            if let Some(list) = per_shard.get_mut(inv.reader.shard) {
+                list.push(inv);
+            }
+        }
+        for (target, list) in per_shard.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            if target == me.id() {
+                deliver_here(list);
+            } else {
+                let me = me.clone();
+                glommio::spawn_local(async move {
+                    me.call_on(target, move |_| deliver_here(list)).await;
+                })
+                .detach();
+            }
+        }
+    })
+}
+
+/// The invalidation frame for `target`: a push in RESP3, a `__redis__:invalidate` message to
+/// a subscribed RESP2 redirect target; `None` if that client cannot receive one.
+fn frame_for(target: &ClientInfo, keys: &Option<Vec<Bytes>>, redirected: bool) -> Option<Frame> {
+    let keys = match keys {
+        Some(k) => Frame::Array(k.iter().cloned().map(Frame::Bulk).collect()),
+        None => Frame::Null,
+    };
+    if target.resp.get() == 3 {
+        Some(Frame::Push(vec![Frame::bulk("invalidate"), keys]))
+    } else if redirected && target.sub_counts.get() != (0, 0, 0) {
+        Some(Frame::Push(vec![
+            Frame::bulk("message"),
+            Frame::bulk("__redis__:invalidate"),
+            keys,
+        ]))
+    } else {
+        None
+    }
+}
+
+fn send(target: &ClientInfo, frame: &Frame) {
+    let proto = if target.resp.get() == 3 {
+        Protocol::Resp3
+    } else {
+        Protocol::Resp2
+    };
+    target.out.push(frame, proto);
+}
+
+/// Delivers invalidations to tracking clients of this shard (or their redirect targets).
+fn deliver_here(list: Vec<Invalidation>) {
+    // One message per client: its keys, or null if anything flushed.
+    let mut per_client: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
+    for inv in list {
+        let slot = match per_client.iter_mut().find(|(c, _)| *c == inv.reader.client) {
+            Some(s) => s,
+            None => {
+                per_client.push((inv.reader.client, Some(Vec::new())));
+                let last = per_client.len() - 1;
+                &mut per_client[last]
+            }
+        };
+        match (&mut slot.1, inv.key) {
+            (Some(keys), Some(k)) => keys.push(k),
+            (keys, _) => *keys = None,
+        }
+    }
+    for (client, keys) in per_client {
+        let Some(info) = CLIENTS.with(|c| c.borrow().get(&client).cloned()) else {
+            continue;
+        };
+        let redirect = match info.tracking.borrow().as_ref() {
+            Some(t) => t.redirect,
+            None => continue,
+        };
+        match redirect {
+            None => {
+                if let Some(f) = frame_for(&info, &keys, false) {
+                    send(&info, &f);
+                }
+            }
+            Some(target) => {
+                let local = CLIENTS.with(|c| c.borrow().get(&target).cloned());
+                match local {
+                    Some(t) => {
+                        if let Some(f) = frame_for(&t, &keys, true) {
+                            send(&t, &f);
+                        }
+                    }
+                    None => redirect_elsewhere(target, keys),
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// This shard, for redirects to clients on other shards.
+    static SHARD: RefCell<Option<std::rc::Weak<Shard>>> = const { RefCell::new(None) };
+}
+
+/// Lets this shard forward invalidations to redirect targets on other shards.
+pub fn init(shard: &Rc<Shard>) {
+    SHARD.with(|s| *s.borrow_mut() = Some(Rc::downgrade(shard)));
+}
+
+fn redirect_elsewhere(target: u64, keys: Option<Vec<Bytes>>) {
+    let Some(me) = SHARD.with(|s| s.borrow().as_ref().and_then(|w| w.upgrade())) else {
+        return;
+    };
+    glommio::spawn_local(async move {
+        me.call_all(move |_: &Shard| {
+            if let Some(t) = CLIENTS.with(|c| c.borrow().get(&target).cloned()) {
+                if let Some(f) = frame_for(&t, &keys, true) {
+                    send(&t, &f);
+                }
+            }
+        })
+        .await;
+    })
+    .detach();
+}

@@ -1,0 +1,199 @@
+//! Client-side caching: which clients read which keys of this shard (CLIENT TRACKING), and the
+//! invalidations a change of those keys owes them.
+//!
+//! A key is tracked where it lives: a tracking client's read reaches the key's shard preceded
+//! by `MOON.TRACK <reader>` (as `MOON.DB` precedes commands of other databases), and the store
+//! remembers the reader against the key. The next change of the key — a write, an expiry, an
+//! eviction, a flush — produces one invalidation per reader and forgets them (Redis's
+//! one-shot rule: the client reads the key again to be told again). Broadcast readers (BCAST)
+//! are told of every change of a key under one of their prefixes, with no read needed. The
+//! shard hands invalidations to the server, which delivers them to the reader's connection on
+//! whatever shard it lives.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// A tracking client: its id, the shard its connection lives on, and NOLOOP (its own writes
+/// do not invalidate its keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reader {
+    pub client: u64,
+    pub shard: usize,
+    pub noloop: bool,
+}
+
+impl Reader {
+    /// `MOON.TRACK`'s argument: `<client>:<shard>:<0|1>`.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(format!(
+            "{}:{}:{}",
+            self.client,
+            self.shard,
+            u8::from(self.noloop)
+        ))
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Reader> {
+        let s = std::str::from_utf8(b).ok()?;
+        let mut it = s.split(':');
+        let client = it.next()?.parse().ok()?;
+        let shard = it.next()?.parse().ok()?;
+        let noloop = it.next()? == "1";
+        Some(Reader {
+            client,
+            shard,
+            noloop,
+        })
+    }
+}
+
+/// One invalidation owed to a reader: a key, or `None` for "everything" (a flush).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalidation {
+    pub reader: Reader,
+    pub key: Option<Bytes>,
+}
+
+/// This shard's tracking table.
+#[derive(Default)]
+pub struct Tracking {
+    keys: HashMap<Bytes, Vec<Reader>>,
+    /// Broadcast readers and their prefixes (an empty prefix matches every key).
+    bcast: Vec<(Reader, Vec<Bytes>)>,
+    pending: Vec<Invalidation>,
+}
+
+/// Keys remembered per shard at most; past it the oldest readers are invalidated at once
+/// (Redis's `tracking-table-max-keys`, fixed here).
+pub const MAX_TRACKED_KEYS: usize = 1_000_000;
+
+impl Tracking {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.bcast.is_empty()
+    }
+
+    /// Remembers that `reader` read `key`.
+    pub fn remember(&mut self, reader: Reader, key: &[u8]) {
+        if self.keys.len() >= MAX_TRACKED_KEYS && !self.keys.contains_key(key) {
+            // Make room: invalidate some key now rather than grow without bound.
+            if let Some(k) = self.keys.keys().next().cloned() {
+                self.changed(&k, None);
+            }
+        }
+        let readers = self.keys.entry(Bytes::copy_from_slice(key)).or_default();
+        if !readers.contains(&reader) {
+            readers.push(reader);
+        }
+    }
+
+    /// `key` changed (written by client `writer`, if a client's command changed it).
+    pub fn changed(&mut self, key: &[u8], writer: Option<u64>) {
+        if let Some(readers) = self.keys.remove(key) {
+            for reader in readers {
+                if !(reader.noloop && Some(reader.client) == writer) {
+                    self.pending.push(Invalidation {
+                        reader,
+                        key: Some(Bytes::copy_from_slice(key)),
+                    });
+                }
+            }
+        }
+        for (reader, prefixes) in &self.bcast {
+            if reader.noloop && Some(reader.client) == writer {
+                continue;
+            }
+            if prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p)) {
+                self.pending.push(Invalidation {
+                    reader: *reader,
+                    key: Some(Bytes::copy_from_slice(key)),
+                });
+            }
+        }
+    }
+
+    /// Every key changed (FLUSHALL, FLUSHDB, SWAPDB): one "everything" invalidation per
+    /// reader.
+    pub fn flushed(&mut self) {
+        let mut told: Vec<Reader> = Vec::new();
+        for (_, readers) in self.keys.drain() {
+            for r in readers {
+                if !told.contains(&r) {
+                    told.push(r);
+                }
+            }
+        }
+        for (r, _) in &self.bcast {
+            if !told.contains(r) {
+                told.push(*r);
+            }
+        }
+        self.pending.extend(
+            told.into_iter()
+                .map(|reader| Invalidation { reader, key: None }),
+        );
+    }
+
+    /// Starts (or replaces) broadcast tracking for `reader`'s client.
+    pub fn broadcast(&mut self, reader: Reader, prefixes: Vec<Bytes>) {
+        self.bcast.retain(|(r, _)| r.client != reader.client);
+        self.bcast.push((reader, prefixes));
+    }
+
+    /// Forgets everything about `client` (CLIENT TRACKING OFF, disconnect).
+    pub fn forget(&mut self, client: u64) {
+        self.bcast.retain(|(r, _)| r.client != client);
+        self.keys.retain(|_, readers| {
+            readers.retain(|r| r.client != client);
+            !readers.is_empty()
+        });
+    }
+
+    pub fn take_pending(&mut self) -> Vec<Invalidation> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(client: u64, noloop: bool) -> Reader {
+        Reader {
+            client,
+            shard: 0,
+            noloop,
+        }
+    }
+
+    #[test]
+    fn a_read_key_is_invalidated_once() {
+        let mut t = Tracking::default();
+        t.remember(r(1, false), b"k");
+        t.remember(r(2, true), b"k");
+        t.changed(b"k", Some(2));
+        let got: Vec<u64> = t.take_pending().iter().map(|i| i.reader.client).collect();
+        assert_eq!(got, [1], "NOLOOP reader 2 wrote it itself");
+        t.changed(b"k", None);
+        assert!(t.take_pending().is_empty(), "one-shot");
+        assert_eq!(Reader::decode(&r(7, true).encode()), Some(r(7, true)));
+    }
+
+    #[test]
+    fn broadcast_prefixes_and_flush() {
+        let mut t = Tracking::default();
+        t.broadcast(r(1, false), vec![Bytes::from_static(b"user:")]);
+        t.changed(b"user:1", None);
+        t.changed(b"order:1", None);
+        assert_eq!(t.take_pending().len(), 1);
+        t.remember(r(2, false), b"a");
+        t.flushed();
+        let p = t.take_pending();
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|i| i.key.is_none()));
+    }
+}
