@@ -46,27 +46,30 @@ pub struct Args {
     /// Use this moon-server binary instead of building one.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Run only the pub/sub measurement.
+    #[arg(long)]
+    only_pubsub: bool,
 }
 
 const CLIENTS: u32 = 50;
 
 /// One server under test.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Target {
+pub(crate) enum Target {
     Moon(usize),
     Redis,
 }
 
 impl Target {
     /// A scratch data directory for this target and purpose under `work`.
-    fn dir(self, work: &Path, purpose: &str) -> PathBuf {
+    pub(crate) fn dir(self, work: &Path, purpose: &str) -> PathBuf {
         work.join(format!(
             "{}-{purpose}",
             self.label().replace([' ', '='], "_")
         ))
     }
 
-    fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         match self {
             Target::Moon(s) => format!("moon shards={s}"),
             Target::Redis => "redis 7".into(),
@@ -74,13 +77,13 @@ impl Target {
     }
 }
 
-enum Running {
+pub(crate) enum Running {
     Moon(Server),
     Redis(Child),
 }
 
 impl Running {
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         match self {
             Running::Moon(s) => {
                 let _ = s.terminate();
@@ -140,7 +143,7 @@ fn wait_pong(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Duration> {
     bail!("no PONG from {addr} within {timeout:?}")
 }
 
-fn start(
+pub(crate) fn start(
     target: Target,
     bin: &Path,
     fsync: Option<&str>,
@@ -473,7 +476,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     // (policy, pipeline, test) -> target -> samples
     type Key = (String, u32, String);
     let mut samples: BTreeMap<Key, BTreeMap<Target, Vec<Sample>>> = BTreeMap::new();
-    let policies: Vec<String> = if args.skip_throughput {
+    let policies: Vec<String> = if args.skip_throughput || args.only_pubsub {
         Vec::new()
     } else {
         policies
@@ -544,12 +547,14 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         args.requests * 10,
         args.rounds
     );
-    let _ = writeln!(
-        report,
-        "### Throughput (requests/s, median) and latency (ms, median of p50 / p99)\n"
-    );
-    let _ = writeln!(report, "| appendfsync | pipeline | test | moon 1 shard | moon 2 shards | redis 7 | moon2 / redis | moon1 / redis | p50 / p99 moon2 | p50 / p99 redis |");
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|");
+    if !samples.is_empty() {
+        let _ = writeln!(
+            report,
+            "### Throughput (requests/s, median) and latency (ms, median of p50 / p99)\n"
+        );
+        let _ = writeln!(report, "| appendfsync | pipeline | test | moon 1 shard | moon 2 shards | redis 7 | moon2 / redis | moon1 / redis | p50 / p99 moon2 | p50 / p99 redis |");
+        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|");
+    }
     for ((policy, pipeline, test), by_target) in &samples {
         let med = |t: Target| -> Option<Sample> {
             by_target.get(&t).map(|v| Sample {
@@ -583,7 +588,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         );
     }
 
-    if !args.throughput_only {
+    if args.only_pubsub {
+        crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
+    }
+
+    if !args.throughput_only && !args.only_pubsub {
         let _ = writeln!(
             report,
             "\n### Recovery: process start to first PONG, {} writes in the data directory\n",
@@ -672,12 +681,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
-    if !args.throughput_only {
+    if !args.throughput_only && !args.only_pubsub {
         hash_memory_section(&mut report, &targets, &bin, &work)?;
-    }
-
-    if !args.throughput_only {
         transactions_section(&mut report, &targets, &bin, &work)?;
+        crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
         rewrite_latency_section(&mut report, &bin, &work)?;
     }
 

@@ -10,6 +10,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_pubsub;
 mod crash_matrix;
 mod fuzz;
 mod model;

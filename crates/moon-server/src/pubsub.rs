@@ -194,6 +194,30 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
+/// How many names (channels, patterns, shard channels) each shard's registry holds, for
+/// publishers on other shards: a shard with none is not sent the publication. A subscriber's
+/// shard counts its name before the SUBSCRIBE confirmation leaves, so a publication that
+/// follows the confirmation (in any client's causal order) sees it.
+static ACTIVE: [std::sync::atomic::AtomicUsize; crate::config::MAX_SHARDS] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; crate::config::MAX_SHARDS];
+
+fn active_here(shard: usize, delta: isize) {
+    use std::sync::atomic::Ordering;
+    if let Some(a) = ACTIVE.get(shard) {
+        if delta > 0 {
+            a.fetch_add(1, Ordering::AcqRel);
+        } else {
+            a.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn active_on(shard: usize) -> bool {
+    ACTIVE
+        .get(shard)
+        .is_none_or(|a| a.load(std::sync::atomic::Ordering::Acquire) > 0)
+}
+
 /// Sets this shard's `client-output-buffer-limit pubsub` (at startup and on CONFIG SET).
 pub fn set_limit(limit: OutputLimit) {
     REGISTRY.with(|r| r.borrow().limit.set(Some(limit)));
@@ -289,12 +313,15 @@ pub fn subscribe(session: &mut Session, name: &str, names: &[Bytes]) -> Vec<Fram
     let mut replies = Vec::with_capacity(names.len());
     for n in names {
         if space.mine(&mut session.subs).insert(n.clone()) {
-            REGISTRY.with(|r| {
-                registry_map(&mut r.borrow_mut(), space)
-                    .entry(n.clone())
-                    .or_default()
-                    .insert(id, session.info.clone());
+            let fresh = REGISTRY.with(|r| {
+                let mut r = r.borrow_mut();
+                let subs = registry_map(&mut r, space).entry(n.clone()).or_default();
+                subs.insert(id, session.info.clone());
+                subs.len() == 1
             });
+            if fresh {
+                active_here(session.info.shard, 1);
+            }
         }
         replies.push(confirmation(word, Some(n), space.count(&session.subs)));
     }
@@ -318,24 +345,29 @@ pub fn unsubscribe(session: &mut Session, name: &str, names: &[Bytes]) -> Vec<Fr
         .iter()
         .map(|n| {
             if space.mine(&mut session.subs).shift_remove(n) {
-                forget(space, n, session.info.id);
+                forget(space, n, session.info.id, session.info.shard);
             }
             confirmation(word, Some(n), space.count(&session.subs))
         })
         .collect()
 }
 
-fn forget(space: Space, name: &Bytes, id: u64) {
-    REGISTRY.with(|r| {
+fn forget(space: Space, name: &Bytes, id: u64, shard: usize) {
+    let gone = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
         let map = registry_map(&mut r, space);
         if let Some(subs) = map.get_mut(name) {
             subs.remove(&id);
             if subs.is_empty() {
                 map.remove(name);
+                return true;
             }
         }
+        false
     });
+    if gone {
+        active_here(shard, -1);
+    }
 }
 
 /// Drops every subscription of the connection (RESET, disconnect).
@@ -348,7 +380,7 @@ pub fn forget_all(session: &mut Session) {
         (Space::ShardChannel, subs.shard_channels),
     ] {
         for n in &names {
-            forget(space, n, id);
+            forget(space, n, id, session.info.shard);
         }
     }
 }
@@ -443,7 +475,7 @@ pub async fn publish(shard: &Shard, pubs: Vec<Publication>) -> Vec<i64> {
     }
     let pubs = std::sync::Arc::new(pubs);
     let calls: Vec<_> = (0..shard.count())
-        .filter(|&s| s != shard.id())
+        .filter(|&s| s != shard.id() && active_on(s))
         .map(|s| {
             let pubs = pubs.clone();
             shard.call_on(s, move |_| deliver_here(&pubs))
@@ -634,6 +666,9 @@ pub fn event_sink(shard: std::rc::Weak<Shard>) -> moon_shard::EventSink {
             let Some(shard) = shard.upgrade() else {
                 return;
             };
+            if !(0..shard.count()).any(active_on) {
+                return; // nobody listens anywhere
+            }
             let pubs = publications_of(&events, NOTIFY.with(|n| n.get()));
             if !pubs.is_empty() {
                 publish(&shard, pubs).await;
