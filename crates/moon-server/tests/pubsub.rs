@@ -544,3 +544,41 @@ fn tracking_bcast_optin_noloop_and_redirect() {
         "{e}"
     );
 }
+
+#[test]
+fn a_disconnected_subscriber_leaves_nothing_behind() {
+    let s = MoonServer::start(2, &[]);
+    let mut publisher = s.client();
+    let subs = one_per_shard(&s, 2);
+    for mut c in subs {
+        let _: Vec<Value> = cmd(&mut c, &["SUBSCRIBE", "gone"]);
+        let _: Vec<Value> = cmd(&mut c, &["PSUBSCRIBE", "go*"]);
+        drop(c);
+    }
+    // The server notices each close by itself: poll until both shards forgot them.
+    assert!(eventually(Duration::from_secs(10), || {
+        cmd::<i64>(&mut publisher, &["PUBLISH", "gone", "x"]) == 0
+            && cmd::<i64>(&mut publisher, &["PUBSUB", "NUMPAT"]) == 0
+    }));
+}
+
+#[test]
+fn the_soft_output_limit_cuts_off_after_its_seconds() {
+    // Soft limit 64 KB for 0 seconds: as soon as more than that waits, the client goes.
+    let s = MoonServer::start(1, &["--client-output-buffer-limit", "pubsub 0 64kb 0"]);
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+        .unwrap();
+    let mut confirm = [0u8; 64];
+    let _ = slow.read(&mut confirm).unwrap();
+    let mut publisher = s.client();
+    let payload = "y".repeat(32 * 1024);
+    let mut sent = 0;
+    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
+        sent += 1;
+        assert!(sent < 10_000, "the slow subscriber was never disconnected");
+    }
+    assert!(eventually(Duration::from_secs(10), || s
+        .log_text()
+        .contains("client-output-buffer-limit pubsub 0 65536 0")));
+}
