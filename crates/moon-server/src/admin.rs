@@ -64,7 +64,7 @@ pub async fn connection_command(
             None => err(reply::NOT_INTEGER),
         },
         // Only shards run it, right before a command of a batch; never a client.
-        "moon.db" | "moon.track" => reply::unknown_command(args),
+        "moon.db" | "moon.track" | "moon.event" => reply::unknown_command(args),
         "auth" => auth(session, args),
         "hello" => hello(session, args),
         "time" => {

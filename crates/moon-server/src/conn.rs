@@ -533,7 +533,10 @@ impl Plan {
                 }
             }
         };
-        let (counts, ()) = futures_lite::future::zip(publish, batches).await;
+        // The writes planned before a PUBLISH have run (and are safe) before anyone hears of
+        // it: a subscriber reacting to a message reads what the publisher wrote first.
+        batches.await;
+        let counts = publish.await;
         let mut take = |s: usize, i: usize| {
             replies
                 .get_mut(s)
@@ -711,6 +714,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 "reset" => {
                     plan.flush(session, out).await;
                     reset(session).await;
+                    session.info.out.drain_into(out);
                     plan.ready(Frame::Simple("RESET"));
                 }
                 "multi" => plan.ready(Frame::StaticError("ERR MULTI calls can not be nested")),
@@ -768,6 +772,8 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                         crate::pubsub::subscribe(session, spec.name, &req.args[1..])
                     };
                     session.note_subscriptions();
+                    // Messages that arrived before this confirmation go out before it.
+                    session.info.out.drain_into(out);
                     for f in replies {
                         if session.reply == ReplyMode::On {
                             f.encode(session.proto, out);
@@ -779,6 +785,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 "reset" => {
                     plan.flush(session, out).await;
                     reset(session).await;
+                    session.info.out.drain_into(out);
                     Frame::Simple("RESET").encode(session.proto, out);
                 }
                 _ => {
@@ -848,11 +855,12 @@ async fn tracking_off(session: &Session) {
 
 /// RESET: the connection's state as a new connection has it.
 async fn reset(session: &mut Session) {
+    // Subscriptions first, before anything waits: no message may follow the +RESET.
+    crate::pubsub::forget_all(session);
+    session.note_subscriptions();
     session.multi.queued = None;
     session.multi.failed = false;
     crate::txn::unwatch_all(session).await;
-    crate::pubsub::forget_all(session);
-    session.note_subscriptions();
     tracking_off(session).await;
     session.caching = None;
     session.db = 0;
@@ -867,7 +875,9 @@ async fn reset(session: &mut Session) {
 /// Whether a pipeline (outside MULTI) holds a command whose keys span shards and nothing that
 /// manages transactions itself.
 fn pipeline_needs_transaction(session: &Session, cmds: &[Parsed]) -> bool {
-    if session.multi.queued.is_some() || !session.authenticated {
+    // A RESP2 subscriber's commands are refused one by one (subscribed context).
+    let subscribed = session.proto == Protocol::Resp2 && session.subs.any();
+    if session.multi.queued.is_some() || !session.authenticated || subscribed {
         return false;
     }
     let mut spans = false;

@@ -23,6 +23,15 @@ fn one_reply(mut frames: Vec<Frame>) -> Frame {
     ))
 }
 
+/// `MOON.EVENT <event>`: the keyspace event the rest of a batch's effects announce (the
+/// halves of a RENAME or COPY across shards are plain DEL/SET/HSET... of their own).
+fn event_marker(event: &'static str) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(b"MOON.EVENT"),
+        Bytes::from_static(event.as_bytes()),
+    ]
+}
+
 fn first_error(frames: &[Frame]) -> Option<Frame> {
     frames.iter().find(|f| f.is_error()).cloned()
 }
@@ -49,15 +58,15 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 return Frame::Integer(0);
             }
             // The destination is rebuilt from the value's rewrite form, then the source goes.
-            if let Some(e) = rebuild_at(session, &dst, db, &value, expire_at).await {
+            if let Some(e) = rebuild_at(session, &dst, db, &value, expire_at, "rename_to").await {
                 return e;
             }
             let del = vec![Bytes::from_static(b"DEL"), src.clone()];
-            if let f @ (Frame::Error(_) | Frame::StaticError(_)) = one_reply(
-                shard
-                    .run_batch_in(Some(tx), on(&src), in_db(vec![del]))
-                    .await,
-            ) {
+            let mut batch = vec![event_marker("rename_from")];
+            batch.extend(in_db(vec![del]));
+            if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
+                one_reply(shard.run_batch_in(Some(tx), on(&src), batch).await)
+            {
                 return f;
             }
             if nx {
@@ -80,7 +89,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if !replace && exists_at(session, &dst, target).await {
                 return Frame::Integer(0);
             }
-            rebuild_at(session, &dst, target, &value, expire_at)
+            rebuild_at(session, &dst, target, &value, expire_at, "copy_to")
                 .await
                 .unwrap_or(Frame::Integer(1))
         }
@@ -204,7 +213,13 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if size > crate::dispatch::max_record() {
                 return crate::dispatch::too_large_to_log(size);
             }
-            let replies = shard.run_batch_in(Some(tx), on(&dst), in_db(cmds)).await;
+            // An empty result only deletes the destination: a plain `del` event then.
+            let mut batch = Vec::new();
+            if count > 0 {
+                batch.push(event_marker(spec.name));
+            }
+            batch.extend(in_db(cmds));
+            let replies = shard.run_batch_in(Some(tx), on(&dst), batch).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
         _ => reply::unknown_command(args),
@@ -251,6 +266,7 @@ async fn rebuild_at(
     db: usize,
     value: &moon_store::Value,
     expire_at: u64,
+    event: &'static str,
 ) -> Option<Frame> {
     let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
         return Some(err(
@@ -260,9 +276,9 @@ async fn rebuild_at(
     let mut cmds = vec![vec![Bytes::from_static(b"DEL"), key.clone()]];
     cmds.extend(value.rewrite_commands(key, expire_at, MOVE_CHUNK));
     let target = shard_for_key(key, shard.count());
-    let replies = shard
-        .run_batch_in(Some(tx), target, moon_store::in_db(db, cmds))
-        .await;
+    let mut batch = vec![event_marker(event)];
+    batch.extend(moon_store::in_db(db, cmds));
+    let replies = shard.run_batch_in(Some(tx), target, batch).await;
     first_error(&replies)
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -581,4 +581,193 @@ fn the_soft_output_limit_cuts_off_after_its_seconds() {
     assert!(eventually(Duration::from_secs(10), || s
         .log_text()
         .contains("client-output-buffer-limit pubsub 0 65536 0")));
+}
+
+/// A subscriber that reacts to a message by reading what the publisher wrote just before it
+/// (same pipeline) always sees that write, whichever shards the key and the clients are on.
+#[test]
+fn a_publish_is_heard_only_after_the_writes_before_it() {
+    let s = MoonServer::start(2, &[]);
+    let keys = common::keys_on_different_shards(2);
+    let mut subs = one_per_shard(&s, 2);
+    let mut readers = one_per_shard(&s, 2);
+    let mut ps: Vec<redis::PubSub<'_>> = subs.iter_mut().map(|c| c.as_pubsub()).collect();
+    for p in ps.iter_mut() {
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        p.subscribe("written").unwrap();
+    }
+    let mut publisher = s.client();
+    for i in 0..200 {
+        let key = &keys[i % 2];
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(key)
+            .arg(i)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg("written")
+            .arg(i)
+            .ignore()
+            .query(&mut publisher)
+            .unwrap();
+        for (p, r) in ps.iter_mut().zip(readers.iter_mut()) {
+            let (_, _, payload) = next_msg(p);
+            assert_eq!(payload, i.to_string());
+            let v: String = cmd(r, &["GET", key]);
+            assert_eq!(v, i.to_string(), "the message overtook the write before it");
+        }
+    }
+}
+
+/// No message may follow a RESET's confirmation (a RESP2 client would read it as the reply
+/// to its next command), even when RESET waits for another shard (to drop a WATCH) while
+/// messages keep arriving.
+#[test]
+fn nothing_follows_a_reset() {
+    let s = MoonServer::start(2, &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut publisher = s.client();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..16 {
+                        pipe.cmd("PUBLISH").arg("busy").arg("m").ignore();
+                    }
+                    let _: () = pipe.query(&mut publisher).unwrap();
+                }
+            })
+        })
+        .collect();
+    let keys = common::keys_on_different_shards(2);
+    for round in 0..100 {
+        let c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        let mut parser = redis::Parser::new();
+        w.write_all(&redis::cmd("CLIENT").arg("INFO").get_packed_command())
+            .unwrap();
+        let info = text(&parser.parse_value(&mut r).unwrap());
+        let home: usize = info
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("shard="))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        // A key of the other shard: RESET's UNWATCH is a round trip there.
+        let mut out = redis::cmd("WATCH")
+            .arg(&keys[1 - home])
+            .get_packed_command();
+        out.extend(redis::cmd("SUBSCRIBE").arg("busy").get_packed_command());
+        w.write_all(&out).unwrap();
+        for _ in 0..5 {
+            parser.parse_value(&mut r).unwrap(); // OK, the confirmation, 3 messages
+        }
+        let mut out = redis::cmd("RESET").get_packed_command();
+        out.extend(redis::cmd("PING").arg("after").get_packed_command());
+        w.write_all(&out).unwrap();
+        loop {
+            let v = parser.parse_value(&mut r).unwrap();
+            if matches!(&v, Value::Array(a) if a.first().is_some_and(|m| text(m) == "message")) {
+                continue;
+            }
+            assert_eq!(text(&v), "RESET", "round {round}");
+            break;
+        }
+        let next = parser.parse_value(&mut r).unwrap();
+        assert_eq!(
+            text(&next),
+            "after",
+            "round {round}: a message followed +RESET"
+        );
+        // A message written after those replies would be read as the next one's.
+        w.write_all(&redis::cmd("PING").arg("again").get_packed_command())
+            .unwrap();
+        let next = parser.parse_value(&mut r).unwrap();
+        assert_eq!(
+            text(&next),
+            "again",
+            "round {round}: a message came after +RESET"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in floods {
+        f.join().unwrap();
+    }
+}
+
+#[test]
+fn cross_shard_rename_copy_and_store_announce_redis_events() {
+    let s = MoonServer::start(2, &["--notify-keyspace-events", "Eg$s"]);
+    let keys = common::keys_on_different_shards(2);
+    let (a, b) = (&keys[0], &keys[1]);
+    let mut sub = s.client();
+    let mut p = sub.as_pubsub();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    p.psubscribe("__keyevent@0__:*").unwrap();
+    let mut c = s.client();
+    let _: String = cmd(&mut c, &["SET", a, "v", "KEEPTTL"]);
+    let _: String = cmd(&mut c, &["RENAME", a, b]);
+    let _: i64 = cmd(&mut c, &["COPY", b, a]);
+    let _: i64 = cmd(&mut c, &["DEL", a, b]);
+    let _: i64 = cmd(&mut c, &["SADD", a, "m"]);
+    let _: i64 = cmd(&mut c, &["SUNIONSTORE", b, a]);
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let (_, ch, key) = next_msg(&mut p);
+        got.push(format!(
+            "{}:{key}",
+            ch.trim_start_matches("__keyevent@0__:")
+        ));
+    }
+    // Per key, in order (the two keys' events come from different shards).
+    let of = |k: &str| -> Vec<String> {
+        got.iter()
+            .filter(|e| e.ends_with(&format!(":{k}")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of(a),
+        [
+            format!("set:{a}"),
+            format!("rename_from:{a}"),
+            format!("copy_to:{a}"),
+            format!("del:{a}"),
+            format!("sadd:{a}")
+        ],
+        "SET KEEPTTL announces no expire; {got:?}"
+    );
+    assert_eq!(
+        of(b),
+        [
+            format!("rename_to:{b}"),
+            format!("del:{b}"),
+            format!("sunionstore:{b}")
+        ],
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_flood_of_events_arrives_whole_and_in_order() {
+    let s = MoonServer::start(2, &["--notify-keyspace-events", "E$"]);
+    let mut sub = s.client();
+    let mut p = sub.as_pubsub();
+    p.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    p.subscribe("__keyevent@0__:incrby").unwrap();
+    let mut c = s.client();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("INCR").arg(format!("n{}", i % 2)).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let mut counts = [0; 2];
+    for _ in 0..20_000 {
+        let (_, _, key) = next_msg(&mut p);
+        counts[usize::from(key == "n1")] += 1;
+    }
+    assert_eq!(counts, [10_000, 10_000]);
 }

@@ -80,6 +80,8 @@ pub struct ShardCounters {
     pub net_input_bytes: Cell<u64>,
     pub net_output_bytes: Cell<u64>,
     pub cross_shard_batches: Cell<u64>,
+    /// Keyspace events dropped because delivery fell too far behind.
+    pub dropped_events: Cell<u64>,
 }
 
 impl ShardCounters {
@@ -126,6 +128,8 @@ pub struct Shard {
     /// (the shard's latest LSN when they were taken, the events).
     events: RefCell<std::collections::VecDeque<(u64, Vec<KeyEvent>)>>,
     events_waker: Cell<Option<std::task::Waker>>,
+    /// Events in `events`, bounded by [`MAX_QUEUED_EVENTS`].
+    events_queued: Cell<usize>,
     /// Where safe events go (the server's pub/sub); none: they are dropped.
     event_sink: RefCell<Option<EventSink>>,
     /// Where invalidations for tracking clients go (at once: telling a client early that a
@@ -164,6 +168,9 @@ pub(crate) fn random_boot_id() -> u64 {
 pub(crate) fn misconf(cause: &str) -> Frame {
     Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
 }
+
+/// Keyspace events a shard holds for delivery at most.
+pub const MAX_QUEUED_EVENTS: usize = 1 << 20;
 
 const SHARD_GONE: &str = "ERR shard unavailable (server shutting down)";
 
@@ -205,6 +212,7 @@ impl Shard {
             reloaded: Cell::new(false),
             events: RefCell::new(std::collections::VecDeque::new()),
             events_waker: Cell::new(None),
+            events_queued: Cell::new(0),
             event_sink: RefCell::new(None),
             invalidation_sink: RefCell::new(None),
         });
@@ -224,18 +232,25 @@ impl Shard {
             // Keyspace events leave in order, each batch once the log holds its records: a
             // subscriber never hears of a write that a crash could still take back.
             loop {
+                // Everything queued so far goes out together, once the last of it is safe:
+                // the queue never lags behind by more than one round of delivery.
                 let next = std::future::poll_fn(|cx| {
                     let Some(shard) = weak.upgrade() else {
                         return std::task::Poll::Ready(None);
                     };
-                    let next = shard.events.borrow_mut().pop_front();
-                    match next {
-                        Some(item) => std::task::Poll::Ready(Some(item)),
-                        None => {
-                            shard.events_waker.set(Some(cx.waker().clone()));
-                            std::task::Poll::Pending
-                        }
+                    let mut queue = shard.events.borrow_mut();
+                    if queue.is_empty() {
+                        shard.events_waker.set(Some(cx.waker().clone()));
+                        return std::task::Poll::Pending;
                     }
+                    let mut lsn = 0;
+                    let mut events = Vec::new();
+                    for (l, mut e) in queue.drain(..) {
+                        lsn = lsn.max(l);
+                        events.append(&mut e);
+                    }
+                    shard.events_queued.set(0);
+                    std::task::Poll::Ready(Some((lsn, events)))
                 })
                 .await;
                 let Some((lsn, events)) = next else { break };
@@ -338,10 +353,23 @@ impl Shard {
         if !store.has_events() {
             return;
         }
+        let events = store.take_events();
+        let queued = self.events_queued.get() + events.len();
+        if queued > MAX_QUEUED_EVENTS {
+            // Delivery fell this far behind (a log that cannot keep up): drop rather than
+            // grow without bound; notifications are fire-and-forget in Redis too.
+            ShardCounters::add(&self.counters.dropped_events, events.len() as u64);
+            tracing::warn!(
+                shard = self.id,
+                "dropping {} keyspace events: {} already wait for delivery",
+                events.len(),
+                self.events_queued.get()
+            );
+            return;
+        }
+        self.events_queued.set(queued);
         let lsn = self.aof.borrow().as_ref().map_or(0, |w| w.last_assigned());
-        self.events
-            .borrow_mut()
-            .push_back((lsn, store.take_events()));
+        self.events.borrow_mut().push_back((lsn, events));
         if let Some(w) = self.events_waker.take() {
             w.wake();
         }

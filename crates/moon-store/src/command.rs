@@ -355,6 +355,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     // The tracking client (CLIENT TRACKING) whose command follows it in a shard's batch;
     // never logged, refused from clients.
     cmd!(Server: "moon.track", 2, &["noscript", "fast"], 0, 0, 0, Connection),
+    // The keyspace event the rest of a batch announces (the halves of a cross-shard RENAME,
+    // COPY or *STORE); never logged, refused from clients.
+    cmd!(Server: "moon.event", 2, &["noscript", "fast"], 0, 0, 0, Connection),
     cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),

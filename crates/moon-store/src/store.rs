@@ -88,6 +88,10 @@ pub struct Store {
     tracking: Tracking,
     track_next: Option<Reader>,
     writer: Option<u64>,
+    /// `MOON.EVENT`: the event every effect announces until the batch ends.
+    batch_event: Option<&'static str>,
+    /// SET/SETEX/PSETEX given a deadline (an `expire` event follows the `set`).
+    sets_deadline: bool,
 }
 
 /// What WATCH saw of a key: EXEC proceeds only if the key is unchanged since.
@@ -188,6 +192,8 @@ impl Store {
             tracking: Tracking::default(),
             track_next: None,
             writer: None,
+            batch_event: None,
+            sets_deadline: false,
         }
     }
 
@@ -255,6 +261,28 @@ impl Store {
             self.event(class::NEW, "new", db, key);
         }
         let owned: Vec<Bytes> = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        if let Some(event) = self.batch_event {
+            let class = if event.ends_with("store") {
+                class::SET
+            } else {
+                class::GENERIC
+            };
+            if let Some(spec) = crate::command::lookup(parts[0]) {
+                for key in spec.keys(&owned) {
+                    let e = KeyEvent {
+                        class,
+                        event,
+                        db,
+                        key: key.clone(),
+                    };
+                    // Once per key for the whole batch (a DEL, then the value's chunks).
+                    if !self.events.contains(&e) {
+                        self.event(class, event, db, key.clone());
+                    }
+                }
+            }
+            return;
+        }
         if let Some(list) = crate::notify::keyed_events(&owned) {
             for (mut class, mut event, i, in_db) in list {
                 // A *STORE whose result is empty removed its destination.
@@ -279,8 +307,10 @@ impl Store {
         }
         // SET with a deadline: a `set` and an `expire`, as Redis sends them.
         let with_deadline = parts[0].eq_ignore_ascii_case(b"SET")
-            && parts.iter().any(|p| p.eq_ignore_ascii_case(b"PXAT"))
-            && matches!(self.current, "set" | "setex" | "psetex");
+            && parts
+                .get(3)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"PXAT"))
+            && self.sets_deadline;
         if with_deadline {
             self.event(class::GENERIC, "expire", db, owned[1].clone());
         }
@@ -398,6 +428,7 @@ impl Store {
     /// ran (MISCONF), and nothing after it may run in that database.
     pub fn drop_pending_db(&mut self) {
         self.track_next = None;
+        self.batch_event = None;
         if std::mem::take(&mut self.db_pending) {
             self.select(0);
         }
@@ -903,6 +934,10 @@ impl Store {
                 _ => err("ERR DB index is out of range"),
             };
         }
+        if spec.name == "moon.event" {
+            self.batch_event = crate::notify::batch_event(&args[1]);
+            return Frame::OK;
+        }
         if spec.name == "moon.track" {
             // The next command is a tracking client's (see `crate::tracking`).
             self.track_next = Reader::decode(&args[1]);
@@ -929,6 +964,17 @@ impl Store {
         self.ks.set_clock(now);
         self.current = spec.name;
         self.events_mark = self.events.len();
+        if !self.notify.is_off() {
+            self.sets_deadline = match spec.name {
+                "setex" | "psetex" => true,
+                "set" => args[3..].iter().any(|a| {
+                    ["EX", "PX", "EXAT", "PXAT"]
+                        .iter()
+                        .any(|o| a.eq_ignore_ascii_case(o.as_bytes()))
+                }),
+                _ => false,
+            };
+        }
         self.ks.track_created(self.notify.wants(class::NEW));
         if self.memory_limit.max != 0
             && self.memory_checks
