@@ -49,6 +49,7 @@ pub async fn connection_command(
             _ => reply::wrong_arity("ping"),
         },
         "pubsub" => crate::pubsub::pubsub_command(session, args).await,
+        "acl" => crate::acl_cmd::acl_command(session, args).await,
         "echo" => Frame::Bulk(args[1].clone()),
         "quit" => {
             session.quit = true;
@@ -111,42 +112,10 @@ fn auth(session: &mut Session, args: &[Bytes]) -> Frame {
         3 => (Some(&args[1]), &args[2]),
         _ => return err(reply::SYNTAX),
     };
-    match check_password(session, user, pass) {
+    match crate::acl_cmd::authenticate(session, user, pass) {
         Ok(()) => Frame::OK,
         Err(e) => e,
     }
-}
-
-fn check_password(session: &mut Session, user: Option<&Bytes>, pass: &[u8]) -> Result<(), Frame> {
-    let Some(required) = session.requirepass.clone() else {
-        if user.is_none() {
-            return Err(err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"));
-        }
-        // With no password configured, the default user accepts any password.
-        if user.is_some_and(|u| u.as_ref() == b"default") {
-            session.authenticated = true;
-            return Ok(());
-        }
-        return Err(err(
-            "WRONGPASS invalid username-password pair or user is disabled.",
-        ));
-    };
-    let user_ok = user.is_none_or(|u| u.as_ref() == b"default");
-    if user_ok && constant_time_eq(pass, required.as_bytes()) {
-        session.authenticated = true;
-        Ok(())
-    } else {
-        Err(err(
-            "WRONGPASS invalid username-password pair or user is disabled.",
-        ))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
@@ -166,7 +135,8 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
     let mut setname = None;
     while i < args.len() {
         if eq(&args[i], "auth") && i + 2 < args.len() {
-            if let Err(e) = check_password(session, Some(&args[i + 1]), &args[i + 2]) {
+            if let Err(e) = crate::acl_cmd::authenticate(session, Some(&args[i + 1]), &args[i + 2])
+            {
                 return e;
             }
             i += 3;
@@ -473,7 +443,12 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let encodings = candidate.encodings;
         let notify = candidate.notify_keyspace_events;
         let pubsub_limit = candidate.output_limits[2];
-        shared.update_config(|c| *c = candidate);
+        let requirepass = candidate.requirepass.clone();
+        let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);
+        if requirepass != old_requirepass {
+            // requirepass is the default user's password.
+            shared.update_acl(|acl| acl.set_requirepass(requirepass.as_deref()));
+        }
         // Every shard's writer follows the new fsync policy from its next round, and its
         // store the new memory limit from its next command.
         session

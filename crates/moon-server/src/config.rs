@@ -49,6 +49,10 @@ pub struct Config {
     pub output_limits: [OutputLimit; 3],
     /// `notify-keyspace-events`, as Redis's flag characters (canonical order).
     pub notify_keyspace_events: moon_store::NotifyFlags,
+    /// Users (ACL) are read from and saved to this file (Redis's format); none = not kept.
+    pub aclfile: Option<PathBuf>,
+    /// With no password for the default user, refuse clients that are not on loopback.
+    pub protected_mode: bool,
 }
 
 /// The classes of `client-output-buffer-limit`, in the order Redis lists them.
@@ -91,6 +95,8 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("auto-aof-rewrite-min-size", Mutability::Runtime),
     ("client-output-buffer-limit", Mutability::Runtime),
     ("notify-keyspace-events", Mutability::Runtime),
+    ("aclfile", Mutability::Startup),
+    ("protected-mode", Mutability::Runtime),
 ];
 
 /// A refused value: the key, the value and what would have been accepted.
@@ -177,6 +183,8 @@ impl Default for Config {
                 OutputLimit::PUBSUB,
             ],
             notify_keyspace_events: moon_store::NotifyFlags::default(),
+            aclfile: None,
+            protected_mode: true,
         }
     }
 }
@@ -378,6 +386,10 @@ impl Config {
                 }
                 self.output_limits = limits;
             }
+            "aclfile" => {
+                self.aclfile = (!value.is_empty()).then(|| PathBuf::from(value));
+            }
+            "protected-mode" => self.protected_mode = yes_no(&key, value)?,
             "notify-keyspace-events" => {
                 self.notify_keyspace_events =
                     moon_store::NotifyFlags::parse(value).ok_or_else(|| {
@@ -436,6 +448,12 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(" "),
             "notify-keyspace-events" => self.notify_keyspace_events.to_string(),
+            "aclfile" => self
+                .aclfile
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "protected-mode" => if self.protected_mode { "yes" } else { "no" }.into(),
             _ => return None,
         })
     }

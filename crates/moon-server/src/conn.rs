@@ -55,6 +55,8 @@ pub struct ClientInfo {
     pub shard: usize,
     /// CLIENT TRACKING settings; `None` = off.
     pub tracking: RefCell<Option<crate::tracking::TrackingState>>,
+    /// The ACL user the connection runs as (CLIENT LIST's `user=`).
+    pub user: RefCell<String>,
 }
 
 impl ClientInfo {
@@ -62,7 +64,7 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = Instant::now();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} shard={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
             self.id,
             self.addr,
             self.laddr,
@@ -75,6 +77,7 @@ impl ClientInfo {
             self.sub_counts.get().1,
             self.sub_counts.get().2,
             self.last_cmd.get(),
+            self.user.borrow(),
             self.resp.get(),
             self.lib_name.borrow(),
             self.lib_ver.borrow(),
@@ -99,7 +102,9 @@ pub struct Session {
     pub db: usize,
     /// Copy of the runtime-changeable settings, refreshed when the config version moves.
     config_version: u64,
-    pub requirepass: Option<String>,
+    /// The ACL user this connection runs as (a snapshot, refreshed when the ACL changes).
+    pub user: std::sync::Arc<crate::acl::User>,
+    acl_version: u64,
     max_bulk_len: usize,
     /// `timeout` (None = never) and `client-query-buffer-limit`.
     idle_timeout: Option<Duration>,
@@ -140,11 +145,22 @@ impl Session {
 
 impl Session {
     fn refresh_config(&mut self, parser: &mut RequestParser) {
+        let a = self.ctx.shared.acl_version();
+        if a != self.acl_version {
+            self.acl_version = a;
+            match self.ctx.shared.user(&self.user.name) {
+                Some(u) => self.user = u,
+                None => {
+                    // ACL DELUSER closes the connections of the users it removed.
+                    tracing::debug!(client = self.info.id, "closing: its user was deleted");
+                    self.quit = true;
+                }
+            }
+        }
         let v = self.ctx.shared.config_version();
         if v != self.config_version {
             let c = self.ctx.shared.config();
             self.config_version = v;
-            self.requirepass = c.requirepass.clone();
             self.max_bulk_len = c.proto_max_bulk_len as usize;
             self.idle_timeout = (c.timeout > 0).then(|| Duration::from_secs(c.timeout));
             self.query_buffer_limit = c.client_query_buffer_limit as usize;
@@ -195,20 +211,38 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
         out: crate::pubsub::Outbox::default(),
         shard: ctx.shard.id(),
         tracking: RefCell::new(None),
+        user: RefCell::new("default".into()),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     ShardCounters::add(&counters.connections_received, 1);
     ShardCounters::add(&counters.connected_clients, 1);
 
+    let user = shared
+        .user("default")
+        .unwrap_or_else(|| std::sync::Arc::new(crate::acl::User::default_user(None)));
+    if config.protected_mode && user.nopass && !is_loopback(&info.addr) {
+        tracing::warn!(
+            client = %info.addr,
+            "refused a client from outside loopback: protected mode (no password for the default user; see docs/SECURITY.md)"
+        );
+        CLIENTS.with(|c| c.borrow_mut().remove(&id));
+        shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
+        ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
+        ShardCounters::add(&counters.rejected_connections, 1);
+        let _ = stream.write_all(PROTECTED_MODE.as_bytes()).await;
+        let _ = stream.close().await;
+        return;
+    }
     let mut session = Session {
         ctx: ctx.clone(),
         info,
         proto: Protocol::Resp2,
-        authenticated: config.requirepass.is_none(),
+        authenticated: user.enabled && user.nopass,
         quit: false,
         db: 0,
         config_version: u64::MAX,
-        requirepass: None,
+        user,
+        acl_version: shared.acl_version(),
         max_bulk_len: 0,
         idle_timeout: None,
         query_buffer_limit: usize::MAX,
@@ -375,6 +409,23 @@ async fn write_out(
     out.set_in_flight(0);
     wbuf.clear();
     written && !out.is_closing()
+}
+
+/// The reply to a client refused by protected mode, which then closes.
+const PROTECTED_MODE: &str = "-DENIED Moon is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Moon you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Moon from the same host the server is running, however MAKE SURE Moon is not publicly accessible from internet if you do so. 2) Alternatively you can just disable the protected mode by setting protected-mode = \"no\" in moon.toml, and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user (requirepass, or ACL SETUSER default >password). NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Whether a peer address (`ip:port`) is loopback as Redis counts it: 127.0.0.1 or ::1 only.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => match a.ip() {
+            std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            std::net::IpAddr::V6(v6) => {
+                v6 == std::net::Ipv6Addr::LOCALHOST
+                    || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+            }
+        },
+        Err(_) => false,
+    }
 }
 
 /// Where the reply of one request comes from.
@@ -682,6 +733,14 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             plan.ready(noauth());
             continue;
         }
+        if !session.user.unrestricted() && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
+        {
+            if let Err((denied, object)) = session.user.check(spec, &req.args) {
+                plan.ready(crate::acl_cmd::deny(session, denied, &object));
+                session.multi.failed |= session.multi.queued.is_some();
+                continue;
+            }
+        }
         if session.proto == Protocol::Resp2
             && session.subs.any()
             && !crate::pubsub::allowed_while_subscribed(spec.name)
@@ -869,7 +928,12 @@ async fn reset(session: &mut Session) {
     session.info.resp.set(2);
     session.info.name.borrow_mut().clear();
     session.reply = ReplyMode::On;
-    session.authenticated = session.requirepass.is_none();
+    // Back to the default user: authenticated only if it needs no password.
+    if let Some(u) = session.ctx.shared.user("default") {
+        session.authenticated = u.enabled && u.nopass;
+        session.user = u;
+    }
+    *session.info.user.borrow_mut() = "default".into();
 }
 
 /// Whether a pipeline (outside MULTI) holds a command whose keys span shards and nothing that

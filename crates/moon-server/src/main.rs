@@ -3,6 +3,8 @@
 //! Exit codes: 0 after a clean shutdown or a successful `--check-config`, 2 for a bad
 //! configuration, 1 for any other failure to start.
 
+mod acl;
+mod acl_cmd;
 mod admin;
 mod config;
 mod conn;
@@ -112,6 +114,12 @@ struct Args {
     /// Keyspace notifications, Redis's flags (e.g. KEA); empty = off.
     #[arg(long)]
     notify_keyspace_events: Option<String>,
+    /// Users (ACL) file, in Redis's format.
+    #[arg(long)]
+    aclfile: Option<String>,
+    /// yes | no: refuse non-loopback clients while the default user has no password.
+    #[arg(long)]
+    protected_mode: Option<String>,
 }
 
 /// Every config key's flag, with what was given for it.
@@ -149,6 +157,8 @@ fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
             &args.client_output_buffer_limit,
         ),
         ("notify-keyspace-events", &args.notify_keyspace_events),
+        ("aclfile", &args.aclfile),
+        ("protected-mode", &args.protected_mode),
     ]
 }
 

@@ -38,7 +38,7 @@ impl ServerError {
     pub fn exit_code(&self) -> u8 {
         self.code
     }
-    fn fatal(message: impl Into<String>) -> Self {
+    pub(crate) fn fatal(message: impl Into<String>) -> Self {
         ServerError {
             code: 1,
             message: message.into(),
@@ -64,6 +64,12 @@ pub struct Shared {
     drained_shards: AtomicUsize,
     /// BGREWRITEAOF state (see `rewrite.rs`).
     pub rewrite: crate::rewrite::RewriteState,
+    /// The users (ACL), versioned like the config: connections refresh their user's snapshot
+    /// when the version moves.
+    acl: RwLock<crate::acl::Acl>,
+    acl_version: AtomicU64,
+    /// ACL LOG.
+    pub acl_log: Mutex<crate::acl_cmd::AclLog>,
 }
 
 impl Shared {
@@ -83,6 +89,34 @@ impl Shared {
         };
         let r = f(&mut guard);
         self.config_version.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+
+    pub fn acl_version(&self) -> u64 {
+        self.acl_version.load(Ordering::Acquire)
+    }
+
+    /// The user called `name`, as the ACL holds it now.
+    pub fn user(&self, name: &str) -> Option<Arc<crate::acl::User>> {
+        self.acl.read().ok().and_then(|a| a.get(name))
+    }
+
+    /// A copy of every user (ACL LIST, SAVE...).
+    pub fn acl(&self) -> crate::acl::Acl {
+        self.acl
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Changes the users; bumps the version so connections pick it up.
+    pub fn update_acl<R>(&self, f: impl FnOnce(&mut crate::acl::Acl) -> R) -> R {
+        let mut guard = match self.acl.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        self.acl_version.fetch_add(1, Ordering::AcqRel);
         r
     }
 
@@ -166,6 +200,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         if config.appendonly { "yes" } else { "no" },
         config.appendfsync.as_str()
     );
+    let acl = crate::acl_cmd::initial_acl(&config)?;
     // Held until `run` returns: the data directory's lock and layout.
     let data_dir = if config.appendonly {
         Some(Arc::new(crate::persistence::open(&config)?))
@@ -185,6 +220,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 .as_ref()
                 .map(|d| (d.dir.clone(), d.manifest.clone())),
         ),
+        acl: RwLock::new(acl),
+        acl_version: AtomicU64::new(0),
+        acl_log: Mutex::new(crate::acl_cmd::AclLog::default()),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.

@@ -121,7 +121,10 @@ impl CommandSpec {
         if self.flags.contains(&"readonly") {
             c.push("@read");
         }
-        if self.flags.contains(&"admin") {
+        // Redis's @dangerous: admin commands, and those that touch every key at once.
+        if self.flags.contains(&"admin")
+            || matches!(self.name, "flushall" | "flushdb" | "keys" | "swapdb")
+        {
             c.push("@dangerous");
         }
         c.push(if self.flags.contains(&"fast") {
@@ -373,6 +376,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Server: "shutdown", -1, ADMIN, 0, 0, 0, Connection),
     cmd!(Server: "bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
     cmd!(Connection: "reset", 1, CONN, 0, 0, 0, Connection),
+    cmd!(Server: "acl", -2, ADMIN, 0, 0, 0, Connection),
     // Pub/sub (handled by the connection: subscriptions live with it, PUBLISH fans out)
     cmd!(Pubsub: "subscribe", -2, PUBSUB, 0, 0, 0, Connection),
     cmd!(Pubsub: "unsubscribe", -1, PUBSUB, 0, 0, 0, Connection),

@@ -1,0 +1,339 @@
+//! Access control against the real binary with a real client: every kind of ACL rule allowed
+//! and denied (with Redis's texts), inside MULTI and across shards, AUTH and HELLO AUTH, the
+//! ACL command, the aclfile round trip and a malformed one, and protected mode.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{eventually, expect_err, keys_on_different_shards, run_expecting_exit, MoonServer};
+use redis::Value;
+
+const NOPERM_KEY: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+const NOPERM_CHANNEL: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
+    redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
+}
+
+fn noperm_cmd(name: &str) -> String {
+    format!("NOPERM this user has no permissions to run the '{name}' command")
+}
+
+/// A connection authenticated as `user`.
+fn login(s: &MoonServer, user: &str, pass: &str) -> redis::Connection {
+    let mut c = s.client();
+    let _: String = cmd(&mut c, &["AUTH", user, pass]);
+    c
+}
+
+fn setuser(c: &mut redis::Connection, name: &str, rules: &str) {
+    let mut words = vec!["ACL", "SETUSER", name];
+    words.extend(rules.split(' '));
+    let _: String = cmd(c, &words);
+}
+
+#[test]
+fn command_rules_allow_and_deny() {
+    let s = MoonServer::start(2, &[]);
+    let mut admin = s.client();
+    setuser(
+        &mut admin,
+        "reader",
+        "on >r ~* &* +@read -hgetall +config|get",
+    );
+    let mut r = login(&s, "reader", "r");
+    assert_eq!(cmd::<Option<String>>(&mut r, &["GET", "k"]), None);
+    assert_eq!(expect_err(&mut r, &["SET", "k", "v"]), noperm_cmd("set"));
+    assert_eq!(expect_err(&mut r, &["HGETALL", "h"]), noperm_cmd("hgetall"));
+    let _: Vec<String> = cmd(&mut r, &["CONFIG", "GET", "maxmemory"]);
+    // Durability settings are privileged: CONFIG SET needs more than CONFIG GET.
+    assert_eq!(
+        expect_err(&mut r, &["CONFIG", "SET", "appendfsync", "no"]),
+        noperm_cmd("config|set")
+    );
+    assert_eq!(expect_err(&mut r, &["FLUSHALL"]), noperm_cmd("flushall"));
+    // +@category / -@category, +cmd / -cmd, allcommands / nocommands.
+    setuser(&mut admin, "reader", "-@all +@string -set");
+    assert_eq!(cmd::<String>(&mut r, &["APPEND", "s", "x"]).len(), 1);
+    assert_eq!(expect_err(&mut r, &["SET", "k", "v"]), noperm_cmd("set"));
+    assert_eq!(expect_err(&mut r, &["SADD", "x", "m"]), noperm_cmd("sadd"));
+    setuser(&mut admin, "reader", "allcommands -@dangerous");
+    assert_eq!(cmd::<String>(&mut r, &["SET", "k", "v"]), "OK");
+    assert_eq!(expect_err(&mut r, &["KEYS", "*"]), noperm_cmd("keys"));
+    setuser(&mut admin, "reader", "nocommands");
+    assert_eq!(expect_err(&mut r, &["GET", "k"]), noperm_cmd("get"));
+    assert_eq!(
+        cmd::<String>(&mut admin, &["ACL", "DRYRUN", "reader", "GET", "k"]),
+        "This user has no permissions to run the 'get' command"
+    );
+    setuser(&mut admin, "reader", "+get");
+    assert_eq!(
+        cmd::<String>(&mut admin, &["ACL", "DRYRUN", "reader", "GET", "k"]),
+        "OK"
+    );
+}
+
+#[test]
+fn key_and_channel_rules_cover_every_key_multi_and_shards() {
+    let s = MoonServer::start(2, &[]);
+    let mut admin = s.client();
+    setuser(
+        &mut admin,
+        "app",
+        "on >pw +@all -@dangerous ~app:* %R~shared:* %W~log:* &events:*",
+    );
+    let mut a = login(&s, "app", "pw");
+    assert_eq!(cmd::<String>(&mut a, &["SET", "app:1", "v"]), "OK");
+    assert_eq!(expect_err(&mut a, &["SET", "other", "v"]), NOPERM_KEY);
+    // %R~: read only; %W~: write only.
+    assert_eq!(cmd::<Option<String>>(&mut a, &["GET", "shared:1"]), None);
+    assert_eq!(expect_err(&mut a, &["SET", "shared:1", "v"]), NOPERM_KEY);
+    assert_eq!(cmd::<String>(&mut a, &["SET", "log:1", "v"]), "OK");
+    assert_eq!(expect_err(&mut a, &["GET", "log:1"]), NOPERM_KEY);
+    assert_eq!(
+        expect_err(&mut a, &["INCR", "log:2"]),
+        NOPERM_KEY,
+        "INCR reads too"
+    );
+    // Every key of a multi-key command, also across shards.
+    let keys = keys_on_different_shards(2);
+    let (k0, k1) = (format!("app:{}", keys[0]), keys[1].clone());
+    assert_eq!(
+        expect_err(&mut a, &["MSET", &k0, "1", &k1, "2"]),
+        NOPERM_KEY
+    );
+    assert_eq!(
+        cmd::<Option<String>>(&mut admin, &["GET", &k0]),
+        None,
+        "nothing ran"
+    );
+    // Inside MULTI: refused when queued, and EXEC is aborted.
+    let (ok, err): (Vec<Value>, redis::RedisError) = {
+        let _: String = cmd(&mut a, &["MULTI"]);
+        let q: String = cmd(&mut a, &["SET", "app:2", "v"]);
+        let e = expect_err(&mut a, &["GET", "secret"]);
+        assert_eq!(e, NOPERM_KEY);
+        let exec = redis::cmd("EXEC").query::<Vec<Value>>(&mut a).unwrap_err();
+        (vec![Value::SimpleString(q)], exec)
+    };
+    assert_eq!(ok, [Value::SimpleString("QUEUED".into())]);
+    assert!(common::err_text(&err).starts_with("EXECABORT"), "{err}");
+    // Channels.
+    assert_eq!(cmd::<i64>(&mut a, &["PUBLISH", "events:1", "x"]), 0);
+    assert_eq!(
+        expect_err(&mut a, &["PUBLISH", "other", "x"]),
+        NOPERM_CHANNEL
+    );
+    assert_eq!(expect_err(&mut a, &["SUBSCRIBE", "other"]), NOPERM_CHANNEL);
+    // A pattern subscription must be one of the allowed patterns itself.
+    assert_eq!(
+        expect_err(&mut a, &["PSUBSCRIBE", "events:1*"]),
+        NOPERM_CHANNEL
+    );
+    // ACL LOG has the refusals, newest first.
+    let log: Vec<Value> = cmd(&mut admin, &["ACL", "LOG", "1"]);
+    let entry = format!("{:?}", log[0]);
+    assert!(
+        entry.contains("channel") && entry.contains("events:1*") && entry.contains("app"),
+        "{entry}"
+    );
+    let log: Vec<Value> = cmd(&mut admin, &["ACL", "LOG"]);
+    assert!(log.len() >= 5, "{log:?}");
+    let _: String = cmd(&mut admin, &["ACL", "LOG", "RESET"]);
+    assert!(cmd::<Vec<Value>>(&mut admin, &["ACL", "LOG"]).is_empty());
+}
+
+#[test]
+fn users_passwords_and_authentication() {
+    let s = MoonServer::start(1, &["--requirepass", "secret"]);
+    let mut c = s.client();
+    assert!(expect_err(&mut c, &["GET", "k"]).starts_with("NOAUTH"));
+    assert_eq!(expect_err(&mut c, &["AUTH", "wrong"]), WRONGPASS);
+    let _: String = cmd(&mut c, &["AUTH", "secret"]);
+    assert_eq!(cmd::<String>(&mut c, &["ACL", "WHOAMI"]), "default");
+    // >password, #sha256, off, nopass.
+    let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"; // "password"
+    setuser(&mut c, "bob", &format!("on >one #{hash} +@all ~*"));
+    let mut b = s.client();
+    let _: String = cmd(&mut b, &["AUTH", "bob", "one"]);
+    let _: String = cmd(&mut b, &["AUTH", "bob", "password"]);
+    assert_eq!(cmd::<String>(&mut b, &["ACL", "WHOAMI"]), "bob");
+    assert_eq!(expect_err(&mut b, &["AUTH", "bob", "two"]), WRONGPASS);
+    setuser(&mut c, "bob", "off");
+    assert_eq!(
+        expect_err(&mut s.client(), &["AUTH", "bob", "one"]),
+        WRONGPASS
+    );
+    setuser(&mut c, "bob", "on nopass");
+    let _: String = cmd(&mut s.client(), &["AUTH", "bob", "anything"]);
+    // HELLO 3 AUTH.
+    let mut h = s.client();
+    let hello: Value = cmd(&mut h, &["HELLO", "3", "AUTH", "bob", "x"]);
+    assert!(format!("{hello:?}").contains("proto"));
+    assert_eq!(cmd::<String>(&mut h, &["ACL", "WHOAMI"]), "bob");
+    // GETUSER, USERS, LIST, CAT, GENPASS.
+    let users: Vec<String> = cmd(&mut c, &["ACL", "USERS"]);
+    assert_eq!(users, ["bob", "default"]);
+    let list: Vec<String> = cmd(&mut c, &["ACL", "LIST"]);
+    assert!(
+        list.contains(&"user bob on nopass ~* resetchannels +@all".to_string()),
+        "{list:?}"
+    );
+    let getuser: Value = cmd(&mut c, &["ACL", "GETUSER", "bob"]);
+    assert!(format!("{getuser:?}").contains("nopass"));
+    assert_eq!(
+        cmd::<Value>(&mut c, &["ACL", "GETUSER", "nobody"]),
+        Value::Nil
+    );
+    let cats: Vec<String> = cmd(&mut c, &["ACL", "CAT"]);
+    assert!(cats.contains(&"dangerous".to_string()) && cats.contains(&"keyspace".to_string()));
+    let dangerous: Vec<String> = cmd(&mut c, &["ACL", "CAT", "dangerous"]);
+    assert!(
+        dangerous.contains(&"flushall".to_string()) && dangerous.contains(&"config".to_string())
+    );
+    assert_eq!(cmd::<String>(&mut c, &["ACL", "GENPASS"]).len(), 64);
+    assert_eq!(cmd::<String>(&mut c, &["ACL", "GENPASS", "32"]).len(), 8);
+    // Bad rules: Redis's texts, nothing applied.
+    assert_eq!(
+        expect_err(&mut c, &["ACL", "SETUSER", "bob", "+nosuch"]),
+        "ERR Error in ACL SETUSER modifier '+nosuch': Unknown command or category name in ACL"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["ACL", "DELUSER", "default"]),
+        "ERR The 'default' user cannot be removed"
+    );
+    // DELUSER closes the user's connections.
+    assert_eq!(cmd::<i64>(&mut c, &["ACL", "DELUSER", "bob"]), 1);
+    assert!(redis::cmd("PING").query::<String>(&mut b).is_err());
+    // requirepass is the default user's password.
+    let _: String = cmd(&mut c, &["CONFIG", "SET", "requirepass", "new"]);
+    assert_eq!(expect_err(&mut s.client(), &["AUTH", "secret"]), WRONGPASS);
+    let _: String = cmd(&mut s.client(), &["AUTH", "new"]);
+}
+
+#[test]
+fn users_survive_a_restart_through_the_aclfile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aclfile = tmp.path().join("users.acl");
+    let acl = aclfile.to_str().unwrap();
+    let data = tmp.path().join("data");
+    {
+        let mut s = MoonServer::start_in(&data, 1, &["--aclfile", acl]).unwrap();
+        let mut c = s.client();
+        setuser(&mut c, "carol", "on >pw ~c:* &news +get +set");
+        let _: String = cmd(&mut c, &["ACL", "SAVE"]);
+        s.terminate();
+    }
+    let text = std::fs::read_to_string(&aclfile).unwrap();
+    assert!(
+        text.contains("user carol on #") && text.contains("~c:* &news -@all +get +set"),
+        "{text}"
+    );
+    assert!(!text.contains(">pw"), "passwords are stored hashed");
+    let s = MoonServer::start_in(&data, 1, &["--aclfile", acl]).unwrap();
+    let mut c = login(&s, "carol", "pw");
+    assert_eq!(cmd::<String>(&mut c, &["SET", "c:1", "v"]), "OK");
+    assert_eq!(expect_err(&mut c, &["SET", "d:1", "v"]), NOPERM_KEY);
+    // ACL LOAD picks up an edited file; a bad one is refused with its line, users unchanged.
+    std::fs::write(&aclfile, format!("{text}user dave on nopass +@all ~*\n")).unwrap();
+    let mut admin = s.client();
+    let _: String = cmd(&mut admin, &["ACL", "LOAD"]);
+    let _: String = cmd(&mut s.client(), &["AUTH", "dave", "x"]);
+    std::fs::write(&aclfile, "user ok on nopass\nuser bad on +nosuch\n").unwrap();
+    let e = expect_err(&mut admin, &["ACL", "LOAD"]);
+    assert!(e.contains("users.acl:2:") && e.contains("+nosuch"), "{e}");
+    let _: String = cmd(&mut s.client(), &["AUTH", "dave", "x"]);
+}
+
+#[test]
+fn a_malformed_aclfile_refuses_startup_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aclfile = tmp.path().join("users.acl");
+    std::fs::write(
+        &aclfile,
+        "user default on nopass ~* +@all\nuser x on ~a:* +get\nusr y on\n",
+    )
+    .unwrap();
+    let (code, out) = run_expecting_exit(
+        &tmp.path().join("data"),
+        1,
+        &["--aclfile", aclfile.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("users.acl:3: line should start with user keyword"),
+        "{out}"
+    );
+}
+
+/// A client whose socket is bound to 127.0.0.2 is not on loopback as Redis counts it.
+fn connect_from_127_0_0_2(port: u16) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.2:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn first_reply(mut s: std::net::TcpStream) -> String {
+    use std::io::Write;
+    s.write_all(b"PING\r\n").unwrap();
+    // One line: the refusal (then the server closes) or PING's reply.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.ends_with(b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn protected_mode_refuses_remote_clients_without_a_password() {
+    let s = MoonServer::start(1, &["--bind", "0.0.0.0"]);
+    let port = s.addr.port();
+    let reply = first_reply(connect_from_127_0_0_2(port));
+    let loopback = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    assert!(
+        reply.starts_with("-DENIED Moon is running in protected mode because protected mode is enabled and no password is set for the default user."),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("CONFIG SET protected-mode no") && reply.contains("--protected-mode no")
+    );
+    // Loopback itself is served.
+    let mut local = loopback.get_connection().unwrap();
+    assert_eq!(cmd::<String>(&mut local, &["PING"]), "PONG");
+    // A password for the default user, or protected-mode no, lets the remote client in.
+    let _: String = cmd(
+        &mut local,
+        &["ACL", "SETUSER", "default", "resetpass", ">pw"],
+    );
+    assert!(first_reply(connect_from_127_0_0_2(port)).starts_with("-NOAUTH"));
+    let _: String = cmd(&mut local, &["AUTH", "pw"]);
+    let _: String = cmd(&mut local, &["ACL", "SETUSER", "default", "nopass"]);
+    assert!(first_reply(connect_from_127_0_0_2(port)).starts_with("-DENIED"));
+    let _: String = cmd(&mut local, &["CONFIG", "SET", "protected-mode", "no"]);
+    assert!(eventually(Duration::from_secs(5), || first_reply(
+        connect_from_127_0_0_2(port)
+    )
+    .starts_with("+PONG")));
+}
