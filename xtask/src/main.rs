@@ -3,6 +3,8 @@
 //! - `crash-matrix`: kill -9 the real release server under load in every configuration and
 //!   prove that nothing acknowledged is lost ([`crash_matrix`]).
 //! - `bench`: Moon against Redis 7 on the same machine, same settings ([`bench`]).
+//! - `fuzz`: the parsers, every command and the network ([`fuzz`]).
+//! - `tls-check`: redis-cli --tls against the TLS port ([`tls_check`]).
 //!
 //! Both drive the real `moon-server` binary through a real client, as a user would; neither
 //! reaches into the server's crates.
@@ -16,6 +18,7 @@ mod fuzz;
 mod model;
 mod powerfs;
 mod server;
+mod tls_check;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Moon project automation")]
@@ -32,6 +35,8 @@ enum Task {
     Bench(bench::Args),
     /// Fuzz the parsers and every command's argument handling (stable toolchain).
     Fuzz(fuzz::Args),
+    /// A TLS session with redis-cli --tls against the real server (needs redis-tools).
+    TlsCheck,
 }
 
 fn main() {
@@ -40,6 +45,7 @@ fn main() {
         Task::CrashMatrix(args) => crash_matrix::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::TlsCheck => tls_check::run(),
     };
     match result {
         Ok(true) => {}

@@ -57,6 +57,9 @@ pub struct User {
     command_rules: Vec<String>,
     pub keys: Vec<KeyPattern>,
     pub channels: Vec<Bytes>,
+    /// Every command, key and channel allowed (computed after each change: the common
+    /// case skips the check on the command path).
+    open: bool,
 }
 
 /// Why a request was refused (the ACL LOG's `reason`).
@@ -134,6 +137,7 @@ impl User {
             command_rules: vec!["-@all".into()],
             keys: Vec::new(),
             channels: Vec::new(),
+            open: false,
         }
     }
 
@@ -154,6 +158,10 @@ impl User {
 
     /// Every command, key and channel: the check can be skipped.
     pub fn unrestricted(&self) -> bool {
+        self.open
+    }
+
+    fn compute_open(&self) -> bool {
         self.allowed.iter().all(|&a| a)
             && self.subcommands.is_empty()
             && self
@@ -165,6 +173,12 @@ impl User {
 
     /// Applies one rule; the error is Redis's text for a bad one.
     pub fn apply(&mut self, rule: &str) -> Result<(), String> {
+        let r = self.apply_rule(rule);
+        self.open = self.compute_open();
+        r
+    }
+
+    fn apply_rule(&mut self, rule: &str) -> Result<(), String> {
         let lower = rule.to_ascii_lowercase();
         match lower.as_str() {
             "on" => self.enabled = true,

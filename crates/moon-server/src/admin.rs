@@ -443,6 +443,33 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let encodings = candidate.encodings;
         let notify = candidate.notify_keyspace_events;
         let pubsub_limit = candidate.output_limits[2];
+        // New TLS files are loaded (and checked) before anything changes.
+        let tls_keys = [
+            "tls-cert-file",
+            "tls-key-file",
+            "tls-ca-cert-file",
+            "tls-auth-clients",
+        ];
+        let tls_changed = args[2..]
+            .chunks(2)
+            .any(|p| tls_keys.iter().any(|k| eq(&p[0], k)));
+        let new_tls = if tls_changed && candidate.tls_port != 0 {
+            match crate::tls::server_config(&candidate) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return Frame::Error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - {e}"
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(c) = new_tls {
+            if let Ok(mut slot) = shared.tls.write() {
+                *slot = Some(c);
+            }
+        }
         let requirepass = candidate.requirepass.clone();
         let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);
         if requirepass != old_requirepass {

@@ -53,6 +53,21 @@ pub struct Config {
     pub aclfile: Option<PathBuf>,
     /// With no password for the default user, refuse clients that are not on loopback.
     pub protected_mode: bool,
+    /// TLS: its port (0 = no TLS), the server's certificate chain and key, the CA client
+    /// certificates must chain to, and whether clients must present one.
+    pub tls_port: u16,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_cert_file: Option<PathBuf>,
+    pub tls_auth_clients: TlsAuthClients,
+}
+
+/// `tls-auth-clients`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    Yes,
+    No,
+    Optional,
 }
 
 /// The classes of `client-output-buffer-limit`, in the order Redis lists them.
@@ -97,6 +112,11 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("notify-keyspace-events", Mutability::Runtime),
     ("aclfile", Mutability::Startup),
     ("protected-mode", Mutability::Runtime),
+    ("tls-port", Mutability::Startup),
+    ("tls-cert-file", Mutability::Runtime),
+    ("tls-key-file", Mutability::Runtime),
+    ("tls-ca-cert-file", Mutability::Runtime),
+    ("tls-auth-clients", Mutability::Runtime),
 ];
 
 /// A refused value: the key, the value and what would have been accepted.
@@ -185,11 +205,22 @@ impl Default for Config {
             notify_keyspace_events: moon_store::NotifyFlags::default(),
             aclfile: None,
             protected_mode: true,
+            tls_port: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_cert_file: None,
+            tls_auth_clients: TlsAuthClients::Yes,
         }
     }
 }
 
 pub const MAX_SHARDS: usize = 256;
+
+fn path_text(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
 
 /// Redis's older names of a key (`hash-max-ziplist-*` before 7.0), as Redis still accepts.
 pub fn canonical_key(key: &str) -> String {
@@ -390,6 +421,26 @@ impl Config {
                 self.aclfile = (!value.is_empty()).then(|| PathBuf::from(value));
             }
             "protected-mode" => self.protected_mode = yes_no(&key, value)?,
+            "tls-port" => {
+                self.tls_port = value
+                    .parse()
+                    .map_err(|_| bad(&key, value, "0-65535, 0 = no TLS"))?
+            }
+            "tls-cert-file" => {
+                self.tls_cert_file = (!value.is_empty()).then(|| PathBuf::from(value))
+            }
+            "tls-key-file" => self.tls_key_file = (!value.is_empty()).then(|| PathBuf::from(value)),
+            "tls-ca-cert-file" => {
+                self.tls_ca_cert_file = (!value.is_empty()).then(|| PathBuf::from(value))
+            }
+            "tls-auth-clients" => {
+                self.tls_auth_clients = match value.to_ascii_lowercase().as_str() {
+                    "yes" => TlsAuthClients::Yes,
+                    "no" => TlsAuthClients::No,
+                    "optional" => TlsAuthClients::Optional,
+                    _ => return Err(bad(&key, value, "yes, no, optional")),
+                }
+            }
             "notify-keyspace-events" => {
                 self.notify_keyspace_events =
                     moon_store::NotifyFlags::parse(value).ok_or_else(|| {
@@ -454,6 +505,16 @@ impl Config {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             "protected-mode" => if self.protected_mode { "yes" } else { "no" }.into(),
+            "tls-port" => self.tls_port.to_string(),
+            "tls-cert-file" => path_text(&self.tls_cert_file),
+            "tls-key-file" => path_text(&self.tls_key_file),
+            "tls-ca-cert-file" => path_text(&self.tls_ca_cert_file),
+            "tls-auth-clients" => match self.tls_auth_clients {
+                TlsAuthClients::Yes => "yes",
+                TlsAuthClients::No => "no",
+                TlsAuthClients::Optional => "optional",
+            }
+            .into(),
             _ => return None,
         })
     }

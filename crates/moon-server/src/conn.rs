@@ -174,7 +174,31 @@ impl Session {
 
 /// Serves one connection until the client leaves, sends a malformed request, or the server
 /// shuts down.
-pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
+pub async fn serve_tcp(ctx: Rc<ShardServer>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (peer, local) = addresses(&stream);
+    serve(ctx, stream, peer, local).await
+}
+
+/// The peer's and the local address of a socket, as CLIENT LIST shows them.
+pub fn addresses(stream: &TcpStream) -> (String, String) {
+    (
+        stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Serves one connection (plain TCP, or TLS once its handshake is done).
+pub async fn serve<S>(ctx: Rc<ShardServer>, mut stream: S, peer: String, local: String)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     let shared = ctx.shared.clone();
     let config = shared.config();
     let counters = &ctx.shard.counters;
@@ -186,19 +210,12 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
             .await;
         return;
     }
-    let _ = stream.set_nodelay(true);
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
     let info = Rc::new(ClientInfo {
         id,
-        addr: stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        laddr: stream
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        addr: peer,
+        laddr: local,
         name: RefCell::new(String::new()),
         lib_name: RefCell::new(String::new()),
         lib_ver: RefCell::new(String::new()),
@@ -390,8 +407,8 @@ pub async fn serve(ctx: Rc<ShardServer>, mut stream: TcpStream) {
 
 /// Writes `wbuf` to the client and clears it; false if the connection must close (the write
 /// failed, or the client passed its output limit while the write waited for it to read).
-async fn write_out(
-    stream: &mut TcpStream,
+async fn write_out<S: futures_lite::AsyncWrite + Unpin>(
+    stream: &mut S,
     wbuf: &mut BytesMut,
     out: &crate::pubsub::Outbox,
     counters: &ShardCounters,

@@ -14,6 +14,7 @@ mod persistence;
 mod pubsub;
 mod rewrite;
 mod server;
+mod tls;
 mod tracking;
 mod txn;
 
@@ -120,6 +121,21 @@ struct Args {
     /// yes | no: refuse non-loopback clients while the default user has no password.
     #[arg(long)]
     protected_mode: Option<String>,
+    /// TLS port (0 = no TLS), beside the plain port.
+    #[arg(long)]
+    tls_port: Option<String>,
+    /// The server's certificate chain (PEM).
+    #[arg(long)]
+    tls_cert_file: Option<String>,
+    /// The server's private key (PEM).
+    #[arg(long)]
+    tls_key_file: Option<String>,
+    /// CA certificates client certificates must chain to (PEM).
+    #[arg(long)]
+    tls_ca_cert_file: Option<String>,
+    /// yes | no | optional: whether clients must present a certificate.
+    #[arg(long)]
+    tls_auth_clients: Option<String>,
 }
 
 /// Every config key's flag, with what was given for it.
@@ -159,6 +175,11 @@ fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
         ("notify-keyspace-events", &args.notify_keyspace_events),
         ("aclfile", &args.aclfile),
         ("protected-mode", &args.protected_mode),
+        ("tls-port", &args.tls_port),
+        ("tls-cert-file", &args.tls_cert_file),
+        ("tls-key-file", &args.tls_key_file),
+        ("tls-ca-cert-file", &args.tls_ca_cert_file),
+        ("tls-auth-clients", &args.tls_auth_clients),
     ]
 }
 

@@ -70,6 +70,8 @@ pub struct Shared {
     acl_version: AtomicU64,
     /// ACL LOG.
     pub acl_log: Mutex<crate::acl_cmd::AclLog>,
+    /// The TLS configuration new TLS connections use (replaced by CONFIG SET tls-*-file).
+    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
@@ -183,6 +185,12 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(Vec<RawFd>, So
 
 type Slots<T> = Arc<Mutex<Vec<Option<T>>>>;
 
+/// One shard's listening sockets: the plain port's and, with `tls-port`, the TLS port's.
+struct Listeners {
+    plain: RawFd,
+    tls: Option<RawFd>,
+}
+
 fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
     slots
         .lock()
@@ -201,6 +209,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config.appendfsync.as_str()
     );
     let acl = crate::acl_cmd::initial_acl(&config)?;
+    let tls = if config.tls_port != 0 {
+        Some(crate::tls::server_config(&config).map_err(|e| {
+            ServerError::fatal(format!("cannot set up TLS: {e} (see docs/SECURITY.md)"))
+        })?)
+    } else {
+        None
+    };
     // Held until `run` returns: the data directory's lock and layout.
     let data_dir = if config.appendonly {
         Some(Arc::new(crate::persistence::open(&config)?))
@@ -223,6 +238,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         acl: RwLock::new(acl),
         acl_version: AtomicU64::new(0),
         acl_log: Mutex::new(crate::acl_cmd::AclLog::default()),
+        tls: RwLock::new(tls),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
@@ -236,7 +252,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, ServerError>>();
     let mut listener_txs = Vec::new();
     let mut stop_txs = Vec::new();
-    let listener_rxs: Slots<oneshot::Receiver<Option<RawFd>>> = Arc::new(Mutex::new(Vec::new()));
+    let listener_rxs: Slots<oneshot::Receiver<Option<Listeners>>> =
+        Arc::new(Mutex::new(Vec::new()));
     let stop_rxs: Slots<oneshot::Receiver<()>> = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..shards {
         let (ltx, lrx) = oneshot::channel();
@@ -331,12 +348,27 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             return Err(ServerError::fatal(format!("cannot listen on {addr}: {e}")));
         }
     };
+    let mut tls_fds: Vec<Option<RawFd>> = vec![None; shards];
+    if config.tls_port != 0 {
+        let tls_addr = SocketAddr::new(config.bind, config.tls_port);
+        match bind_listeners(tls_addr, shards) {
+            Ok((fds, _)) => tls_fds = fds.into_iter().map(Some).collect(),
+            Err(e) => {
+                drop(listener_txs);
+                let _ = join_runtime(runtime);
+                return Err(ServerError::fatal(format!(
+                    "cannot listen on {tls_addr} (tls-port): {e}"
+                )));
+            }
+        }
+        tracing::info!("TLS ready on {tls_addr}");
+    }
     shared
         .port
         .store(u64::from(actual.port()), Ordering::Release);
     shared.update_config(|c| c.port = actual.port());
-    for (tx, fd) in listener_txs.into_iter().zip(fds) {
-        let _ = tx.send(Some(fd));
+    for ((tx, fd), tls) in listener_txs.into_iter().zip(fds).zip(tls_fds) {
+        let _ = tx.send(Some(Listeners { plain: fd, tls }));
     }
     tracing::info!("Ready to accept connections on {actual}");
 
@@ -364,31 +396,87 @@ fn join_runtime(
     }
 }
 
+/// Accepts TLS connections on this shard's TLS listener until the server stops.
+async fn accept_tls(ctx: Rc<ShardServer>, listener: TcpListener, gate: Gate) {
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            let _ = ctx.stopping.acquire(1).await;
+            None
+        };
+        match futures_lite::future::or(stop, accept).await {
+            None => break,
+            Some(Ok(stream)) => {
+                let ctx = ctx.clone();
+                match gate.spawn(async move { serve_tls(ctx, stream).await }) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(_) => break,
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = ctx.shard.id(), "TLS accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake (bounded in time, with the configuration current now), then the
+/// connection as any other.
+async fn serve_tls(ctx: Rc<ShardServer>, stream: glommio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (peer, local) = conn::addresses(&stream);
+    let config = ctx.shared.tls.read().ok().and_then(|c| c.clone());
+    let Some(config) = config else {
+        return;
+    };
+    let acceptor = futures_rustls::TlsAcceptor::from(config);
+    let handshake = async { Some(acceptor.accept(stream).await) };
+    let timeout = async {
+        glommio::timer::sleep(crate::tls::HANDSHAKE_TIMEOUT).await;
+        None
+    };
+    match futures_lite::future::or(handshake, timeout).await {
+        Some(Ok(tls)) => conn::serve(ctx, tls, peer, local).await,
+        Some(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
+        None => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
 async fn shard_main(
     shard: Rc<Shard>,
     shared: Arc<Shared>,
     ready_tx: std::sync::mpsc::Sender<Result<usize, ServerError>>,
-    listener_rx: Option<oneshot::Receiver<Option<RawFd>>>,
+    listener_rx: Option<oneshot::Receiver<Option<Listeners>>>,
     stop_rx: Option<oneshot::Receiver<()>>,
 ) -> Result<(), ServerError> {
     let id = shard.id();
     let _ = ready_tx.send(Ok(id));
     drop(ready_tx);
-    let Some(Ok(Some(fd))) = (match listener_rx {
+    let Some(Ok(Some(fds))) = (match listener_rx {
         Some(rx) => Some(rx.await),
         None => None,
     }) else {
         return Ok(()); // startup was abandoned
     };
-    // SAFETY: `fd` is a listening socket created by `bind_listeners` and handed to this shard
-    // alone; ownership moves into the listener.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    // SAFETY: `fds.plain` (and `fds.tls`) are listening sockets created by `bind_listeners`
+    // and handed to this shard alone; ownership moves into the listeners.
+    let listener = unsafe { TcpListener::from_raw_fd(fds.plain) };
     let ctx = Rc::new(ShardServer {
         shard: shard.clone(),
         shared: shared.clone(),
         stopping: Semaphore::new(0),
     });
     let gate = Gate::new();
+    if let Some(tls_fd) = fds.tls {
+        // SAFETY: as above.
+        let tls_listener = unsafe { TcpListener::from_raw_fd(tls_fd) };
+        // Its own task: an accept is never raced against another (a cancelled accept could
+        // drop a connection the kernel already handed over).
+        glommio::spawn_local(accept_tls(ctx.clone(), tls_listener, gate.clone())).detach();
+    }
     if id == 0 {
         crate::rewrite::start_auto_rewrite(shard.clone(), shared.clone());
     }
@@ -412,7 +500,7 @@ async fn shard_main(
             Event::Stop => break,
             Event::Conn(Ok(stream)) => {
                 let ctx = ctx.clone();
-                match gate.spawn(async move { conn::serve(ctx, stream).await }) {
+                match gate.spawn(async move { conn::serve_tcp(ctx, stream).await }) {
                     // Detached: a dropped task handle would cancel the connection.
                     Ok(task) => {
                         task.detach();
