@@ -60,7 +60,12 @@ pub struct User {
     /// Every command, key and channel allowed (computed after each change: the common
     /// case skips the check on the command path).
     open: bool,
+    /// Set when the user is created, kept by every change: a user deleted and created again
+    /// under the same name is another user (its old connections are closed).
+    pub generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why a request was refused (the ACL LOG's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +97,27 @@ fn in_category(spec: &CommandSpec, cat: &str) -> bool {
 /// Whether a command reads the value of its keys (needs `%R`), writes them (needs `%W`), or
 /// both — Redis's key specs, simplified: writes that return or build on the old value need
 /// both.
-fn key_access(spec: &CommandSpec) -> (bool, bool) {
+fn key_access(spec: &CommandSpec, args: &[Bytes]) -> (bool, bool) {
+    // SET ... GET returns the old value: it reads too.
+    if spec.name == "set" && args[3..].iter().any(|a| a.eq_ignore_ascii_case(b"get")) {
+        return (true, true);
+    }
+    // Commands that neither read a value nor change one (EXISTS, TYPE, TTL...): any
+    // permission on the key will do (Redis's key specs without ACCESS or a write flag).
+    if matches!(
+        spec.name,
+        "exists"
+            | "type"
+            | "ttl"
+            | "pttl"
+            | "expiretime"
+            | "pexpiretime"
+            | "touch"
+            | "object"
+            | "memory"
+    ) {
+        return (false, false);
+    }
     if spec.is_write() {
         let reads = matches!(
             spec.name,
@@ -138,6 +163,7 @@ impl User {
             keys: Vec::new(),
             channels: Vec::new(),
             open: false,
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -208,6 +234,12 @@ impl User {
     }
 
     fn apply_operand(&mut self, rule: &str) -> Result<(), String> {
+        // A pattern with spaces or control characters would not survive the aclfile (one
+        // user per line, rules split on spaces).
+        let is_pattern = rule.starts_with(['~', '%', '&']);
+        if is_pattern && rule.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("The ACL rule contains spaces or control characters".into());
+        }
         if let Some(p) = rule.strip_prefix('>') {
             let d: [u8; 32] = Sha256::digest(p.as_bytes()).into();
             if !self.passwords.contains(&d) {
@@ -353,6 +385,12 @@ impl User {
         r && w
     }
 
+    /// Whether the user may keep these subscriptions (after its rules changed).
+    pub fn may_keep(&self, channels: &[&Bytes], patterns: &[&Bytes]) -> bool {
+        channels.iter().all(|c| self.channel_allowed(c, false))
+            && patterns.iter().all(|p| self.channel_allowed(p, true))
+    }
+
     fn channel_allowed(&self, channel: &[u8], is_pattern: bool) -> bool {
         self.channels.iter().any(|c| {
             &c[..] == b"*"
@@ -380,7 +418,7 @@ impl User {
             };
             return Err((Denied::Command, name));
         }
-        let (read, write) = key_access(spec);
+        let (read, write) = key_access(spec, args);
         let keys: Vec<&Bytes> =
             if matches!(spec.route, moon_store::command::Route::Keys(_)) || spec.name == "watch" {
                 spec.keys(args).collect()

@@ -53,6 +53,9 @@ impl AclLog {
         username: &str,
         client_info: String,
     ) {
+        // Bounded: an unauthenticated client chooses the username it fails with.
+        let object = clip(object);
+        let username = clip(username);
         let now = now_ms();
         if let Some(e) = self.entries.iter_mut().find(|e| {
             e.reason == reason
@@ -79,6 +82,18 @@ impl AclLog {
         self.next_id += 1;
         self.entries.truncate(LOG_MAX);
     }
+}
+
+/// At most 128 bytes of a log field (cut at a character boundary).
+fn clip(s: &str) -> &str {
+    if s.len() <= 128 {
+        return s;
+    }
+    let mut end = 128;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The users the server starts with: the aclfile's if one is configured, else `default` with
@@ -180,14 +195,24 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
+    // A name no other save uses (two shards may run ACL SAVE at once), readable by the
+    // server's user only (it holds password hashes).
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("aclfile")
+            .unwrap_or("aclfile"),
+        std::process::id(),
+        SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -229,7 +254,10 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
             }
             let rules: Vec<String> = args[3..].iter().map(|a| text(a)).collect();
             match shared.update_acl(|acl| acl.set_user(&name, &rules)) {
-                Ok(()) => Frame::OK,
+                Ok(()) => {
+                    recheck_connections(session).await;
+                    Frame::OK
+                }
                 Err(e) => Frame::Error(format!("ERR {e}")),
             }
         }
@@ -243,7 +271,8 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
                 acl.users.retain(|u| !names.contains(&u.name));
                 before - acl.users.len()
             });
-            // Their connections close at their next request (they find their user gone).
+            // Their connections close now, idle or subscribed ones too.
+            recheck_connections(session).await;
             Frame::Integer(removed as i64)
         }
         (b"getuser", 3) => match shared.user(&text(&args[2])) {
@@ -378,8 +407,18 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|t| Acl::parse_file(&t, &path.display().to_string()));
             match loaded {
-                Ok(acl) => {
-                    shared.update_acl(|a| *a = acl);
+                Ok(mut acl) => {
+                    shared.update_acl(|a| {
+                        // A user the file keeps is the same user: its connections stay (with
+                        // the file's rules); users it drops are disconnected.
+                        for u in acl.users.iter_mut() {
+                            if let Some(old) = a.get(&u.name) {
+                                Arc::make_mut(u).generation = old.generation;
+                            }
+                        }
+                        *a = acl
+                    });
+                    recheck_connections(session).await;
                     Frame::OK
                 }
                 Err(e) => Frame::Error(format!("ERR {e}")),
@@ -408,6 +447,22 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
         ),
         _ => reply::unknown_subcommand(&args[1], "acl"),
     }
+}
+
+/// Wakes every connection on every shard to check its user again (deleted, recreated, or
+/// no longer allowed its subscriptions: closed).
+pub async fn recheck_connections(session: &Session) {
+    session
+        .ctx
+        .shard
+        .call_all(|_: &moon_shard::Shard| {
+            crate::conn::CLIENTS.with(|c| {
+                for info in c.borrow().values() {
+                    info.out.kick();
+                }
+            })
+        })
+        .await;
 }
 
 fn getuser(u: &Arc<User>) -> Frame {

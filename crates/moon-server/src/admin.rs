@@ -133,12 +133,10 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
         i = 2;
     }
     let mut setname = None;
+    let mut auth = None;
     while i < args.len() {
         if eq(&args[i], "auth") && i + 2 < args.len() {
-            if let Err(e) = crate::acl_cmd::authenticate(session, Some(&args[i + 1]), &args[i + 2])
-            {
-                return e;
-            }
+            auth = Some((args[i + 1].clone(), args[i + 2].clone()));
             i += 3;
         } else if eq(&args[i], "setname") && i + 1 < args.len() {
             setname = Some(args[i + 1].clone());
@@ -148,6 +146,12 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
                 "ERR Syntax error in HELLO option '{}'",
                 reply::lossy(&args[i], 64)
             ));
+        }
+    }
+    // Every option parsed first: a bad one changes nothing (Redis's order).
+    if let Some((user, pass)) = auth {
+        if let Err(e) = crate::acl_cmd::authenticate(session, Some(&user), &pass) {
+            return e;
         }
     }
     if !session.authenticated {

@@ -149,9 +149,25 @@ impl Session {
         if a != self.acl_version {
             self.acl_version = a;
             match self.ctx.shared.user(&self.user.name) {
-                Some(u) => self.user = u,
-                None => {
-                    // ACL DELUSER closes the connections of the users it removed.
+                // Deleted, or deleted and created again (another user: its password may differ).
+                Some(u) if u.generation == self.user.generation => {
+                    let channels: Vec<&Bytes> = self
+                        .subs
+                        .channels
+                        .iter()
+                        .chain(&self.subs.shard_channels)
+                        .collect();
+                    let patterns: Vec<&Bytes> = self.subs.patterns.iter().collect();
+                    if !u.may_keep(&channels, &patterns) {
+                        tracing::debug!(
+                            client = self.info.id,
+                            "closing: its user may no longer use its channels"
+                        );
+                        self.quit = true;
+                    }
+                    self.user = u;
+                }
+                _ => {
                     tracing::debug!(client = self.info.id, "closing: its user was deleted");
                     self.quit = true;
                 }
@@ -234,6 +250,7 @@ where
     ShardCounters::add(&counters.connections_received, 1);
     ShardCounters::add(&counters.connected_clients, 1);
 
+    let acl_version = shared.acl_version();
     let user = shared
         .user("default")
         .unwrap_or_else(|| std::sync::Arc::new(crate::acl::User::default_user(None)));
@@ -259,7 +276,7 @@ where
         db: 0,
         config_version: u64::MAX,
         user,
-        acl_version: shared.acl_version(),
+        acl_version,
         max_bulk_len: 0,
         idle_timeout: None,
         query_buffer_limit: usize::MAX,
@@ -320,7 +337,11 @@ where
                 break;
             }
             Event::Pushed => {
-                if out.is_closing() {
+                if session.info.out.take_kick() {
+                    session.refresh_config(&mut parser);
+                }
+                let out = &session.info.out;
+                if out.is_closing() || session.quit {
                     break;
                 }
                 out.drain_into(&mut wbuf);
@@ -333,6 +354,9 @@ where
         rbuf.extend_from_slice(&scratch[..n]);
         ShardCounters::add(&counters.net_input_bytes, n as u64);
         session.refresh_config(&mut parser);
+        if session.quit {
+            break; // its ACL user is gone
+        }
         if rbuf.len() > session.query_buffer_limit {
             tracing::warn!(
                 client = session.info.id,

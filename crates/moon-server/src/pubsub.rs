@@ -77,6 +77,8 @@ pub struct Outbox {
     over_soft_since: Cell<Option<Instant>>,
     /// Set when the client passed its output limit: its connection closes.
     closing: Cell<bool>,
+    /// Set to make the connection check its ACL user again (ACL changes).
+    kicked: Cell<bool>,
 }
 
 impl Outbox {
@@ -130,10 +132,24 @@ impl Outbox {
         }
     }
 
-    /// Resolves once there is something to write, or the client must be closed.
+    /// Wakes the connection to check its ACL user again.
+    pub fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether [`Outbox::kick`] was called since the last time.
+    pub fn take_kick(&self) -> bool {
+        self.kicked.replace(false)
+    }
+
+    /// Resolves once there is something to write, or the client must be closed or check its
+    /// user.
     pub async fn ready(&self) {
         std::future::poll_fn(|cx| {
-            if self.closing.get() || !self.buf.borrow().is_empty() {
+            if self.closing.get() || self.kicked.get() || !self.buf.borrow().is_empty() {
                 Poll::Ready(())
             } else {
                 self.waker.set(Some(cx.waker().clone()));

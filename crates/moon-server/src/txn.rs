@@ -83,6 +83,20 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut) {
         .encode(session.proto, out);
         return;
     }
+    // ACL rules may have changed since the commands were queued: checked again, as Redis
+    // does at EXEC.
+    if !session.user.unrestricted() {
+        let denied = queued
+            .iter()
+            .find_map(|r| session.user.check(r.spec, &r.args).err());
+        if let Some((why, object)) = denied {
+            let _ = crate::acl_cmd::deny(session, why, &object);
+            unwatch_all(session).await;
+            Frame::StaticError("NOPERM ACLs rules changed between the moment the transaction was accumulated and its execution")
+                .encode(session.proto, out);
+            return;
+        }
+    }
     let watches = std::mem::take(&mut session.multi.watches);
     run(
         session,

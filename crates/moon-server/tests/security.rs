@@ -337,3 +337,101 @@ fn protected_mode_refuses_remote_clients_without_a_password() {
     )
     .starts_with("+PONG")));
 }
+
+/// Findings of the review of the first ACL version, each a test.
+#[test]
+fn acl_review_findings() {
+    let s = MoonServer::start(2, &[]);
+    let mut admin = s.client();
+    // SET ... GET reads the old value: a write-only key refuses it; EXISTS needs any access.
+    setuser(&mut admin, "w", "on >p +@all -@dangerous &* %W~s:*");
+    let mut w = login(&s, "w", "p");
+    assert_eq!(cmd::<String>(&mut w, &["SET", "s:1", "v"]), "OK");
+    assert_eq!(expect_err(&mut w, &["SET", "s:1", "x", "GET"]), NOPERM_KEY);
+    assert_eq!(cmd::<i64>(&mut w, &["EXISTS", "s:1"]), 1);
+    // Client libraries' connection commands are not @dangerous.
+    let _: String = cmd(&mut w, &["CLIENT", "SETNAME", "lib"]);
+    let _: Value = cmd(&mut w, &["COMMAND", "COUNT"]);
+    // EXEC checks the queued commands again (one shard: the atomic path).
+    let _: String = cmd(&mut w, &["MULTI"]);
+    let _: String = cmd(&mut w, &["SET", "s:2", "v"]);
+    setuser(&mut admin, "w", "resetkeys %W~t:*");
+    assert_eq!(
+        expect_err(&mut w, &["EXEC"]),
+        "NOPERM ACLs rules changed between the moment the transaction was accumulated and its execution"
+    );
+    assert_eq!(cmd::<i64>(&mut admin, &["EXISTS", "s:2"]), 0);
+    // Patterns with spaces would break the aclfile.
+    let e = expect_err(&mut admin, &["ACL", "SETUSER", "x", "~a b"]);
+    assert!(e.contains("spaces"), "{e}");
+    let e = expect_err(
+        &mut admin,
+        &["ACL", "SETUSER", "x", "&x\nuser evil on nopass"],
+    );
+    assert!(e.contains("spaces or control"), "{e}");
+    // A failed AUTH's username is clipped in the ACL LOG.
+    let long = "u".repeat(100_000);
+    let _ = expect_err(&mut s.client(), &["AUTH", &long, "x"]);
+    let log: Vec<Value> = cmd(&mut admin, &["ACL", "LOG", "1"]);
+    assert!(
+        format!("{:?}", log[0]).len() < 5_000,
+        "the log kept the whole name"
+    );
+    // HELLO with AUTH and a bad option changes nothing.
+    setuser(&mut admin, "h", "on >p +@all ~*");
+    let mut c = s.client();
+    let e = expect_err(&mut c, &["HELLO", "2", "AUTH", "h", "p", "BOGUS"]);
+    assert!(e.starts_with("ERR Syntax error in HELLO option"), "{e}");
+    assert_eq!(cmd::<String>(&mut c, &["ACL", "WHOAMI"]), "default");
+}
+
+#[test]
+fn taking_access_away_reaches_idle_and_subscribed_connections() {
+    let s = MoonServer::start(2, &[]);
+    let mut admin = s.client();
+    setuser(&mut admin, "sub", "on >p +@all ~* &news");
+    // A subscriber of a deleted user is disconnected at once.
+    let mut c = login(&s, "sub", "p");
+    let _: Vec<Value> = cmd(&mut c, &["SUBSCRIBE", "news"]);
+    assert_eq!(cmd::<i64>(&mut admin, &["PUBLISH", "news", "x"]), 1);
+    assert_eq!(cmd::<i64>(&mut admin, &["ACL", "DELUSER", "sub"]), 1);
+    assert!(eventually(Duration::from_secs(10), || cmd::<i64>(
+        &mut admin,
+        &["PUBLISH", "news", "y"]
+    ) == 0));
+    // Revoking a subscriber's channel disconnects it too.
+    setuser(&mut admin, "sub", "on >p +@all ~* &news");
+    let mut c = login(&s, "sub", "p");
+    let _: Vec<Value> = cmd(&mut c, &["SUBSCRIBE", "news"]);
+    setuser(&mut admin, "sub", "resetchannels &other");
+    assert!(eventually(Duration::from_secs(10), || cmd::<i64>(
+        &mut admin,
+        &["PUBLISH", "news", "z"]
+    ) == 0));
+    // Deleted and created again (a new password): the old connection does not carry over.
+    let mut old = login(&s, "sub", "p");
+    assert_eq!(cmd::<i64>(&mut admin, &["ACL", "DELUSER", "sub"]), 1);
+    setuser(&mut admin, "sub", "on >new +@all ~*");
+    assert!(redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut old)
+        .is_err());
+}
+
+#[test]
+fn the_aclfile_is_private_to_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let aclfile = tmp.path().join("users.acl");
+    let s = MoonServer::start_in(
+        &tmp.path().join("data"),
+        1,
+        &["--aclfile", aclfile.to_str().unwrap()],
+    )
+    .unwrap();
+    let mut c = s.client();
+    setuser(&mut c, "x", "on >p");
+    let _: String = cmd(&mut c, &["ACL", "SAVE"]);
+    let mode = std::fs::metadata(&aclfile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

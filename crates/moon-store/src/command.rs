@@ -105,6 +105,11 @@ impl CommandSpec {
 
     /// Redis's ACL categories, derived from the group and the flags declared above.
     pub fn acl_categories(&self) -> Vec<&'static str> {
+        // What client libraries send on connect (COMMAND, CLIENT SETINFO...): as Redis,
+        // @connection, never @admin/@dangerous.
+        if matches!(self.name, "command" | "client") {
+            return vec!["@connection", "@slow"];
+        }
         let mut c = vec![match self.group {
             Group::String => "@string",
             Group::Generic => "@keyspace",
