@@ -435,3 +435,31 @@ fn the_aclfile_is_private_to_the_server() {
     let mode = std::fs::metadata(&aclfile).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn reset_allkeys_allchannels_and_password_removal() {
+    let s = MoonServer::start(1, &[]);
+    let mut admin = s.client();
+    setuser(&mut admin, "r", "on >a >b allkeys allchannels +@all");
+    let mut c = login(&s, "r", "a");
+    assert_eq!(cmd::<String>(&mut c, &["SET", "anything", "v"]), "OK");
+    assert_eq!(cmd::<i64>(&mut c, &["PUBLISH", "any", "v"]), 0);
+    // <pw removes one password, the other still works; resetpass removes all.
+    setuser(&mut admin, "r", "<a");
+    assert_eq!(expect_err(&mut s.client(), &["AUTH", "r", "a"]), WRONGPASS);
+    let _: String = cmd(&mut s.client(), &["AUTH", "r", "b"]);
+    setuser(&mut admin, "r", "resetpass");
+    assert_eq!(expect_err(&mut s.client(), &["AUTH", "r", "b"]), WRONGPASS);
+    // resetkeys / resetchannels take access away from the live connection.
+    setuser(&mut admin, "r", "resetkeys resetchannels");
+    assert_eq!(expect_err(&mut c, &["GET", "anything"]), NOPERM_KEY);
+    assert_eq!(expect_err(&mut c, &["PUBLISH", "any", "v"]), NOPERM_CHANNEL);
+    // reset: off, no passwords, no keys, channels or commands.
+    setuser(&mut admin, "r", "reset");
+    let list: Vec<String> = cmd(&mut admin, &["ACL", "LIST"]);
+    assert!(
+        list.contains(&"user r off resetkeys resetchannels -@all".to_string()),
+        "{list:?}"
+    );
+    assert_eq!(expect_err(&mut c, &["PING"]), noperm_cmd("ping"));
+}
