@@ -528,6 +528,19 @@ fn counts_here(
     })
 }
 
+/// The names every shard reported, each once, sorted.
+fn unique_names(per_shard: Vec<Option<Vec<(Bytes, i64)>>>) -> Vec<Bytes> {
+    let mut names: Vec<Bytes> = per_shard
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARDCHANNELS / SHARDNUMSUB / HELP, over every shard.
 pub async fn pubsub_command(session: &Session, args: &[Bytes]) -> Frame {
     let sub = args[1].to_ascii_lowercase();
@@ -542,15 +555,7 @@ pub async fn pubsub_command(session: &Session, args: &[Bytes]) -> Frame {
             } else {
                 Space::ShardChannel
             };
-            let per_shard = gather(space, None, args.get(2).cloned()).await;
-            let mut names: Vec<Bytes> = per_shard
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|(n, _)| n)
-                .collect();
-            names.sort();
-            names.dedup();
+            let names = unique_names(gather(space, None, args.get(2).cloned()).await);
             Frame::Array(names.into_iter().map(Frame::Bulk).collect())
         }
         (b"numsub" | b"shardnumsub", _) => {
@@ -576,16 +581,7 @@ pub async fn pubsub_command(session: &Session, args: &[Bytes]) -> Frame {
             )
         }
         (b"numpat", 2) => {
-            let per_shard = gather(Space::Pattern, None, None).await;
-            let mut names: Vec<Bytes> = per_shard
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|(n, _)| n)
-                .collect();
-            names.sort();
-            names.dedup();
-            Frame::Integer(names.len() as i64)
+            Frame::Integer(unique_names(gather(Space::Pattern, None, None).await).len() as i64)
         }
         (b"help", 2) => Frame::Array(
             [

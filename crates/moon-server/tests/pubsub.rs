@@ -64,6 +64,24 @@ fn next_msg(p: &mut redis::PubSub<'_>) -> (String, String, String) {
     )
 }
 
+/// Subscribes a raw socket to `feed` that then never reads, and publishes `payload_len`-byte
+/// messages until PUBLISH counts no receiver (the server cut the subscriber off).
+fn flood_a_reader_that_never_reads(s: &MoonServer, payload_len: usize) {
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+        .unwrap();
+    let mut confirm = [0u8; 64];
+    let n = slow.read(&mut confirm).unwrap();
+    assert!(confirm[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+    let mut publisher = s.client();
+    let payload = "x".repeat(payload_len);
+    let mut sent = 0;
+    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
+        sent += 1;
+        assert!(sent < 10_000, "the slow subscriber was never disconnected");
+    }
+}
+
 #[test]
 fn resp2_subscribers_on_every_shard_get_every_publication() {
     let s = MoonServer::start(2, &[]);
@@ -252,27 +270,15 @@ fn resp2_subscribed_context_allows_only_pubsub_commands() {
 #[test]
 fn a_subscriber_that_never_reads_is_cut_off_at_its_output_limit() {
     let s = MoonServer::start(2, &["--client-output-buffer-limit", "pubsub 1mb 256kb 60"]);
-    // A raw socket that subscribes and then never reads again.
-    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
-    slow.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
-        .unwrap();
-    let mut confirm = [0u8; 64];
-    let n = slow.read(&mut confirm).unwrap();
-    assert!(confirm[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
-    let mut publisher = s.client();
-    let payload = "x".repeat(64 * 1024);
-    // The kernel's socket buffers take a few MB; past them the server holds the rest, up to
-    // 1 MB, then disconnects the subscriber: PUBLISH then counts no receiver.
-    let mut sent = 0;
-    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
-        sent += 1;
-        assert!(sent < 10_000, "the slow subscriber was never disconnected");
-    }
+    // A raw socket that subscribes and then never reads again. The kernel's socket buffers
+    // take a few MB; past them the server holds the rest, up to 1 MB, then disconnects it.
+    flood_a_reader_that_never_reads(&s, 64 * 1024);
     assert!(eventually(Duration::from_secs(10), || s
         .log_text()
         .contains(
             "closing a client that overcame its output buffer limit"
         )));
+    let mut publisher = s.client();
     let info: String = cmd(&mut publisher, &["INFO", "stats"]);
     assert!(
         info.contains("client_output_buffer_limit_disconnections:1"),
@@ -566,18 +572,7 @@ fn a_disconnected_subscriber_leaves_nothing_behind() {
 fn the_soft_output_limit_cuts_off_after_its_seconds() {
     // Soft limit 64 KB for 0 seconds: as soon as more than that waits, the client goes.
     let s = MoonServer::start(1, &["--client-output-buffer-limit", "pubsub 0 64kb 0"]);
-    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
-    slow.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
-        .unwrap();
-    let mut confirm = [0u8; 64];
-    let _ = slow.read(&mut confirm).unwrap();
-    let mut publisher = s.client();
-    let payload = "y".repeat(32 * 1024);
-    let mut sent = 0;
-    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
-        sent += 1;
-        assert!(sent < 10_000, "the slow subscriber was never disconnected");
-    }
+    flood_a_reader_that_never_reads(&s, 32 * 1024);
     assert!(eventually(Duration::from_secs(10), || s
         .log_text()
         .contains("client-output-buffer-limit pubsub 0 65536 0")));
