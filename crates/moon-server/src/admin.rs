@@ -454,15 +454,17 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
             "tls-ca-cert-file",
             "tls-auth-clients",
         ];
-        let tls_changed = args[2..]
+        let tls_key = args[2..]
             .chunks(2)
-            .any(|p| tls_keys.iter().any(|k| eq(&p[0], k)));
+            .find_map(|p| tls_keys.iter().find(|k| eq(&p[0], k)));
+        let tls_changed = tls_key.is_some();
         let new_tls = if tls_changed && candidate.tls_port != 0 {
             match crate::tls::server_config(&candidate) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     return Frame::Error(format!(
-                        "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - {e}"
+                        "ERR CONFIG SET failed (possibly related to argument '{}') - {e}",
+                        tls_key.copied().unwrap_or("tls-cert-file")
                     ))
                 }
             }

@@ -224,6 +224,8 @@ where
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
             .await;
+        let _ = stream.flush().await;
+        close_soon(&mut stream).await;
         return;
     }
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
@@ -264,7 +266,8 @@ where
         ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
         ShardCounters::add(&counters.rejected_connections, 1);
         let _ = stream.write_all(PROTECTED_MODE.as_bytes()).await;
-        let _ = stream.close().await;
+        let _ = stream.flush().await;
+        close_soon(&mut stream).await;
         return;
     }
     let mut session = Session {
@@ -345,7 +348,7 @@ where
                     break;
                 }
                 out.drain_into(&mut wbuf);
-                if !write_out(&mut stream, &mut wbuf, out, counters).await {
+                if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
                     break;
                 }
                 continue;
@@ -394,7 +397,7 @@ where
                 pending = rest;
                 if wbuf.len() >= REPLY_FLUSH && !pending.is_empty() {
                     session.info.out.drain_into(&mut wbuf);
-                    if !write_out(&mut stream, &mut wbuf, &session.info.out, counters).await {
+                    if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
                         write_failed = true;
                         break;
                     }
@@ -409,7 +412,7 @@ where
             Frame::Error(format!("ERR {e}")).encode(session.proto, &mut wbuf);
         }
         session.info.out.drain_into(&mut wbuf);
-        if !write_out(&mut stream, &mut wbuf, &session.info.out, counters).await {
+        if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;
         }
         if protocol_error.is_some() || session.quit {
@@ -420,7 +423,7 @@ where
             rbuf = BytesMut::with_capacity(READ_CHUNK);
         }
     }
-    let _ = stream.close().await;
+    close_soon(&mut stream).await;
     crate::txn::unwatch_all(&mut session).await;
     crate::pubsub::forget_all(&mut session);
     tracking_off(&session).await;
@@ -436,20 +439,41 @@ async fn write_out<S: futures_lite::AsyncWrite + Unpin>(
     wbuf: &mut BytesMut,
     out: &crate::pubsub::Outbox,
     counters: &ShardCounters,
+    ctx: &ShardServer,
 ) -> bool {
     if wbuf.is_empty() {
         return !out.is_closing();
     }
     ShardCounters::add(&counters.net_output_bytes, wbuf.len() as u64);
     out.set_in_flight(wbuf.len());
-    let written = futures_lite::future::or(async { stream.write_all(wbuf).await.is_ok() }, async {
-        out.closed().await;
+    // The flush matters for TLS: a write may leave records buffered in the TLS layer.
+    let write = async { stream.write_all(wbuf).await.is_ok() && stream.flush().await.is_ok() };
+    let give_up = async {
+        // The client passed its output limit, or the server is stopping and the client has
+        // not read its replies within the grace period.
+        futures_lite::future::or(out.closed(), async {
+            let _ = ctx.stopping.acquire(1).await;
+            glommio::timer::sleep(SHUTDOWN_WRITE_GRACE).await;
+        })
+        .await;
         false
-    })
-    .await;
+    };
+    let written = futures_lite::future::or(write, give_up).await;
     out.set_in_flight(0);
     wbuf.clear();
     written && !out.is_closing()
+}
+
+/// How long a reply being written when the server stops may take to reach its client.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// Closes a connection, without waiting for a client that does not read (a TLS close waits
+/// for its buffered records and close_notify to be sent).
+async fn close_soon<S: futures_lite::AsyncWrite + Unpin>(stream: &mut S) {
+    let close = async {
+        let _ = stream.close().await;
+    };
+    futures_lite::future::or(close, glommio::timer::sleep(Duration::from_secs(1))).await;
 }
 
 /// The reply to a client refused by protected mode, which then closes.

@@ -123,8 +123,17 @@ impl Outbox {
         }
     }
 
-    /// Appends a frame the connection itself produced for the client (e.g. an invalidation
-    /// for its own write), no limit applied.
+    /// Appends a message for the client (an invalidation), under the same output limit as
+    /// pub/sub messages.
+    pub fn push_limited(&self, frame: &Frame, proto: Protocol, who: &ClientInfo) {
+        let mut bytes = BytesMut::new();
+        frame.encode(proto, &mut bytes);
+        let limit = REGISTRY.with(|r| r.borrow().limit.get().unwrap_or(OutputLimit::PUBSUB));
+        self.push_encoded(&bytes, limit, who);
+    }
+
+    /// Appends a frame the connection itself produced for the client (its own (un)subscribe
+    /// confirmations under CLIENT REPLY OFF), no limit applied.
     pub fn push(&self, frame: &Frame, proto: Protocol) {
         frame.encode(proto, &mut self.buf.borrow_mut());
         if let Some(w) = self.waker.take() {

@@ -277,22 +277,20 @@ fn send(target: &ClientInfo, frame: &Frame) {
     } else {
         Protocol::Resp2
     };
-    target.out.push(frame, proto);
+    target.out.push_limited(frame, proto, target);
 }
 
 /// Delivers invalidations to tracking clients of this shard (or their redirect targets).
 fn deliver_here(list: Vec<Invalidation>) {
     // One message per client: its keys, or null if anything flushed.
     let mut per_client: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
+    let mut slot_of: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for inv in list {
-        let slot = match per_client.iter_mut().find(|(c, _)| *c == inv.reader.client) {
-            Some(s) => s,
-            None => {
-                per_client.push((inv.reader.client, Some(Vec::new())));
-                let last = per_client.len() - 1;
-                &mut per_client[last]
-            }
-        };
+        let at = *slot_of.entry(inv.reader.client).or_insert_with(|| {
+            per_client.push((inv.reader.client, Some(Vec::new())));
+            per_client.len() - 1
+        });
+        let slot = &mut per_client[at];
         match (&mut slot.1, inv.key) {
             (Some(keys), Some(k)) => keys.push(k),
             (keys, _) => *keys = None,

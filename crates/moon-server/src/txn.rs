@@ -155,8 +155,11 @@ pub async fn run(
         g
     };
 
-    // One shard and only commands its store runs by itself: an atomic batch, no locks.
+    // One shard and only commands its store runs by itself: an atomic batch, no locks. (Not
+    // for a tracking client: its reads carry MOON.TRACK, which the path through `process`
+    // below adds.)
     if participants.len() == 1
+        && session.info.tracking.borrow().is_none()
         && cmds
             .iter()
             .all(|c| c.as_ref().is_ok_and(Request::runs_in_store))

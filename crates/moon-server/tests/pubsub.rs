@@ -766,3 +766,21 @@ fn a_flood_of_events_arrives_whole_and_in_order() {
     }
     assert_eq!(counts, [10_000, 10_000]);
 }
+
+/// Reads inside MULTI/EXEC are tracked too (the one-shard atomic path included).
+#[test]
+fn tracking_covers_reads_inside_multi_exec() {
+    let s = MoonServer::start(1, &[]);
+    let (mut reader, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut reader, &["CLIENT", "TRACKING", "ON"]);
+    let (v,): (Option<String>,) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg("in-tx")
+        .query(&mut reader)
+        .unwrap();
+    assert_eq!(v, None);
+    let mut writer = s.client();
+    let _: String = cmd(&mut writer, &["SET", "in-tx", "1"]);
+    assert_eq!(invalidated(&mut reader, &rx, 1), [Some("in-tx".into())]);
+}

@@ -216,3 +216,53 @@ fn a_bad_tls_setup_refuses_startup() {
         "{out}"
     );
 }
+
+/// Findings of the TLS review: a reply larger than the socket's buffers must arrive whole (a
+/// TLS layer keeps records buffered until flushed), and a TLS subscriber that never reads is
+/// cut off and forgotten (its close must not wait for it to read).
+#[test]
+fn big_replies_arrive_and_a_tls_reader_that_never_reads_is_forgotten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki(tmp.path(), "big");
+    let port = free_port();
+    let mut args = tls_args(&pki, port, "big", "no");
+    args.extend([
+        "--client-output-buffer-limit".into(),
+        "pubsub 1mb 256kb 60".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = MoonServer::start(2, &args);
+    let mut t = tls_client(port, &pki, false).get_connection().unwrap();
+    t.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let big = "v".repeat(32 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut t)
+        .unwrap();
+    let back: String = cmd(&mut t, &["GET", "big"]);
+    assert_eq!(back.len(), big.len());
+    // A subscriber over TLS that never reads again.
+    let mut sub = tls_client(port, &pki, false).get_connection().unwrap();
+    let mut p = sub.as_pubsub();
+    p.subscribe("feed").unwrap();
+    let mut publisher = s.client();
+    let payload = "x".repeat(64 * 1024);
+    let mut sent = 0;
+    while cmd::<i64>(&mut publisher, &["PUBLISH", "feed", &payload]) == 1 {
+        sent += 1;
+        assert!(
+            sent < 10_000,
+            "the slow TLS subscriber was never disconnected"
+        );
+    }
+    assert!(common::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            let n: Vec<redis::Value> = cmd(&mut publisher, &["PUBSUB", "NUMSUB", "feed"]);
+            n.get(1) == Some(&redis::Value::Int(0))
+        }
+    ));
+    drop(p);
+}

@@ -719,12 +719,11 @@ impl Store {
                     Removal::Field(k, _) => self.event(class::HASH, "hexpired", db, k.clone()),
                 }
             }
-            if !self.tracking.is_empty() {
-                match &removal {
-                    Removal::Key(k) | Removal::Evicted(k) | Removal::Field(k, _) => {
-                        self.tracking.changed(k, None)
-                    }
-                }
+            // (A field's removal reaches the tracking table through `touch` below.)
+            if let (false, Removal::Key(k) | Removal::Evicted(k)) =
+                (self.tracking.is_empty(), &removal)
+            {
+                self.tracking.changed(k, None);
             }
             let cmd = match removal {
                 Removal::Key(key) | Removal::Evicted(key) => vec![Bytes::from_static(b"DEL"), key],

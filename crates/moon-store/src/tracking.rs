@@ -10,7 +10,7 @@
 //! shard hands invalidations to the server, which delivers them to the reader's connection on
 //! whatever shard it lives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -59,6 +59,9 @@ pub struct Invalidation {
 #[derive(Default)]
 pub struct Tracking {
     keys: HashMap<Bytes, Vec<Reader>>,
+    /// The keys each client is remembered for: forgetting a client costs its own keys, not
+    /// the whole table.
+    by_client: HashMap<u64, HashSet<Bytes>>,
     /// Broadcast readers and their prefixes (an empty prefix matches every key).
     bcast: Vec<(Reader, Vec<Bytes>)>,
     pending: Vec<Invalidation>,
@@ -76,21 +79,30 @@ impl Tracking {
     /// Remembers that `reader` read `key`.
     pub fn remember(&mut self, reader: Reader, key: &[u8]) {
         if self.keys.len() >= MAX_TRACKED_KEYS && !self.keys.contains_key(key) {
-            // Make room: invalidate some key now rather than grow without bound.
+            // Make room: its readers are told now (as if it changed) rather than the table
+            // growing without bound; broadcast readers are not concerned.
             if let Some(k) = self.keys.keys().next().cloned() {
-                self.changed(&k, None);
+                self.tell_readers(&k, None);
             }
         }
-        let readers = self.keys.entry(Bytes::copy_from_slice(key)).or_default();
+        let key = Bytes::copy_from_slice(key);
+        let readers = self.keys.entry(key.clone()).or_default();
         if !readers.contains(&reader) {
             readers.push(reader);
+            self.by_client.entry(reader.client).or_default().insert(key);
         }
     }
 
-    /// `key` changed (written by client `writer`, if a client's command changed it).
-    pub fn changed(&mut self, key: &[u8], writer: Option<u64>) {
+    /// The readers of `key` are owed an invalidation, and forgotten.
+    fn tell_readers(&mut self, key: &[u8], writer: Option<u64>) {
         if let Some(readers) = self.keys.remove(key) {
             for reader in readers {
+                if let Some(keys) = self.by_client.get_mut(&reader.client) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.by_client.remove(&reader.client);
+                    }
+                }
                 if !(reader.noloop && Some(reader.client) == writer) {
                     self.pending.push(Invalidation {
                         reader,
@@ -99,6 +111,11 @@ impl Tracking {
                 }
             }
         }
+    }
+
+    /// `key` changed (written by client `writer`, if a client's command changed it).
+    pub fn changed(&mut self, key: &[u8], writer: Option<u64>) {
+        self.tell_readers(key, writer);
         for (reader, prefixes) in &self.bcast {
             if reader.noloop && Some(reader.client) == writer {
                 continue;
@@ -115,19 +132,12 @@ impl Tracking {
     /// Every key changed (FLUSHALL, FLUSHDB, SWAPDB): one "everything" invalidation per
     /// reader.
     pub fn flushed(&mut self) {
-        let mut told: Vec<Reader> = Vec::new();
+        let mut told: HashSet<Reader> = HashSet::new();
         for (_, readers) in self.keys.drain() {
-            for r in readers {
-                if !told.contains(&r) {
-                    told.push(r);
-                }
-            }
+            told.extend(readers);
         }
-        for (r, _) in &self.bcast {
-            if !told.contains(r) {
-                told.push(*r);
-            }
-        }
+        self.by_client.clear();
+        told.extend(self.bcast.iter().map(|(r, _)| *r));
         self.pending.extend(
             told.into_iter()
                 .map(|reader| Invalidation { reader, key: None }),
@@ -143,10 +153,14 @@ impl Tracking {
     /// Forgets everything about `client` (CLIENT TRACKING OFF, disconnect).
     pub fn forget(&mut self, client: u64) {
         self.bcast.retain(|(r, _)| r.client != client);
-        self.keys.retain(|_, readers| {
-            readers.retain(|r| r.client != client);
-            !readers.is_empty()
-        });
+        for key in self.by_client.remove(&client).unwrap_or_default() {
+            if let Some(readers) = self.keys.get_mut(&key) {
+                readers.retain(|r| r.client != client);
+                if readers.is_empty() {
+                    self.keys.remove(&key);
+                }
+            }
+        }
     }
 
     pub fn take_pending(&mut self) -> Vec<Invalidation> {
