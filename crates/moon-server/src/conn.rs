@@ -458,7 +458,13 @@ async fn write_out<S: futures_lite::AsyncWrite + Unpin>(
         .await;
         false
     };
-    let written = futures_lite::future::or(write, give_up).await;
+    // Most replies fit in the socket's buffer and are written at once: only a write that has
+    // to wait races the limit and shutdown.
+    let mut write = std::pin::pin!(write);
+    let written = match futures_lite::future::poll_once(&mut write).await {
+        Some(done) => done,
+        None => futures_lite::future::or(write, give_up).await,
+    };
     out.set_in_flight(0);
     wbuf.clear();
     written && !out.is_closing()
