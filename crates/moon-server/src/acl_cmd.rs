@@ -12,8 +12,8 @@ use moon_store::reply::{self, err};
 
 use crate::acl::{Acl, Denied, User, CATEGORIES};
 use crate::config::Config;
-use crate::conn::Session;
 use crate::server::ServerError;
+use crate::session::Session;
 
 /// ACL LOG keeps this many entries (Redis's `acllog-max-len` default).
 const LOG_MAX: usize = 128;
@@ -456,7 +456,7 @@ pub async fn recheck_connections(session: &Session) {
         .ctx
         .shard
         .call_all(|_: &moon_shard::Shard| {
-            crate::conn::CLIENTS.with(|c| {
+            crate::session::CLIENTS.with(|c| {
                 for info in c.borrow().values() {
                     info.out.kick();
                 }

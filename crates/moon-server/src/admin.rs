@@ -15,7 +15,7 @@ use moon_store::reply::{self, err};
 use moon_store::StoreStats;
 
 use crate::config::{self, Config, Mutability};
-use crate::conn::{Session, CLIENTS};
+use crate::session::{Session, CLIENTS};
 
 /// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
@@ -254,11 +254,11 @@ async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
     } else if eq(sub, "reply") && args.len() == 3 {
         // OFF and SKIP answer nothing; the connection drops what follows (`conn`).
         session.reply = if eq(&args[2], "on") {
-            crate::conn::ReplyMode::On
+            crate::session::ReplyMode::On
         } else if eq(&args[2], "off") {
-            crate::conn::ReplyMode::Off
+            crate::session::ReplyMode::Off
         } else if eq(&args[2], "skip") {
-            crate::conn::ReplyMode::SkipNext
+            crate::session::ReplyMode::SkipNext
         } else {
             return err(reply::SYNTAX);
         };

@@ -7,24 +7,30 @@
 //! on the connection or need several round trips (AUTH, INFO, a RENAME across shards...) are
 //! barriers: everything planned before them is executed first, so their effect is ordered
 //! exactly as the client sent it.
+//!
+//! The loop waits on the socket and on the connection's outbox at once (pub/sub messages,
+//! invalidations, ACL re-checks), and its writes give up on a client past its output limit or,
+//! once the server stops, after a grace period. Layers: the connection's state is `session`,
+//! the per-shard batches are `plan`, command handlers are `admin`, `pubsub`, `tracking`,
+//! `acl_cmd`, `txn` and `cross`; this module is the loop on top of them.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use moon_proto::{Frame, Limits, Protocol, RequestParser};
-use moon_shard::{join_all, ShardCounters};
-use moon_store::command::{Merge, Spread};
-use moon_store::slot::shard_for_key;
+use moon_proto::{Frame, Protocol, RequestParser};
+use moon_shard::ShardCounters;
+use moon_store::command::Spread;
 
 use crate::admin;
 use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Refused, Target};
+use crate::plan::Plan;
 use crate::server::ShardServer;
+use crate::session::{ClientInfo, ReplyMode, Session, CLIENTS};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Commands executed per step of a pipeline. Their replies are written out (waiting for the
@@ -33,160 +39,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// fills, the write waits, and nothing more is read from it (backpressure).
 const PIPELINE_STEP: usize = 64;
 const REPLY_FLUSH: usize = 256 * 1024;
-
-/// What CLIENT LIST shows about a connection. Lives in its shard's registry.
-pub struct ClientInfo {
-    pub id: u64,
-    pub addr: String,
-    pub laddr: String,
-    pub name: RefCell<String>,
-    pub lib_name: RefCell<String>,
-    pub lib_ver: RefCell<String>,
-    pub created: Instant,
-    pub last_active: Cell<Instant>,
-    pub last_cmd: Cell<&'static str>,
-    pub resp: Cell<u8>,
-    pub db: Cell<usize>,
-    /// Channel and pattern subscriptions, for CLIENT LIST's `sub=` / `psub=` / `ssub=`.
-    pub sub_counts: Cell<(usize, usize, usize)>,
-    /// What other connections produced for this client (pub/sub messages, invalidations).
-    pub out: crate::pubsub::Outbox,
-    /// The shard serving the connection (CLIENT LIST's last field, Moon's own).
-    pub shard: usize,
-    /// CLIENT TRACKING settings; `None` = off.
-    pub tracking: RefCell<Option<crate::tracking::TrackingState>>,
-    /// The ACL user the connection runs as (CLIENT LIST's `user=`).
-    pub user: RefCell<String>,
-}
-
-impl ClientInfo {
-    /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
-    pub fn line(&self) -> String {
-        let now = Instant::now();
-        format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
-            self.id,
-            self.addr,
-            self.laddr,
-            self.name.borrow(),
-            now.duration_since(self.created).as_secs(),
-            now.duration_since(self.last_active.get()).as_secs(),
-            if self.sub_counts.get() == (0, 0, 0) { "N" } else { "P" },
-            self.db.get(),
-            self.sub_counts.get().0,
-            self.sub_counts.get().1,
-            self.sub_counts.get().2,
-            self.last_cmd.get(),
-            self.user.borrow(),
-            self.resp.get(),
-            self.lib_name.borrow(),
-            self.lib_ver.borrow(),
-            self.shard,
-        )
-    }
-}
-
-thread_local! {
-    /// This shard's connections, for CLIENT LIST (read on this thread by a fan-out call).
-    pub static CLIENTS: RefCell<BTreeMap<u64, Rc<ClientInfo>>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-/// Per-connection state that commands can change.
-pub struct Session {
-    pub ctx: Rc<ShardServer>,
-    pub info: Rc<ClientInfo>,
-    pub proto: Protocol,
-    pub authenticated: bool,
-    pub quit: bool,
-    /// The selected database (SELECT).
-    pub db: usize,
-    /// Copy of the runtime-changeable settings, refreshed when the config version moves.
-    config_version: u64,
-    /// The ACL user this connection runs as (a snapshot, refreshed when the ACL changes).
-    pub user: std::sync::Arc<crate::acl::User>,
-    acl_version: u64,
-    max_bulk_len: usize,
-    /// `timeout` (None = never) and `client-query-buffer-limit`.
-    idle_timeout: Option<Duration>,
-    query_buffer_limit: usize,
-    /// MULTI/WATCH state.
-    pub multi: crate::txn::TxState,
-    /// Set while this connection's commands run inside a cross-shard transaction: batches go
-    /// to the locked shards as transaction steps.
-    pub tx: Option<moon_shard::Tx>,
-    /// Channels, patterns and shard channels this connection subscribed to.
-    pub subs: crate::pubsub::Subscriptions,
-    /// CLIENT REPLY.
-    pub reply: ReplyMode,
-    /// CLIENT CACHING YES/NO: applies to the next command (OPTIN / OPTOUT tracking).
-    pub caching: Option<bool>,
-}
-
-/// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
-/// sent whatever the mode, as Redis sends them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyMode {
-    On,
-    Off,
-    /// The next command's reply is not sent.
-    SkipNext,
-}
-
-impl Session {
-    /// After a (un)subscribe: CLIENT LIST's counts.
-    pub fn note_subscriptions(&self) {
-        self.info.sub_counts.set((
-            self.subs.channels.len(),
-            self.subs.patterns.len(),
-            self.subs.shard_channels.len(),
-        ));
-    }
-}
-
-impl Session {
-    fn refresh_config(&mut self, parser: &mut RequestParser) {
-        let a = self.ctx.shared.acl_version();
-        if a != self.acl_version {
-            self.acl_version = a;
-            match self.ctx.shared.user(&self.user.name) {
-                // Deleted, or deleted and created again (another user: its password may differ).
-                Some(u) if u.generation == self.user.generation => {
-                    let channels: Vec<&Bytes> = self
-                        .subs
-                        .channels
-                        .iter()
-                        .chain(&self.subs.shard_channels)
-                        .collect();
-                    let patterns: Vec<&Bytes> = self.subs.patterns.iter().collect();
-                    if !u.may_keep(&channels, &patterns) {
-                        tracing::debug!(
-                            client = self.info.id,
-                            "closing: its user may no longer use its channels"
-                        );
-                        self.quit = true;
-                    }
-                    self.user = u;
-                }
-                _ => {
-                    tracing::debug!(client = self.info.id, "closing: its user was deleted");
-                    self.quit = true;
-                }
-            }
-        }
-        let v = self.ctx.shared.config_version();
-        if v != self.config_version {
-            let c = self.ctx.shared.config();
-            self.config_version = v;
-            self.max_bulk_len = c.proto_max_bulk_len as usize;
-            self.idle_timeout = (c.timeout > 0).then(|| Duration::from_secs(c.timeout));
-            self.query_buffer_limit = c.client_query_buffer_limit as usize;
-            parser.set_limits(Limits {
-                max_bulk_len: self.max_bulk_len,
-                ..Limits::default()
-            });
-        }
-    }
-}
 
 /// Serves one connection until the client leaves, sends a malformed request, or the server
 /// shuts down.
@@ -496,242 +348,6 @@ fn is_loopback(addr: &str) -> bool {
             }
         },
         Err(_) => false,
-    }
-}
-
-/// Where the reply of one request comes from.
-enum Slot {
-    Ready(Frame),
-    /// Reply `idx` of the batch sent to `shard`.
-    One {
-        shard: usize,
-        idx: usize,
-    },
-    /// The receiver count of publication `idx` of the plan's publications.
-    Published(usize),
-    /// Several parts merged; for `Merge::KeyOrder`, `key_parts[i]` is the part holding key i.
-    Merged {
-        parts: Vec<(usize, usize)>,
-        merge: Merge,
-        key_parts: Vec<usize>,
-    },
-}
-
-/// The commands of a pipeline since the last barrier, grouped per shard.
-struct Plan {
-    batches: Vec<Vec<Vec<Bytes>>>,
-    slots: Vec<Slot>,
-    /// The database the commands being planned run in (the session's, at planning time).
-    db: usize,
-    /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
-    publishes: Vec<crate::pubsub::Publication>,
-    /// The tracking reader (`MOON.TRACK`) of the command being planned, if any.
-    track: Option<Bytes>,
-}
-
-impl Plan {
-    fn new(shards: usize) -> Plan {
-        Plan {
-            batches: vec![Vec::new(); shards],
-            slots: Vec::new(),
-            db: 0,
-            publishes: Vec::new(),
-            track: None,
-        }
-    }
-
-    fn publish(&mut self, kind: crate::pubsub::Kind, args: &[Bytes]) {
-        self.publishes.push(crate::pubsub::Publication {
-            kind,
-            channel: args[1].clone(),
-            message: args[2].clone(),
-        });
-        self.slots.push(Slot::Published(self.publishes.len() - 1));
-    }
-
-    fn ready(&mut self, f: Frame) {
-        self.slots.push(Slot::Ready(f));
-    }
-
-    /// Appends a command to `shard`'s batch (after `MOON.DB` outside database 0); returns
-    /// the index of its reply.
-    fn push(&mut self, shard: usize, args: Vec<Bytes>) -> usize {
-        if self.db != 0 {
-            self.batches[shard].push(moon_store::select_db(self.db));
-        }
-        if let Some(reader) = &self.track {
-            self.batches[shard].push(vec![Bytes::from_static(b"MOON.TRACK"), reader.clone()]);
-        }
-        self.batches[shard].push(args);
-        self.batches[shard].len() - 1
-    }
-
-    fn one(&mut self, shard: usize, args: Vec<Bytes>) {
-        let idx = self.push(shard, args);
-        self.slots.push(Slot::One { shard, idx });
-    }
-
-    /// Splits a multi-key command into one part per owning shard.
-    fn split(&mut self, args: Vec<Bytes>, step: usize, merge: Merge) {
-        let n = self.batches.len();
-        let groups = args[1..].chunks(step);
-        let first = shard_for_key(&args[1], n);
-        if groups.clone().all(|g| shard_for_key(&g[0], n) == first) {
-            return self.one(first, args);
-        }
-        // part index per shard, in order of first appearance
-        let mut part_of_shard: Vec<Option<usize>> = vec![None; n];
-        let mut parts_args: Vec<(usize, Vec<Bytes>)> = Vec::new();
-        let mut key_parts = Vec::new();
-        for g in groups {
-            let s = shard_for_key(&g[0], n);
-            let p = *part_of_shard[s].get_or_insert_with(|| {
-                parts_args.push((s, vec![args[0].clone()]));
-                parts_args.len() - 1
-            });
-            parts_args[p].1.extend(g.iter().cloned());
-            key_parts.push(p);
-        }
-        let mut parts = Vec::with_capacity(parts_args.len());
-        for (s, a) in parts_args {
-            let idx = self.push(s, a);
-            parts.push((s, idx));
-        }
-        self.slots.push(Slot::Merged {
-            parts,
-            merge,
-            key_parts,
-        });
-    }
-
-    /// Runs the same command on every shard.
-    fn all(&mut self, args: Vec<Bytes>, merge: Merge) {
-        let n = self.batches.len();
-        let mut parts = Vec::with_capacity(n);
-        for s in 0..n {
-            let idx = self.push(s, args.clone());
-            parts.push((s, idx));
-        }
-        self.slots.push(Slot::Merged {
-            parts,
-            merge,
-            key_parts: Vec::new(),
-        });
-    }
-
-    /// Executes everything planned and appends the replies, in order, to `out`.
-    async fn flush(&mut self, session: &Session, out: &mut BytesMut) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let shard = &session.ctx.shard;
-        let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
-        let busy: Vec<usize> = (0..self.batches.len())
-            .filter(|&s| !self.batches[s].is_empty())
-            .collect();
-        let publishes = std::mem::take(&mut self.publishes);
-        let publish = async {
-            if publishes.is_empty() {
-                Vec::new()
-            } else {
-                crate::pubsub::publish(shard, publishes).await
-            }
-        };
-        let batches = async {
-            if let [only] = busy[..] {
-                // The common case (an unpipelined command, or a pipeline for one shard): no
-                // fan-out machinery.
-                let batch = std::mem::take(&mut self.batches[only]);
-                replies[only] = shard.run_batch_in(session.tx, only, batch).await;
-            } else if !busy.is_empty() {
-                let futures: Vec<_> = busy
-                    .iter()
-                    .map(|&s| {
-                        shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s]))
-                    })
-                    .collect();
-                for (s, r) in busy.iter().zip(join_all(futures).await) {
-                    replies[*s] = r;
-                }
-            }
-        };
-        // The writes planned before a PUBLISH have run (and are safe) before anyone hears of
-        // it: a subscriber reacting to a message reads what the publisher wrote first.
-        batches.await;
-        let counts = publish.await;
-        let mut take = |s: usize, i: usize| {
-            replies
-                .get_mut(s)
-                .and_then(|v| v.get_mut(i))
-                .map(|f| std::mem::replace(f, Frame::Null))
-                .unwrap_or(Frame::Null)
-        };
-        for slot in self.slots.drain(..) {
-            let frame = match slot {
-                Slot::Ready(f) => f,
-                Slot::One { shard, idx } => take(shard, idx),
-                Slot::Published(i) => Frame::Integer(counts.get(i).copied().unwrap_or(0)),
-                Slot::Merged {
-                    parts,
-                    merge,
-                    key_parts,
-                } => {
-                    let frames: Vec<Frame> = parts.iter().map(|&(s, i)| take(s, i)).collect();
-                    merge_replies(frames, merge, &key_parts)
-                }
-            };
-            frame.encode(session.proto, out);
-        }
-    }
-}
-
-pub fn merge_replies(frames: Vec<Frame>, merge: Merge, key_parts: &[usize]) -> Frame {
-    if let Some(e) = frames.iter().find(|f| f.is_error()) {
-        return e.clone();
-    }
-    match merge {
-        Merge::Sum => Frame::Integer(
-            frames
-                .iter()
-                .map(|f| if let Frame::Integer(i) = f { *i } else { 0 })
-                .sum(),
-        ),
-        Merge::Ok => Frame::OK,
-        Merge::Concat => Frame::Array(
-            frames
-                .into_iter()
-                .flat_map(|f| {
-                    if let Frame::Array(a) = f {
-                        a
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect(),
-        ),
-        Merge::KeyOrder => {
-            let mut iters: Vec<_> = frames
-                .into_iter()
-                .map(|f| {
-                    if let Frame::Array(a) = f {
-                        a.into_iter()
-                    } else {
-                        Vec::new().into_iter()
-                    }
-                })
-                .collect();
-            Frame::Array(
-                key_parts
-                    .iter()
-                    .map(|&p| {
-                        iters
-                            .get_mut(p)
-                            .and_then(|it| it.next())
-                            .unwrap_or(Frame::Null)
-                    })
-                    .collect(),
-            )
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use moon_store::reply::{self, err};
 use moon_store::slot::shard_for_key;
 use moon_store::{sintercard_args, SetOp};
 
-use crate::conn::Session;
+use crate::session::Session;
 
 /// Fields or members per command when a value moves to another shard.
 const MOVE_CHUNK: usize = 512;

@@ -29,7 +29,7 @@ use moon_shard::{join_all, Shard};
 use moon_store::glob::glob_match;
 use moon_store::reply;
 
-use crate::conn::{ClientInfo, Session};
+use crate::session::{ClientInfo, Session};
 
 /// The channel namespace a publication is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

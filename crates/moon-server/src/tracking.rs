@@ -17,7 +17,7 @@ use moon_shard::Shard;
 use moon_store::reply::{self, err};
 use moon_store::tracking::{Invalidation, Reader};
 
-use crate::conn::{ClientInfo, Session, CLIENTS};
+use crate::session::{ClientInfo, Session, CLIENTS};
 
 /// A connection's CLIENT TRACKING settings (in its [`ClientInfo`], where deliveries look).
 #[derive(Clone, Debug, Default)]

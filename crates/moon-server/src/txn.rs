@@ -14,8 +14,8 @@ use moon_store::command::Spread;
 use moon_store::slot::shard_for_key;
 use moon_store::WatchToken;
 
-use crate::conn::Session;
 use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Request, Target};
+use crate::session::Session;
 
 /// A connection's transaction state.
 #[derive(Default)]

@@ -1,0 +1,248 @@
+//! The commands of a pipeline since the last barrier, grouped into one batch per shard, and
+//! how their replies come back in request order: a command's own reply, a multi-key command's
+//! parts merged (sum, key order, concatenation), or a PUBLISH's receiver count. `conn`
+//! decides what goes in; this runs it and encodes the replies.
+
+use bytes::{Bytes, BytesMut};
+use moon_proto::Frame;
+use moon_shard::join_all;
+use moon_store::command::Merge;
+use moon_store::slot::shard_for_key;
+
+use crate::session::Session;
+
+/// Where the reply of one request comes from.
+pub(crate) enum Slot {
+    Ready(Frame),
+    /// Reply `idx` of the batch sent to `shard`.
+    One {
+        shard: usize,
+        idx: usize,
+    },
+    /// The receiver count of publication `idx` of the plan's publications.
+    Published(usize),
+    /// Several parts merged; for `Merge::KeyOrder`, `key_parts[i]` is the part holding key i.
+    Merged {
+        parts: Vec<(usize, usize)>,
+        merge: Merge,
+        key_parts: Vec<usize>,
+    },
+}
+
+/// The commands of a pipeline since the last barrier, grouped per shard.
+pub(crate) struct Plan {
+    pub(crate) batches: Vec<Vec<Vec<Bytes>>>,
+    pub(crate) slots: Vec<Slot>,
+    /// The database the commands being planned run in (the session's, at planning time).
+    pub(crate) db: usize,
+    /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
+    pub(crate) publishes: Vec<crate::pubsub::Publication>,
+    /// The tracking reader (`MOON.TRACK`) of the command being planned, if any.
+    pub(crate) track: Option<Bytes>,
+}
+
+impl Plan {
+    pub(crate) fn new(shards: usize) -> Plan {
+        Plan {
+            batches: vec![Vec::new(); shards],
+            slots: Vec::new(),
+            db: 0,
+            publishes: Vec::new(),
+            track: None,
+        }
+    }
+
+    pub(crate) fn publish(&mut self, kind: crate::pubsub::Kind, args: &[Bytes]) {
+        self.publishes.push(crate::pubsub::Publication {
+            kind,
+            channel: args[1].clone(),
+            message: args[2].clone(),
+        });
+        self.slots.push(Slot::Published(self.publishes.len() - 1));
+    }
+
+    pub(crate) fn ready(&mut self, f: Frame) {
+        self.slots.push(Slot::Ready(f));
+    }
+
+    /// Appends a command to `shard`'s batch (after `MOON.DB` outside database 0); returns
+    /// the index of its reply.
+    pub(crate) fn push(&mut self, shard: usize, args: Vec<Bytes>) -> usize {
+        if self.db != 0 {
+            self.batches[shard].push(moon_store::select_db(self.db));
+        }
+        if let Some(reader) = &self.track {
+            self.batches[shard].push(vec![Bytes::from_static(b"MOON.TRACK"), reader.clone()]);
+        }
+        self.batches[shard].push(args);
+        self.batches[shard].len() - 1
+    }
+
+    pub(crate) fn one(&mut self, shard: usize, args: Vec<Bytes>) {
+        let idx = self.push(shard, args);
+        self.slots.push(Slot::One { shard, idx });
+    }
+
+    /// Splits a multi-key command into one part per owning shard.
+    pub(crate) fn split(&mut self, args: Vec<Bytes>, step: usize, merge: Merge) {
+        let n = self.batches.len();
+        let groups = args[1..].chunks(step);
+        let first = shard_for_key(&args[1], n);
+        if groups.clone().all(|g| shard_for_key(&g[0], n) == first) {
+            return self.one(first, args);
+        }
+        // part index per shard, in order of first appearance
+        let mut part_of_shard: Vec<Option<usize>> = vec![None; n];
+        let mut parts_args: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        let mut key_parts = Vec::new();
+        for g in groups {
+            let s = shard_for_key(&g[0], n);
+            let p = *part_of_shard[s].get_or_insert_with(|| {
+                parts_args.push((s, vec![args[0].clone()]));
+                parts_args.len() - 1
+            });
+            parts_args[p].1.extend(g.iter().cloned());
+            key_parts.push(p);
+        }
+        let mut parts = Vec::with_capacity(parts_args.len());
+        for (s, a) in parts_args {
+            let idx = self.push(s, a);
+            parts.push((s, idx));
+        }
+        self.slots.push(Slot::Merged {
+            parts,
+            merge,
+            key_parts,
+        });
+    }
+
+    /// Runs the same command on every shard.
+    pub(crate) fn all(&mut self, args: Vec<Bytes>, merge: Merge) {
+        let n = self.batches.len();
+        let mut parts = Vec::with_capacity(n);
+        for s in 0..n {
+            let idx = self.push(s, args.clone());
+            parts.push((s, idx));
+        }
+        self.slots.push(Slot::Merged {
+            parts,
+            merge,
+            key_parts: Vec::new(),
+        });
+    }
+
+    /// Executes everything planned and appends the replies, in order, to `out`.
+    pub(crate) async fn flush(&mut self, session: &Session, out: &mut BytesMut) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let shard = &session.ctx.shard;
+        let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
+        let busy: Vec<usize> = (0..self.batches.len())
+            .filter(|&s| !self.batches[s].is_empty())
+            .collect();
+        let publishes = std::mem::take(&mut self.publishes);
+        let publish = async {
+            if publishes.is_empty() {
+                Vec::new()
+            } else {
+                crate::pubsub::publish(shard, publishes).await
+            }
+        };
+        let batches = async {
+            if let [only] = busy[..] {
+                // The common case (an unpipelined command, or a pipeline for one shard): no
+                // fan-out machinery.
+                let batch = std::mem::take(&mut self.batches[only]);
+                replies[only] = shard.run_batch_in(session.tx, only, batch).await;
+            } else if !busy.is_empty() {
+                let futures: Vec<_> = busy
+                    .iter()
+                    .map(|&s| {
+                        shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s]))
+                    })
+                    .collect();
+                for (s, r) in busy.iter().zip(join_all(futures).await) {
+                    replies[*s] = r;
+                }
+            }
+        };
+        // The writes planned before a PUBLISH have run (and are safe) before anyone hears of
+        // it: a subscriber reacting to a message reads what the publisher wrote first.
+        batches.await;
+        let counts = publish.await;
+        let mut take = |s: usize, i: usize| {
+            replies
+                .get_mut(s)
+                .and_then(|v| v.get_mut(i))
+                .map(|f| std::mem::replace(f, Frame::Null))
+                .unwrap_or(Frame::Null)
+        };
+        for slot in self.slots.drain(..) {
+            let frame = match slot {
+                Slot::Ready(f) => f,
+                Slot::One { shard, idx } => take(shard, idx),
+                Slot::Published(i) => Frame::Integer(counts.get(i).copied().unwrap_or(0)),
+                Slot::Merged {
+                    parts,
+                    merge,
+                    key_parts,
+                } => {
+                    let frames: Vec<Frame> = parts.iter().map(|&(s, i)| take(s, i)).collect();
+                    merge_replies(frames, merge, &key_parts)
+                }
+            };
+            frame.encode(session.proto, out);
+        }
+    }
+}
+
+pub fn merge_replies(frames: Vec<Frame>, merge: Merge, key_parts: &[usize]) -> Frame {
+    if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        return e.clone();
+    }
+    match merge {
+        Merge::Sum => Frame::Integer(
+            frames
+                .iter()
+                .map(|f| if let Frame::Integer(i) = f { *i } else { 0 })
+                .sum(),
+        ),
+        Merge::Ok => Frame::OK,
+        Merge::Concat => Frame::Array(
+            frames
+                .into_iter()
+                .flat_map(|f| {
+                    if let Frame::Array(a) = f {
+                        a
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+        ),
+        Merge::KeyOrder => {
+            let mut iters: Vec<_> = frames
+                .into_iter()
+                .map(|f| {
+                    if let Frame::Array(a) = f {
+                        a.into_iter()
+                    } else {
+                        Vec::new().into_iter()
+                    }
+                })
+                .collect();
+            Frame::Array(
+                key_parts
+                    .iter()
+                    .map(|&p| {
+                        iters
+                            .get_mut(p)
+                            .and_then(|it| it.next())
+                            .unwrap_or(Frame::Null)
+                    })
+                    .collect(),
+            )
+        }
+    }
+}

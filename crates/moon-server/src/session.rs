@@ -1,0 +1,171 @@
+//! One connection's state, at the bottom of the connection layers: what CLIENT LIST shows
+//! ([`ClientInfo`], in its shard's registry [`CLIENTS`], where pub/sub and tracking find it),
+//! and what commands change ([`Session`]: protocol, user, database, MULTI, subscriptions,
+//! reply mode). The connection loop (`conn`) and the command handlers read and change it;
+//! it calls neither.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moon_proto::{Limits, Protocol, RequestParser};
+
+use crate::server::ShardServer;
+
+/// What CLIENT LIST shows about a connection. Lives in its shard's registry.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub name: RefCell<String>,
+    pub lib_name: RefCell<String>,
+    pub lib_ver: RefCell<String>,
+    pub created: Instant,
+    pub last_active: Cell<Instant>,
+    pub last_cmd: Cell<&'static str>,
+    pub resp: Cell<u8>,
+    pub db: Cell<usize>,
+    /// Channel and pattern subscriptions, for CLIENT LIST's `sub=` / `psub=` / `ssub=`.
+    pub sub_counts: Cell<(usize, usize, usize)>,
+    /// What other connections produced for this client (pub/sub messages, invalidations).
+    pub out: crate::pubsub::Outbox,
+    /// The shard serving the connection (CLIENT LIST's last field, Moon's own).
+    pub shard: usize,
+    /// CLIENT TRACKING settings; `None` = off.
+    pub tracking: RefCell<Option<crate::tracking::TrackingState>>,
+    /// The ACL user the connection runs as (CLIENT LIST's `user=`).
+    pub user: RefCell<String>,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
+    pub fn line(&self) -> String {
+        let now = Instant::now();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.name.borrow(),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(self.last_active.get()).as_secs(),
+            if self.sub_counts.get() == (0, 0, 0) { "N" } else { "P" },
+            self.db.get(),
+            self.sub_counts.get().0,
+            self.sub_counts.get().1,
+            self.sub_counts.get().2,
+            self.last_cmd.get(),
+            self.user.borrow(),
+            self.resp.get(),
+            self.lib_name.borrow(),
+            self.lib_ver.borrow(),
+            self.shard,
+        )
+    }
+}
+
+thread_local! {
+    /// This shard's connections, for CLIENT LIST (read on this thread by a fan-out call).
+    pub static CLIENTS: RefCell<BTreeMap<u64, Rc<ClientInfo>>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Per-connection state that commands can change.
+pub struct Session {
+    pub ctx: Rc<ShardServer>,
+    pub info: Rc<ClientInfo>,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    pub quit: bool,
+    /// The selected database (SELECT).
+    pub db: usize,
+    /// Copy of the runtime-changeable settings, refreshed when the config version moves.
+    pub(crate) config_version: u64,
+    /// The ACL user this connection runs as (a snapshot, refreshed when the ACL changes).
+    pub user: std::sync::Arc<crate::acl::User>,
+    pub(crate) acl_version: u64,
+    pub(crate) max_bulk_len: usize,
+    /// `timeout` (None = never) and `client-query-buffer-limit`.
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) query_buffer_limit: usize,
+    /// MULTI/WATCH state.
+    pub multi: crate::txn::TxState,
+    /// Set while this connection's commands run inside a cross-shard transaction: batches go
+    /// to the locked shards as transaction steps.
+    pub tx: Option<moon_shard::Tx>,
+    /// Channels, patterns and shard channels this connection subscribed to.
+    pub subs: crate::pubsub::Subscriptions,
+    /// CLIENT REPLY.
+    pub reply: ReplyMode,
+    /// CLIENT CACHING YES/NO: applies to the next command (OPTIN / OPTOUT tracking).
+    pub caching: Option<bool>,
+}
+
+/// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
+/// sent whatever the mode, as Redis sends them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// The next command's reply is not sent.
+    SkipNext,
+}
+
+impl Session {
+    /// After a (un)subscribe: CLIENT LIST's counts.
+    pub fn note_subscriptions(&self) {
+        self.info.sub_counts.set((
+            self.subs.channels.len(),
+            self.subs.patterns.len(),
+            self.subs.shard_channels.len(),
+        ));
+    }
+}
+
+impl Session {
+    /// Picks up configuration and ACL changes (the user deleted or no longer allowed its
+    /// channels: `quit`).
+    pub(crate) fn refresh_config(&mut self, parser: &mut RequestParser) {
+        let a = self.ctx.shared.acl_version();
+        if a != self.acl_version {
+            self.acl_version = a;
+            match self.ctx.shared.user(&self.user.name) {
+                // Deleted, or deleted and created again (another user: its password may differ).
+                Some(u) if u.generation == self.user.generation => {
+                    let channels: Vec<&Bytes> = self
+                        .subs
+                        .channels
+                        .iter()
+                        .chain(&self.subs.shard_channels)
+                        .collect();
+                    let patterns: Vec<&Bytes> = self.subs.patterns.iter().collect();
+                    if !u.may_keep(&channels, &patterns) {
+                        tracing::debug!(
+                            client = self.info.id,
+                            "closing: its user may no longer use its channels"
+                        );
+                        self.quit = true;
+                    }
+                    self.user = u;
+                }
+                _ => {
+                    tracing::debug!(client = self.info.id, "closing: its user was deleted");
+                    self.quit = true;
+                }
+            }
+        }
+        let v = self.ctx.shared.config_version();
+        if v != self.config_version {
+            let c = self.ctx.shared.config();
+            self.config_version = v;
+            self.max_bulk_len = c.proto_max_bulk_len as usize;
+            self.idle_timeout = (c.timeout > 0).then(|| Duration::from_secs(c.timeout));
+            self.query_buffer_limit = c.client_query_buffer_limit as usize;
+            parser.set_limits(Limits {
+                max_bulk_len: self.max_bulk_len,
+                ..Limits::default()
+            });
+        }
+    }
+}
