@@ -275,9 +275,16 @@ where
             rbuf = BytesMut::with_capacity(READ_CHUNK);
         }
     }
-    close_soon(&mut stream).await;
-    crate::txn::unwatch_all(&mut session).await;
+    // Out of every registry first: no message is counted for (or sent to) a connection
+    // that is going, while its close waits (up to a second) for a client that does not read.
     crate::pubsub::forget_all(&mut session);
+    if session.info.out.is_closing() {
+        // Cut off at its output limit: nothing more is owed to it, not even a clean close.
+        drop(stream);
+    } else {
+        close_soon(&mut stream).await;
+    }
+    crate::txn::unwatch_all(&mut session).await;
     tracking_off(&session).await;
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
