@@ -20,11 +20,29 @@ pub fn root() -> PathBuf {
 pub fn build_release() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building moon-server and moon-cli (release)...");
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .current_dir(root())
-        .args(["build", "--release", "-p", "moon-server", "-p", "moon-cli"])
-        .status()
-        .context("running cargo build")?;
+        .args(["build", "--release", "-p", "moon-server", "-p", "moon-cli"]);
+    // What `cargo run` set for xtask itself (CARGO_MANIFEST_DIR, CARGO_PKG_*...) must not
+    // reach this build: ring's build script reruns when CARGO_MANIFEST_DIR changes, so every
+    // xtask step would rebuild ring and rustls twice.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || matches!(
+                &*k,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            build.env_remove(&key);
+        }
+    }
+    let status = build.status().context("running cargo build")?;
     if !status.success() {
         bail!("cargo build --release -p moon-server -p moon-cli failed");
     }
