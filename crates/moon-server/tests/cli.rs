@@ -147,3 +147,37 @@ fn two_servers_cannot_share_a_port() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }
+
+/// A client that never reads its replies cannot hold the shutdown: its write is abandoned
+/// after a grace period (it used to wait forever for the client to read).
+#[test]
+fn shutdown_does_not_wait_for_a_client_that_never_reads() {
+    use std::io::Write;
+    let mut s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let big = "b".repeat(8 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut c)
+        .unwrap();
+    let mut stuck = std::net::TcpStream::connect(s.addr).unwrap();
+    stuck
+        .write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(16))
+        .unwrap();
+    // Its replies (128 MB) fill the socket; PING from another client shows the server is past
+    // reading the pipeline, then SHUTDOWN.
+    assert!(common::eventually(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 1 << 20)
+    }));
+    assert!(redis::cmd("SHUTDOWN").query::<()>(&mut c).is_err());
+    let status = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server exits although a client never reads");
+    assert_eq!(status.code(), Some(0));
+    drop(stuck);
+}
