@@ -188,7 +188,7 @@ pub type KeyedEvent = (u16, &'static str, usize, Option<usize>);
 
 /// Events of effects that name keys with different roles: `(class, event, key index,
 /// database)` for each, where the database is `None` for the command's own.
-pub fn keyed_events(effect: &[Bytes]) -> Option<Vec<KeyedEvent>> {
+pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
     use class::*;
     let name = effect.first()?.to_ascii_lowercase();
     Some(match &name[..] {

@@ -260,7 +260,8 @@ impl Store {
         for key in self.ks.take_created() {
             self.event(class::NEW, "new", db, key);
         }
-        let owned: Vec<Bytes> = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        // Only keys are copied (an effect's values may be large).
+        let key_of = |k: &[u8]| Bytes::copy_from_slice(k);
         if let Some(event) = self.batch_event {
             let class = if event.ends_with("store") {
                 class::SET
@@ -268,31 +269,29 @@ impl Store {
                 class::GENERIC
             };
             if let Some(spec) = crate::command::lookup(parts[0]) {
-                for key in spec.keys(&owned) {
+                for key in spec.keys(parts) {
                     let e = KeyEvent {
                         class,
                         event,
                         db,
-                        key: key.clone(),
+                        key: key_of(key),
                     };
                     // Once per key for the whole batch (a DEL, then the value's chunks).
                     if !self.events.contains(&e) {
-                        self.event(class, event, db, key.clone());
+                        self.event(class, event, db, e.key);
                     }
                 }
             }
             return;
         }
-        if let Some(list) = crate::notify::keyed_events(&owned) {
+        if let Some(list) = crate::notify::keyed_events(parts) {
             for (mut class, mut event, i, in_db) in list {
+                let Some(key) = parts.get(i) else { continue };
                 // A *STORE whose result is empty removed its destination.
-                if event.ends_with("store") && !owned.get(i).is_some_and(|k| self.ks.contains(k, 0))
-                {
+                if event.ends_with("store") && !self.ks.contains(key, 0) {
                     (class, event) = (class::GENERIC, "del");
                 }
-                if let Some(key) = owned.get(i) {
-                    self.event(class, event, in_db.unwrap_or(db), key.clone());
-                }
+                self.event(class, event, in_db.unwrap_or(db), key_of(key));
             }
             return;
         }
@@ -302,8 +301,8 @@ impl Store {
         let Some(spec) = crate::command::lookup(parts[0]) else {
             return;
         };
-        for key in spec.keys(&owned) {
-            self.event(class, event, db, key.clone());
+        for key in spec.keys(parts) {
+            self.event(class, event, db, key_of(key));
         }
         // SET with a deadline: a `set` and an `expire`, as Redis sends them.
         let with_deadline = parts[0].eq_ignore_ascii_case(b"SET")
@@ -312,7 +311,7 @@ impl Store {
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"PXAT"))
             && self.sets_deadline;
         if with_deadline {
-            self.event(class::GENERIC, "expire", db, owned[1].clone());
+            self.event(class::GENERIC, "expire", db, key_of(parts[1]));
         }
     }
 
