@@ -784,3 +784,35 @@ fn tracking_covers_reads_inside_multi_exec() {
     let _: String = cmd(&mut writer, &["SET", "in-tx", "1"]);
     assert_eq!(invalidated(&mut reader, &rx, 1), [Some("in-tx".into())]);
 }
+
+/// A keyspace event is published only once its write is in the log: the write whose record
+/// fails (its client gets MISCONF) is never announced.
+#[test]
+fn no_event_for_a_write_the_log_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = MoonServer::start_with_env(
+        tmp.path(),
+        1,
+        &["--notify-keyspace-events", "E$"],
+        &[("MOON_AOF_FAULT", "write:2")],
+    )
+    .unwrap();
+    let mut sub = s.client();
+    let mut p = sub.as_pubsub();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    p.psubscribe("*").unwrap();
+    let mut c = s.client();
+    let _: String = cmd(&mut c, &["SET", "logged", "1"]);
+    let e = expect_err(&mut c, &["SET", "lost", "2"]);
+    assert!(e.starts_with("MISCONF"), "{e}");
+    let _: i64 = cmd(&mut c, &["PUBLISH", "marker", "end"]);
+    let mut got = Vec::new();
+    loop {
+        let (_, ch, payload) = next_msg(&mut p);
+        if ch == "marker" {
+            break;
+        }
+        got.push(format!("{ch} {payload}"));
+    }
+    assert_eq!(got, ["__keyevent@0__:set logged"]);
+}
