@@ -358,9 +358,9 @@ fn fuzz_aof(rng: &mut Rng) {
                 Bytes::from("1-0-1"),
                 Bytes::from("0,1"),
             ];
-            moon_aof::append_group_record(lsn, &[header, cmd], &mut valid);
+            moon_aof::append_group_record(lsn, &[header, cmd], &mut valid).unwrap();
         } else {
-            moon_aof::append_command_record(lsn, &cmd, &mut valid);
+            moon_aof::append_command_record(lsn, &cmd, &mut valid).unwrap();
         }
     }
     let data = match rng.below(4) {

@@ -17,5 +17,8 @@ pub mod record;
 pub mod writer;
 
 pub use reader::{replay_file, replay_file_until, AofError, ReplayReport};
-pub use record::{append_command_record, append_group_record, decode_payload, encode_command};
+pub use record::{
+    append_command_record, append_group_record, append_unit, decode_payload, encode_command,
+    record_target, TooLarge,
+};
 pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy};

@@ -78,13 +78,14 @@ fn valid_at(d: &[u8], p: usize) -> Option<usize> {
     (crc32fast::hash(&d[p..end]) == crc).then_some(len + OVERHEAD)
 }
 
-/// Whether a valid record with an LSN above `last_lsn` starts anywhere after `from`.
-/// Only runs when a bad record was found, to tell corruption from a torn tail.
+/// Whether a valid record with an LSN above `last_lsn` starts anywhere after `from`, however
+/// far above: a long-lived shard's LSNs pass 2^32 and more, and a damaged first record of a
+/// file must still be told from a torn tail. Only runs when a bad record was found.
 fn valid_record_after(d: &[u8], from: usize, last_lsn: u64) -> Option<usize> {
     let mut p = from;
     while p + OVERHEAD <= d.len() {
         let lsn = u64_at(d, p);
-        if lsn > last_lsn && lsn - last_lsn <= (1 << 32) && valid_at(d, p).is_some() {
+        if lsn > last_lsn && valid_at(d, p).is_some() {
             return Some(p);
         }
         p += 1;
@@ -97,10 +98,21 @@ fn valid_record_after(d: &[u8], from: usize, last_lsn: u64) -> Option<usize> {
 /// stops the scan and is returned as `Err(Err(e))`; corruption as `Err(Ok(c))`.
 pub fn scan<E>(
     data: &[u8],
+    on_record: impl FnMut(u64, &[u8], u64) -> Result<(), E>,
+) -> Result<ScanEnd, Result<Corruption, E>> {
+    scan_from(data, 0, on_record)
+}
+
+/// [`scan`] of a file whose records follow LSN `after_lsn` (an incr's follow its base's last
+/// one): its first record must be above it, and a damaged first record followed by valid ones
+/// is corruption, never a torn tail at offset 0.
+pub fn scan_from<E>(
+    data: &[u8],
+    after_lsn: u64,
     mut on_record: impl FnMut(u64, &[u8], u64) -> Result<(), E>,
 ) -> Result<ScanEnd, Result<Corruption, E>> {
     let mut p = 0usize;
-    let mut last_lsn = 0u64;
+    let mut last_lsn = after_lsn;
     let mut records = 0u64;
     loop {
         let rest = data.len() - p;
@@ -176,6 +188,18 @@ pub struct ReplayReport {
     /// Set when replay stopped at the caller's `stop_lsn` (see [`replay_file_until`]): the
     /// offset of that record and the bytes from there to the end, cut off the file.
     pub stopped: Option<(u64, u64)>,
+    /// CRC-32 (IEEE) of the file's first `bytes` bytes: what a manifest's `base_crc32` is
+    /// checked against.
+    pub crc32: u32,
+}
+
+/// Where a replay starts and ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// The LSN the file's records follow (0: none): see [`scan_from`].
+    pub after_lsn: u64,
+    /// End the log before the record with this LSN (see [`replay_file_until`]).
+    pub stop_lsn: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,29 +224,30 @@ pub fn replay_file(
     path: &Path,
     apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
-    replay(path, apply, None, true)
+    replay(path, apply, Bounds::default(), true)
 }
 
-/// [`replay_file`] that also ends the log before the record with LSN `stop_lsn` (if any):
-/// that record and everything after it are not applied and are cut off the file
-/// ([`ReplayReport::stopped`]). Recovery uses it to end a shard's log at a cross-shard
-/// transaction that cannot be applied whole (see `moon_shard::txn::recovery_plan`).
+/// [`replay_file`] within `bounds`: the records follow `after_lsn`, and the log ends before
+/// the record with LSN `stop_lsn` (if any): that record and everything after it are not
+/// applied and are cut off the file ([`ReplayReport::stopped`]). Recovery uses it to end a
+/// shard's log at a cross-shard transaction that cannot be applied whole (see
+/// `moon_shard::txn::recovery_plan`).
 pub fn replay_file_until(
     path: &Path,
-    stop_lsn: Option<u64>,
+    bounds: Bounds,
     apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
-    replay(path, apply, stop_lsn, true)
+    replay(path, apply, bounds, true)
 }
 
 /// [`replay_file_until`] for tools that must not change the file: a torn tail or a stop is
 /// reported but left in place.
 pub fn replay_readonly(
     path: &Path,
-    stop_lsn: Option<u64>,
+    bounds: Bounds,
     apply: impl FnMut(u64, Vec<Vec<Bytes>>),
 ) -> Result<ReplayReport, AofError> {
-    replay(path, apply, stop_lsn, false)
+    replay(path, apply, bounds, false)
 }
 
 /// Why a replay's scan ended early.
@@ -233,10 +258,17 @@ enum Halt {
     Stop(u64),
 }
 
+/// A unit whose records began but whose last record has not come yet (see
+/// [`crate::record::append_unit`]).
+struct OpenUnit {
+    offset: u64,
+    cmds: Vec<Vec<Bytes>>,
+}
+
 fn replay(
     path: &Path,
     mut apply: impl FnMut(u64, Vec<Vec<Bytes>>),
-    stop_lsn: Option<u64>,
+    bounds: Bounds,
     truncate: bool,
 ) -> Result<ReplayReport, AofError> {
     let started = Instant::now();
@@ -249,48 +281,73 @@ fn replay(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(e)),
     };
-    let (mut records, mut last_lsn) = (0u64, 0u64);
+    let (mut records, mut last_lsn) = (0u64, bounds.after_lsn);
+    // The end of the last complete unit: what the file keeps if it ends inside a unit.
+    let mut applied_len = 0u64;
+    let mut open: Option<OpenUnit> = None;
     let mut stop_offset = None;
-    let result = scan(&data, |lsn, payload, offset| {
-        if stop_lsn.is_some_and(|stop| lsn >= stop) {
+    let result = scan_from(&data, bounds.after_lsn, |lsn, payload, offset| {
+        if bounds.stop_lsn.is_some_and(|stop| lsn >= stop) {
             // Keep scanning without applying: the dropped records' LSNs were handed out
-            // (some maybe acknowledged under everysec) and must never be reused.
-            stop_offset.get_or_insert(offset);
+            // (some maybe acknowledged under everysec) and must never be reused. A unit the
+            // stop cuts through goes whole.
+            stop_offset.get_or_insert(open.as_ref().map_or(offset, |u| u.offset));
             last_lsn = lsn;
             return Ok(());
         }
-        match decode_payload(payload) {
-            Some(cmd) => {
-                apply(lsn, cmd);
-                records += 1;
-                last_lsn = lsn;
-                Ok(())
+        let Some(mut cmds) = decode_payload(payload) else {
+            return Err(Halt::Undecodable(offset));
+        };
+        last_lsn = lsn;
+        let end = offset + (payload.len() + OVERHEAD) as u64;
+        if crate::record::is_continued(payload) {
+            cmds.pop();
+            match &mut open {
+                Some(unit) => unit.cmds.append(&mut cmds),
+                None => open = Some(OpenUnit { offset, cmds }),
             }
-            None => Err(Halt::Undecodable(offset)),
+            return Ok(());
         }
+        if let Some(mut unit) = open.take() {
+            unit.cmds.append(&mut cmds);
+            cmds = unit.cmds;
+        }
+        apply(lsn, cmds);
+        records += 1;
+        applied_len = end;
+        Ok(())
     });
     let result = match (result, stop_offset) {
         // Damage after the end recovery chose is dropped with it.
         (Ok(_) | Err(Ok(_)), Some(offset)) => Err(Err(Halt::Stop(offset))),
         (r, _) => r,
     };
+    let cut = |offset: u64| -> Result<(), AofError> {
+        if truncate {
+            let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+            f.set_len(offset).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        Ok(())
+    };
+    let report = |bytes: u64, truncated, stopped| ReplayReport {
+        records,
+        bytes,
+        last_lsn,
+        elapsed_ms: started.elapsed().as_millis(),
+        truncated,
+        stopped,
+        crc32: crc32fast::hash(&data[..bytes as usize]),
+    };
     let end = match result {
         Ok(end) => end,
         Err(Err(Halt::Stop(offset))) => {
-            let bytes = data.len() as u64 - offset;
-            if truncate {
-                let f = OpenOptions::new().write(true).open(path).map_err(io)?;
-                f.set_len(offset).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            return Ok(ReplayReport {
-                records,
-                bytes: offset,
-                last_lsn,
-                elapsed_ms: started.elapsed().as_millis(),
-                truncated: None,
-                stopped: Some((offset, bytes)),
-            });
+            cut(offset)?;
+            return Ok(report(
+                offset,
+                None,
+                Some((offset, data.len() as u64 - offset)),
+            ));
         }
         Err(Ok(c)) => {
             return Err(AofError::Corrupt {
@@ -307,26 +364,23 @@ fn replay(
             })
         }
     };
-    let truncated = match end.end {
-        End::Clean => None,
-        End::ZeroFilled { offset, bytes } | End::TornTail { offset, bytes } if !truncate => {
-            Some((offset, bytes))
-        }
-        End::ZeroFilled { offset, bytes } | End::TornTail { offset, bytes } => {
-            let f = OpenOptions::new().write(true).open(path).map_err(io)?;
-            f.set_len(offset).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            Some((offset, bytes))
-        }
+    // A unit whose last record never came was never acknowledged (its reply waits for all of
+    // it): it is a torn tail, from its first record on.
+    let tail_from = match (&open, end.end) {
+        (Some(unit), _) => Some(unit.offset),
+        (None, End::Clean) => None,
+        (None, End::ZeroFilled { offset, .. } | End::TornTail { offset, .. }) => Some(offset),
     };
-    Ok(ReplayReport {
-        records: end.records,
-        bytes: end.valid_len,
-        last_lsn: end.last_lsn,
-        elapsed_ms: started.elapsed().as_millis(),
-        truncated,
-        stopped: None,
-    })
+    let Some(offset) = tail_from else {
+        return Ok(report(end.valid_len, None, None));
+    };
+    debug_assert!(open.is_some() || offset == applied_len);
+    cut(offset)?;
+    Ok(report(
+        offset,
+        Some((offset, data.len() as u64 - offset)),
+        None,
+    ))
 }
 
 #[cfg(test)]
@@ -343,7 +397,7 @@ mod tests {
                 Bytes::from(format!("key{lsn}")),
                 Bytes::from(vec![b'v'; lsn as usize * 3]),
             ];
-            append_command_record(lsn, &args, &mut out);
+            append_command_record(lsn, &args, &mut out).unwrap();
             ends.push(out.len());
         }
         (out, ends)
@@ -360,7 +414,7 @@ mod tests {
         let path = dir.path().join("incr.aof");
         std::fs::write(&path, &data).unwrap();
         let mut applied = Vec::new();
-        let report = replay_file_until(&path, Some(4), |lsn, _| applied.push(lsn)).unwrap();
+        let report = replay_file_until(&path, stop(4), |lsn, _| applied.push(lsn)).unwrap();
         assert_eq!(applied, [1, 2, 3]);
         assert_eq!(
             report.stopped,
@@ -376,7 +430,7 @@ mod tests {
         let at = ends[4] + 13;
         damaged[at] ^= 0xff;
         std::fs::write(&path, &damaged).unwrap();
-        let report = replay_file_until(&path, Some(4), |_, _| {}).unwrap();
+        let report = replay_file_until(&path, stop(4), |_, _| {}).unwrap();
         assert_eq!(report.stopped.map(|s| s.0), Some(ends[2] as u64));
     }
 
@@ -483,9 +537,9 @@ mod tests {
     #[test]
     fn lsns_must_increase() {
         let mut data = Vec::new();
-        append_command_record(5, &[Bytes::from("PING")], &mut data);
-        append_command_record(5, &[Bytes::from("PING")], &mut data);
-        append_command_record(6, &[Bytes::from("PING")], &mut data);
+        append_command_record(5, &[Bytes::from("PING")], &mut data).unwrap();
+        append_command_record(5, &[Bytes::from("PING")], &mut data).unwrap();
+        append_command_record(6, &[Bytes::from("PING")], &mut data).unwrap();
         assert!(count(&data).unwrap_err().reason.contains("does not follow"));
     }
 
@@ -494,5 +548,128 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = replay_file(&dir.path().join("nope"), |_, _| {}).unwrap();
         assert_eq!((r.records, r.bytes, r.truncated), (0, 0, None));
+    }
+
+    fn stop(lsn: u64) -> Bounds {
+        Bounds {
+            after_lsn: 0,
+            stop_lsn: Some(lsn),
+        }
+    }
+
+    /// Issue 22, 2: a long-lived shard's LSNs pass 2^32. A damaged first record of a file
+    /// followed by valid ones is corruption however far the LSNs are from 0, and a file whose
+    /// scan starts from the LSN before it refuses a first record at or below it.
+    #[test]
+    fn a_damaged_first_record_is_corruption_whatever_the_lsns() {
+        let base = 5_000_000_000u64;
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for lsn in base + 1..=base + 1001 {
+            append_command_record(
+                lsn,
+                &[Bytes::from("SET"), Bytes::from(format!("k{lsn}"))],
+                &mut data,
+            )
+            .unwrap();
+            ends.push(data.len());
+        }
+        let mut damaged = data.clone();
+        damaged[20] ^= 0x01;
+        for after in [0, base] {
+            let err = scan_from::<()>(&damaged, after, |_, _, _| Ok(()))
+                .map_err(|e| e.unwrap_or_else(|_| unreachable!()))
+                .unwrap_err();
+            assert_eq!(err.offset, 0, "from {after}");
+            assert!(
+                err.reason.contains(&format!("offset {}", ends[0])),
+                "{}",
+                err.reason
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incr.aof");
+        std::fs::write(&path, &damaged).unwrap();
+        let bounds = Bounds {
+            after_lsn: base,
+            stop_lsn: None,
+        };
+        assert!(matches!(
+            replay_file_until(&path, bounds, |_, _| {}),
+            Err(AofError::Corrupt { offset: 0, .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "left untouched");
+        // Whole: 1,001 records from the base's LSN on; a record at or below it is refused.
+        std::fs::write(&path, &data).unwrap();
+        let r = replay_file_until(&path, bounds, |_, _| {}).unwrap();
+        assert_eq!((r.records, r.last_lsn), (1001, base + 1001));
+        let later = Bounds {
+            after_lsn: base + 1,
+            stop_lsn: None,
+        };
+        assert!(matches!(
+            replay_file_until(&path, later, |_, _| {}),
+            Err(AofError::Corrupt { offset: 0, .. })
+        ));
+    }
+
+    /// A unit over continued records is applied once whole, as one group; cut anywhere inside
+    /// it (a crash mid-write), it is a torn tail from its first record: nothing of it applied,
+    /// the file cut back to the unit's start, and its LSNs never handed out again.
+    #[test]
+    fn a_unit_spanning_records_applies_whole_or_not_at_all() {
+        let member = |i: usize| Bytes::from(format!("member-{i:05}"));
+        let unit: Vec<Vec<Bytes>> = (0..40)
+            .map(|c| {
+                let mut cmd = vec![Bytes::from("SREM"), Bytes::from("s")];
+                cmd.extend((0..10).map(|i| member(c * 10 + i)));
+                cmd
+            })
+            .collect();
+        let mut data = Vec::new();
+        append_command_record(1, &[Bytes::from("SET"), Bytes::from("before")], &mut data).unwrap();
+        let unit_start = data.len();
+        let used = crate::record::append_unit(2, &unit, 1024, &mut data).unwrap();
+        assert!(used > 3, "{used} records");
+        let unit_end = data.len();
+        append_command_record(
+            2 + used,
+            &[Bytes::from("SET"), Bytes::from("after")],
+            &mut data,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incr.aof");
+        std::fs::write(&path, &data).unwrap();
+        let mut applied = Vec::new();
+        let r = replay_file(&path, |lsn, cmds| applied.push((lsn, cmds))).unwrap();
+        assert_eq!(r.records, 3);
+        assert_eq!(
+            applied[1],
+            (1 + used, unit.clone()),
+            "the unit, whole, at its last LSN"
+        );
+        assert_eq!(applied[2].0, 2 + used);
+        for cut in [unit_start + 1, unit_start + 600, unit_end - 1] {
+            std::fs::write(&path, &data[..cut]).unwrap();
+            let mut applied = Vec::new();
+            let r = replay_file(&path, |lsn, _| applied.push(lsn)).unwrap();
+            assert_eq!(applied, [1], "cut at {cut}");
+            assert_eq!(
+                r.truncated,
+                Some((unit_start as u64, (cut - unit_start) as u64))
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), unit_start as u64);
+            assert!(r.last_lsn >= 1);
+        }
+        // Cut exactly after a continued record: the LSNs it used are not handed out again.
+        let first_rec = unit_start
+            + 12
+            + u32::from_le_bytes(data[unit_start + 8..unit_start + 12].try_into().unwrap())
+                as usize
+            + 4;
+        std::fs::write(&path, &data[..first_rec]).unwrap();
+        let r = replay_file(&path, |_, _| {}).unwrap();
+        assert_eq!((r.records, r.last_lsn, r.bytes), (1, 2, unit_start as u64));
     }
 }

@@ -33,14 +33,49 @@ pub fn encoded_len<'a>(cmds: impl IntoIterator<Item = &'a [Bytes]>) -> usize {
     })
 }
 
-/// Appends one framed record to `out`.
-pub fn encode_record(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {
+/// A record the format cannot hold (its payload is over [`MAX_PAYLOAD`]): nothing was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a record of {payload} bytes is larger than the {MAX_PAYLOAD} bytes an AOF record can hold"
+)]
+pub struct TooLarge {
+    pub payload: usize,
+}
+
+/// Starts a record at the end of `out`: the LSN and a length to be filled in by [`close`].
+fn open(lsn: u64, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&[0u8; 4]);
+    start
+}
+
+/// Finishes the record opened at `start`: its length and checksum. **The one place every
+/// record is framed**, and so where the format's bound is enforced: a payload over
+/// [`MAX_PAYLOAD`] (whose length would not fit or not be read back) is taken off `out` again
+/// and refused, so an unreadable record can never be written.
+fn close(start: usize, out: &mut Vec<u8>) -> Result<(), TooLarge> {
+    let payload = out.len() - start - HEADER_LEN;
+    if payload > MAX_PAYLOAD {
+        out.truncate(start);
+        return Err(TooLarge { payload });
+    }
+    out[start + 8..start + 12].copy_from_slice(&(payload as u32).to_le_bytes());
     let crc = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Appends one framed record to `out`.
+pub fn encode_record(lsn: u64, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarge> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(TooLarge {
+            payload: payload.len(),
+        });
+    }
+    let start = open(lsn, out);
+    out.extend_from_slice(payload);
+    close(start, out)
 }
 
 /// Appends `args` as a RESP array of bulk strings.
@@ -57,38 +92,133 @@ pub fn encode_command(args: &[Bytes], out: &mut Vec<u8>) {
     }
 }
 
+/// The exact length of `args` encoded by [`encode_command`].
+fn command_len(args: &[Bytes]) -> usize {
+    let digits = |n: usize| n.checked_ilog10().unwrap_or(0) as usize + 1;
+    args.iter().fold(3 + digits(args.len()), |t, a| {
+        t.saturating_add(5 + digits(a.len()) + a.len())
+    })
+}
+
 /// Appends a framed record whose payload is `args`, encoded in place (no intermediate buffer).
-pub fn append_command_record(lsn: u64, args: &[Bytes], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
+pub fn append_command_record(lsn: u64, args: &[Bytes], out: &mut Vec<u8>) -> Result<(), TooLarge> {
+    let start = open(lsn, out);
     encode_command(args, out);
-    let len = (out.len() - start - HEADER_LEN) as u32;
-    out[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+    close(start, out)
 }
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
+/// The command that ends the inner commands of a record whose unit goes on in the next one.
+pub const CONTINUED: &str = "MOON.CONTINUED";
+const CONTINUED_CMD: &[u8] = b"*1\r\n$14\r\nMOON.CONTINUED\r\n";
+
 /// Appends one framed record holding `cmds`: a command payload for one, a group for more.
-pub fn append_group_record(lsn: u64, cmds: &[Vec<Bytes>], out: &mut Vec<u8>) {
-    if let [one] = cmds {
+pub fn append_group_record(
+    lsn: u64,
+    cmds: &[Vec<Bytes>],
+    out: &mut Vec<u8>,
+) -> Result<(), TooLarge> {
+    append_group(lsn, cmds, false, out)
+}
+
+/// A group record of `cmds`, ended by [`CONTINUED`] when `continued`; a lone command that does
+/// not continue is a plain command record.
+fn append_group(
+    lsn: u64,
+    cmds: &[Vec<Bytes>],
+    continued: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), TooLarge> {
+    if let ([one], false) = (cmds, continued) {
         return append_command_record(lsn, one, out);
     }
-    let start = out.len();
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
+    let start = open(lsn, out);
     out.extend_from_slice(MULTI);
     for c in cmds {
         encode_command(c, out);
     }
+    if continued {
+        out.extend_from_slice(CONTINUED_CMD);
+    }
     out.extend_from_slice(EXEC);
-    let len = (out.len() - start - HEADER_LEN) as u32;
-    out[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+    close(start, out)
+}
+
+/// Whether a record's payload continues in the next record (its unit is not complete yet).
+pub fn is_continued(payload: &[u8]) -> bool {
+    payload.len() >= CONTINUED_CMD.len() + EXEC.len()
+        && payload.ends_with(EXEC)
+        && payload[..payload.len() - EXEC.len()].ends_with(CONTINUED_CMD)
+}
+
+/// How large a record [`append_unit`] aims for: 64 MiB, or `MOON_RECORD_TARGET_BYTES` (a test
+/// seam, so tests can make units span records without gigabytes of data).
+pub fn record_target() -> usize {
+    static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TARGET.get_or_init(|| {
+        std::env::var("MOON_RECORD_TARGET_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64 << 20)
+            .clamp(1024, MAX_PAYLOAD)
+    })
+}
+
+/// The most records [`append_unit`] takes for commands of at most `bytes` encoded bytes in
+/// all (the sum of their RESP lengths) at `target` bytes a record. Greedy cutting fills every
+/// two consecutive records past `target` less their framing, hence about `2 * bytes / target`.
+pub fn records_bound(bytes: usize, target: usize) -> u64 {
+    let group = MULTI.len() + EXEC.len() + CONTINUED_CMD.len();
+    if bytes.saturating_add(group) <= target {
+        1
+    } else {
+        (2 * (bytes / target.saturating_sub(group).max(1)) + 2) as u64
+    }
+}
+
+/// Appends a **unit** — commands that replay must apply together or not at all (what one
+/// command changed, a transaction's part, a key's rewrite form) — starting at LSN `first`.
+/// Returns the number of records (LSNs) it took.
+///
+/// A unit that fits `target` bytes is one record, as always. A larger one is cut between
+/// commands into records of about `target` bytes, each but the last ending with
+/// [`CONTINUED`]; the reader applies the commands only once the record without it arrives,
+/// so a unit cut short by a crash is dropped whole, like a torn record. One command is never
+/// cut: a command over [`MAX_PAYLOAD`] is refused ([`TooLarge`]) and nothing is appended.
+pub fn append_unit(
+    first: u64,
+    cmds: &[Vec<Bytes>],
+    target: usize,
+    out: &mut Vec<u8>,
+) -> Result<u64, TooLarge> {
+    let group = MULTI.len() + EXEC.len() + CONTINUED_CMD.len();
+    let total = cmds
+        .iter()
+        .fold(group, |t, c| t.saturating_add(command_len(c)));
+    if cmds.len() <= 1 || total <= target {
+        append_group(first, cmds, false, out)?;
+        return Ok(1);
+    }
+    let start = out.len();
+    let (mut lsn, mut from, mut size) = (first, 0, group);
+    for (i, c) in cmds.iter().enumerate() {
+        let len = command_len(c);
+        if i > from && size.saturating_add(len) > target {
+            if let Err(e) = append_group(lsn, &cmds[from..i], true, out) {
+                out.truncate(start);
+                return Err(e);
+            }
+            (lsn, from, size) = (lsn + 1, i, group);
+        }
+        size = size.saturating_add(len);
+    }
+    if let Err(e) = append_group(lsn, &cmds[from..], false, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    Ok(lsn - first + 1)
 }
 
 /// Decodes a payload into the commands to apply, in order. `None` if it is neither one
@@ -134,11 +264,11 @@ mod tests {
     fn layout_and_roundtrip() {
         let args = vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")];
         let mut a = Vec::new();
-        append_command_record(7, &args, &mut a);
+        append_command_record(7, &args, &mut a).unwrap();
         let mut payload = Vec::new();
         encode_command(&args, &mut payload);
         let mut b = Vec::new();
-        encode_record(7, &payload, &mut b);
+        encode_record(7, &payload, &mut b).unwrap();
         assert_eq!(a, b);
         assert_eq!(&a[..8], &7u64.to_le_bytes());
         assert_eq!(&a[8..12], &(payload.len() as u32).to_le_bytes());
@@ -165,14 +295,14 @@ mod tests {
         let a = vec![Bytes::from("DEL"), Bytes::from("a")];
         let b = vec![Bytes::from("DEL"), Bytes::from("b")];
         let mut out = Vec::new();
-        append_group_record(3, &[a.clone(), b.clone()], &mut out);
+        append_group_record(3, &[a.clone(), b.clone()], &mut out).unwrap();
         let payload = &out[HEADER_LEN..out.len() - TRAILER_LEN];
         assert!(payload.starts_with(MULTI) && payload.ends_with(EXEC));
         assert_eq!(decode_payload(payload), Some(vec![a.clone(), b]));
         let mut single = Vec::new();
-        append_group_record(3, std::slice::from_ref(&a), &mut single);
+        append_group_record(3, std::slice::from_ref(&a), &mut single).unwrap();
         let mut plain = Vec::new();
-        append_command_record(3, &a, &mut plain);
+        append_command_record(3, &a, &mut plain).unwrap();
         assert_eq!(single, plain, "a group of one is a plain command record");
         // Malformed groups are refused.
         for bad in [
@@ -182,5 +312,89 @@ mod tests {
         ] {
             assert_eq!(decode_payload(bad), None);
         }
+    }
+
+    fn cmd(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    /// Splits `out` into (lsn, payload) records.
+    fn records(mut out: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !out.is_empty() {
+            let lsn = u64::from_le_bytes(out[..8].try_into().unwrap());
+            let len = u32::from_le_bytes(out[8..12].try_into().unwrap()) as usize;
+            v.push((lsn, out[HEADER_LEN..HEADER_LEN + len].to_vec()));
+            out = &out[HEADER_LEN + len + TRAILER_LEN..];
+        }
+        v
+    }
+
+    #[test]
+    fn command_len_is_exact() {
+        for args in [
+            cmd(&["PING"]),
+            cmd(&["SET", "k", &"v".repeat(12345)]),
+            vec![Bytes::new(); 10],
+        ] {
+            let mut out = Vec::new();
+            encode_command(&args, &mut out);
+            assert_eq!(command_len(&args), out.len());
+        }
+    }
+
+    #[test]
+    fn a_unit_over_the_target_spans_records_that_continue() {
+        let cmds: Vec<Vec<Bytes>> = (0..50)
+            .map(|i| cmd(&["SREM", "k", &format!("member-{i:04}-{}", "x".repeat(40))]))
+            .collect();
+        // Fits: one record, as before.
+        let mut one = Vec::new();
+        assert_eq!(append_unit(10, &cmds, 1 << 20, &mut one).unwrap(), 1);
+        let mut plain = Vec::new();
+        append_group_record(10, &cmds, &mut plain).unwrap();
+        assert_eq!(one, plain);
+        // Over a 1 KB target: consecutive LSNs, every record but the last continued, each
+        // within the target, and together the unit's commands in order.
+        let mut out = Vec::new();
+        let n = append_unit(10, &cmds, 1024, &mut out).unwrap();
+        let recs = records(&out);
+        assert!(n >= 3 && recs.len() as u64 == n, "{n} records");
+        let mut got = Vec::new();
+        for (i, (lsn, payload)) in recs.iter().enumerate() {
+            assert_eq!(*lsn, 10 + i as u64);
+            assert!(payload.len() <= 1024, "record {i}: {} bytes", payload.len());
+            assert_eq!(is_continued(payload), i + 1 < recs.len());
+            let mut inner = decode_payload(payload).unwrap();
+            if is_continued(payload) {
+                assert_eq!(inner.pop(), Some(cmd(&[CONTINUED])));
+            }
+            got.extend(inner);
+        }
+        assert_eq!(got, cmds);
+        assert!(!is_continued(&plain[HEADER_LEN..plain.len() - TRAILER_LEN]));
+    }
+
+    #[test]
+    fn a_record_over_the_format_bound_is_never_framed() {
+        // Framing refuses a payload the reader would refuse, and leaves `out` as it was.
+        let mut out = b"before".to_vec();
+        let big = vec![0u8; MAX_PAYLOAD + 1];
+        assert_eq!(
+            encode_record(1, &big, &mut out),
+            Err(TooLarge {
+                payload: MAX_PAYLOAD + 1
+            })
+        );
+        assert_eq!(out, b"before");
+        // The same check frames every record (`close`); an in-place encoding over the bound is
+        // taken off again (not exercised with 2 GiB here: the allocation would be real).
+        let start = open(1, &mut out);
+        out.extend_from_slice(b"payload");
+        close(start, &mut out).unwrap();
+        assert_eq!(records(&out[6..]), [(1, b"payload".to_vec())]);
     }
 }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::io::{BufferedFile, OpenOptions};
 
-use crate::record::append_group_record;
+use crate::record::{append_unit, record_target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -359,19 +359,50 @@ impl AofWriter {
         self.inner.policy.get()
     }
 
-    /// Assigns the next LSN to what one command changed (`cmds`: one command, or several that
-    /// must be applied together) and queues it as one record. Returns the LSN.
+    /// Assigns the next LSNs to what one command changed (`cmds`: one command, or several
+    /// that must be applied together) and queues it as one unit: one record, or several
+    /// continued ones when it is larger than [`record_target`] (see
+    /// [`crate::record::append_unit`]). Returns the unit's last LSN, the one to wait for.
+    ///
+    /// A unit holding a command the format cannot frame (over `MAX_PAYLOAD`: the server
+    /// refuses such requests before they run, so only a bug gets here) is not written: the
+    /// log fails as on a write error, and nothing waiting on it is told it is safe.
     pub fn append(&self, cmds: &[Vec<Bytes>]) -> u64 {
-        let lsn = self.inner.last_assigned.get() + 1;
-        self.inner.last_assigned.set(lsn);
-        append_group_record(lsn, cmds, &mut self.inner.pending.borrow_mut());
-        self.inner.kick.notify();
-        lsn
+        let first = self.inner.last_assigned.get() + 1;
+        let appended = append_unit(
+            first,
+            cmds,
+            record_target(),
+            &mut self.inner.pending.borrow_mut(),
+        );
+        match appended {
+            Ok(n) => {
+                self.inner.last_assigned.set(first + n - 1);
+                self.inner.kick.notify();
+                first + n - 1
+            }
+            Err(e) => {
+                self.fail_with("record", &std::io::Error::other(e.to_string()));
+                self.inner.last_assigned.get()
+            }
+        }
     }
 
     /// Whether the log is already safe up to `lsn` (a reply could leave without waiting).
+    /// Never once the log has failed: a reply must then go through [`AofWriter::wait`], which
+    /// answers with the error.
     pub fn is_safe(&self, lsn: u64) -> bool {
-        self.inner.satisfied(lsn)
+        self.inner.error.borrow().is_none() && self.inner.satisfied(lsn)
+    }
+
+    /// The last LSN a reply could have been told is safe: fdatasynced under `always`, written
+    /// otherwise. Once the log has failed it no longer moves: records above it (of the failed
+    /// round, maybe in the page cache) were never acknowledged.
+    pub fn safe_lsn(&self) -> u64 {
+        match self.inner.policy.get() {
+            FsyncPolicy::Always => self.inner.durable_lsn.get(),
+            _ => self.inner.written_lsn.get(),
+        }
     }
 
     /// The last LSN handed out.

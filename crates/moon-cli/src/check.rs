@@ -1,9 +1,13 @@
-//! `moon-cli check-aof`: every record of every shard, and what `--fix` would drop.
+//! `moon-cli check-aof`: every record of every shard, and what `--fix` would drop — judged as
+//! the server's recovery judges them (`moon_shard::recovery`): a base must be the one the
+//! manifest recorded, an incr's records follow the base's last LSN, and a unit whose last
+//! record is missing is a torn tail from its first record on.
 
 use std::path::Path;
 
-use moon_aof::reader::{scan, End};
+use moon_aof::reader::{scan_from, End};
 use moon_manifest::Manifest;
+use moon_shard::recovery::ShardFiles;
 
 /// One file's verdict.
 enum Verdict {
@@ -30,20 +34,40 @@ enum Verdict {
     },
 }
 
-fn check_file(path: &Path) -> anyhow::Result<Verdict> {
+/// Checks one file whose records follow LSN `after` (see [`moon_aof::reader::scan_from`]).
+fn check_file(path: &Path, after: u64) -> anyhow::Result<Verdict> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verdict::Missing),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     };
-    let mut records = 0u64;
-    let result = scan(&data, |_lsn, payload, offset| {
+    let (mut records, mut last_whole) = (0u64, after);
+    // The first record of a unit still waiting for its last: (offset, records before it, the
+    // LSN before it).
+    let mut open: Option<(u64, u64, u64)> = None;
+    let result = scan_from(&data, after, |lsn, payload, offset| {
         if moon_aof::decode_payload(payload).is_none() {
             return Err(offset);
+        }
+        if moon_aof::record::is_continued(payload) {
+            open.get_or_insert((offset, records, last_whole));
+        } else {
+            open = None;
+            last_whole = lsn;
         }
         records += 1;
         Ok(())
     });
+    if let (Ok(_), Some((offset, records, last_lsn))) = (&result, open) {
+        // What the server does with a unit cut short: a torn tail from its first record.
+        return Ok(Verdict::Tail {
+            records,
+            last_lsn,
+            offset,
+            bytes: data.len() as u64 - offset,
+            zero: false,
+        });
+    }
     Ok(match result {
         Ok(end) => match end.end {
             End::Clean => Verdict::Healthy {
@@ -119,8 +143,28 @@ pub fn run(dir: &Path, fix: bool) -> anyhow::Result<i32> {
     let mut problems = 0;
     let mut fixed = 0;
     for i in 0..m.shards() {
-        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
-            match check_file(&path)? {
+        let files = ShardFiles::of(dir, &m, i);
+        if let Err(e) = moon_shard::recovery::check_files(&files) {
+            problems += 1;
+            println!("shard {i}: {e}");
+            continue;
+        }
+        if let (Some(info), Ok(data)) = (files.base_info, std::fs::read(&files.base)) {
+            let crc = crc32fast::hash(&data);
+            if crc != info.crc32 {
+                problems += 1;
+                println!(
+                    "shard {i}: {}: its CRC-32 is {crc:08x}, the manifest recorded {:08x}: not the base the manifest names (see docs/runbooks/missing-aof-file.md)",
+                    files.base.display(),
+                    info.crc32
+                );
+            }
+        }
+        for (path, after) in [
+            (files.base.clone(), 0),
+            (files.incr.clone(), files.incr_after()),
+        ] {
+            match check_file(&path, after)? {
                 Verdict::Missing => println!("shard {i}: {}: absent (empty)", path.display()),
                 Verdict::Healthy {
                     records,

@@ -14,8 +14,13 @@
 //! (`shard-<i>/moon.aof.<seq+1>.base.rdb`), fsynced, and only then is the v2 manifest written
 //! atomically. A kill before that leaves the old manifest, which names only old files; after
 //! it, the new layout is complete. Old files are deleted last. Running it again is safe: the
-//! stray new files of an interrupted run are overwritten, and a directory already at N shards
-//! is left alone.
+//! new files take a seq above every seq in the directory ([`PerShard::next_free_seq`]) and are
+//! created new, so the stray files of an interrupted run are never written over (the server
+//! removes them at its next start), and a directory already at N shards is left alone.
+//!
+//! The old layout is read by the server's own recovery (`moon_shard::recovery`), so what the
+//! server would refuse to start from — a base missing or not as the manifest recorded it,
+//! corruption — is refused here before anything is written, and its files are never deleted.
 
 use std::io::Write;
 use std::path::Path;
@@ -25,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use moon_manifest::{Manifest, PerShard};
 use moon_proto::{Frame, Limits, RequestParser};
 use moon_store::slot::shard_for_key;
-use moon_store::{Store, Value, NO_EXPIRY_CHECK};
+use moon_store::{Chunk, Store, Value, NO_EXPIRY_CHECK};
 
 /// A progress bar over `total` bytes of `path`, shown only on a terminal and for logs large
 /// enough to take a while (indicatif: a maintained crate that handles terminal width, rate and
@@ -191,35 +196,41 @@ fn load_v2(dir: &Path, m: &PerShard, merged: &mut Store) -> anyhow::Result<(u64,
     for i in 0..m.shards() {
         // Each shard's log into a store of its own, as that shard recovers it: a SWAPDB or
         // FLUSHDB in one shard's log must not act on keys another shard replayed. Keys are
-        // disjoint across shards, so the stores then merge without conflict.
+        // disjoint across shards, so the stores then merge without conflict. The files are
+        // checked and replayed by the server's own recovery (`moon_shard::recovery`): what
+        // it would refuse to start from — a missing, short or foreign base, corruption — is
+        // refused here too, before anything is written or deleted.
         let mut one = Store::new(usize::MAX);
-        let store = &mut one;
-        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
-            let size = std::fs::metadata(&path).map_or(0, |md| md.len());
-            // The reader hands out records, not offsets: a spinner with the count.
-            let bar = progress(&path, size).inspect(|b| {
-                b.set_style(indicatif::ProgressStyle::default_spinner());
-            });
-            let mut applied = 0u64;
-            let stop = plan.stop_at[i];
-            let report = moon_aof::reader::replay_readonly(&path, stop, |_lsn, group| {
-                applied += 1;
-                if let Some(bar) = &bar {
-                    if applied.is_multiple_of(65536) {
-                        bar.set_message(format!("{}: {applied} records", path.display()));
-                        bar.tick();
-                    }
-                }
-                for c in moon_shard::txn::applicable(group, &plan.complete).unwrap_or_default() {
-                    store.execute(&c, NO_EXPIRY_CHECK);
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
+        let files = moon_shard::recovery::ShardFiles::of(dir, m, i);
+        let size = [&files.base, &files.incr]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|md| md.len())
+            .sum();
+        let bar = progress(&files.incr, size).inspect(|b| {
+            b.set_style(indicatif::ProgressStyle::default_spinner());
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+        });
+        let replayed = moon_shard::recovery::replay_shard(
+            &mut one,
+            &files,
+            &plan.complete,
+            plan.stop_at[i],
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        for f in replayed {
+            if let Some((offset, bytes)) = f.report.truncated {
+                eprintln!(
+                    "{}: a torn tail of {bytes} bytes at offset {offset} is left out (never acknowledged; the server drops it too)",
+                    f.path.display()
+                );
             }
-            records += report.records;
-            max_lsn = max_lsn.max(report.last_lsn);
+            records += f.report.records;
+            max_lsn = max_lsn.max(f.report.last_lsn);
         }
         for db in 0..one.databases() {
             let entries: Vec<_> = one
@@ -432,7 +443,11 @@ fn write_layout(
             per_shard[shard_for_key(key, shards)].push((db, key, &entry.value, entry.expire_at));
         }
     }
-    let new_seq = old_seq + 1;
+    // Above every seq in the directory: stray files of an interrupted run are never reused.
+    let new_seq = match manifest {
+        Some(Manifest::V2(m)) => m.next_free_seq(dir),
+        _ => PerShard::new(old_seq, Vec::new()).next_free_seq(dir),
+    };
     println!("source: {source}");
     println!(
         "target: per-shard (v2) layout, {shards} shards, seq {new_seq}, LSNs from {first_lsn}"
@@ -446,35 +461,39 @@ fn write_layout(
     }
 
     // Build the new files beside the old ones (the old manifest does not name them).
-    let mut new = PerShard {
-        seq: new_seq,
-        max_lsn: vec![0; shards],
-    };
+    let mut new = PerShard::new(new_seq, vec![0; shards]);
     for (i, keys) in per_shard.iter().enumerate() {
         let shard_dir = PerShard::shard_dir(dir, i);
         moon_manifest::fsio::create_dir_all_durable(&shard_dir)?;
         let path = new.base_path(dir, i);
-        let mut out = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        );
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, created);
         let mut lsn = first_lsn;
+        let (mut bytes, mut crc) = (0u64, crc32fast::Hasher::new());
         let mut buf = Vec::new();
         for (db, key, value, at) in keys {
-            // One record per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT),
-            // each command after MOON.DB outside database 0.
-            let cmds = moon_store::in_db(*db, value.rewrite_commands(key, *at, 512));
+            // One unit per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT),
+            // each command after MOON.DB outside database 0; one record, or several continued
+            // ones for a value larger than the record target, as the server's rewrite writes.
+            let cmds = moon_store::in_db(*db, value.rewrite_commands(key, *at, Chunk::REWRITE));
             buf.clear();
-            match &cmds[..] {
-                [one] => moon_aof::append_command_record(lsn, one, &mut buf),
-                _ => moon_aof::append_group_record(lsn, &cmds, &mut buf),
-            }
+            lsn += moon_aof::append_unit(lsn, &cmds, moon_aof::record_target(), &mut buf)
+                .with_context(|| format!("key {key:?}"))?;
+            crc.update(&buf);
+            bytes += buf.len() as u64;
             out.write_all(&buf)?;
-            lsn += 1;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         new.max_lsn[i] = lsn - 1;
+        new.bases[i] = Some(moon_manifest::BaseInfo {
+            bytes,
+            crc32: crc.finalize(),
+        });
         // A stray incr of an interrupted earlier run must not be replayed after this base:
         // removed before the directory fsync, so a power cut cannot bring it back.
         let _ = std::fs::remove_file(new.incr_path(dir, i));

@@ -30,10 +30,7 @@ fn run(args: &[&str], dir: &Path) -> (i32, String) {
 /// and the end offset of each record.
 fn v2_dir(n: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<usize>) {
     let tmp = tempfile::tempdir().unwrap();
-    let m = PerShard {
-        seq: 1,
-        max_lsn: vec![0, 0],
-    };
+    let m = PerShard::new(1, vec![0, 0]);
     for i in 0..2 {
         std::fs::create_dir_all(PerShard::shard_dir(tmp.path(), i)).unwrap();
     }
@@ -49,7 +46,8 @@ fn v2_dir(n: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<usize>) {
                 Bytes::from("v"),
             ],
             &mut data,
-        );
+        )
+        .unwrap();
         ends.push(data.len());
     }
     let incr = m.incr_path(tmp.path(), 1);
@@ -279,7 +277,11 @@ fn migrate_aof_turns_a_legacy_log_into_n_shards() {
     );
     // LSNs continue above the old log's 53 applied commands.
     for line in manifest.lines().filter(|l| l.starts_with("shard ")) {
-        let lsn: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let lsn: u64 = line.split(' ').nth(3).unwrap().parse().unwrap();
+        assert!(
+            line.contains(" base_bytes "),
+            "the base is recorded: {line}"
+        );
         assert!(lsn >= 53, "{manifest}");
     }
 
@@ -341,7 +343,10 @@ fn migrate_aof_imports_a_redis7_aof_directory() {
     assert!(!keys.contains_key("key:1") && !keys.contains_key("key:2"));
     assert_eq!(keys["key:3#pxat"].0, "4102444801262", "deadline kept");
     assert_eq!(keys["ttl:1#pxat"].0, "4102444800215", "deadline kept");
-    assert!(!keys.contains_key("key:4"), "a key whose deadline passed is dropped");
+    assert!(
+        !keys.contains_key("key:4"),
+        "a key whose deadline passed is dropped"
+    );
     assert_eq!(keys.keys().filter(|k| !k.ends_with("#pxat")).count(), 23);
     // The fixture is untouched, and a second import into the same directory is refused.
     let again = import("redis7-aof-base", &target);
@@ -490,10 +495,7 @@ fn migrate_aof_replays_each_shard_alone_so_swapdb_moves_every_key_once() {
             .unwrap()
     };
     let (a, b) = (pick(0), pick(1));
-    let m = PerShard {
-        seq: 1,
-        max_lsn: vec![0, 0],
-    };
+    let m = PerShard::new(1, vec![0, 0]);
     let c = |words: &[&str]| -> Vec<Bytes> {
         words
             .iter()
@@ -504,8 +506,9 @@ fn migrate_aof_replays_each_shard_alone_so_swapdb_moves_every_key_once() {
         let shard_dir = PerShard::shard_dir(dir, shard);
         std::fs::create_dir_all(&shard_dir).unwrap();
         let mut log = Vec::new();
-        moon_aof::append_group_record(1, &[c(&["MOON.DB", "1"]), c(&["SET", key, "v"])], &mut log);
-        moon_aof::append_command_record(2, &c(&["SWAPDB", "1", "2"]), &mut log);
+        moon_aof::append_group_record(1, &[c(&["MOON.DB", "1"]), c(&["SET", key, "v"])], &mut log)
+            .unwrap();
+        moon_aof::append_command_record(2, &c(&["SWAPDB", "1", "2"]), &mut log).unwrap();
         std::fs::write(m.incr_path(dir, shard), log).unwrap();
     }
     std::fs::write(moon_manifest::manifest_path(dir), m.render()).unwrap();
@@ -526,4 +529,134 @@ fn migrate_aof_replays_each_shard_alone_so_swapdb_moves_every_key_once() {
             "{key} left database 1"
         );
     }
+}
+
+/// A one-shard directory as a rewrite leaves it: seq 2, a base of `keys` SETs (LSNs 1..=keys)
+/// recorded in the manifest (length and CRC-32), and an empty incr.
+fn rewritten_dir(keys: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = PerShard::new(2, vec![keys]);
+    std::fs::create_dir_all(PerShard::shard_dir(tmp.path(), 0)).unwrap();
+    let mut base = Vec::new();
+    for lsn in 1..=keys {
+        let cmd = [
+            Bytes::from("SET"),
+            Bytes::from(format!("k{lsn}")),
+            Bytes::from("v"),
+        ];
+        moon_aof::append_command_record(lsn, &cmd, &mut base).unwrap();
+    }
+    m.bases[0] = Some(moon_manifest::BaseInfo {
+        bytes: base.len() as u64,
+        crc32: crc32fast::hash(&base),
+    });
+    std::fs::write(m.base_path(tmp.path(), 0), &base).unwrap();
+    std::fs::write(m.incr_path(tmp.path(), 0), b"").unwrap();
+    std::fs::write(moon_manifest::manifest_path(tmp.path()), m.render()).unwrap();
+    let path = m.base_path(tmp.path(), 0);
+    (tmp, path, base)
+}
+
+/// Issue 22, 6: `migrate-aof` refuses exactly what the server's startup refuses — a base
+/// missing, empty, partial or foreign, a damaged first incr record — before it writes or
+/// deletes anything. (Before: it replayed what was there, wrote a layout without the lost
+/// keys and deleted the old files.)
+#[test]
+fn migrate_aof_refuses_what_the_server_refuses_and_deletes_nothing() {
+    let (tmp, base_path, base) = rewritten_dir(20);
+    let manifest = std::fs::read_to_string(moon_manifest::manifest_path(tmp.path())).unwrap();
+    let mut cases: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
+        ("missing", None, "is missing"),
+        ("empty", Some(Vec::new()), "but the manifest recorded"),
+        (
+            "partial",
+            Some(base[..base.len() / 2].to_vec()),
+            "but the manifest recorded",
+        ),
+    ];
+    let mut foreign = base.clone();
+    let half = foreign.len() / 2;
+    foreign[half..].fill(0);
+    cases.push(("zero-padded", Some(foreign), "does not match the manifest"));
+    for (what, content, expected) in cases {
+        match &content {
+            None => std::fs::remove_file(&base_path).unwrap(),
+            Some(c) => std::fs::write(&base_path, c).unwrap(),
+        }
+        let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(
+            out.contains(expected) && out.contains("missing-aof-file.md"),
+            "{what}: {out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(moon_manifest::manifest_path(tmp.path())).unwrap(),
+            manifest,
+            "{what}: the manifest is unchanged"
+        );
+        assert_eq!(
+            std::fs::read(&base_path).ok(),
+            content,
+            "{what}: the base is untouched"
+        );
+        assert!(
+            !PerShard::shard_dir(tmp.path(), 1).exists(),
+            "{what}: nothing written"
+        );
+        // check-aof names the same problem.
+        let (code, out) = run(&["check-aof"], tmp.path());
+        assert_eq!(code, 1, "{what}: {out}");
+    }
+    // A damaged first incr record with valid ones after it is corruption, not a torn tail.
+    std::fs::write(&base_path, &base).unwrap();
+    let mut incr = Vec::new();
+    for lsn in 21..=30 {
+        let cmd = [
+            Bytes::from("SET"),
+            Bytes::from(format!("n{lsn}")),
+            Bytes::from("v"),
+        ];
+        moon_aof::append_command_record(lsn, &cmd, &mut incr).unwrap();
+    }
+    incr[14] ^= 0x20;
+    let incr_path = tmp.path().join("appendonlydir/shard-0/moon.aof.2.incr.aof");
+    std::fs::write(&incr_path, &incr).unwrap();
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("corrupt at offset 0"), "{out}");
+    assert_eq!(std::fs::read(&incr_path).unwrap(), incr);
+    // Whole again: the migration goes through and keeps every key.
+    incr[14] ^= 0x20;
+    std::fs::write(&incr_path, &incr).unwrap();
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    let keys = read_layout(tmp.path());
+    assert_eq!(keys.len(), 30, "{keys:?}");
+}
+
+/// Issue 22, 6, for a manifest written before bases were recorded: a base that is missing
+/// while the incr does not start at or below `max_lsn` is refused, as the server refuses it.
+#[test]
+fn migrate_aof_refuses_a_missing_base_of_an_older_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aof = tmp.path().join("appendonlydir");
+    std::fs::create_dir_all(aof.join("shard-0")).unwrap();
+    let manifest = "version 2\nseq 2\nshards 1\nshard 0 max_lsn 20\n";
+    std::fs::write(aof.join("moon.aof.manifest"), manifest).unwrap();
+    let mut incr = Vec::new();
+    let cmd = [Bytes::from("SET"), Bytes::from("later"), Bytes::from("v")];
+    moon_aof::append_command_record(21, &cmd, &mut incr).unwrap();
+    let incr_path = aof.join("shard-0/moon.aof.2.incr.aof");
+    std::fs::write(&incr_path, &incr).unwrap();
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("is missing") && out.contains("missing-aof-file.md"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(aof.join("moon.aof.manifest")).unwrap(),
+        manifest
+    );
+    assert_eq!(std::fs::read(&incr_path).unwrap(), incr, "the incr is kept");
 }

@@ -18,8 +18,8 @@ pub mod manifest;
 pub mod migrate;
 
 pub use manifest::{
-    aof_dir, is_legacy, load, manifest_path, peek, Manifest, ManifestError, PerShard, TopLevel,
-    MANIFEST_NAME,
+    aof_dir, is_legacy, load, manifest_path, peek, BaseInfo, Manifest, ManifestError, PerShard,
+    TopLevel, MANIFEST_NAME,
 };
 pub use migrate::{migrate_v1_to_v2, remove_leftovers, Migrated};
 

@@ -2,8 +2,8 @@
 //!
 //! v1 (legacy, "top-level"): `seq`, `base`, `incr` lines naming files directly inside
 //! `appendonlydir/`; the incr file is plain RESP. v2 ("per-shard"): `version 2`, `seq`,
-//! `shards K` and K lines `shard <i> max_lsn <lsn>`, contiguous from 0; each shard's files are
-//! `shard-<i>/moon.aof.<seq>.{base.rdb,incr.aof}`. The text is untrusted input: every line is
+//! `shards K` and K lines `shard <i> max_lsn <lsn> [base_bytes <n> base_crc32 <hex>]`,
+//! contiguous from 0; each shard's files are `shard-<i>/moon.aof.<seq>.{base.rdb,incr.aof}`. The text is untrusted input: every line is
 //! checked, sizes are bounded, and anything unexpected is a [`ManifestError::Corrupt`].
 
 use std::fmt::Write as _;
@@ -47,6 +47,19 @@ pub struct PerShard {
     /// `max_lsn[i]`: the highest LSN shard `i` had when this manifest was written. The shard's
     /// files may hold higher ones; LSNs resume above the larger of the two.
     pub max_lsn: Vec<u64>,
+    /// `bases[i]`: what shard `i`'s base file must be, exactly, when a rewrite or migration
+    /// wrote one (`None`: no base, or one written before manifests recorded it).
+    pub bases: Vec<Option<BaseInfo>>,
+}
+
+/// A base file as its writer left it, fsynced, before the manifest named it: recovery refuses
+/// a base that differs (missing, empty, partial, or another rewrite's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaseInfo {
+    /// The file's length.
+    pub bytes: u64,
+    /// CRC-32 (IEEE, as the records') of the whole file.
+    pub crc32: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,9 +99,16 @@ pub(crate) fn io_err(
 impl PerShard {
     /// A fresh directory's manifest: seq 1, every shard at LSN 0.
     pub fn fresh(shards: usize) -> PerShard {
+        PerShard::new(1, vec![0; shards])
+    }
+
+    /// A layout at `seq` whose shards have no recorded base.
+    pub fn new(seq: u64, max_lsn: Vec<u64>) -> PerShard {
+        let bases = vec![None; max_lsn.len()];
         PerShard {
-            seq: 1,
-            max_lsn: vec![0; shards],
+            seq,
+            max_lsn,
+            bases,
         }
     }
 
@@ -129,7 +149,11 @@ impl PerShard {
     pub fn render(&self) -> String {
         let mut s = format!("version 2\nseq {}\nshards {}\n", self.seq, self.shards());
         for (i, lsn) in self.max_lsn.iter().enumerate() {
-            let _ = writeln!(s, "shard {i} max_lsn {lsn}");
+            let _ = write!(s, "shard {i} max_lsn {lsn}");
+            if let Some(Some(b)) = self.bases.get(i) {
+                let _ = write!(s, " base_bytes {} base_crc32 {:08x}", b.bytes, b.crc32);
+            }
+            s.push('\n');
         }
         s
     }
@@ -227,11 +251,14 @@ fn parse_v2(lines: &[(usize, Vec<&str>)]) -> Result<Manifest, String> {
         ));
     }
     let mut max_lsn = Vec::with_capacity(shards as usize);
+    let mut bases = Vec::with_capacity(shards as usize);
     for (n, w) in it {
         if w[0] != "shard" {
             return Err(format!("line {n}: unknown directive `{}`", w[0]));
         }
-        arity(*n, w, 4)?;
+        if w.len() != 8 {
+            arity(*n, w, 4)?;
+        }
         let id = number(*n, w.get(1), "shard id")?;
         if id != max_lsn.len() as u64 {
             return Err(format!("line {n}: shard ids must be contiguous from 0: expected shard {}, found shard {id}", max_lsn.len()));
@@ -243,6 +270,26 @@ fn parse_v2(lines: &[(usize, Vec<&str>)]) -> Result<Manifest, String> {
             return Err(format!("line {n}: expected `max_lsn`, found `{}`", w[2]));
         }
         max_lsn.push(number(*n, w.get(3), "max_lsn")?);
+        bases.push(if w.len() == 8 {
+            if w[4] != "base_bytes" || w[6] != "base_crc32" {
+                return Err(format!(
+                    "line {n}: expected `base_bytes <n> base_crc32 <hex>`, found `{}`",
+                    w[4..].join(" ")
+                ));
+            }
+            let crc = w[7];
+            if crc.len() != 8 || !crc.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "line {n}: base_crc32 `{crc}` is not 8 hexadecimal digits"
+                ));
+            }
+            Some(BaseInfo {
+                bytes: number(*n, w.get(5), "base_bytes")?,
+                crc32: u32::from_str_radix(crc, 16).map_err(|e| format!("line {n}: {e}"))?,
+            })
+        } else {
+            None
+        });
     }
     if max_lsn.len() as u64 != shards {
         return Err(format!(
@@ -250,7 +297,11 @@ fn parse_v2(lines: &[(usize, Vec<&str>)]) -> Result<Manifest, String> {
             max_lsn.len()
         ));
     }
-    Ok(Manifest::V2(PerShard { seq, max_lsn }))
+    Ok(Manifest::V2(PerShard {
+        seq,
+        max_lsn,
+        bases,
+    }))
 }
 
 /// A file name a v1 manifest may name: plain, inside `appendonlydir/`.
@@ -341,6 +392,16 @@ pub fn peek(data_dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     read(&manifest_path(data_dir))
 }
 
+/// The seq of a shard directory's log file name (`moon.aof.<seq>.base.rdb` / `.incr.aof`).
+fn seq_of(name: &str) -> Option<u64> {
+    name.strip_prefix("moon.aof.")
+        .and_then(|r| {
+            r.strip_suffix(".base.rdb")
+                .or_else(|| r.strip_suffix(".incr.aof"))
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
 impl PerShard {
     /// Removes the log files of other seqs from the shard directories — what an interrupted
     /// rewrite or migration left: files of the previous seq after the new manifest committed,
@@ -353,19 +414,33 @@ impl PerShard {
                 continue;
             };
             for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let seq = name
-                    .strip_prefix("moon.aof.")
-                    .and_then(|r| {
-                        r.strip_suffix(".base.rdb")
-                            .or_else(|| r.strip_suffix(".incr.aof"))
-                    })
-                    .and_then(|n| n.parse::<u64>().ok());
+                let seq = seq_of(&e.file_name().to_string_lossy());
                 if seq.is_some_and(|n| n != self.seq) && std::fs::remove_file(e.path()).is_ok() {
                     removed.push(e.path());
                 }
             }
         }
         removed
+    }
+
+    /// The seq the next rewrite or migration may use: above this manifest's and above every
+    /// seq a file in any `shard-*` directory carries. Files of a seq above the manifest's are
+    /// what a rewrite that failed at its commit left, and a manifest on disk (the one a crash
+    /// would bring back) may name them: a new generation must never reuse their names.
+    pub fn next_free_seq(&self, data_dir: &Path) -> u64 {
+        let mut highest = self.seq;
+        if let Ok(dirs) = std::fs::read_dir(aof_dir(data_dir)) {
+            for d in dirs.flatten() {
+                if !d.file_name().to_string_lossy().starts_with("shard-") {
+                    continue;
+                }
+                for e in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                    if let Some(seq) = seq_of(&e.file_name().to_string_lossy()) {
+                        highest = highest.max(seq);
+                    }
+                }
+            }
+        }
+        highest.saturating_add(1)
     }
 }

@@ -110,10 +110,7 @@ pub(crate) fn migrate_with(
             ))?;
         }
     }
-    let v2 = PerShard {
-        seq: v1.seq,
-        max_lsn: vec![0],
-    };
+    let v2 = PerShard::new(v1.seq, vec![0]);
     let incr_name = v2
         .incr_path(data_dir, 0)
         .file_name()
@@ -137,10 +134,7 @@ pub(crate) fn migrate_with(
         return Err(rollback(e, &[&tmp_dir, &final_dir], &aof));
     }
     // Step 3: the commit point.
-    let v2 = PerShard {
-        max_lsn: vec![records],
-        ..v2
-    };
+    let v2 = PerShard::new(v2.seq, vec![records]);
     let manifest = manifest_path(data_dir);
     let written = check(hook, Step::WriteManifest)
         .map_err(CommitError::BeforeRename)
@@ -240,7 +234,8 @@ impl Conversion {
     fn record(&mut self, cmd: &[Bytes]) -> std::io::Result<()> {
         self.lsn += 1;
         self.buf.clear();
-        moon_aof::append_command_record(self.lsn, cmd, &mut self.buf);
+        moon_aof::append_command_record(self.lsn, cmd, &mut self.buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.out.write_all(&self.buf)
     }
 }

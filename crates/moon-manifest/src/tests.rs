@@ -132,17 +132,18 @@ fn v1_loads_as_a_top_level_single_shard_layout() {
 
 #[test]
 fn v2_round_trips_and_derives_paths() {
-    let m = PerShard {
-        seq: 7,
-        max_lsn: vec![10, 42, 0],
-    };
+    let mut m = PerShard::new(7, vec![10, 42, 0]);
+    m.bases[1] = Some(crate::BaseInfo {
+        bytes: 1234,
+        crc32: 0x0a1b_2c3d,
+    });
     let text = m.render();
     insta::assert_snapshot!(text, @r"
     version 2
     seq 7
     shards 3
     shard 0 max_lsn 10
-    shard 1 max_lsn 42
+    shard 1 max_lsn 42 base_bytes 1234 base_crc32 0a1b2c3d
     shard 2 max_lsn 0
     ");
     assert_eq!(Manifest::parse(&text).unwrap(), Manifest::V2(m.clone()));
@@ -162,14 +163,7 @@ fn v2_round_trips_and_derives_paths() {
 
 #[test]
 fn global_max_lsn_is_the_max_over_shards() {
-    assert_eq!(
-        PerShard {
-            seq: 1,
-            max_lsn: vec![5, 90, 12]
-        }
-        .global_max_lsn(),
-        90
-    );
+    assert_eq!(PerShard::new(1, vec![5, 90, 12]).global_max_lsn(), 90);
     assert_eq!(PerShard::fresh(4).global_max_lsn(), 0);
 }
 
@@ -225,6 +219,9 @@ fn parse_rejects_inconsistent_and_damaged_manifests() {
     insta::assert_snapshot!(corrupt_reason("version 2\nseq 4\nshards 2\nshard 0 max_lsn 9\nshard 1 max_l"), @"line 5: `shard 1 max_l` should have 4 field(s)");
     insta::assert_snapshot!(corrupt_reason("version 2\nseq 4\nshards 1\nshard 0 max_lsn -1\n"), @"line 4: max_lsn `-1` is not a number");
     insta::assert_snapshot!(corrupt_reason("version 3\n"), @"line 1: unsupported manifest version `3`");
+    insta::assert_snapshot!(corrupt_reason("version 2\nseq 4\nshards 1\nshard 0 max_lsn 9 base_bytes 10 base_crc32\n"), @"line 4: `shard 0 max_lsn 9 base_bytes 10 base_crc32` should have 4 field(s)");
+    insta::assert_snapshot!(corrupt_reason("version 2\nseq 4\nshards 1\nshard 0 max_lsn 9 base_bytes 10 base_crc32 xyz12345\n"), @"line 4: base_crc32 `xyz12345` is not 8 hexadecimal digits");
+    insta::assert_snapshot!(corrupt_reason("version 2\nseq 4\nshards 1\nshard 0 max_lsn 9 base_crc32 10 base_bytes 0a1b2c3d\n"), @"line 4: expected `base_bytes <n> base_crc32 <hex>`, found `base_crc32 10 base_bytes 0a1b2c3d`");
     insta::assert_snapshot!(corrupt_reason("version 2\nseq 1\nshards 0\n"), @"line 3: shards must be between 1 and 4096, not 0");
     insta::assert_snapshot!(corrupt_reason("seq 1\nincr ../../etc/passwd\n"), @"line 2: `../../etc/passwd` is not a plain file name");
     insta::assert_snapshot!(corrupt_reason("seq 1\nbase moon.aof.1.base.rdb\n"), @"truncated: no `incr` line");
@@ -441,10 +438,7 @@ fn an_rdb_base_or_garbage_is_refused_and_nothing_changes() {
 #[test]
 fn files_of_other_seqs_are_removed_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let m = PerShard {
-        seq: 3,
-        max_lsn: vec![0, 0],
-    };
+    let m = PerShard::new(3, vec![0, 0]);
     for i in 0..2 {
         std::fs::create_dir_all(PerShard::shard_dir(dir.path(), i)).unwrap();
         for name in [
@@ -474,4 +468,30 @@ fn files_of_other_seqs_are_removed_and_nothing_else() {
             "appendonlydir/shard-0/notes.txt"
         ]
     );
+}
+
+#[test]
+fn the_next_seq_is_above_every_seq_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = PerShard::new(3, vec![0, 0]);
+    assert_eq!(m.next_free_seq(dir.path()), 4, "no directory yet");
+    for i in 0..3 {
+        std::fs::create_dir_all(PerShard::shard_dir(dir.path(), i)).unwrap();
+    }
+    assert_eq!(m.next_free_seq(dir.path()), 4);
+    // A failed commit's files (seq 4) on shard 1, a stray of seq 9 in a shard directory the
+    // manifest no longer counts: neither name may be reused.
+    std::fs::write(
+        PerShard::shard_dir(dir.path(), 1).join("moon.aof.4.base.rdb"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(m.next_free_seq(dir.path()), 5);
+    std::fs::write(
+        PerShard::shard_dir(dir.path(), 2).join("moon.aof.9.incr.aof"),
+        b"",
+    )
+    .unwrap();
+    std::fs::write(PerShard::shard_dir(dir.path(), 0).join("notes.txt"), b"").unwrap();
+    assert_eq!(m.next_free_seq(dir.path()), 10);
 }

@@ -140,6 +140,7 @@ where
         subs: crate::pubsub::Subscriptions::default(),
         reply: ReplyMode::On,
         caching: None,
+        held_publications: Vec::new(),
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);

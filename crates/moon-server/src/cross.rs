@@ -274,7 +274,11 @@ async fn rebuild_at(
         ));
     };
     let mut cmds = vec![vec![Bytes::from_static(b"DEL"), key.clone()]];
-    cmds.extend(value.rewrite_commands(key, expire_at, MOVE_CHUNK));
+    let chunk = moon_store::Chunk {
+        items: MOVE_CHUNK,
+        bytes: usize::MAX,
+    };
+    cmds.extend(value.rewrite_commands(key, expire_at, chunk));
     let target = shard_for_key(key, shard.count());
     let mut batch = vec![event_marker(event)];
     batch.extend(moon_store::in_db(db, cmds));

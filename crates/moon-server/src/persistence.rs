@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use moon_aof::{AofWriter, FaultPlan, FsyncPolicy};
 use moon_manifest::lock::LockError;
 use moon_manifest::{Manifest, ManifestError, Migrated, PerShard};
+use moon_shard::recovery::{FileReplay, RecoveryError, ShardFiles};
 use moon_shard::txn::RecoveryPlan;
 use moon_shard::Shard;
 use nix::fcntl::Flock;
@@ -105,19 +106,12 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
         Some(Manifest::V2(m)) => {
             m.verify_shard_count(config.shards).map_err(from_manifest)?;
             // Files of other seqs are removed only once these replayed whole
-            // (`remove_unreferenced`): until then they may be all that is left.
-            // A base holds the shard's records up to its max_lsn (a rewrite's or migration's
-            // snapshot); without one, the incr must start at or below it (an in-place v1
-            // migration keeps every record in the incr).
+            // (`remove_unreferenced`): until then they may be all that is left. The base each
+            // shard's manifest line names must be there as recorded (the rest of the checks
+            // run with the replay: `moon_shard::recovery`).
             for i in 0..m.shards() {
-                let (base, incr) = (m.base_path(&dir, i), m.incr_path(&dir, i));
-                let max_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
-                if max_lsn > 0
-                    && !base.exists()
-                    && first_lsn(&incr).is_none_or(|first| first > max_lsn)
-                {
-                    return Err(missing_base(&base, "is missing"));
-                }
+                moon_shard::recovery::check_files(&ShardFiles::of(&dir, &m, i))
+                    .map_err(from_recovery)?;
             }
             m
         }
@@ -237,22 +231,14 @@ fn create_layout(dir: &Path, shards: usize) -> Result<PerShard, ServerError> {
     Ok(manifest)
 }
 
-/// The LSN of a log file's first record, if it has one.
-fn first_lsn(path: &Path) -> Option<u64> {
-    use std::io::Read;
-    let mut header = [0u8; 8];
-    File::open(path).ok()?.read_exact(&mut header).ok()?;
-    Some(u64::from_le_bytes(header)).filter(|&lsn| lsn > 0)
-}
-
-fn missing_base(base: &Path, what: &str) -> ServerError {
-    fatal(
-        2,
-        format!(
-            "AOF base {} named by the manifest {what}; refusing to start: the data it held would be lost. See docs/runbooks/missing-aof-file.md",
-            base.display()
-        ),
-    )
+/// A base that is not what the manifest names refuses startup with exit code 2 (data was lost
+/// outside Moon); a file that cannot be read or is corrupt, with 1.
+fn from_recovery(e: RecoveryError) -> ServerError {
+    let code = match e {
+        RecoveryError::Base { .. } => 2,
+        RecoveryError::Aof(_) => 1,
+    };
+    fatal(code, e.to_string())
 }
 
 /// After every shard replayed its files whole: removes what no manifest names any more —
@@ -273,29 +259,17 @@ pub async fn start_shard(
 ) -> Result<(), ServerError> {
     let i = shard.id();
     let m = &data.manifest;
-    let mut last_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
+    let files = ShardFiles::of(&data.dir, m, i);
+    let mut last_lsn = files.max_lsn;
     let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
-    let base_lsn = m.max_lsn.get(i).copied().unwrap_or(0);
-    for (path, is_base) in [
-        (m.base_path(&data.dir, i), true),
-        (m.incr_path(&data.dir, i), false),
-    ] {
-        let (report, skipped) = shard
-            .replay(&path, &data.recovery, !is_base)
-            .map_err(|e| fatal(1, e.to_string()))?;
-        // A base was complete and fsynced before the manifest named it: one that is torn, or
-        // whose records stop before the manifest's max_lsn (they run up to it), lost data.
-        let short =
-            report.truncated.is_some() || (report.records > 0 && report.last_lsn < base_lsn);
-        if is_base && short {
-            return Err(missing_base(
-                &path,
-                &format!(
-                    "ends at LSN {} (offset {}), before the manifest's max_lsn {base_lsn}",
-                    report.last_lsn, report.bytes
-                ),
-            ));
-        }
+    for FileReplay {
+        path,
+        report,
+        skipped,
+    } in shard
+        .replay(&files, &data.recovery)
+        .map_err(from_recovery)?
+    {
         if skipped > 0 {
             tracing::warn!(
                 shard = i,
@@ -326,8 +300,8 @@ pub async fn start_shard(
         shard = i,
         "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})"
     );
-    let incr = m.incr_path(&data.dir, i);
-    shard.set_log_files(m.base_path(&data.dir, i), incr.clone());
+    let incr = files.incr.clone();
+    shard.set_log_files(files);
     let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)
         .await
         .map_err(|e| fatal(1, format!("cannot open AOF {}: {e}", incr.display())))?;

@@ -132,16 +132,30 @@ impl Plan {
     }
 
     /// Executes everything planned and appends the replies, in order, to `out`.
-    pub(crate) async fn flush(&mut self, session: &Session, out: &mut BytesMut) {
+    ///
+    /// Inside a transaction (`session.tx`) nothing is published: its writes are not durable
+    /// before the commit, and no one may hear of them before (a subscriber reacting to the
+    /// message would read a write that a crash can still take back). The publications are
+    /// held in the session with the place of their reply in `out`; `txn::run` delivers them
+    /// after the commit and writes their receiver counts there.
+    pub(crate) async fn flush(&mut self, session: &mut Session, out: &mut BytesMut) {
         if self.slots.is_empty() {
             return;
         }
-        let shard = &session.ctx.shard;
+        let shard = session.ctx.shard.clone();
+        let shard = &shard;
+        let tx = session.tx;
         let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
         let busy: Vec<usize> = (0..self.batches.len())
             .filter(|&s| !self.batches[s].is_empty())
             .collect();
-        let publishes = std::mem::take(&mut self.publishes);
+        let mut publishes = std::mem::take(&mut self.publishes);
+        let held = tx.is_some();
+        let to_hold = if held {
+            std::mem::take(&mut publishes)
+        } else {
+            Vec::new()
+        };
         let publish = async {
             if publishes.is_empty() {
                 Vec::new()
@@ -154,13 +168,11 @@ impl Plan {
                 // The common case (an unpipelined command, or a pipeline for one shard): no
                 // fan-out machinery.
                 let batch = std::mem::take(&mut self.batches[only]);
-                replies[only] = shard.run_batch_in(session.tx, only, batch).await;
+                replies[only] = shard.run_batch_in(tx, only, batch).await;
             } else if !busy.is_empty() {
                 let futures: Vec<_> = busy
                     .iter()
-                    .map(|&s| {
-                        shard.run_batch_in(session.tx, s, std::mem::take(&mut self.batches[s]))
-                    })
+                    .map(|&s| shard.run_batch_in(tx, s, std::mem::take(&mut self.batches[s])))
                     .collect();
                 for (s, r) in busy.iter().zip(join_all(futures).await) {
                     replies[*s] = r;
@@ -178,10 +190,17 @@ impl Plan {
                 .map(|f| std::mem::replace(f, Frame::Null))
                 .unwrap_or(Frame::Null)
         };
+        let mut holding = Vec::new();
         for slot in self.slots.drain(..) {
             let frame = match slot {
                 Slot::Ready(f) => f,
                 Slot::One { shard, idx } => take(shard, idx),
+                Slot::Published(i) if held => {
+                    if let Some(p) = to_hold.get(i) {
+                        holding.push((p.clone(), out.len()));
+                    }
+                    continue;
+                }
                 Slot::Published(i) => Frame::Integer(counts.get(i).copied().unwrap_or(0)),
                 Slot::Merged {
                     parts,
@@ -194,6 +213,7 @@ impl Plan {
             };
             frame.encode(session.proto, out);
         }
+        session.held_publications.extend(holding);
     }
 }
 

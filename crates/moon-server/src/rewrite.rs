@@ -14,6 +14,16 @@
 //!
 //! Any failure before step 4 deletes the new files and resumes the writers: the old layout
 //! goes on as if nothing happened, and `aof_last_bgrewrite_status` says `err`.
+//!
+//! A failure at step 4 once the rename was issued (the rename or the directory fsync) leaves
+//! the manifest on disk undetermined: a crash could bring back the old one or the new one.
+//! Both generations are kept, every log fails (MISCONF), and **no rewrite starts again until a
+//! restart** has read whichever manifest the disk holds: the layout in memory may no longer be
+//! the one on disk, and a rewrite planned from it could overwrite or delete the files the disk's
+//! manifest names. Independently, a new generation's seq is above every seq found on disk
+//! ([`PerShard::next_free_seq`]) and its files are created new (`O_EXCL`), so no rewrite ever
+//! writes over a file a manifest may name. The manifest records each base's length and CRC-32:
+//! a partial or foreign base is refused at startup.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -41,6 +51,8 @@ pub struct RewriteState {
     in_progress: AtomicBool,
     layout: Mutex<Option<(PathBuf, PerShard)>>,
     stats: Mutex<RewriteStats>,
+    /// Set when a commit failed after its rename: why no rewrite may start before a restart.
+    blocked: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +79,7 @@ impl RewriteState {
                 base_size,
                 last_duration_ms: -1,
             }),
+            blocked: Mutex::new(None),
         }
     }
 
@@ -97,6 +110,9 @@ impl RewriteState {
 pub fn start(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<&'static str, &'static str> {
     if lock(&shared.rewrite.layout).is_none() {
         return Err("ERR AOF is disabled (appendonly no): there is nothing to rewrite");
+    }
+    if lock(&shared.rewrite.blocked).is_some() {
+        return Err("ERR Background append only file rewriting is disabled until a restart: the last rewrite failed after its manifest commit, and the manifest on disk may differ from the layout in memory (see the log)");
     }
     if shared.rewrite.in_progress.swap(true, Ordering::AcqRel) {
         return Err("ERR Background append only file rewriting already in progress");
@@ -130,10 +146,7 @@ pub fn start(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<&'static str, &'
 async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     let (dir, old) = lock(&shared.rewrite.layout).clone().ok_or("AOF disabled")?;
     let n = old.shards();
-    let mut new = PerShard {
-        seq: old.seq + 1,
-        max_lsn: vec![0; n],
-    };
+    let mut new = PerShard::new(old.next_free_seq(&dir), vec![0; n]);
     tracing::info!(
         "Background AOF rewrite started (seq {} -> {})",
         old.seq,
@@ -157,7 +170,7 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     for (p, cut) in cuts.iter().enumerate() {
         match cut {
             Some(Some((_, last))) => new.max_lsn[p] = *last,
-            _ => return Err(abort(shard, &dir, &new, format!("shard {p} could not cut")).await),
+            _ => return Err(abort(shard, n, format!("shard {p} could not cut")).await),
         }
     }
 
@@ -167,9 +180,11 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
         move |s: Rc<Shard>| async move { s.rewrite_write_base(path).await }
     })
     .await;
-    if let Some(e) = first_error(bases) {
-        return Err(abort(shard, &dir, &new, e).await);
-    }
+    let bases = match all_ok(bases) {
+        Ok(bases) => bases,
+        Err(e) => return Err(abort(shard, n, e).await),
+    };
+    new.bases = bases.into_iter().map(Some).collect();
 
     // 3. Pause every writer and carry each tail into the new incr.
     let prepared = on_every_shard(shard, n, |p| {
@@ -177,8 +192,8 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
         move |s: Rc<Shard>| async move { s.rewrite_prepare(path).await }
     })
     .await;
-    if let Some(e) = first_error(prepared) {
-        return Err(abort(shard, &dir, &new, e).await);
+    if let Err(e) = all_ok(prepared) {
+        return Err(abort(shard, n, e).await);
     }
 
     // 4. The commit point.
@@ -193,13 +208,7 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     match committed {
         Ok(()) => {}
         Err(CommitError::BeforeRename(e)) => {
-            return Err(abort(
-                shard,
-                &dir,
-                &new,
-                format!("writing {}: {e}", manifest.display()),
-            )
-            .await)
+            return Err(abort(shard, n, format!("writing {}: {e}", manifest.display())).await)
         }
         Err(CommitError::AfterRename(e)) => {
             // The manifest on disk may name the old files or the new ones, whichever survives
@@ -210,6 +219,7 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
                 manifest.display()
             );
             tracing::error!("BGREWRITEAOF: {cause}");
+            *lock(&shared.rewrite.blocked) = Some(cause.clone());
             let why = cause.clone();
             join_all(
                 (0..n)
@@ -224,10 +234,10 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
                     .collect(),
             )
             .await;
-            // Writers resume only to answer what they hold with that error.
+            // Writers resume only to answer what they hold with that error; every file stays.
             join_all(
                 (0..n)
-                    .map(|p| shard.call_on(p, |s| s.rewrite_abort()))
+                    .map(|p| shard.call_on(p, |s| s.rewrite_abort(false)))
                     .collect(),
             )
             .await;
@@ -238,16 +248,18 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 5. Continue in the new files; the old ones go.
     let switched = on_every_shard(shard, n, |p| {
-        let (base, incr) = (new.base_path(&dir, p), new.incr_path(&dir, p));
-        move |s: Rc<Shard>| async move { s.rewrite_switch(base, incr).await }
+        let files = moon_shard::recovery::ShardFiles::of(&dir, &new, p);
+        move |s: Rc<Shard>| async move { s.rewrite_switch(files).await }
     })
     .await;
     for i in 0..n {
         let _ = std::fs::remove_file(old.base_path(&dir, i));
         let _ = std::fs::remove_file(old.incr_path(&dir, i));
     }
-    if let Some(e) = first_error(switched) {
-        return Err(format!("after the commit: {e}"));
+    if let Err(e) = all_ok(switched) {
+        let cause = format!("after the commit: {e}");
+        *lock(&shared.rewrite.blocked) = Some(cause.clone());
+        return Err(cause);
     }
     Ok(layout_size(&dir, &new))
 }
@@ -266,26 +278,28 @@ where
     join_all((0..n).map(|p| shard.call_on_async(p, make(p))).collect()).await
 }
 
-fn first_error<T>(results: Vec<Option<Result<T, String>>>) -> Option<String> {
-    results.into_iter().enumerate().find_map(|(p, r)| match r {
-        Some(Ok(_)) => None,
-        Some(Err(e)) => Some(format!("shard {p}: {e}")),
-        None => Some(format!("shard {p} is gone")),
-    })
+/// Every shard's result, in shard order, or the first error.
+fn all_ok<T>(results: Vec<Option<Result<T, String>>>) -> Result<Vec<T>, String> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(p, r)| match r {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(format!("shard {p}: {e}")),
+            None => Err(format!("shard {p} is gone")),
+        })
+        .collect()
 }
 
-/// Undoes a rewrite that failed before its commit: writers resume, new files go.
-async fn abort(shard: &Rc<Shard>, dir: &std::path::Path, new: &PerShard, cause: String) -> String {
+/// Undoes a rewrite that failed before its commit: writers resume, and each shard deletes
+/// the files this rewrite created (only those: a name that existed was never written).
+async fn abort(shard: &Rc<Shard>, n: usize, cause: String) -> String {
     join_all(
-        (0..new.shards())
-            .map(|p| shard.call_on(p, |s| s.rewrite_abort()))
+        (0..n)
+            .map(|p| shard.call_on(p, |s| s.rewrite_abort(true)))
             .collect(),
     )
     .await;
-    for i in 0..new.shards() {
-        let _ = std::fs::remove_file(new.base_path(dir, i));
-        let _ = std::fs::remove_file(new.incr_path(dir, i));
-    }
     cause
 }
 
@@ -299,6 +313,7 @@ pub fn start_auto_rewrite(shard: Rc<Shard>, shared: Arc<Shared>) {
             if !config.appendonly
                 || config.auto_aof_rewrite_percentage == 0
                 || shared.rewrite.in_progress()
+                || lock(&shared.rewrite.blocked).is_some()
             {
                 continue;
             }

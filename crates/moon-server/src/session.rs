@@ -100,6 +100,10 @@ pub struct Session {
     pub reply: ReplyMode,
     /// CLIENT CACHING YES/NO: applies to the next command (OPTIN / OPTOUT tracking).
     pub caching: Option<bool>,
+    /// PUBLISH/SPUBLISH run inside a transaction (`tx` set), held until its parts are durable
+    /// (`txn::run` delivers them after the commit, or drops them): each with the offset in the
+    /// transaction's reply buffer where its receiver count goes.
+    pub(crate) held_publications: Vec<(crate::pubsub::Publication, usize)>,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are

@@ -316,6 +316,13 @@ pub async fn run(
         shard.tx_unlock(p, txid).await;
     }
     unwatch(session, watches).await;
+    // Publications of the transaction: delivered only now that every part is durable, and
+    // never if it did not commit (`Plan::flush` held them).
+    let held = std::mem::take(&mut session.held_publications);
+    let committed = intact && !out_of_memory && too_large.is_none() && failing.is_none();
+    if committed && !held.is_empty() {
+        inner = deliver_held(session, held, inner).await;
+    }
     if !intact {
         Frame::NullArray.encode(session.proto, out);
     } else if out_of_memory {
@@ -365,6 +372,26 @@ pub async fn run(
     } else {
         out.put_slice(&inner);
     }
+}
+
+/// Publishes the publications a transaction held, in order, and writes each one's receiver
+/// count into `replies` at the place its reply belongs.
+async fn deliver_held(
+    session: &Session,
+    held: Vec<(crate::pubsub::Publication, usize)>,
+    replies: BytesMut,
+) -> BytesMut {
+    let (pubs, places): (Vec<_>, Vec<_>) = held.into_iter().unzip();
+    let counts = crate::pubsub::publish(&session.ctx.shard, pubs).await;
+    let mut out = BytesMut::with_capacity(replies.len() + 12 * places.len());
+    let mut from = 0;
+    for (i, at) in places.into_iter().enumerate() {
+        out.put_slice(&replies[from..at]);
+        Frame::Integer(counts.get(i).copied().unwrap_or(0)).encode(session.proto, &mut out);
+        from = at;
+    }
+    out.put_slice(&replies[from..]);
+    out
 }
 
 fn oom() -> Frame {

@@ -614,3 +614,42 @@ fn after_misconf_reads_never_return_what_the_log_lacks() {
     let e = con.set::<_, _, ()>("c", "3").unwrap_err();
     assert!(err_text(&e).starts_with("MISCONF"), "{e}");
 }
+
+/// Issue 22, 7: after a failed fsync under `always`, reads return only what the log
+/// acknowledged: the write answered MISCONF is not read back — not by a read on its shard,
+/// nor by KEYS/SCAN/DBSIZE, which read every shard from wherever the client is connected
+/// (before: the keyspace was rebuilt from the file, page cache included, and only by the
+/// shard's own batches).
+#[test]
+fn after_misconf_reads_return_only_what_the_log_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = common::keys_on_different_shards(2);
+    let on0 = |name: &str| format!("{{{}}}:{name}", keys[0]);
+    let server = MoonServer::start_with_env(
+        tmp.path(),
+        2,
+        &["--appendfsync", "always"],
+        &[("MOON_AOF_FAULT", "fsync:3")],
+    )
+    .unwrap();
+    let mut con = server.client();
+    let _: () = con.set(on0("a"), "1").unwrap();
+    let _: () = con.set(on0("b"), "2").unwrap();
+    let e = con.set::<_, _, ()>(on0("c"), "3").unwrap_err();
+    assert!(err_text(&e).starts_with("MISCONF"), "{e}");
+    // Every client, whichever shard it is on, first reads every shard.
+    for _ in 0..4 {
+        let mut other = server.client();
+        let mut all: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut other).unwrap();
+        all.sort();
+        assert_eq!(
+            all,
+            [on0("a"), on0("b")],
+            "KEYS sees no unacknowledged write"
+        );
+        let n: i64 = redis::cmd("DBSIZE").query(&mut other).unwrap();
+        assert_eq!(n, 2);
+    }
+    assert_eq!(con.get::<_, Option<String>>(on0("c")).unwrap(), None);
+    assert_eq!(con.get::<_, String>(on0("b")).unwrap(), "2");
+}

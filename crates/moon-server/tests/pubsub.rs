@@ -202,6 +202,9 @@ fn resp3_subscribers_get_pushes_and_keep_running_commands() {
             .set_no_response(true)
             .exec(c)
             .unwrap();
+        // A connection's commands run in order: once PING is answered, both subscriptions
+        // are in place (neither call above waits for its confirmation).
+        assert_eq!(cmd::<String>(c, &["PING"]), "PONG");
         rxs.push(rx);
     }
     let mut publisher = s.client();
@@ -815,4 +818,62 @@ fn no_event_for_a_write_the_log_lost() {
         got.push(format!("{ch} {payload}"));
     }
     assert_eq!(got, ["__keyevent@0__:set logged"]);
+}
+
+/// Issue 22, 5: a PUBLISH inside MULTI/EXEC is delivered only once the transaction's records
+/// are durable. Here the transaction's fsync fails (`always`): its commit cannot complete, the
+/// server stops (crash-only), and no subscriber ever heard of a write that was never
+/// acknowledged.
+/// (Before: the message went out while the commands ran, before the commit.) A transaction
+/// that commits delivers its publications, with their receiver counts in the EXEC reply.
+#[test]
+fn a_publish_inside_exec_waits_for_the_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = MoonServer::start_with_env(
+        tmp.path(),
+        2,
+        &["--appendfsync", "always"],
+        &[("MOON_AOF_FAULT", "fsync:2")],
+    )
+    .unwrap();
+    let mut sub = s.client();
+    let mut p = sub.as_pubsub();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    p.subscribe("news").unwrap();
+    let keys = common::keys_on_different_shards(2);
+    let mut c = s.client();
+    // Committed: delivered after the commit, counts in place.
+    let replies: Vec<Value> = redis::pipe()
+        .atomic()
+        .set(&keys[0], "1")
+        .publish("news", "first")
+        .set(&keys[1], "1")
+        .publish("news", "second")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        replies.iter().map(text).collect::<Vec<_>>(),
+        ["ok", "1", "ok", "1"]
+    );
+    assert_eq!(next_msg(&mut p).2, "first");
+    assert_eq!(next_msg(&mut p).2, "second");
+    // The second fsync of keys[0]'s shard fails: the commit cannot complete.
+    let failed: redis::RedisResult<Vec<Value>> = redis::pipe()
+        .atomic()
+        .set(&keys[0], "2")
+        .publish("news", "never")
+        .query(&mut c);
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        s.wait_exit(Duration::from_secs(10)).is_some(),
+        "the server stops"
+    );
+    // The subscriber's connection ends without the message.
+    match p.get_message() {
+        Ok(m) => panic!(
+            "delivered before the commit: {:?}",
+            m.get_payload::<String>()
+        ),
+        Err(e) => assert!(!e.is_timeout(), "the connection stayed open: {e}"),
+    }
 }

@@ -205,7 +205,7 @@ fn keys_expired_during_downtime_are_reclaimed_only_once_logged() {
             bytes::Bytes::from(format!("filler:{i}")),
             bytes::Bytes::from("v"),
         ];
-        moon_aof::append_command_record(lsn, &args, &mut log);
+        moon_aof::append_command_record(lsn, &args, &mut log).unwrap();
     }
     let past = [
         bytes::Bytes::from("SET"),
@@ -214,7 +214,7 @@ fn keys_expired_during_downtime_are_reclaimed_only_once_logged() {
         bytes::Bytes::from("PXAT"),
         bytes::Bytes::from("1000"),
     ];
-    moon_aof::append_command_record(lsn + 1, &past, &mut log);
+    moon_aof::append_command_record(lsn + 1, &past, &mut log).unwrap();
     std::fs::write(&incr, log).expect("write incr");
 
     let mut server =

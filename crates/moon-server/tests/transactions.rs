@@ -356,7 +356,7 @@ fn recovery_skips_a_transaction_missing_a_part() {
             Bytes::from(txid.to_string()),
         ];
         let mut out = Vec::new();
-        moon_aof::append_group_record(lsn, &[header, set], &mut out);
+        moon_aof::append_group_record(lsn, &[header, set], &mut out).unwrap();
         out
     };
     let append = |shard: usize, bytes: Vec<u8>| {
@@ -383,7 +383,7 @@ fn recovery_skips_a_transaction_missing_a_part() {
         Bytes::from(format!("{{{}}}:after", k[0])),
         Bytes::from("x"),
     ];
-    moon_aof::append_group_record(3, &[set_after], &mut after);
+    moon_aof::append_group_record(3, &[set_after], &mut after).unwrap();
     append(0, after);
     let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
     let mut con = server.client();

@@ -10,6 +10,7 @@
 //! It must never share mutable state between shards or block an executor: a shard's data is
 //! touched only by its own thread, and the only way to reach another shard is a message.
 
+pub mod recovery;
 pub mod rewrite;
 mod runtime;
 mod shard;

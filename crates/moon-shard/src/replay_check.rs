@@ -252,6 +252,14 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
             c.extend(n.map(|n| n.to_string()));
             c
         }),
+        // Big sets and big pops: effects larger than the model's 1 KiB record target, logged
+        // over continued records.
+        (key(), 60u32..200).prop_map(|(k, n)| {
+            let mut c = cmd(&["SADD", &k]);
+            c.extend((0..n).map(|i| format!("member-{i}")));
+            c
+        }),
+        (key(), 40u32..300).prop_map(|(k, n)| cmd(&["SPOP", &k, &n.to_string()])),
         (key(), key(), member()).prop_map(|(a, b, m)| cmd(&["SMOVE", &a, &b, &m])),
         (
             prop::sample::select(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"][..]),
@@ -318,6 +326,9 @@ struct Live {
     txids: u64,
 }
 
+/// The record target of the model's logs (the server's is 64 MiB).
+const UNIT_TARGET: usize = 1024;
+
 impl Live {
     fn new(n: usize, memory: moon_store::MemoryLimit) -> Live {
         let stores = (0..n)
@@ -337,10 +348,14 @@ impl Live {
         }
     }
 
-    /// `AofWriter::append`: one record holding `cmds`.
+    /// `AofWriter::append`: one unit holding `cmds` — here at a 1 KiB record target, so that
+    /// large effects (an SPOP of many members, a transaction's part) span continued records
+    /// and their replay is checked too.
     fn append(&mut self, shard: usize, cmds: &[Vec<Bytes>]) {
-        self.lsns[shard] += 1;
-        moon_aof::append_group_record(self.lsns[shard], cmds, &mut self.logs[shard]);
+        let first = self.lsns[shard] + 1;
+        let used = moon_aof::append_unit(first, cmds, UNIT_TARGET, &mut self.logs[shard])
+            .expect("every effect fits a record");
+        self.lsns[shard] += used;
     }
 
     /// `Shard::execute`: a batch on one shard, one record per command that logged something.
@@ -479,7 +494,7 @@ fn replay(live: &Live) -> Vec<Store> {
         .map(|p| {
             let mut s = Store::default();
             let (report, skipped) =
-                replay_log(&mut s, p, &plan.complete, None, true).expect("replay");
+                replay_log(&mut s, p, &plan.complete, Default::default(), true).expect("replay");
             assert_eq!(report.truncated, None, "a whole log has no torn tail");
             assert_eq!(skipped, 0, "every transaction here committed");
             s

@@ -2,12 +2,15 @@
 //! the same steps and owns the manifest; here is what each step does to this shard's files.
 //!
 //! 1. [`Shard::rewrite_cut`] — under a lock on every shard (so no cross-shard transaction is
-//!    half before and half after the cut): copy the live keyspace and reserve one LSN per key
-//!    for the new base. Later records get LSNs above the reserved ones and keep going to the
-//!    current incr file.
+//!    half before and half after the cut): copy the live keyspace and reserve LSNs for the new
+//!    base: one per key, more for a value whose rewrite form could pass the record target
+//!    (`Value::rewrite_bound`). Later records get LSNs above the reserved ones and keep going
+//!    to the current incr file.
 //! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy, one
-//!    record per key (`SET key value [PXAT ms]`, or a group of `HSET`/`SADD` chunks and a
-//!    `PEXPIREAT`), to the next seq's base file and fdatasync it.
+//!    unit per key (`SET key value [PXAT ms]`, or `HSET`/`SADD` chunks and a `PEXPIREAT`: one
+//!    record, or several continued ones for a value larger than the record target), to the
+//!    next seq's base file — a new file, never one that exists — and fdatasync it. Its length
+//!    and checksum go into the manifest, so recovery refuses any other file under its name.
 //! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
 //!    records written since the cut (LSN above the reserved range) from the current incr to the
 //!    next seq's incr file, fsync it. The old files are still complete and still named by the
@@ -16,7 +19,8 @@
 //! 5. [`Shard::rewrite_switch`] — the writer continues in the new incr and resumes; held
 //!    replies go out once their records are in it.
 //!
-//! [`Shard::rewrite_abort`] undoes 1–3 for this shard if another step failed anywhere.
+//! [`Shard::rewrite_abort`] undoes 1–3 for this shard if another step failed anywhere: it
+//! deletes only the files this rewrite created, and none once the commit was attempted.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -24,11 +28,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use glommio::io::OpenOptions;
 
+use moon_manifest::BaseInfo;
+use moon_store::Chunk;
+
 use crate::runtime::now_ms;
 use crate::shard::Shard;
-
-/// Fields or members per HSET/SADD in a rewritten base.
-const REWRITE_CHUNK: usize = 512;
 
 /// What the cut left for the next steps.
 pub(crate) struct Cut {
@@ -38,6 +42,17 @@ pub(crate) struct Cut {
     last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.
     tail_from: u64,
+    /// The files this rewrite created (only these may be deleted by an abort).
+    created: Vec<PathBuf>,
+}
+
+/// The LSNs a key's unit may take in a base: what [`moon_aof::append_unit`] can use for its
+/// rewrite form at most.
+fn lsns_for(key: &Bytes, value: &moon_store::Value) -> u64 {
+    moon_aof::record::records_bound(
+        value.rewrite_bound(key.len(), Chunk::REWRITE),
+        moon_aof::record_target(),
+    )
 }
 
 fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
@@ -95,48 +110,63 @@ impl Shard {
             .collect();
         drop(store);
         let keys = snapshot.len() as u64;
+        let lsns = snapshot.iter().map(|(_, k, v, _)| lsns_for(k, v)).sum();
         let tail_from = writer.file_len();
-        let (first_lsn, last_lsn) = writer.reserve(keys);
+        let (first_lsn, last_lsn) = writer.reserve(lsns);
         *self.rewrite.borrow_mut() = Some(Cut {
             snapshot,
             first_lsn,
             last_lsn,
             tail_from,
+            created: Vec::new(),
         });
         Some((keys, last_lsn))
     }
 
-    /// Step 2: writes the base to `path`. Returns its size in bytes.
-    pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<u64, String> {
-        let (snapshot, first) = match self.rewrite.borrow_mut().as_mut() {
-            Some(cut) => (std::mem::take(&mut cut.snapshot), cut.first_lsn),
+    /// Step 2: writes the base to `path`, a file that must not exist yet (a rewrite never
+    /// reuses a name the manifest on disk may hold). Returns its length and checksum.
+    pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<BaseInfo, String> {
+        let (snapshot, first, last) = match self.rewrite.borrow_mut().as_mut() {
+            Some(cut) => (
+                std::mem::take(&mut cut.snapshot),
+                cut.first_lsn,
+                cut.last_lsn,
+            ),
             None => return Err("no rewrite in progress on this shard".into()),
         };
         let describe = |e: std::io::Error| format!("writing {}: {e}", path.display());
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .buffered_open(&path)
             .await
             .map_err(|e| describe(glommio_io(e)))?;
+        self.created(&path);
         let mut pos = 0u64;
+        let mut crc = crc32fast::Hasher::new();
         let mut buf = Vec::with_capacity(1 << 20);
-        for (lsn, (db, key, value, at)) in (first..).zip(snapshot) {
-            // One record per key (one LSN was reserved per key): a string's SET, or a hash's
-            // or set's HSET/SADD chunks and its PEXPIREAT, replayed together; each after its
-            // MOON.DB outside database 0.
-            let cmds = moon_store::in_db(db, value.rewrite_commands(&key, at, REWRITE_CHUNK));
-            match &cmds[..] {
-                [one] => moon_aof::append_command_record(lsn, one, &mut buf),
-                _ => moon_aof::append_group_record(lsn, &cmds, &mut buf),
+        let mut lsn = first;
+        let target = moon_aof::record_target();
+        for (db, key, value, at) in snapshot {
+            // One unit per key: a string's SET, or a hash's or set's HSET/SADD chunks and its
+            // PEXPIREAT, replayed together; each command after its MOON.DB outside database 0.
+            let cmds = moon_store::in_db(db, value.rewrite_commands(&key, at, Chunk::REWRITE));
+            let used = moon_aof::append_unit(lsn, &cmds, target, &mut buf)
+                .map_err(|e| format!("key {key:?}: {e}"))?;
+            lsn += used;
+            if lsn - 1 > last {
+                return Err(format!(
+                    "key {key:?} took more LSNs than were reserved for the base (up to {last}); nothing was committed"
+                ));
             }
             if buf.len() >= 1 << 20 {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(1 << 20));
+                crc.update(&chunk);
                 pos += write_fully(&file, chunk, pos).await.map_err(describe)?;
             }
         }
         if !buf.is_empty() {
+            crc.update(&buf);
             pos += write_fully(&file, buf, pos).await.map_err(describe)?;
         }
         file.fdatasync()
@@ -144,7 +174,17 @@ impl Shard {
             .map_err(|e| describe(glommio_io(e)))?;
         let _ = file.close().await;
         fsync_dir(&path).map_err(describe)?;
-        Ok(pos)
+        Ok(BaseInfo {
+            bytes: pos,
+            crc32: crc.finalize(),
+        })
+    }
+
+    /// Notes a file this rewrite created (an abort deletes it).
+    fn created(&self, path: &Path) {
+        if let Some(cut) = self.rewrite.borrow_mut().as_mut() {
+            cut.created.push(path.to_path_buf());
+        }
     }
 
     /// Step 3: pauses the writer and carries the records written since the cut into
@@ -171,7 +211,8 @@ impl Shard {
         let mut out = Vec::with_capacity(data.len());
         let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
             if lsn > last {
-                moon_aof::record::encode_record(lsn, payload, &mut out);
+                // Read back from a valid record: it fits the format.
+                moon_aof::record::encode_record(lsn, payload, &mut out).map_err(|_| ())?;
             }
             Ok(())
         });
@@ -184,8 +225,12 @@ impl Shard {
                 ))
             }
         }
-        let mut nf =
-            std::fs::File::create(&new_incr).map_err(|e| describe("creating", &new_incr, e))?;
+        let mut nf = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&new_incr)
+            .map_err(|e| describe("creating", &new_incr, e))?;
+        self.created(&new_incr);
         nf.write_all(&out)
             .map_err(|e| describe("writing", &new_incr, e))?;
         nf.sync_all()
@@ -194,11 +239,12 @@ impl Shard {
         Ok(())
     }
 
-    /// Step 5: after the manifest names the new files, continue the log in `new_incr`.
-    pub async fn rewrite_switch(&self, new_base: PathBuf, new_incr: PathBuf) -> Result<(), String> {
+    /// Step 5: after the manifest names the new files, continue the log in the new incr.
+    pub async fn rewrite_switch(&self, files: crate::recovery::ShardFiles) -> Result<(), String> {
         let writer = self.aof().ok_or("AOF disabled")?;
         self.rewrite.borrow_mut().take();
-        self.set_log_files(new_base, new_incr.clone());
+        let new_incr = files.incr.clone();
+        self.set_log_files(files);
         let result = writer.reopen(&new_incr).await;
         match result {
             Ok(()) => {
@@ -214,9 +260,16 @@ impl Shard {
         }
     }
 
-    /// Undoes this shard's part of a rewrite that failed before its commit.
-    pub fn rewrite_abort(&self) {
-        self.rewrite.borrow_mut().take();
+    /// Ends this shard's part of a rewrite that did not commit, and resumes its writer. With
+    /// `delete_created` (the failure came before the commit was attempted) the files this
+    /// rewrite created are deleted; without (the commit failed after its rename was issued,
+    /// and the manifest on disk may name them) every file stays.
+    pub fn rewrite_abort(&self, delete_created: bool) {
+        if let Some(cut) = self.rewrite.borrow_mut().take() {
+            for f in cut.created.iter().filter(|_| delete_created) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
         if let Some(w) = self.aof() {
             w.resume();
         }

@@ -7,10 +7,11 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use moon_aof::{AofError, AofWriter, ReplayReport};
+use moon_aof::AofWriter;
 use moon_proto::Frame;
 use moon_store::{KeyEvent, Store, WatchToken};
 
+use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
 use crate::txn::{Deferred, Tx, TxId};
 
 use crate::runtime::{now_ms, ShardSetConfig};
@@ -122,7 +123,7 @@ pub struct Shard {
     serving: Cell<bool>,
     /// This shard's base and incr files (set once replayed), and whether its keyspace was
     /// rebuilt from them after its log failed ([`Shard::back_to_the_log`]).
-    log_files: RefCell<Option<(std::path::PathBuf, std::path::PathBuf)>>,
+    log_files: RefCell<Option<ShardFiles>>,
     reloaded: Cell<bool>,
     /// Keyspace events waiting for their records to be safe, in the order they happened:
     /// (the shard's latest LSN when they were taken, the events).
@@ -380,26 +381,26 @@ impl Shard {
         self.count
     }
 
-    /// Direct access to this shard's store, for work on its own thread.
+    /// Direct access to this shard's store, for work on its own thread (after a failed log,
+    /// the keyspace rebuilt from it: see [`Shard::back_to_the_log`]).
     pub fn store(&self) -> std::cell::RefMut<'_, Store> {
+        self.back_to_the_log();
         self.store.borrow_mut()
     }
 
-    /// Replays a log file into the store (startup, before any connection), as
-    /// [`crate::txn::replay_log`] describes: expiry off (every expiration is in the log),
-    /// nothing logged again, a cross-shard transaction part applied only if its transaction is
-    /// in `plan.complete`, and the log ended at `plan.stop_at[shard]`. Returns the report and
-    /// the number of parts skipped.
-    /// `may_truncate`: whether a torn tail may be cut off (an incr's; a base is never torn).
+    /// Replays this shard's files into the store (startup, before any connection), as
+    /// [`crate::recovery::replay_shard`] describes: the base checked against the manifest,
+    /// expiry off (every expiration is in the log), nothing logged again, a cross-shard
+    /// transaction part applied only if its transaction is in `plan.complete`, and the log
+    /// ended at `plan.stop_at[shard]`; a torn incr tail is cut off.
     pub fn replay(
         &self,
-        path: &std::path::Path,
+        files: &ShardFiles,
         plan: &crate::txn::RecoveryPlan,
-        may_truncate: bool,
-    ) -> Result<(ReplayReport, u64), AofError> {
+    ) -> Result<Vec<FileReplay>, RecoveryError> {
         let stop = plan.stop_at.get(self.id).copied().flatten();
         let mut store = self.store.borrow_mut();
-        crate::txn::replay_log(&mut store, path, &plan.complete, stop, may_truncate)
+        crate::recovery::replay_shard(&mut store, files, &plan.complete, stop, true)
     }
 
     /// Marks the shard as serving: replay is done and its log (if any) attached, so active
@@ -409,23 +410,33 @@ impl Shard {
     }
 
     /// The files [`Shard::back_to_the_log`] rebuilds the keyspace from if the log fails.
-    pub fn set_log_files(&self, base: std::path::PathBuf, incr: std::path::PathBuf) {
-        *self.log_files.borrow_mut() = Some((base, incr));
+    pub fn set_log_files(&self, files: ShardFiles) {
+        *self.log_files.borrow_mut() = Some(files);
     }
 
     /// Once this shard's log has failed, its keyspace may hold writes the log lacks (they ran,
-    /// then their record could not be written; their clients got MISCONF). Reads must never
-    /// return those: the first time anything runs after the failure, the keyspace is rebuilt
-    /// from what the files hold — the base, and the incr up to the failed round — exactly as
-    /// a restart would. Writes stay refused until a restart; reads answer from this state.
+    /// then their record could not be written, or fsynced under `always`; their clients got
+    /// MISCONF). Reads must never return those: the first time anything touches the keyspace
+    /// after the failure — a batch, a transaction step, or a read by another shard through
+    /// [`Shard::store`] — it is rebuilt from the files, as a restart would, but only up to the
+    /// last LSN the log acknowledged ([`AofWriter::safe_lsn`]): the page cache may hold
+    /// records of a round whose fsync (or later part) failed. Writes stay refused until a
+    /// restart; reads answer from this state.
     pub(crate) fn back_to_the_log(&self) {
-        if self.reloaded.get() || self.aof().and_then(|w| w.error()).is_none() {
+        if self.reloaded.get() {
+            return;
+        }
+        let Some(writer) = self.aof.borrow().clone() else {
+            return;
+        };
+        if writer.error().is_none() {
             return;
         }
         self.reloaded.set(true);
-        let Some((base, incr)) = self.log_files.borrow().clone() else {
+        let Some(files) = self.log_files.borrow().clone() else {
             return;
         };
+        let (base, incr) = (files.base.clone(), files.incr.clone());
         let mut fresh = Store::new(self.store.borrow().max_string_len());
         fresh.set_encodings(self.store.borrow().encodings());
         fresh.set_databases(self.store.borrow().databases());
@@ -437,14 +448,15 @@ impl Shard {
                 complete.extend(parts.into_iter().map(|p| p.id));
             }
         }
-        for f in [&base, &incr] {
-            if let Err(e) = crate::txn::replay_log(&mut fresh, f, &complete, None, false) {
-                tracing::error!(
-                    shard = self.id,
-                    "rebuilding the keyspace from {}: {e}",
-                    f.display()
-                );
-            }
+        let upto = writer.safe_lsn();
+        if let Err(e) =
+            crate::recovery::replay_shard(&mut fresh, &files, &complete, Some(upto + 1), false)
+        {
+            tracing::error!(
+                shard = self.id,
+                "rebuilding the keyspace from {}: {e}",
+                incr.display()
+            );
         }
         fresh.set_record_writes(true);
         self.store.borrow_mut().replace_keyspace(fresh);
@@ -616,6 +628,7 @@ impl Shard {
 
     /// The store and the log writer together, for [`crate::txn`].
     pub(crate) fn parts(&self) -> (std::cell::RefMut<'_, Store>, Option<AofWriter>) {
+        self.back_to_the_log();
         (self.store.borrow_mut(), self.aof.borrow().clone())
     }
 

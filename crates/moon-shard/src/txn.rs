@@ -84,7 +84,10 @@ pub struct Part {
 }
 
 /// Recovery, first pass: the transaction parts in one log file, in log order. Reads only; a
-/// damaged file yields what precedes the damage (replay reports the damage).
+/// damaged file yields what precedes the damage (replay reports the damage). A part is found
+/// in the first record of its unit and counts only once the unit's last record is there: a
+/// part whose unit a crash cut short is dropped by replay as a torn tail, so it must not
+/// count here either.
 pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
@@ -92,27 +95,39 @@ pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
         Err(e) => return Err(e),
     };
     let mut parts = Vec::new();
+    // Inside a unit spanning records: the part its first record held, if any.
+    let mut open: Option<Option<Part>> = None;
     let _ = moon_aof::reader::scan::<()>(&data, |lsn, payload, _offset| {
-        if TXPART_PREFIXES.iter().any(|p| payload.starts_with(p)) {
-            if let Some(header) =
-                moon_aof::decode_payload(payload).and_then(|g| g.into_iter().next())
-            {
-                if let (Some(id), Some(shards)) = (header.get(1), header.get(2)) {
-                    let shards = String::from_utf8_lossy(shards)
-                        .split(',')
-                        .filter_map(|s| s.parse().ok())
-                        .collect();
-                    parts.push(Part {
-                        lsn,
-                        id: String::from_utf8_lossy(id).into_owned(),
-                        shards,
-                    });
-                }
-            }
+        let continued = moon_aof::record::is_continued(payload);
+        let part = match open.take() {
+            Some(first) => first,
+            None => part_in(lsn, payload),
+        };
+        if continued {
+            open = Some(part);
+        } else {
+            parts.extend(part);
         }
         Ok(())
     });
     Ok(parts)
+}
+
+/// The transaction part a record's payload heads, if it is one.
+fn part_in(lsn: u64, payload: &[u8]) -> Option<Part> {
+    if !TXPART_PREFIXES.iter().any(|p| payload.starts_with(p)) {
+        return None;
+    }
+    let header = moon_aof::decode_payload(payload)?.into_iter().next()?;
+    let (id, shards) = (header.get(1)?, header.get(2)?);
+    Some(Part {
+        lsn,
+        id: String::from_utf8_lossy(id).into_owned(),
+        shards: String::from_utf8_lossy(shards)
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+    })
 }
 
 /// What recovery replays of every shard's log.
@@ -200,7 +215,8 @@ pub fn applicable(
     whole.then(|| group.into_iter().skip(1).collect())
 }
 
-/// Replays the log file at `path` into `store`, ending it at `stop_at` (see [`recovery_plan`])
+/// Replays the log file at `path` into `store` within `bounds`: its records follow
+/// `after_lsn`, and it ends at `stop_lsn` (see [`recovery_plan`])
 /// — what [`Shard::replay`] does at startup, as a
 /// function of the store alone so that the model-based checker runs the very same code.
 ///
@@ -214,7 +230,7 @@ pub fn replay_log(
     store: &mut moon_store::Store,
     path: &std::path::Path,
     complete: &std::collections::HashSet<String>,
-    stop_at: Option<u64>,
+    bounds: moon_aof::reader::Bounds,
     may_truncate: bool,
 ) -> Result<(moon_aof::ReplayReport, u64), moon_aof::AofError> {
     store.set_record_writes(false);
@@ -230,9 +246,9 @@ pub fn replay_log(
         None => skipped += 1,
     };
     let report = if may_truncate {
-        moon_aof::replay_file_until(path, stop_at, apply)
+        moon_aof::replay_file_until(path, bounds, apply)
     } else {
-        moon_aof::reader::replay_readonly(path, stop_at, apply)
+        moon_aof::reader::replay_readonly(path, bounds, apply)
     };
     store.set_max_string_len(limit);
     Ok((report?, skipped))

@@ -32,7 +32,7 @@ pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
 pub fn store_eviction_batch_bytes() -> usize {
     store::EVICTION_BATCH.1
 }
-pub use value::{Encodings, Value};
+pub use value::{Chunk, Encodings, Value};
 
 /// `MOON.DB db`: the database of the command right after it, in a shard's batch and in the log.
 pub fn select_db(db: usize) -> Vec<bytes::Bytes> {

@@ -803,6 +803,14 @@ impl Store {
         }
     }
 
+    /// Another logged command of the effect [`Store::log_args`] just logged (the same keys,
+    /// already touched and announced): it only reaches the log.
+    fn log_more(&mut self, args: Vec<Bytes>) {
+        if self.record_writes {
+            self.push_log(args);
+        }
+    }
+
     fn log_cmd(&mut self, parts: &[&[u8]]) {
         self.log_expired();
         self.touch(parts);

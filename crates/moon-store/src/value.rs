@@ -119,25 +119,34 @@ impl Value {
     }
 
     /// The commands that rebuild this value under `key` in an empty place, `PEXPIREAT` last:
-    /// one `SET`, or `HSET`/`SADD` chunks of at most `chunk` fields or members.
-    pub fn rewrite_commands(&self, key: &Bytes, expire_at: u64, chunk: usize) -> Vec<Vec<Bytes>> {
-        let chunk = chunk.max(1);
+    /// a `SET` (then `APPEND`s when the string is longer than `chunk.bytes`), or `HSET`/`SADD`
+    /// chunks (and a hash's `HPEXPIREAT`s) of at most `chunk.items` fields or members and about
+    /// `chunk.bytes` bytes each. No command is larger than `chunk.bytes` plus one field and
+    /// value, so a value of any size can be logged over several records.
+    pub fn rewrite_commands(&self, key: &Bytes, expire_at: u64, chunk: Chunk) -> Vec<Vec<Bytes>> {
         let mut out = Vec::new();
         match self {
             Value::Str(v) => {
-                let mut cmd = vec![Bytes::from_static(b"SET"), key.clone(), v.clone()];
+                let step = chunk.bytes.max(1);
+                let first = v.slice(..v.len().min(step));
+                let mut cmd = vec![Bytes::from_static(b"SET"), key.clone(), first];
                 if expire_at != 0 {
                     cmd.push(Bytes::from_static(b"PXAT"));
                     cmd.push(Bytes::from(expire_at.to_string()));
                 }
-                return vec![cmd];
+                out.push(cmd);
+                for from in (step..v.len()).step_by(step) {
+                    let part = v.slice(from..v.len().min(from + step));
+                    out.push(vec![Bytes::from_static(b"APPEND"), key.clone(), part]);
+                }
+                return out;
             }
             Value::Hash(h) => {
                 let pairs: Vec<(Bytes, Bytes)> = h
                     .iter()
                     .map(|(f, v)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
                     .collect();
-                for part in pairs.chunks(chunk) {
+                for part in chunk.split(&pairs, |(f, v)| f.len() + v.len()) {
                     let mut cmd = vec![Bytes::from_static(b"HSET"), key.clone()];
                     for (f, v) in part {
                         cmd.push(f.clone());
@@ -146,7 +155,7 @@ impl Value {
                     out.push(cmd);
                 }
                 for (at, fields) in h.deadlines() {
-                    for part in fields.chunks(chunk) {
+                    for part in chunk.split(&fields, |f| f.len()) {
                         let mut cmd = vec![
                             Bytes::from_static(b"HPEXPIREAT"),
                             key.clone(),
@@ -160,7 +169,7 @@ impl Value {
                 }
             }
             Value::Set(s) => {
-                for part in s.members().chunks(chunk) {
+                for part in chunk.split(&s.members(), |m| m.len()) {
                     let mut cmd = vec![Bytes::from_static(b"SADD"), key.clone()];
                     cmd.extend(part.iter().cloned());
                     out.push(cmd);
@@ -175,6 +184,72 @@ impl Value {
             ]);
         }
         out
+    }
+
+    /// An upper bound, in O(1), on the encoded bytes of this value's rewrite form under a key of
+    /// `key_len` bytes, each command after a `MOON.DB` (what a base reserves LSNs by: see
+    /// `moon_shard::rewrite`). Every field, member and chunk of a string is at most its own
+    /// bytes plus 50 bytes of framing in a command (`$<len>\r\n...\r\n`), a field with a
+    /// deadline appears twice, and each command adds its name, the key, a deadline and a
+    /// `MOON.DB`: less than `2 * key_len + 1000` bytes.
+    pub fn rewrite_bound(&self, key_len: usize, chunk: Chunk) -> usize {
+        let (bytes, items) = match self {
+            Value::Str(v) => (v.len(), v.len() / chunk.bytes.max(1) + 1),
+            Value::Hash(h) => (h.bytes, h.len()),
+            Value::Set(s) => (s.bytes, s.len()),
+        };
+        // Commands: at most one per item twice over (HSET and HPEXPIREAT chunks), plus the
+        // PEXPIREAT.
+        let per_command = 2 * key_len + 1000;
+        bytes
+            .saturating_mul(2)
+            .saturating_add((items + 1).saturating_mul(50 + 2 * per_command))
+    }
+}
+
+/// How a rewrite form is cut into commands ([`Value::rewrite_commands`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Fields or members per command.
+    pub items: usize,
+    /// Bytes of fields, members or string per command (a command holds at least one item).
+    pub bytes: usize,
+}
+
+impl Chunk {
+    /// The form a base and `migrate-aof` write: 512 items or 1 MiB a command, as Redis's AOF
+    /// rewrite cuts at 64 items (`AOF_REWRITE_ITEMS_PER_CMD`): small enough that any value
+    /// spreads over records of `moon_aof::record_target` bytes.
+    pub const REWRITE: Chunk = Chunk {
+        items: 512,
+        bytes: 1 << 20,
+    };
+
+    /// Consecutive runs of `items`, each within the bounds (at least one item each).
+    pub fn split<'a, T>(
+        self,
+        items: &'a [T],
+        size: impl Fn(&T) -> usize + 'a,
+    ) -> impl Iterator<Item = &'a [T]> + 'a {
+        let (max_items, max_bytes) = (self.items.max(1), self.bytes);
+        let mut rest = items;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut bytes = 0usize;
+            let mut n = 0;
+            while n < rest.len() && n < max_items {
+                bytes = bytes.saturating_add(size(&rest[n]));
+                if n > 0 && bytes > max_bytes {
+                    break;
+                }
+                n += 1;
+            }
+            let (part, tail) = rest.split_at(n);
+            rest = tail;
+            Some(part)
+        })
     }
 }
 
@@ -804,9 +879,87 @@ mod tests {
         for i in 0..5 {
             h.set(format!("f{i}").as_bytes(), b"v", &enc);
         }
-        let cmds = h.wrap().rewrite_commands(&Bytes::from("k"), 77, 2);
+        let two = Chunk {
+            items: 2,
+            bytes: 1 << 20,
+        };
+        let cmds = h.wrap().rewrite_commands(&Bytes::from("k"), 77, two);
         assert_eq!(cmds.len(), 4, "3 HSET chunks and PEXPIREAT");
         assert_eq!(cmds[3][0], "PEXPIREAT");
         assert_eq!(cmds[2].len(), 4, "HSET k f4 v");
+    }
+
+    /// Every command of a rewrite form stays near `chunk.bytes` whatever the value's size, the
+    /// commands rebuild the value, and `rewrite_bound` bounds their encoded size.
+    #[test]
+    fn rewrite_forms_are_cut_by_bytes_and_bounded() {
+        let enc = Encodings::default();
+        let small = Chunk {
+            items: 512,
+            bytes: 1000,
+        };
+        let key = Bytes::from("key");
+        let mut h = Hash::default();
+        let mut s = Set::default();
+        for i in 0..300 {
+            h.set(format!("field-{i}").as_bytes(), &[b'v'; 90], &enc);
+            h.set_field_deadline(format!("field-{i}").as_bytes(), 4_102_444_800_000 + i % 3);
+            s.insert(
+                format!("member-{i}-{}", "m".repeat(i as usize % 50)).as_bytes(),
+                &enc,
+            );
+        }
+        let string = Bytes::from(vec![b's'; 10_500]);
+        for value in [Value::Str(string.clone()), h.wrap(), s.wrap()] {
+            let cmds = value.rewrite_commands(&key, 4_102_444_800_000, small);
+            let mut encoded = 0;
+            for c in &cmds {
+                let args: usize = c[2..].iter().map(|a| a.len()).sum();
+                assert!(
+                    args <= 1000 + 200,
+                    "{} with {args} bytes",
+                    value.type_name()
+                );
+                // `MOON.DB 5` before each, as in a base of database 5.
+                encoded +=
+                    moon_aof_len(c) + moon_aof_len(&[Bytes::from("MOON.DB"), Bytes::from("5")]);
+            }
+            assert!(
+                cmds.len() > 5,
+                "{}: {} commands",
+                value.type_name(),
+                cmds.len()
+            );
+            assert!(
+                encoded <= value.rewrite_bound(key.len(), small),
+                "{}: {encoded} > {}",
+                value.type_name(),
+                value.rewrite_bound(key.len(), small)
+            );
+            let mut store = crate::Store::new(usize::MAX);
+            for c in &cmds {
+                store.execute(c, crate::NO_EXPIRY_CHECK);
+            }
+            let rebuilt = store
+                .keyspace_of(0)
+                .and_then(|ks| ks.iter().next().map(|(_, e)| e.value.clone()));
+            assert_eq!(rebuilt.as_ref(), Some(&value));
+        }
+        // A string longer than a chunk is SET then APPENDs.
+        let cmds = Value::Str(string).rewrite_commands(&key, 0, small);
+        assert_eq!(cmds.len(), 11);
+        assert_eq!(
+            (&cmds[0][0][..], &cmds[1][0][..]),
+            (&b"SET"[..], &b"APPEND"[..])
+        );
+    }
+
+    /// A command's RESP length (`moon_aof::record::encode_command`'s).
+    fn moon_aof_len(args: &[Bytes]) -> usize {
+        let mut n = 3 + args.len().to_string().len();
+        for a in args {
+            n += 5 + a.len().to_string().len() + a.len();
+        }
+        n
     }
 }

@@ -2,9 +2,10 @@
 //! live on several shards are run by the server across shards with these same commands and
 //! [`Store::set_members`] as its read.
 //!
-//! Logged forms: SADD/SREM as sent when they changed something, SPOP as `SREM` of the members
-//! it picked (a random choice is logged as its effect), SMOVE and the *STORE commands as sent
-//! (given the state before them they are deterministic).
+//! Logged forms: SADD/SREM as sent when they changed something, SPOP as `SREM`s of the
+//! members it picked (a random choice is logged as its effect; 512 members or 1 MiB per
+//! `SREM`, one unit for the log), SMOVE and the *STORE commands as sent (given the state
+//! before them they are deterministic).
 
 use bytes::Bytes;
 use moon_proto::Frame;
@@ -12,7 +13,7 @@ use moon_proto::Frame;
 use super::{parse_i64, scan_args, Store};
 use crate::command::CommandSpec;
 use crate::reply::{self, err};
-use crate::value::{Set, Value};
+use crate::value::{Chunk, Set, Value};
 
 /// How sets combine.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -216,9 +217,18 @@ impl Store {
                     s.remove(m);
                 }
             })?;
-            let mut logged = vec![Bytes::from_static(b"SREM"), args[1].clone()];
-            logged.extend(chosen.iter().cloned());
-            self.log_args(&logged);
+            // One SREM per chunk of popped members, so that no logged command grows with the
+            // count; the writer logs them together as one unit (over several records if need
+            // be). The first announces the pop; the rest only reach the log.
+            for (i, part) in Chunk::REWRITE.split(&chosen, |m| m.len()).enumerate() {
+                let mut logged = vec![Bytes::from_static(b"SREM"), args[1].clone()];
+                logged.extend(part.iter().cloned());
+                if i == 0 {
+                    self.log_args(&logged);
+                } else {
+                    self.log_more(logged);
+                }
+            }
         }
         Ok(match count {
             None => chosen.into_iter().next().map_or(Frame::Null, Frame::Bulk),
