@@ -16,6 +16,12 @@
 //! the transfer counter (incremented inside each transfer) must lie between the acknowledged
 //! transfers and that plus the ones in flight. The server must come up without help. Mode
 //! `rewrite` issues BGREWRITEAOF every 20 ms during the load, so kills land inside rewrites.
+//! Mode `failed-commit` does the same on a server whose rewrites all fail after their
+//! manifest's rename (the `MOON_REWRITE_FAULT` seam): the first one leaves both generations on
+//! disk, every later one must be refused, and the next start must find everything. Mode
+//! `busy-shard` keeps shard 0's executor stopped (`DEBUG SLEEP 3`) for most of the cycle:
+//! under `everysec` its writes must still be fsynced within the second, so a power cut takes
+//! nothing acknowledged more than 2 s before it, on any shard.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -101,6 +107,11 @@ enum Mode {
     /// After each kill, `moon-cli migrate-aof` reshards the directory (N <-> N+1 shards) and
     /// is itself killed at a random instant: the directory must be wholly old or wholly new.
     Migrate,
+    /// BGREWRITEAOF again and again on a server whose rewrite commits all fail after the
+    /// manifest's rename.
+    FailedCommit,
+    /// Shard 0's executor stopped for seconds at a time (DEBUG SLEEP) during the load.
+    BusyShard,
 }
 
 struct Config {
@@ -117,6 +128,8 @@ impl Config {
             Mode::Restart => "during-restart",
             Mode::Rewrite => "during-rewrite",
             Mode::Migrate => "during-migrate",
+            Mode::FailedCommit => "after-failed-commit",
+            Mode::BusyShard => "busy-shard",
         };
         let kill = if self.power_loss {
             "power-cut"
@@ -217,6 +230,8 @@ struct Row {
     /// `moon-cli migrate-aof` runs started, and how many were killed before they finished.
     migrations: u64,
     migrations_killed: u64,
+    /// `DEBUG SLEEP`s that stopped shard 0 (mode `busy-shard`).
+    busy_sleeps: u64,
     failures: Vec<String>,
 }
 
@@ -301,7 +316,49 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
 }
 
 fn server_args(cfg: &Config, shards: usize, dir: &Path) -> Vec<String> {
-    crate::server::test_server_args(shards, cfg.fsync, dir)
+    let mut args = crate::server::test_server_args(shards, cfg.fsync, dir);
+    if cfg.mode == Mode::BusyShard {
+        args.extend(["--enable-debug-command".into(), "yes".into()]);
+    }
+    args
+}
+
+/// The environment of the server a cycle loads: mode `failed-commit` fails every rewrite's
+/// commit after the rename.
+fn server_env(cfg: &Config) -> Vec<(&'static str, &'static str)> {
+    match cfg.mode {
+        Mode::FailedCommit => vec![("MOON_REWRITE_FAULT", "after-rename")],
+        _ => Vec::new(),
+    }
+}
+
+/// Mode `busy-shard`: from a connection on shard 0, stops that shard's executor for 3 s at a
+/// time (after 600 ms of load), until `stop`.
+fn busy_shard_0(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let mut sleeps = 0;
+    let Ok(client) = redis::Client::open(url) else {
+        return 0;
+    };
+    let on_shard_0 = (0..200).find_map(|_| {
+        let mut c = client.get_connection().ok()?;
+        let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).ok()?;
+        info.split_whitespace().any(|f| f == "shard=0").then_some(c)
+    });
+    let Some(mut con) = on_shard_0 else {
+        return 0;
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    while !stop.load(Ordering::Relaxed) {
+        match redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(3)
+            .query::<()>(&mut con)
+        {
+            Ok(()) => sleeps += 1,
+            Err(_) => break,
+        }
+    }
+    sleeps
 }
 
 /// Reads back every model client's keys (see [`crate::model`]); adds what differs.
@@ -523,7 +580,8 @@ fn run_config(
         .map(|i| ModelClient::new(i, rng.next()))
         .collect();
     for cycle in 0..cycles {
-        let mut server = Server::spawn(bin, &server_args(cfg, shards, &data), &log)?;
+        let env = server_env(cfg);
+        let mut server = Server::spawn_with_env(bin, &server_args(cfg, shards, &data), &env, &log)?;
         let addr = server
             .wait_ready(Duration::from_secs(120))
             .with_context(|| {
@@ -566,13 +624,23 @@ fn run_config(
                 std::thread::spawn(move || m.run(&url, stop))
             })
             .collect();
-        let rewriter = (cfg.mode == Mode::Rewrite).then(|| {
+        let busy = (cfg.mode == Mode::BusyShard).then(|| {
+            let (url, stop) = (format!("redis://{addr}/"), stop.clone());
+            std::thread::spawn(move || busy_shard_0(url, stop))
+        });
+        let first_rewrite_after = Duration::from_millis(match cfg.mode {
+            // Some load first, so the failed commit has something to lose.
+            Mode::FailedCommit => 50 + rng.below(300),
+            _ => 0,
+        });
+        let rewriter = matches!(cfg.mode, Mode::Rewrite | Mode::FailedCommit).then(|| {
             let (url, stop) = (format!("redis://{addr}/"), stop.clone());
             std::thread::spawn(move || {
                 let mut started = 0u64;
                 let Ok(mut con) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
                     return started;
                 };
+                std::thread::sleep(first_rewrite_after);
                 while !stop.load(Ordering::Relaxed) {
                     match redis::cmd("BGREWRITEAOF").query::<String>(&mut con) {
                         Ok(_) => started += 1,
@@ -600,6 +668,11 @@ fn run_config(
             row.rewrites += r
                 .join()
                 .map_err(|_| anyhow::anyhow!("rewriter thread panicked"))?;
+        }
+        if let Some(b) = busy {
+            row.busy_sleeps += b
+                .join()
+                .map_err(|_| anyhow::anyhow!("busy-shard thread panicked"))?;
         }
         // What must have survived: everything acknowledged, except — after a power cut under
         // a lazy fsync policy — what was acknowledged within the policy's window before it.
@@ -713,13 +786,27 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         (
             &[1, 2],
             &["always", "everysec"],
-            &[Mode::Plain, Mode::Restart, Mode::Rewrite, Mode::Migrate],
+            &[
+                Mode::Plain,
+                Mode::Restart,
+                Mode::Rewrite,
+                Mode::Migrate,
+                Mode::FailedCommit,
+                Mode::BusyShard,
+            ],
         )
     } else {
         (
             &[1, 2, 4],
             &["always", "everysec", "no"],
-            &[Mode::Plain, Mode::Restart, Mode::Rewrite, Mode::Migrate],
+            &[
+                Mode::Plain,
+                Mode::Restart,
+                Mode::Rewrite,
+                Mode::Migrate,
+                Mode::FailedCommit,
+                Mode::BusyShard,
+            ],
         )
     };
     let work = std::env::var("CARGO_TARGET_DIR")
@@ -747,7 +834,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -778,7 +865,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -793,7 +880,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.cuts,
                     row.bytes_cut,
                     row.migrations,
-                    row.migrations_killed
+                    row.migrations_killed,
+                    row.busy_sleeps
                 );
             }
         }

@@ -86,8 +86,20 @@ pub struct Server {
 impl Server {
     /// Spawns `bin` with `args`, appending its output to `log`. Does not wait for readiness.
     pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Server> {
+        Server::spawn_with_env(bin, args, &[], log)
+    }
+
+    /// [`Server::spawn`] with extra environment variables (test seams such as
+    /// `MOON_REWRITE_FAULT`).
+    pub fn spawn_with_env(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Server> {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

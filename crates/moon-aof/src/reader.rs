@@ -672,4 +672,29 @@ mod tests {
         let r = replay_file(&path, |_, _| {}).unwrap();
         assert_eq!((r.records, r.last_lsn, r.bytes), (1, 2, unit_start as u64));
     }
+
+    /// Review finding: a client's value that ends with the bytes of the continuation marker
+    /// must not make its record look continued (the raw-suffix test did: an acknowledged SET
+    /// was dropped and the log cut at it).
+    #[test]
+    fn a_value_that_looks_like_the_continuation_marker_is_just_a_value() {
+        let v = Bytes::from_static(b"*1\r\n$14\r\nMOON.CONTINUED\r\n*1\r\n$4\r\nEXEC");
+        let set = vec![Bytes::from("SET"), Bytes::from("k"), v.clone()];
+        let tail = vec![
+            Bytes::from("SET"),
+            Bytes::from("b"),
+            Bytes::from_static(b"x*1\r\n$14\r\nMOON.CONTINUED"),
+        ];
+        let mut data = Vec::new();
+        append_command_record(1, &set, &mut data).unwrap();
+        crate::record::append_group_record(2, &[set.clone(), tail.clone()], &mut data).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incr.aof");
+        std::fs::write(&path, &data).unwrap();
+        let mut applied = Vec::new();
+        let r = replay_file(&path, |lsn, cmds| applied.push((lsn, cmds))).unwrap();
+        assert_eq!(r.truncated, None);
+        assert_eq!(applied, [(1, vec![set.clone()]), (2, vec![set, tail])]);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
 }

@@ -146,11 +146,20 @@ fn append_group(
     close(start, out)
 }
 
-/// Whether a record's payload continues in the next record (its unit is not complete yet).
+/// Whether a record's payload continues in the next record (its unit is not complete yet): a
+/// MULTI/EXEC group whose last inner command is exactly [`CONTINUED`]. Decided on the decoded
+/// commands, never on the bytes alone: the last argument of a logged command is a client's
+/// data, which may end with the marker's bytes. (The byte test only skips the decoding of the
+/// records that cannot be continued.)
 pub fn is_continued(payload: &[u8]) -> bool {
-    payload.len() >= CONTINUED_CMD.len() + EXEC.len()
+    let tail_matches = payload.starts_with(MULTI)
         && payload.ends_with(EXEC)
-        && payload[..payload.len() - EXEC.len()].ends_with(CONTINUED_CMD)
+        && payload[..payload.len() - EXEC.len()].ends_with(CONTINUED_CMD);
+    tail_matches
+        && decode_payload(payload).is_some_and(|cmds| {
+            cmds.last()
+                .is_some_and(|c| c.len() == 1 && c[0] == CONTINUED.as_bytes())
+        })
 }
 
 /// How large a record [`append_unit`] aims for: 64 MiB, or `MOON_RECORD_TARGET_BYTES` (a test

@@ -19,8 +19,13 @@
 //!    a failed fsync the kernel may have dropped the dirty pages and a retry that "succeeds"
 //!    proves nothing.
 //!
-//! `everysec` adds a timer that fdatasyncs at least once a second when something was written
-//! since the last fsync.
+//! `everysec` fdatasyncs at least once a second when something was written since the last
+//! fsync — on a thread of its own ([`Syncer`]), never on the shard's executor: a shard busy
+//! for seconds (a KEYS over millions of keys, a huge DEL) must not hold back the fsync of what
+//! it already wrote, or a power cut would take more than a second of acknowledged writes —
+//! and, where a cross-shard transaction's part sits in that unsynced tail, recovery would cut
+//! the *other* shards back to it too. Its failure is sticky like any other: the shard refuses
+//! writes (MISCONF) from its next command on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,6 +34,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -150,7 +157,13 @@ struct Inner {
     /// LSN of the last record in `pending` (or written, when `pending` is empty).
     last_assigned: Cell<u64>,
     written_lsn: Cell<u64>,
-    durable_lsn: Cell<u64>,
+    /// The highest LSN the log has told anyone is safe, under the policy of that moment (see
+    /// [`AofWriter::safe_lsn`]); no longer moves once the log has failed.
+    acked_lsn: Cell<u64>,
+    /// Shared with the everysec thread, which also holds the durable LSN.
+    sync: Arc<Syncer>,
+    /// That thread, woken to stop.
+    syncer: std::thread::Thread,
     file_len: Cell<u64>,
     error: RefCell<Option<String>>,
     last_write_ok: Cell<bool>,
@@ -159,8 +172,77 @@ struct Inner {
     kick: Kick,
     fault: FaultPlan,
     writes: Cell<u64>,
-    fsyncs: Cell<u64>,
     closed: Cell<bool>,
+}
+
+/// What the everysec thread of one log shares with its shard.
+struct Syncer {
+    /// The incr file (a duplicate of the writer's descriptor), replaced when a rewrite
+    /// switches files.
+    file: Mutex<Arc<std::fs::File>>,
+    /// The LSN whose record (and every one before it) `file` holds: set by the shard after
+    /// each write.
+    written: AtomicU64,
+    /// The LSN up to which the log is on stable storage (either thread's fdatasync).
+    durable: AtomicU64,
+    /// Whether the policy is everysec (the thread fsyncs only then).
+    everysec: AtomicBool,
+    /// fdatasyncs done, by either thread (the `fsync:N` fault seam counts them).
+    fsyncs: AtomicU64,
+    fault: FaultPlan,
+    /// The error of a failed background fdatasync; the thread stops (never retries).
+    failed: Mutex<Option<std::io::Error>>,
+    has_failed: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Syncer {
+    /// fdatasync of `file`, counted (and failed by the fault seam when its turn comes).
+    fn fdatasync(&self, file: &std::fs::File) -> std::io::Result<()> {
+        let n = self.fsyncs.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fault.fail_fsync_at == Some(n) {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
+        }
+        file.sync_data()
+    }
+
+    /// The everysec thread: once a second, fdatasync what was written since the last time.
+    fn run(self: Arc<Self>) {
+        loop {
+            std::thread::park_timeout(Duration::from_secs(1));
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let upto = self.written.load(Ordering::Acquire);
+            if !self.everysec.load(Ordering::Relaxed)
+                || upto <= self.durable.load(Ordering::Acquire)
+            {
+                continue;
+            }
+            let file = lock(&self.file).clone();
+            match self.fdatasync(&file) {
+                Ok(()) => {
+                    self.durable.fetch_max(upto, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    *lock(&self.failed) = Some(e);
+                    self.has_failed.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A duplicate of `file`'s descriptor, for the everysec thread.
+fn duplicate(file: &BufferedFile) -> std::io::Result<std::fs::File> {
+    // SAFETY: the descriptor belongs to `file`, open for the whole call; `try_clone` dups it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) };
+    Ok(std::fs::File::from(borrowed.try_clone_to_owned()?))
 }
 
 /// One shard's log writer. Cheap to clone (shared handle); lives on one executor.
@@ -234,6 +316,21 @@ impl AofWriter {
         fault: FaultPlan,
     ) -> std::io::Result<AofWriter> {
         let (file, file_len) = open_incr(path).await?;
+        let sync = Arc::new(Syncer {
+            file: Mutex::new(Arc::new(duplicate(&file)?)),
+            written: AtomicU64::new(last_lsn),
+            durable: AtomicU64::new(last_lsn),
+            everysec: AtomicBool::new(policy == FsyncPolicy::EverySec),
+            fsyncs: AtomicU64::new(0),
+            fault,
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        let syncing = sync.clone();
+        let thread = std::thread::Builder::new()
+            .name("moon-aof-fsync".into())
+            .spawn(move || syncing.run())?;
         let inner = Rc::new(Inner {
             path: RefCell::new(path.to_path_buf()),
             file: RefCell::new(Rc::new(file)),
@@ -244,7 +341,9 @@ impl AofWriter {
             pending: RefCell::new(Vec::with_capacity(64 * 1024)),
             last_assigned: Cell::new(last_lsn),
             written_lsn: Cell::new(last_lsn),
-            durable_lsn: Cell::new(last_lsn),
+            acked_lsn: Cell::new(last_lsn),
+            sync,
+            syncer: thread.thread().clone(),
             file_len: Cell::new(file_len),
             error: RefCell::new(None),
             last_write_ok: Cell::new(true),
@@ -253,25 +352,10 @@ impl AofWriter {
             kick: Kick::default(),
             fault,
             writes: Cell::new(0),
-            fsyncs: Cell::new(0),
             closed: Cell::new(false),
         });
         let flusher = inner.clone();
         glommio::spawn_local(async move { flusher.flush_loop().await }).detach();
-        let weak = Rc::downgrade(&inner);
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(Duration::from_secs(1)).await;
-                let Some(inner) = weak.upgrade() else { break };
-                if inner.closed.get() {
-                    break;
-                }
-                if inner.policy.get() == FsyncPolicy::EverySec {
-                    inner.fsync_written().await;
-                }
-            }
-        })
-        .detach();
         Ok(AofWriter { inner })
     }
 
@@ -289,10 +373,11 @@ impl AofWriter {
         // Nothing of ours is waiting to be written: the reserved numbers count as safe, or
         // replies waiting for the latest LSN would wait for records that never come.
         if i.pending.borrow().is_empty() && !i.in_round.get() && i.written_lsn.get() == before {
-            i.written_lsn.set(last);
-            if i.durable_lsn.get() == before {
-                i.durable_lsn.set(last);
-            }
+            i.set_written(last);
+            let _ =
+                i.sync
+                    .durable
+                    .compare_exchange(before, last, Ordering::AcqRel, Ordering::Acquire);
         }
         (before + 1, last)
     }
@@ -327,18 +412,23 @@ impl AofWriter {
     /// holding and having fsynced every written record the new base does not cover).
     pub async fn reopen(&self, path: &Path) -> std::io::Result<()> {
         let (file, len) = open_incr(path).await?;
+        let dup = duplicate(&file)?;
         let i = &self.inner;
         *i.file.borrow_mut() = Rc::new(file);
+        *lock(&i.sync.file) = Arc::new(dup);
         *i.path.borrow_mut() = path.to_path_buf();
         i.file_len.set(len);
         if i.error.borrow().is_none() {
-            i.durable_lsn.set(i.written_lsn.get());
+            i.sync
+                .durable
+                .fetch_max(i.written_lsn.get(), Ordering::AcqRel);
         }
         Ok(())
     }
 
     /// The error that stopped this log, if any. Writes must be refused while it is set.
     pub fn error(&self) -> Option<String> {
+        self.inner.take_background_failure();
         self.inner.error.borrow().clone()
     }
 
@@ -347,7 +437,13 @@ impl AofWriter {
     /// might come to do it (nothing pending). Loosening answers the waiters that were only
     /// waiting for an fsync.
     pub fn set_policy(&self, policy: FsyncPolicy) {
+        self.inner.take_background_failure();
+        self.inner.note_acked();
         let before = self.inner.policy.replace(policy);
+        self.inner
+            .sync
+            .everysec
+            .store(policy == FsyncPolicy::EverySec, Ordering::Relaxed);
         if policy == FsyncPolicy::Always && before != FsyncPolicy::Always {
             let inner = self.inner.clone();
             glommio::spawn_local(async move { inner.fsync_written().await }).detach();
@@ -398,11 +494,15 @@ impl AofWriter {
     /// The last LSN a reply could have been told is safe: fdatasynced under `always`, written
     /// otherwise. Once the log has failed it no longer moves: records above it (of the failed
     /// round, maybe in the page cache) were never acknowledged.
+    ///
+    /// It is the highest LSN ever reported safe under the policy in force at the time, frozen
+    /// when the log fails: a `CONFIG SET appendfsync` after that does not move it (everysec
+    /// writes acknowledged before a switch to `always` stay; a refused `always` write does not
+    /// become safe by a switch to everysec).
     pub fn safe_lsn(&self) -> u64 {
-        match self.inner.policy.get() {
-            FsyncPolicy::Always => self.inner.durable_lsn.get(),
-            _ => self.inner.written_lsn.get(),
-        }
+        self.inner.take_background_failure();
+        self.inner.note_acked();
+        self.inner.acked_lsn.get()
     }
 
     /// The last LSN handed out.
@@ -429,13 +529,13 @@ impl AofWriter {
         let i = &self.inner;
         AofStatus {
             lsn: i.last_assigned.get(),
-            durable_lsn: i.durable_lsn.get(),
+            durable_lsn: i.durable(),
             file_size: i.file_len.get(),
             last_write_ok: i.last_write_ok.get(),
             last_fsync_ok: i.last_fsync_ok.get(),
             error: i.error.borrow().clone(),
             writes: i.writes.get(),
-            fsyncs: i.fsyncs.get(),
+            fsyncs: i.sync.fsyncs.load(Ordering::Relaxed),
         }
     }
 
@@ -447,6 +547,7 @@ impl AofWriter {
             self.inner.fsync_written().await;
         }
         self.inner.closed.set(true);
+        self.inner.stop_syncer();
         self.inner.kick.notify();
         match self.error() {
             Some(e) => Err(e),
@@ -455,15 +556,63 @@ impl AofWriter {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_syncer();
+    }
+}
+
 impl Inner {
     fn satisfied(&self, lsn: u64) -> bool {
         match self.policy.get() {
-            FsyncPolicy::Always => self.durable_lsn.get() >= lsn,
+            FsyncPolicy::Always => self.durable() >= lsn,
             _ => self.written_lsn.get() >= lsn,
         }
     }
 
+    fn durable(&self) -> u64 {
+        self.sync.durable.load(Ordering::Acquire)
+    }
+
+    /// Raises `acked_lsn` to what the current policy counts as safe, while the log is sound.
+    fn note_acked(&self) {
+        if self.error.borrow().is_some() {
+            return;
+        }
+        let bound = match self.policy.get() {
+            FsyncPolicy::Always => self.durable(),
+            _ => self.written_lsn.get(),
+        };
+        self.acked_lsn.set(self.acked_lsn.get().max(bound));
+    }
+
+    /// Records that the file holds every record up to `lsn` (the everysec thread's next
+    /// fdatasync covers them).
+    fn set_written(&self, lsn: u64) {
+        self.written_lsn.set(lsn);
+        self.sync.written.store(lsn, Ordering::Release);
+    }
+
+    fn stop_syncer(&self) {
+        self.sync.closed.store(true, Ordering::Release);
+        self.syncer.unpark();
+    }
+
+    /// A failed background fdatasync becomes this log's error (sticky, as any fsync failure).
+    fn take_background_failure(&self) {
+        if !self.sync.has_failed.load(Ordering::Acquire) || self.error.borrow().is_some() {
+            return;
+        }
+        let e = lock(&self.sync.failed)
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("background fsync failed"));
+        self.last_fsync_ok.set(false);
+        self.fail("fsync", &e);
+    }
+
     fn fail(&self, what: &str, e: &std::io::Error) {
+        // What was safe up to now stays acknowledged; nothing after it ever will be.
+        self.note_acked();
         let text = describe(e);
         tracing::error!(file = %self.path.borrow().display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
         *self.error.borrow_mut() = Some(text);
@@ -516,8 +665,7 @@ impl Inner {
     }
 
     async fn fdatasync(&self) -> std::io::Result<()> {
-        let n = self.fsyncs.get() + 1;
-        self.fsyncs.set(n);
+        let n = self.sync.fsyncs.fetch_add(1, Ordering::Relaxed) + 1;
         if self.fault.fail_fsync_at == Some(n) {
             return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
         }
@@ -531,15 +679,13 @@ impl Inner {
             return;
         }
         let upto = self.written_lsn.get();
-        if upto <= self.durable_lsn.get() {
+        if upto <= self.durable() {
             return;
         }
         match self.fdatasync().await {
             Ok(()) => {
                 self.last_fsync_ok.set(true);
-                if upto > self.durable_lsn.get() {
-                    self.durable_lsn.set(upto);
-                }
+                self.sync.durable.fetch_max(upto, Ordering::AcqRel);
                 self.release();
             }
             Err(e) => {
@@ -584,12 +730,12 @@ impl Inner {
                 return;
             }
             self.last_write_ok.set(true);
-            self.written_lsn.set(upto);
+            self.set_written(upto);
             if self.policy.get() == FsyncPolicy::Always {
                 match self.fdatasync().await {
                     Ok(()) => {
                         self.last_fsync_ok.set(true);
-                        self.durable_lsn.set(upto);
+                        self.sync.durable.fetch_max(upto, Ordering::AcqRel);
                     }
                     Err(e) => {
                         self.last_fsync_ok.set(false);
@@ -601,10 +747,10 @@ impl Inner {
             // Nothing pending: every LSN handed out is written, or was reserved for a base.
             if self.pending.borrow().is_empty() {
                 let last = self.last_assigned.get();
-                if self.durable_lsn.get() == upto && self.policy.get() == FsyncPolicy::Always {
-                    self.durable_lsn.set(last);
+                if self.durable() == upto && self.policy.get() == FsyncPolicy::Always {
+                    self.sync.durable.fetch_max(last, Ordering::AcqRel);
                 }
-                self.written_lsn.set(last);
+                self.set_written(last);
             }
             self.release();
         }
@@ -693,5 +839,82 @@ mod tests {
                 assert!(st.durable_lsn < b);
             });
         }
+    }
+
+    /// Polls `done` without ever yielding to the executor (a shard busy the whole time), for
+    /// up to `limit`.
+    fn busy_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done()
+    }
+
+    /// Issue 22, 4: under everysec, what a shard wrote is fdatasynced within about a second
+    /// even while its executor never gets a turn (a KEYS over millions of keys, a huge DEL);
+    /// and a failed background fdatasync makes the log fail, never retried.
+    #[test]
+    fn everysec_fsyncs_while_the_executor_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::default())
+                .await
+                .unwrap();
+            let lsn = w.append(&[cmd(1)]);
+            w.wait(lsn).await.unwrap();
+            assert!(w.status().durable_lsn < lsn, "written, not yet synced");
+            // From here on the executor is never polled.
+            assert!(
+                busy_until(Duration::from_secs(5), || w.status().durable_lsn >= lsn),
+                "not fsynced while the executor was busy"
+            );
+            assert_eq!(w.status().fsyncs, 1);
+            w.close().await.unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::parse("fsync:1"))
+                .await
+                .unwrap();
+            let lsn = w.append(&[cmd(1)]);
+            w.wait(lsn).await.unwrap();
+            assert!(busy_until(Duration::from_secs(5), || w.error().is_some()));
+            assert_eq!(w.error().as_deref(), Some("Input/output error"));
+            assert!(!w.status().last_fsync_ok);
+            let next = w.append(&[cmd(2)]);
+            assert!(
+                w.wait(next).await.is_err(),
+                "sticky: later writes are refused"
+            );
+            assert!(w.status().durable_lsn < lsn);
+        });
+    }
+
+    /// Review finding: what the log acknowledged is fixed when it fails, whatever
+    /// `appendfsync` says afterwards: an everysec write acknowledged before a switch to
+    /// `always` whose first fsync fails stays safe (the rebuild after MISCONF keeps it).
+    #[test]
+    fn the_acknowledged_lsn_survives_a_policy_switch_into_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::parse("fsync:1"))
+                .await
+                .unwrap();
+            let lsn = w.append(&[cmd(1)]);
+            w.wait(lsn).await.unwrap();
+            w.set_policy(FsyncPolicy::Always);
+            let failed = w.append(&[cmd(2)]);
+            assert!(w.wait(failed).await.is_err(), "the switch's fsync fails");
+            assert_eq!(w.safe_lsn(), lsn, "acknowledged under everysec, kept");
+            w.set_policy(FsyncPolicy::EverySec);
+            assert_eq!(w.safe_lsn(), lsn, "a refused write never becomes safe");
+        });
     }
 }

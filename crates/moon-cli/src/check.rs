@@ -144,26 +144,36 @@ pub fn run(dir: &Path, fix: bool) -> anyhow::Result<i32> {
     let mut fixed = 0;
     for i in 0..m.shards() {
         let files = ShardFiles::of(dir, &m, i);
-        if let Err(e) = moon_shard::recovery::check_files(&files) {
-            problems += 1;
-            println!("shard {i}: {e}");
-            continue;
-        }
-        if let (Some(info), Ok(data)) = (files.base_info, std::fs::read(&files.base)) {
-            let crc = crc32fast::hash(&data);
-            if crc != info.crc32 {
+        // A base is judged as the server judges it, and never changed: it was complete and
+        // fsynced before the manifest named it, so any damage to it is data lost outside Moon
+        // (a truncation would only make it lose more), not a torn tail.
+        match moon_shard::recovery::verify_base(&files) {
+            Ok(r) if r.bytes == 0 => {
+                println!("shard {i}: {}: absent (empty)", files.base.display())
+            }
+            Ok(r) => println!(
+                "shard {i}: {}: ok, {} records, last LSN {}, {} bytes{}",
+                files.base.display(),
+                r.records,
+                r.last_lsn,
+                r.bytes,
+                if files.base_info.is_some() {
+                    ", as the manifest recorded"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => {
                 problems += 1;
-                println!(
-                    "shard {i}: {}: its CRC-32 is {crc:08x}, the manifest recorded {:08x}: not the base the manifest names (see docs/runbooks/missing-aof-file.md)",
-                    files.base.display(),
-                    info.crc32
-                );
+                println!("shard {i}: {e}");
+                if fix {
+                    println!("  --fix never changes a base: restore it (see the runbook)");
+                }
+                continue;
             }
         }
-        for (path, after) in [
-            (files.base.clone(), 0),
-            (files.incr.clone(), files.incr_after()),
-        ] {
+        {
+            let (path, after) = (files.incr.clone(), files.incr_after());
             match check_file(&path, after)? {
                 Verdict::Missing => println!("shard {i}: {}: absent (empty)", path.display()),
                 Verdict::Healthy {

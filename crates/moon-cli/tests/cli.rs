@@ -660,3 +660,42 @@ fn migrate_aof_refuses_a_missing_base_of_an_older_manifest() {
     );
     assert_eq!(std::fs::read(&incr_path).unwrap(), incr, "the incr is kept");
 }
+
+/// Review finding: check-aof judges a base as the server does — a damaged last record of a
+/// base is data lost, not a harmless torn tail — and `--fix` never changes a base (cutting it
+/// could only lose more, and the manifest's record of it would never match again).
+#[test]
+fn check_aof_never_calls_a_damaged_base_harmless_nor_fixes_it() {
+    let (tmp, base_path, base) = rewritten_dir(20);
+    let mut damaged = base.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&base_path, &damaged).unwrap();
+    for args in [&["check-aof"][..], &["check-aof", "--fix"]] {
+        let (code, out) = run(args, tmp.path());
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(
+            !out.contains("harmless") && out.contains("missing-aof-file.md"),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read(&base_path).unwrap(),
+            damaged,
+            "{args:?}: base untouched"
+        );
+    }
+    // The same with a manifest that predates recorded bases.
+    let manifest = moon_manifest::manifest_path(tmp.path());
+    std::fs::write(
+        &manifest,
+        "version 2\nseq 2\nshards 1\nshard 0 max_lsn 20\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["check-aof", "--fix"], tmp.path());
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(std::fs::read(&base_path).unwrap(), damaged);
+    std::fs::write(&base_path, &base).unwrap();
+    let (code, out) = run(&["check-aof"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok, 20 records, last LSN 20"), "{out}");
+}

@@ -81,6 +81,7 @@ pub async fn connection_command(
         "command" => command(args),
         "config" => config_cmd(session, args).await,
         "info" => info(session, args).await,
+        "debug" => debug(session, args),
         "bgrewriteaof" => match crate::rewrite::start(&session.ctx.shard, &session.ctx.shared) {
             Ok(status) => Frame::Simple(status),
             Err(e) => Frame::StaticError(e),
@@ -447,6 +448,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let encodings = candidate.encodings;
         let notify = candidate.notify_keyspace_events;
         let pubsub_limit = candidate.output_limits[2];
+        moon_store::lazyfree::set_policy(candidate.lazyfree);
         // New TLS files are loaded (and checked) before anything changes.
         let tls_keys = [
             "tls-cert-file",
@@ -646,15 +648,18 @@ async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         // the figure maxmemory is compared with; used_memory_rss is what the process holds.
         let rss = rss_bytes();
         let used = t.store.used_memory;
+        let (lazy_pending, lazy_freed) = moon_store::lazyfree::stats();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\n",
             human(used),
             human(rss),
             config.maxmemory,
             human(config.maxmemory),
             config.maxmemory_policy.as_str(),
             config.maxmemory_samples,
+            lazy_pending,
+            lazy_freed,
         );
         for (i, s) in per_shard.iter().enumerate() {
             let Some(s) = s else { continue };
@@ -832,4 +837,50 @@ fn persistence_section(
         let _ = write!(out, "aof_last_error:{e}\r\n");
     }
     out.push_str("\r\n");
+}
+
+/// DEBUG, as far as tests and operators need it: `SLEEP <seconds>` stops the connection's
+/// shard for that long (as Redis's stops the server), `HELP`. Off unless
+/// `enable-debug-command` allows it (Redis's refusal text).
+fn debug(session: &Session, args: &[Bytes]) -> Frame {
+    let allowed = match session.ctx.shared.config().enable_debug_command {
+        crate::config::DebugCommand::Yes => true,
+        crate::config::DebugCommand::Local => session.info.is_loopback(),
+        crate::config::DebugCommand::No => false,
+    };
+    if !allowed {
+        return err("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.");
+    }
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    match (sub.as_str(), args.len()) {
+        ("sleep", 3) => {
+            let secs = std::str::from_utf8(&args[2])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0);
+            match secs {
+                Some(s) => {
+                    // Blocks this shard's thread on purpose: nothing else runs on it meanwhile.
+                    std::thread::sleep(std::time::Duration::from_secs_f64(s));
+                    Frame::OK
+                }
+                None => err("ERR value is not a valid float or out of range (0 to 3600 seconds)"),
+            }
+        }
+        ("help", 2) => Frame::Array(
+            [
+                "DEBUG <subcommand> [<arg> ...]. Subcommands are:",
+                "SLEEP <seconds>",
+                "    Stop the connection's shard for <seconds> (fractions allowed).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .iter()
+            .map(|l| Frame::Simple(l))
+            .collect(),
+        ),
+        _ => Frame::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try DEBUG HELP."
+        )),
+    }
 }

@@ -53,6 +53,10 @@ pub struct Config {
     pub aclfile: Option<PathBuf>,
     /// With no password for the default user, refuse clients that are not on loopback.
     pub protected_mode: bool,
+    /// `lazyfree-lazy-*`: which removals free big values off the executor.
+    pub lazyfree: moon_store::lazyfree::Policy,
+    /// Who may run DEBUG (it can stop a shard): nobody, local clients, everyone.
+    pub enable_debug_command: DebugCommand,
     /// TLS: its port (0 = no TLS), the server's certificate chain and key, the CA client
     /// certificates must chain to, and whether clients must present one.
     pub tls_port: u16,
@@ -117,6 +121,12 @@ pub const KEYS: &[(&str, Mutability)] = &[
     ("tls-key-file", Mutability::Runtime),
     ("tls-ca-cert-file", Mutability::Runtime),
     ("tls-auth-clients", Mutability::Runtime),
+    ("lazyfree-lazy-eviction", Mutability::Runtime),
+    ("lazyfree-lazy-expire", Mutability::Runtime),
+    ("lazyfree-lazy-server-del", Mutability::Runtime),
+    ("lazyfree-lazy-user-del", Mutability::Runtime),
+    ("lazyfree-lazy-user-flush", Mutability::Runtime),
+    ("enable-debug-command", Mutability::Startup),
 ];
 
 /// A refused value: the key, the value and what would have been accepted.
@@ -205,6 +215,8 @@ impl Default for Config {
             notify_keyspace_events: moon_store::NotifyFlags::default(),
             aclfile: None,
             protected_mode: true,
+            lazyfree: moon_store::lazyfree::Policy::default(),
+            enable_debug_command: DebugCommand::No,
             tls_port: 0,
             tls_cert_file: None,
             tls_key_file: None,
@@ -421,6 +433,19 @@ impl Config {
                 self.aclfile = (!value.is_empty()).then(|| PathBuf::from(value));
             }
             "protected-mode" => self.protected_mode = yes_no(&key, value)?,
+            "lazyfree-lazy-eviction" => self.lazyfree.eviction = yes_no(&key, value)?,
+            "lazyfree-lazy-expire" => self.lazyfree.expire = yes_no(&key, value)?,
+            "lazyfree-lazy-server-del" => self.lazyfree.server_del = yes_no(&key, value)?,
+            "lazyfree-lazy-user-del" => self.lazyfree.user_del = yes_no(&key, value)?,
+            "lazyfree-lazy-user-flush" => self.lazyfree.user_flush = yes_no(&key, value)?,
+            "enable-debug-command" => {
+                self.enable_debug_command = match value {
+                    "no" => DebugCommand::No,
+                    "yes" => DebugCommand::Yes,
+                    "local" => DebugCommand::Local,
+                    _ => return Err(bad(&key, value, "no, yes, local")),
+                }
+            }
             "tls-port" => {
                 self.tls_port = value
                     .parse()
@@ -505,6 +530,17 @@ impl Config {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             "protected-mode" => if self.protected_mode { "yes" } else { "no" }.into(),
+            "lazyfree-lazy-eviction" => yes_no_text(self.lazyfree.eviction),
+            "lazyfree-lazy-expire" => yes_no_text(self.lazyfree.expire),
+            "lazyfree-lazy-server-del" => yes_no_text(self.lazyfree.server_del),
+            "lazyfree-lazy-user-del" => yes_no_text(self.lazyfree.user_del),
+            "lazyfree-lazy-user-flush" => yes_no_text(self.lazyfree.user_flush),
+            "enable-debug-command" => match self.enable_debug_command {
+                DebugCommand::No => "no",
+                DebugCommand::Yes => "yes",
+                DebugCommand::Local => "local",
+            }
+            .into(),
             "tls-port" => self.tls_port.to_string(),
             "tls-cert-file" => path_text(&self.tls_cert_file),
             "tls-key-file" => path_text(&self.tls_key_file),
@@ -591,4 +627,17 @@ mod tests {
             (d.port, d.bind, d.appendonly, d.appendfsync)
         );
     }
+}
+
+fn yes_no_text(on: bool) -> String {
+    if on { "yes" } else { "no" }.into()
+}
+
+/// `enable-debug-command`, as in Redis: DEBUG can stop a shard, so it is off by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugCommand {
+    No,
+    Yes,
+    /// Only from a loopback connection.
+    Local,
 }

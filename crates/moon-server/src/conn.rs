@@ -108,7 +108,7 @@ where
     let user = shared
         .user("default")
         .unwrap_or_else(|| std::sync::Arc::new(crate::acl::User::default_user(None)));
-    if config.protected_mode && user.nopass && !is_loopback(&info.addr) {
+    if config.protected_mode && user.nopass && !info.is_loopback() {
         tracing::warn!(
             client = %info.addr,
             "refused a client from outside loopback: protected mode (no password for the default user; see docs/SECURITY.md)"
@@ -344,20 +344,6 @@ async fn close_soon<S: futures_lite::AsyncWrite + Unpin>(stream: &mut S) {
 
 /// The reply to a client refused by protected mode, which then closes.
 const PROTECTED_MODE: &str = "-DENIED Moon is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Moon you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Moon from the same host the server is running, however MAKE SURE Moon is not publicly accessible from internet if you do so. 2) Alternatively you can just disable the protected mode by setting protected-mode = \"no\" in moon.toml, and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user (requirepass, or ACL SETUSER default >password). NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
-
-/// Whether a peer address (`ip:port`) is loopback as Redis counts it: 127.0.0.1 or ::1 only.
-fn is_loopback(addr: &str) -> bool {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(a) => match a.ip() {
-            std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
-            std::net::IpAddr::V6(v6) => {
-                v6 == std::net::Ipv6Addr::LOCALHOST
-                    || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
-            }
-        },
-        Err(_) => false,
-    }
-}
 
 /// `MOON_PANIC_ON=<command>`: panic when that command is processed (tests of crash-only).
 fn panic_seam() -> Option<&'static str> {

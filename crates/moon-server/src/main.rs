@@ -138,6 +138,24 @@ struct Args {
     /// yes | no | optional: whether clients must present a certificate.
     #[arg(long)]
     tls_auth_clients: Option<String>,
+    /// yes | no: keys evicted under maxmemory are freed off the shard's thread.
+    #[arg(long)]
+    lazyfree_lazy_eviction: Option<String>,
+    /// yes | no: expired keys are freed off the shard's thread.
+    #[arg(long)]
+    lazyfree_lazy_expire: Option<String>,
+    /// yes | no: values a command replaces (SET over a big hash, RENAME) are freed off it.
+    #[arg(long)]
+    lazyfree_lazy_server_del: Option<String>,
+    /// yes | no: DEL frees as UNLINK does.
+    #[arg(long)]
+    lazyfree_lazy_user_del: Option<String>,
+    /// yes | no: FLUSHALL/FLUSHDB without a mode free as with ASYNC.
+    #[arg(long)]
+    lazyfree_lazy_user_flush: Option<String>,
+    /// no | yes | local: who may run DEBUG (DEBUG SLEEP stops a shard).
+    #[arg(long)]
+    enable_debug_command: Option<String>,
 }
 
 /// Every config key's flag, with what was given for it.
@@ -182,6 +200,12 @@ fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
         ("tls-key-file", &args.tls_key_file),
         ("tls-ca-cert-file", &args.tls_ca_cert_file),
         ("tls-auth-clients", &args.tls_auth_clients),
+        ("lazyfree-lazy-eviction", &args.lazyfree_lazy_eviction),
+        ("lazyfree-lazy-expire", &args.lazyfree_lazy_expire),
+        ("lazyfree-lazy-server-del", &args.lazyfree_lazy_server_del),
+        ("lazyfree-lazy-user-del", &args.lazyfree_lazy_user_del),
+        ("lazyfree-lazy-user-flush", &args.lazyfree_lazy_user_flush),
+        ("enable-debug-command", &args.enable_debug_command),
     ]
 }
 

@@ -279,6 +279,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let databases = config.databases as usize;
     let notify = config.notify_keyspace_events;
     let pubsub_limit = config.output_limits[2];
+    moon_store::lazyfree::set_policy(config.lazyfree);
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {

@@ -40,6 +40,12 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// Whether the peer is on loopback as Redis counts it: 127.0.0.1 or ::1 only (protected
+    /// mode, `enable-debug-command local`).
+    pub fn is_loopback(&self) -> bool {
+        is_loopback(&self.addr)
+    }
+
     /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
     pub fn line(&self) -> String {
         let now = Instant::now();
@@ -171,5 +177,19 @@ impl Session {
                 ..Limits::default()
             });
         }
+    }
+}
+
+/// Whether a peer address (`ip:port`) is loopback as Redis counts it: 127.0.0.1 or ::1 only.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => match a.ip() {
+            std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            std::net::IpAddr::V6(v6) => {
+                v6 == std::net::Ipv6Addr::LOCALHOST
+                    || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+            }
+        },
+        Err(_) => false,
     }
 }

@@ -837,3 +837,112 @@ fn hello_switches_to_resp3() {
         "NOPROTO unsupported protocol version"
     );
 }
+
+fn info_number(con: &mut redis::Connection, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO memory has no {field}: {info}"))
+}
+
+fn big_set(con: &mut redis::Connection, key: &str) {
+    let members: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let _: i64 = redis::cmd("SADD")
+        .arg(key)
+        .arg(&members)
+        .query(con)
+        .unwrap();
+}
+
+/// Issue 22, 4: big values are freed off the shard's executor (Redis's lazy free): always by
+/// UNLINK and FLUSHALL/FLUSHDB ASYNC, by DEL and a bare FLUSHALL once `lazyfree-lazy-user-del`
+/// / `-user-flush` say so, never by FLUSHALL SYNC; INFO counts what the background thread
+/// freed. What clients see is the same either way.
+#[test]
+fn big_values_are_freed_lazily_as_redis_options_say() {
+    let s = MoonServer::start(1, &[]);
+    let mut con = s.client();
+    let freed = |con: &mut redis::Connection| info_number(con, "lazyfreed_objects");
+    assert_eq!(freed(&mut con), 0);
+    big_set(&mut con, "a");
+    let _: () = con.set("small", "x").unwrap();
+    assert_eq!(
+        redis::cmd("UNLINK")
+            .arg(&["a", "small", "none"])
+            .query::<i64>(&mut con)
+            .unwrap(),
+        2
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || freed(&mut con) == 1),
+        "the set, not the string"
+    );
+    assert!(!con.exists::<_, bool>("a").unwrap());
+    big_set(&mut con, "b");
+    assert_eq!(con.del::<_, i64>("b").unwrap(), 1);
+    big_set(&mut con, "c");
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "lazyfree-lazy-user-del", "yes"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(con.del::<_, i64>("c").unwrap(), 1);
+    assert!(
+        eventually(Duration::from_secs(10), || freed(&mut con) == 2),
+        "DEL as UNLINK"
+    );
+    for i in 0..100 {
+        let _: () = con.set(format!("k{i}"), i).unwrap();
+    }
+    let _: () = redis::cmd("FLUSHALL").arg("SYNC").query(&mut con).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 0);
+    for i in 0..100 {
+        let _: () = con.set(format!("k{i}"), i).unwrap();
+    }
+    let _: () = redis::cmd("FLUSHALL").arg("ASYNC").query(&mut con).unwrap();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 0);
+    assert!(
+        eventually(Duration::from_secs(10), || freed(&mut con) == 3),
+        "FLUSHALL ASYNC"
+    );
+    let e = redis::cmd("FLUSHALL")
+        .arg("LATER")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("syntax error"), "{e}");
+    assert_eq!(
+        redis::cmd("CONFIG")
+            .arg(&["GET", "lazyfree-lazy-user-del"])
+            .query::<Vec<String>>(&mut con)
+            .unwrap(),
+        ["lazyfree-lazy-user-del", "yes"]
+    );
+    assert_eq!(info_number(&mut con, "lazyfree_pending_objects"), 0);
+}
+
+/// DEBUG is refused unless `enable-debug-command` allows it (Redis's text); DEBUG SLEEP stops
+/// the connection's shard (the crash matrix's busy shard).
+#[test]
+fn debug_sleep_needs_enable_debug_command() {
+    let s = MoonServer::start(1, &[]);
+    let e = redis::cmd("DEBUG")
+        .arg(&["SLEEP", "0"])
+        .query::<()>(&mut s.client())
+        .unwrap_err();
+    assert!(e.to_string().contains("DEBUG command not allowed"), "{e}");
+    let s = MoonServer::start(1, &["--enable-debug-command", "local"]);
+    let mut con = s.client();
+    let started = std::time::Instant::now();
+    let _: () = redis::cmd("DEBUG")
+        .arg(&["SLEEP", "0.2"])
+        .query(&mut con)
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let e = redis::cmd("DEBUG")
+        .arg(&["SLEEP", "soon"])
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("not a valid float"), "{e}");
+    let help: Vec<String> = redis::cmd("DEBUG").arg("HELP").query(&mut con).unwrap();
+    assert!(help.iter().any(|l| l.starts_with("SLEEP")), "{help:?}");
+}

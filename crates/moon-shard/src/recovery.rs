@@ -145,6 +145,16 @@ pub fn replay_shard(
     Ok(out)
 }
 
+/// Checks a shard's base exactly as [`replay_shard`] does, without applying it (for
+/// `moon-cli check-aof`): there as recorded, every record valid, and the file the manifest
+/// recorded (or, without a record, whole and reaching `max_lsn`). Changes nothing.
+pub fn verify_base(files: &ShardFiles) -> Result<ReplayReport, RecoveryError> {
+    check_files(files)?;
+    let report = moon_aof::reader::replay_readonly(&files.base, Bounds::default(), |_, _| {})?;
+    check_base(files, &report)?;
+    Ok(report)
+}
+
 /// The base as replayed must be the one the manifest recorded; without a record, it must be
 /// whole and reach `max_lsn`.
 fn check_base(files: &ShardFiles, report: &ReplayReport) -> Result<(), RecoveryError> {

@@ -380,6 +380,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Server: "time", 1, CONN, 0, 0, 0, Connection),
     cmd!(Server: "shutdown", -1, ADMIN, 0, 0, 0, Connection),
     cmd!(Server: "bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
+    cmd!(Server: "debug", -2, ADMIN, 0, 0, 0, Connection),
     cmd!(Connection: "reset", 1, CONN, 0, 0, 0, Connection),
     cmd!(Server: "acl", -2, ADMIN, 0, 0, 0, Connection),
     // Pub/sub (handled by the connection: subscriptions live with it, PUBLISH fans out)

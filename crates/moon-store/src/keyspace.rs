@@ -16,6 +16,8 @@ use indexmap::map::raw_entry_v1::RawEntryMut;
 use indexmap::map::RawEntryApiV1;
 use indexmap::IndexMap;
 
+use crate::lazyfree::{self, Cause};
+
 pub use crate::value::Value;
 
 #[derive(Clone, Debug)]
@@ -176,6 +178,7 @@ impl Keyspace {
                     self.deadlines.remove(&(entry.expire_at, stored.clone()));
                 }
                 self.expired.push(Removal::Key(stored));
+                lazyfree::dispose(entry.value, Cause::Expire);
             }
             self.expired_keys += 1;
             return None;
@@ -307,7 +310,7 @@ impl Keyspace {
                 let entry = o.get_mut();
                 let old = entry.expire_at;
                 self.used = self.used - entry.value.mem_size() + value.mem_size();
-                entry.value = value;
+                lazyfree::dispose(std::mem::replace(&mut entry.value, value), Cause::ServerDel);
                 let freq = entry.freq();
                 entry.set_access(self.clock, freq);
                 entry.expire_at = expire_at;
@@ -374,11 +377,16 @@ impl Keyspace {
         Some(entry)
     }
 
-    /// Removes every key. Expirations not yet taken stay queued: they happened before.
-    pub fn clear(&mut self) {
-        self.map = Map::default();
-        self.deadlines.clear();
-        self.field_deadlines.clear();
+    /// Removes every key, freeing them as `cause` says (see [`lazyfree`]). Expirations not
+    /// yet taken stay queued: they happened before.
+    pub fn clear(&mut self, cause: Cause) {
+        let garbage = (
+            std::mem::take(&mut self.map),
+            std::mem::take(&mut self.deadlines),
+            std::mem::take(&mut self.field_deadlines),
+        );
+        let effort = garbage.0.len() + garbage.1.len() + garbage.2.len();
+        lazyfree::dispose_all(garbage, effort, cause);
         self.used = 0;
     }
 
@@ -426,6 +434,7 @@ impl Keyspace {
             self.deadlines.pop_first();
             if let Some((stored, entry)) = self.map.swap_remove_entry(&key) {
                 self.used -= entry_size(&stored, &entry.value);
+                lazyfree::dispose(entry.value, Cause::Expire);
             }
             self.expired.push(Removal::Key(key));
             self.expired_keys += 1;
@@ -449,7 +458,9 @@ impl Keyspace {
             let (key, entry) = self.map.get_index(idx)?;
             if Self::is_expired(entry, now) {
                 let key = key.clone();
-                self.remove(&key);
+                if let Some(gone) = self.remove(&key) {
+                    lazyfree::dispose(gone.value, Cause::Expire);
+                }
                 self.expired.push(Removal::Key(key));
                 self.expired_keys += 1;
                 continue;
@@ -544,9 +555,11 @@ impl Keyspace {
         if expired {
             self.expired.push(Removal::Key(stored));
             self.expired_keys += 1;
+            lazyfree::dispose(entry.value, Cause::Expire);
         } else {
             self.expired.push(Removal::Evicted(stored));
             self.evicted_keys += 1;
+            lazyfree::dispose(entry.value, Cause::Eviction);
         }
         true
     }

@@ -14,6 +14,7 @@ pub mod command;
 pub mod evict;
 pub mod glob;
 pub mod keyspace;
+pub mod lazyfree;
 pub mod notify;
 pub mod reply;
 pub mod slot;

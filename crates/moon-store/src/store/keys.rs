@@ -7,6 +7,7 @@ use moon_proto::Frame;
 use super::{eq, parse_i64, Store};
 use crate::command::CommandSpec;
 use crate::glob::glob_match;
+use crate::lazyfree::{self, Cause};
 use crate::reply::{self, err};
 
 /// COPY's options: `[DB db] [REPLACE]` → (whether to replace, the target database if given),
@@ -37,11 +38,19 @@ impl Store {
     pub(super) fn keys_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
         match spec.name {
             "del" | "unlink" => {
+                // UNLINK frees a big value off the executor; DEL too with lazyfree-lazy-user-del.
+                let cause = if spec.name == "unlink" {
+                    Cause::Async
+                } else {
+                    Cause::UserDel
+                };
                 let mut n = 0;
                 for k in &args[1..] {
                     // An expired key counts as absent, and is not logged.
                     if self.ks.contains(k, now) {
-                        self.ks.remove(k);
+                        if let Some(gone) = self.ks.remove(k) {
+                            lazyfree::dispose(gone.value, cause);
+                        }
                         self.log_del(k);
                         n += 1;
                     }
@@ -96,18 +105,19 @@ impl Store {
             "scan" => self.scan(args, now),
             "dbsize" => Frame::Integer(self.ks.len() as i64),
             "flushdb" | "flushall" => {
-                if args.len() > 2
-                    || (args.len() == 2 && !eq(&args[1], "async") && !eq(&args[1], "sync"))
-                {
-                    return err(reply::SYNTAX);
-                }
+                let cause = match args.get(1) {
+                    None => Cause::UserFlush,
+                    Some(a) if args.len() == 2 && eq(a, "async") => Cause::Async,
+                    Some(a) if args.len() == 2 && eq(a, "sync") => Cause::Sync,
+                    Some(_) => return err(reply::SYNTAX),
+                };
                 if spec.name == "flushall" {
                     for db in 0..self.databases() {
-                        self.in_db(db, |s| s.ks.clear());
+                        self.in_db(db, |s| s.ks.clear(cause));
                     }
                     self.log_cmd(&[b"FLUSHALL"]);
                 } else {
-                    self.ks.clear();
+                    self.ks.clear(cause);
                     self.log_cmd(&[b"FLUSHDB"]);
                 }
                 Frame::OK
