@@ -846,8 +846,8 @@ impl ModelClient {
         }
         if before.iter().any(|(_, s)| *s == Slot::Unknown) {
             // The outcome may depend on what we do not know: learn nothing, except that an
-            // unconditional overwrite makes its keys known again.
-            self.forget_or_overwrite(&cmds, t1);
+            // unconditional overwrite that succeeded makes its keys known again.
+            self.forget_or_overwrite(&cmds, &actual);
             return true;
         }
         let known: State = before
@@ -937,14 +937,23 @@ impl ModelClient {
     }
 
     /// After a command over unknown keys: unconditional overwrites (SET without options, MSET,
-    /// DEL) make their keys known; anything else leaves every key it touched unknown.
-    fn forget_or_overwrite(&mut self, cmds: &[Vec<String>], _now: u64) {
-        for c in cmds {
-            let overwrite = match c[0].as_str() {
-                "SET" => c.len() == 3,
-                "MSET" | "DEL" => true,
+    /// DEL) that were not refused make their keys known; anything else — a refused overwrite
+    /// too (MISCONF, OOM: it did not run) — leaves every key it touched unknown.
+    fn forget_or_overwrite(&mut self, cmds: &[Vec<String>], actual: &Reply) {
+        for (i, c) in cmds.iter().enumerate() {
+            let refused = match actual {
+                Reply::Err => true,
+                Reply::Array(replies) if cmds.len() > 1 => {
+                    replies.get(i).is_none_or(|r| *r == Reply::Err)
+                }
                 _ => false,
             };
+            let overwrite = !refused
+                && match c[0].as_str() {
+                    "SET" => c.len() == 3,
+                    "MSET" | "DEL" => true,
+                    _ => false,
+                };
             if overwrite {
                 let mut st = State::new();
                 apply(&mut st, c, 0);
