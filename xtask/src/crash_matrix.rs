@@ -850,7 +850,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     mode,
                     power_loss: power.is_some(),
                 };
-                if args.only.as_ref().is_some_and(|o| !cfg.name().contains(o.as_str())) {
+                if args
+                    .only
+                    .as_ref()
+                    .is_some_and(|o| !cfg.name().contains(o.as_str()))
+                {
                     continue;
                 }
                 let t = Instant::now();

@@ -350,9 +350,19 @@ fn fuzz_commands(rng: &mut Rng) {
 
 fn fuzz_aof(rng: &mut Rng) {
     let mut valid = Vec::new();
-    for lsn in 1..=1 + rng.below(6) {
+    let mut lsn = 0;
+    for _ in 0..1 + rng.below(6) {
+        lsn += 1;
         let cmd = vec![Bytes::from("SET"), Bytes::from(format!("k{lsn}")), arg(rng)];
-        if rng.below(3) == 0 {
+        if rng.below(4) == 0 {
+            // A unit over continued records (a small target so that it spans several).
+            let unit: Vec<Vec<Bytes>> = (0..2 + rng.below(6))
+                .map(|i| vec![Bytes::from("SADD"), Bytes::from(format!("s{i}")), arg(rng)])
+                .collect();
+            let used = moon_aof::append_unit(lsn, &unit, 1 + rng.below(64) as usize, &mut valid)
+                .unwrap_or(1);
+            lsn += used - 1;
+        } else if rng.below(3) == 0 {
             let header = vec![
                 Bytes::from("MOON.TXPART"),
                 Bytes::from("1-0-1"),
@@ -370,18 +380,40 @@ fn fuzz_aof(rng: &mut Rng) {
     input(&data);
     let _ = moon_aof::reader::scan::<()>(&data, |_lsn, payload, _offset| {
         let _ = moon_aof::decode_payload(payload);
+        let _ = moon_aof::record::is_continued(payload);
         Ok(())
+    });
+    // The whole replay (units assembled, tails judged), from a file.
+    thread_local! {
+        static DIR: Option<tempfile::TempDir> = tempfile::tempdir().ok();
+    }
+    DIR.with(|dir| {
+        let Some(dir) = dir else { return };
+        let path = dir.path().join("fuzz.aof");
+        if std::fs::write(&path, &data).is_err() {
+            return;
+        }
+        let bounds = moon_aof::reader::Bounds {
+            after_lsn: rng.below(3),
+            stop_lsn: (rng.below(2) == 0).then(|| rng.below(8)),
+        };
+        if let Ok(r) = moon_aof::reader::replay_readonly(&path, bounds, |_, cmds| {
+            assert!(!cmds.is_empty(), "a unit applies at least one command");
+        }) {
+            assert!(r.bytes <= data.len() as u64, "{r:?}");
+        }
     });
 }
 
 fn fuzz_manifest(rng: &mut Rng) {
     const VALID: &[&[u8]] = &[
         b"version 2\nseq 3\nshards 2\nshard 0 max_lsn 10\nshard 1 max_lsn 0\n",
+        b"version 2\nseq 4\nshards 1\nshard 0 max_lsn 99 base_bytes 4096 base_crc32 0a1b2c3d\n",
         b"seq 1\nbase moon.aof.1.base.rdb\nincr moon.aof.1.incr.aof\n",
     ];
     let text = match rng.below(4) {
         0 => random_bytes(rng, 96),
-        n => mutate(rng, VALID[(n % 2) as usize]),
+        n => mutate(rng, VALID[(n % 3) as usize]),
     };
     input(&text);
     let _ = moon_manifest::Manifest::parse(&String::from_utf8_lossy(&text));

@@ -36,8 +36,12 @@ pub fn run(dir: &Path) -> anyhow::Result<i32> {
             println!("shards:   {}", m.shards());
             println!("max LSN:  {} (over all shards)", m.global_max_lsn());
             for i in 0..m.shards() {
+                let recorded = match m.bases.get(i).copied().flatten() {
+                    Some(b) => format!(", recorded {} bytes crc32 {:08x}", b.bytes, b.crc32),
+                    None => String::new(),
+                };
                 println!(
-                    "shard {i}: max_lsn {:<10} base {} ({})  incr {} ({})",
+                    "shard {i}: max_lsn {:<10} base {} ({}{recorded})  incr {} ({})",
                     m.max_lsn[i],
                     file_name(&m.base_path(dir, i)),
                     size(&m.base_path(dir, i)),
