@@ -238,11 +238,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A duplicate of `file`'s descriptor, for the everysec thread.
-fn duplicate(file: &BufferedFile) -> std::io::Result<std::fs::File> {
-    // SAFETY: the descriptor belongs to `file`, open for the whole call; `try_clone` dups it.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) };
-    Ok(std::fs::File::from(borrowed.try_clone_to_owned()?))
+/// The incr file opened again, for the everysec thread: an open file description of its own,
+/// not a duplicate of the shard's descriptor. Linux reports a writeback error once to every
+/// open file description: with a shared one, the thread's fdatasync could take the error and
+/// the shard's next one return success over lost pages.
+fn open_for_sync(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).open(path)
 }
 
 /// One shard's log writer. Cheap to clone (shared handle); lives on one executor.
@@ -317,7 +318,7 @@ impl AofWriter {
     ) -> std::io::Result<AofWriter> {
         let (file, file_len) = open_incr(path).await?;
         let sync = Arc::new(Syncer {
-            file: Mutex::new(Arc::new(duplicate(&file)?)),
+            file: Mutex::new(Arc::new(open_for_sync(path)?)),
             written: AtomicU64::new(last_lsn),
             durable: AtomicU64::new(last_lsn),
             everysec: AtomicBool::new(policy == FsyncPolicy::EverySec),
@@ -412,7 +413,7 @@ impl AofWriter {
     /// holding and having fsynced every written record the new base does not cover).
     pub async fn reopen(&self, path: &Path) -> std::io::Result<()> {
         let (file, len) = open_incr(path).await?;
-        let dup = duplicate(&file)?;
+        let dup = open_for_sync(path)?;
         let i = &self.inner;
         *i.file.borrow_mut() = Rc::new(file);
         *lock(&i.sync.file) = Arc::new(dup);
@@ -598,6 +599,13 @@ impl Inner {
         self.syncer.unpark();
     }
 
+    /// Whether the everysec thread failed (then made this log's error): a success of the
+    /// shard's own fdatasync proves nothing once another fdatasync of the file failed.
+    fn background_failed(&self) -> bool {
+        self.take_background_failure();
+        self.sync.has_failed.load(Ordering::Acquire)
+    }
+
     /// A failed background fdatasync becomes this log's error (sticky, as any fsync failure).
     fn take_background_failure(&self) {
         if !self.sync.has_failed.load(Ordering::Acquire) || self.error.borrow().is_some() {
@@ -611,8 +619,10 @@ impl Inner {
     }
 
     fn fail(&self, what: &str, e: &std::io::Error) {
-        // What was safe up to now stays acknowledged; nothing after it ever will be.
+        // What was safe up to now stays acknowledged; nothing after it ever will be. The
+        // everysec thread stops: a failed log is never fsynced again ("never retried").
         self.note_acked();
+        self.stop_syncer();
         let text = describe(e);
         tracing::error!(file = %self.path.borrow().display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
         *self.error.borrow_mut() = Some(text);
@@ -683,6 +693,7 @@ impl Inner {
             return;
         }
         match self.fdatasync().await {
+            Ok(()) if self.background_failed() => {}
             Ok(()) => {
                 self.last_fsync_ok.set(true);
                 self.sync.durable.fetch_max(upto, Ordering::AcqRel);
@@ -733,6 +744,7 @@ impl Inner {
             self.set_written(upto);
             if self.policy.get() == FsyncPolicy::Always {
                 match self.fdatasync().await {
+                    Ok(()) if self.background_failed() => return,
                     Ok(()) => {
                         self.last_fsync_ok.set(true);
                         self.sync.durable.fetch_max(upto, Ordering::AcqRel);
@@ -915,6 +927,56 @@ mod tests {
             assert_eq!(w.safe_lsn(), lsn, "acknowledged under everysec, kept");
             w.set_policy(FsyncPolicy::EverySec);
             assert_eq!(w.safe_lsn(), lsn, "a refused write never becomes safe");
+        });
+    }
+
+    /// Review finding: once the everysec thread's fdatasync failed, a later fdatasync by the
+    /// shard that returns success proves nothing (the kernel reports a writeback error once per
+    /// open file): the round it covered is not acknowledged.
+    #[test]
+    fn a_shard_fsync_after_a_background_failure_is_not_a_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::Always, FaultPlan::default())
+                .await
+                .unwrap();
+            w.pause().await;
+            let a = w.append(&[cmd(1)]);
+            let waiting = {
+                let w = w.clone();
+                glommio::spawn_local(async move { w.wait(a).await })
+            };
+            glommio::yield_if_needed().await;
+            glommio::executor().yield_now().await;
+            // The everysec thread failed (as if with EIO) before this round's fdatasync.
+            *lock(&w.inner.sync.failed) = Some(std::io::Error::from_raw_os_error(nix::libc::EIO));
+            w.inner.sync.has_failed.store(true, Ordering::Release);
+            w.resume();
+            assert_eq!(waiting.await, Err("Input/output error".to_string()));
+            assert!(w.status().durable_lsn < a);
+        });
+    }
+
+    /// Review finding: a log that failed under `always` is never fsynced again, also after a
+    /// switch to everysec (its thread would otherwise "succeed" over the failed round).
+    #[test]
+    fn a_failed_log_is_never_fsynced_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::Always, FaultPlan::parse("fsync:2"))
+                .await
+                .unwrap();
+            let a = w.append(&[cmd(1)]);
+            w.wait(a).await.unwrap();
+            let b = w.append(&[cmd(2)]);
+            assert!(w.wait(b).await.is_err());
+            w.set_policy(FsyncPolicy::EverySec);
+            let fsyncs = w.status().fsyncs;
+            std::thread::sleep(Duration::from_millis(2500));
+            assert_eq!(w.status().fsyncs, fsyncs, "no fsync after the failure");
+            assert!(w.status().durable_lsn < b);
         });
     }
 }

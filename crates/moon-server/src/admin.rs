@@ -448,7 +448,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let encodings = candidate.encodings;
         let notify = candidate.notify_keyspace_events;
         let pubsub_limit = candidate.output_limits[2];
-        moon_store::lazyfree::set_policy(candidate.lazyfree);
+        let lazyfree = candidate.lazyfree;
         // New TLS files are loaded (and checked) before anything changes.
         let tls_keys = [
             "tls-cert-file",
@@ -478,6 +478,8 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 *slot = Some(c);
             }
         }
+        // Nothing is refused from here on: the new settings take effect.
+        moon_store::lazyfree::set_policy(lazyfree);
         let requirepass = candidate.requirepass.clone();
         let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);
         if requirepass != old_requirepass {

@@ -280,6 +280,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let notify = config.notify_keyspace_events;
     let pubsub_limit = config.output_limits[2];
     moon_store::lazyfree::set_policy(config.lazyfree);
+    // From this (unpinned) thread, so the lazy-free thread takes no shard's CPU.
+    moon_store::lazyfree::start();
     let runtime = std::thread::Builder::new()
         .name("moon-shards".into())
         .spawn(move || {

@@ -653,3 +653,55 @@ fn after_misconf_reads_return_only_what_the_log_acknowledged() {
     assert_eq!(con.get::<_, Option<String>>(on0("c")).unwrap(), None);
     assert_eq!(con.get::<_, String>(on0("b")).unwrap(), "2");
 }
+
+/// Issue 22, 2: a long-lived shard (LSNs past 2^32) whose incr's first record is damaged,
+/// with 1,000 valid records after it: the server refuses to start (corruption, the file
+/// untouched) instead of taking the damage for a torn tail at offset 0 and truncating the
+/// incr to nothing (before: it started with 1 key of 1,001).
+#[test]
+fn a_damaged_first_incr_record_past_lsn_2_pow_32_refuses_startup() {
+    use bytes::Bytes;
+    let tmp = tempfile::tempdir().unwrap();
+    let base_lsn = 5_000_000_000u64;
+    let mut m = moon_manifest::PerShard::new(2, vec![base_lsn]);
+    let shard = moon_manifest::PerShard::shard_dir(tmp.path(), 0);
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut base = Vec::new();
+    let cmd = |k: String| vec![Bytes::from("SET"), Bytes::from(k), Bytes::from("v")];
+    moon_aof::append_command_record(base_lsn, &cmd("in-base".into()), &mut base).unwrap();
+    m.bases[0] = Some(moon_manifest::BaseInfo {
+        bytes: base.len() as u64,
+        crc32: crc32fast::hash(&base),
+    });
+    std::fs::write(m.base_path(tmp.path(), 0), &base).unwrap();
+    let mut incr = Vec::new();
+    for i in 1..=1000u64 {
+        moon_aof::append_command_record(base_lsn + i, &cmd(format!("k{i}")), &mut incr).unwrap();
+    }
+    let incr_path = m.incr_path(tmp.path(), 0);
+    std::fs::write(moon_manifest::manifest_path(tmp.path()), m.render()).unwrap();
+    // Whole, it starts with every key.
+    std::fs::write(&incr_path, &incr).unwrap();
+    let server = MoonServer::start_in(tmp.path(), 1, &[]).unwrap();
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<i64>(&mut server.client())
+            .unwrap(),
+        1001
+    );
+    drop(server);
+    // The first incr record damaged: refused, nothing truncated.
+    incr[14] ^= 0x01;
+    std::fs::write(&incr_path, &incr).unwrap();
+    let (code, out) = run_expecting_exit(tmp.path(), 1, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("corrupt at offset 0") && out.contains("aof-corruption.md"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&incr_path).unwrap(),
+        incr,
+        "the file is untouched"
+    );
+}

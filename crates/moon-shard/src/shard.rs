@@ -422,19 +422,19 @@ impl Shard {
     /// last LSN the log acknowledged ([`AofWriter::safe_lsn`]): the page cache may hold
     /// records of a round whose fsync (or later part) failed. Writes stay refused until a
     /// restart; reads answer from this state.
-    pub(crate) fn back_to_the_log(&self) {
-        if self.reloaded.get() {
-            return;
+    ///
+    /// Returns the log's error as read here, **once**: the caller refuses writes by it. (The
+    /// everysec thread can fail at any instant; reading the error again later could find a
+    /// failure the keyspace was not rebuilt for, and answer reads from unacknowledged writes.
+    /// A failure that comes after this read is caught by the replies' wait instead.)
+    pub(crate) fn back_to_the_log(&self) -> Option<String> {
+        let writer = self.aof.borrow().clone()?;
+        let failing = writer.error()?;
+        if self.reloaded.replace(true) {
+            return Some(failing);
         }
-        let Some(writer) = self.aof.borrow().clone() else {
-            return;
-        };
-        if writer.error().is_none() {
-            return;
-        }
-        self.reloaded.set(true);
         let Some(files) = self.log_files.borrow().clone() else {
-            return;
+            return Some(failing);
         };
         let (base, incr) = (files.base.clone(), files.incr.clone());
         let mut fresh = Store::new(self.store.borrow().max_string_len());
@@ -464,6 +464,7 @@ impl Shard {
             shard = self.id,
             "the AOF failed: keyspace rebuilt from what the log holds; reads answer from it, writes are refused (MISCONF) until a restart"
         );
+        Some(failing)
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
@@ -587,7 +588,7 @@ impl Shard {
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
     pub(crate) fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
-        self.back_to_the_log();
+        let failing = self.back_to_the_log();
         let now = now_ms();
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
@@ -597,7 +598,6 @@ impl Shard {
             self.queue_events(&mut store);
             return Ok(frames);
         };
-        let failing = writer.error();
         let frames = run_cmds(
             &mut store,
             cmds,
@@ -626,10 +626,17 @@ impl Shard {
         })
     }
 
-    /// The store and the log writer together, for [`crate::txn`].
-    pub(crate) fn parts(&self) -> (std::cell::RefMut<'_, Store>, Option<AofWriter>) {
-        self.back_to_the_log();
-        (self.store.borrow_mut(), self.aof.borrow().clone())
+    /// The store, the log writer and the log's error (read once, the keyspace rebuilt for it:
+    /// see [`Shard::back_to_the_log`]), for [`crate::txn`].
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        std::cell::RefMut<'_, Store>,
+        Option<AofWriter>,
+        Option<String>,
+    ) {
+        let failing = self.back_to_the_log();
+        (self.store.borrow_mut(), self.aof.borrow().clone(), failing)
     }
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in

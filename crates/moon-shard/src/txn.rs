@@ -379,9 +379,7 @@ impl Shard {
     /// Step 2 on this shard: runs `cmds` at the transaction's time, buffering their effects
     /// for the commit.
     pub(crate) fn tx_exec_here(&self, tx: Tx, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
-        self.back_to_the_log();
-        let (mut store, writer) = self.parts();
-        let failing = writer.as_ref().and_then(|w| w.error());
+        let (mut store, _, failing) = self.parts();
         if failing.is_none() {
             self.tx_read_unsafe.set(true);
         }
@@ -442,13 +440,11 @@ impl Shard {
         cmds: &[Vec<Bytes>],
         watches: &[(Bytes, WatchToken)],
     ) -> Option<Result<Vec<Frame>, Held>> {
-        self.back_to_the_log();
         let now = now_ms();
-        let (mut store, writer) = self.parts();
+        let (mut store, writer, failing) = self.parts();
         if !watches.iter().all(|(k, t)| store.watch_intact(k, *t, now)) {
             return None;
         }
-        let failing = writer.as_ref().and_then(|w| w.error());
         let mut effects: Vec<Vec<Bytes>> = Vec::new();
         // Room was made before the transaction started (`Shard::make_room`).
         store.set_memory_checks(false);

@@ -385,8 +385,8 @@ impl Keyspace {
             std::mem::take(&mut self.deadlines),
             std::mem::take(&mut self.field_deadlines),
         );
-        let effort = garbage.0.len() + garbage.1.len() + garbage.2.len();
-        lazyfree::dispose_all(garbage, effort, cause);
+        let keys = garbage.0.len();
+        lazyfree::dispose_all(garbage, keys, cause);
         self.used = 0;
     }
 

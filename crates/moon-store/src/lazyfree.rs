@@ -117,18 +117,27 @@ pub fn dispose(value: Value, cause: Cause) {
     }
 }
 
-/// Frees anything of `effort` allocations (a whole keyspace, for a flush) the same way.
-pub fn dispose_all<T: Send + 'static>(garbage: T, effort: usize, cause: Cause) {
-    if effort > LAZYFREE_THRESHOLD && is_lazy(cause) {
+/// Frees a whole keyspace of `keys` keys (a flush): in the background whenever `cause` is lazy
+/// and there is anything, as Redis's `emptyDbAsync` — a few keys may hold millions of members.
+pub fn dispose_all<T: Send + 'static>(garbage: T, keys: usize, cause: Cause) {
+    if keys > 0 && is_lazy(cause) {
         send(Box::new(garbage));
     }
 }
 
 type Garbage = Box<dyn Send>;
 
-fn send(garbage: Garbage) {
-    static FREER: OnceLock<Option<mpsc::Sender<Garbage>>> = OnceLock::new();
-    let freer = FREER.get_or_init(|| {
+static FREER: OnceLock<Option<mpsc::Sender<Garbage>>> = OnceLock::new();
+
+/// Starts the background thread now, from the calling thread — the server calls it from its
+/// main thread before the shards start, so the thread does not inherit a shard's CPU
+/// pinning (a thread started later would, from whichever shard freed something first).
+pub fn start() {
+    freer();
+}
+
+fn freer() -> &'static Option<mpsc::Sender<Garbage>> {
+    FREER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Garbage>();
         std::thread::Builder::new()
             .name("moon-lazyfree".into())
@@ -141,7 +150,11 @@ fn send(garbage: Garbage) {
             })
             .ok()
             .map(|_| tx)
-    });
+    })
+}
+
+fn send(garbage: Garbage) {
+    let freer = freer();
     PENDING.fetch_add(1, Ordering::Relaxed);
     match freer {
         Some(tx) => {
