@@ -177,7 +177,7 @@ struct Inner {
 
 /// What the everysec thread of one log shares with its shard.
 struct Syncer {
-    /// The incr file (a duplicate of the writer's descriptor), replaced when a rewrite
+    /// The incr file, opened again for this thread ([`open_for_sync`]); replaced when a rewrite
     /// switches files.
     file: Mutex<Arc<std::fs::File>>,
     /// The LSN whose record (and every one before it) `file` holds: set by the shard after
@@ -413,10 +413,10 @@ impl AofWriter {
     /// holding and having fsynced every written record the new base does not cover).
     pub async fn reopen(&self, path: &Path) -> std::io::Result<()> {
         let (file, len) = open_incr(path).await?;
-        let dup = open_for_sync(path)?;
+        let for_sync = open_for_sync(path)?;
         let i = &self.inner;
         *i.file.borrow_mut() = Rc::new(file);
-        *lock(&i.sync.file) = Arc::new(dup);
+        *lock(&i.sync.file) = Arc::new(for_sync);
         *i.path.borrow_mut() = path.to_path_buf();
         i.file_len.set(len);
         if i.error.borrow().is_none() {
