@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::bench::{start, Target};
+use crate::targets::{start, Target};
 
 const PUBLISHERS: usize = 4;
 const PIPELINE: usize = 16;

@@ -35,6 +35,7 @@ use redis::Commands;
 
 use crate::model::ModelClient;
 use crate::powerfs::{CutMode, PowerLossFs};
+use crate::rng::Rng;
 use crate::server::{build_release, root, Server};
 
 /// Concurrent client connections per cycle.
@@ -83,21 +84,6 @@ fn cut_mode(rng: &mut Rng) -> CutMode {
     match rng.below(2) {
         0 => CutMode::DiscardUnsynced,
         _ => CutMode::KeepPrefix { seed: rng.next() },
-    }
-}
-
-/// xorshift64*: small, seedable, good enough for choosing instants.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 

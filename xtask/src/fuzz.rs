@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::crash_matrix::Rng;
+use crate::rng::Rng;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -17,7 +17,9 @@ mod crash_matrix;
 mod fuzz;
 mod model;
 mod powerfs;
+mod rng;
 mod server;
+mod targets;
 mod tls_check;
 
 #[derive(Parser)]

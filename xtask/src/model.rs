@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::crash_matrix::Rng;
+use crate::rng::Rng;
 
 /// String keys per model client; it also owns [`TYPED_KEYS`] hash keys and as many set keys.
 const KEYS: usize = 24;

@@ -231,7 +231,7 @@ pub fn replay_file(
 /// the record with LSN `stop_lsn` (if any): that record and everything after it are not
 /// applied and are cut off the file ([`ReplayReport::stopped`]). Recovery uses it to end a
 /// shard's log at a cross-shard transaction that cannot be applied whole (see
-/// `moon_shard::txn::recovery_plan`).
+/// `moon_shard::recovery::recovery_plan`).
 pub fn replay_file_until(
     path: &Path,
     bounds: Bounds,

@@ -187,11 +187,13 @@ fn import(
 fn load_v2(dir: &Path, m: &PerShard, merged: &mut Store) -> anyhow::Result<(u64, u64)> {
     let mut parts = Vec::new();
     for i in 0..m.shards() {
-        let mut p = moon_shard::txn::transaction_parts(&m.base_path(dir, i))?;
-        p.extend(moon_shard::txn::transaction_parts(&m.incr_path(dir, i))?);
+        let mut p = moon_shard::recovery::transaction_parts(&m.base_path(dir, i))?;
+        p.extend(moon_shard::recovery::transaction_parts(
+            &m.incr_path(dir, i),
+        )?);
         parts.push(p);
     }
-    let plan = moon_shard::txn::recovery_plan(&parts);
+    let plan = moon_shard::recovery::recovery_plan(&parts);
     let (mut records, mut max_lsn) = (0u64, m.global_max_lsn());
     for i in 0..m.shards() {
         // Each shard's log into a store of its own, as that shard recovers it: a SWAPDB or

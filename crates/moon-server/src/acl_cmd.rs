@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use moon_proto::Frame;
+use moon_store::args::eq;
 use moon_store::reply::{self, err};
 
 use crate::acl::{Acl, Denied, User, CATEGORIES};
@@ -182,10 +183,6 @@ pub fn authenticate(session: &mut Session, user: Option<&Bytes>, pass: &[u8]) ->
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
 }
 
 /// Writes `text` to `path` atomically: a temporary file, fsynced, renamed over it, then the

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use moon_aof::AofStatus;
 use moon_proto::{Frame, Protocol};
 use moon_shard::{now_ms, Shard};
+use moon_store::args::eq;
 use moon_store::command::{CommandSpec, COMMANDS};
 use moon_store::glob::glob_match;
 use moon_store::reply::{self, err};
@@ -19,10 +20,6 @@ use crate::session::{Session, CLIENTS};
 
 /// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
-
-fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

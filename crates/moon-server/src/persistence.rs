@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use moon_aof::{AofWriter, FaultPlan, FsyncPolicy};
 use moon_manifest::lock::LockError;
 use moon_manifest::{Manifest, ManifestError, Migrated, PerShard};
+use moon_shard::recovery::RecoveryPlan;
 use moon_shard::recovery::{FileReplay, RecoveryError, ShardFiles};
-use moon_shard::txn::RecoveryPlan;
 use moon_shard::Shard;
 use nix::fcntl::Flock;
 
@@ -140,9 +140,9 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
 }
 
 /// Recovery's first pass, every shard's files at once: which cross-shard transactions have all
-/// their parts logged. Only those are applied by the replay (see `moon_shard::txn`).
+/// their parts logged. Only those are applied by the replay (see `moon_shard::recovery`).
 fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerError> {
-    type Parts = Vec<moon_shard::txn::Part>;
+    type Parts = Vec<moon_shard::recovery::Part>;
     let per_shard: Vec<std::io::Result<Parts>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..m.shards())
             .map(|i| {
@@ -150,7 +150,7 @@ fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerErr
                 scope.spawn(move || -> std::io::Result<Parts> {
                     let mut parts = Vec::new();
                     for f in &files {
-                        parts.extend(moon_shard::txn::transaction_parts(f)?);
+                        parts.extend(moon_shard::recovery::transaction_parts(f)?);
                     }
                     Ok(parts)
                 })
@@ -170,7 +170,7 @@ fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerErr
             r.map_err(|e| fatal(1, format!("cannot read the AOF in {}: {e}", dir.display())))?,
         );
     }
-    let plan = moon_shard::txn::recovery_plan(&all);
+    let plan = moon_shard::recovery::recovery_plan(&all);
     for (i, stop) in plan.stop_at.iter().enumerate() {
         if let Some(lsn) = stop {
             tracing::warn!(

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use moon_proto::{Frame, Protocol};
 use moon_shard::Shard;
+use moon_store::args::eq;
 use moon_store::reply::{self, err};
 use moon_store::tracking::{Invalidation, Reader};
 
@@ -28,10 +29,6 @@ pub struct TrackingState {
     pub optin: bool,
     pub optout: bool,
     pub noloop: bool,
-}
-
-fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
 }
 
 /// The reader a command of this connection names with `MOON.TRACK`, if any: reads are

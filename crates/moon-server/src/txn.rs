@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use moon_proto::Frame;
-use moon_shard::txn::CommitFailure;
+use moon_shard::CommitFailure;
 use moon_shard::{join_all, now_ms};
 use moon_store::command::Spread;
 use moon_store::slot::shard_for_key;

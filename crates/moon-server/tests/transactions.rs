@@ -332,7 +332,7 @@ fn transfers_survive_sigkill_all_or_nothing() {
 
 /// Recovery applies a cross-shard transaction only if every shard it names logged its part,
 /// and ends that shard's log at the incomplete part: what a power cut left after it there may
-/// depend on it (see `moon_shard::txn::recovery_plan`).
+/// depend on it (see `moon_shard::recovery::recovery_plan`).
 #[test]
 fn recovery_skips_a_transaction_missing_a_part() {
     use bytes::Bytes;

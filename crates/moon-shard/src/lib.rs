@@ -10,15 +10,18 @@
 //! It must never share mutable state between shards or block an executor: a shard's data is
 //! touched only by its own thread, and the only way to reach another shard is a message.
 
+mod clock;
 pub mod recovery;
 pub mod rewrite;
 mod runtime;
 mod shard;
+mod state;
 pub mod txn;
 
 #[cfg(test)]
 mod replay_check;
 
-pub use runtime::{now_ms, start, ShardSetConfig};
+pub use clock::now_ms;
+pub use runtime::start;
 pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters};
-pub use txn::{Tx, TxId};
+pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};

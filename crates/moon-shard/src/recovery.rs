@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use moon_aof::reader::Bounds;
 use moon_aof::{AofError, ReplayReport};
 use moon_manifest::{BaseInfo, PerShard};
@@ -106,7 +107,7 @@ pub fn check_files(files: &ShardFiles) -> Result<(), RecoveryError> {
     }
 }
 
-/// Replays the base, then the incr, into `store` (see [`crate::txn::replay_log`]): the
+/// Replays the base, then the incr, into `store` (see [`replay_log`]): the
 /// transaction parts of `complete` are applied, the incr ends before `stop_lsn` (recovery's
 /// end for this shard, or the last LSN a failed log acknowledged, plus one). A torn or
 /// stopped incr tail is cut off the file when `may_truncate`; a base is never changed.
@@ -123,8 +124,7 @@ pub fn replay_shard(
         after_lsn: 0,
         stop_lsn,
     };
-    let (report, skipped) =
-        crate::txn::replay_log(store, &files.base, complete, base_bounds, false)?;
+    let (report, skipped) = replay_log(store, &files.base, complete, base_bounds, false)?;
     check_base(files, &report)?;
     let mut out = vec![FileReplay {
         path: files.base.clone(),
@@ -135,8 +135,7 @@ pub fn replay_shard(
         after_lsn: incr_after,
         stop_lsn,
     };
-    let (report, skipped) =
-        crate::txn::replay_log(store, &files.incr, complete, incr_bounds, may_truncate)?;
+    let (report, skipped) = replay_log(store, &files.incr, complete, incr_bounds, may_truncate)?;
     out.push(FileReplay {
         path: files.incr.clone(),
         report,
@@ -197,4 +196,195 @@ fn first_lsn(path: &Path) -> Option<u64> {
         .read_exact(&mut header)
         .ok()?;
     Some(u64::from_le_bytes(header)).filter(|&lsn| lsn > 0)
+}
+
+/// The name of the header command of a cross-shard transaction part in the log.
+pub const TXPART: &str = "MOON.TXPART";
+
+/// The first bytes of a transaction part's payload: `MULTI` then `MOON.TXPART` (a part with
+/// effects), or the `MOON.TXPART` header alone (a part that changed nothing on its shard: a
+/// one-command record is never wrapped in MULTI/EXEC).
+const TXPART_PREFIXES: [&[u8]; 2] = [
+    b"*1\r\n$5\r\nMULTI\r\n*3\r\n$11\r\nMOON.TXPART\r\n",
+    b"*3\r\n$11\r\nMOON.TXPART\r\n",
+];
+
+/// One cross-shard transaction part found in a log at recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub lsn: u64,
+    pub id: String,
+    /// The shards that logged a part of the same transaction.
+    pub shards: Vec<usize>,
+}
+
+/// Recovery, first pass: the transaction parts in one log file, in log order. Reads only; a
+/// damaged file yields what precedes the damage (replay reports the damage). A part is found
+/// in the first record of its unit and counts only once the unit's last record is there: a
+/// part whose unit a crash cut short is dropped by replay as a torn tail, so it must not
+/// count here either.
+pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut parts = Vec::new();
+    // Inside a unit spanning records: the part its first record held, if any.
+    let mut open: Option<Option<Part>> = None;
+    let _ = moon_aof::reader::scan::<()>(&data, |lsn, payload, _offset| {
+        let continued = moon_aof::record::is_continued(payload);
+        let part = match open.take() {
+            Some(first) => first,
+            None => part_in(lsn, payload),
+        };
+        if continued {
+            open = Some(part);
+        } else {
+            parts.extend(part);
+        }
+        Ok(())
+    });
+    Ok(parts)
+}
+
+/// The transaction part a record's payload heads, if it is one.
+fn part_in(lsn: u64, payload: &[u8]) -> Option<Part> {
+    if !TXPART_PREFIXES.iter().any(|p| payload.starts_with(p)) {
+        return None;
+    }
+    let header = moon_aof::decode_payload(payload)?.into_iter().next()?;
+    let (id, shards) = (header.get(1)?, header.get(2)?);
+    Some(Part {
+        lsn,
+        id: String::from_utf8_lossy(id).into_owned(),
+        shards: String::from_utf8_lossy(shards)
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+    })
+}
+
+/// What recovery replays of every shard's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    /// Transactions whose every part lies in the replayed prefix of its shard: applied.
+    pub complete: std::collections::HashSet<String>,
+    /// Per shard: the LSN at which its log ends — the first part of a transaction that cannot
+    /// be applied whole — or `None` to replay all of it.
+    pub stop_at: Vec<Option<u64>>,
+}
+
+/// Recovery: from every shard's transaction parts (in log order), which transactions to
+/// apply and where each shard's log must end.
+///
+/// A transaction is applied only if every shard it names has its part. One that is missing a
+/// part was cut short — by a crash before its commit finished, or by a power cut that took
+/// the part from one shard's unsynced tail while another shard's part had reached its disk
+/// (`everysec`/`no` fsync each log on its own schedule). In the second case records after
+/// the surviving part may depend on it (an INCRBY is logged as the SET of its result, read
+/// from a state that included the transaction), so a shard's log ends **at** its first part
+/// of a transaction that cannot be applied: what follows is dropped with it, as a torn tail
+/// is. Ending one shard's log early can make another transaction incomplete in turn, so the
+/// ends are moved back until nothing changes. The result is a consistent cut: every shard
+/// replays a prefix of its log, and every transaction is in it on all its shards or on none.
+/// After a SIGKILL (nothing the kernel has is lost) and under `always`, an incomplete part is
+/// always the last record of its shard: its shards stay locked until every part is durable,
+/// a transaction is refused before it runs if one of its writers' logs is failing, and a
+/// commit that fails midway stops the process before unlocking (`moon-server`'s `txn::run`).
+pub fn recovery_plan(per_shard: &[Vec<Part>]) -> RecoveryPlan {
+    use std::collections::{HashMap, HashSet};
+    let n = per_shard.len();
+    let mut stop_at: Vec<Option<u64>> = vec![None; n];
+    let kept = |stop: Option<u64>, p: &Part| stop.is_none_or(|s| p.lsn < s);
+    loop {
+        let mut have: HashMap<&str, HashSet<usize>> = HashMap::new();
+        for (shard, parts) in per_shard.iter().enumerate() {
+            for p in parts.iter().filter(|p| kept(stop_at[shard], p)) {
+                have.entry(p.id.as_str()).or_default().insert(shard);
+            }
+        }
+        let whole = |p: &Part| {
+            have.get(p.id.as_str())
+                .is_some_and(|got| p.shards.iter().all(|s| got.contains(s)))
+        };
+        let mut changed = false;
+        for (shard, parts) in per_shard.iter().enumerate() {
+            let first_broken = parts
+                .iter()
+                .take_while(|p| kept(stop_at[shard], p))
+                .find(|p| !whole(p));
+            if let Some(p) = first_broken {
+                stop_at[shard] = Some(p.lsn);
+                changed = true;
+            }
+        }
+        if !changed {
+            let complete = per_shard
+                .iter()
+                .flatten()
+                .filter(|p| whole(p))
+                .map(|p| p.id.clone())
+                .collect();
+            return RecoveryPlan { complete, stop_at };
+        }
+    }
+}
+
+/// Recovery, second pass: the commands of one record that replay applies — `None` for a
+/// transaction part whose transaction is not in `complete` (skip it) — with the
+/// `MOON.TXPART` header removed.
+pub fn applicable(
+    group: Vec<Vec<Bytes>>,
+    complete: &std::collections::HashSet<String>,
+) -> Option<Vec<Vec<Bytes>>> {
+    let is_part = group
+        .first()
+        .is_some_and(|first| first[0].eq_ignore_ascii_case(TXPART.as_bytes()));
+    if !is_part {
+        return Some(group);
+    }
+    let whole = group[0]
+        .get(1)
+        .is_some_and(|id| std::str::from_utf8(id).is_ok_and(|id| complete.contains(id)));
+    whole.then(|| group.into_iter().skip(1).collect())
+}
+
+/// Replays the log file at `path` into `store` within `bounds`: its records follow
+/// `after_lsn`, and it ends at `stop_lsn` (see [`recovery_plan`])
+/// — what the shard's replay does at startup, as a
+/// function of the store alone so that the model-based checker runs the very same code.
+///
+/// Records are applied with expiry off ([`moon_store::NO_EXPIRY_CHECK`]) and without logging
+/// anything again: every expiration that happened while serving is in the log as a deletion
+/// at the place it happened, so the store goes through exactly the states its clients saw.
+/// The string length limit is lifted while replaying: what was accepted once must replay even
+/// if `proto-max-bulk-len` is lower now. Returns the report and the number of transaction
+/// parts skipped (see [`applicable`]).
+pub fn replay_log(
+    store: &mut moon_store::Store,
+    path: &std::path::Path,
+    complete: &std::collections::HashSet<String>,
+    bounds: moon_aof::reader::Bounds,
+    may_truncate: bool,
+) -> Result<(moon_aof::ReplayReport, u64), moon_aof::AofError> {
+    store.set_record_writes(false);
+    let limit = store.max_string_len();
+    store.set_max_string_len(usize::MAX);
+    let mut skipped = 0;
+    let apply = |_lsn, group| match applicable(group, complete) {
+        Some(cmds) => {
+            for cmd in cmds {
+                store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+            }
+        }
+        None => skipped += 1,
+    };
+    let report = if may_truncate {
+        moon_aof::replay_file_until(path, bounds, apply)
+    } else {
+        moon_aof::reader::replay_readonly(path, bounds, apply)
+    };
+    store.set_max_string_len(limit);
+    Ok((report?, skipped))
 }

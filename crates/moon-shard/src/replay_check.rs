@@ -18,8 +18,9 @@ use moon_store::slot::shard_for_key;
 use moon_store::Store;
 use proptest::prelude::*;
 
+use crate::recovery::replay_log;
 use crate::shard::run_cmds;
-use crate::txn::{part_record, replay_log};
+use crate::txn::part_record;
 
 /// No limit (half the cases), or a `maxmemory` share of a few keys under any policy, so keys
 /// are evicted all the time and every eviction must reach the log.
@@ -485,9 +486,9 @@ fn replay(live: &Live) -> Vec<Store> {
         .collect();
     let parts: Vec<_> = paths
         .iter()
-        .map(|p| crate::txn::transaction_parts(p).expect("parts"))
+        .map(|p| crate::recovery::transaction_parts(p).expect("parts"))
         .collect();
-    let plan = crate::txn::recovery_plan(&parts);
+    let plan = crate::recovery::recovery_plan(&parts);
     assert!(plan.stop_at.iter().all(Option::is_none), "nothing was lost");
     paths
         .iter()

@@ -31,20 +31,9 @@ use glommio::io::OpenOptions;
 use moon_manifest::BaseInfo;
 use moon_store::Chunk;
 
-use crate::runtime::now_ms;
+use crate::clock::now_ms;
 use crate::shard::Shard;
-
-/// What the cut left for the next steps.
-pub(crate) struct Cut {
-    /// (database, key, value, deadline) of every live key.
-    snapshot: Vec<(usize, Bytes, moon_store::Value, u64)>,
-    first_lsn: u64,
-    last_lsn: u64,
-    /// The incr file's length at the cut: records after it are the tail to carry over.
-    tail_from: u64,
-    /// The files this rewrite created (only these may be deleted by an abort).
-    created: Vec<PathBuf>,
-}
+use crate::state::Cut;
 
 /// The LSNs a key's unit may take in a base: what [`moon_aof::append_unit`] can use for its
 /// rewrite form at most.

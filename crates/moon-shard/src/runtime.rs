@@ -2,22 +2,12 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::shard::{Message, Shard};
-
-/// What the runtime needs to know to start the shards.
-#[derive(Clone, Debug)]
-pub struct ShardSetConfig {
-    pub shards: usize,
-    /// Pin shard `i` to CPU `i % cpus`. Off in tests that run many servers on a small machine.
-    pub pin: bool,
-    /// `proto-max-bulk-len`, the largest string a command may build.
-    pub max_string_len: usize,
-}
+use crate::state::ShardSetConfig;
 
 /// Capacity of each shard-to-shard channel, in messages (each message is a whole batch).
 const CHANNEL_CAPACITY: usize = 1024;
@@ -27,13 +17,6 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// Measured on the 2-CPU bench machine: cross-shard MSET 4.2k -> 11k req/s unpipelined with
 /// 100 µs; 500 µs starved the load generator (SET/GET -20 %).
 const SPIN_US: u64 = 100;
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-}
 
 /// Starts one executor per shard and runs `main(shard)` on each; returns when all have
 /// returned, with their results in shard order. The cross-shard message loops run for as long

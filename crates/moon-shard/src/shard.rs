@@ -12,9 +12,9 @@ use moon_proto::Frame;
 use moon_store::{KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::txn::{Deferred, Tx, TxId};
+use crate::state::{CommitFailure, Cut, ShardSetConfig, Tx, TxId};
 
-use crate::runtime::{now_ms, ShardSetConfig};
+use crate::clock::now_ms;
 
 type AnyBox = Box<dyn Any + Send>;
 type AsyncCall = Box<
@@ -64,11 +64,21 @@ pub(crate) enum Message {
     TxCommit {
         txid: TxId,
         writers: Vec<usize>,
-        reply: oneshot::Sender<Result<(), crate::txn::CommitFailure>>,
+        reply: oneshot::Sender<Result<(), CommitFailure>>,
     },
     TxUnlock {
         txid: TxId,
     },
+}
+
+/// Work that reached a locked shard.
+pub(crate) enum Deferred {
+    /// A message from another shard, handled as if it arrived now.
+    Msg(Message),
+    /// A local task waiting to execute.
+    Wake(oneshot::Sender<()>),
+    /// A local coordinator waiting for the lock.
+    Lock(TxId, oneshot::Sender<()>),
 }
 
 /// Counters a shard keeps about itself (INFO). Plain cells: only the shard's thread writes them.
@@ -116,7 +126,7 @@ pub struct Shard {
     pub(crate) boot_id: u64,
     pub(crate) tx_counter: Cell<u64>,
     /// A BGREWRITEAOF in progress on this shard (see [`crate::rewrite`]).
-    pub(crate) rewrite: RefCell<Option<crate::rewrite::Cut>>,
+    pub(crate) rewrite: RefCell<Option<Cut>>,
     /// Active expiry runs only once the shard serves ([`Shard::start_serving`]): before, its
     /// removals could not be logged (the log is not attached yet), and a key reclaimed but
     /// not logged would come back at the next replay under the writes made after it.
@@ -396,7 +406,7 @@ impl Shard {
     pub fn replay(
         &self,
         files: &ShardFiles,
-        plan: &crate::txn::RecoveryPlan,
+        plan: &crate::recovery::RecoveryPlan,
     ) -> Result<Vec<FileReplay>, RecoveryError> {
         let stop = plan.stop_at.get(self.id).copied().flatten();
         let mut store = self.store.borrow_mut();
@@ -444,7 +454,7 @@ impl Shard {
         // process (the coordinator), so no part of an unfinished one was written here.
         let mut complete = std::collections::HashSet::new();
         for f in [&base, &incr] {
-            if let Ok(parts) = crate::txn::transaction_parts(f) {
+            if let Ok(parts) = crate::recovery::transaction_parts(f) {
                 complete.extend(parts.into_iter().map(|p| p.id));
             }
         }

@@ -173,7 +173,7 @@ impl CommandSpec {
             // arguments) names no key here; the command answers its own error.
             let n = args
                 .get(self.numkeys_at)
-                .and_then(|n| crate::store::parse_i64(n.as_ref()))
+                .and_then(|n| crate::args::parse_i64(n.as_ref()))
                 .filter(|&n| n > 0 && (n as usize) < args.len() - self.numkeys_at)
                 .unwrap_or(0) as usize;
             let from = self.numkeys_at + 1;

@@ -10,6 +10,7 @@
 //! keyspace is reported as the command to log, with relative times made absolute, through
 //! [`Store::take_log`] — the shard decides what to do with it.
 
+pub mod args;
 pub mod command;
 pub mod evict;
 pub mod glob;

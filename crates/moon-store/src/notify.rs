@@ -201,7 +201,7 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"sunionstore" => vec![(SET, "sunionstore", 1, None)],
         b"sdiffstore" => vec![(SET, "sdiffstore", 1, None)],
         b"move" => {
-            let db = crate::store::parse_i64(effect.get(2)?)?.max(0) as usize;
+            let db = crate::args::parse_i64(effect.get(2)?)?.max(0) as usize;
             vec![
                 (GENERIC, "move_from", 1, None),
                 (GENERIC, "move_to", 1, Some(db)),
@@ -214,7 +214,7 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
                 if effect[i].eq_ignore_ascii_case(b"db") {
                     db = effect
                         .get(i + 1)
-                        .and_then(|d| crate::store::parse_i64(d))
+                        .and_then(|d| crate::args::parse_i64(d))
                         .map(|d| d.max(0) as usize);
                     i += 1;
                 }

@@ -109,52 +109,8 @@ impl Default for Store {
     }
 }
 
-/// Parses a Redis integer argument strictly (like `string2ll`).
-pub fn parse_i64(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let (neg, digits) = if b[0] == b'-' {
-        (true, &b[1..])
-    } else {
-        (false, b)
-    };
-    if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) || (neg && digits == b"0") {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?
-        } else {
-            v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?
-        };
-    }
-    Some(v)
-}
-
-fn parse_f64(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let v: f64 = s.parse().ok()?;
-    if v.is_nan() {
-        return None;
-    }
-    Some(v)
-}
-
-fn int_bytes(v: i64) -> Bytes {
-    Bytes::from(v.to_string())
-}
-
-fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
-}
+pub use crate::args::parse_i64;
+use crate::args::{eq, int_bytes, parse_f64};
 
 /// Expiry argument forms of SET and GETEX.
 #[derive(Clone, Copy, PartialEq)]

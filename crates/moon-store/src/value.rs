@@ -70,7 +70,7 @@ impl Value {
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(b) => {
-                if b.len() <= 20 && crate::store::parse_i64(b).is_some() {
+                if b.len() <= 20 && crate::args::parse_i64(b).is_some() {
                     "int"
                 } else if b.len() <= 44 {
                     "embstr"
@@ -653,7 +653,7 @@ impl Default for Set {
 
 /// A member as an intset holds it: an integer whose text is exactly its canonical form.
 fn as_int(m: &[u8]) -> Option<i64> {
-    crate::store::parse_i64(m)
+    crate::args::parse_i64(m)
 }
 
 impl Set {

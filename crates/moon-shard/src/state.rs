@@ -1,0 +1,65 @@
+//! Plain data the shard's modules share, at the bottom of the crate: the runtime's settings, a
+//! transaction's identity and clock, how a commit step failed, what a rewrite's cut left.
+//! Behaviour lives above it (`shard`, `txn`, `rewrite`, `runtime`); this imports nothing from
+//! them.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+/// What the runtime needs to know to start the shards.
+#[derive(Clone, Debug)]
+pub struct ShardSetConfig {
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i % cpus`. Off in tests that run many servers on a small machine.
+    pub pin: bool,
+    /// `proto-max-bulk-len`, the largest string a command may build.
+    pub max_string_len: usize,
+}
+
+/// A transaction's identity: unique across shards and restarts (a random id of the run is part
+/// of it), so recovery can match the parts of one transaction in different shards' logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TxId {
+    pub(crate) boot: u64,
+    pub(crate) shard: u32,
+    pub(crate) n: u64,
+}
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}-{}-{}", self.boot, self.shard, self.n)
+    }
+}
+
+/// A running cross-shard transaction, as its steps carry it: its id, and its clock — the one
+/// `now` that every command it runs sees, on every shard (taken once all its shards are
+/// locked, so it is never earlier than anything that ran before it there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tx {
+    pub id: TxId,
+    pub now: u64,
+}
+
+/// Why a participant's commit step failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// A part that holds none of the transaction's writes: its log failed before what it
+    /// read was safe. Nothing of the transaction is at stake there; the reply is an error.
+    Read(String),
+    /// A part with the transaction's writes (or its shard is gone): it may be missing from the
+    /// log while other parts are durable.
+    Part(String),
+}
+
+/// What the cut left for the next steps.
+pub(crate) struct Cut {
+    /// (database, key, value, deadline) of every live key.
+    pub(crate) snapshot: Vec<(usize, Bytes, moon_store::Value, u64)>,
+    pub(crate) first_lsn: u64,
+    pub(crate) last_lsn: u64,
+    /// The incr file's length at the cut: records after it are the tail to carry over.
+    pub(crate) tail_from: u64,
+    /// The files this rewrite created (only these may be deleted by an abort).
+    pub(crate) created: Vec<PathBuf>,
+}
