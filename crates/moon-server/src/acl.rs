@@ -10,6 +10,7 @@
 //!
 //! The file form (`aclfile`, ACL SAVE/LOAD) is Redis's: one `user <name> <rules...>` per line.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -693,4 +694,79 @@ mod tests {
             "/x/users.acl:2: Error in ACL SETUSER modifier '+nosuch': Unknown command or category name in ACL"
         );
     }
+}
+
+/// ACL LOG keeps this many entries (Redis's `acllog-max-len` default).
+const LOG_MAX: usize = 128;
+
+/// One ACL LOG entry; repeats of the same refusal are counted in place, as Redis does.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    pub id: u64,
+    pub count: u64,
+    pub reason: &'static str,
+    pub context: &'static str,
+    pub object: String,
+    pub username: String,
+    pub created: u64,
+    pub updated: u64,
+    pub client_info: String,
+}
+
+#[derive(Default, Debug)]
+pub struct AclLog {
+    pub(crate) entries: VecDeque<LogEntry>,
+    next_id: u64,
+}
+
+impl AclLog {
+    pub fn add(
+        &mut self,
+        reason: &'static str,
+        context: &'static str,
+        object: &str,
+        username: &str,
+        client_info: String,
+    ) {
+        // Bounded: an unauthenticated client chooses the username it fails with.
+        let object = clip(object);
+        let username = clip(username);
+        let now = moon_shard::now_ms();
+        if let Some(e) = self.entries.iter_mut().find(|e| {
+            e.reason == reason
+                && e.context == context
+                && e.object == object
+                && e.username == username
+        }) {
+            e.count += 1;
+            e.updated = now;
+            e.client_info = client_info;
+            return;
+        }
+        self.entries.push_front(LogEntry {
+            id: self.next_id,
+            count: 1,
+            reason,
+            context,
+            object: object.to_string(),
+            username: username.to_string(),
+            created: now,
+            updated: now,
+            client_info,
+        });
+        self.next_id += 1;
+        self.entries.truncate(LOG_MAX);
+    }
+}
+
+/// At most 128 bytes of a log field (cut at a character boundary).
+fn clip(s: &str) -> &str {
+    if s.len() <= 128 {
+        return s;
+    }
+    let mut end = 128;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

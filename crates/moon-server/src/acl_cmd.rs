@@ -1,101 +1,18 @@
 //! The ACL command, authentication (AUTH, HELLO ... AUTH), refusals with Redis's NOPERM texts
 //! and the ACL LOG, and the `aclfile` at startup. The users themselves are `crate::acl`.
 
-use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use moon_proto::Frame;
 use moon_store::args::eq;
 use moon_store::reply::{self, err};
 
-use crate::acl::{Acl, Denied, User, CATEGORIES};
+use crate::acl::{Acl, Denied, LogEntry, User, CATEGORIES};
 use crate::config::Config;
-use crate::server::ServerError;
 use crate::session::Session;
-
-/// ACL LOG keeps this many entries (Redis's `acllog-max-len` default).
-const LOG_MAX: usize = 128;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One ACL LOG entry; repeats of the same refusal are counted in place, as Redis does.
-#[derive(Clone, Debug)]
-pub struct LogEntry {
-    pub id: u64,
-    pub count: u64,
-    pub reason: &'static str,
-    pub context: &'static str,
-    pub object: String,
-    pub username: String,
-    pub created: u64,
-    pub updated: u64,
-    pub client_info: String,
-}
-
-#[derive(Default, Debug)]
-pub struct AclLog {
-    entries: VecDeque<LogEntry>,
-    next_id: u64,
-}
-
-impl AclLog {
-    pub fn add(
-        &mut self,
-        reason: &'static str,
-        context: &'static str,
-        object: &str,
-        username: &str,
-        client_info: String,
-    ) {
-        // Bounded: an unauthenticated client chooses the username it fails with.
-        let object = clip(object);
-        let username = clip(username);
-        let now = now_ms();
-        if let Some(e) = self.entries.iter_mut().find(|e| {
-            e.reason == reason
-                && e.context == context
-                && e.object == object
-                && e.username == username
-        }) {
-            e.count += 1;
-            e.updated = now;
-            e.client_info = client_info;
-            return;
-        }
-        self.entries.push_front(LogEntry {
-            id: self.next_id,
-            count: 1,
-            reason,
-            context,
-            object: object.to_string(),
-            username: username.to_string(),
-            created: now,
-            updated: now,
-            client_info,
-        });
-        self.next_id += 1;
-        self.entries.truncate(LOG_MAX);
-    }
-}
-
-/// At most 128 bytes of a log field (cut at a character boundary).
-fn clip(s: &str) -> &str {
-    if s.len() <= 128 {
-        return s;
-    }
-    let mut end = 128;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+use crate::shared::ServerError;
 
 /// The users the server starts with: the aclfile's if one is configured, else `default` with
 /// `requirepass`. A malformed aclfile refuses startup, naming the line.
@@ -349,7 +266,7 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
                     _ => return err("ERR value is out of range, must be positive"),
                 },
             };
-            let now = now_ms();
+            let now = moon_shard::now_ms();
             let entries: Vec<LogEntry> = shared
                 .acl_log
                 .lock()

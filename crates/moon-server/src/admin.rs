@@ -794,7 +794,7 @@ fn persistence_section(
     out: &mut String,
     config: &Config,
     per_shard: &[Option<ShardInfo>],
-    rewrite: &crate::rewrite::RewriteState,
+    rewrite: &crate::shared::RewriteState,
 ) {
     let logs: Vec<&AofStatus> = per_shard
         .iter()

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 pub use moon_aof::FsyncPolicy;
 use moon_store::{EvictionPolicy, MemoryLimit};
 
-use crate::pubsub::OutputLimit;
-
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind: IpAddr,
@@ -640,4 +638,21 @@ pub enum DebugCommand {
     Yes,
     /// Only from a loopback connection.
     Local,
+}
+
+/// `client-output-buffer-limit` for one class of clients: bytes (0 = none) and seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_seconds: u64,
+}
+
+impl OutputLimit {
+    /// Redis's default for pub/sub clients: `32mb 8mb 60`.
+    pub const PUBSUB: OutputLimit = OutputLimit {
+        hard: 32 << 20,
+        soft: 8 << 20,
+        soft_seconds: 60,
+    };
 }

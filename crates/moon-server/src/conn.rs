@@ -29,8 +29,8 @@ use moon_store::command::Spread;
 use crate::admin;
 use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Refused, Target};
 use crate::plan::Plan;
-use crate::server::ShardServer;
 use crate::session::{ClientInfo, ReplyMode, Session, CLIENTS};
+use crate::shared::ShardServer;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Commands executed per step of a pipeline. Their replies are written out (waiting for the
@@ -95,7 +95,7 @@ where
         resp: Cell::new(2),
         db: Cell::new(0),
         sub_counts: Cell::new((0, 0, 0)),
-        out: crate::pubsub::Outbox::default(),
+        out: crate::session::Outbox::default(),
         shard: ctx.shard.id(),
         tracking: RefCell::new(None),
         user: RefCell::new("default".into()),
@@ -135,9 +135,9 @@ where
         max_bulk_len: 0,
         idle_timeout: None,
         query_buffer_limit: usize::MAX,
-        multi: crate::txn::TxState::default(),
+        multi: crate::session::TxState::default(),
         tx: None,
-        subs: crate::pubsub::Subscriptions::default(),
+        subs: crate::session::Subscriptions::default(),
         reply: ReplyMode::On,
         caching: None,
         held_publications: Vec::new(),
@@ -297,7 +297,7 @@ where
 async fn write_out<S: futures_lite::AsyncWrite + Unpin>(
     stream: &mut S,
     wbuf: &mut BytesMut,
-    out: &crate::pubsub::Outbox,
+    out: &crate::session::Outbox,
     counters: &ShardCounters,
     ctx: &ShardServer,
 ) -> bool {
@@ -367,7 +367,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         // A pipeline with commands that span shards: one transaction for all of it — one set
         // of locks and one commit instead of one per command. Running a client's consecutive
         // commands together, with nobody in between, is a valid order for them.
-        crate::txn::run(session, cmds, Vec::new(), false, out).await;
+        crate::txn::run(session, cmds, Vec::new(), false, out, process_boxed).await;
         return;
     }
     let mut plan = Plan::new(shards);
@@ -442,7 +442,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             match spec.name {
                 "exec" => {
                     plan.flush(session, out).await;
-                    crate::txn::exec(session, out).await;
+                    crate::txn::exec(session, out, process_boxed).await;
                 }
                 "discard" => {
                     session.multi.queued = None;
@@ -472,7 +472,15 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 // Keys on several shards: an implicit transaction, so that no client sees (or
                 // recovers) part of it.
                 plan.flush(session, out).await;
-                crate::txn::run(session, vec![Ok(req)], Vec::new(), false, out).await;
+                crate::txn::run(
+                    session,
+                    vec![Ok(req)],
+                    Vec::new(),
+                    false,
+                    out,
+                    process_boxed,
+                )
+                .await;
             }
             Target::Shards(_) => match req.spread() {
                 Spread::Split(merge) => plan.split(req.args, spec.step.max(1) as usize, merge),
@@ -486,7 +494,15 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 // FLUSHALL/FLUSHDB: every shard or none, also after a crash — a transaction
                 // over all shards (one part per shard).
                 plan.flush(session, out).await;
-                crate::txn::run(session, vec![Ok(req)], Vec::new(), false, out).await;
+                crate::txn::run(
+                    session,
+                    vec![Ok(req)],
+                    Vec::new(),
+                    false,
+                    out,
+                    process_boxed,
+                )
+                .await;
             }
             Target::All(merge) => plan.all(req.args, merge),
             Target::Server => {
@@ -501,8 +517,8 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 }
                 "exec" => plan.ready(Frame::StaticError("ERR EXEC without MULTI")),
                 "discard" => plan.ready(Frame::StaticError("ERR DISCARD without MULTI")),
-                "publish" => plan.publish(crate::pubsub::Kind::Channel, &req.args),
-                "spublish" => plan.publish(crate::pubsub::Kind::Shard, &req.args),
+                "publish" => plan.publish(crate::session::Kind::Channel, &req.args),
+                "spublish" => plan.publish(crate::session::Kind::Shard, &req.args),
                 "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
                 | "sunsubscribe" => {
                     plan.flush(session, out).await;
@@ -562,6 +578,15 @@ fn is_client_reply(p: &Parsed) -> bool {
 
 /// [`process`] one command at a time, dropping the replies CLIENT REPLY OFF / SKIP silence.
 /// Pub/sub confirmations go through the outbox meanwhile, so they are sent in order.
+/// [`process`] as a transaction runs its commands ([`crate::txn::Process`]).
+fn process_boxed<'a>(
+    session: &'a mut Session,
+    cmds: Vec<Parsed>,
+    out: &'a mut BytesMut,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    Box::pin(process(session, cmds, out))
+}
+
 async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
     for cmd in cmds {
         let skip_this = session.reply == ReplyMode::SkipNext;

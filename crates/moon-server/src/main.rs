@@ -16,6 +16,7 @@ mod pubsub;
 mod rewrite;
 mod server;
 mod session;
+mod shared;
 mod tls;
 mod tracking;
 mod txn;

@@ -20,7 +20,7 @@ use moon_shard::Shard;
 use nix::fcntl::Flock;
 
 use crate::config::Config;
-use crate::server::ServerError;
+use crate::shared::ServerError;
 
 /// An opened, locked data directory. The lock lasts as long as this value.
 pub struct DataDir {

@@ -36,7 +36,7 @@ pub(crate) struct Plan {
     /// The database the commands being planned run in (the session's, at planning time).
     pub(crate) db: usize,
     /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
-    pub(crate) publishes: Vec<crate::pubsub::Publication>,
+    pub(crate) publishes: Vec<crate::session::Publication>,
     /// The tracking reader (`MOON.TRACK`) of the command being planned, if any.
     pub(crate) track: Option<Bytes>,
 }
@@ -52,8 +52,8 @@ impl Plan {
         }
     }
 
-    pub(crate) fn publish(&mut self, kind: crate::pubsub::Kind, args: &[Bytes]) {
-        self.publishes.push(crate::pubsub::Publication {
+    pub(crate) fn publish(&mut self, kind: crate::session::Kind, args: &[Bytes]) {
+        self.publishes.push(crate::session::Publication {
             kind,
             channel: args[1].clone(),
             message: args[2].clone(),

@@ -19,8 +19,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexSet;
@@ -29,179 +27,8 @@ use moon_shard::{join_all, Shard};
 use moon_store::glob::glob_match;
 use moon_store::reply;
 
-use crate::session::{ClientInfo, Session};
-
-/// The channel namespace a publication is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// PUBLISH / SUBSCRIBE, and PSUBSCRIBE patterns.
-    Channel,
-    /// SPUBLISH / SSUBSCRIBE: shard channels (no patterns).
-    Shard,
-}
-
-/// One message for one channel.
-#[derive(Clone, Debug)]
-pub struct Publication {
-    pub kind: Kind,
-    pub channel: Bytes,
-    pub message: Bytes,
-}
-
-/// `client-output-buffer-limit` for one class of clients: bytes (0 = none) and seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutputLimit {
-    pub hard: u64,
-    pub soft: u64,
-    pub soft_seconds: u64,
-}
-
-impl OutputLimit {
-    /// Redis's default for pub/sub clients: `32mb 8mb 60`.
-    pub const PUBSUB: OutputLimit = OutputLimit {
-        hard: 32 << 20,
-        soft: 8 << 20,
-        soft_seconds: 60,
-    };
-}
-
-/// What a connection's task has to write that others produced for it: pub/sub messages and
-/// invalidations. Only its own shard's thread touches it.
-#[derive(Default)]
-pub struct Outbox {
-    buf: RefCell<BytesMut>,
-    waker: Cell<Option<Waker>>,
-    /// Bytes taken out and being written to the socket right now (they still count against
-    /// the limit: the client has not read them).
-    in_flight: Cell<usize>,
-    over_soft_since: Cell<Option<Instant>>,
-    /// Set when the client passed its output limit: its connection closes.
-    closing: Cell<bool>,
-    /// Set to make the connection check its ACL user again (ACL changes).
-    kicked: Cell<bool>,
-}
-
-impl Outbox {
-    /// Appends `frame`, encoded for `proto`, and wakes the connection's task. Past the output
-    /// limit the client is marked for disconnection and its pending output dropped.
-    fn push_encoded(&self, bytes: &[u8], limit: OutputLimit, who: &ClientInfo) {
-        if self.closing.get() {
-            return;
-        }
-        let pending = {
-            let mut buf = self.buf.borrow_mut();
-            buf.extend_from_slice(bytes);
-            buf.len() + self.in_flight.get()
-        } as u64;
-        let over_hard = limit.hard > 0 && pending > limit.hard;
-        let mut over_soft = false;
-        if limit.soft > 0 && pending > limit.soft {
-            let since = *self.over_soft_since.get().get_or_insert_with(Instant::now);
-            self.over_soft_since.set(Some(since));
-            over_soft = since.elapsed().as_secs() >= limit.soft_seconds;
-        } else {
-            self.over_soft_since.set(None);
-        }
-        if over_hard || over_soft {
-            tracing::warn!(
-                client = who.id,
-                addr = %who.addr,
-                "closing a client that overcame its output buffer limit (client-output-buffer-limit pubsub {} {} {}): {pending} bytes waiting",
-                limit.hard,
-                limit.soft,
-                limit.soft_seconds
-            );
-            REGISTRY.with(|r| {
-                let r = r.borrow();
-                r.disconnections.set(r.disconnections.get() + 1);
-            });
-            self.closing.set(true);
-            *self.buf.borrow_mut() = BytesMut::new();
-        }
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Appends a message for the client (an invalidation), under the same output limit as
-    /// pub/sub messages.
-    pub fn push_limited(&self, frame: &Frame, proto: Protocol, who: &ClientInfo) {
-        let mut bytes = BytesMut::new();
-        frame.encode(proto, &mut bytes);
-        let limit = REGISTRY.with(|r| r.borrow().limit.get().unwrap_or(OutputLimit::PUBSUB));
-        self.push_encoded(&bytes, limit, who);
-    }
-
-    /// Appends a frame the connection itself produced for the client (its own (un)subscribe
-    /// confirmations under CLIENT REPLY OFF), no limit applied.
-    pub fn push(&self, frame: &Frame, proto: Protocol) {
-        frame.encode(proto, &mut self.buf.borrow_mut());
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Wakes the connection to check its ACL user again.
-    pub fn kick(&self) {
-        self.kicked.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Whether [`Outbox::kick`] was called since the last time.
-    pub fn take_kick(&self) -> bool {
-        self.kicked.replace(false)
-    }
-
-    /// Resolves once there is something to write, or the client must be closed or check its
-    /// user.
-    pub async fn ready(&self) {
-        std::future::poll_fn(|cx| {
-            if self.closing.get() || self.kicked.get() || !self.buf.borrow().is_empty() {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Resolves once the client must be closed (its output limit was passed).
-    pub async fn closed(&self) {
-        std::future::poll_fn(|cx| {
-            if self.closing.get() {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.closing.get()
-    }
-
-    /// Moves what is waiting to the end of `out`.
-    pub fn drain_into(&self, out: &mut BytesMut) {
-        let mut buf = self.buf.borrow_mut();
-        if !buf.is_empty() {
-            out.extend_from_slice(&buf);
-            buf.clear();
-        }
-    }
-
-    /// Marks `n` bytes as being written (0 when the write is done).
-    pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.set(n);
-        if n == 0 && self.buf.borrow().is_empty() {
-            self.over_soft_since.set(None);
-        }
-    }
-}
+use crate::config::OutputLimit;
+use crate::session::{ClientInfo, Kind, Publication, Session, Subscriptions};
 
 type Subscribers = BTreeMap<u64, Rc<ClientInfo>>;
 
@@ -251,26 +78,6 @@ pub fn set_limit(limit: OutputLimit) {
 /// Clients this shard disconnected for their output limit (INFO).
 pub fn disconnections() -> u64 {
     REGISTRY.with(|r| r.borrow().disconnections.get())
-}
-
-/// One connection's subscriptions (its half of the registry).
-#[derive(Default)]
-pub struct Subscriptions {
-    pub channels: IndexSet<Bytes>,
-    pub patterns: IndexSet<Bytes>,
-    pub shard_channels: IndexSet<Bytes>,
-}
-
-impl Subscriptions {
-    /// Any subscription at all: RESP2 clients are then in the subscribed context.
-    pub fn any(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
-    }
-
-    /// Redis's count in (un)subscribe replies: channels and patterns together.
-    fn count(&self) -> i64 {
-        (self.channels.len() + self.patterns.len()) as i64
-    }
 }
 
 /// The three kinds of subscription, as (un)subscribe commands name them.
@@ -424,7 +231,9 @@ impl Encoded {
         }
     }
 
-    fn send_to(&mut self, info: &ClientInfo, limit: OutputLimit) {
+    /// Sends the message to one subscriber; one cut off at its output limit is counted in
+    /// `cut_off`.
+    fn send_to(&mut self, info: &ClientInfo, limit: OutputLimit, cut_off: &Cell<u64>) {
         let proto = if info.resp.get() == 3 {
             Protocol::Resp3
         } else {
@@ -437,7 +246,9 @@ impl Encoded {
             frame.encode(proto, &mut b);
             b
         });
-        info.out.push_encoded(bytes, limit, info);
+        if info.out.push_encoded(bytes, limit, info) {
+            cut_off.set(cut_off.get() + 1);
+        }
     }
 }
 
@@ -464,7 +275,7 @@ pub fn deliver_here(pubs: &[Publication]) -> Vec<i64> {
                         Frame::Bulk(p.message.clone()),
                     ]));
                     for info in subs.values() {
-                        msg.send_to(info, limit);
+                        msg.send_to(info, limit, &r.disconnections);
                         receivers += 1;
                     }
                 }
@@ -480,7 +291,7 @@ pub fn deliver_here(pubs: &[Publication]) -> Vec<i64> {
                             Frame::Bulk(p.message.clone()),
                         ]));
                         for info in subs.values() {
-                            msg.send_to(info, limit);
+                            msg.send_to(info, limit, &r.disconnections);
                             receivers += 1;
                         }
                     }
@@ -696,4 +507,18 @@ pub fn event_sink(shard: std::rc::Weak<Shard>) -> moon_shard::EventSink {
             }
         })
     })
+}
+
+/// Appends a message for a client (an invalidation) under the pub/sub output limit, as
+/// messages are.
+pub fn push_limited(frame: &Frame, proto: Protocol, who: &ClientInfo) {
+    let mut bytes = BytesMut::new();
+    frame.encode(proto, &mut bytes);
+    let limit = REGISTRY.with(|r| r.borrow().limit.get().unwrap_or(OutputLimit::PUBSUB));
+    if who.out.push_encoded(&bytes, limit, who) {
+        REGISTRY.with(|r| {
+            let r = r.borrow();
+            r.disconnections.set(r.disconnections.get() + 1);
+        });
+    }
 }

@@ -25,86 +25,16 @@
 //! writes over a file a manifest may name. The manifest records each base's length and CRC-32:
 //! a partial or foreign base is refused at startup.
 
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moon_manifest::fsio::CommitError;
 use moon_manifest::PerShard;
 use moon_shard::{join_all, Shard};
 
-use crate::server::Shared;
-
-/// What INFO reports and what the next rewrite starts from.
-#[derive(Clone, Debug)]
-pub struct RewriteStats {
-    pub last_ok: bool,
-    pub rewrites: u64,
-    /// AOF size after the last rewrite, or at startup (auto-rewrite's reference).
-    pub base_size: u64,
-    pub last_duration_ms: i64,
-}
-
-pub struct RewriteState {
-    in_progress: AtomicBool,
-    layout: Mutex<Option<(PathBuf, PerShard)>>,
-    stats: Mutex<RewriteStats>,
-    /// Set when a commit failed after its rename: why no rewrite may start before a restart.
-    blocked: Mutex<Option<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn layout_size(dir: &std::path::Path, m: &PerShard) -> u64 {
-    (0..m.shards())
-        .flat_map(|i| [m.base_path(dir, i), m.incr_path(dir, i)])
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|md| md.len())
-        .sum()
-}
-
-impl RewriteState {
-    pub fn new(layout: Option<(PathBuf, PerShard)>) -> RewriteState {
-        let base_size = layout.as_ref().map_or(0, |(d, m)| layout_size(d, m));
-        RewriteState {
-            in_progress: AtomicBool::new(false),
-            layout: Mutex::new(layout),
-            stats: Mutex::new(RewriteStats {
-                last_ok: true,
-                rewrites: 0,
-                base_size,
-                last_duration_ms: -1,
-            }),
-            blocked: Mutex::new(None),
-        }
-    }
-
-    pub fn in_progress(&self) -> bool {
-        self.in_progress.load(Ordering::Acquire)
-    }
-
-    pub fn stats(&self) -> RewriteStats {
-        lock(&self.stats).clone()
-    }
-
-    /// (size of every base file, size of every base and incr file) of the current layout.
-    pub fn sizes(&self) -> (u64, u64) {
-        match lock(&self.layout).as_ref() {
-            Some((dir, m)) => {
-                let base = (0..m.shards())
-                    .filter_map(|i| std::fs::metadata(m.base_path(dir, i)).ok())
-                    .map(|md| md.len())
-                    .sum();
-                (base, layout_size(dir, m))
-            }
-            None => (0, 0),
-        }
-    }
-}
+use crate::shared::{layout_size, lock, Shared};
 
 /// BGREWRITEAOF: starts a rewrite in the background; Redis's replies.
 pub fn start(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<&'static str, &'static str> {

@@ -26,115 +26,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::config::Config;
 use crate::conn;
-
-/// A failure to start or run, with the process exit code it maps to.
-#[derive(Debug)]
-pub struct ServerError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl ServerError {
-    pub fn exit_code(&self) -> u8 {
-        self.code
-    }
-    pub(crate) fn fatal(message: impl Into<String>) -> Self {
-        ServerError {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ServerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// State every shard's connections share. Written rarely (config changes, connects); the
-/// per-command path reads only the version counter.
-pub struct Shared {
-    config: RwLock<Config>,
-    config_version: AtomicU64,
-    pub started: Instant,
-    pub port: AtomicU64,
-    pub next_client_id: AtomicU64,
-    pub connected_clients: AtomicU64,
-    drained_shards: AtomicUsize,
-    /// BGREWRITEAOF state (see `rewrite.rs`).
-    pub rewrite: crate::rewrite::RewriteState,
-    /// The users (ACL), versioned like the config: connections refresh their user's snapshot
-    /// when the version moves.
-    acl: RwLock<crate::acl::Acl>,
-    acl_version: AtomicU64,
-    /// ACL LOG.
-    pub acl_log: Mutex<crate::acl_cmd::AclLog>,
-    /// The TLS configuration new TLS connections use (replaced by CONFIG SET tls-*-file).
-    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
-}
-
-impl Shared {
-    pub fn config(&self) -> Config {
-        self.config.read().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    pub fn config_version(&self) -> u64 {
-        self.config_version.load(Ordering::Acquire)
-    }
-
-    /// Applies `f` to the configuration; bumps the version so connections pick it up.
-    pub fn update_config<R>(&self, f: impl FnOnce(&mut Config) -> R) -> R {
-        let mut guard = match self.config.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let r = f(&mut guard);
-        self.config_version.fetch_add(1, Ordering::AcqRel);
-        r
-    }
-
-    pub fn acl_version(&self) -> u64 {
-        self.acl_version.load(Ordering::Acquire)
-    }
-
-    /// The user called `name`, as the ACL holds it now.
-    pub fn user(&self, name: &str) -> Option<Arc<crate::acl::User>> {
-        self.acl.read().ok().and_then(|a| a.get(name))
-    }
-
-    /// A copy of every user (ACL LIST, SAVE...).
-    pub fn acl(&self) -> crate::acl::Acl {
-        self.acl
-            .read()
-            .map(|a| a.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Changes the users; bumps the version so connections pick it up.
-    pub fn update_acl<R>(&self, f: impl FnOnce(&mut crate::acl::Acl) -> R) -> R {
-        let mut guard = match self.acl.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let r = f(&mut guard);
-        self.acl_version.fetch_add(1, Ordering::AcqRel);
-        r
-    }
-
-    /// Asks the process to shut down cleanly, exactly as SIGTERM does.
-    pub fn request_shutdown(&self) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
-    }
-}
-
-/// One shard's server-side context, shared by its connections.
-pub struct ShardServer {
-    pub shard: Rc<Shard>,
-    pub shared: Arc<Shared>,
-    /// Closed when the server shuts down: connections finish their batch and leave.
-    pub stopping: Semaphore,
-}
+use crate::shared::{ServerError, ShardServer, Shared};
 
 pub fn init_logging(level: &str) {
     let filter = match level {
@@ -230,14 +122,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),
         drained_shards: AtomicUsize::new(0),
-        rewrite: crate::rewrite::RewriteState::new(
+        rewrite: crate::shared::RewriteState::new(
             data_dir
                 .as_ref()
                 .map(|d| (d.dir.clone(), d.manifest.clone())),
         ),
         acl: RwLock::new(acl),
         acl_version: AtomicU64::new(0),
-        acl_log: Mutex::new(crate::acl_cmd::AclLog::default()),
+        acl_log: Mutex::new(crate::acl::AclLog::default()),
         tls: RwLock::new(tls),
     });
 

@@ -7,12 +7,18 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use moon_proto::{Limits, Protocol, RequestParser};
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexSet;
+use moon_proto::{Frame, Limits, Protocol, RequestParser};
 
-use crate::server::ShardServer;
+use moon_store::WatchToken;
+
+use crate::config::OutputLimit;
+use crate::dispatch::Request;
+use crate::shared::ShardServer;
 
 /// What CLIENT LIST shows about a connection. Lives in its shard's registry.
 pub struct ClientInfo {
@@ -30,11 +36,11 @@ pub struct ClientInfo {
     /// Channel and pattern subscriptions, for CLIENT LIST's `sub=` / `psub=` / `ssub=`.
     pub sub_counts: Cell<(usize, usize, usize)>,
     /// What other connections produced for this client (pub/sub messages, invalidations).
-    pub out: crate::pubsub::Outbox,
+    pub out: Outbox,
     /// The shard serving the connection (CLIENT LIST's last field, Moon's own).
     pub shard: usize,
     /// CLIENT TRACKING settings; `None` = off.
-    pub tracking: RefCell<Option<crate::tracking::TrackingState>>,
+    pub tracking: RefCell<Option<TrackingState>>,
     /// The ACL user the connection runs as (CLIENT LIST's `user=`).
     pub user: RefCell<String>,
 }
@@ -96,12 +102,12 @@ pub struct Session {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) query_buffer_limit: usize,
     /// MULTI/WATCH state.
-    pub multi: crate::txn::TxState,
+    pub multi: TxState,
     /// Set while this connection's commands run inside a cross-shard transaction: batches go
     /// to the locked shards as transaction steps.
     pub tx: Option<moon_shard::Tx>,
     /// Channels, patterns and shard channels this connection subscribed to.
-    pub subs: crate::pubsub::Subscriptions,
+    pub subs: Subscriptions,
     /// CLIENT REPLY.
     pub reply: ReplyMode,
     /// CLIENT CACHING YES/NO: applies to the next command (OPTIN / OPTOUT tracking).
@@ -109,7 +115,7 @@ pub struct Session {
     /// PUBLISH/SPUBLISH run inside a transaction (`tx` set), held until its parts are durable
     /// (`txn::run` delivers them after the commit, or drops them): each with the offset in the
     /// transaction's reply buffer where its receiver count goes.
-    pub(crate) held_publications: Vec<(crate::pubsub::Publication, usize)>,
+    pub(crate) held_publications: Vec<(Publication, usize)>,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
@@ -192,4 +198,190 @@ fn is_loopback(addr: &str) -> bool {
         },
         Err(_) => false,
     }
+}
+
+/// What a connection's task has to write that others produced for it: pub/sub messages and
+/// invalidations. Only its own shard's thread touches it.
+#[derive(Default)]
+pub struct Outbox {
+    buf: RefCell<BytesMut>,
+    waker: Cell<Option<Waker>>,
+    /// Bytes taken out and being written to the socket right now (they still count against
+    /// the limit: the client has not read them).
+    in_flight: Cell<usize>,
+    over_soft_since: Cell<Option<Instant>>,
+    /// Set when the client passed its output limit: its connection closes.
+    closing: Cell<bool>,
+    /// Set to make the connection check its ACL user again (ACL changes).
+    kicked: Cell<bool>,
+}
+
+impl Outbox {
+    /// Appends encoded `bytes` and wakes the connection's task. Past the output limit the
+    /// client is marked for disconnection and its pending output dropped: returns true then
+    /// (the caller counts it).
+    pub fn push_encoded(&self, bytes: &[u8], limit: OutputLimit, who: &ClientInfo) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        let pending = {
+            let mut buf = self.buf.borrow_mut();
+            buf.extend_from_slice(bytes);
+            buf.len() + self.in_flight.get()
+        } as u64;
+        let over_hard = limit.hard > 0 && pending > limit.hard;
+        let mut over_soft = false;
+        if limit.soft > 0 && pending > limit.soft {
+            let since = *self.over_soft_since.get().get_or_insert_with(Instant::now);
+            self.over_soft_since.set(Some(since));
+            over_soft = since.elapsed().as_secs() >= limit.soft_seconds;
+        } else {
+            self.over_soft_since.set(None);
+        }
+        if over_hard || over_soft {
+            tracing::warn!(
+                client = who.id,
+                addr = %who.addr,
+                "closing a client that overcame its output buffer limit (client-output-buffer-limit pubsub {} {} {}): {pending} bytes waiting",
+                limit.hard,
+                limit.soft,
+                limit.soft_seconds
+            );
+            self.closing.set(true);
+            *self.buf.borrow_mut() = BytesMut::new();
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        over_hard || over_soft
+    }
+
+    /// Appends a frame the connection itself produced for the client (its own (un)subscribe
+    /// confirmations under CLIENT REPLY OFF), no limit applied.
+    pub fn push(&self, frame: &Frame, proto: Protocol) {
+        frame.encode(proto, &mut self.buf.borrow_mut());
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Wakes the connection to check its ACL user again.
+    pub fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether [`Outbox::kick`] was called since the last time.
+    pub fn take_kick(&self) -> bool {
+        self.kicked.replace(false)
+    }
+
+    /// Resolves once there is something to write, or the client must be closed or check its
+    /// user.
+    pub async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing.get() || self.kicked.get() || !self.buf.borrow().is_empty() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once the client must be closed (its output limit was passed).
+    pub async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing.get() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Moves what is waiting to the end of `out`.
+    pub fn drain_into(&self, out: &mut BytesMut) {
+        let mut buf = self.buf.borrow_mut();
+        if !buf.is_empty() {
+            out.extend_from_slice(&buf);
+            buf.clear();
+        }
+    }
+
+    /// Marks `n` bytes as being written (0 when the write is done).
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(n);
+        if n == 0 && self.buf.borrow().is_empty() {
+            self.over_soft_since.set(None);
+        }
+    }
+}
+
+/// One connection's subscriptions (its half of the registry).
+#[derive(Default)]
+pub struct Subscriptions {
+    pub channels: IndexSet<Bytes>,
+    pub patterns: IndexSet<Bytes>,
+    pub shard_channels: IndexSet<Bytes>,
+}
+
+impl Subscriptions {
+    /// Any subscription at all: RESP2 clients are then in the subscribed context.
+    pub fn any(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+    }
+
+    /// Redis's count in (un)subscribe replies: channels and patterns together.
+    pub fn count(&self) -> i64 {
+        (self.channels.len() + self.patterns.len()) as i64
+    }
+}
+
+/// A connection's CLIENT TRACKING settings (in its [`ClientInfo`], where deliveries look).
+#[derive(Clone, Debug, Default)]
+pub struct TrackingState {
+    pub redirect: Option<u64>,
+    pub bcast: bool,
+    pub prefixes: Vec<Bytes>,
+    pub optin: bool,
+    pub optout: bool,
+    pub noloop: bool,
+}
+
+/// The channel namespace a publication is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// PUBLISH / SUBSCRIBE, and PSUBSCRIBE patterns.
+    Channel,
+    /// SPUBLISH / SSUBSCRIBE: shard channels (no patterns).
+    Shard,
+}
+
+/// One message for one channel.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    pub kind: Kind,
+    pub channel: Bytes,
+    pub message: Bytes,
+}
+
+/// A connection's transaction state.
+#[derive(Default)]
+pub struct TxState {
+    /// Commands queued since MULTI; `None` outside MULTI.
+    pub queued: Option<Vec<Request>>,
+    /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
+    pub failed: bool,
+    /// WATCHed keys: key, its shard, what WATCH saw.
+    pub watches: Vec<(Bytes, usize, WatchToken)>,
 }

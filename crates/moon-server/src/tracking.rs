@@ -18,18 +18,7 @@ use moon_store::args::eq;
 use moon_store::reply::{self, err};
 use moon_store::tracking::{Invalidation, Reader};
 
-use crate::session::{ClientInfo, Session, CLIENTS};
-
-/// A connection's CLIENT TRACKING settings (in its [`ClientInfo`], where deliveries look).
-#[derive(Clone, Debug, Default)]
-pub struct TrackingState {
-    pub redirect: Option<u64>,
-    pub bcast: bool,
-    pub prefixes: Vec<Bytes>,
-    pub optin: bool,
-    pub optout: bool,
-    pub noloop: bool,
-}
+use crate::session::{ClientInfo, Session, TrackingState, CLIENTS};
 
 /// The reader a command of this connection names with `MOON.TRACK`, if any: reads are
 /// remembered (outside BCAST, as OPTIN/OPTOUT and CLIENT CACHING say); writes name their
@@ -274,7 +263,7 @@ fn send(target: &ClientInfo, frame: &Frame) {
     } else {
         Protocol::Resp2
     };
-    target.out.push_limited(frame, proto, target);
+    crate::pubsub::push_limited(frame, proto, target);
 }
 
 /// Delivers invalidations to tracking clients of this shard (or their redirect targets).

@@ -17,17 +17,6 @@ use moon_store::WatchToken;
 use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Request, Target};
 use crate::session::Session;
 
-/// A connection's transaction state.
-#[derive(Default)]
-pub struct TxState {
-    /// Commands queued since MULTI; `None` outside MULTI.
-    pub queued: Option<Vec<Request>>,
-    /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
-    pub failed: bool,
-    /// WATCHed keys: key, its shard, what WATCH saw.
-    pub watches: Vec<(Bytes, usize, WatchToken)>,
-}
-
 /// WATCH: remembers what each key looks like now, on its shard.
 pub async fn watch(session: &mut Session, keys: &[Bytes]) -> Frame {
     let shard = session.ctx.shard.clone();
@@ -64,8 +53,16 @@ pub async fn unwatch_all(session: &mut Session) {
     join_all(calls).await;
 }
 
+/// How a transaction runs its commands: the connection's request processing
+/// (`conn::process`), handed down by the loop above so that this module never imports it.
+pub type Process = for<'a> fn(
+    &'a mut Session,
+    Vec<Parsed>,
+    &'a mut BytesMut,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// EXEC: runs the queued commands as one transaction and appends the reply to `out`.
-pub async fn exec(session: &mut Session, out: &mut BytesMut) {
+pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
     let queued = session.multi.queued.take().unwrap_or_default();
     if std::mem::take(&mut session.multi.failed) {
         unwatch_all(session).await;
@@ -104,6 +101,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut) {
         watches,
         true,
         out,
+        process,
     )
     .await;
 }
@@ -117,6 +115,7 @@ pub async fn run(
     watches: Vec<(Bytes, usize, WatchToken)>,
     wrap: bool,
     out: &mut BytesMut,
+    process: Process,
 ) {
     let shard = session.ctx.shard.clone();
     let n = shard.count();
@@ -283,7 +282,7 @@ pub async fn run(
         refused = cmds;
     } else if intact {
         session.tx = Some(tx);
-        Box::pin(crate::conn::process(session, cmds, &mut inner)).await;
+        process(session, cmds, &mut inner).await;
         session.tx = None;
         let commits = join_all(
             participants
@@ -332,7 +331,7 @@ pub async fn run(
             // A pipeline run as one implicit transaction: each command on its own instead —
             // reads and deletions keep working, writes get their own OOM.
             for c in refused {
-                Box::pin(crate::conn::process(session, vec![c], out)).await;
+                process(session, vec![c], out).await;
             }
         }
     } else if let Some(size) = too_large {
@@ -346,7 +345,7 @@ pub async fn run(
             too_large_to_log(size).encode(session.proto, out);
         } else {
             for c in refused {
-                Box::pin(crate::conn::process(session, vec![c], out)).await;
+                process(session, vec![c], out).await;
             }
         }
     } else if let Some(cause) = failing {
@@ -363,7 +362,7 @@ pub async fn run(
             // instead, so each gets its own reply — reads keep working, a cross-shard write
             // is refused as above.
             for c in refused {
-                Box::pin(crate::conn::process(session, vec![c], out)).await;
+                process(session, vec![c], out).await;
             }
         }
     } else if wrap {
@@ -378,7 +377,7 @@ pub async fn run(
 /// count into `replies` at the place its reply belongs.
 async fn deliver_held(
     session: &Session,
-    held: Vec<(crate::pubsub::Publication, usize)>,
+    held: Vec<(crate::session::Publication, usize)>,
     replies: BytesMut,
 ) -> BytesMut {
     let (pubs, places): (Vec<_>, Vec<_>) = held.into_iter().unzip();

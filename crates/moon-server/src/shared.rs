@@ -1,0 +1,197 @@
+//! Server state at the bottom of the server's layers: what every shard's connections share
+//! ([`Shared`]: the configuration and the users, versioned; counters; BGREWRITEAOF's state;
+//! the TLS configuration), one shard's context ([`ShardServer`]), and the error startup maps to
+//! an exit code ([`ServerError`]). Handlers and the connection loop read and change it; it
+//! imports none of them.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use glommio::sync::Semaphore;
+use moon_manifest::PerShard;
+use moon_shard::Shard;
+use nix::sys::signal::Signal;
+
+use crate::config::Config;
+
+/// A failure to start or run, with the process exit code it maps to.
+#[derive(Debug)]
+pub struct ServerError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ServerError {
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+    pub(crate) fn fatal(message: impl Into<String>) -> Self {
+        ServerError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// State every shard's connections share. Written rarely (config changes, connects); the
+/// per-command path reads only the version counter.
+pub struct Shared {
+    pub(crate) config: RwLock<Config>,
+    pub(crate) config_version: AtomicU64,
+    pub started: Instant,
+    pub port: AtomicU64,
+    pub next_client_id: AtomicU64,
+    pub connected_clients: AtomicU64,
+    pub(crate) drained_shards: AtomicUsize,
+    /// BGREWRITEAOF state (see `rewrite.rs`).
+    pub rewrite: RewriteState,
+    /// The users (ACL), versioned like the config: connections refresh their user's snapshot
+    /// when the version moves.
+    pub(crate) acl: RwLock<crate::acl::Acl>,
+    pub(crate) acl_version: AtomicU64,
+    /// ACL LOG.
+    pub acl_log: Mutex<crate::acl::AclLog>,
+    /// The TLS configuration new TLS connections use (replaced by CONFIG SET tls-*-file).
+    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+}
+
+impl Shared {
+    pub fn config(&self) -> Config {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Acquire)
+    }
+
+    /// Applies `f` to the configuration; bumps the version so connections pick it up.
+    pub fn update_config<R>(&self, f: impl FnOnce(&mut Config) -> R) -> R {
+        let mut guard = match self.config.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        self.config_version.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+
+    pub fn acl_version(&self) -> u64 {
+        self.acl_version.load(Ordering::Acquire)
+    }
+
+    /// The user called `name`, as the ACL holds it now.
+    pub fn user(&self, name: &str) -> Option<Arc<crate::acl::User>> {
+        self.acl.read().ok().and_then(|a| a.get(name))
+    }
+
+    /// A copy of every user (ACL LIST, SAVE...).
+    pub fn acl(&self) -> crate::acl::Acl {
+        self.acl
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Changes the users; bumps the version so connections pick it up.
+    pub fn update_acl<R>(&self, f: impl FnOnce(&mut crate::acl::Acl) -> R) -> R {
+        let mut guard = match self.acl.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        self.acl_version.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Asks the process to shut down cleanly, exactly as SIGTERM does.
+    pub fn request_shutdown(&self) {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
+    }
+}
+
+/// One shard's server-side context, shared by its connections.
+pub struct ShardServer {
+    pub shard: Rc<Shard>,
+    pub shared: Arc<Shared>,
+    /// Closed when the server shuts down: connections finish their batch and leave.
+    pub stopping: Semaphore,
+}
+
+/// What INFO reports and what the next rewrite starts from.
+#[derive(Clone, Debug)]
+pub struct RewriteStats {
+    pub last_ok: bool,
+    pub rewrites: u64,
+    /// AOF size after the last rewrite, or at startup (auto-rewrite's reference).
+    pub base_size: u64,
+    pub last_duration_ms: i64,
+}
+
+/// BGREWRITEAOF's state (the steps are `rewrite.rs`'s).
+pub struct RewriteState {
+    pub(crate) in_progress: AtomicBool,
+    pub(crate) layout: Mutex<Option<(PathBuf, PerShard)>>,
+    pub(crate) stats: Mutex<RewriteStats>,
+    /// Set when a commit failed after its rename: why no rewrite may start before a restart.
+    pub(crate) blocked: Mutex<Option<String>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn layout_size(dir: &std::path::Path, m: &PerShard) -> u64 {
+    (0..m.shards())
+        .flat_map(|i| [m.base_path(dir, i), m.incr_path(dir, i)])
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|md| md.len())
+        .sum()
+}
+
+impl RewriteState {
+    pub fn new(layout: Option<(PathBuf, PerShard)>) -> RewriteState {
+        let base_size = layout.as_ref().map_or(0, |(d, m)| layout_size(d, m));
+        RewriteState {
+            in_progress: AtomicBool::new(false),
+            layout: Mutex::new(layout),
+            stats: Mutex::new(RewriteStats {
+                last_ok: true,
+                rewrites: 0,
+                base_size,
+                last_duration_ms: -1,
+            }),
+            blocked: Mutex::new(None),
+        }
+    }
+
+    pub fn in_progress(&self) -> bool {
+        self.in_progress.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> RewriteStats {
+        lock(&self.stats).clone()
+    }
+
+    /// (size of every base file, size of every base and incr file) of the current layout.
+    pub fn sizes(&self) -> (u64, u64) {
+        match lock(&self.layout).as_ref() {
+            Some((dir, m)) => {
+                let base = (0..m.shards())
+                    .filter_map(|i| std::fs::metadata(m.base_path(dir, i)).ok())
+                    .map(|md| md.len())
+                    .sum();
+                (base, layout_size(dir, m))
+            }
+            None => (0, 0),
+        }
+    }
+}
