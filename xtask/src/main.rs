@@ -15,6 +15,7 @@ mod bench;
 mod bench_pubsub;
 mod crash_matrix;
 mod fuzz;
+mod layers;
 mod model;
 mod powerfs;
 mod rng;
@@ -39,6 +40,8 @@ enum Task {
     Fuzz(fuzz::Args),
     /// A TLS session with redis-cli --tls against the real server (needs redis-tools).
     TlsCheck,
+    /// No crate's modules import each other in a circle (layers point one way).
+    Layers,
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::TlsCheck => tls_check::run(),
+        Task::Layers => layers::run(),
     };
     match result {
         Ok(true) => {}
