@@ -253,12 +253,6 @@ fn load_v2(dir: &Path, m: &PerShard, merged: &mut Store) -> anyhow::Result<(u64,
     Ok((records, max_lsn))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-}
-
 /// A Redis 7 multi-part AOF directory: its manifest's `file <name> seq <n> type <b|h|i>` lines,
 /// in order. History files (`h`) are not part of the data set and are skipped.
 fn redis_files(redis_dir: &Path) -> anyhow::Result<(std::path::PathBuf, Vec<(String, char)>)> {
@@ -432,7 +426,7 @@ fn write_layout(
 ) -> anyhow::Result<i32> {
     let aof = moon_manifest::aof_dir(dir);
     let manifest = old;
-    let now = now_ms();
+    let now = moon_shard::now_ms();
     let mut per_shard: Vec<Vec<(usize, &Bytes, &Value, u64)>> = vec![Vec::new(); shards];
     for db in 0..store.databases() {
         let Some(ks) = store.keyspace_of(db) else {

@@ -16,6 +16,14 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// fsyncs the directory that holds `path` (after creating or renaming `path` in it).
+pub fn fsync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => fsync_dir(dir),
+        None => fsync_dir(Path::new(".")),
+    }
+}
+
 /// `create_dir_all` that survives power loss: `dir` and every directory above it are fsynced
 /// into their parents before it returns (a directory entry is durable only once its parent is
 /// fsynced), so files created inside afterwards cannot vanish with their directory. Existing
@@ -59,20 +67,61 @@ impl std::fmt::Display for CommitError {
 /// [`write_atomic`] for a commit point (a rewrite's or migration's manifest): tells whether it
 /// failed before or after the rename was issued.
 pub fn commit_atomic(path: &Path, contents: &[u8]) -> Result<(), CommitError> {
-    let dir = path.parent().ok_or_else(|| {
-        CommitError::BeforeRename(std::io::Error::other(
-            "a manifest path has a parent directory",
-        ))
-    })?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(TEMP_SUFFIX);
-    let tmp = dir.join(tmp_name);
-    let written = (|| {
-        let mut f = OpenOptions::new()
+    replace_via(path, &tmp_name, contents, |tmp| {
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)?;
+            .open(tmp)
+    })
+}
+
+/// [`write_atomic`] for a file that holds secrets (the aclfile: password hashes): the temp
+/// file is created new, under a name no other writer uses (two saves may run at once), and
+/// readable by its owner only.
+pub fn write_atomic_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp_name = format!(
+        ".{}.{}.{}{TEMP_SUFFIX}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id(),
+        SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    replace_via(path, tmp_name.as_ref(), contents, |tmp| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+    })
+    .map_err(|e| match e {
+        CommitError::BeforeRename(e) | CommitError::AfterRename(e) => e,
+    })
+}
+
+/// Replaces `path` with `contents`: written to `tmp_name` beside it (opened by `open`) and
+/// fsynced, renamed over `path`, the directory fsynced.
+fn replace_via(
+    path: &Path,
+    tmp_name: &std::ffi::OsStr,
+    contents: &[u8],
+    open: impl FnOnce(&Path) -> std::io::Result<File>,
+) -> Result<(), CommitError> {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => {
+            return Err(CommitError::BeforeRename(std::io::Error::other(
+                "a path to replace has a parent directory",
+            )))
+        }
+    };
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()
     })();

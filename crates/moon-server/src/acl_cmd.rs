@@ -1,7 +1,6 @@
 //! The ACL command, authentication (AUTH, HELLO ... AUTH), refusals with Redis's NOPERM texts
 //! and the ACL LOG, and the `aclfile` at startup. The users themselves are `crate::acl`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -100,38 +99,6 @@ pub fn authenticate(session: &mut Session, user: Option<&Bytes>, pass: &[u8]) ->
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Writes `text` to `path` atomically: a temporary file, fsynced, renamed over it, then the
-/// directory fsynced.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    // A name no other save uses (two shards may run ACL SAVE at once), readable by the
-    // server's user only (it holds password hashes).
-    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("aclfile"),
-        std::process::id(),
-        SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// 32 random bytes from the OS.
@@ -305,7 +272,7 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
             let Some(path) = shared.config().aclfile else {
                 return err("ERR This Moon instance is not configured to use an ACL file. Set aclfile in moon.toml (or --aclfile) to keep users across restarts.");
             };
-            match write_atomically(&path, &shared.acl().file_text()) {
+            match moon_manifest::fsio::write_atomic_private(&path, shared.acl().file_text().as_bytes()) {
                 Ok(()) => Frame::OK,
                 Err(e) => Frame::Error(format!(
                     "ERR There was an error trying to save the ACLs. Please check the server logs for more information ({}: {e})",

@@ -18,9 +18,9 @@ use crate::session::Session;
 const MOVE_CHUNK: usize = 512;
 
 fn one_reply(mut frames: Vec<Frame>) -> Frame {
-    frames.pop().unwrap_or(Frame::StaticError(
-        "ERR shard unavailable (server shutting down)",
-    ))
+    frames
+        .pop()
+        .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE))
 }
 
 /// `MOON.EVENT <event>`: the keyspace event the rest of a batch's effects announce (the
@@ -313,7 +313,7 @@ async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<
         match read {
             Some(Ok(members)) => sets.push(members),
             Some(Err(e)) => return Err(e),
-            None => return Err(err("ERR shard unavailable (server shutting down)")),
+            None => return Err(err(moon_shard::SHARD_GONE)),
         }
     }
     Ok(op.apply(sets))

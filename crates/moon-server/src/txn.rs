@@ -33,7 +33,7 @@ pub async fn watch(session: &mut Session, keys: &[Bytes]) -> Frame {
             .flatten();
         match token {
             Some(t) => session.multi.watches.push((key.clone(), s, t)),
-            None => return Frame::StaticError("ERR shard unavailable (server shutting down)"),
+            None => return Frame::StaticError(moon_shard::SHARD_GONE),
         }
     }
     Frame::OK

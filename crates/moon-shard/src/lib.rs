@@ -23,5 +23,5 @@ mod replay_check;
 
 pub use clock::now_ms;
 pub use runtime::start;
-pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters};
+pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use glommio::io::OpenOptions;
 
+use moon_manifest::fsio::fsync_parent;
 use moon_manifest::BaseInfo;
 use moon_store::Chunk;
 
@@ -48,13 +49,6 @@ fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
     match e {
         glommio::GlommioError::IoError(e) => e,
         other => std::io::Error::other(other.to_string()),
-    }
-}
-
-fn fsync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
     }
 }
 
@@ -162,7 +156,7 @@ impl Shard {
             .await
             .map_err(|e| describe(glommio_io(e)))?;
         let _ = file.close().await;
-        fsync_dir(&path).map_err(describe)?;
+        fsync_parent(&path).map_err(describe)?;
         Ok(BaseInfo {
             bytes: pos,
             crc32: crc.finalize(),
@@ -224,7 +218,7 @@ impl Shard {
             .map_err(|e| describe("writing", &new_incr, e))?;
         nf.sync_all()
             .map_err(|e| describe("fsyncing", &new_incr, e))?;
-        fsync_dir(&new_incr).map_err(|e| describe("fsyncing the directory of", &new_incr, e))?;
+        fsync_parent(&new_incr).map_err(|e| describe("fsyncing the directory of", &new_incr, e))?;
         Ok(())
     }
 

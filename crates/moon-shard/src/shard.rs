@@ -183,7 +183,8 @@ pub(crate) fn misconf(cause: &str) -> Frame {
 /// Keyspace events a shard holds for delivery at most.
 pub const MAX_QUEUED_EVENTS: usize = 1 << 20;
 
-const SHARD_GONE: &str = "ERR shard unavailable (server shutting down)";
+/// The reply to a command whose shard is gone (the server is shutting down).
+pub const SHARD_GONE: &str = "ERR shard unavailable (server shutting down)";
 
 impl Shard {
     /// Joins the mesh, starts the message loops and active expiry, and returns the shard.

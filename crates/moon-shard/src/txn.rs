@@ -38,7 +38,7 @@ use moon_store::WatchToken;
 
 use crate::clock::now_ms;
 use crate::recovery::TXPART;
-use crate::shard::{run_cmds, settle, Deferred, Held, Message, Shard};
+use crate::shard::{run_cmds, settle, Deferred, Held, Message, Shard, SHARD_GONE};
 use crate::state::{CommitFailure, Tx, TxId};
 
 /// The record one shard logs for its part of a transaction: its effects, headed by
@@ -75,8 +75,6 @@ impl Drop for Turn {
         }
     }
 }
-
-const GONE: &str = "ERR shard unavailable (server shutting down)";
 
 impl Shard {
     /// A fresh transaction id.
@@ -266,10 +264,10 @@ impl Shard {
             )
             .await
         {
-            return Some(vec![Frame::StaticError(GONE); n]);
+            return Some(vec![Frame::StaticError(SHARD_GONE); n]);
         }
         rx.await
-            .unwrap_or_else(|_| Some(vec![Frame::StaticError(GONE); n]))
+            .unwrap_or_else(|_| Some(vec![Frame::StaticError(SHARD_GONE); n]))
     }
 
     /// Step 1: takes `target`'s lock for `txid` (waits while another transaction holds it).
@@ -305,10 +303,10 @@ impl Shard {
         let n = cmds.len();
         let (reply, rx) = oneshot::channel();
         if !self.send(target, Message::TxExec { tx, cmds, reply }).await {
-            return vec![Frame::StaticError(GONE); n];
+            return vec![Frame::StaticError(SHARD_GONE); n];
         }
         rx.await
-            .unwrap_or_else(|_| vec![Frame::StaticError(GONE); n])
+            .unwrap_or_else(|_| vec![Frame::StaticError(SHARD_GONE); n])
     }
 
     /// Step 3 on `target`. `writers`: the shards that may have changed something (each logs a
@@ -334,10 +332,10 @@ impl Shard {
             )
             .await
         {
-            return Err(CommitFailure::Part(GONE.into()));
+            return Err(CommitFailure::Part(SHARD_GONE.into()));
         }
         rx.await
-            .unwrap_or_else(|_| Err(CommitFailure::Part(GONE.into())))
+            .unwrap_or_else(|_| Err(CommitFailure::Part(SHARD_GONE.into())))
     }
 
     /// Step 4 on `target`.
