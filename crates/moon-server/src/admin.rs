@@ -390,7 +390,7 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let fixed = [("save", ""), ("cluster-enabled", "no")];
         for pattern in &args[2..] {
             let p = pattern.to_ascii_lowercase();
-            for (key, _) in config::KEYS {
+            for key in config::KEYS.iter().map(|k| k.name) {
                 if glob_match(&p, key.as_bytes())
                     && !pairs.iter().any(|(k, _): &(String, String)| k == key)
                 {
@@ -424,13 +424,13 @@ async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let mut candidate = shared.config();
         for pair in args[2..].chunks(2) {
             let key = config::canonical_key(&text(&pair[0]).to_ascii_lowercase());
-            let Some((_, mutability)) = config::KEYS.iter().find(|(k, _)| *k == key) else {
+            let Some(row) = config::key(&key) else {
                 return Frame::Error(format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
                     reply::lossy(&pair[0], 64)
                 ));
             };
-            if *mutability == Mutability::Startup {
+            if row.mutability == Mutability::Startup {
                 return Frame::Error(format!("ERR CONFIG SET failed (possibly related to argument '{key}') - can't set immutable config"));
             }
             if let Err(e) = candidate.set(&key, &text(&pair[1])) {

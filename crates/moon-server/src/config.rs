@@ -84,48 +84,254 @@ pub enum Mutability {
     Runtime,
 }
 
-/// Every key, in the order `CONFIG GET *` lists them.
-pub const KEYS: &[(&str, Mutability)] = &[
-    ("bind", Mutability::Startup),
-    ("port", Mutability::Startup),
-    ("shards", Mutability::Startup),
-    ("dir", Mutability::Startup),
-    ("appendonly", Mutability::Startup),
-    ("appendfsync", Mutability::Runtime),
-    ("requirepass", Mutability::Runtime),
-    ("proto-max-bulk-len", Mutability::Runtime),
-    ("maxclients", Mutability::Runtime),
-    ("databases", Mutability::Startup),
-    ("maxmemory", Mutability::Runtime),
-    ("maxmemory-policy", Mutability::Runtime),
-    ("maxmemory-samples", Mutability::Runtime),
-    ("hash-max-listpack-entries", Mutability::Runtime),
-    ("hash-max-listpack-value", Mutability::Runtime),
-    ("set-max-intset-entries", Mutability::Runtime),
-    ("set-max-listpack-entries", Mutability::Runtime),
-    ("set-max-listpack-value", Mutability::Runtime),
-    ("timeout", Mutability::Runtime),
-    ("client-query-buffer-limit", Mutability::Runtime),
-    ("loglevel", Mutability::Runtime),
-    ("pin-cpus", Mutability::Startup),
-    ("auto-aof-rewrite-percentage", Mutability::Runtime),
-    ("auto-aof-rewrite-min-size", Mutability::Runtime),
-    ("client-output-buffer-limit", Mutability::Runtime),
-    ("notify-keyspace-events", Mutability::Runtime),
-    ("aclfile", Mutability::Startup),
-    ("protected-mode", Mutability::Runtime),
-    ("tls-port", Mutability::Startup),
-    ("tls-cert-file", Mutability::Runtime),
-    ("tls-key-file", Mutability::Runtime),
-    ("tls-ca-cert-file", Mutability::Runtime),
-    ("tls-auth-clients", Mutability::Runtime),
-    ("lazyfree-lazy-eviction", Mutability::Runtime),
-    ("lazyfree-lazy-expire", Mutability::Runtime),
-    ("lazyfree-lazy-server-del", Mutability::Runtime),
-    ("lazyfree-lazy-user-del", Mutability::Runtime),
-    ("lazyfree-lazy-user-flush", Mutability::Runtime),
-    ("enable-debug-command", Mutability::Startup),
+/// One configuration key, declared once: its name, when it may change, what it means (the
+/// flag's `--help`), how its text sets the [`Config`] and how the config shows it (CONFIG GET,
+/// `--check-config`). The flags, `moon.toml`, CONFIG GET/SET (and a later CONFIG REWRITE) all
+/// go through this table, so a key cannot be known to one and not another. Typed defaults are
+/// [`Config::default`]'s.
+pub struct Key {
+    pub name: &'static str,
+    pub mutability: Mutability,
+    pub help: &'static str,
+    /// Parses the text into the config; `Err` says what is allowed.
+    set: fn(&mut Config, &str) -> Result<(), String>,
+    get: fn(&Config) -> String,
+}
+
+use Mutability::{Runtime, Startup};
+
+macro_rules! key {
+    ($name:literal, $mutability:ident, $help:literal, |$c:ident, $v:ident| $set:expr, |$g:ident| $get:expr) => {
+        Key {
+            name: $name,
+            mutability: $mutability,
+            help: $help,
+            set: |$c: &mut Config, $v: &str| -> Result<(), String> {
+                $set;
+                Ok(())
+            },
+            get: |$g: &Config| -> String { $get },
+        }
+    };
+}
+
+/// A whole number within `range`, or what is allowed.
+fn int_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| allowed.to_string())
+}
+
+/// A size (`512mb`, `64k`, bytes) within `range`, or what is allowed.
+fn size_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Result<u64, String> {
+    parse_size(v)
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| allowed.to_string())
+}
+
+fn flag(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err("yes, no".into()),
+    }
+}
+
+fn optional_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+const THRESHOLD: &str = "an integer from 0 to 1073741824";
+
+/// Every key, in the order `CONFIG GET *` and `--check-config` list them.
+pub const KEYS: &[Key] = &[
+    key!("bind", Startup, "Address to listen on.",
+        |c, v| c.bind = v.parse().map_err(|_| "an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0")?,
+        |c| c.bind.to_string()),
+    key!("port", Startup, "TCP port (0 = any free port).",
+        |c, v| c.port = v.parse().map_err(|_| "0-65535, 0 = any free port")?,
+        |c| c.port.to_string()),
+    key!("shards", Startup, "Number of shards (default: number of CPUs).",
+        |c, v| c.shards = int_in(v, 1..=MAX_SHARDS as u64, &format!("1-{MAX_SHARDS}"))? as usize,
+        |c| c.shards.to_string()),
+    key!("dir", Startup, "Data directory.",
+        |c, v| c.dir = Some(v).filter(|v| !v.is_empty()).map(PathBuf::from).ok_or("a directory path")?,
+        |c| c.dir.display().to_string()),
+    key!("appendonly", Startup, "yes | no",
+        |c, v| c.appendonly = flag(v)?,
+        |c| yes_no_text(c.appendonly)),
+    key!("appendfsync", Runtime, "always | everysec | no",
+        |c, v| c.appendfsync = match v.to_ascii_lowercase().as_str() {
+            "always" => FsyncPolicy::Always,
+            "everysec" => FsyncPolicy::EverySec,
+            "no" => FsyncPolicy::No,
+            _ => return Err("always, everysec, no".into()),
+        },
+        |c| c.appendfsync.as_str().into()),
+    key!("requirepass", Runtime, "Password required from clients.",
+        |c, v| c.requirepass = (!v.is_empty()).then(|| v.to_string()),
+        |c| c.requirepass.clone().unwrap_or_default()),
+    key!("proto-max-bulk-len", Runtime, "Largest argument size, e.g. 512mb.",
+        |c, v| c.proto_max_bulk_len = size_in(v, 1 << 20..=1 << 32, "a size from 1mb to 4gb, e.g. 512mb")?,
+        |c| c.proto_max_bulk_len.to_string()),
+    key!("maxclients", Runtime, "Maximum number of client connections.",
+        |c, v| c.maxclients = int_in(v, 1..=u64::MAX, "an integer >= 1")?,
+        |c| c.maxclients.to_string()),
+    key!("databases", Startup, "Databases clients may SELECT.",
+        |c, v| c.databases = int_in(v, 1..=moon_store::MAX_DATABASES as u64, &format!("1-{}", moon_store::MAX_DATABASES))?,
+        |c| c.databases.to_string()),
+    key!("maxmemory", Runtime, "Memory the keyspaces may hold, e.g. 4gb (0 = no limit).",
+        |c, v| c.maxmemory = size_in(v, 0..=u64::MAX, "a size, e.g. 4gb; 0 = no limit")?,
+        |c| c.maxmemory.to_string()),
+    key!("maxmemory-policy", Runtime, "noeviction | allkeys-lru | allkeys-lfu | allkeys-random | volatile-lru | volatile-lfu | volatile-random | volatile-ttl",
+        |c, v| c.maxmemory_policy = EvictionPolicy::parse(v).ok_or_else(|| {
+            EvictionPolicy::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        })?,
+        |c| c.maxmemory_policy.as_str().into()),
+    key!("maxmemory-samples", Runtime, "Keys sampled to choose one to evict (1-64).",
+        |c, v| c.maxmemory_samples = int_in(v, 1..=64, "1-64")?,
+        |c| c.maxmemory_samples.to_string()),
+    key!("hash-max-listpack-entries", Runtime, "Entries of a hash kept compact (listpack).",
+        |c, v| c.encodings.hash_max_listpack_entries = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.hash_max_listpack_entries.to_string()),
+    key!("hash-max-listpack-value", Runtime, "Largest field or value of a compact hash, in bytes.",
+        |c, v| c.encodings.hash_max_listpack_value = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.hash_max_listpack_value.to_string()),
+    key!("set-max-intset-entries", Runtime, "Members of a set of integers kept compact (intset).",
+        |c, v| c.encodings.set_max_intset_entries = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.set_max_intset_entries.to_string()),
+    key!("set-max-listpack-entries", Runtime, "Members of a set kept compact (listpack).",
+        |c, v| c.encodings.set_max_listpack_entries = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.set_max_listpack_entries.to_string()),
+    key!("set-max-listpack-value", Runtime, "Largest member of a compact set, in bytes.",
+        |c, v| c.encodings.set_max_listpack_value = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.set_max_listpack_value.to_string()),
+    key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
+        |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
+        |c| c.timeout.to_string()),
+    key!("client-query-buffer-limit", Runtime, "Close a client whose unparsed input passes this size, e.g. 1gb.",
+        |c, v| c.client_query_buffer_limit = size_in(v, 1 << 20..=1 << 32, "a size from 1mb to 4gb, e.g. 1gb")?,
+        |c| c.client_query_buffer_limit.to_string()),
+    key!("loglevel", Runtime, "debug | verbose | notice | warning",
+        |c, v| c.loglevel = Some(v.to_ascii_lowercase())
+            .filter(|v| ["debug", "verbose", "notice", "warning", "trace", "info", "warn", "error"].contains(&v.as_str()))
+            .ok_or("debug, verbose, notice, warning")?,
+        |c| c.loglevel.clone()),
+    key!("pin-cpus", Startup, "yes | no: pin each shard to a CPU.",
+        |c, v| c.pin_cpus = flag(v)?,
+        |c| yes_no_text(c.pin_cpus)),
+    key!("auto-aof-rewrite-percentage", Runtime, "Automatic BGREWRITEAOF after this much growth, in percent (0 = never).",
+        |c, v| c.auto_aof_rewrite_percentage = int_in(v, 0..=1_000_000, "an integer percentage >= 0 (0 = never)")?,
+        |c| c.auto_aof_rewrite_percentage.to_string()),
+    key!("auto-aof-rewrite-min-size", Runtime, "... once the AOF is at least this big, e.g. 64mb.",
+        |c, v| c.auto_aof_rewrite_min_size = size_in(v, 0..=u64::MAX, "a size, e.g. 64mb")?,
+        |c| c.auto_aof_rewrite_min_size.to_string()),
+    key!("client-output-buffer-limit", Runtime, "Output limits, e.g. \"pubsub 32mb 8mb 60\": a subscriber past the hard limit, or past the soft one for that many seconds, is disconnected.",
+        |c, v| c.output_limits = output_limits(c.output_limits, v)?,
+        |c| OUTPUT_CLASSES
+            .iter()
+            .zip(c.output_limits)
+            .map(|(class, l)| format!("{class} {} {} {}", l.hard, l.soft, l.soft_seconds))
+            .collect::<Vec<_>>()
+            .join(" ")),
+    key!("notify-keyspace-events", Runtime, "Keyspace notifications, Redis's flags (e.g. KEA); empty = off.",
+        |c, v| c.notify_keyspace_events = moon_store::NotifyFlags::parse(v)
+            .ok_or("a string of the characters A g $ l s h z x e t m d n K E, or empty")?,
+        |c| c.notify_keyspace_events.to_string()),
+    key!("aclfile", Startup, "Users (ACL) file, in Redis's format.",
+        |c, v| c.aclfile = optional_path(v),
+        |c| path_text(&c.aclfile)),
+    key!("protected-mode", Runtime, "yes | no: refuse non-loopback clients while the default user has no password.",
+        |c, v| c.protected_mode = flag(v)?,
+        |c| yes_no_text(c.protected_mode)),
+    key!("tls-port", Startup, "TLS port (0 = no TLS), beside the plain port.",
+        |c, v| c.tls_port = v.parse().map_err(|_| "0-65535, 0 = no TLS")?,
+        |c| c.tls_port.to_string()),
+    key!("tls-cert-file", Runtime, "The server's certificate chain (PEM).",
+        |c, v| c.tls_cert_file = optional_path(v),
+        |c| path_text(&c.tls_cert_file)),
+    key!("tls-key-file", Runtime, "The server's private key (PEM).",
+        |c, v| c.tls_key_file = optional_path(v),
+        |c| path_text(&c.tls_key_file)),
+    key!("tls-ca-cert-file", Runtime, "CA certificates client certificates must chain to (PEM).",
+        |c, v| c.tls_ca_cert_file = optional_path(v),
+        |c| path_text(&c.tls_ca_cert_file)),
+    key!("tls-auth-clients", Runtime, "yes | no | optional: whether clients must present a certificate.",
+        |c, v| c.tls_auth_clients = match v.to_ascii_lowercase().as_str() {
+            "yes" => TlsAuthClients::Yes,
+            "no" => TlsAuthClients::No,
+            "optional" => TlsAuthClients::Optional,
+            _ => return Err("yes, no, optional".into()),
+        },
+        |c| match c.tls_auth_clients {
+            TlsAuthClients::Yes => "yes",
+            TlsAuthClients::No => "no",
+            TlsAuthClients::Optional => "optional",
+        }.into()),
+    key!("lazyfree-lazy-eviction", Runtime, "yes | no: keys evicted under maxmemory are freed off the shard's thread.",
+        |c, v| c.lazyfree.eviction = flag(v)?,
+        |c| yes_no_text(c.lazyfree.eviction)),
+    key!("lazyfree-lazy-expire", Runtime, "yes | no: expired keys are freed off the shard's thread.",
+        |c, v| c.lazyfree.expire = flag(v)?,
+        |c| yes_no_text(c.lazyfree.expire)),
+    key!("lazyfree-lazy-server-del", Runtime, "yes | no: values a command replaces (SET over a big hash, RENAME) are freed off it.",
+        |c, v| c.lazyfree.server_del = flag(v)?,
+        |c| yes_no_text(c.lazyfree.server_del)),
+    key!("lazyfree-lazy-user-del", Runtime, "yes | no: DEL frees as UNLINK does.",
+        |c, v| c.lazyfree.user_del = flag(v)?,
+        |c| yes_no_text(c.lazyfree.user_del)),
+    key!("lazyfree-lazy-user-flush", Runtime, "yes | no: FLUSHALL/FLUSHDB without a mode free as with ASYNC.",
+        |c, v| c.lazyfree.user_flush = flag(v)?,
+        |c| yes_no_text(c.lazyfree.user_flush)),
+    key!("enable-debug-command", Startup, "no | yes | local: who may run DEBUG (DEBUG SLEEP stops a shard).",
+        |c, v| c.enable_debug_command = match v {
+            "no" => DebugCommand::No,
+            "yes" => DebugCommand::Yes,
+            "local" => DebugCommand::Local,
+            _ => return Err("no, yes, local".into()),
+        },
+        |c| match c.enable_debug_command {
+            DebugCommand::No => "no",
+            DebugCommand::Yes => "yes",
+            DebugCommand::Local => "local",
+        }.into()),
 ];
+
+/// The key called `name` (after [`canonical_key`]).
+pub fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// `client-output-buffer-limit`'s text: `<class> <hard> <soft> <soft seconds>`, one or more
+/// classes, applied over `limits`.
+fn output_limits(mut limits: [OutputLimit; 3], value: &str) -> Result<[OutputLimit; 3], String> {
+    let allowed =
+        "<class> <hard> <soft> <soft-seconds> ..., class normal, replica or pubsub, sizes like 32mb";
+    let words: Vec<&str> = value.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(4) {
+        return Err(allowed.into());
+    }
+    for w in words.chunks(4) {
+        let class = match w[0].to_ascii_lowercase().as_str() {
+            "normal" => 0,
+            "slave" | "replica" => 1,
+            "pubsub" => 2,
+            _ => return Err(allowed.into()),
+        };
+        let (Some(hard), Some(soft), Ok(secs)) =
+            (parse_size(w[1]), parse_size(w[2]), w[3].parse::<u64>())
+        else {
+            return Err(allowed.into());
+        };
+        limits[class] = OutputLimit {
+            hard,
+            soft,
+            soft_seconds: secs,
+        };
+    }
+    Ok(limits)
+}
 
 /// A refused value: the key, the value and what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,14 +350,6 @@ fn bad(key: &str, value: &str, allowed: &str) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         message: format!("invalid value for '{key}': '{value}' (allowed: {allowed})"),
-    }
-}
-
-fn yes_no(key: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "yes" | "true" => Ok(true),
-        "no" | "false" => Ok(false),
-        _ => Err(bad(key, value, "yes, no")),
     }
 }
 
@@ -258,299 +456,23 @@ impl Config {
 
     /// Sets one key from its text form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let key = canonical_key(&key.to_ascii_lowercase());
-        let threshold = |value: &str| -> Result<usize, ConfigError> {
-            match value.parse::<u64>() {
-                Ok(n) if n <= 1 << 30 => Ok(n as usize),
-                _ => Err(bad(&key, value, "an integer from 0 to 1073741824")),
-            }
+        let name = canonical_key(&key.to_ascii_lowercase());
+        let Some(row) = self::key(&name) else {
+            let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+            return Err(ConfigError {
+                key: name.clone(),
+                message: format!(
+                    "unknown config key '{name}' (known keys: {})",
+                    known.join(", ")
+                ),
+            });
         };
-        match key.as_str() {
-            "hash-max-listpack-entries" => {
-                self.encodings.hash_max_listpack_entries = threshold(value)?
-            }
-            "hash-max-listpack-value" => self.encodings.hash_max_listpack_value = threshold(value)?,
-            "set-max-intset-entries" => self.encodings.set_max_intset_entries = threshold(value)?,
-            "set-max-listpack-entries" => {
-                self.encodings.set_max_listpack_entries = threshold(value)?
-            }
-            "set-max-listpack-value" => self.encodings.set_max_listpack_value = threshold(value)?,
-            "bind" => {
-                self.bind = value.parse().map_err(|_| {
-                    bad(
-                        &key,
-                        value,
-                        "an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0",
-                    )
-                })?
-            }
-            "port" => {
-                self.port = value
-                    .parse()
-                    .map_err(|_| bad(&key, value, "0-65535, 0 = any free port"))?
-            }
-            "shards" => {
-                self.shards = match value.parse::<usize>() {
-                    Ok(n) if (1..=MAX_SHARDS).contains(&n) => n,
-                    _ => return Err(bad(&key, value, &format!("1-{MAX_SHARDS}"))),
-                }
-            }
-            "dir" => {
-                if value.is_empty() {
-                    return Err(bad(&key, value, "a directory path"));
-                }
-                self.dir = PathBuf::from(value)
-            }
-            "appendonly" => self.appendonly = yes_no(&key, value)?,
-            "appendfsync" => {
-                self.appendfsync = match value.to_ascii_lowercase().as_str() {
-                    "always" => FsyncPolicy::Always,
-                    "everysec" => FsyncPolicy::EverySec,
-                    "no" => FsyncPolicy::No,
-                    _ => return Err(bad(&key, value, "always, everysec, no")),
-                }
-            }
-            "requirepass" => {
-                self.requirepass = if value.is_empty() {
-                    None
-                } else {
-                    Some(value.to_string())
-                }
-            }
-            "proto-max-bulk-len" => {
-                self.proto_max_bulk_len = match parse_size(value) {
-                    Some(n) if (1024 * 1024..=(1u64 << 32)).contains(&n) => n,
-                    _ => return Err(bad(&key, value, "a size from 1mb to 4gb, e.g. 512mb")),
-                }
-            }
-            "maxclients" => {
-                self.maxclients = match value.parse::<u64>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(bad(&key, value, "an integer >= 1")),
-                }
-            }
-            "databases" => {
-                self.databases = match value.parse::<u64>() {
-                    Ok(n) if (1..=moon_store::MAX_DATABASES as u64).contains(&n) => n,
-                    _ => {
-                        return Err(bad(
-                            &key,
-                            value,
-                            &format!("1-{}", moon_store::MAX_DATABASES),
-                        ))
-                    }
-                }
-            }
-            "maxmemory" => {
-                self.maxmemory = match parse_size(value) {
-                    Some(n) => n,
-                    _ => return Err(bad(&key, value, "a size, e.g. 4gb; 0 = no limit")),
-                }
-            }
-            "maxmemory-policy" => {
-                self.maxmemory_policy = match EvictionPolicy::parse(value) {
-                    Some(p) => p,
-                    None => {
-                        let names: Vec<&str> =
-                            EvictionPolicy::ALL.iter().map(|p| p.as_str()).collect();
-                        return Err(bad(&key, value, &names.join(", ")));
-                    }
-                }
-            }
-            "maxmemory-samples" => {
-                self.maxmemory_samples = match value.parse::<u64>() {
-                    Ok(n) if (1..=64).contains(&n) => n,
-                    _ => return Err(bad(&key, value, "1-64")),
-                }
-            }
-            "timeout" => {
-                self.timeout = match value.parse::<u64>() {
-                    Ok(n) if n <= 100 * 365 * 24 * 3600 => n,
-                    _ => return Err(bad(&key, value, "seconds >= 0 (0 = never)")),
-                }
-            }
-            "client-query-buffer-limit" => {
-                self.client_query_buffer_limit = match parse_size(value) {
-                    Some(n) if (1024 * 1024..=(1u64 << 32)).contains(&n) => n,
-                    _ => return Err(bad(&key, value, "a size from 1mb to 4gb, e.g. 1gb")),
-                }
-            }
-            "loglevel" => {
-                let v = value.to_ascii_lowercase();
-                if ![
-                    "debug", "verbose", "notice", "warning", "trace", "info", "warn", "error",
-                ]
-                .contains(&v.as_str())
-                {
-                    return Err(bad(&key, value, "debug, verbose, notice, warning"));
-                }
-                self.loglevel = v;
-            }
-            "pin-cpus" => self.pin_cpus = yes_no(&key, value)?,
-            "auto-aof-rewrite-percentage" => {
-                self.auto_aof_rewrite_percentage = match value.parse::<u64>() {
-                    Ok(n) if n <= 1_000_000 => n,
-                    _ => return Err(bad(&key, value, "an integer percentage >= 0 (0 = never)")),
-                }
-            }
-            "auto-aof-rewrite-min-size" => {
-                self.auto_aof_rewrite_min_size = match parse_size(value) {
-                    Some(n) => n,
-                    _ => return Err(bad(&key, value, "a size, e.g. 64mb")),
-                }
-            }
-            "client-output-buffer-limit" => {
-                // `<class> <hard> <soft> <soft seconds>`, one or more classes.
-                let words: Vec<&str> = value.split_whitespace().collect();
-                let allowed = "<class> <hard> <soft> <soft-seconds> ..., class normal, replica or pubsub, sizes like 32mb";
-                if words.is_empty() || !words.len().is_multiple_of(4) {
-                    return Err(bad(&key, value, allowed));
-                }
-                let mut limits = self.output_limits;
-                for w in words.chunks(4) {
-                    let class = match w[0].to_ascii_lowercase().as_str() {
-                        "normal" => 0,
-                        "slave" | "replica" => 1,
-                        "pubsub" => 2,
-                        _ => return Err(bad(&key, value, allowed)),
-                    };
-                    let (Some(hard), Some(soft), Ok(secs)) =
-                        (parse_size(w[1]), parse_size(w[2]), w[3].parse::<u64>())
-                    else {
-                        return Err(bad(&key, value, allowed));
-                    };
-                    limits[class] = OutputLimit {
-                        hard,
-                        soft,
-                        soft_seconds: secs,
-                    };
-                }
-                self.output_limits = limits;
-            }
-            "aclfile" => {
-                self.aclfile = (!value.is_empty()).then(|| PathBuf::from(value));
-            }
-            "protected-mode" => self.protected_mode = yes_no(&key, value)?,
-            "lazyfree-lazy-eviction" => self.lazyfree.eviction = yes_no(&key, value)?,
-            "lazyfree-lazy-expire" => self.lazyfree.expire = yes_no(&key, value)?,
-            "lazyfree-lazy-server-del" => self.lazyfree.server_del = yes_no(&key, value)?,
-            "lazyfree-lazy-user-del" => self.lazyfree.user_del = yes_no(&key, value)?,
-            "lazyfree-lazy-user-flush" => self.lazyfree.user_flush = yes_no(&key, value)?,
-            "enable-debug-command" => {
-                self.enable_debug_command = match value {
-                    "no" => DebugCommand::No,
-                    "yes" => DebugCommand::Yes,
-                    "local" => DebugCommand::Local,
-                    _ => return Err(bad(&key, value, "no, yes, local")),
-                }
-            }
-            "tls-port" => {
-                self.tls_port = value
-                    .parse()
-                    .map_err(|_| bad(&key, value, "0-65535, 0 = no TLS"))?
-            }
-            "tls-cert-file" => {
-                self.tls_cert_file = (!value.is_empty()).then(|| PathBuf::from(value))
-            }
-            "tls-key-file" => self.tls_key_file = (!value.is_empty()).then(|| PathBuf::from(value)),
-            "tls-ca-cert-file" => {
-                self.tls_ca_cert_file = (!value.is_empty()).then(|| PathBuf::from(value))
-            }
-            "tls-auth-clients" => {
-                self.tls_auth_clients = match value.to_ascii_lowercase().as_str() {
-                    "yes" => TlsAuthClients::Yes,
-                    "no" => TlsAuthClients::No,
-                    "optional" => TlsAuthClients::Optional,
-                    _ => return Err(bad(&key, value, "yes, no, optional")),
-                }
-            }
-            "notify-keyspace-events" => {
-                self.notify_keyspace_events =
-                    moon_store::NotifyFlags::parse(value).ok_or_else(|| {
-                        bad(
-                            &key,
-                            value,
-                            "a string of the characters A g $ l s h z x e t m d n K E, or empty",
-                        )
-                    })?
-            }
-            _ => {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(ConfigError {
-                    key: key.clone(),
-                    message: format!(
-                        "unknown config key '{key}' (known keys: {})",
-                        known.join(", ")
-                    ),
-                });
-            }
-        }
-        Ok(())
+        (row.set)(self, value).map_err(|allowed| bad(&name, value, &allowed))
     }
 
     /// The text form of a key's value, as CONFIG GET shows it.
     pub fn get(&self, key: &str) -> Option<String> {
-        Some(match key {
-            "bind" => self.bind.to_string(),
-            "port" => self.port.to_string(),
-            "shards" => self.shards.to_string(),
-            "dir" => self.dir.display().to_string(),
-            "appendonly" => if self.appendonly { "yes" } else { "no" }.into(),
-            "appendfsync" => self.appendfsync.as_str().into(),
-            "requirepass" => self.requirepass.clone().unwrap_or_default(),
-            "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
-            "maxclients" => self.maxclients.to_string(),
-            "databases" => self.databases.to_string(),
-            "maxmemory" => self.maxmemory.to_string(),
-            "maxmemory-policy" => self.maxmemory_policy.as_str().into(),
-            "maxmemory-samples" => self.maxmemory_samples.to_string(),
-            "hash-max-listpack-entries" => self.encodings.hash_max_listpack_entries.to_string(),
-            "hash-max-listpack-value" => self.encodings.hash_max_listpack_value.to_string(),
-            "set-max-intset-entries" => self.encodings.set_max_intset_entries.to_string(),
-            "set-max-listpack-entries" => self.encodings.set_max_listpack_entries.to_string(),
-            "set-max-listpack-value" => self.encodings.set_max_listpack_value.to_string(),
-            "timeout" => self.timeout.to_string(),
-            "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
-            "loglevel" => self.loglevel.clone(),
-            "auto-aof-rewrite-percentage" => self.auto_aof_rewrite_percentage.to_string(),
-            "auto-aof-rewrite-min-size" => self.auto_aof_rewrite_min_size.to_string(),
-            "pin-cpus" => if self.pin_cpus { "yes" } else { "no" }.into(),
-            "client-output-buffer-limit" => OUTPUT_CLASSES
-                .iter()
-                .zip(self.output_limits)
-                .map(|(class, l)| format!("{class} {} {} {}", l.hard, l.soft, l.soft_seconds))
-                .collect::<Vec<_>>()
-                .join(" "),
-            "notify-keyspace-events" => self.notify_keyspace_events.to_string(),
-            "aclfile" => self
-                .aclfile
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            "protected-mode" => if self.protected_mode { "yes" } else { "no" }.into(),
-            "lazyfree-lazy-eviction" => yes_no_text(self.lazyfree.eviction),
-            "lazyfree-lazy-expire" => yes_no_text(self.lazyfree.expire),
-            "lazyfree-lazy-server-del" => yes_no_text(self.lazyfree.server_del),
-            "lazyfree-lazy-user-del" => yes_no_text(self.lazyfree.user_del),
-            "lazyfree-lazy-user-flush" => yes_no_text(self.lazyfree.user_flush),
-            "enable-debug-command" => match self.enable_debug_command {
-                DebugCommand::No => "no",
-                DebugCommand::Yes => "yes",
-                DebugCommand::Local => "local",
-            }
-            .into(),
-            "tls-port" => self.tls_port.to_string(),
-            "tls-cert-file" => path_text(&self.tls_cert_file),
-            "tls-key-file" => path_text(&self.tls_key_file),
-            "tls-ca-cert-file" => path_text(&self.tls_ca_cert_file),
-            "tls-auth-clients" => match self.tls_auth_clients {
-                TlsAuthClients::Yes => "yes",
-                TlsAuthClients::No => "no",
-                TlsAuthClients::Optional => "optional",
-            }
-            .into(),
-            _ => return None,
-        })
+        self::key(key).map(|row| (row.get)(self))
     }
 
     /// Applies a TOML document. Keys are checked before any is applied to nothing but `self`.

@@ -28,6 +28,8 @@ use clap::Parser;
 
 use crate::config::Config;
 
+// Every configuration key is also a flag (`--port 7000`), declared once in the key table
+// (`config::KEYS`) with its help text; flags override the file.
 /// Moon: a Redis-compatible, sharded, durable in-memory key-value server.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -38,176 +40,38 @@ struct Args {
     /// Validate the configuration, print it, and exit (0 if valid, 2 if not).
     #[arg(long)]
     check_config: bool,
-    /// Address to listen on.
-    #[arg(long)]
-    bind: Option<String>,
-    /// TCP port (0 = any free port).
-    #[arg(long)]
-    port: Option<String>,
-    /// Number of shards (default: number of CPUs).
-    #[arg(long)]
-    shards: Option<String>,
-    /// Data directory.
-    #[arg(long)]
-    dir: Option<String>,
-    /// yes | no
-    #[arg(long)]
-    appendonly: Option<String>,
-    /// always | everysec | no
-    #[arg(long)]
-    appendfsync: Option<String>,
-    /// Password required from clients.
-    #[arg(long)]
-    requirepass: Option<String>,
-    /// Largest argument size, e.g. 512mb.
-    #[arg(long)]
-    proto_max_bulk_len: Option<String>,
-    /// Maximum number of client connections.
-    #[arg(long)]
-    maxclients: Option<String>,
-    /// Databases clients may SELECT.
-    #[arg(long)]
-    databases: Option<String>,
-    /// Memory the keyspaces may hold, e.g. 4gb (0 = no limit).
-    #[arg(long)]
-    maxmemory: Option<String>,
-    /// noeviction | allkeys-lru | allkeys-lfu | allkeys-random | volatile-lru | volatile-lfu |
-    /// volatile-random | volatile-ttl
-    #[arg(long)]
-    maxmemory_policy: Option<String>,
-    /// Keys sampled to choose one to evict (1-64).
-    #[arg(long)]
-    maxmemory_samples: Option<String>,
-    /// Entries of a hash kept compact (listpack).
-    #[arg(long)]
-    hash_max_listpack_entries: Option<String>,
-    /// Largest field or value of a compact hash, in bytes.
-    #[arg(long)]
-    hash_max_listpack_value: Option<String>,
-    /// Members of a set of integers kept compact (intset).
-    #[arg(long)]
-    set_max_intset_entries: Option<String>,
-    /// Members of a set kept compact (listpack).
-    #[arg(long)]
-    set_max_listpack_entries: Option<String>,
-    /// Largest member of a compact set, in bytes.
-    #[arg(long)]
-    set_max_listpack_value: Option<String>,
-    /// Close clients idle for this many seconds (0 = never).
-    #[arg(long)]
-    timeout: Option<String>,
-    /// Close a client whose unparsed input passes this size, e.g. 1gb.
-    #[arg(long)]
-    client_query_buffer_limit: Option<String>,
-    /// debug | verbose | notice | warning
-    #[arg(long)]
-    loglevel: Option<String>,
-    /// yes | no: pin each shard to a CPU.
-    #[arg(long)]
-    pin_cpus: Option<String>,
-    /// Automatic BGREWRITEAOF after this much growth, in percent (0 = never).
-    #[arg(long)]
-    auto_aof_rewrite_percentage: Option<String>,
-    /// ... once the AOF is at least this big, e.g. 64mb.
-    #[arg(long)]
-    auto_aof_rewrite_min_size: Option<String>,
-    /// Output limits, e.g. "pubsub 32mb 8mb 60": a subscriber past the hard limit, or past
-    /// the soft one for that many seconds, is disconnected.
-    #[arg(long)]
-    client_output_buffer_limit: Option<String>,
-    /// Keyspace notifications, Redis's flags (e.g. KEA); empty = off.
-    #[arg(long)]
-    notify_keyspace_events: Option<String>,
-    /// Users (ACL) file, in Redis's format.
-    #[arg(long)]
-    aclfile: Option<String>,
-    /// yes | no: refuse non-loopback clients while the default user has no password.
-    #[arg(long)]
-    protected_mode: Option<String>,
-    /// TLS port (0 = no TLS), beside the plain port.
-    #[arg(long)]
-    tls_port: Option<String>,
-    /// The server's certificate chain (PEM).
-    #[arg(long)]
-    tls_cert_file: Option<String>,
-    /// The server's private key (PEM).
-    #[arg(long)]
-    tls_key_file: Option<String>,
-    /// CA certificates client certificates must chain to (PEM).
-    #[arg(long)]
-    tls_ca_cert_file: Option<String>,
-    /// yes | no | optional: whether clients must present a certificate.
-    #[arg(long)]
-    tls_auth_clients: Option<String>,
-    /// yes | no: keys evicted under maxmemory are freed off the shard's thread.
-    #[arg(long)]
-    lazyfree_lazy_eviction: Option<String>,
-    /// yes | no: expired keys are freed off the shard's thread.
-    #[arg(long)]
-    lazyfree_lazy_expire: Option<String>,
-    /// yes | no: values a command replaces (SET over a big hash, RENAME) are freed off it.
-    #[arg(long)]
-    lazyfree_lazy_server_del: Option<String>,
-    /// yes | no: DEL frees as UNLINK does.
-    #[arg(long)]
-    lazyfree_lazy_user_del: Option<String>,
-    /// yes | no: FLUSHALL/FLUSHDB without a mode free as with ASYNC.
-    #[arg(long)]
-    lazyfree_lazy_user_flush: Option<String>,
-    /// no | yes | local: who may run DEBUG (DEBUG SLEEP stops a shard).
-    #[arg(long)]
-    enable_debug_command: Option<String>,
+    /// The configuration keys given as flags, in the order given.
+    #[arg(skip)]
+    keys: Vec<(&'static str, String)>,
 }
 
-/// Every config key's flag, with what was given for it.
-fn flags(args: &Args) -> Vec<(&'static str, &Option<String>)> {
-    vec![
-        ("bind", &args.bind),
-        ("port", &args.port),
-        ("shards", &args.shards),
-        ("dir", &args.dir),
-        ("appendonly", &args.appendonly),
-        ("appendfsync", &args.appendfsync),
-        ("requirepass", &args.requirepass),
-        ("proto-max-bulk-len", &args.proto_max_bulk_len),
-        ("maxclients", &args.maxclients),
-        ("databases", &args.databases),
-        ("maxmemory", &args.maxmemory),
-        ("maxmemory-policy", &args.maxmemory_policy),
-        ("maxmemory-samples", &args.maxmemory_samples),
-        ("hash-max-listpack-entries", &args.hash_max_listpack_entries),
-        ("hash-max-listpack-value", &args.hash_max_listpack_value),
-        ("set-max-intset-entries", &args.set_max_intset_entries),
-        ("set-max-listpack-entries", &args.set_max_listpack_entries),
-        ("set-max-listpack-value", &args.set_max_listpack_value),
-        ("timeout", &args.timeout),
-        ("client-query-buffer-limit", &args.client_query_buffer_limit),
-        ("loglevel", &args.loglevel),
-        ("pin-cpus", &args.pin_cpus),
-        (
-            "auto-aof-rewrite-percentage",
-            &args.auto_aof_rewrite_percentage,
-        ),
-        ("auto-aof-rewrite-min-size", &args.auto_aof_rewrite_min_size),
-        (
-            "client-output-buffer-limit",
-            &args.client_output_buffer_limit,
-        ),
-        ("notify-keyspace-events", &args.notify_keyspace_events),
-        ("aclfile", &args.aclfile),
-        ("protected-mode", &args.protected_mode),
-        ("tls-port", &args.tls_port),
-        ("tls-cert-file", &args.tls_cert_file),
-        ("tls-key-file", &args.tls_key_file),
-        ("tls-ca-cert-file", &args.tls_ca_cert_file),
-        ("tls-auth-clients", &args.tls_auth_clients),
-        ("lazyfree-lazy-eviction", &args.lazyfree_lazy_eviction),
-        ("lazyfree-lazy-expire", &args.lazyfree_lazy_expire),
-        ("lazyfree-lazy-server-del", &args.lazyfree_lazy_server_del),
-        ("lazyfree-lazy-user-del", &args.lazyfree_lazy_user_del),
-        ("lazyfree-lazy-user-flush", &args.lazyfree_lazy_user_flush),
-        ("enable-debug-command", &args.enable_debug_command),
-    ]
+/// The command line: [`Args`] plus one `--<key> <VALUE>` flag per configuration key.
+fn command() -> clap::Command {
+    let mut cmd = <Args as clap::CommandFactory>::command();
+    for key in config::KEYS {
+        cmd = cmd.arg(
+            clap::Arg::new(key.name)
+                .long(key.name)
+                .value_name("VALUE")
+                .help(key.help),
+        );
+    }
+    cmd
+}
+
+/// Parses `argv` (clap exits with its message on a malformed command line).
+fn parse_args(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Args {
+    let matches = command().get_matches_from(argv);
+    let mut args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    for key in config::KEYS {
+        if let Some(v) = matches.get_one::<String>(key.name) {
+            args.keys.push((key.name, v.clone()));
+        }
+    }
+    args
 }
 
 fn load_config(args: &Args) -> Result<Config, String> {
@@ -220,17 +84,16 @@ fn load_config(args: &Args) -> Result<Config, String> {
             .map_err(|e| format!("config file {}: {e}", path.display()))?;
         config.config_file = Some(path.clone());
     }
-    let flags = flags(args);
-    for (key, value) in flags {
-        if let Some(v) = value {
-            config.set(key, v).map_err(|e| format!("--{key}: {e}"))?;
-        }
+    for (key, value) in &args.keys {
+        config
+            .set(key, value)
+            .map_err(|e| format!("--{key}: {e}"))?;
     }
     Ok(config)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = parse_args(std::env::args_os());
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -240,9 +103,9 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("configuration OK");
-        for (key, _) in config::KEYS {
+        for key in config::KEYS.iter().map(|k| k.name) {
             let value = config.get(key).unwrap_or_default();
-            let shown = if *key == "requirepass" && !value.is_empty() {
+            let shown = if key == "requirepass" && !value.is_empty() {
                 "(set)".to_string()
             } else {
                 value
@@ -273,16 +136,30 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    /// Every key of the configuration can be given as a flag, and no flag is unknown to it.
+    /// Every key of the configuration is a flag, and sets the key.
     #[test]
-    fn every_config_key_has_a_flag() {
-        let args = super::Args::parse_from(["moon-server"]);
-        let mut flagged: Vec<&str> = super::flags(&args).iter().map(|(k, _)| *k).collect();
-        let mut keys: Vec<&str> = super::config::KEYS.iter().map(|(k, _)| *k).collect();
-        flagged.sort_unstable();
-        keys.sort_unstable();
-        assert_eq!(flagged, keys);
+    fn every_config_key_is_a_flag() {
+        let mut argv: Vec<std::ffi::OsString> = vec!["moon-server".into()];
+        for key in super::config::KEYS {
+            let value = super::Config::default().get(key.name).unwrap_or_default();
+            argv.push(format!("--{}", key.name).into());
+            argv.push(value.into());
+        }
+        let args = super::parse_args(argv);
+        assert_eq!(args.keys.len(), super::config::KEYS.len());
+        let config = super::load_config(&args).unwrap();
+        for key in super::config::KEYS {
+            assert_eq!(
+                config.get(key.name),
+                super::Config::default().get(key.name),
+                "{}: what get shows, set takes back",
+                key.name
+            );
+        }
+        let args = super::parse_args(
+            ["moon-server", "--port", "7001", "--appendfsync", "always"].map(Into::into),
+        );
+        let config = super::load_config(&args).unwrap();
+        assert_eq!((config.port, config.appendfsync.as_str()), (7001, "always"));
     }
 }
