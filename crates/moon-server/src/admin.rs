@@ -285,7 +285,7 @@ fn command_info(c: &CommandSpec) -> Frame {
     Frame::Array(vec![
         Frame::bulk(c.name),
         Frame::Integer(i64::from(c.arity)),
-        Frame::Array(c.flags.iter().map(|f| Frame::Simple(f)).collect()),
+        Frame::Array(c.flags.names().map(Frame::Simple).collect()),
         Frame::Integer(i64::from(c.first_key)),
         Frame::Integer(i64::from(c.last_key)),
         Frame::Integer(i64::from(c.step)),

@@ -395,11 +395,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         plan.db = session.db;
         plan.track = None;
         if session.info.tracking.borrow().is_some() && req.runs_in_store() {
-            plan.track = crate::tracking::reader_for(
-                session,
-                spec.flags.contains(&"readonly"),
-                spec.is_write(),
-            );
+            plan.track = crate::tracking::reader_for(session, spec.is_read(), spec.is_write());
         }
         if spec.name != "client" {
             // CLIENT CACHING applies to the one command after it.

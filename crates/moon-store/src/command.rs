@@ -50,7 +50,7 @@ pub struct CommandSpec {
     pub name: &'static str,
     /// Redis arity: positive = exact, negative = at least |arity|.
     pub arity: i32,
-    pub flags: &'static [&'static str],
+    pub flags: Flags,
     pub first_key: i32,
     pub last_key: i32,
     pub step: i32,
@@ -60,6 +60,58 @@ pub struct CommandSpec {
     /// For commands whose keys follow a count (SINTERCARD numkeys key ...): the count's
     /// position; 0 = keys come from first/last/step.
     pub numkeys_at: usize,
+}
+
+/// A command's flags (Redis's): typed bits, tested without comparing names; [`Flags::names`]
+/// gives COMMAND's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const WRITE: Flags = Flags(1);
+    pub const READONLY: Flags = Flags(1 << 1);
+    pub const DENYOOM: Flags = Flags(1 << 2);
+    pub const FAST: Flags = Flags(1 << 3);
+    pub const ADMIN: Flags = Flags(1 << 4);
+    pub const NOSCRIPT: Flags = Flags(1 << 5);
+    pub const LOADING: Flags = Flags(1 << 6);
+    pub const STALE: Flags = Flags(1 << 7);
+    pub const PUBSUB: Flags = Flags(1 << 8);
+    pub const MAY_REPLICATE: Flags = Flags(1 << 9);
+    pub const ALLOW_BUSY: Flags = Flags(1 << 10);
+    pub const SKIP_SLOWLOG: Flags = Flags(1 << 11);
+
+    /// Redis's names, in the order COMMAND lists them (Redis's bit order).
+    const NAMES: [(Flags, &'static str); 12] = [
+        (Flags::WRITE, "write"),
+        (Flags::READONLY, "readonly"),
+        (Flags::DENYOOM, "denyoom"),
+        (Flags::ADMIN, "admin"),
+        (Flags::PUBSUB, "pubsub"),
+        (Flags::NOSCRIPT, "noscript"),
+        (Flags::LOADING, "loading"),
+        (Flags::STALE, "stale"),
+        (Flags::SKIP_SLOWLOG, "skip_slowlog"),
+        (Flags::FAST, "fast"),
+        (Flags::MAY_REPLICATE, "may_replicate"),
+        (Flags::ALLOW_BUSY, "allow_busy"),
+    ];
+
+    pub const fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    pub const fn has(self, flag: Flags) -> bool {
+        self.0 & flag.0 == flag.0
+    }
+
+    /// The flags' names, as COMMAND INFO shows them.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Flags::NAMES
+            .into_iter()
+            .filter(move |(f, _)| self.has(*f))
+            .map(|(_, n)| n)
+    }
 }
 
 /// A command's family (Redis's command groups).
@@ -100,7 +152,12 @@ impl CommandSpec {
     }
 
     pub fn is_write(&self) -> bool {
-        self.flags.contains(&"write")
+        self.flags.has(Flags::WRITE)
+    }
+
+    /// `readonly`: it reads keys (and changes none).
+    pub fn is_read(&self) -> bool {
+        self.flags.has(Flags::READONLY)
     }
 
     /// Redis's ACL categories, derived from the group and the flags declared above.
@@ -123,16 +180,16 @@ impl CommandSpec {
         if self.is_write() {
             c.push("@write");
         }
-        if self.flags.contains(&"readonly") {
+        if self.is_read() {
             c.push("@read");
         }
         // Redis's @dangerous: admin commands, and those that touch every key at once.
-        if self.flags.contains(&"admin")
+        if self.flags.has(Flags::ADMIN)
             || matches!(self.name, "flushall" | "flushdb" | "keys" | "swapdb")
         {
             c.push("@dangerous");
         }
-        c.push(if self.flags.contains(&"fast") {
+        c.push(if self.flags.has(Flags::FAST) {
             "@fast"
         } else {
             "@slow"
@@ -147,7 +204,7 @@ impl CommandSpec {
 
     /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
     pub fn may_grow_memory(&self) -> bool {
-        self.flags.contains(&"denyoom")
+        self.flags.has(Flags::DENYOOM)
     }
 
     /// Whether `argc` arguments are well formed for this command: its arity, and for a key
@@ -199,18 +256,26 @@ impl CommandSpec {
     }
 }
 
-const W: &[&str] = &["write", "denyoom"];
-const WF: &[&str] = &["write", "denyoom", "fast"];
-const WNOOM: &[&str] = &["write"];
-const WNOOMF: &[&str] = &["write", "fast"];
-const R: &[&str] = &["readonly"];
-const RF: &[&str] = &["readonly", "fast"];
-const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
-const ADMIN: &[&str] = &["admin", "noscript", "loading", "stale"];
-const TXN: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
-const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
-const PUBLISH: &[&str] = &["pubsub", "loading", "stale", "fast", "may_replicate"];
-const TXN_SKIP: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
+const W: Flags = Flags::WRITE.union(Flags::DENYOOM);
+const WF: Flags = W.union(Flags::FAST);
+const WNOOM: Flags = Flags::WRITE;
+const WNOOMF: Flags = Flags::WRITE.union(Flags::FAST);
+const R: Flags = Flags::READONLY;
+const RF: Flags = Flags::READONLY.union(Flags::FAST);
+const UNSCRIPTED: Flags = Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE);
+const CONN: Flags = UNSCRIPTED.union(Flags::FAST);
+const ADMIN: Flags = UNSCRIPTED.union(Flags::ADMIN);
+const TXN: Flags = CONN.union(Flags::ALLOW_BUSY);
+const PUBSUB: Flags = UNSCRIPTED.union(Flags::PUBSUB);
+const PUBLISH: Flags = Flags::PUBSUB
+    .union(Flags::LOADING)
+    .union(Flags::STALE)
+    .union(Flags::FAST)
+    .union(Flags::MAY_REPLICATE);
+const TXN_SKIP: Flags = UNSCRIPTED.union(Flags::SKIP_SLOWLOG);
+const PUBSUB_INFO: Flags = Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE);
+/// Moon's markers (`MOON.DB`...): never from clients.
+const INTERNAL: Flags = Flags::NOSCRIPT.union(Flags::FAST);
 
 macro_rules! cmd {
     ($group:ident: $name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:expr) => {
@@ -359,13 +424,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Generic: "swapdb", 3, WNOOMF, 0, 0, 0, AllShards(Merge::Ok)),
     // The database of the command that follows it, in a shard's batch and in the log; the
     // server refuses it from clients.
-    cmd!(Server: "moon.db", 2, &["noscript", "fast"], 0, 0, 0, Connection),
+    cmd!(Server: "moon.db", 2, INTERNAL, 0, 0, 0, Connection),
     // The tracking client (CLIENT TRACKING) whose command follows it in a shard's batch;
     // never logged, refused from clients.
-    cmd!(Server: "moon.track", 2, &["noscript", "fast"], 0, 0, 0, Connection),
+    cmd!(Server: "moon.track", 2, INTERNAL, 0, 0, 0, Connection),
     // The keyspace event the rest of a batch announces (the halves of a cross-shard RENAME,
     // COPY or *STORE); never logged, refused from clients.
-    cmd!(Server: "moon.event", 2, &["noscript", "fast"], 0, 0, 0, Connection),
+    cmd!(Server: "moon.event", 2, INTERNAL, 0, 0, 0, Connection),
     cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
     cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
     cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),
@@ -392,7 +457,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(Pubsub: "sunsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
     cmd!(Pubsub: "publish", 3, PUBLISH, 0, 0, 0, Connection),
     cmd!(Pubsub: "spublish", 3, PUBLISH, 0, 0, 0, Connection),
-    cmd!(Pubsub: "pubsub", -2, &["pubsub", "loading", "stale"], 0, 0, 0, Connection),
+    cmd!(Pubsub: "pubsub", -2, PUBSUB_INFO, 0, 0, 0, Connection),
     // Transactions (handled by the connection: queueing, then the EXEC coordinator)
     cmd!(Transactions: "multi", 1, TXN, 0, 0, 0, Connection),
     cmd!(Transactions: "exec", 1, TXN_SKIP, 0, 0, 0, Connection),

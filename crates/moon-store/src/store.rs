@@ -910,7 +910,7 @@ impl Store {
         let reply = self.execute_in_db(spec, args, now);
         self.writer = None;
         if let Some(reader) = reader {
-            if spec.flags.contains(&"readonly") && !reply.is_error() {
+            if spec.is_read() && !reply.is_error() {
                 for key in spec.keys(args) {
                     self.tracking.remember(reader, key);
                 }
