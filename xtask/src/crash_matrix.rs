@@ -103,6 +103,16 @@ enum Mode {
     BusyShard,
 }
 
+/// Every mode, in the order the matrix runs them.
+const ALL_MODES: &[Mode] = &[
+    Mode::Plain,
+    Mode::Restart,
+    Mode::Rewrite,
+    Mode::Migrate,
+    Mode::FailedCommit,
+    Mode::BusyShard,
+];
+
 struct Config {
     shards: usize,
     fsync: &'static str,
@@ -774,31 +784,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     });
     let cycles = args.cycles.unwrap_or(if args.quick { 3 } else { 20 });
     let (shard_counts, mut policies, modes): (&[usize], &[&'static str], &[Mode]) = if args.quick {
-        (
-            &[1, 2],
-            &["always", "everysec"],
-            &[
-                Mode::Plain,
-                Mode::Restart,
-                Mode::Rewrite,
-                Mode::Migrate,
-                Mode::FailedCommit,
-                Mode::BusyShard,
-            ],
-        )
+        (&[1, 2], &["always", "everysec"], ALL_MODES)
     } else {
-        (
-            &[1, 2, 4],
-            &["always", "everysec", "no"],
-            &[
-                Mode::Plain,
-                Mode::Restart,
-                Mode::Rewrite,
-                Mode::Migrate,
-                Mode::FailedCommit,
-                Mode::BusyShard,
-            ],
-        )
+        (&[1, 2, 4], &["always", "everysec", "no"], ALL_MODES)
     };
     let work = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -853,6 +853,21 @@ mod tests {
         }
     }
 
+    /// Runs `f` with a writer on a fresh incr file (LSNs from 1).
+    fn with_writer<Fut: std::future::Future<Output = ()> + 'static>(
+        policy: FsyncPolicy,
+        fault: &str,
+        f: impl FnOnce(AofWriter) -> Fut + 'static,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        let fault = FaultPlan::parse(fault);
+        run(async move {
+            let w = AofWriter::open(&p, 0, policy, fault).await.unwrap();
+            f(w).await
+        });
+    }
+
     /// Polls `done` without ever yielding to the executor (a shard busy the whole time), for
     /// up to `limit`.
     fn busy_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -871,12 +886,7 @@ mod tests {
     /// and a failed background fdatasync makes the log fail, never retried.
     #[test]
     fn everysec_fsyncs_while_the_executor_is_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("incr.aof");
-        run(async move {
-            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::default())
-                .await
-                .unwrap();
+        with_writer(FsyncPolicy::EverySec, "", |w| async move {
             let lsn = w.append(&[cmd(1)]);
             w.wait(lsn).await.unwrap();
             assert!(w.status().durable_lsn < lsn, "written, not yet synced");
@@ -888,12 +898,7 @@ mod tests {
             assert_eq!(w.status().fsyncs, 1);
             w.close().await.unwrap();
         });
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("incr.aof");
-        run(async move {
-            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::parse("fsync:1"))
-                .await
-                .unwrap();
+        with_writer(FsyncPolicy::EverySec, "fsync:1", |w| async move {
             let lsn = w.append(&[cmd(1)]);
             w.wait(lsn).await.unwrap();
             assert!(busy_until(Duration::from_secs(5), || w.error().is_some()));
@@ -913,12 +918,7 @@ mod tests {
     /// `always` whose first fsync fails stays safe (the rebuild after MISCONF keeps it).
     #[test]
     fn the_acknowledged_lsn_survives_a_policy_switch_into_a_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("incr.aof");
-        run(async move {
-            let w = AofWriter::open(&p, 0, FsyncPolicy::EverySec, FaultPlan::parse("fsync:1"))
-                .await
-                .unwrap();
+        with_writer(FsyncPolicy::EverySec, "fsync:1", |w| async move {
             let lsn = w.append(&[cmd(1)]);
             w.wait(lsn).await.unwrap();
             w.set_policy(FsyncPolicy::Always);
@@ -935,12 +935,7 @@ mod tests {
     /// open file): the round it covered is not acknowledged.
     #[test]
     fn a_shard_fsync_after_a_background_failure_is_not_a_success() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("incr.aof");
-        run(async move {
-            let w = AofWriter::open(&p, 0, FsyncPolicy::Always, FaultPlan::default())
-                .await
-                .unwrap();
+        with_writer(FsyncPolicy::Always, "", |w| async move {
             w.pause().await;
             let a = w.append(&[cmd(1)]);
             let waiting = {
@@ -962,12 +957,7 @@ mod tests {
     /// switch to everysec (its thread would otherwise "succeed" over the failed round).
     #[test]
     fn a_failed_log_is_never_fsynced_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("incr.aof");
-        run(async move {
-            let w = AofWriter::open(&p, 0, FsyncPolicy::Always, FaultPlan::parse("fsync:2"))
-                .await
-                .unwrap();
+        with_writer(FsyncPolicy::Always, "fsync:2", |w| async move {
             let a = w.append(&[cmd(1)]);
             w.wait(a).await.unwrap();
             let b = w.append(&[cmd(2)]);

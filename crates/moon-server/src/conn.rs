@@ -27,7 +27,9 @@ use moon_shard::ShardCounters;
 use moon_store::command::Spread;
 
 use crate::admin;
-use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Refused, Target};
+use crate::dispatch::{
+    max_record, record_size, too_large_to_log, Parsed, Refused, Request, Target,
+};
 use crate::plan::Plan;
 use crate::session::{ClientInfo, ReplyMode, Session, CLIENTS};
 use crate::shared::ShardServer;
@@ -468,15 +470,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 // Keys on several shards: an implicit transaction, so that no client sees (or
                 // recovers) part of it.
                 plan.flush(session, out).await;
-                crate::txn::run(
-                    session,
-                    vec![Ok(req)],
-                    Vec::new(),
-                    false,
-                    out,
-                    process_boxed,
-                )
-                .await;
+                run_alone_as_transaction(session, req, out).await;
             }
             Target::Shards(_) => match req.spread() {
                 Spread::Split(merge) => plan.split(req.args, spec.step.max(1) as usize, merge),
@@ -490,15 +484,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 // FLUSHALL/FLUSHDB: every shard or none, also after a crash — a transaction
                 // over all shards (one part per shard).
                 plan.flush(session, out).await;
-                crate::txn::run(
-                    session,
-                    vec![Ok(req)],
-                    Vec::new(),
-                    false,
-                    out,
-                    process_boxed,
-                )
-                .await;
+                run_alone_as_transaction(session, req, out).await;
             }
             Target::All(merge) => plan.all(req.args, merge),
             Target::Server => {
@@ -574,6 +560,20 @@ fn is_client_reply(p: &Parsed) -> bool {
 
 /// [`process`] one command at a time, dropping the replies CLIENT REPLY OFF / SKIP silence.
 /// Pub/sub confirmations go through the outbox meanwhile, so they are sent in order.
+/// One request that must be atomic by itself (keys on several shards, a flush of every shard):
+/// an implicit transaction of one command.
+async fn run_alone_as_transaction(session: &mut Session, req: Request, out: &mut BytesMut) {
+    crate::txn::run(
+        session,
+        vec![Ok(req)],
+        Vec::new(),
+        false,
+        out,
+        process_boxed,
+    )
+    .await;
+}
+
 /// [`process`] as a transaction runs its commands ([`crate::txn::Process`]).
 fn process_boxed<'a>(
     session: &'a mut Session,
