@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use moon_proto::Frame;
-use moon_store::args::eq;
+use moon_store::args::{eq, text};
 use moon_store::reply::{self, err};
 
 use crate::acl::{Acl, Denied, LogEntry, User, CATEGORIES};
@@ -95,10 +95,6 @@ pub fn authenticate(session: &mut Session, user: Option<&Bytes>, pass: &[u8]) ->
             Err(err(WRONGPASS))
         }
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// 32 random bytes from the OS.

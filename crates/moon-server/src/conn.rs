@@ -489,7 +489,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             Target::All(merge) => plan.all(req.args, merge),
             Target::Server => {
                 plan.flush(session, out).await;
-                let f = admin::special(session, spec, &req.args).await;
+                let f = crate::keyspace_walk::special(session, spec, &req.args).await;
                 f.encode(session.proto, out);
             }
             Target::Connection => match spec.name {

@@ -6,10 +6,17 @@
 mod acl;
 mod acl_cmd;
 mod admin;
+mod client;
+mod command_cmd;
 mod config;
+mod config_cmd;
 mod conn;
+mod connection;
 mod cross;
+mod debug;
 mod dispatch;
+mod info;
+mod keyspace_walk;
 mod persistence;
 mod plan;
 mod pubsub;

@@ -195,3 +195,6 @@ impl RewriteState {
         }
     }
 }
+
+/// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";

@@ -53,3 +53,8 @@ pub fn int_bytes(v: i64) -> Bytes {
 pub fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
+
+/// An argument as text (invalid UTF-8 replaced), for messages and names.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

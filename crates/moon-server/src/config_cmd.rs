@@ -1,0 +1,154 @@
+//! CONFIG GET/SET/RESETSTAT over the configuration table (`config::KEYS`).
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_shard::Shard;
+use moon_store::args::eq;
+use moon_store::glob::glob_match;
+use moon_store::reply::{self};
+
+use crate::config::{self, Mutability};
+use crate::session::Session;
+
+use moon_store::args::text;
+
+pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
+    let sub = &args[1];
+    let shared = session.ctx.shared.clone();
+    if eq(sub, "get") {
+        if args.len() < 3 {
+            return reply::wrong_arity("config|get");
+        }
+        let config = shared.config();
+        let mut pairs = Vec::new();
+        // Options Redis tools ask for, which Moon answers with fixed values.
+        let fixed = [("save", ""), ("cluster-enabled", "no")];
+        for pattern in &args[2..] {
+            let p = pattern.to_ascii_lowercase();
+            for key in config::KEYS.iter().map(|k| k.name) {
+                if glob_match(&p, key.as_bytes())
+                    && !pairs.iter().any(|(k, _): &(String, String)| k == key)
+                {
+                    pairs.push((key.to_string(), config.get(key).unwrap_or_default()));
+                }
+            }
+            for (key, value) in fixed {
+                if glob_match(&p, key.as_bytes()) && !pairs.iter().any(|(k, _)| k == key) {
+                    pairs.push((key.to_string(), value.to_string()));
+                }
+            }
+            // An old name asked for by itself answers under that name, as in Redis.
+            let name = String::from_utf8_lossy(&p).into_owned();
+            let canonical = config::canonical_key(&name);
+            if canonical != name && !pairs.iter().any(|(k, _)| *k == name) {
+                if let Some(v) = config.get(&canonical) {
+                    pairs.push((name, v));
+                }
+            }
+        }
+        Frame::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Frame::bulk(k), Frame::bulk(v)))
+                .collect(),
+        )
+    } else if eq(sub, "set") {
+        if args.len() < 4 || !args.len().is_multiple_of(2) {
+            return reply::wrong_arity("config|set");
+        }
+        let mut candidate = shared.config();
+        for pair in args[2..].chunks(2) {
+            let key = config::canonical_key(&text(&pair[0]).to_ascii_lowercase());
+            let Some(row) = config::key(&key) else {
+                return Frame::Error(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                    reply::lossy(&pair[0], 64)
+                ));
+            };
+            if row.mutability == Mutability::Startup {
+                return Frame::Error(format!("ERR CONFIG SET failed (possibly related to argument '{key}') - can't set immutable config"));
+            }
+            if let Err(e) = candidate.set(&key, &text(&pair[1])) {
+                return Frame::Error(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{key}') - {}",
+                    e.message
+                ));
+            }
+        }
+        let policy = candidate.appendfsync;
+        let memory = candidate.memory_limit();
+        let encodings = candidate.encodings;
+        let notify = candidate.notify_keyspace_events;
+        let pubsub_limit = candidate.output_limits[2];
+        let lazyfree = candidate.lazyfree;
+        // New TLS files are loaded (and checked) before anything changes.
+        let tls_keys = [
+            "tls-cert-file",
+            "tls-key-file",
+            "tls-ca-cert-file",
+            "tls-auth-clients",
+        ];
+        let tls_key = args[2..]
+            .chunks(2)
+            .find_map(|p| tls_keys.iter().find(|k| eq(&p[0], k)));
+        let tls_changed = tls_key.is_some();
+        let new_tls = if tls_changed && candidate.tls_port != 0 {
+            match crate::tls::server_config(&candidate) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return Frame::Error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{}') - {e}",
+                        tls_key.copied().unwrap_or("tls-cert-file")
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(c) = new_tls {
+            if let Ok(mut slot) = shared.tls.write() {
+                *slot = Some(c);
+            }
+        }
+        // Nothing is refused from here on: the new settings take effect.
+        moon_store::lazyfree::set_policy(lazyfree);
+        let requirepass = candidate.requirepass.clone();
+        let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);
+        if requirepass != old_requirepass {
+            // requirepass is the default user's password.
+            shared.update_acl(|acl| acl.set_requirepass(requirepass.as_deref()));
+        }
+        // Every shard's writer follows the new fsync policy from its next round, and its
+        // store the new memory limit from its next command.
+        session
+            .ctx
+            .shard
+            .call_all(move |s: &Shard| {
+                if let Some(w) = s.aof() {
+                    w.set_policy(policy);
+                }
+                s.store().set_memory_limit(memory);
+                s.store().set_encodings(encodings);
+                crate::pubsub::set_notify(s, notify);
+                crate::pubsub::set_limit(pubsub_limit);
+            })
+            .await;
+        Frame::OK
+    } else if eq(sub, "resetstat") && args.len() == 2 {
+        Frame::OK
+    } else if eq(sub, "help") {
+        Frame::Array(
+            [
+                "CONFIG <subcommand>",
+                "GET <pattern>",
+                "SET <directive> <value>",
+                "RESETSTAT",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(s))
+            .collect(),
+        )
+    } else {
+        reply::unknown_subcommand(sub, "config")
+    }
+}
