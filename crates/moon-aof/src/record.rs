@@ -202,15 +202,19 @@ pub fn append_unit(
     target: usize,
     out: &mut Vec<u8>,
 ) -> Result<u64, TooLarge> {
-    let group = MULTI.len() + EXEC.len() + CONTINUED_CMD.len();
-    let total = cmds
-        .iter()
-        .fold(group, |t, c| t.saturating_add(command_len(c)));
-    if cmds.len() <= 1 || total <= target {
-        append_group(first, cmds, false, out)?;
+    // The common case costs one encoding: encode the unit as one record, and only if that is
+    // over the target (or over the format's bound) take it back and cut it.
+    let start = out.len();
+    let whole = append_group(first, cmds, false, out);
+    if cmds.len() <= 1 {
+        return whole.map(|()| 1);
+    }
+    let payload = out.len().saturating_sub(start + OVERHEAD);
+    if whole.is_ok() && payload + CONTINUED_CMD.len() <= target {
         return Ok(1);
     }
-    let start = out.len();
+    out.truncate(start);
+    let group = MULTI.len() + EXEC.len() + CONTINUED_CMD.len();
     let (mut lsn, mut from, mut size) = (first, 0, group);
     for (i, c) in cmds.iter().enumerate() {
         let len = command_len(c);
