@@ -160,10 +160,13 @@ fn command() -> impl Strategy<Value = Vec<String>> {
             key()
         )
             .prop_map(|(c, a, b)| cmd(&[c, &a, &b])),
-        (1u32..20).prop_map(|n| if n == 1 {
-            cmd(&["FLUSHALL"])
-        } else {
-            cmd(&["DBSIZE"])
+        // FLUSHALL in each of its freeing modes (ASYNC hands the keyspace to the lazy-free
+        // thread: what replay sees must not change).
+        (1u32..40).prop_map(|n| match n {
+            1 => cmd(&["FLUSHALL"]),
+            2 => cmd(&["FLUSHALL", "ASYNC"]),
+            3 => cmd(&["FLUSHDB", "SYNC"]),
+            _ => cmd(&["DBSIZE"]),
         }),
         // Reads: they expire keys lazily too.
         (
