@@ -305,8 +305,40 @@ fn fuzz_resp(rng: &mut Rng) {
     }
 }
 
+/// The connection-level commands the network fuzzer sends (SHUTDOWN, QUIT, DEBUG and
+/// BGREWRITEAOF left out: they would stop the server or flood it with rewrites).
+const CONNECTION_COMMANDS: &[&str] = &[
+    "ping",
+    "echo",
+    "hello",
+    "auth",
+    "select",
+    "client",
+    "command",
+    "config",
+    "info",
+    "time",
+    "reset",
+    "acl",
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    "publish",
+    "spublish",
+    "pubsub",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+];
+
 fn fuzz_commands(rng: &mut Rng) {
-    let commands = moon_store::command::COMMANDS;
+    let commands: Vec<&moon_store::command::CommandSpec> =
+        moon_store::table::commands().map(|c| &c.spec).collect();
     let mut store = moon_store::Store::new(1 << 16);
     store.set_record_writes(true);
     store.set_databases(4);
@@ -323,7 +355,7 @@ fn fuzz_commands(rng: &mut Rng) {
     let mut trace = Vec::new();
     let mut log = Vec::new();
     for _ in 0..1 + rng.below(24) {
-        let spec = &commands[rng.below(commands.len() as u64) as usize];
+        let spec = commands[rng.below(commands.len() as u64) as usize];
         let argc = match rng.below(4) {
             0 => rng.below(8) as usize,
             _ => spec.arity.unsigned_abs() as usize + rng.below(4) as usize,
@@ -580,14 +612,15 @@ fn network_frame(rng: &mut Rng) -> Vec<u8> {
         }
         4 => return mutate(rng, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
         _ => {
-            let commands = moon_store::command::COMMANDS;
-            let spec = &commands[rng.below(commands.len() as u64) as usize];
-            // Never stop the server or flood it with rewrites from here.
-            if matches!(spec.name, "shutdown" | "bgrewriteaof" | "quit" | "debug") {
-                return b"PING\r\n".to_vec();
-            }
-            let argc = spec.arity.unsigned_abs() as usize + rng.below(3) as usize;
-            let mut c = vec![Bytes::from_static(spec.name.as_bytes())];
+            // The keyspace's commands by their table, the connection's by name (their table
+            // is the server's own); never SHUTDOWN, QUIT, DEBUG or BGREWRITEAOF from here.
+            let keyspace: Vec<(&str, usize)> = moon_store::table::commands()
+                .map(|c| (c.spec.name, c.spec.arity.unsigned_abs() as usize))
+                .chain(CONNECTION_COMMANDS.iter().map(|n| (*n, 1)))
+                .collect();
+            let (name, arity) = keyspace[rng.below(keyspace.len() as u64) as usize];
+            let argc = arity + rng.below(3) as usize;
+            let mut c = vec![Bytes::from_static(name.as_bytes())];
             c.extend((1..argc.max(1)).map(|_| arg(rng)));
             c
         }

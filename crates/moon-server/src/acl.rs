@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use moon_store::command::{CommandSpec, COMMANDS};
+use moon_store::command::CommandSpec;
+
+use crate::catalog;
 use moon_store::glob::glob_match;
 use sha2::{Digest, Sha256};
 
@@ -50,7 +52,7 @@ pub struct User {
     pub nopass: bool,
     /// SHA-256 digests of the passwords.
     pub passwords: Vec<[u8; 32]>,
-    /// Allowed commands, indexed like [`COMMANDS`].
+    /// Allowed commands, indexed by their id ([`catalog::id`]).
     allowed: Vec<bool>,
     /// `+cmd|sub` / `-cmd|sub` exceptions: (command, subcommand lower-case, allowed).
     subcommands: Vec<(&'static str, String, bool)>,
@@ -87,8 +89,7 @@ impl Denied {
 }
 
 fn index_of(spec: &CommandSpec) -> usize {
-    let base = COMMANDS.as_ptr() as usize;
-    (spec as *const CommandSpec as usize).wrapping_sub(base) / std::mem::size_of::<CommandSpec>()
+    catalog::id(spec)
 }
 
 fn in_category(spec: &CommandSpec, cat: &str) -> bool {
@@ -158,7 +159,7 @@ impl User {
             enabled: false,
             nopass: false,
             passwords: Vec::new(),
-            allowed: vec![false; COMMANDS.len()],
+            allowed: vec![false; catalog::count()],
             subcommands: Vec::new(),
             command_rules: vec!["-@all".into()],
             keys: Vec::new(),
@@ -325,20 +326,22 @@ impl User {
             if cat != "all" && !CATEGORIES.contains(&cat) {
                 return Err("Unknown command or category name in ACL".into());
             }
-            for (i, spec) in COMMANDS.iter().enumerate() {
+            for (i, spec) in catalog::specs().enumerate() {
                 if in_category(spec, cat) {
-                    self.allowed[i] = allow;
+                    if let Some(a) = self.allowed.get_mut(i) {
+                        *a = allow;
+                    }
                 }
             }
             self.subcommands.retain(|(cmd, _, _)| {
-                moon_store::command::lookup(cmd.as_bytes()).is_some_and(|s| !in_category(s, cat))
+                catalog::lookup(cmd.as_bytes()).is_some_and(|e| !in_category(e.spec, cat))
             });
             if cat == "all" {
                 self.command_rules.clear();
             }
         } else if let Some((cmd, sub)) = lower.split_once('|') {
-            let spec = moon_store::command::lookup(cmd.as_bytes())
-                .filter(|s| s.is_public())
+            let spec = catalog::lookup(cmd.as_bytes())
+                .map(|e| e.spec)
                 .ok_or("Unknown command or category name in ACL")?;
             if sub.is_empty() || sub.contains('|') {
                 return Err("Unknown command or category name in ACL".into());
@@ -347,10 +350,12 @@ impl User {
                 .retain(|(c, s, _)| !(*c == spec.name && s == sub));
             self.subcommands.push((spec.name, sub.to_string(), allow));
         } else {
-            let spec = moon_store::command::lookup(lower.as_bytes())
-                .filter(|s| s.is_public())
+            let spec = catalog::lookup(lower.as_bytes())
+                .map(|e| e.spec)
                 .ok_or("Unknown command or category name in ACL")?;
-            self.allowed[index_of(spec)] = allow;
+            if let Some(a) = self.allowed.get_mut(index_of(spec)) {
+                *a = allow;
+            }
             self.subcommands.retain(|(c, _, _)| *c != spec.name);
         }
         self.command_rules.push(format!("{sign}{lower}"));
@@ -637,7 +642,8 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> &'static CommandSpec {
-        moon_store::command::lookup(name.as_bytes()).unwrap()
+        crate::commands::install();
+        crate::catalog::lookup(name.as_bytes()).unwrap().spec
     }
 
     fn args(words: &str) -> Vec<Bytes> {
@@ -649,6 +655,7 @@ mod tests {
 
     #[test]
     fn rules_allow_and_deny_as_redis_does() {
+        crate::commands::install();
         let mut acl = Acl::new(None);
         let rules: Vec<String> = "on >pw ~cache:* %R~ro:* &news +@read -hget +config|get"
             .split(' ')

@@ -163,9 +163,8 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
                 return Frame::Error(format!("ERR Unknown category '{cat}'"));
             }
             Frame::Array(
-                moon_store::command::COMMANDS
-                    .iter()
-                    .filter(|c| c.is_public() && c.acl_categories().iter().any(|x| x[1..] == cat))
+                crate::catalog::specs()
+                    .filter(|c| c.acl_categories().iter().any(|x| x[1..] == cat))
                     .map(|c| Frame::bulk(c.name))
                     .collect(),
             )
@@ -175,7 +174,7 @@ pub async fn acl_command(session: &mut Session, args: &[Bytes]) -> Frame {
                 return Frame::Error(format!("ERR User '{}' not found", text(&args[2])));
             };
             let cmd = &args[3..];
-            let Some(spec) = moon_store::command::lookup(&cmd[0]).filter(|s| s.is_public()) else {
+            let Some(spec) = crate::catalog::lookup(&cmd[0]).map(|e| e.spec) else {
                 return Frame::Error(format!("ERR Command '{}' not found", text(&cmd[0])));
             };
             if !spec.arity_ok(cmd.len()) {

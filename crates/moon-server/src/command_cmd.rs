@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 use moon_store::args::eq;
-use moon_store::command::{CommandSpec, COMMANDS};
+use moon_store::command::CommandSpec;
 use moon_store::reply::{self, err};
 
 pub(crate) fn command_info(c: &CommandSpec) -> Frame {
@@ -37,11 +37,11 @@ pub(crate) fn command_doc(c: &CommandSpec) -> Frame {
 }
 
 pub(crate) fn command(args: &[Bytes]) -> Frame {
-    let public = || COMMANDS.iter().filter(|c| c.is_public());
+    let public = crate::catalog::specs;
     let Some(sub) = args.get(1) else {
         return Frame::Array(public().map(command_info).collect());
     };
-    let named = |a: &Bytes| moon_store::command::lookup(a).filter(|c| c.is_public());
+    let named = |a: &Bytes| crate::catalog::lookup(a).map(|e| e.spec);
     if eq(sub, "count") {
         Frame::Integer(public().count() as i64)
     } else if eq(sub, "getkeys") {

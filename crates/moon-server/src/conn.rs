@@ -11,8 +11,9 @@
 //! The loop waits on the socket and on the connection's outbox at once (pub/sub messages,
 //! invalidations, ACL re-checks), and its writes give up on a client past its output limit or,
 //! once the server stops, after a grace period. Layers: the connection's state is `session`,
-//! the per-shard batches are `plan`, command handlers are `admin`, `pubsub`, `tracking`,
-//! `acl_cmd`, `txn` and `cross`; this module is the loop on top of them.
+//! the per-shard batches are `plan`, command handlers are the families `commands` lists
+//! (`connection`, `client`, `pubsub`, `tracking`, `acl_cmd`, `txn`, `cross`...); this module
+//! is the loop on top of them, running each request by its row's kind (`commands::Run`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -24,9 +25,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use moon_proto::{Frame, Protocol, RequestParser};
 use moon_shard::ShardCounters;
-use moon_store::command::Spread;
+use moon_store::command::{Flags, Spread};
+use moon_store::reply;
 
-use crate::admin;
+use crate::commands::{Run, TxControl};
 use crate::dispatch::{
     max_record, record_size, too_large_to_log, Parsed, Refused, Request, Target,
 };
@@ -288,7 +290,7 @@ where
         close_soon(&mut stream).await;
     }
     crate::txn::unwatch_all(&mut session).await;
-    tracking_off(&session).await;
+    crate::connection::tracking_off(&session).await;
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
@@ -364,7 +366,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
     if cmds.len() > 1
         && session.tx.is_none()
         && pipeline_needs_transaction(session, &cmds)
-        && record_size(cmds.iter().flatten().map(|r| r.args.as_slice())) <= max_record()
+        && record_size(cmds.iter().flatten()) <= max_record()
     {
         // A pipeline with commands that span shards: one transaction for all of it — one set
         // of locks and one commit instead of one per command. Running a client's consecutive
@@ -394,11 +396,13 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             }
         };
         let spec = req.spec;
-        plan.db = session.db;
-        plan.track = None;
-        if session.info.tracking.borrow().is_some() && req.runs_in_store() {
-            plan.track = crate::tracking::reader_for(session, spec.is_read(), spec.is_write());
-        }
+        let connection_row = crate::commands::connection_row(req.row);
+        // Before CLIENT CACHING's effect ends below: it applies to this command.
+        let track = if session.info.tracking.borrow().is_some() && req.runs_in_store() {
+            crate::tracking::reader_for(session, spec.is_read(), spec.is_write())
+        } else {
+            None
+        };
         if spec.name != "client" {
             // CLIENT CACHING applies to the one command after it.
             session.caching = None;
@@ -408,12 +412,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
             panic!("MOON_PANIC_ON: injected panic in {}", spec.name);
         }
-        if !session.authenticated && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
+        let before_auth = spec.flags.has(Flags::NO_AUTH);
+        if !session.authenticated && !before_auth {
             plan.ready(noauth());
             continue;
         }
-        if !session.user.unrestricted() && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
-        {
+        if !session.user.unrestricted() && !before_auth {
             if let Err((denied, object)) = session.user.check(spec, &req.args) {
                 plan.ready(crate::acl_cmd::deny(session, denied, &object));
                 session.multi.failed |= session.multi.queued.is_some();
@@ -422,13 +426,13 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
         if session.proto == Protocol::Resp2
             && session.subs.any()
-            && !crate::pubsub::allowed_while_subscribed(spec.name)
+            && !spec.flags.has(Flags::WHILE_SUBSCRIBED)
         {
             plan.ready(crate::pubsub::not_allowed_while_subscribed(spec.name));
             continue;
         }
         if spec.is_write() {
-            let size = record_size([req.args.as_slice()]);
+            let size = record_size([&req]);
             if size > max_record() {
                 plan.ready(too_large_to_log(size));
                 session.multi.failed |= session.multi.queued.is_some();
@@ -437,26 +441,28 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
         if let Some(queued) = session.multi.queued.as_mut() {
             // Inside MULTI: queue, except the commands that control the transaction.
-            match spec.name {
-                "exec" => {
+            match connection_row.map(|c| &c.run) {
+                Some(Run::Transaction(TxControl::Exec)) => {
                     plan.flush(session, out).await;
                     crate::txn::exec(session, out, process_boxed).await;
                 }
-                "discard" => {
+                Some(Run::Transaction(TxControl::Discard)) => {
                     session.multi.queued = None;
                     session.multi.failed = false;
                     plan.flush(session, out).await;
                     crate::txn::unwatch_all(session).await;
                     plan.ready(Frame::OK);
                 }
-                "reset" => {
+                Some(Run::Reset) => {
                     plan.flush(session, out).await;
-                    reset(session).await;
-                    session.info.out.drain_into(out);
-                    plan.ready(Frame::Simple("RESET"));
+                    reset(session, out).await;
                 }
-                "multi" => plan.ready(Frame::StaticError("ERR MULTI calls can not be nested")),
-                "watch" => plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed")),
+                Some(Run::Transaction(TxControl::Multi)) => {
+                    plan.ready(Frame::StaticError("ERR MULTI calls can not be nested"))
+                }
+                Some(Run::Transaction(TxControl::Watch)) => {
+                    plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed"))
+                }
                 _ => {
                     queued.push(req);
                     plan.ready(Frame::Simple("QUEUED"));
@@ -464,8 +470,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             }
             continue;
         }
+        let db = session.db;
         match req.target {
-            Target::Shard(shard) => plan.one(shard, req.args),
+            Target::Shard(shard) => match req.into_call(db, track) {
+                Ok(call) => plan.one(shard, call),
+                Err(req) => plan.ready(reply::unknown_command(&req.args)),
+            },
             Target::Shards(_) if session.tx.is_none() => {
                 // Keys on several shards: an implicit transaction, so that no client sees (or
                 // recovers) part of it.
@@ -473,7 +483,10 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 run_alone_as_transaction(session, req, out).await;
             }
             Target::Shards(_) => match req.spread() {
-                Spread::Split(merge) => plan.split(req.args, spec.step.max(1) as usize, merge),
+                Spread::Split(merge) => match req.into_call(db, track) {
+                    Ok(call) => plan.split(call, spec.step.max(1) as usize, merge),
+                    Err(req) => plan.ready(reply::unknown_command(&req.args)),
+                },
                 Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
                     let f = crate::cross::run(session, spec, &req.args).await;
@@ -486,67 +499,75 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 plan.flush(session, out).await;
                 run_alone_as_transaction(session, req, out).await;
             }
-            Target::All(merge) => plan.all(req.args, merge),
+            Target::All(merge) => match req.into_call(db, None) {
+                Ok(call) => plan.all(call, merge),
+                Err(req) => plan.ready(reply::unknown_command(&req.args)),
+            },
             Target::Server => {
                 plan.flush(session, out).await;
                 let f = crate::keyspace_walk::special(session, spec, &req.args).await;
                 f.encode(session.proto, out);
             }
-            Target::Connection => match spec.name {
-                "multi" => {
-                    session.multi.queued = Some(Vec::new());
-                    plan.ready(Frame::OK);
-                }
-                "exec" => plan.ready(Frame::StaticError("ERR EXEC without MULTI")),
-                "discard" => plan.ready(Frame::StaticError("ERR DISCARD without MULTI")),
-                "publish" => plan.publish(crate::session::Kind::Channel, &req.args),
-                "spublish" => plan.publish(crate::session::Kind::Shard, &req.args),
-                "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-                | "sunsubscribe" => {
-                    plan.flush(session, out).await;
-                    let replies = if spec.name.contains("unsub") {
-                        crate::pubsub::unsubscribe(session, spec.name, &req.args[1..])
-                    } else {
-                        crate::pubsub::subscribe(session, spec.name, &req.args[1..])
-                    };
-                    session.note_subscriptions();
-                    // Messages that arrived before this confirmation go out before it.
-                    session.info.out.drain_into(out);
-                    for f in replies {
-                        if session.reply == ReplyMode::On {
-                            f.encode(session.proto, out);
-                        } else {
-                            session.info.out.push(&f, session.proto);
-                        }
+            Target::Connection => {
+                let Some(row) = connection_row else {
+                    plan.ready(reply::unknown_command(&req.args));
+                    continue;
+                };
+                match &row.run {
+                    Run::Inline(run) => {
+                        let f = run(session, &req.args);
+                        plan.ready(f);
                     }
-                }
-                "reset" => {
-                    plan.flush(session, out).await;
-                    reset(session).await;
-                    session.info.out.drain_into(out);
-                    Frame::Simple("RESET").encode(session.proto, out);
-                }
-                _ => {
-                    plan.flush(session, out).await;
-                    let f = match spec.name {
-                        "watch" => Some(crate::txn::watch(session, &req.args[1..]).await),
-                        "unwatch" => {
-                            crate::txn::unwatch_all(session).await;
-                            Some(Frame::OK)
-                        }
-                        _ => admin::connection_command(session, spec, &req.args).await,
-                    };
-                    if let Some(f) = f {
+                    Run::Publish(kind) => plan.publish(*kind, &req.args),
+                    Run::Transaction(TxControl::Multi) => {
+                        session.multi.queued = Some(Vec::new());
+                        plan.ready(Frame::OK);
+                    }
+                    Run::Transaction(TxControl::Exec) => {
+                        plan.ready(Frame::StaticError("ERR EXEC without MULTI"))
+                    }
+                    Run::Transaction(TxControl::Discard) => {
+                        plan.ready(Frame::StaticError("ERR DISCARD without MULTI"))
+                    }
+                    Run::Transaction(TxControl::Watch) => {
+                        plan.flush(session, out).await;
+                        let f = crate::txn::watch(session, &req.args[1..]).await;
                         f.encode(session.proto, out);
                     }
-                    if session.quit {
-                        break;
+                    Run::Transaction(TxControl::Unwatch) => {
+                        plan.flush(session, out).await;
+                        crate::txn::unwatch_all(session).await;
+                        Frame::OK.encode(session.proto, out);
+                    }
+                    Run::Reset => {
+                        plan.flush(session, out).await;
+                        reset(session, out).await;
+                    }
+                    Run::Writes(run) => {
+                        plan.flush(session, out).await;
+                        run(session, &req.args, out).await;
+                    }
+                    Run::Barrier(run) => {
+                        plan.flush(session, out).await;
+                        if let Some(f) = run(session, &req.args).await {
+                            f.encode(session.proto, out);
+                        }
+                        if session.quit {
+                            break;
+                        }
                     }
                 }
-            },
+            }
         }
     }
     plan.flush(session, out).await;
+}
+
+/// RESET: the connection as new; the messages pushed before it go out before its reply.
+async fn reset(session: &mut Session, out: &mut BytesMut) {
+    crate::connection::reset(session).await;
+    session.info.out.drain_into(out);
+    Frame::Simple("RESET").encode(session.proto, out);
 }
 
 fn is_client_reply(p: &Parsed) -> bool {
@@ -602,42 +623,6 @@ async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut
     }
 }
 
-/// Forgets the connection's tracked keys on every shard (TRACKING OFF, RESET, disconnect).
-async fn tracking_off(session: &Session) {
-    if session.info.tracking.borrow_mut().take().is_some() {
-        let id = session.info.id;
-        session
-            .ctx
-            .shard
-            .call_all(move |s: &moon_shard::Shard| s.store().forget_tracking(id))
-            .await;
-    }
-}
-
-/// RESET: the connection's state as a new connection has it.
-async fn reset(session: &mut Session) {
-    // Subscriptions first, before anything waits: no message may follow the +RESET.
-    crate::pubsub::forget_all(session);
-    session.note_subscriptions();
-    session.multi.queued = None;
-    session.multi.failed = false;
-    crate::txn::unwatch_all(session).await;
-    tracking_off(session).await;
-    session.caching = None;
-    session.db = 0;
-    session.info.db.set(0);
-    session.proto = Protocol::Resp2;
-    session.info.resp.set(2);
-    session.info.name.borrow_mut().clear();
-    session.reply = ReplyMode::On;
-    // Back to the default user: authenticated only if it needs no password.
-    if let Some(u) = session.ctx.shared.user("default") {
-        session.authenticated = u.enabled && u.nopass;
-        session.user = u;
-    }
-    *session.info.user.borrow_mut() = "default".into();
-}
-
 /// Whether a pipeline (outside MULTI) holds a command whose keys span shards and nothing that
 /// manages transactions itself.
 fn pipeline_needs_transaction(session: &Session, cmds: &[Parsed]) -> bool {
@@ -648,10 +633,8 @@ fn pipeline_needs_transaction(session: &Session, cmds: &[Parsed]) -> bool {
     }
     let mut spans = false;
     for req in cmds.iter().flatten() {
-        if matches!(
-            req.spec.name,
-            "multi" | "exec" | "discard" | "watch" | "unwatch"
-        ) {
+        let row = crate::commands::connection_row(req.row);
+        if row.is_some_and(|c| matches!(c.run, Run::Transaction(_))) {
             return false;
         }
         spans |= matches!(req.target, Target::Shards(_));

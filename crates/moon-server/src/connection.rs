@@ -1,5 +1,6 @@
-//! The connection family: AUTH and HELLO (who the client is, which protocol). PING, ECHO,
-//! QUIT and SELECT are answered by the router (`admin::connection_command`).
+//! The connection family: AUTH and HELLO (who the client is, which protocol), PING, SELECT,
+//! TIME, SHUTDOWN and RESET (the connection's state as a new connection has it). Their rows
+//! are in `commands`.
 
 use bytes::Bytes;
 use moon_proto::{Frame, Protocol};
@@ -83,4 +84,99 @@ pub(crate) fn hello(session: &mut Session, args: &[Bytes]) -> Frame {
         (Frame::bulk("role"), Frame::bulk("master")),
         (Frame::bulk("modules"), Frame::Array(Vec::new())),
     ])
+}
+
+pub(crate) fn ping(session: &mut Session, args: &[Bytes]) -> Frame {
+    // A RESP2 subscriber's PING answers as a message would: ["pong", text].
+    if session.proto == Protocol::Resp2 && session.subs.any() {
+        return match args.len() {
+            1 | 2 => Frame::Array(vec![
+                Frame::bulk("pong"),
+                Frame::Bulk(args.get(1).cloned().unwrap_or_default()),
+            ]),
+            _ => reply::wrong_arity("ping"),
+        };
+    }
+    match args.len() {
+        1 => Frame::Simple("PONG"),
+        2 => Frame::Bulk(args[1].clone()),
+        _ => reply::wrong_arity("ping"),
+    }
+}
+
+pub(crate) fn select(session: &mut Session, args: &[Bytes]) -> Frame {
+    match moon_store::args::parse_i64(&args[1]) {
+        Some(db) if db >= 0 && (db as u64) < session.ctx.shared.config().databases => {
+            session.db = db as usize;
+            session.info.db.set(db as usize);
+            Frame::OK
+        }
+        Some(_) => err("ERR DB index is out of range"),
+        None => err(reply::NOT_INTEGER),
+    }
+}
+
+pub(crate) fn time() -> Frame {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    Frame::Array(vec![
+        Frame::bulk((us / 1_000_000).to_string()),
+        Frame::bulk((us % 1_000_000).to_string()),
+    ])
+}
+
+/// SHUTDOWN: `None` (nothing is sent) once the server is asked to stop.
+pub(crate) fn shutdown(session: &mut Session, args: &[Bytes]) -> Option<Frame> {
+    for a in &args[1..] {
+        if !["nosave", "save", "now", "force", "abort"]
+            .iter()
+            .any(|o| eq(a, o))
+        {
+            return Some(err(reply::SYNTAX));
+        }
+    }
+    if args[1..].iter().any(|a| eq(a, "abort")) {
+        return Some(err("ERR There is no shutdown in progress."));
+    }
+    tracing::info!(client = session.info.id, "User requested shutdown...");
+    session.ctx.shared.request_shutdown();
+    session.quit = true;
+    None
+}
+
+/// Forgets the connection's tracked keys on every shard (TRACKING OFF, RESET, disconnect).
+pub(crate) async fn tracking_off(session: &Session) {
+    if session.info.tracking.borrow_mut().take().is_some() {
+        let id = session.info.id;
+        session
+            .ctx
+            .shard
+            .call_all(move |s: &moon_shard::Shard| s.store().forget_tracking(id))
+            .await;
+    }
+}
+
+/// RESET: the connection's state as a new connection has it.
+pub(crate) async fn reset(session: &mut Session) {
+    // Subscriptions first, before anything waits: no message may follow the +RESET.
+    crate::pubsub::forget_all(session);
+    session.note_subscriptions();
+    session.multi.queued = None;
+    session.multi.failed = false;
+    crate::txn::unwatch_all(session).await;
+    tracking_off(session).await;
+    session.caching = None;
+    session.db = 0;
+    session.info.db.set(0);
+    session.proto = Protocol::Resp2;
+    session.info.resp.set(2);
+    session.info.name.borrow_mut().clear();
+    session.reply = crate::session::ReplyMode::On;
+    // Back to the default user: authenticated only if it needs no password.
+    if let Some(u) = session.ctx.shared.user("default") {
+        session.authenticated = u.enabled && u.nopass;
+        session.user = u;
+    }
+    *session.info.user.borrow_mut() = "default".into();
 }

@@ -10,7 +10,7 @@ use moon_shard::join_all;
 use moon_store::command::CommandSpec;
 use moon_store::reply::{self, err};
 use moon_store::slot::shard_for_key;
-use moon_store::{sintercard_args, SetOp};
+use moon_store::{sintercard_args, Call, SetOp};
 
 use crate::session::Session;
 
@@ -23,13 +23,17 @@ fn one_reply(mut frames: Vec<Frame>) -> Frame {
         .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE))
 }
 
-/// `MOON.EVENT <event>`: the keyspace event the rest of a batch's effects announce (the
-/// halves of a RENAME or COPY across shards are plain DEL/SET/HSET... of their own).
-fn event_marker(event: &'static str) -> Vec<Bytes> {
-    vec![
-        Bytes::from_static(b"MOON.EVENT"),
-        Bytes::from_static(event.as_bytes()),
-    ]
+/// The server's own steps as calls in database `db`. With `event`, their effects announce it
+/// instead of their own (the halves of a RENAME or COPY across shards are plain
+/// DEL/SET/HSET... of their own). Every step is a well-formed command the server built.
+fn steps(db: usize, cmds: Vec<Vec<Bytes>>, event: Option<&'static str>) -> Vec<Call> {
+    cmds.into_iter()
+        .filter_map(|c| Call::new(c, db))
+        .map(|mut c| {
+            c.event = event;
+            c
+        })
+        .collect()
 }
 
 fn first_error(frames: &[Frame]) -> Option<Frame> {
@@ -46,7 +50,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
     let on = |k: &Bytes| shard_for_key(k, n);
     // Everything runs in the session's database: reads select it, commands carry it.
     let db = session.db;
-    let in_db = |cmds: Vec<Vec<Bytes>>| moon_store::in_db(db, cmds);
+    let in_db = |cmds: Vec<Vec<Bytes>>| steps(db, cmds, None);
     match spec.name {
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";
@@ -62,8 +66,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 return e;
             }
             let del = vec![Bytes::from_static(b"DEL"), src.clone()];
-            let mut batch = vec![event_marker("rename_from")];
-            batch.extend(in_db(vec![del]));
+            let batch = steps(db, vec![del], Some("rename_from"));
             if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
                 one_reply(shard.run_batch_in(Some(tx), on(&src), batch).await)
             {
@@ -114,8 +117,6 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 .flatten()
                 .map(|f| match f {
                     Frame::Integer(i) => i,
-                    // The OK of a MOON.DB before the EXISTS.
-                    Frame::Simple(_) => 0,
                     _ => 1,
                 })
                 .sum();
@@ -209,16 +210,13 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 cmds.push(sadd);
             }
             // The result is logged as these commands: it must fit in one record.
-            let size = crate::dispatch::record_size(cmds.iter().map(|c| c.as_slice()));
+            let size = moon_aof::record::encoded_len(cmds.iter().map(|c| c.as_slice()));
             if size > crate::dispatch::max_record() {
                 return crate::dispatch::too_large_to_log(size);
             }
             // An empty result only deletes the destination: a plain `del` event then.
-            let mut batch = Vec::new();
-            if count > 0 {
-                batch.push(event_marker(spec.name));
-            }
-            batch.extend(in_db(cmds));
+            let event = (count > 0).then_some(spec.name);
+            let batch = steps(db, cmds, event);
             let replies = shard.run_batch_in(Some(tx), on(&dst), batch).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
@@ -280,8 +278,7 @@ async fn rebuild_at(
     };
     cmds.extend(value.rewrite_commands(key, expire_at, chunk));
     let target = shard_for_key(key, shard.count());
-    let mut batch = vec![event_marker(event)];
-    batch.extend(moon_store::in_db(db, cmds));
+    let batch = steps(db, cmds, Some(event));
     let replies = shard.run_batch_in(Some(tx), target, batch).await;
     first_error(&replies)
 }

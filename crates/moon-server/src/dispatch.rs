@@ -9,13 +9,17 @@
 
 use bytes::Bytes;
 use moon_proto::Frame;
-use moon_store::command::{self, CommandSpec, Merge, Route, Spread};
+use moon_store::command::{CommandSpec, Merge, Route, Spread};
 use moon_store::reply;
 use moon_store::slot::shard_for_key;
+
+use crate::catalog::Row;
 
 /// A well-formed request.
 pub struct Request {
     pub spec: &'static CommandSpec,
+    /// The table row that runs it (found with the spec, in the one lookup).
+    pub row: Row,
     pub args: Vec<Bytes>,
     pub target: Target,
 }
@@ -88,9 +92,10 @@ impl Request {
 /// with Redis's replies. (Authentication and the size of what a write would log are checked
 /// when it is its turn to run, in Redis's order.)
 pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
-    let Some(spec) = args.first().and_then(|name| command::lookup(name)) else {
+    let Some(entry) = args.first().and_then(|name| crate::catalog::lookup(name)) else {
         return Err(Refused::now(reply::unknown_command(&args)));
     };
+    let spec = entry.spec;
     if !spec.arity_ok(args.len()) {
         return Err(Refused::now(reply::wrong_arity(spec.name)));
     }
@@ -117,7 +122,12 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
             }
         }
     };
-    Ok(Request { spec, args, target })
+    Ok(Request {
+        spec,
+        row: entry.row,
+        args,
+        target,
+    })
 }
 
 /// The largest record one request may produce: the log format's bound
@@ -136,16 +146,36 @@ pub fn max_record() -> usize {
     })
 }
 
-/// The size of the one record the write commands among `cmds` would be logged as, if they ran
+/// The size of the one record the write commands among `reqs` would be logged as, if they ran
 /// together (a command, a MULTI/EXEC, a transaction's part). Effects are never larger than
 /// the commands, but for a RENAME across shards (logged as the value's SET).
-pub fn record_size<'a>(cmds: impl IntoIterator<Item = &'a [Bytes]>) -> usize {
-    let writes = cmds.into_iter().filter(|c| {
-        c.first()
-            .and_then(|n| command::lookup(n))
-            .is_some_and(|s| s.is_write())
-    });
+pub fn record_size<'a>(reqs: impl IntoIterator<Item = &'a Request>) -> usize {
+    let writes = reqs
+        .into_iter()
+        .filter(|r| r.is_write())
+        .map(|r| r.args.as_slice());
     moon_aof::record::encoded_len(writes)
+}
+
+impl Request {
+    /// The request as its shard's store runs it, in database `db`, for tracking reader
+    /// `track`; a command the connection runs itself stays a request.
+    pub fn into_call(
+        self,
+        db: usize,
+        track: Option<moon_store::tracking::Reader>,
+    ) -> Result<moon_store::Call, Request> {
+        match self.row {
+            Row::Keyspace(command) => Ok(moon_store::Call {
+                command,
+                args: self.args,
+                db,
+                track,
+                event: None,
+            }),
+            Row::Connection(_) => Err(self),
+        }
+    }
 }
 
 /// A write refused before it runs: it could not be replayed from a record that large.
@@ -161,6 +191,7 @@ mod tests {
     use super::*;
 
     fn req(words: &str, shards: usize) -> Parsed {
+        crate::commands::install();
         parse(
             words
                 .split(' ')

@@ -18,8 +18,7 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
             let start = (now_ms() as usize) % n;
             for i in 0..n {
                 let s = (start + i) % n;
-                let cmds =
-                    moon_store::in_db(session.db, vec![vec![Bytes::from_static(b"RANDOMKEY")]]);
+                let cmds = call(vec![Bytes::from_static(b"RANDOMKEY")], session.db);
                 let mut r = shard.run_batch_in(session.tx, s, cmds).await;
                 if let Some(f @ Frame::Bulk(_)) = r.pop() {
                     return f;
@@ -29,6 +28,11 @@ pub async fn special(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) 
         }
         _ => reply::unknown_command(args),
     }
+}
+
+/// The one-command batch a step of a walk sends to a shard.
+fn call(args: Vec<Bytes>, db: usize) -> Vec<moon_store::Call> {
+    moon_store::Call::new(args, db).into_iter().collect()
 }
 
 /// Bits of a SCAN cursor that name the shard; the rest is that shard's position bound.
@@ -58,7 +62,7 @@ pub(crate) async fn scan(
     let mut cmd = vec![Bytes::from_static(b"SCAN"), Bytes::from(bound.to_string())];
     cmd.extend(args[2..].iter().cloned());
     let reply = shard
-        .run_batch_in(tx, target, moon_store::in_db(db, vec![cmd]))
+        .run_batch_in(tx, target, call(cmd, db))
         .await
         .pop()
         .unwrap_or(Frame::Null);

@@ -5,9 +5,10 @@
 
 mod acl;
 mod acl_cmd;
-mod admin;
+mod catalog;
 mod client;
 mod command_cmd;
+mod commands;
 mod config;
 mod config_cmd;
 mod conn;
@@ -100,6 +101,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    // The index of every command, before anything (ACL rules in the configuration) reads it.
+    commands::install();
     let args = parse_args(std::env::args_os());
     let config = match load_config(&args) {
         Ok(c) => c,

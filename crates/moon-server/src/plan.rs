@@ -8,6 +8,7 @@ use moon_proto::Frame;
 use moon_shard::join_all;
 use moon_store::command::Merge;
 use moon_store::slot::shard_for_key;
+use moon_store::Call;
 
 use crate::session::Session;
 
@@ -31,14 +32,10 @@ pub(crate) enum Slot {
 
 /// The commands of a pipeline since the last barrier, grouped per shard.
 pub(crate) struct Plan {
-    pub(crate) batches: Vec<Vec<Vec<Bytes>>>,
+    pub(crate) batches: Vec<Vec<Call>>,
     pub(crate) slots: Vec<Slot>,
-    /// The database the commands being planned run in (the session's, at planning time).
-    pub(crate) db: usize,
     /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
     pub(crate) publishes: Vec<crate::session::Publication>,
-    /// The tracking reader (`MOON.TRACK`) of the command being planned, if any.
-    pub(crate) track: Option<Bytes>,
 }
 
 impl Plan {
@@ -46,9 +43,7 @@ impl Plan {
         Plan {
             batches: vec![Vec::new(); shards],
             slots: Vec::new(),
-            db: 0,
             publishes: Vec::new(),
-            track: None,
         }
     }
 
@@ -65,31 +60,26 @@ impl Plan {
         self.slots.push(Slot::Ready(f));
     }
 
-    /// Appends a command to `shard`'s batch (after `MOON.DB` outside database 0); returns
-    /// the index of its reply.
-    pub(crate) fn push(&mut self, shard: usize, args: Vec<Bytes>) -> usize {
-        if self.db != 0 {
-            self.batches[shard].push(moon_store::select_db(self.db));
-        }
-        if let Some(reader) = &self.track {
-            self.batches[shard].push(vec![Bytes::from_static(b"MOON.TRACK"), reader.clone()]);
-        }
-        self.batches[shard].push(args);
+    /// Appends a call to `shard`'s batch; returns the index of its reply.
+    fn push(&mut self, shard: usize, call: Call) -> usize {
+        self.batches[shard].push(call);
         self.batches[shard].len() - 1
     }
 
-    pub(crate) fn one(&mut self, shard: usize, args: Vec<Bytes>) {
-        let idx = self.push(shard, args);
+    pub(crate) fn one(&mut self, shard: usize, call: Call) {
+        let idx = self.push(shard, call);
         self.slots.push(Slot::One { shard, idx });
     }
 
-    /// Splits a multi-key command into one part per owning shard.
-    pub(crate) fn split(&mut self, args: Vec<Bytes>, step: usize, merge: Merge) {
+    /// Splits a multi-key command into one part per owning shard (each part the same
+    /// command on that shard's keys, `step` arguments per key).
+    pub(crate) fn split(&mut self, call: Call, step: usize, merge: Merge) {
         let n = self.batches.len();
+        let args = &call.args;
         let groups = args[1..].chunks(step);
         let first = shard_for_key(&args[1], n);
         if groups.clone().all(|g| shard_for_key(&g[0], n) == first) {
-            return self.one(first, args);
+            return self.one(first, call);
         }
         // part index per shard, in order of first appearance
         let mut part_of_shard: Vec<Option<usize>> = vec![None; n];
@@ -106,7 +96,14 @@ impl Plan {
         }
         let mut parts = Vec::with_capacity(parts_args.len());
         for (s, a) in parts_args {
-            let idx = self.push(s, a);
+            let part = Call {
+                command: call.command,
+                args: a,
+                db: call.db,
+                track: call.track,
+                event: call.event,
+            };
+            let idx = self.push(s, part);
             parts.push((s, idx));
         }
         self.slots.push(Slot::Merged {
@@ -116,12 +113,12 @@ impl Plan {
         });
     }
 
-    /// Runs the same command on every shard.
-    pub(crate) fn all(&mut self, args: Vec<Bytes>, merge: Merge) {
+    /// Runs the same call on every shard.
+    pub(crate) fn all(&mut self, call: Call, merge: Merge) {
         let n = self.batches.len();
         let mut parts = Vec::with_capacity(n);
         for s in 0..n {
-            let idx = self.push(s, args.clone());
+            let idx = self.push(s, call.clone());
             parts.push((s, idx));
         }
         self.slots.push(Slot::Merged {

@@ -428,22 +428,6 @@ pub async fn pubsub_command(session: &Session, args: &[Bytes]) -> Frame {
     }
 }
 
-/// Whether a RESP2 client with subscriptions may run `name` (Redis's subscribed context).
-pub fn allowed_while_subscribed(name: &str) -> bool {
-    matches!(
-        name,
-        "subscribe"
-            | "ssubscribe"
-            | "psubscribe"
-            | "unsubscribe"
-            | "sunsubscribe"
-            | "punsubscribe"
-            | "ping"
-            | "quit"
-            | "reset"
-    )
-}
-
 /// The error a RESP2 subscriber gets for any other command.
 pub fn not_allowed_while_subscribed(name: &str) -> Frame {
     Frame::Error(format!(
@@ -520,5 +504,29 @@ pub fn push_limited(frame: &Frame, proto: Protocol, who: &ClientInfo) {
             let r = r.borrow();
             r.disconnections.set(r.disconnections.get() + 1);
         });
+    }
+}
+
+/// (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE (`name`): one confirmation per channel, written after
+/// the messages that arrived before it (through the outbox while replies are silenced).
+pub async fn subscription(
+    session: &mut Session,
+    name: &'static str,
+    args: &[Bytes],
+    out: &mut bytes::BytesMut,
+) {
+    let replies = if name.contains("unsub") {
+        unsubscribe(session, name, &args[1..])
+    } else {
+        subscribe(session, name, &args[1..])
+    };
+    session.note_subscriptions();
+    session.info.out.drain_into(out);
+    for f in replies {
+        if session.reply == crate::session::ReplyMode::On {
+            f.encode(session.proto, out);
+        } else {
+            session.info.out.push(&f, session.proto);
+        }
     }
 }

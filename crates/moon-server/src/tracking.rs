@@ -1,5 +1,5 @@
 //! Client-side caching on the connection side: CLIENT TRACKING / CACHING / GETREDIR /
-//! TRACKINGINFO, which commands carry `MOON.TRACK` to their key's shard, and delivery of the
+//! TRACKINGINFO, which calls carry a tracking reader to their key's shard, and delivery of the
 //! invalidations shards send back (see `moon_store::tracking` for the table itself).
 //!
 //! An invalidation goes to the tracking client's own shard, then to the client itself (a
@@ -20,10 +20,10 @@ use moon_store::tracking::{Invalidation, Reader};
 
 use crate::session::{ClientInfo, Session, TrackingState, CLIENTS};
 
-/// The reader a command of this connection names with `MOON.TRACK`, if any: reads are
+/// The reader a command of this connection names as its tracking reader ([`moon_store::Call::track`]), if any: reads are
 /// remembered (outside BCAST, as OPTIN/OPTOUT and CLIENT CACHING say); writes name their
 /// client under NOLOOP.
-pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<Bytes> {
+pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<Reader> {
     let t = session.info.tracking.borrow();
     let t = t.as_ref()?;
     let track_read = is_read
@@ -35,13 +35,10 @@ pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<By
         } else {
             true
         };
-    (track_read || (is_write && t.noloop)).then(|| {
-        Reader {
-            client: session.info.id,
-            shard: session.info.shard,
-            noloop: t.noloop,
-        }
-        .encode()
+    (track_read || (is_write && t.noloop)).then(|| Reader {
+        client: session.info.id,
+        shard: session.info.shard,
+        noloop: t.noloop,
     })
 }
 

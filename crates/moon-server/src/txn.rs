@@ -70,7 +70,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
             .encode(session.proto, out);
         return;
     }
-    let size = record_size(queued.iter().map(|r| r.args.as_slice()));
+    let size = record_size(queued.iter());
     if size > max_record() {
         unwatch_all(session).await;
         Frame::Error(format!(
@@ -155,8 +155,8 @@ pub async fn run(
     };
 
     // One shard and only commands its store runs by itself: an atomic batch, no locks. (Not
-    // for a tracking client: its reads carry MOON.TRACK, which the path through `process`
-    // below adds.)
+    // for a tracking client: its reads carry its tracking reader, which the path through
+    // `process` below adds.)
     if participants.len() == 1
         && session.info.tracking.borrow().is_none()
         && cmds
@@ -177,17 +177,13 @@ pub async fn run(
             }
         }
         let db = session.db;
-        let cmds = moon_store::in_db(db, cmds.into_iter().flatten().map(|r| r.args).collect());
+        let calls = cmds
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.into_call(db, None).ok())
+            .collect();
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
-        let result = shard.run_atomic(target, cmds, tokens).await;
-        // Each command's reply, without the OKs of the MOON.DB before them.
-        let result = result.map(|frames| {
-            if db == 0 {
-                frames
-            } else {
-                frames.into_iter().skip(1).step_by(2).collect()
-            }
-        });
+        let result = shard.run_atomic(target, calls, tokens).await;
         unwatch(session, watches).await;
         let frame = match result {
             None => Frame::NullArray,
@@ -235,7 +231,7 @@ pub async fn run(
     // transaction's earlier writes could add to it.
     let mut too_large = None;
     if intact && failing.is_none() {
-        let mut bound = record_size(cmds.iter().flatten().map(|r| r.args.as_slice()));
+        let mut bound = record_size(cmds.iter().flatten());
         let mut written_before = 0usize;
         // The database each command runs in: SELECT inside MULTI changes it for what follows.
         let mut db = session.db;

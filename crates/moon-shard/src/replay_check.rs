@@ -310,9 +310,17 @@ fn bytes_of(c: &[String]) -> Vec<Bytes> {
         .collect()
 }
 
+/// Commands as the router sends them to a shard in database `db` (one it would refuse never
+/// gets there).
+fn calls(db: usize, cmds: &[Vec<Bytes>]) -> Vec<moon_store::Call> {
+    cmds.iter()
+        .filter_map(|c| moon_store::Call::new(c.clone(), db))
+        .collect()
+}
+
 /// The shards a command's keys live on, or `None` for commands the router sends everywhere.
 fn shards_of(c: &[Bytes], n: usize) -> Option<Vec<usize>> {
-    let spec = moon_store::command::lookup(&c[0])?;
+    let spec = moon_store::table::lookup(&c[0]).map(|r| &r.spec)?;
     if spec.first_key <= 0 {
         return None;
     }
@@ -363,11 +371,15 @@ impl Live {
     }
 
     /// `Shard::execute`: a batch on one shard, one record per command that logged something.
-    fn batch(&mut self, shard: usize, cmds: &[Vec<Bytes>], now: u64) {
+    fn batch(&mut self, shard: usize, db: usize, cmds: &[Vec<Bytes>], now: u64) {
         let mut records = Vec::new();
-        run_cmds(&mut self.stores[shard], cmds, now, None, |_, _, e| {
-            records.push(e.to_vec())
-        });
+        run_cmds(
+            &mut self.stores[shard],
+            &calls(db, cmds),
+            now,
+            None,
+            |_, _, e| records.push(e.to_vec()),
+        );
         for r in records {
             self.append(shard, &r);
         }
@@ -387,11 +399,13 @@ impl Live {
         let mut writers = Vec::new();
         for c in cmds {
             for (shard, part) in split(c, n) {
-                let is_write = moon_store::command::lookup(&c[0]).is_some_and(|s| s.is_write());
+                let is_write = moon_store::table::lookup(&c[0])
+                    .map(|r| &r.spec)
+                    .is_some_and(|s| s.is_write());
                 if is_write {
                     writers.push(shard);
                 }
-                let part = moon_store::in_db(db, vec![part]);
+                let part = calls(db, &[part]);
                 run_cmds(&mut self.stores[shard], &part, now, None, |_, _, e| {
                     effects[shard].extend(e.iter().cloned())
                 });
@@ -426,7 +440,7 @@ impl Live {
 /// into one command per shard; a key-less one (FLUSHALL, DBSIZE, RANDOMKEY) to every shard;
 /// anything else whole to its first key's shard.
 fn split(c: &[Bytes], n: usize) -> Vec<(usize, Vec<Bytes>)> {
-    let Some(spec) = moon_store::command::lookup(&c[0]) else {
+    let Some(spec) = moon_store::table::lookup(&c[0]).map(|r| &r.spec) else {
         return vec![(0, c.to_vec())];
     };
     match spec.route {
@@ -460,12 +474,14 @@ enum Route {
 }
 
 fn route(c: &[Bytes], n: usize) -> Route {
-    let multi_key = moon_store::command::lookup(&c[0]).is_some_and(|s| {
-        matches!(
-            s.route,
-            moon_store::command::Route::Keys(moon_store::command::Spread::Split(_))
-        )
-    });
+    let multi_key = moon_store::table::lookup(&c[0])
+        .map(|r| &r.spec)
+        .is_some_and(|s| {
+            matches!(
+                s.route,
+                moon_store::command::Route::Keys(moon_store::command::Spread::Split(_))
+            )
+        });
     match shards_of(c, n) {
         None => Route::Everywhere,
         Some(s) if s.len() == 1 => Route::Batch(s[0]),
@@ -517,10 +533,10 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
             Op::Cmd(c) => {
                 let c = bytes_of(c);
                 match route(&c, shards) {
-                    Route::Batch(s) => live.batch(s, &[c], now),
+                    Route::Batch(s) => live.batch(s, 0, &[c], now),
                     Route::Everywhere => {
                         for s in 0..shards {
-                            live.batch(s, std::slice::from_ref(&c), now);
+                            live.batch(s, 0, std::slice::from_ref(&c), now);
                         }
                     }
                     Route::Transaction => live.transaction(&[c], now),
@@ -530,10 +546,10 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
             Op::InDb(db, c) => {
                 let c = bytes_of(c);
                 match route(&c, shards) {
-                    Route::Batch(s) => live.batch(s, &moon_store::in_db(*db, vec![c]), now),
+                    Route::Batch(s) => live.batch(s, *db, &[c], now),
                     Route::Everywhere => {
                         for s in 0..shards {
-                            live.batch(s, &moon_store::in_db(*db, vec![c.clone()]), now);
+                            live.batch(s, *db, std::slice::from_ref(&c), now);
                         }
                     }
                     Route::Transaction => live.transaction_in(*db, &[c], now),
@@ -645,8 +661,8 @@ fn a_transaction_part_without_effects_still_counts_at_recovery() {
     check(2, moon_store::MemoryLimit::default(), &ops).expect("replay matches");
 }
 
-/// Review finding: with the log failing, a write in database 1 is refused (MISCONF) after its
-/// MOON.DB ran; the next batch — another client's, in database 0 — must still run in 0.
+/// Review finding: with the log failing, a write in database 1 is refused (MISCONF); the next
+/// batch — another client's, in database 0 — must still run in 0.
 #[test]
 fn a_refused_write_does_not_leave_its_database_selected() {
     let mut store = Store::default();
@@ -654,22 +670,22 @@ fn a_refused_write_does_not_leave_its_database_selected() {
     let c = |words: &[&str]| bytes_of(&cmd(words));
     run_cmds(
         &mut store,
-        &[c(&["SET", "k", "zero"])],
+        &calls(0, &[c(&["SET", "k", "zero"])]),
         T0,
         None,
         |_, _, _| {},
     );
     let frames = run_cmds(
         &mut store,
-        &[c(&["MOON.DB", "1"]), c(&["SET", "k", "one"])],
+        &calls(1, &[c(&["SET", "k", "one"])]),
         T0,
         Some("disk full"),
         |_, _, _| {},
     );
-    assert!(frames[1].is_error(), "refused: {frames:?}");
+    assert!(frames[0].is_error(), "refused: {frames:?}");
     let frames = run_cmds(
         &mut store,
-        &[c(&["GET", "k"])],
+        &calls(0, &[c(&["GET", "k"])]),
         T0,
         Some("disk full"),
         |_, _, _| {},

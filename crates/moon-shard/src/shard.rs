@@ -9,7 +9,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use moon_aof::AofWriter;
 use moon_proto::Frame;
-use moon_store::{KeyEvent, Store, WatchToken};
+use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
 use crate::state::{CommitFailure, Cut, ShardSetConfig, Tx, TxId};
@@ -25,7 +25,7 @@ type AsyncCall = Box<
 pub(crate) enum Message {
     /// Execute these commands in order and send back their replies.
     Batch {
-        cmds: Vec<Vec<Bytes>>,
+        cmds: Vec<Call>,
         reply: oneshot::Sender<Vec<Frame>>,
     },
     /// Run this function on the shard's thread (administrative fan-out: INFO, CLIENT LIST...).
@@ -47,7 +47,7 @@ pub(crate) enum Message {
     /// Run these commands as one atomic unit (a single-shard MULTI/EXEC); `None` back if a
     /// watched key changed. See [`crate::txn`].
     Atomic {
-        cmds: Vec<Vec<Bytes>>,
+        cmds: Vec<Call>,
         watches: Vec<(Bytes, WatchToken)>,
         reply: oneshot::Sender<Option<Vec<Frame>>>,
     },
@@ -58,7 +58,7 @@ pub(crate) enum Message {
     },
     TxExec {
         tx: Tx,
-        cmds: Vec<Vec<Bytes>>,
+        cmds: Vec<Call>,
         reply: oneshot::Sender<Vec<Frame>>,
     },
     TxCommit {
@@ -587,7 +587,7 @@ impl Shard {
     /// not just this batch's own records, also covers a read that saw another client's write
     /// whose record is still on its way. While the log is failing, writes are refused with
     /// MISCONF before they execute, and reads keep working.
-    pub async fn run_local(self: &Rc<Self>, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+    pub async fn run_local(self: &Rc<Self>, cmds: &[Call]) -> Vec<Frame> {
         let turn = self.wait_unlocked().await;
         let executed = self.execute(cmds);
         drop(turn);
@@ -598,13 +598,13 @@ impl Shard {
     }
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
-    pub(crate) fn execute(&self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Held> {
+    pub(crate) fn execute(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
         let failing = self.back_to_the_log();
         let now = now_ms();
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
         let Some(writer) = aof.as_ref() else {
-            let frames = cmds.iter().map(|args| store.execute(args, now)).collect();
+            let frames = cmds.iter().map(|call| store.run(call, now)).collect();
             drop(aof);
             self.queue_events(&mut store);
             return Ok(frames);
@@ -652,7 +652,7 @@ impl Shard {
 
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
     /// order. One message each way, whatever the number of commands.
-    pub async fn run_batch(self: &Rc<Self>, target: usize, cmds: Vec<Vec<Bytes>>) -> Vec<Frame> {
+    pub async fn run_batch(self: &Rc<Self>, target: usize, cmds: Vec<Call>) -> Vec<Frame> {
         if target == self.id {
             return self.run_local(&cmds).await;
         }
@@ -763,36 +763,24 @@ impl Shard {
 /// it found expired).
 pub(crate) fn run_cmds(
     store: &mut Store,
-    cmds: &[Vec<Bytes>],
+    cmds: &[Call],
     now: u64,
     failing: Option<&str>,
     mut on_effects: impl FnMut(usize, bool, &[Vec<Bytes>]),
 ) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(cmds.len());
-    for (i, args) in cmds.iter().enumerate() {
-        let spec = args
-            .first()
-            .and_then(|name| moon_store::command::lookup(name))
-            .filter(|spec| spec.args_ok(args.len()));
-        let Some(spec) = spec else {
-            frames.push(store.execute(args, now));
-            continue;
-        };
-        let is_write = spec.is_write();
+    for (i, call) in cmds.iter().enumerate() {
+        let is_write = call.spec().is_write();
         if let (Some(cause), true) = (failing, is_write) {
             frames.push(misconf(cause));
-            // A MOON.DB before it must not carry over to what follows.
-            store.drop_pending_db();
             continue;
         }
-        frames.push(store.execute_spec(spec, args, now));
+        frames.push(store.run(call, now));
         if !store.logged().is_empty() {
             on_effects(i, is_write, store.logged());
             store.clear_log();
         }
     }
-    // A batch never leaves its shard in another database.
-    store.drop_pending_db();
     frames
 }
 

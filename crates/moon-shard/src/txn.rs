@@ -34,7 +34,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use moon_proto::Frame;
-use moon_store::WatchToken;
+use moon_store::{Call, WatchToken};
 
 use crate::clock::now_ms;
 use crate::recovery::TXPART;
@@ -142,7 +142,7 @@ impl Shard {
 
     /// Step 2 on this shard: runs `cmds` at the transaction's time, buffering their effects
     /// for the commit.
-    pub(crate) fn tx_exec_here(&self, tx: Tx, cmds: &[Vec<Bytes>]) -> Vec<Frame> {
+    pub(crate) fn tx_exec_here(&self, tx: Tx, cmds: &[Call]) -> Vec<Frame> {
         let (mut store, _, failing) = self.parts();
         if failing.is_none() {
             self.tx_read_unsafe.set(true);
@@ -201,7 +201,7 @@ impl Shard {
     /// replies, now or held for the one record holding all the effects.
     pub(crate) fn execute_atomic(
         &self,
-        cmds: &[Vec<Bytes>],
+        cmds: &[Call],
         watches: &[(Bytes, WatchToken)],
     ) -> Option<Result<Vec<Frame>, Held>> {
         let now = now_ms();
@@ -239,7 +239,7 @@ impl Shard {
     pub async fn run_atomic(
         self: &Rc<Self>,
         target: usize,
-        cmds: Vec<Vec<Bytes>>,
+        cmds: Vec<Call>,
         watches: Vec<(Bytes, WatchToken)>,
     ) -> Option<Vec<Frame>> {
         if target == self.id() {
@@ -291,12 +291,7 @@ impl Shard {
     }
 
     /// Step 2: runs `cmds` on `target` (locked by `tx`).
-    pub async fn tx_exec(
-        self: &Rc<Self>,
-        target: usize,
-        tx: Tx,
-        cmds: Vec<Vec<Bytes>>,
-    ) -> Vec<Frame> {
+    pub async fn tx_exec(self: &Rc<Self>, target: usize, tx: Tx, cmds: Vec<Call>) -> Vec<Frame> {
         if target == self.id() {
             return self.tx_exec_here(tx, &cmds);
         }
@@ -352,7 +347,7 @@ impl Shard {
         self: &Rc<Self>,
         tx: Option<Tx>,
         target: usize,
-        cmds: Vec<Vec<Bytes>>,
+        cmds: Vec<Call>,
     ) -> Vec<Frame> {
         match tx {
             Some(tx) => self.tx_exec(target, tx, cmds).await,
@@ -434,6 +429,7 @@ mod fairness_tests {
                 let (shard, order) = (shard.clone(), order.clone());
                 glommio::spawn_local(async move {
                     let set = vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")];
+                    let set = moon_store::Call::new(set, 0).expect("a well-formed SET");
                     shard.run_local(&[set]).await;
                     order.borrow_mut().push("batch");
                 })

@@ -1,8 +1,12 @@
-//! The command table: every command Moon knows, its arity, flags, key positions and how the
-//! router spreads it over shards. Key positions are declared once per command (Redis's
-//! first/last/step) and read only through [`CommandSpec::keys`]. `COMMAND` is answered from this table, and both the
-//! connection (routing, arity) and the keyspace (dispatch) look commands up here, so a command
-//! exists in exactly one list.
+//! What a command is: its name, arity, typed flags, key positions, family and how the router
+//! spreads it over shards ([`CommandSpec`]), and the row type of a command table
+//! ([`Command`]: a spec and the function that runs it).
+//!
+//! This module is the bottom of the command layer: it names no handler and no state. The
+//! keyspace's rows live in their family's module (`store/string.rs`...) beside their
+//! handlers, gathered by [`crate::table`]; the connection-level rows live in `moon-server`.
+//! Key positions are declared once per command (Redis's first/last/step) and read only
+//! through [`CommandSpec::keys`].
 
 /// How a command reaches the keyspace(s). Which shards that is follows from its key positions
 /// ([`CommandSpec::keys`]) alone; this says what to do with them.
@@ -80,9 +84,13 @@ impl Flags {
     pub const MAY_REPLICATE: Flags = Flags(1 << 9);
     pub const ALLOW_BUSY: Flags = Flags(1 << 10);
     pub const SKIP_SLOWLOG: Flags = Flags(1 << 11);
+    /// Runs before authentication (AUTH, HELLO, QUIT, RESET).
+    pub const NO_AUTH: Flags = Flags(1 << 12);
+    /// Allowed to a RESP2 client in subscribed mode (Moon's flag; Redis keeps a list).
+    pub const WHILE_SUBSCRIBED: Flags = Flags(1 << 13);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
-    const NAMES: [(Flags, &'static str); 12] = [
+    const NAMES: [(Flags, &'static str); 13] = [
         (Flags::WRITE, "write"),
         (Flags::READONLY, "readonly"),
         (Flags::DENYOOM, "denyoom"),
@@ -93,6 +101,7 @@ impl Flags {
         (Flags::STALE, "stale"),
         (Flags::SKIP_SLOWLOG, "skip_slowlog"),
         (Flags::FAST, "fast"),
+        (Flags::NO_AUTH, "no_auth"),
         (Flags::MAY_REPLICATE, "may_replicate"),
         (Flags::ALLOW_BUSY, "allow_busy"),
     ];
@@ -197,11 +206,6 @@ impl CommandSpec {
         c
     }
 
-    /// Whether clients see it (COMMAND lists it): everything but Moon's internal commands.
-    pub fn is_public(&self) -> bool {
-        !self.name.starts_with("moon.")
-    }
-
     /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
     pub fn may_grow_memory(&self) -> bool {
         self.flags.has(Flags::DENYOOM)
@@ -256,303 +260,116 @@ impl CommandSpec {
     }
 }
 
-const W: Flags = Flags::WRITE.union(Flags::DENYOOM);
-const WF: Flags = W.union(Flags::FAST);
-const WNOOM: Flags = Flags::WRITE;
-const WNOOMF: Flags = Flags::WRITE.union(Flags::FAST);
-const R: Flags = Flags::READONLY;
-const RF: Flags = Flags::READONLY.union(Flags::FAST);
-const UNSCRIPTED: Flags = Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE);
-const CONN: Flags = UNSCRIPTED.union(Flags::FAST);
-const ADMIN: Flags = UNSCRIPTED.union(Flags::ADMIN);
-const TXN: Flags = CONN.union(Flags::ALLOW_BUSY);
-const PUBSUB: Flags = UNSCRIPTED.union(Flags::PUBSUB);
-const PUBLISH: Flags = Flags::PUBSUB
-    .union(Flags::LOADING)
-    .union(Flags::STALE)
-    .union(Flags::FAST)
-    .union(Flags::MAY_REPLICATE);
-const TXN_SKIP: Flags = UNSCRIPTED.union(Flags::SKIP_SLOWLOG);
-const PUBSUB_INFO: Flags = Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE);
-/// Moon's markers (`MOON.DB`...): never from clients.
-const INTERNAL: Flags = Flags::NOSCRIPT.union(Flags::FAST);
+/// Flag sets the tables are written with (a row reads `W`, `RF`, `CONN`...).
+pub mod short {
+    use super::Flags;
+    /// A write that may grow memory (`write denyoom`).
+    pub const W: Flags = Flags::WRITE.union(Flags::DENYOOM);
+    pub const WF: Flags = W.union(Flags::FAST);
+    /// A write that only removes (`write`, never refused for memory).
+    pub const WNOOM: Flags = Flags::WRITE;
+    pub const WNOOMF: Flags = Flags::WRITE.union(Flags::FAST);
+    pub const R: Flags = Flags::READONLY;
+    pub const RF: Flags = Flags::READONLY.union(Flags::FAST);
+    pub const UNSCRIPTED: Flags = Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE);
+    pub const CONN: Flags = UNSCRIPTED.union(Flags::FAST);
+    pub const ADMIN: Flags = UNSCRIPTED.union(Flags::ADMIN);
+    pub const TXN: Flags = CONN.union(Flags::ALLOW_BUSY);
+    pub const PUBSUB: Flags = UNSCRIPTED.union(Flags::PUBSUB);
+    pub const PUBLISH: Flags = Flags::PUBSUB
+        .union(Flags::LOADING)
+        .union(Flags::STALE)
+        .union(Flags::FAST)
+        .union(Flags::MAY_REPLICATE);
+    pub const TXN_SKIP: Flags = UNSCRIPTED.union(Flags::SKIP_SLOWLOG);
+    pub const PUBSUB_INFO: Flags = Flags::PUBSUB.union(Flags::LOADING).union(Flags::STALE);
 
-macro_rules! cmd {
-    ($group:ident: $name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            first_key: $first,
-            last_key: $last,
-            step: $step,
-            route: $route,
-            group: Group::$group,
-            numkeys_at: 0,
+    use super::{Route, Spread};
+    /// One key, one shard.
+    pub const ONE: Route = Route::Keys(Spread::One);
+    /// Keys on several shards, coordinated by the server (RENAME, MSETNX, SMOVE...).
+    pub const COORDINATED: Route = Route::Keys(Spread::Coordinated);
+}
+
+/// One row of a command table: what the command is ([`CommandSpec`]) and the function that
+/// runs it. The keyspace's rows (`H` = [`crate::call::Handler`]) live in their family's
+/// module beside their handlers; the server's connection-level rows in `moon-server`. Both
+/// are written with [`command!`](crate::command!).
+#[derive(Debug)]
+pub struct Command<H: 'static> {
+    pub spec: CommandSpec,
+    pub run: H,
+}
+
+/// A table row: `command!(Group: "name", arity, flags, keys(first, last, step), route, handler)`;
+/// `keys(...)` may be `numkeys at i` (keys follow a count) or left out (no keys).
+#[macro_export]
+macro_rules! command {
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, keys($first:expr, $last:expr, $step:expr), $route:expr, $run:expr $(,)?) => {
+        $crate::command::Command {
+            spec: $crate::command::CommandSpec {
+                name: $name,
+                arity: $arity,
+                flags: $flags,
+                first_key: $first,
+                last_key: $last,
+                step: $step,
+                route: $route,
+                group: $crate::command::Group::$group,
+                numkeys_at: 0,
+            },
+            run: $run,
         }
     };
-    ($group:ident: $name:literal, $arity:expr, $flags:expr, numkeys at $at:expr, $route:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            first_key: 0,
-            last_key: 0,
-            step: 0,
-            route: $route,
-            group: Group::$group,
-            numkeys_at: $at,
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, numkeys at $at:expr, $route:expr, $run:expr $(,)?) => {
+        $crate::command::Command {
+            spec: $crate::command::CommandSpec {
+                name: $name,
+                arity: $arity,
+                flags: $flags,
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                route: $route,
+                group: $crate::command::Group::$group,
+                numkeys_at: $at,
+            },
+            run: $run,
         }
+    };
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, $route:expr, $run:expr $(,)?) => {
+        $crate::command!($group: $name, $arity, $flags, keys(0, 0, 0), $route, $run)
     };
 }
 
-use Route::*;
-const ONE: Route = Keys(Spread::One);
-const SPECIAL_KEYS: Route = Keys(Spread::Coordinated);
-
-pub static COMMANDS: &[CommandSpec] = &[
-    // Strings
-    cmd!(String: "get", 2, RF, 1, 1, 1, ONE),
-    cmd!(String: "set", -3, W, 1, 1, 1, ONE),
-    cmd!(String: "setnx", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "setex", 4, W, 1, 1, 1, ONE),
-    cmd!(String: "psetex", 4, W, 1, 1, 1, ONE),
-    cmd!(String: "getset", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "getdel", 2, WNOOMF, 1, 1, 1, ONE),
-    cmd!(String: "getex", -2, WNOOMF, 1, 1, 1, ONE),
-    cmd!(String:
-        "mget",
-        -2,
-        RF,
-        1,
-        -1,
-        1,
-        Keys(Spread::Split(Merge::KeyOrder))
-    ),
-    cmd!(String: "mset", -3, W, 1, -1, 2, Keys(Spread::Split(Merge::Ok))),
-    cmd!(String: "msetnx", -3, W, 1, -1, 2, SPECIAL_KEYS),
-    cmd!(String: "incr", 2, WF, 1, 1, 1, ONE),
-    cmd!(String: "decr", 2, WF, 1, 1, 1, ONE),
-    cmd!(String: "incrby", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "decrby", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "incrbyfloat", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "append", 3, WF, 1, 1, 1, ONE),
-    cmd!(String: "strlen", 2, RF, 1, 1, 1, ONE),
-    cmd!(String: "getrange", 4, R, 1, 1, 1, ONE),
-    cmd!(String: "substr", 4, R, 1, 1, 1, ONE),
-    cmd!(String: "setrange", 4, W, 1, 1, 1, ONE),
-    // Keys
-    cmd!(Generic: "del", -2, WNOOM, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!(Generic:
-        "unlink",
-        -2,
-        WNOOMF,
-        1,
-        -1,
-        1,
-        Keys(Spread::Split(Merge::Sum))
-    ),
-    cmd!(Generic: "exists", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!(Generic: "touch", -2, RF, 1, -1, 1, Keys(Spread::Split(Merge::Sum))),
-    cmd!(Generic: "type", 2, RF, 1, 1, 1, ONE),
-    cmd!(Generic: "expire", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Generic: "pexpire", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Generic: "expireat", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Generic: "pexpireat", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Generic: "ttl", 2, RF, 1, 1, 1, ONE),
-    cmd!(Generic: "pttl", 2, RF, 1, 1, 1, ONE),
-    cmd!(Generic: "expiretime", 2, RF, 1, 1, 1, ONE),
-    cmd!(Generic: "pexpiretime", 2, RF, 1, 1, 1, ONE),
-    cmd!(Generic: "persist", 2, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Generic: "rename", 3, WNOOM, 1, 2, 1, SPECIAL_KEYS),
-    cmd!(Generic: "renamenx", 3, WNOOMF, 1, 2, 1, SPECIAL_KEYS),
-    cmd!(Generic: "keys", 2, R, 0, 0, 0, AllShards(Merge::Concat)),
-    cmd!(Generic: "scan", -2, R, 0, 0, 0, Server),
-    cmd!(Generic: "dbsize", 1, RF, 0, 0, 0, AllShards(Merge::Sum)),
-    cmd!(Generic: "flushdb", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
-    cmd!(Generic: "flushall", -1, WNOOM, 0, 0, 0, AllShards(Merge::Ok)),
-    cmd!(Generic: "randomkey", 1, R, 0, 0, 0, Server),
-    // Connection and server
-    // Hashes
-    cmd!(Hash: "hset", -4, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hsetnx", 4, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hmset", -4, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hget", 3, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hmget", -3, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hgetall", 2, R, 1, 1, 1, ONE),
-    cmd!(Hash: "hdel", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Hash: "hexists", 3, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hlen", 2, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hstrlen", 3, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hkeys", 2, R, 1, 1, 1, ONE),
-    cmd!(Hash: "hvals", 2, R, 1, 1, 1, ONE),
-    cmd!(Hash: "hincrby", 4, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hincrbyfloat", 4, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hrandfield", -2, R, 1, 1, 1, ONE),
-    cmd!(Hash: "hscan", -3, R, 1, 1, 1, ONE),
-    cmd!(Hash: "hexpire", -6, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hpexpire", -6, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hexpireat", -6, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "hpexpireat", -6, WF, 1, 1, 1, ONE),
-    cmd!(Hash: "httl", -5, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hpttl", -5, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hexpiretime", -5, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hpexpiretime", -5, RF, 1, 1, 1, ONE),
-    cmd!(Hash: "hpersist", -5, WNOOMF, 1, 1, 1, ONE),
-    // Sets
-    cmd!(Set: "sadd", -3, WF, 1, 1, 1, ONE),
-    cmd!(Set: "srem", -3, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Set: "sismember", 3, RF, 1, 1, 1, ONE),
-    cmd!(Set: "smismember", -3, RF, 1, 1, 1, ONE),
-    cmd!(Set: "smembers", 2, R, 1, 1, 1, ONE),
-    cmd!(Set: "scard", 2, RF, 1, 1, 1, ONE),
-    cmd!(Set: "spop", -2, WNOOMF, 1, 1, 1, ONE),
-    cmd!(Set: "srandmember", -2, R, 1, 1, 1, ONE),
-    cmd!(Set: "smove", 4, WF, 1, 2, 1, SPECIAL_KEYS),
-    cmd!(Set: "sinter", -2, R, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sintercard", -3, R, numkeys at 1, SPECIAL_KEYS),
-    cmd!(Set: "sinterstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sunion", -2, R, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sunionstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sdiff", -2, R, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sdiffstore", -3, W, 1, -1, 1, SPECIAL_KEYS),
-    cmd!(Set: "sscan", -3, R, 1, 1, 1, ONE),
-    // Generic (typed)
-    cmd!(Generic: "object", -2, R, 2, 2, 1, ONE),
-    cmd!(Generic: "copy", -3, W, 1, 2, 1, SPECIAL_KEYS),
-    cmd!(Generic: "move", 3, WF, 1, 1, 1, ONE),
-    cmd!(Generic: "swapdb", 3, WNOOMF, 0, 0, 0, AllShards(Merge::Ok)),
-    // The database of the command that follows it, in a shard's batch and in the log; the
-    // server refuses it from clients.
-    cmd!(Server: "moon.db", 2, INTERNAL, 0, 0, 0, Connection),
-    // The tracking client (CLIENT TRACKING) whose command follows it in a shard's batch;
-    // never logged, refused from clients.
-    cmd!(Server: "moon.track", 2, INTERNAL, 0, 0, 0, Connection),
-    // The keyspace event the rest of a batch announces (the halves of a cross-shard RENAME,
-    // COPY or *STORE); never logged, refused from clients.
-    cmd!(Server: "moon.event", 2, INTERNAL, 0, 0, 0, Connection),
-    cmd!(Generic: "memory", -2, R, 2, 2, 1, ONE),
-    cmd!(Connection: "ping", -1, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "echo", 2, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "quit", -1, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "hello", -1, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "auth", -2, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "select", 2, CONN, 0, 0, 0, Connection),
-    cmd!(Connection: "client", -2, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "command", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "config", -2, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "info", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "time", 1, CONN, 0, 0, 0, Connection),
-    cmd!(Server: "shutdown", -1, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "bgrewriteaof", 1, ADMIN, 0, 0, 0, Connection),
-    cmd!(Server: "debug", -2, ADMIN, 0, 0, 0, Connection),
-    cmd!(Connection: "reset", 1, CONN, 0, 0, 0, Connection),
-    cmd!(Server: "acl", -2, ADMIN, 0, 0, 0, Connection),
-    // Pub/sub (handled by the connection: subscriptions live with it, PUBLISH fans out)
-    cmd!(Pubsub: "subscribe", -2, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "unsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "psubscribe", -2, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "punsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "ssubscribe", -2, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "sunsubscribe", -1, PUBSUB, 0, 0, 0, Connection),
-    cmd!(Pubsub: "publish", 3, PUBLISH, 0, 0, 0, Connection),
-    cmd!(Pubsub: "spublish", 3, PUBLISH, 0, 0, 0, Connection),
-    cmd!(Pubsub: "pubsub", -2, PUBSUB_INFO, 0, 0, 0, Connection),
-    // Transactions (handled by the connection: queueing, then the EXEC coordinator)
-    cmd!(Transactions: "multi", 1, TXN, 0, 0, 0, Connection),
-    cmd!(Transactions: "exec", 1, TXN_SKIP, 0, 0, 0, Connection),
-    cmd!(Transactions: "discard", 1, TXN, 0, 0, 0, Connection),
-    cmd!(Transactions: "watch", -2, TXN, 1, -1, 1, Connection),
-    cmd!(Transactions: "unwatch", 1, TXN, 0, 0, 0, Connection),
-];
-
-/// Finds a command by name, case-insensitively, without allocating.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    // Every request looks its command up: lower-case the name on the stack and binary-search
-    // a by-name index built once, instead of comparing against every entry.
-    static BY_NAME: std::sync::OnceLock<Vec<&'static CommandSpec>> = std::sync::OnceLock::new();
-    if name.len() > 16 {
+/// Finds `name` (case-insensitively, without allocating) in `index`, a table's rows sorted
+/// by name ([`sorted_index`]).
+pub fn find<T>(index: &[(&'static str, T)], name: &[u8]) -> Option<T>
+where
+    T: Copy,
+{
+    if name.len() > MAX_NAME {
         return None;
     }
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; MAX_NAME];
     for (d, s) in buf.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
     let key = &buf[..name.len()];
-    let index = BY_NAME.get_or_init(|| {
-        let mut v: Vec<&'static CommandSpec> = COMMANDS.iter().collect();
-        v.sort_by_key(|c| c.name);
-        v
-    });
     index
-        .binary_search_by(|c| c.name.as_bytes().cmp(key))
+        .binary_search_by(|(n, _)| n.as_bytes().cmp(key))
         .ok()
-        .map(|i| index[i])
+        .map(|i| index[i].1)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn lookup_is_case_insensitive() {
-        assert_eq!(super::lookup(b"GeT").map(|c| c.name), Some("get"));
-        assert!(super::lookup(b"nope").is_none());
-    }
-}
+/// The longest command name a table may hold.
+pub const MAX_NAME: usize = 16;
 
-#[cfg(test)]
-mod lookup_tests {
-    use super::*;
-
-    fn args(words: &str) -> Vec<bytes::Bytes> {
-        words
-            .split(' ')
-            .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
-
-    fn keys_of(words: &str) -> Option<Vec<String>> {
-        let a = args(words);
-        let spec = lookup(&a[0])?;
-        spec.args_ok(a.len()).then(|| {
-            spec.keys(&a)
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect()
-        })
-    }
-
-    #[test]
-    fn key_positions_come_from_the_table() {
-        assert_eq!(keys_of("GET k"), Some(vec!["k".into()]));
-        assert_eq!(keys_of("SET k v EX 10"), Some(vec!["k".into()]));
-        assert_eq!(keys_of("MSET a 1 b 2"), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(keys_of("MSET a 1 b"), None, "a key without its value");
-        assert_eq!(keys_of("MSETNX a 1 b"), None);
-        assert_eq!(keys_of("DEL a b c").map(|k| k.len()), Some(3));
-        assert_eq!(keys_of("RENAME a b"), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(keys_of("WATCH a b"), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(keys_of("PING"), Some(vec![]));
-        assert_eq!(keys_of("KEYS *"), Some(vec![]));
-        assert_eq!(keys_of("GET"), None, "wrong arity");
-        assert_eq!(keys_of("GET a b"), None, "wrong arity");
-    }
-
-    #[test]
-    fn every_command_is_found_in_any_case_and_nothing_else() {
-        for c in COMMANDS {
-            assert_eq!(lookup(c.name.as_bytes()).map(|f| f.name), Some(c.name));
-            assert_eq!(
-                lookup(c.name.to_ascii_uppercase().as_bytes()).map(|f| f.name),
-                Some(c.name)
-            );
-        }
-        for missing in [
-            &b""[..],
-            b"nosuch",
-            b"sett",
-            b"ge",
-            b"averyveryverylongcommandname",
-        ] {
-            assert!(lookup(missing).is_none());
-        }
-    }
+/// `(name, entry)` pairs sorted by name, for [`find`].
+pub fn sorted_index<T>(
+    entries: impl IntoIterator<Item = (&'static str, T)>,
+) -> Vec<(&'static str, T)> {
+    let mut v: Vec<_> = entries.into_iter().collect();
+    v.sort_by_key(|(n, _)| *n);
+    v
 }

@@ -11,6 +11,7 @@
 //! [`Store::take_log`] — the shard decides what to do with it.
 
 pub mod args;
+pub mod call;
 pub mod command;
 pub mod evict;
 pub mod glob;
@@ -18,8 +19,10 @@ pub mod keyspace;
 pub mod lazyfree;
 pub mod notify;
 pub mod reply;
+mod run;
 pub mod slot;
 mod store;
+pub mod table;
 pub mod tracking;
 pub mod value;
 
@@ -34,6 +37,7 @@ pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
 pub fn store_eviction_batch_bytes() -> usize {
     store::EVICTION_BATCH.1
 }
+pub use call::Call;
 pub use value::{Chunk, Encodings, Value};
 
 /// `MOON.DB db`: the database of the command right after it, in a shard's batch and in the log.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use crate::command::{self, CommandSpec, Group};
+use crate::command::CommandSpec;
 use crate::evict::MemoryLimit;
 use crate::keyspace::{Keyspace, Removal, Value};
 use crate::notify::{class, KeyEvent, NotifyFlags};
@@ -77,18 +77,18 @@ pub struct Store {
     /// [`Store::take_events`] (collected only while some are on).
     notify: NotifyFlags,
     events: Vec<KeyEvent>,
-    /// The client command running now (names the events of its effects), and where its
-    /// events start in `events`.
+    /// The client command running now (names the events of its effects; its spec names the
+    /// keys of the effects it logs as sent), and where its events start in `events`.
     current: &'static str,
+    spec: Option<&'static CommandSpec>,
     events_mark: usize,
     /// Collections a command emptied (and so removed): a `del` event each after its own.
     emptied: Vec<Bytes>,
-    /// CLIENT TRACKING: who read what here, and the reader `MOON.TRACK` named for the next
-    /// command (its keys are remembered if it reads; it is the writer if it writes).
+    /// CLIENT TRACKING: who read what here, and the tracking client whose command runs now
+    /// (it is the writer its NOLOOP readers are not told about).
     tracking: Tracking,
-    track_next: Option<Reader>,
     writer: Option<u64>,
-    /// `MOON.EVENT`: the event every effect announces until the batch ends.
+    /// The event every effect of the running command announces ([`crate::call::Call::event`]).
     batch_event: Option<&'static str>,
     /// SET/SETEX/PSETEX given a deadline (an `expire` event follows the `set`).
     sets_deadline: bool,
@@ -143,10 +143,10 @@ impl Store {
             notify: NotifyFlags::default(),
             events: Vec::new(),
             current: "",
+            spec: None,
             events_mark: 0,
             emptied: Vec::new(),
             tracking: Tracking::default(),
-            track_next: None,
             writer: None,
             batch_event: None,
             sets_deadline: false,
@@ -206,9 +206,20 @@ impl Store {
         self.events.push(e);
     }
 
+    /// The keys one logged effect changes: for the running command logged as sent (`own`),
+    /// the keys its spec names; for an effect the store derived (`SET k`, `DEL k`,
+    /// `PEXPIREAT k`, `HSET k f v`, `HDEL k f`...), the one key after its name. No effect
+    /// looks a command up by name.
+    fn changed_keys<'p>(&self, own: bool, parts: &[&'p [u8]]) -> Vec<&'p [u8]> {
+        match (own, self.spec) {
+            (true, Some(spec)) => spec.keys(parts).copied().collect(),
+            _ => parts.get(1).copied().into_iter().collect(),
+        }
+    }
+
     /// Names the events of one logged effect (see [`crate::notify`]): keys created first,
     /// then the effect's own.
-    fn note_effect(&mut self, parts: &[&[u8]]) {
+    fn note_effect(&mut self, own: bool, parts: &[&[u8]]) {
         if self.notify.is_off() || parts.is_empty() {
             return;
         }
@@ -224,18 +235,16 @@ impl Store {
             } else {
                 class::GENERIC
             };
-            if let Some(spec) = crate::command::lookup(parts[0]) {
-                for key in spec.keys(parts) {
-                    let e = KeyEvent {
-                        class,
-                        event,
-                        db,
-                        key: key_of(key),
-                    };
-                    // Once per key for the whole batch (a DEL, then the value's chunks).
-                    if !self.events.contains(&e) {
-                        self.event(class, event, db, e.key);
-                    }
+            for key in self.changed_keys(own, parts) {
+                let e = KeyEvent {
+                    class,
+                    event,
+                    db,
+                    key: key_of(key),
+                };
+                // Once per key for the whole call (a DEL, then the value's chunks).
+                if !self.events.contains(&e) {
+                    self.event(class, event, db, e.key);
                 }
             }
             return;
@@ -254,10 +263,7 @@ impl Store {
         let Some((class, event)) = crate::notify::effect_event(self.current, parts[0]) else {
             return;
         };
-        let Some(spec) = crate::command::lookup(parts[0]) else {
-            return;
-        };
-        for key in spec.keys(parts) {
+        for key in self.changed_keys(own, parts) {
             self.event(class, event, db, key_of(key));
         }
         // SET with a deadline: a `set` and an `expire`, as Redis sends them.
@@ -382,7 +388,6 @@ impl Store {
     /// Back in database 0 if a `MOON.DB` is still pending: its command was refused before it
     /// ran (MISCONF), and nothing after it may run in that database.
     pub fn drop_pending_db(&mut self) {
-        self.track_next = None;
         self.batch_event = None;
         if std::mem::take(&mut self.db_pending) {
             self.select(0);
@@ -610,50 +615,27 @@ impl Store {
         }
     }
 
-    /// Marks the keys a logged effect changes as modified, for WATCH. Every change to the
-    /// keyspace passes through one of the `log_*` functions, so this sees them all.
-    fn touch(&mut self, parts: &[&[u8]]) {
-        if !self.tracking.is_empty() && !parts.is_empty() {
-            self.invalidate(parts);
-        }
-        if self.watched.is_empty() || parts.is_empty() {
+    /// Marks the keys a logged effect changes as modified, for WATCH, and owes them to their
+    /// tracking readers. Every change to the keyspace passes through one of the `log_*`
+    /// functions, so this sees them all (flushes through [`Store::log_flush`]).
+    fn touch(&mut self, own: bool, parts: &[&[u8]]) {
+        if self.watched.is_empty() && self.tracking.is_empty() {
             return;
         }
-        if parts[0].eq_ignore_ascii_case(b"FLUSHALL") || parts[0].eq_ignore_ascii_case(b"SWAPDB") {
-            // SWAPDB changes both databases' keys; for simplicity every watcher sees it.
-            return self.touch_dbs(&[]);
+        let keys = self.changed_keys(own, parts);
+        for key in &keys {
+            self.tracking.changed(key, self.writer);
         }
-        if parts[0].eq_ignore_ascii_case(b"FLUSHDB") {
-            return self.touch_dbs(&[self.db]);
+        if self.watched.is_empty() {
+            return;
         }
         self.watch_clock += 1;
         let clock = self.watch_clock;
-        let Some(spec) = crate::command::lookup(parts[0]) else {
-            return;
-        };
-        for key in spec.keys(parts) {
+        for key in keys {
             let wk = self.watch_key(key);
             if let Some(slot) = self.watched.get_mut(&wk[..]) {
                 slot.1 = clock;
             }
-        }
-    }
-
-    /// The keys an effect changes are owed to their tracking readers.
-    fn invalidate(&mut self, parts: &[&[u8]]) {
-        let name = parts[0];
-        if ["FLUSHALL", "FLUSHDB", "SWAPDB"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-        {
-            return self.tracking.flushed();
-        }
-        let Some(spec) = crate::command::lookup(name) else {
-            return;
-        };
-        let keys: Vec<&[u8]> = spec.keys(parts).copied().collect();
-        for key in keys {
-            self.tracking.changed(key, self.writer);
         }
     }
 
@@ -684,7 +666,7 @@ impl Store {
                 Removal::Key(key) | Removal::Evicted(key) => vec![Bytes::from_static(b"DEL"), key],
                 // A field that expired changes its hash: WATCH sees it.
                 Removal::Field(key, field) => {
-                    self.touch(&[b"HDEL", &key]);
+                    self.touch(false, &[b"HDEL", &key]);
                     vec![Bytes::from_static(b"HDEL"), key, field]
                 }
             };
@@ -747,12 +729,13 @@ impl Store {
         self.log.push(cmd);
     }
 
+    /// Logs the running command as it was sent (its keys are the ones its spec names).
     fn log_args(&mut self, args: &[Bytes]) {
         self.log_expired();
         if !self.watched.is_empty() || !self.notify.is_off() || !self.tracking.is_empty() {
             let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
-            self.touch(&parts);
-            self.note_effect(&parts);
+            self.touch(true, &parts);
+            self.note_effect(true, &parts);
         }
         if self.record_writes {
             self.push_log(args.to_vec());
@@ -767,21 +750,52 @@ impl Store {
         }
     }
 
-    fn log_cmd(&mut self, parts: &[&[u8]]) {
+    /// Logs an effect the store derived from the running command (`SET k v` for an INCR,
+    /// `PEXPIREAT k ms` for an EXPIRE, `HSET k f v`...): a command whose one key follows its
+    /// name.
+    fn log_derived(&mut self, parts: &[&[u8]]) {
         self.log_expired();
-        self.touch(parts);
-        self.note_effect(parts);
+        self.touch(false, parts);
+        self.note_effect(false, parts);
         if self.record_writes {
             self.push_log(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect());
         }
     }
 
+    /// Logs a change of whole databases: every watched key of them counts as modified and
+    /// every tracking reader is told to forget everything. No keyspace event names it.
+    fn log_flush(&mut self, flush: Flush) {
+        self.log_expired();
+        if !self.tracking.is_empty() {
+            self.tracking.flushed();
+        }
+        if !self.watched.is_empty() {
+            // SWAPDB changes both databases' keys; for simplicity every watcher sees it.
+            match flush {
+                Flush::Db => self.touch_dbs(&[self.db]),
+                Flush::All | Flush::Swap(..) => self.touch_dbs(&[]),
+            }
+        }
+        if self.record_writes {
+            let cmd = match flush {
+                Flush::All => vec![Bytes::from_static(b"FLUSHALL")],
+                Flush::Db => vec![Bytes::from_static(b"FLUSHDB")],
+                Flush::Swap(a, b) => vec![
+                    Bytes::from_static(b"SWAPDB"),
+                    Bytes::from(a.to_string()),
+                    Bytes::from(b.to_string()),
+                ],
+            };
+            self.push_log(cmd);
+        }
+    }
+
     fn log_set(&mut self, key: &[u8], value: &Bytes, expire_at: u64) {
         self.log_expired();
-        self.touch(&[b"SET", key]);
+        self.touch(false, &[b"SET", key]);
         if !self.notify.is_off() {
             let pxat: &[u8] = if expire_at != 0 { b"PXAT" } else { b"" };
-            self.note_effect(&[b"SET", key, value, pxat]);
+            self.note_effect(false, &[b"SET", key, value, pxat]);
         }
         if self.record_writes {
             let mut cmd = vec![
@@ -798,7 +812,7 @@ impl Store {
     }
 
     fn log_del(&mut self, key: &[u8]) {
-        self.log_cmd(&[b"DEL", key]);
+        self.log_derived(&[b"DEL", key]);
     }
 
     fn get_str(&mut self, key: &[u8], now: u64) -> Result<Option<Bytes>, Frame> {
@@ -865,66 +879,32 @@ impl Store {
         Some(e.value.type_name())
     }
 
-    /// Executes one command. `now` is Unix time in milliseconds; pass
-    /// [`crate::NO_EXPIRY_CHECK`] while replaying a log.
-    pub fn execute(&mut self, args: &[Bytes], now: u64) -> Frame {
-        let spec = args.first().and_then(|name| command::lookup(name));
-        match spec {
-            Some(spec) if spec.args_ok(args.len()) => self.execute_spec(spec, args, now),
-            refused => {
-                // A refused command still ends the database a MOON.DB selected for it.
-                self.drop_pending_db();
-                match refused {
-                    Some(spec) => reply::wrong_arity(spec.name),
-                    None => reply::unknown_command(args),
-                }
-            }
+    /// `MOON.DB db` of a log being replayed: the next command runs in `db`, then database 0
+    /// is selected again.
+    pub(crate) fn select_for_next(&mut self, db: usize) -> bool {
+        if !self.select(db) {
+            return false;
         }
+        self.db_pending = true;
+        true
     }
 
-    /// Executes a command already looked up and arity-checked. Whatever it changed, including
-    /// keys it found expired, is in [`Store::logged`] afterwards.
-    pub fn execute_spec(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        if spec.name == "moon.db" {
-            // The next command runs in that database (the router's batches and the log).
-            let db = parse_i64(&args[1]).filter(|&d| d >= 0).map(|d| d as usize);
-            return match db {
-                Some(db) if self.select(db) => {
-                    self.db_pending = true;
-                    Frame::OK
-                }
-                _ => err("ERR DB index is out of range"),
-            };
-        }
-        if spec.name == "moon.event" {
-            self.batch_event = crate::notify::batch_event(&args[1]);
-            return Frame::OK;
-        }
-        if spec.name == "moon.track" {
-            // The next command is a tracking client's (see `crate::tracking`).
-            self.track_next = Reader::decode(&args[1]);
-            return Frame::OK;
-        }
-        let reader = self.track_next.take();
-        self.writer = reader.map(|r| r.client);
-        let reply = self.execute_in_db(spec, args, now);
-        self.writer = None;
-        if let Some(reader) = reader {
-            if spec.is_read() && !reply.is_error() {
-                for key in spec.keys(args) {
-                    self.tracking.remember(reader, key);
-                }
-            }
-        }
-        if std::mem::take(&mut self.db_pending) {
-            self.select(0);
-        }
-        reply
-    }
-
-    fn execute_in_db(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
+    /// Before a command's handler runs: the clock, what its effects will be announced as,
+    /// who is writing, and the memory check of a command that may grow memory (its OOM
+    /// reply if there is no room). [`Store::end_command`] follows either way.
+    pub(crate) fn begin_command(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        now: u64,
+        writer: Option<u64>,
+        event: Option<&'static str>,
+    ) -> Result<(), Frame> {
         self.ks.set_clock(now);
         self.current = spec.name;
+        self.spec = Some(spec);
+        self.writer = writer;
+        self.batch_event = event;
         self.events_mark = self.events.len();
         if !self.notify.is_off() {
             self.sets_deadline = match spec.name {
@@ -943,26 +923,42 @@ impl Store {
             && spec.may_grow_memory()
             && !self.make_room(now)
         {
-            self.log_expired();
-            return err(reply::OOM);
+            return Err(err(reply::OOM));
         }
-        let reply = self.dispatch(spec, args, now);
+        Ok(())
+    }
+
+    /// After a command's handler (or its refusal): the expirations it caused are logged, its
+    /// emptied collections announced, the reader's keys remembered if it read, and the store
+    /// is back in database 0 if a replayed `MOON.DB` had selected another.
+    pub(crate) fn end_command(&mut self, args: &[Bytes], reply: &Frame, reader: Option<Reader>) {
         self.log_expired();
         if !self.notify.is_off() {
             self.note_emptied();
             self.ks.take_created();
         }
-        reply
-    }
-
-    fn dispatch(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        match spec.group {
-            Group::String => self.string_command(spec, args, now),
-            Group::Hash => self.hash_command(spec, args, now),
-            Group::Set => self.set_command(spec, args, now),
-            _ => self.keys_command(spec, args, now),
+        if let (Some(reader), Some(spec)) = (reader, self.spec) {
+            if spec.is_read() && !reply.is_error() {
+                for key in spec.keys(args) {
+                    self.tracking.remember(reader, key);
+                }
+            }
+        }
+        self.writer = None;
+        self.batch_event = None;
+        self.spec = None;
+        if std::mem::take(&mut self.db_pending) {
+            self.select(0);
         }
     }
+}
+
+/// A change of whole databases ([`Store::log_flush`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Flush {
+    All,
+    Db,
+    Swap(usize, usize),
 }
 
 /// A key of database `db`, as WATCH versions are kept: two bytes of database, then the key.
@@ -1101,10 +1097,10 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
 /// here with Redis's out-of-range error).
 pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
-mod hash;
+pub(crate) mod hash;
 pub mod keys;
 pub mod set;
-mod string;
+pub(crate) mod string;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use moon_proto::Frame;
 
 use super::{eq, parse_f64, parse_i64, scan_args, Store};
-use crate::command::CommandSpec;
+use crate::call::KeyspaceCommand;
+use crate::command;
+use crate::command::short::*;
 use crate::reply::{self, err};
 use crate::value::{Hash, Value};
 
@@ -41,6 +43,65 @@ fn bulk(b: &[u8]) -> Frame {
     Frame::Bulk(Bytes::copy_from_slice(b))
 }
 
+/// The hash family's rows.
+pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
+    command!(Hash: "hset", -4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hset("hset", a, now))),
+    command!(Hash: "hsetnx", 4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hsetnx(a, now))),
+    command!(Hash: "hmset", -4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hset("hmset", a, now))),
+    command!(Hash: "hget", 3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| field(h, &a[2])))
+    }),
+    command!(Hash: "hmget", -3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Array(a[2..].iter().map(|f| field(h, f)).collect())))
+    }),
+    command!(Hash: "hgetall", 2, R, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| {
+            Frame::Map(h.map(|h| h.iter().map(|(f, v)| (bulk(f), bulk(v))).collect()).unwrap_or_default())
+        }))
+    }),
+    command!(Hash: "hdel", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.hdel(a, now))),
+    command!(Hash: "hexists", 3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Integer(i64::from(h.is_some_and(|h| h.get(&a[2]).is_some())))))
+    }),
+    command!(Hash: "hlen", 2, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Integer(h.map_or(0, |h| h.len() as i64))))
+    }),
+    command!(Hash: "hstrlen", 3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Integer(h.and_then(|h| h.get(&a[2])).map_or(0, |v| v.len() as i64))))
+    }),
+    command!(Hash: "hkeys", 2, R, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Array(h.map(|h| h.iter().map(|(f, _)| bulk(f)).collect()).unwrap_or_default())))
+    }),
+    command!(Hash: "hvals", 2, R, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.hash(&a[1], now).map(|h| Frame::Array(h.map(|h| h.iter().map(|(_, v)| bulk(v)).collect()).unwrap_or_default())))
+    }),
+    command!(Hash: "hincrby", 4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hincrby(a, now))),
+    command!(Hash: "hincrbyfloat", 4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hincrbyfloat(a, now))),
+    command!(Hash: "hrandfield", -2, R, keys(1, 1, 1), ONE, |s, a, now| either(s.hrandfield(a, now))),
+    command!(Hash: "hscan", -3, R, keys(1, 1, 1), ONE, |s, a, now| either(s.hscan(a, now))),
+    command!(Hash: "hexpire", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hexpire("hexpire", a, now))),
+    command!(Hash: "hpexpire", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hexpire("hpexpire", a, now))),
+    command!(Hash: "hexpireat", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hexpire("hexpireat", a, now))),
+    command!(Hash: "hpexpireat", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.hexpire("hpexpireat", a, now))),
+    command!(Hash: "httl", -5, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.httl("httl", a, now))),
+    command!(Hash: "hpttl", -5, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.httl("hpttl", a, now))),
+    command!(Hash: "hexpiretime", -5, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.httl("hexpiretime", a, now))),
+    command!(Hash: "hpexpiretime", -5, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.httl("hpexpiretime", a, now))),
+    command!(Hash: "hpersist", -5, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.hpersist(a, now))),
+];
+
+/// A reply, or the error reply that stopped it.
+fn either(r: Result<Frame, Frame>) -> Frame {
+    r.unwrap_or_else(|e| e)
+}
+
+/// A field's value, or nil.
+fn field(h: Option<&Hash>, name: &[u8]) -> Frame {
+    h.and_then(|h| h.get(name))
+        .map(Bytes::copy_from_slice)
+        .map_or(Frame::Null, Frame::Bulk)
+}
+
 impl Store {
     /// The hash at `key`: `Ok(None)` if there is none, WRONGTYPE if it holds another type.
     fn hash(&mut self, key: &[u8], now: u64) -> Result<Option<&Hash>, Frame> {
@@ -62,73 +123,9 @@ impl Store {
         self.collection_write(key, now, create, f)
     }
 
-    pub(super) fn hash_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        let key = &args[1];
-        let result = match spec.name {
-            "hset" | "hmset" => self.hset(spec, args, now),
-            "hsetnx" => self.hsetnx(args, now),
-            "hget" => self.hash(key, now).map(|h| {
-                h.and_then(|h| h.get(&args[2]))
-                    .map(Bytes::copy_from_slice)
-                    .map_or(Frame::Null, Frame::Bulk)
-            }),
-            "hmget" => self.hash(key, now).map(|h| {
-                Frame::Array(
-                    args[2..]
-                        .iter()
-                        .map(|f| {
-                            h.and_then(|h| h.get(f))
-                                .map(Bytes::copy_from_slice)
-                                .map_or(Frame::Null, Frame::Bulk)
-                        })
-                        .collect(),
-                )
-            }),
-            "hgetall" => self.hash(key, now).map(|h| {
-                Frame::Map(
-                    h.map(|h| h.iter().map(|(f, v)| (bulk(f), bulk(v))).collect())
-                        .unwrap_or_default(),
-                )
-            }),
-            "hkeys" | "hvals" => self.hash(key, now).map(|h| {
-                let keys = spec.name == "hkeys";
-                Frame::Array(
-                    h.map(|h| {
-                        h.iter()
-                            .map(|(f, v)| bulk(if keys { f } else { v }))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                )
-            }),
-            "hexists" => self
-                .hash(key, now)
-                .map(|h| Frame::Integer(i64::from(h.is_some_and(|h| h.get(&args[2]).is_some())))),
-            "hlen" => self
-                .hash(key, now)
-                .map(|h| Frame::Integer(h.map_or(0, |h| h.len() as i64))),
-            "hstrlen" => self.hash(key, now).map(|h| {
-                Frame::Integer(
-                    h.and_then(|h| h.get(&args[2]))
-                        .map_or(0, |v| v.len() as i64),
-                )
-            }),
-            "hdel" => self.hdel(args, now),
-            "hincrby" => self.hincrby(args, now),
-            "hincrbyfloat" => self.hincrbyfloat(args, now),
-            "hrandfield" => self.hrandfield(args, now),
-            "hscan" => self.hscan(args, now),
-            "hexpire" | "hpexpire" | "hexpireat" | "hpexpireat" => self.hexpire(spec, args, now),
-            "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => self.httl(spec, args, now),
-            "hpersist" => self.hpersist(args, now),
-            _ => Ok(reply::unknown_command(args)),
-        };
-        result.unwrap_or_else(|e| e)
-    }
-
-    fn hset(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+    fn hset(&mut self, name: &'static str, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         if !args.len().is_multiple_of(2) {
-            return Ok(reply::wrong_arity(spec.name));
+            return Ok(reply::wrong_arity(name));
         }
         let added = self
             .hash_write(&args[1], now, true, |h, enc| {
@@ -140,8 +137,8 @@ impl Store {
             .unwrap_or(0);
         let mut logged: Vec<&[u8]> = vec![b"HSET"];
         logged.extend(args[1..].iter().map(|a| &a[..]));
-        self.log_cmd(&logged);
-        Ok(if spec.name == "hmset" {
+        self.log_derived(&logged);
+        Ok(if name == "hmset" {
             Frame::OK
         } else {
             Frame::Integer(added as i64)
@@ -156,7 +153,7 @@ impl Store {
             return Ok(Frame::Integer(0));
         }
         self.hash_write(&args[1], now, true, |h, enc| h.set(&args[2], &args[3], enc))?;
-        self.log_cmd(&[b"HSET", &args[1], &args[2], &args[3]]);
+        self.log_derived(&[b"HSET", &args[1], &args[2], &args[3]]);
         Ok(Frame::Integer(1))
     }
 
@@ -216,13 +213,13 @@ impl Store {
     /// Logs a field's new value that kept its deadline: `HSET` (which clears a deadline in
     /// replay) followed by `HPEXPIREAT` of the deadline it kept.
     fn log_field_write(&mut self, key: &[u8], field: &[u8], value: &[u8], now: u64) {
-        self.log_cmd(&[b"HSET", key, field, value]);
+        self.log_derived(&[b"HSET", key, field, value]);
         let deadline = self.ks.peek(key, now).and_then(|e| match &e.value {
             Value::Hash(h) => h.field_deadline(field),
             _ => None,
         });
         if let Some(at) = deadline {
-            self.log_cmd(&[
+            self.log_derived(&[
                 b"HPEXPIREAT",
                 key,
                 at.to_string().as_bytes(),
@@ -236,20 +233,15 @@ impl Store {
     /// HEXPIRE/HPEXPIRE/HEXPIREAT/HPEXPIREAT key time [NX|XX|GT|LT] FIELDS n field...: per
     /// field -2 (no such field), 0 (condition not met), 1 (deadline set), 2 (deleted: the time
     /// has passed). Logged as `HPEXPIREAT` of the fields it set and `HDEL` of those it deleted.
-    fn hexpire(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+    fn hexpire(&mut self, name: &'static str, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let exists = self.hash(&args[1], now)?.is_some();
         let t = parse_i64(&args[2]).ok_or_else(|| err(reply::NOT_INTEGER))?;
         if t < 0 {
             return Err(err("ERR invalid expire time, must be >= 0"));
         }
         const MAX_MS: i64 = (0x0000_FFFF_FFFF_FFFFu64 >> 2) as i64;
-        let bad_time = || {
-            Frame::Error(format!(
-                "ERR invalid expire time in '{}' command",
-                spec.name
-            ))
-        };
-        let seconds = matches!(spec.name, "hexpire" | "hexpireat");
+        let bad_time = || Frame::Error(format!("ERR invalid expire time in '{}' command", name));
+        let seconds = matches!(name, "hexpire" | "hexpireat");
         let ms = if seconds {
             if t > MAX_MS / 1000 {
                 return Err(bad_time());
@@ -258,11 +250,7 @@ impl Store {
         } else {
             t
         };
-        let base = if spec.name.ends_with("at") {
-            0
-        } else {
-            now as i64
-        };
+        let base = if name.ends_with("at") { 0 } else { now as i64 };
         if ms > MAX_MS - base {
             return Err(bad_time());
         }
@@ -324,7 +312,7 @@ impl Store {
         if !deleted.is_empty() {
             let mut cmd: Vec<&[u8]> = vec![b"HDEL", &args[1]];
             cmd.extend(deleted);
-            self.log_cmd(&cmd);
+            self.log_derived(&cmd);
         }
         if !set.is_empty() {
             let (at, n) = (at.to_string(), set.len().to_string());
@@ -336,7 +324,7 @@ impl Store {
                 n.as_bytes(),
             ];
             cmd.extend(set);
-            self.log_cmd(&cmd);
+            self.log_derived(&cmd);
         }
         Ok(Frame::Array(
             results.into_iter().map(Frame::Integer).collect(),
@@ -345,7 +333,7 @@ impl Store {
 
     /// HTTL/HPTTL/HEXPIRETIME/HPEXPIRETIME key FIELDS n field...: per field -2 (no such
     /// field), -1 (no deadline), or the time left / the deadline.
-    fn httl(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+    fn httl(&mut self, name: &'static str, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let h = self.hash(&args[1], now)?.cloned();
         let fields = fields_arg(args, 3, "ERR Number of fields must be a positive integer")?;
         let answer = |f: &Bytes| -> i64 {
@@ -357,7 +345,7 @@ impl Store {
                 return -1;
             };
             let at = at as i64;
-            match spec.name {
+            match name {
                 "httl" => (at + 999 - now as i64) / 1000,
                 "hpttl" => at - now as i64,
                 "hexpiretime" => (at + 999) / 1000,
@@ -401,7 +389,7 @@ impl Store {
             let n = changed.len().to_string();
             let mut cmd: Vec<&[u8]> = vec![b"HPERSIST", &args[1], b"FIELDS", n.as_bytes()];
             cmd.extend(changed);
-            self.log_cmd(&cmd);
+            self.log_derived(&cmd);
         }
         Ok(Frame::Array(
             results.into_iter().map(Frame::Integer).collect(),

@@ -4,8 +4,12 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 
+use super::Flush;
 use super::{eq, parse_i64, Store};
-use crate::command::CommandSpec;
+use crate::call::KeyspaceCommand;
+use crate::command;
+use crate::command::short::*;
+use crate::command::{Merge, Route, Spread};
 use crate::glob::glob_match;
 use crate::lazyfree::{self, Cause};
 use crate::reply::{self, err};
@@ -34,143 +38,153 @@ pub fn copy_options(args: &[Bytes], databases: usize) -> Result<(bool, Option<us
     Ok((replace, db))
 }
 
-impl Store {
-    pub(super) fn keys_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        match spec.name {
-            "del" | "unlink" => {
-                // UNLINK frees a big value off the executor; DEL too with lazyfree-lazy-user-del.
-                let cause = if spec.name == "unlink" {
-                    Cause::Async
-                } else {
-                    Cause::UserDel
-                };
-                let mut n = 0;
-                for k in &args[1..] {
-                    // An expired key counts as absent, and is not logged.
-                    if self.ks.contains(k, now) {
-                        if let Some(gone) = self.ks.remove(k) {
-                            lazyfree::dispose(gone.value, cause);
-                        }
-                        self.log_del(k);
-                        n += 1;
-                    }
-                }
-                Frame::Integer(n)
+/// The generic family's rows: commands on keys of any type.
+pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
+    command!(Generic: "del", -2, WNOOM, keys(1, -1, 1), SPLIT_SUM, |s, a, now| del(s, a, now, Cause::UserDel)),
+    // UNLINK frees a big value off the executor; DEL too with lazyfree-lazy-user-del.
+    command!(Generic: "unlink", -2, WNOOMF, keys(1, -1, 1), SPLIT_SUM, |s, a, now| del(s, a, now, Cause::Async)),
+    command!(Generic: "exists", -2, RF, keys(1, -1, 1), SPLIT_SUM, exists),
+    command!(Generic: "touch", -2, RF, keys(1, -1, 1), SPLIT_SUM, exists),
+    command!(Generic: "type", 2, RF, keys(1, 1, 1), ONE, |s, a, now| match s.ks.get(&a[1], now) {
+        Some(e) => Frame::Simple(e.value.type_name()),
+        None => Frame::Simple("none"),
+    }),
+    command!(Generic: "expire", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| s.expire("expire", a, now)),
+    command!(Generic: "pexpire", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| s.expire("pexpire", a, now)),
+    command!(Generic: "expireat", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| s.expire("expireat", a, now)),
+    command!(Generic: "pexpireat", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| s.expire("pexpireat", a, now)),
+    command!(Generic: "ttl", 2, RF, keys(1, 1, 1), ONE, |s, a, now| ttl(s, a, now, |left, _| (left + 500) / 1000)),
+    command!(Generic: "pttl", 2, RF, keys(1, 1, 1), ONE, |s, a, now| ttl(s, a, now, |left, _| left)),
+    command!(Generic: "expiretime", 2, RF, keys(1, 1, 1), ONE, |s, a, now| ttl(s, a, now, |_, at| at / 1000)),
+    command!(Generic: "pexpiretime", 2, RF, keys(1, 1, 1), ONE, |s, a, now| ttl(s, a, now, |_, at| at)),
+    command!(Generic: "persist", 2, WNOOMF, keys(1, 1, 1), ONE, persist),
+    command!(Generic: "rename", 3, WNOOM, keys(1, 2, 1), COORDINATED, |s, a, now| s.rename(false, a, now)),
+    command!(Generic: "renamenx", 3, WNOOMF, keys(1, 2, 1), COORDINATED, |s, a, now| s.rename(true, a, now)),
+    command!(Generic: "keys", 2, R, Route::AllShards(Merge::Concat), keys_matching),
+    command!(Generic: "scan", -2, R, Route::Server, |s, a, now| s.scan(a, now)),
+    command!(Generic: "dbsize", 1, RF, Route::AllShards(Merge::Sum), |s, _, _| Frame::Integer(s.ks.len() as i64)),
+    command!(Generic: "flushdb", -1, WNOOM, Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, false)),
+    command!(Generic: "flushall", -1, WNOOM, Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, true)),
+    command!(Generic: "randomkey", 1, R, Route::Server, |s, _, now| {
+        let seed = s.next_seed(now);
+        s.ks.random_key(now, seed).map_or(Frame::Null, Frame::Bulk)
+    }),
+    command!(Generic: "object", -2, R, keys(2, 2, 1), ONE, |s, a, now| s.object(a, now)),
+    command!(Generic: "copy", -3, W, keys(1, 2, 1), COORDINATED, |s, a, now| s.copy(a, now)),
+    command!(Generic: "move", 3, WF, keys(1, 1, 1), ONE, |s, a, now| s.move_key(a, now)),
+    command!(Generic: "swapdb", 3, WNOOMF, Route::AllShards(Merge::Ok), swapdb),
+    command!(Generic: "memory", -2, R, keys(2, 2, 1), ONE, memory),
+];
+
+const SPLIT_SUM: Route = Route::Keys(Spread::Split(Merge::Sum));
+
+fn del(s: &mut Store, args: &[Bytes], now: u64, cause: Cause) -> Frame {
+    let mut n = 0;
+    for k in &args[1..] {
+        // An expired key counts as absent, and is not logged.
+        if s.ks.contains(k, now) {
+            if let Some(gone) = s.ks.remove(k) {
+                lazyfree::dispose(gone.value, cause);
             }
-            "exists" | "touch" => Frame::Integer(
-                args[1..]
-                    .iter()
-                    .filter(|k| self.ks.contains(k, now))
-                    .count() as i64,
-            ),
-            "type" => match self.ks.get(&args[1], now) {
-                Some(e) => Frame::Simple(e.value.type_name()),
-                None => Frame::Simple("none"),
-            },
-            "expire" | "pexpire" | "expireat" | "pexpireat" => self.expire(spec.name, args, now),
-            "ttl" | "pttl" | "expiretime" | "pexpiretime" => match self.ks.get(&args[1], now) {
-                None => Frame::Integer(-2),
-                Some(e) if e.expire_at == 0 => Frame::Integer(-1),
-                Some(e) => {
-                    let at = e.expire_at;
-                    let left = at.saturating_sub(now) as i64;
-                    Frame::Integer(match spec.name {
-                        "ttl" => (left + 500) / 1000,
-                        "pttl" => left,
-                        "expiretime" => (at / 1000) as i64,
-                        _ => at as i64,
-                    })
-                }
-            },
-            "persist" => match self.ks.get(&args[1], now) {
-                Some(e) if e.expire_at != 0 => {
-                    self.ks.set_expire(&args[1], 0);
-                    self.log_args(args);
-                    Frame::Integer(1)
-                }
-                _ => Frame::Integer(0),
-            },
-            "rename" | "renamenx" => self.rename(spec.name == "renamenx", args, now),
-            "keys" => {
-                let pattern = &args[1];
-                let all = pattern.as_ref() == b"*";
-                Frame::Array(
-                    self.ks
-                        .keys(now, |k| all || glob_match(pattern, k))
-                        .into_iter()
-                        .map(Frame::Bulk)
-                        .collect(),
-                )
-            }
-            "scan" => self.scan(args, now),
-            "dbsize" => Frame::Integer(self.ks.len() as i64),
-            "flushdb" | "flushall" => {
-                let cause = match args.get(1) {
-                    None => Cause::UserFlush,
-                    Some(a) if args.len() == 2 && eq(a, "async") => Cause::Async,
-                    Some(a) if args.len() == 2 && eq(a, "sync") => Cause::Sync,
-                    Some(_) => return err(reply::SYNTAX),
-                };
-                if spec.name == "flushall" {
-                    for db in 0..self.databases() {
-                        self.in_db(db, |s| s.ks.clear(cause));
-                    }
-                    self.log_cmd(&[b"FLUSHALL"]);
-                } else {
-                    self.ks.clear(cause);
-                    self.log_cmd(&[b"FLUSHDB"]);
-                }
-                Frame::OK
-            }
-            "move" => self.move_key(args, now),
-            "swapdb" => {
-                let limit = self.db_limit(now);
-                let db = |a: &Bytes, which: &str| -> Result<usize, Frame> {
-                    match parse_i64(a) {
-                        Some(d) if d >= 0 && (d as usize) < limit => Ok(d as usize),
-                        Some(_) => Err(err("ERR DB index is out of range")),
-                        None => Err(Frame::Error(format!("ERR invalid {which} DB index"))),
-                    }
-                };
-                let (a, b) = match (db(&args[1], "first"), db(&args[2], "second")) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => return e,
-                };
-                self.swap_dbs(a, b);
-                self.log_args(args);
-                Frame::OK
-            }
-            "object" => self.object(args, now),
-            "memory" => {
-                // MEMORY USAGE key [SAMPLES n]: the key's share of the memory account.
-                let samples_ok = args.len() == 3
-                    || (args.len() == 5
-                        && eq(&args[3], "samples")
-                        && parse_i64(&args[4]).is_some());
-                if eq(&args[1], "usage") && samples_ok {
-                    match self.ks.peek(&args[2], now) {
-                        Some(e) => Frame::Integer(
-                            (args[2].len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD)
-                                as i64,
-                        ),
-                        None => Frame::Null,
-                    }
-                } else {
-                    reply::unknown_subcommand(&args[1], "memory")
-                }
-            }
-            "randomkey" => {
-                let seed = self.next_seed(now);
-                match self.ks.random_key(now, seed) {
-                    Some(k) => Frame::Bulk(k),
-                    None => Frame::Null,
-                }
-            }
-            "copy" => self.copy(args, now),
-            _ => reply::unknown_command(args),
+            s.log_del(k);
+            n += 1;
         }
     }
+    Frame::Integer(n)
+}
 
+fn exists(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    Frame::Integer(args[1..].iter().filter(|k| s.ks.contains(k, now)).count() as i64)
+}
+
+/// TTL and its kin: -2 without the key, -1 without a deadline, else `of(ms left, deadline)`.
+fn ttl(s: &mut Store, args: &[Bytes], now: u64, of: fn(i64, i64) -> i64) -> Frame {
+    match s.ks.get(&args[1], now) {
+        None => Frame::Integer(-2),
+        Some(e) if e.expire_at == 0 => Frame::Integer(-1),
+        Some(e) => {
+            let at = e.expire_at;
+            Frame::Integer(of(at.saturating_sub(now) as i64, at as i64))
+        }
+    }
+}
+
+fn persist(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    match s.ks.get(&args[1], now) {
+        Some(e) if e.expire_at != 0 => {
+            s.ks.set_expire(&args[1], 0);
+            s.log_args(args);
+            Frame::Integer(1)
+        }
+        _ => Frame::Integer(0),
+    }
+}
+
+fn keys_matching(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    let pattern = &args[1];
+    let all = pattern.as_ref() == b"*";
+    Frame::Array(
+        s.ks.keys(now, |k| all || glob_match(pattern, k))
+            .into_iter()
+            .map(Frame::Bulk)
+            .collect(),
+    )
+}
+
+/// FLUSHDB / FLUSHALL [ASYNC|SYNC].
+fn flush(s: &mut Store, args: &[Bytes], all: bool) -> Frame {
+    let cause = match args.get(1) {
+        None => Cause::UserFlush,
+        Some(a) if args.len() == 2 && eq(a, "async") => Cause::Async,
+        Some(a) if args.len() == 2 && eq(a, "sync") => Cause::Sync,
+        Some(_) => return err(reply::SYNTAX),
+    };
+    if all {
+        for db in 0..s.databases() {
+            s.in_db(db, |s| s.ks.clear(cause));
+        }
+        s.log_flush(Flush::All);
+    } else {
+        s.ks.clear(cause);
+        s.log_flush(Flush::Db);
+    }
+    Frame::OK
+}
+
+fn swapdb(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    let limit = s.db_limit(now);
+    let db = |a: &Bytes, which: &str| -> Result<usize, Frame> {
+        match parse_i64(a) {
+            Some(d) if d >= 0 && (d as usize) < limit => Ok(d as usize),
+            Some(_) => Err(err("ERR DB index is out of range")),
+            None => Err(Frame::Error(format!("ERR invalid {which} DB index"))),
+        }
+    };
+    let (a, b) = match (db(&args[1], "first"), db(&args[2], "second")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    s.swap_dbs(a, b);
+    s.log_flush(Flush::Swap(a, b));
+    Frame::OK
+}
+
+/// MEMORY USAGE key [SAMPLES n]: the key's share of the memory account.
+fn memory(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    let samples_ok = args.len() == 3
+        || (args.len() == 5 && eq(&args[3], "samples") && parse_i64(&args[4]).is_some());
+    if !(eq(&args[1], "usage") && samples_ok) {
+        return reply::unknown_subcommand(&args[1], "memory");
+    }
+    match s.ks.peek(&args[2], now) {
+        Some(e) => Frame::Integer(
+            (args[2].len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD) as i64,
+        ),
+        None => Frame::Null,
+    }
+}
+
+impl Store {
     /// COPY source destination [DB db] [REPLACE], both keys on this shard. Logged as sent.
     fn copy(&mut self, args: &[Bytes], now: u64) -> Frame {
         let (replace, target) = match copy_options(args, self.db_limit(now)) {
@@ -193,7 +207,7 @@ impl Store {
                 return false;
             }
             s.ks.insert(dst, value, expire_at);
-            s.touch(&[b"DEL", dst]);
+            s.touch(false, &[b"DEL", dst]);
             true
         });
         if !copied {
@@ -249,7 +263,7 @@ impl Store {
         self.beside(target, |s| {
             s.ks.set_clock(now);
             s.ks.insert(key, entry.value, entry.expire_at);
-            s.touch(&[b"DEL", key]);
+            s.touch(false, &[b"DEL", key]);
         });
         self.log_args(args);
         Frame::Integer(1)
@@ -317,7 +331,7 @@ impl Store {
         } else {
             let at = at.max(1) as u64;
             self.ks.set_expire(key, at);
-            self.log_cmd(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+            self.log_derived(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
         }
         Frame::Integer(1)
     }

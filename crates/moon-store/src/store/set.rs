@@ -11,7 +11,9 @@ use bytes::Bytes;
 use moon_proto::Frame;
 
 use super::{parse_i64, scan_args, Store};
-use crate::command::CommandSpec;
+use crate::call::KeyspaceCommand;
+use crate::command;
+use crate::command::short::*;
 use crate::reply::{self, err};
 use crate::value::{Chunk, Set, Value};
 
@@ -96,6 +98,47 @@ fn members_frame(members: Vec<Bytes>) -> Frame {
     Frame::Set(members.into_iter().map(Frame::Bulk).collect())
 }
 
+/// The set family's rows.
+pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
+    command!(Set: "sadd", -3, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.sadd(a, now))),
+    command!(Set: "srem", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.srem(a, now))),
+    command!(Set: "sismember", 3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.set_ref(&a[1], now).map(|s| Frame::Integer(i64::from(s.is_some_and(|s| s.contains(&a[2]))))))
+    }),
+    command!(Set: "smismember", -3, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.set_ref(&a[1], now).map(|s| {
+            Frame::Array(a[2..].iter().map(|m| Frame::Integer(i64::from(s.is_some_and(|s| s.contains(m))))).collect())
+        }))
+    }),
+    command!(Set: "smembers", 2, R, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.set_ref(&a[1], now).map(|s| members_frame(s.map(Set::members).unwrap_or_default())))
+    }),
+    command!(Set: "scard", 2, RF, keys(1, 1, 1), ONE, |s, a, now| {
+        either(s.set_ref(&a[1], now).map(|s| Frame::Integer(s.map_or(0, |s| s.len() as i64))))
+    }),
+    command!(Set: "spop", -2, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.spop(a, now))),
+    command!(Set: "srandmember", -2, R, keys(1, 1, 1), ONE, |s, a, now| either(s.srandmember(a, now))),
+    command!(Set: "smove", 4, WF, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.smove(a, now))),
+    command!(Set: "sinter", -2, R, keys(1, -1, 1), COORDINATED, |s, a, now| combined(s, SetOp::Inter, a, now)),
+    command!(Set: "sintercard", -3, R, numkeys at 1, COORDINATED, |s, a, now| either(s.sintercard(a, now))),
+    command!(Set: "sinterstore", -3, W, keys(1, -1, 1), COORDINATED, |s, a, now| either(s.store_combined(SetOp::Inter, a, now))),
+    command!(Set: "sunion", -2, R, keys(1, -1, 1), COORDINATED, |s, a, now| combined(s, SetOp::Union, a, now)),
+    command!(Set: "sunionstore", -3, W, keys(1, -1, 1), COORDINATED, |s, a, now| either(s.store_combined(SetOp::Union, a, now))),
+    command!(Set: "sdiff", -2, R, keys(1, -1, 1), COORDINATED, |s, a, now| combined(s, SetOp::Diff, a, now)),
+    command!(Set: "sdiffstore", -3, W, keys(1, -1, 1), COORDINATED, |s, a, now| either(s.store_combined(SetOp::Diff, a, now))),
+    command!(Set: "sscan", -3, R, keys(1, 1, 1), ONE, |s, a, now| either(s.sscan(a, now))),
+];
+
+/// A reply, or the error reply that stopped it.
+fn either(r: Result<Frame, Frame>) -> Frame {
+    r.unwrap_or_else(|e| e)
+}
+
+/// SINTER, SUNION, SDIFF of keys on this shard.
+fn combined(s: &mut Store, op: SetOp, args: &[Bytes], now: u64) -> Frame {
+    either(s.combine(op, &args[1..], now).map(members_frame))
+}
+
 impl Store {
     /// The set at `key`: `Ok(None)` if there is none, WRONGTYPE if it holds another type.
     fn set_ref(&mut self, key: &[u8], now: u64) -> Result<Option<&Set>, Frame> {
@@ -128,42 +171,6 @@ impl Store {
         f: impl FnOnce(&mut Set, &crate::value::Encodings) -> R,
     ) -> Result<Option<R>, Frame> {
         self.collection_write(key, now, create, f)
-    }
-
-    pub(super) fn set_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        let key = &args[1];
-        let result = match spec.name {
-            "sadd" => self.sadd(args, now),
-            "srem" => self.srem(args, now),
-            "sismember" => self
-                .set_ref(key, now)
-                .map(|s| Frame::Integer(i64::from(s.is_some_and(|s| s.contains(&args[2]))))),
-            "smismember" => self.set_ref(key, now).map(|s| {
-                Frame::Array(
-                    args[2..]
-                        .iter()
-                        .map(|m| Frame::Integer(i64::from(s.is_some_and(|s| s.contains(m)))))
-                        .collect(),
-                )
-            }),
-            "smembers" => self
-                .set_ref(key, now)
-                .map(|s| members_frame(s.map(Set::members).unwrap_or_default())),
-            "scard" => self
-                .set_ref(key, now)
-                .map(|s| Frame::Integer(s.map_or(0, |s| s.len() as i64))),
-            "spop" => self.spop(args, now),
-            "srandmember" => self.srandmember(args, now),
-            "smove" => self.smove(args, now),
-            "sinter" | "sunion" | "sdiff" => self
-                .combine(SetOp::of(spec.name), &args[1..], now)
-                .map(members_frame),
-            "sinterstore" | "sunionstore" | "sdiffstore" => self.store_combined(spec, args, now),
-            "sintercard" => self.sintercard(args, now),
-            "sscan" => self.sscan(args, now),
-            _ => Ok(reply::unknown_command(args)),
-        };
-        result.unwrap_or_else(|e| e)
     }
 
     fn sadd(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
@@ -299,13 +306,8 @@ impl Store {
         Ok(op.apply(sets))
     }
 
-    fn store_combined(
-        &mut self,
-        spec: &CommandSpec,
-        args: &[Bytes],
-        now: u64,
-    ) -> Result<Frame, Frame> {
-        let members = self.combine(SetOp::of(spec.name), &args[2..], now)?;
+    fn store_combined(&mut self, op: SetOp, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        let members = self.combine(op, &args[2..], now)?;
         let dst = &args[1];
         let n = members.len();
         let existed = self.ks.contains(dst, now);

@@ -8,13 +8,117 @@ use bytes::{Bytes, BytesMut};
 use moon_proto::Frame;
 
 use super::{eq, int_bytes, parse_f64, parse_i64, Expiry, Store};
-use crate::command::CommandSpec;
+use crate::call::KeyspaceCommand;
+use crate::command;
+use crate::command::short::*;
+use crate::command::{Merge, Route, Spread};
 use crate::keyspace::Value;
 use crate::reply::{self, err};
 
 /// EX, PX, EXAT or PXAT (SET's and GETEX's deadline options).
 fn is_expiry_option(a: &[u8]) -> bool {
     ["ex", "px", "exat", "pxat"].iter().any(|o| eq(a, o))
+}
+
+/// The string family's rows.
+pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
+    command!(String: "get", 2, RF, keys(1, 1, 1), ONE, |s, a, now| match s.get_str(&a[1], now) {
+        Ok(Some(v)) => Frame::Bulk(v),
+        Ok(None) => Frame::Null,
+        Err(e) => e,
+    }),
+    command!(String: "set", -3, W, keys(1, 1, 1), ONE, |s, a, now| s.set(a, now)),
+    command!(String: "setnx", 3, WF, keys(1, 1, 1), ONE, setnx),
+    command!(String: "setex", 4, W, keys(1, 1, 1), ONE, |s, a, now| s.setex(a, 1000, now)),
+    command!(String: "psetex", 4, W, keys(1, 1, 1), ONE, |s, a, now| s.setex(a, 1, now)),
+    command!(String: "getset", 3, WF, keys(1, 1, 1), ONE, getset),
+    command!(String: "getdel", 2, WNOOMF, keys(1, 1, 1), ONE, getdel),
+    command!(String: "getex", -2, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| s.getex(a, now)),
+    command!(String: "mget", -2, RF, keys(1, -1, 1), Route::Keys(Spread::Split(Merge::KeyOrder)), mget),
+    command!(String: "mset", -3, W, keys(1, -1, 2), Route::Keys(Spread::Split(Merge::Ok)), mset),
+    command!(String: "msetnx", -3, W, keys(1, -1, 2), COORDINATED, msetnx),
+    command!(String: "incr", 2, WF, keys(1, 1, 1), ONE, |s, a, now| s.incr_by(a, 1, now)),
+    command!(String: "decr", 2, WF, keys(1, 1, 1), ONE, |s, a, now| s.incr_by(a, -1, now)),
+    command!(String: "incrby", 3, WF, keys(1, 1, 1), ONE, |s, a, now| match parse_i64(&a[2]) {
+        Some(d) => s.incr_by(a, d, now),
+        None => err(reply::NOT_INTEGER),
+    }),
+    command!(String: "decrby", 3, WF, keys(1, 1, 1), ONE, |s, a, now| match parse_i64(&a[2]) {
+        Some(d) => match d.checked_neg() {
+            Some(n) => s.incr_by(a, n, now),
+            None => err(reply::OVERFLOW),
+        },
+        None => err(reply::NOT_INTEGER),
+    }),
+    command!(String: "incrbyfloat", 3, WF, keys(1, 1, 1), ONE, |s, a, now| s.incr_by_float(a, now)),
+    command!(String: "append", 3, WF, keys(1, 1, 1), ONE, |s, a, now| s.append(a, now)),
+    command!(String: "strlen", 2, RF, keys(1, 1, 1), ONE, |s, a, now| match s.get_str(&a[1], now) {
+        Ok(v) => Frame::Integer(v.map_or(0, |v| v.len() as i64)),
+        Err(e) => e,
+    }),
+    command!(String: "getrange", 4, R, keys(1, 1, 1), ONE, |s, a, now| s.getrange(a, now)),
+    command!(String: "substr", 4, R, keys(1, 1, 1), ONE, |s, a, now| s.getrange(a, now)),
+    command!(String: "setrange", 4, W, keys(1, 1, 1), ONE, |s, a, now| s.setrange(a, now)),
+];
+
+fn setnx(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    if s.ks.contains(&args[1], now) {
+        Frame::Integer(0)
+    } else {
+        s.put(&args[1], &args[2], 0);
+        s.log_args(args);
+        Frame::Integer(1)
+    }
+}
+
+fn getset(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    let old = match s.get_str(&args[1], now) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    s.put(&args[1], &args[2], 0);
+    s.log_derived(&[b"SET", &args[1], &args[2]]);
+    old.map_or(Frame::Null, Frame::Bulk)
+}
+
+fn getdel(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    match s.get_str(&args[1], now) {
+        Ok(Some(v)) => {
+            s.ks.remove(&args[1]);
+            s.log_del(&args[1]);
+            Frame::Bulk(v)
+        }
+        Ok(None) => Frame::Null,
+        Err(e) => e,
+    }
+}
+
+fn mget(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    Frame::Array(
+        args[1..]
+            .iter()
+            .map(|k| match s.get_str(k, now) {
+                Ok(Some(v)) => Frame::Bulk(v),
+                _ => Frame::Null,
+            })
+            .collect(),
+    )
+}
+
+fn mset(s: &mut Store, args: &[Bytes], _now: u64) -> Frame {
+    for pair in args[1..].chunks(2) {
+        s.put(&pair[0], &pair[1], 0);
+    }
+    s.log_args(args);
+    Frame::OK
+}
+
+fn msetnx(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    if args[1..].chunks(2).any(|p| s.ks.contains(&p[0], now)) {
+        return Frame::Integer(0);
+    }
+    mset(s, args, now);
+    Frame::Integer(1)
 }
 
 impl Store {
@@ -29,115 +133,23 @@ impl Store {
         Self::deadline(cmd, unit, absolute, value, now)
     }
 
-    pub(super) fn string_command(&mut self, spec: &CommandSpec, args: &[Bytes], now: u64) -> Frame {
-        match spec.name {
-            "get" => match self.get_str(&args[1], now) {
-                Ok(Some(v)) => Frame::Bulk(v),
-                Ok(None) => Frame::Null,
-                Err(e) => e,
-            },
-            "set" => self.set(args, now),
-            "setnx" => {
-                if self.ks.contains(&args[1], now) {
-                    Frame::Integer(0)
-                } else {
-                    self.put(&args[1], &args[2], 0);
-                    self.log_args(args);
-                    Frame::Integer(1)
-                }
-            }
-            "setex" | "psetex" => {
-                let Some(t) = parse_i64(&args[2]) else {
-                    return err(reply::NOT_INTEGER);
-                };
-                let ms = if spec.name == "setex" {
-                    t.checked_mul(1000)
-                } else {
-                    Some(t)
-                };
-                match ms
-                    .filter(|&m| t > 0 && m > 0)
-                    .and_then(|m| (now as i64).checked_add(m))
-                {
-                    Some(at) => {
-                        let at = at as u64;
-                        let v = self.put(&args[1], &args[3], at);
-                        self.log_set(&args[1], &v, at);
-                        Frame::OK
-                    }
-                    None => reply::invalid_expire(spec.name),
-                }
-            }
-            "getset" => {
-                let old = match self.get_str(&args[1], now) {
-                    Ok(v) => v,
-                    Err(e) => return e,
-                };
-                self.put(&args[1], &args[2], 0);
-                self.log_cmd(&[b"SET", &args[1], &args[2]]);
-                old.map_or(Frame::Null, Frame::Bulk)
-            }
-            "getdel" => match self.get_str(&args[1], now) {
-                Ok(Some(v)) => {
-                    self.ks.remove(&args[1]);
-                    self.log_del(&args[1]);
-                    Frame::Bulk(v)
-                }
-                Ok(None) => Frame::Null,
-                Err(e) => e,
-            },
-            "getex" => self.getex(args, now),
-            "mget" => Frame::Array(
-                args[1..]
-                    .iter()
-                    .map(|k| match self.get_str(k, now) {
-                        Ok(Some(v)) => Frame::Bulk(v),
-                        _ => Frame::Null,
-                    })
-                    .collect(),
-            ),
-            "mset" => {
-                if args.len().is_multiple_of(2) {
-                    return reply::wrong_arity(spec.name);
-                }
-                for pair in args[1..].chunks(2) {
-                    self.put(&pair[0], &pair[1], 0);
-                }
-                self.log_args(args);
+    /// SETEX (`unit` 1000) and PSETEX (`unit` 1): SET with a relative deadline.
+    fn setex(&mut self, args: &[Bytes], unit: i64, now: u64) -> Frame {
+        let Some(t) = parse_i64(&args[2]) else {
+            return err(reply::NOT_INTEGER);
+        };
+        match t
+            .checked_mul(unit)
+            .filter(|&m| t > 0 && m > 0)
+            .and_then(|m| (now as i64).checked_add(m))
+        {
+            Some(at) => {
+                let at = at as u64;
+                let v = self.put(&args[1], &args[3], at);
+                self.log_set(&args[1], &v, at);
                 Frame::OK
             }
-            "msetnx" => {
-                if args.len().is_multiple_of(2) {
-                    return reply::wrong_arity(spec.name);
-                }
-                if args[1..].chunks(2).any(|p| self.ks.contains(&p[0], now)) {
-                    return Frame::Integer(0);
-                }
-                for pair in args[1..].chunks(2) {
-                    self.put(&pair[0], &pair[1], 0);
-                }
-                self.log_args(args);
-                Frame::Integer(1)
-            }
-            "incr" => self.incr_by(args, 1, now),
-            "decr" => self.incr_by(args, -1, now),
-            "incrby" | "decrby" => match parse_i64(&args[2]) {
-                Some(d) if spec.name == "incrby" => self.incr_by(args, d, now),
-                Some(d) => match d.checked_neg() {
-                    Some(n) => self.incr_by(args, n, now),
-                    None => err(reply::OVERFLOW),
-                },
-                None => err(reply::NOT_INTEGER),
-            },
-            "incrbyfloat" => self.incr_by_float(args, now),
-            "append" => self.append(args, now),
-            "strlen" => match self.get_str(&args[1], now) {
-                Ok(v) => Frame::Integer(v.map_or(0, |v| v.len() as i64)),
-                Err(e) => e,
-            },
-            "getrange" | "substr" => self.getrange(args, now),
-            "setrange" => self.setrange(args, now),
-            _ => reply::unknown_command(args),
+            None => reply::invalid_expire(self.current),
         }
     }
 
@@ -267,11 +279,11 @@ impl Store {
             }
             Expiry::At(at) => {
                 self.ks.set_expire(key, at);
-                self.log_cmd(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+                self.log_derived(&[b"PEXPIREAT", key, at.to_string().as_bytes()]);
             }
             Expiry::Persist if self.ks.get(key, now).is_some_and(|e| e.expire_at != 0) => {
                 self.ks.set_expire(key, 0);
-                self.log_cmd(&[b"PERSIST", key]);
+                self.log_derived(&[b"PERSIST", key]);
             }
             _ => {}
         }

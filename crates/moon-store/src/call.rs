@@ -1,0 +1,49 @@
+//! A keyspace command as it travels to its shard: looked up and checked once, where the
+//! request was parsed, and run as it is ([`Call`]); and the type of the functions the
+//! keyspace's table rows carry ([`Handler`]).
+//!
+//! A call names its database and its tracking reader as fields: the markers `MOON.DB` and
+//! `MOON.TRACK` of earlier versions exist only in the log's encoding (`MOON.DB` before a
+//! logged effect of another database), never in a batch.
+
+use bytes::Bytes;
+use moon_proto::Frame;
+
+use crate::command::{Command, CommandSpec};
+use crate::tracking::Reader;
+use crate::Store;
+
+/// What a keyspace row runs: the store, the request's arguments (the name first, arity and
+/// key positions already checked against the row's spec), and the time (Unix milliseconds,
+/// or [`crate::NO_EXPIRY_CHECK`] in replay).
+pub type Handler = fn(&mut Store, &[Bytes], u64) -> Frame;
+
+/// A row of the keyspace's table.
+pub type KeyspaceCommand = Command<Handler>;
+
+/// A keyspace command ready to run in a shard's store.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub command: &'static KeyspaceCommand,
+    pub args: Vec<Bytes>,
+    /// The database it runs in.
+    pub db: usize,
+    /// The tracking client that sent it (CLIENT TRACKING): its reads are remembered for it,
+    /// its writes name it as the writer (NOLOOP).
+    pub track: Option<Reader>,
+    /// The keyspace event its effects announce instead of their own (the halves of a RENAME,
+    /// COPY or *STORE across shards, which run as plain DEL/SET/SADD...).
+    pub event: Option<&'static str>,
+}
+
+impl Call {
+    pub fn spec(&self) -> &'static CommandSpec {
+        &self.command.spec
+    }
+
+    /// The same call announcing `event` (see [`Call::event`]).
+    pub fn announcing(mut self, event: &'static str) -> Call {
+        self.event = Some(event);
+        self
+    }
+}

@@ -1,0 +1,76 @@
+//! Running commands in a store: a [`Call`] the router sent (its row known, its database and
+//! tracking reader as fields), or a command as the log holds it (replay, checks, tests).
+//!
+//! The top of the crate: the one place a row's handler is called, between
+//! [`Store::begin_command`] and [`Store::end_command`], which hold what every command shares
+//! (the clock, the memory check, the expirations it caused, tracking, events).
+
+use bytes::Bytes;
+use moon_proto::Frame;
+
+use crate::args::{eq, parse_i64};
+use crate::call::{Call, KeyspaceCommand};
+use crate::reply::{self, err};
+use crate::tracking::Reader;
+use crate::Store;
+
+const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
+
+impl Store {
+    /// Runs a call in its database. Whatever it changed, including keys it found expired,
+    /// is in [`Store::logged`] afterwards (each effect after `MOON.DB n` outside database 0).
+    pub fn run(&mut self, call: &Call, now: u64) -> Frame {
+        if call.db != 0 && !self.select(call.db) {
+            return err(DB_OUT_OF_RANGE);
+        }
+        let reply = self.run_row(call.command, &call.args, now, call.track, call.event);
+        if call.db != 0 {
+            self.select(0);
+        }
+        reply
+    }
+
+    /// Executes one command as a log holds it. `now` is Unix time in milliseconds; pass
+    /// [`crate::NO_EXPIRY_CHECK`] while replaying a log. `MOON.DB n` makes the command right
+    /// after it run in database n.
+    pub fn execute(&mut self, args: &[Bytes], now: u64) -> Frame {
+        let Some(name) = args.first() else {
+            return reply::unknown_command(args);
+        };
+        if eq(name, "moon.db") && args.len() == 2 {
+            let db = parse_i64(&args[1]).filter(|&d| d >= 0).map(|d| d as usize);
+            return match db {
+                Some(db) if self.select_for_next(db) => Frame::OK,
+                _ => err(DB_OUT_OF_RANGE),
+            };
+        }
+        match crate::table::lookup(name) {
+            Some(row) if row.spec.args_ok(args.len()) => self.run_row(row, args, now, None, None),
+            refused => {
+                // A refused command still ends the database a MOON.DB selected for it.
+                self.drop_pending_db();
+                match refused {
+                    Some(row) => reply::wrong_arity(row.spec.name),
+                    None => reply::unknown_command(args),
+                }
+            }
+        }
+    }
+
+    fn run_row(
+        &mut self,
+        row: &'static KeyspaceCommand,
+        args: &[Bytes],
+        now: u64,
+        reader: Option<Reader>,
+        event: Option<&'static str>,
+    ) -> Frame {
+        let writer = reader.map(|r| r.client);
+        let reply = match self.begin_command(&row.spec, args, now, writer, event) {
+            Ok(()) => (row.run)(self, args, now),
+            Err(refused) => refused,
+        };
+        self.end_command(args, &reply, reader);
+        reply
+    }
+}

@@ -1,0 +1,114 @@
+//! The keyspace's command table: every family's rows, gathered once and indexed by name.
+//!
+//! The top of the command layer. Each family module (`store/string.rs`, `store/keys.rs`,
+//! `store/hash.rs`, `store/set.rs`) declares its rows beside the functions they carry; this
+//! module only lists the families. Lookups happen where a request is parsed (the server, which
+//! adds its own connection-level rows to one index) and when a log is replayed; a [`Call`]
+//! carries its row from there.
+
+use bytes::Bytes;
+
+use crate::call::{Call, KeyspaceCommand};
+use crate::command::{find, sorted_index};
+use crate::store::{hash, keys, set, string};
+
+/// Every keyspace command, family by family.
+pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
+    [
+        string::COMMANDS,
+        keys::COMMANDS,
+        hash::COMMANDS,
+        set::COMMANDS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Finds a keyspace command by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<&'static KeyspaceCommand> {
+    static INDEX: std::sync::OnceLock<Vec<(&'static str, &'static KeyspaceCommand)>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| sorted_index(commands().map(|c| (c.spec.name, c))));
+    find(index, name)
+}
+
+impl Call {
+    /// A call of a command the caller built itself (the server's steps of a cross-shard
+    /// command, replay checks), in database `db`. `None` for an unknown command or wrong
+    /// arguments: a client's request is checked where it is parsed and never gets here.
+    pub fn new(args: Vec<Bytes>, db: usize) -> Option<Call> {
+        let command = lookup(args.first()?)?;
+        command.spec.args_ok(args.len()).then_some(Call {
+            command,
+            args,
+            db,
+            track: None,
+            event: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &str) -> Vec<Bytes> {
+        words
+            .split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn keys_of(words: &str) -> Option<Vec<String>> {
+        let a = args(words);
+        let spec = &lookup(&a[0])?.spec;
+        spec.args_ok(a.len()).then(|| {
+            spec.keys(&a)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn key_positions_come_from_the_table() {
+        assert_eq!(keys_of("GET k"), Some(vec!["k".into()]));
+        assert_eq!(keys_of("SET k v EX 10"), Some(vec!["k".into()]));
+        assert_eq!(keys_of("MSET a 1 b 2"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(keys_of("MSET a 1 b"), None, "a key without its value");
+        assert_eq!(keys_of("MSETNX a 1 b"), None);
+        assert_eq!(keys_of("DEL a b c").map(|k| k.len()), Some(3));
+        assert_eq!(keys_of("RENAME a b"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(keys_of("KEYS *"), Some(vec![]));
+        assert_eq!(keys_of("GET"), None, "wrong arity");
+        assert_eq!(keys_of("GET a b"), None, "wrong arity");
+    }
+
+    #[test]
+    fn every_command_is_found_in_any_case_and_nothing_else() {
+        let mut names = std::collections::BTreeSet::new();
+        for c in commands() {
+            let name = c.spec.name;
+            assert!(names.insert(name), "{name} is in the table twice");
+            assert!(
+                name.len() <= crate::command::MAX_NAME,
+                "{name} is too long to look up"
+            );
+            assert_eq!(lookup(name.as_bytes()).map(|f| f.spec.name), Some(name));
+            assert_eq!(
+                lookup(name.to_ascii_uppercase().as_bytes()).map(|f| f.spec.name),
+                Some(name)
+            );
+        }
+        for missing in [
+            &b""[..],
+            b"nosuch",
+            b"sett",
+            b"ge",
+            b"averyveryverylongcommandname",
+            b"moon.db",
+            b"moon.track",
+        ] {
+            assert!(lookup(missing).is_none());
+        }
+    }
+}
