@@ -160,3 +160,13 @@ pub(crate) fn start(
         }
     }
 }
+
+/// The median of a benchmark's samples (0 for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
