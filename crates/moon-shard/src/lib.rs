@@ -10,18 +10,29 @@
 //! It must never share mutable state between shards or block an executor: a shard's data is
 //! touched only by its own thread, and the only way to reach another shard is a message.
 
+//!
+//! The runtime is the `runtime` feature (on by default). Without it the crate is [`recovery`]
+//! alone — a shard's files checked and replayed into a store, pure file logic — which is all
+//! `moon-cli` takes: the operator's tool never builds glommio.
+
 mod clock;
 pub mod recovery;
+#[cfg(feature = "runtime")]
 pub mod rewrite;
+#[cfg(feature = "runtime")]
 mod runtime;
+#[cfg(feature = "runtime")]
 mod shard;
 mod state;
+#[cfg(feature = "runtime")]
 pub mod txn;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "runtime"))]
 mod replay_check;
 
 pub use clock::now_ms;
+#[cfg(feature = "runtime")]
 pub use runtime::start;
+#[cfg(feature = "runtime")]
 pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};

@@ -3,10 +3,6 @@
 //! Behaviour lives above it (`shard`, `txn`, `rewrite`, `runtime`); this imports nothing from
 //! them.
 
-use std::path::PathBuf;
-
-use bytes::Bytes;
-
 /// What the runtime needs to know to start the shards.
 #[derive(Clone, Debug)]
 pub struct ShardSetConfig {
@@ -53,13 +49,14 @@ pub enum CommitFailure {
 }
 
 /// What the cut left for the next steps.
+#[cfg(feature = "runtime")]
 pub(crate) struct Cut {
     /// (database, key, value, deadline) of every live key.
-    pub(crate) snapshot: Vec<(usize, Bytes, moon_store::Value, u64)>,
+    pub(crate) snapshot: Vec<(usize, bytes::Bytes, moon_store::Value, u64)>,
     pub(crate) first_lsn: u64,
     pub(crate) last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.
     pub(crate) tail_from: u64,
     /// The files this rewrite created (only these may be deleted by an abort).
-    pub(crate) created: Vec<PathBuf>,
+    pub(crate) created: Vec<std::path::PathBuf>,
 }
