@@ -676,16 +676,8 @@ impl Shard {
         if target == self.id {
             return Some(f(self));
         }
-        let (tx, rx) = oneshot::channel();
-        let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
-            Box::new(move |s| Box::new(f(s)) as AnyBox);
-        if !self.send(target, Message::Call { f, reply: tx }).await {
-            return None;
-        }
-        rx.await
-            .ok()
-            .and_then(|b| b.downcast::<R>().ok())
-            .map(|b| *b)
+        self.ask(target, |reply| Message::Call { f: erase(f), reply })
+            .await
     }
 
     /// [`Shard::call_on`] that waits while a transaction holds `target`: `f` sees only
@@ -699,19 +691,8 @@ impl Shard {
             let _turn = self.wait_unlocked().await;
             return Some(f(self));
         }
-        let (tx, rx) = oneshot::channel();
-        let f: Box<dyn FnOnce(&Shard) -> AnyBox + Send> =
-            Box::new(move |s| Box::new(f(s)) as AnyBox);
-        if !self
-            .send(target, Message::CallUnlocked { f, reply: tx })
+        self.ask(target, |reply| Message::CallUnlocked { f: erase(f), reply })
             .await
-        {
-            return None;
-        }
-        rx.await
-            .ok()
-            .and_then(|b| b.downcast::<R>().ok())
-            .map(|b| *b)
     }
 
     /// Runs the async function `f` on shard `target`'s thread and returns its result; `None`
@@ -725,10 +706,21 @@ impl Shard {
         if target == self.id {
             return Some(f(self.clone()).await);
         }
-        let (tx, rx) = oneshot::channel();
         let f: AsyncCall =
             Box::new(move |s| Box::pin(async move { Box::new(f(s).await) as AnyBox }));
-        if !self.send(target, Message::CallAsync { f, reply: tx }).await {
+        self.ask(target, |reply| Message::CallAsync { f, reply })
+            .await
+    }
+
+    /// Sends `target` the message `msg` builds around a reply channel and waits for the
+    /// result the other shard boxed; `None` if that shard is gone.
+    async fn ask<R: 'static>(
+        &self,
+        target: usize,
+        msg: impl FnOnce(oneshot::Sender<AnyBox>) -> Message,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(target, msg(tx)).await {
             return None;
         }
         rx.await
@@ -799,6 +791,15 @@ pub(crate) async fn settle(held: Held) -> Vec<Frame> {
         }
     }
     frames
+}
+
+/// `f` as a message can carry it: its result boxed, its type erased.
+fn erase<R, F>(f: F) -> Box<dyn FnOnce(&Shard) -> AnyBox + Send>
+where
+    R: Send + 'static,
+    F: FnOnce(&Shard) -> R + Send + 'static,
+{
+    Box::new(move |s| Box::new(f(s)) as AnyBox)
 }
 
 /// Awaits all futures concurrently, keeping their order.
