@@ -25,13 +25,22 @@ fn one_reply(mut frames: Vec<Frame>) -> Frame {
 
 /// The server's own steps as calls in database `db`. With `event`, their effects announce it
 /// instead of their own (the halves of a RENAME or COPY across shards are plain
-/// DEL/SET/HSET... of their own). Every step is a well-formed command the server built.
-fn steps(db: usize, cmds: Vec<Vec<Bytes>>, event: Option<&'static str>) -> Vec<Call> {
+/// DEL/SET/HSET... of their own). Every step is a command the server built; one the table
+/// would refuse fails the whole command before anything runs, never silently drops a part of
+/// a value.
+fn steps(
+    db: usize,
+    cmds: Vec<Vec<Bytes>>,
+    event: Option<&'static str>,
+) -> Result<Vec<Call>, Frame> {
     cmds.into_iter()
-        .filter_map(|c| Call::new(c, db))
-        .map(|mut c| {
-            c.event = event;
-            c
+        .map(|c| {
+            let name = String::from_utf8_lossy(c.first().map_or(&b""[..], |n| &n[..])).into_owned();
+            let mut call = Call::new(c, db).ok_or_else(|| {
+                Frame::Error(format!("ERR internal error: a step ({name}) was refused"))
+            })?;
+            call.event = event;
+            Ok(call)
         })
         .collect()
 }
@@ -66,7 +75,10 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 return e;
             }
             let del = vec![Bytes::from_static(b"DEL"), src.clone()];
-            let batch = steps(db, vec![del], Some("rename_from"));
+            let batch = match steps(db, vec![del], Some("rename_from")) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
             if let f @ (Frame::Error(_) | Frame::StaticError(_)) =
                 one_reply(shard.run_batch_in(Some(tx), on(&src), batch).await)
             {
@@ -101,16 +113,19 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             for pair in args[1..].chunks(2) {
                 per_shard[on(&pair[0])].extend(pair.iter().cloned());
             }
-            let checks: Vec<_> = per_shard
+            let mut checks = Vec::new();
+            for (s, kv) in per_shard
                 .iter()
                 .enumerate()
                 .filter(|(_, kv)| !kv.is_empty())
-                .map(|(s, kv)| {
-                    let mut cmd = vec![Bytes::from_static(b"EXISTS")];
-                    cmd.extend(kv.iter().step_by(2).cloned());
-                    shard.run_batch_in(Some(tx), s, in_db(vec![cmd]))
-                })
-                .collect();
+            {
+                let mut cmd = vec![Bytes::from_static(b"EXISTS")];
+                cmd.extend(kv.iter().step_by(2).cloned());
+                match in_db(vec![cmd]) {
+                    Ok(batch) => checks.push(shard.run_batch_in(Some(tx), s, batch)),
+                    Err(e) => return e,
+                }
+            }
             let existing: i64 = join_all(checks)
                 .await
                 .into_iter()
@@ -123,16 +138,19 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             if existing > 0 {
                 return Frame::Integer(0);
             }
-            let sets: Vec<_> = per_shard
+            let mut sets = Vec::new();
+            for (s, kv) in per_shard
                 .into_iter()
                 .enumerate()
                 .filter(|(_, kv)| !kv.is_empty())
-                .map(|(s, kv)| {
-                    let mut cmd = vec![Bytes::from_static(b"MSET")];
-                    cmd.extend(kv);
-                    shard.run_batch_in(Some(tx), s, in_db(vec![cmd]))
-                })
-                .collect();
+            {
+                let mut cmd = vec![Bytes::from_static(b"MSET")];
+                cmd.extend(kv);
+                match in_db(vec![cmd]) {
+                    Ok(batch) => sets.push(shard.run_batch_in(Some(tx), s, batch)),
+                    Err(e) => return e,
+                }
+            }
             let results = join_all(sets).await;
             match results.into_iter().flatten().find(|f| f.is_error()) {
                 Some(e) => e,
@@ -160,21 +178,17 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 _ => return err(reply::WRONGTYPE),
             }
             let srem = vec![Bytes::from_static(b"SREM"), src, member.clone()];
-            match one_reply(
-                shard
-                    .run_batch_in(Some(tx), on(&args[1]), in_db(vec![srem]))
-                    .await,
-            ) {
+            let sadd = vec![Bytes::from_static(b"SADD"), dst, member];
+            let (srem, sadd) = match (in_db(vec![srem]), in_db(vec![sadd])) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return e,
+            };
+            match one_reply(shard.run_batch_in(Some(tx), on(&args[1]), srem).await) {
                 Frame::Integer(1) => {}
                 Frame::Integer(_) => return Frame::Integer(0),
                 other => return other,
             }
-            let sadd = vec![Bytes::from_static(b"SADD"), dst, member];
-            match one_reply(
-                shard
-                    .run_batch_in(Some(tx), on(&args[2]), in_db(vec![sadd]))
-                    .await,
-            ) {
+            match one_reply(shard.run_batch_in(Some(tx), on(&args[2]), sadd).await) {
                 f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
                 _ => Frame::Integer(1),
             }
@@ -216,7 +230,10 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
             // An empty result only deletes the destination: a plain `del` event then.
             let event = (count > 0).then_some(spec.name);
-            let batch = steps(db, cmds, event);
+            let batch = match steps(db, cmds, event) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
             let replies = shard.run_batch_in(Some(tx), on(&dst), batch).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
@@ -278,7 +295,10 @@ async fn rebuild_at(
     };
     cmds.extend(value.rewrite_commands(key, expire_at, chunk));
     let target = shard_for_key(key, shard.count());
-    let batch = steps(db, cmds, Some(event));
+    let batch = match steps(db, cmds, Some(event)) {
+        Ok(b) => b,
+        Err(e) => return Some(e),
+    };
     let replies = shard.run_batch_in(Some(tx), target, batch).await;
     first_error(&replies)
 }

@@ -200,3 +200,54 @@ fn every_database_survives_sigkill_and_bgrewriteaof() {
     let mut c = s.client();
     assert_eq!(snapshot(&mut c), before, "from the rewritten base");
 }
+
+/// SELECT is answered in its place in a pipeline (it does not wait for the writes planned
+/// before it): every command still runs in the database selected when it was sent.
+#[test]
+fn select_inside_a_pipeline_applies_from_where_it_stands() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    let (ok1, ok2, in_one, ok3, ok4, in_zero, b_in_one): (
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    ) = redis::pipe()
+        .cmd("SET")
+        .arg(a)
+        .arg("zero")
+        .cmd("SELECT")
+        .arg(1)
+        .cmd("GET")
+        .arg(a)
+        .cmd("SET")
+        .arg(b)
+        .arg("one")
+        .cmd("SELECT")
+        .arg(0)
+        .cmd("GET")
+        .arg(a)
+        .cmd("GET")
+        .arg(b)
+        .query(&mut c)
+        .expect("the pipeline runs");
+    assert_eq!(
+        (ok1.as_str(), ok2.as_str(), ok3.as_str(), ok4.as_str()),
+        ("OK", "OK", "OK", "OK")
+    );
+    assert_eq!(in_one, None, "database 1 does not hold database 0's key");
+    assert_eq!(in_zero.as_deref(), Some("zero"));
+    assert_eq!(b_in_one, None, "b was written in database 1");
+    cmd::<()>(&mut c, &["SELECT", "1"]);
+    assert_eq!(
+        cmd::<Option<String>>(&mut c, &["GET", b]).as_deref(),
+        Some("one")
+    );
+    let list: String = cmd(&mut c, &["CLIENT", "INFO"]);
+    assert!(list.contains(" db=1 "), "{list}");
+}

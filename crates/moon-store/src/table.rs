@@ -111,4 +111,62 @@ mod tests {
             assert!(lookup(missing).is_none());
         }
     }
+
+    /// The server rebuilds a value on another shard (RENAME, COPY, MOVE across shards) from
+    /// its rewrite form, as calls: every command of every type's rewrite form must be one the
+    /// table accepts, or part of the value would be refused.
+    #[test]
+    fn every_rewrite_form_is_a_command_the_table_accepts() {
+        const NOW: u64 = 1_700_000_000_000;
+        let mut s = crate::Store::default();
+        let run = |s: &mut crate::Store, words: &[&str]| {
+            let reply = s.execute(&args(&words.join(" ")), NOW);
+            assert!(!reply.is_error(), "{words:?}: {reply:?}");
+        };
+        run(&mut s, &["SET", "str", "v", "PX", "100000"]);
+        run(&mut s, &["SET", "plain", "v"]);
+        run(&mut s, &["APPEND", "big", &"x".repeat(5000)]);
+        run(&mut s, &["HSET", "small-hash", "f", "v", "g", "w"]);
+        run(
+            &mut s,
+            &["HPEXPIRE", "small-hash", "100000", "FIELDS", "1", "f"],
+        );
+        run(&mut s, &["SADD", "ints", "1", "2", "3"]);
+        run(&mut s, &["SADD", "words", "a", "b"]);
+        for i in 0..300 {
+            run(
+                &mut s,
+                &["HSET", "big-hash", &format!("f{i}"), &"v".repeat(i % 70)],
+            );
+            run(&mut s, &["SADD", "big-set", &format!("m{i}")]);
+        }
+        run(
+            &mut s,
+            &["HPEXPIRE", "big-hash", "100000", "FIELDS", "2", "f1", "f2"],
+        );
+        run(&mut s, &["PEXPIRE", "big-set", "100000"]);
+        let chunk = crate::Chunk {
+            items: 7,
+            bytes: 1000,
+        };
+        let mut checked = 0;
+        for key in [
+            "str",
+            "plain",
+            "big",
+            "small-hash",
+            "ints",
+            "words",
+            "big-hash",
+            "big-set",
+        ] {
+            let key = Bytes::from(key);
+            let (value, at) = s.peek_entry(&key, NOW).expect("the key exists");
+            for cmd in value.rewrite_commands(&key, at, chunk) {
+                assert!(Call::new(cmd.clone(), 3).is_some(), "refused: {cmd:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 90, "only {checked} commands checked");
+    }
 }
