@@ -735,14 +735,26 @@ fn cpu_only(args: &Args, bin: &Path, have_redis: bool) -> anyhow::Result<bool> {
     let mut contenders = Vec::new();
     if let Some(before) = &args.before {
         contenders.push(Contender {
-            label: format!("moon 1 shard, before ({})", before.display()),
+            label: "moon 1 shard, before".into(),
             target: Target::Moon(1),
+            bin: before,
+        });
+    }
+    if let Some(before) = &args.before {
+        contenders.push(Contender {
+            label: "moon 2 shards, before".into(),
+            target: Target::Moon(2),
             bin: before,
         });
     }
     contenders.push(Contender {
         label: "moon 1 shard".into(),
         target: Target::Moon(1),
+        bin,
+    });
+    contenders.push(Contender {
+        label: "moon 2 shards".into(),
+        target: Target::Moon(2),
         bin,
     });
     if have_redis {

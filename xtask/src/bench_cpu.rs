@@ -48,8 +48,9 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
-fn drive(addr: SocketAddr, pipeline: u32, requests: u64, test: &str) -> anyhow::Result<()> {
-    let status = Command::new("redis-benchmark")
+/// Runs one redis-benchmark test; its requests per second.
+fn drive(addr: SocketAddr, pipeline: u32, requests: u64, test: &str) -> anyhow::Result<f64> {
+    let out = Command::new("redis-benchmark")
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .args([
             "-c",
@@ -59,14 +60,20 @@ fn drive(addr: SocketAddr, pipeline: u32, requests: u64, test: &str) -> anyhow::
             "-P",
             &pipeline.to_string(),
         ])
-        .args(["-r", "1000000", "-d", "32", "-q", "-t", test])
-        .stdout(Stdio::null())
-        .status()
+        .args(["-r", "1000000", "-d", "32", "-q", "--csv", "-t", test])
+        .stderr(Stdio::null())
+        .output()
         .context("running redis-benchmark")?;
-    if !status.success() {
+    if !out.status.success() {
         bail!("redis-benchmark failed");
     }
-    Ok(())
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+        .unwrap_or(0.0))
 }
 
 /// Appends the CPU-per-request table to `report`.
@@ -78,8 +85,9 @@ pub(crate) fn cpu_section(
     rounds: usize,
 ) -> anyhow::Result<()> {
     const TESTS: [&str; 3] = ["set", "get", "incr"];
-    // (pipeline, test) -> contender -> µs per request, one per round
-    let mut samples: BTreeMap<(u32, &str), Vec<Vec<f64>>> = BTreeMap::new();
+    // (pipeline, test) -> contender -> (µs per request, requests/s), one per round
+    type PerContender = Vec<Vec<(f64, f64)>>;
+    let mut samples: BTreeMap<(u32, &str), PerContender> = BTreeMap::new();
     for round in 0..rounds {
         for (i, c) in contenders.iter().enumerate() {
             for pipeline in [1u32, 16] {
@@ -88,14 +96,17 @@ pub(crate) fn cpu_section(
                 let (running, addr) = start(c.target, c.bin, None, &dir, &work.join("cpu.log"))?;
                 for test in TESTS {
                     let before = cpu_seconds(running.pid())?;
-                    drive(addr, pipeline, n, test)?;
+                    let rps = drive(addr, pipeline, n, test)?;
                     let used = cpu_seconds(running.pid())? - before;
                     let us = used * 1e6 / n as f64;
-                    eprintln!("cpu {} -P {pipeline} {test}: {us:.2} µs/request", c.label);
+                    eprintln!(
+                        "cpu {} -P {pipeline} {test}: {us:.2} µs/request, {rps:.0} req/s",
+                        c.label
+                    );
                     samples
                         .entry((pipeline, test))
                         .or_insert_with(|| vec![Vec::new(); contenders.len()])[i]
-                        .push(us);
+                        .push((us, rps));
                 }
                 running.stop();
                 let _ = std::fs::remove_dir_all(&dir);
@@ -104,7 +115,7 @@ pub(crate) fn cpu_section(
     }
     let _ = writeln!(
         report,
-        "\n### Server CPU per request (µs of user + system time, median of {rounds} rounds), appendonly no\n"
+        "\n### Server CPU per request (µs of user + system time) and throughput (req/s), medians of {rounds} rounds, appendonly no\n"
     );
     let head: Vec<String> = contenders.iter().map(|c| c.label.clone()).collect();
     let _ = writeln!(report, "| pipeline | test | {} |", head.join(" | "));
@@ -112,7 +123,11 @@ pub(crate) fn cpu_section(
     for ((pipeline, test), per) in &samples {
         let cells: Vec<String> = per
             .iter()
-            .map(|v| format!("{:.2}", median(v.clone())))
+            .map(|v| {
+                let us = median(v.iter().map(|s| s.0).collect());
+                let rps = median(v.iter().map(|s| s.1).collect());
+                format!("{us:.2} µs, {:.0}k/s", rps / 1000.0)
+            })
             .collect();
         let _ = writeln!(report, "| {pipeline} | {test} | {} |", cells.join(" | "));
     }
