@@ -60,42 +60,69 @@ pub struct Args {
 
 const CLIENTS: u32 = 50;
 
-/// One redis-benchmark result line.
+/// One redis-benchmark result line, and the server's CPU time per request during it.
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
     p50: f64,
     p99: f64,
+    max: f64,
+    /// µs of the server's user + system time per request (`bench_cpu::cpu_seconds`).
+    cpu_us: f64,
 }
 
+/// Every test of a round against the server at `addr` (process `pid`), one redis-benchmark
+/// run per test so that each row gets its own CPU figure.
 fn redis_benchmark(
     addr: SocketAddr,
+    pid: u32,
     pipeline: u32,
     requests: u64,
 ) -> anyhow::Result<BTreeMap<String, Sample>> {
     // MSET moves 10 keys a request and, across shards, is a transaction: a fifth of the
     // requests keeps each run's duration in line with the others.
     let mut rows = BTreeMap::new();
-    for (tests, n) in [
-        ("set,get,incr", requests),
+    for (test, n) in [
+        ("set", requests),
+        ("get", requests),
+        ("incr", requests),
         ("mset", (requests / 5).max(1000)),
         // Hashes and sets: HSET/SADD build `myhash`/`myset` (one key each: one shard), then
         // HGET/SISMEMBER read them at random fields/members.
-        ("hset,sadd", requests),
+        ("hset", requests),
+        ("sadd", requests),
     ] {
-        rows.extend(redis_benchmark_tests(addr, pipeline, n, tests)?);
+        rows.extend(measured(addr, pid, pipeline, n, test)?);
     }
     for command in [
         "HGET myhash element:__rand_int__",
         "SISMEMBER myset element:__rand_int__",
     ] {
-        let named = redis_benchmark_tests(addr, pipeline, requests, command)?;
+        let named = measured(addr, pid, pipeline, requests, command)?;
         // The row is named by the command alone (redis-benchmark names it by the whole line).
         rows.extend(
             named
                 .into_values()
                 .map(|v| (command.split(' ').next().unwrap_or(command).to_string(), v)),
         );
+    }
+    Ok(rows)
+}
+
+/// [`redis_benchmark_tests`] with the server's CPU time per request.
+fn measured(
+    addr: SocketAddr,
+    pid: u32,
+    pipeline: u32,
+    requests: u64,
+    tests: &str,
+) -> anyhow::Result<BTreeMap<String, Sample>> {
+    let before = crate::bench_cpu::cpu_seconds(pid)?;
+    let mut rows = redis_benchmark_tests(addr, pipeline, requests, tests)?;
+    let used = crate::bench_cpu::cpu_seconds(pid)? - before;
+    let per_test = used * 1e6 / (requests as f64 * rows.len().max(1) as f64);
+    for s in rows.values_mut() {
+        s.cpu_us = per_test;
     }
     Ok(rows)
 }
@@ -143,6 +170,8 @@ fn redis_benchmark_tests(
                     rps: num(1),
                     p50: num(4),
                     p99: num(6),
+                    max: num(7),
+                    cpu_us: 0.0,
                 },
             );
         }
@@ -346,7 +375,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     let dir = target.dir(&work, &format!("{policy}-{round}-{pipeline}"));
                     let log = work.join("server.log");
                     let (running, addr) = start(target, &bin, fsync, &dir, &log)?;
-                    let rows = redis_benchmark(addr, pipeline, requests);
+                    let rows = redis_benchmark(addr, running.pid(), pipeline, requests);
                     running.stop();
                     let _ = std::fs::remove_dir_all(&dir);
                     let rows = rows?;
@@ -393,7 +422,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         report,
-        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 -t set,get,incr --csv`, then the same with `-t mset` and N/5, `-t hset,sadd`, and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds\n",
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
         args.requests,
         args.requests * 10,
         args.rounds
@@ -401,17 +430,21 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if !samples.is_empty() {
         let _ = writeln!(
             report,
-            "### Throughput (requests/s, median) and latency (ms, median of p50 / p99)\n"
+            "### Throughput (requests/s, median), server CPU per request (µs, median) and latency (ms, median of p50 / p99 / max)\n"
         );
-        let _ = writeln!(report, "| appendfsync | pipeline | test | moon 1 shard | moon 2 shards | redis 7 | moon2 / redis | moon1 / redis | p50 / p99 moon2 | p50 / p99 redis |");
-        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(report, "| appendfsync | pipeline | test | moon 1 shard | moon 2 shards | redis 7 | moon2 / redis | moon1 / redis | CPU µs moon1 / moon2 / redis | p50 / p99 / max moon2 | p50 / p99 / max redis |");
+        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|");
     }
+    // appendfsync policy -> (row label, [moon 1 shard, moon 2 shards, redis])
+    let mut charts: BTreeMap<String, Vec<(String, [Sample; 3])>> = BTreeMap::new();
     for ((policy, pipeline, test), by_target) in &samples {
         let med = |t: Target| -> Option<Sample> {
             by_target.get(&t).map(|v| Sample {
                 rps: median(v.iter().map(|s| s.rps).collect()),
                 p50: median(v.iter().map(|s| s.p50).collect()),
                 p99: median(v.iter().map(|s| s.p99).collect()),
+                max: median(v.iter().map(|s| s.max).collect()),
+                cpu_us: median(v.iter().map(|s| s.cpu_us).collect()),
             })
         };
         let (m1, m2, r) = (
@@ -424,18 +457,46 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}x", a.rps / b.rps),
             _ => "-".into(),
         };
-        let lat =
-            |s: Option<Sample>| s.map_or("-".into(), |s| format!("{:.3} / {:.3}", s.p50, s.p99));
+        let lat = |s: Option<Sample>| {
+            s.map_or("-".into(), |s| {
+                format!("{:.3} / {:.3} / {:.1}", s.p50, s.p99, s.max)
+            })
+        };
+        let cpu = |s: Option<Sample>| s.map_or("-".into(), |s| format!("{:.2}", s.cpu_us));
         let _ = writeln!(
             report,
-            "| {policy} | {pipeline} | {test} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {policy} | {pipeline} | {test} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
             rps(m1),
             rps(m2),
             rps(r),
             ratio(m2, r),
             ratio(m1, r),
+            cpu(m1),
+            cpu(m2),
+            cpu(r),
             lat(m2),
             lat(r)
+        );
+        if let (Some(m1), Some(m2), Some(r)) = (m1, m2, r) {
+            charts
+                .entry(policy.clone())
+                .or_default()
+                .push((format!("-P{pipeline} {test}"), [m1, m2, r]));
+        }
+    }
+    for (policy, rows) in &charts {
+        let name = format!("bench-{policy}.svg");
+        let path = root().join("docs").join(&name);
+        if !args.no_write {
+            let bars: Vec<(String, [(f64, f64); 3])> = rows
+                .iter()
+                .map(|(label, t)| (label.clone(), t.map(|s| (s.rps, s.cpu_us))))
+                .collect();
+            std::fs::write(&path, crate::bench_chart::svg(policy, &bars))?;
+        }
+        let _ = writeln!(
+            report,
+            "\n![appendfsync {policy}: throughput and CPU per request]({name})"
         );
     }
 

@@ -25,7 +25,7 @@ pub(crate) struct Contender<'a> {
 }
 
 /// The server process's CPU seconds so far (user + system, every thread).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces: count fields after its closing paren.

@@ -12,6 +12,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_chart;
 mod bench_cpu;
 mod bench_pubsub;
 mod crash_matrix;
