@@ -74,6 +74,10 @@ pub struct Args {
     /// Only the configurations whose name contains this (e.g. `busy-shard`, `shards=2`).
     #[arg(long)]
     only: Option<String>,
+    /// Pin each shard to a CPU (`--pin-cpus yes`), as a production server runs: executors then
+    /// spin before they park, which unpinned ones never do.
+    #[arg(long)]
+    pinned: bool,
 }
 
 /// How much acknowledged work a power cut may take under `everysec`: the last second's
@@ -118,6 +122,7 @@ struct Config {
     fsync: &'static str,
     mode: Mode,
     power_loss: bool,
+    pinned: bool,
 }
 
 impl Config {
@@ -135,7 +140,11 @@ impl Config {
         } else {
             "kill-9"
         };
-        format!("shards={} fsync={} {mode} {kill}", self.shards, self.fsync)
+        let pinned = if self.pinned { " pinned" } else { "" };
+        format!(
+            "shards={} fsync={} {mode} {kill}{pinned}",
+            self.shards, self.fsync
+        )
     }
 
     /// How long before a power cut an acknowledgement may be and still be lost.
@@ -316,6 +325,11 @@ fn client(url: String, tag: String, seed: u64, stop: Arc<AtomicBool>) -> ClientL
 
 fn server_args(cfg: &Config, shards: usize, dir: &Path) -> Vec<String> {
     let mut args = crate::server::test_server_args(shards, cfg.fsync, dir);
+    if cfg.pinned {
+        if let Some(i) = args.iter().position(|a| a == "--pin-cpus") {
+            args[i + 1] = "yes".into();
+        }
+    }
     if cfg.mode == Mode::BusyShard {
         args.extend(["--enable-debug-command".into(), "yes".into()]);
     }
@@ -807,9 +821,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     };
     println!("crash matrix: seed {seed}, {cycles} cycles per configuration, {CONNECTIONS} connections, binary {}", bin.display());
     println!(
-        "(reproduce: cargo xtask crash-matrix{}{} --cycles {cycles} --seed {seed})",
+        "(reproduce: cargo xtask crash-matrix{}{}{} --cycles {cycles} --seed {seed})",
         if args.quick { " --quick" } else { "" },
-        if args.power_loss { " --power-loss" } else { "" }
+        if args.power_loss { " --power-loss" } else { "" },
+        if args.pinned { " --pinned" } else { "" }
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
@@ -823,6 +838,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     fsync,
                     mode,
                     power_loss: power.is_some(),
+                    pinned: args.pinned,
                 };
                 if args
                     .only
