@@ -88,6 +88,9 @@ impl Flags {
     pub const NO_AUTH: Flags = Flags(1 << 12);
     /// Allowed to a RESP2 client in subscribed mode (Moon's flag; Redis keeps a list).
     pub const WHILE_SUBSCRIBED: Flags = Flags(1 << 13);
+    /// In ACL's `@dangerous` without being `admin`: it touches every key at once (FLUSHALL,
+    /// FLUSHDB, KEYS, SWAPDB). Redis declares the category; COMMAND shows no flag for it.
+    pub const DANGEROUS: Flags = Flags(1 << 14);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
     const NAMES: [(Flags, &'static str); 13] = [
@@ -193,9 +196,7 @@ impl CommandSpec {
             c.push("@read");
         }
         // Redis's @dangerous: admin commands, and those that touch every key at once.
-        if self.flags.has(Flags::ADMIN)
-            || matches!(self.name, "flushall" | "flushdb" | "keys" | "swapdb")
-        {
+        if self.flags.has(Flags::ADMIN) || self.flags.has(Flags::DANGEROUS) {
             c.push("@dangerous");
         }
         c.push(if self.flags.has(Flags::FAST) {

@@ -169,4 +169,25 @@ mod tests {
         }
         assert!(checked > 90, "only {checked} commands checked");
     }
+
+    /// ACL's `@dangerous` comes from the row's flags (ADMIN or DANGEROUS), not from names.
+    #[test]
+    fn dangerous_commands_are_flagged_in_their_rows() {
+        for name in ["flushall", "flushdb", "keys", "swapdb"] {
+            let spec = &lookup(name.as_bytes()).expect("in the table").spec;
+            assert!(
+                spec.acl_categories().contains(&"@dangerous"),
+                "{name}: {:?}",
+                spec.acl_categories()
+            );
+            assert!(
+                !spec.flags.names().any(|n| n == "dangerous"),
+                "COMMAND shows no such flag"
+            );
+        }
+        for name in ["get", "del", "scan"] {
+            let spec = &lookup(name.as_bytes()).expect("in the table").spec;
+            assert!(!spec.acl_categories().contains(&"@dangerous"), "{name}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use super::{eq, parse_i64, Store};
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
-use crate::command::{Merge, Route, Spread};
+use crate::command::{Flags, Merge, Route, Spread};
 use crate::glob::glob_match;
 use crate::lazyfree::{self, Cause};
 use crate::reply::{self, err};
@@ -60,11 +60,11 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Generic: "persist", 2, WNOOMF, keys(1, 1, 1), ONE, persist),
     command!(Generic: "rename", 3, WNOOM, keys(1, 2, 1), COORDINATED, |s, a, now| s.rename(false, a, now)),
     command!(Generic: "renamenx", 3, WNOOMF, keys(1, 2, 1), COORDINATED, |s, a, now| s.rename(true, a, now)),
-    command!(Generic: "keys", 2, R, Route::AllShards(Merge::Concat), keys_matching),
+    command!(Generic: "keys", 2, R.union(Flags::DANGEROUS), Route::AllShards(Merge::Concat), keys_matching),
     command!(Generic: "scan", -2, R, Route::Server, |s, a, now| s.scan(a, now)),
     command!(Generic: "dbsize", 1, RF, Route::AllShards(Merge::Sum), |s, _, _| Frame::Integer(s.ks.len() as i64)),
-    command!(Generic: "flushdb", -1, WNOOM, Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, false)),
-    command!(Generic: "flushall", -1, WNOOM, Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, true)),
+    command!(Generic: "flushdb", -1, WNOOM.union(Flags::DANGEROUS), Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, false)),
+    command!(Generic: "flushall", -1, WNOOM.union(Flags::DANGEROUS), Route::AllShards(Merge::Ok), |s, a, _| flush(s, a, true)),
     command!(Generic: "randomkey", 1, R, Route::Server, |s, _, now| {
         let seed = s.next_seed(now);
         s.ks.random_key(now, seed).map_or(Frame::Null, Frame::Bulk)
@@ -72,7 +72,7 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Generic: "object", -2, R, keys(2, 2, 1), ONE, |s, a, now| s.object(a, now)),
     command!(Generic: "copy", -3, W, keys(1, 2, 1), COORDINATED, |s, a, now| s.copy(a, now)),
     command!(Generic: "move", 3, WF, keys(1, 1, 1), ONE, |s, a, now| s.move_key(a, now)),
-    command!(Generic: "swapdb", 3, WNOOMF, Route::AllShards(Merge::Ok), swapdb),
+    command!(Generic: "swapdb", 3, WNOOMF.union(Flags::DANGEROUS), Route::AllShards(Merge::Ok), swapdb),
     command!(Generic: "memory", -2, R, keys(2, 2, 1), ONE, memory),
 ];
 
