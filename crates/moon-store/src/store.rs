@@ -77,9 +77,9 @@ pub struct Store {
     /// [`Store::take_events`] (collected only while some are on).
     notify: NotifyFlags,
     events: Vec<KeyEvent>,
-    /// The client command running now (names the events of its effects; its spec names the
-    /// keys of the effects it logs as sent), and where its events start in `events`.
-    current: &'static str,
+    /// The client command running now (its name names the events of its effects; its key
+    /// positions the keys of the effects it logs as sent), and where its events start in
+    /// `events`.
     spec: Option<&'static CommandSpec>,
     events_mark: usize,
     /// Collections a command emptied (and so removed): a `del` event each after its own.
@@ -142,7 +142,6 @@ impl Store {
             memory_checks: true,
             notify: NotifyFlags::default(),
             events: Vec::new(),
-            current: "",
             spec: None,
             events_mark: 0,
             emptied: Vec::new(),
@@ -206,6 +205,11 @@ impl Store {
         self.events.push(e);
     }
 
+    /// The name of the command running now ("" between commands).
+    fn current(&self) -> &'static str {
+        self.spec.map_or("", |s| s.name)
+    }
+
     /// The keys one logged effect changes: for the running command logged as sent (`own`),
     /// the keys its spec names; for an effect the store derived (`SET k`, `DEL k`,
     /// `PEXPIREAT k`, `HSET k f v`, `HDEL k f`...), the one key after its name. No effect
@@ -260,7 +264,7 @@ impl Store {
             }
             return;
         }
-        let Some((class, event)) = crate::notify::effect_event(self.current, parts[0]) else {
+        let Some((class, event)) = crate::notify::effect_event(self.current(), parts[0]) else {
             return;
         };
         for key in self.changed_keys(own, parts) {
@@ -901,7 +905,6 @@ impl Store {
         event: Option<&'static str>,
     ) -> Result<(), Frame> {
         self.ks.set_clock(now);
-        self.current = spec.name;
         self.spec = Some(spec);
         self.writer = writer;
         self.batch_event = event;

@@ -149,7 +149,7 @@ impl Store {
                 self.log_set(&args[1], &v, at);
                 Frame::OK
             }
-            None => reply::invalid_expire(self.current),
+            None => reply::invalid_expire(self.current()),
         }
     }
 

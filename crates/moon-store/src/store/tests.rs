@@ -464,3 +464,16 @@ fn cross_shard_reads_see_a_hash_whose_fields_all_expired_as_absent() {
         "absent, not WRONGTYPE"
     );
 }
+
+/// An error that names its command names the one running (the store derives it from the
+/// running command's spec).
+#[test]
+fn expire_errors_name_the_running_command() {
+    let mut s = Store::default();
+    for (cmd, name) in [("SETEX", "setex"), ("PSETEX", "psetex")] {
+        assert_eq!(
+            text(&run(&mut s, T, &format!("{cmd} k 0 v"))),
+            format!("-ERR invalid expire time in '{name}' command")
+        );
+    }
+}
