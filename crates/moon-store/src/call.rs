@@ -2,9 +2,9 @@
 //! request was parsed, and run as it is ([`Call`]); and the type of the functions the
 //! keyspace's table rows carry ([`Handler`]).
 //!
-//! A call names its database and its tracking reader as fields: the markers `MOON.DB` and
-//! `MOON.TRACK` of earlier versions exist only in the log's encoding (`MOON.DB` before a
-//! logged effect of another database), never in a batch.
+//! A call names its database, its tracking reader and its keyspace event as fields. The
+//! marker commands earlier versions put in batches for these are gone; `MOON.DB` remains only
+//! in the log's encoding (before a logged effect of another database).
 
 use bytes::Bytes;
 use moon_proto::Frame;

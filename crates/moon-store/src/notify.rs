@@ -105,20 +105,6 @@ impl fmt::Display for NotifyFlags {
     }
 }
 
-/// The events `MOON.EVENT` may name (the halves of cross-shard RENAME, COPY and *STORE).
-pub fn batch_event(name: &[u8]) -> Option<&'static str> {
-    [
-        "rename_from",
-        "rename_to",
-        "copy_to",
-        "sinterstore",
-        "sunionstore",
-        "sdiffstore",
-    ]
-    .into_iter()
-    .find(|e| name.eq_ignore_ascii_case(e.as_bytes()))
-}
-
 /// One event about one key: published as `__keyspace@<db>__:<key>` → event and
 /// `__keyevent@<db>__:<event>` → key, as the flags ask.
 #[derive(Clone, Debug, PartialEq, Eq)]

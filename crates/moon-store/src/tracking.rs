@@ -1,8 +1,8 @@
 //! Client-side caching: which clients read which keys of this shard (CLIENT TRACKING), and the
 //! invalidations a change of those keys owes them.
 //!
-//! A key is tracked where it lives: a tracking client's read reaches the key's shard preceded
-//! by `MOON.TRACK <reader>` (as `MOON.DB` precedes commands of other databases), and the store
+//! A key is tracked where it lives: a tracking client's read reaches the key's shard as a call
+//! naming its reader (`crate::Call::track`), and the store
 //! remembers the reader against the key. The next change of the key — a write, an expiry, an
 //! eviction, a flush — produces one invalidation per reader and forgets them (Redis's
 //! one-shot rule: the client reads the key again to be told again). Broadcast readers (BCAST)
@@ -21,31 +21,6 @@ pub struct Reader {
     pub client: u64,
     pub shard: usize,
     pub noloop: bool,
-}
-
-impl Reader {
-    /// `MOON.TRACK`'s argument: `<client>:<shard>:<0|1>`.
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(format!(
-            "{}:{}:{}",
-            self.client,
-            self.shard,
-            u8::from(self.noloop)
-        ))
-    }
-
-    pub fn decode(b: &[u8]) -> Option<Reader> {
-        let s = std::str::from_utf8(b).ok()?;
-        let mut it = s.split(':');
-        let client = it.next()?.parse().ok()?;
-        let shard = it.next()?.parse().ok()?;
-        let noloop = it.next()? == "1";
-        Some(Reader {
-            client,
-            shard,
-            noloop,
-        })
-    }
 }
 
 /// One invalidation owed to a reader: a key, or `None` for "everything" (a flush).
@@ -194,7 +169,6 @@ mod tests {
         assert_eq!(got, [1], "NOLOOP reader 2 wrote it itself");
         t.changed(b"k", None);
         assert!(t.take_pending().is_empty(), "one-shot");
-        assert_eq!(Reader::decode(&r(7, true).encode()), Some(r(7, true)));
     }
 
     #[test]
