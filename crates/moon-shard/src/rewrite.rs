@@ -174,10 +174,17 @@ impl Shard {
     /// `new_incr`, fsynced.
     pub async fn rewrite_prepare(&self, new_incr: PathBuf) -> Result<(), String> {
         let writer = self.aof().ok_or("AOF disabled")?;
-        let (tail_from, last) = match self.rewrite.borrow().as_ref() {
-            Some(cut) => (cut.tail_from, cut.last_lsn),
+        let (tail_from, first, last) = match self.rewrite.borrow().as_ref() {
+            Some(cut) => (cut.tail_from, cut.first_lsn, cut.last_lsn),
             None => return Err("no rewrite in progress on this shard".into()),
         };
+        // Records numbered before the cut may still be pending in the writer (a round was in
+        // flight, e.g. waiting on its fdatasync). They must reach the old incr, where the tail
+        // copy below skips them (the base holds their effects): pending at the switch, they
+        // would land in the new incr numbered below the base, which recovery refuses.
+        if let Err(e) = writer.wait(first.saturating_sub(1)).await {
+            return Err(format!("the AOF is failing: {e}"));
+        }
         writer.pause().await;
         if let Some(e) = writer.error() {
             return Err(format!("the AOF is failing: {e}"));
