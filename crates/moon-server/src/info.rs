@@ -245,12 +245,14 @@ pub(crate) fn persistence_section(
         if let Some(a) = s.as_ref().and_then(|s| s.aof.as_ref()) {
             let _ = write!(
                 out,
-                "aof_shard{i}:lsn={},durable_lsn={},incr_size={},write_status={},fsync_status={}\r\n",
+                "aof_shard{i}:lsn={},durable_lsn={},incr_size={},write_status={},fsync_status={},writes={},fsyncs={}\r\n",
                 a.lsn,
                 a.durable_lsn,
                 a.file_size,
                 if a.last_write_ok { "ok" } else { "err" },
                 if a.last_fsync_ok { "ok" } else { "err" },
+                a.writes,
+                a.fsyncs,
             );
         }
     }

@@ -340,6 +340,9 @@ fn config_set_appendfsync_reaches_every_writer() {
         };
         assert_eq!(field("lsn"), "1", "{line}");
         assert_eq!(field("durable_lsn"), "1", "{line}");
+        // One group-commit round: one write, and (now under `always`) one fdatasync.
+        assert_eq!(field("writes"), "1", "{line}");
+        assert_eq!(field("fsyncs"), "1", "{line}");
     }
 }
 
