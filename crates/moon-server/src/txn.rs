@@ -2,7 +2,8 @@
 //! transaction — an EXEC, or one multi-key command whose keys span shards — across shards.
 //!
 //! The protocol between shards (locks taken in ascending shard order, execution under the
-//! locks, one logged part per shard, commit, unlock) lives in `moon_shard::txn`; the design and
+//! locks, one logged and held part per shard, whose commit unlocks, then the release of the
+//! holds once every part is safe) lives in `moon_shard::txn`; the design and
 //! why each crash instant is safe are in `docs/TRANSACTIONS.md`. This module decides which
 //! shards take part and builds Redis's replies.
 
@@ -274,28 +275,27 @@ pub async fn run(
     }
     let mut inner = BytesMut::new();
     let mut refused = Vec::new();
+    // The commit unlocks every participant; a transaction that stops before it unlocks below.
+    let mut unlocked = false;
     if failing.is_some() || too_large.is_some() || out_of_memory {
         refused = cmds;
     } else if intact {
         session.tx = Some(tx);
         process(session, cmds, &mut inner).await;
         session.tx = None;
-        let commits = join_all(
-            participants
-                .iter()
-                .map(|&p| shard.tx_commit(p, txid, writers.clone()))
-                .collect(),
-        )
-        .await;
+        let commits = shard
+            .tx_commit_all(participants.clone(), txid, writers.clone())
+            .await;
+        unlocked = true;
         let failures: Vec<CommitFailure> = commits.into_iter().filter_map(Result::err).collect();
         if let Some(CommitFailure::Part(cause)) = failures
             .iter()
             .find(|f| matches!(f, CommitFailure::Part(_)))
         {
             // Some parts are durable and one is not, and the effects are in memory on every
-            // shard. Unlocking would let later records depend on a transaction that recovery
-            // must drop. Crash-only: stop now, shards still locked, so the incomplete parts are
-            // the last records of their logs and recovery drops exactly this transaction.
+            // shard. Crash-only: stop now. The holds on the logged parts are never released,
+            // so nothing logged after them was acknowledged; recovery drops this transaction
+            // and ends each log at its part.
             tracing::error!(
                 "cross-shard transaction {txid}: a part could not be logged ({cause}); exiting so that recovery drops it on every shard (docs/TRANSACTIONS.md)"
             );
@@ -307,8 +307,10 @@ pub async fn run(
             inner.clear();
         }
     }
-    for &p in &participants {
-        shard.tx_unlock(p, txid).await;
+    if !unlocked {
+        for &p in &participants {
+            shard.tx_unlock(p, txid).await;
+        }
     }
     unwatch(session, watches).await;
     // Publications of the transaction: delivered only now that every part is durable, and

@@ -394,7 +394,7 @@ fn a_cross_shard_write_is_refused_whole_while_one_log_fails() {
 }
 
 /// A cross-shard transaction whose part cannot be logged (the failure happens during its
-/// commit): the server exits at once, shards still locked, and recovery drops the transaction
+/// commit): the server exits at once, its parts still held, and recovery drops the transaction
 /// on every shard while keeping what was acknowledged before.
 #[test]
 fn a_failed_cross_shard_commit_stops_the_server_and_recovery_drops_it_everywhere() {

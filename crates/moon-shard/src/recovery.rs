@@ -288,10 +288,10 @@ pub struct RecoveryPlan {
 /// is. Ending one shard's log early can make another transaction incomplete in turn, so the
 /// ends are moved back until nothing changes. The result is a consistent cut: every shard
 /// replays a prefix of its log, and every transaction is in it on all its shards or on none.
-/// After a SIGKILL (nothing the kernel has is lost) and under `always`, an incomplete part is
-/// always the last record of its shard: its shards stay locked until every part is durable,
-/// a transaction is refused before it runs if one of its writers' logs is failing, and a
-/// commit that fails midway stops the process before unlocking (`moon-server`'s `txn::run`).
+/// Whatever ends up dropped after an incomplete part was never acknowledged: the part is held
+/// in its writer until every part of its transaction is safe, and no reply for a record after
+/// it leaves before that (`crate::txn`); a commit that fails midway stops the process with
+/// the holds in place (`moon-server`'s `txn::run`).
 pub fn recovery_plan(per_shard: &[Vec<Part>]) -> RecoveryPlan {
     use std::collections::{HashMap, HashSet};
     let n = per_shard.len();

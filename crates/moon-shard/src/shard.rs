@@ -64,10 +64,15 @@ pub(crate) enum Message {
     TxCommit {
         txid: TxId,
         writers: Vec<usize>,
-        reply: oneshot::Sender<Result<(), CommitFailure>>,
+        reply: oneshot::Sender<Result<Option<u64>, CommitFailure>>,
     },
     TxUnlock {
         txid: TxId,
+    },
+    /// Every part of a transaction is safe: release this shard's hold on its part (the part's
+    /// first LSN). Never deferred by a lock: it touches no key.
+    TxRelease {
+        first: u64,
     },
 }
 
@@ -491,8 +496,12 @@ impl Shard {
     }
 
     pub(crate) fn handle(self: &Rc<Self>, msg: Message) {
-        let passes =
-            |msg: &Message| matches!(msg, Message::Call { .. } | Message::CallAsync { .. });
+        let passes = |msg: &Message| {
+            matches!(
+                msg,
+                Message::Call { .. } | Message::CallAsync { .. } | Message::TxRelease { .. }
+            )
+        };
         if self.handoff.get() && self.lock_holder.get().is_none() && !passes(&msg) {
             // A woken local task goes first.
             self.deferred.borrow_mut().push_back(Deferred::Msg(msg));
@@ -507,7 +516,9 @@ impl Shard {
                 | Message::TxCommit { txid, .. }
                 | Message::TxUnlock { txid } => *txid == holder,
                 // Reads of counters and stats, and rewrite steps: never keyspace writes.
-                Message::Call { .. } | Message::CallAsync { .. } => true,
+                Message::Call { .. } | Message::CallAsync { .. } | Message::TxRelease { .. } => {
+                    true
+                }
                 _ => false,
             };
             if !for_holder {
@@ -575,6 +586,7 @@ impl Shard {
                 .detach();
             }
             Message::TxUnlock { txid } => self.unlock_here(txid),
+            Message::TxRelease { first } => self.release_here(first),
         }
     }
 

@@ -15,19 +15,26 @@
 //! 2. **execute** the commands in order, each on its key's shard ([`Shard::tx_exec`]), exactly
 //!    as a pipeline would, including multi-step commands (a RENAME across shards). The effects
 //!    are not logged yet: each shard buffers its own.
-//! 3. **commit** ([`Shard::tx_commit`]): every participant appends its buffered effects as one
-//!    record — when two or more shards changed something, a group headed by
-//!    `MOON.TXPART <txid> <shards that changed something>` — and waits until its log is safe up
-//!    to its latest LSN (fdatasync under `always`). Only when every participant is safe does
-//!    the coordinator build the reply.
-//! 4. **unlock** every participant, which then runs what it deferred, in order.
+//! 3. **commit and unlock** ([`Shard::tx_commit_all`]): every participant appends its
+//!    buffered effects as one record — when two or more shards changed something, a group
+//!    headed by `MOON.TXPART <txid> <shards that changed something>`, *held* (below) — then
+//!    unlocks at once and runs what it deferred, in order; it answers the coordinator when its
+//!    log is safe up to its part (fdatasync under `always`). The locks are never held across
+//!    an fsync.
+//! 4. **release**: once every part is safe, the coordinator releases each participant's hold,
+//!    then builds the reply.
 //!
-//! Why each crash instant is safe: before every part of a transaction is durable, all its
-//! shards are locked, so no other command has observed its effects, and the client has no
-//! reply. Recovery (in the server) first collects the transaction ids of every shard's
-//! `MOON.TXPART` records and applies a part only if every shard it names has its part too; a
-//! transaction cut short by a crash is therefore skipped on every shard, and — since its
-//! shards were locked — nothing logged after it depended on it.
+//! Why each crash instant is safe. Recovery (in the server) first collects the transaction ids
+//! of every shard's `MOON.TXPART` records and applies a part only if every shard it names has
+//! its part too, and it ends a shard's log at a part it drops (later records may depend on
+//! it). So a transaction cut short by a crash is skipped on every shard, together with
+//! everything logged after its parts. Nothing of that was acknowledged: the **hold** on a part
+//! ([`moon_aof::AofWriter::append_held`]) keeps every reply whose records or reads come after
+//! the part on that shard — an INCR of a key the transaction wrote, a GET that read it, a
+//! single-shard MULTI — waiting until the hold is released, i.e. until every part of the
+//! transaction is safe (commit dependencies, as in Silo's epochs). A part waits for the holds
+//! below it on its shard, so holds are released in log order. If a part cannot be logged, the
+//! server stops (crash-only) with the holds still in place.
 
 use std::rc::Rc;
 
@@ -61,6 +68,19 @@ pub(crate) fn part_record(
     ]);
     group.extend(effects);
     group
+}
+
+/// How a participant logged its part of a transaction, and so what its commit waits for.
+enum Logged {
+    /// Nothing of the transaction's here (it read, or the part was empty): wait for the log
+    /// up to this LSN, which covers what it read.
+    Read(u64),
+    /// The only shard that wrote: a plain record, up to this LSN.
+    Part(u64),
+    /// One of several parts: held, from the first LSN to the last.
+    Held(u64, u64),
+    /// The log refused it (it has failed).
+    Refused,
 }
 
 /// A local task's turn on a shard it waited for: while held, nothing deferred runs; dropping
@@ -157,26 +177,60 @@ impl Shard {
         frames
     }
 
-    /// Step 3 on this shard: logs the buffered effects as one record (a `MOON.TXPART` group when
-    /// two or more shards are `writers`; this shard logs one whenever it is named, even with
-    /// no effects) and waits until the log is safe up to the shard's latest LSN (which also
-    /// covers what the transaction read).
+    /// Step 3 on this shard: logs the buffered effects as one record (a `MOON.TXPART` group,
+    /// held, when two or more shards are `writers`; this shard logs one whenever it is named,
+    /// even with no effects), unlocks, and waits until the log is safe up to the part (or, for
+    /// a part that only read, up to the shard's latest LSN: what it read). `Ok(Some(first))`:
+    /// the part is held from LSN `first` until [`Shard::release_here`].
     pub(crate) async fn tx_commit_here(
-        &self,
+        self: &Rc<Self>,
         txid: TxId,
         writers: &[usize],
-    ) -> Result<(), CommitFailure> {
+    ) -> Result<Option<u64>, CommitFailure> {
         let effects = std::mem::take(&mut *self.tx_effects.borrow_mut());
         let read_unsafe = self.tx_read_unsafe.replace(false);
         let Some(writer) = self.parts().1 else {
-            return Ok(());
+            self.unlock_here(txid);
+            return Ok(None);
         };
-        // A part that reads only: if every step of it ran on the rebuilt keyspace of a failed
-        // log, what it read is all in the log and nothing needs to wait.
+        let logged = self.log_part(&writer, txid, writers, effects);
+        // The part is in the log (or refused): later work here is ordered after it, and its
+        // replies wait for the hold. Nothing needs the lock any more.
+        self.unlock_here(txid);
         let wait_read = |r: Result<(), String>| match r {
-            Err(_) if !read_unsafe => Ok(()),
-            r => r.map_err(CommitFailure::Read),
+            // A part that reads only: if every step of it ran on the rebuilt keyspace of a
+            // failed log, what it read is all in the log and nothing needs to wait.
+            Err(_) if !read_unsafe => Ok(None),
+            r => r.map(|()| None).map_err(CommitFailure::Read),
         };
+        match logged {
+            Logged::Read(lsn) => wait_read(writer.wait(lsn).await),
+            Logged::Part(lsn) => writer
+                .wait(lsn)
+                .await
+                .map(|()| None)
+                .map_err(CommitFailure::Part),
+            Logged::Held(first, last) => writer
+                .wait_held(first, last)
+                .await
+                .map(|()| Some(first))
+                .map_err(CommitFailure::Part),
+            Logged::Refused => Err(CommitFailure::Part(
+                writer
+                    .error()
+                    .unwrap_or_else(|| "the AOF refused the part".into()),
+            )),
+        }
+    }
+
+    /// Appends this shard's part of transaction `txid` (see [`Shard::tx_commit_here`]).
+    fn log_part(
+        &self,
+        writer: &moon_aof::AofWriter,
+        txid: TxId,
+        writers: &[usize],
+        effects: Vec<Vec<Bytes>>,
+    ) -> Logged {
         let named = writers.contains(&self.id());
         if !named {
             // A read-only part: its only effects are keys it found expired, logged like any
@@ -185,16 +239,26 @@ impl Shard {
             if !effects.is_empty() {
                 writer.append(&effects);
             }
-            return wait_read(writer.wait(writer.last_assigned()).await);
+            return Logged::Read(writer.last_assigned());
         }
-        if effects.is_empty() && writers.len() < 2 {
-            return wait_read(writer.wait(writer.last_assigned()).await);
+        if writers.len() < 2 {
+            if effects.is_empty() {
+                return Logged::Read(writer.last_assigned());
+            }
+            writer.append(&effects);
+            return Logged::Part(writer.last_assigned());
         }
-        writer.append(&part_record(&txid.to_string(), writers, effects));
-        writer
-            .wait(writer.last_assigned())
-            .await
-            .map_err(CommitFailure::Part)
+        match writer.append_held(&part_record(&txid.to_string(), writers, effects)) {
+            Some((first, last)) => Logged::Held(first, last),
+            None => Logged::Refused,
+        }
+    }
+
+    /// Releases this shard's hold on a part that started at LSN `first`.
+    pub(crate) fn release_here(&self, first: u64) {
+        if let Some(writer) = self.aof() {
+            writer.release_hold(first);
+        }
     }
 
     /// Single-shard MULTI/EXEC: `None` if a watched key changed (nothing ran); otherwise the
@@ -304,14 +368,56 @@ impl Shard {
             .unwrap_or_else(|_| vec![Frame::StaticError(SHARD_GONE); n])
     }
 
-    /// Step 3 on `target`. `writers`: the shards that may have changed something (each logs a
-    /// part, even an empty one, so that recovery finds every part it names).
-    pub async fn tx_commit(
+    /// Steps 3 and 4 on every participant: commits (each part logged, its shard unlocked at
+    /// once), then, once every part is safe, releases the holds. Returns each participant's
+    /// outcome, in `participants`' order. `writers`: the shards that may have changed something
+    /// (each logs a part, even an empty one, so that recovery finds every part it names).
+    ///
+    /// It runs as a task of its own: a hold must be released even if the caller stopped
+    /// waiting, or every later reply on that shard would wait forever. After a
+    /// [`CommitFailure::Part`] nothing is released: the caller stops the server (crash-only),
+    /// and recovery drops the transaction with everything logged after it.
+    pub async fn tx_commit_all(
+        self: &Rc<Self>,
+        participants: Vec<usize>,
+        txid: TxId,
+        writers: Vec<usize>,
+    ) -> Vec<Result<(), CommitFailure>> {
+        let shard = self.clone();
+        let n = participants.len();
+        let task = glommio::spawn_local(async move {
+            let commits = participants
+                .iter()
+                .map(|&p| shard.tx_commit(p, txid, writers.clone()))
+                .collect();
+            let outcomes = crate::shard::join_all(commits).await;
+            let failed = outcomes
+                .iter()
+                .any(|o| matches!(o, Err(CommitFailure::Part(_))));
+            if !failed {
+                for (&p, outcome) in participants.iter().zip(&outcomes) {
+                    if let Ok(Some(first)) = outcome {
+                        shard.tx_release(p, *first).await;
+                    }
+                }
+            }
+            outcomes
+                .into_iter()
+                .map(|o| o.map(|_| ()))
+                .collect::<Vec<_>>()
+        })
+        .detach();
+        task.await
+            .unwrap_or_else(|| vec![Err(CommitFailure::Part(SHARD_GONE.into())); n])
+    }
+
+    /// Step 3 on `target`; `Some(first)`: its part is held from LSN `first`.
+    async fn tx_commit(
         self: &Rc<Self>,
         target: usize,
         txid: TxId,
         writers: Vec<usize>,
-    ) -> Result<(), CommitFailure> {
+    ) -> Result<Option<u64>, CommitFailure> {
         if target == self.id() {
             return self.tx_commit_here(txid, &writers).await;
         }
@@ -333,7 +439,17 @@ impl Shard {
             .unwrap_or_else(|_| Err(CommitFailure::Part(SHARD_GONE.into())))
     }
 
-    /// Step 4 on `target`.
+    /// Step 4 on `target`: its part's hold, from LSN `first`, is released.
+    async fn tx_release(self: &Rc<Self>, target: usize, first: u64) {
+        if target == self.id() {
+            self.release_here(first);
+            return;
+        }
+        let _ = self.send(target, Message::TxRelease { first }).await;
+    }
+
+    /// Unlocks `target` for a transaction that stops before its commit (a watched key changed,
+    /// or it was refused); a committed one unlocked at its commit.
     pub async fn tx_unlock(self: &Rc<Self>, target: usize, txid: TxId) {
         if target == self.id() {
             self.unlock_here(txid);
