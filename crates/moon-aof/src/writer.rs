@@ -19,9 +19,13 @@
 //!    whole transaction if one part is missing, and cuts this log at it, so nothing logged
 //!    after the part may be acknowledged before the transaction is safe everywhere: a held
 //!    part blocks every reply at or above its LSN until [`AofWriter::release_hold`]. The part's
-//!    own coordinator waits with [`AofWriter::wait_held`], which looks only at holds below it.
-//!    Holds are released in LSN order (a part waits for every hold below it), so the parts of
-//!    transactions on one log form a chain that ends with the oldest one.
+//!    coordinator releases it once every part is safe and each part is *releasable*
+//!    ([`AofWriter::wait_releasable`]): every hold still below it on its log belongs to a
+//!    transaction with parts on all of its logs. Such an older transaction stays held below
+//!    this one on every log this one touches, so whatever waits behind this one still waits
+//!    for it; any other older hold must be released first (it could cut a log this one's
+//!    replies do not see). With two shards every transaction spans both, so releases never
+//!    wait for each other.
 //! 6. Any write or fsync error is sticky: every waiter gets the error instead of success, the
 //!    shard refuses further writes (MISCONF), and a failed fsync is never retried, because after
 //!    a failed fsync the kernel may have dropped the dirty pages and a retry that "succeeds"
@@ -147,9 +151,23 @@ impl Future for KickWait<'_> {
 /// A reply held until the log is safe up to its LSN.
 type Waiter = (u64, oneshot::Sender<Result<(), String>>);
 
-/// A wait that ignores holds from `from` on: (from, lsn, reply). A held part's coordinator
-/// waits with `from` = the part's first LSN; closing and a rewrite's cut wait with `from` = 0.
-type PartWaiter = (u64, u64, oneshot::Sender<Result<(), String>>);
+/// A held transaction part: its first LSN, and the logs (shards) its transaction has parts on,
+/// ascending.
+struct Hold {
+    first: u64,
+    logs: Rc<[usize]>,
+}
+
+/// A wait that looks at holds below `from` only, each accepted if `accept` says so:
+/// (from, lsn, accept, reply). A held part's coordinator waits with `from` = the part's first
+/// LSN and `accept` = its logs (older holds spanning them are fine); closing and a rewrite's
+/// cut wait with `from` = 0.
+type PartWaiter = (
+    u64,
+    u64,
+    Option<Rc<[usize]>>,
+    oneshot::Sender<Result<(), String>>,
+);
 
 struct Inner {
     path: RefCell<PathBuf>,
@@ -180,7 +198,10 @@ struct Inner {
     last_fsync_ok: Cell<bool>,
     waiters: RefCell<VecDeque<Waiter>>,
     /// First LSNs of the held transaction parts, ascending (see step 5 above).
-    holds: RefCell<VecDeque<u64>>,
+    holds: RefCell<VecDeque<Hold>>,
+    /// The log failed while a transaction part was held in it (see
+    /// [`AofWriter::failed_while_held`]).
+    failed_while_held: Cell<bool>,
     part_waiters: RefCell<Vec<PartWaiter>>,
     kick: Kick,
     fault: FaultPlan,
@@ -267,6 +288,19 @@ impl Syncer {
             }
         }
     }
+}
+
+/// A set of logs, ascending and without repeats.
+fn ascending(logs: &[usize]) -> Rc<[usize]> {
+    let mut logs = logs.to_vec();
+    logs.sort_unstable();
+    logs.dedup();
+    logs.into()
+}
+
+/// Whether the ascending set `outer` holds every element of the ascending set `inner`.
+fn spans(outer: &[usize], inner: &[usize]) -> bool {
+    inner.iter().all(|x| outer.binary_search(x).is_ok())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -374,6 +408,7 @@ impl AofWriter {
             last_fsync_ok: Cell::new(true),
             waiters: RefCell::new(VecDeque::new()),
             holds: RefCell::new(VecDeque::new()),
+            failed_while_held: Cell::new(false),
             part_waiters: RefCell::new(Vec::new()),
             kick: Kick::default(),
             fault,
@@ -511,28 +546,57 @@ impl AofWriter {
     }
 
     /// [`AofWriter::append`] of a cross-shard transaction's part, held: no reply at or above
-    /// its first LSN is released until [`AofWriter::release_hold`] of that LSN. Returns the
-    /// part's (first, last) LSNs; `None` if it could not be queued (the log failed).
-    pub fn append_held(&self, cmds: &[Vec<Bytes>]) -> Option<(u64, u64)> {
+    /// its first LSN is released until [`AofWriter::release_hold`] of that LSN. `logs`: the
+    /// logs (shards) the transaction has parts on. Returns the part's (first, last) LSNs;
+    /// `None` if it could not be queued (the log failed).
+    pub fn append_held(&self, cmds: &[Vec<Bytes>], logs: &[usize]) -> Option<(u64, u64)> {
         let first = self.inner.last_assigned.get() + 1;
         let last = self.append(cmds);
         if last < first || self.inner.error.borrow().is_some() {
             return None;
         }
-        self.inner.holds.borrow_mut().push_back(first);
+        self.inner.holds.borrow_mut().push_back(Hold {
+            first,
+            logs: ascending(logs),
+        });
         Some((first, last))
     }
 
-    /// Resolves once the held part `first..=last` is safe under the policy and no hold below
-    /// it remains (every transaction logged before it here is safe everywhere).
-    pub async fn wait_held(&self, first: u64, last: u64) -> Result<(), String> {
-        self.wait_from(first, last).await
+    /// Resolves once the held part `first..=last` (of a transaction on `logs`) is safe under
+    /// the policy and may be released as far as this log can tell: every hold below it spans
+    /// at least `logs`. Then [`AofWriter::held_below`] says whether any hold is left below it
+    /// at all.
+    pub async fn wait_releasable(
+        &self,
+        first: u64,
+        last: u64,
+        logs: &[usize],
+    ) -> Result<(), String> {
+        self.wait_from(first, last, Some(ascending(logs))).await
+    }
+
+    /// Whether the log failed while a transaction part was held in it. The file may then hold
+    /// records (the part, writes logged after it) whose fate depends on other logs: a keyspace
+    /// rebuilt from it could show a transaction that recovery later drops, or a write whose
+    /// client got MISCONF. The shard stops instead (crash-only).
+    pub fn failed_while_held(&self) -> bool {
+        self.inner.take_background_failure();
+        self.inner.failed_while_held.get()
+    }
+
+    /// Whether a held part is still below `lsn`.
+    pub fn held_below(&self, lsn: u64) -> bool {
+        self.inner
+            .holds
+            .borrow()
+            .front()
+            .is_some_and(|h| h.first < lsn)
     }
 
     /// Releases the hold of the part starting at `first`: its transaction is safe on every
     /// shard. Replies it blocked leave once nothing else holds them.
     pub fn release_hold(&self, first: u64) {
-        self.inner.holds.borrow_mut().retain(|&h| h != first);
+        self.inner.holds.borrow_mut().retain(|h| h.first != first);
         self.inner.release();
     }
 
@@ -540,18 +604,26 @@ impl AofWriter {
     /// still held (a rewrite's cut needs the records in the file, not the transactions
     /// decided).
     pub async fn wait_logged(&self, lsn: u64) -> Result<(), String> {
-        self.wait_from(0, lsn).await
+        self.wait_from(0, lsn, None).await
     }
 
-    async fn wait_from(&self, from: u64, lsn: u64) -> Result<(), String> {
+    async fn wait_from(
+        &self,
+        from: u64,
+        lsn: u64,
+        accept: Option<Rc<[usize]>>,
+    ) -> Result<(), String> {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        if self.inner.satisfied_from(from, lsn) {
+        if self.inner.satisfied_from(from, lsn, accept.as_deref()) {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.part_waiters.borrow_mut().push((from, lsn, tx));
+        self.inner
+            .part_waiters
+            .borrow_mut()
+            .push((from, lsn, accept, tx));
         rx.await
             .unwrap_or_else(|_| Err("the AOF writer stopped".into()))
     }
@@ -592,7 +664,15 @@ impl AofWriter {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.waiters.borrow_mut().push_back((lsn, tx));
+        // Kept in LSN order, so that `release` can stop at the first waiter it cannot answer: a
+        // reply waiting for an older LSN that arrives later must not queue behind a newer one
+        // a hold is blocking (it would wait for that transaction for nothing — and a commit
+        // waiting there can be what the transaction itself waits for).
+        {
+            let mut waiters = self.inner.waiters.borrow_mut();
+            let at = waiters.partition_point(|(l, _)| *l <= lsn);
+            waiters.insert(at, (lsn, tx));
+        }
         rx.await
             .unwrap_or_else(|_| Err("the AOF writer stopped".into()))
     }
@@ -638,16 +718,23 @@ impl Inner {
     /// Whether a reply waiting for `lsn` may leave: safe under the policy, and no held
     /// transaction part at or below it.
     fn satisfied(&self, lsn: u64) -> bool {
-        self.satisfied_from(lsn + 1, lsn)
+        self.satisfied_from(lsn + 1, lsn, None)
     }
 
-    /// Safe up to `lsn` under the policy, and no hold below `from`.
-    fn satisfied_from(&self, from: u64, lsn: u64) -> bool {
+    /// Safe up to `lsn` under the policy, and every hold below `from` spans all of `accept`
+    /// (none may be there without `accept`).
+    fn satisfied_from(&self, from: u64, lsn: u64, accept: Option<&[usize]>) -> bool {
         let logged = match self.policy.get() {
             FsyncPolicy::Always => self.durable() >= lsn,
             _ => self.written_lsn.get() >= lsn,
         };
-        logged && self.holds.borrow().front().is_none_or(|&h| h >= from)
+        logged
+            && self
+                .holds
+                .borrow()
+                .iter()
+                .take_while(|h| h.first < from)
+                .all(|h| accept.is_some_and(|logs| spans(&h.logs, logs)))
     }
 
     fn durable(&self) -> u64 {
@@ -700,6 +787,7 @@ impl Inner {
     fn fail(&self, what: &str, e: &std::io::Error) {
         // What was safe up to now stays acknowledged; nothing after it ever will be. The
         // everysec thread stops: a failed log is never fsynced again ("never retried").
+        self.failed_while_held.set(!self.holds.borrow().is_empty());
         self.note_acked();
         self.stop_syncer();
         let text = describe(e);
@@ -713,11 +801,12 @@ impl Inner {
     fn release(&self) {
         let error = self.error.borrow().clone();
         let parts = std::mem::take(&mut *self.part_waiters.borrow_mut());
-        let (ready, waiting): (Vec<PartWaiter>, Vec<PartWaiter>) = parts
-            .into_iter()
-            .partition(|(from, lsn, _)| error.is_some() || self.satisfied_from(*from, *lsn));
+        let (ready, waiting): (Vec<PartWaiter>, Vec<PartWaiter>) =
+            parts.into_iter().partition(|(from, lsn, accept, _)| {
+                error.is_some() || self.satisfied_from(*from, *lsn, accept.as_deref())
+            });
         *self.part_waiters.borrow_mut() = waiting;
-        for (_, _, tx) in ready {
+        for (_, _, _, tx) in ready {
             let _ = tx.send(error.clone().map_or(Ok(()), Err));
         }
         let mut waiters = self.waiters.borrow_mut();
@@ -1084,11 +1173,12 @@ mod tests {
         for policy in [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No] {
             with_writer(policy, "", |w| async move {
                 let before = w.append(&[cmd(0)]);
-                let (first, last) = w.append_held(&[cmd(1), cmd(2)]).unwrap();
+                let (first, last) = w.append_held(&[cmd(1), cmd(2)], &[0, 1]).unwrap();
                 assert_eq!((first, last), (before + 1, before + 1));
                 let after = w.append(&[cmd(3)]);
                 w.wait(before).await.unwrap();
-                w.wait_held(first, last).await.unwrap();
+                w.wait_releasable(first, last, &[0, 1]).await.unwrap();
+                assert!(!w.held_below(first));
                 // The record after the part is in the file (under always: fsynced), and yet
                 // its reply waits.
                 w.wait_logged(after).await.unwrap();
@@ -1107,25 +1197,55 @@ mod tests {
         }
     }
 
-    /// Holds are released in log order: a part's coordinator is not told its part is safe
-    /// while a hold below it remains (its transaction may yet be dropped by recovery, and this
-    /// log cut at it).
+    /// A part is releasable over an older hold only if that transaction spans every log this
+    /// one touches (it then stays held below this one everywhere): over a transaction on
+    /// other logs it waits, since that one's loss could cut a log this one's replies do not
+    /// look at.
     #[test]
-    fn a_held_part_waits_for_the_holds_below_it() {
+    fn a_held_part_is_releasable_only_over_holds_that_span_its_logs() {
         with_writer(FsyncPolicy::Always, "", |w| async move {
-            let (a, _) = w.append_held(&[cmd(1)]).unwrap();
-            let (b, b_last) = w.append_held(&[cmd(2)]).unwrap();
-            w.wait_logged(b_last).await.unwrap();
-            assert!(pending(w.wait_held(b, b_last)).await);
-            w.release_hold(a);
-            w.wait_held(b, b_last).await.unwrap();
-            assert!(!w.is_safe(b_last), "its own hold is still there");
+            let (a, _) = w.append_held(&[cmd(1)], &[0, 1, 2]).unwrap();
+            let (b, b_last) = w.append_held(&[cmd(2)], &[0, 2]).unwrap();
+            let (c, c_last) = w.append_held(&[cmd(3)], &[0, 1]).unwrap();
+            w.wait_logged(c_last).await.unwrap();
+            // b's logs are within a's: releasable now, with a still held below it.
+            w.wait_releasable(b, b_last, &[0, 2]).await.unwrap();
+            assert!(w.held_below(b));
+            // c's log 1 is not among b's: c waits for b.
+            assert!(pending(w.wait_releasable(c, c_last, &[1, 0])).await);
             w.release_hold(b);
+            w.wait_releasable(c, c_last, &[0, 1]).await.unwrap();
+            assert!(!w.is_safe(b_last), "a is still held below");
+            w.release_hold(a);
             assert!(w.is_safe(b_last));
+            assert!(!w.is_safe(c_last), "its own hold is still there");
+            w.release_hold(c);
+            assert!(w.is_safe(c_last));
             // Closing waits for the file, not for transactions (a coordinator may be gone).
-            let (c, _) = w.append_held(&[cmd(3)]).unwrap();
-            assert!(c > b_last);
+            let (d, _) = w.append_held(&[cmd(4)], &[0, 1]).unwrap();
+            assert!(d > c_last);
             w.close().await.unwrap();
+        });
+    }
+
+    /// A reply waiting for an older LSN is answered even when a newer waiter, registered
+    /// before it, is blocked by a hold (review finding: the queue used to stop at the first
+    /// waiter it could not answer).
+    #[test]
+    fn an_older_waiter_is_not_stuck_behind_a_held_newer_one() {
+        with_writer(FsyncPolicy::No, "", |w| async move {
+            let before = w.append(&[cmd(0)]);
+            let (first, _) = w.append_held(&[cmd(1)], &[0, 1]).unwrap();
+            let after = w.append(&[cmd(2)]);
+            // Both wait before any round ran, the newer one first.
+            let mut newer = std::pin::pin!(w.wait(after));
+            assert!(futures_lite::future::poll_once(&mut newer).await.is_none());
+            let mut older = std::pin::pin!(w.wait(before));
+            assert!(futures_lite::future::poll_once(&mut older).await.is_none());
+            older.await.unwrap();
+            assert!(pending(&mut newer).await);
+            w.release_hold(first);
+            newer.await.unwrap();
         });
     }
 
@@ -1133,12 +1253,16 @@ mod tests {
     #[test]
     fn a_failed_log_fails_the_held_waits() {
         with_writer(FsyncPolicy::Always, "fsync:1", |w| async move {
-            let (first, last) = w.append_held(&[cmd(1)]).unwrap();
+            let (first, last) = w.append_held(&[cmd(1)], &[0, 1]).unwrap();
             assert_eq!(
-                w.wait_held(first, last).await,
+                w.wait_releasable(first, last, &[0, 1]).await,
                 Err("Input/output error".to_string())
             );
-            assert!(w.append_held(&[cmd(2)]).is_none(), "refused once failed");
+            assert!(w.failed_while_held());
+            assert!(
+                w.append_held(&[cmd(2)], &[0, 1]).is_none(),
+                "refused once failed"
+            );
         });
     }
 }

@@ -287,22 +287,12 @@ pub async fn run(
             .tx_commit_all(participants.clone(), txid, writers.clone())
             .await;
         unlocked = true;
-        let failures: Vec<CommitFailure> = commits.into_iter().filter_map(Result::err).collect();
-        if let Some(CommitFailure::Part(cause)) = failures
-            .iter()
-            .find(|f| matches!(f, CommitFailure::Part(_)))
+        // A part that could not be logged stopped the server inside the commit (crash-only,
+        // `moon_shard::txn`). Only reads can fail here: their log could not make safe what
+        // they read.
+        if let Some(CommitFailure::Read(cause) | CommitFailure::Part(cause)) =
+            commits.into_iter().find_map(Result::err)
         {
-            // Some parts are durable and one is not, and the effects are in memory on every
-            // shard. Crash-only: stop now. The holds on the logged parts are never released,
-            // so nothing logged after them was acknowledged; recovery drops this transaction
-            // and ends each log at its part.
-            tracing::error!(
-                "cross-shard transaction {txid}: a part could not be logged ({cause}); exiting so that recovery drops it on every shard (docs/TRANSACTIONS.md)"
-            );
-            std::process::exit(1);
-        }
-        // Only reads failed: their log could not make safe what they read.
-        if let Some(CommitFailure::Read(cause)) = failures.into_iter().next() {
             failing = Some(cause);
             inner.clear();
         }

@@ -12,7 +12,7 @@ use moon_proto::Frame;
 use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::state::{CommitFailure, Cut, ShardSetConfig, Tx, TxId};
+use crate::state::{CommitFailure, Cut, HeldPart, ShardSetConfig, Tx, TxId};
 
 use crate::clock::now_ms;
 
@@ -64,7 +64,7 @@ pub(crate) enum Message {
     TxCommit {
         txid: TxId,
         writers: Vec<usize>,
-        reply: oneshot::Sender<Result<Option<u64>, CommitFailure>>,
+        reply: oneshot::Sender<Result<Option<HeldPart>, CommitFailure>>,
     },
     TxUnlock {
         txid: TxId,
@@ -72,7 +72,8 @@ pub(crate) enum Message {
     /// Every part of a transaction is safe: release this shard's hold on its part (the part's
     /// first LSN). Never deferred by a lock: it touches no key.
     TxRelease {
-        first: u64,
+        part: HeldPart,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
     },
 }
 
@@ -449,6 +450,16 @@ impl Shard {
         if self.reloaded.replace(true) {
             return Some(failing);
         }
+        if writer.failed_while_held() {
+            // A cross-shard transaction's part was held here when the log failed: whether it
+            // survives depends on the other shards' logs, and so do the records after it. No
+            // rebuild can answer reads truthfully; stop (crash-only) and let recovery decide.
+            tracing::error!(
+                shard = self.id,
+                "the AOF failed ({failing}) while a cross-shard transaction was in flight on this shard; exiting so that recovery decides it on every shard (docs/TRANSACTIONS.md)"
+            );
+            std::process::exit(1);
+        }
         let Some(files) = self.log_files.borrow().clone() else {
             return Some(failing);
         };
@@ -586,7 +597,7 @@ impl Shard {
                 .detach();
             }
             Message::TxUnlock { txid } => self.unlock_here(txid),
-            Message::TxRelease { first } => self.release_here(first),
+            Message::TxRelease { part, reply } => self.release_here(part, reply),
         }
     }
 

@@ -37,6 +37,15 @@ pub struct Tx {
     pub now: u64,
 }
 
+/// A participant's held transaction part, as its commit reports it: its LSNs, and whether no
+/// other hold was left below it on its log once it was releasable (`crate::txn`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeldPart {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) clear: bool,
+}
+
 /// Why a participant's commit step failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitFailure {

@@ -46,7 +46,7 @@ use moon_store::{Call, WatchToken};
 use crate::clock::now_ms;
 use crate::recovery::TXPART;
 use crate::shard::{run_cmds, settle, Deferred, Held, Message, Shard, SHARD_GONE};
-use crate::state::{CommitFailure, Tx, TxId};
+use crate::state::{CommitFailure, HeldPart, Tx, TxId};
 
 /// The record one shard logs for its part of a transaction: its effects, headed by
 /// `MOON.TXPART <txid> <writers>` when two or more shards write (recovery then applies it only
@@ -68,6 +68,17 @@ pub(crate) fn part_record(
     ]);
     group.extend(effects);
     group
+}
+
+/// A part could not be logged while others may be durable, and the effects are in memory on
+/// every shard. Crash-only: the server stops at once, the holds still in place, so nothing
+/// logged after the parts was acknowledged; recovery drops the transaction, and what followed
+/// its parts, on every shard (docs/TRANSACTIONS.md).
+fn stop_for_part(txid: TxId, cause: &str) -> ! {
+    tracing::error!(
+        "cross-shard transaction {txid}: a part could not be logged ({cause}); exiting so that recovery drops it on every shard (docs/TRANSACTIONS.md)"
+    );
+    std::process::exit(1);
 }
 
 /// How a participant logged its part of a transaction, and so what its commit waits for.
@@ -179,14 +190,15 @@ impl Shard {
 
     /// Step 3 on this shard: logs the buffered effects as one record (a `MOON.TXPART` group,
     /// held, when two or more shards are `writers`; this shard logs one whenever it is named,
-    /// even with no effects), unlocks, and waits until the log is safe up to the part (or, for
-    /// a part that only read, up to the shard's latest LSN: what it read). `Ok(Some(first))`:
-    /// the part is held from LSN `first` until [`Shard::release_here`].
+    /// even with no effects), unlocks, and waits until the log is safe up to the part and the
+    /// part releasable (`AofWriter::wait_releasable`) — or, for a part that only read, until
+    /// the log is safe up to the shard's latest LSN: what it read. `Ok(Some(part))`: the part
+    /// is held until [`Shard::release_here`].
     pub(crate) async fn tx_commit_here(
         self: &Rc<Self>,
         txid: TxId,
         writers: &[usize],
-    ) -> Result<Option<u64>, CommitFailure> {
+    ) -> Result<Option<HeldPart>, CommitFailure> {
         let effects = std::mem::take(&mut *self.tx_effects.borrow_mut());
         let read_unsafe = self.tx_read_unsafe.replace(false);
         let Some(writer) = self.parts().1 else {
@@ -211,9 +223,15 @@ impl Shard {
                 .map(|()| None)
                 .map_err(CommitFailure::Part),
             Logged::Held(first, last) => writer
-                .wait_held(first, last)
+                .wait_releasable(first, last, writers)
                 .await
-                .map(|()| Some(first))
+                .map(|()| {
+                    Some(HeldPart {
+                        first,
+                        last,
+                        clear: !writer.held_below(first),
+                    })
+                })
                 .map_err(CommitFailure::Part),
             Logged::Refused => Err(CommitFailure::Part(
                 writer
@@ -248,16 +266,31 @@ impl Shard {
             writer.append(&effects);
             return Logged::Part(writer.last_assigned());
         }
-        match writer.append_held(&part_record(&txid.to_string(), writers, effects)) {
+        match writer.append_held(&part_record(&txid.to_string(), writers, effects), writers) {
             Some((first, last)) => Logged::Held(first, last),
             None => Logged::Refused,
         }
     }
 
-    /// Releases this shard's hold on a part that started at LSN `first`.
-    pub(crate) fn release_here(&self, first: u64) {
-        if let Some(writer) = self.aof() {
-            writer.release_hold(first);
+    /// Releases this shard's hold on `part`; with `reply`, answers once every hold below the
+    /// part is gone too (the transaction can no longer be cut from this log).
+    pub(crate) fn release_here(
+        &self,
+        part: HeldPart,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let Some(writer) = self.aof() else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        };
+        writer.release_hold(part.first);
+        if let Some(reply) = reply {
+            glommio::spawn_local(async move {
+                let _ = reply.send(writer.wait(part.last).await);
+            })
+            .detach();
         }
     }
 
@@ -391,14 +424,29 @@ impl Shard {
                 .map(|&p| shard.tx_commit(p, txid, writers.clone()))
                 .collect();
             let outcomes = crate::shard::join_all(commits).await;
-            let failed = outcomes
+            if let Some(Err(CommitFailure::Part(cause))) = outcomes
                 .iter()
-                .any(|o| matches!(o, Err(CommitFailure::Part(_))));
-            if !failed {
-                for (&p, outcome) in participants.iter().zip(&outcomes) {
-                    if let Ok(Some(first)) = outcome {
-                        shard.tx_release(p, *first).await;
-                    }
+                .find(|o| matches!(o, Err(CommitFailure::Part(_))))
+            {
+                stop_for_part(txid, cause);
+            }
+            let held: Vec<(usize, HeldPart)> = participants
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(&p, o)| o.as_ref().ok().copied().flatten().map(|h| (p, h)))
+                .collect();
+            // Every part safe and releasable. If no hold was left below any of them, the
+            // transaction is whole on disk with everything before it: release and answer.
+            // Otherwise an older transaction spanning these shards is still held below: the
+            // reply waits until each log is clear up to the part.
+            let clear = held.iter().all(|(_, h)| h.clear);
+            let releases = held
+                .into_iter()
+                .map(|(p, h)| shard.tx_release(p, h, !clear))
+                .collect();
+            for r in crate::shard::join_all(releases).await {
+                if let Err(cause) = r {
+                    stop_for_part(txid, &cause);
                 }
             }
             outcomes
@@ -411,13 +459,13 @@ impl Shard {
             .unwrap_or_else(|| vec![Err(CommitFailure::Part(SHARD_GONE.into())); n])
     }
 
-    /// Step 3 on `target`; `Some(first)`: its part is held from LSN `first`.
+    /// Step 3 on `target`; `Some`: its part is held.
     async fn tx_commit(
         self: &Rc<Self>,
         target: usize,
         txid: TxId,
         writers: Vec<usize>,
-    ) -> Result<Option<u64>, CommitFailure> {
+    ) -> Result<Option<HeldPart>, CommitFailure> {
         if target == self.id() {
             return self.tx_commit_here(txid, &writers).await;
         }
@@ -439,13 +487,29 @@ impl Shard {
             .unwrap_or_else(|_| Err(CommitFailure::Part(SHARD_GONE.into())))
     }
 
-    /// Step 4 on `target`: its part's hold, from LSN `first`, is released.
-    async fn tx_release(self: &Rc<Self>, target: usize, first: u64) {
+    /// Step 4 on `target`: its part's hold is released; with `wait`, resolves once nothing is
+    /// held below the part there any more.
+    async fn tx_release(
+        self: &Rc<Self>,
+        target: usize,
+        part: HeldPart,
+        wait: bool,
+    ) -> Result<(), String> {
+        let (reply, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         if target == self.id() {
-            self.release_here(first);
-            return;
+            self.release_here(part, reply);
+        } else if !self.send(target, Message::TxRelease { part, reply }).await {
+            return Err(SHARD_GONE.into());
         }
-        let _ = self.send(target, Message::TxRelease { first }).await;
+        match rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(SHARD_GONE.into())),
+            None => Ok(()),
+        }
     }
 
     /// Unlocks `target` for a transaction that stops before its commit (a watched key changed,
