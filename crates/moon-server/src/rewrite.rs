@@ -86,7 +86,7 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     // 1. The cut, under every shard's lock.
     let txid = shard.new_txid();
     for p in 0..n {
-        shard.tx_lock(p, txid).await;
+        let _ = shard.tx_lock(p, txid).await;
     }
     let cuts = join_all(
         (0..n)

@@ -197,8 +197,10 @@ pub async fn run(
 
     // Across shards: lock in ascending order, check watches, execute, commit, unlock.
     let txid = shard.new_txid();
+    // Each lock comes back with its shard's log error, if that log is failing.
+    let mut log_errors = Vec::with_capacity(participants.len());
     for &p in &participants {
-        shard.tx_lock(p, txid).await;
+        log_errors.push((p, shard.tx_lock(p, txid).await));
     }
     // One clock for the whole transaction, read once every shard is held: nothing that ran
     // before it on those shards saw a later time.
@@ -219,13 +221,10 @@ pub async fn run(
     // theirs: refuse the whole transaction before anything runs.
     let mut failing = None;
     if intact {
-        for &w in &writers {
-            let error = shard
-                .call_on(w, |s| s.aof().and_then(|a| a.error()))
-                .await
-                .flatten();
-            failing = failing.or(error);
-        }
+        failing = log_errors
+            .into_iter()
+            .filter(|(p, _)| writers.contains(p))
+            .find_map(|(_, error)| error);
     }
     // A RENAME or COPY across shards is logged as the value's rewrite form, which its arguments
     // do not show: bound the record by the value as it is now (under the locks) plus all the

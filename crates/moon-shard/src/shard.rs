@@ -52,9 +52,10 @@ pub(crate) enum Message {
         reply: oneshot::Sender<Option<Vec<Frame>>>,
     },
     /// Cross-shard transaction steps (see [`crate::txn`]).
+    /// Answered, once the lock is taken, with the shard's log error if its log is failing.
     TxLock {
         txid: TxId,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Option<String>>,
     },
     TxExec {
         tx: Tx,
@@ -84,7 +85,7 @@ pub(crate) enum Deferred {
     /// A local task waiting to execute.
     Wake(oneshot::Sender<()>),
     /// A local coordinator waiting for the lock.
-    Lock(TxId, oneshot::Sender<()>),
+    Lock(TxId, oneshot::Sender<Option<String>>),
 }
 
 /// Counters a shard keeps about itself (INFO). Plain cells: only the shard's thread writes them.
@@ -580,7 +581,7 @@ impl Shard {
             },
             Message::TxLock { txid, reply } => {
                 self.lock_holder.set(Some(txid));
-                let _ = reply.send(());
+                let _ = reply.send(self.log_error());
             }
             Message::TxExec { tx, cmds, reply } => {
                 let _ = reply.send(self.tx_exec_here(tx, &cmds));

@@ -39,6 +39,7 @@ pub struct Tx {
 
 /// A participant's held transaction part, as its commit reports it: its LSNs, and whether no
 /// other hold was left below it on its log once it was releasable (`crate::txn`).
+#[cfg(feature = "runtime")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeldPart {
     pub(crate) first: u64,

@@ -163,7 +163,7 @@ impl Shard {
                     }
                 }
                 Deferred::Lock(id, w) => {
-                    if w.send(()).is_ok() {
+                    if w.send(self.log_error()).is_ok() {
                         self.lock_holder.set(Some(id));
                     }
                 }
@@ -368,23 +368,31 @@ impl Shard {
     }
 
     /// Step 1: takes `target`'s lock for `txid` (waits while another transaction holds it).
-    pub async fn tx_lock(self: &Rc<Self>, target: usize, txid: TxId) {
+    /// Returns the error of `target`'s log if it is failing once the lock is taken (a shard
+    /// that is gone counts as failing): the coordinator refuses a transaction that would write
+    /// there before anything runs, without another round trip to ask.
+    pub async fn tx_lock(self: &Rc<Self>, target: usize, txid: TxId) -> Option<String> {
         if target == self.id() {
             if self.lock_holder.get().is_none() && !self.handoff.get() {
                 self.lock_holder.set(Some(txid));
-                return;
+                return self.log_error();
             }
             let (tx, rx) = oneshot::channel();
             self.deferred
                 .borrow_mut()
                 .push_back(Deferred::Lock(txid, tx));
-            let _ = rx.await;
-            return;
+            return rx.await.unwrap_or_else(|_| Some(SHARD_GONE.into()));
         }
         let (tx, rx) = oneshot::channel();
-        if self.send(target, Message::TxLock { txid, reply: tx }).await {
-            let _ = rx.await;
+        if !self.send(target, Message::TxLock { txid, reply: tx }).await {
+            return Some(SHARD_GONE.into());
         }
+        rx.await.unwrap_or_else(|_| Some(SHARD_GONE.into()))
+    }
+
+    /// This shard's log error, if its log is failing.
+    pub(crate) fn log_error(&self) -> Option<String> {
+        self.aof().and_then(|a| a.error())
     }
 
     /// Step 2: runs `cmds` on `target` (locked by `tx`).
