@@ -619,7 +619,7 @@ mod tests {
     use super::*;
 
     fn s(v: &str) -> Value {
-        Value::Str(Bytes::copy_from_slice(v.as_bytes()))
+        Value::Str(crate::value::Str::copy_from(v.as_bytes()))
     }
 
     #[test]

@@ -185,7 +185,10 @@ mod tests {
         }
         let big = Value::Set(Box::new(s));
         assert_eq!(free_effort(&big), 1000);
-        assert_eq!(free_effort(&Value::Str(bytes::Bytes::from("x"))), 1);
+        assert_eq!(
+            free_effort(&Value::Str(crate::value::Str::copy_from(b"x"))),
+            1
+        );
         assert!(is_lazy(Cause::Async) && !is_lazy(Cause::Sync));
         set_policy(Policy {
             user_del: true,

@@ -824,7 +824,7 @@ impl Store {
             Some(e) => match &e.value {
                 Value::Str(b) => {
                     self.hits += 1;
-                    Ok(Some(b.clone()))
+                    Ok(Some(b.to_bytes()))
                 }
                 _ => {
                     self.hits += 1;

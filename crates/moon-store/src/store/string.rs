@@ -14,6 +14,7 @@ use crate::command::short::*;
 use crate::command::{Merge, Route, Spread};
 use crate::keyspace::Value;
 use crate::reply::{self, err};
+use crate::value::Str;
 
 /// EX, PX, EXAT or PXAT (SET's and GETEX's deadline options).
 fn is_expiry_option(a: &[u8]) -> bool {
@@ -156,7 +157,8 @@ impl Store {
     /// Stores a copy of `value` (never a slice of a request buffer) and returns it.
     fn put(&mut self, key: &[u8], value: &[u8], expire_at: u64) -> Bytes {
         let v = Bytes::copy_from_slice(value);
-        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        self.ks
+            .insert(key, Value::Str(Str::from_bytes(&v)), expire_at);
         v
     }
 
@@ -306,7 +308,8 @@ impl Store {
             return err(reply::OVERFLOW);
         };
         let v = int_bytes(new);
-        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        self.ks
+            .insert(key, Value::Str(Str::from_bytes(&v)), expire_at);
         // Logged as the resulting value: replay is then independent of what INCR saw.
         self.log_set(key, &v, expire_at);
         Frame::Integer(new)
@@ -332,7 +335,8 @@ impl Store {
             return err(reply::NAN_OR_INF);
         }
         let v = Bytes::from(moon_proto::frame::format_double(new));
-        self.ks.insert(key, Value::Str(v.clone()), expire_at);
+        self.ks
+            .insert(key, Value::Str(Str::from_bytes(&v)), expire_at);
         self.log_set(key, &v, expire_at);
         Frame::Bulk(v)
     }
@@ -348,7 +352,7 @@ impl Store {
                 let mut m = BytesMut::with_capacity(b.len() + args[2].len());
                 m.extend_from_slice(b);
                 m.extend_from_slice(&args[2]);
-                *b = m.freeze();
+                *b = Str::from_bytes(&m.freeze());
                 Ok(b.len())
             }
             _ => Err(err(reply::WRONGTYPE)),
@@ -422,7 +426,11 @@ impl Store {
         m[..old.len()].copy_from_slice(&old);
         m[offset..offset + value.len()].copy_from_slice(value);
         let expire_at = self.ks.get(&args[1], now).map_or(0, |e| e.expire_at);
-        self.ks.insert(&args[1], Value::Str(m.freeze()), expire_at);
+        self.ks.insert(
+            &args[1],
+            Value::Str(Str::from_bytes(&m.freeze())),
+            expire_at,
+        );
         self.log_args(args);
         Frame::Integer(new_len as i64)
     }
