@@ -239,7 +239,7 @@ fn load_v2(dir: &Path, m: &PerShard, merged: &mut Store) -> anyhow::Result<(u64,
                 .keyspace_of(db)
                 .map(|ks| {
                     ks.iter()
-                        .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
+                        .map(|(k, e)| (k.to_bytes(), e.value.clone(), e.expire_at))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -427,7 +427,7 @@ fn write_layout(
     let aof = moon_manifest::aof_dir(dir);
     let manifest = old;
     let now = moon_shard::now_ms();
-    let mut per_shard: Vec<Vec<(usize, &Bytes, &Value, u64)>> = vec![Vec::new(); shards];
+    let mut per_shard: Vec<Vec<(usize, Bytes, &Value, u64)>> = vec![Vec::new(); shards];
     for db in 0..store.databases() {
         let Some(ks) = store.keyspace_of(db) else {
             continue;
@@ -436,7 +436,12 @@ fn write_layout(
             if entry.expire_at != 0 && entry.expire_at <= now {
                 continue;
             }
-            per_shard[shard_for_key(key, shards)].push((db, key, &entry.value, entry.expire_at));
+            per_shard[shard_for_key(key, shards)].push((
+                db,
+                key.to_bytes(),
+                &entry.value,
+                entry.expire_at,
+            ));
         }
     }
     // Above every seq in the directory: stray files of an interrupted run are never reused.

@@ -88,7 +88,7 @@ impl Shard {
             .flat_map(|(db, ks)| {
                 ks.iter()
                     .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
-                    .map(move |(k, e)| (db, k.clone(), e.value.clone(), e.expire_at))
+                    .map(move |(k, e)| (db, k.to_bytes(), e.value.clone(), e.expire_at))
             })
             .collect();
         drop(store);

@@ -66,12 +66,93 @@ fn entry_size(key: &[u8], value: &Value) -> usize {
     key.len() + value.mem_size() + ENTRY_OVERHEAD
 }
 
-type Map = IndexMap<Bytes, Entry, foldhash::fast::RandomState>;
+type Map = IndexMap<Key, Entry, foldhash::fast::RandomState>;
+
+/// The key bytes kept in the map's slot itself: a [`Key`] stays 24 bytes.
+const INLINE_KEY: usize = 22;
+
+/// A key as the keyspace stores it: up to [`INLINE_KEY`] bytes inline in the map's slot (no
+/// heap block, and a lookup compares it without reading another cache line), longer ones
+/// boxed. It hashes and compares as its bytes, so the map is searched with a `&[u8]`.
+#[derive(Clone)]
+pub enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(Box<[u8]>),
+}
+
+impl Key {
+    fn copy_from(b: &[u8]) -> Key {
+        if b.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..b.len()].copy_from_slice(b);
+            Key::Inline {
+                len: b.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Boxed(b.into())
+        }
+    }
+
+    /// A copy of the key, for a reply, a log record or an index.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::hash::Hash for Key {
+    /// Exactly as `[u8]` hashes: the map is searched with `&[u8]` (`Borrow`).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_bytes(), f)
+    }
+}
 
 #[derive(Default)]
 pub struct Keyspace {
     map: Map,
-    deadlines: BTreeSet<(u64, Bytes)>,
+    deadlines: BTreeSet<(u64, Key)>,
     /// Keys removed because their deadline passed (INFO `expired_keys`).
     pub expired_keys: u64,
     /// Keys removed to make room under `maxmemory` (INFO `evicted_keys`).
@@ -83,7 +164,7 @@ pub struct Keyspace {
     /// Hashes with field deadlines, by their nearest one, so active expiry reclaims fields
     /// without scanning every hash. An entry may be stale (the key since removed, renamed or
     /// given a later deadline): it is checked against the hash when its time comes.
-    field_deadlines: BTreeSet<(u64, Bytes)>,
+    field_deadlines: BTreeSet<(u64, Key)>,
     /// Bytes held, as [`entry_size`] counts them.
     used: usize,
     /// State of the generator that samples keys for eviction and rolls LFU counters.
@@ -177,7 +258,7 @@ impl Keyspace {
                 if entry.expire_at != 0 {
                     self.deadlines.remove(&(entry.expire_at, stored.clone()));
                 }
-                self.expired.push(Removal::Key(stored));
+                self.expired.push(Removal::Key(stored.to_bytes()));
                 lazyfree::dispose(entry.value, Cause::Expire);
             }
             self.expired_keys += 1;
@@ -209,7 +290,7 @@ impl Keyspace {
         let key = key.clone();
         self.used = self.used - before + after;
         for f in due {
-            self.expired.push(Removal::Field(key.clone(), f));
+            self.expired.push(Removal::Field(key.to_bytes(), f));
         }
         if empty {
             if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
@@ -319,9 +400,9 @@ impl Keyspace {
                 }
             }
             RawEntryMut::Vacant(v) => {
-                let key = Bytes::copy_from_slice(key);
+                let key = Key::copy_from(key);
                 if let Some(created) = self.created.as_mut() {
-                    created.push(key.clone());
+                    created.push(key.to_bytes());
                 }
                 if expire_at != 0 {
                     self.deadlines.insert((expire_at, key.clone()));
@@ -436,7 +517,7 @@ impl Keyspace {
                 self.used -= entry_size(&stored, &entry.value);
                 lazyfree::dispose(entry.value, Cause::Expire);
             }
-            self.expired.push(Removal::Key(key));
+            self.expired.push(Removal::Key(key.to_bytes()));
             self.expired_keys += 1;
             removed += 1;
         }
@@ -461,13 +542,13 @@ impl Keyspace {
                 if let Some(gone) = self.remove(&key) {
                     lazyfree::dispose(gone.value, Cause::Expire);
                 }
-                self.expired.push(Removal::Key(key));
+                self.expired.push(Removal::Key(key.to_bytes()));
                 self.expired_keys += 1;
                 continue;
             }
-            return Some(key.clone());
+            return Some(key.to_bytes());
         }
-        self.map.first().map(|(k, _)| k.clone())
+        self.map.first().map(|(k, _)| k.to_bytes())
     }
 
     /// Removes one key to make room, chosen by `limit.policy`, and queues it for the log like
@@ -553,11 +634,11 @@ impl Keyspace {
             self.deadlines.remove(&(entry.expire_at, stored.clone()));
         }
         if expired {
-            self.expired.push(Removal::Key(stored));
+            self.expired.push(Removal::Key(stored.to_bytes()));
             self.expired_keys += 1;
             lazyfree::dispose(entry.value, Cause::Expire);
         } else {
-            self.expired.push(Removal::Evicted(stored));
+            self.expired.push(Removal::Evicted(stored.to_bytes()));
             self.evicted_keys += 1;
             lazyfree::dispose(entry.value, Cause::Eviction);
         }
@@ -593,7 +674,7 @@ impl Keyspace {
                 continue;
             }
             if filter(key, &entry.value) {
-                out.push(key.clone());
+                out.push(key.to_bytes());
             }
         }
         (out, hi)
@@ -604,12 +685,12 @@ impl Keyspace {
         self.map
             .iter()
             .filter(|(k, e)| !Self::is_expired(e, now) && filter(k))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_bytes())
             .collect()
     }
 
     /// Iterates every entry (for rewrite and tests).
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.map.iter()
     }
 }
@@ -617,6 +698,41 @@ impl Keyspace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys inline (up to 22 bytes) and boxed (longer) are found by their bytes, expire by
+    /// their deadline and come back whole; a key stays 24 bytes.
+    #[test]
+    fn inline_and_boxed_keys_are_found_by_their_bytes() {
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        let mut ks = Keyspace::default();
+        let keys: Vec<Vec<u8>> = [0, 1, 21, 22, 23, 200]
+            .iter()
+            .map(|&n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            ks.insert(k, s(&format!("v{i}")), if i % 2 == 0 { 10 } else { 0 });
+        }
+        assert!(matches!(
+            ks.iter().nth(3).map(|(k, _)| k),
+            Some(Key::Inline { .. })
+        ));
+        assert!(matches!(
+            ks.iter().nth(4).map(|(k, _)| k),
+            Some(Key::Boxed(_))
+        ));
+        for (i, k) in keys.iter().enumerate() {
+            let e = ks.get(k, 5).expect("present");
+            assert_eq!(e.value, s(&format!("v{i}")));
+        }
+        let mut all = ks.keys(5, |_| true);
+        all.sort();
+        let mut want: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+        want.sort();
+        assert_eq!(all, want);
+        assert_eq!(ks.expire_cycle(11, 100), 3);
+        assert!(ks.get(&keys[0], 11).is_none());
+        assert!(ks.get(&keys[1], 11).is_some());
+    }
 
     fn s(v: &str) -> Value {
         Value::Str(crate::value::Str::copy_from(v.as_bytes()))

@@ -447,7 +447,7 @@ impl Store {
             .filter_map(|db| self.keyspace_of(db).map(|ks| (db, ks)))
             .flat_map(|(db, ks)| {
                 ks.iter()
-                    .map(move |(k, e)| (db, k.clone(), e.value.canonical(), e.expire_at))
+                    .map(move |(k, e)| (db, k.to_bytes(), e.value.canonical(), e.expire_at))
             })
             .collect();
         v.sort();
