@@ -512,6 +512,12 @@ impl AofWriter {
         self.inner.release();
     }
 
+    /// fdatasyncs what is written so far, if it is not yet durable (a switch to `always`
+    /// waits for it: see the server's CONFIG SET). A failure makes the log fail, as always.
+    pub async fn sync_written(&self) {
+        self.inner.fsync_written().await;
+    }
+
     pub fn policy(&self) -> FsyncPolicy {
         self.inner.policy.get()
     }
@@ -787,7 +793,8 @@ impl Inner {
     fn fail(&self, what: &str, e: &std::io::Error) {
         // What was safe up to now stays acknowledged; nothing after it ever will be. The
         // everysec thread stops: a failed log is never fsynced again ("never retried").
-        self.failed_while_held.set(!self.holds.borrow().is_empty());
+        self.failed_while_held
+            .set(self.failed_while_held.get() || !self.holds.borrow().is_empty());
         self.note_acked();
         self.stop_syncer();
         let text = describe(e);

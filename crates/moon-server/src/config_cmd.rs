@@ -133,6 +133,23 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 crate::pubsub::set_limit(pubsub_limit);
             })
             .await;
+        if policy == moon_aof::FsyncPolicy::Always {
+            // What was written under the looser policy is fsynced on every shard before the
+            // OK: a transaction released under it (its parts written, not fsynced) could
+            // otherwise be lost on one shard while a write after it on another is
+            // acknowledged under `always`, and recovery would cut that write with it.
+            let shard = session.ctx.shard.clone();
+            let syncs = (0..shard.count())
+                .map(|p| {
+                    shard.call_on_async(p, |s: std::rc::Rc<Shard>| async move {
+                        if let Some(w) = s.aof() {
+                            w.sync_written().await;
+                        }
+                    })
+                })
+                .collect();
+            moon_shard::join_all(syncs).await;
+        }
         Frame::OK
     } else if eq(sub, "resetstat") && args.len() == 2 {
         Frame::OK

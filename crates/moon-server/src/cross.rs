@@ -162,13 +162,17 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             let (k1, k2) = (src.clone(), dst.clone());
             let src_type = shard
                 .call_on(on(&src), move |s| {
-                    s.store().in_db(db, |st| st.type_at(&k1, tx.now)).flatten()
+                    s.store_in_tx()
+                        .in_db(db, |st| st.type_at(&k1, tx.now))
+                        .flatten()
                 })
                 .await
                 .flatten();
             let dst_type = shard
                 .call_on(on(&dst), move |s| {
-                    s.store().in_db(db, |st| st.type_at(&k2, tx.now)).flatten()
+                    s.store_in_tx()
+                        .in_db(db, |st| st.type_at(&k2, tx.now))
+                        .flatten()
                 })
                 .await
                 .flatten();
@@ -248,7 +252,7 @@ async fn value_at(session: &Session, key: &Bytes, db: usize) -> Option<(moon_sto
     let k = key.clone();
     shard
         .call_on(shard_for_key(key, shard.count()), move |s| {
-            s.store()
+            s.store_in_tx()
                 .in_db(db, |st| st.peek_entry(&k, tx.now))
                 .flatten()
         })
@@ -264,7 +268,7 @@ async fn exists_at(session: &Session, key: &Bytes, db: usize) -> bool {
     let k = key.clone();
     shard
         .call_on(shard_for_key(key, shard.count()), move |s| {
-            s.store()
+            s.store_in_tx()
                 .in_db(db, |st| st.type_at(&k, tx.now))
                 .flatten()
                 .is_some()
@@ -319,7 +323,7 @@ async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<
             let k = k.clone();
             let db = session.db;
             shard.call_on(shard_for_key(&k, n), move |s| {
-                s.store()
+                s.store_in_tx()
                     .in_db(db, |st| st.set_members(&k, tx.now))
                     .unwrap_or(Ok(None))
             })

@@ -346,6 +346,42 @@ fn config_set_appendfsync_reaches_every_writer() {
     }
 }
 
+/// Review finding (issue 31): a cross-shard transaction released under `no` or `everysec` has
+/// its parts written, not fsynced. `CONFIG SET appendfsync always` answers only once every
+/// shard fsynced what it had written, or a write acknowledged under `always` on one shard
+/// could follow a part that a power cut takes from the other, and recovery would cut it.
+#[test]
+fn switching_to_always_fsyncs_every_shard_before_the_ok() {
+    let server = MoonServer::start(2, &["--appendfsync", "no"]);
+    let mut con = server.client();
+    let keys = common::keys_on_different_shards(2);
+    let _: () = con.mset(&[(&keys[0], "1"), (&keys[1], "2")]).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query(&mut con)
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    for shard in 0..2 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&format!("aof_shard{shard}:")))
+            .unwrap();
+        let field = |name: &str| {
+            line.split([':', ','])
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(field("lsn"), "1", "{line}");
+        assert_eq!(field("durable_lsn"), "1", "{line}");
+    }
+}
+
 /// A cross-shard write while one shard's log is failing is refused whole before anything runs
 /// (the healthy shard does not apply or log its half), with one reply per request — a
 /// pipeline around it still gets its reads answered.

@@ -406,6 +406,18 @@ impl Shard {
         self.store.borrow_mut()
     }
 
+    /// [`Shard::store`] for a read a cross-shard transaction makes on this (locked) shard
+    /// outside its steps (a SUNION across shards reads each key's members): like a step's,
+    /// the read makes the transaction's commit here wait until the log is safe up to what it
+    /// saw, and fail if the log fails before (review finding: such a read used to be answered
+    /// even when the write it saw was then refused with MISCONF).
+    pub fn store_in_tx(&self) -> std::cell::RefMut<'_, Store> {
+        if self.back_to_the_log().is_none() {
+            self.tx_read_unsafe.set(true);
+        }
+        self.store.borrow_mut()
+    }
+
     /// Replays this shard's files into the store (startup, before any connection), as
     /// [`crate::recovery::replay_shard`] describes: the base checked against the manifest,
     /// expiry off (every expiration is in the log), nothing logged again, a cross-shard

@@ -49,10 +49,11 @@ impl Entry {
     }
 }
 
-/// What one key costs beyond its key and value bytes: the map's slot and index, the entry, the
-/// two buffers' headers. Measured roughly from RSS per key of small strings; a constant keeps
-/// the account exact and cheap.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// What one key costs beyond its key and value bytes: the map's slot (key and short string
+/// inline) and its index. Measured from RSS per key of small strings (107 bytes for a 16-byte
+/// key and a 32-byte value, `docs/BENCHMARKS.md`); a longer key or value adds its heap block's
+/// header, which this leaves out. A constant keeps the account exact and cheap.
+pub const ENTRY_OVERHEAD: usize = 64;
 
 /// The nearest field deadline of a hash value.
 fn field_deadline(value: &Value) -> Option<u64> {
@@ -436,7 +437,7 @@ impl Keyspace {
     }
 
     fn move_deadline(&mut self, key: &[u8], old: u64, new: u64) {
-        // The stored key is the map's own copy, shared by reference count.
+        // The deadline index keeps its own copy of the key (inline up to 22 bytes).
         let Some((stored, _)) = self.map.get_key_value(key) else {
             return;
         };
