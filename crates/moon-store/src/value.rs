@@ -378,9 +378,9 @@ impl Collection for Set {
 // ---------------------------------------------------------------------------------------------
 // Packed pairs: a small hash in one buffer
 
-/// Field-value pairs back to back in one buffer, each string after its length (4 bytes, little
-/// endian) — Redis's listpack idea: a small hash is one allocation with 8 bytes of overhead per
-/// field, searched linearly.
+/// Field-value pairs back to back in one buffer, each string after its length (one byte below
+/// 255; else 255 and 4 bytes, little endian) — Redis's listpack idea: a small hash is one
+/// allocation, of exactly its size, with 2 bytes of overhead per field, searched linearly.
 #[derive(Clone, Default)]
 struct PackedPairs {
     buf: Vec<u8>,
@@ -395,15 +395,39 @@ struct PairAt {
     end: usize,
 }
 
-fn read_len(buf: &[u8], at: usize) -> usize {
-    let mut n = [0u8; 4];
-    n.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(n) as usize
+/// A string's length at `at`: (length, bytes the length took).
+fn read_len(buf: &[u8], at: usize) -> (usize, usize) {
+    match buf[at] {
+        LONG_LEN => {
+            let mut n = [0u8; 4];
+            n.copy_from_slice(&buf[at + 1..at + 5]);
+            (u32::from_le_bytes(n) as usize, 5)
+        }
+        short => (usize::from(short), 1),
+    }
 }
 
+/// The mark of a length of 255 or more (4 bytes follow).
+const LONG_LEN: u8 = 255;
+
 fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
-    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    match u8::try_from(s.len()) {
+        Ok(n) if n != LONG_LEN => buf.push(n),
+        _ => {
+            buf.push(LONG_LEN);
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        }
+    }
     buf.extend_from_slice(s);
+}
+
+/// The bytes `s` takes in the buffer.
+fn packed_size(s: &[u8]) -> usize {
+    if s.len() < usize::from(LONG_LEN) {
+        1 + s.len()
+    } else {
+        5 + s.len()
+    }
 }
 
 impl PackedPairs {
@@ -416,12 +440,12 @@ impl PackedPairs {
                 return None;
             }
             let start = pos;
-            let flen = read_len(buf, pos);
-            let field = &buf[pos + 4..pos + 4 + flen];
-            let value_at = pos + 4 + flen;
-            let vlen = read_len(buf, value_at);
-            let value = &buf[value_at + 4..value_at + 4 + vlen];
-            pos = value_at + 4 + vlen;
+            let (flen, fh) = read_len(buf, pos);
+            let field = &buf[pos + fh..pos + fh + flen];
+            let value_at = pos + fh + flen;
+            let (vlen, vh) = read_len(buf, value_at);
+            let value = &buf[value_at + vh..value_at + vh + vlen];
+            pos = value_at + vh + vlen;
             Some((
                 field,
                 value,
@@ -445,12 +469,17 @@ impl PackedPairs {
         let found = self.find(field).map(|(v, at)| (v.len(), at));
         match found {
             Some((old, at)) => {
-                let mut new = Vec::with_capacity(4 + value.len());
+                let mut new = Vec::with_capacity(packed_size(value));
                 push_str(&mut new, value);
                 self.buf.splice(at.value_at..at.end, new);
+                self.buf.shrink_to_fit();
                 Some(old)
             }
             None => {
+                // Exactly the room needed: a small hash is never half empty (Redis's listpack
+                // grows the same way, one reallocation per insert).
+                self.buf
+                    .reserve_exact(packed_size(field) + packed_size(value));
                 push_str(&mut self.buf, field);
                 push_str(&mut self.buf, value);
                 self.len += 1;
@@ -463,6 +492,7 @@ impl PackedPairs {
     fn remove(&mut self, field: &[u8]) -> Option<usize> {
         let (old, at) = self.find(field).map(|(v, at)| (v.len(), at))?;
         self.buf.drain(at.start..at.end);
+        self.buf.shrink_to_fit();
         self.len -= 1;
         Some(old)
     }
@@ -475,7 +505,8 @@ impl PackedPairs {
 enum HashItems {
     /// Insertion order, in one buffer, searched linearly.
     Compact(PackedPairs),
-    Table(IndexMap<Bytes, Bytes, FastHash>),
+    /// Boxed: a small hash does not pay for a table's size.
+    Table(Box<IndexMap<Bytes, Bytes, FastHash>>),
 }
 
 /// Per-field deadlines of a hash (Redis 7.4's field TTLs): by field, and ordered, so the next
@@ -560,7 +591,7 @@ impl Hash {
                     .pairs()
                     .map(|(f, v, _)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
                     .collect();
-                self.items = HashItems::Table(map);
+                self.items = HashItems::Table(Box::new(map));
             }
         }
         let old = match &mut self.items {
@@ -853,6 +884,36 @@ impl Set {
 
 #[cfg(test)]
 mod tests {
+    /// A compact hash's lengths take one byte below 255 and five from 255 on (a raised
+    /// `hash-max-listpack-value`): fields of every size are found, replaced (growing and
+    /// shrinking) and removed in place, and the others stay intact.
+    #[test]
+    fn packed_pairs_hold_short_and_long_strings() {
+        let enc = super::Encodings {
+            hash_max_listpack_value: 1000,
+            ..super::Encodings::default()
+        };
+        let mut h = super::Hash::default();
+        let sizes = [0usize, 1, 254, 255, 256, 999];
+        for (i, &n) in sizes.iter().enumerate() {
+            let field = vec![b'f'; n];
+            assert!(h.set(&field, &vec![i as u8; sizes[sizes.len() - 1 - i]], &enc));
+        }
+        assert_eq!(h.clone().wrap().encoding(), "listpack");
+        for (i, &n) in sizes.iter().enumerate() {
+            let want = vec![i as u8; sizes[sizes.len() - 1 - i]];
+            assert_eq!(h.get(&vec![b'f'; n]), Some(&want[..]));
+        }
+        assert!(!h.set(&vec![b'f'; 255], &[9u8; 3], &enc));
+        assert!(!h.set(&[b'f'; 1], &[8u8; 700], &enc));
+        assert!(h.remove(&vec![b'f'; 254]));
+        assert_eq!(h.get(&vec![b'f'; 255]), Some(&[9u8; 3][..]));
+        assert_eq!(h.get(&[b'f'; 1]), Some(&[8u8; 700][..]));
+        assert_eq!(h.get(&vec![b'f'; 254]), None);
+        assert_eq!(h.get(&vec![b'f'; 999]), Some(&[5u8; 0][..]));
+        assert_eq!(h.len(), 5);
+    }
+
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in
     /// the value itself, which stays at 40 bytes.
     #[test]
