@@ -62,7 +62,7 @@ pub enum CommitFailure {
 #[cfg(feature = "runtime")]
 pub(crate) struct Cut {
     /// (database, key, value, deadline) of every live key.
-    pub(crate) snapshot: Vec<(usize, bytes::Bytes, moon_store::Value, u64)>,
+    pub(crate) snapshot: Vec<(usize, moon_store::keyspace::Key, moon_store::Value, u64)>,
     pub(crate) first_lsn: u64,
     pub(crate) last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.
