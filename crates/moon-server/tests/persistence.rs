@@ -32,6 +32,32 @@ fn legacy_dir() -> tempfile::TempDir {
     tmp
 }
 
+/// `CONFIG SET appendfsync <policy>`.
+fn set_appendfsync(con: &mut redis::Connection, policy: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg(policy)
+        .query(con)
+        .unwrap();
+}
+
+/// INFO persistence's `aof_shard<N>:` line.
+fn aof_shard_line(info: &str, shard: usize) -> String {
+    info.lines()
+        .find(|l| l.starts_with(&format!("aof_shard{shard}:")))
+        .unwrap_or_else(|| panic!("no aof_shard{shard} line in {info}"))
+        .to_string()
+}
+
+/// Field `name` (`lsn`, `durable_lsn`, `writes`, ...) of an `aof_shard<N>:` line.
+fn aof_field(line: &str, name: &str) -> String {
+    line.split([':', ','])
+        .find_map(|f| f.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        .to_string()
+}
+
 fn incr_file(dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
     dir.join(format!("appendonlydir/shard-{shard}/moon.aof.1.incr.aof"))
 }
@@ -312,12 +338,7 @@ fn a_failed_write_is_never_a_success_reply() {
 fn config_set_appendfsync_reaches_every_writer() {
     let server = MoonServer::start(2, &["--appendfsync", "no"]);
     let mut con = server.client();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendfsync")
-        .arg("always")
-        .query(&mut con)
-        .unwrap();
+    set_appendfsync(&mut con, "always");
     let keys = common::keys_on_different_shards(2);
     for k in &keys {
         let _: () = con.set(k, "v").unwrap();
@@ -328,16 +349,8 @@ fn config_set_appendfsync_reaches_every_writer() {
         .unwrap();
     assert!(info.contains("aof_fsync:always"), "{info}");
     for shard in 0..2 {
-        let line = info
-            .lines()
-            .find(|l| l.starts_with(&format!("aof_shard{shard}:")))
-            .unwrap();
-        let field = |name: &str| {
-            line.split([':', ','])
-                .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_string()
-        };
+        let line = aof_shard_line(&info, shard);
+        let field = |name: &str| aof_field(&line, name);
         assert_eq!(field("lsn"), "1", "{line}");
         assert_eq!(field("durable_lsn"), "1", "{line}");
         // One group-commit round: one write, and (now under `always`) one fdatasync.
@@ -356,27 +369,14 @@ fn switching_to_always_fsyncs_every_shard_before_the_ok() {
     let mut con = server.client();
     let keys = common::keys_on_different_shards(2);
     let _: () = con.mset(&[(&keys[0], "1"), (&keys[1], "2")]).unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendfsync")
-        .arg("always")
-        .query(&mut con)
-        .unwrap();
+    set_appendfsync(&mut con, "always");
     let info: String = redis::cmd("INFO")
         .arg("persistence")
         .query(&mut con)
         .unwrap();
     for shard in 0..2 {
-        let line = info
-            .lines()
-            .find(|l| l.starts_with(&format!("aof_shard{shard}:")))
-            .unwrap();
-        let field = |name: &str| {
-            line.split([':', ','])
-                .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_string()
-        };
+        let line = aof_shard_line(&info, shard);
+        let field = |name: &str| aof_field(&line, name);
         assert_eq!(field("lsn"), "1", "{line}");
         assert_eq!(field("durable_lsn"), "1", "{line}");
     }
@@ -473,12 +473,7 @@ fn changing_appendfsync_in_every_direction_under_load_never_hangs() {
     con.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let _: () = con.set("a", "1").unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendfsync")
-        .arg("always")
-        .query(&mut con)
-        .unwrap();
+    set_appendfsync(&mut con, "always");
     let v: String = con
         .get("a")
         .expect("GET answers after tightening to always");
