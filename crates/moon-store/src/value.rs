@@ -732,9 +732,11 @@ impl Hash {
 enum SetItems {
     /// Every member an integer in canonical form: sorted, deduplicated.
     Ints(Vec<i64>),
-    /// Insertion order, searched linearly.
-    Compact(Vec<Bytes>),
-    Table(IndexSet<Bytes, FastHash>),
+    /// Insertion order, searched linearly; members of up to `INLINE_STR` bytes inline (no heap
+    /// block each).
+    Compact(Vec<Str>),
+    /// Boxed: a small set does not pay for a table's size.
+    Table(Box<IndexSet<Bytes, FastHash>>),
 }
 
 /// A set of byte strings.
@@ -780,7 +782,7 @@ impl Set {
     pub fn contains(&self, m: &[u8]) -> bool {
         match &self.items {
             SetItems::Ints(v) => as_int(m).is_some_and(|i| v.binary_search(&i).is_ok()),
-            SetItems::Compact(v) => v.iter().any(|x| x == m),
+            SetItems::Compact(v) => v.iter().any(|x| **x == *m),
             SetItems::Table(s) => s.contains(m),
         }
     }
@@ -798,15 +800,14 @@ impl Set {
                     v.insert(at, i);
                 }
                 _ => {
-                    let members: Vec<Bytes> =
-                        v.iter().map(|i| Bytes::from(i.to_string())).collect();
+                    let members = v.iter().map(|i| i.to_string());
                     let compact = len < enc.set_max_listpack_entries
                         && m.len() <= enc.set_max_listpack_value
-                        && members.len() < enc.set_max_listpack_entries;
+                        && v.len() < enc.set_max_listpack_entries;
                     self.items = if compact {
-                        SetItems::Compact(members)
+                        SetItems::Compact(members.map(|i| Str::copy_from(i.as_bytes())).collect())
                     } else {
-                        SetItems::Table(members.into_iter().collect())
+                        SetItems::Table(Box::new(members.map(Bytes::from).collect()))
                     };
                     return self.insert_new(m, enc);
                 }
@@ -821,11 +822,16 @@ impl Set {
     fn insert_new(&mut self, m: &[u8], enc: &Encodings) -> bool {
         if let SetItems::Compact(v) = &mut self.items {
             if v.len() >= enc.set_max_listpack_entries || m.len() > enc.set_max_listpack_value {
-                self.items = SetItems::Table(std::mem::take(v).into_iter().collect());
+                let table = v.iter().map(|x| x.to_bytes()).collect();
+                self.items = SetItems::Table(Box::new(table));
             }
         }
         match &mut self.items {
-            SetItems::Compact(v) => v.push(Bytes::copy_from_slice(m)),
+            SetItems::Compact(v) => {
+                // Exactly the room needed: a small set is never half empty.
+                v.reserve_exact(1);
+                v.push(Str::copy_from(m));
+            }
             SetItems::Table(s) => {
                 s.insert(Bytes::copy_from_slice(m));
             }
@@ -845,9 +851,10 @@ impl Set {
                 }
                 _ => false,
             },
-            SetItems::Compact(v) => match v.iter().position(|x| x == m) {
+            SetItems::Compact(v) => match v.iter().position(|x| **x == *m) {
                 Some(at) => {
                     v.remove(at);
+                    v.shrink_to_fit();
                     true
                 }
                 None => false,
@@ -864,7 +871,7 @@ impl Set {
     pub fn at(&self, i: usize) -> Option<Bytes> {
         match &self.items {
             SetItems::Ints(v) => v.get(i).map(|n| Bytes::from(n.to_string())),
-            SetItems::Compact(v) => v.get(i).cloned(),
+            SetItems::Compact(v) => v.get(i).map(Str::to_bytes),
             SetItems::Table(s) => s.get_index(i).cloned(),
         }
     }
@@ -872,7 +879,7 @@ impl Set {
     pub fn members(&self) -> Vec<Bytes> {
         match &self.items {
             SetItems::Ints(v) => v.iter().map(|n| Bytes::from(n.to_string())).collect(),
-            SetItems::Compact(v) => v.clone(),
+            SetItems::Compact(v) => v.iter().map(Str::to_bytes).collect(),
             SetItems::Table(s) => s.iter().cloned().collect(),
         }
     }
@@ -912,6 +919,35 @@ mod tests {
         assert_eq!(h.get(&vec![b'f'; 254]), None);
         assert_eq!(h.get(&vec![b'f'; 999]), Some(&[5u8; 0][..]));
         assert_eq!(h.len(), 5);
+    }
+
+    /// A compact set keeps short members inline and long ones shared, finds and removes both,
+    /// and keeps every member when it becomes a table.
+    #[test]
+    fn compact_set_members_of_every_size_survive_the_move_to_a_table() {
+        let enc = super::Encodings {
+            set_max_listpack_entries: 4,
+            ..super::Encodings::default()
+        };
+        let mut set = super::Set::default();
+        let members: Vec<Vec<u8>> = [1usize, 38, 39, 64]
+            .iter()
+            .map(|&n| vec![b'm'; n])
+            .collect();
+        for m in &members {
+            assert!(set.insert(m, &enc));
+        }
+        assert!(set.is_compact());
+        assert!(set.remove(&members[1]));
+        assert!(!set.contains(&members[1]));
+        assert_eq!(set.at(1).as_deref(), Some(&members[2][..]));
+        assert!(set.insert(&members[1], &enc));
+        assert!(set.insert(b"x", &enc), "a fifth member: now a table");
+        assert!(!set.is_compact());
+        for m in &members {
+            assert!(set.contains(m));
+        }
+        assert_eq!(set.len(), 5);
     }
 
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in
