@@ -197,7 +197,7 @@ struct Inner {
     last_write_ok: Cell<bool>,
     last_fsync_ok: Cell<bool>,
     waiters: RefCell<VecDeque<Waiter>>,
-    /// First LSNs of the held transaction parts, ascending (see step 5 above).
+    /// The held transaction parts, by first LSN ascending, with their logs (step 5 above).
     holds: RefCell<VecDeque<Hold>>,
     /// The log failed while a transaction part was held in it (see
     /// [`AofWriter::failed_while_held`]).

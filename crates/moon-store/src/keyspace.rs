@@ -83,15 +83,9 @@ pub enum Key {
 
 impl Key {
     fn copy_from(b: &[u8]) -> Key {
-        if b.len() <= INLINE_KEY {
-            let mut bytes = [0u8; INLINE_KEY];
-            bytes[..b.len()].copy_from_slice(b);
-            Key::Inline {
-                len: b.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Boxed(b.into())
+        match crate::value::inline_copy(b) {
+            Some((len, bytes)) => Key::Inline { len, bytes },
+            None => Key::Boxed(b.into()),
         }
     }
 

@@ -50,18 +50,23 @@ pub enum Str {
     Shared(Bytes),
 }
 
+/// `b` as an inline array of `N` bytes and its length, if it fits (the short form of [`Str`]
+/// and of the keyspace's keys).
+pub(crate) fn inline_copy<const N: usize>(b: &[u8]) -> Option<(u8, [u8; N])> {
+    let len = u8::try_from(b.len())
+        .ok()
+        .filter(|&l| usize::from(l) <= N)?;
+    let mut bytes = [0u8; N];
+    bytes[..b.len()].copy_from_slice(b);
+    Some((len, bytes))
+}
+
 impl Str {
     /// A copy of `b`.
     pub fn copy_from(b: &[u8]) -> Str {
-        if b.len() <= INLINE_STR {
-            let mut bytes = [0u8; INLINE_STR];
-            bytes[..b.len()].copy_from_slice(b);
-            Str::Inline {
-                len: b.len() as u8,
-                bytes,
-            }
-        } else {
-            Str::Shared(Bytes::copy_from_slice(b))
+        match inline_copy(b) {
+            Some((len, bytes)) => Str::Inline { len, bytes },
+            None => Str::Shared(Bytes::copy_from_slice(b)),
         }
     }
 

@@ -146,20 +146,20 @@ impl Store {
         {
             Some(at) => {
                 let at = at as u64;
-                let v = self.put(&args[1], &args[3], at);
-                self.log_set(&args[1], &v, at);
+                self.put(&args[1], &args[3], at);
+                self.log_set(&args[1], &args[3], at);
                 Frame::OK
             }
             None => reply::invalid_expire(self.current()),
         }
     }
 
-    /// Stores a copy of `value` (never a slice of a request buffer) and returns it.
-    fn put(&mut self, key: &[u8], value: &[u8], expire_at: u64) -> Bytes {
-        let v = Bytes::copy_from_slice(value);
+    /// Stores a copy of `value`, never a slice of a request buffer (the keyspace must not pin
+    /// a connection's read buffer; the log record may: it is written in this turn, or held
+    /// only until the transaction's commit). A short value is copied inline: no allocation.
+    fn put(&mut self, key: &[u8], value: &[u8], expire_at: u64) {
         self.ks
-            .insert(key, Value::Str(Str::from_bytes(&v)), expire_at);
-        v
+            .insert(key, Value::Str(Str::copy_from(value)), expire_at);
     }
 
     /// Parses an expiry option value into an absolute deadline.
@@ -241,8 +241,8 @@ impl Store {
             Expiry::Keep => self.ks.get(key, now).map_or(0, |e| e.expire_at),
             _ => 0,
         };
-        let v = self.put(key, &args[2], expire_at);
-        self.log_set(key, &v, expire_at);
+        self.put(key, &args[2], expire_at);
+        self.log_set(key, &args[2], expire_at);
         if get {
             old.map_or(Frame::Null, Frame::Bulk)
         } else {
