@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // Moon: pairs with the fence a parking executor makes after `prepare_to_sleep`
+        // (see MOON-PATCHES.md): either this load sees `should_notify` set, or the parking
+        // executor's check of its channels sees what was pushed before this call.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
