@@ -180,6 +180,27 @@ impl Plan {
         // it: a subscriber reacting to a message reads what the publisher wrote first.
         batches.await;
         let counts = publish.await;
+        self.encode_replies(session, replies, &counts, held.then_some(&to_hold[..]), out);
+    }
+
+    /// The batches planned, one per shard (empty where nothing runs), for a caller that runs
+    /// them itself and hands their replies to [`Plan::encode_replies`].
+    pub(crate) fn take_batches(&mut self) -> Vec<Vec<Call>> {
+        let n = self.batches.len();
+        std::mem::replace(&mut self.batches, vec![Vec::new(); n])
+    }
+
+    /// Appends the planned replies, in request order, to `out`: `replies` holds each shard's
+    /// batch replies, `counts` the receiver counts of the publications. With `to_hold` (inside
+    /// a transaction) publications are held in the session instead (see [`Plan::flush`]).
+    pub(crate) fn encode_replies(
+        &mut self,
+        session: &mut Session,
+        mut replies: Vec<Vec<Frame>>,
+        counts: &[i64],
+        to_hold: Option<&[crate::session::Publication]>,
+        out: &mut BytesMut,
+    ) {
         let mut take = |s: usize, i: usize| {
             replies
                 .get_mut(s)
@@ -192,8 +213,8 @@ impl Plan {
             let frame = match slot {
                 Slot::Ready(f) => f,
                 Slot::One { shard, idx } => take(shard, idx),
-                Slot::Published(i) if held => {
-                    if let Some(p) = to_hold.get(i) {
+                Slot::Published(i) if to_hold.is_some() => {
+                    if let Some(p) = to_hold.and_then(|h| h.get(i)) {
                         holding.push((p.clone(), out.len()));
                     }
                     continue;

@@ -195,6 +195,20 @@ pub async fn run(
         return;
     }
 
+    // One split command (MSET, DEL, MGET... over several shards), nothing watched, no room to
+    // make: the last shard in lock order is locked, runs its part and commits in one exchange.
+    if !wrap && watches.is_empty() && grows.is_empty() && session.info.tracking.borrow().is_none() {
+        if let [Ok(req)] = &cmds[..] {
+            if matches!(req.target, Target::Shards(_)) && matches!(req.spread(), Spread::Split(_)) {
+                let writers = writers_of(&cmds_meta, &participants);
+                if let Some(Ok(req)) = cmds.into_iter().next() {
+                    run_split(session, req, participants, writers, out).await;
+                }
+                return;
+            }
+        }
+    }
+
     // Across shards: lock in ascending order, check watches, execute, commit, unlock.
     let txid = shard.new_txid();
     // Each lock comes back with its shard's log error, if that log is failing.
@@ -283,7 +297,7 @@ pub async fn run(
         process(session, cmds, &mut inner).await;
         session.tx = None;
         let commits = shard
-            .tx_commit_all(participants.clone(), txid, writers.clone())
+            .tx_commit_all(participants.clone(), txid, writers.clone(), Vec::new())
             .await;
         unlocked = true;
         // A part that could not be logged stopped the server inside the commit (crash-only,
@@ -358,6 +372,102 @@ pub async fn run(
     } else {
         out.put_slice(&inner);
     }
+}
+
+/// One split command whose keys span `participants` (at least two shards), as a
+/// transaction: every participant but the last is locked in ascending order and its log
+/// checked, the last is locked, runs its part and commits in one exchange
+/// ([`moon_shard::Shard::tx_lock_exec_commit`]: refused there if its log is failing, before
+/// anything ran anywhere), then the others run and commit theirs under their locks. Each
+/// shard's lock is held one round trip less than in [`run`]'s general path; the reply waits,
+/// as there, until every part is safe.
+async fn run_split(
+    session: &mut Session,
+    req: Request,
+    participants: Vec<usize>,
+    writers: Vec<usize>,
+    out: &mut BytesMut,
+) {
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let Some((&last, first)) = participants.split_last() else {
+        return;
+    };
+    let mut plan = crate::plan::Plan::new(n);
+    let (step, merge) = (req.spec.step.max(1) as usize, req.spread());
+    let Spread::Split(merge) = merge else {
+        return;
+    };
+    match req.into_call(session.db, None) {
+        Ok(call) => plan.split(call, step, merge),
+        Err(req) => {
+            moon_store::reply::unknown_command(&req.args).encode(session.proto, out);
+            return;
+        }
+    }
+    let mut batches = plan.take_batches();
+    let txid = shard.new_txid();
+    let mut failing = None;
+    for &p in first {
+        let error = shard.tx_lock(p, txid).await;
+        if writers.contains(&p) {
+            failing = failing.or(error);
+        }
+    }
+    let mut tx = moon_shard::Tx {
+        id: txid,
+        now: now_ms(),
+    };
+    let mut early = None;
+    if failing.is_none() {
+        let batch = std::mem::take(&mut batches[last]);
+        match shard
+            .tx_lock_exec_commit(last, tx, batch, writers.clone())
+            .await
+        {
+            Ok(ran) => early = Some(ran),
+            Err(cause) => failing = Some(cause),
+        }
+    }
+    let Some(moon_shard::txn::LastPart { frames, now, part }) = early else {
+        // Refused before anything ran: unlock what was locked.
+        for &p in first {
+            shard.tx_unlock(p, txid).await;
+        }
+        let reply = match failing {
+            // Shutting down: the shard's own reply, not a log error.
+            Some(cause) if cause != moon_shard::SHARD_GONE => {
+                Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+            }
+            _ => Frame::StaticError(moon_shard::SHARD_GONE),
+        };
+        reply.encode(session.proto, out);
+        return;
+    };
+    // The others run at the time the last shard ran at (see `tx_lock_exec_commit`).
+    tx.now = now;
+    let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); n];
+    replies[last] = frames;
+    let runs: Vec<_> = first
+        .iter()
+        .map(|&p| shard.tx_exec(p, tx, std::mem::take(&mut batches[p])))
+        .collect();
+    for (&p, r) in first.iter().zip(join_all(runs).await) {
+        replies[p] = r;
+    }
+    let commits = shard
+        .tx_commit_all(first.to_vec(), txid, writers, vec![(last, part)])
+        .await;
+    // A part that could not be logged stopped the server inside the commit (crash-only);
+    // only reads can fail here: their log could not make safe what they read.
+    if let Some(CommitFailure::Read(cause) | CommitFailure::Part(cause)) =
+        commits.into_iter().find_map(Result::err)
+    {
+        Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+            .encode(session.proto, out);
+        return;
+    }
+    plan.encode_replies(session, replies, &[], None, out);
 }
 
 /// Publishes the publications a transaction held, in order, and writes each one's receiver

@@ -384,26 +384,45 @@ fn switching_to_always_fsyncs_every_shard_before_the_ok() {
 
 /// A cross-shard write while one shard's log is failing is refused whole before anything runs
 /// (the healthy shard does not apply or log its half), with one reply per request — a
-/// pipeline around it still gets its reads answered.
+/// pipeline around it still gets its reads answered. The failing shard first in lock order
+/// is found when it is locked; the last one when its lock, part and commit go in one exchange
+/// (`Shard::tx_lock_exec_commit`), where the refusal must come before its part runs and leave
+/// the first shard unlocked.
 #[test]
-fn a_cross_shard_write_is_refused_whole_while_one_log_fails() {
+fn a_cross_shard_write_is_refused_whole_while_the_first_shards_log_fails() {
+    refused_whole_while_one_log_fails(0);
+}
+
+#[test]
+fn a_cross_shard_write_is_refused_whole_while_the_last_shards_log_fails() {
+    refused_whole_while_one_log_fails(1);
+}
+
+fn refused_whole_while_one_log_fails(failing: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut server =
         MoonServer::start_with_env(tmp.path(), 2, &[], &[("MOON_AOF_FAULT", "write:3")]).unwrap();
     let mut con = server.client();
     let keys = common::keys_on_different_shards(2);
     let (k0, k1) = (&keys[0], &keys[1]);
-    let _: () = con.set(k0, "1").unwrap();
-    let _: () = con.set(k0, "1").unwrap();
-    let _: () = con.set(k1, "1").unwrap();
-    // Shard of k0: its third write fails, and its log stays failed.
-    assert!(con.set::<_, _, ()>(k0, "2").is_err());
+    // `failing` is a shard number: 0 is locked first, 1 last (with its part in one exchange).
+    let (bad, good) = if common::slot_shard(k0.as_bytes(), 2) == failing {
+        (k0, k1)
+    } else {
+        (k1, k0)
+    };
+    assert_eq!(common::slot_shard(bad.as_bytes(), 2), failing);
+    let _: () = con.set(bad, "1").unwrap();
+    let _: () = con.set(bad, "1").unwrap();
+    let _: () = con.set(good, "1").unwrap();
+    // The failing key's shard: its third write fails, and its log stays failed.
+    assert!(con.set::<_, _, ()>(bad, "2").is_err());
     let e = con.mset::<_, _, ()>(&[(k0, "x"), (k1, "y")]).unwrap_err();
     assert!(err_text(&e).starts_with("MISCONF"), "{e}");
     let replies: Vec<redis::RedisResult<redis::Value>> = {
         let mut p = redis::pipe();
         p.cmd("MSET").arg(k0).arg("x").arg(k1).arg("y");
-        p.cmd("GET").arg(k1);
+        p.cmd("GET").arg(good);
         // Read the replies one by one: the first is an error.
         let mut t = std::net::TcpStream::connect(server.addr).unwrap();
         std::io::Write::write_all(&mut t, &p.get_packed_pipeline()).unwrap();
@@ -418,14 +437,15 @@ fn a_cross_shard_write_is_refused_whole_while_one_log_fails() {
         "GET answered: {texts:?}"
     );
     let v: Vec<Option<String>> = con.mget(&[k0, k1]).unwrap();
-    // Nothing of the MSET ran, and k0 is what its log holds (the refused SET's "2" is not).
+    // Nothing of the MSET ran, and the failing key is what its log holds (the refused SET's
+    // "2" is not).
     assert_eq!(v, [Some("1".into()), Some("1".into())]);
-    // The healthy shard goes on acknowledging writes, and recovery keeps them: no part of the
-    // refused MSET is in its log to end it early.
-    let _: () = con.set(k1, "after").unwrap();
+    // The healthy shard goes on acknowledging writes (it was unlocked), and recovery keeps
+    // them: no part of the refused MSET is in its log to end it early.
+    let _: () = con.set(good, "after").unwrap();
     server.kill();
     let server = MoonServer::start_in(tmp.path(), 2, &[]).unwrap();
-    let got: Option<String> = server.client().get(k1).unwrap();
+    let got: Option<String> = server.client().get(good).unwrap();
     assert_eq!(got.as_deref(), Some("after"));
 }
 

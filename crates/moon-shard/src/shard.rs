@@ -70,6 +70,14 @@ pub(crate) enum Message {
     TxUnlock {
         txid: TxId,
     },
+    /// Lock, execute and commit in one exchange (see [`Shard::tx_lock_exec_commit`]); deferred
+    /// like a lock request while another transaction holds the shard.
+    TxLockExecCommit {
+        tx: Tx,
+        cmds: Vec<Call>,
+        writers: Vec<usize>,
+        reply: oneshot::Sender<Result<crate::txn::LastPart, String>>,
+    },
     /// Every part of a transaction is safe: release this shard's hold on its part (the part's
     /// first LSN). Never deferred by a lock: it touches no key.
     TxRelease {
@@ -610,6 +618,16 @@ impl Shard {
                 .detach();
             }
             Message::TxUnlock { txid } => self.unlock_here(txid),
+            Message::TxLockExecCommit {
+                tx,
+                cmds,
+                writers,
+                reply,
+            } => {
+                self.lock_holder.set(Some(tx.id));
+                let log_error = self.log_error();
+                let _ = reply.send(self.lock_exec_commit_here(tx, &cmds, writers, log_error));
+            }
             Message::TxRelease { part, reply } => self.release_here(part, reply),
         }
     }

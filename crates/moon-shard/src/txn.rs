@@ -94,6 +94,70 @@ enum Logged {
     Refused,
 }
 
+/// The outcome, still to come, of a part [`Shard::tx_lock_exec_commit`] logged.
+pub struct EarlyPart(oneshot::Receiver<Result<Option<HeldPart>, CommitFailure>>);
+
+/// What [`Shard::tx_lock_exec_commit`] ran: its replies, the time it ran at (the other
+/// participants run theirs at it), and its part's outcome to come.
+pub struct LastPart {
+    pub frames: Vec<Frame>,
+    pub now: u64,
+    pub part: EarlyPart,
+}
+
+/// A part appended by [`Shard::tx_commit_log`], for [`commit_wait`].
+struct PartLogged {
+    writer: moon_aof::AofWriter,
+    logged: Logged,
+    /// Whether a step read while the log was healthy (see `Shard::tx_read_unsafe`).
+    read_unsafe: bool,
+}
+
+/// Step 3's second half: waits until the part is safe (and, held, releasable).
+async fn commit_wait(
+    part: Option<PartLogged>,
+    writers: &[usize],
+) -> Result<Option<HeldPart>, CommitFailure> {
+    let Some(PartLogged {
+        writer,
+        logged,
+        read_unsafe,
+    }) = part
+    else {
+        return Ok(None);
+    };
+    let wait_read = |r: Result<(), String>| match r {
+        // A part that reads only: if every step of it ran on the rebuilt keyspace of a
+        // failed log, what it read is all in the log and nothing needs to wait.
+        Err(_) if !read_unsafe => Ok(None),
+        r => r.map(|()| None).map_err(CommitFailure::Read),
+    };
+    match logged {
+        Logged::Read(lsn) => wait_read(writer.wait(lsn).await),
+        Logged::Part(lsn) => writer
+            .wait(lsn)
+            .await
+            .map(|()| None)
+            .map_err(CommitFailure::Part),
+        Logged::Held(first, last) => writer
+            .wait_releasable(first, last, writers)
+            .await
+            .map(|()| {
+                Some(HeldPart {
+                    first,
+                    last,
+                    clear: !writer.held_below(first),
+                })
+            })
+            .map_err(CommitFailure::Part),
+        Logged::Refused => Err(CommitFailure::Part(
+            writer
+                .error()
+                .unwrap_or_else(|| "the AOF refused the part".into()),
+        )),
+    }
+}
+
 /// A local task's turn on a shard it waited for: while held, nothing deferred runs; dropping
 /// it (once the task has executed) lets the rest of the queue go.
 pub(crate) struct Turn(Option<Rc<Shard>>);
@@ -199,46 +263,27 @@ impl Shard {
         txid: TxId,
         writers: &[usize],
     ) -> Result<Option<HeldPart>, CommitFailure> {
+        let logged = self.tx_commit_log(txid, writers);
+        commit_wait(logged, writers).await
+    }
+
+    /// Step 3's first half, under the lock: appends the part and unlocks. `None`: no log.
+    fn tx_commit_log(self: &Rc<Self>, txid: TxId, writers: &[usize]) -> Option<PartLogged> {
         let effects = std::mem::take(&mut *self.tx_effects.borrow_mut());
         let read_unsafe = self.tx_read_unsafe.replace(false);
         let Some(writer) = self.parts().1 else {
             self.unlock_here(txid);
-            return Ok(None);
+            return None;
         };
         let logged = self.log_part(&writer, txid, writers, effects);
         // The part is in the log (or refused): later work here is ordered after it, and its
         // replies wait for the hold. Nothing needs the lock any more.
         self.unlock_here(txid);
-        let wait_read = |r: Result<(), String>| match r {
-            // A part that reads only: if every step of it ran on the rebuilt keyspace of a
-            // failed log, what it read is all in the log and nothing needs to wait.
-            Err(_) if !read_unsafe => Ok(None),
-            r => r.map(|()| None).map_err(CommitFailure::Read),
-        };
-        match logged {
-            Logged::Read(lsn) => wait_read(writer.wait(lsn).await),
-            Logged::Part(lsn) => writer
-                .wait(lsn)
-                .await
-                .map(|()| None)
-                .map_err(CommitFailure::Part),
-            Logged::Held(first, last) => writer
-                .wait_releasable(first, last, writers)
-                .await
-                .map(|()| {
-                    Some(HeldPart {
-                        first,
-                        last,
-                        clear: !writer.held_below(first),
-                    })
-                })
-                .map_err(CommitFailure::Part),
-            Logged::Refused => Err(CommitFailure::Part(
-                writer
-                    .error()
-                    .unwrap_or_else(|| "the AOF refused the part".into()),
-            )),
-        }
+        Some(PartLogged {
+            writer,
+            logged,
+            read_unsafe,
+        })
     }
 
     /// Appends this shard's part of transaction `txid` (see [`Shard::tx_commit_here`]).
@@ -418,19 +463,35 @@ impl Shard {
     /// waiting, or every later reply on that shard would wait forever. After a
     /// [`CommitFailure::Part`] nothing is released: the caller stops the server (crash-only),
     /// and recovery drops the transaction with everything logged after it.
+    ///
+    /// `early`: parts already logged by [`Shard::tx_lock_exec_commit`], whose outcome arrives
+    /// with them; they are waited for and released like the others.
     pub async fn tx_commit_all(
         self: &Rc<Self>,
         participants: Vec<usize>,
         txid: TxId,
         writers: Vec<usize>,
+        early: Vec<(usize, EarlyPart)>,
     ) -> Vec<Result<(), CommitFailure>> {
         let shard = self.clone();
-        let n = participants.len();
+        let n = participants.len() + early.len();
         let task = glommio::spawn_local(async move {
-            let commits = participants
+            type Commit<'a> = std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<Option<HeldPart>, CommitFailure>> + 'a>,
+            >;
+            let mut commits: Vec<Commit<'_>> = participants
                 .iter()
-                .map(|&p| shard.tx_commit(p, txid, writers.clone()))
+                .map(|&p| Box::pin(shard.tx_commit(p, txid, writers.clone())) as Commit)
                 .collect();
+            let mut participants = participants;
+            for (p, part) in early {
+                participants.push(p);
+                commits.push(Box::pin(async move {
+                    part.0
+                        .await
+                        .unwrap_or_else(|_| Err(CommitFailure::Part(SHARD_GONE.into())))
+                }));
+            }
             let outcomes = crate::shard::join_all(commits).await;
             if let Some(Err(CommitFailure::Part(cause))) = outcomes
                 .iter()
@@ -465,6 +526,79 @@ impl Shard {
         .detach();
         task.await
             .unwrap_or_else(|| vec![Err(CommitFailure::Part(SHARD_GONE.into())); n])
+    }
+
+    /// Steps 1 to 3 on `target`, the last participant in lock order, in one exchange: takes
+    /// its lock (after every other participant's: the order is kept), refuses if it would
+    /// write and its log is failing (`Err`, nothing ran, unlocked), executes `cmds` at the
+    /// transaction's time, appends its part and unlocks — one round trip instead of three
+    /// under the lock. The part's outcome comes later, through the [`EarlyPart`], for
+    /// [`Shard::tx_commit_all`].
+    ///
+    /// Only for a transaction whose other participants need nothing from this one's replies
+    /// (the parts of a split command: MSET, DEL, MGET...): the others still execute and commit
+    /// after it, under their locks, so no one reads them before their part is in place; a
+    /// reader of this shard's part waits for the hold like any other.
+    ///
+    /// The part runs at the later of `tx.now` and this shard's clock when it takes the lock,
+    /// returned with its replies: the other participants must run theirs at that time too
+    /// (review finding: at `tx.now`, read before this lock, a command that ran here just
+    /// before at a later time could have expired a key this part then missed while the others
+    /// still saw theirs with the same deadline). They have been locked since before `tx.now`,
+    /// so nothing ran on them at a later time.
+    pub async fn tx_lock_exec_commit(
+        self: &Rc<Self>,
+        target: usize,
+        tx: Tx,
+        cmds: Vec<Call>,
+        writers: Vec<usize>,
+    ) -> Result<LastPart, String> {
+        if target == self.id() {
+            let log_error = self.tx_lock(target, tx.id).await;
+            return self.lock_exec_commit_here(tx, &cmds, writers, log_error);
+        }
+        let (reply, rx) = oneshot::channel();
+        let msg = Message::TxLockExecCommit {
+            tx,
+            cmds,
+            writers,
+            reply,
+        };
+        if !self.send(target, msg).await {
+            return Err(SHARD_GONE.into());
+        }
+        rx.await.unwrap_or_else(|_| Err(SHARD_GONE.into()))
+    }
+
+    /// [`Shard::tx_lock_exec_commit`] here, the lock held by `tx` (`log_error`: this shard's,
+    /// read when the lock was taken).
+    pub(crate) fn lock_exec_commit_here(
+        self: &Rc<Self>,
+        tx: Tx,
+        cmds: &[Call],
+        writers: Vec<usize>,
+        log_error: Option<String>,
+    ) -> Result<LastPart, String> {
+        if let (Some(cause), true) = (log_error, writers.contains(&self.id())) {
+            self.unlock_here(tx.id);
+            return Err(cause);
+        }
+        let tx = Tx {
+            id: tx.id,
+            now: tx.now.max(now_ms()),
+        };
+        let frames = self.tx_exec_here(tx, cmds);
+        let logged = self.tx_commit_log(tx.id, &writers);
+        let (done, outcome) = oneshot::channel();
+        glommio::spawn_local(async move {
+            let _ = done.send(commit_wait(logged, &writers).await);
+        })
+        .detach();
+        Ok(LastPart {
+            frames,
+            now: tx.now,
+            part: EarlyPart(outcome),
+        })
     }
 
     /// Step 3 on `target`; `Some`: its part is held.
@@ -683,5 +817,110 @@ mod fairness_tests {
         let a = crate::shard::random_boot_id();
         let b = crate::shard::random_boot_id();
         assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod one_exchange_tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use moon_proto::Frame;
+    use moon_store::Call;
+
+    use crate::{now_ms, start, ShardSetConfig, Tx};
+
+    fn call(args: &[&str]) -> Call {
+        let args = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        Call::new(args, 0).expect("a well-formed command")
+    }
+
+    /// A key that lives on `shard` of 2.
+    fn key_on(shard: usize) -> String {
+        (0..)
+            .map(|i| format!("key:{i}"))
+            .find(|k| moon_store::slot::shard_for_key(k.as_bytes(), 2) == shard)
+            .expect("some key lands on every shard")
+    }
+
+    /// Review finding: the last shard of a split command ran its part at the coordinator's
+    /// `now`, read before its lock. A GET queued there ahead of the transaction ran later, at
+    /// a time past two keys' common deadline, and expired the last shard's key; the part then
+    /// missed it while the first shard, at the earlier `now`, still had its own: an MGET of
+    /// two keys with the same deadline answered one. Now every part runs at the time the
+    /// last shard ran at, no earlier than anything before it there.
+    #[test]
+    fn the_parts_of_one_exchange_see_one_time() {
+        let config = ShardSetConfig {
+            shards: 2,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        // Shard 1 must keep serving until shard 0's test is done.
+        let (done_tx, done_rx) = futures_channel::oneshot::channel::<()>();
+        let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+        let done_rx = Arc::new(Mutex::new(Some(done_rx)));
+        let results = start(config, move |shard| {
+            let (done_tx, done_rx) = (done_tx.clone(), done_rx.clone());
+            async move {
+                if shard.id() == 1 {
+                    let rx = done_rx.lock().unwrap().take();
+                    if let Some(rx) = rx {
+                        let _ = rx.await;
+                    }
+                    return None;
+                }
+                let (first, last) = (key_on(0), key_on(1));
+                let deadline = (now_ms() + 100).to_string();
+                for (s, k) in [(0, &first), (1, &last)] {
+                    shard
+                        .run_batch(s, vec![call(&["SET", k, "v", "PXAT", &deadline])])
+                        .await;
+                }
+                // Another transaction holds the last shard while a GET and the split
+                // command's last step queue up there, in that order.
+                let holder = shard.new_txid();
+                shard.tx_lock(1, holder).await;
+                let txid = shard.new_txid();
+                shard.tx_lock(0, txid).await;
+                let tx = Tx {
+                    id: txid,
+                    now: now_ms(),
+                };
+                let get = shard.run_batch(1, vec![call(&["GET", &last])]);
+                let step =
+                    shard.tx_lock_exec_commit(1, tx, vec![call(&["MGET", &last])], Vec::new());
+                let release = async {
+                    // The clock passes the deadline while the last shard is held.
+                    glommio::timer::sleep(std::time::Duration::from_millis(150)).await;
+                    shard.tx_unlock(1, holder).await;
+                };
+                let ((got, last_part), ()) =
+                    futures_lite::future::zip(futures_lite::future::zip(get, step), release).await;
+                let last_part = last_part.expect("no log, nothing to refuse");
+                let first_frames = shard
+                    .tx_exec(
+                        0,
+                        Tx {
+                            id: txid,
+                            now: last_part.now,
+                        },
+                        vec![call(&["MGET", &first])],
+                    )
+                    .await;
+                shard
+                    .tx_commit_all(vec![0], txid, Vec::new(), vec![(1, last_part.part)])
+                    .await;
+                if let Some(tx) = done_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                Some((got, last_part.frames, first_frames))
+            }
+        })
+        .expect("runtime");
+        let (got, last, first) = results[0].clone().expect("shard 0 ran the test");
+        assert_eq!(got, vec![Frame::Null], "the GET ran past the deadline");
+        assert_eq!(last, vec![Frame::Array(vec![Frame::Null])]);
+        assert_eq!(first, last, "one transaction, one time");
     }
 }
