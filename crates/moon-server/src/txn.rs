@@ -429,7 +429,7 @@ async fn run_split(
             Err(cause) => failing = Some(cause),
         }
     }
-    let Some(moon_shard::txn::LastPart { frames, now, part }) = early else {
+    let Some(moon_shard::LastPart { frames, now, part }) = early else {
         // Refused before anything ran: unlock what was locked.
         for &p in first {
             shard.tx_unlock(p, txid).await;

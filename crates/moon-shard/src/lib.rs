@@ -36,3 +36,5 @@ pub use runtime::start;
 #[cfg(feature = "runtime")]
 pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};
+#[cfg(feature = "runtime")]
+pub use state::{EarlyPart, LastPart};

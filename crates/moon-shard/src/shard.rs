@@ -12,7 +12,7 @@ use moon_proto::Frame;
 use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::state::{CommitFailure, Cut, HeldPart, ShardSetConfig, Tx, TxId};
+use crate::state::{CommitFailure, Cut, HeldPart, LastPart, ShardSetConfig, Tx, TxId};
 
 use crate::clock::now_ms;
 
@@ -76,7 +76,7 @@ pub(crate) enum Message {
         tx: Tx,
         cmds: Vec<Call>,
         writers: Vec<usize>,
-        reply: oneshot::Sender<Result<crate::txn::LastPart, String>>,
+        reply: oneshot::Sender<Result<LastPart, String>>,
     },
     /// Every part of a transaction is safe: release this shard's hold on its part (the part's
     /// first LSN). Never deferred by a lock: it touches no key.

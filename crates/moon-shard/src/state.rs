@@ -70,3 +70,18 @@ pub(crate) struct Cut {
     /// The files this rewrite created (only these may be deleted by an abort).
     pub(crate) created: Vec<std::path::PathBuf>,
 }
+
+/// The outcome, still to come, of a part `Shard::tx_lock_exec_commit` logged.
+#[cfg(feature = "runtime")]
+pub struct EarlyPart(
+    pub(crate) futures_channel::oneshot::Receiver<Result<Option<HeldPart>, CommitFailure>>,
+);
+
+/// What `Shard::tx_lock_exec_commit` ran: its replies, the time it ran at (the other
+/// participants run theirs at it), and its part's outcome to come.
+#[cfg(feature = "runtime")]
+pub struct LastPart {
+    pub frames: Vec<moon_proto::Frame>,
+    pub now: u64,
+    pub part: EarlyPart,
+}

@@ -46,7 +46,7 @@ use moon_store::{Call, WatchToken};
 use crate::clock::now_ms;
 use crate::recovery::TXPART;
 use crate::shard::{run_cmds, settle, Deferred, Held, Message, Shard, SHARD_GONE};
-use crate::state::{CommitFailure, HeldPart, Tx, TxId};
+use crate::state::{CommitFailure, EarlyPart, HeldPart, LastPart, Tx, TxId};
 
 /// The record one shard logs for its part of a transaction: its effects, headed by
 /// `MOON.TXPART <txid> <writers>` when two or more shards write (recovery then applies it only
@@ -92,17 +92,6 @@ enum Logged {
     Held(u64, u64),
     /// The log refused it (it has failed).
     Refused,
-}
-
-/// The outcome, still to come, of a part [`Shard::tx_lock_exec_commit`] logged.
-pub struct EarlyPart(oneshot::Receiver<Result<Option<HeldPart>, CommitFailure>>);
-
-/// What [`Shard::tx_lock_exec_commit`] ran: its replies, the time it ran at (the other
-/// participants run theirs at it), and its part's outcome to come.
-pub struct LastPart {
-    pub frames: Vec<Frame>,
-    pub now: u64,
-    pub part: EarlyPart,
 }
 
 /// A part appended by [`Shard::tx_commit_log`], for [`commit_wait`].
