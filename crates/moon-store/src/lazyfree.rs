@@ -183,7 +183,7 @@ mod tests {
         for i in 0..1000 {
             s.insert(format!("m{i}").as_bytes(), &enc);
         }
-        let big = Value::Set(Box::new(s));
+        let big = Value::Set(s);
         assert_eq!(free_effort(&big), 1000);
         assert_eq!(
             free_effort(&Value::Str(crate::value::Str::copy_from(b"x"))),

@@ -2,8 +2,10 @@
 //! table once it grows (Redis's listpack/intset idea), and the commands that rebuild a value
 //! from nothing (its *rewrite form*, used by BGREWRITEAOF and by moves across shards).
 //!
-//! Every value keeps the byte count the memory account needs, so `mem_size` is O(1). The
-//! compact forms are plain vectors searched linearly: below the thresholds (128 entries, 64-byte
+//! `mem_size`, what the memory account needs, is O(1) but for a small set (a walk of at most
+//! `set-max-*-entries` members): a value is 40 bytes and holds a small hash or set directly,
+//! with no room for a byte count; a table keeps its own. The compact forms are plain, exactly
+//! sized buffers searched linearly: below the thresholds (128 entries, 64-byte
 //! fields by default) that is as fast as hashing and far smaller. A value never converts back to
 //! its compact form, as in Redis.
 
@@ -126,8 +128,10 @@ const ITEM_OVERHEAD: usize = 16;
 #[derive(Clone, PartialEq)]
 pub enum Value {
     Str(Str),
-    Hash(Box<Hash>),
-    Set(Box<Set>),
+    /// Not boxed: a small hash is its packed buffer and nothing else (see [`Hash`]).
+    Hash(Hash),
+    /// Not boxed either (see [`Set`]).
+    Set(Set),
 }
 
 impl Value {
@@ -139,12 +143,13 @@ impl Value {
         }
     }
 
-    /// The bytes this value holds, for the memory account (O(1)).
+    /// The bytes this value holds, for the memory account (O(1), but for a small set: a walk
+    /// of its at most `set-max-*-entries` members).
     pub fn mem_size(&self) -> usize {
         match self {
             Value::Str(b) => b.len(),
-            Value::Hash(h) => h.bytes,
-            Value::Set(s) => s.bytes,
+            Value::Hash(h) => h.mem_size(),
+            Value::Set(s) => s.mem_size(),
         }
     }
 
@@ -268,7 +273,7 @@ impl Value {
         out
     }
 
-    /// An upper bound, in O(1), on the encoded bytes of this value's rewrite form under a key of
+    /// An upper bound, in O(1) (as [`Value::mem_size`]), on the encoded bytes of this value's rewrite form under a key of
     /// `key_len` bytes, each command after a `MOON.DB` (what a base reserves LSNs by: see
     /// `moon_shard::rewrite`). Every field, member and chunk of a string is at most its own
     /// bytes plus 50 bytes of framing in a command (`$<len>\r\n...\r\n`), a field with a
@@ -277,8 +282,8 @@ impl Value {
     pub fn rewrite_bound(&self, key_len: usize, chunk: Chunk) -> usize {
         let (bytes, items) = match self {
             Value::Str(v) => (v.len(), v.len() / chunk.bytes.max(1) + 1),
-            Value::Hash(h) => (h.bytes, h.len()),
-            Value::Set(s) => (s.bytes, s.len()),
+            Value::Hash(h) => (h.mem_size(), h.len()),
+            Value::Set(s) => (s.mem_size(), s.len()),
         };
         // Commands: at most one per item twice over (HSET and HPEXPIREAT chunks), plus the
         // PEXPIREAT.
@@ -358,7 +363,7 @@ impl Collection for Hash {
         }
     }
     fn wrap(self) -> Value {
-        Value::Hash(Box::new(self))
+        Value::Hash(self)
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -373,7 +378,7 @@ impl Collection for Set {
         }
     }
     fn wrap(self) -> Value {
-        Value::Set(Box::new(self))
+        Value::Set(self)
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -388,8 +393,9 @@ impl Collection for Set {
 /// allocation, of exactly its size, with 2 bytes of overhead per field, searched linearly.
 #[derive(Clone, Default)]
 struct PackedPairs {
-    buf: Vec<u8>,
-    len: usize,
+    /// Exactly its size (a boxed slice: no capacity to store).
+    buf: Box<[u8]>,
+    len: u32,
 }
 
 /// One pair's place in the buffer: where the pair starts, where its value's length sits, where
@@ -476,17 +482,19 @@ impl PackedPairs {
             Some((old, at)) => {
                 let mut new = Vec::with_capacity(packed_size(value));
                 push_str(&mut new, value);
-                self.buf.splice(at.value_at..at.end, new);
-                self.buf.shrink_to_fit();
+                let mut buf = std::mem::take(&mut self.buf).into_vec();
+                buf.splice(at.value_at..at.end, new);
+                self.buf = buf.into_boxed_slice();
                 Some(old)
             }
             None => {
                 // Exactly the room needed: a small hash is never half empty (Redis's listpack
                 // grows the same way, one reallocation per insert).
-                self.buf
-                    .reserve_exact(packed_size(field) + packed_size(value));
-                push_str(&mut self.buf, field);
-                push_str(&mut self.buf, value);
+                let mut buf = std::mem::take(&mut self.buf).into_vec();
+                buf.reserve_exact(packed_size(field) + packed_size(value));
+                push_str(&mut buf, field);
+                push_str(&mut buf, value);
+                self.buf = buf.into_boxed_slice();
                 self.len += 1;
                 None
             }
@@ -496,8 +504,9 @@ impl PackedPairs {
     /// Removes `field`; its value's length if it was there.
     fn remove(&mut self, field: &[u8]) -> Option<usize> {
         let (old, at) = self.find(field).map(|(v, at)| (v.len(), at))?;
-        self.buf.drain(at.start..at.end);
-        self.buf.shrink_to_fit();
+        let mut buf = std::mem::take(&mut self.buf).into_vec();
+        buf.drain(at.start..at.end);
+        self.buf = buf.into_boxed_slice();
         self.len -= 1;
         Some(old)
     }
@@ -511,7 +520,14 @@ enum HashItems {
     /// Insertion order, in one buffer, searched linearly.
     Compact(PackedPairs),
     /// Boxed: a small hash does not pay for a table's size.
-    Table(Box<IndexMap<Bytes, Bytes, FastHash>>),
+    Table(Box<HashTable>),
+}
+
+/// A hash past its packed form: a table, and the bytes it holds (counted as it changes).
+#[derive(Clone)]
+struct HashTable {
+    map: IndexMap<Bytes, Bytes, FastHash>,
+    bytes: usize,
 }
 
 /// Per-field deadlines of a hash (Redis 7.4's field TTLs): by field, and ordered, so the next
@@ -525,11 +541,12 @@ struct FieldTtls {
 /// Bytes counted per field deadline.
 const TTL_OVERHEAD: usize = 24;
 
-/// A hash: field → value, and optional per-field deadlines (absolute Unix ms).
+/// A hash: field → value, and optional per-field deadlines (absolute Unix ms). 32 bytes, held
+/// in the [`Value`] itself: a small hash costs the keyspace entry and one exactly sized
+/// buffer, nothing more (issue 31: 1M hashes of 5 fields, 51 -> 38 bytes per field).
 #[derive(Clone)]
 pub struct Hash {
     items: HashItems,
-    bytes: usize,
     ttls: Option<Box<FieldTtls>>,
 }
 
@@ -546,7 +563,6 @@ impl Default for Hash {
     fn default() -> Self {
         Hash {
             items: HashItems::Compact(PackedPairs::default()),
-            bytes: 0,
             ttls: None,
         }
     }
@@ -559,8 +575,8 @@ fn item_size(a: &[u8], b: &[u8]) -> usize {
 impl Hash {
     pub fn len(&self) -> usize {
         match &self.items {
-            HashItems::Compact(p) => p.len,
-            HashItems::Table(m) => m.len(),
+            HashItems::Compact(p) => p.len as usize,
+            HashItems::Table(t) => t.map.len(),
         }
     }
 
@@ -568,15 +584,24 @@ impl Hash {
         self.len() == 0
     }
 
-    /// The bytes it holds, for the memory account.
+    /// The bytes it holds, for the memory account (O(1)): a packed hash's buffer (its
+    /// strings and their lengths) plus the per-item overhead a table's item is counted with.
     pub fn mem_size(&self) -> usize {
-        self.bytes
+        let items = match &self.items {
+            HashItems::Compact(p) => p.buf.len() + p.len as usize * ITEM_OVERHEAD,
+            HashItems::Table(t) => t.bytes,
+        };
+        items
+            + self
+                .ttls
+                .as_ref()
+                .map_or(0, |t| t.by_field.len() * TTL_OVERHEAD)
     }
 
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match &self.items {
             HashItems::Compact(p) => p.find(field).map(|(v, _)| v),
-            HashItems::Table(m) => m.get(field).map(|v| &v[..]),
+            HashItems::Table(t) => t.map.get(field).map(|v| &v[..]),
         }
     }
 
@@ -591,60 +616,53 @@ impl Hash {
         let too_big =
             field.len() > enc.hash_max_listpack_value || value.len() > enc.hash_max_listpack_value;
         if let HashItems::Compact(p) = &self.items {
-            if too_big || p.len >= enc.hash_max_listpack_entries && p.find(field).is_none() {
+            let full = p.len as usize >= enc.hash_max_listpack_entries || p.len == u32::MAX;
+            if too_big || full && p.find(field).is_none() {
                 let map: IndexMap<Bytes, Bytes, FastHash> = p
                     .pairs()
                     .map(|(f, v, _)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
                     .collect();
-                self.items = HashItems::Table(Box::new(map));
+                let bytes = map.iter().map(|(f, v)| item_size(f, v)).sum();
+                self.items = HashItems::Table(Box::new(HashTable { map, bytes }));
             }
         }
-        let old = match &mut self.items {
-            HashItems::Compact(p) => p.set(field, value),
-            HashItems::Table(m) => match m.get_mut(field) {
+        match &mut self.items {
+            HashItems::Compact(p) => p.set(field, value).is_none(),
+            HashItems::Table(t) => match t.map.get_mut(field) {
                 Some(old) => {
-                    let n = old.len();
+                    t.bytes = t.bytes - old.len() + value.len();
                     *old = Bytes::copy_from_slice(value);
-                    Some(n)
+                    false
                 }
                 None => {
-                    m.insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
-                    None
+                    t.map
+                        .insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
+                    t.bytes += item_size(field, value);
+                    true
                 }
             },
-        };
-        match old {
-            Some(n) => {
-                self.bytes = self.bytes - n + value.len();
-                false
-            }
-            None => {
-                self.bytes += item_size(field, value);
-                true
-            }
         }
     }
 
     /// Removes `field` (and its deadline); true if it was there.
     pub fn remove(&mut self, field: &[u8]) -> bool {
         self.persist(field);
-        let removed = match &mut self.items {
-            HashItems::Compact(p) => p.remove(field),
-            HashItems::Table(m) => m.swap_remove(field).map(|v| v.len()),
-        };
-        match removed {
-            Some(n) => {
-                self.bytes -= field.len() + n + ITEM_OVERHEAD;
-                true
-            }
-            None => false,
+        match &mut self.items {
+            HashItems::Compact(p) => p.remove(field).is_some(),
+            HashItems::Table(t) => match t.map.swap_remove(field) {
+                Some(v) => {
+                    t.bytes -= field.len() + v.len() + ITEM_OVERHEAD;
+                    true
+                }
+                None => false,
+            },
         }
     }
 
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
         match &self.items {
             HashItems::Compact(p) => Box::new(p.pairs().map(|(f, v, _)| (f, v))),
-            HashItems::Table(m) => Box::new(m.iter().map(|(f, v)| (&f[..], &v[..]))),
+            HashItems::Table(t) => Box::new(t.map.iter().map(|(f, v)| (&f[..], &v[..]))),
         }
     }
 
@@ -652,7 +670,7 @@ impl Hash {
     pub fn at(&self, i: usize) -> Option<(&[u8], &[u8])> {
         match &self.items {
             HashItems::Compact(p) => p.pairs().nth(i).map(|(f, v, _)| (f, v)),
-            HashItems::Table(m) => m.get_index(i).map(|(f, v)| (&f[..], &v[..])),
+            HashItems::Table(t) => t.map.get_index(i).map(|(f, v)| (&f[..], &v[..])),
         }
     }
 
@@ -675,7 +693,6 @@ impl Hash {
         let ttls = self.ttls.get_or_insert_with(Default::default);
         ttls.by_field.insert(stored.clone(), at);
         ttls.order.insert((at, stored));
-        self.bytes += TTL_OVERHEAD;
         true
     }
 
@@ -688,7 +705,6 @@ impl Hash {
             return false;
         };
         ttls.order.remove(&(at, stored));
-        self.bytes -= TTL_OVERHEAD;
         if ttls.by_field.is_empty() {
             self.ttls = None;
         }
@@ -735,20 +751,47 @@ impl Hash {
 
 #[derive(Clone)]
 enum SetItems {
-    /// Every member an integer in canonical form: sorted, deduplicated.
-    Ints(Vec<i64>),
+    /// Every member an integer in canonical form: sorted, deduplicated; exactly sized (one
+    /// reallocation per insert, as Redis's intset).
+    Ints(Box<[i64]>),
     /// Insertion order, searched linearly; members of up to `INLINE_STR` bytes inline (no heap
-    /// block each).
-    Compact(Vec<Str>),
+    /// block each); exactly sized.
+    Compact(Box<[Str]>),
     /// Boxed: a small set does not pay for a table's size.
-    Table(Box<IndexSet<Bytes, FastHash>>),
+    Table(Box<SetTable>),
 }
 
-/// A set of byte strings.
+/// A set past its small forms: a table, and the bytes it holds (counted as it changes).
+#[derive(Clone)]
+struct SetTable {
+    set: IndexSet<Bytes, FastHash>,
+    bytes: usize,
+}
+
+/// A set of byte strings. 24 bytes, held in the [`Value`] itself (no box of its own).
 #[derive(Clone)]
 pub struct Set {
     items: SetItems,
-    bytes: usize,
+}
+
+/// `v` with `f` applied to it as a vector, exactly sized again after.
+fn edit_boxed<T, R>(v: &mut Box<[T]>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let mut vec = std::mem::take(v).into_vec();
+    let r = f(&mut vec);
+    *v = vec.into_boxed_slice();
+    r
+}
+
+/// Decimal digits (and sign) of `i`: the bytes the member is as a string.
+fn int_len(i: i64) -> usize {
+    let sign = usize::from(i < 0);
+    let mut n = i.unsigned_abs();
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    sign + digits
 }
 
 impl PartialEq for Set {
@@ -760,9 +803,16 @@ impl PartialEq for Set {
 impl Default for Set {
     fn default() -> Self {
         Set {
-            items: SetItems::Ints(Vec::new()),
-            bytes: 0,
+            items: SetItems::Ints(Box::default()),
         }
+    }
+}
+
+impl SetTable {
+    fn of(members: impl Iterator<Item = Bytes>) -> SetTable {
+        let set: IndexSet<Bytes, FastHash> = members.collect();
+        let bytes = set.iter().map(|m| m.len() + ITEM_OVERHEAD).sum();
+        SetTable { set, bytes }
     }
 }
 
@@ -776,7 +826,18 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.len(),
             SetItems::Compact(v) => v.len(),
-            SetItems::Table(s) => s.len(),
+            SetItems::Table(t) => t.set.len(),
+        }
+    }
+
+    /// The bytes it holds, for the memory account: each member's bytes and the per-item
+    /// overhead (a small set's by walking it, at most `set-max-intset-entries` or
+    /// `set-max-listpack-entries` members; a table's counted as it changes).
+    pub fn mem_size(&self) -> usize {
+        match &self.items {
+            SetItems::Ints(v) => v.iter().map(|&i| int_len(i) + ITEM_OVERHEAD).sum(),
+            SetItems::Compact(v) => v.iter().map(|m| m.len() + ITEM_OVERHEAD).sum(),
+            SetItems::Table(t) => t.bytes,
         }
     }
 
@@ -788,7 +849,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => as_int(m).is_some_and(|i| v.binary_search(&i).is_ok()),
             SetItems::Compact(v) => v.iter().any(|x| **x == *m),
-            SetItems::Table(s) => s.contains(m),
+            SetItems::Table(t) => t.set.contains(m),
         }
     }
 
@@ -802,7 +863,7 @@ impl Set {
             SetItems::Ints(v) => match as_int(m) {
                 Some(i) if len < enc.set_max_intset_entries => {
                     let at = v.binary_search(&i).unwrap_or_else(|at| at);
-                    v.insert(at, i);
+                    edit_boxed(v, |v| v.insert(at, i));
                 }
                 _ => {
                     let members = v.iter().map(|i| i.to_string());
@@ -812,14 +873,13 @@ impl Set {
                     self.items = if compact {
                         SetItems::Compact(members.map(|i| Str::copy_from(i.as_bytes())).collect())
                     } else {
-                        SetItems::Table(Box::new(members.map(Bytes::from).collect()))
+                        SetItems::Table(Box::new(SetTable::of(members.map(Bytes::from))))
                     };
                     return self.insert_new(m, enc);
                 }
             },
             _ => return self.insert_new(m, enc),
         }
-        self.bytes += m.len() + ITEM_OVERHEAD;
         true
     }
 
@@ -827,49 +887,52 @@ impl Set {
     fn insert_new(&mut self, m: &[u8], enc: &Encodings) -> bool {
         if let SetItems::Compact(v) = &mut self.items {
             if v.len() >= enc.set_max_listpack_entries || m.len() > enc.set_max_listpack_value {
-                let table = v.iter().map(|x| x.to_bytes()).collect();
+                let table = SetTable::of(v.iter().map(|x| x.to_bytes()));
                 self.items = SetItems::Table(Box::new(table));
             }
         }
         match &mut self.items {
             SetItems::Compact(v) => {
                 // Exactly the room needed: a small set is never half empty.
-                v.reserve_exact(1);
-                v.push(Str::copy_from(m));
+                edit_boxed(v, |v| {
+                    v.reserve_exact(1);
+                    v.push(Str::copy_from(m));
+                });
             }
-            SetItems::Table(s) => {
-                s.insert(Bytes::copy_from_slice(m));
+            SetItems::Table(t) => {
+                t.set.insert(Bytes::copy_from_slice(m));
+                t.bytes += m.len() + ITEM_OVERHEAD;
             }
             SetItems::Ints(_) => return false,
         }
-        self.bytes += m.len() + ITEM_OVERHEAD;
         true
     }
 
     /// Removes `m`; true if it was there.
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        let removed = match &mut self.items {
+        match &mut self.items {
             SetItems::Ints(v) => match as_int(m).map(|i| v.binary_search(&i)) {
                 Some(Ok(at)) => {
-                    v.remove(at);
+                    edit_boxed(v, |v| v.remove(at));
                     true
                 }
                 _ => false,
             },
             SetItems::Compact(v) => match v.iter().position(|x| **x == *m) {
                 Some(at) => {
-                    v.remove(at);
-                    v.shrink_to_fit();
+                    edit_boxed(v, |v| v.remove(at));
                     true
                 }
                 None => false,
             },
-            SetItems::Table(s) => s.swap_remove(m),
-        };
-        if removed {
-            self.bytes -= m.len() + ITEM_OVERHEAD;
+            SetItems::Table(t) => {
+                let removed = t.set.swap_remove(m);
+                if removed {
+                    t.bytes -= m.len() + ITEM_OVERHEAD;
+                }
+                removed
+            }
         }
-        removed
     }
 
     /// The member at position `i` (0..len), for random picks and SCAN.
@@ -877,7 +940,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.get(i).map(|n| Bytes::from(n.to_string())),
             SetItems::Compact(v) => v.get(i).map(Str::to_bytes),
-            SetItems::Table(s) => s.get_index(i).cloned(),
+            SetItems::Table(t) => t.set.get_index(i).cloned(),
         }
     }
 
@@ -885,7 +948,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.iter().map(|n| Bytes::from(n.to_string())).collect(),
             SetItems::Compact(v) => v.iter().map(Str::to_bytes).collect(),
-            SetItems::Table(s) => s.iter().cloned().collect(),
+            SetItems::Table(t) => t.set.iter().cloned().collect(),
         }
     }
 
@@ -956,10 +1019,13 @@ mod tests {
     }
 
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in
-    /// the value itself, which stays at 40 bytes.
+    /// the value itself, which stays at 40 bytes, and so does a hash (its packed buffer's
+    /// pointer and length, or its boxed table).
     #[test]
     fn a_value_is_40_bytes_and_short_strings_are_inline() {
         assert_eq!(std::mem::size_of::<super::Value>(), 40);
+        assert_eq!(std::mem::size_of::<super::Hash>(), 32);
+        assert_eq!(std::mem::size_of::<super::Set>(), 24);
         let short = super::Str::copy_from(&[7u8; super::INLINE_STR]);
         assert!(matches!(short, super::Str::Inline { .. }));
         assert_eq!(&*short, &[7u8; super::INLINE_STR][..]);
@@ -985,9 +1051,9 @@ mod tests {
         assert_eq!(h.clone().wrap().encoding(), "listpack");
         assert!(h.set(b"c", b"4", &enc));
         assert_eq!(h.clone().wrap().encoding(), "hashtable");
-        assert_eq!(h.bytes, 3 * (2 + ITEM_OVERHEAD) + 1);
+        assert_eq!(h.mem_size(), 3 * (2 + ITEM_OVERHEAD) + 1);
         assert!(h.remove(b"a") && !h.remove(b"a"));
-        assert_eq!(h.bytes, 2 * (2 + ITEM_OVERHEAD));
+        assert_eq!(h.mem_size(), 2 * (2 + ITEM_OVERHEAD));
         let mut long = Hash::default();
         long.set(b"f", &[b'x'; 65], &enc);
         assert!(!long.is_compact(), "a value over hash-max-listpack-value");
@@ -1025,11 +1091,12 @@ mod tests {
             })
             .collect();
         assert_eq!(listed, model);
+        // The buffer, with one length byte per string, and the per-item overhead.
         let expected: usize = model
             .iter()
-            .map(|(f, v)| f.len() + v.len() + ITEM_OVERHEAD)
+            .map(|(f, v)| f.len() + v.len() + 2 + ITEM_OVERHEAD)
             .sum();
-        assert_eq!(h.bytes, expected, "the memory account follows");
+        assert_eq!(h.mem_size(), expected, "the memory account follows");
     }
 
     #[test]
@@ -1054,7 +1121,7 @@ mod tests {
         assert_eq!(s.clone().wrap().encoding(), "hashtable");
         assert_eq!(s.len(), 5);
         assert!(s.remove(b"1") && s.remove(b"x"));
-        assert_eq!(s.bytes, 3 * (1 + ITEM_OVERHEAD));
+        assert_eq!(s.mem_size(), 3 * (1 + ITEM_OVERHEAD));
         let mut ints = Set::default();
         for i in 0..4 {
             ints.insert(i.to_string().as_bytes(), &enc);
