@@ -448,6 +448,82 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             put(st, a(2), set_text(&to), d_dst);
             Reply::Int(1)
         }
+        "LPUSH" | "RPUSH" | "LPOP" | "RPOP" | "LREM" | "LTRIM" => {
+            let (mut l, d) = live(st, a(1), now).map_or((Vec::new(), 0), |(v, d)| (list_of(&v), d));
+            let existed = !l.is_empty();
+            let reply = match cmd[0].as_str() {
+                "LPUSH" => {
+                    for e in &cmd[2..] {
+                        l.insert(0, e.clone());
+                    }
+                    Reply::Int(l.len() as i64)
+                }
+                "RPUSH" => {
+                    l.extend(cmd[2..].iter().cloned());
+                    Reply::Int(l.len() as i64)
+                }
+                "LPOP" | "RPOP" => {
+                    let count = cmd.get(2).and_then(|c| c.parse::<usize>().ok());
+                    let mut popped = Vec::new();
+                    while popped.len() < count.unwrap_or(1) && !l.is_empty() {
+                        popped.push(if cmd[0] == "LPOP" {
+                            l.remove(0)
+                        } else {
+                            l.pop().unwrap_or_default()
+                        });
+                    }
+                    match count {
+                        _ if !existed => Reply::Nil,
+                        Some(_) => Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+                        None => popped.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
+                    }
+                }
+                "LREM" => {
+                    // LREM key 0 element: every occurrence.
+                    let before = l.len();
+                    l.retain(|e| e != a(3));
+                    Reply::Int((before - l.len()) as i64)
+                }
+                _ => {
+                    // LTRIM key 1 -1: all but the first.
+                    if !l.is_empty() {
+                        l.remove(0);
+                    }
+                    Reply::Ok
+                }
+            };
+            let d = if l.is_empty() { 0 } else { d };
+            put(st, a(1), list_text(&l), d);
+            reply
+        }
+        "LMOVE" => {
+            let Some((src, d_src)) = live(st, a(1), now) else {
+                put(st, a(1), None, 0);
+                return Reply::Nil;
+            };
+            let mut from = list_of(&src);
+            let element = if a(3) == "LEFT" {
+                from.remove(0)
+            } else {
+                from.pop().unwrap_or_default()
+            };
+            let (mut to, d_dst) = if a(1) == a(2) {
+                (from.clone(), d_src)
+            } else {
+                live(st, a(2), now).map_or((Vec::new(), 0), |(v, d)| (list_of(&v), d))
+            };
+            if a(4) == "LEFT" {
+                to.insert(0, element.clone());
+            } else {
+                to.push(element.clone());
+            }
+            if a(1) != a(2) {
+                let d = if from.is_empty() { 0 } else { d_src };
+                put(st, a(1), list_text(&from), d);
+            }
+            put(st, a(2), list_text(&to), d_dst);
+            Reply::Bulk(element)
+        }
         "SINTERSTORE" | "SUNIONSTORE" | "SDIFFSTORE" => {
             let sets: Vec<Option<Members>> = cmd[2..]
                 .iter()
@@ -522,6 +598,18 @@ fn live_fields(mut h: Map, now: u64) -> Map {
     h
 }
 
+/// A list's text: its elements in order, `;` between them (elements never hold one).
+fn list_of(text: &str) -> Vec<String> {
+    text.split(';')
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn list_text(l: &[String]) -> Option<String> {
+    (!l.is_empty()).then(|| l.join(";"))
+}
+
 fn set_of(text: &str) -> Members {
     text.split(';')
         .filter(|m| !m.is_empty())
@@ -581,6 +669,7 @@ impl ModelClient {
         let mut keys: Vec<String> = (0..KEYS).map(|j| format!("mk:{id}:{j}")).collect();
         keys.extend((0..TYPED_KEYS).map(|j| format!("hk:{id}:{j}")));
         keys.extend((0..TYPED_KEYS).map(|j| format!("sk:{id}:{j}")));
+        keys.extend((0..TYPED_KEYS).map(|j| format!("lk:{id}:{j}")));
         let state = keys
             .iter()
             .map(|k| (k.clone(), Slot::Known(None, 0)))
@@ -605,10 +694,10 @@ impl ModelClient {
     /// A hash key (`hk:`) or a set key (`sk:`) of this client.
     fn typed_key(&mut self, prefix: &str) -> String {
         let j = self.rng.below(TYPED_KEYS as u64) as usize;
-        let base = if prefix == "hk" {
-            KEYS
-        } else {
-            KEYS + TYPED_KEYS
+        let base = match prefix {
+            "hk" => KEYS,
+            "sk" => KEYS + TYPED_KEYS,
+            _ => KEYS + 2 * TYPED_KEYS,
         };
         self.keys[base + j].clone()
     }
@@ -623,7 +712,8 @@ impl ModelClient {
         };
         let h = self.typed_key("hk");
         let sk = self.typed_key("sk");
-        match self.rng.below(16) {
+        match self.rng.below(20) {
+            16..=19 => self.list_command(),
             0..=2 => {
                 let mut c = vec![s("HSET"), h];
                 for _ in 0..1 + self.rng.below(2) {
@@ -691,6 +781,48 @@ impl ModelClient {
                 }
             }
             _ => vec![s("DEL"), h, sk],
+        }
+    }
+
+    /// A list command on a list key (`lk:`), LMOVE usually across shards.
+    fn list_command(&mut self) -> Vec<String> {
+        let s = |x: &str| x.to_string();
+        let l = self.typed_key("lk");
+        let end = |rng: &mut Rng| s(if rng.below(2) == 0 { "LEFT" } else { "RIGHT" });
+        match self.rng.below(9) {
+            0..=2 => {
+                let push = if self.rng.below(2) == 0 {
+                    "LPUSH"
+                } else {
+                    "RPUSH"
+                };
+                let mut c = vec![s(push), l];
+                for _ in 0..1 + self.rng.below(3) {
+                    c.push(self.value());
+                }
+                c
+            }
+            3 => vec![
+                s(if self.rng.below(2) == 0 {
+                    "LPOP"
+                } else {
+                    "RPOP"
+                }),
+                l,
+            ],
+            // A count past the length pops everything: what it pops is then known.
+            4 => vec![s("RPOP"), l, s("100")],
+            5 => {
+                let (from, to) = (end(&mut self.rng), end(&mut self.rng));
+                vec![s("LMOVE"), l, self.typed_key("lk"), from, to]
+            }
+            6 => vec![s("LREM"), l, s("0"), self.value()],
+            7 => vec![s("LTRIM"), l, s("1"), s("-1")],
+            _ => match self.rng.below(3) {
+                0 => vec![s("PEXPIREAT"), l, self.deadline().to_string()],
+                1 => vec![s("RENAME"), l, self.typed_key("lk")],
+                _ => vec![s("DEL"), l],
+            },
         }
     }
 
@@ -1039,6 +1171,9 @@ impl ModelClient {
             } else if k.starts_with("sk:") {
                 let m: Members = redis::cmd("SMEMBERS").arg(&k).query(con)?;
                 set_text(&m)
+            } else if k.starts_with("lk:") {
+                let l: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(con)?;
+                list_text(&l)
             } else {
                 redis::cmd("GET").arg(&k).query(con)?
             };
@@ -1226,5 +1361,44 @@ mod tests {
             Reply::Array(vec![Reply::Bulk("2".into()), Reply::Bulk("y".into())])
         );
         assert_eq!(st["b"], (None, 0));
+    }
+
+    #[test]
+    fn the_model_keeps_lists_in_order() {
+        let mut st = State::new();
+        assert_eq!(
+            apply(&mut st, &c(&["RPUSH", "a", "1", "2"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["LPUSH", "a", "0", "x"]), 0),
+            Reply::Int(4)
+        );
+        assert_eq!(st["a"].0.as_deref(), Some("x;0;1;2"));
+        assert_eq!(
+            apply(&mut st, &c(&["LMOVE", "a", "b", "LEFT", "RIGHT"]), 0),
+            Reply::Bulk("x".into())
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["LMOVE", "a", "a", "RIGHT", "LEFT"]), 0),
+            Reply::Bulk("2".into())
+        );
+        assert_eq!(st["a"].0.as_deref(), Some("2;0;1"));
+        assert_eq!(
+            apply(&mut st, &c(&["LREM", "a", "0", "0"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(apply(&mut st, &c(&["LTRIM", "a", "1", "-1"]), 0), Reply::Ok);
+        assert_eq!(
+            apply(&mut st, &c(&["LPOP", "a"]), 0),
+            Reply::Bulk("1".into())
+        );
+        assert_eq!(st["a"], (None, 0));
+        assert_eq!(apply(&mut st, &c(&["LPOP", "a"]), 0), Reply::Nil);
+        assert_eq!(apply(&mut st, &c(&["RPOP", "nope", "100"]), 0), Reply::Nil);
+        assert_eq!(
+            apply(&mut st, &c(&["RPOP", "b", "100"]), 0),
+            Reply::Array(vec![Reply::Bulk("x".into())])
+        );
     }
 }

@@ -443,14 +443,27 @@ fn migrate_aof_imports_hashes_and_sets_from_redis() {
 }
 
 #[test]
-fn migrate_aof_stops_at_the_first_command_it_cannot_import() {
+fn migrate_aof_imports_lists_from_redis() {
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("moon");
     let out = import("redis7-list", &target);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let mut s = replay_layout(&target);
+    assert_eq!(query(&mut s, &["LRANGE", "mylist", "0", "-1"]), "*1 $1 x ");
+    assert_eq!(query(&mut s, &["GET", "b"]), "$1 2 ");
+}
+
+#[test]
+fn migrate_aof_stops_at_the_first_command_it_cannot_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("moon");
+    let out = import("redis7-zset", &target);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("LPUSH mylist x") && err.contains("stopped after 1 commands"),
+        err.contains("ZADD board 1 x") && err.contains("stopped after 1 commands"),
         "{err}"
     );
     assert!(

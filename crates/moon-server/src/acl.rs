@@ -27,6 +27,7 @@ pub const CATEGORIES: &[&str] = &[
     "write",
     "set",
     "hash",
+    "list",
     "string",
     "pubsub",
     "admin",

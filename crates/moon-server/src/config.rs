@@ -27,6 +27,8 @@ pub struct Config {
     pub maxmemory_samples: u64,
     /// Thresholds of the compact encodings of hashes and sets.
     pub encodings: moon_store::Encodings,
+    /// Redis's `list-compress-depth`: accepted and reported, no effect (nodes are not compressed).
+    pub list_compress_depth: u64,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
@@ -123,6 +125,15 @@ fn int_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Resul
         .ok_or_else(|| allowed.to_string())
 }
 
+/// `list-max-listpack-size`: -5 to -1 (a node's bytes), or a positive entry count (Redis's
+/// range).
+fn list_node_size(v: &str) -> Result<i64, String> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|n| (-5..=i64::from(i16::MAX)).contains(n) && *n != 0)
+        .ok_or_else(|| "an integer from -5 to -1, or from 1 to 32767".to_string())
+}
+
 /// A size (`512mb`, `64k`, bytes) within `range`, or what is allowed.
 fn size_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Result<u64, String> {
     parse_size(v)
@@ -207,6 +218,12 @@ pub const KEYS: &[Key] = &[
     key!("set-max-listpack-value", Runtime, "Largest member of a compact set, in bytes.",
         |c, v| c.encodings.set_max_listpack_value = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
         |c| c.encodings.set_max_listpack_value.to_string()),
+    key!("list-max-listpack-size", Runtime, "A list's node: -1 to -5 for 4 to 64 KiB, or a positive entry count (OBJECT ENCODING listpack while a list fits one).",
+        |c, v| c.encodings.list_max_listpack_size = list_node_size(v)?,
+        |c| c.encodings.list_max_listpack_size.to_string()),
+    key!("list-compress-depth", Runtime, "Accepted for Redis compatibility (0-65535); Moon does not compress list nodes.",
+        |c, v| c.list_compress_depth = int_in(v, 0..=65535, "an integer from 0 to 65535")?,
+        |c| c.list_compress_depth.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -388,6 +405,7 @@ impl Default for Config {
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
             encodings: moon_store::Encodings::default(),
+            list_compress_depth: 0,
             timeout: 0,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
@@ -435,6 +453,7 @@ pub fn canonical_key(key: &str) -> String {
     match key {
         "hash-max-ziplist-entries" => "hash-max-listpack-entries".into(),
         "hash-max-ziplist-value" => "hash-max-listpack-value".into(),
+        "list-max-ziplist-size" => "list-max-listpack-size".into(),
         other => other.to_string(),
     }
 }

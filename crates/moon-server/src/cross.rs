@@ -10,7 +10,7 @@ use moon_shard::join_all;
 use moon_store::command::CommandSpec;
 use moon_store::reply::{self, err};
 use moon_store::slot::shard_for_key;
-use moon_store::{sintercard_args, Call, SetOp};
+use moon_store::{lmpop_args, sintercard_args, Call, End, SetOp};
 
 use crate::session::Session;
 
@@ -159,24 +159,10 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         }
         "smove" => {
             let (src, dst, member) = (args[1].clone(), args[2].clone(), args[3].clone());
-            let (k1, k2) = (src.clone(), dst.clone());
-            let src_type = shard
-                .call_on(on(&src), move |s| {
-                    s.store_in_tx()
-                        .in_db(db, |st| st.type_at(&k1, tx.now))
-                        .flatten()
-                })
-                .await
-                .flatten();
-            let dst_type = shard
-                .call_on(on(&dst), move |s| {
-                    s.store_in_tx()
-                        .in_db(db, |st| st.type_at(&k2, tx.now))
-                        .flatten()
-                })
-                .await
-                .flatten();
-            match (src_type, dst_type) {
+            match (
+                type_at(session, &src, db).await,
+                type_at(session, &dst, db).await,
+            ) {
                 (None, _) => return Frame::Integer(0),
                 (Some("set"), None | Some("set")) => {}
                 _ => return err(reply::WRONGTYPE),
@@ -196,6 +182,76 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
                 _ => Frame::Integer(1),
             }
+        }
+        "lmove" | "rpoplpush" => {
+            let ends = if spec.name == "rpoplpush" {
+                Some((End::Right, End::Left))
+            } else {
+                End::parse(&args[3]).zip(End::parse(&args[4]))
+            };
+            let Some((from, to)) = ends else {
+                return err(reply::SYNTAX);
+            };
+            let (src, dst) = (args[1].clone(), args[2].clone());
+            // Both types first: nothing moves if the destination holds another type.
+            match (
+                type_at(session, &src, db).await,
+                type_at(session, &dst, db).await,
+            ) {
+                (None, _) => return Frame::Null,
+                (Some("list"), None | Some("list")) => {}
+                _ => return err(reply::WRONGTYPE),
+            }
+            let pop = vec![Bytes::from_static(from.pop_command()), src.clone()];
+            let pop = match in_db(vec![pop]) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let element = match one_reply(shard.run_batch_in(Some(tx), on(&src), pop).await) {
+                Frame::Bulk(v) => v,
+                other => return other,
+            };
+            let push = vec![
+                Bytes::from_static(to.push_command()),
+                dst.clone(),
+                element.clone(),
+            ];
+            let push = match in_db(vec![push]) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            match one_reply(shard.run_batch_in(Some(tx), on(&dst), push).await) {
+                f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
+                _ => Frame::Bulk(element),
+            }
+        }
+        "lmpop" => {
+            let (keys, end, count) = match lmpop_args(args) {
+                Ok(a) => a,
+                Err(e) => return e,
+            };
+            // The first key holding a list, in the order given, as on one shard.
+            for key in keys {
+                match type_at(session, key, db).await {
+                    None => continue,
+                    Some("list") => {}
+                    Some(_) => return err(reply::WRONGTYPE),
+                }
+                let pop = vec![
+                    Bytes::from_static(end.pop_command()),
+                    key.clone(),
+                    Bytes::from(count.to_string()),
+                ];
+                let pop = match in_db(vec![pop]) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                return match one_reply(shard.run_batch_in(Some(tx), on(key), pop).await) {
+                    items @ Frame::Array(_) => Frame::Array(vec![Frame::Bulk(key.clone()), items]),
+                    other => other,
+                };
+            }
+            Frame::NullArray
         }
         "sinter" | "sunion" | "sdiff" => {
             match members_of(session, SetOp::of(spec.name), &args[1..]).await {
@@ -261,6 +317,20 @@ async fn value_at(session: &Session, key: &Bytes, db: usize) -> Option<(moon_sto
 }
 
 /// Whether `key` exists in database `db` (on its shard, under the transaction's locks).
+/// The type of `key` in database `db`, read on its (locked) shard inside the transaction.
+async fn type_at(session: &Session, key: &Bytes, db: usize) -> Option<&'static str> {
+    let (shard, tx) = (session.ctx.shard.clone(), session.tx?);
+    let k = key.clone();
+    shard
+        .call_on(shard_for_key(key, shard.count()), move |s| {
+            s.store_in_tx()
+                .in_db(db, |st| st.type_at(&k, tx.now))
+                .flatten()
+        })
+        .await
+        .flatten()
+}
+
 async fn exists_at(session: &Session, key: &Bytes, db: usize) -> bool {
     let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
         return true;

@@ -61,6 +61,8 @@ fn command() -> clap::Command {
             clap::Arg::new(key.name)
                 .long(key.name)
                 .value_name("VALUE")
+                // `--list-max-listpack-size -2`: a negative number is a value, not a flag.
+                .allow_negative_numbers(true)
                 .help(key.help),
         );
     }

@@ -280,12 +280,93 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
                     "SMEMBERS",
                     "SCARD",
                     "HRANDFIELD",
-                    "SRANDMEMBER"
+                    "SRANDMEMBER",
+                    "LLEN"
                 ][..]
             ),
             key()
         )
             .prop_map(|(c, k)| cmd(&[c, &k])),
+        list_command(),
+    ]
+}
+
+/// List writes and reads, on the same keys (WRONGTYPE happens too).
+fn list_command() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        (
+            prop::sample::select(&["LPUSH", "RPUSH", "LPUSHX", "RPUSHX"][..]),
+            key(),
+            member(),
+            prop::option::of(member())
+        )
+            .prop_map(|(c, k, m, n)| {
+                let mut v = cmd(&[c, &k, &m]);
+                v.extend(n);
+                v
+            }),
+        (
+            prop::sample::select(&["LPOP", "RPOP"][..]),
+            key(),
+            prop::option::of(0u32..4)
+        )
+            .prop_map(|(c, k, n)| {
+                let mut v = cmd(&[c, &k]);
+                v.extend(n.map(|n| n.to_string()));
+                v
+            }),
+        (key(), -3i64..3, member()).prop_map(|(k, i, m)| cmd(&["LSET", &k, &i.to_string(), &m])),
+        (
+            key(),
+            prop::sample::select(&["BEFORE", "AFTER"][..]),
+            member(),
+            member()
+        )
+            .prop_map(|(k, w, p, m)| cmd(&["LINSERT", &k, w, &p, &m])),
+        (key(), -2i64..3, member()).prop_map(|(k, n, m)| cmd(&["LREM", &k, &n.to_string(), &m])),
+        (key(), -3i64..3, -3i64..3).prop_map(|(k, a, b)| cmd(&[
+            "LTRIM",
+            &k,
+            &a.to_string(),
+            &b.to_string()
+        ])),
+        (
+            key(),
+            key(),
+            prop::sample::select(&["LEFT", "RIGHT"][..]),
+            prop::sample::select(&["LEFT", "RIGHT"][..])
+        )
+            .prop_map(|(a, b, f, t)| cmd(&["LMOVE", &a, &b, f, t])),
+        (key(), key()).prop_map(|(a, b)| cmd(&["RPOPLPUSH", &a, &b])),
+        (
+            key(),
+            key(),
+            prop::sample::select(&["LEFT", "RIGHT"][..]),
+            1u32..4
+        )
+            .prop_map(|(a, b, e, n)| cmd(&[
+                "LMPOP",
+                "2",
+                &a,
+                &b,
+                e,
+                "COUNT",
+                &n.to_string()
+            ])),
+        (key(), -3i64..3, -1i64..4).prop_map(|(k, a, b)| cmd(&[
+            "LRANGE",
+            &k,
+            &a.to_string(),
+            &b.to_string()
+        ])),
+        (key(), -3i64..3).prop_map(|(k, i)| cmd(&["LINDEX", &k, &i.to_string()])),
+        (key(), member()).prop_map(|(k, m)| cmd(&["LPOS", &k, &m, "RANK", "-1", "COUNT", "0"])),
+        // A long list: effects past the model's record target.
+        (key(), 60u32..200).prop_map(|(k, n)| {
+            let mut c = cmd(&["RPUSH", &k]);
+            c.extend((0..n).map(|i| format!("element-{i}")));
+            c
+        }),
     ]
 }
 

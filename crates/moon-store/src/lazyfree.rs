@@ -106,6 +106,7 @@ pub fn free_effort(value: &Value) -> usize {
         Value::Hash(h) => h.len(),
         Value::Set(s) if s.is_compact() => 1,
         Value::Set(s) => s.len(),
+        Value::List(l) => l.len(),
     }
 }
 

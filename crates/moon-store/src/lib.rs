@@ -30,6 +30,7 @@ pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use notify::{KeyEvent, NotifyFlags};
 pub use store::keys::copy_options;
+pub use store::list::{lmpop_args, End};
 pub use store::set::{sintercard_args, SetOp};
 pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
 

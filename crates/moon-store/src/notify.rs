@@ -165,6 +165,20 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
             "spop" => (SET, "spop"),
             _ => (SET, "srem"),
         },
+        b"rpush" => match command {
+            "copy" => (GENERIC, "copy_to"),
+            "rename" | "renamenx" => (GENERIC, "rename_to"),
+            _ => (LIST, "rpush"),
+        },
+        b"lpush" => (LIST, "lpush"),
+        b"lpushx" => (LIST, "lpush"),
+        b"rpushx" => (LIST, "rpush"),
+        b"lpop" => (LIST, "lpop"),
+        b"rpop" => (LIST, "rpop"),
+        b"lset" => (LIST, "lset"),
+        b"linsert" => (LIST, "linsert"),
+        b"lrem" => (LIST, "lrem"),
+        b"ltrim" => (LIST, "ltrim"),
         _ => return None,
     })
 }
@@ -183,6 +197,20 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
             (GENERIC, "rename_to", 2, None),
         ],
         b"smove" => vec![(SET, "srem", 1, None), (SET, "sadd", 2, None)],
+        b"lmove" => {
+            let from = if effect.get(3)?.eq_ignore_ascii_case(b"left") {
+                "lpop"
+            } else {
+                "rpop"
+            };
+            let to = if effect.get(4)?.eq_ignore_ascii_case(b"left") {
+                "lpush"
+            } else {
+                "rpush"
+            };
+            vec![(LIST, from, 1, None), (LIST, to, 2, None)]
+        }
+        b"rpoplpush" => vec![(LIST, "rpop", 1, None), (LIST, "lpush", 2, None)],
         b"sinterstore" => vec![(SET, "sinterstore", 1, None)],
         b"sunionstore" => vec![(SET, "sunionstore", 1, None)],
         b"sdiffstore" => vec![(SET, "sdiffstore", 1, None)],

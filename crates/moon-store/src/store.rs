@@ -1102,6 +1102,7 @@ pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 pub(crate) mod hash;
 pub mod keys;
+pub mod list;
 pub mod set;
 pub(crate) mod string;
 

@@ -24,6 +24,9 @@ pub struct Encodings {
     pub set_max_intset_entries: usize,
     pub set_max_listpack_entries: usize,
     pub set_max_listpack_value: usize,
+    /// Redis's `list-max-listpack-size`: positive, entries per node; -1 to -5, bytes per node
+    /// (4 KiB to 64 KiB). A list that fits one node is `listpack`, a longer one `quicklist`.
+    pub list_max_listpack_size: i64,
 }
 
 impl Default for Encodings {
@@ -34,6 +37,7 @@ impl Default for Encodings {
             set_max_intset_entries: 512,
             set_max_listpack_entries: 128,
             set_max_listpack_value: 64,
+            list_max_listpack_size: -2,
         }
     }
 }
@@ -132,6 +136,8 @@ pub enum Value {
     Hash(Hash),
     /// Not boxed either (see [`Set`]).
     Set(Set),
+    /// Boxed: a list's deque and byte count are 40 bytes, and lists are rarely tiny.
+    List(Box<List>),
 }
 
 impl Value {
@@ -140,6 +146,7 @@ impl Value {
             Value::Str(_) => "string",
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
+            Value::List(_) => "list",
         }
     }
 
@@ -150,6 +157,7 @@ impl Value {
             Value::Str(b) => b.len(),
             Value::Hash(h) => h.mem_size(),
             Value::Set(s) => s.mem_size(),
+            Value::List(l) => l.bytes,
         }
     }
 
@@ -175,6 +183,7 @@ impl Value {
                 SetItems::Compact(_) => "listpack",
                 SetItems::Table(_) => "hashtable",
             },
+            Value::List(l) => l.encoding(),
         }
     }
 
@@ -201,6 +210,10 @@ impl Value {
                 let mut v: Vec<Bytes> = s.members();
                 v.sort();
                 format!("set:{v:?}")
+            }
+            Value::List(l) => {
+                let v: Vec<Bytes> = l.iter().map(Bytes::copy_from_slice).collect();
+                format!("list:{v:?}")
             }
         }
     }
@@ -262,6 +275,14 @@ impl Value {
                     out.push(cmd);
                 }
             }
+            Value::List(l) => {
+                let items: Vec<Bytes> = l.iter().map(Bytes::copy_from_slice).collect();
+                for part in chunk.split(&items, |m| m.len()) {
+                    let mut cmd = vec![Bytes::from_static(b"RPUSH"), key.clone()];
+                    cmd.extend(part.iter().cloned());
+                    out.push(cmd);
+                }
+            }
         }
         if expire_at != 0 {
             out.push(vec![
@@ -284,6 +305,7 @@ impl Value {
             Value::Str(v) => (v.len(), v.len() / chunk.bytes.max(1) + 1),
             Value::Hash(h) => (h.mem_size(), h.len()),
             Value::Set(s) => (s.mem_size(), s.len()),
+            Value::List(l) => (l.bytes, l.len()),
         };
         // Commands: at most one per item twice over (HSET and HPEXPIREAT chunks), plus the
         // PEXPIREAT.
@@ -364,6 +386,21 @@ impl Collection for Hash {
     }
     fn wrap(self) -> Value {
         Value::Hash(self)
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Collection for List {
+    fn of(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::List(Box::new(self))
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -954,6 +991,122 @@ impl Set {
 
     pub fn is_compact(&self) -> bool {
         !matches!(self.items, SetItems::Table(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists
+
+/// A list of byte strings: a double-ended queue (O(1) push and pop at both ends, O(1) index),
+/// each element inline up to `INLINE_STR` bytes as a string value is. `OBJECT ENCODING` says
+/// `listpack` while it would fit one of Redis's listpack nodes (`list-max-listpack-size`) and
+/// `quicklist` past it, as Redis 7.2+ does; the memory layout is the same either way (a packed,
+/// chunked form is not built yet).
+#[derive(Clone, Default)]
+pub struct List {
+    items: std::collections::VecDeque<Str>,
+    bytes: usize,
+    /// `list-max-listpack-size` when it last changed (for `OBJECT ENCODING`).
+    node_limit: i64,
+}
+
+impl PartialEq for List {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+    }
+}
+
+impl List {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn encoding(&self) -> &'static str {
+        let fits = match self.node_limit {
+            n if n > 0 => self.items.len() <= n as usize,
+            n => {
+                let limit = 4096usize << ((-n).clamp(1, 5) - 1);
+                // Redis's listpack: about 2 bytes of header per entry, 7 per list.
+                self.bytes - self.items.len() * ITEM_OVERHEAD + 2 * self.items.len() + 7 <= limit
+            }
+        };
+        if fits {
+            "listpack"
+        } else {
+            "quicklist"
+        }
+    }
+
+    pub fn push_back(&mut self, v: &[u8], enc: &Encodings) {
+        self.node_limit = enc.list_max_listpack_size;
+        self.bytes += v.len() + ITEM_OVERHEAD;
+        self.items.push_back(Str::copy_from(v));
+    }
+
+    pub fn push_front(&mut self, v: &[u8], enc: &Encodings) {
+        self.node_limit = enc.list_max_listpack_size;
+        self.bytes += v.len() + ITEM_OVERHEAD;
+        self.items.push_front(Str::copy_from(v));
+    }
+
+    pub fn pop_front(&mut self) -> Option<Bytes> {
+        let v = self.items.pop_front()?;
+        self.bytes -= v.len() + ITEM_OVERHEAD;
+        Some(v.to_bytes())
+    }
+
+    pub fn pop_back(&mut self) -> Option<Bytes> {
+        let v = self.items.pop_back()?;
+        self.bytes -= v.len() + ITEM_OVERHEAD;
+        Some(v.to_bytes())
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.items.get(i).map(|s| &s[..])
+    }
+
+    /// Replaces element `i`; false if there is none.
+    pub fn set(&mut self, i: usize, v: &[u8]) -> bool {
+        let Some(slot) = self.items.get_mut(i) else {
+            return false;
+        };
+        self.bytes = self.bytes - slot.len() + v.len();
+        *slot = Str::copy_from(v);
+        true
+    }
+
+    /// Inserts `v` so that it becomes element `i` (0..=len).
+    pub fn insert(&mut self, i: usize, v: &[u8], enc: &Encodings) {
+        self.node_limit = enc.list_max_listpack_size;
+        self.bytes += v.len() + ITEM_OVERHEAD;
+        self.items.insert(i, Str::copy_from(v));
+    }
+
+    /// Removes element `i`.
+    pub fn remove(&mut self, i: usize) -> Option<Bytes> {
+        let v = self.items.remove(i)?;
+        self.bytes -= v.len() + ITEM_OVERHEAD;
+        Some(v.to_bytes())
+    }
+
+    /// Keeps elements `start..=end` only (`start > end`: none).
+    pub fn keep(&mut self, start: usize, end: usize) {
+        if start > end || start >= self.items.len() {
+            self.items.clear();
+            self.bytes = 0;
+            return;
+        }
+        self.items.truncate(end + 1);
+        self.items.drain(..start);
+        self.bytes = self.items.iter().map(|s| s.len() + ITEM_OVERHEAD).sum();
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator + '_ {
+        self.items.iter().map(|s| &s[..])
     }
 }
 
