@@ -128,10 +128,10 @@ fn int_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Resul
 /// `list-max-listpack-size`: -5 to -1 (a node's bytes), or a positive entry count (Redis's
 /// range).
 fn list_node_size(v: &str) -> Result<i64, String> {
-    v.parse::<i64>()
-        .ok()
-        .filter(|n| (-5..=i64::from(i16::MAX)).contains(n) && *n != 0)
-        .ok_or_else(|| "an integer from -5 to -1, or from 1 to 32767".to_string())
+    // Any int, as Redis takes it: below -5 counts as -5, 0 as -1.
+    v.parse::<i32>()
+        .map(i64::from)
+        .map_err(|_| "an integer (-1 to -5: 4 to 64 KiB per node; positive: entries)".to_string())
 }
 
 /// A size (`512mb`, `64k`, bytes) within `range`, or what is allowed.
@@ -221,8 +221,8 @@ pub const KEYS: &[Key] = &[
     key!("list-max-listpack-size", Runtime, "A list's node: -1 to -5 for 4 to 64 KiB, or a positive entry count (OBJECT ENCODING listpack while a list fits one).",
         |c, v| c.encodings.list_max_listpack_size = list_node_size(v)?,
         |c| c.encodings.list_max_listpack_size.to_string()),
-    key!("list-compress-depth", Runtime, "Accepted for Redis compatibility (0-65535); Moon does not compress list nodes.",
-        |c, v| c.list_compress_depth = int_in(v, 0..=65535, "an integer from 0 to 65535")?,
+    key!("list-compress-depth", Runtime, "Accepted for Redis compatibility; Moon does not compress list nodes.",
+        |c, v| c.list_compress_depth = int_in(v, 0..=i32::MAX as u64, "an integer from 0 to 2147483647")?,
         |c| c.list_compress_depth.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,

@@ -316,7 +316,6 @@ async fn value_at(session: &Session, key: &Bytes, db: usize) -> Option<(moon_sto
         .flatten()
 }
 
-/// Whether `key` exists in database `db` (on its shard, under the transaction's locks).
 /// The type of `key` in database `db`, read on its (locked) shard inside the transaction.
 async fn type_at(session: &Session, key: &Bytes, db: usize) -> Option<&'static str> {
     let (shard, tx) = (session.ctx.shard.clone(), session.tx?);
@@ -331,6 +330,7 @@ async fn type_at(session: &Session, key: &Bytes, db: usize) -> Option<&'static s
         .flatten()
 }
 
+/// Whether `key` exists in database `db` (on its shard, under the transaction's locks).
 async fn exists_at(session: &Session, key: &Bytes, db: usize) -> bool {
     let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
         return true;

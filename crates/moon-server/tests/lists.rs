@@ -134,15 +134,64 @@ fn list_commands_answer_as_redis() {
     cmd::<()>(&mut c, &["CONFIG", "SET", "list-max-ziplist-size", "1000"]);
     let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "list-max-listpack-size"]);
     assert_eq!(got, ["list-max-listpack-size", "1000"]);
+    // As Redis 7.2+: a quicklist stays one while it grows, and turns back into a listpack
+    // only once a removal leaves it under half a node.
     cmd::<i64>(&mut c, &["RPUSH", "big", "one-more"]);
+    assert_eq!(
+        cmd::<String>(&mut c, &["OBJECT", "ENCODING", "big"]),
+        "quicklist"
+    );
+    cmd::<String>(&mut c, &["LTRIM", "big", "0", "9"]);
     assert_eq!(
         cmd::<String>(&mut c, &["OBJECT", "ENCODING", "big"]),
         "listpack"
     );
     assert!(
-        expect_err(&mut c, &["CONFIG", "SET", "list-max-listpack-size", "0"])
+        expect_err(&mut c, &["CONFIG", "SET", "list-max-listpack-size", "x"])
             .contains("list-max-listpack-size")
     );
+    // Review findings: Redis's texts and order.
+    assert_eq!(
+        expect_err(&mut c, &["LPOP", "big", "1", "2"]),
+        "ERR wrong number of arguments for 'lpop' command"
+    );
+    assert_eq!(
+        cmd::<Option<String>>(&mut c, &["LINDEX", "nope", "abc"]),
+        None
+    );
+    assert_eq!(
+        expect_err(&mut c, &["LPOS", "big", "x", "COUNT", "abc"]),
+        "ERR COUNT can't be negative"
+    );
+}
+
+/// Review finding: LMPOP on one shard logged its effect as if sent, so the popped key was
+/// looked for at LMPOP's key positions: a watcher of it was not told, and EXEC ran.
+#[test]
+fn lmpop_and_a_rotation_touch_their_key_as_any_write() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let mut watcher = s.client();
+    cmd::<i64>(&mut c, &["RPUSH", "l", "a", "b"]);
+    cmd::<()>(&mut watcher, &["WATCH", "l"]);
+    cmd::<()>(&mut watcher, &["MULTI"]);
+    cmd::<()>(&mut watcher, &["SET", "other", "1"]);
+    let popped: (String, Vec<String>) = cmd(&mut c, &["LMPOP", "1", "l", "LEFT"]);
+    assert_eq!(popped, ("l".to_string(), vec!["a".to_string()]));
+    assert_eq!(
+        cmd::<redis::Value>(&mut watcher, &["EXEC"]),
+        redis::Value::Nil,
+        "the watched key changed"
+    );
+    // Review finding: rotating a one-element list re-created the key without its deadline.
+    cmd::<i64>(&mut c, &["PEXPIRE", "l", "100000"]);
+    assert_eq!(
+        cmd::<String>(&mut c, &["LMOVE", "l", "l", "LEFT", "RIGHT"]),
+        "b"
+    );
+    assert!(cmd::<i64>(&mut c, &["PTTL", "l"]) > 0, "the deadline stays");
+    assert_eq!(cmd::<String>(&mut c, &["RPOPLPUSH", "l", "l"]), "b");
+    assert!(cmd::<i64>(&mut c, &["PTTL", "l"]) > 0, "the deadline stays");
 }
 
 #[test]

@@ -208,9 +208,10 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
             } else {
                 "rpush"
             };
-            vec![(LIST, from, 1, None), (LIST, to, 2, None)]
+            // Redis announces the push before the pop.
+            vec![(LIST, to, 2, None), (LIST, from, 1, None)]
         }
-        b"rpoplpush" => vec![(LIST, "rpop", 1, None), (LIST, "lpush", 2, None)],
+        b"rpoplpush" => vec![(LIST, "lpush", 2, None), (LIST, "rpop", 1, None)],
         b"sinterstore" => vec![(SET, "sinterstore", 1, None)],
         b"sunionstore" => vec![(SET, "sunionstore", 1, None)],
         b"sdiffstore" => vec![(SET, "sdiffstore", 1, None)],

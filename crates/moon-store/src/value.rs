@@ -1006,8 +1006,11 @@ impl Set {
 pub struct List {
     items: std::collections::VecDeque<Str>,
     bytes: usize,
-    /// `list-max-listpack-size` when it last changed (for `OBJECT ENCODING`).
+    /// `list-max-listpack-size` when it last grew (for `OBJECT ENCODING`).
     node_limit: i64,
+    /// Whether `OBJECT ENCODING` says `quicklist`: set when the list outgrows one listpack
+    /// node, cleared only when a removal brings it under half of one (Redis 7.2+).
+    quick: bool,
 }
 
 impl PartialEq for List {
@@ -1026,42 +1029,63 @@ impl List {
     }
 
     fn encoding(&self) -> &'static str {
-        let fits = match self.node_limit {
-            n if n > 0 => self.items.len() <= n as usize,
-            n => {
-                let limit = 4096usize << ((-n).clamp(1, 5) - 1);
-                // Redis's listpack: about 2 bytes of header per entry, 7 per list.
-                self.bytes - self.items.len() * ITEM_OVERHEAD + 2 * self.items.len() + 7 <= limit
-            }
-        };
-        if fits {
-            "listpack"
-        } else {
+        if self.quick {
             "quicklist"
+        } else {
+            "listpack"
+        }
+    }
+
+    /// Whether the list fits one listpack node of `list-max-listpack-size`, its limits
+    /// divided by `divisor`: an entry count (positive sizes, within Redis's 8 KiB safety
+    /// limit) or 4 to 64 KiB (-1 to -5; below -5 as -5).
+    fn fits(&self, divisor: usize) -> bool {
+        // Redis's listpack: about 2 bytes of header per entry, 7 per list.
+        let packed = self.bytes - self.items.len() * ITEM_OVERHEAD + 2 * self.items.len() + 7;
+        match self.node_limit {
+            n if n > 0 => self.items.len() <= n as usize / divisor && packed <= 8192 / divisor,
+            n => packed <= (4096usize << ((-n).clamp(1, 5) - 1)) / divisor,
+        }
+    }
+
+    /// After a growth: past one node, it is a quicklist.
+    fn grown(&mut self, enc: &Encodings) {
+        self.node_limit = enc.list_max_listpack_size;
+        if !self.quick && !self.fits(1) {
+            self.quick = true;
+        }
+    }
+
+    /// After a removal: under half a node, it is a listpack again.
+    fn shrunk(&mut self) {
+        if self.quick && self.fits(2) {
+            self.quick = false;
         }
     }
 
     pub fn push_back(&mut self, v: &[u8], enc: &Encodings) {
-        self.node_limit = enc.list_max_listpack_size;
         self.bytes += v.len() + ITEM_OVERHEAD;
         self.items.push_back(Str::copy_from(v));
+        self.grown(enc);
     }
 
     pub fn push_front(&mut self, v: &[u8], enc: &Encodings) {
-        self.node_limit = enc.list_max_listpack_size;
         self.bytes += v.len() + ITEM_OVERHEAD;
         self.items.push_front(Str::copy_from(v));
+        self.grown(enc);
     }
 
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let v = self.items.pop_front()?;
         self.bytes -= v.len() + ITEM_OVERHEAD;
+        self.shrunk();
         Some(v.to_bytes())
     }
 
     pub fn pop_back(&mut self) -> Option<Bytes> {
         let v = self.items.pop_back()?;
         self.bytes -= v.len() + ITEM_OVERHEAD;
+        self.shrunk();
         Some(v.to_bytes())
     }
 
@@ -1081,16 +1105,29 @@ impl List {
 
     /// Inserts `v` so that it becomes element `i` (0..=len).
     pub fn insert(&mut self, i: usize, v: &[u8], enc: &Encodings) {
-        self.node_limit = enc.list_max_listpack_size;
         self.bytes += v.len() + ITEM_OVERHEAD;
         self.items.insert(i, Str::copy_from(v));
+        self.grown(enc);
     }
 
-    /// Removes element `i`.
-    pub fn remove(&mut self, i: usize) -> Option<Bytes> {
-        let v = self.items.remove(i)?;
-        self.bytes -= v.len() + ITEM_OVERHEAD;
-        Some(v.to_bytes())
+    /// Removes `limit` elements equal to `target`, after skipping the first `skip` of them
+    /// (from the head), in one pass.
+    pub fn remove_matches(&mut self, target: &[u8], skip: usize, limit: usize) {
+        let (mut seen, mut removed, mut bytes) = (0, 0, 0);
+        self.items.retain(|v| {
+            if **v != *target {
+                return true;
+            }
+            seen += 1;
+            if seen <= skip || removed == limit {
+                return true;
+            }
+            removed += 1;
+            bytes += v.len() + ITEM_OVERHEAD;
+            false
+        });
+        self.bytes -= bytes;
+        self.shrunk();
     }
 
     /// Keeps elements `start..=end` only (`start > end`: none).
@@ -1103,6 +1140,7 @@ impl List {
         self.items.truncate(end + 1);
         self.items.drain(..start);
         self.bytes = self.items.iter().map(|s| s.len() + ITEM_OVERHEAD).sum();
+        self.shrunk();
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator + '_ {
@@ -1169,6 +1207,24 @@ mod tests {
             assert!(set.contains(m));
         }
         assert_eq!(set.len(), 5);
+    }
+
+    /// LREM's one pass: `skip` matches kept from the head, then at most `limit` removed.
+    #[test]
+    fn a_list_removes_its_matches_in_one_pass() {
+        let enc = super::Encodings::default();
+        let mut l = super::List::default();
+        for v in ["x", "a", "x", "b", "x", "x"] {
+            l.push_back(v.as_bytes(), &enc);
+        }
+        let before = l.bytes;
+        // LREM l -2 x: the last two.
+        l.remove_matches(b"x", 2, 2);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [&b"x"[..], b"a", b"x", b"b"]);
+        assert_eq!(l.bytes, before - 2 * (1 + super::ITEM_OVERHEAD));
+        // LREM l 1 x: the first.
+        l.remove_matches(b"x", 0, 1);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [&b"a"[..], b"x", b"b"]);
     }
 
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in

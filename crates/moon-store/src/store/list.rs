@@ -37,7 +37,7 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(List: "lpos", -3, R, keys(1, 1, 1), ONE, |s, a, now| either(s.lpos(a, now))),
     command!(List: "lmove", 5, W, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.lmove(a, now))),
     command!(List: "rpoplpush", 3, W, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.rpoplpush(a, now))),
-    command!(List: "lmpop", -4, W, numkeys at 1, COORDINATED, |s, a, now| either(s.lmpop(a, now))),
+    command!(List: "lmpop", -4, WNOOM, numkeys at 1, COORDINATED, |s, a, now| either(s.lmpop(a, now))),
 ];
 
 /// A reply, or the error reply that stopped it.
@@ -158,7 +158,8 @@ impl Store {
     /// LPOP/RPOP key [count].
     fn pop(&mut self, args: &[Bytes], now: u64, end: End) -> Result<Frame, Frame> {
         if args.len() > 3 {
-            return Err(err(reply::SYNTAX));
+            let name = if end == End::Left { "lpop" } else { "rpop" };
+            return Err(reply::wrong_arity(name));
         }
         let count = args.get(2).map(|c| count_arg(c)).transpose()?;
         if self.list_ref(&args[1], now)?.is_none() {
@@ -215,10 +216,11 @@ impl Store {
     }
 
     fn lindex(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
-        let i = int_arg(&args[2])?;
+        // The key first, as Redis: a missing key is nil whatever the index.
         let Some(l) = self.list_ref(&args[1], now)? else {
             return Ok(Frame::Null);
         };
+        let i = int_arg(&args[2])?;
         Ok(index_in(i, l.len())
             .and_then(|i| l.get(i))
             .map_or(Frame::Null, |v| Frame::Bulk(Bytes::copy_from_slice(v))))
@@ -268,42 +270,25 @@ impl Store {
         let Some(l) = self.list_ref(&args[1], now)? else {
             return Ok(Frame::Integer(0));
         };
-        // Positions to remove: from the head for count > 0, from the tail for count < 0, all
-        // for 0; at most |count|.
+        // At most |count| matches: from the head for count > 0, from the tail for count < 0,
+        // every one for 0. One pass over the list whatever the count (review finding: one
+        // removal per match moved the rest each time, quadratic on a long list).
+        let matches = l.iter().filter(|v| *v == target).count();
         let limit = if count == 0 {
-            usize::MAX
+            matches
         } else {
-            count.unsigned_abs().min(usize::MAX as u64) as usize
+            matches.min(count.unsigned_abs().min(usize::MAX as u64) as usize)
         };
-        let mut at: Vec<usize> = if count >= 0 {
-            l.iter()
-                .enumerate()
-                .filter(|(_, v)| *v == target)
-                .map(|(i, _)| i)
-                .take(limit)
-                .collect()
-        } else {
-            l.iter()
-                .enumerate()
-                .rev()
-                .filter(|(_, v)| *v == target)
-                .map(|(i, _)| i)
-                .take(limit)
-                .collect()
-        };
-        if at.is_empty() {
+        if limit == 0 {
             return Ok(Frame::Integer(0));
         }
-        // Highest first, so that earlier positions stay valid.
-        at.sort_unstable_by(|a, b| b.cmp(a));
-        let removed = at.len();
+        // The matches kept before the first removed one, counting from the head.
+        let skip = if count < 0 { matches - limit } else { 0 };
         self.list_write(&args[1], now, false, |l, _| {
-            for i in at {
-                l.remove(i);
-            }
+            l.remove_matches(target, skip, limit)
         })?;
         self.log_args(args);
-        Ok(Frame::Integer(removed as i64))
+        Ok(Frame::Integer(limit as i64))
     }
 
     fn ltrim(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
@@ -312,9 +297,8 @@ impl Store {
             return Ok(Frame::OK);
         };
         let kept = range_in(start, stop, len);
-        if kept == Some((0, len.saturating_sub(1))) {
-            return Ok(Frame::OK);
-        }
+        // Logged even when it removes nothing: watchers and the `ltrim` event see it, as in
+        // Redis (the record replays as the same no-op).
         self.list_write(&args[1], now, false, |l, _| match kept {
             Some((from, to)) => l.keep(from, to),
             None => l.keep(1, 0),
@@ -332,21 +316,23 @@ impl Store {
                 return Err(err(reply::SYNTAX));
             };
             if eq(&args[i], "rank") {
-                rank = int_arg(value)?;
-                if rank == 0 || rank == i64::MIN {
+                rank = match parse_i64(value) {
+                    Some(r) if r != i64::MIN => r,
+                    _ => return Err(err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")),
+                };
+                if rank == 0 {
                     return Err(err("ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list"));
                 }
             } else if eq(&args[i], "count") {
+                // Redis answers a non-integer with the same text.
                 match parse_i64(value) {
                     Some(n) if n >= 0 => count = Some(n as usize),
-                    Some(_) => return Err(err("ERR COUNT can't be negative")),
-                    None => return Err(err(reply::NOT_INTEGER)),
+                    _ => return Err(err("ERR COUNT can't be negative")),
                 }
             } else if eq(&args[i], "maxlen") {
                 match parse_i64(value) {
                     Some(n) if n >= 0 => maxlen = n as usize,
-                    Some(_) => return Err(err("ERR MAXLEN can't be negative")),
-                    None => return Err(err(reply::NOT_INTEGER)),
+                    _ => return Err(err("ERR MAXLEN can't be negative")),
                 }
             } else {
                 return Err(err(reply::SYNTAX));
@@ -424,6 +410,26 @@ impl Store {
         if self.list_ref(src, now)?.is_none() {
             return Ok(Frame::Null);
         }
+        if src == dst {
+            // A rotation, in place: the list never empties, so it keeps its deadline and no
+            // `del` is announced (review finding: a pop then a push re-created the key).
+            let moved = self.list_write(src, now, false, |l, enc| {
+                let v = match from {
+                    End::Left => l.pop_front(),
+                    End::Right => l.pop_back(),
+                }?;
+                match to {
+                    End::Left => l.push_front(&v, enc),
+                    End::Right => l.push_back(&v, enc),
+                }
+                Some(v)
+            })?;
+            let Some(v) = moved.flatten() else {
+                return Ok(Frame::Null);
+            };
+            self.log_args(args);
+            return Ok(Frame::Bulk(v));
+        }
         // The destination's type is checked before anything moves (as Redis does).
         self.list_ref(dst, now)?;
         let Some(v) = self.pop_n(src, now, from, 1)?.into_iter().next() else {
@@ -443,12 +449,11 @@ impl Store {
         for key in keys {
             if self.list_ref(key, now)?.is_some() {
                 let popped = self.pop_n(key, now, end, count)?;
-                let logged = vec![
-                    Bytes::from_static(end.pop_command()),
-                    key.clone(),
-                    Bytes::from(count.to_string()),
-                ];
-                self.log_args(&logged);
+                // Its effect, whose key follows its name (review finding: logged as if sent,
+                // the key was looked for at LMPOP's positions, and watchers, tracking and
+                // events missed it).
+                let count = count.to_string();
+                self.log_derived(&[end.pop_command(), key, count.as_bytes()]);
                 return Ok(Frame::Array(vec![Frame::Bulk(key.clone()), array(popped)]));
             }
         }
