@@ -332,19 +332,7 @@ async fn type_at(session: &Session, key: &Bytes, db: usize) -> Option<&'static s
 
 /// Whether `key` exists in database `db` (on its shard, under the transaction's locks).
 async fn exists_at(session: &Session, key: &Bytes, db: usize) -> bool {
-    let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
-        return true;
-    };
-    let k = key.clone();
-    shard
-        .call_on(shard_for_key(key, shard.count()), move |s| {
-            s.store_in_tx()
-                .in_db(db, |st| st.type_at(&k, tx.now))
-                .flatten()
-                .is_some()
-        })
-        .await
-        .unwrap_or(true)
+    session.tx.is_none() || type_at(session, key, db).await.is_some()
 }
 
 /// Replaces `key` in database `db` with `value` (its rewrite form, after a DEL), on its shard

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{eventually, expect_err, keys_on_different_shards, MoonServer};
+use common::{expect_err, keys_on_different_shards, MoonServer};
 
 fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
     redis::cmd(words[0])
@@ -187,14 +185,7 @@ fn every_database_survives_sigkill_and_bgrewriteaof() {
     let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
     let mut c = s.client();
     assert_eq!(snapshot(&mut c), before, "after SIGKILL");
-    let _: String = cmd(&mut c, &["BGREWRITEAOF"]);
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let info: String = cmd(&mut c, &["INFO", "persistence"]);
-            info.contains("aof_rewrites:1")
-        }),
-        "the rewrite finished"
-    );
+    common::rewrite_and_wait(&mut c, 1);
     s.kill();
     let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart after rewrite");
     let mut c = s.client();

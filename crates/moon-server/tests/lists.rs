@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{eventually, expect_err, keys_on_different_shards, slot_shard, MoonServer};
+use common::{expect_err, keys_on_different_shards, rewrite_and_wait, slot_shard, MoonServer};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -299,15 +297,7 @@ fn lists_survive_sigkill_and_bgrewriteaof() {
     let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
     let mut c = s.client();
     assert_eq!(snapshot(&mut c), before, "after SIGKILL");
-    let started: String = cmd(&mut c, &["BGREWRITEAOF"]);
-    assert_eq!(started, "Background append only file rewriting started");
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let info: String = cmd(&mut c, &["INFO", "persistence"]);
-            info.contains("aof_rewrites:1")
-        }),
-        "the rewrite finished"
-    );
+    rewrite_and_wait(&mut c, 1);
     s.kill();
     let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart after rewrite");
     let mut c = s.client();

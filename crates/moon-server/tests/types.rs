@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use common::{eventually, expect_err, keys_on_different_shards, MoonServer};
+use common::{expect_err, keys_on_different_shards, MoonServer};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -330,15 +329,7 @@ fn hashes_and_sets_survive_sigkill_bgrewriteaof_and_renames_across_shards() {
     let mut c = s.client();
     assert_eq!(snapshot(&mut c, &keys), before, "after SIGKILL");
 
-    let started: String = cmd(&mut c, &["BGREWRITEAOF"]);
-    assert_eq!(started, "Background append only file rewriting started");
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let info: String = cmd(&mut c, &["INFO", "persistence"]);
-            info.contains("aof_rewrites:1")
-        }),
-        "the rewrite finished"
-    );
+    common::rewrite_and_wait(&mut c, 1);
     assert_eq!(snapshot(&mut c, &keys), before, "after the rewrite");
     s.kill();
     let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart after rewrite");

@@ -229,6 +229,24 @@ pub fn expect_err(con: &mut redis::Connection, words: &[&str]) -> String {
 
 /// Polls `cond` until it holds or `timeout` passes. For states the server reaches by itself
 /// (active expiry), where there is nothing to wait on but the state.
+/// BGREWRITEAOF (Redis's reply checked), then waits until INFO persistence counts `done`
+/// rewrites finished.
+pub fn rewrite_and_wait(con: &mut redis::Connection, done: u64) {
+    let started: String = redis::cmd("BGREWRITEAOF").query(con).expect("BGREWRITEAOF");
+    assert_eq!(started, "Background append only file rewriting started");
+    let want = format!("aof_rewrites:{done}");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let info: String = redis::cmd("INFO")
+                .arg("persistence")
+                .query(con)
+                .unwrap_or_default();
+            info.contains(&want)
+        }),
+        "the rewrite finished"
+    );
+}
+
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

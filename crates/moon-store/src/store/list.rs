@@ -354,26 +354,19 @@ impl Store {
             None => 1,
         };
         let skip = (rank.unsigned_abs() - 1) as usize;
-        let matches: Vec<usize> = if rank > 0 {
-            l.iter()
-                .enumerate()
-                .take(scan)
-                .filter(|(_, v)| *v == target)
-                .map(|(i, _)| i)
-                .skip(skip)
-                .take(wanted)
-                .collect()
+        // From the head for a positive rank, from the tail for a negative one.
+        let scanned: Box<dyn Iterator<Item = (usize, &[u8])>> = if rank > 0 {
+            Box::new(l.iter().enumerate())
         } else {
-            l.iter()
-                .enumerate()
-                .rev()
-                .take(scan)
-                .filter(|(_, v)| *v == target)
-                .map(|(i, _)| i)
-                .skip(skip)
-                .take(wanted)
-                .collect()
+            Box::new(l.iter().enumerate().rev())
         };
+        let matches: Vec<usize> = scanned
+            .take(scan)
+            .filter(|(_, v)| *v == target)
+            .map(|(i, _)| i)
+            .skip(skip)
+            .take(wanted)
+            .collect();
         Ok(match count {
             Some(_) => Frame::Array(
                 matches
