@@ -29,6 +29,8 @@ pub struct Config {
     pub encodings: moon_store::Encodings,
     /// Redis's `list-compress-depth`: accepted and reported, no effect (nodes are not compressed).
     pub list_compress_depth: u64,
+    /// Redis's `save` schedule, normalised: accepted and reported, no effect (no RDB snapshots).
+    pub save: String,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
@@ -125,6 +127,16 @@ fn int_in(v: &str, range: std::ops::RangeInclusive<u64>, allowed: &str) -> Resul
         .ok_or_else(|| allowed.to_string())
 }
 
+/// `save`: pairs of seconds and changes, or nothing (Redis's syntax), normalised to single
+/// spaces.
+fn save_schedule(v: &str) -> Result<String, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if !words.len().is_multiple_of(2) || words.iter().any(|w| w.parse::<u64>().is_err()) {
+        return Err("pairs of seconds and changes (\"3600 1 300 100\"), or \"\"".into());
+    }
+    Ok(words.join(" "))
+}
+
 /// `list-max-listpack-size`: -5 to -1 (a node's bytes), or a positive entry count (Redis's
 /// range).
 fn list_node_size(v: &str) -> Result<i64, String> {
@@ -172,6 +184,9 @@ pub const KEYS: &[Key] = &[
     key!("appendonly", Startup, "yes | no",
         |c, v| c.appendonly = flag(v)?,
         |c| yes_no_text(c.appendonly)),
+    key!("save", Runtime, "Redis's RDB snapshot schedule (\"<seconds> <changes> ...\" or \"\"): accepted and reported; Moon takes no snapshots (every write is in the AOF).",
+        |c, v| c.save = save_schedule(v)?,
+        |c| c.save.clone()),
     key!("appendfsync", Runtime, "always | everysec | no",
         |c, v| c.appendfsync = match v.to_ascii_lowercase().as_str() {
             "always" => FsyncPolicy::Always,
@@ -406,6 +421,7 @@ impl Default for Config {
             maxmemory_samples: 5,
             encodings: moon_store::Encodings::default(),
             list_compress_depth: 0,
+            save: String::new(),
             timeout: 0,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),

@@ -303,3 +303,21 @@ fn lists_survive_sigkill_and_bgrewriteaof() {
     let mut c = s.client();
     assert_eq!(snapshot(&mut c), before, "replayed from the rewritten base");
 }
+
+/// What Redis's own list units set before they start (issue 24, item 6): `save` takes Redis's
+/// syntax and is reported back; Moon takes no snapshots, so it changes nothing else.
+#[test]
+fn save_takes_redis_syntax_and_changes_nothing() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "save"]);
+    assert_eq!(got, ["save", ""]);
+    cmd::<()>(&mut c, &["CONFIG", "SET", "save", "3600  1 300 100"]);
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "save"]);
+    assert_eq!(got, ["save", "3600 1 300 100"]);
+    assert!(expect_err(&mut c, &["CONFIG", "SET", "save", "3600"]).contains("save"));
+    assert!(expect_err(&mut c, &["CONFIG", "SET", "save", "x 1"]).contains("save"));
+    cmd::<()>(&mut c, &["CONFIG", "SET", "save", ""]);
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "save"]);
+    assert_eq!(got, ["save", ""]);
+}
