@@ -91,6 +91,9 @@ fn redis_benchmark(
         // HGET/SISMEMBER read them at random fields/members.
         ("hset", requests),
         ("sadd", requests),
+        // Lists: LPUSH builds `mylist` (one key: one shard), LPOP then takes it apart.
+        ("lpush", requests),
+        ("lpop", requests),
     ] {
         rows.extend(measured(addr, pid, pipeline, n, test)?);
     }
@@ -422,7 +425,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         report,
-        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd, lpush, lpop), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
         args.requests,
         args.requests * 10,
         args.rounds
