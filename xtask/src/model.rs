@@ -448,20 +448,37 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             put(st, a(2), set_text(&to), d_dst);
             Reply::Int(1)
         }
-        "LPUSH" | "RPUSH" | "LPOP" | "RPOP" | "LREM" | "LTRIM" => {
+        "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LPOP" | "RPOP" | "LREM" | "LTRIM" | "LSET"
+        | "LINSERT" => {
             let (mut l, d) = live(st, a(1), now).map_or((Vec::new(), 0), |(v, d)| (list_of(&v), d));
             let existed = !l.is_empty();
             let reply = match cmd[0].as_str() {
-                "LPUSH" => {
+                "LPUSHX" | "RPUSHX" if !existed => Reply::Int(0),
+                "LPUSH" | "LPUSHX" => {
                     for e in &cmd[2..] {
                         l.insert(0, e.clone());
                     }
                     Reply::Int(l.len() as i64)
                 }
-                "RPUSH" => {
+                "RPUSH" | "RPUSHX" => {
                     l.extend(cmd[2..].iter().cloned());
                     Reply::Int(l.len() as i64)
                 }
+                // LSET key 0 element.
+                "LSET" if !existed => Reply::Err,
+                "LSET" => {
+                    l[0] = a(3).to_string();
+                    Reply::Ok
+                }
+                // LINSERT key BEFORE pivot element.
+                "LINSERT" if !existed => Reply::Int(0),
+                "LINSERT" => match l.iter().position(|e| e == a(3)) {
+                    Some(at) => {
+                        l.insert(at, a(4).to_string());
+                        Reply::Int(l.len() as i64)
+                    }
+                    None => Reply::Int(-1),
+                },
                 "LPOP" | "RPOP" => {
                     let count = cmd.get(2).and_then(|c| c.parse::<usize>().ok());
                     let mut popped = Vec::new();
@@ -495,6 +512,23 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             let d = if l.is_empty() { 0 } else { d };
             put(st, a(1), list_text(&l), d);
             reply
+        }
+        "RPOPLPUSH" => {
+            let as_lmove = ["LMOVE", a(1), a(2), "RIGHT", "LEFT"].map(str::to_string);
+            apply(st, &as_lmove, now)
+        }
+        // LMPOP 2 key key LEFT|RIGHT COUNT n.
+        "LMPOP" => {
+            let Some(key) = cmd[2..4]
+                .iter()
+                .find(|k| live(st, k, now).is_some())
+                .cloned()
+            else {
+                return Reply::Nil;
+            };
+            let pop = if a(4) == "LEFT" { "LPOP" } else { "RPOP" };
+            let popped = apply(st, &[pop.to_string(), key.clone(), a(6).to_string()], now);
+            Reply::Array(vec![Reply::Bulk(key), popped])
         }
         "LMOVE" => {
             let Some((src, d_src)) = live(st, a(1), now) else {
@@ -789,7 +823,7 @@ impl ModelClient {
         let s = |x: &str| x.to_string();
         let l = self.typed_key("lk");
         let end = |rng: &mut Rng| s(if rng.below(2) == 0 { "LEFT" } else { "RIGHT" });
-        match self.rng.below(9) {
+        match self.rng.below(10) {
             0..=2 => {
                 let push = if self.rng.below(2) == 0 {
                     "LPUSH"
@@ -812,6 +846,25 @@ impl ModelClient {
             ],
             // A count past the length pops everything: what it pops is then known.
             4 => vec![s("RPOP"), l, s("100")],
+            9 => match self.rng.below(5) {
+                0 => vec![s("LPUSHX"), l, self.value()],
+                1 => vec![s("LSET"), l, s("0"), self.value()],
+                2 => {
+                    // A pivot the list may hold: a recent value (values count up).
+                    let pivot = format!("v{}", self.counter.saturating_sub(self.rng.below(4)));
+                    vec![s("LINSERT"), l, s("BEFORE"), pivot, self.value()]
+                }
+                3 => vec![s("RPOPLPUSH"), l, self.typed_key("lk")],
+                _ => vec![
+                    s("LMPOP"),
+                    s("2"),
+                    l,
+                    self.typed_key("lk"),
+                    end(&mut self.rng),
+                    s("COUNT"),
+                    (1 + self.rng.below(3)).to_string(),
+                ],
+            },
             5 => {
                 let (from, to) = (end(&mut self.rng), end(&mut self.rng));
                 vec![s("LMOVE"), l, self.typed_key("lk"), from, to]
@@ -1399,6 +1452,46 @@ mod tests {
         assert_eq!(
             apply(&mut st, &c(&["RPOP", "b", "100"]), 0),
             Reply::Array(vec![Reply::Bulk("x".into())])
+        );
+        assert_eq!(apply(&mut st, &c(&["LPUSHX", "b", "1"]), 0), Reply::Int(0));
+        assert_eq!(apply(&mut st, &c(&["LSET", "b", "0", "1"]), 0), Reply::Err);
+        assert_eq!(
+            apply(&mut st, &c(&["RPUSH", "b", "1", "2"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(apply(&mut st, &c(&["RPUSHX", "b", "3"]), 0), Reply::Int(3));
+        assert_eq!(apply(&mut st, &c(&["LSET", "b", "0", "0"]), 0), Reply::Ok);
+        assert_eq!(
+            apply(&mut st, &c(&["LINSERT", "b", "BEFORE", "2", "x"]), 0),
+            Reply::Int(4)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["LINSERT", "b", "BEFORE", "nope", "x"]), 0),
+            Reply::Int(-1)
+        );
+        assert_eq!(st["b"].0.as_deref(), Some("0;x;2;3"));
+        assert_eq!(
+            apply(&mut st, &c(&["RPOPLPUSH", "b", "c"]), 0),
+            Reply::Bulk("3".into())
+        );
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["LMPOP", "2", "a", "b", "LEFT", "COUNT", "2"]),
+                0
+            ),
+            Reply::Array(vec![
+                Reply::Bulk("b".into()),
+                Reply::Array(vec![Reply::Bulk("0".into()), Reply::Bulk("x".into())])
+            ])
+        );
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["LMPOP", "2", "a", "z", "LEFT", "COUNT", "2"]),
+                0
+            ),
+            Reply::Nil
         );
     }
 }

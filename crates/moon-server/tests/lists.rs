@@ -321,3 +321,81 @@ fn save_takes_redis_syntax_and_changes_nothing() {
     let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "save"]);
     assert_eq!(got, ["save", ""]);
 }
+
+/// Attacks on the list commands: inside MULTI and a pipeline across shards, a malformed one
+/// among them, and a 1 MiB element moved across shards and back after SIGKILL.
+#[test]
+fn lists_in_multi_pipelines_and_big_elements_across_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = MoonServer::start_in(dir.path(), 2, &["--appendfsync", "always"]).expect("start");
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    cmd::<i64>(&mut c, &["RPUSH", a, "1", "2", "3"]);
+    // MULTI across shards: the moves and pops run as one transaction.
+    let (moved, pushed, popped): (String, i64, (String, Vec<String>)) = redis::pipe()
+        .atomic()
+        .cmd("LMOVE")
+        .arg(a)
+        .arg(b)
+        .arg("LEFT")
+        .arg("RIGHT")
+        .cmd("LPUSH")
+        .arg(b)
+        .arg("z")
+        .cmd("LMPOP")
+        .arg(2)
+        .arg(b)
+        .arg(a)
+        .arg("RIGHT")
+        .query(&mut c)
+        .expect("EXEC");
+    assert_eq!((moved.as_str(), pushed), ("1", 2));
+    assert_eq!(popped, (b.to_string(), vec!["1".to_string()]));
+    assert_eq!(range(&mut c, a), ["2", "3"]);
+    assert_eq!(range(&mut c, b), ["z"]);
+    // A malformed list command inside MULTI aborts the whole EXEC.
+    cmd::<()>(&mut c, &["MULTI"]);
+    cmd::<String>(&mut c, &["RPUSH", a, "never"]);
+    assert!(expect_err(&mut c, &["LPOS", a]).contains("wrong number of arguments"));
+    assert!(expect_err(&mut c, &["EXEC"]).starts_with("EXECABORT"));
+    assert_eq!(range(&mut c, a), ["2", "3"]);
+    // In a pipeline, an error takes its own place and the commands after it still run.
+    let err = redis::pipe()
+        .cmd("RPUSH")
+        .arg(a)
+        .arg("4")
+        .cmd("LPOS")
+        .arg(a)
+        .arg("4")
+        .arg("RANK")
+        .arg("0")
+        .cmd("LMOVE")
+        .arg(a)
+        .arg(b)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query::<()>(&mut c)
+        .expect_err("the LPOS is refused");
+    assert!(err.to_string().contains("RANK can't be zero"), "{err}");
+    assert_eq!(
+        range(&mut c, a),
+        ["2", "3"],
+        "the RPUSH ran, then the LMOVE"
+    );
+    assert_eq!(range(&mut c, b), ["4", "z"]);
+    // A 1 MiB element moves across shards and survives a SIGKILL.
+    let big = "x".repeat(1 << 20);
+    cmd::<i64>(&mut c, &["RPUSH", a, &big]);
+    assert_eq!(cmd::<String>(&mut c, &["RPOPLPUSH", a, b]).len(), 1 << 20);
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 2, &["--appendfsync", "always"]).expect("restart");
+    let mut c = s.client();
+    assert_eq!(range(&mut c, a), ["2", "3"]);
+    let got = range(&mut c, b);
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        (got[0].len(), got[1].as_str(), got[2].as_str()),
+        (1 << 20, "4", "z")
+    );
+}

@@ -110,6 +110,11 @@ impl Default for Store {
 }
 
 pub use crate::args::parse_i64;
+
+/// A reply, or the error reply that stopped it (the family modules' handlers).
+fn either(r: Result<Frame, Frame>) -> Frame {
+    r.unwrap_or_else(|e| e)
+}
 use crate::args::{eq, int_bytes, parse_f64};
 
 /// Expiry argument forms of SET and GETEX.

@@ -2,10 +2,9 @@
 //! table once it grows (Redis's listpack/intset idea), and the commands that rebuild a value
 //! from nothing (its *rewrite form*, used by BGREWRITEAOF and by moves across shards).
 //!
-//! `mem_size`, what the memory account needs, is O(1) but for a small set (a walk of at most
-//! `set-max-*-entries` members): a value is 40 bytes and holds a small hash or set directly,
-//! with no room for a byte count; a table keeps its own. The compact forms are plain, exactly
-//! sized buffers searched linearly: below the thresholds (128 entries, 64-byte
+//! `mem_size`, what the memory account needs, is O(1): a set and a list keep their byte
+//! count, a hash table its own, a packed hash's follows from its buffer. The compact forms
+//! are plain, exactly sized buffers searched linearly: below the thresholds (128 entries, 64-byte
 //! fields by default) that is as fast as hashing and far smaller. A value never converts back to
 //! its compact form, as in Redis.
 
@@ -150,8 +149,7 @@ impl Value {
         }
     }
 
-    /// The bytes this value holds, for the memory account (O(1), but for a small set: a walk
-    /// of its at most `set-max-*-entries` members).
+    /// The bytes this value holds, for the memory account (O(1)).
     pub fn mem_size(&self) -> usize {
         match self {
             Value::Str(b) => b.len(),
@@ -795,20 +793,15 @@ enum SetItems {
     /// block each); exactly sized.
     Compact(Box<[Str]>),
     /// Boxed: a small set does not pay for a table's size.
-    Table(Box<SetTable>),
+    Table(Box<IndexSet<Bytes, FastHash>>),
 }
 
-/// A set past its small forms: a table, and the bytes it holds (counted as it changes).
-#[derive(Clone)]
-struct SetTable {
-    set: IndexSet<Bytes, FastHash>,
-    bytes: usize,
-}
-
-/// A set of byte strings. 24 bytes, held in the [`Value`] itself (no box of its own).
+/// A set of byte strings. 32 bytes, held in the [`Value`] itself (no box of its own), with
+/// the bytes it holds counted as it changes (a value is 40 bytes anyway: the count is free).
 #[derive(Clone)]
 pub struct Set {
     items: SetItems,
+    bytes: usize,
 }
 
 /// `v` with `f` applied to it as a vector, exactly sized again after.
@@ -817,18 +810,6 @@ fn edit_boxed<T, R>(v: &mut Box<[T]>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
     let r = f(&mut vec);
     *v = vec.into_boxed_slice();
     r
-}
-
-/// Decimal digits (and sign) of `i`: the bytes the member is as a string.
-fn int_len(i: i64) -> usize {
-    let sign = usize::from(i < 0);
-    let mut n = i.unsigned_abs();
-    let mut digits = 1;
-    while n >= 10 {
-        n /= 10;
-        digits += 1;
-    }
-    sign + digits
 }
 
 impl PartialEq for Set {
@@ -841,15 +822,8 @@ impl Default for Set {
     fn default() -> Self {
         Set {
             items: SetItems::Ints(Box::default()),
+            bytes: 0,
         }
-    }
-}
-
-impl SetTable {
-    fn of(members: impl Iterator<Item = Bytes>) -> SetTable {
-        let set: IndexSet<Bytes, FastHash> = members.collect();
-        let bytes = set.iter().map(|m| m.len() + ITEM_OVERHEAD).sum();
-        SetTable { set, bytes }
     }
 }
 
@@ -863,19 +837,14 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.len(),
             SetItems::Compact(v) => v.len(),
-            SetItems::Table(t) => t.set.len(),
+            SetItems::Table(t) => t.len(),
         }
     }
 
-    /// The bytes it holds, for the memory account: each member's bytes and the per-item
-    /// overhead (a small set's by walking it, at most `set-max-intset-entries` or
-    /// `set-max-listpack-entries` members; a table's counted as it changes).
+    /// The bytes it holds, for the memory account (O(1)): each member's bytes and the
+    /// per-item overhead.
     pub fn mem_size(&self) -> usize {
-        match &self.items {
-            SetItems::Ints(v) => v.iter().map(|&i| int_len(i) + ITEM_OVERHEAD).sum(),
-            SetItems::Compact(v) => v.iter().map(|m| m.len() + ITEM_OVERHEAD).sum(),
-            SetItems::Table(t) => t.bytes,
-        }
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -886,7 +855,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => as_int(m).is_some_and(|i| v.binary_search(&i).is_ok()),
             SetItems::Compact(v) => v.iter().any(|x| **x == *m),
-            SetItems::Table(t) => t.set.contains(m),
+            SetItems::Table(t) => t.contains(m),
         }
     }
 
@@ -910,13 +879,14 @@ impl Set {
                     self.items = if compact {
                         SetItems::Compact(members.map(|i| Str::copy_from(i.as_bytes())).collect())
                     } else {
-                        SetItems::Table(Box::new(SetTable::of(members.map(Bytes::from))))
+                        SetItems::Table(Box::new(members.map(Bytes::from).collect()))
                     };
                     return self.insert_new(m, enc);
                 }
             },
             _ => return self.insert_new(m, enc),
         }
+        self.bytes += m.len() + ITEM_OVERHEAD;
         true
     }
 
@@ -924,7 +894,7 @@ impl Set {
     fn insert_new(&mut self, m: &[u8], enc: &Encodings) -> bool {
         if let SetItems::Compact(v) = &mut self.items {
             if v.len() >= enc.set_max_listpack_entries || m.len() > enc.set_max_listpack_value {
-                let table = SetTable::of(v.iter().map(|x| x.to_bytes()));
+                let table = v.iter().map(|x| x.to_bytes()).collect();
                 self.items = SetItems::Table(Box::new(table));
             }
         }
@@ -937,17 +907,17 @@ impl Set {
                 });
             }
             SetItems::Table(t) => {
-                t.set.insert(Bytes::copy_from_slice(m));
-                t.bytes += m.len() + ITEM_OVERHEAD;
+                t.insert(Bytes::copy_from_slice(m));
             }
             SetItems::Ints(_) => return false,
         }
+        self.bytes += m.len() + ITEM_OVERHEAD;
         true
     }
 
     /// Removes `m`; true if it was there.
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        match &mut self.items {
+        let removed = match &mut self.items {
             SetItems::Ints(v) => match as_int(m).map(|i| v.binary_search(&i)) {
                 Some(Ok(at)) => {
                     edit_boxed(v, |v| v.remove(at));
@@ -962,14 +932,12 @@ impl Set {
                 }
                 None => false,
             },
-            SetItems::Table(t) => {
-                let removed = t.set.swap_remove(m);
-                if removed {
-                    t.bytes -= m.len() + ITEM_OVERHEAD;
-                }
-                removed
-            }
+            SetItems::Table(t) => t.swap_remove(m),
+        };
+        if removed {
+            self.bytes -= m.len() + ITEM_OVERHEAD;
         }
+        removed
     }
 
     /// The member at position `i` (0..len), for random picks and SCAN.
@@ -977,7 +945,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.get(i).map(|n| Bytes::from(n.to_string())),
             SetItems::Compact(v) => v.get(i).map(Str::to_bytes),
-            SetItems::Table(t) => t.set.get_index(i).cloned(),
+            SetItems::Table(t) => t.get_index(i).cloned(),
         }
     }
 
@@ -985,7 +953,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.iter().map(|n| Bytes::from(n.to_string())).collect(),
             SetItems::Compact(v) => v.iter().map(Str::to_bytes).collect(),
-            SetItems::Table(t) => t.set.iter().cloned().collect(),
+            SetItems::Table(t) => t.iter().cloned().collect(),
         }
     }
 
@@ -1234,7 +1202,7 @@ mod tests {
     fn a_value_is_40_bytes_and_short_strings_are_inline() {
         assert_eq!(std::mem::size_of::<super::Value>(), 40);
         assert_eq!(std::mem::size_of::<super::Hash>(), 32);
-        assert_eq!(std::mem::size_of::<super::Set>(), 24);
+        assert_eq!(std::mem::size_of::<super::Set>(), 32);
         let short = super::Str::copy_from(&[7u8; super::INLINE_STR]);
         assert!(matches!(short, super::Str::Inline { .. }));
         assert_eq!(&*short, &[7u8; super::INLINE_STR][..]);

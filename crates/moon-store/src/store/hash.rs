@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use super::{eq, parse_f64, parse_i64, scan_args, Store};
+use super::{either, eq, parse_f64, parse_i64, scan_args, Store};
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
@@ -89,11 +89,6 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Hash: "hpexpiretime", -5, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.httl("hpexpiretime", a, now))),
     command!(Hash: "hpersist", -5, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.hpersist(a, now))),
 ];
-
-/// A reply, or the error reply that stopped it.
-fn either(r: Result<Frame, Frame>) -> Frame {
-    r.unwrap_or_else(|e| e)
-}
 
 /// A field's value, or nil.
 fn field(h: Option<&Hash>, name: &[u8]) -> Frame {

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use super::{eq, parse_i64, Store};
+use super::{either, eq, parse_i64, Store};
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
@@ -39,11 +39,6 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(List: "rpoplpush", 3, W, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.rpoplpush(a, now))),
     command!(List: "lmpop", -4, WNOOM, numkeys at 1, COORDINATED, |s, a, now| either(s.lmpop(a, now))),
 ];
-
-/// A reply, or the error reply that stopped it.
-fn either(r: Result<Frame, Frame>) -> Frame {
-    r.unwrap_or_else(|e| e)
-}
 
 /// Which end of a list.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

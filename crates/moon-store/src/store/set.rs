@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use super::{parse_i64, scan_args, Store};
+use super::{either, parse_i64, scan_args, Store};
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
@@ -128,11 +128,6 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Set: "sdiffstore", -3, W, keys(1, -1, 1), COORDINATED, |s, a, now| either(s.store_combined(SetOp::Diff, a, now))),
     command!(Set: "sscan", -3, R, keys(1, 1, 1), ONE, |s, a, now| either(s.sscan(a, now))),
 ];
-
-/// A reply, or the error reply that stopped it.
-fn either(r: Result<Frame, Frame>) -> Frame {
-    r.unwrap_or_else(|e| e)
-}
 
 /// SINTER, SUNION, SDIFF of keys on this shard.
 fn combined(s: &mut Store, op: SetOp, args: &[Bytes], now: u64) -> Frame {
