@@ -11,8 +11,10 @@
 //! Odd clients work in database 1 (SELECT), so replay of writes logged under `MOON.DB` is
 //! checked too. Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
 //! and set keys (`sk:`: SADD, SREM, SPOP of everything, SMOVE, SINTERSTORE/SUNIONSTORE/
-//! SDIFFSTORE, all across shards), with deadlines, PERSIST, RENAME and DEL on them too; a hash
-//! or set is modelled as its canonical text.
+//! SDIFFSTORE, all across shards), list keys (`lk:`) and sorted-set keys (`zk:`: ZADD with its
+//! flags, ZINCRBY, ZREM, ZPOPMIN/ZPOPMAX, ZMPOP, ZREMRANGEBYSCORE, ZUNIONSTORE/ZINTERSTORE/
+//! ZDIFFSTORE and ZRANGESTORE, mostly across shards), with deadlines, PERSIST, RENAME and DEL on
+//! them too; a hash, set, list or sorted set is modelled as its canonical text.
 //!
 //! The model ([`apply`]) is a tiny interpreter of those commands over `key → (value, deadline)`.
 //! The server runs a command at some instant between sending and the reply; the model runs it
@@ -558,6 +560,135 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             put(st, a(2), list_text(&to), d_dst);
             Reply::Bulk(element)
         }
+        "ZADD" | "ZINCRBY" | "ZREM" | "ZPOPMIN" | "ZPOPMAX" | "ZREMRANGEBYSCORE" => {
+            let (mut z, d) =
+                live(st, a(1), now).map_or((Scores::new(), 0), |(v, d)| (zset_of(&v), d));
+            let reply = match cmd[0].as_str() {
+                "ZADD" => {
+                    let flag = if cmd[2].parse::<f64>().is_ok() {
+                        ""
+                    } else {
+                        a(2)
+                    };
+                    let pairs = &cmd[if flag.is_empty() { 2 } else { 3 }..];
+                    let (mut added, mut changed) = (0, 0);
+                    for p in pairs.chunks(2) {
+                        let (score, m) = (p[0].parse::<f64>().unwrap_or(0.0), p[1].clone());
+                        match z.get(&m).copied() {
+                            None if flag == "XX" => {}
+                            None => {
+                                z.insert(m, score);
+                                added += 1;
+                            }
+                            Some(_) if flag == "NX" => {}
+                            Some(old) => {
+                                let skip = (flag == "GT" && score <= old)
+                                    || (flag == "LT" && score >= old);
+                                if !skip && old != score {
+                                    z.insert(m, score);
+                                    changed += 1;
+                                }
+                            }
+                        }
+                    }
+                    Reply::Int(if flag == "CH" { added + changed } else { added })
+                }
+                "ZINCRBY" => {
+                    let new =
+                        z.get(a(3)).copied().unwrap_or(0.0) + a(2).parse::<f64>().unwrap_or(0.0);
+                    z.insert(a(3).to_string(), new);
+                    Reply::Bulk(score_text(new))
+                }
+                "ZREM" => {
+                    let n = cmd[2..].iter().filter(|m| z.remove(*m).is_some()).count();
+                    Reply::Int(n as i64)
+                }
+                "ZREMRANGEBYSCORE" => {
+                    let max = a(3).parse::<f64>().unwrap_or(0.0);
+                    let before = z.len();
+                    z.retain(|_, s| *s > max);
+                    Reply::Int((before - z.len()) as i64)
+                }
+                _ => {
+                    // ZPOPMIN/ZPOPMAX key count.
+                    let n = a(2).parse::<usize>().unwrap_or(1);
+                    let mut order = zset_order(&z);
+                    if cmd[0] == "ZPOPMAX" {
+                        order.reverse();
+                    }
+                    let mut out = Vec::new();
+                    for (m, s) in order.into_iter().take(n) {
+                        z.remove(&m);
+                        out.push(Reply::Bulk(m));
+                        out.push(Reply::Bulk(score_text(s)));
+                    }
+                    Reply::Array(out)
+                }
+            };
+            let d = if z.is_empty() { 0 } else { d };
+            put(st, a(1), zset_text(&z), d);
+            reply
+        }
+        // ZMPOP 2 key key MIN|MAX COUNT n.
+        "ZMPOP" => {
+            let Some(key) = cmd[2..4]
+                .iter()
+                .find(|k| live(st, k, now).is_some())
+                .cloned()
+            else {
+                return Reply::Nil;
+            };
+            let pop = if a(4) == "MIN" { "ZPOPMIN" } else { "ZPOPMAX" };
+            let Reply::Array(flat) =
+                apply(st, &[pop.to_string(), key.clone(), a(6).to_string()], now)
+            else {
+                return Reply::Err;
+            };
+            let pairs = flat.chunks(2).map(|p| Reply::Array(p.to_vec())).collect();
+            Reply::Array(vec![Reply::Bulk(key), Reply::Array(pairs)])
+        }
+        // ZRANGESTORE dst src 0 1: the two lowest.
+        "ZRANGESTORE" => {
+            let src = live(st, a(2), now).map_or(Scores::new(), |(v, _)| zset_of(&v));
+            let picked: Scores = zset_order(&src).into_iter().take(2).collect();
+            let n = picked.len() as i64;
+            put(st, a(1), zset_text(&picked), 0);
+            Reply::Int(n)
+        }
+        // Z*STORE dst 2 a b (weights 1, SUM).
+        "ZUNIONSTORE" | "ZINTERSTORE" | "ZDIFFSTORE" => {
+            let inputs: Vec<Option<Scores>> = cmd[3..5]
+                .iter()
+                .map(|k| live(st, k, now).map(|(v, _)| zset_of(&v)))
+                .collect();
+            let (x, y) = (inputs[0].clone(), inputs[1].clone());
+            let result: Scores = match cmd[0].as_str() {
+                "ZUNIONSTORE" => {
+                    let mut acc = x.unwrap_or_default();
+                    for (m, s) in y.unwrap_or_default() {
+                        *acc.entry(m).or_insert(0.0) += s;
+                    }
+                    acc
+                }
+                "ZINTERSTORE" => match (x, y) {
+                    (Some(x), Some(y)) => x
+                        .into_iter()
+                        .filter_map(|(m, s)| y.get(&m).map(|t| (m, s + t)))
+                        .collect(),
+                    _ => Scores::new(),
+                },
+                _ => {
+                    let mut acc = x.unwrap_or_default();
+                    for m in y.unwrap_or_default().keys() {
+                        acc.remove(m);
+                    }
+                    acc
+                }
+            };
+            let n = result.len() as i64;
+            put(st, a(1), zset_text(&result), 0);
+            Reply::Int(n)
+        }
         "SINTERSTORE" | "SUNIONSTORE" | "SDIFFSTORE" => {
             let sets: Vec<Option<Members>> = cmd[2..]
                 .iter()
@@ -644,6 +775,41 @@ fn list_text(l: &[String]) -> Option<String> {
     (!l.is_empty()).then(|| l.join(";"))
 }
 
+/// A sorted set's text: `member=score` sorted by member, `;` between them.
+type Scores = std::collections::BTreeMap<String, f64>;
+
+fn zset_of(text: &str) -> Scores {
+    text.split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(m, s)| (m.to_string(), s.parse().unwrap_or(0.0)))
+        .collect()
+}
+
+fn zset_text(z: &Scores) -> Option<String> {
+    (!z.is_empty()).then(|| {
+        z.iter()
+            .map(|(m, s)| format!("{m}={}", score_text(*s)))
+            .collect::<Vec<_>>()
+            .join(";")
+    })
+}
+
+/// Members in the set's order: by score, then member.
+fn zset_order(z: &Scores) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = z.iter().map(|(m, s)| (m.clone(), *s)).collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// A score as the server prints it (the model's scores are integers and halves).
+fn score_text(s: f64) -> String {
+    if s == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{s}")
+    }
+}
+
 fn set_of(text: &str) -> Members {
     text.split(';')
         .filter(|m| !m.is_empty())
@@ -704,6 +870,7 @@ impl ModelClient {
         keys.extend((0..TYPED_KEYS).map(|j| format!("hk:{id}:{j}")));
         keys.extend((0..TYPED_KEYS).map(|j| format!("sk:{id}:{j}")));
         keys.extend((0..TYPED_KEYS).map(|j| format!("lk:{id}:{j}")));
+        keys.extend((0..TYPED_KEYS).map(|j| format!("zk:{id}:{j}")));
         let state = keys
             .iter()
             .map(|k| (k.clone(), Slot::Known(None, 0)))
@@ -731,7 +898,8 @@ impl ModelClient {
         let base = match prefix {
             "hk" => KEYS,
             "sk" => KEYS + TYPED_KEYS,
-            _ => KEYS + 2 * TYPED_KEYS,
+            "lk" => KEYS + 2 * TYPED_KEYS,
+            _ => KEYS + 3 * TYPED_KEYS,
         };
         self.keys[base + j].clone()
     }
@@ -747,7 +915,8 @@ impl ModelClient {
         let h = self.typed_key("hk");
         let sk = self.typed_key("sk");
         match self.rng.below(20) {
-            16..=19 => self.list_command(),
+            16..=17 => self.list_command(),
+            18..=19 => self.zset_command(),
             0..=2 => {
                 let mut c = vec![s("HSET"), h];
                 for _ in 0..1 + self.rng.below(2) {
@@ -875,6 +1044,54 @@ impl ModelClient {
                 0 => vec![s("PEXPIREAT"), l, self.deadline().to_string()],
                 1 => vec![s("RENAME"), l, self.typed_key("lk")],
                 _ => vec![s("DEL"), l],
+            },
+        }
+    }
+
+    /// A sorted-set command on a sorted-set key (`zk:`), the algebra and ZMPOP usually across
+    /// shards. Scores are integers and halves, whose text every formatter agrees on.
+    fn zset_command(&mut self) -> Vec<String> {
+        let s = |x: &str| x.to_string();
+        let z = self.typed_key("zk");
+        let score = |rng: &mut Rng| format!("{}", (rng.below(21) as f64 - 10.0) / 2.0);
+        let member = |rng: &mut Rng| format!("m{}", rng.below(6));
+        match self.rng.below(12) {
+            0..=2 => {
+                let flag = ["", "", "NX", "XX", "GT", "LT", "CH"][self.rng.below(7) as usize];
+                let mut c = vec![s("ZADD"), z];
+                c.extend(Some(s(flag)).filter(|f| !f.is_empty()));
+                for _ in 0..1 + self.rng.below(3) {
+                    c.extend([score(&mut self.rng), member(&mut self.rng)]);
+                }
+                c
+            }
+            3 => vec![s("ZINCRBY"), z, score(&mut self.rng), member(&mut self.rng)],
+            4 => vec![s("ZREM"), z, member(&mut self.rng), member(&mut self.rng)],
+            // A count past the size pops everything: what it pops is then known.
+            5 => vec![
+                s(["ZPOPMIN", "ZPOPMAX"][self.rng.below(2) as usize]),
+                z,
+                s("100"),
+            ],
+            6 => vec![
+                s("ZMPOP"),
+                s("2"),
+                z,
+                self.typed_key("zk"),
+                s(["MIN", "MAX"][self.rng.below(2) as usize]),
+                s("COUNT"),
+                (1 + self.rng.below(3)).to_string(),
+            ],
+            7 => {
+                let op = ["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"][self.rng.below(3) as usize];
+                vec![s(op), z, s("2"), self.typed_key("zk"), self.typed_key("zk")]
+            }
+            8 => vec![s("ZRANGESTORE"), z, self.typed_key("zk"), s("0"), s("1")],
+            9 => vec![s("ZREMRANGEBYSCORE"), z, s("-inf"), score(&mut self.rng)],
+            _ => match self.rng.below(3) {
+                0 => vec![s("PEXPIREAT"), z, self.deadline().to_string()],
+                1 => vec![s("RENAME"), z, self.typed_key("zk")],
+                _ => vec![s("DEL"), z],
             },
         }
     }
@@ -1224,6 +1441,23 @@ impl ModelClient {
             } else if k.starts_with("sk:") {
                 let m: Members = redis::cmd("SMEMBERS").arg(&k).query(con)?;
                 set_text(&m)
+            } else if k.starts_with("zk:") {
+                let flat: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(con)?;
+                let z: Scores = flat
+                    .chunks(2)
+                    .map(|p| {
+                        (
+                            p[0].clone(),
+                            p.get(1).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect();
+                zset_text(&z)
             } else if k.starts_with("lk:") {
                 let l: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(con)?;
                 list_text(&l)
@@ -1493,5 +1727,82 @@ mod tests {
             ),
             Reply::Nil
         );
+    }
+
+    #[test]
+    fn the_model_orders_sorted_sets_by_score() {
+        let mut st = State::new();
+        let z = |st: &State, k: &str| st[k].0.clone();
+        assert_eq!(
+            apply(&mut st, &c(&["ZADD", "a", "2", "x", "-1.5", "y"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(z(&st, "a").as_deref(), Some("x=2;y=-1.5"));
+        assert_eq!(
+            apply(&mut st, &c(&["ZADD", "a", "GT", "1", "x", "3", "w"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZADD", "a", "CH", "4", "x"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZADD", "a", "XX", "1", "nope"]), 0),
+            Reply::Int(0)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZINCRBY", "a", "1.5", "y"]), 0),
+            Reply::Bulk("0".into())
+        );
+        // a: y 0, w 3, x 4
+        assert_eq!(
+            apply(&mut st, &c(&["ZPOPMAX", "a", "1"]), 0),
+            Reply::Array(vec![Reply::Bulk("x".into()), Reply::Bulk("4".into())])
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZADD", "b", "1", "w", "5", "v"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZUNIONSTORE", "u", "2", "a", "b"]), 0),
+            Reply::Int(3)
+        );
+        assert_eq!(z(&st, "u").as_deref(), Some("v=5;w=4;y=0"));
+        assert_eq!(
+            apply(&mut st, &c(&["ZINTERSTORE", "u", "2", "a", "b"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZDIFFSTORE", "u", "2", "a", "nope"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZRANGESTORE", "r", "b", "0", "1"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            apply(&mut st, &c(&["ZREMRANGEBYSCORE", "r", "-inf", "1"]), 0),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["ZMPOP", "2", "nope", "r", "MIN", "COUNT", "3"]),
+                0
+            ),
+            Reply::Array(vec![
+                Reply::Bulk("r".into()),
+                Reply::Array(vec![Reply::Array(vec![
+                    Reply::Bulk("v".into()),
+                    Reply::Bulk("5".into())
+                ])])
+            ])
+        );
+        assert_eq!(st["r"], (None, 0));
+        assert_eq!(
+            apply(&mut st, &c(&["ZREM", "a", "y", "w"]), 0),
+            Reply::Int(2)
+        );
+        assert_eq!(st["a"], (None, 0));
     }
 }

@@ -144,7 +144,7 @@ impl Frame {
                 }
             }
             Frame::Double(d) => {
-                let text = format_double(*d);
+                let text = format_double_reply(*d);
                 match proto {
                     Protocol::Resp2 => bulk(out, text.as_bytes()),
                     Protocol::Resp3 => line(out, b',', text.as_bytes()),
@@ -181,6 +181,50 @@ pub fn format_double(d: f64) -> String {
         let s = format!("{d}");
         s
     }
+}
+
+/// A double as Redis 7.4 replies with one (`addReplyDouble`: ZSCORE, ZRANGE WITHSCORES...):
+/// `inf`, `-inf`, `nan`, `0`/`-0`, else the shortest digits that parse back to the same
+/// double, written out as an integer up to 7 zeros past them, as a decimal down to 6 leading
+/// zeros (or for exponents below 4), in scientific form (`1.5e+20`, `1e-07` is `1e-7`)
+/// otherwise: Redis's fpconv layout.
+pub fn format_double_reply(d: f64) -> String {
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let sign = if d.is_sign_negative() { "-" } else { "" };
+    if d == 0.0 {
+        return format!("{sign}0");
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
+    let sci = format!("{:e}", d.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exp10: i32 = exp.parse().unwrap_or(0);
+    let n = digits.len() as i32;
+    // The value is `digits` × 10^k.
+    let k = exp10 - (n - 1);
+    let abs_exp = exp10.abs();
+    let body = if k >= 0 && abs_exp < n + 7 {
+        format!("{digits}{}", "0".repeat(k as usize))
+    } else if k < 0 && (k > -7 || abs_exp < 4) {
+        let offset = n + k;
+        if offset <= 0 {
+            format!("0.{}{digits}", "0".repeat((-offset) as usize))
+        } else {
+            let (int, frac) = digits.split_at(offset as usize);
+            format!("{int}.{frac}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        let esign = if exp10 < 0 { '-' } else { '+' };
+        format!("{first}{dot}{rest}e{esign}{abs_exp}")
+    };
+    format!("{sign}{body}")
 }
 
 fn line(out: &mut BytesMut, prefix: u8, body: &[u8]) {
@@ -270,6 +314,28 @@ mod tests {
         assert_eq!(enc(&map, Protocol::Resp3), "%1\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(&Frame::Double(1.5), Protocol::Resp2), "$3\r\n1.5\r\n");
         assert_eq!(enc(&Frame::Double(1.5), Protocol::Resp3), ",1.5\r\n");
+        for (d, text) in [
+            (1.1, "1.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1e20, "1e+20"),
+            (1.5e20, "1.5e+20"),
+            (12345678.0, "12345678"),
+            (1e7, "10000000"),
+            (0.0001, "0.0001"),
+            (1e-7, "1e-7"),
+            (1.25e-5, "1.25e-5"),
+            (1.25e-4, "0.000125"),
+            (-2.5, "-2.5"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (5e-324, "5e-324"),
+        ] {
+            assert_eq!(format_double_reply(d), text, "{d:e}");
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), d.to_bits());
+        }
         assert_eq!(enc(&Frame::Bool(true), Protocol::Resp3), "#t\r\n");
         assert_eq!(enc(&Frame::Bool(false), Protocol::Resp2), ":0\r\n");
         assert_eq!(enc(&Frame::error("ERR x"), Protocol::Resp2), "-ERR x\r\n");

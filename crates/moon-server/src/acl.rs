@@ -28,6 +28,7 @@ pub const CATEGORIES: &[&str] = &[
     "set",
     "hash",
     "list",
+    "sortedset",
     "string",
     "pubsub",
     "admin",
@@ -145,6 +146,18 @@ fn key_access(spec: &CommandSpec, args: &[Bytes]) -> (bool, bool) {
                 | "sinterstore"
                 | "sunionstore"
                 | "sdiffstore"
+                | "lpop"
+                | "rpop"
+                | "lmove"
+                | "rpoplpush"
+                | "lmpop"
+                | "zpopmin"
+                | "zpopmax"
+                | "zmpop"
+                | "zrangestore"
+                | "zunionstore"
+                | "zinterstore"
+                | "zdiffstore"
         );
         (reads, true)
     } else {

@@ -233,6 +233,12 @@ pub const KEYS: &[Key] = &[
     key!("set-max-listpack-value", Runtime, "Largest member of a compact set, in bytes.",
         |c, v| c.encodings.set_max_listpack_value = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
         |c| c.encodings.set_max_listpack_value.to_string()),
+    key!("zset-max-listpack-entries", Runtime, "Members of a sorted set kept compact (listpack).",
+        |c, v| c.encodings.zset_max_listpack_entries = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.zset_max_listpack_entries.to_string()),
+    key!("zset-max-listpack-value", Runtime, "Largest member of a compact sorted set, in bytes.",
+        |c, v| c.encodings.zset_max_listpack_value = int_in(v, 0..=1 << 30, THRESHOLD)? as usize,
+        |c| c.encodings.zset_max_listpack_value.to_string()),
     key!("list-max-listpack-size", Runtime, "A list's node: -1 to -5 for 4 to 64 KiB, or a positive entry count (OBJECT ENCODING listpack while a list fits one).",
         |c, v| c.encodings.list_max_listpack_size = list_node_size(v)?,
         |c| c.encodings.list_max_listpack_size.to_string()),
@@ -470,6 +476,8 @@ pub fn canonical_key(key: &str) -> String {
         "hash-max-ziplist-entries" => "hash-max-listpack-entries".into(),
         "hash-max-ziplist-value" => "hash-max-listpack-value".into(),
         "list-max-ziplist-size" => "list-max-listpack-size".into(),
+        "zset-max-ziplist-entries" => "zset-max-listpack-entries".into(),
+        "zset-max-ziplist-value" => "zset-max-listpack-value".into(),
         other => other.to_string(),
     }
 }

@@ -1,5 +1,5 @@
 //! Key commands whose keys live on several shards and that cannot simply be split into one
-//! part per shard (RENAME, MSETNX, SMOVE, the set algebra): the server runs them with reads
+//! part per shard (RENAME, MSETNX, SMOVE, LMOVE, the set and sorted-set algebra): the server runs them with reads
 //! and ordinary commands on each shard, inside the transaction that holds all their shards
 //! (`txn::run` sets `session.tx` before they get here), so the steps are one atomic, isolated
 //! change and each step is logged as the ordinary command it is.
@@ -10,7 +10,10 @@ use moon_shard::join_all;
 use moon_store::command::CommandSpec;
 use moon_store::reply::{self, err};
 use moon_store::slot::shard_for_key;
-use moon_store::{lmpop_args, sintercard_args, Call, End, SetOp};
+use moon_store::{
+    combine_args, lmpop_args, sintercard_args, zmpop_args, zmpop_reply, zset_members_reply, Call,
+    End, SetOp,
+};
 
 use crate::session::Session;
 
@@ -297,8 +300,170 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             let replies = shard.run_batch_in(Some(tx), on(&dst), batch).await;
             first_error(&replies).unwrap_or(Frame::Integer(count as i64))
         }
+        "zunion" | "zinter" | "zdiff" | "zintercard" => {
+            let card = spec.name == "zintercard";
+            let (keys, c) = match combine_args(args, 1, zset_op(spec.name), false, card) {
+                Ok(a) => a,
+                Err(e) => return e,
+            };
+            let items = match scores_of(session, &args[keys]).await {
+                Ok(inputs) => c.apply(inputs),
+                Err(e) => return e,
+            };
+            match (card, c.limit) {
+                (true, 0) => Frame::Integer(items.len() as i64),
+                (true, limit) => Frame::Integer(items.len().min(limit) as i64),
+                (false, _) => zset_members_reply(items, c.withscores),
+            }
+        }
+        "zunionstore" | "zinterstore" | "zdiffstore" => {
+            let (keys, c) = match combine_args(args, 2, zset_op(spec.name), true, false) {
+                Ok(a) => a,
+                Err(e) => return e,
+            };
+            match scores_of(session, &args[keys]).await {
+                Ok(inputs) => store_zset(session, &args[1], c.apply(inputs), spec.name).await,
+                Err(e) => e,
+            }
+        }
+        "zrangestore" => {
+            let (now, src_args) = (tx.now, args.to_vec());
+            let read = shard
+                .call_on(on(&args[2]), move |s| {
+                    s.store_in_tx()
+                        .in_db(db, |st| st.zrange_source(&src_args, now))
+                        .unwrap_or(Ok(Vec::new()))
+                })
+                .await;
+            match read {
+                Some(Ok(items)) => store_zset(session, &args[1], items, spec.name).await,
+                Some(Err(e)) => e,
+                None => err(moon_shard::SHARD_GONE),
+            }
+        }
+        "zmpop" => {
+            let (keys, end, count) = match zmpop_args(args) {
+                Ok(a) => a,
+                Err(e) => return e,
+            };
+            // The first key holding a sorted set, in the order given, as on one shard.
+            for key in keys {
+                match type_at(session, key, db).await {
+                    None => continue,
+                    Some("zset") => {}
+                    Some(_) => return err(reply::WRONGTYPE),
+                }
+                let pop = vec![
+                    Bytes::from_static(end.pop_command()),
+                    key.clone(),
+                    Bytes::from(count.to_string()),
+                ];
+                let pop = match in_db(vec![pop]) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                return match one_reply(shard.run_batch_in(Some(tx), on(key), pop).await) {
+                    Frame::Pairs(items) => {
+                        let popped = items
+                            .into_iter()
+                            .filter_map(|p| match p {
+                                (Frame::Bulk(m), Frame::Double(s)) => Some((m, s)),
+                                _ => None,
+                            })
+                            .collect();
+                        zmpop_reply(key.clone(), popped)
+                    }
+                    other => other,
+                };
+            }
+            Frame::NullArray
+        }
         _ => reply::unknown_command(args),
     }
+}
+
+fn zset_op(name: &str) -> SetOp {
+    if name.starts_with("zinter") {
+        SetOp::Inter
+    } else if name.starts_with("zunion") {
+        SetOp::Union
+    } else {
+        SetOp::Diff
+    }
+}
+
+/// Makes `dst` the sorted set of `items` on its shard (a DEL, then ZADDs of scores in their
+/// exact shortest form), announced as `event`: the write of a sorted-set *STORE across
+/// shards. Its reply is the number of members stored.
+async fn store_zset(
+    session: &Session,
+    dst: &Bytes,
+    items: Vec<(Bytes, f64)>,
+    event: &'static str,
+) -> Frame {
+    let (shard, Some(tx)) = (session.ctx.shard.clone(), session.tx) else {
+        return err("ERR internal error: a cross-shard command outside its transaction");
+    };
+    let count = items.len();
+    let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
+    for part in items.chunks(MOVE_CHUNK) {
+        let mut zadd = vec![Bytes::from_static(b"ZADD"), dst.clone()];
+        for (m, s) in part {
+            zadd.push(Bytes::from(moon_store::value::format_score(*s)));
+            zadd.push(m.clone());
+        }
+        cmds.push(zadd);
+    }
+    // The result is logged as these commands: it must fit in one record.
+    let size = moon_aof::record::encoded_len(cmds.iter().map(|c| c.as_slice()));
+    if size > crate::dispatch::max_record() {
+        return crate::dispatch::too_large_to_log(size);
+    }
+    // An empty result only deletes the destination: a plain `del` event then.
+    let batch = match steps(session.db, cmds, (count > 0).then_some(event)) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let replies = shard
+        .run_batch_in(Some(tx), shard_for_key(dst, shard.count()), batch)
+        .await;
+    first_error(&replies).unwrap_or(Frame::Integer(count as i64))
+}
+
+/// The members and scores of each key's sorted set (a set's members score 1), read on its
+/// shard: a wrong type anywhere is an error.
+async fn scores_of(
+    session: &Session,
+    keys: &[Bytes],
+) -> Result<Vec<Option<moon_store::Scored>>, Frame> {
+    let Some(tx) = session.tx else {
+        return Err(err(
+            "ERR internal error: a cross-shard command outside its transaction",
+        ));
+    };
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let reads: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let k = k.clone();
+            let db = session.db;
+            shard.call_on(shard_for_key(&k, n), move |s| {
+                s.store_in_tx()
+                    .in_db(db, |st| st.zset_scores(&k, tx.now))
+                    .unwrap_or(Ok(None))
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for read in join_all(reads).await {
+        match read {
+            Some(Ok(items)) => out.push(items),
+            Some(Err(e)) => return Err(e),
+            None => return Err(err(moon_shard::SHARD_GONE)),
+        }
+    }
+    Ok(out)
 }
 
 /// `key`'s value and deadline in database `db` (read on its shard, under the transaction's

@@ -288,6 +288,132 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
         )
             .prop_map(|(c, k)| cmd(&[c, &k])),
         list_command(),
+        zset_command(),
+    ]
+}
+
+fn score() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (-5i64..5).prop_map(|i| i.to_string()),
+        (-50i64..50).prop_map(|i| (i as f64 / 7.0).to_string()),
+        prop::sample::select(&["inf", "-inf", "0.1", "1e300", "-0"][..]).prop_map(String::from),
+    ]
+}
+
+/// Sorted-set writes and reads, on the same keys (WRONGTYPE and NaN refusals happen too).
+fn zset_command() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        (
+            prop::sample::select(&["", "NX", "XX", "GT", "LT", "CH", "XX CH", "GT CH"][..]),
+            key(),
+            prop::collection::vec((score(), member()), 1..4)
+        )
+            .prop_map(|(flags, k, pairs)| {
+                let mut v = cmd(&["ZADD", &k]);
+                v.extend(flags.split_whitespace().map(String::from));
+                for (s, m) in pairs {
+                    v.push(s);
+                    v.push(m);
+                }
+                v
+            }),
+        (
+            prop::sample::select(&["", "NX", "XX", "GT", "LT"][..]),
+            key(),
+            score(),
+            member()
+        )
+            .prop_map(|(flag, k, s, m)| {
+                let mut v = cmd(&["ZADD", &k]);
+                v.extend(flag.split_whitespace().map(String::from));
+                v.extend(["INCR".to_string(), s, m]);
+                v
+            }),
+        (key(), score(), member()).prop_map(|(k, s, m)| cmd(&["ZINCRBY", &k, &s, &m])),
+        (key(), member(), member()).prop_map(|(k, a, b)| cmd(&["ZREM", &k, &a, &b])),
+        (
+            prop::sample::select(&["ZPOPMIN", "ZPOPMAX"][..]),
+            key(),
+            prop::option::of(0u32..4)
+        )
+            .prop_map(|(c, k, n)| {
+                let mut v = cmd(&[c, &k]);
+                v.extend(n.map(|n| n.to_string()));
+                v
+            }),
+        (
+            key(),
+            key(),
+            prop::sample::select(&["MIN", "MAX"][..]),
+            1u32..4
+        )
+            .prop_map(|(a, b, e, n)| cmd(&[
+                "ZMPOP",
+                "2",
+                &a,
+                &b,
+                e,
+                "COUNT",
+                &n.to_string()
+            ])),
+        (key(), -3i64..3, -3i64..3).prop_map(|(k, a, b)| cmd(&[
+            "ZREMRANGEBYRANK",
+            &k,
+            &a.to_string(),
+            &b.to_string()
+        ])),
+        (key(), score(), score()).prop_map(|(k, a, b)| cmd(&[
+            "ZREMRANGEBYSCORE",
+            &k,
+            &format!("({a}"),
+            &b
+        ])),
+        (key(), member(), member()).prop_map(|(k, a, b)| cmd(&[
+            "ZREMRANGEBYLEX",
+            &k,
+            &format!("[{a}"),
+            &format!("({b}")
+        ])),
+        (
+            prop::sample::select(&["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"][..]),
+            key(),
+            key(),
+            key(),
+            prop::sample::select(&["", "WEIGHTS 2 -1", "AGGREGATE MIN", "AGGREGATE MAX"][..])
+        )
+            .prop_map(|(c, d, a, b, opts)| {
+                let mut v = cmd(&[c, &d, "2", &a, &b]);
+                if c != "ZDIFFSTORE" {
+                    v.extend(opts.split_whitespace().map(String::from));
+                }
+                v
+            }),
+        (key(), key(), -2i64..3).prop_map(|(d, k, n)| cmd(&[
+            "ZRANGESTORE",
+            &d,
+            &k,
+            "0",
+            &n.to_string(),
+            "REV"
+        ])),
+        (key(), score()).prop_map(|(k, s)| cmd(&[
+            "ZRANGE",
+            &k,
+            &s,
+            "+inf",
+            "BYSCORE",
+            "WITHSCORES"
+        ])),
+        (key(), member()).prop_map(|(k, m)| cmd(&["ZRANK", &k, &m, "WITHSCORE"])),
+        // A big sorted set: the skiplist form, and effects past the model's record target.
+        (key(), 130u32..200).prop_map(|(k, n)| {
+            let mut c = cmd(&["ZADD", &k]);
+            for i in 0..n {
+                c.push(format!("{}", f64::from(i % 17) / 3.0));
+                c.push(format!("member-{i}"));
+            }
+            c
+        }),
     ]
 }
 

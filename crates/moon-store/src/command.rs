@@ -62,7 +62,8 @@ pub struct CommandSpec {
     /// The family it belongs to: which store module runs it, and COMMAND DOCS's `group`.
     pub group: Group,
     /// For commands whose keys follow a count (SINTERCARD numkeys key ...): the count's
-    /// position; 0 = keys come from first/last/step.
+    /// position; 0 = keys come from first/last/step. With a count, a `first_key` > 0 is a
+    /// key before it (ZUNIONSTORE's destination).
     pub numkeys_at: usize,
 }
 
@@ -134,6 +135,7 @@ pub enum Group {
     Hash,
     Set,
     List,
+    SortedSet,
     Connection,
     Server,
     Transactions,
@@ -148,6 +150,7 @@ impl Group {
             Group::Hash => "hash",
             Group::Set => "set",
             Group::List => "list",
+            Group::SortedSet => "sorted-set",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -187,6 +190,7 @@ impl CommandSpec {
             Group::Hash => "@hash",
             Group::Set => "@set",
             Group::List => "@list",
+            Group::SortedSet => "@sortedset",
             Group::Connection => "@connection",
             Group::Server => "@admin",
             Group::Transactions => "@transaction",
@@ -242,9 +246,15 @@ impl CommandSpec {
                 .filter(|&n| n > 0 && (n as usize) < args.len() - self.numkeys_at)
                 .unwrap_or(0) as usize;
             let from = self.numkeys_at + 1;
-            return args[from.min(args.len())..(from + n).min(args.len())]
-                .iter()
-                .step_by(1);
+            let dest = match self.first_key {
+                k if k > 0 => &args[(k as usize).min(args.len())..(k as usize + 1).min(args.len())],
+                _ => &args[..0],
+            };
+            return dest.iter().chain(
+                args[from.min(args.len())..(from + n).min(args.len())]
+                    .iter()
+                    .step_by(1),
+            );
         }
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
@@ -257,10 +267,12 @@ impl CommandSpec {
         } else {
             (last + 1).clamp(0, args.len() as i64) as usize
         };
-        args.get(first..end.max(first))
-            .unwrap_or(&[])
-            .iter()
-            .step_by(self.step.max(1) as usize)
+        args[..0].iter().chain(
+            args.get(first..end.max(first))
+                .unwrap_or(&[])
+                .iter()
+                .step_by(self.step.max(1) as usize),
+        )
     }
 }
 
@@ -306,7 +318,8 @@ pub struct Command<H: 'static> {
 }
 
 /// A table row: `command!(Group: "name", arity, flags, keys(first, last, step), route, handler)`;
-/// `keys(...)` may be `numkeys at i` (keys follow a count) or left out (no keys).
+/// `keys(...)` may be `numkeys at i` (keys follow a count), `dest d, numkeys at i` (a key,
+/// then keys after a count) or left out (no keys).
 #[macro_export]
 macro_rules! command {
     ($group:ident: $name:literal, $arity:expr, $flags:expr, keys($first:expr, $last:expr, $step:expr), $route:expr, $run:expr $(,)?) => {
@@ -334,6 +347,22 @@ macro_rules! command {
                 first_key: 0,
                 last_key: 0,
                 step: 0,
+                route: $route,
+                group: $crate::command::Group::$group,
+                numkeys_at: $at,
+            },
+            run: $run,
+        }
+    };
+    ($group:ident: $name:literal, $arity:expr, $flags:expr, dest $dest:literal, numkeys at $at:expr, $route:expr, $run:expr $(,)?) => {
+        $crate::command::Command {
+            spec: $crate::command::CommandSpec {
+                name: $name,
+                arity: $arity,
+                flags: $flags,
+                first_key: $dest,
+                last_key: $dest,
+                step: 1,
                 route: $route,
                 group: $crate::command::Group::$group,
                 numkeys_at: $at,

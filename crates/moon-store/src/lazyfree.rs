@@ -107,6 +107,8 @@ pub fn free_effort(value: &Value) -> usize {
         Value::Set(s) if s.is_compact() => 1,
         Value::Set(s) => s.len(),
         Value::List(l) => l.len(),
+        Value::ZSet(z) if z.is_compact() => 1,
+        Value::ZSet(z) => z.len(),
     }
 }
 

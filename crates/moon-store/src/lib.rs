@@ -32,6 +32,10 @@ pub use notify::{KeyEvent, NotifyFlags};
 pub use store::keys::copy_options;
 pub use store::list::{lmpop_args, End};
 pub use store::set::{sintercard_args, SetOp};
+pub use store::zset::{
+    combine_args, members_reply as zset_members_reply, zmpop_args, zmpop_reply, Combine, Scored,
+    ZEnd,
+};
 pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
 
 /// The most bytes of keys one command may evict before it runs (its record carries them).

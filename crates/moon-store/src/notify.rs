@@ -179,6 +179,18 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
         b"linsert" => (LIST, "linsert"),
         b"lrem" => (LIST, "lrem"),
         b"ltrim" => (LIST, "ltrim"),
+        b"zadd" => match command {
+            "copy" => (GENERIC, "copy_to"),
+            "rename" | "renamenx" => (GENERIC, "rename_to"),
+            _ => (ZSET, "zadd"),
+        },
+        b"zincrby" => (ZSET, "zincr"),
+        b"zrem" => (ZSET, "zrem"),
+        b"zpopmin" => (ZSET, "zpopmin"),
+        b"zpopmax" => (ZSET, "zpopmax"),
+        b"zremrangebyrank" => (ZSET, "zremrangebyrank"),
+        b"zremrangebyscore" => (ZSET, "zremrangebyscore"),
+        b"zremrangebylex" => (ZSET, "zremrangebylex"),
         _ => return None,
     })
 }
@@ -215,6 +227,10 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"sinterstore" => vec![(SET, "sinterstore", 1, None)],
         b"sunionstore" => vec![(SET, "sunionstore", 1, None)],
         b"sdiffstore" => vec![(SET, "sdiffstore", 1, None)],
+        b"zunionstore" => vec![(ZSET, "zunionstore", 1, None)],
+        b"zinterstore" => vec![(ZSET, "zinterstore", 1, None)],
+        b"zdiffstore" => vec![(ZSET, "zdiffstore", 1, None)],
+        b"zrangestore" => vec![(ZSET, "zrangestore", 1, None)],
         b"move" => {
             let db = crate::args::parse_i64(effect.get(2)?)?.max(0) as usize;
             vec![

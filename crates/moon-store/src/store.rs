@@ -239,7 +239,9 @@ impl Store {
         // Only keys are copied (an effect's values may be large).
         let key_of = |k: &[u8]| Bytes::copy_from_slice(k);
         if let Some(event) = self.batch_event {
-            let class = if event.ends_with("store") {
+            let class = if event.starts_with('z') {
+                class::ZSET
+            } else if event.ends_with("store") {
                 class::SET
             } else {
                 class::GENERIC
@@ -1110,6 +1112,7 @@ pub mod keys;
 pub mod list;
 pub mod set;
 pub(crate) mod string;
+pub mod zset;
 
 #[cfg(test)]
 mod tests;

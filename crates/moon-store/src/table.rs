@@ -1,7 +1,7 @@
 //! The keyspace's command table: every family's rows, gathered once and indexed by name.
 //!
 //! The top of the command layer. Each family module (`store/string.rs`, `store/keys.rs`,
-//! `store/hash.rs`, `store/set.rs`, `store/list.rs`) declares its rows beside the functions they carry; this
+//! `store/hash.rs`, `store/set.rs`, `store/list.rs`, `store/zset.rs`) declares its rows beside the functions they carry; this
 //! module only lists the families. Lookups happen where a request is parsed (the server, which
 //! adds its own connection-level rows to one index) and when a log is replayed; a [`Call`]
 //! carries its row from there.
@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{hash, keys, list, set, string};
+use crate::store::{hash, keys, list, set, string, zset};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -20,6 +20,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         hash::COMMANDS,
         set::COMMANDS,
         list::COMMANDS,
+        zset::COMMANDS,
     ]
     .into_iter()
     .flatten()

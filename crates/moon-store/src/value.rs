@@ -1,5 +1,6 @@
-//! What a key holds: a string, a hash or a set, each in a compact form while small and a hash
-//! table once it grows (Redis's listpack/intset idea), and the commands that rebuild a value
+//! What a key holds: a string, a hash, a set, a list or a sorted set, each in a compact form
+//! while small and a hash table (a tree for a sorted set: `value/zset.rs`) once it grows
+//! (Redis's listpack/intset idea), and the commands that rebuild a value
 //! from nothing (its *rewrite form*, used by BGREWRITEAOF and by moves across shards).
 //!
 //! `mem_size`, what the memory account needs, is O(1): a set and a list keep their byte
@@ -15,6 +16,15 @@ use indexmap::{IndexMap, IndexSet};
 
 type FastHash = foldhash::fast::RandomState;
 
+mod zset;
+pub use zset::ZSet;
+
+/// A score as Redis 7.4 prints a double (see [`moon_proto::frame::format_double_reply`]):
+/// the shortest text that parses back to the same double.
+pub fn format_score(d: f64) -> String {
+    moon_proto::frame::format_double_reply(d)
+}
+
 /// Thresholds of the compact encodings (`hash-max-listpack-*`, `set-max-*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Encodings {
@@ -26,6 +36,8 @@ pub struct Encodings {
     /// Redis's `list-max-listpack-size`: positive, entries per node; -1 to -5, bytes per node
     /// (4 KiB to 64 KiB). A list that fits one node is `listpack`, a longer one `quicklist`.
     pub list_max_listpack_size: i64,
+    pub zset_max_listpack_entries: usize,
+    pub zset_max_listpack_value: usize,
 }
 
 impl Default for Encodings {
@@ -37,6 +49,8 @@ impl Default for Encodings {
             set_max_listpack_entries: 128,
             set_max_listpack_value: 64,
             list_max_listpack_size: -2,
+            zset_max_listpack_entries: 128,
+            zset_max_listpack_value: 64,
         }
     }
 }
@@ -137,6 +151,8 @@ pub enum Value {
     Set(Set),
     /// Boxed: a list's deque and byte count are 40 bytes, and lists are rarely tiny.
     List(Box<List>),
+    /// Boxed, as a list.
+    ZSet(Box<ZSet>),
 }
 
 impl Value {
@@ -146,6 +162,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::List(_) => "list",
+            Value::ZSet(_) => "zset",
         }
     }
 
@@ -156,6 +173,7 @@ impl Value {
             Value::Hash(h) => h.mem_size(),
             Value::Set(s) => s.mem_size(),
             Value::List(l) => l.bytes,
+            Value::ZSet(z) => z.mem_size(),
         }
     }
 
@@ -182,6 +200,7 @@ impl Value {
                 SetItems::Table(_) => "hashtable",
             },
             Value::List(l) => l.encoding(),
+            Value::ZSet(z) => z.encoding(),
         }
     }
 
@@ -212,6 +231,13 @@ impl Value {
             Value::List(l) => {
                 let v: Vec<Bytes> = l.iter().map(Bytes::copy_from_slice).collect();
                 format!("list:{v:?}")
+            }
+            Value::ZSet(z) => {
+                let v: Vec<(Bytes, String)> = z
+                    .iter_from(0, false)
+                    .map(|(m, s)| (Bytes::copy_from_slice(m), format_score(s)))
+                    .collect();
+                format!("zset:{v:?}")
             }
         }
     }
@@ -281,6 +307,21 @@ impl Value {
                     out.push(cmd);
                 }
             }
+            Value::ZSet(z) => {
+                // Scores in their shortest exact form: parsed back, the same double.
+                let items: Vec<(Bytes, Bytes)> = z
+                    .iter_from(0, false)
+                    .map(|(m, s)| (Bytes::from(format_score(s)), Bytes::copy_from_slice(m)))
+                    .collect();
+                for part in chunk.split(&items, |(s, m)| s.len() + m.len()) {
+                    let mut cmd = vec![Bytes::from_static(b"ZADD"), key.clone()];
+                    for (s, m) in part {
+                        cmd.push(s.clone());
+                        cmd.push(m.clone());
+                    }
+                    out.push(cmd);
+                }
+            }
         }
         if expire_at != 0 {
             out.push(vec![
@@ -304,6 +345,8 @@ impl Value {
             Value::Hash(h) => (h.mem_size(), h.len()),
             Value::Set(s) => (s.mem_size(), s.len()),
             Value::List(l) => (l.bytes, l.len()),
+            // A score's text is at most 24 bytes, less than a member's overhead counted.
+            Value::ZSet(z) => (z.mem_size(), z.len()),
         };
         // Commands: at most one per item twice over (HSET and HPEXPIREAT chunks), plus the
         // PEXPIREAT.
@@ -399,6 +442,21 @@ impl Collection for List {
     }
     fn wrap(self) -> Value {
         Value::List(Box::new(self))
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Collection for ZSet {
+    fn of(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::ZSet(Box::new(self))
     }
     fn is_empty(&self) -> bool {
         self.len() == 0

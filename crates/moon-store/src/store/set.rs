@@ -18,7 +18,7 @@ use crate::reply::{self, err};
 use crate::value::{Chunk, Set, Value};
 
 /// How sets combine.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SetOp {
     Inter,
     Union,
@@ -87,8 +87,8 @@ pub fn sintercard_args(args: &[Bytes]) -> Result<(usize, usize), Frame> {
         [] => Ok((n, 0)),
         [kw, limit] if super::eq(kw, "limit") => match parse_i64(limit) {
             Some(l) if l >= 0 => Ok((n, l as usize)),
-            Some(_) => Err(err("ERR LIMIT can't be negative")),
-            None => Err(err(reply::NOT_INTEGER)),
+            // Redis words both the same (getPositiveLongFromObjectOrReply).
+            _ => Err(err("ERR LIMIT can't be negative")),
         },
         _ => Err(err(reply::SYNTAX)),
     }

@@ -1,0 +1,613 @@
+//! Sorted sets: members with a score, kept in (score, member) order.
+//!
+//! Two forms, as Redis has: while small (`zset-max-listpack-entries` members, none longer than
+//! `zset-max-listpack-value` bytes) a sorted set is one sorted vector, searched by binary
+//! search for positions and linearly for a member (Redis's listpack idea: below the thresholds
+//! that is as fast as hashing and far smaller). Past them it becomes an order-statistic treap
+//! (`OBJECT ENCODING` says `skiplist`, Redis's name for its big form) in one arena of nodes,
+//! with a hash index from member to node: a score in O(1), rank, insert, remove and the start
+//! of any range in O(log n) expected, then each next element in O(1) amortised. Nodes name
+//! each other by index, so the tree is safe code with no pointers, and the index stores only
+//! 4-byte node numbers (the member bytes live once, in the node). A sorted set never goes
+//! back to its small form, as in Redis.
+//!
+//! Scores are never NaN: the commands refuse NaN before anything reaches this module, so
+//! `(score, member)` is a total order.
+
+use std::cmp::Ordering;
+use std::hash::BuildHasher;
+
+use super::{Encodings, Str, ITEM_OVERHEAD};
+
+/// Bytes counted per member beyond its own bytes: the item overhead and the score.
+const MEMBER_OVERHEAD: usize = ITEM_OVERHEAD + 8;
+
+/// The order of a sorted set: by score, then by member bytes.
+fn order(a_score: f64, a: &[u8], b_score: f64, b: &[u8]) -> Ordering {
+    a_score
+        .partial_cmp(&b_score)
+        .unwrap_or(Ordering::Equal)
+        .then_with(|| a.cmp(b))
+}
+
+/// A sorted set (see the module's doc).
+#[derive(Clone, Default)]
+pub struct ZSet {
+    items: ZItems,
+    /// Members' bytes plus [`MEMBER_OVERHEAD`] each, for the memory account.
+    bytes: usize,
+}
+
+#[derive(Clone)]
+enum ZItems {
+    /// `(score, member)` in order.
+    Compact(Vec<(f64, Str)>),
+    Tree(Box<Tree>),
+}
+
+impl Default for ZItems {
+    fn default() -> Self {
+        ZItems::Compact(Vec::new())
+    }
+}
+
+impl PartialEq for ZSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter_from(0, false)
+                .zip(other.iter_from(0, false))
+                .all(|((a, s), (b, t))| a == b && s.to_bits() == t.to_bits())
+    }
+}
+
+impl ZSet {
+    pub fn len(&self) -> usize {
+        match &self.items {
+            ZItems::Compact(v) => v.len(),
+            ZItems::Tree(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes it holds, for the memory account (O(1)).
+    pub fn mem_size(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_compact(&self) -> bool {
+        matches!(self.items, ZItems::Compact(_))
+    }
+
+    /// `OBJECT ENCODING`'s name.
+    pub fn encoding(&self) -> &'static str {
+        if self.is_compact() {
+            "listpack"
+        } else {
+            "skiplist"
+        }
+    }
+
+    /// The score of `member`, if it is in the set.
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        match &self.items {
+            ZItems::Compact(v) => v.iter().find(|(_, m)| &m[..] == member).map(|(s, _)| *s),
+            ZItems::Tree(t) => t.find(member).map(|i| t.nodes[i as usize].score),
+        }
+    }
+
+    /// Gives `member` the score `score` (a number, never NaN), adding it if new: its old
+    /// score, if it was there. Past the thresholds of `enc` the set takes its big form.
+    pub fn insert(&mut self, member: &[u8], score: f64, enc: &Encodings) -> Option<f64> {
+        let old = match &mut self.items {
+            ZItems::Compact(v) => {
+                let old = match v.iter().position(|(_, m)| &m[..] == member) {
+                    Some(i) => {
+                        let (s, _) = v[i];
+                        if s.to_bits() == score.to_bits() {
+                            return Some(s);
+                        }
+                        v.remove(i);
+                        Some(s)
+                    }
+                    None => None,
+                };
+                let at = v.partition_point(|(s, m)| order(*s, m, score, member).is_lt());
+                v.insert(at, (score, Str::copy_from(member)));
+                old
+            }
+            ZItems::Tree(t) => t.insert(member, score),
+        };
+        if old.is_none() {
+            self.bytes += member.len() + MEMBER_OVERHEAD;
+            if let ZItems::Compact(v) = &self.items {
+                if v.len() > enc.zset_max_listpack_entries
+                    || member.len() > enc.zset_max_listpack_value
+                {
+                    self.grow();
+                }
+            }
+        }
+        old
+    }
+
+    /// Moves a small set to its big form.
+    fn grow(&mut self) {
+        let ZItems::Compact(v) = std::mem::take(&mut self.items) else {
+            return;
+        };
+        let mut t = Tree::with_capacity(v.len());
+        for (s, m) in v {
+            t.insert_new(m, s);
+        }
+        self.items = ZItems::Tree(Box::new(t));
+    }
+
+    /// Removes `member`: its score, if it was there.
+    pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        let old = match &mut self.items {
+            ZItems::Compact(v) => {
+                let i = v.iter().position(|(_, m)| &m[..] == member)?;
+                Some(v.remove(i).0)
+            }
+            ZItems::Tree(t) => t.remove(member),
+        };
+        if old.is_some() {
+            self.bytes -= member.len() + MEMBER_OVERHEAD;
+        }
+        old
+    }
+
+    /// The 0-based position of `member` in ascending order, if it is in the set.
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let score = self.score(member)?;
+        Some(self.count_before(|s, m| order(s, m, score, member).is_lt()))
+    }
+
+    /// How many members satisfy `before`, a test that holds for a first run of the set in
+    /// order and for none after it (e.g. "score below min"): where a range starts or ends.
+    pub fn count_before(&self, before: impl Fn(f64, &[u8]) -> bool) -> usize {
+        match &self.items {
+            ZItems::Compact(v) => v.partition_point(|(s, m)| before(*s, m)),
+            ZItems::Tree(t) => t.count_before(&before),
+        }
+    }
+
+    /// The member and score at position `rank` (ascending).
+    pub fn at(&self, rank: usize) -> Option<(&[u8], f64)> {
+        self.iter_from(rank, false).next()
+    }
+
+    /// How many storage slots [`ZSet::at_slot`] walks (SCAN's positions): the members' places
+    /// in the arena, which do not move while the set changes around them.
+    pub fn slots(&self) -> usize {
+        match &self.items {
+            ZItems::Compact(v) => v.len(),
+            ZItems::Tree(t) => t.nodes.len(),
+        }
+    }
+
+    /// The member in slot `i`, if the slot holds one.
+    pub fn at_slot(&self, i: usize) -> Option<(&[u8], f64)> {
+        match &self.items {
+            ZItems::Compact(v) => v.get(i).map(|(s, m)| (&m[..], *s)),
+            ZItems::Tree(t) => t
+                .nodes
+                .get(i)
+                .filter(|n| n.size > 0)
+                .map(|n| (&n.member[..], n.score)),
+        }
+    }
+
+    /// The members and scores from position `rank` on: ascending, or with `rev`, descending
+    /// from position `rank` counted from the highest.
+    pub fn iter_from(&self, rank: usize, rev: bool) -> Box<dyn Iterator<Item = (&[u8], f64)> + '_> {
+        let len = self.len();
+        if rank >= len {
+            return Box::new(std::iter::empty());
+        }
+        match &self.items {
+            ZItems::Compact(v) if rev => {
+                Box::new(v[..len - rank].iter().rev().map(|(s, m)| (&m[..], *s)))
+            }
+            ZItems::Compact(v) => Box::new(v[rank..].iter().map(|(s, m)| (&m[..], *s))),
+            ZItems::Tree(t) => Box::new(TreeIter::new(t, rank, rev)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The big form: an order-statistic treap in an arena
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone)]
+struct Node {
+    member: Str,
+    score: f64,
+    left: u32,
+    right: u32,
+    /// Nodes in this subtree, itself included; 0 for a free slot.
+    size: u32,
+    /// The heap order that keeps the tree balanced (random, so expected depth is O(log n)).
+    prio: u32,
+}
+
+#[derive(Clone)]
+struct Tree {
+    /// Every node; a freed slot is on the free list (through `left`) until reused.
+    nodes: Vec<Node>,
+    root: u32,
+    free: u32,
+    len: usize,
+    /// Member → node number, hashed by the node's member.
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    /// The state the priorities are drawn from.
+    seed: u64,
+}
+
+impl Tree {
+    fn with_capacity(n: usize) -> Tree {
+        Tree {
+            nodes: Vec::with_capacity(n),
+            root: NIL,
+            free: NIL,
+            len: 0,
+            index: hashbrown::HashTable::with_capacity(n),
+            hasher: foldhash::fast::RandomState::default(),
+            seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn size(&self, t: u32) -> usize {
+        if t == NIL {
+            0
+        } else {
+            self.nodes[t as usize].size as usize
+        }
+    }
+
+    fn fix(&mut self, t: u32) {
+        let (l, r) = {
+            let n = &self.nodes[t as usize];
+            (n.left, n.right)
+        };
+        self.nodes[t as usize].size = (1 + self.size(l) + self.size(r)) as u32;
+    }
+
+    fn hash(&self, member: &[u8]) -> u64 {
+        self.hasher.hash_one(member)
+    }
+
+    fn find(&self, member: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index
+            .find(self.hash(member), |&i| {
+                &nodes[i as usize].member[..] == member
+            })
+            .copied()
+    }
+
+    fn next_prio(&mut self) -> u32 {
+        // splitmix64
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as u32
+    }
+
+    /// Splits subtree `t` into the nodes that satisfy `before` (a first run in order) and the
+    /// rest.
+    fn split(&mut self, t: u32, before: &dyn Fn(&Node) -> bool) -> (u32, u32) {
+        if t == NIL {
+            return (NIL, NIL);
+        }
+        if before(&self.nodes[t as usize]) {
+            let (l, r) = self.split(self.nodes[t as usize].right, before);
+            self.nodes[t as usize].right = l;
+            self.fix(t);
+            (t, r)
+        } else {
+            let (l, r) = self.split(self.nodes[t as usize].left, before);
+            self.nodes[t as usize].left = r;
+            self.fix(t);
+            (l, t)
+        }
+    }
+
+    /// Joins two subtrees, every node of `a` before every node of `b`.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
+            let r = self.merge(self.nodes[a as usize].right, b);
+            self.nodes[a as usize].right = r;
+            self.fix(a);
+            a
+        } else {
+            let l = self.merge(a, self.nodes[b as usize].left);
+            self.nodes[b as usize].left = l;
+            self.fix(b);
+            b
+        }
+    }
+
+    /// Puts node `i` (detached) into the tree at its place.
+    fn link(&mut self, i: u32) {
+        let (score, member) = {
+            let n = &self.nodes[i as usize];
+            (n.score, n.member.clone())
+        };
+        let (a, b) = self.split(self.root, &|n| {
+            order(n.score, &n.member, score, &member).is_lt()
+        });
+        let ai = self.merge(a, i);
+        self.root = self.merge(ai, b);
+    }
+
+    /// Takes node `i` out of the tree (it stays in the arena).
+    fn unlink(&mut self, i: u32) {
+        let (score, member) = {
+            let n = &self.nodes[i as usize];
+            (n.score, n.member.clone())
+        };
+        let (a, b) = self.split(self.root, &|n| {
+            order(n.score, &n.member, score, &member).is_lt()
+        });
+        let (m, c) = self.split(b, &|n| order(n.score, &n.member, score, &member).is_le());
+        debug_assert_eq!(m, i);
+        self.root = self.merge(a, c);
+        let n = &mut self.nodes[i as usize];
+        (n.left, n.right, n.size) = (NIL, NIL, 1);
+    }
+
+    /// Adds a member known to be absent.
+    fn insert_new(&mut self, member: Str, score: f64) {
+        let prio = self.next_prio();
+        let node = Node {
+            member,
+            score,
+            left: NIL,
+            right: NIL,
+            size: 1,
+            prio,
+        };
+        let i = if self.free != NIL {
+            let i = self.free;
+            self.free = self.nodes[i as usize].left;
+            self.nodes[i as usize] = node;
+            i
+        } else {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        };
+        let hash = self.hash(&self.nodes[i as usize].member);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(&nodes[j as usize].member[..]));
+        self.len += 1;
+        self.link(i);
+    }
+
+    fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
+        match self.find(member) {
+            Some(i) => {
+                let old = self.nodes[i as usize].score;
+                if old.to_bits() != score.to_bits() {
+                    self.unlink(i);
+                    self.nodes[i as usize].score = score;
+                    self.link(i);
+                }
+                Some(old)
+            }
+            None => {
+                self.insert_new(Str::copy_from(member), score);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        let hash = self.hash(member);
+        let nodes = &self.nodes;
+        let entry = self
+            .index
+            .find_entry(hash, |&i| &nodes[i as usize].member[..] == member)
+            .ok()?;
+        let (i, _) = entry.remove();
+        self.unlink(i);
+        let n = &mut self.nodes[i as usize];
+        let score = n.score;
+        // Free the member's bytes now; the slot waits on the free list (size 0: empty).
+        n.member = Str::copy_from(b"");
+        n.size = 0;
+        n.left = self.free;
+        self.free = i;
+        self.len -= 1;
+        Some(score)
+    }
+
+    fn count_before(&self, before: &dyn Fn(f64, &[u8]) -> bool) -> usize {
+        let (mut t, mut count) = (self.root, 0);
+        while t != NIL {
+            let n = &self.nodes[t as usize];
+            if before(n.score, &n.member) {
+                count += self.size(n.left) + 1;
+                t = n.right;
+            } else {
+                t = n.left;
+            }
+        }
+        count
+    }
+}
+
+/// An in-order walk of a [`Tree`] from a position, either way: the stack holds the nodes
+/// still to visit on the way back up, the next one on top.
+struct TreeIter<'a> {
+    tree: &'a Tree,
+    stack: Vec<u32>,
+    rev: bool,
+}
+
+impl<'a> TreeIter<'a> {
+    /// Starts at position `rank` (ascending), or with `rev` at position `rank` counted from
+    /// the highest.
+    fn new(tree: &'a Tree, rank: usize, rev: bool) -> TreeIter<'a> {
+        let mut stack = Vec::new();
+        let mut t = tree.root;
+        // In ascending terms, the node to start at.
+        let mut k = if rev { tree.len() - 1 - rank } else { rank };
+        while t != NIL {
+            let n = &tree.nodes[t as usize];
+            let left = tree.size(n.left);
+            match k.cmp(&left) {
+                Ordering::Less => {
+                    // The node comes after the start: ascending, it is visited later.
+                    if !rev {
+                        stack.push(t);
+                    }
+                    t = n.left;
+                }
+                Ordering::Equal => {
+                    stack.push(t);
+                    break;
+                }
+                Ordering::Greater => {
+                    // The node comes before the start: descending, it is visited later.
+                    if rev {
+                        stack.push(t);
+                    }
+                    k -= left + 1;
+                    t = n.right;
+                }
+            }
+        }
+        TreeIter { tree, stack, rev }
+    }
+}
+
+impl<'a> Iterator for TreeIter<'a> {
+    type Item = (&'a [u8], f64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let t = self.stack.pop()?;
+        let nodes = &self.tree.nodes;
+        let n = &nodes[t as usize];
+        // The next nodes this way: the other subtree's nearest path.
+        let mut u = if self.rev { n.left } else { n.right };
+        while u != NIL {
+            self.stack.push(u);
+            let m = &nodes[u as usize];
+            u = if self.rev { m.right } else { m.left };
+        }
+        Some((&n.member[..], n.score))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(entries: usize) -> Encodings {
+        Encodings {
+            zset_max_listpack_entries: entries,
+            ..Encodings::default()
+        }
+    }
+
+    /// Both forms behave as a sorted vector model under random inserts, updates and removes.
+    #[test]
+    fn both_forms_match_a_sorted_vector() {
+        for entries in [0, 4, 128] {
+            let e = enc(entries);
+            let mut z = ZSet::default();
+            let mut model: Vec<(f64, Vec<u8>)> = Vec::new();
+            let mut seed = 7u64;
+            for step in 0..3000 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let m = format!("m{}", (seed >> 33) % 300).into_bytes();
+                let s = ((seed >> 20) % 50) as f64 - 25.0;
+                if (seed >> 40).is_multiple_of(3) {
+                    let got = z.remove(&m);
+                    let pos = model.iter().position(|(_, x)| *x == m);
+                    assert_eq!(got, pos.map(|p| model.remove(p).0), "step {step}");
+                } else {
+                    let got = z.insert(&m, s, &e);
+                    let pos = model.iter().position(|(_, x)| *x == m);
+                    assert_eq!(got, pos.map(|p| model.remove(p).0), "step {step}");
+                    model.push((s, m));
+                    model.sort_by(|a, b| order(a.0, &a.1, b.0, &b.1));
+                }
+                assert_eq!(z.len(), model.len());
+                if step % 97 == 0 {
+                    let all: Vec<(Vec<u8>, f64)> = z
+                        .iter_from(0, false)
+                        .map(|(m, s)| (m.to_vec(), s))
+                        .collect();
+                    let want: Vec<(Vec<u8>, f64)> =
+                        model.iter().map(|(s, m)| (m.clone(), *s)).collect();
+                    assert_eq!(all, want);
+                    for (r, (s, m)) in model.iter().enumerate() {
+                        assert_eq!(z.rank(m), Some(r));
+                        assert_eq!(z.score(m), Some(*s));
+                        let from: Vec<_> = z.iter_from(r, false).map(|(m, _)| m.to_vec()).collect();
+                        let want: Vec<_> = model[r..].iter().map(|(_, m)| m.clone()).collect();
+                        assert_eq!(from, want);
+                        let back: Vec<_> = z.iter_from(r, true).map(|(m, _)| m.to_vec()).collect();
+                        let want: Vec<_> = model[..model.len() - r]
+                            .iter()
+                            .rev()
+                            .map(|(_, m)| m.clone())
+                            .collect();
+                        assert_eq!(back, want);
+                    }
+                    let below = z.count_before(|s, _| s < 0.0);
+                    assert_eq!(below, model.iter().filter(|(s, _)| *s < 0.0).count());
+                }
+            }
+            if entries == 0 {
+                assert_eq!(z.encoding(), "skiplist");
+            }
+        }
+    }
+
+    #[test]
+    fn grows_past_the_thresholds() {
+        let e = Encodings {
+            zset_max_listpack_entries: 2,
+            zset_max_listpack_value: 5,
+            ..Encodings::default()
+        };
+        let mut z = ZSet::default();
+        z.insert(b"a", 1.0, &e);
+        z.insert(b"b", 2.0, &e);
+        assert_eq!(z.encoding(), "listpack");
+        z.insert(b"c", 0.5, &e);
+        assert_eq!(z.encoding(), "skiplist");
+        let mut w = ZSet::default();
+        w.insert(b"longer", 1.0, &e);
+        assert_eq!(w.encoding(), "skiplist");
+        assert_eq!(
+            z.iter_from(0, false)
+                .map(|(m, _)| m.to_vec())
+                .collect::<Vec<_>>(),
+            vec![b"c".to_vec(), b"a".to_vec(), b"b".to_vec()]
+        );
+    }
+}
