@@ -184,8 +184,8 @@ pub fn format_double(d: f64) -> String {
 }
 
 /// A double as Redis 7.4 replies with one (`addReplyDouble`: ZSCORE, ZRANGE WITHSCORES...):
-/// `inf`, `-inf`, `nan`, `0`/`-0`, else the shortest digits that parse back to the same
-/// double, written out as an integer up to 7 zeros past them, as a decimal down to 6 leading
+/// `inf`, `-inf`, `nan`, `0`/`-0`, a whole number up to 2^62 as an integer, else the shortest
+/// digits that parse back to the same double, written out as an integer up to 7 zeros past them, as a decimal down to 6 leading
 /// zeros (or for exponents below 4), in scientific form (`1.5e+20`, `1e-07` is `1e-7`)
 /// otherwise: Redis's fpconv layout.
 pub fn format_double_reply(d: f64) -> String {
@@ -198,6 +198,12 @@ pub fn format_double_reply(d: f64) -> String {
     let sign = if d.is_sign_negative() { "-" } else { "" };
     if d == 0.0 {
         return format!("{sign}0");
+    }
+    // A whole number within ±2^62 prints as an integer, as Redis's d2string does first
+    // (review finding: 1700000000 printed as 1.7e+9).
+    const HALF_LLONG: f64 = (i64::MAX / 2) as f64;
+    if d.fract() == 0.0 && (-HALF_LLONG..=HALF_LLONG).contains(&d) {
+        return (d as i64).to_string();
     }
     // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
     let sci = format!("{:e}", d.abs());
@@ -319,6 +325,10 @@ mod tests {
             (0.1 + 0.2, "0.30000000000000004"),
             (f64::MAX, "1.7976931348623157e+308"),
             (1e20, "1e+20"),
+            (1700000000.0, "1700000000"),
+            (1e8, "100000000"),
+            (-4.0e18, "-4000000000000000000"),
+            (1e19, "1e+19"),
             (1.5e20, "1.5e+20"),
             (12345678.0, "12345678"),
             (1e7, "10000000"),

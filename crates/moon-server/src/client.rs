@@ -92,6 +92,34 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             return err(reply::SYNTAX);
         };
         Frame::OK
+    } else if eq(sub, "unblock") && (args.len() == 3 || args.len() == 4) {
+        let Some(id) = moon_store::args::parse_i64(&args[2]) else {
+            return err(reply::NOT_INTEGER);
+        };
+        let error = match args.get(3) {
+            None => false,
+            Some(m) if eq(m, "timeout") => false,
+            Some(m) if eq(m, "error") => true,
+            Some(_) => {
+                return err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            }
+        };
+        let id = id as u64;
+        let per_shard = session
+            .ctx
+            .shard
+            .call_all(move |_s: &Shard| {
+                CLIENTS.with(|c| match c.borrow().get(&id) {
+                    Some(info) if info.blocked.get() && info.unblock.get().is_none() => {
+                        info.unblock.set(Some(error));
+                        info.out.kick();
+                        true
+                    }
+                    _ => false,
+                })
+            })
+            .await;
+        Frame::Integer(i64::from(per_shard.into_iter().flatten().any(|x| x)))
     } else if eq(sub, "help") {
         Frame::Array(
             [

@@ -103,6 +103,8 @@ where
         shard: ctx.shard.id(),
         tracking: RefCell::new(None),
         user: RefCell::new("default".into()),
+        blocked: Cell::new(false),
+        unblock: Cell::new(None),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     ShardCounters::add(&counters.connections_received, 1);
@@ -145,6 +147,9 @@ where
         reply: ReplyMode::On,
         caching: None,
         held_publications: Vec::new(),
+        blocked: None,
+        deferred: Vec::new(),
+        attempting: false,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -162,6 +167,7 @@ where
             Read(std::io::Result<usize>),
             Pushed,
             Stop,
+            Blocked(crate::blocking::Wakeup),
         }
         let out = &session.info.out;
         let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
@@ -174,8 +180,11 @@ where
             let _ = ctx.stopping.acquire(1).await;
             Event::Stop
         };
-        // Redis never times out a subscriber: it waits for messages, not requests.
-        let idle = session.idle_timeout.filter(|_| !session.subs.any());
+        // Redis never times out a subscriber (it waits for messages, not requests) nor a
+        // client blocked in a command.
+        let idle = session
+            .idle_timeout
+            .filter(|_| !session.subs.any() && session.blocked.is_none());
         let idle = async move {
             match idle {
                 Some(d) => glommio::timer::sleep(d).await,
@@ -184,9 +193,11 @@ where
             tracing::debug!("closing an idle client (timeout)");
             Event::Stop
         };
+        let blocked =
+            async { Event::Blocked(crate::blocking::next(session.blocked.as_mut()).await) };
         let event = futures_lite::future::or(
             futures_lite::future::or(read, pushed),
-            futures_lite::future::or(stop, idle),
+            futures_lite::future::or(stop, futures_lite::future::or(idle, blocked)),
         )
         .await;
         let n = match event {
@@ -195,6 +206,18 @@ where
             Event::Read(Err(e)) => {
                 tracing::debug!(client = session.info.id, "read failed: {e}");
                 break;
+            }
+            Event::Blocked(why) => {
+                if !crate::blocking::woke(&mut session, why, &mut wbuf).await {
+                    continue;
+                }
+                // Served, or timed out: the commands that waited behind it run now.
+                0
+            }
+            Event::Pushed if session.blocked.is_some() && session.info.unblock.get().is_some() => {
+                let error = session.info.unblock.take().unwrap_or(false);
+                crate::blocking::unblocked(&mut session, error, &mut wbuf).await;
+                0
             }
             Event::Pushed => {
                 if session.info.out.take_kick() {
@@ -213,6 +236,13 @@ where
         };
         rbuf.extend_from_slice(&scratch[..n]);
         ShardCounters::add(&counters.net_input_bytes, n as u64);
+        if session.blocked.is_some() {
+            // Blocked: what it sends waits (Redis reads it and runs it afterwards).
+            if rbuf.len() > session.query_buffer_limit {
+                break;
+            }
+            continue;
+        }
         session.refresh_config(&mut parser);
         if session.quit {
             break; // its ACL user is gone
@@ -228,6 +258,8 @@ where
         }
 
         let mut protocol_error = None;
+        // Commands that waited behind a blocking command first.
+        cmds.append(&mut session.deferred);
         loop {
             match parser.next_request(&mut rbuf) {
                 Ok(Some(req)) => cmds.push(crate::dispatch::parse(req, shards)),
@@ -245,6 +277,10 @@ where
             session.info.out.drain_into(&mut wbuf);
             let mut pending = std::mem::take(&mut cmds);
             while !pending.is_empty() && !session.quit {
+                if session.blocked.is_some() {
+                    session.deferred.append(&mut pending);
+                    break;
+                }
                 let rest = pending.split_off(pending.len().min(PIPELINE_STEP));
                 if session.reply != ReplyMode::On || pending.iter().any(is_client_reply) {
                     process_silenceable(&mut session, pending, &mut wbuf).await;
@@ -282,6 +318,7 @@ where
     }
     // Out of every registry first: no message is counted for (or sent to) a connection
     // that is going, while its close waits (up to a second) for a client that does not read.
+    crate::blocking::cancel(&mut session).await;
     crate::pubsub::forget_all(&mut session);
     if session.info.out.is_closing() {
         // Cut off at its output limit: nothing more is owed to it, not even a clean close.
@@ -380,6 +417,11 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         cmds.len() as u64,
     );
     for parsed in cmds {
+        if session.blocked.is_some() {
+            // It blocked: the rest wait until it is served (as in Redis).
+            session.deferred.push(parsed);
+            continue;
+        }
         let req = match parsed {
             Ok(req) => req,
             Err(Refused {
@@ -468,6 +510,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.ready(Frame::Simple("QUEUED"));
                 }
             }
+            continue;
+        }
+        if spec.flags.has(Flags::BLOCKING) && session.tx.is_none() && !session.attempting {
+            // Outside MULTI a blocking command may wait (`blocking.rs`).
+            plan.flush(session, out).await;
+            crate::blocking::start(session, req, out).await;
             continue;
         }
         let db = session.db;
@@ -596,7 +644,7 @@ async fn run_alone_as_transaction(session: &mut Session, req: Request, out: &mut
 }
 
 /// [`process`] as a transaction runs its commands ([`crate::txn::Process`]).
-fn process_boxed<'a>(
+pub(crate) fn process_boxed<'a>(
     session: &'a mut Session,
     cmds: Vec<Parsed>,
     out: &'a mut BytesMut,
@@ -635,6 +683,10 @@ fn pipeline_needs_transaction(session: &Session, cmds: &[Parsed]) -> bool {
     for req in cmds.iter().flatten() {
         let row = crate::commands::connection_row(req.row);
         if row.is_some_and(|c| matches!(c.run, Run::Transaction(_))) {
+            return false;
+        }
+        if req.spec.flags.has(Flags::BLOCKING) {
+            // It may wait: never inside a transaction it would hold.
             return false;
         }
         spans |= matches!(req.target, Target::Shards(_));

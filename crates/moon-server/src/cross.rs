@@ -63,6 +63,18 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
     // Everything runs in the session's database: reads select it, commands carry it.
     let db = session.db;
     let in_db = |cmds: Vec<Vec<Bytes>>| steps(db, cmds, None);
+    if spec.flags.has(moon_store::command::Flags::BLOCKING) {
+        // Here it never waits: its non-blocking form, its reply reshaped (`blocking.rs`).
+        let form = match moon_store::blocking_form(args) {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let Some(row) = moon_store::table::lookup(&form.args[0]) else {
+            return reply::unknown_command(&form.args);
+        };
+        let reply = Box::pin(run(session, &row.spec, &form.args)).await;
+        return form.shape.apply(reply);
+    }
     match spec.name {
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";

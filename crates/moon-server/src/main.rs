@@ -5,6 +5,7 @@
 
 mod acl;
 mod acl_cmd;
+mod blocking;
 mod catalog;
 mod client;
 mod command_cmd;

@@ -43,6 +43,11 @@ pub struct ClientInfo {
     pub tracking: RefCell<Option<TrackingState>>,
     /// The ACL user the connection runs as (CLIENT LIST's `user=`).
     pub user: RefCell<String>,
+    /// In a blocking command (CLIENT LIST's `b` flag, CLIENT UNBLOCK).
+    pub blocked: Cell<bool>,
+    /// CLIENT UNBLOCK asked it to stop waiting: `Some(true)` with an error, `Some(false)` as
+    /// a timeout.
+    pub unblock: Cell<Option<bool>>,
 }
 
 impl ClientInfo {
@@ -63,7 +68,13 @@ impl ClientInfo {
             self.name.borrow(),
             now.duration_since(self.created).as_secs(),
             now.duration_since(self.last_active.get()).as_secs(),
-            if self.sub_counts.get() == (0, 0, 0) { "N" } else { "P" },
+            if self.blocked.get() {
+                "b"
+            } else if self.sub_counts.get() == (0, 0, 0) {
+                "N"
+            } else {
+                "P"
+            },
             self.db.get(),
             self.sub_counts.get().0,
             self.sub_counts.get().1,
@@ -116,6 +127,12 @@ pub struct Session {
     /// (`txn::run` delivers them after the commit, or drops them): each with the offset in the
     /// transaction's reply buffer where its receiver count goes.
     pub(crate) held_publications: Vec<(Publication, usize)>,
+    /// The blocking command it waits in, if any (`blocking.rs`).
+    pub(crate) blocked: Option<crate::blocking::Blocked>,
+    /// The client's commands that came after the one it blocks in: they run once it ends.
+    pub(crate) deferred: Vec<crate::dispatch::Parsed>,
+    /// A blocking command's attempt runs (it must not block again).
+    pub(crate) attempting: bool,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are

@@ -63,6 +63,16 @@ fn zset_commands_answer_as_redis() {
             "inf"
         ]
     );
+    // Review finding: a whole number prints as one (timestamps as scores).
+    cmd::<i64>(&mut c, &["ZADD", "t", "1700000000123", "e"]);
+    assert_eq!(
+        cmd::<String>(&mut c, &["ZSCORE", "t", "e"]),
+        "1700000000123"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["ZADD", "t", "1e400", "e"]),
+        "ERR value is not a valid float"
+    );
     // Flags: NX XX GT LT CH INCR.
     assert_eq!(
         cmd::<i64>(&mut c, &["ZADD", "z", "NX", "5", "a", "3", "d"]),

@@ -15,6 +15,8 @@
 //! alone — a shard's files checked and replayed into a store, pure file logic — which is all
 //! `moon-cli` takes: the operator's tool never builds glommio.
 
+#[cfg(feature = "runtime")]
+mod blocked;
 mod clock;
 pub mod recovery;
 #[cfg(feature = "runtime")]
@@ -30,6 +32,8 @@ pub mod txn;
 #[cfg(all(test, feature = "runtime"))]
 mod replay_check;
 
+#[cfg(feature = "runtime")]
+pub use blocked::Waiter;
 pub use clock::now_ms;
 #[cfg(feature = "runtime")]
 pub use runtime::start;

@@ -161,6 +161,8 @@ pub struct Shard {
     /// Where invalidations for tracking clients go (at once: telling a client early that a
     /// key changed is always safe).
     invalidation_sink: RefCell<Option<InvalidationSink>>,
+    /// Clients blocked on this shard's keys (`blocked.rs`).
+    pub(crate) waiters: RefCell<crate::blocked::Waiters>,
 }
 
 /// Receives invalidations owed to tracking clients, on the shard's thread; must not block or
@@ -238,6 +240,7 @@ impl Shard {
             log_files: RefCell::new(None),
             reloaded: Cell::new(false),
             events: RefCell::new(std::collections::VecDeque::new()),
+            waiters: RefCell::new(Default::default()),
             events_waker: Cell::new(None),
             events_queued: Cell::new(0),
             event_sink: RefCell::new(None),
@@ -371,6 +374,7 @@ impl Shard {
         if self.lock_holder.get().is_some() {
             return;
         }
+        self.wake_ready(store);
         if store.has_invalidations() {
             let owed = store.take_invalidations();
             if let Some(sink) = self.invalidation_sink.borrow().as_ref() {
@@ -419,6 +423,11 @@ impl Shard {
     /// the read makes the transaction's commit here wait until the log is safe up to what it
     /// saw, and fail if the log fails before (review finding: such a read used to be answered
     /// even when the write it saw was then refused with MISCONF).
+    /// The store as it is, for bookkeeping that reads or changes no key (blocked clients).
+    pub(crate) fn store_unchecked(&self) -> std::cell::RefMut<'_, Store> {
+        self.store.borrow_mut()
+    }
+
     pub fn store_in_tx(&self) -> std::cell::RefMut<'_, Store> {
         if self.back_to_the_log().is_none() {
             self.tx_read_unsafe.set(true);

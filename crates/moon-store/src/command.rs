@@ -92,15 +92,19 @@ impl Flags {
     /// In ACL's `@dangerous` without being `admin`: it touches every key at once (FLUSHALL,
     /// FLUSHDB, KEYS, SWAPDB). Redis declares the category; COMMAND shows no flag for it.
     pub const DANGEROUS: Flags = Flags(1 << 14);
+    /// May block the client (BLPOP, BZPOPMIN...): it waits while its keys are empty, except
+    /// inside MULTI.
+    pub const BLOCKING: Flags = Flags(1 << 15);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
-    const NAMES: [(Flags, &'static str); 13] = [
+    const NAMES: [(Flags, &'static str); 14] = [
         (Flags::WRITE, "write"),
         (Flags::READONLY, "readonly"),
         (Flags::DENYOOM, "denyoom"),
         (Flags::ADMIN, "admin"),
         (Flags::PUBSUB, "pubsub"),
         (Flags::NOSCRIPT, "noscript"),
+        (Flags::BLOCKING, "blocking"),
         (Flags::LOADING, "loading"),
         (Flags::STALE, "stale"),
         (Flags::SKIP_SLOWLOG, "skip_slowlog"),
@@ -285,6 +289,10 @@ pub mod short {
     /// A write that only removes (`write`, never refused for memory).
     pub const WNOOM: Flags = Flags::WRITE;
     pub const WNOOMF: Flags = Flags::WRITE.union(Flags::FAST);
+    /// Blocking writes: `write blocking`, with `denyoom` (BLMOVE), with `fast` (BZPOPMIN).
+    pub const WB: Flags = WNOOM.union(Flags::BLOCKING);
+    pub const WDB: Flags = W.union(Flags::BLOCKING);
+    pub const WFB: Flags = WNOOMF.union(Flags::BLOCKING);
     pub const R: Flags = Flags::READONLY;
     pub const RF: Flags = Flags::READONLY.union(Flags::FAST);
     pub const UNSCRIPTED: Flags = Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE);

@@ -67,6 +67,11 @@ pub struct Store {
     /// Keyed by database (two bytes, big-endian) and key.
     watched: HashMap<Bytes, (u32, u64)>,
     watch_clock: u64,
+    /// Keys blocked clients wait on (BLPOP...), keyed as `watched`, with their number of
+    /// waiters; and those a command changed since [`Store::take_ready`] (the shard then wakes
+    /// their first waiter).
+    blocked: HashMap<Bytes, u32>,
+    ready: Vec<Bytes>,
     memory_limit: MemoryLimit,
     /// Thresholds of the compact encodings of hashes and sets.
     encodings: crate::value::Encodings,
@@ -141,6 +146,8 @@ impl Store {
             log: Vec::new(),
             random_seed: 0x9E37_79B9_7F4A_7C15,
             watched: HashMap::new(),
+            blocked: HashMap::new(),
+            ready: Vec::new(),
             watch_clock: 0,
             memory_limit: MemoryLimit::default(),
             encodings: crate::value::Encodings::default(),
@@ -591,6 +598,41 @@ impl Store {
         }
     }
 
+    /// One more blocked client waits on `key` of database `db`: a command that changes it
+    /// makes it ready ([`Store::take_ready`]).
+    pub fn block_key(&mut self, db: usize, key: &[u8]) {
+        *self
+            .blocked
+            .entry(Bytes::from(watch_key_in(db, key)))
+            .or_insert(0) += 1;
+    }
+
+    /// One blocked client fewer waits on `key` of database `db`.
+    pub fn unblock_key(&mut self, db: usize, key: &[u8]) {
+        let wk = watch_key_in(db, key);
+        if let Some(n) = self.blocked.get_mut(&wk[..]) {
+            *n -= 1;
+            if *n == 0 {
+                self.blocked.remove(&wk[..]);
+            }
+        }
+    }
+
+    /// The blocked-on keys changed since the last call, as `(database, key)`.
+    pub fn take_ready(&mut self) -> Vec<(usize, Bytes)> {
+        std::mem::take(&mut self.ready)
+            .into_iter()
+            .map(|wk| (u16::from_be_bytes([wk[0], wk[1]]) as usize, wk.slice(2..)))
+            .collect()
+    }
+
+    /// The type of `key` in database `db` now, without changing anything.
+    pub fn type_in(&self, db: usize, key: &[u8], now: u64) -> Option<&'static str> {
+        self.keyspace_of(db)
+            .and_then(|k| k.peek(key, now))
+            .map(|e| e.value.type_name())
+    }
+
     /// Stops one watcher of `key` (UNWATCH, EXEC, DISCARD, a closed connection).
     pub fn unwatch(&mut self, key: &[u8], token: WatchToken) {
         let wk = watch_key_in(token.db as usize, key);
@@ -630,12 +672,21 @@ impl Store {
     /// tracking readers. Every change to the keyspace passes through one of the `log_*`
     /// functions, so this sees them all (flushes through [`Store::log_flush`]).
     fn touch(&mut self, own: bool, parts: &[&[u8]]) {
-        if self.watched.is_empty() && self.tracking.is_empty() {
+        if self.watched.is_empty() && self.tracking.is_empty() && self.blocked.is_empty() {
             return;
         }
         let keys = self.changed_keys(own, parts);
         for key in &keys {
             self.tracking.changed(key, self.writer);
+        }
+        if !self.blocked.is_empty() {
+            for key in &keys {
+                let wk = self.watch_key(key);
+                if self.blocked.contains_key(&wk[..]) && !self.ready.iter().any(|r| r[..] == wk[..])
+                {
+                    self.ready.push(Bytes::from(wk));
+                }
+            }
         }
         if self.watched.is_empty() {
             return;
@@ -743,7 +794,11 @@ impl Store {
     /// Logs the running command as it was sent (its keys are the ones its spec names).
     fn log_args(&mut self, args: &[Bytes]) {
         self.log_expired();
-        if !self.watched.is_empty() || !self.notify.is_off() || !self.tracking.is_empty() {
+        if !self.watched.is_empty()
+            || !self.notify.is_off()
+            || !self.tracking.is_empty()
+            || !self.blocked.is_empty()
+        {
             let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
             self.touch(true, &parts);
             self.note_effect(true, &parts);
@@ -1107,6 +1162,7 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
 /// here with Redis's out-of-range error).
 pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
+pub mod blocking;
 pub(crate) mod hash;
 pub mod keys;
 pub mod list;

@@ -38,6 +38,11 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(List: "lmove", 5, W, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.lmove(a, now))),
     command!(List: "rpoplpush", 3, W, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.rpoplpush(a, now))),
     command!(List: "lmpop", -4, WNOOM, numkeys at 1, COORDINATED, |s, a, now| either(s.lmpop(a, now))),
+    command!(List: "blpop", -3, WB, keys(1, -2, 1), COORDINATED, |s, a, now| either(s.list_blocking(a, now))),
+    command!(List: "brpop", -3, WB, keys(1, -2, 1), COORDINATED, |s, a, now| either(s.list_blocking(a, now))),
+    command!(List: "brpoplpush", 4, WDB, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.list_blocking(a, now))),
+    command!(List: "blmove", 6, WDB, keys(1, 2, 1), COORDINATED, |s, a, now| either(s.list_blocking(a, now))),
+    command!(List: "blmpop", -5, WB, numkeys at 2, COORDINATED, |s, a, now| either(s.list_blocking(a, now))),
 ];
 
 /// Which end of a list.
@@ -432,6 +437,20 @@ impl Store {
     }
 
     /// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count], every key on this shard.
+    /// A blocking list command, as its non-blocking form (see `store/blocking.rs`): nil when
+    /// there was nothing to take.
+    fn list_blocking(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        let b = super::blocking::blocking_form(args)?;
+        let reply = if eq(&b.args[0], "lmpop") {
+            self.lmpop(&b.args, now)
+        } else if eq(&b.args[0], "lmove") {
+            self.lmove(&b.args, now)
+        } else {
+            self.rpoplpush(&b.args, now)
+        }?;
+        Ok(b.shape.apply(reply))
+    }
+
     fn lmpop(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let (keys, end, count) = lmpop_args(args)?;
         for key in keys {

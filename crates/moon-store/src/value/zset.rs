@@ -232,7 +232,9 @@ struct Node {
     right: u32,
     /// Nodes in this subtree, itself included; 0 for a free slot.
     size: u32,
-    /// The heap order that keeps the tree balanced (random, so expected depth is O(log n)).
+    /// The heap order that keeps the tree balanced: random, from a seed no client can know,
+    /// so the expected depth is O(log n) whatever the scores (and `split`/`merge` recurse
+    /// that deep only).
     prio: u32,
 }
 
@@ -259,7 +261,10 @@ impl Tree {
             len: 0,
             index: hashbrown::HashTable::with_capacity(n),
             hasher: foldhash::fast::RandomState::default(),
-            seed: 0x9E37_79B9_7F4A_7C15,
+            // Random per tree (review finding: a fixed seed gave every tree the same
+            // priorities, so a client could choose scores that build one long spine — O(n)
+            // operations and a recursion deep enough to overflow the stack, again on replay).
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
     }
 
@@ -609,5 +614,29 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![b"c".to_vec(), b"a".to_vec(), b"b".to_vec()]
         );
+    }
+
+    /// Review finding: sorted inserts (the order an attacker would pick is no better) keep
+    /// the tree shallow, and no two trees share their priorities.
+    #[test]
+    fn the_tree_stays_shallow() {
+        fn depth(t: &Tree, n: u32) -> usize {
+            if n == NIL {
+                return 0;
+            }
+            let node = &t.nodes[n as usize];
+            1 + depth(t, node.left).max(depth(t, node.right))
+        }
+        let e = enc(0);
+        let mut z = ZSet::default();
+        for i in 0..100_000 {
+            z.insert(format!("m{i:06}").as_bytes(), f64::from(i), &e);
+        }
+        let ZItems::Tree(t) = &z.items else {
+            panic!("the big form")
+        };
+        let d = depth(t, t.root);
+        assert!(d < 80, "depth {d} for 100k members");
+        assert_ne!(Tree::with_capacity(0).seed, Tree::with_capacity(0).seed);
     }
 }

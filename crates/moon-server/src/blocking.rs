@@ -1,0 +1,252 @@
+//! Blocking commands on the connection (BLPOP BRPOP BLMOVE BRPOPLPUSH BLMPOP BZPOPMIN BZPOPMAX
+//! BZMPOP, outside MULTI): try, wait, try again.
+//!
+//! A blocking command first runs as any command; in a store it is its non-blocking form
+//! (`moon-store/src/store/blocking.rs`), and answers nil when there was nothing to take. Then
+//! the connection blocks: it registers a waiter on the shard of every key it waits on
+//! (`moon-shard/src/blocked.rs`), stops running the client's later commands (they wait, as in
+//! Redis) and waits for a wake, its timeout, CLIENT UNBLOCK, a disconnect or shutdown. No
+//! shard is held meanwhile. A wake means a command changed one of its keys and the key holds
+//! the type it wants: the connection runs its command again, from the top — a pop on one
+//! shard, or a transaction when its keys span shards — so what it takes is logged as the
+//! ordinary command it is (LPOP, LMOVE, ZPOPMIN...) and answered once. A retry that finds
+//! nothing (a client that was not blocked took the element between the wake and the retry)
+//! queues again at the front of that key.
+//!
+//! The window: a kill -9 after the retry's record is written and before its reply reaches the
+//! client loses the reply, never the element's place in the log (it was popped, once). A
+//! client that disconnects while blocked is taken off every queue; wakes it received and did
+//! not use are passed on to the next waiter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use moon_proto::Frame;
+use moon_shard::Waiter;
+use moon_store::slot::shard_for_key;
+
+use crate::dispatch::Request;
+use crate::session::Session;
+
+/// Numbers the blocked calls of this process (waiters are removed by it).
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
+/// A client blocked in a command.
+pub struct Blocked {
+    /// The command as the client sent it: each attempt parses it again.
+    args: Vec<Bytes>,
+    db: usize,
+    id: u64,
+    /// `None`: forever.
+    deadline: Option<Instant>,
+    wants: &'static str,
+    /// The keys it waits on, each with its shard.
+    keys: Vec<(usize, Bytes)>,
+    wake: UnboundedSender<(usize, Bytes)>,
+    woken: UnboundedReceiver<(usize, Bytes)>,
+    /// Keys it was woken for since its last attempt (database, key).
+    pending: Vec<(usize, Bytes)>,
+    /// Its reply when it gives up (timeout, CLIENT UNBLOCK TIMEOUT).
+    nil: Frame,
+}
+
+/// What ended a wait.
+pub enum Wakeup {
+    Woken,
+    TimedOut,
+}
+
+/// The nil a blocking command answers with when nothing came: a null bulk for the two that
+/// return one element, a null array for the others.
+fn nil_of(name: &[u8]) -> Frame {
+    if name.eq_ignore_ascii_case(b"blmove") || name.eq_ignore_ascii_case(b"brpoplpush") {
+        Frame::Null
+    } else {
+        Frame::NullArray
+    }
+}
+
+/// Runs the blocking command `req` once; if it took nothing, blocks the session (the
+/// connection then waits: [`next`]).
+pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut) {
+    let args = req.args.clone();
+    let form = match moon_store::blocking_form(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            e.encode(session.proto, out);
+            return;
+        }
+    };
+    let nil = nil_of(&args[0]);
+    if !attempt(session, Ok(req), &nil, out).await {
+        return;
+    }
+    let shards = session.ctx.shard.count();
+    let (wake, woken) = unbounded();
+    let b = Blocked {
+        args,
+        db: session.db,
+        id: NEXT_CALL.fetch_add(1, Ordering::Relaxed),
+        deadline: (form.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(form.timeout_ms)),
+        wants: form.wants,
+        keys: form
+            .keys
+            .into_iter()
+            .map(|k| (shard_for_key(&k, shards), k))
+            .collect(),
+        wake,
+        woken,
+        pending: Vec::new(),
+        nil,
+    };
+    for (shard, key) in b.keys.clone() {
+        register(session, &b, shard, key, false).await;
+    }
+    session.info.unblock.set(None);
+    session.info.blocked.set(true);
+    session.blocked = Some(b);
+}
+
+/// Runs the command once; true if it took nothing (its reply was the nil it blocks on),
+/// else its reply is in `out`.
+async fn attempt(
+    session: &mut Session,
+    req: crate::dispatch::Parsed,
+    nil: &Frame,
+    out: &mut BytesMut,
+) -> bool {
+    let mut reply = BytesMut::new();
+    session.attempting = true;
+    crate::conn::process_boxed(session, vec![req], &mut reply).await;
+    session.attempting = false;
+    let mut empty = BytesMut::new();
+    nil.encode(session.proto, &mut empty);
+    if reply[..] == empty[..] {
+        return true;
+    }
+    out.extend_from_slice(&reply);
+    false
+}
+
+async fn register(session: &Session, b: &Blocked, shard: usize, key: Bytes, front: bool) {
+    let waiter = Waiter {
+        id: b.id,
+        wants: b.wants,
+        wake: b.wake.clone(),
+    };
+    let db = b.db;
+    let _ = session
+        .ctx
+        .shard
+        .call_on(shard, move |s| s.block(db, key, waiter, front))
+        .await;
+}
+
+/// Waits for what ends or interrupts the session's blocked call: a wake or its deadline.
+/// Never resolves when the session is not blocked.
+pub async fn next(blocked: Option<&mut Blocked>) -> Wakeup {
+    let Some(Blocked {
+        woken,
+        pending,
+        deadline,
+        ..
+    }) = blocked
+    else {
+        return std::future::pending().await;
+    };
+    let deadline = *deadline;
+    let wake = async {
+        match futures_lite::StreamExt::next(woken).await {
+            Some(key) => {
+                pending.push(key);
+                Wakeup::Woken
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let timer = async {
+        match deadline {
+            Some(d) => glommio::timer::sleep(d.saturating_duration_since(Instant::now())).await,
+            None => std::future::pending::<()>().await,
+        }
+        Wakeup::TimedOut
+    };
+    futures_lite::future::or(wake, timer).await
+}
+
+/// After [`next`]: a woken client tries again, a timed-out one answers nil. True if the call
+/// is over (its reply is in `out`).
+pub async fn woke(session: &mut Session, why: Wakeup, out: &mut BytesMut) -> bool {
+    let Some(mut b) = session.blocked.take() else {
+        return true;
+    };
+    if let Wakeup::TimedOut = why {
+        b.nil.encode(session.proto, out);
+        finish(session, b).await;
+        return true;
+    }
+    while let Ok(key) = b.woken.try_recv() {
+        b.pending.push(key);
+    }
+    let req = crate::dispatch::parse(b.args.clone(), session.ctx.shard.count());
+    let saved_db = std::mem::replace(&mut session.db, b.db);
+    let nothing = attempt(session, req, &b.nil, out).await;
+    session.db = saved_db;
+    if !nothing {
+        finish(session, b).await;
+        return true;
+    }
+    // Taken before it came: wait again, first in line where it was woken.
+    let shards = session.ctx.shard.count();
+    for (_, key) in std::mem::take(&mut b.pending) {
+        register(session, &b, shard_for_key(&key, shards), key, true).await;
+    }
+    session.blocked = Some(b);
+    false
+}
+
+/// CLIENT UNBLOCK: ends the blocked call with its nil (TIMEOUT) or an error (ERROR).
+pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
+    let Some(b) = session.blocked.take() else {
+        return;
+    };
+    if error {
+        Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+            .encode(session.proto, out);
+    } else {
+        b.nil.encode(session.proto, out);
+    }
+    finish(session, b).await;
+}
+
+/// The connection is going: off every queue.
+pub async fn cancel(session: &mut Session) {
+    if let Some(b) = session.blocked.take() {
+        finish(session, b).await;
+    }
+}
+
+/// Takes the call off every queue it is on, and passes on the wakes it did not use.
+async fn finish(session: &mut Session, mut b: Blocked) {
+    session.info.blocked.set(false);
+    b.woken.close();
+    while let Ok(key) = b.woken.try_recv() {
+        b.pending.push(key);
+    }
+    let shard = session.ctx.shard.clone();
+    for (s, key) in &b.keys {
+        let (db, id, key) = (b.db, b.id, key.clone());
+        let _ = shard.call_on(*s, move |sh| sh.unblock(db, &key, id)).await;
+    }
+    let shards = shard.count();
+    for (db, key) in b.pending {
+        let _ = shard
+            .call_on(shard_for_key(&key, shards), move |sh| {
+                sh.wake_first(db, &key)
+            })
+            .await;
+    }
+}

@@ -1,0 +1,287 @@
+//! Blocking pops against the real binary with real clients: woken by a push from another
+//! connection on any shard, served in the order clients blocked, timeouts, MULTI, CLIENT
+//! UNBLOCK, disconnects, pipelined commands behind a blocked one, and the pop in the log once
+//! through SIGKILL.
+//!
+//! A test waits for a client to be blocked by watching CLIENT LIST (`flags=b`), the state the
+//! server reports, never by sleeping.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{eventually, expect_err, keys_on_different_shards, slot_shard, MoonServer};
+
+fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
+    redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
+}
+
+/// How many clients are blocked now, as CLIENT LIST shows them.
+fn blocked(con: &mut redis::Connection) -> usize {
+    let list: String = cmd(con, &["CLIENT", "LIST"]);
+    list.lines().filter(|l| l.contains(" flags=b ")).count()
+}
+
+fn wait_blocked(con: &mut redis::Connection, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(10), || blocked(con) == n),
+        "{n} clients blocked"
+    );
+}
+
+/// Runs `words` on a new connection in a thread (it blocks there).
+fn in_thread<T: redis::FromRedisValue + Send + 'static>(
+    s: &MoonServer,
+    words: &[&str],
+) -> thread::JoinHandle<T> {
+    let mut c = s.client();
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    thread::spawn(move || {
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        cmd(&mut c, &refs)
+    })
+}
+
+#[test]
+fn a_push_on_any_shard_wakes_a_blocked_pop() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    assert_ne!(slot_shard(a.as_bytes(), 2), slot_shard(b.as_bytes(), 2));
+    // Keys on both shards; the push lands on the second.
+    let waiter = in_thread::<(String, String)>(&s, &["BLPOP", a, b, "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["RPUSH", b, "job-1", "job-2"]);
+    assert_eq!(waiter.join().unwrap(), (b.to_string(), "job-1".to_string()));
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", b, "0", "-1"]),
+        ["job-2"]
+    );
+    assert_eq!(blocked(&mut c), 0);
+    // Something there already: no wait at all.
+    let got: (String, String) = cmd(&mut c, &["BRPOP", a, b, "0"]);
+    assert_eq!(got, (b.to_string(), "job-2".to_string()));
+    // BZPOPMIN / BZPOPMAX and BZMPOP, woken by ZADD.
+    let z = in_thread::<(String, String, String)>(&s, &["BZPOPMIN", a, "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["ZADD", a, "2", "two", "1", "one"]);
+    assert_eq!(z.join().unwrap(), (a.to_string(), "one".into(), "1".into()));
+    let z = in_thread::<redis::Value>(&s, &["BZMPOP", "0", "2", b, a, "MAX", "COUNT", "5"]);
+    assert_eq!(
+        z.join().unwrap(),
+        redis::Value::Array(vec![
+            redis::Value::BulkString(a.as_bytes().to_vec()),
+            redis::Value::Array(vec![redis::Value::Array(vec![
+                redis::Value::BulkString(b"two".to_vec()),
+                redis::Value::BulkString(b"2".to_vec()),
+            ])])
+        ])
+    );
+    // A list does not wake a sorted-set pop, nor the reverse.
+    let z = in_thread::<redis::Value>(&s, &["BZPOPMAX", a, "0.3"]);
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["RPUSH", a, "x"]);
+    assert_eq!(z.join().unwrap(), redis::Value::Nil);
+    assert_eq!(cmd::<i64>(&mut c, &["LLEN", a]), 1);
+}
+
+#[test]
+fn blocked_clients_are_served_in_the_order_they_blocked() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        waiters.push(in_thread::<(String, String)>(&s, &["BLPOP", "queue", "0"]));
+        wait_blocked(&mut c, i + 1);
+    }
+    cmd::<i64>(&mut c, &["RPUSH", "queue", "1", "2", "3"]);
+    let got: Vec<String> = waiters.into_iter().map(|w| w.join().unwrap().1).collect();
+    assert_eq!(got, ["1", "2", "3"]);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "queue"]), 0);
+}
+
+#[test]
+fn blmove_across_shards_and_timeouts() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (src, dst) = (k[0].as_str(), k[1].as_str());
+    let mover = in_thread::<String>(&s, &["BLMOVE", src, dst, "LEFT", "RIGHT", "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["LPUSH", src, "task"]);
+    assert_eq!(mover.join().unwrap(), "task");
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", dst, "0", "-1"]),
+        ["task"]
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", src]), 0);
+    // BRPOPLPUSH, the older name.
+    let mover = in_thread::<String>(&s, &["BRPOPLPUSH", src, dst, "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["RPUSH", src, "second"]);
+    assert_eq!(mover.join().unwrap(), "second");
+    // A timeout: nil once it passed (a null bulk for BLMOVE, a null array for BLPOP).
+    let t0 = Instant::now();
+    let got: Option<String> = cmd(&mut c, &["BLMOVE", "empty", dst, "LEFT", "LEFT", "0.2"]);
+    assert_eq!(got, None);
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        cmd::<redis::Value>(&mut c, &["BLPOP", "empty", "0.05"]),
+        redis::Value::Nil
+    );
+    assert_eq!(
+        cmd::<redis::Value>(&mut c, &["BLMPOP", "0.05", "1", "empty", "LEFT"]),
+        redis::Value::Nil
+    );
+    // Redis's errors.
+    assert_eq!(
+        expect_err(&mut c, &["BLPOP", "k", "-1"]),
+        "ERR timeout is negative"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["BLPOP", "k", "soon"]),
+        "ERR timeout is not a float or out of range"
+    );
+    cmd::<()>(&mut c, &["SET", "str", "v"]);
+    assert_eq!(
+        expect_err(&mut c, &["BLPOP", "str", "0"]),
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["BLMPOP", "0", "0", "k", "LEFT"]),
+        "ERR numkeys should be greater than 0"
+    );
+}
+
+#[test]
+fn inside_multi_a_blocking_pop_does_not_wait() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (replies,): (Vec<redis::Value>,) = redis::pipe()
+        .atomic()
+        .cmd("BLPOP")
+        .arg(&k[0])
+        .arg(&k[1])
+        .arg(0)
+        .cmd("BZPOPMIN")
+        .arg("z")
+        .arg(0)
+        .cmd("BLMOVE")
+        .arg(&k[0])
+        .arg(&k[1])
+        .arg("LEFT")
+        .arg("LEFT")
+        .arg(0)
+        .query(&mut c)
+        .map(|v: Vec<redis::Value>| (v,))
+        .expect("EXEC");
+    assert_eq!(replies, vec![redis::Value::Nil; 3]);
+}
+
+#[test]
+fn client_unblock_and_disconnects() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let mut w = s.client();
+    let id: i64 = cmd(&mut w, &["CLIENT", "ID"]);
+    let waiter = thread::spawn(move || cmd::<redis::Value>(&mut w, &["BLPOP", "k", "0"]));
+    wait_blocked(&mut c, 1);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["CLIENT", "UNBLOCK", &id.to_string()]),
+        1
+    );
+    assert_eq!(waiter.join().unwrap(), redis::Value::Nil);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["CLIENT", "UNBLOCK", &id.to_string()]),
+        0,
+        "not blocked"
+    );
+    let mut w = s.client();
+    let id: i64 = cmd(&mut w, &["CLIENT", "ID"]);
+    let waiter = thread::spawn(move || {
+        redis::cmd("BZPOPMIN")
+            .arg("z")
+            .arg(0)
+            .query::<redis::Value>(&mut w)
+            .map_err(|e| common::err_text(&e))
+    });
+    wait_blocked(&mut c, 1);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]),
+        1
+    );
+    assert_eq!(
+        waiter.join().unwrap(),
+        Err("UNBLOCKED client unblocked via CLIENT UNBLOCK".to_string())
+    );
+    assert!(expect_err(&mut c, &["CLIENT", "UNBLOCK", "1", "LATER"]).contains("TIMEOUT or ERROR"));
+    // A client that goes away while blocked takes nothing.
+    {
+        use std::io::Write;
+        let mut gone = std::net::TcpStream::connect(s.addr).expect("connect");
+        gone.write_all(b"*3\r\n$5\r\nBLPOP\r\n$10\r\nleft-alone\r\n$1\r\n0\r\n")
+            .expect("send");
+        wait_blocked(&mut c, 1);
+    }
+    wait_blocked(&mut c, 0);
+    cmd::<i64>(&mut c, &["RPUSH", "left-alone", "x"]);
+    assert_eq!(cmd::<i64>(&mut c, &["LLEN", "left-alone"]), 1);
+}
+
+/// A raw connection: a blocked command holds back the commands pipelined after it, which run
+/// once it is served, in order.
+#[test]
+fn commands_behind_a_blocked_one_wait_for_it() {
+    use std::io::{Read, Write};
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let mut raw = std::net::TcpStream::connect(s.addr).expect("connect");
+    raw.write_all(b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nLLEN\r\n$1\r\nq\r\n")
+        .expect("send");
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["RPUSH", "q", "a", "b"]);
+    let want = b"*2\r\n$1\r\nq\r\n$1\r\na\r\n+PONG\r\n:1\r\n";
+    let mut got = Vec::new();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while got.len() < want.len() {
+        let mut buf = [0u8; 256];
+        let n = raw.read(&mut buf).expect("reply");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// The served pop is in the log once: after SIGKILL the element is neither back nor lost.
+#[test]
+fn a_served_pop_is_logged_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--appendfsync", "always"];
+    let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("start");
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (src, dst) = (k[0].as_str(), k[1].as_str());
+    let popper = in_thread::<(String, String)>(&s, &["BLPOP", src, "0"]);
+    let mover = in_thread::<String>(&s, &["BLMOVE", src, dst, "RIGHT", "LEFT", "0"]);
+    wait_blocked(&mut c, 2);
+    cmd::<i64>(&mut c, &["RPUSH", src, "first", "second", "third"]);
+    assert_eq!(popper.join().unwrap().1, "first");
+    assert_eq!(mover.join().unwrap(), "third");
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
+    let mut c = s.client();
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", src, "0", "-1"]),
+        ["second"]
+    );
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", dst, "0", "-1"]),
+        ["third"]
+    );
+}
