@@ -48,9 +48,21 @@ pub struct Blocked {
     woken: UnboundedReceiver<(usize, Bytes)>,
     /// Keys it was woken for since its last attempt (database, key).
     pending: Vec<(usize, Bytes)>,
-    /// Its reply when it gives up (timeout, CLIENT UNBLOCK TIMEOUT).
+    /// What its attempt answers when it took nothing.
     nil: Frame,
+    /// The key its last attempt took from, when the reply says (its own pop then wakes the
+    /// key's next waiter, so [`finish`] does not pass that wake on twice: two waiters woken
+    /// for one element would race, out of order).
+    served: Option<Bytes>,
+    /// CLIENT REPLY OFF or SKIP was on when it blocked: its reply is dropped (as Redis drops
+    /// it; review finding).
+    silent: bool,
 }
+
+/// The reply of a blocked call that timed out (or CLIENT UNBLOCK ... TIMEOUT): a null array
+/// whatever the command, BLMOVE's too (Redis's `replyToBlockedClientTimedOut`; review
+/// finding: a null bulk is BLMOVE's nil only inside MULTI).
+const TIMED_OUT: Frame = Frame::NullArray;
 
 /// What ended a wait.
 pub enum Wakeup {
@@ -80,12 +92,9 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut) {
         }
     };
     let nil = nil_of(&args[0]);
-    if !attempt(session, Ok(req), &nil, out).await {
-        return;
-    }
     let shards = session.ctx.shard.count();
     let (wake, woken) = unbounded();
-    let b = Blocked {
+    let mut b = Blocked {
         args,
         db: session.db,
         id: NEXT_CALL.fetch_add(1, Ordering::Relaxed),
@@ -101,12 +110,20 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut) {
         woken,
         pending: Vec::new(),
         nil,
+        served: None,
+        silent: session.reply != crate::session::ReplyMode::On,
     };
-    for (shard, key) in b.keys.clone() {
-        register(session, &b, shard, key, false).await;
+    let keys: Vec<Bytes> = b.keys.iter().map(|(_, k)| k.clone()).collect();
+    if !try_or_block(session, &mut b, Ok(req), keys, false, out).await {
+        return;
     }
     session.info.unblock.set(None);
     session.info.blocked.set(true);
+    session
+        .ctx
+        .shared
+        .blocked_clients
+        .fetch_add(1, Ordering::Relaxed);
     session.blocked = Some(b);
 }
 
@@ -184,7 +201,9 @@ pub async fn woke(session: &mut Session, why: Wakeup, out: &mut BytesMut) -> boo
         return true;
     };
     if let Wakeup::TimedOut = why {
-        b.nil.encode(session.proto, out);
+        if !b.silent {
+            TIMED_OUT.encode(session.proto, out);
+        }
         finish(session, b).await;
         return true;
     }
@@ -192,20 +211,84 @@ pub async fn woke(session: &mut Session, why: Wakeup, out: &mut BytesMut) -> boo
         b.pending.push(key);
     }
     let req = crate::dispatch::parse(b.args.clone(), session.ctx.shard.count());
+    // Taken before it came: wait again, first in line on the keys it was woken for.
+    let again: Vec<Bytes> = b.pending.iter().map(|(_, k)| k.clone()).collect();
     let saved_db = std::mem::replace(&mut session.db, b.db);
-    let nothing = attempt(session, req, &b.nil, out).await;
+    let mut reply = BytesMut::new();
+    let nothing = try_or_block(session, &mut b, req, again, true, &mut reply).await;
     session.db = saved_db;
+    if !b.silent {
+        out.extend_from_slice(&reply);
+    }
     if !nothing {
+        // Served (or refused, e.g. WRONGTYPE): the wakes it had are passed on.
         finish(session, b).await;
         return true;
     }
-    // Taken before it came: wait again, first in line where it was woken.
-    let shards = session.ctx.shard.count();
-    for (_, key) in std::mem::take(&mut b.pending) {
-        register(session, &b, shard_for_key(&key, shards), key, true).await;
-    }
+    b.pending.clear();
     session.blocked = Some(b);
     false
+}
+
+/// One attempt of the blocked call `b`; if it takes nothing, `b` waits on `keys` (at the
+/// front with `front`). True if it took nothing; else its reply is in `out`. With every key
+/// on one shard the attempt and the queueing are one step there ([`moon_shard::Shard::run_or_block`]);
+/// keys on several shards are tried in a transaction, then queued.
+async fn try_or_block(
+    session: &mut Session,
+    b: &mut Blocked,
+    req: crate::dispatch::Parsed,
+    keys: Vec<Bytes>,
+    front: bool,
+    out: &mut BytesMut,
+) -> bool {
+    if let Ok(Request {
+        target: crate::dispatch::Target::Shard(shard),
+        ..
+    }) = &req
+    {
+        let shard = *shard;
+        let Ok(req) = req else { return false };
+        let call = match req.into_call(b.db, None) {
+            Ok(call) => call,
+            Err(req) => {
+                moon_store::reply::unknown_command(&req.args).encode(session.proto, out);
+                return false;
+            }
+        };
+        let block = moon_shard::BlockOn {
+            db: b.db,
+            keys,
+            id: b.id,
+            wants: b.wants,
+            wake: b.wake.clone(),
+            front,
+            nil: b.nil.clone(),
+        };
+        let reply = session.ctx.shard.run_or_block(shard, call, block).await;
+        if reply == b.nil {
+            return true;
+        }
+        b.served = match &reply {
+            Frame::Array(parts) => match parts.first() {
+                Some(Frame::Bulk(key)) => Some(key.clone()),
+                _ => None,
+            },
+            // BLMOVE / BRPOPLPUSH: its one key.
+            Frame::Bulk(_) => b.keys.first().map(|(_, k)| k.clone()),
+            _ => None,
+        };
+        reply.encode(session.proto, out);
+        return false;
+    }
+    if !attempt(session, req, &b.nil, out).await {
+        return false;
+    }
+    let shards = session.ctx.shard.count();
+    for key in keys {
+        register(session, b, shard_for_key(&key, shards), key, front).await;
+    }
+    true
 }
 
 /// CLIENT UNBLOCK: ends the blocked call with its nil (TIMEOUT) or an error (ERROR).
@@ -213,11 +296,13 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
     let Some(b) = session.blocked.take() else {
         return;
     };
-    if error {
-        Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
-            .encode(session.proto, out);
-    } else {
-        b.nil.encode(session.proto, out);
+    if !b.silent {
+        let reply = if error {
+            Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+        } else {
+            TIMED_OUT
+        };
+        reply.encode(session.proto, out);
     }
     finish(session, b).await;
 }
@@ -229,9 +314,27 @@ pub async fn cancel(session: &mut Session) {
     }
 }
 
+/// Holds `cmds` until the blocked call ends, counting their bytes against the client's query
+/// buffer limit (review finding: parsed commands held here were not counted, so a client
+/// could pile up any number of them behind a short BLPOP).
+pub fn defer(session: &mut Session, cmds: impl IntoIterator<Item = crate::dispatch::Parsed>) {
+    for c in cmds {
+        session.deferred_bytes += match &c {
+            Ok(req) => req.args.iter().map(|a| a.len() + 16).sum::<usize>(),
+            Err(_) => 64,
+        };
+        session.deferred.push(c);
+    }
+}
+
 /// Takes the call off every queue it is on, and passes on the wakes it did not use.
 async fn finish(session: &mut Session, mut b: Blocked) {
     session.info.blocked.set(false);
+    session
+        .ctx
+        .shared
+        .blocked_clients
+        .fetch_sub(1, Ordering::Relaxed);
     b.woken.close();
     while let Ok(key) = b.woken.try_recv() {
         b.pending.push(key);
@@ -243,6 +346,9 @@ async fn finish(session: &mut Session, mut b: Blocked) {
     }
     let shards = shard.count();
     for (db, key) in b.pending {
+        if b.served.as_ref() == Some(&key) {
+            continue;
+        }
         let _ = shard
             .call_on(shard_for_key(&key, shards), move |sh| {
                 sh.wake_first(db, &key)

@@ -149,6 +149,7 @@ where
         held_publications: Vec::new(),
         blocked: None,
         deferred: Vec::new(),
+        deferred_bytes: 0,
         attempting: false,
     };
     let mut parser = RequestParser::default();
@@ -238,7 +239,11 @@ where
         ShardCounters::add(&counters.net_input_bytes, n as u64);
         if session.blocked.is_some() {
             // Blocked: what it sends waits (Redis reads it and runs it afterwards).
-            if rbuf.len() > session.query_buffer_limit {
+            if rbuf.len() + session.deferred_bytes > session.query_buffer_limit {
+                tracing::warn!(
+                    client = session.info.id,
+                    "closing a blocked client whose waiting commands passed the query buffer limit"
+                );
                 break;
             }
             continue;
@@ -260,6 +265,7 @@ where
         let mut protocol_error = None;
         // Commands that waited behind a blocking command first.
         cmds.append(&mut session.deferred);
+        session.deferred_bytes = 0;
         loop {
             match parser.next_request(&mut rbuf) {
                 Ok(Some(req)) => cmds.push(crate::dispatch::parse(req, shards)),
@@ -278,7 +284,7 @@ where
             let mut pending = std::mem::take(&mut cmds);
             while !pending.is_empty() && !session.quit {
                 if session.blocked.is_some() {
-                    session.deferred.append(&mut pending);
+                    crate::blocking::defer(&mut session, std::mem::take(&mut pending));
                     break;
                 }
                 let rest = pending.split_off(pending.len().min(PIPELINE_STEP));
@@ -419,7 +425,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
     for parsed in cmds {
         if session.blocked.is_some() {
             // It blocked: the rest wait until it is served (as in Redis).
-            session.deferred.push(parsed);
+            crate::blocking::defer(session, [parsed]);
             continue;
         }
         let req = match parsed {

@@ -405,7 +405,7 @@ fn zset_op(name: &str) -> SetOp {
 }
 
 /// Makes `dst` the sorted set of `items` on its shard (a DEL, then ZADDs of scores in their
-/// exact shortest form), announced as `event`: the write of a sorted-set *STORE across
+/// 17-digit form), announced as `event`: the write of a sorted-set *STORE across
 /// shards. Its reply is the number of members stored.
 async fn store_zset(
     session: &Session,

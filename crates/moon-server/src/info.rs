@@ -134,9 +134,10 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             shared.connected_clients.load(Ordering::Relaxed),
-            config.maxclients
+            config.maxclients,
+            shared.blocked_clients.load(Ordering::Relaxed)
         );
     }
     if want("memory") {

@@ -121,6 +121,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         port: AtomicU64::new(u64::from(config.port)),
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),
+        blocked_clients: AtomicU64::new(0),
         drained_shards: AtomicUsize::new(0),
         rewrite: crate::shared::RewriteState::new(
             data_dir

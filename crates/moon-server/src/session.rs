@@ -131,6 +131,8 @@ pub struct Session {
     pub(crate) blocked: Option<crate::blocking::Blocked>,
     /// The client's commands that came after the one it blocks in: they run once it ends.
     pub(crate) deferred: Vec<crate::dispatch::Parsed>,
+    /// Their size, counted against `client-query-buffer-limit`.
+    pub(crate) deferred_bytes: usize,
     /// A blocking command's attempt runs (it must not block again).
     pub(crate) attempting: bool,
 }

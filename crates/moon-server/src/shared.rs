@@ -51,6 +51,8 @@ pub struct Shared {
     pub port: AtomicU64,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicU64,
+    /// Clients waiting in a blocking command (INFO's `blocked_clients`).
+    pub blocked_clients: AtomicU64,
     pub(crate) drained_shards: AtomicUsize,
     /// BGREWRITEAOF state (see `rewrite.rs`).
     pub rewrite: RewriteState,

@@ -285,3 +285,121 @@ fn a_served_pop_is_logged_once() {
         ["third"]
     );
 }
+
+/// Review findings: SWAPDB wakes a client blocked on a key the swap filled; under CLIENT
+/// REPLY OFF the served reply is dropped; a timed-out BLMOVE answers a null array (RESP2
+/// `*-1`, as Redis's timeout reply), not BLMOVE's MULTI nil.
+#[test]
+fn swapdb_wakes_reply_off_is_silent_and_timeouts_answer_a_null_array() {
+    use std::io::{Read, Write};
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let waiter = in_thread::<(String, String)>(&s, &["BLPOP", "k", "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<()>(&mut c, &["SELECT", "1"]);
+    cmd::<i64>(&mut c, &["RPUSH", "k", "from-db-1"]);
+    cmd::<()>(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(waiter.join().unwrap().1, "from-db-1");
+    cmd::<()>(&mut c, &["SELECT", "0"]);
+
+    let mut raw = std::net::TcpStream::connect(s.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read_all = |raw: &mut std::net::TcpStream, want: &[u8]| {
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let mut buf = [0u8; 256];
+            let n = raw.read(&mut buf).expect("reply");
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    };
+    raw.write_all(
+        b"*6\r\n$6\r\nBLMOVE\r\n$1\r\nx\r\n$1\r\ny\r\n$4\r\nLEFT\r\n$4\r\nLEFT\r\n$4\r\n0.05\r\n",
+    )
+    .expect("send");
+    read_all(&mut raw, b"*-1\r\n");
+    // REPLY OFF: the served element is not sent; the PING after REPLY ON is the next reply.
+    raw.write_all(b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n")
+        .expect("send");
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["RPUSH", "q", "v"]);
+    wait_blocked(&mut c, 0);
+    raw.write_all(b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n*1\r\n$4\r\nPING\r\n")
+        .expect("send");
+    read_all(&mut raw, b"+OK\r\n+PONG\r\n");
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "q"]), 0, "it was served");
+}
+
+/// Review finding: commands piled up behind a blocked one count against the query buffer
+/// limit; past it the client is closed, the server keeps serving.
+#[test]
+fn commands_piled_behind_a_blocked_one_are_bounded() {
+    use std::io::Write;
+    let s = MoonServer::start(1, &["--client-query-buffer-limit", "1mb"]);
+    let mut c = s.client();
+    let mut raw = std::net::TcpStream::connect(s.addr).expect("connect");
+    raw.write_all(b"*3\r\n$5\r\nBLPOP\r\n$1\r\nk\r\n$1\r\n0\r\n")
+        .expect("send");
+    wait_blocked(&mut c, 1);
+    let ping = b"*1\r\n$4\r\nPING\r\n";
+    let mut closed = false;
+    for _ in 0..200 {
+        let chunk: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 4096)
+            .collect();
+        if raw.write_all(&chunk).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed || eventually(Duration::from_secs(10), || blocked(&mut c) == 0),
+        "the client was closed"
+    );
+    wait_blocked(&mut c, 0);
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
+}
+
+/// Clients that send their blocking commands back to back, without waiting to see them
+/// blocked (as Redis's own units do), are served in that order: the attempt and the queueing
+/// are one step on the key's shard.
+#[test]
+fn back_to_back_blocking_commands_keep_their_order() {
+    use std::io::{Read, Write};
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["SET", "target1{t}", "nolist"]);
+    let mut first = std::net::TcpStream::connect(s.addr).expect("connect");
+    let mut second = std::net::TcpStream::connect(s.addr).expect("connect");
+    first
+        .write_all(b"*4\r\n$10\r\nBRPOPLPUSH\r\n$8\r\nblist{t}\r\n$10\r\ntarget1{t}\r\n$1\r\n0\r\n")
+        .expect("send");
+    wait_blocked(&mut c, 1);
+    second
+        .write_all(b"*4\r\n$10\r\nBRPOPLPUSH\r\n$8\r\nblist{t}\r\n$10\r\ntarget2{t}\r\n$1\r\n0\r\n")
+        .expect("send");
+    wait_blocked(&mut c, 2);
+    cmd::<i64>(&mut c, &["LPUSH", "blist{t}", "foo"]);
+    for (raw, want) in [
+        (&mut first, &b"-WRONGTYPE"[..]),
+        (&mut second, &b"$3\r\nfoo\r\n"[..]),
+    ] {
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let mut buf = [0u8; 256];
+            let n = raw.read(&mut buf).expect("reply");
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(want), "{:?}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", "target2{t}", "0", "-1"]),
+        ["foo"]
+    );
+}

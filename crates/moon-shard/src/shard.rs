@@ -28,6 +28,13 @@ pub(crate) enum Message {
         cmds: Vec<Call>,
         reply: oneshot::Sender<Vec<Frame>>,
     },
+    /// A blocking command's attempt: execute it and, if it took nothing, queue its waiter in
+    /// the same turn (see [`Shard::run_or_block`]).
+    BatchOrBlock {
+        cmds: Vec<Call>,
+        block: crate::blocked::BlockOn,
+        reply: oneshot::Sender<Vec<Frame>>,
+    },
     /// Run this function on the shard's thread (administrative fan-out: INFO, CLIENT LIST...).
     Call {
         f: Box<dyn FnOnce(&Shard) -> AnyBox + Send>,
@@ -568,6 +575,21 @@ impl Shard {
             }
         }
         match msg {
+            Message::BatchOrBlock { cmds, block, reply } => {
+                let executed = self.execute(&cmds);
+                self.block_if_nil(&executed, block);
+                match executed {
+                    Ok(frames) => {
+                        let _ = reply.send(frames);
+                    }
+                    Err(held) => {
+                        glommio::spawn_local(async move {
+                            let _ = reply.send(settle(held).await);
+                        })
+                        .detach();
+                    }
+                }
+            }
             Message::Batch { cmds, reply } => match self.execute(&cmds) {
                 Ok(frames) => {
                     let _ = reply.send(frames);

@@ -71,7 +71,8 @@ pub struct Store {
     /// waiters; and those a command changed since [`Store::take_ready`] (the shard then wakes
     /// their first waiter).
     blocked: HashMap<Bytes, u32>,
-    ready: Vec<Bytes>,
+    /// A set (review finding: a Vec searched for each changed key was quadratic).
+    ready: indexmap::IndexSet<Bytes>,
     memory_limit: MemoryLimit,
     /// Thresholds of the compact encodings of hashes and sets.
     encodings: crate::value::Encodings,
@@ -147,7 +148,7 @@ impl Store {
             random_seed: 0x9E37_79B9_7F4A_7C15,
             watched: HashMap::new(),
             blocked: HashMap::new(),
-            ready: Vec::new(),
+            ready: indexmap::IndexSet::new(),
             watch_clock: 0,
             memory_limit: MemoryLimit::default(),
             encodings: crate::value::Encodings::default(),
@@ -682,9 +683,8 @@ impl Store {
         if !self.blocked.is_empty() {
             for key in &keys {
                 let wk = self.watch_key(key);
-                if self.blocked.contains_key(&wk[..]) && !self.ready.iter().any(|r| r[..] == wk[..])
-                {
-                    self.ready.push(Bytes::from(wk));
+                if self.blocked.contains_key(&wk[..]) {
+                    self.ready.insert(Bytes::from(wk));
                 }
             }
         }
@@ -832,6 +832,20 @@ impl Store {
     /// every tracking reader is told to forget everything. No keyspace event names it.
     fn log_flush(&mut self, flush: Flush) {
         self.log_expired();
+        if let Flush::Swap(a, b) = flush {
+            // Review finding: the swapped databases' blocked keys may now hold what their
+            // clients wait for (Redis scans both for ready keys).
+            let swapped: Vec<Bytes> = self
+                .blocked
+                .keys()
+                .filter(|wk| {
+                    let db = u16::from_be_bytes([wk[0], wk[1]]) as usize;
+                    db == a || db == b
+                })
+                .cloned()
+                .collect();
+            self.ready.extend(swapped);
+        }
         if !self.tracking.is_empty() {
             self.tracking.flushed();
         }

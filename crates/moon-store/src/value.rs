@@ -19,8 +19,8 @@ type FastHash = foldhash::fast::RandomState;
 mod zset;
 pub use zset::ZSet;
 
-/// A score as Redis 7.4 prints a double (see [`moon_proto::frame::format_double_reply`]):
-/// the shortest text that parses back to the same double.
+/// A score as Redis prints a double (`%.17g`, see [`moon_proto::frame::format_double_reply`]):
+/// a text that parses back to the same double.
 pub fn format_score(d: f64) -> String {
     moon_proto::frame::format_double_reply(d)
 }
@@ -308,7 +308,7 @@ impl Value {
                 }
             }
             Value::ZSet(z) => {
-                // Scores in their shortest exact form: parsed back, the same double.
+                // Scores in 17 significant digits: parsed back, the same double.
                 let items: Vec<(Bytes, Bytes)> = z
                     .iter_from(0, false)
                     .map(|(m, s)| (Bytes::from(format_score(s)), Bytes::copy_from_slice(m)))

@@ -8,7 +8,7 @@
 //! end, a range names the same members, the set algebra adds in the same order) — except
 //! ZADD ... INCR, logged as the `ZINCRBY` it amounts to, and ZMPOP, logged as the
 //! `ZPOPMIN`/`ZPOPMAX` of the key it popped from. Scores in a rewrite form or a move across
-//! shards are printed in their shortest exact form ([`format_score`]), which parses back to
+//! shards are printed with 17 significant digits ([`format_score`]), which parses back to
 //! the same double.
 
 use bytes::Bytes;
