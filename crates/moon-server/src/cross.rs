@@ -390,6 +390,54 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
             Frame::NullArray
         }
+        "sort" => {
+            // Its STORE destination is on another shard: SORT_RO on the source's shard (its
+            // patterns are there: `dispatch`), then the list written on the destination's.
+            let Some(at) = moon_store::command::store_option_at(args) else {
+                return reply::unknown_command(args);
+            };
+            let dst = args[at].clone();
+            let mut read = vec![Bytes::from_static(b"SORT_RO")];
+            read.extend(
+                args[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i + 1 != at && i + 2 != at)
+                    .map(|(_, a)| a.clone()),
+            );
+            let read = match in_db(vec![read]) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let values = match one_reply(shard.run_batch_in(Some(tx), on(&args[1]), read).await) {
+                Frame::Array(items) => items,
+                other => return other,
+            };
+            let values: Vec<Bytes> = values
+                .into_iter()
+                .map(|v| match v {
+                    Frame::Bulk(b) => b,
+                    _ => Bytes::new(),
+                })
+                .collect();
+            let count = values.len();
+            let mut cmds = vec![vec![Bytes::from_static(b"DEL"), dst.clone()]];
+            for part in values.chunks(MOVE_CHUNK) {
+                let mut rpush = vec![Bytes::from_static(b"RPUSH"), dst.clone()];
+                rpush.extend(part.iter().cloned());
+                cmds.push(rpush);
+            }
+            let size = moon_aof::record::encoded_len(cmds.iter().map(|c| c.as_slice()));
+            if size > crate::dispatch::max_record() {
+                return crate::dispatch::too_large_to_log(size);
+            }
+            let batch = match steps(db, cmds, (count > 0).then_some("sortstore")) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let replies = shard.run_batch_in(Some(tx), on(&dst), batch).await;
+            first_error(&replies).unwrap_or(Frame::Integer(count as i64))
+        }
         _ => reply::unknown_command(args),
     }
 }

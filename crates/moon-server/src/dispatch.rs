@@ -105,6 +105,11 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
             after_auth: true,
         });
     }
+    if spec.name.starts_with("sort") {
+        // BY and GET name keys the key positions do not: they must be on the sorted key's
+        // shard (Redis Cluster refuses them across slots).
+        moon_store::sort_local_patterns(&args, shards).map_err(Refused::now)?;
+    }
     let target = match spec.route {
         Route::Connection => Target::Connection,
         Route::AllShards(merge) => Target::All(merge),

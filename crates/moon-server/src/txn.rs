@@ -510,7 +510,15 @@ fn writers_of(meta: &[(bool, Option<Vec<usize>>)], participants: &[usize]) -> Ve
     w
 }
 
+/// Ends the watches an EXEC took. An implicit transaction (a command whose keys span shards,
+/// outside MULTI) took none and leaves the client's own WATCHes alone (found with Redis's
+/// "FLUSHALL does not touch non affected keys": a FLUSHDB across shards dropped them, so the
+/// EXEC after it ran).
 async fn unwatch(session: &mut Session, watches: Vec<(Bytes, usize, WatchToken)>) {
-    session.multi.watches = watches;
+    if watches.is_empty() {
+        return;
+    }
+    let own = std::mem::replace(&mut session.multi.watches, watches);
     unwatch_all(session).await;
+    session.multi.watches = own;
 }

@@ -487,6 +487,7 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
         )
             .prop_map(|(c, a, b)| cmd(&[c, &a, &b, "0"])),
         (key(), key()).prop_map(|(a, b)| cmd(&["BLMOVE", &a, &b, "RIGHT", "LEFT", "0"])),
+        (key(), key()).prop_map(|(a, b)| cmd(&["SORT", &a, "ALPHA", "DESC", "STORE", &b])),
         (key(), key()).prop_map(|(a, b)| cmd(&["BZMPOP", "0", "2", &a, &b, "MIN", "COUNT", "2"])),
         (key(), -3i64..3, -1i64..4).prop_map(|(k, a, b)| cmd(&[
             "LRANGE",

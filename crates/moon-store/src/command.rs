@@ -70,7 +70,7 @@ pub struct CommandSpec {
 /// A command's flags (Redis's): typed bits, tested without comparing names; [`Flags::names`]
 /// gives COMMAND's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flags(u16);
+pub struct Flags(u32);
 
 impl Flags {
     pub const WRITE: Flags = Flags(1);
@@ -95,6 +95,9 @@ impl Flags {
     /// May block the client (BLPOP, BZPOPMIN...): it waits while its keys are empty, except
     /// inside MULTI.
     pub const BLOCKING: Flags = Flags(1 << 15);
+    /// Its destination key follows a `STORE` option (SORT): Moon's flag, a key position Redis
+    /// declares as a key spec.
+    pub const STORE_KEY: Flags = Flags(1 << 16);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
     const NAMES: [(Flags, &'static str); 14] = [
@@ -254,11 +257,14 @@ impl CommandSpec {
                 k if k > 0 => &args[(k as usize).min(args.len())..(k as usize + 1).min(args.len())],
                 _ => &args[..0],
             };
-            return dest.iter().chain(
-                args[from.min(args.len())..(from + n).min(args.len())]
-                    .iter()
-                    .step_by(1),
-            );
+            return dest
+                .iter()
+                .chain(
+                    args[from.min(args.len())..(from + n).min(args.len())]
+                        .iter()
+                        .step_by(1),
+                )
+                .chain(None);
         }
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
@@ -271,13 +277,49 @@ impl CommandSpec {
         } else {
             (last + 1).clamp(0, args.len() as i64) as usize
         };
-        args[..0].iter().chain(
-            args.get(first..end.max(first))
-                .unwrap_or(&[])
-                .iter()
-                .step_by(self.step.max(1) as usize),
-        )
+        let store = if self.flags.has(Flags::STORE_KEY) {
+            store_option(args)
+        } else {
+            None
+        };
+        args[..0]
+            .iter()
+            .chain(
+                args.get(first..end.max(first))
+                    .unwrap_or(&[])
+                    .iter()
+                    .step_by(self.step.max(1) as usize),
+            )
+            .chain(store)
     }
+}
+
+/// SORT's `STORE destination`, read past its other options as SORT reads them (a GET or BY
+/// pattern may itself be the word STORE).
+fn store_option<T: AsRef<[u8]>>(args: &[T]) -> Option<&T> {
+    store_option_at(args).and_then(|i| args.get(i))
+}
+
+/// Where SORT's `STORE destination` key is in `args`, if it has one.
+pub fn store_option_at<T: AsRef<[u8]>>(args: &[T]) -> Option<usize> {
+    let is = |a: &T, w: &str| a.as_ref().eq_ignore_ascii_case(w.as_bytes());
+    let mut store = None;
+    let mut j = 2;
+    while j < args.len() {
+        let left = args.len() - j - 1;
+        let a = &args[j];
+        if is(a, "limit") && left >= 2 {
+            j += 3;
+        } else if (is(a, "by") || is(a, "get")) && left >= 1 {
+            j += 2;
+        } else if is(a, "store") && left >= 1 {
+            store = Some(j + 1);
+            j += 2;
+        } else {
+            j += 1;
+        }
+    }
+    store
 }
 
 /// Flag sets the tables are written with (a row reads `W`, `RF`, `CONN`...).

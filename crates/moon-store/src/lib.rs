@@ -33,6 +33,7 @@ pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
 pub use store::keys::copy_options;
 pub use store::list::{lmpop_args, End};
 pub use store::set::{sintercard_args, SetOp};
+pub use store::sort::local_patterns as sort_local_patterns;
 pub use store::zset::{
     combine_args, members_reply as zset_members_reply, zmpop_args, zmpop_reply, Combine, Scored,
     ZEnd,

@@ -231,6 +231,12 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"zinterstore" => vec![(ZSET, "zinterstore", 1, None)],
         b"zdiffstore" => vec![(ZSET, "zdiffstore", 1, None)],
         b"zrangestore" => vec![(ZSET, "zrangestore", 1, None)],
+        b"sort" => vec![(
+            LIST,
+            "sortstore",
+            crate::command::store_option_at(effect)?,
+            None,
+        )],
         b"move" => {
             let db = crate::args::parse_i64(effect.get(2)?)?.max(0) as usize;
             vec![

@@ -249,6 +249,8 @@ impl Store {
         if let Some(event) = self.batch_event {
             let class = if event.starts_with('z') {
                 class::ZSET
+            } else if event == "sortstore" {
+                class::LIST
             } else if event.ends_with("store") {
                 class::SET
             } else {
@@ -849,11 +851,31 @@ impl Store {
         if !self.tracking.is_empty() {
             self.tracking.flushed();
         }
-        if !self.watched.is_empty() {
-            // SWAPDB changes both databases' keys; for simplicity every watcher sees it.
-            match flush {
-                Flush::Db => self.touch_dbs(&[self.db]),
-                Flush::All | Flush::Swap(..) => self.touch_dbs(&[]),
+        if let (Flush::Swap(a, b), false) = (flush, self.watched.is_empty()) {
+            // A watched key of either database that exists in either now holds the other's
+            // value (or none). A flush needs nothing here: EXEC sees a watched key that
+            // existed is gone, and one that did not exist was not touched (Redis's "FLUSHALL
+            // does not touch non affected keys").
+            let now = crate::NO_EXPIRY_CHECK;
+            let touched: Vec<Bytes> = self
+                .watched
+                .keys()
+                .filter(|wk| {
+                    let db = u16::from_be_bytes([wk[0], wk[1]]) as usize;
+                    (db == a || db == b)
+                        && [a, b].iter().any(|&d| {
+                            self.keyspace_of(d)
+                                .is_some_and(|k| k.peek(&wk[2..], now).is_some())
+                        })
+                })
+                .cloned()
+                .collect();
+            self.watch_clock += 1;
+            let clock = self.watch_clock;
+            for wk in touched {
+                if let Some(slot) = self.watched.get_mut(&wk) {
+                    slot.1 = clock;
+                }
             }
         }
         if self.record_writes {
@@ -1181,6 +1203,7 @@ pub(crate) mod hash;
 pub mod keys;
 pub mod list;
 pub mod set;
+pub mod sort;
 pub(crate) mod string;
 pub mod zset;
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{hash, keys, list, set, string, zset};
+use crate::store::{hash, keys, list, set, sort, string, zset};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -21,6 +21,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         set::COMMANDS,
         list::COMMANDS,
         zset::COMMANDS,
+        sort::COMMANDS,
     ]
     .into_iter()
     .flatten()

@@ -533,3 +533,14 @@ fn sorted_set_sums_and_score_ranges_as_redis() {
     }
     assert_eq!(text(&run(&mut s, T, "ZADD k inf m -inf n 1e-300 o")), ":3");
 }
+
+#[test]
+fn a_flush_breaks_the_watch_of_a_key_it_removed_only() {
+    let mut s = Store::default();
+    run(&mut s, T, "SET x 1");
+    let tx = s.watch(b"x", T);
+    let ty = s.watch(b"y", T);
+    run(&mut s, T, "FLUSHDB");
+    assert!(!s.watch_intact(b"x", tx, T));
+    assert!(s.watch_intact(b"y", ty, T));
+}
