@@ -94,12 +94,16 @@ fn redis_benchmark(
         // Lists: LPUSH builds `mylist` (one key: one shard), LPOP then takes it apart.
         ("lpush", requests),
         ("lpop", requests),
+        // Sorted sets: ZADD builds `myzset` (one key), ZRANK/ZRANGE then read it.
+        ("zadd", requests),
     ] {
         rows.extend(measured(addr, pid, pipeline, n, test)?);
     }
     for command in [
         "HGET myhash element:__rand_int__",
         "SISMEMBER myset element:__rand_int__",
+        "ZRANK myzset element:__rand_int__",
+        "ZRANGE myzset 0 9 WITHSCORES",
     ] {
         let named = measured(addr, pid, pipeline, requests, command)?;
         // The row is named by the command alone (redis-benchmark names it by the whole line).
@@ -425,7 +429,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         report,
-        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd, lpush, lpop), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd, lpush, lpop, zadd), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` / `ZRANK myzset element:__rand_int__` / `ZRANGE myzset 0 9 WITHSCORES` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
         args.requests,
         args.requests * 10,
         args.rounds
@@ -505,6 +509,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
 
     if args.only_pubsub {
         crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
+        crate::bench_pubsub::blpop_section(&mut report, &targets, &bin, &work)?;
     }
 
     if !args.throughput_only && !args.only_pubsub {
@@ -600,6 +605,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         hash_memory_section(&mut report, &targets, &bin, &work)?;
         transactions_section(&mut report, &targets, &bin, &work)?;
         crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
+        crate::bench_pubsub::blpop_section(&mut report, &targets, &bin, &work)?;
         rewrite_latency_section(&mut report, &bin, &work)?;
     }
 

@@ -183,3 +183,72 @@ pub fn pubsub_section(
     }
     Ok(())
 }
+
+/// Wake-ups per BLPOP latency run.
+const WAKEUPS: usize = 2_000;
+
+/// The time from a push to the blocked client's reply: one client waits in `BLPOP q 0`,
+/// another pushes one element once it is blocked (INFO `blocked_clients`, not timed).
+fn blpop_run(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let url = format!("redis://{addr}/");
+    let mut pusher = redis::Client::open(url.as_str())?.get_connection()?;
+    let mut waiter = redis::Client::open(url.as_str())?.get_connection()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let consumer = std::thread::spawn(move || -> anyhow::Result<()> {
+        for _ in 0..WAKEUPS {
+            let _: (String, String) = redis::cmd("BLPOP").arg("q").arg(0).query(&mut waiter)?;
+            let _ = tx.send(Instant::now());
+        }
+        Ok(())
+    });
+    let mut lat = Vec::with_capacity(WAKEUPS);
+    for i in 0..WAKEUPS {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("INFO").arg("clients").query(&mut pusher)?;
+            if info.contains("blocked_clients:1") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the BLPOP client never blocked");
+            }
+        }
+        let t0 = Instant::now();
+        let _: i64 = redis::cmd("RPUSH").arg("q").arg(i).query(&mut pusher)?;
+        let served = rx.recv_timeout(Duration::from_secs(10))?;
+        lat.push(served.duration_since(t0).as_secs_f64() * 1e6);
+    }
+    consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("BLPOP thread panicked"))??;
+    lat.sort_by(f64::total_cmp);
+    Ok((lat[lat.len() / 2], lat[lat.len() * 99 / 100]))
+}
+
+/// BLPOP wake-up latency, each target side by side (issue 24's bench row).
+pub fn blpop_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let _ = writeln!(
+        report,
+        "\n### BLPOP wake-up: a client blocked in BLPOP, another pushes one element once it is blocked; {WAKEUPS} wake-ups, appendonly no\n"
+    );
+    let _ = writeln!(
+        report,
+        "| server | push→served p50 µs | p99 µs |\n|---|---|---|"
+    );
+    for &target in targets {
+        let dir = target.dir(work, "blpop");
+        let (running, addr) = start(target, bin, None, &dir, &work.join("blpop.log"))?;
+        let run = blpop_run(addr);
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        let (p50, p99) = run?;
+        eprintln!("blpop {}: p50 {p50:.0} µs, p99 {p99:.0} µs", target.label());
+        let _ = writeln!(report, "| {} | {p50:.0} | {p99:.0} |", target.label());
+    }
+    Ok(())
+}

@@ -232,6 +232,9 @@ struct Row {
     /// Model clients: write commands acknowledged, keys read back different from the model.
     model_acknowledged: u64,
     model_wrong: u64,
+    /// The job queue: pushes and finishes acknowledged, jobs lost, duplicated or invented.
+    queue_acknowledged: u64,
+    queue_wrong: u64,
     /// Power cuts made, and the unsynced bytes they threw away.
     cuts: u64,
     bytes_cut: u64,
@@ -377,6 +380,25 @@ fn busy_shard_0(url: String, stop: Arc<AtomicBool>) -> u64 {
 }
 
 /// Reads back every model client's keys (see [`crate::model`]); adds what differs.
+fn verify_queue(
+    addr: std::net::SocketAddr,
+    jobs: &std::sync::Mutex<crate::queue::Jobs>,
+    row: &mut Row,
+) -> anyhow::Result<()> {
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    let wrong = jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .verify(&mut con)?;
+    for f in wrong {
+        row.queue_wrong += 1;
+        if row.failures.len() < 20 {
+            row.failures.push(format!("queue: {f}"));
+        }
+    }
+    Ok(())
+}
+
 fn verify_models(
     addr: std::net::SocketAddr,
     models: &mut [ModelClient],
@@ -594,6 +616,7 @@ fn run_config(
     let mut models: Vec<ModelClient> = (0..MODEL_CONNECTIONS)
         .map(|i| ModelClient::new(i, rng.next()))
         .collect();
+    let jobs = Arc::new(std::sync::Mutex::new(crate::queue::Jobs::default()));
     for cycle in 0..cycles {
         let env = server_env(cfg);
         let mut server = Server::spawn_with_env(bin, &server_args(cfg, shards, &data), &env, &log)?;
@@ -608,7 +631,8 @@ fn run_config(
             })?;
         verify(addr, &exp, &mut row, false)?;
         verify_models(addr, &mut models, &mut row)?;
-        if row.lost > 0 || row.torn > 0 || row.model_wrong > 0 {
+        verify_queue(addr, &jobs, &mut row)?;
+        if row.lost > 0 || row.torn > 0 || row.model_wrong > 0 || row.queue_wrong > 0 {
             server.kill();
             break;
         }
@@ -639,6 +663,7 @@ fn run_config(
                 std::thread::spawn(move || m.run(&url, stop))
             })
             .collect();
+        let queue_handles = crate::queue::start(&format!("redis://{addr}/"), &jobs, &stop);
         let busy = (cfg.mode == Mode::BusyShard).then(|| {
             let (url, stop) = (format!("redis://{addr}/"), stop.clone());
             std::thread::spawn(move || busy_shard_0(url, stop))
@@ -698,6 +723,13 @@ fn run_config(
                 .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
             exp.add(l, durable_before);
         }
+        for h in queue_handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("queue thread panicked"))?;
+        }
+        jobs.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_acknowledged_after(durable_before);
         for h in model_handles {
             let mut m = h
                 .join()
@@ -761,15 +793,17 @@ fn run_config(
         .with_context(|| format!("{}: final start (see {})", cfg.name(), log.display()))?;
     verify(addr, &exp, &mut row, true)?;
     verify_models(addr, &mut models, &mut row)?;
+    verify_queue(addr, &jobs, &mut row)?;
     server.terminate()?;
     row.acknowledged = exp.acknowledged;
+    row.queue_acknowledged = jobs.lock().unwrap_or_else(|e| e.into_inner()).acknowledged;
     row.model_acknowledged = models.iter().map(|m| m.acknowledged).sum();
     for m in &models {
         for mismatch in &m.mismatches {
             eprintln!("    note: reply differs from the model: {mismatch}");
         }
     }
-    if row.lost == 0 && row.torn == 0 && row.model_wrong == 0 {
+    if row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.queue_wrong == 0 {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&data);
     }
@@ -828,7 +862,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | queue: acknowledged | queue: jobs wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -850,7 +884,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 let t = Instant::now();
                 let row = run_config(&bin, &cli, &cfg, cycles, &mut rng, &work, power.as_ref())?;
                 eprintln!(
-                    "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong ({:.1}s)",
+                    "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong; queue: {} acknowledged, {} wrong ({:.1}s)",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -858,16 +892,21 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.torn,
                     row.model_acknowledged,
                     row.model_wrong,
+                    row.queue_acknowledged,
+                    row.queue_wrong,
                     t.elapsed().as_secs_f64()
                 );
                 for f in &row.failures {
                     eprintln!("    {f}");
                 }
-                ok &=
-                    row.lost == 0 && row.torn == 0 && row.model_wrong == 0 && row.cycles == cycles;
+                ok &= row.lost == 0
+                    && row.torn == 0
+                    && row.model_wrong == 0
+                    && row.queue_wrong == 0
+                    && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -877,6 +916,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.partial_in_flight,
                     row.model_acknowledged,
                     row.model_wrong,
+                    row.queue_acknowledged,
+                    row.queue_wrong,
                     row.killed_in_replay,
                     row.rewrites,
                     row.cuts,

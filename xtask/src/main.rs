@@ -20,6 +20,7 @@ mod fuzz;
 mod layers;
 mod model;
 mod powerfs;
+mod queue;
 mod rng;
 mod server;
 mod targets;

@@ -29,6 +29,7 @@ pub const CATEGORIES: &[&str] = &[
     "hash",
     "list",
     "sortedset",
+    "bitmap",
     "string",
     "pubsub",
     "admin",

@@ -22,42 +22,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use futures_channel::mpsc::unbounded;
 use moon_proto::Frame;
 use moon_shard::Waiter;
 use moon_store::slot::shard_for_key;
 
 use crate::dispatch::Request;
-use crate::session::Session;
+use crate::session::{Blocked, Session};
+use crate::txn::Process;
 
 /// Numbers the blocked calls of this process (waiters are removed by it).
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
-
-/// A client blocked in a command.
-pub struct Blocked {
-    /// The command as the client sent it: each attempt parses it again.
-    args: Vec<Bytes>,
-    db: usize,
-    id: u64,
-    /// `None`: forever.
-    deadline: Option<Instant>,
-    wants: &'static str,
-    /// The keys it waits on, each with its shard.
-    keys: Vec<(usize, Bytes)>,
-    wake: UnboundedSender<(usize, Bytes)>,
-    woken: UnboundedReceiver<(usize, Bytes)>,
-    /// Keys it was woken for since its last attempt (database, key).
-    pending: Vec<(usize, Bytes)>,
-    /// What its attempt answers when it took nothing.
-    nil: Frame,
-    /// The key its last attempt took from, when the reply says (its own pop then wakes the
-    /// key's next waiter, so [`finish`] does not pass that wake on twice: two waiters woken
-    /// for one element would race, out of order).
-    served: Option<Bytes>,
-    /// CLIENT REPLY OFF or SKIP was on when it blocked: its reply is dropped (as Redis drops
-    /// it; review finding).
-    silent: bool,
-}
 
 /// The reply of a blocked call that timed out (or CLIENT UNBLOCK ... TIMEOUT): a null array
 /// whatever the command, BLMOVE's too (Redis's `replyToBlockedClientTimedOut`; review
@@ -82,7 +57,7 @@ fn nil_of(name: &[u8]) -> Frame {
 
 /// Runs the blocking command `req` once; if it took nothing, blocks the session (the
 /// connection then waits: [`next`]).
-pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut) {
+pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut, process: Process) {
     let args = req.args.clone();
     let form = match moon_store::blocking_form(&args) {
         Ok(f) => f,
@@ -114,7 +89,7 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut) {
         silent: session.reply != crate::session::ReplyMode::On,
     };
     let keys: Vec<Bytes> = b.keys.iter().map(|(_, k)| k.clone()).collect();
-    if !try_or_block(session, &mut b, Ok(req), keys, false, out).await {
+    if !try_or_block(session, &mut b, Ok(req), keys, false, out, process).await {
         return;
     }
     session.info.unblock.set(None);
@@ -134,10 +109,11 @@ async fn attempt(
     req: crate::dispatch::Parsed,
     nil: &Frame,
     out: &mut BytesMut,
+    process: Process,
 ) -> bool {
     let mut reply = BytesMut::new();
     session.attempting = true;
-    crate::conn::process_boxed(session, vec![req], &mut reply).await;
+    process(session, vec![req], &mut reply).await;
     session.attempting = false;
     let mut empty = BytesMut::new();
     nil.encode(session.proto, &mut empty);
@@ -196,7 +172,12 @@ pub async fn next(blocked: Option<&mut Blocked>) -> Wakeup {
 
 /// After [`next`]: a woken client tries again, a timed-out one answers nil. True if the call
 /// is over (its reply is in `out`).
-pub async fn woke(session: &mut Session, why: Wakeup, out: &mut BytesMut) -> bool {
+pub async fn woke(
+    session: &mut Session,
+    why: Wakeup,
+    out: &mut BytesMut,
+    process: Process,
+) -> bool {
     let Some(mut b) = session.blocked.take() else {
         return true;
     };
@@ -215,7 +196,7 @@ pub async fn woke(session: &mut Session, why: Wakeup, out: &mut BytesMut) -> boo
     let again: Vec<Bytes> = b.pending.iter().map(|(_, k)| k.clone()).collect();
     let saved_db = std::mem::replace(&mut session.db, b.db);
     let mut reply = BytesMut::new();
-    let nothing = try_or_block(session, &mut b, req, again, true, &mut reply).await;
+    let nothing = try_or_block(session, &mut b, req, again, true, &mut reply, process).await;
     session.db = saved_db;
     if !b.silent {
         out.extend_from_slice(&reply);
@@ -241,6 +222,7 @@ async fn try_or_block(
     keys: Vec<Bytes>,
     front: bool,
     out: &mut BytesMut,
+    process: Process,
 ) -> bool {
     if let Ok(Request {
         target: crate::dispatch::Target::Shard(shard),
@@ -281,7 +263,7 @@ async fn try_or_block(
         reply.encode(session.proto, out);
         return false;
     }
-    if !attempt(session, req, &b.nil, out).await {
+    if !attempt(session, req, &b.nil, out, process).await {
         return false;
     }
     let shards = session.ctx.shard.count();

@@ -209,7 +209,7 @@ where
                 break;
             }
             Event::Blocked(why) => {
-                if !crate::blocking::woke(&mut session, why, &mut wbuf).await {
+                if !crate::blocking::woke(&mut session, why, &mut wbuf, process_boxed).await {
                     continue;
                 }
                 // Served, or timed out: the commands that waited behind it run now.
@@ -521,7 +521,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         if spec.flags.has(Flags::BLOCKING) && session.tx.is_none() && !session.attempting {
             // Outside MULTI a blocking command may wait (`blocking.rs`).
             plan.flush(session, out).await;
-            crate::blocking::start(session, req, out).await;
+            crate::blocking::start(session, req, out, process_boxed).await;
             continue;
         }
         let db = session.db;

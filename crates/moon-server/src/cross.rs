@@ -390,6 +390,48 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
             Frame::NullArray
         }
+        "bitop" => {
+            // Sources read on their shards, the result set on the destination's.
+            let mut sources = Vec::with_capacity(args.len() - 3);
+            for k in &args[3..] {
+                let key = k.clone();
+                let now = tx.now;
+                let read = shard
+                    .call_on(on(k), move |s| {
+                        s.store_in_tx()
+                            .in_db(db, |st| st.string_at(&key, now))
+                            .unwrap_or(Ok(None))
+                    })
+                    .await;
+                match read {
+                    Some(Ok(v)) => sources.push(v),
+                    Some(Err(e)) => return e,
+                    None => return err(moon_shard::SHARD_GONE),
+                }
+            }
+            let result = match moon_store::bitop_result(&args[1], sources) {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let (dst, n) = (args[2].clone(), result.len());
+            let cmd = if n == 0 {
+                vec![Bytes::from_static(b"DEL"), dst.clone()]
+            } else {
+                vec![Bytes::from_static(b"SET"), dst.clone(), Bytes::from(result)]
+            };
+            let size = moon_aof::record::encoded_len([cmd.as_slice()]);
+            if size > crate::dispatch::max_record() {
+                return crate::dispatch::too_large_to_log(size);
+            }
+            let batch = match in_db(vec![cmd]) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            match one_reply(shard.run_batch_in(Some(tx), on(&dst), batch).await) {
+                f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
+                _ => Frame::Integer(n as i64),
+            }
+        }
         "sort" => {
             // Its STORE destination is on another shard: SORT_RO on the source's shard (its
             // patterns are there: `dispatch`), then the list written on the destination's.

@@ -128,7 +128,7 @@ pub struct Session {
     /// transaction's reply buffer where its receiver count goes.
     pub(crate) held_publications: Vec<(Publication, usize)>,
     /// The blocking command it waits in, if any (`blocking.rs`).
-    pub(crate) blocked: Option<crate::blocking::Blocked>,
+    pub(crate) blocked: Option<Blocked>,
     /// The client's commands that came after the one it blocks in: they run once it ends.
     pub(crate) deferred: Vec<crate::dispatch::Parsed>,
     /// Their size, counted against `client-query-buffer-limit`.
@@ -403,4 +403,31 @@ pub struct TxState {
     pub failed: bool,
     /// WATCHed keys: key, its shard, what WATCH saw.
     pub watches: Vec<(Bytes, usize, WatchToken)>,
+}
+
+/// A client blocked in a command (BLPOP...): what `blocking.rs` needs to try it again, wait
+/// and end it.
+pub struct Blocked {
+    /// The command as the client sent it: each attempt parses it again.
+    pub(crate) args: Vec<Bytes>,
+    pub(crate) db: usize,
+    pub(crate) id: u64,
+    /// `None`: forever.
+    pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) wants: &'static str,
+    /// The keys it waits on, each with its shard.
+    pub(crate) keys: Vec<(usize, Bytes)>,
+    pub(crate) wake: futures_channel::mpsc::UnboundedSender<(usize, Bytes)>,
+    pub(crate) woken: futures_channel::mpsc::UnboundedReceiver<(usize, Bytes)>,
+    /// Keys it was woken for since its last attempt (database, key).
+    pub(crate) pending: Vec<(usize, Bytes)>,
+    /// What its attempt answers when it took nothing.
+    pub(crate) nil: Frame,
+    /// The key its last attempt took from, when the reply says (its own pop then wakes the
+    /// key's next waiter, so `blocking::finish` does not pass that wake on twice: two waiters woken
+    /// for one element would race, out of order).
+    pub(crate) served: Option<Bytes>,
+    /// CLIENT REPLY OFF or SKIP was on when it blocked: its reply is dropped (as Redis drops
+    /// it; review finding).
+    pub(crate) silent: bool,
 }

@@ -12,46 +12,16 @@
 //! skipped, so a wake is never lost on it. Registration checks the key at once, so a push
 //! between a client's failed attempt and its registration still wakes it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures_channel::mpsc::UnboundedSender;
 use moon_proto::Frame;
 use moon_store::{Call, Store};
 
 use crate::clock::now_ms;
 use crate::shard::Shard;
-
-/// One blocked client's place in a key's queue.
-pub struct Waiter {
-    /// The blocked call (unique while the server runs).
-    pub id: u64,
-    /// The type the key must hold to serve it: "list" or "zset".
-    pub wants: &'static str,
-    /// Where its wake goes: the database and key that became ready.
-    pub wake: UnboundedSender<(usize, Bytes)>,
-}
-
-/// What a blocking command's attempt queues if it takes nothing ([`Shard::run_or_block`]).
-pub struct BlockOn {
-    pub db: usize,
-    /// The keys to wait on (all of them at first; after a wake in vain, those it was woken
-    /// for, at the front).
-    pub keys: Vec<Bytes>,
-    pub id: u64,
-    pub wants: &'static str,
-    pub wake: UnboundedSender<(usize, Bytes)>,
-    pub front: bool,
-    /// The reply that means "took nothing".
-    pub nil: Frame,
-}
-
-/// The queues of one shard, by database and key.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    queues: HashMap<(usize, Bytes), VecDeque<Waiter>>,
-}
+use crate::state::{BlockOn, Waiter};
 
 impl Shard {
     /// Runs a blocking command's attempt (`call`, its non-blocking form) on shard `target`,

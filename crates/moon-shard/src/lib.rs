@@ -32,13 +32,13 @@ pub mod txn;
 #[cfg(all(test, feature = "runtime"))]
 mod replay_check;
 
-#[cfg(feature = "runtime")]
-pub use blocked::{BlockOn, Waiter};
 pub use clock::now_ms;
 #[cfg(feature = "runtime")]
 pub use runtime::start;
 #[cfg(feature = "runtime")]
 pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
+#[cfg(feature = "runtime")]
+pub use state::{BlockOn, Waiter};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};
 #[cfg(feature = "runtime")]
 pub use state::{EarlyPart, LastPart};

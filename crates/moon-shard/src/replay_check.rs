@@ -488,6 +488,34 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
             .prop_map(|(c, a, b)| cmd(&[c, &a, &b, "0"])),
         (key(), key()).prop_map(|(a, b)| cmd(&["BLMOVE", &a, &b, "RIGHT", "LEFT", "0"])),
         (key(), key()).prop_map(|(a, b)| cmd(&["SORT", &a, "ALPHA", "DESC", "STORE", &b])),
+        // Bitmaps on the same keys (WRONGTYPE happens too).
+        (key(), 0u32..40, 0u32..2).prop_map(|(k, o, v)| cmd(&[
+            "SETBIT",
+            &k,
+            &o.to_string(),
+            &v.to_string()
+        ])),
+        (key(), 0u32..30, -300i64..300).prop_map(|(k, o, v)| cmd(&[
+            "BITFIELD",
+            &k,
+            "OVERFLOW",
+            "SAT",
+            "INCRBY",
+            "i8",
+            &o.to_string(),
+            &v.to_string(),
+            "SET",
+            "u4",
+            "#1",
+            "9"
+        ])),
+        (
+            prop::sample::select(&["AND", "OR", "XOR"][..]),
+            key(),
+            key(),
+            key()
+        )
+            .prop_map(|(op, d, a, b)| cmd(&["BITOP", op, &d, &a, &b])),
         (key(), key()).prop_map(|(a, b)| cmd(&["BZMPOP", "0", "2", &a, &b, "MIN", "COUNT", "2"])),
         (key(), -3i64..3, -1i64..4).prop_map(|(k, a, b)| cmd(&[
             "LRANGE",

@@ -32,7 +32,7 @@ pub(crate) enum Message {
     /// the same turn (see [`Shard::run_or_block`]).
     BatchOrBlock {
         cmds: Vec<Call>,
-        block: crate::blocked::BlockOn,
+        block: crate::state::BlockOn,
         reply: oneshot::Sender<Vec<Frame>>,
     },
     /// Run this function on the shard's thread (administrative fan-out: INFO, CLIENT LIST...).
@@ -169,7 +169,7 @@ pub struct Shard {
     /// key changed is always safe).
     invalidation_sink: RefCell<Option<InvalidationSink>>,
     /// Clients blocked on this shard's keys (`blocked.rs`).
-    pub(crate) waiters: RefCell<crate::blocked::Waiters>,
+    pub(crate) waiters: RefCell<crate::state::Waiters>,
 }
 
 /// Receives invalidations owed to tracking clients, on the shard's thread; must not block or

@@ -85,3 +85,40 @@ pub struct LastPart {
     pub now: u64,
     pub part: EarlyPart,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Blocked clients (`blocked.rs`)
+
+/// One blocked client's place in a key's queue.
+#[cfg(feature = "runtime")]
+pub struct Waiter {
+    /// The blocked call (unique while the server runs).
+    pub id: u64,
+    /// The type the key must hold to serve it: "list" or "zset".
+    pub wants: &'static str,
+    /// Where its wake goes: the database and key that became ready.
+    pub wake: futures_channel::mpsc::UnboundedSender<(usize, bytes::Bytes)>,
+}
+
+/// What a blocking command's attempt queues if it takes nothing ([`Shard::run_or_block`]).
+#[cfg(feature = "runtime")]
+pub struct BlockOn {
+    pub db: usize,
+    /// The keys to wait on (all of them at first; after a wake in vain, those it was woken
+    /// for, at the front).
+    pub keys: Vec<bytes::Bytes>,
+    pub id: u64,
+    pub wants: &'static str,
+    pub wake: futures_channel::mpsc::UnboundedSender<(usize, bytes::Bytes)>,
+    pub front: bool,
+    /// The reply that means "took nothing".
+    pub nil: moon_proto::Frame,
+}
+
+/// The queues of one shard, by database and key.
+#[cfg(feature = "runtime")]
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) queues:
+        std::collections::HashMap<(usize, bytes::Bytes), std::collections::VecDeque<Waiter>>,
+}

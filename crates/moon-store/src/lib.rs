@@ -29,6 +29,7 @@ pub mod value;
 pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use notify::{KeyEvent, NotifyFlags};
+pub use store::bitmap::bitop_result;
 pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
 pub use store::keys::copy_options;
 pub use store::list::{lmpop_args, End};

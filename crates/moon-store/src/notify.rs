@@ -134,6 +134,7 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
             _ => (STRING, "set"),
         },
         b"append" => (STRING, "append"),
+        b"setbit" | b"bitfield" => (STRING, "setbit"),
         b"setrange" => (STRING, "setrange"),
         b"incr" | b"decr" | b"incrby" | b"decrby" => (STRING, "incrby"),
         b"incrbyfloat" => (STRING, "incrbyfloat"),
@@ -231,6 +232,7 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"zinterstore" => vec![(ZSET, "zinterstore", 1, None)],
         b"zdiffstore" => vec![(ZSET, "zdiffstore", 1, None)],
         b"zrangestore" => vec![(ZSET, "zrangestore", 1, None)],
+        b"bitop" => vec![(STRING, "set", 2, None)],
         b"sort" => vec![(
             LIST,
             "sortstore",

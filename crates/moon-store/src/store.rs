@@ -273,8 +273,9 @@ impl Store {
         if let Some(list) = crate::notify::keyed_events(parts) {
             for (mut class, mut event, i, in_db) in list {
                 let Some(key) = parts.get(i) else { continue };
-                // A *STORE whose result is empty removed its destination.
-                if event.ends_with("store") && !self.ks.contains(key, 0) {
+                // A *STORE (or BITOP) whose result is empty removed its destination.
+                let stores = event.ends_with("store") || parts[0].eq_ignore_ascii_case(b"bitop");
+                if stores && !self.ks.contains(key, 0) {
                     (class, event) = (class::GENERIC, "del");
                 }
                 self.event(class, event, in_db.unwrap_or(db), key_of(key));
@@ -1198,6 +1199,7 @@ fn random_picks(len: usize, count: Option<i64>, seed: &mut u64) -> Vec<usize> {
 /// here with Redis's out-of-range error).
 pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
+pub mod bitmap;
 pub mod blocking;
 pub(crate) mod hash;
 pub mod keys;
