@@ -199,6 +199,11 @@ pub fn format_double_reply(d: f64) -> String {
     if d == 0.0 {
         return format!("{sign}0");
     }
+    // A whole number below 1e17 prints as itself (%.17g keeps all of its digits): the common
+    // case (counters, timestamps, ranks as scores) without the formatting below.
+    if d.fract() == 0.0 && d.abs() < 1e17 {
+        return itoa_buf(d as i64).as_str().to_string();
+    }
     // Rust rounds exactly, as printf does: 17 significant digits, then %g's layout.
     let sci = format!("{:.16e}", d.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
