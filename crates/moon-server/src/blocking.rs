@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc::unbounded;
 use moon_proto::Frame;
-use moon_shard::Waiter;
+use moon_shard::{Waiter, Woken};
 use moon_store::slot::shard_for_key;
 
 use crate::dispatch::Request;
@@ -41,7 +41,10 @@ const TIMED_OUT: Frame = Frame::NullArray;
 
 /// What ended a wait.
 pub enum Wakeup {
+    /// A key on another shard may serve it: try again.
     Woken,
+    /// The key's shard served it: its reply.
+    Served(Frame),
     TimedOut,
 }
 
@@ -129,6 +132,7 @@ async fn register(session: &Session, b: &Blocked, shard: usize, key: Bytes, fron
         id: b.id,
         wants: b.wants,
         wake: b.wake.clone(),
+        serve: None,
     };
     let db = b.db;
     let _ = session
@@ -153,10 +157,11 @@ pub async fn next(blocked: Option<&mut Blocked>) -> Wakeup {
     let deadline = *deadline;
     let wake = async {
         match futures_lite::StreamExt::next(woken).await {
-            Some(key) => {
-                pending.push(key);
+            Some(Woken::Ready(db, key)) => {
+                pending.push((db, key));
                 Wakeup::Woken
             }
+            Some(Woken::Served(reply)) => Wakeup::Served(reply),
             None => std::future::pending().await,
         }
     };
@@ -181,15 +186,18 @@ pub async fn woke(
     let Some(mut b) = session.blocked.take() else {
         return true;
     };
-    if let Wakeup::TimedOut = why {
+    let served = match why {
+        Wakeup::Served(reply) => Some(reply),
+        // A serve that raced the timeout wins: the element was taken for this client.
+        Wakeup::TimedOut => drain(&mut b).or(Some(TIMED_OUT)),
+        Wakeup::Woken => drain(&mut b),
+    };
+    if let Some(reply) = served {
         if !b.silent {
-            TIMED_OUT.encode(session.proto, out);
+            reply.encode(session.proto, out);
         }
         finish(session, b).await;
         return true;
-    }
-    while let Ok(key) = b.woken.try_recv() {
-        b.pending.push(key);
     }
     let req = crate::dispatch::parse(b.args.clone(), session.ctx.shard.count());
     // Taken before it came: wait again, first in line on the keys it was woken for.
@@ -246,6 +254,7 @@ async fn try_or_block(
             wake: b.wake.clone(),
             front,
             nil: b.nil.clone(),
+            serve: true,
         };
         let reply = session.ctx.shard.run_or_block(shard, call, block).await;
         if reply == b.nil {
@@ -275,18 +284,32 @@ async fn try_or_block(
 
 /// CLIENT UNBLOCK: ends the blocked call with its nil (TIMEOUT) or an error (ERROR).
 pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
-    let Some(b) = session.blocked.take() else {
+    let Some(mut b) = session.blocked.take() else {
         return;
     };
+    // A serve that raced CLIENT UNBLOCK wins: the element was taken for this client.
+    let reply = drain(&mut b).unwrap_or(if error {
+        Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+    } else {
+        TIMED_OUT
+    });
     if !b.silent {
-        let reply = if error {
-            Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
-        } else {
-            TIMED_OUT
-        };
         reply.encode(session.proto, out);
     }
     finish(session, b).await;
+}
+
+/// Takes what waits in the call's channel: the keys it was woken for into `pending`, and
+/// the reply of a serve, if one came.
+fn drain(b: &mut Blocked) -> Option<Frame> {
+    let mut served = None;
+    while let Ok(w) = b.woken.try_recv() {
+        match w {
+            Woken::Ready(db, key) => b.pending.push((db, key)),
+            Woken::Served(reply) => served = Some(reply),
+        }
+    }
+    served
 }
 
 /// The connection is going: off every queue.
@@ -318,9 +341,9 @@ async fn finish(session: &mut Session, mut b: Blocked) {
         .blocked_clients
         .fetch_sub(1, Ordering::Relaxed);
     b.woken.close();
-    while let Ok(key) = b.woken.try_recv() {
-        b.pending.push(key);
-    }
+    // A reply that comes now has no one to go to: the client went away (the window
+    // docs/ARCHITECTURE.md writes down).
+    let _ = drain(&mut b);
     let shard = session.ctx.shard.clone();
     for (s, key) in &b.keys {
         let (db, id, key) = (b.db, b.id, key.clone());

@@ -417,8 +417,8 @@ pub struct Blocked {
     pub(crate) wants: &'static str,
     /// The keys it waits on, each with its shard.
     pub(crate) keys: Vec<(usize, Bytes)>,
-    pub(crate) wake: futures_channel::mpsc::UnboundedSender<(usize, Bytes)>,
-    pub(crate) woken: futures_channel::mpsc::UnboundedReceiver<(usize, Bytes)>,
+    pub(crate) wake: futures_channel::mpsc::UnboundedSender<moon_shard::Woken>,
+    pub(crate) woken: futures_channel::mpsc::UnboundedReceiver<moon_shard::Woken>,
     /// Keys it was woken for since its last attempt (database, key).
     pub(crate) pending: Vec<(usize, Bytes)>,
     /// What its attempt answers when it took nothing.

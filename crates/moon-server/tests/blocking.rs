@@ -403,3 +403,27 @@ fn back_to_back_blocking_commands_keep_their_order() {
         ["foo"]
     );
 }
+
+/// As in Redis, a blocked client is served right after the command that filled its key,
+/// before any other command: a pipelined `RPUSH k x; LPOP k` from another client finds the
+/// element already gone to the blocked client.
+#[test]
+fn the_blocked_client_is_served_before_the_next_command() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    for round in 0..20 {
+        let waiter = in_thread::<(String, String)>(&s, &["BLPOP", "k", "0"]);
+        wait_blocked(&mut c, 1);
+        let (pushed, popped): (i64, Option<String>) = redis::pipe()
+            .cmd("RPUSH")
+            .arg("k")
+            .arg("x")
+            .cmd("LPOP")
+            .arg("k")
+            .query(&mut c)
+            .expect("pipeline");
+        assert_eq!(pushed, 1);
+        assert_eq!(popped, None, "round {round}: the blocked client had it");
+        assert_eq!(waiter.join().unwrap().1, "x");
+    }
+}

@@ -4,13 +4,22 @@
 //! A blocked client's connection may live on any shard. It registers a [`Waiter`] on the shard
 //! of each key it waits on; when a command here changes such a key (the store reports it
 //! ready: [`moon_store::Store::take_ready`]) and the key now holds the type the waiter wants,
-//! the first such waiter is taken off the queue and woken through its channel. It then runs
-//! its command again, as any command, from its own connection: the pop is an ordinary command,
-//! logged as its effect and answered once. If that retry finds nothing (another client took
-//! the element first), the client queues again at the front; if its pop leaves the key ready,
-//! the change wakes the next waiter. A waiter whose client went away (its channel closed) is
-//! skipped, so a wake is never lost on it. Registration checks the key at once, so a push
-//! between a client's failed attempt and its registration still wakes it.
+//! the first such waiter is taken off the queue.
+//!
+//! - **Every key of the call on this shard:** the shard serves it itself, right after the
+//!   command that filled the key and before any other command ([`Shard::serve_waiting`]): it
+//!   runs the call's non-blocking form — an ordinary command, logged as its effect — and sends
+//!   the reply to the waiting connection once it may leave. As in Redis, a client that was not
+//!   blocked cannot take the element first, and a client that does not read its replies keeps
+//!   no other waiter waiting.
+//! - **Keys on several shards:** the waiter is woken through its channel and runs its command
+//!   again from its connection (a transaction); if that finds nothing it queues again at the
+//!   front.
+//!
+//! If a pop leaves the key ready, the change serves or wakes the next waiter. A waiter whose
+//! client went away (its channel closed) is skipped, so a wake is never lost on it.
+//! Registration checks the key at once, so a push between a client's failed attempt and its
+//! registration still reaches it.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -21,7 +30,7 @@ use moon_store::{Call, Store};
 
 use crate::clock::now_ms;
 use crate::shard::Shard;
-use crate::state::{BlockOn, Waiter};
+use crate::state::{BlockOn, Serve, Waiter, Woken};
 
 impl Shard {
     /// Runs a blocking command's attempt (`call`, its non-blocking form) on shard `target`,
@@ -34,7 +43,7 @@ impl Shard {
             let turn = self.wait_unlocked().await;
             let cmds = [call];
             let executed = self.execute(&cmds);
-            self.block_if_nil(&executed, block);
+            self.block_if_nil(&cmds[0], &executed, block);
             drop(turn);
             match executed {
                 Ok(frames) => frames,
@@ -61,6 +70,7 @@ impl Shard {
     /// After a blocking command's attempt here: queues its waiter if it took nothing.
     pub(crate) fn block_if_nil(
         &self,
+        call: &Call,
         executed: &Result<Vec<Frame>, crate::shard::Held>,
         block: BlockOn,
     ) {
@@ -71,14 +81,81 @@ impl Shard {
         if first != Some(&block.nil) {
             return;
         }
+        let serve = block.serve.then(|| {
+            std::sync::Arc::new(Serve {
+                call: call.clone(),
+                keys: block.keys.clone(),
+                nil: block.nil.clone(),
+            })
+        });
         for key in block.keys {
             let waiter = Waiter {
                 id: block.id,
                 wants: block.wants,
                 wake: block.wake.clone(),
+                serve: serve.clone(),
             };
             self.block(block.db, key, waiter, block.front);
         }
+    }
+
+    /// Serves the waiters taken off their queues (see the module's doc), one after the other;
+    /// what a served call changes may serve the next. Not while a transaction holds the shard
+    /// (its unlock serves them), nor from inside itself.
+    pub(crate) fn serve_waiting(&self) {
+        if self.lock_holder.get().is_some() || self.serving_now.replace(true) {
+            return;
+        }
+        loop {
+            let Some(w) = self.waiters.borrow_mut().serving.pop_front() else {
+                break;
+            };
+            let Some(serve) = w.serve.clone() else {
+                continue;
+            };
+            if w.wake.is_closed() {
+                continue; // gone: its own end takes it off its other keys
+            }
+            let db = serve.call.db;
+            for k in &serve.keys {
+                self.unblock(db, k, w.id);
+            }
+            let executed = self.execute(std::slice::from_ref(&serve.call));
+            let first = match &executed {
+                Ok(frames) => frames.first(),
+                Err(held) => held.frames.first(),
+            };
+            if first == Some(&serve.nil) {
+                // Nothing after all: first in line again.
+                for k in &serve.keys {
+                    self.block(db, k.clone(), w.clone(), true);
+                }
+                continue;
+            }
+            if first.is_some_and(Frame::is_error) {
+                // Refused (BLMOVE to a key of another type): the key still holds what it
+                // held, for the next waiter.
+                for k in &serve.keys {
+                    let mut store = self.store_unchecked();
+                    self.wake_first_in(&mut store, db, k);
+                }
+            }
+            match executed {
+                Ok(frames) => {
+                    let reply = frames.into_iter().next().unwrap_or(Frame::Null);
+                    let _ = w.wake.unbounded_send(Woken::Served(reply));
+                }
+                Err(held) => {
+                    glommio::spawn_local(async move {
+                        let frames = crate::shard::settle(held).await;
+                        let reply = frames.into_iter().next().unwrap_or(Frame::Null);
+                        let _ = w.wake.unbounded_send(Woken::Served(reply));
+                    })
+                    .detach();
+                }
+            }
+        }
+        self.serving_now.set(false);
     }
 
     /// Queues `waiter` on `key` of database `db` (at the front for a client woken in vain),
@@ -96,6 +173,8 @@ impl Shard {
         let mut store = self.store_unchecked();
         store.block_key(db, &key);
         self.wake_first_in(&mut store, db, &key);
+        drop(store);
+        self.serve_waiting();
     }
 
     /// Takes call `id` off the queue of `key` (it was served, timed out or went away).
@@ -125,6 +204,8 @@ impl Shard {
     pub fn wake_first(&self, db: usize, key: &[u8]) {
         let mut store = self.store_unchecked();
         self.wake_first_in(&mut store, db, key);
+        drop(store);
+        self.serve_waiting();
     }
 
     /// [`Shard::wake_first`] with the store already borrowed.
@@ -133,6 +214,7 @@ impl Shard {
             return;
         };
         let mut gone = 0;
+        let mut to_serve = None;
         {
             let mut w = self.waiters.borrow_mut();
             let k = (db, Bytes::copy_from_slice(key));
@@ -154,12 +236,24 @@ impl Shard {
                     break;
                 };
                 gone += 1;
-                if waiter.wake.unbounded_send((db, k.1.clone())).is_ok() {
+                if waiter.serve.is_some() {
+                    // Served here once the running command is done.
+                    to_serve = Some(waiter);
+                    break;
+                }
+                if waiter
+                    .wake
+                    .unbounded_send(Woken::Ready(db, k.1.clone()))
+                    .is_ok()
+                {
                     break;
                 }
             }
             if queue.is_empty() {
                 w.queues.remove(&k);
+            }
+            if let Some(waiter) = to_serve {
+                w.serving.push_back(waiter);
             }
         }
         for _ in 0..gone {

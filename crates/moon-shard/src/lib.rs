@@ -38,7 +38,7 @@ pub use runtime::start;
 #[cfg(feature = "runtime")]
 pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
 #[cfg(feature = "runtime")]
-pub use state::{BlockOn, Waiter};
+pub use state::{BlockOn, Serve, Waiter, Woken};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};
 #[cfg(feature = "runtime")]
 pub use state::{EarlyPart, LastPart};

@@ -170,6 +170,8 @@ pub struct Shard {
     invalidation_sink: RefCell<Option<InvalidationSink>>,
     /// Clients blocked on this shard's keys (`blocked.rs`).
     pub(crate) waiters: RefCell<crate::state::Waiters>,
+    /// [`Shard::serve_waiting`] is running (it does not run inside itself).
+    pub(crate) serving_now: Cell<bool>,
 }
 
 /// Receives invalidations owed to tracking clients, on the shard's thread; must not block or
@@ -248,6 +250,7 @@ impl Shard {
             reloaded: Cell::new(false),
             events: RefCell::new(std::collections::VecDeque::new()),
             waiters: RefCell::new(Default::default()),
+            serving_now: Cell::new(false),
             events_waker: Cell::new(None),
             events_queued: Cell::new(0),
             event_sink: RefCell::new(None),
@@ -577,7 +580,9 @@ impl Shard {
         match msg {
             Message::BatchOrBlock { cmds, block, reply } => {
                 let executed = self.execute(&cmds);
-                self.block_if_nil(&executed, block);
+                if let Some(call) = cmds.first() {
+                    self.block_if_nil(call, &executed, block);
+                }
                 match executed {
                     Ok(frames) => {
                         let _ = reply.send(frames);
@@ -684,6 +689,39 @@ impl Shard {
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
     pub(crate) fn execute(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
+        if cmds.len() <= 1 || self.waiters.borrow().queues.is_empty() {
+            let executed = self.execute_here(cmds);
+            // Blocked clients a key these filled can serve: before any other command.
+            self.serve_waiting();
+            return executed;
+        }
+        // Clients are blocked here: each command, then whom it can serve (as Redis serves
+        // them after every command, so a pipelined RPUSH + LPOP cannot take the element
+        // from a blocked client).
+        let mut frames = Vec::with_capacity(cmds.len());
+        let mut held: Option<(AofWriter, u64)> = None;
+        for one in cmds.chunks(1) {
+            match self.execute_here(one) {
+                Ok(f) => frames.extend(f),
+                Err(h) => {
+                    frames.extend(h.frames);
+                    let lsn = held.as_ref().map_or(h.lsn, |(_, l)| h.lsn.max(*l));
+                    held = Some((h.writer, lsn));
+                }
+            }
+            self.serve_waiting();
+        }
+        match held {
+            None => Ok(frames),
+            Some((writer, lsn)) => Err(Held {
+                frames,
+                writer,
+                lsn,
+            }),
+        }
+    }
+
+    fn execute_here(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
         let failing = self.back_to_the_log();
         let now = now_ms();
         let mut store = self.store.borrow_mut();

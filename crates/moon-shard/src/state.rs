@@ -89,15 +89,38 @@ pub struct LastPart {
 // ---------------------------------------------------------------------------------------------
 // Blocked clients (`blocked.rs`)
 
+/// What a blocked client is told.
+#[cfg(feature = "runtime")]
+#[derive(Debug)]
+pub enum Woken {
+    /// This key (database, key) may serve it now: it runs its command again (keys on several
+    /// shards).
+    Ready(usize, bytes::Bytes),
+    /// It was served here, when the key filled: its command's reply (keys on one shard).
+    Served(moon_proto::Frame),
+}
+
 /// One blocked client's place in a key's queue.
 #[cfg(feature = "runtime")]
+#[derive(Clone)]
 pub struct Waiter {
     /// The blocked call (unique while the server runs).
     pub id: u64,
     /// The type the key must hold to serve it: "list" or "zset".
     pub wants: &'static str,
-    /// Where its wake goes: the database and key that became ready.
-    pub wake: futures_channel::mpsc::UnboundedSender<(usize, bytes::Bytes)>,
+    /// Where its wake goes.
+    pub wake: futures_channel::mpsc::UnboundedSender<Woken>,
+    /// With every key on this shard: the command the shard runs for it when a key fills,
+    /// its keys here, and the reply that means "took nothing".
+    pub serve: Option<std::sync::Arc<Serve>>,
+}
+
+/// A blocked call the shard serves itself ([`Waiter::serve`]).
+#[cfg(feature = "runtime")]
+pub struct Serve {
+    pub call: moon_store::Call,
+    pub keys: Vec<bytes::Bytes>,
+    pub nil: moon_proto::Frame,
 }
 
 /// What a blocking command's attempt queues if it takes nothing ([`Shard::run_or_block`]).
@@ -109,10 +132,12 @@ pub struct BlockOn {
     pub keys: Vec<bytes::Bytes>,
     pub id: u64,
     pub wants: &'static str,
-    pub wake: futures_channel::mpsc::UnboundedSender<(usize, bytes::Bytes)>,
+    pub wake: futures_channel::mpsc::UnboundedSender<Woken>,
     pub front: bool,
     /// The reply that means "took nothing".
     pub nil: moon_proto::Frame,
+    /// Served here when a key fills (every key of the call is on this shard).
+    pub serve: bool,
 }
 
 /// The queues of one shard, by database and key.
@@ -121,4 +146,6 @@ pub struct BlockOn {
 pub(crate) struct Waiters {
     pub(crate) queues:
         std::collections::HashMap<(usize, bytes::Bytes), std::collections::VecDeque<Waiter>>,
+    /// Waiters taken off their queue to be served here once the running command is done.
+    pub(crate) serving: std::collections::VecDeque<Waiter>,
 }

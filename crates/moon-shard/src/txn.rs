@@ -198,6 +198,7 @@ impl Shard {
         self.tx_read_unsafe.set(false);
         // The transaction's keyspace events: its record (if any) was appended at the commit.
         self.queue_events(&mut self.store());
+        self.serve_waiting();
         self.drain();
     }
 
@@ -331,6 +332,17 @@ impl Shard {
     /// Single-shard MULTI/EXEC: `None` if a watched key changed (nothing ran); otherwise the
     /// replies, now or held for the one record holding all the effects.
     pub(crate) fn execute_atomic(
+        &self,
+        cmds: &[Call],
+        watches: &[(Bytes, WatchToken)],
+    ) -> Option<Result<Vec<Frame>, Held>> {
+        let executed = self.execute_atomic_here(cmds, watches);
+        // Blocked clients the transaction's pushes can serve, after it as a whole (as Redis).
+        self.serve_waiting();
+        executed
+    }
+
+    fn execute_atomic_here(
         &self,
         cmds: &[Call],
         watches: &[(Bytes, WatchToken)],

@@ -45,6 +45,10 @@ fn get_bit(buf: &[u8], bit: u64) -> u8 {
 /// BITCOUNT / BITPOS's `start end [BYTE|BIT]` over a string of `len` bytes: the inclusive
 /// bit range, or `None` if empty.
 fn bit_range(start: i64, end: i64, bit_unit: bool, len: usize) -> Option<(u64, u64)> {
+    if start < 0 && end < 0 && start > end {
+        // Both from the end, the wrong way round: nothing (Redis checks this first).
+        return None;
+    }
     let total = if bit_unit { len as i64 * 8 } else { len as i64 };
     let mut s = if start < 0 { total + start } else { start };
     let mut e = if end < 0 { total + end } else { end };
@@ -506,5 +510,6 @@ mod tests {
         assert_eq!(bit_range(2, 1, false, 3), None);
         assert_eq!(bit_range(-100, -1, false, 3), Some((0, 23)));
         assert_eq!(bit_range(0, -1, false, 0), None);
+        assert_eq!(bit_range(-6, -7, false, 6), None);
     }
 }

@@ -281,8 +281,14 @@ impl Store {
         }
         if src != dst {
             self.set_write(src, now, false, |s, _| s.remove(m))?;
-            self.set_write(dst, now, true, |s, enc| s.insert(m, enc))?;
-            self.log_args(args);
+            let added = self.set_write(dst, now, true, |s, enc| s.insert(m, enc))?;
+            if added == Some(true) {
+                self.log_args(args);
+            } else {
+                // The destination had it: the move is a removal, logged and announced as one
+                // (Redis notifies the destination only when the addition happened).
+                self.log_derived(&[b"SREM", src, m]);
+            }
         }
         Ok(Frame::Integer(1))
     }
