@@ -43,8 +43,8 @@ const TIMED_OUT: Frame = Frame::NullArray;
 pub enum Wakeup {
     /// A key on another shard may serve it: try again.
     Woken,
-    /// The key's shard served it: its reply.
-    Served(Frame),
+    /// The key's shard served it: its reply, to come once its record is safe.
+    Served(futures_channel::oneshot::Receiver<Frame>),
     TimedOut,
 }
 
@@ -161,6 +161,7 @@ pub async fn next(blocked: Option<&mut Blocked>) -> Wakeup {
                 pending.push((db, key));
                 Wakeup::Woken
             }
+            // Not awaited here: a timer firing meanwhile must not drop it.
             Some(Woken::Served(reply)) => Wakeup::Served(reply),
             None => std::future::pending().await,
         }
@@ -187,10 +188,15 @@ pub async fn woke(
         return true;
     };
     let served = match why {
-        Wakeup::Served(reply) => Some(reply),
-        // A serve that raced the timeout wins: the element was taken for this client.
-        Wakeup::TimedOut => drain(&mut b).or(Some(TIMED_OUT)),
-        Wakeup::Woken => drain(&mut b),
+        Wakeup::Served(reply) => Some(reply.await.unwrap_or(Frame::Null)),
+        Wakeup::TimedOut => {
+            // Off the queues first: then every serve made for it is in its channel, and one
+            // that raced the timeout wins (the element was taken for this client; review
+            // finding: it used to be dropped).
+            leave(session, &b).await;
+            Some(take_reply(&mut b).await.unwrap_or(TIMED_OUT))
+        }
+        Wakeup::Woken => take_reply(&mut b).await,
     };
     if let Some(reply) = served {
         if !b.silent {
@@ -288,7 +294,8 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
         return;
     };
     // A serve that raced CLIENT UNBLOCK wins: the element was taken for this client.
-    let reply = drain(&mut b).unwrap_or(if error {
+    leave(session, &b).await;
+    let reply = take_reply(&mut b).await.unwrap_or(if error {
         Frame::StaticError("UNBLOCKED client unblocked via CLIENT UNBLOCK")
     } else {
         TIMED_OUT
@@ -300,16 +307,26 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
 }
 
 /// Takes what waits in the call's channel: the keys it was woken for into `pending`, and
-/// the reply of a serve, if one came.
-fn drain(b: &mut Blocked) -> Option<Frame> {
+/// the reply of a serve, if one was made (waiting for it to be safe).
+async fn take_reply(b: &mut Blocked) -> Option<Frame> {
     let mut served = None;
     while let Ok(w) = b.woken.try_recv() {
         match w {
             Woken::Ready(db, key) => b.pending.push((db, key)),
-            Woken::Served(reply) => served = Some(reply),
+            Woken::Served(reply) => served = Some(reply.await.unwrap_or(Frame::Null)),
         }
     }
     served
+}
+
+/// Takes the call off every queue it is on (a message to each key's shard, so nothing is
+/// served for it after this returns).
+async fn leave(session: &Session, b: &Blocked) {
+    let shard = session.ctx.shard.clone();
+    for (s, key) in &b.keys {
+        let (db, id, key) = (b.db, b.id, key.clone());
+        let _ = shard.call_on(*s, move |sh| sh.unblock(db, &key, id)).await;
+    }
 }
 
 /// The connection is going: off every queue.
@@ -340,15 +357,12 @@ async fn finish(session: &mut Session, mut b: Blocked) {
         .shared
         .blocked_clients
         .fetch_sub(1, Ordering::Relaxed);
+    leave(session, &b).await;
     b.woken.close();
-    // A reply that comes now has no one to go to: the client went away (the window
-    // docs/ARCHITECTURE.md writes down).
-    let _ = drain(&mut b);
+    // A serve made now has no one to go to: the client went away (the window
+    // docs/ARCHITECTURE.md writes down); its wakes are passed on.
+    let _ = take_reply(&mut b).await;
     let shard = session.ctx.shard.clone();
-    for (s, key) in &b.keys {
-        let (db, id, key) = (b.db, b.id, key.clone());
-        let _ = shard.call_on(*s, move |sh| sh.unblock(db, &key, id)).await;
-    }
     let shards = shard.count();
     for (db, key) in b.pending {
         if b.served.as_ref() == Some(&key) {

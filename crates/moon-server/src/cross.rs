@@ -390,6 +390,34 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             }
             Frame::NullArray
         }
+        "lcs" => {
+            let mut strings = Vec::with_capacity(2);
+            for k in &args[1..3] {
+                let (key, now) = (k.clone(), tx.now);
+                let read = shard
+                    .call_on(on(k), move |s| {
+                        let st = s.store_in_tx();
+                        let max = st.max_string_len();
+                        drop(st);
+                        s.store_in_tx()
+                            .in_db(db, |st| st.string_at(&key, now))
+                            .unwrap_or(Ok(None))
+                            .map(|v| (v, max))
+                    })
+                    .await;
+                match read {
+                    Some(Ok(v)) => strings.push(v),
+                    Some(Err(_)) => return err(moon_store::NOT_STRINGS),
+                    None => return err(moon_shard::SHARD_GONE),
+                }
+            }
+            let max = strings.iter().map(|(_, m)| *m).min().unwrap_or(usize::MAX);
+            let (a, b) = (
+                strings[0].0.clone().unwrap_or_default(),
+                strings[1].0.clone().unwrap_or_default(),
+            );
+            moon_store::lcs_reply(&a, &b, args, max).unwrap_or_else(|e| e)
+        }
         "bitop" => {
             // Sources read on their shards, the result set on the destination's.
             let mut sources = Vec::with_capacity(args.len() - 3);

@@ -209,3 +209,27 @@ fn bitmaps_across_shards_survive_sigkill() {
     assert_eq!(after, before);
     assert_eq!(cmd::<i64>(&mut c, &["BITCOUNT", b]), 2);
 }
+
+/// LCS (Redis's string unit needs it), with its keys on one shard and on two.
+#[test]
+fn lcs_on_one_shard_and_across_shards() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    for (a, b) in [("{t}1", "{t}2"), (k[0].as_str(), k[1].as_str())] {
+        cmd::<()>(&mut c, &["MSET", a, "ohmytext", b, "mynewtext"]);
+        assert_eq!(cmd::<String>(&mut c, &["LCS", a, b]), "mytext");
+        assert_eq!(cmd::<i64>(&mut c, &["LCS", a, b, "LEN"]), 6);
+        let idx: redis::Value = cmd(&mut c, &["LCS", a, b, "IDX", "MINMATCHLEN", "4"]);
+        let text = format!("{idx:?}");
+        assert!(
+            text.contains("int(4), int(7)") && text.contains("int(6)"),
+            "{text}"
+        );
+        cmd::<i64>(&mut c, &["RPUSH", "{t}l", "x"]);
+        assert_eq!(
+            expect_err(&mut c, &["LCS", a, "{t}l"]),
+            "ERR The specified keys must contain string values"
+        );
+    }
+}

@@ -427,3 +427,58 @@ fn the_blocked_client_is_served_before_the_next_command() {
         assert_eq!(waiter.join().unwrap().1, "x");
     }
 }
+
+/// Found with Redis's "BLMPOP with multiple blocked clients": a client blocked on two keys
+/// that both fill in one transaction is served once; every element reaches a client.
+#[test]
+fn a_client_blocked_on_two_keys_filled_together_is_served_once() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let mut waiters = Vec::new();
+    let forms: [&[&str]; 4] = [
+        &["BLMPOP", "0", "2", "l1", "l2", "LEFT", "COUNT", "1"],
+        &["BLMPOP", "0", "2", "l1", "l2", "RIGHT", "COUNT", "10"],
+        &["BLMPOP", "0", "2", "l1", "l2", "LEFT", "COUNT", "10"],
+        &["BLMPOP", "0", "2", "l1", "l2", "RIGHT", "COUNT", "1"],
+    ];
+    for (i, f) in forms.iter().enumerate() {
+        waiters.push(in_thread::<(String, Vec<String>)>(&s, f));
+        wait_blocked(&mut c, i + 1);
+    }
+    let _: (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("LPUSH")
+        .arg("l1")
+        .arg(&["a", "b", "c", "d", "e"])
+        .cmd("LPUSH")
+        .arg("l2")
+        .arg(&["1", "2", "3", "4", "5"])
+        .query(&mut c)
+        .expect("EXEC");
+    let mut got: Vec<(String, Vec<String>)> = Vec::new();
+    for w in waiters.drain(..3) {
+        got.push(w.join().unwrap());
+    }
+    assert_eq!(got[0], ("l1".to_string(), vec!["e".to_string()]));
+    assert_eq!(
+        got[1],
+        (
+            "l1".to_string(),
+            ["a", "b", "c", "d"].map(String::from).to_vec()
+        )
+    );
+    assert_eq!(
+        got[2],
+        (
+            "l2".to_string(),
+            ["5", "4", "3", "2", "1"].map(String::from).to_vec()
+        )
+    );
+    cmd::<i64>(&mut c, &["LPUSH", "l2", "1", "2", "3"]);
+    let last = waiters.pop().unwrap().join().unwrap();
+    assert_eq!(last, ("l2".to_string(), vec!["1".to_string()]));
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", "l2", "0", "-1"]),
+        ["3", "2"]
+    );
+}

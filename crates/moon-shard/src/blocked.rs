@@ -140,16 +140,16 @@ impl Shard {
                     self.wake_first_in(&mut store, db, k);
                 }
             }
+            let (reply_tx, reply_rx) = futures_channel::oneshot::channel();
+            let _ = w.wake.unbounded_send(Woken::Served(reply_rx));
             match executed {
                 Ok(frames) => {
-                    let reply = frames.into_iter().next().unwrap_or(Frame::Null);
-                    let _ = w.wake.unbounded_send(Woken::Served(reply));
+                    let _ = reply_tx.send(frames.into_iter().next().unwrap_or(Frame::Null));
                 }
                 Err(held) => {
                     glommio::spawn_local(async move {
                         let frames = crate::shard::settle(held).await;
-                        let reply = frames.into_iter().next().unwrap_or(Frame::Null);
-                        let _ = w.wake.unbounded_send(Woken::Served(reply));
+                        let _ = reply_tx.send(frames.into_iter().next().unwrap_or(Frame::Null));
                     })
                     .detach();
                 }
@@ -253,6 +253,24 @@ impl Shard {
                 w.queues.remove(&k);
             }
             if let Some(waiter) = to_serve {
+                // Off its other keys here at once: another of them ready in the same turn
+                // must not queue it to be served twice (found with Redis's "BLMPOP with
+                // multiple blocked clients": the second serve popped an element nobody got).
+                if let Some(serve) = &waiter.serve {
+                    for other in serve.keys.iter().filter(|o| o[..] != key[..]) {
+                        let ok = (db, other.clone());
+                        if let Some(q) = w.queues.get_mut(&ok) {
+                            let before = q.len();
+                            q.retain(|x| x.id != waiter.id);
+                            for _ in q.len()..before {
+                                store.unblock_key(db, other);
+                            }
+                            if q.is_empty() {
+                                w.queues.remove(&ok);
+                            }
+                        }
+                    }
+                }
                 w.serving.push_back(waiter);
             }
         }

@@ -689,18 +689,22 @@ impl Shard {
 
     /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
     pub(crate) fn execute(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
-        if cmds.len() <= 1 || self.waiters.borrow().queues.is_empty() {
+        let writes = cmds.iter().filter(|c| c.spec().is_write()).count();
+        if writes == 0
+            || (writes == 1 && cmds.last().is_some_and(|c| c.spec().is_write()))
+            || self.waiters.borrow().queues.is_empty()
+        {
             let executed = self.execute_here(cmds);
             // Blocked clients a key these filled can serve: before any other command.
             self.serve_waiting();
             return executed;
         }
-        // Clients are blocked here: each command, then whom it can serve (as Redis serves
-        // them after every command, so a pipelined RPUSH + LPOP cannot take the element
-        // from a blocked client).
+        // Clients are blocked here: up to each write, then whom it can serve (as Redis
+        // serves them after every command, so a pipelined RPUSH + LPOP cannot take the
+        // element from a blocked client). Reads cannot fill a key: they run together.
         let mut frames = Vec::with_capacity(cmds.len());
         let mut held: Option<(AofWriter, u64)> = None;
-        for one in cmds.chunks(1) {
+        for one in cmds.split_inclusive(|c| c.spec().is_write()) {
             match self.execute_here(one) {
                 Ok(f) => frames.extend(f),
                 Err(h) => {

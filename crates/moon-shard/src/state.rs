@@ -96,8 +96,11 @@ pub enum Woken {
     /// This key (database, key) may serve it now: it runs its command again (keys on several
     /// shards).
     Ready(usize, bytes::Bytes),
-    /// It was served here, when the key filled: its command's reply (keys on one shard).
-    Served(moon_proto::Frame),
+    /// It was served here, when the key filled (keys on one shard): its command's reply,
+    /// to come once its record is safe. Sent in the same turn as the serve, so a client that
+    /// leaves the key's queue (a message to this shard) and then reads its channel finds every
+    /// serve made for it.
+    Served(futures_channel::oneshot::Receiver<moon_proto::Frame>),
 }
 
 /// One blocked client's place in a key's queue.

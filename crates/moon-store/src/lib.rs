@@ -32,6 +32,7 @@ pub use notify::{KeyEvent, NotifyFlags};
 pub use store::bitmap::bitop_result;
 pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
 pub use store::keys::copy_options;
+pub use store::lcs::{lcs_reply, NOT_STRINGS};
 pub use store::list::{lmpop_args, End};
 pub use store::set::{sintercard_args, SetOp};
 pub use store::sort::local_patterns as sort_local_patterns;

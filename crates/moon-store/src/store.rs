@@ -1203,6 +1203,7 @@ pub mod bitmap;
 pub mod blocking;
 pub(crate) mod hash;
 pub mod keys;
+pub mod lcs;
 pub mod list;
 pub mod set;
 pub mod sort;
