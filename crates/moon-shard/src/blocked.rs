@@ -101,9 +101,12 @@ impl Shard {
 
     /// Serves the waiters taken off their queues (see the module's doc), one after the other;
     /// what a served call changes may serve the next. Not while a transaction holds the shard
-    /// (its unlock serves them), nor from inside itself.
+    /// (its unlock serves them) or a local task was handed it, nor from inside itself.
     pub(crate) fn serve_waiting(&self) {
-        if self.lock_holder.get().is_some() || self.serving_now.replace(true) {
+        // Not while the shard is handed to a waiting local task either (review finding: a
+        // serve from a `call_on` would run ahead of it); that task's execution serves them.
+        if self.lock_holder.get().is_some() || self.handoff.get() || self.serving_now.replace(true)
+        {
             return;
         }
         loop {

@@ -155,6 +155,8 @@ impl Drop for Turn {
     fn drop(&mut self) {
         if let Some(shard) = self.0.take() {
             shard.handoff.set(false);
+            // Blocked clients the handed-off task's commands can serve, before what waited.
+            shard.serve_waiting();
             shard.drain();
         }
     }
