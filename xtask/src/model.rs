@@ -519,6 +519,28 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
             let as_lmove = ["LMOVE", a(1), a(2), "RIGHT", "LEFT"].map(str::to_string);
             apply(st, &as_lmove, now)
         }
+        // BLPOP key key 0.01: the first non-empty list's head, or nil once the timeout passed
+        // (nobody else pushes to this client's keys).
+        "BLPOP" => {
+            let Some(key) = cmd[1..3]
+                .iter()
+                .find(|k| live(st, k, now).is_some())
+                .cloned()
+            else {
+                return Reply::Nil;
+            };
+            match apply(st, &["LPOP".to_string(), key.clone()], now) {
+                Reply::Bulk(e) => Reply::Array(vec![Reply::Bulk(key), Reply::Bulk(e)]),
+                other => other,
+            }
+        }
+        // BLMOVE src dst from to 0.01: LMOVE, or nil once the timeout passed.
+        "BLMOVE" => {
+            let as_lmove: Vec<String> = std::iter::once("LMOVE".to_string())
+                .chain(cmd[1..5].iter().cloned())
+                .collect();
+            apply(st, &as_lmove, now)
+        }
         // LMPOP 2 key key LEFT|RIGHT COUNT n.
         "LMPOP" => {
             let Some(key) = cmd[2..4]
@@ -1015,7 +1037,19 @@ impl ModelClient {
             ],
             // A count past the length pops everything: what it pops is then known.
             4 => vec![s("RPOP"), l, s("100")],
-            9 => match self.rng.below(5) {
+            9 => match self.rng.below(7) {
+                // Blocking pops with a short timeout, on keys only this client pushes to:
+                // served at once when the list holds something, nil after the timeout
+                // otherwise.
+                5 => vec![s("BLPOP"), l, self.typed_key("lk"), s("0.01")],
+                6 => vec![
+                    s("BLMOVE"),
+                    l,
+                    self.typed_key("lk"),
+                    end(&mut self.rng),
+                    end(&mut self.rng),
+                    s("0.01"),
+                ],
                 0 => vec![s("LPUSHX"), l, self.value()],
                 1 => vec![s("LSET"), l, s("0"), self.value()],
                 2 => {
@@ -1723,6 +1757,37 @@ mod tests {
             apply(
                 &mut st,
                 &c(&["LMPOP", "2", "a", "z", "LEFT", "COUNT", "2"]),
+                0
+            ),
+            Reply::Nil
+        );
+    }
+
+    #[test]
+    fn the_model_serves_blocking_pops_at_once_or_times_out() {
+        let mut st = State::new();
+        assert_eq!(
+            apply(&mut st, &c(&["BLPOP", "a", "b", "0.01"]), 0),
+            Reply::Nil
+        );
+        apply(&mut st, &c(&["RPUSH", "b", "x", "y"]), 0);
+        assert_eq!(
+            apply(&mut st, &c(&["BLPOP", "a", "b", "0.01"]), 0),
+            Reply::Array(vec![Reply::Bulk("b".into()), Reply::Bulk("x".into())])
+        );
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["BLMOVE", "b", "a", "LEFT", "RIGHT", "0.01"]),
+                0
+            ),
+            Reply::Bulk("y".into())
+        );
+        assert_eq!(st["a"].0.as_deref(), Some("y"));
+        assert_eq!(
+            apply(
+                &mut st,
+                &c(&["BLMOVE", "b", "a", "LEFT", "RIGHT", "0.01"]),
                 0
             ),
             Reply::Nil
