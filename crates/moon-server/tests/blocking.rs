@@ -482,3 +482,27 @@ fn a_client_blocked_on_two_keys_filled_together_is_served_once() {
         ["3", "2"]
     );
 }
+
+/// Review finding: a client blocked on the same key twice is served once; the second element
+/// stays in the list.
+#[test]
+fn a_key_named_twice_serves_once() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let waiter = in_thread::<(String, String)>(&s, &["BLPOP", "k", "k", "0"]);
+    wait_blocked(&mut c, 1);
+    let _: (i64, i64) = redis::pipe()
+        .cmd("RPUSH")
+        .arg("k")
+        .arg("a")
+        .cmd("RPUSH")
+        .arg("k")
+        .arg("b")
+        .query(&mut c)
+        .expect("pipeline");
+    assert_eq!(waiter.join().unwrap().1, "a");
+    assert_eq!(
+        cmd::<Vec<String>>(&mut c, &["LRANGE", "k", "0", "-1"]),
+        ["b"]
+    );
+}

@@ -81,6 +81,15 @@ impl Shard {
         if first != Some(&block.nil) {
             return;
         }
+        // A key named twice is waited on once, as in Redis (review finding: BLPOP k k was
+        // queued twice and could be served twice).
+        let mut keys: Vec<Bytes> = Vec::with_capacity(block.keys.len());
+        for k in block.keys {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let block = BlockOn { keys, ..block };
         let serve = block.serve.then(|| {
             std::sync::Arc::new(Serve {
                 call: call.clone(),
@@ -99,14 +108,21 @@ impl Shard {
         }
     }
 
-    /// Serves the waiters taken off their queues (see the module's doc), one after the other;
-    /// what a served call changes may serve the next. Not while a transaction holds the shard
-    /// (its unlock serves them) or a local task was handed it, nor from inside itself.
+    /// [`Shard::serve_in_turn`] from a message that is not the shard's turn (a `call_on`
+    /// registering or passing on a wake): not while the shard is handed to a waiting local
+    /// task (review finding: it would run ahead of it); that task's turn serves them.
     pub(crate) fn serve_waiting(&self) {
-        // Not while the shard is handed to a waiting local task either (review finding: a
-        // serve from a `call_on` would run ahead of it); that task's execution serves them.
-        if self.lock_holder.get().is_some() || self.handoff.get() || self.serving_now.replace(true)
-        {
+        if !self.handoff.get() {
+            self.serve_in_turn();
+        }
+    }
+
+    /// Serves the waiters taken off their queues (see the module's doc), one after the other;
+    /// what a served call changes may serve the next. Called by whoever runs commands here
+    /// (a batch, a transaction's end, a handed-off task): not while a transaction holds the
+    /// shard (its unlock serves them), nor from inside itself.
+    pub(crate) fn serve_in_turn(&self) {
+        if self.lock_holder.get().is_some() || self.serving_now.replace(true) {
             return;
         }
         loop {
@@ -116,10 +132,15 @@ impl Shard {
             let Some(serve) = w.serve.clone() else {
                 continue;
             };
-            if w.wake.is_closed() {
-                continue; // gone: its own end takes it off its other keys
-            }
             let db = serve.call.db;
+            if w.wake.is_closed() {
+                // Gone after it was picked: the keys go to the next waiter (review finding).
+                for k in &serve.keys {
+                    let mut store = self.store_unchecked();
+                    self.wake_first_in(&mut store, db, k);
+                }
+                continue;
+            }
             for k in &serve.keys {
                 self.unblock(db, k, w.id);
             }
@@ -184,6 +205,9 @@ impl Shard {
     pub fn unblock(&self, db: usize, key: &[u8], id: u64) {
         let removed = {
             let mut w = self.waiters.borrow_mut();
+            // Picked but not served yet (a postponed serve): not any more (review finding: a
+            // timed-out client was served after it left, and nobody got the element).
+            w.serving.retain(|x| x.id != id);
             let k = (db, Bytes::copy_from_slice(key));
             let Some(queue) = w.queues.get_mut(&k) else {
                 return;

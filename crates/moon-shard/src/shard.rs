@@ -696,7 +696,7 @@ impl Shard {
         {
             let executed = self.execute_here(cmds);
             // Blocked clients a key these filled can serve: before any other command.
-            self.serve_waiting();
+            self.serve_in_turn();
             return executed;
         }
         // Clients are blocked here: up to each write, then whom it can serve (as Redis
@@ -713,7 +713,7 @@ impl Shard {
                     held = Some((h.writer, lsn));
                 }
             }
-            self.serve_waiting();
+            self.serve_in_turn();
         }
         match held {
             None => Ok(frames),

@@ -156,7 +156,7 @@ impl Drop for Turn {
         if let Some(shard) = self.0.take() {
             shard.handoff.set(false);
             // Blocked clients the handed-off task's commands can serve, before what waited.
-            shard.serve_waiting();
+            shard.serve_in_turn();
             shard.drain();
         }
     }
@@ -200,7 +200,7 @@ impl Shard {
         self.tx_read_unsafe.set(false);
         // The transaction's keyspace events: its record (if any) was appended at the commit.
         self.queue_events(&mut self.store());
-        self.serve_waiting();
+        self.serve_in_turn();
         self.drain();
     }
 
@@ -340,7 +340,7 @@ impl Shard {
     ) -> Option<Result<Vec<Frame>, Held>> {
         let executed = self.execute_atomic_here(cmds, watches);
         // Blocked clients the transaction's pushes can serve, after it as a whole (as Redis).
-        self.serve_waiting();
+        self.serve_in_turn();
         executed
     }
 

@@ -137,6 +137,14 @@ pub fn blocking_form(args: &[Bytes]) -> Result<Blocking, Frame> {
             _ => return Err(crate::reply::unknown_command(args)),
         };
     let timeout_ms = timeout_ms(&args[timeout_at])?;
+    // A key named twice is waited on once (Redis's blocking keys are a set).
+    let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
+    for k in keys {
+        if !unique.contains(&k) {
+            unique.push(k);
+        }
+    }
+    let keys = unique;
     Ok(Blocking {
         args: nb,
         shape,

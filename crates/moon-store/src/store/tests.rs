@@ -544,3 +544,20 @@ fn a_flush_breaks_the_watch_of_a_key_it_removed_only() {
     assert!(!s.watch_intact(b"x", tx, T));
     assert!(s.watch_intact(b"y", ty, T));
 }
+
+/// ZADD of an equal score (0 over -0 included, as Redis compares them) changes and logs
+/// nothing, with or without flags.
+#[test]
+fn zadd_of_an_equal_score_changes_and_logs_nothing() {
+    let mut s = Store::default();
+    s.set_record_writes(true);
+    run(&mut s, T, "ZADD k 0 m 1 n");
+    s.take_log();
+    assert_eq!(text(&run(&mut s, T, "ZADD k -0 m 1 n")), ":0");
+    assert_eq!(text(&run(&mut s, T, "ZADD k CH -0 m")), ":0");
+    assert_eq!(text(&run(&mut s, T, "ZADD k XX CH 1 n")), ":0");
+    assert!(s.take_log().is_empty());
+    assert_eq!(text(&run(&mut s, T, "ZSCORE k m")), "Double(0.0)");
+    assert_eq!(text(&run(&mut s, T, "ZADD k CH 2 n 3 o")), ":2");
+    assert_eq!(s.take_log().len(), 1);
+}

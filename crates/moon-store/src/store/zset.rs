@@ -807,8 +807,18 @@ impl Store {
         let (added, changed) = self
             .zset_write(&args[1], now, true, |z, enc| {
                 let (mut added, mut changed) = (0i64, 0i64);
+                let plain = !(f.nx || f.xx || f.gt || f.lt);
                 for (p, &score) in pairs.chunks(2).zip(&scores) {
                     let member = &p[1];
+                    if plain {
+                        // No condition: one lookup, the insertion's own.
+                        match z.insert(member, score, enc) {
+                            None => added += 1,
+                            Some(old) if old != score => changed += 1,
+                            Some(_) => {}
+                        }
+                        continue;
+                    }
                     match z.score(member) {
                         None if f.xx => {}
                         None => {

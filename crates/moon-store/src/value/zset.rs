@@ -107,7 +107,8 @@ impl ZSet {
                 let old = match v.iter().position(|(_, m)| &m[..] == member) {
                     Some(i) => {
                         let (s, _) = v[i];
-                        if s.to_bits() == score.to_bits() {
+                        // Equal scores change nothing (0 and -0 too, as Redis compares them).
+                        if s == score {
                             return Some(s);
                         }
                         v.remove(i);
@@ -293,11 +294,13 @@ impl Tree {
     }
 
     fn find(&self, member: &[u8]) -> Option<u32> {
+        self.find_hashed(member, self.hash(member))
+    }
+
+    fn find_hashed(&self, member: &[u8], hash: u64) -> Option<u32> {
         let nodes = &self.nodes;
         self.index
-            .find(self.hash(member), |&i| {
-                &nodes[i as usize].member[..] == member
-            })
+            .find(hash, |&i| &nodes[i as usize].member[..] == member)
             .copied()
     }
 
@@ -381,6 +384,12 @@ impl Tree {
 
     /// Adds a member known to be absent.
     fn insert_new(&mut self, member: Str, score: f64) {
+        let hash = self.hash(&member);
+        self.insert_new_hashed(member, score, hash);
+    }
+
+    /// [`Tree::insert_new`] with the member's hash already known.
+    fn insert_new_hashed(&mut self, member: Str, score: f64, hash: u64) {
         let prio = self.next_prio();
         let node = Node {
             member,
@@ -399,7 +408,7 @@ impl Tree {
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         };
-        let hash = self.hash(&self.nodes[i as usize].member);
+
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.index
             .insert_unique(hash, i, |&j| hasher.hash_one(&nodes[j as usize].member[..]));
@@ -408,10 +417,12 @@ impl Tree {
     }
 
     fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
-        match self.find(member) {
+        // One hash for the lookup and the insertion.
+        let hash = self.hash(member);
+        match self.find_hashed(member, hash) {
             Some(i) => {
                 let old = self.nodes[i as usize].score;
-                if old.to_bits() != score.to_bits() {
+                if old != score {
                     self.unlink(i);
                     self.nodes[i as usize].score = score;
                     self.link(i);
@@ -419,7 +430,7 @@ impl Tree {
                 Some(old)
             }
             None => {
-                self.insert_new(Str::copy_from(member), score);
+                self.insert_new_hashed(Str::copy_from(member), score, hash);
                 None
             }
         }
