@@ -391,52 +391,24 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             Frame::NullArray
         }
         "lcs" => {
-            let mut strings = Vec::with_capacity(2);
-            for k in &args[1..3] {
-                let (key, now) = (k.clone(), tx.now);
-                let read = shard
-                    .call_on(on(k), move |s| {
-                        let st = s.store_in_tx();
-                        let max = st.max_string_len();
-                        drop(st);
-                        s.store_in_tx()
-                            .in_db(db, |st| st.string_at(&key, now))
-                            .unwrap_or(Ok(None))
-                            .map(|v| (v, max))
-                    })
-                    .await;
-                match read {
-                    Some(Ok(v)) => strings.push(v),
-                    Some(Err(_)) => return err(moon_store::NOT_STRINGS),
-                    None => return err(moon_shard::SHARD_GONE),
-                }
-            }
-            let max = strings.iter().map(|(_, m)| *m).min().unwrap_or(usize::MAX);
+            let strings = match read_each(session, &args[1..3], moon_store::Store::string_at).await
+            {
+                Ok(v) => v,
+                Err(e) if e == err(reply::WRONGTYPE) => return err(moon_store::NOT_STRINGS),
+                Err(e) => return e,
+            };
             let (a, b) = (
-                strings[0].0.clone().unwrap_or_default(),
-                strings[1].0.clone().unwrap_or_default(),
+                strings[0].clone().unwrap_or_default(),
+                strings[1].clone().unwrap_or_default(),
             );
-            moon_store::lcs_reply(&a, &b, args, max).unwrap_or_else(|e| e)
+            moon_store::lcs_reply(&a, &b, args, session.max_bulk_len).unwrap_or_else(|e| e)
         }
         "bitop" => {
             // Sources read on their shards, the result set on the destination's.
-            let mut sources = Vec::with_capacity(args.len() - 3);
-            for k in &args[3..] {
-                let key = k.clone();
-                let now = tx.now;
-                let read = shard
-                    .call_on(on(k), move |s| {
-                        s.store_in_tx()
-                            .in_db(db, |st| st.string_at(&key, now))
-                            .unwrap_or(Ok(None))
-                    })
-                    .await;
-                match read {
-                    Some(Ok(v)) => sources.push(v),
-                    Some(Err(e)) => return e,
-                    None => return err(moon_shard::SHARD_GONE),
-                }
-            }
+            let sources = match read_each(session, &args[3..], moon_store::Store::string_at).await {
+                Ok(v) => v,
+                Err(e) => return e,
+            };
             let result = match moon_store::bitop_result(&args[1], sources) {
                 Ok(r) => r,
                 Err(e) => return e,
@@ -566,6 +538,18 @@ async fn scores_of(
     session: &Session,
     keys: &[Bytes],
 ) -> Result<Vec<Option<moon_store::Scored>>, Frame> {
+    read_each(session, keys, moon_store::Store::zset_scores).await
+}
+
+/// A read of one key in a store at a time: its value, `None` for no key, or its error.
+type KeyRead<T> = fn(&moon_store::Store, &[u8], u64) -> Result<Option<T>, Frame>;
+
+/// `read` of each key, on its shard, under the transaction's locks: the first error stops it.
+async fn read_each<T: Send + 'static>(
+    session: &Session,
+    keys: &[Bytes],
+    read: KeyRead<T>,
+) -> Result<Vec<Option<T>>, Frame> {
     let Some(tx) = session.tx else {
         return Err(err(
             "ERR internal error: a cross-shard command outside its transaction",
@@ -580,15 +564,15 @@ async fn scores_of(
             let db = session.db;
             shard.call_on(shard_for_key(&k, n), move |s| {
                 s.store_in_tx()
-                    .in_db(db, |st| st.zset_scores(&k, tx.now))
+                    .in_db(db, |st| read(st, &k, tx.now))
                     .unwrap_or(Ok(None))
             })
         })
         .collect();
     let mut out = Vec::with_capacity(keys.len());
-    for read in join_all(reads).await {
-        match read {
-            Some(Ok(items)) => out.push(items),
+    for r in join_all(reads).await {
+        match r {
+            Some(Ok(v)) => out.push(v),
             Some(Err(e)) => return Err(e),
             None => return Err(err(moon_shard::SHARD_GONE)),
         }
@@ -663,32 +647,6 @@ async fn rebuild_at(
 /// The members of each key's set, read on its shard, combined the way Redis combines them (a
 /// wrong type anywhere is an error; an intersection with a missing key is empty).
 async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<Bytes>, Frame> {
-    let Some(tx) = session.tx else {
-        return Err(err(
-            "ERR internal error: a cross-shard command outside its transaction",
-        ));
-    };
-    let shard = session.ctx.shard.clone();
-    let n = shard.count();
-    let reads: Vec<_> = keys
-        .iter()
-        .map(|k| {
-            let k = k.clone();
-            let db = session.db;
-            shard.call_on(shard_for_key(&k, n), move |s| {
-                s.store_in_tx()
-                    .in_db(db, |st| st.set_members(&k, tx.now))
-                    .unwrap_or(Ok(None))
-            })
-        })
-        .collect();
-    let mut sets = Vec::with_capacity(keys.len());
-    for read in join_all(reads).await {
-        match read {
-            Some(Ok(members)) => sets.push(members),
-            Some(Err(e)) => return Err(e),
-            None => return Err(err(moon_shard::SHARD_GONE)),
-        }
-    }
+    let sets = read_each(session, keys, moon_store::Store::set_members).await?;
     Ok(op.apply(sets))
 }
