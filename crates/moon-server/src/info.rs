@@ -104,6 +104,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.store.expired_keys += s.store.expired_keys;
         t.store.evicted_keys += s.store.evicted_keys;
         t.store.used_memory += s.store.used_memory;
+        t.store.changes += s.store.changes;
         t.commands += s.commands;
         t.connections += s.connections;
         t.rejected += s.rejected;
@@ -228,9 +229,11 @@ pub(crate) fn persistence_section(
     let fsync_ok = logs.iter().all(|a| a.last_fsync_ok);
     let rw = rewrite.stats();
     let (base_size, current_size) = rewrite.sizes();
+    // Moon takes no snapshots: the changes logged since the process started.
+    let changes: u64 = per_shard.iter().flatten().map(|s| s.store.changes).sum();
     let _ = write!(
         out,
-        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\naof_layout:{}\r\naof_fsync:{}\r\naof_writers:{}\r\naof_last_write_status:{}\r\naof_last_fsync_status:{}\r\naof_current_size:{current_size}\r\naof_base_size:{base_size}\r\nrdb_bgsave_in_progress:0\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:{}\r\naof_last_rewrite_time_sec:{}\r\naof_rewrites:{}\r\n",
+        "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{changes}\r\naof_enabled:{}\r\naof_layout:{}\r\naof_fsync:{}\r\naof_writers:{}\r\naof_last_write_status:{}\r\naof_last_fsync_status:{}\r\naof_current_size:{current_size}\r\naof_base_size:{base_size}\r\nrdb_bgsave_in_progress:0\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:{}\r\naof_last_rewrite_time_sec:{}\r\naof_rewrites:{}\r\n",
         u8::from(config.appendonly),
         if config.appendonly { "per-shard" } else { "none" },
         config.appendfsync.as_str(),

@@ -233,3 +233,26 @@ fn lcs_on_one_shard_and_across_shards() {
         );
     }
 }
+
+/// INFO's rdb_changes_since_last_save counts logged changes (Redis's bitops unit reads it):
+/// a change counts, a no-op or a read does not.
+#[test]
+fn info_counts_changes_since_start() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let changes = |c: &mut redis::Connection| -> u64 {
+        let info: String = cmd(c, &["INFO", "persistence"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the field")
+    };
+    let before = changes(&mut c);
+    cmd::<i64>(&mut c, &["SETBIT", "foo", "0", "0"]);
+    cmd::<Vec<i64>>(&mut c, &["BITFIELD", "foo2", "SET", "i5", "0", "0"]);
+    assert_eq!(changes(&mut c), before + 2);
+    cmd::<i64>(&mut c, &["SETBIT", "foo", "0", "0"]);
+    cmd::<Vec<i64>>(&mut c, &["BITFIELD", "foo2", "SET", "i5", "0", "0"]);
+    cmd::<i64>(&mut c, &["GETBIT", "foo", "0"]);
+    assert_eq!(changes(&mut c), before + 2, "no-ops and reads");
+}

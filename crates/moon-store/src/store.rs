@@ -34,6 +34,8 @@ pub struct StoreStats {
     /// The keyspace's memory account (see `crate::evict`).
     pub used_memory: u64,
     pub maxmemory: u64,
+    /// Changes logged since the process started (INFO's `rdb_changes_since_last_save`).
+    pub changes: u64,
 }
 
 /// The most databases a store holds (`databases` is at most this).
@@ -61,6 +63,9 @@ pub struct Store {
     /// When true, every write that changed the keyspace is recorded in `log`.
     record_writes: bool,
     log: Vec<Vec<Bytes>>,
+    /// Effects logged since the process started: one a changed key (a `DEL a b` of two keys
+    /// is two), as Redis counts its `dirty`; not replay's (it logs nothing).
+    changes: u64,
     random_seed: u64,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -145,6 +150,7 @@ impl Store {
             max_string_len,
             record_writes: false,
             log: Vec::new(),
+            changes: 0,
             random_seed: 0x9E37_79B9_7F4A_7C15,
             watched: HashMap::new(),
             blocked: HashMap::new(),
@@ -455,6 +461,7 @@ impl Store {
             evicted_keys: all().map(|k| k.evicted_keys).sum(),
             used_memory: self.used_memory() as u64,
             maxmemory: self.memory_limit.max as u64,
+            changes: self.changes,
         }
     }
 
@@ -785,6 +792,7 @@ impl Store {
 
     /// Appends one effect to the log, after `MOON.DB n` if it happened in database n > 0.
     fn push_log(&mut self, cmd: Vec<Bytes>) {
+        self.changes += 1;
         if self.db != 0 {
             self.log.push(vec![
                 Bytes::from_static(b"MOON.DB"),
