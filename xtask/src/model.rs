@@ -11,7 +11,8 @@
 //! Odd clients work in database 1 (SELECT), so replay of writes logged under `MOON.DB` is
 //! checked too. Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
 //! and set keys (`sk:`: SADD, SREM, SPOP of everything, SMOVE, SINTERSTORE/SUNIONSTORE/
-//! SDIFFSTORE, all across shards), list keys (`lk:`) and sorted-set keys (`zk:`: ZADD with its
+//! SDIFFSTORE, all across shards), list keys (`lk:`, BLPOP and BLMOVE with a short timeout
+//! among their commands) and sorted-set keys (`zk:`: ZADD with its
 //! flags, ZINCRBY, ZREM, ZPOPMIN/ZPOPMAX, ZMPOP, ZREMRANGEBYSCORE, ZUNIONSTORE/ZINTERSTORE/
 //! ZDIFFSTORE and ZRANGESTORE, mostly across shards), with deadlines, PERSIST, RENAME and DEL on
 //! them too; a hash, set, list or sorted set is modelled as its canonical text.
