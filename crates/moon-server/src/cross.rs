@@ -245,28 +245,13 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 Ok(a) => a,
                 Err(e) => return e,
             };
-            // The first key holding a list, in the order given, as on one shard.
-            for key in keys {
-                match type_at(session, key, db).await {
-                    None => continue,
-                    Some("list") => {}
-                    Some(_) => return err(reply::WRONGTYPE),
+            match pop_first(session, keys, "list", end.pop_command(), count).await {
+                Ok(Some((key, items @ Frame::Array(_)))) => {
+                    Frame::Array(vec![Frame::Bulk(key), items])
                 }
-                let pop = vec![
-                    Bytes::from_static(end.pop_command()),
-                    key.clone(),
-                    Bytes::from(count.to_string()),
-                ];
-                let pop = match in_db(vec![pop]) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                };
-                return match one_reply(shard.run_batch_in(Some(tx), on(key), pop).await) {
-                    items @ Frame::Array(_) => Frame::Array(vec![Frame::Bulk(key.clone()), items]),
-                    other => other,
-                };
+                Ok(Some((_, other))) | Err(other) => other,
+                Ok(None) => Frame::NullArray,
             }
-            Frame::NullArray
         }
         "sinter" | "sunion" | "sdiff" => {
             match members_of(session, SetOp::of(spec.name), &args[1..]).await {
@@ -358,37 +343,20 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
                 Ok(a) => a,
                 Err(e) => return e,
             };
-            // The first key holding a sorted set, in the order given, as on one shard.
-            for key in keys {
-                match type_at(session, key, db).await {
-                    None => continue,
-                    Some("zset") => {}
-                    Some(_) => return err(reply::WRONGTYPE),
+            match pop_first(session, keys, "zset", end.pop_command(), count).await {
+                Ok(Some((key, Frame::Pairs(items)))) => {
+                    let popped = items
+                        .into_iter()
+                        .filter_map(|p| match p {
+                            (Frame::Bulk(m), Frame::Double(s)) => Some((m, s)),
+                            _ => None,
+                        })
+                        .collect();
+                    zmpop_reply(key, popped)
                 }
-                let pop = vec![
-                    Bytes::from_static(end.pop_command()),
-                    key.clone(),
-                    Bytes::from(count.to_string()),
-                ];
-                let pop = match in_db(vec![pop]) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                };
-                return match one_reply(shard.run_batch_in(Some(tx), on(key), pop).await) {
-                    Frame::Pairs(items) => {
-                        let popped = items
-                            .into_iter()
-                            .filter_map(|p| match p {
-                                (Frame::Bulk(m), Frame::Double(s)) => Some((m, s)),
-                                _ => None,
-                            })
-                            .collect();
-                        zmpop_reply(key.clone(), popped)
-                    }
-                    other => other,
-                };
+                Ok(Some((_, other))) | Err(other) => other,
+                Ok(None) => Frame::NullArray,
             }
-            Frame::NullArray
         }
         "lcs" => {
             let strings = match read_each(session, &args[1..3], moon_store::Store::string_at).await
@@ -482,6 +450,43 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         }
         _ => reply::unknown_command(args),
     }
+}
+
+/// LMPOP/ZMPOP across shards: `pop count` on the first of `keys` holding a `kind` value, in
+/// the order given, as on one shard (a wrong type first is an error): that key and the pop's
+/// reply, or `None` if none holds one.
+async fn pop_first(
+    session: &Session,
+    keys: &[Bytes],
+    kind: &str,
+    pop: &'static [u8],
+    count: usize,
+) -> Result<Option<(Bytes, Frame)>, Frame> {
+    let (db, shard) = (session.db, session.ctx.shard.clone());
+    let Some(tx) = session.tx else {
+        return Err(err(
+            "ERR internal error: a cross-shard command outside its transaction",
+        ));
+    };
+    for key in keys {
+        match type_at(session, key, db).await {
+            None => continue,
+            Some(t) if t == kind => {}
+            Some(_) => return Err(err(reply::WRONGTYPE)),
+        }
+        let cmd = vec![
+            Bytes::from_static(pop),
+            key.clone(),
+            Bytes::from(count.to_string()),
+        ];
+        let batch = steps(db, vec![cmd], None)?;
+        let target = shard_for_key(key, shard.count());
+        return Ok(Some((
+            key.clone(),
+            one_reply(shard.run_batch_in(Some(tx), target, batch).await),
+        )));
+    }
+    Ok(None)
 }
 
 fn zset_op(name: &str) -> SetOp {

@@ -11,14 +11,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{eventually, expect_err, keys_on_different_shards, slot_shard, MoonServer};
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
-    redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(con)
-        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
-}
+use common::{cmd, eventually, expect_err, keys_on_different_shards, slot_shard, MoonServer};
 
 /// How many clients are blocked now, as CLIENT LIST shows them.
 fn blocked(con: &mut redis::Connection) -> usize {

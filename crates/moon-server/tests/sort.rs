@@ -4,14 +4,7 @@
 
 mod common;
 
-use common::{expect_err, keys_on_different_shards, MoonServer};
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
-    redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(con)
-        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
-}
+use common::{cmd, expect_err, keys_on_different_shards, MoonServer};
 
 #[test]
 fn sort_answers_as_redis() {

@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::{expect_err, keys_on_different_shards, rewrite_and_wait, slot_shard, MoonServer};
+use common::{cmd, expect_err, keys_on_different_shards, rewrite_and_wait, slot_shard, MoonServer};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
-    redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(con)
-        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
-}
 
 /// Every member and its score's text, in order.
 fn all(con: &mut redis::Connection, key: &str) -> Vec<String> {

@@ -215,6 +215,15 @@ pub fn err_text(e: &redis::RedisError) -> String {
     }
 }
 
+/// Runs a command given as words and returns its reply as `T` (panics, naming the command,
+/// if it fails).
+pub fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, words: &[&str]) -> T {
+    redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
+}
+
 /// Runs a command given as words and returns the error text it fails with.
 pub fn expect_err(con: &mut redis::Connection, words: &[&str]) -> String {
     let mut c = redis::cmd(words[0]);
