@@ -50,6 +50,9 @@ pub struct Args {
     /// Run only the pub/sub measurement.
     #[arg(long)]
     only_pubsub: bool,
+    /// Run only the memory measurements of collections (hashes, lists).
+    #[arg(long)]
+    only_memory: bool,
     /// Run only the server-CPU-per-request measurement (`bench_cpu`).
     #[arg(long)]
     cpu: bool,
@@ -282,6 +285,60 @@ fn hash_memory_section(
     Ok(())
 }
 
+/// Memory per element of long lists: 1,000 lists of 5,000 16-byte elements (Redis's
+/// quicklist against Moon's nodes, both at the default `list-max-listpack-size -2`).
+fn list_memory_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    const LISTS: u64 = 1_000;
+    const ELEMENTS: u64 = 5_000;
+    let _ = writeln!(
+        report,
+        "\n### Memory: {LISTS} lists of {ELEMENTS} elements (16-byte elements), appendonly no\n"
+    );
+    let _ = writeln!(
+        report,
+        "| server | RSS before | RSS after | bytes per element |\n|---|---|---|---|"
+    );
+    for &target in targets {
+        let dir = target.dir(work, "list-memory");
+        let log = work.join("list-memory.log");
+        let (running, addr) = start(target, bin, None, &dir, &log)?;
+        let before = rss_kb(running.pid());
+        let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+        for l in 0..LISTS {
+            let mut p = redis::pipe();
+            for chunk in 0..ELEMENTS / 100 {
+                let c = p.cmd("RPUSH").arg(format!("list:{l:06}"));
+                for e in 0..100 {
+                    c.arg(format!("job:{:012}", chunk * 100 + e));
+                }
+                c.ignore();
+            }
+            p.query::<()>(&mut con)?;
+        }
+        let after = rss_kb(running.pid());
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        let per = (after.saturating_sub(before) * 1024) as f64 / (LISTS * ELEMENTS) as f64;
+        eprintln!(
+            "list memory {}: {before} kB -> {after} kB, {per:.1} bytes/element",
+            target.label()
+        );
+        let _ = writeln!(
+            report,
+            "| {} | {} MiB | {} MiB | {per:.1} |",
+            target.label(),
+            before / 1024,
+            after / 1024,
+        );
+    }
+    Ok(())
+}
+
 fn tool_version(cmd: &str) -> String {
     Command::new(cmd)
         .arg("--version")
@@ -363,7 +420,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     // (policy, pipeline, test) -> target -> samples
     type Key = (String, u32, String);
     let mut samples: BTreeMap<Key, BTreeMap<Target, Vec<Sample>>> = BTreeMap::new();
-    let policies: Vec<String> = if args.skip_throughput || args.only_pubsub {
+    let policies: Vec<String> = if args.skip_throughput || args.only_pubsub || args.only_memory {
         Vec::new()
     } else {
         policies
@@ -512,7 +569,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         crate::bench_pubsub::blpop_section(&mut report, &targets, &bin, &work)?;
     }
 
-    if !args.throughput_only && !args.only_pubsub {
+    if args.only_memory {
+        hash_memory_section(&mut report, &targets, &bin, &work)?;
+        list_memory_section(&mut report, &targets, &bin, &work)?;
+    }
+
+    if !args.throughput_only && !args.only_pubsub && !args.only_memory {
         let _ = writeln!(
             report,
             "\n### Recovery: process start to first PONG, {} writes in the data directory\n",
@@ -601,8 +663,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
-    if !args.throughput_only && !args.only_pubsub {
+    if !args.throughput_only && !args.only_pubsub && !args.only_memory {
         hash_memory_section(&mut report, &targets, &bin, &work)?;
+        list_memory_section(&mut report, &targets, &bin, &work)?;
         transactions_section(&mut report, &targets, &bin, &work)?;
         crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
         crate::bench_pubsub::blpop_section(&mut report, &targets, &bin, &work)?;

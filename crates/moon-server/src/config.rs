@@ -27,8 +27,6 @@ pub struct Config {
     pub maxmemory_samples: u64,
     /// Thresholds of the compact encodings of hashes and sets.
     pub encodings: moon_store::Encodings,
-    /// Redis's `list-compress-depth`: accepted and reported, no effect (nodes are not compressed).
-    pub list_compress_depth: u64,
     /// Redis's `save` schedule, normalised: accepted and reported, no effect (no RDB snapshots).
     pub save: String,
     /// Close a client idle for this many seconds; 0 = never.
@@ -242,9 +240,9 @@ pub const KEYS: &[Key] = &[
     key!("list-max-listpack-size", Runtime, "A list's node: -1 to -5 for 4 to 64 KiB, or a positive entry count (OBJECT ENCODING listpack while a list fits one).",
         |c, v| c.encodings.list_max_listpack_size = list_node_size(v)?,
         |c| c.encodings.list_max_listpack_size.to_string()),
-    key!("list-compress-depth", Runtime, "Accepted for Redis compatibility; Moon does not compress list nodes.",
-        |c, v| c.list_compress_depth = int_in(v, 0..=i32::MAX as u64, "an integer from 0 to 2147483647")?,
-        |c| c.list_compress_depth.to_string()),
+    key!("list-compress-depth", Runtime, "List nodes this many from each end stay plain, the ones between are LZF-compressed (0 = none); applies to lists created after it is set.",
+        |c, v| c.encodings.list_compress_depth = int_in(v, 0..=i32::MAX as u64, "an integer from 0 to 2147483647")? as usize,
+        |c| c.encodings.list_compress_depth.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -426,7 +424,6 @@ impl Default for Config {
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
             encodings: moon_store::Encodings::default(),
-            list_compress_depth: 0,
             save: String::new(),
             timeout: 0,
             client_query_buffer_limit: 1 << 30,

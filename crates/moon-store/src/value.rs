@@ -16,7 +16,9 @@ use indexmap::{IndexMap, IndexSet};
 
 type FastHash = foldhash::fast::RandomState;
 
+mod list;
 mod zset;
+pub use list::List;
 pub use zset::ZSet;
 
 /// A score as Redis prints a double (`%.17g`, see [`moon_proto::frame::format_double_reply`]):
@@ -36,6 +38,9 @@ pub struct Encodings {
     /// Redis's `list-max-listpack-size`: positive, entries per node; -1 to -5, bytes per node
     /// (4 KiB to 64 KiB). A list that fits one node is `listpack`, a longer one `quicklist`.
     pub list_max_listpack_size: i64,
+    /// Redis's `list-compress-depth`: nodes this far from both ends of a list stay raw, the
+    /// ones between are LZF-compressed (0: none). Fixed when a list is created.
+    pub list_compress_depth: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
 }
@@ -49,6 +54,7 @@ impl Default for Encodings {
             set_max_listpack_entries: 128,
             set_max_listpack_value: 64,
             list_max_listpack_size: -2,
+            list_compress_depth: 0,
             zset_max_listpack_entries: 128,
             zset_max_listpack_value: 64,
         }
@@ -172,7 +178,7 @@ impl Value {
             Value::Str(b) => b.len(),
             Value::Hash(h) => h.mem_size(),
             Value::Set(s) => s.mem_size(),
-            Value::List(l) => l.bytes,
+            Value::List(l) => l.mem_size(),
             Value::ZSet(z) => z.mem_size(),
         }
     }
@@ -229,7 +235,7 @@ impl Value {
                 format!("set:{v:?}")
             }
             Value::List(l) => {
-                let v: Vec<Bytes> = l.iter().map(Bytes::copy_from_slice).collect();
+                let v: Vec<Bytes> = l.iter().map(|v| Bytes::copy_from_slice(&v)).collect();
                 format!("list:{v:?}")
             }
             Value::ZSet(z) => {
@@ -300,7 +306,7 @@ impl Value {
                 }
             }
             Value::List(l) => {
-                let items: Vec<Bytes> = l.iter().map(Bytes::copy_from_slice).collect();
+                let items: Vec<Bytes> = l.iter().map(|v| Bytes::copy_from_slice(&v)).collect();
                 for part in chunk.split(&items, |m| m.len()) {
                     let mut cmd = vec![Bytes::from_static(b"RPUSH"), key.clone()];
                     cmd.extend(part.iter().cloned());
@@ -344,7 +350,7 @@ impl Value {
             Value::Str(v) => (v.len(), v.len() / chunk.bytes.max(1) + 1),
             Value::Hash(h) => (h.mem_size(), h.len()),
             Value::Set(s) => (s.mem_size(), s.len()),
-            Value::List(l) => (l.bytes, l.len()),
+            Value::List(l) => (l.mem_size(), l.len()),
             // A score's text is at most 24 bytes, less than a member's overhead counted.
             Value::ZSet(z) => (z.mem_size(), z.len()),
         };
@@ -1020,160 +1026,6 @@ impl Set {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Lists
-
-/// A list of byte strings: a double-ended queue (O(1) push and pop at both ends, O(1) index),
-/// each element inline up to `INLINE_STR` bytes as a string value is. `OBJECT ENCODING` says
-/// `listpack` while it would fit one of Redis's listpack nodes (`list-max-listpack-size`) and
-/// `quicklist` past it, as Redis 7.2+ does; the memory layout is the same either way (a packed,
-/// chunked form is not built yet).
-#[derive(Clone, Default)]
-pub struct List {
-    items: std::collections::VecDeque<Str>,
-    bytes: usize,
-    /// `list-max-listpack-size` when it last grew (for `OBJECT ENCODING`).
-    node_limit: i64,
-    /// Whether `OBJECT ENCODING` says `quicklist`: set when the list outgrows one listpack
-    /// node, cleared only when a removal brings it under half of one (Redis 7.2+).
-    quick: bool,
-}
-
-impl PartialEq for List {
-    fn eq(&self, other: &Self) -> bool {
-        self.items == other.items
-    }
-}
-
-impl List {
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    fn encoding(&self) -> &'static str {
-        if self.quick {
-            "quicklist"
-        } else {
-            "listpack"
-        }
-    }
-
-    /// Whether the list fits one listpack node of `list-max-listpack-size`, its limits
-    /// divided by `divisor`: an entry count (positive sizes, within Redis's 8 KiB safety
-    /// limit) or 4 to 64 KiB (-1 to -5; below -5 as -5).
-    fn fits(&self, divisor: usize) -> bool {
-        // Redis's listpack: about 2 bytes of header per entry, 7 per list.
-        let packed = self.bytes - self.items.len() * ITEM_OVERHEAD + 2 * self.items.len() + 7;
-        match self.node_limit {
-            n if n > 0 => self.items.len() <= n as usize / divisor && packed <= 8192 / divisor,
-            n => packed <= (4096usize << ((-n).clamp(1, 5) - 1)) / divisor,
-        }
-    }
-
-    /// After a growth: past one node, it is a quicklist.
-    fn grown(&mut self, enc: &Encodings) {
-        self.node_limit = enc.list_max_listpack_size;
-        if !self.quick && !self.fits(1) {
-            self.quick = true;
-        }
-    }
-
-    /// After a removal: under half a node, it is a listpack again.
-    fn shrunk(&mut self) {
-        if self.quick && self.fits(2) {
-            self.quick = false;
-        }
-    }
-
-    pub fn push_back(&mut self, v: &[u8], enc: &Encodings) {
-        self.bytes += v.len() + ITEM_OVERHEAD;
-        self.items.push_back(Str::copy_from(v));
-        self.grown(enc);
-    }
-
-    pub fn push_front(&mut self, v: &[u8], enc: &Encodings) {
-        self.bytes += v.len() + ITEM_OVERHEAD;
-        self.items.push_front(Str::copy_from(v));
-        self.grown(enc);
-    }
-
-    pub fn pop_front(&mut self) -> Option<Bytes> {
-        let v = self.items.pop_front()?;
-        self.bytes -= v.len() + ITEM_OVERHEAD;
-        self.shrunk();
-        Some(v.to_bytes())
-    }
-
-    pub fn pop_back(&mut self) -> Option<Bytes> {
-        let v = self.items.pop_back()?;
-        self.bytes -= v.len() + ITEM_OVERHEAD;
-        self.shrunk();
-        Some(v.to_bytes())
-    }
-
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.items.get(i).map(|s| &s[..])
-    }
-
-    /// Replaces element `i`; false if there is none.
-    pub fn set(&mut self, i: usize, v: &[u8]) -> bool {
-        let Some(slot) = self.items.get_mut(i) else {
-            return false;
-        };
-        self.bytes = self.bytes - slot.len() + v.len();
-        *slot = Str::copy_from(v);
-        true
-    }
-
-    /// Inserts `v` so that it becomes element `i` (0..=len).
-    pub fn insert(&mut self, i: usize, v: &[u8], enc: &Encodings) {
-        self.bytes += v.len() + ITEM_OVERHEAD;
-        self.items.insert(i, Str::copy_from(v));
-        self.grown(enc);
-    }
-
-    /// Removes `limit` elements equal to `target`, after skipping the first `skip` of them
-    /// (from the head), in one pass.
-    pub fn remove_matches(&mut self, target: &[u8], skip: usize, limit: usize) {
-        let (mut seen, mut removed, mut bytes) = (0, 0, 0);
-        self.items.retain(|v| {
-            if **v != *target {
-                return true;
-            }
-            seen += 1;
-            if seen <= skip || removed == limit {
-                return true;
-            }
-            removed += 1;
-            bytes += v.len() + ITEM_OVERHEAD;
-            false
-        });
-        self.bytes -= bytes;
-        self.shrunk();
-    }
-
-    /// Keeps elements `start..=end` only (`start > end`: none).
-    pub fn keep(&mut self, start: usize, end: usize) {
-        if start > end || start >= self.items.len() {
-            self.items.clear();
-            self.bytes = 0;
-            return;
-        }
-        self.items.truncate(end + 1);
-        self.items.drain(..start);
-        self.bytes = self.items.iter().map(|s| s.len() + ITEM_OVERHEAD).sum();
-        self.shrunk();
-    }
-
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator + '_ {
-        self.items.iter().map(|s| &s[..])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     /// A compact hash's lengths take one byte below 255 and five from 255 on (a raised
@@ -1233,24 +1085,6 @@ mod tests {
             assert!(set.contains(m));
         }
         assert_eq!(set.len(), 5);
-    }
-
-    /// LREM's one pass: `skip` matches kept from the head, then at most `limit` removed.
-    #[test]
-    fn a_list_removes_its_matches_in_one_pass() {
-        let enc = super::Encodings::default();
-        let mut l = super::List::default();
-        for v in ["x", "a", "x", "b", "x", "x"] {
-            l.push_back(v.as_bytes(), &enc);
-        }
-        let before = l.bytes;
-        // LREM l -2 x: the last two.
-        l.remove_matches(b"x", 2, 2);
-        assert_eq!(l.iter().collect::<Vec<_>>(), [&b"x"[..], b"a", b"x", b"b"]);
-        assert_eq!(l.bytes, before - 2 * (1 + super::ITEM_OVERHEAD));
-        // LREM l 1 x: the first.
-        l.remove_matches(b"x", 0, 1);
-        assert_eq!(l.iter().collect::<Vec<_>>(), [&b"a"[..], b"x", b"b"]);
     }
 
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in

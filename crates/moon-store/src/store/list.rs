@@ -7,6 +7,8 @@
 //! replay), except LMPOP, logged as the LPOP/RPOP of the key it popped from, and LMOVE /
 //! RPOPLPUSH between two keys of this shard, logged as sent (both keys are here).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use moon_proto::Frame;
 
@@ -210,7 +212,7 @@ impl Store {
             l.iter()
                 .skip(from)
                 .take(to - from + 1)
-                .map(|v| Frame::Bulk(Bytes::copy_from_slice(v)))
+                .map(|v| Frame::Bulk(Bytes::copy_from_slice(&v)))
                 .collect(),
         ))
     }
@@ -223,7 +225,7 @@ impl Store {
         let i = int_arg(&args[2])?;
         Ok(index_in(i, l.len())
             .and_then(|i| l.get(i))
-            .map_or(Frame::Null, |v| Frame::Bulk(Bytes::copy_from_slice(v))))
+            .map_or(Frame::Null, |v| Frame::Bulk(Bytes::copy_from_slice(&v))))
     }
 
     fn lset(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
@@ -250,7 +252,7 @@ impl Store {
         let Some(l) = self.list_ref(&args[1], now)? else {
             return Ok(Frame::Integer(0));
         };
-        let Some(at) = l.iter().position(|v| v == &args[3][..]) else {
+        let Some(at) = l.iter().position(|v| *v == args[3][..]) else {
             return Ok(Frame::Integer(-1));
         };
         let at = if after { at + 1 } else { at };
@@ -273,7 +275,7 @@ impl Store {
         // At most |count| matches: from the head for count > 0, from the tail for count < 0,
         // every one for 0. One pass over the list whatever the count (review finding: one
         // removal per match moved the rest each time, quadratic on a long list).
-        let matches = l.iter().filter(|v| *v == target).count();
+        let matches = l.iter().filter(|v| **v == *target).count();
         let limit = if count == 0 {
             matches
         } else {
@@ -355,14 +357,14 @@ impl Store {
         };
         let skip = (rank.unsigned_abs() - 1) as usize;
         // From the head for a positive rank, from the tail for a negative one.
-        let scanned: Box<dyn Iterator<Item = (usize, &[u8])>> = if rank > 0 {
+        let scanned: Box<dyn Iterator<Item = (usize, Cow<'_, [u8]>)>> = if rank > 0 {
             Box::new(l.iter().enumerate())
         } else {
             Box::new(l.iter().enumerate().rev())
         };
         let matches: Vec<usize> = scanned
             .take(scan)
-            .filter(|(_, v)| *v == target)
+            .filter(|(_, v)| **v == *target)
             .map(|(i, _)| i)
             .skip(skip)
             .take(wanted)

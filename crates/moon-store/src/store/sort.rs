@@ -186,7 +186,10 @@ impl Store {
     ) -> Result<Vec<Option<Bytes>>, Frame> {
         let (elements, is_set) = match self.ks.get(&args[1], now).map(|e| &e.value) {
             None => (Vec::new(), false),
-            Some(Value::List(l)) => (l.iter().map(Bytes::copy_from_slice).collect(), false),
+            Some(Value::List(l)) => (
+                l.iter().map(|v| Bytes::copy_from_slice(&v)).collect(),
+                false,
+            ),
             Some(Value::Set(s)) => (s.members(), true),
             Some(Value::ZSet(z)) => (
                 z.iter_from(0, false)
