@@ -350,7 +350,8 @@ impl Value {
             Value::Str(v) => (v.len(), v.len() / chunk.bytes.max(1) + 1),
             Value::Hash(h) => (h.mem_size(), h.len()),
             Value::Set(s) => (s.mem_size(), s.len()),
-            Value::List(l) => (l.mem_size(), l.len()),
+            // A list's entries uncompressed: what its rewrite form holds.
+            Value::List(l) => (l.raw_size(), l.len()),
             // A score's text is at most 24 bytes, less than a member's overhead counted.
             Value::ZSet(z) => (z.mem_size(), z.len()),
         };
@@ -1219,6 +1220,35 @@ mod tests {
         assert_eq!(cmds[2].len(), 4, "HSET k f4 v");
     }
 
+    /// A compressed list holds far fewer bytes than its rewrite form: the bound follows its
+    /// entries uncompressed (review finding: it followed the compressed size, and a rewrite
+    /// of such a list stopped on "took more LSNs than were reserved").
+    #[test]
+    fn a_compressed_list_s_rewrite_form_is_bounded() {
+        let packed = Encodings {
+            list_compress_depth: 1,
+            ..Encodings::default()
+        };
+        let mut l = List::default();
+        for _ in 0..100 {
+            l.push_back(&[b'a'; 64 * 1024], &packed);
+        }
+        assert!(
+            l.mem_size() < 100 * 64 * 1024 / 10,
+            "compressed: {}",
+            l.mem_size()
+        );
+        let value = l.wrap();
+        let key = Bytes::from("key");
+        let encoded: usize = value
+            .rewrite_commands(&key, 0, Chunk::REWRITE)
+            .iter()
+            .map(|c| moon_aof_len(c) + moon_aof_len(&[Bytes::from("MOON.DB"), Bytes::from("5")]))
+            .sum();
+        assert!(encoded > 100 * 64 * 1024);
+        assert!(encoded <= value.rewrite_bound(key.len(), Chunk::REWRITE));
+    }
+
     /// Every command of a rewrite form stays near `chunk.bytes` whatever the value's size, the
     /// commands rebuild the value, and `rewrite_bound` bounds their encoded size.
     #[test]
@@ -1240,7 +1270,19 @@ mod tests {
             );
         }
         let string = Bytes::from(vec![b's'; 10_500]);
-        for value in [Value::Str(Str::from_bytes(&string)), h.wrap(), s.wrap()] {
+        let mut l = List::default();
+        for i in 0..300 {
+            l.push_back(
+                format!("element-{i}-{}", "e".repeat(i % 90)).as_bytes(),
+                &enc,
+            );
+        }
+        for value in [
+            Value::Str(Str::from_bytes(&string)),
+            h.wrap(),
+            s.wrap(),
+            l.wrap(),
+        ] {
             let cmds = value.rewrite_commands(&key, 4_102_444_800_000, small);
             let mut encoded = 0;
             for c in &cmds {

@@ -62,6 +62,7 @@ fn write_entry(out: &mut Vec<u8>, v: &[u8]) {
             break;
         }
     }
+    out.reserve(2 * h + v.len());
     out.extend_from_slice(&header[..h]);
     out.extend_from_slice(v);
     out.extend(header[..h].iter().rev());
@@ -155,6 +156,9 @@ enum Body {
 struct Node {
     body: Body,
     count: usize,
+    /// Compression was tried on these raw entries and did not pay: not tried again until they
+    /// change (an LTRIM settling every node must not recompress the incompressible ones).
+    tried: bool,
 }
 
 impl Node {
@@ -165,6 +169,7 @@ impl Node {
                 head: 0,
             },
             count: 0,
+            tried: false,
         }
     }
 
@@ -182,6 +187,7 @@ impl Node {
                 buf,
             },
             count: 0,
+            tried: false,
         }
     }
 
@@ -189,6 +195,7 @@ impl Node {
         Node {
             body: Body::Raw { buf, head: 0 },
             count,
+            tried: false,
         }
     }
 
@@ -200,10 +207,11 @@ impl Node {
         }
     }
 
-    /// The bytes it holds: its entries', or their compressed form's.
+    /// The bytes it holds: its buffer's whole allocation (room at the front, room to grow), or
+    /// its compressed form's.
     fn stored(&self) -> usize {
         match &self.body {
-            Body::Raw { buf, head } => buf.len() - head,
+            Body::Raw { buf, .. } => buf.capacity(),
             Body::Lzf { data, .. } => data.len(),
         }
     }
@@ -218,6 +226,7 @@ impl Node {
 
     /// Its entries as one buffer starting at 0, decompressed in place if need be (O(node)).
     fn raw_mut(&mut self) -> &mut Vec<u8> {
+        self.tried = false;
         if let Body::Lzf { data, raw_len } = &self.body {
             self.body = Body::Raw {
                 buf: inflate(data, *raw_len),
@@ -251,9 +260,11 @@ impl Node {
             return;
         };
         let raw = &buf[*head..];
-        if raw.len() < MIN_COMPRESS_BYTES {
+        if self.tried || raw.len() < MIN_COMPRESS_BYTES {
             return;
         }
+        // Not paying is remembered; so is paying (the node is then compressed).
+        self.tried = true;
         // `lzf::compress` fails when the output would not be smaller than the input.
         if let Ok(data) = lzf::compress(raw) {
             if data.len() + MIN_COMPRESS_IMPROVE <= raw.len() {
@@ -266,6 +277,7 @@ impl Node {
     }
 
     fn push_back(&mut self, v: &[u8]) {
+        self.tried = false;
         self.decompress();
         if let Body::Raw { buf, .. } = &mut self.body {
             write_entry(buf, v);
@@ -274,6 +286,7 @@ impl Node {
     }
 
     fn push_front(&mut self, v: &[u8]) {
+        self.tried = false;
         self.decompress();
         let Body::Raw { buf, head } = &mut self.body else {
             return;
@@ -301,6 +314,7 @@ impl Node {
         if self.count == 0 {
             return None;
         }
+        self.tried = false;
         self.decompress();
         let Body::Raw { buf, head } = &mut self.body else {
             return None;
@@ -320,6 +334,7 @@ impl Node {
         if self.count == 0 {
             return None;
         }
+        self.tried = false;
         self.decompress();
         let Body::Raw { buf, head } = &mut self.body else {
             return None;
@@ -381,6 +396,11 @@ impl List {
     /// For the memory account, O(1).
     pub(crate) fn mem_size(&self) -> usize {
         self.stored + self.nodes.len() * NODE_OVERHEAD
+    }
+
+    /// The bytes of its entries uncompressed (each element plus a few bytes of length).
+    pub(crate) fn raw_size(&self) -> usize {
+        self.raw
     }
 
     pub(crate) fn encoding(&self) -> &'static str {
@@ -451,13 +471,21 @@ impl List {
 
     /// A node for an entry of `add` bytes that did not fit the end node. The first two nodes
     /// of a list grow as they fill, so a list of a node or two holds no unused room; past
-    /// that, the list is long and a new node beside a full one gets a whole node's room at
-    /// once, allocated once rather than doubled up to its size (byte-limited nodes only; an
-    /// entry larger than a node gets exactly its own). Measured with `cargo xtask bench
+    /// that, the list is long and a new node beside a full one of small elements (8 or more)
+    /// gets a whole node's room at once, allocated once rather than doubled up to its size
+    /// (byte-limited nodes only; larger elements get what they take). Measured with `cargo xtask bench
     /// --only-memory`: 19.8 bytes per 16-byte element against 20.8 growing every node.
     fn new_node(&self, add: usize, front: bool) -> Node {
+        let end = if front {
+            self.nodes.front()
+        } else {
+            self.nodes.back()
+        };
+        let Some(end) = end else {
+            return Node::empty();
+        };
         match self.node_limit {
-            n if n < 0 && self.nodes.len() >= 2 && add <= byte_limit(n) => {
+            n if n < 0 && self.nodes.len() >= 2 && add <= byte_limit(n) && end.count >= 8 => {
                 Node::with_room(byte_limit(n), front)
             }
             _ => Node::empty(),
@@ -480,17 +508,32 @@ impl List {
         });
     }
 
-    /// After the ends changed (a node came or went there): the nodes that crossed the depth.
+    /// After a node came or went at an end: the nodes that crossed the depth. A node's place
+    /// from the other end does not change, so only the nodes next to either boundary can
+    /// (new places `depth - 1`, `depth`, `n - depth - 1`, `n - depth`): O(1), whatever the
+    /// depth (review finding: walking `depth` nodes made a huge depth O(n) per push).
     fn settle_ends(&mut self) {
         if self.depth == 0 {
             return;
         }
-        let n = self.nodes.len();
-        for i in 0..=self.depth.min(n) {
+        let (n, d) = (self.nodes.len(), self.depth);
+        for i in [
+            d.wrapping_sub(1),
+            d,
+            n.wrapping_sub(d + 1),
+            n.wrapping_sub(d),
+        ] {
             self.settle(i);
-            if i < n {
-                self.settle(n - 1 - i);
-            }
+        }
+    }
+
+    /// Settles nodes `from..=to` (clamped to the list).
+    fn settle_span(&mut self, from: usize, to: usize) {
+        if self.depth == 0 {
+            return;
+        }
+        for i in from..=to.min(self.nodes.len().saturating_sub(1)) {
+            self.settle(i);
         }
     }
 
@@ -681,10 +724,13 @@ impl List {
             added += 1;
         }
         if self.depth > 0 {
-            for i in n..=n + added {
-                self.settle(i);
-            }
-            self.settle_ends();
+            // The new nodes, and the nodes whose distance to an end the split changed: from
+            // the front, those after it moved `added` places; from the back, those before it.
+            let (len, d) = (self.nodes.len(), self.depth);
+            self.settle_span(n, n + added);
+            self.settle_span(d.saturating_sub(1), d + added);
+            let back = len.saturating_sub(d + 1 + added);
+            self.settle_span(back, back + added + 1);
         }
     }
 
@@ -732,7 +778,8 @@ impl List {
         self.shrunk();
     }
 
-    /// Keeps elements `start..=end` only (`start > end`: none).
+    /// Keeps elements `start..=end` only (`start > end`: none). O(nodes dropped) plus one
+    /// node at each end, as Redis's LTRIM: the nodes between are not touched.
     pub fn keep(&mut self, start: usize, end: usize) {
         if start > end || start >= self.len {
             *self = List {
@@ -743,17 +790,54 @@ impl List {
             return;
         }
         let back = self.len - 1 - end.min(self.len - 1);
-        self.drop_back(back);
-        self.drop_front(start);
-        self.rebalance();
+        let gone_back = self.drop_back(back);
+        let gone_front = self.drop_front(start);
+        // The trimmed end nodes may now fit with their neighbours.
+        let merged_front = self.merge_next(0);
+        let merged_back = match self.nodes.len().checked_sub(2) {
+            Some(i) if i > 0 => self.merge_next(i),
+            _ => 0,
+        };
+        if self.depth > 0 {
+            // Nodes that came within the depth of an end as nodes went there.
+            let (d, n) = (self.depth, self.nodes.len());
+            let front = gone_front + merged_front;
+            self.settle_span(d.saturating_sub(front + 1), d);
+            let back = gone_back + merged_back;
+            let from = n.saturating_sub(d + 1);
+            self.settle_span(from, from + back + 1);
+        }
         self.shrunk();
     }
 
-    fn drop_front(&mut self, mut n: usize) {
+    /// Node `i` and the next merged if they fit in one node: 1 if they were (one node fewer).
+    fn merge_next(&mut self, i: usize) -> usize {
+        if i + 1 >= self.nodes.len()
+            || !self.allows(&self.nodes[i], self.nodes[i + 1].raw_len())
+            || self.nodes[i].count + self.nodes[i + 1].count > self.count_limit()
+        {
+            return 0;
+        }
+        let next = self.nodes[i + 1].entries().into_owned();
+        let more = self.nodes[i + 1].count;
+        let len = self.len;
+        self.remove_node(i + 1);
+        self.len = len;
+        self.edit(i, |node| {
+            node.raw_mut().extend_from_slice(&next);
+            node.count += more;
+        });
+        1
+    }
+
+    /// Drops `n` elements from the front; the number of whole nodes that went.
+    fn drop_front(&mut self, mut n: usize) -> usize {
+        let mut gone = 0;
         while n > 0 && !self.nodes.is_empty() {
             let count = self.nodes[0].count;
             if count <= n {
                 self.remove_node(0);
+                gone += 1;
                 n -= count;
                 continue;
             }
@@ -766,14 +850,18 @@ impl List {
             self.len -= n;
             n = 0;
         }
+        gone
     }
 
-    fn drop_back(&mut self, mut n: usize) {
+    /// Drops `n` elements from the back; the number of whole nodes that went.
+    fn drop_back(&mut self, mut n: usize) -> usize {
+        let mut gone = 0;
         while n > 0 && !self.nodes.is_empty() {
             let last = self.nodes.len() - 1;
             let count = self.nodes[last].count;
             if count <= n {
                 self.remove_node(last);
+                gone += 1;
                 n -= count;
                 continue;
             }
@@ -786,10 +874,11 @@ impl List {
             self.len -= n;
             n = 0;
         }
+        gone
     }
 
     /// Empty nodes gone, neighbours that fit in one node merged, every node settled: after
-    /// the linear edits (LREM, LTRIM).
+    /// LREM, linear anyway (a node that did not compress is not tried again: `Node::tried`).
     fn rebalance(&mut self) {
         let mut i = 0;
         while i < self.nodes.len() {
@@ -797,22 +886,9 @@ impl List {
                 self.remove_node(i);
                 continue;
             }
-            if i + 1 < self.nodes.len()
-                && self.allows(&self.nodes[i], self.nodes[i + 1].raw_len())
-                && self.nodes[i].count + self.nodes[i + 1].count <= self.count_limit()
-            {
-                let next = self.nodes[i + 1].entries().into_owned();
-                let more = self.nodes[i + 1].count;
-                let len = self.len;
-                self.remove_node(i + 1);
-                self.len = len;
-                self.edit(i, |node| {
-                    node.raw_mut().extend_from_slice(&next);
-                    node.count += more;
-                });
-                continue;
+            if self.merge_next(i) == 0 {
+                i += 1;
             }
-            i += 1;
         }
         self.settle_all();
     }
@@ -1064,6 +1140,22 @@ mod tests {
                     assert_eq!((l.raw, l.stored), (raw, stored));
                     assert_eq!(l.nodes.iter().map(|n| n.count).sum::<usize>(), l.len);
                     assert!(l.nodes.iter().all(|n| n.count > 0), "no empty node");
+                    // Compressed exactly where Redis's rule says: deeper than the depth
+                    // from both ends (unless it did not pay), and nowhere else.
+                    let n = l.nodes.len();
+                    for (i, node) in l.nodes.iter().enumerate() {
+                        let interior = depth > 0 && i >= depth && i + depth < n;
+                        let packed = matches!(node.body, Body::Lzf { .. });
+                        let settled = if interior {
+                            packed || node.tried || node.raw_len() < MIN_COMPRESS_BYTES
+                        } else {
+                            !packed
+                        };
+                        assert!(
+                            settled,
+                            "size {size} depth {depth} step {step}: node {i} of {n}"
+                        );
+                    }
                 }
             }
         }
