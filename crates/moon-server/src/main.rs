@@ -23,6 +23,7 @@ mod persistence;
 mod plan;
 mod pubsub;
 mod rewrite;
+mod script_cmd;
 mod server;
 mod session;
 mod shared;

@@ -199,4 +199,4 @@ impl RewriteState {
 }
 
 /// The Redis version Moon answers to (HELLO, INFO): the command set and replies of Redis 7.2.
-pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+pub const REDIS_COMPAT_VERSION: &str = moon_store::REDIS_VERSION;

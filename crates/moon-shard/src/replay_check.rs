@@ -289,7 +289,45 @@ fn typed_command() -> impl Strategy<Value = Vec<String>> {
             .prop_map(|(c, k)| cmd(&[c, &k])),
         list_command(),
         zset_command(),
+        script_command(),
     ]
+}
+
+/// Scripts (EVAL): several effects in one command, from values the script computed (a pop,
+/// a random number, the clock), an error halfway that keeps what ran before it, a write in
+/// another database through SELECT. Only their effects are logged.
+fn script_command() -> impl Strategy<Value = Vec<String>> {
+    const SCRIPTS: &[(&str, usize)] = &[
+        (
+            "local v = redis.call('spop', KEYS[1]) if v then redis.call('rpush', KEYS[2], v) end return v",
+            2,
+        ),
+        (
+            "redis.call('incr', KEYS[1]) return redis.call('incrbyfloat', KEYS[1], math.random())",
+            1,
+        ),
+        (
+            "redis.call('set', KEYS[1], ARGV[1]) redis.call('pexpire', KEYS[1], 150) return redis.call('incr', KEYS[1])",
+            1,
+        ),
+        (
+            "redis.call('hset', KEYS[1], 'at', redis.call('time')[1]) return redis.call('hincrby', KEYS[1], 'n', 1)",
+            1,
+        ),
+        (
+            "redis.call('select', 1) redis.call('lpush', KEYS[1], ARGV[1]) redis.call('select', 2) return redis.call('del', KEYS[1])",
+            1,
+        ),
+    ];
+    (0..SCRIPTS.len(), key(), key(), value()).prop_map(|(i, a, b, v)| {
+        let (body, n) = SCRIPTS[i];
+        let mut c = cmd(&["EVAL", body, &n.to_string(), &a]);
+        if n == 2 {
+            c.push(b);
+        }
+        c.push(v);
+        c
+    })
 }
 
 fn score() -> impl Strategy<Value = String> {
@@ -566,12 +604,16 @@ fn calls(db: usize, cmds: &[Vec<Bytes>]) -> Vec<moon_store::Call> {
 /// The shards a command's keys live on, or `None` for commands the router sends everywhere.
 fn shards_of(c: &[Bytes], n: usize) -> Option<Vec<usize>> {
     let spec = moon_store::table::lookup(&c[0]).map(|r| &r.spec)?;
-    if spec.first_key <= 0 {
+    if spec.first_key <= 0 && spec.numkeys_at == 0 {
         return None;
     }
     let mut s: Vec<usize> = spec.keys(c).map(|k| shard_for_key(k, n)).collect();
     s.sort_unstable();
     s.dedup();
+    if s.is_empty() {
+        // Keys after a count of none (a script that declares no key): shard 0, as routed.
+        s.push(0);
+    }
     Some(s)
 }
 
@@ -589,8 +631,9 @@ const UNIT_TARGET: usize = 1024;
 impl Live {
     fn new(n: usize, memory: moon_store::MemoryLimit) -> Live {
         let stores = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let mut s = Store::default();
+                s.set_place(i, n);
                 s.set_databases(3);
                 s.set_record_writes(true);
                 s.set_memory_limit(memory);

@@ -233,7 +233,11 @@ impl Shard {
         let shard = Rc::new(Shard {
             id,
             count: config.shards,
-            store: RefCell::new(Store::new(config.max_string_len)),
+            store: RefCell::new({
+                let mut store = Store::new(config.max_string_len);
+                store.set_place(id, config.shards);
+                store
+            }),
             senders,
             aof: RefCell::new(None),
             counters: ShardCounters::default(),
@@ -507,6 +511,7 @@ impl Shard {
         let mut fresh = Store::new(self.store.borrow().max_string_len());
         fresh.set_encodings(self.store.borrow().encodings());
         fresh.set_databases(self.store.borrow().databases());
+        fresh.set_place(self.id, self.count);
         // Every transaction part in these files committed: a commit that fails stops the
         // process (the coordinator), so no part of an unfinished one was written here.
         let mut complete = std::collections::HashSet::new();

@@ -148,6 +148,7 @@ pub enum Group {
     Server,
     Transactions,
     Pubsub,
+    Scripting,
 }
 
 impl Group {
@@ -164,6 +165,7 @@ impl Group {
             Group::Server => "server",
             Group::Transactions => "transactions",
             Group::Pubsub => "pubsub",
+            Group::Scripting => "scripting",
         }
     }
 }
@@ -205,6 +207,7 @@ impl CommandSpec {
             Group::Server => "@admin",
             Group::Transactions => "@transaction",
             Group::Pubsub => "@pubsub",
+            Group::Scripting => "@scripting",
         }];
         if self.is_write() {
             c.push("@write");

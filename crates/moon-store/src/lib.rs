@@ -9,6 +9,10 @@
 //! argument (`now`, Unix milliseconds), so replay is deterministic. A write that changed the
 //! keyspace is reported as the command to log, with relative times made absolute, through
 //! [`Store::take_log`] — the shard decides what to do with it.
+//!
+//! Lua scripts (EVAL) are commands of this crate too (`store/script.rs`): the Lua state comes
+//! from `moon-script`, and each `redis.call` runs through this crate's table in this store, so a
+//! script's effects are logged like any command's.
 
 pub mod args;
 pub mod call;
@@ -34,6 +38,7 @@ pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
 pub use store::keys::copy_options;
 pub use store::lcs::{lcs_reply, NOT_STRINGS};
 pub use store::list::{lmpop_args, End};
+pub use store::script::{load_script, registry as scripts, NO_SCRIPT};
 pub use store::set::{sintercard_args, SetOp};
 pub use store::sort::local_patterns as sort_local_patterns;
 pub use store::zset::{
@@ -41,6 +46,9 @@ pub use store::zset::{
     ZEnd,
 };
 pub use store::{Store, StoreStats, WatchToken, MAX_DATABASES};
+
+/// The Redis version Moon answers as (INFO's `redis_version`, Lua's `redis.REDIS_VERSION`).
+pub const REDIS_VERSION: &str = "7.2.0";
 
 /// The most bytes of keys one command may evict before it runs (its record carries them).
 pub fn store_eviction_batch_bytes() -> usize {

@@ -57,7 +57,7 @@ impl Store {
         }
     }
 
-    fn run_row(
+    pub(crate) fn run_row(
         &mut self,
         row: &'static KeyspaceCommand,
         args: &[Bytes],

@@ -67,6 +67,9 @@ pub struct Store {
     /// is two), as Redis counts its `dirty`; not replay's (it logs nothing).
     changes: u64,
     random_seed: u64,
+    /// This store's shard and the number of shards: a script may touch only keys of this
+    /// shard (`store/script.rs`). (0, 1) until the shard says otherwise.
+    pub(crate) place: (usize, usize),
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
     /// Keyed by database (two bytes, big-endian) and key.
@@ -152,6 +155,7 @@ impl Store {
             log: Vec::new(),
             changes: 0,
             random_seed: 0x9E37_79B9_7F4A_7C15,
+            place: (0, 1),
             watched: HashMap::new(),
             blocked: HashMap::new(),
             ready: indexmap::IndexSet::new(),
@@ -371,6 +375,11 @@ impl Store {
         if self.dbs.len() < n {
             self.dbs.resize_with(n, Keyspace::default);
         }
+    }
+
+    /// Which shard of how many this store is (scripts may touch only this shard's keys).
+    pub fn set_place(&mut self, shard: usize, shards: usize) {
+        self.place = (shard, shards.max(1));
     }
 
     /// Selects database `db` for what runs next; false if it is out of range.
@@ -1213,6 +1222,7 @@ pub(crate) mod hash;
 pub mod keys;
 pub mod lcs;
 pub mod list;
+pub mod script;
 pub mod set;
 pub mod sort;
 pub(crate) mod string;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{bitmap, hash, keys, lcs, list, set, sort, string, zset};
+use crate::store::{bitmap, hash, keys, lcs, list, script, set, sort, string, zset};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -24,6 +24,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         sort::COMMANDS,
         bitmap::COMMANDS,
         lcs::COMMANDS,
+        script::COMMANDS,
     ]
     .into_iter()
     .flatten()

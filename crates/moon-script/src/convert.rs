@@ -1,0 +1,208 @@
+//! Replies between RESP and Lua, as Redis documents them for EVAL.
+//!
+//! A command's reply, to Lua (RESP2, the default): integer → number, bulk → string, null → false,
+//! array → table, status → `{ok=...}`, error → `{err=...}`; a RESP3-only reply in the form RESP2
+//! gives it (a map as its flat array, a double as its text, a boolean as 1/0). After
+//! `redis.setresp(3)`: null → nil, boolean → boolean, double → `{double=n}`, map →
+//! `{map={...}}`, set → `{set={member=true}}`, verbatim → `{verbatim_string={format=, string=}}`.
+//!
+//! A script's result, to RESP: string → bulk, number → integer (truncated), true → 1 and false →
+//! null (RESP3 after setresp(3): booleans), `{err=}` → error, `{ok=}` → status, `{double=}`,
+//! `{map=}`, `{set=}`, `{verbatim_string=}` → their RESP3 types, any other table → array up to
+//! its first nil; anything else → null.
+
+use bytes::Bytes;
+use mlua::{Lua, Table, Value};
+use moon_proto::Frame;
+
+/// Deeper than this, a reply or a result is refused rather than converted (a table that holds
+/// itself would otherwise recurse forever).
+const MAX_DEPTH: usize = 128;
+
+/// A command's reply as the script sees it, for a script speaking `resp` (2 or 3).
+pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<Value> {
+    let single = |field: &str, v: Value| -> mlua::Result<Value> {
+        let t = lua.create_table_with_capacity(0, 1)?;
+        t.raw_set(field, v)?;
+        Ok(Value::Table(t))
+    };
+    let array = |items: &mut dyn Iterator<Item = &Frame>| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        for (i, f) in items.enumerate() {
+            t.raw_seti(i + 1, frame_to_lua(lua, f, resp)?)?;
+        }
+        Ok(Value::Table(t))
+    };
+    Ok(match frame {
+        Frame::Simple(s) => single("ok", Value::String(lua.create_string(s)?))?,
+        Frame::SimpleOwned(s) => single("ok", Value::String(lua.create_string(s)?))?,
+        Frame::Error(e) => single("err", Value::String(lua.create_string(e)?))?,
+        Frame::StaticError(e) => single("err", Value::String(lua.create_string(e)?))?,
+        Frame::Integer(n) => Value::Number(*n as f64),
+        Frame::Bulk(b) => Value::String(lua.create_string(b)?),
+        Frame::Null | Frame::NullArray => {
+            if resp == 3 {
+                Value::Nil
+            } else {
+                Value::Boolean(false)
+            }
+        }
+        Frame::Array(items) | Frame::Push(items) => array(&mut items.iter())?,
+        Frame::Set(items) => {
+            if resp == 3 {
+                let members = lua.create_table()?;
+                for f in items {
+                    members.raw_set(frame_to_lua(lua, f, resp)?, true)?;
+                }
+                single("set", Value::Table(members))?
+            } else {
+                array(&mut items.iter())?
+            }
+        }
+        Frame::Map(pairs) => {
+            if resp == 3 {
+                let map = lua.create_table()?;
+                for (k, v) in pairs {
+                    map.raw_set(frame_to_lua(lua, k, resp)?, frame_to_lua(lua, v, resp)?)?;
+                }
+                single("map", Value::Table(map))?
+            } else {
+                array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?
+            }
+        }
+        Frame::Pairs(pairs) => {
+            if resp == 3 {
+                let t = lua.create_table()?;
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    let pair = lua.create_table()?;
+                    pair.raw_seti(1, frame_to_lua(lua, k, resp)?)?;
+                    pair.raw_seti(2, frame_to_lua(lua, v, resp)?)?;
+                    t.raw_seti(i + 1, pair)?;
+                }
+                Value::Table(t)
+            } else {
+                array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?
+            }
+        }
+        Frame::Double(d) => {
+            if resp == 3 {
+                single("double", Value::Number(*d))?
+            } else {
+                let text = moon_proto::frame::format_double_reply(*d);
+                Value::String(lua.create_string(text)?)
+            }
+        }
+        Frame::Bool(b) => {
+            if resp == 3 {
+                Value::Boolean(*b)
+            } else {
+                Value::Number(if *b { 1.0 } else { 0.0 })
+            }
+        }
+        Frame::Verbatim(b) => {
+            if resp == 3 {
+                let v = lua.create_table()?;
+                v.raw_set("format", "txt")?;
+                v.raw_set("string", lua.create_string(b)?)?;
+                single("verbatim_string", Value::Table(v))?
+            } else {
+                Value::String(lua.create_string(b)?)
+            }
+        }
+    })
+}
+
+/// A script's result (or a value it passed back) as a reply, for a script speaking `resp`.
+pub(crate) fn lua_to_frame(value: &Value, resp: u8) -> Frame {
+    to_frame(value, resp, 0)
+}
+
+fn to_frame(value: &Value, resp: u8, depth: usize) -> Frame {
+    if depth > MAX_DEPTH {
+        return Frame::StaticError("ERR reached lua stack limit");
+    }
+    match value {
+        Value::String(s) => Frame::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
+        Value::Boolean(b) => {
+            if resp == 3 {
+                Frame::Bool(*b)
+            } else if *b {
+                Frame::Integer(1)
+            } else {
+                Frame::Null
+            }
+        }
+        Value::Number(n) => Frame::Integer(number_to_i64(*n)),
+        Value::Integer(n) => Frame::Integer(*n),
+        Value::Table(t) => table_to_frame(t, resp, depth),
+        _ => Frame::Null,
+    }
+}
+
+/// `(long long)` of a Lua number, as Redis casts it (saturating where C is undefined).
+fn number_to_i64(n: f64) -> i64 {
+    if n.is_nan() {
+        0
+    } else {
+        n as i64
+    }
+}
+
+fn field(t: &Table, name: &str) -> Value {
+    t.raw_get(name).unwrap_or(Value::Nil)
+}
+
+fn table_to_frame(t: &Table, resp: u8, depth: usize) -> Frame {
+    if let Value::String(e) = field(t, "err") {
+        return Frame::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned());
+    }
+    if let Value::String(ok) = field(t, "ok") {
+        // A status is one line: its line breaks become spaces, as in Redis.
+        let text: String = String::from_utf8_lossy(&ok.as_bytes())
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect();
+        return Frame::SimpleOwned(text);
+    }
+    if let Value::Number(d) = field(t, "double") {
+        return Frame::Double(d);
+    }
+    if let Value::String(big) = field(t, "big_number") {
+        // No big-number frame: its digits as a bulk string, what RESP2 would show.
+        return Frame::Bulk(Bytes::copy_from_slice(&big.as_bytes()));
+    }
+    if let Value::Table(v) = field(t, "verbatim_string") {
+        if let (Value::String(_), Value::String(s)) = (field(&v, "format"), field(&v, "string")) {
+            return Frame::Verbatim(Bytes::copy_from_slice(&s.as_bytes()));
+        }
+    }
+    if let Value::Table(m) = field(t, "map") {
+        let pairs = m
+            .pairs::<Value, Value>()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (to_frame(&k, resp, depth + 1), to_frame(&v, resp, depth + 1)))
+            .collect();
+        return Frame::Map(pairs);
+    }
+    if let Value::Table(s) = field(t, "set") {
+        let members = s
+            .pairs::<Value, Value>()
+            .filter_map(Result::ok)
+            .map(|(k, _)| to_frame(&k, resp, depth + 1))
+            .collect();
+        return Frame::Set(members);
+    }
+    let mut items = Vec::new();
+    for i in 1.. {
+        let v: Value = t.raw_get(i).unwrap_or(Value::Nil);
+        if v == Value::Nil {
+            break;
+        }
+        let f = to_frame(&v, resp, depth + 1);
+        if matches!(f, Frame::StaticError("ERR reached lua stack limit")) {
+            return f;
+        }
+        items.push(f);
+    }
+    Frame::Array(items)
+}

@@ -1,0 +1,428 @@
+//! One Lua state and the scripts compiled in it.
+//!
+//! A state is not `Send`: each shard's thread keeps its own [`Engine`], and a script runs on
+//! the thread of the shard that owns its keys. Compiled functions are kept by SHA1, so an
+//! EVALSHA of a script compiled before costs one table lookup.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic};
+use moon_proto::Frame;
+
+use crate::convert::{frame_to_lua, lua_to_frame};
+use crate::Host;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// The chunk name of scripts: Lua's errors then say `user_script:LINE:`, as Redis's do.
+const SCRIPT_CHUNK: &str = "@user_script";
+
+/// A script to run: its SHA1 (40 lowercase hex digits), its body (without the shebang line's
+/// text, which the caller strips keeping the line break), its keys and arguments.
+pub struct Invocation<'a> {
+    pub sha: &'a str,
+    pub body: &'a [u8],
+    pub keys: &'a [Bytes],
+    pub args: &'a [Bytes],
+}
+
+/// A Lua state with Redis's sandbox and `redis.*` API (see `prelude.lua`).
+pub struct Engine {
+    lua: Lua,
+    /// The real globals table (scripts see a read-only view of it): KEYS and ARGV go here.
+    globals: Table,
+    /// The `redis` table (scripts see a read-only view): each run puts its `call`, `pcall` and
+    /// `setresp` here, as they reach that run's host.
+    redis: Table,
+    /// Compiled scripts by SHA1.
+    compiled: Table,
+    xpcall: Function,
+    handler: Function,
+    /// The state of `math.random`, reset before every run: a script's random numbers are the
+    /// same every time it runs (its effects are what is logged, whatever they are).
+    seed: Rc<Cell<u64>>,
+}
+
+/// `math.random`'s seed at the start of every run.
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Engine {
+    /// A new state; `redis_version` is what `redis.REDIS_VERSION` says.
+    pub fn new(redis_version: &str) -> Result<Engine, String> {
+        Self::build(redis_version).map_err(|e| e.to_string())
+    }
+
+    fn build(redis_version: &str) -> mlua::Result<Engine> {
+        let lua = Lua::new_with(
+            StdLib::STRING | StdLib::TABLE | StdLib::MATH,
+            LuaOptions::default(),
+        )?;
+        let globals = lua.globals();
+        let redis = lua.create_table()?;
+        redis.raw_set("REDIS_VERSION", redis_version)?;
+        redis.raw_set("REDIS_VERSION_NUM", version_number(redis_version))?;
+        redis.raw_set(
+            "sha1hex",
+            lua.create_function(|lua, args: Variadic<Value>| {
+                let [Value::String(s)] = args.as_slice() else {
+                    return Err(raise(lua, "ERR wrong number of arguments"));
+                };
+                Ok(sha1_hex(&s.as_bytes()))
+            })?,
+        )?;
+        redis.raw_set(
+            "log",
+            lua.create_function(|lua, args: Variadic<Value>| {
+                if args.len() < 2 {
+                    return Err(raise(
+                        lua,
+                        "ERR redis.log() requires two arguments or more.",
+                    ));
+                }
+                let level = match args[0] {
+                    Value::Number(n) => n as i64,
+                    Value::Integer(n) => n,
+                    _ => return Err(raise(lua, "ERR First argument must be a number")),
+                };
+                let text: Vec<String> = args[1..]
+                    .iter()
+                    .filter_map(|v| lua.coerce_string(v.clone()).ok().flatten())
+                    .map(|s| s.to_string_lossy())
+                    .collect();
+                let text = text.join(" ");
+                match level {
+                    0 => tracing::debug!(target: "script", "{text}"),
+                    1 | 2 => tracing::info!(target: "script", "{text}"),
+                    3 => tracing::warn!(target: "script", "{text}"),
+                    _ => return Err(raise(lua, "ERR Invalid debug level.")),
+                }
+                Ok(())
+            })?,
+        )?;
+        let seed = Rc::new(Cell::new(SEED));
+        let math: Table = globals.get("math")?;
+        let state = seed.clone();
+        math.raw_set(
+            "random",
+            lua.create_function(move |lua, args: Variadic<f64>| {
+                let r = next_random(&state);
+                match args.as_slice() {
+                    [] => Ok(r),
+                    [m] if *m >= 1.0 => Ok((r * m.floor()).floor() + 1.0),
+                    [m, n] if m <= n => Ok((r * (n - m + 1.0)).floor() + m.floor()),
+                    [_] | [_, _] => Err(raise(lua, "ERR interval is empty")),
+                    _ => Err(raise(lua, "ERR wrong number of arguments")),
+                }
+            })?,
+        )?;
+        let state = seed.clone();
+        math.raw_set(
+            "randomseed",
+            lua.create_function(move |_, n: f64| {
+                state.set(n.to_bits() ^ SEED);
+                Ok(())
+            })?,
+        )?;
+        let xpcall: Function = globals.get("xpcall")?;
+        let error_text = lua.create_function(|lua, err: Value| {
+            Ok(match err {
+                Value::Error(e) => error_text(&e),
+                v => lua
+                    .coerce_string(v)?
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+            })
+        })?;
+        let env: Table = lua.load(PRELUDE).set_name("=moon").call((
+            globals.clone(),
+            redis.clone(),
+            error_text,
+        ))?;
+        lua.set_globals(env)?;
+        let handler = lua.create_function(|lua, err: Value| locate_error(lua, err))?;
+        Ok(Engine {
+            compiled: lua.create_table()?,
+            lua,
+            globals,
+            redis,
+            xpcall,
+            handler,
+            seed,
+        })
+    }
+
+    /// Whether the script with this SHA1 is compiled here.
+    pub fn has(&self, sha: &str) -> bool {
+        self.compiled
+            .raw_get::<Value>(sha)
+            .is_ok_and(|v| v != Value::Nil)
+    }
+
+    /// Compiles `body` under `sha` if it is not yet; Redis's error reply if it does not
+    /// compile.
+    pub fn compile(&self, sha: &str, body: &[u8]) -> Result<(), Frame> {
+        if self.has(sha) {
+            return Ok(());
+        }
+        let f = self
+            .lua
+            .load(body)
+            .set_name(SCRIPT_CHUNK)
+            .set_mode(mlua::ChunkMode::Text)
+            .into_function()
+            .map_err(|e| {
+                Frame::Error(format!(
+                    "ERR Error compiling script (new function): {}",
+                    lua_message(&e)
+                ))
+            })?;
+        self.compiled
+            .raw_set(sha, f)
+            .map_err(|e| Frame::Error(format!("ERR {e}")))
+    }
+
+    /// Forgets every compiled script (SCRIPT FLUSH).
+    pub fn flush(&mut self) {
+        if let Ok(t) = self.lua.create_table() {
+            self.compiled = t;
+        }
+        let _ = self.lua.gc_collect();
+    }
+
+    /// Runs a script: compiles it if need be, sets KEYS and ARGV, and turns what it returns
+    /// (or the error that stopped it) into the reply. Every `redis.call` goes to `host`.
+    pub fn run(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> Frame {
+        if let Err(reply) = self.compile(inv.sha, inv.body) {
+            return reply;
+        }
+        match self.run_compiled(inv, host) {
+            Ok(reply) => reply,
+            Err(e) => Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)),
+        }
+    }
+
+    fn run_compiled(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> mlua::Result<Frame> {
+        let f: Function = self.compiled.raw_get(inv.sha)?;
+        let lua = &self.lua;
+        let strings = |items: &[Bytes]| -> mlua::Result<Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_seti(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        self.globals.raw_set("KEYS", strings(inv.keys)?)?;
+        self.globals.raw_set("ARGV", strings(inv.args)?)?;
+        self.seed.set(SEED);
+        let resp = Cell::new(2u8);
+        let host = std::cell::RefCell::new(host);
+        let outcome = lua.scope(|scope| {
+            // redis.call raises a command's error (a Rust function raising it, so that the
+            // handler still finds the script's frame after `return redis.call(...)`, a tail
+            // call); redis.pcall hands it back as a table.
+            let call = scope.create_function(|lua, args: Variadic<Value>| {
+                let reply = match command_args(&args) {
+                    Ok(argv) => host.borrow_mut().call(argv),
+                    Err(message) => Frame::Error(message),
+                };
+                match reply {
+                    Frame::Error(e) => Err(mlua::Error::RuntimeError(e)),
+                    Frame::StaticError(e) => Err(mlua::Error::RuntimeError(e.to_string())),
+                    reply => frame_to_lua(lua, &reply, resp.get()),
+                }
+            })?;
+            let pcall = scope.create_function(|lua, args: Variadic<Value>| {
+                let reply = match command_args(&args) {
+                    Ok(argv) => host.borrow_mut().call(argv),
+                    Err(message) => Frame::Error(message),
+                };
+                frame_to_lua(lua, &reply, resp.get())
+            })?;
+            let setresp =
+                scope.create_function(|lua, args: Variadic<Value>| match args.as_slice() {
+                    [Value::Number(n)] if *n == 2.0 || *n == 3.0 => {
+                        resp.set(*n as u8);
+                        Ok(())
+                    }
+                    [Value::Integer(n)] if *n == 2 || *n == 3 => {
+                        resp.set(*n as u8);
+                        Ok(())
+                    }
+                    [_] => Err(raise(lua, "ERR RESP version must be 2 or 3.")),
+                    _ => Err(raise(lua, "ERR redis.setresp() requires one argument.")),
+                })?;
+            self.redis.raw_set("call", call)?;
+            self.redis.raw_set("pcall", pcall)?;
+            self.redis.raw_set("setresp", setresp)?;
+            let result: mlua::Result<MultiValue> = self.xpcall.call((f, self.handler.clone()));
+            for name in ["call", "pcall", "setresp"] {
+                self.redis.raw_set(name, Value::Nil)?;
+            }
+            result
+        })?;
+        let mut values = outcome.into_iter();
+        let ok = matches!(values.next(), Some(Value::Boolean(true)));
+        let value = values.next().unwrap_or(Value::Nil);
+        if ok {
+            return Ok(lua_to_frame(&value, resp.get()));
+        }
+        Ok(error_reply(&value, inv.sha))
+    }
+}
+
+/// A redis.call's arguments as a command: strings as they are, numbers as Redis prints them
+/// (`%.17g`); Redis's error text otherwise.
+fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
+    if args.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
+    }
+    args.iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Number(n) => Ok(Bytes::from(moon_proto::frame::format_double_reply(*n))),
+            Value::Integer(n) => Ok(Bytes::from(n.to_string())),
+            _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
+        })
+        .collect()
+}
+
+/// The reply for a script stopped by an error: Redis's `<error> script: <sha>, on
+/// @user_script:<line>.` when the error says where it happened.
+fn error_reply(err: &Value, sha: &str) -> Frame {
+    let Value::Table(t) = err else {
+        return Frame::Error(format!("ERR Error running script {sha}: execution failure"));
+    };
+    let text = match t.raw_get::<Value>("err") {
+        Ok(Value::String(s)) => s.to_string_lossy(),
+        _ => "ERR execution failure".into(),
+    };
+    let source = t.raw_get::<Option<String>>("source").ok().flatten();
+    let line = t.raw_get::<Option<i64>>("line").ok().flatten();
+    match (source, line) {
+        (Some(source), Some(line)) => {
+            Frame::Error(format!("{text} script: {sha}, on {source}:{line}."))
+        }
+        _ => Frame::Error(text),
+    }
+}
+
+/// The message handler of a run (Redis's `__redis__err__handler`): the error as a table with
+/// `err` ("ERR " before a plain message), and the source and line of the innermost script
+/// frame, found by walking up past C functions and Moon's prelude.
+fn locate_error(lua: &Lua, err: Value) -> mlua::Result<Value> {
+    let table = match err {
+        Value::Table(t) => t,
+        other => {
+            let text = match &other {
+                // Raised by Moon's Rust functions: already Redis's text.
+                Value::Error(e) => error_text(e),
+                v => lua
+                    .coerce_string(v.clone())
+                    .ok()
+                    .flatten()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_else(|| format!("{v:?}")),
+            };
+            let text = match &other {
+                Value::Error(_) => text,
+                _ => format!("ERR {text}"),
+            };
+            let t = lua.create_table()?;
+            t.raw_set("err", text)?;
+            t
+        }
+    };
+    for level in 1..64 {
+        let found = lua.inspect_stack(level, |d| {
+            let source = d.source();
+            let user = source
+                .source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("@user_"));
+            (user && source.what != "C").then(|| {
+                (
+                    source.source.as_deref().unwrap_or_default().to_string(),
+                    d.current_line(),
+                )
+            })
+        });
+        match found {
+            None => break,
+            Some(None) => continue,
+            Some(Some((source, line))) => {
+                table.raw_set("source", source)?;
+                if let Some(line) = line {
+                    table.raw_set("line", line as i64)?;
+                }
+                break;
+            }
+        }
+    }
+    Ok(Value::Table(table))
+}
+
+/// An error raised from Rust: its text is already Redis's (`ERR ...`), which the message
+/// handler keeps as it is.
+fn raise(_lua: &Lua, text: &str) -> mlua::Error {
+    mlua::Error::RuntimeError(text.to_string())
+}
+
+/// The Redis text of an error raised by a Rust function: a `RuntimeError`'s text is already
+/// Redis's; anything else (a bad argument mlua caught) gets `ERR`.
+fn error_text(e: &mlua::Error) -> String {
+    match innermost(e) {
+        mlua::Error::RuntimeError(m) => m.clone(),
+        e => format!("ERR {}", lua_message(e)),
+    }
+}
+
+fn innermost(e: &mlua::Error) -> &mlua::Error {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => innermost(cause),
+        e => e,
+    }
+}
+
+/// Lua's own message in an mlua error (a syntax error's text, a runtime error's string).
+fn lua_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => lua_message(cause),
+        other => other.to_string(),
+    }
+}
+
+fn next_random(state: &Cell<u64>) -> f64 {
+    // xorshift64*: deterministic per run, good enough for scripts' sampling.
+    let mut x = state.get();
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    state.set(x);
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// "7.2.0" as 0x00070200, as Redis's `REDIS_VERSION_NUM`.
+fn version_number(v: &str) -> i64 {
+    let mut parts = v.split('.').map(|p| p.parse::<i64>().unwrap_or(0));
+    let (a, b, c) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    (a << 16) | (b << 8) | c
+}
+
+/// SHA1 in 40 lowercase hex digits (script names, `redis.sha1hex`).
+pub fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(data);
+    let mut out = String::with_capacity(40);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}

@@ -1,0 +1,362 @@
+//! The engine against a toy host (a map of strings with GET, SET, INCR and HGETALL): replies,
+//! conversions, errors with their positions, and the sandbox, as Redis 7 answers them.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use moon_proto::Frame;
+
+use crate::{sha1_hex, Engine, Host, Invocation};
+
+#[derive(Default)]
+struct Toy {
+    data: HashMap<Vec<u8>, Vec<u8>>,
+    calls: Vec<String>,
+}
+
+impl Host for Toy {
+    fn call(&mut self, args: Vec<Bytes>) -> Frame {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        self.calls.push(
+            args.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        match (name.as_str(), args.len()) {
+            ("get", 2) => self
+                .data
+                .get(&args[1][..])
+                .map_or(Frame::Null, |v| Frame::Bulk(Bytes::copy_from_slice(v))),
+            ("set", 3) => {
+                self.data.insert(args[1].to_vec(), args[2].to_vec());
+                Frame::OK
+            }
+            ("incr", 2) => {
+                let v = self.data.entry(args[1].to_vec()).or_insert(b"0".to_vec());
+                match std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                {
+                    Some(n) => {
+                        *v = (n + 1).to_string().into_bytes();
+                        Frame::Integer(n + 1)
+                    }
+                    None => Frame::StaticError("ERR value is not an integer or out of range"),
+                }
+            }
+            ("hgetall", 2) => Frame::Map(vec![(
+                Frame::Bulk(Bytes::from_static(b"f")),
+                Frame::Bulk(Bytes::from_static(b"v")),
+            )]),
+            ("double", 1) => Frame::Double(1.5),
+            _ => Frame::Error("ERR Unknown Redis command called from script".into()),
+        }
+    }
+}
+
+fn run(engine: &mut Engine, host: &mut Toy, body: &str, keys: &[&str], args: &[&str]) -> Frame {
+    let b = |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
+    let sha = sha1_hex(body.as_bytes());
+    engine.run(
+        &Invocation {
+            sha: &sha,
+            body: body.as_bytes(),
+            keys: &b(keys),
+            args: &b(args),
+        },
+        host,
+    )
+}
+
+fn eval(body: &str) -> Frame {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    run(&mut engine, &mut Toy::default(), body, &[], &[])
+}
+
+fn bulk(s: &str) -> Frame {
+    Frame::Bulk(Bytes::from(s.to_string()))
+}
+
+fn error_text(f: Frame) -> String {
+    match f {
+        Frame::Error(e) => e,
+        Frame::StaticError(e) => e.to_string(),
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+#[test]
+fn results_convert_as_redis_documents() {
+    assert_eq!(eval("return 1"), Frame::Integer(1));
+    assert_eq!(eval("return 3.99"), Frame::Integer(3));
+    assert_eq!(eval("return -3.99"), Frame::Integer(-3));
+    assert_eq!(eval("return 'x'"), bulk("x"));
+    assert_eq!(eval("return true"), Frame::Integer(1));
+    assert_eq!(eval("return false"), Frame::Null);
+    assert_eq!(eval("return nil"), Frame::Null);
+    assert_eq!(
+        eval("return {1, 'a', {2, 'b'}, nil, 5}"),
+        Frame::Array(vec![
+            Frame::Integer(1),
+            bulk("a"),
+            Frame::Array(vec![Frame::Integer(2), bulk("b")])
+        ])
+    );
+    assert_eq!(
+        eval("return {ok='fine\\r\\nline'}"),
+        Frame::SimpleOwned("fine  line".into())
+    );
+    assert_eq!(
+        eval("return redis.status_reply('PONG')"),
+        Frame::SimpleOwned("PONG".into())
+    );
+    assert_eq!(error_text(eval("return {err='My Error'}")), "My Error");
+    assert_eq!(
+        error_text(eval("return redis.error_reply('My Error')")),
+        "My Error"
+    );
+    assert_eq!(
+        error_text(eval("return redis.error_reply('-CODE the text')")),
+        "CODE the text"
+    );
+    assert_eq!(
+        error_text(eval("return redis.error_reply('-CODE')")),
+        "ERR CODE"
+    );
+    assert_eq!(
+        eval("redis.setresp(3) return {double=1.5}"),
+        Frame::Double(1.5)
+    );
+    assert_eq!(eval("redis.setresp(3) return true"), Frame::Bool(true));
+    assert_eq!(
+        eval("return redis.sha1hex('')"),
+        bulk("da39a3ee5e6b4b0d3255bfef95601890afd80709")
+    );
+    assert_eq!(eval("return redis.REDIS_VERSION"), bulk("7.2.0"));
+    assert_eq!(
+        eval("return redis.REDIS_VERSION_NUM"),
+        Frame::Integer(0x070200)
+    );
+    // A table that holds itself is refused, not followed forever.
+    assert_eq!(
+        error_text(eval("local t = {} t[1] = t return t")),
+        "ERR reached lua stack limit"
+    );
+}
+
+#[test]
+fn commands_reach_the_host_and_replies_come_back_as_lua_values() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let body = "redis.call('set', KEYS[1], ARGV[1]) \
+                local n = redis.call('incr', KEYS[1]) \
+                return {n, type(redis.call('get', 'missing')), redis.call('get', KEYS[1]), 10.5}";
+    assert_eq!(
+        run(&mut engine, &mut host, body, &["counter"], &["41"]),
+        Frame::Array(vec![
+            Frame::Integer(42),
+            bulk("boolean"),
+            bulk("42"),
+            Frame::Integer(10)
+        ])
+    );
+    assert_eq!(
+        host.calls,
+        [
+            "set counter 41",
+            "incr counter",
+            "get missing",
+            "get counter"
+        ]
+    );
+    // Numbers as arguments print as Redis prints them (%.17g).
+    host.calls.clear();
+    run(
+        &mut engine,
+        &mut host,
+        "return redis.call('set', 'k', 5, 0.1)",
+        &[],
+        &[],
+    );
+    assert_eq!(host.calls, ["set k 5 0.10000000000000001"]);
+    // A map reply is a flat array in RESP2, {map=...} in RESP3; a double its text, or {double=}.
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            "return redis.call('hgetall', 'h')",
+            &[],
+            &[]
+        ),
+        Frame::Array(vec![bulk("f"), bulk("v")])
+    );
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            "redis.setresp(3) local m = redis.call('hgetall', 'h') return {m.map.f, redis.call('double').double}",
+            &[],
+            &[]
+        ),
+        Frame::Array(vec![bulk("v"), Frame::Integer(1)])
+    );
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            "return redis.call('double')",
+            &[],
+            &[]
+        ),
+        bulk("1.5"),
+        "each run starts in RESP2"
+    );
+}
+
+#[test]
+fn errors_name_the_script_and_the_line() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    host.data.insert(b"s".to_vec(), b"text".to_vec());
+    let body = "local x = 1\n\nreturn redis.call('incr', 's')";
+    let sha = sha1_hex(body.as_bytes());
+    assert_eq!(
+        error_text(run(&mut engine, &mut host, body, &[], &[])),
+        format!("ERR value is not an integer or out of range script: {sha}, on @user_script:3.")
+    );
+    // pcall hands back the text; redis.pcall the error table, which returned is the error.
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            "local ok, e = pcall(redis.call, 'incr', 's') return {tostring(ok), e}",
+            &[],
+            &[]
+        ),
+        Frame::Array(vec![
+            bulk("false"),
+            bulk("ERR value is not an integer or out of range")
+        ])
+    );
+    assert_eq!(
+        error_text(run(
+            &mut engine,
+            &mut host,
+            "return redis.pcall('incr', 's')",
+            &[],
+            &[]
+        )),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        error_text(run(
+            &mut engine,
+            &mut host,
+            "return redis.call('nosuch')",
+            &[],
+            &[]
+        )),
+        format!(
+            "ERR Unknown Redis command called from script script: {}, on @user_script:1.",
+            sha1_hex(b"return redis.call('nosuch')")
+        )
+    );
+    let e = error_text(run(&mut engine, &mut host, "return redis.call()", &[], &[]));
+    assert!(
+        e.starts_with("ERR Please specify at least one argument for this redis lib call script: "),
+        "{e}"
+    );
+    let e = error_text(run(
+        &mut engine,
+        &mut host,
+        "return redis.call('get', {})",
+        &[],
+        &[],
+    ));
+    assert!(
+        e.starts_with("ERR Lua redis lib command arguments must be strings or integers"),
+        "{e}"
+    );
+    let e = error_text(run(&mut engine, &mut host, "error('boom')", &[], &[]));
+    assert!(e.starts_with("ERR user_script:1: boom script: "), "{e}");
+    let e = error_text(run(&mut engine, &mut host, "return 1 +", &[], &[]));
+    assert!(
+        e.starts_with("ERR Error compiling script (new function): user_script:1:"),
+        "{e}"
+    );
+    let e = error_text(run(&mut engine, &mut host, "redis.setresp(4)", &[], &[]));
+    assert!(e.starts_with("ERR RESP version must be 2 or 3."), "{e}");
+}
+
+#[test]
+fn the_sandbox_is_redis_s() {
+    for (body, want) in [
+        ("x = 1", "Attempt to modify a readonly table"),
+        ("_G.x = 1", "Attempt to modify a readonly table"),
+        ("rawset(_G, 'x', 1)", "Attempt to modify a readonly table"),
+        ("redis.call = nil", "Attempt to modify a readonly table"),
+        ("string.len = nil", "Attempt to modify a readonly table"),
+        (
+            "return y",
+            "Script attempted to access nonexistent global variable 'y'",
+        ),
+        (
+            "return os.time()",
+            "Script attempted to access nonexistent global variable 'os'",
+        ),
+        (
+            "return io",
+            "Script attempted to access nonexistent global variable 'io'",
+        ),
+        (
+            "return dofile('/etc/passwd')",
+            "Script attempted to access nonexistent global variable 'dofile'",
+        ),
+        (
+            "return loadfile('/etc/passwd')",
+            "Script attempted to access nonexistent global variable 'loadfile'",
+        ),
+        (
+            "return debug.getinfo(1)",
+            "Script attempted to access nonexistent global variable 'debug'",
+        ),
+        (
+            "return require('x')",
+            "Script attempted to access nonexistent global variable 'require'",
+        ),
+        ("getmetatable('').__index.upper = nil", "attempt to index"),
+    ] {
+        let e = error_text(eval(body));
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    // What scripts may use still works; bytecode cannot be loaded.
+    assert_eq!(
+        eval("return ('x'):upper() .. string.rep('a', 2)"),
+        bulk("Xaa")
+    );
+    assert_eq!(eval("return loadstring('return 7')()"), Frame::Integer(7));
+    assert_eq!(
+        eval("return loadstring(string.dump(function() return 1 end))"),
+        Frame::Null
+    );
+    assert_eq!(
+        eval("local t = {} table.insert(t, 3) return #t"),
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        eval("return tonumber('12') + math.floor(2.5)"),
+        Frame::Integer(14)
+    );
+    // A script's globals do not leak into the next one.
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    assert!(error_text(run(&mut engine, &mut host, "leak = 1", &[], &[])).contains("readonly"));
+    assert!(
+        error_text(run(&mut engine, &mut host, "return leak", &[], &[])).contains("nonexistent")
+    );
+    // math.random gives the same numbers on every run.
+    let body = "return {math.random(100), math.random(100), math.random(5, 6)}";
+    let first = run(&mut engine, &mut host, body, &[], &[]);
+    assert_eq!(run(&mut engine, &mut host, body, &[], &[]), first);
+}

@@ -1,0 +1,434 @@
+//! Lua scripts (EVAL, EVALSHA, SCRIPT) against the real binary with a real client: Redis's
+//! replies and errors, the sandbox, the script cache across connections and shards, scripts
+//! in MULTI, a script's effects surviving SIGKILL whole, and two scripts as public client
+//! libraries write them (a lock's release and extension, a token bucket).
+
+mod common;
+
+use common::{cmd, expect_err, keys_on_different_shards, MoonServer};
+
+fn sha1(text: &str) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn eval_answers_as_redis() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    assert_eq!(
+        cmd::<(i64, String, Vec<i64>)>(&mut c, &["EVAL", "return {1, 'two', {3, 4}}", "0"]),
+        (1, "two".into(), vec![3, 4])
+    );
+    assert_eq!(
+        cmd::<Vec<String>>(
+            &mut c,
+            &[
+                "EVAL",
+                "return {KEYS[1], KEYS[2], ARGV[1]}",
+                "2",
+                "a",
+                "b",
+                "c"
+            ]
+        ),
+        ["a", "b", "c"]
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["EVAL", "return 3.99", "0"]), 3);
+    assert_eq!(
+        cmd::<Option<String>>(&mut c, &["EVAL", "return false", "0"]),
+        None
+    );
+    assert_eq!(
+        cmd::<String>(&mut c, &["EVAL", "return redis.status_reply('FINE')", "0"]),
+        "FINE"
+    );
+    assert_eq!(
+        expect_err(
+            &mut c,
+            &["EVAL", "return redis.error_reply('MY error')", "0"]
+        ),
+        "MY error"
+    );
+    // Commands run in the keyspace; their replies come back as Lua values.
+    assert_eq!(
+        cmd::<(String, i64, String)>(
+            &mut c,
+            &[
+                "EVAL",
+                "redis.call('set', KEYS[1], ARGV[1]) \
+                 return {redis.call('get', KEYS[1]), redis.call('incr', KEYS[1]), \
+                 type(redis.call('get', 'missing'))}",
+                "1",
+                "counter",
+                "41",
+            ]
+        ),
+        ("41".into(), 42, "boolean".into())
+    );
+    assert_eq!(cmd::<String>(&mut c, &["GET", "counter"]), "42");
+    // Errors name the script and the line, in Redis's words.
+    cmd::<()>(&mut c, &["SET", "str", "text"]);
+    let body = "local a = 1\nreturn redis.call('incr', KEYS[1])";
+    assert_eq!(
+        expect_err(&mut c, &["EVAL", body, "1", "str"]),
+        format!(
+            "ERR value is not an integer or out of range script: {}, on @user_script:2.",
+            sha1(body)
+        )
+    );
+    assert_eq!(
+        cmd::<String>(
+            &mut c,
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'incr', KEYS[1]) return e",
+                "1",
+                "str"
+            ]
+        ),
+        "ERR value is not an integer or out of range"
+    );
+    assert!(
+        expect_err(&mut c, &["EVAL", "return redis.call('nosuch')", "0"])
+            .starts_with("ERR Unknown Redis command called from script script: ")
+    );
+    assert!(
+        expect_err(&mut c, &["EVAL", "return redis.call('multi')", "0"])
+            .starts_with("ERR This Redis command is not allowed from script script: ")
+    );
+    assert!(
+        expect_err(&mut c, &["EVAL", "return redis.call('get')", "0"])
+            .starts_with("ERR Wrong number of args calling Redis command from script script: ")
+    );
+    assert!(expect_err(
+        &mut c,
+        &["EVAL", "return redis.call('eval', 'return 1', 0)", "0"]
+    )
+    .starts_with("ERR This Redis command is not allowed from script script: "));
+    assert!(expect_err(&mut c, &["EVAL", "return 1 +", "0"])
+        .starts_with("ERR Error compiling script (new function): user_script:1:"));
+    assert_eq!(
+        expect_err(&mut c, &["EVAL", "return 1", "2", "a"]),
+        "ERR Number of keys can't be greater than number of args"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["EVAL", "return 1", "-1"]),
+        "ERR Number of keys can't be negative"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["EVAL", "return 1", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    // The sandbox: no globals, no os/io, read-only libraries.
+    for (body, want) in [
+        ("x = 1", "Attempt to modify a readonly table"),
+        ("return os.time()", "nonexistent global variable 'os'"),
+        (
+            "return io.open('/etc/passwd')",
+            "nonexistent global variable 'io'",
+        ),
+        ("redis.call = nil", "Attempt to modify a readonly table"),
+    ] {
+        let e = expect_err(&mut c, &["EVAL", body, "0"]);
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    // A script that stops on an error keeps what it wrote before (Redis does not roll back).
+    assert!(expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'written') return redis.call('incr', KEYS[2])",
+            "2",
+            "before",
+            "str"
+        ]
+    )
+    .contains("not an integer"));
+    assert_eq!(cmd::<String>(&mut c, &["GET", "before"]), "written");
+    // Read-only scripts: EVAL_RO and the no-writes flag.
+    assert!(expect_err(
+        &mut c,
+        &["EVAL_RO", "return redis.call('set', KEYS[1], 1)", "1", "k"]
+    )
+    .starts_with("ERR Write commands are not allowed from read-only scripts."));
+    assert!(expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('del', KEYS[1])",
+            "1",
+            "k"
+        ]
+    )
+    .starts_with("ERR Write commands are not allowed from read-only scripts."));
+    assert_eq!(
+        cmd::<String>(
+            &mut c,
+            &[
+                "EVAL_RO",
+                "return redis.call('get', KEYS[1])",
+                "1",
+                "before"
+            ]
+        ),
+        "written"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["EVAL", "#!lua flags=fly\nreturn 1", "0"]),
+        "ERR Unexpected flag in script shebang: fly"
+    );
+}
+
+#[test]
+fn the_script_cache_is_shared_by_every_connection_and_shard() {
+    let s = MoonServer::start(2, &[]);
+    let mut a = s.client();
+    let mut b = s.client();
+    let body = "return redis.call('incrby', KEYS[1], ARGV[1])";
+    let sha: String = cmd(&mut a, &["SCRIPT", "LOAD", body]);
+    assert_eq!(sha, sha1(body));
+    let k = keys_on_different_shards(2);
+    // EVALSHA from another connection, on keys of either shard.
+    for key in &k {
+        assert_eq!(cmd::<i64>(&mut b, &["EVALSHA", &sha, "1", key, "5"]), 5);
+        assert_eq!(
+            cmd::<i64>(&mut a, &["EVALSHA", &sha.to_uppercase(), "1", key, "1"]),
+            6
+        );
+    }
+    // EVAL caches too.
+    let other = "return 'cached'";
+    assert_eq!(cmd::<String>(&mut a, &["EVAL", other, "0"]), "cached");
+    assert_eq!(
+        cmd::<Vec<i64>>(&mut b, &["SCRIPT", "EXISTS", &sha1(other), &sha, "ffff"]),
+        [1, 1, 0]
+    );
+    assert_eq!(
+        cmd::<String>(&mut b, &["EVALSHA", &sha1(other), "0"]),
+        "cached"
+    );
+    assert_eq!(cmd::<String>(&mut b, &["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(
+        expect_err(&mut a, &["EVALSHA", &sha, "1", &k[0], "1"]),
+        "NOSCRIPT No matching script. Please use EVAL."
+    );
+    assert_eq!(cmd::<Vec<i64>>(&mut a, &["SCRIPT", "EXISTS", &sha]), [0]);
+    assert!(expect_err(&mut a, &["SCRIPT", "LOAD", "return +"])
+        .starts_with("ERR Error compiling script (new function): user_script:1:"));
+    assert_eq!(
+        expect_err(&mut a, &["SCRIPT", "KILL"]),
+        "NOTBUSY No scripts in execution right now."
+    );
+    // Declared keys on two shards: refused as Redis Cluster refuses keys of two slots;
+    // under one hash tag they share a shard. A key the script did not declare must be on
+    // the script's shard too.
+    assert_eq!(
+        expect_err(&mut a, &["EVAL", "return 1", "2", &k[0], &k[1]]),
+        "CROSSSLOT Keys in request don't hash to the same slot"
+    );
+    assert_eq!(
+        cmd::<i64>(
+            &mut a,
+            &[
+                "EVAL",
+                "redis.call('set', KEYS[1], 1) return redis.call('incr', KEYS[2])",
+                "2",
+                "{user1}:a",
+                "{user1}:b"
+            ]
+        ),
+        1
+    );
+    assert!(expect_err(
+        &mut a,
+        &[
+            "EVAL",
+            "return redis.call('get', ARGV[1])",
+            "1",
+            &k[0],
+            &k[1]
+        ]
+    )
+    .starts_with("ERR Script attempted to access a non local key in a cluster node script: "));
+}
+
+#[test]
+fn scripts_run_inside_multi_and_a_pipeline() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let (replies,): (Vec<redis::Value>,) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("{t}n")
+        .arg("10")
+        .ignore()
+        .cmd("EVAL")
+        .arg("return redis.call('incrby', KEYS[1], ARGV[1])")
+        .arg(1)
+        .arg("{t}n")
+        .arg(5)
+        .cmd("GET")
+        .arg("{t}n")
+        .query(&mut c)
+        .map(|v: Vec<redis::Value>| (v,))
+        .expect("MULTI with EVAL");
+    assert_eq!(
+        replies,
+        [
+            redis::Value::Int(15),
+            redis::Value::BulkString(b"15".to_vec())
+        ]
+    );
+}
+
+/// Each script's effects are one unit of the log: after SIGKILL in the middle of a stream of
+/// scripts that each move one unit between two keys, the two keys still add up, and every
+/// acknowledged script is there (appendfsync always).
+#[test]
+fn a_script_s_effects_survive_sigkill_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--appendfsync", "always"];
+    let mut s = MoonServer::start_in(dir.path(), 2, &args).expect("start");
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["MSET", "{acct}:a", "1000000", "{acct}:b", "0"]);
+    let transfer = "local n = tonumber(ARGV[1]) \
+                    redis.call('decrby', KEYS[1], n) \
+                    redis.call('incrby', KEYS[2], n) \
+                    redis.call('rpush', KEYS[3], redis.call('time')[1]) \
+                    return redis.call('get', KEYS[2])";
+    let url = s.url();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let counter = acked.clone();
+    let worker = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url)
+            .and_then(|cl| cl.get_connection())
+            .expect("connect");
+        loop {
+            let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+                .arg(transfer)
+                .arg(3)
+                .arg("{acct}:a")
+                .arg("{acct}:b")
+                .arg("{acct}:log")
+                .arg(1)
+                .query(&mut c);
+            match r {
+                Ok(b) => counter.store(b, std::sync::atomic::Ordering::SeqCst),
+                Err(_) => break,
+            }
+        }
+    });
+    assert!(common::eventually(
+        std::time::Duration::from_secs(20),
+        || { acked.load(std::sync::atomic::Ordering::SeqCst) >= 300 }
+    ));
+    s.kill();
+    worker.join().expect("worker");
+    let acknowledged = acked.load(std::sync::atomic::Ordering::SeqCst);
+    let s = MoonServer::start_in(dir.path(), 2, &args).expect("restart");
+    let mut c = s.client();
+    let (a, b): (i64, i64) = (
+        cmd(&mut c, &["GET", "{acct}:a"]),
+        cmd(&mut c, &["GET", "{acct}:b"]),
+    );
+    let logged: i64 = cmd(&mut c, &["LLEN", "{acct}:log"]);
+    assert_eq!(a + b, 1_000_000, "no torn transfer");
+    assert_eq!(logged, b, "every transfer logged whole");
+    assert!(
+        b >= acknowledged,
+        "{b} transfers recovered, {acknowledged} acknowledged"
+    );
+}
+
+/// Scripts as client libraries ship them: a lock released and extended only by its owner
+/// (redis-py's and Redlock's shape), and a token bucket over two keys under one hash tag
+/// (Spring Cloud Gateway's shape), written here in their logic, not copied.
+#[test]
+fn a_lock_and_a_rate_limiter_work_as_libraries_use_them() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let release = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                       return redis.call('del', KEYS[1]) \
+                   end \
+                   return 0";
+    let extend = "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end \
+                  local ttl = redis.call('pttl', KEYS[1]) \
+                  return redis.call('pexpire', KEYS[1], ttl + tonumber(ARGV[2]))";
+    let release_sha: String = cmd(&mut c, &["SCRIPT", "LOAD", release]);
+    let acquired: Option<String> = cmd(
+        &mut c,
+        &["SET", "lock:orders", "token-1", "NX", "PX", "30000"],
+    );
+    assert_eq!(acquired.as_deref(), Some("OK"));
+    assert_eq!(
+        cmd::<i64>(
+            &mut c,
+            &["EVAL", extend, "1", "lock:orders", "token-2", "1000"]
+        ),
+        0
+    );
+    assert_eq!(
+        cmd::<i64>(
+            &mut c,
+            &["EVAL", extend, "1", "lock:orders", "token-1", "60000"]
+        ),
+        1
+    );
+    assert!(cmd::<i64>(&mut c, &["PTTL", "lock:orders"]) > 60_000);
+    assert_eq!(
+        cmd::<i64>(
+            &mut c,
+            &["EVALSHA", &release_sha, "1", "lock:orders", "token-2"]
+        ),
+        0
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "lock:orders"]), 1);
+    assert_eq!(
+        cmd::<i64>(
+            &mut c,
+            &["EVALSHA", &release_sha, "1", "lock:orders", "token-1"]
+        ),
+        1
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "lock:orders"]), 0);
+
+    // Tokens refill at `rate` a second up to `capacity`; a request takes one if it can.
+    let bucket = "local rate, capacity = tonumber(ARGV[1]), tonumber(ARGV[2]) \
+                  local now, wanted = tonumber(ARGV[3]), tonumber(ARGV[4]) \
+                  local tokens = tonumber(redis.call('get', KEYS[1])) or capacity \
+                  local last = tonumber(redis.call('get', KEYS[2])) or 0 \
+                  local filled = math.min(capacity, tokens + math.max(0, now - last) * rate) \
+                  local allowed = filled >= wanted \
+                  if allowed then filled = filled - wanted end \
+                  local ttl = math.floor(capacity / rate * 2) \
+                  redis.call('setex', KEYS[1], ttl, filled) \
+                  redis.call('setex', KEYS[2], ttl, now) \
+                  return {allowed and 1 or 0, filled}";
+    let keys = ["rate.{client7}.tokens", "rate.{client7}.timestamp"];
+    let ask = |c: &mut redis::Connection, now: i64| -> (i64, i64) {
+        cmd(
+            c,
+            &[
+                "EVAL",
+                bucket,
+                "2",
+                keys[0],
+                keys[1],
+                "1",
+                "3",
+                &now.to_string(),
+                "1",
+            ],
+        )
+    };
+    assert_eq!(ask(&mut c, 100), (1, 2));
+    assert_eq!(ask(&mut c, 100), (1, 1));
+    assert_eq!(ask(&mut c, 100), (1, 0));
+    assert_eq!(ask(&mut c, 100), (0, 0), "the bucket is empty");
+    assert_eq!(ask(&mut c, 102), (1, 1), "two seconds refilled two tokens");
+    assert_eq!(cmd::<i64>(&mut c, &["TTL", keys[0]]), 6);
+}

@@ -1,0 +1,296 @@
+//! EVAL, EVALSHA, EVAL_RO, EVALSHA_RO: a Lua script run in this shard's store, as one command.
+//!
+//! A script is a keyspace command like any other: it runs where its declared keys live (all on
+//! one shard; across shards the server refuses it for now), in one turn of that shard, so
+//! nothing interleaves with it. Each `redis.call` runs its command in this store through the
+//! table, and what the command changes is logged as it is logged for a client — so a script's
+//! record is **its effects**, all of them one unit of the log (applied all or none after a
+//! crash), whatever the script computed to get there (time, random numbers, SPOP). Inside
+//! MULTI or a cross-shard transaction it is one more command of the transaction.
+//!
+//! The scripts themselves (body by SHA1) are kept for the whole process in [`registry`], so
+//! that an EVALSHA reaches a script loaded through any connection; each shard's thread compiles
+//! them in its own Lua state (`moon_script::Engine`) when it first runs them. Nothing of a
+//! script is logged: as in Redis, the script cache does not survive a restart.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation};
+
+use super::{parse_i64, Store};
+use crate::call::KeyspaceCommand;
+use crate::command;
+use crate::command::short::*;
+use crate::command::Flags;
+use crate::reply::{self, err};
+use crate::slot::shard_for_key;
+
+/// A script may write; EVAL_RO and `#!lua flags=no-writes` may not. Neither is refused under
+/// OOM as a whole: each write inside is (Redis's eval compatibility mode).
+const SCRIPT: Flags = Flags::WRITE
+    .union(Flags::NOSCRIPT)
+    .union(Flags::STALE)
+    .union(Flags::MAY_REPLICATE);
+const SCRIPT_RO: Flags = Flags::READONLY.union(Flags::NOSCRIPT).union(Flags::STALE);
+
+pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
+    command!(Scripting: "eval", -3, SCRIPT, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, false, false)),
+    command!(Scripting: "evalsha", -3, SCRIPT, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, true, false)),
+    command!(Scripting: "eval_ro", -3, SCRIPT_RO, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, false, true)),
+    command!(Scripting: "evalsha_ro", -3, SCRIPT_RO, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, true, true)),
+];
+
+/// Redis's reply to an EVALSHA of a script it does not have.
+pub const NO_SCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+
+/// The scripts loaded in this process, by SHA1 (40 lowercase hex digits).
+pub mod registry {
+    use super::*;
+
+    #[derive(Default)]
+    struct Scripts {
+        bodies: HashMap<String, Arc<[u8]>>,
+        /// Moves on at every SCRIPT FLUSH: a thread whose Lua state compiled scripts of an
+        /// older generation drops them before it runs the next.
+        generation: u64,
+    }
+
+    fn scripts() -> &'static RwLock<Scripts> {
+        static SCRIPTS: std::sync::OnceLock<RwLock<Scripts>> = std::sync::OnceLock::new();
+        SCRIPTS.get_or_init(Default::default)
+    }
+
+    /// The body of the script `sha` (any case), if it is loaded.
+    pub fn get(sha: &[u8]) -> Option<Arc<[u8]>> {
+        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
+        let s = scripts().read().unwrap_or_else(|e| e.into_inner());
+        s.bodies.get(&sha).cloned()
+    }
+
+    /// Loads `body`; its SHA1.
+    pub fn add(body: &[u8]) -> String {
+        let sha = sha1_hex(body);
+        let mut s = scripts().write().unwrap_or_else(|e| e.into_inner());
+        s.bodies.entry(sha.clone()).or_insert_with(|| body.into());
+        sha
+    }
+
+    pub fn exists(sha: &[u8]) -> bool {
+        get(sha).is_some()
+    }
+
+    /// SCRIPT FLUSH: every script forgotten, in every thread's Lua state before its next run.
+    pub fn flush() {
+        let mut s = scripts().write().unwrap_or_else(|e| e.into_inner());
+        s.bodies.clear();
+        s.generation += 1;
+    }
+
+    pub(crate) fn generation() -> u64 {
+        scripts()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
+    /// The scripts' bytes (INFO's `used_memory_scripts`) and their number.
+    pub fn stats() -> (usize, usize) {
+        let s = scripts().read().unwrap_or_else(|e| e.into_inner());
+        (
+            s.bodies.values().map(|b| b.len() + 40).sum(),
+            s.bodies.len(),
+        )
+    }
+}
+
+thread_local! {
+    /// This thread's Lua state and the registry generation its compiled scripts belong to.
+    static ENGINE: RefCell<Option<(Engine, u64)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's Lua state, created on first use and emptied after a SCRIPT
+/// FLUSH.
+pub fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Result<R, Frame> {
+    ENGINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let generation = registry::generation();
+        if slot.as_ref().is_none_or(|(_, g)| *g != generation) {
+            match slot.as_mut() {
+                Some((engine, g)) => {
+                    engine.flush();
+                    *g = generation;
+                }
+                None => {
+                    let engine = Engine::new(crate::REDIS_VERSION)
+                        .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
+                    *slot = Some((engine, generation));
+                }
+            }
+        }
+        let Some((engine, _)) = slot.as_mut() else {
+            return Err(err("ERR cannot start Lua"));
+        };
+        Ok(f(engine))
+    })
+}
+
+/// SCRIPT LOAD's check: the body's shebang and Lua compile (in this thread's state); its SHA1
+/// once loaded.
+pub fn load_script(body: &[u8]) -> Result<String, Frame> {
+    let (_, skip) = parse_shebang(body).map_err(Frame::Error)?;
+    let sha = sha1_hex(body);
+    with_engine(|engine| engine.compile(&sha, &lua_text(body, skip)))??;
+    Ok(registry::add(body))
+}
+
+/// The script's text as Lua compiles it: the shebang line's text gone, its line break kept,
+/// so that errors name the user's line numbers.
+fn lua_text(body: &[u8], shebang: usize) -> Vec<u8> {
+    body[shebang..].to_vec()
+}
+
+impl Store {
+    fn eval(&mut self, args: &[Bytes], now: u64, by_sha: bool, read_only: bool) -> Frame {
+        let numkeys = match parse_i64(&args[2]) {
+            Some(n) if n < 0 => return err("ERR Number of keys can't be negative"),
+            Some(n) if n as u64 > (args.len() - 3) as u64 => {
+                return err("ERR Number of keys can't be greater than number of args")
+            }
+            Some(n) => n as usize,
+            None => return err(reply::NOT_INTEGER),
+        };
+        let (sha, body): (String, Arc<[u8]>) = if by_sha {
+            match registry::get(&args[1]) {
+                Some(body) => (String::from_utf8_lossy(&args[1]).to_ascii_lowercase(), body),
+                None => return err(NO_SCRIPT),
+            }
+        } else {
+            (registry::add(&args[1]), Arc::from(&args[1][..]))
+        };
+        let (flags, skip) = match parse_shebang(&body) {
+            Ok(f) => f,
+            Err(e) => return Frame::Error(e),
+        };
+        let read_only = read_only || flags.no_writes;
+        let keys = &args[3..3 + numkeys];
+        let argv = &args[3 + numkeys..];
+        let outer_db = self.db;
+        let text = lua_text(&body, skip);
+        let reply = with_engine(|engine| {
+            let mut host = StoreHost {
+                store: self,
+                now,
+                read_only,
+            };
+            engine.run(
+                &Invocation {
+                    sha: &sha,
+                    body: &text,
+                    keys,
+                    args: argv,
+                },
+                &mut host,
+            )
+        });
+        // A SELECT inside the script lasts as long as the script (Redis 7).
+        self.select(outer_db);
+        reply.unwrap_or_else(|e| e)
+    }
+}
+
+/// What a script's `redis.call` reaches: this store, checked as Redis checks a script's
+/// commands.
+struct StoreHost<'a> {
+    store: &'a mut Store,
+    now: u64,
+    read_only: bool,
+}
+
+impl Host for StoreHost<'_> {
+    fn call(&mut self, args: Vec<Bytes>) -> Frame {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        // The connection's commands a script may use, answered here.
+        match name.as_str() {
+            "ping" if args.len() <= 2 => {
+                return args
+                    .get(1)
+                    .map_or(Frame::Simple("PONG"), |m| Frame::Bulk(m.clone()));
+            }
+            "echo" if args.len() == 2 => return Frame::Bulk(args[1].clone()),
+            // The command's time (this crate reads no clock): milliseconds, as microseconds.
+            "time" if args.len() == 1 => {
+                return Frame::Array(vec![
+                    Frame::Bulk(Bytes::from((self.now / 1000).to_string())),
+                    Frame::Bulk(Bytes::from((self.now % 1000 * 1000).to_string())),
+                ]);
+            }
+            "select" if args.len() == 2 => {
+                return match parse_i64(&args[1]) {
+                    Some(db) if db >= 0 && (db as usize) < self.store.configured_dbs => {
+                        self.store.select(db as usize);
+                        Frame::OK
+                    }
+                    Some(_) => err("ERR DB index is out of range"),
+                    None => err(reply::NOT_INTEGER),
+                };
+            }
+            _ => {}
+        }
+        let Some(row) = crate::table::lookup(&args[0]) else {
+            return err(if is_connection_command(&name) {
+                "ERR This Redis command is not allowed from script"
+            } else {
+                "ERR Unknown Redis command called from script"
+            });
+        };
+        let spec = &row.spec;
+        if spec.flags.has(Flags::NOSCRIPT) {
+            return err("ERR This Redis command is not allowed from script");
+        }
+        if !spec.args_ok(args.len()) {
+            return err("ERR Wrong number of args calling Redis command from script");
+        }
+        if self.read_only && spec.is_write() {
+            return err("ERR Write commands are not allowed from read-only scripts.");
+        }
+        let (shard, shards) = self.store.place;
+        if shards > 1 && spec.keys(&args).any(|k| shard_for_key(k, shards) != shard) {
+            return err("ERR Script attempted to access a non local key in a cluster node");
+        }
+        self.store.run_row(row, &args, self.now, None, None)
+    }
+}
+
+/// Commands of the connection (not of a keyspace) that Redis refuses inside a script.
+fn is_connection_command(name: &str) -> bool {
+    matches!(
+        name,
+        "multi"
+            | "exec"
+            | "discard"
+            | "watch"
+            | "unwatch"
+            | "subscribe"
+            | "unsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "ssubscribe"
+            | "sunsubscribe"
+            | "auth"
+            | "hello"
+            | "client"
+            | "script"
+            | "function"
+            | "fcall"
+            | "fcall_ro"
+            | "monitor"
+            | "shutdown"
+            | "bgrewriteaof"
+            | "reset"
+            | "quit"
+    )
+}
