@@ -5,8 +5,9 @@
 //! every write command Moon has — conditional ones (SETNX, SET NX/XX/GET, MSETNX, RENAMENX),
 //! read-modify-writes (APPEND, SETRANGE, INCR family, INCRBYFLOAT, GETSET, GETDEL, GETEX),
 //! deadlines (PEXPIREAT, PERSIST, SET PXAT/KEEPTTL), RENAME, DEL, MSET across shards and
-//! MULTI/EXEC — with deadlines a few hundred milliseconds ahead, so keys expire between
-//! commands all the time.
+//! MULTI/EXEC, and Lua scripts (EVAL of a transfer between two keys, usually on two shards, and
+//! of a GETDEL into a hash field) — with deadlines a few hundred milliseconds ahead, so keys
+//! expire between commands all the time.
 //!
 //! Odd clients work in database 1 (SELECT), so replay of writes logged under `MOON.DB` is
 //! checked too. Besides its string keys a client owns a few hash keys (`hk:`: HSET, HSETNX, HDEL, HINCRBY)
@@ -110,10 +111,45 @@ fn put(st: &mut State, key: &str, v: Option<String>, d: u64) {
 }
 
 /// Runs `cmd` on `st` at `now` as Redis would; returns the reply it would give.
+/// The scripts model clients send (EVAL, often with keys on two shards): the model runs their
+/// steps as the script does, stopping at the first error (whose earlier effects stay).
+const TRANSFER_SCRIPT: &str = "redis.call('incrby', KEYS[1], ARGV[1]) \
+    redis.call('decrby', KEYS[2], ARGV[1]) return redis.call('get', KEYS[1])";
+const MOVE_TO_HASH_SCRIPT: &str = "local v = redis.call('getdel', KEYS[1]) \
+    if v then redis.call('hset', KEYS[2], 'f0', v) end return v";
+
+fn apply_script(st: &mut State, cmd: &[String], now: u64) -> Reply {
+    let s = |x: &str| x.to_string();
+    let (k1, k2) = (cmd[3].clone(), cmd[4].clone());
+    if cmd[1] == TRANSFER_SCRIPT {
+        let n = cmd[5].clone();
+        for step in [
+            vec![s("INCRBY"), k1.clone(), n.clone()],
+            vec![s("DECRBY"), k2, n],
+        ] {
+            if apply(st, &step, now) == Reply::Err {
+                return Reply::Err;
+            }
+        }
+        return apply(st, &[s("GET"), k1], now);
+    }
+    if cmd[1] == MOVE_TO_HASH_SCRIPT {
+        let v = apply(st, &[s("GETDEL"), k1], now);
+        if let Reply::Bulk(value) = &v {
+            if apply(st, &[s("HSET"), k2, s("f0"), value.clone()], now) == Reply::Err {
+                return Reply::Err;
+            }
+        }
+        return v;
+    }
+    Reply::Err
+}
+
 fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
     let a = |i: usize| cmd[i].as_str();
     let int = strict_int;
     match cmd[0].as_str() {
+        "EVAL" => apply_script(st, cmd, now),
         "SET" => {
             let (k, v) = (a(1), a(2));
             let opts: Vec<&str> = cmd[3..].iter().map(String::as_str).collect();
@@ -1151,7 +1187,7 @@ impl ModelClient {
             return vec![self.typed_command()];
         }
         let (k, v) = (self.key(), self.value());
-        let one = match self.rng.below(22) {
+        let one = match self.rng.below(24) {
             0..=2 => {
                 let mut c = vec![s("SET"), k, v];
                 match self.rng.below(4) {
@@ -1225,6 +1261,22 @@ impl ModelClient {
             18 => vec![s("PERSIST"), k],
             19 => vec![s("RENAME"), k, self.key()],
             20 => vec![s("RENAMENX"), k, self.key()],
+            21 => {
+                let k2 = self.key();
+                if k2 == k {
+                    vec![s("INCR"), k]
+                } else {
+                    let by = (self.rng.below(9) as i64 - 4).to_string();
+                    vec![s("EVAL"), s(TRANSFER_SCRIPT), s("2"), k, k2, by]
+                }
+            }
+            22 => vec![
+                s("EVAL"),
+                s(MOVE_TO_HASH_SCRIPT),
+                s("2"),
+                k,
+                self.typed_key("hk"),
+            ],
             _ => {
                 // MULTI/EXEC of commands that cannot fail, usually across shards.
                 let n = 2 + self.rng.below(3) as usize;

@@ -112,16 +112,32 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
     })
 }
 
+/// The most tables one result may hold, counted as they are converted: a table may hold the
+/// same table many times (`t.map = {t, t}`), which converted naively is exponential.
+const MAX_TABLES: usize = 1_000_000;
+
+const TOO_DEEP: &str = "ERR reached lua stack limit";
+const TOO_MANY: &str = "ERR reply too large: a script's result may hold 1,000,000 tables";
+
 /// A script's result (or a value it passed back) as a reply, for a script speaking `resp`.
 pub(crate) fn lua_to_frame(value: &Value, resp: u8) -> Frame {
-    to_frame(value, resp, 0)
+    let mut budget = MAX_TABLES;
+    match to_frame(value, resp, 0, &mut budget) {
+        Ok(f) => f,
+        Err(text) => Frame::StaticError(text),
+    }
 }
 
-fn to_frame(value: &Value, resp: u8, depth: usize) -> Frame {
+fn to_frame(
+    value: &Value,
+    resp: u8,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Frame, &'static str> {
     if depth > MAX_DEPTH {
-        return Frame::StaticError("ERR reached lua stack limit");
+        return Err(TOO_DEEP);
     }
-    match value {
+    Ok(match value {
         Value::String(s) => Frame::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
         Value::Boolean(b) => {
             if resp == 3 {
@@ -134,9 +150,12 @@ fn to_frame(value: &Value, resp: u8, depth: usize) -> Frame {
         }
         Value::Number(n) => Frame::Integer(number_to_i64(*n)),
         Value::Integer(n) => Frame::Integer(*n),
-        Value::Table(t) => table_to_frame(t, resp, depth),
+        Value::Table(t) => {
+            *budget = budget.checked_sub(1).ok_or(TOO_MANY)?;
+            table_to_frame(t, resp, depth, budget)?
+        }
         _ => Frame::Null,
-    }
+    })
 }
 
 /// `(long long)` of a Lua number, as Redis casts it (saturating where C is undefined).
@@ -152,9 +171,16 @@ fn field(t: &Table, name: &str) -> Value {
     t.raw_get(name).unwrap_or(Value::Nil)
 }
 
-fn table_to_frame(t: &Table, resp: u8, depth: usize) -> Frame {
+fn table_to_frame(
+    t: &Table,
+    resp: u8,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Frame, &'static str> {
     if let Value::String(e) = field(t, "err") {
-        return Frame::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned());
+        return Ok(Frame::Error(
+            String::from_utf8_lossy(&e.as_bytes()).into_owned(),
+        ));
     }
     if let Value::String(ok) = field(t, "ok") {
         // A status is one line: its line breaks become spaces, as in Redis.
@@ -162,35 +188,37 @@ fn table_to_frame(t: &Table, resp: u8, depth: usize) -> Frame {
             .chars()
             .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
             .collect();
-        return Frame::SimpleOwned(text);
+        return Ok(Frame::SimpleOwned(text));
     }
-    if let Value::Number(d) = field(t, "double") {
-        return Frame::Double(d);
+    match field(t, "double") {
+        Value::Number(d) => return Ok(Frame::Double(d)),
+        // A whole number reads as an integer from Lua: still a double (ZSCORE of 10).
+        Value::Integer(n) => return Ok(Frame::Double(n as f64)),
+        _ => {}
     }
     if let Value::String(big) = field(t, "big_number") {
         // No big-number frame: its digits as a bulk string, what RESP2 would show.
-        return Frame::Bulk(Bytes::copy_from_slice(&big.as_bytes()));
+        return Ok(Frame::Bulk(Bytes::copy_from_slice(&big.as_bytes())));
     }
     if let Value::Table(v) = field(t, "verbatim_string") {
         if let (Value::String(_), Value::String(s)) = (field(&v, "format"), field(&v, "string")) {
-            return Frame::Verbatim(Bytes::copy_from_slice(&s.as_bytes()));
+            return Ok(Frame::Verbatim(Bytes::copy_from_slice(&s.as_bytes())));
         }
     }
     if let Value::Table(m) = field(t, "map") {
-        let pairs = m
-            .pairs::<Value, Value>()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (to_frame(&k, resp, depth + 1), to_frame(&v, resp, depth + 1)))
-            .collect();
-        return Frame::Map(pairs);
+        let mut pairs = Vec::new();
+        for (k, v) in m.pairs::<Value, Value>().filter_map(Result::ok) {
+            let k = to_frame(&k, resp, depth + 1, budget)?;
+            pairs.push((k, to_frame(&v, resp, depth + 1, budget)?));
+        }
+        return Ok(Frame::Map(pairs));
     }
     if let Value::Table(s) = field(t, "set") {
-        let members = s
-            .pairs::<Value, Value>()
-            .filter_map(Result::ok)
-            .map(|(k, _)| to_frame(&k, resp, depth + 1))
-            .collect();
-        return Frame::Set(members);
+        let mut members = Vec::new();
+        for (k, _) in s.pairs::<Value, Value>().filter_map(Result::ok) {
+            members.push(to_frame(&k, resp, depth + 1, budget)?);
+        }
+        return Ok(Frame::Set(members));
     }
     let mut items = Vec::new();
     for i in 1.. {
@@ -198,11 +226,7 @@ fn table_to_frame(t: &Table, resp: u8, depth: usize) -> Frame {
         if v == Value::Nil {
             break;
         }
-        let f = to_frame(&v, resp, depth + 1);
-        if matches!(f, Frame::StaticError("ERR reached lua stack limit")) {
-            return f;
-        }
-        items.push(f);
+        items.push(to_frame(&v, resp, depth + 1, budget)?);
     }
-    Frame::Array(items)
+    Ok(Frame::Array(items))
 }

@@ -12,7 +12,7 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic
 use moon_proto::Frame;
 
 use crate::convert::{frame_to_lua, lua_to_frame};
-use crate::Host;
+use crate::host::{Host, Slot};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -43,7 +43,12 @@ pub struct Engine {
     /// The state of `math.random`, reset before every run: a script's random numbers are the
     /// same every time it runs (its effects are what is logged, whatever they are).
     seed: Rc<Cell<u64>>,
+    /// A suspending engine's host slot (`suspending.rs`); `None` for a synchronous one.
+    slot: Option<Slot>,
 }
+
+/// The most a Lua state may allocate.
+const MEMORY_LIMIT: usize = 512 << 20;
 
 /// `math.random`'s seed at the start of every run.
 const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -59,6 +64,9 @@ impl Engine {
             StdLib::STRING | StdLib::TABLE | StdLib::MATH,
             LuaOptions::default(),
         )?;
+        // A script that allocates without end gets Lua's "not enough memory" error instead of
+        // taking the process down (without a limit, a failed allocation aborts).
+        lua.set_memory_limit(MEMORY_LIMIT)?;
         let globals = lua.globals();
         let redis = lua.create_table()?;
         redis.raw_set("REDIS_VERSION", redis_version)?;
@@ -150,7 +158,48 @@ impl Engine {
             xpcall,
             handler,
             seed,
+            slot: None,
         })
+    }
+
+    pub(crate) fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    pub(crate) fn redis_table(&self) -> &Table {
+        &self.redis
+    }
+
+    pub(crate) fn globals_table(&self) -> &Table {
+        &self.globals
+    }
+
+    pub(crate) fn slot(&self) -> Option<&Slot> {
+        self.slot.as_ref()
+    }
+
+    pub(crate) fn set_slot(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+    }
+
+    /// The compiled script of `inv`, with KEYS, ARGV and the random seed set for a run.
+    pub(crate) fn prepare(&self, inv: &Invocation<'_>) -> mlua::Result<Function> {
+        let f: Function = self.compiled.raw_get(inv.sha)?;
+        let lua = &self.lua;
+        let strings = |items: &[Bytes]| -> mlua::Result<Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_seti(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        self.globals.raw_set("KEYS", strings(inv.keys)?)?;
+        self.globals.raw_set("ARGV", strings(inv.args)?)?;
+        self.seed.set(SEED);
+        // An earlier script's collectgarbage('stop') or odd settings do not outlive it.
+        self.lua.gc_restart();
+        self.lua.gc_inc(200, 200, 0);
+        Ok(f)
     }
 
     /// Whether the script with this SHA1 is compiled here.
@@ -194,6 +243,9 @@ impl Engine {
     /// Runs a script: compiles it if need be, sets KEYS and ARGV, and turns what it returns
     /// (or the error that stopped it) into the reply. Every `redis.call` goes to `host`.
     pub fn run(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> Frame {
+        if self.slot.is_some() {
+            return Frame::StaticError("ERR internal error: a suspending Lua state");
+        }
         if let Err(reply) = self.compile(inv.sha, inv.body) {
             return reply;
         }
@@ -204,18 +256,8 @@ impl Engine {
     }
 
     fn run_compiled(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> mlua::Result<Frame> {
-        let f: Function = self.compiled.raw_get(inv.sha)?;
+        let f = self.prepare(inv)?;
         let lua = &self.lua;
-        let strings = |items: &[Bytes]| -> mlua::Result<Table> {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                t.raw_seti(i + 1, lua.create_string(item)?)?;
-            }
-            Ok(t)
-        };
-        self.globals.raw_set("KEYS", strings(inv.keys)?)?;
-        self.globals.raw_set("ARGV", strings(inv.args)?)?;
-        self.seed.set(SEED);
         let resp = Cell::new(2u8);
         let host = std::cell::RefCell::new(host);
         let outcome = lua.scope(|scope| {
@@ -274,7 +316,7 @@ impl Engine {
 
 /// A redis.call's arguments as a command: strings as they are, numbers as Redis prints them
 /// (`%.17g`); Redis's error text otherwise.
-fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
+pub(crate) fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
     if args.is_empty() {
         return Err("ERR Please specify at least one argument for this redis lib call".into());
     }
@@ -292,7 +334,13 @@ fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
 /// @user_script:<line>.` when the error says where it happened.
 fn error_reply(err: &Value, sha: &str) -> Frame {
     let Value::Table(t) = err else {
-        return Frame::Error(format!("ERR Error running script {sha}: execution failure"));
+        // Not through the message handler: Lua's memory error, for one.
+        let text = match err {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Error(e) => lua_message(e),
+            _ => "execution failure".to_string(),
+        };
+        return Frame::Error(format!("ERR Error running script {sha}, {text}"));
     };
     let text = match t.raw_get::<Value>("err") {
         Ok(Value::String(s)) => s.to_string_lossy(),
@@ -312,28 +360,44 @@ fn error_reply(err: &Value, sha: &str) -> Frame {
 /// `err` ("ERR " before a plain message), and the source and line of the innermost script
 /// frame, found by walking up past C functions and Moon's prelude.
 fn locate_error(lua: &Lua, err: Value) -> mlua::Result<Value> {
-    let table = match err {
-        Value::Table(t) => t,
+    // A new table: the error the script raised may be any table of its own (even `_G`), which
+    // must not be written to.
+    let table = lua.create_table()?;
+    match err {
+        Value::Table(t) => {
+            if let Ok(v @ Value::String(_)) = t.raw_get::<Value>("err") {
+                table.raw_set("err", v)?;
+            }
+        }
         other => {
             let text = match &other {
                 // Raised by Moon's Rust functions: already Redis's text.
                 Value::Error(e) => error_text(e),
-                v => lua
-                    .coerce_string(v.clone())
-                    .ok()
-                    .flatten()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_else(|| format!("{v:?}")),
+                v => {
+                    let text = lua
+                        .coerce_string(v.clone())
+                        .ok()
+                        .flatten()
+                        .map(|s| s.to_string_lossy())
+                        .unwrap_or_else(|| format!("{v:?}"));
+                    format!("ERR {text}")
+                }
             };
-            let text = match &other {
-                Value::Error(_) => text,
-                _ => format!("ERR {text}"),
-            };
-            let t = lua.create_table()?;
-            t.raw_set("err", text)?;
-            t
+            table.raw_set("err", text)?;
         }
-    };
+    }
+    if let Some((source, line)) = script_frame(lua) {
+        table.raw_set("source", source)?;
+        if let Some(line) = line {
+            table.raw_set("line", line as i64)?;
+        }
+    }
+    Ok(Value::Table(table))
+}
+
+/// The innermost frame of the user's script on the stack, walking up past C functions and
+/// Moon's prelude: its source (`@user_script`) and current line.
+fn script_frame(lua: &Lua) -> Option<(String, Option<usize>)> {
     for level in 1..64 {
         let found = lua.inspect_stack(level, |d| {
             let source = d.source();
@@ -349,18 +413,17 @@ fn locate_error(lua: &Lua, err: Value) -> mlua::Result<Value> {
             })
         });
         match found {
-            None => break,
+            None => return None,
             Some(None) => continue,
-            Some(Some((source, line))) => {
-                table.raw_set("source", source)?;
-                if let Some(line) = line {
-                    table.raw_set("line", line as i64)?;
-                }
-                break;
-            }
+            Some(Some(frame)) => return Some(frame),
         }
     }
-    Ok(Value::Table(table))
+    None
+}
+
+/// The line of the script that is calling now (for a `redis.call` made from it).
+pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
+    script_frame(lua).and_then(|(_, line)| line)
 }
 
 /// An error raised from Rust: its text is already Redis's (`ERR ...`), which the message
@@ -378,7 +441,7 @@ fn error_text(e: &mlua::Error) -> String {
     }
 }
 
-fn innermost(e: &mlua::Error) -> &mlua::Error {
+pub(crate) fn innermost(e: &mlua::Error) -> &mlua::Error {
     match e {
         mlua::Error::CallbackError { cause, .. } => innermost(cause),
         e => e,

@@ -8,6 +8,7 @@
 //! shard's thread keeps its own [`Engine`].
 //!
 //! - `engine.rs`: a Lua state, its compiled scripts by SHA1, one run.
+//! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
 //! - `shebang.rs`: `#!lua flags=...`, the script's declared flags.
 //! - `prelude.lua`: the sandbox (read-only globals and libraries, no I/O, no bytecode) and the
@@ -15,20 +16,13 @@
 
 mod convert;
 mod engine;
+mod host;
 mod shebang;
-
-use bytes::Bytes;
-use moon_proto::Frame;
+mod suspending;
 
 pub use engine::{sha1_hex, Engine, Invocation};
+pub use host::{AsyncHost, Host, ReplyFuture};
 pub use shebang::{parse_shebang, ScriptFlags};
-
-/// Where a script's `redis.call` and `redis.pcall` go.
-pub trait Host {
-    /// Runs one command for the script (the name first) and returns its reply. A refusal is an
-    /// error reply in Redis's words, e.g. `ERR Unknown Redis command called from script`.
-    fn call(&mut self, args: Vec<Bytes>) -> Frame;
-}
 
 #[cfg(test)]
 mod tests;

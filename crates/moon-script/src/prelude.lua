@@ -15,8 +15,12 @@ local G, R, error_text_of = ...
 local error, type, tostring, select, unpack = error, type, tostring, select, unpack
 local setmetatable, rawset, pcall, loadstring = setmetatable, rawset, pcall, loadstring
 
+-- Also gone, unlike Redis (whose Lua is patched to make tables truly read-only): newproxy
+-- (a userdata's __gc would run an attacker's code inside a later script, or kill the process
+-- from the collector), getfenv and setfenv (they reach the real globals through any C
+-- function, and the prelude's functions).
 for _, name in ipairs({ "dofile", "loadfile", "print", "module", "require", "package", "io", "os",
-    "debug" }) do
+    "debug", "newproxy", "getfenv", "setfenv" }) do
     G[name] = nil
 end
 
@@ -130,6 +134,19 @@ G.load = function(f, name)
         parts[#parts + 1] = piece
     end
     return G.loadstring(table.concat(parts), name)
+end
+
+-- Lua 5.1's pattern matcher recurses once per optional item or capture of a pattern, with no
+-- bound: a pattern of 300,000 `a?` overflows the thread's stack. Patterns are bounded here.
+local MAX_PATTERN = 4096
+for _, name in ipairs({ "find", "match", "gmatch", "gsub" }) do
+    local f = G.string[name]
+    G.string[name] = function(s, pattern, ...)
+        if type(pattern) == "string" and #pattern > MAX_PATTERN then
+            error("pattern too long (Moon accepts " .. MAX_PATTERN .. " bytes)", 2)
+        end
+        return f(s, pattern, ...)
+    end
 end
 
 for _, name in ipairs({ "string", "math", "table", "coroutine" }) do

@@ -360,3 +360,149 @@ fn the_sandbox_is_redis_s() {
     let first = run(&mut engine, &mut host, body, &[], &[]);
     assert_eq!(run(&mut engine, &mut host, body, &[], &[]), first);
 }
+
+/// The toy host behind an await that really suspends (it yields once before answering).
+struct Waiting(std::cell::RefCell<Toy>);
+
+impl crate::AsyncHost for Waiting {
+    fn call(&self, args: Vec<Bytes>) -> crate::ReplyFuture<'_> {
+        Box::pin(async move {
+            futures_lite::future::yield_now().await;
+            self.0.borrow_mut().call(args)
+        })
+    }
+}
+
+fn run_suspending(engine: &Engine, host: &std::rc::Rc<Waiting>, body: &str) -> Frame {
+    let sha = sha1_hex(body.as_bytes());
+    let keys = [Bytes::from_static(b"k")];
+    futures_lite::future::block_on(engine.run_suspending(
+        &Invocation {
+            sha: &sha,
+            body: body.as_bytes(),
+            keys: &keys,
+            args: &[],
+        },
+        host.clone(),
+    ))
+}
+
+/// A suspending run answers as a synchronous one: replies, pcall of a failing call, errors
+/// with their lines, RESP3, and the sandbox.
+#[test]
+fn suspending_runs_answer_as_synchronous_ones() {
+    let engine = Engine::new_suspending("7.2.0").expect("engine");
+    let host = std::rc::Rc::new(Waiting(Default::default()));
+    host.0
+        .borrow_mut()
+        .data
+        .insert(b"s".to_vec(), b"text".to_vec());
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            "redis.call('set', KEYS[1], 5) return {redis.call('incr', KEYS[1]), redis.call('get', KEYS[1])}"
+        ),
+        Frame::Array(vec![Frame::Integer(6), bulk("6")])
+    );
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            "local ok, e = pcall(redis.call, 'incr', 's') return {tostring(ok), e}"
+        ),
+        Frame::Array(vec![
+            bulk("false"),
+            bulk("ERR value is not an integer or out of range")
+        ])
+    );
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            "local ok, v = pcall(function() return redis.call('get', 's') end) return v"
+        ),
+        bulk("text")
+    );
+    let body = "local a = 1\nlocal r = redis.call('incr', 's') return r";
+    assert_eq!(
+        error_text(run_suspending(&engine, &host, body)),
+        format!(
+            "ERR value is not an integer or out of range script: {}, on @user_script:2.",
+            sha1_hex(body.as_bytes())
+        )
+    );
+    let body = "redis.call('get', 's')\nerror('boom')";
+    assert_eq!(
+        error_text(run_suspending(&engine, &host, body)),
+        format!(
+            "ERR user_script:2: boom script: {}, on @user_script:2.",
+            sha1_hex(body.as_bytes())
+        )
+    );
+    assert_eq!(
+        error_text(run_suspending(
+            &engine,
+            &host,
+            "return redis.pcall('incr', 's')"
+        )),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            "redis.setresp(3) return redis.call('hgetall', 'h').map.f"
+        ),
+        bulk("v")
+    );
+    assert!(error_text(run_suspending(&engine, &host, "x = 1")).contains("readonly"));
+    assert_eq!(host.0.borrow().calls.len(), 9);
+}
+
+/// Review findings on the sandbox and the engine's limits, each a script that used to escape,
+/// leak into the next script, or take the process down.
+#[test]
+fn hostile_scripts_are_contained() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let mut run1 = |body: &str| run(&mut engine, &mut host, body, &[], &[]);
+    // No way to the real globals or to a finalizer.
+    for body in [
+        "return newproxy(true)",
+        "return getfenv(pcall)",
+        "setfenv(1, {})",
+    ] {
+        assert!(
+            error_text(run1(body)).contains("nonexistent global"),
+            "{body}"
+        );
+    }
+    // An error value is never written to: error(_G) leaves no `source` global behind.
+    assert!(error_text(run1("error(_G)")).starts_with("ERR"));
+    assert!(error_text(run1("return source")).contains("nonexistent global"));
+    // Lua's pattern matcher recurses once per optional item: long patterns are refused
+    // instead of overflowing the stack.
+    let e = error_text(run1(
+        "return string.find(string.rep('a', 300000), string.rep('a?', 300000))",
+    ));
+    assert!(e.contains("pattern too long"), "{e}");
+    let e = error_text(run1(
+        "return (string.rep('a', 9000)):match(string.rep('a?', 9000))",
+    ));
+    assert!(e.contains("pattern too long"), "{e}");
+    assert_eq!(run1("return ('key:42'):match('^key:(%d+)$')"), bulk("42"));
+    // A result holding one table many times is refused, not converted for ever.
+    assert!(error_text(run1("local t = {} t.map = {t, t} return t")).starts_with("ERR"));
+    // Memory: an endless allocation is Lua's error, and the state still works after it.
+    let e = error_text(run1(
+        "local s = 'x' for i = 1, 40 do s = s .. s end return #s",
+    ));
+    assert!(e.contains("memory"), "{e}");
+    assert_eq!(run1("return 1"), Frame::Integer(1));
+    // A whole-number double stays a double (ZSCORE of 10 under RESP3).
+    assert_eq!(
+        run1("redis.setresp(3) return {double = 10}"),
+        Frame::Double(10.0)
+    );
+}

@@ -76,6 +76,9 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         return form.shape.apply(reply);
     }
     match spec.name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
+            crate::script_cross::run(session, spec.name, args).await
+        }
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";
             let (src, dst) = (args[1].clone(), args[2].clone());

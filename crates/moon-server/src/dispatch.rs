@@ -124,11 +124,6 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
                 // Every keyed command has a key (its arity says so); shard 0 answers otherwise
                 // (a script that declares no key runs there).
                 [] => Target::Shard(0),
-                // A script runs in one shard's turn: its declared keys must share a shard, as
-                // Redis Cluster asks them to share a slot (docs/SCRIPTING.md).
-                _ if spec.group == moon_store::command::Group::Scripting => {
-                    return Err(Refused::now(Frame::StaticError(CROSSSLOT)))
-                }
                 _ => Target::Shards(owners),
             }
         }
@@ -140,10 +135,6 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
         target,
     })
 }
-
-/// Redis Cluster's refusal of keys in different slots: Moon's of a script whose declared keys
-/// are on different shards.
-pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// The largest record one request may produce: the log format's bound
 /// (`moon_aof::record::MAX_PAYLOAD`) less room for the evictions logged with it (at most

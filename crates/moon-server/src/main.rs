@@ -24,6 +24,7 @@ mod plan;
 mod pubsub;
 mod rewrite;
 mod script_cmd;
+mod script_cross;
 mod server;
 mod session;
 mod shared;

@@ -229,7 +229,10 @@ impl CommandSpec {
 
     /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
     pub fn may_grow_memory(&self) -> bool {
-        self.flags.has(Flags::DENYOOM)
+        // A script that may write is not refused as a whole under OOM (its writes are), but
+        // room is made before it as before any write that may grow, so that inside MULTI
+        // (where commands are not checked one by one) it cannot write past maxmemory.
+        self.flags.has(Flags::DENYOOM) || (self.group == Group::Scripting && self.is_write())
     }
 
     /// Whether `argc` arguments are well formed for this command: its arity, and for a key

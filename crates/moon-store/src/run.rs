@@ -16,6 +16,11 @@ use crate::Store;
 
 const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
 
+/// What replay answers a script found in a log (Moon logs a script's effects, never the
+/// script; an old Redis AOF may hold one).
+pub const NOT_REPLAYED: &str =
+    "ERR scripts are not replayed: a log must hold their effects (Redis 5+ writes them so)";
+
 impl Store {
     /// Runs a call in its database. Whatever it changed, including keys it found expired,
     /// is in [`Store::logged`] afterwards (each effect after `MOON.DB n` outside database 0).
@@ -45,6 +50,12 @@ impl Store {
             };
         }
         match crate::table::lookup(name) {
+            // A log holds a script's effects, never the script: one that names a script (an
+            // old Redis AOF, a damaged file) is refused, not run.
+            Some(row) if row.spec.group == crate::command::Group::Scripting => {
+                self.drop_pending_db();
+                err(NOT_REPLAYED)
+            }
             Some(row) if row.spec.args_ok(args.len()) => self.run_row(row, args, now, None, None),
             refused => {
                 // A refused command still ends the database a MOON.DB selected for it.

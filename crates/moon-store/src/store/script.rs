@@ -90,7 +90,7 @@ pub mod registry {
         s.generation += 1;
     }
 
-    pub(crate) fn generation() -> u64 {
+    pub fn generation() -> u64 {
         scripts()
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -143,53 +143,183 @@ pub fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Result<R, Frame> {
 pub fn load_script(body: &[u8]) -> Result<String, Frame> {
     let (_, skip) = parse_shebang(body).map_err(Frame::Error)?;
     let sha = sha1_hex(body);
-    with_engine(|engine| engine.compile(&sha, &lua_text(body, skip)))??;
+    with_engine(|engine| engine.compile(&sha, &body[skip..]))??;
     Ok(registry::add(body))
 }
 
-/// The script's text as Lua compiles it: the shebang line's text gone, its line break kept,
-/// so that errors name the user's line numbers.
-fn lua_text(body: &[u8], shebang: usize) -> Vec<u8> {
-    body[shebang..].to_vec()
+/// A script invocation resolved: its SHA1, its body, its flags, and where its keys and
+/// arguments are in the command.
+pub struct ScriptSource {
+    pub sha: String,
+    body: Arc<[u8]>,
+    /// The shebang line's length: Lua compiles what follows (its line break kept, so that
+    /// errors name the user's line numbers).
+    skip: usize,
+    pub read_only: bool,
+    pub numkeys: usize,
+    /// An EVAL of a body not in the registry: added once it compiles (a script that does not
+    /// compile is not kept, as in Redis).
+    new: bool,
 }
+
+impl ScriptSource {
+    /// The text Lua compiles.
+    pub fn text(&self) -> &[u8] {
+        &self.body[self.skip..]
+    }
+
+    /// Compiles it in `engine` and, if new, keeps it in the registry; Redis's error if it
+    /// does not compile.
+    pub fn compile_in(&self, engine: &Engine) -> Result<(), Frame> {
+        engine.compile(&self.sha, self.text())?;
+        if self.new {
+            registry::add(&self.body);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves `EVAL body numkeys ...` / `EVALSHA sha numkeys ...` (`by_sha`), loading a new body;
+/// `read_only` for EVAL_RO/EVALSHA_RO. Redis's error replies otherwise.
+pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<ScriptSource, Frame> {
+    let numkeys = match parse_i64(&args[2]) {
+        Some(n) if n < 0 => return Err(err("ERR Number of keys can't be negative")),
+        Some(n) if n as u64 > (args.len() - 3) as u64 => {
+            return Err(err(
+                "ERR Number of keys can't be greater than number of args",
+            ))
+        }
+        Some(n) => n as usize,
+        None => return Err(err(reply::NOT_INTEGER)),
+    };
+    let (sha, body, new): (String, Arc<[u8]>, bool) = if by_sha {
+        match registry::get(&args[1]) {
+            Some(body) => (
+                String::from_utf8_lossy(&args[1]).to_ascii_lowercase(),
+                body,
+                false,
+            ),
+            None => return Err(err(NO_SCRIPT)),
+        }
+    } else {
+        let sha = sha1_hex(&args[1]);
+        match registry::get(sha.as_bytes()) {
+            Some(body) => (sha, body, false),
+            None => (sha, Arc::from(&args[1][..]), true),
+        }
+    };
+    let (flags, skip) = parse_shebang(&body).map_err(Frame::Error)?;
+    Ok(ScriptSource {
+        sha,
+        body,
+        skip,
+        read_only: read_only || flags.no_writes,
+        numkeys,
+        new,
+    })
+}
+
+/// What a script's `redis.call` of `args` does, before any key is looked at: answered at once
+/// (PING, ECHO, TIME, or a refusal in Redis's words), a SELECT of a database, or a keyspace
+/// command to run.
+pub enum ScriptStep {
+    Answer(Frame),
+    Select(usize),
+    Run(&'static KeyspaceCommand),
+}
+
+/// Checks a script's command as Redis checks it (`now`: the command's time, for TIME;
+/// `databases`: how many SELECT may name).
+pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) -> ScriptStep {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    // The connection's commands a script may use, answered here.
+    match name.as_str() {
+        "ping" if args.len() <= 2 => {
+            return ScriptStep::Answer(
+                args.get(1)
+                    .map_or(Frame::Simple("PONG"), |m| Frame::Bulk(m.clone())),
+            );
+        }
+        "echo" if args.len() == 2 => return ScriptStep::Answer(Frame::Bulk(args[1].clone())),
+        // The command's time (this crate reads no clock): milliseconds, as microseconds.
+        "time" if args.len() == 1 => {
+            return ScriptStep::Answer(Frame::Array(vec![
+                Frame::Bulk(Bytes::from((now / 1000).to_string())),
+                Frame::Bulk(Bytes::from((now % 1000 * 1000).to_string())),
+            ]));
+        }
+        "select" if args.len() == 2 => {
+            return match parse_i64(&args[1]) {
+                Some(db) if db >= 0 && (db as usize) < databases => ScriptStep::Select(db as usize),
+                Some(_) => ScriptStep::Answer(err("ERR DB index is out of range")),
+                None => ScriptStep::Answer(err(reply::NOT_INTEGER)),
+            };
+        }
+        _ => {}
+    }
+    let Some(row) = crate::table::lookup(&args[0]) else {
+        return ScriptStep::Answer(err(if is_connection_command(&name) {
+            "ERR This Redis command is not allowed from script"
+        } else {
+            "ERR Unknown Redis command called from script"
+        }));
+    };
+    let spec = &row.spec;
+    if spec.flags.has(Flags::NOSCRIPT) {
+        return ScriptStep::Answer(err("ERR This Redis command is not allowed from script"));
+    }
+    if !spec.args_ok(args.len()) {
+        return ScriptStep::Answer(err(
+            "ERR Wrong number of args calling Redis command from script",
+        ));
+    }
+    if read_only && spec.is_write() {
+        return ScriptStep::Answer(err(
+            "ERR Write commands are not allowed from read-only scripts.",
+        ));
+    }
+    ScriptStep::Run(row)
+}
+
+/// The most bytes of arguments a script's writes may carry on one shard: its effects are one
+/// unit of the log, which a record of `moon_aof`'s largest size must hold.
+pub const EFFECTS_BUDGET: usize = 1 << 30;
+
+/// What a script's write past [`EFFECTS_BUDGET`] answers.
+pub const EFFECTS_TOO_LARGE: &str =
+    "ERR a script's writes on one shard may carry 1 GiB: its effects are one record of the log";
+
+/// A script on several shards cannot run a command of every shard (DBSIZE, FLUSHALL, SCAN).
+pub const NOT_FROM_SPREAD_SCRIPT: &str =
+    "ERR This command reads or writes every shard: a script whose keys are on several shards holds only those";
+
+/// Redis Cluster's refusal of a key not on the script's node: Moon's of a key not on the
+/// script's shard(s).
+pub const NON_LOCAL_KEY: &str = "ERR Script attempted to access a non local key in a cluster node";
 
 impl Store {
     fn eval(&mut self, args: &[Bytes], now: u64, by_sha: bool, read_only: bool) -> Frame {
-        let numkeys = match parse_i64(&args[2]) {
-            Some(n) if n < 0 => return err("ERR Number of keys can't be negative"),
-            Some(n) if n as u64 > (args.len() - 3) as u64 => {
-                return err("ERR Number of keys can't be greater than number of args")
-            }
-            Some(n) => n as usize,
-            None => return err(reply::NOT_INTEGER),
+        let source = match script_source(args, by_sha, read_only) {
+            Ok(s) => s,
+            Err(e) => return e,
         };
-        let (sha, body): (String, Arc<[u8]>) = if by_sha {
-            match registry::get(&args[1]) {
-                Some(body) => (String::from_utf8_lossy(&args[1]).to_ascii_lowercase(), body),
-                None => return err(NO_SCRIPT),
-            }
-        } else {
-            (registry::add(&args[1]), Arc::from(&args[1][..]))
-        };
-        let (flags, skip) = match parse_shebang(&body) {
-            Ok(f) => f,
-            Err(e) => return Frame::Error(e),
-        };
-        let read_only = read_only || flags.no_writes;
-        let keys = &args[3..3 + numkeys];
-        let argv = &args[3 + numkeys..];
+        let keys = &args[3..3 + source.numkeys];
+        let argv = &args[3 + source.numkeys..];
         let outer_db = self.db;
-        let text = lua_text(&body, skip);
         let reply = with_engine(|engine| {
+            if let Err(e) = source.compile_in(engine) {
+                return e;
+            }
             let mut host = StoreHost {
                 store: self,
                 now,
-                read_only,
+                read_only: source.read_only,
+                written: 0,
             };
             engine.run(
                 &Invocation {
-                    sha: &sha,
-                    body: &text,
+                    sha: &source.sha,
+                    body: source.text(),
                     keys,
                     args: argv,
                 },
@@ -208,58 +338,46 @@ struct StoreHost<'a> {
     store: &'a mut Store,
     now: u64,
     read_only: bool,
+    /// Bytes of arguments of the writes run so far ([`EFFECTS_BUDGET`]).
+    written: usize,
 }
 
 impl Host for StoreHost<'_> {
     fn call(&mut self, args: Vec<Bytes>) -> Frame {
-        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-        // The connection's commands a script may use, answered here.
-        match name.as_str() {
-            "ping" if args.len() <= 2 => {
-                return args
-                    .get(1)
-                    .map_or(Frame::Simple("PONG"), |m| Frame::Bulk(m.clone()));
+        let row = match script_step(&args, self.read_only, self.now, self.store.configured_dbs) {
+            ScriptStep::Answer(reply) => return reply,
+            ScriptStep::Select(db) => {
+                self.store.select(db);
+                return Frame::OK;
             }
-            "echo" if args.len() == 2 => return Frame::Bulk(args[1].clone()),
-            // The command's time (this crate reads no clock): milliseconds, as microseconds.
-            "time" if args.len() == 1 => {
-                return Frame::Array(vec![
-                    Frame::Bulk(Bytes::from((self.now / 1000).to_string())),
-                    Frame::Bulk(Bytes::from((self.now % 1000 * 1000).to_string())),
-                ]);
-            }
-            "select" if args.len() == 2 => {
-                return match parse_i64(&args[1]) {
-                    Some(db) if db >= 0 && (db as usize) < self.store.configured_dbs => {
-                        self.store.select(db as usize);
-                        Frame::OK
-                    }
-                    Some(_) => err("ERR DB index is out of range"),
-                    None => err(reply::NOT_INTEGER),
-                };
-            }
-            _ => {}
-        }
-        let Some(row) = crate::table::lookup(&args[0]) else {
-            return err(if is_connection_command(&name) {
-                "ERR This Redis command is not allowed from script"
-            } else {
-                "ERR Unknown Redis command called from script"
-            });
+            ScriptStep::Run(row) => row,
         };
-        let spec = &row.spec;
-        if spec.flags.has(Flags::NOSCRIPT) {
-            return err("ERR This Redis command is not allowed from script");
-        }
-        if !spec.args_ok(args.len()) {
-            return err("ERR Wrong number of args calling Redis command from script");
-        }
-        if self.read_only && spec.is_write() {
-            return err("ERR Write commands are not allowed from read-only scripts.");
-        }
         let (shard, shards) = self.store.place;
-        if shards > 1 && spec.keys(&args).any(|k| shard_for_key(k, shards) != shard) {
-            return err("ERR Script attempted to access a non local key in a cluster node");
+        if shards > 1 && !matches!(row.spec.route, crate::command::Route::Keys(_)) {
+            // DBSIZE, FLUSHALL, SCAN...: this shard would answer for every shard.
+            return err(NOT_FROM_SPREAD_SCRIPT);
+        }
+        if shards > 1
+            && row
+                .spec
+                .keys(&args)
+                .any(|k| shard_for_key(k, shards) != shard)
+        {
+            return err(NON_LOCAL_KEY);
+        }
+        if row.spec.name.starts_with("sort") {
+            // BY and GET name keys too (a client's SORT is checked where it is parsed).
+            if let Err(e) = crate::store::sort::local_patterns(&args, shards) {
+                return e;
+            }
+        }
+        if row.spec.is_write() {
+            self.written = self
+                .written
+                .saturating_add(args.iter().map(|a| a.len() + 16).sum());
+            if self.written > EFFECTS_BUDGET {
+                return err(EFFECTS_TOO_LARGE);
+            }
         }
         self.store.run_row(row, &args, self.now, None, None)
     }

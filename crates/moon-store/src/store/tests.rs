@@ -561,3 +561,22 @@ fn zadd_of_an_equal_score_changes_and_logs_nothing() {
     assert_eq!(text(&run(&mut s, T, "ZADD k CH 2 n 3 o")), ":2");
     assert_eq!(s.take_log().len(), 1);
 }
+
+/// A log holds a script's effects, never the script: replaying one that names EVAL (an old
+/// Redis AOF, a damaged file) is refused rather than run (review finding: migrate-aof ran
+/// them with the clock at 0).
+#[test]
+fn replay_refuses_scripts() {
+    let mut store = Store::default();
+    for words in [
+        &["EVAL", "return redis.call('set', 'k', 'v')", "0"][..],
+        &["EVALSHA", "0000000000000000000000000000000000000000", "0"][..],
+    ] {
+        let args: Vec<Bytes> = words.iter().map(|w| Bytes::from(w.to_string())).collect();
+        assert_eq!(
+            store.execute(&args, crate::NO_EXPIRY_CHECK),
+            Frame::StaticError(crate::run::NOT_REPLAYED)
+        );
+    }
+    assert!(store.keyspace_of(0).is_none_or(|ks| ks.is_empty()));
+}

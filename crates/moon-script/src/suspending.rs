@@ -1,0 +1,190 @@
+//! Scripts whose `redis.call`s wait: a script whose keys live on several shards runs on the
+//! coordinating shard's thread, and each command it sends to another shard is an `await`.
+//!
+//! The script runs as a Lua coroutine (mlua's async support): `redis.call` and `redis.pcall`
+//! are async Rust functions, so a call suspends the whole script until its reply comes back,
+//! and the thread serves other connections meanwhile. Lua 5.1 cannot suspend across a C
+//! function, so `pcall` is replaced by an async Rust function too (a script may wrap a
+//! `redis.call` in `pcall`); `xpcall`, `table.sort` or `string.gsub` callbacks that call
+//! `redis.call` fail with Lua's "attempt to yield across metamethod/C-call boundary".
+//!
+//! The message handler of the synchronous path cannot run here (it would be a C boundary):
+//! a `redis.call` error carries the script's line, read when the call was made; a Lua runtime
+//! error carries it in its own text (`user_script:3: ...`). A failing `return redis.call(...)`
+//! is a tail call, which leaves no frame of the script to read a line from: its error has no
+//! `script: ..., on @user_script:N.` part here.
+
+use std::rc::Rc;
+
+use mlua::{Function, Lua, MultiValue, Value, Variadic};
+use moon_proto::Frame;
+
+use crate::convert::{frame_to_lua, lua_to_frame};
+use crate::engine::{command_args, innermost, script_line, Engine, Invocation};
+use crate::host::{AsyncHost, Slot};
+
+/// A `redis.call` that failed: Redis's text and the script line it was made from.
+#[derive(Debug)]
+struct CallError {
+    text: String,
+    line: Option<usize>,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Puts the suspending `redis.call`, `redis.pcall`, `redis.setresp` and `pcall` in `engine`.
+pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
+    let lua = engine.lua();
+    for (name, raise) in [("call", true), ("pcall", false)] {
+        let slot = slot.clone();
+        let f = lua.create_async_function(move |lua, args: Variadic<Value>| {
+            let slot = slot.clone();
+            // Read now: once it waits, the script's frame is still there, but this is simpler.
+            let line = script_line(&lua);
+            let argv = command_args(&args);
+            async move {
+                let host = slot.host.borrow().clone();
+                let reply = match (argv, host) {
+                    (Err(message), _) => Frame::Error(message),
+                    (Ok(argv), Some(host)) => host.call(argv).await,
+                    (Ok(_), None) => Frame::StaticError(
+                        "ERR redis.call/pcall can only be called inside a script invocation",
+                    ),
+                };
+                if raise {
+                    if let Frame::Error(_) | Frame::StaticError(_) = reply {
+                        let text = match reply {
+                            Frame::Error(e) => e,
+                            Frame::StaticError(e) => e.to_string(),
+                            _ => String::new(),
+                        };
+                        return Err(mlua::Error::external(CallError { text, line }));
+                    }
+                }
+                frame_to_lua(&lua, &reply, slot.resp.get())
+            }
+        })?;
+        engine.redis_table().raw_set(name, f)?;
+    }
+    let resp = slot.resp.clone();
+    let setresp = lua.create_function(move |_, args: Variadic<Value>| match args.as_slice() {
+        [Value::Integer(n)] if *n == 2 || *n == 3 => {
+            resp.set(*n as u8);
+            Ok(())
+        }
+        [Value::Number(n)] if *n == 2.0 || *n == 3.0 => {
+            resp.set(*n as u8);
+            Ok(())
+        }
+        [_] => Err(mlua::Error::RuntimeError(
+            "ERR RESP version must be 2 or 3.".into(),
+        )),
+        _ => Err(mlua::Error::RuntimeError(
+            "ERR redis.setresp() requires one argument.".into(),
+        )),
+    })?;
+    engine.redis_table().raw_set("setresp", setresp)?;
+    let pcall = lua.create_async_function(|lua, (f, args): (Value, MultiValue)| async move {
+        let Value::Function(f) = f else {
+            let text = format!("attempt to call a {} value", f.type_name());
+            return Ok(failed(&lua, text));
+        };
+        match f.call_async::<MultiValue>(args).await {
+            Ok(mut values) => {
+                values.push_front(Value::Boolean(true));
+                Ok(values)
+            }
+            Err(e) => Ok(failed(&lua, error_text(&e))),
+        }
+    })?;
+    engine.globals_table().raw_set("pcall", pcall)?;
+    Ok(())
+}
+
+fn failed(lua: &Lua, text: String) -> MultiValue {
+    let text = lua.create_string(text).map_or(Value::Nil, Value::String);
+    MultiValue::from_vec(vec![Value::Boolean(false), text])
+}
+
+/// What `pcall` hands back for an error: its text (a redis error's without its line).
+fn error_text(e: &mlua::Error) -> String {
+    match innermost(e) {
+        mlua::Error::ExternalError(inner) => match inner.downcast_ref::<CallError>() {
+            Some(call) => call.text.clone(),
+            None => inner.to_string(),
+        },
+        mlua::Error::RuntimeError(m) => m
+            .split("\nstack traceback:")
+            .next()
+            .unwrap_or(m)
+            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The reply for a suspending script stopped by `e`, worded as the synchronous path words it.
+fn error_reply(e: &mlua::Error, sha: &str) -> Frame {
+    let located = |text: &str, line: Option<usize>| match line {
+        Some(line) => Frame::Error(format!("{text} script: {sha}, on @user_script:{line}.")),
+        None => Frame::Error(text.to_string()),
+    };
+    match innermost(e) {
+        mlua::Error::ExternalError(inner) => match inner.downcast_ref::<CallError>() {
+            Some(call) => located(&call.text, call.line),
+            None => Frame::Error(format!("ERR {inner}")),
+        },
+        mlua::Error::RuntimeError(m) => {
+            // Lua's own errors start `user_script:LINE:` (mlua appends a traceback: not
+            // Redis's text); Moon's Rust functions raise Redis's text (`ERR ...`) as it is.
+            let m = m.split("\nstack traceback:").next().unwrap_or(m);
+            match m.strip_prefix("user_script:") {
+                Some(rest) => {
+                    let line = rest.split(':').next().and_then(|n| n.parse::<usize>().ok());
+                    located(&format!("ERR {m}"), line)
+                }
+                None => Frame::Error(m.to_string()),
+            }
+        }
+        other => Frame::Error(format!("ERR Error running script {sha}: {other}")),
+    }
+}
+
+impl Engine {
+    /// A Lua state for suspending scripts (see the module's doc).
+    pub fn new_suspending(redis_version: &str) -> Result<Engine, String> {
+        let mut engine = Engine::new(redis_version)?;
+        let slot = Slot::default();
+        install(&engine, &slot).map_err(|e| e.to_string())?;
+        engine.set_slot(slot);
+        Ok(engine)
+    }
+
+    /// Runs a script whose `redis.call`s go to `host` and may wait (an engine made by
+    /// [`Engine::new_suspending`]; any other answers an error).
+    pub async fn run_suspending(&self, inv: &Invocation<'_>, host: Rc<dyn AsyncHost>) -> Frame {
+        let Some(slot) = self.slot().cloned() else {
+            return Frame::StaticError("ERR internal error: not a suspending Lua state");
+        };
+        if let Err(reply) = self.compile(inv.sha, inv.body) {
+            return reply;
+        }
+        let f: Function = match self.prepare(inv) {
+            Ok(f) => f,
+            Err(e) => return Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)),
+        };
+        slot.resp.set(2);
+        *slot.host.borrow_mut() = Some(host);
+        let result = f.call_async::<Value>(()).await;
+        slot.host.borrow_mut().take();
+        match result {
+            Ok(value) => lua_to_frame(&value, slot.resp.get()),
+            Err(e) => error_reply(&e, inv.sha),
+        }
+    }
+}

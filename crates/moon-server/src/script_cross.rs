@@ -1,0 +1,173 @@
+//! A script whose declared keys live on several shards: run on this connection's shard inside
+//! the transaction that holds those shards (`txn::run` took their locks in shard order, as for
+//! a cross-shard MULTI), each `redis.call` sent to its key's shard as one step of that
+//! transaction. The script waits for each reply (a suspending Lua state, `moon_script`'s
+//! `suspending.rs`); the thread serves other connections meanwhile. Each shard's effects are
+//! its part of the transaction, logged and committed as a cross-shard MULTI's are: after a
+//! crash, every shard has its part or none does.
+//!
+//! The rules are the single-shard path's (`moon_store`'s `store/script.rs`), with "this
+//! shard" read as "the script's shards": a key the script did not declare must live on one of
+//! them, and each command's keys on one shard.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_script::{AsyncHost, Engine, Invocation, ReplyFuture};
+use moon_store::command::Route;
+use moon_store::reply::err;
+use moon_store::slot::shard_for_key;
+use moon_store::{script_source, script_step, Call, ScriptStep, NON_LOCAL_KEY};
+
+use crate::session::Session;
+
+thread_local! {
+    /// Suspending Lua states of this thread, each with the registry generation it compiled
+    /// for: one per script running at once here (a suspended script keeps its own).
+    static POOL: RefCell<Vec<(Engine, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_engine() -> Result<(Engine, u64), Frame> {
+    let generation = moon_store::scripts::generation();
+    match POOL.with(|p| p.borrow_mut().pop()) {
+        Some((mut engine, g)) => {
+            if g != generation {
+                engine.flush();
+            }
+            Ok((engine, generation))
+        }
+        None => Engine::new_suspending(moon_store::REDIS_VERSION)
+            .map(|e| (e, generation))
+            .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}"))),
+    }
+}
+
+fn give_engine(engine: Engine, generation: u64) {
+    POOL.with(|p| p.borrow_mut().push((engine, generation)));
+}
+
+/// EVAL / EVALSHA / EVAL_RO / EVALSHA_RO (`name`) across shards, inside `session.tx`.
+pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
+    let Some(tx) = session.tx else {
+        return err("ERR internal error: a cross-shard script outside its transaction");
+    };
+    let source = match script_source(args, name.starts_with("evalsha"), name.ends_with("_ro")) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let shard = session.ctx.shard.clone();
+    let shards = shard.count();
+    let keys = &args[3..3 + source.numkeys];
+    let mut participants: Vec<usize> = keys.iter().map(|k| shard_for_key(k, shards)).collect();
+    participants.sort_unstable();
+    participants.dedup();
+    let host = Rc::new(TxHost {
+        shard,
+        tx,
+        db: Cell::new(session.db),
+        participants,
+        shards,
+        read_only: source.read_only,
+        databases: session.ctx.shared.config().databases as usize,
+        written: RefCell::new(vec![0; shards]),
+    });
+    let (engine, generation) = match take_engine() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    if let Err(e) = source.compile_in(&engine) {
+        give_engine(engine, generation);
+        return e;
+    }
+    let reply = engine
+        .run_suspending(
+            &Invocation {
+                sha: &source.sha,
+                body: source.text(),
+                keys,
+                args: &args[3 + source.numkeys..],
+            },
+            host,
+        )
+        .await;
+    give_engine(engine, generation);
+    reply
+}
+
+/// Where a cross-shard script's commands go: the shards of its transaction.
+struct TxHost {
+    shard: Rc<moon_shard::Shard>,
+    tx: moon_shard::Tx,
+    /// The script's database (a SELECT inside it changes it for the rest of the script).
+    db: Cell<usize>,
+    /// The shards of its declared keys: the ones the transaction holds for it.
+    participants: Vec<usize>,
+    shards: usize,
+    read_only: bool,
+    databases: usize,
+    /// Bytes of arguments of the writes sent to each shard (`moon_store::EFFECTS_BUDGET`).
+    written: RefCell<Vec<usize>>,
+}
+
+impl AsyncHost for TxHost {
+    fn call(&self, args: Vec<Bytes>) -> ReplyFuture<'_> {
+        Box::pin(async move {
+            let row = match script_step(&args, self.read_only, self.tx.now, self.databases) {
+                ScriptStep::Answer(reply) => return reply,
+                ScriptStep::Select(db) => {
+                    self.db.set(db);
+                    return Frame::OK;
+                }
+                ScriptStep::Run(row) => row,
+            };
+            if !matches!(row.spec.route, Route::Keys(_)) {
+                // DBSIZE, FLUSHALL, SCAN...: every shard's, which a script holds only some of.
+                return err(moon_store::NOT_FROM_SPREAD_SCRIPT);
+            }
+            let mut owners: Vec<usize> = row
+                .spec
+                .keys(&args)
+                .map(|k| shard_for_key(k, self.shards))
+                .collect();
+            owners.sort_unstable();
+            owners.dedup();
+            let target = match owners[..] {
+                [one] if self.participants.contains(&one) => one,
+                [] => self.participants[0],
+                [_] => return err(NON_LOCAL_KEY),
+                _ => {
+                    return err(
+                        "ERR Script attempted to access keys that do not hash to the same slot",
+                    )
+                }
+            };
+            if row.spec.name.starts_with("sort") {
+                if let Err(e) = moon_store::sort_local_patterns(&args, self.shards) {
+                    return e;
+                }
+            }
+            if row.spec.is_write() {
+                let mut written = self.written.borrow_mut();
+                let bytes: usize = args.iter().map(|a| a.len() + 16).sum();
+                written[target] = written[target].saturating_add(bytes);
+                if written[target] > moon_store::EFFECTS_BUDGET {
+                    return err(moon_store::EFFECTS_TOO_LARGE);
+                }
+            }
+            let call = Call {
+                command: row,
+                args,
+                db: self.db.get(),
+                track: None,
+                event: None,
+            };
+            self.shard
+                .run_batch_in(Some(self.tx), target, vec![call])
+                .await
+                .pop()
+                .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE))
+        })
+    }
+}
