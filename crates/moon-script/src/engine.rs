@@ -133,6 +133,7 @@ impl Engine {
                 Ok(())
             })?,
         )?;
+        crate::libs::install(&lua, &globals)?;
         let xpcall: Function = globals.get("xpcall")?;
         let error_text = lua.create_function(|lua, err: Value| {
             Ok(match err {

@@ -11,12 +11,14 @@
 //! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
 //! - `shebang.rs`: `#!lua flags=...`, the script's declared flags.
+//! - `libs.rs`: `cjson`, `cmsgpack` and `bit`, as Redis loads them.
 //! - `prelude.lua`: the sandbox (read-only globals and libraries, no I/O, no bytecode) and the
 //!   `redis` table's Lua half.
 
 mod convert;
 mod engine;
 mod host;
+mod libs;
 mod shebang;
 mod suspending;
 

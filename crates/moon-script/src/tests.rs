@@ -506,3 +506,54 @@ fn hostile_scripts_are_contained() {
         Frame::Double(10.0)
     );
 }
+
+/// cjson, cmsgpack and bit as Redis's Lua has them.
+#[test]
+fn the_libraries_scripts_depend_on_answer_as_redis_s() {
+    for (body, want) in [
+        ("return cjson.encode({1, 2, 'x'})", bulk("[1,2,\"x\"]")),
+        ("return cjson.encode({a = 0.1})", bulk("{\"a\":0.1}")),
+        ("return cjson.encode({})", bulk("{}")),
+        ("return cjson.encode('a/b\"\\n')", bulk("\"a\\/b\\\"\\n\"")),
+        ("return cjson.encode({1, nil, 3})", bulk("[1,null,3]")),
+        ("return cjson.encode(1/3)", bulk("0.33333333333333")),
+        ("return cjson.encode(cjson.null)", bulk("null")),
+        ("local t = cjson.decode('{\"a\":[1,2,{\"b\":null}]}') return {t.a[2], tostring(t.a[3].b == cjson.null)}",
+            Frame::Array(vec![Frame::Integer(2), bulk("true")])),
+        ("return cjson.decode('[1,2,3]')[3]", Frame::Integer(3)),
+        ("return cmsgpack.unpack(cmsgpack.pack({1, 'two', {x = 3}}))[3].x", Frame::Integer(3)),
+        ("local a, b, c = cmsgpack.unpack(cmsgpack.pack(1, 300, -70000)) return {a, b, c}",
+            Frame::Array(vec![Frame::Integer(1), Frame::Integer(300), Frame::Integer(-70000)])),
+        ("return cmsgpack.pack(1, 'ab', true)", Frame::Bulk(Bytes::from_static(b"\x01\xa2ab\xc3"))),
+        ("return tostring(cmsgpack.unpack(cmsgpack.pack(1.5)))", bulk("1.5")),
+        ("return bit.band(0xff, 0x0f)", Frame::Integer(15)),
+        ("return bit.bor(1, 2, 4)", Frame::Integer(7)),
+        ("return bit.bnot(0)", Frame::Integer(-1)),
+        ("return bit.lshift(1, 31)", Frame::Integer(i64::from(i32::MIN))),
+        ("return bit.rshift(-1, 28)", Frame::Integer(15)),
+        ("return bit.arshift(-256, 4)", Frame::Integer(-16)),
+        ("return bit.tohex(255)", bulk("000000ff")),
+        ("return bit.tohex(255, -2)", bulk("FF")),
+        ("return bit.tobit(2^32 + 5)", Frame::Integer(5)),
+    ] {
+        assert_eq!(eval(body), want, "{body}");
+    }
+    // Hostile input is an error, never a crash or a huge allocation.
+    for body in [
+        "return cjson.decode('[[[[')",
+        "return cjson.decode(string.rep('[', 100000))",
+        "return cmsgpack.unpack('\\221\\255\\255\\255\\255')",
+        "return cmsgpack.unpack(string.rep('\\145', 100000))",
+        "return cmsgpack.unpack('\\218\\255')",
+        "return cjson.encode({[{}] = 1})",
+        "local t = {} t[1] = t return cjson.encode(t)",
+        "return cjson.encode({[1000] = 1})",
+        "return cjson.encode(0/0)",
+        "cjson.encode = nil",
+    ] {
+        assert!(
+            matches!(eval(body), Frame::Error(_) | Frame::StaticError(_)),
+            "{body}"
+        );
+    }
+}
