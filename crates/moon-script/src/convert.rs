@@ -112,16 +112,27 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
     })
 }
 
-/// The most tables one result may hold, counted as they are converted: a table may hold the
-/// same table many times (`t.map = {t, t}`), which converted naively is exponential.
+/// The most tables and bytes one result may hold, counted as they are converted: a table may
+/// hold the same table (`t.map = {t, t}`) or the same 64 MiB string many times, which
+/// converted naively is exponential, or terabytes (review findings).
 const MAX_TABLES: usize = 1_000_000;
+const MAX_BYTES: usize = 1 << 30;
 
 const TOO_DEEP: &str = "ERR reached lua stack limit";
-const TOO_MANY: &str = "ERR reply too large: a script's result may hold 1,000,000 tables";
+const TOO_MANY: &str = "ERR reply too large: a script's result may hold 1,000,000 tables and 1 GiB";
+
+/// What is left of [`MAX_TABLES`] and [`MAX_BYTES`] while a result converts.
+struct Budget {
+    tables: usize,
+    bytes: usize,
+}
 
 /// A script's result (or a value it passed back) as a reply, for a script speaking `resp`.
 pub(crate) fn lua_to_frame(value: &Value, resp: u8) -> Frame {
-    let mut budget = MAX_TABLES;
+    let mut budget = Budget {
+        tables: MAX_TABLES,
+        bytes: MAX_BYTES,
+    };
     match to_frame(value, resp, 0, &mut budget) {
         Ok(f) => f,
         Err(text) => Frame::StaticError(text),
@@ -132,13 +143,17 @@ fn to_frame(
     value: &Value,
     resp: u8,
     depth: usize,
-    budget: &mut usize,
+    budget: &mut Budget,
 ) -> Result<Frame, &'static str> {
     if depth > MAX_DEPTH {
         return Err(TOO_DEEP);
     }
     Ok(match value {
-        Value::String(s) => Frame::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
+        Value::String(s) => {
+            let b = s.as_bytes();
+            budget.bytes = budget.bytes.checked_sub(b.len()).ok_or(TOO_MANY)?;
+            Frame::Bulk(Bytes::copy_from_slice(&b))
+        }
         Value::Boolean(b) => {
             if resp == 3 {
                 Frame::Bool(*b)
@@ -151,7 +166,7 @@ fn to_frame(
         Value::Number(n) => Frame::Integer(number_to_i64(*n)),
         Value::Integer(n) => Frame::Integer(*n),
         Value::Table(t) => {
-            *budget = budget.checked_sub(1).ok_or(TOO_MANY)?;
+            budget.tables = budget.tables.checked_sub(1).ok_or(TOO_MANY)?;
             table_to_frame(t, resp, depth, budget)?
         }
         _ => Frame::Null,
@@ -175,12 +190,12 @@ fn table_to_frame(
     t: &Table,
     resp: u8,
     depth: usize,
-    budget: &mut usize,
+    budget: &mut Budget,
 ) -> Result<Frame, &'static str> {
     if let Value::String(e) = field(t, "err") {
-        return Ok(Frame::Error(
-            String::from_utf8_lossy(&e.as_bytes()).into_owned(),
-        ));
+        return Ok(crate::engine::error_frame(&String::from_utf8_lossy(
+            &e.as_bytes(),
+        )));
     }
     if let Value::String(ok) = field(t, "ok") {
         // A status is one line: its line breaks become spaces, as in Redis.

@@ -341,7 +341,7 @@ fn error_reply(err: &Value, sha: &str) -> Frame {
             Value::Error(e) => lua_message(e),
             _ => "execution failure".to_string(),
         };
-        return Frame::Error(format!("ERR Error running script {sha}, {text}"));
+        return error_frame(&format!("ERR Error running script {sha}, {text}"));
     };
     let text = match t.raw_get::<Value>("err") {
         Ok(Value::String(s)) => s.to_string_lossy(),
@@ -351,9 +351,9 @@ fn error_reply(err: &Value, sha: &str) -> Frame {
     let line = t.raw_get::<Option<i64>>("line").ok().flatten();
     match (source, line) {
         (Some(source), Some(line)) => {
-            Frame::Error(format!("{text} script: {sha}, on {source}:{line}."))
+            error_frame(&format!("{text} script: {sha}, on {source}:{line}."))
         }
-        _ => Frame::Error(text),
+        _ => error_frame(&text),
     }
 }
 
@@ -427,17 +427,30 @@ pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
     script_frame(lua).and_then(|(_, line)| line)
 }
 
-/// An error raised from Rust: its text is already Redis's (`ERR ...`), which the message
-/// handler keeps as it is.
+/// The mark of an error whose text is already Redis's (raised by Moon's Rust functions, or a
+/// script's `error({err = ...})` on several shards): kept as it is, without `ERR` before it.
+pub(crate) const RAISED: &str = "\u{1}moon\u{1}";
+
+/// An error raised from Rust: its text is already Redis's (`ERR ...`).
 fn raise(_lua: &Lua, text: &str) -> mlua::Error {
-    mlua::Error::RuntimeError(text.to_string())
+    mlua::Error::RuntimeError(format!("{RAISED}{text}"))
+}
+
+/// An error reply of a script's: one line (a CR or LF in it would end the reply early and
+/// put whatever follows into the client's stream as another reply), as Redis makes it.
+pub(crate) fn error_frame(text: &str) -> Frame {
+    Frame::Error(
+        text.chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect(),
+    )
 }
 
 /// The Redis text of an error raised by a Rust function: a `RuntimeError`'s text is already
 /// Redis's; anything else (a bad argument mlua caught) gets `ERR`.
 fn error_text(e: &mlua::Error) -> String {
     match innermost(e) {
-        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::RuntimeError(m) => m.strip_prefix(RAISED).unwrap_or(m).to_string(),
         e => format!("ERR {}", lua_message(e)),
     }
 }

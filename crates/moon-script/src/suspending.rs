@@ -20,7 +20,9 @@ use mlua::{Function, Lua, MultiValue, Value, Variadic};
 use moon_proto::Frame;
 
 use crate::convert::{frame_to_lua, lua_to_frame};
-use crate::engine::{command_args, innermost, script_line, Engine, Invocation};
+use crate::engine::{
+    command_args, error_frame, innermost, script_line, Engine, Invocation, RAISED,
+};
 use crate::host::{AsyncHost, Slot};
 
 /// A `redis.call` that failed: Redis's text and the script line it was made from.
@@ -49,6 +51,10 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
             let line = script_line(&lua);
             let argv = command_args(&args);
             async move {
+                // Suspend once before anything is sent: where Lua cannot suspend (inside
+                // xpcall, a metamethod, a table.sort or gsub callback) the call fails here,
+                // before its command ran (review finding: it ran, then failed on the wait).
+                YieldOnce(false).await;
                 let host = slot.host.borrow().clone();
                 let reply = match (argv, host) {
                     (Err(message), _) => Frame::Error(message),
@@ -104,12 +110,67 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
         }
     })?;
     engine.globals_table().raw_set("pcall", pcall)?;
+    // error({err = ...}): mlua would turn the table into "table: 0x..."; its text goes as a
+    // marked string instead, replied as it is (Redis replies a table error's `err`).
+    let error: Function = lua
+        .load(ERROR_WRAPPER)
+        .set_name("=moon")
+        .call((engine.globals_table().raw_get::<Function>("error")?, RAISED))?;
+    engine.globals_table().raw_set("error", error)?;
+    // A script's own coroutines would catch mlua's suspension marker (and could then leave
+    // the script suspended for ever, holding its shards): none here.
+    engine.globals_table().raw_set("coroutine", Value::Nil)?;
     Ok(())
+}
+
+const ERROR_WRAPPER: &str = r#"
+local raw_error, mark = ...
+local type = type
+return function(v, level)
+    if type(v) == "table" and type(v.err) == "string" then
+        raw_error(mark .. v.err, 0)
+    end
+    if level == nil then
+        level = 1
+    end
+    if type(level) == "number" and level > 0 then
+        level = level + 1
+    end
+    raw_error(v, level)
+end
+"#;
+
+/// A future that is pending once (waking itself), then ready: one suspension of the script.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 fn failed(lua: &Lua, text: String) -> MultiValue {
     let text = lua.create_string(text).map_or(Value::Nil, Value::String);
     MultiValue::from_vec(vec![Value::Boolean(false), text])
+}
+
+/// A Lua error's own text: mlua's traceback dropped, Moon's mark taken off.
+fn lua_text(m: &str) -> (&str, bool) {
+    let m = m.split("\nstack traceback:").next().unwrap_or(m);
+    match m.strip_prefix(RAISED) {
+        Some(redis_text) => (redis_text, true),
+        None => (m, false),
+    }
 }
 
 /// What `pcall` hands back for an error: its text (a redis error's without its line).
@@ -119,11 +180,7 @@ fn error_text(e: &mlua::Error) -> String {
             Some(call) => call.text.clone(),
             None => inner.to_string(),
         },
-        mlua::Error::RuntimeError(m) => m
-            .split("\nstack traceback:")
-            .next()
-            .unwrap_or(m)
-            .to_string(),
+        mlua::Error::RuntimeError(m) => lua_text(m).0.to_string(),
         other => other.to_string(),
     }
 }
@@ -131,27 +188,28 @@ fn error_text(e: &mlua::Error) -> String {
 /// The reply for a suspending script stopped by `e`, worded as the synchronous path words it.
 fn error_reply(e: &mlua::Error, sha: &str) -> Frame {
     let located = |text: &str, line: Option<usize>| match line {
-        Some(line) => Frame::Error(format!("{text} script: {sha}, on @user_script:{line}.")),
-        None => Frame::Error(text.to_string()),
+        Some(line) => error_frame(&format!("{text} script: {sha}, on @user_script:{line}.")),
+        None => error_frame(text),
     };
     match innermost(e) {
         mlua::Error::ExternalError(inner) => match inner.downcast_ref::<CallError>() {
             Some(call) => located(&call.text, call.line),
-            None => Frame::Error(format!("ERR {inner}")),
+            None => error_frame(&format!("ERR {inner}")),
         },
         mlua::Error::RuntimeError(m) => {
-            // Lua's own errors start `user_script:LINE:` (mlua appends a traceback: not
-            // Redis's text); Moon's Rust functions raise Redis's text (`ERR ...`) as it is.
-            let m = m.split("\nstack traceback:").next().unwrap_or(m);
-            match m.strip_prefix("user_script:") {
-                Some(rest) => {
-                    let line = rest.split(':').next().and_then(|n| n.parse::<usize>().ok());
-                    located(&format!("ERR {m}"), line)
-                }
-                None => Frame::Error(m.to_string()),
+            let (text, redis_text) = lua_text(m);
+            if redis_text {
+                return error_frame(text);
             }
+            // Lua's own errors start `user_script:LINE:`; any other text gets `ERR`, as the
+            // synchronous path's message handler gives it.
+            let line = text
+                .strip_prefix("user_script:")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            located(&format!("ERR {text}"), line)
         }
-        other => Frame::Error(format!("ERR Error running script {sha}: {other}")),
+        other => error_frame(&format!("ERR Error running script {sha}: {other}")),
     }
 }
 

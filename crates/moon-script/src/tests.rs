@@ -557,3 +557,61 @@ fn the_libraries_scripts_depend_on_answer_as_redis_s() {
         );
     }
 }
+
+/// Review findings on suspending runs and replies.
+#[test]
+fn suspending_runs_fail_before_a_command_they_cannot_wait_for() {
+    let engine = Engine::new_suspending("7.2.0").expect("engine");
+    let host = std::rc::Rc::new(Waiting(Default::default()));
+    // redis.call where Lua cannot suspend (inside xpcall): an error, and the command was not
+    // sent (it used to run, then fail on the wait).
+    let e = run_suspending(
+        &engine,
+        &host,
+        "return xpcall(function() return redis.call('set', 'k', 'v') end, function(e) return e end)",
+    );
+    assert_eq!(host.0.borrow().calls.len(), 0, "{e:?}");
+    // error({err = ...}) replies its text, as on one shard; a plain string gets ERR.
+    assert_eq!(
+        error_text(run_suspending(&engine, &host, "error({err = 'MYERR bad'})")),
+        "MYERR bad"
+    );
+    assert_eq!(
+        error_text(run_suspending(
+            &engine,
+            &host,
+            "error(redis.error_reply('CODE text'))"
+        )),
+        "CODE text"
+    );
+    assert_eq!(
+        error_text(run_suspending(&engine, &host, "error('plain', 0)")),
+        "ERR plain"
+    );
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            "local ok, e = pcall(error, {err = 'E x'}) return e"
+        ),
+        bulk("E x")
+    );
+    // No coroutines here: they would catch the suspension itself.
+    assert!(error_text(run_suspending(
+        &engine,
+        &host,
+        "return coroutine.create(print)"
+    ))
+    .contains("nonexistent global"));
+}
+
+#[test]
+fn replies_stay_one_line_and_bounded() {
+    assert_eq!(error_text(eval("return {err = 'a\\r\\n+OK'}")), "a  +OK");
+    assert!(error_text(eval("error({err = 'b\\nc'})")).starts_with("b c script: "));
+    // The same 16 MiB string a hundred times is 1.6 GiB of reply: refused.
+    let e = error_text(eval(
+        "local s = string.rep('x', 2^24) local t = {} for i = 1, 100 do t[i] = s end return t",
+    ));
+    assert!(e.contains("reply too large"), "{e}");
+}

@@ -148,6 +148,19 @@ impl AsyncHost for TxHost {
                     return e;
                 }
             }
+            if row.spec.may_grow_memory() {
+                // Inside the transaction nothing is evicted (deletions logged outside its part
+                // would replay before its writes): a write over maxmemory is refused instead
+                // (review finding: a script looped past the limit).
+                let over = self
+                    .shard
+                    .call_on(target, |s| s.store_in_tx().over_memory_limit())
+                    .await
+                    .unwrap_or(false);
+                if over {
+                    return err(moon_store::reply::OOM);
+                }
+            }
             if row.spec.is_write() {
                 let mut written = self.written.borrow_mut();
                 let bytes: usize = args.iter().map(|a| a.len() + 16).sum();

@@ -560,3 +560,37 @@ fn a_lock_and_a_rate_limiter_work_as_libraries_use_them() {
     assert_eq!(ask(&mut c, 102), (1, 1), "two seconds refilled two tokens");
     assert_eq!(cmd::<i64>(&mut c, &["TTL", keys[0]]), 6);
 }
+
+/// A script across shards cannot write past maxmemory (review finding: inside its
+/// transaction nothing was checked after the first room was made).
+#[test]
+fn a_script_across_shards_stops_at_maxmemory() {
+    let s = MoonServer::start(
+        2,
+        &["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"],
+    );
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let fill = "for i = 1, 2000 do \
+                  redis.call('set', KEYS[1] .. ':' .. i, string.rep('x', 10000)) \
+                  redis.call('set', KEYS[2] .. ':' .. i, string.rep('x', 10000)) \
+                end return 1";
+    let e = expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            fill,
+            "2",
+            &format!("{{{}}}", k[0]),
+            &format!("{{{}}}", k[1]),
+        ],
+    );
+    assert!(e.starts_with("OOM command not allowed"), "{e}");
+    let info: String = cmd(&mut c, &["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    assert!(used < 6 << 20, "{used} bytes used under a 4 MiB limit");
+}

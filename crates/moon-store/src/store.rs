@@ -459,6 +459,12 @@ impl Store {
         self.touch_dbs(&[]);
     }
 
+    /// Whether the keyspace holds more than its `maxmemory` share (no eviction: a check for a
+    /// write inside a transaction, where evicting would log deletions outside its part).
+    pub fn over_memory_limit(&self) -> bool {
+        self.memory_limit.max != 0 && self.used_memory() > self.memory_limit.max
+    }
+
     pub fn stats(&self) -> StoreStats {
         let all = || (0..self.dbs.len()).filter_map(|d| self.keyspace_of(d));
         StoreStats {
