@@ -193,9 +193,7 @@ fn table_to_frame(
     budget: &mut Budget,
 ) -> Result<Frame, &'static str> {
     if let Value::String(e) = field(t, "err") {
-        return Ok(crate::engine::error_frame(&String::from_utf8_lossy(
-            &e.as_bytes(),
-        )));
+        return Ok(error_frame(&String::from_utf8_lossy(&e.as_bytes())));
     }
     if let Value::String(ok) = field(t, "ok") {
         // A status is one line: its line breaks become spaces, as in Redis.
@@ -244,4 +242,14 @@ fn table_to_frame(
         items.push(to_frame(&v, resp, depth + 1, budget)?);
     }
     Ok(Frame::Array(items))
+}
+
+/// An error reply of a script's: one line (a CR or LF in it would end the reply early and
+/// put whatever follows into the client's stream as another reply), as Redis makes it.
+pub(crate) fn error_frame(text: &str) -> Frame {
+    Frame::Error(
+        text.chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect(),
+    )
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic};
 use moon_proto::Frame;
 
-use crate::convert::{frame_to_lua, lua_to_frame};
+use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
 use crate::host::{Host, Slot};
 
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -434,16 +434,6 @@ pub(crate) const RAISED: &str = "\u{1}moon\u{1}";
 /// An error raised from Rust: its text is already Redis's (`ERR ...`).
 fn raise(_lua: &Lua, text: &str) -> mlua::Error {
     mlua::Error::RuntimeError(format!("{RAISED}{text}"))
-}
-
-/// An error reply of a script's: one line (a CR or LF in it would end the reply early and
-/// put whatever follows into the client's stream as another reply), as Redis makes it.
-pub(crate) fn error_frame(text: &str) -> Frame {
-    Frame::Error(
-        text.chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect(),
-    )
 }
 
 /// The Redis text of an error raised by a Rust function: a `RuntimeError`'s text is already

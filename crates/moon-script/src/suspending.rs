@@ -19,10 +19,8 @@ use std::rc::Rc;
 use mlua::{Function, Lua, MultiValue, Value, Variadic};
 use moon_proto::Frame;
 
-use crate::convert::{frame_to_lua, lua_to_frame};
-use crate::engine::{
-    command_args, error_frame, innermost, script_line, Engine, Invocation, RAISED,
-};
+use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
+use crate::engine::{command_args, innermost, script_line, Engine, Invocation, RAISED};
 use crate::host::{AsyncHost, Slot};
 
 /// A `redis.call` that failed: Redis's text and the script line it was made from.
