@@ -38,6 +38,8 @@ pub struct Engine {
     redis: Table,
     /// Compiled scripts by SHA1.
     compiled: Table,
+    /// The libraries loaded here (FUNCTION LOAD): library name → function name → function.
+    libraries: Table,
     xpcall: Function,
     handler: Function,
     /// The state of `math.random`, reset before every run: a script's random numbers are the
@@ -153,6 +155,7 @@ impl Engine {
         let handler = lua.create_function(|lua, err: Value| locate_error(lua, err))?;
         Ok(Engine {
             compiled: lua.create_table()?,
+            libraries: lua.create_table()?,
             lua,
             globals,
             redis,
@@ -165,6 +168,18 @@ impl Engine {
 
     pub(crate) fn lua(&self) -> &Lua {
         &self.lua
+    }
+
+    pub(crate) fn libraries(&self) -> &Table {
+        &self.libraries
+    }
+
+    /// What every run starts from: `math.random`'s seed, and the collector running (an
+    /// earlier script's `collectgarbage('stop')` or odd settings do not outlive it).
+    pub(crate) fn reset_run_state(&self) {
+        self.seed.set(SEED);
+        self.lua.gc_restart();
+        self.lua.gc_inc(200, 200, 0);
     }
 
     pub(crate) fn redis_table(&self) -> &Table {
@@ -196,10 +211,7 @@ impl Engine {
         };
         self.globals.raw_set("KEYS", strings(inv.keys)?)?;
         self.globals.raw_set("ARGV", strings(inv.args)?)?;
-        self.seed.set(SEED);
-        // An earlier script's collectgarbage('stop') or odd settings do not outlive it.
-        self.lua.gc_restart();
-        self.lua.gc_inc(200, 200, 0);
+        self.reset_run_state();
         Ok(f)
     }
 
@@ -250,14 +262,23 @@ impl Engine {
         if let Err(reply) = self.compile(inv.sha, inv.body) {
             return reply;
         }
-        match self.run_compiled(inv, host) {
+        let run = self
+            .prepare(inv)
+            .and_then(|f| self.call_with_host(f, inv.sha, host));
+        match run {
             Ok(reply) => reply,
             Err(e) => Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)),
         }
     }
 
-    fn run_compiled(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> mlua::Result<Frame> {
-        let f = self.prepare(inv)?;
+    /// Calls `f` (a script, or a function bound to its keys and arguments) with `host` behind
+    /// its `redis.call`s; `name` names it in error replies.
+    pub(crate) fn call_with_host(
+        &self,
+        f: Function,
+        name: &str,
+        host: &mut dyn Host,
+    ) -> mlua::Result<Frame> {
         let lua = &self.lua;
         let resp = Cell::new(2u8);
         let host = std::cell::RefCell::new(host);
@@ -311,7 +332,7 @@ impl Engine {
         if ok {
             return Ok(lua_to_frame(&value, resp.get()));
         }
-        Ok(error_reply(&value, inv.sha))
+        Ok(error_reply(&value, name))
     }
 }
 
@@ -438,7 +459,7 @@ fn raise(_lua: &Lua, text: &str) -> mlua::Error {
 
 /// The Redis text of an error raised by a Rust function: a `RuntimeError`'s text is already
 /// Redis's; anything else (a bad argument mlua caught) gets `ERR`.
-fn error_text(e: &mlua::Error) -> String {
+pub(crate) fn error_text(e: &mlua::Error) -> String {
     match innermost(e) {
         mlua::Error::RuntimeError(m) => m.strip_prefix(RAISED).unwrap_or(m).to_string(),
         e => format!("ERR {}", lua_message(e)),
@@ -453,7 +474,7 @@ pub(crate) fn innermost(e: &mlua::Error) -> &mlua::Error {
 }
 
 /// Lua's own message in an mlua error (a syntax error's text, a runtime error's string).
-fn lua_message(e: &mlua::Error) -> String {
+pub(crate) fn lua_message(e: &mlua::Error) -> String {
     match e {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::RuntimeError(m) => m.clone(),

@@ -9,6 +9,7 @@
 //!
 //! - `engine.rs`: a Lua state, its compiled scripts by SHA1, one run.
 //! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
+//! - `functions.rs`: Redis 7 function libraries (FUNCTION LOAD, FCALL) in a state.
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
 //! - `shebang.rs`: `#!lua flags=...`, the script's declared flags.
 //! - `libs.rs`: `cjson`, `cmsgpack` and `bit`, as Redis loads them.
@@ -17,12 +18,14 @@
 
 mod convert;
 mod engine;
+mod functions;
 mod host;
 mod libs;
 mod shebang;
 mod suspending;
 
 pub use engine::{sha1_hex, Engine, Invocation};
+pub use functions::{library_name, FunctionInfo, LibraryInfo};
 pub use host::{AsyncHost, Host, ReplyFuture};
 pub use shebang::{parse_shebang, ScriptFlags};
 

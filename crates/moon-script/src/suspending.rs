@@ -212,6 +212,34 @@ fn error_reply(e: &mlua::Error, sha: &str) -> Frame {
 }
 
 impl Engine {
+    /// FCALL of function `name` in a suspending state (see [`Engine::run_suspending`]).
+    pub async fn run_function_suspending(
+        &self,
+        name: &str,
+        keys: &[bytes::Bytes],
+        args: &[bytes::Bytes],
+        host: Rc<dyn AsyncHost>,
+    ) -> Frame {
+        let Some(slot) = self.slot().cloned() else {
+            return Frame::StaticError("ERR internal error: not a suspending Lua state");
+        };
+        let Some(f) = self.function(name) else {
+            return Frame::StaticError("ERR Function not found");
+        };
+        let f = match self.bound(f, keys, args) {
+            Ok(f) => f,
+            Err(e) => return error_frame(&format!("ERR Error running function {name}: {e}")),
+        };
+        slot.resp.set(2);
+        *slot.host.borrow_mut() = Some(host);
+        let result = f.call_async::<Value>(()).await;
+        slot.host.borrow_mut().take();
+        match result {
+            Ok(value) => lua_to_frame(&value, slot.resp.get()),
+            Err(e) => error_reply(&e, name),
+        }
+    }
+
     /// A Lua state for suspending scripts (see the module's doc).
     pub fn new_suspending(redis_version: &str) -> Result<Engine, String> {
         let mut engine = Engine::new(redis_version)?;

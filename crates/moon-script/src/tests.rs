@@ -615,3 +615,61 @@ fn replies_stay_one_line_and_bounded() {
     ));
     assert!(e.contains("reply too large"), "{e}");
 }
+
+/// Function libraries: loaded once, called by name with their keys and arguments.
+#[test]
+fn libraries_register_functions_that_fcall_runs() {
+    let engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let code = "#!lua name=mylib\n\
+                local function helper(k) return redis.call('incr', k) end\n\
+                redis.register_function('bump', function(keys, args) return {helper(keys[1]), args[1]} end)\n\
+                redis.register_function{function_name = 'peek', callback = function(keys) return redis.call('get', keys[1]) end, flags = {'no-writes'}, description = 'reads'}";
+    let info = engine.load_library(code.as_bytes()).expect("loads");
+    assert_eq!(info.name, "mylib");
+    assert_eq!(info.functions.len(), 2);
+    assert!(info.functions[1].no_writes());
+    assert_eq!(info.functions[1].description.as_deref(), Some("reads"));
+    let b = |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
+    assert_eq!(
+        engine.run_function("bump", &b(&["n"]), &b(&["x"]), &mut host),
+        Frame::Array(vec![Frame::Integer(1), bulk("x")])
+    );
+    assert_eq!(
+        engine.run_function("peek", &b(&["n"]), &[], &mut host),
+        bulk("1")
+    );
+    assert_eq!(
+        error_text(engine.run_function("nope", &[], &[], &mut host)),
+        "ERR Function not found"
+    );
+    host.data.insert(b"s".to_vec(), b"text".to_vec());
+    let e = error_text(engine.run_function("bump", &b(&["s"]), &[], &mut host));
+    assert!(
+        e.starts_with(
+            "ERR value is not an integer or out of range script: bump, on @user_function:2."
+        ),
+        "{e}"
+    );
+    for (code, want) in [
+        ("redis.register_function('f', function() end)", "ERR Missing library metadata"),
+        ("#!lua\nredis.register_function('f', function() end)", "ERR Library name was not given"),
+        ("#!lua name=a-b\n", "ERR Library names can only contain"),
+        ("#!lua name=x foo=bar\n", "ERR Invalid metadata value given: foo=bar"),
+        ("#!python name=x\n", "ERR Engine 'python' not found"),
+        ("#!lua name=x\nreturn 1", "ERR No functions registered"),
+        ("#!lua name=x\nreturn +", "ERR Error compiling function: user_function:2:"),
+        ("#!lua name=x\nredis.register_function('f-g', function() end)", "ERR Error registering functions: ERR Function names can only contain"),
+        ("#!lua name=x\nredis.register_function('f', function() end) redis.register_function('f', function() end)", "ERR Error registering functions: ERR Function already exists in the library"),
+        ("#!lua name=x\nredis.register_function{function_name='f', callback=function() end, flags={'fly'}}", "ERR Error registering functions: ERR unknown flag given"),
+        ("#!lua name=x\nredis.call('set', 'k', 'v')", "ERR Error registering functions:"),
+    ] {
+        let e = error_text(engine.load_library(code.as_bytes()).map(|_| Frame::OK).unwrap_or_else(|e| e));
+        assert!(e.starts_with(want), "{code}: {e}");
+    }
+    engine.clear_functions();
+    assert_eq!(
+        error_text(engine.run_function("bump", &[], &[], &mut host)),
+        "ERR Function not found"
+    );
+}

@@ -110,6 +110,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     // Transactions: queueing, then the EXEC coordinator (`txn`).
     // Scripting (EVAL and EVALSHA are keyspace commands: `moon_store`'s store/script.rs)
     command!(Scripting: "script", -2, UNSCRIPTED, HERE, Run::Inline(crate::script_cmd::script)),
+    command!(Scripting: "function", -2, UNSCRIPTED, HERE, Run::Inline(crate::function_cmd::function)),
     command!(Transactions: "multi", 1, TXN, HERE, Run::Transaction(TxControl::Multi)),
     command!(Transactions: "exec", 1, TXN_SKIP, HERE, Run::Transaction(TxControl::Exec)),
     command!(Transactions: "discard", 1, TXN, HERE, Run::Transaction(TxControl::Discard)),

@@ -76,7 +76,7 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         return form.shape.apply(reply);
     }
     match spec.name {
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
             crate::script_cross::run(session, spec.name, args).await
         }
         "rename" | "renamenx" => {

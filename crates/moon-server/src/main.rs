@@ -17,6 +17,7 @@ mod connection;
 mod cross;
 mod debug;
 mod dispatch;
+mod function_cmd;
 mod info;
 mod keyspace_walk;
 mod persistence;

@@ -24,42 +24,68 @@ use moon_store::{script_source, script_step, Call, ScriptStep, NON_LOCAL_KEY};
 use crate::session::Session;
 
 thread_local! {
-    /// Suspending Lua states of this thread, each with the registry generation it compiled
-    /// for: one per script running at once here (a suspended script keeps its own).
-    static POOL: RefCell<Vec<(Engine, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Suspending Lua states of this thread, each with the script registry generation it
+    /// compiled for and the function libraries' generation it loaded: one per script running
+    /// at once here (a suspended script keeps its own).
+    static POOL: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_engine() -> Result<(Engine, u64), Frame> {
+struct Pooled {
+    engine: Engine,
+    scripts: u64,
+    functions: u64,
+}
+
+fn take_engine() -> Result<Pooled, Frame> {
     let generation = moon_store::scripts::generation();
-    match POOL.with(|p| p.borrow_mut().pop()) {
-        Some((mut engine, g)) => {
-            if g != generation {
-                engine.flush();
+    let mut pooled = match POOL.with(|p| p.borrow_mut().pop()) {
+        Some(mut p) => {
+            if p.scripts != generation {
+                p.engine.flush();
+                p.scripts = generation;
             }
-            Ok((engine, generation))
+            p
         }
-        None => Engine::new_suspending(moon_store::REDIS_VERSION)
-            .map(|e| (e, generation))
-            .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}"))),
-    }
+        None => Pooled {
+            engine: Engine::new_suspending(moon_store::REDIS_VERSION)
+                .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?,
+            scripts: generation,
+            functions: u64::MAX,
+        },
+    };
+    moon_store::functions::sync(&pooled.engine, &mut pooled.functions);
+    Ok(pooled)
 }
 
-fn give_engine(engine: Engine, generation: u64) {
-    POOL.with(|p| p.borrow_mut().push((engine, generation)));
+fn give_engine(pooled: Pooled) {
+    POOL.with(|p| p.borrow_mut().push(pooled));
 }
 
-/// EVAL / EVALSHA / EVAL_RO / EVALSHA_RO (`name`) across shards, inside `session.tx`.
+/// EVAL / EVALSHA / EVAL_RO / EVALSHA_RO / FCALL / FCALL_RO (`name`) across shards, inside
+/// `session.tx`.
 pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
     let Some(tx) = session.tx else {
         return err("ERR internal error: a cross-shard script outside its transaction");
     };
-    let source = match script_source(args, name.starts_with("evalsha"), name.ends_with("_ro")) {
-        Ok(s) => s,
-        Err(e) => return e,
+    let function = name.starts_with("fcall");
+    let (source, numkeys, read_only) = if function {
+        match moon_store::fcall_check(args, name.ends_with("_ro")) {
+            Ok((n, ro)) => (None, n, ro),
+            Err(e) => return e,
+        }
+    } else {
+        match script_source(args, name.starts_with("evalsha"), name.ends_with("_ro")) {
+            Ok(s) => {
+                let (n, ro) = (s.numkeys, s.read_only);
+                (Some(s), n, ro)
+            }
+            Err(e) => return e,
+        }
     };
     let shard = session.ctx.shard.clone();
     let shards = shard.count();
-    let keys = &args[3..3 + source.numkeys];
+    let keys = &args[3..3 + numkeys];
+    let argv = &args[3 + numkeys..];
     let mut participants: Vec<usize> = keys.iter().map(|k| shard_for_key(k, shards)).collect();
     participants.sort_unstable();
     participants.dedup();
@@ -69,30 +95,41 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
         db: Cell::new(session.db),
         participants,
         shards,
-        read_only: source.read_only,
+        read_only,
         databases: session.ctx.shared.config().databases as usize,
         written: RefCell::new(vec![0; shards]),
     });
-    let (engine, generation) = match take_engine() {
+    let pooled = match take_engine() {
         Ok(e) => e,
         Err(e) => return e,
     };
-    if let Err(e) = source.compile_in(&engine) {
-        give_engine(engine, generation);
-        return e;
-    }
-    let reply = engine
-        .run_suspending(
-            &Invocation {
-                sha: &source.sha,
-                body: source.text(),
-                keys,
-                args: &args[3 + source.numkeys..],
-            },
-            host,
-        )
-        .await;
-    give_engine(engine, generation);
+    let reply = match &source {
+        None => {
+            let fname = String::from_utf8_lossy(&args[1]).into_owned();
+            pooled
+                .engine
+                .run_function_suspending(&fname, keys, argv, host)
+                .await
+        }
+        Some(source) => match source.compile_in(&pooled.engine) {
+            Err(e) => e,
+            Ok(()) => {
+                pooled
+                    .engine
+                    .run_suspending(
+                        &Invocation {
+                            sha: &source.sha,
+                            body: source.text(),
+                            keys,
+                            args: argv,
+                        },
+                        host,
+                    )
+                    .await
+            }
+        },
+    };
+    give_engine(pooled);
     reply
 }
 

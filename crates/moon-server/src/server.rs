@@ -114,6 +114,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     } else {
         None
     };
+    // Function libraries (FUNCTION LOAD) before any client can FCALL them.
+    if data_dir.is_some() {
+        let loaded = crate::function_cmd::restore_at_startup(&config.dir)?;
+        if loaded > 0 {
+            tracing::info!(
+                "{loaded} function libraries loaded from {}",
+                crate::function_cmd::FILE
+            );
+        }
+    }
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
         config_version: AtomicU64::new(0),

@@ -594,3 +594,110 @@ fn a_script_across_shards_stops_at_maxmemory() {
         .expect("used_memory");
     assert!(used < 6 << 20, "{used} bytes used under a 4 MiB limit");
 }
+
+const LIBRARY: &str = "#!lua name=bank\n\
+    redis.register_function('transfer', function(keys, args)\n\
+        redis.call('decrby', keys[1], args[1])\n\
+        return redis.call('incrby', keys[2], args[1])\n\
+    end)\n\
+    redis.register_function{function_name = 'balance', callback = function(keys) return redis.call('get', keys[1]) end, flags = {'no-writes'}, description = 'reads one'}";
+
+/// FUNCTION LOAD / FCALL / FCALL_RO / LIST / DELETE / FLUSH with a real client, keys on one
+/// shard and on two; libraries survive SIGKILL (they are in functions.moon, fsynced before
+/// the reply), and a damaged file stops the server with the file named.
+#[test]
+fn functions_load_call_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = MoonServer::start_in(dir.path(), 2, &[]).expect("start");
+    let mut c = s.client();
+    assert_eq!(
+        cmd::<String>(&mut c, &["FUNCTION", "LOAD", LIBRARY]),
+        "bank"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["FUNCTION", "LOAD", LIBRARY]),
+        "ERR Library 'bank' already exists"
+    );
+    assert_eq!(
+        cmd::<String>(&mut c, &["FUNCTION", "LOAD", "REPLACE", LIBRARY]),
+        "bank"
+    );
+    assert_eq!(
+        expect_err(
+            &mut c,
+            &[
+                "FUNCTION",
+                "LOAD",
+                "#!lua name=other\nredis.register_function('balance', function() return 1 end)"
+            ]
+        ),
+        "ERR Function balance already exists"
+    );
+    let k = keys_on_different_shards(2);
+    cmd::<()>(&mut c, &["MSET", &k[0], "100", &k[1], "0"]);
+    // Across shards, and on one (hash tags).
+    assert_eq!(
+        cmd::<i64>(&mut c, &["FCALL", "transfer", "2", &k[0], &k[1], "30"]),
+        30
+    );
+    cmd::<()>(&mut c, &["MSET", "{u}a", "5", "{u}b", "0"]);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["FCALL", "transfer", "2", "{u}a", "{u}b", "5"]),
+        5
+    );
+    assert_eq!(
+        cmd::<String>(&mut c, &["FCALL_RO", "balance", "1", &k[0]]),
+        "70"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["FCALL_RO", "transfer", "2", &k[0], &k[1], "1"]),
+        "ERR Can not execute a script with write flag using *_ro command."
+    );
+    assert_eq!(
+        expect_err(&mut c, &["FCALL", "nope", "0"]),
+        "ERR Function not found"
+    );
+    let list: redis::Value = cmd(&mut c, &["FUNCTION", "LIST", "WITHCODE"]);
+    let text = format!("{list:?}");
+    assert!(
+        text.contains("bank") && text.contains("transfer") && text.contains("no-writes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reads one") && text.contains("register_function"),
+        "{text}"
+    );
+
+    s.kill();
+    let mut s = MoonServer::start_in(dir.path(), 2, &[]).expect("restart");
+    let mut c = s.client();
+    assert_eq!(
+        cmd::<i64>(&mut c, &["FCALL", "transfer", "2", &k[0], &k[1], "10"]),
+        40
+    );
+    assert_eq!(cmd::<String>(&mut c, &["FUNCTION", "DELETE", "bank"]), "OK");
+    assert_eq!(
+        expect_err(&mut c, &["FUNCTION", "DELETE", "bank"]),
+        "ERR Library not found"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["FCALL", "transfer", "0"]),
+        "ERR Function not found"
+    );
+    cmd::<String>(&mut c, &["FUNCTION", "LOAD", LIBRARY]);
+    assert_eq!(cmd::<String>(&mut c, &["FUNCTION", "FLUSH"]), "OK");
+    cmd::<String>(&mut c, &["FUNCTION", "LOAD", LIBRARY]);
+    s.kill();
+    // A damaged file: the server refuses to start and names it.
+    let path = dir.path().join("functions.moon");
+    let mut bytes = std::fs::read(&path).expect("functions.moon");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    let (code, out) = common::run_expecting_exit(dir.path(), 2, &[]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("functions.moon") && out.contains("checksum"),
+        "{out}"
+    );
+}

@@ -39,8 +39,9 @@ pub use store::keys::copy_options;
 pub use store::lcs::{lcs_reply, NOT_STRINGS};
 pub use store::list::{lmpop_args, End};
 pub use store::script::{
-    load_script, registry as scripts, script_source, script_step, ScriptSource, ScriptStep,
-    EFFECTS_BUDGET, EFFECTS_TOO_LARGE, NON_LOCAL_KEY, NOT_FROM_SPREAD_SCRIPT, NO_SCRIPT,
+    fcall_check, functions, load_script, registry as scripts, script_source, script_step,
+    ScriptSource, ScriptStep, EFFECTS_BUDGET, EFFECTS_TOO_LARGE, NON_LOCAL_KEY,
+    NOT_FROM_SPREAD_SCRIPT, NO_SCRIPT,
 };
 pub use store::set::{sintercard_args, SetOp};
 pub use store::sort::local_patterns as sort_local_patterns;

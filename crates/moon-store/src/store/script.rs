@@ -42,6 +42,8 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Scripting: "evalsha", -3, SCRIPT, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, true, false)),
     command!(Scripting: "eval_ro", -3, SCRIPT_RO, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, false, true)),
     command!(Scripting: "evalsha_ro", -3, SCRIPT_RO, numkeys at 2, COORDINATED, |s, a, now| s.eval(a, now, true, true)),
+    command!(Scripting: "fcall", -3, SCRIPT, numkeys at 2, COORDINATED, |s, a, now| s.fcall(a, now, false)),
+    command!(Scripting: "fcall_ro", -3, SCRIPT_RO, numkeys at 2, COORDINATED, |s, a, now| s.fcall(a, now, true)),
 ];
 
 /// Redis's reply to an EVALSHA of a script it does not have.
@@ -107,33 +109,191 @@ pub mod registry {
     }
 }
 
-thread_local! {
-    /// This thread's Lua state and the registry generation its compiled scripts belong to.
-    static ENGINE: RefCell<Option<(Engine, u64)>> = const { RefCell::new(None) };
+/// The function libraries of the process (FUNCTION LOAD), by library name. The server
+/// persists them (this crate does no I/O): [`functions::codes`] is what it writes,
+/// [`functions::restore`] what it reads back at startup.
+pub mod functions {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    pub use moon_script::{FunctionInfo, LibraryInfo};
+
+    #[derive(Default)]
+    struct Libraries {
+        libs: BTreeMap<String, (Arc<[u8]>, LibraryInfo)>,
+        /// Moves on at every change: each thread's Lua state reloads every library before
+        /// its next FCALL.
+        generation: u64,
+    }
+
+    fn libraries() -> &'static RwLock<Libraries> {
+        static LIBS: std::sync::OnceLock<RwLock<Libraries>> = std::sync::OnceLock::new();
+        LIBS.get_or_init(Default::default)
+    }
+
+    fn read() -> std::sync::RwLockReadGuard<'static, Libraries> {
+        libraries().read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write() -> std::sync::RwLockWriteGuard<'static, Libraries> {
+        libraries().write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// FUNCTION LOAD [REPLACE]: the library's name, or Redis's refusal.
+    pub fn load(code: &[u8], replace: bool) -> Result<String, Frame> {
+        // Checked in a Lua state of its own: this thread's must not keep a library that the
+        // registry refuses below.
+        let engine = Engine::new(crate::REDIS_VERSION)
+            .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
+        let info = engine.load_library(code)?;
+        let mut libs = write();
+        if libs.libs.contains_key(&info.name) && !replace {
+            return Err(Frame::Error(format!(
+                "ERR Library '{}' already exists",
+                info.name
+            )));
+        }
+        for f in &info.functions {
+            let taken = libs.libs.iter().any(|(lib, (_, other))| {
+                *lib != info.name && other.functions.iter().any(|g| g.name == f.name)
+            });
+            if taken {
+                return Err(Frame::Error(format!(
+                    "ERR Function {} already exists",
+                    f.name
+                )));
+            }
+        }
+        let name = info.name.clone();
+        libs.libs.insert(name.clone(), (Arc::from(code), info));
+        libs.generation += 1;
+        Ok(name)
+    }
+
+    /// FUNCTION DELETE.
+    pub fn delete(name: &[u8]) -> Result<(), Frame> {
+        let mut libs = write();
+        let name = String::from_utf8_lossy(name);
+        if libs.libs.remove(name.as_ref()).is_none() {
+            return Err(err("ERR Library not found"));
+        }
+        libs.generation += 1;
+        Ok(())
+    }
+
+    /// FUNCTION FLUSH.
+    pub fn flush() {
+        let mut libs = write();
+        libs.libs.clear();
+        libs.generation += 1;
+    }
+
+    /// Every library: its name, code and functions (FUNCTION LIST), by name.
+    pub fn list() -> Vec<(String, Arc<[u8]>, LibraryInfo)> {
+        read()
+            .libs
+            .iter()
+            .map(|(n, (code, info))| (n.clone(), code.clone(), info.clone()))
+            .collect()
+    }
+
+    /// Every library's code, by name: what the server persists.
+    pub fn codes() -> Vec<Arc<[u8]>> {
+        read().libs.values().map(|(code, _)| code.clone()).collect()
+    }
+
+    /// Replaces every library with `codes` (startup, or undoing a change the server could
+    /// not persist). Redis's refusal of the first that does not load, nothing changed then.
+    pub fn restore(codes: &[Arc<[u8]>]) -> Result<(), Frame> {
+        let engine = Engine::new(crate::REDIS_VERSION)
+            .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
+        let mut libs = BTreeMap::new();
+        for code in codes {
+            let info = engine.load_library(code)?;
+            libs.insert(info.name.clone(), (code.clone(), info));
+        }
+        let mut all = write();
+        all.libs = libs;
+        all.generation += 1;
+        Ok(())
+    }
+
+    /// The function `name`, if a library registered it.
+    pub fn find(name: &[u8]) -> Option<FunctionInfo> {
+        let name = std::str::from_utf8(name).ok()?;
+        read()
+            .libs
+            .values()
+            .flat_map(|(_, info)| info.functions.iter())
+            .find(|f| f.name == name)
+            .cloned()
+    }
+
+    /// (libraries, functions): FUNCTION STATS.
+    pub fn counts() -> (usize, usize) {
+        let libs = read();
+        let functions = libs.libs.values().map(|(_, i)| i.functions.len()).sum();
+        (libs.libs.len(), functions)
+    }
+
+    pub fn generation() -> u64 {
+        read().generation
+    }
+
+    /// Brings `engine`'s libraries to the registry's, if `loaded` (the generation it has)
+    /// is behind.
+    pub fn sync(engine: &Engine, loaded: &mut u64) {
+        let (generation, codes) = {
+            let libs = read();
+            if libs.generation == *loaded {
+                return;
+            }
+            (
+                libs.generation,
+                libs.libs
+                    .values()
+                    .map(|(c, _)| c.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        engine.clear_functions();
+        for code in codes {
+            // Each loaded when it was added: it loads again.
+            let _ = engine.load_library(&code);
+        }
+        *loaded = generation;
+    }
 }
 
-/// Runs `f` with this thread's Lua state, created on first use and emptied after a SCRIPT
-/// FLUSH.
+thread_local! {
+    /// This thread's Lua state, the script registry generation its compiled scripts belong
+    /// to, and the function libraries' generation it has loaded.
+    static ENGINE: RefCell<Option<(Engine, u64, u64)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's Lua state, created on first use, emptied after a SCRIPT FLUSH
+/// and holding the libraries as they are now.
 pub fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Result<R, Frame> {
     ENGINE.with(|cell| {
         let mut slot = cell.borrow_mut();
         let generation = registry::generation();
-        if slot.as_ref().is_none_or(|(_, g)| *g != generation) {
+        if slot.as_ref().is_none_or(|(_, g, _)| *g != generation) {
             match slot.as_mut() {
-                Some((engine, g)) => {
+                Some((engine, g, _)) => {
                     engine.flush();
                     *g = generation;
                 }
                 None => {
                     let engine = Engine::new(crate::REDIS_VERSION)
                         .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
-                    *slot = Some((engine, generation));
+                    *slot = Some((engine, generation, u64::MAX));
                 }
             }
         }
-        let Some((engine, _)) = slot.as_mut() else {
+        let Some((engine, _, loaded)) = slot.as_mut() else {
             return Err(err("ERR cannot start Lua"));
         };
+        functions::sync(engine, loaded);
         Ok(f(engine))
     })
 }
@@ -182,16 +342,7 @@ impl ScriptSource {
 /// Resolves `EVAL body numkeys ...` / `EVALSHA sha numkeys ...` (`by_sha`), loading a new body;
 /// `read_only` for EVAL_RO/EVALSHA_RO. Redis's error replies otherwise.
 pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<ScriptSource, Frame> {
-    let numkeys = match parse_i64(&args[2]) {
-        Some(n) if n < 0 => return Err(err("ERR Number of keys can't be negative")),
-        Some(n) if n as u64 > (args.len() - 3) as u64 => {
-            return Err(err(
-                "ERR Number of keys can't be greater than number of args",
-            ))
-        }
-        Some(n) => n as usize,
-        None => return Err(err(reply::NOT_INTEGER)),
-    };
+    let numkeys = numkeys(args)?;
     let (sha, body, new): (String, Arc<[u8]>, bool) = if by_sha {
         match registry::get(&args[1]) {
             Some(body) => (
@@ -297,7 +448,58 @@ pub const NOT_FROM_SPREAD_SCRIPT: &str =
 /// script's shard(s).
 pub const NON_LOCAL_KEY: &str = "ERR Script attempted to access a non local key in a cluster node";
 
+/// FCALL / FCALL_RO (`read_only`) checked: the number of keys, and the function and its
+/// flags (a function without `no-writes` cannot run by FCALL_RO). Whether it may write.
+pub fn fcall_check(args: &[Bytes], read_only: bool) -> Result<(usize, bool), Frame> {
+    let numkeys = numkeys(args)?;
+    let Some(info) = functions::find(&args[1]) else {
+        return Err(err("ERR Function not found"));
+    };
+    if read_only && !info.no_writes() {
+        return Err(err(
+            "ERR Can not execute a script with write flag using *_ro command.",
+        ));
+    }
+    Ok((numkeys, read_only || info.no_writes()))
+}
+
+fn numkeys(args: &[Bytes]) -> Result<usize, Frame> {
+    match parse_i64(&args[2]) {
+        Some(n) if n < 0 => Err(err("ERR Number of keys can't be negative")),
+        Some(n) if n as u64 > (args.len() - 3) as u64 => Err(err(
+            "ERR Number of keys can't be greater than number of args",
+        )),
+        Some(n) => Ok(n as usize),
+        None => Err(err(reply::NOT_INTEGER)),
+    }
+}
+
 impl Store {
+    fn fcall(&mut self, args: &[Bytes], now: u64, read_only: bool) -> Frame {
+        let (numkeys, read_only) = match fcall_check(args, read_only) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let name = String::from_utf8_lossy(&args[1]).into_owned();
+        let outer_db = self.db;
+        let reply = with_engine(|engine| {
+            let mut host = StoreHost {
+                store: self,
+                now,
+                read_only,
+                written: 0,
+            };
+            engine.run_function(
+                &name,
+                &args[3..3 + numkeys],
+                &args[3 + numkeys..],
+                &mut host,
+            )
+        });
+        self.select(outer_db);
+        reply.unwrap_or_else(|e| e)
+    }
+
     fn eval(&mut self, args: &[Bytes], now: u64, by_sha: bool, read_only: bool) -> Frame {
         let source = match script_source(args, by_sha, read_only) {
             Ok(s) => s,

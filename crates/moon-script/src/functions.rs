@@ -1,0 +1,312 @@
+//! Redis 7 functions (FUNCTION LOAD, FCALL) in a Lua state: a library's code runs once, when
+//! it is loaded, and registers named functions with `redis.register_function`; FCALL calls
+//! one with its keys and arguments as parameters.
+//!
+//! Which libraries exist is the caller's business (a registry of the process, persisted);
+//! this module loads a library's code into one state, reports what it registered, and calls
+//! the functions. During a load `redis.call` is not available, as in Redis.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use mlua::{Function, Table, Value, Variadic};
+use moon_proto::Frame;
+
+use crate::convert::error_frame;
+use crate::engine::Engine;
+use crate::host::Host;
+
+/// A function as its library registered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub description: Option<String>,
+    /// Its flags as given (`no-writes`, `allow-oom`, `allow-stale`, `no-cluster`,
+    /// `allow-cross-slot-keys`).
+    pub flags: Vec<String>,
+}
+
+impl FunctionInfo {
+    pub fn no_writes(&self) -> bool {
+        self.flags.iter().any(|f| f == "no-writes")
+    }
+}
+
+/// What loading a library's code found: its name and its functions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibraryInfo {
+    pub name: String,
+    pub functions: Vec<FunctionInfo>,
+}
+
+const FLAGS: &[&str] = &[
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn err(text: &str) -> Frame {
+    error_frame(text)
+}
+
+/// A library's metadata line (`#!lua name=mylib`): its name and where its code starts.
+pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
+    if !code.starts_with(b"#!") {
+        return Err(err("ERR Missing library metadata"));
+    }
+    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
+    let line = String::from_utf8_lossy(&code[..end]);
+    let mut parts = line.split_ascii_whitespace();
+    let engine = parts.next().unwrap_or("#!");
+    if engine != "#!lua" {
+        return Err(Frame::Error(format!(
+            "ERR Engine '{}' not found",
+            engine.trim_start_matches("#!")
+        )));
+    }
+    let mut name = None;
+    for part in parts {
+        match part.strip_prefix("name=") {
+            Some(n) => name = Some(n.to_string()),
+            None => {
+                return Err(error_frame(&format!(
+                    "ERR Invalid metadata value given: {part}"
+                )))
+            }
+        }
+    }
+    let Some(name) = name else {
+        return Err(err("ERR Library name was not given"));
+    };
+    if !valid_name(&name) {
+        return Err(err(
+            "ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+        ));
+    }
+    Ok((name, end))
+}
+
+fn registration(args: &Variadic<Value>) -> Result<(String, Function, FunctionInfo), String> {
+    let (name, callback, flags, description) = match args.as_slice() {
+        [Value::Table(t)] => {
+            for pair in t.pairs::<Value, Value>() {
+                let (k, _) = pair.map_err(|e| e.to_string())?;
+                let known = matches!(&k, Value::String(s)
+                    if matches!(s.to_str().as_deref(), Ok("function_name" | "callback" | "flags" | "description")));
+                if !known {
+                    return Err("ERR unknown argument given to redis.register_function".into());
+                }
+            }
+            (
+                t.raw_get::<Value>("function_name").unwrap_or(Value::Nil),
+                t.raw_get::<Value>("callback").unwrap_or(Value::Nil),
+                t.raw_get::<Value>("flags").unwrap_or(Value::Nil),
+                t.raw_get::<Value>("description").unwrap_or(Value::Nil),
+            )
+        }
+        [name, callback] => (name.clone(), callback.clone(), Value::Nil, Value::Nil),
+        _ => return Err("ERR wrong number of arguments to redis.register_function".into()),
+    };
+    let Value::String(name) = name else {
+        return Err(
+            "ERR function_name argument given to redis.register_function must be a string".into(),
+        );
+    };
+    let name = name.to_string_lossy();
+    if !valid_name(&name) {
+        return Err("ERR Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
+    }
+    let Value::Function(callback) = callback else {
+        return Err(
+            "ERR callback argument given to redis.register_function must be a function".into(),
+        );
+    };
+    let mut given = Vec::new();
+    match flags {
+        Value::Nil => {}
+        Value::Table(t) => {
+            for f in t.sequence_values::<Value>() {
+                let Ok(Value::String(f)) = f else {
+                    return Err("ERR flags argument to redis.register_function must be a table representing function flags".into());
+                };
+                let f = f.to_string_lossy();
+                if !FLAGS.contains(&f.as_str()) {
+                    return Err("ERR unknown flag given".into());
+                }
+                given.push(f);
+            }
+        }
+        _ => {
+            return Err("ERR flags argument to redis.register_function must be a table representing function flags".into())
+        }
+    }
+    let description = match description {
+        Value::Nil => None,
+        Value::String(s) => Some(s.to_string_lossy()),
+        _ => {
+            return Err(
+                "ERR description argument given to redis.register_function must be a string".into(),
+            )
+        }
+    };
+    Ok((
+        name.clone(),
+        callback,
+        FunctionInfo {
+            name,
+            description,
+            flags: given,
+        },
+    ))
+}
+
+impl Engine {
+    /// Loads a library (`#!lua name=...` then code that calls `redis.register_function`): its
+    /// functions become callable here, replacing those of a library of the same name that
+    /// this state loaded before. Redis's error text if it does not load.
+    pub fn load_library(&self, code: &[u8]) -> Result<LibraryInfo, Frame> {
+        let (name, skip) = library_name(code)?;
+        let chunk = self
+            .lua()
+            .load(&code[skip..])
+            .set_name("@user_function")
+            .set_mode(mlua::ChunkMode::Text)
+            .into_function()
+            .map_err(|e| {
+                error_frame(&format!(
+                    "ERR Error compiling function: {}",
+                    crate::engine::lua_message(&e)
+                ))
+            })?;
+        let found: RefCell<Vec<(String, Function, FunctionInfo)>> = RefCell::new(Vec::new());
+        let loaded = self.lua().scope(|scope| {
+            let register = scope.create_function(|_, args: Variadic<Value>| {
+                let (fname, callback, info) =
+                    registration(&args).map_err(mlua::Error::RuntimeError)?;
+                let mut found = found.borrow_mut();
+                if found.iter().any(|(n, _, _)| *n == fname) {
+                    return Err(mlua::Error::RuntimeError(
+                        "ERR Function already exists in the library".into(),
+                    ));
+                }
+                found.push((fname, callback, info));
+                Ok(())
+            })?;
+            // redis.call is not there during a load (nor any host).
+            let saved: Vec<(&str, Value)> = ["call", "pcall"]
+                .into_iter()
+                .map(|n| {
+                    (
+                        n,
+                        self.redis_table().raw_get::<Value>(n).unwrap_or(Value::Nil),
+                    )
+                })
+                .collect();
+            for (n, _) in &saved {
+                self.redis_table().raw_set(*n, Value::Nil)?;
+            }
+            self.redis_table().raw_set("register_function", register)?;
+            let ran = chunk.call::<()>(());
+            self.redis_table()
+                .raw_set("register_function", Value::Nil)?;
+            for (n, v) in saved {
+                self.redis_table().raw_set(n, v)?;
+            }
+            Ok(ran)
+        });
+        match loaded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => {
+                return Err(error_frame(&format!(
+                    "ERR Error registering functions: {}",
+                    crate::engine::error_text(&e)
+                )))
+            }
+        }
+        let found = found.into_inner();
+        if found.is_empty() {
+            return Err(err("ERR No functions registered"));
+        }
+        let library: Table = self
+            .lua()
+            .create_table()
+            .map_err(|e| error_frame(&format!("ERR {e}")))?;
+        let mut functions = Vec::new();
+        for (fname, callback, info) in found {
+            let _ = library.raw_set(fname.as_str(), callback);
+            functions.push(info);
+        }
+        let _ = self.libraries().raw_set(name.as_str(), library);
+        Ok(LibraryInfo { name, functions })
+    }
+
+    /// Forgets every library loaded here.
+    pub fn clear_functions(&self) {
+        let names: Vec<Value> = self
+            .libraries()
+            .pairs::<Value, Value>()
+            .flatten()
+            .map(|(k, _)| k)
+            .collect();
+        for name in names {
+            let _ = self.libraries().raw_set(name, Value::Nil);
+        }
+    }
+
+    /// The function `name` of any library loaded here.
+    pub(crate) fn function(&self, name: &str) -> Option<Function> {
+        for pair in self.libraries().pairs::<Value, Table>() {
+            let Ok((_, library)) = pair else { continue };
+            if let Ok(Value::Function(f)) = library.raw_get::<Value>(name) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// FCALL: calls function `name` with its keys and arguments, every `redis.call` going to
+    /// `host`. `ERR Function not found` if no library loaded here registered it.
+    pub fn run_function(
+        &self,
+        name: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        host: &mut dyn Host,
+    ) -> Frame {
+        let Some(f) = self.function(name) else {
+            return err("ERR Function not found");
+        };
+        let run = self
+            .bound(f, keys, args)
+            .and_then(|f| self.call_with_host(f, name, host));
+        match run {
+            Ok(reply) => reply,
+            Err(e) => error_frame(&format!("ERR Error running function {name}: {e}")),
+        }
+    }
+
+    /// `f` with its two parameters (the keys, the arguments) bound.
+    pub(crate) fn bound(
+        &self,
+        f: Function,
+        keys: &[Bytes],
+        args: &[Bytes],
+    ) -> mlua::Result<Function> {
+        let lua = self.lua();
+        let strings = |items: &[Bytes]| -> mlua::Result<Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_seti(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        self.reset_run_state();
+        f.bind((strings(keys)?, strings(args)?))
+    }
+}

@@ -1,0 +1,308 @@
+//! FUNCTION LOAD / DELETE / FLUSH / LIST / STATS / KILL / DUMP / RESTORE / HELP, and the file
+//! that keeps the libraries across restarts.
+//!
+//! The libraries live in the process (`moon_store::functions`); FCALL is a keyspace command
+//! that runs on its keys' shard(s) like EVAL. Unlike scripts, libraries survive a restart: a
+//! change is acknowledged only once `functions.moon` in the data directory (appendonly yes)
+//! holds the new set of libraries, written atomically and fsynced (docs/FORMATS.md). A change
+//! the file could not take is undone. Libraries are not data of any shard, so they are not in
+//! any shard's log: a crash never leaves half of a library, and replaying a shard never
+//! needs one (a function's effects are logged as any script's).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use moon_proto::Frame;
+use moon_store::args::eq;
+use moon_store::functions;
+
+use crate::session::Session;
+use crate::shared::ServerError;
+
+/// The file's name in the data directory.
+pub const FILE: &str = "functions.moon";
+const MAGIC: &[u8] = b"moon-functions 1\n";
+
+/// One change at a time (the registry and the file move together).
+static CHANGING: Mutex<()> = Mutex::new(());
+
+/// The file's bytes for `codes`: the magic line, each library's code as a 4-byte
+/// little-endian length and its bytes, then a CRC32 of everything before it.
+fn encode(codes: &[Arc<[u8]>]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    for code in codes {
+        out.extend_from_slice(&(code.len() as u32).to_le_bytes());
+        out.extend_from_slice(code);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The libraries' code in a file's bytes; why not, if they are not one.
+fn decode(bytes: &[u8]) -> Result<Vec<Arc<[u8]>>, String> {
+    let body_len = bytes
+        .len()
+        .checked_sub(4)
+        .filter(|&n| n >= MAGIC.len() && bytes.starts_with(MAGIC))
+        .ok_or("not a functions file of this version")?;
+    let (body, crc) = bytes.split_at(body_len);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != crc {
+        return Err("its checksum does not match (damaged or cut short)".into());
+    }
+    let mut codes = Vec::new();
+    let mut rest = &body[MAGIC.len()..];
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("a length is cut short".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err("a library is cut short".into());
+        }
+        codes.push(Arc::from(&tail[..len]));
+        rest = &tail[len..];
+    }
+    Ok(codes)
+}
+
+/// Startup: the libraries of `dir`'s file, if there is one. A file that cannot be read back
+/// whole stops the server: starting without libraries that clients loaded would answer their
+/// FCALLs "Function not found".
+pub fn restore_at_startup(dir: &Path) -> Result<usize, ServerError> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(ServerError::fatal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let codes = decode(&bytes).map_err(|why| {
+        ServerError::fatal(format!(
+            "{} cannot be loaded: {why} (docs/runbooks/functions-file.md)",
+            path.display()
+        ))
+    })?;
+    functions::restore(&codes).map_err(|e| {
+        let text = match e {
+            Frame::Error(t) => t,
+            Frame::StaticError(t) => t.to_string(),
+            _ => String::new(),
+        };
+        ServerError::fatal(format!(
+            "{}: a library does not load: {text} (docs/runbooks/functions-file.md)",
+            path.display()
+        ))
+    })?;
+    Ok(codes.len())
+}
+
+/// Where the libraries are kept, if the server keeps data (appendonly yes).
+fn file_of(session: &Session) -> Option<PathBuf> {
+    let config = session.ctx.shared.config();
+    config.appendonly.then(|| config.dir.join(FILE))
+}
+
+/// Applies `change` to the registry and persists the result; undone if the file cannot take
+/// it.
+fn change<R>(session: &Session, change: impl FnOnce() -> Result<R, Frame>) -> Result<R, Frame> {
+    let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
+    let before = functions::codes();
+    let r = change()?;
+    if let Some(path) = file_of(session) {
+        if let Err(e) = moon_manifest::fsio::write_atomic(&path, &encode(&functions::codes())) {
+            let _ = functions::restore(&before);
+            return Err(Frame::Error(format!(
+                "ERR cannot save the function libraries to {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    Ok(r)
+}
+
+fn library_frame(
+    name: String,
+    code: Arc<[u8]>,
+    info: functions::LibraryInfo,
+    with_code: bool,
+) -> Frame {
+    let functions = info
+        .functions
+        .into_iter()
+        .map(|f| {
+            Frame::Map(vec![
+                (Frame::bulk("name"), Frame::Bulk(Bytes::from(f.name))),
+                (
+                    Frame::bulk("description"),
+                    f.description
+                        .map_or(Frame::Null, |d| Frame::Bulk(Bytes::from(d))),
+                ),
+                (
+                    Frame::bulk("flags"),
+                    Frame::Set(
+                        f.flags
+                            .into_iter()
+                            .map(|g| Frame::Bulk(Bytes::from(g)))
+                            .collect(),
+                    ),
+                ),
+            ])
+        })
+        .collect();
+    let mut fields = vec![
+        (Frame::bulk("library_name"), Frame::Bulk(Bytes::from(name))),
+        (Frame::bulk("engine"), Frame::bulk("LUA")),
+        (Frame::bulk("functions"), Frame::Array(functions)),
+    ];
+    if with_code {
+        fields.push((
+            Frame::bulk("library_code"),
+            Frame::Bulk(Bytes::copy_from_slice(&code)),
+        ));
+    }
+    Frame::Map(fields)
+}
+
+pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
+    let sub = &args[1];
+    let result = if eq(sub, "load") && (args.len() == 3 || args.len() == 4) {
+        let replace = args.len() == 4;
+        if replace && !eq(&args[2], "replace") {
+            return Frame::Error(format!(
+                "ERR Unknown option given: {}",
+                String::from_utf8_lossy(&args[2])
+            ));
+        }
+        let code = &args[args.len() - 1];
+        change(session, || functions::load(code, replace)).map(|n| Frame::Bulk(Bytes::from(n)))
+    } else if eq(sub, "delete") && args.len() == 3 {
+        change(session, || functions::delete(&args[2])).map(|()| Frame::OK)
+    } else if eq(sub, "flush") && args.len() <= 3 {
+        if let Some(mode) = args.get(2) {
+            if !eq(mode, "async") && !eq(mode, "sync") {
+                return Frame::StaticError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
+            }
+        }
+        change(session, || {
+            functions::flush();
+            Ok(())
+        })
+        .map(|()| Frame::OK)
+    } else if eq(sub, "list") {
+        let (mut pattern, mut with_code) = (None, false);
+        let mut i = 2;
+        while i < args.len() {
+            if eq(&args[i], "withcode") {
+                with_code = true;
+                i += 1;
+            } else if eq(&args[i], "libraryname") && i + 1 < args.len() {
+                pattern = Some(args[i + 1].clone());
+                i += 2;
+            } else {
+                return Frame::Error(format!(
+                    "ERR Unknown argument {}",
+                    String::from_utf8_lossy(&args[i])
+                ));
+            }
+        }
+        Ok(Frame::Array(
+            functions::list()
+                .into_iter()
+                .filter(|(name, _, _)| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|p| moon_store::glob::glob_match(p, name.as_bytes()))
+                })
+                .map(|(name, code, info)| library_frame(name, code, info, with_code))
+                .collect(),
+        ))
+    } else if eq(sub, "stats") && args.len() == 2 {
+        let (libraries, functions) = functions::counts();
+        Ok(Frame::Map(vec![
+            (Frame::bulk("running_script"), Frame::Null),
+            (
+                Frame::bulk("engines"),
+                Frame::Map(vec![(
+                    Frame::bulk("LUA"),
+                    Frame::Map(vec![
+                        (
+                            Frame::bulk("libraries_count"),
+                            Frame::Integer(libraries as i64),
+                        ),
+                        (
+                            Frame::bulk("functions_count"),
+                            Frame::Integer(functions as i64),
+                        ),
+                    ]),
+                )]),
+            ),
+        ]))
+    } else if eq(sub, "kill") && args.len() == 2 {
+        // A function runs within its shards' turn, never while this connection could ask.
+        Ok(Frame::StaticError(
+            "NOTBUSY No scripts in execution right now.",
+        ))
+    } else if (eq(sub, "dump") && args.len() == 2) || (eq(sub, "restore") && args.len() >= 3) {
+        Ok(Frame::StaticError(
+            "ERR FUNCTION DUMP and RESTORE are not supported yet: their payload is Redis's RDB serialization (see docs/SCRIPTING.md)",
+        ))
+    } else if eq(sub, "help") && args.len() == 2 {
+        Ok(Frame::Array(
+            [
+                "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "LOAD [REPLACE] <FUNCTION CODE>",
+                "DELETE <LIBRARY NAME>",
+                "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+                "FLUSH [ASYNC|SYNC]",
+                "STATS",
+                "KILL",
+                "HELP",
+            ]
+            .into_iter()
+            .map(Frame::Simple)
+            .collect(),
+        ))
+    } else {
+        Err(Frame::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(sub)
+        )))
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file reads back what was written, and refuses damaged or truncated bytes.
+    #[test]
+    fn the_functions_file_round_trips_and_refuses_damage() {
+        let codes: Vec<Arc<[u8]>> = vec![
+            Arc::from(&b"#!lua name=a\nredis.register_function('f', function() return 1 end)"[..]),
+            Arc::from(&b""[..]),
+            Arc::from(&[0u8, 255, 10][..]),
+        ];
+        let bytes = encode(&codes);
+        assert_eq!(decode(&bytes).expect("decodes"), codes);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x20;
+            assert!(decode(&damaged).is_err(), "flipped at {at}");
+        }
+        assert_eq!(
+            decode(&encode(&[])).expect("empty"),
+            Vec::<Arc<[u8]>>::new()
+        );
+    }
+}
