@@ -701,3 +701,19 @@ fn functions_load_call_and_survive_a_restart() {
         "{out}"
     );
 }
+
+/// Blocking commands are not allowed in scripts, as in Redis 7.0 (`noscript`): a script
+/// never waits.
+#[test]
+fn scripts_cannot_run_blocking_commands() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    for body in [
+        "return redis.pcall('blpop', 'x', 0)",
+        "return redis.pcall('brpoplpush', 'a', 'b', 0)",
+        "return redis.pcall('bzpopmin', 'z', 0)",
+    ] {
+        let e = expect_err(&mut c, &["EVAL", body, "0"]);
+        assert!(e.contains("not allowed from script"), "{body}: {e}");
+    }
+}

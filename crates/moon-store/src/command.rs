@@ -340,10 +340,11 @@ pub mod short {
     /// A write that only removes (`write`, never refused for memory).
     pub const WNOOM: Flags = Flags::WRITE;
     pub const WNOOMF: Flags = Flags::WRITE.union(Flags::FAST);
-    /// Blocking writes: `write blocking`, with `denyoom` (BLMOVE), with `fast` (BZPOPMIN).
-    pub const WB: Flags = WNOOM.union(Flags::BLOCKING);
-    pub const WDB: Flags = W.union(Flags::BLOCKING);
-    pub const WFB: Flags = WNOOMF.union(Flags::BLOCKING);
+    /// Blocking writes: `write blocking noscript` (a script may not block, as in Redis 7.0),
+    /// with `denyoom` (BLMOVE), with `fast` (BZPOPMIN).
+    pub const WB: Flags = WNOOM.union(Flags::BLOCKING).union(Flags::NOSCRIPT);
+    pub const WDB: Flags = W.union(Flags::BLOCKING).union(Flags::NOSCRIPT);
+    pub const WFB: Flags = WNOOMF.union(Flags::BLOCKING).union(Flags::NOSCRIPT);
     pub const R: Flags = Flags::READONLY;
     pub const RF: Flags = Flags::READONLY.union(Flags::FAST);
     pub const UNSCRIPTED: Flags = Flags::NOSCRIPT.union(Flags::LOADING).union(Flags::STALE);
