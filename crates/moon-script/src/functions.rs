@@ -60,11 +60,13 @@ pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
     if !code.starts_with(b"#!") {
         return Err(err("ERR Missing library metadata"));
     }
-    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
+    let Some(end) = code.iter().position(|&b| b == b'\n') else {
+        return Err(err("ERR Invalid library metadata"));
+    };
     let line = String::from_utf8_lossy(&code[..end]);
     let mut parts = line.split_ascii_whitespace();
     let engine = parts.next().unwrap_or("#!");
-    if engine != "#!lua" {
+    if !engine.eq_ignore_ascii_case("#!lua") {
         return Err(Frame::Error(format!(
             "ERR Engine '{}' not found",
             engine.trim_start_matches("#!")
@@ -72,7 +74,16 @@ pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
     }
     let mut name = None;
     for part in parts {
-        match part.strip_prefix("name=") {
+        let given = part
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("name="))
+            .map(|_| &part[5..]);
+        match given {
+            Some(_) if name.is_some() => {
+                return Err(err(
+                    "ERR Invalid metadata value, name argument was given multiple times",
+                ))
+            }
             Some(n) => name = Some(n.to_string()),
             None => {
                 return Err(error_frame(&format!(
@@ -190,7 +201,7 @@ impl Engine {
                 let (fname, callback, info) =
                     registration(&args).map_err(mlua::Error::RuntimeError)?;
                 let mut found = found.borrow_mut();
-                if found.iter().any(|(n, _, _)| *n == fname) {
+                if found.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(&fname)) {
                     return Err(mlua::Error::RuntimeError(
                         "ERR Function already exists in the library".into(),
                     ));
@@ -239,7 +250,8 @@ impl Engine {
             .map_err(|e| error_frame(&format!("ERR {e}")))?;
         let mut functions = Vec::new();
         for (fname, callback, info) in found {
-            let _ = library.raw_set(fname.as_str(), callback);
+            // Function names are case-insensitive, as in Redis.
+            let _ = library.raw_set(fname.to_ascii_lowercase(), callback);
             functions.push(info);
         }
         let _ = self.libraries().raw_set(name.as_str(), library);
@@ -263,7 +275,7 @@ impl Engine {
     pub(crate) fn function(&self, name: &str) -> Option<Function> {
         for pair in self.libraries().pairs::<Value, Table>() {
             let Ok((_, library)) = pair else { continue };
-            if let Ok(Value::Function(f)) = library.raw_get::<Value>(name) {
+            if let Ok(Value::Function(f)) = library.raw_get::<Value>(name.to_ascii_lowercase()) {
                 return Some(f);
             }
         }

@@ -172,13 +172,19 @@ fn library_frame(
 
 pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
     let sub = &args[1];
-    let result = if eq(sub, "load") && (args.len() == 3 || args.len() == 4) {
-        let replace = args.len() == 4;
-        if replace && !eq(&args[2], "replace") {
-            return Frame::Error(format!(
-                "ERR Unknown option given: {}",
-                String::from_utf8_lossy(&args[2])
-            ));
+    let result = if eq(sub, "load") {
+        let mut replace = false;
+        for option in args.iter().take(args.len().saturating_sub(1)).skip(2) {
+            if !eq(option, "replace") {
+                return Frame::Error(format!(
+                    "ERR Unknown option given: {}",
+                    String::from_utf8_lossy(option)
+                ));
+            }
+            replace = true;
+        }
+        if args.len() < 3 {
+            return Frame::StaticError("ERR Function code is missing");
         }
         let code = &args[args.len() - 1];
         change(session, || functions::load(code, replace)).map(|n| Frame::Bulk(Bytes::from(n)))

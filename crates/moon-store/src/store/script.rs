@@ -120,6 +120,7 @@ pub mod functions {
 
     #[derive(Default)]
     struct Libraries {
+        /// By library name in lower case (names are case-insensitive, as in Redis).
         libs: BTreeMap<String, (Arc<[u8]>, LibraryInfo)>,
         /// Moves on at every change: each thread's Lua state reloads every library before
         /// its next FCALL.
@@ -147,7 +148,8 @@ pub mod functions {
             .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
         let info = engine.load_library(code)?;
         let mut libs = write();
-        if libs.libs.contains_key(&info.name) && !replace {
+        let key = info.name.to_ascii_lowercase();
+        if libs.libs.contains_key(&key) && !replace {
             return Err(Frame::Error(format!(
                 "ERR Library '{}' already exists",
                 info.name
@@ -155,7 +157,11 @@ pub mod functions {
         }
         for f in &info.functions {
             let taken = libs.libs.iter().any(|(lib, (_, other))| {
-                *lib != info.name && other.functions.iter().any(|g| g.name == f.name)
+                *lib != key
+                    && other
+                        .functions
+                        .iter()
+                        .any(|g| g.name.eq_ignore_ascii_case(&f.name))
             });
             if taken {
                 return Err(Frame::Error(format!(
@@ -165,7 +171,7 @@ pub mod functions {
             }
         }
         let name = info.name.clone();
-        libs.libs.insert(name.clone(), (Arc::from(code), info));
+        libs.libs.insert(key, (Arc::from(code), info));
         libs.generation += 1;
         Ok(name)
     }
@@ -173,8 +179,8 @@ pub mod functions {
     /// FUNCTION DELETE.
     pub fn delete(name: &[u8]) -> Result<(), Frame> {
         let mut libs = write();
-        let name = String::from_utf8_lossy(name);
-        if libs.libs.remove(name.as_ref()).is_none() {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if libs.libs.remove(&name).is_none() {
             return Err(err("ERR Library not found"));
         }
         libs.generation += 1;
@@ -193,7 +199,7 @@ pub mod functions {
         read()
             .libs
             .iter()
-            .map(|(n, (code, info))| (n.clone(), code.clone(), info.clone()))
+            .map(|(_, (code, info))| (info.name.clone(), code.clone(), info.clone()))
             .collect()
     }
 
@@ -210,7 +216,7 @@ pub mod functions {
         let mut libs = BTreeMap::new();
         for code in codes {
             let info = engine.load_library(code)?;
-            libs.insert(info.name.clone(), (code.clone(), info));
+            libs.insert(info.name.to_ascii_lowercase(), (code.clone(), info));
         }
         let mut all = write();
         all.libs = libs;
@@ -225,7 +231,7 @@ pub mod functions {
             .libs
             .values()
             .flat_map(|(_, info)| info.functions.iter())
-            .find(|f| f.name == name)
+            .find(|f| f.name.eq_ignore_ascii_case(name))
             .cloned()
     }
 
@@ -451,6 +457,9 @@ pub const NON_LOCAL_KEY: &str = "ERR Script attempted to access a non local key 
 /// FCALL / FCALL_RO (`read_only`) checked: the number of keys, and the function and its
 /// flags (a function without `no-writes` cannot run by FCALL_RO). Whether it may write.
 pub fn fcall_check(args: &[Bytes], read_only: bool) -> Result<(usize, bool), Frame> {
+    if parse_i64(&args[2]).is_none() {
+        return Err(err("ERR Bad number of keys provided"));
+    }
     let numkeys = numkeys(args)?;
     let Some(info) = functions::find(&args[1]) else {
         return Err(err("ERR Function not found"));
