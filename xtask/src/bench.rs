@@ -102,11 +102,20 @@ fn redis_benchmark(
     ] {
         rows.extend(measured(addr, pid, pipeline, n, test)?);
     }
+    // A script as applications run one: a fixed-window rate limiter by EVALSHA, on a random
+    // key (both shards at 2).
+    let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+    let limiter_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(RATE_LIMITER)
+        .query(&mut con)?;
+    let evalsha = format!("EVALSHA {limiter_sha} 1 rl:__rand_int__ 10");
     for command in [
         "HGET myhash element:__rand_int__",
         "SISMEMBER myset element:__rand_int__",
         "ZRANK myzset element:__rand_int__",
         "ZRANGE myzset 0 9 WITHSCORES",
+        evalsha.as_str(),
     ] {
         let named = measured(addr, pid, pipeline, requests, command)?;
         // The row is named by the command alone (redis-benchmark names it by the whole line).
@@ -118,6 +127,11 @@ fn redis_benchmark(
     }
     Ok(rows)
 }
+
+/// The EVALSHA row's script: at most ARGV[1] calls per key and second.
+const RATE_LIMITER: &str = "local n = redis.call('incr', KEYS[1]) \
+    if n == 1 then redis.call('pexpire', KEYS[1], 1000) end \
+    if n > tonumber(ARGV[1]) then return 0 end return 1";
 
 /// [`redis_benchmark_tests`] with the server's CPU time per request.
 fn measured(

@@ -31,6 +31,9 @@ pub struct Config {
     pub save: String,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
+    /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: accepted and reported. A script
+    /// runs to its end in Moon (docs/SCRIPTING.md): nothing answers BUSY yet.
+    pub busy_reply_threshold: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
     /// large, or a flood of them).
     pub client_query_buffer_limit: u64,
@@ -243,6 +246,9 @@ pub const KEYS: &[Key] = &[
     key!("list-compress-depth", Runtime, "List nodes this many from each end stay plain, the ones between are LZF-compressed (0 = none); applies to lists created after it is set.",
         |c, v| c.encodings.list_compress_depth = int_in(v, 0..=i32::MAX as u64, "an integer from 0 to 2147483647")? as usize,
         |c| c.encodings.list_compress_depth.to_string()),
+    key!("busy-reply-threshold", Runtime, "Accepted for Redis compatibility (lua-time-limit): Moon runs a script to its end and answers no BUSY yet.",
+        |c, v| c.busy_reply_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0")?,
+        |c| c.busy_reply_threshold.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -426,6 +432,7 @@ impl Default for Config {
             encodings: moon_store::Encodings::default(),
             save: String::new(),
             timeout: 0,
+            busy_reply_threshold: 5000,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
             pin_cpus: true,
@@ -475,6 +482,7 @@ pub fn canonical_key(key: &str) -> String {
         "list-max-ziplist-size" => "list-max-listpack-size".into(),
         "zset-max-ziplist-entries" => "zset-max-listpack-entries".into(),
         "zset-max-ziplist-value" => "zset-max-listpack-value".into(),
+        "lua-time-limit" => "busy-reply-threshold".into(),
         other => other.to_string(),
     }
 }
