@@ -39,6 +39,9 @@ pub struct LibraryInfo {
     pub functions: Vec<FunctionInfo>,
 }
 
+/// How long a library's code may run while it loads (Redis's `LOAD_TIMEOUT_MS`).
+const LOAD_TIME_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 const FLAGS: &[&str] = &[
     "no-writes",
     "allow-oom",
@@ -223,7 +226,21 @@ impl Engine {
                 self.redis_table().raw_set(*n, Value::Nil)?;
             }
             self.redis_table().raw_set("register_function", register)?;
+            // A library's code runs once, now: 500 ms at most, as Redis allows a load.
+            let started = std::time::Instant::now();
+            self.lua().set_hook(
+                mlua::HookTriggers::new().every_nth_instruction(10_000),
+                move |_, _| {
+                    if started.elapsed() > LOAD_TIME_LIMIT {
+                        return Err(mlua::Error::RuntimeError(
+                            "ERR the library's code ran longer than 500 ms while loading".into(),
+                        ));
+                    }
+                    Ok(mlua::VmState::Continue)
+                },
+            )?;
             let ran = chunk.call::<()>(());
+            self.lua().remove_hook();
             self.redis_table()
                 .raw_set("register_function", Value::Nil)?;
             for (n, v) in saved {
@@ -319,6 +336,10 @@ impl Engine {
             Ok(t)
         };
         self.reset_run_state();
+        // A function gets its keys and arguments as parameters: the globals an EVAL of
+        // another client set are not there for it (review finding), as in Redis.
+        self.globals_table().raw_set("KEYS", Value::Nil)?;
+        self.globals_table().raw_set("ARGV", Value::Nil)?;
         f.bind((strings(keys)?, strings(args)?))
     }
 }

@@ -116,8 +116,31 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
         .call((engine.globals_table().raw_get::<Function>("error")?, RAISED))?;
     engine.globals_table().raw_set("error", error)?;
     // A script's own coroutines would catch mlua's suspension marker (and could then leave
-    // the script suspended for ever, holding its shards): none here.
-    engine.globals_table().raw_set("coroutine", Value::Nil)?;
+    // the script suspended for ever, holding its shards): here they are functions that
+    // refuse, so that code naming them (a library's top level) still loads.
+    let refuse = lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+        Err(mlua::Error::RuntimeError(format!(
+            "{RAISED}ERR coroutines are not available to a script whose keys are on several shards"
+        )))
+    })?;
+    let stubs = lua.create_table()?;
+    for name in ["create", "resume", "running", "status", "wrap", "yield"] {
+        stubs.raw_set(name, refuse.clone())?;
+    }
+    let view = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.raw_set("__index", stubs)?;
+    meta.raw_set("__metatable", false)?;
+    meta.raw_set(
+        "__newindex",
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::RuntimeError(
+                "Attempt to modify a readonly table".into(),
+            ))
+        })?,
+    )?;
+    view.set_metatable(Some(meta))?;
+    engine.globals_table().raw_set("coroutine", view)?;
     Ok(())
 }
 

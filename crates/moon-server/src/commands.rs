@@ -109,8 +109,10 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Pubsub: "pubsub", -2, PUBSUB_INFO, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::pubsub::pubsub_command(s, a).await) }))),
     // Transactions: queueing, then the EXEC coordinator (`txn`).
     // Scripting (EVAL and EVALSHA are keyspace commands: `moon_store`'s store/script.rs)
-    command!(Scripting: "script", -2, UNSCRIPTED, HERE, Run::Inline(crate::script_cmd::script)),
-    command!(Scripting: "function", -2, UNSCRIPTED, HERE, Run::Inline(crate::function_cmd::function)),
+    // Barriers: what a pipeline sent before them runs first (an FCALL before a FUNCTION
+    // DELETE runs the function).
+    command!(Scripting: "script", -2, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::script_cmd::script(s, a)) }))),
+    command!(Scripting: "function", -2, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::function_cmd::function(s, a)) }))),
     command!(Transactions: "multi", 1, TXN, HERE, Run::Transaction(TxControl::Multi)),
     command!(Transactions: "exec", 1, TXN_SKIP, HERE, Run::Transaction(TxControl::Exec)),
     command!(Transactions: "discard", 1, TXN, HERE, Run::Transaction(TxControl::Discard)),

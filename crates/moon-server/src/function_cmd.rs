@@ -109,22 +109,37 @@ fn file_of(session: &Session) -> Option<PathBuf> {
     config.appendonly.then(|| config.dir.join(FILE))
 }
 
-/// Applies `change` to the registry and persists the result; undone if the file cannot take
-/// it.
-fn change<R>(session: &Session, change: impl FnOnce() -> Result<R, Frame>) -> Result<R, Frame> {
+/// Saves the libraries `plan` gives (every library's code after the change, checked), then
+/// makes them the process's: a change is in effect only once the file holds it, so no client
+/// uses a library that a crash would lose (review finding).
+fn change<R>(
+    session: &Session,
+    plan: impl FnOnce() -> Result<(R, Vec<Arc<[u8]>>), Frame>,
+) -> Result<R, Frame> {
     let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-    let before = functions::codes();
-    let r = change()?;
+    let (reply, codes) = plan()?;
     if let Some(path) = file_of(session) {
-        if let Err(e) = moon_manifest::fsio::write_atomic(&path, &encode(&functions::codes())) {
-            let _ = functions::restore(&before);
-            return Err(Frame::Error(format!(
-                "ERR cannot save the function libraries to {}: {e}",
-                path.display()
-            )));
+        match moon_manifest::fsio::commit_atomic(&path, &encode(&codes)) {
+            Ok(()) => {}
+            Err(moon_manifest::fsio::CommitError::BeforeRename(e)) => {
+                return Err(Frame::Error(format!(
+                    "ERR cannot save the function libraries to {}: {e}",
+                    path.display()
+                )));
+            }
+            Err(moon_manifest::fsio::CommitError::AfterRename(e)) => {
+                // The new file is in place, but its directory may not be durable: in effect
+                // now (the next start reads this file, or the one before it).
+                let _ = functions::restore(&codes);
+                return Err(Frame::Error(format!(
+                    "ERR the function libraries were saved to {} but not made durable ({e}): the change is in effect and may not survive a crash",
+                    path.display()
+                )));
+            }
         }
     }
-    Ok(r)
+    functions::restore(&codes)?;
+    Ok(reply)
 }
 
 fn library_frame(
@@ -187,20 +202,16 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
             return Frame::StaticError("ERR Function code is missing");
         }
         let code = &args[args.len() - 1];
-        change(session, || functions::load(code, replace)).map(|n| Frame::Bulk(Bytes::from(n)))
+        change(session, || functions::plan_load(code, replace)).map(|n| Frame::Bulk(Bytes::from(n)))
     } else if eq(sub, "delete") && args.len() == 3 {
-        change(session, || functions::delete(&args[2])).map(|()| Frame::OK)
+        change(session, || Ok(((), functions::plan_delete(&args[2])?))).map(|()| Frame::OK)
     } else if eq(sub, "flush") && args.len() <= 3 {
         if let Some(mode) = args.get(2) {
             if !eq(mode, "async") && !eq(mode, "sync") {
                 return Frame::StaticError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
             }
         }
-        change(session, || {
-            functions::flush();
-            Ok(())
-        })
-        .map(|()| Frame::OK)
+        change(session, || Ok(((), Vec::new()))).map(|()| Frame::OK)
     } else if eq(sub, "list") {
         let (mut pattern, mut with_code) = (None, false);
         let mut i = 2;
@@ -222,9 +233,13 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
             functions::list()
                 .into_iter()
                 .filter(|(name, _, _)| {
-                    pattern
-                        .as_ref()
-                        .is_none_or(|p| moon_store::glob::glob_match(p, name.as_bytes()))
+                    // Library names are case-insensitive, and so is the pattern, as in Redis.
+                    pattern.as_ref().is_none_or(|p| {
+                        moon_store::glob::glob_match(
+                            &p.to_ascii_lowercase(),
+                            name.to_ascii_lowercase().as_bytes(),
+                        )
+                    })
                 })
                 .map(|(name, code, info)| library_frame(name, code, info, with_code))
                 .collect(),

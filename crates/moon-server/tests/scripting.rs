@@ -717,3 +717,54 @@ fn scripts_cannot_run_blocking_commands() {
         assert!(e.contains("not allowed from script"), "{body}: {e}");
     }
 }
+
+/// Review findings on functions: a library's load has 500 ms; a function never sees another
+/// client's KEYS; a pipeline's FCALL before a FUNCTION DELETE runs; LIBRARYNAME ignores case.
+#[test]
+fn functions_are_bounded_and_ordered() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let started = std::time::Instant::now();
+    let e = expect_err(
+        &mut c,
+        &["FUNCTION", "LOAD", "#!lua name=spin\nwhile true do end"],
+    );
+    assert!(e.contains("500 ms"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
+    cmd::<String>(
+        &mut c,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=Peek\nredis.register_function('peek', function(keys, args) return KEYS[1] end)",
+        ],
+    );
+    cmd::<String>(
+        &mut c,
+        &["EVAL", "return KEYS[1]", "1", "secret-of-another-client"],
+    );
+    let e = expect_err(&mut c, &["FCALL", "peek", "0"]);
+    assert!(e.contains("nonexistent global variable 'KEYS'"), "{e}");
+    let listed: Vec<redis::Value> = cmd(&mut c, &["FUNCTION", "LIST", "LIBRARYNAME", "pe*"]);
+    assert_eq!(listed.len(), 1);
+    cmd::<String>(
+        &mut c,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "REPLACE",
+            "#!lua name=Peek\nredis.register_function('peek', function(keys, args) return 'ran' end)",
+        ],
+    );
+    let (ran, deleted): (String, String) = redis::pipe()
+        .cmd("FCALL")
+        .arg("peek")
+        .arg(0)
+        .cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("peek")
+        .query(&mut c)
+        .expect("pipeline");
+    assert_eq!((ran.as_str(), deleted.as_str()), ("ran", "OK"));
+}

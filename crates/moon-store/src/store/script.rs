@@ -118,10 +118,16 @@ pub mod functions {
     use super::*;
     pub use moon_script::{FunctionInfo, LibraryInfo};
 
+    /// Libraries by name in lower case (names are case-insensitive, as in Redis): code and
+    /// what it registered.
+    type ByName = BTreeMap<String, (Arc<[u8]>, LibraryInfo)>;
+
+    /// Every library's code: what the server saves and restores.
+    pub type Codes = Vec<Arc<[u8]>>;
+
     #[derive(Default)]
     struct Libraries {
-        /// By library name in lower case (names are case-insensitive, as in Redis).
-        libs: BTreeMap<String, (Arc<[u8]>, LibraryInfo)>,
+        libs: ByName,
         /// Moves on at every change: each thread's Lua state reloads every library before
         /// its next FCALL.
         generation: u64,
@@ -140,58 +146,78 @@ pub mod functions {
         libraries().write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// FUNCTION LOAD [REPLACE]: the library's name, or Redis's refusal.
-    pub fn load(code: &[u8], replace: bool) -> Result<String, Frame> {
-        // Checked in a Lua state of its own: this thread's must not keep a library that the
-        // registry refuses below.
+    /// Every library of `codes` loaded together in a fresh Lua state, as every thread's state
+    /// will hold them: each must load, no library name twice, no function name in two
+    /// libraries (names are case-insensitive). By lower-case library name.
+    fn check(codes: &[Arc<[u8]>]) -> Result<ByName, Frame> {
         let engine = Engine::new(crate::REDIS_VERSION)
             .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
-        let info = engine.load_library(code)?;
-        let mut libs = write();
-        let key = info.name.to_ascii_lowercase();
-        if libs.libs.contains_key(&key) && !replace {
-            return Err(Frame::Error(format!(
-                "ERR Library '{}' already exists",
-                info.name
-            )));
-        }
-        for f in &info.functions {
-            let taken = libs.libs.iter().any(|(lib, (_, other))| {
-                *lib != key
-                    && other
+        let mut libs = ByName::new();
+        for code in codes {
+            let info = engine.load_library(code)?;
+            let key = info.name.to_ascii_lowercase();
+            if libs.contains_key(&key) {
+                return Err(Frame::Error(format!(
+                    "ERR Library '{}' already exists",
+                    info.name
+                )));
+            }
+            for f in &info.functions {
+                let taken = libs.values().any(|(_, other)| {
+                    other
                         .functions
                         .iter()
                         .any(|g| g.name.eq_ignore_ascii_case(&f.name))
-            });
-            if taken {
-                return Err(Frame::Error(format!(
-                    "ERR Function {} already exists",
-                    f.name
-                )));
+                });
+                if taken {
+                    return Err(Frame::Error(format!(
+                        "ERR Function {} already exists",
+                        f.name
+                    )));
+                }
             }
+            libs.insert(key, (code.clone(), info));
         }
-        let name = info.name.clone();
-        libs.libs.insert(key, (Arc::from(code), info));
-        libs.generation += 1;
-        Ok(name)
+        Ok(libs)
     }
 
-    /// FUNCTION DELETE.
-    pub fn delete(name: &[u8]) -> Result<(), Frame> {
-        let mut libs = write();
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        if libs.libs.remove(&name).is_none() {
+    /// FUNCTION LOAD [REPLACE] of `code`, planned: the library's name and every library's code
+    /// after it, checked ([`check`]); nothing changes until [`restore`] of that code (the
+    /// server saves it first). Redis's refusal otherwise.
+    pub fn plan_load(code: &[u8], replace: bool) -> Result<(String, Codes), Frame> {
+        let (name, _) = moon_script::library_name(code)?;
+        let key = name.to_ascii_lowercase();
+        let current = read().libs.clone();
+        if current.contains_key(&key) && !replace {
+            return Err(Frame::Error(format!("ERR Library '{name}' already exists")));
+        }
+        let mut codes: Vec<Arc<[u8]>> = current
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, (c, _))| c.clone())
+            .collect();
+        codes.push(Arc::from(code));
+        // The new library last: a function it shares with another is reported against it.
+        let checked = check(&codes)?;
+        let name = checked
+            .get(&key)
+            .map_or(name, |(_, info)| info.name.clone());
+        Ok((name, codes))
+    }
+
+    /// FUNCTION DELETE of `name`, planned: every other library's code.
+    pub fn plan_delete(name: &[u8]) -> Result<Codes, Frame> {
+        let key = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let libs = read();
+        if !libs.libs.contains_key(&key) {
             return Err(err("ERR Library not found"));
         }
-        libs.generation += 1;
-        Ok(())
-    }
-
-    /// FUNCTION FLUSH.
-    pub fn flush() {
-        let mut libs = write();
-        libs.libs.clear();
-        libs.generation += 1;
+        Ok(libs
+            .libs
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, (c, _))| c.clone())
+            .collect())
     }
 
     /// Every library: its name, code and functions (FUNCTION LIST), by name.
@@ -208,16 +234,10 @@ pub mod functions {
         read().libs.values().map(|(code, _)| code.clone()).collect()
     }
 
-    /// Replaces every library with `codes` (startup, or undoing a change the server could
-    /// not persist). Redis's refusal of the first that does not load, nothing changed then.
+    /// Replaces every library with `codes` (a change the server saved, or startup), checked as
+    /// FUNCTION LOAD checks them ([`check`]); nothing changes if they do not pass.
     pub fn restore(codes: &[Arc<[u8]>]) -> Result<(), Frame> {
-        let engine = Engine::new(crate::REDIS_VERSION)
-            .map_err(|e| Frame::Error(format!("ERR cannot start Lua: {e}")))?;
-        let mut libs = BTreeMap::new();
-        for code in codes {
-            let info = engine.load_library(code)?;
-            libs.insert(info.name.to_ascii_lowercase(), (code.clone(), info));
-        }
+        let libs = check(codes)?;
         let mut all = write();
         all.libs = libs;
         all.generation += 1;
@@ -264,7 +284,8 @@ pub mod functions {
         };
         engine.clear_functions();
         for code in codes {
-            // Each loaded when it was added: it loads again.
+            // They loaded together in a state like this one when they were checked (`check`):
+            // one that does not load now answers its FCALLs "Function not found" here.
             let _ = engine.load_library(&code);
         }
         *loaded = generation;

@@ -580,3 +580,21 @@ fn replay_refuses_scripts() {
     }
     assert!(store.keyspace_of(0).is_none_or(|ks| ks.is_empty()));
 }
+
+/// Libraries restored together are checked as FUNCTION LOAD checks them: a crafted set where
+/// two libraries register one function, or one library twice, is refused whole (review
+/// finding: startup skipped the check).
+#[test]
+fn restored_libraries_are_checked_together() {
+    use std::sync::Arc;
+    let lib = |name: &str, f: &str| -> Arc<[u8]> {
+        Arc::from(
+            format!("#!lua name={name}\nredis.register_function('{f}', function() return 1 end)")
+                .as_bytes(),
+        )
+    };
+    let e = crate::functions::restore(&[lib("a", "f"), lib("b", "F")]).unwrap_err();
+    assert_eq!(e, Frame::Error("ERR Function F already exists".into()));
+    let e = crate::functions::restore(&[lib("a", "f"), lib("A", "g")]).unwrap_err();
+    assert_eq!(e, Frame::Error("ERR Library 'A' already exists".into()));
+}
