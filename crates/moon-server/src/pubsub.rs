@@ -454,6 +454,15 @@ fn publications_of(
 ) -> Vec<Publication> {
     let mut pubs = Vec::with_capacity(events.len() * 2);
     for e in events {
+        if let Some(message) = &e.message {
+            // A script's PUBLISH.
+            pubs.push(Publication {
+                kind: Kind::Channel,
+                channel: e.key.clone(),
+                message: message.clone(),
+            });
+            continue;
+        }
         if flags.keyspace() {
             let mut channel = format!("__keyspace@{}__:", e.db).into_bytes();
             channel.extend_from_slice(&e.key);

@@ -157,6 +157,15 @@ impl AsyncHost for TxHost {
                     self.db.set(db);
                     return Frame::OK;
                 }
+                ScriptStep::Publish(channel, message) => {
+                    let publication = crate::session::Publication {
+                        kind: crate::session::Kind::Channel,
+                        channel,
+                        message,
+                    };
+                    let counts = crate::pubsub::publish(&self.shard, vec![publication]).await;
+                    return Frame::Integer(counts.first().copied().unwrap_or(0));
+                }
                 ScriptStep::Run(row) => row,
             };
             if !matches!(row.spec.route, Route::Keys(_)) {

@@ -768,3 +768,44 @@ fn functions_are_bounded_and_ordered() {
         .expect("pipeline");
     assert_eq!((ran.as_str(), deleted.as_str()), ("ran", "OK"));
 }
+
+/// PUBLISH from a script (Redisson's unlock script publishes): delivered on one shard and
+/// across shards.
+#[test]
+fn scripts_publish() {
+    let s = MoonServer::start(2, &[]);
+    let mut sub = s.client();
+    let mut c = s.client();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe("unlocks").expect("subscribe");
+    ps.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let k = keys_on_different_shards(2);
+    // One shard: delivered once the script's effects are safe (the count is not known: 0).
+    cmd::<i64>(
+        &mut c,
+        &[
+            "EVAL",
+            "redis.call('del', KEYS[1]) return redis.call('publish', 'unlocks', 'one')",
+            "1",
+            &k[0],
+        ],
+    );
+    // Two shards: published from the coordinator, counted.
+    let n: i64 = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('publish', 'unlocks', 'two')",
+            "2",
+            &k[0],
+            &k[1],
+        ],
+    );
+    assert_eq!(n, 1);
+    for want in ["one", "two"] {
+        let msg = ps.get_message().expect("message");
+        assert_eq!(msg.get_channel_name(), "unlocks");
+        assert_eq!(msg.get_payload::<String>().expect("payload"), want);
+    }
+}

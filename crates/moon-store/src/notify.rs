@@ -106,13 +106,15 @@ impl fmt::Display for NotifyFlags {
 }
 
 /// One event about one key: published as `__keyspace@<db>__:<key>` → event and
-/// `__keyevent@<db>__:<event>` → key, as the flags ask.
+/// `__keyevent@<db>__:<event>` → key, as the flags ask. With a `message`, a script's PUBLISH
+/// instead: `message` on channel `key`, whatever the flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyEvent {
     pub class: u16,
     pub event: &'static str,
     pub db: usize,
     pub key: Bytes,
+    pub message: Option<Bytes>,
 }
 
 /// The events of one logged effect, given the client command that produced it: (class,

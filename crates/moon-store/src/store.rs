@@ -207,6 +207,18 @@ impl Store {
         std::mem::take(&mut self.events)
     }
 
+    /// A script's PUBLISH: `message` on `channel`, delivered with the events of the command
+    /// (after its effects are safe in the log).
+    pub(crate) fn publish(&mut self, channel: Bytes, message: Bytes) {
+        self.events.push(KeyEvent {
+            class: 0,
+            event: "publish",
+            db: 0,
+            key: channel,
+            message: Some(message),
+        });
+    }
+
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
     }
@@ -220,6 +232,7 @@ impl Store {
             event,
             db,
             key,
+            message: None,
         };
         // A value written in chunks (a copied hash's HSETs) is one event.
         if self.events.len() > self.events_mark && self.events.last() == Some(&e) {
@@ -272,6 +285,7 @@ impl Store {
                     event,
                     db,
                     key: key_of(key),
+                    message: None,
                 };
                 // Once per key for the whole call (a DEL, then the value's chunks).
                 if !self.events.contains(&e) {

@@ -403,6 +403,8 @@ pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<Sc
 pub enum ScriptStep {
     Answer(Frame),
     Select(usize),
+    /// PUBLISH channel message.
+    Publish(Bytes, Bytes),
     Run(&'static KeyspaceCommand),
 }
 
@@ -419,6 +421,9 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
             );
         }
         "echo" if args.len() == 2 => return ScriptStep::Answer(Frame::Bulk(args[1].clone())),
+        "publish" if args.len() == 3 => {
+            return ScriptStep::Publish(args[1].clone(), args[2].clone());
+        }
         // The command's time (this crate reads no clock): milliseconds, as microseconds.
         "time" if args.len() == 1 => {
             return ScriptStep::Answer(Frame::Array(vec![
@@ -581,6 +586,12 @@ impl Host for StoreHost<'_> {
             ScriptStep::Select(db) => {
                 self.store.select(db);
                 return Frame::OK;
+            }
+            ScriptStep::Publish(channel, message) => {
+                // Delivered once the script's effects are safe; how many receive it is not
+                // known yet (Redis answers that number): 0.
+                self.store.publish(channel, message);
+                return Frame::Integer(0);
             }
             ScriptStep::Run(row) => row,
         };
