@@ -256,6 +256,31 @@ fn load_hashes(addr: SocketAddr, n: u64, fields: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// RSS growth of each target while `load` fills it (appendonly no): (label, kB before, kB
+/// after) per target, each on a fresh directory.
+fn rss_growth(
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+    name: &str,
+    load: impl Fn(SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let mut rows = Vec::new();
+    for &target in targets {
+        let dir = target.dir(work, name);
+        let log = work.join(format!("{name}.log"));
+        let (running, addr) = start(target, bin, None, &dir, &log)?;
+        let before = rss_kb(running.pid());
+        load(addr)?;
+        let after = rss_kb(running.pid());
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("{name} {}: {before} kB -> {after} kB", target.label());
+        rows.push((target.label(), before, after));
+    }
+    Ok(rows)
+}
+
 /// Memory per field of 1,000,000 small hashes (compact encodings on both sides).
 fn hash_memory_section(
     report: &mut String,
@@ -273,24 +298,13 @@ fn hash_memory_section(
         report,
         "| server | RSS before | RSS after | bytes per hash | bytes per field |\n|---|---|---|---|---|"
     );
-    for &target in targets {
-        let dir = target.dir(work, "hash-memory");
-        let log = work.join("hash-memory.log");
-        let (running, addr) = start(target, bin, None, &dir, &log)?;
-        let before = rss_kb(running.pid());
-        load_hashes(addr, HASHES, FIELDS)?;
-        let after = rss_kb(running.pid());
-        running.stop();
-        let _ = std::fs::remove_dir_all(&dir);
+    for (label, before, after) in rss_growth(targets, bin, work, "hash-memory", |addr| {
+        load_hashes(addr, HASHES, FIELDS)
+    })? {
         let per_hash = (after.saturating_sub(before) * 1024) as f64 / HASHES as f64;
-        eprintln!(
-            "hash memory {}: {before} kB -> {after} kB, {per_hash:.0} bytes/hash",
-            target.label()
-        );
         let _ = writeln!(
             report,
-            "| {} | {} MiB | {} MiB | {per_hash:.0} | {:.0} |",
-            target.label(),
+            "| {label} | {} MiB | {} MiB | {per_hash:.0} | {:.0} |",
             before / 1024,
             after / 1024,
             per_hash / FIELDS as f64
@@ -317,11 +331,7 @@ fn list_memory_section(
         report,
         "| server | RSS before | RSS after | bytes per element |\n|---|---|---|---|"
     );
-    for &target in targets {
-        let dir = target.dir(work, "list-memory");
-        let log = work.join("list-memory.log");
-        let (running, addr) = start(target, bin, None, &dir, &log)?;
-        let before = rss_kb(running.pid());
+    let load = |addr: SocketAddr| -> anyhow::Result<()> {
         let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
         for l in 0..LISTS {
             let mut p = redis::pipe();
@@ -334,18 +344,13 @@ fn list_memory_section(
             }
             p.query::<()>(&mut con)?;
         }
-        let after = rss_kb(running.pid());
-        running.stop();
-        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    };
+    for (label, before, after) in rss_growth(targets, bin, work, "list-memory", load)? {
         let per = (after.saturating_sub(before) * 1024) as f64 / (LISTS * ELEMENTS) as f64;
-        eprintln!(
-            "list memory {}: {before} kB -> {after} kB, {per:.1} bytes/element",
-            target.label()
-        );
         let _ = writeln!(
             report,
-            "| {} | {} MiB | {} MiB | {per:.1} |",
-            target.label(),
+            "| {label} | {} MiB | {} MiB | {per:.1} |",
             before / 1024,
             after / 1024,
         );

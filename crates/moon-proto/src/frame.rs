@@ -204,8 +204,14 @@ pub fn format_double_reply(d: f64) -> String {
     if d.fract() == 0.0 && d.abs() < 1e17 {
         return itoa_buf(d as i64).as_str().to_string();
     }
-    // Rust rounds exactly, as printf does: 17 significant digits, then %g's layout.
-    let sci = format!("{:.16e}", d.abs());
+    format!("{sign}{}", format_g(d.abs(), 17))
+}
+
+/// A finite, non-zero `d` as C's `%.{precision}g` prints it: `precision` significant digits
+/// (Rust rounds exactly, as printf does), trailing zeros dropped, the exponent form below 1e-4
+/// and from 10^precision (the number formats of Redis's replies, and of lua-cjson's `%.14g`).
+pub fn format_g(d: f64, precision: usize) -> String {
+    let sci = format!("{:.*e}", precision - 1, d);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let trim = |t: &str| -> String {
@@ -215,12 +221,12 @@ pub fn format_double_reply(d: f64) -> String {
             t.to_string()
         }
     };
-    if !(-4..17).contains(&exp) {
+    if exp < -4 || exp >= precision as i32 {
         let esign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{}e{esign}{:02}", trim(mantissa), exp.abs())
+        format!("{}e{esign}{:02}", trim(mantissa), exp.abs())
     } else {
-        let decimals = (16 - exp) as usize;
-        format!("{sign}{}", trim(&format!("{:.*}", decimals, d.abs())))
+        let decimals = (precision as i32 - 1 - exp).max(0) as usize;
+        trim(&format!("{d:.decimals$}"))
     }
 }
 

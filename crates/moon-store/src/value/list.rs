@@ -310,7 +310,8 @@ impl Node {
         self.count += 1;
     }
 
-    fn pop_front(&mut self) -> Option<Bytes> {
+    /// Takes the entry at the front (`front`) or the back.
+    fn pop(&mut self, front: bool) -> Option<Bytes> {
         if self.count == 0 {
             return None;
         }
@@ -319,29 +320,17 @@ impl Node {
         let Body::Raw { buf, head } = &mut self.body else {
             return None;
         };
-        let e = entry_at(buf, *head);
-        let v = Bytes::copy_from_slice(e.data(buf));
-        *head = e.end;
-        self.count -= 1;
-        if self.count == 0 {
-            *buf = Vec::new();
-            *head = 0;
-        }
-        Some(v)
-    }
-
-    fn pop_back(&mut self) -> Option<Bytes> {
-        if self.count == 0 {
-            return None;
-        }
-        self.tried = false;
-        self.decompress();
-        let Body::Raw { buf, head } = &mut self.body else {
-            return None;
+        let e = if front {
+            entry_at(buf, *head)
+        } else {
+            entry_before(buf, buf.len())
         };
-        let e = entry_before(buf, buf.len());
         let v = Bytes::copy_from_slice(e.data(buf));
-        buf.truncate(e.start);
+        if front {
+            *head = e.end;
+        } else {
+            buf.truncate(e.start);
+        }
         self.count -= 1;
         if self.count == 0 {
             *buf = Vec::new();
@@ -602,7 +591,7 @@ impl List {
         if self.nodes.is_empty() {
             return None;
         }
-        let v = self.edit(0, Node::pop_front)?;
+        let v = self.edit(0, |n| n.pop(true))?;
         self.len -= 1;
         if self.nodes[0].count == 0 {
             self.remove_node(0);
@@ -614,7 +603,7 @@ impl List {
 
     pub fn pop_back(&mut self) -> Option<Bytes> {
         let last = self.nodes.len().checked_sub(1)?;
-        let v = self.edit(last, Node::pop_back)?;
+        let v = self.edit(last, |n| n.pop(false))?;
         self.len -= 1;
         if self.nodes[last].count == 0 {
             self.remove_node(last);
