@@ -131,7 +131,8 @@ fn apply_script(st: &mut State, cmd: &[String], now: u64) -> Reply {
                 return Reply::Err;
             }
         }
-        return apply(st, &[s("GET"), k1], now);
+        // The reply is a read the model has no command for: the key's live value.
+        return live(st, &k1, now).map_or(Reply::Nil, |(v, _)| Reply::Bulk(v));
     }
     if cmd[1] == MOVE_TO_HASH_SCRIPT {
         let v = apply(st, &[s("GETDEL"), k1], now);
