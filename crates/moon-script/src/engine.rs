@@ -107,6 +107,20 @@ impl Drop for RunGuard<'_> {
     }
 }
 
+/// `redis.setresp`'s argument: 2 or 3, or Redis's error (both kinds of Lua state).
+pub(crate) fn resp_version(args: &[Value]) -> mlua::Result<u8> {
+    match args {
+        [Value::Integer(n)] if *n == 2 || *n == 3 => Ok(*n as u8),
+        [Value::Number(n)] if *n == 2.0 || *n == 3.0 => Ok(*n as u8),
+        [_] => Err(mlua::Error::RuntimeError(format!(
+            "{RAISED}ERR RESP version must be 2 or 3."
+        ))),
+        _ => Err(mlua::Error::RuntimeError(format!(
+            "{RAISED}ERR redis.setresp() requires one argument."
+        ))),
+    }
+}
+
 /// `redis.call` (raising a command's error: a Rust function raising it, so that the message
 /// handler still finds the script's frame after `return redis.call(...)`, a tail call),
 /// `redis.pcall` (handing it back as a table) and `redis.setresp`, reaching the run's host.
@@ -133,17 +147,9 @@ fn install_run_functions(lua: &Lua, redis: &Table, slot: &Rc<RunSlot>) -> mlua::
         redis.raw_set(name, f)?;
     }
     let slot = slot.clone();
-    let setresp = lua.create_function(move |lua, args: Variadic<Value>| match args.as_slice() {
-        [Value::Number(n)] if *n == 2.0 || *n == 3.0 => {
-            slot.resp.set(*n as u8);
-            Ok(())
-        }
-        [Value::Integer(n)] if *n == 2 || *n == 3 => {
-            slot.resp.set(*n as u8);
-            Ok(())
-        }
-        [_] => Err(raise(lua, "ERR RESP version must be 2 or 3.")),
-        _ => Err(raise(lua, "ERR redis.setresp() requires one argument.")),
+    let setresp = lua.create_function(move |_, args: Variadic<Value>| {
+        slot.resp.set(resp_version(&args)?);
+        Ok(())
     })?;
     redis.raw_set("setresp", setresp)?;
     Ok(())

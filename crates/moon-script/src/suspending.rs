@@ -77,21 +77,9 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
         engine.redis_table().raw_set(name, f)?;
     }
     let resp = slot.resp.clone();
-    let setresp = lua.create_function(move |_, args: Variadic<Value>| match args.as_slice() {
-        [Value::Integer(n)] if *n == 2 || *n == 3 => {
-            resp.set(*n as u8);
-            Ok(())
-        }
-        [Value::Number(n)] if *n == 2.0 || *n == 3.0 => {
-            resp.set(*n as u8);
-            Ok(())
-        }
-        [_] => Err(mlua::Error::RuntimeError(
-            "ERR RESP version must be 2 or 3.".into(),
-        )),
-        _ => Err(mlua::Error::RuntimeError(
-            "ERR redis.setresp() requires one argument.".into(),
-        )),
+    let setresp = lua.create_function(move |_, args: Variadic<Value>| {
+        resp.set(crate::engine::resp_version(&args)?);
+        Ok(())
     })?;
     engine.redis_table().raw_set("setresp", setresp)?;
     let pcall = lua.create_async_function(|lua, (f, args): (Value, MultiValue)| async move {

@@ -457,6 +457,11 @@ fn suspending_runs_answer_as_synchronous_ones() {
         bulk("v")
     );
     assert!(error_text(run_suspending(&engine, &host, "x = 1")).contains("readonly"));
+    // A Rust function's error keeps Redis's text (it used to get a second ERR here).
+    assert_eq!(
+        error_text(run_suspending(&engine, &host, "redis.setresp(4)")),
+        "ERR RESP version must be 2 or 3."
+    );
     assert_eq!(host.0.borrow().calls.len(), 9);
 }
 
