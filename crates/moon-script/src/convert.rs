@@ -15,6 +15,10 @@ use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 use moon_proto::Frame;
 
+/// The mark of an error whose text is already Redis's (raised by Moon's Rust functions, or a
+/// script's `error({err = ...})` on several shards): kept as it is, without `ERR` before it.
+pub(crate) const RAISED: &str = "\u{1}moon\u{1}";
+
 /// Deeper than this, a reply or a result is refused rather than converted (a table that holds
 /// itself would otherwise recurse forever).
 const MAX_DEPTH: usize = 128;

@@ -7,13 +7,16 @@
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic};
 use moon_proto::Frame;
 
+pub(crate) use crate::convert::RAISED;
 use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
 use crate::host::{Host, Slot};
+use crate::watch::{Current, Signals};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -41,8 +44,6 @@ pub struct Engine {
     compiled: Table,
     /// The libraries loaded here (FUNCTION LOAD): library name → function name → function.
     libraries: Table,
-    xpcall: Function,
-    handler: Function,
     /// The state of `math.random`, reset before every run: a script's random numbers are the
     /// same every time it runs (its effects are what is logged, whatever they are).
     seed: Rc<Cell<u64>>,
@@ -242,7 +243,6 @@ impl Engine {
             })?,
         )?;
         crate::libs::install(&lua, &globals)?;
-        let xpcall: Function = globals.get("xpcall")?;
         let error_text = lua.create_function(|lua, err: Value| {
             Ok(match err {
                 Value::Error(e) => error_text(&e),
@@ -252,13 +252,31 @@ impl Engine {
                     .unwrap_or_default(),
             })
         })?;
+        // SAFETY: both are C functions of the form Lua expects (watch.rs).
+        let (spawn, forget, paused) = unsafe {
+            (
+                lua.create_c_function(crate::watch::spawn)?,
+                lua.create_c_function(crate::watch::forget)?,
+                lua.create_c_function(crate::watch::paused)?,
+            )
+        };
         let env: Table = lua.load(PRELUDE).set_name("=moon").call((
             globals.clone(),
             redis.clone(),
             error_text,
+            spawn,
+            forget,
+            paused,
         ))?;
         lua.set_globals(env)?;
-        let handler = lua.create_function(|lua, err: Value| locate_error(lua, err))?;
+        // error({err = ...}): a run is a coroutine, and mlua would turn the table it ends with
+        // into "table: 0x..."; its text goes as a marked string instead, replied as it is
+        // (Redis replies a table error's `err`).
+        let error: Function = lua
+            .load(ERROR_WRAPPER)
+            .set_name("=moon")
+            .call((globals.raw_get::<Function>("error")?, RAISED))?;
+        globals.raw_set("error", error)?;
         let run_slot = Rc::new(RunSlot::default());
         install_run_functions(&lua, &redis, &run_slot)?;
         Ok(Engine {
@@ -267,8 +285,6 @@ impl Engine {
             lua,
             globals,
             redis,
-            xpcall,
-            handler,
             seed,
             slot: None,
             run_slot,
@@ -363,43 +379,120 @@ impl Engine {
     }
 
     /// Runs a script: compiles it if need be, sets KEYS and ARGV, and turns what it returns
-    /// (or the error that stopped it) into the reply. Every `redis.call` goes to `host`.
-    pub fn run(&mut self, inv: &Invocation<'_>, host: &mut dyn Host) -> Frame {
+    /// (or the error that stopped it) into the reply. Every `redis.call` goes to `host`;
+    /// `signals` is the run as the rest of the process sees it, and `may_pause` whether the
+    /// caller resumes a run that pauses once busy ([`Outcome::Suspended`]).
+    pub fn run(
+        &mut self,
+        inv: &Invocation<'_>,
+        host: &mut dyn Host,
+        signals: Arc<Signals>,
+        may_pause: bool,
+    ) -> Outcome {
         if self.slot.is_some() {
-            return Frame::StaticError("ERR internal error: a suspending Lua state");
+            return Outcome::Done(Frame::StaticError(
+                "ERR internal error: a suspending Lua state",
+            ));
         }
         if let Err(reply) = self.compile(inv.sha, inv.body) {
-            return reply;
+            return Outcome::Done(reply);
         }
-        let run = self
-            .prepare(inv)
-            .and_then(|f| self.call_with_host(f, inv.sha, host));
-        match run {
-            Ok(reply) => reply,
-            Err(e) => Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)),
+        match self.prepare(inv) {
+            Ok(f) => self.start(f, inv.sha, host, Current::new(signals, may_pause)),
+            Err(e) => Outcome::Done(Frame::Error(format!(
+                "ERR Error running script {}: {e}",
+                inv.sha
+            ))),
         }
     }
 
-    /// Calls `f` (a script, or a function bound to its keys and arguments) with `host` behind
-    /// its `redis.call`s; `name` names it in error replies.
-    pub(crate) fn call_with_host(
+    /// Starts `f` (a script, or a function bound to its keys and arguments) as the run's
+    /// coroutine; `name` names it in error replies.
+    pub(crate) fn start(
         &self,
         f: Function,
         name: &str,
         host: &mut dyn Host,
-    ) -> mlua::Result<Frame> {
-        let run = self.run_slot.enter(host);
-        let outcome: MultiValue = self.xpcall.call((f, self.handler.clone()))?;
-        let resp = run.resp();
-        drop(run);
-        let mut values = outcome.into_iter();
-        let ok = matches!(values.next(), Some(Value::Boolean(true)));
-        let value = values.next().unwrap_or(Value::Nil);
-        if ok {
-            return Ok(lua_to_frame(&value, resp));
-        }
-        Ok(error_reply(&value, name))
+        current: Current,
+    ) -> Outcome {
+        let thread = match self.lua.create_thread(f) {
+            Ok(t) => t,
+            Err(e) => {
+                current.signals.finish();
+                return Outcome::Done(Frame::Error(format!(
+                    "ERR Error running script {name}: {e}"
+                )));
+            }
+        };
+        self.step(
+            Suspended {
+                thread,
+                name: name.to_string(),
+                current,
+                resp: 2,
+            },
+            host,
+        )
     }
+
+    /// Resumes a run that paused ([`Outcome::Suspended`]) for its next slice.
+    pub fn resume(&self, run: Suspended, host: &mut dyn Host) -> Outcome {
+        self.step(run, host)
+    }
+
+    fn step(&self, run: Suspended, host: &mut dyn Host) -> Outcome {
+        let Suspended {
+            thread,
+            name,
+            current,
+            resp,
+        } = run;
+        let coroutine = thread.to_pointer() as *mut mlua::ffi::lua_State;
+        crate::watch::enter(current, coroutine);
+        let guard = self.run_slot.enter(host);
+        guard.slot.resp.set(resp);
+        let result = thread.resume::<MultiValue>(());
+        let resp = guard.resp();
+        drop(guard);
+        let Some(current) = crate::watch::leave() else {
+            return Outcome::Done(Frame::StaticError("ERR internal error: a run lost"));
+        };
+        if matches!(thread.status(), mlua::ThreadStatus::Resumable) {
+            if current.paused() {
+                return Outcome::Suspended(Suspended {
+                    thread,
+                    name,
+                    current,
+                    resp,
+                });
+            }
+            // The script's own yield, outside any coroutine of its own.
+            current.signals.finish();
+            return Outcome::Done(error_frame(&format!(
+                "ERR Error running script {name}: attempt to yield across metamethod/C-call boundary"
+            )));
+        }
+        current.signals.finish();
+        match result {
+            Ok(values) => Outcome::Done(lua_to_frame(values.front().unwrap_or(&Value::Nil), resp)),
+            Err(e) => Outcome::Done(failure_reply(&e, &name, frame_of(coroutine))),
+        }
+    }
+}
+
+/// What a run came to: its reply, or a pause (it is busy, and its thread has other work: see
+/// `watch.rs`) after which the caller resumes it with [`Engine::resume`].
+pub enum Outcome {
+    Done(Frame),
+    Suspended(Suspended),
+}
+
+/// A run paused between two slices: its coroutine, and what the hook knows of it.
+pub struct Suspended {
+    thread: mlua::Thread,
+    name: String,
+    current: Current,
+    resp: u8,
 }
 
 /// A redis.call's arguments as a command: strings as they are, numbers as Redis prints them
@@ -418,73 +511,63 @@ pub(crate) fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
         .collect()
 }
 
-/// The reply for a script stopped by an error: Redis's `<error> script: <sha>, on
-/// @user_script:<line>.` when the error says where it happened.
-fn error_reply(err: &Value, sha: &str) -> Frame {
-    let Value::Table(t) = err else {
-        // Not through the message handler: Lua's memory error, for one.
-        let text = match err {
-            Value::String(s) => s.to_string_lossy(),
-            Value::Error(e) => lua_message(e),
-            _ => "execution failure".to_string(),
-        };
-        return error_frame(&format!("ERR Error running script {sha}, {text}"));
+/// The reply for a run stopped by `e`: Redis's `<error> script: <name>, on
+/// @user_script:<line>.` when the script's frame was found (`frame`).
+fn failure_reply(e: &mlua::Error, name: &str, frame: Option<(String, Option<usize>)>) -> Frame {
+    let text = match innermost(e) {
+        mlua::Error::MemoryError(m) => {
+            return error_frame(&format!("ERR Error running script {name}, {m}"));
+        }
+        mlua::Error::RuntimeError(m) => {
+            let m = m.split("\nstack traceback:").next().unwrap_or(m);
+            match m.strip_prefix(RAISED) {
+                Some(redis_text) => redis_text.to_string(),
+                None if matches!(e, mlua::Error::CallbackError { .. }) => m.to_string(),
+                None => format!("ERR {m}"),
+            }
+        }
+        other => format!("ERR {}", lua_message(other)),
     };
-    let text = match t.raw_get::<Value>("err") {
-        Ok(Value::String(s)) => s.to_string_lossy(),
-        _ => "ERR execution failure".into(),
-    };
-    let source = t.raw_get::<Option<String>>("source").ok().flatten();
-    let line = t.raw_get::<Option<i64>>("line").ok().flatten();
-    match (source, line) {
-        (Some(source), Some(line)) => {
-            error_frame(&format!("{text} script: {sha}, on {source}:{line}."))
+    match frame {
+        Some((source, Some(line))) => {
+            error_frame(&format!("{text} script: {name}, on {source}:{line}."))
         }
         _ => error_frame(&text),
     }
 }
 
-/// The message handler of a run (Redis's `__redis__err__handler`): the error as a table with
-/// `err` ("ERR " before a plain message), and the source and line of the innermost script
-/// frame, found by walking up past C functions and Moon's prelude.
-fn locate_error(lua: &Lua, err: Value) -> mlua::Result<Value> {
-    // A new table: the error the script raised may be any table of its own (even `_G`), which
-    // must not be written to.
-    let table = lua.create_table()?;
-    match err {
-        Value::Table(t) => {
-            if let Ok(v @ Value::String(_)) = t.raw_get::<Value>("err") {
-                table.raw_set("err", v)?;
+/// The innermost frame of the user's script on a coroutine stopped by an error (Lua 5.1
+/// leaves a dead coroutine's frames in place), walking up past C functions and Moon's
+/// prelude: its source (`@user_script`) and line.
+fn frame_of(coroutine: *mut mlua::ffi::lua_State) -> Option<(String, Option<usize>)> {
+    use mlua::ffi;
+    for level in 0..64 {
+        // SAFETY: the run's coroutine, alive (the `Thread` is held by the caller), stopped;
+        // lua_getinfo with "Sl" pushes nothing.
+        unsafe {
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            if ffi::lua_getstack(coroutine, level, &mut ar) == 0 {
+                return None;
+            }
+            if ffi::lua_getinfo(coroutine, c"Sl".as_ptr(), &mut ar) == 0 {
+                continue;
+            }
+            if ar.source.is_null() || ar.what.is_null() {
+                continue;
+            }
+            let source = std::ffi::CStr::from_ptr(ar.source).to_string_lossy();
+            let what = std::ffi::CStr::from_ptr(ar.what).to_string_lossy();
+            if source.starts_with("@user_") && what != "C" {
+                let line = (ar.currentline > 0).then_some(ar.currentline as usize);
+                return Some((source.into_owned(), line));
             }
         }
-        other => {
-            let text = match &other {
-                // Raised by Moon's Rust functions: already Redis's text.
-                Value::Error(e) => error_text(e),
-                v => {
-                    let text = lua
-                        .coerce_string(v.clone())
-                        .ok()
-                        .flatten()
-                        .map(|s| s.to_string_lossy())
-                        .unwrap_or_else(|| format!("{v:?}"));
-                    format!("ERR {text}")
-                }
-            };
-            table.raw_set("err", text)?;
-        }
     }
-    if let Some((source, line)) = script_frame(lua) {
-        table.raw_set("source", source)?;
-        if let Some(line) = line {
-            table.raw_set("line", line as i64)?;
-        }
-    }
-    Ok(Value::Table(table))
+    None
 }
 
-/// The innermost frame of the user's script on the stack, walking up past C functions and
-/// Moon's prelude: its source (`@user_script`) and current line.
+/// The innermost frame of the user's script on the running stack (for a `redis.call` made
+/// from it in a suspending run).
 fn script_frame(lua: &Lua) -> Option<(String, Option<usize>)> {
     for level in 1..64 {
         let found = lua.inspect_stack(level, |d| {
@@ -514,9 +597,24 @@ pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
     script_frame(lua).and_then(|(_, line)| line)
 }
 
-/// The mark of an error whose text is already Redis's (raised by Moon's Rust functions, or a
-/// script's `error({err = ...})` on several shards): kept as it is, without `ERR` before it.
-pub(crate) const RAISED: &str = "\u{1}moon\u{1}";
+/// `error` for scripts: a table with an `err` string raises its text, marked as Redis's (see
+/// [`RAISED`]); anything else is raised as Lua's `error` would, from the caller's level.
+const ERROR_WRAPPER: &str = r#"
+local raw_error, mark = ...
+local type = type
+return function(v, level)
+    if type(v) == "table" and type(v.err) == "string" then
+        raw_error(mark .. v.err, 0)
+    end
+    if level == nil then
+        level = 1
+    end
+    if type(level) == "number" and level > 0 then
+        level = level + 1
+    end
+    raw_error(v, level)
+end
+"#;
 
 /// An error raised from Rust: its text is already Redis's (`ERR ...`).
 fn raise(_lua: &Lua, text: &str) -> mlua::Error {

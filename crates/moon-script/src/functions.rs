@@ -13,8 +13,9 @@ use mlua::{Function, Table, Value, Variadic};
 use moon_proto::Frame;
 
 use crate::convert::error_frame;
-use crate::engine::Engine;
+use crate::engine::{Engine, Outcome};
 use crate::host::Host;
+use crate::watch::Current;
 
 /// A function as its library registered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,23 +301,25 @@ impl Engine {
     }
 
     /// FCALL: calls function `name` with its keys and arguments, every `redis.call` going to
-    /// `host`. `ERR Function not found` if no library loaded here registered it.
+    /// `host` (`signals` and `may_pause` as for [`Engine::run`]). `ERR Function not found` if
+    /// no library loaded here registered it.
     pub fn run_function(
         &self,
         name: &str,
         keys: &[Bytes],
         args: &[Bytes],
         host: &mut dyn Host,
-    ) -> Frame {
+        signals: std::sync::Arc<crate::Signals>,
+        may_pause: bool,
+    ) -> Outcome {
         let Some(f) = self.function(name) else {
-            return err("ERR Function not found");
+            return Outcome::Done(err("ERR Function not found"));
         };
-        let run = self
-            .bound(f, keys, args)
-            .and_then(|f| self.call_with_host(f, name, host));
-        match run {
-            Ok(reply) => reply,
-            Err(e) => error_frame(&format!("ERR Error running function {name}: {e}")),
+        match self.bound(f, keys, args) {
+            Ok(f) => self.start(f, name, host, Current::new(signals, may_pause)),
+            Err(e) => Outcome::Done(error_frame(&format!(
+                "ERR Error running function {name}: {e}"
+            ))),
         }
     }
 

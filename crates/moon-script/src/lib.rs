@@ -11,6 +11,7 @@
 //! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
 //! - `functions.rs`: Redis 7 function libraries (FUNCTION LOAD, FCALL) in a state.
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
+//! - `watch.rs`: the hook that watches every run: SCRIPT KILL, busy runs, pauses.
 //! - `shebang.rs`: `#!lua flags=...`, the script's declared flags.
 //! - `libs.rs`: `cjson`, `cmsgpack` and `bit`, as Redis loads them.
 //! - `prelude.lua`: the sandbox (read-only globals and libraries, no I/O, no bytecode) and the
@@ -23,11 +24,16 @@ mod host;
 mod libs;
 mod shebang;
 mod suspending;
+mod watch;
 
-pub use engine::{sha1_hex, Engine, Invocation};
+pub use engine::{sha1_hex, Engine, Invocation, Outcome, Suspended};
 pub use functions::{library_name, FunctionInfo, LibraryInfo};
 pub use host::{AsyncHost, Host, ReplyFuture};
 pub use shebang::{parse_shebang, ScriptFlags};
+pub use watch::{
+    any_busy, busy_on, busy_reply, busy_threshold, kill, set_busy_threshold, stop_for_shutdown,
+    Signals, SLICE,
+};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@
 -- that does not exist is an error; pcall hands back a redis error's text rather than its
 -- table.
 
-local G, R, error_text_of = ...
+local G, R, error_text_of, spawn, forget, paused = ...
 
 local error, type, tostring, select, unpack = error, type, tostring, select, unpack
 local setmetatable, rawset, pcall, loadstring = setmetatable, rawset, pcall, loadstring
@@ -92,9 +92,31 @@ R.debug = function() end
 R.LOG_DEBUG, R.LOG_VERBOSE, R.LOG_NOTICE, R.LOG_WARNING = 0, 1, 2, 3
 R.REPL_NONE, R.REPL_AOF, R.REPL_SLAVE, R.REPL_REPLICA, R.REPL_ALL = 0, 1, 2, 2, 3
 
+-- pcall runs its function as a coroutine of the run (`spawn`, when the function is Lua's and
+-- the run may pause here), so that a busy run can pause inside it too (see watch.rs): a pause
+-- (the hook's yield, `paused()`) is passed up to the run, and the coroutine resumed after it.
+local co_resume, co_status, co_yield = coroutine.resume, coroutine.status, coroutine.yield
+
+local function settle(co, ok, ...)
+    if ok and co_status(co) == "suspended" and paused() then
+        co_yield()
+        return settle(co, co_resume(co))
+    end
+    forget(co)
+    return ok, ...
+end
+
+local function protected(f, ...)
+    local co = spawn(f)
+    if co == nil then
+        return pcall(f, ...)
+    end
+    return settle(co, co_resume(co, ...))
+end
+
 -- pcall as Redis 7 has it: a redis error caught is its text, not its table.
 G.pcall = function(f, ...)
-    local r = pack(pcall(f, ...))
+    local r = pack(protected(f, ...))
     if not r[1] and type(r[2]) == "table" and type(r[2].err) == "string" then
         r[2] = r[2].err
     elseif not r[1] and type(r[2]) == "userdata" then

@@ -96,13 +96,6 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
         }
     })?;
     engine.globals_table().raw_set("pcall", pcall)?;
-    // error({err = ...}): mlua would turn the table into "table: 0x..."; its text goes as a
-    // marked string instead, replied as it is (Redis replies a table error's `err`).
-    let error: Function = lua
-        .load(ERROR_WRAPPER)
-        .set_name("=moon")
-        .call((engine.globals_table().raw_get::<Function>("error")?, RAISED))?;
-    engine.globals_table().raw_set("error", error)?;
     // A script's own coroutines would catch mlua's suspension marker (and could then leave
     // the script suspended for ever, holding its shards): here they are functions that
     // refuse, so that code naming them (a library's top level) still loads.
@@ -131,23 +124,6 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
     engine.globals_table().raw_set("coroutine", view)?;
     Ok(())
 }
-
-const ERROR_WRAPPER: &str = r#"
-local raw_error, mark = ...
-local type = type
-return function(v, level)
-    if type(v) == "table" and type(v.err) == "string" then
-        raw_error(mark .. v.err, 0)
-    end
-    if level == nil then
-        level = 1
-    end
-    if type(level) == "number" and level > 0 then
-        level = level + 1
-    end
-    raw_error(v, level)
-end
-"#;
 
 /// A future that is pending once (waking itself), then ready: one suspension of the script.
 struct YieldOnce(bool);

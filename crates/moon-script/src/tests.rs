@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use crate::{sha1_hex, Engine, Host, Invocation};
+use crate::{sha1_hex, Engine, Host, Invocation, Outcome, Signals};
 
 #[derive(Default)]
 struct Toy {
@@ -58,7 +58,7 @@ impl Host for Toy {
 fn run(engine: &mut Engine, host: &mut Toy, body: &str, keys: &[&str], args: &[&str]) -> Frame {
     let b = |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
     let sha = sha1_hex(body.as_bytes());
-    engine.run(
+    let outcome = engine.run(
         &Invocation {
             sha: &sha,
             body: body.as_bytes(),
@@ -66,7 +66,25 @@ fn run(engine: &mut Engine, host: &mut Toy, body: &str, keys: &[&str], args: &[&
             args: &b(args),
         },
         host,
-    )
+        Signals::new(vec![0], false),
+        false,
+    );
+    finish(engine, outcome, host)
+}
+
+/// The reply of a run, resuming it while it pauses.
+fn finish(engine: &Engine, mut outcome: Outcome, host: &mut Toy) -> Frame {
+    loop {
+        match outcome {
+            Outcome::Done(f) => return f,
+            Outcome::Suspended(run) => outcome = engine.resume(run, host),
+        }
+    }
+}
+
+fn fcall(engine: &Engine, name: &str, keys: &[Bytes], args: &[Bytes], host: &mut Toy) -> Frame {
+    let outcome = engine.run_function(name, keys, args, host, Signals::new(vec![0], true), false);
+    finish(engine, outcome, host)
 }
 
 fn eval(body: &str) -> Frame {
@@ -642,19 +660,19 @@ fn libraries_register_functions_that_fcall_runs() {
     assert_eq!(info.functions[1].description.as_deref(), Some("reads"));
     let b = |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
     assert_eq!(
-        engine.run_function("bump", &b(&["n"]), &b(&["x"]), &mut host),
+        fcall(&engine, "bump", &b(&["n"]), &b(&["x"]), &mut host),
         Frame::Array(vec![Frame::Integer(1), bulk("x")])
     );
     assert_eq!(
-        engine.run_function("peek", &b(&["n"]), &[], &mut host),
+        fcall(&engine, "peek", &b(&["n"]), &[], &mut host),
         bulk("1")
     );
     assert_eq!(
-        error_text(engine.run_function("nope", &[], &[], &mut host)),
+        error_text(fcall(&engine, "nope", &[], &[], &mut host)),
         "ERR Function not found"
     );
     host.data.insert(b"s".to_vec(), b"text".to_vec());
-    let e = error_text(engine.run_function("bump", &b(&["s"]), &[], &mut host));
+    let e = error_text(fcall(&engine, "bump", &b(&["s"]), &[], &mut host));
     assert!(
         e.starts_with(
             "ERR value is not an integer or out of range script: bump, on @user_function:2."
@@ -679,7 +697,102 @@ fn libraries_register_functions_that_fcall_runs() {
     }
     engine.clear_functions();
     assert_eq!(
-        error_text(engine.run_function("bump", &[], &[], &mut host)),
+        error_text(fcall(&engine, "bump", &[], &[], &mut host)),
         "ERR Function not found"
+    );
+}
+
+/// Runs `body` busy at once and paused whenever it can be: how many times it paused, and the
+/// outcome of its first pause (to kill it) or its reply.
+fn run_busy(engine: &mut Engine, body: &str, kill_after: Option<usize>) -> (usize, Frame) {
+    let sha = sha1_hex(body.as_bytes());
+    let mut host = Toy::default();
+    let signals = Signals::with_threshold(vec![7], false, std::time::Duration::ZERO);
+    let mut outcome = engine.run(
+        &Invocation {
+            sha: &sha,
+            body: body.as_bytes(),
+            keys: &[],
+            args: &[],
+        },
+        &mut host,
+        signals,
+        true,
+    );
+    let mut pauses = 0;
+    loop {
+        match outcome {
+            Outcome::Done(f) => return (pauses, f),
+            Outcome::Suspended(run) => {
+                pauses += 1;
+                assert_eq!(crate::busy_on(Some(&[7])), Some(false), "busy on the board");
+                if Some(pauses) == kill_after {
+                    assert_eq!(crate::kill(true), Err(crate::busy_reply(false)));
+                    assert_eq!(crate::kill(false), Ok(()));
+                }
+                outcome = engine.resume(run, &mut host);
+            }
+        }
+    }
+}
+
+#[test]
+fn busy_runs_pause_and_can_be_killed() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let sum = "local n = 0 for i = 1, 30000000 do n = n + i end return n";
+    let (pauses, reply) = run_busy(&mut engine, sum, None);
+    assert!(pauses > 0, "a long loop paused: {reply:?}");
+    assert_eq!(reply, Frame::Integer(450_000_015_000_000));
+    // Inside pcall too: its function runs as a coroutine of the run.
+    let in_pcall = "local ok, v = pcall(function() local n = 0 for i = 1, 30000000 do n = n + i end return n end) return {ok and 1 or 0, v}";
+    let (pauses, reply) = run_busy(&mut engine, in_pcall, None);
+    assert!(pauses > 0, "a long loop inside pcall paused");
+    assert_eq!(
+        reply,
+        Frame::Array(vec![Frame::Integer(1), Frame::Integer(450_000_015_000_000)])
+    );
+    // Not inside a metamethod (a C call between): it runs through, and answers right.
+    let in_sort = "local t = {3, 1, 2} table.sort(t, function(a, b) for i = 1, 200000 do end return a < b end) return t";
+    let (_, reply) = run_busy(&mut engine, in_sort, None);
+    assert_eq!(
+        reply,
+        Frame::Array(vec![
+            Frame::Integer(1),
+            Frame::Integer(2),
+            Frame::Integer(3)
+        ])
+    );
+    // A script's own coroutines keep their meaning: a pause never reaches their resumer.
+    let own = "local co = coroutine.wrap(function() for i = 1, 3 do local n = 0 for j = 1, 300000 do n = n + j end coroutine.yield(i) end end) return {co(), co(), co()}";
+    let (_, reply) = run_busy(&mut engine, own, None);
+    assert_eq!(
+        reply,
+        Frame::Array(vec![
+            Frame::Integer(1),
+            Frame::Integer(2),
+            Frame::Integer(3)
+        ])
+    );
+    // SCRIPT KILL: the run stops with Redis's error, even one that keeps catching it.
+    for body in [
+        "while true do end",
+        "local f = function() while 1 do redis.call('get', 'x') end end while 1 do pcall(f) end",
+    ] {
+        let (_, reply) = run_busy(&mut engine, body, Some(2));
+        let e = error_text(reply);
+        assert!(
+            e.starts_with("ERR Script killed by user with SCRIPT KILL..."),
+            "{body}: {e}"
+        );
+    }
+    assert_eq!(crate::busy_on(None), None, "finished runs leave the board");
+    assert_eq!(
+        crate::kill(false),
+        Err("NOTBUSY No scripts in execution right now.")
+    );
+    // The state still works after a killed run.
+    assert_eq!(
+        run(&mut engine, &mut Toy::default(), "return 1", &[], &[]),
+        Frame::Integer(1)
     );
 }

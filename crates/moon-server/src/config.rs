@@ -31,8 +31,8 @@ pub struct Config {
     pub save: String,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
-    /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: accepted and reported. A script
-    /// runs to its end in Moon (docs/SCRIPTING.md): nothing answers BUSY yet.
+    /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: a script running longer is busy
+    /// (`moon_script`'s watch.rs; process-wide, set with the key).
     pub busy_reply_threshold: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
     /// large, or a flood of them).
@@ -246,8 +246,11 @@ pub const KEYS: &[Key] = &[
     key!("list-compress-depth", Runtime, "List nodes this many from each end stay plain, the ones between are LZF-compressed (0 = none); applies to lists created after it is set.",
         |c, v| c.encodings.list_compress_depth = int_in(v, 0..=i32::MAX as u64, "an integer from 0 to 2147483647")? as usize,
         |c| c.encodings.list_compress_depth.to_string()),
-    key!("busy-reply-threshold", Runtime, "Accepted for Redis compatibility (lua-time-limit): Moon runs a script to its end and answers no BUSY yet.",
-        |c, v| c.busy_reply_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0")?,
+    key!("busy-reply-threshold", Runtime, "Milliseconds after which a running script is busy: other clients of its shards get BUSY, SCRIPT KILL may stop it (lua-time-limit).",
+        |c, v| {
+            c.busy_reply_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0")?;
+            moon_script::set_busy_threshold(c.busy_reply_threshold);
+        },
         |c| c.busy_reply_threshold.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,

@@ -399,6 +399,23 @@ fn panic_seam() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The commands Redis runs while a script is busy (its `allow-busy` flag): the way out (SCRIPT
+/// KILL, FUNCTION KILL, SHUTDOWN), connection housekeeping, and MULTI/WATCH so that a
+/// pipelined transaction is refused whole rather than in part.
+fn allowed_while_busy(name: &str, args: &[bytes::Bytes]) -> bool {
+    let sub = |want: &str| {
+        args.get(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(want.as_bytes()))
+    };
+    match name {
+        "auth" | "discard" | "hello" | "multi" | "quit" | "replconf" | "reset" | "shutdown"
+        | "unwatch" | "watch" => true,
+        "script" => sub("kill"),
+        "function" => sub("kill") || sub("stats"),
+        _ => false,
+    }
+}
+
 fn noauth() -> Frame {
     Frame::StaticError("NOAUTH Authentication required.")
 }
@@ -483,6 +500,20 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             let size = record_size([&req]);
             if size > max_record() {
                 plan.ready(too_large_to_log(size));
+                session.multi.failed |= session.multi.queued.is_some();
+                continue;
+            }
+        }
+        if moon_script::any_busy() && !allowed_while_busy(spec.name, &req.args) {
+            // A busy script holds a shard this command needs (its keys', every shard's, or
+            // this connection's own thread's): Redis's BUSY, which inside MULTI makes EXEC
+            // fail. Other shards' commands go on.
+            let probe = match &req.target {
+                Target::Connection => Some(vec![session.ctx.shard.id()]),
+                _ => req.shards(),
+            };
+            if let Some(function) = moon_script::busy_on(probe.as_deref()) {
+                plan.ready(Frame::StaticError(moon_script::busy_reply(function)));
                 session.multi.failed |= session.multi.queued.is_some();
                 continue;
             }

@@ -266,10 +266,11 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
             ),
         ]))
     } else if eq(sub, "kill") && args.len() == 2 {
-        // A function runs within its shards' turn, never while this connection could ask.
-        Ok(Frame::StaticError(
-            "NOTBUSY No scripts in execution right now.",
-        ))
+        // Only a busy function can be killed, one that has not written (watch.rs).
+        Ok(match moon_script::kill(true) {
+            Ok(()) => Frame::OK,
+            Err(refused) => Frame::StaticError(refused),
+        })
     } else if (eq(sub, "dump") && args.len() == 2) || (eq(sub, "restore") && args.len() >= 3) {
         Ok(Frame::StaticError(
             "ERR FUNCTION DUMP and RESTORE are not supported yet: their payload is Redis's RDB serialization (see docs/SCRIPTING.md)",

@@ -34,9 +34,11 @@ pub(crate) fn script(_: &mut Session, args: &[Bytes]) -> Frame {
         return Frame::OK;
     }
     if eq(sub, "kill") && args.len() == 2 {
-        // A script runs within one turn of its shard, never while this connection could
-        // ask: there is never one to kill from here.
-        return Frame::StaticError("NOTBUSY No scripts in execution right now.");
+        // Only a busy script can be killed, one that has not written (watch.rs).
+        return match moon_script::kill(false) {
+            Ok(()) => Frame::OK,
+            Err(refused) => Frame::StaticError(refused),
+        };
     }
     if eq(sub, "help") && args.len() == 2 {
         return Frame::Array(

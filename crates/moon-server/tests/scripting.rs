@@ -815,3 +815,169 @@ fn scripts_publish() {
     got.sort();
     assert_eq!(got, ["one", "two"]);
 }
+
+/// Sends `words` on a connection of its own, in a thread: the reply (or error text) once the
+/// command ends.
+fn in_background(
+    s: &MoonServer,
+    words: &[&str],
+) -> std::thread::JoinHandle<Result<String, String>> {
+    let mut c = s.client();
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut command = redis::cmd(&words[0]);
+        for w in &words[1..] {
+            command.arg(w);
+        }
+        command
+            .query::<redis::Value>(&mut c)
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| common::err_text(&e))
+    })
+}
+
+/// Waits until `c`'s `words` are refused with BUSY (the script passed the threshold).
+fn until_busy(c: &mut redis::Connection, words: &[&str]) -> String {
+    let mut last = String::new();
+    let busy = common::eventually(std::time::Duration::from_secs(10), || {
+        let mut command = redis::cmd(words[0]);
+        for w in &words[1..] {
+            command.arg(*w);
+        }
+        match command.query::<redis::Value>(c) {
+            Err(e) => {
+                last = common::err_text(&e);
+                last.starts_with("BUSY")
+            }
+            Ok(_) => false,
+        }
+    });
+    assert!(busy, "never busy: {last}");
+    last
+}
+
+const BUSY_EVAL: &str =
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+const BUSY_FUNCTION: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+
+#[test]
+fn busy_scripts_answer_busy_and_can_be_killed() {
+    let mut s = MoonServer::start(1, &["--busy-reply-threshold", "50"]);
+    let mut c = s.client();
+    assert_eq!(
+        expect_err(&mut c, &["SCRIPT", "KILL"]),
+        "NOTBUSY No scripts in execution right now."
+    );
+    // A read-only script that never ends: others get BUSY, SCRIPT KILL stops it, and the
+    // server serves again.
+    let runaway = in_background(
+        &s,
+        &["EVAL", "local n = 0 while true do n = n + 1 end", "0"],
+    );
+    assert_eq!(until_busy(&mut c, &["PING"]), BUSY_EVAL);
+    assert_eq!(expect_err(&mut c, &["SET", "k", "v"]), BUSY_EVAL);
+    assert_eq!(expect_err(&mut c, &["FUNCTION", "KILL"]), BUSY_EVAL);
+    // MULTI is allowed, a command in it is refused, and EXEC then fails whole.
+    cmd::<()>(&mut c, &["MULTI"]);
+    assert_eq!(expect_err(&mut c, &["INCR", "n"]), BUSY_EVAL);
+    assert_eq!(cmd::<String>(&mut s.client(), &["SCRIPT", "KILL"]), "OK");
+    let killed = runaway.join().expect("thread").expect_err("killed");
+    assert!(
+        killed.starts_with("ERR Script killed by user with SCRIPT KILL..."),
+        "{killed}"
+    );
+    assert!(expect_err(&mut c, &["EXEC"]).starts_with("EXECABORT"));
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]), None);
+    // Even a script that keeps catching the error in pcall.
+    let stubborn = in_background(
+        &s,
+        &[
+            "EVAL",
+            "local f = function() while 1 do redis.call('ping') end end while 1 do pcall(f) end",
+            "0",
+        ],
+    );
+    until_busy(&mut c, &["GET", "k"]);
+    assert_eq!(cmd::<String>(&mut c, &["SCRIPT", "KILL"]), "OK");
+    let killed = stubborn.join().expect("thread").expect_err("killed");
+    assert!(killed.contains("killed by user"), "{killed}");
+    // A function the same way, with its own words.
+    cmd::<String>(
+        &mut c,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=spin\nredis.register_function('spin', function() while true do end end)",
+        ],
+    );
+    let spinning = in_background(&s, &["FCALL", "spin", "0"]);
+    assert_eq!(until_busy(&mut c, &["GET", "k"]), BUSY_FUNCTION);
+    assert_eq!(expect_err(&mut c, &["SCRIPT", "KILL"]), BUSY_FUNCTION);
+    assert_eq!(cmd::<String>(&mut c, &["FUNCTION", "KILL"]), "OK");
+    assert!(spinning.join().expect("thread").is_err());
+    // A long script that ends by itself, pipelined with a command after it: both replies,
+    // in order, the command run after the script.
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg("local n = 0 for i = 1, 60000000 do n = n + 1 end redis.call('set', KEYS[1], n) return n")
+        .arg(1)
+        .arg("long")
+        .cmd("INCR")
+        .arg("long");
+    let mut p = s.client();
+    let pipelined = std::thread::spawn(move || pipe.query::<(i64, i64)>(&mut p));
+    until_busy(&mut c, &["GET", "long"]);
+    assert_eq!(
+        pipelined.join().expect("thread").expect("replies"),
+        (60_000_000, 60_000_001)
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["GET", "long"]), 60_000_001);
+    // A script that wrote cannot be killed; SHUTDOWN NOSAVE still stops the server, and what
+    // the script wrote is not in the log (its effects are one unit, logged when it ends).
+    let writer = in_background(
+        &s,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'half') while true do end",
+            "1",
+            "w",
+        ],
+    );
+    until_busy(&mut c, &["GET", "w"]);
+    assert!(expect_err(&mut c, &["SCRIPT", "KILL"]).starts_with("UNKILLABLE"));
+    assert!(expect_err(&mut c, &["GET", "w"]).starts_with("BUSY"));
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut c);
+    assert!(
+        s.wait_exit(std::time::Duration::from_secs(10)).is_some(),
+        "SHUTDOWN NOSAVE stopped the server"
+    );
+    assert!(writer.join().expect("thread").is_err());
+    let s = MoonServer::start_in(&s.dir.clone(), 1, &[]).expect("restarts");
+    let mut c = s.client();
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "w"]), None);
+    assert_eq!(cmd::<i64>(&mut c, &["GET", "long"]), 60_000_001);
+}
+
+#[test]
+fn a_busy_script_holds_only_its_own_shard() {
+    let keys = keys_on_different_shards(2);
+    let (busy_key, free_key) = (&keys[0], &keys[1]);
+    let s = MoonServer::start(2, &["--busy-reply-threshold", "50"]);
+    let mut c = s.client();
+    let runaway = in_background(&s, &["EVAL", "while true do end", "1", busy_key]);
+    assert_eq!(until_busy(&mut c, &["GET", busy_key]), BUSY_EVAL);
+    // The other shard serves its keys meanwhile, from connections of either thread.
+    for _ in 0..4 {
+        let mut other = s.client();
+        assert_eq!(cmd::<String>(&mut other, &["SET", free_key, "v"]), "OK");
+        assert_eq!(
+            expect_err(&mut other, &["MSET", busy_key, "1", free_key, "2"]),
+            BUSY_EVAL
+        );
+    }
+    assert_eq!(cmd::<String>(&mut c, &["SCRIPT", "KILL"]), "OK");
+    assert!(runaway.join().expect("thread").is_err());
+    assert_eq!(cmd::<String>(&mut c, &["SET", busy_key, "x"]), "OK");
+}

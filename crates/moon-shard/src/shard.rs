@@ -170,6 +170,9 @@ pub struct Shard {
     invalidation_sink: RefCell<Option<InvalidationSink>>,
     /// Clients blocked on this shard's keys (`blocked.rs`).
     pub(crate) waiters: RefCell<crate::state::Waiters>,
+    /// A busy script paused here holds the lock: Redis's BUSY reply for what arrives
+    /// meanwhile ([`Shard::pause`]).
+    pub(crate) busy_script: Cell<Option<&'static str>>,
     /// [`Shard::serve_waiting`] is running (it does not run inside itself).
     pub(crate) serving_now: Cell<bool>,
 }
@@ -184,11 +187,14 @@ pub type EventSink =
     Rc<dyn Fn(Vec<KeyEvent>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
 
 /// Replies of a batch that executed but may not leave yet: they wait until the shard's log is
-/// safe up to `lsn` (see [`Shard::run_local`]).
+/// safe up to `lsn` (see [`Shard::run_local`]); and if a busy script of the batch paused
+/// (`rest`), the replies of that script and of the commands after it, which come once it
+/// ended (see [`Shard::finish_paused`]).
 pub(crate) struct Held {
     pub(crate) frames: Vec<Frame>,
-    pub(crate) writer: AofWriter,
+    pub(crate) writer: Option<AofWriter>,
     pub(crate) lsn: u64,
+    pub(crate) rest: Option<oneshot::Receiver<Vec<Frame>>>,
 }
 
 /// 64 random bits (from the OS, through std's hasher seeding) that name this process's
@@ -254,6 +260,7 @@ impl Shard {
             reloaded: Cell::new(false),
             events: RefCell::new(std::collections::VecDeque::new()),
             waiters: RefCell::new(Default::default()),
+            busy_script: Cell::new(None),
             serving_now: Cell::new(false),
             events_waker: Cell::new(None),
             events_queued: Cell::new(0),
@@ -552,6 +559,13 @@ impl Shard {
     }
 
     pub(crate) fn handle(self: &Rc<Self>, msg: Message) {
+        let msg = match self.busy_script.get() {
+            Some(busy) => match refuse_busy(msg, busy) {
+                Some(msg) => msg,
+                None => return,
+            },
+            None => msg,
+        };
         let passes = |msg: &Message| {
             matches!(
                 msg,
@@ -584,7 +598,7 @@ impl Shard {
         }
         match msg {
             Message::BatchOrBlock { cmds, block, reply } => {
-                let executed = self.execute(&cmds);
+                let executed = self.execute_pausing(&cmds);
                 if let Some(call) = cmds.first() {
                     self.block_if_nil(call, &executed, block);
                 }
@@ -600,7 +614,7 @@ impl Shard {
                     }
                 }
             }
-            Message::Batch { cmds, reply } => match self.execute(&cmds) {
+            Message::Batch { cmds, reply } => match self.execute_pausing(&cmds) {
                 Ok(frames) => {
                     let _ = reply.send(frames);
                 }
@@ -683,8 +697,11 @@ impl Shard {
     /// whose record is still on its way. While the log is failing, writes are refused with
     /// MISCONF before they execute, and reads keep working.
     pub async fn run_local(self: &Rc<Self>, cmds: &[Call]) -> Vec<Frame> {
-        let turn = self.wait_unlocked().await;
-        let executed = self.execute(cmds);
+        let turn = match self.wait_turn(true).await {
+            Ok(turn) => turn,
+            Err(busy) => return vec![Frame::StaticError(busy); cmds.len()],
+        };
+        let executed = self.execute_pausing(cmds);
         drop(turn);
         match executed {
             Ok(frames) => frames,
@@ -692,14 +709,24 @@ impl Shard {
         }
     }
 
-    /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log.
+    /// Executes now. `Ok`: replies that may leave at once; `Err`: replies held for the log
+    /// (or for a busy script that paused: see [`Held`]).
     pub(crate) fn execute(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
+        self.execute_with(cmds, None)
+    }
+
+    /// [`Shard::execute`], letting a busy script pause (the shard, `me`, resumes it).
+    pub(crate) fn execute_pausing(self: &Rc<Self>, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
+        self.execute_with(cmds, Some(self))
+    }
+
+    fn execute_with(&self, cmds: &[Call], me: Option<&Rc<Shard>>) -> Result<Vec<Frame>, Held> {
         let writes = cmds.iter().filter(|c| c.spec().is_write()).count();
         if writes == 0
             || (writes == 1 && cmds.last().is_some_and(|c| c.spec().is_write()))
             || self.waiters.borrow().queues.is_empty()
         {
-            let executed = self.execute_here(cmds);
+            let executed = self.execute_here(cmds, &[], me);
             // Blocked clients a key these filled can serve: before any other command.
             self.serve_in_turn();
             return executed;
@@ -708,14 +735,27 @@ impl Shard {
         // serves them after every command, so a pipelined RPUSH + LPOP cannot take the
         // element from a blocked client). Reads cannot fill a key: they run together.
         let mut frames = Vec::with_capacity(cmds.len());
-        let mut held: Option<(AofWriter, u64)> = None;
+        let mut held: Option<(Option<AofWriter>, u64)> = None;
+        let mut done = 0;
         for one in cmds.split_inclusive(|c| c.spec().is_write()) {
-            match self.execute_here(one) {
+            done += one.len();
+            match self.execute_here(one, &cmds[done..], me) {
                 Ok(f) => frames.extend(f),
                 Err(h) => {
                     frames.extend(h.frames);
                     let lsn = held.as_ref().map_or(h.lsn, |(_, l)| h.lsn.max(*l));
-                    held = Some((h.writer, lsn));
+                    let writer = h.writer.or(held.and_then(|(w, _)| w));
+                    held = Some((writer, lsn));
+                    if h.rest.is_some() {
+                        // A script paused: it runs the rest of the batch once it ended.
+                        let (writer, lsn) = held.unwrap_or((None, 0));
+                        return Err(Held {
+                            frames,
+                            writer,
+                            lsn,
+                            rest: h.rest,
+                        });
+                    }
                 }
             }
             self.serve_in_turn();
@@ -726,37 +766,64 @@ impl Shard {
                 frames,
                 writer,
                 lsn,
+                rest: None,
             }),
         }
     }
 
-    fn execute_here(&self, cmds: &[Call]) -> Result<Vec<Frame>, Held> {
+    /// Executes `cmds` here; `later`: the commands of the same batch after them, which a busy
+    /// script of `cmds` that pauses takes with it ([`Shard::finish_paused`]).
+    fn execute_here(
+        &self,
+        cmds: &[Call],
+        later: &[Call],
+        me: Option<&Rc<Shard>>,
+    ) -> Result<Vec<Frame>, Held> {
         let failing = self.back_to_the_log();
         let now = now_ms();
         let mut store = self.store.borrow_mut();
         let aof = self.aof.borrow();
-        let Some(writer) = aof.as_ref() else {
-            let frames = cmds.iter().map(|call| store.run(call, now)).collect();
-            drop(aof);
-            self.queue_events(&mut store);
-            return Ok(frames);
-        };
-        let frames = run_cmds(
+        store.set_may_pause(me.is_some());
+        let mut frames = run_cmds(
             &mut store,
             cmds,
             now,
             failing.as_deref(),
             |_, _, effects| {
-                writer.append(effects);
+                if let Some(writer) = aof.as_ref() {
+                    writer.append(effects);
+                }
             },
         );
-        let lsn = writer.last_assigned();
+        store.set_may_pause(false);
+        let writer = aof.clone();
         drop(aof);
+        if let (true, Some(me)) = (store.is_paused(), me) {
+            // The paused script's placeholder; it and what follows it reply later.
+            frames.pop();
+            let rest: Vec<Call> = cmds[frames.len() + 1..]
+                .iter()
+                .chain(later)
+                .cloned()
+                .collect();
+            // Its effects so far stay in the store until it ended; the events of the commands
+            // before it go with them.
+            drop(store);
+            let lsn = writer.as_ref().map_or(0, |w| w.last_assigned());
+            let rest = me.pause(rest);
+            return Err(Held {
+                frames,
+                writer: writer.filter(|w| failing.is_none() && !w.is_safe(lsn)),
+                lsn,
+                rest: Some(rest),
+            });
+        }
         self.queue_events(&mut store);
-        let aof = self.aof.borrow();
-        let Some(writer) = aof.as_ref() else {
+        drop(store);
+        let Some(writer) = writer else {
             return Ok(frames);
         };
+        let lsn = writer.last_assigned();
         // With a failed log, writes were refused and reads ran on the rebuilt keyspace: all
         // of it is in the log, nothing to wait for.
         if failing.is_some() || writer.is_safe(lsn) {
@@ -764,11 +831,104 @@ impl Shard {
         }
         Err(Held {
             frames,
-            writer: writer.clone(),
+            writer: Some(writer),
             lsn,
+            rest: None,
         })
     }
 
+    /// A busy script paused (see `moon_script`'s `watch.rs`): the shard is locked for it, as
+    /// for a cross-shard transaction — messages wait, local tasks wait their turn, expiry and
+    /// blocked clients wait — and a task resumes it slice by slice, letting the thread's
+    /// other work run between slices (connections answer BUSY, SCRIPT KILL arrives). Once it
+    /// ended, its effects are logged as one unit like any command's, the commands of its
+    /// batch after it (`rest`) run, and then the lock goes. The receiver gets the replies of
+    /// the script and of `rest`, once they may leave.
+    fn pause(self: &Rc<Self>, rest: Vec<Call>) -> oneshot::Receiver<Vec<Frame>> {
+        let txid = self.new_txid();
+        self.lock_holder.set(Some(txid));
+        // What was waiting for the shard gets BUSY now, as Redis answers the commands it
+        // reads while a script is busy; what is not a command (a transaction's step, a
+        // call) waits. A local task waiting its turn is woken to find BUSY itself.
+        let busy = self.store.borrow().paused_busy_reply();
+        self.busy_script.set(busy);
+        if let Some(busy) = busy {
+            let waiting = std::mem::take(&mut *self.deferred.borrow_mut());
+            let kept: std::collections::VecDeque<Deferred> = waiting
+                .into_iter()
+                .filter_map(|d| match d {
+                    Deferred::Msg(m) => refuse_busy(m, busy).map(Deferred::Msg),
+                    Deferred::Wake(_) => None,
+                    other => Some(other),
+                })
+                .collect();
+            let mut deferred = self.deferred.borrow_mut();
+            let arrived = std::mem::replace(&mut *deferred, kept);
+            deferred.extend(arrived);
+        }
+        let (tx, rx) = oneshot::channel();
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let frames = shard.finish_paused(rest).await;
+            shard.busy_script.set(None);
+            shard.unlock_here(txid);
+            let _ = tx.send(frames);
+        })
+        .detach();
+        rx
+    }
+
+    async fn finish_paused(self: &Rc<Self>, rest: Vec<Call>) -> Vec<Frame> {
+        let reply = loop {
+            futures_lite::future::yield_now().await;
+            let resumed = self.store.borrow_mut().resume_script();
+            if let Some(reply) = resumed {
+                break reply;
+            }
+        };
+        let failing = self.back_to_the_log();
+        let aof = self.aof.borrow().clone();
+        {
+            let mut store = self.store.borrow_mut();
+            if !store.logged().is_empty() {
+                // A script never writes while the log is failing (its writes are refused),
+                // but its expired keys were logged by the reads.
+                if let (Some(writer), None) = (aof.as_ref(), failing.as_ref()) {
+                    writer.append(store.logged());
+                }
+                store.clear_log();
+            }
+        }
+        let mut frames = vec![reply];
+        let executed = if rest.is_empty() {
+            self.queue_events(&mut self.store.borrow_mut());
+            match aof {
+                Some(writer) if failing.is_none() => {
+                    let lsn = writer.last_assigned();
+                    Err(Held {
+                        frames: Vec::new(),
+                        writer: Some(writer),
+                        lsn,
+                        rest: None,
+                    })
+                }
+                _ => Ok(Vec::new()),
+            }
+        } else {
+            self.execute_here(&rest, &[], Some(self))
+        };
+        match executed {
+            Ok(f) => frames.extend(f),
+            Err(held) => frames.extend(Box::pin(settle_rest(held)).await),
+        }
+        // The script's own reply waits for its record like the rest's (settled together).
+        if let Some(writer) = self.aof() {
+            if let Err(cause) = writer.wait(writer.last_assigned()).await {
+                frames[0] = misconf(&cause);
+            }
+        }
+        frames
+    }
     /// The store, the log writer and the log's error (read once, the keyspace rebuilt for it:
     /// see [`Shard::back_to_the_log`]), for [`crate::txn`].
     pub(crate) fn parts(
@@ -881,6 +1041,22 @@ impl Shard {
     }
 }
 
+/// A message that arrived while a busy script holds the shard: a batch of commands is answered
+/// BUSY (`None`: done); anything else is handed back to wait.
+fn refuse_busy(msg: Message, busy: &'static str) -> Option<Message> {
+    match msg {
+        Message::Batch { cmds, reply } | Message::BatchOrBlock { cmds, reply, .. } => {
+            let _ = reply.send(vec![Frame::StaticError(busy); cmds.len()]);
+            None
+        }
+        Message::Atomic { cmds, reply, .. } => {
+            let _ = reply.send(Some(vec![Frame::StaticError(busy); cmds.len()]));
+            None
+        }
+        other => Some(other),
+    }
+}
+
 /// Runs `cmds` against `store` in order. While the log is failing (`failing`), write commands
 /// are refused with MISCONF before they execute. After each command that changed the keyspace,
 /// `on_effects(index, is_write, effects)` receives what it logged (a read logs only the keys
@@ -900,6 +1076,10 @@ pub(crate) fn run_cmds(
             continue;
         }
         frames.push(store.run(call, now));
+        if store.is_paused() {
+            // A busy script paused: the shard takes it from here ([`Shard::pause`]).
+            break;
+        }
         if !store.logged().is_empty() {
             on_effects(i, is_write, store.logged());
             store.clear_log();
@@ -912,17 +1092,34 @@ pub(crate) fn run_cmds(
 /// the batch becomes MISCONF: a failed write or fsync never becomes a success reply, and a
 /// read held with it may have seen a write the log lacks.
 pub(crate) async fn settle(held: Held) -> Vec<Frame> {
-    let Held {
-        mut frames,
-        writer,
-        lsn,
-    } = held;
-    if let Err(cause) = writer.wait(lsn).await {
-        for f in frames.iter_mut() {
-            *f = misconf(&cause);
+    settle_rest(held).await
+}
+
+/// [`settle`], boxed where it recurses (a paused script's batch may hold another).
+fn settle_rest(held: Held) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Frame>>>> {
+    Box::pin(async move {
+        let Held {
+            mut frames,
+            writer,
+            lsn,
+            rest,
+        } = held;
+        if let Some(writer) = writer {
+            if let Err(cause) = writer.wait(lsn).await {
+                for f in frames.iter_mut() {
+                    *f = misconf(&cause);
+                }
+            }
         }
-    }
-    frames
+        if let Some(rest) = rest {
+            let n = frames.len();
+            match rest.await {
+                Ok(more) => frames.extend(more),
+                Err(_) => frames.resize(n + 1, Frame::StaticError(SHARD_GONE)),
+            }
+        }
+        frames
+    })
 }
 
 /// `f` as a message can carry it: its result boxed, its type erased.

@@ -179,15 +179,28 @@ impl Shard {
     /// returned [`Turn`]) until it has run: nothing queued after it — another transaction's
     /// lock above all — goes first, so a stream of transactions cannot starve it.
     pub(crate) async fn wait_unlocked(self: &Rc<Self>) -> Turn {
+        // Without `refuse_busy` the wait only ends with the turn.
+        self.wait_turn(false).await.unwrap_or(Turn(None))
+    }
+
+    /// [`Shard::wait_unlocked`]; with `refuse_busy`, a busy script holding the shard ends the
+    /// wait with Redis's BUSY reply instead (Redis answers commands so while it is busy).
+    pub(crate) async fn wait_turn(
+        self: &Rc<Self>,
+        refuse_busy: bool,
+    ) -> Result<Turn, &'static str> {
         let mut turn = Turn(None);
         while self.lock_holder.get().is_some() || (self.handoff.get() && turn.0.is_none()) {
+            if let (true, Some(busy), None) = (refuse_busy, self.busy_script.get(), &turn.0) {
+                return Err(busy);
+            }
             let (tx, rx) = oneshot::channel();
             self.deferred.borrow_mut().push_back(Deferred::Wake(tx));
             if rx.await.is_ok() {
                 turn.0 = Some(self.clone());
             }
         }
-        turn
+        Ok(turn)
     }
 
     /// Releases the lock held by `txid` and runs what was deferred (see [`Shard::drain`]).
@@ -375,8 +388,9 @@ impl Shard {
         }
         Some(Err(Held {
             frames,
-            writer,
+            writer: Some(writer),
             lsn,
+            rest: None,
         }))
     }
 

@@ -70,6 +70,10 @@ pub struct Store {
     /// This store's shard and the number of shards: a script may touch only keys of this
     /// shard (`store/script.rs`). (0, 1) until the shard says otherwise.
     pub(crate) place: (usize, usize),
+    /// A busy script paused between two slices (`store/script.rs`), and whether the command
+    /// running now may pause one (only the shard's plain batches may: see `moon-shard`).
+    pub(crate) paused: Option<paused::PausedScript>,
+    may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
     /// Keyed by database (two bytes, big-endian) and key.
@@ -156,6 +160,8 @@ impl Store {
             changes: 0,
             random_seed: 0x9E37_79B9_7F4A_7C15,
             place: (0, 1),
+            paused: None,
+            may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),
             ready: indexmap::IndexSet::new(),
@@ -1242,6 +1248,7 @@ pub(crate) mod hash;
 pub mod keys;
 pub mod lcs;
 pub mod list;
+pub(crate) mod paused;
 pub mod script;
 pub mod set;
 pub mod sort;

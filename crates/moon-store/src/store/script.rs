@@ -19,8 +19,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use moon_proto::Frame;
-use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation};
+use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation, Outcome, Signals};
 
+use super::paused::PausedScript;
 use super::{parse_i64, Store};
 use crate::call::KeyspaceCommand;
 use crate::command;
@@ -510,6 +511,79 @@ fn numkeys(args: &[Bytes]) -> Result<usize, Frame> {
 }
 
 impl Store {
+    /// Whether the command that just ran left a busy script paused ([`Store::resume_script`]
+    /// goes on with it). Only while [`Store::set_may_pause`] allows it.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// While a busy script is paused: Redis's BUSY reply for the commands that cannot run
+    /// meanwhile (its words differ for a function).
+    pub fn paused_busy_reply(&self) -> Option<&'static str> {
+        self.paused
+            .as_ref()
+            .map(|p| moon_script::busy_reply(p.signals.is_function()))
+    }
+
+    /// Lets a busy script run by the next commands pause (the shard then resumes it, holding
+    /// its keyspace for it meanwhile), or not.
+    pub fn set_may_pause(&mut self, may: bool) {
+        self.may_pause = may;
+    }
+
+    /// The next slice of the paused script: its reply once it ended (its effects are then in
+    /// [`Store::logged`], all of them, as for any command), `None` if it paused again.
+    pub fn resume_script(&mut self) -> Option<Frame> {
+        let paused = self.paused.take()?;
+        self.select(paused.db);
+        let PausedScript {
+            run,
+            signals,
+            now,
+            read_only,
+            written,
+            ..
+        } = paused;
+        let result = with_engine(|engine| {
+            let mut host = StoreHost {
+                store: self,
+                now,
+                read_only,
+                written,
+                signals: signals.clone(),
+            };
+            let outcome = engine.resume(run, &mut host);
+            (outcome, host.written)
+        });
+        self.finish_slice(result, signals, now, read_only)
+    }
+
+    /// After a slice: the reply, or the run kept for the next slice.
+    fn finish_slice(
+        &mut self,
+        result: Result<(Outcome, usize), Frame>,
+        signals: Arc<Signals>,
+        now: u64,
+        read_only: bool,
+    ) -> Option<Frame> {
+        let reply = match result {
+            Ok((Outcome::Done(reply), _)) => reply,
+            Ok((Outcome::Suspended(run), written)) => {
+                self.paused = Some(PausedScript {
+                    run,
+                    signals,
+                    now,
+                    read_only,
+                    written,
+                    db: self.db,
+                });
+                None?
+            }
+            Err(e) => e,
+        };
+        Some(reply)
+    }
+
     fn fcall(&mut self, args: &[Bytes], now: u64, read_only: bool) -> Frame {
         let (numkeys, read_only) = match fcall_check(args, read_only) {
             Ok(c) => c,
@@ -517,22 +591,29 @@ impl Store {
         };
         let name = String::from_utf8_lossy(&args[1]).into_owned();
         let outer_db = self.db;
-        let reply = with_engine(|engine| {
+        let signals = Signals::new(vec![self.place.0], true);
+        let may_pause = self.may_pause;
+        let result = with_engine(|engine| {
             let mut host = StoreHost {
                 store: self,
                 now,
                 read_only,
                 written: 0,
+                signals: signals.clone(),
             };
-            engine.run_function(
+            let outcome = engine.run_function(
                 &name,
                 &args[3..3 + numkeys],
                 &args[3 + numkeys..],
                 &mut host,
-            )
+                signals.clone(),
+                may_pause,
+            );
+            (outcome, host.written)
         });
+        let reply = self.finish_slice(result, signals, now, read_only);
         self.select(outer_db);
-        reply.unwrap_or_else(|e| e)
+        reply.unwrap_or(Frame::Null)
     }
 
     fn eval(&mut self, args: &[Bytes], now: u64, by_sha: bool, read_only: bool) -> Frame {
@@ -543,17 +624,20 @@ impl Store {
         let keys = &args[3..3 + source.numkeys];
         let argv = &args[3 + source.numkeys..];
         let outer_db = self.db;
-        let reply = with_engine(|engine| {
+        let signals = Signals::new(vec![self.place.0], false);
+        let may_pause = self.may_pause;
+        let result = with_engine(|engine| {
             if let Err(e) = source.compile_in(engine) {
-                return e;
+                return (Outcome::Done(e), 0);
             }
             let mut host = StoreHost {
                 store: self,
                 now,
                 read_only: source.read_only,
                 written: 0,
+                signals: signals.clone(),
             };
-            engine.run(
+            let outcome = engine.run(
                 &Invocation {
                     sha: &source.sha,
                     body: source.text(),
@@ -561,11 +645,16 @@ impl Store {
                     args: argv,
                 },
                 &mut host,
-            )
+                signals.clone(),
+                may_pause,
+            );
+            (outcome, host.written)
         });
+        let reply = self.finish_slice(result, signals, now, source.read_only);
         // A SELECT inside the script lasts as long as the script (Redis 7).
         self.select(outer_db);
-        reply.unwrap_or_else(|e| e)
+        // Paused: the shard sees `is_paused` and takes no reply from here.
+        reply.unwrap_or(Frame::Null)
     }
 }
 
@@ -577,6 +666,8 @@ struct StoreHost<'a> {
     read_only: bool,
     /// Bytes of arguments of the writes run so far ([`EFFECTS_BUDGET`]).
     written: usize,
+    /// The run as the process sees it: a write makes it unkillable.
+    signals: Arc<Signals>,
 }
 
 impl Host for StoreHost<'_> {
@@ -615,6 +706,7 @@ impl Host for StoreHost<'_> {
             }
         }
         if row.spec.is_write() {
+            self.signals.wrote();
             self.written = self
                 .written
                 .saturating_add(args.iter().map(|a| a.len() + 16).sum());
