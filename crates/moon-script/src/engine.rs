@@ -51,6 +51,8 @@ pub struct Engine {
     slot: Option<Slot>,
     /// A synchronous run's host, reached by `redis.call` (see [`RunSlot`]).
     run_slot: Rc<RunSlot>,
+    /// A suspending state's key for the hook (watch.rs); 0 for a synchronous one.
+    pub(crate) watch_key: usize,
 }
 
 /// The host of the synchronous run in progress, for `redis.call`, `redis.pcall` and
@@ -253,11 +255,11 @@ impl Engine {
             })
         })?;
         // SAFETY: both are C functions of the form Lua expects (watch.rs).
-        let (spawn, forget, paused) = unsafe {
+        let (spawn, forget, passing) = unsafe {
             (
                 lua.create_c_function(crate::watch::spawn)?,
                 lua.create_c_function(crate::watch::forget)?,
-                lua.create_c_function(crate::watch::paused)?,
+                lua.create_c_function(crate::watch::passing)?,
             )
         };
         let env: Table = lua.load(PRELUDE).set_name("=moon").call((
@@ -266,16 +268,16 @@ impl Engine {
             error_text,
             spawn,
             forget,
-            paused,
+            passing,
+            RAISED,
         ))?;
         lua.set_globals(env)?;
         // error({err = ...}): a run is a coroutine, and mlua would turn the table it ends with
         // into "table: 0x..."; its text goes as a marked string instead, replied as it is
-        // (Redis replies a table error's `err`).
-        let error: Function = lua
-            .load(ERROR_WRAPPER)
-            .set_name("=moon")
-            .call((globals.raw_get::<Function>("error")?, RAISED))?;
+        // (Redis replies a table error's `err`). A C function, as Lua's own `error`: `return
+        // error(...)` keeps the script's frame (a tail call to a Lua function would not).
+        // SAFETY: a C function of the form Lua expects.
+        let error = unsafe { lua.create_c_function(script_error)? };
         globals.raw_set("error", error)?;
         let run_slot = Rc::new(RunSlot::default());
         install_run_functions(&lua, &redis, &run_slot)?;
@@ -288,6 +290,7 @@ impl Engine {
             seed,
             slot: None,
             run_slot,
+            watch_key: 0,
         })
     }
 
@@ -454,11 +457,11 @@ impl Engine {
         let result = thread.resume::<MultiValue>(());
         let resp = guard.resp();
         drop(guard);
-        let Some(current) = crate::watch::leave() else {
+        let Some(mut current) = crate::watch::leave(coroutine) else {
             return Outcome::Done(Frame::StaticError("ERR internal error: a run lost"));
         };
         if matches!(thread.status(), mlua::ThreadStatus::Resumable) {
-            if current.paused() {
+            if current.take_pause(coroutine) {
                 return Outcome::Suspended(Suspended {
                     thread,
                     name,
@@ -597,24 +600,31 @@ pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
     script_frame(lua).and_then(|(_, line)| line)
 }
 
-/// `error` for scripts: a table with an `err` string raises its text, marked as Redis's (see
-/// [`RAISED`]); anything else is raised as Lua's `error` would, from the caller's level.
-const ERROR_WRAPPER: &str = r#"
-local raw_error, mark = ...
-local type = type
-return function(v, level)
-    if type(v) == "table" and type(v.err) == "string" then
-        raw_error(mark .. v.err, 0)
-    end
-    if level == nil then
-        level = 1
-    end
-    if type(level) == "number" and level > 0 then
-        level = level + 1
-    end
-    raw_error(v, level)
-end
-"#;
+/// `error` for scripts: Lua 5.1's `error` (the message gets the position of `level`, 1 by
+/// default), except that a table with an `err` string raises that text marked as Redis's (see
+/// [`RAISED`]).
+unsafe extern "C-unwind" fn script_error(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    if ffi::lua_istable(state, 1) != 0 {
+        ffi::lua_getfield(state, 1, c"err".as_ptr());
+        if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
+            ffi::lua_pushlstring(state, RAISED.as_ptr().cast(), RAISED.len());
+            ffi::lua_insert(state, -2);
+            ffi::lua_concat(state, 2);
+            // Nothing owned lives in this frame: the error's long jump leaks nothing.
+            ffi::lua_error(state);
+        }
+        ffi::lua_pop(state, 1);
+    }
+    let level = ffi::luaL_optinteger(state, 2, 1);
+    ffi::lua_settop(state, 1);
+    if ffi::lua_isstring(state, 1) != 0 && level > 0 {
+        ffi::luaL_where(state, level as std::ffi::c_int);
+        ffi::lua_pushvalue(state, 1);
+        ffi::lua_concat(state, 2);
+    }
+    ffi::lua_error(state)
+}
 
 /// An error raised from Rust: its text is already Redis's (`ERR ...`).
 fn raise(_lua: &Lua, text: &str) -> mlua::Error {

@@ -32,7 +32,7 @@ pub use host::{AsyncHost, Host, ReplyFuture};
 pub use shebang::{parse_shebang, ScriptFlags};
 pub use watch::{
     any_busy, busy_on, busy_reply, busy_threshold, kill, set_busy_threshold, stop_for_shutdown,
-    Signals, SLICE,
+    Signals, KILLED_TEXT, SLICE,
 };
 
 #[cfg(test)]

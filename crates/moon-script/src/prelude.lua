@@ -10,7 +10,7 @@
 -- that does not exist is an error; pcall hands back a redis error's text rather than its
 -- table.
 
-local G, R, error_text_of, spawn, forget, paused = ...
+local G, R, error_text_of, spawn, forget, passing, MARK = ...
 
 local error, type, tostring, select, unpack = error, type, tostring, select, unpack
 local setmetatable, rawset, pcall, loadstring = setmetatable, rawset, pcall, loadstring
@@ -94,11 +94,11 @@ R.REPL_NONE, R.REPL_AOF, R.REPL_SLAVE, R.REPL_REPLICA, R.REPL_ALL = 0, 1, 2, 2, 
 
 -- pcall runs its function as a coroutine of the run (`spawn`, when the function is Lua's and
 -- the run may pause here), so that a busy run can pause inside it too (see watch.rs): a pause
--- (the hook's yield, `paused()`) is passed up to the run, and the coroutine resumed after it.
+-- (the hook's yield, `passing(co)`) is passed up to the run, and the coroutine resumed after it.
 local co_resume, co_status, co_yield = coroutine.resume, coroutine.status, coroutine.yield
 
 local function settle(co, ok, ...)
-    if ok and co_status(co) == "suspended" and paused() then
+    if ok and co_status(co) == "suspended" and passing(co) then
         co_yield()
         return settle(co, co_resume(co))
     end
@@ -119,6 +119,9 @@ G.pcall = function(f, ...)
     local r = pack(protected(f, ...))
     if not r[1] and type(r[2]) == "table" and type(r[2].err) == "string" then
         r[2] = r[2].err
+    elseif not r[1] and type(r[2]) == "string" and r[2]:sub(1, #MARK) == MARK then
+        -- Raised with Redis's text (error({err = ...}), SCRIPT KILL): that text.
+        r[2] = r[2]:sub(#MARK + 1)
     elseif not r[1] and type(r[2]) == "userdata" then
         -- Raised by redis.call (a Rust function): its Redis text.
         r[2] = error_text_of(r[2])

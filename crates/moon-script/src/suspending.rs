@@ -15,6 +15,7 @@
 //! `script: ..., on @user_script:N.` part here.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mlua::{Function, Lua, MultiValue, Value, Variadic};
 use moon_proto::Frame;
@@ -22,6 +23,7 @@ use moon_proto::Frame;
 use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
 use crate::engine::{command_args, innermost, script_line, Engine, Invocation, RAISED};
 use crate::host::{AsyncHost, Slot};
+use crate::watch::{Current, Signals, Watching};
 
 /// A `redis.call` that failed: Redis's text and the script line it was made from.
 #[derive(Debug)]
@@ -206,6 +208,7 @@ impl Engine {
         keys: &[bytes::Bytes],
         args: &[bytes::Bytes],
         host: Rc<dyn AsyncHost>,
+        signals: Arc<Signals>,
     ) -> Frame {
         let Some(slot) = self.slot().cloned() else {
             return Frame::StaticError("ERR internal error: not a suspending Lua state");
@@ -219,7 +222,9 @@ impl Engine {
         };
         slot.resp.set(2);
         *slot.host.borrow_mut() = Some(host);
+        let watching = Watching::start(self.watch_key, Current::suspending(signals));
         let result = f.call_async::<Value>(()).await;
+        drop(watching);
         slot.host.borrow_mut().take();
         match result {
             Ok(value) => lua_to_frame(&value, slot.resp.get()),
@@ -233,12 +238,18 @@ impl Engine {
         let slot = Slot::default();
         install(&engine, &slot).map_err(|e| e.to_string())?;
         engine.set_slot(slot);
+        engine.watch_key = crate::watch::watch_state(engine.lua());
         Ok(engine)
     }
 
     /// Runs a script whose `redis.call`s go to `host` and may wait (an engine made by
     /// [`Engine::new_suspending`]; any other answers an error).
-    pub async fn run_suspending(&self, inv: &Invocation<'_>, host: Rc<dyn AsyncHost>) -> Frame {
+    pub async fn run_suspending(
+        &self,
+        inv: &Invocation<'_>,
+        host: Rc<dyn AsyncHost>,
+        signals: Arc<Signals>,
+    ) -> Frame {
         let Some(slot) = self.slot().cloned() else {
             return Frame::StaticError("ERR internal error: not a suspending Lua state");
         };
@@ -251,7 +262,9 @@ impl Engine {
         };
         slot.resp.set(2);
         *slot.host.borrow_mut() = Some(host);
+        let watching = Watching::start(self.watch_key, Current::suspending(signals));
         let result = f.call_async::<Value>(()).await;
+        drop(watching);
         slot.host.borrow_mut().take();
         match result {
             Ok(value) => lua_to_frame(&value, slot.resp.get()),

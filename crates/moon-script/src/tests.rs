@@ -402,6 +402,7 @@ fn run_suspending(engine: &Engine, host: &std::rc::Rc<Waiting>, body: &str) -> F
             args: &[],
         },
         host.clone(),
+        Signals::new(vec![0, 1], false),
     ))
 }
 
@@ -736,8 +737,13 @@ fn run_busy(engine: &mut Engine, body: &str, kill_after: Option<usize>) -> (usiz
     }
 }
 
+/// The busy tests share the process-wide board (SCRIPT KILL stops every killable run): one
+/// at a time.
+static BOARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn busy_runs_pause_and_can_be_killed() {
+    let _board = BOARD.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = Engine::new("7.2.0").expect("engine");
     let sum = "local n = 0 for i = 1, 30000000 do n = n + i end return n";
     let (pauses, reply) = run_busy(&mut engine, sum, None);
@@ -795,4 +801,88 @@ fn busy_runs_pause_and_can_be_killed() {
         run(&mut engine, &mut Toy::default(), "return 1", &[], &[]),
         Frame::Integer(1)
     );
+}
+
+#[test]
+fn busy_suspending_runs_pause_and_can_be_killed() {
+    let _board = BOARD.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = Engine::new_suspending("7.2.0").expect("engine");
+    let host = std::rc::Rc::new(Waiting(Default::default()));
+    let run = |body: &str, shard: usize| {
+        let sha = sha1_hex(body.as_bytes());
+        futures_lite::future::block_on(engine.run_suspending(
+            &Invocation {
+                sha: &sha,
+                body: body.as_bytes(),
+                keys: &[],
+                args: &[],
+            },
+            host.clone(),
+            Signals::with_threshold(vec![shard], false, std::time::Duration::ZERO),
+        ))
+    };
+    // Pauses (a bare yield: "poll again") are invisible to the result, inside pcall too.
+    assert_eq!(
+        run(
+            "local ok, v = pcall(function() local n = 0 for i = 1, 30000000 do n = n + i end return n end) return v",
+            8
+        ),
+        Frame::Integer(450_000_015_000_000)
+    );
+    // Killed from another thread once it is busy on its shards.
+    let killer = std::thread::spawn(|| loop {
+        if crate::busy_on(Some(&[9])).is_some() {
+            return crate::kill(false);
+        }
+        std::thread::yield_now();
+    });
+    let e = error_text(run("while true do end", 9));
+    assert_eq!(killer.join().expect("killer"), Ok(()));
+    assert!(
+        e.starts_with("ERR Script killed by user with SCRIPT KILL..."),
+        "{e}"
+    );
+    assert_eq!(crate::busy_on(Some(&[9])), None);
+}
+
+#[test]
+fn errors_raised_by_scripts_keep_their_text_and_place() {
+    // pcall hands back a table error's text, without any mark of Moon's.
+    assert_eq!(
+        eval("local ok, e = pcall(function() error({err = 'MY X'}) end) return e"),
+        bulk("MY X")
+    );
+    // `return error(...)` is a tail call: the script's line is still known.
+    let e = error_text(eval("return error('bad')"));
+    assert!(e.starts_with("ERR user_script:1: bad script: "), "{e}");
+    assert!(e.ends_with("on @user_script:1."), "{e}");
+    let e = error_text(eval("\nerror({err = 'CODE text'})"));
+    assert!(e.starts_with("CODE text script: "), "{e}");
+    assert!(e.ends_with("on @user_script:2."), "{e}");
+    // Levels as Lua's: 0 adds no position, 2 the caller's.
+    assert!(error_text(eval("error('plain', 0)")).starts_with("ERR plain script:"));
+    let e = error_text(eval("local function f() error('up', 2) end\nf()"));
+    assert!(e.starts_with("ERR user_script:2: up"), "{e}");
+}
+
+#[test]
+fn a_pause_inside_nested_pcalls_loses_nothing() {
+    let _board = BOARD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    // Pauses land anywhere, also between a pcall's steps: the rest of every function runs.
+    let body = "local function spin() local n = 0 for i = 1, 3000000 do n = n + 1 end return n end
+        local ok, v = pcall(function()
+            local a = select(2, pcall(spin))
+            local b = select(2, pcall(function() return select(2, pcall(spin)) end))
+            return a + b
+        end)
+        return {ok and 1 or 0, v}";
+    for _ in 0..3 {
+        let (pauses, reply) = run_busy(&mut engine, body, None);
+        assert!(pauses > 0);
+        assert_eq!(
+            reply,
+            Frame::Array(vec![Frame::Integer(1), Frame::Integer(6_000_000)])
+        );
+    }
 }

@@ -28,7 +28,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void, CString};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -60,9 +60,16 @@ pub struct Signals {
     function: bool,
     threshold: Duration,
     busy: AtomicBool,
-    kill: AtomicBool,
-    wrote: AtomicBool,
+    /// Woken when the run becomes busy ([`Signals::became_busy`]).
+    waker: Mutex<Option<std::task::Waker>>,
+    /// [`CLEAN`], [`WROTE`] or [`KILLED`]: one atomic, so that a kill and a first write
+    /// cannot both win (SCRIPT KILL answers OK only if no write ever runs after it).
+    state: AtomicU8,
 }
+
+const CLEAN: u8 = 0;
+const WROTE: u8 = 1;
+const KILLED: u8 = 2;
 
 /// The runs past the threshold, and how many there are (read first, without the lock: the
 /// server checks it before every command).
@@ -87,8 +94,21 @@ impl Signals {
             function,
             threshold,
             busy: AtomicBool::new(false),
-            kill: AtomicBool::new(false),
-            wrote: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            state: AtomicU8::new(CLEAN),
+        })
+    }
+
+    /// Resolves once the run is busy (for a coordinator that tells the run's shards).
+    pub fn became_busy(self: &Arc<Self>) -> impl std::future::Future<Output = ()> {
+        let signals = self.clone();
+        std::future::poll_fn(move |cx| {
+            let mut waker = signals.waker.lock().unwrap_or_else(|e| e.into_inner());
+            if signals.busy.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            *waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
         })
     }
 
@@ -97,9 +117,31 @@ impl Signals {
         self.function
     }
 
-    /// The run changed the keyspace: from now on it cannot be killed.
-    pub fn wrote(&self) {
-        self.wrote.store(true, Ordering::Relaxed);
+    /// The run is about to change the keyspace: from now on it cannot be killed. `false`: it
+    /// was killed already, and the write must not run.
+    pub fn may_write(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(CLEAN, WROTE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == WROTE,
+        }
+    }
+
+    fn killed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == KILLED
+    }
+
+    /// Asks the run to stop, unless it wrote.
+    fn try_kill(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(CLEAN, KILLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == KILLED,
+        }
     }
 
     fn become_busy(self: &Arc<Self>, elapsed: Duration) {
@@ -108,6 +150,9 @@ impl Signals {
         }
         board().push(self.clone());
         BUSY_COUNT.fetch_add(1, Ordering::AcqRel);
+        if let Some(waker) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            waker.wake();
+        }
         tracing::warn!(
             "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command.",
             elapsed.as_millis(),
@@ -150,6 +195,11 @@ pub fn busy_reply(function: bool) -> &'static str {
     }
 }
 
+const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.";
+
+/// What a killed run's write answers (the hook raises the same error at its next check).
+pub const KILLED_TEXT: &str = "ERR Script killed by user with SCRIPT KILL...";
+
 /// SCRIPT KILL (`function` false) or FUNCTION KILL: asks the busy runs of that kind to stop.
 /// Redis's refusals: none busy, only the other kind busy, or it already wrote.
 pub fn kill(function: bool) -> Result<(), &'static str> {
@@ -161,15 +211,12 @@ pub fn kill(function: bool) -> Result<(), &'static str> {
     if mine.is_empty() {
         return Err(busy_reply(!function));
     }
-    let killable: Vec<&&Arc<Signals>> = mine
-        .iter()
-        .filter(|r| !r.wrote.load(Ordering::Relaxed))
-        .collect();
-    if killable.is_empty() {
-        return Err("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+    let mut killed = false;
+    for run in mine {
+        killed |= run.try_kill();
     }
-    for run in killable {
-        run.kill.store(true, Ordering::Relaxed);
+    if !killed {
+        return Err(UNKILLABLE);
     }
     Ok(())
 }
@@ -181,11 +228,7 @@ pub fn stop_for_shutdown() -> bool {
     let runs = board();
     let mut wrote = false;
     for run in runs.iter() {
-        if run.wrote.load(Ordering::Relaxed) {
-            wrote = true;
-        } else {
-            run.kill.store(true, Ordering::Relaxed);
-        }
+        wrote |= !run.try_kill();
     }
     wrote
 }
@@ -199,16 +242,30 @@ pub(crate) struct Current {
     may_pause: bool,
     /// Pause at the first chance after this (set at each resume).
     slice_end: Instant,
-    /// The hook paused the run (set when it yields, cleared at each resume): a yield with no
-    /// values is a pause only then (a hook's yield carries no values in Lua 5.1).
-    paused: bool,
+    /// The coroutines the hook paused whose pause is still on its way up to the caller (a
+    /// hook's yield carries no values in Lua 5.1: a bare yield is a pause only if its
+    /// coroutine is here). `pcall` passes its coroutine's pause up as its own ([`passing`]).
+    paused: Vec<usize>,
     /// The coroutines the hook may yield: the run's own and those its `pcall`s made (a
     /// script's own coroutines are not among them: their resumer would get the pause).
     ours: Vec<usize>,
+    /// Any coroutine of the state may yield (a suspending state: its runs are mlua's async
+    /// coroutines, which take a bare yield for "poll again", and a script's own coroutines
+    /// are refused there).
+    anywhere: bool,
 }
 
 impl Current {
     pub(crate) fn new(signals: Arc<Signals>, may_pause: bool) -> Current {
+        Self::with(signals, may_pause, false)
+    }
+
+    /// A run of a suspending state, which may pause in any of its coroutines.
+    pub(crate) fn suspending(signals: Arc<Signals>) -> Current {
+        Self::with(signals, true, true)
+    }
+
+    fn with(signals: Arc<Signals>, may_pause: bool, anywhere: bool) -> Current {
         let now = Instant::now();
         Current {
             started: now,
@@ -216,13 +273,14 @@ impl Current {
             signals,
             may_pause: may_pause && layout_ok(),
             slice_end: now,
-            paused: false,
+            paused: Vec::new(),
             ours: Vec::new(),
+            anywhere,
         }
     }
 
     fn step(&mut self, state: *mut ffi::lua_State) -> Step {
-        if self.signals.kill.load(Ordering::Relaxed) {
+        if self.signals.killed() {
             return Step::Kill;
         }
         let now = Instant::now();
@@ -233,10 +291,14 @@ impl Current {
         self.signals.become_busy(elapsed);
         if self.may_pause
             && now >= self.slice_end
-            && self.ours.contains(&(state as usize))
+            && (self.anywhere || self.ours.contains(&(state as usize)))
             && unsafe { yieldable(state) }
         {
-            self.paused = true;
+            if !self.anywhere {
+                self.paused.push(state as usize);
+            }
+            // The next slice (a synchronous run's starts again when it is resumed).
+            self.slice_end = now + SLICE;
             return Step::Pause;
         }
         Step::Go
@@ -250,25 +312,104 @@ enum Step {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+    /// The runs in progress on this thread, by Lua state (the `global_State` every coroutine
+    /// of a state shares): a synchronous run between its resumption and its pause, a
+    /// suspending one from its start to its end (other runs happen while it waits).
+    static RUNS: RefCell<Vec<(usize, Current)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Makes `current` the run the hook watches on this thread, `coroutine` one it may pause;
-/// its slice starts now.
+/// The Lua state `state` (any coroutine of it) belongs to.
+///
+/// # Safety
+/// `state` is a live Lua state.
+unsafe fn state_key(state: *mut ffi::lua_State) -> usize {
+    if layout_ok() {
+        (*(state as *const StateHead)).l_g as usize
+    } else {
+        // Without the layout, one run per thread is told apart (each thread runs one
+        // synchronous run at a time).
+        0
+    }
+}
+
+/// Runs `f` on the run of `state`'s Lua state, if one is watched.
+fn with_run<R>(state: *mut ffi::lua_State, f: impl FnOnce(&mut Current) -> R) -> Option<R> {
+    // SAFETY: called from the hook and the C helpers with the running state.
+    let key = unsafe { state_key(state) };
+    RUNS.with(|runs| {
+        let mut runs = runs.try_borrow_mut().ok()?;
+        runs.iter_mut().find(|(k, _)| *k == key).map(|(_, c)| f(c))
+    })
+}
+
+fn insert(key: usize, current: Current) {
+    RUNS.with(|runs| {
+        let mut runs = runs.borrow_mut();
+        runs.retain(|(k, _)| *k != key);
+        runs.push((key, current));
+    });
+}
+
+fn remove(key: usize) -> Option<Current> {
+    RUNS.with(|runs| {
+        let mut runs = runs.borrow_mut();
+        let at = runs.iter().position(|(k, _)| *k == key)?;
+        Some(runs.swap_remove(at).1)
+    })
+}
+
+/// Makes `current` the run the hook watches in `coroutine`'s state, `coroutine` one it may
+/// pause; its slice starts now.
 pub(crate) fn enter(mut current: Current, coroutine: *mut ffi::lua_State) {
     current.slice_end = Instant::now() + SLICE;
-    current.paused = false;
     if !current.ours.contains(&(coroutine as usize)) {
         current.ours.push(coroutine as usize);
     }
     // SAFETY: a live coroutine of this thread's Lua state.
-    unsafe { watch(coroutine) };
-    CURRENT.with(|c| *c.borrow_mut() = Some(current));
+    unsafe {
+        watch(coroutine);
+        insert(state_key(coroutine), current);
+    }
 }
 
-/// The run the hook watched, taken back (the run paused or ended).
-pub(crate) fn leave() -> Option<Current> {
-    CURRENT.with(|c| c.borrow_mut().take())
+/// The run the hook watched in `coroutine`'s state, taken back (the run paused or ended).
+pub(crate) fn leave(coroutine: *mut ffi::lua_State) -> Option<Current> {
+    // SAFETY: a live coroutine of this thread's Lua state.
+    remove(unsafe { state_key(coroutine) })
+}
+
+/// A suspending run watched from its start to its end (see [`watch_state`]): off the board
+/// and unwatched when dropped, also if its future is dropped half-way.
+pub(crate) struct Watching {
+    key: usize,
+}
+
+impl Watching {
+    pub(crate) fn start(key: usize, current: Current) -> Watching {
+        insert(key, current);
+        Watching { key }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(current) = remove(self.key) {
+            current.signals.finish();
+        }
+    }
+}
+
+/// Puts the hook on a suspending Lua state before any of its coroutines exists (they inherit
+/// it); the key its runs are watched under.
+pub(crate) fn watch_state(lua: &mlua::Lua) -> usize {
+    // SAFETY: the state mlua runs code in; every coroutine it creates later is made from it.
+    let key = unsafe {
+        lua.exec_raw::<mlua::Integer>((), |state| {
+            watch(state);
+            ffi::lua_pushinteger(state, state_key(state) as mlua::Integer);
+        })
+    };
+    key.map_or(0, |k| k as usize)
 }
 
 /// Puts the hook on a coroutine (the coroutines it creates inherit it).
@@ -280,40 +421,50 @@ pub(crate) unsafe fn watch(state: *mut ffi::lua_State) {
 }
 
 impl Current {
-    /// Whether the run's last yield was the hook's pause.
-    pub(crate) fn paused(&self) -> bool {
-        self.paused
+    /// Whether `coroutine`'s last yield was the hook's pause (then it is taken: the caller
+    /// passes it up or returns it).
+    pub(crate) fn take_pause(&mut self, coroutine: *mut ffi::lua_State) -> bool {
+        match self.paused.iter().position(|p| *p == coroutine as usize) {
+            Some(at) => {
+                self.paused.swap_remove(at);
+                true
+            }
+            None => false,
+        }
     }
 }
 
-/// `pcall`'s helper: whether the coroutine that just yielded was paused by the hook (then
-/// `pcall` passes the pause up) rather than by the script's own `coroutine.yield`.
-pub(crate) unsafe extern "C-unwind" fn paused(state: *mut ffi::lua_State) -> c_int {
-    let paused = CURRENT.with(|c| {
-        c.try_borrow()
-            .ok()
-            .and_then(|c| c.as_ref().map(|c| c.paused))
-            .unwrap_or(false)
-    });
-    ffi::lua_pushboolean(state, paused as c_int);
+impl Drop for Current {
+    fn drop(&mut self) {
+        self.signals.finish();
+    }
+}
+
+/// `pcall`'s helper: whether coroutine `co` (argument 1), which just yielded, was paused by
+/// the hook rather than by the script's own `coroutine.yield`. If so the caller, which yields
+/// next to pass the pause up, is the one paused now.
+pub(crate) unsafe extern "C-unwind" fn passing(state: *mut ffi::lua_State) -> c_int {
+    let co = ffi::lua_tothread(state, 1);
+    let passing = !co.is_null()
+        && with_run(state, |c| {
+            let paused = c.take_pause(co);
+            if paused {
+                c.paused.push(state as usize);
+            }
+            paused
+        })
+        .unwrap_or(false);
+    ffi::lua_pushboolean(state, passing as c_int);
     1
 }
 
 fn kill_text() -> &'static CString {
     static TEXT: OnceLock<CString> = OnceLock::new();
-    TEXT.get_or_init(|| {
-        CString::new(format!(
-            "{RAISED}ERR Script killed by user with SCRIPT KILL..."
-        ))
-        .unwrap_or_default()
-    })
+    TEXT.get_or_init(|| CString::new(format!("{RAISED}{KILLED_TEXT}")).unwrap_or_default())
 }
 
 unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
-    let step = CURRENT.with(|c| match c.try_borrow_mut() {
-        Ok(mut c) => c.as_mut().map(|c| c.step(state)),
-        Err(_) => None,
-    });
+    let step = with_run(state, |c| c.step(state));
     match step {
         Some(Step::Kill) => {
             // From now on at every line and instruction of this coroutine: a pcall that
@@ -409,15 +560,7 @@ pub(crate) unsafe extern "C-unwind" fn spawn(state: *mut ffi::lua_State) -> c_in
         && ffi::lua_iscfunction(state, 1) == 0
         && layout_ok()
         && yieldable(state)
-        && CURRENT.with(|c| {
-            c.try_borrow()
-                .ok()
-                .and_then(|c| {
-                    c.as_ref()
-                        .map(|c| c.may_pause && c.ours.contains(&(state as usize)))
-                })
-                .unwrap_or(false)
-        });
+        && with_run(state, |c| c.may_pause && c.ours.contains(&(state as usize))).unwrap_or(false);
     if !may {
         ffi::lua_pushnil(state);
         return 1;
@@ -425,13 +568,7 @@ pub(crate) unsafe extern "C-unwind" fn spawn(state: *mut ffi::lua_State) -> c_in
     let co = ffi::lua_newthread(state);
     ffi::lua_pushvalue(state, 1);
     ffi::lua_xmove(state, co, 1);
-    CURRENT.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            if let Some(c) = c.as_mut() {
-                c.ours.push(co as usize);
-            }
-        }
-    });
+    with_run(state, |c| c.ours.push(co as usize));
     1
 }
 
@@ -440,13 +577,7 @@ pub(crate) unsafe extern "C-unwind" fn spawn(state: *mut ffi::lua_State) -> c_in
 pub(crate) unsafe extern "C-unwind" fn forget(state: *mut ffi::lua_State) -> c_int {
     let co = ffi::lua_tothread(state, 1);
     if !co.is_null() {
-        CURRENT.with(|c| {
-            if let Ok(mut c) = c.try_borrow_mut() {
-                if let Some(c) = c.as_mut() {
-                    c.ours.retain(|p| *p != co as usize);
-                }
-            }
-        });
+        with_run(state, |c| c.ours.retain(|p| *p != co as usize));
     }
     0
 }

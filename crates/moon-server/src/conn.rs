@@ -425,6 +425,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
     let shards = session.ctx.shard.count();
     if cmds.len() > 1
         && session.tx.is_none()
+        && !moon_script::any_busy()
         && pipeline_needs_transaction(session, &cmds)
         && record_size(cmds.iter().flatten()) <= max_record()
     {
@@ -508,8 +509,20 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             // A busy script holds a shard this command needs (its keys', every shard's, or
             // this connection's own thread's): Redis's BUSY, which inside MULTI makes EXEC
             // fail. Other shards' commands go on.
-            let probe = match &req.target {
-                Target::Connection => Some(vec![session.ctx.shard.id()]),
+            let probe = match (&req.target, connection_row.map(|c| &c.run)) {
+                // EXEC: the shards of what it would run (it would wait for them otherwise).
+                (_, Some(Run::Transaction(TxControl::Exec))) => {
+                    session.multi.queued.as_ref().and_then(|queued| {
+                        let mut all = vec![session.ctx.shard.id()];
+                        for q in queued {
+                            all.extend(q.shards()?);
+                        }
+                        Some(all)
+                    })
+                }
+                // SCRIPT, FUNCTION, BGREWRITEAOF...: they wait for every shard.
+                (_, Some(Run::Barrier(_))) => None,
+                (Target::Connection, _) => Some(vec![session.ctx.shard.id()]),
                 _ => req.shards(),
             };
             if let Some(function) = moon_script::busy_on(probe.as_deref()) {

@@ -89,7 +89,10 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
     let mut participants: Vec<usize> = keys.iter().map(|k| shard_for_key(k, shards)).collect();
     participants.sort_unstable();
     participants.dedup();
+    let signals = moon_script::Signals::new(participants.clone(), function);
+    let host_participants = participants.clone();
     let host = Rc::new(TxHost {
+        signals: signals.clone(),
         shard,
         tx,
         db: Cell::new(session.db),
@@ -99,6 +102,23 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
         databases: session.ctx.shared.config().databases as usize,
         written: RefCell::new(vec![0; shards]),
     });
+    // Once the run is busy its shards answer BUSY to what waits for them (the dispatcher
+    // already refuses what comes next); they stop when it ends.
+    let told = Rc::new(Cell::new(false));
+    let watcher = {
+        let (signals, shard, told) = (signals.clone(), session.ctx.shard.clone(), told.clone());
+        let participants = host.participants.clone();
+        glommio::spawn_local(async move {
+            signals.became_busy().await;
+            told.set(true);
+            let busy = moon_script::busy_reply(function);
+            for p in participants {
+                shard
+                    .call_on(p, move |s| s.refuse_waiting(Some(busy)))
+                    .await;
+            }
+        })
+    };
     let pooled = match take_engine() {
         Ok(e) => e,
         Err(e) => return e,
@@ -108,7 +128,7 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
             let fname = String::from_utf8_lossy(&args[1]).into_owned();
             pooled
                 .engine
-                .run_function_suspending(&fname, keys, argv, host)
+                .run_function_suspending(&fname, keys, argv, host, signals)
                 .await
         }
         Some(source) => match source.compile_in(&pooled.engine) {
@@ -124,17 +144,30 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
                             args: argv,
                         },
                         host,
+                        signals,
                     )
                     .await
             }
         },
     };
     give_engine(pooled);
+    drop(watcher);
+    if told.get() {
+        for &p in &host_participants {
+            session
+                .ctx
+                .shard
+                .call_on(p, |s| s.refuse_waiting(None))
+                .await;
+        }
+    }
     reply
 }
 
 /// Where a cross-shard script's commands go: the shards of its transaction.
 struct TxHost {
+    /// The run as the process sees it (busy, killed): a write makes it unkillable.
+    signals: std::sync::Arc<moon_script::Signals>,
     shard: Rc<moon_shard::Shard>,
     tx: moon_shard::Tx,
     /// The script's database (a SELECT inside it changes it for the rest of the script).
@@ -208,6 +241,10 @@ impl AsyncHost for TxHost {
                 }
             }
             if row.spec.is_write() {
+                if !self.signals.may_write() {
+                    // Killed by SCRIPT KILL: no write runs after its OK.
+                    return err(moon_script::KILLED_TEXT);
+                }
                 let mut written = self.written.borrow_mut();
                 let bytes: usize = args.iter().map(|a| a.len() + 16).sum();
                 written[target] = written[target].saturating_add(bytes);

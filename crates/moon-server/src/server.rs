@@ -286,14 +286,18 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     tracing::info!(
         "Received {signal:?}, shutting down: no new connections, finishing in-flight requests"
     );
-    if moon_script::stop_for_shutdown() {
-        // A busy script that wrote never ends by itself and cannot be killed. Its writes are
-        // in memory only (a script's effects are logged when it ends), and every reply sent
-        // so far had its record written first: leaving now loses nothing acknowledged, as
-        // SIGKILL would not (Redis's SHUTDOWN NOSAVE does the same).
-        tracing::warn!("A busy script that wrote holds its shard: exiting without it (its writes were never logged)");
-        std::process::exit(0);
-    }
+    // A busy script would keep its shard from draining: killed if it has not written. One
+    // that wrote never ends by itself and cannot be killed; its writes are in memory only (a
+    // script's effects are logged when it ends), and every reply sent so far had its record
+    // written first: leaving at once loses nothing acknowledged (Redis's SHUTDOWN NOSAVE
+    // leaves it too). Watched until the process ends: a script may become busy later.
+    std::thread::spawn(|| loop {
+        if moon_script::stop_for_shutdown() {
+            tracing::warn!("A busy script that wrote holds its shard: exiting without it (its writes were never logged)");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    });
     for tx in stop_txs {
         let _ = tx.send(());
     }

@@ -981,3 +981,92 @@ fn a_busy_script_holds_only_its_own_shard() {
     assert!(runaway.join().expect("thread").is_err());
     assert_eq!(cmd::<String>(&mut c, &["SET", busy_key, "x"]), "OK");
 }
+
+#[test]
+fn after_a_busy_script_every_client_is_in_its_own_database() {
+    let s = MoonServer::start(1, &["--busy-reply-threshold", "20"]);
+    let mut c = s.client();
+    let mut other = s.client();
+    cmd::<()>(&mut other, &["SELECT", "2"]);
+    // A script of a db-2 client that selects db 3 inside and pauses while busy.
+    let long = in_background_in_db(
+        &s,
+        2,
+        &[
+            "EVAL",
+            "redis.call('select', 3) local n = 0 for i = 1, 60000000 do n = n + 1 end redis.call('set', 'in3', n) return n",
+            "0",
+        ],
+    );
+    until_busy(&mut c, &["GET", "k"]);
+    assert_eq!(
+        long.join().expect("thread"),
+        Ok("int(60000000)".to_string())
+    );
+    // Other clients' commands run in their own databases again (review finding).
+    assert_eq!(cmd::<String>(&mut c, &["SET", "k", "zero"]), "OK");
+    assert_eq!(cmd::<String>(&mut c, &["GET", "k"]), "zero");
+    assert_eq!(cmd::<Option<String>>(&mut other, &["GET", "k"]), None);
+    cmd::<()>(&mut c, &["SELECT", "3"]);
+    assert_eq!(cmd::<i64>(&mut c, &["GET", "in3"]), 60_000_000);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "k"]), None);
+}
+
+/// [`in_background`] on a connection that selected database `db` first.
+fn in_background_in_db(
+    s: &MoonServer,
+    db: i64,
+    words: &[&str],
+) -> std::thread::JoinHandle<Result<String, String>> {
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["SELECT", &db.to_string()]);
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut command = redis::cmd(&words[0]);
+        for w in &words[1..] {
+            command.arg(w);
+        }
+        command
+            .query::<redis::Value>(&mut c)
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| common::err_text(&e))
+    })
+}
+
+#[test]
+fn a_busy_script_across_shards_can_be_killed() {
+    let keys = keys_on_different_shards(2);
+    let s = MoonServer::start(2, &["--busy-reply-threshold", "20"]);
+    let mut c = s.client();
+    let runaway = in_background(
+        &s,
+        &[
+            "EVAL",
+            "redis.call('get', KEYS[1]) while true do end",
+            "2",
+            &keys[0],
+            &keys[1],
+        ],
+    );
+    until_busy(&mut c, &["GET", &keys[0]]);
+    assert_eq!(expect_err(&mut c, &["GET", &keys[1]]), BUSY_EVAL);
+    assert_eq!(cmd::<String>(&mut c, &["SCRIPT", "KILL"]), "OK");
+    let killed = runaway.join().expect("thread").expect_err("killed");
+    assert!(killed.contains("killed by user"), "{killed}");
+    assert_eq!(cmd::<String>(&mut c, &["SET", &keys[0], "free"]), "OK");
+    assert_eq!(cmd::<String>(&mut c, &["SET", &keys[1], "free"]), "OK");
+    // One that wrote cannot be killed: its writes are not there for anyone meanwhile.
+    let writer = in_background(
+        &s,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'half') while true do end",
+            "2",
+            &keys[0],
+            &keys[1],
+        ],
+    );
+    until_busy(&mut c, &["GET", &keys[1]]);
+    assert!(expect_err(&mut c, &["SCRIPT", "KILL"]).starts_with("UNKILLABLE"));
+    drop(writer);
+}

@@ -194,7 +194,8 @@ pub(crate) struct Held {
     pub(crate) frames: Vec<Frame>,
     pub(crate) writer: Option<AofWriter>,
     pub(crate) lsn: u64,
-    pub(crate) rest: Option<oneshot::Receiver<Vec<Frame>>>,
+    /// The replies still to come and how many there are.
+    pub(crate) rest: Option<(oneshot::Receiver<Vec<Frame>>, usize)>,
 }
 
 /// 64 random bits (from the OS, through std's hasher seeding) that name this process's
@@ -810,12 +811,13 @@ impl Shard {
             // before it go with them.
             drop(store);
             let lsn = writer.as_ref().map_or(0, |w| w.last_assigned());
+            let count = rest.len() + 1;
             let rest = me.pause(rest);
             return Err(Held {
                 frames,
                 writer: writer.filter(|w| failing.is_none() && !w.is_safe(lsn)),
                 lsn,
-                rest: Some(rest),
+                rest: Some((rest, count)),
             });
         }
         self.queue_events(&mut store);
@@ -837,6 +839,28 @@ impl Shard {
         })
     }
 
+    /// A busy script holds this shard (`Some`: Redis's BUSY reply) or no longer does. While it
+    /// does, what waits for the shard gets BUSY, as Redis answers the commands it reads while
+    /// a script is busy: the batches waiting now, those that arrive, and local tasks waiting
+    /// their turn (woken to find it); what is not a command (a transaction's step, a call)
+    /// waits.
+    pub fn refuse_waiting(&self, busy: Option<&'static str>) {
+        self.busy_script.set(busy);
+        let Some(busy) = busy else { return };
+        let waiting = std::mem::take(&mut *self.deferred.borrow_mut());
+        let kept: std::collections::VecDeque<Deferred> = waiting
+            .into_iter()
+            .filter_map(|d| match d {
+                Deferred::Msg(m) => refuse_busy(m, busy).map(Deferred::Msg),
+                Deferred::Wake(_) => None,
+                other => Some(other),
+            })
+            .collect();
+        let mut deferred = self.deferred.borrow_mut();
+        let arrived = std::mem::replace(&mut *deferred, kept);
+        deferred.extend(arrived);
+    }
+
     /// A busy script paused (see `moon_script`'s `watch.rs`): the shard is locked for it, as
     /// for a cross-shard transaction — messages wait, local tasks wait their turn, expiry and
     /// blocked clients wait — and a task resumes it slice by slice, letting the thread's
@@ -847,30 +871,16 @@ impl Shard {
     fn pause(self: &Rc<Self>, rest: Vec<Call>) -> oneshot::Receiver<Vec<Frame>> {
         let txid = self.new_txid();
         self.lock_holder.set(Some(txid));
-        // What was waiting for the shard gets BUSY now, as Redis answers the commands it
-        // reads while a script is busy; what is not a command (a transaction's step, a
-        // call) waits. A local task waiting its turn is woken to find BUSY itself.
         let busy = self.store.borrow().paused_busy_reply();
-        self.busy_script.set(busy);
-        if let Some(busy) = busy {
-            let waiting = std::mem::take(&mut *self.deferred.borrow_mut());
-            let kept: std::collections::VecDeque<Deferred> = waiting
-                .into_iter()
-                .filter_map(|d| match d {
-                    Deferred::Msg(m) => refuse_busy(m, busy).map(Deferred::Msg),
-                    Deferred::Wake(_) => None,
-                    other => Some(other),
-                })
-                .collect();
-            let mut deferred = self.deferred.borrow_mut();
-            let arrived = std::mem::replace(&mut *deferred, kept);
-            deferred.extend(arrived);
-        }
+        self.refuse_waiting(busy);
         let (tx, rx) = oneshot::channel();
         let shard = self.clone();
         glommio::spawn_local(async move {
             let frames = shard.finish_paused(rest).await;
-            shard.busy_script.set(None);
+            if shard.lock_holder.get() == Some(txid) {
+                // (A script later in the batch that paused too holds the lock now: its own.)
+                shard.busy_script.set(None);
+            }
             shard.unlock_here(txid);
             let _ = tx.send(frames);
         })
@@ -888,16 +898,23 @@ impl Shard {
         };
         let failing = self.back_to_the_log();
         let aof = self.aof.borrow().clone();
-        {
+        let unlogged = {
             let mut store = self.store.borrow_mut();
-            if !store.logged().is_empty() {
-                // A script never writes while the log is failing (its writes are refused),
-                // but its expired keys were logged by the reads.
+            let effects = !store.logged().is_empty();
+            if effects {
                 if let (Some(writer), None) = (aof.as_ref(), failing.as_ref()) {
                     writer.append(store.logged());
                 }
                 store.clear_log();
             }
+            effects && failing.is_some()
+        };
+        if unlogged {
+            // The log failed while the script was paused: what it changed cannot be logged,
+            // and the keyspace (maybe rebuilt meanwhile) holds it. Rebuilt again from the log,
+            // so that reads never see a write the log lacks (review finding).
+            self.reloaded.set(false);
+            let _ = self.back_to_the_log();
         }
         let mut frames = vec![reply];
         let executed = if rest.is_empty() {
@@ -915,7 +932,8 @@ impl Shard {
                 _ => Ok(Vec::new()),
             }
         } else {
-            self.execute_here(&rest, &[], Some(self))
+            // As any batch: blocked clients a write of it can serve are served in turn.
+            self.execute_with(&rest, Some(self))
         };
         match executed {
             Ok(f) => frames.extend(f),
@@ -1111,11 +1129,11 @@ fn settle_rest(held: Held) -> std::pin::Pin<Box<dyn std::future::Future<Output =
                 }
             }
         }
-        if let Some(rest) = rest {
+        if let Some((rest, count)) = rest {
             let n = frames.len();
             match rest.await {
                 Ok(more) => frames.extend(more),
-                Err(_) => frames.resize(n + 1, Frame::StaticError(SHARD_GONE)),
+                Err(_) => frames.resize(n + count, Frame::StaticError(SHARD_GONE)),
             }
         }
         frames

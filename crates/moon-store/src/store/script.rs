@@ -555,7 +555,11 @@ impl Store {
             let outcome = engine.resume(run, &mut host);
             (outcome, host.written)
         });
-        self.finish_slice(result, signals, now, read_only)
+        let reply = self.finish_slice(result, signals, now, read_only);
+        // Between slices and after the script, the store is in database 0, as between any
+        // two commands (review finding: other clients' db-0 writes ran in the script's).
+        self.select(0);
+        reply
     }
 
     /// After a slice: the reply, or the run kept for the next slice.
@@ -706,7 +710,10 @@ impl Host for StoreHost<'_> {
             }
         }
         if row.spec.is_write() {
-            self.signals.wrote();
+            if !self.signals.may_write() {
+                // Killed by SCRIPT KILL: no write runs after its OK.
+                return err(moon_script::KILLED_TEXT);
+            }
             self.written = self
                 .written
                 .saturating_add(args.iter().map(|a| a.len() + 16).sum());
