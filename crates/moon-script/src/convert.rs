@@ -19,6 +19,10 @@ use moon_proto::Frame;
 /// script's `error({err = ...})` on several shards): kept as it is, without `ERR` before it.
 pub(crate) const RAISED: &str = "\u{1}moon\u{1}";
 
+/// The mark of an error raised by a Rust function whose text is Lua's kind (a library's
+/// `user_script:1: bad argument...`): replied with `ERR` before it, handed to `pcall` as it is.
+pub(crate) const LUA_TEXT: &str = "\u{1}lua\u{1}";
+
 /// Deeper than this, a reply or a result is refused rather than converted (a table that holds
 /// itself would otherwise recurse forever).
 const MAX_DEPTH: usize = 128;

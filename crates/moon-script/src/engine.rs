@@ -13,8 +13,9 @@ use bytes::Bytes;
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic};
 use moon_proto::Frame;
 
-pub(crate) use crate::convert::RAISED;
 use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
+pub(crate) use crate::convert::{LUA_TEXT, RAISED};
+pub(crate) use crate::errors::{error_text, innermost, lua_message, script_line};
 use crate::host::{Host, Slot};
 use crate::watch::{Current, Signals};
 
@@ -523,6 +524,14 @@ fn failure_reply(e: &mlua::Error, name: &str, frame: Option<(String, Option<usiz
         }
         mlua::Error::RuntimeError(m) => {
             let m = m.split("\nstack traceback:").next().unwrap_or(m);
+            if let Some(lua_text) = m.strip_prefix(LUA_TEXT) {
+                return match frame {
+                    Some((source, Some(line))) => error_frame(&format!(
+                        "ERR {lua_text} script: {name}, on {source}:{line}."
+                    )),
+                    _ => error_frame(&format!("ERR {lua_text}")),
+                };
+            }
             match m.strip_prefix(RAISED) {
                 Some(redis_text) => redis_text.to_string(),
                 None if matches!(e, mlua::Error::CallbackError { .. }) => m.to_string(),
@@ -569,37 +578,6 @@ fn frame_of(coroutine: *mut mlua::ffi::lua_State) -> Option<(String, Option<usiz
     None
 }
 
-/// The innermost frame of the user's script on the running stack (for a `redis.call` made
-/// from it in a suspending run).
-fn script_frame(lua: &Lua) -> Option<(String, Option<usize>)> {
-    for level in 1..64 {
-        let found = lua.inspect_stack(level, |d| {
-            let source = d.source();
-            let user = source
-                .source
-                .as_deref()
-                .is_some_and(|s| s.starts_with("@user_"));
-            (user && source.what != "C").then(|| {
-                (
-                    source.source.as_deref().unwrap_or_default().to_string(),
-                    d.current_line(),
-                )
-            })
-        });
-        match found {
-            None => return None,
-            Some(None) => continue,
-            Some(Some(frame)) => return Some(frame),
-        }
-    }
-    None
-}
-
-/// The line of the script that is calling now (for a `redis.call` made from it).
-pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
-    script_frame(lua).and_then(|(_, line)| line)
-}
-
 /// `error` for scripts: Lua 5.1's `error` (the message gets the position of `level`, 1 by
 /// default), except that a table with an `err` string raises that text marked as Redis's (see
 /// [`RAISED`]).
@@ -629,32 +607,6 @@ unsafe extern "C-unwind" fn script_error(state: *mut mlua::ffi::lua_State) -> st
 /// An error raised from Rust: its text is already Redis's (`ERR ...`).
 fn raise(_lua: &Lua, text: &str) -> mlua::Error {
     mlua::Error::RuntimeError(format!("{RAISED}{text}"))
-}
-
-/// The Redis text of an error raised by a Rust function: a `RuntimeError`'s text is already
-/// Redis's; anything else (a bad argument mlua caught) gets `ERR`.
-pub(crate) fn error_text(e: &mlua::Error) -> String {
-    match innermost(e) {
-        mlua::Error::RuntimeError(m) => m.strip_prefix(RAISED).unwrap_or(m).to_string(),
-        e => format!("ERR {}", lua_message(e)),
-    }
-}
-
-pub(crate) fn innermost(e: &mlua::Error) -> &mlua::Error {
-    match e {
-        mlua::Error::CallbackError { cause, .. } => innermost(cause),
-        e => e,
-    }
-}
-
-/// Lua's own message in an mlua error (a syntax error's text, a runtime error's string).
-pub(crate) fn lua_message(e: &mlua::Error) -> String {
-    match e {
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(m) => m.clone(),
-        mlua::Error::CallbackError { cause, .. } => lua_message(cause),
-        other => other.to_string(),
-    }
 }
 
 fn next_random(state: &Cell<u64>) -> f64 {

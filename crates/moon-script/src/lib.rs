@@ -10,19 +10,22 @@
 //! - `engine.rs`: a Lua state, its compiled scripts by SHA1, one run.
 //! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
 //! - `functions.rs`: Redis 7 function libraries (FUNCTION LOAD, FCALL) in a state.
+//! - `errors.rs`: the Redis text of errors and the `user_script:N:` position of the caller.
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
 //! - `watch.rs`: the hook that watches every run: SCRIPT KILL, busy runs, pauses.
 //! - `shebang.rs`: `#!lua flags=...`, the script's declared flags.
-//! - `libs.rs`: `cjson`, `cmsgpack` and `bit`, as Redis loads them.
+//! - `libs.rs`: `cjson`, `cmsgpack` and `bit`, as Redis loads them; `struct_lib.rs`: `struct`.
 //! - `prelude.lua`: the sandbox (read-only globals and libraries, no I/O, no bytecode) and the
 //!   `redis` table's Lua half.
 
 mod convert;
 mod engine;
+mod errors;
 mod functions;
 mod host;
 mod libs;
 mod shebang;
+mod struct_lib;
 mod suspending;
 mod watch;
 

@@ -2,7 +2,7 @@
 //! depend on: `cjson` (JSON), `cmsgpack` (MessagePack: BullMQ packs job data with it) and `bit`
 //! (LuaBitOp). Written here in Rust over mlua values, with Redis's behaviour: lua-cjson's
 //! number format (`%.14g`), escaping and sparse-array rule; lua-cmsgpack's choice of the
-//! smallest encoding; LuaBitOp's 32-bit arithmetic. `struct` is not provided.
+//! smallest encoding; LuaBitOp's 32-bit arithmetic. `struct` is in `struct_lib.rs`.
 //!
 //! Their input is a script's argument (untrusted): every decoder bounds its nesting and never
 //! trusts a length it has not seen the bytes of.
@@ -17,6 +17,33 @@ pub(crate) fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
     globals.raw_set("bit", bit(lua)?)?;
     globals.raw_set("cjson", cjson(lua)?)?;
     globals.raw_set("cmsgpack", cmsgpack(lua)?)?;
+    globals.raw_set("struct", crate::struct_lib::library(lua)?)?;
+    for name in ["cjson", "cmsgpack", "struct"] {
+        let lib: Table = globals.raw_get(name)?;
+        positioned(lua, &lib)?;
+    }
+    Ok(())
+}
+
+/// Makes the errors of `lib`'s functions what a C library's are: Lua errors whose text starts
+/// with the position of the script line that called (`user_script:3: Expected value...`).
+fn positioned(lua: &Lua, lib: &Table) -> mlua::Result<()> {
+    let mut functions = Vec::new();
+    for pair in lib.pairs::<Value, Value>() {
+        if let (name, Value::Function(f)) = pair? {
+            functions.push((name, f));
+        }
+    }
+    for (name, f) in functions {
+        let wrapped = lua.create_function(move |lua, args: MultiValue| {
+            f.call::<MultiValue>(args).map_err(|e| {
+                let text = crate::errors::error_text(&e);
+                let at = crate::errors::script_position(lua);
+                mlua::Error::RuntimeError(format!("{}{at}{text}", crate::convert::LUA_TEXT))
+            })
+        })?;
+        lib.raw_set(name, wrapped)?;
+    }
     Ok(())
 }
 

@@ -174,7 +174,7 @@ for _, name in ipairs({ "find", "match", "gmatch", "gsub" }) do
     end
 end
 
-for _, name in ipairs({ "string", "math", "table", "coroutine", "bit", "cjson", "cmsgpack" }) do
+for _, name in ipairs({ "string", "math", "table", "coroutine", "bit", "cjson", "cmsgpack", "struct" }) do
     G[name] = readonly(G[name])
 end
 G.redis = readonly(R)

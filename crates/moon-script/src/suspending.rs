@@ -154,6 +154,7 @@ fn failed(lua: &Lua, text: String) -> MultiValue {
 /// A Lua error's own text: mlua's traceback dropped, Moon's mark taken off.
 fn lua_text(m: &str) -> (&str, bool) {
     let m = m.split("\nstack traceback:").next().unwrap_or(m);
+    let m = m.strip_prefix(crate::engine::LUA_TEXT).unwrap_or(m);
     match m.strip_prefix(RAISED) {
         Some(redis_text) => (redis_text, true),
         None => (m, false),

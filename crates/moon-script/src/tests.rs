@@ -886,3 +886,68 @@ fn a_pause_inside_nested_pcalls_loses_nothing() {
         );
     }
 }
+
+/// `struct` as Redis 7.0.15 answers it (each expectation read from a real redis-server).
+#[test]
+fn struct_packs_and_unpacks_as_redis_s() {
+    let bytes = |b: &[u8]| Frame::Bulk(Bytes::copy_from_slice(b));
+    assert_eq!(eval("return struct.pack('>i', 1)"), bytes(b"\0\0\0\x01"));
+    assert_eq!(
+        eval("return struct.pack('<i', -2)"),
+        bytes(b"\xfe\xff\xff\xff")
+    );
+    assert_eq!(
+        eval("return struct.pack('bBhH', -1, 255, -300, 65000)"),
+        bytes(b"\xff\xff\xd4\xfe\xe8\xfd")
+    );
+    assert_eq!(
+        eval("return struct.pack('!4 b i', 1, 2)"),
+        bytes(b"\x01\0\0\0\x02\0\0\0")
+    );
+    assert_eq!(eval("return struct.pack('c3', 'abcdef')"), bytes(b"abc"));
+    assert_eq!(eval("return struct.pack('s', 'hi')"), bytes(b"hi\0"));
+    assert_eq!(
+        eval("return {struct.unpack('b c0', struct.pack('b c0', 3, 'xyz'))}"),
+        Frame::Array(vec![bulk("xyz"), Frame::Integer(5)])
+    );
+    assert_eq!(
+        eval("return {struct.unpack('s i', struct.pack('s i', 'hello', 42))}"),
+        Frame::Array(vec![bulk("hello"), Frame::Integer(42), Frame::Integer(11)])
+    );
+    assert_eq!(
+        eval("return {struct.unpack('BhL', struct.pack('BhL', 200, -2, 4294967297))}"),
+        Frame::Array(vec![
+            Frame::Integer(200),
+            Frame::Integer(-2),
+            Frame::Integer(4294967297),
+            Frame::Integer(12)
+        ])
+    );
+    assert_eq!(eval("return struct.size('!4 b i c5')"), Frame::Integer(13));
+    for (body, want) in [
+        (
+            "return struct.unpack('i', 'ab')",
+            "ERR user_script:1: bad argument #2 to 'unpack' (data string too short)",
+        ),
+        (
+            "return struct.pack('z', 1)",
+            "ERR user_script:1: bad argument #1 to 'pack' (invalid format option 'z')",
+        ),
+        (
+            "return struct.pack('!3 b', 1)",
+            "ERR user_script:1: alignment 3 is not a power of 2",
+        ),
+        (
+            "return struct.size('s')",
+            "ERR user_script:1: bad argument #1 to 'size' (option 's' has no fixed size)",
+        ),
+        (
+            "return struct.unpack('c0', 'abc')",
+            "ERR user_script:1: format 'c0' needs a previous size",
+        ),
+        ("return cjson.decode('{')", "ERR user_script:1: Expected"),
+    ] {
+        let e = error_text(eval(body));
+        assert!(e.starts_with(want), "{body}: {e}");
+    }
+}
