@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use moon_proto::Frame;
 use moon_store::args::{eq, text};
+use moon_store::command::CommandSpec;
 use moon_store::reply::{self, err};
 
 use crate::acl::{Acl, Denied, LogEntry, User, CATEGORIES};
@@ -41,6 +42,73 @@ pub fn initial_acl(config: &Config) -> Result<Acl, ServerError> {
 }
 
 /// The reply to a refused request, logged in ACL LOG.
+/// The permissions a script's commands are checked against: its user's, when restricted
+/// (`None` otherwise: nothing to check).
+pub fn script_user(session: &Session) -> Option<moon_store::ScriptUser> {
+    if session.user.unrestricted() {
+        return None;
+    }
+    Some(moon_store::ScriptUser(std::sync::Arc::new(
+        ScriptPermissions {
+            user: session.user.clone(),
+            shared: session.ctx.shared.clone(),
+            client: session.info.line(),
+        },
+    )))
+}
+
+/// `call` with its script's user attached if it runs a script.
+pub fn for_script(session: &Session, mut call: moon_store::Call) -> moon_store::Call {
+    if call.spec().group == moon_store::command::Group::Scripting {
+        call.user = script_user(session);
+    }
+    call
+}
+
+struct ScriptPermissions {
+    user: std::sync::Arc<crate::acl::User>,
+    shared: std::sync::Arc<crate::shared::Shared>,
+    /// The client, as ACL LOG describes it.
+    client: String,
+}
+
+impl moon_store::Permissions for ScriptPermissions {
+    fn check(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Result<(), Frame> {
+        script_check(&self.user, &self.shared, &self.client, spec, args)
+    }
+}
+
+/// A command of a script run by `user`: Redis's refusal (logged with context `lua`) if the
+/// user may not run it or touch its keys or channels.
+pub fn script_check(
+    user: &crate::acl::User,
+    shared: &crate::shared::Shared,
+    client: &str,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+) -> Result<(), Frame> {
+    let Err((denied, object)) = user.check(spec, args) else {
+        return Ok(());
+    };
+    if let Ok(mut log) = shared.acl_log.lock() {
+        log.add(
+            denied.reason(),
+            "lua",
+            &object,
+            &user.name,
+            client.to_string(),
+        );
+    }
+    let why = match denied {
+        Denied::Command => "can't run this command or subcommand",
+        Denied::Key => "can't access at least one of the keys mentioned in the command arguments",
+        Denied::Channel => "can't publish to the channel mentioned in the command",
+    };
+    Err(Frame::Error(format!(
+        "ERR The user executing the script {why}"
+    )))
+}
+
 pub fn deny(session: &Session, denied: Denied, object: &str) -> Frame {
     let context = if session.multi.queued.is_some() || session.tx.is_some() {
         "multi"

@@ -571,7 +571,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         let db = session.db;
         match req.target {
             Target::Shard(shard) => match req.into_call(db, track) {
-                Ok(call) => plan.one(shard, call),
+                Ok(call) => plan.one(shard, crate::acl_cmd::for_script(session, call)),
                 Err(req) => plan.ready(reply::unknown_command(&req.args)),
             },
             Target::Shards(_) if session.tx.is_none() => {

@@ -178,6 +178,7 @@ impl Request {
                 db,
                 track,
                 event: None,
+                user: None,
             }),
             Row::Connection(_) => Err(self),
         }

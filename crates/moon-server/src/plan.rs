@@ -102,6 +102,7 @@ impl Plan {
                 db: call.db,
                 track: call.track,
                 event: call.event,
+                user: call.user.clone(),
             };
             let idx = self.push(s, part);
             parts.push((s, idx));

@@ -92,6 +92,7 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
     let signals = moon_script::Signals::new(participants.clone(), function);
     let host_participants = participants.clone();
     let host = Rc::new(TxHost {
+        user: crate::acl_cmd::script_user(session),
         signals: signals.clone(),
         shard,
         tx,
@@ -166,6 +167,8 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
 
 /// Where a cross-shard script's commands go: the shards of its transaction.
 struct TxHost {
+    /// The user running it, if restricted: each command is checked (ACL).
+    user: Option<moon_store::ScriptUser>,
     /// The run as the process sees it (busy, killed): a write makes it unkillable.
     signals: std::sync::Arc<moon_script::Signals>,
     shard: Rc<moon_shard::Shard>,
@@ -201,6 +204,11 @@ impl AsyncHost for TxHost {
                 }
                 ScriptStep::Run(row) => row,
             };
+            if let Some(user) = &self.user {
+                if let Err(denied) = user.0.check(&row.spec, &args) {
+                    return denied;
+                }
+            }
             if !matches!(row.spec.route, Route::Keys(_)) {
                 // DBSIZE, FLUSHALL, SCAN...: every shard's, which a script holds only some of.
                 return err(moon_store::NOT_FROM_SPREAD_SCRIPT);
@@ -258,6 +266,7 @@ impl AsyncHost for TxHost {
                 db: self.db.get(),
                 track: None,
                 event: None,
+                user: None,
             };
             self.shard
                 .run_batch_in(Some(self.tx), target, vec![call])

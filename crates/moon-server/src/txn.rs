@@ -182,6 +182,7 @@ pub async fn run(
             .into_iter()
             .flatten()
             .filter_map(|r| r.into_call(db, None).ok())
+            .map(|c| crate::acl_cmd::for_script(session, c))
             .collect();
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
         let result = shard.run_atomic(target, calls, tokens).await;

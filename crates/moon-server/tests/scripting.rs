@@ -1070,3 +1070,85 @@ fn a_busy_script_across_shards_can_be_killed() {
     assert!(expect_err(&mut c, &["SCRIPT", "KILL"]).starts_with("UNKILLABLE"));
     drop(writer);
 }
+
+#[test]
+fn acl_applies_to_the_commands_of_a_script() {
+    let keys = keys_on_different_shards(2);
+    let s = MoonServer::start(2, &[]);
+    let mut admin = s.client();
+    cmd::<String>(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "limited", "on", ">pw", "~k*", "~a", "+@all", "-incr",
+        ],
+    );
+    let mut c = s.client();
+    cmd::<String>(&mut c, &["AUTH", "limited", "pw"]);
+    assert_eq!(
+        cmd::<String>(
+            &mut c,
+            &["EVAL", "return redis.call('set', KEYS[1], 'v')", "1", "k1"]
+        ),
+        "OK"
+    );
+    let e = expect_err(
+        &mut c,
+        &["EVAL", "return redis.call('incr', KEYS[1])", "1", "k1"],
+    );
+    assert!(
+        e.starts_with(
+            "ERR The user executing the script can't run this command or subcommand script: "
+        ),
+        "{e}"
+    );
+    let e = expect_err(&mut c, &["EVAL", "return redis.call('get', 'zzz')", "0"]);
+    assert!(
+        e.starts_with("ERR The user executing the script can't access at least one of the keys mentioned in the command arguments"),
+        "{e}"
+    );
+    // pcall sees the refusal as any error.
+    assert_eq!(
+        cmd::<String>(
+            &mut c,
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'incr', 'k1') return e",
+                "0"
+            ]
+        ),
+        "ERR The user executing the script can't run this command or subcommand"
+    );
+    // Functions too, and scripts whose keys span shards.
+    cmd::<String>(
+        &mut admin,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=acl\nredis.register_function('bump', function(keys) return redis.call('incr', keys[1]) end)",
+        ],
+    );
+    assert!(expect_err(&mut c, &["FCALL", "bump", "1", "k1"]).contains("can't run this command"));
+    let e = expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], '1') return redis.call('incr', KEYS[2])",
+            "2",
+            &keys[0],
+            &keys[1],
+        ],
+    );
+    assert!(e.contains("can't run this command"), "{e}");
+    // Refusals are in ACL LOG, in the context of Lua.
+    let log: Vec<redis::Value> = cmd(&mut admin, &["ACL", "LOG"]);
+    let text = format!("{log:?}");
+    assert!(text.contains("lua") && text.contains("incr"), "{text}");
+    // The default user is not restricted: the same scripts run.
+    assert_eq!(
+        cmd::<i64>(
+            &mut admin,
+            &["EVAL", "return redis.call('incr', KEYS[1])", "1", "n"]
+        ),
+        1
+    );
+}

@@ -34,6 +34,25 @@ pub struct Call {
     /// The keyspace event its effects announce instead of their own (the halves of a RENAME,
     /// COPY or *STORE across shards, which run as plain DEL/SET/SADD...).
     pub event: Option<&'static str>,
+    /// Who sent it, for the commands a script it runs calls (ACL inside scripts): `None` for
+    /// a user who may run everything (or a call the server built itself).
+    pub user: Option<ScriptUser>,
+}
+
+/// Checks the commands of a script against the permissions of the user who runs it.
+pub trait Permissions: Send + Sync {
+    /// `Err`: the error `redis.call` raises (Redis's words), the refusal already logged.
+    fn check(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Result<(), Frame>;
+}
+
+/// A script's user ([`Permissions`]), as a call carries it.
+#[derive(Clone)]
+pub struct ScriptUser(pub std::sync::Arc<dyn Permissions>);
+
+impl std::fmt::Debug for ScriptUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptUser")
+    }
 }
 
 impl Call {

@@ -58,7 +58,7 @@ pub const REDIS_VERSION: &str = "7.2.0";
 pub fn store_eviction_batch_bytes() -> usize {
     store::EVICTION_BATCH.1
 }
-pub use call::Call;
+pub use call::{Call, Permissions, ScriptUser};
 pub use value::{Chunk, Encodings, Value};
 
 /// `MOON.DB db`: the database of the command right after it, in a shard's batch and in the log.

@@ -28,7 +28,15 @@ impl Store {
         if call.db != 0 && !self.select(call.db) {
             return err(DB_OUT_OF_RANGE);
         }
+        // A script's commands are checked against its user's permissions (store/script.rs).
+        let scripted = call.user.is_some();
+        if scripted {
+            self.script_user = call.user.clone();
+        }
         let reply = self.run_row(call.command, &call.args, now, call.track, call.event);
+        if scripted {
+            self.script_user = None;
+        }
         if call.db != 0 {
             self.select(0);
         }

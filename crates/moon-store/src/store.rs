@@ -73,6 +73,8 @@ pub struct Store {
     /// A busy script paused between two slices (`store/script.rs`), and whether the command
     /// running now may pause one (only the shard's plain batches may: see `moon-shard`).
     pub(crate) paused: Option<paused::PausedScript>,
+    /// The user of the script running now, whose permissions its commands need (ACL).
+    pub(crate) script_user: Option<crate::call::ScriptUser>,
     may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -161,6 +163,7 @@ impl Store {
             random_seed: 0x9E37_79B9_7F4A_7C15,
             place: (0, 1),
             paused: None,
+            script_user: None,
             may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),

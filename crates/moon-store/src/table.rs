@@ -50,6 +50,7 @@ impl Call {
             db,
             track: None,
             event: None,
+            user: None,
         })
     }
 }

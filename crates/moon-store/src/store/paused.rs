@@ -15,4 +15,6 @@ pub(crate) struct PausedScript {
     pub(crate) written: usize,
     /// The database the script had selected.
     pub(crate) db: usize,
+    /// Whose permissions its commands need.
+    pub(crate) user: Option<crate::call::ScriptUser>,
 }

@@ -542,10 +542,13 @@ impl Store {
             now,
             read_only,
             written,
+            user,
             ..
         } = paused;
+        self.script_user = user;
         let result = with_engine(|engine| {
             let mut host = StoreHost {
+                user: store_user(self),
                 store: self,
                 now,
                 read_only,
@@ -556,6 +559,7 @@ impl Store {
             (outcome, host.written)
         });
         let reply = self.finish_slice(result, signals, now, read_only);
+        self.script_user = None;
         // Between slices and after the script, the store is in database 0, as between any
         // two commands (review finding: other clients' db-0 writes ran in the script's).
         self.select(0);
@@ -580,6 +584,7 @@ impl Store {
                     read_only,
                     written,
                     db: self.db,
+                    user: self.script_user.clone(),
                 });
                 None?
             }
@@ -599,6 +604,7 @@ impl Store {
         let may_pause = self.may_pause;
         let result = with_engine(|engine| {
             let mut host = StoreHost {
+                user: store_user(self),
                 store: self,
                 now,
                 read_only,
@@ -635,6 +641,7 @@ impl Store {
                 return (Outcome::Done(e), 0);
             }
             let mut host = StoreHost {
+                user: store_user(self),
                 store: self,
                 now,
                 read_only: source.read_only,
@@ -662,6 +669,10 @@ impl Store {
     }
 }
 
+fn store_user(store: &Store) -> Option<crate::call::ScriptUser> {
+    store.script_user.clone()
+}
+
 /// What a script's `redis.call` reaches: this store, checked as Redis checks a script's
 /// commands.
 struct StoreHost<'a> {
@@ -672,6 +683,8 @@ struct StoreHost<'a> {
     written: usize,
     /// The run as the process sees it: a write makes it unkillable.
     signals: Arc<Signals>,
+    /// The user running the script, if restricted: each command is checked (ACL).
+    user: Option<crate::call::ScriptUser>,
 }
 
 impl Host for StoreHost<'_> {
@@ -690,6 +703,11 @@ impl Host for StoreHost<'_> {
             }
             ScriptStep::Run(row) => row,
         };
+        if let Some(user) = &self.user {
+            if let Err(denied) = user.0.check(&row.spec, &args) {
+                return denied;
+            }
+        }
         let (shard, shards) = self.store.place;
         if shards > 1 && !matches!(row.spec.route, crate::command::Route::Keys(_)) {
             // DBSIZE, FLUSHALL, SCAN...: this shard would answer for every shard.
