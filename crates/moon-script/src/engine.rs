@@ -130,25 +130,42 @@ pub(crate) fn resp_version(args: &[Value]) -> mlua::Result<u8> {
 /// `redis.pcall` (handing it back as a table) and `redis.setresp`, reaching the run's host.
 fn install_run_functions(lua: &Lua, redis: &Table, slot: &Rc<RunSlot>) -> mlua::Result<()> {
     for (name, raise_errors) in [("call", true), ("pcall", false)] {
-        let slot = slot.clone();
-        let f = lua.create_function(move |lua, args: Variadic<Value>| {
-            let reply = match command_args(&args) {
-                Ok(argv) => slot
-                    .with_host(|h| h.call(argv))
-                    .unwrap_or(Frame::StaticError(
-                        "ERR redis.call/pcall can only be called inside a script invocation",
-                    )),
-                Err(message) => Frame::Error(message),
-            };
-            match reply {
-                Frame::Error(e) if raise_errors => Err(mlua::Error::RuntimeError(e)),
-                Frame::StaticError(e) if raise_errors => {
-                    Err(mlua::Error::RuntimeError(e.to_string()))
+        let run = {
+            let slot = slot.clone();
+            move |lua: &Lua, argv: Result<Vec<Bytes>, String>| -> mlua::Result<Value> {
+                let reply = match argv {
+                    Ok(argv) => slot
+                        .with_host(|h| h.call(argv))
+                        .unwrap_or(Frame::StaticError(
+                            "ERR redis.call/pcall can only be called inside a script invocation",
+                        )),
+                    Err(message) => Frame::Error(message),
+                };
+                match reply {
+                    Frame::Error(e) if raise_errors => Err(mlua::Error::RuntimeError(e)),
+                    Frame::StaticError(e) if raise_errors => {
+                        Err(mlua::Error::RuntimeError(e.to_string()))
+                    }
+                    reply => frame_to_lua(lua, &reply, slot.resp.get()),
                 }
-                reply => frame_to_lua(lua, &reply, slot.resp.get()),
             }
+        };
+        let direct = {
+            let run = run.clone();
+            lua.create_function(move |lua, args: Variadic<Value>| run(lua, command_args(&args)))?
+        };
+        // Many arguments come packed in a table (gate.rs): read one at a time.
+        let packed = lua.create_function(move |lua, (t, n): (Table, usize)| {
+            let mut argv = Vec::with_capacity(n);
+            for i in 1..=n {
+                match command_arg(&t.raw_get::<Value>(i)?) {
+                    Ok(a) => argv.push(a),
+                    Err(e) => return run(lua, Err(e)),
+                }
+            }
+            run(lua, Ok(argv))
         })?;
-        redis.raw_set(name, f)?;
+        redis.raw_set(name, crate::gate::gate_call(lua, direct, packed)?)?;
     }
     let slot = slot.clone();
     let setresp = lua.create_function(move |_, args: Variadic<Value>| {
@@ -246,6 +263,14 @@ impl Engine {
             })?,
         )?;
         crate::libs::install(&lua, &globals)?;
+        // Behind gates (gate.rs) before the sandbox hides the tables behind read-only views.
+        for name in ["random", "randomseed"] {
+            let f: Function = math.raw_get(name)?;
+            math.raw_set(name, crate::gate::gate(&lua, f)?)?;
+        }
+        for name in ["bit", "cjson", "cmsgpack", "struct"] {
+            crate::gate::gate_all(&lua, &globals.raw_get::<Table>(name)?)?;
+        }
         let error_text = lua.create_function(|lua, err: Value| {
             Ok(match err {
                 Value::Error(e) => error_text(&e),
@@ -282,6 +307,12 @@ impl Engine {
         globals.raw_set("error", error)?;
         let run_slot = Rc::new(RunSlot::default());
         install_run_functions(&lua, &redis, &run_slot)?;
+        // Every other Rust function a script reaches, behind a gate (gate.rs).
+        for name in ["sha1hex", "log", "setresp"] {
+            let f: Function = redis.raw_get(name)?;
+            redis.raw_set(name, crate::gate::gate(&lua, f)?)?;
+        }
+
         Ok(Engine {
             compiled: lua.create_table()?,
             libraries: lua.create_table()?,
@@ -505,14 +536,17 @@ pub(crate) fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
     if args.is_empty() {
         return Err("ERR Please specify at least one argument for this redis lib call".into());
     }
-    args.iter()
-        .map(|v| match v {
-            Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Number(n) => Ok(Bytes::from(moon_proto::frame::format_double_reply(*n))),
-            Value::Integer(n) => Ok(Bytes::from(n.to_string())),
-            _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
-        })
-        .collect()
+    args.iter().map(command_arg).collect()
+}
+
+/// One argument of a redis.call (see [`command_args`]).
+pub(crate) fn command_arg(v: &Value) -> Result<Bytes, String> {
+    match v {
+        Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
+        Value::Number(n) => Ok(Bytes::from(moon_proto::frame::format_double_reply(*n))),
+        Value::Integer(n) => Ok(Bytes::from(n.to_string())),
+        _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
+    }
 }
 
 /// The reply for a run stopped by `e`: Redis's `<error> script: <name>, on

@@ -59,6 +59,19 @@ pub(crate) fn error_text(e: &mlua::Error) -> String {
     }
 }
 
+/// An error's own text, as a Lua error would carry it: Moon's marks taken off, no `ERR`
+/// added (a library's argument error, say).
+pub(crate) fn lua_text(e: &mlua::Error) -> String {
+    match innermost(e) {
+        mlua::Error::RuntimeError(m) => m
+            .strip_prefix(RAISED)
+            .or_else(|| m.strip_prefix(LUA_TEXT))
+            .unwrap_or(m)
+            .to_string(),
+        e => lua_message(e),
+    }
+}
+
 pub(crate) fn innermost(e: &mlua::Error) -> &mlua::Error {
     match e {
         mlua::Error::CallbackError { cause, .. } => innermost(cause),

@@ -226,7 +226,10 @@ impl Engine {
             for (n, _) in &saved {
                 self.redis_table().raw_set(*n, Value::Nil)?;
             }
-            self.redis_table().raw_set("register_function", register)?;
+            self.redis_table().raw_set(
+                "register_function",
+                crate::gate::gate(self.lua(), register)?,
+            )?;
             // A library's code runs once, now: 500 ms at most, as Redis allows a load.
             let started = std::time::Instant::now();
             self.lua().set_hook(

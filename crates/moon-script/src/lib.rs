@@ -10,6 +10,7 @@
 //! - `engine.rs`: a Lua state, its compiled scripts by SHA1, one run.
 //! - `suspending.rs`: runs whose `redis.call`s wait (a script whose keys span shards).
 //! - `functions.rs`: Redis 7 function libraries (FUNCTION LOAD, FCALL) in a state.
+//! - `gate.rs`: C gates in front of the Rust functions scripts call (bounded argument lists).
 //! - `errors.rs`: the Redis text of errors and the `user_script:N:` position of the caller.
 //! - `convert.rs`: RESP ↔ Lua, RESP2 and RESP3, exactly as Redis documents them.
 //! - `watch.rs`: the hook that watches every run: SCRIPT KILL, busy runs, pauses.
@@ -22,6 +23,7 @@ mod convert;
 mod engine;
 mod errors;
 mod functions;
+mod gate;
 mod host;
 mod libs;
 mod shebang;

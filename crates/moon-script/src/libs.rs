@@ -37,7 +37,7 @@ fn positioned(lua: &Lua, lib: &Table) -> mlua::Result<()> {
     for (name, f) in functions {
         let wrapped = lua.create_function(move |lua, args: MultiValue| {
             f.call::<MultiValue>(args).map_err(|e| {
-                let text = crate::errors::error_text(&e);
+                let text = crate::errors::lua_text(&e);
                 let at = crate::errors::script_position(lua);
                 mlua::Error::RuntimeError(format!("{}{at}{text}", crate::convert::LUA_TEXT))
             })
@@ -575,6 +575,9 @@ fn cmsgpack(lua: &Lua) -> mlua::Result<Table> {
             let mut r = Reader { buf: &bytes, at: 0 };
             let mut values = Vec::new();
             while r.at < r.buf.len() {
+                if values.len() >= crate::struct_lib::MAX_RESULTS {
+                    return Err(runtime("too many results"));
+                }
                 values.push(r.value(lua, 0)?);
             }
             Ok(MultiValue::from_vec(values))
@@ -595,6 +598,9 @@ fn cmsgpack(lua: &Lua) -> mlua::Result<Table> {
             };
             let mut values = Vec::new();
             while r.at < r.buf.len() && (limit == 0 || values.len() < limit) {
+                if values.len() >= crate::struct_lib::MAX_RESULTS {
+                    return Err(runtime("too many results"));
+                }
                 values.push(r.value(lua, 0)?);
             }
             let next = if r.at >= r.buf.len() { -1 } else { r.at as i64 };

@@ -16,6 +16,13 @@
 
 use mlua::{Lua, MultiValue, Table, Value, Variadic};
 
+/// The largest string `pack` builds: what a Lua state may hold (engine.rs).
+const MAX_PACKED: usize = 512 << 20;
+
+/// The most values `unpack` returns: each is a value mlua holds for Rust until it returns
+/// (see gate.rs); Redis stops near 8000 ("too many results").
+pub(crate) const MAX_RESULTS: usize = 4000;
+
 /// Widest integer option (`i32`).
 const MAX_INT_SIZE: usize = 32;
 /// `!` without a number: the strictest alignment of the machine's types.
@@ -47,11 +54,30 @@ fn bad_argument(n: usize, f: &str, what: &str) -> mlua::Error {
     runtime(format!("bad argument #{n} to '{f}' ({what})"))
 }
 
-fn string_arg(args: &[Value], n: usize, f: &str) -> mlua::Result<Vec<u8>> {
+/// A string argument, borrowed from Lua where it is one (a number is formatted as Lua does).
+enum Text<'a> {
+    Lua(mlua::BorrowedBytes<'a>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Text::Lua(b) => b,
+            Text::Owned(v) => v,
+        }
+    }
+}
+
+fn string_arg<'a>(args: &'a [Value], n: usize, f: &str) -> mlua::Result<Text<'a>> {
     match args.get(n - 1) {
-        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
-        Some(Value::Integer(i)) => Ok(i.to_string().into_bytes()),
-        Some(Value::Number(x)) => Ok(moon_proto::frame::format_g(*x, 14).into_bytes()),
+        Some(Value::String(s)) => Ok(Text::Lua(s.as_bytes())),
+        Some(Value::Integer(i)) => Ok(Text::Owned(i.to_string().into_bytes())),
+        Some(Value::Number(x)) => Ok(Text::Owned(
+            moon_proto::frame::format_g(*x, 14).into_bytes(),
+        )),
         other => Err(bad_argument(
             n,
             f,
@@ -196,6 +222,9 @@ fn pack(lua: &Lua, args: &[Value]) -> mlua::Result<mlua::String> {
     let mut arg = 2;
     while let Some((opt, size)) = fmt.next()? {
         let pad = fmt.padding(out.len(), opt, size);
+        if out.len().saturating_add(pad).saturating_add(size) > MAX_PACKED {
+            return Err(runtime("not enough memory"));
+        }
         out.resize(out.len() + pad, 0);
         match opt {
             b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
@@ -237,6 +266,9 @@ fn pack(lua: &Lua, args: &[Value]) -> mlua::Result<mlua::String> {
                 if s.len() < n {
                     return Err(bad_argument(arg, "pack", "string too short"));
                 }
+                if out.len().saturating_add(n) > MAX_PACKED {
+                    return Err(runtime("not enough memory"));
+                }
                 out.extend_from_slice(&s[..n]);
                 if opt == b's' {
                     out.push(0);
@@ -255,14 +287,23 @@ fn unpack(lua: &Lua, args: &[Value]) -> mlua::Result<MultiValue> {
         None | Some(Value::Nil) => 1.0,
         Some(_) => number_arg(args, 3, "unpack")?,
     };
-    if start < 1.0 {
+    // As C reads it: an integer (truncated; NaN is 0), a negative one as a huge size.
+    let start = start as i64;
+    if start == 0 {
         return Err(bad_argument(3, "unpack", "offset must be 1 or greater"));
     }
-    let mut pos = (start as u64 - 1).min(usize::MAX as u64) as usize;
+    let mut pos = if start < 0 {
+        usize::MAX
+    } else {
+        (start - 1) as usize
+    };
     let mut fmt = Format::new(&fmt, "unpack");
     let mut out: Vec<Value> = Vec::new();
     let too_short = || bad_argument(2, "unpack", "data string too short");
     while let Some((opt, mut size)) = fmt.next()? {
+        if out.len() >= MAX_RESULTS {
+            return Err(runtime("too many results"));
+        }
         pos = pos.saturating_add(fmt.padding(pos, opt, size));
         if size > data.len() || pos > data.len() - size {
             return Err(too_short());
@@ -278,7 +319,10 @@ fn unpack(lua: &Lua, args: &[Value]) -> mlua::Result<MultiValue> {
                     v = (v << 8) | u64::from(b);
                 }
                 let n = if opt.is_ascii_lowercase() {
-                    let mask = u64::MAX.checked_shl(size as u32 * 8 - 1).unwrap_or(0);
+                    let mask = (size as u32 * 8)
+                        .checked_sub(1)
+                        .and_then(|bits| u64::MAX.checked_shl(bits))
+                        .unwrap_or(0);
                     if v & mask != 0 {
                         v |= mask;
                     }
@@ -308,10 +352,17 @@ fn unpack(lua: &Lua, args: &[Value]) -> mlua::Result<MultiValue> {
             }
             b'c' => {
                 if size == 0 {
-                    let Some(Value::Number(n)) = out.pop() else {
-                        return Err(runtime("format 'c0' needs a previous size"));
+                    let n = match out.pop() {
+                        Some(Value::Number(n)) => n,
+                        Some(Value::String(s)) => s
+                            .to_str()
+                            .ok()
+                            .and_then(|s| s.trim().parse::<f64>().ok())
+                            .ok_or_else(|| runtime("format 'c0' needs a previous size"))?,
+                        _ => return Err(runtime("format 'c0' needs a previous size")),
                     };
-                    size = if n > 0.0 { n as usize } else { 0 };
+                    // As C converts it: a negative length is a huge one.
+                    size = if n < 0.0 { usize::MAX } else { n as usize };
                     if size > data.len() || pos > data.len() - size {
                         return Err(too_short());
                     }
@@ -344,8 +395,8 @@ fn size(args: &[Value]) -> mlua::Result<f64> {
             b'c' if size == 0 => {
                 return Err(bad_argument(1, "size", "option 'c0' has no fixed size"))
             }
-            b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' | b'x' | b'f' | b'd'
-            | b'c' => {}
+            // As Redis's: letters it does not know are skipped here (pack refuses them).
+            other if other.is_ascii_alphanumeric() => {}
             other => fmt.control(other)?,
         }
         pos = pos.saturating_add(size);

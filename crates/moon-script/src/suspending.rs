@@ -17,7 +17,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use mlua::{Function, Lua, MultiValue, Value, Variadic};
+use bytes::Bytes;
+use mlua::{Function, Lua, MultiValue, Table, Value, Variadic};
 use moon_proto::Frame;
 
 use crate::convert::{error_frame, frame_to_lua, lua_to_frame};
@@ -45,11 +46,10 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
     let lua = engine.lua();
     for (name, raise) in [("call", true), ("pcall", false)] {
         let slot = slot.clone();
-        let f = lua.create_async_function(move |lua, args: Variadic<Value>| {
+        let call = move |lua: Lua, argv: Result<Vec<Bytes>, String>| {
             let slot = slot.clone();
             // Read now: once it waits, the script's frame is still there, but this is simpler.
             let line = script_line(&lua);
-            let argv = command_args(&args);
             async move {
                 // Suspend once before anything is sent: where Lua cannot suspend (inside
                 // xpcall, a metamethod, a table.sort or gsub callback) the call fails here,
@@ -75,7 +75,32 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
                 }
                 frame_to_lua(&lua, &reply, slot.resp.get())
             }
+        };
+        let direct = {
+            let call = call.clone();
+            lua.create_async_function(move |lua, args: Variadic<Value>| {
+                let argv = command_args(&args);
+                call(lua, argv)
+            })?
+        };
+        // Many arguments come packed in a table (gate.rs): read one at a time.
+        let packed = lua.create_async_function(move |lua, (t, n): (Table, usize)| {
+            let argv = (1..=n)
+                .map(|i| {
+                    t.raw_get::<Value>(i)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| crate::engine::command_arg(&v))
+                })
+                .collect::<Result<Vec<Bytes>, String>>();
+            call(lua, argv)
         })?;
+        // A Lua wrapper, not a C gate: these functions suspend, and Lua cannot suspend
+        // across a C call.
+        let f: Function = lua.load(CALL_WRAPPER).set_name("=moon").call((
+            direct,
+            packed,
+            crate::gate::CALL_SPREAD,
+        ))?;
         engine.redis_table().raw_set(name, f)?;
     }
     let resp = slot.resp.clone();
@@ -97,6 +122,11 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
             Err(e) => Ok(failed(&lua, error_text(&e))),
         }
     })?;
+    // Its arguments bounded as the gates bound them (a Lua check: it suspends).
+    let pcall: Function = lua
+        .load(BOUNDED)
+        .set_name("=moon")
+        .call((pcall, crate::gate::MAX_ARGS))?;
     engine.globals_table().raw_set("pcall", pcall)?;
     // A script's own coroutines would catch mlua's suspension marker (and could then leave
     // the script suspended for ever, holding its shards): here they are functions that
@@ -108,7 +138,7 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
     })?;
     let stubs = lua.create_table()?;
     for name in ["create", "resume", "running", "status", "wrap", "yield"] {
-        stubs.raw_set(name, refuse.clone())?;
+        stubs.raw_set(name, crate::gate::gate(lua, refuse.clone())?)?;
     }
     let view = lua.create_table()?;
     let meta = lua.create_table()?;
@@ -126,6 +156,31 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
     engine.globals_table().raw_set("coroutine", view)?;
     Ok(())
 }
+
+/// `redis.call` of a suspending state: many arguments go packed in a table (see gate.rs).
+const CALL_WRAPPER: &str = r##"
+local direct, packed, spread = ...
+local select = select
+return function(...)
+    local n = select("#", ...)
+    if n >= spread then
+        return packed({ ... }, n)
+    end
+    return direct(...)
+end
+"##;
+
+/// A function of a suspending state that takes at most `max` arguments.
+const BOUNDED: &str = r##"
+local f, max = ...
+local select, error = select, error
+return function(...)
+    if select("#", ...) > max then
+        error("too many arguments (Moon's libraries take 4000)", 2)
+    end
+    return f(...)
+end
+"##;
 
 /// A future that is pending once (waking itself), then ready: one suspension of the script.
 struct YieldOnce(bool);

@@ -50,6 +50,7 @@ impl Host for Toy {
                 Frame::Bulk(Bytes::from_static(b"v")),
             )]),
             ("double", 1) => Frame::Double(1.5),
+            ("del", _) => Frame::Integer(args.len() as i64 - 1),
             _ => Frame::Error("ERR Unknown Redis command called from script".into()),
         }
     }
@@ -950,4 +951,89 @@ fn struct_packs_and_unpacks_as_redis_s() {
         let e = error_text(eval(body));
         assert!(e.starts_with(want), "{body}: {e}");
     }
+}
+
+/// mlua holds each string argument of a Rust function on one auxiliary stack of at most 8000
+/// slots and panics past it (a panic stops the server): scripts pass thousands of arguments
+/// at will. Each case here stopped the process before the gates (gate.rs).
+#[test]
+fn thousands_of_arguments_and_results_never_panic() {
+    let _board = BOARD.lock().unwrap_or_else(|e| e.into_inner());
+    let keys = "local t = {} for i = 1, 7990 do t[i] = 'k' .. i end ";
+    // redis.call takes them all, as Redis does; in pcall too.
+    assert_eq!(
+        eval(&format!("{keys} return redis.call('del', unpack(t))")),
+        Frame::Integer(7990)
+    );
+    assert_eq!(
+        eval(&format!("{keys} return redis.pcall('del', unpack(t))")),
+        Frame::Integer(7990)
+    );
+    assert_eq!(
+        eval(&format!(
+            "{keys} return select(2, pcall(redis.call, 'del', unpack(t)))"
+        )),
+        Frame::Integer(7990)
+    );
+    // A bad argument among many still answers Redis's error.
+    assert!(error_text(eval(&format!(
+        "{keys} t[300] = {{}} return redis.call('del', unpack(t))"
+    )))
+    .starts_with("ERR Lua redis lib command arguments must be strings or integers"));
+    // The libraries refuse that many arguments or results with an error.
+    for body in [
+        format!("{keys} return cmsgpack.pack(unpack(t))"),
+        format!("{keys} return struct.pack(string.rep('s', 7990), unpack(t))"),
+        format!("{keys} return redis.sha1hex(unpack(t))"),
+        "return #{struct.unpack(string.rep('c1', 8100), string.rep('a', 8100))}".to_string(),
+        format!("{keys} return #{{cmsgpack.unpack(cmsgpack.pack(unpack(t, 1, 3000)) .. cmsgpack.pack(unpack(t, 1, 3000)))}}"),
+    ] {
+        let e = error_text(eval(&body));
+        assert!(
+            e.contains("too many arguments") || e.contains("too many results"),
+            "{body}: {e}"
+        );
+    }
+    // A state that refused them goes on working.
+    assert_eq!(eval("return #struct.pack('i', 1)"), Frame::Integer(4));
+    // On a suspending state (scripts across shards) too.
+    let engine = Engine::new_suspending("7.2.0").expect("engine");
+    let host = std::rc::Rc::new(Waiting(Default::default()));
+    assert_eq!(
+        run_suspending(
+            &engine,
+            &host,
+            &format!("{keys} return redis.call('del', unpack(t))")
+        ),
+        Frame::Integer(7990)
+    );
+    assert!(error_text(run_suspending(
+        &engine,
+        &host,
+        &format!("{keys} return pcall(redis.call, 'del', unpack(t))")
+    ))
+    .contains("too many arguments"));
+}
+
+#[test]
+fn struct_takes_what_redis_s_takes() {
+    // Overflows and odd inputs answer, as Redis's struct does, without a panic.
+    assert_eq!(
+        eval("return {struct.unpack('i0', '')}"),
+        Frame::Array(vec![Frame::Integer(0), Frame::Integer(1)])
+    );
+    assert!(error_text(eval("return struct.unpack('b', 'a', 0/0)"))
+        .contains("offset must be 1 or greater"));
+    assert!(
+        error_text(eval("return struct.unpack('b', 'a', -1)")).contains("data string too short")
+    );
+    assert_eq!(eval("return struct.size('z')"), Frame::Integer(0));
+    assert_eq!(
+        eval("return {struct.unpack('c1c0', '3abc')}"),
+        Frame::Array(vec![bulk("abc"), Frame::Integer(5)])
+    );
+    // Library errors: Lua's text with the caller's line, one ERR.
+    let e = error_text(eval("return cjson.decode()"));
+    assert!(e.starts_with("ERR user_script:1: "), "{e}");
+    assert_eq!(e.matches("ERR").count(), 1, "{e}");
 }

@@ -187,6 +187,12 @@ struct TxHost {
 impl AsyncHost for TxHost {
     fn call(&self, args: Vec<Bytes>) -> ReplyFuture<'_> {
         Box::pin(async move {
+            // ACL first, as Redis checks it, also for PING, PUBLISH, SELECT...
+            if let Some(user) = &self.user {
+                if let Err(denied) = user.0.check(&args) {
+                    return denied;
+                }
+            }
             let row = match script_step(&args, self.read_only, self.tx.now, self.databases) {
                 ScriptStep::Answer(reply) => return reply,
                 ScriptStep::Select(db) => {
@@ -204,11 +210,6 @@ impl AsyncHost for TxHost {
                 }
                 ScriptStep::Run(row) => row,
             };
-            if let Some(user) = &self.user {
-                if let Err(denied) = user.0.check(&row.spec, &args) {
-                    return denied;
-                }
-            }
             if !matches!(row.spec.route, Route::Keys(_)) {
                 // DBSIZE, FLUSHALL, SCAN...: every shard's, which a script holds only some of.
                 return err(moon_store::NOT_FROM_SPREAD_SCRIPT);

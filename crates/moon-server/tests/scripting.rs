@@ -1139,6 +1139,33 @@ fn acl_applies_to_the_commands_of_a_script() {
         ],
     );
     assert!(e.contains("can't run this command"), "{e}");
+    // Also what a script answers without a keyspace: PUBLISH, SELECT (review finding).
+    cmd::<String>(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "quiet",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+            "-select",
+        ],
+    );
+    let mut q = s.client();
+    cmd::<String>(&mut q, &["AUTH", "quiet", "pw"]);
+    let e = expect_err(
+        &mut q,
+        &["EVAL", "return redis.call('publish', 'secret', 'x')", "0"],
+    );
+    assert!(
+        e.starts_with("ERR The user executing the script can't publish to the channel mentioned in the command"),
+        "{e}"
+    );
+    let e = expect_err(&mut q, &["EVAL", "return redis.call('select', 1)", "0"]);
+    assert!(e.contains("can't run this command"), "{e}");
     // Refusals are in ACL LOG, in the context of Lua.
     let log: Vec<redis::Value> = cmd(&mut admin, &["ACL", "LOG"]);
     let text = format!("{log:?}");
@@ -1151,4 +1178,30 @@ fn acl_applies_to_the_commands_of_a_script() {
         ),
         1
     );
+}
+
+#[test]
+fn scripts_pass_thousands_of_arguments_without_harm() {
+    // mlua holds each string argument on a stack of 8000 slots and panics past it: this
+    // script stopped the server before the gates (moon-script/src/gate.rs).
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let fill = "local t = {} for i = 1, 7990 do t[i] = 'k' .. i end ";
+    assert_eq!(
+        cmd::<i64>(
+            &mut c,
+            &["EVAL", &format!("{fill} redis.call('mset', unpack((function() local kv = {{}} for i = 1, 3990 do kv[2*i-1] = t[i] kv[2*i] = 'v' end return kv end)())) return redis.call('del', unpack(t))"), "0"]
+        ),
+        3990
+    );
+    let e = expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            &format!("{fill} return cmsgpack.pack(unpack(t))"),
+            "0",
+        ],
+    );
+    assert!(e.contains("too many arguments"), "{e}");
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
 }

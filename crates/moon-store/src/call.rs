@@ -41,8 +41,10 @@ pub struct Call {
 
 /// Checks the commands of a script against the permissions of the user who runs it.
 pub trait Permissions: Send + Sync {
-    /// `Err`: the error `redis.call` raises (Redis's words), the refusal already logged.
-    fn check(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Result<(), Frame>;
+    /// The command `args` (its name first), before anything else looks at it: `Err` is the
+    /// error `redis.call` raises (Redis's words), the refusal already logged. A command the
+    /// server does not know passes (the script's host refuses it).
+    fn check(&self, args: &[Bytes]) -> Result<(), Frame>;
 }
 
 /// A script's user ([`Permissions`]), as a call carries it.

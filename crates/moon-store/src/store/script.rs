@@ -689,6 +689,13 @@ struct StoreHost<'a> {
 
 impl Host for StoreHost<'_> {
     fn call(&mut self, args: Vec<Bytes>) -> Frame {
+        // ACL first, as Redis checks it, also for what the script step answers itself (PING,
+        // PUBLISH, SELECT...: review finding).
+        if let Some(user) = &self.user {
+            if let Err(denied) = user.0.check(&args) {
+                return denied;
+            }
+        }
         let row = match script_step(&args, self.read_only, self.now, self.store.configured_dbs) {
             ScriptStep::Answer(reply) => return reply,
             ScriptStep::Select(db) => {
@@ -703,11 +710,6 @@ impl Host for StoreHost<'_> {
             }
             ScriptStep::Run(row) => row,
         };
-        if let Some(user) = &self.user {
-            if let Err(denied) = user.0.check(&row.spec, &args) {
-                return denied;
-            }
-        }
         let (shard, shards) = self.store.place;
         if shards > 1 && !matches!(row.spec.route, crate::command::Route::Keys(_)) {
             // DBSIZE, FLUSHALL, SCAN...: this shard would answer for every shard.
