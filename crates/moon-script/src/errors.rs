@@ -50,11 +50,7 @@ pub(crate) fn script_line(lua: &Lua) -> Option<usize> {
 /// Redis's; anything else (a bad argument mlua caught) gets `ERR`.
 pub(crate) fn error_text(e: &mlua::Error) -> String {
     match innermost(e) {
-        mlua::Error::RuntimeError(m) => m
-            .strip_prefix(RAISED)
-            .or_else(|| m.strip_prefix(LUA_TEXT))
-            .unwrap_or(m)
-            .to_string(),
+        mlua::Error::RuntimeError(_) => lua_text(e),
         e => format!("ERR {}", lua_message(e)),
     }
 }

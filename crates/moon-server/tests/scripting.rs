@@ -822,18 +822,7 @@ fn in_background(
     s: &MoonServer,
     words: &[&str],
 ) -> std::thread::JoinHandle<Result<String, String>> {
-    let mut c = s.client();
-    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-    std::thread::spawn(move || {
-        let mut command = redis::cmd(&words[0]);
-        for w in &words[1..] {
-            command.arg(w);
-        }
-        command
-            .query::<redis::Value>(&mut c)
-            .map(|v| format!("{v:?}"))
-            .map_err(|e| common::err_text(&e))
-    })
+    in_background_in_db(s, 0, words)
 }
 
 /// Waits until `c`'s `words` are refused with BUSY (the script passed the threshold).
