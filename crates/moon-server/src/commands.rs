@@ -81,6 +81,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "config", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::config_cmd::config_cmd(s, a).await) }))),
     command!(Server: "info", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::info::info(s, a).await) }))),
     command!(Server: "time", 1, CONN, HERE, Run::Inline(|_, _| crate::connection::time())),
+    command!(Hyperloglog: "pfselftest", 1, ADMIN, HERE, Run::Inline(|s, _| crate::debug::pfselftest(s))),
     command!(Server: "shutdown", -1, ADMIN, HERE, Run::Barrier(|s, a| {
         let f = crate::connection::shutdown(s, a);
         Box::pin(async { f })

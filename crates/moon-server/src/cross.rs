@@ -374,6 +374,43 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             );
             moon_store::lcs_reply(&a, &b, args, session.max_bulk_len).unwrap_or_else(|e| e)
         }
+        "pfcount" | "pfmerge" => {
+            // Every key read on its shard and merged here; PFMERGE's result is written to the
+            // destination's shard as the string Redis would leave there (its TTL kept).
+            let strings: Vec<_> =
+                match read_each(session, &args[1..], moon_store::Store::pf_string_at).await {
+                    Ok(v) => v.into_iter().map(|r| r.unwrap_or(Ok(None))).collect(),
+                    Err(e) => return e,
+                };
+            let (max, any_dense) = match moon_store::pf_merge_strings(&strings) {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
+            if spec.name == "pfcount" {
+                return Frame::Integer(moon_store::pf_count_merged(&max));
+            }
+            let sparse_max = session.ctx.shared.config().encodings.hll_sparse_max_bytes;
+            let dest = strings[0].as_ref().ok().and_then(Option::as_ref);
+            let result = match moon_store::pf_merged_into(dest, &max, any_dense, sparse_max) {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let dst = args[1].clone();
+            let cmd = vec![
+                Bytes::from_static(b"SET"),
+                dst.clone(),
+                Bytes::from(result),
+                Bytes::from_static(b"KEEPTTL"),
+            ];
+            let batch = match steps(db, vec![cmd], Some("pfadd")) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            match one_reply(shard.run_batch_in(Some(tx), on(&dst), batch).await) {
+                f @ (Frame::Error(_) | Frame::StaticError(_)) => f,
+                _ => Frame::OK,
+            }
+        }
         "bitop" => {
             // Sources read on their shards, the result set on the destination's.
             let sources = match read_each(session, &args[3..], moon_store::Store::string_at).await {

@@ -51,3 +51,16 @@ pub(crate) fn debug(session: &Session, args: &[Bytes]) -> Frame {
         )),
     }
 }
+
+/// PFSELFTEST: the HyperLogLog registers and estimator checked in place (about a second of
+/// this shard's time, as on Redis).
+pub(crate) fn pfselftest(session: &Session) -> Frame {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let sparse_max = session.ctx.shared.config().encodings.hll_sparse_max_bytes;
+    match moon_store::value::hll::selftest(seed, sparse_max) {
+        Ok(()) => Frame::OK,
+        Err(e) => Frame::Error(e),
+    }
+}

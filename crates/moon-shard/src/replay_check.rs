@@ -554,6 +554,15 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
             key()
         )
             .prop_map(|(op, d, a, b)| cmd(&["BITOP", op, &d, &a, &b])),
+        // HyperLogLogs on the same keys: adds, the cache PFCOUNT writes, merges, promotion.
+        (key(), prop::collection::vec(member(), 0..6)).prop_map(|(k, ms)| {
+            let mut c = cmd(&["PFADD", &k]);
+            c.extend(ms);
+            c
+        }),
+        key().prop_map(|k| cmd(&["PFCOUNT", &k])),
+        (key(), key(), key()).prop_map(|(d, a, b)| cmd(&["PFMERGE", &d, &a, &b])),
+        key().prop_map(|k| cmd(&["PFDEBUG", "TODENSE", &k])),
         (key(), key()).prop_map(|(a, b)| cmd(&["BZMPOP", "0", "2", &a, &b, "MIN", "COUNT", "2"])),
         (key(), -3i64..3, -1i64..4).prop_map(|(k, a, b)| cmd(&[
             "LRANGE",

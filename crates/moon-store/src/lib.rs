@@ -35,6 +35,10 @@ pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use notify::{KeyEvent, NotifyFlags};
 pub use store::bitmap::bitop_result;
 pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
+pub use store::hll::{
+    count_merged as pf_count_merged, merge_strings as pf_merge_strings,
+    merged_into as pf_merged_into,
+};
 pub use store::keys::copy_options;
 pub use store::lcs::{lcs_reply, NOT_STRINGS};
 pub use store::list::{lmpop_args, End};

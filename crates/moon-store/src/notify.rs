@@ -138,6 +138,7 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
         b"append" => (STRING, "append"),
         b"setbit" | b"bitfield" => (STRING, "setbit"),
         b"setrange" => (STRING, "setrange"),
+        b"pfadd" | b"pfmerge" => (STRING, "pfadd"),
         b"incr" | b"decr" | b"incrby" | b"decrby" => (STRING, "incrby"),
         b"incrbyfloat" => (STRING, "incrbyfloat"),
         b"hset" | b"hmset" | b"hsetnx" => match command {

@@ -283,6 +283,8 @@ impl Store {
                 class::ZSET
             } else if event == "sortstore" {
                 class::LIST
+            } else if event == "pfadd" {
+                class::STRING
             } else if event.ends_with("store") {
                 class::SET
             } else {
@@ -1248,6 +1250,7 @@ pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 pub mod bitmap;
 pub mod blocking;
 pub(crate) mod hash;
+pub mod hll;
 pub mod keys;
 pub mod lcs;
 pub mod list;

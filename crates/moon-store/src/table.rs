@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{bitmap, hash, keys, lcs, list, script, set, sort, string, zset};
+use crate::store::{bitmap, hash, hll, keys, lcs, list, script, set, sort, string, zset};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -23,6 +23,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         zset::COMMANDS,
         sort::COMMANDS,
         bitmap::COMMANDS,
+        hll::COMMANDS,
         lcs::COMMANDS,
         script::COMMANDS,
     ]

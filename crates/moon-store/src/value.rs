@@ -16,6 +16,7 @@ use indexmap::{IndexMap, IndexSet};
 
 type FastHash = foldhash::fast::RandomState;
 
+pub mod hll;
 mod list;
 mod zset;
 pub use list::List;
@@ -43,6 +44,8 @@ pub struct Encodings {
     pub list_compress_depth: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
+    /// Redis's `hll-sparse-max-bytes`: the largest sparse HyperLogLog string.
+    pub hll_sparse_max_bytes: usize,
 }
 
 impl Default for Encodings {
@@ -57,6 +60,7 @@ impl Default for Encodings {
             list_compress_depth: 0,
             zset_max_listpack_entries: 128,
             zset_max_listpack_value: 64,
+            hll_sparse_max_bytes: 3000,
         }
     }
 }

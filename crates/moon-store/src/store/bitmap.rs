@@ -213,7 +213,7 @@ impl Store {
     }
 
     /// Stores `bytes` as the string at `key`, its deadline kept.
-    fn put_bits(&mut self, key: &[u8], bytes: Vec<u8>, now: u64) {
+    pub(super) fn put_bits(&mut self, key: &[u8], bytes: Vec<u8>, now: u64) {
         let expire_at = self.ks.get(key, now).map_or(0, |e| e.expire_at);
         self.ks.insert(
             key,

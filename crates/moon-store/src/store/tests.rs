@@ -598,3 +598,195 @@ fn restored_libraries_are_checked_together() {
     let e = crate::functions::restore(&[lib("a", "f"), lib("A", "g")]).unwrap_err();
     assert_eq!(e, Frame::Error("ERR Library 'A' already exists".into()));
 }
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn get_bytes(s: &mut Store, key: &str) -> Bytes {
+    match run(s, T, &format!("GET {key}")) {
+        Frame::Bulk(b) => b,
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
+/// Fixtures taken from redis-server 7.0.15: `PFADD k` then `PFADD k e0 .. e6`, `e7 .. e13`...
+/// up to `n` elements with `hll-sparse-max-bytes` = `max`; the string's length and FNV-1a
+/// hash, PFCOUNT's answer, and the hash of the string after it (the cache written in).
+#[test]
+fn hyperloglogs_are_redis_s_bytes_and_counts() {
+    const REDIS: &[(usize, usize, usize, u64, i64, u64)] = &[
+        (3000, 0, 18, 0x524bc36d036c0579, 0, 0xfd8f436a8f6e62f9),
+        (3000, 1, 21, 0xfffb6faeff77f7cd, 1, 0x546d16fdfd2c805a),
+        (3000, 5, 33, 0x4ce146778f566ec1, 5, 0x0f45ad2060ea2432),
+        (3000, 100, 285, 0xb8de76dab4a4065e, 100, 0x40dec5e3b1513cfa),
+        (
+            3000,
+            1000,
+            1906,
+            0x5935de0232806824,
+            1008,
+            0x4ded8ea0046b668d,
+        ),
+        (
+            3000,
+            3000,
+            12304,
+            0x1b31e02ee1b56bce,
+            2979,
+            0xb581fa7fa1f68d1c,
+        ),
+        (
+            3000,
+            10000,
+            12304,
+            0x7378cbab5ab5c44b,
+            9973,
+            0x91141a0852dc0034,
+        ),
+        (200, 5, 33, 0x4ce146778f566ec1, 5, 0x0f45ad2060ea2432),
+        (200, 100, 12304, 0x193d1a0650f1c5bf, 100, 0x019a893d5cd6cdb3),
+        (
+            200,
+            1000,
+            12304,
+            0xb663d6cdbb09d5a6,
+            1008,
+            0x2390895aa41243f7,
+        ),
+    ];
+    for &(max, n, len, before, count, after) in REDIS {
+        let mut s = Store::default();
+        let mut enc = s.encodings();
+        enc.hll_sparse_max_bytes = max;
+        s.set_encodings(enc);
+        run(&mut s, T, "PFADD k");
+        for start in (0..n).step_by(7) {
+            let elements: Vec<String> =
+                (start..n.min(start + 7)).map(|j| format!("e{j}")).collect();
+            run(&mut s, T, &format!("PFADD k {}", elements.join(" ")));
+        }
+        let b = get_bytes(&mut s, "k");
+        assert_eq!(
+            (b.len(), fnv1a(&b)),
+            (len, before),
+            "max {max}, {n} elements"
+        );
+        assert_eq!(text(&run(&mut s, T, "PFCOUNT k")), format!(":{count}"));
+        assert_eq!(
+            fnv1a(&get_bytes(&mut s, "k")),
+            after,
+            "max {max}, {n}: cache"
+        );
+    }
+}
+
+/// What PFADD, PFCOUNT (its cache), PFMERGE and PFDEBUG logged rebuilds the same strings.
+#[test]
+fn hyperloglog_effects_replay_to_the_same_bytes() {
+    let mut live = Store::default();
+    live.set_record_writes(true);
+    let mut log = Vec::new();
+    let script = [
+        "PFADD a x y z",
+        "PFCOUNT a",
+        "PFADD b 1 2 3 4 5 6 7 8 9",
+        "PFDEBUG TODENSE b",
+        "PFADD b 10 11",
+        "PFCOUNT b",
+        "PFMERGE c a b",
+        "PFCOUNT c",
+        "PFMERGE a a",
+        "PFCOUNT a b c",
+        "PFDEBUG GETREG a",
+    ];
+    for line in script {
+        let reply = run(&mut live, T, line);
+        assert!(!reply.is_error(), "{line}: {reply:?}");
+        log.extend(live.take_log());
+    }
+    assert!(
+        log.iter().any(|c| c[0] == "PFCOUNT"),
+        "a cache refresh is logged"
+    );
+    let mut replayed = Store::default();
+    for cmd in &log {
+        assert!(!replayed.execute(cmd, T).is_error(), "{cmd:?}");
+    }
+    for key in ["a", "b", "c"] {
+        assert_eq!(
+            get_bytes(&mut replayed, key),
+            get_bytes(&mut live, key),
+            "{key}"
+        );
+    }
+    assert_eq!(text(&run(&mut live, T, "PFDEBUG ENCODING c")), "+dense");
+}
+
+#[test]
+fn hyperloglog_errors_are_redis_s() {
+    let mut s = Store::default();
+    run(&mut s, T, "SET str abc");
+    run(&mut s, T, "RPUSH list a");
+    run(&mut s, T, "PFADD h a b c");
+    let cases = [
+        (
+            "PFADD str a",
+            "-WRONGTYPE Key is not a valid HyperLogLog string value.",
+        ),
+        ("PFCOUNT list", &format!("-{}", reply::WRONGTYPE)),
+        (
+            "PFMERGE str list",
+            "-WRONGTYPE Key is not a valid HyperLogLog string value.",
+        ),
+        ("PFMERGE h list", &format!("-{}", reply::WRONGTYPE)),
+        (
+            "PFDEBUG nosuch h",
+            "-ERR Unknown PFDEBUG subcommand 'nosuch'",
+        ),
+        (
+            "PFDEBUG GETREG missing",
+            "-ERR The specified key does not exist",
+        ),
+        ("PFDEBUG ENCODING h", "+sparse"),
+        (
+            "PFDEBUG DECODE h",
+            "$Z:8436 v:1,1 Z:4274 v:2,1 Z:3068 v:1,1 Z:603",
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(text(&run(&mut s, T, line)), want, "{line}");
+    }
+    run(&mut s, T, "APPEND h hello");
+    assert_eq!(
+        text(&run(&mut s, T, "PFCOUNT h")),
+        "-INVALIDOBJ Corrupted HLL object detected"
+    );
+    // As on Redis: an add that finds its register before the garbage still works.
+    assert_eq!(text(&run(&mut s, T, "PFADD h q")), ":1");
+    // An opcode cut off by the end of the string: refused, never read past.
+    let mut cut = b"HYLL\x01".to_vec();
+    cut.resize(16, 0);
+    cut[15] = 0x80;
+    cut.push(0x7f);
+    let set = [
+        Bytes::from_static(b"SET"),
+        Bytes::from_static(b"cut"),
+        Bytes::from(cut),
+    ];
+    assert_eq!(text(&s.execute(&set, T)), "+OK");
+    for line in [
+        "PFCOUNT cut",
+        "PFADD cut x",
+        "PFDEBUG TODENSE cut",
+        "PFMERGE d cut",
+    ] {
+        assert_eq!(
+            text(&run(&mut s, T, line)),
+            "-INVALIDOBJ Corrupted HLL object detected",
+            "{line}"
+        );
+    }
+}
