@@ -42,6 +42,9 @@ pub enum Frame {
     Pairs(Vec<(Frame, Frame)>),
     /// RESP3 `,` double, RESP2 bulk string.
     Double(f64),
+    /// A double printed as Redis prints coordinates (`addReplyHumanLongDouble`: 17 decimals,
+    /// trailing zeros dropped): RESP3 `,`, RESP2 bulk string.
+    HumanDouble(f64),
     /// RESP3 `#`, RESP2 integer 1/0.
     Bool(bool),
     /// RESP3 verbatim string `=` (txt), RESP2 bulk string.
@@ -150,6 +153,13 @@ impl Frame {
                     Protocol::Resp3 => line(out, b',', text.as_bytes()),
                 }
             }
+            Frame::HumanDouble(d) => {
+                let text = format_human_double(*d);
+                match proto {
+                    Protocol::Resp2 => bulk(out, text.as_bytes()),
+                    Protocol::Resp3 => line(out, b',', text.as_bytes()),
+                }
+            }
             Frame::Bool(b) => match proto {
                 Protocol::Resp2 => int_line(out, b':', i64::from(*b)),
                 Protocol::Resp3 => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
@@ -181,6 +191,27 @@ pub fn format_double(d: f64) -> String {
         let s = format!("{d}");
         s
     }
+}
+
+/// A double as Redis prints a coordinate (`ld2string`'s human mode): 17 decimals of its exact
+/// value, trailing zeros and a bare point dropped, `-0` as `0`.
+pub fn format_human_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let mut s = format!("{d:.17}");
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    if s == "-0" {
+        s = "0".into();
+    }
+    s
 }
 
 /// A double as Redis replies with one (`addReplyDouble`: ZSCORE, ZRANGE WITHSCORES...):

@@ -100,6 +100,14 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
                 Value::String(lua.create_string(text)?)
             }
         }
+        Frame::HumanDouble(d) => {
+            if resp == 3 {
+                single("double", Value::Number(*d))?
+            } else {
+                let text = moon_proto::frame::format_human_double(*d);
+                Value::String(lua.create_string(text)?)
+            }
+        }
         Frame::Bool(b) => {
             if resp == 3 {
                 Value::Boolean(*b)

@@ -374,6 +374,36 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
             );
             moon_store::lcs_reply(&a, &b, args, session.max_bulk_len).unwrap_or_else(|e| e)
         }
+        "georadius" | "georadiusbymember" | "geosearchstore" => {
+            // Its destination is on another shard: the search runs where the source is, the
+            // result is written as a sorted set where the destination is.
+            let (dst, event) = if spec.name == "geosearchstore" {
+                (args[1].clone(), "geosearchstore")
+            } else {
+                match moon_store::command::store_option_at(args) {
+                    Some(at) => (args[at].clone(), "georadiusstore"),
+                    None => return reply::unknown_command(args),
+                }
+            };
+            let src = if spec.name == "geosearchstore" {
+                &args[2]
+            } else {
+                &args[1]
+            };
+            let (now, src_args) = (tx.now, args.to_vec());
+            let read = shard
+                .call_on(on(src), move |s| {
+                    s.store_in_tx()
+                        .in_db(db, |st| st.geo_search_source(&src_args, now))
+                        .unwrap_or(Ok(Vec::new()))
+                })
+                .await;
+            match read {
+                Some(Ok(items)) => store_zset(session, &dst, items, event).await,
+                Some(Err(e)) => e,
+                None => err(moon_shard::SHARD_GONE),
+            }
+        }
         "pfcount" | "pfmerge" => {
             // Every key read on its shard and merged here; PFMERGE's result is written to the
             // destination's shard as the string Redis would leave there (its TTL kept).

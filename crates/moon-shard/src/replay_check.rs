@@ -554,6 +554,45 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
             key()
         )
             .prop_map(|(op, d, a, b)| cmd(&["BITOP", op, &d, &a, &b])),
+        // Geo points on the same keys (sorted sets), and searches that store.
+        (key(), -180i32..=180, -85i32..=85, member()).prop_map(|(k, lon, lat, m)| cmd(&[
+            "GEOADD",
+            &k,
+            &format!("{}.5", lon.clamp(-179, 179)),
+            &format!("{}.25", lat.clamp(-84, 84)),
+            &m
+        ])),
+        (
+            key(),
+            key(),
+            prop::sample::select(&["STORE", "STOREDIST"][..])
+        )
+            .prop_map(|(s, d, o)| {
+                cmd(&[
+                    "GEORADIUS",
+                    &s,
+                    "10",
+                    "10",
+                    "5000",
+                    "km",
+                    "COUNT",
+                    "3",
+                    o,
+                    &d,
+                ])
+            }),
+        (key(), key(), member()).prop_map(|(d, s, m)| cmd(&[
+            "GEOSEARCHSTORE",
+            &d,
+            &s,
+            "FROMMEMBER",
+            &m,
+            "BYBOX",
+            "9000",
+            "9000",
+            "km",
+            "STOREDIST"
+        ])),
         // HyperLogLogs on the same keys: adds, the cache PFCOUNT writes, merges, promotion.
         (key(), prop::collection::vec(member(), 0..6)).prop_map(|(k, ms)| {
             let mut c = cmd(&["PFADD", &k]);

@@ -95,8 +95,8 @@ impl Flags {
     /// May block the client (BLPOP, BZPOPMIN...): it waits while its keys are empty, except
     /// inside MULTI.
     pub const BLOCKING: Flags = Flags(1 << 15);
-    /// Its destination key follows a `STORE` option (SORT): Moon's flag, a key position Redis
-    /// declares as a key spec.
+    /// Its destination key follows a `STORE` option (SORT, GEORADIUS): Moon's flag, a key
+    /// position Redis declares as a key spec.
     pub const STORE_KEY: Flags = Flags(1 << 16);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
@@ -145,6 +145,7 @@ pub enum Group {
     SortedSet,
     Bitmap,
     Hyperloglog,
+    Geo,
     Connection,
     Server,
     Transactions,
@@ -163,6 +164,7 @@ impl Group {
             Group::SortedSet => "sorted-set",
             Group::Bitmap => "bitmap",
             Group::Hyperloglog => "hyperloglog",
+            Group::Geo => "geo",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -206,6 +208,7 @@ impl CommandSpec {
             Group::SortedSet => "@sortedset",
             Group::Bitmap => "@bitmap",
             Group::Hyperloglog => "@hyperloglog",
+            Group::Geo => "@geo",
             Group::Connection => "@connection",
             Group::Server => "@admin",
             Group::Transactions => "@transaction",
@@ -312,9 +315,31 @@ fn store_option<T: AsRef<[u8]>>(args: &[T]) -> Option<&T> {
     store_option_at(args).and_then(|i| args.get(i))
 }
 
-/// Where SORT's `STORE destination` key is in `args`, if it has one.
+/// Where the `STORE destination` key of SORT, or the `STORE`/`STOREDIST destination` of
+/// GEORADIUS and GEORADIUSBYMEMBER, is in `args`, if it has one.
 pub fn store_option_at<T: AsRef<[u8]>>(args: &[T]) -> Option<usize> {
     let is = |a: &T, w: &str| a.as_ref().eq_ignore_ascii_case(w.as_bytes());
+    let geo_base = match args.first() {
+        Some(n) if is(n, "georadius") => Some(6),
+        Some(n) if is(n, "georadiusbymember") => Some(5),
+        _ => None,
+    };
+    if let Some(base) = geo_base {
+        // Options after the centre and the radius; COUNT takes a number.
+        let (mut store, mut j) = (None, base);
+        while j < args.len() {
+            let has_next = j + 1 < args.len();
+            if (is(&args[j], "store") || is(&args[j], "storedist")) && has_next {
+                store = Some(j + 1);
+                j += 2;
+            } else if is(&args[j], "count") && has_next {
+                j += 2;
+            } else {
+                j += 1;
+            }
+        }
+        return store;
+    }
     let mut store = None;
     let mut j = 2;
     while j < args.len() {
@@ -459,7 +484,7 @@ where
 }
 
 /// The longest command name a table may hold.
-pub const MAX_NAME: usize = 16;
+pub const MAX_NAME: usize = 24;
 
 /// `(name, entry)` pairs sorted by name, for [`find`].
 pub fn sorted_index<T>(

@@ -235,6 +235,13 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"zinterstore" => vec![(ZSET, "zinterstore", 1, None)],
         b"zdiffstore" => vec![(ZSET, "zdiffstore", 1, None)],
         b"zrangestore" => vec![(ZSET, "zrangestore", 1, None)],
+        b"geosearchstore" => vec![(ZSET, "geosearchstore", 1, None)],
+        b"georadius" | b"georadiusbymember" => vec![(
+            ZSET,
+            "georadiusstore",
+            crate::command::store_option_at(effect)?,
+            None,
+        )],
         b"bitop" => vec![(STRING, "set", 2, None)],
         b"sort" => vec![(
             LIST,

@@ -279,7 +279,7 @@ impl Store {
         // Only keys are copied (an effect's values may be large).
         let key_of = |k: &[u8]| Bytes::copy_from_slice(k);
         if let Some(event) = self.batch_event {
-            let class = if event.starts_with('z') {
+            let class = if event.starts_with('z') || event.starts_with("geo") {
                 class::ZSET
             } else if event == "sortstore" {
                 class::LIST
@@ -1249,6 +1249,7 @@ pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 pub mod bitmap;
 pub mod blocking;
+pub mod geo;
 pub(crate) mod hash;
 pub mod hll;
 pub mod keys;

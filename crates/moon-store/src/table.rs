@@ -1,7 +1,7 @@
 //! The keyspace's command table: every family's rows, gathered once and indexed by name.
 //!
 //! The top of the command layer. Each family module (`store/string.rs`, `store/keys.rs`,
-//! `store/hash.rs`, `store/set.rs`, `store/list.rs`, `store/zset.rs`) declares its rows beside the functions they carry; this
+//! `store/hash.rs`, `store/set.rs`, `store/list.rs`, `store/zset.rs`, `store/hll.rs`, `store/geo.rs`...) declares its rows beside the functions they carry; this
 //! module only lists the families. Lookups happen where a request is parsed (the server, which
 //! adds its own connection-level rows to one index) and when a log is replayed; a [`Call`]
 //! carries its row from there.
@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{bitmap, hash, hll, keys, lcs, list, script, set, sort, string, zset};
+use crate::store::{bitmap, geo, hash, hll, keys, lcs, list, script, set, sort, string, zset};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -24,6 +24,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         sort::COMMANDS,
         bitmap::COMMANDS,
         hll::COMMANDS,
+        geo::COMMANDS,
         lcs::COMMANDS,
         script::COMMANDS,
     ]
@@ -89,6 +90,19 @@ mod tests {
         assert_eq!(keys_of("KEYS *"), Some(vec![]));
         assert_eq!(keys_of("GET"), None, "wrong arity");
         assert_eq!(keys_of("GET a b"), None, "wrong arity");
+        assert_eq!(
+            keys_of("GEORADIUS src 1 2 3 km COUNT 5 STOREDIST dst"),
+            Some(vec!["src".into(), "dst".into()])
+        );
+        assert_eq!(
+            keys_of("GEORADIUSBYMEMBER src store 3 km"),
+            Some(vec!["src".into()]),
+            "a member named store is not the option"
+        );
+        assert_eq!(
+            keys_of("GEOSEARCHSTORE dst src FROMMEMBER m BYRADIUS 1 km"),
+            Some(vec!["dst".into(), "src".into()])
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use indexmap::{IndexMap, IndexSet};
 
 type FastHash = foldhash::fast::RandomState;
 
+pub mod geo;
 pub mod hll;
 mod list;
 mod zset;

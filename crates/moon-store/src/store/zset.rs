@@ -672,7 +672,7 @@ struct AddFlags {
 impl Store {
     /// The sorted set at `key`: `Ok(None)` if there is none, WRONGTYPE if it holds another
     /// type.
-    fn zset_ref(&mut self, key: &[u8], now: u64) -> Result<Option<&ZSet>, Frame> {
+    pub(super) fn zset_ref(&mut self, key: &[u8], now: u64) -> Result<Option<&ZSet>, Frame> {
         match self.ks.get(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::ZSet(z)) => Ok(Some(z)),
@@ -724,7 +724,7 @@ impl Store {
         }
     }
 
-    fn zadd(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+    pub(super) fn zadd(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let mut f = AddFlags::default();
         let mut i = 2;
         while i < args.len() {
@@ -952,7 +952,7 @@ impl Store {
 
     /// Makes `dst` the sorted set of `items` (none: `dst` is deleted) and logs `args` if that
     /// changed anything: the *STORE commands' write.
-    fn replace_with(
+    pub(super) fn replace_with(
         &mut self,
         args: &[Bytes],
         dst: &Bytes,
