@@ -120,6 +120,8 @@ fn redis_benchmark(
         // Geo: points spread over a 1° square, then the ten nearest a point inside it.
         "GEOADD mygeo 15.__rand_int__ 37.__rand_int__ element:__rand_int__",
         "GEOSEARCH mygeo FROMLONLAT 15.5 37.5 BYRADIUS 5 km ASC COUNT 10",
+        // Streams: small entries appended with ids from the clock.
+        "XADD mystream * field element:__rand_int__",
         evalsha.as_str(),
     ] {
         let named = measured(addr, pid, pipeline, requests, command)?;
@@ -510,7 +512,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         report,
-        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd, lpush, lpop, zadd), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` / `ZRANK myzset element:__rand_int__` / `ZRANGE myzset 0 9 WITHSCORES` / `PFADD myhll element:__rand_int__` / `GEOADD mygeo 15.__rand_int__ 37.__rand_int__ element:__rand_int__` / `GEOSEARCH mygeo FROMLONLAT 15.5 37.5 BYRADIUS 5 km ASC COUNT 10` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
+        "- load: `redis-benchmark -c {CLIENTS} -n <N> -P <1|16> -r 1000000 -d 32 --csv -t <test>`, one run per test (set, get, incr, mset with N/5, hset, sadd, lpush, lpop, zadd), and `HGET myhash element:__rand_int__` / `SISMEMBER myset element:__rand_int__` / `ZRANK myzset element:__rand_int__` / `ZRANGE myzset 0 9 WITHSCORES` / `PFADD myhll element:__rand_int__` / `GEOADD mygeo 15.__rand_int__ 37.__rand_int__ element:__rand_int__` / `GEOSEARCH mygeo FROMLONLAT 15.5 37.5 BYRADIUS 5 km ASC COUNT 10` / `XADD mystream * field element:__rand_int__` as commands of their own, on loopback; N = {} unpipelined, {} pipelined; servers alternate Moon 1 shard, Moon 2 shards, Redis within each round, each on a fresh data directory; medians over {} rounds; CPU is the server process's user + system time over a test's run (`/proc/<pid>/stat`) divided by its requests\n",
         args.requests,
         args.requests * 10,
         args.rounds

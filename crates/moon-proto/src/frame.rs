@@ -40,6 +40,8 @@ pub enum Frame {
     /// Pairs: RESP3 an array of two-element arrays, RESP2 one flat array (HRANDFIELD ...
     /// WITHVALUES).
     Pairs(Vec<(Frame, Frame)>),
+    /// Keys and their replies: RESP3 a map, RESP2 an array of two-element arrays (XREAD).
+    KeyedReplies(Vec<(Frame, Frame)>),
     /// RESP3 `,` double, RESP2 bulk string.
     Double(f64),
     /// A double printed as Redis prints coordinates (`addReplyHumanLongDouble`: 17 decimals,
@@ -153,6 +155,23 @@ impl Frame {
                     Protocol::Resp3 => line(out, b',', text.as_bytes()),
                 }
             }
+            Frame::KeyedReplies(pairs) => match proto {
+                Protocol::Resp3 => {
+                    int_line(out, b'%', pairs.len() as i64);
+                    for (k, v) in pairs {
+                        k.encode(proto, out);
+                        v.encode(proto, out);
+                    }
+                }
+                Protocol::Resp2 => {
+                    int_line(out, b'*', pairs.len() as i64);
+                    for (k, v) in pairs {
+                        out.put_slice(b"*2\r\n");
+                        k.encode(proto, out);
+                        v.encode(proto, out);
+                    }
+                }
+            },
             Frame::HumanDouble(d) => {
                 let text = format_human_double(*d);
                 match proto {

@@ -100,6 +100,24 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
                 Value::String(lua.create_string(text)?)
             }
         }
+        Frame::KeyedReplies(pairs) => {
+            if resp == 3 {
+                let t = lua.create_table()?;
+                for (k, v) in pairs {
+                    t.raw_set(frame_to_lua(lua, k, resp)?, frame_to_lua(lua, v, resp)?)?;
+                }
+                single("map", Value::Table(t))?
+            } else {
+                let t = lua.create_table()?;
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    let pair = lua.create_table()?;
+                    pair.raw_seti(1, frame_to_lua(lua, k, resp)?)?;
+                    pair.raw_seti(2, frame_to_lua(lua, v, resp)?)?;
+                    t.raw_seti(i + 1, pair)?;
+                }
+                Value::Table(t)
+            }
+        }
         Frame::HumanDouble(d) => {
             if resp == 3 {
                 single("double", Value::Number(*d))?

@@ -61,7 +61,14 @@ fn nil_of(name: &[u8]) -> Frame {
 /// Runs the blocking command `req` once; if it took nothing, blocks the session (the
 /// connection then waits: [`next`]).
 pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut, process: Process) {
-    let args = req.args.clone();
+    let args = last_ids_now(session, req.args.clone()).await;
+    let req = match crate::dispatch::parse(args.clone(), session.ctx.shard.count()) {
+        Ok(req) => req,
+        Err(e) => {
+            e.reply.encode(session.proto, out);
+            return;
+        }
+    };
     let form = match moon_store::blocking_form(&args) {
         Ok(f) => f,
         Err(e) => {
@@ -103,6 +110,68 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut, proc
         .blocked_clients
         .fetch_add(1, Ordering::Relaxed);
     session.blocked = Some(b);
+}
+
+/// A blocked XREADGROUP whose retry was refused: its stream went away (deleted, or now of
+/// another type) or its group did: Redis's texts for a blocked reader.
+async fn ended_read(session: &Session, b: &Blocked, reply: Frame) -> Frame {
+    let refused = reply
+        .error_text()
+        .is_some_and(|e| e.starts_with("NOGROUP") || e.starts_with("WRONGTYPE"));
+    if !refused || !b.args[0].eq_ignore_ascii_case(b"xreadgroup") {
+        return reply;
+    }
+    let mut stream_left = false;
+    for (shard, key) in &b.keys {
+        let (key, db) = (key.clone(), b.db);
+        let kind = session
+            .ctx
+            .shard
+            .call_on(*shard, move |s| {
+                s.store()
+                    .in_db(db, |st| st.type_in(db, &key, moon_shard::now_ms()))
+                    .flatten()
+            })
+            .await
+            .flatten();
+        stream_left |= kind == Some("stream");
+    }
+    if stream_left {
+        Frame::StaticError("NOGROUP the consumer group this client was blocked on no longer exists")
+    } else {
+        Frame::StaticError("UNBLOCKED the stream key no longer exists")
+    }
+}
+
+/// XREAD's `$` ids as the streams' last ids now: its retries after a wake must read from
+/// where the call started, not from the stream's end at that later time.
+async fn last_ids_now(session: &Session, mut args: Vec<Bytes>) -> Vec<Bytes> {
+    if !args[0].eq_ignore_ascii_case(b"xread") {
+        return args;
+    }
+    let range = moon_store::command::streams_keys(&args);
+    let shards = session.ctx.shard.count();
+    for i in 0..range.len() {
+        let at = range.end + i;
+        if args[at][..] != b"$"[..] {
+            continue;
+        }
+        let key = args[range.start + i].clone();
+        let db = session.db;
+        let last = session
+            .ctx
+            .shard
+            .call_on(shard_for_key(&key, shards), move |s| {
+                s.store()
+                    .in_db(db, |st| st.stream_last_id(&key, moon_shard::now_ms()))
+            })
+            .await
+            .flatten();
+        if let Some(id) = last {
+            args[at] = id;
+        }
+    }
+    args
 }
 
 /// Runs the command once; true if it took nothing (its reply was the nil it blocks on),
@@ -188,7 +257,9 @@ pub async fn woke(
         return true;
     };
     let served = match why {
-        Wakeup::Served(reply) => Some(reply.await.unwrap_or(Frame::Null)),
+        Wakeup::Served(reply) => {
+            Some(ended_read(session, &b, reply.await.unwrap_or(Frame::Null)).await)
+        }
         Wakeup::TimedOut => {
             // Off the queues first: then every serve made for it is in its channel, and one
             // that raced the timeout wins (the element was taken for this client; review
@@ -266,6 +337,12 @@ async fn try_or_block(
         if reply == b.nil {
             return true;
         }
+        // A retry refused because its stream or group went away says so in Redis's words.
+        let reply = if front {
+            ended_read(session, b, reply).await
+        } else {
+            reply
+        };
         b.served = match &reply {
             Frame::Array(parts) => match parts.first() {
                 Some(Frame::Bulk(key)) => Some(key.clone()),

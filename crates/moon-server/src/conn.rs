@@ -562,7 +562,11 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             }
             continue;
         }
-        if spec.flags.has(Flags::BLOCKING) && session.tx.is_none() && !session.attempting {
+        if spec.flags.has(Flags::BLOCKING)
+            && session.tx.is_none()
+            && !session.attempting
+            && moon_store::may_wait(&req.args)
+        {
             // Outside MULTI a blocking command may wait (`blocking.rs`).
             plan.flush(session, out).await;
             crate::blocking::start(session, req, out, process_boxed).await;

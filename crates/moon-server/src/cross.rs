@@ -63,6 +63,9 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
     // Everything runs in the session's database: reads select it, commands carry it.
     let db = session.db;
     let in_db = |cmds: Vec<Vec<Bytes>>| steps(db, cmds, None);
+    if spec.name == "xread" || spec.name == "xreadgroup" {
+        return read_streams(session, args).await;
+    }
     if spec.flags.has(moon_store::command::Flags::BLOCKING) {
         // Here it never waits: its non-blocking form, its reply reshaped (`blocking.rs`).
         let form = match moon_store::blocking_form(args) {
@@ -724,4 +727,66 @@ async fn rebuild_at(
 async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<Bytes>, Frame> {
     let sets = read_each(session, keys, moon_store::Store::set_members).await?;
     Ok(op.apply(sets))
+}
+
+/// XREAD / XREADGROUP over streams on several shards: each shard reads its own streams (the
+/// same command on its keys, inside the transaction), the answers merged in the order the
+/// keys were given. Nothing anywhere: the null array (a blocked call then waits).
+async fn read_streams(session: &mut Session, args: &[Bytes]) -> Frame {
+    let Some(tx) = session.tx else {
+        return err("ERR internal error: a cross-shard command outside its transaction");
+    };
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let range = moon_store::command::streams_keys(args);
+    if range.is_empty() {
+        return err(reply::SYNTAX);
+    }
+    let keys = &args[range.clone()];
+    let ids = &args[range.end..];
+    let head = &args[..range.start];
+    let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, k) in keys.iter().enumerate() {
+        per_shard[shard_for_key(k, n)].push(i);
+    }
+    let mut answers: Vec<Option<Frame>> = vec![None; keys.len()];
+    for (s, idx) in per_shard.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+        let mut cmd = head.to_vec();
+        cmd.extend(idx.iter().map(|&i| keys[i].clone()));
+        cmd.extend(idx.iter().map(|&i| ids[i].clone()));
+        let batch = match steps(session.db, vec![cmd], None) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        match one_reply(shard.run_batch_in(Some(tx), s, batch).await) {
+            Frame::KeyedReplies(pairs) => {
+                for (k, v) in pairs {
+                    if let Frame::Bulk(name) = &k {
+                        if let Some(&i) = idx.iter().find(|&&i| keys[i] == name) {
+                            answers[i] = Some(Frame::Array(vec![k, v]));
+                        }
+                    }
+                }
+            }
+            Frame::NullArray | Frame::Null => {}
+            other => return other,
+        }
+    }
+    let merged: Vec<(Frame, Frame)> = answers
+        .into_iter()
+        .flatten()
+        .filter_map(|f| match f {
+            Frame::Array(mut kv) if kv.len() == 2 => {
+                let v = kv.pop()?;
+                let k = kv.pop()?;
+                Some((k, v))
+            }
+            _ => None,
+        })
+        .collect();
+    if merged.is_empty() {
+        Frame::NullArray
+    } else {
+        Frame::KeyedReplies(merged)
+    }
 }

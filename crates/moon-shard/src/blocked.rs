@@ -185,6 +185,7 @@ impl Shard {
     /// Queues `waiter` on `key` of database `db` (at the front for a client woken in vain),
     /// then wakes the key's first waiter if the key can serve one now.
     pub fn block(&self, db: usize, key: Bytes, waiter: Waiter, front: bool) {
+        let waiter_wants_stream = waiter.wants.starts_with("stream");
         {
             let mut w = self.waiters.borrow_mut();
             let queue = w.queues.entry((db, key.clone())).or_default();
@@ -194,9 +195,14 @@ impl Shard {
                 queue.push_back(waiter);
             }
         }
+        let stream = waiter_wants_stream;
         let mut store = self.store_unchecked();
         store.block_key(db, &key);
-        self.wake_first_in(&mut store, db, &key);
+        // A list or sorted set that exists can serve at once; a stream that exists may have
+        // nothing new for this reader (it just found nothing): only a change wakes it.
+        if !stream {
+            self.wake_first_in(&mut store, db, &key);
+        }
         drop(store);
         self.serve_waiting();
     }
@@ -237,9 +243,7 @@ impl Shard {
 
     /// [`Shard::wake_first`] with the store already borrowed.
     pub(crate) fn wake_first_in(&self, store: &mut Store, db: usize, key: &[u8]) {
-        let Some(kind) = store.type_in(db, key, now_ms()) else {
-            return;
-        };
+        let kind = store.type_in(db, key, now_ms());
         let mut gone = 0;
         let mut to_serve = None;
         {
@@ -255,7 +259,7 @@ impl Shard {
                     gone += 1;
                     continue;
                 }
-                if queue[i].wants != kind {
+                if !serves(queue[i].wants, kind) {
                     i += 1;
                     continue;
                 }
@@ -309,6 +313,23 @@ impl Shard {
     /// After commands ran here: wakes a waiter of each blocked-on key they changed.
     pub(crate) fn wake_ready(&self, store: &mut Store) {
         for (db, key) in store.take_ready() {
+            // A stream's change may have something for every reader (XADD serves each
+            // blocked XREAD, as in Redis): each stream waiter tries once, in the order it
+            // came; a list or sorted set serves its first waiter.
+            let readers = self
+                .waiters
+                .borrow()
+                .queues
+                .get(&(db, key.clone()))
+                .map_or(0, |q| {
+                    q.iter().filter(|w| w.wants.starts_with("stream")).count()
+                });
+            if readers > 0 {
+                for _ in 0..readers {
+                    self.wake_first_in(store, db, &key);
+                }
+                continue;
+            }
             self.wake_first_in(store, db, &key);
         }
     }
@@ -321,5 +342,16 @@ impl Shard {
             .values()
             .map(VecDeque::len)
             .sum()
+    }
+}
+
+/// Whether a waiter that `wants` a type may be served by its key now holding `kind`: a
+/// list or sorted set when the key holds one; an XREAD when the key is a stream; an
+/// XREADGROUP on any change (a key gone or of another type ends it with an error, as in
+/// Redis).
+fn serves(wants: &str, kind: Option<&str>) -> bool {
+    match wants {
+        "stream-group" => true,
+        _ => kind == Some(wants),
     }
 }

@@ -593,6 +593,57 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
             "km",
             "STOREDIST"
         ])),
+        // Streams on the same keys: entries from the clock and given, trims, deletes,
+        // consumer groups, deliveries, claims and acks (every time-dependent effect must
+        // replay as it ran).
+        (key(), prop::option::of(1u64..40), member()).prop_map(|(k, id, m)| {
+            let id = id.map_or("*".to_string(), |i| format!("{i}-*"));
+            cmd(&["XADD", &k, "MAXLEN", "~", "5", &id, "f", &m])
+        }),
+        (key(), 0u64..6).prop_map(|(k, n)| cmd(&["XTRIM", &k, "MAXLEN", &n.to_string()])),
+        (key(), 0u64..4).prop_map(|(k, n)| cmd(&["XDEL", &k, &format!("{n}-1")])),
+        key().prop_map(|k| cmd(&["XGROUP", "CREATE", &k, "g", "0", "MKSTREAM"])),
+        (key(), member()).prop_map(|(k, c)| cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            &c,
+            "COUNT",
+            "2",
+            "STREAMS",
+            &k,
+            ">"
+        ])),
+        (key(), member()).prop_map(|(k, c)| cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            &c,
+            "STREAMS",
+            &k,
+            "0"
+        ])),
+        (key(), member()).prop_map(|(k, c)| cmd(&[
+            "XAUTOCLAIM",
+            &k,
+            "g",
+            &c,
+            "0",
+            "0",
+            "COUNT",
+            "2"
+        ])),
+        (key(), member(), 0u64..4).prop_map(|(k, c, n)| cmd(&[
+            "XCLAIM",
+            &k,
+            "g",
+            &c,
+            "0",
+            &format!("{n}-0"),
+            "FORCE"
+        ])),
+        key().prop_map(|k| cmd(&["XACK", &k, "g", "1-0", "2-0"])),
+        (key(), member()).prop_map(|(k, c)| cmd(&["XGROUP", "DELCONSUMER", &k, "g", &c])),
         // HyperLogLogs on the same keys: adds, the cache PFCOUNT writes, merges, promotion.
         (key(), prop::collection::vec(member(), 0..6)).prop_map(|(k, ms)| {
             let mut c = cmd(&["PFADD", &k]);

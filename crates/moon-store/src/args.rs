@@ -44,6 +44,24 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
     Some(v)
 }
 
+/// [`parse_f64`] as Redis's `getDoubleFromObject` (strtod) reads a double: also refusing
+/// strtod's ERANGE, a finite number too large (not "inf") or too small to be anything but 0.
+pub fn parse_f64_strict(b: &[u8]) -> Option<f64> {
+    let v = parse_f64(b)?;
+    let s = std::str::from_utf8(b).ok()?;
+    let digits = s.split(['e', 'E']).next().unwrap_or("");
+    let unsigned = digits.trim_start_matches(['+', '-']);
+    let literal_inf =
+        unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity");
+    if v.is_infinite() && !literal_inf {
+        return None;
+    }
+    if v == 0.0 && digits.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+        return None;
+    }
+    Some(v)
+}
+
 /// An integer reply's or value's text.
 pub fn int_bytes(v: i64) -> Bytes {
     Bytes::from(v.to_string())

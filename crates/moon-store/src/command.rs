@@ -98,6 +98,9 @@ impl Flags {
     /// Its destination key follows a `STORE` option (SORT, GEORADIUS): Moon's flag, a key
     /// position Redis declares as a key spec.
     pub const STORE_KEY: Flags = Flags(1 << 16);
+    /// Its keys follow a `STREAMS` option, as many as the ids after them (XREAD,
+    /// XREADGROUP): Moon's flag, a key position Redis declares as a key spec.
+    pub const STREAMS_KEYS: Flags = Flags(1 << 17);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
     const NAMES: [(Flags, &'static str); 14] = [
@@ -146,6 +149,7 @@ pub enum Group {
     Bitmap,
     Hyperloglog,
     Geo,
+    Stream,
     Connection,
     Server,
     Transactions,
@@ -165,6 +169,7 @@ impl Group {
             Group::Bitmap => "bitmap",
             Group::Hyperloglog => "hyperloglog",
             Group::Geo => "geo",
+            Group::Stream => "stream",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -209,6 +214,7 @@ impl CommandSpec {
             Group::Bitmap => "@bitmap",
             Group::Hyperloglog => "@hyperloglog",
             Group::Geo => "@geo",
+            Group::Stream => "@stream",
             Group::Connection => "@connection",
             Group::Server => "@admin",
             Group::Transactions => "@transaction",
@@ -281,6 +287,13 @@ impl CommandSpec {
                 )
                 .chain(None);
         }
+        if self.flags.has(Flags::STREAMS_KEYS) {
+            let range = streams_keys(args);
+            return args[..0]
+                .iter()
+                .chain(args[range].iter().step_by(1))
+                .chain(None);
+        }
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
             args.len() as i64 + i64::from(self.last_key)
@@ -307,6 +320,30 @@ impl CommandSpec {
             )
             .chain(store)
     }
+}
+
+/// Where XREAD's and XREADGROUP's keys are: after `STREAMS`, half of what follows it (the
+/// other half are their ids); none when the halves do not balance (the command refuses it).
+pub fn streams_keys<T: AsRef<[u8]>>(args: &[T]) -> std::ops::Range<usize> {
+    let is = |a: &T, w: &str| a.as_ref().eq_ignore_ascii_case(w.as_bytes());
+    let mut i = 1;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if is(&args[i], "streams") && more > 0 {
+            if !more.is_multiple_of(2) {
+                return 0..0;
+            }
+            return i + 1..i + 1 + more / 2;
+        }
+        if (is(&args[i], "block") || is(&args[i], "count")) && more > 0 {
+            i += 2;
+        } else if is(&args[i], "group") && more >= 2 {
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    0..0
 }
 
 /// SORT's `STORE destination`, read past its other options as SORT reads them (a GET or BY

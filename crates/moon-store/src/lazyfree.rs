@@ -109,6 +109,7 @@ pub fn free_effort(value: &Value) -> usize {
         Value::List(l) => l.len(),
         Value::ZSet(z) if z.is_compact() => 1,
         Value::ZSet(z) => z.len(),
+        Value::Stream(st) => st.len() as usize,
     }
 }
 

@@ -34,7 +34,7 @@ pub use evict::{EvictionPolicy, MemoryLimit};
 pub use keyspace::{Keyspace, NO_EXPIRY_CHECK};
 pub use notify::{KeyEvent, NotifyFlags};
 pub use store::bitmap::bitop_result;
-pub use store::blocking::{blocking_form, is_blocking, Blocking, Shape};
+pub use store::blocking::{blocking_form, is_blocking, may_wait, Blocking, Shape};
 pub use store::hll::{
     count_merged as pf_count_merged, merge_strings as pf_merge_strings,
     merged_into as pf_merged_into,

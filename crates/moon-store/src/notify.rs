@@ -133,12 +133,13 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
             "incrbyfloat" => (STRING, "incrbyfloat"),
             "copy" => (GENERIC, "copy_to"),
             "rename" | "renamenx" => (GENERIC, "rename_to"),
+            "pfadd" | "pfmerge" => (STRING, "pfadd"),
             _ => (STRING, "set"),
         },
         b"append" => (STRING, "append"),
         b"setbit" | b"bitfield" => (STRING, "setbit"),
         b"setrange" => (STRING, "setrange"),
-        b"pfadd" | b"pfmerge" => (STRING, "pfadd"),
+        b"pfadd" => (STRING, "pfadd"),
         b"incr" | b"decr" | b"incrby" | b"decrby" => (STRING, "incrby"),
         b"incrbyfloat" => (STRING, "incrbyfloat"),
         b"hset" | b"hmset" | b"hsetnx" => match command {
@@ -195,6 +196,17 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
         b"zremrangebyrank" => (ZSET, "zremrangebyrank"),
         b"zremrangebyscore" => (ZSET, "zremrangebyscore"),
         b"zremrangebylex" => (ZSET, "zremrangebylex"),
+        b"xadd" => match command {
+            "copy" => (GENERIC, "copy_to"),
+            "rename" | "renamenx" => (GENERIC, "rename_to"),
+            _ => (STREAM, "xadd"),
+        },
+        b"xtrim" => (STREAM, "xtrim"),
+        b"xdel" => (STREAM, "xdel"),
+        b"xsetid" => match command {
+            "copy" | "rename" | "renamenx" => return None,
+            _ => (STREAM, "xsetid"),
+        },
         _ => return None,
     })
 }
@@ -236,6 +248,19 @@ pub fn keyed_events(effect: &[&[u8]]) -> Option<Vec<KeyedEvent>> {
         b"zdiffstore" => vec![(ZSET, "zdiffstore", 1, None)],
         b"zrangestore" => vec![(ZSET, "zrangestore", 1, None)],
         b"geosearchstore" => vec![(ZSET, "geosearchstore", 1, None)],
+        b"pfmerge" => vec![(STRING, "pfadd", 1, None)],
+        b"xgroup" => {
+            let sub = effect.get(1)?.to_ascii_lowercase();
+            let event = match &sub[..] {
+                b"create" => "xgroup-create",
+                b"setid" => "xgroup-setid",
+                b"destroy" => "xgroup-destroy",
+                b"createconsumer" => "xgroup-createconsumer",
+                b"delconsumer" => "xgroup-delconsumer",
+                _ => return None,
+            };
+            vec![(STREAM, event, 2, None)]
+        }
         b"georadius" | b"georadiusbymember" => vec![(
             ZSET,
             "georadiusstore",

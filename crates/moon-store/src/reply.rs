@@ -61,3 +61,14 @@ pub fn lossy(bytes: &[u8], max: usize) -> String {
 pub fn err(msg: &'static str) -> Frame {
     Frame::StaticError(msg)
 }
+
+/// A HELP subcommand's reply: Redis's header line, `lines`, and its closing HELP lines.
+pub fn help(command: &'static str, lines: &[&'static str]) -> Frame {
+    let mut out = vec![Frame::SimpleOwned(format!(
+        "{command} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    ))];
+    out.extend(lines.iter().map(|l| Frame::Simple(l)));
+    out.push(Frame::Simple("HELP"));
+    out.push(Frame::Simple("    Prints this help."));
+    Frame::Array(out)
+}

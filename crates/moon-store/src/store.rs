@@ -883,6 +883,20 @@ impl Store {
     /// every tracking reader is told to forget everything. No keyspace event names it.
     fn log_flush(&mut self, flush: Flush) {
         self.log_expired();
+        if matches!(flush, Flush::All | Flush::Db) {
+            // Blocked readers of a stream that went away are told (XREADGROUP's "no longer
+            // exists"); a blocked pop on an emptied key just keeps waiting.
+            let db = self.db;
+            let gone: Vec<Bytes> = self
+                .blocked
+                .keys()
+                .filter(|wk| {
+                    matches!(flush, Flush::All) || u16::from_be_bytes([wk[0], wk[1]]) as usize == db
+                })
+                .cloned()
+                .collect();
+            self.ready.extend(gone);
+        }
         if let Flush::Swap(a, b) = flush {
             // Review finding: the swapped databases' blocked keys may now hold what their
             // clients wait for (Redis scans both for ready keys).
@@ -1259,6 +1273,7 @@ pub(crate) mod paused;
 pub mod script;
 pub mod set;
 pub mod sort;
+pub mod stream;
 pub(crate) mod string;
 pub mod zset;
 

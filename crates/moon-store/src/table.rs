@@ -10,7 +10,9 @@ use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
-use crate::store::{bitmap, geo, hash, hll, keys, lcs, list, script, set, sort, string, zset};
+use crate::store::{
+    bitmap, geo, hash, hll, keys, lcs, list, script, set, sort, stream, string, zset,
+};
 
 /// Every keyspace command, family by family.
 pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
@@ -25,6 +27,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
         bitmap::COMMANDS,
         hll::COMMANDS,
         geo::COMMANDS,
+        stream::COMMANDS,
         lcs::COMMANDS,
         script::COMMANDS,
     ]

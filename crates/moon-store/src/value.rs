@@ -19,6 +19,7 @@ type FastHash = foldhash::fast::RandomState;
 pub mod geo;
 pub mod hll;
 mod list;
+pub mod stream;
 mod zset;
 pub use list::List;
 pub use zset::ZSet;
@@ -45,6 +46,9 @@ pub struct Encodings {
     pub list_compress_depth: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
+    /// Redis's `stream-node-max-bytes` and `stream-node-max-entries` (0: no limit).
+    pub stream_node_max_bytes: usize,
+    pub stream_node_max_entries: usize,
     /// Redis's `hll-sparse-max-bytes`: the largest sparse HyperLogLog string.
     pub hll_sparse_max_bytes: usize,
 }
@@ -61,6 +65,8 @@ impl Default for Encodings {
             list_compress_depth: 0,
             zset_max_listpack_entries: 128,
             zset_max_listpack_value: 64,
+            stream_node_max_bytes: 4096,
+            stream_node_max_entries: 100,
             hll_sparse_max_bytes: 3000,
         }
     }
@@ -164,6 +170,8 @@ pub enum Value {
     List(Box<List>),
     /// Boxed, as a list.
     ZSet(Box<ZSet>),
+    /// Boxed: entries in packed nodes, and consumer groups (`value/stream.rs`).
+    Stream(Box<stream::Stream>),
 }
 
 impl Value {
@@ -174,6 +182,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::List(_) => "list",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -185,6 +194,7 @@ impl Value {
             Value::Set(s) => s.mem_size(),
             Value::List(l) => l.mem_size(),
             Value::ZSet(z) => z.mem_size(),
+            Value::Stream(s) => s.mem_size(),
         }
     }
 
@@ -212,6 +222,7 @@ impl Value {
             },
             Value::List(l) => l.encoding(),
             Value::ZSet(z) => z.encoding(),
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -250,6 +261,7 @@ impl Value {
                     .collect();
                 format!("zset:{v:?}")
             }
+            Value::Stream(st) => st.canonical(),
         }
     }
 
@@ -333,6 +345,7 @@ impl Value {
                     out.push(cmd);
                 }
             }
+            Value::Stream(st) => out.extend(st.rewrite_commands(key, chunk)),
         }
         if expire_at != 0 {
             out.push(vec![
@@ -359,6 +372,15 @@ impl Value {
             Value::List(l) => (l.raw_size(), l.len()),
             // A score's text is at most 24 bytes, less than a member's overhead counted.
             Value::ZSet(z) => (z.mem_size(), z.len()),
+            // Entries, and per pending entry an XCLAIM of a few ids' length.
+            Value::Stream(st) => (
+                st.mem_size().saturating_mul(2),
+                st.len() as usize
+                    + st.groups
+                        .values()
+                        .map(|g| g.pending.len() + g.consumers.len() + 1)
+                        .sum::<usize>(),
+            ),
         };
         // Commands: at most one per item twice over (HSET and HPEXPIREAT chunks), plus the
         // PEXPIREAT.

@@ -58,7 +58,8 @@ pub struct Blocking {
     pub timeout_ms: u64,
     /// The keys it waits on (BLMOVE waits on its source only).
     pub keys: Vec<Bytes>,
-    /// The type a key must hold to serve it: "list" or "zset".
+    /// The type a key must hold to serve it: "list", "zset", "stream" (XREAD) or
+    /// "stream-group" (XREADGROUP: any change of the key).
     pub wants: &'static str,
 }
 
@@ -119,6 +120,25 @@ pub fn blocking_form(args: &[Bytes]) -> Result<Blocking, Frame> {
                 nb.extend(args[1..5].iter().cloned());
                 (nb, Shape::AsIs, 5, vec![args[1].clone()], "list")
             }
+            b"xread" | b"xreadgroup" => {
+                // The store reads without waiting whatever BLOCK says; the keys are the
+                // streams (ids of `$` are made concrete by the server before it waits).
+                let q = super::stream::ReadArgs::parse(args, lower == b"xreadgroup")?;
+                let timeout_ms = q.block.unwrap_or(0);
+                return Ok(Blocking {
+                    args: args.to_vec(),
+                    shape: Shape::AsIs,
+                    timeout_ms,
+                    keys: dedup(q.keys),
+                    // XREADGROUP is also ended by its key going away (`moon-shard`'s
+                    // `serves`).
+                    wants: if q.group.is_some() {
+                        "stream-group"
+                    } else {
+                        "stream"
+                    },
+                });
+            }
             b"blmpop" | b"bzmpop" => {
                 let (cmd, wants) = if lower[1] == b'l' {
                     (word(b"LMPOP"), "list")
@@ -137,14 +157,7 @@ pub fn blocking_form(args: &[Bytes]) -> Result<Blocking, Frame> {
             _ => return Err(crate::reply::unknown_command(args)),
         };
     let timeout_ms = timeout_ms(&args[timeout_at])?;
-    // A key named twice is waited on once (Redis's blocking keys are a set).
-    let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
-    for k in keys {
-        if !unique.contains(&k) {
-            unique.push(k);
-        }
-    }
-    let keys = unique;
+    let keys = dedup(keys);
     Ok(Blocking {
         args: nb,
         shape,
@@ -152,6 +165,30 @@ pub fn blocking_form(args: &[Bytes]) -> Result<Blocking, Frame> {
         keys,
         wants,
     })
+}
+
+/// A key named twice is waited on once (Redis's blocking keys are a set).
+fn dedup(keys: Vec<Bytes>) -> Vec<Bytes> {
+    let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
+    for k in keys {
+        if !unique.contains(&k) {
+            unique.push(k);
+        }
+    }
+    unique
+}
+
+/// Whether the blocking command `args` may wait: always, except XREAD and XREADGROUP
+/// without BLOCK (or with arguments they refuse: they answer their error at once).
+pub fn may_wait(args: &[Bytes]) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    if eq(name, "xread") || eq(name, "xreadgroup") {
+        return super::stream::ReadArgs::parse(args, eq(name, "xreadgroup"))
+            .is_ok_and(|q| q.block.is_some());
+    }
+    true
 }
 
 /// Whether `name` is a blocking command's name.

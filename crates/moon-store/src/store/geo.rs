@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use moon_proto::Frame;
 
-use super::{either, eq, parse_f64, parse_i64, Store};
+use super::{either, eq, parse_i64, Store};
+use crate::args::parse_f64_strict;
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
@@ -74,7 +75,7 @@ impl Form {
 }
 
 fn float(b: &[u8], msg: &'static str) -> Result<f64, Frame> {
-    parse_f64(b).ok_or_else(|| err(msg))
+    parse_f64_strict(b).ok_or_else(|| err(msg))
 }
 
 /// A longitude and a latitude, checked against the geohash's range.

@@ -108,6 +108,7 @@ impl Store {
     fn pfadd(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let sparse_max = self.encodings.hll_sparse_max_bytes;
         let existing = self.get_str(&args[1], now)?;
+        let was_dense = existing.as_ref().is_some_and(|s| s.get(4) == Some(&0));
         let (mut h, mut updated) = match existing {
             Some(s) => {
                 if Hll::parse_ok(&s) && !hll::dense_would_grow(&s, args[2..].iter().map(|e| &e[..]))
@@ -126,7 +127,7 @@ impl Store {
         if updated {
             h.invalidate_cache();
             self.put_bits(&args[1], h.into_bytes(), now);
-            self.log_args(args);
+            self.log_hll_write(args, was_dense, now);
         }
         Ok(Frame::Integer(i64::from(updated)))
     }
@@ -160,13 +161,50 @@ impl Store {
         let (max, dense) = merge_strings(&strings)?;
         let dest = strings[0].as_ref().ok().and_then(Option::as_ref);
         let result = merged_into(dest, &max, dense, self.encodings.hll_sparse_max_bytes)?;
+        let was_dense = strings[0]
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .is_some_and(|d| !Hll::parse_ok(d) || d.get(4) == Some(&0));
         self.put_bits(&args[1], result, now);
-        self.log_args(args);
+        self.log_hll_write(args, was_dense, now);
         Ok(Frame::OK)
+    }
+
+    /// Logs a PFADD or PFMERGE so that replay rebuilds the same bytes whatever
+    /// `hll-sparse-max-bytes` is then: a sparse result as its bytes (`SET`), a dense one as
+    /// the command as sent, followed by `PFDEBUG TODENSE` if this command made it dense
+    /// (replay under a smaller limit is dense already; under a larger one it converts).
+    /// Only the destination is touched and announced (`pfadd`), as in Redis.
+    fn log_hll_write(&mut self, args: &[Bytes], was_dense: bool, now: u64) {
+        let key = &args[1];
+        let (bytes, expire_at) = match self.ks.get(key, now) {
+            Some(e) => match &e.value {
+                crate::value::Value::Str(s) => (s.to_bytes(), e.expire_at),
+                _ => return,
+            },
+            None => return,
+        };
+        if bytes.get(4) == Some(&1) {
+            self.log_set(key, &bytes, expire_at);
+            return;
+        }
+        let parts: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+        self.log_derived(&parts);
+        if !was_dense {
+            self.log_more(vec![
+                Bytes::from_static(b"PFDEBUG"),
+                Bytes::from_static(b"TODENSE"),
+                key.clone(),
+            ]);
+        }
     }
 
     fn pfdebug(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let sub = &args[1];
+        let Some(mut h) = self.hll_of(&args[2], now)? else {
+            return Err(err("ERR The specified key does not exist"));
+        };
         let known = ["getreg", "decode", "encoding", "todense"];
         if !known.iter().any(|k| eq(sub, k)) {
             return Err(Frame::Error(format!(
@@ -174,15 +212,14 @@ impl Store {
                 String::from_utf8_lossy(sub)
             )));
         }
-        let Some(mut h) = self.hll_of(&args[2], now)? else {
-            return Err(err("ERR The specified key does not exist"));
-        };
         if eq(sub, "getreg") || eq(sub, "todense") {
             let converted = h.to_dense().map_err(corrupt)?;
             let registers = eq(sub, "getreg").then(|| h.registers());
             if converted {
+                // Logged without touching the key: Redis does not signal this change.
                 self.put_bits(&args[2], h.into_bytes(), now);
-                self.log_args(args);
+                self.log_expired();
+                self.log_more(args.to_vec());
             }
             return Ok(match registers {
                 Some(r) => Frame::Array(r.into_iter().map(|v| Frame::Integer(v.into())).collect()),

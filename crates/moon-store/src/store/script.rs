@@ -457,7 +457,8 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
             "ERR Wrong number of args calling Redis command from script",
         ));
     }
-    if read_only && spec.is_write() {
+    // As Redis: `may_replicate` (PFCOUNT, which may write its cache) counts as a write.
+    if read_only && (spec.is_write() || spec.flags.has(Flags::MAY_REPLICATE)) {
         return ScriptStep::Answer(err(
             "ERR Write commands are not allowed from read-only scripts.",
         ));

@@ -790,3 +790,52 @@ fn hyperloglog_errors_are_redis_s() {
         );
     }
 }
+
+/// Stream effects (ids from the clock, `~` trims, deliveries, claims, acks, group ids)
+/// replay into the same stream, with `now` = 0 as startup replays: entries, counters,
+/// groups, pending entries with their delivery times and counts, consumers.
+#[test]
+fn stream_effects_replay_to_the_same_stream() {
+    let mut live = Store::default();
+    live.set_record_writes(true);
+    let mut log = Vec::new();
+    let script = [
+        (T, "XADD s * a 1"),
+        (T, "XADD s * a 2"),
+        (T + 5, "XADD s MAXLEN ~ 1 * b 3"),
+        (T + 6, "XGROUP CREATE s g 0"),
+        (T + 7, "XREADGROUP GROUP g alice COUNT 2 STREAMS s >"),
+        (T + 9, "XREADGROUP GROUP g bob STREAMS s >"),
+        (T + 20, "XREADGROUP GROUP g alice STREAMS s 0"),
+        (T + 30, "XCLAIM s g carol 5 1700000000000-1"),
+        (T + 40, "XAUTOCLAIM s g dave 0 0 COUNT 1"),
+        (T + 41, "XDEL s 1700000000000-0"),
+        (T + 42, "XAUTOCLAIM s g erin 0 0"),
+        (T + 50, "XACK s g 1700000000005-0"),
+        (T + 51, "XTRIM s MAXLEN 1"),
+        (T + 52, "XADD s NOMKSTREAM * c 4"),
+        (T + 53, "XREADGROUP GROUP g frank NOACK STREAMS s >"),
+        (T + 60, "XGROUP SETID s g $"),
+        (T + 61, "XGROUP CREATECONSUMER s g gina"),
+    ];
+    for (now, line) in script {
+        let reply = run(&mut live, now, line);
+        assert!(!reply.is_error(), "{line}: {reply:?}");
+        log.extend(live.take_log());
+    }
+    assert!(
+        log.iter().any(|c| c[0] == "XCLAIM") && log.iter().all(|c| c.iter().all(|a| a != "*")),
+        "deliveries logged as claims, ids as chosen: {log:?}"
+    );
+    let mut replayed = Store::default();
+    for cmd in &log {
+        let reply = replayed.execute(cmd, crate::NO_EXPIRY_CHECK);
+        assert!(!reply.is_error(), "{cmd:?}: {reply:?}");
+    }
+    assert_eq!(replayed.canonical_dump(), live.canonical_dump());
+    let pending = text(&run(&mut replayed, T + 100, "XPENDING s g - + 10"));
+    assert_eq!(
+        pending,
+        text(&run(&mut live, T + 100, "XPENDING s g - + 10"))
+    );
+}

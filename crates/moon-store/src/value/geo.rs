@@ -287,7 +287,9 @@ pub fn distance(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
     let lat2r = deg_rad(lat2);
     let u = ((lat2r - lat1r) / 2.0).sin();
     let a = u * u + lat1r.cos() * lat2r.cos() * v * v;
-    2.0 * EARTH_RADIUS_IN_METERS * a.sqrt().asin()
+    // Rounding can take `a` just past 1 for antipodal points, where asin is NaN (Redis then
+    // stores or compares a NaN); half the circumference is the distance.
+    2.0 * EARTH_RADIUS_IN_METERS * a.min(1.0).sqrt().asin()
 }
 
 fn lat_distance(lat1: f64, lat2: f64) -> f64 {

@@ -153,15 +153,22 @@ fn op_at(s: &[u8], p: usize) -> Option<Op> {
 }
 
 /// The register histogram and the cardinality estimate, as Redis computes both.
-fn estimate(histogram: &[u32; 64]) -> u64 {
+fn estimate(histogram: &[u64; 64]) -> u64 {
     let m = REGISTERS as f64;
-    let mut z = m * tau((m - f64::from(histogram[Q + 1])) / m);
+    let mut z = m * tau((m - histogram[Q + 1] as f64) / m);
     for j in (1..=Q).rev() {
-        z += f64::from(histogram[j]);
+        z += histogram[j] as f64;
         z *= 0.5;
     }
-    z += m * sigma(f64::from(histogram[0]) / m);
-    (ALPHA_INF * m * m / z).round() as u64
+    z += m * sigma(histogram[0] as f64 / m);
+    // llroundl: out of range (z = 0 for registers past Q + 1, only in a forged string) is
+    // x86-64's "integer indefinite", i64::MIN.
+    let e = (ALPHA_INF * m * m / z).round();
+    if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&e) {
+        e as i64 as u64
+    } else {
+        i64::MIN as u64
+    }
 }
 
 fn sigma(mut x: f64) -> f64 {
@@ -198,7 +205,7 @@ fn tau(mut x: f64) -> f64 {
 
 /// The estimate for registers held one per byte (PFCOUNT of several keys).
 pub fn count_registers(registers: &[u8; REGISTERS]) -> u64 {
-    let mut histogram = [0u32; 64];
+    let mut histogram = [0u64; 64];
     for &r in registers {
         histogram[usize::from(r & 63)] += 1;
     }
@@ -448,13 +455,13 @@ impl Hll {
             b.copy_from_slice(card);
             return Ok((u64::from_le_bytes(b), false));
         }
-        let mut histogram = [0u32; 64];
+        let mut histogram = [0u64; 64];
         if self.is_sparse() {
             let mut idx = 0usize;
             self.for_each_run(|op| {
                 idx += op.span();
                 let v = if let Op::Val(v, _) = op { v } else { 0 };
-                histogram[usize::from(v)] += op.span() as u32;
+                histogram[usize::from(v)] += op.span() as u64;
                 true
             })?;
             if idx != REGISTERS {
@@ -481,11 +488,10 @@ impl Hll {
             return Ok(());
         }
         let mut idx = 0usize;
-        let mut overflow = false;
         self.for_each_run(|op| {
             if let Op::Val(v, n) = op {
+                // Redis stops at a run past the end and judges by where it got.
                 if idx + n > REGISTERS {
-                    overflow = true;
                     return false;
                 }
                 for m in &mut max[idx..idx + n] {
@@ -495,7 +501,7 @@ impl Hll {
             idx += op.span();
             true
         })?;
-        if overflow || idx != REGISTERS {
+        if idx != REGISTERS {
             return Err(Corrupt);
         }
         Ok(())
