@@ -362,6 +362,16 @@ async fn try_or_block(
     for key in keys {
         register(session, b, shard_for_key(&key, shards), key, front).await;
     }
+    // A stream is never ready by its type alone (`moon-shard`'s `block`): an XADD between
+    // the attempt and the registrations would wake nobody. One more attempt, now that any
+    // later change wakes this call, closes that gap.
+    if b.wants.starts_with("stream") {
+        let again = crate::dispatch::parse(b.args.clone(), shards);
+        if !attempt(session, again, &b.nil, out, process).await {
+            leave(session, b).await;
+            return false;
+        }
+    }
     true
 }
 

@@ -729,6 +729,10 @@ async fn members_of(session: &Session, op: SetOp, keys: &[Bytes]) -> Result<Vec<
     Ok(op.apply(sets))
 }
 
+fn on_shard(k: &Bytes, n: usize) -> usize {
+    shard_for_key(k, n)
+}
+
 /// XREAD / XREADGROUP over streams on several shards: each shard reads its own streams (the
 /// same command on its keys, inside the transaction), the answers merged in the order the
 /// keys were given. Nothing anywhere: the null array (a blocked call then waits).
@@ -745,6 +749,28 @@ async fn read_streams(session: &mut Session, args: &[Bytes]) -> Frame {
     let keys = &args[range.clone()];
     let ids = &args[range.end..];
     let head = &args[..range.start];
+    // Every key checked first, in key order: no shard delivers (XREADGROUP moves its group)
+    // before another would refuse the command.
+    let group = match moon_store::ReadArgs::parse(args, args[0].eq_ignore_ascii_case(b"xreadgroup"))
+    {
+        Ok(q) => q.group.map(|(g, _)| g),
+        Err(e) => return e,
+    };
+    for (k, id) in keys.iter().zip(ids) {
+        let (k, id, g, db, now) = (k.clone(), id.clone(), group.clone(), session.db, tx.now);
+        let checked = shard
+            .call_on(on_shard(&k, n), move |s| {
+                s.store_in_tx()
+                    .in_db(db, |st| st.check_stream_read(&k, &id, g.as_deref(), now))
+                    .unwrap_or(Ok(()))
+            })
+            .await;
+        match checked {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return e,
+            None => return err(moon_shard::SHARD_GONE),
+        }
+    }
     let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, k) in keys.iter().enumerate() {
         per_shard[shard_for_key(k, n)].push(i);
@@ -762,7 +788,11 @@ async fn read_streams(session: &mut Session, args: &[Bytes]) -> Frame {
             Frame::KeyedReplies(pairs) => {
                 for (k, v) in pairs {
                     if let Frame::Bulk(name) = &k {
-                        if let Some(&i) = idx.iter().find(|&&i| keys[i] == name) {
+                        // A key named twice is answered twice, as on one shard.
+                        if let Some(&i) = idx
+                            .iter()
+                            .find(|&&i| keys[i] == name && answers[i].is_none())
+                        {
                             answers[i] = Some(Frame::Array(vec![k, v]));
                         }
                     }

@@ -293,3 +293,38 @@ fn a_consumer_group_queue_survives_sigkill() {
     );
     assert_eq!(rest[0].1.len(), 10);
 }
+
+/// Review finding: an XREADGROUP over streams on two shards whose second key has no such
+/// group is refused before the first shard delivers anything (its group does not move).
+#[test]
+fn a_refused_read_across_shards_delivers_nothing() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let k = keys_on_different_shards(2);
+    let (a, b) = (k[0].as_str(), k[1].as_str());
+    cmd::<String>(&mut c, &["XADD", a, "1-0", "f", "v"]);
+    cmd::<String>(&mut c, &["XADD", b, "1-0", "f", "v"]);
+    cmd::<String>(&mut c, &["XGROUP", "CREATE", a, "g", "0"]);
+    let e = expect_err(
+        &mut c,
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", a, b, ">", ">"],
+    );
+    assert!(e.starts_with("NOGROUP"), "{e}");
+    let pending: redis::Value = cmd(&mut c, &["XPENDING", a, "g"]);
+    let redis::Value::Array(summary) = pending else {
+        panic!("XPENDING: {pending:?}")
+    };
+    assert_eq!(
+        summary.first(),
+        Some(&redis::Value::Int(0)),
+        "nothing delivered"
+    );
+    cmd::<String>(&mut c, &["XGROUP", "CREATE", b, "g", "0"]);
+    let both: Vec<(String, Entries)> = cmd(
+        &mut c,
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", a, b, ">", ">"],
+    );
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].0, a);
+    assert_eq!(both[1].0, b);
+}

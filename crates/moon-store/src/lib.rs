@@ -49,6 +49,7 @@ pub use store::script::{
 };
 pub use store::set::{sintercard_args, SetOp};
 pub use store::sort::local_patterns as sort_local_patterns;
+pub use store::stream::ReadArgs;
 pub use store::zset::{
     combine_args, members_reply as zset_members_reply, zmpop_args, zmpop_reply, Combine, Scored,
     ZEnd,

@@ -33,16 +33,16 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Stream: "xlen", 2, RF, keys(1, 1, 1), ONE, |s, a, now| either(s.xlen(a, now))),
     command!(Stream: "xrange", -4, R, keys(1, 1, 1), ONE, |s, a, now| either(s.xrange(a, now, false))),
     command!(Stream: "xrevrange", -4, R, keys(1, 1, 1), ONE, |s, a, now| either(s.xrange(a, now, true))),
-    command!(Stream: "xdel", -3, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.xdel(a, now))),
+    command!(Stream: "xdel", -3, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.xdel(a, now))),
     command!(Stream: "xtrim", -4, WNOOM, keys(1, 1, 1), ONE, |s, a, now| either(s.xtrim(a, now))),
     command!(Stream: "xread", -4, R.union(Flags::BLOCKING).union(Flags::STREAMS_KEYS), keys(0, 0, 0), COORDINATED, |s, a, now| either(s.xread(a, now, false))),
-    command!(Stream: "xreadgroup", -7, W.union(Flags::BLOCKING).union(Flags::STREAMS_KEYS), keys(0, 0, 0), COORDINATED, |s, a, now| either(s.xread(a, now, true))),
+    command!(Stream: "xreadgroup", -7, WNOOM.union(Flags::BLOCKING).union(Flags::STREAMS_KEYS), keys(0, 0, 0), COORDINATED, |s, a, now| either(s.xread(a, now, true))),
     command!(Stream: "xsetid", -3, W, keys(1, 1, 1), ONE, |s, a, now| either(s.xsetid(a, now))),
-    command!(Stream: "xgroup", -2, W, keys(2, 2, 1), ONE, |s, a, now| either(s.xgroup(a, now))),
-    command!(Stream: "xack", -4, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.xack(a, now))),
+    command!(Stream: "xgroup", -2, WNOOM, keys(2, 2, 1), ONE, |s, a, now| either(s.xgroup(a, now))),
+    command!(Stream: "xack", -4, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.xack(a, now))),
     command!(Stream: "xpending", -3, R, keys(1, 1, 1), ONE, |s, a, now| either(s.xpending(a, now))),
-    command!(Stream: "xclaim", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.xclaim(a, now))),
-    command!(Stream: "xautoclaim", -6, WF, keys(1, 1, 1), ONE, |s, a, now| either(s.xautoclaim(a, now))),
+    command!(Stream: "xclaim", -6, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.xclaim(a, now))),
+    command!(Stream: "xautoclaim", -6, WNOOMF, keys(1, 1, 1), ONE, |s, a, now| either(s.xautoclaim(a, now))),
     command!(Stream: "xinfo", -2, R, keys(2, 2, 1), ONE, |s, a, now| either(s.xinfo(a, now))),
 ];
 
@@ -188,7 +188,9 @@ fn parse_trim_args(args: &[Bytes], xadd: bool, node_entries: usize) -> Result<Tr
         } else if xadd {
             // The id, `ms-*` included.
             let (id, seq_given) = match a.strip_suffix(b"-*") {
-                Some(ms) if !ms.is_empty() => (parse_id(ms, 0, true)?, false),
+                Some(ms) if !ms.is_empty() && !ms.contains(&b'-') => {
+                    (parse_id(ms, 0, true)?, false)
+                }
                 _ => (parse_id(a, 0, true)?, true),
             };
             t.id = Some((id, seq_given));
@@ -264,6 +266,38 @@ impl Store {
         }
     }
 
+    /// Whether XREAD/XREADGROUP would accept stream `key` with id `id` (its type, its group,
+    /// the id), without changing anything: an XREADGROUP over several shards checks every
+    /// key first, as Redis does, so that no shard delivers before another refuses.
+    pub fn check_stream_read(
+        &self,
+        key: &[u8],
+        id: &[u8],
+        group: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), Frame> {
+        let s = match self.ks.peek(key, now).map(|e| &e.value) {
+            None => None,
+            Some(Value::Stream(s)) => Some(s),
+            Some(_) => return Err(err(reply::WRONGTYPE)),
+        };
+        if let Some(g) = group {
+            if !s.is_some_and(|s| s.groups.contains_key(g)) {
+                return Err(Frame::Error(format!(
+                    "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(g)
+                )));
+            }
+        }
+        match id {
+            b"$" if group.is_some() => Err(err("ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.")),
+            b">" if group.is_none() => Err(err("ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.")),
+            b"$" | b">" => Ok(()),
+            _ => parse_id(id, 0, true).map(|_| ()),
+        }
+    }
+
     fn limits(&self) -> NodeLimits {
         NodeLimits {
             max_bytes: self.encodings.stream_node_max_bytes,
@@ -300,7 +334,7 @@ impl Store {
 
     fn xadd(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
         let t = parse_trim_args(args, true, self.encodings.stream_node_max_entries)?;
-        let fields = args.len() - t.id_at - 1;
+        let fields = args.len().saturating_sub(t.id_at + 1);
         if fields < 2 || fields % 2 == 1 {
             return Err(Frame::Error(format!(
                 "ERR wrong number of arguments for '{}' command",
@@ -395,13 +429,13 @@ impl Store {
     }
 
     fn xdel(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
+        if self.stream_ref(&args[1], now)?.is_none() {
+            return Ok(Frame::Integer(0));
+        }
         let ids = args[2..]
             .iter()
             .map(|a| parse_id(a, 0, true))
             .collect::<Result<Vec<_>, _>>()?;
-        if self.stream_ref(&args[1], now)?.is_none() {
-            return Ok(Frame::Integer(0));
-        }
         let deleted = self
             .stream_mut(&args[1], now, |s| {
                 ids.iter().filter(|&&id| s.delete(id)).count()
@@ -565,7 +599,7 @@ impl Store {
             }
         }
         let key = &args[2];
-        let group = args[3].clone();
+        let group = Bytes::copy_from_slice(&args[3]);
         let exists = self.stream_ref(key, now)?.is_some();
         let has_group = self
             .stream_ref(key, now)?
@@ -911,7 +945,7 @@ impl Store {
                 justid = true;
             } else if eq(o, "idle") && more > 0 {
                 j += 1;
-                delivery = Some(now as i64 - num(&args[j], "IDLE")?);
+                delivery = Some((now as i64).saturating_sub(num(&args[j], "IDLE")?));
             } else if eq(o, "time") && more > 0 {
                 j += 1;
                 delivery = Some(num(&args[j], "TIME")?);
@@ -971,7 +1005,7 @@ impl Store {
                 let was = pending.map_or(0, |p| p.deliveries);
                 let deliveries = match retry {
                     Some(r) if r >= 0 => r as u64,
-                    _ if !justid => was + 1,
+                    _ if !justid => (was + 1).min(i64::MAX as u64),
                     _ => was,
                 };
                 created |= g.consumer(&consumer, now).1;
@@ -1049,6 +1083,12 @@ impl Store {
                 Some(g) => g
                     .pending
                     .range(start..)
+                    .take(
+                        count
+                            .saturating_mul(10)
+                            .saturating_add(1)
+                            .min(usize::MAX as u64) as usize,
+                    )
                     .map(|(id, _)| (*id, s.contains(*id)))
                     .collect(),
                 None => return,
@@ -1249,7 +1289,10 @@ impl Store {
             for (i, (id, pairs)) in read.into_iter().enumerate() {
                 if history {
                     if pairs.is_some() {
-                        let n = g.pending.get(&id).map_or(1, |p| p.deliveries + 1);
+                        let n = g
+                            .pending
+                            .get(&id)
+                            .map_or(1, |p| (p.deliveries + 1).min(i64::MAX as u64));
                         g.assign(id, consumer, now, n);
                         delivered.push((id, pairs, n));
                     } else {
@@ -1259,7 +1302,7 @@ impl Store {
                 }
                 if id > g.last_id {
                     g.entries_read = match g.entries_read {
-                        Some(r) if !tombstones[i] => Some(r + 1),
+                        Some(r) if !tombstones[i] => Some((r + 1).min(i64::MAX as u64)),
                         _ if entries_added > 0 => estimates[i],
                         other => other,
                     };
@@ -1533,7 +1576,7 @@ impl ReadArgs {
             } else if eq(a, "streams") && more > 0 {
                 let rest = &args[i + 1..];
                 if !rest.len().is_multiple_of(2) {
-                    return Err(err("ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified."));
+                    return Err(err("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."));
                 }
                 let n = rest.len() / 2;
                 q.keys = rest[..n].to_vec();

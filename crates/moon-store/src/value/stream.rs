@@ -138,7 +138,8 @@ impl Node {
     fn new(master: StreamId, fields: &[Bytes]) -> Node {
         Node {
             master,
-            fields: fields.to_vec(),
+            // Copies: a request's bytes must not pin its connection's read buffer.
+            fields: fields.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
             buf: Vec::new(),
             live: 0,
             deleted: 0,
@@ -156,11 +157,13 @@ impl Node {
         let same = names.len() == self.fields.len()
             && names.iter().zip(&self.fields).all(|(a, b)| *a == b);
         self.buf.push(if same { SAME_FIELDS } else { 0 });
-        put_varint(&mut self.buf, id.ms - self.master.ms);
+        // Every node holds a live entry (an emptied node is dropped), so a new id, greater
+        // than the last, is never below the node's first: the deltas do not wrap.
+        put_varint(&mut self.buf, id.ms.saturating_sub(self.master.ms));
         put_varint(
             &mut self.buf,
             if id.ms == self.master.ms {
-                id.seq - self.master.seq
+                id.seq.saturating_sub(self.master.seq)
             } else {
                 id.seq
             },
@@ -273,7 +276,10 @@ impl Group {
     /// The consumer named `name`, created if new (seen at `now`): whether it was created.
     pub fn consumer(&mut self, name: &Bytes, now: u64) -> (&mut Consumer, bool) {
         let created = !self.consumers.contains_key(name);
-        let c = self.consumers.entry(name.clone()).or_default();
+        let c = self
+            .consumers
+            .entry(Bytes::copy_from_slice(name))
+            .or_default();
         if created || now != 0 {
             c.seen_at = now;
         }
@@ -302,6 +308,7 @@ impl Group {
                 }
             }
         }
+        let consumer = Bytes::copy_from_slice(consumer);
         self.pending.insert(
             id,
             Pending {
@@ -311,7 +318,7 @@ impl Group {
             },
         );
         self.consumers
-            .entry(consumer.clone())
+            .entry(consumer)
             .or_default()
             .pending
             .insert(id);
@@ -349,7 +356,10 @@ pub struct Stream {
     pub max_deleted: StreamId,
     pub entries_added: u64,
     pub groups: BTreeMap<Bytes, Group>,
-    mem: usize,
+    /// Bytes of the nodes, kept as they change (O(1) per append).
+    nodes_mem: usize,
+    /// Bytes of the groups, recounted when they change (O(groups + consumers)).
+    groups_mem: usize,
 }
 
 impl Stream {
@@ -362,28 +372,24 @@ impl Stream {
     }
 
     pub fn mem_size(&self) -> usize {
-        self.mem
+        64 + self.nodes_mem + self.groups_mem
     }
 
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
 
-    fn recount(&mut self) {
-        let groups: usize = self
+    fn recount_groups(&mut self) {
+        self.groups_mem = self
             .groups
             .iter()
             .map(|(n, g)| {
                 n.len()
                     + 64
-                    + g.pending.len() * 64
-                    + g.consumers
-                        .iter()
-                        .map(|(c, v)| c.len() + 48 + v.pending.len() * 24)
-                        .sum::<usize>()
+                    + g.pending.len() * 88
+                    + g.consumers.keys().map(|c| c.len() + 48).sum::<usize>()
             })
             .sum();
-        self.mem = 64 + self.nodes.values().map(Node::mem).sum::<usize>() + groups;
     }
 
     /// The first live entry's id (0-0 when empty).
@@ -414,16 +420,16 @@ impl Stream {
             let fields: Vec<Bytes> = pairs.iter().step_by(2).cloned().collect();
             self.nodes.insert(id, Node::new(id, &fields));
         }
-        if let Some((_, n)) = self.nodes.last_key_value() {
-            let key = n.master;
-            if let Some(n) = self.nodes.get_mut(&key) {
-                n.push(id, pairs);
-            }
+        if let Some(mut last) = self.nodes.last_entry() {
+            let n = last.get_mut();
+            let before = if new_node { 0 } else { n.mem() };
+            n.push(id, pairs);
+            self.nodes_mem = self.nodes_mem + n.mem() - before;
         }
         self.len += 1;
-        self.entries_added += 1;
+        // Counters stay within what a logged command can carry (i64).
+        self.entries_added = (self.entries_added + 1).min(i64::MAX as u64);
         self.last_id = id;
-        self.recount();
     }
 
     /// Entries from `start` to `end` inclusive (reversed with `rev`), at most `count` (0: all).
@@ -495,13 +501,14 @@ impl Stream {
         };
         n.mark_deleted(slot.at);
         if n.live == 0 {
-            self.nodes.remove(&key);
+            if let Some(gone) = self.nodes.remove(&key) {
+                self.nodes_mem -= gone.mem();
+            }
         }
         self.len -= 1;
         if id > self.max_deleted {
             self.max_deleted = id;
         }
-        self.recount();
         true
     }
 
@@ -527,7 +534,9 @@ impl Stream {
                 Trim::MinId(min) => node.slots().last().is_some_and(|s| s.id < min),
             };
             if remove_node {
-                self.nodes.remove(&key);
+                if let Some(gone) = self.nodes.remove(&key) {
+                    self.nodes_mem -= gone.mem();
+                }
                 self.len -= entries;
                 removed += entries;
                 continue;
@@ -554,10 +563,12 @@ impl Stream {
             }
             self.len -= gone;
             removed += gone;
+            if node.live == 0 {
+                if let Some(emptied) = self.nodes.remove(&key) {
+                    self.nodes_mem -= emptied.mem();
+                }
+            }
             break;
-        }
-        if removed > 0 {
-            self.recount();
         }
         removed
     }
@@ -586,7 +597,7 @@ impl Stream {
 
     /// After changing groups from outside: the memory account follows.
     pub fn groups_changed(&mut self) {
-        self.recount();
+        self.recount_groups();
     }
 
     /// Redis's `streamEstimateDistanceFromFirstEverEntry`: the entries read up to `id`, if it
@@ -673,7 +684,9 @@ impl Stream {
             b("ENTRIESADDED"),
             Bytes::from(self.entries_added.to_string()),
             b("MAXDELETEDID"),
-            self.max_deleted.to_bytes(),
+            // XSETID refuses a deleted id above its own (XSETID may have set the last id
+            // below it): the lag estimate's bound is then the last id.
+            self.max_deleted.min(self.last_id).to_bytes(),
         ]);
         for (name, g) in &self.groups {
             out.push(vec![
