@@ -41,6 +41,23 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
         }
         Ok(Value::Table(t))
     };
+    let map = |pairs: &[(Frame, Frame)]| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        for (k, v) in pairs {
+            t.raw_set(frame_to_lua(lua, k, resp)?, frame_to_lua(lua, v, resp)?)?;
+        }
+        single("map", Value::Table(t))
+    };
+    let two_element_arrays = |pairs: &[(Frame, Frame)]| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            let pair = lua.create_table()?;
+            pair.raw_seti(1, frame_to_lua(lua, k, resp)?)?;
+            pair.raw_seti(2, frame_to_lua(lua, v, resp)?)?;
+            t.raw_seti(i + 1, pair)?;
+        }
+        Ok(Value::Table(t))
+    };
     Ok(match frame {
         Frame::Simple(s) => single("ok", Value::String(lua.create_string(s)?))?,
         Frame::SimpleOwned(s) => single("ok", Value::String(lua.create_string(s)?))?,
@@ -67,64 +84,23 @@ pub(crate) fn frame_to_lua(lua: &Lua, frame: &Frame, resp: u8) -> mlua::Result<V
                 array(&mut items.iter())?
             }
         }
-        Frame::Map(pairs) => {
-            if resp == 3 {
-                let map = lua.create_table()?;
-                for (k, v) in pairs {
-                    map.raw_set(frame_to_lua(lua, k, resp)?, frame_to_lua(lua, v, resp)?)?;
-                }
-                single("map", Value::Table(map))?
-            } else {
-                array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?
-            }
-        }
-        Frame::Pairs(pairs) => {
-            if resp == 3 {
-                let t = lua.create_table()?;
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    let pair = lua.create_table()?;
-                    pair.raw_seti(1, frame_to_lua(lua, k, resp)?)?;
-                    pair.raw_seti(2, frame_to_lua(lua, v, resp)?)?;
-                    t.raw_seti(i + 1, pair)?;
-                }
-                Value::Table(t)
-            } else {
-                array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?
-            }
+        // A map as a RESP3 map, or flat in RESP2.
+        Frame::Map(pairs) if resp == 3 => map(pairs)?,
+        Frame::Map(pairs) => array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?,
+        // Pairs as two-element arrays in RESP3, flat in RESP2.
+        Frame::Pairs(pairs) if resp == 3 => two_element_arrays(pairs)?,
+        Frame::Pairs(pairs) => array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?,
+        // XREAD's streams: a map in RESP3, two-element arrays in RESP2.
+        Frame::KeyedReplies(pairs) if resp == 3 => map(pairs)?,
+        Frame::KeyedReplies(pairs) => two_element_arrays(pairs)?,
+        Frame::Double(d) | Frame::HumanDouble(d) if resp == 3 => {
+            single("double", Value::Number(*d))?
         }
         Frame::Double(d) => {
-            if resp == 3 {
-                single("double", Value::Number(*d))?
-            } else {
-                let text = moon_proto::frame::format_double_reply(*d);
-                Value::String(lua.create_string(text)?)
-            }
-        }
-        Frame::KeyedReplies(pairs) => {
-            if resp == 3 {
-                let t = lua.create_table()?;
-                for (k, v) in pairs {
-                    t.raw_set(frame_to_lua(lua, k, resp)?, frame_to_lua(lua, v, resp)?)?;
-                }
-                single("map", Value::Table(t))?
-            } else {
-                let t = lua.create_table()?;
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    let pair = lua.create_table()?;
-                    pair.raw_seti(1, frame_to_lua(lua, k, resp)?)?;
-                    pair.raw_seti(2, frame_to_lua(lua, v, resp)?)?;
-                    t.raw_seti(i + 1, pair)?;
-                }
-                Value::Table(t)
-            }
+            Value::String(lua.create_string(moon_proto::frame::format_double_reply(*d))?)
         }
         Frame::HumanDouble(d) => {
-            if resp == 3 {
-                single("double", Value::Number(*d))?
-            } else {
-                let text = moon_proto::frame::format_human_double(*d);
-                Value::String(lua.create_string(text)?)
-            }
+            Value::String(lua.create_string(moon_proto::frame::format_human_double(*d))?)
         }
         Frame::Bool(b) => {
             if resp == 3 {

@@ -11,20 +11,10 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{cmd, eventually, expect_err, keys_on_different_shards, slot_shard, MoonServer};
-
-/// How many clients are blocked now, as CLIENT LIST shows them.
-fn blocked(con: &mut redis::Connection) -> usize {
-    let list: String = cmd(con, &["CLIENT", "LIST"]);
-    list.lines().filter(|l| l.contains(" flags=b ")).count()
-}
-
-fn wait_blocked(con: &mut redis::Connection, n: usize) {
-    assert!(
-        eventually(Duration::from_secs(10), || blocked(con) == n),
-        "{n} clients blocked"
-    );
-}
+use common::{
+    blocked, cmd, eventually, expect_err, keys_on_different_shards, slot_shard, wait_blocked,
+    MoonServer,
+};
 
 /// Runs `words` on a new connection in a thread (it blocks there).
 fn in_thread<T: redis::FromRedisValue + Send + 'static>(

@@ -8,21 +8,8 @@
 mod common;
 
 use std::thread;
-use std::time::Duration;
 
-use common::{cmd, eventually, expect_err, keys_on_different_shards, MoonServer};
-
-fn blocked(con: &mut redis::Connection) -> usize {
-    let list: String = cmd(con, &["CLIENT", "LIST"]);
-    list.lines().filter(|l| l.contains(" flags=b ")).count()
-}
-
-fn wait_blocked(con: &mut redis::Connection, n: usize) {
-    assert!(
-        eventually(Duration::from_secs(10), || blocked(con) == n),
-        "{n} clients blocked"
-    );
-}
+use common::{cmd, expect_err, keys_on_different_shards, wait_blocked, MoonServer};
 
 type Entries = Vec<(String, Vec<String>)>;
 

@@ -309,3 +309,19 @@ pub fn slot_shard(key: &[u8], shards: usize) -> usize {
     }
     (crc % 16384) as usize % shards
 }
+
+/// How many clients are blocked now, as CLIENT LIST shows them (`flags=b`).
+#[allow(dead_code)]
+pub fn blocked(con: &mut redis::Connection) -> usize {
+    let list: String = cmd(con, &["CLIENT", "LIST"]);
+    list.lines().filter(|l| l.contains(" flags=b ")).count()
+}
+
+/// Waits until `n` clients are blocked (the state the server reports, never a sleep).
+#[allow(dead_code)]
+pub fn wait_blocked(con: &mut redis::Connection, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(10), || blocked(con) == n),
+        "{n} clients blocked"
+    );
+}
