@@ -796,7 +796,10 @@ fn run_config(
     verify_queue(addr, &jobs, &mut row)?;
     server.terminate()?;
     row.acknowledged = exp.acknowledged;
-    row.queue_acknowledged = jobs.lock().unwrap_or_else(|e| e.into_inner()).acknowledged;
+    row.queue_acknowledged = jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .all_acknowledged();
     row.model_acknowledged = models.iter().map(|m| m.acknowledged).sum();
     for m in &models {
         for mismatch in &m.mismatches {

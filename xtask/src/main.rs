@@ -23,6 +23,7 @@ mod powerfs;
 mod queue;
 mod rng;
 mod server;
+mod stream_queue;
 mod targets;
 mod tls_check;
 

@@ -10,6 +10,9 @@
 //! twice, nor is a job nobody pushed. A job whose last command was cut off by the kill may be
 //! either way. At each start the consumers first finish what their processing lists hold, as a
 //! reliable queue's workers do after a crash.
+//!
+//! The consumer-group queue of streams (`stream_queue.rs`) runs beside it and is verified
+//! with it: its counts are the same columns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,12 +43,18 @@ pub struct Jobs {
     /// What a consumer saw that cannot be: a job it had taken (BLMOVE acknowledged) missing
     /// from its processing list.
     anomalies: Vec<String>,
+    /// The stream consumer-group queue's state.
+    pub streams: Arc<Mutex<crate::stream_queue::StreamJobs>>,
 }
 
 impl Jobs {
     /// After a kill: acknowledgements later than `durable_before` may be gone (a power cut
     /// under a lazy fsync policy); they become uncertain.
     pub fn forget_acknowledged_after(&mut self, durable_before: Instant) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_acknowledged_after(durable_before);
         let late: Vec<String> = self
             .pushed
             .iter()
@@ -80,6 +89,14 @@ impl Jobs {
             }
         }
         let mut wrong = std::mem::take(&mut self.anomalies);
+        wrong.extend(
+            self.streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .verify(con)?
+                .into_iter()
+                .map(|w| format!("stream: {w}")),
+        );
         for (j, n) in &seen {
             if *n > 1 {
                 wrong.push(format!("job {j} is in the lists {n} times"));
@@ -228,7 +245,12 @@ pub fn start(
     jobs: &Arc<Mutex<Jobs>>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
-    let mut handles = Vec::new();
+    let streams = jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .streams
+        .clone();
+    let mut handles = crate::stream_queue::start(url, &streams, stop);
     for p in 0..PRODUCERS {
         let (url, jobs, stop) = (url.to_string(), jobs.clone(), stop.clone());
         handles.push(std::thread::spawn(move || producer(url, p, jobs, stop)));
@@ -253,5 +275,17 @@ mod tests {
         j.forget_acknowledged_after(t0 + Duration::from_secs(1));
         assert!(j.pushed.contains_key("a"));
         assert!(j.maybe_finished.contains("b") && !j.finished.contains_key("b"));
+    }
+}
+
+impl Jobs {
+    /// Acknowledgements of both queues (the crash matrix's "queue: acknowledged").
+    pub fn all_acknowledged(&self) -> u64 {
+        self.acknowledged
+            + self
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .acknowledged
     }
 }
