@@ -262,6 +262,18 @@ pub fn start(
     handles
 }
 
+impl Jobs {
+    /// Acknowledgements of both queues (the crash matrix's "queue: acknowledged").
+    pub fn all_acknowledged(&self) -> u64 {
+        self.acknowledged
+            + self
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .acknowledged
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,17 +287,5 @@ mod tests {
         j.forget_acknowledged_after(t0 + Duration::from_secs(1));
         assert!(j.pushed.contains_key("a"));
         assert!(j.maybe_finished.contains("b") && !j.finished.contains_key("b"));
-    }
-}
-
-impl Jobs {
-    /// Acknowledgements of both queues (the crash matrix's "queue: acknowledged").
-    pub fn all_acknowledged(&self) -> u64 {
-        self.acknowledged
-            + self
-                .streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .acknowledged
     }
 }

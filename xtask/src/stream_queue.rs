@@ -272,7 +272,7 @@ fn worker(url: String, w: usize, jobs: Arc<Mutex<StreamJobs>>, stop: Arc<AtomicB
                 for id in ids {
                     n += 1;
                     // Worker 1 "dies" on every other job: the rescuer claims it later.
-                    if w == 1 && n % 2 == 0 {
+                    if w == 1 && n.is_multiple_of(2) {
                         continue;
                     }
                     if !ack(&mut con, &id, &jobs) {
