@@ -644,6 +644,27 @@ fn list_command() -> impl Strategy<Value = Vec<String>> {
         ])),
         key().prop_map(|k| cmd(&["XACK", &k, "g", "1-0", "2-0"])),
         (key(), member()).prop_map(|(k, c)| cmd(&["XGROUP", "DELCONSUMER", &k, "g", &c])),
+        (key(), member()).prop_map(|(k, c)| cmd(&["XGROUP", "CREATECONSUMER", &k, "g", &c])),
+        (key(), prop::sample::select(&["$", "0", "2-0"][..])).prop_map(|(k, id)| cmd(&[
+            "XGROUP",
+            "SETID",
+            &k,
+            "g",
+            id,
+            "ENTRIESREAD",
+            "1"
+        ])),
+        key().prop_map(|k| cmd(&["XGROUP", "DESTROY", &k, "g"])),
+        (key(), 50u64..90).prop_map(|(k, ms)| cmd(&[
+            "XSETID",
+            &k,
+            &format!("{ms}-0"),
+            "ENTRIESADDED",
+            "40",
+            "MAXDELETEDID",
+            "3-0"
+        ])),
+        key().prop_map(|k| cmd(&["PFDEBUG", "GETREG", &k])),
         // HyperLogLogs on the same keys: adds, the cache PFCOUNT writes, merges, promotion.
         (key(), prop::collection::vec(member(), 0..6)).prop_map(|(k, ms)| {
             let mut c = cmd(&["PFADD", &k]);
