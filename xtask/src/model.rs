@@ -1576,8 +1576,10 @@ impl ModelClient {
                 };
                 let want_deadline = if want_now.is_some() { *d } else { 0 };
                 if !near && !field_near && (v != want_now || got_deadline != want_deadline) {
+                    // The key's last commands, to tell a lost write from a model gap.
+                    let history = self.history.get(&k);
                     failures.push(format!(
-                        "{k}: expected {want_now:?} (deadline {want_deadline}), found {v:?} (deadline {got_deadline})"
+                        "{k}: expected {want_now:?} (deadline {want_deadline}), found {v:?} (deadline {got_deadline}); its last commands: {history:?}"
                     ));
                 }
             }
