@@ -257,9 +257,7 @@ pub async fn woke(
         return true;
     };
     let served = match why {
-        Wakeup::Served(reply) => {
-            Some(ended_read(session, &b, reply.await.unwrap_or(Frame::Null)).await)
-        }
+        Wakeup::Served(reply) => Some(reply.await.unwrap_or(Frame::Null)),
         Wakeup::TimedOut => {
             // Off the queues first: then every serve made for it is in its channel, and one
             // that raced the timeout wins (the element was taken for this client; review
@@ -270,6 +268,8 @@ pub async fn woke(
         Wakeup::Woken => take_reply(&mut b).await,
     };
     if let Some(reply) = served {
+        // However the reply came (served here, or taken from the channel after a wake).
+        let reply = ended_read(session, &b, reply).await;
         if !b.silent {
             reply.encode(session.proto, out);
         }
