@@ -346,24 +346,16 @@ impl Store {
                 return Err(err("ERR The ID specified in XADD must be greater than 0-0"));
             }
         }
-        let exists = self.stream_ref(&args[1], now)?.is_some();
-        if !exists {
-            if t.nomkstream {
-                return Ok(Frame::Null);
-            }
-        } else if self
-            .stream_ref(&args[1], now)?
-            .is_some_and(|s| s.last_id == StreamId::MAX)
-        {
-            return Err(err(
-                "ERR The stream has exhausted the last possible ID, unable to add more items",
-            ));
-        }
-        let id = {
-            let empty = Stream::default();
-            let s = self.stream_ref(&args[1], now)?.unwrap_or(&empty);
-            next_id(s, t.id, now)?
-        };
+        // One lookup: whether the stream exists and the id this entry gets.
+        let (exists, id) =
+            match self.stream_ref(&args[1], now)? {
+                None if t.nomkstream => return Ok(Frame::Null),
+                None => (false, next_id(&Stream::default(), t.id, now)?),
+                Some(s) if s.last_id == StreamId::MAX => return Err(err(
+                    "ERR The stream has exhausted the last possible ID, unable to add more items",
+                )),
+                Some(s) => (true, next_id(s, t.id, now)?),
+            };
         if !exists {
             self.ks.insert(&args[1], Value::Stream(Box::default()), 0);
         }
