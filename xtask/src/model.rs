@@ -58,7 +58,27 @@ enum Reply {
     Int(i64),
     Bulk(String),
     Err,
+    /// Refused before it ran, or run and then undone (MISCONF, OOM, BUSY, READONLY, ...): it
+    /// left no effect, but a predicted error must never be matched against it (a script that
+    /// fails half-way keeps its first writes; a refused one has none).
+    Refused,
     Array(Vec<Reply>),
+}
+
+/// An error the server raises instead of running a command (or after undoing one): never the
+/// command's own error.
+fn is_refusal(code: &str, text: &str) -> bool {
+    matches!(
+        code,
+        "MISCONF"
+            | "OOM"
+            | "BUSY"
+            | "READONLY"
+            | "LOADING"
+            | "NOSCRIPT"
+            | "EXECABORT"
+            | "MASTERDOWN"
+    ) || text.contains("MISCONF")
 }
 
 fn reply_of(v: &Value) -> Reply {
@@ -71,7 +91,16 @@ fn reply_of(v: &Value) -> Reply {
         Value::BulkString(b) => Reply::Bulk(String::from_utf8_lossy(b).into_owned()),
         Value::Array(items) => Reply::Array(items.iter().map(reply_of).collect()),
         Value::Double(d) => Reply::Bulk(format_float(*d)),
+        Value::ServerError(e) if is_refusal(e.code(), e.details().unwrap_or("")) => Reply::Refused,
         _ => Reply::Err,
+    }
+}
+
+fn contains_refusal(r: &Reply) -> bool {
+    match r {
+        Reply::Refused => true,
+        Reply::Array(items) => items.iter().any(contains_refusal),
+        _ => false,
     }
 }
 
@@ -1327,12 +1356,22 @@ impl ModelClient {
                 }
                 return false;
             }
+            Err(e) if is_refusal(e.code().unwrap_or(""), &e.to_string()) => Reply::Refused,
             Err(_) => Reply::Err,
         };
         self.acknowledged += 1;
         let acked_at = std::time::Instant::now();
         for (k, _) in &before {
             self.last_ack.insert(k.clone(), acked_at);
+        }
+        if contains_refusal(&actual) {
+            // Refused (or run in memory and undone, as commands held across a failed rewrite
+            // commit are): no effect is expected, but the model does not bet on which parts of
+            // a batch ran. Its keys are read back before they are trusted again.
+            for (k, _) in before {
+                self.state.insert(k, Slot::Unknown);
+            }
+            return true;
         }
         if before.iter().any(|(_, s)| *s == Slot::Unknown) {
             // The outcome may depend on what we do not know: learn nothing, except that an
@@ -1638,6 +1677,33 @@ mod tests {
             Reply::Int(1)
         );
         assert_eq!(st["m"], (None, 0), "a deadline in the past deletes");
+    }
+
+    /// The after-failed-commit flake: a transfer script whose second step fails keeps its
+    /// first step (a predicted error with an effect), and a MISCONF refusal is an error too. The
+    /// refusal must never be matched against the prediction, or the model expects the first
+    /// step's write, which never ran.
+    #[test]
+    fn a_refusal_is_never_taken_for_the_commands_own_error() {
+        let mut st = State::new();
+        st.insert("b".into(), (Some("v5".into()), 0));
+        let script = c(&["EVAL", TRANSFER_SCRIPT, "2", "a", "b", "1"]);
+        assert_eq!(apply(&mut st, &script, 0), Reply::Err);
+        assert_eq!(
+            st["a"],
+            (Some("1".into()), 0),
+            "the script's first step stays"
+        );
+        let refused = redis::parse_redis_value(b"-MISCONF Errors writing to the AOF file\r\n")
+            .expect("a RESP error parses");
+        assert_eq!(reply_of(&refused), Reply::Refused);
+        assert!(contains_refusal(&Reply::Array(vec![
+            Reply::Ok,
+            Reply::Refused
+        ])));
+        let own = redis::parse_redis_value(b"-ERR value is not an integer or out of range\r\n")
+            .expect("a RESP error parses");
+        assert_eq!(reply_of(&own), Reply::Err);
     }
 
     #[test]
