@@ -1,0 +1,217 @@
+//! Writing RDB's primitives and values. Values are written in the plainest encoding Redis
+//! 7.0 loads (a list as strings, a hash as pairs...; Redis builds its compact forms while
+//! loading, as it does for any large value), except streams, which only exist as listpacks,
+//! and hashes with field TTLs, which need Redis 7.4's type.
+
+use crate::object::{self, Object, StreamValue};
+use crate::packed::{canonical_int, ListpackBuilder};
+
+pub(crate) fn len(out: &mut Vec<u8>, n: u64) {
+    if n < 64 {
+        out.push(n as u8);
+    } else if n < 16384 {
+        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(0x80);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// A string as Redis's `rdbSaveRawString`: a small integer's text as the integer, a long
+/// compressible one LZF-compressed (when that saves more than 4 bytes), else raw.
+pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() <= 11 {
+        if let Some(i) = canonical_int(s) {
+            if let Ok(v) = i8::try_from(i) {
+                out.extend_from_slice(&[0xc0, v as u8]);
+                return;
+            } else if let Ok(v) = i16::try_from(i) {
+                out.push(0xc1);
+                out.extend_from_slice(&v.to_le_bytes());
+                return;
+            } else if let Ok(v) = i32::try_from(i) {
+                out.push(0xc2);
+                out.extend_from_slice(&v.to_le_bytes());
+                return;
+            }
+        }
+    }
+    if s.len() > 20 {
+        if let Ok(c) = lzf::compress(s) {
+            if c.len() + 4 < s.len() {
+                out.push(0xc3);
+                len(out, c.len() as u64);
+                len(out, s.len() as u64);
+                out.extend_from_slice(&c);
+                return;
+            }
+        }
+    }
+    len(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+/// Writes `obj`'s type byte and encoding; field TTLs are written only when `version` has them
+/// (the caller checks [`needs_version`] first).
+pub(crate) fn object(out: &mut Vec<u8>, obj: &Object) {
+    match obj {
+        Object::String(s) => {
+            out.push(object::STRING);
+            string(out, s);
+        }
+        Object::List(items) => {
+            out.push(object::LIST);
+            len(out, items.len() as u64);
+            for i in items {
+                string(out, i);
+            }
+        }
+        Object::Set(items) => {
+            out.push(object::SET);
+            len(out, items.len() as u64);
+            for i in items {
+                string(out, i);
+            }
+        }
+        Object::ZSet(items) => {
+            out.push(object::ZSET_2);
+            len(out, items.len() as u64);
+            for (m, s) in items {
+                string(out, m);
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        Object::Hash(fields) if fields.iter().any(|f| f.expire_at != 0) => {
+            // Redis 7.4's RDB_TYPE_HASH_METADATA: deadlines relative to the smallest, plus one
+            // (0 is "none").
+            out.push(object::HASH_METADATA);
+            let min = fields
+                .iter()
+                .filter(|f| f.expire_at != 0)
+                .map(|f| f.expire_at)
+                .min()
+                .unwrap_or(0);
+            out.extend_from_slice(&min.to_le_bytes());
+            len(out, fields.len() as u64);
+            for f in fields {
+                len(
+                    out,
+                    if f.expire_at == 0 {
+                        0
+                    } else {
+                        f.expire_at - min + 1
+                    },
+                );
+                string(out, &f.field);
+                string(out, &f.value);
+            }
+        }
+        Object::Hash(fields) => {
+            out.push(object::HASH);
+            len(out, fields.len() as u64);
+            for f in fields {
+                string(out, &f.field);
+                string(out, &f.value);
+            }
+        }
+        Object::Stream(s) => {
+            out.push(object::STREAM_LISTPACKS_2);
+            stream(out, s);
+        }
+    }
+}
+
+/// The RDB version `obj` needs: 12 (Redis 7.4) for field TTLs, else 10 (Redis 7.0).
+pub(crate) fn needs_version(obj: &Object) -> u32 {
+    match obj {
+        Object::Hash(fields) if fields.iter().any(|f| f.expire_at != 0) => crate::REDIS_7_4,
+        _ => crate::REDIS_7_0,
+    }
+}
+
+/// Entries per listpack node, as Redis's default `stream-node-max-entries`.
+const NODE_ENTRIES: usize = 100;
+
+fn stream(out: &mut Vec<u8>, s: &StreamValue) {
+    let nodes: Vec<_> = s.entries.chunks(NODE_ENTRIES).collect();
+    len(out, nodes.len() as u64);
+    for node in &nodes {
+        let master = node[0].0;
+        // The master entry carries the first entry's field names; entries with the same
+        // fields store only their values (SAMEFIELDS), as Redis does.
+        let fields: Vec<&[u8]> = node[0].1.iter().step_by(2).map(|f| &f[..]).collect();
+        let mut lp = ListpackBuilder::new();
+        lp.push_int(node.len() as i64);
+        lp.push_int(0);
+        lp.push_int(fields.len() as i64);
+        for f in &fields {
+            lp.push(f);
+        }
+        lp.push_int(0);
+        for (id, values) in node.iter() {
+            let same = values.len() == 2 * fields.len()
+                && values
+                    .iter()
+                    .step_by(2)
+                    .zip(&fields)
+                    .all(|(a, b)| &a[..] == *b);
+            lp.push_int(if same { 2 } else { 0 });
+            lp.push_int(id.ms.wrapping_sub(master.ms) as i64);
+            lp.push_int(id.seq.wrapping_sub(master.seq) as i64);
+            if same {
+                for v in values.iter().skip(1).step_by(2) {
+                    lp.push(v);
+                }
+                lp.push_int(fields.len() as i64 + 3);
+            } else {
+                lp.push_int((values.len() / 2) as i64);
+                for v in values {
+                    lp.push(v);
+                }
+                lp.push_int(values.len() as i64 + 4);
+            }
+        }
+        string(out, &master.to_be());
+        let lp = lp.finish();
+        string(out, &lp);
+    }
+    len(out, s.entries.len() as u64);
+    len(out, s.last_id.ms);
+    len(out, s.last_id.seq);
+    len(out, s.first_id.ms);
+    len(out, s.first_id.seq);
+    len(out, s.max_deleted.ms);
+    len(out, s.max_deleted.seq);
+    len(out, s.entries_added);
+    len(out, s.groups.len() as u64);
+    for g in &s.groups {
+        string(out, &g.name);
+        len(out, g.last_id.ms);
+        len(out, g.last_id.seq);
+        len(out, g.entries_read.unwrap_or(u64::MAX));
+        len(out, g.pending.len() as u64);
+        for p in &g.pending {
+            out.extend_from_slice(&p.id.to_be());
+            out.extend_from_slice(&p.delivered_at.to_le_bytes());
+            len(out, p.deliveries);
+        }
+        let mut owned: std::collections::HashMap<&[u8], Vec<[u8; 16]>> =
+            std::collections::HashMap::new();
+        for p in &g.pending {
+            owned.entry(&p.consumer[..]).or_default().push(p.id.to_be());
+        }
+        len(out, g.consumers.len() as u64);
+        for c in &g.consumers {
+            string(out, &c.name);
+            out.extend_from_slice(&c.seen_at.to_le_bytes());
+            let ids = owned.get(&c.name[..]).map(|v| &v[..]).unwrap_or(&[]);
+            len(out, ids.len() as u64);
+            for id in ids {
+                out.extend_from_slice(id);
+            }
+        }
+    }
+}
