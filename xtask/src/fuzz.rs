@@ -10,8 +10,11 @@
 //! of the table with random arities and hostile arguments — huge, negative, overflowing
 //! numbers, binary and empty strings — executed against a store with a moving clock, half the
 //! time under a tiny maxmemory with a random eviction policy; the log it produces is replayed
-//! and must rebuild the same keyspace), `aof` (the record reader over damaged logs),
-//! `manifest` (the manifest parser), `config` (moon.toml through `moon-server --check-config`).
+//! and must rebuild the same keyspace), `aof` (the record reader over damaged logs), `rdb`
+//! (the RDB file reader and DUMP payloads — damaged Redis files and payloads, half of the
+//! payloads with their checksum fixed so the value decoder is reached — and what survives is
+//! built into a Moon value and RESTOREd), `manifest` (the manifest parser), `config` (moon.toml
+//! through `moon-server --check-config`).
 //!
 //! A case that failed once is kept in `xtask/fuzz-regressions.txt` (target and case seed) and
 //! runs in `cargo test` from then on.
@@ -31,7 +34,7 @@ pub struct Args {
     /// Seed; the same seed repeats the same inputs.
     #[arg(long)]
     seed: Option<u64>,
-    /// Run only this target (resp, commands, aof, manifest, config).
+    /// Run only this target (resp, commands, aof, rdb, manifest, config).
     #[arg(long)]
     target: Option<String>,
     /// Instead: drive the real server (2 shards) from many connections with random valid and
@@ -58,6 +61,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("resp", fuzz_resp),
     ("commands", fuzz_commands),
     ("aof", fuzz_aof),
+    ("rdb", fuzz_rdb),
     ("manifest", fuzz_manifest),
     ("config", fuzz_config),
 ];
@@ -435,6 +439,70 @@ fn fuzz_aof(rng: &mut Rng) {
             assert!(r.bytes <= data.len() as u64, "{r:?}");
         }
     });
+}
+
+/// Redis 7.0.15's `dump.rdb` of every type (the moon-rdb fixture).
+const RDB_FILE: &[u8] = include_bytes!("../../crates/moon-rdb/tests/fixtures/every.rdb");
+/// Its DUMP payloads, hex (`db key payload` lines).
+const RDB_DUMPS: &str = include_str!("../../crates/moon-rdb/tests/fixtures/dumps.txt");
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+fn fuzz_rdb(rng: &mut Rng) {
+    let payloads: Vec<Vec<u8>> = RDB_DUMPS
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2).map(unhex))
+        .collect();
+    if rng.below(3) == 0 {
+        let data = if rng.below(8) == 0 {
+            random_bytes(rng, 256)
+        } else {
+            mutate(rng, RDB_FILE)
+        };
+        input(&data);
+        if let Ok(mut r) = moon_rdb::FileReader::new(&data, rng.below(2) == 0) {
+            while let Ok(Some(item)) = r.next_item() {
+                if let moon_rdb::Item::Key(k) = item {
+                    let _ = moon_store::Value::from_rdb(k.value, &Default::default());
+                }
+            }
+        }
+        return;
+    }
+    let base = &payloads[rng.below(payloads.len() as u64) as usize];
+    let mut p = mutate(rng, base);
+    if rng.below(2) == 0 && p.len() >= 10 {
+        // A right footer: the damage reaches the value decoder.
+        let body = p.len() - 8;
+        let crc = moon_rdb::crc64(0, &p[..body]);
+        p[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    input(&p);
+    if let Ok(obj) = moon_rdb::decode_dump(&p) {
+        if let Ok(Some(v)) = moon_store::Value::from_rdb(obj, &Default::default()) {
+            let again = moon_rdb::encode_dump(&v.to_rdb());
+            assert!(
+                moon_rdb::decode_dump(&again).is_ok(),
+                "a payload Moon wrote reads back"
+            );
+        }
+    }
+    let mut store = moon_store::Store::default();
+    let args = [
+        Bytes::from_static(b"RESTORE"),
+        Bytes::from_static(b"k"),
+        Bytes::from_static(b"0"),
+        Bytes::from(p),
+    ];
+    let _ = store.execute(&args, 1_700_000_000_000);
+    let _ = store.execute(
+        &[Bytes::from_static(b"DUMP"), Bytes::from_static(b"k")],
+        1_700_000_000_000,
+    );
 }
 
 fn fuzz_manifest(rng: &mut Rng) {

@@ -23,7 +23,7 @@ pub fn encode_dump(obj: &Object) -> Vec<u8> {
 /// The value in a payload, after its version and checksum are checked (Redis's
 /// `verifyDumpPayload`, then the whole payload must be exactly one value).
 pub fn decode_dump(payload: &[u8]) -> Result<Object> {
-    if payload.len() < 11 {
+    if payload.len() < 10 {
         return Err(Error {
             offset: payload.len(),
             kind: ErrorKind::Truncated,

@@ -77,6 +77,9 @@ pub struct StreamValue {
     pub max_deleted: StreamId,
     pub entries_added: u64,
     pub groups: Vec<StreamGroup>,
+    /// Written before Redis 7.0, which kept no read counters: every group's `entries_read` is
+    /// `None`, and a loader estimates it as Redis does (`entries_added` is the length).
+    pub legacy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -464,6 +467,7 @@ fn read_stream(c: &mut Cursor, t: u8) -> Result<StreamValue> {
     } else {
         s.first_id = s.entries.first().map(|e| e.0).unwrap_or_default();
         s.entries_added = length;
+        s.legacy = true;
     }
     let groups = c.count(4)?;
     for _ in 0..groups {
@@ -472,7 +476,7 @@ fn read_stream(c: &mut Cursor, t: u8) -> Result<StreamValue> {
         let entries_read = if t >= STREAM_LISTPACKS_2 {
             Some(c.len()?).filter(|&n| n != u64::MAX)
         } else {
-            (last_id == s.last_id).then_some(s.entries_added)
+            None
         };
         let mut pel: Vec<(StreamId, u64, u64, Option<Bytes>)> = Vec::new();
         let n = c.count(17)?;

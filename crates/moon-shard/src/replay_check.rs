@@ -59,6 +59,9 @@ enum Op {
     Advance(u64),
     /// One round of active expiry on every shard, with this budget.
     ActiveExpiry(usize),
+    /// DUMP of a key (any type, as the other commands left it), then RESTORE of the payload
+    /// at another key (with this TTL in ms, 0 none; REPLACE or not), on that key's shard.
+    DumpRestore(String, String, u64, bool),
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -702,6 +705,8 @@ fn op() -> impl Strategy<Value = Op> {
             _ => Op::Cmd(cmd(&["COPY", &k, &d, "DB", &b.to_string()])),
         }),
         1 => prop::collection::vec(command(), 1..5).prop_map(Op::Multi),
+        1 => (key(), key(), prop::sample::select(&[0u64, 5, 150][..]), any::<bool>())
+            .prop_map(|(a, b, ttl, replace)| Op::DumpRestore(a, b, ttl, replace)),
         3 => (1u64..300).prop_map(Op::Advance),
         1 => (1usize..4).prop_map(Op::ActiveExpiry),
     ]
@@ -962,6 +967,28 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
                     }
                     Route::Transaction => live.transaction_in(*db, &[c], now),
                     Route::NotHere => {}
+                }
+            }
+            Op::DumpRestore(from, to, ttl, replace) => {
+                let from = Bytes::copy_from_slice(from.as_bytes());
+                let Route::Batch(src) = route(&[Bytes::from_static(b"DUMP"), from.clone()], shards)
+                else {
+                    continue;
+                };
+                let Some(payload) = live.stores[src]
+                    .keyspace_of(0)
+                    .and_then(|ks| ks.peek(&from, now))
+                    .map(|e| moon_rdb::encode_dump(&e.value.to_rdb()))
+                else {
+                    continue;
+                };
+                let mut c = bytes_of(&cmd(&["RESTORE", to, &ttl.to_string()]));
+                c.push(Bytes::from(payload));
+                if *replace {
+                    c.push(Bytes::from_static(b"REPLACE"));
+                }
+                if let Route::Batch(dst) = route(&c, shards) {
+                    live.batch(dst, 0, &[c], now);
                 }
             }
             Op::Multi(cmds) => {

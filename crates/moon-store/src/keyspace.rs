@@ -363,6 +363,14 @@ impl Keyspace {
     }
 
     /// Whether an expiry removal is waiting to be logged.
+    /// Sets `key`'s access time and LFU counter (RESTORE's IDLETIME and FREQ).
+    pub fn set_access_of(&mut self, key: &[u8], access_ms: u64, freq: Option<u8>) {
+        if let Some(e) = self.map.get_mut(key) {
+            let freq = freq.unwrap_or(e.freq());
+            e.set_access(access_ms, freq);
+        }
+    }
+
     pub fn has_expired(&self) -> bool {
         !self.expired.is_empty()
     }

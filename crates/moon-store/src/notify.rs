@@ -127,6 +127,7 @@ pub fn effect_event(command: &str, effect: &[u8]) -> Option<(u16, &'static str)>
         b"del" | b"unlink" => (GENERIC, "del"),
         b"pexpireat" | b"expireat" | b"expire" | b"pexpire" => (GENERIC, "expire"),
         b"persist" => (GENERIC, "persist"),
+        b"restore" => (GENERIC, "restore"),
         b"set" | b"mset" | b"msetnx" | b"setnx" | b"setex" | b"psetex" | b"getset" => match command
         {
             "incr" | "decr" | "incrby" | "decrby" => (STRING, "incrby"),

@@ -1263,6 +1263,7 @@ pub(super) const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 pub mod bitmap;
 pub mod blocking;
+pub mod dump;
 pub mod geo;
 pub(crate) mod hash;
 pub mod hll;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::call::{Call, KeyspaceCommand};
 use crate::command::{find, sorted_index};
 use crate::store::{
-    bitmap, geo, hash, hll, keys, lcs, list, script, set, sort, stream, string, zset,
+    bitmap, dump, geo, hash, hll, keys, lcs, list, script, set, sort, stream, string, zset,
 };
 
 /// Every keyspace command, family by family.
@@ -19,6 +19,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
     [
         string::COMMANDS,
         keys::COMMANDS,
+        dump::COMMANDS,
         hash::COMMANDS,
         set::COMMANDS,
         list::COMMANDS,

@@ -19,6 +19,7 @@ type FastHash = foldhash::fast::RandomState;
 pub mod geo;
 pub mod hll;
 mod list;
+mod rdb;
 pub mod stream;
 mod zset;
 pub use list::List;

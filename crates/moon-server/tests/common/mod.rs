@@ -325,3 +325,141 @@ pub fn wait_blocked(con: &mut redis::Connection, n: usize) {
         "{n} clients blocked"
     );
 }
+
+/// A real `redis-server` (Debian's package) on an ephemeral port in a temp dir, for tests that
+/// check compatibility both ways; `None`, with a message saying the check is skipped, when it
+/// is not installed (`.ci/run` installs it).
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start(test: &str) -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "{test}: redis-server is not installed: the check against real Redis is skipped"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let s = RedisServer { child, port, dir };
+        let ready = eventually(Duration::from_secs(10), || {
+            redis::Client::open(s.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        assert!(ready, "redis-server answers PING");
+        Some(s)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connect")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key's whole content as text, through the protocol only (TYPE, then the type's full
+/// read, sorted where order is not part of the value; PEXPIRETIME), so that two servers can be
+/// compared key by key. Stream pending entries are shown without their idle times.
+pub fn key_content(c: &mut redis::Connection, key: &str) -> String {
+    use redis::Value;
+    let t: String = cmd(c, &["TYPE", key]);
+    let body: String = match t.as_str() {
+        "string" => format!("{:?}", cmd::<Vec<u8>>(c, &["GET", key])),
+        "list" => format!("{:?}", cmd::<Vec<Vec<u8>>>(c, &["LRANGE", key, "0", "-1"])),
+        "set" => {
+            let mut m: Vec<Vec<u8>> = cmd(c, &["SMEMBERS", key]);
+            m.sort();
+            format!("{m:?}")
+        }
+        "zset" => format!(
+            "{:?}",
+            cmd::<Vec<Vec<u8>>>(c, &["ZRANGE", key, "0", "-1", "WITHSCORES"])
+        ),
+        "hash" => {
+            let mut m: Vec<(Vec<u8>, Vec<u8>)> = cmd(c, &["HGETALL", key]);
+            m.sort();
+            format!("{m:?}")
+        }
+        "stream" => {
+            let entries: Value = cmd(c, &["XRANGE", key, "-", "+"]);
+            // Without the radix tree's shape, which is how each server lays nodes out.
+            let info: Vec<Value> = match cmd(c, &["XINFO", "STREAM", key]) {
+                Value::Array(fields) => fields
+                    .chunks(2)
+                    .filter(
+                        |p| !matches!(&p[0], Value::BulkString(k) if k.starts_with(b"radix-tree")),
+                    )
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                other => vec![other],
+            };
+            let groups: Value = cmd(c, &["XINFO", "GROUPS", key]);
+            let mut pending = Vec::new();
+            if let Value::Array(gs) = &groups {
+                for g in gs {
+                    let Value::Array(fields) = g else { continue };
+                    let name = fields
+                        .chunks(2)
+                        .find(|p| p[0] == Value::BulkString(b"name".to_vec()))
+                        .and_then(|p| match &p[1] {
+                            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let p: Vec<(String, String, i64, i64)> =
+                        cmd(c, &["XPENDING", key, &name, "-", "+", "1000"]);
+                    pending.push(
+                        p.into_iter()
+                            .map(|(id, consumer, _idle, n)| (id, consumer, n))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            format!("{entries:?} {info:?} {groups:?} {pending:?}")
+        }
+        other => other.to_string(),
+    };
+    let at: i64 = cmd(c, &["PEXPIRETIME", key]);
+    format!("{t} {body} at {at}")
+}

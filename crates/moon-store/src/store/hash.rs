@@ -188,6 +188,9 @@ impl Store {
         let Some(delta) = parse_f64(&args[3]) else {
             return Err(err(reply::NOT_FLOAT));
         };
+        if !delta.is_finite() {
+            return Err(err("ERR value is NaN or Infinity"));
+        }
         let current = match self.hash(&args[1], now)?.and_then(|h| h.get(&args[2])) {
             None => 0.0,
             Some(v) => parse_f64(v).ok_or_else(|| err("ERR hash value is not a float"))?,

@@ -894,3 +894,154 @@ fn stream_edges_found_in_review_replay_and_rewrite() {
         text(&run(&mut s, T, "XINFO GROUPS t"))
     );
 }
+
+fn call(store: &mut Store, now: u64, args: &[&[u8]]) -> Frame {
+    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+    store.execute(&args, now)
+}
+
+fn dump_of(store: &mut Store, key: &str) -> Bytes {
+    match run(store, T, &format!("DUMP {key}")) {
+        Frame::Bulk(b) => b,
+        other => panic!("DUMP {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn dump_and_restore_round_trip_every_type_with_its_deadlines() {
+    let mut s = Store::default();
+    for line in [
+        "SET s hello",
+        "SET n 12345",
+        "RPUSH l a b 3",
+        "SADD set x y 7",
+        "ZADD z 1 a -2.5 b",
+        "HSET h f v g w",
+        "HPEXPIREAT h 4102444800000 FIELDS 1 f",
+        "XADD x 1-1 a b",
+        "XADD x 2-0 c d e f",
+        "XGROUP CREATE x g 0",
+        "XREADGROUP GROUP g alice COUNT 1 STREAMS x >",
+        "PFADD hll a b c",
+        "SET t v PXAT 4102444800000",
+    ] {
+        assert!(!run(&mut s, T, line).is_error(), "{line}");
+    }
+    let mut other = Store::default();
+    other.set_record_writes(true);
+    for key in ["s", "n", "l", "set", "z", "h", "x", "hll", "t"] {
+        let payload = dump_of(&mut s, key);
+        let ttl = match run(&mut s, T, &format!("PEXPIRETIME {key}")) {
+            Frame::Integer(at) if at > 0 => at.to_string(),
+            _ => "0".to_string(),
+        };
+        let reply = call(
+            &mut other,
+            T,
+            &[
+                b"RESTORE",
+                key.as_bytes(),
+                ttl.as_bytes(),
+                &payload,
+                b"ABSTTL",
+            ],
+        );
+        assert_eq!(text(&reply), "+OK", "{key}");
+    }
+    assert_eq!(s.canonical_dump(), other.canonical_dump());
+    assert_eq!(
+        text(&run(&mut other, T, "HPEXPIRETIME h FIELDS 2 f g")),
+        "[:4102444800000, :-1]"
+    );
+    // The log replays to the same keyspace, deadlines included, whatever the clock says.
+    let log = other.take_log();
+    assert!(log
+        .iter()
+        .all(|c| c[0] == "RESTORE" && c[4] == "REPLACE" && c[5] == "ABSTTL"));
+    let mut replayed = Store::default();
+    for c in &log {
+        assert!(!replayed.execute(c, crate::NO_EXPIRY_CHECK).is_error());
+    }
+    assert_eq!(replayed.canonical_dump(), other.canonical_dump());
+}
+
+#[test]
+fn restore_refuses_as_redis_does() {
+    let mut s = Store::default();
+    run(&mut s, T, "SET k v");
+    let payload = dump_of(&mut s, "k");
+    let restore = |s: &mut Store, key: &[u8], ttl: &[u8], p: &[u8], opts: &[&[u8]]| {
+        let mut a: Vec<&[u8]> = vec![b"RESTORE", key, ttl, p];
+        a.extend_from_slice(opts);
+        text(&call(s, T, &a))
+    };
+    assert_eq!(
+        restore(&mut s, b"k", b"0", &payload, &[]),
+        "-BUSYKEY Target key name already exists."
+    );
+    assert_eq!(restore(&mut s, b"k", b"0", &payload, &[b"REPLACE"]), "+OK");
+    assert_eq!(
+        restore(&mut s, b"n", b"-1", &payload, &[]),
+        "-ERR Invalid TTL value, must be >= 0"
+    );
+    assert_eq!(
+        restore(&mut s, b"n", b"x", &payload, &[]),
+        "-ERR value is not an integer or out of range"
+    );
+    let mut bad = payload.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        restore(&mut s, b"n", b"0", &bad, &[]),
+        "-ERR DUMP payload version or checksum are wrong"
+    );
+    assert_eq!(
+        restore(&mut s, b"n", b"0", b"garbage", &[]),
+        "-ERR DUMP payload version or checksum are wrong"
+    );
+    // A payload whose checksum is right but whose value is not (an unknown type byte).
+    let mut forged = vec![99u8, 0];
+    forged.extend_from_slice(&10u16.to_le_bytes());
+    let crc = moon_rdb::crc64(0, &forged);
+    forged.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        restore(&mut s, b"n", b"0", &forged, &[]),
+        "-ERR Bad data format"
+    );
+    assert_eq!(
+        restore(
+            &mut s,
+            b"n",
+            b"0",
+            &payload,
+            &[b"IDLETIME", b"1", b"FREQ", b"2"]
+        ),
+        "-ERR syntax error"
+    );
+    assert_eq!(
+        restore(&mut s, b"n", b"0", &payload, &[b"FREQ", b"256"]),
+        "-ERR Invalid FREQ value, must be >= 0 and <= 255"
+    );
+    assert_eq!(
+        restore(&mut s, b"n", b"0", &payload, &[b"IDLETIME", b"-1"]),
+        "-ERR Invalid IDLETIME value, must be >= 0"
+    );
+    assert_eq!(
+        restore(&mut s, b"n", b"0", &payload, &[b"IDLETIME", b"100"]),
+        "+OK"
+    );
+    assert_eq!(text(&run(&mut s, T, "OBJECT IDLETIME n")), ":100");
+    // A deadline already past: nothing is created, and a replaced key is deleted (logged).
+    s.set_record_writes(true);
+    s.take_log();
+    assert_eq!(
+        restore(&mut s, b"k", b"1000", &payload, &[b"ABSTTL", b"REPLACE"]),
+        "+OK"
+    );
+    assert_eq!(text(&run(&mut s, T, "EXISTS k")), ":0");
+    assert_eq!(
+        s.take_log(),
+        vec![vec![Bytes::from("DEL"), Bytes::from("k")]]
+    );
+    assert_eq!(text(&run(&mut s, T, "DUMP nokey")), "(nil)");
+}
