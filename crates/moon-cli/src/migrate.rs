@@ -35,7 +35,7 @@ use moon_store::{Chunk, Store, Value, NO_EXPIRY_CHECK};
 /// A progress bar over `total` bytes of `path`, shown only on a terminal and for logs large
 /// enough to take a while (indicatif: a maintained crate that handles terminal width, rate and
 /// ETA, rather than hand-written escape codes).
-fn progress(path: &Path, total: u64) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress(path: &Path, total: u64) -> Option<indicatif::ProgressBar> {
     if total < 16 << 20 || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
@@ -317,6 +317,7 @@ pub fn run_from_redis(
     dir: &Path,
     shards: usize,
     dry_run: bool,
+    skip_unsupported: bool,
 ) -> anyhow::Result<i32> {
     check_shards(shards)?;
     moon_manifest::fsio::create_dir_all_durable(dir)
@@ -329,27 +330,35 @@ pub fn run_from_redis(
     // Records were accepted once: replay them whatever their size (as the server does).
     let mut store = Store::new(usize::MAX);
     let mut n = 0;
+    let mut functions = Vec::new();
     for (name, kind) in &files {
         let path = aof.join(name);
-        if *kind == 'b'
-            && (name.ends_with(".rdb")
-                || std::fs::read(&path)
-                    .map(|d| d.starts_with(b"REDIS"))
-                    .unwrap_or(false))
-        {
-            bail!("{}: an RDB base (aof-use-rdb-preamble yes) is not supported yet; in Redis, set `aof-use-rdb-preamble no` and run BGREWRITEAOF, then import again", path.display());
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *kind != 'b' => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if *kind == 'b' && data.starts_with(b"REDIS") {
+            // An RDB base (`aof-use-rdb-preamble yes`, Redis's default).
+            let loaded = crate::rdb::load_rdb(&path, &data, &mut store, skip_unsupported)?;
+            n += loaded.keys;
+            functions.extend(loaded.functions);
+            continue;
         }
         n += load_plain(&path, &mut store)?;
     }
+    if !dry_run {
+        crate::rdb::write_functions(dir, &functions)?;
+    }
     let source = format!(
-        "Redis 7 AOF in {} ({} files, {n} commands)",
+        "Redis 7 AOF in {} ({} files, {n} keys and commands)",
         aof.display(),
         files.len()
     );
     write_layout(dir, &store, shards, dry_run, source, None, 0, n + 1)
 }
 
-fn check_shards(shards: usize) -> anyhow::Result<()> {
+pub(crate) fn check_shards(shards: usize) -> anyhow::Result<()> {
     if shards == 0 || shards > moon_manifest::manifest::MAX_SHARDS {
         bail!(
             "--shards must be between 1 and {}",
@@ -357,6 +366,33 @@ fn check_shards(shards: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every key of the data directory `dir` (v1 or v2), recovered as the server would, and a
+/// line saying what it was.
+pub(crate) fn load_dir(dir: &Path) -> anyhow::Result<(Store, String)> {
+    let aof = moon_manifest::aof_dir(dir);
+    let manifest = moon_manifest::peek(dir)
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("no manifest in {}: no Moon data there", aof.display()))?;
+    let mut store = Store::new(usize::MAX);
+    let source = match &manifest {
+        Manifest::V1(m) => {
+            let mut n = 0;
+            for name in m.base.iter().chain(std::iter::once(&m.incr)) {
+                n += load_plain(&aof.join(name), &mut store)?;
+            }
+            format!("legacy top-level (v1) log, {n} commands")
+        }
+        Manifest::V2(m) => {
+            let (records, _) = load_v2(dir, m, &mut store)?;
+            format!(
+                "per-shard (v2) layout with {} shards, {records} records",
+                m.shards()
+            )
+        }
+    };
+    Ok((store, source))
 }
 
 pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
@@ -414,7 +450,7 @@ pub fn run(dir: &Path, shards: usize, dry_run: bool) -> anyhow::Result<i32> {
 /// Writes `store` as a v2 layout with `shards` shards under seq `old_seq + 1` (see the module
 /// docs for the order), then removes the files of `old` if any.
 #[allow(clippy::too_many_arguments)]
-fn write_layout(
+pub(crate) fn write_layout(
     dir: &Path,
     store: &Store,
     shards: usize,

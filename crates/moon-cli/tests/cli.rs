@@ -355,19 +355,16 @@ fn migrate_aof_imports_a_redis7_aof_directory() {
 }
 
 #[test]
-fn migrate_aof_refuses_a_redis_rdb_base() {
+fn migrate_aof_imports_a_redis_rdb_base_and_its_incr() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = import("redis7-rdb-base", tmp.path());
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not supported yet") && err.contains("aof-use-rdb-preamble no"),
-        "{err}"
-    );
-    assert!(
-        !moon_manifest::manifest_path(tmp.path()).exists(),
-        "nothing written"
-    );
+    let target = tmp.path().join("moon");
+    let out = import("redis7-rdb-base", &target);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // SET a 1; BGREWRITEAOF (the RDB base holds a); SET b 2 (the incr).
+    let mut store = replay_layout(&target);
+    assert_eq!(query(&mut store, &["MGET", "a", "b"]), "*2 $1 1 $1 2 ");
 }
 
 /// The keyspace a v2 layout holds, replayed into a store the way the server recovers it.

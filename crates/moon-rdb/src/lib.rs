@@ -26,6 +26,8 @@ mod object;
 mod packed;
 mod write;
 
+pub use write::needs_version;
+
 pub use crc64::crc64;
 pub use dump::{decode_dump, encode_dump, DUMP_VERSION};
 pub use error::{Error, ErrorKind};

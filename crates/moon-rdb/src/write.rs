@@ -125,7 +125,7 @@ pub(crate) fn object(out: &mut Vec<u8>, obj: &Object) {
 }
 
 /// The RDB version `obj` needs: 12 (Redis 7.4) for field TTLs, else 10 (Redis 7.0).
-pub(crate) fn needs_version(obj: &Object) -> u32 {
+pub fn needs_version(obj: &Object) -> u32 {
     match obj {
         Object::Hash(fields) if fields.iter().any(|f| f.expire_at != 0) => crate::REDIS_7_4,
         _ => crate::REDIS_7_0,

@@ -126,6 +126,52 @@ pub mod functions {
     /// Every library's code: what the server saves and restores.
     pub type Codes = Vec<Arc<[u8]>>;
 
+    /// The file that keeps the libraries in the data directory (written by the server at
+    /// every change, by `moon-cli import-rdb`; read at startup and by `export-rdb`).
+    pub const FILE: &str = "functions.moon";
+    const MAGIC: &[u8] = b"moon-functions 1\n";
+
+    /// The file's bytes for `codes`: the magic line, each library's code as a 4-byte
+    /// little-endian length and its bytes, then a CRC32 of everything before it.
+    pub fn encode_file(codes: &[Arc<[u8]>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for code in codes {
+            out.extend_from_slice(&(code.len() as u32).to_le_bytes());
+            out.extend_from_slice(code);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The libraries' code in a file's bytes; why not, if they are not one.
+    pub fn decode_file(bytes: &[u8]) -> Result<Codes, String> {
+        let body_len = bytes
+            .len()
+            .checked_sub(4)
+            .filter(|&n| n >= MAGIC.len() && bytes.starts_with(MAGIC))
+            .ok_or("not a functions file of this version")?;
+        let (body, crc) = bytes.split_at(body_len);
+        let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        if crc32fast::hash(body) != crc {
+            return Err("its checksum does not match (damaged or cut short)".into());
+        }
+        let mut codes = Vec::new();
+        let mut rest = &body[MAGIC.len()..];
+        while !rest.is_empty() {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err("a length is cut short".into());
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > tail.len() {
+                return Err("a library is cut short".into());
+            }
+            codes.push(Arc::from(&tail[..len]));
+            rest = &tail[len..];
+        }
+        Ok(codes)
+    }
+
     #[derive(Default)]
     struct Libraries {
         libs: ByName,
