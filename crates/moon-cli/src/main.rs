@@ -21,9 +21,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod layout;
 mod lock;
 mod migrate;
 mod rdb;
+mod rdb_load;
 mod show;
 
 #[derive(Parser)]
