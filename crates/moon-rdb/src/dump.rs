@@ -55,3 +55,51 @@ pub fn decode_dump(payload: &[u8]) -> Result<Object> {
     }
     Ok(obj)
 }
+
+/// The FUNCTION DUMP payload of libraries' `codes`: each as the RDB function opcode and its
+/// source, then the version and CRC64 footer.
+pub fn encode_functions_dump(codes: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in codes {
+        out.push(crate::file::OP_FUNCTION2);
+        crate::write::string(&mut out, code);
+    }
+    out.extend_from_slice(&(DUMP_VERSION as u16).to_le_bytes());
+    let crc = crate::crc64(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The libraries' sources in a FUNCTION RESTORE payload. `Err(None)`: the footer is wrong
+/// (Redis's "DUMP payload version or checksum are wrong"); `Err(Some(why))`: the body is.
+pub fn decode_functions_dump(
+    payload: &[u8],
+) -> std::result::Result<Vec<bytes::Bytes>, Option<String>> {
+    if payload.len() < 10 {
+        return Err(None);
+    }
+    let body = payload.len() - 10;
+    let version = u32::from(u16::from_le_bytes([payload[body], payload[body + 1]]));
+    let mut stored = [0u8; 8];
+    stored.copy_from_slice(&payload[body + 2..]);
+    if version > crate::MAX_VERSION
+        || u64::from_le_bytes(stored) != crate::crc64(0, &payload[..body + 2])
+    {
+        return Err(None);
+    }
+    let mut c = Cursor::new(&payload[..body], 0);
+    let mut codes = Vec::new();
+    while !c.at_end() {
+        let t = c
+            .byte()
+            .map_err(|_| Some("can not read data type".to_string()))?;
+        if t != crate::file::OP_FUNCTION2 {
+            return Err(Some("given type is not a function".into()));
+        }
+        let code = c
+            .string()
+            .map_err(|_| Some("failed loading the given functions payload".to_string()))?;
+        codes.push(bytes::Bytes::from(code.into_owned()));
+    }
+    Ok(codes)
+}

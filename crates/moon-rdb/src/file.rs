@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::object::{self, is_value_type, module_name, read_object, skip_module_value, Object};
 
 const OP_SLOT_INFO: u8 = 244;
-const OP_FUNCTION2: u8 = 245;
+pub(crate) const OP_FUNCTION2: u8 = 245;
 const OP_FUNCTION_PRE_GA: u8 = 246;
 const OP_MODULE_AUX: u8 = 247;
 const OP_IDLE: u8 = 248;

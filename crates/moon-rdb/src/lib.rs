@@ -29,7 +29,9 @@ mod write;
 pub use write::needs_version;
 
 pub use crc64::crc64;
-pub use dump::{decode_dump, encode_dump, DUMP_VERSION};
+pub use dump::{
+    decode_dump, decode_functions_dump, encode_dump, encode_functions_dump, DUMP_VERSION,
+};
 pub use error::{Error, ErrorKind};
 pub use file::{FileReader, FileWriter, Item, KeyRecord};
 pub use object::{HashField, Object, Pending, StreamConsumer, StreamGroup, StreamId, StreamValue};

@@ -231,10 +231,35 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
             Ok(()) => Frame::OK,
             Err(refused) => Frame::StaticError(refused),
         })
-    } else if (eq(sub, "dump") && args.len() == 2) || (eq(sub, "restore") && args.len() >= 3) {
-        Ok(Frame::StaticError(
-            "ERR FUNCTION DUMP and RESTORE are not supported yet: their payload is Redis's RDB serialization (see docs/SCRIPTING.md)",
-        ))
+    } else if eq(sub, "dump") && args.len() == 2 {
+        let codes = functions::codes();
+        let codes: Vec<&[u8]> = codes.iter().map(|c| &c[..]).collect();
+        Ok(Frame::Bulk(Bytes::from(moon_rdb::encode_functions_dump(
+            &codes,
+        ))))
+    } else if eq(sub, "restore") && (3..=4).contains(&args.len()) {
+        let (mut flush, mut replace) = (false, false);
+        if let Some(policy) = args.get(3) {
+            if eq(policy, "flush") {
+                flush = true;
+            } else if eq(policy, "replace") {
+                replace = true;
+            } else if !eq(policy, "append") {
+                return Frame::StaticError(
+                    "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+                );
+            }
+        }
+        match moon_rdb::decode_functions_dump(&args[2]) {
+            Err(None) => Err(Frame::StaticError(
+                "ERR DUMP payload version or checksum are wrong",
+            )),
+            Err(Some(why)) => Err(Frame::Error(format!("ERR {why}"))),
+            Ok(codes) => change(session, || {
+                Ok(((), functions::plan_restore(&codes, flush, replace)?))
+            })
+            .map(|()| Frame::OK),
+        }
     } else if eq(sub, "help") && args.len() == 2 {
         Ok(Frame::Array(
             [
@@ -243,6 +268,8 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
                 "DELETE <LIBRARY NAME>",
                 "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
                 "FLUSH [ASYNC|SYNC]",
+                "DUMP",
+                "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
                 "STATS",
                 "KILL",
                 "HELP",

@@ -183,3 +183,95 @@ fn redis_payloads_restore_and_survive_sigkill() {
     );
     assert!(expect_err(&mut m, &["RESTORE", "s:plain", "0", "x"]).starts_with("BUSYKEY"));
 }
+
+const LIB: &str =
+    "#!lua name=mylib\nredis.register_function('myecho', function(keys, args) return args[1] end)";
+const REDIS_LIB: &str =
+    "#!lua name=redislib\nredis.register_function('twice', function(keys, args) return args[1] .. args[1] end)";
+
+fn function_dump(c: &mut redis::Connection) -> Vec<u8> {
+    redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(c)
+        .expect("FUNCTION DUMP")
+}
+
+fn function_restore(
+    c: &mut redis::Connection,
+    payload: &[u8],
+    policy: Option<&str>,
+) -> redis::RedisResult<String> {
+    let mut cmd = redis::cmd("FUNCTION");
+    cmd.arg("RESTORE").arg(payload);
+    if let Some(p) = policy {
+        cmd.arg(p);
+    }
+    cmd.query(c)
+}
+
+#[test]
+fn function_libraries_travel_by_function_dump_and_restore() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut moon = MoonServer::start_in(tmp.path(), 1, &[]).expect("starts");
+    let mut m = moon.client();
+    let _: String = cmd(&mut m, &["FUNCTION", "LOAD", LIB]);
+    let payload = function_dump(&mut m);
+    let _: String = cmd(&mut m, &["FUNCTION", "FLUSH"]);
+    assert_eq!(
+        function_restore(&mut m, &payload, None).expect("restores"),
+        "OK"
+    );
+    assert_eq!(cmd::<String>(&mut m, &["FCALL", "myecho", "0", "hi"]), "hi");
+    let err = function_restore(&mut m, &payload, Some("APPEND")).expect_err("already there");
+    assert!(
+        err.to_string().contains("Library mylib already exists"),
+        "{err}"
+    );
+    assert_eq!(
+        function_restore(&mut m, &payload, Some("REPLACE")).expect("replaces"),
+        "OK"
+    );
+    let mut bad = payload.clone();
+    bad[3] ^= 1;
+    let err = function_restore(&mut m, &bad, Some("FLUSH")).expect_err("damaged");
+    assert!(
+        err.to_string()
+            .contains("DUMP payload version or checksum are wrong"),
+        "{err}"
+    );
+    assert_eq!(
+        cmd::<String>(&mut m, &["FCALL", "myecho", "0", "still"]),
+        "still"
+    );
+    // A restored library is saved like a loaded one: it is there after SIGKILL.
+    moon.kill();
+    let moon = MoonServer::start_in(tmp.path(), 1, &[]).expect("restarts");
+    let mut m = moon.client();
+    assert_eq!(
+        cmd::<String>(&mut m, &["FCALL", "myecho", "0", "back"]),
+        "back"
+    );
+
+    let Some(redis) = RedisServer::start("function_libraries_travel_by_function_dump_and_restore")
+    else {
+        return;
+    };
+    let mut r = redis.client();
+    let _: String = cmd(&mut r, &["FUNCTION", "LOAD", REDIS_LIB]);
+    let from_redis = function_dump(&mut r);
+    assert_eq!(
+        function_restore(&mut m, &from_redis, None).expect("Moon takes Redis's"),
+        "OK"
+    );
+    assert_eq!(
+        cmd::<String>(&mut m, &["FCALL", "twice", "0", "ab"]),
+        "abab"
+    );
+    let from_moon = function_dump(&mut m);
+    assert_eq!(
+        function_restore(&mut r, &from_moon, Some("FLUSH")).expect("Redis takes Moon's"),
+        "OK"
+    );
+    assert_eq!(cmd::<String>(&mut r, &["FCALL", "myecho", "0", "x"]), "x");
+    assert_eq!(cmd::<String>(&mut r, &["FCALL", "twice", "0", "y"]), "yy");
+}

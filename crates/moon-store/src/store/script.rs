@@ -252,6 +252,30 @@ pub mod functions {
         Ok((name, codes))
     }
 
+    /// FUNCTION RESTORE of libraries' `codes`, planned: with `flush` they become the only
+    /// libraries; else they join the current ones, a library of the same name replacing the
+    /// current one only with `replace` (Redis's FLUSH, REPLACE and APPEND policies). Every
+    /// library's code after it, checked together; nothing changes on an error.
+    pub fn plan_restore(codes: &[Bytes], flush: bool, replace: bool) -> Result<Codes, Frame> {
+        let mut current = if flush {
+            ByName::new()
+        } else {
+            read().libs.clone()
+        };
+        let mut added: Vec<Arc<[u8]>> = Vec::new();
+        for code in codes {
+            let (name, _) = moon_script::library_name(code)?;
+            if current.remove(&name.to_ascii_lowercase()).is_some() && !replace {
+                return Err(Frame::Error(format!("ERR Library {name} already exists")));
+            }
+            added.push(Arc::from(&code[..]));
+        }
+        let mut all: Codes = current.into_values().map(|(c, _)| c).collect();
+        all.extend(added);
+        check(&all)?;
+        Ok(all)
+    }
+
     /// FUNCTION DELETE of `name`, planned: every other library's code.
     pub fn plan_delete(name: &[u8]) -> Result<Codes, Frame> {
         let key = String::from_utf8_lossy(name).to_ascii_lowercase();
