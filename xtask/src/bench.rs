@@ -59,6 +59,12 @@ pub struct Args {
     /// With --cpu: an earlier moon-server binary to measure beside this build.
     #[arg(long)]
     before: Option<PathBuf>,
+    /// Run only the RDB measurement (`bench_rdb`): redis-server and moon-cli on one dump.
+    #[arg(long)]
+    only_rdb: bool,
+    /// Keys of the RDB measurement's dataset.
+    #[arg(long, default_value_t = 1_000_000)]
+    rdb_keys: u64,
 }
 
 const CLIENTS: u32 = 50;
@@ -422,6 +428,21 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
     if !have_redis {
         eprintln!("redis-server not found: install it with `apt-get install redis-server` to compare; benchmarking Moon alone");
+    }
+    if args.only_rdb {
+        if !have_redis {
+            bail!("the RDB measurement needs redis-server (apt-get install redis-server)");
+        }
+        let work = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target"))
+            .join("bench");
+        std::fs::create_dir_all(&work)?;
+        let cli = bin.with_file_name("moon-cli");
+        let mut report = String::new();
+        crate::bench_rdb::rdb_section(&mut report, &cli, &work, args.rdb_keys)?;
+        println!("{report}");
+        return Ok(true);
     }
     if args.cpu {
         return cpu_only(&args, &bin, have_redis);

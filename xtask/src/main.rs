@@ -15,6 +15,7 @@ mod bench;
 mod bench_chart;
 mod bench_cpu;
 mod bench_pubsub;
+mod bench_rdb;
 mod crash_matrix;
 mod fuzz;
 mod layers;
