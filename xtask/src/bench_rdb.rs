@@ -119,7 +119,7 @@ fn fill(c: &mut redis::Connection, keys: u64) -> anyhow::Result<()> {
             p = redis::pipe();
         }
     }
-    if keys % 2000 != 0 {
+    if !keys.is_multiple_of(2000) {
         p.query::<()>(c)?;
     }
     Ok(())
