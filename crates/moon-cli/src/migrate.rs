@@ -317,7 +317,8 @@ pub fn run_from_redis(
         };
         if *kind == 'b' && data.starts_with(b"REDIS") {
             // An RDB base (`aof-use-rdb-preamble yes`, Redis's default).
-            let loaded = crate::rdb_load::load_rdb(&path, &data, &mut store, skip_unsupported)?;
+            let loaded =
+                crate::rdb_load::load_rdb(&path, &data, &mut store, skip_unsupported, true)?;
             n += loaded.keys;
             functions.extend(loaded.functions);
             continue;

@@ -34,7 +34,7 @@ pub fn run_import(
     }
     let started = std::time::Instant::now();
     let mut store = Store::new(usize::MAX);
-    let loaded = crate::rdb_load::load_rdb(file, &data, &mut store, skip_unsupported)?;
+    let loaded = crate::rdb_load::load_rdb(file, &data, &mut store, skip_unsupported, false)?;
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     println!(
         "read {} (RDB version {}): {} keys, {} already expired and left out, {} libraries, {} skipped; {:.1} MB/s, {:.0} keys/s",

@@ -19,11 +19,16 @@ pub(crate) struct Loaded {
 }
 
 /// Loads every key of the RDB in `data` (from `path`, for messages) into `store`.
+/// `preamble`: the RDB is an AOF's base, whose incr files are replayed next — keys whose
+/// deadline has passed are kept with it then (a later PERSIST may save them, as in Redis,
+/// which drops them only when loading a plain dump); the layout leaves out what is still
+/// expired at the end.
 pub(crate) fn load_rdb(
     path: &Path,
     data: &[u8],
     store: &mut Store,
     skip_unsupported: bool,
+    preamble: bool,
 ) -> anyhow::Result<Loaded> {
     let mut r = moon_rdb::FileReader::new(data, skip_unsupported)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -68,10 +73,23 @@ pub(crate) fn load_rdb(
                         moon_store::MAX_DATABASES
                     );
                 };
-                let at = k.expire_at.map_or(0, |at| at.max(1));
-                if at != 0 && at <= now {
+                // A deadline past i64::MAX is negative to Redis: long passed.
+                let at = k.expire_at.map_or(0, |at| at.clamp(1, i64::MAX as u64));
+                if k.expire_at.is_some_and(|at| at > i64::MAX as u64)
+                    || (at != 0 && at <= now && !preamble)
+                {
                     loaded.expired += 1;
                     continue;
+                }
+                let duplicate = store
+                    .keyspace_of(db)
+                    .is_some_and(|ks| ks.peek(&k.key, moon_store::NO_EXPIRY_CHECK).is_some());
+                if duplicate {
+                    bail!(
+                        "{}: key {:?} appears twice in database {db} (Redis refuses such a file too: \"Duplicated key found in RDB file\")",
+                        path.display(),
+                        String::from_utf8_lossy(&k.key)
+                    );
                 }
                 let key_name = || String::from_utf8_lossy(&k.key).into_owned();
                 let value = match Value::from_rdb(k.value, &enc) {
@@ -110,13 +128,22 @@ pub(crate) fn load_rdb(
     Ok(loaded)
 }
 
-/// Writes the libraries to `dir`'s functions file (fsynced, atomically), if there are any.
+/// Writes the libraries to `dir`'s functions file (fsynced, atomically), if there are any,
+/// once they load together in Moon's Lua as the server will load them at startup (a library
+/// that does not would stop the server). Written before the layout's manifest: a crash
+/// between leaves no Moon directory, and the import can simply run again.
 pub(crate) fn write_functions(dir: &Path, codes: &[Bytes]) -> anyhow::Result<()> {
     if codes.is_empty() {
         return Ok(());
     }
-    let codes: Vec<std::sync::Arc<[u8]>> =
-        codes.iter().map(|c| std::sync::Arc::from(&c[..])).collect();
+    let codes = moon_store::functions::plan_restore(codes, true, false).map_err(|e| {
+        let why = match e {
+            moon_proto::Frame::Error(t) => t,
+            moon_proto::Frame::StaticError(t) => t.to_string(),
+            other => format!("{other:?}"),
+        };
+        anyhow::anyhow!("a function library does not load in Moon: {why}; nothing was written")
+    })?;
     let path = dir.join(moon_store::functions::FILE);
     moon_manifest::fsio::commit_atomic(&path, &moon_store::functions::encode_file(&codes))
         .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))

@@ -482,3 +482,122 @@ fn a_damaged_rdb_is_refused_with_its_offset_and_nothing_is_written() {
     assert!(!ok);
     assert!(out.contains("checksum mismatch"), "{out}");
 }
+
+/// A Redis 7 AOF directory whose RDB base is `base` and whose incr holds `incr` (RESP).
+fn redis_aof_dir(tmp: &Path, base: Vec<u8>, incr: &[u8]) -> PathBuf {
+    let dir = tmp.join("redis-aof");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("appendonly.aof.1.base.rdb"), base).expect("base");
+    std::fs::write(dir.join("appendonly.aof.1.incr.aof"), incr).expect("incr");
+    std::fs::write(
+        dir.join("appendonly.aof.manifest"),
+        "file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n",
+    )
+    .expect("manifest");
+    dir
+}
+
+fn rdb_of(keys: &[(&str, Option<u64>)], functions: &[&str]) -> Vec<u8> {
+    let mut w = moon_rdb::FileWriter::new(Vec::new(), moon_rdb::REDIS_7_0);
+    for f in functions {
+        w.function(f.as_bytes()).expect("function");
+    }
+    w.select_db(0, keys.len() as u64, 0).expect("select");
+    for (k, at) in keys {
+        let v = moon_rdb::Object::String(bytes::Bytes::from_static(b"v"));
+        w.key(k.as_bytes(), &v, *at).expect("key");
+    }
+    w.finish().expect("finish")
+}
+
+#[test]
+fn a_preamble_key_past_its_deadline_is_kept_for_the_incr_that_persists_it() {
+    // In the base, `old` expired in 2001; the incr (run before that, as Redis logged it)
+    // PERSISTs it. Redis keeps such keys when it loads an AOF's base: so must the import.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let base = rdb_of(
+        &[
+            ("old", Some(1_000_000_000_000)),
+            ("gone", Some(1_000_000_000_000)),
+        ],
+        &[],
+    );
+    let incr = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*2\r\n$7\r\nPERSIST\r\n$3\r\nold\r\n";
+    let redis = redis_aof_dir(tmp.path(), base, incr);
+    let dir = tmp.path().join("moon");
+    let (ok, out) = cli(&[
+        "migrate-aof",
+        "--from-redis",
+        path(&redis),
+        "--dir",
+        path(&dir),
+        "--shards",
+        "1",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        moon_contents(&dir),
+        ["0 old string v at -1"],
+        "`gone` stays expired"
+    );
+}
+
+#[test]
+fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let twice = tmp.path().join("twice.rdb");
+    std::fs::write(&twice, rdb_of(&[("k", None), ("k", None)], &[])).expect("write");
+    let dir = tmp.path().join("a");
+    let (ok, out) = cli(&[
+        "import-rdb",
+        path(&twice),
+        "--dir",
+        path(&dir),
+        "--shards",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("key \"k\" appears twice in database 0"),
+        "{out}"
+    );
+    assert!(!moon_manifest::manifest_path(&dir).exists());
+
+    let broken = tmp.path().join("broken.rdb");
+    std::fs::write(
+        &broken,
+        rdb_of(&[("k", None)], &["#!lua name=bad\nthis is not lua"]),
+    )
+    .expect("write");
+    let dir = tmp.path().join("b");
+    let (ok, out) = cli(&[
+        "import-rdb",
+        path(&broken),
+        "--dir",
+        path(&dir),
+        "--shards",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("a function library does not load in Moon"),
+        "{out}"
+    );
+    assert!(!moon_manifest::manifest_path(&dir).exists());
+    assert!(!dir.join("functions.moon").exists());
+
+    // A deadline past i64::MAX is long passed to Redis: left out, not kept forever.
+    let far = tmp.path().join("far.rdb");
+    std::fs::write(&far, rdb_of(&[("k", Some(u64::MAX)), ("j", None)], &[])).expect("write");
+    let dir = tmp.path().join("c");
+    let (ok, out) = cli(&[
+        "import-rdb",
+        path(&far),
+        "--dir",
+        path(&dir),
+        "--shards",
+        "1",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(moon_contents(&dir), ["0 j string v at -1"]);
+}

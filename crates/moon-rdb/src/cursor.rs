@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The longest string a file may declare (Redis's `proto-max-bulk-len` ceiling): a decompressed
-/// length above it is refused before anything is allocated.
-pub(crate) const MAX_STRING: u64 = 1 << 32;
+/// The longest compressed string a file may declare (Redis's default `proto-max-bulk-len`, 512
+/// MiB): a decompressed length above it is refused before anything is allocated.
+pub(crate) const MAX_STRING: u64 = 512 << 20;
 
 /// A position in `data`; offsets in errors are `base + pos`, so a payload inside a larger
 /// buffer reports offsets of the whole.

@@ -254,9 +254,12 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                 let ttl = c.len()?;
                 let expire_at = match (t, ttl) {
                     (_, 0) => 0,
-                    (HASH_METADATA, ttl) => ttl.checked_add(min - 1).ok_or_else(|| {
-                        Error::corrupt(at, "a field TTL past the largest deadline")
-                    })?,
+                    (HASH_METADATA, ttl) => ttl
+                        .checked_add(min)
+                        .and_then(|t| t.checked_sub(1))
+                        .ok_or_else(|| {
+                            Error::corrupt(at, "a field TTL past the largest deadline")
+                        })?,
                     (_, ttl) => ttl,
                 };
                 if expire_at > 0xffff_ffff_ffff {
@@ -346,7 +349,8 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                 let expire_at = t[2]
                     .int()
                     .and_then(|i| u64::try_from(i).ok())
-                    .ok_or_else(|| Error::corrupt(at, "a field TTL that is not a number"))?;
+                    .filter(|&d| d <= 0xffff_ffff_ffff)
+                    .ok_or_else(|| Error::corrupt(at, "a field TTL that is not a deadline"))?;
                 out.push(HashField {
                     field: b(t[0].bytes()),
                     value: b(t[1].bytes()),
@@ -371,9 +375,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                             packed::listpack(&s)
                         }
                         .map_err(|e| Error::corrupt(at, e))?;
-                        if items.is_empty() {
-                            return Err(Error::corrupt(at, "an empty quicklist node"));
-                        }
+                        // Redis skips an empty node silently; so does this.
                         v.extend(items.into_iter().map(|e| b(e.bytes())));
                     }
                     other => {
@@ -414,10 +416,10 @@ pub(crate) fn skip_module_value(c: &mut Cursor) -> Result<()> {
                 c.len()?;
             }
             3 => {
-                c.text_double()?;
+                c.take(4)?; // a binary float
             }
             4 => {
-                c.take(8)?;
+                c.take(8)?; // a binary double
             }
             5 => c.skip_string()?,
             op => return Err(Error::corrupt(at, format!("unknown module opcode {op}"))),

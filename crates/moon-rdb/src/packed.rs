@@ -205,7 +205,6 @@ pub(crate) fn zipmap(zm: &[u8]) -> Result<Vec<Pair<'_>>, String> {
                 *p += 5;
                 Ok(Some(n))
             }
-            253 => Err("zipmap length byte 253".into()),
             _ => {
                 *p += 1;
                 Ok(Some(usize::from(b)))

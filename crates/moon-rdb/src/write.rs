@@ -132,11 +132,32 @@ pub fn needs_version(obj: &Object) -> u32 {
     }
 }
 
-/// Entries per listpack node, as Redis's default `stream-node-max-entries`.
+/// Entries per listpack node and the bytes after which a node is closed, as Redis's defaults
+/// (`stream-node-max-entries`, `stream-node-max-bytes`): no node nears a listpack's 4 GiB.
 const NODE_ENTRIES: usize = 100;
+const NODE_BYTES: usize = 4096;
+
+/// The entries cut into nodes: at most [`NODE_ENTRIES`], closed once past [`NODE_BYTES`].
+fn stream_nodes(
+    entries: &[(crate::StreamId, Vec<bytes::Bytes>)],
+) -> Vec<&[(crate::StreamId, Vec<bytes::Bytes>)]> {
+    let mut nodes = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, (_, values)) in entries.iter().enumerate() {
+        if i > start && (i - start == NODE_ENTRIES || bytes >= NODE_BYTES) {
+            nodes.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += values.iter().map(|v| v.len() + 2).sum::<usize>() + 8;
+    }
+    if start < entries.len() {
+        nodes.push(&entries[start..]);
+    }
+    nodes
+}
 
 fn stream(out: &mut Vec<u8>, s: &StreamValue) {
-    let nodes: Vec<_> = s.entries.chunks(NODE_ENTRIES).collect();
+    let nodes = stream_nodes(&s.entries);
     len(out, nodes.len() as u64);
     for node in &nodes {
         let master = node[0].0;

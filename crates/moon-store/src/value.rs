@@ -31,6 +31,10 @@ pub fn format_score(d: f64) -> String {
     moon_proto::frame::format_double_reply(d)
 }
 
+/// The largest hash field deadline (Unix ms) HPEXPIREAT accepts, as Redis 7.4's
+/// `HFE_MAX_ABS_TIME_MSEC`: a value from elsewhere (RESTORE, an RDB) with a later one is refused.
+pub const MAX_FIELD_DEADLINE: u64 = 0x0000_FFFF_FFFF_FFFF >> 2;
+
 /// Thresholds of the compact encodings (`hash-max-listpack-*`, `set-max-*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Encodings {

@@ -75,19 +75,20 @@ impl Store {
 
     fn restore(&mut self, args: &[Bytes], now: u64) -> Frame {
         let (key, payload) = (&args[1], &args[3]);
-        let Some(ttl) = parse_i64(&args[2]) else {
-            return err(reply::NOT_INTEGER);
-        };
+        // Redis's order: options, then an existing key, then the TTL, then the payload.
         let o = match restore_options(args) {
             Ok(o) => o,
             Err(e) => return e,
         };
-        if ttl < 0 {
-            return err("ERR Invalid TTL value, must be >= 0");
-        }
         let existed = self.ks.contains(key, now);
         if existed && !o.replace {
             return err("BUSYKEY Target key name already exists.");
+        }
+        let Some(ttl) = parse_i64(&args[2]) else {
+            return err(reply::NOT_INTEGER);
+        };
+        if ttl < 0 {
+            return err("ERR Invalid TTL value, must be >= 0");
         }
         let obj = match moon_rdb::decode_dump(payload) {
             Ok(obj) => obj,
@@ -108,12 +109,15 @@ impl Store {
             Ok(Some(v)) => v,
             Ok(None) | Err(_) => return err("ERR Bad data format"),
         };
+        // A relative TTL past the largest deadline counts as already passed, as in Redis
+        // (where the sum wraps negative); every deadline kept fits the logged i64.
         let at = match (ttl, o.absttl) {
-            (0, _) => 0,
-            (t, true) => t as u64,
-            (t, false) => now.saturating_add(t as u64),
+            (0, _) => Some(0),
+            (t, true) => Some(t as u64),
+            (t, false) => (now as i64).checked_add(t).map(|at| at as u64),
         };
-        if at != 0 && at <= now && now != crate::NO_EXPIRY_CHECK {
+        let expired = |at: u64| at != 0 && at <= now && now != crate::NO_EXPIRY_CHECK;
+        if at.is_none_or(expired) {
             // Already expired: nothing is created, and a replaced key is gone.
             if existed {
                 self.ks.remove(key);
@@ -126,6 +130,7 @@ impl Store {
                 crate::lazyfree::dispose(old.value, crate::lazyfree::Cause::ServerDel);
             }
         }
+        let at = at.unwrap_or(0);
         self.ks.insert(key, value, at);
         if o.idle_secs.is_some() || o.freq.is_some() {
             let access = now.saturating_sub(o.idle_secs.unwrap_or(0).saturating_mul(1000));

@@ -237,7 +237,7 @@ impl Store {
         if t < 0 {
             return Err(err("ERR invalid expire time, must be >= 0"));
         }
-        const MAX_MS: i64 = (0x0000_FFFF_FFFF_FFFFu64 >> 2) as i64;
+        const MAX_MS: i64 = crate::value::MAX_FIELD_DEADLINE as i64;
         let bad_time = || Frame::Error(format!("ERR invalid expire time in '{}' command", name));
         let seconds = matches!(name, "hexpire" | "hexpireat");
         let ms = if seconds {

@@ -1045,3 +1045,98 @@ fn restore_refuses_as_redis_does() {
     );
     assert_eq!(text(&run(&mut s, T, "DUMP nokey")), "(nil)");
 }
+
+#[test]
+fn restore_checks_in_redis_order_and_a_ttl_past_the_largest_deadline_counts_as_passed() {
+    let mut s = Store::default();
+    run(&mut s, T, "SET k v");
+    let payload = dump_of(&mut s, "k");
+    // An existing key is reported before a bad TTL, a bad option before both.
+    assert_eq!(
+        text(&call(&mut s, T, &[b"RESTORE", b"k", b"-1", &payload])),
+        "-BUSYKEY Target key name already exists."
+    );
+    assert_eq!(
+        text(&call(
+            &mut s,
+            T,
+            &[b"RESTORE", b"k", b"x", &payload, b"BAD"]
+        )),
+        "-ERR syntax error"
+    );
+    // now + TTL past i64::MAX: Redis's sum wraps negative and the key is not created; a
+    // replaced one is deleted (and logged so), never logged with a deadline replay refuses.
+    s.set_record_writes(true);
+    s.take_log();
+    let huge = i64::MAX.to_string();
+    assert_eq!(
+        text(&call(
+            &mut s,
+            T,
+            &[b"RESTORE", b"n", huge.as_bytes(), &payload]
+        )),
+        "+OK"
+    );
+    assert_eq!(text(&run(&mut s, T, "EXISTS n")), ":0");
+    assert_eq!(
+        text(&call(
+            &mut s,
+            T,
+            &[b"RESTORE", b"k", huge.as_bytes(), &payload, b"REPLACE"]
+        )),
+        "+OK"
+    );
+    assert_eq!(text(&run(&mut s, T, "EXISTS k")), ":0");
+    assert_eq!(
+        s.take_log(),
+        vec![vec![Bytes::from("DEL"), Bytes::from("k")]]
+    );
+    // The largest relative TTL that fits is kept, and its logged form replays.
+    let fits = (i64::MAX - T as i64).to_string();
+    assert_eq!(
+        text(&call(
+            &mut s,
+            T,
+            &[b"RESTORE", b"m", fits.as_bytes(), &payload]
+        )),
+        "+OK"
+    );
+    let log = s.take_log();
+    let mut replayed = Store::default();
+    for c in &log {
+        assert!(
+            !replayed.execute(c, crate::NO_EXPIRY_CHECK).is_error(),
+            "{c:?}"
+        );
+    }
+    assert_eq!(replayed.canonical_dump(), s.canonical_dump());
+}
+
+#[test]
+fn restore_refuses_values_moon_could_not_log() {
+    let mut s = Store::default();
+    let hash = moon_rdb::Object::Hash(vec![moon_rdb::HashField {
+        field: Bytes::from("f"),
+        value: Bytes::from("v"),
+        expire_at: crate::value::MAX_FIELD_DEADLINE + 1,
+    }]);
+    let p = moon_rdb::encode_dump(&hash);
+    assert_eq!(
+        text(&call(&mut s, T, &[b"RESTORE", b"h", b"0", &p])),
+        "-ERR Bad data format"
+    );
+    let stream = moon_rdb::Object::Stream(Box::new(moon_rdb::StreamValue {
+        entries: vec![(
+            moon_rdb::StreamId { ms: 1, seq: 0 },
+            vec![Bytes::from("f"), Bytes::from("v")],
+        )],
+        last_id: moon_rdb::StreamId { ms: 1, seq: 0 },
+        max_deleted: moon_rdb::StreamId { ms: 9, seq: 0 },
+        ..Default::default()
+    }));
+    let p = moon_rdb::encode_dump(&stream);
+    assert_eq!(
+        text(&call(&mut s, T, &[b"RESTORE", b"x", b"0", &p])),
+        "-ERR Bad data format"
+    );
+}

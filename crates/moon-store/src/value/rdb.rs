@@ -96,6 +96,9 @@ impl Value {
                     if !h.set(&f.field, &f.value, enc) {
                         return Err("a hash field twice".into());
                     }
+                    if f.expire_at > super::MAX_FIELD_DEADLINE {
+                        return Err("a field deadline past the largest HPEXPIREAT takes".into());
+                    }
                     if f.expire_at != 0 {
                         h.set_field_deadline(&f.field, f.expire_at);
                     }
@@ -176,6 +179,9 @@ fn stream_in(v: StreamValue, enc: &Encodings) -> Result<Stream, String> {
     }
     s.last_id = last;
     s.max_deleted = id_in(v.max_deleted);
+    if s.max_deleted > last {
+        return Err("a stream whose largest deleted id is past its last id".into());
+    }
     s.entries_added = v.entries_added.max(s.len()).min(i64::MAX as u64);
     for g in v.groups {
         if s.groups.contains_key(&g.name) {
