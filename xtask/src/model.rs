@@ -96,6 +96,39 @@ fn reply_of(v: &Value) -> Reply {
     }
 }
 
+/// A DUMP payload carried in a model command as text: `hex:` and its bytes in hex.
+fn payload_arg(value: &str) -> String {
+    let p = moon_rdb::encode_dump(&moon_rdb::Object::String(bytes::Bytes::copy_from_slice(
+        value.as_bytes(),
+    )));
+    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hex:{hex}")
+}
+
+/// The string value in a [`payload_arg`], if it is one.
+fn payload_value(arg: &str) -> Option<String> {
+    let hex = arg.strip_prefix("hex:")?;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<_>>()?;
+    match moon_rdb::decode_dump(&bytes).ok()? {
+        moon_rdb::Object::String(s) => String::from_utf8(s.to_vec()).ok(),
+        _ => None,
+    }
+}
+
+/// A model command's arguments as sent: `hex:` ones as their bytes.
+fn wire(args: &[String]) -> Vec<Vec<u8>> {
+    args.iter()
+        .map(|a| match a.strip_prefix("hex:") {
+            Some(hex) => (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect(),
+            None => a.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
 fn contains_refusal(r: &Reply) -> bool {
     match r {
         Reply::Refused => true,
@@ -216,6 +249,23 @@ fn apply(st: &mut State, cmd: &[String], now: u64) -> Reply {
                 Reply::Int(1)
             }
         },
+        "RESTORE" => {
+            // RESTORE key <abs ms|0> hex:<payload> [REPLACE] ABSTTL, of a string value.
+            let exists = live(st, a(1), now).is_some();
+            if exists && !cmd.iter().any(|c| c == "REPLACE") {
+                return Reply::Err;
+            }
+            let Some(v) = payload_value(a(3)) else {
+                return Reply::Err;
+            };
+            let d: u64 = a(2).parse().unwrap_or(0);
+            if d != 0 && d <= now {
+                put(st, a(1), None, 0);
+            } else {
+                put(st, a(1), Some(v), d);
+            }
+            Reply::Ok
+        }
         "GETSET" => {
             let old = live(st, a(1), now);
             put(st, a(1), Some(a(2).to_string()), 0);
@@ -1288,7 +1338,21 @@ impl ModelClient {
                     (10 + self.rng.below(250)).to_string(),
                 ],
             },
-            18 => vec![s("PERSIST"), k],
+            18 => match self.rng.below(3) {
+                0 => {
+                    let at = match self.rng.below(2) {
+                        0 => s("0"),
+                        _ => self.deadline().to_string(),
+                    };
+                    let mut c = vec![s("RESTORE"), k, at, payload_arg(&v)];
+                    if self.rng.below(3) > 0 {
+                        c.push(s("REPLACE"));
+                    }
+                    c.push(s("ABSTTL"));
+                    c
+                }
+                _ => vec![s("PERSIST"), k],
+            },
             19 => vec![s("RENAME"), k, self.key()],
             20 => vec![s("RENAMENX"), k, self.key()],
             21 => {
@@ -1337,12 +1401,12 @@ impl ModelClient {
         let t0 = now_ms();
         let result = if cmds.len() == 1 {
             let c = &cmds[0];
-            redis::cmd(&c[0]).arg(&c[1..]).query::<Value>(con)
+            redis::cmd(&c[0]).arg(wire(&c[1..])).query::<Value>(con)
         } else {
             let mut p = redis::pipe();
             p.atomic();
             for c in &cmds {
-                p.cmd(&c[0]).arg(&c[1..]);
+                p.cmd(&c[0]).arg(wire(&c[1..]));
             }
             p.query::<Value>(con)
         };

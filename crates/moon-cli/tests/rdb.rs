@@ -601,3 +601,113 @@ fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_wri
     assert!(ok, "{out}");
     assert_eq!(moon_contents(&dir), ["0 j string v at -1"]);
 }
+
+/// The real `moon-server` on `dir` with `shards` shards, when `cargo test --workspace` built it
+/// beside moon-cli (its own tests need it); `None`, saying so, when it was not built.
+struct MoonProcess {
+    child: Child,
+    port: u16,
+}
+
+impl MoonProcess {
+    fn start(dir: &Path, shards: usize, test: &str) -> Option<MoonProcess> {
+        let bin = Path::new(BIN).with_file_name("moon-server");
+        if !bin.exists() {
+            eprintln!("{test}: {} is not built (cargo test --workspace builds it): the protocol comparison is skipped", bin.display());
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--shards",
+                &shards.to_string(),
+                "--dir",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moon-server starts");
+        let m = MoonProcess { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m.connect().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "moon-server answers on the imported directory"
+            );
+            std::thread::yield_now();
+        }
+        Some(m)
+    }
+
+    fn connect(&self) -> Option<redis::Connection> {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .ok()?
+            .get_connection()
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()?;
+        Some(con)
+    }
+
+    fn contents(&self) -> Vec<String> {
+        let mut con = self.connect().expect("connects");
+        let mut q = |db: usize, w: &[&str]| redis_query(&mut con, db, w);
+        DBS.iter().flat_map(|&db| contents(&mut q, db)).collect()
+    }
+}
+
+impl Drop for MoonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_server_on_an_imported_directory_answers_as_redis_on_the_same_file() {
+    let rdb = fixture("every.rdb");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let test = "the_server_on_an_imported_directory_answers_as_redis_on_the_same_file";
+    let redis = Redis::load(&rdb, test);
+    for shards in [1usize, 4] {
+        let dir = tmp.path().join(format!("moon{shards}"));
+        let (ok, out) = cli(&[
+            "import-rdb",
+            path(&rdb),
+            "--dir",
+            path(&dir),
+            "--shards",
+            &shards.to_string(),
+        ]);
+        assert!(ok, "{out}");
+        let Some(moon) = MoonProcess::start(&dir, shards, test) else {
+            return;
+        };
+        let through_protocol = moon.contents();
+        assert_eq!(
+            through_protocol,
+            moon_contents(&dir),
+            "{shards} shards: server and replay agree"
+        );
+        if let Some(redis) = &redis {
+            assert_eq!(
+                through_protocol,
+                redis.contents(),
+                "{shards} shards against Redis"
+            );
+        }
+        let mut con = moon.connect().expect("connects");
+        let got: String = redis::cmd("FCALL")
+            .arg("fixture_echo")
+            .arg(0)
+            .arg("hi")
+            .query(&mut con)
+            .expect("the imported library is loaded");
+        assert_eq!(got, "hi");
+    }
+}
