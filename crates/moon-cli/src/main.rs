@@ -64,7 +64,7 @@ enum Command {
     },
     /// Build a new data directory with `--shards` shards from a Redis RDB file (`dump.rdb`).
     ImportRdb {
-        /// The RDB file (RDB version 9 to 12: Redis 5.0 to 7.4).
+        /// The RDB file (RDB version 1 to 12: up to Redis 7.4).
         file: PathBuf,
         /// The new data directory (`dir` in moon.toml); must not hold Moon data yet.
         #[arg(long)]

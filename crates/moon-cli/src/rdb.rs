@@ -1,7 +1,7 @@
 //! Redis's RDB files in and out of Moon data directories.
 //!
-//! - `import-rdb FILE --dir D --shards N`: every key of a Redis `dump.rdb` (RDB 9 to 12, Redis
-//!   5.0 to 7.4) into a new per-shard directory, written as `migrate-aof` writes one (snapshot
+//! - `import-rdb FILE --dir D --shards N`: every key of a Redis `dump.rdb` (RDB 1 to 12, up to
+//!   Redis 7.4) into a new per-shard directory, written as `migrate-aof` writes one (snapshot
 //!   bases, then the manifest as the commit point). Function libraries go to the directory's
 //!   functions file. A value Moon cannot hold (module data) stops the import with its key and
 //!   type, unless `--skip-unsupported`, which imports the rest and lists what it left out.

@@ -49,7 +49,7 @@ impl fmt::Display for Error {
             ),
             ErrorKind::Version(v) => write!(
                 f,
-                "RDB version {v} at offset {at}: only versions {} to {} (Redis 5.0 to 7.4) are read",
+                "RDB version {v} at offset {at}: only versions {} to {} (up to Redis 7.4) are read",
                 crate::MIN_VERSION,
                 crate::MAX_VERSION
             ),

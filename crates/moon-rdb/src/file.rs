@@ -125,7 +125,12 @@ impl<'a> FileReader<'a> {
             match op {
                 OP_EOF => {
                     let body = self.c.pos();
-                    let stored = self.c.u64_le()?;
+                    // Files before version 5 end at EOF: no checksum.
+                    let stored = if self.version >= 5 {
+                        self.c.u64_le()?
+                    } else {
+                        0
+                    };
                     if stored != 0 {
                         let computed = crate::crc64(0, &self.data[..body]);
                         if computed != stored {

@@ -2,7 +2,7 @@
 //! with `aof-use-rdb-preamble yes`) and the DUMP/RESTORE payload, which is one value in the
 //! same encoding followed by its RDB version and a CRC64.
 //!
-//! What it owns: the byte format, from RDB version 9 (Redis 5.0) to 12 (Redis 7.4) — length
+//! What it owns: the byte format, from RDB version 1 to 12 (Redis 7.4) — length
 //! and string encodings (integers, LZF), every compact encoding Redis has used for a value
 //! (ziplist, zipmap, intset, listpack, quicklist, stream listpacks, hashes with field TTLs),
 //! the opcodes around keys (databases, expiries, AUX fields, functions, module data) and the
@@ -36,8 +36,9 @@ pub use error::{Error, ErrorKind};
 pub use file::{FileReader, FileWriter, Item, KeyRecord};
 pub use object::{HashField, Object, Pending, StreamConsumer, StreamGroup, StreamId, StreamValue};
 
-/// The oldest RDB version read (Redis 5.0).
-pub const MIN_VERSION: u32 = 9;
+/// The oldest RDB version read: every one Redis 7 still loads (version 9 is Redis 5.0's; older
+/// files differ only in having no checksum before version 5).
+pub const MIN_VERSION: u32 = 1;
 /// The newest RDB version read (Redis 7.4).
 pub const MAX_VERSION: u32 = 12;
 /// The version written when nothing needs a newer one: Redis 7.0's, which Redis 7.0 and every

@@ -1,5 +1,5 @@
 //! One value as RDB holds it, decoded into plain data ([`Object`]), and the decoder for every
-//! value type Redis 5.0 to 7.4 writes.
+//! value type Redis has written up to 7.4.
 
 use bytes::Bytes;
 

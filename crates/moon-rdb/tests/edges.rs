@@ -140,3 +140,30 @@ fn field_ttls_past_the_largest_deadline_are_refused() {
     }]);
     assert!(decode_dump(&encode_dump(&obj)).is_err());
 }
+
+#[test]
+fn files_before_version_5_end_at_eof_without_a_checksum() {
+    let mut data = b"REDIS0004".to_vec();
+    data.push(254);
+    data.push(0);
+    data.push(0);
+    data.extend(s(b"k"));
+    data.extend(s(b"v"));
+    data.push(255);
+    let mut r = FileReader::new(&data, false).expect("header");
+    assert_eq!(r.next_item(), Ok(Some(Item::Db(0))));
+    assert!(matches!(r.next_item(), Ok(Some(Item::Key(_)))));
+    assert_eq!(r.next_item(), Ok(None));
+    assert_eq!(r.end(), Some(data.len()));
+    // A version-5 file must carry one.
+    data[8] = b'5';
+    let mut r = FileReader::new(&data, false).expect("header");
+    let err = loop {
+        match r.next_item() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a version-5 file without its checksum was accepted"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind, moon_rdb::ErrorKind::Truncated);
+}
