@@ -11,13 +11,98 @@
 //! A bad record (wrong checksum, impossible length, zero or non-increasing LSN) **followed by a
 //! valid record** is corruption: bytes inside acknowledged history changed. Replay refuses it.
 
+use std::cell::Cell;
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::record::{decode_payload, HEADER_LEN, MAX_PAYLOAD, OVERHEAD, TRAILER_LEN};
+
+/// A log file mapped read-only, whose pages a reader gives back as it goes
+/// ([`MappedLog::release_before`]): reading a log of any size keeps a bounded part of it in
+/// the process's memory (the pages stay in the page cache, outside the process's RSS). A
+/// missing or empty file is an empty log.
+///
+/// Safety of the mapping: only Moon's own logs are mapped, under the data directory's lock
+/// (the server's, or moon-cli's), so no other process truncates them while mapped; this
+/// crate truncates a file only after its mapping is gone.
+pub struct MappedLog {
+    map: Option<memmap2::Mmap>,
+    released: Cell<usize>,
+}
+
+/// Bytes read past the last release before the next one.
+const RELEASE_STEP: usize = 16 << 20;
+
+impl MappedLog {
+    pub fn open(path: &Path) -> std::io::Result<MappedLog> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(MappedLog {
+                    map: None,
+                    released: Cell::new(0),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        // SAFETY: see the type's docs: nothing truncates the file while it is mapped.
+        let map = if len == 0 {
+            None
+        } else {
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            let _ = map.advise(memmap2::Advice::Sequential);
+            Some(map)
+        };
+        Ok(MappedLog {
+            map,
+            released: Cell::new(0),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// The reader is at `offset` and will not look before it again: every whole page more
+    /// than [`RELEASE_STEP`] behind is dropped from the process's memory.
+    pub fn release_before(&self, offset: u64) {
+        let Some(map) = &self.map else { return };
+        let from = self.released.get();
+        let upto = (offset as usize).min(map.len()) & !4095;
+        if upto < from + RELEASE_STEP {
+            return;
+        }
+        // SAFETY: a read-only file mapping: dropped pages read back from the file if touched
+        // again, and nothing before `offset` is borrowed anymore (the caller's promise).
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, upto - from)
+        };
+        self.released.set(upto);
+    }
+}
+
+/// CRC-32 of the first `len` bytes of `path`, read in bounded chunks.
+fn crc32_prefix(path: &Path, len: u64) -> std::io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    if len == 0 {
+        return Ok(h.finalize());
+    }
+    let mut f = std::fs::File::open(path)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize())
+}
 
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,17 +361,16 @@ fn replay(
         file: path.to_path_buf(),
         source,
     };
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(e)),
-    };
+    let mapped = MappedLog::open(path).map_err(io)?;
+    let data = mapped.bytes();
+    let file_len = data.len() as u64;
     let (mut records, mut last_lsn) = (0u64, bounds.after_lsn);
     // The end of the last complete unit: what the file keeps if it ends inside a unit.
     let mut applied_len = 0u64;
     let mut open: Option<OpenUnit> = None;
     let mut stop_offset = None;
-    let result = scan_from(&data, bounds.after_lsn, |lsn, payload, offset| {
+    let result = scan_from(data, bounds.after_lsn, |lsn, payload, offset| {
+        mapped.release_before(offset);
         if bounds.stop_lsn.is_some_and(|stop| lsn >= stop) {
             // Keep scanning without applying: the dropped records' LSNs were handed out
             // (some maybe acknowledged under everysec) and must never be reused. A unit the
@@ -322,6 +406,9 @@ fn replay(
         (Ok(_) | Err(Ok(_)), Some(offset)) => Err(Err(Halt::Stop(offset))),
         (r, _) => r,
     };
+    // The mapping goes before anything truncates the file (a mapped page past the new end
+    // would fault); the checksum below reads the file itself.
+    drop(mapped);
     let cut = |offset: u64| -> Result<(), AofError> {
         if truncate {
             let f = OpenOptions::new().write(true).open(path).map_err(io)?;
@@ -330,24 +417,22 @@ fn replay(
         }
         Ok(())
     };
-    let report = |bytes: u64, truncated, stopped| ReplayReport {
-        records,
-        bytes,
-        last_lsn,
-        elapsed_ms: started.elapsed().as_millis(),
-        truncated,
-        stopped,
-        crc32: crc32fast::hash(&data[..bytes as usize]),
+    let report = |bytes: u64, truncated, stopped| -> Result<ReplayReport, AofError> {
+        Ok(ReplayReport {
+            records,
+            bytes,
+            last_lsn,
+            elapsed_ms: started.elapsed().as_millis(),
+            truncated,
+            stopped,
+            crc32: crc32_prefix(path, bytes).map_err(io)?,
+        })
     };
     let end = match result {
         Ok(end) => end,
         Err(Err(Halt::Stop(offset))) => {
             cut(offset)?;
-            return Ok(report(
-                offset,
-                None,
-                Some((offset, data.len() as u64 - offset)),
-            ));
+            return report(offset, None, Some((offset, file_len - offset)));
         }
         Err(Ok(c)) => {
             return Err(AofError::Corrupt {
@@ -372,15 +457,11 @@ fn replay(
         (None, End::ZeroFilled { offset, .. } | End::TornTail { offset, .. }) => Some(offset),
     };
     let Some(offset) = tail_from else {
-        return Ok(report(end.valid_len, None, None));
+        return report(end.valid_len, None, None);
     };
     debug_assert!(open.is_some() || offset == applied_len);
     cut(offset)?;
-    Ok(report(
-        offset,
-        Some((offset, data.len() as u64 - offset)),
-        None,
-    ))
+    report(offset, Some((offset, file_len - offset)), None)
 }
 
 #[cfg(test)]

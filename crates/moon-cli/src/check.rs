@@ -36,16 +36,19 @@ enum Verdict {
 
 /// Checks one file whose records follow LSN `after` (see [`moon_aof::reader::scan_from`]).
 fn check_file(path: &Path, after: u64) -> anyhow::Result<Verdict> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verdict::Missing),
-        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    };
+    if !path.exists() {
+        return Ok(Verdict::Missing);
+    }
+    // Read through a mapping given back as the scan goes: bounded memory for any log size.
+    let mapped = moon_aof::reader::MappedLog::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let data = mapped.bytes();
     let (mut records, mut last_whole) = (0u64, after);
     // The first record of a unit still waiting for its last: (offset, records before it, the
     // LSN before it).
     let mut open: Option<(u64, u64, u64)> = None;
-    let result = scan_from(&data, after, |lsn, payload, offset| {
+    let result = scan_from(data, after, |lsn, payload, offset| {
+        mapped.release_before(offset);
         if moon_aof::decode_payload(payload).is_none() {
             return Err(offset);
         }

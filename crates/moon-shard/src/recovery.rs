@@ -224,15 +224,13 @@ pub struct Part {
 /// part whose unit a crash cut short is dropped by replay as a torn tail, so it must not
 /// count here either.
 pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+    // Read through a mapping given back as the scan goes: bounded memory for any log size.
+    let mapped = moon_aof::reader::MappedLog::open(path)?;
     let mut parts = Vec::new();
     // Inside a unit spanning records: the part its first record held, if any.
     let mut open: Option<Option<Part>> = None;
-    let _ = moon_aof::reader::scan::<()>(&data, |lsn, payload, _offset| {
+    let _ = moon_aof::reader::scan::<()>(mapped.bytes(), |lsn, payload, offset| {
+        mapped.release_before(offset);
         let continued = moon_aof::record::is_continued(payload);
         let part = match open.take() {
             Some(first) => first,
