@@ -30,20 +30,24 @@ use moon_manifest::{Manifest, PerShard};
 use moon_proto::{Frame, Limits, RequestParser};
 use moon_store::{Store, NO_EXPIRY_CHECK};
 
-/// Replays a plain-RESP (v1) log into `store`. Returns the number of commands applied.
+/// Bytes of a plain log handed to the parser at a time.
+const PLAIN_CHUNK: usize = 4 << 20;
+
+/// Replays a plain-RESP (v1) log into `store`. Returns the number of commands applied. The
+/// log is read through a mapping fed to the parser a chunk at a time and given back behind
+/// it: bounded memory whatever its size.
 fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    let mapped = moon_aof::reader::MappedLog::open(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let data = mapped.bytes();
     if data.starts_with(b"REDIS") {
         bail!(
             "{} is an RDB file: not supported yet (only AOF-format bases)",
             path.display()
         );
     }
-    let mut buf = BytesMut::from(&data[..]);
+    let mut buf = BytesMut::new();
+    let mut fed = 0usize;
     let mut parser = RequestParser::new(Limits {
         max_bulk_len: usize::MAX >> 1,
         ..Limits::default()
@@ -53,7 +57,13 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
     let mut db: u64 = 0;
     let bar = crate::layout::progress(path, data.len() as u64);
     loop {
-        let offset = data.len() - buf.len();
+        if buf.len() < PLAIN_CHUNK && fed < data.len() {
+            let n = PLAIN_CHUNK.min(data.len() - fed);
+            buf.extend_from_slice(&data[fed..fed + n]);
+            fed += n;
+            mapped.release_before((fed - buf.len()) as u64);
+        }
+        let offset = fed - buf.len();
         if let Some(bar) = &bar {
             if applied.is_multiple_of(65536) {
                 bar.set_position(offset as u64);
@@ -64,6 +74,13 @@ fn load_plain(path: &Path, store: &mut Store) -> anyhow::Result<u64> {
         }
         let cmd = match parser.next_request(&mut buf) {
             Ok(Some(cmd)) => cmd,
+            Ok(None) if fed < data.len() => {
+                // A command longer than what was fed: feed more.
+                let n = PLAIN_CHUNK.max(buf.len()).min(data.len() - fed);
+                buf.extend_from_slice(&data[fed..fed + n]);
+                fed += n;
+                continue;
+            }
             Ok(None) => {
                 if !buf.is_empty() {
                     eprintln!(
@@ -310,15 +327,18 @@ pub fn run_from_redis(
     let mut functions = Vec::new();
     for (name, kind) in &files {
         let path = aof.join(name);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *kind != 'b' => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        if *kind == 'b' && data.starts_with(b"REDIS") {
+        if !path.exists() && *kind != 'b' {
+            continue;
+        }
+        let mapped = moon_aof::reader::MappedLog::open(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !path.exists() {
+            bail!("{}: the manifest's base file is missing", path.display());
+        }
+        if *kind == 'b' && mapped.bytes().starts_with(b"REDIS") {
             // An RDB base (`aof-use-rdb-preamble yes`, Redis's default).
             let loaded =
-                crate::rdb_load::load_rdb(&path, &data, &mut store, skip_unsupported, true)?;
+                crate::rdb_load::load_rdb(&path, &mapped, &mut store, skip_unsupported, true)?;
             n += loaded.keys;
             functions.extend(loaded.functions);
             continue;

@@ -25,7 +25,12 @@ pub fn run_import(
     dry_run: bool,
 ) -> anyhow::Result<i32> {
     crate::layout::check_shards(shards)?;
-    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if !file.is_file() {
+        bail!("{}: no such RDB file", file.display());
+    }
+    let mapped = moon_aof::reader::MappedLog::open(file)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let size = mapped.bytes().len();
     moon_manifest::fsio::create_dir_all_durable(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     let _lock = crate::lock::lock(dir)?;
@@ -34,7 +39,7 @@ pub fn run_import(
     }
     let started = std::time::Instant::now();
     let mut store = Store::new(usize::MAX);
-    let loaded = crate::rdb_load::load_rdb(file, &data, &mut store, skip_unsupported, false)?;
+    let loaded = crate::rdb_load::load_rdb(file, &mapped, &mut store, skip_unsupported, false)?;
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     println!(
         "read {} (RDB version {}): {} keys, {} already expired and left out, {} libraries, {} skipped; {:.1} MB/s, {:.0} keys/s",
@@ -44,7 +49,7 @@ pub fn run_import(
         loaded.expired,
         loaded.functions.len(),
         loaded.skipped.len(),
-        data.len() as f64 / 1e6 / secs,
+        size as f64 / 1e6 / secs,
         loaded.keys as f64 / secs,
     );
     if !dry_run {

@@ -25,11 +25,13 @@ pub(crate) struct Loaded {
 /// expired at the end.
 pub(crate) fn load_rdb(
     path: &Path,
-    data: &[u8],
+    file: &moon_aof::reader::MappedLog,
     store: &mut Store,
     skip_unsupported: bool,
     preamble: bool,
 ) -> anyhow::Result<Loaded> {
+    // Read through the mapping, given back behind the reader: bounded memory for any size.
+    let data = file.bytes();
     let mut r = moon_rdb::FileReader::new(data, skip_unsupported)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut loaded = Loaded {
@@ -54,6 +56,7 @@ pub(crate) fn load_rdb(
             )
         })?;
         let Some(item) = item else { break };
+        file.release_before(r.offset() as u64);
         if let Some(bar) = &bar {
             if loaded.keys.is_multiple_of(4096) {
                 bar.set_position(r.offset() as u64);

@@ -752,3 +752,36 @@ fn check_aof_never_calls_a_damaged_base_harmless_nor_fixes_it() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok, 20 records, last LSN 20"), "{out}");
 }
+
+/// A legacy log is fed to the parser in 4 MiB chunks: commands that straddle a chunk's end,
+/// and one longer than a chunk, come through whole.
+#[test]
+fn migrate_aof_reads_a_legacy_log_larger_than_its_read_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aof = moon_manifest::aof_dir(tmp.path());
+    std::fs::create_dir_all(&aof).unwrap();
+    std::fs::write(
+        aof.join("moon.aof.manifest"),
+        "seq 1\nincr moon.aof.1.incr.aof\n",
+    )
+    .unwrap();
+    let mut log = Vec::new();
+    let mid = "m".repeat(1000);
+    for i in 0..6000 {
+        log.extend(resp(&["SET", &format!("k{i}"), &mid]));
+    }
+    let huge = "h".repeat(9 << 20);
+    log.extend(resp(&["SET", "huge", &huge]));
+    log.extend(resp(&["SET", "last", "v"]));
+    std::fs::write(aof.join("moon.aof.1.incr.aof"), &log).unwrap();
+    let (code, out) = run(&["migrate-aof", "--shards", "2"], tmp.path());
+    assert_eq!(code, 0, "{out}");
+    let mut store = replay_layout(tmp.path());
+    assert_eq!(query(&mut store, &["DBSIZE"]), ":6002 ");
+    assert_eq!(
+        query(&mut store, &["STRLEN", "huge"]),
+        format!(":{} ", 9 << 20)
+    );
+    assert_eq!(query(&mut store, &["STRLEN", "k5999"]), ":1000 ");
+    assert_eq!(query(&mut store, &["GET", "last"]), "$1 v ");
+}

@@ -64,6 +64,10 @@ pub struct FileReader<'a> {
     db: u64,
     skip_unsupported: bool,
     end: Option<usize>,
+    /// The CRC64 of `data[..crc_upto]`, kept up as items are read: the bytes are checked
+    /// while they are fresh, and a caller may drop what is behind (a mapped file).
+    crc: u64,
+    crc_upto: usize,
 }
 
 impl<'a> FileReader<'a> {
@@ -96,6 +100,8 @@ impl<'a> FileReader<'a> {
             db: 0,
             skip_unsupported,
             end: None,
+            crc: 0,
+            crc_upto: 0,
         })
     }
 
@@ -118,6 +124,9 @@ impl<'a> FileReader<'a> {
         if self.end.is_some() {
             return Ok(None);
         }
+        let upto = self.c.pos();
+        self.crc = crate::crc64(self.crc, &self.data[self.crc_upto..upto]);
+        self.crc_upto = upto;
         let (mut expire_at, mut idle, mut freq) = (None, None, None);
         loop {
             let at = self.c.offset();
@@ -132,7 +141,7 @@ impl<'a> FileReader<'a> {
                         0
                     };
                     if stored != 0 {
-                        let computed = crate::crc64(0, &self.data[..body]);
+                        let computed = crate::crc64(self.crc, &self.data[self.crc_upto..body]);
                         if computed != stored {
                             return Err(Error {
                                 offset: body,
