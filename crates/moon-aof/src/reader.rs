@@ -34,6 +34,10 @@ pub struct MappedLog {
     released: Cell<usize>,
 }
 
+/// Bytes of records replayed by this process so far (every file, every shard): the progress
+/// INFO shows while the server loads (`loading_loaded_bytes`).
+pub static REPLAYED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Bytes read past the last release before the next one.
 const RELEASE_STEP: usize = 16 << 20;
 
@@ -371,6 +375,10 @@ fn replay(
     let mut stop_offset = None;
     let result = scan_from(data, bounds.after_lsn, |lsn, payload, offset| {
         mapped.release_before(offset);
+        REPLAYED_BYTES.fetch_add(
+            (payload.len() + OVERHEAD) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if bounds.stop_lsn.is_some_and(|stop| lsn >= stop) {
             // Keep scanning without applying: the dropped records' LSNs were handed out
             // (some maybe acknowledged under everysec) and must never be reused. A unit the

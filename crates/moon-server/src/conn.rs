@@ -52,6 +52,18 @@ pub async fn serve_tcp(ctx: Rc<ShardServer>, stream: TcpStream) {
     serve(ctx, stream, peer, local).await
 }
 
+/// Serves a connection that already sent `received` (accepted while the server loaded).
+pub async fn serve_with(
+    ctx: Rc<ShardServer>,
+    stream: TcpStream,
+    peer: String,
+    local: String,
+    received: &[u8],
+) {
+    let _ = stream.set_nodelay(true);
+    serve_from(ctx, stream, peer, local, received).await
+}
+
 /// The peer's and the local address of a socket, as CLIENT LIST shows them.
 pub fn addresses(stream: &TcpStream) -> (String, String) {
     (
@@ -67,8 +79,21 @@ pub fn addresses(stream: &TcpStream) -> (String, String) {
 }
 
 /// Serves one connection (plain TCP, or TLS once its handshake is done).
-pub async fn serve<S>(ctx: Rc<ShardServer>, mut stream: S, peer: String, local: String)
+pub async fn serve<S>(ctx: Rc<ShardServer>, stream: S, peer: String, local: String)
 where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    serve_from(ctx, stream, peer, local, &[]).await
+}
+
+/// [`serve`] of a connection whose first bytes were read already.
+async fn serve_from<S>(
+    ctx: Rc<ShardServer>,
+    mut stream: S,
+    peer: String,
+    local: String,
+    received: &[u8],
+) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
     let shared = ctx.shared.clone();
@@ -153,7 +178,8 @@ where
         attempting: false,
     };
     let mut parser = RequestParser::default();
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
+    rbuf.extend_from_slice(received);
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut cmds: Vec<Parsed> = Vec::new();

@@ -20,6 +20,7 @@ mod dispatch;
 mod function_cmd;
 mod info;
 mod keyspace_walk;
+mod loading;
 mod persistence;
 mod plan;
 mod pubsub;

@@ -1,11 +1,13 @@
 //! Startup and shutdown.
 //!
 //! Order matters and is the same every time:
-//! 1. lock the data directory and check its manifest ([`crate::persistence::open`]), then
-//!    start one executor per shard, each replaying its own log, all in parallel;
-//! 2. once every shard is ready, bind one listening socket per shard on the same port with
-//!    `SO_REUSEPORT` (the kernel spreads connections over shards) and hand each shard its own;
-//!    only now does the port accept connections, and "Ready to accept connections" is logged;
+//! 1. lock the data directory and check its manifest ([`crate::persistence::open`]), bind one
+//!    listening socket per shard on the same port with `SO_REUSEPORT` (the kernel spreads
+//!    connections over shards), and answer on them as Redis does while loading
+//!    ([`crate::loading`]: LOADING, INFO with the progress, SHUTDOWN and SIGTERM exit at once);
+//!    then start one executor per shard, each replaying its own log, all in parallel;
+//! 2. once every shard is ready, hand each shard its own listening socket and the connections
+//!    made while loading; "Ready to accept connections" is logged;
 //! 3. the main thread waits for SIGTERM/SIGINT (a client's SHUTDOWN raises SIGTERM too);
 //! 4. on a signal every shard stops accepting, lets each connection finish the batch it is
 //!    executing, and keeps answering other shards' messages until all shards have drained;
@@ -83,6 +85,8 @@ type Slots<T> = Arc<Mutex<Vec<Option<T>>>>;
 struct Listeners {
     plain: RawFd,
     tls: Option<RawFd>,
+    /// Connections accepted while the shards loaded, for this shard to serve.
+    adopted: Vec<crate::loading::Handoff>,
 }
 
 fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
@@ -153,6 +157,69 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     signals
         .thread_block()
         .map_err(|e| ServerError::fatal(format!("cannot block signals: {e}")))?;
+
+    // The port opens before the shards replay: until they are ready, connections are
+    // answered as Redis answers while it loads (`loading.rs`).
+    let addr = SocketAddr::new(config.bind, config.port);
+    let (fds, actual) = match bind_listeners(addr, shards) {
+        Ok(x) => x,
+        Err(e) => {
+            return Err(ServerError::fatal(format!("cannot listen on {addr}: {e}")));
+        }
+    };
+    let mut tls_fds: Vec<Option<RawFd>> = vec![None; shards];
+    if config.tls_port != 0 {
+        let tls_addr = SocketAddr::new(config.bind, config.tls_port);
+        match bind_listeners(tls_addr, shards) {
+            Ok((fds, _)) => tls_fds = fds.into_iter().map(Some).collect(),
+            Err(e) => {
+                return Err(ServerError::fatal(format!(
+                    "cannot listen on {tls_addr} (tls-port): {e}"
+                )));
+            }
+        }
+        tracing::info!("TLS ready on {tls_addr}");
+    }
+    shared
+        .port
+        .store(u64::from(actual.port()), Ordering::Release);
+    shared.update_config(|c| c.port = actual.port());
+    let loading = crate::loading::start(
+        &fds,
+        crate::loading::Progress {
+            started: Instant::now(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            total_bytes: log_bytes(&moon_manifest::aof_dir(&config.dir)),
+            port: actual.port(),
+            open: shared.user("default").is_none_or(|u| u.nopass),
+        },
+    );
+    tracing::info!("Listening on {actual}: loading the dataset, commands answer LOADING until every shard has replayed");
+
+    // Signals are taken by one thread for the whole run: while loading, SIGTERM or SIGINT
+    // exits at once (replay only reads the logs); after, it starts the shutdown below.
+    let loading_now = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    {
+        let loading_now = loading_now.clone();
+        let signals = signals;
+        std::thread::Builder::new()
+            .name("moon-signals".into())
+            .spawn(move || {
+                if let Ok(signal) = signals.wait() {
+                    if loading_now.load(Ordering::Acquire) {
+                        tracing::warn!(
+                            "Received {signal:?} while loading: exiting now, the logs as they were"
+                        );
+                        std::process::exit(0);
+                    }
+                    let _ = signal_tx.send(signal);
+                }
+            })
+            .map_err(|e| ServerError::fatal(format!("cannot start the signal thread: {e}")))?;
+    }
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, ServerError>>();
     let mut listener_txs = Vec::new();
@@ -235,6 +302,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let _ = join_runtime(runtime);
         return Err(failure);
     }
+    // Test seam: loading lasts while the file `MOON_LOADING_HOLD` names exists, so a test can
+    // talk to a loading server without racing the replay.
+    if let Ok(hold) = std::env::var("MOON_LOADING_HOLD") {
+        while std::path::Path::new(&hold).exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     if let Some(data) = &data_dir {
         crate::persistence::remove_unreferenced(data);
     }
@@ -247,41 +321,23 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         tracing::info!("AOF disabled (appendonly no): nothing is persisted");
     }
 
-    let addr = SocketAddr::new(config.bind, config.port);
-    let (fds, actual) = match bind_listeners(addr, shards) {
-        Ok(x) => x,
-        Err(e) => {
-            drop(listener_txs);
-            let _ = join_runtime(runtime);
-            return Err(ServerError::fatal(format!("cannot listen on {addr}: {e}")));
-        }
-    };
-    let mut tls_fds: Vec<Option<RawFd>> = vec![None; shards];
-    if config.tls_port != 0 {
-        let tls_addr = SocketAddr::new(config.bind, config.tls_port);
-        match bind_listeners(tls_addr, shards) {
-            Ok((fds, _)) => tls_fds = fds.into_iter().map(Some).collect(),
-            Err(e) => {
-                drop(listener_txs);
-                let _ = join_runtime(runtime);
-                return Err(ServerError::fatal(format!(
-                    "cannot listen on {tls_addr} (tls-port): {e}"
-                )));
-            }
-        }
-        tracing::info!("TLS ready on {tls_addr}");
+    // Loading is over: the connections it answered go to the shards, round robin.
+    loading_now.store(false, Ordering::Release);
+    let mut adopted: Vec<Vec<crate::loading::Handoff>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, h) in loading.finish().into_iter().enumerate() {
+        adopted[i % shards].push(h);
     }
-    shared
-        .port
-        .store(u64::from(actual.port()), Ordering::Release);
-    shared.update_config(|c| c.port = actual.port());
-    for ((tx, fd), tls) in listener_txs.into_iter().zip(fds).zip(tls_fds) {
-        let _ = tx.send(Some(Listeners { plain: fd, tls }));
+    for (((tx, fd), tls), adopted) in listener_txs.into_iter().zip(fds).zip(tls_fds).zip(adopted) {
+        let _ = tx.send(Some(Listeners {
+            plain: fd,
+            tls,
+            adopted,
+        }));
     }
     tracing::info!("Ready to accept connections on {actual}");
 
-    let signal = signals
-        .wait()
+    let signal = signal_rx
+        .recv()
         .map_err(|e| ServerError::fatal(format!("waiting for signals failed: {e}")))?;
     tracing::info!(
         "Received {signal:?}, shutting down: no new connections, finishing in-flight requests"
@@ -304,6 +360,21 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     join_runtime(runtime)?;
     tracing::info!("Moon is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// Bytes of every file under the AOF directory: what loading replays at most.
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => log_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn join_runtime(
@@ -396,6 +467,31 @@ async fn shard_main(
         // Its own task: an accept is never raced against another (a cancelled accept could
         // drop a connection the kernel already handed over).
         glommio::spawn_local(accept_tls(ctx.clone(), tls_listener, gate.clone())).detach();
+    }
+    for h in fds.adopted {
+        let ctx = ctx.clone();
+        let peer = h
+            .stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let local = h
+            .stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        if h.stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        // SAFETY: the accepted socket's descriptor moves from the std stream into glommio's.
+        let stream = unsafe {
+            glommio::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(h.stream))
+        };
+        if let Ok(task) =
+            gate.spawn(async move { conn::serve_with(ctx, stream, peer, local, &h.leftover).await })
+        {
+            task.detach();
+        }
     }
     if id == 0 {
         crate::rewrite::start_auto_rewrite(shard.clone(), shared.clone());
