@@ -29,10 +29,19 @@ use crate::record::{decode_payload, HEADER_LEN, MAX_PAYLOAD, OVERHEAD, TRAILER_L
 /// Safety of the mapping: only Moon's own logs are mapped, under the data directory's lock
 /// (the server's, or moon-cli's), so no other process truncates them while mapped; this
 /// crate truncates a file only after its mapping is gone.
+///
+/// A file up to [`READ_WHOLE`] is read into memory instead: a read error is then an error, as
+/// it always was, where a mapped page the disk cannot deliver is a SIGBUS. A failing disk
+/// (the rebuild after a failed log) meets it on small logs as before; only a log larger than
+/// the bound trades that for bounded memory.
 pub struct MappedLog {
     map: Option<memmap2::Mmap>,
+    owned: Vec<u8>,
     released: Cell<usize>,
 }
+
+/// Files up to this size are read whole rather than mapped.
+pub const READ_WHOLE: u64 = 64 << 20;
 
 /// Bytes of records replayed by this process so far (every file, every shard): the progress
 /// INFO shows while the server loads (`loading_loaded_bytes`).
@@ -48,12 +57,22 @@ impl MappedLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(MappedLog {
                     map: None,
+                    owned: Vec::new(),
                     released: Cell::new(0),
                 })
             }
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
+        if len <= READ_WHOLE {
+            let mut owned = Vec::with_capacity(len as usize);
+            (&file).read_to_end(&mut owned)?;
+            return Ok(MappedLog {
+                map: None,
+                owned,
+                released: Cell::new(0),
+            });
+        }
         // SAFETY: see the type's docs: nothing truncates the file while it is mapped.
         let map = if len == 0 {
             None
@@ -64,12 +83,13 @@ impl MappedLog {
         };
         Ok(MappedLog {
             map,
+            owned: Vec::new(),
             released: Cell::new(0),
         })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.as_deref().unwrap_or(&self.owned)
     }
 
     /// The reader is at `offset` and will not look before it again: every whole page more

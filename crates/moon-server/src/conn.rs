@@ -180,6 +180,7 @@ async fn serve_from<S>(
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
     rbuf.extend_from_slice(received);
+    let mut received_first = !received.is_empty();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut cmds: Vec<Parsed> = Vec::new();
@@ -187,78 +188,85 @@ async fn serve_from<S>(
     session.refresh_config(&mut parser);
 
     loop {
-        // Wait for the client's next bytes, or for something pushed to it (a subscriber's
-        // messages), or for shutdown. Dropping an unfinished read loses nothing: glommio
-        // reads a socket only once it is ready, synchronously.
-        enum Event {
-            Read(std::io::Result<usize>),
-            Pushed,
-            Stop,
-            Blocked(crate::blocking::Wakeup),
-        }
-        let out = &session.info.out;
-        let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
-        let pushed = async {
-            out.ready().await;
-            Event::Pushed
-        };
-        let stop = async {
-            // Resolves only when the server starts shutting down (the semaphore is closed).
-            let _ = ctx.stopping.acquire(1).await;
-            Event::Stop
-        };
-        // Redis never times out a subscriber (it waits for messages, not requests) nor a
-        // client blocked in a command.
-        let idle = session
-            .idle_timeout
-            .filter(|_| !session.subs.any() && session.blocked.is_none());
-        let idle = async move {
-            match idle {
-                Some(d) => glommio::timer::sleep(d).await,
-                None => std::future::pending::<()>().await,
+        // Requests received while the server loaded run before anything more is read.
+        let n = if std::mem::take(&mut received_first) {
+            0
+        } else {
+            // Wait for the client's next bytes, or for something pushed to it (a subscriber's
+            // messages), or for shutdown. Dropping an unfinished read loses nothing: glommio
+            // reads a socket only once it is ready, synchronously.
+            enum Event {
+                Read(std::io::Result<usize>),
+                Pushed,
+                Stop,
+                Blocked(crate::blocking::Wakeup),
             }
-            tracing::debug!("closing an idle client (timeout)");
-            Event::Stop
-        };
-        let blocked =
-            async { Event::Blocked(crate::blocking::next(session.blocked.as_mut()).await) };
-        let event = futures_lite::future::or(
-            futures_lite::future::or(read, pushed),
-            futures_lite::future::or(stop, futures_lite::future::or(idle, blocked)),
-        )
-        .await;
-        let n = match event {
-            Event::Read(Ok(n)) if n > 0 => n,
-            Event::Read(Ok(_)) | Event::Stop => break,
-            Event::Read(Err(e)) => {
-                tracing::debug!(client = session.info.id, "read failed: {e}");
-                break;
-            }
-            Event::Blocked(why) => {
-                if !crate::blocking::woke(&mut session, why, &mut wbuf, process_boxed).await {
+            let out = &session.info.out;
+            let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
+            let pushed = async {
+                out.ready().await;
+                Event::Pushed
+            };
+            let stop = async {
+                // Resolves only when the server starts shutting down (the semaphore is closed).
+                let _ = ctx.stopping.acquire(1).await;
+                Event::Stop
+            };
+            // Redis never times out a subscriber (it waits for messages, not requests) nor a
+            // client blocked in a command.
+            let idle = session
+                .idle_timeout
+                .filter(|_| !session.subs.any() && session.blocked.is_none());
+            let idle = async move {
+                match idle {
+                    Some(d) => glommio::timer::sleep(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+                tracing::debug!("closing an idle client (timeout)");
+                Event::Stop
+            };
+            let blocked =
+                async { Event::Blocked(crate::blocking::next(session.blocked.as_mut()).await) };
+            let event = futures_lite::future::or(
+                futures_lite::future::or(read, pushed),
+                futures_lite::future::or(stop, futures_lite::future::or(idle, blocked)),
+            )
+            .await;
+            match event {
+                Event::Read(Ok(n)) if n > 0 => n,
+                Event::Read(Ok(_)) | Event::Stop => break,
+                Event::Read(Err(e)) => {
+                    tracing::debug!(client = session.info.id, "read failed: {e}");
+                    break;
+                }
+                Event::Blocked(why) => {
+                    if !crate::blocking::woke(&mut session, why, &mut wbuf, process_boxed).await {
+                        continue;
+                    }
+                    // Served, or timed out: the commands that waited behind it run now.
+                    0
+                }
+                Event::Pushed
+                    if session.blocked.is_some() && session.info.unblock.get().is_some() =>
+                {
+                    let error = session.info.unblock.take().unwrap_or(false);
+                    crate::blocking::unblocked(&mut session, error, &mut wbuf).await;
+                    0
+                }
+                Event::Pushed => {
+                    if session.info.out.take_kick() {
+                        session.refresh_config(&mut parser);
+                    }
+                    let out = &session.info.out;
+                    if out.is_closing() || session.quit {
+                        break;
+                    }
+                    out.drain_into(&mut wbuf);
+                    if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
+                        break;
+                    }
                     continue;
                 }
-                // Served, or timed out: the commands that waited behind it run now.
-                0
-            }
-            Event::Pushed if session.blocked.is_some() && session.info.unblock.get().is_some() => {
-                let error = session.info.unblock.take().unwrap_or(false);
-                crate::blocking::unblocked(&mut session, error, &mut wbuf).await;
-                0
-            }
-            Event::Pushed => {
-                if session.info.out.take_kick() {
-                    session.refresh_config(&mut parser);
-                }
-                let out = &session.info.out;
-                if out.is_closing() || session.quit {
-                    break;
-                }
-                out.drain_into(&mut wbuf);
-                if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
-                    break;
-                }
-                continue;
             }
         };
         rbuf.extend_from_slice(&scratch[..n]);

@@ -8,9 +8,11 @@
 //! reads them; a torn tail is cut at the next start). With a password required, INFO and
 //! SHUTDOWN answer LOADING too: nothing is shown before AUTH, and AUTH waits for the data.
 //! Nothing here changes a connection's state, so when loading ends each open connection is
-//! handed to a shard as it stands, with the bytes of any request not yet complete
-//! ([`Handoff`]), and goes on as if it had connected then. TLS connections wait in the
-//! backlog until then.
+//! handed to a shard as it stands, with the bytes it sent that were not answered yet
+//! ([`Handoff`]), which the shard runs before reading more, as if it had connected then. TLS
+//! connections wait in the backlog until then. At most [`MAX_CONNECTIONS`] are answered at
+//! once and each may hold [`MAX_PENDING`] bytes of requests; INFO and SHUTDOWN are answered
+//! only to a client that could run them without AUTH after loading (protected mode included).
 
 use std::io::{ErrorKind, Read, Write};
 use std::mem::ManuallyDrop;
@@ -27,7 +29,7 @@ use moon_proto::{Limits, RequestParser};
 /// A connection accepted while loading, for a shard to serve from here on.
 pub struct Handoff {
     pub stream: TcpStream,
-    /// Bytes received that do not yet make a whole request.
+    /// Bytes received and not answered yet (whole requests, and the start of one).
     pub leftover: Vec<u8>,
 }
 
@@ -39,8 +41,11 @@ pub struct Progress {
     /// Bytes of every shard's base and incr at startup.
     pub total_bytes: u64,
     pub port: u16,
-    /// INFO and SHUTDOWN answer only without a password (see the module docs).
+    /// INFO and SHUTDOWN answer only when the default user needs no password and may run
+    /// everything (see the module docs)...
     pub open: bool,
+    /// ...and, in protected mode, only to loopback clients.
+    pub protected_mode: bool,
 }
 
 impl Progress {
@@ -96,6 +101,13 @@ impl Progress {
     }
 }
 
+/// Connections answered at once while loading; more are told LOADING and closed (a flood of
+/// reconnecting health checks must not exhaust threads).
+const MAX_CONNECTIONS: usize = 256;
+/// Bytes a loading connection may hold that are not answered yet; past it, it is told
+/// LOADING and closed.
+const MAX_PENDING: usize = 1 << 20;
+
 /// The threads answering while loading.
 pub struct Loading {
     done: Arc<AtomicBool>,
@@ -125,10 +137,26 @@ pub fn start(fds: &[RawFd], progress: Progress) -> Loading {
         accepters.push(std::thread::spawn(move || {
             while !done.load(Ordering::Acquire) {
                 match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (done, progress) = (done.clone(), progress.clone());
-                        let handle = std::thread::spawn(move || answer(stream, &done, &progress));
-                        if let Ok(mut c) = conns.lock() {
+                    Ok((mut stream, peer)) => {
+                        let Ok(mut c) = conns.lock() else { continue };
+                        // Threads whose client left are joined as they end.
+                        let (ended, running): (Vec<_>, Vec<_>) =
+                            c.drain(..).partition(|h| h.is_finished());
+                        *c = running;
+                        for h in ended {
+                            let _ = h.join();
+                        }
+                        if c.len() >= MAX_CONNECTIONS {
+                            let _ = stream.write_all(LOADING);
+                            continue;
+                        }
+                        let mut progress = progress.clone();
+                        progress.open &= !progress.protected_mode || peer.ip().is_loopback();
+                        let done = done.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("moon-loading".into())
+                            .spawn(move || answer(stream, &done, &progress));
+                        if let Ok(handle) = spawned {
                             c.push(handle);
                         }
                     }
@@ -195,11 +223,19 @@ fn answer(mut stream: TcpStream, done: &AtomicBool, progress: &Progress) -> Opti
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
     // A client that never reads is dropped rather than holding the end of loading.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let mut parser = RequestParser::new(Limits::default());
+    let mut parser = RequestParser::new(Limits {
+        max_bulk_len: MAX_PENDING,
+        ..Limits::default()
+    });
     let mut buf = BytesMut::new();
     let mut scratch = vec![0u8; 16 * 1024];
     loop {
         loop {
+            // Once loading ends nothing more is answered here: what is left, whole requests
+            // too, goes to the shard, which runs it before reading more.
+            if done.load(Ordering::Acquire) {
+                break;
+            }
             match parser.next_request(&mut buf) {
                 Ok(Some(args)) => {
                     let name = args
@@ -244,6 +280,10 @@ fn answer(mut stream: TcpStream, done: &AtomicBool, progress: &Progress) -> Opti
                 stream,
                 leftover: buf.to_vec(),
             });
+        }
+        if buf.len() > MAX_PENDING {
+            let _ = stream.write_all(LOADING);
+            return None;
         }
         match stream.read(&mut scratch) {
             Ok(0) => return None,

@@ -193,7 +193,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 .map_or(0, |d| d.as_secs()),
             total_bytes: log_bytes(&moon_manifest::aof_dir(&config.dir)),
             port: actual.port(),
-            open: shared.user("default").is_none_or(|u| u.nopass),
+            // INFO and SHUTDOWN only for who could run them after loading without AUTH.
+            open: shared
+                .user("default")
+                .is_none_or(|u| u.enabled && u.nopass && u.unrestricted()),
+            protected_mode: config.protected_mode,
         },
     );
     tracing::info!("Listening on {actual}: loading the dataset, commands answer LOADING until every shard has replayed");
@@ -299,6 +303,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Err(_) => ServerError::fatal("a shard failed to start"),
         };
         drop(listener_txs); // the other shards give up waiting for a listener
+                            // A signal from now on must not turn the failure into a clean exit.
+        loading_now.store(false, Ordering::Release);
         let _ = join_runtime(runtime);
         return Err(failure);
     }

@@ -210,3 +210,37 @@ fn with_a_password_nothing_is_shown_before_loading_ends() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn past_256_loading_connections_a_new_one_is_told_loading_and_closed() {
+    let data = dir_with_keys(1);
+    let hold = data.path().join("hold");
+    let (mut child, port) = start_held(data.path(), &hold, &[]);
+    let mut open = Vec::new();
+    for _ in 0..256 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        // Answered: this one has a thread of its own.
+        assert_eq!(
+            request(&mut s, &["PING"]),
+            "-LOADING Moon is loading the dataset in memory"
+        );
+        open.push(s);
+    }
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    let mut got = Vec::new();
+    extra.read_to_end(&mut got).expect("read until closed");
+    assert_eq!(got, b"-LOADING Moon is loading the dataset in memory\r\n");
+    // The ones kept go on after loading.
+    std::fs::remove_file(&hold).expect("end loading");
+    let first = &mut open[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if request(first, &["PING"]) == "+PONG" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "loading ends");
+    }
+    assert_eq!(request(&mut open[255], &["DBSIZE"]), ":1");
+    let _ = child.kill();
+    let _ = child.wait();
+}
