@@ -173,15 +173,48 @@ fn moon_contents(dir: &Path) -> Vec<String> {
     DBS.iter().flat_map(|&db| contents(&mut q, db)).collect()
 }
 
-/// Debian's redis-server on an ephemeral port, loading `rdb` at start.
-struct Redis {
+/// A server process (redis-server or moon-server) on an ephemeral port, compared through the
+/// protocol; killed when dropped.
+struct Server {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
-impl Redis {
-    fn load(rdb: &Path, test: &str) -> Option<Redis> {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Server {
+    /// Runs `cmd` (already told its port) and waits until it answers PING: both servers
+    /// answer LOADING until their data is in.
+    fn run(mut cmd: Command, port: u16, dir: Option<tempfile::TempDir>, what: &str) -> Server {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+        let s = Server {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.connect().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} loads its data and answers"
+            );
+            std::thread::yield_now();
+        }
+        s
+    }
+
+    /// Debian's redis-server loading `rdb` at start; `None`, saying so, when not installed.
+    fn redis_loading(rdb: &Path, test: &str) -> Option<Server> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -194,59 +227,59 @@ impl Redis {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::copy(rdb, dir.path().join("dump.rdb")).expect("copy the RDB");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dbfilename", "dump.rdb", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let r = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.try_connect().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server loads the RDB and answers"
-            );
-            std::thread::yield_now();
-        }
-        Some(r)
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dbfilename", "dump.rdb", "--dir"])
+        .arg(dir.path());
+        Some(Server::run(cmd, port, Some(dir), "redis-server"))
     }
 
-    fn try_connect(&self) -> Option<redis::Connection> {
+    /// The real `moon-server` on `dir` with `shards` shards, when `cargo test --workspace` built
+    /// it beside moon-cli (its own tests need it); `None`, saying so, when it was not built.
+    fn moon_on(dir: &Path, shards: usize, test: &str) -> Option<Server> {
+        let bin = Path::new(BIN).with_file_name("moon-server");
+        if !bin.exists() {
+            eprintln!("{test}: {} is not built (cargo test --workspace builds it): the protocol comparison is skipped", bin.display());
+            return None;
+        }
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--shards",
+            &shards.to_string(),
+            "--dir",
+        ])
+        .arg(dir);
+        Some(Server::run(cmd, port, None, "moon-server"))
+    }
+
+    fn connect(&self) -> Option<redis::Connection> {
         let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
             .ok()?
             .get_connection()
             .ok()?;
-        // LOADING until the file is in.
-        redis::cmd("DBSIZE").query::<i64>(&mut con).ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()?;
         Some(con)
     }
 
     fn contents(&self) -> Vec<String> {
-        let mut con = self.try_connect().expect("connects");
+        let mut con = self.connect().expect("connects");
         let mut q = |db: usize, w: &[&str]| redis_query(&mut con, db, w);
         DBS.iter().flat_map(|&db| contents(&mut q, db)).collect()
     }
 }
 
-impl Drop for Redis {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -303,7 +336,7 @@ fn a_redis_dump_imports_at_1_and_4_shards_and_exports_back_identical() {
         st.contains("g1 1-2 alice 1") && st.contains("g1 3-0 bob 1"),
         "{st}"
     );
-    if let Some(redis) = Redis::load(&rdb, "import") {
+    if let Some(redis) = Server::redis_loading(&rdb, "import") {
         assert_eq!(
             *moon,
             redis.contents(),
@@ -336,9 +369,9 @@ fn a_redis_dump_imports_at_1_and_4_shards_and_exports_back_identical() {
     ]);
     assert!(ok, "{out}");
     assert_eq!(moon_contents(&again), *moon);
-    if let Some(redis) = Redis::load(&out_rdb, "export") {
+    if let Some(redis) = Server::redis_loading(&out_rdb, "export") {
         assert_eq!(redis.contents(), *moon, "Redis 7.0 loading Moon's export");
-        let mut con = redis.try_connect().expect("connects");
+        let mut con = redis.connect().expect("connects");
         let libs: Value = redis::cmd("FUNCTION")
             .arg("LIST")
             .query(&mut con)
@@ -602,78 +635,12 @@ fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_wri
     assert_eq!(moon_contents(&dir), ["0 j string v at -1"]);
 }
 
-/// The real `moon-server` on `dir` with `shards` shards, when `cargo test --workspace` built it
-/// beside moon-cli (its own tests need it); `None`, saying so, when it was not built.
-struct MoonProcess {
-    child: Child,
-    port: u16,
-}
-
-impl MoonProcess {
-    fn start(dir: &Path, shards: usize, test: &str) -> Option<MoonProcess> {
-        let bin = Path::new(BIN).with_file_name("moon-server");
-        if !bin.exists() {
-            eprintln!("{test}: {} is not built (cargo test --workspace builds it): the protocol comparison is skipped", bin.display());
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--shards",
-                &shards.to_string(),
-                "--dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moon-server starts");
-        let m = MoonProcess { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while m.connect().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "moon-server answers on the imported directory"
-            );
-            std::thread::yield_now();
-        }
-        Some(m)
-    }
-
-    fn connect(&self) -> Option<redis::Connection> {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .ok()?
-            .get_connection()
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut con).ok()?;
-        Some(con)
-    }
-
-    fn contents(&self) -> Vec<String> {
-        let mut con = self.connect().expect("connects");
-        let mut q = |db: usize, w: &[&str]| redis_query(&mut con, db, w);
-        DBS.iter().flat_map(|&db| contents(&mut q, db)).collect()
-    }
-}
-
-impl Drop for MoonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_server_on_an_imported_directory_answers_as_redis_on_the_same_file() {
     let rdb = fixture("every.rdb");
     let tmp = tempfile::tempdir().expect("temp dir");
     let test = "the_server_on_an_imported_directory_answers_as_redis_on_the_same_file";
-    let redis = Redis::load(&rdb, test);
+    let redis = Server::redis_loading(&rdb, test);
     for shards in [1usize, 4] {
         let dir = tmp.path().join(format!("moon{shards}"));
         let (ok, out) = cli(&[
@@ -685,7 +652,7 @@ fn the_server_on_an_imported_directory_answers_as_redis_on_the_same_file() {
             &shards.to_string(),
         ]);
         assert!(ok, "{out}");
-        let Some(moon) = MoonProcess::start(&dir, shards, test) else {
+        let Some(moon) = Server::moon_on(&dir, shards, test) else {
             return;
         };
         let through_protocol = moon.contents();
