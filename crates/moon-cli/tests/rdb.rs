@@ -21,6 +21,21 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `moon-cli import-rdb FILE --dir DIR --shards N [extra...]`.
+fn import_rdb(file: &Path, dir: &Path, shards: usize, extra: &[&str]) -> (bool, String) {
+    let shards = shards.to_string();
+    let mut args = vec![
+        "import-rdb",
+        path(file),
+        "--dir",
+        path(dir),
+        "--shards",
+        &shards,
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
 fn cli(args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(args)
@@ -297,14 +312,7 @@ fn a_redis_dump_imports_at_1_and_4_shards_and_exports_back_identical() {
     let mut imported = Vec::new();
     for shards in [1, 4] {
         let dir = tmp.path().join(format!("moon{shards}"));
-        let (ok, out) = cli(&[
-            "import-rdb",
-            path(&rdb),
-            "--dir",
-            path(&dir),
-            "--shards",
-            &shards.to_string(),
-        ]);
+        let (ok, out) = import_rdb(&rdb, &dir, shards, &[]);
         assert!(ok, "{out}");
         assert!(out.contains("24 keys"), "{out}");
         assert!(
@@ -359,14 +367,7 @@ fn a_redis_dump_imports_at_1_and_4_shards_and_exports_back_identical() {
         "{out}"
     );
     let again = tmp.path().join("again");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&out_rdb),
-        "--dir",
-        path(&again),
-        "--shards",
-        "2",
-    ]);
+    let (ok, out) = import_rdb(&out_rdb, &again, 2, &[]);
     assert!(ok, "{out}");
     assert_eq!(moon_contents(&again), *moon);
     if let Some(redis) = Server::redis_loading(&out_rdb, "export") {
@@ -398,14 +399,7 @@ fn an_rdb_preamble_aof_directory_imports_with_its_incr() {
     assert_eq!(moon.len(), 25, "the base's 24 keys and the incr's SET");
     assert!(moon.iter().any(|l| l == "0 after:rewrite string yes at -1"));
     let direct = tmp.path().join("direct");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&fixture("every.rdb")),
-        "--dir",
-        path(&direct),
-        "--shards",
-        "3",
-    ]);
+    let (ok, out) = import_rdb(&fixture("every.rdb"), &direct, 3, &[]);
     assert!(ok, "{out}");
     let base_only: Vec<String> = moon
         .into_iter()
@@ -445,14 +439,7 @@ fn a_module_value_stops_the_import_unless_skipped() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let rdb = with_module_key(tmp.path());
     let dir = tmp.path().join("moon");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&rdb),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&rdb, &dir, 1, &[]);
     assert!(!ok);
     assert!(
         out.contains("key \"doc\" in database 5 holds module type ReJSON-RL"),
@@ -464,15 +451,7 @@ fn a_module_value_stops_the_import_unless_skipped() {
         "nothing was committed"
     );
     let dir = tmp.path().join("skipping");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&rdb),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-        "--skip-unsupported",
-    ]);
+    let (ok, out) = import_rdb(&rdb, &dir, 1, &["--skip-unsupported"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("skipped key \"doc\" in database 5: module type ReJSON-RL"),
@@ -488,14 +467,7 @@ fn a_damaged_rdb_is_refused_with_its_offset_and_nothing_is_written() {
     let cut = tmp.path().join("cut.rdb");
     std::fs::write(&cut, &data[..data.len() / 2]).expect("write");
     let dir = tmp.path().join("moon");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&cut),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&cut, &dir, 1, &[]);
     assert!(!ok);
     assert!(out.contains("offset"), "{out}");
     assert!(!moon_manifest::manifest_path(&dir).exists());
@@ -504,14 +476,7 @@ fn a_damaged_rdb_is_refused_with_its_offset_and_nothing_is_written() {
     flipped[n - 3] ^= 1; // inside the checksum
     let bad = tmp.path().join("bad.rdb");
     std::fs::write(&bad, &flipped).expect("write");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&bad),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&bad, &dir, 1, &[]);
     assert!(!ok);
     assert!(out.contains("checksum mismatch"), "{out}");
 }
@@ -581,14 +546,7 @@ fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_wri
     let twice = tmp.path().join("twice.rdb");
     std::fs::write(&twice, rdb_of(&[("k", None), ("k", None)], &[])).expect("write");
     let dir = tmp.path().join("a");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&twice),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&twice, &dir, 1, &[]);
     assert!(!ok);
     assert!(
         out.contains("key \"k\" appears twice in database 0"),
@@ -603,14 +561,7 @@ fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_wri
     )
     .expect("write");
     let dir = tmp.path().join("b");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&broken),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&broken, &dir, 1, &[]);
     assert!(!ok);
     assert!(
         out.contains("a function library does not load in Moon"),
@@ -623,14 +574,7 @@ fn a_key_twice_and_a_library_moon_cannot_load_are_refused_before_anything_is_wri
     let far = tmp.path().join("far.rdb");
     std::fs::write(&far, rdb_of(&[("k", Some(u64::MAX)), ("j", None)], &[])).expect("write");
     let dir = tmp.path().join("c");
-    let (ok, out) = cli(&[
-        "import-rdb",
-        path(&far),
-        "--dir",
-        path(&dir),
-        "--shards",
-        "1",
-    ]);
+    let (ok, out) = import_rdb(&far, &dir, 1, &[]);
     assert!(ok, "{out}");
     assert_eq!(moon_contents(&dir), ["0 j string v at -1"]);
 }
@@ -643,14 +587,7 @@ fn the_server_on_an_imported_directory_answers_as_redis_on_the_same_file() {
     let redis = Server::redis_loading(&rdb, test);
     for shards in [1usize, 4] {
         let dir = tmp.path().join(format!("moon{shards}"));
-        let (ok, out) = cli(&[
-            "import-rdb",
-            path(&rdb),
-            "--dir",
-            path(&dir),
-            "--shards",
-            &shards.to_string(),
-        ]);
+        let (ok, out) = import_rdb(&rdb, &dir, shards, &[]);
         assert!(ok, "{out}");
         let Some(moon) = Server::moon_on(&dir, shards, test) else {
             return;
