@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 use crate::server::{build_release, root};
-use crate::targets::{median, start, wait_pong, Target};
+use crate::targets::{median, start, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,6 +62,15 @@ pub struct Args {
     /// Run only the RDB measurement (`bench_rdb`): redis-server and moon-cli on one dump.
     #[arg(long)]
     only_rdb: bool,
+    /// Run only the recovery measurements (`bench_recovery`): a log, and a rewritten dataset.
+    #[arg(long)]
+    only_recovery: bool,
+    /// Keys of the rewritten dataset the recovery measurement restarts from.
+    #[arg(long, default_value_t = 1_000_000)]
+    recovery_keys: u64,
+    /// Restarts per server in the recovery measurements (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    recovery_rounds: usize,
     /// Keys of the RDB measurement's dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rdb_keys: u64,
@@ -447,6 +456,29 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if args.cpu {
         return cpu_only(&args, &bin, have_redis);
     }
+    if args.only_recovery {
+        let mut targets = vec![Target::Moon(1), Target::Moon(2)];
+        if have_redis {
+            targets.push(Target::Redis);
+        }
+        let work = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target"))
+            .join("bench");
+        std::fs::create_dir_all(&work)?;
+        let mut report = String::new();
+        crate::bench_recovery::recovery_section(
+            &mut report,
+            &targets,
+            &bin,
+            &work,
+            args.recovery_writes,
+            args.recovery_keys,
+            args.recovery_rounds,
+        )?;
+        println!("{report}");
+        return Ok(true);
+    }
     let mut targets = vec![Target::Moon(1), Target::Moon(2)];
     if have_redis {
         targets.push(Target::Redis);
@@ -622,61 +654,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     if !args.throughput_only && !args.only_pubsub && !args.only_memory {
-        let _ = writeln!(
-            report,
-            "\n### Recovery: process start to first PONG, {} writes in the data directory\n",
-            args.recovery_writes
-        );
-        let _ = writeln!(
-            report,
-            "| server | load (writes) | AOF bytes | start → PONG |\n|---|---|---|---|"
-        );
-        for &target in &targets {
-            let dir = target.dir(&work, "recovery");
-            let log = work.join("recovery.log");
-            let (running, addr) = start(target, &bin, Some("everysec"), &dir, &log)?;
-            let status = Command::new("redis-benchmark")
-                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-                .args([
-                    "-c",
-                    "50",
-                    "-n",
-                    &args.recovery_writes.to_string(),
-                    "-P",
-                    "64",
-                    "-r",
-                    "1000000",
-                    "-d",
-                    "32",
-                    "-t",
-                    "set",
-                    "-q",
-                ])
-                .stdout(Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("loading the recovery data failed");
-            }
-            running.stop();
-            let bytes = dir_size(&dir);
-            let started = Instant::now();
-            let (running, addr) = start(target, &bin, Some("everysec"), &dir, &log)?;
-            let t = wait_pong(addr, Duration::from_secs(900))?.max(started.elapsed());
-            running.stop();
-            let _ = std::fs::remove_dir_all(&dir);
-            eprintln!(
-                "recovery {}: {:.2}s for {bytes} bytes",
-                target.label(),
-                t.as_secs_f64()
-            );
-            let _ = writeln!(
-                report,
-                "| {} | {} | {bytes} | {:.2} s |",
-                target.label(),
-                args.recovery_writes,
-                t.as_secs_f64()
-            );
-        }
+        crate::bench_recovery::recovery_section(
+            &mut report,
+            &targets,
+            &bin,
+            &work,
+            args.recovery_writes,
+            args.recovery_keys,
+            args.recovery_rounds,
+        )?;
 
         let _ = writeln!(
             report,
@@ -737,7 +723,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {

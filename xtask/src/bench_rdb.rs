@@ -75,7 +75,7 @@ fn logged_load_secs(dir: &Path) -> Option<f64> {
         .ok()
 }
 
-fn fill(c: &mut redis::Connection, keys: u64) -> anyhow::Result<()> {
+pub(crate) fn fill(c: &mut redis::Connection, keys: u64) -> anyhow::Result<()> {
     let mut p = redis::pipe();
     for i in 0..keys {
         let k = format!("key:{i:010}");

@@ -16,6 +16,7 @@ mod bench_chart;
 mod bench_cpu;
 mod bench_pubsub;
 mod bench_rdb;
+mod bench_recovery;
 mod crash_matrix;
 mod fuzz;
 mod layers;

@@ -111,7 +111,7 @@ impl MappedLog {
 }
 
 /// CRC-32 of the first `len` bytes of `path`, read in bounded chunks.
-fn crc32_prefix(path: &Path, len: u64) -> std::io::Result<u32> {
+pub fn crc32_prefix(path: &Path, len: u64) -> std::io::Result<u32> {
     let mut h = crc32fast::Hasher::new();
     if len == 0 {
         return Ok(h.finalize());

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use moon_manifest::{Manifest, PerShard};
 use moon_store::slot::shard_for_key;
-use moon_store::{Chunk, Store, Value};
+use moon_store::{Store, Value};
 
 /// A progress bar over `total` bytes of `path`, shown only on a terminal and for logs large
 /// enough to take a while (indicatif: a maintained crate that handles terminal width, rate and
@@ -103,28 +103,23 @@ pub(crate) fn write_layout(
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, created);
-        let mut lsn = first_lsn;
-        let (mut bytes, mut crc) = (0u64, crc32fast::Hasher::new());
-        let mut buf = Vec::new();
+        // The server's base: an RDB file of the shard's keys (`moon_shard::base`), standing
+        // for one LSN, which the incr the server starts follows.
+        let counts = moon_shard::base::counts(keys.iter().map(|(db, _, _, at)| (*db, *at)));
+        let mut base = moon_shard::base::BaseWriter::new(counts)?;
         for (db, key, value, at) in keys {
-            // One unit per key: its rewrite form (a SET, or HSET/SADD chunks and PEXPIREAT),
-            // each command after MOON.DB outside database 0; one record, or several continued
-            // ones for a value larger than the record target, as the server's rewrite writes.
-            let cmds = moon_store::in_db(*db, value.rewrite_commands(key, *at, Chunk::REWRITE));
-            buf.clear();
-            lsn += moon_aof::append_unit(lsn, &cmds, moon_aof::record_target(), &mut buf)
+            base.key(*db, key, value, *at)
                 .with_context(|| format!("key {key:?}"))?;
-            crc.update(&buf);
-            bytes += buf.len() as u64;
-            out.write_all(&buf)?;
+            if let Some(chunk) = base.take(1 << 20) {
+                out.write_all(&chunk)?;
+            }
         }
+        let (last, info) = base.finish()?;
+        out.write_all(&last)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        new.max_lsn[i] = lsn - 1;
-        new.bases[i] = Some(moon_manifest::BaseInfo {
-            bytes,
-            crc32: crc.finalize(),
-        });
+        new.max_lsn[i] = first_lsn;
+        new.bases[i] = Some(info);
         // A stray incr of an interrupted earlier run must not be replayed after this base:
         // removed before the directory fsync, so a power cut cannot bring it back.
         let _ = std::fs::remove_file(new.incr_path(dir, i));

@@ -186,35 +186,51 @@ fn resp(cmd: &[&str]) -> Vec<u8> {
 
 /// Every key of a v2 layout, by replaying each shard's files: key -> (value, shard).
 fn read_layout(dir: &Path) -> std::collections::BTreeMap<String, (String, usize)> {
-    let Some(moon_manifest::Manifest::V2(m)) = moon_manifest::peek(dir).unwrap() else {
-        panic!("not v2")
-    };
     let mut out = std::collections::BTreeMap::new();
-    for i in 0..m.shards() {
-        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
-            moon_aof::replay_file(&path, |_, group| {
-                for c in group {
-                    assert_eq!(&c[0][..], b"SET", "{c:?}");
-                    let k = String::from_utf8_lossy(&c[1]).to_string();
-                    if c.len() == 5 {
-                        assert_eq!(&c[3][..], b"PXAT");
-                        out.insert(
-                            format!("{k}#pxat"),
-                            (String::from_utf8_lossy(&c[4]).to_string(), i),
-                        );
-                    }
-                    assert_eq!(
-                        moon_store::slot::shard_for_key(&c[1], m.shards()),
-                        i,
-                        "{k} is in the wrong shard"
-                    );
-                    out.insert(k, (String::from_utf8_lossy(&c[2]).to_string(), i));
-                }
-            })
-            .unwrap();
+    let stores = replay_shards(dir);
+    let shards = stores.len();
+    for (i, store) in stores.iter().enumerate() {
+        let ks = store.keyspace_of(0).unwrap();
+        for (key, entry) in ks.iter() {
+            let k = String::from_utf8_lossy(&key.to_bytes()).to_string();
+            let moon_store::Value::Str(v) = &entry.value else {
+                panic!("{k} is not a string")
+            };
+            assert_eq!(
+                moon_store::slot::shard_for_key(&key.to_bytes(), shards),
+                i,
+                "{k} is in the wrong shard"
+            );
+            if entry.expire_at != 0 {
+                out.insert(format!("{k}#pxat"), (entry.expire_at.to_string(), i));
+            }
+            out.insert(k, (String::from_utf8_lossy(&v.to_bytes()).to_string(), i));
         }
     }
     out
+}
+
+/// Every shard of a v2 layout replayed into a store of its own, as the server's recovery
+/// does (its base, RDB or records, then its incr).
+fn replay_shards(dir: &Path) -> Vec<moon_store::Store> {
+    let Some(moon_manifest::Manifest::V2(m)) = moon_manifest::peek(dir).unwrap() else {
+        panic!("not v2")
+    };
+    (0..m.shards())
+        .map(|i| {
+            let mut store = moon_store::Store::default();
+            let files = moon_shard::recovery::ShardFiles::of(dir, &m, i);
+            moon_shard::recovery::replay_shard(
+                &mut store,
+                &files,
+                &Default::default(),
+                None,
+                false,
+            )
+            .unwrap();
+            store
+        })
+        .collect()
 }
 
 #[test]
@@ -367,24 +383,28 @@ fn migrate_aof_imports_a_redis_rdb_base_and_its_incr() {
     assert_eq!(query(&mut store, &["MGET", "a", "b"]), "*2 $1 1 $1 2 ");
 }
 
-/// The keyspace a v2 layout holds, replayed into a store the way the server recovers it.
+/// The keyspace a v2 layout holds, replayed into a store the way the server recovers it
+/// (every key checked to be in its shard).
 fn replay_layout(dir: &Path) -> moon_store::Store {
-    let Some(moon_manifest::Manifest::V2(m)) = moon_manifest::peek(dir).unwrap() else {
-        panic!("not v2")
-    };
+    let shards = replay_shards(dir);
+    let n = shards.len();
     let mut store = moon_store::Store::default();
-    for i in 0..m.shards() {
-        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
-            moon_aof::replay_file(&path, |_, group| {
-                for c in group {
-                    if c[0] != "MOON.DB" {
-                        let key_shard = moon_store::slot::shard_for_key(&c[1], m.shards());
-                        assert_eq!(key_shard, i, "{c:?} is in the wrong shard");
-                    }
-                    store.execute(&c, moon_store::NO_EXPIRY_CHECK);
-                }
-            })
-            .unwrap();
+    for (i, shard) in shards.into_iter().enumerate() {
+        for db in 0..shard.databases() {
+            let Some(ks) = shard.keyspace_of(db) else {
+                continue;
+            };
+            for (key, entry) in ks.iter() {
+                let key = key.to_bytes();
+                assert_eq!(
+                    moon_store::slot::shard_for_key(&key, n),
+                    i,
+                    "{key:?} is in the wrong shard"
+                );
+                store.in_db(db, |s| {
+                    s.restore_entry(&key, entry.value.clone(), entry.expire_at)
+                });
+            }
         }
     }
     store

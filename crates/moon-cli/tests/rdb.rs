@@ -58,14 +58,9 @@ fn replay(dir: &Path) -> moon_store::Store {
     };
     let mut store = moon_store::Store::default();
     for i in 0..m.shards() {
-        for path in [m.base_path(dir, i), m.incr_path(dir, i)] {
-            moon_aof::replay_file(&path, |_, group| {
-                for c in group {
-                    store.execute(&c, moon_store::NO_EXPIRY_CHECK);
-                }
-            })
+        let files = moon_shard::recovery::ShardFiles::of(dir, &m, i);
+        moon_shard::recovery::replay_shard(&mut store, &files, &Default::default(), None, false)
             .expect("replays");
-        }
     }
     store
 }

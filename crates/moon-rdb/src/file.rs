@@ -68,6 +68,9 @@ pub struct FileReader<'a> {
     /// while they are fresh, and a caller may drop what is behind (a mapped file).
     crc: u64,
     crc_upto: usize,
+    /// The last `RESIZEDB` hint: (database, keys), the keys bounded by what the bytes left
+    /// could hold.
+    size_hint: Option<(u64, u64)>,
 }
 
 impl<'a> FileReader<'a> {
@@ -102,7 +105,14 @@ impl<'a> FileReader<'a> {
             end: None,
             crc: 0,
             crc_upto: 0,
+            size_hint: None,
         })
+    }
+
+    /// How many keys the file says the current database holds (`RESIZEDB`), never more than
+    /// its remaining bytes could (a key takes at least 3): for sizing a table, not trusted.
+    pub fn size_hint(&self) -> Option<(u64, u64)> {
+        self.size_hint
     }
 
     pub fn version(&self) -> u32 {
@@ -161,8 +171,10 @@ impl<'a> FileReader<'a> {
                 }
                 OP_EXPIRETIME_MS => expire_at = Some(self.c.u64_le()?),
                 OP_RESIZEDB => {
+                    let keys = self.c.len()?;
                     self.c.len()?;
-                    self.c.len()?;
+                    let left = (self.data.len() - self.c.pos()) as u64 / 3;
+                    self.size_hint = Some((self.db, keys.min(left)));
                 }
                 OP_SLOT_INFO => {
                     self.c.len()?;
@@ -255,6 +267,7 @@ pub struct FileWriter<W: Write> {
     buf: Vec<u8>,
     crc: u64,
     version: u32,
+    compress: bool,
 }
 
 impl<W: Write> FileWriter<W> {
@@ -265,10 +278,18 @@ impl<W: Write> FileWriter<W> {
             buf: Vec::with_capacity(1 << 16),
             crc: 0,
             version,
+            compress: true,
         };
         w.buf
             .extend_from_slice(format!("REDIS{version:04}").as_bytes());
         w
+    }
+
+    /// Values' strings written without LZF (Redis's `rdbcompression no`): for a file read
+    /// back at disk speed, where decompressing costs more than the bytes saved.
+    pub fn without_compression(mut self) -> FileWriter<W> {
+        self.compress = false;
+        self
     }
 
     fn flush_if_full(&mut self) -> std::io::Result<()> {
@@ -327,14 +348,10 @@ impl<W: Write> FileWriter<W> {
             self.buf.push(OP_EXPIRETIME_MS);
             self.buf.extend_from_slice(&at.to_le_bytes());
         }
-        // The type byte comes before the key: write the value after a placeholder.
-        let type_at = self.buf.len();
-        self.buf.push(0);
-        crate::write::string(&mut self.buf, key);
-        let mut value_bytes = Vec::new();
-        crate::write::object(&mut value_bytes, value);
-        self.buf[type_at] = value_bytes[0];
-        self.buf.extend_from_slice(&value_bytes[1..]);
+        // The type byte comes before the key.
+        self.buf.push(crate::write::type_of(value));
+        crate::write::string_as(&mut self.buf, key, self.compress);
+        crate::write::body(&mut self.buf, value, self.compress);
         self.flush_if_full()
     }
 

@@ -23,6 +23,12 @@ pub(crate) fn len(out: &mut Vec<u8>, n: u64) {
 /// A string as Redis's `rdbSaveRawString`: a small integer's text as the integer, a long
 /// compressible one LZF-compressed (when that saves more than 4 bytes), else raw.
 pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
+    string_as(out, s, true)
+}
+
+/// [`string`], LZF only with `compress` (a file read back at disk speed is better off
+/// without: no compression while writing, no decompression and allocation while loading).
+pub(crate) fn string_as(out: &mut Vec<u8>, s: &[u8], compress: bool) {
     if s.len() <= 11 {
         if let Some(i) = canonical_int(s) {
             if let Ok(v) = i8::try_from(i) {
@@ -39,7 +45,7 @@ pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
             }
         }
     }
-    if s.len() > 20 {
+    if compress && s.len() > 20 {
         if let Ok(c) = lzf::compress(s) {
             if c.len() + 4 < s.len() {
                 out.push(0xc3);
@@ -57,37 +63,51 @@ pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
 /// Writes `obj`'s type byte and encoding; field TTLs are written only when `version` has them
 /// (the caller checks [`needs_version`] first).
 pub(crate) fn object(out: &mut Vec<u8>, obj: &Object) {
+    out.push(type_of(obj));
+    body(out, obj, true);
+}
+
+/// The type byte [`body`] writes the value for.
+pub(crate) fn type_of(obj: &Object) -> u8 {
+    match obj {
+        Object::String(_) => object::STRING,
+        Object::List(_) => object::LIST,
+        Object::Set(_) => object::SET,
+        Object::ZSet(_) => object::ZSET_2,
+        Object::Hash(fields) if fields.iter().any(|f| f.expire_at != 0) => object::HASH_METADATA,
+        Object::Hash(_) => object::HASH,
+        Object::Stream(_) => object::STREAM_LISTPACKS_2,
+    }
+}
+
+/// `obj`'s encoding after its type byte; strings LZF-compressed only with `compress`.
+pub(crate) fn body(out: &mut Vec<u8>, obj: &Object, compress: bool) {
     match obj {
         Object::String(s) => {
-            out.push(object::STRING);
-            string(out, s);
+            string_as(out, s, compress);
         }
         Object::List(items) => {
-            out.push(object::LIST);
             len(out, items.len() as u64);
             for i in items {
-                string(out, i);
+                string_as(out, i, compress);
             }
         }
         Object::Set(items) => {
-            out.push(object::SET);
             len(out, items.len() as u64);
             for i in items {
-                string(out, i);
+                string_as(out, i, compress);
             }
         }
         Object::ZSet(items) => {
-            out.push(object::ZSET_2);
             len(out, items.len() as u64);
             for (m, s) in items {
-                string(out, m);
+                string_as(out, m, compress);
                 out.extend_from_slice(&s.to_le_bytes());
             }
         }
         Object::Hash(fields) if fields.iter().any(|f| f.expire_at != 0) => {
             // Redis 7.4's RDB_TYPE_HASH_METADATA: deadlines relative to the smallest, plus one
             // (0 is "none").
-            out.push(object::HASH_METADATA);
             let min = fields
                 .iter()
                 .filter(|f| f.expire_at != 0)
@@ -105,21 +125,19 @@ pub(crate) fn object(out: &mut Vec<u8>, obj: &Object) {
                         f.expire_at - min + 1
                     },
                 );
-                string(out, &f.field);
-                string(out, &f.value);
+                string_as(out, &f.field, compress);
+                string_as(out, &f.value, compress);
             }
         }
         Object::Hash(fields) => {
-            out.push(object::HASH);
             len(out, fields.len() as u64);
             for f in fields {
-                string(out, &f.field);
-                string(out, &f.value);
+                string_as(out, &f.field, compress);
+                string_as(out, &f.value, compress);
             }
         }
         Object::Stream(s) => {
-            out.push(object::STREAM_LISTPACKS_2);
-            stream(out, s);
+            stream(out, s, compress);
         }
     }
 }
@@ -156,7 +174,7 @@ fn stream_nodes(
     nodes
 }
 
-fn stream(out: &mut Vec<u8>, s: &StreamValue) {
+fn stream(out: &mut Vec<u8>, s: &StreamValue, compress: bool) {
     let nodes = stream_nodes(&s.entries);
     len(out, nodes.len() as u64);
     for node in &nodes {
@@ -197,7 +215,7 @@ fn stream(out: &mut Vec<u8>, s: &StreamValue) {
         }
         string(out, &master.to_be());
         let lp = lp.finish();
-        string(out, &lp);
+        string_as(out, &lp, compress);
     }
     len(out, s.entries.len() as u64);
     len(out, s.last_id.ms);

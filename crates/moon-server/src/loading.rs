@@ -173,7 +173,9 @@ pub fn start(fds: &[RawFd], progress: Progress) -> Loading {
         Some(std::thread::spawn(move || {
             let mut last = Instant::now();
             while !done.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(50));
+                // Woken at once when loading ends (`finish` unparks it): a sleep here would
+                // hold the port's first PONG back by up to its length.
+                std::thread::park_timeout(Duration::from_millis(200));
                 if last.elapsed() >= Duration::from_secs(2) {
                     last = Instant::now();
                     tracing::info!(
@@ -203,6 +205,7 @@ impl Loading {
             let _ = a.join();
         }
         if let Some(l) = self.logger.take() {
+            l.thread().unpark();
             let _ = l.join();
         }
         let conns = self
@@ -220,7 +223,7 @@ impl Loading {
 /// Answers one connection until loading ends (then hands it over) or the client leaves.
 fn answer(mut stream: TcpStream, done: &AtomicBool, progress: &Progress) -> Option<Handoff> {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(5)));
     // A client that never reads is dropped rather than holding the end of loading.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut parser = RequestParser::new(Limits {

@@ -15,6 +15,7 @@
 //! alone — a shard's files checked and replayed into a store, pure file logic — which is all
 //! `moon-cli` takes: the operator's tool never builds glommio.
 
+pub mod base;
 #[cfg(feature = "runtime")]
 mod blocked;
 mod clock;

@@ -120,16 +120,28 @@ pub fn replay_shard(
 ) -> Result<Vec<FileReplay>, RecoveryError> {
     check_files(files)?;
     let incr_after = files.incr_after();
-    let base_bounds = Bounds {
-        after_lsn: 0,
-        stop_lsn,
-    };
-    let (report, skipped) = replay_log(store, &files.base, complete, base_bounds, false)?;
-    check_base(files, &report)?;
-    let mut out = vec![FileReplay {
-        path: files.base.clone(),
-        report,
-        skipped,
+    let mut out = vec![if crate::base::is_rdb(&files.base) {
+        let started = std::time::Instant::now();
+        check_rdb_base(files)?;
+        let loaded =
+            crate::base::load(store, &files.base).map_err(|what| base_error(files, what))?;
+        FileReplay {
+            path: files.base.clone(),
+            report: rdb_report(files, loaded, started)?,
+            skipped: 0,
+        }
+    } else {
+        let base_bounds = Bounds {
+            after_lsn: 0,
+            stop_lsn,
+        };
+        let (report, skipped) = replay_log(store, &files.base, complete, base_bounds, false)?;
+        check_base(files, &report)?;
+        FileReplay {
+            path: files.base.clone(),
+            report,
+            skipped,
+        }
     }];
     let incr_bounds = Bounds {
         after_lsn: incr_after,
@@ -149,9 +161,63 @@ pub fn replay_shard(
 /// recorded (or, without a record, whole and reaching `max_lsn`). Changes nothing.
 pub fn verify_base(files: &ShardFiles) -> Result<ReplayReport, RecoveryError> {
     check_files(files)?;
+    if crate::base::is_rdb(&files.base) {
+        let started = std::time::Instant::now();
+        check_rdb_base(files)?;
+        let loaded = crate::base::verify(&files.base).map_err(|what| base_error(files, what))?;
+        return rdb_report(files, loaded, started);
+    }
     let report = moon_aof::reader::replay_readonly(&files.base, Bounds::default(), |_, _| {})?;
     check_base(files, &report)?;
     Ok(report)
+}
+
+/// A base that cannot be loaded: refused like one that is not the manifest's.
+fn base_error(files: &ShardFiles, what: String) -> RecoveryError {
+    RecoveryError::Base {
+        base: files.base.clone(),
+        what,
+    }
+}
+
+/// An RDB base must be the file the manifest recorded: its length is checked before
+/// ([`check_files`]), its CRC-32 here, before a byte is parsed. (A manifest that recorded
+/// nothing — written by a version before bases were recorded, which never wrote RDB bases —
+/// leaves the file's own CRC64 to tell.)
+fn check_rdb_base(files: &ShardFiles) -> Result<(), RecoveryError> {
+    let Some(info) = files.base_info else {
+        return Ok(());
+    };
+    let crc = moon_aof::reader::crc32_prefix(&files.base, info.bytes)
+        .map_err(|e| base_error(files, format!("cannot be read: {e}")))?;
+    if crc != info.crc32 {
+        return Err(base_error(
+            files,
+            format!(
+                "does not match the manifest: its {} bytes have CRC-32 {crc:08x}, where the manifest recorded {:08x} (a partial or foreign file)",
+                info.bytes, info.crc32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An RDB base as loaded, as the report of a replayed file: one "record" per key, standing
+/// for the LSNs up to `max_lsn`.
+fn rdb_report(
+    files: &ShardFiles,
+    loaded: crate::base::Loaded,
+    started: std::time::Instant,
+) -> Result<ReplayReport, RecoveryError> {
+    Ok(ReplayReport {
+        records: loaded.keys,
+        bytes: loaded.bytes,
+        last_lsn: files.max_lsn,
+        elapsed_ms: started.elapsed().as_millis(),
+        truncated: None,
+        stopped: None,
+        crc32: files.base_info.map_or(0, |i| i.crc32),
+    })
 }
 
 /// The base as replayed must be the one the manifest recorded; without a record, it must be
@@ -224,6 +290,10 @@ pub struct Part {
 /// part whose unit a crash cut short is dropped by replay as a torn tail, so it must not
 /// count here either.
 pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
+    if crate::base::is_rdb(path) {
+        // A snapshot: it holds keys, never a transaction's part.
+        return Ok(Vec::new());
+    }
     // Read through a mapping given back as the scan goes: bounded memory for any log size.
     let mapped = moon_aof::reader::MappedLog::open(path)?;
     let mut parts = Vec::new();

@@ -2,15 +2,14 @@
 //! the same steps and owns the manifest; here is what each step does to this shard's files.
 //!
 //! 1. [`Shard::rewrite_cut`] — under a lock on every shard (so no cross-shard transaction is
-//!    half before and half after the cut): copy the live keyspace and reserve LSNs for the new
-//!    base: one per key, more for a value whose rewrite form could pass the record target
-//!    (`Value::rewrite_bound`). Later records get LSNs above the reserved ones and keep going
-//!    to the current incr file.
-//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy, one
-//!    unit per key (`SET key value [PXAT ms]`, or `HSET`/`SADD` chunks and a `PEXPIREAT`: one
-//!    record, or several continued ones for a value larger than the record target), to the
-//!    next seq's base file — a new file, never one that exists — and fdatasync it. Its length
-//!    and checksum go into the manifest, so recovery refuses any other file under its name.
+//!    half before and half after the cut): copy the live keyspace and reserve one LSN, which
+//!    the new base stands for (the manifest's `max_lsn`). Later records get LSNs above it and
+//!    keep going to the current incr file.
+//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy as an
+//!    RDB file ([`crate::base`]: every key in its typed form, loaded without running a
+//!    command) to the next seq's base file — a new file, never one that exists — and
+//!    fdatasync it. Its length and checksum go into the manifest, so recovery refuses any
+//!    other file under its name.
 //! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
 //!    records written since the cut (LSN above the reserved range) from the current incr to the
 //!    next seq's incr file, fsync it. The old files are still complete and still named by the
@@ -27,22 +26,11 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::OpenOptions;
 
-use moon_manifest::fsio::fsync_parent;
-use moon_manifest::BaseInfo;
-use moon_store::Chunk;
-
 use crate::clock::now_ms;
 use crate::shard::Shard;
 use crate::state::Cut;
-
-/// The LSNs a key's unit may take in a base: what [`moon_aof::append_unit`] can use for its
-/// rewrite form at most.
-fn lsns_for(key: &[u8], value: &moon_store::Value) -> u64 {
-    moon_aof::record::records_bound(
-        value.rewrite_bound(key.len(), Chunk::REWRITE),
-        moon_aof::record_target(),
-    )
-}
+use moon_manifest::fsio::fsync_parent;
+use moon_manifest::BaseInfo;
 
 fn glommio_io(e: glommio::GlommioError<()>) -> std::io::Error {
     match e {
@@ -108,9 +96,8 @@ impl Shard {
             "BGREWRITEAOF cut: {keys} keys copied in {} ms",
             started.elapsed().as_millis()
         );
-        let lsns = snapshot.iter().map(|(_, k, v, _)| lsns_for(k, v)).sum();
         let tail_from = writer.file_len();
-        let (first_lsn, last_lsn) = writer.reserve(lsns);
+        let (first_lsn, last_lsn) = writer.reserve(1);
         *self.rewrite.borrow_mut() = Some(Cut {
             snapshot,
             first_lsn,
@@ -124,12 +111,8 @@ impl Shard {
     /// Step 2: writes the base to `path`, a file that must not exist yet (a rewrite never
     /// reuses a name the manifest on disk may hold). Returns its length and checksum.
     pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<BaseInfo, String> {
-        let (snapshot, first, last) = match self.rewrite.borrow_mut().as_mut() {
-            Some(cut) => (
-                std::mem::take(&mut cut.snapshot),
-                cut.first_lsn,
-                cut.last_lsn,
-            ),
+        let snapshot = match self.rewrite.borrow_mut().as_mut() {
+            Some(cut) => std::mem::take(&mut cut.snapshot),
             None => return Err("no rewrite in progress on this shard".into()),
         };
         let describe = |e: std::io::Error| format!("writing {}: {e}", path.display());
@@ -140,43 +123,26 @@ impl Shard {
             .await
             .map_err(|e| describe(glommio_io(e)))?;
         self.created(&path);
+        let counts = crate::base::counts(snapshot.iter().map(|(db, _, _, at)| (*db, *at)));
+        let mut base = crate::base::BaseWriter::new(counts).map_err(describe)?;
         let mut pos = 0u64;
-        let mut crc = crc32fast::Hasher::new();
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut lsn = first;
-        let target = moon_aof::record_target();
         for (db, key, value, at) in snapshot {
-            let key = key.to_bytes();
-            // One unit per key: a string's SET, or a hash's or set's HSET/SADD chunks and its
-            // PEXPIREAT, replayed together; each command after its MOON.DB outside database 0.
-            let cmds = moon_store::in_db(db, value.rewrite_commands(&key, at, Chunk::REWRITE));
-            let used = moon_aof::append_unit(lsn, &cmds, target, &mut buf)
+            base.key(db, &key.to_bytes(), &value, at)
                 .map_err(|e| format!("key {key:?}: {e}"))?;
-            lsn += used;
-            if lsn - 1 > last {
-                return Err(format!(
-                    "key {key:?} took more LSNs than were reserved for the base (up to {last}); nothing was committed"
-                ));
-            }
-            if buf.len() >= 1 << 20 {
-                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(1 << 20));
-                crc.update(&chunk);
+            // Written a MiB at a time: the shard serves between writes.
+            if let Some(chunk) = base.take(1 << 20) {
                 pos += write_fully(&file, chunk, pos).await.map_err(describe)?;
             }
         }
-        if !buf.is_empty() {
-            crc.update(&buf);
-            pos += write_fully(&file, buf, pos).await.map_err(describe)?;
-        }
+        let (last, info) = base.finish().map_err(describe)?;
+        pos += write_fully(&file, last, pos).await.map_err(describe)?;
+        debug_assert_eq!(pos, info.bytes);
         file.fdatasync()
             .await
             .map_err(|e| describe(glommio_io(e)))?;
         let _ = file.close().await;
         fsync_parent(&path).map_err(describe)?;
-        Ok(BaseInfo {
-            bytes: pos,
-            crc32: crc.finalize(),
-        })
+        Ok(info)
     }
 
     /// Notes a file this rewrite created (an abort deletes it).

@@ -378,18 +378,39 @@ impl Keyspace {
     /// Inserts or replaces `key` with a copy of it. `expire_at` 0 = no expiry. The key is
     /// hashed once, whether it is new or not.
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        self.insert_or_keep(key, value, expire_at, true);
+    }
+
+    /// Inserts `key` only if it is not there (loading a snapshot, where a key twice is
+    /// damage): false, and nothing changed, if it was. One lookup either way.
+    pub fn insert_new(&mut self, key: &[u8], value: Value, expire_at: u64) -> bool {
+        self.insert_or_keep(key, value, expire_at, false)
+    }
+
+    /// Room for `additional` more keys without growing the table as they come (a snapshot
+    /// says how many it holds).
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
+    fn insert_or_keep(&mut self, key: &[u8], value: Value, expire_at: u64, replace: bool) -> bool {
         let fields_due = field_deadline(&value);
-        self.insert_entry(key, value, expire_at);
+        if !self.insert_entry(key, value, expire_at, replace) {
+            return false;
+        }
         if let Some(d) = fields_due {
             if let Some((stored, _)) = self.map.get_key_value(key) {
                 let stored = stored.clone();
                 self.field_deadlines.insert((d, stored));
             }
         }
+        true
     }
 
-    fn insert_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
+    /// False when the key was there and `replace` is off (nothing changed).
+    fn insert_entry(&mut self, key: &[u8], value: Value, expire_at: u64, replace: bool) -> bool {
         match self.map.raw_entry_mut_v1().from_key(key) {
+            RawEntryMut::Occupied(_) if !replace => return false,
             RawEntryMut::Occupied(mut o) => {
                 let entry = o.get_mut();
                 let old = entry.expire_at;
@@ -421,6 +442,7 @@ impl Keyspace {
                 );
             }
         }
+        true
     }
 
     /// Changes the deadline of an existing key. Returns false if the key does not exist.

@@ -456,6 +456,25 @@ impl Store {
         }
     }
 
+    /// Loads one key of a snapshot into database `db`: false, and nothing changed, if the
+    /// key is there already (or `db` is out of range).
+    pub fn load_entry(&mut self, db: usize, key: &[u8], value: Value, expire_at: u64) -> bool {
+        if db == self.db {
+            return self.ks.insert_new(key, value, expire_at);
+        }
+        self.in_db(db, |s| s.ks.insert_new(key, value, expire_at))
+            .unwrap_or(false)
+    }
+
+    /// Room for `additional` more keys in database `db` (a snapshot's size hint).
+    pub fn reserve_keys(&mut self, db: usize, additional: usize) {
+        if db == self.db {
+            self.ks.reserve(additional);
+        } else {
+            self.in_db(db, |s| s.ks.reserve(additional));
+        }
+    }
+
     /// Puts an entry as it is into the selected database (merging replayed keyspaces).
     pub fn restore_entry(&mut self, key: &[u8], value: Value, expire_at: u64) {
         self.ks.insert(key, value, expire_at);

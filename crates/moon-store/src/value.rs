@@ -120,6 +120,16 @@ impl Str {
         }
     }
 
+    /// [`Str::from_bytes`] taking `b` as it is: a long value keeps its buffer (no clone, which
+    /// for a `Bytes` made from a `Vec` allocates a shared header).
+    pub fn from_owned(b: Bytes) -> Str {
+        if b.len() <= INLINE_STR {
+            Str::copy_from(&b)
+        } else {
+            Str::Shared(b)
+        }
+    }
+
     /// The value as a `Bytes` for a reply or a log record: shared when long, copied when short.
     pub fn to_bytes(&self) -> Bytes {
         match self {

@@ -49,7 +49,7 @@ impl Value {
     /// collection, which Redis never writes and never loads as a key.
     pub fn from_rdb(obj: Object, enc: &Encodings) -> Result<Option<Value>, String> {
         Ok(Some(match obj {
-            Object::String(s) => Value::Str(Str::from_bytes(&s)),
+            Object::String(s) => Value::Str(Str::from_owned(s)),
             Object::List(items) => {
                 if items.is_empty() {
                     return Ok(None);

@@ -1,0 +1,518 @@
+//! A shard's base: the snapshot a rewrite (BGREWRITEAOF) or `moon-cli` (migrate-aof,
+//! import-rdb) cuts, which the shard's incr log continues. Written as an RDB file (the name
+//! `moon.aof.<seq>.base.rdb` is SPEC §3's): one key after another in its typed form, so that
+//! recovery builds each value directly instead of running the commands that once built it —
+//! a string is one allocation, a hash one pass over its fields, nothing is parsed as RESP or
+//! dispatched through the command table.
+//!
+//! Why RDB and not a format of Moon's own: `moon-rdb` already reads and writes it for
+//! DUMP/RESTORE and import/export, checked byte for byte against Redis; it holds everything
+//! Moon keeps (databases, key deadlines, hash field deadlines as RDB 12's `HASH_METADATA`,
+//! streams with their groups and pending entries), is versioned (`REDIS0012`) and ends with a
+//! CRC64; and a base can be inspected with Redis's own tools. One mechanism, one format.
+//!
+//! What a base holds, and what it does not: every key of the cut whose deadline had not
+//! passed, with its deadline, in database order. No LSNs: a base stands for the LSNs up to the
+//! manifest's `max_lsn` (the rewrite reserves one), and the incr follows them. No AUX field
+//! is read back for meaning (`moon-ver` and `ctime` are for people).
+//!
+//! Loading ([`load`]) keeps keys whose deadline passed since the cut, as replay does: the incr
+//! logs their expiry where it happened, and until then they were visible to nothing but could
+//! be there for a later record (see `docs/FORMATS.md`, "Exact replay"). A base that is not
+//! what the manifest recorded (length, CRC-32), does not end right after its checksum, or
+//! holds anything Moon cannot build is refused — it was complete and fsynced before the
+//! manifest named it, so any of these means damage outside Moon.
+//!
+//! Bases written before this format (the rewrite form as LSN-framed records) still load: a
+//! file whose first bytes are not `REDIS` is read as records ([`is_rdb`]). A record's first
+//! bytes are its LSN, which would have to be above 3.5 × 10^18 to spell `REDIS`.
+
+use std::io::Write;
+use std::path::Path;
+
+use bytes::Bytes;
+use moon_manifest::BaseInfo;
+use moon_store::{Store, Value};
+
+/// The RDB version bases are written in: the newest `moon-rdb` writes (hash field deadlines
+/// need 12).
+pub const VERSION: u32 = moon_rdb::MAX_VERSION;
+
+/// Whether the base at `path` is an RDB file (else: LSN-framed records, or absent/empty).
+pub fn is_rdb(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 5];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|_| &magic == b"REDIS")
+}
+
+/// What the writer hands out: the bytes `moon-rdb`'s writer produced so far.
+#[derive(Clone, Default)]
+struct Sink(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes a base, key by key, into chunks the caller writes where it likes (the server's
+/// rewrite writes them through glommio between keys, `moon-cli` through a plain file). Keys
+/// must come in database order; each database's key counts are given up front (the loader
+/// sizes its tables from them).
+pub struct BaseWriter {
+    w: moon_rdb::FileWriter<Sink>,
+    sink: Sink,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+    db: Option<usize>,
+    /// (keys, keys with a deadline) per database.
+    counts: Vec<(u64, u64)>,
+}
+
+impl BaseWriter {
+    /// `counts[db]`: how many keys (and how many with a deadline) database `db` will get.
+    pub fn new(counts: Vec<(u64, u64)>) -> std::io::Result<BaseWriter> {
+        let sink = Sink::default();
+        let mut w = moon_rdb::FileWriter::new(sink.clone(), VERSION).without_compression();
+        w.aux(b"moon-ver", env!("CARGO_PKG_VERSION").as_bytes())?;
+        w.aux(b"aof-base", b"1")?;
+        Ok(BaseWriter {
+            w,
+            sink,
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+            db: None,
+            counts,
+        })
+    }
+
+    /// Adds one key (`expire_at`: unix ms, 0 for none).
+    pub fn key(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        value: &Value,
+        expire_at: u64,
+    ) -> std::io::Result<()> {
+        if self.db != Some(db) {
+            if self.db.is_some_and(|d| d > db) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "base keys out of database order",
+                ));
+            }
+            let (keys, expires) = self.counts.get(db).copied().unwrap_or((0, 0));
+            self.w.select_db(db as u64, keys, expires)?;
+            self.db = Some(db);
+        }
+        let at = (expire_at != 0).then_some(expire_at);
+        self.w.key(key, &value.to_rdb(), at)
+    }
+
+    /// The bytes ready to be written, once there are at least `min` of them.
+    pub fn take(&mut self, min: usize) -> Option<Vec<u8>> {
+        let mut held = self.sink.0.borrow_mut();
+        if held.len() < min.max(1) {
+            return None;
+        }
+        let chunk = std::mem::take(&mut *held);
+        self.crc.update(&chunk);
+        self.bytes += chunk.len() as u64;
+        Some(chunk)
+    }
+
+    /// Ends the file (`EOF` and its CRC64): the last bytes to write, and what the manifest
+    /// records of the whole file once they are written.
+    pub fn finish(self) -> std::io::Result<(Vec<u8>, BaseInfo)> {
+        let BaseWriter {
+            w,
+            sink,
+            mut crc,
+            bytes,
+            ..
+        } = self;
+        w.finish()?;
+        let last = std::mem::take(&mut *sink.0.borrow_mut());
+        crc.update(&last);
+        let info = BaseInfo {
+            bytes: bytes + last.len() as u64,
+            crc32: crc.finalize(),
+        };
+        Ok((last, info))
+    }
+}
+
+/// Counts per database of `(db, expire_at)` pairs, for [`BaseWriter::new`].
+pub fn counts(keys: impl Iterator<Item = (usize, u64)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (db, at) in keys {
+        if out.len() <= db {
+            out.resize(db + 1, (0, 0));
+        }
+        out[db].0 += 1;
+        out[db].1 += u64::from(at != 0);
+    }
+    out
+}
+
+/// What loading a base did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// Loads the RDB base at `path` into `store`. `Err` says what is wrong with the file.
+pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
+    let enc = store.encodings();
+    let mut sized = None;
+    visit(path, &enc, |db, key, value, at, hint| {
+        // Sized once per database from the file's hint: no rehashing as keys come.
+        if let Some((hint_db, keys)) = hint.filter(|h| sized != Some(*h)) {
+            sized = Some((hint_db, keys));
+            if let Ok(d) = usize::try_from(hint_db) {
+                store.reserve_keys(d, usize::try_from(keys).unwrap_or(0));
+            }
+        }
+        if store.load_entry(db, &key, value, at) {
+            Ok(())
+        } else {
+            Err(format!(
+                "holds key {:?} twice in database {db}",
+                String::from_utf8_lossy(&key)
+            ))
+        }
+    })
+}
+
+/// Reads the RDB base at `path` as [`load`] does, building each value and dropping it
+/// (`moon-cli check-aof`: the whole file checked in bounded memory). Duplicate keys are not
+/// looked for (that would hold every key).
+pub fn verify(path: &Path) -> Result<Loaded, String> {
+    let enc = moon_store::value::Encodings::default();
+    visit(path, &enc, |_, _, _, _, _| Ok(()))
+}
+
+/// Reads the base at `path` through a mapping given back as the reader goes (bounded memory
+/// for any size), hands every key to `f` built as a value, and checks that the file ends
+/// right after its checksum. (The file's CRC-32 against the manifest is recovery's check,
+/// made before: a foreign file is named as such, not by where its bytes stop parsing.)
+fn visit(
+    path: &Path,
+    enc: &moon_store::value::Encodings,
+    mut f: impl FnMut(usize, Bytes, Value, u64, Option<(u64, u64)>) -> Result<(), String>,
+) -> Result<Loaded, String> {
+    let mapped =
+        moon_aof::reader::MappedLog::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let data = mapped.bytes();
+    let mut r = moon_rdb::FileReader::new(data, false)
+        .map_err(|e| format!("is not a readable RDB file: {e}"))?;
+    let mut loaded = Loaded::default();
+    loop {
+        let item = r
+            .next_item()
+            .map_err(|e| format!("is damaged after {} keys: {e}", loaded.keys))?;
+        mapped.release_before(r.offset() as u64);
+        let Some(item) = item else { break };
+        match item {
+            moon_rdb::Item::Key(k) => {
+                let db = usize::try_from(k.db)
+                    .ok()
+                    .filter(|&d| d < moon_store::MAX_DATABASES)
+                    .ok_or_else(|| format!("names database {}, more than Moon holds", k.db))?;
+                let name = || String::from_utf8_lossy(&k.key).into_owned();
+                let value = match Value::from_rdb(k.value, enc) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return Err(format!("holds key {:?} with an empty value", name())),
+                    Err(why) => {
+                        return Err(format!(
+                            "holds key {:?} that cannot be built: {why}",
+                            name()
+                        ))
+                    }
+                };
+                // A deadline of 0 ms is long passed (0 means none in the keyspace).
+                f(
+                    db,
+                    k.key,
+                    value,
+                    k.expire_at.map_or(0, |at| at.max(1)),
+                    r.size_hint(),
+                )?;
+                loaded.keys += 1;
+            }
+            moon_rdb::Item::Aux(..) | moon_rdb::Item::Db(_) => {}
+            moon_rdb::Item::Function(_) | moon_rdb::Item::Skipped { .. } => {
+                return Err("holds function or module data, which a base never does".into())
+            }
+        }
+    }
+    let end = r.end().unwrap_or(data.len());
+    if end != data.len() {
+        return Err(format!(
+            "has {} bytes after its checksum (offset {end})",
+            data.len() - end
+        ));
+    }
+    loaded.bytes = data.len() as u64;
+    Ok(loaded)
+}
+
+/// A base's bytes, for tests and tools: every key of `store` not expired at `now`.
+pub fn encode(store: &Store, now: u64) -> std::io::Result<(Vec<u8>, BaseInfo)> {
+    let live = |db: usize| {
+        store.keyspace_of(db).into_iter().flat_map(move |ks| {
+            ks.iter()
+                .filter(move |(_, e)| e.expire_at == 0 || e.expire_at > now)
+                .map(move |(k, e)| (db, k.to_bytes(), &e.value, e.expire_at))
+        })
+    };
+    let all: Vec<(usize, Bytes, &Value, u64)> = (0..store.databases()).flat_map(live).collect();
+    let mut w = BaseWriter::new(counts(all.iter().map(|(db, _, _, at)| (*db, *at))))?;
+    let mut out = Vec::new();
+    for (db, key, value, at) in &all {
+        w.key(*db, key, value, *at)?;
+        if let Some(chunk) = w.take(1 << 20) {
+            out.extend(chunk);
+        }
+    }
+    let (last, info) = w.finish()?;
+    out.extend(last);
+    Ok((out, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moon_store::NO_EXPIRY_CHECK;
+
+    /// A fixed clock: deadlines are decades ahead of it or long past, never today's date.
+    const NOW: u64 = 1_700_000_000_000;
+    const FAR: u64 = 4_000_000_000_000;
+
+    fn run(store: &mut Store, db: usize, cmd: &str) {
+        let args: Vec<Bytes> = cmd
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let reply = store
+            .in_db(db, |s| s.execute(&args, NOW))
+            .expect("database in range");
+        assert!(
+            !matches!(
+                reply,
+                moon_proto::Frame::Error(_) | moon_proto::Frame::StaticError(_)
+            ),
+            "{cmd}: {reply:?}"
+        );
+    }
+
+    /// A store holding every type Moon keeps, in three databases, with key and field
+    /// deadlines, a big list, an integer set, a stream with a group, consumers and pending
+    /// entries, and an HLL.
+    fn every_type() -> Store {
+        let mut s = small();
+        let big: Vec<String> = (0..3000).map(|i| format!("e{i}")).collect();
+        run(&mut s, 0, &format!("RPUSH big {}", big.join(" ")));
+        s
+    }
+
+    /// [`every_type`] without its big list (small enough to damage at every offset).
+    fn small() -> Store {
+        let mut s = Store::default();
+        for cmd in [
+            "SET s hello",
+            "SET n 12345",
+            &format!("SET ttl v PXAT {FAR}"),
+            "RPUSH l a b c",
+            "SADD ints 1 2 3",
+            "SADD strs x y",
+            "ZADD z 1.5 a -2 b inf c",
+            "HSET h f1 v1 f2 v2",
+            &format!("HPEXPIREAT h {FAR} FIELDS 1 f1"),
+            "PFADD hll a b c",
+            "XADD st 1-1 f v",
+            "XADD st 2-1 g w",
+            "XGROUP CREATE st grp 0",
+            "XREADGROUP GROUP grp alice COUNT 1 STREAMS st >",
+            "XGROUP CREATECONSUMER st grp bob",
+        ] {
+            run(&mut s, 0, cmd);
+        }
+        run(&mut s, 3, "SET in3 three");
+        run(&mut s, 3, "ZADD z3 1 m");
+        run(&mut s, 9, "HSET h9 a b");
+        s
+    }
+
+    fn write(dir: &Path, store: &Store, now: u64) -> (std::path::PathBuf, BaseInfo) {
+        let (bytes, info) = encode(store, now).expect("encode");
+        assert_eq!(bytes.len() as u64, info.bytes);
+        assert_eq!(crc32fast::hash(&bytes), info.crc32);
+        let path = dir.join("moon.aof.1.base.rdb");
+        std::fs::write(&path, &bytes).expect("write base");
+        (path, info)
+    }
+
+    #[test]
+    fn a_base_loads_back_to_the_same_keyspace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = every_type();
+        let (path, info) = write(dir.path(), &live, NOW);
+        assert!(is_rdb(&path));
+        let mut loaded = Store::default();
+        let got = load(&mut loaded, &path).expect("load");
+        assert_eq!(got.keys, live.canonical_dump().len() as u64);
+        assert_eq!(got.bytes, info.bytes);
+        assert_eq!(loaded.canonical_dump(), live.canonical_dump());
+        assert_eq!(verify(&path).expect("verify"), got);
+    }
+
+    #[test]
+    fn keys_expired_at_the_cut_are_left_out_and_later_deadlines_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut live = Store::default();
+        run(&mut live, 0, &format!("SET soon v PXAT {}", NOW + 10));
+        run(&mut live, 0, &format!("SET later v PXAT {}", NOW + 1000));
+        // Cut after `soon` passed, before `later` did.
+        let (path, _) = write(dir.path(), &live, NOW + 500);
+        let mut loaded = Store::default();
+        load(&mut loaded, &path).expect("load");
+        let keys: Vec<_> = loaded
+            .canonical_dump()
+            .into_iter()
+            .map(|k| (k.1, k.3))
+            .collect();
+        assert_eq!(keys, vec![(Bytes::from_static(b"later"), NOW + 1000)]);
+        // Loaded with its deadline even once it has passed: the incr logs its expiry.
+        assert!(loaded
+            .keyspace_of(0)
+            .and_then(|ks| ks.peek(b"later", NO_EXPIRY_CHECK))
+            .is_some());
+    }
+
+    #[test]
+    fn a_damaged_base_is_refused_wherever_the_damage_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = write(dir.path(), &small(), NOW);
+        let good = std::fs::read(&path).expect("read");
+        // Every byte flipped in turn (past the magic, which decides the format), every cut.
+        for at in 5..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x41;
+            std::fs::write(&path, &bad).expect("write");
+            assert!(
+                load(&mut Store::default(), &path).is_err(),
+                "a flipped byte at {at} loaded"
+            );
+        }
+        for len in 0..good.len() {
+            std::fs::write(&path, &good[..len]).expect("write");
+            assert!(
+                load(&mut Store::default(), &path).is_err(),
+                "cut at {len} loaded"
+            );
+        }
+        let mut longer = good.clone();
+        longer.extend_from_slice(b"\0");
+        std::fs::write(&path, &longer).expect("write");
+        let err = load(&mut Store::default(), &path).expect_err("trailing byte");
+        assert!(err.contains("after its checksum"), "{err}");
+    }
+
+    /// A base written before bases were RDB files (the rewrite form as LSN-framed records)
+    /// still loads, through the same recovery entry point, and its incr follows it.
+    #[test]
+    fn a_records_base_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = every_type();
+        let mut records = Vec::new();
+        let mut lsn = 1;
+        for (db, key, value, at) in live.canonical_dump().iter().map(|(db, k, _, at)| {
+            let ks = live.keyspace_of(*db).expect("db");
+            let e = ks.peek(k, NO_EXPIRY_CHECK).expect("key");
+            (*db, k.clone(), e.value.clone(), *at)
+        }) {
+            let cmds = moon_store::in_db(
+                db,
+                value.rewrite_commands(&key, at, moon_store::Chunk::REWRITE),
+            );
+            lsn += moon_aof::append_unit(lsn, &cmds, moon_aof::record_target(), &mut records)
+                .expect("unit");
+        }
+        let base = dir.path().join("moon.aof.1.base.rdb");
+        std::fs::write(&base, &records).expect("write");
+        assert!(!is_rdb(&base));
+        let incr = dir.path().join("moon.aof.1.incr.aof");
+        let mut tail = Vec::new();
+        let set = vec![vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from_static(b"after"),
+            Bytes::from_static(b"base"),
+        ]];
+        moon_aof::append_unit(lsn, &set, moon_aof::record_target(), &mut tail).expect("unit");
+        std::fs::write(&incr, &tail).expect("write");
+        let files = crate::recovery::ShardFiles {
+            base,
+            incr,
+            max_lsn: lsn - 1,
+            base_info: Some(BaseInfo {
+                bytes: records.len() as u64,
+                crc32: crc32fast::hash(&records),
+            }),
+        };
+        let mut loaded = Store::default();
+        crate::recovery::replay_shard(&mut loaded, &files, &Default::default(), None, false)
+            .expect("replay");
+        let mut expected = live;
+        run(&mut expected, 0, "SET after base");
+        assert_eq!(loaded.canonical_dump(), expected.canonical_dump());
+    }
+
+    /// An RDB base goes through recovery as a records base does: checked against the
+    /// manifest's length and CRC-32, then the incr after it.
+    #[test]
+    fn recovery_checks_an_rdb_base_against_the_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = every_type();
+        let (base, info) = write(dir.path(), &live, NOW);
+        let incr = dir.path().join("moon.aof.1.incr.aof");
+        std::fs::write(&incr, b"").expect("write");
+        let mut files = crate::recovery::ShardFiles {
+            base,
+            incr,
+            max_lsn: 7,
+            base_info: Some(info),
+        };
+        let mut loaded = Store::default();
+        let report =
+            crate::recovery::replay_shard(&mut loaded, &files, &Default::default(), None, false)
+                .expect("replay");
+        assert_eq!(report[0].report.records, live.canonical_dump().len() as u64);
+        assert_eq!(loaded.canonical_dump(), live.canonical_dump());
+        // Another base under the same name (same length, other bytes) is refused.
+        files.base_info = Some(BaseInfo {
+            bytes: info.bytes,
+            crc32: info.crc32 ^ 1,
+        });
+        let err = crate::recovery::replay_shard(
+            &mut Store::default(),
+            &files,
+            &Default::default(),
+            None,
+            false,
+        )
+        .expect_err("foreign base");
+        assert!(
+            err.to_string().contains("does not match the manifest"),
+            "{err}"
+        );
+        assert!(crate::recovery::verify_base(&files).is_err());
+    }
+}
