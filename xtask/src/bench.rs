@@ -723,21 +723,6 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-pub(crate) fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            total += if p.is_dir() {
-                dir_size(&p)
-            } else {
-                e.metadata().map_or(0, |m| m.len())
-            };
-        }
-    }
-    total
-}
-
 /// UTC date and time from `date`, to stamp the report.
 fn chrono_like_now() -> String {
     Command::new("date")

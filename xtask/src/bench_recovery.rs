@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::bench::dir_size;
 use crate::targets::{median, start, wait_pong, Target};
 
 /// Peak resident memory of `pid` so far, in kB.
@@ -55,6 +54,22 @@ fn restart(
         secs: t.as_secs_f64(),
         peak_kb,
     })
+}
+
+/// Bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            total += if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            };
+        }
+    }
+    total
 }
 
 /// Writes `writes` SETs to `target`'s directory (everysec) and stops it.
