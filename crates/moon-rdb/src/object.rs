@@ -7,6 +7,11 @@ use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::packed::{self, Elem};
 
+/// At most this many elements are allocated for up front, whatever a count says: a count is
+/// bounded by the bytes left (one byte an element at least), but an element in memory is 32
+/// bytes, and a crafted payload must not reserve 32 times its size before anything is read.
+const PREALLOC: usize = 1 << 12;
+
 /// A value, whatever encoding the file used for it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
@@ -199,7 +204,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
         STRING => Object::String(b(c.string()?)),
         LIST => {
             let n = c.count(1)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
                 v.push(b(c.string()?));
             }
@@ -207,7 +212,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
         }
         SET => {
             let n = c.count(1)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
                 v.push(b(c.string()?));
             }
@@ -215,7 +220,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
         }
         ZSET | ZSET_2 => {
             let n = c.count(2)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
                 let m = b(c.string()?);
                 let at = c.offset();
@@ -233,7 +238,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
         }
         HASH => {
             let n = c.count(2)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
                 let field = b(c.string()?);
                 let value = b(c.string()?);
@@ -248,7 +253,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
         HASH_METADATA | HASH_METADATA_PRE_GA => {
             let min = if t == HASH_METADATA { c.u64_le()? } else { 0 };
             let n = c.count(3)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
                 let at = c.offset();
                 let ttl = c.len()?;

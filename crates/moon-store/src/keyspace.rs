@@ -389,8 +389,10 @@ impl Keyspace {
 
     /// Room for `additional` more keys without growing the table as they come (a snapshot
     /// says how many it holds).
+    /// A hint: when the memory cannot be had (a crafted file's count), nothing is reserved
+    /// and the table grows as keys come.
     pub fn reserve(&mut self, additional: usize) {
-        self.map.reserve(additional);
+        let _ = self.map.try_reserve(additional);
     }
 
     fn insert_or_keep(&mut self, key: &[u8], value: Value, expire_at: u64, replace: bool) -> bool {

@@ -677,17 +677,23 @@ impl Stream {
             cmd.extend(pairs);
             out.push(cmd);
         }
+        // XSETID refuses a deleted id above its own, but a stream gets there (XSETID without
+        // MAXDELETEDID may set the last id below it): then the deleted id is set first, with
+        // a last id as high, and the last id lowered after (XSETID without MAXDELETEDID keeps
+        // it; the top entry is at or below the last id, so both are accepted).
+        let first_last = self.last_id.max(self.max_deleted);
         out.push(vec![
             b("XSETID"),
             key.clone(),
-            self.last_id.to_bytes(),
+            first_last.to_bytes(),
             b("ENTRIESADDED"),
             Bytes::from(self.entries_added.to_string()),
             b("MAXDELETEDID"),
-            // XSETID refuses a deleted id above its own (XSETID may have set the last id
-            // below it): the lag estimate's bound is then the last id.
-            self.max_deleted.min(self.last_id).to_bytes(),
+            self.max_deleted.to_bytes(),
         ]);
+        if first_last != self.last_id {
+            out.push(vec![b("XSETID"), key.clone(), self.last_id.to_bytes()]);
+        }
         for (name, g) in &self.groups {
             out.push(vec![
                 b("XGROUP"),
