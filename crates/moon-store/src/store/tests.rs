@@ -1138,11 +1138,11 @@ fn restore_refuses_values_moon_could_not_log() {
     // MAXDELETEDID gets there), and Moon's logged forms hold it exactly — the RESTORE as sent,
     // a move or an older base as the two-XSETID rewrite form.
     let p = moon_rdb::encode_dump(&stream);
-    assert_eq!(
-        text(&call(&mut s, T, &[b"RESTORE", b"x", b"0", &p])),
-        "+OK"
-    );
-    let value = s.keyspace_of(0).and_then(|ks| ks.peek(b"x", T)).map(|e| e.value.clone());
+    assert_eq!(text(&call(&mut s, T, &[b"RESTORE", b"x", b"0", &p])), "+OK");
+    let value = s
+        .keyspace_of(0)
+        .and_then(|ks| ks.peek(b"x", T))
+        .map(|e| e.value.clone());
     let value = value.expect("restored");
     let mut rebuilt = Store::default();
     for c in value.rewrite_commands(&Bytes::from("x"), 0, crate::Chunk::REWRITE) {
