@@ -36,8 +36,8 @@ pub use functions::{library_name, FunctionInfo, LibraryInfo};
 pub use host::{AsyncHost, Host, ReplyFuture};
 pub use shebang::{parse_shebang, ScriptFlags};
 pub use watch::{
-    any_busy, busy_on, busy_reply, busy_threshold, kill, set_busy_threshold, stop_for_shutdown,
-    Signals, KILLED_TEXT, SLICE,
+    any_busy, busy_on, busy_reply, busy_threshold, kill, running_script, set_busy_threshold,
+    stop_for_shutdown, RunningScript, Signals, KILLED_TEXT, SLICE,
 };
 
 #[cfg(test)]

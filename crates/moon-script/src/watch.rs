@@ -65,6 +65,36 @@ pub struct Signals {
     /// [`CLEAN`], [`WROTE`] or [`KILLED`]: one atomic, so that a kill and a first write
     /// cannot both win (SCRIPT KILL answers OK only if no write ever runs after it).
     state: AtomicU8,
+    started: Instant,
+    /// The function's name and the command that runs it, for FUNCTION STATS.
+    command: Mutex<Option<(String, Vec<bytes::Bytes>)>>,
+}
+
+/// A busy run as FUNCTION STATS shows it (`running_script`).
+pub struct RunningScript {
+    pub name: String,
+    pub command: Vec<bytes::Bytes>,
+    pub duration_ms: u64,
+}
+
+/// The first busy run, if any (FUNCTION STATS can answer while one is busy).
+pub fn running_script() -> Option<RunningScript> {
+    if !any_busy() {
+        return None;
+    }
+    let runs = board();
+    let run = runs.first()?;
+    let (name, command) = run
+        .command
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default();
+    Some(RunningScript {
+        name,
+        command,
+        duration_ms: run.started.elapsed().as_millis() as u64,
+    })
 }
 
 const CLEAN: u8 = 0;
@@ -96,7 +126,15 @@ impl Signals {
             busy: AtomicBool::new(false),
             waker: Mutex::new(None),
             state: AtomicU8::new(CLEAN),
+            started: Instant::now(),
+            command: Mutex::new(None),
         })
+    }
+
+    /// Names the run for FUNCTION STATS: the function (or `f_<sha1>` for a script) and the
+    /// command that runs it.
+    pub fn describe(&self, name: String, command: &[bytes::Bytes]) {
+        *self.command.lock().unwrap_or_else(|e| e.into_inner()) = Some((name, command.to_vec()));
     }
 
     /// Resolves once the run is busy (for a coordinator that tells the run's shards).

@@ -206,8 +206,23 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
         ))
     } else if eq(sub, "stats") && args.len() == 2 {
         let (libraries, functions) = functions::counts();
+        // A run shows once it is busy (before that nothing else can ask on its shards).
+        let running = match moon_script::running_script() {
+            Some(run) => Frame::Map(vec![
+                (Frame::bulk("name"), Frame::Bulk(Bytes::from(run.name))),
+                (
+                    Frame::bulk("command"),
+                    Frame::Array(run.command.into_iter().map(Frame::Bulk).collect()),
+                ),
+                (
+                    Frame::bulk("duration_ms"),
+                    Frame::Integer(i64::try_from(run.duration_ms).unwrap_or(i64::MAX)),
+                ),
+            ]),
+            None => Frame::Null,
+        };
         Ok(Frame::Map(vec![
-            (Frame::bulk("running_script"), Frame::Null),
+            (Frame::bulk("running_script"), running),
             (
                 Frame::bulk("engines"),
                 Frame::Map(vec![(

@@ -901,11 +901,44 @@ fn busy_scripts_answer_busy_and_can_be_killed() {
             "#!lua name=spin\nredis.register_function('spin', function() while true do end end)",
         ],
     );
+    let stats = |c: &mut redis::Connection| -> redis::Value {
+        redis::cmd("FUNCTION")
+            .arg("STATS")
+            .query(c)
+            .expect("FUNCTION STATS")
+    };
+    let running = |stats: redis::Value| match stats {
+        redis::Value::Array(items) => items[1].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(running(stats(&mut c)), redis::Value::Nil);
     let spinning = in_background(&s, &["FCALL", "spin", "0"]);
     assert_eq!(until_busy(&mut c, &["GET", "k"]), BUSY_FUNCTION);
     assert_eq!(expect_err(&mut c, &["SCRIPT", "KILL"]), BUSY_FUNCTION);
+    // FUNCTION STATS answers while it is busy and names it, as Redis's functions unit checks.
+    let bulk = |t: &str| redis::Value::BulkString(t.as_bytes().to_vec());
+    match running(stats(&mut c)) {
+        redis::Value::Array(fields) => {
+            assert_eq!(fields[..2], [bulk("name"), bulk("spin")]);
+            assert_eq!(
+                fields[2..4],
+                [
+                    bulk("command"),
+                    redis::Value::Array(vec![bulk("FCALL"), bulk("spin"), bulk("0")])
+                ]
+            );
+            assert_eq!(fields[4], bulk("duration_ms"));
+            assert!(
+                matches!(fields[5], redis::Value::Int(ms) if ms >= 20),
+                "{:?}",
+                fields[5]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(cmd::<String>(&mut c, &["FUNCTION", "KILL"]), "OK");
     assert!(spinning.join().expect("thread").is_err());
+    assert_eq!(running(stats(&mut c)), redis::Value::Nil);
     // A long script that ends by itself, pipelined with a command after it: both replies,
     // in order, the command run after the script.
     let mut pipe = redis::pipe();

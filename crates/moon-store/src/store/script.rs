@@ -672,6 +672,7 @@ impl Store {
         let name = String::from_utf8_lossy(&args[1]).into_owned();
         let outer_db = self.db;
         let signals = Signals::new(vec![self.place.0], true);
+        signals.describe(name.clone(), args);
         let may_pause = self.may_pause;
         let result = with_engine(|engine| {
             let mut host = StoreHost {
@@ -706,6 +707,7 @@ impl Store {
         let argv = &args[3 + source.numkeys..];
         let outer_db = self.db;
         let signals = Signals::new(vec![self.place.0], false);
+        signals.describe(format!("f_{}", source.sha), args);
         let may_pause = self.may_pause;
         let result = with_engine(|engine| {
             if let Err(e) = source.compile_in(engine) {
