@@ -28,6 +28,7 @@ use moon_shard::{Waiter, Woken};
 use moon_store::slot::shard_for_key;
 
 use crate::dispatch::Request;
+use crate::session::Reply as _;
 use crate::session::{Blocked, Session};
 use crate::txn::Process;
 
@@ -65,14 +66,14 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut, proc
     let req = match crate::dispatch::parse(args.clone(), session.ctx.shard.count()) {
         Ok(req) => req,
         Err(e) => {
-            e.reply.encode(session.proto, out);
+            e.reply.reply_to(session, out);
             return;
         }
     };
     let form = match moon_store::blocking_form(&args) {
         Ok(f) => f,
         Err(e) => {
-            e.encode(session.proto, out);
+            e.reply_to(session, out);
             return;
         }
     };
@@ -271,7 +272,7 @@ pub async fn woke(
         // However the reply came (served here, or taken from the channel after a wake).
         let reply = ended_read(session, &b, reply).await;
         if !b.silent {
-            reply.encode(session.proto, out);
+            reply.reply_to(session, out);
         }
         finish(session, b).await;
         return true;
@@ -319,7 +320,7 @@ async fn try_or_block(
         let call = match req.into_call(b.db, None) {
             Ok(call) => call,
             Err(req) => {
-                moon_store::reply::unknown_command(&req.args).encode(session.proto, out);
+                moon_store::reply::unknown_command(&req.args).reply_to(session, out);
                 return false;
             }
         };
@@ -352,7 +353,7 @@ async fn try_or_block(
             Frame::Bulk(_) => b.keys.first().map(|(_, k)| k.clone()),
             _ => None,
         };
-        reply.encode(session.proto, out);
+        reply.reply_to(session, out);
         return false;
     }
     if !attempt(session, req, &b.nil, out, process).await {
@@ -388,7 +389,7 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
         TIMED_OUT
     });
     if !b.silent {
-        reply.encode(session.proto, out);
+        reply.reply_to(session, out);
     }
     finish(session, b).await;
 }

@@ -152,6 +152,16 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         Frame::OK
     } else if eq(sub, "resetstat") && args.len() == 2 {
+        // Every shard's counters, as Redis resets its statistics (the reply itself is not
+        // counted: it is not an error).
+        session
+            .ctx
+            .shard
+            .call_all(|s: &moon_shard::Shard| {
+                s.counters.reset();
+                s.store().reset_stats();
+            })
+            .await;
         Frame::OK
     } else if eq(sub, "help") {
         Frame::Array(

@@ -33,6 +33,7 @@ use crate::dispatch::{
     max_record, record_size, too_large_to_log, Parsed, Refused, Request, Target,
 };
 use crate::plan::Plan;
+use crate::session::Reply as _;
 use crate::session::{ClientInfo, ReplyMode, Session, CLIENTS};
 use crate::shared::ShardServer;
 
@@ -342,7 +343,7 @@ async fn serve_from<S>(
         }
         if let Some(e) = &protocol_error {
             tracing::debug!(client = session.info.id, "closing connection: {e}");
-            Frame::Error(format!("ERR {e}")).encode(session.proto, &mut wbuf);
+            session.reply(&Frame::Error(format!("ERR {e}")), &mut wbuf);
         }
         session.info.out.drain_into(&mut wbuf);
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
@@ -626,7 +627,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
                     let f = crate::cross::run(session, spec, &req.args).await;
-                    f.encode(session.proto, out);
+                    f.reply_to(session, out);
                 }
             },
             Target::All(_) if spec.is_write() && shards > 1 && session.tx.is_none() => {
@@ -642,7 +643,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             Target::Server => {
                 plan.flush(session, out).await;
                 let f = crate::keyspace_walk::special(session, spec, &req.args).await;
-                f.encode(session.proto, out);
+                f.reply_to(session, out);
             }
             Target::Connection => {
                 let Some(row) = connection_row else {
@@ -668,12 +669,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     Run::Transaction(TxControl::Watch) => {
                         plan.flush(session, out).await;
                         let f = crate::txn::watch(session, &req.args[1..]).await;
-                        f.encode(session.proto, out);
+                        f.reply_to(session, out);
                     }
                     Run::Transaction(TxControl::Unwatch) => {
                         plan.flush(session, out).await;
                         crate::txn::unwatch_all(session).await;
-                        Frame::OK.encode(session.proto, out);
+                        Frame::OK.reply_to(session, out);
                     }
                     Run::Reset => {
                         plan.flush(session, out).await;
@@ -686,7 +687,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     Run::Barrier(run) => {
                         plan.flush(session, out).await;
                         if let Some(f) = run(session, &req.args).await {
-                            f.encode(session.proto, out);
+                            f.reply_to(session, out);
                         }
                         if session.quit {
                             break;
@@ -703,7 +704,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
 async fn reset(session: &mut Session, out: &mut BytesMut) {
     crate::connection::reset(session).await;
     session.info.out.drain_into(out);
-    Frame::Simple("RESET").encode(session.proto, out);
+    Frame::Simple("RESET").reply_to(session, out);
 }
 
 fn is_client_reply(p: &Parsed) -> bool {

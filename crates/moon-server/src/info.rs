@@ -29,6 +29,9 @@ pub(crate) struct ShardInfo {
     aof: Option<AofStatus>,
     /// Clients closed for passing their output buffer limit.
     output_limit_closed: u64,
+    error_replies: u64,
+    /// Error replies by code (errorstats).
+    errors: std::collections::BTreeMap<String, u64>,
 }
 
 /// The process's CPU time (user, system) in seconds, from getrusage.
@@ -92,6 +95,8 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 output: c.net_output_bytes.get(),
                 aof: s.aof().map(|w| w.status()),
                 output_limit_closed: crate::pubsub::disconnections(),
+                error_replies: c.error_replies.get(),
+                errors: c.errors.borrow().clone(),
             }
         })
         .await;
@@ -111,6 +116,10 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.input += s.input;
         t.output += s.output;
         t.output_limit_closed += s.output_limit_closed;
+        t.error_replies += s.error_replies;
+        for (code, n) in &s.errors {
+            *t.errors.entry(code.clone()).or_default() += n;
+        }
     }
     let shared = &session.ctx.shared;
     let config = shared.config();
@@ -175,9 +184,16 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\r\n",
-            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
         );
+    }
+    if want("errorstats") {
+        out.push_str("# Errorstats\r\n");
+        for (code, n) in &t.errors {
+            let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+        }
+        out.push_str("\r\n");
     }
     if want("replication") {
         out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");

@@ -10,6 +10,7 @@ use moon_store::command::Merge;
 use moon_store::slot::shard_for_key;
 use moon_store::Call;
 
+use crate::session::Reply as _;
 use crate::session::Session;
 
 /// Where the reply of one request comes from.
@@ -230,7 +231,7 @@ impl Plan {
                     merge_replies(frames, merge, &key_parts)
                 }
             };
-            frame.encode(session.proto, out);
+            frame.reply_to(session, out);
         }
         session.held_publications.extend(holding);
     }

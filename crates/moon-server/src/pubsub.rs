@@ -28,6 +28,7 @@ use moon_store::glob::glob_match;
 use moon_store::reply;
 
 use crate::config::OutputLimit;
+use crate::session::Reply as _;
 use crate::session::{ClientInfo, Kind, Publication, Session, Subscriptions};
 
 type Subscribers = BTreeMap<u64, Rc<ClientInfo>>;
@@ -533,7 +534,7 @@ pub async fn subscription(
     session.info.out.drain_into(out);
     for f in replies {
         if session.reply == crate::session::ReplyMode::On {
-            f.encode(session.proto, out);
+            f.reply_to(session, out);
         } else {
             session.info.out.push(&f, session.proto);
         }

@@ -148,6 +148,14 @@ pub enum ReplyMode {
 }
 
 impl Session {
+    /// Writes a reply for the client, counting its errors (INFO `total_error_replies` and
+    /// errorstats; an EXEC's or a merged reply's inner errors each count, as in Redis). Every
+    /// reply goes through here.
+    pub fn reply(&self, frame: &Frame, out: &mut BytesMut) {
+        count_errors(frame, &self.ctx.shard.counters);
+        frame.encode(self.proto, out);
+    }
+
     /// After a (un)subscribe: CLIENT LIST's counts.
     pub fn note_subscriptions(&self) {
         self.info.sub_counts.set((
@@ -430,4 +438,40 @@ pub struct Blocked {
     /// CLIENT REPLY OFF or SKIP was on when it blocked: its reply is dropped (as Redis drops
     /// it; review finding).
     pub(crate) silent: bool,
+}
+
+/// `frame.reply_to(session, out)`: [`Session::reply`] in the order a reply is written.
+pub trait Reply {
+    fn reply_to(&self, session: &Session, out: &mut BytesMut);
+}
+
+impl Reply for Frame {
+    fn reply_to(&self, session: &Session, out: &mut BytesMut) {
+        session.reply(self, out);
+    }
+}
+
+/// Counts the error replies in `frame` by code (the text's first word, as Redis's errorstats).
+fn count_errors(frame: &Frame, counters: &moon_shard::ShardCounters) {
+    match frame {
+        Frame::Error(text) => counters.error_reply(error_code(text)),
+        Frame::StaticError(text) => counters.error_reply(error_code(text)),
+        Frame::Array(items) | Frame::Set(items) => {
+            for f in items {
+                count_errors(f, counters);
+            }
+        }
+        Frame::Map(pairs) | Frame::Pairs(pairs) | Frame::KeyedReplies(pairs) => {
+            for (k, v) in pairs {
+                count_errors(k, counters);
+                count_errors(v, counters);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An error reply's code: its first word (`ERR`, `WRONGTYPE`, `NOSCRIPT`...).
+fn error_code(text: &str) -> &str {
+    text.split(' ').next().unwrap_or(text)
 }

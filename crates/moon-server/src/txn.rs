@@ -16,6 +16,7 @@ use moon_store::slot::shard_for_key;
 use moon_store::WatchToken;
 
 use crate::dispatch::{max_record, record_size, too_large_to_log, Parsed, Request, Target};
+use crate::session::Reply as _;
 use crate::session::Session;
 
 /// WATCH: remembers what each key looks like now, on its shard.
@@ -68,7 +69,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
     if std::mem::take(&mut session.multi.failed) {
         unwatch_all(session).await;
         Frame::StaticError("EXECABORT Transaction discarded because of previous errors.")
-            .encode(session.proto, out);
+            .reply_to(session, out);
         return;
     }
     let size = record_size(queued.iter());
@@ -78,7 +79,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
             "EXECABORT Transaction discarded because its effects would take {size} bytes in one AOF record, more than {}",
             max_record()
         ))
-        .encode(session.proto, out);
+        .reply_to(session, out);
         return;
     }
     // ACL rules may have changed since the commands were queued: checked again, as Redis
@@ -91,7 +92,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
             let _ = crate::acl_cmd::deny(session, why, &object);
             unwatch_all(session).await;
             Frame::StaticError("NOPERM ACLs rules changed between the moment the transaction was accumulated and its execution")
-                .encode(session.proto, out);
+                .reply_to(session, out);
             return;
         }
     }
@@ -173,7 +174,7 @@ pub async fn run(
                 .unwrap_or(false);
             if !room {
                 unwatch(session, watches).await;
-                oom().encode(session.proto, out);
+                oom().reply_to(session, out);
                 return;
             }
         }
@@ -192,7 +193,7 @@ pub async fn run(
             Some(frames) if wrap => Frame::Array(frames),
             Some(mut frames) => frames.pop().unwrap_or(Frame::Null),
         };
-        frame.encode(session.proto, out);
+        frame.reply_to(session, out);
         return;
     }
 
@@ -325,10 +326,10 @@ pub async fn run(
         inner = deliver_held(session, held, inner).await;
     }
     if !intact {
-        Frame::NullArray.encode(session.proto, out);
+        Frame::NullArray.reply_to(session, out);
     } else if out_of_memory {
         if wrap || count == 1 {
-            oom().encode(session.proto, out);
+            oom().reply_to(session, out);
         } else {
             // A pipeline run as one implicit transaction: each command on its own instead —
             // reads and deletions keep working, writes get their own OOM.
@@ -342,9 +343,9 @@ pub async fn run(
                 "EXECABORT Transaction discarded because its effects could take {size} bytes in one AOF record, more than {}",
                 max_record()
             ))
-            .encode(session.proto, out);
+            .reply_to(session, out);
         } else if count == 1 {
-            too_large_to_log(size).encode(session.proto, out);
+            too_large_to_log(size).reply_to(session, out);
         } else {
             for c in refused {
                 process(session, vec![c], out).await;
@@ -353,11 +354,11 @@ pub async fn run(
     } else if let Some(cause) = failing {
         let error = Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"));
         if wrap || count == 1 {
-            error.encode(session.proto, out);
+            error.reply_to(session, out);
         } else if refused.is_empty() {
             // It ran, and what its reads saw could not be made safe: one error per request.
             for _ in 0..count {
-                error.encode(session.proto, out);
+                error.reply_to(session, out);
             }
         } else {
             // A pipeline run as one implicit transaction: run its commands one by one
@@ -402,7 +403,7 @@ async fn run_split(
     match req.into_call(session.db, None) {
         Ok(call) => plan.split(call, step, merge),
         Err(req) => {
-            moon_store::reply::unknown_command(&req.args).encode(session.proto, out);
+            moon_store::reply::unknown_command(&req.args).reply_to(session, out);
             return;
         }
     }
@@ -442,7 +443,7 @@ async fn run_split(
             }
             _ => Frame::StaticError(moon_shard::SHARD_GONE),
         };
-        reply.encode(session.proto, out);
+        reply.reply_to(session, out);
         return;
     };
     // The others run at the time the last shard ran at (see `tx_lock_exec_commit`).
@@ -465,7 +466,7 @@ async fn run_split(
         commits.into_iter().find_map(Result::err)
     {
         Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-            .encode(session.proto, out);
+            .reply_to(session, out);
         return;
     }
     plan.encode_replies(session, replies, &[], None, out);

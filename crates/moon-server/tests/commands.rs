@@ -954,3 +954,91 @@ fn debug_sleep_needs_enable_debug_command() {
     let help: Vec<String> = redis::cmd("DEBUG").arg("HELP").query(&mut con).unwrap();
     assert!(help.iter().any(|l| l.starts_with("SLEEP")), "{help:?}");
 }
+
+/// The lines of one INFO section as (field, value).
+fn info_section(con: &mut redis::Connection, section: &str) -> Vec<(String, String)> {
+    let info: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    info.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn total_errors(con: &mut redis::Connection) -> u64 {
+    info_section(con, "stats")
+        .into_iter()
+        .find(|(k, _)| k == "total_error_replies")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("total_error_replies")
+}
+
+/// Issue 29: every error reply is counted, by code, whichever shard's connection sent it and
+/// wherever it came from — a command, an error inside EXEC's array, a part of a command split
+/// across shards, an unknown command — and CONFIG RESETSTAT clears the counts on every shard.
+#[test]
+fn error_replies_are_counted_by_code_and_reset() {
+    let s = MoonServer::start(2, &[]);
+    let mut a = s.client();
+    let mut b = s.client();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut a).unwrap();
+    assert_eq!(total_errors(&mut a), 0);
+    assert_eq!(info_section(&mut a, "errorstats"), vec![]);
+    let _: () = a.set("str", "x").unwrap();
+    // WRONGTYPE on one connection, unknown command and arity errors on another.
+    assert!(redis::cmd("LPUSH")
+        .arg("str")
+        .arg("v")
+        .query::<i64>(&mut a)
+        .is_err());
+    assert!(redis::cmd("NOSUCHCMD").query::<()>(&mut b).is_err());
+    assert!(redis::cmd("GET").query::<()>(&mut b).is_err());
+    // Two errors inside one EXEC, each counted; EXEC's own reply is not an error.
+    // (Over a plain socket: the client library turns an EXEC holding errors into an error.)
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+        raw.write_all(b"MULTI\r\nINCR str\r\nSET k v\r\nLPOP str\r\nEXEC\r\n")
+            .unwrap();
+        let expected = "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n-ERR value is not an integer or out of range\r\n+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while got.len() < expected.len() {
+            let n = raw.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+    }
+    // A command split across shards whose parts fail: one error reply.
+    let _: () = a.set("{x}s", "y").unwrap();
+    assert!(redis::cmd("MGET")
+        .arg("str")
+        .arg("{x}s")
+        .query::<Vec<String>>(&mut a)
+        .is_ok());
+    assert!(redis::cmd("SINTER")
+        .arg("str")
+        .arg("{x}s")
+        .query::<Vec<String>>(&mut a)
+        .is_err());
+    let stats = info_section(&mut b, "errorstats");
+    assert_eq!(
+        stats,
+        vec![
+            ("errorstat_ERR".to_string(), "count=3".to_string()),
+            ("errorstat_WRONGTYPE".to_string(), "count=3".to_string()),
+        ],
+        "LPUSH, LPOP and SINTER are WRONGTYPE; the unknown command, GET's arity and INCR are ERR"
+    );
+    assert_eq!(total_errors(&mut b), 6);
+    // The default INFO has the section too, as Redis's does.
+    let all: String = redis::cmd("INFO").query(&mut b).unwrap();
+    assert!(
+        all.contains("# Errorstats\r\nerrorstat_ERR:count=3\r\n"),
+        "{all}"
+    );
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut b).unwrap();
+    assert_eq!(total_errors(&mut a), 0);
+    assert_eq!(info_section(&mut a, "errorstats"), vec![]);
+}

@@ -115,11 +115,46 @@ pub struct ShardCounters {
     pub cross_shard_batches: Cell<u64>,
     /// Keyspace events dropped because delivery fell too far behind.
     pub dropped_events: Cell<u64>,
+    /// Error replies sent to this shard's connections (`total_error_replies`).
+    pub error_replies: Cell<u64>,
+    /// The same by error code (the reply's first word), for INFO errorstats: at most
+    /// [`ShardCounters::ERROR_CODES`] codes, as Redis bounds them.
+    pub errors: RefCell<std::collections::BTreeMap<String, u64>>,
 }
 
 impl ShardCounters {
+    /// Distinct error codes kept for INFO errorstats (Redis's `ERRORSTATS_LIMIT`): past it a
+    /// new code is counted in `total_error_replies` only.
+    pub const ERROR_CODES: usize = 128;
+
     pub fn add(cell: &Cell<u64>, n: u64) {
         cell.set(cell.get().wrapping_add(n));
+    }
+
+    /// One error reply whose text starts with `code`.
+    pub fn error_reply(&self, code: &str) {
+        Self::add(&self.error_replies, 1);
+        let mut errors = self.errors.borrow_mut();
+        if let Some(n) = errors.get_mut(code) {
+            *n += 1;
+        } else if errors.len() < Self::ERROR_CODES {
+            errors.insert(code.to_string(), 1);
+        }
+    }
+
+    /// CONFIG RESETSTAT: the counters Redis resets (not the connected clients).
+    pub fn reset(&self) {
+        for c in [
+            &self.commands_processed,
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.error_replies,
+        ] {
+            c.set(0);
+        }
+        self.errors.borrow_mut().clear();
     }
 }
 

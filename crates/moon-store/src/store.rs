@@ -524,6 +524,18 @@ impl Store {
         }
     }
 
+    /// CONFIG RESETSTAT: hits, misses, expired and evicted keys back to 0.
+    pub fn reset_stats(&mut self) {
+        self.hits = 0;
+        self.misses = 0;
+        self.ks.expired_keys = 0;
+        self.ks.evicted_keys = 0;
+        for ks in &mut self.dbs {
+            ks.expired_keys = 0;
+            ks.evicted_keys = 0;
+        }
+    }
+
     /// Every database's entries as sorted (database, key, canonical value, deadline), expired
     /// but present ones included: what the replay checkers compare.
     pub fn canonical_dump(&self) -> Vec<(usize, Bytes, String, u64)> {
