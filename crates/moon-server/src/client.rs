@@ -92,6 +92,8 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             return err(reply::SYNTAX);
         };
         Frame::OK
+    } else if eq(sub, "kill") && args.len() >= 3 {
+        kill(session, args).await
     } else if eq(sub, "unblock") && (args.len() == 3 || args.len() == 4) {
         let Some(id) = moon_store::args::parse_i64(&args[2]) else {
             return err(reply::NOT_INTEGER);
@@ -130,6 +132,9 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
                 "GETNAME",
                 "SETNAME <name>",
                 "SETINFO <option> <value>",
+                "KILL <ip:port>",
+                "KILL <option> <value> [<option> <value> [...]]",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR]",
             ]
             .iter()
             .map(|s| Frame::Simple(s))
@@ -137,5 +142,133 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
         )
     } else {
         reply::unknown_subcommand(sub, "client")
+    }
+}
+
+/// Which clients CLIENT KILL closes (every given filter must match).
+#[derive(Clone, Default)]
+struct KillFilter {
+    id: Option<u64>,
+    addr: Option<String>,
+    laddr: Option<String>,
+    user: Option<String>,
+    /// `Some(true)`: pub/sub clients only, `Some(false)`: normal ones only; `None` with
+    /// `no_type_matches`: TYPE master/replica (Moon has no replication connections yet).
+    pubsub: Option<bool>,
+    no_type_matches: bool,
+    max_age: Option<u64>,
+    /// The client asking, unless SKIPME no (or the old form) lets it close itself.
+    skip: Option<u64>,
+}
+
+impl KillFilter {
+    fn matches(&self, c: &crate::session::ClientInfo) -> bool {
+        let subscribed = c.sub_counts.get() != (0, 0, 0);
+        !self.no_type_matches
+            && self.skip != Some(c.id)
+            && self.id.is_none_or(|id| id == c.id)
+            && self.addr.as_ref().is_none_or(|a| *a == c.addr)
+            && self.laddr.as_ref().is_none_or(|a| *a == c.laddr)
+            && self.user.as_ref().is_none_or(|u| *u == *c.user.borrow())
+            && self.pubsub.is_none_or(|p| p == subscribed)
+            && self
+                .max_age
+                .is_none_or(|age| c.created.elapsed().as_secs() > age)
+    }
+}
+
+/// CLIENT KILL `<ip:port>` (OK, or an error when no client has that address; it may close
+/// the caller itself) or CLIENT KILL with filters (ID, ADDR, LADDR, USER, TYPE, SKIPME,
+/// MAXAGE; the number closed). Matching clients are closed on every shard; the caller, when
+/// it matches, after this reply.
+async fn kill(session: &mut Session, args: &[Bytes]) -> Frame {
+    let me = session.info.id;
+    let old_form = args.len() == 3;
+    let mut f = KillFilter::default();
+    if old_form {
+        f.addr = Some(text(&args[2]));
+    } else {
+        f.skip = Some(me);
+        let mut i = 2;
+        while i < args.len() {
+            let Some(value) = args.get(i + 1) else {
+                return err(reply::SYNTAX);
+            };
+            let opt = &args[i];
+            if eq(opt, "id") {
+                match moon_store::args::parse_i64(value).filter(|&n| n >= 1) {
+                    Some(n) => f.id = Some(n as u64),
+                    None => return err("ERR client-id should be greater than 0"),
+                }
+            } else if eq(opt, "type") {
+                if eq(value, "normal") {
+                    f.pubsub = Some(false);
+                } else if eq(value, "pubsub") {
+                    f.pubsub = Some(true);
+                } else if eq(value, "master") || eq(value, "slave") || eq(value, "replica") {
+                    f.no_type_matches = true;
+                } else {
+                    return Frame::Error(format!("ERR Unknown client type '{}'", text(value)));
+                }
+            } else if eq(opt, "addr") {
+                f.addr = Some(text(value));
+            } else if eq(opt, "laddr") {
+                f.laddr = Some(text(value));
+            } else if eq(opt, "user") {
+                let name = text(value);
+                if session.ctx.shared.user(&name).is_none() {
+                    return Frame::Error(format!("ERR No such user '{name}'"));
+                }
+                f.user = Some(name);
+            } else if eq(opt, "skipme") {
+                if eq(value, "yes") {
+                    f.skip = Some(me);
+                } else if eq(value, "no") {
+                    f.skip = None;
+                } else {
+                    return err(reply::SYNTAX);
+                }
+            } else if eq(opt, "maxage") {
+                match moon_store::args::parse_i64(value).filter(|&n| n >= 0) {
+                    Some(n) => f.max_age = Some(n as u64),
+                    None => return err(reply::NOT_INTEGER),
+                }
+            } else {
+                return err(reply::SYNTAX);
+            }
+            i += 2;
+        }
+    }
+    let closes_me = f.matches(&session.info);
+    let filter = f.clone();
+    let per_shard = session
+        .ctx
+        .shard
+        .call_all(move |_s: &Shard| {
+            CLIENTS.with(|c| {
+                let mut n = 0i64;
+                for info in c.borrow().values() {
+                    if info.id != me && filter.matches(info) {
+                        info.out.close();
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .await;
+    let killed = per_shard.into_iter().flatten().sum::<i64>() + i64::from(closes_me);
+    if closes_me {
+        // Closed once this reply is written, as Redis's CLOSE_AFTER_REPLY.
+        session.quit = true;
+    }
+    if old_form {
+        if killed == 0 {
+            err("ERR No such client")
+        } else {
+            Frame::OK
+        }
+    } else {
+        Frame::Integer(killed)
     }
 }

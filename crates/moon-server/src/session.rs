@@ -332,6 +332,13 @@ impl Outbox {
         .await
     }
 
+    /// CLIENT KILL: the connection closes (without writing anything more) once its task sees
+    /// it, also from a blocking wait.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.kick();
+    }
+
     pub fn is_closing(&self) -> bool {
         self.closing.get()
     }

@@ -1042,3 +1042,162 @@ fn error_replies_are_counted_by_code_and_reset() {
     assert_eq!(total_errors(&mut a), 0);
     assert_eq!(info_section(&mut a, "errorstats"), vec![]);
 }
+
+fn client_id(con: &mut redis::Connection) -> i64 {
+    redis::cmd("CLIENT").arg("ID").query(con).unwrap()
+}
+
+/// Whether CLIENT LIST still shows the client `id`.
+fn listed(con: &mut redis::Connection, id: i64) -> bool {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines().any(|l| l.starts_with(&format!("id={id} ")))
+}
+
+/// Issue 29: CLIENT KILL, old form and every filter Redis 7 has (and 7.4's MAXAGE), closes
+/// matching clients on every shard — idle, subscribed, blocked in BLPOP — with Redis's
+/// replies and errors; the caller is spared unless SKIPME no, then closed after its reply.
+#[test]
+fn client_kill_closes_matching_clients_on_every_shard() {
+    let s = MoonServer::start(2, &[]);
+    let mut a = s.client();
+    // Several connections, spread over both shards by the server.
+    let mut idle: Vec<redis::Connection> = (0..4).map(|_| s.client()).collect();
+    let idle_ids: Vec<i64> = idle.iter_mut().map(client_id).collect();
+    let mut sub = s.client();
+    let sub_id = client_id(&mut sub);
+    let _: () = redis::cmd("SUBSCRIBE").arg("ch").query(&mut sub).unwrap();
+    let mut blocked = s.client();
+    let blocked_id = client_id(&mut blocked);
+    let waiter = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg("nothing")
+            .arg(0)
+            .query::<redis::Value>(&mut blocked)
+    });
+    assert!(eventually(Duration::from_secs(10), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut a).unwrap();
+        list.lines()
+            .any(|l| l.starts_with(&format!("id={blocked_id} ")) && l.contains("flags=b"))
+    }));
+
+    // Errors, in Redis's words; nothing is closed by them.
+    assert_eq!(
+        expect_err(&mut a, &["CLIENT", "KILL", "TYPE", "bogus"]),
+        "ERR Unknown client type 'bogus'"
+    );
+    assert_eq!(
+        expect_err(&mut a, &["CLIENT", "KILL", "USER", "nobody"]),
+        "ERR No such user 'nobody'"
+    );
+    assert_eq!(
+        expect_err(&mut a, &["CLIENT", "KILL", "ID", "0"]),
+        "ERR client-id should be greater than 0"
+    );
+    assert_eq!(
+        expect_err(&mut a, &["CLIENT", "KILL", "ID", "1", "SKIPME"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        expect_err(&mut a, &["CLIENT", "KILL", "127.0.0.1:1"]),
+        "ERR No such client"
+    );
+
+    // By id: one idle client, and the blocked one (its BLPOP ends with the connection).
+    let by_id: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(idle_ids[0])
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(by_id, 1);
+    let killed_blocked: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(blocked_id)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(killed_blocked, 1);
+    assert!(
+        waiter.join().unwrap().is_err(),
+        "the blocked client was closed"
+    );
+    assert!(eventually(Duration::from_secs(10), || !listed(
+        &mut a,
+        idle_ids[0]
+    ) && !listed(
+        &mut a, blocked_id
+    )));
+    assert!(redis::cmd("PING").query::<String>(&mut idle[0]).is_err());
+    // The old form, by address.
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query(&mut idle[1])
+        .unwrap();
+    let addr = info
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .unwrap()
+        .to_string();
+    let ok: String = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg(&addr)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert!(eventually(Duration::from_secs(10), || !listed(
+        &mut a,
+        idle_ids[1]
+    )));
+    // TYPE pubsub takes the subscriber only.
+    let pubsub: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(pubsub, 1);
+    assert!(eventually(Duration::from_secs(10), || !listed(
+        &mut a, sub_id
+    )));
+    // MAXAGE far in the future matches nobody; TYPE master nobody either.
+    for filter in [["MAXAGE", "1000000"], ["TYPE", "master"]] {
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg(&filter[..])
+            .query(&mut a)
+            .unwrap();
+        assert_eq!(n, 0, "{filter:?}");
+    }
+    // TYPE normal spares the caller (SKIPME yes by default): the two idle clients left.
+    let normal: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(normal, 2);
+    assert!(eventually(Duration::from_secs(10), || !listed(
+        &mut a,
+        idle_ids[2]
+    ) && !listed(
+        &mut a,
+        idle_ids[3]
+    )));
+    assert_eq!(redis::cmd("PING").query::<String>(&mut a).unwrap(), "PONG");
+    // SKIPME no: the caller gets its reply, then its connection closes.
+    let me = client_id(&mut a);
+    let mine: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(me)
+        .arg("SKIPME")
+        .arg("no")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(mine, 1);
+    assert!(redis::cmd("PING").query::<String>(&mut a).is_err());
+    let mut other = s.client();
+    assert!(eventually(Duration::from_secs(10), || !listed(
+        &mut other, me
+    )));
+}
