@@ -535,6 +535,65 @@ impl Config {
         self::key(key).map(|row| (row.get)(self))
     }
 
+    /// CONFIG REWRITE: `text` (the config file) with every key's current value, as Redis
+    /// rewrites redis.conf: a key the file sets is updated where it stands (under whichever
+    /// of its names it uses, keeping its comments and, where the value allows, its TOML type),
+    /// a key the file does not set is appended only if its value is not the default. Comments,
+    /// order and formatting are kept.
+    pub fn rewrite_toml(&self, text: &str) -> Result<String, String> {
+        let mut doc: toml_edit::DocumentMut = text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| format!("the config file is not valid TOML: {e}"))?;
+        let defaults = Config::default();
+        for row in KEYS {
+            let now = (row.get)(self);
+            let in_file: Vec<String> = doc
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .filter(|k| canonical_key(&k.to_ascii_lowercase()) == row.name)
+                .collect();
+            if in_file.is_empty() {
+                if now != (row.get)(&defaults) {
+                    doc[row.name] = toml_edit::value(now);
+                }
+                continue;
+            }
+            for k in in_file {
+                let item = &mut doc[k.as_str()];
+                let old = item.as_value();
+                let unchanged = match old {
+                    Some(toml_edit::Value::String(s)) => *s.value() == now,
+                    Some(toml_edit::Value::Integer(i)) => i.value().to_string() == now,
+                    Some(toml_edit::Value::Boolean(b)) => {
+                        (if *b.value() { "yes" } else { "no" }) == now
+                    }
+                    _ => false,
+                };
+                if unchanged {
+                    continue;
+                }
+                let new = match old {
+                    Some(toml_edit::Value::Integer(_)) => match now.parse::<i64>() {
+                        Ok(n) => toml_edit::Value::from(n),
+                        Err(_) => toml_edit::Value::from(now.clone()),
+                    },
+                    Some(toml_edit::Value::Boolean(_)) if now == "yes" || now == "no" => {
+                        toml_edit::Value::from(now == "yes")
+                    }
+                    _ => toml_edit::Value::from(now.clone()),
+                };
+                // The comments around the old value stay with the new one.
+                let decor = old.map(|v| v.decor().clone());
+                let mut new = new;
+                if let Some(d) = decor {
+                    *new.decor_mut() = d;
+                }
+                *item = toml_edit::Item::Value(new);
+            }
+        }
+        Ok(doc.to_string())
+    }
+
     /// Applies a TOML document. Keys are checked before any is applied to nothing but `self`.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
@@ -594,6 +653,33 @@ mod tests {
             .starts_with("not valid TOML"));
         c.set("proto-max-bulk-len", "64mb").unwrap();
         assert_eq!(c.proto_max_bulk_len, 64 << 20);
+    }
+
+    /// CONFIG REWRITE keeps comments, order, formatting and each value's TOML type, updates
+    /// a key under the (older) name the file uses, appends only what differs from the
+    /// default, and what it writes reads back to the same configuration.
+    #[test]
+    fn rewrite_keeps_the_file_and_round_trips() {
+        let file = "# top comment\n\nport = 7000   # the port\n\n# memory\nmaxmemory = \"0\"\nhash-max-ziplist-entries = 128\nappendonly = true\n# shards = 2\n";
+        let mut c = Config::default();
+        c.apply_toml(file).unwrap();
+        // Nothing changed at runtime: the file comes back byte for byte.
+        assert_eq!(c.rewrite_toml(file).unwrap(), file);
+        c.set("maxmemory", "100mb").unwrap();
+        c.set("hash-max-listpack-entries", "64").unwrap();
+        c.set("appendonly", "no").unwrap();
+        c.set("timeout", "30").unwrap();
+        let new = c.rewrite_toml(file).unwrap();
+        assert_eq!(
+            new,
+            "# top comment\n\nport = 7000   # the port\n\n# memory\nmaxmemory = \"104857600\"\nhash-max-ziplist-entries = 64\nappendonly = false\ntimeout = \"30\"\n# shards = 2\n"
+        );
+        let mut back = Config::default();
+        back.apply_toml(&new).unwrap();
+        for row in KEYS {
+            assert_eq!((row.get)(&back), (row.get)(&c), "{}", row.name);
+        }
+        assert!(c.rewrite_toml("port = ").is_err());
     }
 
     #[test]

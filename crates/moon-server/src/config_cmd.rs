@@ -151,6 +151,21 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
             moon_shard::join_all(syncs).await;
         }
         Frame::OK
+    } else if eq(sub, "rewrite") && args.len() == 2 {
+        let config = shared.config();
+        let Some(path) = config.config_file.clone() else {
+            return Frame::StaticError("ERR The server is running without a config file");
+        };
+        match rewrite_file(&config, &path) {
+            Ok(()) => {
+                tracing::info!("CONFIG REWRITE executed with success: {}", path.display());
+                Frame::OK
+            }
+            Err(e) => {
+                tracing::warn!("CONFIG REWRITE failed: {e}");
+                Frame::Error(format!("ERR Rewriting config file: {e}"))
+            }
+        }
     } else if eq(sub, "resetstat") && args.len() == 2 {
         // Every shard's counters, as Redis resets its statistics (the reply itself is not
         // counted: it is not an error).
@@ -170,6 +185,7 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 "GET <pattern>",
                 "SET <directive> <value>",
                 "RESETSTAT",
+                "REWRITE",
             ]
             .iter()
             .map(|s| Frame::Simple(s))
@@ -178,4 +194,20 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
     } else {
         reply::unknown_subcommand(sub, "config")
     }
+}
+
+/// CONFIG REWRITE's file work: the file as it is now, with every key's current value
+/// ([`config::Config::rewrite_toml`]), replaced atomically (temp file, fsync, rename, fsync of
+/// the directory) and readable by its owner only, since it may hold `requirepass`. One
+/// rewrite at a time: two would each write a whole file, but the later could miss the
+/// earlier's values.
+fn rewrite_file(config: &config::Config, path: &std::path::Path) -> Result<(), String> {
+    static REWRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = REWRITING.lock().unwrap_or_else(|e| e.into_inner());
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let new = config.rewrite_toml(&text)?;
+    if new == text {
+        return Ok(());
+    }
+    moon_manifest::fsio::write_atomic_private(path, new.as_bytes()).map_err(|e| e.to_string())
 }

@@ -1201,3 +1201,76 @@ fn client_kill_closes_matching_clients_on_every_shard() {
         &mut other, me
     )));
 }
+
+/// Issue 29: CONFIG REWRITE writes what CONFIG SET changed into moon.toml in place —
+/// comments, order and untouched lines kept — and a restart from that file comes back with
+/// the changes; without a config file it answers Redis's error.
+#[test]
+fn config_rewrite_keeps_moon_toml_and_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("moon.toml");
+    let original = "# Moon test configuration\n\n# Idle clients are closed after this many seconds.\ntimeout = 0\n\n# Eviction\nmaxmemory-policy = \"noeviction\"   # keep everything\n";
+    std::fs::write(&path, original).unwrap();
+    let config = path.display().to_string();
+    let data = tmp.path().join("data");
+    let s = MoonServer::start_in(&data, 1, &["--config", &config]).unwrap();
+    let mut c = s.client();
+    // Nothing changed: the file stays as it is (the flags the test passes are written too,
+    // as Redis writes its running configuration).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("30")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-samples")
+        .arg("9")
+        .query(&mut c)
+        .unwrap();
+    let ok: String = redis::cmd("CONFIG").arg("REWRITE").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.starts_with("# Moon test configuration\n\n# Idle clients are closed after this many seconds.\ntimeout = 30\n\n# Eviction\nmaxmemory-policy = \"allkeys-lru\"   # keep everything\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("\nmaxmemory-samples = \"9\"\n"),
+        "{written}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the file may hold requirepass"
+    );
+    drop(c);
+    drop(s);
+    let s = MoonServer::start_in(&data, 1, &["--config", &config]).unwrap();
+    let mut c = s.client();
+    for (key, value) in [
+        ("maxmemory-policy", "allkeys-lru"),
+        ("timeout", "30"),
+        ("maxmemory-samples", "9"),
+    ] {
+        let got: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(key)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got, vec![key.to_string(), value.to_string()]);
+    }
+    let plain = MoonServer::start(1, &[]);
+    assert_eq!(
+        expect_err(&mut plain.client(), &["CONFIG", "REWRITE"]),
+        "ERR The server is running without a config file"
+    );
+}
