@@ -93,10 +93,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
         };
         Box::pin(async { Some(f) })
     })),
-    command!(Server: "debug", -2, ADMIN, HERE, Run::Barrier(|s, a| {
-        let f = crate::debug::debug(s, a);
-        Box::pin(async { Some(f) })
-    })),
+    command!(Server: "debug", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::debug::debug(s, a).await) }))),
     command!(Server: "acl", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::acl_cmd::acl_command(s, a).await) }))),
     // Pub/sub: subscriptions live with the connection, PUBLISH fans out.
     command!(Pubsub: "subscribe", -2, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "subscribe", a, out)))),

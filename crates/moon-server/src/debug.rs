@@ -7,9 +7,11 @@ use moon_store::reply::err;
 use crate::session::Session;
 
 /// DEBUG, as far as tests and operators need it: `SLEEP <seconds>` stops the connection's
-/// shard for that long (as Redis's stops the server), `HELP`. Off unless
-/// `enable-debug-command` allows it (Redis's refusal text).
-pub(crate) fn debug(session: &Session, args: &[Bytes]) -> Frame {
+/// shard for that long (as Redis's stops the server); `DIGEST` (a checksum of the whole
+/// keyspace, equal on two servers holding the same data) and `DIGEST-VALUE key ...` (one per
+/// value), 40 hex digits each, zeros for nothing; `HELP`. Off unless `enable-debug-command`
+/// allows it (Redis's refusal text).
+pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
     let allowed = match session.ctx.shared.config().enable_debug_command {
         crate::config::DebugCommand::Yes => true,
         crate::config::DebugCommand::Local => session.info.is_loopback(),
@@ -34,11 +36,53 @@ pub(crate) fn debug(session: &Session, args: &[Bytes]) -> Frame {
                 None => err("ERR value is not a valid float or out of range (0 to 3600 seconds)"),
             }
         }
+        ("digest", 2) => {
+            let per_shard = session
+                .ctx
+                .shard
+                .call_all(|s: &moon_shard::Shard| s.store().digest())
+                .await;
+            let mut all = [0u8; 20];
+            for d in per_shard.into_iter().flatten() {
+                for (a, b) in all.iter_mut().zip(d) {
+                    *a ^= b;
+                }
+            }
+            Frame::Bulk(Bytes::from(hex(&all)))
+        }
+        ("digest-value", _) => {
+            let mut out = Vec::with_capacity(args.len() - 2);
+            let shards = session.ctx.shard.count();
+            let db = session.db;
+            for key in &args[2..] {
+                let owner = moon_store::slot::shard_for_key(key, shards);
+                let key = key.clone();
+                let d = session
+                    .ctx
+                    .shard
+                    .call_on(owner, move |s: &moon_shard::Shard| {
+                        let store = s.store();
+                        store
+                            .keyspace_of(db)
+                            .and_then(|ks| ks.peek(&key, moon_store::NO_EXPIRY_CHECK))
+                            .map(|e| e.value.digest())
+                    })
+                    .await
+                    .flatten()
+                    .unwrap_or([0u8; 20]);
+                out.push(Frame::Bulk(Bytes::from(hex(&d))));
+            }
+            Frame::Array(out)
+        }
         ("help", 2) => Frame::Array(
             [
                 "DEBUG <subcommand> [<arg> ...]. Subcommands are:",
                 "SLEEP <seconds>",
                 "    Stop the connection's shard for <seconds> (fractions allowed).",
+                "DIGEST",
+                "    A digest of the whole keyspace (40 hex digits, zeros when empty).",
+                "DIGEST-VALUE <key> [<key> ...]",
+                "    A digest of each key's value (zeros for a missing key).",
                 "HELP",
                 "    Print this help.",
             ]
@@ -63,4 +107,8 @@ pub(crate) fn pfselftest(session: &Session) -> Frame {
         Ok(()) => Frame::OK,
         Err(e) => Frame::Error(e),
     }
+}
+
+fn hex(d: &[u8; 20]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }

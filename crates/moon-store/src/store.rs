@@ -524,6 +524,31 @@ impl Store {
         }
     }
 
+    /// DEBUG DIGEST: a checksum of every key in every database (name, value, deadline),
+    /// the same on two stores holding the same data whatever their encodings or insertion
+    /// order (per-key SHA-1s XORed together); all zeros for an empty store.
+    pub fn digest(&self) -> [u8; 20] {
+        use sha1::Digest;
+        let mut all = [0u8; 20];
+        for db in 0..self.dbs.len() {
+            let Some(ks) = self.keyspace_of(db) else {
+                continue;
+            };
+            for (key, e) in ks.iter() {
+                let mut h = sha1::Sha1::new();
+                h.update((db as u64).to_le_bytes());
+                h.update((key.len() as u64).to_le_bytes());
+                h.update(&key[..]);
+                h.update(e.expire_at.to_le_bytes());
+                h.update(e.value.canonical().as_bytes());
+                for (a, b) in all.iter_mut().zip(h.finalize()) {
+                    *a ^= b;
+                }
+            }
+        }
+        all
+    }
+
     /// CONFIG RESETSTAT: hits, misses, expired and evicted keys back to 0.
     pub fn reset_stats(&mut self) {
         self.hits = 0;

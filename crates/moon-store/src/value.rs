@@ -241,6 +241,13 @@ impl Value {
         }
     }
 
+    /// DEBUG DIGEST-VALUE: a SHA-1 of the value's logical content ([`Value::canonical`]), the
+    /// same whatever its encoding.
+    pub fn digest(&self) -> [u8; 20] {
+        use sha1::Digest;
+        sha1::Sha1::digest(self.canonical().as_bytes()).into()
+    }
+
     /// A canonical text of the value (fields and members sorted), for comparing keyspaces in
     /// tests and checkers: two values are the same iff their canonical texts are.
     pub fn canonical(&self) -> String {
