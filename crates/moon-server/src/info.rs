@@ -74,11 +74,27 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         .iter()
         .map(|a| text(a).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
+    // Redis's groups: no argument or `default` is the default sections; `all` adds the
+    // per-command ones (commandstats, latencystats: not kept yet, so nothing more), and
+    // `everything` the modules' too (none).
+    const DEFAULT: [&str; 11] = [
+        "server",
+        "clients",
+        "memory",
+        "persistence",
+        "stats",
+        "replication",
+        "cpu",
+        "modules",
+        "errorstats",
+        "cluster",
+        "keyspace",
+    ];
+    let default = wanted.is_empty()
         || wanted
             .iter()
             .any(|w| w == "all" || w == "everything" || w == "default");
-    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let want = |s: &str| (default && DEFAULT.contains(&s)) || wanted.iter().any(|w| w == s);
     let per_shard = session
         .ctx
         .shard
@@ -129,8 +145,9 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("server") {
         let _ = write!(
             out,
-            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nmoon_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nshards:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nmoon_version:{}\r\nredis_mode:standalone\r\nrun_id:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nshards:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
+            shared.run_id,
             std::env::consts::OS,
             std::env::consts::ARCH,
             std::process::id(),
@@ -196,7 +213,12 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         out.push_str("\r\n");
     }
     if want("replication") {
-        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        // No replication yet (issue 30): a master without replicas, as Redis reports one.
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n",
+            shared.replid
+        );
     }
     if want("cpu") {
         let (user, sys) = cpu_seconds();

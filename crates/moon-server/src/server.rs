@@ -134,6 +134,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config: RwLock::new(config.clone()),
         config_version: AtomicU64::new(0),
         started: Instant::now(),
+        run_id: crate::shared::random_hex40(),
+        replid: crate::shared::random_hex40(),
         port: AtomicU64::new(u64::from(config.port)),
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),

@@ -48,6 +48,10 @@ pub struct Shared {
     pub(crate) config: RwLock<Config>,
     pub(crate) config_version: AtomicU64,
     pub started: Instant,
+    /// This run's id (INFO `run_id`) and replication id (`master_replid`): 40 random hex
+    /// digits each, new at every start, as Redis's.
+    pub run_id: String,
+    pub replid: String,
     pub port: AtomicU64,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicU64,
@@ -64,6 +68,19 @@ pub struct Shared {
     pub acl_log: Mutex<crate::acl::AclLog>,
     /// The TLS configuration new TLS connections use (replaced by CONFIG SET tls-*-file).
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+}
+
+/// 40 random hex digits (from the kernel's generator; time and pid if it cannot be read).
+pub fn random_hex40() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 20];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        use sha1::Digest;
+        let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+        bytes = sha1::Sha1::digest(seed.as_bytes()).into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Shared {

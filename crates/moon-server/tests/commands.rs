@@ -1363,3 +1363,57 @@ fn debug_digest_is_equal_for_equal_data() {
     let two = MoonServer::start_in(&dir2, 2, &debug).unwrap();
     assert_eq!(digest(&mut two.client()), da);
 }
+
+/// Issue 29: INFO's groups as Redis's (no argument and `default` the default sections, one
+/// section alone when named), `run_id` and the replication fields exporters read.
+#[test]
+fn info_sections_and_ids_as_redis() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let server = info_section(&mut c, "server");
+    let run_id = &server.iter().find(|(k, _)| k == "run_id").unwrap().1;
+    assert!(
+        run_id.len() == 40 && run_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{run_id}"
+    );
+    let repl = info_section(&mut c, "replication");
+    let field = |k: &str| repl.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+    assert_eq!(field("role").as_deref(), Some("master"));
+    assert_eq!(field("master_repl_offset").as_deref(), Some("0"));
+    assert_eq!(field("master_replid").map(|v| v.len()), Some(40));
+    assert_ne!(field("master_replid").as_ref(), Some(run_id));
+    for group in ["", "default", "all", "everything"] {
+        let mut cmd = redis::cmd("INFO");
+        if !group.is_empty() {
+            cmd.arg(group);
+        }
+        let info: String = cmd.query(&mut c).unwrap();
+        for section in [
+            "# Server",
+            "# Stats",
+            "# Replication",
+            "# CPU",
+            "# Errorstats",
+            "# Keyspace",
+        ] {
+            assert!(info.contains(section), "INFO {group} lacks {section}");
+        }
+        assert_eq!(info.matches("used_cpu_user:").count(), 1, "INFO {group}");
+    }
+    let cpu: String = redis::cmd("INFO").arg("cpu").query(&mut c).unwrap();
+    assert!(
+        cpu.contains("used_cpu_user")
+            && !cpu.contains("used_memory")
+            && !cpu.contains("master_repl_offset")
+    );
+    let two: String = redis::cmd("INFO")
+        .arg("cpu")
+        .arg("replication")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        two.contains("used_cpu_user")
+            && two.contains("master_repl_offset")
+            && !two.contains("used_memory:")
+    );
+}
