@@ -92,7 +92,10 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             return err(reply::SYNTAX);
         };
         Frame::OK
-    } else if eq(sub, "kill") && args.len() >= 3 {
+    } else if eq(sub, "kill") {
+        if args.len() < 3 {
+            return reply::wrong_arity("client|kill");
+        }
         kill(session, args).await
     } else if eq(sub, "unblock") && (args.len() == 3 || args.len() == 4) {
         let Some(id) = moon_store::args::parse_i64(&args[2]) else {

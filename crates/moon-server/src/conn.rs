@@ -743,7 +743,14 @@ pub(crate) fn process_boxed<'a>(
 
 async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
     for cmd in cmds {
-        let skip_this = session.reply == ReplyMode::SkipNext;
+        // CLIENT REPLY ON is answered even right after SKIP (it clears it), as in Redis.
+        let reply_on = cmd.as_ref().is_ok_and(|r| {
+            r.args.len() == 3
+                && r.args[0].eq_ignore_ascii_case(b"client")
+                && r.args[1].eq_ignore_ascii_case(b"reply")
+                && r.args[2].eq_ignore_ascii_case(b"on")
+        });
+        let skip_this = session.reply == ReplyMode::SkipNext && !reply_on;
         let mut reply = BytesMut::new();
         process(session, vec![cmd], &mut reply).await;
         if skip_this && session.reply == ReplyMode::SkipNext {

@@ -1417,3 +1417,38 @@ fn info_sections_and_ids_as_redis() {
             && !two.contains("used_memory:")
     );
 }
+
+/// Sends `input` on a fresh socket and reads exactly `expected.len()` bytes back.
+fn raw_exchange(s: &MoonServer, input: &str, expected: &str) {
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+    // A reply that never comes fails the test instead of hanging it.
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(input.as_bytes()).unwrap();
+    let mut got = vec![0u8; expected.len()];
+    raw.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), expected, "after {input:?}");
+}
+
+/// CLIENT REPLY as Redis's introspection unit checks it: SKIP drops the next reply, OFF all
+/// until ON, and ON right after SKIP is answered (it clears SKIP); CLIENT KILL without
+/// arguments is an arity error.
+#[test]
+fn client_reply_modes_and_kill_arity() {
+    let s = MoonServer::start(1, &[]);
+    raw_exchange(
+        &s,
+        "CLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nPING\r\n",
+        "+OK\r\n+PONG\r\n",
+    );
+    raw_exchange(&s, "CLIENT REPLY SKIP\r\nSET a 1\r\nPING\r\n", "+PONG\r\n");
+    raw_exchange(
+        &s,
+        "CLIENT REPLY OFF\r\nPING\r\nGET a\r\nCLIENT REPLY ON\r\nGET a\r\n",
+        "+OK\r\n$1\r\n1\r\n",
+    );
+    assert_eq!(
+        expect_err(&mut s.client(), &["CLIENT", "KILL"]),
+        "ERR wrong number of arguments for 'client|kill' command"
+    );
+}
