@@ -89,8 +89,8 @@ impl Frame {
         match self {
             Frame::Simple(s) => line(out, b'+', s.as_bytes()),
             Frame::SimpleOwned(s) => line(out, b'+', s.as_bytes()),
-            Frame::Error(s) => line(out, b'-', s.as_bytes()),
-            Frame::StaticError(s) => line(out, b'-', s.as_bytes()),
+            Frame::Error(s) => error_line(out, s.as_bytes()),
+            Frame::StaticError(s) => error_line(out, s.as_bytes()),
             Frame::Integer(i) => int_line(out, b':', *i),
             Frame::Bulk(b) => bulk(out, b),
             Frame::Null => match proto {
@@ -280,6 +280,19 @@ pub fn format_g(d: f64, precision: usize) -> String {
     }
 }
 
+/// An error line: a CR or LF inside the text would end the reply early and make the rest read
+/// as another one, so each becomes a space (as Redis's `addReplyError` does).
+fn error_line(out: &mut BytesMut, body: &[u8]) {
+    let start = out.len();
+    line(out, b'-', body);
+    let end = out.len() - 2;
+    for b in &mut out[start + 1..end] {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
+}
+
 fn line(out: &mut BytesMut, prefix: u8, body: &[u8]) {
     out.reserve(body.len() + 3);
     out.put_u8(prefix);
@@ -348,6 +361,20 @@ mod tests {
         let mut out = BytesMut::new();
         f.encode(p, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// An error text with a line break (a script's error_reply, a file's text) stays one
+    /// reply: each CR or LF becomes a space.
+    #[test]
+    fn an_error_is_one_line_whatever_its_text() {
+        assert_eq!(
+            enc(&Frame::Error("ERR a\r\nb\nc\rd".into()), Protocol::Resp2),
+            "-ERR a  b c d\r\n"
+        );
+        assert_eq!(
+            enc(&Frame::StaticError("ERR x"), Protocol::Resp3),
+            "-ERR x\r\n"
+        );
     }
 
     #[test]

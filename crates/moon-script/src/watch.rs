@@ -77,24 +77,30 @@ pub struct RunningScript {
     pub duration_ms: u64,
 }
 
-/// The first busy run, if any (FUNCTION STATS can answer while one is busy).
-pub fn running_script() -> Option<RunningScript> {
+/// The busy function, if any (FUNCTION STATS can answer while one is busy); `Err` while a
+/// script (EVAL) is busy, which FUNCTION STATS answers with BUSY as Redis does.
+pub fn running_script() -> Result<Option<RunningScript>, &'static str> {
     if !any_busy() {
-        return None;
+        return Ok(None);
     }
     let runs = board();
-    let run = runs.first()?;
+    if runs.iter().any(|r| !r.function) {
+        return Err(busy_reply(false));
+    }
+    let Some(run) = runs.first() else {
+        return Ok(None);
+    };
     let (name, command) = run
         .command
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
         .unwrap_or_default();
-    Some(RunningScript {
+    Ok(Some(RunningScript {
         name,
         command,
         duration_ms: run.started.elapsed().as_millis() as u64,
-    })
+    }))
 }
 
 const CLEAN: u8 = 0;
@@ -131,8 +137,8 @@ impl Signals {
         })
     }
 
-    /// Names the run for FUNCTION STATS: the function (or `f_<sha1>` for a script) and the
-    /// command that runs it.
+    /// Names a function's run for FUNCTION STATS: the function and the command that runs it
+    /// (a copy of the arguments' handles, once per FCALL).
     pub fn describe(&self, name: String, command: &[bytes::Bytes]) {
         *self.command.lock().unwrap_or_else(|e| e.into_inner()) = Some((name, command.to_vec()));
     }

@@ -176,7 +176,7 @@ impl KillFilter {
             && self.pubsub.is_none_or(|p| p == subscribed)
             && self
                 .max_age
-                .is_none_or(|age| c.created.elapsed().as_secs() > age)
+                .is_none_or(|age| c.created.elapsed().as_secs() >= age)
     }
 }
 
@@ -232,9 +232,11 @@ async fn kill(session: &mut Session, args: &[Bytes]) -> Frame {
                     return err(reply::SYNTAX);
                 }
             } else if eq(opt, "maxage") {
-                match moon_store::args::parse_i64(value).filter(|&n| n >= 0) {
-                    Some(n) => f.max_age = Some(n as u64),
-                    None => return err(reply::NOT_INTEGER),
+                // Redis 7.4's filter and texts.
+                match moon_store::args::parse_i64(value) {
+                    Some(n) if n > 0 => f.max_age = Some(n as u64),
+                    Some(_) => return err("ERR maxage should be greater than 0"),
+                    None => return err("ERR maxage is not an integer or out of range"),
                 }
             } else {
                 return err(reply::SYNTAX);
@@ -251,7 +253,8 @@ async fn kill(session: &mut Session, args: &[Bytes]) -> Frame {
             CLIENTS.with(|c| {
                 let mut n = 0i64;
                 for info in c.borrow().values() {
-                    if info.id != me && filter.matches(info) {
+                    // One already being closed is not counted again.
+                    if info.id != me && !info.out.is_closing() && filter.matches(info) {
                         info.out.close();
                         n += 1;
                     }
@@ -262,8 +265,8 @@ async fn kill(session: &mut Session, args: &[Bytes]) -> Frame {
         .await;
     let killed = per_shard.into_iter().flatten().sum::<i64>() + i64::from(closes_me);
     if closes_me {
-        // Closed once this reply is written, as Redis's CLOSE_AFTER_REPLY.
-        session.quit = true;
+        // Closed once what it sent so far has run and been answered (a MULTI/EXEC whole).
+        session.close_after_reply = true;
     }
     if old_form {
         if killed == 0 {

@@ -541,9 +541,18 @@ impl Config {
     /// a key the file does not set is appended only if its value is not the default. Comments,
     /// order and formatting are kept.
     pub fn rewrite_toml(&self, text: &str) -> Result<String, String> {
-        let mut doc: toml_edit::DocumentMut = text
-            .parse()
-            .map_err(|e: toml_edit::TomlError| format!("the config file is not valid TOML: {e}"))?;
+        let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+            // The message alone, on one line: the error's full text quotes the file's line
+            // (it may hold requirepass) over several lines.
+            let at = e
+                .span()
+                .map(|s| format!(" at byte {}", s.start))
+                .unwrap_or_default();
+            format!(
+                "the config file is not valid TOML{at}: {}",
+                e.message().replace(['\r', '\n'], " ")
+            )
+        })?;
         let defaults = Config::default();
         for row in KEYS {
             let now = (row.get)(self);

@@ -152,11 +152,10 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         Frame::OK
     } else if eq(sub, "rewrite") && args.len() == 2 {
-        let config = shared.config();
-        let Some(path) = config.config_file.clone() else {
+        let Some(path) = shared.config().config_file.clone() else {
             return Frame::StaticError("ERR The server is running without a config file");
         };
-        match rewrite_file(&config, &path) {
+        match rewrite_file(&shared, &path) {
             Ok(()) => {
                 tracing::info!("CONFIG REWRITE executed with success: {}", path.display());
                 Frame::OK
@@ -201,10 +200,20 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
 /// the directory) and readable by its owner only, since it may hold `requirepass`. One
 /// rewrite at a time: two would each write a whole file, but the later could miss the
 /// earlier's values.
-fn rewrite_file(config: &config::Config, path: &std::path::Path) -> Result<(), String> {
+fn rewrite_file(shared: &crate::shared::Shared, path: &std::path::Path) -> Result<(), String> {
     static REWRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = REWRITING.lock().unwrap_or_else(|e| e.into_inner());
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // Read under the lock: a rewrite that waited must not write an older configuration over
+    // a newer one's file.
+    let mut config = shared.config();
+    // The port as configured (0 stays 0), not the one a free port picked.
+    config.port = shared.configured_port;
+    // A missing file is written new, as Redis does.
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.to_string()),
+    };
     let new = config.rewrite_toml(&text)?;
     if new == text {
         return Ok(());

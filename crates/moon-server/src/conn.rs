@@ -160,6 +160,7 @@ async fn serve_from<S>(
         proto: Protocol::Resp2,
         authenticated: user.enabled && user.nopass,
         quit: false,
+        close_after_reply: false,
         db: 0,
         config_version: u64::MAX,
         user,
@@ -317,7 +318,7 @@ async fn serve_from<S>(
             // Messages that arrived before these commands go out before their replies.
             session.info.out.drain_into(&mut wbuf);
             let mut pending = std::mem::take(&mut cmds);
-            while !pending.is_empty() && !session.quit {
+            while !pending.is_empty() && !session.quit && !session.info.out.is_closing() {
                 if session.blocked.is_some() {
                     crate::blocking::defer(&mut session, std::mem::take(&mut pending));
                     break;
@@ -349,7 +350,7 @@ async fn serve_from<S>(
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;
         }
-        if protocol_error.is_some() || session.quit {
+        if protocol_error.is_some() || session.quit || session.close_after_reply {
             break;
         }
         // Do not let one huge buffer stick to an idle connection.
@@ -476,6 +477,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         cmds.len() as u64,
     );
     for parsed in cmds {
+        if session.close_after_reply && session.tx.is_none() {
+            // It killed itself (CLIENT KILL ... SKIPME no): nothing it sent after that runs,
+            // as Redis stops reading a client marked to close after its reply. (Inside a
+            // transaction every queued command still runs.)
+            break;
+        }
         if session.blocked.is_some() {
             // It blocked: the rest wait until it is served (as in Redis).
             crate::blocking::defer(session, [parsed]);

@@ -208,7 +208,8 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
         let (libraries, functions) = functions::counts();
         // A run shows once it is busy (before that nothing else can ask on its shards).
         let running = match moon_script::running_script() {
-            Some(run) => Frame::Map(vec![
+            Err(busy) => return Frame::StaticError(busy),
+            Ok(Some(run)) => Frame::Map(vec![
                 (Frame::bulk("name"), Frame::Bulk(Bytes::from(run.name))),
                 (
                     Frame::bulk("command"),
@@ -219,7 +220,7 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
                     Frame::Integer(i64::try_from(run.duration_ms).unwrap_or(i64::MAX)),
                 ),
             ]),
-            None => Frame::Null,
+            Ok(None) => Frame::Null,
         };
         Ok(Frame::Map(vec![
             (Frame::bulk("running_script"), running),

@@ -90,11 +90,9 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
     participants.sort_unstable();
     participants.dedup();
     let signals = moon_script::Signals::new(participants.clone(), function);
-    let described = match &source {
-        Some(s) => format!("f_{}", s.sha),
-        None => String::from_utf8_lossy(&args[1]).into_owned(),
-    };
-    signals.describe(described, args);
+    if function {
+        signals.describe(String::from_utf8_lossy(&args[1]).into_owned(), args);
+    }
     let host_participants = participants.clone();
     let host = Rc::new(TxHost {
         user: crate::acl_cmd::script_user(session),

@@ -136,6 +136,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         started: Instant::now(),
         run_id: crate::shared::random_hex40(),
         replid: crate::shared::random_hex40(),
+        configured_port: config.port,
         port: AtomicU64::new(u64::from(config.port)),
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),

@@ -101,6 +101,9 @@ pub struct Session {
     pub proto: Protocol,
     pub authenticated: bool,
     pub quit: bool,
+    /// CLIENT KILL of this very client: everything it sent so far runs (a MULTI/EXEC whole),
+    /// its replies are written, then it closes (Redis's CLOSE_AFTER_REPLY).
+    pub close_after_reply: bool,
     /// The selected database (SELECT).
     pub db: usize,
     /// Copy of the runtime-changeable settings, refreshed when the config version moves.
@@ -478,7 +481,13 @@ fn count_errors(frame: &Frame, counters: &moon_shard::ShardCounters) {
     }
 }
 
-/// An error reply's code: its first word (`ERR`, `WRONGTYPE`, `NOSCRIPT`...).
+/// An error reply's code: its first word (`ERR`, `WRONGTYPE`, `NOSCRIPT`...), looked for in
+/// its first 32 bytes as Redis does; `ERR` when there is none there (a script's error text is
+/// the client's: it must not become an unbounded key).
 fn error_code(text: &str) -> &str {
-    text.split(' ').next().unwrap_or(text)
+    let head = &text.as_bytes()[..text.len().min(32)];
+    match head.iter().position(|&b| b == b' ') {
+        Some(n) if n > 0 => &text[..n],
+        _ => "ERR",
+    }
 }

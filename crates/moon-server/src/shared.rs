@@ -52,6 +52,9 @@ pub struct Shared {
     /// digits each, new at every start, as Redis's.
     pub run_id: String,
     pub replid: String,
+    /// `port` as configured (0: a free one is picked), which CONFIG REWRITE keeps; the
+    /// config itself holds the port actually bound.
+    pub configured_port: u16,
     pub port: AtomicU64,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicU64,

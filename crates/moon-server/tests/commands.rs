@@ -1452,3 +1452,62 @@ fn client_reply_modes_and_kill_arity() {
         "ERR wrong number of arguments for 'client|kill' command"
     );
 }
+
+/// Review findings (issue 29): a client that kills itself inside MULTI/EXEC runs the whole
+/// transaction and gets the whole reply before it is closed; an error text without a code in
+/// its first 32 bytes counts as ERR (a script's text never becomes an errorstats key).
+#[test]
+fn a_client_killing_itself_in_a_transaction_gets_it_whole() {
+    use std::io::{Read, Write};
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    // Keys on one shard (one record), then keys on both shards (a cross-shard transaction).
+    for (k1, k2) in [("{y}a", "{y}b"), ("c1", "{x}c2")] {
+        let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.write_all(b"CLIENT ID\r\n").unwrap();
+        let mut id = Vec::new();
+        let mut byte = [0u8; 1];
+        while !id.ends_with(b"\r\n") {
+            raw.read_exact(&mut byte).unwrap();
+            id.push(byte[0]);
+        }
+        let id = String::from_utf8_lossy(&id[1..id.len() - 2]).to_string();
+        let tx = format!(
+            "MULTI\r\nCLIENT KILL ID {id} SKIPME no\r\nINCR {k1}\r\nINCR {k2}\r\nEXEC\r\nINCR {k1}\r\n"
+        );
+        raw.write_all(tx.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:1\r\n:1\r\n:1\r\n",
+            "the transaction whole, nothing after it ({k1}, {k2})"
+        );
+        assert_eq!(c.get::<_, i64>(k1).unwrap(), 1);
+        assert_eq!(c.get::<_, i64>(k2).unwrap(), 1);
+    }
+
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let long = "x".repeat(100);
+    for i in 0..3 {
+        let script = format!("return redis.error_reply('{long}{i}')");
+        assert!(redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .query::<()>(&mut c)
+            .is_err());
+    }
+    assert!(redis::cmd("EVAL")
+        .arg("return redis.error_reply('MYCODE something')")
+        .arg(0)
+        .query::<()>(&mut c)
+        .is_err());
+    assert_eq!(
+        info_section(&mut c, "errorstats"),
+        vec![
+            ("errorstat_ERR".to_string(), "count=3".to_string()),
+            ("errorstat_MYCODE".to_string(), "count=1".to_string()),
+        ]
+    );
+}

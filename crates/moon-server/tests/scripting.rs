@@ -866,6 +866,8 @@ fn busy_scripts_answer_busy_and_can_be_killed() {
     );
     assert_eq!(until_busy(&mut c, &["PING"]), BUSY_EVAL);
     assert_eq!(expect_err(&mut c, &["SET", "k", "v"]), BUSY_EVAL);
+    // FUNCTION STATS while a script (not a function) is busy: BUSY, as Redis answers.
+    assert_eq!(expect_err(&mut c, &["FUNCTION", "STATS"]), BUSY_EVAL);
     assert_eq!(expect_err(&mut c, &["FUNCTION", "KILL"]), BUSY_EVAL);
     // MULTI is allowed, a command in it is refused, and EXEC then fails whole.
     cmd::<()>(&mut c, &["MULTI"]);

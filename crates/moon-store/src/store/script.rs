@@ -707,7 +707,6 @@ impl Store {
         let argv = &args[3 + source.numkeys..];
         let outer_db = self.db;
         let signals = Signals::new(vec![self.place.0], false);
-        signals.describe(format!("f_{}", source.sha), args);
         let may_pause = self.may_pause;
         let result = with_engine(|engine| {
             if let Err(e) = source.compile_in(engine) {
