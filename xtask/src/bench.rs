@@ -229,15 +229,7 @@ fn redis_benchmark_tests(
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::targets::status_kb(pid, "VmRSS")
 }
 
 /// Loads keys `key:%012d` (16 bytes) with 32-byte values, pipelined.

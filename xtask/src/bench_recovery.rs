@@ -21,15 +21,7 @@ use crate::targets::{median, start, wait_pong, Target};
 
 /// Peak resident memory of `pid` so far, in kB.
 fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::targets::status_kb(pid, "VmHWM")
 }
 
 /// One restart: seconds to PONG and peak RSS in kB.
@@ -133,6 +125,37 @@ fn write_rewritten(
     Ok(())
 }
 
+/// `rounds` restarts of every row's server on its `purpose` directory, the servers taking
+/// turns (Moon with its log, `everysec`; Redis without AOF on the rewritten dataset's dump).
+fn restarts(
+    rows: &mut [Row],
+    bin: &Path,
+    work: &Path,
+    purpose: &str,
+    rounds: usize,
+    log: &Path,
+) -> anyhow::Result<()> {
+    for round in 0..rounds {
+        for row in rows.iter_mut() {
+            let dir = row.target.dir(work, purpose);
+            let fsync = match row.target {
+                Target::Redis if purpose == "rewritten" => None,
+                _ => Some("everysec"),
+            };
+            let r = restart(row.target, bin, fsync, &dir, log)?;
+            eprintln!(
+                "{purpose}: {} keys, round {round}, {}: {:.2} s, peak {} MiB",
+                row.keys,
+                row.target.label(),
+                r.secs,
+                r.peak_kb / 1024
+            );
+            row.runs.push(r);
+        }
+    }
+    Ok(())
+}
+
 struct Row {
     target: Target,
     bytes: u64,
@@ -202,19 +225,7 @@ pub fn recovery_section(
             runs: Vec::new(),
         });
     }
-    for round in 0..rounds {
-        for row in rows.iter_mut() {
-            let dir = row.target.dir(work, "recovery");
-            let r = restart(row.target, bin, Some("everysec"), &dir, &log)?;
-            eprintln!(
-                "recovery of {writes} writes, round {round}, {}: {:.2} s, peak {} MiB",
-                row.target.label(),
-                r.secs,
-                r.peak_kb / 1024
-            );
-            row.runs.push(r);
-        }
-    }
+    restarts(&mut rows, bin, work, "recovery", rounds, &log)?;
     let _ = writeln!(
         report,
         "\n### Recovery of a log: process start to first PONG, {writes} SETs in the data directory\n\nMoon replays each shard's incr log (no rewrite), Redis its AOF (`aof-use-rdb-preamble no`); `redis-benchmark -c 50 -n {writes} -P 64 -r 1000000 -d 32 -t set`, everysec. Keys/s counts logged writes. {rounds} restarts each, alternating.\n"
@@ -236,23 +247,7 @@ pub fn recovery_section(
             runs: Vec::new(),
         });
     }
-    for round in 0..rounds {
-        for row in rows.iter_mut() {
-            let dir = row.target.dir(work, "rewritten");
-            let fsync = match row.target {
-                Target::Moon(_) => Some("everysec"),
-                Target::Redis => None,
-            };
-            let r = restart(row.target, bin, fsync, &dir, &log)?;
-            eprintln!(
-                "recovery of {keys} rewritten keys, round {round}, {}: {:.2} s, peak {} MiB",
-                row.target.label(),
-                r.secs,
-                r.peak_kb / 1024
-            );
-            row.runs.push(r);
-        }
-    }
+    restarts(&mut rows, bin, work, "rewritten", rounds, &log)?;
     let _ = writeln!(
         report,
         "\n### Recovery of a rewritten dataset: process start to first PONG, {keys} keys\n\nThe dataset of the RDB measurement (60% strings up to 50 bytes, 10% each 3-field hashes, 10-element lists, 10-member sorted sets and integer sets; 10% with a deadline). Moon after BGREWRITEAOF (each shard's base an RDB file, its incr empty), Redis loading the `dump.rdb` that SAVE wrote (`appendonly no`). {rounds} restarts each, alternating.\n"
