@@ -228,6 +228,25 @@ fn redis_benchmark_tests(
     Ok(rows)
 }
 
+/// The recovery measurements with this run's arguments (`bench_recovery`).
+fn recovery(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+    args: &Args,
+) -> anyhow::Result<()> {
+    crate::bench_recovery::recovery_section(
+        report,
+        targets,
+        bin,
+        work,
+        args.recovery_writes,
+        args.recovery_keys,
+        args.recovery_rounds,
+    )
+}
+
 fn rss_kb(pid: u32) -> u64 {
     crate::targets::status_kb(pid, "VmRSS")
 }
@@ -448,29 +467,6 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if args.cpu {
         return cpu_only(&args, &bin, have_redis);
     }
-    if args.only_recovery {
-        let mut targets = vec![Target::Moon(1), Target::Moon(2)];
-        if have_redis {
-            targets.push(Target::Redis);
-        }
-        let work = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root().join("target"))
-            .join("bench");
-        std::fs::create_dir_all(&work)?;
-        let mut report = String::new();
-        crate::bench_recovery::recovery_section(
-            &mut report,
-            &targets,
-            &bin,
-            &work,
-            args.recovery_writes,
-            args.recovery_keys,
-            args.recovery_rounds,
-        )?;
-        println!("{report}");
-        return Ok(true);
-    }
     let mut targets = vec![Target::Moon(1), Target::Moon(2)];
     if have_redis {
         targets.push(Target::Redis);
@@ -479,6 +475,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"))
         .join("bench");
+    if args.only_recovery {
+        std::fs::create_dir_all(&work)?;
+        let mut report = String::new();
+        recovery(&mut report, &targets, &bin, &work, &args)?;
+        println!("{report}");
+        return Ok(true);
+    }
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let policies: Vec<String> = args
@@ -646,15 +649,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     if !args.throughput_only && !args.only_pubsub && !args.only_memory {
-        crate::bench_recovery::recovery_section(
-            &mut report,
-            &targets,
-            &bin,
-            &work,
-            args.recovery_writes,
-            args.recovery_keys,
-            args.recovery_rounds,
-        )?;
+        recovery(&mut report, &targets, &bin, &work, &args)?;
 
         let _ = writeln!(
             report,
