@@ -461,20 +461,19 @@ impl Reply for Frame {
     }
 }
 
-/// Counts the error replies in `frame` by code (the text's first word, as Redis's errorstats).
+/// Counts the error replies in `frame` by code (the text's first word, as Redis's errorstats):
+/// the frame itself, or the direct elements of an array — EXEC's replies, one per command.
+/// Deeper levels are never replies of their own, and are not walked (an LRANGE's elements are
+/// looked at once each, a nested reply's not at all).
 fn count_errors(frame: &Frame, counters: &moon_shard::ShardCounters) {
     match frame {
         Frame::Error(text) => counters.error_reply(error_code(text)),
         Frame::StaticError(text) => counters.error_reply(error_code(text)),
-        Frame::Array(items) | Frame::Set(items) => {
+        Frame::Array(items) => {
             for f in items {
-                count_errors(f, counters);
-            }
-        }
-        Frame::Map(pairs) | Frame::Pairs(pairs) | Frame::KeyedReplies(pairs) => {
-            for (k, v) in pairs {
-                count_errors(k, counters);
-                count_errors(v, counters);
+                if let Some(text) = f.error_text() {
+                    counters.error_reply(error_code(text));
+                }
             }
         }
         _ => {}
