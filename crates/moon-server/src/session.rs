@@ -152,7 +152,7 @@ pub enum ReplyMode {
 
 impl Session {
     /// Writes a reply for the client, counting its errors (INFO `total_error_replies` and
-    /// errorstats; an EXEC's or a merged reply's inner errors each count, as in Redis). Every
+    /// errorstats; each of an EXEC's replies that is an error counts, as in Redis). Every
     /// reply goes through here.
     pub fn reply(&self, frame: &Frame, out: &mut BytesMut) {
         count_errors(frame, &self.ctx.shard.counters);
