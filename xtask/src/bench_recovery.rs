@@ -156,6 +156,34 @@ fn restarts(
     Ok(())
 }
 
+/// Writes each target's data once into its `purpose` directory (`write`), then restarts
+/// every server `rounds` times: one row per target.
+fn measure(
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+    purpose: &str,
+    rounds: usize,
+    keys: u64,
+    write: impl Fn(Target, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Row>> {
+    let log = work.join("recovery.log");
+    let mut rows = Vec::new();
+    for &target in targets {
+        let dir = target.dir(work, purpose);
+        let _ = std::fs::remove_dir_all(&dir);
+        write(target, &dir)?;
+        rows.push(Row {
+            target,
+            bytes: dir_size(&dir),
+            keys,
+            runs: Vec::new(),
+        });
+    }
+    restarts(&mut rows, bin, work, purpose, rounds, &log)?;
+    Ok(rows)
+}
+
 struct Row {
     target: Target,
     bytes: u64,
@@ -213,19 +241,9 @@ pub fn recovery_section(
 ) -> anyhow::Result<()> {
     let log = work.join("recovery.log");
 
-    let mut rows = Vec::new();
-    for &target in targets {
-        let dir = target.dir(work, "recovery");
-        let _ = std::fs::remove_dir_all(&dir);
-        write_log(target, bin, &dir, &log, writes)?;
-        rows.push(Row {
-            target,
-            bytes: dir_size(&dir),
-            keys: writes,
-            runs: Vec::new(),
-        });
-    }
-    restarts(&mut rows, bin, work, "recovery", rounds, &log)?;
+    let rows = measure(targets, bin, work, "recovery", rounds, writes, |t, dir| {
+        write_log(t, bin, dir, &log, writes)
+    })?;
     let _ = writeln!(
         report,
         "\n### Recovery of a log: process start to first PONG, {writes} SETs in the data directory\n\nMoon replays each shard's incr log (no rewrite), Redis its AOF (`aof-use-rdb-preamble no`); `redis-benchmark -c 50 -n {writes} -P 64 -r 1000000 -d 32 -t set`, everysec. Keys/s counts logged writes. {rounds} restarts each, alternating.\n"
@@ -235,19 +253,9 @@ pub fn recovery_section(
         let _ = std::fs::remove_dir_all(row.target.dir(work, "recovery"));
     }
 
-    let mut rows = Vec::new();
-    for &target in targets {
-        let dir = target.dir(work, "rewritten");
-        let _ = std::fs::remove_dir_all(&dir);
-        write_rewritten(target, bin, &dir, &log, keys)?;
-        rows.push(Row {
-            target,
-            bytes: dir_size(&dir),
-            keys,
-            runs: Vec::new(),
-        });
-    }
-    restarts(&mut rows, bin, work, "rewritten", rounds, &log)?;
+    let rows = measure(targets, bin, work, "rewritten", rounds, keys, |t, dir| {
+        write_rewritten(t, bin, dir, &log, keys)
+    })?;
     let _ = writeln!(
         report,
         "\n### Recovery of a rewritten dataset: process start to first PONG, {keys} keys\n\nThe dataset of the RDB measurement (60% strings up to 50 bytes, 10% each 3-field hashes, 10-element lists, 10-member sorted sets and integer sets; 10% with a deadline). Moon after BGREWRITEAOF (each shard's base an RDB file, its incr empty), Redis loading the `dump.rdb` that SAVE wrote (`appendonly no`). {rounds} restarts each, alternating.\n"
