@@ -388,6 +388,12 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
     } else {
         TIMED_OUT
     });
+    if reply.is_error() {
+        // Its call was counted when it first ran; it ends failed (Redis's commandstats).
+        if let Some(entry) = crate::catalog::lookup(&b.args[0]) {
+            moon_store::stats::failed(entry.spec, &b.args);
+        }
+    }
     if !b.silent {
         reply.reply_to(session, out);
     }

@@ -82,7 +82,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "info", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::info::info(s, a).await) }))),
     command!(Server: "time", 1, CONN, HERE, Run::Inline(|_, _| crate::connection::time())),
     command!(Hyperloglog: "pfselftest", 1, ADMIN, HERE, Run::Inline(|s, _| crate::debug::pfselftest(s))),
-    command!(Server: "shutdown", -1, ADMIN, HERE, Run::Barrier(|s, a| {
+    command!(Server: "shutdown", -1, ADMIN.union(Flags::NO_MULTI), HERE, Run::Barrier(|s, a| {
         let f = crate::connection::shutdown(s, a);
         Box::pin(async { f })
     })),

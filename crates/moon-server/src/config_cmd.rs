@@ -174,6 +174,7 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
             .call_all(|s: &moon_shard::Shard| {
                 s.counters.reset();
                 s.store().reset_stats();
+                moon_store::stats::reset();
             })
             .await;
         Frame::OK

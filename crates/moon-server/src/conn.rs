@@ -452,6 +452,47 @@ fn allowed_while_busy(name: &str, args: &[bytes::Bytes]) -> bool {
     }
 }
 
+/// A request refused before it runs (Redis's `rejectCommand`): inside MULTI it makes EXEC
+/// fail. EXEC itself refused (BUSY, NOAUTH, ACL...) discards the transaction and its watches,
+/// and says why: `EXECABORT Transaction discarded because of: <the refusal>`.
+async fn reject(
+    session: &mut Session,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+    spec: Option<&'static moon_store::command::CommandSpec>,
+    args: &[bytes::Bytes],
+    reply: Frame,
+) {
+    if let Some(spec) = spec {
+        moon_store::stats::rejected(spec, args);
+    }
+    if spec.is_some_and(|s| s.name == "exec") {
+        session.multi.queued = None;
+        session.multi.failed = false;
+        plan.flush(session, out).await;
+        crate::txn::unwatch_all(session).await;
+        let why = reply.error_text().unwrap_or_default();
+        plan.ready(Frame::Error(format!(
+            "EXECABORT Transaction discarded because of: {why}"
+        )));
+        return;
+    }
+    plan.ready(reply);
+    session.multi.failed |= session.multi.queued.is_some();
+}
+
+/// A command the connection ran itself (not in a store, which counts its own), for INFO
+/// commandstats.
+fn counted(
+    spec: &'static moon_store::command::CommandSpec,
+    args: &[bytes::Bytes],
+    started: Instant,
+    failed: bool,
+) {
+    let usec = started.elapsed().as_micros() as u64;
+    moon_store::stats::called(spec, args, usec, failed);
+}
+
 fn noauth() -> Frame {
     Frame::StaticError("NOAUTH Authentication required.")
 }
@@ -491,15 +532,15 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         let req = match parsed {
             Ok(req) => req,
             Err(Refused {
-                after_auth: true, ..
+                after_auth: true,
+                spec,
+                ..
             }) if !session.authenticated => {
-                plan.ready(noauth());
+                reject(session, &mut plan, out, spec, &[], noauth()).await;
                 continue;
             }
-            Err(Refused { reply, .. }) => {
-                plan.ready(reply);
-                // Inside MULTI a refused command makes EXEC fail (EXECABORT), as in Redis.
-                session.multi.failed |= session.multi.queued.is_some();
+            Err(Refused { reply, spec, .. }) => {
+                reject(session, &mut plan, out, spec, &[], reply).await;
                 continue;
             }
         };
@@ -522,13 +563,13 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
         let before_auth = spec.flags.has(Flags::NO_AUTH);
         if !session.authenticated && !before_auth {
-            plan.ready(noauth());
+            reject(session, &mut plan, out, Some(spec), &req.args, noauth()).await;
             continue;
         }
         if !session.user.unrestricted() && !before_auth {
             if let Err((denied, object)) = session.user.check(spec, &req.args) {
-                plan.ready(crate::acl_cmd::deny(session, denied, &object));
-                session.multi.failed |= session.multi.queued.is_some();
+                let reply = crate::acl_cmd::deny(session, denied, &object);
+                reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
                 continue;
             }
         }
@@ -536,14 +577,22 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             && session.subs.any()
             && !spec.flags.has(Flags::WHILE_SUBSCRIBED)
         {
-            plan.ready(crate::pubsub::not_allowed_while_subscribed(spec.name));
+            let reply = crate::pubsub::not_allowed_while_subscribed(spec.name);
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
         if spec.is_write() {
             let size = record_size([&req]);
             if size > max_record() {
-                plan.ready(too_large_to_log(size));
-                session.multi.failed |= session.multi.queued.is_some();
+                reject(
+                    session,
+                    &mut plan,
+                    out,
+                    Some(spec),
+                    &req.args,
+                    too_large_to_log(size),
+                )
+                .await;
                 continue;
             }
         }
@@ -568,17 +617,25 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 _ => req.shards(),
             };
             if let Some(function) = moon_script::busy_on(probe.as_deref()) {
-                plan.ready(Frame::StaticError(moon_script::busy_reply(function)));
-                session.multi.failed |= session.multi.queued.is_some();
+                let reply = Frame::StaticError(moon_script::busy_reply(function));
+                reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
                 continue;
             }
         }
+        if session.multi.queued.is_some() && spec.flags.has(Flags::NO_MULTI) {
+            let reply = Frame::StaticError("ERR Command not allowed inside a transaction");
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+            continue;
+        }
         if let Some(queued) = session.multi.queued.as_mut() {
             // Inside MULTI: queue, except the commands that control the transaction.
+            let started = Instant::now();
             match connection_row.map(|c| &c.run) {
                 Some(Run::Transaction(TxControl::Exec)) => {
                     plan.flush(session, out).await;
+                    let mark = out.len();
                     crate::txn::exec(session, out, process_boxed).await;
+                    counted(spec, &req.args, started, out.get(mark) == Some(&b'-'));
                 }
                 Some(Run::Transaction(TxControl::Discard)) => {
                     session.multi.queued = None;
@@ -586,16 +643,20 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.flush(session, out).await;
                     crate::txn::unwatch_all(session).await;
                     plan.ready(Frame::OK);
+                    counted(spec, &req.args, started, false);
                 }
                 Some(Run::Reset) => {
                     plan.flush(session, out).await;
                     reset(session, out).await;
+                    counted(spec, &req.args, started, false);
                 }
                 Some(Run::Transaction(TxControl::Multi)) => {
-                    plan.ready(Frame::StaticError("ERR MULTI calls can not be nested"))
+                    plan.ready(Frame::StaticError("ERR MULTI calls can not be nested"));
+                    counted(spec, &req.args, started, true);
                 }
                 Some(Run::Transaction(TxControl::Watch)) => {
-                    plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed"))
+                    plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed"));
+                    counted(spec, &req.args, started, true);
                 }
                 _ => {
                     queued.push(req);
@@ -633,7 +694,9 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 },
                 Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
+                    let started = Instant::now();
                     let f = crate::cross::run(session, spec, &req.args).await;
+                    counted(spec, &req.args, started, f.is_error());
                     f.reply_to(session, out);
                 }
             },
@@ -649,7 +712,9 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             },
             Target::Server => {
                 plan.flush(session, out).await;
+                let started = Instant::now();
                 let f = crate::keyspace_walk::special(session, spec, &req.args).await;
+                counted(spec, &req.args, started, f.is_error());
                 f.reply_to(session, out);
             }
             Target::Connection => {
@@ -657,50 +722,70 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.ready(reply::unknown_command(&req.args));
                     continue;
                 };
-                match &row.run {
+                let started = Instant::now();
+                // Whether it answered an error (commandstats' failed calls).
+                let failed = match &row.run {
                     Run::Inline(run) => {
                         let f = run(session, &req.args);
+                        let failed = f.is_error();
                         plan.ready(f);
+                        failed
                     }
-                    Run::Publish(kind) => plan.publish(*kind, &req.args),
+                    Run::Publish(kind) => {
+                        plan.publish(*kind, &req.args);
+                        false
+                    }
                     Run::Transaction(TxControl::Multi) => {
                         session.multi.queued = Some(Vec::new());
                         plan.ready(Frame::OK);
+                        false
                     }
                     Run::Transaction(TxControl::Exec) => {
-                        plan.ready(Frame::StaticError("ERR EXEC without MULTI"))
+                        plan.ready(Frame::StaticError("ERR EXEC without MULTI"));
+                        true
                     }
                     Run::Transaction(TxControl::Discard) => {
-                        plan.ready(Frame::StaticError("ERR DISCARD without MULTI"))
+                        plan.ready(Frame::StaticError("ERR DISCARD without MULTI"));
+                        true
                     }
                     Run::Transaction(TxControl::Watch) => {
                         plan.flush(session, out).await;
                         let f = crate::txn::watch(session, &req.args[1..]).await;
                         f.reply_to(session, out);
+                        f.is_error()
                     }
                     Run::Transaction(TxControl::Unwatch) => {
                         plan.flush(session, out).await;
                         crate::txn::unwatch_all(session).await;
                         Frame::OK.reply_to(session, out);
+                        false
                     }
                     Run::Reset => {
                         plan.flush(session, out).await;
                         reset(session, out).await;
+                        false
                     }
                     Run::Writes(run) => {
                         plan.flush(session, out).await;
+                        let mark = out.len();
                         run(session, &req.args, out).await;
+                        out.get(mark) == Some(&b'-')
                     }
                     Run::Barrier(run) => {
                         plan.flush(session, out).await;
-                        if let Some(f) = run(session, &req.args).await {
+                        let f = run(session, &req.args).await;
+                        let failed = f.as_ref().is_some_and(Frame::is_error);
+                        if let Some(f) = f {
                             f.reply_to(session, out);
                         }
                         if session.quit {
+                            counted(spec, &req.args, started, failed);
                             break;
                         }
+                        failed
                     }
-                }
+                };
+                counted(spec, &req.args, started, failed);
             }
         }
     }

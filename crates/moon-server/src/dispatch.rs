@@ -42,15 +42,19 @@ pub enum Target {
 /// A request refused before it runs, with its error reply. Inside MULTI it makes EXEC fail.
 pub struct Refused {
     pub reply: Frame,
+    /// The command refused, when the table knows it (its rejected calls are counted, and EXEC
+    /// refused discards the transaction).
+    pub spec: Option<&'static CommandSpec>,
     /// Refused for a reason Redis finds only after authentication (MSET's key without a
     /// value passes Redis's arity check): an unauthenticated client gets NOAUTH instead.
     pub after_auth: bool,
 }
 
 impl Refused {
-    fn now(reply: Frame) -> Refused {
+    fn now(spec: Option<&'static CommandSpec>, reply: Frame) -> Refused {
         Refused {
             reply,
+            spec,
             after_auth: false,
         }
     }
@@ -93,22 +97,23 @@ impl Request {
 /// when it is its turn to run, in Redis's order.)
 pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
     let Some(entry) = args.first().and_then(|name| crate::catalog::lookup(name)) else {
-        return Err(Refused::now(reply::unknown_command(&args)));
+        return Err(Refused::now(None, reply::unknown_command(&args)));
     };
     let spec = entry.spec;
     if !spec.arity_ok(args.len()) {
-        return Err(Refused::now(reply::wrong_arity(spec.name)));
+        return Err(Refused::now(Some(spec), reply::wrong_arity(spec.name)));
     }
     if !spec.args_ok(args.len()) {
         return Err(Refused {
             reply: reply::wrong_arity(spec.name),
+            spec: Some(spec),
             after_auth: true,
         });
     }
     if spec.name.starts_with("sort") {
         // BY and GET name keys the key positions do not: they must be on the sorted key's
         // shard (Redis Cluster refuses them across slots).
-        moon_store::sort_local_patterns(&args, shards).map_err(Refused::now)?;
+        moon_store::sort_local_patterns(&args, shards).map_err(|e| Refused::now(Some(spec), e))?;
     }
     let target = match spec.route {
         Route::Connection => Target::Connection,

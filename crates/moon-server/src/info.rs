@@ -32,6 +32,8 @@ pub(crate) struct ShardInfo {
     error_replies: u64,
     /// Error replies by code (errorstats).
     errors: std::collections::BTreeMap<String, u64>,
+    /// Calls by command (commandstats).
+    command_stats: Vec<(String, moon_store::stats::Stat)>,
 }
 
 /// The process's CPU time (user, system) in seconds, from getrusage.
@@ -75,8 +77,8 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         .map(|a| text(a).to_ascii_lowercase())
         .collect();
     // Redis's groups: no argument or `default` is the default sections; `all` adds the
-    // per-command ones (commandstats, latencystats: not kept yet, so nothing more), and
-    // `everything` the modules' too (none).
+    // per-command one (commandstats; latencystats is not kept), and `everything` the
+    // modules' too (none).
     const DEFAULT: [&str; 11] = [
         "server",
         "clients",
@@ -94,11 +96,17 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         || wanted
             .iter()
             .any(|w| w == "all" || w == "everything" || w == "default");
-    let want = |s: &str| (default && DEFAULT.contains(&s)) || wanted.iter().any(|w| w == s);
+    let all = wanted.iter().any(|w| w == "all" || w == "everything");
+    let want = |s: &str| {
+        (default && DEFAULT.contains(&s))
+            || (all && s == "commandstats")
+            || wanted.iter().any(|w| w == s)
+    };
+    let with_commands = want("commandstats");
     let per_shard = session
         .ctx
         .shard
-        .call_all(|s: &Shard| {
+        .call_all(move |s: &Shard| {
             let c = &s.counters;
             let store = s.store();
             ShardInfo {
@@ -113,6 +121,11 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 output_limit_closed: crate::pubsub::disconnections(),
                 error_replies: c.error_replies.get(),
                 errors: c.errors.borrow().clone(),
+                command_stats: if with_commands {
+                    moon_store::stats::snapshot()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .await;
@@ -204,6 +217,29 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\n\r\n",
             t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
         );
+    }
+    if want("commandstats") {
+        out.push_str("# Commandstats\r\n");
+        let mut by_name = std::collections::BTreeMap::new();
+        for s in per_shard.iter().flatten() {
+            moon_store::stats::merge(&mut by_name, &s.command_stats);
+        }
+        for (name, s) in by_name {
+            if s.calls == 0 && s.rejected == 0 && s.failed == 0 {
+                continue;
+            }
+            let per_call = if s.calls == 0 {
+                0.0
+            } else {
+                s.usec as f64 / s.calls as f64
+            };
+            let _ = write!(
+                out,
+                "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+                s.calls, s.usec, s.rejected, s.failed
+            );
+        }
+        out.push_str("\r\n");
     }
     if want("errorstats") {
         out.push_str("# Errorstats\r\n");

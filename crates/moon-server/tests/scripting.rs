@@ -881,6 +881,21 @@ fn busy_scripts_answer_busy_and_can_be_killed() {
     assert!(expect_err(&mut c, &["EXEC"]).starts_with("EXECABORT"));
     assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
     assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]), None);
+    // EXEC itself arriving while a script is busy: refused as Redis refuses it, the
+    // transaction discarded (Redis's multi unit, "just EXEC and script timeout").
+    cmd::<()>(&mut c, &["MULTI"]);
+    cmd::<()>(&mut c, &["INCR", "n"]);
+    let runaway = in_background(&s, &["EVAL", "while true do end", "0"]);
+    until_busy(&mut s.client(), &["PING"]);
+    assert_eq!(
+        expect_err(&mut c, &["EXEC"]),
+        format!("EXECABORT Transaction discarded because of: {BUSY_EVAL}")
+    );
+    assert_eq!(cmd::<String>(&mut s.client(), &["SCRIPT", "KILL"]), "OK");
+    runaway.join().expect("thread").expect_err("killed");
+    // Out of MULTI: the command it queued never runs.
+    assert_eq!(expect_err(&mut c, &["EXEC"]), "ERR EXEC without MULTI");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]), None);
     // Even a script that keeps catching the error in pcall.
     let stubborn = in_background(
         &s,

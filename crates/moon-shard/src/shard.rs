@@ -1125,10 +1125,19 @@ pub(crate) fn run_cmds(
     for (i, call) in cmds.iter().enumerate() {
         let is_write = call.spec().is_write();
         if let (Some(cause), true) = (failing, is_write) {
+            moon_store::stats::rejected(call.spec(), &call.args);
             frames.push(misconf(cause));
             continue;
         }
-        frames.push(store.run(call, now));
+        let started = std::time::Instant::now();
+        let reply = store.run(call, now);
+        if store.take_refused() {
+            moon_store::stats::rejected(call.spec(), &call.args);
+        } else {
+            let usec = started.elapsed().as_micros() as u64;
+            moon_store::stats::called(call.spec(), &call.args, usec, reply.is_error());
+        }
+        frames.push(reply);
         if store.is_paused() {
             // A busy script paused: the shard takes it from here ([`Shard::pause`]).
             break;

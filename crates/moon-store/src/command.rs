@@ -101,6 +101,8 @@ impl Flags {
     /// Its keys follow a `STREAMS` option, as many as the ids after them (XREAD,
     /// XREADGROUP): Moon's flag, a key position Redis declares as a key spec.
     pub const STREAMS_KEYS: Flags = Flags(1 << 17);
+    /// Refused inside MULTI (SHUTDOWN): Redis's `no_multi`.
+    pub const NO_MULTI: Flags = Flags(1 << 18);
 
     /// Redis's names, in the order COMMAND lists them (Redis's bit order).
     const NAMES: [(Flags, &'static str); 14] = [

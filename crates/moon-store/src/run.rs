@@ -76,6 +76,12 @@ impl Store {
         }
     }
 
+    /// Whether the last command run was refused before its handler ran (OOM): a rejected
+    /// call in INFO commandstats, not a failed one. Clears the mark.
+    pub fn take_refused(&mut self) -> bool {
+        std::mem::take(&mut self.refused)
+    }
+
     pub(crate) fn run_row(
         &mut self,
         row: &'static KeyspaceCommand,
@@ -87,7 +93,10 @@ impl Store {
         let writer = reader.map(|r| r.client);
         let reply = match self.begin_command(&row.spec, args, now, writer, event) {
             Ok(()) => (row.run)(self, args, now),
-            Err(refused) => refused,
+            Err(refused) => {
+                self.refused = true;
+                refused
+            }
         };
         self.end_command(args, &reply, reader);
         reply

@@ -57,6 +57,8 @@ pub struct Store {
     /// `databases`: what commands may name while serving (replay may name more).
     configured_dbs: usize,
     hits: u64,
+    /// The last command was refused before its handler ran ([`Store::take_refused`]).
+    pub(crate) refused: bool,
     misses: u64,
     /// `proto-max-bulk-len`: APPEND and SETRANGE refuse to grow a string beyond it.
     max_string_len: usize,
@@ -155,6 +157,7 @@ impl Store {
             db_pending: false,
             configured_dbs: 1,
             hits: 0,
+            refused: false,
             misses: 0,
             max_string_len,
             record_writes: false,

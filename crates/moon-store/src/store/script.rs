@@ -813,7 +813,14 @@ impl Host for StoreHost<'_> {
                 return err(EFFECTS_TOO_LARGE);
             }
         }
-        self.store.run_row(row, &args, self.now, None, None)
+        let reply = self.store.run_row(row, &args, self.now, None, None);
+        // Counted as Redis counts a script's commands; their time is the script's own.
+        if self.store.take_refused() {
+            crate::stats::rejected(&row.spec, &args);
+        } else {
+            crate::stats::called(&row.spec, &args, 0, reply.is_error());
+        }
+        reply
     }
 }
 

@@ -1,0 +1,165 @@
+//! Issue 29, what an operator reads and does: INFO commandstats (calls, rejections and
+//! failures counted as Redis counts them, on every shard), SLOWLOG, and commands refused
+//! inside MULTI — against the real binary through the `redis` crate.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use common::*;
+
+/// INFO commandstats as `command -> (calls, rejected_calls, failed_calls)`.
+fn commandstats(c: &mut redis::Connection) -> BTreeMap<String, (u64, u64, u64)> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    let mut out = BTreeMap::new();
+    for line in info.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let (name, fields) = rest.split_once(':').expect("name:fields");
+        let field = |k: &str| -> u64 {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {line}"))
+        };
+        assert!(fields.contains(",usec_per_call="), "{line}");
+        out.insert(
+            name.to_string(),
+            (
+                field("calls"),
+                field("rejected_calls"),
+                field("failed_calls"),
+            ),
+        );
+    }
+    out
+}
+
+fn stat(c: &mut redis::Connection, name: &str) -> (u64, u64, u64) {
+    commandstats(c).get(name).copied().unwrap_or_default()
+}
+
+fn resetstat(c: &mut redis::Connection) {
+    cmd::<()>(c, &["CONFIG", "RESETSTAT"]);
+}
+
+/// Redis's info unit, case by case: a failed call ran and answered an error; a rejected one
+/// was refused before it ran and is not a call. Keys on both shards, so that what runs on the
+/// other shard's thread is gathered too.
+#[test]
+fn commandstats_count_calls_rejections_and_failures_as_redis_does() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let keys = keys_on_different_shards(2);
+    resetstat(&mut c);
+    for k in &keys {
+        cmd::<()>(&mut c, &["SET", k, "v"]);
+    }
+    assert_eq!(stat(&mut c, "set"), (2, 0, 0));
+    // A failed call: AUTH with a wrong password.
+    expect_err(&mut c, &["AUTH", "nope"]);
+    assert_eq!(stat(&mut c, "auth"), (1, 0, 1));
+    // Wrong arity: rejected, not a call.
+    expect_err(&mut c, &["SET", "k"]);
+    assert_eq!(stat(&mut c, "set"), (2, 1, 0));
+    // Inside MULTI: a rejected command makes EXEC fail (a failed EXEC call).
+    cmd::<()>(&mut c, &["MULTI"]);
+    expect_err(&mut c, &["GET"]);
+    assert!(expect_err(&mut c, &["EXEC"]).starts_with("EXECABORT"));
+    assert_eq!(stat(&mut c, "get"), (0, 1, 0));
+    assert_eq!(stat(&mut c, "multi"), (1, 0, 0));
+    assert_eq!(stat(&mut c, "exec"), (1, 0, 1));
+    // EXEC without MULTI fails; an EXEC whose command failed inside does not.
+    expect_err(&mut c, &["EXEC"]);
+    assert_eq!(stat(&mut c, "exec"), (2, 0, 2));
+    cmd::<()>(&mut c, &["MULTI"]);
+    cmd::<()>(&mut c, &["LPUSH", &keys[0], "x"]);
+    let _ = redis::cmd("EXEC").query::<redis::Value>(&mut c);
+    assert_eq!(stat(&mut c, "exec"), (3, 0, 2));
+    assert_eq!(stat(&mut c, "lpush"), (1, 0, 1));
+    // A script's commands are calls of their own, by subcommand.
+    let _: () = redis::cmd("EVAL")
+        .arg("redis.pcall('XGROUP', 'CREATECONSUMER', KEYS[1], 'g', 'c') return")
+        .arg(1)
+        .arg(&keys[1])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(stat(&mut c, "xgroup|createconsumer"), (1, 0, 1));
+    assert_eq!(stat(&mut c, "eval"), (1, 0, 0));
+    expect_err(
+        &mut c,
+        &["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+    );
+    assert_eq!(stat(&mut c, "evalsha"), (1, 0, 1));
+    // OOM: rejected.
+    cmd::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    assert!(expect_err(&mut c, &["SET", &keys[1], "w"]).starts_with("OOM"));
+    cmd::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(stat(&mut c, "set"), (2, 2, 0));
+    // An ACL denial: rejected.
+    cmd::<()>(
+        &mut c,
+        &[
+            "ACL", "SETUSER", "alice", "on", ">pw", "~*", "+get", "+info",
+        ],
+    );
+    let mut alice = s.client();
+    cmd::<()>(&mut alice, &["AUTH", "alice", "pw"]);
+    assert!(expect_err(&mut alice, &["SET", &keys[0], "x"]).starts_with("NOPERM"));
+    assert_eq!(stat(&mut c, "set"), (2, 3, 0));
+    // Subcommands are counted apart; a reset clears every shard.
+    cmd::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxmemory"]);
+    assert_eq!(stat(&mut c, "config|get").0, 1);
+    resetstat(&mut c);
+    let after = commandstats(&mut c);
+    assert!(
+        after.keys().all(|k| k == "config|resetstat"),
+        "after a reset only the reset itself is counted: {after:?}"
+    );
+}
+
+/// A blocked call counts once, and fails when CLIENT UNBLOCK ends it with an error.
+#[test]
+fn a_blocked_call_unblocked_with_an_error_is_one_failed_call() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    resetstat(&mut c);
+    let mut blocked = s.client();
+    let id: i64 = cmd(&mut blocked, &["CLIENT", "ID"]);
+    let waiter = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg("queue")
+            .arg(0)
+            .query::<redis::Value>(&mut blocked)
+            .map_err(|e| err_text(&e))
+    });
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]);
+    let ended = waiter.join().unwrap().expect_err("unblocked with an error");
+    assert!(ended.starts_with("UNBLOCKED"), "{ended}");
+    assert_eq!(stat(&mut c, "blpop"), (1, 0, 1));
+}
+
+/// SHUTDOWN inside MULTI is refused (Redis's `no-multi`), so an EXEC cannot stop the server
+/// by surprise; the transaction fails whole.
+#[test]
+fn shutdown_inside_multi_is_refused_and_the_server_keeps_serving() {
+    let s = MoonServer::start(1, &[]);
+    let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+    raw.write_all(b"MULTI\r\nSET k v\r\nSHUTDOWN\r\nEXEC\r\nPING\r\n")
+        .unwrap();
+    let expected = "+OK\r\n+QUEUED\r\n-ERR Command not allowed inside a transaction\r\n-EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while got.len() < expected.len() {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+    let mut c = s.client();
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "k"]), None);
+}
