@@ -54,6 +54,9 @@ pub struct Engine {
     run_slot: Rc<RunSlot>,
     /// A suspending state's key for the hook (watch.rs); 0 for a synchronous one.
     pub(crate) watch_key: usize,
+    /// The prelude's builder of the globals a library's code sees while FUNCTION LOAD runs
+    /// it (functions.rs builds them once per state).
+    load_globals: Function,
 }
 
 /// The host of the synchronous run in progress, for `redis.call`, `redis.pcall` and
@@ -288,7 +291,7 @@ impl Engine {
                 lua.create_c_function(crate::watch::passing)?,
             )
         };
-        let env: Table = lua.load(PRELUDE).set_name("=moon").call((
+        let (env, load_globals): (Table, Function) = lua.load(PRELUDE).set_name("=moon").call((
             globals.clone(),
             redis.clone(),
             error_text,
@@ -323,6 +326,7 @@ impl Engine {
             slot: None,
             run_slot,
             watch_key: 0,
+            load_globals,
         })
     }
 
@@ -344,6 +348,10 @@ impl Engine {
 
     pub(crate) fn redis_table(&self) -> &Table {
         &self.redis
+    }
+
+    pub(crate) fn load_globals_builder(&self) -> &Function {
+        &self.load_globals
     }
 
     pub(crate) fn globals_table(&self) -> &Table {

@@ -6,7 +6,6 @@
 //! this module loads a library's code into one state, reports what it registered, and calls
 //! the functions. During a load `redis.call` is not available, as in Redis.
 
-use std::cell::RefCell;
 
 use bytes::Bytes;
 use mlua::{Function, Table, Value, Variadic};
@@ -107,84 +106,164 @@ pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
     Ok((name, end))
 }
 
+/// The functions the library being loaded registered so far: in the Lua state's app data
+/// while a load runs, and only then.
+struct Registering(Vec<(String, Function, FunctionInfo)>);
+
+/// FUNCTION LOAD's globals, built once per state (app data).
+struct LoadGlobals(Table);
+
+/// The globals a library's code runs with (`prelude.lua`'s `load_globals`): a `redis` table of
+/// `register_function`, `log`, the LOG_* levels and the version.
+fn load_globals(engine: &Engine) -> mlua::Result<Table> {
+    let lua = engine.lua();
+    if let Some(g) = lua.app_data_ref::<LoadGlobals>() {
+        return Ok(g.0.clone());
+    }
+    let api = lua.create_table()?;
+    api.raw_set("register_function", register_function(lua)?)?;
+    for name in [
+        "log",
+        "LOG_DEBUG",
+        "LOG_VERBOSE",
+        "LOG_NOTICE",
+        "LOG_WARNING",
+        "REDIS_VERSION",
+        "REDIS_VERSION_NUM",
+    ] {
+        api.raw_set(name, engine.redis_table().raw_get::<Value>(name)?)?;
+    }
+    let globals: Table = engine.load_globals_builder().call(api)?;
+    lua.set_app_data(LoadGlobals(globals.clone()));
+    Ok(globals)
+}
+
+/// `redis.register_function`: it registers only while a load runs (a library's function that
+/// kept a reference to it and calls it later gets Redis's error).
+fn register_function(lua: &mlua::Lua) -> mlua::Result<Function> {
+    let register = lua.create_function(|lua, args: Variadic<Value>| {
+        let Some(mut found) = lua.app_data_mut::<Registering>() else {
+            return Err(mlua::Error::RuntimeError(
+                "ERR redis.register_function can only be called on FUNCTION LOAD command".into(),
+            ));
+        };
+        let (fname, callback, info) = registration(&args).map_err(mlua::Error::RuntimeError)?;
+        if found.0.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(&fname)) {
+            return Err(mlua::Error::RuntimeError(
+                "ERR Function already exists in the library".into(),
+            ));
+        }
+        found.0.push((fname, callback, info));
+        Ok(())
+    })?;
+    crate::gate::gate(lua, register)
+}
+
+/// What one `redis.register_function` call registers, in either form, with Redis's error
+/// texts (the positional form's and the named form's differ, as in Redis).
 fn registration(args: &Variadic<Value>) -> Result<(String, Function, FunctionInfo), String> {
     let (name, callback, flags, description) = match args.as_slice() {
-        [Value::Table(t)] => {
-            for pair in t.pairs::<Value, Value>() {
-                let (k, _) = pair.map_err(|e| e.to_string())?;
-                let known = matches!(&k, Value::String(s)
-                    if matches!(s.to_str().as_deref(), Ok("function_name" | "callback" | "flags" | "description")));
-                if !known {
-                    return Err("ERR unknown argument given to redis.register_function".into());
-                }
-            }
-            (
-                t.raw_get::<Value>("function_name").unwrap_or(Value::Nil),
-                t.raw_get::<Value>("callback").unwrap_or(Value::Nil),
-                t.raw_get::<Value>("flags").unwrap_or(Value::Nil),
-                t.raw_get::<Value>("description").unwrap_or(Value::Nil),
-            )
+        [Value::Table(t)] => named_arguments(t)?,
+        [_] => return Err("ERR calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).".into()),
+        [name, callback] => {
+            let Value::String(name) = name else {
+                return Err("ERR first argument to redis.register_function must be a string".into());
+            };
+            let Value::Function(callback) = callback else {
+                return Err(
+                    "ERR second argument to redis.register_function must be a function".into(),
+                );
+            };
+            (name.to_string_lossy(), callback.clone(), Vec::new(), None)
         }
-        [name, callback] => (name.clone(), callback.clone(), Value::Nil, Value::Nil),
         _ => return Err("ERR wrong number of arguments to redis.register_function".into()),
     };
-    let Value::String(name) = name else {
-        return Err(
-            "ERR function_name argument given to redis.register_function must be a string".into(),
-        );
-    };
-    let name = name.to_string_lossy();
     if !valid_name(&name) {
-        return Err("ERR Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
+        // Redis's text for a function's name too.
+        return Err("ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
     }
-    let Value::Function(callback) = callback else {
-        return Err(
-            "ERR callback argument given to redis.register_function must be a function".into(),
-        );
-    };
-    let mut given = Vec::new();
-    match flags {
-        Value::Nil => {}
-        Value::Table(t) => {
-            for f in t.sequence_values::<Value>() {
-                let Ok(Value::String(f)) = f else {
-                    return Err("ERR flags argument to redis.register_function must be a table representing function flags".into());
-                };
-                let f = f.to_string_lossy();
-                if !FLAGS.contains(&f.as_str()) {
-                    return Err("ERR unknown flag given".into());
-                }
-                given.push(f);
-            }
-        }
-        _ => {
-            return Err("ERR flags argument to redis.register_function must be a table representing function flags".into())
-        }
-    }
-    let description = match description {
-        Value::Nil => None,
-        Value::String(s) => Some(s.to_string_lossy()),
-        _ => {
-            return Err(
-                "ERR description argument given to redis.register_function must be a string".into(),
-            )
-        }
-    };
     Ok((
         name.clone(),
         callback,
         FunctionInfo {
             name,
             description,
-            flags: given,
+            flags,
         },
     ))
+}
+
+type Named = (String, Function, Vec<String>, Option<String>);
+
+/// `redis.register_function{function_name=..., callback=..., flags=..., description=...}`.
+fn named_arguments(t: &Table) -> Result<Named, String> {
+    let (mut name, mut callback, mut flags, mut description) = (None, None, Vec::new(), None);
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair.map_err(|e| e.to_string())?;
+        let Value::String(k) = k else {
+            return Err(
+                "ERR named argument key given to redis.register_function is not a string".into(),
+            );
+        };
+        match k.to_str().as_deref() {
+            Ok("function_name") => match v {
+                Value::String(s) => name = Some(s.to_string_lossy()),
+                _ => return Err(
+                    "ERR function_name argument given to redis.register_function must be a string"
+                        .into(),
+                ),
+            },
+            Ok("description") => match v {
+                Value::String(s) => description = Some(s.to_string_lossy()),
+                _ => return Err(
+                    "ERR description argument given to redis.register_function must be a string"
+                        .into(),
+                ),
+            },
+            Ok("callback") => {
+                match v {
+                    Value::Function(f) => callback = Some(f),
+                    _ => return Err(
+                        "ERR callback argument given to redis.register_function must be a function"
+                            .into(),
+                    ),
+                }
+            }
+            Ok("flags") => {
+                let Value::Table(list) = v else {
+                    return Err("ERR flags argument to redis.register_function must be a table representing function flags".into());
+                };
+                for f in list.sequence_values::<Value>() {
+                    let flag = match f {
+                        Ok(Value::String(f)) => f.to_string_lossy(),
+                        _ => return Err("ERR unknown flag given".into()),
+                    };
+                    if !FLAGS.contains(&flag.as_str()) {
+                        return Err("ERR unknown flag given".into());
+                    }
+                    flags.push(flag);
+                }
+            }
+            _ => return Err("ERR unknown argument given to redis.register_function".into()),
+        }
+    }
+    let Some(name) = name else {
+        return Err("ERR redis.register_function must get a function name argument".into());
+    };
+    let Some(callback) = callback else {
+        return Err("ERR redis.register_function must get a callback argument".into());
+    };
+    Ok((name, callback, flags, description))
 }
 
 impl Engine {
     /// Loads a library (`#!lua name=...` then code that calls `redis.register_function`): its
     /// functions become callable here, replacing those of a library of the same name that
     /// this state loaded before. Redis's error text if it does not load.
+    ///
+    /// The code runs with FUNCTION LOAD's globals (`prelude.lua`'s `load_globals`): only
+    /// `redis.register_function`, `redis.log` and the version, as in Redis; the globals'
+    /// view is pointed back at the scripts' globals afterwards, whatever happened.
     pub fn load_library(&self, code: &[u8]) -> Result<LibraryInfo, Frame> {
         let (name, skip) = library_name(code)?;
         let chunk = self
@@ -199,69 +278,43 @@ impl Engine {
                     crate::engine::lua_message(&e)
                 ))
             })?;
-        let found: RefCell<Vec<(String, Function, FunctionInfo)>> = RefCell::new(Vec::new());
-        let loaded = self.lua().scope(|scope| {
-            let register = scope.create_function(|_, args: Variadic<Value>| {
-                let (fname, callback, info) =
-                    registration(&args).map_err(mlua::Error::RuntimeError)?;
-                let mut found = found.borrow_mut();
-                if found.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(&fname)) {
-                    return Err(mlua::Error::RuntimeError(
-                        "ERR Function already exists in the library".into(),
-                    ));
-                }
-                found.push((fname, callback, info));
-                Ok(())
-            })?;
-            // redis.call is not there during a load (nor any host).
-            let saved: Vec<(&str, Value)> = ["call", "pcall"]
-                .into_iter()
-                .map(|n| {
-                    (
-                        n,
-                        self.redis_table().raw_get::<Value>(n).unwrap_or(Value::Nil),
-                    )
-                })
-                .collect();
-            for (n, _) in &saved {
-                self.redis_table().raw_set(*n, Value::Nil)?;
-            }
-            self.redis_table().raw_set(
-                "register_function",
-                crate::gate::gate(self.lua(), register)?,
-            )?;
+        let view = self
+            .lua()
+            .globals()
+            .metatable()
+            .ok_or_else(|| err("ERR the scripts' globals have no view to point at a load"))?;
+        let scripts_globals: Value = view.raw_get("__index").unwrap_or(Value::Nil);
+        let loaded = (|| -> mlua::Result<mlua::Result<()>> {
+            view.raw_set("__index", load_globals(self)?)?;
+            self.lua().set_app_data(Registering(Vec::new()));
             // A library's code runs once, now: 500 ms at most, as Redis allows a load.
             let started = std::time::Instant::now();
             self.lua().set_hook(
                 mlua::HookTriggers::new().every_nth_instruction(10_000),
                 move |_, _| {
                     if started.elapsed() > LOAD_TIME_LIMIT {
-                        return Err(mlua::Error::RuntimeError(
-                            "ERR the library's code ran longer than 500 ms while loading".into(),
-                        ));
+                        return Err(mlua::Error::RuntimeError("FUNCTION LOAD timeout".into()));
                     }
                     Ok(mlua::VmState::Continue)
                 },
             )?;
-            let ran = chunk.call::<()>(());
-            self.lua().remove_hook();
-            self.redis_table()
-                .raw_set("register_function", Value::Nil)?;
-            for (n, v) in saved {
-                self.redis_table().raw_set(n, v)?;
-            }
-            Ok(ran)
-        });
-        match loaded {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) | Err(e) => {
+            Ok(chunk.call::<()>(()))
+        })();
+        self.lua().remove_hook();
+        let found = self
+            .lua()
+            .remove_app_data::<Registering>()
+            .map_or_else(Vec::new, |r| r.0);
+        let restored = view.raw_set("__index", scripts_globals);
+        match (loaded, restored) {
+            (Ok(Ok(())), Ok(())) => {}
+            (Ok(Err(e)) | Err(e), _) | (_, Err(e)) => {
                 return Err(error_frame(&format!(
                     "ERR Error registering functions: {}",
                     crate::engine::error_text(&e)
                 )))
             }
         }
-        let found = found.into_inner();
         if found.is_empty() {
             return Err(err("ERR No functions registered"));
         }

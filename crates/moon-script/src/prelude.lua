@@ -192,4 +192,22 @@ setmetatable(G, {
 local env = setmetatable({}, { __index = G, __newindex = modify_error, __metatable = false })
 readonly_tables[env] = true
 G._G = env
-return env
+
+-- What a library's code sees while FUNCTION LOAD runs it, as in Redis: a `redis` table with
+-- only `api` in it (register_function, log, the LOG_* levels, the version), and nothing else
+-- — reading anything more, there or among the globals, is an error. The engine points `env`
+-- at these globals for the load and back at G after it, so the functions a library defines
+-- see the scripts' globals when they are called.
+local function load_globals(api)
+    local missing = {
+        __index = function(_, name)
+            error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+        end,
+    }
+    setmetatable(api, missing)
+    local redis = setmetatable({}, { __index = api, __newindex = modify_error, __metatable = false })
+    readonly_tables[redis] = true
+    return setmetatable({ redis = redis }, missing)
+end
+
+return env, load_globals

@@ -689,7 +689,21 @@ fn libraries_register_functions_that_fcall_runs() {
         ("#!python name=x\n", "ERR Engine 'python' not found"),
         ("#!lua name=x\nreturn 1", "ERR No functions registered"),
         ("#!lua name=x\nreturn +", "ERR Error compiling function: user_function:2:"),
-        ("#!lua name=x\nredis.register_function('f-g', function() end)", "ERR Error registering functions: ERR Function names can only contain"),
+        // Redis answers a bad function name with its library-name text.
+        ("#!lua name=x\nredis.register_function('f-g', function() end)", "ERR Error registering functions: ERR Library names can only contain"),
+        ("#!lua name=x\nredis.register_function('f')", "ERR Error registering functions: ERR calling redis.register_function with a single argument is only applicable to Lua table"),
+        ("#!lua name=x\nredis.register_function(nil, function() end)", "ERR Error registering functions: ERR first argument to redis.register_function must be a string"),
+        ("#!lua name=x\nredis.register_function('f', 1)", "ERR Error registering functions: ERR second argument to redis.register_function must be a function"),
+        ("#!lua name=x\nredis.register_function{callback=function() end}", "ERR Error registering functions: ERR redis.register_function must get a function name argument"),
+        ("#!lua name=x\nredis.register_function{function_name='f'}", "ERR Error registering functions: ERR redis.register_function must get a callback argument"),
+        ("#!lua name=x\nredis.register_function{function_name='f', callback=function() end, flags={function() end}}", "ERR Error registering functions: ERR unknown flag given"),
+        // The load runs with only redis.register_function, redis.log and the version, as in
+        // Redis: no other global, no redis.call, nothing to change.
+        ("#!lua name=x\nreturn math.random()", "ERR Error registering functions: user_function:2: Script attempted to access nonexistent global variable 'math'"),
+        ("#!lua name=x\nreturn redis.setresp(3)", "ERR Error registering functions: user_function:2: Script attempted to access nonexistent global variable 'setresp'"),
+        ("#!lua name=x\nredis.redis.call('ping')", "ERR Error registering functions: user_function:2: Script attempted to access nonexistent global variable 'redis'"),
+        ("#!lua name=x\na = 1", "ERR Error registering functions: user_function:2: Attempt to modify a readonly table"),
+        ("#!lua name=x\nlocal a = 1 while 1 do a = a + 1 end", "ERR Error registering functions: FUNCTION LOAD timeout"),
         ("#!lua name=x\nredis.register_function('f', function() end) redis.register_function('f', function() end)", "ERR Error registering functions: ERR Function already exists in the library"),
         ("#!lua name=x\nredis.register_function{function_name='f', callback=function() end, flags={'fly'}}", "ERR Error registering functions: ERR unknown flag given"),
         ("#!lua name=x\nredis.call('set', 'k', 'v')", "ERR Error registering functions:"),
@@ -697,6 +711,19 @@ fn libraries_register_functions_that_fcall_runs() {
         let e = error_text(engine.load_library(code.as_bytes()).map(|_| Frame::OK).unwrap_or_else(|e| e));
         assert!(e.starts_with(want), "{code}: {e}");
     }
+    // A function keeps the scripts' globals, and a reference to the load's register_function
+    // is refused once the load is over.
+    engine
+        .load_library(
+            b"#!lua name=late\nlocal lib = redis\nlib.register_function('later', function() lib.register_function('f', function() end) end)\nredis.register_function('rnd', function() return math.floor(math.random(1, 1)) end)",
+        )
+        .expect("loads");
+    assert!(error_text(fcall(&engine, "later", &[], &[], &mut host))
+        .contains("redis.register_function can only be called on FUNCTION LOAD command"));
+    assert_eq!(
+        fcall(&engine, "rnd", &[], &[], &mut host),
+        Frame::Integer(1)
+    );
     engine.clear_functions();
     assert_eq!(
         error_text(fcall(&engine, "bump", &[], &[], &mut host)),

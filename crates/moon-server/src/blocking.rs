@@ -317,7 +317,7 @@ async fn try_or_block(
     {
         let shard = *shard;
         let Ok(req) = req else { return false };
-        let call = match req.into_call(b.db, None) {
+        let call = match req.into_call(b.db, None, session.info.id) {
             Ok(call) => call,
             Err(req) => {
                 moon_store::reply::unknown_command(&req.args).reply_to(session, out);

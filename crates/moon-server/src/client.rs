@@ -17,6 +17,7 @@ pub(crate) fn set_client_name(session: &Session, name: &[u8]) -> Result<(), Fram
         ));
     }
     *session.info.name.borrow_mut() = text(name);
+    moon_store::slowlog::rename(session.info.id, &session.info.name.borrow());
     Ok(())
 }
 

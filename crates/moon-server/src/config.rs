@@ -34,6 +34,11 @@ pub struct Config {
     /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: a script running longer is busy
     /// (`moon_script`'s watch.rs; process-wide, set with the key).
     pub busy_reply_threshold: u64,
+    /// SLOWLOG: commands that take at least this many microseconds are logged (negative:
+    /// none), in a log of at most `slowlog_max_len` entries (`moon_store::slowlog`;
+    /// process-wide, set with the key).
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
     /// large, or a flood of them).
     pub client_query_buffer_limit: u64,
@@ -261,6 +266,18 @@ pub const KEYS: &[Key] = &[
             moon_script::set_busy_threshold(c.busy_reply_threshold);
         },
         |c| c.busy_reply_threshold.to_string()),
+    key!("slowlog-log-slower-than", Runtime, "Commands that take at least this many microseconds go to SLOWLOG (-1 = none, 0 = every command).",
+        |c, v| {
+            c.slowlog_log_slower_than = v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or("an integer >= -1 (microseconds)")?;
+            moon_store::slowlog::set_slower_than(c.slowlog_log_slower_than);
+        },
+        |c| c.slowlog_log_slower_than.to_string()),
+    key!("slowlog-max-len", Runtime, "Entries SLOWLOG keeps.",
+        |c, v| {
+            c.slowlog_max_len = int_in(v, 0..=i64::MAX as u64, "an integer >= 0")?;
+            moon_store::slowlog::set_max_len(c.slowlog_max_len as usize);
+        },
+        |c| c.slowlog_max_len.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -445,6 +462,8 @@ impl Default for Config {
             save: String::new(),
             timeout: 0,
             busy_reply_threshold: 5000,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
             pin_cpus: true,

@@ -133,6 +133,7 @@ async fn serve_from<S>(
         unblock: Cell::new(None),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
+    moon_store::slowlog::register(id, &info.addr);
     ShardCounters::add(&counters.connections_received, 1);
     ShardCounters::add(&counters.connected_clients, 1);
 
@@ -146,6 +147,7 @@ async fn serve_from<S>(
             "refused a client from outside loopback: protected mode (no password for the default user; see docs/SECURITY.md)"
         );
         CLIENTS.with(|c| c.borrow_mut().remove(&id));
+        moon_store::slowlog::forget(id);
         shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
         ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
         ShardCounters::add(&counters.rejected_connections, 1);
@@ -371,6 +373,7 @@ async fn serve_from<S>(
     crate::txn::unwatch_all(&mut session).await;
     crate::connection::tracking_off(&session).await;
     CLIENTS.with(|c| c.borrow_mut().remove(&session.info.id));
+    moon_store::slowlog::forget(session.info.id);
     shared.connected_clients.fetch_sub(1, Ordering::AcqRel);
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
 }
@@ -484,6 +487,7 @@ async fn reject(
 /// A command the connection ran itself (not in a store, which counts its own), for INFO
 /// commandstats.
 fn counted(
+    session: &Session,
     spec: &'static moon_store::command::CommandSpec,
     args: &[bytes::Bytes],
     started: Instant,
@@ -491,6 +495,14 @@ fn counted(
 ) {
     let usec = started.elapsed().as_micros() as u64;
     moon_store::stats::called(spec, args, usec, failed);
+    if moon_store::slowlog::is_slow(usec) && !spec.flags.has(Flags::SKIP_SLOWLOG) {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = session.info.name.borrow();
+        let who = Some((session.info.addr.as_str(), name.as_str()));
+        moon_store::slowlog::push(args, usec, time, session.info.id, who);
+    }
 }
 
 fn noauth() -> Frame {
@@ -635,7 +647,13 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.flush(session, out).await;
                     let mark = out.len();
                     crate::txn::exec(session, out, process_boxed).await;
-                    counted(spec, &req.args, started, out.get(mark) == Some(&b'-'));
+                    counted(
+                        session,
+                        spec,
+                        &req.args,
+                        started,
+                        out.get(mark) == Some(&b'-'),
+                    );
                 }
                 Some(Run::Transaction(TxControl::Discard)) => {
                     session.multi.queued = None;
@@ -643,20 +661,20 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.flush(session, out).await;
                     crate::txn::unwatch_all(session).await;
                     plan.ready(Frame::OK);
-                    counted(spec, &req.args, started, false);
+                    counted(session, spec, &req.args, started, false);
                 }
                 Some(Run::Reset) => {
                     plan.flush(session, out).await;
                     reset(session, out).await;
-                    counted(spec, &req.args, started, false);
+                    counted(session, spec, &req.args, started, false);
                 }
                 Some(Run::Transaction(TxControl::Multi)) => {
                     plan.ready(Frame::StaticError("ERR MULTI calls can not be nested"));
-                    counted(spec, &req.args, started, true);
+                    counted(session, spec, &req.args, started, true);
                 }
                 Some(Run::Transaction(TxControl::Watch)) => {
                     plan.ready(Frame::StaticError("ERR WATCH inside MULTI is not allowed"));
-                    counted(spec, &req.args, started, true);
+                    counted(session, spec, &req.args, started, true);
                 }
                 _ => {
                     queued.push(req);
@@ -677,7 +695,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
         let db = session.db;
         match req.target {
-            Target::Shard(shard) => match req.into_call(db, track) {
+            Target::Shard(shard) => match req.into_call(db, track, session.info.id) {
                 Ok(call) => plan.one(shard, crate::acl_cmd::for_script(session, call)),
                 Err(req) => plan.ready(reply::unknown_command(&req.args)),
             },
@@ -688,7 +706,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 run_alone_as_transaction(session, req, out).await;
             }
             Target::Shards(_) => match req.spread() {
-                Spread::Split(merge) => match req.into_call(db, track) {
+                Spread::Split(merge) => match req.into_call(db, track, session.info.id) {
                     Ok(call) => plan.split(call, spec.step.max(1) as usize, merge),
                     Err(req) => plan.ready(reply::unknown_command(&req.args)),
                 },
@@ -696,7 +714,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.flush(session, out).await;
                     let started = Instant::now();
                     let f = crate::cross::run(session, spec, &req.args).await;
-                    counted(spec, &req.args, started, f.is_error());
+                    counted(session, spec, &req.args, started, f.is_error());
                     f.reply_to(session, out);
                 }
             },
@@ -706,7 +724,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 plan.flush(session, out).await;
                 run_alone_as_transaction(session, req, out).await;
             }
-            Target::All(merge) => match req.into_call(db, None) {
+            Target::All(merge) => match req.into_call(db, None, session.info.id) {
                 Ok(call) => plan.all(call, merge),
                 Err(req) => plan.ready(reply::unknown_command(&req.args)),
             },
@@ -714,7 +732,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 plan.flush(session, out).await;
                 let started = Instant::now();
                 let f = crate::keyspace_walk::special(session, spec, &req.args).await;
-                counted(spec, &req.args, started, f.is_error());
+                counted(session, spec, &req.args, started, f.is_error());
                 f.reply_to(session, out);
             }
             Target::Connection => {
@@ -779,13 +797,13 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                             f.reply_to(session, out);
                         }
                         if session.quit {
-                            counted(spec, &req.args, started, failed);
+                            counted(session, spec, &req.args, started, failed);
                             break;
                         }
                         failed
                     }
                 };
-                counted(spec, &req.args, started, failed);
+                counted(session, spec, &req.args, started, failed);
             }
         }
     }

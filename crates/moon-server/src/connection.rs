@@ -172,6 +172,7 @@ pub(crate) async fn reset(session: &mut Session) {
     session.proto = Protocol::Resp2;
     session.info.resp.set(2);
     session.info.name.borrow_mut().clear();
+    moon_store::slowlog::rename(session.info.id, "");
     session.reply = crate::session::ReplyMode::On;
     // Back to the default user: authenticated only if it needs no password.
     if let Some(u) = session.ctx.shared.user("default") {

@@ -170,11 +170,12 @@ pub fn record_size<'a>(reqs: impl IntoIterator<Item = &'a Request>) -> usize {
 
 impl Request {
     /// The request as its shard's store runs it, in database `db`, for tracking reader
-    /// `track`; a command the connection runs itself stays a request.
+    /// `track`, sent by `client`; a command the connection runs itself stays a request.
     pub fn into_call(
         self,
         db: usize,
         track: Option<moon_store::tracking::Reader>,
+        client: u64,
     ) -> Result<moon_store::Call, Request> {
         match self.row {
             Row::Keyspace(command) => Ok(moon_store::Call {
@@ -184,6 +185,7 @@ impl Request {
                 track,
                 event: None,
                 user: None,
+                client,
             }),
             Row::Connection(_) => Err(self),
         }

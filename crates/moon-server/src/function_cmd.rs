@@ -176,11 +176,15 @@ pub(crate) fn function(session: &mut Session, args: &[Bytes]) -> Frame {
         let (mut pattern, mut with_code) = (None, false);
         let mut i = 2;
         while i < args.len() {
-            if eq(&args[i], "withcode") {
+            // Each option once, as Redis takes them.
+            if !with_code && eq(&args[i], "withcode") {
                 with_code = true;
                 i += 1;
-            } else if eq(&args[i], "libraryname") && i + 1 < args.len() {
-                pattern = Some(args[i + 1].clone());
+            } else if pattern.is_none() && eq(&args[i], "libraryname") {
+                let Some(p) = args.get(i + 1) else {
+                    return Frame::StaticError("ERR library name argument was not given");
+                };
+                pattern = Some(p.clone());
                 i += 2;
             } else {
                 return Frame::Error(format!(

@@ -30,6 +30,7 @@ mod script_cross;
 mod server;
 mod session;
 mod shared;
+mod slowlog_cmd;
 mod tls;
 mod tracking;
 mod txn;

@@ -104,6 +104,7 @@ impl Plan {
                 track: call.track,
                 event: call.event,
                 user: call.user.clone(),
+                client: call.client,
             };
             let idx = self.push(s, part);
             parts.push((s, idx));

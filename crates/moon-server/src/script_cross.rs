@@ -271,6 +271,7 @@ impl AsyncHost for TxHost {
                 track: None,
                 event: None,
                 user: None,
+                client: 0,
             };
             self.shard
                 .run_batch_in(Some(self.tx), target, vec![call])

@@ -179,10 +179,11 @@ pub async fn run(
             }
         }
         let db = session.db;
+        let client = session.info.id;
         let calls = cmds
             .into_iter()
             .flatten()
-            .filter_map(|r| r.into_call(db, None).ok())
+            .filter_map(|r| r.into_call(db, None, client).ok())
             .map(|c| crate::acl_cmd::for_script(session, c))
             .collect();
         let tokens = watches.iter().map(|(k, _, t)| (k.clone(), *t)).collect();
@@ -400,7 +401,7 @@ async fn run_split(
     let Spread::Split(merge) = merge else {
         return;
     };
-    match req.into_call(session.db, None) {
+    match req.into_call(session.db, None, session.info.id) {
         Ok(call) => plan.split(call, step, merge),
         Err(req) => {
             moon_store::reply::unknown_command(&req.args).reply_to(session, out);

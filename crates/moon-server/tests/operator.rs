@@ -163,3 +163,132 @@ fn shutdown_inside_multi_is_refused_and_the_server_keeps_serving() {
     let mut c = s.client();
     assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "k"]), None);
 }
+
+/// One SLOWLOG GET entry: (id, time, usec, args, addr, name).
+type SlowEntry = (i64, i64, i64, Vec<String>, String, String);
+
+fn slowlog(c: &mut redis::Connection, count: Option<i64>) -> Vec<SlowEntry> {
+    let mut command = redis::cmd("SLOWLOG");
+    command.arg("GET");
+    if let Some(n) = count {
+        command.arg(n);
+    }
+    command.query(c).expect("SLOWLOG GET")
+}
+
+fn args_of(entries: &[SlowEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.3.join(" ")).collect()
+}
+
+/// SLOWLOG as Redis's slowlog unit checks it, with the keys on both shards: every shard's
+/// entries in one newest-first list, the client's address and name on each, long commands
+/// trimmed, secrets redacted, EXEC left out for the commands it ran, and the two settings.
+#[test]
+fn slowlog_keeps_what_was_slow_on_every_shard() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let keys = keys_on_different_shards(2);
+    cmd::<()>(&mut c, &["CLIENT", "SETNAME", "ops"]);
+    let addr: String = cmd::<String>(&mut c, &["CLIENT", "INFO"])
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr=").map(str::to_string))
+        .expect("addr");
+    // By default (10 ms) quick commands are not logged.
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    cmd::<()>(&mut c, &["SET", &keys[0], "v"]);
+    assert_eq!(cmd::<i64>(&mut c, &["SLOWLOG", "LEN"]), 0);
+    // A script that runs 30 ms is.
+    cmd::<()>(
+        &mut c,
+        &["CONFIG", "SET", "slowlog-log-slower-than", "20000"],
+    );
+    let spin = "local x = 0 for i = 1, 20000000 do x = x + i end return 1";
+    cmd::<i64>(&mut c, &["EVAL", spin, "1", &keys[1]]);
+    let entries = slowlog(&mut c, None);
+    assert_eq!(args_of(&entries), [format!("EVAL {spin} 1 {}", keys[1])]);
+    assert!(entries[0].2 >= 20_000, "{entries:?}");
+    assert_eq!(
+        (entries[0].4.as_str(), entries[0].5.as_str()),
+        (addr.as_str(), "ops")
+    );
+    // Everything, on both shards, newest first; SLOWLOG RESET is logged after it ran.
+    cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    cmd::<()>(&mut c, &["SET", &keys[0], "a"]);
+    cmd::<()>(&mut c, &["SET", &keys[1], "b"]);
+    let entries = slowlog(&mut c, None);
+    assert_eq!(
+        args_of(&entries),
+        [
+            format!("SET {} b", keys[1]),
+            format!("SET {} a", keys[0]),
+            "SLOWLOG RESET".to_string()
+        ]
+    );
+    assert!(entries[0].0 > entries[1].0 && entries[1].0 > entries[2].0);
+    for e in &entries {
+        assert_eq!(
+            (e.4.as_str(), e.5.as_str()),
+            (addr.as_str(), "ops"),
+            "{e:?}"
+        );
+    }
+    // Long commands are trimmed; secrets are redacted.
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    let many: Vec<String> = (3..=33).map(|i| i.to_string()).collect();
+    let mut sadd = vec!["SADD", "set"];
+    sadd.extend(many.iter().map(String::as_str));
+    cmd::<i64>(&mut c, &sadd);
+    let long = "A".repeat(129);
+    cmd::<i64>(&mut c, &["SADD", "set", "foo", &long]);
+    cmd::<()>(
+        &mut c,
+        &["ACL", "SETUSER", "slow-user", "on", ">secret", "+get"],
+    );
+    let entries = slowlog(&mut c, None);
+    let shown = args_of(&entries);
+    assert_eq!(
+        shown[0],
+        "ACL SETUSER (redacted) (redacted) (redacted) (redacted)"
+    );
+    assert_eq!(
+        shown[1],
+        format!("SADD set foo {}... (1 more bytes)", "A".repeat(128))
+    );
+    assert_eq!(entries[2].3.len(), 32);
+    assert_eq!(entries[2].3[31], "... (2 more arguments)");
+    // EXEC is not logged; the commands it ran are.
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    let _: (String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&keys[0])
+        .arg("x")
+        .cmd("SET")
+        .arg(&keys[1])
+        .arg("y")
+        .query(&mut c)
+        .expect("MULTI/EXEC");
+    let shown = args_of(&slowlog(&mut c, None));
+    assert!(!shown.iter().any(|a| a.starts_with("EXEC")), "{shown:?}");
+    assert!(shown.contains(&format!("SET {} x", keys[0])), "{shown:?}");
+    assert!(shown.contains(&format!("SET {} y", keys[1])), "{shown:?}");
+    // slowlog-max-len bounds what is kept, across shards; GET's count.
+    cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-max-len", "3"]);
+    for k in keys.iter().cycle().take(10) {
+        cmd::<()>(&mut c, &["SET", k, "z"]);
+    }
+    assert_eq!(cmd::<i64>(&mut c, &["SLOWLOG", "LEN"]), 3);
+    assert_eq!(slowlog(&mut c, Some(0)).len(), 0);
+    assert_eq!(slowlog(&mut c, Some(1)).len(), 1);
+    assert_eq!(slowlog(&mut c, Some(-1)).len(), 3);
+    assert_eq!(
+        expect_err(&mut c, &["SLOWLOG", "GET", "-2"]),
+        "ERR count should be greater than or equal to -1"
+    );
+    // -1 logs nothing.
+    cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "-1"]);
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    cmd::<()>(&mut c, &["SET", &keys[0], "quiet"]);
+    assert_eq!(cmd::<i64>(&mut c, &["SLOWLOG", "LEN"]), 0);
+}

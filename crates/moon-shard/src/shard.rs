@@ -1136,6 +1136,15 @@ pub(crate) fn run_cmds(
         } else {
             let usec = started.elapsed().as_micros() as u64;
             moon_store::stats::called(call.spec(), &call.args, usec, reply.is_error());
+            if call.client != 0
+                && moon_store::slowlog::is_slow(usec)
+                && !call
+                    .spec()
+                    .flags
+                    .has(moon_store::command::Flags::SKIP_SLOWLOG)
+            {
+                moon_store::slowlog::push(&call.args, usec, now / 1000, call.client, None);
+            }
         }
         frames.push(reply);
         if store.is_paused() {

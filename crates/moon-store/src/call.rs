@@ -37,6 +37,10 @@ pub struct Call {
     /// Who sent it, for the commands a script it runs calls (ACL inside scripts): `None` for
     /// a user who may run everything (or a call the server built itself).
     pub user: Option<ScriptUser>,
+    /// The client that sent it (CLIENT ID), for the slow log; 0 for what the server runs by
+    /// itself (a cross-shard command's steps, a script's calls, replay), which is not logged
+    /// there.
+    pub client: u64,
 }
 
 /// Checks the commands of a script against the permissions of the user who runs it.

@@ -25,6 +25,7 @@ pub mod notify;
 pub mod reply;
 mod run;
 pub mod slot;
+pub mod slowlog;
 pub mod stats;
 mod store;
 pub mod table;

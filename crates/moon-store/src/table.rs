@@ -57,6 +57,7 @@ impl Call {
             track: None,
             event: None,
             user: None,
+            client: 0,
         })
     }
 }

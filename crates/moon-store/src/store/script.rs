@@ -23,6 +23,7 @@ use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation, Outcome, Si
 
 use super::paused::PausedScript;
 use super::{parse_i64, Store};
+use crate::args::eq;
 use crate::call::KeyspaceCommand;
 use crate::command;
 use crate::command::short::*;
@@ -533,7 +534,34 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
             "ERR Write commands are not allowed from read-only scripts.",
         ));
     }
+    if (name == "xread" || name == "xreadgroup") && stream_read_blocks(args) {
+        // A script cannot wait (Redis refuses it rather than read without waiting).
+        return ScriptStep::Answer(Frame::Error(format!(
+            "ERR {name} command is not allowed with BLOCK option from scripts"
+        )));
+    }
     ScriptStep::Run(row)
+}
+
+/// Whether an XREAD / XREADGROUP names the BLOCK option (before STREAMS; a group or consumer
+/// called "block" is not one).
+fn stream_read_blocks(args: &[Bytes]) -> bool {
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        if eq(a, "block") {
+            return true;
+        }
+        i += if eq(a, "streams") {
+            return false;
+        } else if eq(a, "group") {
+            3
+        } else if eq(a, "count") {
+            2
+        } else {
+            1
+        };
+    }
+    false
 }
 
 /// The most bytes of arguments a script's writes may carry on one shard: its effects are one
