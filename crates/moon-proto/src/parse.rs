@@ -242,7 +242,7 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
 /// Splits an inline request like Redis's `sdssplitargs`: whitespace separates arguments,
 /// `"..."` supports `\n \r \t \b \a \\ \" \xHH` escapes, `'...'` supports `\'`. A closing
 /// quote must be followed by whitespace or the end of the line.
-fn split_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+pub fn split_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     let mut args = Vec::new();
     let mut i = 0;
     let n = line.len();

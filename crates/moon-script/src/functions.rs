@@ -6,7 +6,6 @@
 //! this module loads a library's code into one state, reports what it registered, and calls
 //! the functions. During a load `redis.call` is not available, as in Redis.
 
-
 use bytes::Bytes;
 use mlua::{Function, Table, Value, Variadic};
 use moon_proto::Frame;
@@ -66,9 +65,15 @@ pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
     let Some(end) = code.iter().position(|&b| b == b'\n') else {
         return Err(err("ERR Invalid library metadata"));
     };
-    let line = String::from_utf8_lossy(&code[..end]);
-    let mut parts = line.split_ascii_whitespace();
-    let engine = parts.next().unwrap_or("#!");
+    // Split as Redis splits it (sdssplitargs): `name="my lib"` is one part, unquoted.
+    let parts = moon_proto::parse::split_args(&code[..end])
+        .map_err(|_| err("ERR Invalid library metadata"))?;
+    let mut parts = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let Some(engine) = parts.next() else {
+        return Err(err("ERR Invalid library metadata"));
+    };
     if !engine.eq_ignore_ascii_case("#!lua") {
         return Err(Frame::Error(format!(
             "ERR Engine '{}' not found",
@@ -80,14 +85,14 @@ pub fn library_name(code: &[u8]) -> Result<(String, usize), Frame> {
         let given = part
             .get(..5)
             .filter(|p| p.eq_ignore_ascii_case("name="))
-            .map(|_| &part[5..]);
+            .map(|_| part[5..].to_string());
         match given {
             Some(_) if name.is_some() => {
                 return Err(err(
                     "ERR Invalid metadata value, name argument was given multiple times",
                 ))
             }
-            Some(n) => name = Some(n.to_string()),
+            Some(n) => name = Some(n),
             None => {
                 return Err(error_frame(&format!(
                     "ERR Invalid metadata value given: {part}"
@@ -148,7 +153,11 @@ fn register_function(lua: &mlua::Lua) -> mlua::Result<Function> {
             ));
         };
         let (fname, callback, info) = registration(&args).map_err(mlua::Error::RuntimeError)?;
-        if found.0.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(&fname)) {
+        if found
+            .0
+            .iter()
+            .any(|(n, _, _)| n.eq_ignore_ascii_case(&fname))
+        {
             return Err(mlua::Error::RuntimeError(
                 "ERR Function already exists in the library".into(),
             ));

@@ -7,6 +7,9 @@
 //! Their input is a script's argument (untrusted): every decoder bounds its nesting and never
 //! trusts a length it has not seen the bytes of.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use mlua::{LightUserData, Lua, MultiValue, Table, Value, Variadic};
 
 /// Deepest nesting cjson and cmsgpack encode or decode (lua-cjson's default is 1000; the
@@ -173,11 +176,80 @@ fn json_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-fn json_number(out: &mut Vec<u8>, n: f64) -> mlua::Result<()> {
+/// The cjson settings a script may change (`cjson.encode_max_depth`...). As in Redis, they
+/// last as long as the Lua state: a script that changes them is expected to put them back.
+#[derive(Clone, Copy, Debug)]
+struct JsonSettings {
+    /// Nesting allowed (lua-cjson's 1000 by default; Moon holds it at [`MAX_NESTING`]).
+    encode_max_depth: usize,
+    decode_max_depth: usize,
+    /// NaN and infinities: refused (`false`), written as `nan`/`inf` (`true`), or `null`.
+    invalid_numbers: InvalidNumbers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InvalidNumbers {
+    Refuse,
+    Allow,
+    Null,
+}
+
+impl Default for JsonSettings {
+    fn default() -> Self {
+        JsonSettings {
+            encode_max_depth: 1000,
+            decode_max_depth: 1000,
+            invalid_numbers: InvalidNumbers::Refuse,
+        }
+    }
+}
+
+fn json_number(out: &mut Vec<u8>, n: f64, settings: &JsonSettings) -> mlua::Result<()> {
     if !n.is_finite() {
-        return Err(runtime("Cannot serialise number: must not be NaN or Inf"));
+        match settings.invalid_numbers {
+            InvalidNumbers::Refuse => {
+                return Err(runtime("Cannot serialise number: must not be NaN or Inf"))
+            }
+            InvalidNumbers::Null => out.extend_from_slice(b"null"),
+            InvalidNumbers::Allow if n.is_nan() => out.extend_from_slice(b"nan"),
+            InvalidNumbers::Allow if n > 0.0 => out.extend_from_slice(b"inf"),
+            InvalidNumbers::Allow => out.extend_from_slice(b"-inf"),
+        }
+        return Ok(());
     }
     out.extend_from_slice(format_g(n, 14).as_bytes());
+    Ok(())
+}
+
+/// Checks a JSON text's nesting against `max` before it is parsed: lua-cjson's error, with
+/// the (1-based) position of the bracket that went too deep.
+fn json_depth_ok(text: &[u8], max: usize) -> mlua::Result<()> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(runtime(format!(
+                        "Found too many nested data structures ({depth}) at character {}",
+                        i + 1
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -204,16 +276,21 @@ fn array_len(t: &Table) -> mlua::Result<Option<usize>> {
     Ok(Some(max))
 }
 
-fn json_encode(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> {
+fn json_encode(
+    out: &mut Vec<u8>,
+    v: &Value,
+    depth: usize,
+    settings: &JsonSettings,
+) -> mlua::Result<()> {
     match v {
         Value::Nil => out.extend_from_slice(b"null"),
         v if is_null(v) => out.extend_from_slice(b"null"),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Integer(n) => json_number(out, *n as f64)?,
-        Value::Number(n) => json_number(out, *n)?,
+        Value::Integer(n) => json_number(out, *n as f64, settings)?,
+        Value::Number(n) => json_number(out, *n, settings)?,
         Value::String(s) => json_string(out, &s.as_bytes()),
         Value::Table(t) => {
-            if depth >= MAX_NESTING {
+            if depth >= MAX_NESTING.min(settings.encode_max_depth) {
                 return Err(runtime(format!(
                     "Cannot serialise, excessive nesting ({})",
                     depth + 1
@@ -226,7 +303,7 @@ fn json_encode(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> {
                         if i > 1 {
                             out.push(b',');
                         }
-                        json_encode(out, &t.raw_get::<Value>(i)?, depth + 1)?;
+                        json_encode(out, &t.raw_get::<Value>(i)?, depth + 1, settings)?;
                     }
                     out.push(b']');
                 }
@@ -252,7 +329,7 @@ fn json_encode(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> {
                             }
                         }
                         out.push(b':');
-                        json_encode(out, &v, depth + 1)?;
+                        json_encode(out, &v, depth + 1, settings)?;
                     }
                     out.push(b'}');
                 }
@@ -292,20 +369,49 @@ fn json_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
     })
 }
 
+/// `cjson.encode_max_depth(n)` and the like: sets the value when given (an integer from 1 to
+/// 2^31-1), returns the current one.
+fn depth_setting(
+    settings: &Rc<Cell<JsonSettings>>,
+    field: fn(&mut JsonSettings) -> &mut usize,
+    name: &'static str,
+) -> impl Fn(&Lua, Option<Value>) -> mlua::Result<i64> {
+    let settings = settings.clone();
+    move |_, n: Option<Value>| {
+        let mut s = settings.get();
+        if let Some(n) = n {
+            let v = number_of(&n)
+                .filter(|v| v.fract() == 0.0 && (1.0..=2_147_483_647.0).contains(v))
+                .ok_or_else(|| {
+                    runtime(format!(
+                        "bad argument #1 to '{name}' (expected integer between 1 and 2147483647)"
+                    ))
+                })?;
+            *field(&mut s) = v as usize;
+            settings.set(s);
+        }
+        Ok(*field(&mut s) as i64)
+    }
+}
+
 fn cjson(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
+    let settings = Rc::new(Cell::new(JsonSettings::default()));
+    let config = settings.clone();
     t.raw_set(
         "encode",
-        lua.create_function(|lua, v: Value| {
+        lua.create_function(move |lua, v: Value| {
             let mut out = Vec::new();
-            json_encode(&mut out, &v, 0)?;
+            json_encode(&mut out, &v, 0, &config.get())?;
             lua.create_string(out)
         })?,
     )?;
+    let config = settings.clone();
     t.raw_set(
         "decode",
-        lua.create_function(|lua, s: mlua::String| {
+        lua.create_function(move |lua, s: mlua::String| {
             // serde_json stops at 128 levels of nesting on its own.
+            json_depth_ok(&s.as_bytes(), config.get().decode_max_depth)?;
             let v: serde_json::Value = serde_json::from_slice(&s.as_bytes())
                 .map_err(|e| runtime(format!("Expected value but found invalid token: {e}")))?;
             json_to_lua(lua, &v)
@@ -315,14 +421,61 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
         "null",
         Value::LightUserData(LightUserData(std::ptr::null_mut())),
     )?;
-    // Configuration calls scripts make; the settings stay Redis's defaults.
+    t.raw_set(
+        "encode_max_depth",
+        lua.create_function(depth_setting(
+            &settings,
+            |s| &mut s.encode_max_depth,
+            "encode_max_depth",
+        ))?,
+    )?;
+    t.raw_set(
+        "decode_max_depth",
+        lua.create_function(depth_setting(
+            &settings,
+            |s| &mut s.decode_max_depth,
+            "decode_max_depth",
+        ))?,
+    )?;
+    let config = settings.clone();
+    t.raw_set(
+        "encode_invalid_numbers",
+        lua.create_function(move |lua, v: Option<Value>| {
+            let mut s = config.get();
+            if let Some(v) = v {
+                s.invalid_numbers = match &v {
+                    Value::Boolean(true) => InvalidNumbers::Allow,
+                    Value::Boolean(false) => InvalidNumbers::Refuse,
+                    Value::String(t) => match t.to_str().as_deref() {
+                        Ok("on") => InvalidNumbers::Allow,
+                        Ok("off") => InvalidNumbers::Refuse,
+                        Ok("null") => InvalidNumbers::Null,
+                        _ => {
+                            return Err(runtime(
+                                "bad argument #1 to 'encode_invalid_numbers' (invalid option)",
+                            ))
+                        }
+                    },
+                    _ => {
+                        return Err(runtime(
+                            "bad argument #1 to 'encode_invalid_numbers' (invalid option)",
+                        ))
+                    }
+                };
+                config.set(s);
+            }
+            Ok(match s.invalid_numbers {
+                InvalidNumbers::Allow => Value::Boolean(true),
+                InvalidNumbers::Refuse => Value::Boolean(false),
+                InvalidNumbers::Null => Value::String(lua.create_string("null")?),
+            })
+        })?,
+    )?;
+    // Configuration calls scripts make whose settings stay lua-cjson's defaults here.
     for name in [
         "encode_keep_buffer",
-        "encode_max_depth",
-        "decode_max_depth",
         "encode_number_precision",
         "encode_sparse_array",
-        "encode_invalid_numbers",
         "decode_invalid_numbers",
     ] {
         t.raw_set(name, lua.create_function(|_, _: MultiValue| Ok(()))?)?;
