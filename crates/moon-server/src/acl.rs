@@ -31,13 +31,18 @@ pub const CATEGORIES: &[&str] = &[
     "sortedset",
     "bitmap",
     "string",
+    "hyperloglog",
+    "geo",
+    "stream",
     "pubsub",
     "admin",
     "fast",
     "slow",
+    "blocking",
     "dangerous",
     "connection",
     "transaction",
+    "scripting",
 ];
 
 /// A key pattern and what it allows (`~p` both, `%R~p` read, `%W~p` write).

@@ -93,6 +93,10 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             return err(reply::SYNTAX);
         };
         Frame::OK
+    } else if eq(sub, "pause") && (args.len() == 3 || args.len() == 4) {
+        crate::pause::pause(&session.ctx.shared, args)
+    } else if eq(sub, "unpause") && args.len() == 2 {
+        crate::pause::unpause(&session.ctx.shared)
     } else if eq(sub, "kill") {
         if args.len() < 3 {
             return reply::wrong_arity("client|kill");

@@ -634,6 +634,14 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 continue;
             }
         }
+        // CLIENT PAUSE: it waits here, before it is queued or run (what was planned before it
+        // runs first).
+        if session.ctx.shared.pause_until.load(Ordering::Relaxed) != 0
+            && crate::pause::paused_for(session, &req)
+        {
+            plan.flush(session, out).await;
+            crate::pause::wait(session, &req).await;
+        }
         if session.multi.queued.is_some() && spec.flags.has(Flags::NO_MULTI) {
             let reply = Frame::StaticError("ERR Command not allowed inside a transaction");
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;

@@ -21,6 +21,7 @@ mod function_cmd;
 mod info;
 mod keyspace_walk;
 mod loading;
+mod pause;
 mod persistence;
 mod plan;
 mod pubsub;

@@ -58,8 +58,12 @@ pub struct Shared {
     pub port: AtomicU64,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicU64,
-    /// Clients waiting in a blocking command (INFO's `blocked_clients`).
+    /// Clients waiting in a blocking command or a CLIENT PAUSE (INFO's `blocked_clients`).
     pub blocked_clients: AtomicU64,
+    /// CLIENT PAUSE: until when (Unix ms; 0 = not paused) and whether every command waits
+    /// or only writes (`pause.rs`).
+    pub pause_until: AtomicU64,
+    pub pause_all: std::sync::atomic::AtomicBool,
     pub(crate) drained_shards: AtomicUsize,
     /// BGREWRITEAOF state (see `rewrite.rs`).
     pub rewrite: RewriteState,

@@ -292,3 +292,131 @@ fn slowlog_keeps_what_was_slow_on_every_shard() {
     cmd::<()>(&mut c, &["SET", &keys[0], "quiet"]);
     assert_eq!(cmd::<i64>(&mut c, &["SLOWLOG", "LEN"]), 0);
 }
+
+/// Runs `words` on a new connection in a thread; its reply (or error text) when it ends.
+fn in_background(
+    s: &MoonServer,
+    words: &[&str],
+) -> std::thread::JoinHandle<Result<redis::Value, String>> {
+    let mut c = s.client();
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut command = redis::cmd(&words[0]);
+        for w in &words[1..] {
+            command.arg(w);
+        }
+        command.query(&mut c).map_err(|e| err_text(&e))
+    })
+}
+
+/// CLIENT PAUSE as Redis's pause unit checks it, across shards: WRITE lets reads (and
+/// read-only scripts, a read-only MULTI) through and holds writes, may-replicate commands
+/// (PUBLISH) and an EXEC that would write, until UNPAUSE; a wrong command is answered at once;
+/// a pause given inside MULTI starts after its EXEC; ALL holds everything but UNPAUSE.
+#[test]
+fn client_pause_holds_writes_until_unpause() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let keys = keys_on_different_shards(2);
+    cmd::<()>(&mut c, &["SET", &keys[0], "old"]);
+    cmd::<()>(&mut c, &["CLIENT", "PAUSE", "100000", "WRITE"]);
+    // Reads, read-only scripts and transactions go on.
+    let mut reader = s.client();
+    assert_eq!(cmd::<String>(&mut reader, &["GET", &keys[0]]), "old");
+    assert_eq!(cmd::<String>(&mut reader, &["PING"]), "PONG");
+    let e = cmd::<String>(
+        &mut reader,
+        &["EVAL", "#!lua flags=no-writes\nreturn 'ro'", "0"],
+    );
+    assert_eq!(e, "ro");
+    let (a, b): (String, String) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg(&keys[0])
+        .cmd("PING")
+        .query(&mut reader)
+        .expect("a read-only MULTI");
+    assert_eq!((a.as_str(), b.as_str()), ("old", "PONG"));
+    assert_eq!(
+        expect_err(&mut reader, &["SET", "x"]),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    // Writes wait, on both shards; so do PUBLISH and a writing script.
+    let set0 = in_background(&s, &["SET", &keys[0], "new"]);
+    let set1 = in_background(&s, &["SET", &keys[1], "new"]);
+    let publish = in_background(&s, &["PUBLISH", "ch", "m"]);
+    let script = in_background(
+        &s,
+        &["EVAL", "return redis.call('SET', KEYS[1], 's')", "1", "sk"],
+    );
+    wait_blocked(&mut c, 4);
+    assert_eq!(cmd::<String>(&mut c, &["GET", &keys[0]]), "old");
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    for t in [set0, set1, script] {
+        assert_eq!(t.join().unwrap(), Ok(redis::Value::Okay));
+    }
+    assert_eq!(publish.join().unwrap(), Ok(redis::Value::Int(0)));
+    assert_eq!(cmd::<String>(&mut c, &["GET", &keys[1]]), "new");
+    // The pause given inside MULTI starts after EXEC; then an EXEC that writes waits (its
+    // command queued before the pause: queueing a write waits too, as in Redis).
+    let mut writer = s.client();
+    cmd::<()>(&mut writer, &["MULTI"]);
+    cmd::<()>(&mut writer, &["SET", &keys[1], "queued"]);
+    let _: Vec<redis::Value> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&keys[0])
+        .arg("in-multi")
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg("100000")
+        .arg("WRITE")
+        .cmd("SET")
+        .arg(&keys[1])
+        .arg("after-pause-in-multi")
+        .query(&mut c)
+        .expect("MULTI with CLIENT PAUSE");
+    assert_eq!(
+        cmd::<String>(&mut c, &["GET", &keys[1]]),
+        "after-pause-in-multi"
+    );
+    let exec = std::thread::spawn(move || {
+        redis::cmd("EXEC")
+            .query::<redis::Value>(&mut writer)
+            .map_err(|e| err_text(&e))
+    });
+    wait_blocked(&mut c, 1);
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    assert!(exec.join().unwrap().is_ok());
+    assert_eq!(cmd::<String>(&mut c, &["GET", &keys[1]]), "queued");
+    // ALL holds reads too; UNPAUSE still gets through.
+    // (Nothing can ask the server whether a client waits then: its PING gets no answer for a
+    // while, and gets it after UNPAUSE.)
+    cmd::<()>(&mut c, &["CLIENT", "PAUSE", "100000", "ALL"]);
+    let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+    raw.write_all(b"PING\r\n").unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(raw.read(&mut buf).is_err(), "answered while paused");
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    raw.set_read_timeout(None).unwrap();
+    let n = raw.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    // A pause ends by itself at its deadline.
+    cmd::<()>(&mut c, &["CLIENT", "PAUSE", "50", "WRITE"]);
+    assert_eq!(
+        in_background(&s, &["SET", &keys[0], "late"])
+            .join()
+            .unwrap(),
+        Ok(redis::Value::Okay)
+    );
+    assert_eq!(
+        expect_err(&mut c, &["CLIENT", "PAUSE", "10", "SOME"]),
+        "ERR CLIENT PAUSE mode must be WRITE or ALL"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["CLIENT", "PAUSE", "x"]),
+        "ERR timeout is not an integer or out of range"
+    );
+}

@@ -1282,3 +1282,45 @@ fn scripts_pass_thousands_of_arguments_without_harm() {
     assert!(e.contains("too many arguments"), "{e}");
     assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
 }
+
+/// Redis's scripting unit: a user allowed `+@scripting` runs scripts (every category Redis
+/// names exists), and a command Redis has but refuses in scripts is refused with its words.
+#[test]
+fn acl_categories_and_refused_commands_as_redis_names_them() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    cmd::<()>(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "bob",
+            "on",
+            ">123",
+            "+@scripting",
+            "+set",
+            "~x*",
+        ],
+    );
+    let mut bob = s.client();
+    cmd::<()>(&mut bob, &["AUTH", "bob", "123"]);
+    let ok: String = cmd(
+        &mut bob,
+        &["EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", "x1"],
+    );
+    assert_eq!(ok, "OK");
+    let cats: Vec<String> = cmd(&mut c, &["ACL", "CAT"]);
+    for cat in ["scripting", "stream", "geo", "hyperloglog", "blocking"] {
+        assert!(cats.iter().any(|c| c == cat), "{cat} in {cats:?}");
+    }
+    let blocking: Vec<String> = cmd(&mut c, &["ACL", "CAT", "blocking"]);
+    assert!(blocking.iter().any(|c| c == "blpop"), "{blocking:?}");
+    let e = expect_err(
+        &mut c,
+        &["EVAL", "return redis.call('cluster', 'reset', 'hard')", "0"],
+    );
+    assert!(
+        e.starts_with("ERR This Redis command is not allowed from script"),
+        "{e}"
+    );
+}

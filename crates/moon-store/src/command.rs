@@ -229,6 +229,9 @@ impl CommandSpec {
         if self.is_read() {
             c.push("@read");
         }
+        if self.flags.has(Flags::BLOCKING) {
+            c.push("@blocking");
+        }
         // Redis's @dangerous: admin commands, and those that touch every key at once.
         if self.flags.has(Flags::ADMIN) || self.flags.has(Flags::DANGEROUS) {
             c.push("@dangerous");

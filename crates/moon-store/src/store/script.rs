@@ -879,5 +879,14 @@ fn is_connection_command(name: &str) -> bool {
             | "bgrewriteaof"
             | "reset"
             | "quit"
+            | "cluster"
+            | "save"
+            | "bgsave"
+            | "replicaof"
+            | "slaveof"
+            | "sync"
+            | "psync"
+            | "failover"
+            | "config"
     )
 }
