@@ -170,6 +170,15 @@ fn install_run_functions(lua: &Lua, redis: &Table, slot: &Rc<RunSlot>) -> mlua::
         })?;
         redis.raw_set(name, crate::gate::gate_call(lua, direct, packed)?)?;
     }
+    let checking = slot.clone();
+    let acl_check = lua.create_function(move |_, args: Variadic<Value>| {
+        let argv = acl_check_args(&args)?;
+        let allowed = checking
+            .with_host(|h| h.acl_check(&argv))
+            .ok_or_else(|| mlua::Error::RuntimeError(format!("{RAISED}{NOT_IN_A_RUN}")))?;
+        acl_check_answer(allowed)
+    })?;
+    redis.raw_set("acl_check_cmd", acl_check)?;
     let slot = slot.clone();
     let setresp = lua.create_function(move |_, args: Variadic<Value>| {
         slot.resp.set(resp_version(&args)?);
@@ -177,6 +186,23 @@ fn install_run_functions(lua: &Lua, redis: &Table, slot: &Rc<RunSlot>) -> mlua::
     })?;
     redis.raw_set("setresp", setresp)?;
     Ok(())
+}
+
+pub(crate) const NOT_IN_A_RUN: &str =
+    "ERR redis.acl_check_cmd can only be called inside a script invocation";
+
+/// `redis.acl_check_cmd`'s arguments as a command, or Redis's error.
+pub(crate) fn acl_check_args(args: &[Value]) -> mlua::Result<Vec<Bytes>> {
+    command_args(args).map_err(|e| mlua::Error::RuntimeError(format!("{RAISED}{e}")))
+}
+
+/// What `redis.acl_check_cmd` answers for a host's verdict.
+pub(crate) fn acl_check_answer(allowed: Option<bool>) -> mlua::Result<bool> {
+    allowed.ok_or_else(|| {
+        mlua::Error::RuntimeError(format!(
+            "{RAISED}ERR Invalid command passed to redis.acl_check_cmd()"
+        ))
+    })
 }
 
 /// The most a Lua state may allocate.

@@ -15,6 +15,10 @@ pub trait Host {
     /// Runs one command for the script (the name first) and returns its reply. A refusal is an
     /// error reply in Redis's words, e.g. `ERR Unknown Redis command called from script`.
     fn call(&mut self, args: Vec<Bytes>) -> Frame;
+
+    /// `redis.acl_check_cmd`: whether the script's user may run `args` (the name first), not
+    /// logged; `None` for a command the server does not have.
+    fn acl_check(&mut self, args: &[Bytes]) -> Option<bool>;
 }
 
 /// A reply still on its way.
@@ -24,6 +28,9 @@ pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Frame> + 'a>>;
 /// its key's shard inside the transaction that holds them.
 pub trait AsyncHost {
     fn call(&self, args: Vec<Bytes>) -> ReplyFuture<'_>;
+
+    /// As [`Host::acl_check`].
+    fn acl_check(&self, args: &[Bytes]) -> Option<bool>;
 }
 
 /// The host of the run in progress, and its RESP version.

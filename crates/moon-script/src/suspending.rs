@@ -103,6 +103,19 @@ pub(crate) fn install(engine: &Engine, slot: &Slot) -> mlua::Result<()> {
         ))?;
         engine.redis_table().raw_set(name, f)?;
     }
+    let host = slot.host.clone();
+    let acl_check = lua.create_function(move |_, args: Variadic<Value>| {
+        let argv = crate::engine::acl_check_args(&args)?;
+        let host = host.borrow().clone().ok_or_else(|| {
+            mlua::Error::RuntimeError(format!(
+                "{}{}",
+                crate::convert::RAISED,
+                crate::engine::NOT_IN_A_RUN
+            ))
+        })?;
+        crate::engine::acl_check_answer(host.acl_check(&argv))
+    })?;
+    engine.redis_table().raw_set("acl_check_cmd", acl_check)?;
     let resp = slot.resp.clone();
     let setresp = lua.create_function(move |_, args: Variadic<Value>| {
         resp.set(crate::engine::resp_version(&args)?);

@@ -73,6 +73,11 @@ struct ScriptPermissions {
 }
 
 impl moon_store::Permissions for ScriptPermissions {
+    fn allows(&self, args: &[Bytes]) -> Option<bool> {
+        let entry = args.first().and_then(|name| crate::catalog::lookup(name))?;
+        Some(entry.spec.arity_ok(args.len()) && self.user.check(entry.spec, args).is_ok())
+    }
+
     fn check(&self, args: &[Bytes]) -> Result<(), Frame> {
         let Some(entry) = args.first().and_then(|name| crate::catalog::lookup(name)) else {
             return Ok(());

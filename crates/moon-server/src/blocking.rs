@@ -100,7 +100,9 @@ pub async fn start(session: &mut Session, req: Request, out: &mut BytesMut, proc
         silent: session.reply != crate::session::ReplyMode::On,
     };
     let keys: Vec<Bytes> = b.keys.iter().map(|(_, k)| k.clone()).collect();
+    let mark = out.len();
     if !try_or_block(session, &mut b, Ok(req), keys, false, out, process).await {
+        ended(session, &b, out.get(mark) == Some(&b'-'));
         return;
     }
     session.info.unblock.set(None);
@@ -271,6 +273,7 @@ pub async fn woke(
     if let Some(reply) = served {
         // However the reply came (served here, or taken from the channel after a wake).
         let reply = ended_read(session, &b, reply).await;
+        ended(session, &b, reply.is_error());
         if !b.silent {
             reply.reply_to(session, out);
         }
@@ -289,6 +292,7 @@ pub async fn woke(
     }
     if !nothing {
         // Served (or refused, e.g. WRONGTYPE): the wakes it had are passed on.
+        ended(session, &b, reply.first() == Some(&b'-'));
         finish(session, b).await;
         return true;
     }
@@ -317,7 +321,7 @@ async fn try_or_block(
     {
         let shard = *shard;
         let Ok(req) = req else { return false };
-        let call = match req.into_call(b.db, None, session.info.id) {
+        let call = match req.into_call(b.db, None, 0) {
             Ok(call) => call,
             Err(req) => {
                 moon_store::reply::unknown_command(&req.args).reply_to(session, out);
@@ -388,12 +392,7 @@ pub async fn unblocked(session: &mut Session, error: bool, out: &mut BytesMut) {
     } else {
         TIMED_OUT
     });
-    if reply.is_error() {
-        // Its call was counted when it first ran; it ends failed (Redis's commandstats).
-        if let Some(entry) = crate::catalog::lookup(&b.args[0]) {
-            moon_store::stats::failed(entry.spec, &b.args);
-        }
-    }
+    ended(session, &b, reply.is_error());
     if !b.silent {
         reply.reply_to(session, out);
     }
@@ -440,6 +439,15 @@ pub fn defer(session: &mut Session, cmds: impl IntoIterator<Item = crate::dispat
             Err(_) => 64,
         };
         session.deferred.push(c);
+    }
+}
+
+/// The blocking command ended (served, timed out, unblocked, refused): one call for INFO
+/// commandstats and SLOWLOG, as Redis counts it once it is unblocked; its attempts were not
+/// counted ([`Session::caller`]).
+fn ended(session: &Session, b: &Blocked, failed: bool) {
+    if let Some(entry) = crate::catalog::lookup(&b.args[0]) {
+        session.counted(entry.spec, &b.args, 0, failed);
     }
 }
 

@@ -493,16 +493,7 @@ fn counted(
     started: Instant,
     failed: bool,
 ) {
-    let usec = started.elapsed().as_micros() as u64;
-    moon_store::stats::called(spec, args, usec, failed);
-    if moon_store::slowlog::is_slow(usec) && !spec.flags.has(Flags::SKIP_SLOWLOG) {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let name = session.info.name.borrow();
-        let who = Some((session.info.addr.as_str(), name.as_str()));
-        moon_store::slowlog::push(args, usec, time, session.info.id, who);
-    }
+    session.counted(spec, args, started.elapsed().as_micros() as u64, failed);
 }
 
 fn noauth() -> Frame {
@@ -647,10 +638,18 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
-        if let Some(queued) = session.multi.queued.as_mut() {
+        if session.multi.queued.is_some() {
             // Inside MULTI: queue, except the commands that control the transaction.
+            let run = connection_row.map(|c| &c.run);
+            if matches!(
+                run,
+                Some(Run::Transaction(TxControl::Exec | TxControl::Discard) | Run::Reset)
+            ) {
+                // What was planned before it runs first, outside its time.
+                plan.flush(session, out).await;
+            }
             let started = Instant::now();
-            match connection_row.map(|c| &c.run) {
+            match run {
                 Some(Run::Transaction(TxControl::Exec)) => {
                     plan.flush(session, out).await;
                     let mark = out.len();
@@ -685,7 +684,9 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     counted(session, spec, &req.args, started, true);
                 }
                 _ => {
-                    queued.push(req);
+                    if let Some(queued) = session.multi.queued.as_mut() {
+                        queued.push(req);
+                    }
                     plan.ready(Frame::Simple("QUEUED"));
                 }
             }
@@ -703,7 +704,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
         let db = session.db;
         match req.target {
-            Target::Shard(shard) => match req.into_call(db, track, session.info.id) {
+            Target::Shard(shard) => match req.into_call(db, track, session.caller()) {
                 Ok(call) => plan.one(shard, crate::acl_cmd::for_script(session, call)),
                 Err(req) => plan.ready(reply::unknown_command(&req.args)),
             },
@@ -714,7 +715,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 run_alone_as_transaction(session, req, out).await;
             }
             Target::Shards(_) => match req.spread() {
-                Spread::Split(merge) => match req.into_call(db, track, session.info.id) {
+                Spread::Split(merge) => match req.into_call(db, track, session.caller()) {
                     Ok(call) => plan.split(call, spec.step.max(1) as usize, merge),
                     Err(req) => plan.ready(reply::unknown_command(&req.args)),
                 },
@@ -732,7 +733,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 plan.flush(session, out).await;
                 run_alone_as_transaction(session, req, out).await;
             }
-            Target::All(merge) => match req.into_call(db, None, session.info.id) {
+            Target::All(merge) => match req.into_call(db, None, session.caller()) {
                 Ok(call) => plan.all(call, merge),
                 Err(req) => plan.ready(reply::unknown_command(&req.args)),
             },
@@ -748,6 +749,15 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                     plan.ready(reply::unknown_command(&req.args));
                     continue;
                 };
+                if !matches!(
+                    row.run,
+                    Run::Inline(_)
+                        | Run::Publish(_)
+                        | Run::Transaction(TxControl::Multi | TxControl::Exec | TxControl::Discard)
+                ) {
+                    // What was planned before it runs first, outside its time.
+                    plan.flush(session, out).await;
+                }
                 let started = Instant::now();
                 // Whether it answered an error (commandstats' failed calls).
                 let failed = match &row.run {

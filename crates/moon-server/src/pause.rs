@@ -99,7 +99,7 @@ fn may_write(session: &Session, req: &Request) -> bool {
     match spec.name {
         "eval" | "evalsha" => moon_store::script_source(&req.args, spec.name == "evalsha", false)
             .map_or(true, |s| !s.read_only),
-        "fcall" => moon_store::fcall_check(&req.args, false).map_or(true, |(_, w)| w),
+        "fcall" => moon_store::fcall_check(&req.args, false).map_or(true, |(_, ro)| !ro),
         "exec" => session
             .multi
             .queued

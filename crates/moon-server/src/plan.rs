@@ -96,7 +96,7 @@ impl Plan {
             key_parts.push(p);
         }
         let mut parts = Vec::with_capacity(parts_args.len());
-        for (s, a) in parts_args {
+        for (i, (s, a)) in parts_args.into_iter().enumerate() {
             let part = Call {
                 command: call.command,
                 args: a,
@@ -104,7 +104,8 @@ impl Plan {
                 track: call.track,
                 event: call.event,
                 user: call.user.clone(),
-                client: call.client,
+                // Counted once, as the command it is (its first part).
+                client: if i == 0 { call.client } else { 0 },
             };
             let idx = self.push(s, part);
             parts.push((s, idx));
@@ -121,7 +122,12 @@ impl Plan {
         let n = self.batches.len();
         let mut parts = Vec::with_capacity(n);
         for s in 0..n {
-            let idx = self.push(s, call.clone());
+            let mut part = call.clone();
+            if s > 0 {
+                // Counted once, as the command it is (shard 0's part).
+                part.client = 0;
+            }
+            let idx = self.push(s, part);
             parts.push((s, idx));
         }
         self.slots.push(Slot::Merged {

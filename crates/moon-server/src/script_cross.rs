@@ -188,6 +188,13 @@ struct TxHost {
 }
 
 impl AsyncHost for TxHost {
+    fn acl_check(&self, args: &[Bytes]) -> Option<bool> {
+        match &self.user {
+            Some(user) => user.0.allows(args),
+            None => moon_store::script_knows_command(&args[0]).then_some(true),
+        }
+    }
+
     fn call(&self, args: Vec<Bytes>) -> ReplyFuture<'_> {
         Box::pin(async move {
             // ACL first, as Redis checks it, also for PING, PUBLISH, SELECT...

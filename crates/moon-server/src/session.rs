@@ -159,6 +159,38 @@ impl Session {
         frame.encode(self.proto, out);
     }
 
+    /// The client id its calls carry: 0 for a blocked command's attempts, which are counted
+    /// once, when the command ends ([`Session::counted`]), not each time they run.
+    pub fn caller(&self) -> u64 {
+        if self.attempting {
+            0
+        } else {
+            self.info.id
+        }
+    }
+
+    /// A command run by the connection itself (not in a store, which counts its own), or a
+    /// blocking command that ended: INFO commandstats and SLOWLOG.
+    pub fn counted(
+        &self,
+        spec: &'static moon_store::command::CommandSpec,
+        args: &[Bytes],
+        usec: u64,
+        failed: bool,
+    ) {
+        moon_store::stats::called(spec, args, usec, failed);
+        if moon_store::slowlog::is_slow(usec)
+            && !spec.flags.has(moon_store::command::Flags::SKIP_SLOWLOG)
+        {
+            let time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let name = self.info.name.borrow();
+            let who = Some((self.info.addr.as_str(), name.as_str()));
+            moon_store::slowlog::push(args, usec, time, self.info.id, who);
+        }
+    }
+
     /// After a (un)subscribe: CLIENT LIST's counts.
     pub fn note_subscriptions(&self) {
         self.info.sub_counts.set((

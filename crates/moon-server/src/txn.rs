@@ -174,12 +174,12 @@ pub async fn run(
                 .unwrap_or(false);
             if !room {
                 unwatch(session, watches).await;
-                oom().reply_to(session, out);
+                refusal(wrap, oom()).reply_to(session, out);
                 return;
             }
         }
         let db = session.db;
-        let client = session.info.id;
+        let client = session.caller();
         let calls = cmds
             .into_iter()
             .flatten()
@@ -330,7 +330,7 @@ pub async fn run(
         Frame::NullArray.reply_to(session, out);
     } else if out_of_memory {
         if wrap || count == 1 {
-            oom().reply_to(session, out);
+            refusal(wrap, oom()).reply_to(session, out);
         } else {
             // A pipeline run as one implicit transaction: each command on its own instead —
             // reads and deletions keep working, writes get their own OOM.
@@ -355,7 +355,7 @@ pub async fn run(
     } else if let Some(cause) = failing {
         let error = Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"));
         if wrap || count == 1 {
-            error.reply_to(session, out);
+            refusal(wrap, error).reply_to(session, out);
         } else if refused.is_empty() {
             // It ran, and what its reads saw could not be made safe: one error per request.
             for _ in 0..count {
@@ -401,7 +401,7 @@ async fn run_split(
     let Spread::Split(merge) = merge else {
         return;
     };
-    match req.into_call(session.db, None, session.info.id) {
+    match req.into_call(session.db, None, session.caller()) {
         Ok(call) => plan.split(call, step, merge),
         Err(req) => {
             moon_store::reply::unknown_command(&req.args).reply_to(session, out);
@@ -524,4 +524,15 @@ async fn unwatch(session: &mut Session, watches: Vec<(Bytes, usize, WatchToken)>
     let own = std::mem::replace(&mut session.multi.watches, watches);
     unwatch_all(session).await;
     session.multi.watches = own;
+}
+
+/// A transaction refused whole before anything of it ran (OOM, MISCONF): an EXEC says so as
+/// Redis's EXEC does (`EXECABORT Transaction discarded because of: ...`); one command run as
+/// an implicit transaction answers the error itself.
+fn refusal(exec: bool, error: Frame) -> Frame {
+    if !exec {
+        return error;
+    }
+    let why = error.error_text().unwrap_or_default();
+    Frame::Error(format!("EXECABORT Transaction discarded because of: {why}"))
 }

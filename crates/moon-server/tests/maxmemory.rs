@@ -249,7 +249,11 @@ fn a_write_across_shards_is_refused_whole_when_one_shard_is_over_its_share() {
     let e = redis::cmd("EXEC")
         .query::<redis::Value>(&mut con)
         .expect_err("EXEC touching a full shard");
-    assert_eq!(err_text(&e), OOM, "EXEC is refused whole");
+    assert_eq!(
+        err_text(&e),
+        format!("EXECABORT Transaction discarded because of: {OOM}"),
+        "EXEC is refused whole, in Redis's words"
+    );
     let got: Option<String> = con.get(a).expect("GET");
     assert_eq!(
         got, None,

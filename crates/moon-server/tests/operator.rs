@@ -97,6 +97,15 @@ fn commandstats_count_calls_rejections_and_failures_as_redis_does() {
     // OOM: rejected.
     cmd::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
     assert!(expect_err(&mut c, &["SET", &keys[1], "w"]).starts_with("OOM"));
+    // EXEC refused for OOM says so as Redis's EXEC does.
+    cmd::<()>(&mut c, &["MULTI"]);
+    cmd::<()>(&mut c, &["SET", &keys[1], "w"]);
+    let e = expect_err(&mut c, &["EXEC"]);
+    assert!(
+        e.starts_with("EXECABORT Transaction discarded because of: OOM"),
+        "{e}"
+    );
+    assert_eq!(stat(&mut c, "set"), (2, 2, 0));
     cmd::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
     assert_eq!(stat(&mut c, "set"), (2, 2, 0));
     // An ACL denial: rejected.
@@ -110,6 +119,17 @@ fn commandstats_count_calls_rejections_and_failures_as_redis_does() {
     cmd::<()>(&mut alice, &["AUTH", "alice", "pw"]);
     assert!(expect_err(&mut alice, &["SET", &keys[0], "x"]).starts_with("NOPERM"));
     assert_eq!(stat(&mut c, "set"), (2, 3, 0));
+    // A command spread over both shards is one call; so are SCAN and DBSIZE, which walk
+    // every shard.
+    resetstat(&mut c);
+    cmd::<()>(&mut c, &["MSET", &keys[0], "1", &keys[1], "2"]);
+    cmd::<i64>(&mut c, &["DEL", &keys[0], &keys[1]]);
+    cmd::<i64>(&mut c, &["DBSIZE"]);
+    cmd::<redis::Value>(&mut c, &["SCAN", "0"]);
+    cmd::<redis::Value>(&mut c, &["KEYS", "*"]);
+    for name in ["mset", "del", "dbsize", "scan", "keys"] {
+        assert_eq!(stat(&mut c, name), (1, 0, 0), "{name}");
+    }
     // Subcommands are counted apart; a reset clears every shard.
     cmd::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxmemory"]);
     assert_eq!(stat(&mut c, "config|get").0, 1);
@@ -141,6 +161,23 @@ fn a_blocked_call_unblocked_with_an_error_is_one_failed_call() {
     let ended = waiter.join().unwrap().expect_err("unblocked with an error");
     assert!(ended.starts_with("UNBLOCKED"), "{ended}");
     assert_eq!(stat(&mut c, "blpop"), (1, 0, 1));
+    // A served call: one call, and one SLOWLOG entry, made when it was served (Redis's
+    // "blocking command is reported only after unblocked").
+    cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    let waiter = in_background(&s, &["BLPOP", "queue", "0"]);
+    wait_blocked(&mut c, 1);
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    let logged = |c: &mut redis::Connection| {
+        args_of(&slowlog(c, Some(-1)))
+            .into_iter()
+            .filter(|a| a.starts_with("BLPOP"))
+            .count()
+    };
+    assert_eq!(logged(&mut c), 0, "logged while blocked");
+    cmd::<i64>(&mut c, &["LPUSH", "queue", "job"]);
+    assert!(waiter.join().unwrap().is_ok());
+    assert_eq!(logged(&mut c), 1);
+    assert_eq!(stat(&mut c, "blpop"), (2, 0, 1));
 }
 
 /// SHUTDOWN inside MULTI is refused (Redis's `no-multi`), so an EXEC cannot stop the server
@@ -210,6 +247,22 @@ fn slowlog_keeps_what_was_slow_on_every_shard() {
     assert_eq!(
         (entries[0].4.as_str(), entries[0].5.as_str()),
         (addr.as_str(), "ops")
+    );
+    // A quick command pipelined after a slow one is timed on its own.
+    cmd::<()>(&mut c, &["SLOWLOG", "RESET"]);
+    let _: (i64, Vec<String>) = redis::pipe()
+        .cmd("EVAL")
+        .arg(spin)
+        .arg(1)
+        .arg(&keys[1])
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut c)
+        .expect("pipeline");
+    assert_eq!(
+        args_of(&slowlog(&mut c, None)),
+        [format!("EVAL {spin} 1 {}", keys[1])]
     );
     // Everything, on both shards, newest first; SLOWLOG RESET is logged after it ran.
     cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
@@ -319,6 +372,14 @@ fn client_pause_holds_writes_until_unpause() {
     let mut c = s.client();
     let keys = keys_on_different_shards(2);
     cmd::<()>(&mut c, &["SET", &keys[0], "old"]);
+    cmd::<String>(
+        &mut c,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=lib\nredis.register_function{function_name='ro', callback=function() return 'ro' end, flags={'no-writes'}}\nredis.register_function('rw', function(keys) return redis.call('SET', keys[1], 'f') end)",
+        ],
+    );
     cmd::<()>(&mut c, &["CLIENT", "PAUSE", "100000", "WRITE"]);
     // Reads, read-only scripts and transactions go on.
     let mut reader = s.client();
@@ -329,6 +390,7 @@ fn client_pause_holds_writes_until_unpause() {
         &["EVAL", "#!lua flags=no-writes\nreturn 'ro'", "0"],
     );
     assert_eq!(e, "ro");
+    assert_eq!(cmd::<String>(&mut reader, &["FCALL", "ro", "0"]), "ro");
     let (a, b): (String, String) = redis::pipe()
         .atomic()
         .cmd("GET")
@@ -349,10 +411,11 @@ fn client_pause_holds_writes_until_unpause() {
         &s,
         &["EVAL", "return redis.call('SET', KEYS[1], 's')", "1", "sk"],
     );
-    wait_blocked(&mut c, 4);
+    let function = in_background(&s, &["FCALL", "rw", "1", "fk"]);
+    wait_blocked(&mut c, 5);
     assert_eq!(cmd::<String>(&mut c, &["GET", &keys[0]]), "old");
     cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
-    for t in [set0, set1, script] {
+    for t in [set0, set1, script, function] {
         assert_eq!(t.join().unwrap(), Ok(redis::Value::Okay));
     }
     assert_eq!(publish.join().unwrap(), Ok(redis::Value::Int(0)));

@@ -1309,6 +1309,52 @@ fn acl_categories_and_refused_commands_as_redis_names_them() {
         &["EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", "x1"],
     );
     assert_eq!(ok, "OK");
+    // redis.acl_check_cmd: the user's permissions, without running anything.
+    let check = |c: &mut redis::Connection, body: &str, keys: &[&str]| {
+        let mut command = redis::cmd("EVAL");
+        command.arg(body).arg(keys.len());
+        for k in keys {
+            command.arg(*k);
+        }
+        command
+            .query::<Option<i64>>(c)
+            .map_err(|e| common::err_text(&e))
+    };
+    assert_eq!(
+        check(
+            &mut bob,
+            "return redis.acl_check_cmd('set','x2',1)",
+            &["x2"]
+        ),
+        Ok(Some(1))
+    );
+    assert_eq!(
+        check(
+            &mut bob,
+            "return redis.acl_check_cmd('hset','x2','f',1)",
+            &["x2"]
+        ),
+        Ok(None)
+    );
+    assert_eq!(
+        check(&mut bob, "return redis.acl_check_cmd('set','yy',1)", &[]),
+        Ok(None)
+    );
+    let e = check(
+        &mut bob,
+        "return redis.acl_check_cmd('invalid-cmd','arg')",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("ERR Invalid command passed to redis.acl_check_cmd()"),
+        "{e}"
+    );
+    assert_eq!(
+        check(&mut c, "return redis.acl_check_cmd('hset','x2','f',1)", &[]),
+        Ok(Some(1))
+    );
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "x2"]), 0);
     let cats: Vec<String> = cmd(&mut c, &["ACL", "CAT"]);
     for cat in ["scripting", "stream", "geo", "hyperloglog", "blocking"] {
         assert!(cats.iter().any(|c| c == cat), "{cat} in {cats:?}");

@@ -1124,20 +1124,26 @@ pub(crate) fn run_cmds(
     let mut frames = Vec::with_capacity(cmds.len());
     for (i, call) in cmds.iter().enumerate() {
         let is_write = call.spec().is_write();
+        // A client's command is counted (INFO commandstats, SLOWLOG); the server's own steps
+        // (client 0: a cross-shard command's, a blocked call's attempts) are not.
+        let counted = call.client != 0;
         if let (Some(cause), true) = (failing, is_write) {
-            moon_store::stats::rejected(call.spec(), &call.args);
+            if counted {
+                moon_store::stats::rejected(call.spec(), &call.args);
+            }
             frames.push(misconf(cause));
             continue;
         }
         let started = std::time::Instant::now();
         let reply = store.run(call, now);
         if store.take_refused() {
-            moon_store::stats::rejected(call.spec(), &call.args);
-        } else {
+            if counted {
+                moon_store::stats::rejected(call.spec(), &call.args);
+            }
+        } else if counted {
             let usec = started.elapsed().as_micros() as u64;
             moon_store::stats::called(call.spec(), &call.args, usec, reply.is_error());
-            if call.client != 0
-                && moon_store::slowlog::is_slow(usec)
+            if moon_store::slowlog::is_slow(usec)
                 && !call
                     .spec()
                     .flags

@@ -49,6 +49,10 @@ pub trait Permissions: Send + Sync {
     /// error `redis.call` raises (Redis's words), the refusal already logged. A command the
     /// server does not know passes (the script's host refuses it).
     fn check(&self, args: &[Bytes]) -> Result<(), Frame>;
+
+    /// `redis.acl_check_cmd`: whether the user may run `args`, without logging a refusal;
+    /// `None` for a command the server does not have.
+    fn allows(&self, args: &[Bytes]) -> Option<bool>;
 }
 
 /// A script's user ([`Permissions`]), as a call carries it.

@@ -47,16 +47,39 @@ const CONTAINERS: [&str; 15] = [
 /// cannot grow the table past this (further ones count under the container's name).
 const MAX_SUBCOMMANDS: usize = 256;
 
+/// Hashes a spec's address: one multiplication (the table is on every command's path).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        let x = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
+    }
+}
+
+type ByAddress = std::hash::BuildHasherDefault<AddressHasher>;
+
 #[derive(Default)]
 struct Table {
     /// By the spec's address: one hash of a word, no string compared on the hot path.
-    by_spec: HashMap<usize, (&'static str, Stat)>,
+    by_spec: HashMap<usize, (&'static str, Stat), ByAddress>,
     by_subcommand: HashMap<String, Stat>,
 }
 
 impl Table {
     fn entry(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> &mut Stat {
-        if CONTAINERS.contains(&spec.name) {
+        if args.len() > 1 && CONTAINERS.contains(&spec.name) {
             if let Some(sub) = args.get(1).and_then(|s| subcommand_name(spec.name, s)) {
                 if self.by_subcommand.len() < MAX_SUBCOMMANDS
                     || self.by_subcommand.contains_key(&sub)
@@ -104,11 +127,6 @@ pub fn called(spec: &'static CommandSpec, args: &[Bytes], usec: u64, failed: boo
         s.usec += usec;
         s.failed += u64::from(failed);
     });
-}
-
-/// A call of `spec` counted already (a blocking command's first run) ended with an error.
-pub fn failed(spec: &'static CommandSpec, args: &[Bytes]) {
-    TABLE.with(|t| t.borrow_mut().entry(spec, args).failed += 1);
 }
 
 /// `spec` was refused before it ran.

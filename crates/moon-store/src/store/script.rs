@@ -581,7 +581,7 @@ pub const NOT_FROM_SPREAD_SCRIPT: &str =
 pub const NON_LOCAL_KEY: &str = "ERR Script attempted to access a non local key in a cluster node";
 
 /// FCALL / FCALL_RO (`read_only`) checked: the number of keys, and the function and its
-/// flags (a function without `no-writes` cannot run by FCALL_RO). Whether it may write.
+/// flags (a function without `no-writes` cannot run by FCALL_RO). Whether it is read-only.
 pub fn fcall_check(args: &[Bytes], read_only: bool) -> Result<(usize, bool), Frame> {
     if parse_i64(&args[2]).is_none() {
         return Err(err("ERR Bad number of keys provided"));
@@ -788,6 +788,13 @@ struct StoreHost<'a> {
 }
 
 impl Host for StoreHost<'_> {
+    fn acl_check(&mut self, args: &[Bytes]) -> Option<bool> {
+        match &self.user {
+            Some(user) => user.0.allows(args),
+            None => script_knows_command(&args[0]).then_some(true),
+        }
+    }
+
     fn call(&mut self, args: Vec<Bytes>) -> Frame {
         // ACL first, as Redis checks it, also for what the script step answers itself (PING,
         // PUBLISH, SELECT...: review finding).
@@ -850,6 +857,18 @@ impl Host for StoreHost<'_> {
         }
         reply
     }
+}
+
+/// Whether the server has the command `name` (`redis.acl_check_cmd` of a user who may run
+/// everything): a keyspace command, or one of the connection's.
+pub fn script_knows_command(name: &[u8]) -> bool {
+    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+    crate::table::lookup(name).is_some()
+        || is_connection_command(&lower)
+        || matches!(
+            lower.as_str(),
+            "ping" | "echo" | "publish" | "time" | "select"
+        )
 }
 
 /// Commands of the connection (not of a keyspace) that Redis refuses inside a script.
