@@ -96,7 +96,51 @@ fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
         .and_then(|mut v| v.get_mut(id).and_then(Option::take))
 }
 
-pub fn run(config: Config) -> Result<(), ServerError> {
+/// Descriptors kept for what is not a client: logs, listeners, each executor's rings and
+/// eventfds (Redis keeps 32; Moon adds some per shard).
+fn reserved_descriptors(shards: usize) -> u64 {
+    32 + 8 * shards as u64
+}
+
+/// Raises the open-files limit to fit `maxclients` (and what the server itself holds), as
+/// Redis does at startup; if the system allows less, `maxclients` is lowered to what fits,
+/// with a warning naming the fix.
+fn fit_open_files(config: &mut Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let reserved = reserved_descriptors(config.shards);
+    let wanted = config.maxclients.saturating_add(reserved);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= wanted {
+        return;
+    }
+    // Up to the hard limit without privileges; past it only root may go.
+    let mut got = soft;
+    for target in [wanted, wanted.min(hard)] {
+        if target > got && setrlimit(Resource::RLIMIT_NOFILE, target, hard.max(target)).is_ok() {
+            got = target;
+            break;
+        }
+    }
+    if got >= wanted {
+        tracing::info!(
+            "open files limit raised from {soft} to {got} for maxclients {}",
+            config.maxclients
+        );
+        return;
+    }
+    let fits = got.saturating_sub(reserved).max(1);
+    tracing::warn!(
+        "maxclients {} needs {wanted} open files, but the system allows {got}: maxclients is {fits} for this run (raise `ulimit -n` or the service's LimitNOFILE to keep {})",
+        config.maxclients,
+        config.maxclients
+    );
+    config.maxclients = fits;
+}
+
+pub fn run(mut config: Config) -> Result<(), ServerError> {
+    fit_open_files(&mut config);
     let shards = config.shards;
     tracing::info!(
         "Moon {} starting: {} shards, dir {}, appendonly {}, appendfsync {}",
