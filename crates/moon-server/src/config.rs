@@ -72,6 +72,10 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     pub tls_ca_cert_file: Option<PathBuf>,
     pub tls_auth_clients: TlsAuthClients,
+    /// A Unix socket to listen on too (Redis's `unixsocket`; none = no socket), and its
+    /// permissions (`unixsocketperm`, octal; 0 = as the umask leaves them).
+    pub unixsocket: Option<PathBuf>,
+    pub unixsocketperm: u32,
 }
 
 /// `tls-auth-clients`.
@@ -310,6 +314,12 @@ pub const KEYS: &[Key] = &[
         |c, v| c.notify_keyspace_events = moon_store::NotifyFlags::parse(v)
             .ok_or("a string of the characters A g $ l s h z x e t m d n K E, or empty")?,
         |c| c.notify_keyspace_events.to_string()),
+    key!("unixsocket", Startup, "Also listen on this Unix socket (empty = none).",
+        |c, v| c.unixsocket = optional_path(v),
+        |c| path_text(&c.unixsocket)),
+    key!("unixsocketperm", Startup, "The Unix socket's permissions, octal (e.g. 700; 0 = as the umask leaves them).",
+        |c, v| c.unixsocketperm = u32::from_str_radix(v, 8).ok().filter(|p| *p <= 0o777).ok_or("octal permissions, e.g. 700")?,
+        |c| format!("{:o}", c.unixsocketperm)),
     key!("aclfile", Startup, "Users (ACL) file, in Redis's format.",
         |c, v| c.aclfile = optional_path(v),
         |c| path_text(&c.aclfile)),
@@ -493,6 +503,8 @@ impl Default for Config {
             tls_key_file: None,
             tls_ca_cert_file: None,
             tls_auth_clients: TlsAuthClients::Yes,
+            unixsocket: None,
+            unixsocketperm: 0,
         }
     }
 }

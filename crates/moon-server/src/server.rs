@@ -81,12 +81,43 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(Vec<RawFd>, So
 
 type Slots<T> = Arc<Mutex<Vec<Option<T>>>>;
 
-/// One shard's listening sockets: the plain port's and, with `tls-port`, the TLS port's.
+/// One shard's listening sockets: the plain port's and, with `tls-port`, the TLS port's;
+/// shard 0's also the Unix socket, with `unixsocket`.
 struct Listeners {
     plain: RawFd,
     tls: Option<RawFd>,
+    unix: Option<(RawFd, String)>,
     /// Connections accepted while the shards loaded, for this shard to serve.
     adopted: Vec<crate::loading::Handoff>,
+}
+
+/// Binds the Unix socket `path` (a stale socket file there is removed first, as Redis does;
+/// anything else there is left alone and refused) with permissions `perm` (0: the umask's).
+fn bind_unix(path: &std::path::Path, perm: u32) -> std::io::Result<RawFd> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is there",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    if perm != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm))?;
+    }
+    Ok(listener.into_raw_fd())
+}
+
+/// Removes the Unix socket file at shutdown (if it is still a socket).
+fn remove_unix(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
@@ -229,6 +260,21 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         }
         tracing::info!("TLS ready on {tls_addr}");
     }
+    let unix = match &config.unixsocket {
+        Some(path) => match bind_unix(path, config.unixsocketperm) {
+            Ok(fd) => {
+                tracing::info!("Unix socket ready on {}", path.display());
+                Some((fd, path.display().to_string()))
+            }
+            Err(e) => {
+                return Err(ServerError::fatal(format!(
+                    "cannot listen on the Unix socket {} (unixsocket): {e}",
+                    path.display()
+                )));
+            }
+        },
+        None => None,
+    };
     shared
         .port
         .store(u64::from(actual.port()), Ordering::Release);
@@ -382,10 +428,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     for (i, h) in loading.finish().into_iter().enumerate() {
         adopted[i % shards].push(h);
     }
+    let mut unix = unix;
     for (((tx, fd), tls), adopted) in listener_txs.into_iter().zip(fds).zip(tls_fds).zip(adopted) {
         let _ = tx.send(Some(Listeners {
             plain: fd,
             tls,
+            // Shard 0 serves the Unix socket's clients (their commands go to every shard).
+            unix: unix.take(),
             adopted,
         }));
     }
@@ -412,7 +461,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     for tx in stop_txs {
         let _ = tx.send(());
     }
-    join_runtime(runtime)?;
+    let joined = join_runtime(runtime);
+    if let Some(path) = &config.unixsocket {
+        remove_unix(path);
+    }
+    joined?;
     tracing::info!("Moon is now ready to exit, bye bye...");
     Ok(())
 }
@@ -463,6 +516,41 @@ async fn accept_tls(ctx: Rc<ShardServer>, listener: TcpListener, gate: Gate) {
             }
             Some(Err(e)) => {
                 tracing::warn!(shard = ctx.shard.id(), "TLS accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections on the Unix socket until the server stops (shard 0). Their address is
+/// the socket's path, as Redis shows it (`/tmp/moon.sock:0`).
+async fn accept_unix(
+    ctx: Rc<ShardServer>,
+    listener: glommio::net::UnixListener,
+    gate: Gate,
+    path: String,
+) {
+    let addr = format!("{path}:0");
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            let _ = ctx.stopping.acquire(1).await;
+            None
+        };
+        match futures_lite::future::or(stop, accept).await {
+            None => break,
+            Some(Ok(stream)) => {
+                let ctx = ctx.clone();
+                let (peer, local) = (addr.clone(), addr.clone());
+                match gate.spawn(async move { conn::serve(ctx, stream, peer, local).await }) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(_) => break,
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!("Unix socket accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -522,6 +610,11 @@ async fn shard_main(
         // Its own task: an accept is never raced against another (a cancelled accept could
         // drop a connection the kernel already handed over).
         glommio::spawn_local(accept_tls(ctx.clone(), tls_listener, gate.clone())).detach();
+    }
+    if let Some((unix_fd, path)) = fds.unix {
+        // SAFETY: a listening Unix socket made by `bind_unix`, handed to this shard alone.
+        let unix_listener = unsafe { glommio::net::UnixListener::from_raw_fd(unix_fd) };
+        glommio::spawn_local(accept_unix(ctx.clone(), unix_listener, gate.clone(), path)).detach();
     }
     for h in fds.adopted {
         let ctx = ctx.clone();

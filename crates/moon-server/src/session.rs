@@ -248,8 +248,12 @@ impl Session {
     }
 }
 
-/// Whether a peer address (`ip:port`) is loopback as Redis counts it: 127.0.0.1 or ::1 only.
+/// Whether a peer address (`ip:port`) is loopback as Redis counts it: 127.0.0.1 or ::1 only,
+/// or a Unix socket's client (`/path:0`), which is on this machine by definition.
 fn is_loopback(addr: &str) -> bool {
+    if addr.starts_with('/') {
+        return true;
+    }
     match addr.parse::<std::net::SocketAddr>() {
         Ok(a) => match a.ip() {
             std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,

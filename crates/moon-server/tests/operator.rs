@@ -483,3 +483,50 @@ fn client_pause_holds_writes_until_unpause() {
         "ERR timeout is not an integer or out of range"
     );
 }
+
+/// `unixsocket` / `unixsocketperm`: clients connect through the socket too (served like any
+/// other, local for protected mode), the file has the permissions asked for, a stale socket
+/// is replaced at startup, anything else there is refused, and shutdown removes it.
+#[test]
+fn unix_socket_clients_are_served_like_tcp_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("moon.sock");
+    let sock_text = sock.display().to_string();
+    // A stale socket left by a killed server is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut s = MoonServer::start_in(
+        &data,
+        2,
+        &["--unixsocket", &sock_text, "--unixsocketperm", "700"],
+    )
+    .expect("starts");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let client = redis::Client::open(format!("unix://{sock_text}")).unwrap();
+    let mut u = client
+        .get_connection()
+        .expect("connects through the socket");
+    let keys = keys_on_different_shards(2);
+    for k in &keys {
+        cmd::<()>(&mut u, &["SET", k, "via-unix"]);
+    }
+    let info: String = cmd(&mut u, &["CLIENT", "INFO"]);
+    assert!(info.contains(&format!("addr={sock_text}:0 ")), "{info}");
+    let mut c = s.client();
+    for k in &keys {
+        assert_eq!(cmd::<String>(&mut c, &["GET", k]), "via-unix");
+    }
+    let listed: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "unixsocketperm"]);
+    assert_eq!(listed[1], "700");
+    assert!(s.terminate().success());
+    assert!(!sock.exists(), "the socket is removed at shutdown");
+    // Something that is not a socket at the path: refused, left alone.
+    std::fs::write(&sock, b"not a socket").unwrap();
+    let (code, text) = run_expecting_exit(&data, 2, &["--unixsocket", &sock_text]);
+    assert_ne!(code, 0);
+    assert!(text.contains("cannot listen on the Unix socket"), "{text}");
+    assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
+}

@@ -279,6 +279,17 @@ pin_project! {
     }
 }
 
+// Moon: a listener made outside the executor (bound and checked before the server says it
+// is ready) is handed to it as a descriptor, as a TcpListener can be.
+impl FromRawFd for UnixListener {
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        UnixListener {
+            reactor: Rc::downgrade(&crate::executor().reactor()),
+            listener: net::UnixListener::from_raw_fd(fd),
+        }
+    }
+}
+
 impl FromRawFd for UnixStream {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         UnixStream {
