@@ -78,6 +78,12 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Connection: "client", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::client::client(s, a).await) }))),
     // Server
     command!(Server: "command", -1, ADMIN, HERE, Run::Inline(|_, a| crate::command_cmd::command(a))),
+    command!(Server: "monitor", 1, ADMIN, HERE, Run::Inline(|s, _| {
+        if s.monitor.is_none() {
+            s.monitor = Some(moon_store::monitor::start());
+        }
+        Frame::OK
+    })),
     command!(Server: "slowlog", -2, ADMIN.union(Flags::LOADING).union(Flags::STALE), HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::slowlog_cmd::slowlog(s, a).await) }))),
     command!(Server: "config", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::config_cmd::config_cmd(s, a).await) }))),
     command!(Server: "info", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::info::info(s, a).await) }))),

@@ -180,6 +180,7 @@ async fn serve_from<S>(
         deferred: Vec::new(),
         deferred_bytes: 0,
         attempting: false,
+        monitor: None,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
@@ -207,8 +208,12 @@ async fn serve_from<S>(
             }
             let out = &session.info.out;
             let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
+            let monitor = session.monitor.clone();
             let pushed = async {
-                out.ready().await;
+                match monitor {
+                    Some(m) => futures_lite::future::or(out.ready(), m.ready()).await,
+                    None => out.ready().await,
+                }
                 Event::Pushed
             };
             let stop = async {
@@ -266,6 +271,17 @@ async fn serve_from<S>(
                         break;
                     }
                     out.drain_into(&mut wbuf);
+                    if let Some(m) = &session.monitor {
+                        if m.is_closed() {
+                            tracing::warn!(
+                                client = session.info.id,
+                                "closing a MONITOR client that fell {} bytes behind",
+                                moon_store::monitor::MAX_PENDING
+                            );
+                            break;
+                        }
+                        m.drain_into(&mut wbuf);
+                    }
                     if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
                         break;
                     }
@@ -369,6 +385,9 @@ async fn serve_from<S>(
         drop(stream);
     } else {
         close_soon(&mut stream).await;
+    }
+    if let Some(m) = session.monitor.take() {
+        moon_store::monitor::stop(&m);
     }
     crate::txn::unwatch_all(&mut session).await;
     crate::connection::tracking_off(&session).await;
@@ -496,6 +515,27 @@ fn counted(
     session.counted(spec, args, started.elapsed().as_micros() as u64, failed);
 }
 
+/// MONITOR: the client's requests as they arrive, in order (a transaction's commands when they
+/// are queued, a script before the commands it calls); admin commands are not shown, as in
+/// Redis, nor requests refused as malformed.
+fn monitored(session: &Session, cmds: &[Parsed]) {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut db = session.db;
+    for req in cmds.iter().flatten() {
+        if req.spec.flags.has(Flags::ADMIN) {
+            continue;
+        }
+        moon_store::monitor::feed(micros, db, &session.info.addr, &req.args);
+        if req.spec.name == "select" {
+            if let Some(n) = req.args.get(1).and_then(|a| moon_store::args::parse_i64(a)) {
+                db = n.max(0) as usize;
+            }
+        }
+    }
+}
+
 fn noauth() -> Frame {
     Frame::StaticError("NOAUTH Authentication required.")
 }
@@ -503,6 +543,9 @@ fn noauth() -> Frame {
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
 pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
+    if moon_store::monitor::active() && session.tx.is_none() && !session.attempting {
+        monitored(session, &cmds);
+    }
     if cmds.len() > 1
         && session.tx.is_none()
         && !moon_script::any_busy()

@@ -220,6 +220,9 @@ impl AsyncHost for TxHost {
                 }
                 ScriptStep::Run(row) => row,
             };
+            if moon_store::monitor::active() {
+                moon_store::monitor::feed(self.tx.now * 1000, self.db.get(), "lua", &args);
+            }
             if !matches!(row.spec.route, Route::Keys(_)) {
                 // DBSIZE, FLUSHALL, SCAN...: every shard's, which a script holds only some of.
                 return err(moon_store::NOT_FROM_SPREAD_SCRIPT);

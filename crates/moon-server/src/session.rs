@@ -138,6 +138,8 @@ pub struct Session {
     pub(crate) deferred_bytes: usize,
     /// A blocking command's attempt runs (it must not block again).
     pub(crate) attempting: bool,
+    /// MONITOR: the lines fed for this client, which the connection loop writes.
+    pub(crate) monitor: Option<std::sync::Arc<moon_store::monitor::Feed>>,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are

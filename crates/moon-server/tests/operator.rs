@@ -530,3 +530,77 @@ fn unix_socket_clients_are_served_like_tcp_ones() {
     assert!(text.contains("cannot listen on the Unix socket"), "{text}");
     assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
 }
+
+/// Reads `n` lines (CRLF-terminated) from a raw connection.
+fn read_lines(raw: &mut std::net::TcpStream, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.iter().filter(|&&b| b == b'\n').count() < n {
+        let read = raw.read(&mut buf).unwrap();
+        assert!(read > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..read]);
+    }
+    String::from_utf8_lossy(&got)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// MONITOR as Redis's introspection unit checks it: commands from other connections, whatever
+/// their shard, in order; a transaction's commands between MULTI and EXEC; a script before the
+/// commands it calls (as `lua`); secrets redacted; admin commands not shown.
+#[test]
+fn monitor_shows_what_every_shard_runs() {
+    let s = MoonServer::start(2, &[]);
+    let mut monitor = std::net::TcpStream::connect(s.addr).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    assert_eq!(read_lines(&mut monitor, 1), ["+OK"]);
+    let keys = keys_on_different_shards(2);
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["SET", &keys[0], "bar"]);
+    cmd::<Option<String>>(&mut c, &["GET", &keys[1]]);
+    cmd::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxmemory"]);
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&keys[1])
+        .arg("in\"tx")
+        .ignore()
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("EVAL")
+        .arg("return redis.call('SET', KEYS[1], ARGV[1])")
+        .arg(1)
+        .arg(&keys[0])
+        .arg("from-lua")
+        .query(&mut c)
+        .unwrap();
+    let _ = redis::cmd("AUTH").arg("not-real").query::<()>(&mut c);
+    let lines = read_lines(&mut monitor, 8);
+    let tails: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with('+'), "{l}");
+            l.split_once("] ").expect("[db addr]").1
+        })
+        .collect();
+    assert_eq!(
+        tails,
+        [
+            format!("\"SET\" \"{}\" \"bar\"", keys[0]),
+            format!("\"GET\" \"{}\"", keys[1]),
+            "\"MULTI\"".to_string(),
+            format!("\"SET\" \"{}\" \"in\\\"tx\"", keys[1]),
+            "\"EXEC\"".to_string(),
+            format!(
+                "\"EVAL\" \"return redis.call('SET', KEYS[1], ARGV[1])\" \"1\" \"{}\" \"from-lua\"",
+                keys[0]
+            ),
+            format!("\"SET\" \"{}\" \"from-lua\"", keys[0]),
+            "\"AUTH\" \"(redacted)\"".to_string(),
+        ]
+    );
+    assert!(lines[6].contains("[0 lua]"), "{}", lines[6]);
+    assert!(lines[0].contains(" [0 127.0.0.1:"), "{}", lines[0]);
+}

@@ -21,6 +21,7 @@ pub mod evict;
 pub mod glob;
 pub mod keyspace;
 pub mod lazyfree;
+pub mod monitor;
 pub mod notify;
 pub mod reply;
 mod run;

@@ -177,7 +177,7 @@ fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
 }
 
 /// Which arguments hold secrets.
-fn redacted_positions(args: &[Bytes]) -> Vec<usize> {
+pub(crate) fn redacted_positions(args: &[Bytes]) -> Vec<usize> {
     let is = |i: usize, w: &str| {
         args.get(i)
             .is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()))

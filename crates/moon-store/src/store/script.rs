@@ -848,6 +848,9 @@ impl Host for StoreHost<'_> {
                 return err(EFFECTS_TOO_LARGE);
             }
         }
+        if crate::monitor::active() {
+            crate::monitor::feed(self.now * 1000, self.store.db, "lua", &args);
+        }
         let reply = self.store.run_row(row, &args, self.now, None, None);
         // Counted as Redis counts a script's commands; their time is the script's own.
         if self.store.take_refused() {
