@@ -84,6 +84,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
         }
         Frame::OK
     })),
+    command!(Server: "latency", -2, ADMIN.union(Flags::LOADING).union(Flags::STALE), HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::latency_cmd::latency(s, a).await) }))),
     command!(Server: "slowlog", -2, ADMIN.union(Flags::LOADING).union(Flags::STALE), HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::slowlog_cmd::slowlog(s, a).await) }))),
     command!(Server: "config", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::config_cmd::config_cmd(s, a).await) }))),
     command!(Server: "info", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::info::info(s, a).await) }))),

@@ -39,6 +39,8 @@ pub struct Config {
     /// process-wide, set with the key).
     pub slowlog_log_slower_than: i64,
     pub slowlog_max_len: u64,
+    /// LATENCY: what takes at least this many milliseconds is an event (0 = off).
+    pub latency_monitor_threshold: u64,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
     /// large, or a flood of them).
     pub client_query_buffer_limit: u64,
@@ -282,6 +284,12 @@ pub const KEYS: &[Key] = &[
             moon_store::slowlog::set_max_len(c.slowlog_max_len as usize);
         },
         |c| c.slowlog_max_len.to_string()),
+    key!("latency-monitor-threshold", Runtime, "Milliseconds from which LATENCY records an event (0 = off).",
+        |c, v| {
+            c.latency_monitor_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0 (0 = off)")?;
+            moon_store::latency::set_threshold(c.latency_monitor_threshold);
+        },
+        |c| c.latency_monitor_threshold.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -474,6 +482,7 @@ impl Default for Config {
             busy_reply_threshold: 5000,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
             pin_cpus: true,

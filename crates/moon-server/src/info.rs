@@ -77,8 +77,8 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         .map(|a| text(a).to_ascii_lowercase())
         .collect();
     // Redis's groups: no argument or `default` is the default sections; `all` adds the
-    // per-command one (commandstats; latencystats is not kept), and `everything` the
-    // modules' too (none).
+    // per-command ones (commandstats, latencystats), and `everything` the modules' too
+    // (none).
     const DEFAULT: [&str; 11] = [
         "server",
         "clients",
@@ -99,10 +99,10 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     let all = wanted.iter().any(|w| w == "all" || w == "everything");
     let want = |s: &str| {
         (default && DEFAULT.contains(&s))
-            || (all && s == "commandstats")
+            || (all && (s == "commandstats" || s == "latencystats"))
             || wanted.iter().any(|w| w == s)
     };
-    let with_commands = want("commandstats");
+    let with_commands = want("commandstats") || want("latencystats");
     let per_shard = session
         .ctx
         .shard
@@ -237,6 +237,26 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 out,
                 "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
                 s.calls, s.usec, s.rejected, s.failed
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if want("latencystats") {
+        out.push_str("# Latencystats\r\n");
+        let mut by_name = std::collections::BTreeMap::new();
+        for s in per_shard.iter().flatten() {
+            moon_store::stats::merge(&mut by_name, &s.command_stats);
+        }
+        for (name, s) in by_name {
+            if s.latency.count() == 0 {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                s.latency.percentile(50.0) as f64,
+                s.latency.percentile(99.0) as f64,
+                s.latency.percentile(99.9) as f64
             );
         }
         out.push_str("\r\n");

@@ -20,6 +20,7 @@ mod dispatch;
 mod function_cmd;
 mod info;
 mod keyspace_walk;
+mod latency_cmd;
 mod loading;
 mod pause;
 mod persistence;

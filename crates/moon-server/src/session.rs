@@ -181,6 +181,12 @@ impl Session {
         failed: bool,
     ) {
         moon_store::stats::called(spec, args, usec, failed);
+        if moon_store::latency::is_event(usec / 1000) {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            moon_store::latency::sample(spec.latency_event(), usec / 1000, secs);
+        }
         if moon_store::slowlog::is_slow(usec)
             && !spec.flags.has(moon_store::command::Flags::SKIP_SLOWLOG)
         {

@@ -604,3 +604,98 @@ fn monitor_shows_what_every_shard_runs() {
     assert!(lines[6].contains("[0 lua]"), "{}", lines[6]);
     assert!(lines[0].contains(" [0 127.0.0.1:"), "{}", lines[0]);
 }
+
+/// LATENCY as Redis's latency-monitor unit checks it: off at threshold 0; a slow command and
+/// an expiry cycle that freed a big key are events, with history, a graph and a doctor's
+/// report; RESET forgets them; HISTOGRAM and INFO latencystats give every command's
+/// durations (subcommands apart, unknown names skipped).
+#[test]
+fn latency_monitor_and_histograms() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let latest = |c: &mut redis::Connection| -> Vec<(String, i64, i64, i64)> {
+        cmd(c, &["LATENCY", "LATEST"])
+    };
+    let spin = "local x = 0 for i = 1, 20000000 do x = x + i end return 1";
+    cmd::<i64>(&mut c, &["EVAL", spin, "0"]);
+    assert!(latest(&mut c).is_empty(), "off by default");
+    cmd::<()>(
+        &mut c,
+        &["CONFIG", "SET", "latency-monitor-threshold", "20"],
+    );
+    cmd::<i64>(&mut c, &["EVAL", spin, "0"]);
+    let events = latest(&mut c);
+    let command = events
+        .iter()
+        .find(|e| e.0 == "command")
+        .expect("a command event");
+    assert!(command.2 >= 20 && command.3 >= command.2, "{events:?}");
+    let history: Vec<(i64, i64)> = cmd(&mut c, &["LATENCY", "HISTORY", "command"]);
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].0, command.1);
+    assert!(cmd::<String>(&mut c, &["LATENCY", "GRAPH", "command"]).contains('#'));
+    assert_eq!(
+        expect_err(&mut c, &["LATENCY", "GRAPH", "blabla"]),
+        "ERR No samples available for event 'blabla'"
+    );
+    assert!(cmd::<String>(&mut c, &["LATENCY", "DOCTOR"]).contains("command"));
+    assert!(cmd::<Vec<redis::Value>>(&mut c, &["LATENCY", "HISTORY", "blabla"]).is_empty());
+    assert_eq!(cmd::<i64>(&mut c, &["LATENCY", "RESET", "blabla"]), 0);
+    assert!(cmd::<i64>(&mut c, &["LATENCY", "RESET"]) > 0);
+    assert!(latest(&mut c).is_empty());
+    assert_eq!(
+        expect_err(&mut c, &["LATENCY", "HELP", "xxx"]),
+        "ERR wrong number of arguments for 'latency|help' command"
+    );
+    // An expiry cycle that frees a big set is an event.
+    cmd::<()>(&mut c, &["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+    let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('SADD', KEYS[1], i) end return 1";
+    cmd::<i64>(&mut c, &["EVAL", fill, "1", "bigset", "300000"]);
+    cmd::<i64>(&mut c, &["PEXPIRE", "bigset", "10"]);
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        cmd::<i64>(&mut c, &["DBSIZE"]) == 0
+    }));
+    assert!(
+        latest(&mut c).iter().any(|e| e.0 == "expire-cycle"),
+        "{:?}",
+        latest(&mut c)
+    );
+    // Histograms, on both shards, by command and subcommand.
+    cmd::<()>(&mut c, &["CONFIG", "RESETSTAT"]);
+    let keys = keys_on_different_shards(2);
+    cmd::<()>(&mut c, &["SET", &keys[0], "a"]);
+    cmd::<()>(&mut c, &["SET", &keys[1], "b"]);
+    cmd::<i64>(&mut c, &["CLIENT", "ID"]);
+    cmd::<String>(&mut c, &["CLIENT", "LIST"]);
+    let histogram = |c: &mut redis::Connection, names: &[&str]| -> BTreeMap<String, i64> {
+        let mut words = vec!["LATENCY", "HISTOGRAM"];
+        words.extend_from_slice(names);
+        let reply: BTreeMap<String, BTreeMap<String, redis::Value>> = cmd(c, &words);
+        reply
+            .into_iter()
+            .map(|(name, fields)| match fields.get("calls") {
+                Some(redis::Value::Int(n)) => (name, *n),
+                other => panic!("{name}: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        histogram(&mut c, &["set", "blabla"]),
+        BTreeMap::from([("set".to_string(), 2)])
+    );
+    assert_eq!(
+        histogram(&mut c, &["client"]),
+        BTreeMap::from([("client|id".to_string(), 1), ("client|list".to_string(), 1)])
+    );
+    assert!(histogram(&mut c, &["blabla"]).is_empty());
+    let info: String = cmd(&mut c, &["INFO", "latencystats"]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("latency_percentiles_usec_set:p50=")
+                && l.contains(",p99=")
+                && l.contains(",p99.9=")),
+        "{info}"
+    );
+    let default_info: String = cmd(&mut c, &["INFO"]);
+    assert!(!default_info.contains("latency_percentiles"));
+}

@@ -91,11 +91,13 @@ impl Shard {
         snapshot.extend(live);
         drop(store);
         let keys = snapshot.len() as u64;
+        let ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             shard = self.id(),
-            "BGREWRITEAOF cut: {keys} keys copied in {} ms",
-            started.elapsed().as_millis()
+            "BGREWRITEAOF cut: {keys} keys copied in {ms} ms"
         );
+        // Every shard is held while its keys are copied: the rewrite's pause.
+        moon_store::latency::sample("aof-rewrite", ms, now / 1000);
         let tail_from = writer.file_len();
         let (first_lsn, last_lsn) = writer.reserve(1);
         *self.rewrite.borrow_mut() = Some(Cut {

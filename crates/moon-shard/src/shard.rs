@@ -379,7 +379,11 @@ impl Shard {
             return 0;
         }
         let mut store = self.store.borrow_mut();
-        let removed = store.expire_cycle(now_ms(), budget);
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let removed = store.expire_cycle(now, budget);
+        let ms = started.elapsed().as_millis() as u64;
+        moon_store::latency::sample("expire-cycle", ms, now / 1000);
         if !store.logged().is_empty() {
             if let Some(writer) = self.aof.borrow().as_ref() {
                 // Nobody waits for these records: a reply that depends on one waits for the
@@ -1151,6 +1155,7 @@ pub(crate) fn run_cmds(
             {
                 moon_store::slowlog::push(&call.args, usec, now / 1000, call.client, None);
             }
+            moon_store::latency::sample(call.spec().latency_event(), usec / 1000, now / 1000);
         }
         frames.push(reply);
         if store.is_paused() {

@@ -244,6 +244,15 @@ impl CommandSpec {
         c
     }
 
+    /// The latency monitor's event for a slow call of it (Redis's names).
+    pub fn latency_event(&self) -> &'static str {
+        if self.flags.has(Flags::FAST) {
+            "fast-command"
+        } else {
+            "command"
+        }
+    }
+
     /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
     pub fn may_grow_memory(&self) -> bool {
         // A script that may write is not refused as a whole under OOM (its writes are), but

@@ -20,6 +20,7 @@ pub mod command;
 pub mod evict;
 pub mod glob;
 pub mod keyspace;
+pub mod latency;
 pub mod lazyfree;
 pub mod monitor;
 pub mod notify;
