@@ -131,6 +131,8 @@ async fn serve_from<S>(
         user: RefCell::new("default".into()),
         blocked: Cell::new(false),
         unblock: Cell::new(None),
+        qbuf: Cell::new((0, 0)),
+        last_sub: RefCell::new(String::new()),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     moon_store::slowlog::register(id, &info.addr);
@@ -320,6 +322,11 @@ async fn serve_from<S>(
         // Commands that waited behind a blocking command first.
         cmds.append(&mut session.deferred);
         session.deferred_bytes = 0;
+        // CLIENT LIST's qbuf / qbuf-free while these requests run: what was read.
+        session
+            .info
+            .qbuf
+            .set((rbuf.len(), rbuf.capacity() - rbuf.len()));
         loop {
             match parser.next_request(&mut rbuf) {
                 Ok(Some(req)) => cmds.push(crate::dispatch::parse(req, shards)),
@@ -357,6 +364,10 @@ async fn serve_from<S>(
                 }
             }
         }
+        session
+            .info
+            .qbuf
+            .set((rbuf.len(), rbuf.capacity() - rbuf.len()));
         if write_failed || session.info.out.is_closing() {
             break;
         }
@@ -603,6 +614,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             session.caching = None;
         }
         session.info.last_cmd.set(spec.name);
+        session.info.note_subcommand(spec.name, &req.args);
         if panic_seam().is_some_and(|name| name == spec.name) {
             // Test seam (MOON_PANIC_ON=<command>): proves a panic stops the whole process.
             panic!("MOON_PANIC_ON: injected panic in {}", spec.name);

@@ -48,6 +48,11 @@ pub struct ClientInfo {
     /// CLIENT UNBLOCK asked it to stop waiting: `Some(true)` with an error, `Some(false)` as
     /// a timeout.
     pub unblock: Cell<Option<bool>>,
+    /// Bytes of requests read and not yet run, and room left in that buffer (CLIENT LIST's
+    /// `qbuf` / `qbuf-free`).
+    pub qbuf: Cell<(usize, usize)>,
+    /// The last command's subcommand, for a container (`cmd=client|list`); empty otherwise.
+    pub last_sub: RefCell<String>,
 }
 
 impl ClientInfo {
@@ -57,11 +62,26 @@ impl ClientInfo {
         is_loopback(&self.addr)
     }
 
+    /// After `last_cmd`: its subcommand if it is a container (CLIENT LIST's `cmd=`). Nothing is
+    /// allocated for other commands.
+    pub fn note_subcommand(&self, name: &'static str, args: &[Bytes]) {
+        let mut sub = self.last_sub.borrow_mut();
+        sub.clear();
+        if let Some(s) = args
+            .get(1)
+            .filter(|_| moon_store::stats::is_container(name))
+        {
+            if s.len() <= 32 && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
+                sub.extend(s.iter().map(|b| b.to_ascii_lowercase() as char));
+            }
+        }
+    }
+
     /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
     pub fn line(&self) -> String {
         let now = Instant::now();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={}{}{} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
             self.id,
             self.addr,
             self.laddr,
@@ -79,7 +99,12 @@ impl ClientInfo {
             self.sub_counts.get().0,
             self.sub_counts.get().1,
             self.sub_counts.get().2,
+            self.qbuf.get().0,
+            self.qbuf.get().1,
+            self.qbuf.get().0 + self.qbuf.get().1,
             self.last_cmd.get(),
+            if self.last_sub.borrow().is_empty() { "" } else { "|" },
+            self.last_sub.borrow(),
             self.user.borrow(),
             self.resp.get(),
             self.lib_name.borrow(),

@@ -699,3 +699,47 @@ fn latency_monitor_and_histograms() {
     let default_info: String = cmd(&mut c, &["INFO"]);
     assert!(!default_info.contains("latency_percentiles"));
 }
+
+/// Redis's introspection units: CLIENT LIST / INFO show the running command's subcommand and
+/// the query buffer it came in; CONFIG SET of a key fixed at startup to the value it has is a
+/// harmless OK (another value is still refused); EXISTS, TYPE and TTL look at a key without
+/// using it (its LFU counter and idle time stay), TOUCH uses it.
+#[test]
+fn introspection_as_redis_s_units_check_it() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let line: String = cmd(&mut c, &["CLIENT", "INFO"]);
+    assert!(line.contains(" qbuf=26 "), "{line}");
+    assert!(line.contains(" cmd=client|info "), "{line}");
+    let list: String = cmd(&mut c, &["CLIENT", "LIST"]);
+    assert!(list.contains(" cmd=client|list "), "{list}");
+    let other = s.client();
+    let idle = cmd::<String>(&mut c, &["CLIENT", "LIST"]);
+    assert!(
+        idle.lines().filter(|l| l.contains(" qbuf=0 ")).count() >= 1,
+        "{idle}"
+    );
+    drop(other);
+    // Startup keys: the same value is OK, another is refused.
+    let port: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "port"]);
+    cmd::<()>(&mut c, &["CONFIG", "SET", "port", &port[1], "shards", "2"]);
+    let e = expect_err(&mut c, &["CONFIG", "SET", "shards", "3"]);
+    assert!(e.contains("can't set immutable config"), "{e}");
+    // Looking does not touch.
+    cmd::<()>(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"],
+    );
+    cmd::<()>(&mut c, &["SET", "k", "v"]);
+    let freq = |c: &mut redis::Connection| cmd::<i64>(c, &["OBJECT", "FREQ", "k"]);
+    let before = freq(&mut c);
+    for _ in 0..20 {
+        cmd::<i64>(&mut c, &["EXISTS", "k"]);
+        cmd::<String>(&mut c, &["TYPE", "k"]);
+        cmd::<i64>(&mut c, &["TTL", "k"]);
+        cmd::<i64>(&mut c, &["PTTL", "k"]);
+    }
+    assert_eq!(freq(&mut c), before, "EXISTS/TYPE/TTL counted as uses");
+    cmd::<i64>(&mut c, &["TOUCH", "k"]);
+    assert!(freq(&mut c) > before, "TOUCH is a use");
+}

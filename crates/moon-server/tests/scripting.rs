@@ -852,6 +852,27 @@ fn scripts_publish() {
         .collect();
     got.sort();
     assert_eq!(got, ["one", "two"]);
+    // PUBLISH is a write for a read-only script (Redis's pause unit), on one shard or two.
+    let body = "#!lua flags=no-writes\nreturn redis.call('publish', 'unlocks', 'x')";
+    let e = expect_err(&mut c, &["EVAL", body, "0"]);
+    assert!(
+        e.starts_with("ERR Write commands are not allowed from read-only scripts."),
+        "{e}"
+    );
+    let e = expect_err(
+        &mut c,
+        &[
+            "EVAL_RO",
+            "return redis.call('publish', 'unlocks', 'x')",
+            "2",
+            &k[0],
+            &k[1],
+        ],
+    );
+    assert!(
+        e.starts_with("ERR Write commands are not allowed from read-only scripts."),
+        "{e}"
+    );
 }
 
 /// Sends `words` on a connection of its own, in a thread: the reply (or error text) once the

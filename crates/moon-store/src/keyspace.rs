@@ -246,6 +246,13 @@ impl Keyspace {
     /// expiry), and so are a hash's expired fields (the key too if none is left). One hash
     /// lookup.
     fn live_index(&mut self, key: &[u8], now: u64) -> Option<usize> {
+        let idx = self.live_index_untouched(key, now)?;
+        self.touch_index(idx, now);
+        Some(idx)
+    }
+
+    /// [`Keyspace::live_index`] without recording an access (Redis's `LOOKUP_NOTOUCH`).
+    fn live_index_untouched(&mut self, key: &[u8], now: u64) -> Option<usize> {
         let idx = self.map.get_index_of(key)?;
         if Self::is_expired(&self.map[idx], now) {
             if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
@@ -266,7 +273,6 @@ impl Keyspace {
                 }
             }
         }
-        self.touch_index(idx, now);
         Some(idx)
     }
 
@@ -333,6 +339,14 @@ impl Keyspace {
 
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
         self.live_index(key, now).is_some()
+    }
+
+    /// A live key's entry without counting it as an access for LRU/LFU (EXISTS, TYPE, TTL and
+    /// OBJECT look at a key without using it, as in Redis); an expired key is removed as by
+    /// [`Keyspace::get`].
+    pub fn get_untouched(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        let idx = self.live_index_untouched(key, now)?;
+        Some(&self.map[idx])
     }
 
     /// `key`'s entry if it is live at `now`, without removing an expired one: for readers

@@ -140,6 +140,11 @@ const CONTAINERS: [&str; 15] = [
     "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
 ];
 
+/// Whether Redis reports `name`'s calls per subcommand (`client|list`).
+pub fn is_container(name: &str) -> bool {
+    CONTAINERS.contains(&name)
+}
+
 /// Distinct `container|subcommand` names kept: a client that sends made-up subcommands
 /// cannot grow the table past this (further ones count under the container's name).
 const MAX_SUBCOMMANDS: usize = 256;

@@ -44,8 +44,8 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     // UNLINK frees a big value off the executor; DEL too with lazyfree-lazy-user-del.
     command!(Generic: "unlink", -2, WNOOMF, keys(1, -1, 1), SPLIT_SUM, |s, a, now| del(s, a, now, Cause::Async)),
     command!(Generic: "exists", -2, RF, keys(1, -1, 1), SPLIT_SUM, exists),
-    command!(Generic: "touch", -2, RF, keys(1, -1, 1), SPLIT_SUM, exists),
-    command!(Generic: "type", 2, RF, keys(1, 1, 1), ONE, |s, a, now| match s.ks.get(&a[1], now) {
+    command!(Generic: "touch", -2, RF, keys(1, -1, 1), SPLIT_SUM, touch),
+    command!(Generic: "type", 2, RF, keys(1, 1, 1), ONE, |s, a, now| match s.ks.get_untouched(&a[1], now) {
         Some(e) => Frame::Simple(e.value.type_name()),
         None => Frame::Simple("none"),
     }),
@@ -93,13 +93,24 @@ fn del(s: &mut Store, args: &[Bytes], now: u64, cause: Cause) -> Frame {
     Frame::Integer(n)
 }
 
+/// EXISTS: looks without touching (a key's idle time is not reset).
 fn exists(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
+    Frame::Integer(
+        args[1..]
+            .iter()
+            .filter(|k| s.ks.get_untouched(k, now).is_some())
+            .count() as i64,
+    )
+}
+
+/// TOUCH: what EXISTS counts, each key's access time set.
+fn touch(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
     Frame::Integer(args[1..].iter().filter(|k| s.ks.contains(k, now)).count() as i64)
 }
 
 /// TTL and its kin: -2 without the key, -1 without a deadline, else `of(ms left, deadline)`.
 fn ttl(s: &mut Store, args: &[Bytes], now: u64, of: fn(i64, i64) -> i64) -> Frame {
-    match s.ks.get(&args[1], now) {
+    match s.ks.get_untouched(&args[1], now) {
         None => Frame::Integer(-2),
         Some(e) if e.expire_at == 0 => Frame::Integer(-1),
         Some(e) => {

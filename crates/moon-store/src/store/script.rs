@@ -493,6 +493,12 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
             );
         }
         "echo" if args.len() == 2 => return ScriptStep::Answer(Frame::Bulk(args[1].clone())),
+        // PUBLISH is `may-replicate`: a write for a read-only script, as in Redis.
+        "publish" if args.len() == 3 && read_only => {
+            return ScriptStep::Answer(err(
+                "ERR Write commands are not allowed from read-only scripts.",
+            ));
+        }
         "publish" if args.len() == 3 => {
             return ScriptStep::Publish(args[1].clone(), args[2].clone());
         }
