@@ -79,6 +79,10 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     // Server
     command!(Server: "command", -1, ADMIN, HERE, Run::Inline(|_, a| crate::command_cmd::command(a))),
     command!(Server: "monitor", 1, ADMIN, HERE, Run::Inline(|s, _| {
+        if s.tx.is_some() {
+            // Inside MULTI (Redis's words for a client that may not block).
+            return Frame::StaticError("ERR MONITOR isn't allowed for DENY BLOCKING client");
+        }
         if s.monitor.is_none() {
             s.monitor = Some(moon_store::monitor::start());
         }

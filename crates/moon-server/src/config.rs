@@ -41,6 +41,9 @@ pub struct Config {
     pub slowlog_max_len: u64,
     /// LATENCY: what takes at least this many milliseconds is an event (0 = off).
     pub latency_monitor_threshold: u64,
+    /// INFO latencystats: shown at all, and which percentiles.
+    pub latency_tracking: bool,
+    pub latency_percentiles: Vec<f64>,
     /// Close a client whose unparsed input passes this many bytes (a request being sent that
     /// large, or a flood of them).
     pub client_query_buffer_limit: u64,
@@ -273,23 +276,24 @@ pub const KEYS: &[Key] = &[
         },
         |c| c.busy_reply_threshold.to_string()),
     key!("slowlog-log-slower-than", Runtime, "Commands that take at least this many microseconds go to SLOWLOG (-1 = none, 0 = every command).",
-        |c, v| {
-            c.slowlog_log_slower_than = v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or("an integer >= -1 (microseconds)")?;
-            moon_store::slowlog::set_slower_than(c.slowlog_log_slower_than);
-        },
+        |c, v| c.slowlog_log_slower_than = v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or("an integer >= -1 (microseconds)")?,
         |c| c.slowlog_log_slower_than.to_string()),
     key!("slowlog-max-len", Runtime, "Entries SLOWLOG keeps.",
-        |c, v| {
-            c.slowlog_max_len = int_in(v, 0..=i64::MAX as u64, "an integer >= 0")?;
-            moon_store::slowlog::set_max_len(c.slowlog_max_len as usize);
-        },
+        |c, v| c.slowlog_max_len = int_in(v, 0..=i64::MAX as u64, "an integer >= 0")?,
         |c| c.slowlog_max_len.to_string()),
     key!("latency-monitor-threshold", Runtime, "Milliseconds from which LATENCY records an event (0 = off).",
-        |c, v| {
-            c.latency_monitor_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0 (0 = off)")?;
-            moon_store::latency::set_threshold(c.latency_monitor_threshold);
-        },
+        |c, v| c.latency_monitor_threshold = int_in(v, 0..=i64::MAX as u64, "milliseconds >= 0 (0 = off)")?,
         |c| c.latency_monitor_threshold.to_string()),
+    key!("latency-tracking", Runtime, "yes | no: INFO latencystats shows each command's latency percentiles.",
+        |c, v| c.latency_tracking = flag(v)?,
+        |c| yes_no_text(c.latency_tracking)),
+    key!("latency-tracking-info-percentiles", Runtime, "The percentiles INFO latencystats shows, e.g. \"50 99 99.9\".",
+        |c, v| c.latency_percentiles = v
+            .split_whitespace()
+            .map(|p| p.parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)))
+            .collect::<Option<Vec<f64>>>()
+            .ok_or("percentiles from 0 to 100, separated by spaces")?,
+        |c| c.latency_percentiles.iter().map(f64::to_string).collect::<Vec<_>>().join(" ")),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -483,6 +487,8 @@ impl Default for Config {
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             latency_monitor_threshold: 0,
+            latency_tracking: true,
+            latency_percentiles: vec![50.0, 99.0, 99.9],
             client_query_buffer_limit: 1 << 30,
             loglevel: "notice".into(),
             pin_cpus: true,
@@ -568,6 +574,14 @@ impl Config {
             });
         };
         (row.set)(self, value).map_err(|allowed| bad(&name, value, &allowed))
+    }
+
+    /// What the process-wide monitors (`moon_store::slowlog`, `moon_store::latency`) read
+    /// from this configuration: at startup, and after a CONFIG SET took effect whole.
+    pub fn apply_monitors(&self) {
+        moon_store::slowlog::set_slower_than(self.slowlog_log_slower_than);
+        moon_store::slowlog::set_max_len(self.slowlog_max_len as usize);
+        moon_store::latency::set_threshold(self.latency_monitor_threshold);
     }
 
     /// The text form of a key's value, as CONFIG GET shows it.

@@ -120,6 +120,7 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         // Nothing is refused from here on: the new settings take effect.
         moon_store::lazyfree::set_policy(lazyfree);
+        candidate.apply_monitors();
         let requirepass = candidate.requirepass.clone();
         let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);
         if requirepass != old_requirepass {

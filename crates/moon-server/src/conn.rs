@@ -526,24 +526,19 @@ fn counted(
     session.counted(spec, args, started.elapsed().as_micros() as u64, failed);
 }
 
-/// MONITOR: the client's requests as they arrive, in order (a transaction's commands when they
-/// are queued, a script before the commands it calls); admin commands are not shown, as in
-/// Redis, nor requests refused as malformed.
-fn monitored(session: &Session, cmds: &[Parsed]) {
+/// MONITOR: a request about to run (a script before the commands it calls), in database `db`;
+/// admin commands are not shown, as in Redis. A Unix socket's client shows as `unix:<path>`.
+fn monitored(session: &Session, req: &Request, db: usize) {
+    if req.spec.flags.has(Flags::ADMIN) {
+        return;
+    }
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let mut db = session.db;
-    for req in cmds.iter().flatten() {
-        if req.spec.flags.has(Flags::ADMIN) {
-            continue;
-        }
-        moon_store::monitor::feed(micros, db, &session.info.addr, &req.args);
-        if req.spec.name == "select" {
-            if let Some(n) = req.args.get(1).and_then(|a| moon_store::args::parse_i64(a)) {
-                db = n.max(0) as usize;
-            }
-        }
+    let addr = &session.info.addr;
+    match addr.strip_suffix(":0").filter(|p| p.starts_with('/')) {
+        Some(path) => moon_store::monitor::feed(micros, db, &format!("unix:{path}"), &req.args),
+        None => moon_store::monitor::feed(micros, db, addr, &req.args),
     }
 }
 
@@ -554,18 +549,22 @@ fn noauth() -> Frame {
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
 pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
-    if moon_store::monitor::active() && session.tx.is_none() && !session.attempting {
-        monitored(session, &cmds);
-    }
     if cmds.len() > 1
         && session.tx.is_none()
         && !moon_script::any_busy()
+        // Paused: each command waits (or not) on its own, below.
+        && session.ctx.shared.pause_until.load(Ordering::Relaxed) == 0
         && pipeline_needs_transaction(session, &cmds)
         && record_size(cmds.iter().flatten()) <= max_record()
     {
         // A pipeline with commands that span shards: one transaction for all of it — one set
         // of locks and one commit instead of one per command. Running a client's consecutive
         // commands together, with nobody in between, is a valid order for them.
+        if moon_store::monitor::active() {
+            for req in cmds.iter().flatten() {
+                monitored(session, req, session.db);
+            }
+        }
         crate::txn::run(session, cmds, Vec::new(), false, out, process_boxed).await;
         return;
     }
@@ -686,7 +685,17 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             && crate::pause::paused_for(session, &req)
         {
             plan.flush(session, out).await;
-            crate::pause::wait(session, &req).await;
+            if !crate::pause::wait(session, &req).await {
+                // Killed or the server stopping while it waited: it never runs, nor does
+                // anything after it (as Redis frees a paused client it kills).
+                break;
+            }
+        }
+        // MONITOR sees it now, as it is about to run (or be queued: a transaction's commands
+        // appear between MULTI and EXEC); not again when an EXEC or a pipeline run as a
+        // transaction runs it.
+        if moon_store::monitor::active() && session.tx.is_none() && !session.attempting {
+            monitored(session, &req, session.db);
         }
         if session.multi.queued.is_some() && spec.flags.has(Flags::NO_MULTI) {
             let reply = Frame::StaticError("ERR Command not allowed inside a transaction");

@@ -172,6 +172,10 @@ pub(crate) async fn reset(session: &mut Session) {
     session.proto = Protocol::Resp2;
     session.info.resp.set(2);
     session.info.name.borrow_mut().clear();
+    // Out of MONITOR mode, as Redis's RESET leaves it.
+    if let Some(m) = session.monitor.take() {
+        moon_store::monitor::stop(&m);
+    }
     moon_store::slowlog::rename(session.info.id, "");
     session.reply = crate::session::ReplyMode::On;
     // Back to the default user: authenticated only if it needs no password.

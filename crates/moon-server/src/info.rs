@@ -248,15 +248,18 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
             moon_store::stats::merge(&mut by_name, &s.command_stats);
         }
         for (name, s) in by_name {
-            if s.latency.count() == 0 {
+            if s.latency.count() == 0 || !config.latency_tracking {
                 continue;
             }
+            let values: Vec<String> = config
+                .latency_percentiles
+                .iter()
+                .map(|p| format!("p{p}={:.3}", s.latency.percentile(*p) as f64))
+                .collect();
             let _ = write!(
                 out,
-                "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
-                s.latency.percentile(50.0) as f64,
-                s.latency.percentile(99.0) as f64,
-                s.latency.percentile(99.9) as f64
+                "latency_percentiles_usec_{name}:{}\r\n",
+                values.join(",")
             );
         }
         out.push_str("\r\n");

@@ -32,7 +32,14 @@ pub(crate) async fn latency(session: &mut Session, args: &[Bytes]) -> Frame {
                 })
                 .collect(),
         )
-    } else if eq(sub, "history") && args.len() == 3 {
+    } else if (eq(sub, "history") || eq(sub, "graph")) && args.len() != 3 {
+        let name = if eq(sub, "history") {
+            "latency|history"
+        } else {
+            "latency|graph"
+        };
+        reply::wrong_arity(name)
+    } else if eq(sub, "history") {
         let event = String::from_utf8_lossy(&args[2]);
         Frame::Array(
             moon_store::latency::history(&event)
@@ -45,7 +52,7 @@ pub(crate) async fn latency(session: &mut Session, args: &[Bytes]) -> Frame {
     } else if eq(sub, "reset") {
         let names: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
         Frame::Integer(moon_store::latency::reset(&names) as i64)
-    } else if eq(sub, "graph") && args.len() == 3 {
+    } else if eq(sub, "graph") {
         let event = String::from_utf8_lossy(&args[2]);
         match moon_store::latency::graph(&event, unix_secs()) {
             Some(text) => Frame::Verbatim(Bytes::from(text)),

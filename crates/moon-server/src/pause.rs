@@ -109,15 +109,18 @@ fn may_write(session: &Session, req: &Request) -> bool {
     }
 }
 
-/// Waits while `req` is paused (see the module's comment).
-pub(crate) async fn wait(session: &Session, req: &Request) {
+/// Waits while `req` is paused (see the module's comment). False if the wait ended because
+/// the client was killed or the server is stopping: then the request must not run.
+pub(crate) async fn wait(session: &Session, req: &Request) -> bool {
     let shared = &session.ctx.shared;
     shared.blocked_clients.fetch_add(1, Ordering::Relaxed);
     // CLIENT LIST's `b` flag, as Redis shows a postponed client.
     session.info.blocked.set(true);
-    while paused_for(session, req) && !session.info.out.is_closing() {
-        if session.ctx.stopping.try_acquire(1).is_err() {
-            // The server is stopping (the semaphore is closed).
+    let mut go_on = true;
+    while paused_for(session, req) {
+        // Killed (CLIENT KILL), or the server stopping (the semaphore closed).
+        if session.info.out.is_closing() || session.ctx.stopping.try_acquire(1).is_err() {
+            go_on = false;
             break;
         }
         let left = shared
@@ -128,4 +131,5 @@ pub(crate) async fn wait(session: &Session, req: &Request) {
     }
     session.info.blocked.set(false);
     shared.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+    go_on
 }

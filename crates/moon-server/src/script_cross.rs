@@ -220,9 +220,6 @@ impl AsyncHost for TxHost {
                 }
                 ScriptStep::Run(row) => row,
             };
-            if moon_store::monitor::active() {
-                moon_store::monitor::feed(self.tx.now * 1000, self.db.get(), "lua", &args);
-            }
             if !matches!(row.spec.route, Route::Keys(_)) {
                 // DBSIZE, FLUSHALL, SCAN...: every shard's, which a script holds only some of.
                 return err(moon_store::NOT_FROM_SPREAD_SCRIPT);
@@ -248,6 +245,9 @@ impl AsyncHost for TxHost {
                 if let Err(e) = moon_store::sort_local_patterns(&args, self.shards) {
                     return e;
                 }
+            }
+            if moon_store::monitor::active() {
+                moon_store::monitor::feed(self.tx.now * 1000, self.db.get(), "lua", &args);
             }
             if row.spec.may_grow_memory() {
                 // Inside the transaction nothing is evicted (deletions logged outside its part

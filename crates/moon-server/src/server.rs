@@ -104,12 +104,16 @@ fn bind_unix(path: &std::path::Path, perm: u32) -> std::io::Result<RawFd> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    listener.set_nonblocking(true)?;
+    // Bound, given its permissions, then listening: no client connects before the
+    // permissions hold (as Redis orders it).
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.bind(&socket2::SockAddr::unix(path)?)?;
     if perm != 0 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm))?;
     }
-    Ok(listener.into_raw_fd())
+    sock.listen(511)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into_raw_fd())
 }
 
 /// Removes the Unix socket file at shutdown (if it is still a socket).
@@ -351,6 +355,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let notify = config.notify_keyspace_events;
     let pubsub_limit = config.output_limits[2];
     moon_store::lazyfree::set_policy(config.lazyfree);
+    config.apply_monitors();
     // From this (unpinned) thread, so the lazy-free thread takes no shard's CPU.
     moon_store::lazyfree::start();
     let runtime = std::thread::Builder::new()

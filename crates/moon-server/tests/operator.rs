@@ -466,6 +466,38 @@ fn client_pause_holds_writes_until_unpause() {
     raw.set_read_timeout(None).unwrap();
     let n = raw.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"+PONG\r\n");
+    // A pipelined batch spanning shards waits too (it used to run as one transaction).
+    cmd::<()>(&mut c, &["CLIENT", "PAUSE", "100000", "WRITE"]);
+    let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+    raw.write_all(format!("MSET {} p {} p\r\nSET pipelined 1\r\n", keys[0], keys[1]).as_bytes())
+        .unwrap();
+    wait_blocked(&mut c, 1);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "pipelined"]), None);
+    // A paused writer that is killed never writes.
+    let mut victim = s.client();
+    let victim_id: i64 = cmd(&mut victim, &["CLIENT", "ID"]);
+    let killed = std::thread::spawn(move || {
+        redis::cmd("SET")
+            .arg("never")
+            .arg("1")
+            .query::<()>(&mut victim)
+            .is_err()
+    });
+    wait_blocked(&mut c, 2);
+    cmd::<i64>(&mut c, &["CLIENT", "KILL", "ID", &victim_id.to_string()]);
+    assert!(killed.join().unwrap(), "the killed client got a reply");
+    wait_blocked(&mut c, 1);
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < b"+OK\r\n+OK\r\n".len() {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n+OK\r\n");
+    assert_eq!(cmd::<String>(&mut c, &["GET", "pipelined"]), "1");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "never"]), None);
     // A pause ends by itself at its deadline.
     cmd::<()>(&mut c, &["CLIENT", "PAUSE", "50", "WRITE"]);
     assert_eq!(
@@ -519,6 +551,12 @@ fn unix_socket_clients_are_served_like_tcp_ones() {
     for k in &keys {
         assert_eq!(cmd::<String>(&mut c, &["GET", k]), "via-unix");
     }
+    let mut monitor = std::net::TcpStream::connect(s.addr).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    assert_eq!(read_lines(&mut monitor, 1), ["+OK"]);
+    cmd::<Option<String>>(&mut u, &["GET", "seen"]);
+    let line = read_lines(&mut monitor, 1).remove(0);
+    assert!(line.contains(&format!("[0 unix:{sock_text}] ")), "{line}");
     let listed: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "unixsocketperm"]);
     assert_eq!(listed[1], "700");
     assert!(s.terminate().success());
@@ -603,6 +641,43 @@ fn monitor_shows_what_every_shard_runs() {
     );
     assert!(lines[6].contains("[0 lua]"), "{}", lines[6]);
     assert!(lines[0].contains(" [0 127.0.0.1:"), "{}", lines[0]);
+    // A command pipelined behind a blocking one is shown once, when it runs.
+    let mut raw = std::net::TcpStream::connect(s.addr).unwrap();
+    raw.write_all(b"BLPOP q 0\r\nSET after-blpop 1\r\n")
+        .unwrap();
+    wait_blocked(&mut c, 1);
+    cmd::<i64>(&mut c, &["LPUSH", "q", "job"]);
+    let lines = read_lines(&mut monitor, 3);
+    let tails: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once("] ").expect("[db addr]").1)
+        .collect();
+    assert_eq!(
+        tails,
+        [
+            "\"BLPOP\" \"q\" \"0\"",
+            "\"LPUSH\" \"q\" \"job\"",
+            "\"SET\" \"after-blpop\" \"1\""
+        ]
+    );
+    // MONITOR inside MULTI is refused; RESET leaves MONITOR mode.
+    cmd::<()>(&mut c, &["MULTI"]);
+    cmd::<()>(&mut c, &["MONITOR"]);
+    let e = expect_err(&mut c, &["EXEC"]);
+    assert!(
+        e.contains("MONITOR isn't allowed for DENY BLOCKING client"),
+        "{e}"
+    );
+    let shown = read_lines(&mut monitor, 2);
+    assert!(
+        shown[0].ends_with("\"MULTI\"") && shown[1].ends_with("\"EXEC\""),
+        "{shown:?}"
+    );
+    monitor.write_all(b"RESET\r\n").unwrap();
+    assert_eq!(read_lines(&mut monitor, 1), ["+RESET"]);
+    cmd::<()>(&mut c, &["SET", "unseen", "1"]);
+    monitor.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_lines(&mut monitor, 1), ["+PONG"]);
 }
 
 /// LATENCY as Redis's latency-monitor unit checks it: off at threshold 0; a slow command and
@@ -619,6 +694,27 @@ fn latency_monitor_and_histograms() {
     let spin = "local x = 0 for i = 1, 20000000 do x = x + i end return 1";
     cmd::<i64>(&mut c, &["EVAL", spin, "0"]);
     assert!(latest(&mut c).is_empty(), "off by default");
+    // A CONFIG SET refused whole changes nothing, the threshold included.
+    expect_err(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "latency-monitor-threshold",
+            "5",
+            "maxmemory",
+            "bogus",
+        ],
+    );
+    cmd::<i64>(&mut c, &["EVAL", spin, "0"]);
+    assert!(
+        latest(&mut c).is_empty(),
+        "a refused CONFIG SET took effect"
+    );
+    assert_eq!(
+        expect_err(&mut c, &["LATENCY", "HISTORY"]),
+        "ERR wrong number of arguments for 'latency|history' command"
+    );
     cmd::<()>(
         &mut c,
         &["CONFIG", "SET", "latency-monitor-threshold", "20"],
@@ -695,6 +791,24 @@ fn latency_monitor_and_histograms() {
                 && l.contains(",p99=")
                 && l.contains(",p99.9=")),
         "{info}"
+    );
+    cmd::<()>(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "latency-tracking-info-percentiles",
+            "50 99.99",
+        ],
+    );
+    let info: String = cmd(&mut c, &["INFO", "latencystats"]);
+    let set_line = info
+        .lines()
+        .find(|l| l.starts_with("latency_percentiles_usec_set:"))
+        .expect("set's line");
+    assert!(
+        set_line.contains(":p50=") && set_line.contains(",p99.99=") && !set_line.contains("p99.9="),
+        "{set_line}"
     );
     let default_info: String = cmd(&mut c, &["INFO"]);
     assert!(!default_info.contains("latency_percentiles"));

@@ -5,8 +5,9 @@
 //! script's `redis.call`s by the script host (as `lua`) — into one process-wide list of
 //! [`Feed`]s, each a monitor's queue that its own connection drains. While nobody monitors,
 //! feeding costs one relaxed atomic load. A monitor that does not read is bounded like any
-//! client: past [`MAX_PENDING`] bytes waiting its feed is closed and its connection ends.
-//! Secrets are shown as `(redacted)`, as in the slow log. This module never reads the clock:
+//! client: past [`MAX_PENDING`] bytes waiting its feed is closed and its connection ends
+//! (a line always fits a monitor that has read everything). Secrets are shown as
+//! `(redacted)`, as in the slow log; an argument past 64 KiB by its start. This module never reads the clock:
 //! callers pass the time.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +19,9 @@ use bytes::{Bytes, BytesMut};
 /// Output a monitor may leave unread before it is disconnected (32 MiB, the pub/sub class's
 /// hard limit by default).
 pub const MAX_PENDING: usize = 32 << 20;
+
+/// Bytes of one argument shown in a line (Moon's bound: Redis shows every byte).
+const MAX_ARG: usize = 64 << 10;
 
 static MONITORS: AtomicUsize = AtomicUsize::new(0);
 
@@ -74,7 +78,8 @@ impl Feed {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
-        if p.len() + line.len() > MAX_PENDING {
+        // A line always fits a monitor that has read everything; past that, the limit.
+        if !p.is_empty() && p.len() + line.len() > MAX_PENDING {
             self.closed.store(true, Ordering::Release);
             *p = BytesMut::new();
         } else {
@@ -140,6 +145,10 @@ fn line(micros: u64, db: usize, who: &str, args: &[Bytes]) -> Vec<u8> {
         out.push(b' ');
         if redacted.contains(&i) {
             out.extend_from_slice(b"\"(redacted)\"");
+        } else if a.len() > MAX_ARG {
+            // A huge value is shown by its start (a line quotes every byte, up to 4 each).
+            quote(&mut out, &a[..MAX_ARG]);
+            out.extend_from_slice(format!("... ({} more bytes)", a.len() - MAX_ARG).as_bytes());
         } else {
             quote(&mut out, a);
         }
@@ -197,8 +206,17 @@ mod tests {
     #[test]
     fn a_monitor_that_does_not_read_is_closed_not_grown() {
         let monitor = start();
-        let big = Bytes::from(vec![b'x'; 1 << 20]);
-        for _ in 0..40 {
+        // One huge command is shown by its start, and closes nobody.
+        let huge = Bytes::from(vec![b'x'; 40 << 20]);
+        feed(0, 0, "c", &[Bytes::from_static(b"SET"), huge]);
+        assert!(!monitor.is_closed());
+        let mut out = BytesMut::new();
+        monitor.drain_into(&mut out);
+        assert!(out.len() < MAX_ARG + 100);
+        assert!(String::from_utf8_lossy(&out)
+            .contains(&format!("... ({} more bytes)", (40 << 20) - MAX_ARG)));
+        let big = Bytes::from(vec![b'x'; MAX_ARG]);
+        for _ in 0..(MAX_PENDING / MAX_ARG) + 1 {
             feed(0, 0, "c", &[Bytes::from_static(b"SET"), big.clone()]);
         }
         assert!(monitor.is_closed());
