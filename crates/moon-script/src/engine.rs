@@ -45,9 +45,6 @@ pub struct Engine {
     compiled: Table,
     /// The libraries loaded here (FUNCTION LOAD): library name → function name → function.
     libraries: Table,
-    /// The state of `math.random`, reset before every run: a script's random numbers are the
-    /// same every time it runs (its effects are what is logged, whatever they are).
-    seed: Rc<Cell<u64>>,
     /// A suspending engine's host slot (`suspending.rs`); `None` for a synchronous one.
     slot: Option<Slot>,
     /// A synchronous run's host, reached by `redis.call` (see [`RunSlot`]).
@@ -208,8 +205,17 @@ pub(crate) fn acl_check_answer(allowed: Option<bool>) -> mlua::Result<bool> {
 /// The most a Lua state may allocate.
 const MEMORY_LIMIT: usize = 512 << 20;
 
-/// `math.random`'s seed at the start of every run.
+/// Mixed into `math.randomseed(n)`'s state (`n` alone would start near zero).
 const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A state's first `math.random` seed: random, as Redis 7's (a script's numbers differ from
+/// run to run; what it wrote is logged as its effects, so replay does not need them again).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SEED);
+    h.finish() | 1
+}
 
 impl Engine {
     /// A new state; `redis_version` is what `redis.REDIS_VERSION` says.
@@ -267,7 +273,7 @@ impl Engine {
                 Ok(())
             })?,
         )?;
-        let seed = Rc::new(Cell::new(SEED));
+        let seed = Rc::new(Cell::new(random_seed()));
         let math: Table = globals.get("math")?;
         let state = seed.clone();
         math.raw_set(
@@ -348,7 +354,6 @@ impl Engine {
             lua,
             globals,
             redis,
-            seed,
             slot: None,
             run_slot,
             watch_key: 0,
@@ -364,10 +369,10 @@ impl Engine {
         &self.libraries
     }
 
-    /// What every run starts from: `math.random`'s seed, and the collector running (an
-    /// earlier script's `collectgarbage('stop')` or odd settings do not outlive it).
+    /// What every run starts from: the collector running (an earlier script's
+    /// `collectgarbage('stop')` or odd settings do not outlive it). `math.random` goes on from
+    /// where the last run left it.
     pub(crate) fn reset_run_state(&self) {
-        self.seed.set(SEED);
         self.lua.gc_restart();
         self.lua.gc_inc(200, 200, 0);
     }

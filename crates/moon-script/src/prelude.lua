@@ -189,7 +189,18 @@ setmetatable(G, {
     end,
 })
 
-local env = setmetatable({}, { __index = G, __newindex = modify_error, __metatable = false })
+-- setmetatable on a read-only table (the globals, a library) is Redis's error, not Lua's.
+G.setmetatable = function(t, mt)
+    if readonly_tables[t] then
+        error("Attempt to modify a readonly table", 2)
+    end
+    return setmetatable(t, mt)
+end
+
+-- getmetatable(_G) gives a read-only stand-in whose __index is a read-only view of the
+-- globals: code that reaches for the real globals through it gets Redis's error.
+local shown = readonly({ __index = readonly(G), __newindex = modify_error })
+local env = setmetatable({}, { __index = G, __newindex = modify_error, __metatable = shown })
 readonly_tables[env] = true
 G._G = env
 

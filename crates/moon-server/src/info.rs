@@ -186,9 +186,10 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         let rss = rss_bytes();
         let used = t.store.used_memory;
         let (lazy_pending, lazy_freed) = moon_store::lazyfree::stats();
+        let (script_bytes, scripts) = moon_store::scripts::stats();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
             human(used),
             human(rss),
             config.maxmemory,
@@ -197,6 +198,8 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
             config.maxmemory_samples,
             lazy_pending,
             lazy_freed,
+            script_bytes,
+            scripts,
         );
         for (i, s) in per_shard.iter().enumerate() {
             let Some(s) = s else { continue };

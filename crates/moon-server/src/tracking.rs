@@ -265,14 +265,18 @@ fn send(target: &ClientInfo, frame: &Frame) {
 
 /// Delivers invalidations to tracking clients of this shard (or their redirect targets).
 fn deliver_here(list: Vec<Invalidation>) {
-    // One message per client: its keys, or null if anything flushed.
+    // One message per client (and per prefix of a broadcast client, as Redis sends them):
+    // its keys, or null if anything flushed.
     let mut per_client: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
-    let mut slot_of: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut slot_of: std::collections::HashMap<(u64, u16), usize> =
+        std::collections::HashMap::new();
     for inv in list {
-        let at = *slot_of.entry(inv.reader.client).or_insert_with(|| {
-            per_client.push((inv.reader.client, Some(Vec::new())));
-            per_client.len() - 1
-        });
+        let at = *slot_of
+            .entry((inv.reader.client, inv.prefix))
+            .or_insert_with(|| {
+                per_client.push((inv.reader.client, Some(Vec::new())));
+                per_client.len() - 1
+            });
         let slot = &mut per_client[at];
         match (&mut slot.1, inv.key) {
             (Some(keys), Some(k)) => keys.push(k),

@@ -504,6 +504,43 @@ fn tracking_bcast_optin_noloop_and_redirect() {
         invalidated(&mut b, &brx, 2),
         [Some("user:1".into()), Some("user:2".into())]
     );
+    // Two prefixes: one message per prefix, as Redis sends them (its tracking unit reads
+    // exactly two after a MULTI touching both).
+    let (mut two, two_rx) = resp3_on(&s, 0);
+    let _: String = cmd(
+        &mut two,
+        &[
+            "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "a:", "PREFIX", "b:",
+        ],
+    );
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("a:1{t}")
+        .ignore()
+        .cmd("INCR")
+        .arg("b:1{t}")
+        .ignore()
+        .cmd("INCR")
+        .arg("c:1{t}")
+        .ignore()
+        .query(&mut writer)
+        .unwrap();
+    let mut messages: Vec<Vec<String>> = Vec::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        let _: String = cmd(&mut two, &["PING"]);
+        for p in two_rx.try_iter() {
+            if let (PushKind::Invalidate, Some(Value::Array(ks))) = (&p.kind, p.data.first()) {
+                messages.push(ks.iter().map(text).collect());
+            }
+        }
+        messages.len() >= 2
+    }));
+    messages.sort();
+    assert_eq!(
+        messages,
+        [vec!["a:1{t}".to_string()], vec!["b:1{t}".to_string()]]
+    );
     // OPTIN: only the read right after CLIENT CACHING YES is tracked.
     let (mut o, orx) = resp3_on(&s, 0);
     let _: String = cmd(&mut o, &["CLIENT", "TRACKING", "ON", "OPTIN"]);

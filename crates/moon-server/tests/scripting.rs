@@ -211,7 +211,17 @@ fn the_script_cache_is_shared_by_every_connection_and_shard() {
         cmd::<String>(&mut b, &["EVALSHA", &sha1(other), "0"]),
         "cached"
     );
+    // INFO memory counts the cached scripts (Redis's SCRIPT FLUSH test reads it).
+    let cached = |c: &mut redis::Connection| -> i64 {
+        let info: String = cmd(c, &["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("number_of_cached_scripts:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("number_of_cached_scripts")
+    };
+    assert!(cached(&mut b) >= 2);
     assert_eq!(cmd::<String>(&mut b, &["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(cached(&mut b), 0);
     assert_eq!(
         expect_err(&mut a, &["EVALSHA", &sha, "1", &k[0], "1"]),
         "NOSCRIPT No matching script. Please use EVAL."
@@ -1390,4 +1400,26 @@ fn acl_categories_and_refused_commands_as_redis_names_them() {
         e.starts_with("ERR This Redis command is not allowed from script"),
         "{e}"
     );
+}
+
+/// Redis's scripting unit: SORT BY a constant over a set, inside a script, is sorted (a set
+/// has no order of its own; Redis sorts it there for determinism).
+#[test]
+fn sort_by_a_constant_in_a_script_is_ordered() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let members = ["z", "a", "aa", "b", "azz", "c"];
+    let mut sadd = vec!["SADD", "myset"];
+    sadd.extend(members);
+    cmd::<i64>(&mut c, &sadd);
+    let sorted: Vec<String> = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('sort', KEYS[1], 'by', '_')",
+            "1",
+            "myset",
+        ],
+    );
+    assert_eq!(sorted, ["a", "aa", "azz", "b", "c", "z"]);
 }

@@ -77,6 +77,8 @@ pub struct Store {
     pub(crate) paused: Option<paused::PausedScript>,
     /// The user of the script running now, whose permissions its commands need (ACL).
     pub(crate) script_user: Option<crate::call::ScriptUser>,
+    /// A script's `redis.call` runs now (SORT BY a constant then sorts a set, as in Redis).
+    pub(crate) in_script: bool,
     may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -167,6 +169,7 @@ impl Store {
             place: (0, 1),
             paused: None,
             script_user: None,
+            in_script: false,
             may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),

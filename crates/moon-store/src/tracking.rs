@@ -28,6 +28,9 @@ pub struct Reader {
 pub struct Invalidation {
     pub reader: Reader,
     pub key: Option<Bytes>,
+    /// For a broadcast reader, which of its prefixes matched (1-based; 0 otherwise): Redis
+    /// sends one message per prefix, so the keys are grouped by it.
+    pub prefix: u16,
 }
 
 /// This shard's tracking table.
@@ -82,6 +85,7 @@ impl Tracking {
                     self.pending.push(Invalidation {
                         reader,
                         key: Some(Bytes::copy_from_slice(key)),
+                        prefix: 0,
                     });
                 }
             }
@@ -95,11 +99,22 @@ impl Tracking {
             if reader.noloop && Some(reader.client) == writer {
                 continue;
             }
-            if prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p)) {
+            if prefixes.is_empty() {
                 self.pending.push(Invalidation {
                     reader: *reader,
                     key: Some(Bytes::copy_from_slice(key)),
+                    prefix: 1,
                 });
+            }
+            // A key under two of its prefixes is in both prefixes' messages, as in Redis.
+            for (i, p) in prefixes.iter().enumerate() {
+                if key.starts_with(p) {
+                    self.pending.push(Invalidation {
+                        reader: *reader,
+                        key: Some(Bytes::copy_from_slice(key)),
+                        prefix: (i + 1).min(u16::MAX as usize) as u16,
+                    });
+                }
             }
         }
     }
@@ -113,10 +128,12 @@ impl Tracking {
         }
         self.by_client.clear();
         told.extend(self.bcast.iter().map(|(r, _)| *r));
-        self.pending.extend(
-            told.into_iter()
-                .map(|reader| Invalidation { reader, key: None }),
-        );
+        self.pending
+            .extend(told.into_iter().map(|reader| Invalidation {
+                reader,
+                key: None,
+                prefix: 0,
+            }));
     }
 
     /// Starts (or replaces) broadcast tracking for `reader`'s client.

@@ -857,7 +857,9 @@ impl Host for StoreHost<'_> {
         if crate::monitor::active() {
             crate::monitor::feed(self.now * 1000, self.store.db, "lua", &args);
         }
+        self.store.in_script = true;
         let reply = self.store.run_row(row, &args, self.now, None, None);
+        self.store.in_script = false;
         // Counted as Redis counts a script's commands; their time is the script's own.
         if self.store.take_refused() {
             crate::stats::rejected(&row.spec, &args);

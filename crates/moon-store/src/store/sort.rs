@@ -201,9 +201,9 @@ impl Store {
         };
         let mut dontsort = o.by.is_some_and(|b| !b.contains(&b'*'));
         let (mut alpha, mut by) = (o.alpha, o.by);
-        if dontsort && is_set && o.store.is_some() {
-            // A set has no order of its own: what is stored is sorted (Redis, for
-            // replication's sake; here for replay's).
+        if dontsort && is_set && (o.store.is_some() || self.in_script) {
+            // A set has no order of its own: what is stored, or given to a script, is sorted
+            // (Redis, for replication's sake; here for replay's).
             (dontsort, alpha, by) = (false, true, None);
         }
         let len = elements.len() as i64;
