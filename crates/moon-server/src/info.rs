@@ -221,13 +221,14 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
             t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
         );
     }
+    // Every shard's command figures, by name (commandstats, latencystats).
+    let mut by_name = std::collections::BTreeMap::new();
+    for s in per_shard.iter().flatten() {
+        moon_store::stats::merge(&mut by_name, &s.command_stats);
+    }
     if want("commandstats") {
         out.push_str("# Commandstats\r\n");
-        let mut by_name = std::collections::BTreeMap::new();
-        for s in per_shard.iter().flatten() {
-            moon_store::stats::merge(&mut by_name, &s.command_stats);
-        }
-        for (name, s) in by_name {
+        for (name, s) in &by_name {
             if s.calls == 0 && s.rejected == 0 && s.failed == 0 {
                 continue;
             }
@@ -246,11 +247,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     }
     if want("latencystats") {
         out.push_str("# Latencystats\r\n");
-        let mut by_name = std::collections::BTreeMap::new();
-        for s in per_shard.iter().flatten() {
-            moon_store::stats::merge(&mut by_name, &s.command_stats);
-        }
-        for (name, s) in by_name {
+        for (name, s) in &by_name {
             if s.latency.count() == 0 || !config.latency_tracking {
                 continue;
             }

@@ -69,9 +69,9 @@ pub(crate) async fn latency(session: &mut Session, args: &[Bytes]) -> Frame {
         if args.len() != 2 {
             return reply::wrong_arity("latency|help");
         }
-        Frame::Array(
-            [
-                "LATENCY <subcommand> [<arg> ...]. Subcommands are:",
+        reply::help(
+            "LATENCY",
+            &[
                 "LATEST",
                 "    Each event's latest sample: name, Unix time, milliseconds, worst ever.",
                 "HISTORY <event>",
@@ -84,12 +84,7 @@ pub(crate) async fn latency(session: &mut Session, args: &[Bytes]) -> Frame {
                 "    A report on the events and what to do about them.",
                 "HISTOGRAM [<command> ...]",
                 "    Per command: its calls and their durations in power-of-two microsecond buckets.",
-                "HELP",
-                "    This text.",
-            ]
-            .into_iter()
-            .map(Frame::Simple)
-            .collect(),
+            ],
         )
     } else {
         reply::unknown_subcommand(sub, "latency")

@@ -500,31 +500,47 @@ fn join_runtime(
     }
 }
 
-/// Accepts TLS connections on this shard's TLS listener until the server stops.
-async fn accept_tls(ctx: Rc<ShardServer>, listener: TcpListener, gate: Gate) {
+/// Accepts connections with `accept` until the server stops, each served by `serve` in its own
+/// task (`what` names the listener in a failed accept's warning). One accept is never raced
+/// against another: a cancelled accept could drop a connection the kernel handed over.
+async fn accept_loop<S, A, AF, F, SF>(
+    ctx: Rc<ShardServer>,
+    gate: Gate,
+    what: &str,
+    accept: A,
+    serve: F,
+) where
+    A: Fn() -> AF,
+    AF: std::future::Future<Output = glommio::Result<S, ()>>,
+    F: Fn(Rc<ShardServer>, S) -> SF,
+    SF: std::future::Future<Output = ()> + 'static,
+{
     loop {
-        let accept = async { Some(listener.accept().await) };
+        let accepted = async { Some(accept().await) };
         let stop = async {
             let _ = ctx.stopping.acquire(1).await;
             None
         };
-        match futures_lite::future::or(stop, accept).await {
+        match futures_lite::future::or(stop, accepted).await {
             None => break,
-            Some(Ok(stream)) => {
-                let ctx = ctx.clone();
-                match gate.spawn(async move { serve_tls(ctx, stream).await }) {
-                    Ok(task) => {
-                        task.detach();
-                    }
-                    Err(_) => break,
+            Some(Ok(stream)) => match gate.spawn(serve(ctx.clone(), stream)) {
+                // Detached: a dropped task handle would cancel the connection.
+                Ok(task) => {
+                    task.detach();
                 }
-            }
+                Err(_) => break,
+            },
             Some(Err(e)) => {
-                tracing::warn!(shard = ctx.shard.id(), "TLS accept failed: {e}");
+                tracing::warn!(shard = ctx.shard.id(), "{what} accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+}
+
+/// Accepts TLS connections on this shard's TLS listener until the server stops.
+async fn accept_tls(ctx: Rc<ShardServer>, listener: TcpListener, gate: Gate) {
+    accept_loop(ctx, gate, "TLS", || listener.accept(), serve_tls).await
 }
 
 /// Accepts connections on the Unix socket until the server stops (shard 0). Their address is
@@ -536,30 +552,8 @@ async fn accept_unix(
     path: String,
 ) {
     let addr = format!("{path}:0");
-    loop {
-        let accept = async { Some(listener.accept().await) };
-        let stop = async {
-            let _ = ctx.stopping.acquire(1).await;
-            None
-        };
-        match futures_lite::future::or(stop, accept).await {
-            None => break,
-            Some(Ok(stream)) => {
-                let ctx = ctx.clone();
-                let (peer, local) = (addr.clone(), addr.clone());
-                match gate.spawn(async move { conn::serve(ctx, stream, peer, local).await }) {
-                    Ok(task) => {
-                        task.detach();
-                    }
-                    Err(_) => break,
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!("Unix socket accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    let serve = |ctx, stream| conn::serve(ctx, stream, addr.clone(), addr.clone());
+    accept_loop(ctx, gate, "Unix socket", || listener.accept(), serve).await
 }
 
 /// The TLS handshake (bounded in time, with the configuration current now), then the

@@ -54,9 +54,9 @@ pub(crate) async fn slowlog(session: &mut Session, args: &[Bytes]) -> Frame {
             .await;
         Frame::OK
     } else if eq(sub, "help") && args.len() == 2 {
-        Frame::Array(
-            [
-                "SLOWLOG <subcommand> [<arg> ...]. Subcommands are:",
+        reply::help(
+            "SLOWLOG",
+            &[
                 "GET [<count>]",
                 "    The newest <count> entries (10 by default, -1 for all), each: id, Unix time,",
                 "    microseconds, arguments, client address, client name.",
@@ -64,12 +64,7 @@ pub(crate) async fn slowlog(session: &mut Session, args: &[Bytes]) -> Frame {
                 "    How many entries the log holds.",
                 "RESET",
                 "    Empties the log.",
-                "HELP",
-                "    This text.",
-            ]
-            .into_iter()
-            .map(Frame::Simple)
-            .collect(),
+            ],
         )
     } else {
         reply::unknown_subcommand(sub, "slowlog")
