@@ -73,6 +73,21 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
             ));
         }
         Frame::OK
+    } else if (eq(sub, "no-evict") || eq(sub, "no-touch")) && args.len() == 3 {
+        let on = if eq(&args[2], "on") {
+            true
+        } else if eq(&args[2], "off") {
+            false
+        } else {
+            return err(reply::SYNTAX);
+        };
+        if eq(sub, "no-evict") {
+            session.info.no_evict.set(on);
+        } else {
+            session.info.no_touch.set(on);
+            moon_store::evict::set_no_touch(session.info.id, on);
+        }
+        Frame::OK
     } else if eq(sub, "tracking") && args.len() >= 3 {
         crate::tracking::tracking_command(session, args).await
     } else if eq(sub, "caching") && args.len() == 3 {
@@ -140,6 +155,10 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
                 "GETNAME",
                 "SETNAME <name>",
                 "SETINFO <option> <value>",
+                "NO-EVICT (ON|OFF)",
+                "    Protect the client from client eviction (Moon evicts no clients).",
+                "NO-TOUCH (ON|OFF)",
+                "    The client's commands leave the keys' LRU/LFU alone (TOUCH still touches).",
                 "KILL <ip:port>",
                 "KILL <option> <value> [<option> <value> [...]]",
                 "UNBLOCK <clientid> [TIMEOUT|ERROR]",

@@ -25,10 +25,16 @@ pub struct Config {
     pub maxmemory: u64,
     pub maxmemory_policy: EvictionPolicy,
     pub maxmemory_samples: u64,
+    /// Always 0: Moon evicts no clients.
+    pub maxmemory_clients: u64,
     /// Thresholds of the compact encodings of hashes and sets.
     pub encodings: moon_store::Encodings,
     /// Redis's `save` schedule, normalised: accepted and reported, no effect (no RDB snapshots).
     pub save: String,
+    /// Redis's `repl-backlog-size`: the backlog a primary keeps for its replicas' partial
+    /// resyncs. Moon has no replication yet: accepted and reported, nothing is allocated (as
+    /// on a Redis primary no replica ever connected to).
+    pub repl_backlog_size: u64,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: a script running longer is busy
@@ -202,6 +208,10 @@ pub const KEYS: &[Key] = &[
     key!("save", Runtime, "Redis's RDB snapshot schedule (\"<seconds> <changes> ...\" or \"\"): accepted and reported; Moon takes no snapshots (every write is in the AOF).",
         |c, v| c.save = save_schedule(v)?,
         |c| c.save.clone()),
+    key!("repl-backlog-size", Runtime, "Size of the replication backlog (e.g. 1mb): accepted and reported; Moon has no replication yet, so nothing is allocated.",
+        // Redis raises a smaller size to its 16 KiB minimum.
+        |c, v| c.repl_backlog_size = size_in(v, 1..=i64::MAX as u64, "a size, e.g. 1mb")?.max(16 * 1024),
+        |c| c.repl_backlog_size.to_string()),
     key!("appendfsync", Runtime, "always | everysec | no",
         |c, v| c.appendfsync = match v.to_ascii_lowercase().as_str() {
             "always" => FsyncPolicy::Always,
@@ -294,6 +304,25 @@ pub const KEYS: &[Key] = &[
             .collect::<Option<Vec<f64>>>()
             .ok_or("percentiles from 0 to 100, separated by spaces")?,
         |c| c.latency_percentiles.iter().map(f64::to_string).collect::<Vec<_>>().join(" ")),
+    key!("maxmemory-clients", Runtime, "Redis's limit on all clients' buffers before it evicts clients: only 0 (off) is accepted, Moon evicts no clients (their buffers count in used_memory, as in Redis).",
+        |c, v| {
+            let pct = v.strip_suffix('%');
+            let n = parse_size(pct.unwrap_or(v)).ok_or("a size (e.g. 1gb) or a percentage of maxmemory")?;
+            if pct.is_some() && n > 100 {
+                return Err("percentage argument must be less or equal to 100".into());
+            }
+            if n != 0 {
+                return Err("Moon evicts no clients: only 0 is accepted".into());
+            }
+            c.maxmemory_clients = 0;
+        },
+        |c| c.maxmemory_clients.to_string()),
+    key!("daemonize", Startup, "Only no: Moon runs in the foreground (run it under a supervisor such as systemd).",
+        |_c, v| if flag(v)? { return Err("no (Moon does not daemonize; run it under a supervisor)".into()) },
+        |_c| "no".into()),
+    key!("replicaof", Startup, "Only empty: Moon cannot be a replica yet (slaveof).",
+        |_c, v| if !v.trim().is_empty() { return Err("nothing: Moon cannot replicate from a primary yet".into()) },
+        |_c| String::new()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -480,8 +509,10 @@ impl Default for Config {
             maxmemory: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
+            maxmemory_clients: 0,
             encodings: moon_store::Encodings::default(),
             save: String::new(),
+            repl_backlog_size: 1024 * 1024,
             timeout: 0,
             busy_reply_threshold: 5000,
             slowlog_log_slower_than: 10_000,
@@ -532,17 +563,25 @@ fn path_text(p: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
-/// Redis's older names of a key (`hash-max-ziplist-*` before 7.0), as Redis still accepts.
+/// Redis's other names of keys (`hash-max-ziplist-*` before 7.0, `slaveof`), as Redis still
+/// accepts them: (alias, key).
+pub const ALIASES: [(&str, &str); 7] = [
+    ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
+    ("hash-max-ziplist-value", "hash-max-listpack-value"),
+    ("list-max-ziplist-size", "list-max-listpack-size"),
+    ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
+    ("zset-max-ziplist-value", "zset-max-listpack-value"),
+    ("lua-time-limit", "busy-reply-threshold"),
+    ("slaveof", "replicaof"),
+];
+
+/// The key an alias names (itself for a key's own name).
 pub fn canonical_key(key: &str) -> String {
-    match key {
-        "hash-max-ziplist-entries" => "hash-max-listpack-entries".into(),
-        "hash-max-ziplist-value" => "hash-max-listpack-value".into(),
-        "list-max-ziplist-size" => "list-max-listpack-size".into(),
-        "zset-max-ziplist-entries" => "zset-max-listpack-entries".into(),
-        "zset-max-ziplist-value" => "zset-max-listpack-value".into(),
-        "lua-time-limit" => "busy-reply-threshold".into(),
-        other => other.to_string(),
-    }
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map_or(key, |(_, name)| name)
+        .to_string()
 }
 
 impl Config {

@@ -37,12 +37,13 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                     pairs.push((key.to_string(), value.to_string()));
                 }
             }
-            // An old name asked for by itself answers under that name, as in Redis.
-            let name = String::from_utf8_lossy(&p).into_owned();
-            let canonical = config::canonical_key(&name);
-            if canonical != name && !pairs.iter().any(|(k, _)| *k == name) {
-                if let Some(v) = config.get(&canonical) {
-                    pairs.push((name, v));
+            // Other names answer under their own name too, as in Redis (`*of` finds both
+            // replicaof and slaveof).
+            for (alias, name) in config::ALIASES {
+                if glob_match(&p, alias.as_bytes()) && !pairs.iter().any(|(k, _)| k == alias) {
+                    if let Some(v) = config.get(name) {
+                        pairs.push((alias.to_string(), v));
+                    }
                 }
             }
         }
@@ -57,8 +58,13 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
             return reply::wrong_arity("config|set");
         }
         let mut candidate = shared.config();
+        let mut seen: Vec<String> = Vec::new();
         for pair in args[2..].chunks(2) {
             let key = config::canonical_key(&text(&pair[0]).to_ascii_lowercase());
+            if seen.contains(&key) {
+                return Frame::Error(format!("ERR CONFIG SET failed (possibly related to argument '{}') - duplicate parameter", reply::lossy(&pair[0], 64)));
+            }
+            seen.push(key.clone());
             let Some(row) = config::key(&key) else {
                 return Frame::Error(format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{}'",

@@ -38,6 +38,10 @@ use crate::session::{ClientInfo, ReplyMode, Session, CLIENTS};
 use crate::shared::ShardServer;
 
 const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a connection with nothing to parse or send keeps its buffers (Redis frees an idle
+/// client's query buffer after 2 s).
+const RELEASE_IDLE_BUFFERS: Duration = Duration::from_secs(2);
 /// Commands executed per step of a pipeline. Their replies are written out (waiting for the
 /// client to read them) once they pass [`REPLY_FLUSH`] before the next step runs, so a client
 /// that pipelines without reading holds at most one step of replies in the server: its socket
@@ -132,6 +136,9 @@ async fn serve_from<S>(
         blocked: Cell::new(false),
         unblock: Cell::new(None),
         qbuf: Cell::new((0, 0)),
+        buffers: Cell::new(0),
+        no_evict: Cell::new(false),
+        no_touch: Cell::new(false),
         last_sub: RefCell::new(String::new()),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
@@ -187,9 +194,22 @@ async fn serve_from<S>(
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
     rbuf.extend_from_slice(received);
+    // The query buffer's size as CLIENT LIST reports it (`qbuf` + `qbuf-free`): its capacity
+    // when it last grew, before the requests parsed out of it took their share.
+    let mut rbuf_alloc = rbuf.capacity();
     let mut received_first = !received.is_empty();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    // What this connection's buffers hold in its shard's memory account.
+    let mut counted = 0;
+    let held = session.info.clone();
+    let mut account = |rbuf_alloc: usize, scratch: &Vec<u8>, wbuf: &BytesMut| {
+        let now = rbuf_alloc + scratch.capacity() + wbuf.capacity();
+        moon_store::evict::client_buffers_changed(counted, now);
+        counted = now;
+        held.buffers.set(now);
+    };
+    account(rbuf_alloc, &scratch, &wbuf);
     let mut cmds: Vec<Parsed> = Vec::new();
     let shards = ctx.shard.count();
     session.refresh_config(&mut parser);
@@ -207,9 +227,19 @@ async fn serve_from<S>(
                 Pushed,
                 Stop,
                 Blocked(crate::blocking::Wakeup),
+                Release,
             }
             let out = &session.info.out;
-            let read = async { Event::Read(stream.read(&mut scratch[..]).await) };
+            // A connection idle for a while has given its buffers back: a few bytes on the
+            // stack wait for its next request.
+            let mut small = [0u8; 64];
+            let holding = rbuf.is_empty() && wbuf.is_empty() && !scratch.is_empty();
+            let into: &mut [u8] = if scratch.is_empty() {
+                &mut small
+            } else {
+                &mut scratch[..]
+            };
+            let read = async { Event::Read(stream.read(into).await) };
             let monitor = session.monitor.clone();
             let pushed = async {
                 match monitor {
@@ -238,13 +268,43 @@ async fn serve_from<S>(
             };
             let blocked =
                 async { Event::Blocked(crate::blocking::next(session.blocked.as_mut()).await) };
+            // After a while with nothing to parse or send, the buffers go back to the
+            // allocator (Redis frees an idle client's query buffer too).
+            let release = async move {
+                if !holding {
+                    std::future::pending::<()>().await;
+                }
+                glommio::timer::sleep(RELEASE_IDLE_BUFFERS).await;
+                Event::Release
+            };
             let event = futures_lite::future::or(
                 futures_lite::future::or(read, pushed),
-                futures_lite::future::or(stop, futures_lite::future::or(idle, blocked)),
+                futures_lite::future::or(
+                    stop,
+                    futures_lite::future::or(idle, futures_lite::future::or(blocked, release)),
+                ),
             )
             .await;
             match event {
-                Event::Read(Ok(n)) if n > 0 => n,
+                Event::Read(Ok(n)) if n > 0 => {
+                    if scratch.is_empty() {
+                        // Back from idle: the buffers again.
+                        rbuf = BytesMut::with_capacity(READ_CHUNK);
+                        scratch = vec![0u8; READ_CHUNK];
+                        scratch[..n].copy_from_slice(&small[..n]);
+                        wbuf = BytesMut::with_capacity(READ_CHUNK);
+                    }
+                    n
+                }
+                Event::Release => {
+                    rbuf = BytesMut::new();
+                    scratch = Vec::new();
+                    wbuf = BytesMut::new();
+                    rbuf_alloc = 0;
+                    account(rbuf_alloc, &scratch, &wbuf);
+                    session.info.qbuf.set((0, 0));
+                    continue;
+                }
                 Event::Read(Ok(_)) | Event::Stop => break,
                 Event::Read(Err(e)) => {
                     tracing::debug!(client = session.info.id, "read failed: {e}");
@@ -291,7 +351,11 @@ async fn serve_from<S>(
                 }
             }
         };
-        rbuf.extend_from_slice(&scratch[..n]);
+        if n > 0 {
+            rbuf.extend_from_slice(&scratch[..n]);
+        }
+        rbuf_alloc = rbuf_alloc.max(rbuf.capacity());
+        account(rbuf_alloc, &scratch, &wbuf);
         ShardCounters::add(&counters.net_input_bytes, n as u64);
         if session.blocked.is_some() {
             // Blocked: what it sends waits (Redis reads it and runs it afterwards).
@@ -326,7 +390,7 @@ async fn serve_from<S>(
         session
             .info
             .qbuf
-            .set((rbuf.len(), rbuf.capacity() - rbuf.len()));
+            .set((rbuf.len(), rbuf_alloc.saturating_sub(rbuf.len())));
         loop {
             match parser.next_request(&mut rbuf) {
                 Ok(Some(req)) => cmds.push(crate::dispatch::parse(req, shards)),
@@ -367,7 +431,7 @@ async fn serve_from<S>(
         session
             .info
             .qbuf
-            .set((rbuf.len(), rbuf.capacity() - rbuf.len()));
+            .set((rbuf.len(), rbuf_alloc.saturating_sub(rbuf.len())));
         if write_failed || session.info.out.is_closing() {
             break;
         }
@@ -382,10 +446,19 @@ async fn serve_from<S>(
         if protocol_error.is_some() || session.quit || session.close_after_reply {
             break;
         }
-        // Do not let one huge buffer stick to an idle connection.
-        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+        // Do not let one huge buffer stick to a connection.
+        if rbuf.is_empty() && rbuf_alloc > 4 * READ_CHUNK {
             rbuf = BytesMut::with_capacity(READ_CHUNK);
+            rbuf_alloc = rbuf.capacity();
         }
+        if wbuf.capacity() > 4 * READ_CHUNK {
+            wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        account(rbuf_alloc, &scratch, &wbuf);
+    }
+    moon_store::evict::client_buffers_changed(counted, 0);
+    if session.info.no_touch.get() {
+        moon_store::evict::set_no_touch(session.info.id, false);
     }
     // Out of every registry first: no message is counted for (or sent to) a connection
     // that is going, while its close waits (up to a second) for a client that does not read.

@@ -18,9 +18,9 @@ use moon_store::args::text;
 /// One shard's numbers for INFO.
 #[derive(Clone, Default)]
 pub(crate) struct ShardInfo {
-    store: StoreStats,
+    pub(crate) store: StoreStats,
     /// (database, keys, keys with a deadline) of each non-empty database.
-    dbs: Vec<(usize, u64, u64)>,
+    pub(crate) dbs: Vec<(usize, u64, u64)>,
     commands: u64,
     connections: u64,
     rejected: u64,
@@ -32,6 +32,12 @@ pub(crate) struct ShardInfo {
     error_replies: u64,
     /// Error replies by code (errorstats).
     errors: std::collections::BTreeMap<String, u64>,
+    /// Commands, input and output bytes per second lately.
+    rates: [f64; 3],
+    /// Clients connected to this shard.
+    clients: u64,
+    /// Messages this shard sent to others for cross-shard work.
+    cross_shard_batches: u64,
     /// Calls by command (commandstats).
     command_stats: Vec<(String, moon_store::stats::Stat)>,
 }
@@ -71,38 +77,12 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
-pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
-    let wanted: Vec<String> = args[1..]
-        .iter()
-        .map(|a| text(a).to_ascii_lowercase())
-        .collect();
-    // Redis's groups: no argument or `default` is the default sections; `all` adds the
-    // per-command ones (commandstats, latencystats), and `everything` the modules' too
-    // (none).
-    const DEFAULT: [&str; 11] = [
-        "server",
-        "clients",
-        "memory",
-        "persistence",
-        "stats",
-        "replication",
-        "cpu",
-        "modules",
-        "errorstats",
-        "cluster",
-        "keyspace",
-    ];
-    let default = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| w == "all" || w == "everything" || w == "default");
-    let all = wanted.iter().any(|w| w == "all" || w == "everything");
-    let want = |s: &str| {
-        (default && DEFAULT.contains(&s))
-            || (all && (s == "commandstats" || s == "latencystats"))
-            || wanted.iter().any(|w| w == s)
-    };
-    let with_commands = want("commandstats") || want("latencystats");
+/// Every shard's numbers (`None` for a shard that is gone) and their sums; the per-command
+/// tables only `with_commands`.
+pub(crate) async fn gather(
+    session: &Session,
+    with_commands: bool,
+) -> (Vec<Option<ShardInfo>>, ShardInfo) {
     let per_shard = session
         .ctx
         .shard
@@ -121,6 +101,9 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
                 output_limit_closed: crate::pubsub::disconnections(),
                 error_replies: c.error_replies.get(),
                 errors: c.errors.borrow().clone(),
+                rates: c.rates(),
+                clients: c.connected_clients.get(),
+                cross_shard_batches: c.cross_shard_batches.get(),
                 command_stats: if with_commands {
                     moon_store::stats::snapshot()
                 } else {
@@ -138,6 +121,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.store.expired_keys += s.store.expired_keys;
         t.store.evicted_keys += s.store.evicted_keys;
         t.store.used_memory += s.store.used_memory;
+        t.store.client_buffers += s.store.client_buffers;
         t.store.changes += s.store.changes;
         t.commands += s.commands;
         t.connections += s.connections;
@@ -146,10 +130,50 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         t.output += s.output;
         t.output_limit_closed += s.output_limit_closed;
         t.error_replies += s.error_replies;
+        for (sum, r) in t.rates.iter_mut().zip(s.rates) {
+            *sum += r;
+        }
         for (code, n) in &s.errors {
             *t.errors.entry(code.clone()).or_default() += n;
         }
     }
+    (per_shard, t)
+}
+
+pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .map(|a| text(a).to_ascii_lowercase())
+        .collect();
+    // Redis's groups: no argument or `default` is the default sections; `all` adds the
+    // per-command ones (commandstats, latencystats), and `everything` the modules' too
+    // (none).
+    const DEFAULT: [&str; 12] = [
+        "server",
+        "clients",
+        "memory",
+        "persistence",
+        "stats",
+        "replication",
+        "cpu",
+        "modules",
+        "errorstats",
+        "cluster",
+        "keyspace",
+        "moon",
+    ];
+    let default = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default");
+    let all = wanted.iter().any(|w| w == "all" || w == "everything");
+    let want = |s: &str| {
+        (default && DEFAULT.contains(&s))
+            || (all && (s == "commandstats" || s == "latencystats"))
+            || wanted.iter().any(|w| w == s)
+    };
+    let with_commands = want("commandstats") || want("latencystats");
+    let (per_shard, t) = gather(session, with_commands).await;
     let shared = &session.ctx.shared;
     let config = shared.config();
     let uptime = shared.started.elapsed().as_secs();
@@ -181,16 +205,19 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         );
     }
     if want("memory") {
-        // used_memory is the keyspaces' own account (keys, values, a fixed overhead per key),
-        // the figure maxmemory is compared with; used_memory_rss is what the process holds.
+        // used_memory is the keyspaces' own account (keys, values, a fixed overhead per key)
+        // plus the clients' buffers, the figure maxmemory is compared with; used_memory_rss
+        // is what the process holds.
         let rss = rss_bytes();
         let used = t.store.used_memory;
+        let clients = t.store.client_buffers;
         let (lazy_pending, lazy_freed) = moon_store::lazyfree::stats();
         let (script_bytes, scripts) = moon_store::scripts::stats();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{used}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{}\r\nmem_clients_normal:{clients}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
             human(used),
+            used - clients,
             human(rss),
             config.maxmemory,
             human(config.maxmemory),
@@ -217,8 +244,8 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\n\r\n",
-            t.connections, t.commands, t.input, t.output, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            t.connections, t.commands, t.rates[0].round() as u64, t.input, t.output, t.rates[1] / 1024.0, t.rates[2] / 1024.0, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
         );
     }
     // Every shard's command figures, by name (commandstats, latencystats).
@@ -301,6 +328,40 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         for (db, (keys, expires)) in dbs {
             let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    if want("moon") {
+        // Moon's own: each shard's share, to see an unbalanced shard or a log falling behind.
+        out.push_str("# Moon\r\n");
+        for (i, s) in per_shard.iter().enumerate() {
+            let Some(s) = s else {
+                let _ = write!(out, "shard{i}:status=gone\r\n");
+                continue;
+            };
+            let _ = write!(
+                out,
+                "shard{i}:keys={},expires={},used_memory={},client_buffers={},clients={},commands={},ops_per_sec={},cross_shard_messages={}",
+                s.store.keys,
+                s.store.expires,
+                s.store.used_memory,
+                s.store.client_buffers,
+                s.clients,
+                s.commands,
+                s.rates[0].round() as u64,
+                s.cross_shard_batches,
+            );
+            if let Some(a) = &s.aof {
+                let _ = write!(
+                    out,
+                    ",aof_lsn={},aof_durable_lsn={},aof_unsynced_records={},aof_incr_size={}",
+                    a.lsn,
+                    a.durable_lsn,
+                    a.lsn.saturating_sub(a.durable_lsn),
+                    a.file_size
+                );
+            }
+            out.push_str("\r\n");
         }
         out.push_str("\r\n");
     }

@@ -53,6 +53,13 @@ pub struct ClientInfo {
     pub qbuf: Cell<(usize, usize)>,
     /// The last command's subcommand, for a container (`cmd=client|list`); empty otherwise.
     pub last_sub: RefCell<String>,
+    /// Bytes the connection's read and write buffers hold (CLIENT LIST's `tot-mem`, with
+    /// `omem`).
+    pub buffers: Cell<usize>,
+    /// CLIENT NO-EVICT (flag `e`): Moon never evicts clients, the flag is kept for tools.
+    pub no_evict: Cell<bool>,
+    /// CLIENT NO-TOUCH (flag `T`): its commands leave keys' LRU/LFU alone (but TOUCH).
+    pub no_touch: Cell<bool>,
 }
 
 impl ClientInfo {
@@ -77,31 +84,53 @@ impl ClientInfo {
         }
     }
 
+    /// CLIENT LIST's `flags=`: Redis's letters for what applies, `N` for none.
+    fn flags(&self) -> String {
+        let mut f = String::new();
+        if self.sub_counts.get() != (0, 0, 0) {
+            f.push('P');
+        }
+        if self.blocked.get() {
+            f.push('b');
+        }
+        if let Some(t) = self.tracking.borrow().as_ref() {
+            f.push('t');
+            if t.redirect_broken {
+                f.push('R');
+            }
+        }
+        if self.no_evict.get() {
+            f.push('e');
+        }
+        if self.no_touch.get() {
+            f.push('T');
+        }
+        if f.is_empty() {
+            f.push('N');
+        }
+        f
+    }
+
     /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
     pub fn line(&self) -> String {
         let now = Instant::now();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={}{}{} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={}{}{} user={} redir=-1 resp={} lib-name={} lib-ver={} shard={}",
             self.id,
             self.addr,
             self.laddr,
             self.name.borrow(),
             now.duration_since(self.created).as_secs(),
             now.duration_since(self.last_active.get()).as_secs(),
-            if self.blocked.get() {
-                "b"
-            } else if self.sub_counts.get() == (0, 0, 0) {
-                "N"
-            } else {
-                "P"
-            },
+            self.flags(),
             self.db.get(),
             self.sub_counts.get().0,
             self.sub_counts.get().1,
             self.sub_counts.get().2,
             self.qbuf.get().0,
             self.qbuf.get().1,
-            self.qbuf.get().0 + self.qbuf.get().1,
+            self.out.pending(),
+            self.buffers.get() + self.out.pending(),
             self.last_cmd.get(),
             if self.last_sub.borrow().is_empty() { "" } else { "|" },
             self.last_sub.borrow(),
@@ -424,6 +453,11 @@ impl Outbox {
         }
     }
 
+    /// Bytes waiting for the client: queued here or being written (CLIENT LIST's `omem`).
+    pub fn pending(&self) -> usize {
+        self.buf.borrow().len() + self.in_flight.get()
+    }
+
     /// Marks `n` bytes as being written (0 when the write is done).
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.set(n);
@@ -457,6 +491,8 @@ impl Subscriptions {
 #[derive(Clone, Debug, Default)]
 pub struct TrackingState {
     pub redirect: Option<u64>,
+    /// The redirect target left: the client was told once (`tracking-redir-broken`).
+    pub redirect_broken: bool,
     pub bcast: bool,
     pub prefixes: Vec<Bytes>,
     pub optin: bool,

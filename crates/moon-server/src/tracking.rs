@@ -305,7 +305,7 @@ fn deliver_here(list: Vec<Invalidation>) {
                             send(&t, &f);
                         }
                     }
-                    None => redirect_elsewhere(target, keys),
+                    None => redirect_elsewhere(client, target, keys),
                 }
             }
         }
@@ -322,19 +322,44 @@ pub fn init(shard: &Rc<Shard>) {
     SHARD.with(|s| *s.borrow_mut() = Some(Rc::downgrade(shard)));
 }
 
-fn redirect_elsewhere(target: u64, keys: Option<Vec<Bytes>>) {
+/// Sends `client`'s invalidation to its redirect target on another shard; if no shard has
+/// that client any more, tells `client` once (`tracking-redir-broken`, RESP3 only, as Redis).
+fn redirect_elsewhere(client: u64, target: u64, keys: Option<Vec<Bytes>>) {
     let Some(me) = SHARD.with(|s| s.borrow().as_ref().and_then(|w| w.upgrade())) else {
         return;
     };
     glommio::spawn_local(async move {
-        me.call_all(move |_: &Shard| {
-            if let Some(t) = CLIENTS.with(|c| c.borrow().get(&target).cloned()) {
+        let found = me
+            .call_all(move |_: &Shard| {
+                let Some(t) = CLIENTS.with(|c| c.borrow().get(&target).cloned()) else {
+                    return false;
+                };
                 if let Some(f) = frame_for(&t, &keys, true) {
                     send(&t, &f);
                 }
+                true
+            })
+            .await;
+        if found.into_iter().flatten().any(|f| f) {
+            return;
+        }
+        let Some(info) = CLIENTS.with(|c| c.borrow().get(&client).cloned()) else {
+            return;
+        };
+        let first = match info.tracking.borrow_mut().as_mut() {
+            Some(t) if t.redirect == Some(target) && !t.redirect_broken => {
+                t.redirect_broken = true;
+                true
             }
-        })
-        .await;
+            _ => false,
+        };
+        if first && info.resp.get() == 3 {
+            let push = Frame::Push(vec![
+                Frame::bulk("tracking-redir-broken"),
+                Frame::Integer(target as i64),
+            ]);
+            send(&info, &push);
+        }
     })
     .detach();
 }

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use common::*;
 
@@ -748,7 +749,7 @@ fn latency_monitor_and_histograms() {
     let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('SADD', KEYS[1], i) end return 1";
     cmd::<i64>(&mut c, &["EVAL", fill, "1", "bigset", "300000"]);
     cmd::<i64>(&mut c, &["PEXPIRE", "bigset", "10"]);
-    assert!(eventually(std::time::Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(10), || {
         cmd::<i64>(&mut c, &["DBSIZE"]) == 0
     }));
     assert!(
@@ -856,4 +857,288 @@ fn introspection_as_redis_s_units_check_it() {
     assert_eq!(freq(&mut c), before, "EXISTS/TYPE/TTL counted as uses");
     cmd::<i64>(&mut c, &["TOUCH", "k"]);
     assert!(freq(&mut c) > before, "TOUCH is a use");
+}
+
+/// COMMAND as cluster-aware clients and Redis's introspection-2 unit read it: each key with
+/// what the command does to it, commands and subcommands listed and filtered, `movablekeys`
+/// where the arguments decide where the keys are.
+#[test]
+fn command_reports_keys_with_flags_and_lists_subcommands() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let flags = |c: &mut redis::Connection, words: &[&str]| -> Vec<(String, Vec<String>)> {
+        let mut all = vec!["COMMAND", "GETKEYSANDFLAGS"];
+        all.extend_from_slice(words);
+        cmd(c, &all)
+    };
+    let kf = |k: &str, f: &str| (k.to_string(), f.split(' ').map(String::from).collect());
+    assert_eq!(flags(&mut c, &["SET", "k1", "v"]), [kf("k1", "OW update")]);
+    assert_eq!(
+        flags(&mut c, &["LMOVE", "k1", "k2", "LEFT", "RIGHT"]),
+        [kf("k1", "RW access delete"), kf("k2", "RW insert")]
+    );
+    assert_eq!(
+        flags(&mut c, &["SORT", "k1", "STORE", "k2"]),
+        [kf("k1", "RO access"), kf("k2", "OW update")]
+    );
+    assert_eq!(flags(&mut c, &["DEL", "a"]), [kf("a", "RM delete")]);
+    assert_eq!(flags(&mut c, &["GET", "a"]), [kf("a", "RO access")]);
+    // A command that may name keys and names none here: an empty answer, not an error.
+    let none: Vec<String> = cmd(&mut c, &["COMMAND", "GETKEYS", "EVAL", "return 1", "0"]);
+    assert!(none.is_empty());
+    let e = expect_err(&mut c, &["COMMAND", "GETKEYS", "PING"]);
+    assert_eq!(e, "ERR The command has no key arguments");
+    let keys: Vec<String> = cmd(&mut c, &["COMMAND", "GETKEYS", "MEMORY", "USAGE", "k"]);
+    assert_eq!(keys, ["k"]);
+
+    let list: Vec<String> = cmd(&mut c, &["COMMAND", "LIST"]);
+    for name in [
+        "set",
+        "client|list",
+        "config|get",
+        "memory|stats",
+        "cluster|info",
+    ] {
+        assert!(list.iter().any(|n| n == name), "{name} missing");
+    }
+    let scripting: Vec<String> = cmd(
+        &mut c,
+        &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "scripting"],
+    );
+    assert!(scripting.iter().any(|n| n == "eval"));
+    assert!(scripting.iter().any(|n| n == "script|kill"));
+    assert!(!scripting.iter().any(|n| n == "set"));
+    let config: Vec<String> = cmd(
+        &mut c,
+        &["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*re*"],
+    );
+    assert_eq!(config, ["config|resetstat", "config|rewrite"]);
+    let modules: Vec<String> = cmd(&mut c, &["COMMAND", "LIST", "FILTERBY", "MODULE", "m"]);
+    assert!(modules.is_empty());
+    let e = expect_err(&mut c, &["COMMAND", "LIST", "FILTERBY", "nothing", "x"]);
+    assert!(e.starts_with("ERR syntax error"), "{e}");
+
+    let info_flags = |c: &mut redis::Connection, name: &str| -> Vec<String> {
+        let info: Vec<redis::Value> = cmd(c, &["COMMAND", "INFO", name]);
+        let redis::Value::Array(row) = &info[0] else {
+            panic!("{name}: {info:?}")
+        };
+        redis::from_redis_value(row[2].clone()).unwrap()
+    };
+    for movable in [
+        "zunionstore",
+        "xread",
+        "eval",
+        "sort",
+        "sort_ro",
+        "georadius",
+    ] {
+        assert!(
+            info_flags(&mut c, movable).contains(&"movablekeys".to_string()),
+            "{movable}"
+        );
+    }
+    for fixed in ["set", "mset", "lmove", "memory", "rename"] {
+        assert!(
+            !info_flags(&mut c, fixed).contains(&"movablekeys".to_string()),
+            "{fixed}"
+        );
+    }
+    let sub: Vec<redis::Value> = cmd(&mut c, &["COMMAND", "INFO", "get|key"]);
+    assert_eq!(sub, [redis::Value::Nil]);
+}
+
+/// What a standalone server answers: cluster support disabled, no modules, MEMORY's
+/// figures from every shard, LOLWUT.
+#[test]
+fn memory_module_cluster_and_lolwut() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let keys = keys_on_different_shards(2);
+    for k in &keys {
+        cmd::<()>(&mut c, &["SET", k, "a value of some length"]);
+    }
+    for k in &keys {
+        let n: i64 = cmd(&mut c, &["MEMORY", "USAGE", k]);
+        assert!(n > 20, "{k}: {n}");
+    }
+    let missing: Option<i64> = cmd(&mut c, &["MEMORY", "USAGE", "nosuchkey"]);
+    assert_eq!(missing, None);
+    let stats: std::collections::HashMap<String, redis::Value> = cmd(&mut c, &["MEMORY", "STATS"]);
+    let int = |k: &str| -> i64 { redis::from_redis_value(stats[k].clone()).unwrap() };
+    assert_eq!(int("keys.count"), 2, "both shards' keys");
+    assert!(int("dataset.bytes") > 40);
+    assert!(int("clients.normal") > 0, "this connection's buffers");
+    assert_eq!(
+        int("total.allocated"),
+        int("dataset.bytes") + int("clients.normal")
+    );
+    assert!(stats.contains_key("db.0"));
+    let doctor: String = cmd(&mut c, &["MEMORY", "DOCTOR"]);
+    assert!(!doctor.is_empty());
+    let e = expect_err(&mut c, &["MEMORY", "NOSUCH"]);
+    assert!(e.contains("unknown subcommand"), "{e}");
+
+    let modules: Vec<String> = cmd(&mut c, &["MODULE", "LIST"]);
+    assert!(modules.is_empty());
+    let e = expect_err(&mut c, &["MODULE", "LOAD", "/tmp/x.so"]);
+    assert!(e.starts_with("ERR Error loading the extension"), "{e}");
+    let e = expect_err(&mut c, &["CLUSTER", "INFO"]);
+    assert_eq!(e, "ERR This instance has cluster support disabled");
+    let art: String = cmd(&mut c, &["LOLWUT"]);
+    assert!(art.contains("Moon ver. "), "{art}");
+    let art: String = cmd(&mut c, &["LOLWUT", "VERSION", "2"]);
+    assert!(art.contains('#') && art.contains("Moon ver. "), "{art}");
+}
+
+/// A connection's buffers are memory: counted in used_memory (INFO's mem_clients_normal,
+/// CLIENT LIST's tot-mem), shrunk after a huge request, and given back when the client has
+/// been idle for 2 s (Redis's querybuf unit).
+#[test]
+fn client_buffers_are_counted_and_given_back_when_idle() {
+    let s = MoonServer::start(1, &[]);
+    let mut c = s.client();
+    let mut idle = s.client();
+    cmd::<()>(&mut idle, &["CLIENT", "SETNAME", "idler"]);
+    let field = |line: &str, f: &str| -> u64 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{f} in {line}"))
+    };
+    let idler = |c: &mut redis::Connection| -> String {
+        let list: String = cmd(c, &["CLIENT", "LIST"]);
+        list.lines()
+            .find(|l| l.contains("name=idler"))
+            .unwrap()
+            .to_string()
+    };
+    let line = idler(&mut c);
+    let qbuf = field(&line, "qbuf") + field(&line, "qbuf-free");
+    assert!((16384..32768).contains(&qbuf), "{line}");
+    assert!(field(&line, "tot-mem") >= qbuf, "{line}");
+    let info: String = cmd(&mut c, &["INFO", "memory"]);
+    let clients: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mem_clients_normal:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(clients >= 2 * qbuf, "{info}");
+    // Idle: after 2 s its buffers are given back, and counted no more.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let line = idler(&mut c);
+            field(&line, "qbuf") + field(&line, "qbuf-free") == 0
+        }),
+        "idle buffers kept"
+    );
+    // And the idle client still works.
+    cmd::<()>(&mut idle, &["SET", "k", "v"]);
+    let v: String = cmd(&mut idle, &["GET", "k"]);
+    assert_eq!(v, "v");
+    // A huge request grows the buffer; the next small one runs in a normal-sized one.
+    let big = "x".repeat(400_000);
+    cmd::<()>(&mut idle, &["SET", "big", &big]);
+    let line = idler(&mut c);
+    assert!(
+        field(&line, "qbuf") + field(&line, "qbuf-free") > 32768,
+        "{line}"
+    );
+    cmd::<()>(&mut idle, &["SET", "small", "x"]);
+    let line = idler(&mut c);
+    let after = field(&line, "qbuf") + field(&line, "qbuf-free");
+    assert!(after > 0 && after < 32768, "{line}");
+    // A key deleted and the memory it held is not counted any more (lazyfree unit).
+    let used = |c: &mut redis::Connection| -> u64 {
+        let info: String = cmd(c, &["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = used(&mut c);
+    let _: i64 = cmd(&mut c, &["UNLINK", "big"]);
+    assert!(eventually(Duration::from_secs(10), || used(&mut c)
+        + 300_000
+        < before));
+}
+
+/// CLIENT NO-TOUCH: the client's reads leave LFU counters alone, TOUCH still counts; NO-EVICT
+/// is kept as a flag. Both show in CLIENT LIST's flags.
+#[test]
+fn client_no_touch_and_no_evict() {
+    let s = MoonServer::start(1, &["--maxmemory-policy", "allkeys-lfu"]);
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["SET", "k", "v"]);
+    let freq = |c: &mut redis::Connection| cmd::<i64>(c, &["OBJECT", "FREQ", "k"]);
+    cmd::<()>(&mut c, &["CLIENT", "NO-TOUCH", "ON"]);
+    cmd::<()>(&mut c, &["CLIENT", "NO-EVICT", "ON"]);
+    let info: String = cmd(&mut c, &["CLIENT", "INFO"]);
+    let flags = info.split(' ').find(|f| f.starts_with("flags=")).unwrap();
+    assert!(flags.contains('T') && flags.contains('e'), "{info}");
+    let before = freq(&mut c);
+    for _ in 0..50 {
+        let _: String = cmd(&mut c, &["GET", "k"]);
+    }
+    assert_eq!(freq(&mut c), before, "a no-touch client's reads counted");
+    cmd::<i64>(&mut c, &["TOUCH", "k"]);
+    assert!(
+        freq(&mut c) > before,
+        "TOUCH is a use even for a no-touch client"
+    );
+    cmd::<()>(&mut c, &["CLIENT", "NO-TOUCH", "OFF"]);
+    let touched = freq(&mut c);
+    for _ in 0..50 {
+        let _: String = cmd(&mut c, &["GET", "k"]);
+    }
+    assert!(freq(&mut c) > touched, "reads count again");
+    let e = expect_err(&mut c, &["CLIENT", "NO-TOUCH", "maybe"]);
+    assert!(e.starts_with("ERR syntax error"), "{e}");
+}
+
+/// INFO's rates are sampled (instantaneous_ops_per_sec under load is not 0), and the Moon
+/// section shows each shard; CONFIG SET refuses a key named twice and immutable keys.
+#[test]
+fn info_rates_moon_section_and_config_checks() {
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    let field = |c: &mut redis::Connection, section: &str, f: &str| -> String {
+        let info: String = cmd(c, &["INFO", section]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{f}:")))
+            .unwrap_or_else(|| panic!("{f} in {info}"))
+            .to_string()
+    };
+    let mut busy = s.client();
+    assert!(eventually(Duration::from_secs(20), || {
+        for _ in 0..200 {
+            let _: Option<String> = cmd(&mut busy, &["GET", "x"]);
+        }
+        field(&mut c, "stats", "instantaneous_ops_per_sec") != "0"
+    }));
+    let moon: String = cmd(&mut c, &["INFO", "moon"]);
+    assert!(
+        moon.contains("shard0:keys=") && moon.contains("shard1:keys="),
+        "{moon}"
+    );
+    assert!(moon.contains("aof_durable_lsn="), "{moon}");
+    let e = expect_err(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory", "1", "maxmemory", "2"],
+    );
+    assert!(e.contains("duplicate parameter"), "{e}");
+    let e = expect_err(&mut c, &["CONFIG", "SET", "daemonize", "yes"]);
+    assert!(e.contains("immutable"), "{e}");
+    let of: std::collections::HashMap<String, String> = cmd(&mut c, &["CONFIG", "GET", "*of"]);
+    assert_eq!(of.get("replicaof").map(String::as_str), Some(""));
+    assert_eq!(of.get("slaveof").map(String::as_str), Some(""));
+    cmd::<()>(&mut c, &["CONFIG", "SET", "repl-backlog-size", "10000002"]);
+    assert_eq!(field(&mut c, "server", "shards"), "2");
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "repl-backlog-size"]);
+    assert_eq!(got[1], "10000002");
+    let e = expect_err(&mut c, &["CONFIG", "SET", "maxmemory-clients", "200%"]);
+    assert!(
+        e.contains("percentage argument must be less or equal to 100"),
+        "{e}"
+    );
 }

@@ -914,3 +914,51 @@ fn a_publish_inside_exec_waits_for_the_commit() {
         Err(e) => assert!(!e.is_timeout(), "the connection stayed open: {e}"),
     }
 }
+
+/// A RESP3 client whose redirect target disconnected is told once, when an invalidation
+/// finds nobody to go to (`tracking-redir-broken`, with the gone client's id), and CLIENT
+/// LIST flags it `R`.
+#[test]
+fn tracking_redirect_to_a_gone_client_is_reported_once() {
+    let s = MoonServer::start(2, &[]);
+    let mut writer = s.client();
+    let mut target = one_per_shard(&s, 2).remove(1);
+    let target_id: i64 = cmd(&mut target, &["CLIENT", "ID"]);
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(
+        &mut r,
+        &[
+            "CLIENT",
+            "TRACKING",
+            "ON",
+            "REDIRECT",
+            &target_id.to_string(),
+        ],
+    );
+    drop(target);
+    assert!(eventually(Duration::from_secs(10), || {
+        let list: String = cmd(&mut writer, &["CLIENT", "LIST"]);
+        !list.contains(&format!("id={target_id} "))
+    }));
+    let broken = |r: &mut redis::Connection, key: &str, writer: &mut redis::Connection| {
+        let _: Option<String> = cmd(r, &["GET", key]);
+        let _: String = cmd(writer, &["SET", key, "1"]);
+        let mut seen = Vec::new();
+        eventually(Duration::from_secs(3), || {
+            let _: String = cmd(r, &["PING"]);
+            for p in rx.try_iter() {
+                if p.kind == PushKind::Other("tracking-redir-broken".into()) {
+                    seen.push(p.data.clone());
+                }
+            }
+            !seen.is_empty()
+        });
+        seen
+    };
+    let first = broken(&mut r, "key1", &mut writer);
+    assert_eq!(first, [vec![Value::Int(target_id)]]);
+    let info: String = cmd(&mut r, &["CLIENT", "INFO"]);
+    assert!(info.contains("flags=tR "), "{info}");
+    // Once only.
+    assert!(broken(&mut r, "key2", &mut writer).is_empty());
+}

@@ -120,6 +120,21 @@ pub struct ShardCounters {
     /// The same by error code (the reply's first word), for INFO errorstats: at most
     /// [`ShardCounters::ERROR_CODES`] codes, as Redis bounds them.
     pub errors: RefCell<std::collections::BTreeMap<String, u64>>,
+    /// Recent rates (INFO's `instantaneous_*`), sampled every 100 ms.
+    rates: RefCell<Rates>,
+}
+
+/// Commands, input and output bytes per second over the last 1.6 s: 16 samples taken 100 ms
+/// apart, averaged (Redis's `instantaneous_ops_per_sec` and kbps figures).
+#[derive(Default, Debug)]
+struct Rates {
+    last: Option<(std::time::Instant, [u64; 3])>,
+    samples: [[f64; 3]; Rates::SAMPLES],
+    next: usize,
+}
+
+impl Rates {
+    const SAMPLES: usize = 16;
 }
 
 impl ShardCounters {
@@ -140,6 +155,42 @@ impl ShardCounters {
         } else if errors.len() < Self::ERROR_CODES {
             errors.insert(code.to_string(), 1);
         }
+    }
+
+    /// Takes one sample of the rates (every 100 ms, from the shard's cron).
+    pub fn sample_rates(&self) {
+        let now = std::time::Instant::now();
+        let totals = [
+            self.commands_processed.get(),
+            self.net_input_bytes.get(),
+            self.net_output_bytes.get(),
+        ];
+        let mut r = self.rates.borrow_mut();
+        if let Some((then, before)) = r.last {
+            let secs = now.duration_since(then).as_secs_f64();
+            if secs > 0.0 {
+                let mut sample = [0.0; 3];
+                for (i, s) in sample.iter_mut().enumerate() {
+                    *s = totals[i].saturating_sub(before[i]) as f64 / secs;
+                }
+                let at = r.next;
+                r.samples[at] = sample;
+                r.next = (at + 1) % Rates::SAMPLES;
+            }
+        }
+        r.last = Some((now, totals));
+    }
+
+    /// (commands, input bytes, output bytes) per second, averaged over the recent samples.
+    pub fn rates(&self) -> [f64; 3] {
+        let r = self.rates.borrow();
+        let mut sum = [0.0; 3];
+        for s in &r.samples {
+            for i in 0..3 {
+                sum[i] += s[i];
+            }
+        }
+        sum.map(|x| x / Rates::SAMPLES as f64)
     }
 
     /// CONFIG RESETSTAT: the counters Redis resets (not the connected clients).
@@ -361,6 +412,7 @@ impl Shard {
             loop {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 let Some(shard) = weak.upgrade() else { break };
+                shard.counters.sample_rates();
                 while shard.expire_active(1000) == 1000 {
                     glommio::yield_if_needed().await;
                 }

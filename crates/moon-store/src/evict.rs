@@ -4,6 +4,9 @@
 //! Memory is the keyspace's own account of what it holds ([`crate::Keyspace::used_memory`]:
 //! keys, values and a fixed per-key overhead), not the allocator's figure: it is exact and
 //! deterministic, it moves with every insert and removal, and it needs no allocator hooks.
+//! To it are added the read and write buffers of the shard's client connections
+//! ([`client_buffers_changed`]), as Redis counts its clients' buffers in `used_memory`: a
+//! client that sends a huge pipeline takes room from the keys, and INFO says where memory went.
 //!
 //! Before a command that may grow memory (`denyoom` in the command table) runs over the limit,
 //! the store removes keys chosen by the policy until it is under again, or answers Redis's OOM
@@ -11,6 +14,51 @@
 //! `volatile-*` policy with no key that has a TTL). An evicted key reaches the log as a `DEL`
 //! at the place it was removed, exactly like an expired one, so replay never evicts anything
 //! by itself and stays exact.
+
+thread_local! {
+    /// Bytes this shard's client connections hold in their buffers.
+    static CLIENT_BUFFERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A connection on this shard's thread now holds `after` bytes of buffers (it held `before`).
+pub fn client_buffers_changed(before: usize, after: usize) {
+    CLIENT_BUFFERS.with(|c| c.set(c.get().saturating_sub(before).saturating_add(after)));
+}
+
+/// Bytes this shard's client connections hold in their buffers (INFO's `mem_clients_normal`).
+pub fn client_buffers() -> usize {
+    CLIENT_BUFFERS.with(|c| c.get())
+}
+
+/// How many clients asked CLIENT NO-TOUCH: while none has, a command pays one load.
+static NO_TOUCH_CLIENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn no_touch_set() -> &'static std::sync::Mutex<std::collections::HashSet<u64>> {
+    static SET: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u64>>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
+/// CLIENT NO-TOUCH ON|OFF for `client` (OFF also when it disconnects).
+pub fn set_no_touch(client: u64, on: bool) {
+    if let Ok(mut set) = no_touch_set().lock() {
+        let changed = if on {
+            set.insert(client)
+        } else {
+            set.remove(&client)
+        };
+        if changed {
+            NO_TOUCH_CLIENTS.store(set.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `client`'s commands leave LRU/LFU alone.
+pub fn is_no_touch(client: u64) -> bool {
+    client != 0
+        && NO_TOUCH_CLIENTS.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && no_touch_set().lock().is_ok_and(|s| s.contains(&client))
+}
 
 /// Which keys may be removed to make room (Redis's `maxmemory-policy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

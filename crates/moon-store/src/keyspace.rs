@@ -166,6 +166,8 @@ pub struct Keyspace {
     rng: u64,
     /// The time of the command running now (Unix ms), for the access time of what it writes.
     clock: u64,
+    /// The command running now leaves LRU/LFU alone (its client asked CLIENT NO-TOUCH).
+    no_touch: bool,
     /// Keys created since the last [`Keyspace::take_created`], collected only while `Some`
     /// (keyspace notifications of class `n`).
     created: Option<Vec<Bytes>>,
@@ -224,9 +226,14 @@ impl Keyspace {
         }
     }
 
+    /// Whether the commands about to run leave LRU/LFU alone (CLIENT NO-TOUCH).
+    pub fn set_no_touch(&mut self, on: bool) {
+        self.no_touch = on;
+    }
+
     /// Records an access to the entry at `idx` for LRU and LFU.
     fn touch_index(&mut self, idx: usize, now: u64) {
-        if now == NO_EXPIRY_CHECK {
+        if now == NO_EXPIRY_CHECK || self.no_touch {
             return;
         }
         let random = self.next_random();

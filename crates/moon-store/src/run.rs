@@ -33,7 +33,15 @@ impl Store {
         if scripted {
             self.script_user = call.user.clone();
         }
+        // CLIENT NO-TOUCH: reads leave LRU/LFU alone; TOUCH still touches.
+        let no_touch = crate::evict::is_no_touch(call.client) && call.command.spec.name != "touch";
+        if no_touch {
+            self.set_no_touch(true);
+        }
         let reply = self.run_row(call.command, &call.args, now, call.track, call.event);
+        if no_touch {
+            self.set_no_touch(false);
+        }
         if scripted {
             self.script_user = None;
         }

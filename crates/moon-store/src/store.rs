@@ -31,8 +31,10 @@ pub struct StoreStats {
     pub keyspace_misses: u64,
     pub expired_keys: u64,
     pub evicted_keys: u64,
-    /// The keyspace's memory account (see `crate::evict`).
+    /// The memory account (see `crate::evict`): the keyspaces plus the clients' buffers.
     pub used_memory: u64,
+    /// Of which the shard's client connections' buffers.
+    pub client_buffers: u64,
     pub maxmemory: u64,
     /// Changes logged since the process started (INFO's `rdb_changes_since_last_save`).
     pub changes: u64,
@@ -486,9 +488,11 @@ impl Store {
         self.ks.insert(key, value, expire_at);
     }
 
-    /// Bytes held by every database's keyspace (see `crate::evict`).
+    /// Bytes held by every database's keyspace and the shard's clients' buffers (see
+    /// `crate::evict`).
     fn used_memory(&self) -> usize {
-        self.ks.used_memory()
+        crate::evict::client_buffers()
+            + self.ks.used_memory()
             + self
                 .dbs
                 .iter()
@@ -525,6 +529,7 @@ impl Store {
             expired_keys: all().map(|k| k.expired_keys).sum(),
             evicted_keys: all().map(|k| k.evicted_keys).sum(),
             used_memory: self.used_memory() as u64,
+            client_buffers: crate::evict::client_buffers() as u64,
             maxmemory: self.memory_limit.max as u64,
             changes: self.changes,
         }
@@ -1114,6 +1119,11 @@ impl Store {
         }
         self.db_pending = true;
         true
+    }
+
+    /// Whether the commands about to run leave LRU/LFU alone (CLIENT NO-TOUCH).
+    pub(crate) fn set_no_touch(&mut self, on: bool) {
+        self.ks.set_no_touch(on);
     }
 
     /// Before a command's handler runs: the clock, what its effects will be announced as,

@@ -73,7 +73,6 @@ pub(crate) static COMMANDS: &[KeyspaceCommand] = &[
     command!(Generic: "copy", -3, W, keys(1, 2, 1), COORDINATED, |s, a, now| s.copy(a, now)),
     command!(Generic: "move", 3, WF, keys(1, 1, 1), ONE, |s, a, now| s.move_key(a, now)),
     command!(Generic: "swapdb", 3, WNOOMF.union(Flags::DANGEROUS), Route::AllShards(Merge::Ok), swapdb),
-    command!(Generic: "memory", -2, R, keys(2, 2, 1), ONE, memory),
 ];
 
 const SPLIT_SUM: Route = Route::Keys(Spread::Split(Merge::Sum));
@@ -180,18 +179,12 @@ fn swapdb(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
     Frame::OK
 }
 
-/// MEMORY USAGE key [SAMPLES n]: the key's share of the memory account.
-fn memory(s: &mut Store, args: &[Bytes], now: u64) -> Frame {
-    let samples_ok = args.len() == 3
-        || (args.len() == 5 && eq(&args[3], "samples") && parse_i64(&args[4]).is_some());
-    if !(eq(&args[1], "usage") && samples_ok) {
-        return reply::unknown_subcommand(&args[1], "memory");
-    }
-    match s.ks.peek(&args[2], now) {
-        Some(e) => Frame::Integer(
-            (args[2].len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD) as i64,
-        ),
-        None => Frame::Null,
+impl Store {
+    /// MEMORY USAGE: the bytes `key` of database `db` takes in the memory account (its name,
+    /// value and entry), `None` when it does not exist at `now`.
+    pub fn memory_usage(&self, db: usize, key: &[u8], now: u64) -> Option<usize> {
+        let e = self.keyspace_of(db)?.peek(key, now)?;
+        Some(key.len() + e.value.mem_size() + crate::keyspace::ENTRY_OVERHEAD)
     }
 }
 
