@@ -89,6 +89,17 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 ));
             }
         }
+        // More clients need more open files: raised now, or refused if the system will not.
+        let current = shared.config().maxclients;
+        if candidate.maxclients > current {
+            if let Err((allowed, fits)) =
+                crate::server::raise_open_files(candidate.maxclients, candidate.shards)
+            {
+                return Frame::Error(format!(
+                    "ERR CONFIG SET failed (possibly related to argument 'maxclients') - the system allows {allowed} open files, room for {fits} clients (raise ulimit -n)"
+                ));
+            }
+        }
         let policy = candidate.appendfsync;
         let memory = candidate.memory_limit();
         let encodings = candidate.encodings;

@@ -141,14 +141,40 @@ fn reserved_descriptors(shards: usize) -> u64 {
 /// Redis does at startup; if the system allows less, `maxclients` is lowered to what fits,
 /// with a warning naming the fix.
 fn fit_open_files(config: &mut Config) {
+    match raise_open_files(config.maxclients, config.shards) {
+        Ok(None) => {}
+        Ok(Some((soft, got))) => tracing::info!(
+            "open files limit raised from {soft} to {got} for maxclients {}",
+            config.maxclients
+        ),
+        Err((got, fits)) => {
+            tracing::warn!(
+                "maxclients {} needs {} open files, but the system allows {got}: maxclients is {fits} for this run (raise `ulimit -n` or the service's LimitNOFILE to keep {})",
+                config.maxclients,
+                config.maxclients.saturating_add(reserved_descriptors(config.shards)),
+                config.maxclients
+            );
+            config.maxclients = fits;
+        }
+    }
+}
+
+/// Raises the open-files limit to fit `maxclients` clients beside the descriptors the server
+/// needs itself. `Ok(None)`: it already fits; `Ok(Some((before, now)))`: raised;
+/// `Err((allowed, clients))`: the system allows only `allowed` descriptors, room for
+/// `clients` clients.
+pub(crate) fn raise_open_files(
+    maxclients: u64,
+    shards: usize,
+) -> Result<Option<(u64, u64)>, (u64, u64)> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let reserved = reserved_descriptors(config.shards);
-    let wanted = config.maxclients.saturating_add(reserved);
+    let reserved = reserved_descriptors(shards);
+    let wanted = maxclients.saturating_add(reserved);
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
+        return Ok(None);
     };
     if soft >= wanted {
-        return;
+        return Ok(None);
     }
     // Up to the hard limit without privileges; past it only root may go.
     let mut got = soft;
@@ -159,19 +185,9 @@ fn fit_open_files(config: &mut Config) {
         }
     }
     if got >= wanted {
-        tracing::info!(
-            "open files limit raised from {soft} to {got} for maxclients {}",
-            config.maxclients
-        );
-        return;
+        return Ok(Some((soft, got)));
     }
-    let fits = got.saturating_sub(reserved).max(1);
-    tracing::warn!(
-        "maxclients {} needs {wanted} open files, but the system allows {got}: maxclients is {fits} for this run (raise `ulimit -n` or the service's LimitNOFILE to keep {})",
-        config.maxclients,
-        config.maxclients
-    );
-    config.maxclients = fits;
+    Err((got, got.saturating_sub(reserved).max(1)))
 }
 
 pub fn run(mut config: Config) -> Result<(), ServerError> {

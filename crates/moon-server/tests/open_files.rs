@@ -51,5 +51,20 @@ fn maxclients_always_fits_the_open_files_limit() {
                 "the warning names the fix"
             );
         }
+        // At run time too: CONFIG SET maxclients raises the limit, or is refused whole.
+        let more = clients * 4;
+        let set: redis::RedisResult<()> = redis::cmd("CONFIG")
+            .arg(&["SET", "maxclients", &more.to_string()])
+            .query(&mut c);
+        match set {
+            Ok(()) => {
+                assert_eq!(maxclients(&mut c), more);
+                assert!(open_files_limit(s.pid()) >= more + 32, "limit not raised");
+            }
+            Err(e) => {
+                assert!(err_text(&e).contains("room for"), "{e}");
+                assert_eq!(maxclients(&mut c), clients, "a refused SET changed it");
+            }
+        }
     }
 }
