@@ -93,7 +93,7 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let current = shared.config().maxclients;
         if candidate.maxclients > current {
             if let Err((allowed, fits)) =
-                crate::server::raise_open_files(candidate.maxclients, candidate.shards)
+                crate::open_files::raise(candidate.maxclients, candidate.shards)
             {
                 return Frame::Error(format!(
                     "ERR CONFIG SET failed (possibly related to argument 'maxclients') - the system allows {allowed} open files, room for {fits} clients (raise ulimit -n)"

@@ -9,7 +9,8 @@ use crate::session::Session;
 /// DEBUG, as far as tests and operators need it: `SLEEP <seconds>` stops the connection's
 /// shard for that long (as Redis's stops the server); `DIGEST` (a checksum of the whole
 /// keyspace, equal on two servers holding the same data) and `DIGEST-VALUE key ...` (one per
-/// value), 40 hex digits each, zeros for nothing; `HELP`. Off unless `enable-debug-command`
+/// value), 40 hex digits each, zeros for nothing; `RELOAD` (every shard rebuilt from its log);
+/// `OBJECT key`; `SET-ACTIVE-EXPIRE 0|1`; `HELP`. Off unless `enable-debug-command`
 /// allows it (Redis's refusal text).
 pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
     let allowed = match session.ctx.shared.config().enable_debug_command {
@@ -74,6 +75,15 @@ pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
             }
             Frame::Array(out)
         }
+        ("set-active-expire", 3) => match moon_store::args::parse_i64(&args[2]) {
+            Some(n) => {
+                moon_shard::set_active_expire(n != 0);
+                Frame::OK
+            }
+            None => err(moon_store::reply::NOT_INTEGER),
+        },
+        ("reload", _) => reload(session).await,
+        ("object", 3) => object(session, &args[2]).await,
         ("help", 2) => Frame::Array(
             [
                 "DEBUG <subcommand> [<arg> ...]. Subcommands are:",
@@ -83,6 +93,12 @@ pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
                 "    A digest of the whole keyspace (40 hex digits, zeros when empty).",
                 "DIGEST-VALUE <key> [<key> ...]",
                 "    A digest of each key's value (zeros for a missing key).",
+                "OBJECT <key>",
+                "    The key's encoding, serialized length and idle time, in Redis's words.",
+                "RELOAD",
+                "    Throw every shard's keyspace away and rebuild it from its log.",
+                "SET-ACTIVE-EXPIRE <0|1>",
+                "    Turn the reclaiming of expired keys nobody reads off or on.",
                 "HELP",
                 "    Print this help.",
             ]
@@ -94,6 +110,77 @@ pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
             "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try DEBUG HELP."
         )),
     }
+}
+
+/// DEBUG RELOAD: every shard's keyspace rebuilt from its log, one shard at a time (each at a
+/// moment its log holds everything it ran). What a client sees afterwards is what a restart
+/// would give: the check that memory and the logs agree.
+async fn reload(session: &Session) -> Frame {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for shard in 0..session.ctx.shard.count() {
+        loop {
+            let done = session
+                .ctx
+                .shard
+                .call_on(shard, |s: &moon_shard::Shard| s.reload_from_log())
+                .await;
+            match done {
+                None => return err(moon_shard::SHARD_GONE),
+                Some(Some(Ok(()))) => break,
+                Some(Some(Err(e))) => {
+                    return Frame::Error(format!("ERR DEBUG RELOAD failed on shard {shard}: {e}"))
+                }
+                Some(None) if std::time::Instant::now() > deadline => {
+                    return Frame::Error(format!(
+                        "ERR DEBUG RELOAD: shard {shard}'s log did not catch up within 10 s"
+                    ));
+                }
+                // A transaction holds the shard or records are on their way to the file.
+                Some(None) => glommio::timer::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
+    }
+    Frame::OK
+}
+
+/// DEBUG OBJECT key: Redis's line, from OBJECT ENCODING / IDLETIME and the length DUMP
+/// serializes the value to.
+async fn object(session: &Session, key: &Bytes) -> Frame {
+    let owner = moon_store::slot::shard_for_key(key, session.ctx.shard.count());
+    let (key, db) = (key.clone(), session.db);
+    let run = move |s: &moon_shard::Shard, words: [&'static str; 2]| {
+        let args = vec![
+            Bytes::from_static(words[0].as_bytes()),
+            Bytes::from_static(words[1].as_bytes()),
+            key.clone(),
+        ];
+        let args: Vec<Bytes> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        moon_store::Call::new(args, db).map(|c| s.store().run(&c, moon_shard::now_ms()))
+    };
+    let line = session
+        .ctx
+        .shard
+        .call_on(owner, move |s: &moon_shard::Shard| {
+            let encoding = run(s, ["object", "encoding"])?;
+            let idle = run(s, ["object", "idletime"])?;
+            let dump = run(s, ["dump", ""])?;
+            // Under an LFU policy OBJECT IDLETIME is an error: no idle time is kept.
+            let idle = match idle {
+                Frame::Integer(i) => i,
+                _ => 0,
+            };
+            match (encoding, dump) {
+                (Frame::Bulk(e), Frame::Bulk(d)) => Some(format!(
+                    "Value at:0x0 refcount:1 encoding:{} serializedlength:{} lru:0 lru_seconds_idle:{idle}",
+                    String::from_utf8_lossy(&e),
+                    d.len().saturating_sub(11)
+                )),
+                _ => None,
+            }
+        })
+        .await
+        .flatten();
+    line.map_or_else(|| err("ERR no such key"), Frame::SimpleOwned)
 }
 
 /// PFSELFTEST: the HyperLogLog registers and estimator checked in place (about a second of

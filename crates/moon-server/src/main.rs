@@ -23,6 +23,7 @@ mod keyspace_walk;
 mod latency_cmd;
 mod loading;
 mod memory_cmd;
+mod open_files;
 mod pause;
 mod persistence;
 mod plan;

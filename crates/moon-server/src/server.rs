@@ -131,17 +131,11 @@ fn take_slot<T>(slots: &Slots<T>, id: usize) -> Option<T> {
         .and_then(|mut v| v.get_mut(id).and_then(Option::take))
 }
 
-/// Descriptors kept for what is not a client: logs, listeners, each executor's rings and
-/// eventfds (Redis keeps 32; Moon adds some per shard).
-fn reserved_descriptors(shards: usize) -> u64 {
-    32 + 8 * shards as u64
-}
-
 /// Raises the open-files limit to fit `maxclients` (and what the server itself holds), as
 /// Redis does at startup; if the system allows less, `maxclients` is lowered to what fits,
 /// with a warning naming the fix.
 fn fit_open_files(config: &mut Config) {
-    match raise_open_files(config.maxclients, config.shards) {
+    match crate::open_files::raise(config.maxclients, config.shards) {
         Ok(None) => {}
         Ok(Some((soft, got))) => tracing::info!(
             "open files limit raised from {soft} to {got} for maxclients {}",
@@ -151,43 +145,12 @@ fn fit_open_files(config: &mut Config) {
             tracing::warn!(
                 "maxclients {} needs {} open files, but the system allows {got}: maxclients is {fits} for this run (raise `ulimit -n` or the service's LimitNOFILE to keep {})",
                 config.maxclients,
-                config.maxclients.saturating_add(reserved_descriptors(config.shards)),
+                config.maxclients.saturating_add(crate::open_files::reserved(config.shards)),
                 config.maxclients
             );
             config.maxclients = fits;
         }
     }
-}
-
-/// Raises the open-files limit to fit `maxclients` clients beside the descriptors the server
-/// needs itself. `Ok(None)`: it already fits; `Ok(Some((before, now)))`: raised;
-/// `Err((allowed, clients))`: the system allows only `allowed` descriptors, room for
-/// `clients` clients.
-pub(crate) fn raise_open_files(
-    maxclients: u64,
-    shards: usize,
-) -> Result<Option<(u64, u64)>, (u64, u64)> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let reserved = reserved_descriptors(shards);
-    let wanted = maxclients.saturating_add(reserved);
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return Ok(None);
-    };
-    if soft >= wanted {
-        return Ok(None);
-    }
-    // Up to the hard limit without privileges; past it only root may go.
-    let mut got = soft;
-    for target in [wanted, wanted.min(hard)] {
-        if target > got && setrlimit(Resource::RLIMIT_NOFILE, target, hard.max(target)).is_ok() {
-            got = target;
-            break;
-        }
-    }
-    if got >= wanted {
-        return Ok(Some((soft, got)));
-    }
-    Err((got, got.saturating_sub(reserved).max(1)))
 }
 
 pub fn run(mut config: Config) -> Result<(), ServerError> {

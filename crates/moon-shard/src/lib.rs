@@ -37,7 +37,9 @@ pub use clock::now_ms;
 #[cfg(feature = "runtime")]
 pub use runtime::start;
 #[cfg(feature = "runtime")]
-pub use shard::{join_all, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE};
+pub use shard::{
+    join_all, set_active_expire, EventSink, InvalidationSink, Shard, ShardCounters, SHARD_GONE,
+};
 #[cfg(feature = "runtime")]
 pub use state::{BlockOn, Serve, Waiter, Woken};
 pub use state::{CommitFailure, ShardSetConfig, Tx, TxId};

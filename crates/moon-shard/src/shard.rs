@@ -103,6 +103,15 @@ pub(crate) enum Deferred {
     Lock(TxId, oneshot::Sender<Option<String>>),
 }
 
+/// DEBUG SET-ACTIVE-EXPIRE: whether the shards' crons reclaim expired keys nobody reads (on
+/// unless a test turns it off; reads still expire keys lazily).
+static ACTIVE_EXPIRE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns active expiry on or off on every shard.
+pub fn set_active_expire(on: bool) {
+    ACTIVE_EXPIRE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Counters a shard keeps about itself (INFO). Plain cells: only the shard's thread writes them.
 #[derive(Default, Debug)]
 pub struct ShardCounters {
@@ -427,7 +436,10 @@ impl Shard {
     /// nothing while a transaction holds the shard: its commands must see the keyspace as it
     /// was at the transaction's `now`. Returns how many keys were removed.
     fn expire_active(&self, budget: usize) -> usize {
-        if !self.serving.get() || self.lock_holder.get().is_some() {
+        if !self.serving.get()
+            || self.lock_holder.get().is_some()
+            || !ACTIVE_EXPIRE.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return 0;
         }
         let mut store = self.store.borrow_mut();
@@ -606,7 +618,25 @@ impl Shard {
         let Some(files) = self.log_files.borrow().clone() else {
             return Some(failing);
         };
-        let (base, incr) = (files.base.clone(), files.incr.clone());
+        let (fresh, replayed) = self.rebuilt_from(&files, writer.safe_lsn());
+        if let Err(e) = replayed {
+            tracing::error!(
+                shard = self.id,
+                "rebuilding the keyspace from {}: {e}",
+                files.incr.display()
+            );
+        }
+        self.store.borrow_mut().replace_keyspace(fresh);
+        tracing::warn!(
+            shard = self.id,
+            "the AOF failed: keyspace rebuilt from what the log holds; reads answer from it, writes are refused (MISCONF) until a restart"
+        );
+        Some(failing)
+    }
+
+    /// A keyspace rebuilt from this shard's files up to `upto` (an LSN), as a restart would
+    /// build it, and whether the replay went through (what it read before an error is kept).
+    fn rebuilt_from(&self, files: &ShardFiles, upto: u64) -> (Store, Result<(), String>) {
         let mut fresh = Store::new(self.store.borrow().max_string_len());
         fresh.set_encodings(self.store.borrow().encodings());
         fresh.set_databases(self.store.borrow().databases());
@@ -614,28 +644,45 @@ impl Shard {
         // Every transaction part in these files committed: a commit that fails stops the
         // process (the coordinator), so no part of an unfinished one was written here.
         let mut complete = std::collections::HashSet::new();
-        for f in [&base, &incr] {
+        for f in [&files.base, &files.incr] {
             if let Ok(parts) = crate::recovery::transaction_parts(f) {
                 complete.extend(parts.into_iter().map(|p| p.id));
             }
         }
-        let upto = writer.safe_lsn();
-        if let Err(e) =
-            crate::recovery::replay_shard(&mut fresh, &files, &complete, Some(upto + 1), false)
-        {
-            tracing::error!(
-                shard = self.id,
-                "rebuilding the keyspace from {}: {e}",
-                incr.display()
-            );
-        }
+        let replayed =
+            crate::recovery::replay_shard(&mut fresh, files, &complete, Some(upto + 1), false)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
         fresh.set_record_writes(true);
+        (fresh, replayed)
+    }
+
+    /// DEBUG RELOAD: the keyspace thrown away and rebuilt from this shard's log, which must
+    /// hold everything it ran (the check that memory and log agree, as Redis's reload checks
+    /// its RDB). `None` while that cannot be done yet — a transaction holds the shard, or
+    /// records are still on their way to the file: ask again shortly. Nothing else runs on the
+    /// shard between the check and the swap (one synchronous turn).
+    pub fn reload_from_log(&self) -> Option<Result<(), String>> {
+        let Some(writer) = self.aof.borrow().clone() else {
+            return Some(Err("there is no log to reload from (appendonly no)".into()));
+        };
+        if let Some(e) = writer.error() {
+            return Some(Err(format!("the log has failed: {e}")));
+        }
+        let last = writer.last_assigned();
+        if self.lock_holder.get().is_some() || !writer.is_safe(last) {
+            return None;
+        }
+        let Some(files) = self.log_files.borrow().clone() else {
+            return Some(Err("the log's files are not known yet".into()));
+        };
+        let (fresh, replayed) = self.rebuilt_from(&files, last);
+        if let Err(e) = replayed {
+            // The keyspace in memory stays: the log could not rebuild it.
+            return Some(Err(format!("replaying {}: {e}", files.incr.display())));
+        }
         self.store.borrow_mut().replace_keyspace(fresh);
-        tracing::warn!(
-            shard = self.id,
-            "the AOF failed: keyspace rebuilt from what the log holds; reads answer from it, writes are refused (MISCONF) until a restart"
-        );
-        Some(failing)
+        Some(Ok(()))
     }
 
     /// Starts logging every write to `writer`. From now on a reply leaves only once its
