@@ -398,6 +398,10 @@ impl User {
     }
 
     fn key_allowed(&self, key: &[u8], read: bool, write: bool) -> bool {
+        if !read && !write {
+            // Metadata only (EXISTS, TYPE, MEMORY USAGE...): any permission on the key.
+            return self.keys.iter().any(|k| glob_match(&k.pattern, key));
+        }
         let r = !read
             || self
                 .keys
@@ -446,7 +450,8 @@ impl User {
         }
         let (read, write) = key_access(spec, args);
         let keys: Vec<&Bytes> =
-            if matches!(spec.route, moon_store::command::Route::Keys(_)) || spec.name == "watch" {
+            // Keyspace commands, and the connection's own that name keys (WATCH, MEMORY USAGE).
+            if matches!(spec.route, moon_store::command::Route::Keys(_)) || spec.first_key > 0 {
                 spec.keys(args).collect()
             } else {
                 Vec::new()

@@ -79,9 +79,9 @@ pub(crate) fn command(args: &[Bytes]) -> Frame {
                 Frame::Array(vec![key, Frame::Array(flags.collect())])
             })
             .collect();
-        // A command that may name keys answers the ones this call names, maybe none (EVAL
-        // with 0 keys); one that never names any is an error.
-        if keys.is_empty() && spec.first_key <= 0 && !movable_keys(spec) {
+        // A command whose arguments decide its keys answers the ones this call names, maybe
+        // none (EVAL with 0 keys); a call naming no key otherwise is an error (MEMORY STATS).
+        if keys.is_empty() && !movable_keys(spec) {
             return err("ERR The command has no key arguments");
         }
         Frame::Array(keys)

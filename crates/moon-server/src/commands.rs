@@ -94,7 +94,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "info", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::info::info(s, a).await) }))),
     command!(Server: "time", 1, CONN, HERE, Run::Inline(|_, _| crate::connection::time())),
     command!(Generic: "memory", -2, Flags::READONLY, keys(2, 2, 1), HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::memory_cmd::memory(s, a).await) }))),
-    command!(Server: "cluster", -2, ADMIN, HERE, Run::Inline(|_, _| Frame::StaticError("ERR This instance has cluster support disabled"))),
+    command!(Connection: "cluster", -2, UNSCRIPTED, HERE, Run::Inline(|_, _| Frame::StaticError("ERR This instance has cluster support disabled"))),
     command!(Server: "module", -2, ADMIN.union(Flags::NOSCRIPT), HERE, Run::Inline(|_, a| crate::standalone::module(a))),
     command!(Server: "lolwut", -1, Flags::READONLY.union(Flags::FAST), HERE, Run::Inline(|_, a| crate::standalone::lolwut(a))),
     command!(Hyperloglog: "pfselftest", 1, ADMIN, HERE, Run::Inline(|s, _| crate::debug::pfselftest(s))),

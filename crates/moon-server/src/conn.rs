@@ -205,6 +205,9 @@ async fn serve_from<S>(
     let held = session.info.clone();
     let mut account = |rbuf_alloc: usize, scratch: &Vec<u8>, wbuf: &BytesMut| {
         let now = rbuf_alloc + scratch.capacity() + wbuf.capacity();
+        if now == counted {
+            return;
+        }
         moon_store::evict::client_buffers_changed(counted, now);
         counted = now;
         held.buffers.set(now);
@@ -233,7 +236,9 @@ async fn serve_from<S>(
             // A connection idle for a while has given its buffers back: a few bytes on the
             // stack wait for its next request.
             let mut small = [0u8; 64];
-            let holding = rbuf.is_empty() && wbuf.is_empty() && !scratch.is_empty();
+            let holding = rbuf.is_empty()
+                && wbuf.is_empty()
+                && rbuf.capacity() + scratch.capacity() + wbuf.capacity() > 0;
             let into: &mut [u8] = if scratch.is_empty() {
                 &mut small
             } else {
@@ -257,7 +262,9 @@ async fn serve_from<S>(
             // client blocked in a command.
             let idle = session
                 .idle_timeout
-                .filter(|_| !session.subs.any() && session.blocked.is_none());
+                .filter(|_| !session.subs.any() && session.blocked.is_none())
+                // Counted from its last request, whatever woke this loop since.
+                .map(|d| d.saturating_sub(session.info.last_active.get().elapsed()));
             let idle = async move {
                 match idle {
                     Some(d) => glommio::timer::sleep(d).await,
@@ -344,9 +351,14 @@ async fn serve_from<S>(
                         }
                         m.drain_into(&mut wbuf);
                     }
+                    account(rbuf_alloc, &scratch, &wbuf);
                     if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
                         break;
                     }
+                    if wbuf.capacity() > 4 * READ_CHUNK {
+                        wbuf = BytesMut::with_capacity(READ_CHUNK);
+                    }
+                    account(rbuf_alloc, &scratch, &wbuf);
                     continue;
                 }
             }
@@ -440,6 +452,8 @@ async fn serve_from<S>(
             session.reply(&Frame::Error(format!("ERR {e}")), &mut wbuf);
         }
         session.info.out.drain_into(&mut wbuf);
+        // A reply waiting for a client that does not read is memory too.
+        account(rbuf_alloc, &scratch, &wbuf);
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;
         }

@@ -178,6 +178,10 @@ pub(crate) async fn reset(session: &mut Session) {
     }
     moon_store::slowlog::rename(session.info.id, "");
     session.reply = crate::session::ReplyMode::On;
+    session.info.no_evict.set(false);
+    if session.info.no_touch.replace(false) {
+        moon_store::evict::set_no_touch(session.info.id, false);
+    }
     // Back to the default user: authenticated only if it needs no password.
     if let Some(u) = session.ctx.shared.user("default") {
         session.authenticated = u.enabled && u.nopass;

@@ -36,6 +36,8 @@ pub(crate) struct ShardInfo {
     rates: [f64; 3],
     /// Clients connected to this shard.
     clients: u64,
+    /// The largest memory account this shard's samples saw.
+    pub(crate) memory_peak: u64,
     /// Messages this shard sent to others for cross-shard work.
     cross_shard_batches: u64,
     /// Calls by command (commandstats).
@@ -103,6 +105,7 @@ pub(crate) async fn gather(
                 errors: c.errors.borrow().clone(),
                 rates: c.rates(),
                 clients: c.connected_clients.get(),
+                memory_peak: c.memory_peak.get(),
                 cross_shard_batches: c.cross_shard_batches.get(),
                 command_stats: if with_commands {
                     moon_store::stats::snapshot()
@@ -122,6 +125,7 @@ pub(crate) async fn gather(
         t.store.evicted_keys += s.store.evicted_keys;
         t.store.used_memory += s.store.used_memory;
         t.store.client_buffers += s.store.client_buffers;
+        t.memory_peak += s.memory_peak.max(s.store.used_memory);
         t.store.changes += s.store.changes;
         t.commands += s.commands;
         t.connections += s.connections;
@@ -215,8 +219,10 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         let (script_bytes, scripts) = moon_store::scripts::stats();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_dataset:{}\r\nmem_clients_normal:{clients}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_peak:{}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{}\r\nmem_clients_normal:{clients}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
             human(used),
+            t.memory_peak,
+            human(t.memory_peak),
             used - clients,
             human(rss),
             config.maxmemory,

@@ -19,14 +19,16 @@ pub(crate) async fn memory(session: &Session, args: &[Bytes]) -> Frame {
         let shards = session.ctx.shard.count();
         let owner = moon_store::slot::shard_for_key(&args[2], shards);
         let (key, db) = (args[2].clone(), session.db);
-        let bytes = session
-            .ctx
-            .shard
-            .call_on(owner, move |s: &moon_shard::Shard| {
-                s.store().memory_usage(db, &key, moon_shard::now_ms())
-            })
-            .await
-            .flatten();
+        let usage =
+            move |s: &moon_shard::Shard| s.store().memory_usage(db, &key, moon_shard::now_ms());
+        // Not in the middle of another client's transaction (inside this client's EXEC, its
+        // own transaction holds the shard: waiting for it would never end).
+        let bytes = if session.tx.is_none() {
+            session.ctx.shard.call_on_unlocked(owner, usage).await
+        } else {
+            session.ctx.shard.call_on(owner, usage).await
+        }
+        .flatten();
         return bytes.map_or(Frame::Null, |b| Frame::Integer(b as i64));
     }
     if args.len() != 2 {
@@ -66,8 +68,9 @@ pub(crate) async fn memory(session: &Session, args: &[Bytes]) -> Frame {
     }
 }
 
-/// The figures STATS and DOCTOR read: (used, clients' buffers, scripts, keys, rss).
-async fn figures(session: &Session) -> (u64, u64, u64, u64, u64, Vec<(usize, u64, u64)>) {
+/// The figures STATS and DOCTOR read: (used, clients' buffers, scripts, keys, rss, databases
+/// as (db, keys, expires), peak).
+async fn figures(session: &Session) -> (u64, u64, u64, u64, u64, Vec<(usize, u64, u64)>, u64) {
     let (per_shard, t) = crate::info::gather(session, false).await;
     let (scripts, _) = moon_store::scripts::stats();
     let mut dbs: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
@@ -85,16 +88,18 @@ async fn figures(session: &Session) -> (u64, u64, u64, u64, u64, Vec<(usize, u64
         t.store.keys,
         crate::info::rss_bytes(),
         dbs.into_iter().map(|(d, (k, e))| (d, k, e)).collect(),
+        t.memory_peak,
     )
 }
 
 /// MEMORY STATS: Redis's map, with the figures Moon keeps. Memory is the shards' account
 /// (keys, values, a per-key overhead, clients' buffers); scripts are counted beside it.
 async fn stats(session: &Session) -> Frame {
-    let (used, clients, scripts, keys, rss, dbs) = figures(session).await;
+    let (used, clients, scripts, keys, rss, dbs, peak) = figures(session).await;
     let dataset = used - clients;
     let int = |n: u64| Frame::Integer(n as i64);
     let mut map = vec![
+        ("peak.allocated", int(peak)),
         ("total.allocated", int(used)),
         ("replication.backlog", int(0)),
         ("clients.slaves", int(0)),
@@ -114,6 +119,14 @@ async fn stats(session: &Session) -> Frame {
                 0.0
             } else {
                 dataset as f64 * 100.0 / used as f64
+            }),
+        ),
+        (
+            "peak.percentage",
+            Frame::Double(if peak == 0 {
+                0.0
+            } else {
+                used as f64 * 100.0 / peak as f64
             }),
         ),
         ("rss.bytes", int(rss)),
@@ -145,7 +158,7 @@ async fn stats(session: &Session) -> Frame {
 
 /// MEMORY DOCTOR: what in the figures an operator should look at, in plain words.
 async fn doctor(session: &Session) -> Frame {
-    let (used, clients, _, keys, rss, _) = figures(session).await;
+    let (used, clients, _, keys, rss, _, _) = figures(session).await;
     let mut findings = Vec::new();
     if used < 5 * 1024 * 1024 {
         return Frame::bulk(format!(

@@ -218,6 +218,19 @@ impl AsyncHost for TxHost {
                     let counts = crate::pubsub::publish(&self.shard, vec![publication]).await;
                     return Frame::Integer(counts.first().copied().unwrap_or(0));
                 }
+                ScriptStep::MemoryUsage(key) => {
+                    let owner = shard_for_key(&key, self.shards);
+                    if !self.participants.contains(&owner) {
+                        return err(NON_LOCAL_KEY);
+                    }
+                    let (db, now) = (self.db.get(), self.tx.now);
+                    return self
+                        .shard
+                        .call_on(owner, move |s| s.store_in_tx().memory_usage(db, &key, now))
+                        .await
+                        .flatten()
+                        .map_or(Frame::Null, |n| Frame::Integer(n as i64));
+                }
                 ScriptStep::Run(row) => row,
             };
             if !matches!(row.spec.route, Route::Keys(_)) {

@@ -44,10 +44,13 @@ pub(crate) fn module(args: &[Bytes]) -> Frame {
 pub(crate) fn lolwut(args: &[Bytes]) -> Frame {
     let phase = match args {
         [_] => 4,
-        [_, v, n] if eq(v, "version") => match parse_i64(n) {
-            Some(n) => n.rem_euclid(8),
-            None => return err("ERR value is not an integer or out of range"),
-        },
+        // Redis's later arguments size its drawings; this one has one size.
+        [_, v, n, sizes @ ..] if eq(v, "version") && sizes.len() <= 3 => {
+            match (parse_i64(n), sizes.iter().all(|a| parse_i64(a).is_some())) {
+                (Some(n), true) => n.rem_euclid(8),
+                _ => return err("ERR value is not an integer or out of range"),
+            }
+        }
         _ => return err("ERR syntax error"),
     };
     // The lit part is where the disc and a second disc, shifted by the phase, differ.

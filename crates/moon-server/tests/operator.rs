@@ -989,6 +989,54 @@ fn memory_module_cluster_and_lolwut() {
     assert!(art.contains("Moon ver. "), "{art}");
     let art: String = cmd(&mut c, &["LOLWUT", "VERSION", "2"]);
     assert!(art.contains('#') && art.contains("Moon ver. "), "{art}");
+    let art: String = cmd(&mut c, &["LOLWUT", "VERSION", "6", "40", "10"]);
+    assert!(art.contains("Moon ver. "), "{art}");
+    assert!(int("peak.allocated") >= int("total.allocated"));
+    let e = expect_err(&mut c, &["COMMAND", "GETKEYS", "MEMORY", "STATS"]);
+    assert_eq!(e, "ERR The command has no key arguments");
+
+    // MEMORY USAGE names a key: ACL key patterns apply (review finding).
+    cmd::<()>(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            "nopass",
+            "~public:*",
+            "+memory",
+            "+eval",
+        ],
+    );
+    let mut r = s.client();
+    cmd::<()>(&mut r, &["AUTH", "reader", "x"]);
+    let e = expect_err(&mut r, &["MEMORY", "USAGE", &keys[0]]);
+    assert!(e.starts_with("NOPERM"), "{e}");
+    let none: Option<i64> = cmd(&mut r, &["MEMORY", "USAGE", "public:x"]);
+    assert_eq!(none, None);
+    // And scripts may call it, on one shard or across both (review finding).
+    let one: i64 = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('memory', 'usage', KEYS[1])",
+            "1",
+            &keys[0],
+        ],
+    );
+    assert!(one > 20);
+    let both: Vec<i64> = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "return {redis.call('memory', 'usage', KEYS[1]), redis.call('memory', 'usage', KEYS[2])}",
+            "2",
+            &keys[0],
+            &keys[1],
+        ],
+    );
+    assert!(both.iter().all(|&n| n > 20), "{both:?}");
 }
 
 /// A connection's buffers are memory: counted in used_memory (INFO's mem_clients_normal,
@@ -1048,6 +1096,30 @@ fn client_buffers_are_counted_and_given_back_when_idle() {
     let line = idler(&mut c);
     let after = field(&line, "qbuf") + field(&line, "qbuf-free");
     assert!(after > 0 && after < 32768, "{line}");
+    // A subscriber that only receives gives its buffers back too once nothing is pending
+    // (review finding: pushes grew a buffer that was never given back nor counted).
+    let mut sub = s.client();
+    cmd::<()>(&mut sub, &["CLIENT", "SETNAME", "listener"]);
+    let mut sub = sub.as_pubsub();
+    sub.subscribe("news").unwrap();
+    let _: i64 = cmd(&mut c, &["PUBLISH", "news", &"y".repeat(200_000)]);
+    let m = sub.get_message().unwrap();
+    assert_eq!(m.get_payload::<String>().unwrap().len(), 200_000);
+    let listener = |c: &mut redis::Connection| -> String {
+        let list: String = cmd(c, &["CLIENT", "LIST"]);
+        list.lines()
+            .find(|l| l.contains("name=listener"))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || field(
+            &listener(&mut c),
+            "tot-mem"
+        ) == 0),
+        "{}",
+        listener(&mut c)
+    );
     // A key deleted and the memory it held is not counted any more (lazyfree unit).
     let used = |c: &mut redis::Connection| -> u64 {
         let info: String = cmd(c, &["INFO", "memory"]);
@@ -1094,6 +1166,22 @@ fn client_no_touch_and_no_evict() {
     assert!(freq(&mut c) > touched, "reads count again");
     let e = expect_err(&mut c, &["CLIENT", "NO-TOUCH", "maybe"]);
     assert!(e.starts_with("ERR syntax error"), "{e}");
+    // A no-touch client switching databases leaves every database touchable (review
+    // finding: the flag stuck to the keyspace SWAPDB moved).
+    cmd::<()>(&mut c, &["CLIENT", "NO-TOUCH", "ON"]);
+    cmd::<()>(&mut c, &["SWAPDB", "0", "1"]);
+    cmd::<()>(&mut c, &["SWAPDB", "0", "1"]);
+    cmd::<()>(&mut c, &["CLIENT", "NO-TOUCH", "OFF"]);
+    let now = freq(&mut c);
+    for _ in 0..50 {
+        let _: String = cmd(&mut c, &["GET", "k"]);
+    }
+    assert!(freq(&mut c) > now, "database 0 stayed untouchable");
+    // RESET clears both flags.
+    cmd::<()>(&mut c, &["CLIENT", "NO-TOUCH", "ON"]);
+    redis::cmd("RESET").query::<String>(&mut c).unwrap();
+    let info: String = cmd(&mut c, &["CLIENT", "INFO"]);
+    assert!(info.contains(" flags=N "), "{info}");
 }
 
 /// INFO's rates are sampled (instantaneous_ops_per_sec under load is not 0), and the Moon

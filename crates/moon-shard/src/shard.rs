@@ -131,6 +131,8 @@ pub struct ShardCounters {
     pub errors: RefCell<std::collections::BTreeMap<String, u64>>,
     /// Recent rates (INFO's `instantaneous_*`), sampled every 100 ms.
     rates: RefCell<Rates>,
+    /// The largest memory account seen by those samples (INFO's `used_memory_peak`).
+    pub memory_peak: Cell<u64>,
 }
 
 /// Commands, input and output bytes per second over the last 1.6 s: 16 samples taken 100 ms
@@ -422,6 +424,12 @@ impl Shard {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 let Some(shard) = weak.upgrade() else { break };
                 shard.counters.sample_rates();
+                if let Ok(store) = shard.store.try_borrow() {
+                    let used = store.memory_account();
+                    if used > shard.counters.memory_peak.get() {
+                        shard.counters.memory_peak.set(used);
+                    }
+                }
                 while shard.expire_active(1000) == 1000 {
                     glommio::yield_if_needed().await;
                 }

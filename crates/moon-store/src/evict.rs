@@ -4,8 +4,8 @@
 //! Memory is the keyspace's own account of what it holds ([`crate::Keyspace::used_memory`]:
 //! keys, values and a fixed per-key overhead), not the allocator's figure: it is exact and
 //! deterministic, it moves with every insert and removal, and it needs no allocator hooks.
-//! To it are added the read and write buffers of the shard's client connections
-//! ([`client_buffers_changed`]), as Redis counts its clients' buffers in `used_memory`: a
+//! To it is added each shard's even share of the read and write buffers of every client
+//! connection ([`client_buffers`]), as Redis counts its clients' buffers in `used_memory`: a
 //! client that sends a huge pipeline takes room from the keys, and INFO says where memory went.
 //!
 //! Before a command that may grow memory (`denyoom` in the command table) runs over the limit,
@@ -15,19 +15,25 @@
 //! at the place it was removed, exactly like an expired one, so replay never evicts anything
 //! by itself and stays exact.
 
-thread_local! {
-    /// Bytes this shard's client connections hold in their buffers.
-    static CLIENT_BUFFERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
+/// Bytes every client connection holds in its buffers, server-wide.
+static CLIENT_BUFFERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A connection on this shard's thread now holds `after` bytes of buffers (it held `before`).
+/// A connection now holds `after` bytes of buffers (it held `before`). Callers report only
+/// changes (most requests change nothing): one shared counter, rarely written.
 pub fn client_buffers_changed(before: usize, after: usize) {
-    CLIENT_BUFFERS.with(|c| c.set(c.get().saturating_sub(before).saturating_add(after)));
+    use std::sync::atomic::Ordering::Relaxed;
+    if after > before {
+        CLIENT_BUFFERS.fetch_add(after - before, Relaxed);
+    } else if before > after {
+        CLIENT_BUFFERS.fetch_sub(before - after, Relaxed);
+    }
 }
 
-/// Bytes this shard's client connections hold in their buffers (INFO's `mem_clients_normal`).
-pub fn client_buffers() -> usize {
-    CLIENT_BUFFERS.with(|c| c.get())
+/// Bytes client connections hold in their buffers, server-wide (INFO's `mem_clients_normal`).
+/// Each of `shards` shards counts an even share against its share of `maxmemory`, as the
+/// limit is shared: where a connection happens to be served does not decide whose keys go.
+pub fn client_buffers(shards: usize) -> usize {
+    CLIENT_BUFFERS.load(std::sync::atomic::Ordering::Relaxed) / shards.max(1)
 }
 
 /// How many clients asked CLIENT NO-TOUCH: while none has, a command pays one load.

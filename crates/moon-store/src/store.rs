@@ -33,7 +33,7 @@ pub struct StoreStats {
     pub evicted_keys: u64,
     /// The memory account (see `crate::evict`): the keyspaces plus the clients' buffers.
     pub used_memory: u64,
-    /// Of which the shard's client connections' buffers.
+    /// Of which the shard's share of the client connections' buffers.
     pub client_buffers: u64,
     pub maxmemory: u64,
     /// Changes logged since the process started (INFO's `rdb_changes_since_last_save`).
@@ -491,7 +491,7 @@ impl Store {
     /// Bytes held by every database's keyspace and the shard's clients' buffers (see
     /// `crate::evict`).
     fn used_memory(&self) -> usize {
-        crate::evict::client_buffers()
+        crate::evict::client_buffers(self.place.1)
             + self.ks.used_memory()
             + self
                 .dbs
@@ -513,6 +513,11 @@ impl Store {
         self.touch_dbs(&[]);
     }
 
+    /// The memory account now (INFO's `used_memory` share of this shard).
+    pub fn memory_account(&self) -> u64 {
+        self.used_memory() as u64
+    }
+
     /// Whether the keyspace holds more than its `maxmemory` share (no eviction: a check for a
     /// write inside a transaction, where evicting would log deletions outside its part).
     pub fn over_memory_limit(&self) -> bool {
@@ -529,7 +534,7 @@ impl Store {
             expired_keys: all().map(|k| k.expired_keys).sum(),
             evicted_keys: all().map(|k| k.evicted_keys).sum(),
             used_memory: self.used_memory() as u64,
-            client_buffers: crate::evict::client_buffers() as u64,
+            client_buffers: crate::evict::client_buffers(self.place.1) as u64,
             maxmemory: self.memory_limit.max as u64,
             changes: self.changes,
         }
@@ -1122,8 +1127,12 @@ impl Store {
     }
 
     /// Whether the commands about to run leave LRU/LFU alone (CLIENT NO-TOUCH).
+    /// Every database's: the command may switch databases (SWAPDB, FLUSHALL, COPY ... DB).
     pub(crate) fn set_no_touch(&mut self, on: bool) {
         self.ks.set_no_touch(on);
+        for ks in &mut self.dbs {
+            ks.set_no_touch(on);
+        }
     }
 
     /// Before a command's handler runs: the clock, what its effects will be announced as,

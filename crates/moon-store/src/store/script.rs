@@ -477,6 +477,9 @@ pub enum ScriptStep {
     Select(usize),
     /// PUBLISH channel message.
     Publish(Bytes, Bytes),
+    /// MEMORY USAGE key (a connection-level command outside scripts): the key's shard answers
+    /// [`Store::memory_usage`].
+    MemoryUsage(Bytes),
     Run(&'static KeyspaceCommand),
 }
 
@@ -508,6 +511,15 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
                 Frame::Bulk(Bytes::from((now / 1000).to_string())),
                 Frame::Bulk(Bytes::from((now % 1000 * 1000).to_string())),
             ]));
+        }
+        "memory"
+            if eq(&args.get(1).cloned().unwrap_or_default(), "usage")
+                && (args.len() == 3
+                    || (args.len() == 5
+                        && eq(&args[3], "samples")
+                        && parse_i64(&args[4]).is_some())) =>
+        {
+            return ScriptStep::MemoryUsage(args[2].clone());
         }
         "select" if args.len() == 2 => {
             return match parse_i64(&args[1]) {
@@ -820,6 +832,17 @@ impl Host for StoreHost<'_> {
                 // known yet (Redis answers that number): 0.
                 self.store.publish(channel, message);
                 return Frame::Integer(0);
+            }
+            ScriptStep::MemoryUsage(key) => {
+                let (shard, shards) = self.store.place;
+                if shards > 1 && shard_for_key(&key, shards) != shard {
+                    return err(NON_LOCAL_KEY);
+                }
+                let db = self.store.db;
+                return self
+                    .store
+                    .memory_usage(db, &key, self.now)
+                    .map_or(Frame::Null, |n| Frame::Integer(n as i64));
             }
             ScriptStep::Run(row) => row,
         };
