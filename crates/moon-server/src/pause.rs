@@ -59,6 +59,8 @@ pub(crate) fn pause(shared: &Shared, args: &[Bytes]) -> Frame {
         shared.pause_all.store(all, Ordering::Release);
         shared.pause_until.store(until, Ordering::Release);
     }
+    // Nothing expires while paused either: keys past their deadline read as gone and stay.
+    moon_store::keyspace::hold_expiry_until(shared.pause_until.load(Ordering::Acquire));
     Frame::OK
 }
 
@@ -66,6 +68,7 @@ pub(crate) fn pause(shared: &Shared, args: &[Bytes]) -> Frame {
 pub(crate) fn unpause(shared: &Shared) -> Frame {
     shared.pause_until.store(0, Ordering::Release);
     shared.pause_all.store(false, Ordering::Release);
+    moon_store::keyspace::hold_expiry_until(0);
     Frame::OK
 }
 

@@ -1302,3 +1302,54 @@ fn debug_reload_object_and_active_expire() {
     let e = expect_err(&mut s.client(), &["DEBUG", "RELOAD"]);
     assert!(e.contains("appendonly no"), "{e}");
 }
+
+/// CLIENT PAUSE holds expiry, as Redis does: a key past its deadline reads as gone but stays
+/// (no deletion reaches the log while paused). A write that meets such a key — inside an EXEC
+/// that started the pause — still removes it first, so the log replays to what clients saw
+/// (checked after SIGKILL).
+#[test]
+fn client_pause_holds_expiry_and_replay_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--enable-debug-command", "yes", "--appendfsync", "always"];
+    let mut s = MoonServer::start_in(dir.path(), 1, &args).unwrap();
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    cmd::<()>(&mut c, &["SET", "r", "1", "PX", "20"]);
+    cmd::<i64>(&mut c, &["RPUSH", "k", "old"]);
+    cmd::<i64>(&mut c, &["PEXPIRE", "k", "20"]);
+    // Past both deadlines (time passing, not synchronisation).
+    std::thread::sleep(Duration::from_millis(100));
+    cmd::<()>(&mut c, &["CLIENT", "PAUSE", "100000", "WRITE"]);
+    let r: Option<String> = cmd(&mut c, &["GET", "r"]);
+    assert_eq!(r, None, "an expired key reads as gone");
+    assert_eq!(cmd::<i64>(&mut c, &["DBSIZE"]), 2, "but stays while paused");
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    // A write meeting an expired key during a pause: the EXEC that paused runs on.
+    // (RPUSH is logged as sent: replayed onto the old list it would give [old, new].)
+    let out: (String, Vec<String>, i64) = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg(&["PAUSE", "100000", "WRITE"])
+        .cmd("LRANGE")
+        .arg(&["k", "0", "-1"])
+        .cmd("RPUSH")
+        .arg(&["k", "new"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(out, ("OK".into(), vec![], 1));
+    cmd::<()>(&mut c, &["CLIENT", "UNPAUSE"]);
+    let r: Option<String> = cmd(&mut c, &["GET", "r"]);
+    assert_eq!(r, None);
+    assert_eq!(
+        cmd::<i64>(&mut c, &["DBSIZE"]),
+        1,
+        "expired once the pause ended"
+    );
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 1, &args).unwrap();
+    let mut c = s.client();
+    let list: Vec<String> = cmd(&mut c, &["LRANGE", "k", "0", "-1"]);
+    assert_eq!(list, ["new"], "replay applied the RPUSH to the old list");
+    let r: Option<String> = cmd(&mut c, &["GET", "r"]);
+    assert_eq!(r, None);
+}

@@ -168,6 +168,9 @@ pub struct Keyspace {
     clock: u64,
     /// The command running now leaves LRU/LFU alone (its client asked CLIENT NO-TOUCH).
     no_touch: bool,
+    /// The command running now only reads: while expiry is held (CLIENT PAUSE) it leaves
+    /// expired keys in place.
+    reading: bool,
     /// Keys created since the last [`Keyspace::take_created`], collected only while `Some`
     /// (keyspace notifications of class `n`).
     created: Option<Vec<Bytes>>,
@@ -182,6 +185,21 @@ pub enum Removal {
     /// A key evicted under `maxmemory`.
     Evicted(Bytes),
     Field(Bytes, Bytes),
+}
+
+/// Until when (Unix ms) expired keys stay where they are: CLIENT PAUSE holds expiry, as Redis
+/// does, so that nothing changes while writes are paused (a failover waits for replicas to
+/// catch up on a primary that must stand still). Reads treat such keys as gone.
+static EXPIRY_HELD_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Holds expiry until `ms` (Unix time; 0 ends a hold): CLIENT PAUSE and UNPAUSE.
+pub fn hold_expiry_until(ms: u64) {
+    EXPIRY_HELD_UNTIL.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether expired keys stay put at `now` (never while replaying).
+fn expiry_held(now: u64) -> bool {
+    now != NO_EXPIRY_CHECK && now < EXPIRY_HELD_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `now` value that disables expiry, used while replaying a log. Every expiration that
@@ -226,6 +244,11 @@ impl Keyspace {
         }
     }
 
+    /// Whether the command about to run only reads (false again when it ends).
+    pub fn set_reading(&mut self, on: bool) {
+        self.reading = on;
+    }
+
     /// Whether the commands about to run leave LRU/LFU alone (CLIENT NO-TOUCH).
     pub fn set_no_touch(&mut self, on: bool) {
         self.no_touch = on;
@@ -262,6 +285,11 @@ impl Keyspace {
     fn live_index_untouched(&mut self, key: &[u8], now: u64) -> Option<usize> {
         let idx = self.map.get_index_of(key)?;
         if Self::is_expired(&self.map[idx], now) {
+            // Only a read leaves it: a write's record must follow the key's removal in the log,
+            // or replay (which expires nothing) would apply it to the old value.
+            if self.reading && expiry_held(now) {
+                return None;
+            }
             if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
                 self.used -= entry_size(&stored, &entry.value);
                 if entry.expire_at != 0 {
@@ -523,6 +551,9 @@ impl Keyspace {
     /// up to what is left of `budget` hash fields whose deadline passed. Returns how many keys
     /// and fields were removed.
     pub fn expire_cycle(&mut self, now: u64, budget: usize) -> usize {
+        if expiry_held(now) {
+            return 0;
+        }
         let mut removed = self.expire_key_cycle(now, budget);
         while removed < budget {
             let Some((deadline, key)) = self.field_deadlines.first().cloned() else {
@@ -586,6 +617,9 @@ impl Keyspace {
             let idx = (seed >> 33) as usize % self.map.len();
             let (key, entry) = self.map.get_index(idx)?;
             if Self::is_expired(entry, now) {
+                if self.reading && expiry_held(now) {
+                    continue;
+                }
                 let key = key.clone();
                 if let Some(gone) = self.remove(&key) {
                     lazyfree::dispose(gone.value, Cause::Expire);

@@ -1147,6 +1147,7 @@ impl Store {
         event: Option<&'static str>,
     ) -> Result<(), Frame> {
         self.ks.set_clock(now);
+        self.ks.set_reading(!spec.is_write());
         self.spec = Some(spec);
         self.writer = writer;
         self.batch_event = event;
@@ -1177,6 +1178,7 @@ impl Store {
     /// emptied collections announced, the reader's keys remembered if it read, and the store
     /// is back in database 0 if a replayed `MOON.DB` had selected another.
     pub(crate) fn end_command(&mut self, args: &[Bytes], reply: &Frame, reader: Option<Reader>) {
+        self.ks.set_reading(false);
         self.log_expired();
         if !self.notify.is_off() {
             self.note_emptied();
