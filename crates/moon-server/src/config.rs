@@ -27,6 +27,8 @@ pub struct Config {
     pub maxmemory_samples: u64,
     /// Always 0: Moon evicts no clients.
     pub maxmemory_clients: u64,
+    /// Microseconds waited after each record or key replayed (hidden; tests).
+    pub key_load_delay: u64,
     /// Thresholds of the compact encodings of hashes and sets.
     pub encodings: moon_store::Encodings,
     /// Redis's `save` schedule, normalised: accepted and reported, no effect (no RDB snapshots).
@@ -118,6 +120,8 @@ pub struct Key {
     pub name: &'static str,
     pub mutability: Mutability,
     pub help: &'static str,
+    /// Left out of `CONFIG GET *` (only asked for by name), as Redis hides its test knobs.
+    pub hidden: bool,
     /// Parses the text into the config; `Err` says what is allowed.
     set: fn(&mut Config, &str) -> Result<(), String>,
     get: fn(&Config) -> String,
@@ -126,11 +130,18 @@ pub struct Key {
 use Mutability::{Runtime, Startup};
 
 macro_rules! key {
+    (hidden $name:literal, $mutability:ident, $help:literal, |$c:ident, $v:ident| $set:expr, |$g:ident| $get:expr) => {
+        Key {
+            hidden: true,
+            ..key!($name, $mutability, $help, |$c, $v| $set, |$g| $get)
+        }
+    };
     ($name:literal, $mutability:ident, $help:literal, |$c:ident, $v:ident| $set:expr, |$g:ident| $get:expr) => {
         Key {
             name: $name,
             mutability: $mutability,
             help: $help,
+            hidden: false,
             set: |$c: &mut Config, $v: &str| -> Result<(), String> {
                 $set;
                 Ok(())
@@ -317,6 +328,9 @@ pub const KEYS: &[Key] = &[
             c.maxmemory_clients = 0;
         },
         |c| c.maxmemory_clients.to_string()),
+    key!(hidden "key-load-delay", Runtime, "Microseconds to wait after each record or key replayed (Redis's test knob for a slow load; 0 = none).",
+        |c, v| c.key_load_delay = int_in(v, 0..=1_000_000, "microseconds from 0 to 1000000")?,
+        |c| c.key_load_delay.to_string()),
     key!("daemonize", Startup, "Only no: Moon runs in the foreground (run it under a supervisor such as systemd).",
         |_c, v| if flag(v)? { return Err("no (Moon does not daemonize; run it under a supervisor)".into()) },
         |_c| "no".into()),
@@ -510,6 +524,7 @@ impl Default for Config {
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: 5,
             maxmemory_clients: 0,
+            key_load_delay: 0,
             encodings: moon_store::Encodings::default(),
             save: String::new(),
             repl_backlog_size: 1024 * 1024,
@@ -618,6 +633,7 @@ impl Config {
     /// What the process-wide monitors (`moon_store::slowlog`, `moon_store::latency`) read
     /// from this configuration: at startup, and after a CONFIG SET took effect whole.
     pub fn apply_monitors(&self) {
+        moon_shard::recovery::set_key_load_delay(self.key_load_delay);
         moon_store::slowlog::set_slower_than(self.slowlog_log_slower_than);
         moon_store::slowlog::set_max_len(self.slowlog_max_len as usize);
         moon_store::latency::set_threshold(self.latency_monitor_threshold);

@@ -25,7 +25,11 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         let fixed = [("save", ""), ("cluster-enabled", "no")];
         for pattern in &args[2..] {
             let p = pattern.to_ascii_lowercase();
-            for key in config::KEYS.iter().map(|k| k.name) {
+            for row in config::KEYS {
+                let key = row.name;
+                if row.hidden && p != key.as_bytes() {
+                    continue;
+                }
                 if glob_match(&p, key.as_bytes())
                     && !pairs.iter().any(|(k, _): &(String, String)| k == key)
                 {

@@ -244,3 +244,29 @@ fn past_256_loading_connections_a_new_one_is_told_loading_and_closed() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `key-load-delay` (Redis's hidden test knob) slows replay down: a second after loading
+/// started, 50 records at 100 ms each are still loading. Hidden from `CONFIG GET *`, shown
+/// when asked by name.
+#[test]
+fn key_load_delay_slows_replay_and_is_hidden() {
+    let data = dir_with_keys(50);
+    let hold = data.path().join("hold");
+    let (mut child, port) = start_held(data.path(), &hold, &["--key-load-delay", "100000"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects while loading");
+    std::fs::remove_file(&hold).expect("start replaying");
+    // Time passing, not synchronisation: without the delay the replay takes milliseconds.
+    std::thread::sleep(Duration::from_secs(1));
+    let info = request(&mut s, &["INFO", "persistence"]);
+    assert!(info.contains("loading:1\r\n"), "{info}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let server = MoonServer::start(1, &[]);
+    let mut c = server.client();
+    let all: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "*"]);
+    assert!(!all.iter().any(|k| k == "key-load-delay"));
+    let named: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "key-load-delay"]);
+    assert_eq!(named, ["key-load-delay", "0"]);
+    cmd::<()>(&mut c, &["CONFIG", "SET", "key-load-delay", "0"]);
+}
