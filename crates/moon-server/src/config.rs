@@ -633,7 +633,7 @@ impl Config {
     /// What the process-wide monitors (`moon_store::slowlog`, `moon_store::latency`) read
     /// from this configuration: at startup, and after a CONFIG SET took effect whole.
     pub fn apply_monitors(&self) {
-        moon_shard::recovery::set_key_load_delay(self.key_load_delay);
+        moon_shard::set_key_load_delay(self.key_load_delay);
         moon_store::slowlog::set_slower_than(self.slowlog_log_slower_than);
         moon_store::slowlog::set_max_len(self.slowlog_max_len as usize);
         moon_store::latency::set_threshold(self.latency_monitor_threshold);

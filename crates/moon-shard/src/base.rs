@@ -230,7 +230,7 @@ fn visit(
             counted = at;
         }
         let Some(item) = item else { break };
-        crate::recovery::key_load_delay();
+        crate::load_delay::wait();
         match item {
             moon_rdb::Item::Key(k) => {
                 let db = usize::try_from(k.db)

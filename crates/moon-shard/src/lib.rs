@@ -19,6 +19,7 @@ pub mod base;
 #[cfg(feature = "runtime")]
 mod blocked;
 mod clock;
+mod load_delay;
 pub mod recovery;
 #[cfg(feature = "runtime")]
 pub mod rewrite;
@@ -34,6 +35,7 @@ pub mod txn;
 mod replay_check;
 
 pub use clock::now_ms;
+pub use load_delay::set_key_load_delay;
 #[cfg(feature = "runtime")]
 pub use runtime::start;
 #[cfg(feature = "runtime")]

@@ -429,22 +429,6 @@ pub fn applicable(
 /// The string length limit is lifted while replaying: what was accepted once must replay even
 /// if `proto-max-bulk-len` is lower now. Returns the report and the number of transaction
 /// parts skipped (see [`applicable`]).
-/// `key-load-delay`: microseconds waited after each record or key replayed (0 = none), so
-/// that a test can watch a load in progress.
-static KEY_LOAD_DELAY_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-pub fn set_key_load_delay(us: u64) {
-    KEY_LOAD_DELAY_US.store(us, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Waits `key-load-delay` (one load when it is 0).
-pub(crate) fn key_load_delay() {
-    let us = KEY_LOAD_DELAY_US.load(std::sync::atomic::Ordering::Relaxed);
-    if us > 0 {
-        std::thread::sleep(std::time::Duration::from_micros(us));
-    }
-}
-
 pub fn replay_log(
     store: &mut moon_store::Store,
     path: &std::path::Path,
@@ -465,7 +449,7 @@ pub fn replay_log(
             }
             None => skipped += 1,
         }
-        key_load_delay();
+        crate::load_delay::wait();
     };
     let report = if may_truncate {
         moon_aof::replay_file_until(path, bounds, apply)
