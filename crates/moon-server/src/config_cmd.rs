@@ -207,6 +207,7 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
                 moon_store::stats::reset();
             })
             .await;
+        moon_store::lazyfree::reset_stats();
         Frame::OK
     } else if eq(sub, "help") {
         Frame::Array(

@@ -1229,6 +1229,17 @@ fn info_rates_moon_section_and_config_checks() {
         e.contains("percentage argument must be less or equal to 100"),
         "{e}"
     );
+    // RESETSTAT resets lazyfreed_objects too (Redis's lazyfree unit).
+    let members: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    let mut sadd = vec!["SADD", "big"];
+    sadd.extend(members.iter().map(String::as_str));
+    cmd::<i64>(&mut c, &sadd);
+    cmd::<i64>(&mut c, &["UNLINK", "big"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        field(&mut c, "memory", "lazyfreed_objects") != "0"
+    }));
+    cmd::<()>(&mut c, &["CONFIG", "RESETSTAT"]);
+    assert_eq!(field(&mut c, "memory", "lazyfreed_objects"), "0");
 }
 
 /// DEBUG RELOAD rebuilds every shard from its log and changes nothing a client can see (the

@@ -97,6 +97,11 @@ pub fn stats() -> (u64, u64) {
     )
 }
 
+/// CONFIG RESETSTAT: `lazyfreed_objects` back to 0 (pending objects are not statistics).
+pub fn reset_stats() {
+    FREED.store(0, Ordering::Relaxed);
+}
+
 /// How many allocations freeing `value` touches (Redis's "free effort"): one for a string or
 /// a compact collection, one per member or field of a table.
 pub fn free_effort(value: &Value) -> usize {
