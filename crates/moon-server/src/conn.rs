@@ -294,6 +294,9 @@ async fn serve_from<S>(
             .await;
             match event {
                 Event::Read(Ok(n)) if n > 0 => {
+                    // Any bytes count as activity for the idle timeout, as in Redis (a large
+                    // value may take longer than `timeout` to arrive whole).
+                    session.info.last_active.set(Instant::now());
                     if scratch.is_empty() {
                         // Back from idle: the buffers again.
                         rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -454,8 +457,14 @@ async fn serve_from<S>(
         session.info.out.drain_into(&mut wbuf);
         // A reply waiting for a client that does not read is memory too.
         account(rbuf_alloc, &scratch, &wbuf);
+        let wrote = !wbuf.is_empty();
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;
+        }
+        if wrote {
+            // A reply that took long (a blocking command served late, a slow reader) is
+            // activity too: the idle timeout starts after it.
+            session.info.last_active.set(Instant::now());
         }
         if protocol_error.is_some() || session.quit || session.close_after_reply {
             break;

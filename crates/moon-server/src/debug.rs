@@ -82,6 +82,10 @@ pub(crate) async fn debug(session: &Session, args: &[Bytes]) -> Frame {
             }
             None => err(moon_store::reply::NOT_INTEGER),
         },
+        // Inside EXEC its own transaction holds shards the reload would wait for.
+        ("reload", _) if session.tx.is_some() => {
+            err("ERR DEBUG RELOAD is not allowed inside a transaction")
+        }
         ("reload", _) => reload(session).await,
         ("object", 3) => object(session, &args[2]).await,
         ("help", 2) => Frame::Array(

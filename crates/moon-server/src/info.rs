@@ -125,6 +125,8 @@ pub(crate) async fn gather(
         t.store.evicted_keys += s.store.evicted_keys;
         t.store.used_memory += s.store.used_memory;
         t.store.client_buffers += s.store.client_buffers;
+        // Each shard's own peak, sampled every 100 ms: their sum bounds the true peak from
+        // above (shards need not peak together).
         t.memory_peak += s.memory_peak.max(s.store.used_memory);
         t.store.changes += s.store.changes;
         t.commands += s.commands;

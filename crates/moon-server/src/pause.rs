@@ -8,8 +8,8 @@
 //! in MULTI or executed; what the client pipelined after it waits behind it. Commands inside a
 //! transaction being executed never wait (a pause given inside MULTI starts after its EXEC),
 //! and neither does CLIENT UNPAUSE (Redis would make an ALL pause wait for its deadline).
-//! A waiting client counts in INFO's `blocked_clients`. Keys still expire while paused
-//! (Redis stops expiring; Moon has no replica that could tell the difference yet).
+//! A waiting client counts in INFO's `blocked_clients`. Expiry is held while paused, as in
+//! Redis: the deadline is the keyspace's own atomic (`moon_store::keyspace::pause_deadline`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -59,8 +59,6 @@ pub(crate) fn pause(shared: &Shared, args: &[Bytes]) -> Frame {
         shared.pause_all.store(all, Ordering::Release);
         shared.pause_until.store(until, Ordering::Release);
     }
-    // Nothing expires while paused either: keys past their deadline read as gone and stay.
-    moon_store::keyspace::hold_expiry_until(shared.pause_until.load(Ordering::Acquire));
     Frame::OK
 }
 
@@ -68,7 +66,6 @@ pub(crate) fn pause(shared: &Shared, args: &[Bytes]) -> Frame {
 pub(crate) fn unpause(shared: &Shared) -> Frame {
     shared.pause_until.store(0, Ordering::Release);
     shared.pause_all.store(false, Ordering::Release);
-    moon_store::keyspace::hold_expiry_until(0);
     Frame::OK
 }
 

@@ -199,7 +199,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         next_client_id: AtomicU64::new(1),
         connected_clients: AtomicU64::new(0),
         blocked_clients: AtomicU64::new(0),
-        pause_until: AtomicU64::new(0),
+        pause_until: moon_store::keyspace::pause_deadline(),
         pause_all: std::sync::atomic::AtomicBool::new(false),
         drained_shards: AtomicUsize::new(0),
         rewrite: crate::shared::RewriteState::new(

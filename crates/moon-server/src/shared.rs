@@ -61,8 +61,9 @@ pub struct Shared {
     /// Clients waiting in a blocking command or a CLIENT PAUSE (INFO's `blocked_clients`).
     pub blocked_clients: AtomicU64,
     /// CLIENT PAUSE: until when (Unix ms; 0 = not paused) and whether every command waits
-    /// or only writes (`pause.rs`).
-    pub pause_until: AtomicU64,
+    /// or only writes (`pause.rs`). The deadline is the keyspace's own
+    /// (`moon_store::keyspace::pause_deadline`), which holds expiry while paused.
+    pub pause_until: &'static AtomicU64,
     pub pause_all: std::sync::atomic::AtomicBool,
     pub(crate) drained_shards: AtomicUsize,
     /// BGREWRITEAOF state (see `rewrite.rs`).

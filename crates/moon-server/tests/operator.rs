@@ -1291,6 +1291,19 @@ fn debug_reload_object_and_active_expire() {
     assert!(line.contains(" serializedlength:"), "{line}");
     let e = expect_err(&mut c, &["DEBUG", "OBJECT", "nosuchkey"]);
     assert_eq!(e, "ERR no such key");
+    // Inside MULTI it would wait for its own transaction's shards (review finding).
+    let e = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[keys[0].as_str(), "v"])
+        .cmd("DEBUG")
+        .arg("RELOAD")
+        .query::<((), ())>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not allowed inside a transaction"),
+        "{e}"
+    );
 
     cmd::<()>(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
     cmd::<()>(&mut c, &["FLUSHALL"]);
@@ -1363,4 +1376,15 @@ fn client_pause_holds_expiry_and_replay_stays_exact() {
     assert_eq!(list, ["new"], "replay applied the RPUSH to the old list");
     let r: Option<String> = cmd(&mut c, &["GET", "r"]);
     assert_eq!(r, None);
+}
+
+/// The idle timeout counts from the client's last activity, not its last request: a client
+/// served after a long BLPOP is not closed right after its reply (review finding).
+#[test]
+fn idle_timeout_counts_from_the_last_reply() {
+    let s = MoonServer::start(1, &["--timeout", "1"]);
+    let mut c = s.client();
+    let popped: Option<(String, String)> = cmd(&mut c, &["BLPOP", "q", "2"]);
+    assert_eq!(popped, None);
+    assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
 }

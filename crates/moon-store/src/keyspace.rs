@@ -187,19 +187,21 @@ pub enum Removal {
     Field(Bytes, Bytes),
 }
 
-/// Until when (Unix ms) expired keys stay where they are: CLIENT PAUSE holds expiry, as Redis
-/// does, so that nothing changes while writes are paused (a failover waits for replicas to
-/// catch up on a primary that must stand still). Reads treat such keys as gone.
-static EXPIRY_HELD_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Until when (Unix ms) clients are paused (CLIENT PAUSE; 0 = not paused). Expired keys stay
+/// where they are meanwhile, as in Redis, so that nothing changes while writes are paused (a
+/// failover waits for replicas to catch up on a primary that must stand still); reads treat
+/// such keys as gone. The server's pause reads and writes this one atomic, so the hold never
+/// outlives the pause nor ends before it.
+static PAUSE_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Holds expiry until `ms` (Unix time; 0 ends a hold): CLIENT PAUSE and UNPAUSE.
-pub fn hold_expiry_until(ms: u64) {
-    EXPIRY_HELD_UNTIL.store(ms, std::sync::atomic::Ordering::Relaxed);
+/// The pause deadline (CLIENT PAUSE / UNPAUSE set it; see [`PAUSE_UNTIL`]).
+pub fn pause_deadline() -> &'static std::sync::atomic::AtomicU64 {
+    &PAUSE_UNTIL
 }
 
 /// Whether expired keys stay put at `now` (never while replaying).
 fn expiry_held(now: u64) -> bool {
-    now != NO_EXPIRY_CHECK && now < EXPIRY_HELD_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
+    now != NO_EXPIRY_CHECK && now < PAUSE_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `now` value that disables expiry, used while replaying a log. Every expiration that
