@@ -74,11 +74,7 @@ pub(crate) async fn client(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         Frame::OK
     } else if (eq(sub, "no-evict") || eq(sub, "no-touch")) && args.len() == 3 {
-        let on = if eq(&args[2], "on") {
-            true
-        } else if eq(&args[2], "off") {
-            false
-        } else {
+        let Some(on) = moon_store::args::on_off(&args[2]) else {
             return err(reply::SYNTAX);
         };
         if eq(sub, "no-evict") {

@@ -20,7 +20,7 @@ use moon_store::args::text;
 pub(crate) struct ShardInfo {
     pub(crate) store: StoreStats,
     /// (database, keys, keys with a deadline) of each non-empty database.
-    pub(crate) dbs: Vec<(usize, u64, u64)>,
+    dbs: Vec<(usize, u64, u64)>,
     commands: u64,
     connections: u64,
     rejected: u64,
@@ -144,6 +144,20 @@ pub(crate) async fn gather(
         }
     }
     (per_shard, t)
+}
+
+/// Each non-empty database's keys and keys with a deadline, summed over the shards:
+/// (database, keys, expires), by database.
+pub(crate) fn databases(per_shard: &[Option<ShardInfo>]) -> Vec<(usize, u64, u64)> {
+    let mut dbs: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
+    for s in per_shard.iter().flatten() {
+        for &(db, keys, expires) in &s.dbs {
+            let e = dbs.entry(db).or_default();
+            e.0 += keys;
+            e.1 += expires;
+        }
+    }
+    dbs.into_iter().map(|(d, (k, e))| (d, k, e)).collect()
 }
 
 pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
@@ -326,15 +340,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
-        let mut dbs: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
-        for s in per_shard.iter().flatten() {
-            for &(db, keys, expires) in &s.dbs {
-                let e = dbs.entry(db).or_default();
-                e.0 += keys;
-                e.1 += expires;
-            }
-        }
-        for (db, (keys, expires)) in dbs {
+        for (db, keys, expires) in databases(&per_shard) {
             let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
         out.push_str("\r\n");

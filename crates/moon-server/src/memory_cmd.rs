@@ -43,9 +43,9 @@ pub(crate) async fn memory(session: &Session, args: &[Bytes]) -> Frame {
     } else if eq(sub, "purge") {
         Frame::OK
     } else if eq(sub, "help") {
-        Frame::Array(
-            [
-                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        reply::help(
+            "MEMORY",
+            &[
                 "DOCTOR",
                 "    Return memory problems reports.",
                 "MALLOC-STATS",
@@ -56,12 +56,7 @@ pub(crate) async fn memory(session: &Session, args: &[Bytes]) -> Frame {
                 "    Return information about the memory usage of the server.",
                 "USAGE <key> [SAMPLES <count>]",
                 "    Return memory in bytes used by <key> and its value.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .iter()
-            .map(|l| Frame::Simple(l))
-            .collect(),
+            ],
         )
     } else {
         reply::unknown_subcommand(sub, "memory")
@@ -73,21 +68,13 @@ pub(crate) async fn memory(session: &Session, args: &[Bytes]) -> Frame {
 async fn figures(session: &Session) -> (u64, u64, u64, u64, u64, Vec<(usize, u64, u64)>, u64) {
     let (per_shard, t) = crate::info::gather(session, false).await;
     let (scripts, _) = moon_store::scripts::stats();
-    let mut dbs: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
-    for s in per_shard.iter().flatten() {
-        for &(db, keys, expires) in &s.dbs {
-            let e = dbs.entry(db).or_default();
-            e.0 += keys;
-            e.1 += expires;
-        }
-    }
     (
         t.store.used_memory,
         t.store.client_buffers,
         scripts as u64,
         t.store.keys,
         crate::info::rss_bytes(),
-        dbs.into_iter().map(|(d, (k, e))| (d, k, e)).collect(),
+        crate::info::databases(&per_shard),
         t.memory_peak,
     )
 }

@@ -18,21 +18,16 @@ pub(crate) fn module(args: &[Bytes]) -> Frame {
     } else if eq(sub, "unload") && args.len() == 3 {
         err("ERR Error unloading module: no such module with that name")
     } else if eq(sub, "help") && args.len() == 2 {
-        Frame::Array(
-            [
-                "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        reply::help(
+            "MODULE",
+            &[
                 "LIST",
                 "    Return a list of loaded modules (Moon loads none).",
                 "LOAD <path> [<arg> ...]",
                 "LOADEX <path> [[CONFIG NAME VALUE] [CONFIG NAME VALUE]] [ARGS ...]",
                 "UNLOAD <name>",
                 "    Refused: Moon has no module support.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .iter()
-            .map(|l| Frame::Simple(l))
-            .collect(),
+            ],
         )
     } else {
         reply::unknown_subcommand(sub, "module")

@@ -44,11 +44,7 @@ pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<Re
 
 /// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP].
 pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
-    let on = if eq(&args[2], "on") {
-        true
-    } else if eq(&args[2], "off") {
-        false
-    } else {
+    let Some(on) = moon_store::args::on_off(&args[2]) else {
         return err(reply::SYNTAX);
     };
     let mut t = TrackingState::default();

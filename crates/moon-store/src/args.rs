@@ -76,3 +76,14 @@ pub fn eq(a: &[u8], b: &str) -> bool {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// `ON` or `OFF` (any case), as CLIENT TRACKING / NO-TOUCH / NO-EVICT take it.
+pub fn on_off(arg: &[u8]) -> Option<bool> {
+    if eq(arg, "on") {
+        Some(true)
+    } else if eq(arg, "off") {
+        Some(false)
+    } else {
+        None
+    }
+}
