@@ -230,6 +230,22 @@ struct Syncer {
     closed: AtomicBool,
 }
 
+/// Who is told how long each fdatasync took (the server's latency monitor): set once.
+static FSYNC_OBSERVER: std::sync::OnceLock<fn(&'static str, Duration)> = std::sync::OnceLock::new();
+
+/// Installs the function told each fdatasync's duration (event `aof-fsync`, whichever thread
+/// ran it: the executor's blocking thread under `always`, the everysec thread). The first
+/// call wins.
+pub fn set_fsync_observer(f: fn(&'static str, Duration)) {
+    let _ = FSYNC_OBSERVER.set(f);
+}
+
+fn observe_fsync(event: &'static str, took: Duration) {
+    if let Some(f) = FSYNC_OBSERVER.get() {
+        f(event, took);
+    }
+}
+
 impl Syncer {
     /// fdatasync of `file`, counted (and failed by the fault seam when its turn comes).
     fn fdatasync(&self, file: &std::fs::File) -> std::io::Result<()> {
@@ -273,6 +289,7 @@ impl Syncer {
                 Ok(()) => {
                     self.durable.fetch_max(upto, Ordering::AcqRel);
                     let took = started.elapsed();
+                    observe_fsync("aof-fsync", took);
                     if took > Duration::from_secs(1) {
                         tracing::warn!(
                             "AOF fsync took {} ms (disk busy?): under everysec, writes acknowledged meanwhile may need more than 2 s to become durable",
@@ -872,9 +889,12 @@ impl Inner {
             return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
         }
         let file = self.file.borrow().clone();
-        glommio::executor()
+        let started = std::time::Instant::now();
+        let done = glommio::executor()
             .spawn_blocking(move || file.sync_data())
-            .await
+            .await;
+        observe_fsync("aof-fsync", started.elapsed());
+        done
     }
 
     /// fdatasync of everything written so far (the everysec timer and close).
@@ -1045,6 +1065,26 @@ mod tests {
                 assert!(st.durable_lsn < b);
             });
         }
+    }
+
+    #[test]
+    fn every_fdatasync_is_told_to_the_observer() {
+        static SEEN: AtomicU64 = AtomicU64::new(0);
+        set_fsync_observer(|event, _| {
+            assert_eq!(event, "aof-fsync");
+            SEEN.fetch_add(1, Ordering::Relaxed);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("incr.aof");
+        run(async move {
+            let w = AofWriter::open(&p, 0, FsyncPolicy::Always, FaultPlan::default())
+                .await
+                .unwrap();
+            let before = SEEN.load(Ordering::Relaxed);
+            let a = w.append(&[cmd(1)]);
+            w.wait(a).await.unwrap();
+            assert!(SEEN.load(Ordering::Relaxed) > before);
+        });
     }
 
     /// Runs `f` with a writer on a fresh incr file (LSNs from 1).

@@ -335,6 +335,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let pubsub_limit = config.output_limits[2];
     moon_store::lazyfree::set_policy(config.lazyfree);
     config.apply_monitors();
+    // Slow fdatasyncs reach the latency monitor (LATENCY LATEST's `aof-fsync`).
+    moon_aof::writer::set_fsync_observer(|event, took| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        moon_store::latency::sample(event, took.as_millis() as u64, secs);
+    });
     // From this (unpinned) thread, so the lazy-free thread takes no shard's CPU.
     moon_store::lazyfree::start();
     let runtime = std::thread::Builder::new()

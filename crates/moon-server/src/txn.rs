@@ -216,9 +216,11 @@ pub async fn run(
     let txid = shard.new_txid();
     // Each lock comes back with its shard's log error, if that log is failing.
     let mut log_errors = Vec::with_capacity(participants.len());
+    let locking = std::time::Instant::now();
     for &p in &participants {
         log_errors.push((p, shard.tx_lock(p, txid).await));
     }
+    lock_waited(locking);
     // One clock for the whole transaction, read once every shard is held: nothing that ran
     // before it on those shards saw a later time.
     let tx = moon_shard::Tx {
@@ -411,12 +413,14 @@ async fn run_split(
     let mut batches = plan.take_batches();
     let txid = shard.new_txid();
     let mut failing = None;
+    let locking = std::time::Instant::now();
     for &p in first {
         let error = shard.tx_lock(p, txid).await;
         if writers.contains(&p) {
             failing = failing.or(error);
         }
     }
+    lock_waited(locking);
     let mut tx = moon_shard::Tx {
         id: txid,
         now: now_ms(),
@@ -535,4 +539,14 @@ fn refusal(exec: bool, error: Frame) -> Frame {
     }
     let why = error.error_text().unwrap_or_default();
     Frame::Error(format!("EXECABORT Transaction discarded because of: {why}"))
+}
+
+/// The latency monitor's `cross-shard-lock` event: how long a transaction waited to hold its
+/// shards (other transactions holding them, busy executors).
+fn lock_waited(since: std::time::Instant) {
+    moon_store::latency::sample(
+        "cross-shard-lock",
+        since.elapsed().as_millis() as u64,
+        now_ms() / 1000,
+    );
 }
