@@ -1388,3 +1388,53 @@ fn idle_timeout_counts_from_the_last_reply() {
     assert_eq!(popped, None);
     assert_eq!(cmd::<String>(&mut c, &["PING"]), "PONG");
 }
+
+/// `redis-cli --bigkeys` and `--memkeys` (SCAN, TYPE, the length commands, MEMORY USAGE on
+/// every key) find each type's biggest key across both shards. Skipped with a message when
+/// redis-cli is not installed (`.ci/run` installs it).
+#[test]
+fn redis_cli_bigkeys_and_memkeys_work() {
+    if std::process::Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("redis-cli is not installed: the --bigkeys/--memkeys check is skipped");
+        return;
+    }
+    let s = MoonServer::start(2, &[]);
+    let mut c = s.client();
+    for i in 0..20 {
+        cmd::<()>(&mut c, &["SET", &format!("s{i}"), &"x".repeat(i + 1)]);
+        cmd::<i64>(&mut c, &["RPUSH", &format!("l{i}"), "a", "b"]);
+    }
+    cmd::<i64>(
+        &mut c,
+        &["RPUSH", "biglist", "1", "2", "3", "4", "5", "6", "7"],
+    );
+    cmd::<i64>(&mut c, &["HSET", "h", "f", "v"]);
+    let port = s
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    for (flag, expect) in [
+        (
+            "--bigkeys",
+            "Biggest   list found '\"biglist\"' has 7 items",
+        ),
+        ("--bigkeys", "Biggest string found '\"s19\"' has 20 bytes"),
+        ("--memkeys", "Biggest   list found '\"biglist\"'"),
+        ("--memkeys", "1 hashs with"),
+    ] {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, flag])
+            .output()
+            .expect("redis-cli runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{flag}: {text}");
+        assert!(text.contains(expect), "{flag}: no {expect:?} in\n{text}");
+    }
+}
