@@ -298,8 +298,11 @@ async fn serve_from<S>(
                     // value may take longer than `timeout` to arrive whole).
                     session.info.last_active.set(Instant::now());
                     if scratch.is_empty() {
-                        // Back from idle: the buffers again.
-                        rbuf = BytesMut::with_capacity(READ_CHUNK);
+                        // Back from idle: the buffers again (the query buffer is empty
+                        // whenever they were given back; never drop bytes it might hold).
+                        if rbuf.is_empty() {
+                            rbuf = BytesMut::with_capacity(READ_CHUNK);
+                        }
                         scratch = vec![0u8; READ_CHUNK];
                         scratch[..n].copy_from_slice(&small[..n]);
                         wbuf = BytesMut::with_capacity(READ_CHUNK);
