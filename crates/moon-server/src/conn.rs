@@ -42,6 +42,24 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How long a connection with nothing to parse or send keeps its buffers (Redis frees an idle
 /// client's query buffer after 2 s).
 const RELEASE_IDLE_BUFFERS: Duration = Duration::from_secs(2);
+
+/// Each shard, once a second: asks its connections idle for [`RELEASE_IDLE_BUFFERS`] to give
+/// their buffers back. A sweep rather than a timer per connection: arming a timer on every
+/// request cost measurable CPU (BENCHMARKS.md, "Client buffers on the request path").
+pub async fn release_idle_buffers() {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        CLIENTS.with(|c| {
+            for info in c.borrow().values() {
+                if info.buffers.get() > 0
+                    && info.last_active.get().elapsed() >= RELEASE_IDLE_BUFFERS
+                {
+                    info.out.ask_release();
+                }
+            }
+        });
+    }
+}
 /// Commands executed per step of a pipeline. Their replies are written out (waiting for the
 /// client to read them) once they pass [`REPLY_FLUSH`] before the next step runs, so a client
 /// that pipelines without reading holds at most one step of replies in the server: its socket
@@ -230,15 +248,11 @@ async fn serve_from<S>(
                 Pushed,
                 Stop,
                 Blocked(crate::blocking::Wakeup),
-                Release,
             }
             let out = &session.info.out;
             // A connection idle for a while has given its buffers back: a few bytes on the
             // stack wait for its next request.
             let mut small = [0u8; 64];
-            let holding = rbuf.is_empty()
-                && wbuf.is_empty()
-                && rbuf.capacity() + scratch.capacity() + wbuf.capacity() > 0;
             let into: &mut [u8] = if scratch.is_empty() {
                 &mut small
             } else {
@@ -275,21 +289,9 @@ async fn serve_from<S>(
             };
             let blocked =
                 async { Event::Blocked(crate::blocking::next(session.blocked.as_mut()).await) };
-            // After a while with nothing to parse or send, the buffers go back to the
-            // allocator (Redis frees an idle client's query buffer too).
-            let release = async move {
-                if !holding {
-                    std::future::pending::<()>().await;
-                }
-                glommio::timer::sleep(RELEASE_IDLE_BUFFERS).await;
-                Event::Release
-            };
             let event = futures_lite::future::or(
                 futures_lite::future::or(read, pushed),
-                futures_lite::future::or(
-                    stop,
-                    futures_lite::future::or(idle, futures_lite::future::or(blocked, release)),
-                ),
+                futures_lite::future::or(stop, futures_lite::future::or(idle, blocked)),
             )
             .await;
             match event {
@@ -308,15 +310,6 @@ async fn serve_from<S>(
                         wbuf = BytesMut::with_capacity(READ_CHUNK);
                     }
                     n
-                }
-                Event::Release => {
-                    rbuf = BytesMut::new();
-                    scratch = Vec::new();
-                    wbuf = BytesMut::new();
-                    rbuf_alloc = 0;
-                    account(rbuf_alloc, &scratch, &wbuf);
-                    session.info.qbuf.set((0, 0));
-                    continue;
                 }
                 Event::Read(Ok(_)) | Event::Stop => break,
                 Event::Read(Err(e)) => {
@@ -338,6 +331,16 @@ async fn serve_from<S>(
                     0
                 }
                 Event::Pushed => {
+                    // Idle for a while (the shard's sweep asks): the buffers go back to the
+                    // allocator, as Redis frees an idle client's query buffer.
+                    if session.info.out.take_release() && rbuf.is_empty() && wbuf.is_empty() {
+                        rbuf = BytesMut::new();
+                        scratch = Vec::new();
+                        wbuf = BytesMut::new();
+                        rbuf_alloc = 0;
+                        account(rbuf_alloc, &scratch, &wbuf);
+                        session.info.qbuf.set((0, 0));
+                    }
                     if session.info.out.take_kick() {
                         session.refresh_config(&mut parser);
                     }

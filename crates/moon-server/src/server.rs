@@ -374,6 +374,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                         &shard,
                     )));
                     crate::tracking::init(&shard);
+                    glommio::spawn_local(crate::conn::release_idle_buffers()).detach();
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

@@ -342,6 +342,8 @@ pub struct Outbox {
     closing: Cell<bool>,
     /// Set to make the connection check its ACL user again (ACL changes).
     kicked: Cell<bool>,
+    /// Set to make an idle connection give its buffers back (the shard's sweep).
+    release: Cell<bool>,
 }
 
 impl Outbox {
@@ -401,6 +403,19 @@ impl Outbox {
         }
     }
 
+    /// Asks the connection to give its buffers back if it has nothing to parse or send.
+    pub fn ask_release(&self) {
+        self.release.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether [`Outbox::ask_release`] was called since the last time.
+    pub fn take_release(&self) -> bool {
+        self.release.replace(false)
+    }
+
     /// Whether [`Outbox::kick`] was called since the last time.
     pub fn take_kick(&self) -> bool {
         self.kicked.replace(false)
@@ -410,7 +425,11 @@ impl Outbox {
     /// user.
     pub async fn ready(&self) {
         std::future::poll_fn(|cx| {
-            if self.closing.get() || self.kicked.get() || !self.buf.borrow().is_empty() {
+            if self.closing.get()
+                || self.kicked.get()
+                || self.release.get()
+                || !self.buf.borrow().is_empty()
+            {
                 Poll::Ready(())
             } else {
                 self.waker.set(Some(cx.waker().clone()));
