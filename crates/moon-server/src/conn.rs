@@ -218,7 +218,8 @@ async fn serve_from<S>(
     let mut received_first = !received.is_empty();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
-    // What this connection's buffers hold in its shard's memory account.
+    // What this connection's buffers hold in the server's memory account (shared evenly by
+    // the shards: `moon_store::evict::client_buffers`).
     let mut counted = 0;
     let held = session.info.clone();
     let mut account = |rbuf_alloc: usize, scratch: &Vec<u8>, wbuf: &BytesMut| {
