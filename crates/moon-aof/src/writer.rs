@@ -207,7 +207,26 @@ struct Inner {
     fault: FaultPlan,
     writes: Cell<u64>,
     closed: Cell<bool>,
+    /// Who hears each unit once it is safe ([`AofWriter::set_tap`]), and what waits to be
+    /// heard: units and marks, by the LSN that must be safe first.
+    tap: RefCell<Option<Tap>>,
+    tapped: RefCell<VecDeque<(u64, Tapped)>>,
 }
+
+/// What a log's tap hears ([`AofWriter::set_tap`]), in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tapped {
+    /// One unit as it was appended (one command, or several applied together), once its
+    /// records are safe under the policy.
+    Unit(Vec<Vec<Bytes>>),
+    /// A mark placed between units ([`AofWriter::mark`]), heard once everything appended
+    /// before it is.
+    Mark(u64),
+}
+
+/// A log's listener: called on the log's own thread, never while the log is borrowed, and
+/// must not call back into the log.
+pub type Tap = Box<dyn Fn(Tapped)>;
 
 /// What the everysec thread of one log shares with its shard.
 struct Syncer {
@@ -431,6 +450,8 @@ impl AofWriter {
             fault,
             writes: Cell::new(0),
             closed: Cell::new(false),
+            tap: RefCell::new(None),
+            tapped: RefCell::new(VecDeque::new()),
         });
         let flusher = inner.clone();
         glommio::spawn_local(async move { flusher.flush_loop().await }).detach();
@@ -558,6 +579,12 @@ impl AofWriter {
         match appended {
             Ok(n) => {
                 self.inner.last_assigned.set(first + n - 1);
+                if self.inner.tap.borrow().is_some() {
+                    self.inner
+                        .tapped
+                        .borrow_mut()
+                        .push_back((first + n - 1, Tapped::Unit(cmds.to_vec())));
+                }
                 self.inner.kick.notify();
                 first + n - 1
             }
@@ -566,6 +593,28 @@ impl AofWriter {
                 self.inner.last_assigned.get()
             }
         }
+    }
+
+    /// From now on, `tap` hears every unit appended, in LSN order, once it is safe under the
+    /// policy (written; fdatasynced under `always`) — never a unit of a round that failed, so
+    /// it hears exactly what a restart would replay (held transaction parts included: whether
+    /// the transaction is whole is the listener's business). Replication's feed.
+    pub fn set_tap(&self, tap: Tap) {
+        *self.inner.tap.borrow_mut() = Some(tap);
+    }
+
+    /// Places mark `id` after every unit appended so far: the tap hears it right after them.
+    /// Without a tap it is dropped.
+    pub fn mark(&self, id: u64) {
+        if self.inner.tap.borrow().is_none() {
+            return;
+        }
+        let at = self.inner.last_assigned.get();
+        self.inner
+            .tapped
+            .borrow_mut()
+            .push_back((at, Tapped::Mark(id)));
+        self.inner.hand_to_tap();
     }
 
     /// [`AofWriter::append`] of a cross-shard transaction's part, held: no reply at or above
@@ -820,9 +869,38 @@ impl Inner {
         self.release();
     }
 
+    /// Hands the tap what is safe now, in order. Nothing once the log failed: what was not
+    /// safe then never will be.
+    fn hand_to_tap(&self) {
+        if self.error.borrow().is_some() {
+            return;
+        }
+        let safe = match self.policy.get() {
+            FsyncPolicy::Always => self.durable(),
+            _ => self.written_lsn.get(),
+        };
+        loop {
+            let next = {
+                let mut q = self.tapped.borrow_mut();
+                match q.front() {
+                    Some((lsn, _)) if *lsn <= safe => q.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, item)) = next else {
+                return;
+            };
+            if let Some(tap) = self.tap.borrow().as_ref() {
+                tap(item);
+            }
+        }
+    }
+
     /// Answers every waiter that can be answered: satisfied ones with Ok, all with the error
     /// once there is one.
     fn release(&self) {
+        // The tap first: a reply that leaves now finds its write in the feed.
+        self.hand_to_tap();
         let error = self.error.borrow().clone();
         let parts = std::mem::take(&mut *self.part_waiters.borrow_mut());
         let (ready, waiting): (Vec<PartWaiter>, Vec<PartWaiter>) =
@@ -1063,6 +1141,43 @@ mod tests {
                 let st = w.status();
                 assert!(!(st.last_write_ok && st.last_fsync_ok));
                 assert!(st.durable_lsn < b);
+            });
+        }
+    }
+
+    #[test]
+    fn the_tap_hears_units_once_safe_in_order_and_never_a_failed_round() {
+        for (fault, policy) in [
+            ("write:2", FsyncPolicy::EverySec),
+            ("fsync:2", FsyncPolicy::Always),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("incr.aof");
+            run(async move {
+                let w = AofWriter::open(&p, 0, policy, FaultPlan::parse(fault))
+                    .await
+                    .unwrap();
+                let heard = Rc::new(RefCell::new(Vec::new()));
+                let h = heard.clone();
+                w.set_tap(Box::new(move |t| h.borrow_mut().push(t)));
+                let a = w.append(&[cmd(1), cmd(2)]);
+                w.mark(7);
+                assert!(heard.borrow().is_empty(), "nothing before it is safe");
+                w.wait(a).await.unwrap();
+                assert_eq!(
+                    *heard.borrow(),
+                    vec![Tapped::Unit(vec![cmd(1), cmd(2)]), Tapped::Mark(7)]
+                );
+                // An idle log: a mark is heard at once.
+                w.mark(8);
+                assert_eq!(heard.borrow().last(), Some(&Tapped::Mark(8)));
+                // The failed round's unit, and anything after it, is never heard.
+                let b = w.append(&[cmd(3)]);
+                assert!(w.wait(b).await.is_err());
+                w.mark(9);
+                let c = w.append(&[cmd(4)]);
+                assert!(w.wait(c).await.is_err());
+                assert_eq!(heard.borrow().len(), 3, "{fault}");
             });
         }
     }

@@ -175,10 +175,8 @@ struct KillFilter {
     addr: Option<String>,
     laddr: Option<String>,
     user: Option<String>,
-    /// `Some(true)`: pub/sub clients only, `Some(false)`: normal ones only; `None` with
-    /// `no_type_matches`: TYPE master/replica (Moon has no replication connections yet).
-    pubsub: Option<bool>,
-    no_type_matches: bool,
+    /// TYPE: normal, pubsub, replica, or master (Moon has no link to a primary yet: none).
+    kind: Option<&'static str>,
     max_age: Option<u64>,
     /// The client asking, unless SKIPME no (or the old form) lets it close itself.
     skip: Option<u64>,
@@ -186,14 +184,19 @@ struct KillFilter {
 
 impl KillFilter {
     fn matches(&self, c: &crate::session::ClientInfo) -> bool {
-        let subscribed = c.sub_counts.get() != (0, 0, 0);
-        !self.no_type_matches
+        let kind = if c.replica.get() {
+            "replica"
+        } else if c.sub_counts.get() != (0, 0, 0) {
+            "pubsub"
+        } else {
+            "normal"
+        };
+        self.kind.is_none_or(|k| k == kind)
             && self.skip != Some(c.id)
             && self.id.is_none_or(|id| id == c.id)
             && self.addr.as_ref().is_none_or(|a| *a == c.addr)
             && self.laddr.as_ref().is_none_or(|a| *a == c.laddr)
             && self.user.as_ref().is_none_or(|u| *u == *c.user.borrow())
-            && self.pubsub.is_none_or(|p| p == subscribed)
             && self
                 .max_age
                 .is_none_or(|age| c.created.elapsed().as_secs() >= age)
@@ -225,11 +228,13 @@ async fn kill(session: &mut Session, args: &[Bytes]) -> Frame {
                 }
             } else if eq(opt, "type") {
                 if eq(value, "normal") {
-                    f.pubsub = Some(false);
+                    f.kind = Some("normal");
                 } else if eq(value, "pubsub") {
-                    f.pubsub = Some(true);
-                } else if eq(value, "master") || eq(value, "slave") || eq(value, "replica") {
-                    f.no_type_matches = true;
+                    f.kind = Some("pubsub");
+                } else if eq(value, "slave") || eq(value, "replica") {
+                    f.kind = Some("replica");
+                } else if eq(value, "master") {
+                    f.kind = Some("master");
                 } else {
                     return Frame::Error(format!("ERR Unknown client type '{}'", text(value)));
                 }

@@ -111,6 +111,12 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     })),
     command!(Server: "debug", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::debug::debug(s, a).await) }))),
     command!(Server: "acl", -2, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::acl_cmd::acl_command(s, a).await) }))),
+    // Replication, the primary's side (`replication`).
+    command!(Server: "psync", -3, ADMIN.union(Flags::NO_MULTI), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::sync(s, a, out)))),
+    command!(Server: "sync", 1, ADMIN.union(Flags::NO_MULTI), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::sync(s, a, out)))),
+    command!(Server: "replconf", -1, ADMIN.union(Flags::ALLOW_BUSY), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::replconf(s, a, out)))),
+    command!(Server: "role", 1, CONN, HERE, Run::Inline(crate::replication::role)),
+    command!(Generic: "wait", 3, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::wait(s, a).await) }))),
     // Pub/sub: subscriptions live with the connection, PUBLISH fans out.
     command!(Pubsub: "subscribe", -2, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "subscribe", a, out)))),
     command!(Pubsub: "unsubscribe", -1, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "unsubscribe", a, out)))),

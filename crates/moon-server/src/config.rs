@@ -219,7 +219,7 @@ pub const KEYS: &[Key] = &[
     key!("save", Runtime, "Redis's RDB snapshot schedule (\"<seconds> <changes> ...\" or \"\"): accepted and reported; Moon takes no snapshots (every write is in the AOF).",
         |c, v| c.save = save_schedule(v)?,
         |c| c.save.clone()),
-    key!("repl-backlog-size", Runtime, "Size of the replication backlog (e.g. 1mb): accepted and reported; Moon has no replication yet, so nothing is allocated.",
+    key!("repl-backlog-size", Runtime, "Size of the replication backlog (e.g. 1mb): the last bytes of the replication stream a primary keeps, so that a replica that reconnects continues where it was (PSYNC) instead of loading everything again.",
         // Redis raises a smaller size to its 16 KiB minimum.
         |c, v| c.repl_backlog_size = size_in(v, 1..=i64::MAX as u64, "a size, e.g. 1mb")?.max(16 * 1024),
         |c| c.repl_backlog_size.to_string()),

@@ -141,6 +141,9 @@ pub(crate) async fn config_cmd(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         // Nothing is refused from here on: the new settings take effect.
         moon_store::lazyfree::set_policy(lazyfree);
+        shared
+            .repl
+            .set_backlog_size(candidate.repl_backlog_size as usize);
         candidate.apply_monitors();
         let requirepass = candidate.requirepass.clone();
         let old_requirepass = shared.update_config(|c| std::mem::replace(c, candidate).requirepass);

@@ -158,6 +158,7 @@ async fn serve_from<S>(
         no_evict: Cell::new(false),
         no_touch: Cell::new(false),
         last_sub: RefCell::new(String::new()),
+        replica: Cell::new(false),
     });
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     moon_store::slowlog::register(id, &info.addr);
@@ -208,6 +209,8 @@ async fn serve_from<S>(
         deferred_bytes: 0,
         attempting: false,
         monitor: None,
+        replica: None,
+        replica_port: 0,
     };
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
@@ -261,10 +264,12 @@ async fn serve_from<S>(
             };
             let read = async { Event::Read(stream.read(into).await) };
             let monitor = session.monitor.clone();
+            let replica = session.replica.clone();
             let pushed = async {
-                match monitor {
-                    Some(m) => futures_lite::future::or(out.ready(), m.ready()).await,
-                    None => out.ready().await,
+                match (monitor, replica) {
+                    (Some(m), _) => futures_lite::future::or(out.ready(), m.ready()).await,
+                    (None, Some(r)) => futures_lite::future::or(out.ready(), r.ready()).await,
+                    (None, None) => out.ready().await,
                 }
                 Event::Pushed
             };
@@ -273,11 +278,13 @@ async fn serve_from<S>(
                 let _ = ctx.stopping.acquire(1).await;
                 Event::Stop
             };
-            // Redis never times out a subscriber (it waits for messages, not requests) nor a
-            // client blocked in a command.
+            // Redis never times out a subscriber (it waits for messages, not requests), a
+            // client blocked in a command, nor a replica (`repl-timeout` is its own clock).
             let idle = session
                 .idle_timeout
-                .filter(|_| !session.subs.any() && session.blocked.is_none())
+                .filter(|_| {
+                    !session.subs.any() && session.blocked.is_none() && session.replica.is_none()
+                })
                 // Counted from its last request, whatever woke this loop since.
                 .map(|d| d.saturating_sub(session.info.last_active.get().elapsed()));
             let idle = async move {
@@ -360,6 +367,12 @@ async fn serve_from<S>(
                             break;
                         }
                         m.drain_into(&mut wbuf);
+                    }
+                    if let Some(r) = &session.replica {
+                        if r.is_closed() {
+                            break;
+                        }
+                        r.drain_into(&mut wbuf);
                     }
                     account(rbuf_alloc, &scratch, &wbuf);
                     if !write_out(&mut stream, &mut wbuf, out, counters, &ctx).await {
@@ -502,6 +515,10 @@ async fn serve_from<S>(
     }
     if let Some(m) = session.monitor.take() {
         moon_store::monitor::stop(&m);
+    }
+    if let Some(link) = session.replica.take() {
+        session.ctx.shared.repl.detach(&link);
+        tracing::info!("Connection with replica {} lost.", session.info.addr);
     }
     crate::txn::unwatch_all(&mut session).await;
     crate::connection::tracking_off(&session).await;

@@ -266,8 +266,9 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\n\r\n",
-            t.connections, t.commands, t.rates[0].round() as u64, t.input, t.output, t.rates[1] / 1024.0, t.rates[2] / 1024.0, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
+            t.connections, t.commands, t.rates[0].round() as u64, t.input, t.output, t.rates[1] / 1024.0, t.rates[2] / 1024.0, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies,
+            shared.repl.syncs.full.load(Ordering::Relaxed), shared.repl.syncs.partial_ok.load(Ordering::Relaxed), shared.repl.syncs.partial_err.load(Ordering::Relaxed)
         );
     }
     // Every shard's command figures, by name (commandstats, latencystats).
@@ -321,12 +322,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         out.push_str("\r\n");
     }
     if want("replication") {
-        // No replication yet (issue 30): a master without replicas, as Redis reports one.
-        let _ = write!(
-            out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n",
-            shared.replid
-        );
+        out.push_str(&crate::replication::info_section(shared));
     }
     if want("cpu") {
         let (user, sys) = cpu_seconds();

@@ -28,6 +28,8 @@ mod pause;
 mod persistence;
 mod plan;
 mod pubsub;
+mod repl_feed;
+mod replication;
 mod rewrite;
 mod script_cmd;
 mod script_cross;

@@ -211,6 +211,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         acl_version: AtomicU64::new(0),
         acl_log: Mutex::new(crate::acl::AclLog::default()),
         tls: RwLock::new(tls),
+        repl: crate::repl_feed::Feed::new(shards, config.repl_backlog_size as usize),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
@@ -375,6 +376,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                     )));
                     crate::tracking::init(&shard);
                     glommio::spawn_local(crate::conn::release_idle_buffers()).detach();
+                    if shard.id() == 0 {
+                        glommio::spawn_local(crate::replication::ping_replicas(shared.clone()))
+                            .detach();
+                    }
                     shard.start_serving();
                     shard_main(shard, shared, ready_tx, listener_rx, stop_rx).await
                 }

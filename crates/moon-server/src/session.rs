@@ -60,6 +60,8 @@ pub struct ClientInfo {
     pub no_evict: Cell<bool>,
     /// CLIENT NO-TOUCH (flag `T`): its commands leave keys' LRU/LFU alone (but TOUCH).
     pub no_touch: Cell<bool>,
+    /// A replica's link (flag `S`): it is fed the replication stream.
+    pub replica: Cell<bool>,
 }
 
 impl ClientInfo {
@@ -104,6 +106,9 @@ impl ClientInfo {
         }
         if self.no_touch.get() {
             f.push('T');
+        }
+        if self.replica.get() {
+            f.push('S');
         }
         if f.is_empty() {
             f.push('N');
@@ -194,6 +199,11 @@ pub struct Session {
     pub(crate) attempting: bool,
     /// MONITOR: the lines fed for this client, which the connection loop writes.
     pub(crate) monitor: Option<std::sync::Arc<moon_store::monitor::Feed>>,
+    /// Set once PSYNC/SYNC made this connection a replica's link: the loop writes it the
+    /// replication stream (`repl_feed.rs`).
+    pub(crate) replica: Option<std::sync::Arc<crate::repl_feed::Link>>,
+    /// The port the replica said it listens on (REPLCONF listening-port), before PSYNC.
+    pub(crate) replica_port: u64,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are

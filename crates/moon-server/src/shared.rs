@@ -76,6 +76,8 @@ pub struct Shared {
     pub acl_log: Mutex<crate::acl::AclLog>,
     /// The TLS configuration new TLS connections use (replaced by CONFIG SET tls-*-file).
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// The replication stream and the replicas fed from it (`repl_feed.rs`).
+    pub repl: crate::repl_feed::Feed,
 }
 
 /// 40 random hex digits (from the kernel's generator; time and pid if it cannot be read).

@@ -37,6 +37,8 @@ mod replay_check;
 pub use clock::now_ms;
 pub use load_delay::set_key_load_delay;
 #[cfg(feature = "runtime")]
+pub use rewrite::KeyspaceCopy;
+#[cfg(feature = "runtime")]
 pub use runtime::start;
 #[cfg(feature = "runtime")]
 pub use shard::{

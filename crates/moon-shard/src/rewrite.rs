@@ -64,31 +64,48 @@ async fn write_fully(
     Ok(len as u64)
 }
 
+/// A copy of a shard's keyspaces: (database, key, value, deadline), databases in order.
+pub type KeyspaceCopy = Vec<(usize, moon_store::keyspace::Key, moon_store::Value, u64)>;
+
+/// Copies every key of every database; with `live_at`, only keys whose deadline has not passed
+/// then. Keys are copied as the keyspace holds them (inline up to 22 bytes: no allocation),
+/// turned into `Bytes` only when they are written, later.
+fn copy_keyspace(store: &moon_store::Store, live_at: Option<u64>) -> KeyspaceCopy {
+    let live = (0..store.databases())
+        .filter_map(|db| store.keyspace_of(db).map(|ks| (db, ks)))
+        .flat_map(|(db, ks)| {
+            ks.iter()
+                .filter(move |(_, e)| {
+                    live_at.is_none_or(|now| e.expire_at == 0 || e.expire_at > now)
+                })
+                .map(move |(k, e)| (db, k.clone(), e.value.clone(), e.expire_at))
+        });
+    // Sized once: growing a vector of millions of entries copies it again and again.
+    let total = (0..store.databases())
+        .filter_map(|db| store.keyspace_of(db))
+        .map(|ks| ks.len())
+        .sum();
+    let mut copy = Vec::with_capacity(total);
+    copy.extend(live);
+    copy
+}
+
 impl Shard {
+    /// A copy of every key (those past their deadline included: the copy is what replaying
+    /// this shard's log up to now would build), for a replica's full synchronisation. Call it
+    /// under every shard's lock, with the log's mark placed in the same turn.
+    pub fn keyspace_copy(&self) -> KeyspaceCopy {
+        copy_keyspace(&self.store(), None)
+    }
+
     /// Step 1. Returns (keys, last reserved LSN), or `None` without an AOF.
     pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
         let writer = self.aof()?;
         let now = now_ms();
         let store = self.store();
-        // The copy is made while every shard is locked: keys are copied as the keyspace holds
-        // them (inline up to 22 bytes: no allocation), turned into `Bytes` only as the base is
-        // written, in the background.
+        // The copy is made while every shard is locked.
         let started = std::time::Instant::now();
-        let live = (0..store.databases())
-            .filter_map(|db| store.keyspace_of(db).map(|ks| (db, ks)))
-            .flat_map(|(db, ks)| {
-                ks.iter()
-                    .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
-                    .map(move |(k, e)| (db, k.clone(), e.value.clone(), e.expire_at))
-            });
-        // Sized once: growing a vector of millions of entries copies it again and again.
-        let total = (0..store.databases())
-            .filter_map(|db| store.keyspace_of(db))
-            .map(|ks| ks.len())
-            .sum();
-        let mut snapshot: Vec<(usize, moon_store::keyspace::Key, moon_store::Value, u64)> =
-            Vec::with_capacity(total);
-        snapshot.extend(live);
+        let snapshot = copy_keyspace(&store, Some(now));
         drop(store);
         let keys = snapshot.len() as u64;
         let ms = started.elapsed().as_millis() as u64;

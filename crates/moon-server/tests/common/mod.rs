@@ -337,6 +337,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(test: &str) -> Option<RedisServer> {
+        Self::start_with(test, &[])
+    }
+
+    /// [`RedisServer::start`] with more arguments (`--replicaof host port`...).
+    pub fn start_with(test: &str, extra: &[&str]) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -361,6 +366,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

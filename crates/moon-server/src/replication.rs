@@ -1,0 +1,419 @@
+//! Replication, the primary's side, as Redis 7 replicas speak it: the handshake (`REPLCONF
+//! listening-port / capa`, `PSYNC replid offset`, or the legacy `SYNC`), a full
+//! synchronisation (`+FULLRESYNC <replid> <offset>`, then an RDB of every shard's keys taken at
+//! one cut, then the stream from that offset), a partial one (`+CONTINUE` and the backlog's
+//! bytes), `REPLCONF ACK`, `WAIT`, `ROLE` and INFO's replication section.
+//!
+//! The stream itself — every shard's log merged, transactions whole — is `repl_feed.rs`.
+//!
+//! **The cut.** A full synchronisation locks every shard (as a cross-shard transaction does,
+//! in ascending order) and, on each, in one turn: installs the log's tap if it is not there
+//! yet, copies the keyspace, and places a mark in the log after everything appended so far.
+//! No transaction is half before the cut, and every unit before a shard's mark is in its copy.
+//! Once every shard's mark reached the stream, the stream's offset there is the snapshot's:
+//! the RDB holds everything before it, the replica's link gets everything after it. The marks
+//! reach the stream only when everything before them is safe in the logs, so the RDB never
+//! holds a write this server could still lose.
+//!
+//! Moon replicates what its logs hold: a server with `appendonly no` refuses replicas.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use moon_proto::Frame;
+use moon_shard::join_all;
+use moon_store::args::parse_i64;
+
+use crate::repl_feed::Link;
+use crate::session::Session;
+use crate::shared::Shared;
+
+/// How long a full synchronisation waits for its cut to be safe in every shard's log before
+/// it gives up (a log that failed never makes it safe).
+const CUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the stream carries a PING while replicas are attached (Redis's
+/// `repl-ping-replica-period` default): a replica that hears nothing for `repl-timeout`
+/// takes the link for dead.
+const PING_PERIOD: Duration = Duration::from_secs(10);
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn ip_of(addr: &str) -> String {
+    addr.rsplit_once(':')
+        .map(|(ip, _)| ip.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(addr)
+        .to_string()
+}
+
+/// PSYNC replid offset / SYNC: the connection becomes a replica's link.
+pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    if session.replica.is_some() {
+        // Redis ignores a second PSYNC on a replica's link.
+        return;
+    }
+    let shared = session.ctx.shared.clone();
+    if crate::shared::lock(&shared.rewrite.layout).is_none() {
+        session.reply(
+            &Frame::StaticError("ERR Moon replicates what its AOF holds: a replica needs the primary to run with appendonly yes"),
+            out,
+        );
+        return;
+    }
+    let psync = eq(&args[0], "psync");
+    if psync && args.len() != 3 {
+        session.reply(
+            &Frame::StaticError("ERR wrong number of arguments for 'psync' command"),
+            out,
+        );
+        return;
+    }
+    let ip = ip_of(&session.info.addr);
+    let link = Link::new(session.info.id, ip.clone(), session.replica_port);
+    if psync && args[1].as_ref() != b"?" {
+        // The replica continues where it was if the backlog still holds what follows.
+        let next = parse_i64(&args[2]).filter(|n| *n >= 1);
+        let ours = args[1].as_ref() == shared.replid.as_bytes();
+        let attached = match next {
+            Some(next) if ours => shared.repl.attach_at(&link, next as u64 - 1).is_some(),
+            _ => false,
+        };
+        if !attached {
+            shared
+                .repl
+                .syncs
+                .partial_err
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let (true, Some(next)) = (attached, next) {
+            shared.repl.syncs.partial_ok.fetch_add(1, Ordering::Relaxed);
+            {
+                tracing::info!(
+                    "Partial resynchronization request from {ip} accepted, sending the backlog from offset {next}"
+                );
+                out.extend_from_slice(format!("+CONTINUE {}\r\n", shared.replid).as_bytes());
+                become_replica(session, link);
+                return;
+            }
+        }
+    }
+    tracing::info!("Replica {ip} asks for synchronization: full resync");
+    shared.repl.syncs.full.fetch_add(1, Ordering::Relaxed);
+    match full_sync(session, &shared, link.clone()).await {
+        Ok((offset, rdb)) => {
+            if psync {
+                out.extend_from_slice(
+                    format!("+FULLRESYNC {} {offset}\r\n", shared.replid).as_bytes(),
+                );
+            }
+            out.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
+            out.extend_from_slice(&rdb);
+            tracing::info!(
+                "Synchronization with replica {ip} started: {} bytes of RDB at offset {offset}",
+                rdb.len()
+            );
+            become_replica(session, link);
+        }
+        Err(e) => {
+            shared.repl.detach(&link);
+            tracing::warn!("Full resync for replica {ip} failed: {e}");
+            session.reply(&Frame::Error(format!("ERR {e}")), out);
+        }
+    }
+}
+
+fn become_replica(session: &mut Session, link: Arc<Link>) {
+    link.online.store(true, Ordering::Release);
+    link.ack_at.store(moon_shard::now_ms(), Ordering::Relaxed);
+    session.info.replica.set(true);
+    session.replica = Some(link);
+}
+
+/// The cut and the RDB of it (module comment): returns the stream offset the RDB stands for.
+async fn full_sync(
+    session: &Session,
+    shared: &Arc<Shared>,
+    link: Arc<Link>,
+) -> Result<(u64, Vec<u8>), String> {
+    let shard = session.ctx.shard.clone();
+    let n = shard.count();
+    let (mark, at) = shared.repl.snapshot_mark(link);
+    let txid = shard.new_txid();
+    for p in 0..n {
+        let _ = shard.tx_lock(p, txid).await;
+    }
+    let copies = join_all(
+        (0..n)
+            .map(|p| {
+                let shared = shared.clone();
+                shard.call_on(p, move |s| {
+                    let writer = s.aof().ok_or("appendonly is off")?;
+                    if let Some(e) = writer.error() {
+                        return Err(format!("shard {p}'s AOF is failing: {e}"));
+                    }
+                    if !shared.repl.tap_installed(p) {
+                        let feed = shared.clone();
+                        writer.set_tap(Box::new(move |item| feed.repl.hear(p, item)));
+                    }
+                    let copy = s.keyspace_copy();
+                    writer.mark(mark);
+                    Ok(copy)
+                })
+            })
+            .collect(),
+    )
+    .await;
+    for p in 0..n {
+        shard.tx_unlock(p, txid).await;
+    }
+    let mut shards = Vec::with_capacity(n);
+    for (p, c) in copies.into_iter().enumerate() {
+        match c {
+            Some(Ok(copy)) => shards.push(copy),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("shard {p} did not answer")),
+        }
+    }
+    let timeout = async {
+        glommio::timer::sleep(CUT_TIMEOUT).await;
+        None
+    };
+    let offset = futures_lite::future::or(async { at.await.ok() }, timeout)
+        .await
+        .ok_or("the cut did not become safe in every shard's AOF")?;
+    let rdb = rdb_of(shards, shared).await.map_err(|e| e.to_string())?;
+    Ok((offset, rdb))
+}
+
+/// One RDB file of every shard's copy: each database's keys together, as Redis writes them.
+/// Version 10 (Redis 7.0) unless a hash has field deadlines (version 12, Redis 7.4).
+async fn rdb_of(
+    shards: Vec<moon_shard::KeyspaceCopy>,
+    shared: &Shared,
+) -> std::io::Result<Vec<u8>> {
+    let needs_12 = shards.iter().flatten().any(|(_, _, v, _)| match v {
+        moon_store::Value::Hash(h) => h.next_deadline().is_some(),
+        _ => false,
+    });
+    let mut w = moon_rdb::FileWriter::new(Vec::new(), if needs_12 { 12 } else { 10 });
+    w.aux(b"redis-ver", b"7.0.15")?;
+    w.aux(b"redis-bits", b"64")?;
+    w.aux(
+        b"ctime",
+        (moon_shard::now_ms() / 1000).to_string().as_bytes(),
+    )?;
+    w.aux(b"used-mem", b"0")?;
+    w.aux(b"repl-stream-db", b"0")?;
+    w.aux(b"repl-id", shared.replid.as_bytes())?;
+    w.aux(b"aof-base", b"0")?;
+    let dbs = shards
+        .iter()
+        .filter_map(|c| c.last().map(|(db, ..)| db + 1))
+        .max()
+        .unwrap_or(0);
+    let mut at: Vec<usize> = vec![0; shards.len()];
+    let mut written = 0usize;
+    for db in 0..dbs {
+        let (mut keys, mut expires) = (0u64, 0u64);
+        for (s, copy) in shards.iter().enumerate() {
+            for (d, _, _, exp) in &copy[at[s]..] {
+                if *d != db {
+                    break;
+                }
+                keys += 1;
+                expires += u64::from(*exp != 0);
+            }
+        }
+        if keys == 0 {
+            continue;
+        }
+        w.select_db(db as u64, keys, expires)?;
+        for (s, copy) in shards.iter().enumerate() {
+            while let Some((d, key, value, exp)) = copy.get(at[s]) {
+                if *d != db {
+                    break;
+                }
+                w.key(key, &value.to_rdb(), (*exp != 0).then_some(*exp))?;
+                at[s] += 1;
+                written += 1;
+                if written.is_multiple_of(1024) {
+                    // Other connections of this shard run between keys.
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }
+    }
+    w.finish()
+}
+
+/// REPLCONF, from a replica: its listening port, abilities, and acknowledgements of the stream
+/// (`ACK <offset>`, which gets no reply, as in Redis).
+pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    if args.len().is_multiple_of(2) {
+        session.reply(&Frame::StaticError("ERR syntax error"), out);
+        return;
+    }
+    for pair in args[1..].chunks(2) {
+        let (opt, value) = (&pair[0], &pair[1]);
+        if eq(opt, "ack") || eq(opt, "fack") {
+            if let (true, Some(link), Some(n)) =
+                (eq(opt, "ack"), session.replica.as_ref(), parse_i64(value))
+            {
+                link.ack.fetch_max(n.max(0) as u64, Ordering::AcqRel);
+                link.ack_at.store(moon_shard::now_ms(), Ordering::Relaxed);
+            }
+            continue;
+        }
+        if eq(opt, "listening-port") {
+            match parse_i64(value).filter(|p| (0..=65535).contains(p)) {
+                Some(p) => {
+                    session.replica_port = p as u64;
+                    if let Some(link) = &session.replica {
+                        link.port.store(p as u64, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    session.reply(&Frame::StaticError("ERR value is out of range"), out);
+                    return;
+                }
+            }
+        } else if eq(opt, "ip-address")
+            || eq(opt, "capa")
+            || eq(opt, "rdb-only")
+            || eq(opt, "rdb-filter-only")
+            || eq(opt, "getack")
+        {
+            // Noted by Redis for what Moon does not do yet (diskless filters, announced
+            // addresses); accepted.
+        } else {
+            session.reply(
+                &Frame::Error(format!(
+                    "ERR Unrecognized REPLCONF option: {}",
+                    String::from_utf8_lossy(opt)
+                )),
+                out,
+            );
+            return;
+        }
+    }
+    if session.replica.is_none() {
+        session.reply(&Frame::OK, out);
+    }
+}
+
+/// ROLE: `master`, the stream's offset, and each replica's address, port and acknowledged
+/// offset.
+pub(crate) fn role(session: &mut Session, _: &[Bytes]) -> Frame {
+    let feed = &session.ctx.shared.repl;
+    let replicas = feed
+        .links()
+        .iter()
+        .filter(|l| l.online.load(Ordering::Acquire))
+        .map(|l| {
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from(l.ip.clone())),
+                Frame::Bulk(Bytes::from(l.port.load(Ordering::Relaxed).to_string())),
+                Frame::Bulk(Bytes::from(l.ack.load(Ordering::Relaxed).to_string())),
+            ])
+        })
+        .collect();
+    Frame::Array(vec![
+        Frame::bulk("master"),
+        Frame::Integer(feed.offset() as i64),
+        Frame::Array(replicas),
+    ])
+}
+
+/// WAIT numreplicas timeout: waits until `numreplicas` replicas acknowledged the stream up to
+/// every write acknowledged so far (this client's among them), or `timeout` ms (0: forever);
+/// answers how many did.
+pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
+    let (Some(want), Some(timeout)) = (parse_i64(&args[1]), parse_i64(&args[2])) else {
+        return Frame::StaticError("ERR value is not an integer or out of range");
+    };
+    if timeout < 0 {
+        return Frame::StaticError("ERR timeout is negative");
+    }
+    let feed = &session.ctx.shared.repl;
+    if !feed.active() {
+        return Frame::Integer(0);
+    }
+    let target = match feed.flushed().await {
+        Ok(t) => t,
+        Err(_) => return Frame::Integer(0),
+    };
+    let acked = || {
+        feed.links()
+            .iter()
+            .filter(|l| l.online.load(Ordering::Acquire) && l.ack.load(Ordering::Acquire) >= target)
+            .count() as i64
+    };
+    if acked() >= want {
+        return Frame::Integer(acked());
+    }
+    // Ask the replicas to acknowledge now rather than at their next second.
+    feed.command(&[b"REPLCONF", b"GETACK", b"*"]);
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
+    loop {
+        if acked() >= want || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Frame::Integer(acked());
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// INFO's `# Replication` section, with Redis's field names.
+pub(crate) fn info_section(shared: &Shared) -> String {
+    use std::fmt::Write;
+    let feed = &shared.repl;
+    let now = moon_shard::now_ms();
+    let links: Vec<_> = feed.links();
+    let mut out = format!(
+        "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
+        links.len()
+    );
+    for (i, l) in links.iter().enumerate() {
+        let _ = write!(
+            out,
+            "slave{i}:ip={},port={},state={},offset={},lag={}\r\n",
+            l.ip,
+            l.port.load(Ordering::Relaxed),
+            if l.online.load(Ordering::Acquire) {
+                "online"
+            } else {
+                "wait_bgsave"
+            },
+            l.ack.load(Ordering::Relaxed),
+            now.saturating_sub(l.ack_at.load(Ordering::Relaxed)) / 1000,
+        );
+    }
+    let (first, histlen) = feed.backlog();
+    let active = feed.active();
+    let _ = write!(
+        out,
+        "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
+        shared.replid,
+        feed.offset(),
+        u8::from(active),
+        shared.config().repl_backlog_size,
+        if active { first } else { 0 },
+        histlen,
+    );
+    out
+}
+
+/// Puts a PING in the stream every [`PING_PERIOD`] while replicas are attached (run by one
+/// shard).
+pub async fn ping_replicas(shared: Arc<Shared>) {
+    loop {
+        glommio::timer::sleep(PING_PERIOD).await;
+        if !shared.repl.links().is_empty() {
+            shared.repl.command(&[b"PING"]);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Replication with the real engine: Debian's `redis-server` as a replica of a Moon primary
+//! (skipped with a message when it is not installed; `.ci/run` installs it). The replica's
+//! data is compared key by key with the primary's, through the protocol only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// One field of an INFO section.
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let text: String = cmd(c, &["INFO", section]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// Every key of every database of `c`, with its content and whether it has a deadline.
+fn dataset(c: &mut redis::Connection) -> Vec<(i64, String, String, bool)> {
+    let mut out = Vec::new();
+    for db in 0..16 {
+        let _: () = cmd(c, &["SELECT", &db.to_string()]);
+        let mut keys: Vec<String> = cmd(c, &["KEYS", "*"]);
+        keys.sort();
+        for k in keys {
+            let ttl: i64 = cmd(c, &["PTTL", &k]);
+            out.push((db, k.clone(), key_content(c, &k), ttl > 0));
+        }
+    }
+    let _: () = cmd(c, &["SELECT", "0"]);
+    out
+}
+
+/// Writes of every type, on both shards, in several databases: single commands, commands
+/// whose keys span shards, MULTI/EXEC across shards, a script, keys that expire, and the
+/// commands that act on whole databases (SWAPDB, FLUSHDB, also inside a transaction).
+fn write_load(c: &mut redis::Connection, tag: &str) {
+    let k = keys_on_different_shards(2);
+    let (a, b) = (format!("{tag}:{}", k[0]), format!("{tag}:{}", k[1]));
+    let key = |s: &str| format!("{tag}:{s}");
+    let run = |c: &mut redis::Connection, words: &[&str]| {
+        let _: redis::Value = cmd(c, words);
+    };
+    for i in 0..50 {
+        let n = i.to_string();
+        run(c, &["SET", &key(&format!("s{i}")), &n]);
+        run(c, &["INCRBY", &key("counter"), &n]);
+        run(c, &["APPEND", &key("log"), &n]);
+        run(c, &["HSET", &key("h"), &format!("f{i}"), &n]);
+        run(c, &["RPUSH", &key("list"), &n]);
+        run(c, &["SADD", &key("set"), &n]);
+        run(c, &["ZADD", &key("z"), &n, &format!("m{i}")]);
+        run(c, &["XADD", &key("x"), "*", "i", &n]);
+        run(c, &["PFADD", &key("hll"), &n]);
+    }
+    run(c, &["INCRBYFLOAT", &key("float"), "1.5"]);
+    run(c, &["HINCRBY", &key("h"), "f1", "10"]);
+    run(c, &["HDEL", &key("h"), "f2"]);
+    run(c, &["LPOP", &key("list")]);
+    run(c, &["SPOP", &key("set")]);
+    run(c, &["ZINCRBY", &key("z"), "2.5", "m3"]);
+    run(c, &["ZREM", &key("z"), "m4"]);
+    run(c, &["SET", &key("ttl"), "v", "EX", "100000"]);
+    run(c, &["XGROUP", "CREATE", &key("x"), "g", "0"]);
+    run(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "5",
+            "STREAMS",
+            &key("x"),
+            ">",
+        ],
+    );
+    // Across shards: MSET, RENAME, SMOVE, set algebra into another shard, MULTI/EXEC.
+    run(c, &["MSET", &a, "1", &b, "2"]);
+    run(c, &["SADD", &format!("{a}:s"), "x", "y"]);
+    run(c, &["SADD", &format!("{b}:s"), "y", "z"]);
+    run(
+        c,
+        &[
+            "SUNIONSTORE",
+            &format!("{b}:u"),
+            &format!("{a}:s"),
+            &format!("{b}:s"),
+        ],
+    );
+    run(c, &["SMOVE", &format!("{a}:s"), &format!("{b}:s"), "x"]);
+    run(c, &["RENAME", &a, &format!("{b}:renamed")]);
+    run(c, &["MULTI"]);
+    run(c, &["INCR", &b]);
+    run(c, &["SET", &a, "again"]);
+    run(c, &["LPUSH", &format!("{a}:l"), "p", "q"]);
+    run(c, &["EXEC"]);
+    // A script writing two keys of one shard.
+    run(
+        c,
+        &[
+            "EVAL",
+            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1])",
+            "2",
+            &format!("{{{tag}}}:e1"),
+            &format!("{{{tag}}}:e2"),
+            "script",
+        ],
+    );
+    // Databases: a key in 3 moved to 4 by SWAPDB; database 5 emptied, inside a transaction
+    // whose other writes come before and after the flush.
+    run(c, &["SELECT", "3"]);
+    run(c, &["SET", &key("in3"), "x"]);
+    run(c, &["SELECT", "5"]);
+    run(c, &["MSET", &a, "gone", &b, "gone"]);
+    run(c, &["MULTI"]);
+    run(c, &["SET", &b, "before"]);
+    run(c, &["FLUSHDB"]);
+    run(c, &["SET", &a, "after"]);
+    run(c, &["EXEC"]);
+    run(c, &["SELECT", "0"]);
+    run(c, &["SWAPDB", "3", "4"]);
+    // A key that expires: its removal reaches the replica as the primary's DEL.
+    run(c, &["SET", &key("short"), "v", "PX", "30"]);
+    assert!(eventually(Duration::from_secs(5), || {
+        cmd::<i64>(c, &["EXISTS", &key("short")]) == 0
+    }));
+}
+
+fn wait_online(primary: &mut redis::Connection, replica: &mut redis::Connection) {
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            info_field(replica, "replication", "master_link_status").as_deref() == Some("up")
+        }),
+        "the replica's link is up"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        info_field(primary, "replication", "connected_slaves").as_deref() == Some("1")
+    }));
+}
+
+/// Waits until the replica acknowledged everything written so far (WAIT, as a client would).
+fn caught_up(primary: &mut redis::Connection) {
+    let acked: i64 = cmd(primary, &["WAIT", "1", "10000"]);
+    assert_eq!(acked, 1, "WAIT: the replica acknowledged every write");
+}
+
+#[test]
+fn a_redis_replica_of_a_moon_primary_holds_the_same_data() {
+    let moon = MoonServer::start(2, &[]);
+    let mut m = moon.client();
+    // Before the replica: reaches it through the RDB of the full synchronisation.
+    write_load(&mut m, "pre");
+    let port = moon.addr.port().to_string();
+    let Some(redis) = RedisServer::start_with(
+        "a_redis_replica_of_a_moon_primary_holds_the_same_data",
+        &["--replicaof", "127.0.0.1", &port],
+    ) else {
+        return;
+    };
+    let mut r = redis.client();
+    wait_online(&mut m, &mut r);
+    assert_eq!(
+        info_field(&mut m, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    // After: through the stream.
+    write_load(&mut m, "post");
+    caught_up(&mut m);
+    let primary = dataset(&mut m);
+    assert!(primary.len() > 40, "the load wrote keys: {}", primary.len());
+    assert_eq!(dataset(&mut r), primary);
+
+    // ROLE and INFO show the replica and its acknowledged offset.
+    let offset: u64 = info_field(&mut m, "replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .expect("master_repl_offset");
+    assert!(offset > 0);
+    let role: (String, u64, Vec<(String, String, String)>) = cmd(&mut m, &["ROLE"]);
+    assert_eq!(role.0, "master");
+    assert_eq!(role.2.len(), 1);
+    assert_eq!(role.2[0].1, redis.port.to_string());
+    let replica_offset: u64 = info_field(&mut r, "replication", "slave_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .expect("slave_repl_offset");
+    assert!(
+        replica_offset >= role.1 - 64,
+        "{replica_offset} vs {}",
+        role.1
+    );
+
+    // The link cut: the replica comes back with PSYNC and continues from the backlog.
+    let killed: i64 = cmd(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert_eq!(killed, 1);
+    write_load(&mut m, "during");
+    wait_online(&mut m, &mut r);
+    caught_up(&mut m);
+    assert_eq!(
+        info_field(&mut m, "stats", "sync_partial_ok").as_deref(),
+        Some("1"),
+        "partial resynchronisation"
+    );
+    assert_eq!(
+        info_field(&mut m, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    assert_eq!(dataset(&mut r), dataset(&mut m));
+}
+
+#[test]
+fn replication_needs_the_aof_and_wait_without_replicas_answers_zero() {
+    let moon = MoonServer::start(2, &["--appendonly", "no"]);
+    let mut m = moon.client();
+    let e = expect_err(&mut m, &["PSYNC", "?", "-1"]);
+    assert!(e.contains("appendonly yes"), "{e}");
+    let n: i64 = cmd(&mut m, &["WAIT", "1", "10"]);
+    assert_eq!(n, 0);
+    let role: (String, i64, Vec<String>) = cmd(&mut m, &["ROLE"]);
+    assert_eq!(role, ("master".to_string(), 0, vec![]));
+}
