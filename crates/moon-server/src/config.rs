@@ -33,10 +33,20 @@ pub struct Config {
     pub encodings: moon_store::Encodings,
     /// Redis's `save` schedule, normalised: accepted and reported, no effect (no RDB snapshots).
     pub save: String,
-    /// Redis's `repl-backlog-size`: the backlog a primary keeps for its replicas' partial
-    /// resyncs. Moon has no replication yet: accepted and reported, nothing is allocated (as
-    /// on a Redis primary no replica ever connected to).
+    /// Redis's `repl-backlog-size`: the last bytes of the replication stream a primary keeps
+    /// for its replicas' partial resyncs (allocated once a replica connected).
     pub repl_backlog_size: u64,
+    /// The primary this server replicates (`replicaof host port`; REPLICAOF changes it).
+    pub replicaof: Option<(String, u16)>,
+    /// The password and user this replica authenticates with at its primary.
+    pub masterauth: Option<String>,
+    pub masteruser: Option<String>,
+    /// A replica refuses clients' writes (READONLY).
+    pub replica_read_only: bool,
+    /// Reported to Sentinel (`slave_priority`): 0 = never promote.
+    pub replica_priority: u64,
+    /// Seconds of silence after which a link (either side) is taken for dead.
+    pub repl_timeout: u64,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: a script running longer is busy
@@ -334,9 +344,24 @@ pub const KEYS: &[Key] = &[
     key!("daemonize", Startup, "Only no: Moon runs in the foreground (run it under a supervisor such as systemd).",
         |_c, v| if flag(v)? { return Err("no (Moon does not daemonize; run it under a supervisor)".into()) },
         |_c| "no".into()),
-    key!("replicaof", Startup, "Only empty: Moon cannot be a replica yet (slaveof).",
-        |_c, v| if !v.trim().is_empty() { return Err("nothing: Moon cannot replicate from a primary yet".into()) },
-        |_c| String::new()),
+    key!("replicaof", Startup, "The primary to replicate: \"<host> <port>\" (slaveof); empty for none. REPLICAOF changes it at run time.",
+        |c, v| c.replicaof = parse_replicaof(v)?,
+        |c| c.replicaof.as_ref().map(|(h, p)| format!("{h} {p}")).unwrap_or_default()),
+    key!("masterauth", Runtime, "The password this replica gives its primary (AUTH).",
+        |c, v| c.masterauth = (!v.is_empty()).then(|| v.to_string()),
+        |c| c.masterauth.clone().unwrap_or_default()),
+    key!("masteruser", Runtime, "The user this replica authenticates as at its primary (with masterauth).",
+        |c, v| c.masteruser = (!v.is_empty()).then(|| v.to_string()),
+        |c| c.masteruser.clone().unwrap_or_default()),
+    key!("replica-read-only", Runtime, "yes | no: a replica refuses clients' writes (slave-read-only).",
+        |c, v| c.replica_read_only = flag(v)?,
+        |c| yes_no_text(c.replica_read_only)),
+    key!("replica-priority", Runtime, "Sentinel's preference among replicas, lower first; 0 = never promote (slave-priority).",
+        |c, v| c.replica_priority = int_in(v, 0..=i32::MAX as u64, "an integer >= 0")?,
+        |c| c.replica_priority.to_string()),
+    key!("repl-timeout", Runtime, "Seconds of silence after which a replication link is taken for dead.",
+        |c, v| c.repl_timeout = int_in(v, 1..=i32::MAX as u64, "seconds >= 1")?,
+        |c| c.repl_timeout.to_string()),
     key!("timeout", Runtime, "Close clients idle for this many seconds (0 = never).",
         |c, v| c.timeout = int_in(v, 0..=100 * 365 * 24 * 3600, "seconds >= 0 (0 = never)")?,
         |c| c.timeout.to_string()),
@@ -528,6 +553,12 @@ impl Default for Config {
             encodings: moon_store::Encodings::default(),
             save: String::new(),
             repl_backlog_size: 1024 * 1024,
+            replicaof: None,
+            masterauth: None,
+            masteruser: None,
+            replica_read_only: true,
+            replica_priority: 100,
+            repl_timeout: 60,
             timeout: 0,
             busy_reply_threshold: 5000,
             slowlog_log_slower_than: 10_000,
@@ -580,7 +611,7 @@ fn path_text(p: &Option<PathBuf>) -> String {
 
 /// Redis's other names of keys (`hash-max-ziplist-*` before 7.0, `slaveof`), as Redis still
 /// accepts them: (alias, key).
-pub const ALIASES: [(&str, &str); 7] = [
+pub const ALIASES: [(&str, &str); 9] = [
     ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
     ("hash-max-ziplist-value", "hash-max-listpack-value"),
     ("list-max-ziplist-size", "list-max-listpack-size"),
@@ -588,7 +619,23 @@ pub const ALIASES: [(&str, &str); 7] = [
     ("zset-max-ziplist-value", "zset-max-listpack-value"),
     ("lua-time-limit", "busy-reply-threshold"),
     ("slaveof", "replicaof"),
+    ("slave-read-only", "replica-read-only"),
+    ("slave-priority", "replica-priority"),
 ];
+
+/// `replicaof`'s value: "<host> <port>", or nothing (also "no one").
+pub fn parse_replicaof(v: &str) -> Result<Option<(String, u16)>, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    match words.as_slice() {
+        [] => Ok(None),
+        [a, b] if a.eq_ignore_ascii_case("no") && b.eq_ignore_ascii_case("one") => Ok(None),
+        [host, port] => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(Some((host.to_string(), p))),
+            _ => Err("\"<host> <port>\" with a port from 1 to 65535, or empty".into()),
+        },
+        _ => Err("\"<host> <port>\", or empty".into()),
+    }
+}
 
 /// The key an alias names (itself for a key's own name).
 pub fn canonical_key(key: &str) -> String {

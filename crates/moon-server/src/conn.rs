@@ -132,34 +132,8 @@ async fn serve_from<S>(
         close_soon(&mut stream).await;
         return;
     }
-    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let now = Instant::now();
-    let info = Rc::new(ClientInfo {
-        id,
-        addr: peer,
-        laddr: local,
-        name: RefCell::new(String::new()),
-        lib_name: RefCell::new(String::new()),
-        lib_ver: RefCell::new(String::new()),
-        created: now,
-        last_active: Cell::new(now),
-        last_cmd: Cell::new("NULL"),
-        resp: Cell::new(2),
-        db: Cell::new(0),
-        sub_counts: Cell::new((0, 0, 0)),
-        out: crate::session::Outbox::default(),
-        shard: ctx.shard.id(),
-        tracking: RefCell::new(None),
-        user: RefCell::new("default".into()),
-        blocked: Cell::new(false),
-        unblock: Cell::new(None),
-        qbuf: Cell::new((0, 0)),
-        buffers: Cell::new(0),
-        no_evict: Cell::new(false),
-        no_touch: Cell::new(false),
-        last_sub: RefCell::new(String::new()),
-        replica: Cell::new(false),
-    });
+    let info = new_client(&ctx, peer, local);
+    let id = info.id;
     CLIENTS.with(|c| c.borrow_mut().insert(id, info.clone()));
     moon_store::slowlog::register(id, &info.addr);
     ShardCounters::add(&counters.connections_received, 1);
@@ -184,34 +158,7 @@ async fn serve_from<S>(
         close_soon(&mut stream).await;
         return;
     }
-    let mut session = Session {
-        ctx: ctx.clone(),
-        info,
-        proto: Protocol::Resp2,
-        authenticated: user.enabled && user.nopass,
-        quit: false,
-        close_after_reply: false,
-        db: 0,
-        config_version: u64::MAX,
-        user,
-        acl_version,
-        max_bulk_len: 0,
-        idle_timeout: None,
-        query_buffer_limit: usize::MAX,
-        multi: crate::session::TxState::default(),
-        tx: None,
-        subs: crate::session::Subscriptions::default(),
-        reply: ReplyMode::On,
-        caching: None,
-        held_publications: Vec::new(),
-        blocked: None,
-        deferred: Vec::new(),
-        deferred_bytes: 0,
-        attempting: false,
-        monitor: None,
-        replica: None,
-        replica_port: 0,
-    };
+    let mut session = new_session(&ctx, info, user, acl_version);
     let mut parser = RequestParser::default();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(received.len()));
     rbuf.extend_from_slice(received);
@@ -528,6 +475,77 @@ async fn serve_from<S>(
     ShardCounters::add(&counters.connected_clients, u64::MAX); // -1
 }
 
+/// A connection's entry for CLIENT LIST, with a new client id.
+pub(crate) fn new_client(ctx: &Rc<ShardServer>, peer: String, local: String) -> Rc<ClientInfo> {
+    let id = ctx.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    Rc::new(ClientInfo {
+        id,
+        addr: peer,
+        laddr: local,
+        name: RefCell::new(String::new()),
+        lib_name: RefCell::new(String::new()),
+        lib_ver: RefCell::new(String::new()),
+        created: now,
+        last_active: Cell::new(now),
+        last_cmd: Cell::new("NULL"),
+        resp: Cell::new(2),
+        db: Cell::new(0),
+        sub_counts: Cell::new((0, 0, 0)),
+        out: crate::session::Outbox::default(),
+        shard: ctx.shard.id(),
+        tracking: RefCell::new(None),
+        user: RefCell::new("default".into()),
+        blocked: Cell::new(false),
+        unblock: Cell::new(None),
+        qbuf: Cell::new((0, 0)),
+        buffers: Cell::new(0),
+        no_evict: Cell::new(false),
+        no_touch: Cell::new(false),
+        last_sub: RefCell::new(String::new()),
+        replica: Cell::new(false),
+    })
+}
+
+/// A new connection's session, running as `user` (authenticated if it needs no password),
+/// taken from the users at `acl_version`.
+pub(crate) fn new_session(
+    ctx: &Rc<ShardServer>,
+    info: Rc<ClientInfo>,
+    user: std::sync::Arc<crate::acl::User>,
+    acl_version: u64,
+) -> Session {
+    Session {
+        ctx: ctx.clone(),
+        info,
+        proto: Protocol::Resp2,
+        authenticated: user.enabled && user.nopass,
+        quit: false,
+        close_after_reply: false,
+        db: 0,
+        config_version: u64::MAX,
+        user,
+        acl_version,
+        max_bulk_len: 0,
+        idle_timeout: None,
+        query_buffer_limit: usize::MAX,
+        multi: crate::session::TxState::default(),
+        tx: None,
+        subs: crate::session::Subscriptions::default(),
+        reply: ReplyMode::On,
+        caching: None,
+        held_publications: Vec::new(),
+        blocked: None,
+        deferred: Vec::new(),
+        deferred_bytes: 0,
+        attempting: false,
+        monitor: None,
+        replica: None,
+        replica_port: 0,
+        is_master: false,
+    }
+}
+
 /// Writes `wbuf` to the client and clears it; false if the connection must close (the write
 /// failed, or the client passed its output limit while the write waited for it to read).
 async fn write_out<S: futures_lite::AsyncWrite + Unpin>(
@@ -755,6 +773,22 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             && !spec.flags.has(Flags::WHILE_SUBSCRIBED)
         {
             let reply = crate::pubsub::not_allowed_while_subscribed(spec.name);
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+            continue;
+        }
+        if !session.is_master
+            && !spec.flags.has(Flags::LOADING)
+            && session.ctx.shared.replica_loading.load(Ordering::Relaxed)
+        {
+            let reply = Frame::StaticError("LOADING Moon is loading the dataset in memory");
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+            continue;
+        }
+        if spec.is_write()
+            && !session.is_master
+            && session.ctx.shared.read_only.load(Ordering::Relaxed)
+        {
+            let reply = Frame::StaticError("READONLY You can't write against a read only replica.");
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }

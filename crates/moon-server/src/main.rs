@@ -29,6 +29,7 @@ mod persistence;
 mod plan;
 mod pubsub;
 mod repl_feed;
+mod replica;
 mod replication;
 mod rewrite;
 mod script_cmd;

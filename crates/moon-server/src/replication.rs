@@ -305,9 +305,57 @@ pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut By
     }
 }
 
+/// REPLICAOF host port / REPLICAOF NO ONE (and SLAVEOF): follow a primary, or stop and
+/// serve writes. The setting is `replicaof` in the config (CONFIG REWRITE keeps it); the
+/// link task (`replica.rs`) follows it.
+pub(crate) fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
+    let shared = session.ctx.shared.clone();
+    let current = shared.config().replicaof;
+    if eq(&args[1], "no") && eq(&args[2], "one") {
+        if current.is_some() {
+            shared.update_config(|c| c.replicaof = None);
+            tracing::info!(
+                "MASTER MODE enabled (user request from '{}')",
+                session.info.addr
+            );
+        }
+        return Frame::OK;
+    }
+    let port = match parse_i64(&args[2]) {
+        Some(p) if (1..=65535).contains(&p) => p as u16,
+        Some(_) => return Frame::StaticError("ERR Invalid master port"),
+        None => return Frame::StaticError("ERR value is not an integer or out of range"),
+    };
+    let host = String::from_utf8_lossy(&args[1]).into_owned();
+    if current.as_ref() == Some(&(host.clone(), port)) {
+        return Frame::Simple("OK Already connected to specified master");
+    }
+    if crate::shared::lock(&shared.rewrite.layout).is_none() {
+        return Frame::StaticError(
+            "ERR Moon replicates into its AOF: a replica needs appendonly yes",
+        );
+    }
+    tracing::info!(
+        "REPLICAOF {host}:{port} enabled (user request from '{}')",
+        session.info.addr
+    );
+    shared.update_config(|c| c.replicaof = Some((host, port)));
+    Frame::OK
+}
+
 /// ROLE: `master`, the stream's offset, and each replica's address, port and acknowledged
-/// offset.
+/// offset; or `slave`, its primary, the link's state and the offset applied.
 pub(crate) fn role(session: &mut Session, _: &[Bytes]) -> Frame {
+    if let Some((host, port)) = session.ctx.shared.config().replicaof {
+        let link = crate::shared::lock(&session.ctx.shared.master_link);
+        return Frame::Array(vec![
+            Frame::bulk("slave"),
+            Frame::Bulk(Bytes::from(host)),
+            Frame::Integer(i64::from(port)),
+            Frame::bulk(link.state),
+            Frame::Integer(link.offset as i64),
+        ]);
+    }
     let feed = &session.ctx.shared.repl;
     let replicas = feed
         .links()
@@ -373,10 +421,38 @@ pub(crate) fn info_section(shared: &Shared) -> String {
     let feed = &shared.repl;
     let now = moon_shard::now_ms();
     let links: Vec<_> = feed.links();
-    let mut out = format!(
-        "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
-        links.len()
-    );
+    let config = shared.config();
+    let mut out = String::from("# Replication\r\n");
+    match &config.replicaof {
+        None => out.push_str("role:master\r\n"),
+        Some((host, port)) => {
+            let link = crate::shared::lock(&shared.master_link);
+            let up = link.state == "connected";
+            let _ = write!(
+                out,
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\n",
+                if up { "up" } else { "down" },
+                link.last_io.map_or(-1, |t| t.elapsed().as_secs() as i64),
+                u8::from(link.state == "sync"),
+                link.offset,
+                link.offset,
+            );
+            if let Some(since) = link.down_since {
+                let _ = write!(
+                    out,
+                    "master_link_down_since_seconds:{}\r\n",
+                    since.elapsed().as_secs()
+                );
+            }
+            let _ = write!(
+                out,
+                "slave_priority:{}\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
+                config.replica_priority,
+                u8::from(config.replica_read_only)
+            );
+        }
+    }
+    let _ = write!(out, "connected_slaves:{}\r\n", links.len());
     for (i, l) in links.iter().enumerate() {
         let _ = write!(
             out,
@@ -400,7 +476,7 @@ pub(crate) fn info_section(shared: &Shared) -> String {
         shared.replid,
         feed.offset(),
         u8::from(active),
-        shared.config().repl_backlog_size,
+        config.repl_backlog_size,
         if active { first } else { 0 },
         histlen,
     );

@@ -212,6 +212,15 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         acl_log: Mutex::new(crate::acl::AclLog::default()),
         tls: RwLock::new(tls),
         repl: crate::repl_feed::Feed::new(shards, config.repl_backlog_size as usize),
+        master_link: Mutex::new(crate::shared::MasterLink {
+            state: "connect",
+            down_since: Some(Instant::now()),
+            ..Default::default()
+        }),
+        read_only: std::sync::atomic::AtomicBool::new(
+            config.replicaof.is_some() && config.replica_read_only,
+        ),
+        replica_loading: std::sync::atomic::AtomicBool::new(false),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
@@ -594,6 +603,10 @@ async fn shard_main(
         shared: shared.clone(),
         stopping: Semaphore::new(0),
     });
+    if shard.id() == 0 {
+        // The link to a primary, whenever `replicaof` names one.
+        glommio::spawn_local(crate::replica::run(ctx.clone())).detach();
+    }
     let gate = Gate::new();
     if let Some(tls_fd) = fds.tls {
         // SAFETY: as above.

@@ -204,6 +204,9 @@ pub struct Session {
     pub(crate) replica: Option<std::sync::Arc<crate::repl_feed::Link>>,
     /// The port the replica said it listens on (REPLCONF listening-port), before PSYNC.
     pub(crate) replica_port: u64,
+    /// This session applies the primary's stream (`replica.rs`): it writes on a read-only
+    /// replica and while the replica loads.
+    pub(crate) is_master: bool,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are

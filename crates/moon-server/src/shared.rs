@@ -78,6 +78,30 @@ pub struct Shared {
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The replication stream and the replicas fed from it (`repl_feed.rs`).
     pub repl: crate::repl_feed::Feed,
+    /// This server's link to its primary, when it is a replica (`replica.rs` runs it).
+    pub master_link: Mutex<MasterLink>,
+    /// `replicaof` is set and `replica-read-only` too: clients' writes are refused (READONLY).
+    /// Kept in step with the config by [`Shared::update_config`].
+    pub read_only: AtomicBool,
+    /// A replica is loading its primary's data (full synchronisation): clients get LOADING.
+    pub replica_loading: AtomicBool,
+}
+
+/// A replica's link to its primary, as INFO and ROLE show it.
+#[derive(Default)]
+pub struct MasterLink {
+    /// Redis's words: `connect` (not connected), `connecting`, `sync` (loading the primary's
+    /// data), `connected`.
+    pub state: &'static str,
+    /// The primary's replication id, and the stream offset applied (`slave_repl_offset`);
+    /// kept across reconnections, so that the next PSYNC may continue.
+    pub replid: String,
+    pub offset: u64,
+    /// The database the stream had selected at `offset`.
+    pub db: usize,
+    /// Since when the link is down (`None` while up), and the last bytes from the primary.
+    pub down_since: Option<Instant>,
+    pub last_io: Option<Instant>,
 }
 
 /// 40 random hex digits (from the kernel's generator; time and pid if it cannot be read).
@@ -109,6 +133,10 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner(),
         };
         let r = f(&mut guard);
+        self.read_only.store(
+            guard.replicaof.is_some() && guard.replica_read_only,
+            Ordering::Release,
+        );
         self.config_version.fetch_add(1, Ordering::AcqRel);
         r
     }

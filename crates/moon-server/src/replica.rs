@@ -1,0 +1,452 @@
+//! Replication, the replica's side: following a primary (a Redis 7 server or another Moon)
+//! named by `replicaof` (the config file, or REPLICAOF / SLAVEOF at run time).
+//!
+//! One task on shard 0 watches the setting and keeps one link: the handshake as a Redis 7
+//! replica sends it (PING, AUTH with `masterauth`, `REPLCONF listening-port`, `REPLCONF capa
+//! psync2`, then `PSYNC <replid> <offset+1>`, or `PSYNC ? -1` the first time), then either a
+//! full synchronisation (`+FULLRESYNC`: the RDB that follows is loaded) or a partial one
+//! (`+CONTINUE`: the stream goes on), then the stream, applied command by command.
+//!
+//! **Everything the primary sends runs as a client's commands** — a session of its own, the
+//! "master client" — through the same path as any client's (`conn::process`): each write is
+//! logged in its shard's AOF before the link reads on, a MULTI/EXEC spanning shards runs as
+//! one cross-shard transaction (so a reader never sees half of it, here as on the primary),
+//! and the RDB of a full synchronisation becomes FLUSHALL then one RESTORE per key, logged as
+//! any RESTORE. While it loads, clients get LOADING. The master client writes on a read-only
+//! replica; clients' writes get READONLY.
+//!
+//! **Offsets.** The link counts the bytes of every complete command it applied
+//! (`slave_repl_offset`), acknowledges them every second and when asked (`REPLCONF GETACK`),
+//! and keeps the primary's replication id and offset across reconnections, so that the next
+//! PSYNC continues where it stopped. They are not kept across a restart: a restarted replica
+//! has its data (its own logs) but synchronises fully again.
+//!
+//! The top of the server's layers, beside `server.rs` (which spawns it): it runs requests
+//! through the connection layer.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use moon_proto::RequestParser;
+
+use crate::shared::{lock, ShardServer};
+
+/// The largest RDB a full synchronisation takes into memory before loading it.
+const MAX_RDB: u64 = 64 << 30;
+
+/// A line of the handshake, or a bulk header, is at most this long.
+const MAX_LINE: usize = 64 << 10;
+
+/// The task: follows whatever `replicaof` names, for the life of the server.
+pub async fn run(ctx: Rc<ShardServer>) {
+    let shared = ctx.shared.clone();
+    let mut failed = false;
+    loop {
+        let Some((host, port)) = shared.config().replicaof.clone() else {
+            set_state(&ctx, "connect");
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            failed = false;
+            continue;
+        };
+        if failed {
+            // As Redis's replication cron: try again a second later.
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+        }
+        match follow(&ctx, &host, port).await {
+            Ok(()) => failed = false,
+            Err(e) => {
+                tracing::warn!("Replication with primary {host}:{port}: {e}");
+                failed = true;
+            }
+        }
+        {
+            let mut link = lock(&ctx.shared.master_link);
+            if link.down_since.is_none() {
+                link.down_since = Some(Instant::now());
+            }
+            link.state = "connect";
+        }
+    }
+}
+
+fn set_state(ctx: &ShardServer, state: &'static str) {
+    lock(&ctx.shared.master_link).state = state;
+}
+
+/// The connection to the primary, with what was read and not yet used.
+struct Link {
+    stream: TcpStream,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl Link {
+    async fn send(&mut self, args: &[&[u8]]) -> Result<(), String> {
+        let mut out = Vec::new();
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("writing to the primary: {e}"))
+    }
+
+    /// Reads more bytes; an error when the primary closed, or said nothing for `timeout`.
+    async fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = vec![0u8; 64 << 10];
+        let timeout = self.timeout;
+        let read = async { Some(self.stream.read(&mut chunk).await) };
+        let idle = async {
+            glommio::timer::sleep(timeout).await;
+            None
+        };
+        match futures_lite::future::or(read, idle).await {
+            Some(Ok(0)) => Err("the primary closed the connection".into()),
+            Some(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Some(Err(e)) => Err(format!("reading from the primary: {e}")),
+            None => Err(format!(
+                "nothing from the primary for {} s (repl-timeout)",
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    /// One line, without its CRLF. Empty lines (the newlines a primary sends to keep the link
+    /// alive while it prepares an RDB) are skipped.
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                let _ = self.buf.split_to(1);
+            }
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf.split_to(i + 2);
+                return Ok(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err("a line from the primary is too long".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn exactly(&mut self, n: usize) -> Result<Bytes, String> {
+        while self.buf.len() < n {
+            self.buf.reserve(n - self.buf.len());
+            self.fill().await?;
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// Connects, synchronises and applies the stream until the link fails (an error) or
+/// `replicaof` names another primary or none (`Ok`).
+async fn follow(ctx: &Rc<ShardServer>, host: &str, port: u16) -> Result<(), String> {
+    let shared = ctx.shared.clone();
+    let config = shared.config();
+    let timeout = Duration::from_secs(config.repl_timeout.max(1));
+    set_state(ctx, "connecting");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let connect = async { Some(TcpStream::connect(addr).await) };
+    let give_up = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    let stream = futures_lite::future::or(connect, give_up)
+        .await
+        .ok_or("connecting timed out")?
+        .map_err(|e| format!("connecting: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    tracing::info!("Connecting to primary {host}:{port}");
+    let mut link = Link {
+        stream,
+        buf: BytesMut::new(),
+        timeout,
+    };
+    link.send(&[b"PING"]).await?;
+    let pong = link.line().await?;
+    // A primary that wants a password answers PING with NOAUTH: AUTH comes next.
+    if !pong.starts_with('+') && !pong.contains("NOAUTH") && !pong.contains("NOPERM") {
+        return Err(format!("the primary answered PING with {pong}"));
+    }
+    if let Some(pass) = &config.masterauth {
+        match &config.masteruser {
+            Some(user) => {
+                link.send(&[b"AUTH", user.as_bytes(), pass.as_bytes()])
+                    .await?
+            }
+            None => link.send(&[b"AUTH", pass.as_bytes()]).await?,
+        }
+        let r = link.line().await?;
+        if !r.starts_with('+') {
+            return Err(format!("AUTH at the primary failed: {r}"));
+        }
+    }
+    let my_port = shared.port.load(Ordering::Relaxed).to_string();
+    link.send(&[b"REPLCONF", b"listening-port", my_port.as_bytes()])
+        .await?;
+    let _ = link.line().await?;
+    link.send(&[b"REPLCONF", b"capa", b"psync2"]).await?;
+    let _ = link.line().await?;
+    let (replid, offset) = {
+        let l = lock(&shared.master_link);
+        (l.replid.clone(), l.offset)
+    };
+    if replid.is_empty() {
+        link.send(&[b"PSYNC", b"?", b"-1"]).await?;
+    } else {
+        let next = (offset + 1).to_string();
+        link.send(&[b"PSYNC", replid.as_bytes(), next.as_bytes()])
+            .await?;
+    }
+    let answer = link.line().await?;
+    let mut master = master_session(ctx);
+    let words: Vec<&str> = answer.split_whitespace().collect();
+    match words.as_slice() {
+        ["+FULLRESYNC", id, off] => {
+            let off: u64 = off
+                .parse()
+                .map_err(|_| format!("bad FULLRESYNC offset in {answer}"))?;
+            set_state(ctx, "sync");
+            let header = link.line().await?;
+            let len: u64 = header
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n <= MAX_RDB)
+                .ok_or_else(|| format!("expected the RDB's length, got {header:?}"))?;
+            tracing::info!("Full resync from primary {id}:{off}: receiving {len} bytes of RDB");
+            let rdb = link.exactly(len as usize).await?;
+            load(&mut master, rdb).await?;
+            let mut l = lock(&shared.master_link);
+            l.replid = id.to_string();
+            l.offset = off;
+        }
+        ["+CONTINUE", rest @ ..] => {
+            tracing::info!("Partial resynchronization with the primary accepted");
+            let mut l = lock(&shared.master_link);
+            if let Some(id) = rest.first() {
+                l.replid = id.to_string();
+            }
+            // The stream goes on in the database it had selected.
+            master.db = l.db;
+        }
+        _ => return Err(format!("the primary answered PSYNC with {answer}")),
+    }
+    {
+        let mut l = lock(&shared.master_link);
+        l.state = "connected";
+        l.down_since = None;
+        l.last_io = Some(Instant::now());
+    }
+    tracing::info!("MASTER <-> REPLICA sync: Finished with success");
+    apply_stream(ctx, &mut link, &mut master, host, port).await
+}
+
+/// The session that runs what the primary sends: every command allowed, nothing refused for
+/// being a replica, replies dropped.
+fn master_session(ctx: &Rc<ShardServer>) -> crate::session::Session {
+    let info = crate::conn::new_client(ctx, "master".into(), String::new());
+    let user = std::sync::Arc::new(crate::acl::User::default_user(None));
+    let mut s = crate::conn::new_session(ctx, info, user, ctx.shared.acl_version());
+    s.authenticated = true;
+    s.is_master = true;
+    s
+}
+
+/// Runs `cmds` as the primary's commands; their replies are dropped (as the primary reads
+/// none).
+async fn run_cmds(master: &mut crate::session::Session, cmds: Vec<Vec<Bytes>>) {
+    if cmds.is_empty() {
+        return;
+    }
+    let shards = master.ctx.shard.count();
+    let parsed = cmds
+        .into_iter()
+        .map(|c| crate::dispatch::parse(c, shards))
+        .collect();
+    let mut out = BytesMut::new();
+    crate::conn::process(master, parsed, &mut out).await;
+}
+
+/// A full synchronisation's RDB: everything here replaced by it, durably (FLUSHALL, then a
+/// RESTORE per key and FUNCTION LOAD per library, logged as clients' would be).
+async fn load(master: &mut crate::session::Session, rdb: Bytes) -> Result<(), String> {
+    let shared = master.ctx.shared.clone();
+    shared.replica_loading.store(true, Ordering::Release);
+    let result = load_items(master, &rdb).await;
+    shared.replica_loading.store(false, Ordering::Release);
+    result
+}
+
+async fn load_items(master: &mut crate::session::Session, rdb: &[u8]) -> Result<(), String> {
+    let started = Instant::now();
+    run_cmds(master, vec![vec![Bytes::from_static(b"FLUSHALL")]]).await;
+    let mut reader =
+        moon_rdb::FileReader::new(rdb, false).map_err(|e| format!("the primary's RDB: {e}"))?;
+    let mut batch: Vec<Vec<Bytes>> = Vec::new();
+    let mut keys = 0u64;
+    loop {
+        let item = reader
+            .next_item()
+            .map_err(|e| format!("the primary's RDB, after {keys} keys: {e}"))?;
+        let Some(item) = item else { break };
+        match item {
+            moon_rdb::Item::Db(db) => {
+                batch.push(vec![
+                    Bytes::from_static(b"SELECT"),
+                    Bytes::from(db.to_string()),
+                ]);
+            }
+            moon_rdb::Item::Key(k) => {
+                keys += 1;
+                let at = k.expire_at.unwrap_or(0);
+                batch.push(vec![
+                    Bytes::from_static(b"RESTORE"),
+                    k.key,
+                    Bytes::from(at.to_string()),
+                    Bytes::from(moon_rdb::encode_dump(&k.value)),
+                    Bytes::from_static(b"REPLACE"),
+                    Bytes::from_static(b"ABSTTL"),
+                ]);
+            }
+            moon_rdb::Item::Function(code) => batch.push(vec![
+                Bytes::from_static(b"FUNCTION"),
+                Bytes::from_static(b"LOAD"),
+                Bytes::from_static(b"REPLACE"),
+                code,
+            ]),
+            moon_rdb::Item::Aux(..) | moon_rdb::Item::Skipped { .. } => {}
+        }
+        if batch.len() >= 256 {
+            run_cmds(master, std::mem::take(&mut batch)).await;
+        }
+    }
+    batch.push(vec![
+        Bytes::from_static(b"SELECT"),
+        Bytes::from_static(b"0"),
+    ]);
+    run_cmds(master, batch).await;
+    tracing::info!(
+        "MASTER <-> REPLICA sync: {keys} keys loaded in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// The stream: each complete command applied in order, its bytes counted once it ran;
+/// `REPLCONF GETACK` answered with the offset, an ACK every second.
+async fn apply_stream(
+    ctx: &Rc<ShardServer>,
+    link: &mut Link,
+    master: &mut crate::session::Session,
+    host: &str,
+    port: u16,
+) -> Result<(), String> {
+    let shared = ctx.shared.clone();
+    let mut parser = RequestParser::new(moon_proto::Limits {
+        max_bulk_len: usize::MAX >> 1,
+        max_multibulk_len: usize::MAX >> 1,
+        max_inline_len: MAX_LINE,
+    });
+    let mut offset = lock(&shared.master_link).offset;
+    let mut partial = 0u64;
+    // Bytes applied but not yet counted: a transaction's, until its EXEC ran (as Redis, the
+    // offset never ends inside MULTI: a link cut there resumes at the MULTI).
+    let mut batch_bytes = 0u64;
+    let mut last_ack = Instant::now();
+    let mut version = shared.config_version();
+    loop {
+        let mut batch: Vec<Vec<Bytes>> = Vec::new();
+        let mut getack = false;
+        loop {
+            let before = link.buf.len();
+            let next = parser
+                .next_request(&mut link.buf)
+                .map_err(|e| format!("protocol error from the primary: {e}"))?;
+            partial += (before - link.buf.len()) as u64;
+            let Some(args) = next else { break };
+            let size = std::mem::take(&mut partial);
+            let name = args.first().map(|a| a.to_ascii_lowercase());
+            match name.as_deref() {
+                Some(b"ping") => batch_bytes += size,
+                Some(b"replconf") => {
+                    batch_bytes += size;
+                    if args
+                        .get(1)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"))
+                    {
+                        getack = true;
+                        break;
+                    }
+                }
+                _ => {
+                    batch.push(args);
+                    batch_bytes += size;
+                }
+            }
+        }
+        run_cmds(master, batch).await;
+        if master.multi.queued.is_none() {
+            offset += std::mem::take(&mut batch_bytes);
+            let mut l = lock(&shared.master_link);
+            l.offset = offset;
+            l.db = master.db;
+        }
+        if getack || last_ack.elapsed() >= Duration::from_secs(1) {
+            let n = offset.to_string();
+            link.send(&[b"REPLCONF", b"ACK", n.as_bytes()]).await?;
+            last_ack = Instant::now();
+        }
+        if getack {
+            continue;
+        }
+        if shared.config_version() != version {
+            version = shared.config_version();
+            if shared.config().replicaof != Some((host.to_string(), port)) {
+                return Ok(());
+            }
+        }
+        // Wait for more, at most a second (the ACK, and a change of `replicaof`).
+        let wait = Duration::from_secs(1)
+            .saturating_sub(last_ack.elapsed())
+            .max(Duration::from_millis(10));
+        let mut chunk = vec![0u8; 64 << 10];
+        let read = async { Some(link.stream.read(&mut chunk).await) };
+        let tick = async {
+            glommio::timer::sleep(wait).await;
+            None
+        };
+        match futures_lite::future::or(read, tick).await {
+            Some(Ok(0)) => return Err("the primary closed the connection".into()),
+            Some(Ok(n)) => {
+                link.buf.extend_from_slice(&chunk[..n]);
+                lock(&shared.master_link).last_io = Some(Instant::now());
+            }
+            Some(Err(e)) => return Err(format!("reading from the primary: {e}")),
+            None => {
+                let silent = lock(&shared.master_link)
+                    .last_io
+                    .is_some_and(|t| t.elapsed() > link.timeout);
+                if silent {
+                    return Err(format!(
+                        "nothing from the primary for {} s (repl-timeout)",
+                        link.timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+}
