@@ -16,6 +16,16 @@ fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<S
         .map(|v| v.trim().to_string())
 }
 
+/// [`info_field`] on a new connection to `url`; `None` if the server cannot be asked (Sentinel
+/// closes normal clients' connections when it reconfigures a server, as clients expect).
+fn info_at(url: &str, section: &str, field: &str) -> Option<String> {
+    let mut c = redis::Client::open(url).ok()?.get_connection().ok()?;
+    let text: String = redis::cmd("INFO").arg(section).query(&mut c).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
 /// Every key of every database of `c`, with its content and whether it has a deadline.
 fn dataset(c: &mut redis::Connection) -> Vec<(i64, String, String, bool)> {
     let mut out = Vec::new();
@@ -427,4 +437,168 @@ fn a_replica_keeps_what_it_applied_across_a_kill_and_can_be_promoted() {
         info_field(&mut r, "replication", "role").as_deref(),
         Some("master")
     );
+}
+
+/// A Redis Sentinel (`redis-server <conf> --sentinel`, Debian's package) watching `master`.
+struct Sentinel {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel.log\nsentinel monitor mymaster 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 2\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        let s = Sentinel {
+            child,
+            port,
+            _dir: dir,
+        };
+        assert!(eventually(Duration::from_secs(10), || s.client().is_some()));
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+
+    fn client(&self) -> Option<redis::Connection> {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .ok()?
+            .get_connection()
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    /// The primary's port as this sentinel sees it.
+    fn master_port(&self) -> Option<u16> {
+        let mut c = self.client()?;
+        let addr: Vec<String> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg("mymaster")
+            .query(&mut c)
+            .ok()?;
+        addr.get(1)?.parse().ok()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.client()
+            .and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg(what)
+                    .arg("mymaster")
+                    .query::<Vec<redis::Value>>(&mut c)
+                    .ok()
+            })
+            .map_or(0, |v| v.len())
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sentinel_fails_over_a_moon_primary_to_a_moon_replica() {
+    if RedisServer::start("sentinel_fails_over_a_moon_primary_to_a_moon_replica").is_none() {
+        return;
+    }
+    let primary_dir = tempfile::tempdir().unwrap();
+    let mut primary = MoonServer::start_in(primary_dir.path(), 2, &[]).unwrap();
+    let pport = primary.addr.port();
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {pport}");
+    let replicas: Vec<MoonServer> = (0..2)
+        .map(|_| MoonServer::start(2, &["--replicaof", &target]))
+        .collect();
+    assert!(eventually(Duration::from_secs(20), || {
+        info_field(&mut p, "replication", "connected_slaves").as_deref() == Some("2")
+    }));
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(pport)).collect();
+    assert!(
+        eventually(Duration::from_secs(30), || sentinels
+            .iter()
+            .all(|s| s.count("REPLICAS") == 2 && s.count("SENTINELS") == 2)),
+        "the sentinels found both replicas and each other"
+    );
+
+    // Writes acknowledged by a replica (WAIT 1) before the primary dies.
+    write_load(&mut p, "acked");
+    let acked: i64 = cmd(&mut p, &["WAIT", "1", "10000"]);
+    assert!(acked >= 1);
+    let expected = dataset(&mut p);
+    primary.kill();
+
+    assert!(
+        eventually(Duration::from_secs(60), || sentinels
+            .iter()
+            .all(|s| s.master_port().is_some_and(|port| port != pport))),
+        "the sentinels promoted a replica"
+    );
+    let new_port = sentinels[0].master_port().unwrap();
+    let promoted = replicas
+        .iter()
+        .find(|r| r.addr.port() == new_port)
+        .expect("a Moon replica was promoted");
+    let other = replicas.iter().find(|r| r.addr.port() != new_port).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        info_at(&promoted.url(), "replication", "role").as_deref() == Some("master")
+    }));
+    // The other replica follows the new primary (Sentinel's SLAVEOF), then clients settle:
+    // Sentinel closes normal clients of both when it reconfigures them.
+    assert!(eventually(Duration::from_secs(30), || {
+        info_at(&other.url(), "replication", "master_port") == Some(new_port.to_string())
+            && info_at(&other.url(), "replication", "master_link_status").as_deref() == Some("up")
+    }));
+    let mut n = promoted.client();
+    // Nothing WAIT acknowledged is lost.
+    assert_same(&dataset(&mut n), &expected);
+    // The new primary takes writes; the other replica has them.
+    let _: () = cmd(&mut n, &["SET", "after-failover", "1"]);
+    let acked: i64 = cmd(&mut n, &["WAIT", "1", "10000"]);
+    assert!(acked >= 1);
+    assert_same(&dataset(&mut other.client()), &dataset(&mut n));
+
+    // The old primary comes back; Sentinel makes it a replica of the new one, and it
+    // converges.
+    let old_port = pport.to_string();
+    let old = MoonServer::start_in(primary_dir.path(), 2, &["--port", &old_port]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            info_at(&old.url(), "replication", "master_port") == Some(new_port.to_string())
+                && info_at(&old.url(), "replication", "master_link_status").as_deref() == Some("up")
+        }),
+        "the old primary rejoined as a replica: {}\n{}",
+        sentinels[0].log(),
+        old.log_text()
+    );
+    let mut n = promoted.client();
+    let _: () = cmd(&mut n, &["SET", "after-rejoin", "1"]);
+    let acked: i64 = cmd(&mut n, &["WAIT", "2", "10000"]);
+    assert_eq!(acked, 2);
+    assert_same(&dataset(&mut old.client()), &dataset(&mut n));
 }

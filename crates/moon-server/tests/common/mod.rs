@@ -162,23 +162,19 @@ impl Drop for MoonServer {
     }
 }
 
-/// The server's command line for tests: an ephemeral port, no CPU pinning (many servers share
-/// a small machine), output captured.
+/// The server's command line for tests: an ephemeral port (unless `extra` names one), no CPU
+/// pinning (many servers share a small machine), output captured.
 fn server_command(dir: &Path, shards: usize, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--port",
-        "0",
-        "--pin-cpus",
-        "no",
-        "--shards",
-        &shards.to_string(),
-    ])
-    .arg("--dir")
-    .arg(dir)
-    .args(extra)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    if !extra.contains(&"--port") {
+        cmd.args(["--port", "0"]);
+    }
+    cmd.args(["--pin-cpus", "no", "--shards", &shards.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
