@@ -99,7 +99,24 @@ fn change<R>(
         }
     }
     functions::restore(&codes)?;
+    replicate(session, &codes);
     Ok(reply)
+}
+
+/// Replicas get the libraries after every change as one command: the whole set, which
+/// replaces theirs (FUNCTION RESTORE ... FLUSH), or FUNCTION FLUSH for none.
+fn replicate(session: &Session, codes: &[Arc<[u8]>]) {
+    let feed = &session.ctx.shared.repl;
+    if !feed.active() {
+        return;
+    }
+    if codes.is_empty() {
+        feed.command(&[b"FUNCTION", b"FLUSH"]);
+        return;
+    }
+    let refs: Vec<&[u8]> = codes.iter().map(|c| c.as_ref()).collect();
+    let payload = moon_rdb::encode_functions_dump(&refs);
+    feed.command(&[b"FUNCTION", b"RESTORE", &payload, b"FLUSH"]);
 }
 
 fn library_frame(

@@ -155,6 +155,9 @@ struct State {
     /// Snapshot marks not yet reached on every shard: the link to attach there, and who
     /// waits for the offset.
     marks: HashMap<u64, (Arc<Link>, oneshot::Sender<u64>)>,
+    /// Marks given up on (their synchronisation failed), with how many shards' copies of
+    /// each were dropped so far: a copy that still comes is dropped too.
+    abandoned: HashMap<u64, usize>,
     links: Vec<Arc<Link>>,
     flushes: Vec<Flush>,
 }
@@ -190,6 +193,7 @@ impl Feed {
                 backlog_size,
                 offset: 0,
                 marks: HashMap::new(),
+                abandoned: HashMap::new(),
                 links: Vec::new(),
                 flushes: Vec::new(),
             }),
@@ -221,6 +225,16 @@ impl Feed {
     /// What shard `shard`'s tap calls.
     pub fn hear(&self, shard: usize, item: Tapped) {
         let mut st = lock(&self.state);
+        if let Tapped::Mark(id) = item {
+            if let Some(n) = st.abandoned.get_mut(&id) {
+                // A mark given up on: dropped as it comes.
+                *n += 1;
+                if *n >= st.heads.len() {
+                    st.abandoned.remove(&id);
+                }
+                return;
+            }
+        }
         if let Some(q) = st.heads.get_mut(shard) {
             q.push_back(item);
         }
@@ -260,11 +274,42 @@ impl Feed {
         Some(())
     }
 
-    /// The link's connection ended: stop feeding it.
+    /// The link's connection ended: stop feeding it (and give up its synchronisation's mark,
+    /// if it is still waiting for one).
     pub fn detach(&self, link: &Arc<Link>) {
+        let pending: Vec<u64> = {
+            let mut st = lock(&self.state);
+            st.links.retain(|l| !Arc::ptr_eq(l, link));
+            st.marks
+                .iter()
+                .filter(|(_, (l, _))| Arc::ptr_eq(l, link))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in pending {
+            self.abandon(id);
+        }
+    }
+
+    /// Gives up mark `id` (its synchronisation failed: a shard's log failed before the mark
+    /// was safe, or the replica left): wherever it is, or comes later, it holds nothing back.
+    pub fn abandon(&self, id: u64) {
         let mut st = lock(&self.state);
-        st.links.retain(|l| !Arc::ptr_eq(l, link));
-        st.marks.retain(|_, (l, _)| !Arc::ptr_eq(l, link));
+        if st.marks.remove(&id).is_none() && !st.abandoned.contains_key(&id) {
+            return; // reached already: nothing is held back by it
+        }
+        let mut dropped = st.abandoned.remove(&id).unwrap_or(0);
+        for s in 0..st.heads.len() {
+            let before = st.heads[s].len();
+            st.heads[s].retain(|t| *t != Tapped::Mark(id));
+            let gone = before - st.heads[s].len();
+            dropped += gone;
+            st.taken[s] += gone as u64;
+        }
+        if dropped < st.heads.len() {
+            st.abandoned.insert(id, dropped);
+        }
+        self.merge(&mut st);
     }
 
     /// The replicas attached now.
@@ -336,6 +381,10 @@ impl Feed {
                                 st.links.push(link);
                                 let _ = tx.send(st.offset);
                             }
+                            // A replica loading the snapshot starts in database 0 (Redis
+                            // selects `repl-stream-db`, 0 in Moon's RDB): the next command
+                            // says its database.
+                            st.stream_db = None;
                             progress = true;
                         }
                         Tapped::Unit(cmds) => match part_of(cmds) {
@@ -654,8 +703,58 @@ mod tests {
         link.drain_into(&mut got);
         assert_eq!(
             String::from_utf8_lossy(&got).replace("\r\n", " "),
-            "*3 $3 SET $5 after $1 1 "
+            "*2 $6 SELECT $1 0 *3 $3 SET $5 after $1 1 "
         );
+    }
+
+    #[test]
+    fn a_link_attached_at_a_mark_is_told_the_database_first() {
+        // Review finding: the stream's selected database leaked across the mark, so a
+        // replica attached there applied writes to database 0.
+        let f = Feed::new(1, 1 << 20);
+        f.hear(
+            0,
+            Tapped::Unit(vec![c(&["MOON.DB", "3"]), c(&["SET", "a", "1"])]),
+        );
+        let link = Link::new(7, String::new(), 0);
+        let (id, _rx) = f.snapshot_mark(link.clone());
+        f.hear(0, Tapped::Mark(id));
+        f.hear(
+            0,
+            Tapped::Unit(vec![c(&["MOON.DB", "3"]), c(&["SET", "b", "2"])]),
+        );
+        let mut got = BytesMut::new();
+        link.drain_into(&mut got);
+        assert_eq!(
+            String::from_utf8_lossy(&got).replace("\r\n", " "),
+            "*2 $6 SELECT $1 3 *3 $3 SET $1 b $1 2 "
+        );
+    }
+
+    #[test]
+    fn an_abandoned_mark_holds_nothing_back() {
+        // Review finding: a mark placed on some shards only (another's log failed) stopped
+        // the stream for good.
+        let f = Feed::new(2, 1 << 20);
+        let link = Link::new(7, String::new(), 0);
+        let (id, _rx) = f.snapshot_mark(link.clone());
+        f.hear(0, Tapped::Mark(id));
+        f.hear(0, Tapped::Unit(vec![c(&["SET", "a", "1"])]));
+        assert_eq!(f.offset(), 0);
+        f.abandon(id);
+        let after_first = f.offset();
+        assert!(after_first > 0, "shard 0 flows again");
+        // The mark that reaches shard 1 late is dropped too.
+        f.hear(1, Tapped::Mark(id));
+        f.hear(1, Tapped::Unit(vec![c(&["SET", "b", "1"])]));
+        assert!(f.offset() > after_first);
+        assert!(
+            lock(&f.state).abandoned.is_empty(),
+            "forgotten once every shard passed it"
+        );
+        let mut got = BytesMut::new();
+        link.drain_into(&mut got);
+        assert!(got.is_empty(), "the abandoned link was never attached");
     }
 
     #[test]

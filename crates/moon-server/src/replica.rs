@@ -293,7 +293,18 @@ async fn load(master: &mut crate::session::Session, rdb: Bytes) -> Result<(), St
 
 async fn load_items(master: &mut crate::session::Session, rdb: &[u8]) -> Result<(), String> {
     let started = Instant::now();
-    run_cmds(master, vec![vec![Bytes::from_static(b"FLUSHALL")]]).await;
+    // The primary's data replaces everything here, its function libraries included.
+    run_cmds(
+        master,
+        vec![
+            vec![Bytes::from_static(b"FLUSHALL")],
+            vec![
+                Bytes::from_static(b"FUNCTION"),
+                Bytes::from_static(b"FLUSH"),
+            ],
+        ],
+    )
+    .await;
     let mut reader =
         moon_rdb::FileReader::new(rdb, false).map_err(|e| format!("the primary's RDB: {e}"))?;
     let mut batch: Vec<Vec<Bytes>> = Vec::new();

@@ -146,7 +146,9 @@ async fn full_sync(
     for p in 0..n {
         let _ = shard.tx_lock(p, txid).await;
     }
-    let copies = join_all(
+    // First every log is checked and tapped, then (still under every lock) copied and
+    // marked: a mark placed on some shards only would hold the stream back (review finding).
+    let checked = join_all(
         (0..n)
             .map(|p| {
                 let shared = shared.clone();
@@ -159,14 +161,35 @@ async fn full_sync(
                         let feed = shared.clone();
                         writer.set_tap(Box::new(move |item| feed.repl.hear(p, item)));
                     }
-                    let copy = s.keyspace_copy();
-                    writer.mark(mark);
-                    Ok(copy)
+                    Ok(())
                 })
             })
             .collect(),
     )
     .await;
+    let refused = checked.into_iter().enumerate().find_map(|(p, c)| match c {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(e.to_string()),
+        None => Some(format!("shard {p} did not answer")),
+    });
+    let copies = match refused {
+        Some(e) => vec![Some(Err(e)); n],
+        None => {
+            join_all(
+                (0..n)
+                    .map(|p| {
+                        shard.call_on(p, move |s| {
+                            let writer = s.aof().ok_or("appendonly is off")?;
+                            let copy = s.keyspace_copy();
+                            writer.mark(mark);
+                            Ok::<_, String>(copy)
+                        })
+                    })
+                    .collect(),
+            )
+            .await
+        }
+    };
     for p in 0..n {
         shard.tx_unlock(p, txid).await;
     }
@@ -174,17 +197,26 @@ async fn full_sync(
     for (p, c) in copies.into_iter().enumerate() {
         match c {
             Some(Ok(copy)) => shards.push(copy),
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err(format!("shard {p} did not answer")),
+            Some(Err(e)) => {
+                shared.repl.abandon(mark);
+                return Err(e);
+            }
+            None => {
+                shared.repl.abandon(mark);
+                return Err(format!("shard {p} did not answer"));
+            }
         }
     }
     let timeout = async {
         glommio::timer::sleep(CUT_TIMEOUT).await;
         None
     };
-    let offset = futures_lite::future::or(async { at.await.ok() }, timeout)
-        .await
-        .ok_or("the cut did not become safe in every shard's AOF")?;
+    let Some(offset) = futures_lite::future::or(async { at.await.ok() }, timeout).await else {
+        // A log failed before the mark was safe (or the replica left): nothing of it may hold
+        // the stream back.
+        shared.repl.abandon(mark);
+        return Err("the cut did not become safe in every shard's AOF".into());
+    };
     let rdb = rdb_of(shards, shared).await.map_err(|e| e.to_string())?;
     Ok((offset, rdb))
 }
@@ -210,6 +242,10 @@ async fn rdb_of(
     w.aux(b"repl-stream-db", b"0")?;
     w.aux(b"repl-id", shared.replid.as_bytes())?;
     w.aux(b"aof-base", b"0")?;
+    // The function libraries, as Redis puts them in an RDB (a replica loads them first).
+    for code in moon_store::functions::codes() {
+        w.function(&code)?;
+    }
     let dbs = shards
         .iter()
         .filter_map(|c| c.last().map(|(db, ..)| db + 1))
@@ -255,6 +291,10 @@ async fn rdb_of(
 pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     if args.len().is_multiple_of(2) {
         session.reply(&Frame::StaticError("ERR syntax error"), out);
+        return;
+    }
+    if args.get(1).is_some_and(|a| eq(a, "ack")) && session.replica.is_none() {
+        // Only a replica acknowledges; Redis answers nothing to anyone else either.
         return;
     }
     for pair in args[1..].chunks(2) {
@@ -387,29 +427,45 @@ pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
         return Frame::StaticError("ERR timeout is negative");
     }
     let feed = &session.ctx.shared.repl;
-    if !feed.active() {
-        return Frame::Integer(0);
-    }
-    let target = match feed.flushed().await {
-        Ok(t) => t,
-        Err(_) => return Frame::Integer(0),
-    };
-    let acked = || {
+    let acked_at = |target: u64| {
         feed.links()
             .iter()
             .filter(|l| l.online.load(Ordering::Acquire) && l.ack.load(Ordering::Acquire) >= target)
             .count() as i64
     };
-    if acked() >= want {
-        return Frame::Integer(acked());
+    if session.tx.is_some() || session.multi.queued.is_some() {
+        // Inside a transaction nothing may block (its shards are held): Redis answers at
+        // once with the replicas that acknowledged so far.
+        return Frame::Integer(acked_at(feed.offset()));
+    }
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
+    let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    // Everything already acknowledged to anyone (this client's writes among it) in the
+    // stream first, within the timeout too.
+    let flushed = async { feed.flushed().await.ok() };
+    let target = match left() {
+        None => flushed.await,
+        Some(d) => {
+            let expire = async {
+                glommio::timer::sleep(d).await;
+                None
+            };
+            futures_lite::future::or(flushed, expire).await
+        }
+    };
+    let Some(target) = target else {
+        return Frame::Integer(acked_at(feed.offset()));
+    };
+    if acked_at(target) >= want {
+        return Frame::Integer(acked_at(target));
     }
     // Ask the replicas to acknowledge now rather than at their next second.
     feed.command(&[b"REPLCONF", b"GETACK", b"*"]);
-    let deadline =
-        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
     loop {
-        if acked() >= want || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return Frame::Integer(acked());
+        let n = acked_at(target);
+        if n >= want || left().is_some_and(|d| d.is_zero()) {
+            return Frame::Integer(n);
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }

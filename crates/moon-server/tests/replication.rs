@@ -39,6 +39,28 @@ fn dataset(c: &mut redis::Connection) -> Vec<(i64, String, String, bool)> {
         }
     }
     let _: () = cmd(c, &["SELECT", "0"]);
+    // The function libraries, by name and code.
+    let libs: redis::Value = cmd(c, &["FUNCTION", "LIST", "WITHCODE"]);
+    let mut names = Vec::new();
+    if let redis::Value::Array(libs) = libs {
+        for lib in libs {
+            if let redis::Value::Array(fields) = lib {
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|p| p[0] == redis::Value::BulkString(name.as_bytes().to_vec()))
+                        .map(|p| format!("{:?}", p[1]))
+                };
+                names.push(format!(
+                    "{:?} {:?}",
+                    field("library_name"),
+                    field("library_code")
+                ));
+            }
+        }
+    }
+    names.sort();
+    out.push((-1, "functions".into(), names.join(","), false));
     out
 }
 
@@ -163,6 +185,21 @@ fn write_load(c: &mut redis::Connection, tag: &str) {
     run(c, &["SET", &a, "again"]);
     run(c, &["LPUSH", &format!("{a}:l"), "p", "q"]);
     run(c, &["EXEC"]);
+    // A function library, and a call of it.
+    let lib = format!(
+        "#!lua name=lib_{tag}\nredis.register_function('set_{tag}', function(keys, args) return redis.call('SET', keys[1], args[1]) end)"
+    );
+    run(c, &["FUNCTION", "LOAD", "REPLACE", &lib]);
+    run(
+        c,
+        &[
+            "FCALL",
+            &format!("set_{tag}"),
+            "1",
+            &key("by-function"),
+            "f",
+        ],
+    );
     // A script writing two keys of one shard.
     run(
         c,
@@ -601,4 +638,111 @@ fn sentinel_fails_over_a_moon_primary_to_a_moon_replica() {
     let acked: i64 = cmd(&mut n, &["WAIT", "2", "10000"]);
     assert_eq!(acked, 2);
     assert_same(&dataset(&mut old.client()), &dataset(&mut n));
+}
+
+/// Makes the stream exist (a replica synchronised once) and leaves: the replica's side of
+/// PSYNC by hand, its RDB read and dropped.
+fn sync_once_and_leave(port: u16) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PSYNC ? -1\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"REDIS0") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"+FULLRESYNC "));
+}
+
+#[test]
+fn wait_never_blocks_inside_a_transaction_and_keeps_its_timeout() {
+    // Review finding: WAIT inside MULTI blocked while its transaction held a shard.
+    let moon = MoonServer::start(2, &[]);
+    sync_once_and_leave(moon.addr.port());
+    let mut c = moon.client();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let k = keys_on_different_shards(2);
+    let (ok, waited): (String, i64) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&k[0])
+        .arg("v")
+        .cmd("WAIT")
+        .arg(1)
+        .arg(0)
+        .query(&mut c)
+        .expect("EXEC answers at once");
+    assert_eq!((ok.as_str(), waited), ("OK", 0));
+    // Outside a transaction it waits for its timeout, and no longer.
+    let started = std::time::Instant::now();
+    let n: i64 = cmd(&mut c, &["WAIT", "1", "200"]);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // The shard is free: another client writes there at once.
+    let mut d = moon.client();
+    let _: () = cmd(&mut d, &["SET", &k[1], "w"]);
+    // REPLCONF ACK from a client that is not a replica is not answered (as Redis).
+    let mut raw = std::net::TcpStream::connect(moon.addr).unwrap();
+    use std::io::{Read, Write};
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(b"REPLCONF ACK 5\r\nREPLCONF\r\nPING\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b"+PONG\r\n") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n+PONG\r\n");
+}
+
+#[test]
+fn a_failed_log_refuses_a_full_sync_and_holds_no_other_shard_back() {
+    // Review finding: a full synchronisation marked the healthy shards' logs before finding
+    // the failed one, and those marks stopped the stream for every replica.
+    let tmp = tempfile::tempdir().unwrap();
+    // Every shard's third write round fails.
+    let moon =
+        MoonServer::start_with_env(tmp.path(), 2, &[], &[("MOON_AOF_FAULT", "write:3")]).unwrap();
+    let port = moon.addr.port().to_string();
+    let Some(redis) = RedisServer::start_with(
+        "a_failed_log_refuses_a_full_sync_and_holds_no_other_shard_back",
+        &["--replicaof", "127.0.0.1", &port],
+    ) else {
+        return;
+    };
+    let mut m = moon.client();
+    let mut r = redis.client();
+    wait_online(&mut m, &mut r);
+    let k = keys_on_different_shards(2);
+    let (a, b) = (&k[0], &k[1]);
+    // Shard of a: rounds 1 and 2 succeed, round 3 fails (MISCONF from then on).
+    let _: () = cmd(&mut m, &["SET", a, "1"]);
+    let _: () = cmd(&mut m, &["SET", a, "2"]);
+    let e = expect_err(&mut m, &["SET", a, "3"]);
+    assert!(e.starts_with("MISCONF"), "{e}");
+    // A new replica cannot be given a cut of a failed log.
+    let mut raw = std::net::TcpStream::connect(moon.addr).unwrap();
+    use std::io::{Read, Write};
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    raw.write_all(b"PSYNC ? -1\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let n = raw.read(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        answer.starts_with("-ERR") && answer.contains("AOF"),
+        "{answer}"
+    );
+    // The other shard's writes still reach the replica that was there.
+    let _: () = cmd(&mut m, &["SET", b, "flows"]);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            cmd::<Option<String>>(&mut r, &["GET", b]).as_deref() == Some("flows")
+        }),
+        "the healthy shard's stream still flows"
+    );
 }
