@@ -5,6 +5,7 @@
 //! - `bench`: Moon against Redis 7 on the same machine, same settings ([`bench`]).
 //! - `fuzz`: the parsers, every command and the network ([`fuzz`]).
 //! - `tls-check`: redis-cli --tls against the TLS port ([`tls_check`]).
+//! - `failover`: Redis Sentinel fails a Moon primary over under load ([`failover`]).
 //!
 //! Both drive the real `moon-server` binary through a real client, as a user would; neither
 //! reaches into the server's crates.
@@ -18,6 +19,7 @@ mod bench_pubsub;
 mod bench_rdb;
 mod bench_recovery;
 mod crash_matrix;
+mod failover;
 mod fuzz;
 mod layers;
 mod model;
@@ -48,6 +50,8 @@ enum Task {
     TlsCheck,
     /// No crate's modules import each other in a circle (layers point one way).
     Layers,
+    /// Sentinel fails a Moon primary over to a Moon replica under load, again and again.
+    Failover(failover::Args),
 }
 
 fn main() {
@@ -58,6 +62,7 @@ fn main() {
         Task::Fuzz(args) => fuzz::run(args),
         Task::TlsCheck => tls_check::run(),
         Task::Layers => layers::run(),
+        Task::Failover(args) => failover::run(args),
     };
     match result {
         Ok(true) => {}

@@ -116,8 +116,8 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "sync", 1, ADMIN.union(Flags::NO_MULTI), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::sync(s, a, out)))),
     command!(Server: "replconf", -1, ADMIN.union(Flags::ALLOW_BUSY), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::replconf(s, a, out)))),
     command!(Server: "role", 1, CONN, HERE, Run::Inline(crate::replication::role)),
-    command!(Server: "replicaof", 3, ADMIN, HERE, Run::Inline(crate::replication::replicaof)),
-    command!(Server: "slaveof", 3, ADMIN, HERE, Run::Inline(crate::replication::replicaof)),
+    command!(Server: "replicaof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
+    command!(Server: "slaveof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
     command!(Generic: "wait", 3, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::wait(s, a).await) }))),
     // Pub/sub: subscriptions live with the connection, PUBLISH fans out.
     command!(Pubsub: "subscribe", -2, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "subscribe", a, out)))),

@@ -543,6 +543,7 @@ pub(crate) fn new_session(
         replica: None,
         replica_port: 0,
         is_master: false,
+        refused: std::cell::RefCell::new(Vec::new()),
     }
 }
 

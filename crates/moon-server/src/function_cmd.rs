@@ -76,6 +76,18 @@ fn change<R>(
     session: &Session,
     plan: impl FnOnce() -> Result<(R, Vec<Arc<[u8]>>), Frame>,
 ) -> Result<R, Frame> {
+    if !session.is_master
+        && session
+            .ctx
+            .shared
+            .read_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // The libraries are the primary's (they come in its stream), as its keys are.
+        return Err(Frame::StaticError(
+            "READONLY You can't write against a read only replica.",
+        ));
+    }
     let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
     let (reply, codes) = plan()?;
     if let Some(path) = file_of(session) {

@@ -41,36 +41,99 @@ const MAX_RDB: u64 = 64 << 30;
 /// A line of the handshake, or a bulk header, is at most this long.
 const MAX_LINE: usize = 64 << 10;
 
+/// Commands a primary never sends, which would block, subscribe, end or re-authenticate the
+/// master session: dropped from the stream with a warning.
+const NOT_FROM_A_PRIMARY: &[&[u8]] = &[
+    b"auth",
+    b"hello",
+    b"quit",
+    b"reset",
+    b"wait",
+    b"waitaof",
+    b"subscribe",
+    b"psubscribe",
+    b"ssubscribe",
+    b"monitor",
+    b"psync",
+    b"sync",
+    b"replicaof",
+    b"slaveof",
+    b"shutdown",
+    b"client",
+    b"blpop",
+    b"brpop",
+    b"blmove",
+    b"brpoplpush",
+    b"blmpop",
+    b"bzpopmin",
+    b"bzpopmax",
+    b"bzmpop",
+    b"xread",
+    b"xreadgroup",
+    b"debug",
+];
+
 /// The task: follows whatever `replicaof` names, for the life of the server.
 pub async fn run(ctx: Rc<ShardServer>) {
     let shared = ctx.shared.clone();
-    let mut failed = false;
+    let mut failures = 0u32;
+    let mut pause = false;
     loop {
+        // The setting is read afresh every time: a REPLICAOF during the pause after a failure
+        // must not be followed by one more attempt at the old primary (found by `cargo xtask
+        // failover`: a replica synchronised from the restarted old primary).
+        let version = shared.config_version();
         let Some((host, port)) = shared.config().replicaof.clone() else {
             set_state(&ctx, "connect");
+            // A promoted replica: no load is in progress any more.
+            shared.replica_loading.store(false, Ordering::Release);
             glommio::timer::sleep(Duration::from_millis(100)).await;
-            failed = false;
+            failures = 0;
+            pause = false;
             continue;
         };
-        if failed {
-            // As Redis's replication cron: try again a second later.
-            glommio::timer::sleep(Duration::from_secs(1)).await;
+        if std::mem::take(&mut pause) {
+            // As Redis's replication cron, a second later; longer after repeated failures
+            // (up to 32 s), so that a primary is not asked for full copies every second.
+            let secs = 1u64 << failures.saturating_sub(1).min(5);
+            let until = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < until && shared.config_version() == version {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
         }
-        match follow(&ctx, &host, port).await {
-            Ok(()) => failed = false,
+        match follow(&ctx, &host, port, version).await {
+            Ok(()) => failures = 0,
             Err(e) => {
                 tracing::warn!("Replication with primary {host}:{port}: {e}");
-                failed = true;
+                failures += 1;
+                pause = true;
             }
         }
-        {
-            let mut link = lock(&ctx.shared.master_link);
-            if link.down_since.is_none() {
-                link.down_since = Some(Instant::now());
-            }
-            link.state = "connect";
+        let mut link = lock(&ctx.shared.master_link);
+        if link.down_since.is_none() {
+            link.down_since = Some(Instant::now());
         }
+        link.state = "connect";
     }
+}
+
+/// Whether `replicaof` still names `host:port` (the setting was read at `version`).
+fn still_following(
+    shared: &crate::shared::Shared,
+    version: &mut u64,
+    host: &str,
+    port: u16,
+) -> bool {
+    let now = shared.config_version();
+    if now == *version {
+        return true;
+    }
+    *version = now;
+    shared
+        .config()
+        .replicaof
+        .is_some_and(|(h, p)| h == host && p == port)
 }
 
 fn set_state(ctx: &ShardServer, state: &'static str) {
@@ -142,7 +205,8 @@ impl Link {
 
     async fn exactly(&mut self, n: usize) -> Result<Bytes, String> {
         while self.buf.len() < n {
-            self.buf.reserve(n - self.buf.len());
+            // Grown as bytes come (the length is the primary's word, not yet its bytes).
+            self.buf.reserve((n - self.buf.len()).min(64 << 20));
             self.fill().await?;
         }
         Ok(self.buf.split_to(n).freeze())
@@ -151,15 +215,25 @@ impl Link {
 
 /// Connects, synchronises and applies the stream until the link fails (an error) or
 /// `replicaof` names another primary or none (`Ok`).
-async fn follow(ctx: &Rc<ShardServer>, host: &str, port: u16) -> Result<(), String> {
+async fn follow(
+    ctx: &Rc<ShardServer>,
+    host: &str,
+    port: u16,
+    mut version: u64,
+) -> Result<(), String> {
     let shared = ctx.shared.clone();
     let config = shared.config();
     let timeout = Duration::from_secs(config.repl_timeout.max(1));
     set_state(ctx, "connecting");
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-        .map_err(|e| format!("resolving {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let addr = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port),
+        // A name: resolved here, on shard 0's thread (a slow resolver stalls it; use an
+        // address in `replicaof` to avoid that).
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?,
+    };
     let connect = async { Some(TcpStream::connect(addr).await) };
     let give_up = async {
         glommio::timer::sleep(timeout).await;
@@ -228,8 +302,19 @@ async fn follow(ctx: &Rc<ShardServer>, host: &str, port: u16) -> Result<(), Stri
                 .filter(|n| *n <= MAX_RDB)
                 .ok_or_else(|| format!("expected the RDB's length, got {header:?}"))?;
             tracing::info!("Full resync from primary {id}:{off}: receiving {len} bytes of RDB");
+            {
+                // From here the old offset means nothing: a failure below synchronises fully.
+                let mut l = lock(&shared.master_link);
+                l.replid.clear();
+                l.offset = 0;
+            }
             let rdb = link.exactly(len as usize).await?;
-            load(&mut master, rdb).await?;
+            if !still_following(&shared, &mut version, host, port) {
+                // REPLICAOF named another primary (or none) meanwhile: this one's data must
+                // not replace ours.
+                return Ok(());
+            }
+            load(&mut master, rdb, &mut link).await?;
             let mut l = lock(&shared.master_link);
             l.replid = id.to_string();
             l.offset = off;
@@ -252,7 +337,7 @@ async fn follow(ctx: &Rc<ShardServer>, host: &str, port: u16) -> Result<(), Stri
         l.last_io = Some(Instant::now());
     }
     tracing::info!("MASTER <-> REPLICA sync: Finished with success");
-    apply_stream(ctx, &mut link, &mut master, host, port).await
+    apply_stream(ctx, &mut link, &mut master, host, port, version).await
 }
 
 /// The session that runs what the primary sends: every command allowed, nothing refused for
@@ -282,16 +367,47 @@ async fn run_cmds(master: &mut crate::session::Session, cmds: Vec<Vec<Bytes>>) {
 }
 
 /// A full synchronisation's RDB: everything here replaced by it, durably (FLUSHALL, then a
-/// RESTORE per key and FUNCTION LOAD per library, logged as clients' would be).
-async fn load(master: &mut crate::session::Session, rdb: Bytes) -> Result<(), String> {
+/// RESTORE per key and FUNCTION LOAD per library, logged as clients' would be). The file is
+/// read through once first: one that does not parse to its checksum changes nothing. Clients
+/// get LOADING from the FLUSHALL until a load succeeds (a failed one leaves part of the data).
+async fn load(
+    master: &mut crate::session::Session,
+    rdb: Bytes,
+    link: &mut Link,
+) -> Result<(), String> {
     let shared = master.ctx.shared.clone();
+    check_rdb(&rdb, shared.config().databases)?;
     shared.replica_loading.store(true, Ordering::Release);
-    let result = load_items(master, &rdb).await;
+    load_items(master, &rdb, link).await?;
     shared.replica_loading.store(false, Ordering::Release);
-    result
+    Ok(())
 }
 
-async fn load_items(master: &mut crate::session::Session, rdb: &[u8]) -> Result<(), String> {
+/// Every item of `rdb` parses, to its checksum, into something this server can hold.
+fn check_rdb(rdb: &[u8], databases: u64) -> Result<(), String> {
+    let mut reader =
+        moon_rdb::FileReader::new(rdb, false).map_err(|e| format!("the primary's RDB: {e}"))?;
+    let mut keys = 0u64;
+    loop {
+        match reader.next_item() {
+            Ok(None) => return Ok(()),
+            Ok(Some(moon_rdb::Item::Db(db))) if db >= databases => {
+                return Err(format!(
+                    "the primary's RDB holds database {db}; this server has {databases} (databases)"
+                ));
+            }
+            Ok(Some(moon_rdb::Item::Key(_))) => keys += 1,
+            Ok(Some(_)) => {}
+            Err(e) => return Err(format!("the primary's RDB, after {keys} keys: {e}")),
+        }
+    }
+}
+
+async fn load_items(
+    master: &mut crate::session::Session,
+    rdb: &[u8],
+    link: &mut Link,
+) -> Result<(), String> {
     let started = Instant::now();
     // The primary's data replaces everything here, its function libraries included.
     run_cmds(
@@ -309,19 +425,24 @@ async fn load_items(master: &mut crate::session::Session, rdb: &[u8]) -> Result<
         moon_rdb::FileReader::new(rdb, false).map_err(|e| format!("the primary's RDB: {e}"))?;
     let mut batch: Vec<Vec<Bytes>> = Vec::new();
     let mut keys = 0u64;
+    let mut alive = Instant::now();
     loop {
         let item = reader
             .next_item()
             .map_err(|e| format!("the primary's RDB, after {keys} keys: {e}"))?;
-        let Some(item) = item else { break };
+        let last = item.is_none();
         match item {
-            moon_rdb::Item::Db(db) => {
+            None => batch.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from_static(b"0"),
+            ]),
+            Some(moon_rdb::Item::Db(db)) => {
                 batch.push(vec![
                     Bytes::from_static(b"SELECT"),
                     Bytes::from(db.to_string()),
                 ]);
             }
-            moon_rdb::Item::Key(k) => {
+            Some(moon_rdb::Item::Key(k)) => {
                 keys += 1;
                 let at = k.expire_at.unwrap_or(0);
                 batch.push(vec![
@@ -333,23 +454,36 @@ async fn load_items(master: &mut crate::session::Session, rdb: &[u8]) -> Result<
                     Bytes::from_static(b"ABSTTL"),
                 ]);
             }
-            moon_rdb::Item::Function(code) => batch.push(vec![
+            Some(moon_rdb::Item::Function(code)) => batch.push(vec![
                 Bytes::from_static(b"FUNCTION"),
                 Bytes::from_static(b"LOAD"),
                 Bytes::from_static(b"REPLACE"),
                 code,
             ]),
-            moon_rdb::Item::Aux(..) | moon_rdb::Item::Skipped { .. } => {}
+            Some(moon_rdb::Item::Aux(..) | moon_rdb::Item::Skipped { .. }) => {}
         }
-        if batch.len() >= 256 {
+        if batch.len() >= 256 || last {
             run_cmds(master, std::mem::take(&mut batch)).await;
+            let refused = std::mem::take(&mut *master.refused.borrow_mut());
+            if let Some(e) = refused.first() {
+                return Err(format!(
+                    "loading the primary's RDB, after {keys} keys: a key was refused here ({e})"
+                ));
+            }
+            if alive.elapsed() >= Duration::from_secs(1) {
+                // As a Redis replica does while it loads: the primary must not take the
+                // silence for a dead link.
+                link.stream
+                    .write_all(b"\n")
+                    .await
+                    .map_err(|e| format!("writing to the primary: {e}"))?;
+                alive = Instant::now();
+            }
+        }
+        if last {
+            break;
         }
     }
-    batch.push(vec![
-        Bytes::from_static(b"SELECT"),
-        Bytes::from_static(b"0"),
-    ]);
-    run_cmds(master, batch).await;
     tracing::info!(
         "MASTER <-> REPLICA sync: {keys} keys loaded in {} ms",
         started.elapsed().as_millis()
@@ -365,6 +499,7 @@ async fn apply_stream(
     master: &mut crate::session::Session,
     host: &str,
     port: u16,
+    mut version: u64,
 ) -> Result<(), String> {
     let shared = ctx.shared.clone();
     let mut parser = RequestParser::new(moon_proto::Limits {
@@ -374,13 +509,20 @@ async fn apply_stream(
     });
     let mut offset = lock(&shared.master_link).offset;
     let mut partial = 0u64;
-    // Bytes applied but not yet counted: a transaction's, until its EXEC ran (as Redis, the
-    // offset never ends inside MULTI: a link cut there resumes at the MULTI).
-    let mut batch_bytes = 0u64;
+    // Bytes of an open MULTI: counted once its EXEC (or DISCARD) ran. As in Redis, the offset
+    // never ends inside a transaction: a link cut there resumes at its MULTI, and the new
+    // master session has none of it queued.
+    let mut open_tx = 0u64;
+    let mut in_multi = false;
     let mut last_ack = Instant::now();
-    let mut version = shared.config_version();
     loop {
+        if !still_following(&shared, &mut version, host, port) {
+            // Not one more command of a primary we no longer follow.
+            return Ok(());
+        }
         let mut batch: Vec<Vec<Bytes>> = Vec::new();
+        // This read's bytes up to its last point outside a transaction.
+        let mut settled = 0u64;
         let mut getack = false;
         loop {
             let before = link.buf.len();
@@ -390,28 +532,60 @@ async fn apply_stream(
             partial += (before - link.buf.len()) as u64;
             let Some(args) = next else { break };
             let size = std::mem::take(&mut partial);
-            let name = args.first().map(|a| a.to_ascii_lowercase());
-            match name.as_deref() {
-                Some(b"ping") => batch_bytes += size,
-                Some(b"replconf") => {
-                    batch_bytes += size;
-                    if args
+            let name = args
+                .first()
+                .map(|a| a.to_ascii_lowercase())
+                .unwrap_or_default();
+            match name.as_slice() {
+                b"ping" => {}
+                b"replconf" => {
+                    getack = args
                         .get(1)
-                        .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"))
-                    {
-                        getack = true;
-                        break;
-                    }
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+                }
+                // What only a client could mean (a primary never sends it): it would block,
+                // subscribe, end or re-authenticate the master session.
+                n if NOT_FROM_A_PRIMARY.contains(&n) => {
+                    tracing::warn!("ignored {} from the primary", String::from_utf8_lossy(n));
                 }
                 _ => {
+                    match name.as_slice() {
+                        b"multi" => in_multi = true,
+                        b"exec" | b"discard" => in_multi = false,
+                        _ => {}
+                    }
                     batch.push(args);
-                    batch_bytes += size;
                 }
+            }
+            open_tx += size;
+            if !in_multi {
+                settled += std::mem::take(&mut open_tx);
+            }
+            if getack {
+                break;
             }
         }
         run_cmds(master, batch).await;
-        if master.multi.queued.is_none() {
-            offset += std::mem::take(&mut batch_bytes);
+        let refused = std::mem::take(&mut *master.refused.borrow_mut());
+        if let Some(e) = refused.first() {
+            if e.starts_with("MISCONF") {
+                // This replica cannot store what it is sent (its own AOF failed): it must not
+                // acknowledge anything more, nor serve as a copy. Crash-only, as Redis's
+                // replica exits on a failed write.
+                tracing::error!("the primary's writes are refused here: {e}; this replica cannot store them and stops (fix the disk, then restart it)");
+                std::process::exit(1);
+            }
+            // Not applied as the primary applied it: this copy may differ from the primary
+            // now. Forget the offset, so that the next link synchronises fully.
+            let mut l = lock(&shared.master_link);
+            l.replid.clear();
+            l.offset = 0;
+            return Err(format!(
+                "a command from the primary was refused here ({e}); resynchronising fully"
+            ));
+        }
+        offset += settled;
+        {
             let mut l = lock(&shared.master_link);
             l.offset = offset;
             l.db = master.db;
@@ -423,12 +597,6 @@ async fn apply_stream(
         }
         if getack {
             continue;
-        }
-        if shared.config_version() != version {
-            version = shared.config_version();
-            if shared.config().replicaof != Some((host.to_string(), port)) {
-                return Ok(());
-            }
         }
         // Wait for more, at most a second (the ACK, and a change of `replicaof`).
         let wait = Duration::from_secs(1)

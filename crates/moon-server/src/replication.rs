@@ -64,6 +64,16 @@ pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesM
         );
         return;
     }
+    if shared.config().replicaof.is_some()
+        && crate::shared::lock(&shared.master_link).state != "connected"
+    {
+        // A replica serves copies only of what it has whole.
+        session.reply(
+            &Frame::StaticError("NOMASTERLINK Can't SYNC while not connected with my master"),
+            out,
+        );
+        return;
+    }
     let psync = eq(&args[0], "psync");
     if psync && args.len() != 3 {
         session.reply(
@@ -348,11 +358,20 @@ pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut By
 /// REPLICAOF host port / REPLICAOF NO ONE (and SLAVEOF): follow a primary, or stop and
 /// serve writes. The setting is `replicaof` in the config (CONFIG REWRITE keeps it); the
 /// link task (`replica.rs`) follows it.
-pub(crate) fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
+pub(crate) async fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
     let shared = session.ctx.shared.clone();
     let current = shared.config().replicaof;
     if eq(&args[1], "no") && eq(&args[2], "one") {
         if current.is_some() {
+            {
+                // Writes taken from now on are this server's own: a later REPLICAOF must not
+                // continue the old primary's stream on top of them (Redis moves to a new
+                // replication id for the same reason).
+                let mut l = crate::shared::lock(&shared.master_link);
+                l.replid.clear();
+                l.offset = 0;
+                l.down_since = None;
+            }
             shared.update_config(|c| c.replicaof = None);
             tracing::info!(
                 "MASTER MODE enabled (user request from '{}')",
@@ -379,7 +398,29 @@ pub(crate) fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
         "REPLICAOF {host}:{port} enabled (user request from '{}')",
         session.info.addr
     );
+    {
+        let mut l = crate::shared::lock(&shared.master_link);
+        l.down_since = Some(std::time::Instant::now());
+        l.state = "connect";
+    }
     shared.update_config(|c| c.replicaof = Some((host, port)));
+    // Clients blocked in a pop would be served by the primary's writes here, taking what
+    // the primary's own clients took (Redis disconnects them): they are unblocked with an
+    // error, as by CLIENT UNBLOCK ... ERROR.
+    let _ = session
+        .ctx
+        .shard
+        .call_all(|_s: &moon_shard::Shard| {
+            crate::session::CLIENTS.with(|c| {
+                for info in c.borrow().values() {
+                    if info.blocked.get() && info.unblock.get().is_none() {
+                        info.unblock.set(Some(true));
+                        info.out.kick();
+                    }
+                }
+            })
+        })
+        .await;
     Frame::OK
 }
 

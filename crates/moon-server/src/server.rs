@@ -164,6 +164,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         if config.appendonly { "yes" } else { "no" },
         config.appendfsync.as_str()
     );
+    if let (Some((host, port)), false) = (&config.replicaof, config.appendonly) {
+        // What a replica applies is acknowledged to its primary as stored: it needs its logs.
+        return Err(ServerError {
+            code: 2,
+            message: format!("invalid value for 'replicaof': '{host} {port}' (allowed: only with appendonly yes: a replica logs what it applies)"),
+        });
+    }
     let acl = crate::acl_cmd::initial_acl(&config)?;
     let tls = if config.tls_port != 0 {
         Some(crate::tls::server_config(&config).map_err(|e| {
@@ -188,6 +195,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             );
         }
     }
+    // A replica leaves expiry to its primary (`moon_store::keyspace::set_replica`).
+    moon_store::keyspace::set_replica(config.replicaof.is_some());
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
         config_version: AtomicU64::new(0),

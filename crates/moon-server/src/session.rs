@@ -207,6 +207,27 @@ pub struct Session {
     /// This session applies the primary's stream (`replica.rs`): it writes on a read-only
     /// replica and while the replica loads.
     pub(crate) is_master: bool,
+    /// The errors its commands answered (the master session's only): a primary sends only
+    /// what it applied, so each is a command this replica did not apply as its primary did.
+    pub(crate) refused: std::cell::RefCell<Vec<String>>,
+}
+
+/// The error texts of a reply and of its direct elements (EXEC's replies).
+fn note_refusals(frame: &Frame, into: &mut Vec<String>) {
+    match frame {
+        Frame::Error(e) => into.push(e.clone()),
+        Frame::StaticError(e) => into.push(e.to_string()),
+        Frame::Array(items) => {
+            for i in items {
+                match i {
+                    Frame::Error(e) => into.push(e.clone()),
+                    Frame::StaticError(e) => into.push(e.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// CLIENT REPLY ON / OFF / SKIP. Pub/sub frames (confirmations, messages) are pushes and are
@@ -225,6 +246,9 @@ impl Session {
     /// reply goes through here.
     pub fn reply(&self, frame: &Frame, out: &mut BytesMut) {
         count_errors(frame, &self.ctx.shard.counters);
+        if self.is_master {
+            note_refusals(frame, &mut self.refused.borrow_mut());
+        }
         frame.encode(self.proto, out);
     }
 

@@ -133,6 +133,7 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner(),
         };
         let r = f(&mut guard);
+        moon_store::keyspace::set_replica(guard.replicaof.is_some());
         self.read_only.store(
             guard.replicaof.is_some() && guard.replica_read_only,
             Ordering::Release,

@@ -82,6 +82,23 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
         .reply_to(session, out);
         return;
     }
+    // A server that became a read-only replica since they were queued (review finding):
+    // Redis refuses the EXEC too.
+    if !session.is_master
+        && session
+            .ctx
+            .shared
+            .read_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+        && queued.iter().any(|r| r.spec.is_write())
+    {
+        unwatch_all(session).await;
+        Frame::StaticError(
+            "EXECABORT Transaction discarded because of: READONLY You can't write against a read only replica.",
+        )
+        .reply_to(session, out);
+        return;
+    }
     // ACL rules may have changed since the commands were queued: checked again, as Redis
     // does at EXEC.
     if !session.user.unrestricted() {

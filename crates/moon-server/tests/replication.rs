@@ -746,3 +746,91 @@ fn a_failed_log_refuses_a_full_sync_and_holds_no_other_shard_back() {
         "the healthy shard's stream still flows"
     );
 }
+
+#[test]
+fn a_replica_leaves_expiry_to_its_primary() {
+    // Review finding: the replica expired keys on its own clock, so a write its primary ran
+    // just before a deadline could find the key gone here.
+    let primary = MoonServer::start(2, &["--enable-debug-command", "yes"]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    // The primary keeps an expired key until something touches it.
+    let _: () = cmd(&mut p, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    let _: () = cmd(&mut p, &["SET", "k", "v", "PX", "50"]);
+    caught_up(&mut p);
+    assert!(eventually(Duration::from_secs(5), || {
+        cmd::<Option<String>>(&mut r, &["GET", "k"]).is_none()
+    }));
+    // Past its deadline the replica answers as if it were gone, and keeps it: several rounds
+    // of active expiry later it is still counted, as on the primary.
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline {
+        let n: i64 = cmd(&mut r, &["DBSIZE"]);
+        assert_eq!(n, 1, "the replica removed an expired key by itself");
+    }
+    let e = expect_err(&mut r, &["SET", "k", "x"]);
+    assert!(e.starts_with("READONLY"), "{e}");
+    // The primary's removal reaches it.
+    let gone: Option<String> = cmd(&mut p, &["GET", "k"]);
+    assert!(gone.is_none());
+    assert!(eventually(Duration::from_secs(5), || cmd::<i64>(
+        &mut r,
+        &["DBSIZE"]
+    ) == 0));
+}
+
+#[test]
+fn a_read_only_replica_refuses_exec_of_writes_and_function_changes() {
+    // Review findings: an EXEC queued before REPLICAOF ran its writes; FUNCTION LOAD was
+    // accepted on a read-only replica.
+    let primary = MoonServer::start(1, &[]);
+    let node = MoonServer::start(2, &[]);
+    let mut c = node.client();
+    let _: () = cmd(&mut c, &["MULTI"]);
+    let _: String = cmd(&mut c, &["INCR", "k"]);
+    let mut admin = node.client();
+    let ok: String = cmd(
+        &mut admin,
+        &["REPLICAOF", "127.0.0.1", &primary.addr.port().to_string()],
+    );
+    assert_eq!(ok, "OK");
+    let e = expect_err(&mut c, &["EXEC"]);
+    assert!(e.starts_with("EXECABORT") && e.contains("READONLY"), "{e}");
+    let e = expect_err(
+        &mut admin,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=x\nredis.register_function('f', function() return 1 end)",
+        ],
+    );
+    assert!(e.starts_with("READONLY"), "{e}");
+    // A replica whose link is not up serves no copy of itself.
+    let mut p = primary.client();
+    let mut r = node.client();
+    wait_online(&mut p, &mut r);
+    drop(primary);
+    assert!(eventually(Duration::from_secs(10), || {
+        info_field(&mut r, "replication", "master_link_status").as_deref() == Some("down")
+    }));
+    let e = expect_err(&mut r, &["PSYNC", "?", "-1"]);
+    assert!(e.starts_with("NOMASTERLINK"), "{e}");
+}
+
+#[test]
+fn replicaof_needs_the_aof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_expecting_exit(
+        dir.path(),
+        1,
+        &["--appendonly", "no", "--replicaof", "127.0.0.1 6379"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("replicaof") && out.contains("appendonly yes"),
+        "{out}"
+    );
+}

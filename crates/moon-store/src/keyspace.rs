@@ -199,9 +199,27 @@ pub fn pause_deadline() -> &'static std::sync::atomic::AtomicU64 {
     &PAUSE_UNTIL
 }
 
+/// Set while this server is a replica: expiry belongs to its primary, whose deletions come in
+/// its stream (as Redis's replicas do). Reads treat a key past its deadline as gone but leave
+/// it; the primary's writes find it as it is, as replay does; nothing expires by itself. A
+/// replica expiring keys on its own clock would diverge: an `INCR k` the primary ran a
+/// millisecond before k's deadline would arrive after it.
+static REPLICA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this server a replica, or not (`replicaof` set or cleared).
+pub fn set_replica(on: bool) {
+    REPLICA.store(on, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether this server is a replica (see [`REPLICA`]).
+pub fn is_replica() -> bool {
+    REPLICA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether expired keys stay put at `now` (never while replaying).
 fn expiry_held(now: u64) -> bool {
-    now != NO_EXPIRY_CHECK && now < PAUSE_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
+    now != NO_EXPIRY_CHECK
+        && (now < PAUSE_UNTIL.load(std::sync::atomic::Ordering::Relaxed) || is_replica())
 }
 
 /// `now` value that disables expiry, used while replaying a log. Every expiration that
@@ -286,9 +304,11 @@ impl Keyspace {
     /// [`Keyspace::live_index`] without recording an access (Redis's `LOOKUP_NOTOUCH`).
     fn live_index_untouched(&mut self, key: &[u8], now: u64) -> Option<usize> {
         let idx = self.map.get_index_of(key)?;
-        if Self::is_expired(&self.map[idx], now) {
+        let replica = is_replica();
+        if (self.reading || !replica) && Self::is_expired(&self.map[idx], now) {
             // Only a read leaves it: a write's record must follow the key's removal in the log,
-            // or replay (which expires nothing) would apply it to the old value.
+            // or replay (which expires nothing) would apply it to the old value. On a replica
+            // a write (its primary's) applies to the key as it is, as replay does.
             if self.reading && expiry_held(now) {
                 return None;
             }
@@ -303,7 +323,7 @@ impl Keyspace {
             self.expired_keys += 1;
             return None;
         }
-        if now != NO_EXPIRY_CHECK {
+        if now != NO_EXPIRY_CHECK && !replica {
             if let Value::Hash(h) = &self.map[idx].value {
                 if h.next_deadline().is_some_and(|d| d <= now) {
                     return self.expire_fields(idx, now, usize::MAX).then_some(idx);

@@ -648,7 +648,9 @@ impl Store {
     /// every removal into that one command's record.
     fn make_room(&mut self, now: u64) -> bool {
         let limit = self.memory_limit;
-        if limit.max == 0 {
+        // A replica holds what its primary holds (Redis's `replica-ignore-maxmemory yes`):
+        // evicting or refusing on its own would make it diverge.
+        if limit.max == 0 || crate::keyspace::is_replica() {
             return true;
         }
         let (mut keys, mut bytes) = (0usize, 0usize);

@@ -116,7 +116,11 @@ impl Store {
             (t, true) => Some(t as u64),
             (t, false) => (now as i64).checked_add(t).map(|at| at as u64),
         };
-        let expired = |at: u64| at != 0 && at <= now && now != crate::NO_EXPIRY_CHECK;
+        // A replica keeps what its primary sends, past deadlines included: the primary's DEL
+        // follows.
+        let expired = |at: u64| {
+            at != 0 && at <= now && now != crate::NO_EXPIRY_CHECK && !crate::keyspace::is_replica()
+        };
         if at.is_none_or(expired) {
             // Already expired: nothing is created, and a replaced key is gone.
             if existed {
