@@ -47,6 +47,12 @@ pub struct Config {
     pub replica_priority: u64,
     /// Seconds of silence after which a link (either side) is taken for dead.
     pub repl_timeout: u64,
+    /// A replica whose link is down still answers from its data (no: MASTERDOWN).
+    pub replica_serve_stale_data: bool,
+    /// A primary refuses writes unless this many replicas acknowledged within
+    /// `min_replicas_max_lag` seconds (0: never refuses).
+    pub min_replicas_to_write: u64,
+    pub min_replicas_max_lag: u64,
     /// Close a client idle for this many seconds; 0 = never.
     pub timeout: u64,
     /// Redis's `busy-reply-threshold` (`lua-time-limit`), ms: a script running longer is busy
@@ -359,6 +365,15 @@ pub const KEYS: &[Key] = &[
     key!("replica-priority", Runtime, "Sentinel's preference among replicas, lower first; 0 = never promote (slave-priority).",
         |c, v| c.replica_priority = int_in(v, 0..=i32::MAX as u64, "an integer >= 0")?,
         |c| c.replica_priority.to_string()),
+    key!("replica-serve-stale-data", Runtime, "yes | no: a replica whose link to its primary is down still answers from its data (no: MASTERDOWN) (slave-serve-stale-data).",
+        |c, v| c.replica_serve_stale_data = flag(v)?,
+        |c| yes_no_text(c.replica_serve_stale_data)),
+    key!("min-replicas-to-write", Runtime, "Refuse writes (NOREPLICAS) unless this many replicas acknowledged within min-replicas-max-lag seconds; 0 = never (min-slaves-to-write).",
+        |c, v| c.min_replicas_to_write = int_in(v, 0..=i32::MAX as u64, "an integer >= 0")?,
+        |c| c.min_replicas_to_write.to_string()),
+    key!("min-replicas-max-lag", Runtime, "Seconds within which a replica must have acknowledged to count for min-replicas-to-write (min-slaves-max-lag).",
+        |c, v| c.min_replicas_max_lag = int_in(v, 0..=i32::MAX as u64, "seconds >= 0")?,
+        |c| c.min_replicas_max_lag.to_string()),
     key!("repl-timeout", Runtime, "Seconds of silence after which a replication link is taken for dead.",
         |c, v| c.repl_timeout = int_in(v, 1..=i32::MAX as u64, "seconds >= 1")?,
         |c| c.repl_timeout.to_string()),
@@ -559,6 +574,9 @@ impl Default for Config {
             replica_read_only: true,
             replica_priority: 100,
             repl_timeout: 60,
+            replica_serve_stale_data: true,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
             timeout: 0,
             busy_reply_threshold: 5000,
             slowlog_log_slower_than: 10_000,
@@ -611,7 +629,7 @@ fn path_text(p: &Option<PathBuf>) -> String {
 
 /// Redis's other names of keys (`hash-max-ziplist-*` before 7.0, `slaveof`), as Redis still
 /// accepts them: (alias, key).
-pub const ALIASES: [(&str, &str); 9] = [
+pub const ALIASES: [(&str, &str); 12] = [
     ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
     ("hash-max-ziplist-value", "hash-max-listpack-value"),
     ("list-max-ziplist-size", "list-max-listpack-size"),
@@ -621,6 +639,9 @@ pub const ALIASES: [(&str, &str); 9] = [
     ("slaveof", "replicaof"),
     ("slave-read-only", "replica-read-only"),
     ("slave-priority", "replica-priority"),
+    ("slave-serve-stale-data", "replica-serve-stale-data"),
+    ("min-slaves-to-write", "min-replicas-to-write"),
+    ("min-slaves-max-lag", "min-replicas-max-lag"),
 ];
 
 /// `replicaof`'s value: "<host> <port>", or nothing (also "no one").

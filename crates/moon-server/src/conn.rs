@@ -542,6 +542,7 @@ pub(crate) fn new_session(
         monitor: None,
         replica: None,
         replica_port: 0,
+        replica_capa_eof: false,
         is_master: false,
         refused: std::cell::RefCell::new(Vec::new()),
     }
@@ -782,6 +783,25 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             && session.ctx.shared.replica_loading.load(Ordering::Relaxed)
         {
             let reply = Frame::StaticError("LOADING Moon is loading the dataset in memory");
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+            continue;
+        }
+        if !session.is_master
+            && !spec.flags.has(Flags::STALE)
+            && session.ctx.shared.stale_refused.load(Ordering::Relaxed)
+            && !session.ctx.shared.link_up.load(Ordering::Relaxed)
+        {
+            let reply = Frame::StaticError(
+                "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            );
+            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+            continue;
+        }
+        if spec.is_write()
+            && !session.is_master
+            && !crate::replication::enough_replicas(&session.ctx.shared)
+        {
+            let reply = Frame::StaticError("NOREPLICAS Not enough good replicas to write.");
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }

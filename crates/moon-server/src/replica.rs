@@ -110,11 +110,13 @@ pub async fn run(ctx: Rc<ShardServer>) {
                 pause = true;
             }
         }
-        let mut link = lock(&ctx.shared.master_link);
-        if link.down_since.is_none() {
-            link.down_since = Some(Instant::now());
+        {
+            let mut link = lock(&ctx.shared.master_link);
+            if link.down_since.is_none() {
+                link.down_since = Some(Instant::now());
+            }
         }
-        link.state = "connect";
+        set_state(&ctx, "connect");
     }
 }
 
@@ -137,7 +139,7 @@ fn still_following(
 }
 
 fn set_state(ctx: &ShardServer, state: &'static str) {
-    lock(&ctx.shared.master_link).state = state;
+    ctx.shared.set_link_state(state);
 }
 
 /// The connection to the primary, with what was read and not yet used.
@@ -198,6 +200,23 @@ impl Link {
             }
             if self.buf.len() > MAX_LINE {
                 return Err("a line from the primary is too long".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The bytes up to `mark` (diskless framing), the mark consumed.
+    async fn until_mark(&mut self, mark: &[u8]) -> Result<Bytes, String> {
+        let mut from = 0;
+        loop {
+            if let Some(i) = self.buf[from..].windows(mark.len()).position(|w| w == mark) {
+                let file = self.buf.split_to(from + i).freeze();
+                let _ = self.buf.split_to(mark.len());
+                return Ok(file);
+            }
+            from = self.buf.len().saturating_sub(mark.len());
+            if self.buf.len() as u64 > MAX_RDB {
+                return Err("the primary's RDB is larger than a replica takes".into());
             }
             self.fill().await?;
         }
@@ -273,7 +292,8 @@ async fn follow(
     link.send(&[b"REPLCONF", b"listening-port", my_port.as_bytes()])
         .await?;
     let _ = link.line().await?;
-    link.send(&[b"REPLCONF", b"capa", b"psync2"]).await?;
+    link.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
+        .await?;
     let _ = link.line().await?;
     let (replid, offset) = {
         let l = lock(&shared.master_link);
@@ -296,19 +316,32 @@ async fn follow(
                 .map_err(|_| format!("bad FULLRESYNC offset in {answer}"))?;
             set_state(ctx, "sync");
             let header = link.line().await?;
-            let len: u64 = header
-                .strip_prefix('$')
-                .and_then(|n| n.parse().ok())
-                .filter(|n| *n <= MAX_RDB)
-                .ok_or_else(|| format!("expected the RDB's length, got {header:?}"))?;
-            tracing::info!("Full resync from primary {id}:{off}: receiving {len} bytes of RDB");
             {
                 // From here the old offset means nothing: a failure below synchronises fully.
                 let mut l = lock(&shared.master_link);
                 l.replid.clear();
                 l.offset = 0;
             }
-            let rdb = link.exactly(len as usize).await?;
+            let rdb = match header.strip_prefix("$EOF:") {
+                // Diskless: the file runs until the 40-byte mark comes again.
+                Some(mark) if mark.len() == 40 => {
+                    tracing::info!(
+                        "Full resync from primary {id}:{off}: receiving the RDB (diskless)"
+                    );
+                    link.until_mark(mark.as_bytes()).await?
+                }
+                _ => {
+                    let len: u64 = header
+                        .strip_prefix('$')
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n <= MAX_RDB)
+                        .ok_or_else(|| format!("expected the RDB's length, got {header:?}"))?;
+                    tracing::info!(
+                        "Full resync from primary {id}:{off}: receiving {len} bytes of RDB"
+                    );
+                    link.exactly(len as usize).await?
+                }
+            };
             if !still_following(&shared, &mut version, host, port) {
                 // REPLICAOF named another primary (or none) meanwhile: this one's data must
                 // not replace ours.
@@ -332,10 +365,10 @@ async fn follow(
     }
     {
         let mut l = lock(&shared.master_link);
-        l.state = "connected";
         l.down_since = None;
         l.last_io = Some(Instant::now());
     }
+    set_state(ctx, "connected");
     tracing::info!("MASTER <-> REPLICA sync: Finished with success");
     apply_stream(ctx, &mut link, &mut master, host, port, version).await
 }

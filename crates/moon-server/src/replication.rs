@@ -120,8 +120,17 @@ pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesM
                     format!("+FULLRESYNC {} {offset}\r\n", shared.replid).as_bytes(),
                 );
             }
-            out.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
-            out.extend_from_slice(&rdb);
+            if session.replica_capa_eof {
+                // Diskless framing, as Redis sends it to a replica that reads it: a random
+                // 40-byte mark before and after the file, no length.
+                let mark = crate::shared::random_hex40();
+                out.extend_from_slice(format!("$EOF:{mark}\r\n").as_bytes());
+                out.extend_from_slice(&rdb);
+                out.extend_from_slice(mark.as_bytes());
+            } else {
+                out.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
+                out.extend_from_slice(&rdb);
+            }
             tracing::info!(
                 "Synchronization with replica {ip} started: {} bytes of RDB at offset {offset}",
                 rdb.len()
@@ -331,8 +340,11 @@ pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut By
                     return;
                 }
             }
+        } else if eq(opt, "capa") {
+            if eq(value, "eof") {
+                session.replica_capa_eof = true;
+            }
         } else if eq(opt, "ip-address")
-            || eq(opt, "capa")
             || eq(opt, "rdb-only")
             || eq(opt, "rdb-filter-only")
             || eq(opt, "getack")
@@ -401,8 +413,8 @@ pub(crate) async fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
     {
         let mut l = crate::shared::lock(&shared.master_link);
         l.down_since = Some(std::time::Instant::now());
-        l.state = "connect";
     }
+    shared.set_link_state("connect");
     shared.update_config(|c| c.replicaof = Some((host, port)));
     // Clients blocked in a pop would be served by the primary's writes here, taking what
     // the primary's own clients took (Redis disconnects them): they are unblocked with an
@@ -510,6 +522,27 @@ pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether enough replicas acknowledged lately for a write to be taken
+/// (`min-replicas-to-write` within `min-replicas-max-lag`); always with the setting at 0.
+pub(crate) fn enough_replicas(shared: &Shared) -> bool {
+    let want = shared.min_replicas.load(Ordering::Relaxed);
+    if want == 0 {
+        return true;
+    }
+    let max_lag = shared.min_replicas_max_lag.load(Ordering::Relaxed) * 1000;
+    let now = moon_shard::now_ms();
+    let good = shared
+        .repl
+        .links()
+        .iter()
+        .filter(|l| {
+            l.online.load(Ordering::Acquire)
+                && now.saturating_sub(l.ack_at.load(Ordering::Relaxed)) <= max_lag
+        })
+        .count() as u64;
+    good >= want
 }
 
 /// INFO's `# Replication` section, with Redis's field names.

@@ -230,6 +230,12 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             config.replicaof.is_some() && config.replica_read_only,
         ),
         replica_loading: std::sync::atomic::AtomicBool::new(false),
+        link_up: std::sync::atomic::AtomicBool::new(false),
+        stale_refused: std::sync::atomic::AtomicBool::new(
+            config.replicaof.is_some() && !config.replica_serve_stale_data,
+        ),
+        min_replicas: AtomicU64::new(config.min_replicas_to_write),
+        min_replicas_max_lag: AtomicU64::new(config.min_replicas_max_lag),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.

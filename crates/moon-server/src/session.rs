@@ -204,6 +204,8 @@ pub struct Session {
     pub(crate) replica: Option<std::sync::Arc<crate::repl_feed::Link>>,
     /// The port the replica said it listens on (REPLCONF listening-port), before PSYNC.
     pub(crate) replica_port: u64,
+    /// The replica reads an RDB framed `$EOF:<mark>` ... `<mark>` (REPLCONF capa eof).
+    pub(crate) replica_capa_eof: bool,
     /// This session applies the primary's stream (`replica.rs`): it writes on a read-only
     /// replica and while the replica loads.
     pub(crate) is_master: bool,

@@ -85,6 +85,23 @@ pub struct Shared {
     pub read_only: AtomicBool,
     /// A replica is loading its primary's data (full synchronisation): clients get LOADING.
     pub replica_loading: AtomicBool,
+    /// The replica's link is up (`MasterLink::state` is `connected`).
+    pub link_up: AtomicBool,
+    /// A replica with `replica-serve-stale-data no`: while its link is down, clients get
+    /// MASTERDOWN. Kept in step with the config by [`Shared::update_config`].
+    pub stale_refused: AtomicBool,
+    /// `min-replicas-to-write` (0: off) and `min-replicas-max-lag` (seconds), for the write
+    /// path's one relaxed load.
+    pub min_replicas: AtomicU64,
+    pub min_replicas_max_lag: AtomicU64,
+}
+
+impl Shared {
+    /// The replica link's state (`MasterLink::state`), and whether it is up.
+    pub fn set_link_state(&self, state: &'static str) {
+        lock(&self.master_link).state = state;
+        self.link_up.store(state == "connected", Ordering::Release);
+    }
 }
 
 /// A replica's link to its primary, as INFO and ROLE show it.
@@ -134,6 +151,14 @@ impl Shared {
         };
         let r = f(&mut guard);
         moon_store::keyspace::set_replica(guard.replicaof.is_some());
+        self.stale_refused.store(
+            guard.replicaof.is_some() && !guard.replica_serve_stale_data,
+            Ordering::Release,
+        );
+        self.min_replicas
+            .store(guard.min_replicas_to_write, Ordering::Release);
+        self.min_replicas_max_lag
+            .store(guard.min_replicas_max_lag, Ordering::Release);
         self.read_only.store(
             guard.replicaof.is_some() && guard.replica_read_only,
             Ordering::Release,

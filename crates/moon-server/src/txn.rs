@@ -99,6 +99,17 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
         .reply_to(session, out);
         return;
     }
+    if queued.iter().any(|r| r.spec.is_write())
+        && !session.is_master
+        && !crate::replication::enough_replicas(&session.ctx.shared)
+    {
+        unwatch_all(session).await;
+        Frame::StaticError(
+            "EXECABORT Transaction discarded because of: NOREPLICAS Not enough good replicas to write.",
+        )
+        .reply_to(session, out);
+        return;
+    }
     // ACL rules may have changed since the commands were queued: checked again, as Redis
     // does at EXEC.
     if !session.user.unrestricted() {

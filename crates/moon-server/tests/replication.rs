@@ -326,8 +326,16 @@ fn replication_needs_the_aof_and_wait_without_replicas_answers_zero() {
 
 #[test]
 fn a_moon_replica_of_a_redis_primary_holds_the_same_data() {
-    let Some(redis) = RedisServer::start("a_moon_replica_of_a_redis_primary_holds_the_same_data")
-    else {
+    // Redis 7's default: a diskless synchronisation (`$EOF:` framing), without its 5 s wait.
+    let Some(redis) = RedisServer::start_with(
+        "a_moon_replica_of_a_redis_primary_holds_the_same_data",
+        &[
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ],
+    ) else {
         return;
     };
     let mut r = redis.client();
@@ -342,6 +350,11 @@ fn a_moon_replica_of_a_redis_primary_holds_the_same_data() {
     assert!(data.len() > 40);
     assert_same(&without_group_counters(dataset(&mut m)), &data);
 
+    assert!(
+        moon.log_text().contains("(diskless)"),
+        "{}",
+        moon.log_text()
+    );
     // A read-only replica: clients' writes are refused, reads served.
     let e = expect_err(&mut m, &["SET", "k", "v"]);
     assert!(e.starts_with("READONLY"), "{e}");
@@ -833,4 +846,37 @@ fn replicaof_needs_the_aof() {
         out.contains("replicaof") && out.contains("appendonly yes"),
         "{out}"
     );
+}
+
+#[test]
+fn min_replicas_to_write_and_stale_data_as_redis_answers() {
+    let primary = MoonServer::start(2, &["--min-replicas-to-write", "1"]);
+    let mut p = primary.client();
+    let e = expect_err(&mut p, &["SET", "k", "v"]);
+    assert!(e.starts_with("NOREPLICAS"), "{e}");
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(
+        2,
+        &["--replicaof", &target, "--replica-serve-stale-data", "no"],
+    );
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    // A replica acknowledges every second: with one that did, writes are taken.
+    assert!(eventually(Duration::from_secs(5), || redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut p)
+        .is_ok()));
+    caught_up(&mut p);
+    let v: String = cmd(&mut r, &["GET", "k"]);
+    assert_eq!(v, "v");
+    // The primary gone, this replica answers nothing from its data.
+    drop(primary);
+    assert!(eventually(Duration::from_secs(10), || {
+        info_field(&mut r, "replication", "master_link_status").as_deref() == Some("down")
+    }));
+    let e = expect_err(&mut r, &["GET", "k"]);
+    assert!(e.starts_with("MASTERDOWN"), "{e}");
+    let pong: String = cmd(&mut r, &["PING"]);
+    assert_eq!(pong, "PONG");
 }
