@@ -119,6 +119,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "replicaof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
     command!(Server: "slaveof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
     command!(Generic: "wait", 3, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::wait(s, a).await) }))),
+    command!(Generic: "waitaof", 4, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::waitaof(s, a).await) }))),
     // Pub/sub: subscriptions live with the connection, PUBLISH fans out.
     command!(Pubsub: "subscribe", -2, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "subscribe", a, out)))),
     command!(Pubsub: "unsubscribe", -1, SUBSCRIBER, HERE, Run::Writes(|s, a, out| Box::pin(crate::pubsub::subscription(s, "unsubscribe", a, out)))),

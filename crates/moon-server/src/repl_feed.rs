@@ -63,6 +63,8 @@ pub struct Link {
     /// The stream offset the replica last acknowledged, and when (Unix ms).
     pub ack: AtomicU64,
     pub ack_at: AtomicU64,
+    /// The offset it acknowledged as fsynced in its own AOF (REPLCONF ACK ... FACK, WAITAOF).
+    pub fack: AtomicU64,
     /// Set once the replica's full synchronisation was sent (INFO `state=online`).
     pub online: AtomicBool,
 }
@@ -78,6 +80,7 @@ impl Link {
             closed: AtomicBool::new(false),
             ack: AtomicU64::new(0),
             ack_at: AtomicU64::new(0),
+            fack: AtomicU64::new(0),
             online: AtomicBool::new(false),
         })
     }

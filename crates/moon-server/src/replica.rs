@@ -624,8 +624,15 @@ async fn apply_stream(
             l.db = master.db;
         }
         if getack || last_ack.elapsed() >= Duration::from_secs(1) {
+            // FACK: what is fsynced here (WAITAOF on the primary). Everything applied so far
+            // is written; one fdatasync per shard makes it durable (a no-op under `always`).
             let n = offset.to_string();
-            link.send(&[b"REPLCONF", b"ACK", n.as_bytes()]).await?;
+            if crate::replication::fsynced(&ctx.shard, true).await {
+                link.send(&[b"REPLCONF", b"ACK", n.as_bytes(), b"FACK", n.as_bytes()])
+                    .await?;
+            } else {
+                link.send(&[b"REPLCONF", b"ACK", n.as_bytes()]).await?;
+            }
             last_ack = Instant::now();
         }
         if getack {

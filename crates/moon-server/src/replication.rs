@@ -319,11 +319,14 @@ pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut By
     for pair in args[1..].chunks(2) {
         let (opt, value) = (&pair[0], &pair[1]);
         if eq(opt, "ack") || eq(opt, "fack") {
-            if let (true, Some(link), Some(n)) =
-                (eq(opt, "ack"), session.replica.as_ref(), parse_i64(value))
-            {
-                link.ack.fetch_max(n.max(0) as u64, Ordering::AcqRel);
-                link.ack_at.store(moon_shard::now_ms(), Ordering::Relaxed);
+            if let (Some(link), Some(n)) = (session.replica.as_ref(), parse_i64(value)) {
+                let n = n.max(0) as u64;
+                if eq(opt, "ack") {
+                    link.ack.fetch_max(n, Ordering::AcqRel);
+                    link.ack_at.store(moon_shard::now_ms(), Ordering::Relaxed);
+                } else {
+                    link.fack.fetch_max(n, Ordering::AcqRel);
+                }
             }
             continue;
         }
@@ -522,6 +525,126 @@ pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// WAITAOF numlocal numreplicas timeout (Redis 7.2): waits until every write acknowledged so
+/// far (this client's among them) is fsynced in this server's AOF (`numlocal` 1) and in
+/// `numreplicas` replicas' (their `REPLCONF ACK ... FACK`), or `timeout` ms (0: forever);
+/// answers both counts.
+pub(crate) async fn waitaof(session: &mut Session, args: &[Bytes]) -> Frame {
+    let (Some(local), Some(want), Some(timeout)) = (
+        parse_i64(&args[1]),
+        parse_i64(&args[2]),
+        parse_i64(&args[3]),
+    ) else {
+        return Frame::StaticError("ERR value is not an integer or out of range");
+    };
+    if local < 0 || want < 0 {
+        return Frame::StaticError("ERR value is out of range, must be positive");
+    }
+    if timeout < 0 {
+        return Frame::StaticError("ERR timeout is negative");
+    }
+    let shared = session.ctx.shared.clone();
+    let config = shared.config();
+    if config.replicaof.is_some() {
+        return Frame::StaticError("ERR WAITAOF cannot be used with replica instances. Please also note that writes to replicas are just local and are not propagated.");
+    }
+    if local > 0 && !config.appendonly {
+        return Frame::StaticError(
+            "ERR WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
+        );
+    }
+    let feed = &shared.repl;
+    let facked = |target: u64| {
+        feed.links()
+            .iter()
+            .filter(|l| {
+                l.online.load(Ordering::Acquire) && l.fack.load(Ordering::Acquire) >= target
+            })
+            .count() as i64
+    };
+    let shard = session.ctx.shard.clone();
+    if session.tx.is_some() || session.multi.queued.is_some() {
+        // Nothing may block inside a transaction: what holds now.
+        return Frame::Array(vec![
+            Frame::Integer(i64::from(config.appendonly && fsynced(&shard, false).await)),
+            Frame::Integer(facked(feed.offset())),
+        ]);
+    }
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
+    let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    let local_done = if config.appendonly {
+        let sync = fsynced(&shard, true);
+        match left() {
+            None => sync.await,
+            Some(d) => {
+                let expire = async {
+                    glommio::timer::sleep(d).await;
+                    false
+                };
+                futures_lite::future::or(sync, expire).await
+            }
+        }
+    } else {
+        false
+    };
+    let mut target = feed.offset();
+    if want > 0 && feed.active() {
+        let flushed = async { feed.flushed().await.ok() };
+        let got = match left() {
+            None => flushed.await,
+            Some(d) => {
+                let expire = async {
+                    glommio::timer::sleep(d).await;
+                    None
+                };
+                futures_lite::future::or(flushed, expire).await
+            }
+        };
+        if let Some(t) = got {
+            target = t;
+            feed.command(&[b"REPLCONF", b"GETACK", b"*"]);
+        }
+    }
+    loop {
+        let n = facked(target);
+        if n >= want || left().is_some_and(|d| d.is_zero()) {
+            return Frame::Array(vec![
+                Frame::Integer(i64::from(local_done)),
+                Frame::Integer(n),
+            ]);
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Whether every shard's log is fsynced up to everything appended so far; with `now`,
+/// fdatasyncs what is not yet (rather than waiting for the everysec thread).
+pub(crate) async fn fsynced(shard: &std::rc::Rc<moon_shard::Shard>, now: bool) -> bool {
+    let n = shard.count();
+    let all = join_all(
+        (0..n)
+            .map(|p| {
+                shard.call_on_async(p, move |s: std::rc::Rc<moon_shard::Shard>| async move {
+                    let Some(w) = s.aof() else {
+                        return false;
+                    };
+                    let lsn = w.last_assigned();
+                    if now {
+                        if w.wait_logged(lsn).await.is_err() {
+                            return false;
+                        }
+                        w.sync_written().await;
+                    }
+                    w.error().is_none() && w.status().durable_lsn >= lsn
+                })
+            })
+            .collect(),
+    )
+    .await;
+    all.into_iter().all(|d| d == Some(true))
 }
 
 /// Whether enough replicas acknowledged lately for a write to be taken

@@ -880,3 +880,29 @@ fn min_replicas_to_write_and_stale_data_as_redis_answers() {
     let pong: String = cmd(&mut r, &["PING"]);
     assert_eq!(pong, "PONG");
 }
+
+#[test]
+fn waitaof_counts_the_local_fsync_and_the_replicas() {
+    let primary = MoonServer::start(2, &["--appendfsync", "everysec"]);
+    let mut p = primary.client();
+    let _: () = cmd(&mut p, &["SET", "k", "v"]);
+    let alone: Vec<i64> = cmd(&mut p, &["WAITAOF", "1", "0", "0"]);
+    assert_eq!(alone, vec![1, 0]);
+    let started = std::time::Instant::now();
+    // The local count is reported whatever was asked (as Redis does).
+    let none: Vec<i64> = cmd(&mut p, &["WAITAOF", "0", "1", "100"]);
+    assert_eq!(none, vec![1, 0]);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    let _: () = cmd(&mut p, &["SET", "k", "w"]);
+    let both: Vec<i64> = cmd(&mut p, &["WAITAOF", "1", "1", "10000"]);
+    assert_eq!(both, vec![1, 1]);
+    let e = expect_err(&mut r, &["WAITAOF", "0", "1", "10"]);
+    assert!(e.contains("replica"), "{e}");
+    let off = MoonServer::start(1, &["--appendonly", "no"]);
+    let e = expect_err(&mut off.client(), &["WAITAOF", "1", "0", "10"]);
+    assert!(e.contains("appendonly"), "{e}");
+}
