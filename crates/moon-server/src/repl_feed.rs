@@ -207,6 +207,18 @@ impl Feed {
         }
     }
 
+    /// Starts the stream at `offset` rather than 0, if it does not exist yet (a promoted
+    /// replica continues the offsets it applied).
+    pub fn start_at(&self, offset: u64) {
+        let mut st = lock(&self.state);
+        if self.active() || st.offset != 0 {
+            return;
+        }
+        st.offset = offset;
+        st.backlog_start = offset;
+        self.offset.store(offset, Ordering::Release);
+    }
+
     /// `master_repl_offset`.
     pub fn offset(&self) -> u64 {
         self.offset.load(Ordering::Acquire)

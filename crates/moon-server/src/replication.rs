@@ -383,6 +383,9 @@ pub(crate) async fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
                 // continue the old primary's stream on top of them (Redis moves to a new
                 // replication id for the same reason).
                 let mut l = crate::shared::lock(&shared.master_link);
+                // Its own stream starts where the applied one ended, if it has none yet: the
+                // offsets its replicas see keep growing across the failover.
+                shared.repl.start_at(l.offset);
                 l.replid.clear();
                 l.offset = 0;
                 l.down_since = None;
@@ -723,11 +726,24 @@ pub(crate) fn info_section(shared: &Shared) -> String {
     }
     let (first, histlen) = feed.backlog();
     let active = feed.active();
+    // A replica shows its primary's id and the offset it applied, as Redis's replicas do
+    // (its own stream, to replicas of its own, has its own id).
+    let (replid, repl_offset) = match &config.replicaof {
+        Some(_) => {
+            let l = crate::shared::lock(&shared.master_link);
+            if l.replid.is_empty() {
+                (shared.replid.clone(), feed.offset())
+            } else {
+                (l.replid.clone(), l.offset)
+            }
+        }
+        None => (shared.replid.clone(), feed.offset()),
+    };
     let _ = write!(
         out,
         "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
-        shared.replid,
-        feed.offset(),
+        replid,
+        repl_offset,
         u8::from(active),
         config.repl_backlog_size,
         if active { first } else { 0 },

@@ -478,8 +478,17 @@ fn a_replica_keeps_what_it_applied_across_a_kill_and_can_be_promoted() {
     let _: () = cmd(&mut p, &["SET", "late", "1"]);
     caught_up(&mut p);
     assert!(expect_err(&mut r, &["SET", "x", "1"]).starts_with("READONLY"));
+    let applied: u64 = info_field(&mut r, "replication", "slave_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(applied > 0);
     let ok: String = cmd(&mut r, &["REPLICAOF", "NO", "ONE"]);
     assert_eq!(ok, "OK");
+    // Its own stream continues the offsets it applied: its replicas' offsets keep growing.
+    let own: u64 = info_field(&mut r, "replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(own, applied);
     let _: () = cmd(&mut r, &["SET", "x", "1"]);
     let late: String = cmd(&mut r, &["GET", "late"]);
     assert_eq!(late, "1");
