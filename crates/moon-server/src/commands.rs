@@ -116,6 +116,7 @@ pub static CONNECTION: &[ConnectionCommand] = &[
     command!(Server: "sync", 1, ADMIN.union(Flags::NO_MULTI), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::sync(s, a, out)))),
     command!(Server: "replconf", -1, ADMIN.union(Flags::ALLOW_BUSY), HERE, Run::Writes(|s, a, out| Box::pin(crate::replication::replconf(s, a, out)))),
     command!(Server: "role", 1, CONN, HERE, Run::Inline(crate::replication::role)),
+    command!(Server: "failover", -1, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::failover(s, a).await) }))),
     command!(Server: "replicaof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
     command!(Server: "slaveof", 3, ADMIN, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::replicaof(s, a).await) }))),
     command!(Generic: "wait", 3, UNSCRIPTED, HERE, Run::Barrier(|s, a| Box::pin(async { Some(crate::replication::wait(s, a).await) }))),

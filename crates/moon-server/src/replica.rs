@@ -299,8 +299,14 @@ async fn follow(
         let l = lock(&shared.master_link);
         (l.replid.clone(), l.offset)
     };
+    let failover = std::mem::take(&mut lock(&shared.master_link).failover_psync);
     if replid.is_empty() {
         link.send(&[b"PSYNC", b"?", b"-1"]).await?;
+    } else if failover {
+        // We handed our primary role over: the target takes it on this request.
+        let next = (offset + 1).to_string();
+        link.send(&[b"PSYNC", replid.as_bytes(), next.as_bytes(), b"FAILOVER"])
+            .await?;
     } else {
         let next = (offset + 1).to_string();
         link.send(&[b"PSYNC", replid.as_bytes(), next.as_bytes()])

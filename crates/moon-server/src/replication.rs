@@ -64,6 +64,23 @@ pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesM
         );
         return;
     }
+    if args.len() == 4 && eq(&args[3], "failover") {
+        // Our primary hands its role over to us (its FAILOVER): we take it if it is the one
+        // we follow (its id is the one we applied), then serve its PSYNC as its primary.
+        let ours = {
+            let l = crate::shared::lock(&shared.master_link);
+            !l.replid.is_empty() && args[1].as_ref() == l.replid.as_bytes()
+        };
+        if shared.config().replicaof.is_none() || !ours {
+            session.reply(
+                &Frame::StaticError("ERR PSYNC FAILOVER replid must match my replid."),
+                out,
+            );
+            return;
+        }
+        tracing::info!("Failover request received from my primary: taking its role");
+        promote(&shared);
+    }
     if shared.config().replicaof.is_some()
         && crate::shared::lock(&shared.master_link).state != "connected"
     {
@@ -75,7 +92,7 @@ pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesM
         return;
     }
     let psync = eq(&args[0], "psync");
-    if psync && args.len() != 3 {
+    if psync && args.len() != 3 && !(args.len() == 4 && eq(&args[3], "failover")) {
         session.reply(
             &Frame::StaticError("ERR wrong number of arguments for 'psync' command"),
             out,
@@ -370,6 +387,23 @@ pub(crate) async fn replconf(session: &mut Session, args: &[Bytes], out: &mut By
     }
 }
 
+/// This replica becomes a primary (REPLICAOF NO ONE, or the target of a FAILOVER).
+fn promote(shared: &Shared) {
+    {
+        // Writes taken from now on are this server's own: a later REPLICAOF must not
+        // continue the old primary's stream on top of them (Redis moves to a new replication
+        // id for the same reason).
+        let mut l = crate::shared::lock(&shared.master_link);
+        // Its own stream starts where the applied one ended, if it has none yet: the offsets
+        // its replicas see keep growing across the failover.
+        shared.repl.start_at(l.offset);
+        l.replid.clear();
+        l.offset = 0;
+        l.down_since = None;
+    }
+    shared.update_config(|c| c.replicaof = None);
+}
+
 /// REPLICAOF host port / REPLICAOF NO ONE (and SLAVEOF): follow a primary, or stop and
 /// serve writes. The setting is `replicaof` in the config (CONFIG REWRITE keeps it); the
 /// link task (`replica.rs`) follows it.
@@ -378,19 +412,7 @@ pub(crate) async fn replicaof(session: &mut Session, args: &[Bytes]) -> Frame {
     let current = shared.config().replicaof;
     if eq(&args[1], "no") && eq(&args[2], "one") {
         if current.is_some() {
-            {
-                // Writes taken from now on are this server's own: a later REPLICAOF must not
-                // continue the old primary's stream on top of them (Redis moves to a new
-                // replication id for the same reason).
-                let mut l = crate::shared::lock(&shared.master_link);
-                // Its own stream starts where the applied one ended, if it has none yet: the
-                // offsets its replicas see keep growing across the failover.
-                shared.repl.start_at(l.offset);
-                l.replid.clear();
-                l.offset = 0;
-                l.down_since = None;
-            }
-            shared.update_config(|c| c.replicaof = None);
+            promote(&shared);
             tracing::info!(
                 "MASTER MODE enabled (user request from '{}')",
                 session.info.addr
@@ -650,6 +672,165 @@ pub(crate) async fn fsynced(shard: &std::rc::Rc<moon_shard::Shard>, now: bool) -
     all.into_iter().all(|d| d == Some(true))
 }
 
+/// FAILOVER [TO host port [FORCE]] [ABORT] [TIMEOUT ms] (Redis 6.2): hands the primary role to
+/// a replica without losing a write. Writes pause; once the target acknowledged everything
+/// (or, with FORCE, at the timeout) this server becomes its replica and tells it, with its
+/// first PSYNC, to take the role (`PSYNC <replid> <offset> FAILOVER`). Without FORCE a
+/// timeout gives up and resumes writes here. Answers at once; INFO
+/// `master_failover_state` follows it.
+pub(crate) async fn failover(session: &mut Session, args: &[Bytes]) -> Frame {
+    let shared = session.ctx.shared.clone();
+    let (mut to, mut force, mut abort, mut timeout) = (None, false, false, 0u64);
+    let mut i = 1;
+    while i < args.len() {
+        if eq(&args[i], "to") && i + 2 < args.len() {
+            let Some(port) = parse_i64(&args[i + 2]).filter(|p| (1..=65535).contains(p)) else {
+                return Frame::StaticError("ERR Invalid port");
+            };
+            to = Some((
+                String::from_utf8_lossy(&args[i + 1]).into_owned(),
+                port as u64,
+            ));
+            i += 3;
+        } else if eq(&args[i], "force") {
+            force = true;
+            i += 1;
+        } else if eq(&args[i], "abort") {
+            abort = true;
+            i += 1;
+        } else if eq(&args[i], "timeout") && i + 1 < args.len() {
+            match parse_i64(&args[i + 1]) {
+                Some(t) if t > 0 => timeout = t as u64,
+                _ => return Frame::StaticError("ERR FAILOVER timeout must be greater than 0"),
+            }
+            i += 2;
+        } else {
+            return Frame::StaticError("ERR syntax error");
+        }
+    }
+    if abort {
+        if to.is_some() || force || timeout > 0 {
+            return Frame::StaticError("ERR FAILOVER abort cannot be used with other options.");
+        }
+        if *crate::shared::lock(&shared.failover) == "no-failover" {
+            return Frame::StaticError("ERR No failover in progress.");
+        }
+        shared.failover_abort.store(true, Ordering::Release);
+        return Frame::OK;
+    }
+    if shared.config().replicaof.is_some() {
+        return Frame::StaticError("ERR FAILOVER is not valid when server is a replica.");
+    }
+    if force && (to.is_none() || timeout == 0) {
+        return Frame::StaticError(
+            "ERR FAILOVER with force option requires both a timeout and target HOST and IP.",
+        );
+    }
+    let links: Vec<Arc<Link>> = shared
+        .repl
+        .links()
+        .into_iter()
+        .filter(|l| l.online.load(Ordering::Acquire))
+        .collect();
+    if links.is_empty() {
+        return Frame::StaticError("ERR FAILOVER requires connected replicas.");
+    }
+    let target = match &to {
+        Some((host, port)) => links
+            .iter()
+            .find(|l| l.ip == *host && l.port.load(Ordering::Relaxed) == *port)
+            .cloned(),
+        None => links
+            .iter()
+            .max_by_key(|l| l.ack.load(Ordering::Relaxed))
+            .cloned(),
+    };
+    let Some(target) = target else {
+        return Frame::StaticError("ERR FAILOVER target HOST and PORT is not a replica.");
+    };
+    {
+        let mut state = crate::shared::lock(&shared.failover);
+        if *state != "no-failover" {
+            return Frame::StaticError("ERR FAILOVER already in progress.");
+        }
+        *state = "waiting-for-sync";
+    }
+    shared.failover_abort.store(false, Ordering::Release);
+    // Writes wait from now on (as CLIENT PAUSE WRITE): the target can catch up.
+    shared.pause_all.store(false, Ordering::Release);
+    shared.pause_until.store(u64::MAX, Ordering::Release);
+    tracing::info!(
+        "FAILOVER requested to {}:{}",
+        target.ip,
+        target.port.load(Ordering::Relaxed)
+    );
+    glommio::spawn_local(hand_over(shared, target, force, timeout)).detach();
+    Frame::OK
+}
+
+/// FAILOVER's background part (see [`failover`]).
+async fn hand_over(shared: Arc<Shared>, target: Arc<Link>, force: bool, timeout: u64) {
+    let started = std::time::Instant::now();
+    let expired = || timeout > 0 && started.elapsed() >= Duration::from_millis(timeout);
+    let end = |shared: &Shared, why: &str| {
+        tracing::warn!("FAILOVER aborted: {why}");
+        *crate::shared::lock(&shared.failover) = "no-failover";
+        shared.pause_until.store(0, Ordering::Release);
+    };
+    let goal = shared.repl.flushed();
+    let goal = futures_lite::future::or(async { goal.await.ok() }, async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            if shared.failover_abort.load(Ordering::Acquire) || expired() {
+                return None;
+            }
+        }
+    })
+    .await;
+    let Some(goal) = goal else {
+        return end(&shared, "aborted, or timed out before the stream settled");
+    };
+    shared.repl.command(&[b"REPLCONF", b"GETACK", b"*"]);
+    loop {
+        if shared.failover_abort.load(Ordering::Acquire) {
+            return end(&shared, "FAILOVER ABORT");
+        }
+        if target.is_closed() || !shared.repl.links().iter().any(|l| Arc::ptr_eq(l, &target)) {
+            return end(&shared, "the target replica disconnected");
+        }
+        if target.ack.load(Ordering::Acquire) >= goal {
+            break;
+        }
+        if expired() {
+            if force {
+                break;
+            }
+            return end(
+                &shared,
+                "the target replica did not catch up within the timeout",
+            );
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    *crate::shared::lock(&shared.failover) = "failover-in-progress";
+    let host = target.ip.clone();
+    let port = target.port.load(Ordering::Relaxed) as u16;
+    {
+        // This server's stream is the one the target applied: its PSYNC names it.
+        let mut l = crate::shared::lock(&shared.master_link);
+        l.replid = shared.replid.clone();
+        l.offset = shared.repl.offset();
+        l.failover_psync = true;
+        l.down_since = Some(std::time::Instant::now());
+    }
+    shared.update_config(|c| c.replicaof = Some((host.clone(), port)));
+    shared.set_link_state("connect");
+    // Writes now get READONLY here: the pause may end.
+    shared.pause_until.store(0, Ordering::Release);
+    tracing::info!("FAILOVER: now a replica of {host}:{port}, which takes the primary role");
+    *crate::shared::lock(&shared.failover) = "no-failover";
+}
+
 /// Whether enough replicas acknowledged lately for a write to be taken
 /// (`min-replicas-to-write` within `min-replicas-max-lag`); always with the setting at 0.
 pub(crate) fn enough_replicas(shared: &Shared) -> bool {
@@ -741,7 +922,8 @@ pub(crate) fn info_section(shared: &Shared) -> String {
     };
     let _ = write!(
         out,
-        "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
+        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
+        *crate::shared::lock(&shared.failover),
         replid,
         repl_offset,
         u8::from(active),

@@ -236,6 +236,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ),
         min_replicas: AtomicU64::new(config.min_replicas_to_write),
         min_replicas_max_lag: AtomicU64::new(config.min_replicas_max_lag),
+        failover: Mutex::new("no-failover"),
+        failover_abort: std::sync::atomic::AtomicBool::new(false),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.

@@ -94,6 +94,10 @@ pub struct Shared {
     /// path's one relaxed load.
     pub min_replicas: AtomicU64,
     pub min_replicas_max_lag: AtomicU64,
+    /// FAILOVER's state (INFO `master_failover_state`): `no-failover`, `waiting-for-sync`,
+    /// `failover-in-progress`; and an ABORT asked for.
+    pub failover: Mutex<&'static str>,
+    pub failover_abort: AtomicBool,
 }
 
 impl Shared {
@@ -116,6 +120,9 @@ pub struct MasterLink {
     pub offset: u64,
     /// The database the stream had selected at `offset`.
     pub db: usize,
+    /// This server just handed its primary role over (FAILOVER): its next PSYNC says so
+    /// (`PSYNC <replid> <offset> FAILOVER`), which makes the target take the role.
+    pub failover_psync: bool,
     /// Since when the link is down (`None` while up), and the last bytes from the primary.
     pub down_since: Option<Instant>,
     pub last_io: Option<Instant>,

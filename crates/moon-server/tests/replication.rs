@@ -915,3 +915,77 @@ fn waitaof_counts_the_local_fsync_and_the_replicas() {
     let e = expect_err(&mut off.client(), &["WAITAOF", "1", "0", "10"]);
     assert!(e.contains("appendonly"), "{e}");
 }
+
+#[test]
+fn failover_hands_the_primary_role_to_a_replica_without_losing_a_write() {
+    let primary = MoonServer::start(2, &[]);
+    let mut p = primary.client();
+    let e = expect_err(&mut p, &["FAILOVER"]);
+    assert!(e.contains("requires connected replicas"), "{e}");
+    let e = expect_err(&mut p, &["FAILOVER", "ABORT"]);
+    assert!(e.contains("No failover in progress"), "{e}");
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    write_load(&mut p, "before");
+    let rport = replica.addr.port().to_string();
+    let ok: String = cmd(
+        &mut p,
+        &["FAILOVER", "TO", "127.0.0.1", &rport, "TIMEOUT", "10000"],
+    );
+    assert_eq!(ok, "OK");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            info_at(&replica.url(), "replication", "role").as_deref() == Some("master")
+                && info_at(&primary.url(), "replication", "master_link_status").as_deref()
+                    == Some("up")
+        }),
+        "the roles switched"
+    );
+    let mut n = replica.client();
+    let mut old = primary.client();
+    assert!(expect_err(&mut old, &["SET", "x", "1"]).starts_with("READONLY"));
+    write_load(&mut n, "after");
+    caught_up(&mut n);
+    assert_same(&dataset(&mut old), &dataset(&mut n));
+
+    // To a Redis 7 replica: Redis takes the role on Moon's PSYNC ... FAILOVER.
+    let nport = replica.addr.port().to_string();
+    let Some(redis) = RedisServer::start_with(
+        "failover_hands_the_primary_role_to_a_replica_without_losing_a_write",
+        &["--replicaof", "127.0.0.1", &nport],
+    ) else {
+        return;
+    };
+    let mut rr = redis.client();
+    assert!(eventually(Duration::from_secs(20), || {
+        info_field(&mut rr, "replication", "master_link_status").as_deref() == Some("up")
+            && info_at(&replica.url(), "replication", "connected_slaves").as_deref() == Some("2")
+    }));
+    let ok: String = cmd(
+        &mut n,
+        &[
+            "FAILOVER",
+            "TO",
+            "127.0.0.1",
+            &redis.port.to_string(),
+            "TIMEOUT",
+            "10000",
+        ],
+    );
+    assert_eq!(ok, "OK");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            info_field(&mut rr, "replication", "role").as_deref() == Some("master")
+                && info_at(&replica.url(), "replication", "master_link_status").as_deref()
+                    == Some("up")
+        }),
+        "Redis took the role"
+    );
+    let mut n = replica.client();
+    assert_same(
+        &without_group_counters(dataset(&mut n)),
+        &without_group_counters(dataset(&mut rr)),
+    );
+}
