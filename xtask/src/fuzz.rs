@@ -310,8 +310,15 @@ fn fuzz_resp(rng: &mut Rng) {
 }
 
 /// The connection-level commands the network fuzzer sends (SHUTDOWN, QUIT, DEBUG and
-/// BGREWRITEAOF left out: they would stop the server or flood it with rewrites).
+/// BGREWRITEAOF left out: they would stop the server or flood it with rewrites; REPLICAOF,
+/// SLAVEOF and FAILOVER too: they would make it follow random addresses).
 const CONNECTION_COMMANDS: &[&str] = &[
+    "psync",
+    "sync",
+    "replconf",
+    "role",
+    "wait",
+    "waitaof",
     "ping",
     "echo",
     "hello",
