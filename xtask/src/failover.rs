@@ -149,7 +149,7 @@ impl Sentinel {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel.log\nsentinel monitor moon 127.0.0.1 {master} 2\nsentinel down-after-milliseconds moon 1000\nsentinel failover-timeout moon 10000\nsentinel parallel-syncs moon 2\n",
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel.log\nsentinel monitor moon 127.0.0.1 {master} 2\nsentinel down-after-milliseconds moon 3000\nsentinel failover-timeout moon 10000\nsentinel parallel-syncs moon 2\n",
                 dir.display()
             ),
         )?;
@@ -513,6 +513,21 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         for a in &acked {
             lost.extend(missing(new, a).context("reading the new primary")?);
         }
+        // The failover is over once the other replica follows the new primary (Sentinel
+        // reconfigured it): only then does the old primary come back, as an operator would
+        // restart it. Back earlier, while Sentinel still lists it, a second failover could
+        // pick it, stale data and all (Sentinel does not check a candidate's role).
+        let other = nodes
+            .iter()
+            .find(|n| n.port != primary && n.port != new)
+            .map(|n| n.port)
+            .unwrap_or(0);
+        if !eventually(Duration::from_secs(60), || {
+            info(other, "master_port") == Some(new.to_string())
+                && info(other, "master_link_status").as_deref() == Some("up")
+        }) {
+            bail!("cycle {cycle}: the other replica did not follow the new primary");
+        }
         // The old primary comes back on its address; Sentinel makes it a replica.
         let old = nodes
             .iter_mut()
@@ -536,6 +551,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         for n in nodes.iter().filter(|n| n.port != new) {
             if dataset(n.port)? != reference {
                 diverged.push(n.port);
+            }
+        }
+        // Still there once everything settled (a later failover must not bring back a stale
+        // copy).
+        if let Some(now_primary) = sentinels[0].master() {
+            for a in &acked {
+                lost.extend(missing(now_primary, a).context("reading the primary at the end")?);
             }
         }
         let torn = torn.load(Ordering::Relaxed);
