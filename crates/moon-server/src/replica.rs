@@ -74,11 +74,94 @@ const NOT_FROM_A_PRIMARY: &[&[u8]] = &[
 ];
 
 /// The task: follows whatever `replicaof` names, for the life of the server.
+/// Where a replica keeps its place in its primary's stream across a clean restart.
+const POSITION_FILE: &str = "replication.moon";
+
+/// At a clean shutdown (every log closed, the link stopped): the primary's replication id,
+/// the offset applied and the stream's database, so that the next start continues with
+/// PSYNC. Written atomically; a crash before it leaves no file (a full resync next time).
+pub fn save_position(shared: &crate::shared::Shared) {
+    let config = shared.config();
+    if config.replicaof.is_none() || !config.appendonly {
+        return;
+    }
+    let (replid, offset, db) = {
+        let l = lock(&shared.master_link);
+        (l.replid.clone(), l.offset, l.db)
+    };
+    if replid.is_empty() {
+        return;
+    }
+    let path = config.dir.join(POSITION_FILE);
+    let text = format!("moon-replication 1\n{replid} {offset} {db}\n");
+    match moon_manifest::fsio::commit_atomic(&path, text.as_bytes()) {
+        Ok(()) => {
+            tracing::info!("Saved the replication position ({replid}:{offset}) for the next start")
+        }
+        Err(e) => tracing::warn!("could not save the replication position: {e:?}"),
+    }
+}
+
+/// At start: the position a clean shutdown saved, taken and the file removed (durably) before
+/// anything is applied: a later crash must not find a position behind what its logs hold.
+fn take_position(shared: &crate::shared::Shared) {
+    let config = shared.config();
+    let path = config.dir.join(POSITION_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let removed =
+        std::fs::remove_file(&path).and_then(|()| moon_manifest::fsio::fsync_parent(&path));
+    if let Err(e) = removed {
+        tracing::warn!(
+            "could not remove {}: {e}; the position is not used",
+            path.display()
+        );
+        return;
+    }
+    let mut lines = text.lines();
+    let parsed = match (
+        lines.next(),
+        lines.next().map(|l| l.split(' ').collect::<Vec<_>>()),
+    ) {
+        (Some("moon-replication 1"), Some(w)) if w.len() == 3 => {
+            let ok_id = w[0].len() == 40 && w[0].bytes().all(|b| b.is_ascii_hexdigit());
+            match (ok_id, w[1].parse::<u64>(), w[2].parse::<usize>()) {
+                (true, Ok(offset), Ok(db)) if (db as u64) < config.databases => {
+                    Some((w[0].to_string(), offset, db))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match parsed {
+        Some((replid, offset, db)) if config.replicaof.is_some() => {
+            tracing::info!("Continuing the replication stream {replid} at offset {offset}");
+            let mut l = lock(&shared.master_link);
+            l.replid = replid;
+            l.offset = offset;
+            l.db = db;
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            "{} is not a replication position; ignored (a full resync follows)",
+            path.display()
+        ),
+    }
+}
+
 pub async fn run(ctx: Rc<ShardServer>) {
     let shared = ctx.shared.clone();
+    take_position(&shared);
     let mut failures = 0u32;
     let mut pause = false;
     loop {
+        if shared.link_stop.load(Ordering::Acquire) {
+            // Shutdown: nothing more is applied; the position stays as it is.
+            shared.link_stopped.store(true, Ordering::Release);
+            return;
+        }
         // The setting is read afresh every time: a REPLICAOF during the pause after a failure
         // must not be followed by one more attempt at the old primary (found by `cargo xtask
         // failover`: a replica synchronised from the restarted old primary).
@@ -557,8 +640,10 @@ async fn apply_stream(
     // The offset last acknowledged as fsynced here.
     let mut fack = 0u64;
     loop {
-        if !still_following(&shared, &mut version, host, port) {
-            // Not one more command of a primary we no longer follow.
+        if !still_following(&shared, &mut version, host, port)
+            || shared.link_stop.load(Ordering::Acquire)
+        {
+            // Not one more command of a primary we no longer follow (or while shutting down).
             return Ok(());
         }
         let mut batch: Vec<Vec<Bytes>> = Vec::new();

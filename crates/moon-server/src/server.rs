@@ -238,6 +238,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         min_replicas_max_lag: AtomicU64::new(config.min_replicas_max_lag),
         failover: Mutex::new("no-failover"),
         failover_abort: std::sync::atomic::AtomicBool::new(false),
+        link_stop: std::sync::atomic::AtomicBool::new(false),
+        link_stopped: std::sync::atomic::AtomicBool::new(false),
+        logs_closed: AtomicUsize::new(0),
     });
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
@@ -701,6 +704,15 @@ async fn shard_main(
     }
     drop(listener);
     ctx.stopping.close();
+    if id == 0 {
+        // The replica link stops applying first: the position it saves at the end is then
+        // exactly what the logs hold.
+        shared.link_stop.store(true, Ordering::Release);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !shared.link_stopped.load(Ordering::Acquire) && std::time::Instant::now() < until {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
     let _ = gate.close().await;
     // Keep serving other shards' messages until every shard's connections are gone.
     shared.drained_shards.fetch_add(1, Ordering::AcqRel);
@@ -709,8 +721,26 @@ async fn shard_main(
     }
     // Nothing can write any more: flush and fsync the log one last time.
     if let Some(aof) = shard.aof() {
-        if let Err(e) = aof.close().await {
-            tracing::error!(shard = id, "closing the AOF failed: {e}");
+        match aof.close().await {
+            Ok(()) => {
+                shared.logs_closed.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => tracing::error!(shard = id, "closing the AOF failed: {e}"),
+        }
+    }
+    if id == 0 {
+        // Every log holds everything applied: a replica keeps its place in its primary's
+        // stream for the next start.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while shared.logs_closed.load(Ordering::Acquire) < shard.count()
+            && std::time::Instant::now() < until
+        {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        if shared.logs_closed.load(Ordering::Acquire) == shard.count()
+            && shared.link_stopped.load(Ordering::Acquire)
+        {
+            crate::replica::save_position(&shared);
         }
     }
     Ok(())

@@ -989,3 +989,45 @@ fn failover_hands_the_primary_role_to_a_replica_without_losing_a_write() {
         &without_group_counters(dataset(&mut rr)),
     );
 }
+
+#[test]
+fn a_replica_restarted_cleanly_continues_with_psync_and_after_a_kill_resyncs_fully() {
+    let primary = MoonServer::start(2, &[]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--replicaof", target.as_str()];
+    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    write_load(&mut p, "one");
+    caught_up(&mut p);
+    assert!(replica.terminate().success());
+    // Written while the replica is down: the backlog holds it.
+    let _: () = cmd(&mut p, &["SET", "while-down", "1"]);
+    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    caught_up(&mut p);
+    assert_eq!(
+        info_field(&mut p, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        info_field(&mut p, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+    // After a kill there is no saved position: everything is loaded again.
+    let mut replica = replica;
+    replica.kill();
+    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    caught_up(&mut p);
+    assert_eq!(
+        info_field(&mut p, "stats", "sync_full").as_deref(),
+        Some("2")
+    );
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+}
