@@ -82,21 +82,29 @@ const POSITION_FILE: &str = "replication.moon";
 /// PSYNC. Written atomically; a crash before it leaves no file (a full resync next time).
 pub fn save_position(shared: &crate::shared::Shared) {
     let config = shared.config();
-    if config.replicaof.is_none() || !config.appendonly {
+    if !config.appendonly {
         return;
     }
-    let (replid, offset, db) = {
-        let l = lock(&shared.master_link);
-        (l.replid.clone(), l.offset, l.db)
+    let text = if config.replicaof.is_some() {
+        let (replid, offset, db) = {
+            let l = lock(&shared.master_link);
+            (l.replid.clone(), l.offset, l.db)
+        };
+        if replid.is_empty() {
+            return;
+        }
+        format!("moon-replication 1\n{replid} {offset} {db}\n")
+    } else if shared.repl.active() {
+        // A primary: its stream's next start continues the offsets (its replication id is
+        // new at every start: its backlog is not kept).
+        format!("moon-replication 1\nprimary {}\n", shared.repl.offset())
+    } else {
+        return;
     };
-    if replid.is_empty() {
-        return;
-    }
     let path = config.dir.join(POSITION_FILE);
-    let text = format!("moon-replication 1\n{replid} {offset} {db}\n");
     match moon_manifest::fsio::commit_atomic(&path, text.as_bytes()) {
         Ok(()) => {
-            tracing::info!("Saved the replication position ({replid}:{offset}) for the next start")
+            tracing::info!("Saved the replication position for the next start")
         }
         Err(e) => tracing::warn!("could not save the replication position: {e:?}"),
     }
@@ -104,7 +112,7 @@ pub fn save_position(shared: &crate::shared::Shared) {
 
 /// At start: the position a clean shutdown saved, taken and the file removed (durably) before
 /// anything is applied: a later crash must not find a position behind what its logs hold.
-fn take_position(shared: &crate::shared::Shared) {
+pub fn take_position(shared: &crate::shared::Shared) {
     let config = shared.config();
     let path = config.dir.join(POSITION_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else {
@@ -120,6 +128,14 @@ fn take_position(shared: &crate::shared::Shared) {
         return;
     }
     let mut lines = text.lines();
+    if let (Some("moon-replication 1"), Some(line)) = (lines.clone().next(), text.lines().nth(1)) {
+        if let Some(Ok(offset)) = line.strip_prefix("primary ").map(str::parse::<u64>) {
+            if config.replicaof.is_none() {
+                shared.repl.start_at(offset);
+            }
+            return;
+        }
+    }
     let parsed = match (
         lines.next(),
         lines.next().map(|l| l.split(' ').collect::<Vec<_>>()),
@@ -153,7 +169,6 @@ fn take_position(shared: &crate::shared::Shared) {
 
 pub async fn run(ctx: Rc<ShardServer>) {
     let shared = ctx.shared.clone();
-    take_position(&shared);
     let mut failures = 0u32;
     let mut pause = false;
     loop {
@@ -405,12 +420,10 @@ async fn follow(
                 .map_err(|_| format!("bad FULLRESYNC offset in {answer}"))?;
             set_state(ctx, "sync");
             let header = link.line().await?;
-            {
-                // From here the old offset means nothing: a failure below synchronises fully.
-                let mut l = lock(&shared.master_link);
-                l.replid.clear();
-                l.offset = 0;
-            }
+            // From here the old position means nothing: a failure below synchronises fully.
+            // (The offset stays as INFO shows it until the load sets the new one: it only
+            // grows.)
+            lock(&shared.master_link).replid.clear();
             let rdb = match header.strip_prefix("$EOF:") {
                 // Diskless: the file runs until the 40-byte mark comes again.
                 Some(mark) if mark.len() == 40 => {
@@ -703,9 +716,7 @@ async fn apply_stream(
             }
             // Not applied as the primary applied it: this copy may differ from the primary
             // now. Forget the offset, so that the next link synchronises fully.
-            let mut l = lock(&shared.master_link);
-            l.replid.clear();
-            l.offset = 0;
+            lock(&shared.master_link).replid.clear();
             return Err(format!(
                 "a command from the primary was refused here ({e}); resynchronising fully"
             ));

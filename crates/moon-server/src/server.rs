@@ -624,6 +624,8 @@ async fn shard_main(
         stopping: Semaphore::new(0),
     });
     if shard.id() == 0 {
+        // Where a clean shutdown left the replication stream, before any connection.
+        crate::replica::take_position(&shared);
         // The link to a primary, whenever `replicaof` names one.
         glommio::spawn_local(crate::replica::run(ctx.clone())).detach();
     }

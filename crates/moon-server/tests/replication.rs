@@ -1031,3 +1031,74 @@ fn a_replica_restarted_cleanly_continues_with_psync_and_after_a_kill_resyncs_ful
     );
     assert_same(&dataset(&mut r), &dataset(&mut p));
 }
+
+#[test]
+fn masterauth_legacy_sync_and_offsets_that_only_grow() {
+    // A primary that wants a password; the replica gives it (masterauth).
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = MoonServer::start_in(dir.path(), 2, &["--requirepass", "s3cret"]).unwrap();
+    let url = format!("redis://:s3cret@{}/", primary.addr);
+    let mut p = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target, "--masterauth", "s3cret"]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    write_load(&mut p, "auth");
+    caught_up(&mut p);
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+
+    // The legacy SYNC (redis-cli --replica): the RDB, then the stream.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(primary.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"AUTH s3cret\r\nSYNC\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(6).any(|w| w == b"REDIS0") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"+OK\r\n$"),
+            "{:?}",
+            String::from_utf8_lossy(&got[..20])
+        );
+        let _: () = cmd(&mut p, &["SET", "through-sync", "yes"]);
+        while !got.windows(12).any(|w| w == b"through-sync") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    // The primary restarted cleanly: its stream's offsets go on from where they were, so
+    // its replica's offset only grows.
+    let before: u64 = info_field(&mut r, "replication", "slave_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(before > 0);
+    let port = primary.addr.port().to_string();
+    assert!(primary.terminate().success());
+    let primary =
+        MoonServer::start_in(dir.path(), 2, &["--requirepass", "s3cret", "--port", &port]).unwrap();
+    let mut p = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || {
+        info_field(&mut p, "replication", "connected_slaves").as_deref() == Some("1")
+    }));
+    let _: () = cmd(&mut p, &["SET", "after-restart", "1"]);
+    caught_up(&mut p);
+    let after: u64 = info_field(&mut r, "replication", "slave_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(after > before, "{after} after {before}");
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+    drop(primary);
+}
