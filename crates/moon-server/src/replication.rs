@@ -524,17 +524,9 @@ pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
     let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     // Everything already acknowledged to anyone (this client's writes among it) in the
     // stream first, within the timeout too.
-    let flushed = async { feed.flushed().await.ok() };
-    let target = match left() {
-        None => flushed.await,
-        Some(d) => {
-            let expire = async {
-                glommio::timer::sleep(d).await;
-                None
-            };
-            futures_lite::future::or(flushed, expire).await
-        }
-    };
+    let target = within(left(), async { feed.flushed().await.ok() })
+        .await
+        .flatten();
     let Some(target) = target else {
         return Frame::Integer(acked_at(feed.offset()));
     };
@@ -600,34 +592,13 @@ pub(crate) async fn waitaof(session: &mut Session, args: &[Bytes]) -> Frame {
     let deadline =
         (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
     let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-    let local_done = if config.appendonly {
-        let sync = fsynced(&shard, true);
-        match left() {
-            None => sync.await,
-            Some(d) => {
-                let expire = async {
-                    glommio::timer::sleep(d).await;
-                    false
-                };
-                futures_lite::future::or(sync, expire).await
-            }
-        }
-    } else {
-        false
-    };
+    let local_done =
+        config.appendonly && within(left(), fsynced(&shard, true)).await.unwrap_or(false);
     let mut target = feed.offset();
     if want > 0 && feed.active() {
-        let flushed = async { feed.flushed().await.ok() };
-        let got = match left() {
-            None => flushed.await,
-            Some(d) => {
-                let expire = async {
-                    glommio::timer::sleep(d).await;
-                    None
-                };
-                futures_lite::future::or(flushed, expire).await
-            }
-        };
+        let got = within(left(), async { feed.flushed().await.ok() })
+            .await
+            .flatten();
         if let Some(t) = got {
             target = t;
             feed.command(&[b"REPLCONF", b"GETACK", b"*"]);
@@ -642,6 +613,20 @@ pub(crate) async fn waitaof(session: &mut Session, args: &[Bytes]) -> Frame {
             ]);
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `fut`'s output, or `None` once `left` (if any) has passed.
+async fn within<T>(left: Option<Duration>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    match left {
+        None => Some(fut.await),
+        Some(d) => {
+            let expire = async {
+                glommio::timer::sleep(d).await;
+                None
+            };
+            futures_lite::future::or(async { Some(fut.await) }, expire).await
+        }
     }
 }
 

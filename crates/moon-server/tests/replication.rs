@@ -662,20 +662,26 @@ fn sentinel_fails_over_a_moon_primary_to_a_moon_replica() {
     assert_same(&dataset(&mut old.client()), &dataset(&mut n));
 }
 
+/// Reads from `s` into `got` until `wanted` appears in it (a read timeout fails the test).
+fn read_until(s: &mut std::net::TcpStream, got: &mut Vec<u8>, wanted: &[u8]) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    while !got.windows(wanted.len()).any(|w| w == wanted) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Makes the stream exist (a replica synchronised once) and leaves: the replica's side of
 /// PSYNC by hand, its RDB read and dropped.
 fn sync_once_and_leave(port: u16) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"PSYNC ? -1\r\n").unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(6).any(|w| w == b"REDIS0") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut got, b"REDIS0");
     assert!(got.starts_with(b"+FULLRESYNC "));
 }
 
@@ -708,17 +714,12 @@ fn wait_never_blocks_inside_a_transaction_and_keeps_its_timeout() {
     let _: () = cmd(&mut d, &["SET", &k[1], "w"]);
     // REPLCONF ACK from a client that is not a replica is not answered (as Redis).
     let mut raw = std::net::TcpStream::connect(moon.addr).unwrap();
-    use std::io::{Read, Write};
+    use std::io::Write;
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     raw.write_all(b"REPLCONF ACK 5\r\nREPLCONF\r\nPING\r\n")
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while !got.ends_with(b"+PONG\r\n") {
-        let n = raw.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut raw, &mut got, b"+PONG\r\n");
     assert_eq!(got, b"+OK\r\n+PONG\r\n");
 }
 
@@ -1052,28 +1053,19 @@ fn masterauth_legacy_sync_and_offsets_that_only_grow() {
 
     // The legacy SYNC (redis-cli --replica): the RDB, then the stream.
     {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let mut s = std::net::TcpStream::connect(primary.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"AUTH s3cret\r\nSYNC\r\n").unwrap();
         let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.windows(6).any(|w| w == b"REDIS0") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
+        read_until(&mut s, &mut got, b"REDIS0");
         assert!(
             got.starts_with(b"+OK\r\n$"),
             "{:?}",
             String::from_utf8_lossy(&got[..20])
         );
         let _: () = cmd(&mut p, &["SET", "through-sync", "yes"]);
-        while !got.windows(12).any(|w| w == b"through-sync") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
+        read_until(&mut s, &mut got, b"through-sync");
     }
 
     // The primary restarted cleanly: its stream's offsets go on from where they were, so
