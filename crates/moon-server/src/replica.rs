@@ -172,7 +172,7 @@ pub async fn run(ctx: Rc<ShardServer>) {
     let mut failures = 0u32;
     let mut pause = false;
     loop {
-        if shared.link_stop.load(Ordering::Acquire) {
+        if shared.stopping.load(Ordering::Acquire) {
             // Shutdown: nothing more is applied; the position stays as it is.
             shared.link_stopped.store(true, Ordering::Release);
             return;
@@ -654,7 +654,7 @@ async fn apply_stream(
     let mut fack = 0u64;
     loop {
         if !still_following(&shared, &mut version, host, port)
-            || shared.link_stop.load(Ordering::Acquire)
+            || shared.stopping.load(Ordering::Acquire)
         {
             // Not one more command of a primary we no longer follow (or while shutting down).
             return Ok(());

@@ -56,6 +56,15 @@ pub(crate) async fn sync(session: &mut Session, args: &[Bytes], out: &mut BytesM
         // Redis ignores a second PSYNC on a replica's link.
         return;
     }
+    if session.tx.is_some() {
+        // Run inside a transaction that holds shards (a pipeline Moon runs as one): the cut
+        // would wait for locks its own transaction holds (found by the network fuzzer).
+        session.reply(
+            &Frame::StaticError("ERR PSYNC and SYNC cannot run inside a transaction"),
+            out,
+        );
+        return;
+    }
     let shared = session.ctx.shared.clone();
     if crate::shared::lock(&shared.rewrite.layout).is_none() {
         session.reply(
@@ -537,7 +546,8 @@ pub(crate) async fn wait(session: &mut Session, args: &[Bytes]) -> Frame {
     feed.command(&[b"REPLCONF", b"GETACK", b"*"]);
     loop {
         let n = acked_at(target);
-        if n >= want || left().is_some_and(|d| d.is_zero()) {
+        // Shutdown ends the wait too: a connection must not hold the server open.
+        if n >= want || left().is_some_and(|d| d.is_zero()) || stopping(session) {
             return Frame::Integer(n);
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -606,7 +616,7 @@ pub(crate) async fn waitaof(session: &mut Session, args: &[Bytes]) -> Frame {
     }
     loop {
         let n = facked(target);
-        if n >= want || left().is_some_and(|d| d.is_zero()) {
+        if n >= want || left().is_some_and(|d| d.is_zero()) || stopping(session) {
             return Frame::Array(vec![
                 Frame::Integer(i64::from(local_done)),
                 Frame::Integer(n),
@@ -614,6 +624,11 @@ pub(crate) async fn waitaof(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether the server is shutting down (waits end).
+fn stopping(session: &Session) -> bool {
+    session.ctx.shared.stopping.load(Ordering::Acquire)
 }
 
 /// `fut`'s output, or `None` once `left` (if any) has passed.

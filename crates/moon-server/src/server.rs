@@ -238,7 +238,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         min_replicas_max_lag: AtomicU64::new(config.min_replicas_max_lag),
         failover: Mutex::new("no-failover"),
         failover_abort: std::sync::atomic::AtomicBool::new(false),
-        link_stop: std::sync::atomic::AtomicBool::new(false),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         link_stopped: std::sync::atomic::AtomicBool::new(false),
         logs_closed: AtomicUsize::new(0),
     });
@@ -706,10 +706,10 @@ async fn shard_main(
     }
     drop(listener);
     ctx.stopping.close();
+    shared.stopping.store(true, Ordering::Release);
     if id == 0 {
         // The replica link stops applying first: the position it saves at the end is then
         // exactly what the logs hold.
-        shared.link_stop.store(true, Ordering::Release);
         let until = std::time::Instant::now() + Duration::from_secs(5);
         while !shared.link_stopped.load(Ordering::Acquire) && std::time::Instant::now() < until {
             glommio::timer::sleep(Duration::from_millis(2)).await;

@@ -98,10 +98,11 @@ pub struct Shared {
     /// `failover-in-progress`; and an ABORT asked for.
     pub failover: Mutex<&'static str>,
     pub failover_abort: AtomicBool,
-    /// Shutdown asks the replica link to stop applying (`link_stop`); it says when it has
-    /// (`link_stopped`); shards count their logs closed cleanly (`logs_closed`). Only with all
-    /// three is the link's position saved for the next start (`replica.rs`).
-    pub link_stop: AtomicBool,
+    /// The server is shutting down (set by each shard as it stops accepting): the replica
+    /// link stops applying and says when it has (`link_stopped`), WAIT and WAITAOF stop
+    /// waiting; shards count their logs closed cleanly (`logs_closed`). Only with all of that
+    /// is the link's position saved for the next start (`replica.rs`).
+    pub stopping: AtomicBool,
     pub link_stopped: AtomicBool,
     pub logs_closed: AtomicUsize,
 }

@@ -1094,3 +1094,41 @@ fn masterauth_legacy_sync_and_offsets_that_only_grow() {
     assert_same(&dataset(&mut r), &dataset(&mut p));
     drop(primary);
 }
+
+#[test]
+fn psync_in_a_pipeline_run_as_a_transaction_and_wait_at_shutdown_hold_nothing() {
+    // Found by the network fuzzer: a PSYNC in a pipeline whose keys span shards (which Moon
+    // runs as one transaction) waited for the locks its own transaction held, and every
+    // cross-shard command after it hung; a WAIT 1 0 kept the server from shutting down.
+    use std::io::Write;
+    let mut moon = MoonServer::start(2, &[]);
+    let k = keys_on_different_shards(2);
+    let mut raw = std::net::TcpStream::connect(moon.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let pipeline = format!(
+        "*5\r\n$4\r\nMSET\r\n${}\r\n{}\r\n$1\r\n1\r\n${}\r\n{}\r\n$1\r\n2\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n",
+        k[0].len(),
+        k[0],
+        k[1].len(),
+        k[1]
+    );
+    raw.write_all(pipeline.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    // Refused inside the transaction, or served after it: either way nothing hangs.
+    read_until(&mut raw, &mut got, b"\r\n");
+    let mut c = moon.client();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _: () = cmd(&mut c, &["MSET", &k[0], "x", &k[1], "y"]);
+    // A client waiting forever for a replica that never comes.
+    let mut waiting = std::net::TcpStream::connect(moon.addr).unwrap();
+    waiting.write_all(b"WAIT 1 0\r\n").unwrap();
+    let _: String = cmd(&mut c, &["PING"]);
+    let started = std::time::Instant::now();
+    let status = moon.terminate();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
