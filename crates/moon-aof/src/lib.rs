@@ -26,4 +26,4 @@ pub use record::{
     record_target, TooLarge,
 };
 #[cfg(feature = "writer")]
-pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy, Tap, Tapped};
+pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy, LogProgress, Tap, Tapped};

@@ -357,6 +357,20 @@ pub struct AofWriter {
     inner: Rc<Inner>,
 }
 
+/// How far one log has been written, readable from any thread ([`AofWriter::progress`]): a
+/// replica's link records it beside its place in its primary's stream, so that a restart can
+/// end each log exactly where that place was (`moon-server`'s `repl_position.rs`).
+#[derive(Clone)]
+pub struct LogProgress(Arc<Syncer>);
+
+impl LogProgress {
+    /// The LSN whose record, and every one before it, the file holds (handed to the kernel:
+    /// a process kill keeps it). Reserved LSNs of a rewrite count once nothing is pending.
+    pub fn written(&self) -> u64 {
+        self.0.written.load(Ordering::Acquire)
+    }
+}
+
 /// strerror-style text for an I/O error, as Redis prints it in MISCONF.
 fn describe(e: &std::io::Error) -> String {
     // std renders an OS error as "<strerror> (os error N)"; Redis prints strerror alone.
@@ -719,6 +733,11 @@ impl AofWriter {
         self.inner.take_background_failure();
         self.inner.note_acked();
         self.inner.acked_lsn.get()
+    }
+
+    /// A handle to how far this log has been written, for other threads.
+    pub fn progress(&self) -> LogProgress {
+        LogProgress(self.inner.sync.clone())
     }
 
     /// The last LSN handed out.

@@ -29,6 +29,7 @@ mod persistence;
 mod plan;
 mod pubsub;
 mod repl_feed;
+mod repl_position;
 mod replica;
 mod replication;
 mod rewrite;

@@ -29,6 +29,9 @@ pub struct DataDir {
     pub fault: FaultPlan,
     /// Which transactions recovery applies and where each shard's log ends (first pass).
     pub recovery: RecoveryPlan,
+    /// What a previous run left of its place in a replication stream, to continue from
+    /// (`repl_position.rs`); the logs were ended to match it.
+    pub replication: Option<crate::repl_position::Saved>,
     _lock: Flock<File>,
 }
 
@@ -129,30 +132,138 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
             "MOON_AOF_FAULT is set ({fault:?}): AOF failures will be injected (tests only)"
         );
     }
-    let recovery = scan_transactions(&dir, &manifest)?;
+    let scans = scan_logs(&dir, &manifest)?;
+    let parts: Vec<_> = scans.iter().map(|s| s.parts.clone()).collect();
+    let mut recovery = moon_shard::recovery::recovery_plan(&parts);
+    use crate::repl_position::Saved;
+    let follows = config.replicaof.is_some();
+    let mut replication = crate::repl_position::read(&dir);
+    match &replication {
+        Some(Saved::Replica(pos)) if follows && config.replica_read_only => {
+            match replica_cut(&dir, &manifest, &scans, pos) {
+                Ok(Some(plan)) => recovery = plan,
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::warn!("the replication position in {} is not used: {why}; a full resynchronisation follows", crate::repl_position::FILE);
+                    replication = None;
+                }
+            }
+        }
+        Some(Saved::Primary(_)) if !follows => {}
+        // Written in another role.
+        _ => replication = None,
+    }
+    let keep = matches!(&replication, Some(Saved::Replica(p)) if p.lsns.is_some());
+    if !keep {
+        // What is left would be stale once anything is applied: a primary's offset and an
+        // older version's clean-shutdown place are taken from `replication` as they are,
+        // anything else is unusable. A later start must not find it.
+        crate::repl_position::remove(&dir).map_err(|e| {
+            fatal(
+                1,
+                format!(
+                    "cannot remove {}: {e}",
+                    dir.join(crate::repl_position::FILE).display()
+                ),
+            )
+        })?;
+    }
+    for (i, stop) in recovery.stop_at.iter().enumerate() {
+        if let Some(lsn) = stop {
+            tracing::warn!(
+                shard = i,
+                "shard {i}'s log ends at LSN {lsn}: it and the records after it will be dropped ({})",
+                if replication.is_some() {
+                    "what a replica applied after its last recorded place in the primary's stream, never acknowledged to the primary, which sends it again"
+                } else {
+                    "a cross-shard transaction there lost its part on another shard: power loss under appendfsync everysec/no"
+                }
+            );
+        }
+    }
     Ok(DataDir {
         dir,
         manifest,
         fault,
         recovery,
+        replication,
         _lock: lock,
     })
 }
 
+/// Where each shard's log must end for a replica's saved position `pos` to hold exactly:
+/// `Ok(Some(plan))` with the logs ended at the LSNs it recorded, `Ok(None)` when nothing is
+/// to be cut (an older version's clean-shutdown form), `Err` when it cannot hold
+/// (`repl_position.rs` lists the cases).
+fn replica_cut(
+    dir: &Path,
+    m: &PerShard,
+    scans: &[moon_shard::recovery::LogScan],
+    pos: &crate::repl_position::Position,
+) -> Result<Option<RecoveryPlan>, String> {
+    let Some(lsns) = &pos.lsns else {
+        return Ok(None);
+    };
+    if lsns.len() != m.shards() {
+        return Err(format!(
+            "it was recorded for {} shards, this server has {}",
+            lsns.len(),
+            m.shards()
+        ));
+    }
+    let mut stops = vec![None; m.shards()];
+    for (i, (&at, scan)) in lsns.iter().zip(scans).enumerate() {
+        let base_until = ShardFiles::of(dir, m, i).incr_after();
+        if base_until > at {
+            return Err(format!(
+                "shard {i}'s base holds records up to LSN {base_until}, past the position's {at}"
+            ));
+        }
+        let last = scan.last_lsn.max(base_until);
+        if !pos.same_boot && last != at {
+            // After a reboot a log may have lost its unsynced tail, and the saved place may
+            // be older than what was fsynced (it is not fsynced itself): only a place every
+            // log ends at exactly still holds, and nothing is cut.
+            return Err(format!(
+                "the machine restarted since it was saved, and shard {i}'s log ends at LSN {last}, not at its {at}"
+            ));
+        }
+        if last > at {
+            stops[i] = Some(at + 1);
+        }
+        // (`last < at` during this boot: LSNs a rewrite reserved count as written without
+        // records; nothing handed to the kernel is lost without a reboot.)
+    }
+    let parts: Vec<_> = scans.iter().map(|s| s.parts.clone()).collect();
+    let plan = moon_shard::recovery::recovery_plan_from(&parts, stops.clone());
+    for (i, (end, wanted)) in plan.stop_at.iter().zip(&stops).enumerate() {
+        if end != wanted {
+            return Err(format!(
+                "shard {i}'s log must end earlier, at LSN {}, for its cross-shard transactions",
+                end.unwrap_or(0)
+            ));
+        }
+    }
+    Ok(Some(plan))
+}
+
 /// Recovery's first pass, every shard's files at once: which cross-shard transactions have all
-/// their parts logged. Only those are applied by the replay (see `moon_shard::recovery`).
-fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerError> {
-    type Parts = Vec<moon_shard::recovery::Part>;
-    let per_shard: Vec<std::io::Result<Parts>> = std::thread::scope(|scope| {
+/// their parts logged (only those are applied by the replay, see `moon_shard::recovery`), and
+/// each shard's last whole unit.
+fn scan_logs(dir: &Path, m: &PerShard) -> Result<Vec<moon_shard::recovery::LogScan>, ServerError> {
+    type Scan = moon_shard::recovery::LogScan;
+    let per_shard: Vec<std::io::Result<Scan>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..m.shards())
             .map(|i| {
                 let files = [m.base_path(dir, i), m.incr_path(dir, i)];
-                scope.spawn(move || -> std::io::Result<Parts> {
-                    let mut parts = Vec::new();
+                scope.spawn(move || -> std::io::Result<Scan> {
+                    let mut all = Scan::default();
                     for f in &files {
-                        parts.extend(moon_shard::recovery::transaction_parts(f)?);
+                        let scan = moon_shard::recovery::scan_log(f)?;
+                        all.parts.extend(scan.parts);
+                        all.last_lsn = all.last_lsn.max(scan.last_lsn);
                     }
-                    Ok(parts)
+                    Ok(all)
                 })
             })
             .collect();
@@ -170,16 +281,7 @@ fn scan_transactions(dir: &Path, m: &PerShard) -> Result<RecoveryPlan, ServerErr
             r.map_err(|e| fatal(1, format!("cannot read the AOF in {}: {e}", dir.display())))?,
         );
     }
-    let plan = moon_shard::recovery::recovery_plan(&all);
-    for (i, stop) in plan.stop_at.iter().enumerate() {
-        if let Some(lsn) = stop {
-            tracing::warn!(
-                shard = i,
-                "shard {i}'s log ends at LSN {lsn}: a cross-shard transaction there lost its part on another shard (power loss under appendfsync everysec/no); it and the records after it will be dropped"
-            );
-        }
-    }
-    Ok(plan)
+    Ok(all)
 }
 
 /// Whether `appendonlydir/` (or a directory in it) holds a non-empty file: log data without a
@@ -280,7 +382,7 @@ pub async fn start_shard(
         if let Some((offset, dropped)) = report.stopped {
             tracing::warn!(
                 shard = i,
-                "AOF {}: dropped {dropped} bytes from offset {offset} (a cross-shard transaction that cannot be applied whole, and what followed it) and truncated the file",
+                "AOF {}: dropped {dropped} bytes from offset {offset} (where recovery ended this log: see the warning above) and truncated the file",
                 path.display()
             );
         }
@@ -307,4 +409,76 @@ pub async fn start_shard(
         .map_err(|e| fatal(1, format!("cannot open AOF {}: {e}", incr.display())))?;
     shard.attach_aof(writer);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repl_position::Position;
+    use moon_shard::recovery::{LogScan, Part};
+
+    fn position(lsns: &[u64], same_boot: bool) -> Position {
+        Position {
+            replid: "0".repeat(40),
+            offset: 1000,
+            db: 0,
+            lsns: Some(lsns.to_vec()),
+            same_boot,
+        }
+    }
+
+    fn scan(last_lsn: u64, parts: Vec<Part>) -> LogScan {
+        LogScan { parts, last_lsn }
+    }
+
+    fn part(lsn: u64, id: &str) -> Part {
+        Part {
+            lsn,
+            id: id.into(),
+            shards: vec![0, 1],
+        }
+    }
+
+    #[test]
+    fn a_replica_cut_ends_each_log_after_its_saved_lsn_and_only_during_the_same_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = PerShard::fresh(2);
+        let scans = [scan(12, vec![]), scan(7, vec![])];
+        // Shard 0 went on past the place (a batch in flight), shard 1 did not.
+        let plan = replica_cut(dir.path(), &m, &scans, &position(&[10, 7], true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.stop_at, vec![Some(11), None]);
+        // After a reboot only an exact place holds: nothing is cut.
+        assert!(replica_cut(dir.path(), &m, &scans, &position(&[10, 7], false)).is_err());
+        let exact = replica_cut(dir.path(), &m, &scans, &position(&[12, 7], false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(exact.stop_at, vec![None, None]);
+        // A log short of its place: reserved LSNs during this boot; a lost tail after a reboot.
+        assert!(replica_cut(dir.path(), &m, &scans, &position(&[12, 9], true)).is_ok());
+        assert!(replica_cut(dir.path(), &m, &scans, &position(&[12, 9], false)).is_err());
+        // Another shard count.
+        assert!(replica_cut(dir.path(), &m, &scans, &position(&[12, 7, 1], true)).is_err());
+    }
+
+    #[test]
+    fn a_replica_cut_that_would_split_a_cross_shard_transaction_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = PerShard::fresh(2);
+        // Transaction t has its part at LSN 5 on shard 0 and LSN 9 on shard 1; a place that
+        // keeps shard 0's part but not shard 1's cannot be exact.
+        let scans = [scan(6, vec![part(5, "t")]), scan(9, vec![part(9, "t")])];
+        assert!(replica_cut(dir.path(), &m, &scans, &position(&[6, 8], true)).is_err());
+        let whole = replica_cut(dir.path(), &m, &scans, &position(&[6, 9], true))
+            .unwrap()
+            .unwrap();
+        assert!(whole.complete.contains("t"));
+        // Cut before both parts: it is simply not there.
+        let before = replica_cut(dir.path(), &m, &scans, &position(&[4, 8], true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(before.stop_at, vec![Some(5), Some(9)]);
+        assert!(!before.complete.contains("t"));
+    }
 }

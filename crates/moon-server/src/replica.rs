@@ -18,8 +18,9 @@
 //! **Offsets.** The link counts the bytes of every complete command it applied
 //! (`slave_repl_offset`), acknowledges them every second and when asked (`REPLCONF GETACK`),
 //! and keeps the primary's replication id and offset across reconnections, so that the next
-//! PSYNC continues where it stopped. They are not kept across a restart: a restarted replica
-//! has its data (its own logs) but synchronises fully again.
+//! PSYNC continues where it stopped. After each batch it saves that place beside its logs
+//! (`repl_position.rs`) before acknowledging it, so that a restart — after a kill too —
+//! continues with PSYNC as well.
 //!
 //! The top of the server's layers, beside `server.rs` (which spawns it): it runs requests
 //! through the connection layer.
@@ -73,19 +74,18 @@ const NOT_FROM_A_PRIMARY: &[&[u8]] = &[
     b"debug",
 ];
 
-/// The task: follows whatever `replicaof` names, for the life of the server.
-/// Where a replica keeps its place in its primary's stream across a clean restart.
-const POSITION_FILE: &str = "replication.moon";
-
-/// At a clean shutdown (every log closed, the link stopped): the primary's replication id,
-/// the offset applied and the stream's database, so that the next start continues with
-/// PSYNC. Written atomically; a crash before it leaves no file (a full resync next time).
+/// At a clean shutdown (every log closed, the link stopped): a replica saves its place in its
+/// primary's stream, durably (`repl_position.rs`); a primary its stream's offset, which its
+/// next start continues (its replication id is new at every start: its backlog is not kept).
 pub fn save_position(shared: &crate::shared::Shared) {
     let config = shared.config();
     if !config.appendonly {
         return;
     }
-    let text = if config.replicaof.is_some() {
+    let saved = if config.replicaof.is_some() {
+        if !config.replica_read_only {
+            return;
+        }
         let (replid, offset, db) = {
             let l = lock(&shared.master_link);
             (l.replid.clone(), l.offset, l.db)
@@ -93,80 +93,48 @@ pub fn save_position(shared: &crate::shared::Shared) {
         if replid.is_empty() {
             return;
         }
-        format!("moon-replication 1\n{replid} {offset} {db}\n")
+        let mut position = lock(&shared.position);
+        position
+            .save(&replid, offset, db)
+            .and_then(|()| position.sync())
     } else if shared.repl.active() {
-        // A primary: its stream's next start continues the offsets (its replication id is
-        // new at every start: its backlog is not kept).
-        format!("moon-replication 1\nprimary {}\n", shared.repl.offset())
+        lock(&shared.position).save_primary(shared.repl.offset())
     } else {
         return;
     };
-    let path = config.dir.join(POSITION_FILE);
-    match moon_manifest::fsio::commit_atomic(&path, text.as_bytes()) {
-        Ok(()) => {
-            tracing::info!("Saved the replication position for the next start")
-        }
-        Err(e) => tracing::warn!("could not save the replication position: {e:?}"),
+    match saved {
+        Ok(()) => tracing::info!("Saved the replication position for the next start"),
+        Err(e) => tracing::warn!("could not save the replication position: {e}"),
     }
 }
 
-/// At start: the position a clean shutdown saved, taken and the file removed (durably) before
-/// anything is applied: a later crash must not find a position behind what its logs hold.
-pub fn take_position(shared: &crate::shared::Shared) {
-    let config = shared.config();
-    let path = config.dir.join(POSITION_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let removed =
-        std::fs::remove_file(&path).and_then(|()| moon_manifest::fsio::fsync_parent(&path));
-    if let Err(e) = removed {
-        tracing::warn!(
-            "could not remove {}: {e}; the position is not used",
-            path.display()
-        );
-        return;
-    }
-    let mut lines = text.lines();
-    if let (Some("moon-replication 1"), Some(line)) = (lines.clone().next(), text.lines().nth(1)) {
-        if let Some(Ok(offset)) = line.strip_prefix("primary ").map(str::parse::<u64>) {
-            if config.replicaof.is_none() {
-                shared.repl.start_at(offset);
+/// At start, before the link or any client: where a previous run left the stream
+/// (recovery already ended the logs to match a replica's place, `persistence.rs`).
+pub fn continue_from(shared: &crate::shared::Shared, saved: crate::repl_position::Saved) {
+    match saved {
+        crate::repl_position::Saved::Primary(offset) => shared.repl.start_at(offset),
+        crate::repl_position::Saved::Replica(p) => {
+            if p.db as u64 >= shared.config().databases {
+                tracing::warn!(
+                    "the saved replication position selects database {}, which this server does not have; a full resynchronisation follows",
+                    p.db
+                );
+                return;
             }
-            return;
-        }
-    }
-    let parsed = match (
-        lines.next(),
-        lines.next().map(|l| l.split(' ').collect::<Vec<_>>()),
-    ) {
-        (Some("moon-replication 1"), Some(w)) if w.len() == 3 => {
-            let ok_id = w[0].len() == 40 && w[0].bytes().all(|b| b.is_ascii_hexdigit());
-            match (ok_id, w[1].parse::<u64>(), w[2].parse::<usize>()) {
-                (true, Ok(offset), Ok(db)) if (db as u64) < config.databases => {
-                    Some((w[0].to_string(), offset, db))
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    match parsed {
-        Some((replid, offset, db)) if config.replicaof.is_some() => {
-            tracing::info!("Continuing the replication stream {replid} at offset {offset}");
+            tracing::info!(
+                "Continuing the replication stream {} at offset {}",
+                p.replid,
+                p.offset
+            );
             let mut l = lock(&shared.master_link);
-            l.replid = replid;
-            l.offset = offset;
-            l.db = db;
+            l.replid = p.replid;
+            l.offset = p.offset;
+            l.db = p.db;
         }
-        Some(_) => {}
-        None => tracing::warn!(
-            "{} is not a replication position; ignored (a full resync follows)",
-            path.display()
-        ),
     }
 }
 
+/// The task: follows whatever `replicaof` names, for the life of the server.
 pub async fn run(ctx: Rc<ShardServer>) {
     let shared = ctx.shared.clone();
     let mut failures = 0u32;
@@ -339,6 +307,15 @@ async fn follow(
     mut version: u64,
 ) -> Result<(), String> {
     let shared = ctx.shared.clone();
+    // The epoch this link saves its place under (`repl_position.rs`): if the role changed
+    // since `version` was read, the setting is read again first.
+    let epoch = {
+        let position = lock(&shared.position);
+        if shared.config_version() != version {
+            return Ok(());
+        }
+        position.epoch()
+    };
     let config = shared.config();
     let timeout = Duration::from_secs(config.repl_timeout.max(1));
     set_state(ctx, "connecting");
@@ -450,9 +427,14 @@ async fn follow(
                 return Ok(());
             }
             load(&mut master, rdb, &mut link).await?;
-            let mut l = lock(&shared.master_link);
-            l.replid = id.to_string();
-            l.offset = off;
+            {
+                let mut l = lock(&shared.master_link);
+                l.replid = id.to_string();
+                l.offset = off;
+                l.db = 0;
+            }
+            // Every shard holds exactly the snapshot now: the place to continue from.
+            checkpoint(&shared, epoch);
         }
         ["+CONTINUE", rest @ ..] => {
             tracing::info!("Partial resynchronization with the primary accepted");
@@ -472,7 +454,33 @@ async fn follow(
     }
     set_state(ctx, "connected");
     tracing::info!("MASTER <-> REPLICA sync: Finished with success");
-    apply_stream(ctx, &mut link, &mut master, host, port, version).await
+    apply_stream(ctx, &mut link, &mut master, host, port, (version, epoch)).await
+}
+
+/// Saves the link's place (`master_link`: replid, offset, database) with every log's written
+/// LSN, once what it names has run whole and before an ACK names it (`repl_position.rs`).
+/// `Some(true)`: saved; `Some(false)`: it could not be written; `None`: nothing to save
+/// (a writable replica, no place yet, or the role changed since the link started in
+/// `epoch`: it is about to stop).
+fn checkpoint(shared: &crate::shared::Shared, epoch: u64) -> Option<bool> {
+    let (replid, offset, db) = {
+        let l = lock(&shared.master_link);
+        (l.replid.clone(), l.offset, l.db)
+    };
+    if replid.is_empty() {
+        return None;
+    }
+    let mut position = lock(&shared.position);
+    if position.epoch() != epoch || !shared.read_only.load(Ordering::Acquire) {
+        return None;
+    }
+    match position.save(&replid, offset, db) {
+        Ok(()) => Some(true),
+        Err(e) => {
+            tracing::warn!("cannot save the replication position: {e}; offsets after the last saved one are not acknowledged");
+            Some(false)
+        }
+    }
 }
 
 /// The session that runs what the primary sends: every command allowed, nothing refused for
@@ -634,7 +642,7 @@ async fn apply_stream(
     master: &mut crate::session::Session,
     host: &str,
     port: u16,
-    mut version: u64,
+    (mut version, epoch): (u64, u64),
 ) -> Result<(), String> {
     let shared = ctx.shared.clone();
     let mut parser = RequestParser::new(moon_proto::Limits {
@@ -650,8 +658,10 @@ async fn apply_stream(
     let mut open_tx = 0u64;
     let mut in_multi = false;
     let mut last_ack = Instant::now();
-    // The offset last acknowledged as fsynced here.
+    // The offset last acknowledged as fsynced here, and the last that may be acknowledged at
+    // all: a kill keeps the logs up to the saved place only (`checkpoint`).
     let mut fack = 0u64;
+    let mut ackable = offset;
     loop {
         if !still_following(&shared, &mut version, host, port)
             || shared.stopping.load(Ordering::Acquire)
@@ -727,6 +737,9 @@ async fn apply_stream(
             l.offset = offset;
             l.db = master.db;
         }
+        if settled > 0 && checkpoint(&shared, epoch) != Some(false) {
+            ackable = offset;
+        }
         let periodic = last_ack.elapsed() >= Duration::from_secs(1);
         if getack || periodic {
             // FACK: what is fsynced here (WAITAOF on the primary). Everything applied so far
@@ -734,9 +747,11 @@ async fn apply_stream(
             // `always` it is already). A GETACK between gets the last FACK known: one fsync
             // per WAIT would flood the disk under a WAIT-per-write load.
             if crate::replication::fsynced(&ctx.shard, periodic).await {
-                fack = offset;
+                // (The saved place needs no fsync: after a reboot it is used only where the
+                // logs end exactly at it, and cuts nothing.)
+                fack = ackable;
             }
-            let (n, f) = (offset.to_string(), fack.to_string());
+            let (n, f) = (ackable.to_string(), fack.to_string());
             link.send(&[b"REPLCONF", b"ACK", n.as_bytes(), b"FACK", f.as_bytes()])
                 .await?;
             if periodic {

@@ -226,6 +226,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             down_since: Some(Instant::now()),
             ..Default::default()
         }),
+        position: Mutex::new(crate::repl_position::Checkpoints::new(
+            data_dir.as_ref().map(|d| d.dir.clone()),
+            shards,
+        )),
         read_only: std::sync::atomic::AtomicBool::new(
             config.replicaof.is_some() && config.replica_read_only,
         ),
@@ -242,6 +246,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         link_stopped: std::sync::atomic::AtomicBool::new(false),
         logs_closed: AtomicUsize::new(0),
     });
+
+    // Where a previous run left the replication stream (`repl_position.rs`).
+    if let Some(saved) = data_dir.as_ref().and_then(|d| d.replication.clone()) {
+        crate::replica::continue_from(&shared, saved);
+    }
 
     // Signals are taken synchronously by the main thread; every other thread inherits the mask.
     let mut signals = SigSet::empty();
@@ -394,6 +403,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                     if let Err(e) = started {
                         let _ = ready_tx.send(Err(e));
                         return Ok(());
+                    }
+                    if let Some(log) = shard.aof() {
+                        crate::shared::lock(&shared.position).register(shard.id(), log.progress());
                     }
                     // Only now: replay evicts nothing by itself (every eviction is in the log).
                     shard.store().set_memory_limit(memory);
@@ -624,8 +636,6 @@ async fn shard_main(
         stopping: Semaphore::new(0),
     });
     if shard.id() == 0 {
-        // Where a clean shutdown left the replication stream, before any connection.
-        crate::replica::take_position(&shared);
         // The link to a primary, whenever `replicaof` names one.
         glommio::spawn_local(crate::replica::run(ctx.clone())).detach();
     }

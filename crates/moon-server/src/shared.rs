@@ -80,6 +80,9 @@ pub struct Shared {
     pub repl: crate::repl_feed::Feed,
     /// This server's link to its primary, when it is a replica (`replica.rs` runs it).
     pub master_link: Mutex<MasterLink>,
+    /// The link's place in its primary's stream, kept beside the logs for the next start
+    /// (`repl_position.rs`). Lock order: after `config`.
+    pub position: Mutex<crate::repl_position::Checkpoints>,
     /// `replicaof` is set and `replica-read-only` too: clients' writes are refused (READONLY).
     /// Kept in step with the config by [`Shared::update_config`].
     pub read_only: AtomicBool,
@@ -163,7 +166,16 @@ impl Shared {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let role = |c: &Config| (c.replicaof.clone(), c.replica_read_only, c.appendonly);
+        let before = role(&guard);
         let r = f(&mut guard);
+        // A replica's saved place in its stream would cut the logs at the next start: it must
+        // be gone before anything but the primary's commands can be logged. Held until the
+        // new setting is visible, so the link cannot write one more in between.
+        let mut position = lock(&self.position);
+        if role(&guard) != before {
+            position.forget();
+        }
         moon_store::keyspace::set_replica(guard.replicaof.is_some());
         self.stale_refused.store(
             guard.replicaof.is_some() && !guard.replica_serve_stale_data,
@@ -178,6 +190,7 @@ impl Shared {
             Ordering::Release,
         );
         self.config_version.fetch_add(1, Ordering::AcqRel);
+        drop(position);
         r
     }
 

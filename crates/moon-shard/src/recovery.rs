@@ -290,13 +290,27 @@ pub struct Part {
 /// part whose unit a crash cut short is dropped by replay as a torn tail, so it must not
 /// count here either.
 pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
+    scan_log(path).map(|scan| scan.parts)
+}
+
+/// What recovery's first pass learns of one log file.
+#[derive(Clone, Debug, Default)]
+pub struct LogScan {
+    /// Its transaction parts, in log order ([`transaction_parts`]).
+    pub parts: Vec<Part>,
+    /// The LSN of the last record that ends a whole unit (0 for none, or an RDB base).
+    pub last_lsn: u64,
+}
+
+/// Recovery's first pass over one log file: its transaction parts and its last whole unit.
+pub fn scan_log(path: &std::path::Path) -> std::io::Result<LogScan> {
     if crate::base::is_rdb(path) {
         // A snapshot: it holds keys, never a transaction's part.
-        return Ok(Vec::new());
+        return Ok(LogScan::default());
     }
     // Read through a mapping given back as the scan goes: bounded memory for any log size.
     let mapped = moon_aof::reader::MappedLog::open(path)?;
-    let mut parts = Vec::new();
+    let mut scan = LogScan::default();
     // Inside a unit spanning records: the part its first record held, if any.
     let mut open: Option<Option<Part>> = None;
     let _ = moon_aof::reader::scan::<()>(mapped.bytes(), |lsn, payload, offset| {
@@ -309,11 +323,12 @@ pub fn transaction_parts(path: &std::path::Path) -> std::io::Result<Vec<Part>> {
         if continued {
             open = Some(part);
         } else {
-            parts.extend(part);
+            scan.parts.extend(part);
+            scan.last_lsn = lsn;
         }
         Ok(())
     });
-    Ok(parts)
+    Ok(scan)
 }
 
 /// The transaction part a record's payload heads, if it is one.
@@ -361,9 +376,13 @@ pub struct RecoveryPlan {
 /// it leaves before that (`crate::txn`); a commit that fails midway stops the process with
 /// the holds in place (`moon-server`'s `txn::run`).
 pub fn recovery_plan(per_shard: &[Vec<Part>]) -> RecoveryPlan {
+    recovery_plan_from(per_shard, vec![None; per_shard.len()])
+}
+
+/// [`recovery_plan`], with some logs ending earlier from the start (`stop_at`: a replica's
+/// logs cut where its place in its primary's stream was recorded); the ends only move back.
+pub fn recovery_plan_from(per_shard: &[Vec<Part>], mut stop_at: Vec<Option<u64>>) -> RecoveryPlan {
     use std::collections::{HashMap, HashSet};
-    let n = per_shard.len();
-    let mut stop_at: Vec<Option<u64>> = vec![None; n];
     let kept = |stop: Option<u64>, p: &Part| stop.is_none_or(|s| p.lsn < s);
     loop {
         let mut have: HashMap<&str, HashSet<usize>> = HashMap::new();
