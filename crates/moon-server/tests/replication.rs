@@ -1069,16 +1069,33 @@ fn offset_of(c: &mut redis::Connection, field: &str) -> u64 {
 fn a_replica_killed_while_it_applies_continues_with_psync_and_applies_nothing_twice() {
     let primary = MoonServer::start(2, &["--repl-backlog-size", "268435456"]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
+    killed_under_load_and_continued(&mut p, primary.url(), primary.addr.port());
+}
+
+#[test]
+fn a_replica_of_redis_killed_while_it_applies_continues_with_psync() {
+    let test = "a_replica_of_redis_killed_while_it_applies_continues_with_psync";
+    let Some(redis) = RedisServer::start_with(test, &["--repl-backlog-size", "268435456"]) else {
+        return;
+    };
+    let mut p = redis.client();
+    killed_under_load_and_continued(&mut p, redis.url(), redis.port);
+}
+
+/// A 3-shard Moon replica of the primary at `port` is killed again and again while it applies
+/// a non-idempotent load; each restart must continue with PSYNC, and in the end every key is
+/// as on the primary.
+fn killed_under_load_and_continued(p: &mut redis::Connection, url: String, port: u16) {
+    let target = format!("127.0.0.1 {port}");
     let dir = tempfile::tempdir().unwrap();
     let args = ["--replicaof", target.as_str()];
-    // Three shards on the replica, two on the primary: a batch of the stream spans shards
+    // Three shards on the replica (two on a Moon primary): a batch of the stream spans shards
     // differently on each, and a kill can leave each shard at another point of it.
     let mut replica = MoonServer::start_in(dir.path(), 3, &args).unwrap();
     let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    wait_online(p, &mut r);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = non_idempotent_writer(primary.url(), stop.clone());
+    let writer = non_idempotent_writer(url, stop.clone());
     // At least three kills, and on until one of them came in the middle of a batch: a
     // restart then ends the logs at the saved place (a log line says so).
     let mut cut = false;
@@ -1093,18 +1110,18 @@ fn a_replica_killed_while_it_applies_continues_with_psync_and_applies_nothing_tw
         }));
         replica.kill();
         // The stream goes on while it is down.
-        let at = offset_of(&mut p, "master_repl_offset");
+        let at = offset_of(p, "master_repl_offset");
         assert!(eventually(Duration::from_secs(20), || {
-            offset_of(&mut p, "master_repl_offset") > at + 20_000
+            offset_of(p, "master_repl_offset") > at + 20_000
         }));
         replica = MoonServer::start_in(dir.path(), 3, &args).unwrap();
         r = replica.client();
-        wait_online(&mut p, &mut r);
+        wait_online(p, &mut r);
         cut |= replica
             .log_text()
             .contains("what a replica applied after its last recorded place");
         assert_eq!(
-            info_field(&mut p, "stats", "sync_partial_ok"),
+            info_field(p, "stats", "sync_partial_ok"),
             Some(kill.to_string()),
             "restart {kill} after a kill continued with PSYNC"
         );
@@ -1112,13 +1129,10 @@ fn a_replica_killed_while_it_applies_continues_with_psync_and_applies_nothing_tw
     stop.store(true, std::sync::atomic::Ordering::Release);
     let rounds = writer.join().unwrap();
     assert!(rounds > 0);
-    caught_up(&mut p);
-    assert_eq!(
-        info_field(&mut p, "stats", "sync_full").as_deref(),
-        Some("1")
-    );
+    caught_up(p);
+    assert_eq!(info_field(p, "stats", "sync_full").as_deref(), Some("1"));
     // Nothing applied twice, nothing missing: every list and string as on the primary.
-    assert_same(&dataset(&mut r), &dataset(&mut p));
+    assert_same(&dataset(&mut r), &dataset(p));
 }
 
 #[test]
