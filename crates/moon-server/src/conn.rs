@@ -625,6 +625,41 @@ fn allowed_while_busy(name: &str, args: &[bytes::Bytes]) -> bool {
     }
 }
 
+/// What a replica (or a primary short of replicas) answers instead of running `spec`, in
+/// Redis's order: LOADING while a full synchronisation loads, MASTERDOWN while the link is
+/// down with `replica-serve-stale-data no`, NOREPLICAS under `min-replicas-to-write`, READONLY
+/// for a write on a read-only replica. The primary's own commands (the master session) pass.
+fn role_refusal(session: &Session, spec: &moon_store::command::CommandSpec) -> Option<Frame> {
+    let shared = &session.ctx.shared;
+    if session.is_master {
+        return None;
+    }
+    if !spec.flags.has(Flags::LOADING) && shared.replica_loading.load(Ordering::Relaxed) {
+        return Some(Frame::StaticError(
+            "LOADING Moon is loading the dataset in memory",
+        ));
+    }
+    if !spec.flags.has(Flags::STALE)
+        && shared.stale_refused.load(Ordering::Relaxed)
+        && !shared.link_up.load(Ordering::Relaxed)
+    {
+        return Some(Frame::StaticError(
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ));
+    }
+    if spec.is_write() && !crate::replication::enough_replicas(shared) {
+        return Some(Frame::StaticError(
+            "NOREPLICAS Not enough good replicas to write.",
+        ));
+    }
+    if spec.is_write() && shared.read_only.load(Ordering::Relaxed) {
+        return Some(Frame::StaticError(
+            "READONLY You can't write against a read only replica.",
+        ));
+    }
+    None
+}
+
 /// A request refused before it runs (Redis's `rejectCommand`): inside MULTI it makes EXEC
 /// fail. EXEC itself refused (BUSY, NOAUTH, ACL...) discards the transaction and its watches,
 /// and says why: `EXECABORT Transaction discarded because of: <the refusal>`.
@@ -778,38 +813,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
-        if !session.is_master
-            && !spec.flags.has(Flags::LOADING)
-            && session.ctx.shared.replica_loading.load(Ordering::Relaxed)
-        {
-            let reply = Frame::StaticError("LOADING Moon is loading the dataset in memory");
-            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
-            continue;
-        }
-        if !session.is_master
-            && !spec.flags.has(Flags::STALE)
-            && session.ctx.shared.stale_refused.load(Ordering::Relaxed)
-            && !session.ctx.shared.link_up.load(Ordering::Relaxed)
-        {
-            let reply = Frame::StaticError(
-                "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
-            );
-            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
-            continue;
-        }
-        if spec.is_write()
-            && !session.is_master
-            && !crate::replication::enough_replicas(&session.ctx.shared)
-        {
-            let reply = Frame::StaticError("NOREPLICAS Not enough good replicas to write.");
-            reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
-            continue;
-        }
-        if spec.is_write()
-            && !session.is_master
-            && session.ctx.shared.read_only.load(Ordering::Relaxed)
-        {
-            let reply = Frame::StaticError("READONLY You can't write against a read only replica.");
+        if let Some(reply) = role_refusal(session, spec) {
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
@@ -864,6 +868,12 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 // Killed or the server stopping while it waited: it never runs, nor does
                 // anything after it (as Redis frees a paused client it kills).
                 break;
+            }
+            // As Redis processes a postponed command again: the role may have changed
+            // meanwhile (FAILOVER pauses writes, then makes this server a replica).
+            if let Some(reply) = role_refusal(session, spec) {
+                reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
+                continue;
             }
         }
         // MONITOR sees it now, as it is about to run (or be queued: a transaction's commands

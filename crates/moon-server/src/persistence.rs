@@ -402,6 +402,14 @@ pub async fn start_shard(
         shard = i,
         "shard {i} replayed {records} records, {bytes} bytes in {ms} ms (last LSN {last_lsn})"
     );
+    // LSNs are never handed out twice: not those a replica's saved place names either (a cut
+    // or a rewrite's reservation can leave them without records), or a record after the place
+    // could take one at or below it, and a later cut would keep it.
+    if let Some(crate::repl_position::Saved::Replica(p)) = &data.replication {
+        if let Some(saved) = p.lsns.as_ref().and_then(|l| l.get(i)) {
+            last_lsn = last_lsn.max(*saved);
+        }
+    }
     let incr = files.incr.clone();
     shard.set_log_files(files);
     let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)

@@ -253,10 +253,20 @@ impl Checkpoints {
         file.write_all_at(text.as_bytes(), 0)
     }
 
-    /// Makes the last checkpoint durable (before a FACK: what the primary counts as fsynced
-    /// here must survive a power cut, and so must the place it is at).
+    /// Makes the last checkpoint durable (a clean shutdown: the next start may follow a
+    /// reboot). The file a previous run left, when this one wrote none, too.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        let (Some(file), Some(dir)) = (&self.file, &self.dir) else {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        if self.file.is_none() {
+            match File::open(dir.join(FILE)) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(file) = &self.file else {
             return Ok(());
         };
         file.sync_data()?;
@@ -287,6 +297,18 @@ impl Checkpoints {
                 dir.join(FILE).display()
             );
             std::process::exit(1);
+        }
+    }
+
+    /// The place no longer holds, for now (a full synchronisation is about to replace
+    /// everything, function libraries included, which no log cut restores): removed durably,
+    /// the link's epoch kept (it saves the new place once loaded).
+    pub fn discard(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        self.entry_synced = false;
+        match &self.dir {
+            Some(dir) => remove(dir),
+            None => Ok(()),
         }
     }
 

@@ -74,9 +74,10 @@ const NOT_FROM_A_PRIMARY: &[&[u8]] = &[
     b"debug",
 ];
 
-/// At a clean shutdown (every log closed, the link stopped): a replica saves its place in its
-/// primary's stream, durably (`repl_position.rs`); a primary its stream's offset, which its
-/// next start continues (its replication id is new at every start: its backlog is not kept).
+/// At a clean shutdown (every log closed, the link stopped): a replica makes its last saved
+/// place in its primary's stream durable (`repl_position.rs`); a primary saves its stream's
+/// offset, which its next start continues (its replication id is new at every start: its
+/// backlog is not kept).
 pub fn save_position(shared: &crate::shared::Shared) {
     let config = shared.config();
     if !config.appendonly {
@@ -86,17 +87,9 @@ pub fn save_position(shared: &crate::shared::Shared) {
         if !config.replica_read_only {
             return;
         }
-        let (replid, offset, db) = {
-            let l = lock(&shared.master_link);
-            (l.replid.clone(), l.offset, l.db)
-        };
-        if replid.is_empty() {
-            return;
-        }
-        let mut position = lock(&shared.position);
-        position
-            .save(&replid, offset, db)
-            .and_then(|()| position.sync())
+        // The link's last saved place is the one that matches the logs (a batch cut short by
+        // the shutdown is not in it): made durable as it is.
+        lock(&shared.position).sync()
     } else if shared.repl.active() {
         lock(&shared.position).save_primary(shared.repl.offset())
     } else {
@@ -426,15 +419,16 @@ async fn follow(
                 // not replace ours.
                 return Ok(());
             }
+            // A kill from here on must not continue from the old place: the load replaces
+            // the function libraries too, which no cut of the logs restores.
+            lock(&shared.position)
+                .discard()
+                .map_err(|e| format!("removing the replication position: {e}"))?;
             load(&mut master, rdb, &mut link).await?;
-            {
-                let mut l = lock(&shared.master_link);
-                l.replid = id.to_string();
-                l.offset = off;
-                l.db = 0;
-            }
-            // Every shard holds exactly the snapshot now: the place to continue from.
-            checkpoint(&shared, epoch);
+            let mut l = lock(&shared.master_link);
+            l.replid = id.to_string();
+            l.offset = off;
+            l.db = 0;
         }
         ["+CONTINUE", rest @ ..] => {
             tracing::info!("Partial resynchronization with the primary accepted");
@@ -661,6 +655,11 @@ async fn apply_stream(
     // The offset last acknowledged as fsynced here, and the last that may be acknowledged at
     // all: a kill keeps the logs up to the saved place only (`checkpoint`).
     let mut fack = 0u64;
+    // Saved before the first ACK: after a full synchronisation's load, or a reconnection
+    // whose last save failed, the file would be behind what an ACK names.
+    if checkpoint(&shared, epoch) == Some(false) {
+        return Err("cannot save the replication position".into());
+    }
     let mut ackable = offset;
     loop {
         if !still_following(&shared, &mut version, host, port)
@@ -715,6 +714,11 @@ async fn apply_stream(
             }
         }
         run_cmds(master, batch).await;
+        if shared.stopping.load(Ordering::Acquire) {
+            // The shutdown may have stopped the batch part way (a command waiting out a
+            // CLIENT PAUSE ends unrun): none of it is counted, nor saved as applied.
+            return Ok(());
+        }
         let refused = std::mem::take(&mut *master.refused.borrow_mut());
         if let Some(e) = refused.first() {
             if e.starts_with("MISCONF") {

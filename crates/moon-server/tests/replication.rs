@@ -1264,3 +1264,162 @@ fn psync_in_a_pipeline_run_as_a_transaction_and_wait_at_shutdown_hold_nothing() 
         started.elapsed()
     );
 }
+
+/// `aof_shardN:lsn=` of INFO persistence: the last LSN shard `shard`'s log handed out.
+fn shard_lsn(c: &mut redis::Connection, shard: usize) -> u64 {
+    info_field(c, "persistence", &format!("aof_shard{shard}"))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("lsn=").map(str::to_string))
+        })
+        .and_then(|n| n.parse().ok())
+        .expect("aof_shardN:lsn in INFO persistence")
+}
+
+#[test]
+fn a_restart_never_hands_out_again_an_lsn_the_saved_place_names() {
+    let primary = MoonServer::start(1, &[]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--replicaof", target.as_str()];
+    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    write_load(&mut p, "one");
+    caught_up(&mut p);
+    assert!(replica.terminate().success());
+    // The place names LSNs past a log's last record, as a cut (the dropped records' LSNs) or a
+    // rewrite's reservation leaves it (docs/FORMATS.md's form, resealed).
+    let path = dir.path().join("replication.moon");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body: String = text
+        .lines()
+        .take_while(|l| !l.starts_with("crc "))
+        .map(|l| match l.strip_prefix("lsns ") {
+            Some(lsns) => {
+                let mut n: Vec<u64> = lsns.split(' ').map(|x| x.parse().unwrap()).collect();
+                n[1] += 100;
+                let n: Vec<String> = n.iter().map(u64::to_string).collect();
+                format!("lsns {}\n", n.join(" "))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let named: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("lsns "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let crc = crc32fast::hash(body.as_bytes());
+    std::fs::write(&path, format!("{body}crc {crc:08x}\n")).unwrap();
+    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    // A record after the place must never take an LSN at or below what the place names for
+    // its log: a later cut there would keep it, and PSYNC would apply it twice.
+    assert!(
+        shard_lsn(&mut r, 1) >= named,
+        "shard 1 resumed at LSN {} below the saved {named}",
+        shard_lsn(&mut r, 1)
+    );
+    write_load(&mut p, "two");
+    caught_up(&mut p);
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+}
+
+#[test]
+fn a_replica_stopped_while_client_pause_holds_the_primarys_write_applies_it_after_restart() {
+    let primary = MoonServer::start(1, &[]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--replicaof", target.as_str()];
+    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    let _: () = cmd(&mut p, &["RPUSH", "before", "1"]);
+    caught_up(&mut p);
+    // The primary's writes wait out a CLIENT PAUSE WRITE on the replica, as in Redis.
+    let ok: String = cmd(&mut r, &["CLIENT", "PAUSE", "600000", "WRITE"]);
+    assert_eq!(ok, "OK");
+    let _: () = cmd(&mut p, &["RPUSH", "held", "1"]);
+    let _: () = cmd(&mut p, &["RPUSH", "held", "2"]);
+    let at = offset_of(&mut p, "master_repl_offset");
+    // The replica read them (its link is at the primary's offset or stuck before it, never
+    // past): stopped while the first waits.
+    assert!(eventually(Duration::from_secs(10), || {
+        info_field(&mut r, "clients", "paused_reason").is_some()
+            || offset_of(&mut r, "slave_repl_offset") < at
+    }));
+    assert!(replica.terminate().success());
+    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    caught_up(&mut p);
+    let held: Vec<String> = cmd(&mut r, &["LRANGE", "held", "0", "-1"]);
+    assert_eq!(held, ["1", "2"], "the writes the pause held were applied");
+}
+
+#[test]
+fn writes_held_by_failover_get_readonly_once_the_server_is_a_replica() {
+    let primary = MoonServer::start(2, &[]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    // The replica cannot acknowledge the primary's next write for a while: FAILOVER waits.
+    let ok: String = cmd(&mut r, &["CLIENT", "PAUSE", "1500", "WRITE"]);
+    assert_eq!(ok, "OK");
+    let _: () = cmd(&mut p, &["SET", "pending", "1"]);
+    let rport = replica.addr.port().to_string();
+    let ok: String = cmd(
+        &mut p,
+        &["FAILOVER", "TO", "127.0.0.1", &rport, "TIMEOUT", "20000"],
+    );
+    assert_eq!(ok, "OK");
+    // Sent while FAILOVER pauses writes: held, then answered once this server is a replica.
+    let mut c = primary.client();
+    let held = redis::cmd("SET").arg("held").arg("1").query::<()>(&mut c);
+    let err = held.expect_err("a write held by FAILOVER ran on the new replica");
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    assert!(eventually(Duration::from_secs(20), || {
+        info_at(&replica.url(), "replication", "role").as_deref() == Some("master")
+            && info_at(&primary.url(), "replication", "master_link_status").as_deref() == Some("up")
+    }));
+    let mut n = replica.client();
+    let got: Option<String> = cmd(&mut n, &["GET", "held"]);
+    assert_eq!(got, None);
+    let _: () = cmd(&mut n, &["SET", "after", "1"]);
+    caught_up(&mut n);
+    let mut old = primary.client();
+    assert_same(&dataset(&mut old), &dataset(&mut n));
+}
+
+#[test]
+fn a_replica_that_cannot_save_its_place_acknowledges_nothing_past_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1 {port}");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = MoonServer::start_in(dir.path(), 2, &["--replicaof", &target]).unwrap();
+    // The place cannot be written (a directory is in its way).
+    std::fs::create_dir(dir.path().join("replication.moon")).unwrap();
+    let primary = MoonServer::start(1, &["--port", &port.to_string()]);
+    let mut p = primary.client();
+    let _: () = cmd(&mut p, &["SET", "k", "1"]);
+    assert!(eventually(Duration::from_secs(20), || {
+        replica.log_text().contains("the replication position")
+    }));
+    let acked: i64 = cmd(&mut p, &["WAIT", "1", "300"]);
+    assert_eq!(acked, 0, "acknowledged without a saved place");
+    // Once it can be written, the replica follows and acknowledges.
+    std::fs::remove_dir(dir.path().join("replication.moon")).unwrap();
+    caught_up(&mut p);
+    let mut r = replica.client();
+    assert_same(&dataset(&mut r), &dataset(&mut p));
+}
