@@ -629,7 +629,11 @@ fn allowed_while_busy(name: &str, args: &[bytes::Bytes]) -> bool {
 /// Redis's order: LOADING while a full synchronisation loads, MASTERDOWN while the link is
 /// down with `replica-serve-stale-data no`, NOREPLICAS under `min-replicas-to-write`, READONLY
 /// for a write on a read-only replica. The primary's own commands (the master session) pass.
-fn role_refusal(session: &Session, spec: &moon_store::command::CommandSpec) -> Option<Frame> {
+fn role_refusal(
+    session: &Session,
+    spec: &moon_store::command::CommandSpec,
+    args: &[bytes::Bytes],
+) -> Option<Frame> {
     let shared = &session.ctx.shared;
     if session.is_master {
         return None;
@@ -652,7 +656,10 @@ fn role_refusal(session: &Session, spec: &moon_store::command::CommandSpec) -> O
             "NOREPLICAS Not enough good replicas to write.",
         ));
     }
-    if spec.is_write() && shared.read_only.load(Ordering::Relaxed) {
+    if spec.is_write()
+        && shared.read_only.load(Ordering::Relaxed)
+        && !crate::replication::script_runs_on_replica(spec.name, args)
+    {
         return Some(Frame::StaticError(
             "READONLY You can't write against a read only replica.",
         ));
@@ -813,7 +820,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
-        if let Some(reply) = role_refusal(session, spec) {
+        if let Some(reply) = role_refusal(session, spec, &req.args) {
             reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
             continue;
         }
@@ -871,7 +878,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
             }
             // As Redis processes a postponed command again: the role may have changed
             // meanwhile (FAILOVER pauses writes, then makes this server a replica).
-            if let Some(reply) = role_refusal(session, spec) {
+            if let Some(reply) = role_refusal(session, spec, &req.args) {
                 reject(session, &mut plan, out, Some(spec), &req.args, reply).await;
                 continue;
             }

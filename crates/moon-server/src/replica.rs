@@ -485,6 +485,8 @@ fn master_session(ctx: &Rc<ShardServer>) -> crate::session::Session {
     let mut s = crate::conn::new_session(ctx, info, user, ctx.shared.acl_version());
     s.authenticated = true;
     s.is_master = true;
+    // Its scripts (a primary that replicates them verbatim) write as the primary did.
+    moon_store::set_master_client(s.info.id);
     s
 }
 

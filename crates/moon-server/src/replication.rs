@@ -944,3 +944,17 @@ pub async fn ping_replicas(shared: Arc<Shared>) {
         }
     }
 }
+
+/// Whether EVAL, EVALSHA or FCALL runs on a read-only replica, as Redis 7.0 decides: a
+/// script flagged `no-writes` runs (read-only), and so does one without flags (no shebang),
+/// each write it tries refused inside it (`moon_store::Writes`); one flagged for writes gets
+/// READONLY before it runs. An error the command gives by itself (NOSCRIPT, an unknown
+/// function) is left to it.
+pub(crate) fn script_runs_on_replica(name: &str, args: &[bytes::Bytes]) -> bool {
+    match name {
+        "eval" | "evalsha" => moon_store::script_source(args, name == "evalsha", false)
+            .map_or(true, |s| s.read_only || s.compat),
+        "fcall" => moon_store::fcall_check(args, false).map_or(true, |(_, ro)| ro),
+        _ => false,
+    }
+}

@@ -102,7 +102,19 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
         db: Cell::new(session.db),
         participants,
         shards,
-        read_only,
+        writes: if read_only {
+            moon_store::Writes::ReadOnlyScript
+        } else if !session.is_master
+            && session
+                .ctx
+                .shared
+                .read_only
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            moon_store::Writes::ReadOnlyReplica
+        } else {
+            moon_store::Writes::Allowed
+        },
         databases: session.ctx.shared.config().databases as usize,
         written: RefCell::new(vec![0; shards]),
     });
@@ -181,7 +193,7 @@ struct TxHost {
     /// The shards of its declared keys: the ones the transaction holds for it.
     participants: Vec<usize>,
     shards: usize,
-    read_only: bool,
+    writes: moon_store::Writes,
     databases: usize,
     /// Bytes of arguments of the writes sent to each shard (`moon_store::EFFECTS_BUDGET`).
     written: RefCell<Vec<usize>>,
@@ -203,7 +215,7 @@ impl AsyncHost for TxHost {
                     return denied;
                 }
             }
-            let row = match script_step(&args, self.read_only, self.tx.now, self.databases) {
+            let row = match script_step(&args, self.writes, self.tx.now, self.databases) {
                 ScriptStep::Answer(reply) => return reply,
                 ScriptStep::Select(db) => {
                     self.db.set(db);

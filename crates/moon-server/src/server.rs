@@ -197,6 +197,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     }
     // A replica leaves expiry to its primary (`moon_store::keyspace::set_replica`).
     moon_store::keyspace::set_replica(config.replicaof.is_some());
+    moon_store::set_read_only_replica(config.replicaof.is_some() && config.replica_read_only);
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
         config_version: AtomicU64::new(0),

@@ -189,6 +189,7 @@ impl Shared {
             guard.replicaof.is_some() && guard.replica_read_only,
             Ordering::Release,
         );
+        moon_store::set_read_only_replica(guard.replicaof.is_some() && guard.replica_read_only);
         self.config_version.fetch_add(1, Ordering::AcqRel);
         drop(position);
         r

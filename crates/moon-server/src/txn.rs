@@ -90,7 +90,9 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
             .shared
             .read_only
             .load(std::sync::atomic::Ordering::Relaxed)
-        && queued.iter().any(|r| r.spec.is_write())
+        && queued.iter().any(|r| {
+            r.spec.is_write() && !crate::replication::script_runs_on_replica(r.spec.name, &r.args)
+        })
     {
         unwatch_all(session).await;
         Frame::StaticError(

@@ -1423,3 +1423,109 @@ fn a_replica_that_cannot_save_its_place_acknowledges_nothing_past_it() {
     let mut r = replica.client();
     assert_same(&dataset(&mut r), &dataset(&mut p));
 }
+
+/// What a client of a read-only replica gets for scripts of every kind: each reply as text,
+/// an error up to Redis's `script:` trace (the two servers name their chunks differently).
+fn script_replies(c: &mut redis::Connection) -> Vec<String> {
+    let show = |r: redis::RedisResult<redis::Value>| match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => {
+            let text = format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""));
+            text.split(" script:")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        }
+    };
+    let sha: String = cmd(c, &["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"]);
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"],
+        vec!["EVAL", "return redis.call('SET', KEYS[1], 'x')", "1", "k"],
+        vec![
+            "EVAL",
+            "local r = redis.pcall('SET', KEYS[1], 'x'); return r['err']",
+            "1",
+            "k",
+        ],
+        vec!["EVAL", "return redis.call('PUBLISH', 'ch', 'm')", "0"],
+        vec![
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])",
+            "1",
+            "k",
+        ],
+        vec![
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('SET', KEYS[1], 'x')",
+            "1",
+            "k",
+        ],
+        vec!["EVAL", "#!lua\nreturn redis.call('GET', KEYS[1])", "1", "k"],
+        vec!["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"],
+        vec!["EVALSHA", &sha, "1", "k"],
+        vec!["FCALL", "ro", "1", "k"],
+        vec!["FCALL", "rw", "1", "k"],
+        vec!["FCALL_RO", "ro", "1", "k"],
+        vec!["GET", "k"],
+    ];
+    let mut replies: Vec<String> = calls
+        .iter()
+        .map(|words| {
+            let mut c2 = redis::cmd(words[0]);
+            for w in &words[1..] {
+                c2.arg(*w);
+            }
+            format!("{}: {}", words[0], show(c2.query(c)))
+        })
+        .collect();
+    // Inside MULTI/EXEC too.
+    let tx = redis::pipe()
+        .atomic()
+        .cmd("EVAL")
+        .arg("return redis.call('GET', KEYS[1])")
+        .arg(1)
+        .arg("k")
+        .query(c);
+    replies.push(format!("EXEC: {}", show(tx)));
+    replies
+}
+
+const LIBRARY: &str = "#!lua name=replicalib\nredis.register_function{function_name='ro', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}\nredis.register_function('rw', function(keys) return redis.call('SET', keys[1], 'x') end)";
+
+#[test]
+fn scripts_on_a_read_only_replica_answer_as_redis_replicas_do() {
+    let primary = MoonServer::start(2, &[]);
+    let mut p = primary.client();
+    let target = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = MoonServer::start(2, &["--replicaof", &target]);
+    let mut r = replica.client();
+    wait_online(&mut p, &mut r);
+    let _: () = cmd(&mut p, &["SET", "k", "v"]);
+    let _: String = cmd(&mut p, &["FUNCTION", "LOAD", LIBRARY]);
+    caught_up(&mut p);
+    let moon = script_replies(&mut r);
+    // Reads run, a legacy script's write is refused inside it, a script that may write is
+    // refused before it runs.
+    assert!(moon[0].contains("\"v\""), "{moon:?}");
+    assert!(moon[1].starts_with("EVAL: READONLY"), "{moon:?}");
+    assert!(moon[6].starts_with("EVAL: READONLY"), "{moon:?}");
+    assert!(moon[10].starts_with("FCALL: READONLY"), "{moon:?}");
+    let test = "scripts_on_a_read_only_replica_answer_as_redis_replicas_do";
+    let Some(rp) = RedisServer::start_with(test, &[]) else {
+        return;
+    };
+    let port = rp.port.to_string();
+    let Some(rr) = RedisServer::start_with(test, &["--replicaof", "127.0.0.1", &port]) else {
+        return;
+    };
+    let mut rpc = rp.client();
+    let mut rrc = rr.client();
+    assert!(eventually(Duration::from_secs(20), || {
+        info_field(&mut rrc, "replication", "master_link_status").as_deref() == Some("up")
+    }));
+    let _: () = cmd(&mut rpc, &["SET", "k", "v"]);
+    let _: String = cmd(&mut rpc, &["FUNCTION", "LOAD", LIBRARY]);
+    caught_up(&mut rpc);
+    assert_eq!(moon, script_replies(&mut rrc));
+}

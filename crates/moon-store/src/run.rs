@@ -33,6 +33,7 @@ impl Store {
         if scripted {
             self.script_user = call.user.clone();
         }
+        self.script_client = call.client;
         // CLIENT NO-TOUCH: reads leave LRU/LFU alone; TOUCH still touches.
         let no_touch = crate::evict::is_no_touch(call.client) && call.command.spec.name != "touch";
         if no_touch {

@@ -79,6 +79,9 @@ pub struct Store {
     pub(crate) paused: Option<paused::PausedScript>,
     /// The user of the script running now, whose permissions its commands need (ACL).
     pub(crate) script_user: Option<crate::call::ScriptUser>,
+    /// The client whose command runs now (`Call::client`): a script's writes on a read-only
+    /// replica depend on it ([`crate::Writes`]).
+    pub(crate) script_client: u64,
     /// A script's `redis.call` runs now (SORT BY a constant then sorts a set, as in Redis).
     pub(crate) in_script: bool,
     may_pause: bool,
@@ -171,6 +174,7 @@ impl Store {
             place: (0, 1),
             paused: None,
             script_user: None,
+            script_client: 0,
             in_script: false,
             may_pause: false,
             watched: HashMap::new(),

@@ -1,6 +1,6 @@
 //! A busy script paused between two slices (see `store/script.rs` and `moon_script`'s
-//! watch.rs): what the store keeps of it until the shard resumes it. Below the command
-//! handlers: the store holds one.
+//! watch.rs): what the store keeps of it until the shard resumes it, and which writes a
+//! script may make ([`Writes`]). Below the command handlers: the store holds one.
 
 use std::sync::Arc;
 
@@ -11,10 +11,53 @@ pub(crate) struct PausedScript {
     pub(crate) run: moon_script::Suspended,
     pub(crate) signals: Arc<Signals>,
     pub(crate) now: u64,
-    pub(crate) read_only: bool,
+    pub(crate) writes: Writes,
     pub(crate) written: usize,
     /// The database the script had selected.
     pub(crate) db: usize,
     /// Whose permissions its commands need.
     pub(crate) user: Option<crate::call::ScriptUser>,
+}
+
+/// Which writes a running script may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    Allowed,
+    /// EVAL_RO, FCALL_RO, or a script or function flagged `no-writes`: writes and
+    /// may-replicate commands refused (`ERR Write commands are not allowed from read-only
+    /// scripts.`).
+    ReadOnlyScript,
+    /// A script without flags run by a client of a read-only replica: writes refused with
+    /// READONLY, as Redis refuses them there.
+    ReadOnlyReplica,
+}
+
+impl Writes {
+    /// For a script whose own flags say `read_only`, run by `client`.
+    pub fn for_script(read_only: bool, client: u64) -> Writes {
+        use std::sync::atomic::Ordering;
+        if read_only {
+            Writes::ReadOnlyScript
+        } else if READ_ONLY_REPLICA.load(Ordering::Relaxed)
+            && client != MASTER_CLIENT.load(Ordering::Relaxed)
+        {
+            Writes::ReadOnlyReplica
+        } else {
+            Writes::Allowed
+        }
+    }
+}
+
+static READ_ONLY_REPLICA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static MASTER_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// This server is a read-only replica (`replicaof` and `replica-read-only`): scripts' writes
+/// are refused, except for the client that runs its primary's stream ([`set_master_client`]).
+pub fn set_read_only_replica(on: bool) {
+    READ_ONLY_REPLICA.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The client id of the session that applies the primary's stream.
+pub fn set_master_client(client: u64) {
+    MASTER_CLIENT.store(client, std::sync::atomic::Ordering::Relaxed);
 }

@@ -22,6 +22,7 @@ use moon_proto::Frame;
 use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation, Outcome, Signals};
 
 use super::paused::PausedScript;
+pub use super::paused::{set_master_client, set_read_only_replica, Writes};
 use super::{parse_i64, Store};
 use crate::args::eq;
 use crate::call::KeyspaceCommand;
@@ -415,6 +416,9 @@ pub struct ScriptSource {
     /// errors name the user's line numbers).
     skip: usize,
     pub read_only: bool,
+    /// No shebang: Redis's compatibility mode (no flags; on a read-only replica it runs, and
+    /// each write it tries is refused).
+    pub compat: bool,
     pub numkeys: usize,
     /// An EVAL of a body not in the registry: added once it compiles (a script that does not
     /// compile is not kept, as in Redis).
@@ -464,6 +468,7 @@ pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<Sc
         body,
         skip,
         read_only: read_only || flags.no_writes,
+        compat: skip == 0,
         numkeys,
         new,
     })
@@ -485,7 +490,8 @@ pub enum ScriptStep {
 
 /// Checks a script's command as Redis checks it (`now`: the command's time, for TIME;
 /// `databases`: how many SELECT may name).
-pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) -> ScriptStep {
+pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -> ScriptStep {
+    let read_only = writes == Writes::ReadOnlyScript;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     // The connection's commands a script may use, answered here.
     match name.as_str() {
@@ -551,6 +557,11 @@ pub fn script_step(args: &[Bytes], read_only: bool, now: u64, databases: usize) 
         return ScriptStep::Answer(err(
             "ERR Write commands are not allowed from read-only scripts.",
         ));
+    }
+    // On a read-only replica only writes proper are refused (PUBLISH, PFCOUNT run), as
+    // Redis's `scriptVerifyWriteCommandAllow` does.
+    if writes == Writes::ReadOnlyReplica && spec.is_write() {
+        return ScriptStep::Answer(err("READONLY You can't write against a read only replica."));
     }
     if (name == "xread" || name == "xreadgroup") && stream_read_blocks(args) {
         // A script cannot wait (Redis refuses it rather than read without waiting).
@@ -657,7 +668,7 @@ impl Store {
             run,
             signals,
             now,
-            read_only,
+            writes,
             written,
             user,
             ..
@@ -668,14 +679,14 @@ impl Store {
                 user: store_user(self),
                 store: self,
                 now,
-                read_only,
+                writes,
                 written,
                 signals: signals.clone(),
             };
             let outcome = engine.resume(run, &mut host);
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, read_only);
+        let reply = self.finish_slice(result, signals, now, writes);
         self.script_user = None;
         // Between slices and after the script, the store is in database 0, as between any
         // two commands (review finding: other clients' db-0 writes ran in the script's).
@@ -689,7 +700,7 @@ impl Store {
         result: Result<(Outcome, usize), Frame>,
         signals: Arc<Signals>,
         now: u64,
-        read_only: bool,
+        writes: Writes,
     ) -> Option<Frame> {
         let reply = match result {
             Ok((Outcome::Done(reply), _)) => reply,
@@ -698,7 +709,7 @@ impl Store {
                     run,
                     signals,
                     now,
-                    read_only,
+                    writes,
                     written,
                     db: self.db,
                     user: self.script_user.clone(),
@@ -715,6 +726,7 @@ impl Store {
             Ok(c) => c,
             Err(e) => return e,
         };
+        let writes = Writes::for_script(read_only, self.script_client);
         let name = String::from_utf8_lossy(&args[1]).into_owned();
         let outer_db = self.db;
         let signals = Signals::new(vec![self.place.0], true);
@@ -725,7 +737,7 @@ impl Store {
                 user: store_user(self),
                 store: self,
                 now,
-                read_only,
+                writes,
                 written: 0,
                 signals: signals.clone(),
             };
@@ -739,7 +751,7 @@ impl Store {
             );
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, read_only);
+        let reply = self.finish_slice(result, signals, now, writes);
         self.select(outer_db);
         reply.unwrap_or(Frame::Null)
     }
@@ -751,6 +763,7 @@ impl Store {
         };
         let keys = &args[3..3 + source.numkeys];
         let argv = &args[3 + source.numkeys..];
+        let writes = Writes::for_script(source.read_only, self.script_client);
         let outer_db = self.db;
         let signals = Signals::new(vec![self.place.0], false);
         let may_pause = self.may_pause;
@@ -762,7 +775,7 @@ impl Store {
                 user: store_user(self),
                 store: self,
                 now,
-                read_only: source.read_only,
+                writes,
                 written: 0,
                 signals: signals.clone(),
             };
@@ -779,7 +792,7 @@ impl Store {
             );
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, source.read_only);
+        let reply = self.finish_slice(result, signals, now, writes);
         // A SELECT inside the script lasts as long as the script (Redis 7).
         self.select(outer_db);
         // Paused: the shard sees `is_paused` and takes no reply from here.
@@ -796,7 +809,7 @@ fn store_user(store: &Store) -> Option<crate::call::ScriptUser> {
 struct StoreHost<'a> {
     store: &'a mut Store,
     now: u64,
-    read_only: bool,
+    writes: Writes,
     /// Bytes of arguments of the writes run so far ([`EFFECTS_BUDGET`]).
     written: usize,
     /// The run as the process sees it: a write makes it unkillable.
@@ -821,7 +834,7 @@ impl Host for StoreHost<'_> {
                 return denied;
             }
         }
-        let row = match script_step(&args, self.read_only, self.now, self.store.configured_dbs) {
+        let row = match script_step(&args, self.writes, self.now, self.store.configured_dbs) {
             ScriptStep::Answer(reply) => return reply,
             ScriptStep::Select(db) => {
                 self.store.select(db);
