@@ -449,11 +449,7 @@ fn a_moon_replica_of_a_moon_primary_never_shows_half_a_transaction() {
 fn a_replica_keeps_what_it_applied_across_a_kill_and_can_be_promoted() {
     let primary = MoonServer::start(2, &[]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let dir = tempfile::tempdir().unwrap();
-    let mut replica = MoonServer::start_in(dir.path(), 2, &["--replicaof", &target]).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (dir, mut replica, r) = follower(&mut p, primary.addr.port(), 2);
     write_load(&mut p, "applied");
     caught_up(&mut p);
     let expected = dataset(&mut p);
@@ -994,24 +990,51 @@ fn failover_hands_the_primary_role_to_a_replica_without_losing_a_write() {
     );
 }
 
-#[test]
-fn a_replica_restarted_cleanly_continues_with_psync() {
-    let primary = MoonServer::start(2, &[]);
-    let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--replicaof", target.as_str()];
-    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
+/// A Moon replica of `shards` shards on `dir`, following the primary at `port` (whose client
+/// is `p`), once its link is up.
+fn rejoin(
+    dir: &std::path::Path,
+    port: u16,
+    shards: usize,
+    p: &mut redis::Connection,
+) -> (MoonServer, redis::Connection) {
+    let target = format!("127.0.0.1 {port}");
+    let replica = MoonServer::start_in(dir, shards, &["--replicaof", &target]).unwrap();
     let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    wait_online(p, &mut r);
+    (replica, r)
+}
+
+/// [`rejoin`] on a new data directory.
+fn follower(
+    p: &mut redis::Connection,
+    port: u16,
+    shards: usize,
+) -> (tempfile::TempDir, MoonServer, redis::Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, r) = rejoin(dir.path(), port, shards, p);
+    (dir, replica, r)
+}
+
+/// A primary of `shards` shards, and a 2-shard replica on the returned directory that
+/// followed it through `write_load`, then was stopped cleanly.
+fn followed_then_stopped(shards: usize) -> (MoonServer, redis::Connection, tempfile::TempDir) {
+    let primary = MoonServer::start(shards, &[]);
+    let mut p = primary.client();
+    let (dir, mut replica, _) = follower(&mut p, primary.addr.port(), 2);
     write_load(&mut p, "one");
     caught_up(&mut p);
     assert!(replica.terminate().success());
+    (primary, p, dir)
+}
+
+#[test]
+fn a_replica_restarted_cleanly_continues_with_psync() {
+    let (primary, mut p, dir) = followed_then_stopped(2);
+    let port = primary.addr.port();
     // Written while the replica is down: the backlog holds it.
     let _: () = cmd(&mut p, &["SET", "while-down", "1"]);
-    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_replica, mut r) = rejoin(dir.path(), port, 2, &mut p);
     caught_up(&mut p);
     assert_eq!(
         info_field(&mut p, "stats", "sync_partial_ok").as_deref(),
@@ -1086,14 +1109,9 @@ fn a_replica_of_redis_killed_while_it_applies_continues_with_psync() {
 /// a non-idempotent load; each restart must continue with PSYNC, and in the end every key is
 /// as on the primary.
 fn killed_under_load_and_continued(p: &mut redis::Connection, url: String, port: u16) {
-    let target = format!("127.0.0.1 {port}");
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--replicaof", target.as_str()];
     // Three shards on the replica (two on a Moon primary): a batch of the stream spans shards
     // differently on each, and a kill can leave each shard at another point of it.
-    let mut replica = MoonServer::start_in(dir.path(), 3, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(p, &mut r);
+    let (dir, mut replica, mut r) = follower(p, port, 3);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = non_idempotent_writer(url, stop.clone());
     // At least three kills, and on until one of them came in the middle of a batch: a
@@ -1114,9 +1132,7 @@ fn killed_under_load_and_continued(p: &mut redis::Connection, url: String, port:
         assert!(eventually(Duration::from_secs(20), || {
             offset_of(p, "master_repl_offset") > at + 20_000
         }));
-        replica = MoonServer::start_in(dir.path(), 3, &args).unwrap();
-        r = replica.client();
-        wait_online(p, &mut r);
+        (replica, r) = rejoin(dir.path(), port, 3, p);
         cut |= replica
             .log_text()
             .contains("what a replica applied after its last recorded place");
@@ -1140,11 +1156,8 @@ fn a_promoted_replica_keeps_its_own_writes_across_a_kill_whatever_replicaof_says
     let primary = MoonServer::start(2, &[]);
     let mut p = primary.client();
     let target = format!("127.0.0.1 {}", primary.addr.port());
-    let dir = tempfile::tempdir().unwrap();
     let args = ["--replicaof", target.as_str()];
-    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (dir, mut replica, mut r) = follower(&mut p, primary.addr.port(), 2);
     write_load(&mut p, "followed");
     caught_up(&mut p);
     // Promoted at run time (its config file still names the primary), then written to.
@@ -1278,17 +1291,8 @@ fn shard_lsn(c: &mut redis::Connection, shard: usize) -> u64 {
 
 #[test]
 fn a_restart_never_hands_out_again_an_lsn_the_saved_place_names() {
-    let primary = MoonServer::start(1, &[]);
-    let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--replicaof", target.as_str()];
-    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
-    write_load(&mut p, "one");
-    caught_up(&mut p);
-    assert!(replica.terminate().success());
+    let (primary, mut p, dir) = followed_then_stopped(1);
+    let port = primary.addr.port();
     // The place names LSNs past a log's last record, as a cut (the dropped records' LSNs) or a
     // rewrite's reservation leaves it (docs/FORMATS.md's form, resealed).
     let path = dir.path().join("replication.moon");
@@ -1314,9 +1318,7 @@ fn a_restart_never_hands_out_again_an_lsn_the_saved_place_names() {
         .unwrap();
     let crc = crc32fast::hash(body.as_bytes());
     std::fs::write(&path, format!("{body}crc {crc:08x}\n")).unwrap();
-    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_replica, mut r) = rejoin(dir.path(), port, 2, &mut p);
     // A record after the place must never take an LSN at or below what the place names for
     // its log: a later cut there would keep it, and PSYNC would apply it twice.
     assert!(
@@ -1333,12 +1335,8 @@ fn a_restart_never_hands_out_again_an_lsn_the_saved_place_names() {
 fn a_replica_stopped_while_client_pause_holds_the_primarys_write_applies_it_after_restart() {
     let primary = MoonServer::start(1, &[]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--replicaof", target.as_str()];
-    let mut replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let port = primary.addr.port();
+    let (dir, mut replica, mut r) = follower(&mut p, port, 2);
     let _: () = cmd(&mut p, &["RPUSH", "before", "1"]);
     caught_up(&mut p);
     // The primary's writes wait out a CLIENT PAUSE WRITE on the replica, as in Redis.
@@ -1354,9 +1352,7 @@ fn a_replica_stopped_while_client_pause_holds_the_primarys_write_applies_it_afte
             || offset_of(&mut r, "slave_repl_offset") < at
     }));
     assert!(replica.terminate().success());
-    let replica = MoonServer::start_in(dir.path(), 2, &args).unwrap();
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_replica, mut r) = rejoin(dir.path(), port, 2, &mut p);
     caught_up(&mut p);
     let held: Vec<String> = cmd(&mut r, &["LRANGE", "held", "0", "-1"]);
     assert_eq!(held, ["1", "2"], "the writes the pause held were applied");
