@@ -835,7 +835,9 @@ async fn hand_over(shared: Arc<Shared>, target: Arc<Link>, force: bool, timeout:
 /// (`min-replicas-to-write` within `min-replicas-max-lag`); always with the setting at 0.
 pub(crate) fn enough_replicas(shared: &Shared) -> bool {
     let want = shared.min_replicas.load(Ordering::Relaxed);
-    if want == 0 {
+    // Only a primary counts its replicas (Redis checks `min-replicas-to-write` on a primary
+    // alone: a replica's clients get READONLY, its scripts run).
+    if want == 0 || moon_store::keyspace::is_replica() {
         return true;
     }
     let max_lag = shared.min_replicas_max_lag.load(Ordering::Relaxed) * 1000;

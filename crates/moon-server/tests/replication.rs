@@ -1524,4 +1524,12 @@ fn scripts_on_a_read_only_replica_answer_as_redis_replicas_do() {
     let _: String = cmd(&mut rpc, &["FUNCTION", "LOAD", LIBRARY]);
     caught_up(&mut rpc);
     assert_eq!(moon, script_replies(&mut rrc));
+    // `min-replicas-to-write` is a primary's setting: a replica's scripts run all the same.
+    for c in [&mut r, &mut rrc] {
+        let ok: String = cmd(c, &["CONFIG", "SET", "min-replicas-to-write", "1"]);
+        assert_eq!(ok, "OK");
+    }
+    let moon = script_replies(&mut r);
+    assert_eq!(moon, script_replies(&mut rrc));
+    assert!(moon[0].contains("\"v\""), "{moon:?}");
 }

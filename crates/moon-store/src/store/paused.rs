@@ -49,7 +49,9 @@ impl Writes {
 }
 
 static READ_ONLY_REPLICA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static MASTER_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// No client at first (client ids start at 1; 0 is the server's own calls, which get no
+/// exemption either).
+static MASTER_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// This server is a read-only replica (`replicaof` and `replica-read-only`): scripts' writes
 /// are refused, except for the client that runs its primary's stream ([`set_master_client`]).
