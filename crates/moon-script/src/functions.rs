@@ -29,6 +29,11 @@ impl FunctionInfo {
     pub fn no_writes(&self) -> bool {
         self.flags.iter().any(|f| f == "no-writes")
     }
+
+    /// It may run on a replica whose link is down with `replica-serve-stale-data no`.
+    pub fn allow_stale(&self) -> bool {
+        self.flags.iter().any(|f| f == "allow-stale")
+    }
 }
 
 /// What loading a library's code found: its name and its functions.

@@ -643,9 +643,10 @@ fn role_refusal(
             "LOADING Moon is loading the dataset in memory",
         ));
     }
-    if !spec.flags.has(Flags::STALE)
-        && shared.stale_refused.load(Ordering::Relaxed)
+    if shared.stale_refused.load(Ordering::Relaxed)
         && !shared.link_up.load(Ordering::Relaxed)
+        && (!spec.flags.has(Flags::STALE)
+            || !crate::replication::script_runs_stale(spec.name, args))
     {
         return Some(Frame::StaticError(
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",

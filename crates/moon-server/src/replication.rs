@@ -960,3 +960,20 @@ pub(crate) fn script_runs_on_replica(name: &str, args: &[bytes::Bytes]) -> bool 
         _ => false,
     }
 }
+
+/// Whether a STALE command runs on a stale replica (its link down, `replica-serve-stale-data
+/// no`), as Redis 7.0 decides: every command flagged STALE does, except scripts, which need
+/// the `allow-stale` flag (EVAL_RO too; a script without a shebang never has it). An error the
+/// command gives by itself (NOSCRIPT, an unknown function) is left to it.
+pub(crate) fn script_runs_stale(name: &str, args: &[bytes::Bytes]) -> bool {
+    match name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
+            moon_store::script_source(args, name.starts_with("evalsha"), false)
+                .map_or(true, |s| s.allow_stale)
+        }
+        "fcall" | "fcall_ro" => args
+            .get(1)
+            .is_none_or(|f| moon_store::functions::find(f).is_none_or(|info| info.allow_stale())),
+        _ => true,
+    }
+}

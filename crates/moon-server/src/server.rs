@@ -248,6 +248,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         logs_closed: AtomicUsize::new(0),
     });
 
+    shared.note_staleness();
     // Where a previous run left the replication stream (`repl_position.rs`).
     if let Some(saved) = data_dir.as_ref().and_then(|d| d.replication.clone()) {
         crate::replica::continue_from(&shared, saved);

@@ -115,6 +115,15 @@ impl Shared {
     pub fn set_link_state(&self, state: &'static str) {
         lock(&self.master_link).state = state;
         self.link_up.store(state == "connected", Ordering::Release);
+        self.note_staleness();
+    }
+
+    /// Tells the scripts' host whether this replica is stale now (its link down with
+    /// `replica-serve-stale-data no`).
+    pub fn note_staleness(&self) {
+        moon_store::set_stale_replica(
+            self.stale_refused.load(Ordering::Acquire) && !self.link_up.load(Ordering::Acquire),
+        );
     }
 }
 
@@ -181,6 +190,7 @@ impl Shared {
             guard.replicaof.is_some() && !guard.replica_serve_stale_data,
             Ordering::Release,
         );
+        self.note_staleness();
         self.min_replicas
             .store(guard.min_replicas_to_write, Ordering::Release);
         self.min_replicas_max_lag

@@ -1145,7 +1145,10 @@ fn killed_under_load_and_continued(p: &mut redis::Connection, url: String, port:
     stop.store(true, std::sync::atomic::Ordering::Release);
     let rounds = writer.join().unwrap();
     assert!(rounds > 0);
-    caught_up(p);
+    // The replica may trail a writer that never waited for it by many seconds of stream
+    // (a loaded CI machine): a longer WAIT than `caught_up`'s, which answers once it is there.
+    let acked: i64 = cmd(p, &["WAIT", "1", "120000"]);
+    assert_eq!(acked, 1, "WAIT: the replica acknowledged every write");
     assert_eq!(info_field(p, "stats", "sync_full").as_deref(), Some("1"));
     // Nothing applied twice, nothing missing: every list and string as on the primary.
     assert_same(&dataset(&mut r), &dataset(p));
@@ -1532,4 +1535,70 @@ fn scripts_on_a_read_only_replica_answer_as_redis_replicas_do() {
     let moon = script_replies(&mut r);
     assert_eq!(moon, script_replies(&mut rrc));
     assert!(moon[0].contains("\"v\""), "{moon:?}");
+}
+
+#[test]
+fn scripts_on_a_stale_replica_answer_as_a_redis_replica_does() {
+    // Replicas of a primary that is not there, with replica-serve-stale-data no.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let target = format!("127.0.0.1 {dead}");
+    let moon = MoonServer::start(
+        2,
+        &["--replicaof", &target, "--replica-serve-stale-data", "no"],
+    );
+    let probes: [(&str, &str); 9] = [
+        ("EVAL", "return redis.call('GET', 'k')"),
+        ("EVAL", "return redis.call('PING')"),
+        ("EVAL", "return 1"),
+        ("EVAL", "#!lua flags=no-writes\nreturn 1"),
+        (
+            "EVAL",
+            "#!lua flags=no-writes,allow-stale\nreturn redis.call('GET', 'k')",
+        ),
+        (
+            "EVAL",
+            "#!lua flags=no-writes,allow-stale\nreturn redis.call('PING')",
+        ),
+        ("EVAL", "#!lua flags=no-writes,allow-stale\nreturn 1"),
+        ("EVAL_RO", "return redis.call('GET', 'k')"),
+        ("EVAL", "return redis.call('SET', 'k', 'v')"),
+    ];
+    let replies = |c: &mut redis::Connection| -> Vec<String> {
+        probes
+            .iter()
+            .map(|(name, body)| {
+                let r: redis::RedisResult<redis::Value> =
+                    redis::cmd(name).arg(*body).arg(0).query(c);
+                match r {
+                    Ok(v) => format!("{v:?}"),
+                    Err(e) => {
+                        let text =
+                            format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""));
+                        text.split(" script:")
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string()
+                    }
+                }
+            })
+            .collect()
+    };
+    let got = replies(&mut moon.client());
+    assert!(got[0].starts_with("MASTERDOWN"), "{got:?}");
+    assert!(got[4].contains("stale replica"), "{got:?}");
+    assert_eq!(got[6], "int(1)", "{got:?}");
+    let test = "scripts_on_a_stale_replica_answer_as_a_redis_replica_does";
+    // (Set once started: a stale Redis answers its start-up PING with MASTERDOWN.)
+    let Some(redis) = RedisServer::start_with(test, &["--replicaof", "127.0.0.1", &dead]) else {
+        return;
+    };
+    let mut c = redis.client();
+    let ok: String = cmd(&mut c, &["CONFIG", "SET", "replica-serve-stale-data", "no"]);
+    assert_eq!(ok, "OK");
+    assert_eq!(got, replies(&mut c));
 }

@@ -59,6 +59,18 @@ pub fn set_read_only_replica(on: bool) {
     READ_ONLY_REPLICA.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+static STALE_REPLICA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This server is a replica whose link is down with `replica-serve-stale-data no`: scripts
+/// may call only the commands a stale replica serves.
+pub fn set_stale_replica(on: bool) {
+    STALE_REPLICA.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn is_stale_replica() -> bool {
+    STALE_REPLICA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The client id of the session that applies the primary's stream.
 pub fn set_master_client(client: u64) {
     MASTER_CLIENT.store(client, std::sync::atomic::Ordering::Relaxed);

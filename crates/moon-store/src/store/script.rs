@@ -22,7 +22,7 @@ use moon_proto::Frame;
 use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation, Outcome, Signals};
 
 use super::paused::PausedScript;
-pub use super::paused::{set_master_client, set_read_only_replica, Writes};
+pub use super::paused::{set_master_client, set_read_only_replica, set_stale_replica, Writes};
 use super::{parse_i64, Store};
 use crate::args::eq;
 use crate::call::KeyspaceCommand;
@@ -419,6 +419,9 @@ pub struct ScriptSource {
     /// No shebang: Redis's compatibility mode (no flags; on a read-only replica it runs, and
     /// each write it tries is refused).
     pub compat: bool,
+    /// Flagged `allow-stale`: it runs on a replica whose link is down with
+    /// `replica-serve-stale-data no` (the commands it calls must then be STALE ones).
+    pub allow_stale: bool,
     pub numkeys: usize,
     /// An EVAL of a body not in the registry: added once it compiles (a script that does not
     /// compile is not kept, as in Redis).
@@ -469,6 +472,7 @@ pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<Sc
         skip,
         read_only: read_only || flags.no_writes,
         compat: skip == 0,
+        allow_stale: flags.allow_stale,
         numkeys,
         new,
     })
@@ -492,8 +496,13 @@ pub enum ScriptStep {
 /// `databases`: how many SELECT may name).
 pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -> ScriptStep {
     let read_only = writes == Writes::ReadOnlyScript;
+    const STALE_REFUSED: &str = "ERR Can not execute the command on a stale replica";
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    // The connection's commands a script may use, answered here.
+    // The connection's commands a script may use, answered here. Of these a stale replica
+    // serves only the STALE ones (TIME, SELECT, PUBLISH; not PING, ECHO, MEMORY), as Redis.
+    if matches!(name.as_str(), "ping" | "echo" | "memory") && super::paused::is_stale_replica() {
+        return ScriptStep::Answer(err(STALE_REFUSED));
+    }
     match name.as_str() {
         "ping" if args.len() <= 2 => {
             return ScriptStep::Answer(
@@ -557,6 +566,12 @@ pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -
         return ScriptStep::Answer(err(
             "ERR Write commands are not allowed from read-only scripts.",
         ));
+    }
+    // A stale replica (its link down, `replica-serve-stale-data no`) runs only scripts flagged
+    // `allow-stale` (the server refuses the others with MASTERDOWN), and in them only the
+    // commands a stale replica serves.
+    if !spec.flags.has(Flags::STALE) && super::paused::is_stale_replica() {
+        return ScriptStep::Answer(err(STALE_REFUSED));
     }
     // On a read-only replica only writes proper are refused (PUBLISH, PFCOUNT run), as
     // Redis's `scriptVerifyWriteCommandAllow` does.
