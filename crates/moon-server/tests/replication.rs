@@ -244,6 +244,12 @@ fn wait_online(primary: &mut redis::Connection, replica: &mut redis::Connection)
     }));
 }
 
+/// Once the replica acknowledged everything, it holds what the primary holds, key by key.
+fn converged(p: &mut redis::Connection, r: &mut redis::Connection) {
+    caught_up(p);
+    assert_same(&dataset(r), &dataset(p));
+}
+
 /// Waits until the replica acknowledged everything written so far (WAIT, as a client would).
 fn caught_up(primary: &mut redis::Connection) {
     let acked: i64 = cmd(primary, &["WAIT", "1", "10000"]);
@@ -441,8 +447,7 @@ fn a_moon_replica_of_a_moon_primary_never_shows_half_a_transaction() {
     let (seen, torn) = reader.join().unwrap();
     assert!(seen > 0);
     assert_eq!(torn, 0, "a reader of the replica saw half a transaction");
-    caught_up(&mut p);
-    assert_same(&dataset(&mut r), &dataset(&mut p));
+    converged(&mut p, &mut r);
 }
 
 #[test]
@@ -775,10 +780,7 @@ fn a_replica_leaves_expiry_to_its_primary() {
     // just before a deadline could find the key gone here.
     let primary = MoonServer::start(2, &["--enable-debug-command", "yes"]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let replica = MoonServer::start(2, &["--replicaof", &target]);
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_dir, _replica, mut r) = follower(&mut p, primary.addr.port(), 2);
     // The primary keeps an expired key until something touches it.
     let _: () = cmd(&mut p, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
     let _: () = cmd(&mut p, &["SET", "k", "v", "PX", "50"]);
@@ -902,10 +904,7 @@ fn waitaof_counts_the_local_fsync_and_the_replicas() {
     let none: Vec<i64> = cmd(&mut p, &["WAITAOF", "0", "1", "100"]);
     assert_eq!(none, vec![1, 0]);
     assert!(started.elapsed() >= Duration::from_millis(100));
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let replica = MoonServer::start(2, &["--replicaof", &target]);
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_dir, _replica, mut r) = follower(&mut p, primary.addr.port(), 2);
     let _: () = cmd(&mut p, &["SET", "k", "w"]);
     let both: Vec<i64> = cmd(&mut p, &["WAITAOF", "1", "1", "10000"]);
     assert_eq!(both, vec![1, 1]);
@@ -924,10 +923,7 @@ fn failover_hands_the_primary_role_to_a_replica_without_losing_a_write() {
     assert!(e.contains("requires connected replicas"), "{e}");
     let e = expect_err(&mut p, &["FAILOVER", "ABORT"]);
     assert!(e.contains("No failover in progress"), "{e}");
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let replica = MoonServer::start(2, &["--replicaof", &target]);
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_dir, replica, _r) = follower(&mut p, primary.addr.port(), 2);
     write_load(&mut p, "before");
     let rport = replica.addr.port().to_string();
     let ok: String = cmd(
@@ -1196,8 +1192,7 @@ fn masterauth_legacy_sync_and_offsets_that_only_grow() {
     let mut r = replica.client();
     wait_online(&mut p, &mut r);
     write_load(&mut p, "auth");
-    caught_up(&mut p);
-    assert_same(&dataset(&mut r), &dataset(&mut p));
+    converged(&mut p, &mut r);
 
     // The legacy SYNC (redis-cli --replica): the RDB, then the stream.
     {
@@ -1330,8 +1325,7 @@ fn a_restart_never_hands_out_again_an_lsn_the_saved_place_names() {
         shard_lsn(&mut r, 1)
     );
     write_load(&mut p, "two");
-    caught_up(&mut p);
-    assert_same(&dataset(&mut r), &dataset(&mut p));
+    converged(&mut p, &mut r);
 }
 
 #[test]
@@ -1365,10 +1359,7 @@ fn a_replica_stopped_while_client_pause_holds_the_primarys_write_applies_it_afte
 fn writes_held_by_failover_get_readonly_once_the_server_is_a_replica() {
     let primary = MoonServer::start(2, &[]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let replica = MoonServer::start(2, &["--replicaof", &target]);
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_dir, replica, mut r) = follower(&mut p, primary.addr.port(), 2);
     // The replica cannot acknowledge the primary's next write for a while: FAILOVER waits.
     let ok: String = cmd(&mut r, &["CLIENT", "PAUSE", "1500", "WRITE"]);
     assert_eq!(ok, "OK");
@@ -1496,10 +1487,7 @@ const LIBRARY: &str = "#!lua name=replicalib\nredis.register_function{function_n
 fn scripts_on_a_read_only_replica_answer_as_redis_replicas_do() {
     let primary = MoonServer::start(2, &[]);
     let mut p = primary.client();
-    let target = format!("127.0.0.1 {}", primary.addr.port());
-    let replica = MoonServer::start(2, &["--replicaof", &target]);
-    let mut r = replica.client();
-    wait_online(&mut p, &mut r);
+    let (_dir, _replica, mut r) = follower(&mut p, primary.addr.port(), 2);
     let _: () = cmd(&mut p, &["SET", "k", "v"]);
     let _: String = cmd(&mut p, &["FUNCTION", "LOAD", LIBRARY]);
     caught_up(&mut p);
