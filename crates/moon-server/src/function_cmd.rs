@@ -76,13 +76,7 @@ fn change<R>(
     session: &Session,
     plan: impl FnOnce() -> Result<(R, Vec<Arc<[u8]>>), Frame>,
 ) -> Result<R, Frame> {
-    if !session.is_master
-        && session
-            .ctx
-            .shared
-            .read_only
-            .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if session.on_read_only_replica() {
         // The libraries are the primary's (they come in its stream), as its keys are.
         return Err(Frame::StaticError(
             "READONLY You can't write against a read only replica.",

@@ -104,13 +104,7 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
         shards,
         writes: if read_only {
             moon_store::Writes::ReadOnlyScript
-        } else if !session.is_master
-            && session
-                .ctx
-                .shared
-                .read_only
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        } else if session.on_read_only_replica() {
             moon_store::Writes::ReadOnlyReplica
         } else {
             moon_store::Writes::Allowed

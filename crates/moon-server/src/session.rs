@@ -243,6 +243,17 @@ pub enum ReplyMode {
 }
 
 impl Session {
+    /// This server is a read-only replica and this is one of its clients (not the session
+    /// that applies the primary's stream): its writes are refused (READONLY).
+    pub fn on_read_only_replica(&self) -> bool {
+        !self.is_master
+            && self
+                .ctx
+                .shared
+                .read_only
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Writes a reply for the client, counting its errors (INFO `total_error_replies` and
     /// errorstats; each of an EXEC's replies that is an error counts, as in Redis). Every
     /// reply goes through here.

@@ -84,12 +84,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
     }
     // A server that became a read-only replica since they were queued (review finding):
     // Redis refuses the EXEC too.
-    if !session.is_master
-        && session
-            .ctx
-            .shared
-            .read_only
-            .load(std::sync::atomic::Ordering::Relaxed)
+    if session.on_read_only_replica()
         && queued.iter().any(|r| {
             r.spec.is_write() && !crate::replication::script_runs_on_replica(r.spec.name, &r.args)
         })
