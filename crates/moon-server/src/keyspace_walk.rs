@@ -35,12 +35,12 @@ fn call(args: Vec<Bytes>, db: usize) -> Vec<moon_store::Call> {
     moon_store::Call::new(args, db).into_iter().collect()
 }
 
-/// Bits of a SCAN cursor that name the shard; the rest is that shard's position bound.
-const SHARD_BITS: u32 = 10;
+/// Bits of a SCAN cursor that name the shard; the rest is that shard's own cursor.
+const SHARD_BITS: u32 = 64 - moon_store::keyspace::SCAN_CURSOR_BITS;
 
-/// SCAN across shards: the cursor is `bound << 10 | shard`; shards are walked in order, each
-/// from its top position down (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply
-/// cursor 0 means every shard was walked.
+/// SCAN across shards: the cursor is `shard cursor << 10 | shard`; shards are walked in order,
+/// each in hash order (see `Keyspace::scan`). Cursor 0 starts at shard 0 and a reply cursor 0
+/// means every shard was walked.
 pub(crate) async fn scan(
     shard: &std::rc::Rc<Shard>,
     tx: Option<moon_shard::Tx>,
@@ -58,8 +58,11 @@ pub(crate) async fn scan(
     if target >= n {
         return Frame::Array(vec![Frame::bulk("0"), Frame::Array(Vec::new())]);
     }
-    let bound = cursor >> SHARD_BITS;
-    let mut cmd = vec![Bytes::from_static(b"SCAN"), Bytes::from(bound.to_string())];
+    let shard_cursor = cursor >> SHARD_BITS;
+    let mut cmd = vec![
+        Bytes::from_static(b"SCAN"),
+        Bytes::from(shard_cursor.to_string()),
+    ];
     cmd.extend(args[2..].iter().cloned());
     let reply = shard
         .run_batch_in(tx, target, call(cmd, db))
@@ -70,15 +73,15 @@ pub(crate) async fn scan(
         return reply;
     };
     let keys = parts.pop().unwrap_or(Frame::Array(Vec::new()));
-    let next_bound = match parts.pop() {
+    let next_cursor = match parts.pop() {
         Some(Frame::Bulk(b)) => std::str::from_utf8(&b)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0),
         _ => 0,
     };
-    let next = if next_bound > 0 {
-        (next_bound << SHARD_BITS) | target as u64
+    let next = if next_cursor > 0 {
+        (next_cursor << SHARD_BITS) | target as u64
     } else if target + 1 < n {
         (target + 1) as u64
     } else {

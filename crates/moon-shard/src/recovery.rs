@@ -437,6 +437,9 @@ pub fn applicable(
     whole.then(|| group.into_iter().skip(1).collect())
 }
 
+/// How many records replay reads ahead of the one it runs (see [`replay_log`]).
+const PREFETCH_AHEAD: usize = 8;
+
 /// Replays the log file at `path` into `store` within `bounds`: its records follow
 /// `after_lsn`, and it ends at `stop_lsn` (see [`recovery_plan`])
 /// — what the shard's replay does at startup, as a
@@ -459,11 +462,27 @@ pub fn replay_log(
     let limit = store.max_string_len();
     store.set_max_string_len(usize::MAX);
     let mut skipped = 0;
+    // Records run [`PREFETCH_AHEAD`] behind the reader: each one's key is asked for from
+    // memory when it is read and found in cache when it runs (a key's slot is a cache miss,
+    // most of a SET's cost in a large keyspace). The order of execution does not change.
+    let mut ahead: std::collections::VecDeque<Vec<Vec<Bytes>>> =
+        std::collections::VecDeque::with_capacity(PREFETCH_AHEAD + 1);
+    let run = |store: &mut moon_store::Store, cmds: Vec<Vec<Bytes>>| {
+        for cmd in cmds {
+            store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+        }
+    };
     let apply = |_lsn, group| {
         match applicable(group, complete) {
             Some(cmds) => {
-                for cmd in cmds {
-                    store.execute(&cmd, moon_store::NO_EXPIRY_CHECK);
+                for cmd in &cmds {
+                    store.prefetch(cmd);
+                }
+                ahead.push_back(cmds);
+                if ahead.len() > PREFETCH_AHEAD {
+                    if let Some(cmds) = ahead.pop_front() {
+                        run(store, cmds);
+                    }
                 }
             }
             None => skipped += 1,
@@ -475,6 +494,9 @@ pub fn replay_log(
     } else {
         moon_aof::reader::replay_readonly(path, bounds, apply)
     };
+    for cmds in ahead {
+        run(store, cmds);
+    }
     store.set_max_string_len(limit);
     Ok((report?, skipped))
 }

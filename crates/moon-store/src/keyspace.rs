@@ -1,20 +1,22 @@
 //! A shard's keyspace: keys, values, deadlines.
 //!
-//! Keys live in an insertion-ordered hash map so that `RANDOMKEY` is O(1) and `SCAN` can walk
-//! positions (see [`Keyspace::scan`] for why walking downwards keeps SCAN's guarantee even
-//! though deletions move entries). Deadlines are kept twice: on the entry (for the lazy check on
+//! Keys live in a hash table kept in hash order ([`table`]): a lookup reads one run of slots,
+//! `RANDOMKEY` and eviction sample a slot, and `SCAN`'s cursor is a hash, so a scan meets
+//! every key present throughout whatever the table did in between. Deadlines are kept twice: on the entry (for the lazy check on
 //! every access) and in an ordered set (so active expiry reclaims exactly the keys whose time
 //! has come, without sampling).
 //!
 //! Every stored key and value is copied out of the request buffer, so the keyspace never pins a
 //! connection's read buffer in memory.
 
+mod table;
+
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
-use indexmap::map::raw_entry_v1::RawEntryMut;
-use indexmap::map::RawEntryApiV1;
-use indexmap::IndexMap;
+
+use table::HashOrderedTable;
 
 use crate::lazyfree::{self, Cause};
 
@@ -67,7 +69,7 @@ fn entry_size(key: &[u8], value: &Value) -> usize {
     key.len() + value.mem_size() + ENTRY_OVERHEAD
 }
 
-type Map = IndexMap<Key, Entry, foldhash::fast::RandomState>;
+type Map = HashOrderedTable<(Key, Entry)>;
 
 /// The key bytes kept in the map's slot itself: a [`Key`] stays 24 bytes.
 const INLINE_KEY: usize = 22;
@@ -147,6 +149,8 @@ impl std::fmt::Debug for Key {
 #[derive(Default)]
 pub struct Keyspace {
     map: Map,
+    /// The map's hash function, seeded per keyspace.
+    hasher: foldhash::fast::RandomState,
     deadlines: BTreeSet<(u64, Key)>,
     /// Keys removed because their deadline passed (INFO `expired_keys`).
     pub expired_keys: u64,
@@ -229,6 +233,9 @@ fn expiry_held(now: u64) -> bool {
 /// serving starts.
 pub const NO_EXPIRY_CHECK: u64 = 0;
 
+/// Bits of a SCAN cursor ([`Keyspace::scan`]); the server keeps the rest to name a shard.
+pub const SCAN_CURSOR_BITS: u32 = 54;
+
 impl Keyspace {
     pub fn len(&self) -> usize {
         self.map.len()
@@ -247,6 +254,26 @@ impl Keyspace {
         self.used
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The position of `key` in the map, whether live or not.
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        self.map.find(self.hash(key), |(k, _)| **k == *key)
+    }
+
+    /// Takes the entry at `pos` out of the map (the deadline index is the caller's).
+    fn take_at(&mut self, pos: usize) -> Option<(Key, Entry)> {
+        self.map.remove_at(pos)
+    }
+
+    /// A random position, or None if the map is empty.
+    fn random_position(&mut self) -> Option<usize> {
+        let r = self.next_random();
+        self.map.position_near(r)
+    }
+
     fn next_random(&mut self) -> u64 {
         // splitmix64: the choice of a victim needs spread, not secrecy; what it chose is logged.
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -254,6 +281,11 @@ impl Keyspace {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Starts loading the place where `key` is or would be (see [`HashOrderedTable::prefetch`]).
+    pub fn prefetch(&self, key: &[u8]) {
+        self.map.prefetch(self.hash(key));
     }
 
     /// The time of the command about to run (not while replaying): what it reads or writes is
@@ -280,7 +312,7 @@ impl Keyspace {
             return;
         }
         let random = self.next_random();
-        if let Some((_, e)) = self.map.get_index_mut(idx) {
+        if let Some((_, e)) = self.map.get_mut(idx) {
             let idle = now.saturating_sub(e.access_ms());
             let freq =
                 crate::evict::lfu_increment(crate::evict::lfu_decayed(e.freq(), idle), random);
@@ -303,16 +335,16 @@ impl Keyspace {
 
     /// [`Keyspace::live_index`] without recording an access (Redis's `LOOKUP_NOTOUCH`).
     fn live_index_untouched(&mut self, key: &[u8], now: u64) -> Option<usize> {
-        let idx = self.map.get_index_of(key)?;
+        let idx = self.position(key)?;
         let replica = is_replica();
-        if (self.reading || !replica) && Self::is_expired(&self.map[idx], now) {
+        if (self.reading || !replica) && Self::is_expired(&self.map[idx].1, now) {
             // Only a read leaves it: a write's record must follow the key's removal in the log,
             // or replay (which expires nothing) would apply it to the old value. On a replica
             // a write (its primary's) applies to the key as it is, as replay does.
             if self.reading && expiry_held(now) {
                 return None;
             }
-            if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
+            if let Some((stored, entry)) = self.take_at(idx) {
                 self.used -= entry_size(&stored, &entry.value);
                 if entry.expire_at != 0 {
                     self.deadlines.remove(&(entry.expire_at, stored.clone()));
@@ -324,7 +356,7 @@ impl Keyspace {
             return None;
         }
         if now != NO_EXPIRY_CHECK && !replica {
-            if let Value::Hash(h) = &self.map[idx].value {
+            if let Value::Hash(h) = &self.map[idx].1.value {
                 if h.next_deadline().is_some_and(|d| d <= now) {
                     return self.expire_fields(idx, now, usize::MAX).then_some(idx);
                 }
@@ -336,7 +368,7 @@ impl Keyspace {
     /// Removes the due fields of the hash at `idx` (at most `budget`), queueing each for the
     /// log; removes the key if no field is left. True if the key is still there.
     fn expire_fields(&mut self, idx: usize, now: u64, budget: usize) -> bool {
-        let Some((key, entry)) = self.map.get_index_mut(idx) else {
+        let Some((key, entry)) = self.map.get_mut(idx) else {
             return false;
         };
         let Value::Hash(h) = &mut entry.value else {
@@ -351,7 +383,7 @@ impl Keyspace {
             self.expired.push(Removal::Field(key.to_bytes(), f));
         }
         if empty {
-            if let Some((stored, entry)) = self.map.swap_remove_index(idx) {
+            if let Some((stored, entry)) = self.take_at(idx) {
                 self.used -= entry_size(&stored, &entry.value);
                 if entry.expire_at != 0 {
                     self.deadlines.remove(&(entry.expire_at, stored));
@@ -367,7 +399,7 @@ impl Keyspace {
 
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
         let idx = self.live_index(key, now)?;
-        Some(&self.map[idx])
+        Some(&self.map[idx].1)
     }
 
     /// Changes a live key's value in place; the memory account follows the change.
@@ -378,7 +410,7 @@ impl Keyspace {
         f: impl FnOnce(&mut Value) -> R,
     ) -> Option<R> {
         let idx = self.live_index(key, now)?;
-        let entry = &mut self.map[idx];
+        let entry = &mut self.map[idx].1;
         let before = entry.value.mem_size();
         let deadline_before = field_deadline(&entry.value);
         let result = f(&mut entry.value);
@@ -386,7 +418,7 @@ impl Keyspace {
         let deadline_after = field_deadline(&entry.value);
         self.used = self.used - before + after;
         if deadline_after.is_some() && deadline_after != deadline_before {
-            if let (Some(d), Some((stored, _))) = (deadline_after, self.map.get_index(idx)) {
+            if let (Some(d), Some((stored, _))) = (deadline_after, self.map.get(idx)) {
                 let stored = stored.clone();
                 self.field_deadlines.insert((d, stored));
             }
@@ -403,14 +435,15 @@ impl Keyspace {
     /// [`Keyspace::get`].
     pub fn get_untouched(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
         let idx = self.live_index_untouched(key, now)?;
-        Some(&self.map[idx])
+        Some(&self.map[idx].1)
     }
 
     /// `key`'s entry if it is live at `now`, without removing an expired one: for readers
     /// outside command execution (WATCH, the read half of a cross-shard RENAME), which must
     /// not change the keyspace.
     pub fn peek(&self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.map.get(key).filter(|e| !Self::is_expired(e, now))
+        let pos = self.position(key)?;
+        Some(&self.map[pos].1).filter(|e| !Self::is_expired(e, now))
     }
 
     /// The removals by expiry or eviction since the last call, in the order they happened.
@@ -436,7 +469,7 @@ impl Keyspace {
     /// Whether an expiry removal is waiting to be logged.
     /// Sets `key`'s access time and LFU counter (RESTORE's IDLETIME and FREQ).
     pub fn set_access_of(&mut self, key: &[u8], access_ms: u64, freq: Option<u8>) {
-        if let Some(e) = self.map.get_mut(key) {
+        if let Some((_, e)) = self.position(key).and_then(|p| self.map.get_mut(p)) {
             let freq = freq.unwrap_or(e.freq());
             e.set_access(access_ms, freq);
         }
@@ -463,7 +496,7 @@ impl Keyspace {
     /// A hint: when the memory cannot be had (a crafted file's count), nothing is reserved
     /// and the table grows as keys come.
     pub fn reserve(&mut self, additional: usize) {
-        let _ = self.map.try_reserve(additional);
+        self.map.reserve(additional);
     }
 
     fn insert_or_keep(&mut self, key: &[u8], value: Value, expire_at: u64, replace: bool) -> bool {
@@ -472,7 +505,7 @@ impl Keyspace {
             return false;
         }
         if let Some(d) = fields_due {
-            if let Some((stored, _)) = self.map.get_key_value(key) {
+            if let Some((stored, _)) = self.position(key).and_then(|p| self.map.get(p)) {
                 let stored = stored.clone();
                 self.field_deadlines.insert((d, stored));
             }
@@ -482,10 +515,11 @@ impl Keyspace {
 
     /// False when the key was there and `replace` is off (nothing changed).
     fn insert_entry(&mut self, key: &[u8], value: Value, expire_at: u64, replace: bool) -> bool {
-        match self.map.raw_entry_mut_v1().from_key(key) {
-            RawEntryMut::Occupied(_) if !replace => return false,
-            RawEntryMut::Occupied(mut o) => {
-                let entry = o.get_mut();
+        let hash = self.hash(key);
+        match self.map.find(hash, |(k, _)| **k == *key) {
+            Some(_) if !replace => return false,
+            Some(pos) => {
+                let entry = &mut self.map[pos].1;
                 let old = entry.expire_at;
                 self.used = self.used - entry.value.mem_size() + value.mem_size();
                 lazyfree::dispose(std::mem::replace(&mut entry.value, value), Cause::ServerDel);
@@ -496,7 +530,7 @@ impl Keyspace {
                     self.move_deadline(key, old, expire_at);
                 }
             }
-            RawEntryMut::Vacant(v) => {
+            None => {
                 let key = Key::copy_from(key);
                 if let Some(created) = self.created.as_mut() {
                     created.push(key.to_bytes());
@@ -505,14 +539,12 @@ impl Keyspace {
                     self.deadlines.insert((expire_at, key.clone()));
                 }
                 self.used += entry_size(&key, &value);
-                v.insert(
-                    key,
-                    Entry {
-                        value,
-                        expire_at,
-                        access: (self.clock & ACCESS_MS) | (5 << 56),
-                    },
-                );
+                let entry = Entry {
+                    value,
+                    expire_at,
+                    access: (self.clock & ACCESS_MS) | (5 << 56),
+                };
+                self.map.insert(hash, (key, entry));
             }
         }
         true
@@ -520,8 +552,8 @@ impl Keyspace {
 
     /// Changes the deadline of an existing key. Returns false if the key does not exist.
     pub fn set_expire(&mut self, key: &[u8], expire_at: u64) -> bool {
-        match self.map.get_mut(key) {
-            Some(entry) => {
+        match self.position(key).and_then(|p| self.map.get_mut(p)) {
+            Some((_, entry)) => {
                 let old = entry.expire_at;
                 entry.expire_at = expire_at;
                 if old != expire_at {
@@ -535,7 +567,7 @@ impl Keyspace {
 
     fn move_deadline(&mut self, key: &[u8], old: u64, new: u64) {
         // The deadline index keeps its own copy of the key (inline up to 22 bytes).
-        let Some((stored, _)) = self.map.get_key_value(key) else {
+        let Some((stored, _)) = self.position(key).and_then(|p| self.map.get(p)) else {
             return;
         };
         let stored = stored.clone();
@@ -548,7 +580,8 @@ impl Keyspace {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let (stored, entry) = self.map.swap_remove_entry(key)?;
+        let pos = self.position(key)?;
+        let (stored, entry) = self.take_at(pos)?;
         self.used -= entry_size(&stored, &entry.value);
         if entry.expire_at != 0 {
             self.deadlines.remove(&(entry.expire_at, stored));
@@ -585,10 +618,10 @@ impl Keyspace {
                 break;
             }
             self.field_deadlines.pop_first();
-            let Some(idx) = self.map.get_index_of(&key) else {
+            let Some(idx) = self.position(&key) else {
                 continue; // stale: the key is gone
             };
-            let due = match &self.map[idx].value {
+            let due = match &self.map[idx].1.value {
                 Value::Hash(h) => h.next_deadline() == Some(deadline),
                 _ => false,
             };
@@ -614,7 +647,7 @@ impl Keyspace {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some((stored, entry)) = self.map.swap_remove_entry(&key) {
+            if let Some((stored, entry)) = self.position(&key).and_then(|p| self.take_at(p)) {
                 self.used -= entry_size(&stored, &entry.value);
                 lazyfree::dispose(entry.value, Cause::Expire);
             }
@@ -630,14 +663,11 @@ impl Keyspace {
         // Retry a bounded number of times if we land on expired keys, like Redis.
         let mut seed = seed;
         for _ in 0..100 {
-            if self.map.is_empty() {
-                return None;
-            }
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let idx = (seed >> 33) as usize % self.map.len();
-            let (key, entry) = self.map.get_index(idx)?;
+            let idx = self.map.position_near(seed >> 11)?;
+            let (key, entry) = self.map.get(idx)?;
             if Self::is_expired(entry, now) {
                 if self.reading && expiry_held(now) {
                     continue;
@@ -652,7 +682,7 @@ impl Keyspace {
             }
             return Some(key.to_bytes());
         }
-        self.map.first().map(|(k, _)| k.to_bytes())
+        self.map.iter().next().map(|(k, _)| k.to_bytes())
     }
 
     /// Removes one key to make room, chosen by `limit.policy`, and queues it for the log like
@@ -677,7 +707,7 @@ impl Keyspace {
                     samples
                 };
                 for _ in 0..n {
-                    candidates.push((self.next_random() % self.map.len() as u64) as usize);
+                    candidates.extend(self.random_position());
                 }
             }
             _ => {
@@ -689,8 +719,10 @@ impl Keyspace {
                     samples
                 };
                 for _ in 0..want * 8 {
-                    let i = (self.next_random() % self.map.len() as u64) as usize;
-                    if self.map.get_index(i).is_some_and(|(_, e)| e.expire_at != 0) {
+                    let Some(i) = self.random_position() else {
+                        break;
+                    };
+                    if self.map.get(i).is_some_and(|(_, e)| e.expire_at != 0) {
                         candidates.push(i);
                         if candidates.len() == want {
                             break;
@@ -701,7 +733,7 @@ impl Keyspace {
         }
         if candidates.is_empty() {
             for (_, key) in self.deadlines.iter().take(samples) {
-                if let Some(i) = self.map.get_index_of(key) {
+                if let Some(i) = self.position(key) {
                     candidates.push(i);
                 }
             }
@@ -720,7 +752,7 @@ impl Keyspace {
         };
         let Some(victim) = candidates
             .into_iter()
-            .filter_map(|i| self.map.get_index(i).map(|(_, e)| (i, score(e))))
+            .filter_map(|i| self.map.get(i).map(|(_, e)| (i, score(e))))
             .min_by_key(|&(_, s)| s)
             .map(|(i, _)| i)
         else {
@@ -728,9 +760,9 @@ impl Keyspace {
         };
         let expired = self
             .map
-            .get_index(victim)
+            .get(victim)
             .is_some_and(|(_, e)| Self::is_expired(e, now));
-        let Some((stored, entry)) = self.map.swap_remove_index(victim) else {
+        let Some((stored, entry)) = self.take_at(victim) else {
             return false;
         };
         self.used -= entry_size(&stored, &entry.value);
@@ -751,37 +783,38 @@ impl Keyspace {
 
     /// One step of SCAN over this keyspace.
     ///
-    /// `pos` is the exclusive upper bound of the positions still to visit; `None` starts a new
-    /// scan. Positions are visited downwards. A deletion swaps the last entry into the deleted
-    /// slot: the last entry is always in the visited (upper) region or is the entry being
-    /// deleted, so an entry never moves from the unvisited region into the visited one, and
-    /// every key present for the whole scan is returned (perhaps twice, which SCAN allows).
-    /// Insertions append above the bound and are not guaranteed, as in Redis.
-    /// Returns the keys visited (filtered by `filter`) and the next bound (0 = done).
+    /// The cursor is a hash's top [`SCAN_CURSOR_BITS`] bits: the step visits keys in hash
+    /// order from the first whose hash is at or above it, about `count` of them (never
+    /// splitting keys that share a cursor value), and returns the cursor of the next key (0
+    /// when none is left; 0 also starts a scan). The table keeps its keys in hash order through
+    /// insertions, removals and growth, so every key present for the whole scan is returned,
+    /// and none twice unless it was removed and added again. Keys added meanwhile may or may
+    /// not be returned, as in Redis.
     pub fn scan(
         &mut self,
-        pos: Option<usize>,
+        cursor: u64,
         count: usize,
         now: u64,
         mut filter: impl FnMut(&[u8], &Value) -> bool,
-    ) -> (Vec<Bytes>, usize) {
-        let mut hi = pos.unwrap_or(self.map.len()).min(self.map.len());
+    ) -> (Vec<Bytes>, u64) {
+        let shift = 64 - SCAN_CURSOR_BITS;
+        let from = cursor.checked_shl(shift).filter(|c| c >> shift == cursor);
+        let Some(from) = from else {
+            return (Vec::new(), 0);
+        };
         let mut out = Vec::new();
-        let mut visited = 0;
-        while hi > 0 && visited < count {
-            hi -= 1;
-            visited += 1;
-            let Some((key, entry)) = self.map.get_index(hi) else {
-                continue;
-            };
-            if Self::is_expired(entry, now) {
-                continue;
+        let mut last = None;
+        for (visited, (hash, (key, entry))) in self.map.scan_from(from).enumerate() {
+            let at = hash >> shift;
+            if visited >= count.max(1) && last != Some(at) {
+                return (out, at);
             }
-            if filter(key, &entry.value) {
+            last = Some(at);
+            if !Self::is_expired(entry, now) && filter(key, &entry.value) {
                 out.push(key.to_bytes());
             }
         }
-        (out, hi)
+        (out, 0)
     }
 
     /// Every live key matching `filter`.
@@ -795,7 +828,7 @@ impl Keyspace {
 
     /// Iterates every entry (for rewrite and tests).
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
-        self.map.iter()
+        self.map.iter().map(|(k, e)| (k, e))
     }
 }
 
@@ -816,14 +849,10 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             ks.insert(k, s(&format!("v{i}")), if i % 2 == 0 { 10 } else { 0 });
         }
-        assert!(matches!(
-            ks.iter().nth(3).map(|(k, _)| k),
-            Some(Key::Inline { .. })
-        ));
-        assert!(matches!(
-            ks.iter().nth(4).map(|(k, _)| k),
-            Some(Key::Boxed(_))
-        ));
+        let stored = |len: usize| ks.iter().find(|(k, _)| k.len() == len).map(|(k, _)| k);
+        assert!(matches!(stored(22), Some(Key::Inline { .. })));
+        assert!(matches!(stored(23), Some(Key::Boxed(_))));
+        assert_eq!(table::HashOrderedTable::<(Key, Entry)>::slot_size(), 88);
         for (i, k) in keys.iter().enumerate() {
             let e = ks.get(k, 5).expect("present");
             assert_eq!(e.value, s(&format!("v{i}")));
@@ -872,23 +901,81 @@ mod tests {
             ks.insert(format!("k{i}").as_bytes(), s("v"), 0);
         }
         let mut seen = std::collections::HashSet::new();
-        let mut pos = None;
+        let mut cursor = 0;
         let mut round = 0;
         loop {
-            let (keys, next) = ks.scan(pos, 7, 1, |_, _| true);
-            seen.extend(keys);
+            let (keys, next) = ks.scan(cursor, 7, 1, |_, _| true);
+            for k in keys {
+                assert!(seen.insert(k.clone()), "{k:?} returned twice");
+            }
             // Delete keys with an even index while scanning: they may or may not be returned.
             ks.remove(format!("k{}", round * 2).as_bytes());
             round += 1;
             if next == 0 {
                 break;
             }
-            pos = Some(next);
+            cursor = next;
         }
         for i in 0..100 {
             if i % 2 == 1 || i >= round * 2 {
                 assert!(seen.contains(format!("k{i}").as_bytes()), "k{i} missing");
             }
         }
+    }
+
+    /// The table grows many times over while a scan is under way (and shrinking runs move
+    /// keys back on removal): every key there from start to end is returned, exactly once.
+    #[test]
+    fn scan_returns_every_key_once_while_the_table_grows_under_it() {
+        let mut ks = Keyspace::default();
+        for i in 0..50 {
+            ks.insert(format!("old{i}").as_bytes(), s("v"), 0);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut cursor, mut added) = (0, 0);
+        loop {
+            let (keys, next) = ks.scan(cursor, 3, 1, |_, _| true);
+            for k in keys {
+                assert!(seen.insert(k.clone()), "{k:?} returned twice");
+            }
+            // Keys added ahead of the cursor are visited too: add for a while, then let the
+            // scan finish.
+            for _ in 0..if added < 4000 { 200 } else { 0 } {
+                ks.insert(format!("new{added}").as_bytes(), s("v"), 0);
+                added += 1;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(added, 4000, "the table grew under the scan");
+        for i in 0..50 {
+            assert!(
+                seen.contains(format!("old{i}").as_bytes()),
+                "old{i} missing"
+            );
+        }
+    }
+
+    /// A cursor no step returned (a client's own number, or one past the cursor's bits) ends
+    /// the scan or continues from that hash; it never panics.
+    #[test]
+    fn scan_accepts_any_cursor() {
+        let mut ks = Keyspace::default();
+        for i in 0..20 {
+            ks.insert(format!("k{i}").as_bytes(), s("v"), 0);
+        }
+        for cursor in [
+            1,
+            12345,
+            (1 << SCAN_CURSOR_BITS) - 1,
+            1 << SCAN_CURSOR_BITS,
+            u64::MAX,
+        ] {
+            let (keys, next) = ks.scan(cursor, 100, 1, |_, _| true);
+            assert!(keys.len() <= 20 && next == 0, "cursor {cursor}");
+        }
+        assert_eq!(ks.scan(0, 100, 1, |_, _| true).0.len(), 20);
     }
 }

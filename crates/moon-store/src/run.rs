@@ -52,6 +52,16 @@ impl Store {
         reply
     }
 
+    /// A hint that [`Store::execute`] will run `args` soon: starts loading the place where
+    /// its first argument would be as a key of the database in use (replay calls it a few
+    /// records ahead, so that the lookup finds it in cache). A command whose first argument is
+    /// not a key only wastes the hint.
+    pub fn prefetch(&self, args: &[Bytes]) {
+        if let Some(key) = args.get(1).filter(|k| k.len() <= 64) {
+            self.keyspace().prefetch(key);
+        }
+    }
+
     /// Executes one command as a log holds it. `now` is Unix time in milliseconds; pass
     /// [`crate::NO_EXPIRY_CHECK`] while replaying a log. `MOON.DB n` makes the command right
     /// after it run in database n.

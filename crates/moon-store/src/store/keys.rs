@@ -363,11 +363,11 @@ impl Store {
         }
     }
 
-    /// Shard-local SCAN: `SCAN <bound> [MATCH p] [COUNT n] [TYPE t]`, where `bound` 0 starts a
-    /// scan of this shard. Replies `[next_bound, [keys]]`, next_bound 0 when this shard is done.
-    /// The router turns bounds into the client's cursors.
+    /// Shard-local SCAN: `SCAN <cursor> [MATCH p] [COUNT n] [TYPE t]`, where `cursor` 0 starts a
+    /// scan of this shard. Replies `[next cursor, [keys]]`, the next cursor 0 when this shard is done.
+    /// The router turns these into the client's cursors.
     fn scan(&mut self, args: &[Bytes], now: u64) -> Frame {
-        let Some(bound) = std::str::from_utf8(&args[1])
+        let Some(cursor) = std::str::from_utf8(&args[1])
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         else {
@@ -397,12 +397,7 @@ impl Store {
             }
             i += 2;
         }
-        let pos = if bound == 0 {
-            None
-        } else {
-            Some(bound as usize)
-        };
-        let (keys, next) = self.ks.scan(pos, count, now, |k, v| {
+        let (keys, next) = self.ks.scan(cursor, count, now, |k, v| {
             pattern.is_none_or(|p| p == b"*" || glob_match(p, k))
                 && type_filter.is_none_or(|t| eq(t, v.type_name()))
         });
