@@ -314,6 +314,46 @@ fn rss_growth(
     Ok(rows)
 }
 
+/// RSS growth per key for 1,000,000 string keys (16-byte keys, 32-byte values).
+fn key_memory_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let _ = writeln!(
+        report,
+        "\n### Memory: 1,000,000 keys (16-byte keys, 32-byte values), appendonly no\n"
+    );
+    let _ = writeln!(
+        report,
+        "| server | RSS before | RSS after | bytes per key |\n|---|---|---|---|"
+    );
+    for &target in targets {
+        let dir = target.dir(work, "memory");
+        let log = work.join("memory.log");
+        let (running, addr) = start(target, bin, None, &dir, &log)?;
+        let before = rss_kb(running.pid());
+        load_keys(addr, 1_000_000, 0)?;
+        let after = rss_kb(running.pid());
+        running.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        let per_key = (after.saturating_sub(before) * 1024) as f64 / 1_000_000.0;
+        eprintln!(
+            "memory {}: {before} kB -> {after} kB, {per_key:.0} bytes/key",
+            target.label()
+        );
+        let _ = writeln!(
+            report,
+            "| {} | {} MiB | {} MiB | {per_key:.0} |",
+            target.label(),
+            before / 1024,
+            after / 1024
+        );
+    }
+    Ok(())
+}
+
 /// Memory per field of 1,000,000 small hashes (compact encodings on both sides).
 fn hash_memory_section(
     report: &mut String,
@@ -644,43 +684,14 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     if args.only_memory {
+        key_memory_section(&mut report, &targets, &bin, &work)?;
         hash_memory_section(&mut report, &targets, &bin, &work)?;
         list_memory_section(&mut report, &targets, &bin, &work)?;
     }
 
     if !args.throughput_only && !args.only_pubsub && !args.only_memory {
         recovery(&mut report, &targets, &bin, &work, &args)?;
-
-        let _ = writeln!(
-            report,
-            "\n### Memory: 1,000,000 keys (16-byte keys, 32-byte values), appendonly no\n"
-        );
-        let _ = writeln!(
-            report,
-            "| server | RSS before | RSS after | bytes per key |\n|---|---|---|---|"
-        );
-        for &target in &targets {
-            let dir = target.dir(&work, "memory");
-            let log = work.join("memory.log");
-            let (running, addr) = start(target, &bin, None, &dir, &log)?;
-            let before = rss_kb(running.pid());
-            load_keys(addr, 1_000_000, 0)?;
-            let after = rss_kb(running.pid());
-            running.stop();
-            let _ = std::fs::remove_dir_all(&dir);
-            let per_key = (after.saturating_sub(before) * 1024) as f64 / 1_000_000.0;
-            eprintln!(
-                "memory {}: {before} kB -> {after} kB, {per_key:.0} bytes/key",
-                target.label()
-            );
-            let _ = writeln!(
-                report,
-                "| {} | {} MiB | {} MiB | {per_key:.0} |",
-                target.label(),
-                before / 1024,
-                after / 1024
-            );
-        }
+        key_memory_section(&mut report, &targets, &bin, &work)?;
     }
 
     if !args.throughput_only && !args.only_pubsub && !args.only_memory {

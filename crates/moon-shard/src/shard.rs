@@ -1221,6 +1221,9 @@ fn refuse_busy(msg: Message, busy: &'static str) -> Option<Message> {
     }
 }
 
+/// How far ahead of the command it runs [`run_cmds`] asks for a command's key from memory.
+const PREFETCH_BATCH: usize = 8;
+
 /// Runs `cmds` against `store` in order. While the log is failing (`failing`), write commands
 /// are refused with MISCONF before they execute. After each command that changed the keyspace,
 /// `on_effects(index, is_write, effects)` receives what it logged (a read logs only the keys
@@ -1233,7 +1236,15 @@ pub(crate) fn run_cmds(
     mut on_effects: impl FnMut(usize, bool, &[Vec<Bytes>]),
 ) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(cmds.len());
+    if cmds.len() > 1 {
+        for call in cmds.iter().take(PREFETCH_BATCH) {
+            store.prefetch_call(call);
+        }
+    }
     for (i, call) in cmds.iter().enumerate() {
+        if let Some(ahead) = cmds.get(i + PREFETCH_BATCH) {
+            store.prefetch_call(ahead);
+        }
         let is_write = call.spec().is_write();
         // A client's command is counted (INFO commandstats, SLOWLOG); the server's own steps
         // (client 0: a cross-shard command's, a blocked call's attempts) are not.

@@ -149,8 +149,12 @@ impl std::fmt::Debug for Key {
 #[derive(Default)]
 pub struct Keyspace {
     map: Map,
-    /// The map's hash function, seeded per keyspace.
-    hasher: foldhash::fast::RandomState,
+    /// The map's hash function: SipHash-1-3 with a random key per keyspace, as Redis keys
+    /// its dict with SipHash. Clients see hashes (a SCAN cursor is one, KEYS answers in hash
+    /// order); with a keyed PRF that tells them nothing about other keys' hashes, so nobody
+    /// can choose keys offline that crowd one run of the table. (`foldhash`, faster, gives
+    /// its seed away to whoever sees its outputs.)
+    hasher: std::collections::hash_map::RandomState,
     deadlines: BTreeSet<(u64, Key)>,
     /// Keys removed because their deadline passed (INFO `expired_keys`).
     pub expired_keys: u64,
@@ -271,7 +275,7 @@ impl Keyspace {
     /// A random position, or None if the map is empty.
     fn random_position(&mut self) -> Option<usize> {
         let r = self.next_random();
-        self.map.position_near(r)
+        self.map.sample(r)
     }
 
     fn next_random(&mut self) -> u64 {
@@ -666,7 +670,7 @@ impl Keyspace {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let idx = self.map.position_near(seed >> 11)?;
+            let idx = self.map.sample(seed >> 11)?;
             let (key, entry) = self.map.get(idx)?;
             if Self::is_expired(entry, now) {
                 if self.reading && expiry_held(now) {

@@ -62,6 +62,19 @@ impl Store {
         }
     }
 
+    /// A hint that [`Store::run`] will run `call` soon: starts loading the place where its
+    /// first key is (a shard prefetches a batch's keys before running it, so the lookups of a
+    /// pipeline overlap instead of waiting for memory one after the other).
+    pub fn prefetch_call(&self, call: &Call) {
+        let first = usize::try_from(call.spec().first_key).unwrap_or(0);
+        if first == 0 {
+            return;
+        }
+        if let (Some(key), Some(ks)) = (call.args.get(first), self.keyspace_of(call.db)) {
+            ks.prefetch(key);
+        }
+    }
+
     /// Executes one command as a log holds it. `now` is Unix time in milliseconds; pass
     /// [`crate::NO_EXPIRY_CHECK`] while replaying a log. `MOON.DB n` makes the command right
     /// after it run in database n.

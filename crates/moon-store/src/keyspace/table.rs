@@ -138,8 +138,8 @@ impl<T> HashOrderedTable<T> {
                     self.len += 1;
                     return pos;
                 }
-                // The run reached the end of the slack: rare enough to pay a resize.
-                None => self.grow_to(self.len + 1 + self.homes / 8),
+                // The run reached the end of the array: lengthen the slack, same homes.
+                None => self.rebuild(self.homes),
             }
         }
     }
@@ -181,20 +181,27 @@ impl<T> HashOrderedTable<T> {
             end += 1;
         }
         self.slots[pos..end].rotate_left(1);
+        if self.homes > MIN_HOMES * 8 && self.len * 10 < self.homes {
+            // Under 10 % full (Redis shrinks its dict there too): walks over empty slots
+            // (SCAN, sampling) stay proportional to the keys, and the memory comes back.
+            self.rebuild((self.len * 5 / 3).max(MIN_HOMES));
+        }
         Some(item)
     }
 
-    /// Room for `additional` more items without growing. A hint: if the memory cannot be had
-    /// (a snapshot's count may be crafted), nothing is reserved.
+    /// Room for `additional` more items without moving the array in memory when it grows.
+    /// Only address space is reserved (nothing is written until items come), and only if it
+    /// can be had: a snapshot's count is a hint, and may be crafted.
     pub fn reserve(&mut self, additional: usize) {
-        let want = self.len.saturating_add(additional);
-        let homes = want.saturating_mul(MAX_LOAD.1) / MAX_LOAD.0 + 1;
-        if homes > self.homes {
-            let more = homes.saturating_add(slack(homes)) - self.slots.len();
-            if self.slots.try_reserve_exact(more).is_ok() {
-                self.rebuild(homes);
-            }
-        }
+        let homes = self
+            .len
+            .saturating_add(additional)
+            .saturating_mul(MAX_LOAD.1)
+            / MAX_LOAD.0;
+        let more = homes
+            .saturating_add(slack(homes))
+            .saturating_sub(self.slots.len());
+        let _ = self.slots.try_reserve_exact(more);
     }
 
     /// Grows to hold at least `want` items under the load limit, by at least [`GROWTH`].
@@ -204,50 +211,73 @@ impl<T> HashOrderedTable<T> {
         self.rebuild(by_growth.max(by_load).max(MIN_HOMES));
     }
 
-    /// Lays the items out for `homes` homes (more than now), in the same array made longer:
-    /// in order, each at its new home or right after the one before. No item's place is
-    /// lower than before (a home only grows with `homes`, and so, by induction, does each
-    /// place), so moving them from the last to the first never overwrites one not yet moved,
-    /// and the array is reallocated in place rather than copied beside itself: a resize costs
-    /// a place (a word) per item on top of the table, not a second table.
-    fn rebuild(&mut self, mut homes: usize) {
+    /// Lays the items out for `homes` homes, in the same array: in order, each at its new
+    /// home or right after the one before (where every item is now: `place` and `remove_at`
+    /// keep it so). With more homes than now no item's place is lower than its current one (a
+    /// home only grows with `homes`, and so, by induction, does each place), so moving them
+    /// from the last to the first never overwrites one not yet moved; with fewer, no place is
+    /// higher, and they move from the first. The array is lengthened or shortened in place:
+    /// a resize costs a word per item on top of the table, not a second table. The array
+    /// ends [`slack`] slots after the last home or 16 after the last item, whichever is
+    /// later, so hashes crowding the top of the range lengthen the tail, not the table.
+    fn rebuild(&mut self, homes: usize) {
         let mut places = Vec::with_capacity(self.len);
-        loop {
-            let len = homes + slack(homes);
-            places.clear();
-            let mut next = 0;
-            let fits = self.slots.iter().filter(|s| s.item.is_some()).all(|s| {
-                next = home_of(s.hash, homes).max(next);
-                places.push(next);
-                next += 1;
-                next <= len
-            });
-            if fits {
-                break;
-            }
-            // Too many hashes at the very end for the slack: more homes spread them.
-            homes += homes / 4 + 1;
+        let mut next = 0;
+        for s in self.slots.iter().filter(|s| s.item.is_some()) {
+            next = home_of(s.hash, homes).max(next);
+            places.push(next);
+            next += 1;
         }
-        let len = homes + slack(homes);
-        self.slots.reserve_exact(len - self.slots.len());
-        let old_len = self.slots.len();
-        self.slots.resize_with(len, || Slot::EMPTY);
-        for from in (0..old_len).rev() {
-            if self.slots[from].item.is_some() {
-                let Some(to) = places.pop() else { break };
-                self.slots.swap(from, to);
+        let len = (homes + slack(homes)).max(next + 16);
+        if len > self.slots.len() {
+            self.slots.reserve_exact(len - self.slots.len());
+            self.slots.resize_with(len, || Slot::EMPTY);
+        }
+        if homes >= self.homes {
+            for from in (0..self.slots.len()).rev() {
+                if self.slots[from].item.is_some() {
+                    let Some(to) = places.pop() else { break };
+                    self.slots.swap(from, to);
+                }
             }
+        } else {
+            let mut places = places.into_iter();
+            for from in 0..self.slots.len() {
+                if self.slots[from].item.is_some() {
+                    let Some(to) = places.next() else { break };
+                    self.slots.swap(from, to);
+                }
+            }
+        }
+        if len < self.slots.len() {
+            self.slots.truncate(len);
+            self.slots.shrink_to_fit();
         }
         self.homes = homes;
     }
 
-    /// The first item at or after slot `r % slots` (going round once), for sampling.
-    pub fn position_near(&self, r: u64) -> Option<usize> {
+    /// A position chosen uniformly among the items (RANDOMKEY, eviction's samples), from the
+    /// random number `r`. Random slots until one holds an item (the table is at least 10 %
+    /// full, so 64 tries almost never all miss); a small table counts its way to one.
+    pub fn sample(&self, r: u64) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
-        let start = (r % self.slots.len() as u64) as usize;
+        let n = self.slots.len() as u64;
         let occupied = |i: &usize| self.slots[*i].item.is_some();
+        if n <= 256 {
+            let k = (r % self.len as u64) as usize;
+            return (0..self.slots.len()).filter(occupied).nth(k);
+        }
+        let mut x = r;
+        for _ in 0..64 {
+            let i = (x % n) as usize;
+            if occupied(&i) {
+                return Some(i);
+            }
+            x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31) ^ (x >> 17);
+        }
+        let start = (x % n) as usize;
         (start..self.slots.len()).chain(0..start).find(occupied)
     }
 
@@ -410,10 +440,82 @@ mod tests {
         assert_eq!(t.find(1, |&x| x == 1), Some(t.home(1)));
     }
 
+    /// Hashes crowding the top of the range (all at the last home) lengthen the array's
+    /// tail, not the table: the array stays about the size the items need.
+    #[test]
+    fn hashes_at_the_top_of_the_range_do_not_inflate_the_table() {
+        let mut t = HashOrderedTable::<u64>::default();
+        for i in 0..5000 {
+            t.insert(u64::MAX - i, i);
+        }
+        check(&t);
+        // Homes for the load (at most 1.4 per item) and a tail holding every item.
+        assert!(t.slots.len() <= 3 * 5000, "{}", t.slots.len());
+    }
+
+    /// A table emptied down to a few items gives its slots back, so walks over empty slots
+    /// (SCAN, sampling) stay proportional to what it holds.
+    #[test]
+    fn a_table_that_empties_shrinks() {
+        let mut t = HashOrderedTable::<u64>::default();
+        let h = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for k in 0..100_000u64 {
+            t.insert(h(k), k);
+        }
+        for k in 10..100_000u64 {
+            let pos = t.find(h(k), |&x| x == k).expect("present");
+            t.remove_at(pos);
+            if k % 9973 == 0 {
+                check(&t);
+            }
+        }
+        check(&t);
+        assert!(t.slots.len() < 200, "{} slots for 10 items", t.slots.len());
+        for k in 0..10u64 {
+            assert!(t.find(h(k), |&x| x == k).is_some());
+        }
+    }
+
+    /// A reservation takes address space only: no slot is written until items come.
+    #[test]
+    fn a_reservation_writes_nothing() {
+        let mut t = HashOrderedTable::<u64>::default();
+        t.reserve(1 << 20);
+        assert_eq!(t.slots.len(), 0);
+        assert!(t.slots.capacity() > 1 << 20);
+    }
+
+    /// Sampling picks every item about equally often, in a small table and a large one
+    /// (RANDOMKEY and eviction's samples depend on it).
+    #[test]
+    fn sampling_is_uniform_over_the_items() {
+        for n in [4u64, 50_000] {
+            let mut t = HashOrderedTable::<u64>::default();
+            for k in 0..n {
+                t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+            }
+            let draws = 200_000u64;
+            let mut counts = std::collections::HashMap::new();
+            let mut r = 1u64;
+            for _ in 0..draws {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let k = t.sample(r >> 11).and_then(|p| t.get(p)).copied();
+                *counts.entry(k.expect("an item")).or_insert(0u64) += 1;
+            }
+            // The lowest-hash item, which follows the slack when sampling wraps round,
+            // and the item with the largest gap before it get no more than their share.
+            let most = counts.values().max().copied().unwrap_or(0);
+            let share = draws / n;
+            assert!(most < share * 2 + 50, "n {n}: most {most}, share {share}");
+        }
+    }
+
     #[test]
     fn sampling_finds_the_only_item_from_anywhere() {
         let mut t = HashOrderedTable::<u64>::default();
-        assert_eq!(t.position_near(5), None);
+        assert_eq!(t.sample(5), None);
         for k in 0u64..100 {
             t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
         }
@@ -423,7 +525,7 @@ mod tests {
             t.remove_at(pos);
         }
         for r in 0..(t.slots.len() as u64 * 2) {
-            assert_eq!(t.position_near(r).and_then(|p| t.get(p)), Some(&99));
+            assert_eq!(t.sample(r).and_then(|p| t.get(p)), Some(&99));
         }
     }
 }
