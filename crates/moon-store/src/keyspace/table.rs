@@ -57,6 +57,8 @@ pub struct HashOrderedTable<T> {
     /// How many homes hashes map onto (`slots.len()` minus the slack at the end).
     homes: usize,
     len: usize,
+    /// Homes [`HashOrderedTable::reserve`] made room for (0: none).
+    reserved_homes: usize,
 }
 
 impl<T> Default for HashOrderedTable<T> {
@@ -65,6 +67,7 @@ impl<T> Default for HashOrderedTable<T> {
             slots: Vec::new(),
             homes: 0,
             len: 0,
+            reserved_homes: 0,
         }
     }
 }
@@ -201,14 +204,22 @@ impl<T> HashOrderedTable<T> {
         let more = homes
             .saturating_add(slack(homes))
             .saturating_sub(self.slots.len());
-        let _ = self.slots.try_reserve_exact(more);
+        if self.slots.try_reserve_exact(more).is_ok() {
+            self.reserved_homes = homes;
+        }
     }
 
-    /// Grows to hold at least `want` items under the load limit, by at least [`GROWTH`].
+    /// Grows to hold at least `want` items under the load limit, by at least [`GROWTH`];
+    /// within a reservation, by doubling up to the reserved size (fewer passes while a
+    /// snapshot loads, and never more slots written than twice what the items need).
     fn grow_to(&mut self, want: usize) {
         let by_growth = self.homes * GROWTH.0 / GROWTH.1;
         let by_load = want * MAX_LOAD.1 / MAX_LOAD.0 + 1;
-        self.rebuild(by_growth.max(by_load).max(MIN_HOMES));
+        let mut homes = by_growth.max(by_load).max(MIN_HOMES);
+        if self.reserved_homes >= homes {
+            homes = homes.max((self.homes * 2).min(self.reserved_homes));
+        }
+        self.rebuild(homes);
     }
 
     /// Lays the items out for `homes` homes, in the same array: in order, each at its new
