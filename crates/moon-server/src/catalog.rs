@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use moon_store::call::KeyspaceCommand;
-use moon_store::command::{find, sorted_index, CommandSpec};
+use moon_store::command::{find, sorted_index, CommandSpec, NameIndex};
 
 /// Which table row runs a command.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +31,7 @@ pub struct Entry {
 
 struct Catalog {
     /// Sorted by name; a command's position here is its id ([`id`]).
-    index: Vec<(&'static str, Entry)>,
+    index: NameIndex<Entry>,
 }
 
 static CATALOG: OnceLock<Catalog> = OnceLock::new();
@@ -46,7 +46,9 @@ pub fn install(entries: impl IntoIterator<Item = Entry>) {
 fn catalog() -> &'static Catalog {
     // `main` installs it before anything runs (a unit test installs it itself); before
     // that, no command is known.
-    static EMPTY: Catalog = Catalog { index: Vec::new() };
+    static EMPTY: Catalog = Catalog {
+        index: NameIndex::empty(),
+    };
     CATALOG.get().unwrap_or(&EMPTY)
 }
 
@@ -57,7 +59,7 @@ pub fn lookup(name: &[u8]) -> Option<Entry> {
 
 /// Every command's spec, by name.
 pub fn specs() -> impl Iterator<Item = &'static CommandSpec> {
-    catalog().index.iter().map(|(_, e)| e.spec)
+    catalog().index.entries().iter().map(|(_, e)| e.spec)
 }
 
 /// How many commands there are (ids are below this).
@@ -69,6 +71,6 @@ pub fn count() -> usize {
 pub fn id(spec: &CommandSpec) -> usize {
     catalog()
         .index
-        .binary_search_by(|(n, _)| n.cmp(&spec.name))
+        .position(spec.name.as_bytes())
         .unwrap_or(usize::MAX)
 }

@@ -26,6 +26,7 @@
 //! Bases written before this format (the rewrite form as LSN-framed records) still load: a
 //! file that does not start with `REDIS` and four digits is read as records ([`is_rdb`]).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
 
@@ -171,17 +172,15 @@ pub struct Loaded {
 }
 
 /// Loads the RDB base at `path` into `store`. `Err` says what is wrong with the file.
+///
+/// Keys go in [`LOAD_AHEAD`] behind the reader: each one's place in the keyspace is asked for
+/// from memory when it is read, and found in cache when it is inserted (as replay does with
+/// records). The order of insertion does not change.
 pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
     let enc = store.encodings();
     let mut sized = None;
-    visit(path, &enc, |db, key, value, at, hint| {
-        // Sized once per database from the file's hint: no rehashing as keys come.
-        if let Some((hint_db, keys)) = hint.filter(|h| sized != Some(*h)) {
-            sized = Some((hint_db, keys));
-            if let Ok(d) = usize::try_from(hint_db) {
-                store.reserve_keys(d, usize::try_from(keys).unwrap_or(0));
-            }
-        }
+    let mut ahead: VecDeque<(usize, Bytes, Value, u64)> = VecDeque::with_capacity(LOAD_AHEAD + 1);
+    let put = |store: &mut Store, (db, key, value, at): (usize, Bytes, Value, u64)| {
         if store.load_entry(db, &key, value, at) {
             Ok(())
         } else {
@@ -190,8 +189,39 @@ pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
                 String::from_utf8_lossy(&key)
             ))
         }
-    })
+    };
+    // A key found twice stops the load there, as it always did; damage further on leaves
+    // every key read before it in the store (a shard serves reads from what it read).
+    let mut refused = false;
+    let loaded = visit(path, &enc, |db, key, value, at, hint| {
+        // Sized once per database from the file's hint: no rehashing as keys come.
+        if let Some((hint_db, keys)) = hint.filter(|h| sized != Some(*h)) {
+            sized = Some((hint_db, keys));
+            if let Ok(d) = usize::try_from(hint_db) {
+                store.reserve_keys(d, usize::try_from(keys).unwrap_or(0));
+            }
+        }
+        store.prefetch_key(db, &key);
+        ahead.push_back((db, key, value, at));
+        if ahead.len() > LOAD_AHEAD {
+            if let Some(entry) = ahead.pop_front() {
+                let put = put(store, entry);
+                refused = put.is_err();
+                return put;
+            }
+        }
+        Ok(())
+    });
+    if !refused {
+        for entry in ahead {
+            put(store, entry)?;
+        }
+    }
+    loaded
 }
+
+/// How many keys [`load`] reads ahead of the one it inserts.
+const LOAD_AHEAD: usize = 8;
 
 /// Reads the RDB base at `path` as [`load`] does, building each value and dropping it
 /// (`moon-cli check-aof`: the whole file checked in bounded memory). Duplicate keys are not
@@ -411,6 +441,23 @@ mod tests {
             .keyspace_of(0)
             .and_then(|ks| ks.peek(b"later", NO_EXPIRY_CHECK))
             .is_some());
+    }
+
+    /// Damage after the last key (bytes past the checksum) fails the load, but every key
+    /// read before it is in the store, as a shard that serves from what it read expects:
+    /// none is left behind in the loader's look-ahead.
+    #[test]
+    fn a_base_damaged_at_its_end_leaves_every_key_read_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = every_type();
+        let (path, _) = write(dir.path(), &live, NOW);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(b"trailing");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut loaded = Store::default();
+        let why = load(&mut loaded, &path).expect_err("trailing bytes refused");
+        assert!(why.contains("after its checksum"), "{why}");
+        assert_eq!(loaded.canonical_dump(), live.canonical_dump());
     }
 
     #[test]

@@ -478,6 +478,14 @@ impl Store {
             .unwrap_or(false)
     }
 
+    /// A hint that `key` will be looked up or inserted in database `db` soon (see
+    /// [`Keyspace::prefetch`]).
+    pub fn prefetch_key(&self, db: usize, key: &[u8]) {
+        if let Some(ks) = self.keyspace_of(db) {
+            ks.prefetch(key);
+        }
+    }
+
     /// Room for `additional` more keys in database `db` (a snapshot's size hint).
     pub fn reserve_keys(&mut self, db: usize, additional: usize) {
         if db == self.db {

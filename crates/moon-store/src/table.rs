@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use crate::call::{Call, KeyspaceCommand};
-use crate::command::{find, sorted_index};
+use crate::command::{find, sorted_index, NameIndex};
 use crate::store::{
     bitmap, dump, geo, hash, hll, keys, lcs, list, script, set, sort, stream, string, zset,
 };
@@ -38,7 +38,7 @@ pub fn commands() -> impl Iterator<Item = &'static KeyspaceCommand> {
 
 /// Finds a keyspace command by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static KeyspaceCommand> {
-    static INDEX: std::sync::OnceLock<Vec<(&'static str, &'static KeyspaceCommand)>> =
+    static INDEX: std::sync::OnceLock<NameIndex<&'static KeyspaceCommand>> =
         std::sync::OnceLock::new();
     let index = INDEX.get_or_init(|| sorted_index(commands().map(|c| (c.spec.name, c))));
     find(index, name)

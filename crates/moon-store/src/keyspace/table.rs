@@ -187,6 +187,7 @@ impl<T> HashOrderedTable<T> {
         if self.homes > MIN_HOMES * 8 && self.len * 10 < self.homes {
             // Under 10 % full (Redis shrinks its dict there too): walks over empty slots
             // (SCAN, sampling) stay proportional to the keys, and the memory comes back.
+            self.reserved_homes = 0;
             self.rebuild((self.len * 5 / 3).max(MIN_HOMES));
         }
         Some(item)
@@ -196,11 +197,13 @@ impl<T> HashOrderedTable<T> {
     /// Only address space is reserved (nothing is written until items come), and only if it
     /// can be had: a snapshot's count is a hint, and may be crafted.
     pub fn reserve(&mut self, additional: usize) {
+        // Counted as `grow_to` counts them, so that the last hinted item fits.
         let homes = self
             .len
             .saturating_add(additional)
             .saturating_mul(MAX_LOAD.1)
-            / MAX_LOAD.0;
+            / MAX_LOAD.0
+            + 1;
         let more = homes
             .saturating_add(slack(homes))
             .saturating_sub(self.slots.len());
@@ -216,8 +219,8 @@ impl<T> HashOrderedTable<T> {
         let by_growth = self.homes * GROWTH.0 / GROWTH.1;
         let by_load = want * MAX_LOAD.1 / MAX_LOAD.0 + 1;
         let mut homes = by_growth.max(by_load).max(MIN_HOMES);
-        if self.reserved_homes >= homes {
-            homes = homes.max((self.homes * 2).min(self.reserved_homes));
+        if self.reserved_homes > self.homes && self.reserved_homes >= by_load {
+            homes = by_load.max((self.homes * 2).min(self.reserved_homes));
         }
         self.rebuild(homes);
     }
@@ -487,13 +490,22 @@ mod tests {
         }
     }
 
-    /// A reservation takes address space only: no slot is written until items come.
+    /// A reservation takes address space only: no slot is written until items come, and
+    /// then the items hinted fit without the array moving or outgrowing the reservation.
     #[test]
-    fn a_reservation_writes_nothing() {
-        let mut t = HashOrderedTable::<u64>::default();
-        t.reserve(1 << 20);
-        assert_eq!(t.slots.len(), 0);
-        assert!(t.slots.capacity() > 1 << 20);
+    fn a_reservation_writes_nothing_and_holds_what_it_was_for() {
+        for n in [1_000_000u64, 1_000_001, 943_000, 100] {
+            let mut t = HashOrderedTable::<u64>::default();
+            t.reserve(n as usize);
+            assert_eq!(t.slots.len(), 0);
+            let capacity = t.slots.capacity();
+            assert!(capacity as u64 > n);
+            for k in 0..n {
+                t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+            }
+            assert_eq!(t.slots.capacity(), capacity, "n {n}: the array moved");
+            assert_eq!(t.homes, t.reserved_homes, "n {n}");
+        }
     }
 
     /// Sampling picks every item about equally often, in a small table and a large one
