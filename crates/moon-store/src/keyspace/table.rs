@@ -19,9 +19,13 @@
 //! - **SCAN** ([`HashOrderedTable::scan_from`]): a cursor is a hash, and a walk from it meets
 //!   every item whose hash is above it, whatever was inserted, removed or resized in between
 //!   (Redis gets the same guarantee from reverse-binary cursors over chained buckets).
-//! - **growing**: the array is made longer in place and each item moved, last first, to its
-//!   new place, never below its old one (see [`HashOrderedTable::rebuild`]).
-//! - **sampling** (RANDOMKEY, eviction): a random slot and the next item after it.
+//! - **resizing**: growing (at 90 % full) and shrinking (below 10 %) lay the items out again
+//!   in one pass within the same array, each moved at most once (see
+//!   [`HashOrderedTable::rebuild`]).
+//!
+//! Sampling (RANDOMKEY, eviction) draws random slots until one holds an item: uniform over
+//! the items. The hash is the caller's (the keyspace keys SipHash per keyspace, because
+//! clients see hashes through SCAN cursors and KEYS' order).
 //!
 //! **Why not a general-purpose map.** `IndexMap` kept items in a dense vector with an index
 //! beside it: a lookup read the index's control bytes, then its slot, then the item, where
@@ -54,7 +58,7 @@ impl<T> Slot<T> {
 
 pub struct HashOrderedTable<T> {
     slots: Vec<Slot<T>>,
-    /// How many homes hashes map onto (`slots.len()` minus the slack at the end).
+    /// How many homes hashes map onto (`slots.len()` minus the tail after the last home).
     homes: usize,
     len: usize,
     /// Homes [`HashOrderedTable::reserve`] made room for (0: none).
