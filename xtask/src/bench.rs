@@ -329,24 +329,14 @@ fn key_memory_section(
         report,
         "| server | RSS before | RSS after | bytes per key |\n|---|---|---|---|"
     );
-    for &target in targets {
-        let dir = target.dir(work, "memory");
-        let log = work.join("memory.log");
-        let (running, addr) = start(target, bin, None, &dir, &log)?;
-        let before = rss_kb(running.pid());
-        load_keys(addr, 1_000_000, 0)?;
-        let after = rss_kb(running.pid());
-        running.stop();
-        let _ = std::fs::remove_dir_all(&dir);
+    let rows = rss_growth(targets, bin, work, "memory", |addr| {
+        load_keys(addr, 1_000_000, 0)
+    })?;
+    for (label, before, after) in rows {
         let per_key = (after.saturating_sub(before) * 1024) as f64 / 1_000_000.0;
-        eprintln!(
-            "memory {}: {before} kB -> {after} kB, {per_key:.0} bytes/key",
-            target.label()
-        );
         let _ = writeln!(
             report,
-            "| {} | {} MiB | {} MiB | {per_key:.0} |",
-            target.label(),
+            "| {label} | {} MiB | {} MiB | {per_key:.0} |",
             before / 1024,
             after / 1024
         );
