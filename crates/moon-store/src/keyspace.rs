@@ -51,9 +51,10 @@ impl Entry {
     }
 }
 
-/// What one key costs beyond its key and value bytes: the map's slot (key and short string
-/// inline) and its index. Measured from RSS per key of small strings (107 bytes for a 16-byte
-/// key and a 32-byte value, `docs/BENCHMARKS.md`); a longer key or value adds its heap block's
+/// What one key costs beyond its key and value bytes: its share of the table's 88-byte slots
+/// (key and short string inline; 72-90 % full). Measured from RSS per key of small strings
+/// (101 bytes for a 16-byte key and a 32-byte value, `docs/BENCHMARKS.md`, against 64 + 48
+/// counted); a longer key or value adds its heap block's
 /// header, which this leaves out. A constant keeps the account exact and cheap.
 pub const ENTRY_OVERHEAD: usize = 64;
 

@@ -58,7 +58,7 @@ impl Store {
     /// not a key only wastes the hint.
     pub fn prefetch(&self, args: &[Bytes]) {
         if let Some(key) = args.get(1).filter(|k| k.len() <= 64) {
-            self.keyspace().prefetch(key);
+            self.prefetch_key(0, key);
         }
     }
 
@@ -70,8 +70,8 @@ impl Store {
         if first == 0 {
             return;
         }
-        if let (Some(key), Some(ks)) = (call.args.get(first), self.keyspace_of(call.db)) {
-            ks.prefetch(key);
+        if let Some(key) = call.args.get(first) {
+            self.prefetch_key(call.db, key);
         }
     }
 
