@@ -1,9 +1,8 @@
 //! Reading RDB's primitives from a byte slice: lengths, strings (plain, integer-encoded, LZF)
 //! and fixed-width numbers, each checked against what is left.
 
-use std::borrow::Cow;
-
 use crate::error::{Error, ErrorKind, Result};
+use crate::text::Text;
 
 /// The longest compressed string a file may declare (Redis's default `proto-max-bulk-len`, 512
 /// MiB): a decompressed length above it is refused before anything is allocated.
@@ -121,18 +120,14 @@ impl<'a> Cursor<'a> {
             })
     }
 
-    /// A string: raw bytes (borrowed), or an integer or LZF encoding (decoded).
-    pub(crate) fn string(&mut self) -> Result<Cow<'a, [u8]>> {
+    /// A string: raw bytes (lent), or an integer or LZF encoding (decoded).
+    pub(crate) fn string(&mut self) -> Result<Text<'a>> {
         let at = self.offset();
         match self.len_or_encoded()? {
-            Len::Plain(n) => Ok(Cow::Borrowed(self.take(n)?)),
-            Len::Encoded(0) => Ok(Cow::Owned((self.byte()? as i8).to_string().into_bytes())),
-            Len::Encoded(1) => Ok(Cow::Owned(
-                i16::from_le_bytes(self.array()?).to_string().into_bytes(),
-            )),
-            Len::Encoded(2) => Ok(Cow::Owned(
-                i32::from_le_bytes(self.array()?).to_string().into_bytes(),
-            )),
+            Len::Plain(n) => Ok(Text::Lent(self.take(n)?)),
+            Len::Encoded(0) => Ok(Text::int(i64::from(self.byte()? as i8))),
+            Len::Encoded(1) => Ok(Text::int(i64::from(i16::from_le_bytes(self.array()?)))),
+            Len::Encoded(2) => Ok(Text::int(i64::from(i32::from_le_bytes(self.array()?)))),
             Len::Encoded(3) => {
                 let compressed = self.len()?;
                 let raw = self.len()?;
@@ -145,7 +140,7 @@ impl<'a> Cursor<'a> {
                     ));
                 }
                 match lzf::decompress(data, raw as usize) {
-                    Ok(out) if out.len() as u64 == raw => Ok(Cow::Owned(out)),
+                    Ok(out) if out.len() as u64 == raw => Ok(Text::Owned(out)),
                     _ => Err(Error::corrupt(at, "LZF string does not decompress")),
                 }
             }

@@ -49,7 +49,7 @@ pub fn decode_dump(payload: &[u8]) -> Result<Object> {
     }
     let mut c = Cursor::new(&payload[..body], 0);
     let t = c.byte()?;
-    let obj = read_object(&mut c, t)?;
+    let obj = read_object(&mut c, t)?.into_owned();
     if !c.at_end() {
         return Err(c.corrupt("bytes after the value"));
     }
@@ -99,7 +99,7 @@ pub fn decode_functions_dump(
         let code = c
             .string()
             .map_err(|_| Some("failed loading the given functions payload".to_string()))?;
-        codes.push(bytes::Bytes::from(code.into_owned()));
+        codes.push(code.into_bytes());
     }
     Ok(codes)
 }

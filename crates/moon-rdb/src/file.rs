@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::object::{self, is_value_type, module_name, read_object, skip_module_value, Object};
+use crate::text::Text;
 
 const OP_SLOT_INFO: u8 = 244;
 pub(crate) const OP_FUNCTION2: u8 = 245;
@@ -22,12 +23,13 @@ const OP_EXPIRETIME: u8 = 253;
 const OP_SELECTDB: u8 = 254;
 const OP_EOF: u8 = 255;
 
-/// One key of a file, with what came before it.
+/// One key of a file, with what came before it; its strings `Bytes`, or [`Text`] lent from
+/// the file ([`FileReader::next_lent`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyRecord {
+pub struct KeyRecord<S = Bytes> {
     pub db: u64,
-    pub key: Bytes,
-    pub value: Object,
+    pub key: S,
+    pub value: Object<S>,
     /// Unix ms at which the key expires.
     pub expire_at: Option<u64>,
     /// Seconds since last access (`IDLE`), for an LRU policy.
@@ -38,14 +40,14 @@ pub struct KeyRecord {
 
 /// What a file holds, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Item {
+pub enum Item<S = Bytes> {
     /// An AUX field (`redis-ver`, `ctime`, `aof-base`...).
     Aux(Bytes, Bytes),
     /// The keys that follow are in this database.
     Db(u64),
     /// A function library's source (`FUNCTION LOAD` text).
     Function(Bytes),
-    Key(KeyRecord),
+    Key(KeyRecord<S>),
     /// A value or AUX section stepped over because the reader was asked to skip what Moon
     /// cannot hold: its database, its key (empty for module AUX data) and what it was.
     Skipped {
@@ -130,7 +132,27 @@ impl<'a> FileReader<'a> {
         self.end
     }
 
+    /// The next item, its strings of its own.
     pub fn next_item(&mut self) -> Result<Option<Item>> {
+        Ok(self.next_lent()?.map(|item| match item {
+            Item::Key(k) => Item::Key(KeyRecord {
+                db: k.db,
+                key: k.key.into_bytes(),
+                value: k.value.into_owned(),
+                expire_at: k.expire_at,
+                idle: k.idle,
+                freq: k.freq,
+            }),
+            Item::Aux(k, v) => Item::Aux(k, v),
+            Item::Db(db) => Item::Db(db),
+            Item::Function(f) => Item::Function(f),
+            Item::Skipped { db, key, what } => Item::Skipped { db, key, what },
+        }))
+    }
+
+    /// The next item, its key's strings lent from the file's bytes wherever they are stored
+    /// raw (a loader that copies them into values of its own copies them once).
+    pub fn next_lent(&mut self) -> Result<Option<Item<Text<'a>>>> {
         if self.end.is_some() {
             return Ok(None);
         }
@@ -182,17 +204,13 @@ impl<'a> FileReader<'a> {
                     self.c.len()?;
                 }
                 OP_AUX => {
-                    let k = Bytes::from(self.c.string()?.into_owned());
-                    let v = Bytes::from(self.c.string()?.into_owned());
+                    let k = self.c.string()?.into_bytes();
+                    let v = self.c.string()?.into_bytes();
                     return Ok(Some(Item::Aux(k, v)));
                 }
                 OP_FREQ => freq = Some(self.c.byte()?),
                 OP_IDLE => idle = Some(self.c.len()?),
-                OP_FUNCTION2 => {
-                    return Ok(Some(Item::Function(Bytes::from(
-                        self.c.string()?.into_owned(),
-                    ))))
-                }
+                OP_FUNCTION2 => return Ok(Some(Item::Function(self.c.string()?.into_bytes()))),
                 OP_FUNCTION_PRE_GA => {
                     return Err(Error {
                         offset: at,
@@ -219,7 +237,7 @@ impl<'a> FileReader<'a> {
                     }));
                 }
                 t if is_value_type(t) => {
-                    let key = Bytes::from(self.c.string()?.into_owned());
+                    let key = self.c.string()?;
                     return match read_object(&mut self.c, t) {
                         Ok(value) => Ok(Some(Item::Key(KeyRecord {
                             db: self.db,
@@ -236,7 +254,7 @@ impl<'a> FileReader<'a> {
                             skip_module_value(&mut self.c)?;
                             Ok(Some(Item::Skipped {
                                 db: self.db,
-                                key,
+                                key: key.into_bytes(),
                                 what,
                             }))
                         }

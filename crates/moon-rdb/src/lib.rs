@@ -24,6 +24,7 @@ mod error;
 mod file;
 mod object;
 mod packed;
+mod text;
 mod write;
 
 pub use write::needs_version;
@@ -35,6 +36,7 @@ pub use dump::{
 pub use error::{Error, ErrorKind};
 pub use file::{FileReader, FileWriter, Item, KeyRecord};
 pub use object::{HashField, Object, Pending, StreamConsumer, StreamGroup, StreamId, StreamValue};
+pub use text::Text;
 
 /// The oldest RDB version read: every one Redis 7 still loads (version 9 is Redis 5.0's; older
 /// files differ only in having no checksum before version 5).

@@ -6,25 +6,52 @@ use bytes::Bytes;
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::packed::{self, Elem};
+use crate::text::Text;
 
 /// At most this many elements are allocated for up front, whatever a count says: a count is
 /// bounded by the bytes left (one byte an element at least), but an element in memory is 32
 /// bytes, and a crafted payload must not reserve 32 times its size before anything is read.
 const PREALLOC: usize = 1 << 12;
 
-/// A value, whatever encoding the file used for it.
+/// A value, whatever encoding the file used for it. Its strings are `Bytes` of its own, or,
+/// as a file reader lends it ([`crate::FileReader::next_lent`]), [`Text`] of the file's bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Object {
-    String(Bytes),
-    List(Vec<Bytes>),
-    Set(Vec<Bytes>),
+pub enum Object<S = Bytes> {
+    String(S),
+    List(Vec<S>),
+    Set(Vec<S>),
     /// Members and scores, in the file's order.
-    ZSet(Vec<(Bytes, f64)>),
-    Hash(Vec<HashField>),
+    ZSet(Vec<(S, f64)>),
+    Hash(Vec<HashField<S>>),
     Stream(Box<StreamValue>),
 }
 
-impl Object {
+impl Object<Text<'_>> {
+    /// The value with strings of its own.
+    pub fn into_owned(self) -> Object {
+        let all = |v: Vec<Text>| v.into_iter().map(Text::into_bytes).collect();
+        match self {
+            Object::String(s) => Object::String(s.into_bytes()),
+            Object::List(v) => Object::List(all(v)),
+            Object::Set(v) => Object::Set(all(v)),
+            Object::ZSet(v) => {
+                Object::ZSet(v.into_iter().map(|(m, s)| (m.into_bytes(), s)).collect())
+            }
+            Object::Hash(v) => Object::Hash(
+                v.into_iter()
+                    .map(|f| HashField {
+                        field: f.field.into_bytes(),
+                        value: f.value.into_bytes(),
+                        expire_at: f.expire_at,
+                    })
+                    .collect(),
+            ),
+            Object::Stream(s) => Object::Stream(s),
+        }
+    }
+}
+
+impl<S> Object<S> {
     /// Redis's TYPE name of the value.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -39,9 +66,9 @@ impl Object {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashField {
-    pub field: Bytes,
-    pub value: Bytes,
+pub struct HashField<S = Bytes> {
+    pub field: S,
+    pub value: S,
     /// Unix ms at which the field expires (Redis 7.4's HPEXPIREAT); 0: never.
     pub expire_at: u64,
 }
@@ -157,19 +184,25 @@ pub(crate) fn module_name(id: u64) -> String {
     format!("module type {name} (encoding version {})", id & 1023)
 }
 
-fn b(s: std::borrow::Cow<'_, [u8]>) -> Bytes {
+fn b(s: Text<'_>) -> Bytes {
+    s.into_bytes()
+}
+
+/// A packed encoding's parser (listpack, ziplist).
+type Unpack = for<'x> fn(&'x [u8]) -> std::result::Result<Vec<Elem<'x>>, String>;
+
+/// The elements of the packed string `s`: lent from the file when `s` is, held when `s` was
+/// decompressed.
+fn unpack<'a>(s: Text<'a>, parse: Unpack, at: usize) -> Result<Vec<Text<'a>>> {
+    let held = |e: Elem<'_>| Text::from_elem(e).into_static();
     match s {
-        std::borrow::Cow::Borrowed(s) => Bytes::copy_from_slice(s),
-        std::borrow::Cow::Owned(v) => Bytes::from(v),
+        Text::Lent(raw) => parse(raw).map(|v| v.into_iter().map(Text::from_elem).collect()),
+        other => parse(&other).map(|v| v.into_iter().map(held).collect()),
     }
+    .map_err(|e| Error::corrupt(at, e))
 }
 
-fn elems(r: std::result::Result<Vec<Elem<'_>>, String>, at: usize) -> Result<Vec<Bytes>> {
-    r.map(|v| v.into_iter().map(|e| b(e.bytes())).collect())
-        .map_err(|e| Error::corrupt(at, e))
-}
-
-fn pairs(v: Vec<Bytes>, at: usize) -> Result<Vec<(Bytes, Bytes)>> {
+fn pairs<S>(v: Vec<S>, at: usize) -> Result<Vec<(S, S)>> {
     if !v.len().is_multiple_of(2) {
         return Err(Error::corrupt(
             at,
@@ -197,16 +230,17 @@ fn score(s: &[u8], at: usize) -> Result<f64> {
 }
 
 /// Reads a value of type `t`. Module data is refused as `Unsupported` with the cursor just
-/// after the module id, where [`skip_module_value`] can step over it.
-pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
+/// after the module id, where [`skip_module_value`] can step over it. Strings stored raw are
+/// lent from the cursor's bytes.
+pub(crate) fn read_object<'a>(c: &mut Cursor<'a>, t: u8) -> Result<Object<Text<'a>>> {
     let at = c.offset();
     Ok(match t {
-        STRING => Object::String(b(c.string()?)),
+        STRING => Object::String(c.string()?),
         LIST => {
             let n = c.count(1)?;
             let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
-                v.push(b(c.string()?));
+                v.push(c.string()?);
             }
             Object::List(v)
         }
@@ -214,7 +248,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
             let n = c.count(1)?;
             let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
-                v.push(b(c.string()?));
+                v.push(c.string()?);
             }
             Object::Set(v)
         }
@@ -222,7 +256,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
             let n = c.count(2)?;
             let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
-                let m = b(c.string()?);
+                let m = c.string()?;
                 let at = c.offset();
                 let s = if t == ZSET {
                     c.text_double()?
@@ -240,8 +274,8 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
             let n = c.count(2)?;
             let mut v = Vec::with_capacity(n.min(PREALLOC));
             for _ in 0..n {
-                let field = b(c.string()?);
-                let value = b(c.string()?);
+                let field = c.string()?;
+                let value = c.string()?;
                 v.push(HashField {
                     field,
                     value,
@@ -270,8 +304,8 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                 if expire_at > 0xffff_ffff_ffff {
                     return Err(Error::corrupt(at, "a field TTL past the largest deadline"));
                 }
-                let field = b(c.string()?);
-                let value = b(c.string()?);
+                let field = c.string()?;
+                let value = c.string()?;
                 v.push(HashField {
                     field,
                     value,
@@ -286,48 +320,40 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
             Object::Hash(
                 v.into_iter()
                     .map(|(f, x)| HashField {
-                        field: Bytes::copy_from_slice(f),
-                        value: Bytes::copy_from_slice(x),
+                        field: Text::Owned(f.to_vec()),
+                        value: Text::Owned(x.to_vec()),
                         expire_at: 0,
                     })
                     .collect(),
             )
         }
-        LIST_ZIPLIST => {
-            let s = c.string()?;
-            Object::List(elems(packed::ziplist(&s), at)?)
-        }
+        LIST_ZIPLIST => Object::List(unpack(c.string()?, packed::ziplist, at)?),
         SET_INTSET => {
             let s = c.string()?;
             let v = packed::intset(&s).map_err(|e| Error::corrupt(at, e))?;
-            Object::Set(v.into_iter().map(|i| Bytes::from(i.to_string())).collect())
+            Object::Set(v.into_iter().map(Text::int).collect())
         }
-        SET_LISTPACK => {
-            let s = c.string()?;
-            Object::Set(elems(packed::listpack(&s), at)?)
-        }
+        SET_LISTPACK => Object::Set(unpack(c.string()?, packed::listpack, at)?),
         ZSET_ZIPLIST | ZSET_LISTPACK => {
-            let s = c.string()?;
-            let v = if t == ZSET_ZIPLIST {
-                packed::ziplist(&s)
+            let parse = if t == ZSET_ZIPLIST {
+                packed::ziplist
             } else {
-                packed::listpack(&s)
+                packed::listpack
             };
             let mut out = Vec::new();
-            for (m, sc) in pairs(elems(v, at)?, at)? {
+            for (m, sc) in pairs(unpack(c.string()?, parse, at)?, at)? {
                 out.push((m, score(&sc, at)?));
             }
             Object::ZSet(out)
         }
         HASH_ZIPLIST | HASH_LISTPACK => {
-            let s = c.string()?;
-            let v = if t == HASH_ZIPLIST {
-                packed::ziplist(&s)
+            let parse = if t == HASH_ZIPLIST {
+                packed::ziplist
             } else {
-                packed::listpack(&s)
+                packed::listpack
             };
             Object::Hash(
-                pairs(elems(v, at)?, at)?
+                pairs(unpack(c.string()?, parse, at)?, at)?
                     .into_iter()
                     .map(|(field, value)| HashField {
                         field,
@@ -341,8 +367,7 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
             if t == HASH_LISTPACK_EX {
                 c.u64_le()?; // the smallest deadline: a hint
             }
-            let s = c.string()?;
-            let v = packed::listpack(&s).map_err(|e| Error::corrupt(at, e))?;
+            let v = unpack(c.string()?, packed::listpack, at)?;
             if !v.len().is_multiple_of(3) {
                 return Err(Error::corrupt(
                     at,
@@ -350,15 +375,16 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                 ));
             }
             let mut out = Vec::with_capacity(v.len() / 3);
-            for t in v.chunks_exact(3) {
-                let expire_at = t[2]
-                    .int()
-                    .and_then(|i| u64::try_from(i).ok())
+            let mut it = v.into_iter();
+            while let (Some(field), Some(value), Some(ttl)) = (it.next(), it.next(), it.next()) {
+                let expire_at = std::str::from_utf8(&ttl)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
                     .filter(|&d| d <= 0xffff_ffff_ffff)
                     .ok_or_else(|| Error::corrupt(at, "a field TTL that is not a deadline"))?;
                 out.push(HashField {
-                    field: b(t[0].bytes()),
-                    value: b(t[1].bytes()),
+                    field,
+                    value,
                     expire_at,
                 });
             }
@@ -372,16 +398,15 @@ pub(crate) fn read_object(c: &mut Cursor, t: u8) -> Result<Object> {
                 let at = c.offset();
                 let s = c.string()?;
                 match container {
-                    1 => v.push(b(s)),
+                    1 => v.push(s),
                     2 => {
-                        let items = if t == LIST_QUICKLIST {
-                            packed::ziplist(&s)
+                        let parse = if t == LIST_QUICKLIST {
+                            packed::ziplist
                         } else {
-                            packed::listpack(&s)
-                        }
-                        .map_err(|e| Error::corrupt(at, e))?;
+                            packed::listpack
+                        };
                         // Redis skips an empty node silently; so does this.
-                        v.extend(items.into_iter().map(|e| b(e.bytes())));
+                        v.extend(unpack(s, parse, at)?);
                     }
                     other => {
                         return Err(Error::corrupt(at, format!("quicklist container {other}")))

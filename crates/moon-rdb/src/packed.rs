@@ -2,8 +2,6 @@
 //! (before), intset and zipmap (older still). Decoders check every length against the buffer
 //! and the header's totals; the listpack encoder writes what Redis's `lpAppend` would.
 
-use std::borrow::Cow;
-
 /// One element of a listpack or ziplist: bytes, or an integer Redis stored as one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Elem<'a> {
@@ -13,11 +11,8 @@ pub(crate) enum Elem<'a> {
 
 impl<'a> Elem<'a> {
     /// The element as Redis returns it: integers as their decimal text.
-    pub(crate) fn bytes(self) -> Cow<'a, [u8]> {
-        match self {
-            Elem::Str(s) => Cow::Borrowed(s),
-            Elem::Int(i) => Cow::Owned(i.to_string().into_bytes()),
-        }
+    pub(crate) fn bytes(self) -> crate::text::Text<'a> {
+        crate::text::Text::from_elem(self)
     }
 
     /// The element as an integer (stream ids and counts), if it is one.
@@ -360,7 +355,7 @@ mod tests {
         let back: Vec<Vec<u8>> = listpack(&lp)
             .expect("valid")
             .into_iter()
-            .map(|e| e.bytes().into_owned())
+            .map(|e| e.bytes().to_vec())
             .collect();
         assert_eq!(back, items);
     }

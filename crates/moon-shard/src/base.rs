@@ -32,6 +32,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use moon_manifest::BaseInfo;
+use moon_store::keyspace::Key;
 use moon_store::{Store, Value};
 
 /// The RDB version bases are written in: the newest `moon-rdb` writes (hash field deadlines
@@ -179,8 +180,10 @@ pub struct Loaded {
 pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
     let enc = store.encodings();
     let mut sized = None;
-    let mut ahead: VecDeque<(usize, Bytes, Value, u64)> = VecDeque::with_capacity(LOAD_AHEAD + 1);
-    let put = |store: &mut Store, (db, key, value, at): (usize, Bytes, Value, u64)| {
+    // Keys are copied out of the file as they are read: the mapping behind the reader may be
+    // given back while they wait.
+    let mut ahead: VecDeque<(usize, Key, Value, u64)> = VecDeque::with_capacity(LOAD_AHEAD + 1);
+    let put = |store: &mut Store, (db, key, value, at): (usize, Key, Value, u64)| {
         if store.load_entry(db, &key, value, at) {
             Ok(())
         } else {
@@ -201,8 +204,8 @@ pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
                 store.reserve_keys(d, usize::try_from(keys).unwrap_or(0));
             }
         }
-        store.prefetch_key(db, &key);
-        ahead.push_back((db, key, value, at));
+        store.prefetch_key(db, key);
+        ahead.push_back((db, Key::copy_from(key), value, at));
         if ahead.len() > LOAD_AHEAD {
             if let Some(entry) = ahead.pop_front() {
                 let put = put(store, entry);
@@ -238,7 +241,7 @@ pub fn verify(path: &Path) -> Result<Loaded, String> {
 fn visit(
     path: &Path,
     enc: &moon_store::value::Encodings,
-    mut f: impl FnMut(usize, Bytes, Value, u64, Option<(u64, u64)>) -> Result<(), String>,
+    mut f: impl FnMut(usize, &[u8], Value, u64, Option<(u64, u64)>) -> Result<(), String>,
 ) -> Result<Loaded, String> {
     let mapped =
         moon_aof::reader::MappedLog::open(path).map_err(|e| format!("cannot be read: {e}"))?;
@@ -248,11 +251,13 @@ fn visit(
     let mut loaded = Loaded::default();
     let mut counted = 0usize;
     loop {
+        // Nothing before the item about to be read is borrowed anymore: what the last one lent
+        // has been copied into the store.
+        mapped.release_before(r.offset() as u64);
         let item = r
-            .next_item()
+            .next_lent()
             .map_err(|e| format!("is damaged after {} keys: {e}", loaded.keys))?;
         let at = r.offset();
-        mapped.release_before(at as u64);
         // Loading progress (INFO `loading_loaded_bytes`), as replay counts records.
         if at - counted >= 1 << 20 || item.is_none() {
             moon_aof::reader::REPLAYED_BYTES
@@ -281,7 +286,7 @@ fn visit(
                 // A deadline of 0 ms is long passed (0 means none in the keyspace).
                 f(
                     db,
-                    k.key,
+                    &k.key,
                     value,
                     k.expire_at.map_or(0, |at| at.max(1)),
                     r.size_hint(),

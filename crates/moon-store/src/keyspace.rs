@@ -85,7 +85,8 @@ pub enum Key {
 }
 
 impl Key {
-    fn copy_from(b: &[u8]) -> Key {
+    /// A copy of `b`: inline when short.
+    pub fn copy_from(b: &[u8]) -> Key {
         match crate::value::inline_copy(b) {
             Some((len, bytes)) => Key::Inline { len, bytes },
             None => Key::Boxed(b.into()),

@@ -941,6 +941,24 @@ impl Default for Set {
     }
 }
 
+/// Whether two of `members` are equal: pairwise while few, sorted when more (a compact
+/// collection's members, at most its `*-max-listpack-entries`).
+fn has_duplicate<'m>(members: impl ExactSizeIterator<Item = &'m [u8]> + Clone) -> bool {
+    if members.len() <= 16 {
+        let mut rest = members;
+        while let Some(a) = rest.next() {
+            if rest.clone().any(|b| a == b) {
+                return true;
+            }
+        }
+        false
+    } else {
+        let mut sorted: Vec<&[u8]> = members.collect();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w[0] == w[1])
+    }
+}
+
 /// A member as an intset holds it: an integer whose text is exactly its canonical form.
 fn as_int(m: &[u8]) -> Option<i64> {
     crate::args::parse_i64(m)
@@ -971,6 +989,48 @@ impl Set {
             SetItems::Compact(v) => v.iter().any(|x| **x == *m),
             SetItems::Table(t) => t.contains(m),
         }
+    }
+
+    /// A set of `members`, sized once, in the form adding them one by one would give: what a
+    /// snapshot's set loads through. `None`: a member comes twice.
+    pub fn from_members<'m>(
+        members: impl ExactSizeIterator<Item = &'m [u8]> + Clone,
+        enc: &Encodings,
+    ) -> Option<Set> {
+        let n = members.len();
+        let bytes = members.clone().map(|m| m.len() + ITEM_OVERHEAD).sum();
+        if n <= enc.set_max_intset_entries {
+            let ints: Option<Vec<i64>> = members.clone().map(as_int).collect();
+            if let Some(mut ints) = ints {
+                ints.sort_unstable();
+                if ints.windows(2).any(|w| w[0] == w[1]) {
+                    return None;
+                }
+                return Some(Set {
+                    items: SetItems::Ints(ints.into_boxed_slice()),
+                    bytes,
+                });
+            }
+        }
+        let compact = n <= enc.set_max_listpack_entries
+            && members
+                .clone()
+                .all(|m| m.len() <= enc.set_max_listpack_value);
+        let items = if compact {
+            if has_duplicate(members.clone()) {
+                return None;
+            }
+            SetItems::Compact(members.map(Str::copy_from).collect())
+        } else {
+            let mut t = IndexSet::with_capacity_and_hasher(n, FastHash::default());
+            for m in members {
+                if !t.insert(Bytes::copy_from_slice(m)) {
+                    return None;
+                }
+            }
+            SetItems::Table(Box::new(t))
+        };
+        Some(Set { items, bytes })
     }
 
     /// Adds `m`; true if it is new.
@@ -1073,6 +1133,79 @@ impl Set {
 
     pub fn is_compact(&self) -> bool {
         !matches!(self.items, SetItems::Table(_))
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    //! A collection built at once from a snapshot's members (`Set::from_members`,
+    //! `ZSet::from_pairs`) is the one adding them one by one builds: same members, scores,
+    //! encoding, and a duplicate refused.
+    use super::{Encodings, Set, Value, ZSet};
+    use proptest::prelude::*;
+
+    fn member() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (-20i64..20).prop_map(|i| i.to_string().into_bytes()),
+            Just(b"007".to_vec()),
+            proptest::collection::vec(b'a'..b'e', 0..4),
+            proptest::collection::vec(b'x'..b'z', 5..9),
+        ]
+    }
+
+    fn encodings() -> impl Strategy<Value = Encodings> {
+        (1usize..12, 1usize..12, 2usize..7).prop_map(|(ints, entries, value)| Encodings {
+            set_max_intset_entries: ints,
+            set_max_listpack_entries: entries,
+            set_max_listpack_value: value,
+            zset_max_listpack_entries: entries,
+            zset_max_listpack_value: value,
+            ..Encodings::default()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_set_built_at_once_is_the_one_built_member_by_member(
+            members in proptest::collection::vec(member(), 1..20),
+            enc in encodings(),
+        ) {
+            let mut one_by_one = Set::default();
+            let mut twice = false;
+            for m in &members {
+                twice |= !one_by_one.insert(m, &enc);
+            }
+            let at_once = Set::from_members(members.iter().map(|m| &m[..]), &enc);
+            prop_assert_eq!(at_once.is_none(), twice);
+            if let Some(s) = at_once {
+                // Both ways: each side is searched by its own form (an intset by binary search).
+                prop_assert!(s == one_by_one);
+                prop_assert!(one_by_one == s);
+                prop_assert_eq!(s.mem_size(), one_by_one.mem_size());
+                prop_assert_eq!(Value::Set(s).encoding(), Value::Set(one_by_one).encoding());
+            }
+        }
+
+        #[test]
+        fn a_sorted_set_built_at_once_is_the_one_built_member_by_member(
+            pairs in proptest::collection::vec((member(), -3i32..3), 1..20),
+            enc in encodings(),
+        ) {
+            let mut one_by_one = ZSet::default();
+            let mut twice = false;
+            for (m, s) in &pairs {
+                twice |= one_by_one.insert(m, f64::from(*s), &enc).is_some();
+            }
+            let at_once = ZSet::from_pairs(pairs.iter().map(|(m, s)| (&m[..], f64::from(*s))), &enc);
+            prop_assert_eq!(at_once.is_none(), twice);
+            if let Some(z) = at_once {
+                // Both ways: each side is searched by its own form (an intset by binary search).
+                prop_assert!(z == one_by_one);
+                prop_assert!(one_by_one == z);
+                prop_assert_eq!(z.mem_size(), one_by_one.mem_size());
+                prop_assert_eq!(z.encoding(), one_by_one.encoding());
+            }
+        }
     }
 }
 

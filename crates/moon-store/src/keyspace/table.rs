@@ -217,14 +217,16 @@ impl<T> HashOrderedTable<T> {
     }
 
     /// Grows to hold at least `want` items under the load limit, by at least [`GROWTH`];
-    /// within a reservation, by doubling up to the reserved size (fewer passes while a
-    /// snapshot loads, and never more slots written than twice what the items need).
+    /// within a reservation, fourfold up to the reserved size: a snapshot's load moves a
+    /// third of its items once instead of each once or twice (7 % of a 1M-key base load was
+    /// spent in resizes when doubling), and a crafted size hint still gets no more slots
+    /// written than four times what the items read need.
     fn grow_to(&mut self, want: usize) {
         let by_growth = self.homes * GROWTH.0 / GROWTH.1;
         let by_load = want * MAX_LOAD.1 / MAX_LOAD.0 + 1;
         let mut homes = by_growth.max(by_load).max(MIN_HOMES);
         if self.reserved_homes > self.homes && self.reserved_homes >= by_load {
-            homes = by_load.max((self.homes * 2).min(self.reserved_homes));
+            homes = by_load.max((self.homes * 4).min(self.reserved_homes));
         }
         self.rebuild(homes);
     }

@@ -9,6 +9,27 @@ use moon_rdb::{HashField, Object, StreamValue};
 use super::stream::{self, Stream, StreamId};
 use super::{Encodings, Hash, List, Set, Str, Value, ZSet};
 
+/// A string of RDB data as [`Value::from_rdb`] takes it: its bytes, and a string value made
+/// of it (a `Bytes` of its own kept as it is, a lent one copied).
+pub trait RdbString: std::ops::Deref<Target = [u8]> {
+    fn into_str(self) -> Str;
+}
+
+impl RdbString for Bytes {
+    fn into_str(self) -> Str {
+        Str::from_owned(self)
+    }
+}
+
+impl RdbString for moon_rdb::Text<'_> {
+    fn into_str(self) -> Str {
+        match self {
+            moon_rdb::Text::Owned(v) => Str::from_owned(Bytes::from(v)),
+            lent => Str::copy_from(&lent),
+        }
+    }
+}
+
 fn id_out(id: StreamId) -> moon_rdb::StreamId {
     moon_rdb::StreamId {
         ms: id.ms,
@@ -45,11 +66,15 @@ impl Value {
         }
     }
 
-    /// The value RDB data describes, in Moon's forms under `enc`. `Ok(None)`: an empty
-    /// collection, which Redis never writes and never loads as a key.
-    pub fn from_rdb(obj: Object, enc: &Encodings) -> Result<Option<Value>, String> {
+    /// The value RDB data describes, in Moon's forms under `enc`, its strings `Bytes` or
+    /// lent from a file (`moon_rdb::Text`). `Ok(None)`: an empty collection, which Redis never
+    /// writes and never loads as a key.
+    pub fn from_rdb<S: RdbString>(
+        obj: Object<S>,
+        enc: &Encodings,
+    ) -> Result<Option<Value>, String> {
         Ok(Some(match obj {
-            Object::String(s) => Value::Str(Str::from_owned(s)),
+            Object::String(s) => Value::Str(s.into_str()),
             Object::List(items) => {
                 if items.is_empty() {
                     return Ok(None);
@@ -64,27 +89,18 @@ impl Value {
                 if items.is_empty() {
                     return Ok(None);
                 }
-                let mut s = Set::default();
-                for i in &items {
-                    if !s.insert(i, enc) {
-                        return Err("a set member twice".into());
-                    }
-                }
-                Value::Set(s)
+                let members = items.iter().map(|m| &m[..]);
+                Value::Set(Set::from_members(members, enc).ok_or("a set member twice")?)
             }
             Object::ZSet(items) => {
                 if items.is_empty() {
                     return Ok(None);
                 }
-                let mut z = ZSet::default();
-                for (m, score) in &items {
-                    if score.is_nan() {
-                        return Err("a NaN score".into());
-                    }
-                    if z.insert(m, *score, enc).is_some() {
-                        return Err("a sorted set member twice".into());
-                    }
+                if items.iter().any(|(_, score)| score.is_nan()) {
+                    return Err("a NaN score".into());
                 }
+                let pairs = items.iter().map(|(m, score)| (&m[..], *score));
+                let z = ZSet::from_pairs(pairs, enc).ok_or("a sorted set member twice")?;
                 Value::ZSet(Box::new(z))
             }
             Object::Hash(fields) => {
@@ -222,12 +238,15 @@ mod tests {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         assert!(Value::from_rdb(Object::Set(vec![b("a"), b("a")]), &enc).is_err());
         assert!(Value::from_rdb(Object::ZSet(vec![(b("a"), 1.0), (b("a"), 2.0)]), &enc).is_err());
-        assert_eq!(Value::from_rdb(Object::List(vec![]), &enc), Ok(None));
+        assert_eq!(
+            Value::from_rdb(Object::<Bytes>::List(vec![]), &enc),
+            Ok(None)
+        );
         let st = StreamValue {
             entries: vec![(moon_rdb::StreamId { ms: 5, seq: 0 }, vec![b("f"), b("v")])],
             last_id: moon_rdb::StreamId { ms: 4, seq: 0 },
             ..Default::default()
         };
-        assert!(Value::from_rdb(Object::Stream(Box::new(st)), &enc).is_err());
+        assert!(Value::from_rdb(Object::<Bytes>::Stream(Box::new(st)), &enc).is_err());
     }
 }

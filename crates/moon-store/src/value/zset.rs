@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
 
-use super::{Encodings, Str, ITEM_OVERHEAD};
+use super::{has_duplicate, Encodings, Str, ITEM_OVERHEAD};
 
 /// Bytes counted per member beyond its own bytes: the item overhead and the score.
 const MEMBER_OVERHEAD: usize = ITEM_OVERHEAD + 8;
@@ -133,6 +133,67 @@ impl ZSet {
             }
         }
         old
+    }
+
+    /// A sorted set of `pairs` (scores never NaN), sized once and sorted once, in the form
+    /// adding them one by one would give: what a snapshot's sorted set loads through. `None`:
+    /// a member comes twice.
+    pub fn from_pairs<'m>(
+        mut pairs: impl ExactSizeIterator<Item = (&'m [u8], f64)>,
+        enc: &Encodings,
+    ) -> Option<ZSet> {
+        let n = pairs.len();
+        let mut z = ZSet::default();
+        if n <= enc.zset_max_listpack_entries {
+            let mut v: Vec<(f64, Str)> = Vec::with_capacity(n);
+            for (m, score) in pairs.by_ref() {
+                if m.len() > enc.zset_max_listpack_value {
+                    // Past the compact form: the rest goes through the tree, which finds
+                    // duplicates as it inserts.
+                    if has_duplicate(v.iter().map(|(_, m)| &m[..])) {
+                        return None;
+                    }
+                    z.items = ZItems::Compact(v);
+                    z.grow();
+                    z.insert_absent(m, score)?;
+                    return z.extend_absent(pairs);
+                }
+                z.bytes += m.len() + MEMBER_OVERHEAD;
+                v.push((score, Str::copy_from(m)));
+            }
+            v.sort_unstable_by(|(s, m), (t, n)| order(*s, m, *t, n));
+            if has_duplicate(v.iter().map(|(_, m)| &m[..])) {
+                return None;
+            }
+            z.items = ZItems::Compact(v);
+            Some(z)
+        } else {
+            z.items = ZItems::Tree(Box::new(Tree::with_capacity(n)));
+            z.extend_absent(pairs)
+        }
+    }
+
+    /// Adds each pair to a set in its big form; `None` if one is there already.
+    fn extend_absent<'m>(mut self, pairs: impl Iterator<Item = (&'m [u8], f64)>) -> Option<ZSet> {
+        for (m, score) in pairs {
+            self.insert_absent(m, score)?;
+        }
+        Some(self)
+    }
+
+    /// Adds `member` to a set in its big form; `None` if it is there already (or the set is
+    /// not in its big form, which no caller asks of it).
+    fn insert_absent(&mut self, member: &[u8], score: f64) -> Option<()> {
+        let ZItems::Tree(t) = &mut self.items else {
+            return None;
+        };
+        let hash = t.hash(member);
+        if t.find_hashed(member, hash).is_some() {
+            return None;
+        }
+        t.insert_new_hashed(Str::copy_from(member), score, hash);
+        self.bytes += member.len() + MEMBER_OVERHEAD;
+        Some(())
     }
 
     /// Moves a small set to its big form.
