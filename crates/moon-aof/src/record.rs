@@ -9,7 +9,6 @@
 //! Either way a log can be read with any RESP tool once unframed.
 
 use bytes::Bytes;
-use moon_proto::RequestParser;
 
 pub const HEADER_LEN: usize = 12;
 pub const TRAILER_LEN: usize = 4;
@@ -236,21 +235,45 @@ pub fn append_unit(
 
 /// Decodes a payload into the commands to apply, in order. `None` if it is neither one
 /// command nor a well-formed group.
+///
+/// A payload is whole RESP arrays of bulk strings (what [`encode_command`] writes), read here
+/// without the network parser's machinery (a buffer it can wait on, frames, partial state):
+/// replay decodes every record, and this was a fifth of it. What it accepts, the request
+/// parser reads the same way (`decodes_as_the_request_parser_does` in the tests): `*<count>`
+/// and `$<len>` lines of an optional `-` and at most 20 characters of digits, counts up to
+/// [`MAX_MULTIBULK`], lengths up to [`MAX_PAYLOAD`]. An empty array, which the parser skips
+/// and nothing writes, is refused here. The arguments share one copy of the payload.
 pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
-    let mut buf = bytes::BytesMut::from(payload);
-    let mut parser = RequestParser::new(moon_proto::Limits {
-        max_bulk_len: MAX_PAYLOAD,
-        ..Default::default()
-    });
-    let mut cmds = Vec::new();
-    while !buf.is_empty() {
-        if buf[0] != b'*' {
+    let frame = Bytes::copy_from_slice(payload);
+    let mut cmds = Vec::with_capacity(1);
+    let mut at = 0;
+    while at < payload.len() {
+        if payload[at] != b'*' {
             return None;
         }
-        match parser.next_request(&mut buf).ok()? {
-            Some(cmd) if !cmd.is_empty() => cmds.push(cmd),
-            _ => return None,
+        let (count, mut pos) = header_line(payload, at + 1)?;
+        if !(1..=MAX_MULTIBULK).contains(&count) {
+            return None;
         }
+        // Each argument takes at least 6 bytes (`$0\r\n\r\n`): the count sizes nothing more.
+        let mut cmd = Vec::with_capacity((count as usize).min((payload.len() - pos) / 6 + 1));
+        for _ in 0..count {
+            if payload.get(pos) != Some(&b'$') {
+                return None;
+            }
+            let (len, start) = header_line(payload, pos + 1)?;
+            let len = usize::try_from(len).ok().filter(|&n| n <= MAX_PAYLOAD)?;
+            let end = start.checked_add(len)?;
+            // The two bytes after an argument are its line end; not looked at (as the
+            // request parser does not).
+            if end.checked_add(2)? > payload.len() {
+                return None;
+            }
+            cmd.push(frame.slice(start..end));
+            pos = end + 2;
+        }
+        cmds.push(cmd);
+        at = pos;
     }
     let is = |c: &Vec<Bytes>, name: &[u8]| c.len() == 1 && c[0].eq_ignore_ascii_case(name);
     let inner_ok = |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
@@ -269,9 +292,162 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
     }
 }
 
+/// The most elements an array in a payload may claim (the request parser's default bound).
+const MAX_MULTIBULK: i64 = 1024 * 1024;
+
+/// The number on the line starting at `from` (an optional `-`, then 1 to 20 characters in all
+/// of digits, then CRLF), and where the next line starts.
+fn header_line(p: &[u8], from: usize) -> Option<(i64, usize)> {
+    let rest = p.get(from..)?;
+    let digits_end = rest
+        .iter()
+        .position(|&b| !(b.is_ascii_digit() || b == b'-'))?;
+    if rest.get(digits_end..digits_end + 2) != Some(b"\r\n") {
+        return None;
+    }
+    let digits = &rest[..digits_end];
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let (neg, body) = match digits.split_first() {
+        Some((b'-', body)) => (true, body),
+        _ => (false, digits),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in body {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some((if neg { -v } else { v }, from + digits_end + 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What the decoder read before it had its own: the network's request parser, then the
+    /// same group rules.
+    fn parsed_as_requests(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
+        let mut buf = bytes::BytesMut::from(payload);
+        let mut parser = moon_proto::RequestParser::new(moon_proto::Limits {
+            max_bulk_len: MAX_PAYLOAD,
+            ..Default::default()
+        });
+        let mut cmds = Vec::new();
+        while !buf.is_empty() {
+            if buf[0] != b'*' {
+                return None;
+            }
+            match parser.next_request(&mut buf).ok()? {
+                Some(cmd) if !cmd.is_empty() => cmds.push(cmd),
+                _ => return None,
+            }
+        }
+        let is = |c: &Vec<Bytes>, name: &[u8]| c.len() == 1 && c[0].eq_ignore_ascii_case(name);
+        let inner_ok =
+            |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
+        match cmds.len() {
+            1 if !is(&cmds[0], b"MULTI") && !is(&cmds[0], b"EXEC") => Some(cmds),
+            n if n >= 3
+                && is(&cmds[0], b"MULTI")
+                && is(&cmds[n - 1], b"EXEC")
+                && inner_ok(&cmds[1..n - 1]) =>
+            {
+                cmds.pop();
+                cmds.remove(0);
+                Some(cmds)
+            }
+            _ => None,
+        }
+    }
+
+    fn command() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let arg = prop_oneof![
+            Just(b"MULTI".to_vec()),
+            Just(b"exec".to_vec()),
+            Just(b"SET".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        proptest::collection::vec(arg, 1..4)
+    }
+
+    /// Well-formed payloads of one to five commands, then cut, overwritten at one byte, or
+    /// with a byte put in.
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        let encoded = proptest::collection::vec(command(), 1..6).prop_map(|cmds| {
+            let mut out = Vec::new();
+            for c in &cmds {
+                let args: Vec<Bytes> = c.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+                encode_command(&args, &mut out);
+            }
+            out
+        });
+        (encoded, 0u8..4, any::<prop::sample::Index>(), any::<u8>()).prop_map(
+            |(mut p, how, at, byte)| {
+                let i = at.index(p.len());
+                match how {
+                    0 => {}
+                    1 => p.truncate(i),
+                    2 => p[i] = byte,
+                    _ => p.insert(i, byte),
+                }
+                p
+            },
+        )
+    }
+
+    proptest! {
+        /// Whatever the decoder accepts, the request parser read the same; and it accepts
+        /// everything the parser did but empty arrays (`*0`, `*-1`), which nothing writes.
+        #[test]
+        fn decodes_as_the_request_parser_does(p in payload()) {
+            let fast = decode_payload(&p);
+            let reference = parsed_as_requests(&p);
+            if fast.is_some() {
+                prop_assert_eq!(&fast, &reference);
+            } else if reference.is_some() {
+                let empty_array = p.windows(2).any(|w| w == b"*0" || w == b"*-");
+                prop_assert!(empty_array, "refused {:?}, parsed {:?}", p, reference);
+            }
+        }
+    }
+
+    #[test]
+    fn header_lines_are_read_as_the_request_parser_reads_them() {
+        for p in [
+            &b"*1\r\n$3\r\nGET\r\n"[..],
+            b"*01\r\n$003\r\nGET\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$3\r\nGETxx",
+            b"*1\r\n$3\r\nGET",
+            b"*1\n$3\r\nGET\r\n",
+            b"*1\r\n$3 \r\nGET\r\n",
+            b"*1\r\n$99999999999999999999\r\nGET\r\n",
+            b"*1\r\n$000000000000000000003\r\nGET\r\n",
+            b"*1048577\r\n$3\r\nGET\r\n",
+            b"*2\r\n$3\r\nGET\r\n",
+            b"*1\r\n$3\r\nGET\r\n*1\r\n$3\r\nGET\r\n",
+            b"*1\r\n$5\r\nMULTI\r\n*1\r\n$3\r\nGET\r\n*1\r\n$4\r\nEXEC\r\n",
+        ] {
+            assert_eq!(
+                decode_payload(p),
+                parsed_as_requests(p),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        assert_eq!(
+            decode_payload(b"*0\r\n*1\r\n$3\r\nGET\r\n"),
+            None,
+            "an empty array"
+        );
+    }
 
     #[test]
     fn layout_and_roundtrip() {
