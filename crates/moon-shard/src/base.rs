@@ -178,6 +178,15 @@ pub struct Loaded {
 /// from memory when it is read, and found in cache when it is inserted (as replay does with
 /// records). The order of insertion does not change.
 pub fn load(store: &mut Store, path: &Path) -> Result<Loaded, String> {
+    let loaded = load_keys(store, path);
+    // Whatever was loaded, its deadlines are indexed: on damage too, a shard serves what it
+    // read, and its keys must expire.
+    store.settle_loaded();
+    loaded
+}
+
+/// [`load`] without indexing the loaded keys' deadlines.
+fn load_keys(store: &mut Store, path: &Path) -> Result<Loaded, String> {
     let enc = store.encodings();
     let mut sized = None;
     // Keys are copied out of the file as they are read: the mapping behind the reader may be
@@ -446,6 +455,37 @@ mod tests {
             .keyspace_of(0)
             .and_then(|ks| ks.peek(b"later", NO_EXPIRY_CHECK))
             .is_some());
+    }
+
+    /// Loaded keys' deadlines are indexed for active expiry in every database, after a
+    /// damaged load too (a shard serves what it read): each key with a deadline is reclaimed
+    /// once it passes, and only those.
+    #[test]
+    fn loaded_deadlines_are_indexed_for_active_expiry() {
+        for damaged in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut live = Store::default();
+            for i in 0..40 {
+                run(&mut live, 0, &format!("SET k{i} v PXAT {}", NOW + 1000 + i));
+                run(&mut live, 0, &format!("SET p{i} v"));
+            }
+            run(&mut live, 5, &format!("SET d5 v PXAT {}", NOW + 2000));
+            let (path, _) = write(dir.path(), &live, NOW);
+            if damaged {
+                let mut bytes = std::fs::read(&path).expect("read");
+                bytes.extend_from_slice(b"trailing");
+                std::fs::write(&path, &bytes).expect("write");
+            }
+            let mut loaded = Store::default();
+            loaded.set_databases(16);
+            assert_eq!(load(&mut loaded, &path).is_err(), damaged);
+            let volatile = |s: &Store, db| s.keyspace_of(db).map_or(0, |ks| ks.expires_count());
+            assert_eq!((volatile(&loaded, 0), volatile(&loaded, 5)), (40, 1));
+            assert_eq!(loaded.expire_cycle(NOW + 1019, 1000), 20);
+            assert_eq!(loaded.expire_cycle(NOW + 5000, 1000), 21);
+            let left = |s: &Store, db| s.keyspace_of(db).map_or(0, |ks| ks.len());
+            assert_eq!((left(&loaded, 0), left(&loaded, 5)), (40, 0));
+        }
     }
 
     /// Damage after the last key (bytes past the checksum) fails the load, but every key

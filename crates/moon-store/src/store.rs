@@ -472,10 +472,19 @@ impl Store {
     /// key is there already (or `db` is out of range).
     pub fn load_entry(&mut self, db: usize, key: &[u8], value: Value, expire_at: u64) -> bool {
         if db == self.db {
-            return self.ks.insert_new(key, value, expire_at);
+            return self.ks.insert_loaded(key, value, expire_at);
         }
-        self.in_db(db, |s| s.ks.insert_new(key, value, expire_at))
+        self.in_db(db, |s| s.ks.insert_loaded(key, value, expire_at))
             .unwrap_or(false)
+    }
+
+    /// After the last [`Store::load_entry`]: the loaded keys' deadlines indexed in every
+    /// database (see [`Keyspace::settle_loaded`]).
+    pub fn settle_loaded(&mut self) {
+        self.ks.settle_loaded();
+        for ks in &mut self.dbs {
+            ks.settle_loaded();
+        }
     }
 
     /// A hint that `key` will be looked up or inserted in database `db` soon (see

@@ -79,10 +79,7 @@ impl Value {
                 if items.is_empty() {
                     return Ok(None);
                 }
-                let mut l = List::default();
-                for i in &items {
-                    l.push_back(i, enc);
-                }
+                let l = List::from_items(items.iter().map(|i| &i[..]), enc);
                 Value::List(Box::new(l))
             }
             Object::Set(items) => {
