@@ -249,12 +249,14 @@ impl<T> HashOrderedTable<T> {
             next += 1;
         }
         let len = (homes + slack(homes)).max(next + 16);
+        // Items are only in the slots there before: the ones added are empty.
+        let held = self.slots.len();
         if len > self.slots.len() {
             self.slots.reserve_exact(len - self.slots.len());
             self.slots.resize_with(len, || Slot::EMPTY);
         }
         if homes >= self.homes {
-            for from in (0..self.slots.len()).rev() {
+            for from in (0..held).rev() {
                 if self.slots[from].item.is_some() {
                     let Some(to) = places.pop() else { break };
                     self.slots.swap(from, to);
