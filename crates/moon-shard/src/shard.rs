@@ -1241,6 +1241,11 @@ pub(crate) fn run_cmds(
             store.prefetch_call(call);
         }
     }
+    // A command's time (INFO commandstats, SLOWLOG, LATENCY) runs from the end of the one
+    // before it, or of the batch's start or the last log append: one clock read a command
+    // where there were two (reading the clock was 5 % of a pipelined GET's CPU). What lies
+    // between two commands (the next key's prefetch, the counters) is well under a µs.
+    let mut mark = std::time::Instant::now();
     for (i, call) in cmds.iter().enumerate() {
         if let Some(ahead) = cmds.get(i + PREFETCH_BATCH) {
             store.prefetch_call(ahead);
@@ -1256,14 +1261,15 @@ pub(crate) fn run_cmds(
             frames.push(misconf(cause));
             continue;
         }
-        let started = std::time::Instant::now();
+        let started = mark;
         let reply = store.run(call, now);
+        mark = std::time::Instant::now();
         if store.take_refused() {
             if counted {
                 moon_store::stats::rejected(call.spec(), &call.args);
             }
         } else if counted {
-            let usec = started.elapsed().as_micros() as u64;
+            let usec = mark.duration_since(started).as_micros() as u64;
             moon_store::stats::called(call.spec(), &call.args, usec, reply.is_error());
             if moon_store::slowlog::is_slow(usec)
                 && !call
@@ -1283,6 +1289,7 @@ pub(crate) fn run_cmds(
         if !store.logged().is_empty() {
             on_effects(i, is_write, store.logged());
             store.clear_log();
+            mark = std::time::Instant::now();
         }
     }
     frames
