@@ -183,8 +183,8 @@ pub enum Value {
     Set(Set),
     /// Boxed: a list's deque and byte count are 40 bytes, and lists are rarely tiny.
     List(Box<List>),
-    /// Boxed, as a list.
-    ZSet(Box<ZSet>),
+    /// Not boxed: a small sorted set is its packed buffer and a count (see `value/zset.rs`).
+    ZSet(ZSet),
     /// Boxed: entries in packed nodes, and consumer groups (`value/stream.rs`).
     Stream(Box<stream::Stream>),
 }
@@ -512,7 +512,7 @@ impl Collection for ZSet {
         }
     }
     fn wrap(self) -> Value {
-        Value::ZSet(Box::new(self))
+        Value::ZSet(self)
     }
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -1279,13 +1279,14 @@ mod tests {
     }
 
     /// Every key pays for the largest variant: a string of up to `INLINE_STR` bytes lives in
-    /// the value itself, which stays at 40 bytes, and so does a hash (its packed buffer's
-    /// pointer and length, or its boxed table).
+    /// the value itself, which stays at 40 bytes, and so do a hash, a set and a sorted set
+    /// (a packed buffer's pointer and length, or a boxed table).
     #[test]
     fn a_value_is_40_bytes_and_short_strings_are_inline() {
         assert_eq!(std::mem::size_of::<super::Value>(), 40);
         assert_eq!(std::mem::size_of::<super::Hash>(), 32);
         assert_eq!(std::mem::size_of::<super::Set>(), 32);
+        assert_eq!(std::mem::size_of::<super::ZSet>(), 32);
         let short = super::Str::copy_from(&[7u8; super::INLINE_STR]);
         assert!(matches!(short, super::Str::Inline { .. }));
         assert_eq!(&*short, &[7u8; super::INLINE_STR][..]);

@@ -489,7 +489,7 @@ impl Store {
             None => None,
             Some(_) => match self.ks.peek(key, now).map(|e| &e.value) {
                 None => None,
-                Some(Value::ZSet(z)) => Some(&**z),
+                Some(Value::ZSet(z)) => Some(z),
                 Some(_) => return Err(err(reply::WRONGTYPE)),
             },
         };

@@ -98,7 +98,7 @@ impl Value {
                 }
                 let pairs = items.iter().map(|(m, score)| (&m[..], *score));
                 let z = ZSet::from_pairs(pairs, enc).ok_or("a sorted set member twice")?;
-                Value::ZSet(Box::new(z))
+                Value::ZSet(z)
             }
             Object::Hash(fields) => {
                 if fields.is_empty() {
