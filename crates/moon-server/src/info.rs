@@ -239,7 +239,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
             human(used),
             t.memory_peak,
             human(t.memory_peak),
-            used - clients,
+            used.saturating_sub(clients),
             human(rss),
             config.maxmemory,
             human(config.maxmemory),

@@ -83,7 +83,7 @@ async fn figures(session: &Session) -> (u64, u64, u64, u64, u64, Vec<(usize, u64
 /// (keys, values, a per-key overhead, clients' buffers); scripts are counted beside it.
 async fn stats(session: &Session) -> Frame {
     let (used, clients, scripts, keys, rss, dbs, peak) = figures(session).await;
-    let dataset = used - clients;
+    let dataset = used.saturating_sub(clients);
     let int = |n: u64| Frame::Integer(n as i64);
     let mut map = vec![
         ("peak.allocated", int(peak)),

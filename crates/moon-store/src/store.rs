@@ -512,8 +512,12 @@ impl Store {
     /// Bytes held by every database's keyspace and the shard's clients' buffers (see
     /// `crate::evict`).
     fn used_memory(&self) -> usize {
-        crate::evict::client_buffers(self.place.1)
-            + self.ks.used_memory()
+        crate::evict::client_buffers(self.place.1) + self.keyspaces_memory()
+    }
+
+    /// Bytes held by every database's keyspace.
+    fn keyspaces_memory(&self) -> usize {
+        self.ks.used_memory()
             + self
                 .dbs
                 .iter()
@@ -547,6 +551,7 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let all = || (0..self.dbs.len()).filter_map(|d| self.keyspace_of(d));
+        let clients = crate::evict::client_buffers(self.place.1);
         StoreStats {
             keys: all().map(|k| k.len() as u64).sum(),
             expires: all().map(|k| k.expires_count() as u64).sum(),
@@ -554,8 +559,10 @@ impl Store {
             keyspace_misses: self.misses,
             expired_keys: all().map(|k| k.expired_keys).sum(),
             evicted_keys: all().map(|k| k.evicted_keys).sum(),
-            used_memory: self.used_memory() as u64,
-            client_buffers: crate::evict::client_buffers(self.place.1) as u64,
+            // The clients' share read once: it changes under other threads, and used_memory
+            // must hold the very figure client_buffers reports (INFO subtracts it).
+            used_memory: (self.keyspaces_memory() + clients) as u64,
+            client_buffers: clients as u64,
             maxmemory: self.memory_limit.max as u64,
             changes: self.changes,
         }
