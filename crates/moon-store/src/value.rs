@@ -1055,8 +1055,16 @@ impl Set {
                 }
                 _ => {
                     let members = v.iter().map(|i| i.to_string());
+                    // As Redis checks it: the new member and the intset's longest (its lowest
+                    // or highest) within the listpack's value bound.
+                    let longest = [v.first(), v.last()]
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.to_string().len())
+                        .max()
+                        .unwrap_or(0);
                     let compact = len < enc.set_max_listpack_entries
-                        && m.len() <= enc.set_max_listpack_value
+                        && m.len().max(longest) <= enc.set_max_listpack_value
                         && v.len() < enc.set_max_listpack_entries;
                     self.items = if compact {
                         SetItems::Compact(members.map(|i| Str::copy_from(i.as_bytes())).collect())
@@ -1170,6 +1178,27 @@ mod bulk_tests {
             zset_max_listpack_value: value,
             ..Encodings::default()
         })
+    }
+
+    /// An intset that outgrows itself becomes a listpack only if its longest member fits
+    /// the listpack's value bound too, as in Redis (review finding: only the new member was
+    /// checked, so a set loaded from a snapshot changed encoding).
+    #[test]
+    fn an_intset_with_a_long_member_outgrows_into_a_table() {
+        let enc = Encodings {
+            set_max_intset_entries: 1,
+            set_max_listpack_entries: 5,
+            set_max_listpack_value: 2,
+            ..Encodings::default()
+        };
+        let mut s = Set::default();
+        assert!(s.insert(b"-15", &enc) && s.insert(b"3", &enc));
+        assert_eq!(Value::Set(s).encoding(), "hashtable");
+        let built = Set::from_members([&b"-15"[..], b"3"].into_iter(), &enc);
+        assert_eq!(built.map(|s| Value::Set(s).encoding()), Some("hashtable"));
+        let mut short = Set::default();
+        assert!(short.insert(b"-1", &enc) && short.insert(b"3", &enc));
+        assert_eq!(Value::Set(short).encoding(), "listpack");
     }
 
     proptest! {
