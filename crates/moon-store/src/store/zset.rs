@@ -1168,7 +1168,7 @@ impl Store {
         let (positions, next) =
             super::scan_positions(z.slots(), z.is_compact(), opts.cursor, opts.count);
         let mut out = Vec::new();
-        for (m, s) in positions.filter_map(|i| z.at_slot(i)) {
+        for (m, s) in z.in_slots(positions) {
             if opts.pattern.is_none_or(|p| crate::glob::glob_match(p, m)) {
                 out.push(member_frame(m));
                 out.push(Frame::Bulk(Bytes::from(format_score(s))));
