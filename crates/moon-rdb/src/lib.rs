@@ -7,7 +7,9 @@
 //! (ziplist, zipmap, intset, listpack, quicklist, stream listpacks, hashes with field TTLs),
 //! the opcodes around keys (databases, expiries, AUX fields, functions, module data) and the
 //! CRC64 that ends a file. Values come out as plain [`Object`]s (lists of strings, pairs,
-//! stream entries and groups): nothing here knows how Moon keeps a value in memory
+//! stream entries and groups), their strings `Bytes` of their own or [`Text`] lent from the
+//! file's bytes (a loader that copies them into values of its own copies them once): nothing
+//! here knows how Moon keeps a value in memory
 //! (`moon-store` converts), and nothing here opens a file or decides what to do with a key
 //! (`moon-cli` and the server do).
 //!
