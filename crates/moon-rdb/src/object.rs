@@ -598,7 +598,11 @@ fn read_stream_node(
     let deleted = int(&mut it, "deleted count")?;
     let nfields =
         usize::try_from(int(&mut it, "field count")?).map_err(|_| "negative field count")?;
-    let fields: Vec<Bytes> = it.by_ref().take(nfields).map(|e| b(e.bytes())).collect();
+    let fields: Vec<Bytes> = it
+        .by_ref()
+        .take(nfields)
+        .map(|e| b(Text::from_elem(e)))
+        .collect();
     if fields.len() != nfields || int(&mut it, "master terminator")? != 0 {
         return Err("stream node: master entry damaged".into());
     }
@@ -615,7 +619,7 @@ fn read_stream_node(
             fields
                 .iter()
                 .zip(vals)
-                .flat_map(|(f, v)| [f.clone(), b(v.bytes())])
+                .flat_map(|(f, v)| [f.clone(), b(Text::from_elem(v))])
                 .collect()
         } else {
             let n = usize::try_from(int(&mut it, "field count")?)
@@ -623,7 +627,7 @@ fn read_stream_node(
             let pairs: Vec<Bytes> = it
                 .by_ref()
                 .take(n.saturating_mul(2))
-                .map(|e| b(e.bytes()))
+                .map(|e| b(Text::from_elem(e)))
                 .collect();
             if pairs.len() != n.saturating_mul(2) {
                 return Err("stream entry: fields missing".into());

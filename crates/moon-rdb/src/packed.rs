@@ -10,11 +10,6 @@ pub(crate) enum Elem<'a> {
 }
 
 impl<'a> Elem<'a> {
-    /// The element as Redis returns it: integers as their decimal text.
-    pub(crate) fn bytes(self) -> crate::text::Text<'a> {
-        crate::text::Text::from_elem(self)
-    }
-
     /// The element as an integer (stream ids and counts), if it is one.
     pub(crate) fn int(self) -> Option<i64> {
         match self {
@@ -355,7 +350,10 @@ mod tests {
         let back: Vec<Vec<u8>> = listpack(&lp)
             .expect("valid")
             .into_iter()
-            .map(|e| e.bytes().to_vec())
+            .map(|e| match e {
+                Elem::Str(s) => s.to_vec(),
+                Elem::Int(i) => i.to_string().into_bytes(),
+            })
             .collect();
         assert_eq!(back, items);
     }

@@ -45,6 +45,7 @@ impl<'a> Text<'a> {
         }
     }
 
+    /// A listpack or ziplist element as Redis returns it: integers as their decimal text.
     pub(crate) fn from_elem(e: Elem<'a>) -> Text<'a> {
         match e {
             Elem::Str(s) => Text::Lent(s),
