@@ -376,6 +376,52 @@ fn hash_memory_section(
     Ok(())
 }
 
+/// Memory per member of 100,000 small sorted sets of 20 members (compact encodings on both
+/// sides: Redis's listpack, Moon's packed buffer).
+fn zset_memory_section(
+    report: &mut String,
+    targets: &[Target],
+    bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    const SETS: u64 = 100_000;
+    const MEMBERS: u64 = 20;
+    let _ = writeln!(
+        report,
+        "\n### Memory: {SETS} sorted sets of {MEMBERS} members (8-byte members, integer scores), appendonly no\n"
+    );
+    let _ = writeln!(
+        report,
+        "| server | RSS before | RSS after | bytes per set | bytes per member |\n|---|---|---|---|---|"
+    );
+    let load = |addr: SocketAddr| -> anyhow::Result<()> {
+        let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
+        for chunk in 0..SETS / 1000 {
+            let mut p = redis::pipe();
+            for z in chunk * 1000..(chunk + 1) * 1000 {
+                let c = p.cmd("ZADD").arg(format!("zset:{z:08}"));
+                for m in 0..MEMBERS {
+                    c.arg((z * 7 + m * 13) % 1000).arg(format!("m:{m:06}"));
+                }
+                c.ignore();
+            }
+            p.query::<()>(&mut con)?;
+        }
+        Ok(())
+    };
+    for (label, before, after) in rss_growth(targets, bin, work, "zset-memory", load)? {
+        let per_set = (after.saturating_sub(before) * 1024) as f64 / SETS as f64;
+        let _ = writeln!(
+            report,
+            "| {label} | {} MiB | {} MiB | {per_set:.0} | {:.1} |",
+            before / 1024,
+            after / 1024,
+            per_set / MEMBERS as f64
+        );
+    }
+    Ok(())
+}
+
 /// Memory per element of long lists: 1,000 lists of 5,000 16-byte elements (Redis's
 /// quicklist against Moon's nodes, both at the default `list-max-listpack-size -2`).
 fn list_memory_section(
@@ -676,6 +722,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if args.only_memory {
         key_memory_section(&mut report, &targets, &bin, &work)?;
         hash_memory_section(&mut report, &targets, &bin, &work)?;
+        zset_memory_section(&mut report, &targets, &bin, &work)?;
         list_memory_section(&mut report, &targets, &bin, &work)?;
     }
 
@@ -686,6 +733,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
 
     if !args.throughput_only && !args.only_pubsub && !args.only_memory {
         hash_memory_section(&mut report, &targets, &bin, &work)?;
+        zset_memory_section(&mut report, &targets, &bin, &work)?;
         list_memory_section(&mut report, &targets, &bin, &work)?;
         transactions_section(&mut report, &targets, &bin, &work)?;
         crate::bench_pubsub::pubsub_section(&mut report, &targets, &bin, &work)?;
