@@ -275,6 +275,12 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
         cmds.push(cmd);
         at = pos;
     }
+    unit_commands(cmds)
+}
+
+/// The commands a record's arrays stand for: one command, or a group (`MULTI`, its commands,
+/// `EXEC`) without its brackets. `None` for anything else.
+fn unit_commands(mut cmds: Vec<Vec<Bytes>>) -> Option<Vec<Vec<Bytes>>> {
     let is = |c: &Vec<Bytes>, name: &[u8]| c.len() == 1 && c[0].eq_ignore_ascii_case(name);
     let inner_ok = |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
     match cmds.len() {
@@ -295,8 +301,8 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
 /// The most elements an array in a payload may claim (the request parser's default bound).
 const MAX_MULTIBULK: i64 = 1024 * 1024;
 
-/// The number on the line starting at `from` (an optional `-`, then 1 to 20 characters in all
-/// of digits, then CRLF), and where the next line starts.
+/// The number on the line starting at `from` (read as the request parser reads a header:
+/// `moon_proto::parse::parse_int`), and where the next line starts.
 fn header_line(p: &[u8], from: usize) -> Option<(i64, usize)> {
     let rest = p.get(from..)?;
     let digits_end = rest
@@ -305,25 +311,8 @@ fn header_line(p: &[u8], from: usize) -> Option<(i64, usize)> {
     if rest.get(digits_end..digits_end + 2) != Some(b"\r\n") {
         return None;
     }
-    let digits = &rest[..digits_end];
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    let (neg, body) = match digits.split_first() {
-        Some((b'-', body)) => (true, body),
-        _ => (false, digits),
-    };
-    if body.is_empty() {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in body {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-    }
-    Some((if neg { -v } else { v }, from + digits_end + 2))
+    let n = moon_proto::parse::parse_int(&rest[..digits_end])?;
+    Some((n, from + digits_end + 2))
 }
 
 #[cfg(test)]
@@ -332,7 +321,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the decoder read before it had its own: the network's request parser, then the
-    /// same group rules.
+    /// same group rule.
     fn parsed_as_requests(payload: &[u8]) -> Option<Vec<Vec<Bytes>>> {
         let mut buf = bytes::BytesMut::from(payload);
         let mut parser = moon_proto::RequestParser::new(moon_proto::Limits {
@@ -349,22 +338,7 @@ mod tests {
                 _ => return None,
             }
         }
-        let is = |c: &Vec<Bytes>, name: &[u8]| c.len() == 1 && c[0].eq_ignore_ascii_case(name);
-        let inner_ok =
-            |inner: &[Vec<Bytes>]| !inner.iter().any(|c| is(c, b"MULTI") || is(c, b"EXEC"));
-        match cmds.len() {
-            1 if !is(&cmds[0], b"MULTI") && !is(&cmds[0], b"EXEC") => Some(cmds),
-            n if n >= 3
-                && is(&cmds[0], b"MULTI")
-                && is(&cmds[n - 1], b"EXEC")
-                && inner_ok(&cmds[1..n - 1]) =>
-            {
-                cmds.pop();
-                cmds.remove(0);
-                Some(cmds)
-            }
-            _ => None,
-        }
+        unit_commands(cmds)
     }
 
     fn command() -> impl Strategy<Value = Vec<Vec<u8>>> {

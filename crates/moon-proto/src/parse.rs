@@ -218,7 +218,7 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Parses a decimal integer header field strictly (no sign on lengths besides '-', no spaces).
-fn parse_int(digits: &[u8]) -> Option<i64> {
+pub fn parse_int(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }

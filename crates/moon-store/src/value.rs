@@ -555,16 +555,18 @@ struct PairAt {
     end: usize,
 }
 
-/// A string's length at `at`: (length, bytes the length took).
-fn read_len(buf: &[u8], at: usize) -> (usize, usize) {
-    match buf[at] {
+/// The string written by [`push_str`] at `at`, and where what follows it starts.
+fn read_str(buf: &[u8], at: usize) -> (&[u8], usize) {
+    let (len, header) = match buf[at] {
         LONG_LEN => {
             let mut n = [0u8; 4];
             n.copy_from_slice(&buf[at + 1..at + 5]);
             (u32::from_le_bytes(n) as usize, 5)
         }
         short => (usize::from(short), 1),
-    }
+    };
+    let start = at + header;
+    (&buf[start..start + len], start + len)
 }
 
 /// The mark of a length of 255 or more (4 bytes follow).
@@ -600,12 +602,9 @@ impl PackedPairs {
                 return None;
             }
             let start = pos;
-            let (flen, fh) = read_len(buf, pos);
-            let field = &buf[pos + fh..pos + fh + flen];
-            let value_at = pos + fh + flen;
-            let (vlen, vh) = read_len(buf, value_at);
-            let value = &buf[value_at + vh..value_at + vh + vlen];
-            pos = value_at + vh + vlen;
+            let (field, value_at) = read_str(buf, pos);
+            let (value, end) = read_str(buf, value_at);
+            pos = end;
             Some((
                 field,
                 value,

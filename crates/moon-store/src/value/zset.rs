@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
 
-use super::{has_duplicate, packed_size, push_str, read_len, Encodings, Str, ITEM_OVERHEAD};
+use super::{has_duplicate, packed_size, push_str, read_str, Encodings, Str, ITEM_OVERHEAD};
 
 /// Bytes counted per member beyond its own bytes: the item overhead and the score.
 const MEMBER_OVERHEAD: usize = ITEM_OVERHEAD + 8;
@@ -82,11 +82,10 @@ impl Packed {
                 return None;
             }
             let start = pos;
-            let (n, h) = read_len(buf, pos);
-            let member = &buf[pos + h..pos + h + n];
+            let (member, score_at) = read_str(buf, pos);
             let mut score = [0u8; 8];
-            score.copy_from_slice(&buf[pos + h + n..pos + h + n + 8]);
-            pos += h + n + 8;
+            score.copy_from_slice(&buf[score_at..score_at + 8]);
+            pos = score_at + 8;
             Some((
                 member,
                 f64::from_le_bytes(score),
