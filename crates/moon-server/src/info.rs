@@ -266,7 +266,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nclient_output_buffer_limit_disconnections:{}\r\ntotal_error_replies:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nmigrate_cached_sockets:0\r\n\r\n",
             t.connections, t.commands, t.rates[0].round() as u64, t.input, t.output, t.rates[1] / 1024.0, t.rates[2] / 1024.0, t.rejected, t.store.expired_keys, t.store.evicted_keys, t.store.keyspace_hits, t.store.keyspace_misses, t.output_limit_closed, t.error_replies,
             shared.repl.syncs.full.load(Ordering::Relaxed), shared.repl.syncs.partial_ok.load(Ordering::Relaxed), shared.repl.syncs.partial_err.load(Ordering::Relaxed)
         );
