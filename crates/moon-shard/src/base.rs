@@ -13,8 +13,12 @@
 //!
 //! What a base holds, and what it does not: every key of the cut whose deadline had not
 //! passed, with its deadline, in database order. No LSNs: a base stands for the LSNs up to the
-//! manifest's `max_lsn` (the rewrite reserves one), and the incr follows them. No AUX field
-//! is read back for meaning (`moon-ver` and `aof-base` are for people and Redis's tools).
+//! manifest's `max_lsn` (the rewrite reserves one), and the incr follows them. One AUX field
+//! is read back, as a hint: `moon-hash-key-N`, database N's hash key, in whose order its keys
+//! were written ([`BaseWriter::hash_key`]); the loading keyspace takes the key, so the keys
+//! come in its own hash order and are appended to its table, laid out once at the end, instead
+//! of each being placed at a random home. A base without it (`moon-cli`'s) loads as well, key
+//! by key. (`moon-ver` and `aof-base` are for people and Redis's tools.)
 //!
 //! Loading ([`load`]) keeps keys whose deadline passed since the cut, as replay does: the incr
 //! logs their expiry where it happened, and until then they were visible to nothing but could
@@ -49,6 +53,26 @@ pub fn is_rdb(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut header))
         .is_ok_and(|_| header.starts_with(b"REDIS") && header[5..].iter().all(u8::is_ascii_digit))
+}
+
+/// The AUX field naming database N's hash key is this and N; its value is the key's 16
+/// bytes in hex ([`BaseWriter::hash_key`]).
+const HASH_KEY_AUX: &str = "moon-hash-key-";
+
+/// Database and hash key of an AUX field [`BaseWriter::hash_key`] wrote; None for any other
+/// field, or one that does not read as such (the key only speeds a load up, so a field that
+/// cannot be read is passed over, like every field a base does not know).
+fn hash_key_field(name: &[u8], value: &[u8]) -> Option<(usize, [u8; 16])> {
+    let db = std::str::from_utf8(name.strip_prefix(HASH_KEY_AUX.as_bytes())?).ok()?;
+    let db = db.parse::<usize>().ok()?;
+    if value.len() != 32 || !value.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (byte, pair) in key.iter_mut().zip(value.chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some((db, key))
 }
 
 /// What the writer hands out: the bytes `moon-rdb`'s writer produced so far.
@@ -94,6 +118,21 @@ impl BaseWriter {
             db: None,
             counts,
         })
+    }
+
+    /// Records that database `db`'s keys come in the hash order of `key` (a keyspace's hash
+    /// key, `moon_store::keyspace::Keyspace::hash_key`): the loader's keyspace takes it and
+    /// appends the keys instead of placing each ([`load`]). Before the first key only.
+    pub fn hash_key(&mut self, db: usize, key: [u8; 16]) -> std::io::Result<()> {
+        if self.db.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a base's hash keys come before its keys",
+            ));
+        }
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        self.w
+            .aux(format!("{HASH_KEY_AUX}{db}").as_bytes(), hex.as_bytes())
     }
 
     /// Adds one key (`expire_at`: unix ms, 0 for none).
@@ -205,7 +244,15 @@ fn load_keys(store: &mut Store, path: &Path) -> Result<Loaded, String> {
     // A key found twice stops the load there, as it always did; damage further on leaves
     // every key read before it in the store (a shard serves reads from what it read).
     let mut refused = false;
-    let loaded = visit(path, &enc, |db, key, value, at, hint| {
+    let loaded = visit(path, &enc, |seen| {
+        let (db, key, value, at, hint) = match seen {
+            Seen::Key(db, key, value, at, hint) => (db, key, value, at, hint),
+            Seen::HashKey(db, hash_key) => {
+                // Taken only by an empty keyspace: keys loaded before it keep their places.
+                store.adopt_hash_key(db, hash_key);
+                return Ok(());
+            }
+        };
         // Sized once per database from the file's hint: no rehashing as keys come.
         if let Some((hint_db, keys)) = hint.filter(|h| sized != Some(*h)) {
             sized = Some((hint_db, keys));
@@ -240,7 +287,15 @@ const LOAD_AHEAD: usize = 8;
 /// looked for (that would hold every key).
 pub fn verify(path: &Path) -> Result<Loaded, String> {
     let enc = moon_store::value::Encodings::default();
-    visit(path, &enc, |_, _, _, _, _| Ok(()))
+    visit(path, &enc, |_| Ok(()))
+}
+
+/// What [`visit`] hands over, in the file's order.
+enum Seen<'a> {
+    /// Database, key, its value built, deadline (0: none), and the database's size hint.
+    Key(usize, &'a [u8], Value, u64, Option<(u64, u64)>),
+    /// Database N's hash key ([`BaseWriter::hash_key`]).
+    HashKey(usize, [u8; 16]),
 }
 
 /// Reads the base at `path` through a mapping given back as the reader goes (bounded memory
@@ -250,7 +305,7 @@ pub fn verify(path: &Path) -> Result<Loaded, String> {
 fn visit(
     path: &Path,
     enc: &moon_store::value::Encodings,
-    mut f: impl FnMut(usize, &[u8], Value, u64, Option<(u64, u64)>) -> Result<(), String>,
+    mut f: impl FnMut(Seen<'_>) -> Result<(), String>,
 ) -> Result<Loaded, String> {
     let mapped =
         moon_aof::reader::MappedLog::open(path).map_err(|e| format!("cannot be read: {e}"))?;
@@ -293,16 +348,23 @@ fn visit(
                     }
                 };
                 // A deadline of 0 ms is long passed (0 means none in the keyspace).
-                f(
+                f(Seen::Key(
                     db,
                     &k.key,
                     value,
                     k.expire_at.map_or(0, |at| at.max(1)),
                     r.size_hint(),
-                )?;
+                ))?;
                 loaded.keys += 1;
             }
-            moon_rdb::Item::Aux(..) | moon_rdb::Item::Db(_) => {}
+            moon_rdb::Item::Aux(name, value) => {
+                let hash_key =
+                    hash_key_field(&name, &value).filter(|(db, _)| *db < moon_store::MAX_DATABASES);
+                if let Some((db, key)) = hash_key {
+                    f(Seen::HashKey(db, key))?;
+                }
+            }
+            moon_rdb::Item::Db(_) => {}
             moon_rdb::Item::Function(_) | moon_rdb::Item::Skipped { .. } => {
                 return Err("holds function or module data, which a base never does".into())
             }
@@ -330,6 +392,11 @@ pub fn encode(store: &Store, now: u64) -> std::io::Result<(Vec<u8>, BaseInfo)> {
     };
     let all: Vec<(usize, Bytes, &Value, u64)> = (0..store.databases()).flat_map(live).collect();
     let mut w = BaseWriter::new(counts(all.iter().map(|(db, _, _, at)| (*db, *at))))?;
+    for db in 0..store.databases() {
+        if let Some(ks) = store.keyspace_of(db).filter(|ks| !ks.is_empty()) {
+            w.hash_key(db, ks.hash_key())?;
+        }
+    }
     let mut out = Vec::new();
     for (db, key, value, at) in &all {
         w.key(*db, key, value, *at)?;
@@ -418,6 +485,57 @@ mod tests {
         let path = dir.join("moon.aof.1.base.rdb");
         std::fs::write(&path, &bytes).expect("write base");
         (path, info)
+    }
+
+    /// Each database's hash key goes into the base and comes back with its keys: the loaded
+    /// keyspaces hash as the written ones did (a SCAN cursor means the same key after the
+    /// restart) and hold their keys in the same order.
+    #[test]
+    fn a_base_carries_each_databases_hash_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = every_type();
+        let (path, _) = write(dir.path(), &live, NOW);
+        let mut loaded = Store::default();
+        load(&mut loaded, &path).expect("load");
+        let order = |s: &Store, db: usize| -> Vec<Bytes> {
+            let ks = s.keyspace_of(db).expect("database");
+            ks.iter().map(|(k, _)| k.to_bytes()).collect()
+        };
+        for db in [0, 3, 9] {
+            assert_eq!(loaded.hash_key(db), live.hash_key(db), "database {db}");
+            assert_eq!(order(&loaded, db), order(&live, db), "database {db}");
+        }
+        assert_ne!(loaded.hash_key(1), live.hash_key(1));
+    }
+
+    /// A hash key field that does not read as one (not hex, the wrong length, a database
+    /// Moon does not hold) is passed over: the keys load, key by key.
+    #[test]
+    fn a_hash_key_field_that_does_not_read_is_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = BaseWriter::new(vec![(2, 0)]).expect("writer");
+        for (name, value) in [
+            ("moon-hash-key-0", "zz".repeat(16)),
+            ("moon-hash-key-0", "+f".repeat(16)),
+            ("moon-hash-key-0", "00".repeat(15)),
+            ("moon-hash-key-x", "00".repeat(16)),
+            ("moon-hash-key-99999", "00".repeat(16)),
+        ] {
+            w.w.aux(name.as_bytes(), value.as_bytes()).expect("aux");
+        }
+        let v = Value::Str(moon_store::value::Str::copy_from(b"v"));
+        w.key(0, b"a", &v, 0).expect("key");
+        w.key(0, b"b", &v, 0).expect("key");
+        assert!(w.hash_key(0, [1; 16]).is_err(), "a hash key after the keys");
+        let mut bytes = w.take(0).unwrap_or_default();
+        bytes.extend(w.finish().expect("finish").0);
+        let path = dir.path().join("moon.aof.1.base.rdb");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut loaded = Store::default();
+        let before = loaded.hash_key(0);
+        assert_eq!(load(&mut loaded, &path).expect("load").keys, 2);
+        assert_eq!(loaded.hash_key(0), before);
+        assert_eq!(loaded.keyspace().len(), 2);
     }
 
     #[test]

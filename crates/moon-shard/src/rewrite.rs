@@ -90,6 +90,17 @@ fn copy_keyspace(store: &moon_store::Store, live_at: Option<u64>) -> KeyspaceCop
     copy
 }
 
+/// The hash key of every database holding keys: [`copy_keyspace`] copies each in its hash
+/// order, and a base that records the key loads by appending (`base`).
+fn hash_keys(store: &moon_store::Store) -> Vec<(usize, [u8; 16])> {
+    (0..store.databases())
+        .filter_map(|db| {
+            let ks = store.keyspace_of(db)?;
+            (!ks.is_empty()).then(|| (db, ks.hash_key()))
+        })
+        .collect()
+}
+
 impl Shard {
     /// A copy of every key (those past their deadline included: the copy is what replaying
     /// this shard's log up to now would build), for a replica's full synchronisation. Call it
@@ -106,6 +117,7 @@ impl Shard {
         // The copy is made while every shard is locked.
         let started = std::time::Instant::now();
         let snapshot = copy_keyspace(&store, Some(now));
+        let hash_keys = hash_keys(&store);
         drop(store);
         let keys = snapshot.len() as u64;
         let ms = started.elapsed().as_millis() as u64;
@@ -119,6 +131,7 @@ impl Shard {
         let (first_lsn, last_lsn) = writer.reserve(1);
         *self.rewrite.borrow_mut() = Some(Cut {
             snapshot,
+            hash_keys,
             first_lsn,
             last_lsn,
             tail_from,
@@ -130,8 +143,11 @@ impl Shard {
     /// Step 2: writes the base to `path`, a file that must not exist yet (a rewrite never
     /// reuses a name the manifest on disk may hold). Returns its length and checksum.
     pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<BaseInfo, String> {
-        let snapshot = match self.rewrite.borrow_mut().as_mut() {
-            Some(cut) => std::mem::take(&mut cut.snapshot),
+        let (snapshot, hash_keys) = match self.rewrite.borrow_mut().as_mut() {
+            Some(cut) => (
+                std::mem::take(&mut cut.snapshot),
+                std::mem::take(&mut cut.hash_keys),
+            ),
             None => return Err("no rewrite in progress on this shard".into()),
         };
         let describe = |e: std::io::Error| format!("writing {}: {e}", path.display());
@@ -144,6 +160,9 @@ impl Shard {
         self.created(&path);
         let counts = crate::base::counts(snapshot.iter().map(|(db, _, _, at)| (*db, *at)));
         let mut base = crate::base::BaseWriter::new(counts).map_err(describe)?;
+        for (db, key) in hash_keys {
+            base.hash_key(db, key).map_err(describe)?;
+        }
         let mut pos = 0u64;
         for (db, key, value, at) in snapshot {
             base.key(db, &key.to_bytes(), &value, at)

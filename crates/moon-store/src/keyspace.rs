@@ -155,8 +155,9 @@ pub struct Keyspace {
     /// its dict with SipHash. Clients see hashes (a SCAN cursor is one, KEYS answers in hash
     /// order); with a keyed PRF that tells them nothing about other keys' hashes, so nobody
     /// can choose keys offline that crowd one run of the table. (`foldhash`, faster, gives
-    /// its seed away to whoever sees its outputs.)
-    hasher: std::collections::hash_map::RandomState,
+    /// its seed away to whoever sees its outputs.) A base keeps the key beside the keys it
+    /// wrote in this hash order ([`Keyspace::hash_key`]), so that loading it appends.
+    hasher: KeyHasher,
     deadlines: BTreeSet<(u64, Key)>,
     /// Deadlines of loaded keys not yet in `deadlines` ([`Keyspace::settle_loaded`]).
     loaded_deadlines: Vec<(u64, Key)>,
@@ -186,6 +187,22 @@ pub struct Keyspace {
     /// Keys created since the last [`Keyspace::take_created`], collected only while `Some`
     /// (keyspace notifications of class `n`).
     created: Option<Vec<Bytes>>,
+}
+
+/// SipHash-1-3 under a random 128-bit key (see `Keyspace::hasher`).
+#[derive(Clone, Copy)]
+struct KeyHasher(siphasher::sip::SipHasher13);
+
+impl Default for KeyHasher {
+    /// A fresh random key, drawn from the standard library's randomly keyed hasher (which
+    /// the operating system's random source seeds): its outputs for two inputs are the key.
+    fn default() -> Self {
+        let random = std::collections::hash_map::RandomState::new();
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&random.hash_one(0u8).to_le_bytes());
+        key[8..].copy_from_slice(&random.hash_one(1u8).to_le_bytes());
+        KeyHasher(siphasher::sip::SipHasher13::new_with_key(&key))
+    }
 }
 
 /// What an insertion does with a key that is there, and when a new key's deadline is indexed.
@@ -272,7 +289,24 @@ impl Keyspace {
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.0.hash(key)
+    }
+
+    /// The key of the map's hash function: a base written in this keyspace's hash order
+    /// records it, so that the keyspace loading it ([`Keyspace::adopt_hash_key`]) gets the
+    /// keys in its own order.
+    pub fn hash_key(&self) -> [u8; 16] {
+        self.hasher.0.key()
+    }
+
+    /// Takes `key` as the map's hash key, if the keyspace is empty (a hash key changes where
+    /// every key lives). False, and nothing changed, if it is not.
+    pub fn adopt_hash_key(&mut self, key: [u8; 16]) -> bool {
+        if !self.map.is_empty() {
+            return false;
+        }
+        self.hasher = KeyHasher(siphasher::sip::SipHasher13::new_with_key(&key));
+        true
     }
 
     /// The position of `key` in the map, whether live or not.
@@ -302,7 +336,10 @@ impl Keyspace {
 
     /// Starts loading the place where `key` is or would be (see [`HashOrderedTable::prefetch`]).
     pub fn prefetch(&self, key: &[u8]) {
-        self.map.prefetch(self.hash(key));
+        // A table not laid out yet is being appended to: no place to look for.
+        if self.map.is_laid_out() {
+            self.map.prefetch(self.hash(key));
+        }
     }
 
     /// The time of the command about to run (not while replaying): what it reads or writes is
@@ -503,18 +540,20 @@ impl Keyspace {
     }
 
     /// Inserts `key` only if it is not there (loading a snapshot, where a key twice is
-    /// damage): false, and nothing changed, if it was. One lookup either way. Its deadline is
-    /// indexed with every other loaded one at [`Keyspace::settle_loaded`], which must follow
-    /// the last key loaded.
+    /// damage): false, and nothing changed, if it was. One lookup either way. While keys come
+    /// in this keyspace's hash order (a base it wrote, [`Keyspace::adopt_hash_key`]) they are
+    /// appended to the table ([`table::HashOrderedTable::append`]). [`Keyspace::settle_loaded`]
+    /// must follow the last key loaded: it lays the table out and indexes the deadlines.
     pub fn insert_loaded(&mut self, key: &[u8], value: Value, expire_at: u64) -> bool {
         self.insert_or_keep(key, value, expire_at, Insertion::Load)
     }
 
-    /// Indexes the deadlines of the keys [`Keyspace::insert_loaded`] put in since the last
-    /// call: sorted once and built into the index in one pass, where inserting each into the
+    /// Lays out the table if keys were appended, and indexes the deadlines of the keys
+    /// [`Keyspace::insert_loaded`] put in since the last call: sorted once and built into the index in one pass, where inserting each into the
     /// ordered set as it came cost 5 % of a 1M-key base load (keys come in the old process's
     /// hash order, and keys sharing a deadline compare by their bytes at every level).
     pub fn settle_loaded(&mut self) {
+        self.map.lay_out();
         if self.loaded_deadlines.is_empty() {
             return;
         }
@@ -583,7 +622,15 @@ impl Keyspace {
                     expire_at,
                     access: (self.clock & ACCESS_MS) | (5 << 56),
                 };
-                self.map.insert(hash, (key, entry));
+                let item = (key, entry);
+                // A snapshot's key is appended while the keys come in hash order.
+                let item = match how {
+                    Insertion::Load => self.map.append(hash, item).err(),
+                    Insertion::Replace => Some(item),
+                };
+                if let Some(item) = item {
+                    self.map.insert(hash, item);
+                }
             }
         }
         true
@@ -908,6 +955,66 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::Str(crate::value::Str::copy_from(v.as_bytes()))
+    }
+
+    /// A keyspace that takes another's hash key gets that one's keys in its own hash order
+    /// (what a base holds): they are appended, the table is laid out once they are settled,
+    /// and the result is the same keyspace (keys, order, deadlines). A key twice is refused
+    /// while appending too, and a keyspace holding keys keeps its hash key.
+    #[test]
+    fn a_load_in_the_keyspaces_own_hash_order_appends_then_lays_out() {
+        let mut written = Keyspace::default();
+        let far = 4_102_444_800_000; // 2100-01-01
+        for i in 0..2000 {
+            let key = format!("key:{i}");
+            written.insert(
+                key.as_bytes(),
+                s(&i.to_string()),
+                if i % 7 == 0 { far } else { 0 },
+            );
+        }
+        let mut loaded = Keyspace::default();
+        assert_ne!(loaded.hash_key(), written.hash_key());
+        assert!(loaded.adopt_hash_key(written.hash_key()));
+        for (key, e) in written.iter() {
+            assert!(loaded.insert_loaded(key, e.value.clone(), e.expire_at));
+        }
+        assert!(!loaded.map.is_laid_out());
+        let (first, e) = written.iter().next().expect("a key");
+        assert!(!loaded.insert_loaded(first, e.value.clone(), 0));
+        loaded.settle_loaded();
+        assert!(loaded.map.is_laid_out());
+        let order = |ks: &Keyspace| -> Vec<(Key, Value, u64)> {
+            ks.iter()
+                .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
+                .collect()
+        };
+        assert_eq!(order(&loaded), order(&written));
+        assert_eq!(loaded.expires_count(), written.expires_count());
+        assert_eq!(loaded.used_memory(), written.used_memory());
+        assert!(loaded.get(b"key:1999", 5).is_some());
+        assert!(!loaded.adopt_hash_key([7; 16]));
+        assert_eq!(loaded.hash_key(), written.hash_key());
+    }
+
+    /// Keys that come out of the keyspace's hash order (a base without the hash key, or
+    /// from another keyspace) are inserted as usual from the first one out of order.
+    #[test]
+    fn a_load_out_of_hash_order_inserts() {
+        let mut written = Keyspace::default();
+        for i in 0..500 {
+            written.insert(format!("key:{i}").as_bytes(), s("v"), 0);
+        }
+        let mut loaded = Keyspace::default();
+        for (key, e) in written.iter() {
+            assert!(loaded.insert_loaded(key, e.value.clone(), 0));
+        }
+        assert!(loaded.map.is_laid_out());
+        loaded.settle_loaded();
+        assert_eq!(loaded.len(), 500);
+        for i in 0..500 {
+            assert!(loaded.get(format!("key:{i}").as_bytes(), 5).is_some());
+        }
     }
 
     #[test]

@@ -495,6 +495,21 @@ impl Store {
         }
     }
 
+    /// The hash key of database `db`'s keyspace (see [`Keyspace::hash_key`]).
+    pub fn hash_key(&self, db: usize) -> Option<[u8; 16]> {
+        self.keyspace_of(db).map(Keyspace::hash_key)
+    }
+
+    /// Database `db`'s keyspace takes `key` as its hash key if it is empty (a base's, before
+    /// its keys load: see [`Keyspace::adopt_hash_key`]). False if it did not.
+    pub fn adopt_hash_key(&mut self, db: usize, key: [u8; 16]) -> bool {
+        if db == self.db {
+            return self.ks.adopt_hash_key(key);
+        }
+        self.in_db(db, |s| s.ks.adopt_hash_key(key))
+            .unwrap_or(false)
+    }
+
     /// Room for `additional` more keys in database `db` (a snapshot's size hint).
     pub fn reserve_keys(&mut self, db: usize, additional: usize) {
         if db == self.db {

@@ -100,6 +100,9 @@ impl<T> HashOrderedTable<T> {
 
     /// The position of the item with `hash` for which `eq` holds.
     pub fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+        if self.homes == 0 {
+            return self.find_unlaid(hash, eq);
+        }
         let mut i = self.home(hash);
         while let Some(slot) = self.slots.get(i) {
             let item = slot.item.as_ref()?;
@@ -112,6 +115,65 @@ impl<T> HashOrderedTable<T> {
             i += 1;
         }
         None
+    }
+
+    /// [`HashOrderedTable::find`] before the table is laid out: the items sorted at the
+    /// front. A hash past the last item's (the next one of a load in hash order) costs one
+    /// comparison; any other is found by bisection.
+    fn find_unlaid(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+        let items = self.slots.get(..self.len)?;
+        if items.last().is_none_or(|s| s.hash < hash) {
+            return None;
+        }
+        let from = items.partition_point(|s| s.hash < hash);
+        let same = items.get(from..)?.iter().take_while(|s| s.hash == hash);
+        same.zip(from..)
+            .find(|(s, _)| s.item.as_ref().is_some_and(&mut eq))
+            .map(|(_, i)| i)
+    }
+
+    /// Whether the table has been laid out over its homes (see [`HashOrderedTable::append`]).
+    pub fn is_laid_out(&self) -> bool {
+        self.homes != 0
+    }
+
+    /// Loads an item that comes in hash order: while the table has not been laid out (it was
+    /// empty and has only been appended to), `item` goes right after the last one, and the
+    /// table is laid out once, by [`HashOrderedTable::lay_out`] or the first
+    /// [`HashOrderedTable::insert`]. A snapshot this table's hash order wrote (a base keeps
+    /// its keyspace's hash key) is then written front to back, once, where inserting each
+    /// item at its home touched the table at random and grew it on the way.
+    ///
+    /// Until then every other method still holds (each item's home is the first slot, and
+    /// items are in hash order from it): [`HashOrderedTable::find`] bisects, a removal shifts
+    /// the items after it.
+    ///
+    /// `Err(item)`, nothing changed, if the table is laid out or `hash` is below the last
+    /// item's: the caller inserts it.
+    pub fn append(&mut self, hash: u64, item: T) -> Result<usize, T> {
+        let last = self.len.checked_sub(1).and_then(|i| self.slots.get(i));
+        let in_order = last.is_none_or(|s| s.hash <= hash);
+        if self.homes != 0 || !in_order {
+            return Err(item);
+        }
+        let slot = Slot {
+            hash,
+            item: Some(item),
+        };
+        match self.slots.get_mut(self.len) {
+            Some(empty) => *empty = slot,
+            None => self.slots.push(slot),
+        }
+        self.len += 1;
+        Ok(self.len - 1)
+    }
+
+    /// Lays out a table that was appended to ([`HashOrderedTable::append`]): sized for the
+    /// items it holds, each moved once, from the last. Nothing to do for one laid out.
+    pub fn lay_out(&mut self) {
+        if self.homes == 0 && self.len > 0 {
+            self.grow_to(self.len);
+        }
     }
 
     /// Asks the CPU to start loading the slot where a lookup of `hash` begins, so that a
@@ -392,6 +454,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u64),
+        /// Loading: appended if the table takes it, inserted otherwise (as the keyspace does).
+        Append(u64),
+        LayOut,
         Remove(u64),
         Reserve(u8),
     }
@@ -409,6 +474,8 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             6 => (0u64..300).prop_map(Op::Insert),
+            3 => (0u64..300).prop_map(Op::Append),
+            1 => Just(Op::LayOut),
             3 => (0u64..300).prop_map(Op::Remove),
             1 => any::<u8>().prop_map(Op::Reserve),
         ]
@@ -437,6 +504,18 @@ mod tests {
                         let got = t.find(h, |&x| x == k).and_then(|p| t.remove_at(p));
                         prop_assert_eq!(got, model.remove(&k).map(|_| k));
                     }
+                    Op::Append(k) => {
+                        let h = hash_of(k, mode);
+                        if t.find(h, |&x| x == k).is_none() {
+                            let pos = match t.append(h, k) {
+                                Ok(pos) => pos,
+                                Err(k) => t.insert(h, k),
+                            };
+                            prop_assert_eq!(t.get(pos), Some(&k));
+                            model.insert(k, h);
+                        }
+                    }
+                    Op::LayOut => t.lay_out(),
                     Op::Reserve(n) => t.reserve(usize::from(n)),
                 }
                 check(&t);
@@ -451,6 +530,91 @@ mod tests {
             let mut all: Vec<u64> = t.iter().copied().collect();
             all.sort_unstable();
             prop_assert_eq!(all, model.keys().copied().collect::<Vec<_>>());
+        }
+    }
+
+    proptest! {
+        /// A load in hash order (keys sorted by hash, equal hashes included, appended as
+        /// they come) holds what the map holds, before it is laid out and after; a removal
+        /// before then keeps the rest findable.
+        #[test]
+        fn a_load_in_hash_order_is_a_map_before_and_after_it_is_laid_out(
+            mut keys in proptest::collection::btree_set(0u64..5000, 1..600),
+            mode in 0u8..3,
+            remove in proptest::option::of(0usize..600),
+        ) {
+            let mut sorted: Vec<(u64, u64)> = keys.iter().map(|&k| (hash_of(k, mode), k)).collect();
+            sorted.sort_unstable();
+            let mut t = HashOrderedTable::<u64>::default();
+            t.reserve(sorted.len());
+            for &(h, k) in &sorted {
+                prop_assert!(t.find(h, |&x| x == k).is_none());
+                let pos = t.append(h, k).map_err(|_| TestCaseError::fail("refused in order"))?;
+                prop_assert_eq!(t.get(pos), Some(&k));
+            }
+            prop_assert!(!t.is_laid_out());
+            check(&t);
+            if let Some(i) = remove.filter(|&i| i < sorted.len()) {
+                let (h, k) = sorted.remove(i);
+                let pos = t.find(h, |&x| x == k).expect("present");
+                prop_assert_eq!(t.remove_at(pos), Some(k));
+                keys.remove(&k);
+                check(&t);
+            }
+            for laid_out in [false, true] {
+                if laid_out {
+                    t.lay_out();
+                    prop_assert_eq!(t.is_laid_out(), !sorted.is_empty());
+                    check(&t);
+                }
+                for &(h, k) in &sorted {
+                    prop_assert!(t.find(h, |&x| x == k).is_some());
+                }
+                let mut all: Vec<u64> = t.iter().copied().collect();
+                all.sort_unstable();
+                prop_assert_eq!(&all, &keys.iter().copied().collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Appending stops at the first hash out of order or once the table is laid out: the
+    /// item comes back to be inserted.
+    #[test]
+    fn an_append_out_of_order_or_after_the_lay_out_is_refused() {
+        let mut t = HashOrderedTable::<u64>::default();
+        assert_eq!(t.append(10, 1), Ok(0));
+        assert_eq!(t.append(10, 2), Ok(1));
+        assert_eq!(t.append(9, 3), Err(3));
+        t.insert(9, 3);
+        assert!(t.is_laid_out());
+        assert_eq!(t.append(11, 4), Err(4));
+        check(&t);
+    }
+
+    /// A load in hash order writes the array once, front to back, within its reservation,
+    /// and is laid out for the items that came: a size hint larger than the keys read (a
+    /// crafted one) gets no slots written beyond what they need.
+    #[test]
+    fn a_load_in_hash_order_is_laid_out_once_for_the_items_read() {
+        for (hinted, read) in [(100_000usize, 100_000u64), (1_000_000, 1000)] {
+            let mut t = HashOrderedTable::<u64>::default();
+            t.reserve(hinted);
+            let capacity = t.slots.capacity();
+            let mut hashes: Vec<u64> = (0..read)
+                .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .collect();
+            hashes.sort_unstable();
+            for (k, &h) in hashes.iter().enumerate() {
+                assert!(t.append(h, k as u64).is_ok());
+            }
+            assert_eq!(t.slots.len(), read as usize);
+            t.lay_out();
+            check(&t);
+            assert_eq!(t.homes, read as usize * MAX_LOAD.1 / MAX_LOAD.0 + 1);
+            assert!(t.slots.len() <= t.homes + slack(t.homes) + 16);
+            if hinted as u64 == read {
+                assert_eq!(t.slots.capacity(), capacity, "the array moved");
+            }
         }
     }
 
