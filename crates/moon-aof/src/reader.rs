@@ -173,8 +173,10 @@ fn u32_at(d: &[u8], p: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Checks the record at `p`: returns its total length if it is complete and its checksum holds.
-fn valid_at(d: &[u8], p: usize) -> Option<usize> {
+/// Checks the record at `p`: returns its total length if it is complete and its checksum holds
+/// (taken as holding for a record that ends within the first `checked` bytes: see
+/// [`Bounds::checked`]).
+fn valid_at(d: &[u8], p: usize, checked: usize) -> Option<usize> {
     if d.len() - p < OVERHEAD {
         return None;
     }
@@ -183,6 +185,9 @@ fn valid_at(d: &[u8], p: usize) -> Option<usize> {
         return None;
     }
     let end = p + HEADER_LEN + len;
+    if end + TRAILER_LEN <= checked {
+        return Some(len + OVERHEAD);
+    }
     let crc = u32_at(d, end);
     (crc32fast::hash(&d[p..end]) == crc).then_some(len + OVERHEAD)
 }
@@ -194,7 +199,7 @@ fn valid_record_after(d: &[u8], from: usize, last_lsn: u64) -> Option<usize> {
     let mut p = from;
     while p + OVERHEAD <= d.len() {
         let lsn = u64_at(d, p);
-        if lsn > last_lsn && valid_at(d, p).is_some() {
+        if lsn > last_lsn && valid_at(d, p, 0).is_some() {
             return Some(p);
         }
         p += 1;
@@ -218,8 +223,22 @@ pub fn scan<E>(
 pub fn scan_from<E>(
     data: &[u8],
     after_lsn: u64,
+    on_record: impl FnMut(u64, &[u8], u64) -> Result<(), E>,
+) -> Result<ScanEnd, Result<Corruption, E>> {
+    scan_checked(data, after_lsn, 0, on_record)
+}
+
+/// [`scan_from`], the checksums of the records within the first `checked` bytes taken as
+/// holding ([`Bounds::checked`]).
+fn scan_checked<E>(
+    data: &[u8],
+    after_lsn: u64,
+    checked: u64,
     mut on_record: impl FnMut(u64, &[u8], u64) -> Result<(), E>,
 ) -> Result<ScanEnd, Result<Corruption, E>> {
+    let checked = usize::try_from(checked)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
     let mut p = 0usize;
     let mut last_lsn = after_lsn;
     let mut records = 0u64;
@@ -247,7 +266,7 @@ pub fn scan_from<E>(
             problem = "record cut short".into();
         } else {
             let lsn = u64_at(data, p);
-            match valid_at(data, p) {
+            match valid_at(data, p, checked) {
                 Some(total) if lsn > last_lsn => {
                     on_record(
                         lsn,
@@ -297,9 +316,6 @@ pub struct ReplayReport {
     /// Set when replay stopped at the caller's `stop_lsn` (see [`replay_file_until`]): the
     /// offset of that record and the bytes from there to the end, cut off the file.
     pub stopped: Option<(u64, u64)>,
-    /// CRC-32 (IEEE) of the file's first `bytes` bytes: what a manifest's `base_crc32` is
-    /// checked against.
-    pub crc32: u32,
 }
 
 /// Where a replay starts and ends.
@@ -309,6 +325,12 @@ pub struct Bounds {
     pub after_lsn: u64,
     /// End the log before the record with this LSN (see [`replay_file_until`]).
     pub stop_lsn: Option<u64>,
+    /// The first bytes of the file whose records' checksums were checked a moment ago
+    /// (recovery's first pass, `moon_shard::recovery::scan_log`, walks every record of the
+    /// same file, which nothing writes until recovery ends): each record is checked once per
+    /// start, not twice. Records past them, and any search for a valid record after a bad
+    /// one, are checked as always. 0: check every record.
+    pub checked: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -393,42 +415,47 @@ fn replay(
     let mut applied_len = 0u64;
     let mut open: Option<OpenUnit> = None;
     let mut stop_offset = None;
-    let result = scan_from(data, bounds.after_lsn, |lsn, payload, offset| {
-        mapped.release_before(offset);
-        REPLAYED_BYTES.fetch_add(
-            (payload.len() + OVERHEAD) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        if bounds.stop_lsn.is_some_and(|stop| lsn >= stop) {
-            // Keep scanning without applying: the dropped records' LSNs were handed out
-            // (some maybe acknowledged under everysec) and must never be reused. A unit the
-            // stop cuts through goes whole.
-            stop_offset.get_or_insert(open.as_ref().map_or(offset, |u| u.offset));
-            last_lsn = lsn;
-            return Ok(());
-        }
-        let Some(mut cmds) = decode_payload(payload) else {
-            return Err(Halt::Undecodable(offset));
-        };
-        last_lsn = lsn;
-        let end = offset + (payload.len() + OVERHEAD) as u64;
-        if crate::record::is_continued(payload) {
-            cmds.pop();
-            match &mut open {
-                Some(unit) => unit.cmds.append(&mut cmds),
-                None => open = Some(OpenUnit { offset, cmds }),
+    let result = scan_checked(
+        data,
+        bounds.after_lsn,
+        bounds.checked,
+        |lsn, payload, offset| {
+            mapped.release_before(offset);
+            REPLAYED_BYTES.fetch_add(
+                (payload.len() + OVERHEAD) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if bounds.stop_lsn.is_some_and(|stop| lsn >= stop) {
+                // Keep scanning without applying: the dropped records' LSNs were handed out
+                // (some maybe acknowledged under everysec) and must never be reused. A unit the
+                // stop cuts through goes whole.
+                stop_offset.get_or_insert(open.as_ref().map_or(offset, |u| u.offset));
+                last_lsn = lsn;
+                return Ok(());
             }
-            return Ok(());
-        }
-        if let Some(mut unit) = open.take() {
-            unit.cmds.append(&mut cmds);
-            cmds = unit.cmds;
-        }
-        apply(lsn, cmds);
-        records += 1;
-        applied_len = end;
-        Ok(())
-    });
+            let Some(mut cmds) = decode_payload(payload) else {
+                return Err(Halt::Undecodable(offset));
+            };
+            last_lsn = lsn;
+            let end = offset + (payload.len() + OVERHEAD) as u64;
+            if crate::record::is_continued(payload) {
+                cmds.pop();
+                match &mut open {
+                    Some(unit) => unit.cmds.append(&mut cmds),
+                    None => open = Some(OpenUnit { offset, cmds }),
+                }
+                return Ok(());
+            }
+            if let Some(mut unit) = open.take() {
+                unit.cmds.append(&mut cmds);
+                cmds = unit.cmds;
+            }
+            apply(lsn, cmds);
+            records += 1;
+            applied_len = end;
+            Ok(())
+        },
+    );
     let result = match (result, stop_offset) {
         // Damage after the end recovery chose is dropped with it.
         (Ok(_) | Err(Ok(_)), Some(offset)) => Err(Err(Halt::Stop(offset))),
@@ -453,7 +480,6 @@ fn replay(
             elapsed_ms: started.elapsed().as_millis(),
             truncated,
             stopped,
-            crc32: crc32_prefix(path, bytes).map_err(io)?,
         })
     };
     let end = match result {
@@ -514,6 +540,70 @@ mod tests {
 
     fn count(data: &[u8]) -> Result<ScanEnd, Corruption> {
         scan::<()>(data, |_, _, _| Ok(())).map_err(|e| e.unwrap_or_else(|_| unreachable!()))
+    }
+
+    proptest::proptest! {
+        /// A replay told that the first pass checked the records up to where that pass's scan
+        /// stopped applies, reports and refuses exactly what a replay checking every record
+        /// does, on a log damaged anywhere (a byte changed, or the file cut short): the
+        /// prefix skips only checksums that were just found to hold.
+        #[test]
+        fn a_replay_trusting_the_first_pass_does_what_a_full_one_does(
+            n in 1u64..12,
+            at in 0usize..2000,
+            flip in 1u8..=255,
+            cut in proptest::bool::ANY,
+            after_lsn in 0u64..3,
+        ) {
+            let (mut data, _) = log(n);
+            let at = at % data.len();
+            if cut {
+                data.truncate(at);
+            } else {
+                data[at] ^= flip;
+            }
+            let checked = match scan::<()>(&data, |_, _, _| Ok(())) {
+                Ok(end) => end.valid_len,
+                Err(Ok(c)) => c.offset,
+                Err(Err(())) => 0,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.aof");
+            std::fs::write(&path, &data).unwrap();
+            let run = |checked: u64| {
+                let mut applied = Vec::new();
+                let bounds = Bounds { after_lsn, stop_lsn: None, checked };
+                let report = replay_readonly(&path, bounds, |lsn, cmds| applied.push((lsn, cmds)))
+                    .map(|r| (r.records, r.bytes, r.last_lsn, r.truncated))
+                    .map_err(|e| e.to_string());
+                (applied, report)
+            };
+            proptest::prop_assert_eq!(run(checked), run(0));
+        }
+    }
+
+    /// The prefix is trusted, not re-read: a checksum damaged inside it goes unnoticed, and
+    /// one damaged past it is found (the first pass would have stopped there).
+    #[test]
+    fn only_checksums_within_the_checked_prefix_are_skipped() {
+        let (mut data, ends) = log(3);
+        let last = data.len() - 1;
+        data[ends[0] - 1] ^= 1;
+        data[last] ^= 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.aof");
+        std::fs::write(&path, &data).unwrap();
+        let bounds = Bounds {
+            checked: ends[1] as u64,
+            ..Bounds::default()
+        };
+        let mut applied = Vec::new();
+        let report = replay_readonly(&path, bounds, |lsn, _| applied.push(lsn)).unwrap();
+        assert_eq!(applied, vec![1, 2]);
+        assert_eq!(
+            report.truncated,
+            Some((ends[1] as u64, (data.len() - ends[1]) as u64))
+        );
     }
 
     #[test]
@@ -663,6 +753,7 @@ mod tests {
         Bounds {
             after_lsn: 0,
             stop_lsn: Some(lsn),
+            checked: 0,
         }
     }
 
@@ -701,7 +792,7 @@ mod tests {
         std::fs::write(&path, &damaged).unwrap();
         let bounds = Bounds {
             after_lsn: base,
-            stop_lsn: None,
+            ..Bounds::default()
         };
         assert!(matches!(
             replay_file_until(&path, bounds, |_, _| {}),
@@ -714,7 +805,7 @@ mod tests {
         assert_eq!((r.records, r.last_lsn), (1001, base + 1001));
         let later = Bounds {
             after_lsn: base + 1,
-            stop_lsn: None,
+            ..Bounds::default()
         };
         assert!(matches!(
             replay_file_until(&path, later, |_, _| {}),

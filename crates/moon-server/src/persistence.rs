@@ -29,6 +29,9 @@ pub struct DataDir {
     pub fault: FaultPlan,
     /// Which transactions recovery applies and where each shard's log ends (first pass).
     pub recovery: RecoveryPlan,
+    /// Per shard, the bytes of its incr whose records the first pass checked: its replay
+    /// does not compute their checksums again (`ShardFiles::incr_checked`).
+    pub incr_checked: Vec<u64>,
     /// What a previous run left of its place in a replication stream, to continue from
     /// (`repl_position.rs`); the logs were ended to match it.
     pub replication: Option<crate::repl_position::Saved>,
@@ -185,6 +188,7 @@ pub fn open(config: &Config) -> Result<DataDir, ServerError> {
         dir,
         manifest,
         fault,
+        incr_checked: scans.iter().map(|s| s.checked).collect(),
         recovery,
         replication,
         _lock: lock,
@@ -262,6 +266,8 @@ fn scan_logs(dir: &Path, m: &PerShard) -> Result<Vec<moon_shard::recovery::LogSc
                         let scan = moon_shard::recovery::scan_log(f)?;
                         all.parts.extend(scan.parts);
                         all.last_lsn = all.last_lsn.max(scan.last_lsn);
+                        // The incr's, the last file: what its replay need not check again.
+                        all.checked = scan.checked;
                     }
                     Ok(all)
                 })
@@ -361,7 +367,8 @@ pub async fn start_shard(
 ) -> Result<(), ServerError> {
     let i = shard.id();
     let m = &data.manifest;
-    let files = ShardFiles::of(&data.dir, m, i);
+    let mut files = ShardFiles::of(&data.dir, m, i);
+    files.incr_checked = data.incr_checked.get(i).copied().unwrap_or(0);
     let mut last_lsn = files.max_lsn;
     let (mut records, mut bytes, mut ms) = (0u64, 0u64, 0u128);
     for FileReplay {
@@ -411,6 +418,9 @@ pub async fn start_shard(
         }
     }
     let incr = files.incr.clone();
+    // From now on the incr grows, and may have been cut below what the first pass checked: a
+    // later replay of it (`back_to_the_log`) checks every record.
+    files.incr_checked = 0;
     shard.set_log_files(files);
     let writer = AofWriter::open(&incr, last_lsn, policy, data.fault)
         .await
@@ -436,7 +446,11 @@ mod tests {
     }
 
     fn scan(last_lsn: u64, parts: Vec<Part>) -> LogScan {
-        LogScan { parts, last_lsn }
+        LogScan {
+            parts,
+            last_lsn,
+            checked: 0,
+        }
     }
 
     fn part(lsn: u64, id: &str) -> Part {

@@ -692,6 +692,7 @@ mod tests {
                 bytes: records.len() as u64,
                 crc32: crc32fast::hash(&records),
             }),
+            incr_checked: 0,
         };
         let mut loaded = Store::default();
         crate::recovery::replay_shard(&mut loaded, &files, &Default::default(), None, false)
@@ -715,6 +716,7 @@ mod tests {
             incr,
             max_lsn: 7,
             base_info: Some(info),
+            incr_checked: 0,
         };
         let mut loaded = Store::default();
         let report =

@@ -34,6 +34,9 @@ pub struct ShardFiles {
     pub max_lsn: u64,
     /// What the base must be, when the manifest recorded it.
     pub base_info: Option<BaseInfo>,
+    /// The incr's first bytes whose records recovery's first pass checked ([`scan_log`]'s
+    /// `checked`; see `moon_aof::reader::Bounds::checked`). 0: none.
+    pub incr_checked: u64,
 }
 
 impl ShardFiles {
@@ -43,6 +46,7 @@ impl ShardFiles {
             incr: m.incr_path(data_dir, shard),
             max_lsn: m.max_lsn.get(shard).copied().unwrap_or(0),
             base_info: m.bases.get(shard).copied().flatten(),
+            incr_checked: 0,
         }
     }
 
@@ -134,6 +138,7 @@ pub fn replay_shard(
         let base_bounds = Bounds {
             after_lsn: 0,
             stop_lsn,
+            checked: 0,
         };
         let (report, skipped) = replay_log(store, &files.base, complete, base_bounds, false)?;
         check_base(files, &report)?;
@@ -146,6 +151,7 @@ pub fn replay_shard(
     let incr_bounds = Bounds {
         after_lsn: incr_after,
         stop_lsn,
+        checked: files.incr_checked,
     };
     let (report, skipped) = replay_log(store, &files.incr, complete, incr_bounds, may_truncate)?;
     out.push(FileReplay {
@@ -216,7 +222,6 @@ fn rdb_report(
         elapsed_ms: started.elapsed().as_millis(),
         truncated: None,
         stopped: None,
-        crc32: files.base_info.map_or(0, |i| i.crc32),
     })
 }
 
@@ -226,13 +231,17 @@ fn check_base(files: &ShardFiles, report: &ReplayReport) -> Result<(), RecoveryE
     let what = match files.base_info {
         Some(info) => {
             let whole = report.truncated.is_none() && report.stopped.is_none();
-            let same = report.bytes == info.bytes && report.crc32 == info.crc32;
+            // Read again only for a base in this older form (an incr's replay checks each
+            // record's own checksum and nothing of the whole file).
+            let crc = moon_aof::reader::crc32_prefix(&files.base, report.bytes)
+                .map_err(|e| base_error(files, format!("cannot be read: {e}")))?;
+            let same = report.bytes == info.bytes && crc == info.crc32;
             if whole && same && report.last_lsn <= files.max_lsn {
                 return Ok(());
             }
             format!(
-                "does not match the manifest: {} bytes of valid records with CRC-32 {:08x} up to LSN {}, where the manifest recorded {} bytes with CRC-32 {:08x} up to LSN {}",
-                report.bytes, report.crc32, report.last_lsn, info.bytes, info.crc32, files.max_lsn
+                "does not match the manifest: {} bytes of valid records with CRC-32 {crc:08x} up to LSN {}, where the manifest recorded {} bytes with CRC-32 {:08x} up to LSN {}",
+                report.bytes, report.last_lsn, info.bytes, info.crc32, files.max_lsn
             )
         }
         None => {
@@ -300,6 +309,9 @@ pub struct LogScan {
     pub parts: Vec<Part>,
     /// The LSN of the last record that ends a whole unit (0 for none, or an RDB base).
     pub last_lsn: u64,
+    /// Bytes from the start whose records' checksums this pass checked: up to the first
+    /// record that is not valid (0 for an RDB base). Replay need not check them again.
+    pub checked: u64,
 }
 
 /// Recovery's first pass over one log file: its transaction parts and its last whole unit.
@@ -313,7 +325,7 @@ pub fn scan_log(path: &std::path::Path) -> std::io::Result<LogScan> {
     let mut scan = LogScan::default();
     // Inside a unit spanning records: the part its first record held, if any.
     let mut open: Option<Option<Part>> = None;
-    let _ = moon_aof::reader::scan::<()>(mapped.bytes(), |lsn, payload, offset| {
+    let walked = moon_aof::reader::scan::<()>(mapped.bytes(), |lsn, payload, offset| {
         mapped.release_before(offset);
         let continued = moon_aof::record::is_continued(payload);
         let part = match open.take() {
@@ -328,6 +340,11 @@ pub fn scan_log(path: &std::path::Path) -> std::io::Result<LogScan> {
         }
         Ok(())
     });
+    scan.checked = match walked {
+        Ok(end) => end.valid_len,
+        Err(Ok(corruption)) => corruption.offset,
+        Err(Err(())) => 0,
+    };
     Ok(scan)
 }
 
