@@ -122,13 +122,17 @@ impl BaseWriter {
 
     /// Records that database `db`'s keys come in the hash order of `key` (a keyspace's hash
     /// key, `moon_store::keyspace::Keyspace::hash_key`): the loader's keyspace takes it and
-    /// appends the keys instead of placing each ([`load`]). Before the first key only.
+    /// appends the keys instead of placing each ([`load`]). Before the first key only; for a
+    /// database the counts give no key, nothing is written.
     pub fn hash_key(&mut self, db: usize, key: [u8; 16]) -> std::io::Result<()> {
         if self.db.is_some() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "a base's hash keys come before its keys",
             ));
+        }
+        if self.counts.get(db).is_none_or(|&(keys, _)| keys == 0) {
+            return Ok(());
         }
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         self.w
@@ -496,6 +500,7 @@ mod tests {
         let live = every_type();
         let (path, _) = write(dir.path(), &live, NOW);
         let mut loaded = Store::default();
+        loaded.set_databases(16);
         load(&mut loaded, &path).expect("load");
         let order = |s: &Store, db: usize| -> Vec<Bytes> {
             let ks = s.keyspace_of(db).expect("database");
@@ -509,7 +514,9 @@ mod tests {
     }
 
     /// A hash key field that does not read as one (not hex, the wrong length, a database
-    /// Moon does not hold) is passed over: the keys load, key by key.
+    /// Moon does not hold) is passed over: the keys load, key by key; one for a database
+    /// the store does not have makes none. The writer writes none for a database without
+    /// keys.
     #[test]
     fn a_hash_key_field_that_does_not_read_is_passed_over() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -520,15 +527,19 @@ mod tests {
             ("moon-hash-key-0", "00".repeat(15)),
             ("moon-hash-key-x", "00".repeat(16)),
             ("moon-hash-key-99999", "00".repeat(16)),
+            ("moon-hash-key-1023", "00".repeat(16)),
         ] {
             w.w.aux(name.as_bytes(), value.as_bytes()).expect("aux");
         }
+        w.hash_key(1, [2; 16])
+            .expect("no key in database 1: nothing written");
         let v = Value::Str(moon_store::value::Str::copy_from(b"v"));
         w.key(0, b"a", &v, 0).expect("key");
         w.key(0, b"b", &v, 0).expect("key");
         assert!(w.hash_key(0, [1; 16]).is_err(), "a hash key after the keys");
         let mut bytes = w.take(0).unwrap_or_default();
         bytes.extend(w.finish().expect("finish").0);
+        assert!(!String::from_utf8_lossy(&bytes).contains(&"02".repeat(16)));
         let path = dir.path().join("moon.aof.1.base.rdb");
         std::fs::write(&path, &bytes).expect("write");
         let mut loaded = Store::default();
@@ -536,6 +547,7 @@ mod tests {
         assert_eq!(load(&mut loaded, &path).expect("load").keys, 2);
         assert_eq!(loaded.hash_key(0), before);
         assert_eq!(loaded.keyspace().len(), 2);
+        assert_eq!(loaded.databases(), 1);
     }
 
     #[test]

@@ -156,7 +156,10 @@ pub struct Keyspace {
     /// order); with a keyed PRF that tells them nothing about other keys' hashes, so nobody
     /// can choose keys offline that crowd one run of the table. (`foldhash`, faster, gives
     /// its seed away to whoever sees its outputs.) A base keeps the key beside the keys it
-    /// wrote in this hash order ([`Keyspace::hash_key`]), so that loading it appends.
+    /// wrote in this hash order ([`Keyspace::hash_key`]), so that loading it appends: the key
+    /// then lasts as long as the keyspace holds keys (Redis draws one per process), and is
+    /// as secret as the base's data. Emptying the keyspace ([`Keyspace::clear`]) draws a
+    /// new one.
     hasher: KeyHasher,
     deadlines: BTreeSet<(u64, Key)>,
     /// Deadlines of loaded keys not yet in `deadlines` ([`Keyspace::settle_loaded`]).
@@ -686,6 +689,9 @@ impl Keyspace {
         let keys = garbage.0.len();
         lazyfree::dispose_all(garbage, keys, cause);
         self.used = 0;
+        // An emptied keyspace draws a new hash key: a base keeps the key from rewrite to
+        // rewrite, and FLUSHALL/FLUSHDB is where an operator can have a new one.
+        self.hasher = KeyHasher::default();
     }
 
     /// Active expiry: removes up to `budget` keys whose deadline is at or before `now`, then
@@ -995,6 +1001,9 @@ mod tests {
         assert!(loaded.get(b"key:1999", 5).is_some());
         assert!(!loaded.adopt_hash_key([7; 16]));
         assert_eq!(loaded.hash_key(), written.hash_key());
+        // Emptied (FLUSHALL, FLUSHDB): a new key.
+        loaded.clear(Cause::ServerDel);
+        assert_ne!(loaded.hash_key(), written.hash_key());
     }
 
     /// Keys that come out of the keyspace's hash order (a base without the hash key, or

@@ -501,13 +501,15 @@ impl Store {
     }
 
     /// Database `db`'s keyspace takes `key` as its hash key if it is empty (a base's, before
-    /// its keys load: see [`Keyspace::adopt_hash_key`]). False if it did not.
+    /// its keys load: see [`Keyspace::adopt_hash_key`]). False if it did not, or if the store
+    /// has no such database (a key alone makes none).
     pub fn adopt_hash_key(&mut self, db: usize, key: [u8; 16]) -> bool {
         if db == self.db {
             return self.ks.adopt_hash_key(key);
         }
-        self.in_db(db, |s| s.ks.adopt_hash_key(key))
-            .unwrap_or(false)
+        self.dbs
+            .get_mut(db)
+            .is_some_and(|ks| ks.adopt_hash_key(key))
     }
 
     /// Room for `additional` more keys in database `db` (a snapshot's size hint).
