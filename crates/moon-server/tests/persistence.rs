@@ -759,3 +759,58 @@ fn a_damaged_first_incr_record_past_lsn_2_pow_32_refuses_startup() {
         "the file is untouched"
     );
 }
+
+/// Recovery's first pass hands each shard the length of its incr it found valid, and the
+/// incr's replay skips those checksums: the length must be the incr's, not the base's. A long
+/// base in the older record form and a short incr damaged in its middle (inside the base's
+/// length): the server refuses to start, naming the damaged record, and truncates nothing.
+#[test]
+fn a_damaged_incr_record_is_refused_behind_a_longer_record_base() {
+    use bytes::Bytes;
+    let tmp = tempfile::tempdir().unwrap();
+    let base_lsn = 300u64;
+    let mut m = moon_manifest::PerShard::new(2, vec![base_lsn]);
+    let shard = moon_manifest::PerShard::shard_dir(tmp.path(), 0);
+    std::fs::create_dir_all(&shard).unwrap();
+    let cmd = |k: String| vec![Bytes::from("SET"), Bytes::from(k), Bytes::from("v")];
+    let mut base = Vec::new();
+    for lsn in 1..=base_lsn {
+        moon_aof::append_command_record(lsn, &cmd(format!("base-{lsn}")), &mut base).unwrap();
+    }
+    m.bases[0] = Some(moon_manifest::BaseInfo {
+        bytes: base.len() as u64,
+        crc32: crc32fast::hash(&base),
+    });
+    std::fs::write(m.base_path(tmp.path(), 0), &base).unwrap();
+    let mut incr = Vec::new();
+    let mut ends = Vec::new();
+    for i in 1..=10u64 {
+        moon_aof::append_command_record(base_lsn + i, &cmd(format!("k{i}")), &mut incr).unwrap();
+        ends.push(incr.len());
+    }
+    assert!(incr.len() < base.len());
+    let incr_path = m.incr_path(tmp.path(), 0);
+    std::fs::write(moon_manifest::manifest_path(tmp.path()), m.render()).unwrap();
+    // The fifth record's value damaged ("v" becomes "w": still a well-formed SET, so only its
+    // checksum tells), five good records after it.
+    let fifth = ends[3];
+    let value_at = ends[4] - 4 - 3;
+    assert_eq!(incr[value_at], b'v');
+    incr[value_at] ^= 0x01;
+    std::fs::write(&incr_path, &incr).unwrap();
+    let out = match MoonServer::start_in(tmp.path(), 1, &[]) {
+        Ok(_) => panic!("the server started on an incr with a damaged record"),
+        Err(out) => out,
+    };
+    assert!(
+        out.contains(&format!("corrupt at offset {fifth}")) && out.contains("aof-corruption.md"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&incr_path).unwrap(),
+        incr,
+        "the file is untouched"
+    );
+    let (code, _) = run_expecting_exit(tmp.path(), 1, &[]);
+    assert_eq!(code, 1);
+}

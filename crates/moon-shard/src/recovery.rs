@@ -233,8 +233,13 @@ fn check_base(files: &ShardFiles, report: &ReplayReport) -> Result<(), RecoveryE
             let whole = report.truncated.is_none() && report.stopped.is_none();
             // Read again only for a base in this older form (an incr's replay checks each
             // record's own checksum and nothing of the whole file).
-            let crc = moon_aof::reader::crc32_prefix(&files.base, report.bytes)
-                .map_err(|e| base_error(files, format!("cannot be read: {e}")))?;
+            let crc =
+                moon_aof::reader::crc32_prefix(&files.base, report.bytes).map_err(|source| {
+                    AofError::Io {
+                        file: files.base.clone(),
+                        source,
+                    }
+                })?;
             let same = report.bytes == info.bytes && crc == info.crc32;
             if whole && same && report.last_lsn <= files.max_lsn {
                 return Ok(());
