@@ -506,3 +506,144 @@ fn a_scan_goes_on_across_a_restart_after_a_rewrite() {
     assert_ne!(scan_page(&mut con, "0"), first);
     server.kill();
 }
+
+/// The base is written from a snapshot taken key by key while the shard serves (each key
+/// kept as it was at the cut the first time a write changes it): writes, deletions, new keys,
+/// deadlines and FLUSHDB that land during the walk are each in the base or in the log after
+/// it, never in both and never in neither. After the rewrite and a SIGKILL, every key is
+/// back exactly as the clients last saw it.
+#[test]
+fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
+    use std::collections::BTreeMap;
+    for shards in [1, 2] {
+        let tmp = tempfile::tempdir().unwrap();
+        // The walk takes 100 keys per step and pauses 1 ms between steps (at least a second
+        // for these keys), so that the rounds below land in the middle of it.
+        let mut server = MoonServer::start_with_env(
+            tmp.path(),
+            shards,
+            &[],
+            &[("MOON_REWRITE_FAULT", "slow-walk")],
+        )
+        .unwrap();
+        let mut con = server.client();
+        // Database 0: 100,000 keys, a tenth of them with a deadline decades away. Database 1:
+        // keys that a FLUSHDB during the walk removes.
+        let mut model: BTreeMap<String, String> = BTreeMap::new();
+        for chunk in (0..100_000).collect::<Vec<u32>>().chunks(5000) {
+            let mut p = redis::pipe();
+            for &i in chunk {
+                let (k, v) = (format!("key:{i}"), format!("v{i}"));
+                if i % 10 == 0 {
+                    p.cmd("SET")
+                        .arg(&k)
+                        .arg(&v)
+                        .arg("EX")
+                        .arg(1_000_000_000)
+                        .ignore();
+                } else {
+                    p.cmd("SET").arg(&k).arg(&v).ignore();
+                }
+                model.insert(k, v);
+            }
+            p.query::<()>(&mut con).unwrap();
+        }
+        let mut p = redis::pipe();
+        p.cmd("SELECT").arg(1).ignore();
+        for i in 0..1000 {
+            p.cmd("SET").arg(format!("gone:{i}")).arg("x").ignore();
+        }
+        p.cmd("SELECT").arg(0).ignore();
+        p.query::<()>(&mut con).unwrap();
+
+        let _: String = redis::cmd("BGREWRITEAOF").query(&mut con).unwrap();
+        // Rounds of mixed writes over the whole key range until the rewrite is over; count
+        // the rounds that ran while it was in progress.
+        let (mut round, mut during) = (0u32, 0u32);
+        let mut flushed = false;
+        loop {
+            let in_progress = info_field(&mut con, "aof_rewrite_in_progress") == "1";
+            if !in_progress {
+                break;
+            }
+            let mut p = redis::pipe();
+            for j in 0..200u32 {
+                let i = (round * 7919 + j * 499) % 120_000;
+                let k = format!("key:{i}");
+                match j % 5 {
+                    0 | 1 => {
+                        let v = format!("r{round}-{j}");
+                        p.cmd("SET").arg(&k).arg(&v).ignore();
+                        model.insert(k, v);
+                    }
+                    2 => {
+                        p.cmd("DEL").arg(&k).ignore();
+                        model.remove(&k);
+                    }
+                    3 => {
+                        p.cmd("APPEND").arg(&k).arg("+").ignore();
+                        model.entry(k).or_default().push('+');
+                    }
+                    _ if j % 10 == 4 => {
+                        p.cmd("EXPIRE").arg(&k).arg(2_000_000_000).ignore();
+                    }
+                    _ => {
+                        // A rename reads the key where replay will find it: a removal the
+                        // snapshot missed would lose the value.
+                        if let Some(v) = model.remove(&k) {
+                            let to = format!("moved:{i}");
+                            p.cmd("RENAME").arg(&k).arg(&to).ignore();
+                            model.insert(to, v);
+                        }
+                    }
+                }
+            }
+            if round == 3 && !flushed {
+                p.cmd("SELECT").arg(1).ignore();
+                p.cmd("FLUSHDB").ignore();
+                p.cmd("SET").arg("after-flush").arg("y").ignore();
+                p.cmd("SELECT").arg(0).ignore();
+                flushed = true;
+            }
+            p.query::<()>(&mut con).unwrap();
+            round += 1;
+            if info_field(&mut con, "aof_rewrite_in_progress") == "1" {
+                during += 1;
+            }
+        }
+        assert_eq!(info_field(&mut con, "aof_last_bgrewrite_status"), "ok");
+        assert!(
+            during >= 20,
+            "shards={shards}: writes ran during the walk ({during} rounds)"
+        );
+        assert!(flushed, "shards={shards}: FLUSHDB ran during the walk");
+        // One write after the rewrite, in the new incr.
+        let _: () = con.set("last", "z").unwrap();
+        model.insert("last".into(), "z".into());
+        server.kill();
+
+        let server = MoonServer::start_in(tmp.path(), shards, &[]).unwrap();
+        let mut con = server.client();
+        let size: usize = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        assert_eq!(size, model.len(), "shards={shards}: keys in database 0");
+        let keys: Vec<&String> = model.keys().collect();
+        for chunk in keys.chunks(5000) {
+            let got: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut con).unwrap();
+            for (k, v) in chunk.iter().zip(got) {
+                assert_eq!(v.as_ref(), model.get(*k), "shards={shards}: {k}");
+            }
+        }
+        let ttl: i64 = con.ttl("key:10").unwrap_or(-3);
+        assert!(
+            ttl == -2 || ttl > 900_000_000,
+            "shards={shards}: key:10's deadline ({ttl})"
+        );
+        let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+        let db1: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+        assert_eq!(
+            db1,
+            vec!["after-flush".to_string()],
+            "shards={shards}: database 1"
+        );
+    }
+}

@@ -195,6 +195,92 @@ impl BaseWriter {
     }
 }
 
+/// A base written from a snapshot of a serving store, a step at a time: the rewrite cuts
+/// ([`BaseCut::begin`], which only marks every keyspace), then writes a few thousand keys per
+/// step ([`BaseCut::step`]) while the shard goes on serving between steps. Every key comes out
+/// as it was at the cut (`moon_store::keyspace`'s `cut` module says how), in its keyspace's
+/// hash order, which the base records ([`BaseWriter::hash_key`]).
+pub struct BaseCut {
+    w: BaseWriter,
+    /// The databases that had keys at the cut, in order, and how many of them are written.
+    dbs: Vec<usize>,
+    written: usize,
+}
+
+impl BaseCut {
+    /// Starts a snapshot of `store` as it is now; keys whose deadline is at or before `now`
+    /// are left out. [`BaseCut::abandon`] undoes it if the base is not written to its end.
+    pub fn begin(store: &mut Store, now: u64) -> std::io::Result<BaseCut> {
+        let started = store.begin_cut(now);
+        let mut counts = Vec::new();
+        for &(db, size, _) in &started {
+            if counts.len() <= db {
+                counts.resize(db + 1, (0, 0));
+            }
+            counts[db] = (size.keys, size.expires);
+        }
+        let mut w = BaseWriter::new(counts)?;
+        for &(db, _, key) in &started {
+            w.hash_key(db, key)?;
+        }
+        Ok(BaseCut {
+            w,
+            dbs: started.iter().map(|&(db, _, _)| db).collect(),
+            written: 0,
+        })
+    }
+
+    /// How many keys the snapshot holds in all, as counted at the cut.
+    pub fn keys(&self) -> u64 {
+        self.w.counts.iter().map(|&(keys, _)| keys).sum()
+    }
+
+    /// Encodes about `budget` more keys; true once every key is. An error if a key cannot be
+    /// encoded, or if the store's keyspaces were replaced since the cut (rebuilt from the log:
+    /// the snapshot is gone).
+    pub fn step(&mut self, store: &mut Store, budget: usize) -> std::io::Result<bool> {
+        let Some(&db) = self.dbs.get(self.written) else {
+            return Ok(true);
+        };
+        let mut failed = None;
+        let w = &mut self.w;
+        let done = store.cut_step(db, budget, |key, value, at| {
+            if failed.is_none() {
+                failed = w.key(db, key, value, at).err();
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match done {
+            None => Err(std::io::Error::other(format!(
+                "database {db}'s keyspace was rebuilt from the log during the rewrite"
+            ))),
+            Some(false) => Ok(false),
+            Some(true) => {
+                self.written += 1;
+                Ok(self.written == self.dbs.len())
+            }
+        }
+    }
+
+    /// The bytes ready to be written (see [`BaseWriter::take`]).
+    pub fn take(&mut self, min: usize) -> Option<Vec<u8>> {
+        self.w.take(min)
+    }
+
+    /// Ends the file once [`BaseCut::step`] said every key is written (see
+    /// [`BaseWriter::finish`]).
+    pub fn finish(self) -> std::io::Result<(Vec<u8>, BaseInfo)> {
+        self.w.finish()
+    }
+
+    /// Drops the snapshot's state in `store` (a rewrite that ends without this base).
+    pub fn abandon(self, store: &mut Store) {
+        store.end_cut();
+    }
+}
+
 /// Counts per database of `(db, expire_at)` pairs, for [`BaseWriter::new`].
 pub fn counts(keys: impl Iterator<Item = (usize, u64)>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();

@@ -62,9 +62,13 @@ enum Op {
     /// DUMP of a key (any type, as the other commands left it), then RESTORE of the payload
     /// at another key (with this TTL in ms, 0 none; REPLACE or not), on that key's shard.
     DumpRestore(String, String, u64, bool),
-    /// BGREWRITEAOF: every shard's live keys become its base (an RDB file, as the server
-    /// writes it) and its incr starts empty.
+    /// BGREWRITEAOF's cut: every shard's keyspace is marked for a snapshot of its live keys,
+    /// which becomes its base (an RDB file, as the server writes it) once written; its incr
+    /// then holds only what came after the cut. Nothing if a rewrite is in progress.
     Rewrite,
+    /// The base writer's step on every shard with a rewrite in progress: this many keys more
+    /// (the snapshot stays what it was at the cut while the commands around it change keys).
+    CutStep(usize),
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -716,6 +720,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u64..300).prop_map(Op::Advance),
         1 => (1usize..4).prop_map(Op::ActiveExpiry),
         1 => Just(Op::Rewrite),
+        2 => (1usize..6).prop_map(Op::CutStep),
     ]
 }
 
@@ -758,6 +763,8 @@ struct Live {
     /// Each shard's base, once a rewrite made one, and when the last rewrite cut.
     bases: Vec<Option<Vec<u8>>>,
     cut_at: u64,
+    /// Each shard's base being written since the cut, and where its log stood at the cut.
+    writing: Vec<Option<(crate::base::BaseCut, usize)>>,
 }
 
 /// The record target of the model's logs (the server's is 64 MiB).
@@ -782,19 +789,44 @@ impl Live {
             txids: 0,
             bases: vec![None; n],
             cut_at: 0,
+            writing: (0..n).map(|_| None).collect(),
         }
     }
 
-    /// `Shard::rewrite_cut` and `rewrite_write_base` at `now`: the base holds every key whose
-    /// deadline has not passed, stands for one LSN, and the incr goes on after it.
+    /// `Shard::rewrite_cut` at `now`: the snapshot holds every key whose deadline has not
+    /// passed and stands for one LSN; the log goes on after it.
     fn rewrite(&mut self, now: u64) {
+        if self.writing.iter().any(Option::is_some) {
+            return;
+        }
         for i in 0..self.stores.len() {
-            let (bytes, _) = crate::base::encode(&self.stores[i], now).expect("base");
-            self.bases[i] = Some(bytes);
-            self.logs[i].clear();
+            let base = crate::base::BaseCut::begin(&mut self.stores[i], now).expect("cut");
+            self.writing[i] = Some((base, self.logs[i].len()));
             self.lsns[i] += 1;
         }
         self.cut_at = now;
+    }
+
+    /// `Shard::rewrite_write_base`'s step on every shard writing a base; one that is done
+    /// becomes the shard's base, and its log keeps only the records after the cut
+    /// (`Shard::rewrite_prepare`'s tail).
+    fn cut_step(&mut self, budget: usize) {
+        for i in 0..self.stores.len() {
+            let Some((base, _)) = self.writing[i].as_mut() else {
+                continue;
+            };
+            if !base.step(&mut self.stores[i], budget).expect("step") {
+                continue;
+            }
+            let Some((mut base, tail_from)) = self.writing[i].take() else {
+                continue;
+            };
+            let mut bytes = base.take(0).unwrap_or_default();
+            let (last, _) = base.finish().expect("finish");
+            bytes.extend(last);
+            self.bases[i] = Some(bytes);
+            self.logs[i].drain(..tail_from);
+        }
     }
 
     /// `AofWriter::append`: one unit holding `cmds` — here at a 1 KiB record target, so that
@@ -973,6 +1005,7 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
         match op {
             Op::Advance(ms) => now += ms,
             Op::Rewrite => live.rewrite(now),
+            Op::CutStep(budget) => live.cut_step(*budget),
             Op::ActiveExpiry(budget) => live.active_expiry(now, *budget),
             Op::Cmd(c) => {
                 let c = bytes_of(c);
@@ -1031,6 +1064,9 @@ fn check(shards: usize, memory: moon_store::MemoryLimit, ops: &[Op]) -> Result<u
                 live.transaction(&cmds, now);
             }
         }
+    }
+    while live.writing.iter().any(Option::is_some) {
+        live.cut_step(4);
     }
     let replayed = replay(&live);
     // A key whose deadline had passed at the last rewrite's cut (unseen, not yet reclaimed) is

@@ -2,14 +2,18 @@
 //! the same steps and owns the manifest; here is what each step does to this shard's files.
 //!
 //! 1. [`Shard::rewrite_cut`] — under a lock on every shard (so no cross-shard transaction is
-//!    half before and half after the cut): copy the live keyspace and reserve one LSN, which
-//!    the new base stands for (the manifest's `max_lsn`). Later records get LSNs above it and
+//!    half before and half after the cut): mark the keyspace for a snapshot as it is now
+//!    ([`crate::base::BaseCut::begin`]: no key is copied yet) and reserve one LSN, which the
+//!    new base stands for (the manifest's `max_lsn`). Later records get LSNs above it and
 //!    keep going to the current incr file.
-//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the copy as an
-//!    RDB file ([`crate::base`]: every key in its typed form, loaded without running a
+//! 2. [`Shard::rewrite_write_base`] — in the background, while serving: write the snapshot as
+//!    an RDB file ([`crate::base`]: every key in its typed form, loaded without running a
 //!    command) to the next seq's base file — a new file, never one that exists — and
-//!    fdatasync it. Its length and checksum go into the manifest, so recovery refuses any
-//!    other file under its name.
+//!    fdatasync it. The keys are taken a few thousand per step, in hash order, with the
+//!    shard serving between steps; a key changed before the walk reaches it was kept as it
+//!    was at the cut (`moon_store::keyspace`'s `cut` module: copy-on-write per key). Its
+//!    length and checksum go into the manifest, so recovery refuses any other file under its
+//!    name.
 //! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
 //!    records written since the cut (LSN above the reserved range) from the current incr to the
 //!    next seq's incr file, fsync it. The old files are still complete and still named by the
@@ -67,17 +71,13 @@ async fn write_fully(
 /// A copy of a shard's keyspaces: (database, key, value, deadline), databases in order.
 pub type KeyspaceCopy = Vec<(usize, moon_store::keyspace::Key, moon_store::Value, u64)>;
 
-/// Copies every key of every database; with `live_at`, only keys whose deadline has not passed
-/// then. Keys are copied as the keyspace holds them (inline up to 22 bytes: no allocation),
-/// turned into `Bytes` only when they are written, later.
-fn copy_keyspace(store: &moon_store::Store, live_at: Option<u64>) -> KeyspaceCopy {
-    let live = (0..store.databases())
+/// Copies every key of every database, as the keyspace holds them (inline up to 22 bytes:
+/// no allocation), turned into `Bytes` only when they are written, later.
+fn copy_keyspace(store: &moon_store::Store) -> KeyspaceCopy {
+    let all = (0..store.databases())
         .filter_map(|db| store.keyspace_of(db).map(|ks| (db, ks)))
         .flat_map(|(db, ks)| {
             ks.iter()
-                .filter(move |(_, e)| {
-                    live_at.is_none_or(|now| e.expire_at == 0 || e.expire_at > now)
-                })
                 .map(move |(k, e)| (db, k.clone(), e.value.clone(), e.expire_at))
         });
     // Sized once: growing a vector of millions of entries copies it again and again.
@@ -86,52 +86,48 @@ fn copy_keyspace(store: &moon_store::Store, live_at: Option<u64>) -> KeyspaceCop
         .map(|ks| ks.len())
         .sum();
     let mut copy = Vec::with_capacity(total);
-    copy.extend(live);
+    copy.extend(all);
     copy
 }
 
-/// The hash key of every database holding keys: [`copy_keyspace`] copies each in its hash
-/// order, and a base that records the key loads by appending (`base`).
-fn hash_keys(store: &moon_store::Store) -> Vec<(usize, [u8; 16])> {
-    (0..store.databases())
-        .filter_map(|db| {
-            let ks = store.keyspace_of(db)?;
-            (!ks.is_empty()).then(|| (db, ks.hash_key()))
-        })
-        .collect()
-}
+/// Keys a step of the base's walk takes (about 0.3 ms of encoding for small strings):
+/// the shard serves between steps.
+const CUT_STEP_KEYS: usize = 2048;
 
 impl Shard {
     /// A copy of every key (those past their deadline included: the copy is what replaying
     /// this shard's log up to now would build), for a replica's full synchronisation. Call it
     /// under every shard's lock, with the log's mark placed in the same turn.
     pub fn keyspace_copy(&self) -> KeyspaceCopy {
-        copy_keyspace(&self.store(), None)
+        copy_keyspace(&self.store())
     }
 
     /// Step 1. Returns (keys, last reserved LSN), or `None` without an AOF.
     pub fn rewrite_cut(&self) -> Option<(u64, u64)> {
         let writer = self.aof()?;
         let now = now_ms();
-        let store = self.store();
-        // The copy is made while every shard is locked.
+        // The cut is made while every shard is locked; it only marks the keyspaces.
         let started = std::time::Instant::now();
-        let snapshot = copy_keyspace(&store, Some(now));
-        let hash_keys = hash_keys(&store);
-        drop(store);
-        let keys = snapshot.len() as u64;
-        let ms = started.elapsed().as_millis() as u64;
+        let base = match crate::base::BaseCut::begin(&mut self.store(), now) {
+            Ok(base) => base,
+            Err(e) => {
+                tracing::error!(shard = self.id(), "BGREWRITEAOF cut: {e}");
+                self.store().end_cut();
+                return None;
+            }
+        };
+        let keys = base.keys();
+        let us = started.elapsed().as_micros() as u64;
         tracing::info!(
             shard = self.id(),
-            "BGREWRITEAOF cut: {keys} keys copied in {ms} ms"
+            "BGREWRITEAOF cut: {keys} keys to write, marked in {us} µs"
         );
-        // Every shard is held while its keys are copied: the rewrite's pause.
-        moon_store::latency::sample("aof-rewrite", ms, now / 1000);
+        // Every shard is held while the cut is made: the rewrite's pause.
+        moon_store::latency::sample("aof-rewrite", us / 1000, now / 1000);
         let tail_from = writer.file_len();
         let (first_lsn, last_lsn) = writer.reserve(1);
         *self.rewrite.borrow_mut() = Some(Cut {
-            snapshot,
-            hash_keys,
+            base: Some(base),
             first_lsn,
             last_lsn,
             tail_from,
@@ -143,12 +139,13 @@ impl Shard {
     /// Step 2: writes the base to `path`, a file that must not exist yet (a rewrite never
     /// reuses a name the manifest on disk may hold). Returns its length and checksum.
     pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<BaseInfo, String> {
-        let (snapshot, hash_keys) = match self.rewrite.borrow_mut().as_mut() {
-            Some(cut) => (
-                std::mem::take(&mut cut.snapshot),
-                std::mem::take(&mut cut.hash_keys),
-            ),
-            None => return Err("no rewrite in progress on this shard".into()),
+        let Some(mut base) = self
+            .rewrite
+            .borrow_mut()
+            .as_mut()
+            .and_then(|c| c.base.take())
+        else {
+            return Err("no rewrite in progress on this shard".into());
         };
         let describe = |e: std::io::Error| format!("writing {}: {e}", path.display());
         let file = OpenOptions::new()
@@ -158,18 +155,24 @@ impl Shard {
             .await
             .map_err(|e| describe(glommio_io(e)))?;
         self.created(&path);
-        let counts = crate::base::counts(snapshot.iter().map(|(db, _, _, at)| (*db, *at)));
-        let mut base = crate::base::BaseWriter::new(counts).map_err(describe)?;
-        for (db, key) in hash_keys {
-            base.hash_key(db, key).map_err(describe)?;
-        }
+        // Test seam: a walk slow enough for a test's writes to land in the middle of it.
+        let slow = std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("slow-walk");
+        let step_keys = if slow { 100 } else { CUT_STEP_KEYS };
         let mut pos = 0u64;
-        for (db, key, value, at) in snapshot {
-            base.key(db, &key.to_bytes(), &value, at)
-                .map_err(|e| format!("key {key:?}: {e}"))?;
-            // Written a MiB at a time: the shard serves between writes.
+        loop {
+            // A step at a time: the shard serves between steps. (An error leaves the
+            // snapshot's state in the store: the coordinator's abort drops it.)
+            let done = base.step(&mut self.store(), step_keys).map_err(describe)?;
+            // Written a MiB at a time.
             if let Some(chunk) = base.take(1 << 20) {
                 pos += write_fully(&file, chunk, pos).await.map_err(describe)?;
+            } else if slow {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            } else if !done {
+                futures_lite::future::yield_now().await;
+            }
+            if done {
+                break;
             }
         }
         let (last, info) = base.finish().map_err(describe)?;
@@ -277,6 +280,7 @@ impl Shard {
     /// rewrite created are deleted; without (the commit failed after its rename was issued,
     /// and the manifest on disk may name them) every file stays.
     pub fn rewrite_abort(&self, delete_created: bool) {
+        self.store_unchecked().end_cut();
         if let Some(cut) = self.rewrite.borrow_mut().take() {
             for f in cut.created.iter().filter(|_| delete_created) {
                 let _ = std::fs::remove_file(f);

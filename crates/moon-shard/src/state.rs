@@ -61,10 +61,8 @@ pub enum CommitFailure {
 /// What the cut left for the next steps.
 #[cfg(feature = "runtime")]
 pub(crate) struct Cut {
-    /// (database, key, value, deadline) of every live key.
-    pub(crate) snapshot: Vec<(usize, moon_store::keyspace::Key, moon_store::Value, u64)>,
-    /// Each database's hash key at the cut: the snapshot is in that hash order.
-    pub(crate) hash_keys: Vec<(usize, [u8; 16])>,
+    /// The base being written from the snapshot (taken by the step that writes it).
+    pub(crate) base: Option<crate::base::BaseCut>,
     pub(crate) first_lsn: u64,
     pub(crate) last_lsn: u64,
     /// The incr file's length at the cut: records after it are the tail to carry over.

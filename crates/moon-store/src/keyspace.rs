@@ -9,7 +9,10 @@
 //! Every stored key and value is copied out of the request buffer, so the keyspace never pins a
 //! connection's read buffer in memory.
 
+mod cut;
 mod table;
+
+pub use cut::CutSize;
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
@@ -176,6 +179,9 @@ pub struct Keyspace {
     /// without scanning every hash. An entry may be stale (the key since removed, renamed or
     /// given a later deadline): it is checked against the hash when its time comes.
     field_deadlines: BTreeSet<(u64, Key)>,
+    /// A snapshot in progress (BGREWRITEAOF's base), taken key by key as the table changes:
+    /// every change to the table keeps what the snapshot still needs first (see [`cut`]).
+    cut: Option<Box<cut::Cut>>,
     /// Bytes held, as [`entry_size`] counts them.
     used: usize,
     /// State of the generator that samples keys for eviction and rolls LFU counters.
@@ -319,6 +325,7 @@ impl Keyspace {
 
     /// Takes the entry at `pos` out of the map (the deadline index is the caller's).
     fn take_at(&mut self, pos: usize) -> Option<(Key, Entry)> {
+        self.keep_before_change(pos);
         self.map.remove_at(pos)
     }
 
@@ -425,6 +432,7 @@ impl Keyspace {
     /// Removes the due fields of the hash at `idx` (at most `budget`), queueing each for the
     /// log; removes the key if no field is left. True if the key is still there.
     fn expire_fields(&mut self, idx: usize, now: u64, budget: usize) -> bool {
+        self.keep_before_change(idx);
         let Some((key, entry)) = self.map.get_mut(idx) else {
             return false;
         };
@@ -467,6 +475,7 @@ impl Keyspace {
         f: impl FnOnce(&mut Value) -> R,
     ) -> Option<R> {
         let idx = self.live_index(key, now)?;
+        self.keep_before_change(idx);
         let entry = &mut self.map[idx].1;
         let before = entry.value.mem_size();
         let deadline_before = field_deadline(&entry.value);
@@ -594,6 +603,7 @@ impl Keyspace {
         match self.map.find(hash, |(k, _)| **k == *key) {
             Some(_) if how == Insertion::Load => return false,
             Some(pos) => {
+                self.keep_before_change(pos);
                 let entry = &mut self.map[pos].1;
                 let old = entry.expire_at;
                 self.used = self.used - entry.value.mem_size() + value.mem_size();
@@ -606,6 +616,7 @@ impl Keyspace {
                 }
             }
             None => {
+                self.keep_absent(hash, key);
                 let key = Key::copy_from(key);
                 if let Some(created) = self.created.as_mut() {
                     created.push(key.to_bytes());
@@ -641,7 +652,11 @@ impl Keyspace {
 
     /// Changes the deadline of an existing key. Returns false if the key does not exist.
     pub fn set_expire(&mut self, key: &[u8], expire_at: u64) -> bool {
-        match self.position(key).and_then(|p| self.map.get_mut(p)) {
+        let pos = self.position(key);
+        if let Some(p) = pos {
+            self.keep_before_change(p);
+        }
+        match pos.and_then(|p| self.map.get_mut(p)) {
             Some((_, entry)) => {
                 let old = entry.expire_at;
                 entry.expire_at = expire_at;
@@ -681,6 +696,7 @@ impl Keyspace {
     /// Removes every key, freeing them as `cause` says (see [`lazyfree`]). Expirations not
     /// yet taken stay queued: they happened before.
     pub fn clear(&mut self, cause: Cause) {
+        self.keep_all_before_clear();
         let garbage = (
             std::mem::take(&mut self.map),
             std::mem::take(&mut self.deadlines),

@@ -512,6 +512,51 @@ impl Store {
             .is_some_and(|ks| ks.adopt_hash_key(key))
     }
 
+    /// Starts a snapshot of every database as it is now (see `keyspace::cut`), leaving out
+    /// keys whose deadline is at or before `at`: for each database with keys, its number, the
+    /// sizes the snapshot will have and its keyspace's hash key (the order the keys will come
+    /// in). [`Store::cut_step`] hands the keys out; the store serves meanwhile.
+    pub fn begin_cut(&mut self, at: u64) -> Vec<(usize, crate::keyspace::CutSize, [u8; 16])> {
+        let mut started = Vec::new();
+        for db in 0..self.databases() {
+            let ks = if db == self.db {
+                &mut self.ks
+            } else {
+                &mut self.dbs[db]
+            };
+            if ks.is_empty() {
+                ks.end_cut();
+                continue;
+            }
+            let size = ks.begin_cut(db, at);
+            started.push((db, size, ks.hash_key()));
+        }
+        started
+    }
+
+    /// The next keys of database `db`'s snapshot (see [`Keyspace::cut_step`]): `Some(true)`
+    /// once it has handed them all out, `None` if no keyspace holds that snapshot any more
+    /// (the keyspaces were rebuilt from the log meanwhile).
+    pub fn cut_step(
+        &mut self,
+        db: usize,
+        budget: usize,
+        emit: impl FnMut(&[u8], &Value, u64),
+    ) -> Option<bool> {
+        let ks = std::iter::once(&mut self.ks)
+            .chain(self.dbs.iter_mut())
+            .find(|ks| ks.cut_db() == Some(db))?;
+        Some(ks.cut_step(budget, emit))
+    }
+
+    /// Drops every snapshot in progress (a rewrite that failed).
+    pub fn end_cut(&mut self) {
+        self.ks.end_cut();
+        for ks in &mut self.dbs {
+            ks.end_cut();
+        }
+    }
+
     /// Room for `additional` more keys in database `db` (a snapshot's size hint).
     pub fn reserve_keys(&mut self, db: usize, additional: usize) {
         if db == self.db {

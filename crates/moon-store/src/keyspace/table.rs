@@ -191,6 +191,12 @@ impl<T> HashOrderedTable<T> {
         self.slots.get(pos)?.item.as_ref()
     }
 
+    /// The hash of the item at `pos`, if there is one.
+    pub fn hash_at(&self, pos: usize) -> Option<u64> {
+        let slot = self.slots.get(pos)?;
+        slot.item.as_ref().map(|_| slot.hash)
+    }
+
     pub fn get_mut(&mut self, pos: usize) -> Option<&mut T> {
         self.slots.get_mut(pos)?.item.as_mut()
     }
