@@ -182,10 +182,18 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
         move |s: Rc<Shard>| async move { s.rewrite_switch(files).await }
     })
     .await;
-    for i in 0..n {
-        let _ = std::fs::remove_file(old.base_path(&dir, i));
-        let _ = std::fs::remove_file(old.incr_path(&dir, i));
-    }
+    // Off the executor: unlinking a large file frees its extents in the caller's time (79 ms
+    // for a 270 MB incr, every client of this shard waiting).
+    let gone: Vec<_> = (0..n)
+        .flat_map(|i| [old.base_path(&dir, i), old.incr_path(&dir, i)])
+        .collect();
+    glommio::executor()
+        .spawn_blocking(move || {
+            for f in gone {
+                let _ = std::fs::remove_file(f);
+            }
+        })
+        .await;
     if let Err(e) = all_ok(switched) {
         let cause = format!("after the commit: {e}");
         *lock(&shared.rewrite.blocked) = Some(cause.clone());

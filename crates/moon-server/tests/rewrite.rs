@@ -509,12 +509,14 @@ fn a_scan_goes_on_across_a_restart_after_a_rewrite() {
 
 /// The base is written from a snapshot taken key by key while the shard serves (each key
 /// kept as it was at the cut the first time a write changes it): writes, deletions, new keys,
-/// deadlines and FLUSHDB that land during the walk are each in the base or in the log after
-/// it, never in both and never in neither. After the rewrite and a SIGKILL, every key is
-/// back exactly as the clients last saw it.
+/// renames, deadlines and FLUSHDB that land during the walk are each in the base or in the
+/// log after it, never in both and never in neither. After the rewrite and a SIGKILL, every
+/// key is back exactly as the clients last saw it, with its deadline.
 #[test]
 fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
     use std::collections::BTreeMap;
+    // Deadlines as absolute Unix ms in 2100, so that the model knows each exactly.
+    const AT: u64 = 4_102_444_800_000;
     for shards in [1, 2] {
         let tmp = tempfile::tempdir().unwrap();
         // The walk takes 100 keys per step and pauses 1 ms between steps (at least a second
@@ -527,24 +529,20 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
         )
         .unwrap();
         let mut con = server.client();
-        // Database 0: 100,000 keys, a tenth of them with a deadline decades away. Database 1:
-        // keys that a FLUSHDB during the walk removes.
-        let mut model: BTreeMap<String, String> = BTreeMap::new();
-        for chunk in (0..100_000).collect::<Vec<u32>>().chunks(5000) {
+        // Database 0: 100,000 keys, a tenth of them with a deadline. Database 1: keys that a
+        // FLUSHDB during the walk removes. The model: key -> (value, deadline or 0).
+        let mut model: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for chunk in (0..100_000).collect::<Vec<u64>>().chunks(5000) {
             let mut p = redis::pipe();
             for &i in chunk {
                 let (k, v) = (format!("key:{i}"), format!("v{i}"));
-                if i % 10 == 0 {
-                    p.cmd("SET")
-                        .arg(&k)
-                        .arg(&v)
-                        .arg("EX")
-                        .arg(1_000_000_000)
-                        .ignore();
-                } else {
-                    p.cmd("SET").arg(&k).arg(&v).ignore();
+                let at = if i % 10 == 0 { AT + i } else { 0 };
+                let c = p.cmd("SET").arg(&k).arg(&v);
+                if at != 0 {
+                    c.arg("PXAT").arg(at);
                 }
-                model.insert(k, v);
+                c.ignore();
+                model.insert(k, (v, at));
             }
             p.query::<()>(&mut con).unwrap();
         }
@@ -559,22 +557,18 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
         let _: String = redis::cmd("BGREWRITEAOF").query(&mut con).unwrap();
         // Rounds of mixed writes over the whole key range until the rewrite is over; count
         // the rounds that ran while it was in progress.
-        let (mut round, mut during) = (0u32, 0u32);
+        let (mut round, mut during) = (0u64, 0u32);
         let mut flushed = false;
-        loop {
-            let in_progress = info_field(&mut con, "aof_rewrite_in_progress") == "1";
-            if !in_progress {
-                break;
-            }
+        while info_field(&mut con, "aof_rewrite_in_progress") == "1" {
             let mut p = redis::pipe();
-            for j in 0..200u32 {
+            for j in 0..200u64 {
                 let i = (round * 7919 + j * 499) % 120_000;
                 let k = format!("key:{i}");
                 match j % 5 {
                     0 | 1 => {
                         let v = format!("r{round}-{j}");
                         p.cmd("SET").arg(&k).arg(&v).ignore();
-                        model.insert(k, v);
+                        model.insert(k, (v, 0));
                     }
                     2 => {
                         p.cmd("DEL").arg(&k).ignore();
@@ -582,23 +576,27 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
                     }
                     3 => {
                         p.cmd("APPEND").arg(&k).arg("+").ignore();
-                        model.entry(k).or_default().push('+');
+                        model.entry(k).or_default().0.push('+');
                     }
                     _ if j % 10 == 4 => {
-                        p.cmd("EXPIRE").arg(&k).arg(2_000_000_000).ignore();
+                        let at = AT + 1_000_000 + round * 1000 + j;
+                        p.cmd("PEXPIREAT").arg(&k).arg(at).ignore();
+                        if let Some(entry) = model.get_mut(&k) {
+                            entry.1 = at;
+                        }
                     }
                     _ => {
                         // A rename reads the key where replay will find it: a removal the
                         // snapshot missed would lose the value.
-                        if let Some(v) = model.remove(&k) {
+                        if let Some(entry) = model.remove(&k) {
                             let to = format!("moved:{i}");
                             p.cmd("RENAME").arg(&k).arg(&to).ignore();
-                            model.insert(to, v);
+                            model.insert(to, entry);
                         }
                     }
                 }
             }
-            if round == 3 && !flushed {
+            if round == 3 {
                 p.cmd("SELECT").arg(1).ignore();
                 p.cmd("FLUSHDB").ignore();
                 p.cmd("SET").arg("after-flush").arg("y").ignore();
@@ -619,7 +617,7 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
         assert!(flushed, "shards={shards}: FLUSHDB ran during the walk");
         // One write after the rewrite, in the new incr.
         let _: () = con.set("last", "z").unwrap();
-        model.insert("last".into(), "z".into());
+        model.insert("last".into(), ("z".into(), 0));
         server.kill();
 
         let server = MoonServer::start_in(tmp.path(), shards, &[]).unwrap();
@@ -629,15 +627,18 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
         let keys: Vec<&String> = model.keys().collect();
         for chunk in keys.chunks(5000) {
             let got: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut con).unwrap();
-            for (k, v) in chunk.iter().zip(got) {
-                assert_eq!(v.as_ref(), model.get(*k), "shards={shards}: {k}");
+            let mut p = redis::pipe();
+            for k in chunk {
+                p.cmd("PEXPIRETIME").arg(*k);
+            }
+            let deadlines: Vec<i64> = p.query(&mut con).unwrap();
+            for ((k, v), at) in chunk.iter().zip(got).zip(deadlines) {
+                let (value, deadline) = &model[*k];
+                assert_eq!(v.as_ref(), Some(value), "shards={shards}: {k}");
+                let want = if *deadline == 0 { -1 } else { *deadline as i64 };
+                assert_eq!(at, want, "shards={shards}: {k}'s deadline");
             }
         }
-        let ttl: i64 = con.ttl("key:10").unwrap_or(-3);
-        assert!(
-            ttl == -2 || ttl > 900_000_000,
-            "shards={shards}: key:10's deadline ({ttl})"
-        );
         let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
         let db1: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         assert_eq!(

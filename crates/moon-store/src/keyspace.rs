@@ -696,9 +696,9 @@ impl Keyspace {
     /// Removes every key, freeing them as `cause` says (see [`lazyfree`]). Expirations not
     /// yet taken stay queued: they happened before.
     pub fn clear(&mut self, cause: Cause) {
-        self.keep_all_before_clear();
+        // A snapshot walking the table takes it as it is (see `cut`).
         let garbage = (
-            std::mem::take(&mut self.map),
+            self.detach_cut(cause).unwrap_or_default(),
             std::mem::take(&mut self.deadlines),
             std::mem::take(&mut self.field_deadlines),
         );

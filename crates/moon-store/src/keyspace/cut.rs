@@ -24,9 +24,12 @@
 //! Keys come out in the table's hash order, as the copy gave them, so a base written from
 //! them loads by appending (`moon-shard`'s `base`).
 //!
-//! **Emptying.** FLUSHDB or FLUSHALL during a cut ([`Keyspace::clear`]) first keeps every key
-//! still to come, then detaches the cut from the table: the table now holds only keys made
-//! after the cut, under a new hash key. That rare case costs what the whole copy used to.
+//! **Emptying.** FLUSHDB or FLUSHALL during a cut ([`Keyspace::clear`]) hands the emptied
+//! table to the cut instead of freeing it ([`Keyspace::detach_cut`]): the walk goes on over
+//! it, nothing is copied, and it is freed when the walk ends (memory the account no longer
+//! shows until then, as Redis's forked child keeps the pages a FLUSHALL frees). The keyspace's
+//! new table holds only keys made after the cut, under a new hash key: none of it is the
+//! snapshot's business.
 
 use std::collections::BTreeMap;
 
@@ -43,18 +46,22 @@ pub(crate) struct Cut {
     pub(crate) db: usize,
     /// Keys whose deadline is at or before this (Unix ms) were dead at the cut: left out.
     at: u64,
-    /// Every key whose hash is below it has been handed out. `None` once the walk of the
-    /// table is over (or the cut is detached from it).
-    frontier: Option<u64>,
+    /// Every key whose hash is below it has been handed out.
+    frontier: u64,
     /// The state at the cut of each key at or above the frontier that changed since, by hash
     /// (distinct keys may share one).
     kept: BTreeMap<u64, Vec<(Key, KeptState)>>,
+    /// The table as it was when FLUSHDB/FLUSHALL emptied the keyspace, and how to free it
+    /// once the walk is over: the walk goes on over it, and the keyspace's own table is no
+    /// longer the snapshot's business.
+    detached: Option<(super::Map, crate::lazyfree::Cause)>,
 }
 
 impl Cut {
     /// Whether a change to a key with this hash must keep its state first.
     fn needs(&self, hash: u64, key: &[u8]) -> bool {
-        self.frontier.is_some_and(|f| hash >= f)
+        self.detached.is_none()
+            && hash >= self.frontier
             && !self
                 .kept
                 .get(&hash)
@@ -91,8 +98,9 @@ impl Keyspace {
         self.cut = Some(Box::new(Cut {
             db,
             at,
-            frontier: Some(0),
+            frontier: 0,
             kept: BTreeMap::new(),
+            detached: None,
         }));
         CutSize {
             keys: (self.map.len() as u64).saturating_sub(dead),
@@ -107,7 +115,9 @@ impl Keyspace {
 
     /// Drops a snapshot in progress (a rewrite that failed).
     pub fn end_cut(&mut self) {
-        self.cut = None;
+        if let Some(cut) = self.cut.take() {
+            cut.free();
+        }
     }
 
     /// Hands the next keys of the snapshot to `emit` (key, value, deadline; in hash order),
@@ -118,38 +128,43 @@ impl Keyspace {
         let Some(c) = cut.as_deref_mut() else {
             return true;
         };
-        let (from, at) = (c.frontier, c.at);
+        let Cut {
+            at,
+            frontier,
+            kept,
+            detached,
+            ..
+        } = c;
+        let (at, from, budget) = (*at, *frontier, budget.max(1));
+        let table = detached.as_ref().map_or(&*map, |(t, _)| t);
         // The hashes this step covers: from the frontier up to `to` (excluded), or all that is
-        // left if `to` is None.
-        let to = match from {
-            Some(from) => {
-                let (mut last, mut n, mut to) = (None, 0, None);
-                for (hash, _) in map.scan_from(from) {
-                    if n >= budget && last != Some(hash) {
-                        to = Some(hash);
-                        break;
-                    }
-                    last = Some(hash);
-                    n += 1;
-                }
-                to
+        // left if `to` is None. Counted over the table and the kept states both, so that a step
+        // stays about `budget` keys however many were removed from the table.
+        let mut to = kept.keys().nth(budget).copied();
+        let (mut last, mut n) = (None, 0);
+        for (hash, _) in table.scan_from(from) {
+            if to.is_some_and(|t| hash >= t) {
+                break;
             }
-            // Detached: only kept states are left.
-            None => c.kept.keys().nth(budget).copied(),
-        };
+            if n >= budget && last != Some(hash) {
+                to = Some(hash);
+                break;
+            }
+            last = Some(hash);
+            n += 1;
+        }
         let rest = match to {
-            Some(t) => c.kept.split_off(&t),
+            Some(t) => kept.split_off(&t),
             None => BTreeMap::new(),
         };
-        let kept = std::mem::replace(&mut c.kept, rest);
+        let these = std::mem::replace(kept, rest);
         // Two sorted runs, merged by hash: the table's keys without a kept state, and the
         // kept states.
-        let mut in_table = from
-            .into_iter()
-            .flat_map(|from| map.scan_from(from))
+        let mut in_table = table
+            .scan_from(from)
             .take_while(|(hash, _)| to.is_none_or(|t| *hash < t))
             .peekable();
-        let mut in_kept = kept
+        let mut in_kept = these
             .iter()
             .flat_map(|(hash, keys)| keys.iter().map(move |(k, s)| (*hash, k, s)))
             .peekable();
@@ -164,7 +179,7 @@ impl Keyspace {
                 let Some((hash, (key, entry))) = in_table.next() else {
                     break;
                 };
-                let changed = kept
+                let changed = these
                     .get(&hash)
                     .is_some_and(|keys| keys.iter().any(|(k, _)| k == key));
                 if !changed && (entry.expire_at == 0 || entry.expire_at > at) {
@@ -174,14 +189,15 @@ impl Keyspace {
                 emit(key, value, *expire_at);
             }
         }
-        if from.is_some() {
-            c.frontier = to;
+        drop(in_table);
+        if let Some(t) = to {
+            *frontier = t;
+            return false;
         }
-        let done = to.is_none();
-        if done {
-            *cut = None;
+        if let Some(cut) = self.cut.take() {
+            cut.free();
         }
-        done
+        true
     }
 
     /// Before the entry at `pos` changes or goes: keeps its state at the cut, if a snapshot
@@ -209,23 +225,28 @@ impl Keyspace {
         }
     }
 
-    /// Before the table is emptied: keeps every key still to come, and detaches the snapshot
-    /// from the table.
-    pub(super) fn keep_all_before_clear(&mut self) {
-        let Keyspace { map, cut, .. } = self;
-        let Some(c) = cut.as_deref_mut() else {
-            return;
-        };
-        if let Some(from) = c.frontier {
-            for (hash, (key, entry)) in map.scan_from(from) {
-                if c.needs(hash, key) {
-                    if let Some(state) = c.state(&entry.value, entry.expire_at) {
-                        c.keep(hash, key.clone(), Some(state));
-                    }
-                }
+    /// The keyspace is being emptied (FLUSHDB/FLUSHALL, `cause` says how its memory goes):
+    /// if a snapshot is walking the table, it takes the table and goes on over it. Returns
+    /// the table to free, or nothing if the snapshot took it.
+    pub(super) fn detach_cut(&mut self, cause: crate::lazyfree::Cause) -> Option<super::Map> {
+        let table = std::mem::take(&mut self.map);
+        match self.cut.as_deref_mut() {
+            Some(c) if c.detached.is_none() => {
+                c.detached = Some((table, cause));
+                None
             }
+            _ => Some(table),
         }
-        c.frontier = None;
+    }
+}
+
+impl Cut {
+    /// Frees what the snapshot still holds: a detached table goes as its FLUSH said.
+    fn free(self) {
+        if let Some((table, cause)) = self.detached {
+            let keys = table.len();
+            crate::lazyfree::dispose_all(table, keys, cause);
+        }
     }
 }
 
@@ -406,21 +427,32 @@ mod tests {
             prop_assert_eq!(size.expires, with_deadline);
             let mut got: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
             let mut done = false;
+            // A step hands out at most `budget` keys of the table and the kept states of at
+            // most `budget` hashes, however many keys left the table meanwhile.
             let step = |ks: &mut Keyspace, budget: usize, got: &mut Vec<_>| {
-                ks.cut_step(budget, |k, v, at| got.push((k.to_vec(), text(v), at)))
+                let before = got.len();
+                let done =
+                    ks.cut_step(budget, |k, v, at| got.push((k.to_vec(), text(v), at)));
+                (done, got.len() - before <= 2 * budget.max(1))
             };
             for op in &during {
                 if done {
                     break;
                 }
                 match op {
-                    Op::Step(budget) => done = step(&mut ks, *budget, &mut got),
+                    Op::Step(budget) => {
+                        let (over, bounded) = step(&mut ks, *budget, &mut got);
+                        prop_assert!(bounded, "a step of {} stayed bounded", budget);
+                        done = over;
+                    }
                     op => apply(&mut ks, op, &mut now),
                 }
                 prop_assert_eq!(ks.cut_db(), (!done).then_some(3));
             }
             while !done {
-                done = step(&mut ks, 7, &mut got);
+                let (over, bounded) = step(&mut ks, 7, &mut got);
+                prop_assert!(bounded, "a step of 7 stayed bounded");
+                done = over;
             }
             prop_assert_eq!(ks.cut_db(), None);
             let hashes: Vec<u64> = got.iter().map(|(k, _, _)| hasher.0.hash(k)).collect();
@@ -432,8 +464,8 @@ mod tests {
         }
     }
 
-    /// Steps never split keys that share a hash, and a snapshot of an empty keyspace is over at
-    /// the first step.
+    /// A snapshot of an empty keyspace is over at the first step, and a step of budget 0
+    /// still makes progress.
     #[test]
     fn an_empty_keyspace_hands_out_nothing() {
         let mut ks = Keyspace::default();
@@ -441,5 +473,12 @@ mod tests {
         assert_eq!((size.keys, size.expires), (0, 0));
         assert!(ks.cut_step(10, |_, _, _| panic!("no key")));
         assert_eq!(ks.cut_db(), None);
+        // A budget of 0 still moves on.
+        ks.insert(b"a", s(b"1"), 0);
+        ks.insert(b"b", s(b"2"), 0);
+        ks.begin_cut(0, 0);
+        let mut n = 0;
+        while !ks.cut_step(0, |_, _, _| n += 1) {}
+        assert_eq!(n, 2);
     }
 }
