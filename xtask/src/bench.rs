@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -71,6 +72,9 @@ pub struct Args {
     /// Restarts per server in the recovery measurements (medians are reported).
     #[arg(long, default_value_t = 3)]
     recovery_rounds: usize,
+    /// Run only the measurement of serving during BGREWRITEAOF.
+    #[arg(long)]
+    only_rewrite: bool,
     /// Keys of the RDB measurement's dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rdb_keys: u64,
@@ -551,6 +555,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"))
         .join("bench");
+    if args.only_rewrite {
+        std::fs::create_dir_all(&work)?;
+        let mut report = String::new();
+        rewrite_latency_section(&mut report, &bin, &work)?;
+        println!("{report}");
+        return Ok(true);
+    }
     if args.only_recovery {
         std::fs::create_dir_all(&work)?;
         let mut report = String::new();
@@ -857,8 +868,97 @@ fn transactions_section(
     Ok(())
 }
 
-/// p50/p99 of SET/GET on a 1,000,000-key Moon shard before and during a BGREWRITEAOF.
+/// What the probe measured: when each request was sent, and its latency in ms, SET's and
+/// GET's.
+type Probed = (Vec<(Instant, f64)>, Vec<(Instant, f64)>);
+
+/// One client timing each request back to back until `stop`, SET and GET of one key in turn
+/// (a stall of the shard shows here as one slow request).
+fn probe(addr: SocketAddr, stop: &AtomicBool) -> anyhow::Result<Probed> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let value = "p".repeat(32);
+    let set = format!("*3\r\n$3\r\nSET\r\n$9\r\nprobe:key\r\n$32\r\n{value}\r\n");
+    let get = "*2\r\n$3\r\nGET\r\n$9\r\nprobe:key\r\n";
+    // The replies' exact lengths: `+OK` and the 32-byte bulk string.
+    let (set_reply, get_reply) = (5, 5 + 32 + 2);
+    let mut buf = [0u8; 64];
+    let (mut sets, mut gets) = (Vec::new(), Vec::new());
+    while !stop.load(Ordering::Relaxed) {
+        for (req, reply_len, out) in [
+            (set.as_bytes(), set_reply, &mut sets),
+            (get.as_bytes(), get_reply, &mut gets),
+        ] {
+            let t = Instant::now();
+            s.write_all(req)?;
+            s.read_exact(&mut buf[..reply_len])?;
+            out.push((t, t.elapsed().as_secs_f64() * 1000.0));
+        }
+    }
+    Ok((sets, gets))
+}
+
+/// p50 / p99 / p99.9 / max of `ms`, and how many there are.
+fn latency_row(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        ms.get(((ms.len() as f64 * q) as usize).min(ms.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    format!(
+        "{:.3} / {:.3} / {:.3} / {:.1} ({} requests)",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        ms.last().copied().unwrap_or(f64::NAN),
+        ms.len()
+    )
+}
+
+/// Runs `redis-benchmark` SET/GET as the load and the probe beside it; `during` runs on this
+/// thread meanwhile (it returns a window of time). The probe's latencies of requests sent in
+/// that window, and the load's requests per second per test.
+fn probe_under_load(
+    addr: SocketAddr,
+    during: impl FnOnce() -> anyhow::Result<Option<(Instant, Instant)>>,
+) -> anyhow::Result<(Probed, BTreeMap<String, Sample>)> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let probing = scope.spawn(|| probe(addr, &stop));
+        let load = scope.spawn(|| {
+            let rows = redis_benchmark_tests(addr, 1, 200_000, "set,get");
+            stop.store(true, Ordering::Relaxed);
+            rows
+        });
+        let window = during();
+        stop.store(true, Ordering::Relaxed);
+        let (sets, gets) = probing
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe panicked"))??;
+        let load = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load panicked"))??;
+        let window = window?;
+        let in_window = |v: Vec<(Instant, f64)>| -> Vec<(Instant, f64)> {
+            match window {
+                Some((from, to)) => v
+                    .into_iter()
+                    .filter(|(t, _)| *t >= from && *t <= to)
+                    .collect(),
+                None => v,
+            }
+        };
+        Ok(((in_window(sets), in_window(gets)), load))
+    })
+}
+
+/// SET/GET latency on a 1,000,000-key Moon shard under load, before and during
+/// BGREWRITEAOF: `redis-benchmark`'s 50 clients as the load, and one probe client timing each
+/// request (p99.9 and max show a stall; the load's own percentiles hide it in its queue).
 fn rewrite_latency_section(report: &mut String, bin: &Path, work: &Path) -> anyhow::Result<()> {
+    const REWRITES: usize = 3;
     let dir = work.join("rewrite-latency");
     let (running, addr) = start(
         Target::Moon(1),
@@ -868,44 +968,93 @@ fn rewrite_latency_section(report: &mut String, bin: &Path, work: &Path) -> anyh
         &work.join("rewrite.log"),
     )?;
     load_keys(addr, 1_000_000, 0)?;
-    let before = redis_benchmark_tests(addr, 1, 200_000, "set,get")?;
     let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
-    let started = Instant::now();
-    redis::cmd("BGREWRITEAOF").query::<String>(&mut con)?;
-    let during = redis_benchmark_tests(addr, 1, 200_000, "set,get")?;
-    let mut took = None;
-    while started.elapsed() < Duration::from_secs(600) {
-        let info: String = redis::cmd("INFO").arg("persistence").query(&mut con)?;
-        if info.contains("aof_rewrite_in_progress:0") {
-            took = Some(started.elapsed());
-            break;
+    // Before: the probe's requests in one second, 300 ms into a load.
+    let ((set_before, get_before), load_before) = probe_under_load(addr, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_millis(1000));
+        Ok(Some((from, Instant::now())))
+    })?;
+    // During: each rewrite, from BGREWRITEAOF to `aof_rewrite_in_progress:0`, 300 ms into
+    // a load; the probe's latencies in those windows, pooled.
+    let (mut set_during, mut get_during) = (Vec::new(), Vec::new());
+    let mut took = Vec::new();
+    let mut load_during = Vec::new();
+    for _ in 0..REWRITES {
+        let ((sets, gets), load) = probe_under_load(addr, || {
+            std::thread::sleep(Duration::from_millis(300));
+            let from = Instant::now();
+            redis::cmd("BGREWRITEAOF").query::<String>(&mut con)?;
+            loop {
+                let info: String = redis::cmd("INFO").arg("persistence").query(&mut con)?;
+                if info.contains("aof_rewrite_in_progress:0") {
+                    return Ok(Some((from, Instant::now())));
+                }
+                if from.elapsed() > Duration::from_secs(600) {
+                    bail!("the rewrite did not finish within 10 minutes");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })?;
+        if let (Some(first), Some(last)) = (sets.first(), gets.last()) {
+            took.push(last.0.duration_since(first.0).as_secs_f64());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        set_during.extend(sets);
+        get_during.extend(gets);
+        load_during.push(load);
     }
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut con)?;
+    let ok = info.contains("aof_last_bgrewrite_status:ok");
     running.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = writeln!(
         report,
         "\n### Serving during BGREWRITEAOF of a 1,000,000-key shard (Moon, 1 shard, everysec)\n"
     );
+    let took: Vec<String> = took
+        .iter()
+        .map(|t| format!("{:.0} ms", t * 1000.0))
+        .collect();
     let _ = writeln!(
         report,
-        "The rewrite took {:.2} s from BGREWRITEAOF to `aof_rewrite_in_progress:0` (the second benchmark run starts right after the command and lasts about as long as the rewrite). `redis-benchmark -c 50 -n 200000 -r 1000000 -d 32 -t set,get`:\n",
-        took.map_or(f64::NAN, |d| d.as_secs_f64())
+        "Load: `redis-benchmark -c 50 -n 200000 -r 1000000 -d 32 -t set,get`. Beside it one probe client sends SET and GET of one key in turn, back to back, and times each: its p99.9 and max show a stall, which the load's own figures spread over 50 queued clients. Before: the probe's requests in one second, 300 ms into a load. During: {REWRITES} rewrites, each started 300 ms into a load (the probe's requests from BGREWRITEAOF to `aof_rewrite_in_progress:0`, pooled; they spanned {}; last status {}).\n",
+        took.join(", "),
+        if ok { "ok" } else { "err" }
     );
     let _ = writeln!(
         report,
-        "| test | before: req/s, p50 / p99 ms | during: req/s, p50 / p99 ms |\n|---|---|---|"
+        "| probe | before: p50 / p99 / p99.9 / max ms | during: p50 / p99 / p99.9 / max ms |\n|---|---|---|"
     );
-    for (test, b) in &before {
-        if let Some(d) = during.get(test) {
-            let _ = writeln!(
-                report,
-                "| {test} | {:.0}, {:.3} / {:.3} | {:.0}, {:.3} / {:.3} |",
-                b.rps, b.p50, b.p99, d.rps, d.p50, d.p99
-            );
-        }
-    }
+    let ms = |v: Vec<(Instant, f64)>| v.into_iter().map(|(_, ms)| ms).collect::<Vec<_>>();
+    let _ = writeln!(
+        report,
+        "| SET | {} | {} |",
+        latency_row(ms(set_before)),
+        latency_row(ms(set_during))
+    );
+    let _ = writeln!(
+        report,
+        "| GET | {} | {} |",
+        latency_row(ms(get_before)),
+        latency_row(ms(get_during))
+    );
+    let rps = |rows: &[BTreeMap<String, Sample>], test: &str| -> String {
+        let v: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.get(test))
+            .map(|s| format!("{:.0}", s.rps))
+            .collect();
+        v.join(", ")
+    };
+    let _ = writeln!(
+        report,
+        "\nThe load's requests/s: SET {} before, {} in the runs that began with each rewrite; GET {} before, {}.",
+        rps(std::slice::from_ref(&load_before), "SET"),
+        rps(&load_during, "SET"),
+        rps(std::slice::from_ref(&load_before), "GET"),
+        rps(&load_during, "GET"),
+    );
     eprintln!("rewrite latency: took {took:?}");
     Ok(())
 }

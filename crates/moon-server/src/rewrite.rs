@@ -128,7 +128,12 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 4. The commit point.
     let manifest = moon_manifest::manifest_path(&dir);
-    let mut committed = moon_manifest::fsio::commit_atomic(&manifest, new.render().as_bytes());
+    // On the blocking thread: its fsyncs (file, then directory) wait for the disk, which has
+    // just taken every base, and the shard's clients would wait with them.
+    let (path, contents) = (manifest.clone(), new.render());
+    let mut committed = glommio::executor()
+        .spawn_blocking(move || moon_manifest::fsio::commit_atomic(&path, contents.as_bytes()))
+        .await;
     if committed.is_ok() && std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("after-rename") {
         // Fault seam for tests: the directory fsync after the rename "fails".
         committed = Err(CommitError::AfterRename(std::io::Error::from_raw_os_error(
