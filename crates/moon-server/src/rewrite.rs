@@ -1,13 +1,16 @@
 //! BGREWRITEAOF: the coordinator. Every shard compacts its own log into a new base (its live
-//! keys as `SET ... [PXAT]` records) and a fresh incr, under the next manifest `seq`; the switch
-//! is the manifest write. The per-shard steps and why each is safe are in
+//! keys, an RDB file of typed values) and a fresh incr, under the next manifest `seq`; the
+//! switch is the manifest write. The per-shard steps and why each is safe are in
 //! `moon_shard::rewrite`; the order here is:
 //!
-//! 1. lock every shard (ascending, like a transaction) and cut: copy each keyspace and reserve
-//!    its LSNs; unlock. No cross-shard transaction straddles the cut.
-//! 2. every shard writes its new base in the background, fsynced; serving continues.
-//! 3. every shard pauses its writer and carries the records logged since the cut into its new
-//!    incr, fsynced. Replies of writes arriving now wait.
+//! 1. lock every shard (ascending, like a transaction) and cut: mark each keyspace for a
+//!    snapshot (nothing is copied) and reserve its LSNs; unlock. No cross-shard transaction
+//!    straddles the cut.
+//! 2. every shard writes its new base in the background from the snapshot, walked a step at a
+//!    time, fsynced; serving continues.
+//! 3. every shard copies most of the records logged since the cut into its new incr while
+//!    serving; then every shard pauses its writer and carries the rest, fdatasynced. Replies
+//!    of writes arriving now wait.
 //! 4. the new manifest is written atomically — the commit point. Before it, the old files are
 //!    complete and named; after it, the new ones are.
 //! 5. every writer continues in its new incr and resumes; then the old files are deleted.
@@ -116,10 +119,18 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     };
     new.bases = bases.into_iter().map(Some).collect();
 
-    // 3. Pause every writer and carry each tail into the new incr.
-    let prepared = on_every_shard(shard, n, |p| {
+    // 3. Carry each tail into the new incr: most of it while serving, on every shard; then
+    // pause every writer and carry the rest (no shard paused while another still copies).
+    let copied = on_every_shard(shard, n, |p| {
         let path = new.incr_path(&dir, p);
-        move |s: Rc<Shard>| async move { s.rewrite_prepare(path).await }
+        move |s: Rc<Shard>| async move { s.rewrite_precopy(path).await }
+    })
+    .await;
+    if let Err(e) = all_ok(copied) {
+        return Err(abort(shard, n, e).await);
+    }
+    let prepared = on_every_shard(shard, n, |_| {
+        move |s: Rc<Shard>| async move { s.rewrite_prepare().await }
     })
     .await;
     if let Err(e) = all_ok(prepared) {
@@ -128,11 +139,22 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 4. The commit point.
     let manifest = moon_manifest::manifest_path(&dir);
-    // On the blocking thread: its fsyncs (file, then directory) wait for the disk, which has
-    // just taken every base, and the shard's clients would wait with them.
+    // Off the executor: its fsyncs (file, then directory) wait for the disk, which has just
+    // taken every base, and the shard's clients would wait with them.
     let (path, contents) = (manifest.clone(), new.render());
+    // (The writers are paused: no `always` fdatasync waits behind it on this thread.)
     let mut committed = glommio::executor()
-        .spawn_blocking(move || moon_manifest::fsio::commit_atomic(&path, contents.as_bytes()))
+        .spawn_blocking(move || {
+            std::panic::catch_unwind(|| {
+                moon_manifest::fsio::commit_atomic(&path, contents.as_bytes())
+            })
+            .unwrap_or_else(|_| {
+                // Whether the rename happened is not known: as after a failed rename.
+                Err(CommitError::AfterRename(std::io::Error::other(
+                    "the manifest commit panicked",
+                )))
+            })
+        })
         .await;
     if committed.is_ok() && std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("after-rename") {
         // Fault seam for tests: the directory fsync after the rename "fails".
@@ -192,13 +214,13 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     let gone: Vec<_> = (0..n)
         .flat_map(|i| [old.base_path(&dir, i), old.incr_path(&dir, i)])
         .collect();
-    glommio::executor()
-        .spawn_blocking(move || {
-            for f in gone {
-                let _ = std::fs::remove_file(f);
-            }
-        })
-        .await;
+    let _ = moon_shard::rewrite::off_thread("moon-rewrite", move || {
+        for f in gone {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    })
+    .await;
     if let Err(e) = all_ok(switched) {
         let cause = format!("after the commit: {e}");
         *lock(&shared.rewrite.blocked) = Some(cause.clone());

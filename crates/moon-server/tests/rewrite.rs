@@ -615,6 +615,21 @@ fn writes_during_the_base_walk_come_back_exactly_after_a_sigkill() {
             "shards={shards}: writes ran during the walk ({during} rounds)"
         );
         assert!(flushed, "shards={shards}: FLUSHDB ran during the walk");
+        // The seam copies the whole tail while serving, piece after piece: every shard
+        // copied at least one piece before pausing.
+        let copied_while_serving = server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.split("BGREWRITEAOF tail: ").nth(1))
+            .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+            .filter(|&pieces| pieces >= 1)
+            .count();
+        assert_eq!(
+            copied_while_serving, shards,
+            "shards={shards}: tail pieces while serving"
+        );
         // One write after the rewrite, in the new incr.
         let _: () = con.set("last", "z").unwrap();
         model.insert("last".into(), ("z".into(), 0));

@@ -14,10 +14,12 @@
 //!    was at the cut (`moon_store::keyspace`'s `cut` module: copy-on-write per key). Its
 //!    length and checksum go into the manifest, so recovery refuses any other file under its
 //!    name.
-//! 3. [`Shard::rewrite_prepare`] — pause the log writer (replies of new writes wait), copy the
-//!    records written since the cut (LSN above the reserved range) from the current incr to the
-//!    next seq's incr file, fsync it. The old files are still complete and still named by the
-//!    manifest, so a crash here loses nothing.
+//! 3. [`Shard::rewrite_precopy`], then [`Shard::rewrite_prepare`] — copy the records
+//!    written since the cut (LSN above the reserved range) from the current incr to the next
+//!    seq's incr file: most of them while serving, on a thread of its own, until little is
+//!    left; then (once every shard got that far) pause the log writer (replies of new writes
+//!    wait) and copy the rest, fdatasynced. The old files are still complete and still named
+//!    by the manifest, so a crash here loses nothing.
 //! 4. (coordinator) write the manifest with the next seq: the commit point.
 //! 5. [`Shard::rewrite_switch`] — the writer continues in the new incr and resumes; held
 //!    replies go out once their records are in it.
@@ -102,19 +104,50 @@ const PRECOPY_ROUNDS: usize = 8;
 /// The tail left for the paused copy once the copies while serving have caught up to it.
 const PAUSED_COPY_MAX: u64 = 256 * 1024;
 
+/// The tail is read and written this much at a time (a longer record takes a longer piece).
+const COPY_CHUNK: u64 = 8 << 20;
+
 fn describe_io(what: &str, p: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", p.display())
 }
 
-/// Runs `f` on the executor's blocking thread: the shard serves meanwhile.
-async fn blocking<T: Send + 'static>(
+/// Runs `f` on a thread of its own, not pinned to any CPU, and waits for it: the shard serves
+/// meanwhile. Not glommio's blocking thread: there is one per executor, pinned to the
+/// executor's own CPU, and the log's fdatasync under `appendfsync always` runs on it (a tail
+/// copy there would hold every `always` reply, and take the shard's CPU). A panic in `f` is
+/// an error, not a rewrite waiting forever.
+pub async fn off_thread<T: Send + 'static>(
+    name: &str,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    glommio::executor().spawn_blocking(f).await
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            unpin_this_thread();
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err("the thread doing it panicked".to_string()));
+            let _ = tx.send(done);
+        });
+    if let Err(e) = spawned {
+        return Err(format!("starting a thread: {e}"));
+    }
+    rx.await
+        .unwrap_or_else(|_| Err("the thread doing it ended without an answer".to_string()))
+}
+
+/// A thread started from a shard inherits its pinning to one CPU: let it run on any.
+fn unpin_this_thread() {
+    let mut any = nix::sched::CpuSet::new();
+    for cpu in 0..nix::sched::CpuSet::count() {
+        let _ = any.set(cpu);
+    }
+    // Best effort: pinned, it still works, on the shard's CPU.
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &any);
 }
 
 /// The records of the old incr after the cut, on their way to the new incr.
-struct Tail {
+pub(crate) struct Tail {
     old: PathBuf,
     new: PathBuf,
     out: std::fs::File,
@@ -122,44 +155,66 @@ struct Tail {
     copied: u64,
     /// The last LSN the new base stands for: records up to it are left behind.
     last: u64,
+    /// Pieces copied so far (for the log).
+    pieces: u64,
+    /// How much is read at a time ([`COPY_CHUNK`]; smaller in tests).
+    chunk: u64,
 }
 
 impl Tail {
     /// Appends the records of the old incr from `copied` to `upto` (a record boundary)
-    /// numbered above `last`, and fdatasyncs the new incr (its length included: what a read
-    /// of the data needs; its name was made durable when it was created).
+    /// numbered above `last`, a few MiB at a time, and fdatasyncs the new incr (its length
+    /// included: what a read of the data needs; its name was made durable when it was
+    /// created).
     fn copy_to(mut self, upto: u64) -> Result<Tail, String> {
         use std::os::unix::fs::FileExt;
-        let len = usize::try_from(upto.saturating_sub(self.copied))
-            .map_err(|_| format!("the tail of {} is too long", self.old.display()))?;
-        let mut data = vec![0u8; len];
-        std::fs::File::open(&self.old)
-            .and_then(|f| f.read_exact_at(&mut data, self.copied))
-            .map_err(|e| describe_io("reading", &self.old, e))?;
-        let mut records = Vec::with_capacity(data.len());
-        let last = self.last;
-        let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
-            if lsn > last {
-                // Read back from a valid record: it fits the format.
-                moon_aof::record::encode_record(lsn, payload, &mut records).map_err(|_| ())?;
+        let old =
+            std::fs::File::open(&self.old).map_err(|e| describe_io("reading", &self.old, e))?;
+        let mut chunk = self.chunk.max(1);
+        let mut records = Vec::new();
+        while self.copied < upto {
+            let left = upto - self.copied;
+            let len = usize::try_from(left.min(chunk))
+                .map_err(|_| format!("the tail of {} is too long", self.old.display()))?;
+            let mut data = vec![0u8; len];
+            old.read_exact_at(&mut data, self.copied)
+                .map_err(|e| describe_io("reading", &self.old, e))?;
+            records.clear();
+            let last = self.last;
+            let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
+                if lsn > last {
+                    // Read back from a valid record: it fits the format.
+                    moon_aof::record::encode_record(lsn, payload, &mut records).map_err(|_| ())?;
+                }
+                Ok(())
+            });
+            // A piece that stops short of `upto` may end inside a record: what is whole goes
+            // now, the rest with the next piece. The last piece must end clean.
+            let valid = match scanned {
+                Ok(end) if end.end == moon_aof::reader::End::Clean => end.valid_len,
+                Ok(end) if (len as u64) < left => end.valid_len,
+                other => {
+                    return Err(format!(
+                        "the tail of {} (bytes {} to {upto}) is not clean: {other:?}",
+                        self.old.display(),
+                        self.copied
+                    ))
+                }
+            };
+            if valid == 0 {
+                // One record longer than the piece: a longer piece.
+                chunk = chunk.saturating_mul(2);
+                continue;
             }
-            Ok(())
-        });
-        match scanned {
-            Ok(end) if end.end == moon_aof::reader::End::Clean => {}
-            other => {
-                return Err(format!(
-                    "the tail of {} (bytes {} to {upto}) is not clean: {other:?}",
-                    self.old.display(),
-                    self.copied
-                ))
-            }
+            self.out
+                .write_all(&records)
+                .map_err(|e| describe_io("writing", &self.new, e))?;
+            self.copied += valid;
+            self.pieces += 1;
         }
         self.out
-            .write_all(&records)
-            .and_then(|()| self.out.sync_data())
-            .map_err(|e| describe_io("writing", &self.new, e))?;
-        self.copied = upto;
+            .sync_data()
+            .map_err(|e| describe_io("fdatasyncing", &self.new, e))?;
         Ok(self)
     }
 }
@@ -198,6 +253,7 @@ impl Shard {
         let (first_lsn, last_lsn) = writer.reserve(1);
         *self.rewrite.borrow_mut() = Some(Cut {
             base: Some(base),
+            tail: None,
             first_lsn,
             last_lsn,
             tail_from,
@@ -272,7 +328,7 @@ impl Shard {
             .map_err(|e| describe(glommio_io(e)))?;
         let _ = file.close().await;
         let dir_of = path.to_path_buf();
-        blocking(move || {
+        off_thread("moon-rewrite", move || {
             fsync_parent(&dir_of).map_err(|e| format!("writing {}: {e}", dir_of.display()))
         })
         .await?;
@@ -286,16 +342,14 @@ impl Shard {
         }
     }
 
-    /// Step 3: carries the records written since the cut into `new_incr`, fsynced, and
-    /// leaves the writer paused.
-    ///
-    /// Most of the tail is copied while the shard serves, on the executor's blocking thread:
-    /// the records up to the incr's length now (the writer appends whole units with one
-    /// synchronous write, so that is a record boundary), then those that came meanwhile, until
-    /// what is left is small ([`PAUSED_COPY_MAX`]). Only that last piece and one fdatasync
-    /// run with the writer paused (the replies of new writes wait): it was the whole tail and
-    /// three fsyncs, 30 ms for a second of writes at 100k/s.
-    pub async fn rewrite_prepare(&self, new_incr: PathBuf) -> Result<(), String> {
+    /// Step 3, while serving: carries most of the records written since the cut into
+    /// `new_incr`, fdatasynced, on a thread of its own ([`off_thread`]): the records up to the
+    /// incr's length now (the writer appends whole units with one synchronous write, so that
+    /// is a record boundary), then those that came meanwhile, until what is left is small
+    /// ([`PAUSED_COPY_MAX`]). The coordinator runs it on every shard before any shard pauses
+    /// ([`Shard::rewrite_prepare`]): a shard with a short tail would otherwise stay paused
+    /// while another copies a long one.
+    pub async fn rewrite_precopy(&self, new_incr: PathBuf) -> Result<(), String> {
         let writer = self.aof().ok_or("AOF disabled")?;
         let (tail_from, first, last) = match self.rewrite.borrow().as_ref() {
             Some(cut) => (cut.tail_from, cut.first_lsn, cut.last_lsn),
@@ -323,30 +377,65 @@ impl Shard {
             out,
             copied: tail_from,
             last,
+            pieces: 0,
+            chunk: COPY_CHUNK,
         };
-        // While serving: the new file's name made durable, then the pieces.
+        // The new file's name made durable, then the pieces.
         let dir_of = new_incr.clone();
-        blocking(move || {
+        off_thread("moon-rewrite", move || {
             fsync_parent(&dir_of).map_err(|e| describe_io("fsyncing the directory of", &dir_of, e))
         })
         .await?;
+        // Test seam: the whole tail copied while serving, round after round.
+        let paused_max = if std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("slow-walk") {
+            0
+        } else {
+            PAUSED_COPY_MAX
+        };
         for _ in 0..PRECOPY_ROUNDS {
             if let Some(e) = writer.error() {
                 return Err(format!("the AOF is failing: {e}"));
             }
             let upto = writer.file_len();
-            if upto.saturating_sub(tail.copied) <= PAUSED_COPY_MAX {
+            if upto.saturating_sub(tail.copied) <= paused_max {
                 break;
             }
-            tail = blocking(move || tail.copy_to(upto)).await?;
+            tail = off_thread("moon-rewrite", move || tail.copy_to(upto)).await?;
         }
-        // Paused: the rest, and one fdatasync (the replies of new writes wait meanwhile).
+        match self.rewrite.borrow_mut().as_mut() {
+            Some(cut) => cut.tail = Some(tail),
+            None => return Err("no rewrite in progress on this shard".into()),
+        }
+        Ok(())
+    }
+
+    /// Step 3, paused: pauses the writer and carries the rest of the tail into the new incr,
+    /// with one fdatasync; the writer stays paused (the replies of new writes wait) until the
+    /// switch or the abort. This was the whole tail and three fsyncs: 30 ms for a second of
+    /// writes at 100k/s.
+    pub async fn rewrite_prepare(&self) -> Result<(), String> {
+        let writer = self.aof().ok_or("AOF disabled")?;
+        let Some(tail) = self
+            .rewrite
+            .borrow_mut()
+            .as_mut()
+            .and_then(|c| c.tail.take())
+        else {
+            return Err("no tail copy in progress on this shard".into());
+        };
+        let (while_serving, pieces) = (tail.copied, tail.pieces);
         writer.pause().await;
         if let Some(e) = writer.error() {
             return Err(format!("the AOF is failing: {e}"));
         }
         let upto = writer.file_len();
-        blocking(move || tail.copy_to(upto)).await?;
+        let tail = off_thread("moon-rewrite", move || tail.copy_to(upto)).await?;
+        tracing::info!(
+            shard = self.id(),
+            "BGREWRITEAOF tail: {pieces} pieces copied while serving (up to byte {while_serving}), {} bytes with the writer paused",
+            upto.saturating_sub(while_serving)
+        );
+        drop(tail);
         Ok(())
     }
 
@@ -378,12 +467,83 @@ impl Shard {
     pub fn rewrite_abort(&self, delete_created: bool) {
         self.store_unchecked().end_cut();
         if let Some(cut) = self.rewrite.borrow_mut().take() {
-            for f in cut.created.iter().filter(|_| delete_created) {
-                let _ = std::fs::remove_file(f);
+            if delete_created && !cut.created.is_empty() {
+                // Off the executor: a new base may be gigabytes, and its unlink takes as long
+                // as freeing its extents (79 ms for 270 MB). Inline if no thread can start.
+                let files = cut.created.clone();
+                let unlink = move || {
+                    for f in &files {
+                        let _ = std::fs::remove_file(f);
+                    }
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("moon-rewrite".into())
+                    .spawn(move || {
+                        unpin_this_thread();
+                        unlink();
+                    });
+                if spawned.is_err() {
+                    for f in &cut.created {
+                        let _ = std::fs::remove_file(f);
+                    }
+                }
             }
         }
         if let Some(w) = self.aof() {
             w.resume();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tail copied in pieces smaller than some of its records (a record across a piece's
+    /// end goes with the next piece; one longer than a piece takes a longer piece), in two
+    /// calls, is exactly the records after the cut, in order.
+    #[test]
+    fn a_tail_copied_in_small_pieces_is_every_record_after_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old.aof"), dir.path().join("new.aof"));
+        let (mut log, mut want, mut boundaries) = (Vec::new(), Vec::new(), Vec::new());
+        for lsn in 1..=60u64 {
+            let payload = vec![lsn as u8; (lsn as usize * 37) % 300];
+            moon_aof::record::encode_record(lsn, &payload, &mut log).unwrap();
+            boundaries.push(log.len() as u64);
+            if lsn > 10 {
+                moon_aof::record::encode_record(lsn, &payload, &mut want).unwrap();
+            }
+        }
+        std::fs::write(&old, &log).unwrap();
+        let tail = Tail {
+            old: old.clone(),
+            new: new.clone(),
+            out: std::fs::File::create(&new).unwrap(),
+            copied: 0,
+            last: 10,
+            pieces: 0,
+            chunk: 100,
+        };
+        let tail = tail.copy_to(boundaries[29]).unwrap();
+        assert_eq!(tail.copied, boundaries[29]);
+        let tail = tail.copy_to(log.len() as u64).unwrap();
+        assert_eq!(tail.copied, log.len() as u64);
+        assert!(tail.pieces > 20, "{} pieces", tail.pieces);
+        assert_eq!(std::fs::read(&new).unwrap(), want);
+        // A tail that does not end on a record boundary is refused.
+        let mut cut_short = log.clone();
+        cut_short.truncate(log.len() - 3);
+        std::fs::write(&old, &cut_short).unwrap();
+        let tail = Tail {
+            old,
+            new: new.clone(),
+            out: std::fs::File::create(&new).unwrap(),
+            copied: 0,
+            last: 10,
+            pieces: 0,
+            chunk: 100,
+        };
+        assert!(tail.copy_to(cut_short.len() as u64).is_err());
     }
 }

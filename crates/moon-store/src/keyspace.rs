@@ -696,13 +696,14 @@ impl Keyspace {
     /// Removes every key, freeing them as `cause` says (see [`lazyfree`]). Expirations not
     /// yet taken stay queued: they happened before.
     pub fn clear(&mut self, cause: Cause) {
-        // A snapshot walking the table takes it as it is (see `cut`).
+        // A snapshot walking the table takes it as it is (see `cut`). The count is taken
+        // first: the indexes of as many keys go with the garbage.
+        let keys = self.map.len();
         let garbage = (
-            self.detach_cut(cause).unwrap_or_default(),
+            self.detach_cut().unwrap_or_default(),
             std::mem::take(&mut self.deadlines),
             std::mem::take(&mut self.field_deadlines),
         );
-        let keys = garbage.0.len();
         lazyfree::dispose_all(garbage, keys, cause);
         self.used = 0;
         // An emptied keyspace draws a new hash key: a base keeps the key from rewrite to

@@ -51,10 +51,11 @@ pub(crate) struct Cut {
     /// The state at the cut of each key at or above the frontier that changed since, by hash
     /// (distinct keys may share one).
     kept: BTreeMap<u64, Vec<(Key, KeptState)>>,
-    /// The table as it was when FLUSHDB/FLUSHALL emptied the keyspace, and how to free it
-    /// once the walk is over: the walk goes on over it, and the keyspace's own table is no
-    /// longer the snapshot's business.
-    detached: Option<(super::Map, crate::lazyfree::Cause)>,
+    /// The table as it was when FLUSHDB/FLUSHALL emptied the keyspace: the walk goes on over
+    /// it, and the keyspace's own table is no longer the snapshot's business. Freed on the
+    /// lazyfree thread whenever the cut goes (its flush has replied long ago: nobody waits
+    /// for that memory, and every client would wait for a free on the shard).
+    detached: Option<super::Map>,
 }
 
 impl Cut {
@@ -115,9 +116,7 @@ impl Keyspace {
 
     /// Drops a snapshot in progress (a rewrite that failed).
     pub fn end_cut(&mut self) {
-        if let Some(cut) = self.cut.take() {
-            cut.free();
-        }
+        self.cut = None;
     }
 
     /// Hands the next keys of the snapshot to `emit` (key, value, deadline; in hash order),
@@ -136,7 +135,7 @@ impl Keyspace {
             ..
         } = c;
         let (at, from, budget) = (*at, *frontier, budget.max(1));
-        let table = detached.as_ref().map_or(&*map, |(t, _)| t);
+        let table = detached.as_ref().unwrap_or(&*map);
         // The hashes this step covers: from the frontier up to `to` (excluded), or all that is
         // left if `to` is None. Counted over the table and the kept states both, so that a step
         // stays about `budget` keys however many were removed from the table.
@@ -194,9 +193,7 @@ impl Keyspace {
             *frontier = t;
             return false;
         }
-        if let Some(cut) = self.cut.take() {
-            cut.free();
-        }
+        self.cut = None;
         true
     }
 
@@ -225,14 +222,14 @@ impl Keyspace {
         }
     }
 
-    /// The keyspace is being emptied (FLUSHDB/FLUSHALL, `cause` says how its memory goes):
-    /// if a snapshot is walking the table, it takes the table and goes on over it. Returns
-    /// the table to free, or nothing if the snapshot took it.
-    pub(super) fn detach_cut(&mut self, cause: crate::lazyfree::Cause) -> Option<super::Map> {
+    /// The keyspace is being emptied (FLUSHDB/FLUSHALL): if a snapshot is walking the table,
+    /// it takes the table and goes on over it. Returns the table to free, or nothing if the
+    /// snapshot took it.
+    pub(super) fn detach_cut(&mut self) -> Option<super::Map> {
         let table = std::mem::take(&mut self.map);
         match self.cut.as_deref_mut() {
             Some(c) if c.detached.is_none() => {
-                c.detached = Some((table, cause));
+                c.detached = Some(table);
                 None
             }
             _ => Some(table),
@@ -240,12 +237,13 @@ impl Keyspace {
     }
 }
 
-impl Cut {
-    /// Frees what the snapshot still holds: a detached table goes as its FLUSH said.
-    fn free(self) {
-        if let Some((table, cause)) = self.detached {
+impl Drop for Cut {
+    /// However the cut goes (its walk over, a rewrite abandoned, the keyspace itself dropped
+    /// by a rebuild from the log), a detached table is freed on the lazyfree thread.
+    fn drop(&mut self) {
+        if let Some(table) = self.detached.take() {
             let keys = table.len();
-            crate::lazyfree::dispose_all(table, keys, cause);
+            crate::lazyfree::dispose_all(table, keys, crate::lazyfree::Cause::Async);
         }
     }
 }
