@@ -29,6 +29,8 @@ mod runtime;
 mod shard;
 mod state;
 #[cfg(feature = "runtime")]
+mod tail;
+#[cfg(feature = "runtime")]
 pub mod txn;
 
 #[cfg(all(test, feature = "runtime"))]

@@ -27,7 +27,6 @@
 //! [`Shard::rewrite_abort`] undoes 1–3 for this shard if another step failed anywhere: it
 //! deletes only the files this rewrite created, and none once the commit was attempted.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use glommio::io::OpenOptions;
@@ -35,6 +34,7 @@ use glommio::io::OpenOptions;
 use crate::clock::now_ms;
 use crate::shard::Shard;
 use crate::state::Cut;
+use crate::tail::{describe_io, Tail, COPY_CHUNK};
 use moon_manifest::fsio::fsync_parent;
 use moon_manifest::BaseInfo;
 
@@ -104,13 +104,6 @@ const PRECOPY_ROUNDS: usize = 8;
 /// The tail left for the paused copy once the copies while serving have caught up to it.
 const PAUSED_COPY_MAX: u64 = 256 * 1024;
 
-/// The tail is read and written this much at a time (a longer record takes a longer piece).
-const COPY_CHUNK: u64 = 8 << 20;
-
-fn describe_io(what: &str, p: &Path, e: std::io::Error) -> String {
-    format!("{what} {}: {e}", p.display())
-}
-
 /// Runs `f` on a thread of its own, not pinned to any CPU, and waits for it: the shard serves
 /// meanwhile. Not glommio's blocking thread: there is one per executor, pinned to the
 /// executor's own CPU, and the log's fdatasync under `appendfsync always` runs on it (a tail
@@ -144,79 +137,6 @@ fn unpin_this_thread() {
     }
     // Best effort: pinned, it still works, on the shard's CPU.
     let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &any);
-}
-
-/// The records of the old incr after the cut, on their way to the new incr.
-pub(crate) struct Tail {
-    old: PathBuf,
-    new: PathBuf,
-    out: std::fs::File,
-    /// The old incr's bytes up to here are carried over (a record boundary).
-    copied: u64,
-    /// The last LSN the new base stands for: records up to it are left behind.
-    last: u64,
-    /// Pieces copied so far (for the log).
-    pieces: u64,
-    /// How much is read at a time ([`COPY_CHUNK`]; smaller in tests).
-    chunk: u64,
-}
-
-impl Tail {
-    /// Appends the records of the old incr from `copied` to `upto` (a record boundary)
-    /// numbered above `last`, a few MiB at a time, and fdatasyncs the new incr (its length
-    /// included: what a read of the data needs; its name was made durable when it was
-    /// created).
-    fn copy_to(mut self, upto: u64) -> Result<Tail, String> {
-        use std::os::unix::fs::FileExt;
-        let old =
-            std::fs::File::open(&self.old).map_err(|e| describe_io("reading", &self.old, e))?;
-        let mut chunk = self.chunk.max(1);
-        let mut records = Vec::new();
-        while self.copied < upto {
-            let left = upto - self.copied;
-            let len = usize::try_from(left.min(chunk))
-                .map_err(|_| format!("the tail of {} is too long", self.old.display()))?;
-            let mut data = vec![0u8; len];
-            old.read_exact_at(&mut data, self.copied)
-                .map_err(|e| describe_io("reading", &self.old, e))?;
-            records.clear();
-            let last = self.last;
-            let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
-                if lsn > last {
-                    // Read back from a valid record: it fits the format.
-                    moon_aof::record::encode_record(lsn, payload, &mut records).map_err(|_| ())?;
-                }
-                Ok(())
-            });
-            // A piece that stops short of `upto` may end inside a record: what is whole goes
-            // now, the rest with the next piece. The last piece must end clean.
-            let valid = match scanned {
-                Ok(end) if end.end == moon_aof::reader::End::Clean => end.valid_len,
-                Ok(end) if (len as u64) < left => end.valid_len,
-                other => {
-                    return Err(format!(
-                        "the tail of {} (bytes {} to {upto}) is not clean: {other:?}",
-                        self.old.display(),
-                        self.copied
-                    ))
-                }
-            };
-            if valid == 0 {
-                // One record longer than the piece: a longer piece.
-                chunk = chunk.saturating_mul(2);
-                continue;
-            }
-            self.out
-                .write_all(&records)
-                .map_err(|e| describe_io("writing", &self.new, e))?;
-            self.copied += valid;
-            self.pieces += 1;
-        }
-        self.out
-            .sync_data()
-            .map_err(|e| describe_io("fdatasyncing", &self.new, e))?;
-        Ok(self)
-    }
 }
 
 impl Shard {
@@ -265,12 +185,7 @@ impl Shard {
     /// Step 2: writes the base to `path`, a file that must not exist yet (a rewrite never
     /// reuses a name the manifest on disk may hold). Returns its length and checksum.
     pub async fn rewrite_write_base(&self, path: PathBuf) -> Result<BaseInfo, String> {
-        let Some(base) = self
-            .rewrite
-            .borrow_mut()
-            .as_mut()
-            .and_then(|c| c.base.take())
-        else {
+        let Some(base) = self.take_from_cut(|c| c.base.take()) else {
             return Err("no rewrite in progress on this shard".into());
         };
         let written = self.write_base(base, &path).await;
@@ -333,6 +248,11 @@ impl Shard {
         })
         .await?;
         Ok(info)
+    }
+
+    /// Takes a part of this shard's rewrite state (the step that uses it owns it from now).
+    fn take_from_cut<T>(&self, part: impl FnOnce(&mut Cut) -> Option<T>) -> Option<T> {
+        self.rewrite.borrow_mut().as_mut().and_then(part)
     }
 
     /// Notes a file this rewrite created (an abort deletes it).
@@ -415,12 +335,7 @@ impl Shard {
     /// writes at 100k/s.
     pub async fn rewrite_prepare(&self) -> Result<(), String> {
         let writer = self.aof().ok_or("AOF disabled")?;
-        let Some(tail) = self
-            .rewrite
-            .borrow_mut()
-            .as_mut()
-            .and_then(|c| c.tail.take())
-        else {
+        let Some(tail) = self.take_from_cut(|c| c.tail.take()) else {
             return Err("no tail copy in progress on this shard".into());
         };
         let (while_serving, pieces) = (tail.copied, tail.pieces);
@@ -492,58 +407,5 @@ impl Shard {
         if let Some(w) = self.aof() {
             w.resume();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The tail copied in pieces smaller than some of its records (a record across a piece's
-    /// end goes with the next piece; one longer than a piece takes a longer piece), in two
-    /// calls, is exactly the records after the cut, in order.
-    #[test]
-    fn a_tail_copied_in_small_pieces_is_every_record_after_the_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let (old, new) = (dir.path().join("old.aof"), dir.path().join("new.aof"));
-        let (mut log, mut want, mut boundaries) = (Vec::new(), Vec::new(), Vec::new());
-        for lsn in 1..=60u64 {
-            let payload = vec![lsn as u8; (lsn as usize * 37) % 300];
-            moon_aof::record::encode_record(lsn, &payload, &mut log).unwrap();
-            boundaries.push(log.len() as u64);
-            if lsn > 10 {
-                moon_aof::record::encode_record(lsn, &payload, &mut want).unwrap();
-            }
-        }
-        std::fs::write(&old, &log).unwrap();
-        let tail = Tail {
-            old: old.clone(),
-            new: new.clone(),
-            out: std::fs::File::create(&new).unwrap(),
-            copied: 0,
-            last: 10,
-            pieces: 0,
-            chunk: 100,
-        };
-        let tail = tail.copy_to(boundaries[29]).unwrap();
-        assert_eq!(tail.copied, boundaries[29]);
-        let tail = tail.copy_to(log.len() as u64).unwrap();
-        assert_eq!(tail.copied, log.len() as u64);
-        assert!(tail.pieces > 20, "{} pieces", tail.pieces);
-        assert_eq!(std::fs::read(&new).unwrap(), want);
-        // A tail that does not end on a record boundary is refused.
-        let mut cut_short = log.clone();
-        cut_short.truncate(log.len() - 3);
-        std::fs::write(&old, &cut_short).unwrap();
-        let tail = Tail {
-            old,
-            new: new.clone(),
-            out: std::fs::File::create(&new).unwrap(),
-            copied: 0,
-            last: 10,
-            pieces: 0,
-            chunk: 100,
-        };
-        assert!(tail.copy_to(cut_short.len() as u64).is_err());
     }
 }

@@ -68,7 +68,7 @@ pub(crate) struct Cut {
     /// The incr file's length at the cut: records after it are the tail to carry over.
     pub(crate) tail_from: u64,
     /// The tail's copy into the new incr, between its part made while serving and the rest.
-    pub(crate) tail: Option<crate::rewrite::Tail>,
+    pub(crate) tail: Option<crate::tail::Tail>,
     /// The files this rewrite created (only these may be deleted by an abort).
     pub(crate) created: Vec<std::path::PathBuf>,
 }

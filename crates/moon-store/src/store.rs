@@ -962,7 +962,9 @@ impl Store {
         create: bool,
         f: impl FnOnce(&mut C, &crate::value::Encodings) -> R,
     ) -> Result<Option<R>, Frame> {
-        let exists = match self.ks.modify(key, now, |v| C::of(v).is_some()) {
+        // A look, not a change: while a rewrite walks the keyspace, a change keeps the value
+        // as it was first (`keyspace::cut`), and a WRONGTYPE changes nothing.
+        let exists = match self.ks.get(key, now).map(|e| C::is(&e.value)) {
             Some(true) => true,
             Some(false) => return Err(err(reply::WRONGTYPE)),
             None => false,

@@ -470,11 +470,16 @@ impl fmt::Debug for Value {
 pub trait Collection: Default {
     /// The value as this type, or `None` for another type.
     fn of(value: &mut Value) -> Option<&mut Self>;
+    /// Whether the value is of this type (a look that changes nothing).
+    fn is(value: &Value) -> bool;
     fn wrap(self) -> Value;
     fn is_empty(&self) -> bool;
 }
 
 impl Collection for Hash {
+    fn is(value: &Value) -> bool {
+        matches!(value, Value::Hash(_))
+    }
     fn of(value: &mut Value) -> Option<&mut Self> {
         match value {
             Value::Hash(h) => Some(h),
@@ -490,6 +495,9 @@ impl Collection for Hash {
 }
 
 impl Collection for List {
+    fn is(value: &Value) -> bool {
+        matches!(value, Value::List(_))
+    }
     fn of(value: &mut Value) -> Option<&mut Self> {
         match value {
             Value::List(l) => Some(l),
@@ -505,6 +513,9 @@ impl Collection for List {
 }
 
 impl Collection for ZSet {
+    fn is(value: &Value) -> bool {
+        matches!(value, Value::ZSet(_))
+    }
     fn of(value: &mut Value) -> Option<&mut Self> {
         match value {
             Value::ZSet(z) => Some(z),
@@ -520,6 +531,9 @@ impl Collection for ZSet {
 }
 
 impl Collection for Set {
+    fn is(value: &Value) -> bool {
+        matches!(value, Value::Set(_))
+    }
     fn of(value: &mut Value) -> Option<&mut Self> {
         match value {
             Value::Set(s) => Some(s),
