@@ -144,17 +144,7 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     let (path, contents) = (manifest.clone(), new.render());
     // (The writers are paused: no `always` fdatasync waits behind it on this thread.)
     let mut committed = glommio::executor()
-        .spawn_blocking(move || {
-            std::panic::catch_unwind(|| {
-                moon_manifest::fsio::commit_atomic(&path, contents.as_bytes())
-            })
-            .unwrap_or_else(|_| {
-                // Whether the rename happened is not known: as after a failed rename.
-                Err(CommitError::AfterRename(std::io::Error::other(
-                    "the manifest commit panicked",
-                )))
-            })
-        })
+        .spawn_blocking(move || moon_manifest::fsio::commit_atomic(&path, contents.as_bytes()))
         .await;
     if committed.is_ok() && std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("after-rename") {
         // Fault seam for tests: the directory fsync after the rename "fails".
@@ -214,13 +204,22 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
     let gone: Vec<_> = (0..n)
         .flat_map(|i| [old.base_path(&dir, i), old.incr_path(&dir, i)])
         .collect();
-    let _ = moon_shard::rewrite::off_thread("moon-rewrite", move || {
-        for f in gone {
+    let unlink = |files: &[std::path::PathBuf]| {
+        for f in files {
             let _ = std::fs::remove_file(f);
         }
+    };
+    let off = gone.clone();
+    if moon_shard::rewrite::off_thread("moon-rewrite", move || {
+        unlink(&off);
         Ok(())
     })
-    .await;
+    .await
+    .is_err()
+    {
+        // No thread could start: here, rather than leave them to the next start.
+        unlink(&gone);
+    }
     if let Err(e) = all_ok(switched) {
         let cause = format!("after the commit: {e}");
         *lock(&shared.rewrite.blocked) = Some(cause.clone());

@@ -107,8 +107,8 @@ const PAUSED_COPY_MAX: u64 = 256 * 1024;
 /// Runs `f` on a thread of its own, not pinned to any CPU, and waits for it: the shard serves
 /// meanwhile. Not glommio's blocking thread: there is one per executor, pinned to the
 /// executor's own CPU, and the log's fdatasync under `appendfsync always` runs on it (a tail
-/// copy there would hold every `always` reply, and take the shard's CPU). A panic in `f` is
-/// an error, not a rewrite waiting forever.
+/// copy there would hold every `always` reply, and take the shard's CPU). (A panic in `f`
+/// ends the process, as one anywhere in the server does: main's panic hook.)
 pub async fn off_thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
@@ -118,9 +118,7 @@ pub async fn off_thread<T: Send + 'static>(
         .name(name.to_string())
         .spawn(move || {
             unpin_this_thread();
-            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .unwrap_or_else(|_| Err("the thread doing it panicked".to_string()));
-            let _ = tx.send(done);
+            let _ = tx.send(f());
         });
     if let Err(e) = spawned {
         return Err(format!("starting a thread: {e}"));
@@ -129,14 +127,37 @@ pub async fn off_thread<T: Send + 'static>(
         .unwrap_or_else(|_| Err("the thread doing it ended without an answer".to_string()))
 }
 
-/// A thread started from a shard inherits its pinning to one CPU: let it run on any.
+/// A thread started from a shard inherits its pinning to one CPU: let it run on the CPUs the
+/// process was given (those of its main thread, which no shard pins: a `taskset` or
+/// `numactl` mask stays in force).
 fn unpin_this_thread() {
-    let mut any = nix::sched::CpuSet::new();
-    for cpu in 0..nix::sched::CpuSet::count() {
-        let _ = any.set(cpu);
-    }
     // Best effort: pinned, it still works, on the shard's CPU.
-    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &any);
+    if let Ok(cpus) = nix::sched::sched_getaffinity(nix::unistd::Pid::this()) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+    }
+}
+
+/// Copies the tail while serving, piece after piece, until what is left is at most
+/// [`PAUSED_COPY_MAX`] (at most [`PRECOPY_ROUNDS`] pieces: a log written faster than it is
+/// copied still ends).
+async fn catch_up(writer: &moon_aof::AofWriter, mut tail: Tail) -> Result<Tail, String> {
+    // Test seam: the whole tail copied while serving, round after round.
+    let paused_max = if std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("slow-walk") {
+        0
+    } else {
+        PAUSED_COPY_MAX
+    };
+    for _ in 0..PRECOPY_ROUNDS {
+        if let Some(e) = writer.error() {
+            return Err(format!("the AOF is failing: {e}"));
+        }
+        let upto = writer.file_len();
+        if upto.saturating_sub(tail.copied) <= paused_max {
+            break;
+        }
+        tail = off_thread("moon-rewrite", move || tail.copy_to(upto)).await?;
+    }
+    Ok(tail)
 }
 
 impl Shard {
@@ -306,22 +327,7 @@ impl Shard {
             fsync_parent(&dir_of).map_err(|e| describe_io("fsyncing the directory of", &dir_of, e))
         })
         .await?;
-        // Test seam: the whole tail copied while serving, round after round.
-        let paused_max = if std::env::var("MOON_REWRITE_FAULT").as_deref() == Ok("slow-walk") {
-            0
-        } else {
-            PAUSED_COPY_MAX
-        };
-        for _ in 0..PRECOPY_ROUNDS {
-            if let Some(e) = writer.error() {
-                return Err(format!("the AOF is failing: {e}"));
-            }
-            let upto = writer.file_len();
-            if upto.saturating_sub(tail.copied) <= paused_max {
-                break;
-            }
-            tail = off_thread("moon-rewrite", move || tail.copy_to(upto)).await?;
-        }
+        tail = catch_up(&writer, tail).await?;
         match self.rewrite.borrow_mut().as_mut() {
             Some(cut) => cut.tail = Some(tail),
             None => return Err("no rewrite in progress on this shard".into()),
@@ -338,6 +344,9 @@ impl Shard {
         let Some(tail) = self.take_from_cut(|c| c.tail.take()) else {
             return Err("no tail copy in progress on this shard".into());
         };
+        // Other shards' copies took their time, and this shard went on logging meanwhile:
+        // caught up again first, so that what is copied paused stays small.
+        let tail = catch_up(&writer, tail).await?;
         let (while_serving, pieces) = (tail.copied, tail.pieces);
         writer.pause().await;
         if let Some(e) = writer.error() {

@@ -34,18 +34,47 @@ impl Tail {
     /// included: what a read of the data needs; its name was made durable when it was
     /// created).
     pub(crate) fn copy_to(mut self, upto: u64) -> Result<Tail, String> {
+        use moon_aof::record::{HEADER_LEN, TRAILER_LEN};
         use std::os::unix::fs::FileExt;
         let old =
             std::fs::File::open(&self.old).map_err(|e| describe_io("reading", &self.old, e))?;
-        let mut chunk = self.chunk.max(1);
+        let chunk = self.chunk.max(1);
+        let too_long = || format!("the tail of {} is too long", self.old.display());
         let mut records = Vec::new();
         while self.copied < upto {
             let left = upto - self.copied;
-            let len = usize::try_from(left.min(chunk))
-                .map_err(|_| format!("the tail of {} is too long", self.old.display()))?;
-            let mut data = vec![0u8; len];
+            let mut data = vec![0u8; usize::try_from(left.min(chunk)).map_err(|_| too_long())?];
             old.read_exact_at(&mut data, self.copied)
                 .map_err(|e| describe_io("reading", &self.old, e))?;
+            // The piece ends where its last whole record ends, found from the records' length
+            // fields alone. The scan below then always gets whole records: a record cut off
+            // at a piece's end would read as damage to it, and it would search the rest of
+            // the piece, offset by offset, for a valid record.
+            let mut whole = 0usize;
+            while let Some(len) = data.get(whole + 8..whole + HEADER_LEN) {
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let end = whole + HEADER_LEN + len + TRAILER_LEN;
+                if end > data.len() {
+                    break;
+                }
+                whole = end;
+            }
+            if whole == 0 {
+                // One record longer than the piece: read that record whole (the scan refuses
+                // it if its length field is damaged and runs past the tail).
+                let mut header = [0u8; HEADER_LEN];
+                old.read_exact_at(&mut header, self.copied)
+                    .map_err(|e| describe_io("reading", &self.old, e))?;
+                let len = u64::from(u32::from_le_bytes([
+                    header[8], header[9], header[10], header[11],
+                ]));
+                let end = (HEADER_LEN as u64 + len + TRAILER_LEN as u64).min(left);
+                data = vec![0u8; usize::try_from(end).map_err(|_| too_long())?];
+                old.read_exact_at(&mut data, self.copied)
+                    .map_err(|e| describe_io("reading", &self.old, e))?;
+                whole = data.len();
+            }
+            data.truncate(whole);
             records.clear();
             let last = self.last;
             let scanned = moon_aof::reader::scan::<()>(&data, |lsn, payload, _| {
@@ -55,11 +84,8 @@ impl Tail {
                 }
                 Ok(())
             });
-            // A piece that stops short of `upto` may end inside a record: what is whole goes
-            // now, the rest with the next piece. The last piece must end clean.
-            let valid = match scanned {
-                Ok(end) if end.end == moon_aof::reader::End::Clean => end.valid_len,
-                Ok(end) if (len as u64) < left => end.valid_len,
+            match scanned {
+                Ok(end) if end.end == moon_aof::reader::End::Clean => {}
                 other => {
                     return Err(format!(
                         "the tail of {} (bytes {} to {upto}) is not clean: {other:?}",
@@ -67,16 +93,11 @@ impl Tail {
                         self.copied
                     ))
                 }
-            };
-            if valid == 0 {
-                // One record longer than the piece: a longer piece.
-                chunk = chunk.saturating_mul(2);
-                continue;
             }
             self.out
                 .write_all(&records)
                 .map_err(|e| describe_io("writing", &self.new, e))?;
-            self.copied += valid;
+            self.copied += whole as u64;
             self.pieces += 1;
         }
         self.out
@@ -128,5 +149,43 @@ mod tests {
         cut_short.truncate(log.len() - 3);
         std::fs::write(&old, &cut_short).unwrap();
         assert!(fresh().copy_to(cut_short.len() as u64).is_err());
+    }
+
+    /// Values that hold whole, valid records of their own (a client may SET any bytes) are
+    /// copied as they are, wherever a piece ends: a piece never ends inside a record, so the
+    /// scan never goes looking for records in the middle of one (it did, review finding:
+    /// that made healthy rewrites fail, and cost CRC work cubic in the cut-off length).
+    #[test]
+    fn records_inside_values_do_not_confuse_the_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old.aof"), dir.path().join("new.aof"));
+        let mut fake = Vec::new();
+        for lsn in 900..910 {
+            moon_aof::record::encode_record(lsn, b"fake", &mut fake).unwrap();
+        }
+        let (mut log, mut want) = (Vec::new(), Vec::new());
+        for lsn in 1..=40u64 {
+            let mut payload = fake.clone();
+            payload.truncate((lsn as usize * 53) % fake.len());
+            moon_aof::record::encode_record(lsn, &payload, &mut log).unwrap();
+            if lsn > 5 {
+                moon_aof::record::encode_record(lsn, &payload, &mut want).unwrap();
+            }
+        }
+        std::fs::write(&old, &log).unwrap();
+        for chunk in [17, 64, 100, 129, 333] {
+            let tail = Tail {
+                old: old.clone(),
+                new: new.clone(),
+                out: std::fs::File::create(&new).unwrap(),
+                copied: 0,
+                last: 5,
+                pieces: 0,
+                chunk,
+            };
+            let tail = tail.copy_to(log.len() as u64).unwrap();
+            assert_eq!(tail.copied, log.len() as u64, "chunk {chunk}");
+            assert_eq!(std::fs::read(&new).unwrap(), want, "chunk {chunk}");
+        }
     }
 }
