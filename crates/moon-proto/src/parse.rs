@@ -56,17 +56,23 @@ pub enum ProtocolError {
 #[derive(Debug, Default)]
 struct Partial {
     expected: usize,
-    /// (start, end) of each argument read so far.
-    args: Vec<(usize, usize)>,
     /// Where the next argument header starts.
     pos: usize,
 }
+
+/// Offsets kept for the next request when a request had at most this many arguments; a
+/// larger vector is given back, so one huge request does not stick to the connection.
+const KEPT_OFFSETS: usize = 64;
 
 /// Parser state for one connection.
 #[derive(Debug, Default)]
 pub struct RequestParser {
     limits: Limits,
     partial: Option<Partial>,
+    /// (start, end) of each argument of the request being read. One vector serves every
+    /// request of the connection (a request's own allocation was one of a dozen per
+    /// unpipelined GET).
+    offsets: Vec<(usize, usize)>,
 }
 
 impl RequestParser {
@@ -74,6 +80,7 @@ impl RequestParser {
         RequestParser {
             limits,
             partial: None,
+            offsets: Vec::new(),
         }
     }
 
@@ -114,10 +121,11 @@ impl RequestParser {
                     continue;
                 }
                 let count = count as usize;
+                // Do not trust the count for the allocation: grow as arguments arrive.
+                self.offsets.clear();
+                self.offsets.reserve(count.min(KEPT_OFFSETS));
                 self.partial = Some(Partial {
                     expected: count,
-                    // Do not trust the count for the allocation: grow as arguments arrive.
-                    args: Vec::with_capacity(count.min(64)),
                     pos: eol + 2,
                 });
             }
@@ -132,7 +140,7 @@ impl RequestParser {
         let Some(partial) = self.partial.as_mut() else {
             return Ok(None);
         };
-        while partial.args.len() < partial.expected {
+        while self.offsets.len() < partial.expected {
             let pos = partial.pos;
             if pos >= buf.len() {
                 return Ok(None);
@@ -164,20 +172,22 @@ impl RequestParser {
                 buf.reserve((end + 2 - buf.len()).min(1 << 20));
                 return Ok(None);
             }
-            partial.args.push((start, end));
+            self.offsets.push((start, end));
             partial.pos = end + 2;
         }
         let Some(partial) = self.partial.take() else {
             return Ok(None);
         };
         let frame = buf.split_to(partial.pos).freeze();
-        Ok(Some(
-            partial
-                .args
-                .iter()
-                .map(|&(s, e)| frame.slice(s..e))
-                .collect(),
-        ))
+        let args = self
+            .offsets
+            .iter()
+            .map(|&(s, e)| frame.slice(s..e))
+            .collect();
+        if self.offsets.capacity() > KEPT_OFFSETS {
+            self.offsets = Vec::new();
+        }
+        Ok(Some(args))
     }
 
     /// The inline form: one line, arguments separated by spaces, with Redis's quoting rules.
@@ -360,6 +370,27 @@ mod tests {
 
     fn v(items: &[&str]) -> Vec<Vec<u8>> {
         items.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_offsets_kept_between_requests_stay_small_after_a_large_one() {
+        // One vector of offsets serves every request of a connection; a request with many
+        // arguments must not leave its large vector behind, nor its offsets in the next one.
+        let mut wire = Vec::new();
+        wire.extend_from_slice(b"*1000\r\n");
+        for i in 0..1000 {
+            let arg = i.to_string();
+            wire.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        let mut p = RequestParser::default();
+        let mut buf = BytesMut::from(&wire[..]);
+        let reqs = parse_all(&mut p, &mut buf).unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].len(), 1000);
+        assert_eq!(reqs[0][999], b"999".to_vec());
+        assert_eq!(reqs[1], vec![b"GET".to_vec(), b"k".to_vec()]);
+        assert!(p.offsets.capacity() <= KEPT_OFFSETS);
     }
 
     #[test]

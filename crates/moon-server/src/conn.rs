@@ -51,9 +51,7 @@ pub async fn release_idle_buffers() {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         CLIENTS.with(|c| {
             for info in c.borrow().values() {
-                if info.buffers.get() > 0
-                    && info.last_active.get().elapsed() >= RELEASE_IDLE_BUFFERS
-                {
+                if info.buffers.get() > 0 && info.last_active.idle() >= RELEASE_IDLE_BUFFERS {
                     info.out.ask_release();
                 }
             }
@@ -65,6 +63,9 @@ pub async fn release_idle_buffers() {
 /// that pipelines without reading holds at most one step of replies in the server: its socket
 /// fills, the write waits, and nothing more is read from it (backpressure).
 const PIPELINE_STEP: usize = 64;
+/// Parsed requests a connection's list keeps room for between reads (a read's worth of a
+/// `-P 16` pipeline); a list grown beyond it by a longer pipeline is given back.
+const KEPT_REQUESTS: usize = 2 * PIPELINE_STEP;
 const REPLY_FLUSH: usize = 256 * 1024;
 
 /// Serves one connection until the client leaves, sends a malformed request, or the server
@@ -233,7 +234,7 @@ async fn serve_from<S>(
                     !session.subs.any() && session.blocked.is_none() && session.replica.is_none()
                 })
                 // Counted from its last request, whatever woke this loop since.
-                .map(|d| d.saturating_sub(session.info.last_active.get().elapsed()));
+                .map(|d| d.saturating_sub(session.info.last_active.idle()));
             let idle = async move {
                 match idle {
                     Some(d) => glommio::timer::sleep(d).await,
@@ -253,7 +254,7 @@ async fn serve_from<S>(
                 Event::Read(Ok(n)) if n > 0 => {
                     // Any bytes count as activity for the idle timeout, as in Redis (a large
                     // value may take longer than `timeout` to arrive whole).
-                    session.info.last_active.set(Instant::now());
+                    session.info.last_active.touch();
                     if scratch.is_empty() {
                         // Back from idle: the buffers again (the query buffer is empty
                         // whenever they were given back; never drop bytes it might hold).
@@ -385,7 +386,6 @@ async fn serve_from<S>(
         }
         let mut write_failed = false;
         if !cmds.is_empty() {
-            session.info.last_active.set(Instant::now());
             // Messages that arrived before these commands go out before their replies.
             session.info.out.drain_into(&mut wbuf);
             let mut pending = std::mem::take(&mut cmds);
@@ -396,9 +396,18 @@ async fn serve_from<S>(
                 }
                 let rest = pending.split_off(pending.len().min(PIPELINE_STEP));
                 if session.reply != ReplyMode::On || pending.iter().any(is_client_reply) {
-                    process_silenceable(&mut session, pending, &mut wbuf).await;
+                    process_silenceable(&mut session, std::mem::take(&mut pending), &mut wbuf)
+                        .await;
                 } else {
-                    process(&mut session, pending, &mut wbuf).await;
+                    process(&mut session, &mut pending, &mut wbuf).await;
+                }
+                if rest.is_empty() {
+                    // The common case (one step): the emptied list serves the next read,
+                    // unless a long pipeline grew it.
+                    if pending.capacity() <= KEPT_REQUESTS {
+                        cmds = pending;
+                    }
+                    break;
                 }
                 pending = rest;
                 if wbuf.len() >= REPLY_FLUSH && !pending.is_empty() {
@@ -431,7 +440,7 @@ async fn serve_from<S>(
         if wrote {
             // A reply that took long (a blocking command served late, a slow reader) is
             // activity too: the idle timeout starts after it.
-            session.info.last_active.set(Instant::now());
+            session.info.last_active.touch();
         }
         if protocol_error.is_some() || session.quit || session.close_after_reply {
             break;
@@ -487,7 +496,7 @@ pub(crate) fn new_client(ctx: &Rc<ShardServer>, peer: String, local: String) -> 
         lib_name: RefCell::new(String::new()),
         lib_ver: RefCell::new(String::new()),
         created: now,
-        last_active: Cell::new(now),
+        last_active: crate::session::Activity::now(),
         last_cmd: Cell::new("NULL"),
         resp: Cell::new(2),
         db: Cell::new(0),
@@ -730,14 +739,15 @@ fn noauth() -> Frame {
 }
 
 /// Plans and executes one read's worth of requests, appending replies to `out` in order.
-pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
+/// `cmds` is left empty, its capacity kept for the connection's next read.
+pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut BytesMut) {
     let shards = session.ctx.shard.count();
     if cmds.len() > 1
         && session.tx.is_none()
         && !moon_script::any_busy()
         // Paused: each command waits (or not) on its own, below.
         && session.ctx.shared.pause_until.load(Ordering::Relaxed) == 0
-        && pipeline_needs_transaction(session, &cmds)
+        && pipeline_needs_transaction(session, cmds)
         && record_size(cmds.iter().flatten()) <= max_record()
     {
         // A pipeline with commands that span shards: one transaction for all of it — one set
@@ -748,15 +758,16 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
                 monitored(session, req, session.db);
             }
         }
+        let cmds = std::mem::take(cmds);
         crate::txn::run(session, cmds, Vec::new(), false, out, process_boxed).await;
         return;
     }
-    let mut plan = Plan::new(shards);
+    let mut plan = Plan::take(shards);
     ShardCounters::add(
         &session.ctx.shard.counters.commands_processed,
         cmds.len() as u64,
     );
-    for parsed in cmds {
+    for parsed in cmds.drain(..) {
         if session.close_after_reply && session.tx.is_none() {
             // It killed itself (CLIENT KILL ... SKIPME no): nothing it sent after that runs,
             // as Redis stops reading a client marked to close after its reply. (Inside a
@@ -1083,6 +1094,7 @@ pub async fn process(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMu
         }
     }
     plan.flush(session, out).await;
+    plan.give_back();
 }
 
 /// RESET: the connection as new; the messages pushed before it go out before its reply.
@@ -1123,7 +1135,10 @@ pub(crate) fn process_boxed<'a>(
     cmds: Vec<Parsed>,
     out: &'a mut BytesMut,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
-    Box::pin(process(session, cmds, out))
+    Box::pin(async move {
+        let mut cmds = cmds;
+        process(session, &mut cmds, out).await
+    })
 }
 
 async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut BytesMut) {
@@ -1137,7 +1152,7 @@ async fn process_silenceable(session: &mut Session, cmds: Vec<Parsed>, out: &mut
         });
         let skip_this = session.reply == ReplyMode::SkipNext && !reply_on;
         let mut reply = BytesMut::new();
-        process(session, vec![cmd], &mut reply).await;
+        process(session, &mut vec![cmd], &mut reply).await;
         if skip_this && session.reply == ReplyMode::SkipNext {
             session.reply = ReplyMode::On;
         }

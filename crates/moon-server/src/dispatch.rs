@@ -120,16 +120,19 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
         Route::AllShards(merge) => Target::All(merge),
         Route::Server => Target::Server,
         Route::Keys(_) => {
-            let mut owners: Vec<usize> =
-                spec.keys(&args).map(|k| shard_for_key(k, shards)).collect();
-            owners.sort_unstable();
-            owners.dedup();
-            match owners[..] {
-                [one] => Target::Shard(one),
-                // Every keyed command has a key (its arity says so); shard 0 answers otherwise
-                // (a script that declares no key runs there).
-                [] => Target::Shard(0),
-                _ => Target::Shards(owners),
+            // Most requests name one shard: found without a list of owners.
+            let mut owner_of = spec.keys(&args).map(|k| shard_for_key(k, shards));
+            // Every keyed command has a key (its arity says so); shard 0 answers otherwise
+            // (a script that declares no key runs there).
+            let first = owner_of.next().unwrap_or(0);
+            if owner_of.all(|s| s == first) {
+                Target::Shard(first)
+            } else {
+                let mut owners: Vec<usize> =
+                    spec.keys(&args).map(|k| shard_for_key(k, shards)).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                Target::Shards(owners)
             }
         }
     };

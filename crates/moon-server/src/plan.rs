@@ -31,12 +31,26 @@ pub(crate) enum Slot {
     },
 }
 
-/// The commands of a pipeline since the last barrier, grouped per shard.
+/// The commands of a pipeline since the last barrier, grouped per shard. Emptied plans are
+/// kept on the shard's thread ([`Plan::take`], [`Plan::give_back`]), so an unpipelined
+/// request does not allocate the per-shard lists and the reply order again.
 pub(crate) struct Plan {
     pub(crate) batches: Vec<Vec<Call>>,
     pub(crate) slots: Vec<Slot>,
     /// PUBLISH / SPUBLISH since the last barrier: delivered on every shard in one message each.
     pub(crate) publishes: Vec<crate::session::Publication>,
+    /// Each shard's replies while [`Plan::flush`] puts them in order (empty between flushes).
+    replies: Vec<Vec<Frame>>,
+}
+
+/// Emptied plans kept per thread: as many as connections are in the middle of one at once,
+/// up to [`SPARE_PLANS`].
+const SPARE_PLANS: usize = 64;
+/// Reply slots a kept plan may hold on to; a longer list (a long pipeline's) is given back.
+const KEPT_SLOTS: usize = 1024;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Plan>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Plan {
@@ -45,7 +59,35 @@ impl Plan {
             batches: vec![Vec::new(); shards],
             slots: Vec::new(),
             publishes: Vec::new(),
+            replies: vec![Vec::new(); shards],
         }
+    }
+
+    /// A kept plan for `shards` shards, or a new one.
+    pub(crate) fn take(shards: usize) -> Plan {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .filter(|p| p.batches.len() == shards)
+            .unwrap_or_else(|| Plan::new(shards))
+    }
+
+    /// Keeps this plan for [`Plan::take`] if it is empty (everything planned has run).
+    pub(crate) fn give_back(mut self) {
+        if !(self.slots.is_empty()
+            && self.publishes.is_empty()
+            && self.batches.iter().all(Vec::is_empty))
+        {
+            return;
+        }
+        if self.slots.capacity() > KEPT_SLOTS {
+            self.slots = Vec::new();
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_PLANS {
+                spare.push(self);
+            }
+        });
     }
 
     pub(crate) fn publish(&mut self, kind: crate::session::Kind, args: &[Bytes]) {
@@ -151,10 +193,13 @@ impl Plan {
         let shard = session.ctx.shard.clone();
         let shard = &shard;
         let tx = session.tx;
-        let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); self.batches.len()];
-        let busy: Vec<usize> = (0..self.batches.len())
-            .filter(|&s| !self.batches[s].is_empty())
-            .collect();
+        let mut replies = std::mem::take(&mut self.replies);
+        replies.resize_with(self.batches.len(), Vec::new);
+        let mut busy = (0..self.batches.len()).filter(|&s| !self.batches[s].is_empty());
+        let only = match (busy.next(), busy.next()) {
+            (Some(s), None) => Some(s),
+            _ => None,
+        };
         let mut publishes = std::mem::take(&mut self.publishes);
         let held = tx.is_some();
         let to_hold = if held {
@@ -170,12 +215,15 @@ impl Plan {
             }
         };
         let batches = async {
-            if let [only] = busy[..] {
+            if let Some(only) = only {
                 // The common case (an unpipelined command, or a pipeline for one shard): no
                 // fan-out machinery.
                 let batch = std::mem::take(&mut self.batches[only]);
                 replies[only] = shard.run_batch_in(tx, only, batch).await;
-            } else if !busy.is_empty() {
+            } else {
+                let busy: Vec<usize> = (0..self.batches.len())
+                    .filter(|&s| !self.batches[s].is_empty())
+                    .collect();
                 let futures: Vec<_> = busy
                     .iter()
                     .map(|&s| shard.run_batch_in(tx, s, std::mem::take(&mut self.batches[s])))
@@ -189,7 +237,16 @@ impl Plan {
         // it: a subscriber reacting to a message reads what the publisher wrote first.
         batches.await;
         let counts = publish.await;
-        self.encode_replies(session, replies, &counts, held.then_some(&to_hold[..]), out);
+        self.encode_replies(
+            session,
+            &mut replies,
+            &counts,
+            held.then_some(&to_hold[..]),
+            out,
+        );
+        // The frames were taken out; the shards' lists go, the list of them stays.
+        replies.iter_mut().for_each(|r| *r = Vec::new());
+        self.replies = replies;
     }
 
     /// The batches planned, one per shard (empty where nothing runs), for a caller that runs
@@ -205,7 +262,7 @@ impl Plan {
     pub(crate) fn encode_replies(
         &mut self,
         session: &mut Session,
-        mut replies: Vec<Vec<Frame>>,
+        replies: &mut [Vec<Frame>],
         counts: &[i64],
         to_hold: Option<&[crate::session::Publication]>,
         out: &mut BytesMut,

@@ -497,12 +497,12 @@ async fn run_cmds(master: &mut crate::session::Session, cmds: Vec<Vec<Bytes>>) {
         return;
     }
     let shards = master.ctx.shard.count();
-    let parsed = cmds
+    let mut parsed = cmds
         .into_iter()
         .map(|c| crate::dispatch::parse(c, shards))
         .collect();
     let mut out = BytesMut::new();
-    crate::conn::process(master, parsed, &mut out).await;
+    crate::conn::process(master, &mut parsed, &mut out).await;
 }
 
 /// A full synchronisation's RDB: everything here replaced by it, durably (FLUSHALL, then a

@@ -499,7 +499,7 @@ async fn run_split(
             .reply_to(session, out);
         return;
     }
-    plan.encode_replies(session, replies, &[], None, out);
+    plan.encode_replies(session, &mut replies, &[], None, out);
 }
 
 /// Publishes the publications a transaction held, in order, and writes each one's receiver

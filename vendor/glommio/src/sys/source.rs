@@ -135,6 +135,13 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// Moon: whether the I/O latencies of this source are collected, the only use of the
+    /// queued/submitted/fulfilled timestamps (MOON-PATCHES.md, change 6).
+    pub(crate) fn collects_latency(&self) -> bool {
+        self.stats_collection
+            .is_some_and(|stats| stats.latency.is_some())
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
