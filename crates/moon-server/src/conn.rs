@@ -434,6 +434,17 @@ async fn serve_from<S>(
         // A reply waiting for a client that does not read is memory too.
         account(rbuf_alloc, &scratch, &wbuf);
         let wrote = !wbuf.is_empty();
+        if wrote {
+            // Every connection that is ready runs its commands before any of them writes:
+            // the replies then go out back to back, as Redis writes its replies at the end of
+            // its event loop's turn. A send wakes the client that waits for it; sent one
+            // connection at a time, with the next connection's parsing and execution in
+            // between, the client (a load generator serving many connections on another CPU)
+            // was back asleep before each reply, and nearly every send paid a cross-CPU
+            // wake-up: a fifth of a shard's CPU under 50 clients pipelining 16 GETs each
+            // (`docs/BENCHMARKS.md`, "Replies written together").
+            futures_lite::future::yield_now().await;
+        }
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;
         }
