@@ -48,6 +48,8 @@ pub(crate) struct Plan {
 const SPARE_PLANS: usize = 64;
 /// Reply slots a kept plan may hold on to; a longer list (a long pipeline's) is given back.
 const KEPT_SLOTS: usize = 1024;
+/// Calls a kept plan's batch may hold room for (a pipeline runs 64 commands a step).
+const KEPT_CALLS: usize = 64;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<Plan>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -81,6 +83,11 @@ impl Plan {
         }
         if self.slots.capacity() > KEPT_SLOTS {
             self.slots = Vec::new();
+        }
+        for batch in &mut self.batches {
+            if batch.capacity() > KEPT_CALLS {
+                *batch = Vec::new();
+            }
         }
         SPARE.with(|spare| {
             let mut spare = spare.borrow_mut();
@@ -215,19 +222,21 @@ impl Plan {
             }
         };
         let batches = async {
+            // Each batch's list comes back emptied, for the plan's next batch.
             if let Some(only) = only {
                 // The common case (an unpipelined command, or a pipeline for one shard): no
                 // fan-out machinery.
-                let batch = std::mem::take(&mut self.batches[only]);
-                replies[only] = shard.run_batch_in(tx, only, batch).await;
+                replies[only] = shard
+                    .run_batch_keeping(tx, only, &mut self.batches[only])
+                    .await;
             } else {
-                let busy: Vec<usize> = (0..self.batches.len())
-                    .filter(|&s| !self.batches[s].is_empty())
-                    .collect();
-                let futures: Vec<_> = busy
-                    .iter()
-                    .map(|&s| shard.run_batch_in(tx, s, std::mem::take(&mut self.batches[s])))
-                    .collect();
+                let (busy, futures): (Vec<usize>, Vec<_>) = self
+                    .batches
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, batch)| !batch.is_empty())
+                    .map(|(s, batch)| (s, shard.run_batch_keeping(tx, s, batch)))
+                    .unzip();
                 for (s, r) in busy.iter().zip(join_all(futures).await) {
                     replies[*s] = r;
                 }

@@ -21,12 +21,19 @@ type AsyncCall = Box<
     dyn FnOnce(Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = AnyBox>>> + Send,
 >;
 
+/// A batch's commands on their way back to the shard that sent them, which frees them (their
+/// arguments were allocated on its thread: glibc's malloc serves a free from another thread
+/// through the owning arena's lock once the freeing thread's small cache is full) and keeps
+/// the list for its next batch (see [`Shard::run_batch_keeping`]).
+pub(crate) struct Spent(Vec<Call>);
+
 /// What one shard asks of another.
 pub(crate) enum Message {
-    /// Execute these commands in order and send back their replies.
+    /// Execute these commands in order and send back their replies, and the commands: the
+    /// sender's thread allocated them, and frees them (see [`Spent`]).
     Batch {
         cmds: Vec<Call>,
-        reply: oneshot::Sender<Vec<Frame>>,
+        reply: oneshot::Sender<(Vec<Frame>, Spent)>,
     },
     /// A blocking command's attempt: execute it and, if it took nothing, queue its waiter in
     /// the same turn (see [`Shard::run_or_block`]).
@@ -763,12 +770,12 @@ impl Shard {
             }
             Message::Batch { cmds, reply } => match self.execute_pausing(&cmds) {
                 Ok(frames) => {
-                    let _ = reply.send(frames);
+                    let _ = reply.send((frames, Spent(cmds)));
                 }
                 Err(held) => {
                     // Later messages keep executing while this batch's record is written.
                     glommio::spawn_local(async move {
-                        let _ = reply.send(settle(held).await);
+                        let _ = reply.send((settle(held).await, Spent(cmds)));
                     })
                     .detach();
                 }
@@ -1109,17 +1116,28 @@ impl Shard {
     /// Executes `cmds` on shard `target` (this one or another) and returns their replies in
     /// order. One message each way, whatever the number of commands.
     pub async fn run_batch(self: &Rc<Self>, target: usize, cmds: Vec<Call>) -> Vec<Frame> {
+        self.run_batch_spent(target, cmds).await.0
+    }
+
+    /// [`Shard::run_batch`], handing the commands back once they ran (empty if the target
+    /// shard is gone), for the caller to free on its own thread or to reuse the list.
+    pub(crate) async fn run_batch_spent(
+        self: &Rc<Self>,
+        target: usize,
+        cmds: Vec<Call>,
+    ) -> (Vec<Frame>, Vec<Call>) {
         if target == self.id {
-            return self.run_local(&cmds).await;
+            return (self.run_local(&cmds).await, cmds);
         }
         let n = cmds.len();
         let (tx, rx) = oneshot::channel();
         ShardCounters::add(&self.counters.cross_shard_batches, 1);
         if !self.send(target, Message::Batch { cmds, reply: tx }).await {
-            return vec![Frame::StaticError(SHARD_GONE); n];
+            return (vec![Frame::StaticError(SHARD_GONE); n], Vec::new());
         }
         rx.await
-            .unwrap_or_else(|_| vec![Frame::StaticError(SHARD_GONE); n])
+            .map(|(frames, Spent(cmds))| (frames, cmds))
+            .unwrap_or_else(|_| (vec![Frame::StaticError(SHARD_GONE); n], Vec::new()))
     }
 
     /// Runs `f` on shard `target`'s thread and returns its result; `None` if that shard is gone.
@@ -1209,7 +1227,11 @@ impl Shard {
 /// BUSY (`None`: done); anything else is handed back to wait.
 fn refuse_busy(msg: Message, busy: &'static str) -> Option<Message> {
     match msg {
-        Message::Batch { cmds, reply } | Message::BatchOrBlock { cmds, reply, .. } => {
+        Message::Batch { cmds, reply } => {
+            let _ = reply.send((vec![Frame::StaticError(busy); cmds.len()], Spent(cmds)));
+            None
+        }
+        Message::BatchOrBlock { cmds, reply, .. } => {
             let _ = reply.send(vec![Frame::StaticError(busy); cmds.len()]);
             None
         }

@@ -7,21 +7,36 @@
 /// Number of hash slots.
 pub const SLOTS: u16 = 16384;
 
-/// CRC16-XMODEM (poly 0x1021, init 0), as used by Redis Cluster.
+/// CRC16-XMODEM (poly 0x1021, init 0), as used by Redis Cluster: a byte at a time from a
+/// table (the bit-at-a-time loop was 4 % of a 2-shard executor under pipelined GETs, every
+/// request's key going through it).
 pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
+    data.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    })
+}
+
+/// The CRC of each byte value alone (the top byte of the running CRC xor the next byte
+/// indexes it).
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[i] = crc;
+        i += 1;
     }
-    crc
-}
+    table
+};
 
 /// The part of the key that is hashed: its hash tag when it has a non-empty one.
 fn hash_tag(key: &[u8]) -> &[u8] {
@@ -63,5 +78,28 @@ mod tests {
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(shard_for_key(b"foo", 1), 0);
         assert_eq!(shard_for_key(b"foo", 2), 12182 % 2);
+    }
+
+    /// CRC16-XMODEM a bit at a time, as the definition reads.
+    fn crc16_bitwise(data: &[u8]) -> u16 {
+        let mut crc: u16 = 0;
+        for &b in data {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_table_gives_the_bitwise_crc(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert_eq!(crc16(&data), crc16_bitwise(&data));
+        }
     }
 }
