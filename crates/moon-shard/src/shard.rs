@@ -376,8 +376,20 @@ impl Shard {
             for (_peer, rx) in receivers.streams() {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
+                    let mut since_io = 0;
                     while let Some(msg) = rx.recv().await {
                         Shard::handle(&shard, msg);
+                        since_io += 1;
+                        if since_io == MESSAGES_PER_TURN {
+                            since_io = 0;
+                            // A peer that keeps the channel full (its connections all aim at
+                            // a key here) would otherwise keep this loop ready, and glommio
+                            // polls its ring only once no task is: this shard's own clients
+                            // waited up to seconds under pipelined ZADDs to one key at 2
+                            // shards. A timer fires from that poll (`yield_now` would be ready
+                            // again at once, and only the 100 ms preemption timer let I/O in).
+                            glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+                        }
                     }
                 })
                 .detach();
@@ -1242,6 +1254,10 @@ fn refuse_busy(msg: Message, busy: &'static str) -> Option<Message> {
         other => Some(other),
     }
 }
+
+/// Messages from one peer handled before the shard polls its I/O again (each a batch of up to
+/// a pipeline step's commands).
+const MESSAGES_PER_TURN: u32 = 16;
 
 /// How far ahead of the command it runs [`run_cmds`] asks for a command's key from memory.
 const PREFETCH_BATCH: usize = 8;

@@ -815,6 +815,89 @@ mod fairness_tests {
         assert_eq!(orders[0], ["batch", "transaction"]);
     }
 
+    /// A peer that keeps this shard's channel full does not keep this shard's own tasks
+    /// waiting: the loop that handles its messages lets the shard poll its I/O and timers
+    /// every `MESSAGES_PER_TURN` messages. (It once handled them for as long as they came,
+    /// and a client of the shard that owned a hot key waited seconds.)
+    #[test]
+    fn a_flood_of_batches_from_a_peer_lets_local_tasks_run() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use moon_proto::Frame;
+
+        const BATCHES: usize = 400;
+        fn call(args: &[&str]) -> moon_store::Call {
+            let args = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+            moon_store::Call::new(args, 0).expect("a well-formed command")
+        }
+        fn count(frames: Vec<Frame>) -> usize {
+            match frames.as_slice() {
+                [Frame::Bulk(b)] => std::str::from_utf8(b).unwrap().parse().unwrap(),
+                _ => 0,
+            }
+        }
+        let config = ShardSetConfig {
+            shards: 2,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let all_sent = Arc::new(AtomicBool::new(false));
+        let seen = start(config, move |shard| {
+            let all_sent = all_sent.clone();
+            async move {
+                if shard.id() == 0 {
+                    // Every batch is in shard 1's channel before shard 1 looks at it.
+                    let batches: Vec<_> = (0..BATCHES)
+                        .map(|_| {
+                            let shard = shard.clone();
+                            glommio::spawn_local(async move {
+                                shard.run_batch(1, vec![call(&["INCR", "c"])]).await
+                            })
+                        })
+                        .collect();
+                    // Each batch task sends its message on its first run.
+                    futures_lite::future::yield_now().await;
+                    all_sent.store(true, Ordering::Release);
+                    for b in batches {
+                        b.await;
+                    }
+                    return 0;
+                }
+                let armed = std::time::Instant::now();
+                let local = {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                        let _ = shard.run_local(&[call(&["GET", "c"])]).await;
+                        futures_lite::future::yield_now().await;
+                        count(shard.run_local(&[call(&["GET", "c"])]).await)
+                    })
+                };
+                // The flood arrives, and the local task's timer expires, while this thread
+                // holds the executor: both are ready on the shard's next poll.
+                while !all_sent.load(Ordering::Acquire)
+                    || armed.elapsed() < Duration::from_millis(2)
+                {
+                    std::thread::yield_now();
+                }
+                let seen = local.await;
+                // Shard 0 waits for every reply before it ends.
+                while count(shard.run_local(&[call(&["GET", "c"])]).await) < BATCHES {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                seen
+            }
+        })
+        .expect("runtime");
+        assert!(
+            seen[1] < BATCHES / 2,
+            "the local task's second step ran after {} of {BATCHES} batches from the peer",
+            seen[1]
+        );
+    }
+
     /// WATCH reads through `call_on_unlocked`: while a transaction holds the shard, the read
     /// waits for its unlock instead of seeing its uncommitted effects.
     #[test]
