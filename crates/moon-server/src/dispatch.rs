@@ -125,14 +125,16 @@ pub fn parse(args: Vec<Bytes>, shards: usize) -> Parsed {
             // Every keyed command has a key (its arity says so); shard 0 answers otherwise
             // (a script that declares no key runs there).
             let first = owner_of.next().unwrap_or(0);
-            if owner_of.all(|s| s == first) {
-                Target::Shard(first)
-            } else {
-                let mut owners: Vec<usize> =
-                    spec.keys(&args).map(|k| shard_for_key(k, shards)).collect();
-                owners.sort_unstable();
-                owners.dedup();
-                Target::Shards(owners)
+            match owner_of.find(|&s| s != first) {
+                None => Target::Shard(first),
+                Some(other) => {
+                    // Each key's owner computed once: the rest continue from where it stopped.
+                    let mut owners = vec![first, other];
+                    owners.extend(owner_of);
+                    owners.sort_unstable();
+                    owners.dedup();
+                    Target::Shards(owners)
+                }
             }
         }
     };
