@@ -551,9 +551,13 @@ impl Collection for Set {
 // ---------------------------------------------------------------------------------------------
 // Packed pairs: a small hash in one buffer
 
-/// Field-value pairs back to back in one buffer, each string after its length (one byte below
-/// 255; else 255 and 4 bytes, little endian) — Redis's listpack idea: a small hash is one
-/// allocation, of exactly its size, with 2 bytes of overhead per field, searched linearly.
+/// Field-value pairs back to back in one buffer, each pair after a header — Redis's listpack
+/// idea: a small hash is one allocation, of exactly its size, searched linearly. The header is
+/// one byte when the field is under 15 bytes and the value under 16 (the field's length in
+/// the high four bits, the value's in the low four), which covers most small hashes; else it
+/// is [`LONG_PAIR`] and each string follows its own length (one byte below 255; else 255 and
+/// 4 bytes, little endian). A pair of a 2-byte field and an 8-byte value takes 11 bytes, so a
+/// hash of five such pairs fits in 56 (issue 31, target 5).
 #[derive(Clone, Default)]
 struct PackedPairs {
     /// Exactly its size (a boxed slice: no capacity to store).
@@ -561,11 +565,9 @@ struct PackedPairs {
     len: u32,
 }
 
-/// One pair's place in the buffer: where the pair starts, where its value's length sits, where
-/// the pair ends.
+/// One pair's place in the buffer: where its header starts, where the pair ends.
 struct PairAt {
     start: usize,
-    value_at: usize,
     end: usize,
 }
 
@@ -586,6 +588,10 @@ fn read_str(buf: &[u8], at: usize) -> (&[u8], usize) {
 /// The mark of a length of 255 or more (4 bytes follow).
 const LONG_LEN: u8 = 255;
 
+/// The header of a pair whose lengths do not fit in one byte (both follow in full). Any byte
+/// whose high four bits are all set reads as this; a short header's field length is 14 at most.
+const LONG_PAIR: u8 = 0xF0;
+
 fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     match u8::try_from(s.len()) {
         Ok(n) if n != LONG_LEN => buf.push(n),
@@ -597,12 +603,53 @@ fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
-/// The bytes `s` takes in the buffer.
+/// The bytes `s` takes in a long pair.
 fn packed_size(s: &[u8]) -> usize {
     if s.len() < usize::from(LONG_LEN) {
         1 + s.len()
     } else {
         5 + s.len()
+    }
+}
+
+/// Whether a pair's header is one byte.
+fn is_short_pair(field: &[u8], value: &[u8]) -> bool {
+    field.len() < 15 && value.len() < 16
+}
+
+/// The bytes a pair takes in the buffer.
+fn pair_size(field: &[u8], value: &[u8]) -> usize {
+    if is_short_pair(field, value) {
+        1 + field.len() + value.len()
+    } else {
+        1 + packed_size(field) + packed_size(value)
+    }
+}
+
+fn push_pair(buf: &mut Vec<u8>, field: &[u8], value: &[u8]) {
+    if is_short_pair(field, value) {
+        buf.push(((field.len() as u8) << 4) | value.len() as u8);
+        buf.extend_from_slice(field);
+        buf.extend_from_slice(value);
+    } else {
+        buf.push(LONG_PAIR);
+        push_str(buf, field);
+        push_str(buf, value);
+    }
+}
+
+/// The pair written by [`push_pair`] at `at`: its field, its value, and where it ends.
+fn read_pair(buf: &[u8], at: usize) -> (&[u8], &[u8], usize) {
+    let header = buf[at];
+    if header >> 4 == LONG_PAIR >> 4 {
+        let (field, value_at) = read_str(buf, at + 1);
+        let (value, end) = read_str(buf, value_at);
+        (field, value, end)
+    } else {
+        let field_at = at + 1;
+        let value_at = field_at + usize::from(header >> 4);
+        let end = value_at + usize::from(header & 0x0F);
+        (&buf[field_at..value_at], &buf[value_at..end], end)
     }
 }
 
@@ -616,18 +663,9 @@ impl PackedPairs {
                 return None;
             }
             let start = pos;
-            let (field, value_at) = read_str(buf, pos);
-            let (value, end) = read_str(buf, value_at);
+            let (field, value, end) = read_pair(buf, pos);
             pos = end;
-            Some((
-                field,
-                value,
-                PairAt {
-                    start,
-                    value_at,
-                    end: pos,
-                },
-            ))
+            Some((field, value, PairAt { start, end }))
         })
     }
 
@@ -637,15 +675,16 @@ impl PackedPairs {
             .map(|(_, v, at)| (v, at))
     }
 
-    /// Sets `field`; the old value's length if it was there.
+    /// Sets `field`; the old value's length if it was there. A changed value rewrites its pair
+    /// in place (its header may change form), so the pairs keep their order.
     fn set(&mut self, field: &[u8], value: &[u8]) -> Option<usize> {
         let found = self.find(field).map(|(v, at)| (v.len(), at));
         match found {
             Some((old, at)) => {
-                let mut new = Vec::with_capacity(packed_size(value));
-                push_str(&mut new, value);
+                let mut pair = Vec::with_capacity(pair_size(field, value));
+                push_pair(&mut pair, field, value);
                 let mut buf = std::mem::take(&mut self.buf).into_vec();
-                buf.splice(at.value_at..at.end, new);
+                buf.splice(at.start..at.end, pair);
                 self.buf = buf.into_boxed_slice();
                 Some(old)
             }
@@ -653,9 +692,8 @@ impl PackedPairs {
                 // Exactly the room needed: a small hash is never half empty (Redis's listpack
                 // grows the same way, one reallocation per insert).
                 let mut buf = std::mem::take(&mut self.buf).into_vec();
-                buf.reserve_exact(packed_size(field) + packed_size(value));
-                push_str(&mut buf, field);
-                push_str(&mut buf, value);
+                buf.reserve_exact(pair_size(field, value));
+                push_pair(&mut buf, field, value);
                 self.buf = buf.into_boxed_slice();
                 self.len += 1;
                 None
@@ -1291,6 +1329,61 @@ mod tests {
         assert_eq!(h.len(), 5);
     }
 
+    /// A pair's header is one byte while the field is under 15 bytes and the value under 16,
+    /// else the long form: pairs at both sides of each bound are found, replaced across the
+    /// bound (the header changes form in place, the order stays) and removed, and the bench's
+    /// hash of five `f0`-style fields with 8-byte values takes 55 bytes.
+    #[test]
+    fn a_pair_header_takes_one_byte_below_the_bounds_and_the_long_form_past_them() {
+        let enc = super::Encodings::default();
+        let mut h = super::Hash::default();
+        for i in 0..5 {
+            assert!(h.set(format!("f{i}").as_bytes(), b"value-01", &enc));
+        }
+        let super::HashItems::Compact(p) = &h.items else {
+            panic!("a small hash is packed");
+        };
+        assert_eq!(p.buf.len(), 5 * (1 + 2 + 8));
+        let mut h = super::Hash::default();
+        let shapes = [
+            (14usize, 15usize),
+            (15, 15),
+            (14, 16),
+            (0, 0),
+            (15, 16),
+            (3, 60),
+        ];
+        let field = |i: usize, n: usize| {
+            let mut f = vec![b'a' + i as u8; n];
+            f.insert(0, i as u8);
+            f.truncate(n.max(1));
+            f
+        };
+        for (i, &(f, v)) in shapes.iter().enumerate() {
+            assert!(h.set(&field(i, f), &vec![b'v'; v], &enc));
+        }
+        for (i, &(f, v)) in shapes.iter().enumerate() {
+            assert_eq!(h.get(&field(i, f)), Some(&vec![b'v'; v][..]), "pair {i}");
+        }
+        // Across the bound, both ways: the short pair becomes long and the long one short.
+        assert!(!h.set(&field(0, 14), &[b'w'; 16], &enc));
+        assert!(!h.set(&field(2, 14), &[b'w'; 2], &enc));
+        let order: Vec<Vec<u8>> = h.iter().map(|(f, _)| f.to_vec()).collect();
+        let want: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(f, _))| field(i, f))
+            .collect();
+        assert_eq!(order, want, "replacing a value keeps the pairs' order");
+        assert_eq!(h.get(&field(0, 14)), Some(&[b'w'; 16][..]));
+        assert_eq!(h.get(&field(2, 14)), Some(&[b'w'; 2][..]));
+        assert!(h.remove(&field(1, 15)));
+        assert!(h.remove(&field(3, 0)));
+        assert_eq!(h.get(&field(4, 15)), Some(&[b'v'; 16][..]));
+        assert_eq!(h.get(&field(5, 3)), Some(&[b'v'; 60][..]));
+        assert_eq!(h.len(), 4);
+    }
+
     /// A compact set keeps short members inline and long ones shared, finds and removes both,
     /// and keeps every member when it becomes a table.
     #[test]
@@ -1394,10 +1487,14 @@ mod tests {
             })
             .collect();
         assert_eq!(listed, model);
-        // The buffer, with one length byte per string, and the per-item overhead.
+        // The buffer, with one header byte per short pair and three per long one, and the
+        // per-item overhead.
         let expected: usize = model
             .iter()
-            .map(|(f, v)| f.len() + v.len() + 2 + ITEM_OVERHEAD)
+            .map(|(f, v)| {
+                let header = if f.len() < 15 && v.len() < 16 { 1 } else { 3 };
+                f.len() + v.len() + header + ITEM_OVERHEAD
+            })
             .sum();
         assert_eq!(h.mem_size(), expected, "the memory account follows");
     }
