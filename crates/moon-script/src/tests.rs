@@ -560,6 +560,114 @@ fn hostile_scripts_are_contained() {
     );
 }
 
+/// A run's coroutine is reused by the next run once it finished normally, and carries nothing
+/// over: KEYS and ARGV are the new run's, a run that failed leaves its coroutine behind (Lua
+/// 5.1 cannot reset it), and so does one still paused.
+#[test]
+fn a_finished_coroutine_runs_the_next_script_and_carries_nothing_over() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let counts = "return {#KEYS, #ARGV, KEYS[#KEYS], ARGV[1]}";
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            counts,
+            &["a", "b", "c"],
+            &["x", "y"]
+        ),
+        Frame::Array(vec![
+            Frame::Integer(3),
+            Frame::Integer(2),
+            bulk("c"),
+            bulk("x")
+        ])
+    );
+    let first = engine
+        .spare_address()
+        .expect("a finished run leaves its coroutine");
+    assert_eq!(
+        run(&mut engine, &mut host, counts, &["k"], &[]),
+        Frame::Array(vec![Frame::Integer(1), Frame::Integer(0), bulk("k")])
+    );
+    assert_eq!(engine.spare_address(), Some(first), "reused");
+    // Values left on the stack by a run with many results do not reach the next one.
+    assert_eq!(
+        run(&mut engine, &mut host, "return 1, 2, 3", &[], &[]),
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        run(&mut engine, &mut host, "return select('#', ...)", &[], &[]),
+        Frame::Integer(0)
+    );
+    assert_eq!(engine.spare_address(), Some(first));
+    // A failed run's coroutine is dropped; the next run gets a new one, and works.
+    assert!(error_text(run(&mut engine, &mut host, "error('boom')", &[], &[])).contains("boom"));
+    assert_eq!(engine.spare_address(), None);
+    assert_eq!(
+        run(
+            &mut engine,
+            &mut host,
+            "return redis.call('incr', KEYS[1])",
+            &["n"],
+            &[]
+        ),
+        Frame::Integer(1)
+    );
+    assert!(engine.spare_address().is_some());
+    // A run that paused (busy) keeps its coroutine until it ends; one started meanwhile
+    // does not take it.
+    let body = "local i = 0 while i < 3000000 do i = i + 1 end return i";
+    let sha = sha1_hex(body.as_bytes());
+    let outcome = engine.run(
+        &Invocation {
+            sha: &sha,
+            body: body.as_bytes(),
+            keys: &[],
+            args: &[],
+        },
+        &mut host,
+        Signals::with_threshold(vec![0], false, std::time::Duration::ZERO),
+        true,
+    );
+    let Outcome::Suspended(paused) = outcome else {
+        panic!("a run past the busy threshold pauses");
+    };
+    assert_eq!(engine.spare_address(), None, "the paused run holds it");
+    let during = run(&mut engine, &mut host, "return 'other'", &[], &[]);
+    assert_eq!(during, bulk("other"));
+    let other = engine.spare_address();
+    assert!(other.is_some());
+    assert_eq!(
+        finish(&engine, Outcome::Suspended(paused), &mut host),
+        Frame::Integer(3000000)
+    );
+    assert!(engine.spare_address().is_some());
+}
+
+/// Compiled scripts are not bounded by Lua's C stack: 10,000 distinct scripts compile, and
+/// the first and the last still run (each compiled script once held a slot of mlua's
+/// reference stack, which ends near 8,000 with a panic).
+#[test]
+fn ten_thousand_compiled_scripts_all_stay_runnable() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    for i in 0..10_000 {
+        let body = format!("return {i}");
+        engine
+            .compile(&sha1_hex(body.as_bytes()), body.as_bytes())
+            .expect("compiles");
+    }
+    assert_eq!(
+        run(&mut engine, &mut host, "return 0", &[], &[]),
+        Frame::Integer(0)
+    );
+    assert_eq!(
+        run(&mut engine, &mut host, "return 9999", &[], &[]),
+        Frame::Integer(9999)
+    );
+}
+
 /// cjson, cmsgpack and bit as Redis's Lua has them.
 #[test]
 fn the_libraries_scripts_depend_on_answer_as_redis_s() {

@@ -497,13 +497,14 @@ pub enum ScriptStep {
 pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -> ScriptStep {
     let read_only = writes == Writes::ReadOnlyScript;
     const STALE_REFUSED: &str = "ERR Can not execute the command on a stale replica";
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let mut name_buf = [0u8; NAME_BUF];
+    let name = lowercase_name(&args[0], &mut name_buf);
     // The connection's commands a script may use, answered here. Of these a stale replica
     // serves only the STALE ones (TIME, SELECT, PUBLISH; not PING, ECHO, MEMORY), as Redis.
-    if matches!(name.as_str(), "ping" | "echo" | "memory") && super::paused::is_stale_replica() {
+    if matches!(name, "ping" | "echo" | "memory") && super::paused::is_stale_replica() {
         return ScriptStep::Answer(err(STALE_REFUSED));
     }
-    match name.as_str() {
+    match name {
         "ping" if args.len() <= 2 => {
             return ScriptStep::Answer(
                 args.get(1)
@@ -546,7 +547,7 @@ pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -
         _ => {}
     }
     let Some(row) = crate::table::lookup(&args[0]) else {
-        return ScriptStep::Answer(err(if is_connection_command(&name) {
+        return ScriptStep::Answer(err(if is_connection_command(name) {
             "ERR This Redis command is not allowed from script"
         } else {
             "ERR Unknown Redis command called from script"
@@ -585,6 +586,21 @@ pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -
         )));
     }
     ScriptStep::Run(row)
+}
+
+/// Room for the names [`script_step`] matches itself (the longest connection command is 12
+/// bytes).
+const NAME_BUF: usize = 24;
+
+/// `raw` lowercased in `buf`, without an allocation per `redis.call`; "" for a name longer
+/// than the buffer or not UTF-8, which matches none of [`script_step`]'s own names.
+fn lowercase_name<'a>(raw: &[u8], buf: &'a mut [u8; NAME_BUF]) -> &'a str {
+    let Some(name) = buf.get_mut(..raw.len()) else {
+        return "";
+    };
+    name.copy_from_slice(raw);
+    name.make_ascii_lowercase();
+    std::str::from_utf8(name).unwrap_or("")
 }
 
 /// Whether an XREAD / XREADGROUP names the BLOCK option (before STREAMS; a group or consumer
