@@ -54,6 +54,39 @@ impl Entry {
     }
 }
 
+/// A live key of a [`Keyspace`], found by [`Keyspace::live`]: its entry to read, and one
+/// change of its value.
+pub struct Live<'a> {
+    ks: &'a mut Keyspace,
+    idx: usize,
+}
+
+impl Live<'_> {
+    pub fn entry(&self) -> &Entry {
+        &self.ks.map[self.idx].1
+    }
+
+    /// Changes the value in place; the memory account and the hash field deadlines follow.
+    pub fn modify<R>(self, f: impl FnOnce(&mut Value) -> R) -> R {
+        let Live { ks, idx } = self;
+        ks.keep_before_change(idx);
+        let entry = &mut ks.map[idx].1;
+        let before = entry.value.mem_size();
+        let deadline_before = field_deadline(&entry.value);
+        let result = f(&mut entry.value);
+        let after = entry.value.mem_size();
+        let deadline_after = field_deadline(&entry.value);
+        ks.used = ks.used - before + after;
+        if deadline_after.is_some() && deadline_after != deadline_before {
+            if let (Some(d), Some((stored, _))) = (deadline_after, ks.map.get(idx)) {
+                let stored = stored.clone();
+                ks.field_deadlines.insert((d, stored));
+            }
+        }
+        result
+    }
+}
+
 /// What one key costs beyond its key and value bytes: its share of the table's 88-byte slots
 /// (key and short string inline; 72-90 % full). Measured from RSS per key of small strings
 /// (101 bytes for a 16-byte key and a 32-byte value, `docs/BENCHMARKS.md`, against 64 + 48
@@ -474,22 +507,16 @@ impl Keyspace {
         now: u64,
         f: impl FnOnce(&mut Value) -> R,
     ) -> Option<R> {
+        self.live(key, now).map(|live| live.modify(f))
+    }
+
+    /// A live key, found once, to look at and then maybe change ([`Live::modify`]): a command
+    /// that checks the value before it changes it (INCR's number, a collection's type) takes
+    /// one lookup, and a check that fails changes nothing (while a rewrite walks the
+    /// keyspace, a change first keeps the value as it was: `keyspace::cut`).
+    pub fn live(&mut self, key: &[u8], now: u64) -> Option<Live<'_>> {
         let idx = self.live_index(key, now)?;
-        self.keep_before_change(idx);
-        let entry = &mut self.map[idx].1;
-        let before = entry.value.mem_size();
-        let deadline_before = field_deadline(&entry.value);
-        let result = f(&mut entry.value);
-        let after = entry.value.mem_size();
-        let deadline_after = field_deadline(&entry.value);
-        self.used = self.used - before + after;
-        if deadline_after.is_some() && deadline_after != deadline_before {
-            if let (Some(d), Some((stored, _))) = (deadline_after, self.map.get(idx)) {
-                let stored = stored.clone();
-                self.field_deadlines.insert((d, stored));
-            }
-        }
-        Some(result)
+        Some(Live { ks: self, idx })
     }
 
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {

@@ -962,31 +962,26 @@ impl Store {
         create: bool,
         f: impl FnOnce(&mut C, &crate::value::Encodings) -> R,
     ) -> Result<Option<R>, Frame> {
-        // A look, not a change: while a rewrite walks the keyspace, a change keeps the value
-        // as it was first (`keyspace::cut`), and a WRONGTYPE changes nothing.
-        let exists = match self.ks.get(key, now).map(|e| C::is(&e.value)) {
-            Some(true) => true,
-            Some(false) => return Err(err(reply::WRONGTYPE)),
-            None => false,
-        };
-        if !exists {
-            if !create {
-                return Ok(None);
-            }
-            self.ks.insert(key, C::default().wrap(), 0);
-        }
         let enc = self.encodings;
-        let (result, empty) = self
-            .ks
-            .modify(key, now, |v| match C::of(v) {
-                Some(c) => {
-                    let r = f(c, &enc);
-                    let empty = c.is_empty();
-                    (Some(r), empty)
-                }
-                None => (None, false),
-            })
-            .unwrap_or((None, false));
+        let change = |v: &mut Value| match C::of(v) {
+            Some(c) => {
+                let r = f(c, &enc);
+                let empty = c.is_empty();
+                (Some(r), empty)
+            }
+            None => (None, false),
+        };
+        // A look before a change, in one lookup: while a rewrite walks the keyspace, a change
+        // keeps the value as it was first (`keyspace::cut`), and a WRONGTYPE changes nothing.
+        let (result, empty) = match self.ks.live(key, now) {
+            Some(live) if C::is(&live.entry().value) => live.modify(change),
+            Some(_) => return Err(err(reply::WRONGTYPE)),
+            None if !create => return Ok(None),
+            None => {
+                self.ks.insert(key, C::default().wrap(), 0);
+                self.ks.modify(key, now, change).unwrap_or((None, false))
+            }
+        };
         if empty {
             self.ks.remove(key);
             if !self.notify.is_off() {

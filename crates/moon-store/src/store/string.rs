@@ -294,22 +294,31 @@ impl Store {
 
     fn incr_by(&mut self, args: &[Bytes], delta: i64, now: u64) -> Frame {
         let key = &args[1];
-        let (cur, expire_at) = match self.ks.get(key, now) {
-            Some(e) => match &e.value {
-                Value::Str(b) => match parse_i64(b) {
-                    Some(v) => (v, e.expire_at),
-                    None => return err(reply::NOT_INTEGER),
-                },
-                _ => return err(reply::WRONGTYPE),
-            },
-            None => (0, 0),
+        // One lookup: the number is read and replaced in place (its deadline stays).
+        let (new, v, expire_at) = match self.ks.live(key, now) {
+            Some(live) => {
+                let entry = live.entry();
+                let cur = match &entry.value {
+                    Value::Str(b) => match parse_i64(b) {
+                        Some(v) => v,
+                        None => return err(reply::NOT_INTEGER),
+                    },
+                    _ => return err(reply::WRONGTYPE),
+                };
+                let expire_at = entry.expire_at;
+                let Some(new) = cur.checked_add(delta) else {
+                    return err(reply::OVERFLOW);
+                };
+                let v = int_bytes(new);
+                live.modify(|value| *value = Value::Str(Str::from_bytes(&v)));
+                (new, v, expire_at)
+            }
+            None => {
+                let v = int_bytes(delta);
+                self.ks.insert(key, Value::Str(Str::from_bytes(&v)), 0);
+                (delta, v, 0)
+            }
         };
-        let Some(new) = cur.checked_add(delta) else {
-            return err(reply::OVERFLOW);
-        };
-        let v = int_bytes(new);
-        self.ks
-            .insert(key, Value::Str(Str::from_bytes(&v)), expire_at);
         // Logged as the resulting value: replay is then independent of what INCR saw.
         self.log_set(key, &v, expire_at);
         Frame::Integer(new)
