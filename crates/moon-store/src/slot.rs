@@ -7,19 +7,30 @@
 /// Number of hash slots.
 pub const SLOTS: u16 = 16384;
 
-/// CRC16-XMODEM (poly 0x1021, init 0), as used by Redis Cluster: a byte at a time from a
-/// table (the bit-at-a-time loop was 4 % of a 2-shard executor under pipelined GETs, every
-/// request's key going through it).
+/// CRC16-XMODEM (poly 0x1021, init 0), as used by Redis Cluster: four bytes at a time from
+/// four tables, then the rest a byte at a time. The CRC is linear, so four bytes' effect is
+/// the xor of each byte's alone, shifted through the bytes after it: the four lookups are
+/// independent, where a byte at a time each waits for the one before (the byte-wise loop was
+/// 3.7 % of a 2-shard executor under pipelined GETs, every request's key going through it).
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    let mut chunks = data.chunks_exact(4);
+    let mut crc = 0u16;
+    for c in &mut chunks {
+        let [hi, lo] = crc.to_be_bytes();
+        crc = CRC16_TABLES[3][usize::from(hi ^ c[0])]
+            ^ CRC16_TABLES[2][usize::from(lo ^ c[1])]
+            ^ CRC16_TABLES[1][usize::from(c[2])]
+            ^ CRC16_TABLES[0][usize::from(c[3])];
+    }
+    chunks.remainder().iter().fold(crc, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLES[0][usize::from((crc >> 8) as u8 ^ b)]
     })
 }
 
-/// The CRC of each byte value alone (the top byte of the running CRC xor the next byte
-/// indexes it).
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
+/// `[0]`: the CRC of each byte value alone (the top byte of the running CRC xor the next byte
+/// indexes it); `[k]`: the same byte followed by `k` zero bytes.
+const CRC16_TABLES: [[u16; 256]; 4] = {
+    let mut tables = [[0u16; 256]; 4];
     let mut i = 0;
     while i < 256 {
         let mut crc = (i as u16) << 8;
@@ -32,10 +43,20 @@ const CRC16_TABLE: [u16; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        tables[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 4 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[k - 1][i];
+            tables[k][i] = (prev << 8) ^ tables[0][(prev >> 8) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
 };
 
 /// The part of the key that is hashed: its hash tag when it has a non-empty one.
@@ -98,7 +119,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_table_gives_the_bitwise_crc(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+        fn the_table_gives_the_bitwise_crc(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
             proptest::prop_assert_eq!(crc16(&data), crc16_bitwise(&data));
         }
     }
