@@ -672,14 +672,17 @@ fn role_refusal(
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
         ));
     }
-    if spec.is_write() && !crate::replication::enough_replicas(shared) {
-        return Some(Frame::StaticError(
-            "NOREPLICAS Not enough good replicas to write.",
-        ));
+    // A script that may write but has no flags runs, and meets NOREPLICAS at its first write
+    // (`moon_store::script_step`), as in Redis.
+    if spec.is_write()
+        && !crate::replication::enough_replicas(shared)
+        && !crate::replication::script_checks_its_writes(spec.name, args)
+    {
+        return Some(Frame::StaticError(moon_store::NO_REPLICAS));
     }
     if spec.is_write()
         && shared.read_only.load(Ordering::Relaxed)
-        && !crate::replication::script_runs_on_replica(spec.name, args)
+        && !crate::replication::script_checks_its_writes(spec.name, args)
     {
         return Some(Frame::StaticError(
             "READONLY You can't write against a read only replica.",

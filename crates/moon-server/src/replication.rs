@@ -835,12 +835,13 @@ async fn hand_over(shared: Arc<Shared>, target: Arc<Link>, force: bool, timeout:
 /// (`min-replicas-to-write` within `min-replicas-max-lag`); always with the setting at 0.
 pub(crate) fn enough_replicas(shared: &Shared) -> bool {
     let want = shared.min_replicas.load(Ordering::Relaxed);
+    let max_lag = shared.min_replicas_max_lag.load(Ordering::Relaxed) * 1000;
     // Only a primary counts its replicas (Redis checks `min-replicas-to-write` on a primary
-    // alone: a replica's clients get READONLY, its scripts run).
-    if want == 0 || moon_store::keyspace::is_replica() {
+    // alone: a replica's clients get READONLY, its scripts run), and only with both settings
+    // on (`min-replicas-max-lag 0` turns the check off, as in Redis).
+    if want == 0 || max_lag == 0 || moon_store::keyspace::is_replica() {
         return true;
     }
-    let max_lag = shared.min_replicas_max_lag.load(Ordering::Relaxed) * 1000;
     let now = moon_shard::now_ms();
     let good = shared
         .repl
@@ -947,12 +948,13 @@ pub async fn ping_replicas(shared: Arc<Shared>) {
     }
 }
 
-/// Whether EVAL, EVALSHA or FCALL runs on a read-only replica, as Redis 7.0 decides: a
-/// script flagged `no-writes` runs (read-only), and so does one without flags (no shebang),
-/// each write it tries refused inside it (`moon_store::Writes`); one flagged for writes gets
-/// READONLY before it runs. An error the command gives by itself (NOSCRIPT, an unknown
-/// function) is left to it.
-pub(crate) fn script_runs_on_replica(name: &str, args: &[bytes::Bytes]) -> bool {
+/// Whether EVAL, EVALSHA or FCALL runs where writes are refused (a read-only replica, a
+/// primary short of `min-replicas-to-write`), as Redis 7.0 decides: a script flagged
+/// `no-writes` runs (read-only), and so does one without flags (no shebang), each write it
+/// tries refused inside it (`moon_store::Writes`, `moon_store::script_step`); one flagged
+/// for writes gets READONLY or NOREPLICAS before it runs. An error the command gives by
+/// itself (NOSCRIPT, an unknown function) is left to it.
+pub(crate) fn script_checks_its_writes(name: &str, args: &[bytes::Bytes]) -> bool {
     match name {
         "eval" | "evalsha" => moon_store::script_source(args, name == "evalsha", false)
             .map_or(true, |s| s.read_only || s.compat),

@@ -209,7 +209,8 @@ impl AsyncHost for TxHost {
                     return denied;
                 }
             }
-            let row = match script_step(&args, self.writes, self.tx.now, self.databases) {
+            let wrote = self.written.borrow().iter().any(|&w| w > 0);
+            let row = match script_step(&args, self.writes, self.tx.now, self.databases, wrote) {
                 ScriptStep::Answer(reply) => return reply,
                 ScriptStep::Select(db) => {
                     self.db.set(db);

@@ -383,6 +383,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             .map_or(0, |d| d.as_secs());
         moon_store::latency::sample(event, took.as_millis() as u64, secs);
     });
+    // A script's first write asks whether this primary has its `min-replicas-to-write`.
+    let replicas_shared = shared.clone();
+    moon_store::set_replicas_check(Box::new(move || {
+        crate::replication::enough_replicas(&replicas_shared)
+    }));
     // From this (unpinned) thread, so the lazy-free thread takes no shard's CPU.
     moon_store::lazyfree::start();
     let runtime = std::thread::Builder::new()

@@ -86,7 +86,7 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
     // Redis refuses the EXEC too.
     if session.on_read_only_replica()
         && queued.iter().any(|r| {
-            r.spec.is_write() && !crate::replication::script_runs_on_replica(r.spec.name, &r.args)
+            r.spec.is_write() && !crate::replication::script_checks_its_writes(r.spec.name, &r.args)
         })
     {
         unwatch_all(session).await;
@@ -96,9 +96,11 @@ pub async fn exec(session: &mut Session, out: &mut BytesMut, process: Process) {
         .reply_to(session, out);
         return;
     }
-    if queued.iter().any(|r| r.spec.is_write())
-        && !session.is_master
+    if !session.is_master
         && !crate::replication::enough_replicas(&session.ctx.shared)
+        && queued.iter().any(|r| {
+            r.spec.is_write() && !crate::replication::script_checks_its_writes(r.spec.name, &r.args)
+        })
     {
         unwatch_all(session).await;
         Frame::StaticError(

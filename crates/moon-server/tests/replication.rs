@@ -892,6 +892,79 @@ fn min_replicas_to_write_and_stale_data_as_redis_answers() {
     assert_eq!(pong, "PONG");
 }
 
+/// Scripts under `min-replicas-to-write` without the replicas, as Redis 7.0 answers (its
+/// `unit/scripting` "not enough good replicas"): a script flagged `no-writes`, and one
+/// without flags that only reads, run; one flagged for writes is refused before it runs; one
+/// without flags meets NOREPLICAS at its first write, and so does MULTI/EXEC around it only
+/// then. Keys on both shards (2 shards): each script names one.
+#[test]
+fn scripts_without_enough_replicas_are_refused_at_their_first_write() {
+    let primary = MoonServer::start(2, &[]);
+    let mut p = primary.client();
+    let _: () = cmd(&mut p, &["SET", "x", "some value"]);
+    let ok: String = cmd(&mut p, &["CONFIG", "SET", "min-replicas-to-write", "1"]);
+    assert_eq!(ok, "OK");
+    let read = "return redis.call('get', KEYS[1])";
+    let flagged_read = format!("#!lua flags=no-writes\n{read}");
+    for body in [flagged_read.as_str(), read] {
+        let v: String = cmd(&mut p, &["EVAL", body, "1", "x"]);
+        assert_eq!(v, "some value", "{body}");
+    }
+    let flagged = format!("#!lua\n{read}");
+    let e = expect_err(&mut p, &["EVAL", &flagged, "1", "x"]);
+    assert!(e.starts_with("NOREPLICAS"), "{e}");
+    let write = "return redis.call('set', KEYS[1], 1)";
+    let e = expect_err(&mut p, &["EVAL", write, "1", "x"]);
+    assert!(e.contains("NOREPLICAS"), "{e}");
+    // A script that reads, then writes: it ran, and its write was refused.
+    let e = expect_err(
+        &mut p,
+        &[
+            "EVAL",
+            "redis.call('get', KEYS[1]) return redis.call('incr', KEYS[1])",
+            "1",
+            "n",
+        ],
+    );
+    assert!(e.contains("NOREPLICAS"), "{e}");
+    // Inside MULTI: EXEC runs; the script's write is refused in its own reply (raw RESP: the
+    // client library turns an EXEC holding an error into an error).
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(primary.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = b"*1\r\n$5\r\nMULTI\r\n".to_vec();
+    for body in [read, write] {
+        request.extend_from_slice(
+            format!(
+                "*4\r\n$4\r\nEVAL\r\n${}\r\n{body}\r\n$1\r\n1\r\n$1\r\nx\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+    raw.write_all(&request).expect("send");
+    let want = "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$10\r\nsome value\r\n-NOREPLICAS";
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !(String::from_utf8_lossy(&got).contains(want) && got.ends_with(b"\r\n")) {
+        let n = raw.read(&mut chunk).expect("EXEC's reply");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let v: String = cmd(&mut p, &["GET", "x"]);
+    assert_eq!(v, "some value", "nothing was written");
+    let e = expect_err(&mut p, &["SET", "x", "1"]);
+    assert!(e.starts_with("NOREPLICAS"), "{e}");
+    // `min-replicas-max-lag 0` turns the check off, as in Redis.
+    let ok: String = cmd(&mut p, &["CONFIG", "SET", "min-replicas-max-lag", "0"]);
+    assert_eq!(ok, "OK");
+    let _: () = cmd(&mut p, &["SET", "x", "1"]);
+    let ok: String = cmd(&mut p, &["EVAL", write, "1", "x"]);
+    assert_eq!(ok, "OK");
+}
+
 #[test]
 fn waitaof_counts_the_local_fsync_and_the_replicas() {
     let primary = MoonServer::start(2, &["--appendfsync", "everysec"]);

@@ -48,9 +48,9 @@ pub use store::lcs::{lcs_reply, NOT_STRINGS};
 pub use store::list::{lmpop_args, End};
 pub use store::script::{
     fcall_check, functions, load_script, registry as scripts, script_knows_command, script_source,
-    script_step, set_master_client, set_read_only_replica, set_stale_replica, ScriptSource,
-    ScriptStep, Writes, EFFECTS_BUDGET, EFFECTS_TOO_LARGE, NON_LOCAL_KEY, NOT_FROM_SPREAD_SCRIPT,
-    NO_SCRIPT,
+    script_step, set_master_client, set_read_only_replica, set_replicas_check, set_stale_replica,
+    ScriptSource, ScriptStep, Writes, EFFECTS_BUDGET, EFFECTS_TOO_LARGE, NON_LOCAL_KEY,
+    NOT_FROM_SPREAD_SCRIPT, NO_REPLICAS, NO_SCRIPT,
 };
 pub use store::set::{sintercard_args, SetOp};
 pub use store::sort::local_patterns as sort_local_patterns;

@@ -71,6 +71,21 @@ pub(crate) fn is_stale_replica() -> bool {
     STALE_REPLICA.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether this primary has the replicas `min-replicas-to-write` asks for, as the server
+/// counts them: asked at a script's first write (Redis's `scriptVerifyWriteCommandAllow`).
+type ReplicasCheck = Box<dyn Fn() -> bool + Send + Sync>;
+
+static REPLICAS_CHECK: std::sync::OnceLock<ReplicasCheck> = std::sync::OnceLock::new();
+
+/// Installs the server's count of good replicas (once, at start; enough until then).
+pub fn set_replicas_check(check: ReplicasCheck) {
+    let _ = REPLICAS_CHECK.set(check);
+}
+
+pub(crate) fn enough_replicas() -> bool {
+    REPLICAS_CHECK.get().is_none_or(|check| check())
+}
+
 /// The client id of the session that applies the primary's stream.
 pub fn set_master_client(client: u64) {
     MASTER_CLIENT.store(client, std::sync::atomic::Ordering::Relaxed);

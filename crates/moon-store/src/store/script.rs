@@ -22,7 +22,9 @@ use moon_proto::Frame;
 use moon_script::{parse_shebang, sha1_hex, Engine, Host, Invocation, Outcome, Signals};
 
 use super::paused::PausedScript;
-pub use super::paused::{set_master_client, set_read_only_replica, set_stale_replica, Writes};
+pub use super::paused::{
+    set_master_client, set_read_only_replica, set_replicas_check, set_stale_replica, Writes,
+};
 use super::{parse_i64, Store};
 use crate::args::eq;
 use crate::call::KeyspaceCommand;
@@ -493,8 +495,14 @@ pub enum ScriptStep {
 }
 
 /// Checks a script's command as Redis checks it (`now`: the command's time, for TIME;
-/// `databases`: how many SELECT may name).
-pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -> ScriptStep {
+/// `databases`: how many SELECT may name; `wrote`: whether the script ran a write already).
+pub fn script_step(
+    args: &[Bytes],
+    writes: Writes,
+    now: u64,
+    databases: usize,
+    wrote: bool,
+) -> ScriptStep {
     let read_only = writes == Writes::ReadOnlyScript;
     const STALE_REFUSED: &str = "ERR Can not execute the command on a stale replica";
     let mut name_buf = [0u8; NAME_BUF];
@@ -579,6 +587,12 @@ pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -
     if writes == Writes::ReadOnlyReplica && spec.is_write() {
         return ScriptStep::Answer(err("READONLY You can't write against a read only replica."));
     }
+    // `min-replicas-to-write`: a script with flags that may write was refused before it ran;
+    // one without flags (EVAL's compatible mode) is refused at its first write, as in Redis.
+    // Once it wrote it goes on: failing it half-way would leave half its effects.
+    if spec.is_write() && !wrote && !super::paused::enough_replicas() {
+        return ScriptStep::Answer(err(NO_REPLICAS));
+    }
     if (name == "xread" || name == "xreadgroup") && stream_read_blocks(args) {
         // A script cannot wait (Redis refuses it rather than read without waiting).
         return ScriptStep::Answer(Frame::Error(format!(
@@ -587,6 +601,9 @@ pub fn script_step(args: &[Bytes], writes: Writes, now: u64, databases: usize) -
     }
     ScriptStep::Run(row)
 }
+
+/// What a write gets while a primary lacks the replicas `min-replicas-to-write` asks for.
+pub const NO_REPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
 
 /// Room for the names [`script_step`] matches itself (the longest connection command is 12
 /// bytes).
@@ -865,7 +882,14 @@ impl Host for StoreHost<'_> {
                 return denied;
             }
         }
-        let row = match script_step(&args, self.writes, self.now, self.store.configured_dbs) {
+        let wrote = self.written > 0;
+        let row = match script_step(
+            &args,
+            self.writes,
+            self.now,
+            self.store.configured_dbs,
+            wrote,
+        ) {
             ScriptStep::Answer(reply) => return reply,
             ScriptStep::Select(db) => {
                 self.store.select(db);
