@@ -565,6 +565,8 @@ fn hostile_scripts_are_contained() {
 /// 5.1 cannot reset it), and so does one still paused.
 #[test]
 fn a_finished_coroutine_runs_the_next_script_and_carries_nothing_over() {
+    // It pauses a busy run: no other busy test's SCRIPT KILL may stop it.
+    let _board = BOARD.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = Engine::new("7.2.0").expect("engine");
     let mut host = Toy::default();
     let counts = "return {#KEYS, #ARGV, KEYS[#KEYS], ARGV[1]}";
@@ -618,18 +620,7 @@ fn a_finished_coroutine_runs_the_next_script_and_carries_nothing_over() {
     // A run that paused (busy) keeps its coroutine until it ends; one started meanwhile
     // does not take it.
     let body = "local i = 0 while i < 3000000 do i = i + 1 end return i";
-    let sha = sha1_hex(body.as_bytes());
-    let outcome = engine.run(
-        &Invocation {
-            sha: &sha,
-            body: body.as_bytes(),
-            keys: &[],
-            args: &[],
-        },
-        &mut host,
-        Signals::with_threshold(vec![0], false, std::time::Duration::ZERO),
-        true,
-    );
+    let outcome = start_busy(&mut engine, &mut host, body, vec![0]);
     let Outcome::Suspended(paused) = outcome else {
         panic!("a run past the busy threshold pauses");
     };
@@ -877,23 +868,27 @@ fn libraries_register_functions_that_fcall_runs() {
     );
 }
 
-/// Runs `body` busy at once and paused whenever it can be: how many times it paused, and the
-/// outcome of its first pause (to kill it) or its reply.
-fn run_busy(engine: &mut Engine, body: &str, kill_after: Option<usize>) -> (usize, Frame) {
+/// Starts `body` on `shards`, busy at once and paused whenever it can be: its first outcome.
+fn start_busy(engine: &mut Engine, host: &mut Toy, body: &str, shards: Vec<usize>) -> Outcome {
     let sha = sha1_hex(body.as_bytes());
-    let mut host = Toy::default();
-    let signals = Signals::with_threshold(vec![7], false, std::time::Duration::ZERO);
-    let mut outcome = engine.run(
+    engine.run(
         &Invocation {
             sha: &sha,
             body: body.as_bytes(),
             keys: &[],
             args: &[],
         },
-        &mut host,
-        signals,
+        host,
+        Signals::with_threshold(shards, false, std::time::Duration::ZERO),
         true,
-    );
+    )
+}
+
+/// Runs `body` busy at once and paused whenever it can be: how many times it paused, and the
+/// outcome of its first pause (to kill it) or its reply.
+fn run_busy(engine: &mut Engine, body: &str, kill_after: Option<usize>) -> (usize, Frame) {
+    let mut host = Toy::default();
+    let mut outcome = start_busy(engine, &mut host, body, vec![7]);
     let mut pauses = 0;
     loop {
         match outcome {
