@@ -404,20 +404,18 @@ impl Engine {
         self.slot = Some(slot);
     }
 
-    /// The compiled script of `inv`, with KEYS, ARGV and the random seed set for a run.
+    /// The compiled script of `inv` (compiled now if it is not yet), with KEYS, ARGV and the
+    /// random seed set for a run; Redis's error reply if it does not compile.
     ///
     /// Both tables are built in one protected call: each of mlua's protected calls leaves a
     /// C closure for the collector, and building them item by item through mlua made a
     /// pipelined EVALSHA spend a fifth of its time in Lua's collector.
-    pub(crate) fn prepare(&self, inv: &Invocation<'_>) -> mlua::Result<Function> {
-        let f: Function = match self.compiled.borrow().get(inv.sha) {
-            Some(key) => self.lua.registry_value(key)?,
-            None => return Err(mlua::Error::runtime("the script is not compiled")),
-        };
+    pub(crate) fn prepare(&self, inv: &Invocation<'_>) -> Result<Function, Frame> {
+        let f = self.compiled(inv.sha, inv.body)?;
         // SAFETY: the closure only pushes, fills and stores tables on the stack mlua gives it
         // (the globals table at index 1), and owns nothing that a Lua error's long jump
         // would fail to drop.
-        unsafe {
+        let set = unsafe {
             self.lua.exec_raw::<()>(&self.globals, |state| {
                 for (name, items) in [(c"KEYS", inv.keys), (c"ARGV", inv.args)] {
                     mlua::ffi::lua_pushstring(state, name.as_ptr());
@@ -429,8 +427,9 @@ impl Engine {
                     }
                     mlua::ffi::lua_rawset(state, 1);
                 }
-            })?;
-        }
+            })
+        };
+        set.map_err(|e| Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)))?;
         self.reset_run_state();
         Ok(f)
     }
@@ -443,8 +442,15 @@ impl Engine {
     /// Compiles `body` under `sha` if it is not yet; Redis's error reply if it does not
     /// compile.
     pub fn compile(&self, sha: &str, body: &[u8]) -> Result<(), Frame> {
-        if self.has(sha) {
-            return Ok(());
+        self.compiled(sha, body).map(drop)
+    }
+
+    /// The script compiled under `sha`, found by one lookup, or `body` compiled and kept
+    /// under it.
+    fn compiled(&self, sha: &str, body: &[u8]) -> Result<Function, Frame> {
+        let registry_error = |e: mlua::Error| Frame::Error(format!("ERR {e}"));
+        if let Some(key) = self.compiled.borrow().get(sha) {
+            return self.lua.registry_value(key).map_err(registry_error);
         }
         let f = self
             .lua
@@ -460,10 +466,10 @@ impl Engine {
             })?;
         let key = self
             .lua
-            .create_registry_value(f)
-            .map_err(|e| Frame::Error(format!("ERR {e}")))?;
+            .create_registry_value(f.clone())
+            .map_err(registry_error)?;
         self.compiled.borrow_mut().insert(sha.into(), key);
-        Ok(())
+        Ok(f)
     }
 
     /// Forgets every compiled script (SCRIPT FLUSH).
@@ -490,15 +496,9 @@ impl Engine {
                 "ERR internal error: a suspending Lua state",
             ));
         }
-        if let Err(reply) = self.compile(inv.sha, inv.body) {
-            return Outcome::Done(reply);
-        }
         match self.prepare(inv) {
             Ok(f) => self.start(f, inv.sha, host, Current::new(signals, may_pause)),
-            Err(e) => Outcome::Done(Frame::Error(format!(
-                "ERR Error running script {}: {e}",
-                inv.sha
-            ))),
+            Err(reply) => Outcome::Done(reply),
         }
     }
 

@@ -322,12 +322,9 @@ impl Engine {
         let Some(slot) = self.slot().cloned() else {
             return Frame::StaticError("ERR internal error: not a suspending Lua state");
         };
-        if let Err(reply) = self.compile(inv.sha, inv.body) {
-            return reply;
-        }
         let f: Function = match self.prepare(inv) {
             Ok(f) => f,
-            Err(e) => return Frame::Error(format!("ERR Error running script {}: {e}", inv.sha)),
+            Err(reply) => return reply,
         };
         slot.resp.set(2);
         *slot.host.borrow_mut() = Some(host);
