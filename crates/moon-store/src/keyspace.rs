@@ -30,28 +30,57 @@ pub struct Entry {
     pub value: Value,
     /// Absolute deadline in Unix milliseconds; 0 = no expiry.
     pub expire_at: u64,
-    /// When a command last read or wrote it (Unix ms; LRU), and Redis's logarithmic access
-    /// counter (LFU). Neither is logged: after a restart every key starts fresh, as in Redis.
-    /// Bits 0-55: `access_ms`; bits 56-63: the LFU counter (one word for both).
-    access: u64,
 }
 
-const ACCESS_MS: u64 = (1 << 56) - 1;
+/// When a command last read or wrote a key (LRU), and Redis's logarithmic access counter
+/// (LFU), in the 32-bit word the table keeps beside each key: bits 8-31 the time in seconds
+/// modulo 2^24 (a clock that wraps after 194 days, as Redis's 24-bit LRU clock does), bits
+/// 0-7 the counter. Neither is logged: after a restart every key starts fresh, as in Redis.
+/// Seconds are Redis's resolution too: keys used within the same second are equally recent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Access(u32);
 
-impl Entry {
-    /// When a command last read or wrote it (Unix ms), for OBJECT IDLETIME.
-    pub fn access_ms(&self) -> u64 {
-        self.access & ACCESS_MS
+/// The access clock's range, in seconds.
+const ACCESS_CLOCK: u32 = (1 << 24) - 1;
+
+/// Redis's LFU_INIT_VAL: a new key's counter, so that it is not the first evicted.
+const LFU_INIT: u8 = 5;
+
+impl Access {
+    /// An access at `now_ms` (Unix ms) leaving the counter at `freq`.
+    fn at(now_ms: u64, freq: u8) -> Access {
+        Access((clock_seconds(now_ms) << 8) | u32::from(freq))
+    }
+
+    /// How long ago the access was, at `now_ms` (whole seconds, in ms; an age past the
+    /// clock's range reads modulo it).
+    pub fn idle_ms(self, now_ms: u64) -> u64 {
+        let then = self.0 >> 8;
+        u64::from(clock_seconds(now_ms).wrapping_sub(then) & ACCESS_CLOCK) * 1000
     }
 
     /// The LFU counter, for OBJECT FREQ.
-    pub fn freq(&self) -> u8 {
-        (self.access >> 56) as u8
+    pub fn freq(self) -> u8 {
+        self.0 as u8
     }
+}
 
-    fn set_access(&mut self, ms: u64, freq: u8) {
-        self.access = (ms & ACCESS_MS) | (u64::from(freq) << 56);
+/// The keyspace's idea of now for access times: the running command's time, and until one
+/// sets it (while a snapshot or log loads, which runs without a clock) the time the keyspace
+/// was made, so that loaded keys start as just used, as Redis's do. Never part of what is
+/// replayed: access times are not logged.
+#[derive(Clone, Copy)]
+struct Clock(u64);
+
+impl Default for Clock {
+    fn default() -> Self {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Clock(since_epoch.map_or(0, |d| d.as_millis() as u64))
     }
+}
+
+fn clock_seconds(now_ms: u64) -> u32 {
+    (now_ms / 1000) as u32 & ACCESS_CLOCK
 }
 
 /// A live key of a [`Keyspace`], found by [`Keyspace::live`]: its entry to read, and one
@@ -87,12 +116,12 @@ impl Live<'_> {
     }
 }
 
-/// What one key costs beyond its key and value bytes: its share of the table's 88-byte slots
+/// What one key costs beyond its key and value bytes: its share of the table's 80-byte slots
 /// (key and short string inline; 72-90 % full). Measured from RSS per key of small strings
-/// (101 bytes for a 16-byte key and a 32-byte value, `docs/BENCHMARKS.md`, against 64 + 48
+/// (92 bytes for a 16-byte key and a 32-byte value, `docs/BENCHMARKS.md`, against 56 + 48
 /// counted); a longer key or value adds its heap block's
 /// header, which this leaves out. A constant keeps the account exact and cheap.
-pub const ENTRY_OVERHEAD: usize = 64;
+pub const ENTRY_OVERHEAD: usize = 56;
 
 /// The nearest field deadline of a hash value.
 fn field_deadline(value: &Value) -> Option<u64> {
@@ -220,7 +249,7 @@ pub struct Keyspace {
     /// State of the generator that samples keys for eviction and rolls LFU counters.
     rng: u64,
     /// The time of the command running now (Unix ms), for the access time of what it writes.
-    clock: u64,
+    clock: Clock,
     /// The command running now leaves LRU/LFU alone (its client asked CLIENT NO-TOUCH).
     no_touch: bool,
     /// The command running now only reads: while expiry is held (CLIENT PAUSE) it leaves
@@ -330,8 +359,9 @@ impl Keyspace {
         self.used
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.0.hash(key)
+    /// The table's hash of `key`: SipHash's top 32 bits (see `table`).
+    fn hash(&self, key: &[u8]) -> u32 {
+        (self.hasher.0.hash(key) >> 32) as u32
     }
 
     /// The key of the map's hash function: a base written in this keyspace's hash order
@@ -389,7 +419,7 @@ impl Keyspace {
     /// accessed at this time, for LRU and LFU.
     pub fn set_clock(&mut self, now: u64) {
         if now != NO_EXPIRY_CHECK {
-            self.clock = now;
+            self.clock = Clock(now);
         }
     }
 
@@ -409,11 +439,12 @@ impl Keyspace {
             return;
         }
         let random = self.next_random();
-        if let Some((_, e)) = self.map.get_mut(idx) {
-            let idle = now.saturating_sub(e.access_ms());
+        if let Some(word) = self.map.word_mut(idx) {
+            let access = Access(*word);
+            let idle = access.idle_ms(now);
             let freq =
-                crate::evict::lfu_increment(crate::evict::lfu_decayed(e.freq(), idle), random);
-            e.set_access(now, freq);
+                crate::evict::lfu_increment(crate::evict::lfu_decayed(access.freq(), idle), random);
+            *word = Access::at(now, freq).0;
         }
     }
 
@@ -560,12 +591,25 @@ impl Keyspace {
     }
 
     /// Whether an expiry removal is waiting to be logged.
-    /// Sets `key`'s access time and LFU counter (RESTORE's IDLETIME and FREQ).
-    pub fn set_access_of(&mut self, key: &[u8], access_ms: u64, freq: Option<u8>) {
-        if let Some((_, e)) = self.position(key).and_then(|p| self.map.get_mut(p)) {
-            let freq = freq.unwrap_or(e.freq());
-            e.set_access(access_ms, freq);
+    /// Sets `key`'s access time and LFU counter (RESTORE's IDLETIME and FREQ): last used
+    /// `idle_ms` before `now` (at most the clock's range).
+    pub fn set_access_of(&mut self, key: &[u8], now: u64, idle_ms: u64, freq: Option<u8>) {
+        if let Some(word) = self.position(key).and_then(|p| self.map.word_mut(p)) {
+            let freq = freq.unwrap_or(Access(*word).freq());
+            let idle_ms = idle_ms.min(u64::from(ACCESS_CLOCK) * 1000);
+            *word = Access::at(now.saturating_sub(idle_ms), freq).0;
         }
+    }
+
+    /// A live key's access time and LFU counter (OBJECT IDLETIME and FREQ), not counted as
+    /// an access.
+    pub fn access_of(&self, key: &[u8], now: u64) -> Option<Access> {
+        let pos = self.position(key)?;
+        let (_, entry) = self.map.get(pos)?;
+        if Self::is_expired(entry, now) {
+            return None;
+        }
+        self.map.word(pos).map(Access)
     }
 
     pub fn has_expired(&self) -> bool {
@@ -635,9 +679,10 @@ impl Keyspace {
                 let old = entry.expire_at;
                 self.used = self.used - entry.value.mem_size() + value.mem_size();
                 lazyfree::dispose(std::mem::replace(&mut entry.value, value), Cause::ServerDel);
-                let freq = entry.freq();
-                entry.set_access(self.clock, freq);
                 entry.expire_at = expire_at;
+                if let Some(word) = self.map.word_mut(pos) {
+                    *word = Access::at(self.clock.0, Access(*word).freq()).0;
+                }
                 if old != expire_at {
                     self.move_deadline(key, old, expire_at);
                 }
@@ -658,19 +703,15 @@ impl Keyspace {
                     };
                 }
                 self.used += entry_size(&key, &value);
-                let entry = Entry {
-                    value,
-                    expire_at,
-                    access: (self.clock & ACCESS_MS) | (5 << 56),
-                };
-                let item = (key, entry);
+                let item = (key, Entry { value, expire_at });
+                let access = Access::at(self.clock.0, LFU_INIT).0;
                 // A snapshot's key is appended while the keys come in hash order.
                 let item = match how {
-                    Insertion::Load => self.map.append(hash, item).err(),
+                    Insertion::Load => self.map.append(hash, access, item).err(),
                     Insertion::Replace => Some(item),
                 };
                 if let Some(item) = item {
-                    self.map.insert(hash, item);
+                    self.map.insert(hash, access, item);
                 }
             }
         }
@@ -877,18 +918,19 @@ impl Keyspace {
                 candidates.truncate(1);
             }
         }
-        let score = |e: &Entry| -> (u64, u64) {
+        // The lowest score goes: the least used (LFU), then the longest idle.
+        let score = |a: Access| -> (u64, u64) {
+            let recent = u64::MAX - a.idle_ms(now);
             match limit.policy {
-                P::AllKeysLfu | P::VolatileLfu => (
-                    u64::from(lfu_decayed(e.freq(), now.saturating_sub(e.access_ms()))),
-                    e.access_ms(),
-                ),
-                _ => (e.access_ms(), 0),
+                P::AllKeysLfu | P::VolatileLfu => {
+                    (u64::from(lfu_decayed(a.freq(), a.idle_ms(now))), recent)
+                }
+                _ => (recent, 0),
             }
         };
         let Some(victim) = candidates
             .into_iter()
-            .filter_map(|i| self.map.get(i).map(|(_, e)| (i, score(e))))
+            .filter_map(|i| self.map.word(i).map(|w| (i, score(Access(w)))))
             .min_by_key(|&(_, s)| s)
             .map(|(i, _)| i)
         else {
@@ -935,13 +977,15 @@ impl Keyspace {
     ) -> (Vec<Bytes>, u64) {
         let shift = 64 - SCAN_CURSOR_BITS;
         let from = cursor.checked_shl(shift).filter(|c| c >> shift == cursor);
-        let Some(from) = from else {
+        // The table's hashes are a 64-bit hash's top half; a cursor this never returned (one
+        // between two hashes) starts at the next one.
+        let Some(from) = from.and_then(|c| u32::try_from(c.div_ceil(1 << 32)).ok()) else {
             return (Vec::new(), 0);
         };
         let mut out = Vec::new();
         let mut last = None;
         for (visited, (hash, (key, entry))) in self.map.scan_from(from).enumerate() {
-            let at = hash >> shift;
+            let at = (u64::from(hash) << 32) >> shift;
             if visited >= count.max(1) && last != Some(at) {
                 return (out, at);
             }
@@ -972,6 +1016,47 @@ impl Keyspace {
 mod tests {
     use super::*;
 
+    /// The access word counts whole seconds, reads an age across the clock's wrap, and a
+    /// RESTORE'd idle time past the clock's range is held at its end; a key's word moves
+    /// with it while other keys come and go around it.
+    #[test]
+    fn access_times_are_seconds_on_a_wrapping_clock() {
+        let t = 1_700_000_000_000u64;
+        let a = Access::at(t, 9);
+        assert_eq!(
+            (a.idle_ms(t + 999), a.idle_ms(t + 1000), a.freq()),
+            (0, 1000, 9)
+        );
+        let end = u64::from(ACCESS_CLOCK) * 1000;
+        let before_wrap = Access::at(end, 1);
+        assert_eq!(before_wrap.idle_ms(end + 5000), 5000);
+
+        let mut ks = Keyspace::default();
+        ks.set_clock(t);
+        ks.insert(b"k", s("v"), 0);
+        let fresh = ks.access_of(b"k", t + 2500).expect("live");
+        assert_eq!((fresh.idle_ms(t + 2500), fresh.freq()), (2000, LFU_INIT));
+        ks.set_access_of(b"k", t, u64::MAX, Some(3));
+        let old = ks.access_of(b"k", t).expect("live");
+        assert_eq!((old.idle_ms(t), old.freq()), (end, 3));
+        for i in 0..2000u32 {
+            ks.insert(&i.to_be_bytes(), s("v"), 0);
+        }
+        for i in 0..1000u32 {
+            ks.remove(&i.to_be_bytes());
+        }
+        assert_eq!(ks.access_of(b"k", t), Some(old));
+        assert_eq!(ks.access_of(b"absent", t), None);
+
+        // A key loaded before any command set the clock (a restart's load) starts as just
+        // used, not as used in 1970.
+        let mut loaded = Keyspace::default();
+        assert!(loaded.insert_loaded(b"k", s("v"), 0));
+        let wall = Clock::default().0;
+        let access = loaded.access_of(b"k", wall).expect("live");
+        assert!(access.idle_ms(wall) < 60_000, "{access:?}");
+    }
+
     /// Keys inline (up to 22 bytes) and boxed (longer) are found by their bytes, expire by
     /// their deadline and come back whole; a key stays 24 bytes.
     #[test]
@@ -988,7 +1073,7 @@ mod tests {
         let stored = |len: usize| ks.iter().find(|(k, _)| k.len() == len).map(|(k, _)| k);
         assert!(matches!(stored(22), Some(Key::Inline { .. })));
         assert!(matches!(stored(23), Some(Key::Boxed(_))));
-        assert_eq!(table::HashOrderedTable::<(Key, Entry)>::slot_size(), 88);
+        assert_eq!(table::HashOrderedTable::<(Key, Entry)>::slot_size(), 80);
         for (i, k) in keys.iter().enumerate() {
             let e = ks.get(k, 5).expect("present");
             assert_eq!(e.value, s(&format!("v{i}")));

@@ -47,10 +47,10 @@ pub(crate) struct Cut {
     /// Keys whose deadline is at or before this (Unix ms) were dead at the cut: left out.
     at: u64,
     /// Every key whose hash is below it has been handed out.
-    frontier: u64,
+    frontier: u32,
     /// The state at the cut of each key at or above the frontier that changed since, by hash
     /// (distinct keys may share one).
-    kept: BTreeMap<u64, Vec<(Key, KeptState)>>,
+    kept: BTreeMap<u32, Vec<(Key, KeptState)>>,
     /// The table as it was when FLUSHDB/FLUSHALL emptied the keyspace: the walk goes on over
     /// it, and the keyspace's own table is no longer the snapshot's business. Freed on the
     /// lazyfree thread whenever the cut goes (its flush has replied long ago: nobody waits
@@ -60,7 +60,7 @@ pub(crate) struct Cut {
 
 impl Cut {
     /// Whether a change to a key with this hash must keep its state first.
-    fn needs(&self, hash: u64, key: &[u8]) -> bool {
+    fn needs(&self, hash: u32, key: &[u8]) -> bool {
         self.detached.is_none()
             && hash >= self.frontier
             && !self
@@ -69,7 +69,7 @@ impl Cut {
                 .is_some_and(|keys| keys.iter().any(|(k, _)| **k == *key))
     }
 
-    fn keep(&mut self, hash: u64, key: Key, state: KeptState) {
+    fn keep(&mut self, hash: u32, key: Key, state: KeptState) {
         self.kept.entry(hash).or_default().push((key, state));
     }
 
@@ -214,7 +214,7 @@ impl Keyspace {
 
     /// Before `key` (not in the table, with this hash) is created: keeps "absent", if a
     /// snapshot in progress still needs it.
-    pub(super) fn keep_absent(&mut self, hash: u64, key: &[u8]) {
+    pub(super) fn keep_absent(&mut self, hash: u32, key: &[u8]) {
         if let Some(c) = self.cut.as_deref_mut() {
             if c.needs(hash, key) {
                 c.keep(hash, Key::copy_from(key), None);
@@ -453,7 +453,7 @@ mod tests {
                 done = over;
             }
             prop_assert_eq!(ks.cut_db(), None);
-            let hashes: Vec<u64> = got.iter().map(|(k, _, _)| hasher.0.hash(k)).collect();
+            let hashes: Vec<u64> = got.iter().map(|(k, _, _)| hasher.0.hash(k) >> 32).collect();
             prop_assert!(hashes.windows(2).all(|w| w[0] <= w[1]), "in hash order");
             let n = got.len();
             let got: BTreeMap<_, _> = got.into_iter().map(|(k, v, at)| (k, (v, at))).collect();

@@ -1,11 +1,16 @@
 //! The keyspace's hash table: one array of slots kept in hash order.
 //!
-//! **What.** Each slot holds a 64-bit hash and the item itself (the key inline, its entry
-//! beside it), so a lookup touches one place in memory: the slot at the key's home and, when
-//! the home is taken, the slots right after it. There is no separate index and no control
-//! array, and no pointer to follow.
+//! **What.** Each slot holds a 32-bit hash, a 32-bit word of the caller's and the item itself
+//! (the key inline, its entry beside it), so a lookup touches one place in memory: the slot
+//! at the key's home and, when the home is taken, the slots right after it. There is no
+//! separate index and no control array, and no pointer to follow.
 //!
-//! **How.** A hash's *home* is `hash * homes / 2^64`: it grows with the hash, so the table
+//! **Why 32 bits.** Homes come from the hash's top bits, and a run is searched by hash then
+//! by key, so 32 bits place and tell apart far more keys than a shard holds in memory (two
+//! keys in 4 billion share a hash; the key comparison settles it). The 4 bytes saved hold the
+//! caller's word, which would otherwise take a word of its own in the item.
+//!
+//! **How.** A hash's *home* is `hash * homes / 2^32`: it grows with the hash, so the table
 //! can keep every item in hash order with linear probing. An item sits at or after its home,
 //! items with smaller hashes before it. That is Robin Hood hashing in its sorted form:
 //! - a lookup walks forward from the home and stops at the first larger hash or empty slot,
@@ -36,7 +41,7 @@
 
 /// The share of homes that may be taken before the table grows (9/10), and the factor it
 /// grows by (5/4): the table is between 72 % and 90 % full once it holds more than a few
-/// items, so a slot (88 bytes for the keyspace) costs 98 to 122 bytes per key. Sorted linear
+/// items, so a slot (80 bytes for the keyspace) costs 89 to 111 bytes per key. Sorted linear
 /// probing walks about five slots per lookup at 90 %, one or two cache lines past the home,
 /// which the hardware prefetcher fetches ahead; the first line is the miss that counts.
 /// Measured on 1M keys, (4/5, 3/2) replayed a log no faster and took 29 % more memory.
@@ -44,14 +49,21 @@ const MAX_LOAD: (usize, usize) = (9, 10);
 const GROWTH: (usize, usize) = (5, 4);
 const MIN_HOMES: usize = 8;
 
+/// The hash and the word share what would be one aligned 8-byte word before the item: a
+/// 32-bit hash alone would leave 4 bytes of padding in every slot (the keyspace's item is
+/// 8-byte aligned), and the keyspace keeps each key's access clock there instead of in the
+/// item (an 80-byte slot, where a 64-bit hash and the clock in the entry took 88).
+#[repr(C)]
 struct Slot<T> {
-    hash: u64,
+    hash: u32,
+    word: u32,
     item: Option<T>,
 }
 
 impl<T> Slot<T> {
     const EMPTY: Slot<T> = Slot {
         hash: 0,
+        word: 0,
         item: None,
     };
 }
@@ -81,8 +93,8 @@ fn slack(homes: usize) -> usize {
     16 + homes / 64
 }
 
-fn home_of(hash: u64, homes: usize) -> usize {
-    ((u128::from(hash) * homes as u128) >> 64) as usize
+fn home_of(hash: u32, homes: usize) -> usize {
+    ((u128::from(hash) * homes as u128) >> 32) as usize
 }
 
 impl<T> HashOrderedTable<T> {
@@ -94,12 +106,12 @@ impl<T> HashOrderedTable<T> {
         self.len == 0
     }
 
-    fn home(&self, hash: u64) -> usize {
+    fn home(&self, hash: u32) -> usize {
         home_of(hash, self.homes)
     }
 
     /// The position of the item with `hash` for which `eq` holds.
-    pub fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+    pub fn find(&self, hash: u32, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
         if self.homes == 0 {
             return self.find_unlaid(hash, eq);
         }
@@ -120,7 +132,7 @@ impl<T> HashOrderedTable<T> {
     /// [`HashOrderedTable::find`] before the table is laid out: the items sorted at the
     /// front. A hash past the last item's (the next one of a load in hash order) costs one
     /// comparison; any other is found by bisection.
-    fn find_unlaid(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+    fn find_unlaid(&self, hash: u32, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
         let items = self.slots.get(..self.len)?;
         if items.last().is_none_or(|s| s.hash < hash) {
             return None;
@@ -150,7 +162,7 @@ impl<T> HashOrderedTable<T> {
     ///
     /// `Err(item)`, nothing changed, if the table is laid out or `hash` is below the last
     /// item's: the caller inserts it.
-    pub fn append(&mut self, hash: u64, item: T) -> Result<usize, T> {
+    pub fn append(&mut self, hash: u32, word: u32, item: T) -> Result<usize, T> {
         let last = self.len.checked_sub(1).and_then(|i| self.slots.get(i));
         let in_order = last.is_none_or(|s| s.hash <= hash);
         if self.homes != 0 || !in_order {
@@ -158,6 +170,7 @@ impl<T> HashOrderedTable<T> {
         }
         let slot = Slot {
             hash,
+            word,
             item: Some(item),
         };
         match self.slots.get_mut(self.len) {
@@ -178,8 +191,8 @@ impl<T> HashOrderedTable<T> {
 
     /// Asks the CPU to start loading the slot where a lookup of `hash` begins, so that a
     /// lookup issued a little later finds it in cache (replay looks a few records ahead).
-    pub fn prefetch(&self, hash: u64) {
-        // The home slot and the next: a slot is 88 bytes, so its key may lie in the cache
+    pub fn prefetch(&self, hash: u32) {
+        // The home slot and the next: a slot is 80 bytes, so its key may lie in the cache
         // line after its hash, and a lookup usually walks a slot or two past its home.
         let home = self.home(hash);
         if let Some(run) = self.slots.get(home..(home + 2).min(self.slots.len())) {
@@ -192,7 +205,7 @@ impl<T> HashOrderedTable<T> {
     }
 
     /// The hash of the item at `pos`, if there is one.
-    pub fn hash_at(&self, pos: usize) -> Option<u64> {
+    pub fn hash_at(&self, pos: usize) -> Option<u32> {
         let slot = self.slots.get(pos)?;
         slot.item.as_ref().map(|_| slot.hash)
     }
@@ -201,14 +214,27 @@ impl<T> HashOrderedTable<T> {
         self.slots.get_mut(pos)?.item.as_mut()
     }
 
-    /// Inserts an item the caller found absent; returns its position.
-    pub fn insert(&mut self, hash: u64, item: T) -> usize {
+    /// The caller's word beside the item at `pos`, if there is one.
+    pub fn word(&self, pos: usize) -> Option<u32> {
+        let slot = self.slots.get(pos)?;
+        slot.item.as_ref().map(|_| slot.word)
+    }
+
+    /// The caller's word beside the item at `pos`, to change, if there is one.
+    pub fn word_mut(&mut self, pos: usize) -> Option<&mut u32> {
+        let slot = self.slots.get_mut(pos)?;
+        slot.item.as_ref()?;
+        Some(&mut slot.word)
+    }
+
+    /// Inserts an item the caller found absent, with its word; returns its position.
+    pub fn insert(&mut self, hash: u32, word: u32, item: T) -> usize {
         if self.homes == 0 || (self.len + 1) * MAX_LOAD.1 > self.homes * MAX_LOAD.0 {
             self.grow_to(self.len + 1);
         }
         let mut item = Some(item);
         loop {
-            match self.place(hash, &mut item) {
+            match self.place(hash, word, &mut item) {
                 Some(pos) => {
                     self.len += 1;
                     return pos;
@@ -221,7 +247,7 @@ impl<T> HashOrderedTable<T> {
 
     /// Puts `item` at its place in hash order (after equal hashes), shifting the rest of its
     /// run right; None, and nothing moved, if the run has no empty slot before the end.
-    fn place(&mut self, hash: u64, item: &mut Option<T>) -> Option<usize> {
+    fn place(&mut self, hash: u32, word: u32, item: &mut Option<T>) -> Option<usize> {
         let mut at = self.home(hash);
         while self
             .slots
@@ -239,6 +265,7 @@ impl<T> HashOrderedTable<T> {
         self.slots[at..=empty].rotate_right(1);
         self.slots[at] = Slot {
             hash,
+            word,
             item: item.take(),
         };
         Some(at)
@@ -372,7 +399,7 @@ impl<T> HashOrderedTable<T> {
     }
 
     /// Items in hash order from the first whose hash is at least `hash`, each with its hash.
-    pub fn scan_from(&self, hash: u64) -> impl Iterator<Item = (u64, &T)> {
+    pub fn scan_from(&self, hash: u32) -> impl Iterator<Item = (u32, &T)> {
         let start = if self.homes == 0 { 0 } else { self.home(hash) };
         self.slots
             .get(start..)
@@ -469,12 +496,22 @@ mod tests {
 
     /// Keys drawn from a small range so that removals hit; hashes from a tiny range so that
     /// equal hashes and long runs happen, and from the top of the range for the slack.
-    fn hash_of(key: u64, mode: u8) -> u64 {
+    fn hash_of(key: u64, mode: u8) -> u32 {
         match mode {
-            0 => key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            1 => key % 7,
-            _ => u64::MAX - key % 13,
+            0 => spread(key),
+            1 => (key % 7) as u32,
+            _ => u32::MAX - (key % 13) as u32,
         }
+    }
+
+    /// The caller's word the tests keep beside `key`.
+    fn word(key: u64) -> u32 {
+        !(key as u32)
+    }
+
+    /// Distinct small numbers spread over the hash range (top half of a Fibonacci product).
+    fn spread(k: u64) -> u32 {
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -500,7 +537,7 @@ mod tests {
                     Op::Insert(k) => {
                         let h = hash_of(k, mode);
                         if t.find(h, |&x| x == k).is_none() {
-                            let pos = t.insert(h, k);
+                            let pos = t.insert(h, word(k), k);
                             prop_assert_eq!(t.get(pos), Some(&k));
                             model.insert(k, h);
                         }
@@ -513,9 +550,9 @@ mod tests {
                     Op::Append(k) => {
                         let h = hash_of(k, mode);
                         if t.find(h, |&x| x == k).is_none() {
-                            let pos = match t.append(h, k) {
+                            let pos = match t.append(h, word(k), k) {
                                 Ok(pos) => pos,
-                                Err(k) => t.insert(h, k),
+                                Err(k) => t.insert(h, word(k), k),
                             };
                             prop_assert_eq!(t.get(pos), Some(&k));
                             model.insert(k, h);
@@ -528,7 +565,10 @@ mod tests {
                 prop_assert_eq!(t.len(), model.len());
             }
             for (&k, &h) in &model {
-                prop_assert!(t.find(h, |&x| x == k).is_some());
+                let pos = t.find(h, |&x| x == k);
+                prop_assert!(pos.is_some());
+                // The word moved with its item through every shift and resize.
+                prop_assert_eq!(pos.and_then(|p| t.word(p)), Some(word(k)));
                 let from: Vec<u64> = t.scan_from(h).map(|(_, &x)| x).collect();
                 prop_assert!(from.contains(&k));
                 prop_assert_eq!(from.len(), model.values().filter(|&&v| v >= h).count());
@@ -549,13 +589,13 @@ mod tests {
             mode in 0u8..3,
             remove in proptest::option::of(0usize..600),
         ) {
-            let mut sorted: Vec<(u64, u64)> = keys.iter().map(|&k| (hash_of(k, mode), k)).collect();
+            let mut sorted: Vec<(u32, u64)> = keys.iter().map(|&k| (hash_of(k, mode), k)).collect();
             sorted.sort_unstable();
             let mut t = HashOrderedTable::<u64>::default();
             t.reserve(sorted.len());
             for &(h, k) in &sorted {
                 prop_assert!(t.find(h, |&x| x == k).is_none());
-                let pos = t.append(h, k).map_err(|_| TestCaseError::fail("refused in order"))?;
+                let pos = t.append(h, word(k), k).map_err(|_| TestCaseError::fail("refused in order"))?;
                 prop_assert_eq!(t.get(pos), Some(&k));
             }
             prop_assert!(!t.is_laid_out());
@@ -588,12 +628,12 @@ mod tests {
     #[test]
     fn an_append_out_of_order_or_after_the_lay_out_is_refused() {
         let mut t = HashOrderedTable::<u64>::default();
-        assert_eq!(t.append(10, 1), Ok(0));
-        assert_eq!(t.append(10, 2), Ok(1));
-        assert_eq!(t.append(9, 3), Err(3));
-        t.insert(9, 3);
+        assert_eq!(t.append(10, 0, 1), Ok(0));
+        assert_eq!(t.append(10, 0, 2), Ok(1));
+        assert_eq!(t.append(9, 0, 3), Err(3));
+        t.insert(9, 0, 3);
         assert!(t.is_laid_out());
-        assert_eq!(t.append(11, 4), Err(4));
+        assert_eq!(t.append(11, 0, 4), Err(4));
         check(&t);
     }
 
@@ -606,12 +646,10 @@ mod tests {
             let mut t = HashOrderedTable::<u64>::default();
             t.reserve(hinted);
             let capacity = t.slots.capacity();
-            let mut hashes: Vec<u64> = (0..read)
-                .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .collect();
+            let mut hashes: Vec<u32> = (0..read).map(spread).collect();
             hashes.sort_unstable();
             for (k, &h) in hashes.iter().enumerate() {
-                assert!(t.append(h, k as u64).is_ok());
+                assert!(t.append(h, 0, k as u64).is_ok());
             }
             assert_eq!(t.slots.len(), read as usize);
             t.lay_out();
@@ -628,7 +666,7 @@ mod tests {
     fn a_crafted_reservation_is_refused_not_fatal() {
         let mut t = HashOrderedTable::<u64>::default();
         t.reserve(usize::MAX / 2);
-        t.insert(1, 1);
+        t.insert(1, 0, 1);
         assert_eq!(t.find(1, |&x| x == 1), Some(t.home(1)));
     }
 
@@ -638,7 +676,7 @@ mod tests {
     fn hashes_at_the_top_of_the_range_do_not_inflate_the_table() {
         let mut t = HashOrderedTable::<u64>::default();
         for i in 0..5000 {
-            t.insert(u64::MAX - i, i);
+            t.insert(u32::MAX - i as u32, 0, i);
         }
         check(&t);
         // Homes for the load (at most 1.4 per item) and a tail holding every item.
@@ -650,9 +688,9 @@ mod tests {
     #[test]
     fn a_table_that_empties_shrinks() {
         let mut t = HashOrderedTable::<u64>::default();
-        let h = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = spread;
         for k in 0..100_000u64 {
-            t.insert(h(k), k);
+            t.insert(h(k), 0, k);
         }
         for k in 10..100_000u64 {
             let pos = t.find(h(k), |&x| x == k).expect("present");
@@ -679,7 +717,7 @@ mod tests {
             let capacity = t.slots.capacity();
             assert!(capacity as u64 > n);
             for k in 0..n {
-                t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+                t.insert(spread(k), 0, k);
             }
             assert_eq!(t.slots.capacity(), capacity, "n {n}: the array moved");
             assert_eq!(t.homes, t.reserved_homes, "n {n}");
@@ -693,7 +731,7 @@ mod tests {
         for n in [4u64, 50_000] {
             let mut t = HashOrderedTable::<u64>::default();
             for k in 0..n {
-                t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+                t.insert(spread(k), 0, k);
             }
             let draws = 200_000u64;
             let mut counts = std::collections::HashMap::new();
@@ -718,11 +756,10 @@ mod tests {
         let mut t = HashOrderedTable::<u64>::default();
         assert_eq!(t.sample(5), None);
         for k in 0u64..100 {
-            t.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+            t.insert(spread(k), 0, k);
         }
         for k in 0u64..99 {
-            let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let pos = t.find(h, |&x| x == k).expect("present");
+            let pos = t.find(spread(k), |&x| x == k).expect("present");
             t.remove_at(pos);
         }
         for r in 0..(t.slots.len() as u64 * 2) {

@@ -137,8 +137,8 @@ impl Store {
         let at = at.unwrap_or(0);
         self.ks.insert(key, value, at);
         if o.idle_secs.is_some() || o.freq.is_some() {
-            let access = now.saturating_sub(o.idle_secs.unwrap_or(0).saturating_mul(1000));
-            self.ks.set_access_of(key, access, o.freq);
+            let idle_ms = o.idle_secs.unwrap_or(0).saturating_mul(1000);
+            self.ks.set_access_of(key, now, idle_ms, o.freq);
         }
         let at_text = at.to_string();
         self.log_derived(&[

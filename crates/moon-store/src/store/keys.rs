@@ -454,7 +454,10 @@ impl Store {
                 "ERR An LRU maxmemory policy is selected, idle time not tracked. {SWITCHING}"
             ));
         }
-        let Some(entry) = self.ks.peek(&args[2], now) else {
+        let (Some(entry), Some(access)) = (
+            self.ks.peek(&args[2], now),
+            self.ks.access_of(&args[2], now),
+        ) else {
             return Frame::Null;
         };
         if eq(sub, "encoding") {
@@ -462,9 +465,11 @@ impl Store {
         } else if eq(sub, "refcount") {
             Frame::Integer(1)
         } else if eq(sub, "idletime") {
-            Frame::Integer((now.saturating_sub(entry.access_ms()) / 1000) as i64)
+            Frame::Integer((access.idle_ms(now) / 1000) as i64)
         } else {
-            Frame::Integer(i64::from(entry.freq()))
+            // As Redis: the counter as decayed by the time since the last access.
+            let freq = crate::evict::lfu_decayed(access.freq(), access.idle_ms(now));
+            Frame::Integer(i64::from(freq))
         }
     }
 }

@@ -270,22 +270,23 @@ fn noeviction_refuses_writes_over_maxmemory_but_reads_and_deletes_work() {
 #[test]
 fn allkeys_lru_evicts_the_key_read_longest_ago_and_logs_it() {
     let mut s = limited(crate::EvictionPolicy::AllKeysLru, 3);
+    // A second apart: access times are kept in seconds, as Redis's LRU clock.
     for i in 0..3 {
-        run(&mut s, T + i, &format!("SET k{i} v"));
+        run(&mut s, T + i * 1000, &format!("SET k{i} v"));
     }
     // k0 was written first but read last: k1 is now the least recently used.
-    run(&mut s, T + 10, "GET k0");
-    run(&mut s, T + 11, "GET k2");
+    run(&mut s, T + 10_000, "GET k0");
+    run(&mut s, T + 11_000, "GET k2");
     s.take_log();
-    run(&mut s, T + 20, "SET k3 v"); // 4 keys: over by one
-    run(&mut s, T + 21, "SET k4 v"); // makes room first
+    run(&mut s, T + 20_000, "SET k3 v"); // 4 keys: over by one
+    run(&mut s, T + 21_000, "SET k4 v"); // makes room first
     let log: Vec<String> = s
         .take_log()
         .iter()
         .map(|c| String::from_utf8_lossy(&c.concat()).into_owned())
         .collect();
     assert_eq!(log, ["SETk3v", "DELk1", "SETk4v"]);
-    assert_eq!(text(&run(&mut s, T + 30, "EXISTS k1")), ":0");
+    assert_eq!(text(&run(&mut s, T + 30_000, "EXISTS k1")), ":0");
     assert_eq!(s.stats().evicted_keys, 1);
 }
 
