@@ -30,6 +30,11 @@ impl FunctionInfo {
         self.flags.iter().any(|f| f == "no-writes")
     }
 
+    /// It may run, and write, over `maxmemory`.
+    pub fn allow_oom(&self) -> bool {
+        self.flags.iter().any(|f| f == "allow-oom")
+    }
+
     /// It may run on a replica whose link is down with `replica-serve-stale-data no`.
     pub fn allow_stale(&self) -> bool {
         self.flags.iter().any(|f| f == "allow-stale")

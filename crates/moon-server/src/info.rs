@@ -91,6 +91,8 @@ pub(crate) async fn gather(
         .call_all(move |s: &Shard| {
             let c = &s.counters;
             let store = s.store();
+            // Errors the commands of scripts got on this shard (`moon_store::stats`).
+            let script_errors = moon_store::stats::script_errors();
             ShardInfo {
                 store: store.stats(),
                 dbs: store.db_stats(),
@@ -101,8 +103,15 @@ pub(crate) async fn gather(
                 output: c.net_output_bytes.get(),
                 aof: s.aof().map(|w| w.status()),
                 output_limit_closed: crate::pubsub::disconnections(),
-                error_replies: c.error_replies.get(),
-                errors: c.errors.borrow().clone(),
+                error_replies: c.error_replies.get()
+                    + script_errors.iter().map(|(_, n)| n).sum::<u64>(),
+                errors: {
+                    let mut errors = c.errors.borrow().clone();
+                    for (code, n) in script_errors.iter().filter(|(code, _)| !code.is_empty()) {
+                        *errors.entry(code.clone()).or_default() += n;
+                    }
+                    errors
+                },
                 rates: c.rates(),
                 clients: c.connected_clients.get(),
                 memory_peak: c.memory_peak.get(),

@@ -210,8 +210,21 @@ impl AsyncHost for TxHost {
                 }
             }
             let wrote = self.written.borrow().iter().any(|&w| w > 0);
-            let row = match script_step(&args, self.writes, self.tx.now, self.databases, wrote) {
+            // Over `maxmemory` each write is checked below, where it would run.
+            let step = script_step(
+                &args,
+                self.writes,
+                self.tx.now,
+                self.databases,
+                wrote,
+                false,
+            );
+            let row = match step {
                 ScriptStep::Answer(reply) => return reply,
+                ScriptStep::Refused(row, reply) => {
+                    moon_store::stats::rejected(&row.spec, &args);
+                    return reply;
+                }
                 ScriptStep::Select(db) => {
                     self.db.set(db);
                     return Frame::OK;

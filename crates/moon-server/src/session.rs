@@ -671,26 +671,15 @@ impl Reply for Frame {
 /// looked at once each, a nested reply's not at all).
 fn count_errors(frame: &Frame, counters: &moon_shard::ShardCounters) {
     match frame {
-        Frame::Error(text) => counters.error_reply(error_code(text)),
-        Frame::StaticError(text) => counters.error_reply(error_code(text)),
+        Frame::Error(text) => counters.error_reply(moon_store::stats::error_code(text)),
+        Frame::StaticError(text) => counters.error_reply(moon_store::stats::error_code(text)),
         Frame::Array(items) => {
             for f in items {
                 if let Some(text) = f.error_text() {
-                    counters.error_reply(error_code(text));
+                    counters.error_reply(moon_store::stats::error_code(text));
                 }
             }
         }
         _ => {}
-    }
-}
-
-/// An error reply's code: its first word (`ERR`, `WRONGTYPE`, `NOSCRIPT`...), looked for in
-/// its first 32 bytes as Redis does; `ERR` when there is none there (a script's error text is
-/// the client's: it must not become an unbounded key).
-fn error_code(text: &str) -> &str {
-    let head = &text.as_bytes()[..text.len().min(32)];
-    match head.iter().position(|&b| b == b' ') {
-        Some(n) if n > 0 => &text[..n],
-        _ => "ERR",
     }
 }

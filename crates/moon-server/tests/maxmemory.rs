@@ -279,3 +279,44 @@ fn a_write_across_shards_is_refused_whole_when_one_shard_is_over_its_share() {
     let moved: String = con.get(&dst).expect("GET after restart");
     assert_eq!(moved, "moved");
 }
+
+/// While clients are paused (CLIENT PAUSE WRITE, as a failover does) nothing is evicted, as in
+/// Redis: a read-only script, which runs through the pause and makes room as a script does,
+/// leaves every key in place; once the pause ends a write evicts again. (Review finding: the
+/// script's room-making evicted under the pause, logging deletions a failover must not see.)
+#[test]
+fn nothing_is_evicted_while_clients_are_paused() {
+    let s = MoonServer::start(1, &["--maxmemory-policy", "allkeys-lru"]);
+    let mut con = s.client();
+    for i in 0..200 {
+        let () = con.set(format!("k{i}"), "x".repeat(1000)).expect("SET");
+    }
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "50000"])
+        .query(&mut con)
+        .expect("CONFIG SET");
+    let () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .query(&mut con)
+        .expect("CLIENT PAUSE");
+    for script in ["return 1", "#!lua flags=no-writes\nreturn 1"] {
+        let one: i64 = redis::cmd("EVAL_RO")
+            .arg(&[script, "0"])
+            .query(&mut con)
+            .expect("EVAL_RO");
+        assert_eq!(one, 1);
+    }
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(keys, 200, "a read-only script evicted during the pause");
+    assert_eq!(info_field(&mut con, "stats", "evicted_keys"), "0");
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut con)
+        .expect("CLIENT UNPAUSE");
+    let () = con.set("after", "v").expect("SET after the pause");
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert!(
+        keys < 200,
+        "a write after the pause makes room: {keys} keys"
+    );
+}

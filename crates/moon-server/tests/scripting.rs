@@ -1423,3 +1423,158 @@ fn sort_by_a_constant_in_a_script_is_ordered() {
     );
     assert_eq!(sorted, ["a", "aa", "azz", "b", "c", "z"]);
 }
+
+/// `INFO commandstats`' line for `name`: (calls, rejected_calls, failed_calls).
+fn command_counts(c: &mut redis::Connection, name: &str) -> (u64, u64, u64) {
+    let info: String = cmd(c, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{name}:");
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+        return (0, 0, 0);
+    };
+    let field = |f: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{f} in {line}"))
+    };
+    (
+        field("calls"),
+        field("rejected_calls"),
+        field("failed_calls"),
+    )
+}
+
+/// Over `maxmemory` a script is not refused as a whole unless it declared writes without
+/// `allow-oom`, as in Redis 7: one without flags runs, reads, and meets OOM at its first
+/// command that may grow memory (counted as a rejected call of that command); after a write
+/// its later writes go on; `allow-oom` writes; a function that may write is refused whole.
+/// What was acknowledged is there after SIGKILL. (Before: every EVAL that may write got OOM
+/// before it ran, even one that only reads.)
+#[test]
+fn scripts_over_maxmemory_are_refused_at_their_first_write_as_redis_refuses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--maxmemory-policy",
+        "noeviction",
+        "--appendfsync",
+        "always",
+    ];
+    let mut s = MoonServer::start_in(dir.path(), 1, &args).expect("start");
+    let mut c = s.client();
+    cmd::<()>(&mut c, &["SET", "k", "v"]);
+    cmd::<String>(&mut c, &["FUNCTION", "LOAD", LIBRARY]);
+    cmd::<()>(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    cmd::<()>(&mut c, &["CONFIG", "RESETSTAT"]);
+    let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+
+    let read: String = cmd(
+        &mut c,
+        &["EVAL", "return redis.call('get', KEYS[1])", "1", "k"],
+    );
+    assert_eq!(read, "v", "a script that only reads runs");
+    let e = expect_err(
+        &mut c,
+        &["EVAL", "return redis.call('set', KEYS[1], 'y')", "1", "x"],
+    );
+    assert!(e.starts_with(&format!("{oom} script: ")), "{e}");
+    assert_eq!(command_counts(&mut c, "set"), (0, 1, 0));
+    assert_eq!(command_counts(&mut c, "eval"), (2, 0, 1));
+
+    let caught: i64 = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            &format!("local t = redis.pcall('set', KEYS[1], 'y') if t['err'] == \"{oom}\" then return 1 end return 0"),
+            "1",
+            "x",
+        ],
+    );
+    assert_eq!(caught, 1, "redis.pcall gets the refusal as an error table");
+    // Each refusal counted once in errorstats, where it happened: the caught one too, and the
+    // one the first script's reply carried not twice.
+    let errorstats: String = cmd(&mut c, &["INFO", "errorstats"]);
+    assert!(errorstats.contains("errorstat_OOM:count=2"), "{errorstats}");
+    let total = |c: &mut redis::Connection| -> u64 {
+        let stats: String = cmd(c, &["INFO", "stats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_error_replies:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_error_replies")
+    };
+    assert_eq!(total(&mut c), 2);
+    let e = expect_err(
+        &mut c,
+        &["EVAL", "return redis.pcall('set', KEYS[1], 'y')", "1", "x"],
+    );
+    assert_eq!(e, oom, "a caught error returned as the reply");
+    assert_eq!(total(&mut c), 3, "is counted once");
+
+    cmd::<()>(&mut c, &["CONFIG", "RESETSTAT"]);
+    let e = expect_err(
+        &mut c,
+        &[
+            "EVAL",
+            "#!lua\nreturn redis.call('set', KEYS[1], 'y')",
+            "1",
+            "x",
+        ],
+    );
+    assert_eq!(
+        e, oom,
+        "a script declared for writes is refused before it runs"
+    );
+    assert_eq!(command_counts(&mut c, "eval"), (0, 1, 0));
+    assert_eq!(command_counts(&mut c, "set"), (0, 0, 0));
+    let e = expect_err(&mut c, &["FCALL", "transfer", "2", "a", "b", "1"]);
+    assert_eq!(e, oom, "so is a function that may write");
+    let balance: String = cmd(&mut c, &["FCALL", "balance", "1", "k"]);
+    assert_eq!(balance, "v", "a no-writes function runs");
+    let flagged_read: String = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])",
+            "1",
+            "k",
+        ],
+    );
+    assert_eq!(flagged_read, "v");
+
+    let allowed: String = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "#!lua flags=allow-oom\nreturn redis.call('set', KEYS[1], 'y')",
+            "1",
+            "x",
+        ],
+    );
+    assert_eq!(allowed, "OK", "allow-oom writes over the limit");
+    let after_a_write: String = cmd(
+        &mut c,
+        &[
+            "EVAL",
+            "redis.call('del', KEYS[1]) return redis.call('set', KEYS[2], 'z')",
+            "2",
+            "gone",
+            "x2",
+        ],
+    );
+    assert_eq!(
+        after_a_write, "OK",
+        "after its first write a script goes on"
+    );
+    let e = expect_err(&mut c, &["SET", "plain", "v"]);
+    assert_eq!(e, oom, "a client's own write is still refused");
+
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 1, &args).expect("restart");
+    let mut c = s.client();
+    let got: Vec<Option<String>> = cmd(&mut c, &["MGET", "x", "x2", "plain", "k"]);
+    assert_eq!(
+        got,
+        [Some("y".into()), Some("z".into()), None, Some("v".into())],
+        "what the scripts wrote survived SIGKILL, and nothing refused was written"
+    );
+}

@@ -253,11 +253,12 @@ impl CommandSpec {
         }
     }
 
-    /// `denyoom`: refused (or makes room first) when the keyspace is over `maxmemory`.
+    /// What a transaction makes room for before it runs, refused whole with OOM if there is
+    /// none: `denyoom` commands, and scripts that may write. (A script on its own is not
+    /// refused as a whole: `Store::begin_command` makes room and its flags decide, as in
+    /// Redis. Inside MULTI or across shards it still is, where Redis would run it and refuse
+    /// its first write: a stricter answer, and nothing written past the limit.)
     pub fn may_grow_memory(&self) -> bool {
-        // A script that may write is not refused as a whole under OOM (its writes are), but
-        // room is made before it as before any write that may grow, so that inside MULTI
-        // (where commands are not checked one by one) it cannot write past maxmemory.
         self.flags.has(Flags::DENYOOM) || (self.group == Group::Scripting && self.is_write())
     }
 

@@ -53,10 +53,16 @@ impl Access {
     }
 
     /// How long ago the access was, at `now_ms` (whole seconds, in ms; an age past the
-    /// clock's range reads modulo it).
+    /// clock's range reads modulo it). An access after `now_ms` (a command's time taken a
+    /// little before another's touch, a clock stepped back) reads as just now: over half the
+    /// clock's range (97 days) counts as behind, not as ahead.
     pub fn idle_ms(self, now_ms: u64) -> u64 {
         let then = self.0 >> 8;
-        u64::from(clock_seconds(now_ms).wrapping_sub(then) & ACCESS_CLOCK) * 1000
+        let age = clock_seconds(now_ms).wrapping_sub(then) & ACCESS_CLOCK;
+        if age > ACCESS_CLOCK / 2 {
+            return 0;
+        }
+        u64::from(age) * 1000
     }
 
     /// The LFU counter, for OBJECT FREQ.
@@ -327,6 +333,12 @@ pub fn is_replica() -> bool {
 
 /// Whether expired keys stay put at `now` (never while replaying).
 fn expiry_held(now: u64) -> bool {
+    changes_held(now)
+}
+
+/// Whether the keyspace must not change by itself at `now` (expiry, eviction): clients are
+/// paused, or this is a replica. Never while replaying.
+pub(crate) fn changes_held(now: u64) -> bool {
     now != NO_EXPIRY_CHECK
         && (now < PAUSE_UNTIL.load(std::sync::atomic::Ordering::Relaxed) || is_replica())
 }
@@ -592,11 +604,11 @@ impl Keyspace {
 
     /// Whether an expiry removal is waiting to be logged.
     /// Sets `key`'s access time and LFU counter (RESTORE's IDLETIME and FREQ): last used
-    /// `idle_ms` before `now` (at most the clock's range).
+    /// `idle_ms` before `now` (at most half the clock's range, see [`Access::idle_ms`]).
     pub fn set_access_of(&mut self, key: &[u8], now: u64, idle_ms: u64, freq: Option<u8>) {
         if let Some(word) = self.position(key).and_then(|p| self.map.word_mut(p)) {
             let freq = freq.unwrap_or(Access(*word).freq());
-            let idle_ms = idle_ms.min(u64::from(ACCESS_CLOCK) * 1000);
+            let idle_ms = idle_ms.min(u64::from(ACCESS_CLOCK / 2) * 1000);
             *word = Access::at(now.saturating_sub(idle_ms), freq).0;
         }
     }
@@ -1017,7 +1029,7 @@ mod tests {
     use super::*;
 
     /// The access word counts whole seconds, reads an age across the clock's wrap, and a
-    /// RESTORE'd idle time past the clock's range is held at its end; a key's word moves
+    /// RESTORE'd idle time past half the clock's range is held there; a key's word moves
     /// with it while other keys come and go around it.
     #[test]
     fn access_times_are_seconds_on_a_wrapping_clock() {
@@ -1030,6 +1042,8 @@ mod tests {
         let end = u64::from(ACCESS_CLOCK) * 1000;
         let before_wrap = Access::at(end, 1);
         assert_eq!(before_wrap.idle_ms(end + 5000), 5000);
+        // An access a second after `now` (a clock read before another's touch) is not idle.
+        assert_eq!(Access::at(t + 1000, 1).idle_ms(t), 0);
 
         let mut ks = Keyspace::default();
         ks.set_clock(t);
@@ -1038,7 +1052,7 @@ mod tests {
         assert_eq!((fresh.idle_ms(t + 2500), fresh.freq()), (2000, LFU_INIT));
         ks.set_access_of(b"k", t, u64::MAX, Some(3));
         let old = ks.access_of(b"k", t).expect("live");
-        assert_eq!((old.idle_ms(t), old.freq()), (end, 3));
+        assert_eq!((old.idle_ms(t), old.freq()), (end / 2 / 1000 * 1000, 3));
         for i in 0..2000u32 {
             ks.insert(&i.to_be_bytes(), s("v"), 0);
         }

@@ -177,7 +177,15 @@ struct Table {
     /// By the spec's address: one hash of a word, no string compared on the hot path.
     by_spec: HashMap<usize, (&'static str, Stat), ByAddress>,
     by_subcommand: HashMap<String, Stat>,
+    /// Error replies that scripts' commands got, by code: Redis counts an error in errorstats
+    /// where it happens, also inside a script that catches it (`redis.pcall`). The server adds
+    /// these to the errors its connections were sent.
+    script_errors: std::collections::BTreeMap<String, u64>,
 }
+
+/// Distinct error codes kept (Redis's `ERRORSTATS_LIMIT`): past it a new code is counted in
+/// the total only, under no code.
+pub const ERROR_CODES: usize = 128;
 
 impl Table {
     fn entry(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> &mut Stat {
@@ -254,6 +262,75 @@ pub fn merge(into: &mut std::collections::BTreeMap<String, Stat>, more: &[(Strin
     for (name, s) in more {
         into.entry(name.clone()).or_default().add(s);
     }
+}
+
+/// A connection command a script's `redis.call` ran (PING, ECHO, TIME, SELECT, PUBLISH,
+/// MEMORY USAGE: answered by the script's step, not by a keyspace row), counted under its name
+/// as the server counts a client's. Anything else (an unknown command) is not counted.
+pub fn script_connection_call(args: &[Bytes], failed: bool) {
+    let Some(first) = args.first() else {
+        return;
+    };
+    let name = match first.to_ascii_lowercase().as_slice() {
+        b"ping" => "ping",
+        b"echo" => "echo",
+        b"time" => "time",
+        b"select" => "select",
+        b"publish" => "publish",
+        b"memory"
+            if args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"usage")) =>
+        {
+            "memory|usage"
+        }
+        _ => return,
+    };
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let s = t.by_subcommand.entry(name.to_string()).or_default();
+        s.calls += 1;
+        s.failed += u64::from(failed);
+    });
+}
+
+/// An error reply's code: its first word (`ERR`, `WRONGTYPE`, `NOSCRIPT`...), looked for in
+/// its first 32 bytes as Redis does; `ERR` when there is none there (a script's error text is
+/// the client's: it must not become an unbounded key).
+pub fn error_code(text: &str) -> &str {
+    let head = &text.as_bytes()[..text.len().min(32)];
+    match head.iter().position(|&b| b == b' ') {
+        Some(n) if n > 0 => &text[..n],
+        _ => "ERR",
+    }
+}
+
+/// A script's command got the error `text` (`+1`), or the script's own reply is that error
+/// and the server counts it when it sends it (`-1`: the one counted here is taken back).
+pub fn script_error(text: &str, delta: i64) {
+    TABLE.with(|t| {
+        let errors = &mut t.borrow_mut().script_errors;
+        let code = error_code(text);
+        let code = if errors.contains_key(code) || errors.len() < ERROR_CODES {
+            code
+        } else {
+            ""
+        };
+        let n = errors.entry(code.to_string()).or_default();
+        *n = n.saturating_add_signed(delta);
+    });
+}
+
+/// This thread's [`script_error`] counts by code ("": codes past [`ERROR_CODES`]).
+pub fn script_errors() -> Vec<(String, u64)> {
+    TABLE.with(|t| {
+        let t = t.borrow();
+        t.script_errors
+            .iter()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(c, &n)| (c.clone(), n))
+            .collect()
+    })
 }
 
 /// CONFIG RESETSTAT on this thread.

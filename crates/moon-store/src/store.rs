@@ -84,6 +84,12 @@ pub struct Store {
     pub(crate) script_client: u64,
     /// A script's `redis.call` runs now (SORT BY a constant then sorts a set, as in Redis).
     pub(crate) in_script: bool,
+    /// The script starting now found the keyspace over `maxmemory` with no room to be made
+    /// (Redis's `pre_command_oom_state`): its first command that may grow memory is refused,
+    /// unless it declared `allow-oom` (see `Store::eval`).
+    pub(crate) script_over_memory: bool,
+    /// The last error a command of the running script got (see `StoreHost::call`).
+    pub(crate) script_last_error: Option<Box<str>>,
     may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -176,6 +182,8 @@ impl Store {
             script_user: None,
             script_client: 0,
             in_script: false,
+            script_over_memory: false,
+            script_last_error: None,
             may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),
@@ -739,8 +747,10 @@ impl Store {
     fn make_room(&mut self, now: u64) -> bool {
         let limit = self.memory_limit;
         // A replica holds what its primary holds (Redis's `replica-ignore-maxmemory yes`):
-        // evicting or refusing on its own would make it diverge.
-        if limit.max == 0 || crate::keyspace::is_replica() {
+        // evicting or refusing on its own would make it diverge. While clients are paused
+        // nothing changes either (Redis's `isSafeToPerformEvictions`): the writes are held, and
+        // a read that may make room (a read-only script) must not evict under a failover.
+        if limit.max == 0 || crate::keyspace::is_replica() || crate::keyspace::changes_held(now) {
             return true;
         }
         let (mut keys, mut bytes) = (0usize, 0usize);
@@ -1253,11 +1263,29 @@ impl Store {
             };
         }
         self.ks.track_created(self.notify.wants(class::NEW));
-        if self.memory_limit.max != 0
-            && self.memory_checks
-            && spec.may_grow_memory()
+        if self.memory_limit.max == 0 {
+            self.script_over_memory = false;
+            return Ok(());
+        }
+        if spec.group == crate::command::Group::Scripting {
+            // Not refused as a whole here (Redis refuses only a script declared for writes
+            // without `allow-oom`, which `Store::eval` and `Store::fcall` do once they know its
+            // flags): room is made, and whether the keyspace is still over the limit decides
+            // its first write. In a transaction nothing is evicted (room was made before it).
+            self.script_over_memory = if self.memory_checks {
+                !self.make_room(now)
+            } else {
+                !crate::keyspace::is_replica() && self.over_memory_limit()
+            };
+        } else if self.memory_checks
+            && !self.in_script
+            && spec.flags.has(crate::command::Flags::DENYOOM)
             && !self.make_room(now)
         {
+            // (Inside a script nothing is evicted or refused here, as in Redis: whether it
+            // may write was decided when it started, at its first write, `script_step`;
+            // evicting half-way could drop a key it just wrote, refusing would leave half its
+            // effects.)
             return Err(err(reply::OOM));
         }
         Ok(())

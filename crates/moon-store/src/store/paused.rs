@@ -13,6 +13,9 @@ pub(crate) struct PausedScript {
     pub(crate) now: u64,
     pub(crate) writes: Writes,
     pub(crate) written: usize,
+    /// It started over `maxmemory` without `allow-oom`: its first write that may grow
+    /// memory is refused.
+    pub(crate) over_memory: bool,
     /// The database the script had selected.
     pub(crate) db: usize,
     /// Whose permissions its commands need.

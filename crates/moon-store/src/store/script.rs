@@ -424,6 +424,8 @@ pub struct ScriptSource {
     /// Flagged `allow-stale`: it runs on a replica whose link is down with
     /// `replica-serve-stale-data no` (the commands it calls must then be STALE ones).
     pub allow_stale: bool,
+    /// Flagged `allow-oom`: it runs, and writes, over `maxmemory`.
+    pub allow_oom: bool,
     pub numkeys: usize,
     /// An EVAL of a body not in the registry: added once it compiles (a script that does not
     /// compile is not kept, as in Redis).
@@ -475,6 +477,7 @@ pub fn script_source(args: &[Bytes], by_sha: bool, read_only: bool) -> Result<Sc
         read_only: read_only || flags.no_writes,
         compat: skip == 0,
         allow_stale: flags.allow_stale,
+        allow_oom: flags.allow_oom,
         numkeys,
         new,
     })
@@ -491,17 +494,22 @@ pub enum ScriptStep {
     /// MEMORY USAGE key (a connection-level command outside scripts): the key's shard answers
     /// [`Store::memory_usage`].
     MemoryUsage(Bytes),
+    /// The command refused before it ran (Redis's words): a rejected call of it in INFO
+    /// commandstats, as Redis counts a script's refused commands.
+    Refused(&'static KeyspaceCommand, Frame),
     Run(&'static KeyspaceCommand),
 }
 
 /// Checks a script's command as Redis checks it (`now`: the command's time, for TIME;
-/// `databases`: how many SELECT may name; `wrote`: whether the script ran a write already).
+/// `databases`: how many SELECT may name; `wrote`: whether the script ran a write already;
+/// `over_memory`: it started over `maxmemory` without `allow-oom`).
 pub fn script_step(
     args: &[Bytes],
     writes: Writes,
     now: u64,
     databases: usize,
     wrote: bool,
+    over_memory: bool,
 ) -> ScriptStep {
     let read_only = writes == Writes::ReadOnlyScript;
     const STALE_REFUSED: &str = "ERR Can not execute the command on a stale replica";
@@ -572,26 +580,36 @@ pub fn script_step(
     }
     // As Redis: `may_replicate` (PFCOUNT, which may write its cache) counts as a write.
     if read_only && (spec.is_write() || spec.flags.has(Flags::MAY_REPLICATE)) {
-        return ScriptStep::Answer(err(
-            "ERR Write commands are not allowed from read-only scripts.",
-        ));
+        return ScriptStep::Refused(
+            row,
+            err("ERR Write commands are not allowed from read-only scripts."),
+        );
     }
     // A stale replica (its link down, `replica-serve-stale-data no`) runs only scripts flagged
     // `allow-stale` (the server refuses the others with MASTERDOWN), and in them only the
     // commands a stale replica serves.
     if !spec.flags.has(Flags::STALE) && super::paused::is_stale_replica() {
-        return ScriptStep::Answer(err(STALE_REFUSED));
+        return ScriptStep::Refused(row, err(STALE_REFUSED));
     }
     // On a read-only replica only writes proper are refused (PUBLISH, PFCOUNT run), as
     // Redis's `scriptVerifyWriteCommandAllow` does.
     if writes == Writes::ReadOnlyReplica && spec.is_write() {
-        return ScriptStep::Answer(err("READONLY You can't write against a read only replica."));
+        return ScriptStep::Refused(
+            row,
+            err("READONLY You can't write against a read only replica."),
+        );
     }
     // `min-replicas-to-write`: a script with flags that may write was refused before it ran;
     // one without flags (EVAL's compatible mode) is refused at its first write, as in Redis.
     // Once it wrote it goes on: failing it half-way would leave half its effects.
     if spec.is_write() && !wrote && !super::paused::enough_replicas() {
-        return ScriptStep::Answer(err(NO_REPLICAS));
+        return ScriptStep::Refused(row, err(NO_REPLICAS));
+    }
+    // `maxmemory`, the same way (Redis's `scriptVerifyOOM`): a script that started over the
+    // limit without `allow-oom` is refused its first command that may grow memory; one
+    // declared for writes was refused before it ran.
+    if over_memory && !wrote && spec.flags.has(Flags::DENYOOM) {
+        return ScriptStep::Refused(row, err(reply::OOM));
     }
     if (name == "xread" || name == "xreadgroup") && stream_read_blocks(args) {
         // A script cannot wait (Redis refuses it rather than read without waiting).
@@ -718,6 +736,7 @@ impl Store {
             now,
             writes,
             written,
+            over_memory,
             user,
             ..
         } = paused;
@@ -729,12 +748,13 @@ impl Store {
                 now,
                 writes,
                 written,
+                over_memory,
                 signals: signals.clone(),
             };
             let outcome = engine.resume(run, &mut host);
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, writes);
+        let reply = self.finish_slice(result, signals, now, (writes, over_memory));
         self.script_user = None;
         // Between slices and after the script, the store is in database 0, as between any
         // two commands (review finding: other clients' db-0 writes ran in the script's).
@@ -748,10 +768,18 @@ impl Store {
         result: Result<(Outcome, usize), Frame>,
         signals: Arc<Signals>,
         now: u64,
-        writes: Writes,
+        (writes, over_memory): (Writes, bool),
     ) -> Option<Frame> {
         let reply = match result {
-            Ok((Outcome::Done(reply), _)) => reply,
+            Ok((Outcome::Done(reply), _)) => {
+                let caught = self.script_last_error.take();
+                if let (Some(caught), Some(text)) = (caught, reply.error_text()) {
+                    if text.starts_with(&*caught) {
+                        crate::stats::script_error(&caught, -1);
+                    }
+                }
+                reply
+            }
             Ok((Outcome::Suspended(run), written)) => {
                 self.paused = Some(PausedScript {
                     run,
@@ -759,6 +787,7 @@ impl Store {
                     now,
                     writes,
                     written,
+                    over_memory,
                     db: self.db,
                     user: self.script_user.clone(),
                 });
@@ -774,6 +803,15 @@ impl Store {
             Ok(c) => c,
             Err(e) => return e,
         };
+        // A function always declares its flags: one that may write is refused as a whole
+        // over `maxmemory` (Redis's DENYOOM from its flags), unless it allows OOM.
+        let allow_oom = functions::find(&args[1]).is_some_and(|f| f.allow_oom());
+        let over_memory = self.script_over_memory && !allow_oom;
+        self.script_last_error = None;
+        if over_memory && !read_only {
+            self.refused = true;
+            return err(reply::OOM);
+        }
         let writes = Writes::for_script(read_only, self.script_client);
         let name = String::from_utf8_lossy(&args[1]).into_owned();
         let outer_db = self.db;
@@ -787,6 +825,7 @@ impl Store {
                 now,
                 writes,
                 written: 0,
+                over_memory,
                 signals: signals.clone(),
             };
             let outcome = engine.run_function(
@@ -799,7 +838,7 @@ impl Store {
             );
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, writes);
+        let reply = self.finish_slice(result, signals, now, (writes, over_memory));
         self.select(outer_db);
         reply.unwrap_or(Frame::Null)
     }
@@ -809,6 +848,15 @@ impl Store {
             Ok(s) => s,
             Err(e) => return e,
         };
+        // Over `maxmemory` (`Store::begin_command` made what room it could): a script declared
+        // for writes is refused as a whole, as Redis's DENYOOM from its flags; one without
+        // flags runs and meets OOM at its first command that may grow memory, as in Redis.
+        let over_memory = self.script_over_memory && !source.allow_oom;
+        self.script_last_error = None;
+        if over_memory && !source.compat && !source.read_only {
+            self.refused = true;
+            return err(reply::OOM);
+        }
         let keys = &args[3..3 + source.numkeys];
         let argv = &args[3 + source.numkeys..];
         let writes = Writes::for_script(source.read_only, self.script_client);
@@ -825,6 +873,7 @@ impl Store {
                 now,
                 writes,
                 written: 0,
+                over_memory,
                 signals: signals.clone(),
             };
             let outcome = engine.run(
@@ -840,7 +889,7 @@ impl Store {
             );
             (outcome, host.written)
         });
-        let reply = self.finish_slice(result, signals, now, writes);
+        let reply = self.finish_slice(result, signals, now, (writes, over_memory));
         // A SELECT inside the script lasts as long as the script (Redis 7).
         self.select(outer_db);
         // Paused: the shard sees `is_paused` and takes no reply from here.
@@ -860,6 +909,8 @@ struct StoreHost<'a> {
     writes: Writes,
     /// Bytes of arguments of the writes run so far ([`EFFECTS_BUDGET`]).
     written: usize,
+    /// It started over `maxmemory` without `allow-oom` (see [`script_step`]).
+    over_memory: bool,
     /// The run as the process sees it: a write makes it unkillable.
     signals: Arc<Signals>,
     /// The user running the script, if restricted: each command is checked (ACL).
@@ -875,6 +926,20 @@ impl Host for StoreHost<'_> {
     }
 
     fn call(&mut self, args: Vec<Bytes>) -> Frame {
+        let reply = self.checked_call(args);
+        if let Some(text) = reply.error_text() {
+            // Counted where it happens, as Redis counts it (INFO errorstats), also when the
+            // script catches it; `Store::finish_slice` takes it back if the script's reply is
+            // this very error, which the server counts when it sends it.
+            crate::stats::script_error(text, 1);
+            self.store.script_last_error = Some(text.into());
+        }
+        reply
+    }
+}
+
+impl StoreHost<'_> {
+    fn checked_call(&mut self, args: Vec<Bytes>) -> Frame {
         // ACL first, as Redis checks it, also for what the script step answers itself (PING,
         // PUBLISH, SELECT...: review finding).
         if let Some(user) = &self.user {
@@ -883,36 +948,49 @@ impl Host for StoreHost<'_> {
             }
         }
         let wrote = self.written > 0;
-        let row = match script_step(
+        let step = script_step(
             &args,
             self.writes,
             self.now,
             self.store.configured_dbs,
             wrote,
-        ) {
-            ScriptStep::Answer(reply) => return reply,
+            self.over_memory,
+        );
+        let answered = match step {
+            ScriptStep::Run(row) => Ok(row),
+            ScriptStep::Refused(row, reply) => {
+                crate::stats::rejected(&row.spec, &args);
+                return reply;
+            }
+            ScriptStep::Answer(reply) => Err(reply),
             ScriptStep::Select(db) => {
                 self.store.select(db);
-                return Frame::OK;
+                Err(Frame::OK)
             }
             ScriptStep::Publish(channel, message) => {
                 // Delivered once the script's effects are safe; how many receive it is not
                 // known yet (Redis answers that number): 0.
                 self.store.publish(channel, message);
-                return Frame::Integer(0);
+                Err(Frame::Integer(0))
             }
             ScriptStep::MemoryUsage(key) => {
                 let (shard, shards) = self.store.place;
-                if shards > 1 && shard_for_key(&key, shards) != shard {
-                    return err(NON_LOCAL_KEY);
-                }
-                let db = self.store.db;
-                return self
-                    .store
-                    .memory_usage(db, &key, self.now)
-                    .map_or(Frame::Null, |n| Frame::Integer(n as i64));
+                Err(if shards > 1 && shard_for_key(&key, shards) != shard {
+                    err(NON_LOCAL_KEY)
+                } else {
+                    let db = self.store.db;
+                    self.store
+                        .memory_usage(db, &key, self.now)
+                        .map_or(Frame::Null, |n| Frame::Integer(n as i64))
+                })
             }
-            ScriptStep::Run(row) => row,
+        };
+        let row = match answered {
+            Ok(row) => row,
+            Err(reply) => {
+                crate::stats::script_connection_call(&args, reply.is_error());
+                return reply;
+            }
         };
         let (shard, shards) = self.store.place;
         if shards > 1 && !matches!(row.spec.route, crate::command::Route::Keys(_)) {
