@@ -52,7 +52,8 @@ pub enum ProtocolError {
 }
 
 /// Progress through a multibulk request that is not complete yet. Offsets are relative to the
-/// start of the read buffer, which is not consumed until the request is complete.
+/// front of the read buffer once the requests before it (empty ones included) were taken off;
+/// nothing is consumed until the request is complete.
 #[derive(Debug, Default)]
 struct Partial {
     expected: usize,
@@ -185,10 +186,16 @@ impl RequestParser {
         let mut args = Vec::with_capacity(self.offsets.len());
         if let Some((&(last_start, last_end), rest)) = self.offsets.split_last() {
             args.extend(rest.iter().map(|&(s, e)| frame.slice(s..e)));
-            let mut last = frame;
-            last.truncate(last_end);
-            last.advance(last_start);
-            args.push(last);
+            if last_start == last_end {
+                // An empty one holds nothing, as an empty `slice` does (review nit: it would
+                // keep the read buffer alive, e.g. `PUBLISH ch ""` queued to a slow reader).
+                args.push(Bytes::new());
+            } else {
+                let mut last = frame;
+                last.truncate(last_end);
+                last.advance(last_start);
+                args.push(last);
+            }
         }
         if self.offsets.capacity() > KEPT_OFFSETS {
             self.offsets = Vec::new();
