@@ -1530,25 +1530,20 @@ fn scripts_over_maxmemory_are_refused_at_their_first_write_as_redis_refuses_them
     assert_eq!(e, oom, "so is a function that may write");
     let balance: String = cmd(&mut c, &["FCALL", "balance", "1", "k"]);
     assert_eq!(balance, "v", "a no-writes function runs");
-    let flagged_read: String = cmd(
+    let eval1 = |c: &mut redis::Connection, script: &str, key: &str| -> String {
+        cmd(c, &["EVAL", script, "1", key])
+    };
+    let flagged_read = eval1(
         &mut c,
-        &[
-            "EVAL",
-            "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])",
-            "1",
-            "k",
-        ],
+        "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])",
+        "k",
     );
     assert_eq!(flagged_read, "v");
 
-    let allowed: String = cmd(
+    let allowed = eval1(
         &mut c,
-        &[
-            "EVAL",
-            "#!lua flags=allow-oom\nreturn redis.call('set', KEYS[1], 'y')",
-            "1",
-            "x",
-        ],
+        "#!lua flags=allow-oom\nreturn redis.call('set', KEYS[1], 'y')",
+        "x",
     );
     assert_eq!(allowed, "OK", "allow-oom writes over the limit");
     let after_a_write: String = cmd(
