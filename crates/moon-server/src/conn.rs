@@ -812,7 +812,10 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
         let connection_row = crate::commands::connection_row(req.row);
         // Before CLIENT CACHING's effect ends below: it applies to this command.
         let track = if session.info.tracking.borrow().is_some() && req.runs_in_store() {
-            crate::tracking::reader_for(session, spec.is_read(), spec.is_write())
+            // A script may read: its caller is a reader (the keys it declared are tracked once
+            // it runs a read-only command, `moon_store`'s script host).
+            let may_read = spec.is_read() || spec.group == moon_store::command::Group::Scripting;
+            crate::tracking::reader_for(session, may_read, spec.is_write())
         } else {
             None
         };

@@ -962,3 +962,45 @@ fn tracking_redirect_to_a_gone_client_is_reported_once() {
     // Once only.
     assert!(broken(&mut r, "key2", &mut writer).is_empty());
 }
+
+/// Tracking and scripts, as Redis 7.0 has them (its `unit/tracking` found both gaps): a
+/// script's writes are its caller's own, so NOLOOP spares the caller; a script that runs a
+/// read-only command tracks the keys it declared for its caller, and one that only writes
+/// tracks nothing.
+#[test]
+fn tracking_follows_scripts_as_redis_does() {
+    let s = MoonServer::start(1, &[]);
+    let mut writer = s.client();
+    let (mut own, own_rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut own, &["CLIENT", "TRACKING", "ON", "NOLOOP"]);
+    let _: Option<String> = cmd(&mut own, &["GET", "mine"]);
+    let set = "return redis.call('set', KEYS[1], ARGV[1])";
+    let _: String = cmd(&mut own, &["EVAL", set, "1", "mine", "2"]);
+    let _: Option<String> = cmd(&mut own, &["GET", "theirs"]);
+    let _: String = cmd(&mut writer, &["SET", "theirs", "1"]);
+    assert_eq!(
+        invalidated(&mut own, &own_rx, 1),
+        [Some("theirs".into())],
+        "the script's write was the caller's own (NOLOOP)"
+    );
+
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON"]);
+    let _: () = cmd(
+        &mut r,
+        &["EVAL", "redis.call('set', 'w', 'v')", "1", "only-written"],
+    );
+    let _: () = cmd(
+        &mut r,
+        &["EVAL", "redis.call('get', 'other')", "2", "d1", "d2"],
+    );
+    let _: String = cmd(
+        &mut writer,
+        &["MSET", "only-written", "1", "d1", "1", "d2", "2"],
+    );
+    assert_eq!(
+        invalidated(&mut r, &rx, 2),
+        [Some("d1".into()), Some("d2".into())],
+        "the reading script's declared keys are tracked, the writing one's are not"
+    );
+}

@@ -122,7 +122,21 @@ impl Store {
         reader: Option<Reader>,
         event: Option<&'static str>,
     ) -> Frame {
-        let writer = reader.map(|r| r.client);
+        if row.spec.group == crate::command::Group::Scripting && !self.in_script {
+            // The script's caller, for its commands (NOLOOP, and the keys it declared).
+            self.script_reader = reader;
+            self.script_keys_remembered = false;
+            self.script_keys = match reader {
+                Some(_) => row.spec.keys(args).cloned().collect(),
+                None => Vec::new(),
+            };
+        }
+        // A script's command writes on behalf of the script's caller.
+        let writer = match reader {
+            Some(r) => Some(r.client),
+            None if self.in_script => self.script_reader.map(|r| r.client),
+            None => None,
+        };
         let reply = match self.begin_command(&row.spec, args, now, writer, event) {
             Ok(()) => (row.run)(self, args, now),
             Err(refused) => {

@@ -90,6 +90,14 @@ pub struct Store {
     pub(crate) script_over_memory: bool,
     /// The last error a command of the running script got (see `StoreHost::call`).
     pub(crate) script_last_error: Option<Box<str>>,
+    /// The tracking client running the script that runs now (CLIENT TRACKING): its script's
+    /// writes are its own (NOLOOP), and once the script runs a read-only command the keys the
+    /// script declared are remembered for it, as Redis remembers its caller's keys.
+    pub(crate) script_reader: Option<Reader>,
+    /// Those declared keys (kept only for a tracking caller), and whether they were
+    /// remembered yet.
+    pub(crate) script_keys: Vec<Bytes>,
+    pub(crate) script_keys_remembered: bool,
     may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -184,6 +192,9 @@ impl Store {
             in_script: false,
             script_over_memory: false,
             script_last_error: None,
+            script_reader: None,
+            script_keys: Vec::new(),
+            script_keys_remembered: false,
             may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),
@@ -1302,7 +1313,9 @@ impl Store {
             self.ks.take_created();
         }
         if let (Some(reader), Some(spec)) = (reader, self.spec) {
-            if spec.is_read() && !reply.is_error() {
+            // A script's keys are remembered when it runs a read (`StoreHost::call`).
+            let script = spec.group == crate::command::Group::Scripting;
+            if spec.is_read() && !reply.is_error() && !script {
                 for key in spec.keys(args) {
                     self.tracking.remember(reader, key);
                 }

@@ -1028,6 +1028,15 @@ impl StoreHost<'_> {
         }
         self.store.in_script = true;
         let reply = self.store.run_row(row, &args, self.now, None, None);
+        if row.spec.is_read() && !self.store.script_keys_remembered {
+            // As Redis: a script that reads tracks the keys it declared for its caller.
+            if let Some(reader) = self.store.script_reader {
+                self.store.script_keys_remembered = true;
+                for key in &self.store.script_keys {
+                    self.store.tracking.remember(reader, key);
+                }
+            }
+        }
         self.store.in_script = false;
         // Counted as Redis counts a script's commands; their time is the script's own.
         if self.store.take_refused() {
