@@ -812,10 +812,16 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
         let connection_row = crate::commands::connection_row(req.row);
         // Before CLIENT CACHING's effect ends below: it applies to this command.
         let track = if session.info.tracking.borrow().is_some() && req.runs_in_store() {
-            // A script may read: its caller is a reader (the keys it declared are tracked once
-            // it runs a read-only command, `moon_store`'s script host).
-            let may_read = spec.is_read() || spec.group == moon_store::command::Group::Scripting;
-            crate::tracking::reader_for(session, may_read, spec.is_write())
+            if spec.group == moon_store::command::Group::Scripting {
+                // A script's caller is a reader when it tracks reads (the keys the script
+                // declared are tracked once it runs a read-only command, `moon_store`'s script
+                // host), and then its script's writes are its own for NOLOOP. A client that
+                // tracks no reads here (BCAST, OPTIN without CACHING yes) gets none: review
+                // finding, its script's keys were tracked.
+                crate::tracking::reader_for(session, true, false)
+            } else {
+                crate::tracking::reader_for(session, spec.is_read(), spec.is_write())
+            }
         } else {
             None
         };

@@ -1003,4 +1003,16 @@ fn tracking_follows_scripts_as_redis_does() {
         [Some("d1".into()), Some("d2".into())],
         "the reading script's declared keys are tracked, the writing one's are not"
     );
+
+    // A client that tracks no reads (BCAST) has no script's keys tracked (review finding).
+    let (mut bc, bc_rx) = resp3_on(&s, 0);
+    let bcast = [
+        "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "a:", "NOLOOP",
+    ];
+    let _: String = cmd(&mut bc, &bcast);
+    let read = "return redis.call('get', KEYS[1])";
+    let _: Option<String> = cmd(&mut bc, &["EVAL", read, "1", "b:x"]);
+    let _: String = cmd(&mut writer, &["SET", "b:x", "1"]);
+    let _: String = cmd(&mut writer, &["SET", "a:marker", "1"]);
+    assert_eq!(invalidated(&mut bc, &bc_rx, 1), [Some("a:marker".into())]);
 }

@@ -122,14 +122,17 @@ impl Store {
         reader: Option<Reader>,
         event: Option<&'static str>,
     ) -> Frame {
-        if row.spec.group == crate::command::Group::Scripting && !self.in_script {
-            // The script's caller, for its commands (NOLOOP, and the keys it declared).
+        let script = row.spec.group == crate::command::Group::Scripting && !self.in_script;
+        if script {
+            // The script's caller, for its commands (NOLOOP, and the keys it declared: copied,
+            // so that they do not hold the caller's read buffer).
             self.script_reader = reader;
             self.script_keys_remembered = false;
-            self.script_keys = match reader {
-                Some(_) => row.spec.keys(args).cloned().collect(),
-                None => Vec::new(),
-            };
+            self.script_keys.clear();
+            if reader.is_some() {
+                let keys = row.spec.keys(args).map(|k| Bytes::copy_from_slice(k));
+                self.script_keys.extend(keys);
+            }
         }
         // A script's command writes on behalf of the script's caller.
         let writer = match reader {
@@ -145,6 +148,10 @@ impl Store {
             }
         };
         self.end_command(args, &reply, reader);
+        if script && !self.is_paused() {
+            self.script_reader = None;
+            self.script_keys.clear();
+        }
         reply
     }
 }
