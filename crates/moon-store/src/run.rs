@@ -126,18 +126,18 @@ impl Store {
         if script {
             // The script's caller, for its commands (NOLOOP, and the keys it declared: copied,
             // so that they do not hold the caller's read buffer).
-            self.script_reader = reader;
-            self.script_keys_remembered = false;
-            self.script_keys.clear();
+            self.script.reader = reader;
+            self.script.keys_remembered = false;
+            self.script.keys.clear();
             if reader.is_some() {
                 let keys = row.spec.keys(args).map(|k| Bytes::copy_from_slice(k));
-                self.script_keys.extend(keys);
+                self.script.keys.extend(keys);
             }
         }
         // A script's command writes on behalf of the script's caller.
         let writer = match reader {
             Some(r) => Some(r.client),
-            None if self.in_script => self.script_reader.map(|r| r.client),
+            None if self.in_script => self.script.reader.map(|r| r.client),
             None => None,
         };
         let reply = match self.begin_command(&row.spec, args, now, writer, event) {
@@ -149,8 +149,8 @@ impl Store {
         };
         self.end_command(args, &reply, reader);
         if script && !self.is_paused() {
-            self.script_reader = None;
-            self.script_keys.clear();
+            self.script.reader = None;
+            self.script.keys.clear();
         }
         reply
     }

@@ -43,6 +43,27 @@ pub struct StoreStats {
 /// The most databases a store holds (`databases` is at most this).
 pub const MAX_DATABASES: usize = 1024;
 
+/// What a script carries from its start to its commands (set when it starts: its memory state
+/// in `Store::begin_command`, its caller in `Store::run_row`; a paused script keeps it, since
+/// nothing else runs in the store between its slices).
+#[derive(Default)]
+pub(crate) struct ScriptContext {
+    /// It found the keyspace over `maxmemory` with no room to be made (Redis's
+    /// `pre_command_oom_state`): its first command that may grow memory is refused, unless it
+    /// declared `allow-oom` (see `Store::eval`).
+    pub(crate) over_memory: bool,
+    /// The last error one of its commands got (see `StoreHost::call`).
+    pub(crate) last_error: Option<Box<str>>,
+    /// Its caller, if that client tracks reads (CLIENT TRACKING): the script's writes are the
+    /// caller's own (NOLOOP), and once the script runs a read-only command the keys it declared
+    /// are remembered for the caller, as Redis remembers its caller's keys.
+    pub(crate) reader: Option<Reader>,
+    /// Those declared keys (copied, kept only for a tracking caller), and whether they were
+    /// remembered yet.
+    pub(crate) keys: Vec<Bytes>,
+    pub(crate) keys_remembered: bool,
+}
+
 /// One shard's keyspaces (one per database) plus what executing commands against them needs.
 ///
 /// Databases: `ks` is the keyspace of the database `db` that the command now running uses;
@@ -84,20 +105,8 @@ pub struct Store {
     pub(crate) script_client: u64,
     /// A script's `redis.call` runs now (SORT BY a constant then sorts a set, as in Redis).
     pub(crate) in_script: bool,
-    /// The script starting now found the keyspace over `maxmemory` with no room to be made
-    /// (Redis's `pre_command_oom_state`): its first command that may grow memory is refused,
-    /// unless it declared `allow-oom` (see `Store::eval`).
-    pub(crate) script_over_memory: bool,
-    /// The last error a command of the running script got (see `StoreHost::call`).
-    pub(crate) script_last_error: Option<Box<str>>,
-    /// The tracking client running the script that runs now (CLIENT TRACKING): its script's
-    /// writes are its own (NOLOOP), and once the script runs a read-only command the keys the
-    /// script declared are remembered for it, as Redis remembers its caller's keys.
-    pub(crate) script_reader: Option<Reader>,
-    /// Those declared keys (kept only for a tracking caller), and whether they were
-    /// remembered yet.
-    pub(crate) script_keys: Vec<Bytes>,
-    pub(crate) script_keys_remembered: bool,
+    /// What the script running now (or paused) was started with, for its commands.
+    pub(crate) script: ScriptContext,
     may_pause: bool,
     /// WATCHed keys of this shard: (number of watchers, version). A key's version moves to
     /// `watch_clock` whenever a command changes it, so EXEC can tell.
@@ -190,11 +199,7 @@ impl Store {
             script_user: None,
             script_client: 0,
             in_script: false,
-            script_over_memory: false,
-            script_last_error: None,
-            script_reader: None,
-            script_keys: Vec::new(),
-            script_keys_remembered: false,
+            script: ScriptContext::default(),
             may_pause: false,
             watched: HashMap::new(),
             blocked: HashMap::new(),
@@ -1275,7 +1280,7 @@ impl Store {
         }
         self.ks.track_created(self.notify.wants(class::NEW));
         if self.memory_limit.max == 0 {
-            self.script_over_memory = false;
+            self.script.over_memory = false;
             return Ok(());
         }
         if spec.group == crate::command::Group::Scripting {
@@ -1283,7 +1288,7 @@ impl Store {
             // without `allow-oom`, which `Store::eval` and `Store::fcall` do once they know its
             // flags): room is made, and whether the keyspace is still over the limit decides
             // its first write. In a transaction nothing is evicted (room was made before it).
-            self.script_over_memory = if self.memory_checks {
+            self.script.over_memory = if self.memory_checks {
                 !self.make_room(now)
             } else {
                 !crate::keyspace::is_replica() && self.over_memory_limit()

@@ -772,7 +772,7 @@ impl Store {
     ) -> Option<Frame> {
         let reply = match result {
             Ok((Outcome::Done(reply), _)) => {
-                let caught = self.script_last_error.take();
+                let caught = self.script.last_error.take();
                 if let (Some(caught), Some(text)) = (caught, reply.error_text()) {
                     if text.starts_with(&*caught) {
                         crate::stats::script_error(&caught, -1);
@@ -806,8 +806,8 @@ impl Store {
         // A function always declares its flags: one that may write is refused as a whole
         // over `maxmemory` (Redis's DENYOOM from its flags), unless it allows OOM.
         let allow_oom = functions::find(&args[1]).is_some_and(|f| f.allow_oom());
-        let over_memory = self.script_over_memory && !allow_oom;
-        self.script_last_error = None;
+        let over_memory = self.script.over_memory && !allow_oom;
+        self.script.last_error = None;
         if over_memory && !read_only {
             self.refused = true;
             return err(reply::OOM);
@@ -851,8 +851,8 @@ impl Store {
         // Over `maxmemory` (`Store::begin_command` made what room it could): a script declared
         // for writes is refused as a whole, as Redis's DENYOOM from its flags; one without
         // flags runs and meets OOM at its first command that may grow memory, as in Redis.
-        let over_memory = self.script_over_memory && !source.allow_oom;
-        self.script_last_error = None;
+        let over_memory = self.script.over_memory && !source.allow_oom;
+        self.script.last_error = None;
         if over_memory && !source.compat && !source.read_only {
             self.refused = true;
             return err(reply::OOM);
@@ -932,7 +932,7 @@ impl Host for StoreHost<'_> {
             // script catches it; `Store::finish_slice` takes it back if the script's reply is
             // this very error, which the server counts when it sends it.
             crate::stats::script_error(text, 1);
-            self.store.script_last_error = Some(text.into());
+            self.store.script.last_error = Some(text.into());
         }
         reply
     }
@@ -1028,11 +1028,11 @@ impl StoreHost<'_> {
         }
         self.store.in_script = true;
         let reply = self.store.run_row(row, &args, self.now, None, None);
-        if row.spec.is_read() && !self.store.script_keys_remembered {
+        if row.spec.is_read() && !self.store.script.keys_remembered {
             // As Redis: a script that reads tracks the keys it declared for its caller.
-            if let Some(reader) = self.store.script_reader {
-                self.store.script_keys_remembered = true;
-                for key in &self.store.script_keys {
+            if let Some(reader) = self.store.script.reader {
+                self.store.script.keys_remembered = true;
+                for key in &self.store.script.keys {
                     self.store.tracking.remember(reader, key);
                 }
             }
