@@ -1563,6 +1563,14 @@ fn scripts_over_maxmemory_are_refused_at_their_first_write_as_redis_refuses_them
     let e = expect_err(&mut c, &["SET", "plain", "v"]);
     assert_eq!(e, oom, "a client's own write is still refused");
 
+    // The connection commands a script calls count under their names, as a client's do.
+    cmd::<()>(&mut c, &["CONFIG", "RESETSTAT"]);
+    let script = "redis.call('SELECT', 0) redis.pcall('select', 99) return redis.call('Ping')";
+    let pong: String = cmd(&mut c, &["EVAL", script, "0"]);
+    assert_eq!(pong, "PONG");
+    assert_eq!(command_counts(&mut c, "select"), (2, 0, 1));
+    assert_eq!(command_counts(&mut c, "ping"), (1, 0, 0));
+
     s.kill();
     let s = MoonServer::start_in(dir.path(), 1, &args).expect("restart");
     let mut c = s.client();

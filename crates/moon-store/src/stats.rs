@@ -271,24 +271,23 @@ pub fn script_connection_call(args: &[Bytes], failed: bool) {
     let Some(first) = args.first() else {
         return;
     };
-    let name = match first.to_ascii_lowercase().as_slice() {
-        b"ping" => "ping",
-        b"echo" => "echo",
-        b"time" => "time",
-        b"select" => "select",
-        b"publish" => "publish",
-        b"memory"
-            if args
-                .get(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"usage")) =>
-        {
-            "memory|usage"
-        }
-        _ => return,
+    let usage = args
+        .get(1)
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"usage"));
+    // No allocation for the name: a script may call these in a loop.
+    let name = ["ping", "echo", "time", "select", "publish"]
+        .into_iter()
+        .find(|n| first.eq_ignore_ascii_case(n.as_bytes()))
+        .or_else(|| (usage && first.eq_ignore_ascii_case(b"memory")).then_some("memory|usage"));
+    let Some(name) = name else {
+        return;
     };
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
-        let s = t.by_subcommand.entry(name.to_string()).or_default();
+        let s = match t.by_subcommand.get_mut(name) {
+            Some(s) => s,
+            None => t.by_subcommand.entry(name.to_string()).or_default(),
+        };
         s.calls += 1;
         s.failed += u64::from(failed);
     });
