@@ -159,7 +159,8 @@ impl Config {
 /// Everything acknowledged (or in flight) in one configuration so far.
 #[derive(Default)]
 struct Expected {
-    sets: Vec<(String, String)>,
+    /// Key, value, and how long before the kill the SET was acknowledged (named when lost).
+    sets: Vec<(String, String, Duration)>,
     msets: Vec<Vec<(String, String)>>,
     incr_acked: HashMap<String, i64>,
     incr_in_flight: HashMap<String, i64>,
@@ -177,7 +178,7 @@ impl Expected {
     /// Takes in what one client saw acknowledged. What was acknowledged after
     /// `durable_before` (within a power cut's window) need not have survived: it is checked
     /// like work in flight — whole or absent, within the counters' bounds.
-    fn add(&mut self, l: ClientLog, durable_before: Instant) {
+    fn add(&mut self, l: ClientLog, durable_before: Instant, killed_at: Instant) {
         let durable = |t: &Instant| *t <= durable_before;
         self.accounts_durable |= self.accounts_created.is_some_and(|t| durable(&t));
         self.acknowledged +=
@@ -186,7 +187,7 @@ impl Expected {
             l.sets
                 .into_iter()
                 .filter(|s| durable(&s.2))
-                .map(|(k, v, _)| (k, v)),
+                .map(|(k, v, t)| (k, v, killed_at.saturating_duration_since(t))),
         );
         for (pairs, t) in l.msets {
             if durable(&t) {
@@ -244,6 +245,30 @@ struct Row {
     /// `DEBUG SLEEP`s sent to stop shard 0 (mode `busy-shard`).
     busy_sleeps: u64,
     failures: Vec<String>,
+    /// Per cycle, the longest stretch without an acknowledgement (shown when a check fails:
+    /// a stalled disk or file system shows there).
+    pauses: Vec<String>,
+}
+
+/// The longest stretch between two acknowledgements of a cycle, and where it ended, as a line
+/// for a failure report.
+fn longest_pause(cycle: usize, mut acks: Vec<Instant>, killed_at: Instant) -> String {
+    acks.sort_unstable();
+    let before_kill = |t: Instant| killed_at.saturating_duration_since(t).as_secs_f64();
+    let widest = acks
+        .windows(2)
+        .map(|w| (w[1].saturating_duration_since(w[0]), w[1]))
+        .max();
+    match (widest, acks.last()) {
+        (Some((gap, end)), Some(last)) => format!(
+            "cycle {cycle}: {} acknowledgements; the longest stretch without one {:.3} s, ending {:.3} s before the kill; the last {:.3} s before it",
+            acks.len(),
+            gap.as_secs_f64(),
+            before_kill(end),
+            before_kill(*last)
+        ),
+        _ => format!("cycle {cycle}: {} acknowledgements", acks.len()),
+    }
 }
 
 /// What one connection did until the server died, with the instant of each acknowledgement
@@ -426,16 +451,19 @@ fn verify(
     let mut con = redis::Client::open(format!("redis://{addr}/"))?.get_connection()?;
     let (mut recovered, mut lost, mut torn) = (0u64, 0u64, 0u64);
     for chunk in exp.sets.chunks(500) {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
         let got: Vec<Option<String>> = con.mget(&keys)?;
-        for ((k, v), g) in chunk.iter().zip(got) {
+        for ((k, v, age), g) in chunk.iter().zip(got) {
             if g.as_deref() == Some(v.as_str()) {
                 recovered += 1;
             } else {
                 lost += 1;
                 if row.failures.len() < 20 {
                     row.failures
-                        .push(format!("lost SET {k}: expected {v}, found {g:?}"));
+                        .push(format!(
+                            "lost SET {k}: expected {v}, found {g:?} (acknowledged {:.3} s before the kill)",
+                            age.as_secs_f64()
+                        ));
                 }
             }
         }
@@ -717,12 +745,18 @@ fn run_config(
         // What must have survived: everything acknowledged, except — after a power cut under
         // a lazy fsync policy — what was acknowledged within the policy's window before it.
         let durable_before = killed_at - power.map_or(Duration::ZERO, |_| cfg.loss_window());
+        let mut acks = Vec::new();
         for h in handles {
             let l = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
-            exp.add(l, durable_before);
+            acks.extend(l.sets.iter().map(|s| s.2));
+            acks.extend(l.msets.iter().map(|m| m.1));
+            acks.extend(l.incrs.iter().map(|i| i.1));
+            acks.extend(l.transfers.iter().copied());
+            exp.add(l, durable_before, killed_at);
         }
+        row.pauses.push(longest_pause(cycle, acks, killed_at));
         for h in queue_handles {
             h.join()
                 .map_err(|_| anyhow::anyhow!("queue thread panicked"))?;
@@ -901,6 +935,25 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 );
                 for f in &row.failures {
                     eprintln!("    {f}");
+                }
+                if !row.failures.is_empty() {
+                    for p in &row.pauses {
+                        eprintln!("    {p}");
+                    }
+                    // CI keeps only this output: the server's own warnings (a slow fsync, a
+                    // log cut back at recovery) say where to look.
+                    let log = work
+                        .join(cfg.name().replace([' ', '='], "_"))
+                        .join("server.log");
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let warnings: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                        .collect();
+                    eprintln!("    the server's last warnings ({}):", log.display());
+                    for l in &warnings[warnings.len().saturating_sub(30)..] {
+                        eprintln!("      {l}");
+                    }
                 }
                 ok &= row.lost == 0
                     && row.torn == 0
