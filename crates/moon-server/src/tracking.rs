@@ -83,15 +83,6 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
             .await;
         return Frame::OK;
     }
-    if !t.prefixes.is_empty() && !t.bcast {
-        return err("ERR PREFIX option requires BCAST mode to be enabled");
-    }
-    if t.optin && t.optout {
-        return err("ERR You can't use OPTIN and OPTOUT at the same time");
-    }
-    if t.bcast && (t.optin || t.optout) {
-        return err("ERR OPTIN and OPTOUT are not compatible with BCAST");
-    }
     if let Some(target) = t.redirect {
         if target == id {
             return err("ERR You can't redirect to yourself");
@@ -103,23 +94,98 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
             return err("ERR The client ID you want redirect to does not exist");
         }
     }
-    // A new mode replaces the old one everywhere.
-    shard
-        .call_all(move |s: &Shard| s.store().forget_tracking(id))
-        .await;
+    let old = session.info.tracking.borrow().clone();
+    if let Some(e) = refused_mode(old.as_ref(), &t) {
+        return err(e);
+    }
     if t.bcast {
+        let existing = old.as_ref().map(bcast_prefixes).unwrap_or_default();
+        if let Some(e) = prefix_collision(&existing, &t.prefixes) {
+            return Frame::Error(e);
+        }
+        // Prefixes add up, as in Redis: a client in BCAST mode names more of them with
+        // another CLIENT TRACKING ON. None named is the empty prefix: every key.
+        let mut prefixes = existing;
+        if t.prefixes.is_empty() {
+            if !prefixes.iter().any(|p| p.is_empty()) {
+                prefixes.push(Bytes::new());
+            }
+        } else {
+            prefixes.extend(t.prefixes.iter().cloned());
+        }
         let reader = Reader {
             client: id,
             shard: session.info.shard,
             noloop: t.noloop,
         };
-        let prefixes = t.prefixes.clone();
+        let all = prefixes.clone();
         shard
-            .call_all(move |s: &Shard| s.store().track_broadcast(reader, prefixes.clone()))
+            .call_all(move |s: &Shard| s.store().track_broadcast(reader, all.clone()))
             .await;
+        t.prefixes = prefixes;
     }
+    // Otherwise the keys this client read stay tracked, as in Redis: ON again (a new REDIRECT,
+    // OPTIN after the default mode) must not make it miss an invalidation.
     *session.info.tracking.borrow_mut() = Some(t);
     Frame::OK
+}
+
+/// Why Redis refuses CLIENT TRACKING ON with options `t` for a client tracking as `old`
+/// (`None`: it tracks nothing yet), in Redis's order of checks.
+fn refused_mode(old: Option<&TrackingState>, t: &TrackingState) -> Option<&'static str> {
+    if !t.prefixes.is_empty() && !t.bcast {
+        return Some("ERR PREFIX option requires BCAST mode to be enabled");
+    }
+    if old.is_some_and(|o| o.bcast != t.bcast) {
+        return Some("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+    }
+    if t.bcast && (t.optin || t.optout) {
+        return Some("ERR OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if t.optin && t.optout {
+        return Some("ERR You can't specify both OPTIN mode and OPTOUT mode");
+    }
+    if old.is_some_and(|o| (t.optin && o.optout) || (t.optout && o.optin)) {
+        return Some("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+    }
+    None
+}
+
+/// The prefixes a BCAST client is registered under (the empty one, every key, if it named
+/// none).
+fn bcast_prefixes(t: &TrackingState) -> Vec<Bytes> {
+    if t.bcast {
+        t.prefixes.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Redis's refusal of BCAST prefixes that overlap (one is a prefix of the other, so both would
+/// announce the same key): a new one against those registered, then against the others given.
+fn prefix_collision(existing: &[Bytes], new: &[Bytes]) -> Option<String> {
+    let overlap = |a: &[u8], b: &[u8]| {
+        let n = a.len().min(b.len());
+        a[..n] == b[..n]
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for (i, p) in new.iter().enumerate() {
+        if let Some(e) = existing.iter().find(|e| overlap(e, p)) {
+            return Some(format!(
+                "ERR Prefix '{}' overlaps with an existing prefix '{}'. Prefixes for a single client must not overlap.",
+                text(p),
+                text(e)
+            ));
+        }
+        if let Some(q) = new[i + 1..].iter().find(|q| overlap(p, q)) {
+            return Some(format!(
+                "ERR Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single client must not overlap.",
+                text(p),
+                text(q)
+            ));
+        }
+    }
+    None
 }
 
 /// CLIENT CACHING YES|NO: whether the next command's reads are tracked (OPTIN / OPTOUT).

@@ -1016,3 +1016,114 @@ fn tracking_follows_scripts_as_redis_does() {
     let _: String = cmd(&mut writer, &["SET", "a:marker", "1"]);
     assert_eq!(invalidated(&mut bc, &bc_rx, 1), [Some("a:marker".into())]);
 }
+
+/// CLIENT TRACKINGINFO's `prefixes`, sorted (a RESP2 connection: a flat array).
+fn tracking_prefixes(c: &mut redis::Connection) -> Vec<String> {
+    let info: Vec<Value> = cmd(c, &["CLIENT", "TRACKINGINFO"]);
+    let at = info
+        .iter()
+        .position(|v| text(v) == "prefixes")
+        .expect("a prefixes field");
+    let mut prefixes: Vec<String> = match &info[at + 1] {
+        Value::Array(ps) => ps.iter().map(text).collect(),
+        other => panic!("prefixes: {other:?}"),
+    };
+    prefixes.sort();
+    prefixes
+}
+
+/// Redis 7's rules for CLIENT TRACKING ON on a client that tracks already: BCAST prefixes add
+/// up and must not overlap (one a prefix of another), BCAST and OPTIN/OPTOUT cannot be
+/// switched without OFF first, and the keys a client read stay tracked (ON again used to
+/// forget them: an invalidation was lost).
+#[test]
+fn tracking_on_again_follows_redis_rules() {
+    let s = MoonServer::start(2, &[]);
+    let mut writer = s.client();
+    let overlap = "Prefixes for a single client must not overlap.";
+    let (mut b, brx) = resp3_on(&s, 0);
+    let e = expect_err(
+        &mut b,
+        &[
+            "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "FOOBAR", "PREFIX", "FOO",
+        ],
+    );
+    assert_eq!(
+        e,
+        format!("ERR Prefix 'FOOBAR' overlaps with another provided prefix 'FOO'. {overlap}")
+    );
+    let _: String = cmd(
+        &mut b,
+        &[
+            "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "FOO", "PREFIX", "BAR",
+        ],
+    );
+    for (given, registered) in [("FO", "FOO"), ("BARB", "BAR"), ("FOO", "FOO")] {
+        let e = expect_err(
+            &mut b,
+            &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", given],
+        );
+        assert_eq!(
+            e,
+            format!(
+                "ERR Prefix '{given}' overlaps with an existing prefix '{registered}'. {overlap}"
+            )
+        );
+    }
+    // A refused ON changed nothing; an accepted one adds its prefix to the others.
+    let _: String = cmd(
+        &mut b,
+        &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "baz:"],
+    );
+    let _: String = cmd(&mut writer, &["SET", "zzz", "1"]);
+    let _: String = cmd(&mut writer, &["SET", "FOO1", "1"]);
+    let _: String = cmd(&mut writer, &["SET", "baz:1", "1"]);
+    assert_eq!(
+        invalidated(&mut b, &brx, 2),
+        [Some("FOO1".to_string()), Some("baz:1".to_string())]
+    );
+    let e = expect_err(&mut b, &["CLIENT", "TRACKING", "ON"]);
+    assert_eq!(e, "ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+
+    let mut info = s.client();
+    let _: String = cmd(
+        &mut info,
+        &[
+            "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "x", "PREFIX", "y",
+        ],
+    );
+    assert_eq!(tracking_prefixes(&mut info), ["x", "y"]);
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "OFF"]);
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "ON", "BCAST"]);
+    assert_eq!(
+        tracking_prefixes(&mut info),
+        [""],
+        "no prefix is the empty one"
+    );
+    let e = expect_err(
+        &mut info,
+        &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "x"],
+    );
+    assert_eq!(
+        e,
+        format!("ERR Prefix 'x' overlaps with an existing prefix ''. {overlap}")
+    );
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "OFF"]);
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "ON", "OPTIN"]);
+    let e = expect_err(&mut info, &["CLIENT", "TRACKING", "ON", "OPTOUT"]);
+    assert_eq!(e, "ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+    let e = expect_err(&mut info, &["CLIENT", "TRACKING", "ON", "OPTIN", "OPTOUT"]);
+    assert_eq!(e, "ERR You can't specify both OPTIN mode and OPTOUT mode");
+
+    // ON again keeps what the client read tracked, on both shards.
+    let keys = common::keys_on_different_shards(2);
+    let (mut r, rrx) = resp3_on(&s, 1);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON"]);
+    let _: Vec<Option<String>> = cmd(&mut r, &["MGET", &keys[0], &keys[1]]);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON", "NOLOOP"]);
+    let _: String = cmd(&mut writer, &["MSET", &keys[0], "1", &keys[1], "2"]);
+    assert_eq!(
+        invalidated(&mut r, &rrx, 2),
+        [Some(keys[0].clone()), Some(keys[1].clone())]
+    );
+}
