@@ -235,8 +235,9 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
     }
     if want("memory") {
         // used_memory is the keyspaces' own account (keys, values, a fixed overhead per key)
-        // plus the clients' buffers, the figure maxmemory is compared with; used_memory_rss
-        // is what the process holds.
+        // plus the clients' buffers, the figure maxmemory is compared with (so nothing in it
+        // is left out of eviction: mem_not_counted_for_evict is 0, where Redis leaves out its
+        // AOF and replication buffers); used_memory_rss is what the process holds.
         let rss = rss_bytes();
         let used = t.store.used_memory;
         let clients = t.store.client_buffers;
@@ -244,7 +245,7 @@ pub(crate) async fn info(session: &mut Session, args: &[Bytes]) -> Frame {
         let (script_bytes, scripts) = moon_store::scripts::stats();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_peak:{}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{}\r\nmem_clients_normal:{clients}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_peak:{}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{}\r\nmem_clients_normal:{clients}\r\nmem_not_counted_for_evict:0\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:libc\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\nused_memory_scripts:{}\r\nnumber_of_cached_scripts:{}\r\n",
             human(used),
             t.memory_peak,
             human(t.memory_peak),

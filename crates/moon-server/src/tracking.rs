@@ -327,12 +327,17 @@ fn send(target: &ClientInfo, frame: &Frame) {
 
 /// Delivers invalidations to tracking clients of this shard (or their redirect targets).
 fn deliver_here(list: Vec<Invalidation>) {
-    // One message per client (and per prefix of a broadcast client, as Redis sends them):
-    // its keys, or null if anything flushed.
+    // As Redis sends them: a message per key a client read (several keys of one command are
+    // several messages), one per prefix of a broadcast client with its keys, and a null one
+    // if anything flushed.
     let mut per_client: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
     let mut slot_of: std::collections::HashMap<(u64, u16), usize> =
         std::collections::HashMap::new();
     for inv in list {
+        if let (0, Some(key)) = (inv.prefix, &inv.key) {
+            per_client.push((inv.reader.client, Some(vec![key.clone()])));
+            continue;
+        }
         let at = *slot_of
             .entry((inv.reader.client, inv.prefix))
             .or_insert_with(|| {

@@ -1127,3 +1127,27 @@ fn tracking_on_again_follows_redis_rules() {
         [Some(keys[0].clone()), Some(keys[1].clone())]
     );
 }
+
+/// A command that changes several keys a client read sends one invalidation per key, as Redis
+/// does outside BCAST (Redis's `unit/tracking` reads them one by one); a broadcast client gets
+/// one message per prefix.
+#[test]
+fn each_key_a_client_read_is_invalidated_in_a_message_of_its_own() {
+    let s = MoonServer::start(1, &[]);
+    let mut writer = s.client();
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON"]);
+    let _: Vec<Option<String>> = cmd(&mut r, &["MGET", "k1", "k2", "k3"]);
+    let _: String = cmd(&mut writer, &["MSET", "k1", "1", "k2", "2", "k3", "3"]);
+    let mut messages: Vec<Vec<String>> = Vec::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        let _: String = cmd(&mut r, &["PING"]);
+        for p in rx.try_iter() {
+            if let (PushKind::Invalidate, Some(Value::Array(ks))) = (&p.kind, p.data.first()) {
+                messages.push(ks.iter().map(text).collect());
+            }
+        }
+        messages.iter().map(Vec::len).sum::<usize>() >= 3
+    }));
+    assert_eq!(messages, [["k1"], ["k2"], ["k3"]], "in the command's order");
+}
