@@ -948,7 +948,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
                     let warnings: Vec<&str> = text
                         .lines()
-                        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                        .filter(|l| {
+                            l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked")
+                        })
                         .collect();
                     eprintln!("    the server's last warnings ({}):", log.display());
                     for l in &warnings[warnings.len().saturating_sub(30)..] {

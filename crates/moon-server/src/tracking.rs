@@ -125,7 +125,17 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
         t.prefixes = prefixes;
     }
     // Otherwise the keys this client read stay tracked, as in Redis: ON again (a new REDIRECT,
-    // OPTIN after the default mode) must not make it miss an invalidation.
+    // OPTIN after the default mode) must not make it miss an invalidation. A changed NOLOOP
+    // applies to them too.
+    if old
+        .as_ref()
+        .is_some_and(|o| !t.bcast && o.noloop != t.noloop)
+    {
+        let noloop = t.noloop;
+        shard
+            .call_all(move |s: &Shard| s.store().track_noloop(id, noloop))
+            .await;
+    }
     *session.info.tracking.borrow_mut() = Some(t);
     Frame::OK
 }
@@ -262,7 +272,12 @@ pub fn trackinginfo(session: &Session) -> Frame {
         (Frame::bulk("redirect"), Frame::Integer(redirect)),
         (
             Frame::bulk("prefixes"),
-            Frame::Array(prefixes.into_iter().map(Frame::Bulk).collect()),
+            // In byte order, as Redis's radix tree lists them.
+            Frame::Array({
+                let mut prefixes = prefixes;
+                prefixes.sort();
+                prefixes.into_iter().map(Frame::Bulk).collect()
+            }),
         ),
     ])
 }
@@ -330,27 +345,38 @@ fn deliver_here(list: Vec<Invalidation>) {
     // As Redis sends them: a message per key a client read (several keys of one command are
     // several messages), one per prefix of a broadcast client with its keys, and a null one
     // if anything flushed.
-    let mut per_client: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
+    let mut messages: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
     let mut slot_of: std::collections::HashMap<(u64, u16), usize> =
         std::collections::HashMap::new();
     for inv in list {
         if let (0, Some(key)) = (inv.prefix, &inv.key) {
-            per_client.push((inv.reader.client, Some(vec![key.clone()])));
+            messages.push((inv.reader.client, Some(vec![key.clone()])));
             continue;
         }
         let at = *slot_of
             .entry((inv.reader.client, inv.prefix))
             .or_insert_with(|| {
-                per_client.push((inv.reader.client, Some(Vec::new())));
-                per_client.len() - 1
+                messages.push((inv.reader.client, Some(Vec::new())));
+                messages.len() - 1
             });
-        let slot = &mut per_client[at];
+        let slot = &mut messages[at];
         match (&mut slot.1, inv.key) {
             (Some(keys), Some(k)) => keys.push(k),
             (keys, _) => *keys = None,
         }
     }
-    for (client, keys) in per_client {
+    // Each client's messages together and in order: a redirect to another shard carries
+    // them in one exchange.
+    let mut per_client: Vec<(u64, Vec<Option<Vec<Bytes>>>)> = Vec::new();
+    let mut at_of: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (client, keys) in messages {
+        let at = *at_of.entry(client).or_insert_with(|| {
+            per_client.push((client, Vec::new()));
+            per_client.len() - 1
+        });
+        per_client[at].1.push(keys);
+    }
+    for (client, messages) in per_client {
         let Some(info) = CLIENTS.with(|c| c.borrow().get(&client).cloned()) else {
             continue;
         };
@@ -360,19 +386,23 @@ fn deliver_here(list: Vec<Invalidation>) {
         };
         match redirect {
             None => {
-                if let Some(f) = frame_for(&info, &keys, false) {
-                    send(&info, &f);
+                for keys in &messages {
+                    if let Some(f) = frame_for(&info, keys, false) {
+                        send(&info, &f);
+                    }
                 }
             }
             Some(target) => {
                 let local = CLIENTS.with(|c| c.borrow().get(&target).cloned());
                 match local {
                     Some(t) => {
-                        if let Some(f) = frame_for(&t, &keys, true) {
-                            send(&t, &f);
+                        for keys in &messages {
+                            if let Some(f) = frame_for(&t, keys, true) {
+                                send(&t, &f);
+                            }
                         }
                     }
-                    None => redirect_elsewhere(client, target, keys),
+                    None => redirect_elsewhere(client, target, messages),
                 }
             }
         }
@@ -391,7 +421,7 @@ pub fn init(shard: &Rc<Shard>) {
 
 /// Sends `client`'s invalidation to its redirect target on another shard; if no shard has
 /// that client any more, tells `client` once (`tracking-redir-broken`, RESP3 only, as Redis).
-fn redirect_elsewhere(client: u64, target: u64, keys: Option<Vec<Bytes>>) {
+fn redirect_elsewhere(client: u64, target: u64, messages: Vec<Option<Vec<Bytes>>>) {
     let Some(me) = SHARD.with(|s| s.borrow().as_ref().and_then(|w| w.upgrade())) else {
         return;
     };
@@ -401,8 +431,10 @@ fn redirect_elsewhere(client: u64, target: u64, keys: Option<Vec<Bytes>>) {
                 let Some(t) = CLIENTS.with(|c| c.borrow().get(&target).cloned()) else {
                     return false;
                 };
-                if let Some(f) = frame_for(&t, &keys, true) {
-                    send(&t, &f);
+                for keys in &messages {
+                    if let Some(f) = frame_for(&t, keys, true) {
+                        send(&t, &f);
+                    }
                 }
                 true
             })

@@ -234,6 +234,11 @@ impl Store {
         self.tracking.broadcast(reader, prefixes);
     }
 
+    /// CLIENT TRACKING ON again with NOLOOP changed: the keys `client` read follow.
+    pub fn track_noloop(&mut self, client: u64, noloop: bool) {
+        self.tracking.set_noloop(client, noloop);
+    }
+
     /// CLIENT TRACKING OFF, or the client left.
     pub fn forget_tracking(&mut self, client: u64) {
         self.tracking.forget(client);

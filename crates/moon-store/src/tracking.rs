@@ -65,9 +65,25 @@ impl Tracking {
         }
         let key = Bytes::copy_from_slice(key);
         let readers = self.keys.entry(key.clone()).or_default();
-        if !readers.contains(&reader) {
-            readers.push(reader);
-            self.by_client.entry(reader.client).or_default().insert(key);
+        // One entry per client (its NOLOOP as it is now), as Redis keys its table by client.
+        match readers.iter_mut().find(|r| r.client == reader.client) {
+            Some(r) => *r = reader,
+            None => {
+                readers.push(reader);
+                self.by_client.entry(reader.client).or_default().insert(key);
+            }
+        }
+    }
+
+    /// The client turned NOLOOP on or off (CLIENT TRACKING ON again): the keys it read
+    /// before follow, as Redis looks at the client's flag when a key changes.
+    pub fn set_noloop(&mut self, client: u64, noloop: bool) {
+        for key in self.by_client.get(&client).into_iter().flatten() {
+            for r in self.keys.get_mut(key).into_iter().flatten() {
+                if r.client == client {
+                    r.noloop = noloop;
+                }
+            }
         }
     }
 
@@ -186,6 +202,19 @@ mod tests {
         assert_eq!(got, [1], "NOLOOP reader 2 wrote it itself");
         t.changed(b"k", None);
         assert!(t.take_pending().is_empty(), "one-shot");
+    }
+
+    #[test]
+    fn a_client_is_one_reader_of_a_key_with_its_noloop_as_it_is_now() {
+        let mut t = Tracking::default();
+        t.remember(r(1, false), b"k");
+        t.remember(r(1, true), b"k");
+        t.remember(r(1, true), b"j");
+        assert_eq!(t.keys[&b"k"[..]].len(), 1, "read twice, one entry");
+        t.set_noloop(1, false);
+        t.changed(b"k", Some(1));
+        t.changed(b"j", Some(1));
+        assert_eq!(t.take_pending().len(), 2, "NOLOOP off for both keys");
     }
 
     #[test]
