@@ -52,10 +52,24 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
     while i < args.len() {
         let a = &args[i];
         if eq(a, "redirect") && i + 1 < args.len() {
-            let Some(id) = moon_store::Store::parse_int(&args[i + 1]) else {
+            // Checked where it is read, for ON and OFF alike, as Redis does (a redirect to
+            // itself is allowed, as in Redis 7.0).
+            if t.redirect.is_some() {
+                return err("ERR A client can only redirect to a single other client");
+            }
+            let Some(target) = moon_store::Store::parse_int(&args[i + 1]) else {
                 return err(reply::NOT_INTEGER);
             };
-            t.redirect = Some(id as u64);
+            let target = target as u64;
+            let exists = session
+                .ctx
+                .shard
+                .call_all(move |_: &Shard| CLIENTS.with(|c| c.borrow().contains_key(&target)))
+                .await;
+            if !exists.into_iter().flatten().any(|e| e) {
+                return err("ERR The client ID you want redirect to does not exist");
+            }
+            t.redirect = Some(target);
             i += 1;
         } else if eq(a, "prefix") && i + 1 < args.len() {
             t.prefixes.push(args[i + 1].clone());
@@ -82,17 +96,6 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
             .call_all(move |s: &Shard| s.store().forget_tracking(id))
             .await;
         return Frame::OK;
-    }
-    if let Some(target) = t.redirect {
-        if target == id {
-            return err("ERR You can't redirect to yourself");
-        }
-        let exists = shard
-            .call_all(move |_: &Shard| CLIENTS.with(|c| c.borrow().contains_key(&target)))
-            .await;
-        if !exists.into_iter().flatten().any(|e| e) {
-            return err("ERR The client ID you want redirect to does not exist");
-        }
     }
     let old = session.info.tracking.borrow().clone();
     if let Some(e) = refused_mode(old.as_ref(), &t) {

@@ -1134,6 +1134,24 @@ fn tracking_on_again_follows_redis_rules() {
     let e = expect_err(&mut info, &["CLIENT", "TRACKING", "ON", "OPTIN", "OPTOUT"]);
     assert_eq!(e, "ERR You can't specify both OPTIN mode and OPTOUT mode");
 
+    // REDIRECT is checked where it is read, OFF included; one only; itself allowed (7.0).
+    let e = expect_err(
+        &mut info,
+        &["CLIENT", "TRACKING", "OFF", "REDIRECT", "999999"],
+    );
+    assert_eq!(e, "ERR The client ID you want redirect to does not exist");
+    let me: i64 = cmd(&mut info, &["CLIENT", "ID"]);
+    let me = me.to_string();
+    let twice = ["CLIENT", "TRACKING", "ON", "REDIRECT", &me, "REDIRECT", &me];
+    let e = expect_err(&mut info, &twice);
+    assert_eq!(e, "ERR A client can only redirect to a single other client");
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "OFF"]);
+    let _: String = cmd(&mut info, &["CLIENT", "TRACKING", "ON", "REDIRECT", &me]);
+    assert_eq!(
+        cmd::<String>(&mut info, &["CLIENT", "TRACKING", "OFF"]),
+        "OK"
+    );
+
     // ON again keeps what the client read tracked, on both shards.
     let keys = common::keys_on_different_shards(2);
     let (mut r, rrx) = resp3_on(&s, 1);
