@@ -320,3 +320,53 @@ fn nothing_is_evicted_while_clients_are_paused() {
         "a write after the pause makes room: {keys} keys"
     );
 }
+
+/// Room is made before every command, as Redis evicts before each one it runs: a read after a
+/// write that went over the limit evicts (before, only the next write did), and that eviction
+/// is logged like any other, so a SIGKILL + restart keeps the key gone.
+#[test]
+fn a_read_after_a_write_over_the_limit_evicts_and_the_eviction_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--appendfsync", "always"];
+    let mut s = MoonServer::start_in(dir.path(), 1, &args).expect("start");
+    let mut con = s.client();
+    let used: u64 = info_field(&mut con, "memory", "used_memory")
+        .parse()
+        .expect("number");
+    let limit = (used + 100 * 1024).to_string();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(&limit)
+        .arg("maxmemory-policy")
+        .arg("volatile-random")
+        .query(&mut con)
+        .expect("CONFIG SET");
+    let () = con.set_ex("volatile-key", "x", 10_000).expect("SETEX");
+    // 200 kB in one write: it ran under the limit, and the keyspace is over it now.
+    let _: i64 = redis::cmd("SETBIT")
+        .arg("big-key")
+        .arg(1_600_000)
+        .arg(0)
+        .query(&mut con)
+        .expect("SETBIT");
+    assert_eq!(info_field(&mut con, "stats", "evicted_keys"), "0");
+    let bit: i64 = redis::cmd("GETBIT")
+        .arg("big-key")
+        .arg(0)
+        .query(&mut con)
+        .expect("GETBIT");
+    assert_eq!(bit, 0);
+    assert_eq!(
+        info_field(&mut con, "stats", "evicted_keys"),
+        "1",
+        "the read made room"
+    );
+    s.kill();
+    let s = MoonServer::start_in(dir.path(), 1, &args).expect("restart");
+    let mut con = s.client();
+    let exists: bool = con.exists("volatile-key").expect("EXISTS");
+    assert!(!exists, "the eviction was logged");
+    let exists: bool = con.exists("big-key").expect("EXISTS");
+    assert!(exists);
+}

@@ -774,6 +774,9 @@ impl Store {
         if limit.max == 0 || crate::keyspace::is_replica() || crate::keyspace::changes_held(now) {
             return true;
         }
+        if self.used_memory() <= limit.max {
+            return true; // what every command finds but one in a burst
+        }
         let (mut keys, mut bytes) = (0usize, 0usize);
         let home = self.db;
         // Start where the memory is: the database holding the most (sampling every database
@@ -1300,9 +1303,12 @@ impl Store {
             };
         } else if self.memory_checks
             && !self.in_script
-            && spec.flags.has(crate::command::Flags::DENYOOM)
             && !self.make_room(now)
+            && spec.flags.has(crate::command::Flags::DENYOOM)
         {
+            // Room is made before every command, as Redis evicts before each one it runs
+            // (a read after a write that went over the limit evicts too, and its reply comes
+            // after those keys' invalidations); only one that may grow memory is refused.
             // (Inside a script nothing is evicted or refused here, as in Redis: whether it
             // may write was decided when it started, at its first write, `script_step`;
             // evicting half-way could drop a key it just wrote, refusing would leave half its
