@@ -125,6 +125,11 @@ pub struct Store {
     /// Off while a transaction's commands run: its room was made once, before it started
     /// ([`Store::make_room_now`]), as Redis checks EXEC and not the commands inside it.
     memory_checks: bool,
+    /// Whether the shard may be over its memory limit: a write ran (or the limit changed)
+    /// since room was last made. A read makes room only then: reads do not grow the
+    /// keyspace, and summing every database's account before each one would cost a cache
+    /// line per database.
+    room_unknown: bool,
     /// `notify-keyspace-events`, and the events of the commands run since the last
     /// [`Store::take_events`] (collected only while some are on).
     notify: NotifyFlags,
@@ -208,6 +213,7 @@ impl Store {
             memory_limit: MemoryLimit::default(),
             encodings: crate::value::Encodings::default(),
             memory_checks: true,
+            room_unknown: true,
             notify: NotifyFlags::default(),
             events: Vec::new(),
             spec: None,
@@ -723,6 +729,7 @@ impl Store {
     /// replay evicts nothing by itself, every eviction is in the log.
     pub fn set_memory_limit(&mut self, limit: MemoryLimit) {
         self.memory_limit = limit;
+        self.room_unknown = true;
     }
 
     pub fn encodings(&self) -> crate::value::Encodings {
@@ -759,6 +766,11 @@ impl Store {
         self.memory_checks = on;
     }
 
+    /// Whether commands make room (and are refused OOM) before they run.
+    pub fn memory_checks(&self) -> bool {
+        self.memory_checks
+    }
+
     /// Before a command that may grow memory: removes keys as the policy allows until the
     /// keyspace is within its limit. False if it is still over (the command gets OOM) —
     /// unless it made progress and stopped at [`EVICTION_BATCH`]: then the command runs, and the
@@ -775,6 +787,7 @@ impl Store {
             return true;
         }
         if self.used_memory() <= limit.max {
+            self.room_unknown = false;
             return true; // what every command finds but one in a burst
         }
         let (mut keys, mut bytes) = (0usize, 0usize);
@@ -809,7 +822,9 @@ impl Store {
         }
         self.log_expired();
         self.select(home);
-        self.used_memory() <= limit.max || (keys > 0 && !exhausted)
+        let under = self.used_memory() <= limit.max;
+        self.room_unknown = !under;
+        under || (keys > 0 && !exhausted)
     }
 
     /// Active expiry: reclaims up to `budget` keys whose deadline has passed; each removal is
@@ -1303,17 +1318,21 @@ impl Store {
             };
         } else if self.memory_checks
             && !self.in_script
+            && (self.room_unknown || spec.flags.has(crate::command::Flags::DENYOOM))
             && !self.make_room(now)
             && spec.flags.has(crate::command::Flags::DENYOOM)
         {
-            // Room is made before every command, as Redis evicts before each one it runs
-            // (a read after a write that went over the limit evicts too, and its reply comes
-            // after those keys' invalidations); only one that may grow memory is refused.
+            // Room is made before every command that may need it, as Redis evicts before
+            // each one it runs: a read after a write that went over the limit evicts too
+            // (see `room_unknown`); only one that may grow memory is refused.
             // (Inside a script nothing is evicted or refused here, as in Redis: whether it
             // may write was decided when it started, at its first write, `script_step`;
             // evicting half-way could drop a key it just wrote, refusing would leave half its
             // effects.)
             return Err(err(reply::OOM));
+        }
+        if spec.is_write() {
+            self.room_unknown = true;
         }
         Ok(())
     }
