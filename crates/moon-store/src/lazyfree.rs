@@ -210,7 +210,10 @@ mod tests {
         while stats().1 == before && start.elapsed() < std::time::Duration::from_secs(10) {
             std::thread::yield_now();
         }
-        assert_eq!(stats().1, before + 1, "freed by the background thread");
+        // At least one: another test of this process may have a value freed in the
+        // background meanwhile (the counter and the policy are process-wide; CI saw 137
+        // against 136).
+        assert!(stats().1 > before, "freed by the background thread");
         set_policy(Policy::default());
     }
 }
