@@ -709,9 +709,7 @@ impl Shard {
             Some(tx) => self.tx_exec(target, tx, std::mem::take(cmds)).await,
             None => {
                 let (frames, mut spent) = self.run_batch_spent(target, std::mem::take(cmds)).await;
-                for call in spent.drain(..) {
-                    moon_proto::recycle_args(call.args);
-                }
+                spent.clear();
                 *cmds = spent;
                 frames
             }
