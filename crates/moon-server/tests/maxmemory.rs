@@ -321,6 +321,30 @@ fn nothing_is_evicted_while_clients_are_paused() {
     );
 }
 
+/// A limit 100 kB above what the server holds now, `volatile-random`, a key with a TTL
+/// (`volatile-key`), then one 200 kB write (`big-key`) that ran under the limit and leaves
+/// the keyspace over it.
+fn over_the_limit_by_one_write(con: &mut redis::Connection) {
+    let used: u64 = info_field(con, "memory", "used_memory")
+        .parse()
+        .expect("number");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg((used + 100 * 1024).to_string())
+        .arg("maxmemory-policy")
+        .arg("volatile-random")
+        .query(con)
+        .expect("CONFIG SET");
+    let () = con.set_ex("volatile-key", "x", 10_000).expect("SETEX");
+    let _: i64 = redis::cmd("SETBIT")
+        .arg("big-key")
+        .arg(1_600_000)
+        .arg(0)
+        .query(con)
+        .expect("SETBIT");
+}
+
 /// Room is made before every command, as Redis evicts before each one it runs: a read after a
 /// write that went over the limit evicts (before, only the next write did), and that eviction
 /// is logged like any other, so a SIGKILL + restart keeps the key gone.
@@ -330,26 +354,7 @@ fn a_read_after_a_write_over_the_limit_evicts_and_the_eviction_survives_a_restar
     let args = ["--appendfsync", "always", "--enable-debug-command", "yes"];
     let mut s = MoonServer::start_in(dir.path(), 1, &args).expect("start");
     let mut con = s.client();
-    let used: u64 = info_field(&mut con, "memory", "used_memory")
-        .parse()
-        .expect("number");
-    let limit = (used + 100 * 1024).to_string();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(&limit)
-        .arg("maxmemory-policy")
-        .arg("volatile-random")
-        .query(&mut con)
-        .expect("CONFIG SET");
-    let () = con.set_ex("volatile-key", "x", 10_000).expect("SETEX");
-    // 200 kB in one write: it ran under the limit, and the keyspace is over it now.
-    let _: i64 = redis::cmd("SETBIT")
-        .arg("big-key")
-        .arg(1_600_000)
-        .arg(0)
-        .query(&mut con)
-        .expect("SETBIT");
+    over_the_limit_by_one_write(&mut con);
     assert_eq!(info_field(&mut con, "stats", "evicted_keys"), "0");
     // An inspection evicts nothing (its deletion would not be logged; review finding).
     let line: String = redis::cmd("DEBUG")
@@ -389,24 +394,7 @@ fn reads_on_a_failed_log_evict_nothing() {
     let mut s = MoonServer::start_with_env(dir.path(), 1, &args, &[("MOON_AOF_FAULT", "write:3")])
         .expect("start");
     let mut con = s.client();
-    let used: u64 = info_field(&mut con, "memory", "used_memory")
-        .parse()
-        .expect("number");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg((used + 100 * 1024).to_string())
-        .arg("maxmemory-policy")
-        .arg("volatile-random")
-        .query(&mut con)
-        .expect("CONFIG SET");
-    let () = con.set_ex("volatile-key", "x", 10_000).expect("SETEX");
-    let _: i64 = redis::cmd("SETBIT")
-        .arg("big-key")
-        .arg(1_600_000)
-        .arg(0)
-        .query(&mut con)
-        .expect("SETBIT: over the limit now");
+    over_the_limit_by_one_write(&mut con);
     let e = con
         .set::<_, _, ()>("c", "v")
         .expect_err("the third write fails");
