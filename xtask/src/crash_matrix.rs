@@ -919,7 +919,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     continue;
                 }
                 let t = Instant::now();
-                let row = run_config(&bin, &cli, &cfg, cycles, &mut rng, &work, power.as_ref())?;
+                let row =
+                    match run_config(&bin, &cli, &cfg, cycles, &mut rng, &work, power.as_ref()) {
+                        Ok(row) => row,
+                        Err(e) => {
+                            // The tool itself stopped (a connection reset, a start that never came
+                            // up): the server's last lines say why, and CI keeps only this output.
+                            let log = work
+                                .join(cfg.name().replace([' ', '='], "_"))
+                                .join("server.log");
+                            let text = std::fs::read_to_string(&log).unwrap_or_default();
+                            let lines: Vec<&str> = text.lines().collect();
+                            eprintln!(
+                                "{}: stopped; the server's last lines ({}):",
+                                cfg.name(),
+                                log.display()
+                            );
+                            for l in &lines[lines.len().saturating_sub(30)..] {
+                                eprintln!("  {l}");
+                            }
+                            return Err(e);
+                        }
+                    };
                 eprintln!(
                     "{:<40} {} cycles, {} acknowledged, {} lost, {} torn; model: {} acknowledged, {} wrong; queue: {} acknowledged, {} wrong ({:.1}s)",
                     cfg.name(),
