@@ -593,6 +593,8 @@ pub struct TrackingState {
     /// The redirect target left: the client was told once (`tracking-redir-broken`).
     pub redirect_broken: bool,
     pub bcast: bool,
+    /// BCAST's prefixes, every one given since tracking went on (the empty prefix, every
+    /// key, when none was named).
     pub prefixes: Vec<Bytes>,
     pub optin: bool,
     pub optout: bool,
