@@ -162,12 +162,8 @@ async fn object(session: &Session, key: &Bytes) -> Frame {
         moon_store::Call::new(args, db).map(|c| {
             // An inspection: it must not evict (its deletion would not be logged, and a
             // transaction may hold the shard).
-            let mut store = s.store();
-            let checks = store.memory_checks();
-            store.set_memory_checks(false);
-            let reply = store.run(&c, moon_shard::now_ms());
-            store.set_memory_checks(checks);
-            reply
+            s.store()
+                .without_memory_checks(|store| store.run(&c, moon_shard::now_ms()))
         })
     };
     let line = session

@@ -44,9 +44,8 @@ pub fn reader_for(session: &Session, is_read: bool, is_write: bool) -> Option<Re
 
 /// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP].
 pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
-    let Some(on) = moon_store::args::on_off(&args[2]) else {
-        return err(reply::SYNTAX);
-    };
+    // The options are read first and ON/OFF after them, as in Redis: a bad REDIRECT is
+    // reported before a bad mode word.
     let mut t = TrackingState::default();
     let mut i = 3;
     while i < args.len() {
@@ -87,6 +86,9 @@ pub async fn tracking_command(session: &mut Session, args: &[Bytes]) -> Frame {
         }
         i += 1;
     }
+    let Some(on) = moon_store::args::on_off(&args[2]) else {
+        return err(reply::SYNTAX);
+    };
     let id = session.info.id;
     let shard = session.ctx.shard.clone();
     if !on {

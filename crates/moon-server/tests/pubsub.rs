@@ -1140,6 +1140,14 @@ fn tracking_on_again_follows_redis_rules() {
         &["CLIENT", "TRACKING", "OFF", "REDIRECT", "999999"],
     );
     assert_eq!(e, "ERR The client ID you want redirect to does not exist");
+    // The options are read before the mode word, as in Redis.
+    let e = expect_err(
+        &mut info,
+        &["CLIENT", "TRACKING", "maybe", "REDIRECT", "999999"],
+    );
+    assert_eq!(e, "ERR The client ID you want redirect to does not exist");
+    let e = expect_err(&mut info, &["CLIENT", "TRACKING", "maybe"]);
+    assert_eq!(e, "ERR syntax error");
     let me: i64 = cmd(&mut info, &["CLIENT", "ID"]);
     let me = me.to_string();
     let twice = ["CLIENT", "TRACKING", "ON", "REDIRECT", &me, "REDIRECT", &me];

@@ -1274,15 +1274,27 @@ pub(crate) fn run_cmds(
     cmds: &[Call],
     now: u64,
     failing: Option<&str>,
+    on_effects: impl FnMut(usize, bool, &[Vec<Bytes>]),
+) -> Vec<Frame> {
+    match failing {
+        // With a failed log, reads run on the keyspace rebuilt from it and answer at once:
+        // none may evict, as its deletion could not be logged (review finding).
+        Some(_) => {
+            store.without_memory_checks(|store| run_each(store, cmds, now, failing, on_effects))
+        }
+        None => run_each(store, cmds, now, failing, on_effects),
+    }
+}
+
+/// [`run_cmds`]'s loop, with the memory checks as they are.
+fn run_each(
+    store: &mut Store,
+    cmds: &[Call],
+    now: u64,
+    failing: Option<&str>,
     mut on_effects: impl FnMut(usize, bool, &[Vec<Bytes>]),
 ) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(cmds.len());
-    // With a failed log, reads run on the keyspace rebuilt from it and answer at once: none
-    // may evict, as its deletion could not be logged (review finding).
-    let checks = store.memory_checks();
-    if failing.is_some() {
-        store.set_memory_checks(false);
-    }
     if cmds.len() > 1 {
         for call in cmds.iter().take(PREFETCH_BATCH) {
             store.prefetch_call(call);
@@ -1343,7 +1355,6 @@ pub(crate) fn run_cmds(
             mark = std::time::Instant::now();
         }
     }
-    store.set_memory_checks(checks);
     frames
 }
 

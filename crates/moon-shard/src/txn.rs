@@ -249,12 +249,11 @@ impl Shard {
         }
         let mut effects = self.tx_effects.borrow_mut();
         // Room was made before the transaction started (`Shard::make_room`).
-        store.set_memory_checks(false);
-        let frames = run_cmds(&mut store, cmds, tx.now, failing.as_deref(), |_, _, e| {
-            effects.extend(e.iter().cloned())
-        });
-        store.set_memory_checks(true);
-        frames
+        store.without_memory_checks(|store| {
+            run_cmds(store, cmds, tx.now, failing.as_deref(), |_, _, e| {
+                effects.extend(e.iter().cloned())
+            })
+        })
     }
 
     /// Step 3 on this shard: logs the buffered effects as one record (a `MOON.TXPART` group,
@@ -369,11 +368,11 @@ impl Shard {
         }
         let mut effects: Vec<Vec<Bytes>> = Vec::new();
         // Room was made before the transaction started (`Shard::make_room`).
-        store.set_memory_checks(false);
-        let frames = run_cmds(&mut store, cmds, now, failing.as_deref(), |_, _, e| {
-            effects.extend(e.iter().cloned());
+        let frames = store.without_memory_checks(|store| {
+            run_cmds(store, cmds, now, failing.as_deref(), |_, _, e| {
+                effects.extend(e.iter().cloned());
+            })
         });
-        store.set_memory_checks(true);
         let Some(writer) = writer else {
             self.queue_events(&mut store);
             return Some(Ok(frames));

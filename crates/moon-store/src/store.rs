@@ -761,14 +761,15 @@ impl Store {
         ok
     }
 
-    /// Turns the per-command memory check off while a transaction runs, and back on.
-    pub fn set_memory_checks(&mut self, on: bool) {
-        self.memory_checks = on;
-    }
-
-    /// Whether commands make room (and are refused OOM) before they run.
-    pub fn memory_checks(&self) -> bool {
-        self.memory_checks
+    /// Runs `f` with the per-command memory check off, then restores it: no command `f` runs
+    /// makes room or is refused OOM. For what must not evict (a transaction's commands, room
+    /// having been made before it started; reads on a failed log, whose deletions could not
+    /// be logged; an inspection such as DEBUG OBJECT).
+    pub fn without_memory_checks<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let checks = std::mem::replace(&mut self.memory_checks, false);
+        let r = f(self);
+        self.memory_checks = checks;
+        r
     }
 
     /// Before a command that may grow memory: removes keys as the policy allows until the
