@@ -1205,3 +1205,41 @@ fn struct_takes_what_redis_s_takes() {
     assert!(e.starts_with("ERR user_script:1: "), "{e}");
     assert_eq!(e.matches("ERR").count(), 1, "{e}");
 }
+
+/// `redis.call`'s gate reads short argument lists itself and long ones go through a table
+/// (gate.rs): both ways write every number as mlua's values would (an integer's digits, else
+/// Redis's %.17g), and refuse the same arguments with the same words.
+#[test]
+fn both_ways_into_redis_call_read_arguments_alike() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let values =
+        "5, 3.0, -0.0, 0.1, -7, 1e20, 2^53, 2^63, -2^63, 2^64, math.huge, -math.huge, 'text', ''";
+    let short = format!("return redis.call('del', {values})");
+    // The same values after enough padding to take the table path.
+    let long = format!(
+        "local a = {{{values}}} for i = 1, 300 do a[#a + 1] = 'pad' end return redis.call('del', unpack(a))"
+    );
+    run(&mut engine, &mut host, &short, &[], &[]);
+    run(&mut engine, &mut host, &long, &[], &[]);
+    let expected = "del 5 3 -0 0.10000000000000001 -7 1e+20 9007199254740992 9.2233720368547758e+18 -9223372036854775808 1.8446744073709552e+19 inf -inf text ";
+    assert_eq!(host.calls[0], expected);
+    assert!(host.calls[1].starts_with(expected), "{}", host.calls[1]);
+    for (body, text) in [
+        (
+            "return redis.pcall()",
+            "Please specify at least one argument",
+        ),
+        (
+            "return redis.pcall('get', {})",
+            "must be strings or integers",
+        ),
+        (
+            "return redis.pcall('get', nil)",
+            "must be strings or integers",
+        ),
+    ] {
+        let reply = error_text(run(&mut engine, &mut host, body, &[], &[]));
+        assert!(reply.contains(text), "{body}: {reply}");
+    }
+}
