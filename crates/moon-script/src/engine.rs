@@ -114,6 +114,9 @@ impl RunGuard<'_> {
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.slot.host.set(None);
+        // A command `redis.call`'s gate read whose call failed before taking it (a C stack
+        // overflow, Lua out of memory) is not kept past the run (review finding).
+        crate::gate::forget_command();
     }
 }
 

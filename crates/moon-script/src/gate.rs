@@ -52,6 +52,12 @@ pub(crate) fn take_command() -> Result<Vec<Bytes>, String> {
         .unwrap_or_else(|| Err(crate::engine::NO_ARGUMENTS.to_string()))
 }
 
+/// Drops a command the gate read and no call took (see [`take_command`]).
+pub(crate) fn forget_command() {
+    let stale = COMMAND.with(|c| c.borrow_mut().take());
+    drop(stale);
+}
+
 /// `redis.call`'s arguments `1..=n` as a command: strings as they are, numbers as
 /// [`crate::engine::number_arg`] writes them, anything else refused (Redis's texts). Reads
 /// only: no Lua error can jump out of it.

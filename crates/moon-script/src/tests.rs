@@ -1243,3 +1243,30 @@ fn both_ways_into_redis_call_read_arguments_alike() {
         assert!(reply.contains(text), "{body}: {reply}");
     }
 }
+
+/// A command `redis.call`'s gate read is not kept when the call fails before taking it (Lua's
+/// "C stack overflow" at the gate's own call, reached through metamethods): it would hold the
+/// arguments' copies on the shard, outside Lua's memory limit, until the next call (review
+/// finding).
+#[test]
+fn a_command_the_gate_read_is_not_kept_past_the_run() {
+    let mut engine = Engine::new("7.2.0").expect("engine");
+    let mut host = Toy::default();
+    let body = "local function deep(n) \
+                  if n == 0 then return pcall(redis.call, 'set', 'k', string.rep('x', 1000)) end \
+                  local t = setmetatable({}, {__index = function() return deep(n - 1) end}) \
+                  return t.x \
+                end \
+                local failed = 0 \
+                for d = 150, 260 do \
+                  local ok, inner = pcall(deep, d) \
+                  if ok and inner == false then failed = failed + 1 end \
+                end \
+                return failed";
+    let failed = run(&mut engine, &mut host, body, &[], &[]);
+    assert!(
+        matches!(failed, Frame::Integer(n) if n > 0),
+        "some call failed at the gate: {failed:?}"
+    );
+    assert!(crate::gate::take_command().is_err(), "nothing left behind");
+}
