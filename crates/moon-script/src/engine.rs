@@ -624,39 +624,19 @@ pub struct Suspended {
 /// (`%.17g`); Redis's error text otherwise.
 pub(crate) fn command_args(args: &[Value]) -> Result<Vec<Bytes>, String> {
     if args.is_empty() {
-        return Err(NO_ARGUMENTS.into());
+        return Err(crate::gate::NO_ARGUMENTS.into());
     }
     args.iter().map(command_arg).collect()
 }
-
-/// Redis's refusals of a redis.call's arguments.
-pub(crate) const NO_ARGUMENTS: &str =
-    "ERR Please specify at least one argument for this redis lib call";
-pub(crate) const BAD_ARGUMENT: &str =
-    "ERR Lua redis lib command arguments must be strings or integers";
 
 /// One argument of a redis.call (see [`command_args`]).
 pub(crate) fn command_arg(v: &Value) -> Result<Bytes, String> {
     match v {
         Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
-        Value::Number(n) => Ok(number_arg(*n)),
+        Value::Number(n) => Ok(crate::gate::number_arg(*n)),
         Value::Integer(n) => Ok(Bytes::from(n.to_string())),
-        _ => Err(BAD_ARGUMENT.into()),
+        _ => Err(crate::gate::BAD_ARGUMENT.into()),
     }
-}
-
-/// A Lua number as a command argument: an integer's digits when it is one (in `i64`'s range,
-/// and not -0), else Redis's shortest double. mlua's Lua 5.1 values draw the same line
-/// between `Integer` and `Number`, so `redis.call`'s two ways in agree.
-pub(crate) fn number_arg(n: f64) -> Bytes {
-    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-    if (-TWO_63..TWO_63).contains(&n) {
-        let i = n as i64;
-        if n.to_bits() == (i as f64).to_bits() {
-            return Bytes::from(i.to_string());
-        }
-    }
-    Bytes::from(moon_proto::frame::format_double_reply(n))
 }
 
 /// The reply for a run stopped by `e`: Redis's `<error> script: <name>, on

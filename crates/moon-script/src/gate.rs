@@ -23,6 +23,27 @@ use std::ffi::c_int;
 use bytes::Bytes;
 use mlua::{ffi, Function, Lua, Table};
 
+/// Redis's refusals of a redis.call's arguments.
+pub(crate) const NO_ARGUMENTS: &str =
+    "ERR Please specify at least one argument for this redis lib call";
+pub(crate) const BAD_ARGUMENT: &str =
+    "ERR Lua redis lib command arguments must be strings or integers";
+
+/// A Lua number as a command argument: an integer's digits when it is one (in `i64`'s range,
+/// and not -0), else the double as the engine has always written it (`%.17g`). mlua's Lua 5.1
+/// values draw the same line between `Integer` and `Number`, so `redis.call`'s two ways in
+/// agree.
+pub(crate) fn number_arg(n: f64) -> Bytes {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if (-TWO_63..TWO_63).contains(&n) {
+        let i = n as i64;
+        if n.to_bits() == (i as f64).to_bits() {
+            return Bytes::from(i.to_string());
+        }
+    }
+    Bytes::from(moon_proto::frame::format_double_reply(n))
+}
+
 /// The most arguments a library function takes.
 pub(crate) const MAX_ARGS: c_int = 4000;
 
@@ -49,7 +70,7 @@ thread_local! {
 pub(crate) fn take_command() -> Result<Vec<Bytes>, String> {
     COMMAND
         .with(|c| c.borrow_mut().take())
-        .unwrap_or_else(|| Err(crate::engine::NO_ARGUMENTS.to_string()))
+        .unwrap_or_else(|| Err(NO_ARGUMENTS.to_string()))
 }
 
 /// Drops a command the gate read and no call took (see [`take_command`]).
@@ -59,11 +80,11 @@ pub(crate) fn forget_command() {
 }
 
 /// `redis.call`'s arguments `1..=n` as a command: strings as they are, numbers as
-/// [`crate::engine::number_arg`] writes them, anything else refused (Redis's texts). Reads
+/// [`number_arg`] writes them, anything else refused (Redis's texts). Reads
 /// only: no Lua error can jump out of it.
 unsafe fn read_command(state: *mut ffi::lua_State, n: c_int) -> Result<Vec<Bytes>, String> {
     if n == 0 {
-        return Err(crate::engine::NO_ARGUMENTS.to_string());
+        return Err(NO_ARGUMENTS.to_string());
     }
     let mut argv = Vec::with_capacity(n as usize);
     for i in 1..=n {
@@ -72,14 +93,14 @@ unsafe fn read_command(state: *mut ffi::lua_State, n: c_int) -> Result<Vec<Bytes
                 let mut len = 0usize;
                 let p = ffi::lua_tolstring(state, i, &mut len);
                 if p.is_null() {
-                    return Err(crate::engine::BAD_ARGUMENT.to_string());
+                    return Err(BAD_ARGUMENT.to_string());
                 }
                 // SAFETY: Lua keeps the string alive while it is on the stack.
                 let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
                 argv.push(Bytes::copy_from_slice(bytes));
             }
-            ffi::LUA_TNUMBER => argv.push(crate::engine::number_arg(ffi::lua_tonumber(state, i))),
-            _ => return Err(crate::engine::BAD_ARGUMENT.to_string()),
+            ffi::LUA_TNUMBER => argv.push(number_arg(ffi::lua_tonumber(state, i))),
+            _ => return Err(BAD_ARGUMENT.to_string()),
         }
     }
     Ok(argv)
