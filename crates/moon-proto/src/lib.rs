@@ -11,4 +11,4 @@ pub mod frame;
 pub mod parse;
 
 pub use frame::{Frame, Protocol};
-pub use parse::{Limits, ProtocolError, RequestParser};
+pub use parse::{recycle_args, Limits, ProtocolError, RequestParser};

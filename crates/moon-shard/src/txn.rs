@@ -708,7 +708,9 @@ impl Shard {
             Some(tx) => self.tx_exec(target, tx, std::mem::take(cmds)).await,
             None => {
                 let (frames, mut spent) = self.run_batch_spent(target, std::mem::take(cmds)).await;
-                spent.clear();
+                for call in spent.drain(..) {
+                    moon_proto::recycle_args(call.args);
+                }
                 *cmds = spent;
                 frames
             }
