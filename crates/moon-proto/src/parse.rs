@@ -32,7 +32,8 @@ pub fn recycle_args(mut args: Vec<Bytes>) {
         return;
     }
     args.clear();
-    SPARE.with(|s| {
+    // (`try_with`: nothing to keep while the thread shuts down.)
+    let _ = SPARE.try_with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < SPARE_LISTS {
             s.push(args);
@@ -40,13 +41,19 @@ pub fn recycle_args(mut args: Vec<Bytes>) {
     });
 }
 
-/// An empty list for `n` arguments: a spare one if it is big enough.
+/// An empty list for `n` arguments: a spare one if it is big enough (a smaller one stays for
+/// a shorter command).
 fn args_list(n: usize) -> Vec<Bytes> {
     if n <= SPARE_LIST_CAPACITY {
-        if let Some(v) = SPARE.with(|s| s.borrow_mut().pop()) {
-            if v.capacity() >= n {
-                return v;
+        let spare = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            match s.last() {
+                Some(v) if v.capacity() >= n => s.pop(),
+                _ => None,
             }
+        });
+        if let Ok(Some(v)) = spare {
+            return v;
         }
     }
     Vec::with_capacity(n)
@@ -416,6 +423,15 @@ mod tests {
         let second = parser.next_request(&mut buf).unwrap().unwrap();
         assert_eq!(second.as_ptr(), at, "the list came back");
         assert_eq!(second, [&b"GET"[..], &b"k"[..]]);
+        // A spare too small for the next request stays for a shorter one.
+        recycle_args(Vec::with_capacity(1));
+        buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        let third = parser.next_request(&mut buf).unwrap().unwrap();
+        assert_eq!(third.len(), 3);
+        assert_eq!(
+            SPARE.with(|s| s.borrow().last().map(Vec::capacity)),
+            Some(1)
+        );
         let long: Vec<Bytes> = Vec::with_capacity(SPARE_LIST_CAPACITY + 1);
         recycle_args(long);
         assert!(SPARE.with(|s| s
