@@ -696,6 +696,11 @@ fn wait_never_blocks_inside_a_transaction_and_keeps_its_timeout() {
     sync_once_and_leave(moon.addr.port());
     let mut c = moon.client();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The replica that left is gone before the transaction runs (a slow build saw it still
+    // listed, and WAIT counted it).
+    assert!(eventually(Duration::from_secs(10), || {
+        info_field(&mut c, "replication", "connected_slaves").as_deref() == Some("0")
+    }));
     let k = keys_on_different_shards(2);
     let (ok, waited): (String, i64) = redis::pipe()
         .atomic()
