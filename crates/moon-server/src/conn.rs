@@ -825,8 +825,10 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
         } else {
             None
         };
+        // CLIENT CACHING applies to the one command after it (and again when that command
+        // is run as a transaction of its own, below).
+        let caching = session.caching;
         if spec.name != "client" {
-            // CLIENT CACHING applies to the one command after it.
             session.caching = None;
         }
         session.info.last_cmd.set(spec.name);
@@ -1001,9 +1003,12 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
             },
             Target::Shards(_) if session.tx.is_none() => {
                 // Keys on several shards: an implicit transaction, so that no client sees (or
-                // recovers) part of it.
+                // recovers) part of it. It runs the command again: CLIENT CACHING's answer
+                // must reach it there.
                 plan.flush(session, out).await;
+                session.caching = caching;
                 run_alone_as_transaction(session, req, out).await;
+                session.caching = None;
             }
             Target::Shards(_) => match req.spread() {
                 Spread::Split(merge) => match req.into_call(db, track, session.caller()) {
@@ -1013,7 +1018,7 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
                 Spread::One | Spread::Coordinated => {
                     plan.flush(session, out).await;
                     let started = Instant::now();
-                    let f = crate::cross::run(session, spec, &req.args).await;
+                    let f = crate::cross::run(session, spec, &req.args, track).await;
                     counted(session, spec, &req.args, started, f.is_error());
                     f.reply_to(session, out);
                 }

@@ -52,7 +52,14 @@ fn first_error(frames: &[Frame]) -> Option<Frame> {
     frames.iter().find(|f| f.is_error()).cloned()
 }
 
-pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Frame {
+/// `track`: the caller's tracking reader for this command, as the connection found it (a
+/// script's reads remember its declared keys for it).
+pub async fn run(
+    session: &mut Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+    track: Option<moon_store::tracking::Reader>,
+) -> Frame {
     let Some(tx) = session.tx else {
         // Only reached inside a transaction; refuse rather than run it unprotected.
         return err("ERR internal error: a cross-shard command outside its transaction");
@@ -75,12 +82,12 @@ pub async fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> F
         let Some(row) = moon_store::table::lookup(&form.args[0]) else {
             return reply::unknown_command(&form.args);
         };
-        let reply = Box::pin(run(session, &row.spec, &form.args)).await;
+        let reply = Box::pin(run(session, &row.spec, &form.args, track)).await;
         return form.shape.apply(reply);
     }
     match spec.name {
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
-            crate::script_cross::run(session, spec.name, args).await
+            crate::script_cross::run(session, spec.name, args, track).await
         }
         "rename" | "renamenx" => {
             let nx = spec.name == "renamenx";

@@ -8,7 +8,9 @@
 //!
 //! The rules are the single-shard path's (`moon_store`'s `store/script.rs`), with "this
 //! shard" read as "the script's shards": a key the script did not declare must live on one of
-//! them, and each command's keys on one shard.
+//! them, and each command's keys on one shard. Client tracking too: the script's writes are
+//! its caller's own (NOLOOP), and once it runs a read-only command its declared keys are
+//! remembered for its caller, each on the shard that owns it.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -62,8 +64,13 @@ fn give_engine(pooled: Pooled) {
 }
 
 /// EVAL / EVALSHA / EVAL_RO / EVALSHA_RO / FCALL / FCALL_RO (`name`) across shards, inside
-/// `session.tx`.
-pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
+/// `session.tx`; `track` is its caller's tracking reader, if that client tracks reads.
+pub async fn run(
+    session: &mut Session,
+    name: &str,
+    args: &[Bytes],
+    track: Option<moon_store::tracking::Reader>,
+) -> Frame {
     let Some(tx) = session.tx else {
         return err("ERR internal error: a cross-shard script outside its transaction");
     };
@@ -111,6 +118,11 @@ pub async fn run(session: &mut Session, name: &str, args: &[Bytes]) -> Frame {
         },
         databases: session.ctx.shared.config().databases as usize,
         written: RefCell::new(vec![0; shards]),
+        tracking: track.map(|reader| ScriptTracking {
+            reader,
+            keys: keys.to_vec(),
+            remembered: Cell::new(false),
+        }),
     });
     // Once the run is busy its shards answer BUSY to what waits for them (the dispatcher
     // already refuses what comes next); they stop when it ends.
@@ -191,6 +203,46 @@ struct TxHost {
     databases: usize,
     /// Bytes of arguments of the writes sent to each shard (`moon_store::EFFECTS_BUDGET`).
     written: RefCell<Vec<usize>>,
+    /// Its caller, if that client tracks reads.
+    tracking: Option<ScriptTracking>,
+}
+
+/// A tracking caller of a cross-shard script, as the single-shard path has it
+/// (`moon_store`'s `ScriptContext`): its reader, the keys the script declared, and whether
+/// they were remembered yet.
+struct ScriptTracking {
+    reader: moon_store::tracking::Reader,
+    keys: Vec<Bytes>,
+    remembered: Cell<bool>,
+}
+
+impl TxHost {
+    /// After a read-only command of the script: its declared keys are remembered for its
+    /// caller, once, on the shards that own them (Redis 7.0 remembers a script caller's
+    /// declared keys when the script reads).
+    async fn remember_declared_keys(&self) {
+        let Some(t) = &self.tracking else { return };
+        if t.remembered.replace(true) {
+            return;
+        }
+        for &owner in &self.participants {
+            let keys: Vec<Bytes> = t
+                .keys
+                .iter()
+                .filter(|k| shard_for_key(k, self.shards) == owner)
+                .cloned()
+                .collect();
+            let reader = t.reader;
+            self.shard
+                .call_on(owner, move |s| {
+                    let mut store = s.store_in_tx();
+                    for key in &keys {
+                        store.track_read(reader, key);
+                    }
+                })
+                .await;
+        }
+    }
 }
 
 impl AsyncHost for TxHost {
@@ -307,20 +359,32 @@ impl AsyncHost for TxHost {
                     return err(moon_store::EFFECTS_TOO_LARGE);
                 }
             }
+            // Its writes are its caller's own (NOLOOP); its reads name no reader (the declared
+            // keys are what is remembered, below).
+            let track = self
+                .tracking
+                .as_ref()
+                .filter(|_| row.spec.is_write())
+                .map(|t| t.reader);
             let call = Call {
                 command: row,
                 args,
                 db: self.db.get(),
-                track: None,
+                track,
                 event: None,
                 user: None,
                 client: 0,
             };
-            self.shard
+            let reply = self
+                .shard
                 .run_batch_in(Some(self.tx), target, vec![call])
                 .await
                 .pop()
-                .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE))
+                .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE));
+            if row.spec.is_read() {
+                self.remember_declared_keys().await;
+            }
+            reply
         })
     }
 }

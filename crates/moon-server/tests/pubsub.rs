@@ -1028,6 +1028,78 @@ fn tracking_follows_scripts_as_redis_does() {
     assert_eq!(invalidated(&mut bc, &bc_rx, 1), [Some("a:marker".into())]);
 }
 
+/// The same rules for a script whose declared keys live on two shards (it runs as a
+/// cross-shard transaction): its reads remember its declared keys for its caller on each
+/// shard, and its writes are its caller's own under NOLOOP. Before, such a script tracked
+/// nothing, and a client caching what it read never heard that the keys changed.
+#[test]
+fn tracking_follows_scripts_across_shards() {
+    let s = MoonServer::start(2, &[]);
+    let keys = common::keys_on_different_shards(2);
+    let (k0, k1) = (keys[0].as_str(), keys[1].as_str());
+    let mut writer = s.client();
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON", "NOLOOP"]);
+    let read = "return redis.call('get', KEYS[1])";
+    let _: Option<String> = cmd(&mut r, &["EVAL", read, "2", k0, k1]);
+    let _: String = cmd(&mut writer, &["MSET", k0, "1", k1, "2"]);
+    let mut got = invalidated(&mut r, &rx, 2);
+    got.sort();
+    assert_eq!(
+        got,
+        [Some(keys[0].clone()), Some(keys[1].clone())],
+        "the reading script's declared keys are tracked on both shards"
+    );
+
+    let _: Option<String> = cmd(&mut r, &["EVAL", read, "2", k0, k1]);
+    let write = "redis.call('set', KEYS[1], 'mine') redis.call('set', KEYS[2], 'mine')";
+    let _: () = cmd(&mut r, &["EVAL", write, "2", k0, k1]);
+    let _: Option<String> = cmd(&mut r, &["GET", "marker"]);
+    let _: String = cmd(&mut writer, &["SET", "marker", "1"]);
+    assert_eq!(
+        invalidated(&mut r, &rx, 1),
+        [Some("marker".into())],
+        "the script's writes were its caller's own (NOLOOP)"
+    );
+}
+
+/// OPTIN: CLIENT CACHING yes applies to the next command also when its keys span shards (it
+/// runs as a transaction of its own, which used to see the flag already cleared), a script's
+/// too.
+#[test]
+fn caching_yes_reaches_a_command_across_shards() {
+    let s = MoonServer::start(2, &[]);
+    let keys = common::keys_on_different_shards(2);
+    let (k0, k1) = (keys[0].as_str(), keys[1].as_str());
+    let mut writer = s.client();
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON", "OPTIN"]);
+    let both = [Some(keys[0].clone()), Some(keys[1].clone())];
+    let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
+    let _: Vec<Option<String>> = cmd(&mut r, &["MGET", k0, k1]);
+    let _: String = cmd(&mut writer, &["MSET", k0, "1", k1, "2"]);
+    let mut got = invalidated(&mut r, &rx, 2);
+    got.sort();
+    assert_eq!(got, both, "MGET across shards after CACHING yes");
+
+    let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
+    let read = "return redis.call('get', KEYS[1])";
+    let _: Option<String> = cmd(&mut r, &["EVAL", read, "2", k0, k1]);
+    let _: String = cmd(&mut writer, &["MSET", k0, "3", k1, "4"]);
+    let mut got = invalidated(&mut r, &rx, 2);
+    got.sort();
+    assert_eq!(got, both, "a script across shards after CACHING yes");
+
+    // Without CACHING yes nothing is tracked.
+    let _: Vec<Option<String>> = cmd(&mut r, &["MGET", k0, k1]);
+    let _: String = cmd(&mut writer, &["MSET", k0, "5", k1, "6"]);
+    let _: Option<String> = cmd(&mut r, &["GET", "marker"]);
+    let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
+    let _: Option<String> = cmd(&mut r, &["GET", "marker"]);
+    let _: String = cmd(&mut writer, &["SET", "marker", "1"]);
+    assert_eq!(invalidated(&mut r, &rx, 1), [Some("marker".into())]);
+}
+
 /// CLIENT TRACKINGINFO's `prefixes`, in the order given (a RESP2 connection: a flat array).
 fn tracking_prefixes(c: &mut redis::Connection) -> Vec<String> {
     let info: Vec<Value> = cmd(c, &["CLIENT", "TRACKINGINFO"]);

@@ -245,6 +245,12 @@ impl Store {
         self.tracking.set_noloop(client, noloop);
     }
 
+    /// `reader` read `key`: a cross-shard script's declared keys, remembered for its caller on
+    /// the shard that owns each once the script reads.
+    pub fn track_read(&mut self, reader: Reader, key: &[u8]) {
+        self.tracking.remember(reader, key);
+    }
+
     /// CLIENT TRACKING OFF, or the client left.
     pub fn forget_tracking(&mut self, client: u64) {
         self.tracking.forget(client);
