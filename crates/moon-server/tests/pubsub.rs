@@ -1028,6 +1028,23 @@ fn tracking_follows_scripts_as_redis_does() {
     assert_eq!(invalidated(&mut bc, &bc_rx, 1), [Some("a:marker".into())]);
 }
 
+/// `writer` changes every key of `keys`; the invalidations `r` then receives, sorted.
+fn changed_and_invalidated(
+    writer: &mut redis::Connection,
+    r: &mut redis::Connection,
+    rx: &mpsc::Receiver<redis::PushInfo>,
+    keys: &[String],
+) -> Vec<Option<String>> {
+    let mut mset = vec!["MSET"];
+    for k in keys {
+        mset.extend([k.as_str(), "changed"]);
+    }
+    let _: String = cmd(writer, &mset);
+    let mut got = invalidated(r, rx, keys.len());
+    got.sort();
+    got
+}
+
 /// The same rules for a script whose declared keys live on two shards (it runs as a
 /// cross-shard transaction): its reads remember its declared keys for its caller on each
 /// shard, and its writes are its caller's own under NOLOOP. Before, such a script tracked
@@ -1042,11 +1059,8 @@ fn tracking_follows_scripts_across_shards() {
     let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON", "NOLOOP"]);
     let read = "return redis.call('get', KEYS[1])";
     let _: Option<String> = cmd(&mut r, &["EVAL", read, "2", k0, k1]);
-    let _: String = cmd(&mut writer, &["MSET", k0, "1", k1, "2"]);
-    let mut got = invalidated(&mut r, &rx, 2);
-    got.sort();
     assert_eq!(
-        got,
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
         [Some(keys[0].clone()), Some(keys[1].clone())],
         "the reading script's declared keys are tracked on both shards"
     );
@@ -1077,18 +1091,20 @@ fn caching_yes_reaches_a_command_across_shards() {
     let both = [Some(keys[0].clone()), Some(keys[1].clone())];
     let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
     let _: Vec<Option<String>> = cmd(&mut r, &["MGET", k0, k1]);
-    let _: String = cmd(&mut writer, &["MSET", k0, "1", k1, "2"]);
-    let mut got = invalidated(&mut r, &rx, 2);
-    got.sort();
-    assert_eq!(got, both, "MGET across shards after CACHING yes");
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
+        both,
+        "MGET across shards after CACHING yes"
+    );
 
     let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
     let read = "return redis.call('get', KEYS[1])";
     let _: Option<String> = cmd(&mut r, &["EVAL", read, "2", k0, k1]);
-    let _: String = cmd(&mut writer, &["MSET", k0, "3", k1, "4"]);
-    let mut got = invalidated(&mut r, &rx, 2);
-    got.sort();
-    assert_eq!(got, both, "a script across shards after CACHING yes");
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
+        both,
+        "a script across shards after CACHING yes"
+    );
 
     // Without CACHING yes nothing is tracked.
     let _: Vec<Option<String>> = cmd(&mut r, &["MGET", k0, k1]);
