@@ -52,9 +52,57 @@ fn first_error(frames: &[Frame]) -> Option<Frame> {
     frames.iter().find(|f| f.is_error()).cloned()
 }
 
-/// `track`: the caller's tracking reader for this command, as the connection found it (a
-/// script's reads remember its declared keys for it).
+/// `track`: the caller's tracking reader for this command, as the connection found it. A
+/// read-only command's keys are remembered for it on the shards that own them, as one shard
+/// remembers a read's keys (`Store::end_command`); a script remembers its declared keys
+/// itself.
 pub async fn run(
+    session: &mut Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+    track: Option<moon_store::tracking::Reader>,
+) -> Frame {
+    let reply = run_command(session, spec, args, track).await;
+    if let Some(reader) = track {
+        let script = spec.group == moon_store::command::Group::Scripting;
+        if spec.is_read() && !script && !reply.is_error() {
+            remember_keys(session, spec, args, reader).await;
+        }
+    }
+    reply
+}
+
+/// `reader` read `spec`'s keys in `args`: remembered on each owning shard (CLIENT TRACKING).
+async fn remember_keys(
+    session: &Session,
+    spec: &CommandSpec,
+    args: &[Bytes],
+    reader: moon_store::tracking::Reader,
+) {
+    let shard = &session.ctx.shard;
+    let n = shard.count();
+    let keys: Vec<Bytes> = spec.keys(args).cloned().collect();
+    let mut owners: Vec<usize> = keys.iter().map(|k| shard_for_key(k, n)).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        let mine: Vec<Bytes> = keys
+            .iter()
+            .filter(|k| shard_for_key(k, n) == owner)
+            .cloned()
+            .collect();
+        shard
+            .call_on(owner, move |s| {
+                let mut store = s.store();
+                for key in &mine {
+                    store.track_read(reader, key);
+                }
+            })
+            .await;
+    }
+}
+
+async fn run_command(
     session: &mut Session,
     spec: &CommandSpec,
     args: &[Bytes],
@@ -82,7 +130,7 @@ pub async fn run(
         let Some(row) = moon_store::table::lookup(&form.args[0]) else {
             return reply::unknown_command(&form.args);
         };
-        let reply = Box::pin(run(session, &row.spec, &form.args, track)).await;
+        let reply = Box::pin(run_command(session, &row.spec, &form.args, track)).await;
         return form.shape.apply(reply);
     }
     match spec.name {

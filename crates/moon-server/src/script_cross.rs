@@ -218,8 +218,9 @@ struct ScriptTracking {
 
 impl TxHost {
     /// After a read-only command of the script: its declared keys are remembered for its
-    /// caller, once, on the shards that own them (Redis 7.0 remembers a script caller's
-    /// declared keys when the script reads).
+    /// caller on the shards that own them (Redis 7.0 remembers a script caller's declared keys
+    /// when the script reads), again only after a write. Remembering reads nothing: the
+    /// shard's commit does not wait for its log because of it.
     async fn remember_declared_keys(&self) {
         let Some(t) = &self.tracking else { return };
         if t.remembered.replace(true) {
@@ -235,7 +236,7 @@ impl TxHost {
             let reader = t.reader;
             self.shard
                 .call_on(owner, move |s| {
-                    let mut store = s.store_in_tx();
+                    let mut store = s.store();
                     for key in &keys {
                         store.track_read(reader, key);
                     }
@@ -383,6 +384,9 @@ impl AsyncHost for TxHost {
                 .unwrap_or(Frame::StaticError(moon_shard::SHARD_GONE));
             if row.spec.is_read() {
                 self.remember_declared_keys().await;
+            } else if let (true, Some(t)) = (row.spec.is_write(), &self.tracking) {
+                // It may have dropped them from the table: the next read remembers them again.
+                t.remembered.set(false);
             }
             reply
         })

@@ -1075,6 +1075,42 @@ fn tracking_follows_scripts_across_shards() {
         [Some("marker".into())],
         "the script's writes were its caller's own (NOLOOP)"
     );
+
+    // A read after the script's own write remembers the keys again (the write dropped them),
+    // as Redis remembers them at every read-only command: on one shard and across shards.
+    let read_write_read = "redis.call('get', KEYS[1]) redis.call('set', KEYS[1], 'v') \
+        return redis.call('get', KEYS[1])";
+    let _: Option<String> = cmd(&mut r, &["EVAL", read_write_read, "1", k0]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys[..1]),
+        [Some(keys[0].clone())],
+        "one shard"
+    );
+    let _: Option<String> = cmd(&mut r, &["EVAL", read_write_read, "2", k0, k1]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
+        [Some(keys[0].clone()), Some(keys[1].clone())],
+        "across shards"
+    );
+}
+
+/// A read-only command whose keys span shards (SUNION, here) remembers them for a tracking
+/// client on each shard, as a read on one shard does (it tracked nothing).
+#[test]
+fn a_read_across_shards_is_tracked() {
+    let s = MoonServer::start(2, &[]);
+    let keys = common::keys_on_different_shards(2);
+    let (k0, k1) = (keys[0].as_str(), keys[1].as_str());
+    let mut writer = s.client();
+    let _: i64 = cmd(&mut writer, &["SADD", k0, "a"]);
+    let _: i64 = cmd(&mut writer, &["SADD", k1, "b"]);
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON"]);
+    let _: Vec<String> = cmd(&mut r, &["SUNION", k0, k1]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
+        [Some(keys[0].clone()), Some(keys[1].clone())]
+    );
 }
 
 /// OPTIN: CLIENT CACHING yes applies to the next command also when its keys span shards (it

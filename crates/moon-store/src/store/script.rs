@@ -1036,6 +1036,11 @@ impl StoreHost<'_> {
                     self.store.tracking.remember(reader, key);
                 }
             }
+        } else if row.spec.is_write() {
+            // A write may have dropped them from the table (a change forgets a key's readers,
+            // the caller's too under NOLOOP): the next read remembers them again, as Redis
+            // remembers them at every read-only command.
+            self.store.script.keys_remembered = false;
         }
         self.store.in_script = false;
         // Counted as Redis counts a script's commands; their time is the script's own.
