@@ -826,9 +826,12 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
             None
         };
         // CLIENT CACHING applies to the one command after it (and again when that command
-        // is run as a transaction of its own, below).
+        // is run as a transaction of its own, below); after MULTI, to the whole transaction
+        // until EXEC or DISCARD ends it, as Redis keeps the flag while a client is in MULTI.
         let caching = session.caching;
-        if spec.name != "client" {
+        let in_transaction =
+            spec.name == "multi" || session.multi.queued.is_some() || session.tx.is_some();
+        if spec.name != "client" && !in_transaction {
             session.caching = None;
         }
         session.info.last_cmd.set(spec.name);
@@ -947,6 +950,8 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
                     plan.flush(session, out).await;
                     let mark = out.len();
                     crate::txn::exec(session, out, process_boxed).await;
+                    // A CLIENT CACHING before or inside the transaction ends with it.
+                    session.caching = None;
                     counted(
                         session,
                         spec,
@@ -958,6 +963,7 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
                 Some(Run::Transaction(TxControl::Discard)) => {
                     session.multi.queued = None;
                     session.multi.failed = false;
+                    session.caching = None;
                     plan.flush(session, out).await;
                     crate::txn::unwatch_all(session).await;
                     plan.ready(Frame::OK);

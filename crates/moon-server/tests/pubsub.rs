@@ -1152,6 +1152,45 @@ fn caching_yes_reaches_a_command_across_shards() {
     assert_eq!(invalidated(&mut r, &rx, 1), [Some("marker".into())]);
 }
 
+/// CLIENT CACHING and MULTI, as Redis: the answer given before MULTI applies to the whole
+/// transaction (it was used up by MULTI itself, so OPTIN tracked nothing), and one given
+/// inside it ends with EXEC (it outlived it, so under OPTOUT a `CACHING no` inside a
+/// transaction kept the next read from being tracked: a cache never told of a change).
+#[test]
+fn caching_lasts_the_transaction_and_ends_with_it() {
+    let s = MoonServer::start(1, &[]);
+    let mut writer = s.client();
+    let (mut r, rx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut r, &["CLIENT", "TRACKING", "ON", "OPTIN"]);
+    let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
+    let (got,): (Option<String>,) = redis::pipe().atomic().get("k").query(&mut r).unwrap();
+    assert_eq!(got, None);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &["k".to_string()]),
+        [Some("k".into())],
+        "OPTIN: CACHING yes, then MULTI / GET / EXEC"
+    );
+
+    let (mut o, orx) = resp3_on(&s, 0);
+    let _: String = cmd(&mut o, &["CLIENT", "TRACKING", "ON", "OPTOUT"]);
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg("CACHING")
+        .arg("no")
+        .ignore()
+        .cmd("PING")
+        .ignore()
+        .query(&mut o)
+        .unwrap();
+    let _: Option<String> = cmd(&mut o, &["GET", "j"]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut o, &orx, &["j".to_string()]),
+        [Some("j".into())],
+        "OPTOUT: a CACHING no inside MULTI ends with EXEC"
+    );
+}
+
 /// CLIENT TRACKINGINFO's `prefixes`, in the order given (a RESP2 connection: a flat array).
 fn tracking_prefixes(c: &mut redis::Connection) -> Vec<String> {
     let info: Vec<Value> = cmd(c, &["CLIENT", "TRACKINGINFO"]);
