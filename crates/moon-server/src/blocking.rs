@@ -321,7 +321,9 @@ async fn try_or_block(
     {
         let shard = *shard;
         let Ok(req) = req else { return false };
-        let call = match req.into_call(b.db, None, 0) {
+        // A tracking client's blocking read (XREAD BLOCK) is remembered as its plain form is.
+        let track = crate::tracking::reader_for(session, req.spec.is_read(), req.spec.is_write());
+        let call = match req.into_call(b.db, track, 0) {
             Ok(call) => call,
             Err(req) => {
                 moon_store::reply::unknown_command(&req.args).reply_to(session, out);

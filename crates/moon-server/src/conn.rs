@@ -996,9 +996,12 @@ pub async fn process(session: &mut Session, cmds: &mut Vec<Parsed>, out: &mut By
             && !session.attempting
             && moon_store::may_wait(&req.args)
         {
-            // Outside MULTI a blocking command may wait (`blocking.rs`).
+            // Outside MULTI a blocking command may wait (`blocking.rs`). Its first attempts
+            // run it again: CLIENT CACHING's answer must reach them.
             plan.flush(session, out).await;
+            session.caching = caching;
             crate::blocking::start(session, req, out, process_boxed).await;
+            session.caching = None;
             continue;
         }
         let db = session.db;

@@ -1095,7 +1095,8 @@ fn tracking_follows_scripts_across_shards() {
 }
 
 /// A read-only command whose keys span shards (SUNION, here) remembers them for a tracking
-/// client on each shard, as a read on one shard does (it tracked nothing).
+/// client on each shard, as a read on one shard does (it tracked nothing); so does a blocking
+/// read.
 #[test]
 fn a_read_across_shards_is_tracked() {
     let s = MoonServer::start(2, &[]);
@@ -1110,6 +1111,13 @@ fn a_read_across_shards_is_tracked() {
     assert_eq!(
         changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
         [Some(keys[0].clone()), Some(keys[1].clone())]
+    );
+    // And a blocking read served at once (XREAD BLOCK on one shard tracked nothing either).
+    let _: String = cmd(&mut writer, &["XADD", "st", "*", "f", "v"]);
+    let _: Value = cmd(&mut r, &["XREAD", "BLOCK", "100", "STREAMS", "st", "0"]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &["st".to_string()]),
+        [Some("st".into())]
     );
 }
 
@@ -1140,6 +1148,16 @@ fn caching_yes_reaches_a_command_across_shards() {
         changed_and_invalidated(&mut writer, &mut r, &rx, &keys),
         both,
         "a script across shards after CACHING yes"
+    );
+
+    // A blocking read served at once, on one shard.
+    let _: String = cmd(&mut writer, &["XADD", "s", "*", "f", "v"]);
+    let _: String = cmd(&mut r, &["CLIENT", "CACHING", "yes"]);
+    let _: Value = cmd(&mut r, &["XREAD", "BLOCK", "100", "STREAMS", "s", "0"]);
+    assert_eq!(
+        changed_and_invalidated(&mut writer, &mut r, &rx, &["s".to_string()]),
+        [Some("s".into())],
+        "XREAD BLOCK after CACHING yes"
     );
 
     // Without CACHING yes nothing is tracked.
