@@ -434,7 +434,7 @@ async fn serve_from<S>(
         // A reply waiting for a client that does not read is memory too.
         account(rbuf_alloc, &scratch, &wbuf);
         let wrote = !wbuf.is_empty();
-        if wrote {
+        if wrote && glommio::executor().others_ready() {
             // Every connection that is ready runs its commands before any of them writes:
             // the replies then go out back to back, as Redis writes its replies at the end of
             // its event loop's turn. A send wakes the client that waits for it; sent one
@@ -442,7 +442,8 @@ async fn serve_from<S>(
             // between, the client (a load generator serving many connections on another CPU)
             // was back asleep before each reply, and nearly every send paid a cross-CPU
             // wake-up: a fifth of a shard's CPU under 50 clients pipelining 16 GETs each
-            // (`docs/BENCHMARKS.md`, "Replies written together").
+            // (`docs/BENCHMARKS.md`, "Replies written together"). With no other task ready
+            // the yield would only reschedule this one (5 % of the CPU of an unpipelined GET).
             futures_lite::future::yield_now().await;
         }
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {

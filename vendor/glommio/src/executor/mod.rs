@@ -1262,6 +1262,17 @@ impl LocalExecutor {
             .cloned()
     }
 
+    /// Moon: whether a task other than the running one is ready to run on this executor (in
+    /// the running task queue or another active one). See MOON-PATCHES.md.
+    fn others_ready(&self) -> bool {
+        let queues = self.queues.borrow();
+        !queues.active_executors.is_empty()
+            || queues
+                .active_executing
+                .as_ref()
+                .is_some_and(|q| q.borrow().ex.is_active())
+    }
+
     fn current_task_queue(&self) -> TaskQueueHandle {
         self.queues
             .borrow()
@@ -2080,6 +2091,21 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
+    /// Moon: whether another task is ready to run on this executor now, so that a task that
+    /// yields will not be the next to run (false outside an executor). See MOON-PATCHES.md.
+    pub fn others_ready(&self) -> bool {
+        #[cfg(not(feature = "native-tls"))]
+        return LOCAL_EX.is_set() && LOCAL_EX.with(|local_ex| local_ex.others_ready());
+
+        #[cfg(feature = "native-tls")]
+        return unsafe {
+            LOCAL_EX
+                .as_ref()
+                .map(|ex| ex.others_ready())
+                .unwrap_or_default()
+        };
+    }
+
     /// Checks if this task has run for too long and need to be preempted. This
     /// is useful for situations where we can't call .await, for instance,
     /// if a [`RefMut`] is held. If this tests true, then the user is
