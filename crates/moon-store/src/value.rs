@@ -12,7 +12,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use indexmap::{IndexMap, IndexSet};
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
+use indexmap::IndexMap;
 
 type FastHash = foldhash::fast::RandomState;
 
@@ -828,15 +829,16 @@ impl Hash {
         }
         match &mut self.items {
             HashItems::Compact(p) => p.set(field, value).is_none(),
-            HashItems::Table(t) => match t.map.get_mut(field) {
-                Some(old) => {
-                    t.bytes = t.bytes - old.len() + value.len();
-                    *old = Bytes::copy_from_slice(value);
+            // One probe of the table (its index misses the cache in a big hash), not a
+            // lookup and then an insert's second probe.
+            HashItems::Table(t) => match t.map.raw_entry_mut_v1().from_key(field) {
+                RawEntryMut::Occupied(mut old) => {
+                    t.bytes = t.bytes - old.get().len() + value.len();
+                    *old.get_mut() = Bytes::copy_from_slice(value);
                     false
                 }
-                None => {
-                    t.map
-                        .insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
+                RawEntryMut::Vacant(slot) => {
+                    slot.insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
                     t.bytes += item_size(field, value);
                     true
                 }
@@ -957,8 +959,9 @@ enum SetItems {
     /// Insertion order, searched linearly; members of up to `INLINE_STR` bytes inline (no heap
     /// block each); exactly sized.
     Compact(Box<[Str]>),
-    /// Boxed: a small set does not pay for a table's size.
-    Table(Box<IndexSet<Bytes, FastHash>>),
+    /// Boxed: a small set does not pay for a table's size. A map to nothing rather than an
+    /// `IndexSet`: its raw entry lets SADD probe once for a member it adds.
+    Table(Box<IndexMap<Bytes, (), FastHash>>),
 }
 
 /// A set of byte strings. 32 bytes, held in the [`Value`] itself (no box of its own), with
@@ -1046,7 +1049,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => as_int(m).is_some_and(|i| v.binary_search(&i).is_ok()),
             SetItems::Compact(v) => v.iter().any(|x| **x == *m),
-            SetItems::Table(t) => t.contains(m),
+            SetItems::Table(t) => t.contains_key(m),
         }
     }
 
@@ -1081,9 +1084,9 @@ impl Set {
             }
             SetItems::Compact(members.map(Str::copy_from).collect())
         } else {
-            let mut t = IndexSet::with_capacity_and_hasher(n, FastHash::default());
+            let mut t = IndexMap::with_capacity_and_hasher(n, FastHash::default());
             for m in members {
-                if !t.insert(Bytes::copy_from_slice(m)) {
+                if t.insert(Bytes::copy_from_slice(m), ()).is_some() {
                     return None;
                 }
             }
@@ -1094,6 +1097,17 @@ impl Set {
 
     /// Adds `m`; true if it is new.
     pub fn insert(&mut self, m: &[u8], enc: &Encodings) -> bool {
+        if let SetItems::Table(t) = &mut self.items {
+            // One probe of the table (its index misses the cache in a big set).
+            return match t.raw_entry_mut_v1().from_key(m) {
+                RawEntryMut::Occupied(_) => false,
+                RawEntryMut::Vacant(slot) => {
+                    slot.insert(Bytes::copy_from_slice(m), ());
+                    self.bytes += m.len() + ITEM_OVERHEAD;
+                    true
+                }
+            };
+        }
         if self.contains(m) {
             return false;
         }
@@ -1120,7 +1134,7 @@ impl Set {
                     self.items = if compact {
                         SetItems::Compact(members.map(|i| Str::copy_from(i.as_bytes())).collect())
                     } else {
-                        SetItems::Table(Box::new(members.map(Bytes::from).collect()))
+                        SetItems::Table(Box::new(members.map(|m| (Bytes::from(m), ())).collect()))
                     };
                     return self.insert_new(m, enc);
                 }
@@ -1135,7 +1149,7 @@ impl Set {
     fn insert_new(&mut self, m: &[u8], enc: &Encodings) -> bool {
         if let SetItems::Compact(v) = &mut self.items {
             if v.len() >= enc.set_max_listpack_entries || m.len() > enc.set_max_listpack_value {
-                let table = v.iter().map(|x| x.to_bytes()).collect();
+                let table = v.iter().map(|x| (x.to_bytes(), ())).collect();
                 self.items = SetItems::Table(Box::new(table));
             }
         }
@@ -1148,7 +1162,7 @@ impl Set {
                 });
             }
             SetItems::Table(t) => {
-                t.insert(Bytes::copy_from_slice(m));
+                t.insert(Bytes::copy_from_slice(m), ());
             }
             SetItems::Ints(_) => return false,
         }
@@ -1173,7 +1187,7 @@ impl Set {
                 }
                 None => false,
             },
-            SetItems::Table(t) => t.swap_remove(m),
+            SetItems::Table(t) => t.swap_remove(m).is_some(),
         };
         if removed {
             self.bytes -= m.len() + ITEM_OVERHEAD;
@@ -1186,7 +1200,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.get(i).map(|n| Bytes::from(n.to_string())),
             SetItems::Compact(v) => v.get(i).map(Str::to_bytes),
-            SetItems::Table(t) => t.get_index(i).cloned(),
+            SetItems::Table(t) => t.get_index(i).map(|(m, ())| m.clone()),
         }
     }
 
@@ -1194,7 +1208,7 @@ impl Set {
         match &self.items {
             SetItems::Ints(v) => v.iter().map(|n| Bytes::from(n.to_string())).collect(),
             SetItems::Compact(v) => v.iter().map(Str::to_bytes).collect(),
-            SetItems::Table(t) => t.iter().cloned().collect(),
+            SetItems::Table(t) => t.keys().cloned().collect(),
         }
     }
 
