@@ -368,9 +368,11 @@ impl Store {
                     .map(|trim| (s.trim(trim, t.approx, t.limit), s.len()))
             })
             .flatten();
-        let mut logged = vec![b("XADD"), args[1].clone(), id.to_bytes()];
-        logged.extend(pairs.iter().cloned());
-        self.log_parts(logged);
+        let id_text = id.text();
+        let mut logged: Vec<&[u8]> = Vec::with_capacity(3 + pairs.len());
+        logged.extend([b"XADD", &args[1][..], id_text.as_bytes()]);
+        logged.extend(pairs.iter().map(|p| &p[..]));
+        self.log_derived(&logged);
         if let Some((removed, len)) = trimmed {
             if removed > 0 {
                 self.log_parts(vec![
@@ -382,7 +384,7 @@ impl Store {
                 ]);
             }
         }
-        Ok(Frame::Bulk(id.to_bytes()))
+        Ok(Frame::Bulk(Bytes::copy_from_slice(id_text.as_bytes())))
     }
 
     fn xlen(&mut self, args: &[Bytes], now: u64) -> Result<Frame, Frame> {
