@@ -445,6 +445,11 @@ async fn serve_from<S>(
             // (`docs/BENCHMARKS.md`, "Replies written together"). With no other task ready
             // the yield would only reschedule this one (5 % of the CPU of an unpipelined GET).
             futures_lite::future::yield_now().await;
+        } else {
+            // Still give the shard back once its preemption timer fired: a client whose reads
+            // and writes never wait would otherwise keep the other clients, and other
+            // shards' messages, waiting for as long as it sends (review finding).
+            glommio::yield_if_needed().await;
         }
         if !write_out(&mut stream, &mut wbuf, &session.info.out, counters, &ctx).await {
             break;

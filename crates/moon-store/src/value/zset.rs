@@ -592,10 +592,13 @@ impl Tree {
     fn unlink(&mut self, i: u32) {
         let mut t = self.root;
         while t != i {
-            if t == NIL {
-                debug_assert!(false, "node {i} is not in the tree");
-                return;
-            }
+            // The tree's order is total (no NaN score is ever stored), so the descent finds
+            // every linked node. Were it broken, going on would free a slot still linked
+            // (review finding): stop instead.
+            assert!(
+                t != NIL,
+                "sorted set: node {i} is not where its order puts it"
+            );
             let n = &self.nodes[t as usize];
             t = if self.before(i, t) { n.left } else { n.right };
         }

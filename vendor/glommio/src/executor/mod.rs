@@ -1262,15 +1262,14 @@ impl LocalExecutor {
             .cloned()
     }
 
-    /// Moon: whether a task other than the running one is ready to run on this executor (in
-    /// the running task queue or another active one). See MOON-PATCHES.md.
+    /// Moon: whether a task other than the running one is ready to run in the running task
+    /// queue (the one a task that yields goes back to). See MOON-PATCHES.md.
     fn others_ready(&self) -> bool {
-        let queues = self.queues.borrow();
-        !queues.active_executors.is_empty()
-            || queues
-                .active_executing
-                .as_ref()
-                .is_some_and(|q| q.borrow().ex.is_active())
+        self.queues
+            .borrow()
+            .active_executing
+            .as_ref()
+            .is_some_and(|q| q.borrow().ex.is_active())
     }
 
     fn current_task_queue(&self) -> TaskQueueHandle {
@@ -2091,8 +2090,9 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
-    /// Moon: whether another task is ready to run on this executor now, so that a task that
-    /// yields will not be the next to run (false outside an executor). See MOON-PATCHES.md.
+    /// Moon: whether another task of the running task queue is ready to run now, so that a
+    /// task that yields will not be the next to run (false outside an executor). See
+    /// MOON-PATCHES.md.
     pub fn others_ready(&self) -> bool {
         #[cfg(not(feature = "native-tls"))]
         return LOCAL_EX.is_set() && LOCAL_EX.with(|local_ex| local_ex.others_ready());
