@@ -102,7 +102,7 @@ impl IdText {
 
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        f.write_str(std::str::from_utf8(self.text().as_bytes()).unwrap_or("0-0"))
     }
 }
 
@@ -827,6 +827,7 @@ mod tests {
         ] {
             let id = StreamId::new(ms, seq);
             assert_eq!(id.text().as_bytes(), format!("{ms}-{seq}").as_bytes());
+            assert_eq!(id.to_string(), format!("{ms}-{seq}"));
             assert_eq!(id.to_bytes(), format!("{ms}-{seq}").as_bytes());
         }
     }
