@@ -68,7 +68,8 @@ pub struct Args {
     /// file system ([`crate::powerfs`]); after each kill everything not fsynced is thrown
     /// away (or a random prefix of it kept, torn), then the server restarts on what is left.
     /// Runs `always` (nothing acknowledged may be lost) and `everysec` (what was acknowledged
-    /// more than 2 s before the cut may not be lost); nothing may ever be torn.
+    /// more than 2 s before the cut may not be lost, the 2 s growing by any time this process
+    /// itself stood still: [`FreezeWatch`]); nothing may ever be torn.
     #[arg(long)]
     power_loss: bool,
     /// Only the configurations whose name contains this (e.g. `busy-shard`, `shards=2`).
@@ -83,6 +84,52 @@ pub struct Args {
 /// How much acknowledged work a power cut may take under `everysec`: the last second's
 /// writes, plus the fsync in flight, plus slack for a loaded machine.
 const EVERYSEC_WINDOW: Duration = Duration::from_secs(2);
+
+/// A stretch in which the test process itself did not run (a paused virtual machine, an
+/// overcommitted host) counts as a freeze when it is at least this long.
+const FREEZE_MIN: Duration = Duration::from_millis(200);
+
+/// Watches, during a cycle's load, for stretches in which this process did not run at all:
+/// a thread that sleeps 10 ms at a time and records each wake-up late by [`FREEZE_MIN`] or more.
+///
+/// The `everysec` promise is about a running machine: a second of the server's time. When the
+/// whole machine stood still (the clients, this watch and the server alike), the server's
+/// fsync thread stood still with it, so a power cut's window grows by the frozen time — and
+/// only by what this watch measured. A server or file-system stall while the machine ran is
+/// not a freeze: the watch sees nothing, and what it lost counts as lost.
+struct FreezeWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl FreezeWatch {
+    fn start() -> FreezeWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            const STEP: Duration = Duration::from_millis(10);
+            let mut freezes = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(STEP);
+                let late = before.elapsed().saturating_sub(STEP);
+                if late >= FREEZE_MIN {
+                    freezes.push(late);
+                }
+            }
+            freezes
+        });
+        FreezeWatch { stop, thread }
+    }
+
+    /// Stops the watch: the freezes it saw, longest first.
+    fn stop(self) -> Vec<Duration> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut freezes = self.thread.join().unwrap_or_default();
+        freezes.sort_unstable_by(|a, b| b.cmp(a));
+        freezes
+    }
+}
 
 fn cut_mode(rng: &mut Rng) -> CutMode {
     match rng.below(2) {
@@ -248,11 +295,27 @@ struct Row {
     /// Per cycle, the longest stretch without an acknowledgement (shown when a check fails:
     /// a stalled disk or file system shows there).
     pauses: Vec<String>,
+    /// How long this process stood still during the loads, in all ([`FreezeWatch`]).
+    frozen: Duration,
 }
 
 /// The longest stretch between two acknowledgements of a cycle, and where it ended, as a line
 /// for a failure report.
-fn longest_pause(cycle: usize, mut acks: Vec<Instant>, killed_at: Instant) -> String {
+fn longest_pause(
+    cycle: usize,
+    mut acks: Vec<Instant>,
+    killed_at: Instant,
+    freezes: &[Duration],
+) -> String {
+    let froze = match freezes {
+        [] => String::from("; this process never stood still"),
+        [longest, ..] => format!(
+            "; this process stood still {} times, {:.3} s in all, at most {:.3} s at once",
+            freezes.len(),
+            freezes.iter().sum::<Duration>().as_secs_f64(),
+            longest.as_secs_f64()
+        ),
+    };
     acks.sort_unstable();
     let before_kill = |t: Instant| killed_at.saturating_duration_since(t).as_secs_f64();
     let widest = acks
@@ -261,13 +324,13 @@ fn longest_pause(cycle: usize, mut acks: Vec<Instant>, killed_at: Instant) -> St
         .max();
     match (widest, acks.last()) {
         (Some((gap, end)), Some(last)) => format!(
-            "cycle {cycle}: {} acknowledgements; the longest stretch without one {:.3} s, ending {:.3} s before the kill; the last {:.3} s before it",
+            "cycle {cycle}: {} acknowledgements; the longest stretch without one {:.3} s, ending {:.3} s before the kill; the last {:.3} s before it{froze}",
             acks.len(),
             gap.as_secs_f64(),
             before_kill(end),
             before_kill(*last)
         ),
-        _ => format!("cycle {cycle}: {} acknowledgements", acks.len()),
+        _ => format!("cycle {cycle}: {} acknowledgements{froze}", acks.len()),
     }
 }
 
@@ -673,6 +736,7 @@ fn run_config(
             exp.accounts_created = Some(Instant::now());
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let freeze_watch = FreezeWatch::start();
         let handles: Vec<_> = (0..CONNECTIONS)
             .map(|c| {
                 let (url, tag, seed, stop) = (
@@ -732,6 +796,8 @@ fn run_config(
         server.kill();
         let killed_at = Instant::now();
         stop.store(true, Ordering::Relaxed);
+        let freezes = freeze_watch.stop();
+        let frozen: Duration = freezes.iter().sum();
         if let Some(r) = rewriter {
             row.rewrites += r
                 .join()
@@ -744,7 +810,10 @@ fn run_config(
         }
         // What must have survived: everything acknowledged, except — after a power cut under
         // a lazy fsync policy — what was acknowledged within the policy's window before it.
-        let durable_before = killed_at - power.map_or(Duration::ZERO, |_| cfg.loss_window());
+        // A freeze of the whole machine stopped the server's fsync thread too: the window
+        // grows by it (see FreezeWatch).
+        let durable_before =
+            killed_at - power.map_or(Duration::ZERO, |_| cfg.loss_window() + frozen);
         let mut acks = Vec::new();
         for h in handles {
             let l = h
@@ -756,7 +825,9 @@ fn run_config(
             acks.extend(l.transfers.iter().copied());
             exp.add(l, durable_before, killed_at);
         }
-        row.pauses.push(longest_pause(cycle, acks, killed_at));
+        row.pauses
+            .push(longest_pause(cycle, acks, killed_at, &freezes));
+        row.frozen += frozen;
         for h in queue_handles {
             h.join()
                 .map_err(|_| anyhow::anyhow!("queue thread panicked"))?;
@@ -899,7 +970,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | queue: acknowledged | queue: jobs wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | queue: acknowledged | queue: jobs wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) | test process stood still (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -985,7 +1056,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -1003,7 +1074,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.bytes_cut,
                     row.migrations,
                     row.migrations_killed,
-                    row.busy_sleeps
+                    row.busy_sleeps,
+                    row.frozen.as_secs_f64()
                 );
             }
         }
