@@ -297,6 +297,8 @@ struct Row {
     pauses: Vec<String>,
     /// How long this process stood still during the loads, in all ([`FreezeWatch`]).
     frozen: Duration,
+    /// The power-loss file system's slowest request during a load.
+    fs_slowest: Duration,
 }
 
 /// The longest stretch between two acknowledgements of a cycle, and where it ended, as a line
@@ -737,6 +739,9 @@ fn run_config(
         }
         let stop = Arc::new(AtomicBool::new(false));
         let freeze_watch = FreezeWatch::start();
+        if let Some(fs) = power {
+            fs.take_longest_request(); // from here on: this load's
+        }
         let handles: Vec<_> = (0..CONNECTIONS)
             .map(|c| {
                 let (url, tag, seed, stop) = (
@@ -797,6 +802,7 @@ fn run_config(
         let killed_at = Instant::now();
         stop.store(true, Ordering::Relaxed);
         let freezes = freeze_watch.stop();
+        let fs_longest = power.map(PowerLossFs::take_longest_request);
         let frozen: Duration = freezes.iter().sum();
         if let Some(r) = rewriter {
             row.rewrites += r
@@ -825,8 +831,16 @@ fn run_config(
             acks.extend(l.transfers.iter().copied());
             exp.add(l, durable_before, killed_at);
         }
-        row.pauses
-            .push(longest_pause(cycle, acks, killed_at, &freezes));
+        let mut pause = longest_pause(cycle, acks, killed_at, &freezes);
+        if let Some(took) = fs_longest {
+            let _ = write!(
+                pause,
+                "; the file system's slowest request {:.3} s",
+                took.as_secs_f64()
+            );
+        }
+        row.pauses.push(pause);
+        row.fs_slowest = row.fs_slowest.max(fs_longest.unwrap_or_default());
         row.frozen += frozen;
         for h in queue_handles {
             h.join()
@@ -970,7 +984,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     );
     let started = Instant::now();
     let mut rng = Rng(seed | 1);
-    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | queue: acknowledged | queue: jobs wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) | test process stood still (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| configuration | cycles | acknowledged | recovered | lost | torn | in-flight MSETs recovered in part | model: acknowledged | model: keys wrong | queue: acknowledged | queue: jobs wrong | starts killed in replay | rewrites started | power cuts | unsynced bytes cut | migrations | migrations killed | shard 0 stopped (DEBUG SLEEP 3) | test process stood still (s) | slowest file system request (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ok = true;
     for &shards in shard_counts {
         for &fsync in policies {
@@ -1056,7 +1070,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     && row.cycles == cycles;
                 let _ = writeln!(
                     table,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
                     cfg.name(),
                     row.cycles,
                     row.acknowledged,
@@ -1075,7 +1089,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     row.migrations,
                     row.migrations_killed,
                     row.busy_sleeps,
-                    row.frozen.as_secs_f64()
+                    row.frozen.as_secs_f64(),
+                    row.fs_slowest.as_secs_f64() * 1000.0
                 );
             }
         }

@@ -33,8 +33,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use fuser::{
@@ -77,6 +78,7 @@ pub struct PowerLossFs {
     session: Option<BackgroundSession>,
     state: Arc<Mutex<State>>,
     mountpoint: PathBuf,
+    longest: Arc<AtomicU64>,
 }
 
 impl PowerLossFs {
@@ -89,8 +91,16 @@ impl PowerLossFs {
         let state = Arc::new(Mutex::new(State::new()));
         let mut config = Config::default();
         config.mount_options = vec![MountOption::FSName("powerfs".to_string())];
-        // The session's thread inherits the nice value of the thread that spawns it.
-        let fs = PowerFs(state.clone());
+        // Two threads: one callback that is slow for a reason of the host's (a page fault, a
+        // preempted thread) does not stop the others — the state's lock orders them, and an
+        // fsync covers every write that returned before it was called, as POSIX asks.
+        config.n_threads = Some(2);
+        // The session's threads inherit the nice value of the thread that spawns them.
+        let longest = Arc::new(AtomicU64::new(0));
+        let fs = PowerFs {
+            state: state.clone(),
+            longest: longest.clone(),
+        };
         let spawned = std::thread::scope(|s| {
             s.spawn(|| {
                 raise_priority();
@@ -106,7 +116,14 @@ impl PowerLossFs {
             session,
             state,
             mountpoint,
+            longest,
         })
+    }
+
+    /// The longest any request took in this file system (its wait for the state's lock
+    /// included) since the last call: a stalled "disk" shows here.
+    pub fn take_longest_request(&self) -> Duration {
+        Duration::from_nanos(self.longest.swap(0, Ordering::Relaxed))
     }
 
     /// The power cut. The caller guarantees no process still has files open on it (it was
@@ -145,11 +162,11 @@ impl Drop for PowerLossFs {
     }
 }
 
-/// Raises the calling thread's scheduling priority (nice -10), so that the FUSE thread it
-/// spawns answers the server's writes and fsyncs ahead of the load's client threads.
+/// Raises the calling thread's scheduling priority (nice -10), so that the FUSE threads it
+/// spawns answer the server's writes and fsyncs ahead of the load's client threads.
 ///
 /// A disk does not queue for the CPU behind the clients that load the server; this file
-/// system's one thread does, in the test's own process. On a 2-CPU machine with a dozen busy
+/// system's threads do, in the test's own process. On a 2-CPU machine with a dozen busy
 /// client threads it could fall seconds behind, and an `everysec` fsync waiting on it is then
 /// late: a power cut would take acknowledged writes older than the policy allows, through
 /// no fault of the server's. Best effort: without the privilege it stays at 0 (said once).
@@ -617,11 +634,48 @@ impl State {
 }
 
 /// The FUSE side: every callback locks the state, does its work and replies; none panics.
-struct PowerFs(Arc<Mutex<State>>);
+struct PowerFs {
+    state: Arc<Mutex<State>>,
+    /// The longest a callback has held (or waited for) the state since the last
+    /// [`PowerLossFs::take_longest_request`], in nanoseconds.
+    longest: Arc<AtomicU64>,
+}
+
+/// The state, locked for one callback; on drop, how long that took is recorded.
+struct Timed<'a> {
+    guard: MutexGuard<'a, State>,
+    started: Instant,
+    longest: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Timed<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Timed<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        let took = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.longest.fetch_max(took, Ordering::Relaxed);
+    }
+}
 
 impl PowerFs {
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.0)
+    fn state(&self) -> Timed<'_> {
+        let started = Instant::now();
+        Timed {
+            guard: lock(&self.state),
+            started,
+            longest: &self.longest,
+        }
     }
 
     fn opened(&self, ino: INodeNo, dir: bool, reply: ReplyOpen) {
