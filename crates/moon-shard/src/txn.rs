@@ -162,6 +162,26 @@ impl Drop for Turn {
     }
 }
 
+/// A local task's place in the deferred queue, while it waits to be woken
+/// ([`Shard::wait_turn`]). Once [`Shard::drain`] wakes it, the shard is handed to it and runs
+/// nothing else until its [`Turn`] drops. If the task is dropped (cancelled) after the wake-up
+/// was sent but before it ran, no `Turn` ever exists to end the handoff; this gives the turn
+/// on instead, or the shard would run nothing deferred again (review finding).
+struct PendingWake<'a> {
+    shard: &'a Rc<Shard>,
+    rx: oneshot::Receiver<()>,
+    /// The waiting task saw the outcome (and took the turn if it was handed one).
+    settled: bool,
+}
+
+impl Drop for PendingWake<'_> {
+    fn drop(&mut self) {
+        if !self.settled && matches!(self.rx.try_recv(), Ok(Some(()))) {
+            drop(Turn(Some(self.shard.clone())));
+        }
+    }
+}
+
 impl Shard {
     /// A fresh transaction id.
     pub fn new_txid(&self) -> TxId {
@@ -196,7 +216,14 @@ impl Shard {
             }
             let (tx, rx) = oneshot::channel();
             self.deferred.borrow_mut().push_back(Deferred::Wake(tx));
-            if rx.await.is_ok() {
+            let mut wake = PendingWake {
+                shard: self,
+                rx,
+                settled: false,
+            };
+            let woken = (&mut wake.rx).await.is_ok();
+            wake.settled = true;
+            if woken {
                 turn.0 = Some(self.clone());
             }
         }
@@ -814,6 +841,47 @@ mod fairness_tests {
         })
         .expect("runtime");
         assert_eq!(orders[0], ["batch", "transaction"]);
+    }
+
+    /// A local task cancelled after the shard handed it its turn, but before it ran, gives the
+    /// turn on: the shard goes on running what waits (it once stayed handed off for good).
+    #[test]
+    fn a_task_cancelled_after_its_wake_up_gives_the_turn_on() {
+        let config = ShardSetConfig {
+            shards: 1,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let handed_off = start(config, |shard| async move {
+            let txid = shard.new_txid();
+            shard.tx_lock(0, txid).await;
+            let set = |v: &str| {
+                let set = vec![
+                    Bytes::from("SET"),
+                    Bytes::from("k"),
+                    Bytes::from(v.to_string()),
+                ];
+                moon_store::Call::new(set, 0).expect("a well-formed SET")
+            };
+            let cancelled = {
+                let (shard, set) = (shard.clone(), set("cancelled"));
+                glommio::spawn_local(async move { shard.run_local(&[set]).await })
+            };
+            futures_lite::future::yield_now().await;
+            // The unlock wakes the waiting task and hands it the shard; it is cancelled
+            // before it runs.
+            shard.tx_unlock(0, txid).await;
+            drop(cancelled);
+            futures_lite::future::yield_now().await;
+            futures_lite::future::yield_now().await;
+            let handed_off = shard.handoff.get();
+            if !handed_off {
+                shard.run_local(&[set("after")]).await;
+            }
+            handed_off
+        })
+        .expect("runtime");
+        assert_eq!(handed_off, [false]);
     }
 
     /// A peer that keeps this shard's channel full does not keep this shard's own tasks
