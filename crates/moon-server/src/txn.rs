@@ -410,9 +410,9 @@ pub async fn run(
 /// transaction: every participant but the last is locked in ascending order and its log
 /// checked, the last is locked, runs its part and commits in one exchange
 /// ([`moon_shard::Shard::tx_lock_exec_commit`]: refused there if its log is failing, before
-/// anything ran anywhere), then the others run and commit theirs under their locks. Each
-/// shard's lock is held one round trip less than in [`run`]'s general path; the reply waits,
-/// as there, until every part is safe.
+/// anything ran anywhere), then each of the others runs and commits its part in one exchange
+/// too ([`moon_shard::Shard::tx_exec_commit`]). Each shard's lock is held two round trips
+/// less than in [`run`]'s general path; the reply waits, as there, until every part is safe.
 async fn run_split(
     session: &mut Session,
     req: Request,
@@ -482,16 +482,17 @@ async fn run_split(
     tx.now = now;
     let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); n];
     replies[last] = frames;
+    // Each of the others runs its part and commits in one exchange.
     let runs: Vec<_> = first
         .iter()
-        .map(|&p| shard.tx_exec(p, tx, std::mem::take(&mut batches[p])))
+        .map(|&p| shard.tx_exec_commit(p, tx, std::mem::take(&mut batches[p]), writers.clone()))
         .collect();
-    for (&p, r) in first.iter().zip(join_all(runs).await) {
+    let mut parts = vec![(last, part)];
+    for (&p, (r, part)) in first.iter().zip(join_all(runs).await) {
         replies[p] = r;
+        parts.push((p, part));
     }
-    let commits = shard
-        .tx_commit_all(first.to_vec(), txid, writers, vec![(last, part)])
-        .await;
+    let commits = shard.tx_commit_all(Vec::new(), txid, writers, parts).await;
     // A part that could not be logged stopped the server inside the commit (crash-only);
     // only reads can fail here: their log could not make safe what they read.
     if let Some(CommitFailure::Read(cause) | CommitFailure::Part(cause)) =

@@ -12,7 +12,7 @@ use moon_proto::Frame;
 use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::state::{CommitFailure, Cut, HeldPart, LastPart, ShardSetConfig, Tx, TxId};
+use crate::state::{CommitFailure, Cut, EarlyPart, HeldPart, LastPart, ShardSetConfig, Tx, TxId};
 
 use crate::clock::now_ms;
 
@@ -91,6 +91,14 @@ pub(crate) enum Message {
         cmds: Vec<Call>,
         writers: Vec<usize>,
         reply: oneshot::Sender<Result<LastPart, String>>,
+    },
+    /// Execute and commit in one exchange, the shard locked by `tx` (see
+    /// [`Shard::tx_exec_commit`]).
+    TxExecCommit {
+        tx: Tx,
+        cmds: Vec<Call>,
+        writers: Vec<usize>,
+        reply: oneshot::Sender<(Vec<Frame>, EarlyPart)>,
     },
     /// Every part of a transaction is safe: release this shard's hold on its part (the part's
     /// first LSN). Never deferred by a lock: it touches no key.
@@ -752,6 +760,10 @@ impl Shard {
                     tx: Tx { id: txid, .. },
                     ..
                 }
+                | Message::TxExecCommit {
+                    tx: Tx { id: txid, .. },
+                    ..
+                }
                 | Message::TxCommit { txid, .. }
                 | Message::TxUnlock { txid } => *txid == holder,
                 // Reads of counters and stats, and rewrite steps: never keyspace writes.
@@ -851,6 +863,14 @@ impl Shard {
                 self.lock_holder.set(Some(tx.id));
                 let log_error = self.log_error();
                 let _ = reply.send(self.lock_exec_commit_here(tx, &cmds, writers, log_error));
+            }
+            Message::TxExecCommit {
+                tx,
+                cmds,
+                writers,
+                reply,
+            } => {
+                let _ = reply.send(self.exec_commit_here(tx, &cmds, writers));
             }
             Message::TxRelease { part, reply } => self.release_here(part, reply),
         }

@@ -631,17 +631,67 @@ impl Shard {
             now: tx.now.max(now_ms()),
         };
         let frames = self.tx_exec_here(tx, cmds);
-        let logged = self.tx_commit_log(tx.id, &writers);
+        Ok(LastPart {
+            frames,
+            now: tx.now,
+            part: self.commit_early(tx.id, writers),
+        })
+    }
+
+    /// Steps 2 and 3 on `target`, locked by `tx`, in one exchange: runs `cmds` at `tx.now`
+    /// exactly (the time the transaction's last part ran at: this shard has been locked since
+    /// before it), appends its part and unlocks. The part's outcome comes later, through the
+    /// [`EarlyPart`], for [`Shard::tx_commit_all`]. For the parts of a split command that
+    /// run after [`Shard::tx_lock_exec_commit`]: one message where execution and commit took
+    /// two, so a participant's lock is held one round trip less.
+    pub async fn tx_exec_commit(
+        self: &Rc<Self>,
+        target: usize,
+        tx: Tx,
+        cmds: Vec<Call>,
+        writers: Vec<usize>,
+    ) -> (Vec<Frame>, EarlyPart) {
+        if target == self.id() {
+            return self.exec_commit_here(tx, &cmds, writers);
+        }
+        let n = cmds.len();
+        let gone = |n| {
+            let (_, outcome) = oneshot::channel();
+            (vec![Frame::StaticError(SHARD_GONE); n], EarlyPart(outcome))
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = Message::TxExecCommit {
+            tx,
+            cmds,
+            writers,
+            reply,
+        };
+        if !self.send(target, msg).await {
+            return gone(n);
+        }
+        rx.await.unwrap_or_else(|_| gone(n))
+    }
+
+    /// [`Shard::tx_exec_commit`] here.
+    pub(crate) fn exec_commit_here(
+        self: &Rc<Self>,
+        tx: Tx,
+        cmds: &[Call],
+        writers: Vec<usize>,
+    ) -> (Vec<Frame>, EarlyPart) {
+        let frames = self.tx_exec_here(tx, cmds);
+        (frames, self.commit_early(tx.id, writers))
+    }
+
+    /// Appends this shard's part and unlocks now; the part's outcome comes later.
+    fn commit_early(self: &Rc<Self>, txid: TxId, writers: Vec<usize>) -> EarlyPart {
+        let logged = self.tx_commit_log(txid, &writers);
         let (done, outcome) = oneshot::channel();
         glommio::spawn_local(async move {
             let _ = done.send(commit_wait(logged, &writers).await);
         })
         .detach();
-        Ok(LastPart {
-            frames,
-            now: tx.now,
-            part: EarlyPart(outcome),
-        })
+        EarlyPart(outcome)
     }
 
     /// Step 3 on `target`; `Some`: its part is held.
