@@ -162,22 +162,42 @@ impl Drop for Turn {
     }
 }
 
-/// A local task's place in the deferred queue, while it waits to be woken
-/// ([`Shard::wait_turn`]). Once [`Shard::drain`] wakes it, the shard is handed to it and runs
-/// nothing else until its [`Turn`] drops. If the task is dropped (cancelled) after the wake-up
-/// was sent but before it ran, no `Turn` ever exists to end the handoff; this gives the turn
-/// on instead, or the shard would run nothing deferred again (review finding).
-struct PendingWake<'a> {
+/// A local task's place in the deferred queue while it waits ([`Shard::wait_turn`],
+/// [`Shard::tx_lock`]). Once [`Shard::drain`] answers it, the shard is the task's: handed off
+/// to it until its [`Turn`] drops, or locked for its transaction until the unlock. If the task
+/// is dropped (cancelled) after the answer was sent but before it ran, neither ever comes;
+/// this gives the shard back instead, or it would run nothing deferred again (review finding).
+struct Pending<'a, T> {
     shard: &'a Rc<Shard>,
-    rx: oneshot::Receiver<()>,
-    /// The waiting task saw the outcome (and took the turn if it was handed one).
+    rx: oneshot::Receiver<T>,
+    /// What the answer hands the task.
+    gives: Gives,
+    /// The waiting task saw the answer (and took what it gives).
     settled: bool,
 }
 
-impl Drop for PendingWake<'_> {
+enum Gives {
+    Turn,
+    Lock(TxId),
+}
+
+impl<T> Pending<'_, T> {
+    /// The answer, or `None` if the shard dropped the request (it is shutting down).
+    async fn answer(&mut self) -> Option<T> {
+        let answer = (&mut self.rx).await.ok();
+        self.settled = true;
+        answer
+    }
+}
+
+impl<T> Drop for Pending<'_, T> {
     fn drop(&mut self) {
-        if !self.settled && matches!(self.rx.try_recv(), Ok(Some(()))) {
-            drop(Turn(Some(self.shard.clone())));
+        if self.settled || !matches!(self.rx.try_recv(), Ok(Some(_))) {
+            return;
+        }
+        match self.gives {
+            Gives::Turn => drop(Turn(Some(self.shard.clone()))),
+            Gives::Lock(txid) => self.shard.unlock_here(txid),
         }
     }
 }
@@ -216,14 +236,13 @@ impl Shard {
             }
             let (tx, rx) = oneshot::channel();
             self.deferred.borrow_mut().push_back(Deferred::Wake(tx));
-            let mut wake = PendingWake {
+            let mut wake = Pending {
                 shard: self,
                 rx,
+                gives: Gives::Turn,
                 settled: false,
             };
-            let woken = (&mut wake.rx).await.is_ok();
-            wake.settled = true;
-            if woken {
+            if wake.answer().await.is_some() {
                 turn.0 = Some(self.clone());
             }
         }
@@ -469,7 +488,16 @@ impl Shard {
             self.deferred
                 .borrow_mut()
                 .push_back(Deferred::Lock(txid, tx));
-            return rx.await.unwrap_or_else(|_| Some(SHARD_GONE.into()));
+            let mut lock = Pending {
+                shard: self,
+                rx,
+                gives: Gives::Lock(txid),
+                settled: false,
+            };
+            return lock
+                .answer()
+                .await
+                .unwrap_or_else(|| Some(SHARD_GONE.into()));
         }
         let (tx, rx) = oneshot::channel();
         if !self.send(target, Message::TxLock { txid, reply: tx }).await {
@@ -932,6 +960,40 @@ mod fairness_tests {
         })
         .expect("runtime");
         assert_eq!(handed_off, [false]);
+    }
+
+    /// A local coordinator cancelled after the deferred queue gave it the lock, but before it
+    /// ran, unlocks: what waits behind it runs.
+    #[test]
+    fn a_coordinator_cancelled_after_its_lock_unlocks() {
+        let config = ShardSetConfig {
+            shards: 1,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let held = start(config, |shard| async move {
+            let first = shard.new_txid();
+            shard.tx_lock(0, first).await;
+            let cancelled = {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let txid = shard.new_txid();
+                    shard.tx_lock(0, txid).await;
+                    // Never reached: cancelled before it runs again.
+                    std::future::pending::<()>().await;
+                })
+            };
+            futures_lite::future::yield_now().await;
+            // The unlock gives the waiting coordinator the lock; it is cancelled before it
+            // runs.
+            shard.tx_unlock(0, first).await;
+            drop(cancelled);
+            futures_lite::future::yield_now().await;
+            futures_lite::future::yield_now().await;
+            shard.lock_holder.get().is_some()
+        })
+        .expect("runtime");
+        assert_eq!(held, [false]);
     }
 
     /// A peer that keeps this shard's channel full does not keep this shard's own tasks
