@@ -26,4 +26,6 @@ pub use record::{
     record_target, TooLarge,
 };
 #[cfg(feature = "writer")]
-pub use writer::{AofStatus, AofWriter, FaultPlan, FsyncPolicy, LogProgress, Tap, Tapped};
+pub use writer::{
+    any_log_failed, AofStatus, AofWriter, FaultPlan, FsyncPolicy, LogProgress, Tap, Tapped,
+};

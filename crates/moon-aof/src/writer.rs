@@ -249,6 +249,17 @@ struct Syncer {
     closed: AtomicBool,
 }
 
+/// Whether any log of this process has failed (a write or an fsync; see step 6). Set the
+/// moment it happens, on whichever thread saw it, and never cleared.
+static ANY_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether any log of this process has failed since it started. A failed log stays failed,
+/// so `false` means every log was healthy a moment ago: what a coordinator checks before it
+/// runs parts on several logs without asking each first.
+pub fn any_log_failed() -> bool {
+    ANY_FAILED.load(Ordering::Acquire)
+}
+
 /// Who is told how long each fdatasync took (the server's latency monitor): set once.
 static FSYNC_OBSERVER: std::sync::OnceLock<fn(&'static str, Duration)> = std::sync::OnceLock::new();
 
@@ -319,6 +330,7 @@ impl Syncer {
                 Err(e) => {
                     *lock(&self.failed) = Some(e);
                     self.has_failed.store(true, Ordering::Release);
+                    ANY_FAILED.store(true, Ordering::Release);
                     return;
                 }
             }
@@ -882,6 +894,7 @@ impl Inner {
             .set(self.failed_while_held.get() || !self.holds.borrow().is_empty());
         self.note_acked();
         self.stop_syncer();
+        ANY_FAILED.store(true, Ordering::Release);
         let text = describe(e);
         tracing::error!(file = %self.path.borrow().display(), "AOF {what} failed: {text}; this shard now refuses writes (MISCONF)");
         *self.error.borrow_mut() = Some(text);

@@ -188,9 +188,8 @@ async fn full_sync(
     let n = shard.count();
     let (mark, at) = shared.repl.snapshot_mark(link);
     let txid = shard.new_txid();
-    for p in 0..n {
-        let _ = shard.tx_lock(p, txid).await;
-    }
+    let all: Vec<usize> = (0..n).collect();
+    let _ = shard.tx_lock_all(&all, txid).await;
     // First every log is checked and tapped, then (still under every lock) copied and
     // marked: a mark placed on some shards only would hold the stream back (review finding).
     let checked = join_all(

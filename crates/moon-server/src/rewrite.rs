@@ -88,9 +88,8 @@ async fn run(shard: &Rc<Shard>, shared: &Arc<Shared>) -> Result<u64, String> {
 
     // 1. The cut, under every shard's lock.
     let txid = shard.new_txid();
-    for p in 0..n {
-        let _ = shard.tx_lock(p, txid).await;
-    }
+    let all: Vec<usize> = (0..n).collect();
+    let _ = shard.tx_lock_all(&all, txid).await;
     let cuts = join_all(
         (0..n)
             .map(|p| shard.call_on(p, |s| s.rewrite_cut()))

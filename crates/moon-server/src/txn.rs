@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use moon_proto::Frame;
 use moon_shard::CommitFailure;
 use moon_shard::{join_all, now_ms};
-use moon_store::command::Spread;
+use moon_store::command::{Merge, Spread};
 use moon_store::slot::shard_for_key;
 use moon_store::WatchToken;
 
@@ -242,11 +242,12 @@ pub async fn run(
     // Across shards: lock in ascending order, check watches, execute, commit, unlock.
     let txid = shard.new_txid();
     // Each lock comes back with its shard's log error, if that log is failing.
-    let mut log_errors = Vec::with_capacity(participants.len());
     let locking = std::time::Instant::now();
-    for &p in &participants {
-        log_errors.push((p, shard.tx_lock(p, txid).await));
-    }
+    let log_errors: Vec<(usize, Option<String>)> = participants
+        .iter()
+        .copied()
+        .zip(shard.tx_lock_all(&participants, txid).await)
+        .collect();
     lock_waited(locking);
     // One clock for the whole transaction, read once every shard is held: nothing that ran
     // before it on those shards saw a later time.
@@ -407,12 +408,14 @@ pub async fn run(
 }
 
 /// One split command whose keys span `participants` (at least two shards), as a
-/// transaction: every participant but the last is locked in ascending order and its log
-/// checked, the last is locked, runs its part and commits in one exchange
-/// ([`moon_shard::Shard::tx_lock_exec_commit`]: refused there if its log is failing, before
-/// anything ran anywhere), then each of the others runs and commits its part in one exchange
-/// too ([`moon_shard::Shard::tx_exec_commit`]). Each shard's lock is held two round trips
-/// less than in [`run`]'s general path; the reply waits, as there, until every part is safe.
+/// transaction. MSET (parts that answer OK whatever they find), with a log on every shard and
+/// none failing: one run chain ([`moon_shard::Shard::tx_run_chain`]), each part run and
+/// committed as it passes, no shard locked across shards. Otherwise one lock chain locks
+/// every participant in ascending order and the last runs its part and commits in the same
+/// visit ([`moon_shard::Shard::tx_lock_run_last`]: refused there if a writer's log is
+/// failing, before anything ran anywhere); then each of the others runs its part and commits
+/// in one exchange ([`moon_shard::Shard::tx_exec_commit`]). The reply waits, as in [`run`]'s
+/// general path, until every part is safe (docs/TRANSACTIONS.md).
 async fn run_split(
     session: &mut Session,
     req: Request,
@@ -439,58 +442,74 @@ async fn run_split(
     }
     let mut batches = plan.take_batches();
     let txid = shard.new_txid();
-    let mut failing = None;
-    let locking = std::time::Instant::now();
-    for &p in first {
-        let error = shard.tx_lock(p, txid).await;
-        if writers.contains(&p) {
-            failing = failing.or(error);
-        }
-    }
-    lock_waited(locking);
     let mut tx = moon_shard::Tx {
         id: txid,
         now: now_ms(),
     };
-    let mut early = None;
-    if failing.is_none() {
-        let batch = std::mem::take(&mut batches[last]);
-        match shard
-            .tx_lock_exec_commit(last, tx, batch, writers.clone())
+    let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); n];
+    let mut parts = Vec::with_capacity(participants.len());
+    if matches!(merge, Merge::Ok) && shard.can_run_chains() {
+        // Parts that answer OK whatever they find (MSET): each runs and commits as the chain
+        // passes its shard, none waits for another under a lock.
+        let ran = match shard
+            .tx_run_chain(&participants, tx, batches, writers.clone())
             .await
         {
-            Ok(ran) => early = Some(ran),
-            Err(cause) => failing = Some(cause),
-        }
-    }
-    let Some(moon_shard::LastPart { frames, now, part }) = early else {
-        // Refused before anything ran: unlock what was locked.
-        for &p in first {
-            shard.tx_unlock(p, txid).await;
-        }
-        let reply = match failing {
-            // Shutting down: the shard's own reply, not a log error.
-            Some(cause) if cause != moon_shard::SHARD_GONE => {
+            Ok(ran) => ran,
+            Err(cause) => {
                 Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+                    .reply_to(session, out);
+                return;
             }
-            _ => Frame::StaticError(moon_shard::SHARD_GONE),
         };
-        reply.reply_to(session, out);
-        return;
-    };
-    // The others run at the time the last shard ran at (see `tx_lock_exec_commit`).
-    tx.now = now;
-    let mut replies: Vec<Vec<Frame>> = vec![Vec::new(); n];
-    replies[last] = frames;
-    // Each of the others runs its part and commits in one exchange.
-    let runs: Vec<_> = first
-        .iter()
-        .map(|&p| shard.tx_exec_commit(p, tx, std::mem::take(&mut batches[p]), writers.clone()))
-        .collect();
-    let mut parts = vec![(last, part)];
-    for (&p, (r, part)) in first.iter().zip(join_all(runs).await) {
-        replies[p] = r;
-        parts.push((p, part));
+        for (p, frames, part) in ran {
+            replies[p] = frames;
+            parts.push((p, part));
+        }
+    } else {
+        let batch = std::mem::take(&mut batches[last]);
+        let locking = std::time::Instant::now();
+        let (errors, ran) = shard
+            .tx_lock_run_last(&participants, tx, batch, writers.clone())
+            .await;
+        lock_waited(locking);
+        let failing = first
+            .iter()
+            .zip(errors)
+            .find_map(|(p, e)| e.filter(|_| writers.contains(p)));
+        let ran = match (failing, ran) {
+            (None, Ok(ran)) => ran,
+            (failing, ran) => {
+                // Refused before anything ran: unlock what was locked.
+                for &p in first {
+                    shard.tx_unlock(p, txid).await;
+                }
+                let cause = failing.or(ran.err());
+                let reply = match cause {
+                    // Shutting down: the shard's own reply, not a log error.
+                    Some(cause) if cause != moon_shard::SHARD_GONE => {
+                        Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+                    }
+                    _ => Frame::StaticError(moon_shard::SHARD_GONE),
+                };
+                reply.reply_to(session, out);
+                return;
+            }
+        };
+        let moon_shard::LastPart { frames, now, part } = ran;
+        // The others run at the time the last shard ran at (see `tx_lock_run_last`).
+        tx.now = now;
+        replies[last] = frames;
+        parts.push((last, part));
+        // Each of the others runs its part and commits in one exchange.
+        let runs: Vec<_> = first
+            .iter()
+            .map(|&p| shard.tx_exec_commit(p, tx, std::mem::take(&mut batches[p]), writers.clone()))
+            .collect();
+        for (&p, (r, part)) in first.iter().zip(join_all(runs).await) {
+            replies[p] = r;
+            parts.push((p, part));
+        }
     }
     let commits = shard.tx_commit_all(Vec::new(), txid, writers, parts).await;
     // A part that could not be logged stopped the server inside the commit (crash-only);

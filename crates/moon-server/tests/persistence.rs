@@ -385,9 +385,9 @@ fn switching_to_always_fsyncs_every_shard_before_the_ok() {
 /// A cross-shard write while one shard's log is failing is refused whole before anything runs
 /// (the healthy shard does not apply or log its half), with one reply per request — a
 /// pipeline around it still gets its reads answered. The failing shard first in lock order
-/// is found when it is locked; the last one when its lock, part and commit go in one exchange
-/// (`Shard::tx_lock_exec_commit`), where the refusal must come before its part runs and leave
-/// the first shard unlocked.
+/// is found when it is locked; the last one when its lock, part and commit go in the lock
+/// chain's last visit (`Shard::tx_lock_run_last`), where the refusal must come before its part
+/// runs and leave the first shard unlocked.
 #[test]
 fn a_cross_shard_write_is_refused_whole_while_the_first_shards_log_fails() {
     refused_whole_while_one_log_fails(0);

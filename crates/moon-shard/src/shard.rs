@@ -12,7 +12,8 @@ use moon_proto::Frame;
 use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::state::{CommitFailure, Cut, EarlyPart, HeldPart, LastPart, ShardSetConfig, Tx, TxId};
+use crate::state::{CommitFailure, Cut, EarlyPart, HeldPart, ShardSetConfig, Tx, TxId};
+use crate::txn::Chain;
 
 use crate::clock::now_ms;
 
@@ -66,11 +67,10 @@ pub(crate) enum Message {
         reply: oneshot::Sender<Option<Vec<Frame>>>,
     },
     /// Cross-shard transaction steps (see [`crate::txn`]).
-    /// Answered, once the lock is taken, with the shard's log error if its log is failing.
-    TxLock {
-        txid: TxId,
-        reply: oneshot::Sender<Option<String>>,
-    },
+    /// A step that visits the shards in ascending order, each passing it on to the next
+    /// ([`crate::txn`], "Order"): how every transaction over several shards takes its locks,
+    /// or runs its parts.
+    Chain(Box<Chain>),
     TxExec {
         tx: Tx,
         cmds: Vec<Call>,
@@ -83,14 +83,6 @@ pub(crate) enum Message {
     },
     TxUnlock {
         txid: TxId,
-    },
-    /// Lock, execute and commit in one exchange (see [`Shard::tx_lock_exec_commit`]); deferred
-    /// like a lock request while another transaction holds the shard.
-    TxLockExecCommit {
-        tx: Tx,
-        cmds: Vec<Call>,
-        writers: Vec<usize>,
-        reply: oneshot::Sender<Result<LastPart, String>>,
     },
     /// Execute and commit in one exchange, the shard locked by `tx` (see
     /// [`Shard::tx_exec_commit`]).
@@ -248,6 +240,12 @@ pub struct Shard {
     pub(crate) lock_holder: Cell<Option<TxId>>,
     /// Work that arrived while the shard was locked, in arrival order.
     pub(crate) deferred: RefCell<std::collections::VecDeque<Deferred>>,
+    /// Chain steps waiting to go on to each peer, in the order this shard handled them, and
+    /// whether a task is sending them ([`Shard::forward`]).
+    pub(crate) chain_out: RefCell<Vec<std::collections::VecDeque<Message>>>,
+    pub(crate) chain_sending: Vec<Cell<bool>>,
+    /// Whether [`Shard::drain`] is running (it does not nest).
+    pub(crate) draining: Cell<bool>,
     /// Effects of the holding transaction, logged as one record at its commit.
     pub(crate) tx_effects: RefCell<Vec<Vec<Bytes>>>,
     /// A local task woken from the deferred queue has the shard until it ran (see
@@ -362,6 +360,13 @@ impl Shard {
             counters: ShardCounters::default(),
             lock_holder: Cell::new(None),
             deferred: RefCell::new(std::collections::VecDeque::new()),
+            chain_out: RefCell::new(
+                (0..config.shards)
+                    .map(|_| std::collections::VecDeque::new())
+                    .collect(),
+            ),
+            chain_sending: (0..config.shards).map(|_| Cell::new(false)).collect(),
+            draining: Cell::new(false),
             tx_effects: RefCell::new(Vec::new()),
             tx_read_unsafe: Cell::new(false),
             handoff: Cell::new(false),
@@ -749,6 +754,19 @@ impl Shard {
                 Message::Call { .. } | Message::CallAsync { .. } | Message::TxRelease { .. }
             )
         };
+        if let Message::Chain(chain) = &msg {
+            if chain.passes_through(self.id) && !self.chain_deferred() {
+                // Nothing to do here but hand it on: it need not wait behind a lock or a local
+                // task. It overtakes no chain (none waits here), and the holder's chain went
+                // on when it locked this shard (review finding: a lock on a shard between a
+                // transaction's participants stalled the transaction).
+                self.visit(match msg {
+                    Message::Chain(chain) => chain,
+                    _ => return,
+                });
+                return;
+            }
+        }
         if self.handoff.get() && self.lock_holder.get().is_none() && !passes(&msg) {
             // A woken local task goes first.
             self.deferred.borrow_mut().push_back(Deferred::Msg(msg));
@@ -835,10 +853,7 @@ impl Shard {
                     .detach();
                 }
             },
-            Message::TxLock { txid, reply } => {
-                self.lock_holder.set(Some(txid));
-                let _ = reply.send(self.log_error());
-            }
+            Message::Chain(chain) => self.visit(chain),
             Message::TxExec { tx, cmds, reply } => {
                 let _ = reply.send(self.tx_exec_here(tx, &cmds));
             }
@@ -854,16 +869,6 @@ impl Shard {
                 .detach();
             }
             Message::TxUnlock { txid } => self.unlock_here(txid),
-            Message::TxLockExecCommit {
-                tx,
-                cmds,
-                writers,
-                reply,
-            } => {
-                self.lock_holder.set(Some(tx.id));
-                let log_error = self.log_error();
-                let _ = reply.send(self.lock_exec_commit_here(tx, &cmds, writers, log_error));
-            }
             Message::TxExecCommit {
                 tx,
                 cmds,
@@ -1255,6 +1260,65 @@ impl Shard {
             Some(s) => s.send_to(target, msg).await.is_ok(),
             None => false,
         }
+    }
+
+    /// Whether a chain waits among the deferred work.
+    fn chain_deferred(&self) -> bool {
+        self.deferred
+            .borrow()
+            .iter()
+            .any(|d| matches!(d, Deferred::Msg(Message::Chain(_))))
+    }
+
+    /// Hands a chain on to shard `to`, after every chain this shard handed on to it before
+    /// (the order [`crate::txn::Chain`] relies on). At once if the channel has room and
+    /// nothing waits; otherwise queued, and one task sends the queue in order.
+    pub(crate) fn forward(self: &Rc<Self>, to: usize, chain: Box<Chain>) {
+        let msg = Message::Chain(chain);
+        let Some(sending) = self.chain_sending.get(to) else {
+            return;
+        };
+        if sending.get() {
+            if let Some(queue) = self.chain_out.borrow_mut().get_mut(to) {
+                queue.push_back(msg);
+            }
+            return;
+        }
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        match senders.try_send_to(to, msg) {
+            Ok(()) => return,
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => {
+                if let Some(queue) = self.chain_out.borrow_mut().get_mut(to) {
+                    queue.push_back(msg);
+                }
+            }
+            // The peer is gone (shutting down): the chain's answers drop with it.
+            Err(_) => return,
+        }
+        sending.set(true);
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = shard
+                    .chain_out
+                    .borrow_mut()
+                    .get_mut(to)
+                    .and_then(|q| q.pop_front());
+                let Some(msg) = next else { break };
+                if !shard.send(to, msg).await {
+                    if let Some(queue) = shard.chain_out.borrow_mut().get_mut(to) {
+                        queue.clear();
+                    }
+                    break;
+                }
+            }
+            if let Some(sending) = shard.chain_sending.get(to) {
+                sending.set(false);
+            }
+        })
+        .detach();
     }
 }
 

@@ -73,13 +73,14 @@ pub(crate) struct Cut {
     pub(crate) created: Vec<std::path::PathBuf>,
 }
 
-/// The outcome, still to come, of a part `Shard::tx_lock_exec_commit` logged.
+/// The outcome, still to come, of a part logged as it ran (`Shard::tx_lock_run_last`,
+/// `Shard::tx_exec_commit`, `Shard::tx_run_chain`).
 #[cfg(feature = "runtime")]
 pub struct EarlyPart(
     pub(crate) futures_channel::oneshot::Receiver<Result<Option<HeldPart>, CommitFailure>>,
 );
 
-/// What `Shard::tx_lock_exec_commit` ran: its replies, the time it ran at (the other
+/// What `Shard::tx_lock_run_last` ran: its replies, the time it ran at (the other
 /// participants run theirs at it), and its part's outcome to come.
 #[cfg(feature = "runtime")]
 pub struct LastPart {

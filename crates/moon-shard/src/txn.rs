@@ -7,11 +7,12 @@
 //!
 //! **Across shards** (a MULTI/EXEC, or a multi-key command such as MSET or MGET, whose keys
 //! live on several shards), the coordinator — the connection's own shard — runs:
-//! 1. **lock** every participating shard, one after another in ascending shard order
-//!    ([`Shard::tx_lock`]). A locked shard executes nothing but the holder's steps: every
-//!    other batch, atomic batch or lock request that arrives is deferred, in order, until the
-//!    unlock. Because every coordinator locks in the same global order, two transactions can
-//!    never wait for each other in a cycle: no deadlock.
+//! 1. **lock** every participating shard in ascending shard order, with one [`Chain`] that
+//!    visits them ([`Shard::tx_lock_all`]). A locked shard executes nothing but the holder's
+//!    steps: every other batch, atomic batch or chain that arrives is deferred, in order,
+//!    until the unlock. Because every transaction locks in the same global order, two
+//!    transactions can never wait for each other in a cycle: no deadlock. (MSET runs its
+//!    parts as the chain passes instead, locking nothing across shards: [`Chain`], "Order".)
 //! 2. **execute** the commands in order, each on its key's shard ([`Shard::tx_exec`]), exactly
 //!    as a pipeline would, including multi-step commands (a RENAME across shards). The effects
 //!    are not logged yet: each shard buffers its own.
@@ -68,6 +69,70 @@ pub(crate) fn part_record(
     ]);
     group.extend(effects);
     group
+}
+
+/// A step of a transaction over several shards that visits them in ascending order, each
+/// shard handing it on to the next over their channel once it has handled it
+/// ([`Shard::visit`]).
+///
+/// **Order.** Two transactions that share shards must meet them in the same order, or each
+/// could see part of the other (MSETs of the same keys could leave some keys from one and
+/// some from the other). Every transaction over several shards starts as a chain at its
+/// lowest shard and goes up one shard at a time, through the shards between its participants
+/// too: a shard hands chains on in the order it handled them, a channel keeps that order, and
+/// a chain waits (deferred) behind a transaction that holds a shard. So if X reached a shard
+/// before Y, X reaches every later shard they both visit before Y too. That lets a chain
+/// run and commit each part as it passes ([`Visit::Run`], MSET) without holding any shard
+/// while it waits for another, and lets locks be taken in one pass ([`Visit::Lock`]).
+pub(crate) struct Chain {
+    tx: Tx,
+    /// The last shard it visits (its highest participant).
+    hi: usize,
+    visit: Visit,
+}
+
+impl Chain {
+    /// Whether shard `id` is only on the way: the chain does nothing there but go on.
+    pub(crate) fn passes_through(&self, id: usize) -> bool {
+        match &self.visit {
+            Visit::Lock { replies, last, .. } => {
+                replies.get(id).is_none_or(Option::is_none) && !(id == self.hi && last.is_some())
+            }
+            Visit::Run { replies, .. } => replies.get(id).is_none_or(Option::is_none),
+        }
+    }
+}
+
+/// Where the last participant of a [`Visit::Lock`] sends what its part ran.
+type LastReply = oneshot::Sender<Result<LastPart, String>>;
+/// Where a participant of a [`Visit::Run`] sends its replies and its part to come, or why
+/// the chain was refused before any part ran.
+type RunReply = oneshot::Sender<Result<(Vec<Frame>, EarlyPart), String>>;
+
+/// What a [`Chain`] does at each shard it visits.
+enum Visit {
+    /// Locks each participant for the transaction, answering with its log error; the last
+    /// participant, if `last` is set, runs that part and commits it in the same visit
+    /// ([`Shard::tx_lock_run_last`]).
+    Lock {
+        /// By shard: the answer for each participant not yet visited.
+        replies: Vec<Option<oneshot::Sender<Option<String>>>>,
+        writers: Vec<usize>,
+        last: Option<(Vec<Call>, LastReply)>,
+        /// The first failing log of a writer met on the way.
+        failing: Option<String>,
+    },
+    /// Runs and commits each participant's part as it passes ([`Shard::tx_run_chain`]).
+    Run {
+        /// By shard.
+        batches: Vec<Vec<Call>>,
+        writers: Vec<usize>,
+        replies: Vec<Option<RunReply>>,
+        /// Whether a part has run. Until one has, a failing log refuses the whole chain.
+        ran: bool,
+        /// Why the chain was refused (every participant answers this, nothing runs).
+        refused: Option<String>,
+    },
 }
 
 /// A part could not be logged while others may be durable, and the effects are in memory on
@@ -265,7 +330,20 @@ impl Shard {
 
     /// Runs what was deferred, in order, until the queue is empty, another transaction takes
     /// the lock, or a waiting local task is handed the shard (it drains again once it ran).
+    ///
+    /// Not nested: work it runs may unlock (a chain's part commits, and unlocks, as it runs),
+    /// and the unlock's own drain would run the rest one stack frame deeper each time — a
+    /// long queue of chains behind a lock could overflow the stack (review finding). The
+    /// loop already running goes on instead, in the same order.
     pub(crate) fn drain(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        self.drain_queue();
+        self.draining.set(false);
+    }
+
+    fn drain_queue(self: &Rc<Self>) {
         while self.lock_holder.get().is_none() && !self.handoff.get() {
             let Some(next) = self.deferred.borrow_mut().pop_front() else {
                 break;
@@ -499,11 +577,253 @@ impl Shard {
                 .await
                 .unwrap_or_else(|| Some(SHARD_GONE.into()));
         }
-        let (tx, rx) = oneshot::channel();
-        if !self.send(target, Message::TxLock { txid, reply: tx }).await {
-            return Some(SHARD_GONE.into());
+        self.tx_lock_all(&[target], txid)
+            .await
+            .pop()
+            .unwrap_or_else(|| Some(SHARD_GONE.into()))
+    }
+
+    /// Step 1 for every participant (ascending, distinct): one [`Chain`] visits them in order
+    /// and locks each for `txid`. Each one's log error if its log is failing (a shard that is
+    /// gone counts as failing), in `participants`' order.
+    pub async fn tx_lock_all(
+        self: &Rc<Self>,
+        participants: &[usize],
+        txid: TxId,
+    ) -> Vec<Option<String>> {
+        let (replies, answers) = self.answer_slots(participants);
+        let visit = Visit::Lock {
+            replies,
+            writers: Vec::new(),
+            last: None,
+            failing: None,
+        };
+        let tx = Tx { id: txid, now: 0 };
+        self.start_chain(participants, tx, visit).await;
+        let mut errors = Vec::with_capacity(answers.len());
+        for answer in answers {
+            errors.push(answer.await.unwrap_or_else(|_| Some(SHARD_GONE.into())));
         }
-        rx.await.unwrap_or_else(|_| Some(SHARD_GONE.into()))
+        errors
+    }
+
+    /// Steps 1 to 3 of a split command in one visit of its participants (ascending, at least
+    /// two): each but the last is locked, and answers with its log error; the last is locked,
+    /// runs `cmds` and commits its part at once, unless a writer's log is failing — its own
+    /// or one seen on the way (`Err`: nothing ran, it is unlocked). The others then run their
+    /// parts at the time the last ran at ([`Shard::tx_exec_commit`]).
+    ///
+    /// The last part runs at the later of `tx.now` and its shard's clock, returned with its
+    /// replies: the other participants must run theirs at that time too (review finding: at
+    /// `tx.now`, read before this lock, a command that ran there just before at a later time
+    /// could have expired a key this part then missed while the others still saw theirs with
+    /// the same deadline). They have been locked since before, so nothing ran on them later.
+    pub async fn tx_lock_run_last(
+        self: &Rc<Self>,
+        participants: &[usize],
+        tx: Tx,
+        cmds: Vec<Call>,
+        writers: Vec<usize>,
+    ) -> (Vec<Option<String>>, Result<LastPart, String>) {
+        let Some((_, first)) = participants.split_last() else {
+            return (Vec::new(), Err(SHARD_GONE.into()));
+        };
+        let (replies, answers) = self.answer_slots(first);
+        let (last_reply, last_answer) = oneshot::channel();
+        let visit = Visit::Lock {
+            replies,
+            writers,
+            last: Some((cmds, last_reply)),
+            failing: None,
+        };
+        self.start_chain(participants, tx, visit).await;
+        let mut errors = Vec::with_capacity(answers.len());
+        for answer in answers {
+            errors.push(answer.await.unwrap_or_else(|_| Some(SHARD_GONE.into())));
+        }
+        let last = last_answer.await.unwrap_or_else(|_| Err(SHARD_GONE.into()));
+        (errors, last)
+    }
+
+    /// A split command whose parts answer the same whatever they find (MSET) in one visit of
+    /// its participants (ascending, at least two): as the chain passes, each runs its part and
+    /// commits it at once; no shard stays locked while another works. Each participant's
+    /// replies and part to come, in `participants`' order, for [`Shard::tx_commit_all`].
+    ///
+    /// The parts run at nondecreasing times (each at the later of the chain's time and its
+    /// shard's clock), not at one: which is why only such commands take this path. Only when
+    /// [`Shard::can_run_chains`]. `Err`: refused before any part ran — the first
+    /// participant's log is failing. A later part that finds its log failing stops the server,
+    /// as a commit that cannot be logged does.
+    pub async fn tx_run_chain(
+        self: &Rc<Self>,
+        participants: &[usize],
+        tx: Tx,
+        batches: Vec<Vec<Call>>,
+        writers: Vec<usize>,
+    ) -> Result<Vec<(usize, Vec<Frame>, EarlyPart)>, String> {
+        let mut replies: Vec<_> = (0..self.count()).map(|_| None).collect();
+        let mut answers = Vec::with_capacity(participants.len());
+        for &p in participants {
+            let (reply, answer) = oneshot::channel();
+            if let Some(slot) = replies.get_mut(p) {
+                *slot = Some(reply);
+            }
+            answers.push((p, answer));
+        }
+        let visit = Visit::Run {
+            batches,
+            writers,
+            replies,
+            ran: false,
+            refused: None,
+        };
+        self.start_chain(participants, tx, visit).await;
+        let mut ran = Vec::with_capacity(answers.len());
+        for (p, answer) in answers {
+            let (frames, part) = match answer.await {
+                Ok(Ok(ran)) => ran,
+                Ok(Err(cause)) => return Err(cause),
+                // The chain was dropped (a shard is gone): what ran waits for a part that
+                // will never come, which stops the server in the commit (crash-only).
+                Err(_) => {
+                    let (_, outcome) = oneshot::channel();
+                    (vec![Frame::StaticError(SHARD_GONE)], EarlyPart(outcome))
+                }
+            };
+            ran.push((p, frames, part));
+        }
+        Ok(ran)
+    }
+
+    /// Whether split commands whose parts answer OK whatever they find may run as a
+    /// [`Visit::Run`] chain: only with a log on every shard (`appendonly` is fixed at startup),
+    /// because the part a chain has run on one shard is hidden from others only by its hold
+    /// until the rest ran and was logged (review finding: without a log a client could read
+    /// the new value of one key and then the old value of another), and only while no log has
+    /// failed ([`moon_aof::any_log_failed`]): the locking path answers MISCONF then.
+    pub fn can_run_chains(&self) -> bool {
+        self.aof().is_some() && !moon_aof::any_log_failed()
+    }
+
+    /// One answer slot per shard, filled for `participants`, and their receivers in order.
+    #[allow(clippy::type_complexity)]
+    fn answer_slots(
+        &self,
+        participants: &[usize],
+    ) -> (
+        Vec<Option<oneshot::Sender<Option<String>>>>,
+        Vec<oneshot::Receiver<Option<String>>>,
+    ) {
+        let mut replies: Vec<_> = (0..self.count()).map(|_| None).collect();
+        let mut answers = Vec::with_capacity(participants.len());
+        for &p in participants {
+            let (reply, answer) = oneshot::channel();
+            if let Some(slot) = replies.get_mut(p) {
+                *slot = Some(reply);
+            }
+            answers.push(answer);
+        }
+        (replies, answers)
+    }
+
+    /// Sends a chain to the lowest of `participants` (handled here, with the same deferral as
+    /// a message, if that is this shard). A chain that cannot start drops its answers: the
+    /// coordinator reads them as a shard that is gone.
+    async fn start_chain(self: &Rc<Self>, participants: &[usize], tx: Tx, visit: Visit) {
+        let (Some(&lo), Some(&hi)) = (participants.first(), participants.last()) else {
+            return;
+        };
+        let chain = Box::new(Chain { tx, hi, visit });
+        if lo == self.id() {
+            Shard::handle(self, Message::Chain(chain));
+        } else {
+            self.send(lo, Message::Chain(chain)).await;
+        }
+    }
+
+    /// A chain's visit of this shard (in its turn: deferred like any message while another
+    /// transaction holds the shard or a local task has it), then on to the next shard.
+    pub(crate) fn visit(self: &Rc<Self>, mut chain: Box<Chain>) {
+        let id = self.id();
+        let next = (id < chain.hi).then_some(id + 1);
+        let txid = chain.tx.id;
+        match &mut chain.visit {
+            Visit::Lock {
+                replies,
+                writers,
+                last,
+                failing,
+            } => {
+                if let Some(reply) = replies.get_mut(id).and_then(Option::take) {
+                    self.lock_holder.set(Some(txid));
+                    let error = self.log_error();
+                    if failing.is_none() && writers.contains(&id) {
+                        failing.clone_from(&error);
+                    }
+                    let _ = reply.send(error);
+                } else if let Some((cmds, reply)) = last.take_if(|_| next.is_none()) {
+                    // The last participant: it runs its part now, unless a writer's log
+                    // is failing (then nothing runs anywhere).
+                    self.lock_holder.set(Some(txid));
+                    let refused = failing
+                        .take()
+                        .or_else(|| writers.contains(&id).then(|| self.log_error()).flatten());
+                    let outcome = match refused {
+                        Some(cause) => {
+                            self.unlock_here(txid);
+                            Err(cause)
+                        }
+                        None => self.lock_exec_commit_here(chain.tx, &cmds, writers.clone(), None),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+            Visit::Run {
+                batches,
+                writers,
+                replies,
+                ran,
+                refused,
+            } => {
+                if let Some(reply) = replies.get_mut(id).and_then(Option::take) {
+                    let failing = writers.contains(&id).then(|| self.log_error()).flatten();
+                    if let (Some(cause), false) = (&failing, *ran) {
+                        // The first part, and its log is failing: nothing ran anywhere, so
+                        // the whole chain is refused (MISCONF), not the server stopped.
+                        refused.get_or_insert_with(|| cause.clone());
+                    }
+                    if let Some(cause) = refused {
+                        let _ = reply.send(Err(cause.clone()));
+                    } else {
+                        if let Some(cause) = failing {
+                            // Earlier parts ran and are logged: crash-only, as a commit
+                            // that cannot be logged (recovery drops the transaction).
+                            stop_for_part(txid, &cause);
+                        }
+                        *ran = true;
+                        let tx = Tx {
+                            id: txid,
+                            now: chain.tx.now.max(now_ms()),
+                        };
+                        chain.tx.now = tx.now;
+                        let cmds = batches.get_mut(id).map(std::mem::take).unwrap_or_default();
+                        let writers = writers.clone();
+                        // On before the part runs: its commit unlocks, and what the unlock
+                        // runs next here must follow this chain on the next shard too.
+                        if let Some(next) = next {
+                            self.forward(next, chain);
+                        }
+                        self.lock_holder.set(Some(txid));
+                        let _ = reply.send(Ok(self.exec_commit_here(tx, &cmds, writers)));
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(next) = next {
+            self.forward(next, chain);
+        }
     }
 
     /// This shard's log error, if its log is failing.
@@ -535,8 +855,9 @@ impl Shard {
     /// [`CommitFailure::Part`] nothing is released: the caller stops the server (crash-only),
     /// and recovery drops the transaction with everything logged after it.
     ///
-    /// `early`: parts already logged by [`Shard::tx_lock_exec_commit`], whose outcome arrives
-    /// with them; they are waited for and released like the others.
+    /// `early`: parts already logged ([`Shard::tx_lock_run_last`], [`Shard::tx_exec_commit`],
+    /// [`Shard::tx_run_chain`]), whose outcome arrives with them; they are waited for and
+    /// released like the others.
     pub async fn tx_commit_all(
         self: &Rc<Self>,
         participants: Vec<usize>,
@@ -599,50 +920,9 @@ impl Shard {
             .unwrap_or_else(|| vec![Err(CommitFailure::Part(SHARD_GONE.into())); n])
     }
 
-    /// Steps 1 to 3 on `target`, the last participant in lock order, in one exchange: takes
-    /// its lock (after every other participant's: the order is kept), refuses if it would
-    /// write and its log is failing (`Err`, nothing ran, unlocked), executes `cmds` at the
-    /// transaction's time, appends its part and unlocks — one round trip instead of three
-    /// under the lock. The part's outcome comes later, through the [`EarlyPart`], for
-    /// [`Shard::tx_commit_all`].
-    ///
-    /// Only for a transaction whose other participants need nothing from this one's replies
-    /// (the parts of a split command: MSET, DEL, MGET...): the others still execute and commit
-    /// after it, under their locks, so no one reads them before their part is in place; a
-    /// reader of this shard's part waits for the hold like any other.
-    ///
-    /// The part runs at the later of `tx.now` and this shard's clock when it takes the lock,
-    /// returned with its replies: the other participants must run theirs at that time too
-    /// (review finding: at `tx.now`, read before this lock, a command that ran here just
-    /// before at a later time could have expired a key this part then missed while the others
-    /// still saw theirs with the same deadline). They have been locked since before `tx.now`,
-    /// so nothing ran on them at a later time.
-    pub async fn tx_lock_exec_commit(
-        self: &Rc<Self>,
-        target: usize,
-        tx: Tx,
-        cmds: Vec<Call>,
-        writers: Vec<usize>,
-    ) -> Result<LastPart, String> {
-        if target == self.id() {
-            let log_error = self.tx_lock(target, tx.id).await;
-            return self.lock_exec_commit_here(tx, &cmds, writers, log_error);
-        }
-        let (reply, rx) = oneshot::channel();
-        let msg = Message::TxLockExecCommit {
-            tx,
-            cmds,
-            writers,
-            reply,
-        };
-        if !self.send(target, msg).await {
-            return Err(SHARD_GONE.into());
-        }
-        rx.await.unwrap_or_else(|_| Err(SHARD_GONE.into()))
-    }
-
-    /// [`Shard::tx_lock_exec_commit`] here, the lock held by `tx` (`log_error`: this shard's,
-    /// read when the lock was taken).
+    /// Locks here for `tx`, refuses if it would write and `log_error` (this shard's, read when
+    /// the lock was taken) says its log is failing (`Err`, nothing ran, unlocked), else runs
+    /// `cmds` at the later of `tx.now` and this shard's clock, appends its part and unlocks.
     pub(crate) fn lock_exec_commit_here(
         self: &Rc<Self>,
         tx: Tx,
@@ -670,7 +950,7 @@ impl Shard {
     /// exactly (the time the transaction's last part ran at: this shard has been locked since
     /// before it), appends its part and unlocks. The part's outcome comes later, through the
     /// [`EarlyPart`], for [`Shard::tx_commit_all`]. For the parts of a split command that
-    /// run after [`Shard::tx_lock_exec_commit`]: one message where execution and commit took
+    /// run after [`Shard::tx_lock_run_last`]: one message where execution and commit took
     /// two, so a participant's lock is held one round trip less.
     pub async fn tx_exec_commit(
         self: &Rc<Self>,
@@ -1185,14 +1465,18 @@ mod one_exchange_tests {
                 let holder = shard.new_txid();
                 shard.tx_lock(1, holder).await;
                 let txid = shard.new_txid();
-                shard.tx_lock(0, txid).await;
                 let tx = Tx {
                     id: txid,
                     now: now_ms(),
                 };
                 let get = shard.run_batch(1, vec![call(&["GET", &last])]);
-                let step =
-                    shard.tx_lock_exec_commit(1, tx, vec![call(&["MGET", &last])], Vec::new());
+                let step = async {
+                    let cmds = vec![call(&["MGET", &last])];
+                    shard
+                        .tx_lock_run_last(&[0, 1], tx, cmds, Vec::new())
+                        .await
+                        .1
+                };
                 let release = async {
                     // The clock passes the deadline while the last shard is held.
                     glommio::timer::sleep(std::time::Duration::from_millis(150)).await;
@@ -1225,5 +1509,168 @@ mod one_exchange_tests {
         assert_eq!(got, vec![Frame::Null], "the GET ran past the deadline");
         assert_eq!(last, vec![Frame::Array(vec![Frame::Null])]);
         assert_eq!(first, last, "one transaction, one time");
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_channel::oneshot;
+    use moon_store::Call;
+
+    use crate::{now_ms, start, Shard, ShardSetConfig, Tx};
+
+    fn call(args: &[&str]) -> Call {
+        let args = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        Call::new(args, 0).expect("a well-formed command")
+    }
+
+    fn key_on(shard: usize, shards: usize) -> String {
+        (0..)
+            .map(|i| format!("key:{i}"))
+            .find(|k| moon_store::slot::shard_for_key(k.as_bytes(), shards) == shard)
+            .expect("some key lands on every shard")
+    }
+
+    /// Shards other than 0 serve until shard 0's test is done.
+    type Done = Arc<Mutex<Vec<oneshot::Receiver<()>>>>;
+
+    fn helpers(shards: usize) -> (Vec<oneshot::Sender<()>>, Done) {
+        let (senders, receivers) = (1..shards).map(|_| oneshot::channel()).unzip();
+        (senders, Arc::new(Mutex::new(receivers)))
+    }
+
+    async fn serve_until_done(done: &Done) {
+        let rx = done.lock().unwrap().pop();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+    }
+
+    /// An MSET over shards 0 and 2 as one run chain, its batches by shard.
+    async fn mset_chain(shard: &Rc<Shard>, shards: usize, parts: &[(usize, &str)]) -> Vec<Frame> {
+        let mut batches: Vec<Vec<Call>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut participants = Vec::new();
+        for &(p, key) in parts {
+            batches[p].push(call(&["MSET", key, "v"]));
+            participants.push(p);
+        }
+        let tx = Tx {
+            id: shard.new_txid(),
+            now: now_ms(),
+        };
+        let ran = shard
+            .tx_run_chain(&participants, tx, batches, participants.clone())
+            .await
+            .expect("no log, nothing to refuse");
+        let mut frames = Vec::new();
+        let mut early = Vec::new();
+        for (p, f, part) in ran {
+            frames.extend(f);
+            early.push((p, part));
+        }
+        shard
+            .tx_commit_all(Vec::new(), tx.id, participants, early)
+            .await;
+        frames
+    }
+
+    use moon_proto::Frame;
+
+    /// A chain goes through a shard it has nothing to do on even while another transaction
+    /// holds that shard (review finding: it waited there behind the lock, and kept the
+    /// shards it had already visited waiting for its commit).
+    #[test]
+    fn a_chain_passes_a_locked_shard_it_does_not_touch() {
+        let config = ShardSetConfig {
+            shards: 3,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let (senders, done) = helpers(3);
+        let senders = Arc::new(Mutex::new(senders));
+        let results = start(config, move |shard| {
+            let (done, senders) = (done.clone(), senders.clone());
+            async move {
+                if shard.id() != 0 {
+                    serve_until_done(&done).await;
+                    return None;
+                }
+                let holder = shard.new_txid();
+                shard.tx_lock(1, holder).await;
+                let (k0, k2) = (key_on(0, 3), key_on(2, 3));
+                let parts = [(0, k0.as_str()), (2, k2.as_str())];
+                let run = mset_chain(&shard, 3, &parts);
+                let bound = async {
+                    // Only a bound for the failure: the chain never waits for this.
+                    glommio::timer::sleep(Duration::from_secs(10)).await;
+                    Vec::new()
+                };
+                let frames = futures_lite::future::or(run, bound).await;
+                shard.tx_unlock(1, holder).await;
+                for s in senders.lock().unwrap().drain(..) {
+                    let _ = s.send(());
+                }
+                Some(frames)
+            }
+        })
+        .expect("runtime");
+        assert_eq!(
+            results[0].clone().expect("shard 0 ran the test"),
+            vec![Frame::OK, Frame::OK],
+            "the chain finished while shard 1 was held"
+        );
+    }
+
+    /// Thousands of chains deferred behind a lock run one after another when it goes, not
+    /// one stack frame deeper each (review finding: each part's commit unlocked, and the
+    /// unlock drained the rest from inside the drain that ran it).
+    #[test]
+    fn chains_deferred_behind_a_lock_do_not_nest() {
+        const CHAINS: usize = 5000;
+        let config = ShardSetConfig {
+            shards: 2,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let (senders, done) = helpers(2);
+        let senders = Arc::new(Mutex::new(senders));
+        let results = start(config, move |shard| {
+            let (done, senders) = (done.clone(), senders.clone());
+            async move {
+                if shard.id() != 0 {
+                    serve_until_done(&done).await;
+                    return 0;
+                }
+                let first = shard.new_txid();
+                shard.tx_lock(0, first).await;
+                let (k0, k1) = (key_on(0, 2), key_on(1, 2));
+                let chains: Vec<_> = (0..CHAINS)
+                    .map(|_| {
+                        let (shard, k0, k1) = (shard.clone(), k0.clone(), k1.clone());
+                        glommio::spawn_local(async move {
+                            mset_chain(&shard, 2, &[(0, &k0), (1, &k1)]).await
+                        })
+                    })
+                    .collect();
+                // Every chain starts (and is deferred here) before the unlock.
+                futures_lite::future::yield_now().await;
+                shard.tx_unlock(0, first).await;
+                let mut ok = 0;
+                for c in chains {
+                    ok += usize::from(c.await == vec![Frame::OK, Frame::OK]);
+                }
+                for s in senders.lock().unwrap().drain(..) {
+                    let _ = s.send(());
+                }
+                ok
+            }
+        })
+        .expect("runtime");
+        assert_eq!(results[0], CHAINS);
     }
 }
