@@ -457,8 +457,12 @@ async fn run_split(
         {
             Ok(ran) => ran,
             Err(cause) => {
-                Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-                    .reply_to(session, out);
+                let reply = if cause == moon_shard::SHARD_GONE {
+                    Frame::StaticError(moon_shard::SHARD_GONE)
+                } else {
+                    Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+                };
+                reply.reply_to(session, out);
                 return;
             }
         };

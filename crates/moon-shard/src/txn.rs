@@ -653,7 +653,7 @@ impl Shard {
     /// The parts run at nondecreasing times (each at the later of the chain's time and its
     /// shard's clock), not at one: which is why only such commands take this path. Only when
     /// [`Shard::can_run_chains`]. `Err`: refused before any part ran — the first
-    /// participant's log is failing. A later part that finds its log failing stops the server,
+    /// participant's log is failing, or ([`SHARD_GONE`]) it is gone. A later part that finds its log failing stops the server,
     /// as a commit that cannot be logged does.
     pub async fn tx_run_chain(
         self: &Rc<Self>,
@@ -684,6 +684,10 @@ impl Shard {
             let (frames, part) = match answer.await {
                 Ok(Ok(ran)) => ran,
                 Ok(Err(cause)) => return Err(cause),
+                // The lowest participant never had the chain (it goes on from there only), so
+                // nothing ran anywhere: the shards are going away (review finding: this
+                // stopped the server as if a part could not be logged).
+                Err(_) if ran.is_empty() => return Err(SHARD_GONE.into()),
                 // The chain was dropped (a shard is gone): what ran waits for a part that
                 // will never come, which stops the server in the commit (crash-only).
                 Err(_) => {
