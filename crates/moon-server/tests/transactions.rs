@@ -9,6 +9,41 @@ use std::thread;
 use common::{err_text, keys_on_different_shards, MoonServer};
 use redis::{Commands, Value};
 
+/// Runs `check` again and again while the writers run (each holds a clone of the sender of
+/// `done`), once more after the last one finished, then joins them; at least 10 checks ran.
+fn check_while_writing(
+    done: mpsc::Receiver<()>,
+    writers: Vec<thread::JoinHandle<()>>,
+    mut check: impl FnMut(),
+) {
+    let mut reads = 0;
+    loop {
+        let finished = matches!(done.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        check();
+        reads += 1;
+        if finished {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        reads > 10,
+        "readers ran concurrently with the writers ({reads} reads)"
+    );
+}
+
+/// GET of every key in one MULTI/EXEC.
+fn multi_get<T: redis::FromRedisValue>(con: &mut redis::Connection, keys: &[String]) -> Vec<T> {
+    let mut p = redis::pipe();
+    p.atomic();
+    for k in keys {
+        p.cmd("GET").arg(k);
+    }
+    p.query(con).unwrap()
+}
+
 fn exec_raw(con: &mut redis::Connection, cmds: &[&[&str]]) -> Value {
     let _: () = redis::cmd("MULTI").query(con).unwrap();
     for c in cmds {
@@ -199,40 +234,20 @@ fn cross_shard_transfers_are_isolated() {
         })
         .collect();
     drop(done_tx);
-    let mut reads = 0;
-    loop {
-        let finished = matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+    check_while_writing(done_rx, writers, || {
         let via_mget: Vec<i64> = con.mget(&accounts).unwrap();
         assert_eq!(
             via_mget.iter().sum::<i64>(),
             total,
             "MGET saw a half-done transfer: {via_mget:?}"
         );
-        let via_multi: Vec<i64> = {
-            let mut p = redis::pipe();
-            p.atomic();
-            for a in &accounts {
-                p.cmd("GET").arg(a);
-            }
-            p.query(&mut con).unwrap()
-        };
+        let via_multi: Vec<i64> = multi_get(&mut con, &accounts);
         assert_eq!(
             via_multi.iter().sum::<i64>(),
             total,
             "MULTI/EXEC saw a half-done transfer: {via_multi:?}"
         );
-        reads += 1;
-        if finished {
-            break;
-        }
-    }
-    for w in writers {
-        w.join().unwrap();
-    }
-    assert!(
-        reads > 10,
-        "readers ran concurrently with the writers ({reads} reads)"
-    );
+    });
     let final_sum: i64 = con.mget::<_, Vec<i64>>(&accounts).unwrap().iter().sum();
     assert_eq!(final_sum, total);
 }
@@ -310,38 +325,18 @@ fn writes_that_share_shards_meet_them_in_one_order() {
         v[0] == v[2] && (v[0].as_deref().is_none_or(|x| x.starts_with("pair")) || v[1] == v[0])
     };
     let mut con = server.client();
-    let mut reads = 0;
-    loop {
-        let finished = matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+    check_while_writing(done_rx, writers, || {
         let via_mget: Vec<Option<String>> = con.mget(&keys).unwrap();
         assert!(
             consistent(&via_mget),
             "MGET saw writes in two orders: {via_mget:?}"
         );
-        let via_multi: Vec<Option<String>> = {
-            let mut p = redis::pipe();
-            p.atomic();
-            for k in &keys {
-                p.cmd("GET").arg(k);
-            }
-            p.query(&mut con).unwrap()
-        };
+        let via_multi: Vec<Option<String>> = multi_get(&mut con, &keys);
         assert!(
             consistent(&via_multi),
             "MULTI/EXEC saw writes in two orders: {via_multi:?}"
         );
-        reads += 1;
-        if finished {
-            break;
-        }
-    }
-    for w in writers {
-        w.join().unwrap();
-    }
-    assert!(
-        reads > 10,
-        "readers ran concurrently with the writers ({reads} reads)"
-    );
+    });
     let last: Vec<Option<String>> = con.mget(&keys).unwrap();
     assert!(
         consistent(&last),

@@ -1540,19 +1540,45 @@ mod chain_tests {
             .expect("some key lands on every shard")
     }
 
-    /// Shards other than 0 serve until shard 0's test is done.
-    type Done = Arc<Mutex<Vec<oneshot::Receiver<()>>>>;
-
-    fn helpers(shards: usize) -> (Vec<oneshot::Sender<()>>, Done) {
-        let (senders, receivers) = (1..shards).map(|_| oneshot::channel()).unzip();
-        (senders, Arc::new(Mutex::new(receivers)))
-    }
-
-    async fn serve_until_done(done: &Done) {
-        let rx = done.lock().unwrap().pop();
-        if let Some(rx) = rx {
-            let _ = rx.await;
-        }
+    /// Runs `test` on shard 0 of `shards`; the others serve until it is done.
+    fn on_shard_0<G, F, T>(shards: usize, test: G) -> T
+    where
+        G: Fn(Rc<Shard>) -> F + Send + Clone + 'static,
+        F: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let config = ShardSetConfig {
+            shards,
+            pin: false,
+            max_string_len: 1 << 20,
+        };
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (1..shards).map(|_| oneshot::channel::<()>()).unzip();
+        let senders = Arc::new(Mutex::new(senders));
+        let receivers = Arc::new(Mutex::new(receivers));
+        let results = start(config, move |shard| {
+            let (test, senders, receivers) = (test.clone(), senders.clone(), receivers.clone());
+            async move {
+                if shard.id() != 0 {
+                    let rx = receivers.lock().unwrap().pop();
+                    if let Some(rx) = rx {
+                        let _ = rx.await;
+                    }
+                    return None;
+                }
+                let result = test(shard).await;
+                for s in senders.lock().unwrap().drain(..) {
+                    let _ = s.send(());
+                }
+                Some(result)
+            }
+        })
+        .expect("runtime");
+        results
+            .into_iter()
+            .next()
+            .flatten()
+            .expect("shard 0 ran the test")
     }
 
     /// An MSET over shards 0 and 2 as one run chain, its batches by shard.
@@ -1590,41 +1616,23 @@ mod chain_tests {
     /// shards it had already visited waiting for its commit).
     #[test]
     fn a_chain_passes_a_locked_shard_it_does_not_touch() {
-        let config = ShardSetConfig {
-            shards: 3,
-            pin: false,
-            max_string_len: 1 << 20,
-        };
-        let (senders, done) = helpers(3);
-        let senders = Arc::new(Mutex::new(senders));
-        let results = start(config, move |shard| {
-            let (done, senders) = (done.clone(), senders.clone());
-            async move {
-                if shard.id() != 0 {
-                    serve_until_done(&done).await;
-                    return None;
-                }
-                let holder = shard.new_txid();
-                shard.tx_lock(1, holder).await;
-                let (k0, k2) = (key_on(0, 3), key_on(2, 3));
-                let parts = [(0, k0.as_str()), (2, k2.as_str())];
-                let run = mset_chain(&shard, 3, &parts);
-                let bound = async {
-                    // Only a bound for the failure: the chain never waits for this.
-                    glommio::timer::sleep(Duration::from_secs(10)).await;
-                    Vec::new()
-                };
-                let frames = futures_lite::future::or(run, bound).await;
-                shard.tx_unlock(1, holder).await;
-                for s in senders.lock().unwrap().drain(..) {
-                    let _ = s.send(());
-                }
-                Some(frames)
-            }
-        })
-        .expect("runtime");
+        let frames = on_shard_0(3, |shard| async move {
+            let holder = shard.new_txid();
+            shard.tx_lock(1, holder).await;
+            let (k0, k2) = (key_on(0, 3), key_on(2, 3));
+            let parts = [(0, k0.as_str()), (2, k2.as_str())];
+            let run = mset_chain(&shard, 3, &parts);
+            let bound = async {
+                // Only a bound for the failure: the chain never waits for this.
+                glommio::timer::sleep(Duration::from_secs(10)).await;
+                Vec::new()
+            };
+            let frames = futures_lite::future::or(run, bound).await;
+            shard.tx_unlock(1, holder).await;
+            frames
+        });
         assert_eq!(
-            results[0].clone().expect("shard 0 ran the test"),
+            frames,
             vec![Frame::OK, Frame::OK],
             "the chain finished while shard 1 was held"
         );
@@ -1636,45 +1644,27 @@ mod chain_tests {
     #[test]
     fn chains_deferred_behind_a_lock_do_not_nest() {
         const CHAINS: usize = 5000;
-        let config = ShardSetConfig {
-            shards: 2,
-            pin: false,
-            max_string_len: 1 << 20,
-        };
-        let (senders, done) = helpers(2);
-        let senders = Arc::new(Mutex::new(senders));
-        let results = start(config, move |shard| {
-            let (done, senders) = (done.clone(), senders.clone());
-            async move {
-                if shard.id() != 0 {
-                    serve_until_done(&done).await;
-                    return 0;
-                }
-                let first = shard.new_txid();
-                shard.tx_lock(0, first).await;
-                let (k0, k1) = (key_on(0, 2), key_on(1, 2));
-                let chains: Vec<_> = (0..CHAINS)
-                    .map(|_| {
-                        let (shard, k0, k1) = (shard.clone(), k0.clone(), k1.clone());
-                        glommio::spawn_local(async move {
-                            mset_chain(&shard, 2, &[(0, &k0), (1, &k1)]).await
-                        })
+        let ok = on_shard_0(2, |shard| async move {
+            let first = shard.new_txid();
+            shard.tx_lock(0, first).await;
+            let (k0, k1) = (key_on(0, 2), key_on(1, 2));
+            let chains: Vec<_> = (0..CHAINS)
+                .map(|_| {
+                    let (shard, k0, k1) = (shard.clone(), k0.clone(), k1.clone());
+                    glommio::spawn_local(async move {
+                        mset_chain(&shard, 2, &[(0, &k0), (1, &k1)]).await
                     })
-                    .collect();
-                // Every chain starts (and is deferred here) before the unlock.
-                futures_lite::future::yield_now().await;
-                shard.tx_unlock(0, first).await;
-                let mut ok = 0;
-                for c in chains {
-                    ok += usize::from(c.await == vec![Frame::OK, Frame::OK]);
-                }
-                for s in senders.lock().unwrap().drain(..) {
-                    let _ = s.send(());
-                }
-                ok
+                })
+                .collect();
+            // Every chain starts (and is deferred here) before the unlock.
+            futures_lite::future::yield_now().await;
+            shard.tx_unlock(0, first).await;
+            let mut ok = 0;
+            for c in chains {
+                ok += usize::from(c.await == vec![Frame::OK, Frame::OK]);
             }
-        })
-        .expect("runtime");
-        assert_eq!(results[0], CHAINS);
+            ok
+        });
+        assert_eq!(ok, CHAINS);
     }
 }
