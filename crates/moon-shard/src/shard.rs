@@ -12,8 +12,7 @@ use moon_proto::Frame;
 use moon_store::{Call, KeyEvent, Store, WatchToken};
 
 use crate::recovery::{FileReplay, RecoveryError, ShardFiles};
-use crate::state::{CommitFailure, Cut, EarlyPart, HeldPart, ShardSetConfig, Tx, TxId};
-use crate::txn::Chain;
+use crate::state::{Chain, CommitFailure, Cut, EarlyPart, HeldPart, ShardSetConfig, Tx, TxId};
 
 use crate::clock::now_ms;
 

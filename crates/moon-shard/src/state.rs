@@ -1,5 +1,6 @@
 //! Plain data the shard's modules share, at the bottom of the crate: the runtime's settings, a
-//! transaction's identity and clock, how a commit step failed, what a rewrite's cut left.
+//! transaction's identity and clock, the chains its steps travel in, how a commit step failed,
+//! what a rewrite's cut left.
 //! Behaviour lives above it (`shard`, `txn`, `rewrite`, `runtime`); this imports nothing from
 //! them.
 
@@ -87,6 +88,76 @@ pub struct LastPart {
     pub frames: Vec<moon_proto::Frame>,
     pub now: u64,
     pub part: EarlyPart,
+}
+
+/// A step of a transaction over several shards that visits them in ascending order, each
+/// shard handing it on to the next over their channel once it has handled it
+/// (`Shard::visit` in `txn`).
+///
+/// **Order.** Two transactions that share shards must meet them in the same order, or each
+/// could see part of the other (MSETs of the same keys could leave some keys from one and
+/// some from the other). Every transaction over several shards starts as a chain at its
+/// lowest shard and goes up one shard at a time, through the shards between its participants
+/// too: a shard hands chains on in the order it handled them, a channel keeps that order, and
+/// a chain waits (deferred) behind a transaction that holds a shard. So if X reached a shard
+/// before Y, X reaches every later shard they both visit before Y too. That lets a chain
+/// run and commit each part as it passes ([`Visit::Run`], MSET) without holding any shard
+/// while it waits for another, and lets locks be taken in one pass ([`Visit::Lock`]).
+#[cfg(feature = "runtime")]
+pub(crate) struct Chain {
+    pub(crate) tx: Tx,
+    /// The last shard it visits (its highest participant).
+    pub(crate) hi: usize,
+    pub(crate) visit: Visit,
+}
+
+#[cfg(feature = "runtime")]
+impl Chain {
+    /// Whether shard `id` is only on the way: the chain does nothing there but go on.
+    pub(crate) fn passes_through(&self, id: usize) -> bool {
+        match &self.visit {
+            Visit::Lock { replies, last, .. } => {
+                replies.get(id).is_none_or(Option::is_none) && !(id == self.hi && last.is_some())
+            }
+            Visit::Run { replies, .. } => replies.get(id).is_none_or(Option::is_none),
+        }
+    }
+}
+
+/// Where the last participant of a [`Visit::Lock`] sends what its part ran.
+#[cfg(feature = "runtime")]
+pub(crate) type LastReply = futures_channel::oneshot::Sender<Result<LastPart, String>>;
+/// Where a participant of a [`Visit::Run`] sends its replies and its part to come, or why
+/// the chain was refused before any part ran.
+#[cfg(feature = "runtime")]
+pub(crate) type RunReply =
+    futures_channel::oneshot::Sender<Result<(Vec<moon_proto::Frame>, EarlyPart), String>>;
+
+/// What a [`Chain`] does at each shard it visits.
+#[cfg(feature = "runtime")]
+pub(crate) enum Visit {
+    /// Locks each participant for the transaction, answering with its log error; the last
+    /// participant, if `last` is set, runs that part and commits it in the same visit
+    /// (`Shard::tx_lock_run_last`).
+    Lock {
+        /// By shard: the answer for each participant not yet visited.
+        replies: Vec<Option<futures_channel::oneshot::Sender<Option<String>>>>,
+        writers: Vec<usize>,
+        last: Option<(Vec<moon_store::Call>, LastReply)>,
+        /// The first failing log of a writer met on the way.
+        failing: Option<String>,
+    },
+    /// Runs and commits each participant's part as it passes (`Shard::tx_run_chain`).
+    Run {
+        /// By shard.
+        batches: Vec<Vec<moon_store::Call>>,
+        writers: Vec<usize>,
+        replies: Vec<Option<RunReply>>,
+        /// Whether a part has run. Until one has, a failing log refuses the whole chain.
+        ran: bool,
+        /// Why the chain was refused (every participant answers this, nothing runs).
+        refused: Option<String>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ use moon_store::{Call, WatchToken};
 use crate::clock::now_ms;
 use crate::recovery::TXPART;
 use crate::shard::{run_cmds, settle, Deferred, Held, Message, Shard, SHARD_GONE};
-use crate::state::{CommitFailure, EarlyPart, HeldPart, LastPart, Tx, TxId};
+use crate::state::{Chain, CommitFailure, EarlyPart, HeldPart, LastPart, Tx, TxId, Visit};
 
 /// The record one shard logs for its part of a transaction: its effects, headed by
 /// `MOON.TXPART <txid> <writers>` when two or more shards write (recovery then applies it only
@@ -69,70 +69,6 @@ pub(crate) fn part_record(
     ]);
     group.extend(effects);
     group
-}
-
-/// A step of a transaction over several shards that visits them in ascending order, each
-/// shard handing it on to the next over their channel once it has handled it
-/// ([`Shard::visit`]).
-///
-/// **Order.** Two transactions that share shards must meet them in the same order, or each
-/// could see part of the other (MSETs of the same keys could leave some keys from one and
-/// some from the other). Every transaction over several shards starts as a chain at its
-/// lowest shard and goes up one shard at a time, through the shards between its participants
-/// too: a shard hands chains on in the order it handled them, a channel keeps that order, and
-/// a chain waits (deferred) behind a transaction that holds a shard. So if X reached a shard
-/// before Y, X reaches every later shard they both visit before Y too. That lets a chain
-/// run and commit each part as it passes ([`Visit::Run`], MSET) without holding any shard
-/// while it waits for another, and lets locks be taken in one pass ([`Visit::Lock`]).
-pub(crate) struct Chain {
-    tx: Tx,
-    /// The last shard it visits (its highest participant).
-    hi: usize,
-    visit: Visit,
-}
-
-impl Chain {
-    /// Whether shard `id` is only on the way: the chain does nothing there but go on.
-    pub(crate) fn passes_through(&self, id: usize) -> bool {
-        match &self.visit {
-            Visit::Lock { replies, last, .. } => {
-                replies.get(id).is_none_or(Option::is_none) && !(id == self.hi && last.is_some())
-            }
-            Visit::Run { replies, .. } => replies.get(id).is_none_or(Option::is_none),
-        }
-    }
-}
-
-/// Where the last participant of a [`Visit::Lock`] sends what its part ran.
-type LastReply = oneshot::Sender<Result<LastPart, String>>;
-/// Where a participant of a [`Visit::Run`] sends its replies and its part to come, or why
-/// the chain was refused before any part ran.
-type RunReply = oneshot::Sender<Result<(Vec<Frame>, EarlyPart), String>>;
-
-/// What a [`Chain`] does at each shard it visits.
-enum Visit {
-    /// Locks each participant for the transaction, answering with its log error; the last
-    /// participant, if `last` is set, runs that part and commits it in the same visit
-    /// ([`Shard::tx_lock_run_last`]).
-    Lock {
-        /// By shard: the answer for each participant not yet visited.
-        replies: Vec<Option<oneshot::Sender<Option<String>>>>,
-        writers: Vec<usize>,
-        last: Option<(Vec<Call>, LastReply)>,
-        /// The first failing log of a writer met on the way.
-        failing: Option<String>,
-    },
-    /// Runs and commits each participant's part as it passes ([`Shard::tx_run_chain`]).
-    Run {
-        /// By shard.
-        batches: Vec<Vec<Call>>,
-        writers: Vec<usize>,
-        replies: Vec<Option<RunReply>>,
-        /// Whether a part has run. Until one has, a failing log refuses the whole chain.
-        ran: bool,
-        /// Why the chain was refused (every participant answers this, nothing runs).
-        refused: Option<String>,
-    },
 }
 
 /// A part could not be logged while others may be durable, and the effects are in memory on
