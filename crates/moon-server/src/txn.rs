@@ -457,12 +457,7 @@ async fn run_split(
         {
             Ok(ran) => ran,
             Err(cause) => {
-                let reply = if cause == moon_shard::SHARD_GONE {
-                    Frame::StaticError(moon_shard::SHARD_GONE)
-                } else {
-                    Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-                };
-                reply.reply_to(session, out);
+                refused_before_running(Some(cause)).reply_to(session, out);
                 return;
             }
         };
@@ -488,15 +483,7 @@ async fn run_split(
                 for &p in first {
                     shard.tx_unlock(p, txid).await;
                 }
-                let cause = failing.or(ran.err());
-                let reply = match cause {
-                    // Shutting down: the shard's own reply, not a log error.
-                    Some(cause) if cause != moon_shard::SHARD_GONE => {
-                        Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
-                    }
-                    _ => Frame::StaticError(moon_shard::SHARD_GONE),
-                };
-                reply.reply_to(session, out);
+                refused_before_running(failing.or(ran.err())).reply_to(session, out);
                 return;
             }
         };
@@ -526,6 +513,17 @@ async fn run_split(
         return;
     }
     plan.encode_replies(session, &mut replies, &[], None, out);
+}
+
+/// The reply to a split command refused before any part ran: MISCONF with the failing log's
+/// cause, or, while the shards are going away, the shard's own reply.
+fn refused_before_running(cause: Option<String>) -> Frame {
+    match cause {
+        Some(cause) if cause != moon_shard::SHARD_GONE => {
+            Frame::Error(format!("MISCONF Errors writing to the AOF file: {cause}"))
+        }
+        _ => Frame::StaticError(moon_shard::SHARD_GONE),
+    }
 }
 
 /// Publishes the publications a transaction held, in order, and writes each one's receiver
